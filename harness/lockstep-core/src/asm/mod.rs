@@ -1,0 +1,89 @@
+//! The text assembler and disassembler.
+//!
+//! Reads both the kernel verifier-log syntax (`0: (b7) r0 = 0`, `goto pc+2`) and the LLVM BPF asm of
+//! the kernel selftests' naked functions (`*(u32 *)(r10 - 4) = r1`, `if r0 != 0 goto l0`, labels,
+//! `call bpf_spin_lock`, `r1 = map_name ll`). The disassembler prints the kernel-log syntax.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+use crate::insn::Insn;
+
+/// What an instruction refers to by name; the numeric fields are filled in when the program is
+/// loaded (map fds, kfunc BTF ids) or at assembly (helper ids, subprogram offsets).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum Reloc {
+    /// `ld_imm64` with `BPF_PSEUDO_MAP_FD`: a map by name.
+    Map { name: String },
+    /// `ld_imm64` with `BPF_PSEUDO_MAP_VALUE`: the address of a map's value plus an offset
+    /// (global data sections are maps too).
+    MapValue { name: String, offset: u32 },
+    /// A helper call; `imm` already holds the helper id.
+    Helper { name: String },
+    /// A kfunc call; `imm` (BTF id) and `off` (fd_array index) are resolved at load time.
+    Kfunc { name: String },
+    /// A bpf-to-bpf call to a label; `imm` already holds the relative offset.
+    Subprog { label: String },
+}
+
+/// An assembled program.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Program {
+    /// Instruction slots (an `ld_imm64` takes two).
+    pub insns: Vec<Insn>,
+    /// Symbolic references keyed by instruction index.
+    pub relocs: BTreeMap<usize, Reloc>,
+    /// Labels keyed by the instruction index they name (subprogram entries among them).
+    pub labels: BTreeMap<usize, String>,
+    /// 1-based source line of each slot, relative to the start of the text (0 for a
+    /// second `ld_imm64` slot and for programs not assembled from text).
+    pub lines: Vec<usize>,
+}
+
+impl Program {
+    /// Indices of the first instruction of each subprogram, main program (0) first, as the
+    /// verifier's `add_subprog_and_kfunc` finds them: every target of a bpf-to-bpf call.
+    pub fn subprog_starts(&self) -> Vec<usize> {
+        let mut starts = vec![0usize];
+        for (i, insn) in self.insns.iter().enumerate() {
+            if insn.is_pseudo_call() {
+                let t = i as i64 + insn.imm as i64 + 1;
+                if t >= 0 {
+                    starts.push(t as usize);
+                }
+            }
+        }
+        starts.sort_unstable();
+        starts.dedup();
+        starts
+    }
+
+    /// The name of the kfunc or helper called at `idx`, if any.
+    pub fn call_name(&self, idx: usize) -> Option<&str> {
+        match self.relocs.get(&idx)? {
+            Reloc::Helper { name } | Reloc::Kfunc { name } => Some(name),
+            Reloc::Subprog { label } => Some(label),
+            _ => None,
+        }
+    }
+}
+
+/// An assembly error, located by line and column (both 1-based, relative to the text).
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("line {line}, column {column}: {message}")]
+pub struct AsmError {
+    pub line: usize,
+    pub column: usize,
+    pub message: String,
+}
+
+/// Names the assembler may resolve `call NAME` and `rX = NAME ll` against.
+#[derive(Clone, Debug, Default)]
+pub struct Symbols {
+    /// Map names (including global data sections such as `.data`).
+    pub maps: Vec<String>,
+    /// Kfunc names known to exist (vmlinux kfuncs of the profiles and test-module kfuncs).
+    pub kfuncs: Vec<String>,
+}

@@ -1,0 +1,210 @@
+//! The TOML case-file format: types here, the parser in [`parse`].
+//!
+//! A case file holds one or more `[[case]]` tables. See `tests/corpus/README.md` for the format.
+
+pub mod parse;
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+use crate::asm::Program;
+
+/// BPF program types lockstep can load without an attach target.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ProgType {
+    SocketFilter,
+    Kprobe,
+    SchedCls,
+    SchedAct,
+    Tracepoint,
+    Xdp,
+    PerfEvent,
+    CgroupSkb,
+    RawTracepoint,
+    LwtIn,
+    FlowDissector,
+    Syscall,
+}
+
+impl ProgType {
+    /// Every supported program type.
+    pub const ALL: [ProgType; 12] = [
+        ProgType::SocketFilter,
+        ProgType::Kprobe,
+        ProgType::SchedCls,
+        ProgType::SchedAct,
+        ProgType::Tracepoint,
+        ProgType::Xdp,
+        ProgType::PerfEvent,
+        ProgType::CgroupSkb,
+        ProgType::RawTracepoint,
+        ProgType::LwtIn,
+        ProgType::FlowDissector,
+        ProgType::Syscall,
+    ];
+
+    /// The `enum bpf_prog_type` value (include/uapi/linux/bpf.h).
+    pub const fn uapi(self) -> u32 {
+        match self {
+            ProgType::SocketFilter => 1,
+            ProgType::Kprobe => 2,
+            ProgType::SchedCls => 3,
+            ProgType::SchedAct => 4,
+            ProgType::Tracepoint => 5,
+            ProgType::Xdp => 6,
+            ProgType::PerfEvent => 7,
+            ProgType::CgroupSkb => 8,
+            ProgType::LwtIn => 10,
+            ProgType::RawTracepoint => 17,
+            ProgType::FlowDissector => 22,
+            ProgType::Syscall => 31,
+        }
+    }
+
+    /// The snake_case name used in case files.
+    pub fn name(self) -> &'static str {
+        match self {
+            ProgType::SocketFilter => "socket_filter",
+            ProgType::Kprobe => "kprobe",
+            ProgType::SchedCls => "sched_cls",
+            ProgType::SchedAct => "sched_act",
+            ProgType::Tracepoint => "tracepoint",
+            ProgType::Xdp => "xdp",
+            ProgType::PerfEvent => "perf_event",
+            ProgType::CgroupSkb => "cgroup_skb",
+            ProgType::RawTracepoint => "raw_tracepoint",
+            ProgType::LwtIn => "lwt_in",
+            ProgType::FlowDissector => "flow_dissector",
+            ProgType::Syscall => "syscall",
+        }
+    }
+}
+
+/// Map types a case may declare.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum MapType {
+    Hash,
+    Array,
+    ProgArray,
+    PercpuHash,
+    PercpuArray,
+    LruHash,
+    CgroupStorage,
+    SkStorage,
+}
+
+impl MapType {
+    /// The `enum bpf_map_type` value.
+    pub const fn uapi(self) -> u32 {
+        match self {
+            MapType::Hash => 1,
+            MapType::Array => 2,
+            MapType::ProgArray => 3,
+            MapType::PercpuHash => 5,
+            MapType::PercpuArray => 6,
+            MapType::LruHash => 9,
+            MapType::CgroupStorage => 19,
+            MapType::SkStorage => 24,
+        }
+    }
+}
+
+/// What kind of field of a map value (or global data section) a [`Field`] is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum FieldKind {
+    /// An integer of `size` bytes (1, 2, 4 or 8).
+    Int,
+    /// `struct bpf_spin_lock` (4 bytes, 4-aligned).
+    SpinLock,
+    /// `struct bpf_res_spin_lock` (8 bytes, 4-aligned), kernels that have it.
+    ResSpinLock,
+}
+
+/// One named field of a value layout.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Field {
+    pub name: String,
+    pub kind: FieldKind,
+    pub offset: u32,
+    pub size: u32,
+}
+
+/// The layout of a map value or a global data section.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ValueLayout {
+    /// Total size in bytes.
+    pub size: u32,
+    /// Fields in offset order; gaps are padding.
+    pub fields: Vec<Field>,
+}
+
+impl ValueLayout {
+    /// The first field of the given kind.
+    pub fn field_of(&self, kind: FieldKind) -> Option<&Field> {
+        self.fields.iter().find(|f| f.kind == kind)
+    }
+}
+
+/// A map the program uses (global data sections are array maps with one entry).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MapSpec {
+    pub name: String,
+    pub map_type: MapType,
+    pub key_size: u32,
+    pub max_entries: u32,
+    pub value: ValueLayout,
+    /// Whether the map is created with BTF for key and value (without it, no lock is recognised).
+    pub btf: bool,
+    /// Set for a global data section (`.data`, `.bss`, `.rodata`): loaded with `BPF_F_MMAPABLE`
+    /// and referred to with `BPF_PSEUDO_MAP_VALUE`.
+    pub global_section: bool,
+    /// `map_flags` to create the map with (besides those implied by `global_section`).
+    pub flags: u32,
+}
+
+/// A subprogram declared as global (BTF linkage `BTF_FUNC_GLOBAL`); the others are static.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GlobalFunc {
+    /// The label that starts the subprogram.
+    pub label: String,
+    /// Number of scalar (`int`) arguments, 0 to 5.
+    pub args: u8,
+}
+
+/// The expected verdict of a case on one profile.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Expectation {
+    pub verdict: crate::verdict::VerdictKind,
+    /// Instruction index of the rejection.
+    pub insn: Option<usize>,
+    /// The kernel's error line.
+    pub message: Option<String>,
+    /// Where the expectation comes from (a verifier.c function, a kernel run).
+    pub source: Option<String>,
+}
+
+/// One test case: a program with everything needed to load it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Case {
+    pub name: String,
+    /// The file it came from and the 1-based line of its `[[case]]` header.
+    pub file: String,
+    pub line: usize,
+    pub prog_type: ProgType,
+    pub sleepable: bool,
+    pub maps: Vec<MapSpec>,
+    pub globals: Vec<GlobalFunc>,
+    /// Kfuncs the program calls that the model does not know (declared to pass the name check).
+    pub extern_kfuncs: Vec<String>,
+    pub program: Program,
+    /// The program text as written.
+    pub text: String,
+    /// Expectations keyed by profile name.
+    pub expect: BTreeMap<String, Expectation>,
+    pub description: Option<String>,
+    pub tags: Vec<String>,
+}

@@ -1,0 +1,17 @@
+//! Pure logic of lockstep: no syscalls, no I/O beyond what callers hand in.
+//!
+//! - [`insn`]: eBPF instruction encoding and decoding.
+//! - [`asm`]: the text assembler (kernel verifier-log syntax and LLVM BPF asm) and disassembler.
+//! - [`helpers`]: the uapi helper table (name <-> id).
+//! - [`case`]: the TOML case-file format.
+//! - [`profile`]: kernel profiles (message catalogue, rules for calls under a lock).
+//! - [`model`]: the abstract interpreter that predicts the verifier's spin-lock verdicts.
+//! - [`verdict`]: verdicts and their comparison (agreement classes).
+
+pub mod asm;
+pub mod case;
+pub mod helpers;
+pub mod insn;
+pub mod model;
+pub mod profile;
+pub mod verdict;

@@ -1,0 +1,1 @@
+//! The spin-lock verifier model.
