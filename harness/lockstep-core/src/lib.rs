@@ -14,4 +14,5 @@ pub mod helpers;
 pub mod insn;
 pub mod model;
 pub mod profile;
+pub mod proto;
 pub mod verdict;

@@ -1,0 +1,69 @@
+//! The host <-> guest protocol: JSON lines over the control port (a virtio-serial port in a
+//! QEMU guest; stdin/stdout-like pipes in host mode).
+
+use serde::{Deserialize, Serialize};
+
+use crate::case::Case;
+use crate::verdict::Verdict;
+
+/// Name of the virtio-serial port carrying the protocol (`/sys/class/virtio-ports/*/name`).
+pub const CONTROL_PORT_NAME: &str = "lockstep.0";
+
+/// A message from the host to the guest agent.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "msg", rename_all = "snake_case")]
+pub enum HostMsg {
+    /// Load one case and report its verdict.
+    Run {
+        /// Sequence number echoed in the result.
+        id: u64,
+        case: Box<Case>,
+        /// Return the full verifier log, not only the error line.
+        want_log: bool,
+    },
+    /// Flush and power the guest off.
+    Shutdown,
+}
+
+/// Whether the test module was loaded in the guest.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "status", rename_all = "snake_case")]
+pub enum ModuleStatus {
+    /// No module was shipped in the initramfs.
+    Absent,
+    /// Loaded; its BTF object id.
+    Loaded { name: String, btf_id: u32 },
+    /// `finit_module` (or finding its BTF) failed.
+    Failed { name: String, error: String },
+}
+
+/// What the kernel said about one case.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct KernelResult {
+    pub case: String,
+    /// Accept or reject (never unsupported); `insn` and `message` parsed from the log.
+    pub verdict: Verdict,
+    /// errno of `BPF_PROG_LOAD` (0 on success).
+    pub errno: i32,
+    /// The full verifier log, when asked for (and always on an unexpected setup failure).
+    pub log: Option<String>,
+    /// Kernel-reported verification time in microseconds (`verification time N usec`), if logged.
+    pub verification_usec: Option<u64>,
+    /// `processed N insns`, if logged.
+    pub insns_processed: Option<u64>,
+    /// Set when the case could not be set up (map creation, BTF, kfunc resolution): the verdict is
+    /// then not the verifier's.
+    pub setup_error: Option<String>,
+}
+
+/// A message from the guest agent to the host.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "msg", rename_all = "snake_case")]
+pub enum GuestMsg {
+    /// Sent once the agent is ready for cases.
+    Hello { release: String, module: ModuleStatus },
+    /// The result of one `Run`.
+    Result { id: u64, result: KernelResult },
+    /// Sent right before power-off.
+    Bye,
+}
