@@ -1,0 +1,65 @@
+#!/usr/bin/env bash
+# Install what lockstep needs on a fresh Debian 12 (bookworm) machine, from the system apt sources.
+#
+# Usage: scripts/setup.sh [--with-insta]
+#   --with-insta   also `cargo install --locked cargo-insta` (skipped if already installed)
+#
+# Idempotent: apt-get only installs what is missing; run as root (or with sudo available).
+set -euo pipefail
+
+WITH_INSTA=0
+for arg in "$@"; do
+  case "$arg" in
+    --with-insta) WITH_INSTA=1 ;;
+    -h|--help) sed -n '2,7p' "$0"; exit 0 ;;
+    *) echo "unknown argument: $arg" >&2; exit 2 ;;
+  esac
+done
+
+SUDO=
+if [[ $(id -u) -ne 0 ]]; then
+  command -v sudo >/dev/null || { echo "run as root or install sudo" >&2; exit 1; }
+  SUDO=sudo
+fi
+
+PACKAGES=(
+  # QEMU for the guests (qemu-system-x86_64); ovmf/firmware not needed (direct -kernel boot).
+  qemu-system-x86
+  # libbpf-sys (static) and the test-module build.
+  libelf-dev zlib1g-dev libzstd-dev liblzma-dev pkg-config
+  clang llvm
+  # C toolchain for -sys crates, kernel module builds.
+  build-essential
+  # Unpacking and inspecting kernels and initramfs images.
+  cpio xz-utils zstd
+  # apt-get download over https mirrors, keyring checks.
+  ca-certificates gnupg
+)
+
+missing=()
+for p in "${PACKAGES[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")
+done
+
+if ((${#missing[@]})); then
+  echo "installing: ${missing[*]}"
+  $SUDO apt-get update
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y --no-install-recommends "${missing[@]}"
+else
+  echo "all system packages already installed"
+fi
+
+if ((WITH_INSTA)); then
+  if command -v cargo-insta >/dev/null; then
+    echo "cargo-insta already installed"
+  else
+    cargo install --locked cargo-insta
+  fi
+fi
+
+# KVM is optional: lockstep probes it at run time and falls back to TCG.
+if [[ -r /dev/kvm && -w /dev/kvm ]]; then
+  echo "/dev/kvm is accessible (lockstep will probe whether it really works)"
+else
+  echo "note: /dev/kvm not accessible; guests will run under TCG (slower)"
+fi
