@@ -3,6 +3,16 @@
 //! Reads both the kernel verifier-log syntax (`0: (b7) r0 = 0`, `goto pc+2`) and the LLVM BPF asm of
 //! the kernel selftests' naked functions (`*(u32 *)(r10 - 4) = r1`, `if r0 != 0 goto l0`, labels,
 //! `call bpf_spin_lock`, `r1 = map_name ll`). The disassembler prints the kernel-log syntax.
+//! The accepted syntax is described in `docs/asm.md`.
+
+mod disasm;
+mod lex;
+mod parse;
+#[cfg(test)]
+mod tests;
+
+pub use disasm::{disassemble, format_insn};
+pub use parse::assemble;
 
 use std::collections::BTreeMap;
 
