@@ -1,0 +1,200 @@
+//! The program BTF of a case: map key/value types (with `struct bpf_spin_lock` /
+//! `struct bpf_res_spin_lock` recognised by name and size), data sections for global data maps
+//! (one `VAR` per field, as clang emits for C globals and libbpf loads for `.data`/`.bss`), and
+//! `FUNC`/`FUNC_PROTO` records for `func_info` when the case declares global functions.
+
+use std::collections::HashMap;
+
+use lockstep_core::case::{Case, FieldKind, MapSpec, ValueLayout};
+use lockstep_core::insn::BPF_PSEUDO_FUNC;
+
+use crate::sys::{Btf, SysError};
+
+/// A built (not yet loaded) program BTF.
+#[derive(Debug)]
+pub struct ProgBtf {
+    /// The BTF.
+    pub btf: Btf,
+    /// Per map of the case (same order): (key type id, value type id) when the map has BTF.
+    pub maps: Vec<Option<(u32, u32)>>,
+    /// `func_info` records (insn_off, FUNC type id); empty unless the case has globals.
+    pub func_info: Vec<(u32, u32)>,
+}
+
+/// A C identifier made from `s` (BTF names of structs, vars, funcs must be identifiers).
+pub fn ident(s: &str) -> String {
+    let mut out: String =
+        s.chars().map(|c| if c.is_ascii_alphanumeric() || c == '_' { c } else { '_' }).collect();
+    if out.is_empty() || out.as_bytes()[0].is_ascii_digit() {
+        out.insert(0, '_');
+    }
+    out
+}
+
+/// Instruction indices where subprograms start, as the kernel's `add_subprog_and_kfunc` finds
+/// them: 0, targets of bpf-to-bpf calls and of `ld_imm64` with `BPF_PSEUDO_FUNC`.
+pub fn subprog_starts(case: &Case) -> Vec<usize> {
+    let insns = &case.program.insns;
+    let mut starts = vec![0usize];
+    for (i, insn) in insns.iter().enumerate() {
+        let is_func_ref = insn.is_ld_imm64() && insn.src == BPF_PSEUDO_FUNC;
+        if insn.is_pseudo_call() || is_func_ref {
+            let t = i as i64 + insn.imm as i64 + 1;
+            if t >= 0 {
+                starts.push(t as usize);
+            }
+        }
+    }
+    starts.sort_unstable();
+    starts.dedup();
+    starts
+}
+
+/// Type ids shared by everything in one BTF (ints by size, the lock structs).
+struct Types {
+    ints: HashMap<u32, u32>,
+    u8_ty: Option<u32>,
+    spin_lock: Option<u32>,
+    res_spin_lock: Option<u32>,
+}
+
+impl Types {
+    fn int(&mut self, btf: &mut Btf, size: u32) -> Result<u32, SysError> {
+        if let Some(&id) = self.ints.get(&size) {
+            return Ok(id);
+        }
+        let id = btf.add_int(&format!("__u{}", size * 8), size, false)?;
+        self.ints.insert(size, id);
+        Ok(id)
+    }
+
+    fn u8(&mut self, btf: &mut Btf) -> Result<u32, SysError> {
+        if let Some(id) = self.u8_ty {
+            return Ok(id);
+        }
+        let id = self.int(btf, 1)?;
+        self.u8_ty = Some(id);
+        Ok(id)
+    }
+
+    /// An unsigned int of `size` bytes, or `__u8[size]` for other sizes.
+    fn scalar(&mut self, btf: &mut Btf, size: u32) -> Result<u32, SysError> {
+        if matches!(size, 1 | 2 | 4 | 8) {
+            self.int(btf, size)
+        } else {
+            let elem = self.u8(btf)?;
+            let index = self.int(btf, 4)?;
+            btf.add_array(index, elem, size)
+        }
+    }
+
+    /// `struct bpf_spin_lock { __u32 val; }` (include/uapi/linux/bpf.h).
+    fn spin_lock(&mut self, btf: &mut Btf) -> Result<u32, SysError> {
+        if let Some(id) = self.spin_lock {
+            return Ok(id);
+        }
+        let u32_ty = self.int(btf, 4)?;
+        let id = btf.add_struct("bpf_spin_lock", 4)?;
+        btf.add_field("val", u32_ty, 0)?;
+        self.spin_lock = Some(id);
+        Ok(id)
+    }
+
+    /// `struct bpf_res_spin_lock { __u32 val[2]; } __attribute__((aligned(8)))` (uapi bpf.h).
+    fn res_spin_lock(&mut self, btf: &mut Btf) -> Result<u32, SysError> {
+        if let Some(id) = self.res_spin_lock {
+            return Ok(id);
+        }
+        let u32_ty = self.int(btf, 4)?;
+        let arr = btf.add_array(u32_ty, u32_ty, 2)?;
+        let id = btf.add_struct("bpf_res_spin_lock", 8)?;
+        btf.add_field("val", arr, 0)?;
+        self.res_spin_lock = Some(id);
+        Ok(id)
+    }
+
+    fn field(&mut self, btf: &mut Btf, kind: FieldKind, size: u32) -> Result<u32, SysError> {
+        match kind {
+            FieldKind::Int => self.scalar(btf, size),
+            FieldKind::SpinLock => self.spin_lock(btf),
+            FieldKind::ResSpinLock => self.res_spin_lock(btf),
+        }
+    }
+}
+
+/// The value struct of a map: one member per field at its offset; gaps stay padding.
+fn value_struct(
+    btf: &mut Btf,
+    t: &mut Types,
+    name: &str,
+    v: &ValueLayout,
+) -> Result<u32, SysError> {
+    let tys: Vec<u32> =
+        v.fields.iter().map(|f| t.field(btf, f.kind, f.size)).collect::<Result<_, _>>()?;
+    let id = btf.add_struct(&format!("{}_value", ident(name)), v.size)?;
+    for (f, ty) in v.fields.iter().zip(tys) {
+        btf.add_field(&ident(&f.name), ty, f.offset)?;
+    }
+    Ok(id)
+}
+
+/// A `DATASEC` named after the section with one `VAR` per field (what libbpf passes as the value
+/// type of `.data`/`.bss` maps, key type 0).
+fn datasec(btf: &mut Btf, t: &mut Types, m: &MapSpec) -> Result<u32, SysError> {
+    let mut vars = Vec::new();
+    for f in &m.value.fields {
+        let ty = t.field(btf, f.kind, f.size)?;
+        vars.push((btf.add_var(&ident(&f.name), ty)?, f.offset, f.size));
+    }
+    if vars.is_empty() {
+        let ty = t.scalar(btf, m.value.size.max(1))?;
+        vars.push((btf.add_var("__pad", ty)?, 0, m.value.size.max(1)));
+    }
+    let id = btf.add_datasec(&m.name, m.value.size)?;
+    for (var, off, size) in vars {
+        btf.add_datasec_var(var, off, size)?;
+    }
+    Ok(id)
+}
+
+/// Builds the program BTF of a case, or None when nothing needs BTF (no map with BTF, no globals).
+pub fn build(case: &Case) -> Result<Option<ProgBtf>, SysError> {
+    let any_map_btf = case.maps.iter().any(|m| m.btf);
+    if !any_map_btf && case.globals.is_empty() {
+        return Ok(None);
+    }
+    let mut btf = Btf::new_empty()?;
+    let mut t = Types { ints: HashMap::new(), u8_ty: None, spin_lock: None, res_spin_lock: None };
+    let mut maps = Vec::with_capacity(case.maps.len());
+    for m in &case.maps {
+        if !m.btf {
+            maps.push(None);
+        } else if m.global_section {
+            maps.push(Some((0, datasec(&mut btf, &mut t, m)?)));
+        } else {
+            let key = t.scalar(&mut btf, m.key_size)?;
+            let value = value_struct(&mut btf, &mut t, &m.name, &m.value)?;
+            maps.push(Some((key, value)));
+        }
+    }
+    let mut func_info = Vec::new();
+    if !case.globals.is_empty() {
+        let int_ty = btf.add_int("int", 4, true)?;
+        for start in subprog_starts(case) {
+            let label = case.program.labels.get(&start);
+            let global = label.and_then(|l| case.globals.iter().find(|g| &g.label == l));
+            let name = match (start, label) {
+                (0, _) => ident(&case.name),
+                (_, Some(l)) => ident(l),
+                (_, None) => format!("sub_{start}"),
+            };
+            let proto = btf.add_func_proto(int_ty)?;
+            for i in 0..global.map_or(0, |g| g.args) {
+                btf.add_func_param(&format!("a{i}"), int_ty)?;
+            }
+            let func = btf.add_func(&name, global.is_some(), proto)?;
+            func_info.push((start as u32, func));
+        }
+    }
+    Ok(Some(ProgBtf { btf, maps, func_info }))
+}
