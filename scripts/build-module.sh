@@ -4,7 +4,8 @@
 # Usage:
 #   scripts/build-module.sh debian:6.12|debian:7.2|debian:7.3 [OUTDIR]
 #   scripts/build-module.sh --tree KERNEL_BUILD_DIR [OUTDIR]
-#   scripts/build-module.sh --flags KO        # print "SET KFUNC FLAGS" from KO's .BTF/.BTF_ids
+#   scripts/build-module.sh --flags KO [VMLINUX]  # print "SET KFUNC FLAGS" per kfunc from KO's
+#       .BTF_ids (names from .BTF; VMLINUX, for its base BTF, is needed when KO has no .BTF.base)
 #
 # Debian kernels: the newest linux-headers-<abi>-amd64, -common and linux-kbuild-<abi> of the
 # series in its suite (6.12: bookworm-backports, 7.2: sid, 7.3: trixie-backports) are fetched with
@@ -33,7 +34,7 @@ SOURCES=(Kbuild Makefile lockstep_test.c)
 
 log() { echo "build-module: $*" >&2; }
 die() { echo "build-module: error: $*" >&2; exit 1; }
-usage() { sed -n '2,7p' "$0" >&2; exit 2; }
+usage() { sed -n '2,8p' "$0" >&2; exit 2; }
 
 # ---------------------------------------------------------------------------------------------
 # --flags KO: decode the kfunc sets in KO's .BTF_ids (pairs of split-BTF id and flags), naming
@@ -255,10 +256,11 @@ EOF
 }
 
 check_libs() {  # REAL...
-  local f missing
+  local f out
   for f in "$@"; do
-    missing=$("$LDSO" --library-path "$LIBPATH" --list "$f" 2>&1 | grep 'not found' || true)
-    [[ -z $missing ]] || die "$f: missing libraries in the private sysroot: $missing"
+    if ! out=$("$LDSO" --library-path "$LIBPATH" --list "$f" 2>&1) || grep -q 'not found' <<<"$out"; then
+      die "$f: missing libraries in the private sysroot: $(grep -E 'not found|error' <<<"$out")"
+    fi
   done
 }
 
@@ -294,6 +296,8 @@ prepare_debian() {
   for p in libc6 zlib1g libzstd1 liblzma5 libbz2-1.0 'libelf1t64|libelf1' 'libdw1t64|libdw1' libbpf1; do
     pkgs+=("$(pick_pkg "$p")")
   done
+  # pahole >= 1.32 moved its own libraries (libdwarves*.so.1) to a package of their own.
+  [[ -n $(newest_version libdwarves1) ]] && pkgs+=("libdwarves1=$dw")
   log "fetching build tools: $pp=$dw ${pkgs[*]}"
   download_unpack "$SYS" "$HD/debs" "$pp=$dw" "${pkgs[@]}"
   LDSO=
@@ -346,23 +350,29 @@ check_ko() {  # KO EXPECT_BASE
   done
 }
 
+# One build per kernel name at a time (apt state, headers and module cache are shared).
+lock_name() {
+  mkdir -p "$CACHE/modules/$NAME"
+  exec 9>"$CACHE/modules/$NAME/.lock"
+  flock 9
+}
+
 if [[ -n $TREE ]]; then
   [[ -f $TREE/.config && -f $TREE/Makefile ]] || die "$TREE is not a configured kernel build tree"
   [[ -f $TREE/vmlinux ]] || die "$TREE has no vmlinux (build the kernel first)"
   NAME=tree-$(basename "$TREE")-$(echo "$TREE" | sha256sum | cut -c1-8)
   KREL=$(cat "$TREE/include/config/kernel.release" 2>/dev/null || echo unknown)
   KVER=$KREL-$(sha256sum "$TREE/vmlinux" | cut -c1-12)
+  lock_name
 else
   NAME=debian-$SERIES
+  lock_name
   apt_setup
   resolve_kernel
 fi
 
 OUT=$CACHE/modules/$NAME/$KVER-$SRCHASH
 KO=$OUT/lockstep_test.ko
-mkdir -p "$CACHE/modules/$NAME"
-exec 9>"$CACHE/modules/$NAME/.lock"
-flock 9
 
 if [[ -s $KO ]]; then
   log "cache hit: $KO"
@@ -373,12 +383,14 @@ else
     PAHOLE_BIN=$(tree_pahole)
     MAKE_ARGS=(-C "$TREE" PAHOLE="$PAHOLE_BIN")
     CONFIG=$TREE/.config
+    VMLINUX=$TREE/vmlinux
     ORIGIN="tree $TREE ($KREL)"
   else
     prepare_debian
     MAKE_ARGS=(-C "$COMMON" O="$KOBJ" CC=gcc HOSTCC=gcc PAHOLE="$PAHOLE_BIN"
       CONFIG_CC_HAS_MIN_FUNCTION_ALIGNMENT=)
     CONFIG=$KOBJ/.config
+    VMLINUX=$KOBJ/vmlinux
     ORIGIN="debian $SUITE linux-headers-$ABI-amd64 $KVER"
   fi
   BUILD=$CACHE/modules/$NAME/build-$KVER-$SRCHASH
@@ -398,14 +410,14 @@ else
   fi
   check_ko "$BUILD/lockstep_test.ko" "$EXPECT_BASE"
   mkdir -p "$OUT.tmp"
-  cp "$BUILD/lockstep_test.ko" "$OUT.tmp/"
+  cp "$BUILD/lockstep_test.ko" "$BUILD/build.log" "$OUT.tmp/"
   {
     echo "origin: $ORIGIN"
     echo "source-hash: $SRCHASH"
     echo "gcc: $(gcc -dumpfullversion)"
     echo "pahole: $("$PAHOLE_BIN" --version)"
     echo "kfunc-flags:"
-    dump_flags "$OUT.tmp/lockstep_test.ko" ${TREE:+"$TREE/vmlinux"} | sed 's/^/  /'
+    dump_flags "$OUT.tmp/lockstep_test.ko" "$VMLINUX" | sed 's/^/  /'
   } >"$OUT.tmp/build-info.txt"
   rm -rf "$OUT" && mv "$OUT.tmp" "$OUT"
   rm -rf "$BUILD"
