@@ -154,9 +154,9 @@ impl Loader {
 
     fn try_run(&self, case: &Case, want_log: bool) -> Result<KernelResult, SetupError> {
         // Fds live until the end of this function: BTF, maps, then the program.
-        let prog_btf = progbtf::build(case).map_err(SetupError::BtfBuild)?;
-        let btf_fd = match &prog_btf {
-            Some(p) => Some(load_btf(&p.btf)?),
+        let mut prog_btf = progbtf::build(case).map_err(SetupError::BtfBuild)?;
+        let btf_fd = match &mut prog_btf {
+            Some(p) => Some(load_btf(&mut p.btf)?),
             None => None,
         };
         let maps = self.create_maps(case, prog_btf.as_ref(), btf_fd.as_ref())?;
@@ -291,7 +291,7 @@ impl Loader {
 }
 
 /// Loads program BTF, with the kernel's BTF log on failure.
-fn load_btf(btf: &Btf) -> Result<OwnedFd, SetupError> {
+fn load_btf(btf: &mut Btf) -> Result<OwnedFd, SetupError> {
     let raw = btf.raw_data();
     match sys::btf_load(&raw, &mut []) {
         Ok(fd) => Ok(fd),

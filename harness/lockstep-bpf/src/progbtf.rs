@@ -100,15 +100,16 @@ impl Types {
         Ok(id)
     }
 
-    /// `struct bpf_res_spin_lock { __u32 val[2]; } __attribute__((aligned(8)))` (uapi bpf.h).
+    /// `struct bpf_res_spin_lock { u32 val; }`, 4 bytes, 4-aligned (include/asm-generic/rqspinlock.h,
+    /// 6.15..7.3; btf.c matches it by name and `sizeof`). A layout that gives the field 8 bytes
+    /// gets the 4-byte struct followed by padding.
     fn res_spin_lock(&mut self, btf: &mut Btf) -> Result<u32, SysError> {
         if let Some(id) = self.res_spin_lock {
             return Ok(id);
         }
         let u32_ty = self.int(btf, 4)?;
-        let arr = btf.add_array(u32_ty, u32_ty, 2)?;
-        let id = btf.add_struct("bpf_res_spin_lock", 8)?;
-        btf.add_field("val", arr, 0)?;
+        let id = btf.add_struct("bpf_res_spin_lock", 4)?;
+        btf.add_field("val", u32_ty, 0)?;
         self.res_spin_lock = Some(id);
         Ok(id)
     }
@@ -144,7 +145,8 @@ fn datasec(btf: &mut Btf, t: &mut Types, m: &MapSpec) -> Result<u32, SysError> {
     let mut vars = Vec::new();
     for f in &m.value.fields {
         let ty = t.field(btf, f.kind, f.size)?;
-        vars.push((btf.add_var(&ident(&f.name), ty)?, f.offset, f.size));
+        let size = if f.kind == FieldKind::Int { f.size } else { 4 };
+        vars.push((btf.add_var(&ident(&f.name), ty)?, f.offset, size));
     }
     if vars.is_empty() {
         let ty = t.scalar(btf, m.value.size.max(1))?;

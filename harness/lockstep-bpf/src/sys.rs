@@ -59,6 +59,9 @@ pub struct Btf(NonNull<libbpf_sys::btf>);
 // SAFETY: a `struct btf` is plain heap data owned exclusively by this handle; libbpf keeps no
 // thread-local state for it.
 unsafe impl Send for Btf {}
+// SAFETY: the `&self` methods only read types and strings; `btf__raw_data`, which caches the
+// blob inside the btf, takes `&mut self`.
+unsafe impl Sync for Btf {}
 
 impl Drop for Btf {
     fn drop(&mut self) {
@@ -202,7 +205,7 @@ impl Btf {
     }
 
     /// The raw BTF blob (header, types, strings) as the kernel expects it.
-    pub fn raw_data(&self) -> Vec<u8> {
+    pub fn raw_data(&mut self) -> Vec<u8> {
         let mut size = 0u32;
         // SAFETY: valid btf; the returned buffer is owned by the btf and valid until it changes,
         // and we copy it out at once.
