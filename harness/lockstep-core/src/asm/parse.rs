@@ -508,8 +508,10 @@ impl<'a> Parser<'a> {
         None
     }
     fn num(&mut self, what: &str) -> Result<i128, AsmError> {
-        if let Some(Tok::Subst(s)) = self.peek() {
-            return Err(err(self.line, self.col(), format!("`%[{s}]` constants are not supported: write the number")));
+        let signed = usize::from(self.is_punct("-") || self.is_punct("+"));
+        if let Some(Tok::Subst(s)) = self.peek_at(signed) {
+            let col = self.toks.get(self.pos + signed).map_or(self.end_col, |t| t.col);
+            return Err(err(self.line, col, format!("`%[{s}]` constants are not supported: write the number")));
         }
         match self.try_num() {
             Some(v) => Ok(v),
