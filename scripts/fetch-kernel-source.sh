@@ -140,6 +140,8 @@ FILES=(
   include/linux/bpf_types.h include/linux/btf_ids.h include/uapi/linux/bpf.h
   tools/testing/selftests/bpf/progs/ tools/testing/selftests/bpf/bpf_misc.h
   tools/testing/selftests/bpf/verifier/
+  tools/testing/selftests/bpf/prog_tests/spin_lock.c tools/testing/selftests/bpf/prog_tests/linked_list.c
+  tools/testing/selftests/bpf/prog_tests/res_spin_lock.c
 )
 LIST=$DEBS/$PKG.members
 [[ -s $LIST && $LIST -nt $TARBALL ]] || tar -tf "$TARBALL" >"$LIST"
