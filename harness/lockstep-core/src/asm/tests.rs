@@ -406,7 +406,7 @@ fn located_errors() {
         ("r0 = atomic64_fetch_add((u32 *)(r1 + 0), r0)", 1, 26, "`atomic64_` operations take a `u64` operand"),
         ("r2 = atomic_fetch_add((u64 *)(r1 + 0), r3)", 1, 40, "the old value goes to the source register"),
         ("r1 = be16 r2", 1, 11, "byte swaps work in place"),
-        ("*(u32 *)(r10 - 40000) = r1", 1, 15, "offset -40000 does not fit in 16 bits"),
+        ("*(u32 *)(r10 - 40000) = r1", 1, 14, "offset -40000 does not fit in 16 bits"),
         ("w1 = 5 ll", 1, 6, "needs an `r` register"),
         ("r1 = 5 exit", 1, 8, "expected end of statement, found `exit`"),
         ("call pc", 1, 8, "expected `+` or `-` after `pc`"),
