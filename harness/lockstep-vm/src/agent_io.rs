@@ -1,0 +1,121 @@
+//! The guest side of the transport, for the static `/init` agent: mounts, the control port, and
+//! power-off. Built without the `host` feature too (`default-features = false`).
+
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, BufReader, Write};
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use lockstep_core::proto::{GuestMsg, CONTROL_PORT_NAME};
+
+/// Mounts proc, sysfs, devtmpfs and (if the kernel has it) the bpf filesystem. Already-mounted
+/// filesystems are fine.
+pub fn mount_basics() -> io::Result<()> {
+    use nix::mount::{mount, MsFlags};
+    for (src, target, fstype, required) in [
+        ("proc", "/proc", "proc", true),
+        ("sysfs", "/sys", "sysfs", true),
+        ("devtmpfs", "/dev", "devtmpfs", false),
+        ("bpf", "/sys/fs/bpf", "bpf", false),
+    ] {
+        let _ = fs::create_dir_all(target);
+        match mount(Some(src), target, Some(fstype), MsFlags::empty(), None::<&str>) {
+            Ok(()) | Err(nix::errno::Errno::EBUSY) => {}
+            Err(e) if required => return Err(io::Error::other(format!("mount {target}: {e}"))),
+            Err(_) => {}
+        }
+    }
+    Ok(())
+}
+
+/// A virtio port found in sysfs.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PortInfo {
+    /// Device name, e.g. `vport0p1` (the node is `/dev/<name>`).
+    pub device: String,
+    pub major: u32,
+    pub minor: u32,
+}
+
+/// Finds the port called `name` under `<sys>/class/virtio-ports/*/name`.
+pub fn find_port(sys: &Path, name: &str) -> Option<PortInfo> {
+    let dir = fs::read_dir(sys.join("class/virtio-ports")).ok()?;
+    for e in dir.flatten() {
+        let p = e.path();
+        let Ok(n) = fs::read_to_string(p.join("name")) else { continue };
+        if n.trim() != name {
+            continue;
+        }
+        let dev = fs::read_to_string(p.join("dev")).ok()?;
+        let (maj, min) = dev.trim().split_once(':')?;
+        return Some(PortInfo {
+            device: e.file_name().to_string_lossy().into_owned(),
+            major: maj.parse().ok()?,
+            minor: min.parse().ok()?,
+        });
+    }
+    None
+}
+
+/// Opens the control port ([`CONTROL_PORT_NAME`]) for reading and writing, waiting up to 10 s
+/// for it to appear; creates `/dev/<vportNpM>` with mknod when devtmpfs did not.
+pub fn open_control_port() -> io::Result<(BufReader<File>, File)> {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let info = loop {
+        if let Some(i) = find_port(Path::new("/sys"), CONTROL_PORT_NAME) {
+            break i;
+        }
+        if Instant::now() > deadline {
+            return Err(io::Error::new(io::ErrorKind::NotFound, format!("no virtio port named {CONTROL_PORT_NAME}")));
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let node = PathBuf::from("/dev").join(&info.device);
+    if !node.exists() {
+        use nix::sys::stat::{makedev, mknod, Mode, SFlag};
+        mknod(&node, SFlag::S_IFCHR, Mode::from_bits_truncate(0o600), makedev(info.major.into(), info.minor.into()))
+            .map_err(|e| io::Error::other(format!("mknod {}: {e}", node.display())))?;
+    }
+    let f = OpenOptions::new().read(true).write(true).open(&node)?;
+    let w = f.try_clone()?;
+    Ok((BufReader::new(f), w))
+}
+
+/// Writes one message as a JSON line and flushes it.
+pub fn send(w: &mut File, msg: &GuestMsg) -> io::Result<()> {
+    w.write_all(crate::stream::encode_guest(msg).as_bytes())?;
+    w.flush()
+}
+
+/// The running kernel's release (`uname -r`).
+pub fn kernel_release() -> io::Result<String> {
+    Ok(fs::read_to_string("/proc/sys/kernel/osrelease")?.trim().to_string())
+}
+
+/// Syncs and powers the machine off (QEMU exits).
+pub fn power_off() -> ! {
+    nix::unistd::sync();
+    let _ = nix::sys::reboot::reboot(nix::sys::reboot::RebootMode::RB_POWER_OFF);
+    // Not reached as pid 1; as any other process, exiting is the best we can do.
+    std::process::exit(1)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn finds_the_named_port() {
+        let t = tempfile::tempdir().unwrap();
+        for (dev, name, nums) in [("vport0p0", "other", "250:0"), ("vport1p1", "lockstep.0", "250:3")] {
+            let d = t.path().join("class/virtio-ports").join(dev);
+            fs::create_dir_all(&d).unwrap();
+            fs::write(d.join("name"), format!("{name}\n")).unwrap();
+            fs::write(d.join("dev"), format!("{nums}\n")).unwrap();
+        }
+        let p = find_port(t.path(), "lockstep.0").unwrap();
+        assert_eq!(p, PortInfo { device: "vport1p1".into(), major: 250, minor: 3 });
+        assert!(find_port(t.path(), "nope").is_none());
+        assert!(find_port(&t.path().join("missing"), "lockstep.0").is_none());
+    }
+}

@@ -1,0 +1,191 @@
+//! Running many cases through as few guests as possible, surviving crashes.
+//!
+//! Cases run in order in one guest. When the guest dies (panic, hang) while case `i` runs, a
+//! fresh guest resumes at `i`; if `i` kills a guest a second time it is reported as crashing and
+//! the next guest resumes at `i + 1`. Results are handed to the callback as they arrive, so
+//! nothing streamed is lost. Boot failures are retried up to `boot_attempts` times in a row.
+
+use std::time::Duration;
+
+use lockstep_core::case::Case;
+use lockstep_core::proto::{KernelResult, ModuleStatus};
+
+use super::{GuestConfig, GuestError, GuestOutcome, GuestRun};
+
+/// What a crash of case `i` means for the plan.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum CrashDecision {
+    /// First crash: run it again in a fresh guest.
+    Retry,
+    /// Second crash: report it and move on.
+    GiveUp,
+}
+
+/// The pure bookkeeping of a batch.
+#[derive(Clone, Debug)]
+pub struct BatchPlan {
+    len: usize,
+    next: usize,
+    crashes: Vec<u8>,
+    boot_failures_in_a_row: u32,
+    max_boot_attempts: u32,
+}
+
+impl BatchPlan {
+    /// A plan for `len` cases, retrying a failed boot up to `max_boot_attempts` times in a row.
+    pub fn new(len: usize, max_boot_attempts: u32) -> Self {
+        BatchPlan { len, next: 0, crashes: vec![0; len], boot_failures_in_a_row: 0, max_boot_attempts }
+    }
+    /// The next case to run.
+    pub fn next_case(&self) -> Option<usize> {
+        (self.next < self.len).then_some(self.next)
+    }
+    /// Case `i` produced a result.
+    pub fn completed(&mut self, i: usize) {
+        debug_assert_eq!(i, self.next);
+        self.next = i + 1;
+    }
+    /// A guest booted.
+    pub fn booted(&mut self) {
+        self.boot_failures_in_a_row = 0;
+    }
+    /// Case `i` killed its guest.
+    pub fn crashed(&mut self, i: usize) -> CrashDecision {
+        self.crashes[i] += 1;
+        if self.crashes[i] >= 2 {
+            self.next = i + 1;
+            CrashDecision::GiveUp
+        } else {
+            CrashDecision::Retry
+        }
+    }
+    /// A guest failed to boot; whether to try again.
+    pub fn boot_failed(&mut self) -> bool {
+        self.boot_failures_in_a_row += 1;
+        self.boot_failures_in_a_row < self.max_boot_attempts
+    }
+    /// Cases not yet run.
+    pub fn remaining(&self) -> std::ops::Range<usize> {
+        self.next..self.len
+    }
+}
+
+/// Options of [`run_batch`].
+#[derive(Clone, Debug)]
+pub struct BatchOptions {
+    pub guest: GuestConfig,
+    /// Ask the agent for full verifier logs.
+    pub want_log: bool,
+    /// Boot attempts in a row before giving up (a boot-time oops under TCG happens).
+    pub boot_attempts: u32,
+}
+
+/// What happened, in order; handed to the callback of [`run_batch`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum BatchEvent {
+    /// A guest said `Hello`.
+    Booted { release: String, module: ModuleStatus, boot_time: Duration },
+    /// A guest failed to boot (`will_retry` tells whether another attempt follows).
+    BootFailed { outcome: GuestOutcome, will_retry: bool },
+    /// Case `index` (into the slice given to `run_batch`) produced a result.
+    Result { index: usize, result: KernelResult, warnings: Vec<String>, elapsed: Duration },
+    /// Case `index` killed the guest for the first time; it will be retried in a fresh guest.
+    Retrying { index: usize, outcome: GuestOutcome },
+    /// Case `index` killed a guest twice: reported as crashing, not retried.
+    Crashed { index: usize, outcome: GuestOutcome },
+}
+
+/// Totals of a batch.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct BatchSummary {
+    pub results: usize,
+    pub crashed: Vec<usize>,
+    /// Cases never run (the guest could not be booted).
+    pub unrun: Vec<usize>,
+    pub boots: u32,
+    /// How the last guest ended.
+    pub last_outcome: Option<GuestOutcome>,
+}
+
+/// Runs `cases` in as few guests as possible (see the module docs).
+pub fn run_batch(cases: &[Case], opts: &BatchOptions, on_event: &mut dyn FnMut(BatchEvent)) -> Result<BatchSummary, GuestError> {
+    let mut plan = BatchPlan::new(cases.len(), opts.boot_attempts.max(1));
+    let mut summary = BatchSummary::default();
+    while plan.next_case().is_some() {
+        let mut guest = GuestRun::start(&opts.guest)?;
+        summary.boots += 1;
+        match guest.wait_hello() {
+            Ok(h) => {
+                plan.booted();
+                on_event(BatchEvent::Booted { release: h.release, module: h.module, boot_time: h.boot_time });
+            }
+            Err(outcome) => {
+                let will_retry = plan.boot_failed();
+                on_event(BatchEvent::BootFailed { outcome: outcome.clone(), will_retry });
+                summary.last_outcome = Some(outcome);
+                if will_retry {
+                    continue;
+                }
+                summary.unrun = plan.remaining().collect();
+                return Ok(summary);
+            }
+        }
+        let mut died = false;
+        while let Some(i) = plan.next_case() {
+            match guest.run_case(&cases[i], opts.want_log) {
+                Ok(r) => {
+                    plan.completed(i);
+                    summary.results += 1;
+                    on_event(BatchEvent::Result { index: i, result: r.result, warnings: r.warnings, elapsed: r.elapsed });
+                }
+                Err(outcome) => {
+                    summary.last_outcome = Some(outcome.clone());
+                    match plan.crashed(i) {
+                        CrashDecision::Retry => on_event(BatchEvent::Retrying { index: i, outcome }),
+                        CrashDecision::GiveUp => {
+                            summary.crashed.push(i);
+                            on_event(BatchEvent::Crashed { index: i, outcome });
+                        }
+                    }
+                    died = true;
+                    break;
+                }
+            }
+        }
+        if !died {
+            summary.last_outcome = Some(guest.shutdown());
+        }
+    }
+    Ok(summary)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn plan_retries_a_crash_once_then_moves_on() {
+        let mut p = BatchPlan::new(3, 3);
+        assert_eq!(p.next_case(), Some(0));
+        p.completed(0);
+        assert_eq!(p.crashed(1), CrashDecision::Retry);
+        assert_eq!(p.next_case(), Some(1), "resumes at the crashing case");
+        assert_eq!(p.crashed(1), CrashDecision::GiveUp);
+        assert_eq!(p.next_case(), Some(2));
+        assert_eq!(p.crashed(2), CrashDecision::Retry);
+        p.completed(2);
+        assert_eq!(p.next_case(), None);
+        assert!(p.remaining().is_empty());
+    }
+
+    #[test]
+    fn plan_gives_up_after_boot_failures_in_a_row() {
+        let mut p = BatchPlan::new(2, 3);
+        assert!(p.boot_failed());
+        p.booted();
+        assert!(p.boot_failed());
+        assert!(p.boot_failed());
+        assert!(!p.boot_failed());
+        assert_eq!(p.remaining(), 0..2);
+    }
+}

@@ -1,0 +1,482 @@
+//! One guest: QEMU with an initramfs, the agent's `Hello`, cases one at a time, `Shutdown`.
+//!
+//! Three reader threads (console on QEMU's stdout, QEMU's stderr, the control socket) feed one
+//! channel; [`GuestRun`] waits on it with deadlines, scans the console ([`crate::console`]) and
+//! turns every way a guest can end into a [`GuestOutcome`].
+
+pub mod batch;
+pub mod kvm;
+
+use std::fs::File;
+use std::io::{BufRead, BufReader, Read, Write};
+use std::os::unix::net::{UnixListener, UnixStream};
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc::{channel, Receiver, RecvTimeoutError, Sender};
+use std::time::{Duration, Instant};
+
+use lockstep_core::case::Case;
+use lockstep_core::proto::{GuestMsg, HostMsg, KernelResult, ModuleStatus};
+use serde::{Deserialize, Serialize};
+
+use crate::console::{self, ConsoleScanner};
+use crate::qemu::{Accel, QemuArgs};
+use crate::stream::{self, LineBuffer};
+
+/// Time limits of one guest.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Timeouts {
+    /// From QEMU start to the agent's `Hello`.
+    pub boot: Duration,
+    /// From `Run` to its `Result`.
+    pub case: Duration,
+    /// From `Shutdown` to QEMU's exit.
+    pub shutdown: Duration,
+    /// The whole life of the guest.
+    pub overall: Duration,
+    /// After a panic/oops/BUG line, how long QEMU may take to exit by itself.
+    pub after_fatal: Duration,
+}
+
+impl Default for Timeouts {
+    /// Generous for TCG (a Debian kernel boots in 5-12 s there).
+    fn default() -> Self {
+        Timeouts {
+            boot: Duration::from_secs(90),
+            case: Duration::from_secs(60),
+            shutdown: Duration::from_secs(20),
+            overall: Duration::from_secs(3600),
+            after_fatal: Duration::from_secs(5),
+        }
+    }
+}
+
+/// How to start a guest.
+#[derive(Clone, Debug)]
+pub struct GuestConfig {
+    pub kernel: PathBuf,
+    pub initramfs: PathBuf,
+    pub accel: Accel,
+    pub memory_mib: u32,
+    /// Extra kernel parameters (after [`crate::qemu::BASE_CMDLINE`]).
+    pub extra_cmdline: Vec<String>,
+    pub timeouts: Timeouts,
+    /// The console (and QEMU's stderr, prefixed `[qemu] `) is appended here.
+    pub console_log: Option<PathBuf>,
+    /// Directory for the control socket.
+    pub run_dir: PathBuf,
+    /// The QEMU binary.
+    pub qemu: String,
+}
+
+impl GuestConfig {
+    /// Defaults: TCG, 512 MiB, default timeouts, no console log, sockets in the temp dir.
+    pub fn new(kernel: impl Into<PathBuf>, initramfs: impl Into<PathBuf>) -> Self {
+        GuestConfig {
+            kernel: kernel.into(),
+            initramfs: initramfs.into(),
+            accel: Accel::Tcg,
+            memory_mib: 512,
+            extra_cmdline: Vec::new(),
+            timeouts: Timeouts::default(),
+            console_log: None,
+            run_dir: std::env::temp_dir(),
+            qemu: "qemu-system-x86_64".into(),
+        }
+    }
+}
+
+/// Where a guest was when it stopped answering.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "stage", rename_all = "snake_case")]
+pub enum Stage {
+    /// Before `Hello`.
+    Boot,
+    /// Running the case with this id.
+    Case { id: u64 },
+    /// After `Shutdown`.
+    Shutdown,
+}
+
+/// How a guest ended.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "outcome", rename_all = "snake_case")]
+pub enum GuestOutcome {
+    /// Powered off after `Shutdown`.
+    Completed,
+    /// The kernel panicked, oopsed or hit a BUG after the agent said `Hello`, or QEMU exited.
+    Panic { excerpt: String },
+    /// No answer within the time limit; QEMU was killed.
+    Hang { stage: Stage },
+    /// KVM could not run the guest ("KVM internal error"); QEMU was killed.
+    KvmFailure { excerpt: String },
+    /// The guest died before `Hello` (bad kernel, bad init, boot-time oops).
+    BootFailure { excerpt: String },
+}
+
+/// Errors that are not guest behaviour.
+#[derive(Debug, thiserror::Error)]
+pub enum GuestError {
+    #[error("{what}: {source}")]
+    Io { what: String, source: std::io::Error },
+    #[error("QEMU did not connect to the control socket: {0}")]
+    NoControl(String),
+}
+
+fn io_err(what: impl Into<String>) -> impl FnOnce(std::io::Error) -> GuestError {
+    let what = what.into();
+    move |source| GuestError::Io { what, source }
+}
+
+/// The agent's greeting.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Hello {
+    /// `uname -r` in the guest.
+    pub release: String,
+    pub module: ModuleStatus,
+    /// From QEMU start to `Hello`.
+    pub boot_time: Duration,
+}
+
+/// One case's answer.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct CaseReply {
+    pub result: KernelResult,
+    /// `WARNING:` console lines printed while the case ran.
+    pub warnings: Vec<String>,
+    pub elapsed: Duration,
+}
+
+enum Event {
+    Console(String),
+    Stderr(String),
+    Msg(GuestMsg),
+    BadLine(String),
+    ControlClosed,
+    ConsoleClosed,
+}
+
+/// A running guest. Dropping it kills QEMU.
+pub struct GuestRun {
+    child: Child,
+    events: Receiver<Event>,
+    control: UnixStream,
+    scanner: ConsoleScanner,
+    console_log: Option<File>,
+    stderr_tail: Vec<String>,
+    started: Instant,
+    overall: Instant,
+    timeouts: Timeouts,
+    fatal_since: Option<Instant>,
+    hello_seen: bool,
+    outcome: Option<GuestOutcome>,
+    socket: PathBuf,
+    next_id: u64,
+}
+
+impl GuestRun {
+    /// Starts QEMU; returns once QEMU has connected the control port (the kernel is booting).
+    pub fn start(cfg: &GuestConfig) -> Result<GuestRun, GuestError> {
+        static SEQ: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+        let n = SEQ.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let socket = cfg.run_dir.join(format!("lockstep-{}-{n}.sock", std::process::id()));
+        let _ = std::fs::remove_file(&socket);
+        let listener = UnixListener::bind(&socket).map_err(io_err(format!("bind {}", socket.display())))?;
+        let mut q = QemuArgs::new(&cfg.kernel, &cfg.initramfs, &socket);
+        q.binary = cfg.qemu.clone();
+        q.accel = cfg.accel;
+        q.memory_mib = cfg.memory_mib;
+        q.extra_cmdline = cfg.extra_cmdline.clone();
+        let console_log = match &cfg.console_log {
+            Some(p) => Some(File::options().create(true).append(true).open(p).map_err(io_err(format!("open {}", p.display())))?),
+            None => None,
+        };
+        tracing::debug!(args = ?q.to_args(), "starting QEMU");
+        let started = Instant::now();
+        let mut child = Command::new(&q.binary)
+            .args(q.to_args())
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .map_err(io_err(format!("spawn {}", q.binary)))?;
+        let (tx, rx) = channel();
+        spawn_lines(child.stdout.take().expect("piped"), tx.clone(), Event::Console, Some(Event::ConsoleClosed));
+        spawn_lines(child.stderr.take().expect("piped"), tx.clone(), Event::Stderr, None);
+        let control = match accept(&listener, &mut child, Duration::from_secs(15)) {
+            Ok(s) => s,
+            Err(e) => {
+                let _ = child.kill();
+                let _ = child.wait();
+                let _ = std::fs::remove_file(&socket);
+                let mut err = String::new();
+                while let Ok(ev) = rx.try_recv() {
+                    if let Event::Stderr(l) = ev {
+                        err.push_str(&l);
+                        err.push('\n');
+                    }
+                }
+                return Err(GuestError::NoControl(format!("{e}\n{err}")));
+            }
+        };
+        let reader = control.try_clone().map_err(io_err("clone control socket"))?;
+        spawn_control_reader(reader, tx);
+        Ok(GuestRun {
+            child,
+            events: rx,
+            control,
+            scanner: ConsoleScanner::new(),
+            console_log,
+            stderr_tail: Vec::new(),
+            started,
+            overall: started + cfg.timeouts.overall,
+            timeouts: cfg.timeouts,
+            fatal_since: None,
+            hello_seen: false,
+            outcome: None,
+            socket,
+            next_id: 1,
+        })
+    }
+
+    /// How the guest ended, once it has.
+    pub fn outcome(&self) -> Option<&GuestOutcome> {
+        self.outcome.as_ref()
+    }
+
+    /// Waits for the agent's `Hello`.
+    pub fn wait_hello(&mut self) -> Result<Hello, GuestOutcome> {
+        let deadline = self.started + self.timeouts.boot;
+        let (release, module) = self.wait_for(deadline, Stage::Boot, |m| match m {
+            GuestMsg::Hello { release, module } => Some((release, module)),
+            _ => None,
+        })?;
+        self.hello_seen = true;
+        Ok(Hello { release, module, boot_time: self.started.elapsed() })
+    }
+
+    /// Runs one case and waits for its result (ids are assigned here).
+    pub fn run_case(&mut self, case: &Case, want_log: bool) -> Result<CaseReply, GuestOutcome> {
+        let id = self.next_id;
+        self.next_id += 1;
+        let t = Instant::now();
+        self.scanner.take_warnings();
+        self.send(&HostMsg::Run { id, case: Box::new(case.clone()), want_log }, Stage::Case { id })?;
+        let result = self.wait_for(t + self.timeouts.case, Stage::Case { id }, |m| match m {
+            GuestMsg::Result { id: rid, result } if rid == id => Some(result),
+            _ => None,
+        })?;
+        Ok(CaseReply { result, warnings: self.scanner.take_warnings(), elapsed: t.elapsed() })
+    }
+
+    /// Asks the agent to power off and waits for QEMU to exit.
+    pub fn shutdown(mut self) -> GuestOutcome {
+        if let Some(o) = &self.outcome {
+            return o.clone();
+        }
+        if let Err(o) = self.send(&HostMsg::Shutdown, Stage::Shutdown) {
+            return o;
+        }
+        let deadline = Instant::now() + self.timeouts.shutdown;
+        match self.wait_for(deadline, Stage::Shutdown, |_| None::<()>) {
+            Ok(()) => unreachable!("no message completes the shutdown wait"),
+            Err(o) => o,
+        }
+    }
+
+    fn send(&mut self, msg: &HostMsg, stage: Stage) -> Result<(), GuestOutcome> {
+        if let Some(o) = &self.outcome {
+            return Err(o.clone());
+        }
+        let line = stream::encode_host(msg);
+        if self.control.write_all(line.as_bytes()).and_then(|_| self.control.flush()).is_err() {
+            // The guest is going away; let the event loop say how (bounded wait).
+            let deadline = Instant::now() + self.timeouts.after_fatal;
+            return match self.wait_for(deadline, stage, |_| None::<()>) {
+                Ok(()) => unreachable!("no message is accepted"),
+                Err(o) => Err(o),
+            };
+        }
+        Ok(())
+    }
+
+    fn log(&mut self, line: &str) {
+        if let Some(f) = &mut self.console_log {
+            let _ = writeln!(f, "{line}");
+        }
+    }
+
+    /// The event loop: returns when `want` accepts a message, or with the guest's outcome.
+    fn wait_for<T>(&mut self, deadline: Instant, stage: Stage, mut want: impl FnMut(GuestMsg) -> Option<T>) -> Result<T, GuestOutcome> {
+        if let Some(o) = &self.outcome {
+            return Err(o.clone());
+        }
+        loop {
+            let now = Instant::now();
+            match self.events.recv_timeout(Duration::from_millis(100)) {
+                Ok(Event::Console(line)) => {
+                    self.log(&line);
+                    if self.scanner.push_line(&line).is_some_and(|m| m.is_fatal()) && self.fatal_since.is_none() {
+                        self.fatal_since = Some(now);
+                    }
+                }
+                Ok(Event::Stderr(line)) => {
+                    self.log(&format!("[qemu] {line}"));
+                    self.stderr_tail.push(line.clone());
+                    if console::is_kvm_failure(&line) {
+                        // QEMU pauses instead of exiting: kill it.
+                        self.kill();
+                        let excerpt = format!("{}\n{}", self.stderr_tail.join("\n"), self.scanner.excerpt());
+                        return Err(self.set(GuestOutcome::KvmFailure { excerpt }));
+                    }
+                }
+                Ok(Event::Msg(m)) => {
+                    if let Some(t) = want(m) {
+                        return Ok(t);
+                    }
+                }
+                Ok(Event::BadLine(l)) => self.log(&format!("[control] {l}")),
+                Ok(Event::ControlClosed) | Ok(Event::ConsoleClosed) => {}
+                Err(RecvTimeoutError::Timeout) => {}
+                Err(RecvTimeoutError::Disconnected) => std::thread::sleep(Duration::from_millis(50)),
+            }
+            if matches!(self.child.try_wait(), Ok(Some(_))) {
+                return Err(self.finish_after_exit(stage));
+            }
+            let now = Instant::now();
+            if self.fatal_since.is_some_and(|t| now > t + self.timeouts.after_fatal) {
+                self.kill();
+                return Err(self.finish_after_exit(stage));
+            }
+            if now > deadline || now > self.overall {
+                self.kill();
+                self.drain(Duration::from_millis(200));
+                return Err(self.set(GuestOutcome::Hang { stage }));
+            }
+        }
+    }
+
+    /// QEMU has exited (or was killed after a fatal line): classify.
+    fn finish_after_exit(&mut self, stage: Stage) -> GuestOutcome {
+        if let Some(o) = &self.outcome {
+            return o.clone();
+        }
+        let _ = self.child.wait();
+        self.drain(Duration::from_secs(1));
+        let fatal = self.scanner.fatal().is_some();
+        let excerpt = self.scanner.excerpt();
+        let o = if !self.hello_seen {
+            GuestOutcome::BootFailure { excerpt }
+        } else if stage == Stage::Shutdown && !fatal {
+            GuestOutcome::Completed
+        } else {
+            GuestOutcome::Panic { excerpt }
+        };
+        self.set(o)
+    }
+
+    /// Reads remaining output until the console closes or `max` passes.
+    fn drain(&mut self, max: Duration) {
+        let end = Instant::now() + max;
+        while let Some(left) = end.checked_duration_since(Instant::now()) {
+            match self.events.recv_timeout(left) {
+                Ok(Event::Console(l)) => {
+                    self.log(&l);
+                    self.scanner.push_line(&l);
+                }
+                Ok(Event::Stderr(l)) => {
+                    self.log(&format!("[qemu] {l}"));
+                    self.stderr_tail.push(l);
+                }
+                Ok(Event::ConsoleClosed) | Err(_) => break,
+                Ok(_) => {}
+            }
+        }
+    }
+
+    fn set(&mut self, o: GuestOutcome) -> GuestOutcome {
+        self.outcome = Some(o.clone());
+        o
+    }
+
+    fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for GuestRun {
+    fn drop(&mut self) {
+        if matches!(self.child.try_wait(), Ok(None)) {
+            self.kill();
+        }
+        let _ = std::fs::remove_file(&self.socket);
+    }
+}
+
+/// Accepts QEMU's connection, giving up if QEMU exits or `max` passes.
+fn accept(listener: &UnixListener, child: &mut Child, max: Duration) -> Result<UnixStream, String> {
+    listener.set_nonblocking(true).map_err(|e| e.to_string())?;
+    let end = Instant::now() + max;
+    loop {
+        match listener.accept() {
+            Ok((s, _)) => {
+                s.set_nonblocking(false).map_err(|e| e.to_string())?;
+                return Ok(s);
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+            Err(e) => return Err(e.to_string()),
+        }
+        if let Ok(Some(st)) = child.try_wait() {
+            return Err(format!("QEMU exited ({st})"));
+        }
+        if Instant::now() > end {
+            return Err("timed out".into());
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+fn spawn_lines<R: Read + Send + 'static>(r: R, tx: Sender<Event>, wrap: fn(String) -> Event, at_eof: Option<Event>) {
+    std::thread::spawn(move || {
+        let mut r = r;
+        let mut buf = LineBuffer::new();
+        let mut chunk = [0u8; 8192];
+        loop {
+            match r.read(&mut chunk) {
+                Ok(0) | Err(_) => break,
+                Ok(n) => {
+                    for l in buf.push(&chunk[..n]) {
+                        if tx.send(wrap(l)).is_err() {
+                            return;
+                        }
+                    }
+                }
+            }
+        }
+        let rest = buf.rest();
+        if !rest.is_empty() {
+            let _ = tx.send(wrap(rest));
+        }
+        if let Some(e) = at_eof {
+            let _ = tx.send(e);
+        }
+    });
+}
+
+fn spawn_control_reader(s: UnixStream, tx: Sender<Event>) {
+    std::thread::spawn(move || {
+        for line in BufReader::new(s).lines() {
+            let Ok(line) = line else { break };
+            let ev = match stream::decode_guest(&line) {
+                Ok(Some(m)) => Event::Msg(m),
+                Ok(None) => continue,
+                Err(_) => Event::BadLine(line),
+            };
+            if tx.send(ev).is_err() {
+                return;
+            }
+        }
+        let _ = tx.send(Event::ControlClosed);
+    });
+}

@@ -1,0 +1,153 @@
+//! The guest's initramfs: an uncompressed newc cpio archive built in Rust (no root needed; device
+//! nodes are archive entries, not host files).
+
+use std::fs;
+use std::io::{self, Write};
+use std::path::{Path, PathBuf};
+
+use cpio::newc::{Builder, ModeFileType};
+
+/// Where the test module goes in the guest.
+pub const MODULE_PATH: &str = "lockstep/module.ko";
+
+/// One archive entry (paths are relative, without a leading `/`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Entry {
+    Dir { path: String },
+    File { path: String, data: Vec<u8>, mode: u32 },
+    CharDev { path: String, major: u32, minor: u32 },
+}
+
+impl Entry {
+    fn path(&self) -> &str {
+        match self {
+            Entry::Dir { path } | Entry::File { path, .. } | Entry::CharDev { path, .. } => path,
+        }
+    }
+}
+
+/// What goes into the initramfs.
+#[derive(Clone, Debug, Default)]
+pub struct InitramfsSpec {
+    /// A static binary, installed as `/init`.
+    pub init: PathBuf,
+    /// An optional kernel module, installed as `/lockstep/module.ko`.
+    pub module: Option<PathBuf>,
+    /// Extra files: (guest path without leading `/`, host file), installed 0644 (parents created).
+    pub extra: Vec<(String, PathBuf)>,
+}
+
+/// The entries for `init` (and optionally `module`): base directories, `/dev/console`,
+/// `/dev/null`, the files. Parent directories are listed before their children.
+pub fn entries(init: Vec<u8>, module: Option<Vec<u8>>, extra: Vec<(String, Vec<u8>)>) -> Vec<Entry> {
+    let mut v: Vec<Entry> = ["dev", "proc", "sys", "tmp", "lockstep"]
+        .iter()
+        .map(|d| Entry::Dir { path: d.to_string() })
+        .collect();
+    v.push(Entry::CharDev { path: "dev/console".into(), major: 5, minor: 1 });
+    v.push(Entry::CharDev { path: "dev/null".into(), major: 1, minor: 3 });
+    v.push(Entry::File { path: "init".into(), data: init, mode: 0o755 });
+    if let Some(m) = module {
+        v.push(Entry::File { path: MODULE_PATH.into(), data: m, mode: 0o644 });
+    }
+    for (path, data) in extra {
+        let path = path.trim_start_matches('/').to_string();
+        let mut parent = String::new();
+        for comp in path.split('/').collect::<Vec<_>>().split_last().map(|(_, p)| p.to_vec()).unwrap_or_default() {
+            parent = if parent.is_empty() { comp.to_string() } else { format!("{parent}/{comp}") };
+            if !v.iter().any(|e| e.path() == parent) {
+                v.push(Entry::Dir { path: parent.clone() });
+            }
+        }
+        v.push(Entry::File { path, data, mode: 0o644 });
+    }
+    v
+}
+
+/// Writes `entries` as a newc archive (with its trailer) to `w`.
+pub fn write_newc<W: Write>(entries: &[Entry], mut w: W) -> io::Result<W> {
+    for (i, e) in entries.iter().enumerate() {
+        let b = Builder::new(e.path()).ino(i as u32 + 1).uid(0).gid(0).mtime(0);
+        w = match e {
+            Entry::Dir { .. } => {
+                b.mode(0o755).nlink(2).set_mode_file_type(ModeFileType::Directory).write(w, 0).finish()?
+            }
+            Entry::CharDev { major, minor, .. } => b
+                .mode(0o600)
+                .nlink(1)
+                .rdev_major(*major)
+                .rdev_minor(*minor)
+                .set_mode_file_type(ModeFileType::Char)
+                .write(w, 0)
+                .finish()?,
+            Entry::File { data, mode, .. } => {
+                let size = u32::try_from(data.len()).map_err(|_| io::Error::other("file too large for newc"))?;
+                let mut fw = b.mode(*mode).nlink(1).set_mode_file_type(ModeFileType::Regular).write(w, size);
+                fw.write_all(data)?;
+                fw.finish()?
+            }
+        };
+    }
+    cpio::newc::trailer(w)
+}
+
+/// Builds the initramfs described by `spec` into `out`.
+pub fn build(spec: &InitramfsSpec, out: &Path) -> io::Result<()> {
+    let read = |p: &Path| fs::read(p).map_err(|e| io::Error::new(e.kind(), format!("{}: {e}", p.display())));
+    let init = read(&spec.init)?;
+    let module = spec.module.as_deref().map(read).transpose()?;
+    let extra = spec.extra.iter().map(|(g, h)| Ok((g.clone(), read(h)?))).collect::<io::Result<Vec<_>>>()?;
+    let tmp = out.with_extension("tmp");
+    let f = io::BufWriter::new(fs::File::create(&tmp)?);
+    write_newc(&entries(init, module, extra), f)?.flush()?;
+    fs::rename(&tmp, out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Read;
+
+    fn read_back(bytes: &[u8]) -> Vec<(String, u32, u32, u32, Vec<u8>)> {
+        let mut out = Vec::new();
+        let mut r = bytes;
+        loop {
+            let mut rd = cpio::newc::Reader::new(r).unwrap();
+            if rd.entry().is_trailer() {
+                break;
+            }
+            let (name, mode, maj, min) =
+                (rd.entry().name().to_string(), rd.entry().mode(), rd.entry().rdev_major(), rd.entry().rdev_minor());
+            let mut data = Vec::new();
+            rd.read_to_end(&mut data).unwrap();
+            out.push((name, mode, maj, min, data));
+            r = rd.finish().unwrap();
+        }
+        out
+    }
+
+    #[test]
+    fn archive_holds_init_module_dirs_and_console() {
+        let e = entries(b"ELF".to_vec(), Some(b"KO".to_vec()), vec![("/etc/a/b.txt".into(), b"x".to_vec())]);
+        let bytes = write_newc(&e, Vec::new()).unwrap();
+        let got = read_back(&bytes);
+        let find = |n: &str| got.iter().find(|g| g.0 == n).unwrap_or_else(|| panic!("{n} missing"));
+        assert_eq!(find("init").1, 0o100755);
+        assert_eq!(find("init").4, b"ELF");
+        assert_eq!(find("lockstep/module.ko").4, b"KO");
+        let console = find("dev/console");
+        assert_eq!((console.1 & 0o170000, console.2, console.3), (0o020000, 5, 1));
+        for d in ["dev", "proc", "sys", "tmp", "etc", "etc/a"] {
+            assert_eq!(find(d).1 & 0o170000, 0o040000, "{d}");
+        }
+        let pos = |n: &str| got.iter().position(|g| g.0 == n).unwrap();
+        assert!(pos("etc") < pos("etc/a") && pos("etc/a") < pos("etc/a/b.txt"));
+        assert!(bytes.len() % 4 == 0);
+    }
+
+    #[test]
+    fn without_module_no_module_entry() {
+        let bytes = write_newc(&entries(vec![1], None, vec![]), Vec::new()).unwrap();
+        assert!(!read_back(&bytes).iter().any(|g| g.0 == MODULE_PATH));
+    }
+}

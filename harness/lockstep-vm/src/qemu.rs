@@ -1,0 +1,142 @@
+//! The QEMU command line, built as data.
+//!
+//! The console (ttyS0) goes to QEMU's stdout; the control port is a virtio-serial port named
+//! [`CONTROL_PORT_NAME`] whose chardev connects to a unix socket the host listens on.
+
+use std::path::PathBuf;
+
+use lockstep_core::proto::CONTROL_PORT_NAME;
+
+/// How the guest CPU runs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Accel {
+    /// Hardware virtualisation (`-accel kvm -cpu host`).
+    Kvm,
+    /// Emulation (`-accel tcg -cpu max`): always works, 5-12 s per boot.
+    Tcg,
+}
+
+/// Kernel parameters always passed: console on ttyS0, panic ends QEMU, oopses panic, warnings and
+/// worse reach the console (loglevel 5) while boot chatter does not.
+pub const BASE_CMDLINE: [&str; 5] = ["console=ttyS0", "panic=-1", "oops=panic", "loglevel=5", "rdinit=/init"];
+
+/// Everything the QEMU command line depends on.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct QemuArgs {
+    /// The QEMU binary (`qemu-system-x86_64`).
+    pub binary: String,
+    pub kernel: PathBuf,
+    pub initrd: PathBuf,
+    pub memory_mib: u32,
+    pub accel: Accel,
+    /// Appended to [`BASE_CMDLINE`] (later parameters win in the kernel).
+    pub extra_cmdline: Vec<String>,
+    /// Unix socket the host listens on; QEMU connects to it for the control port.
+    pub control_socket: PathBuf,
+}
+
+impl QemuArgs {
+    /// Defaults: 512 MiB, TCG, no extra parameters.
+    pub fn new(kernel: impl Into<PathBuf>, initrd: impl Into<PathBuf>, control_socket: impl Into<PathBuf>) -> Self {
+        QemuArgs {
+            binary: "qemu-system-x86_64".into(),
+            kernel: kernel.into(),
+            initrd: initrd.into(),
+            memory_mib: 512,
+            accel: Accel::Tcg,
+            extra_cmdline: Vec::new(),
+            control_socket: control_socket.into(),
+        }
+    }
+
+    /// The kernel command line.
+    pub fn cmdline(&self) -> String {
+        BASE_CMDLINE.iter().map(|s| s.to_string()).chain(self.extra_cmdline.iter().cloned()).collect::<Vec<_>>().join(" ")
+    }
+
+    /// The arguments after the binary.
+    pub fn to_args(&self) -> Vec<String> {
+        let (accel, cpu) = match self.accel {
+            Accel::Kvm => ("kvm", "host"),
+            Accel::Tcg => ("tcg", "max"),
+        };
+        let a: Vec<String> = vec![
+            "-nodefaults".into(),
+            "-no-user-config".into(),
+            "-display".into(),
+            "none".into(),
+            "-no-reboot".into(),
+            "-accel".into(),
+            accel.into(),
+            "-cpu".into(),
+            cpu.into(),
+            // One vCPU: `-smp 2` under TCG oopses at boot now and then (notes/kernels.md).
+            "-smp".into(),
+            "1".into(),
+            "-m".into(),
+            self.memory_mib.to_string(),
+            "-kernel".into(),
+            self.kernel.display().to_string(),
+            "-initrd".into(),
+            self.initrd.display().to_string(),
+            "-append".into(),
+            self.cmdline(),
+            "-chardev".into(),
+            "stdio,id=con,signal=off".into(),
+            "-serial".into(),
+            "chardev:con".into(),
+            "-device".into(),
+            "virtio-serial-pci,id=vser0".into(),
+            "-chardev".into(),
+            format!("socket,id=ctl,path={}", self.control_socket.display()),
+            "-device".into(),
+            format!("virtserialport,bus=vser0.0,chardev=ctl,name={CONTROL_PORT_NAME}"),
+        ];
+        a
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn value_of<'a>(a: &'a [String], flag: &str) -> Vec<&'a str> {
+        a.windows(2).filter(|w| w[0] == flag).map(|w| w[1].as_str()).collect()
+    }
+
+    #[test]
+    fn tcg_command_line() {
+        let mut q = QemuArgs::new("/k/vmlinuz", "/k/initrd.cpio", "/run/ctl.sock");
+        q.extra_cmdline.push("init=/x".into());
+        let a = q.to_args();
+        assert_eq!(value_of(&a, "-accel"), ["tcg"]);
+        assert_eq!(value_of(&a, "-cpu"), ["max"]);
+        assert_eq!(value_of(&a, "-smp"), ["1"]);
+        assert_eq!(value_of(&a, "-m"), ["512"]);
+        assert_eq!(value_of(&a, "-kernel"), ["/k/vmlinuz"]);
+        assert_eq!(value_of(&a, "-initrd"), ["/k/initrd.cpio"]);
+        assert_eq!(
+            value_of(&a, "-append"),
+            ["console=ttyS0 panic=-1 oops=panic loglevel=5 rdinit=/init init=/x"]
+        );
+        assert!(a.contains(&"-no-reboot".to_string()));
+        assert_eq!(value_of(&a, "-chardev"), ["stdio,id=con,signal=off", "socket,id=ctl,path=/run/ctl.sock"]);
+        assert_eq!(value_of(&a, "-serial"), ["chardev:con"]);
+        assert_eq!(
+            value_of(&a, "-device"),
+            ["virtio-serial-pci,id=vser0", "virtserialport,bus=vser0.0,chardev=ctl,name=lockstep.0"]
+        );
+    }
+
+    #[test]
+    fn kvm_command_line() {
+        let mut q = QemuArgs::new("k", "i", "s");
+        q.accel = Accel::Kvm;
+        q.memory_mib = 256;
+        let a = q.to_args();
+        assert_eq!(value_of(&a, "-accel"), ["kvm"]);
+        assert_eq!(value_of(&a, "-cpu"), ["host"]);
+        assert_eq!(value_of(&a, "-m"), ["256"]);
+    }
+}
