@@ -24,7 +24,8 @@
 # (<srchash>: sha256 of kernel-module/'s files); a cache hit neither rebuilds nor touches the
 # network (apt lists are refreshed only when missing or with LOCKSTEP_REFRESH=1).
 # With OUTDIR, the .ko is also copied there.  The last line on stdout is the .ko's path; progress
-# goes to stderr.  Env: LOCKSTEP_CACHE (default ~/.cache/lockstep), LOCKSTEP_REFRESH=1, PAHOLE.
+# goes to stderr.  Env: LOCKSTEP_CACHE (default ~/.cache/lockstep), LOCKSTEP_REFRESH=1, PAHOLE and
+# LOCKSTEP_MAKE_ARGS (tree mode: extra make arguments, e.g. "CC=gcc-14" or "LLVM=1").
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -138,7 +139,8 @@ APT_DIR=
 apt_opts() {
   echo -o Dir::Etc::SourceList="$APT_DIR/sources.list" -o Dir::Etc::SourceParts=/dev/null \
     -o Dir::State="$APT_DIR/state" -o Dir::State::status="$APT_DIR/state/status" \
-    -o Dir::Cache="$APT_DIR/cache" -o Acquire::Languages=none -o APT::Sandbox::User=root
+    -o Dir::Cache="$APT_DIR/cache" -o Dir::Cache::pkgcache=pkgcache.bin -o Dir::Cache::srcpkgcache= \
+    -o Acquire::Languages=none -o APT::Sandbox::User=root
 }
 aptc() { apt-cache $(apt_opts) "$@"; }
 aptg() { apt-get -q $(apt_opts) "$@"; }
@@ -212,15 +214,16 @@ newest_version() {  # PKG [UPSTREAM_PREFIX]
 
 # Sets ABI (e.g. 7.3.4+deb13) and KVER (package version) for the newest kernel of $SERIES.
 resolve_kernel() {
-  local re="^linux-headers-${SERIES//./\\.}\\.[0-9]+\\+deb[0-9]+-amd64\$" p v
+  local re="^linux-headers-${SERIES//./\\.}\\.[0-9]+\\+deb[0-9]+-amd64\$" p v pkgs
   ABI= KVER=
-  for p in $(aptc pkgnames "linux-headers-$SERIES." | grep -E "$re"); do
-    v=$(newest_version "$p")
-    [[ -n $v ]] || continue
+  pkgs=$(aptc pkgnames "linux-headers-$SERIES." | grep -E "$re" || true)
+  [[ -n $pkgs ]] || die "no linux-headers-$SERIES.*-amd64 in $SUITE"
+  # shellcheck disable=SC2086
+  while read -r p v; do
     if [[ -z $KVER ]] || dpkg --compare-versions "$v" gt "$KVER"; then
       KVER=$v; ABI=${p#linux-headers-}; ABI=${ABI%-amd64}
     fi
-  done
+  done < <(aptc madison $pkgs | awk -F'|' '{gsub(/ /,""); print $1, $2}')
   [[ -n $KVER ]] || die "no linux-headers-$SERIES.*-amd64 in $SUITE"
 }
 
@@ -381,7 +384,8 @@ else
   MAKE_ARGS=()
   if [[ -n $TREE ]]; then
     PAHOLE_BIN=$(tree_pahole)
-    MAKE_ARGS=(-C "$TREE" PAHOLE="$PAHOLE_BIN")
+    # shellcheck disable=SC2206  # word splitting wanted: extra make arguments
+    MAKE_ARGS=(-C "$TREE" PAHOLE="$PAHOLE_BIN" ${LOCKSTEP_MAKE_ARGS:-})
     CONFIG=$TREE/.config
     VMLINUX=$TREE/vmlinux
     ORIGIN="tree $TREE ($KREL)"
