@@ -13,6 +13,7 @@ pub mod case;
 pub mod helpers;
 pub mod insn;
 pub mod model;
+pub mod module_src;
 pub mod profile;
 pub mod proto;
 pub mod verdict;

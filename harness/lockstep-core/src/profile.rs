@@ -1,1 +1,169 @@
-//! Kernel profiles.
+//! Kernel profiles: what one kernel's verifier says and allows about bpf_spin_lock, as data.
+//!
+//! Each profile is a TOML file under `harness/lockstep-core/profiles/`, compiled in. Its messages
+//! are the kernel's format strings (placeholders `{reg}`, `{map}`, `{off}`, `{lock_off}`, `{lock}`,
+//! `{kind}`, `{size}`, `{value_size}` are filled in by the model); its call rules and kfunc lists
+//! are taken from that kernel's `kernel/bpf/verifier.c` (each entry cites the function).
+
+use std::collections::BTreeMap;
+
+use serde::Deserialize;
+
+use crate::case::ProgType;
+
+/// How a kernel decides whether a kfunc may be called while a bpf_spin_lock is held
+/// (`do_check_insn()` / `kfunc_spin_allowed()`).
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum KfuncLockRule {
+    /// Only vmlinux kfuncs (`insn->off == 0`) on a hard-coded list (6.12, 7.2).
+    VmlinuxList,
+    /// The hard-coded list, or any kfunc (vmlinux or module) whose BTF id-set flags carry
+    /// `flag_bit` for the program's type (7.2 + the KF_SPIN_LOCK RFC).
+    ListOrFlag,
+    /// Only the flag (7.3's KF_SPINLOCK_SAFE; the old list is flagged instead).
+    Flag,
+}
+
+/// The message catalogue of a profile (format strings with `{...}` placeholders).
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Messages {
+    pub call_under_lock: String,
+    pub global_call_under_lock: String,
+    pub exit_with_lock: String,
+    pub ld_abs_under_lock: String,
+    pub double_lock: String,
+    pub unlock_without_lock: String,
+    pub unlock_different_lock: String,
+    pub non_const_offset: String,
+    pub map_without_btf: String,
+    pub no_lock_in_map: String,
+    pub wrong_lock_offset: String,
+    pub socket_filter_lock: String,
+    pub tracing_lock: String,
+    pub direct_access: String,
+    pub reg_type_mismatch: String,
+    pub not_read_ok: String,
+    pub map_value_oob: String,
+    pub invalid_mem_access: String,
+    pub stack_read_uninit: String,
+    pub stack_indirect_uninit: String,
+    pub ptr_unbounded_min: String,
+    pub ld_abs_prog_type: String,
+    pub ld_abs_r6: String,
+    pub kfunc_not_allowed: String,
+    pub helper_prog_type: String,
+}
+
+/// A kernel profile.
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct KernelProfile {
+    /// `6.12`, `7.2`, `7.2+kf-spin-lock`, `7.3`.
+    pub name: String,
+    /// What kernel source the profile was taken from.
+    pub source: String,
+    /// The Debian kernel name whose verdicts this profile predicts (`debian:7.2`), if any.
+    pub kernel: Option<String>,
+    /// Helpers that may be called with a lock held (`do_check_insn()`).
+    pub helpers_under_lock: Vec<String>,
+    /// The kfunc rule (see [`KfuncLockRule`]).
+    pub kfunc_rule: KfuncLockRule,
+    /// The flag bit for lock-safe kfuncs (`KF_SPIN_LOCK` / `KF_SPINLOCK_SAFE`), where the rule uses one.
+    pub kfunc_flag: Option<u32>,
+    /// vmlinux kfuncs allowed under a lock: the hard-coded list (`kfunc_spin_allowed()`), or for
+    /// [`KfuncLockRule::Flag`] the vmlinux kfuncs carrying the flag.
+    pub kfuncs_under_lock: Vec<String>,
+    /// Whether bpf-to-bpf calls to static subprograms are allowed with a lock held.
+    pub static_calls_under_lock: bool,
+    /// Program types that `is_tracing_prog_type()` names.
+    pub tracing_prog_types: Vec<ProgType>,
+    /// Whether `struct bpf_res_spin_lock` and its kfuncs exist.
+    pub res_spin_lock: bool,
+    /// `bpf_map_lookup_elem()` on an array map with a constant in-range key returns a non-null
+    /// `map_value` (`can_elide_value_nullness()`, 6.14+).
+    pub elide_array_lookup_null: bool,
+    /// The kernel prints a structured diagnostic block after the error line (7.3).
+    pub structured_diagnostics: bool,
+    /// Program types whose ctx allows `BPF_LD_[ABS|IND]` (`may_access_skb()`).
+    pub ld_abs_prog_types: Vec<ProgType>,
+    pub messages: Messages,
+}
+
+/// Errors loading a profile.
+#[derive(Debug, thiserror::Error)]
+pub enum ProfileError {
+    #[error("profile {name}: {source}")]
+    Parse { name: String, source: toml::de::Error },
+    #[error("unknown profile `{0}` (known: {1})")]
+    Unknown(String, String),
+}
+
+const BUILTIN: &[(&str, &str)] = &[
+    ("6.12", include_str!("../profiles/6.12.toml")),
+    ("7.2", include_str!("../profiles/7.2.toml")),
+    ("7.2+kf-spin-lock", include_str!("../profiles/7.2+kf-spin-lock.toml")),
+    ("7.3", include_str!("../profiles/7.3.toml")),
+];
+
+impl KernelProfile {
+    /// Every built-in profile, in version order.
+    pub fn all() -> Vec<KernelProfile> {
+        BUILTIN
+            .iter()
+            .map(|(name, src)| {
+                let p: KernelProfile = toml::from_str(src).unwrap_or_else(|e| panic!("built-in profile {name} is malformed: {e}"));
+                assert_eq!(&p.name, name, "built-in profile file name and `name` differ");
+                p
+            })
+            .collect()
+    }
+
+    /// The built-in profile named `name`.
+    pub fn by_name(name: &str) -> Result<KernelProfile, ProfileError> {
+        Self::all().into_iter().find(|p| p.name == name).ok_or_else(|| {
+            ProfileError::Unknown(name.to_string(), BUILTIN.iter().map(|(n, _)| *n).collect::<Vec<_>>().join(", "))
+        })
+    }
+
+    /// Names of the built-in profiles.
+    pub fn names() -> Vec<&'static str> {
+        BUILTIN.iter().map(|(n, _)| *n).collect()
+    }
+
+    /// Parses a profile from TOML (for user-supplied profiles).
+    pub fn from_toml(name: &str, src: &str) -> Result<KernelProfile, ProfileError> {
+        toml::from_str(src).map_err(|source| ProfileError::Parse { name: name.to_string(), source })
+    }
+}
+
+/// Fills `{key}` placeholders of a message template.
+pub fn render(template: &str, args: &[(&str, String)]) -> String {
+    let mut out = template.to_string();
+    for (k, v) in args {
+        out = out.replace(&format!("{{{k}}}"), v);
+    }
+    out
+}
+
+/// A kfunc of the test module: name, lock-safe flags, and what the model needs of its signature.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ModuleKfunc {
+    pub name: String,
+    /// The `BTF_ID_FLAGS` flags (bit values as the kernel defines them, e.g. `1 << 17`).
+    pub flags: u32,
+    /// Program types whose kfunc id set contains it.
+    pub prog_types: Vec<ProgType>,
+    /// Number of arguments (all scalars in the modelled subset).
+    pub args: u8,
+    /// Whether the kfunc returns a scalar (others are outside the model's subset).
+    pub returns_scalar: bool,
+}
+
+/// The test module's kfuncs, read from the module itself (its C source or its built .ko).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ModuleKfuncs {
+    pub module: String,
+    pub kfuncs: BTreeMap<String, ModuleKfunc>,
+}

@@ -1,1 +1,359 @@
-//! Case-file parser.
+//! The case-file parser: TOML in, [`Case`]s out, every error located by file, line and column.
+
+use std::collections::BTreeMap;
+use std::ops::Range;
+
+use serde::Deserialize;
+use toml::Spanned;
+
+use super::{Case, Expectation, Field, FieldKind, GlobalFunc, MapSpec, MapType, ProgType, ValueLayout};
+use crate::asm::{self, Symbols};
+use crate::verdict::VerdictKind;
+
+/// A case-file error: where it is and what is wrong.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("{file}:{line}:{column}: {message}")]
+pub struct CaseError {
+    pub file: String,
+    pub line: usize,
+    pub column: usize,
+    pub message: String,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawFile {
+    #[serde(default)]
+    case: Vec<RawCase>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawCase {
+    name: Spanned<String>,
+    prog_type: Spanned<String>,
+    #[serde(default)]
+    sleepable: bool,
+    #[serde(default)]
+    description: Option<String>,
+    #[serde(default)]
+    tags: Vec<String>,
+    #[serde(default)]
+    map: Vec<RawMap>,
+    /// Global data sections (`.data`, `.bss`), each an array map with one entry.
+    #[serde(default)]
+    global: Vec<RawGlobalSection>,
+    #[serde(default)]
+    globals: Vec<RawGlobalFunc>,
+    #[serde(default)]
+    kfuncs: Vec<String>,
+    text: Spanned<String>,
+    #[serde(default)]
+    expect: BTreeMap<String, Spanned<RawExpect>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawMap {
+    name: Spanned<String>,
+    #[serde(default = "default_map_type", rename = "type")]
+    map_type: Spanned<String>,
+    #[serde(default = "default_key_size")]
+    key_size: u32,
+    #[serde(default = "default_max_entries")]
+    max_entries: u32,
+    #[serde(default = "default_true")]
+    btf: bool,
+    #[serde(default)]
+    value_size: Option<u32>,
+    #[serde(default)]
+    flags: u32,
+    #[serde(default)]
+    fields: Vec<Spanned<RawField>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawGlobalSection {
+    section: Spanned<String>,
+    #[serde(default)]
+    fields: Vec<Spanned<RawField>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawField {
+    name: String,
+    kind: String,
+    #[serde(default)]
+    size: Option<u32>,
+    #[serde(default)]
+    offset: Option<u32>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawGlobalFunc {
+    label: String,
+    #[serde(default)]
+    args: u8,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawExpect {
+    verdict: String,
+    #[serde(default)]
+    insn: Option<usize>,
+    #[serde(default)]
+    message: Option<String>,
+    #[serde(default)]
+    source: Option<String>,
+}
+
+fn default_map_type() -> Spanned<String> {
+    Spanned::new(0..0, "array".to_string())
+}
+fn default_key_size() -> u32 {
+    4
+}
+fn default_max_entries() -> u32 {
+    1
+}
+fn default_true() -> bool {
+    true
+}
+
+/// Maps a byte offset of the source to a 1-based (line, column).
+struct LineIndex<'a> {
+    src: &'a str,
+}
+
+impl LineIndex<'_> {
+    fn locate(&self, offset: usize) -> (usize, usize) {
+        let offset = offset.min(self.src.len());
+        let before = &self.src[..offset];
+        let line = before.matches('\n').count() + 1;
+        let column = before.rsplit('\n').next().map_or(0, |l| l.chars().count()) + 1;
+        (line, column)
+    }
+}
+
+struct Ctx<'a> {
+    file: &'a str,
+    index: LineIndex<'a>,
+}
+
+impl Ctx<'_> {
+    fn err(&self, span: Range<usize>, message: impl Into<String>) -> CaseError {
+        let (line, column) = self.index.locate(span.start);
+        CaseError { file: self.file.to_string(), line, column, message: message.into() }
+    }
+}
+
+/// Parses a case file. `file` names it in errors; `known_kfuncs` are the kfunc names calls may
+/// resolve to (the model's vmlinux kfuncs and the test module's), besides each case's `kfuncs`.
+pub fn parse_cases(file: &str, src: &str, known_kfuncs: &[String]) -> Result<Vec<Case>, CaseError> {
+    let ctx = Ctx { file, index: LineIndex { src } };
+    let raw: RawFile = toml::from_str(src).map_err(|e| {
+        let span = e.span().unwrap_or(0..0);
+        ctx.err(span, e.message().trim().to_string())
+    })?;
+    if raw.case.is_empty() {
+        return Err(ctx.err(0..0, "no [[case]] tables in file"));
+    }
+    let mut seen = BTreeMap::new();
+    let mut out = Vec::with_capacity(raw.case.len());
+    for rc in raw.case {
+        if let Some(prev) = seen.insert(rc.name.get_ref().clone(), rc.name.span()) {
+            let (pl, _) = ctx.index.locate(prev.start);
+            return Err(ctx.err(rc.name.span(), format!("duplicate case name `{}` (first at line {pl})", rc.name.get_ref())));
+        }
+        out.push(convert_case(&ctx, src, rc, known_kfuncs)?);
+    }
+    Ok(out)
+}
+
+fn convert_case(ctx: &Ctx, src: &str, rc: RawCase, known_kfuncs: &[String]) -> Result<Case, CaseError> {
+    let prog_type = ProgType::ALL
+        .into_iter()
+        .find(|p| p.name() == rc.prog_type.get_ref())
+        .ok_or_else(|| {
+            let names: Vec<_> = ProgType::ALL.iter().map(|p| p.name()).collect();
+            ctx.err(rc.prog_type.span(), format!("unknown prog_type `{}` (expected one of: {})", rc.prog_type.get_ref(), names.join(", ")))
+        })?;
+    let mut maps = Vec::new();
+    for m in &rc.map {
+        maps.push(convert_map(ctx, m)?);
+    }
+    for g in &rc.global {
+        let section = g.section.get_ref();
+        if ![".data", ".bss", ".rodata"].contains(&section.as_str()) {
+            return Err(ctx.err(g.section.span(), format!("unknown global section `{section}` (expected .data, .bss or .rodata)")));
+        }
+        let value = convert_layout(ctx, &g.fields, None, g.section.span())?;
+        maps.push(MapSpec {
+            name: section.clone(),
+            map_type: MapType::Array,
+            key_size: 4,
+            max_entries: 1,
+            value,
+            btf: true,
+            global_section: true,
+            flags: 0,
+        });
+    }
+    for (i, m) in maps.iter().enumerate() {
+        if maps[..i].iter().any(|o| o.name == m.name) {
+            return Err(ctx.err(rc.name.span(), format!("case `{}`: map `{}` declared twice", rc.name.get_ref(), m.name)));
+        }
+    }
+    let mut kfuncs: Vec<String> = known_kfuncs.to_vec();
+    kfuncs.extend(rc.kfuncs.iter().cloned());
+    let symbols = Symbols { maps: maps.iter().map(|m| m.name.clone()).collect(), kfuncs };
+    let text_line = text_start_line(src, rc.text.span(), &ctx.index);
+    let program = asm::assemble(rc.text.get_ref(), &symbols).map_err(|e| CaseError {
+        file: ctx.file.to_string(),
+        line: text_line + e.line - 1,
+        column: e.column,
+        message: format!("case `{}`: {}", rc.name.get_ref(), e.message),
+    })?;
+    let mut globals = Vec::new();
+    for g in rc.globals {
+        if !program.labels.values().any(|l| *l == g.label) {
+            return Err(ctx.err(rc.name.span(), format!("case `{}`: global function `{}` is not a label of the program", rc.name.get_ref(), g.label)));
+        }
+        if g.args > 5 {
+            return Err(ctx.err(rc.name.span(), format!("case `{}`: global function `{}` has {} args (at most 5)", rc.name.get_ref(), g.label, g.args)));
+        }
+        globals.push(GlobalFunc { label: g.label, args: g.args });
+    }
+    let mut expect = BTreeMap::new();
+    for (profile, e) in rc.expect {
+        let span = e.span();
+        let e = e.into_inner();
+        let verdict = match e.verdict.as_str() {
+            "accept" => VerdictKind::Accept,
+            "reject" => VerdictKind::Reject,
+            "unsupported" => VerdictKind::Unsupported,
+            other => return Err(ctx.err(span, format!("unknown verdict `{other}` (expected accept, reject or unsupported)"))),
+        };
+        if verdict == VerdictKind::Accept && (e.insn.is_some() || e.message.is_some()) {
+            return Err(ctx.err(span, "an `accept` expectation takes no insn or message"));
+        }
+        expect.insert(profile, Expectation { verdict, insn: e.insn, message: e.message, source: e.source });
+    }
+    let (line, _) = ctx.index.locate(rc.name.span().start);
+    Ok(Case {
+        name: rc.name.into_inner(),
+        file: ctx.file.to_string(),
+        line,
+        prog_type,
+        sleepable: rc.sleepable,
+        maps,
+        globals,
+        extern_kfuncs: rc.kfuncs,
+        program,
+        text: rc.text.into_inner(),
+        expect,
+        description: rc.description,
+        tags: rc.tags,
+    })
+}
+
+/// The file line holding the first line of a (possibly multi-line) string value.
+fn text_start_line(src: &str, span: Range<usize>, index: &LineIndex) -> usize {
+    let (line, _) = index.locate(span.start);
+    let raw = &src[span.start.min(src.len())..span.end.min(src.len())];
+    let multi = raw.starts_with("'''") || raw.starts_with("\"\"\"");
+    let first_nl = raw.get(3..).is_some_and(|r| r.starts_with('\n') || r.starts_with("\r\n"));
+    if multi && first_nl {
+        line + 1
+    } else {
+        line
+    }
+}
+
+fn convert_map(ctx: &Ctx, m: &RawMap) -> Result<MapSpec, CaseError> {
+    let map_type = match m.map_type.get_ref().as_str() {
+        "hash" => MapType::Hash,
+        "array" => MapType::Array,
+        "prog_array" => MapType::ProgArray,
+        "percpu_hash" => MapType::PercpuHash,
+        "percpu_array" => MapType::PercpuArray,
+        "lru_hash" => MapType::LruHash,
+        "cgroup_storage" => MapType::CgroupStorage,
+        "sk_storage" => MapType::SkStorage,
+        other => {
+            return Err(ctx.err(
+                m.map_type.span(),
+                format!("unknown map type `{other}` (expected hash, array, prog_array, percpu_hash, percpu_array, lru_hash, cgroup_storage, sk_storage)"),
+            ))
+        }
+    };
+    let value = if map_type == MapType::ProgArray {
+        if !m.fields.is_empty() {
+            return Err(ctx.err(m.name.span(), "a prog_array map has no value fields (its value is a 4-byte prog fd)"));
+        }
+        ValueLayout { size: 4, fields: vec![Field { name: "fd".into(), kind: FieldKind::Int, offset: 0, size: 4 }] }
+    } else {
+        convert_layout(ctx, &m.fields, m.value_size, m.name.span())?
+    };
+    if ![1, 2, 4, 8, 16].contains(&m.key_size) && m.key_size > 64 {
+        return Err(ctx.err(m.name.span(), format!("key_size {} is out of range", m.key_size)));
+    }
+    Ok(MapSpec {
+        name: m.name.get_ref().clone(),
+        map_type,
+        key_size: m.key_size,
+        max_entries: m.max_entries,
+        value,
+        btf: m.btf,
+        global_section: false,
+        flags: m.flags,
+    })
+}
+
+fn convert_layout(ctx: &Ctx, fields: &[Spanned<RawField>], value_size: Option<u32>, owner: Range<usize>) -> Result<ValueLayout, CaseError> {
+    let mut out: Vec<Field> = Vec::new();
+    let mut next = 0u32;
+    let mut max_align = 1u32;
+    for f in fields {
+        let span = f.span();
+        let f = f.get_ref();
+        let (kind, natural, align) = match f.kind.as_str() {
+            "int" => (FieldKind::Int, f.size.unwrap_or(4), f.size.unwrap_or(4)),
+            "spin_lock" => (FieldKind::SpinLock, 4, 4),
+            "res_spin_lock" => (FieldKind::ResSpinLock, 8, 4),
+            other => return Err(ctx.err(span, format!("unknown field kind `{other}` (expected int, spin_lock or res_spin_lock)"))),
+        };
+        if kind == FieldKind::Int && ![1, 2, 4, 8].contains(&natural) {
+            return Err(ctx.err(span, format!("field `{}`: int size must be 1, 2, 4 or 8, not {natural}", f.name)));
+        }
+        if kind != FieldKind::Int && f.size.is_some_and(|s| s != natural) {
+            return Err(ctx.err(span, format!("field `{}`: a {} is {natural} bytes", f.name, f.kind)));
+        }
+        let offset = f.offset.unwrap_or_else(|| next.div_ceil(align) * align);
+        if offset % align != 0 {
+            return Err(ctx.err(span, format!("field `{}` at offset {offset} is not {align}-byte aligned", f.name)));
+        }
+        if offset < next {
+            return Err(ctx.err(span, format!("field `{}` at offset {offset} overlaps the previous field (ends at {next})", f.name)));
+        }
+        if out.iter().any(|o| o.name == f.name) {
+            return Err(ctx.err(span, format!("field `{}` declared twice", f.name)));
+        }
+        next = offset + natural;
+        max_align = max_align.max(align);
+        out.push(Field { name: f.name.clone(), kind, offset, size: natural });
+    }
+    let size = match value_size {
+        Some(s) if s < next => return Err(ctx.err(owner, format!("value_size {s} is smaller than the fields (which end at {next})"))),
+        Some(s) => s,
+        None => next.div_ceil(max_align).max(1) * max_align,
+    };
+    Ok(ValueLayout { size, fields: out })
+}
+
+#[cfg(test)]
+mod tests;

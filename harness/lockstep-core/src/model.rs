@@ -1,1 +1,0 @@
-//! The spin-lock verifier model.

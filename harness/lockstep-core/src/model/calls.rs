@@ -1,0 +1,234 @@
+//! `BPF_CALL`: the lock rule for calls (`do_check_insn()`), then helpers (`check_helper_call()`),
+//! kfuncs (`check_kfunc_call()`) and bpf-to-bpf calls (`check_func_call()`).
+
+use super::exec::{kernel_map_name, Flow, Machine};
+use super::scalar::Scalar;
+use super::state::{ActiveLock, Frame, Reg, State};
+use super::{Step, Stop};
+use crate::case::{FieldKind, MapType};
+use crate::insn::*;
+use crate::profile::KfuncLockRule;
+
+/// The deepest call chain the verifier allows (`MAX_CALL_FRAMES`).
+const MAX_CALL_FRAMES: usize = 8;
+
+impl Machine<'_> {
+    pub(super) fn call(&mut self, st: &mut State, pc: usize, insn: Insn) -> Step<Flow> {
+        let name = self.case.program.call_name(pc).map(str::to_string);
+        if st.lock.is_some() && !self.call_allowed_under_lock(insn, name.as_deref())? {
+            return self.reject(pc, self.profile.messages.call_under_lock.clone());
+        }
+        match insn.src {
+            BPF_PSEUDO_CALL => self.subprog_call(st, pc, insn),
+            BPF_PSEUDO_KFUNC_CALL => {
+                let name = name.ok_or_else(|| Stop::Unsupported(format!("kfunc call at {pc} without a name")))?;
+                self.kfunc_call(st, pc, &name)?;
+                Ok(Flow::Next(pc + 1))
+            }
+            0 => {
+                self.helper_call(st, pc, insn.imm)?;
+                Ok(Flow::Next(pc + 1))
+            }
+            s => Err(Stop::Unsupported(format!("call with src_reg {s} at {pc}"))),
+        }
+    }
+
+    /// The lock rule for a call made while a lock is held (`do_check_insn()` / `do_check()`, and
+    /// `kfunc_spin_allowed()`).
+    fn call_allowed_under_lock(&self, insn: Insn, name: Option<&str>) -> Step<bool> {
+        let p = self.profile;
+        match insn.src {
+            0 => {
+                let h = crate::helpers::helper_name(insn.imm).unwrap_or("");
+                Ok(p.helpers_under_lock.iter().any(|a| a == h))
+            }
+            BPF_PSEUDO_CALL => Ok(p.static_calls_under_lock),
+            BPF_PSEUDO_KFUNC_CALL => {
+                let name = name.unwrap_or("");
+                let listed = p.kfuncs_under_lock.iter().any(|k| k == name);
+                match self.module.kfuncs.get(name) {
+                    // A module kfunc: insn->off != 0.
+                    Some(k) => Ok(match p.kfunc_rule {
+                        KfuncLockRule::VmlinuxList => false,
+                        KfuncLockRule::ListOrFlag | KfuncLockRule::Flag => {
+                            // fetch_kfunc_meta() finds flags only in the set for this program type.
+                            let flag = p.kfunc_flag.unwrap_or(0);
+                            k.prog_types.contains(&self.case.prog_type) && k.flags & flag != 0
+                        }
+                    }),
+                    None if self.case.extern_kfuncs.iter().any(|k| k == name) && !listed && p.kfunc_rule != KfuncLockRule::VmlinuxList => {
+                        Err(Stop::Unsupported(format!("flags of vmlinux kfunc {name} are unknown to the model")))
+                    }
+                    None => Ok(listed),
+                }
+            }
+            _ => Ok(false),
+        }
+    }
+
+    fn subprog_call(&mut self, st: &mut State, pc: usize, insn: Insn) -> Step<Flow> {
+        let target = (pc as i64 + insn.imm as i64 + 1) as usize;
+        if let Some((_, args)) = self.globals.get(&target).cloned() {
+            // check_func_call(): a global function is verified on its own; here only the call.
+            if st.lock.is_some() {
+                return self.reject(pc, self.profile.messages.global_call_under_lock.clone());
+            }
+            for r in 1..=args {
+                match self.read_reg(st, pc, r)? {
+                    Reg::Scalar(_) => {}
+                    other => return Err(Stop::Unsupported(format!("global function argument R{r} is {}", other.type_str()))),
+                }
+            }
+            let cur = st.cur();
+            cur.regs[0] = Reg::Scalar(Scalar::unknown());
+            for r in 1..=5 {
+                cur.regs[r] = Reg::NotInit;
+            }
+            return Ok(Flow::Next(pc + 1));
+        }
+        if st.frames.len() >= MAX_CALL_FRAMES {
+            return Err(Stop::Unsupported("call chain deeper than MAX_CALL_FRAMES".into()));
+        }
+        let sub = self.subprogs.iter().position(|s| *s == target).unwrap_or(0);
+        let mut frame = Frame::new(st.frames.len(), sub, pc);
+        for r in 1..=5 {
+            frame.regs[r] = st.cur_ref().regs[r].clone();
+        }
+        st.frames.push(frame);
+        Ok(Flow::Next(target))
+    }
+
+    fn kfunc_call(&mut self, st: &mut State, pc: usize, name: &str) -> Step<()> {
+        let Some(k) = self.module.kfuncs.get(name).cloned() else {
+            return Err(Stop::Unsupported(format!("vmlinux kfunc {name} outside a lock rule is not modelled")));
+        };
+        if !k.prog_types.contains(&self.case.prog_type) {
+            return self.reject(pc, self.msg(&self.profile.messages.kfunc_not_allowed, &[("name", name.to_string())]));
+        }
+        if !k.returns_scalar {
+            return Err(Stop::Unsupported(format!("kfunc {name} returns a pointer (not modelled)")));
+        }
+        for r in 1..=k.args {
+            match self.read_reg(st, pc, r) {
+                Ok(Reg::Scalar(_)) => {}
+                _ => return Err(Stop::Unsupported(format!("kfunc {name} argument R{r} is not an initialised scalar"))),
+            }
+        }
+        self.clobber(st, Reg::Scalar(Scalar::unknown()));
+        Ok(())
+    }
+
+    fn clobber(&self, st: &mut State, r0: Reg) {
+        let cur = st.cur();
+        for r in 1..=5 {
+            cur.regs[r] = Reg::NotInit;
+        }
+        cur.regs[0] = r0;
+    }
+
+    fn helper_call(&mut self, st: &mut State, pc: usize, id: i32) -> Step<()> {
+        let name = crate::helpers::helper_name(id).ok_or_else(|| Stop::Unsupported(format!("helper #{id} is unknown")))?;
+        match name {
+            "bpf_spin_lock" | "bpf_spin_unlock" => {
+                let r1 = self.read_reg(st, pc, 1)?;
+                self.spin_lock_arg(st, pc, &r1, name == "bpf_spin_lock")?;
+                self.clobber(st, Reg::NotInit);
+            }
+            "bpf_map_lookup_elem" => {
+                let r0 = self.map_lookup(st, pc)?;
+                self.clobber(st, r0);
+            }
+            "bpf_get_prandom_u32" | "bpf_ktime_get_ns" | "bpf_get_smp_processor_id" => {
+                self.clobber(st, Reg::Scalar(Scalar::unknown()));
+            }
+            "bpf_tail_call" => {
+                let r1 = self.read_reg(st, pc, 1)?;
+                let r2 = self.read_reg(st, pc, 2)?;
+                let r3 = self.read_reg(st, pc, 3)?;
+                let prog_array = matches!(r2, Reg::MapPtr { map } if self.map(map).map_type == MapType::ProgArray);
+                if r1 != Reg::Ctx || !prog_array || !matches!(r3, Reg::Scalar(_)) {
+                    return Err(Stop::Unsupported("bpf_tail_call with other argument types".into()));
+                }
+                self.clobber(st, Reg::NotInit);
+            }
+            other => return Err(Stop::Unsupported(format!("helper {other} is outside the modelled subset"))),
+        }
+        Ok(())
+    }
+
+    /// `check_func_arg()` for `ARG_PTR_TO_SPIN_LOCK`: `check_reg_type()` then `process_spin_lock()`.
+    fn spin_lock_arg(&mut self, st: &mut State, pc: usize, r1: &Reg, is_lock: bool) -> Step<()> {
+        let m = &self.profile.messages;
+        let Reg::MapValue { map, off, var, id, null: false } = r1 else {
+            if matches!(r1, Reg::MapValue { .. } | Reg::Scalar(_) | Reg::Stack { .. } | Reg::Ctx | Reg::MapPtr { .. }) {
+                return self.reject(
+                    pc,
+                    self.msg(&m.reg_type_mismatch, &[("reg", "R1".into()), ("type", r1.type_str().into()), ("expected", "map_value, ptr_".into())]),
+                );
+            }
+            return Err(Stop::Unsupported(format!("spin lock argument of type {}", r1.type_str())));
+        };
+        let lock = "bpf_spin".to_string();
+        if var.is_some_and(|v| v.konst().is_none()) {
+            return self.reject(pc, self.msg(&m.non_const_offset, &[("reg", "R1".into()), ("lock", lock)]));
+        }
+        let total = off + var.and_then(|v| v.konst()).unwrap_or(0);
+        let spec = self.map(*map);
+        let mname = kernel_map_name(&spec.name);
+        if !spec.btf {
+            return self.reject(pc, self.msg(&m.map_without_btf, &[("map", mname), ("lock", lock)]));
+        }
+        let Some(field) = spec.value.field_of(FieldKind::SpinLock) else {
+            return self.reject(pc, self.msg(&m.no_lock_in_map, &[("map", mname), ("lock", lock)]));
+        };
+        if field.offset as i64 != total {
+            return self.reject(
+                pc,
+                self.msg(&m.wrong_lock_offset, &[("off", total.to_string()), ("lock", lock), ("lock_off", field.offset.to_string())]),
+            );
+        }
+        let this = ActiveLock { map: *map, id: *id };
+        if is_lock {
+            if st.lock.is_some() {
+                return self.reject(pc, m.double_lock.clone());
+            }
+            st.lock = Some(this);
+        } else {
+            match st.lock {
+                None => return self.reject(pc, self.msg(&m.unlock_without_lock, &[("lock", lock)])),
+                Some(l) if l != this => return self.reject(pc, self.msg(&m.unlock_different_lock, &[("lock", lock)])),
+                Some(_) => st.lock = None,
+            }
+        }
+        Ok(())
+    }
+
+    /// `bpf_map_lookup_elem()`: map pointer and key checks, and the returned map value.
+    fn map_lookup(&mut self, st: &mut State, pc: usize) -> Step<Reg> {
+        let r1 = self.read_reg(st, pc, 1)?;
+        let Reg::MapPtr { map } = r1 else {
+            return self.reject(
+                pc,
+                self.msg(&self.profile.messages.reg_type_mismatch, &[("reg", "R1".into()), ("type", r1.type_str().into()), ("expected", "map_ptr".into())]),
+            );
+        };
+        let r2 = self.read_reg(st, pc, 2)?;
+        let Reg::Stack { frame, off } = r2 else {
+            return Err(Stop::Unsupported(format!("map key in {}", r2.type_str())));
+        };
+        let spec = self.map(map);
+        if off + (spec.key_size as i64) > 0 || off < -512 {
+            return Err(Stop::Unsupported("map key outside the stack".into()));
+        }
+        let elide = self.profile.elide_array_lookup_null
+            && matches!(spec.map_type, MapType::Array | MapType::PercpuArray)
+            && st.frames[frame].stack.constant_key(off, spec.key_size).is_some_and(|k| k >= 0 && k < spec.max_entries as i64);
+        let has_lock = spec.btf && spec.value.fields.iter().any(|f| f.kind != FieldKind::Int);
+        let id = if !elide || has_lock { self.fresh_id() } else { 0 };
+        if matches!(spec.map_type, MapType::ProgArray) {
+            return Err(Stop::Unsupported("lookup in a prog_array".into()));
+        }
+        Ok(Reg::MapValue { map, off: 0, var: None, id, null: !elide })
+    }
+}
+

@@ -1,0 +1,577 @@
+//! The walk: pre-pass checks, then `do_check()` over the main program and each global function.
+
+use std::collections::BTreeMap;
+
+use super::scalar::{CmpOp, Scalar};
+use super::state::{Frame, Reg, State};
+use super::{Step, Stop, STEP_BUDGET};
+use crate::asm::Reloc;
+use crate::case::{Case, FieldKind, MapSpec, ProgType};
+use crate::insn::*;
+use crate::profile::{render, KernelProfile, ModuleKfuncs};
+
+/// The model's machine for one case on one profile.
+pub(crate) struct Machine<'a> {
+    pub case: &'a Case,
+    pub profile: &'a KernelProfile,
+    pub module: &'a ModuleKfuncs,
+    /// Map index by name.
+    pub maps: BTreeMap<&'a str, usize>,
+    /// Subprogram starts (index 0 = main).
+    pub subprogs: Vec<usize>,
+    /// Global subprograms by start instruction: (label, scalar args).
+    pub globals: BTreeMap<usize, (String, u8)>,
+    pub id_gen: u32,
+    pub steps: usize,
+}
+
+/// The kernel truncates map names to `BPF_OBJ_NAME_LEN - 1` characters.
+pub(crate) fn kernel_map_name(name: &str) -> String {
+    name.chars().take(15).collect()
+}
+
+impl<'a> Machine<'a> {
+    pub fn new(case: &'a Case, profile: &'a KernelProfile, module: &'a ModuleKfuncs) -> Self {
+        let maps = case.maps.iter().enumerate().map(|(i, m)| (m.name.as_str(), i)).collect();
+        let subprogs = case.program.subprog_starts();
+        let mut globals = BTreeMap::new();
+        for g in &case.globals {
+            if let Some((&idx, _)) = case.program.labels.iter().find(|(_, l)| **l == g.label) {
+                globals.insert(idx, (g.label.clone(), g.args));
+            }
+        }
+        Machine { case, profile, module, maps, subprogs, globals, id_gen: 0, steps: 0 }
+    }
+
+    pub fn msg(&self, template: &str, args: &[(&str, String)]) -> String {
+        render(template, args)
+    }
+
+    pub fn reject<T>(&self, pc: usize, msg: String) -> Step<T> {
+        Err(Stop::Reject(Some(pc), msg))
+    }
+
+    pub fn map(&self, idx: usize) -> &'a MapSpec {
+        &self.case.maps[idx]
+    }
+
+    /// The whole check: `bpf_check()` order of the passes the model covers.
+    pub fn run(&mut self) -> Step<()> {
+        self.prepass()?;
+        // do_check_main()
+        let mut st = State { frames: vec![Frame::new(0, 0, 0)], lock: None, pc: 0 };
+        st.frames[0].regs[1] = Reg::Ctx;
+        self.walk(st)?;
+        // do_check_subprogs(): each global function on its own, arguments as declared.
+        let globals: Vec<(usize, u8)> = self.globals.iter().map(|(i, (_, a))| (*i, *a)).collect();
+        for (start, args) in globals {
+            let sub = self.subprogs.iter().position(|s| *s == start).unwrap_or(0);
+            let mut st = State { frames: vec![Frame::new(0, sub, 0)], lock: None, pc: start };
+            for r in 1..=args as usize {
+                st.frames[0].regs[r] = Reg::Scalar(Scalar::unknown());
+            }
+            self.walk(st)?;
+        }
+        Ok(())
+    }
+
+    /// Checks done before the main walk, in the kernel's order; none prints an instruction.
+    fn prepass(&mut self) -> Step<()> {
+        let insns = &self.case.program.insns;
+        if self.case.sleepable && self.case.prog_type != ProgType::Syscall {
+            return Err(Stop::Unsupported("sleepable is modelled for the syscall program type only".into()));
+        }
+        for (pc, reloc) in &self.case.program.relocs {
+            match reloc {
+                Reloc::Kfunc { name } => self.kfunc_exists(name)?,
+                Reloc::Map { name } | Reloc::MapValue { name, .. } => {
+                    if !insns[*pc].is_ld_imm64() {
+                        return Err(Stop::Unsupported(format!("map reference `{name}` on a non-ld_imm64 insn")));
+                    }
+                }
+                _ => {}
+            }
+        }
+        // resolve_pseudo_ldimm64() -> add_used_map() -> check_map_prog_compatibility(), in insn order.
+        for reloc in self.case.program.relocs.values() {
+            let name = match reloc {
+                Reloc::Map { name } | Reloc::MapValue { name, .. } => name,
+                _ => continue,
+            };
+            let Some(&mi) = self.maps.get(name.as_str()) else {
+                return Err(Stop::Unsupported(format!("unknown map `{name}`")));
+            };
+            let m = self.map(mi);
+            let has = |k| m.btf && m.value.field_of(k).is_some();
+            if (has(FieldKind::SpinLock) || has(FieldKind::ResSpinLock)) && self.case.prog_type == ProgType::SocketFilter {
+                return Err(Stop::Reject(None, self.profile.messages.socket_filter_lock.clone()));
+            }
+            if has(FieldKind::ResSpinLock) && !self.profile.res_spin_lock {
+                return Err(Stop::Unsupported("struct bpf_res_spin_lock is unknown to this kernel".into()));
+            }
+            if has(FieldKind::SpinLock) && self.profile.tracing_prog_types.contains(&self.case.prog_type) {
+                return Err(Stop::Reject(None, self.profile.messages.tracing_lock.clone()));
+            }
+            if m.btf && m.value.fields.iter().filter(|f| f.kind != FieldKind::Int).count() > 1 {
+                return Err(Stop::Unsupported("a map value with more than one lock fails map creation".into()));
+            }
+        }
+        if self.case.program.insns.is_empty() {
+            return Err(Stop::Unsupported("empty program".into()));
+        }
+        Ok(())
+    }
+
+    fn kfunc_exists(&self, name: &str) -> Step<()> {
+        if self.module.kfuncs.contains_key(name) || self.case.extern_kfuncs.iter().any(|k| k == name) {
+            return Ok(());
+        }
+        let res = name.starts_with("bpf_res_spin_");
+        if res && !self.profile.res_spin_lock {
+            return Err(Stop::Unsupported(format!("kfunc {name} does not exist in {}", self.profile.name)));
+        }
+        Ok(())
+    }
+
+    /// `do_check()` from one start state: explores fall-through first and pushed branches after.
+    fn walk(&mut self, start: State) -> Step<()> {
+        let mut pending = vec![start];
+        while let Some(mut st) = pending.pop() {
+            loop {
+                self.steps += 1;
+                if self.steps > STEP_BUDGET {
+                    return Err(Stop::Unsupported(format!("exploration exceeded {STEP_BUDGET} instructions (loops are not modelled)")));
+                }
+                match self.step(&mut st)? {
+                    Flow::Next(pc) => st.pc = pc,
+                    Flow::Branch(pc, other) => {
+                        pending.push(*other);
+                        st.pc = pc;
+                    }
+                    Flow::Done => break,
+                }
+            }
+        }
+        Ok(())
+    }
+
+    pub fn read_reg(&self, st: &State, pc: usize, r: u8) -> Step<Reg> {
+        if r > 10 {
+            return Err(Stop::Unsupported(format!("register r{r} does not exist")));
+        }
+        let reg = st.cur_ref().regs[r as usize].clone();
+        if reg == Reg::NotInit {
+            return self.reject(pc, self.msg(&self.profile.messages.not_read_ok, &[("regno", r.to_string())]));
+        }
+        Ok(reg)
+    }
+
+    fn write_reg(&self, st: &mut State, r: u8, v: Reg) -> Step<()> {
+        if r >= 10 {
+            return Err(Stop::Unsupported("writes to r10 (\"frame pointer is read only\") are not modelled".into()));
+        }
+        st.cur().regs[r as usize] = v;
+        Ok(())
+    }
+
+    fn step(&mut self, st: &mut State) -> Step<Flow> {
+        let pc = st.pc;
+        let Some(insn) = self.case.program.insns.get(pc).copied() else {
+            return Err(Stop::Unsupported(format!("control reaches insn {pc}, past the end")));
+        };
+        match insn.class() {
+            BPF_ALU | BPF_ALU64 => self.alu(st, pc, insn).map(|_| Flow::Next(pc + 1)),
+            BPF_LD if insn.is_ld_imm64() => self.ld_imm64(st, pc, insn).map(|_| Flow::Next(pc + 2)),
+            BPF_LD if matches!(insn.mode(), BPF_ABS | BPF_IND) => self.ld_abs(st, pc, insn).map(|_| Flow::Next(pc + 1)),
+            BPF_LDX if insn.mode() == BPF_MEM => {
+                self.read_reg(st, pc, insn.src)?;
+                if insn.dst >= 10 {
+                    return Err(Stop::Unsupported("load into r10".into()));
+                }
+                let base = st.cur_ref().regs[insn.src as usize].clone();
+                let v = self.mem_access(st, pc, insn.src, &base, insn.off as i64, insn.size_bytes(), None)?;
+                self.write_reg(st, insn.dst, v)?;
+                Ok(Flow::Next(pc + 1))
+            }
+            BPF_STX if insn.mode() == BPF_MEM => {
+                let v = self.read_reg(st, pc, insn.src)?;
+                let base = self.read_reg(st, pc, insn.dst)?;
+                self.mem_access(st, pc, insn.dst, &base, insn.off as i64, insn.size_bytes(), Some(v))?;
+                Ok(Flow::Next(pc + 1))
+            }
+            BPF_ST if insn.mode() == BPF_MEM => {
+                let base = self.read_reg(st, pc, insn.dst)?;
+                let v = Reg::Scalar(Scalar::known(insn.imm as i64));
+                self.mem_access(st, pc, insn.dst, &base, insn.off as i64, insn.size_bytes(), Some(v))?;
+                Ok(Flow::Next(pc + 1))
+            }
+            BPF_STX if insn.mode() == BPF_ATOMIC => self.atomic(st, pc, insn).map(|_| Flow::Next(pc + 1)),
+            BPF_JMP | BPF_JMP32 => self.jmp(st, pc, insn),
+            _ => Err(Stop::Unsupported(format!("instruction {:#04x} at {pc} is outside the modelled subset", insn.code))),
+        }
+    }
+
+    fn alu(&mut self, st: &mut State, pc: usize, insn: Insn) -> Step<()> {
+        let is64 = insn.class() == BPF_ALU64;
+        let op = insn.op();
+        if op == BPF_END || (op == BPF_MOV && insn.off != 0) || (matches!(op, BPF_DIV | BPF_MOD) && insn.off != 0) {
+            // Byte swaps, movsx, sdiv/smod: the result is an unknown scalar when the input is one.
+            let d = self.read_reg(st, pc, insn.dst);
+            let src = if op == BPF_MOV { insn.src } else { insn.dst };
+            let v = if op == BPF_MOV && insn.source() == BPF_X { self.read_reg(st, pc, src)? } else { d? };
+            if v.is_pointer() {
+                return Err(Stop::Unsupported("byte swap / sign extension of a pointer".into()));
+            }
+            return self.write_reg(st, insn.dst, Reg::Scalar(if is64 { Scalar::unknown() } else { Scalar::below(u32::MAX as u64) }));
+        }
+        let src = if insn.source() == BPF_X {
+            self.read_reg(st, pc, insn.src)?
+        } else {
+            Reg::Scalar(Scalar::known(if is64 { insn.imm as i64 } else { insn.imm as u32 as i64 }))
+        };
+        if op == BPF_MOV {
+            let v = match (&src, is64) {
+                (_, true) => src.clone(),
+                (Reg::Scalar(s), false) => Reg::Scalar(s.zext32()),
+                (_, false) => Reg::Scalar(Scalar::below(u32::MAX as u64)),
+            };
+            return self.write_reg(st, insn.dst, v);
+        }
+        let dst = self.read_reg(st, pc, insn.dst)?;
+        let res = match (&dst, &src) {
+            (Reg::Scalar(a), Reg::Scalar(b)) => {
+                let r = scalar_op(op, *a, *b, is64);
+                Reg::Scalar(if is64 { r } else { r.zext32() })
+            }
+            (p, Reg::Scalar(b)) if p.is_pointer() && is64 && matches!(op, BPF_ADD | BPF_SUB) => {
+                let b = if op == BPF_SUB { b.neg() } else { *b };
+                self.ptr_add(pc, p, b, insn.source() == BPF_X)?
+            }
+            _ => return Err(Stop::Unsupported(format!("ALU op {:#04x} on {} and {} at {pc}", insn.code, dst.type_str(), src.type_str()))),
+        };
+        self.write_reg(st, insn.dst, res)
+    }
+
+    /// `adjust_ptr_min_max_vals()` for pointer += scalar.
+    fn ptr_add(&self, pc: usize, p: &Reg, b: Scalar, _from_reg: bool) -> Step<Reg> {
+        match (p, b.konst()) {
+            (Reg::Stack { frame, off }, Some(c)) => Ok(Reg::Stack { frame: *frame, off: off + c }),
+            (Reg::MapValue { null: false, map, off, var, id }, Some(c)) => {
+                Ok(Reg::MapValue { map: *map, off: off + c, var: *var, id: *id, null: false })
+            }
+            (Reg::MapValue { null: false, map, off, var, id }, None) => {
+                if b.smin == i64::MIN {
+                    return self.reject(pc, self.msg(&self.profile.messages.ptr_unbounded_min, &[("type", "map_value".into())]));
+                }
+                if b.smax >= 1 << 29 || b.smin <= -(1 << 29) {
+                    return Err(Stop::Unsupported("pointer offset bounds beyond BPF_MAX_VAR_OFF".into()));
+                }
+                let nv = match var {
+                    Some(v) => v.add(b),
+                    None => b,
+                };
+                Ok(Reg::MapValue { map: *map, off: *off, var: Some(nv), id: *id, null: false })
+            }
+            _ => Err(Stop::Unsupported(format!("pointer arithmetic on {} at {pc}", p.type_str()))),
+        }
+    }
+
+    fn ld_imm64(&mut self, st: &mut State, pc: usize, insn: Insn) -> Step<()> {
+        let v = match (insn.src, self.case.program.relocs.get(&pc)) {
+            (0, _) => {
+                let hi = self.case.program.insns.get(pc + 1).map_or(0, |n| n.imm as u32 as u64);
+                Reg::Scalar(Scalar::known(((hi << 32) | insn.imm as u32 as u64) as i64))
+            }
+            (BPF_PSEUDO_MAP_FD, Some(Reloc::Map { name })) => Reg::MapPtr { map: self.maps[name.as_str()] },
+            (BPF_PSEUDO_MAP_VALUE, Some(Reloc::MapValue { name, offset })) => {
+                // check_ld_imm(): reg->id stays 0, the value is not distinct.
+                Reg::MapValue { map: self.maps[name.as_str()], off: *offset as i64, var: None, id: 0, null: false }
+            }
+            _ => return Err(Stop::Unsupported(format!("ld_imm64 form src={} at {pc}", insn.src))),
+        };
+        self.write_reg(st, insn.dst, v)
+    }
+
+    /// `check_ld_abs()`.
+    fn ld_abs(&mut self, st: &mut State, pc: usize, insn: Insn) -> Step<()> {
+        let m = &self.profile.messages;
+        if !self.profile.ld_abs_prog_types.contains(&self.case.prog_type) {
+            return self.reject(pc, m.ld_abs_prog_type.clone());
+        }
+        if insn.mode() == BPF_IND {
+            self.read_reg(st, pc, insn.src)?;
+        }
+        let r6 = self.read_reg(st, pc, 6)?;
+        if st.lock.is_some() {
+            return self.reject(pc, m.ld_abs_under_lock.clone());
+        }
+        if r6 != Reg::Ctx {
+            return self.reject(pc, m.ld_abs_r6.clone());
+        }
+        for r in 1..=5 {
+            st.cur().regs[r] = Reg::NotInit;
+        }
+        st.cur().regs[0] = Reg::Scalar(Scalar::unknown());
+        Ok(())
+    }
+
+    fn atomic(&mut self, st: &mut State, pc: usize, insn: Insn) -> Step<()> {
+        if !matches!(insn.size(), BPF_W | BPF_DW) || matches!(insn.imm, BPF_LOAD_ACQ | BPF_STORE_REL) {
+            return Err(Stop::Unsupported("atomic load-acquire/store-release or odd size".into()));
+        }
+        let v = self.read_reg(st, pc, insn.src)?;
+        if insn.imm == BPF_CMPXCHG {
+            self.read_reg(st, pc, 0)?;
+        }
+        let base = self.read_reg(st, pc, insn.dst)?;
+        if !matches!(base, Reg::MapValue { null: false, .. }) {
+            return Err(Stop::Unsupported(format!("atomic on {}", base.type_str())));
+        }
+        self.mem_access(st, pc, insn.dst, &base, insn.off as i64, insn.size_bytes(), Some(v))?;
+        if insn.imm == BPF_CMPXCHG {
+            st.cur().regs[0] = Reg::Scalar(Scalar::of_size(insn.size_bytes()));
+        } else if insn.imm & BPF_FETCH != 0 {
+            self.write_reg(st, insn.src, Reg::Scalar(Scalar::of_size(insn.size_bytes())))?;
+        }
+        Ok(())
+    }
+
+    /// `check_mem_access()` for the pointer types of the subset. `value` is set for a store.
+    #[allow(clippy::too_many_arguments)]
+    pub fn mem_access(&self, st: &mut State, pc: usize, regno: u8, base: &Reg, off: i64, size: u8, value: Option<Reg>) -> Step<Reg> {
+        let m = &self.profile.messages;
+        let reg = format!("R{regno}");
+        match base {
+            Reg::Stack { frame, off: o } => {
+                let at = o + off;
+                if at < -512 || at + size as i64 > 0 || at % size as i64 != 0 {
+                    return Err(Stop::Unsupported(format!("stack access at {at} size {size} is out of range or misaligned")));
+                }
+                let fr = &mut st.frames[*frame];
+                match value {
+                    Some(v) => {
+                        fr.stack.write(at, size, &v);
+                        Ok(Reg::NotInit)
+                    }
+                    None => fr.stack.read(at, size).map_err(Stop::Unsupported),
+                }
+            }
+            Reg::MapValue { null: false, map, off: o, var, .. } => {
+                let spec = self.map(*map);
+                let at = o + off;
+                let (vmin, vmax) = var.map_or((0, 0), |v| (v.smin, v.umax as i64));
+                if at + vmin < 0 || at + vmax + size as i64 > spec.value.size as i64 {
+                    if var.is_some() {
+                        return Err(Stop::Unsupported("variable-offset map value access out of bounds".into()));
+                    }
+                    return self.reject(
+                        pc,
+                        self.msg(&m.map_value_oob, &[("value_size", spec.value.size.to_string()), ("off", at.to_string()), ("size", size.to_string())]),
+                    );
+                }
+                if spec.btf {
+                    for f in &spec.value.fields {
+                        let kind = match f.kind {
+                            FieldKind::SpinLock => "bpf_spin_lock",
+                            FieldKind::ResSpinLock => "bpf_res_spin_lock",
+                            FieldKind::Int => continue,
+                        };
+                        if at + vmin < (f.offset + f.size) as i64 && (f.offset as i64) < at + vmax + size as i64 {
+                            return self.reject(pc, self.msg(&m.direct_access, &[("kind", kind.into())]));
+                        }
+                    }
+                }
+                Ok(if value.is_some() { Reg::NotInit } else { Reg::Scalar(Scalar::of_size(size)) })
+            }
+            Reg::MapValue { null: true, .. } | Reg::Scalar(_) => {
+                self.reject(pc, self.msg(&m.invalid_mem_access, &[("reg", reg), ("type", base.type_str().into())]))
+            }
+            _ => Err(Stop::Unsupported(format!("memory access through {} is outside the modelled subset", base.type_str()))),
+        }
+    }
+
+    fn jmp(&mut self, st: &mut State, pc: usize, insn: Insn) -> Step<Flow> {
+        let op = insn.op();
+        match op {
+            BPF_JA => {
+                let off = if insn.class() == BPF_JMP32 { insn.imm as i64 } else { insn.off as i64 };
+                return Ok(Flow::Next((pc as i64 + off + 1) as usize));
+            }
+            BPF_CALL => return self.call(st, pc, insn),
+            BPF_EXIT => return self.exit(st, pc),
+            _ => {}
+        }
+        let Some(cmp) = CmpOp::from_op(op) else {
+            return Err(Stop::Unsupported(format!("jump op {:#04x} at {pc}", insn.code)));
+        };
+        let target = (pc as i64 + insn.off as i64 + 1) as usize;
+        let is32 = insn.class() == BPF_JMP32;
+        let src = if insn.source() == BPF_X { Some(self.read_reg(st, pc, insn.src)?) } else { None };
+        let dst = self.read_reg(st, pc, insn.dst)?;
+        let k = match &src {
+            None => Some(insn.imm as i64),
+            Some(Reg::Scalar(s)) => s.konst(),
+            Some(_) => None,
+        };
+        match (&dst, k) {
+            // mark_ptr_or_null_regs(): `if rX == 0` / `if rX != 0` on a maybe-null map value.
+            (Reg::MapValue { null: true, id, .. }, Some(0)) if matches!(cmp, CmpOp::Eq | CmpOp::Ne) && !is32 => {
+                let id = *id;
+                let mut null_st = st.clone();
+                null_st.for_each_reg(|r| {
+                    if matches!(r, Reg::MapValue { null: true, id: i, .. } if *i == id) {
+                        *r = Reg::Scalar(Scalar::known(0));
+                    }
+                });
+                let keep_id = self.map_has_lock(&dst);
+                st.for_each_reg(|r| {
+                    if let Reg::MapValue { null, id: i, .. } = r {
+                        if *null && *i == id {
+                            *null = false;
+                            if !keep_id {
+                                *i = 0;
+                            }
+                        }
+                    }
+                });
+                let (mut taken, fall) = if cmp == CmpOp::Eq { (null_st, st.clone()) } else { (st.clone(), null_st) };
+                taken.pc = target;
+                *st = fall;
+                Ok(Flow::Branch(pc + 1, Box::new(taken)))
+            }
+            // is_branch_taken(): a non-null pointer against 0.
+            (p, Some(0)) if p.is_pointer() && !matches!(p, Reg::MapValue { null: true, .. }) && matches!(cmp, CmpOp::Eq | CmpOp::Ne) => {
+                Ok(Flow::Next(if cmp == CmpOp::Ne { target } else { pc + 1 }))
+            }
+            (Reg::Scalar(s), Some(k)) => {
+                let (s, k) = if is32 {
+                    if s.umax > u32::MAX as u64 {
+                        return self.both(st, pc, target);
+                    }
+                    (*s, k as u32 as i64)
+                } else {
+                    (*s, k)
+                };
+                match cmp.decided(&s, k) {
+                    Some(true) => Ok(Flow::Next(target)),
+                    Some(false) => Ok(Flow::Next(pc + 1)),
+                    None => {
+                        let mut taken = st.clone();
+                        if !is32 || k >= 0 {
+                            if let Some(r) = s.refine(cmp, k) {
+                                taken.cur().regs[insn.dst as usize] = Reg::Scalar(r);
+                            }
+                            if let Some(r) = s.refine(cmp.negate(), k) {
+                                st.cur().regs[insn.dst as usize] = Reg::Scalar(r);
+                            }
+                        }
+                        taken.pc = target;
+                        Ok(Flow::Branch(pc + 1, Box::new(taken)))
+                    }
+                }
+            }
+            (Reg::Scalar(_), None) => self.both(st, pc, target),
+            _ => Err(Stop::Unsupported(format!("conditional jump on {} at {pc}", dst.type_str()))),
+        }
+    }
+
+    fn both(&self, st: &mut State, pc: usize, target: usize) -> Step<Flow> {
+        let mut taken = st.clone();
+        taken.pc = target;
+        Ok(Flow::Branch(pc + 1, Box::new(taken)))
+    }
+
+    fn map_has_lock(&self, r: &Reg) -> bool {
+        match r {
+            Reg::MapValue { map, .. } => {
+                let m = self.map(*map);
+                m.btf && m.value.fields.iter().any(|f| f.kind != FieldKind::Int)
+            }
+            _ => false,
+        }
+    }
+
+    pub fn fresh_id(&mut self) -> u32 {
+        self.id_gen += 1;
+        self.id_gen
+    }
+
+    /// `BPF_EXIT`: `process_bpf_exit_full()` (7.x) / `do_check()` (6.12).
+    fn exit(&mut self, st: &mut State, pc: usize) -> Step<Flow> {
+        if st.frames.len() > 1 {
+            // prepare_func_exit(): back to the caller; the lock state is the verifier state's.
+            let r0 = st.cur_ref().regs[0].clone();
+            if r0 == Reg::NotInit {
+                return Err(Stop::Unsupported("static subprogram exits with R0 not initialised".into()));
+            }
+            let callee = st.frames.pop().expect("callee frame");
+            let caller = st.cur();
+            caller.regs[0] = r0;
+            for r in 1..=5 {
+                caller.regs[r] = Reg::NotInit;
+            }
+            return Ok(Flow::Next(callee.callsite + 1));
+        }
+        if st.lock.is_some() {
+            return self.reject(pc, self.profile.messages.exit_with_lock.clone());
+        }
+        let r0 = self.read_reg(st, pc, 0)?;
+        if self.case.prog_type == ProgType::CgroupSkb && !matches!(&r0, Reg::Scalar(s) if s.umax <= 1) {
+            return Err(Stop::Unsupported("cgroup_skb return value range check is not modelled".into()));
+        }
+        if r0.is_pointer() {
+            return Err(Stop::Unsupported("returning a pointer is not modelled".into()));
+        }
+        Ok(Flow::Done)
+    }
+}
+
+/// What the walk does after one instruction.
+pub(crate) enum Flow {
+    /// Continue at this instruction.
+    Next(usize),
+    /// Continue at the first; the second state is pushed for later (`push_stack()`).
+    Branch(usize, Box<State>),
+    /// This path is finished.
+    Done,
+}
+
+fn scalar_op(op: u8, a: Scalar, b: Scalar, is64: bool) -> Scalar {
+    if let (Some(x), Some(y)) = (a.konst(), b.konst()) {
+        let (x, y) = if is64 { (x, y) } else { (x as u32 as i64, y as u32 as i64) };
+        let shift_mask = if is64 { 63 } else { 31 };
+        let v = match op {
+            BPF_ADD => x.wrapping_add(y),
+            BPF_SUB => x.wrapping_sub(y),
+            BPF_MUL => x.wrapping_mul(y),
+            BPF_DIV => if y == 0 { 0 } else if is64 { (x as u64 / y as u64) as i64 } else { (x as u32 / y as u32) as i64 },
+            BPF_MOD => if y == 0 { x } else if is64 { (x as u64 % y as u64) as i64 } else { (x as u32 % y as u32) as i64 },
+            BPF_OR => x | y,
+            BPF_AND => x & y,
+            BPF_XOR => x ^ y,
+            BPF_LSH => x.wrapping_shl((y & shift_mask) as u32),
+            BPF_RSH => if is64 { ((x as u64) >> (y & shift_mask)) as i64 } else { ((x as u32) >> (y & shift_mask)) as i64 },
+            BPF_ARSH => if is64 { x >> (y & shift_mask) } else { ((x as i32) >> (y & shift_mask)) as i64 },
+            BPF_NEG => x.wrapping_neg(),
+            _ => return Scalar::unknown(),
+        };
+        return Scalar::known(v);
+    }
+    match op {
+        BPF_ADD => a.add(b),
+        BPF_SUB => a.add(b.neg()),
+        BPF_AND => match (a.konst(), b.konst()) {
+            (_, Some(m)) | (Some(m), _) if m >= 0 => Scalar::below(m as u64).refine(CmpOp::Le, a.umax.min(m as u64) as i64).unwrap_or(Scalar::below(m as u64)),
+            _ => Scalar::unknown(),
+        },
+        BPF_RSH => match b.konst() {
+            Some(s) if (1..64).contains(&s) => Scalar::below(a.umax >> s),
+            _ => Scalar::unknown(),
+        },
+        BPF_MOD => match b.konst() {
+            Some(m) if m > 0 => Scalar::below(m as u64 - 1),
+            _ => Scalar::unknown(),
+        },
+        _ => Scalar::unknown(),
+    }
+}

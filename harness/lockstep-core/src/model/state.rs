@@ -1,0 +1,191 @@
+//! Abstract verifier state: registers, stack, frames and the active lock
+//! (`struct bpf_verifier_state` / `bpf_func_state` / `bpf_reg_state`, reduced to what the lock rules need).
+
+use std::collections::BTreeMap;
+
+use super::scalar::Scalar;
+
+/// An abstract register (`struct bpf_reg_state`).
+#[derive(Clone, Debug, PartialEq)]
+pub enum Reg {
+    /// `NOT_INIT`.
+    NotInit,
+    /// `SCALAR_VALUE`.
+    Scalar(Scalar),
+    /// `PTR_TO_CTX` at offset 0.
+    Ctx,
+    /// `PTR_TO_STACK`: a frame's pointer plus a constant offset.
+    Stack { frame: usize, off: i64 },
+    /// `CONST_PTR_TO_MAP`.
+    MapPtr { map: usize },
+    /// `PTR_TO_MAP_VALUE` (`null`: `PTR_MAYBE_NULL`). `off` is the constant offset, `var` the
+    /// variable part's bounds (`None` when known zero).
+    MapValue { map: usize, off: i64, var: Option<Scalar>, id: u32, null: bool },
+}
+
+impl Reg {
+    /// `reg_type_str()` of the register's type.
+    pub fn type_str(&self) -> &'static str {
+        match self {
+            Reg::NotInit => "?",
+            Reg::Scalar(_) => "scalar",
+            Reg::Ctx => "ctx",
+            Reg::Stack { .. } => "fp",
+            Reg::MapPtr { .. } => "map_ptr",
+            Reg::MapValue { null: true, .. } => "map_value_or_null",
+            Reg::MapValue { .. } => "map_value",
+        }
+    }
+    /// True for any pointer type.
+    pub fn is_pointer(&self) -> bool {
+        !matches!(self, Reg::NotInit | Reg::Scalar(_))
+    }
+}
+
+/// What one byte of a stack slot holds (`enum bpf_stack_slot_type`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum StackByte {
+    Misc,
+    Zero,
+    Spill,
+}
+
+/// One frame's stack: bytes by (negative) offset, spilled registers by slot base offset with the
+/// spill size.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Stack {
+    pub bytes: BTreeMap<i64, StackByte>,
+    pub spills: BTreeMap<i64, (Reg, u8)>,
+}
+
+impl Stack {
+    fn slot_base(off: i64) -> i64 {
+        off.div_euclid(8) * 8
+    }
+
+    /// Records a store of `size` bytes at `off` (`check_stack_write_fixed_off()`, privileged).
+    /// `value` is the stored register (or the `ST` immediate as a known scalar).
+    pub fn write(&mut self, off: i64, size: u8, value: &Reg) {
+        let base = Self::slot_base(off);
+        let aligned = off % 8 == 0;
+        // Any write into a slot holding a spill scrubs the spill's bytes to misc.
+        for b in [Self::slot_base(off), Self::slot_base(off + size as i64 - 1)] {
+            if self.spills.remove(&b).is_some() {
+                for i in 0..8 {
+                    if self.bytes.get(&(b + i)) == Some(&StackByte::Spill) {
+                        self.bytes.insert(b + i, StackByte::Misc);
+                    }
+                }
+            }
+        }
+        let spill = match value {
+            Reg::Scalar(_) if aligned => true,
+            v if v.is_pointer() && aligned && size == 8 => true,
+            _ => false,
+        };
+        if spill {
+            self.spills.insert(base, (value.clone(), size));
+            for i in 0..8i64 {
+                let t = if i < size as i64 { StackByte::Spill } else { StackByte::Misc };
+                // Bytes above the spill in the slot become misc only if they were not written yet.
+                if i < size as i64 || !self.bytes.contains_key(&(base + i)) {
+                    self.bytes.insert(base + i, t);
+                }
+            }
+            return;
+        }
+        let zero = matches!(value, Reg::Scalar(s) if s.konst() == Some(0));
+        for i in 0..size as i64 {
+            self.bytes.insert(off + i, if zero { StackByte::Zero } else { StackByte::Misc });
+        }
+    }
+
+    /// A load of `size` bytes at `off` (`check_stack_read_fixed_off()`): a spilled register comes
+    /// back whole for a same-size aligned fill; anything else reads as an unknown scalar.
+    pub fn read(&self, off: i64, size: u8) -> Result<Reg, String> {
+        let base = Self::slot_base(off);
+        if let Some((reg, sz)) = self.spills.get(&base) {
+            if off == base && size == *sz {
+                return Ok(reg.clone());
+            }
+            if reg.is_pointer() {
+                return Err("partial fill of a spilled pointer".into());
+            }
+            return Ok(Reg::Scalar(Scalar::of_size(size)));
+        }
+        let all_zero = (0..size as i64).all(|i| self.bytes.get(&(off + i)) == Some(&StackByte::Zero));
+        Ok(Reg::Scalar(if all_zero { Scalar::known(0) } else { Scalar::of_size(size) }))
+    }
+
+    /// The constant a map key at `off` of `size` bytes holds, if the verifier can see it
+    /// (`get_constant_map_key()`): all bytes `STACK_ZERO`, or a spilled constant of exactly that size.
+    pub fn constant_key(&self, off: i64, size: u32) -> Option<i64> {
+        if (0..size as i64).all(|i| self.bytes.get(&(off + i)) == Some(&StackByte::Zero)) {
+            return Some(0);
+        }
+        let (reg, sz) = self.spills.get(&off)?;
+        if *sz as u32 != size {
+            return None;
+        }
+        match reg {
+            Reg::Scalar(s) => s.konst(),
+            _ => None,
+        }
+    }
+}
+
+/// One call frame (`struct bpf_func_state`).
+#[derive(Clone, Debug, PartialEq)]
+pub struct Frame {
+    pub regs: [Reg; 11],
+    pub stack: Stack,
+    /// Index of the call instruction in the caller (return address - 1).
+    pub callsite: usize,
+    /// Subprogram index.
+    pub subprog: usize,
+}
+
+impl Frame {
+    /// A frame entered with `args` in R1..R5 and R10 pointing at its stack.
+    pub fn new(index: usize, subprog: usize, callsite: usize) -> Self {
+        let mut regs: [Reg; 11] = std::array::from_fn(|_| Reg::NotInit);
+        regs[10] = Reg::Stack { frame: index, off: 0 };
+        Frame { regs, stack: Stack::default(), callsite, subprog }
+    }
+}
+
+/// The lock held (`active_locks` with its `ptr` = map and `id`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ActiveLock {
+    pub map: usize,
+    pub id: u32,
+}
+
+/// A whole verifier state on one path.
+#[derive(Clone, Debug, PartialEq)]
+pub struct State {
+    pub frames: Vec<Frame>,
+    pub lock: Option<ActiveLock>,
+    pub pc: usize,
+}
+
+impl State {
+    /// The innermost frame.
+    pub fn cur(&mut self) -> &mut Frame {
+        self.frames.last_mut().expect("at least one frame")
+    }
+    /// The innermost frame, read-only.
+    pub fn cur_ref(&self) -> &Frame {
+        self.frames.last().expect("at least one frame")
+    }
+    /// Applies `f` to every register and spilled register of every frame
+    /// (`mark_ptr_or_null_regs()`-style updates).
+    pub fn for_each_reg(&mut self, mut f: impl FnMut(&mut Reg)) {
+        for fr in &mut self.frames {
+            fr.regs.iter_mut().for_each(&mut f);
+            for (r, _) in fr.stack.spills.values_mut() {
+                f(r);
+            }
+        }
+    }
+}
