@@ -228,7 +228,7 @@ pub fn helper_id(name: &str) -> Option<i32> {
     HELPERS
         .iter()
         .skip(1)
-        .position(|h| h.strip_prefix("bpf_") == Some(bare) || *h == name)
+        .position(|h| h.strip_prefix("bpf_") == Some(bare))
         .map(|i| i as i32 + 1)
 }
 
