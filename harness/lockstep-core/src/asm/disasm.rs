@@ -1,6 +1,7 @@
-//! The disassembler: the kernel verifier log's syntax (kernel/bpf/disasm.c `print_bpf_insn`,
-//! as called by the verifier with `N: ` prefixes), with symbolic forms for names the kernel
-//! would print as addresses or BTF ids.
+//! The disassembler: the kernel verifier log's syntax (kernel/bpf/disasm.c `print_bpf_insn`
+//! of 7.3, as called by the verifier with `N: ` prefixes), with symbolic forms for names the
+//! kernel would print as addresses or BTF ids. Older kernels print the same text for every
+//! instruction they know (6.12 lacks load_acquire/store_release/gotox and prints BUG_ for them).
 
 use super::{Program, Reloc};
 use crate::helpers::helper_name;
@@ -72,7 +73,7 @@ fn ldsx(size: u8) -> &'static str {
         BPF_W => "s32",
         BPF_H => "s16",
         BPF_B => "s8",
-        _ => "(null)",
+        _ => "s64",
     }
 }
 
@@ -143,20 +144,22 @@ fn body(prog: &Program, idx: usize, insn: &Insn) -> String {
             let is64 = if insn.size() == BPF_DW { "64" } else { "" };
             let mode = insn.mode();
             let aop = ((imm & 0xf0) >> 4) as usize;
+            // BPF_PROBE_ATOMIC (0xe0, include/linux/filter.h) is verifier-internal (arena).
+            let (mode, p) = if mode == 0xe0 { (BPF_ATOMIC, "probe ") } else { (mode, "") };
             if mode == BPF_MEM {
                 format!("({code:02x}) *({sz} *)(r{d} {off:+}) = r{sr}")
             } else if mode == BPF_ATOMIC && [BPF_ADD, BPF_AND, BPF_OR, BPF_XOR].map(i32::from).contains(&imm) {
-                format!("({code:02x}) lock *({sz} *)(r{d} {off:+}) {} r{sr}", s(ALU_STR[aop]))
+                format!("({code:02x}) {p}lock *({sz} *)(r{d} {off:+}) {} r{sr}", s(ALU_STR[aop]))
             } else if mode == BPF_ATOMIC && [BPF_ADD, BPF_AND, BPF_OR, BPF_XOR].map(|o| o as i32 | BPF_FETCH).contains(&imm) {
-                format!("({code:02x}) r{sr} = atomic{is64}_fetch_{}(({sz} *)(r{d} {off:+}), r{sr})", s(ATOMIC_ALU_STR[aop]))
+                format!("({code:02x}) {p}r{sr} = atomic{is64}_fetch_{}(({sz} *)(r{d} {off:+}), r{sr})", s(ATOMIC_ALU_STR[aop]))
             } else if mode == BPF_ATOMIC && imm == BPF_CMPXCHG {
-                format!("({code:02x}) r0 = atomic{is64}_cmpxchg(({sz} *)(r{d} {off:+}), r0, r{sr})")
+                format!("({code:02x}) {p}r0 = atomic{is64}_cmpxchg(({sz} *)(r{d} {off:+}), r0, r{sr})")
             } else if mode == BPF_ATOMIC && imm == BPF_XCHG {
-                format!("({code:02x}) r{sr} = atomic{is64}_xchg(({sz} *)(r{d} {off:+}), r{sr})")
+                format!("({code:02x}) {p}r{sr} = atomic{is64}_xchg(({sz} *)(r{d} {off:+}), r{sr})")
             } else if mode == BPF_ATOMIC && imm == BPF_LOAD_ACQ {
-                format!("({code:02x}) r{d} = load_acquire(({sz} *)(r{sr} {off:+}))")
+                format!("({code:02x}) {p}r{d} = load_acquire(({sz} *)(r{sr} {off:+}))")
             } else if mode == BPF_ATOMIC && imm == BPF_STORE_REL {
-                format!("({code:02x}) store_release(({sz} *)(r{d} {off:+}), r{sr})")
+                format!("({code:02x}) {p}store_release(({sz} *)(r{d} {off:+}), r{sr})")
             } else {
                 format!("BUG_{code:02x}")
             }
@@ -172,7 +175,7 @@ fn body(prog: &Program, idx: usize, insn: &Insn) -> String {
         }
         BPF_LDX => match insn.mode() {
             BPF_MEM => format!("({code:02x}) r{d} = *({} *)(r{sr} {off:+})", ldst(insn.size())),
-            BPF_MEMSX => format!("({code:02x}) r{d} = *({} *)(r{sr} {off:+})", ldsx(insn.size())),
+            BPF_MEMSX if insn.size() != BPF_DW => format!("({code:02x}) r{d} = *({} *)(r{sr} {off:+})", ldsx(insn.size())),
             _ => format!("BUG_ldx_{code:02x}"),
         },
         BPF_LD => {

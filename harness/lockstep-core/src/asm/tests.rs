@@ -437,6 +437,10 @@ fn bug_forms_print_like_the_kernel() {
     let p = Program { insns: vec![Insn::new(0xe7, 1, 0, 0, 0)], ..Default::default() };
     assert_eq!(format_insn(&p, 0), "0: (e7) r1 (null) 0");
     assert_eq!(format_insn(&p, 3), "3: <none>");
+    // 7.3 rejects a sign-extending 64-bit load, and prints probe atomics with a prefix.
+    let p = Program { insns: vec![Insn::new(0x99, 1, 2, 0, 0), Insn::new(0xfb, 1, 2, 0, 1)], ..Default::default() };
+    assert_eq!(format_insn(&p, 0), "0: BUG_ldx_99");
+    assert_eq!(format_insn(&p, 1), "1: (fb) probe r2 = atomic64_fetch_add((u64 *)(r1 +0), r2)");
 }
 
 // ---- property tests ----
