@@ -1,0 +1,55 @@
+//! Loads a trivial spin-lock program into the running kernel and prints the result as JSON:
+//! a smoke test for a (statically linked) build, e.g. `scripts/build-agent.sh --probe`.
+
+use std::collections::BTreeMap;
+
+use lockstep_bpf::Loader;
+use lockstep_core::asm::{assemble, Symbols};
+use lockstep_core::case::{Case, Field, FieldKind, MapSpec, MapType, ProgType, ValueLayout};
+
+fn main() {
+    let loader = match Loader::new() {
+        Ok(l) => l,
+        Err(e) => {
+            eprintln!("bpf_probe: {e}");
+            std::process::exit(1);
+        }
+    };
+    let text = "r1 = .data + 4 ll\ncall bpf_spin_lock\nr1 = .data + 4 ll\ncall bpf_spin_unlock\nr0 = 0\nexit\n";
+    let symbols = Symbols { maps: vec![".data".into()], kfuncs: vec![] };
+    let program = assemble(text, &symbols).expect("assembles");
+    let value = ValueLayout {
+        size: 8,
+        fields: vec![
+            Field { name: "cnt".into(), kind: FieldKind::Int, offset: 0, size: 4 },
+            Field { name: "lock".into(), kind: FieldKind::SpinLock, offset: 4, size: 4 },
+        ],
+    };
+    let case = Case {
+        name: "bpf_probe".into(),
+        file: String::new(),
+        line: 0,
+        prog_type: ProgType::SchedCls,
+        sleepable: false,
+        maps: vec![MapSpec {
+            name: ".data".into(),
+            map_type: MapType::Array,
+            key_size: 4,
+            max_entries: 1,
+            value,
+            btf: true,
+            global_section: true,
+            flags: 0,
+        }],
+        globals: vec![],
+        extern_kfuncs: vec![],
+        program,
+        text: text.into(),
+        expect: BTreeMap::new(),
+        description: None,
+        tags: vec![],
+    };
+    let result = loader.run_case(&case, false);
+    println!("release {} modules {:?}", loader.kernel_release(), loader.module_names());
+    println!("{}", serde_json::to_string(&result).expect("serialises"));
+}
