@@ -10,6 +10,7 @@
 
 pub mod asm;
 pub mod case;
+pub mod corpus;
 pub mod helpers;
 pub mod insn;
 pub mod model;

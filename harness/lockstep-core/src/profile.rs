@@ -50,6 +50,7 @@ pub struct Messages {
     pub stack_read_uninit: String,
     pub stack_indirect_uninit: String,
     pub ptr_unbounded_min: String,
+    pub ptr_arith_null: String,
     pub ld_abs_prog_type: String,
     pub ld_abs_r6: String,
     pub kfunc_not_allowed: String,

@@ -1,1 +1,85 @@
-fn main() {}
+//! `lockstep`: differential test harness for the Linux BPF verifier's spin-lock rules.
+//!
+//! Exit codes (stable, for CI):
+//! - 0: success (all verdicts agree / all expectations met)
+//! - 1: disagreement (model vs expectation, model vs kernel, kernel vs kernel)
+//! - 2: bad input (malformed case file, unknown profile, unknown helper or kfunc)
+//! - 3: infrastructure failure (no kernel, no QEMU, boot failure, setup error)
+//! - 4: kernel crash (panic, oops, WARN or hang in a guest)
+
+mod check;
+mod cases;
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+/// Exit code: disagreement.
+pub const EXIT_DISAGREE: u8 = 1;
+/// Exit code: bad input.
+pub const EXIT_BAD_INPUT: u8 = 2;
+/// Exit code: infrastructure failure.
+pub const EXIT_INFRA: u8 = 3;
+/// Exit code: kernel crash.
+#[allow(dead_code)]
+pub const EXIT_CRASH: u8 = 4;
+
+#[derive(Parser)]
+#[command(name = "lockstep", version, about = "Differential test harness for the BPF verifier's spin-lock rules")]
+struct Cli {
+    /// More logging (-v: debug, -vv: trace).
+    #[arg(short, long, action = clap::ArgAction::Count, global = true)]
+    verbose: u8,
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Model verdicts per case and profile.
+    Check(check::CheckArgs),
+    /// Benchmarks.
+    Bench {
+        #[command(subcommand)]
+        what: BenchCmd,
+    },
+    /// List the built-in kernel profiles.
+    Profiles,
+    /// Print a case's program in the kernel's verifier-log syntax.
+    Disasm {
+        /// Case files or directories.
+        paths: Vec<std::path::PathBuf>,
+    },
+}
+
+#[derive(Subcommand)]
+enum BenchCmd {
+    /// Programs checked per second by the model on the corpus.
+    Model(check::BenchArgs),
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let level = match cli.verbose {
+        0 => "warn",
+        1 => "debug",
+        _ => "trace",
+    };
+    tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| level.into()))
+        .with_writer(std::io::stderr)
+        .init();
+    let result = match cli.cmd {
+        Cmd::Check(a) => check::run(a),
+        Cmd::Bench { what: BenchCmd::Model(a) } => check::bench(a),
+        Cmd::Profiles => check::profiles(),
+        Cmd::Disasm { paths } => check::disasm(&paths),
+    };
+    match result {
+        Ok(code) => ExitCode::from(code),
+        Err(e) => {
+            eprintln!("lockstep: {e:#}");
+            ExitCode::from(e.downcast_ref::<cases::BadInput>().map_or(EXIT_INFRA, |_| EXIT_BAD_INPUT))
+        }
+    }
+}

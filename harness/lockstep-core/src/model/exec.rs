@@ -245,7 +245,7 @@ impl<'a> Machine<'a> {
             }
             (p, Reg::Scalar(b)) if p.is_pointer() && is64 && matches!(op, BPF_ADD | BPF_SUB) => {
                 let b = if op == BPF_SUB { b.neg() } else { *b };
-                self.ptr_add(pc, p, b, insn.source() == BPF_X)?
+                self.ptr_add(pc, insn.dst, p, b)?
             }
             _ => return Err(Stop::Unsupported(format!("ALU op {:#04x} on {} and {} at {pc}", insn.code, dst.type_str(), src.type_str()))),
         };
@@ -253,8 +253,12 @@ impl<'a> Machine<'a> {
     }
 
     /// `adjust_ptr_min_max_vals()` for pointer += scalar.
-    fn ptr_add(&self, pc: usize, p: &Reg, b: Scalar, _from_reg: bool) -> Step<Reg> {
+    fn ptr_add(&self, pc: usize, dst: u8, p: &Reg, b: Scalar) -> Step<Reg> {
         match (p, b.konst()) {
+            (Reg::MapValue { null: true, .. }, _) => {
+                let args = [("reg", format!("R{dst}")), ("type", p.type_str().to_string())];
+                self.reject(pc, self.msg(&self.profile.messages.ptr_arith_null, &args))
+            }
             (Reg::Stack { frame, off }, Some(c)) => Ok(Reg::Stack { frame: *frame, off: off + c }),
             (Reg::MapValue { null: false, map, off, var, id }, Some(c)) => {
                 Ok(Reg::MapValue { map: *map, off: off + c, var: *var, id: *id, null: false })

@@ -1,0 +1,135 @@
+//! `lockstep check`, `lockstep bench model`, `lockstep profiles`, `lockstep disasm`.
+
+use std::io::Write;
+use std::path::PathBuf;
+use std::time::Instant;
+
+use anyhow::Result;
+use clap::Args;
+use lockstep_core::corpus::check_all;
+use lockstep_core::profile::KernelProfile;
+use lockstep_core::verdict::VerdictKind;
+
+use crate::cases::{self, BadInput};
+
+/// Arguments of `lockstep check`.
+#[derive(Args)]
+pub struct CheckArgs {
+    /// Profiles to check against (repeatable; default: all).
+    #[arg(long = "profile", short = 'p')]
+    profiles: Vec<String>,
+    /// JSON lines instead of a table.
+    #[arg(long)]
+    json: bool,
+    /// Case files or directories (default: the bundled corpus).
+    paths: Vec<PathBuf>,
+}
+
+/// Arguments of `lockstep bench model`.
+#[derive(Args)]
+pub struct BenchArgs {
+    /// Passes over the corpus.
+    #[arg(long, default_value_t = 20)]
+    iterations: u32,
+    /// Case files or directories (default: the bundled corpus).
+    paths: Vec<PathBuf>,
+}
+
+fn profiles_of(names: &[String]) -> Result<Vec<KernelProfile>> {
+    if names.is_empty() {
+        return Ok(KernelProfile::all());
+    }
+    names.iter().map(|n| KernelProfile::by_name(n).map_err(|e| BadInput(e.to_string()).into())).collect()
+}
+
+fn paths_or_corpus(paths: &[PathBuf]) -> Vec<PathBuf> {
+    if paths.is_empty() {
+        vec![cases::default_corpus()]
+    } else {
+        paths.to_vec()
+    }
+}
+
+/// Runs `check`: exit 0 when every expectation is met, 1 otherwise.
+pub fn run(a: CheckArgs) -> Result<u8> {
+    let profiles = profiles_of(&a.profiles)?;
+    let module = lockstep_core::module_src::bundled();
+    let cases = cases::load(&paths_or_corpus(&a.paths), &module)?;
+    let rows = check_all(&cases, &profiles, &module);
+    let mut out = std::io::stdout().lock();
+    if a.json {
+        for r in &rows {
+            writeln!(out, "{}", serde_json::to_string(r)?)?;
+        }
+    } else {
+        writeln!(out, "{:<48} {:<17} {:<12} {:>5}  message", "case", "profile", "verdict", "insn")?;
+        for r in &rows {
+            let mark = match r.expected {
+                Some(false) => " (!= expected)",
+                _ => "",
+            };
+            let insn = r.insn.map_or("-".to_string(), |i| i.to_string());
+            let msg = r.message.as_deref().unwrap_or("").replace('\n', " ");
+            writeln!(out, "{:<48} {:<17} {:<12} {:>5}  {msg}{mark}", r.case, r.profile, r.verdict.as_str(), insn)?;
+        }
+    }
+    let count = |k| rows.iter().filter(|r| r.verdict == k).count();
+    let missed: Vec<_> = rows.iter().filter(|r| r.expected == Some(false)).collect();
+    eprintln!(
+        "{} cases x {} profiles: {} accept, {} reject, {} unsupported; {} expectations checked, {} not met",
+        cases.len(),
+        profiles.len(),
+        count(VerdictKind::Accept),
+        count(VerdictKind::Reject),
+        count(VerdictKind::Unsupported),
+        rows.iter().filter(|r| r.expected.is_some()).count(),
+        missed.len()
+    );
+    for r in &missed {
+        eprintln!("expectation not met: {}:{}: {} on {}", r.file, r.line, r.case, r.profile);
+    }
+    Ok(if missed.is_empty() { 0 } else { crate::EXIT_DISAGREE })
+}
+
+/// Runs `bench model`: programs checked per second.
+pub fn bench(a: BenchArgs) -> Result<u8> {
+    let profiles = KernelProfile::all();
+    let module = lockstep_core::module_src::bundled();
+    let cases = cases::load(&paths_or_corpus(&a.paths), &module)?;
+    let start = Instant::now();
+    let mut n = 0u64;
+    for _ in 0..a.iterations {
+        for p in &profiles {
+            for c in &cases {
+                std::hint::black_box(lockstep_core::model::check(c, p, &module));
+                n += 1;
+            }
+        }
+    }
+    let secs = start.elapsed().as_secs_f64();
+    println!(
+        "{{\"bench\":\"model\",\"cases\":{},\"profiles\":{},\"checks\":{n},\"seconds\":{secs:.4},\"checks_per_second\":{:.0}}}",
+        cases.len(),
+        profiles.len(),
+        n as f64 / secs
+    );
+    Ok(0)
+}
+
+/// Lists the profiles.
+pub fn profiles() -> Result<u8> {
+    for p in KernelProfile::all() {
+        println!("{:<18} {:<24} {}", p.name, p.kernel.as_deref().unwrap_or("-"), p.source);
+    }
+    Ok(0)
+}
+
+/// Disassembles each case.
+pub fn disasm(paths: &[PathBuf]) -> Result<u8> {
+    let module = lockstep_core::module_src::bundled();
+    for c in cases::load(&paths_or_corpus(paths), &module)? {
+        println!("# {} ({}:{})", c.name, c.file, c.line);
+        print!("{}", lockstep_core::asm::disassemble(&c.program));
+    }
+    Ok(0)
+}
