@@ -326,7 +326,7 @@ impl GuestRun {
                     if console::is_kvm_failure(&line) {
                         // QEMU pauses instead of exiting: kill it.
                         self.kill();
-                        let excerpt = format!("{}\n{}", self.stderr_tail.join("\n"), self.scanner.excerpt());
+                        let excerpt = self.excerpt();
                         return Err(self.set(GuestOutcome::KvmFailure { excerpt }));
                     }
                 }
@@ -364,7 +364,7 @@ impl GuestRun {
         let _ = self.child.wait();
         self.drain(Duration::from_secs(1));
         let fatal = self.scanner.fatal().is_some();
-        let excerpt = self.scanner.excerpt();
+        let excerpt = self.excerpt();
         let o = if !self.hello_seen {
             GuestOutcome::BootFailure { excerpt }
         } else if stage == Stage::Shutdown && !fatal {
@@ -392,6 +392,17 @@ impl GuestRun {
                 Ok(_) => {}
             }
         }
+    }
+
+    /// The console excerpt, followed by QEMU's last stderr lines if it wrote any.
+    fn excerpt(&self) -> String {
+        let mut s = self.scanner.excerpt();
+        if !self.stderr_tail.is_empty() {
+            let from = self.stderr_tail.len().saturating_sub(20);
+            s.push_str("\n[qemu stderr]\n");
+            s.push_str(&self.stderr_tail[from..].join("\n"));
+        }
+        s
     }
 
     fn set(&mut self, o: GuestOutcome) -> GuestOutcome {
