@@ -52,6 +52,7 @@ pub struct Loader {
     modules: Vec<ModuleBtf>,
     vmlinux: Btf,
     release: String,
+    log_size: usize,
 }
 
 /// The expected_attach_type a program type needs to load without an attach target.
@@ -108,7 +109,12 @@ impl Loader {
         let release = nix::sys::utsname::uname()
             .map(|u| u.release().to_string_lossy().into_owned())
             .unwrap_or_default();
-        Ok(Loader { kfuncs, modules, vmlinux, release })
+        Ok(Loader { kfuncs, modules, vmlinux, release, log_size: LOG_SIZE })
+    }
+
+    /// Sets the first verifier log buffer size (default 16 MiB; grown on `ENOSPC`).
+    pub fn set_log_size(&mut self, bytes: usize) {
+        self.log_size = bytes.clamp(64, MAX_LOG_SIZE);
     }
 
     /// `uname -r` of the running kernel.
@@ -174,7 +180,7 @@ impl Loader {
             fd_array: &fd_array,
             log_level: LOG_LEVEL,
         };
-        let (res, log) = load_with_log(&load);
+        let (res, log) = load_with_log(&load, self.log_size);
         let parsed = parse_verifier_log(&log);
         let errno = match &res {
             Ok(_) => 0,
@@ -312,8 +318,8 @@ fn c_string(buf: &[u8]) -> String {
 
 /// Loads a program with a verifier log, growing the buffer on `ENOSPC`; past the largest buffer
 /// it loads once more without a log for the verdict and keeps the (rotated, tail) log it had.
-fn load_with_log(p: &ProgLoad<'_>) -> (Result<OwnedFd, SysError>, String) {
-    let mut size = LOG_SIZE;
+fn load_with_log(p: &ProgLoad<'_>, first_size: usize) -> (Result<OwnedFd, SysError>, String) {
+    let mut size = first_size;
     loop {
         let mut buf = vec![0u8; size];
         let (res, true_size) = sys::prog_load(p, &mut buf);

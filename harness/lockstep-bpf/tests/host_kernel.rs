@@ -6,7 +6,7 @@
 //! fixtures under tests/fixtures/ were captured).
 
 use std::collections::BTreeMap;
-use std::sync::OnceLock;
+use std::sync::{Mutex, MutexGuard, OnceLock};
 
 use lockstep_bpf::Loader;
 use lockstep_core::asm::{assemble, Symbols};
@@ -14,8 +14,11 @@ use lockstep_core::case::{Case, Field, FieldKind, GlobalFunc, MapSpec, MapType, 
 use lockstep_core::proto::KernelResult;
 use lockstep_core::verdict::VerdictKind;
 
-/// The loader, or None (with the reason printed) when this host cannot load programs.
-fn loader() -> Option<&'static Loader> {
+/// The loader, or None (with the reason printed) when this host cannot load programs. The guard
+/// serialises the tests (the fd-leak test counts this process's fds).
+fn loader() -> Option<(MutexGuard<'static, ()>, &'static Loader)> {
+    static SERIAL: Mutex<()> = Mutex::new(());
+    let guard = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
     static L: OnceLock<Result<Loader, String>> = OnceLock::new();
     let l = L.get_or_init(|| {
         if !nix::unistd::geteuid().is_root() {
@@ -27,7 +30,7 @@ fn loader() -> Option<&'static Loader> {
         Loader::new().map_err(|e| e.to_string())
     });
     match l {
-        Ok(l) => Some(l),
+        Ok(l) => Some((guard, l)),
         Err(reason) => {
             eprintln!("SKIP: cannot load BPF programs on this host: {reason}");
             None
@@ -135,7 +138,7 @@ fn assert_accept(r: &KernelResult) {
 
 #[test]
 fn lock_unlock_accepted() {
-    let Some(l) = loader() else { return };
+    let Some((_serial, l)) = loader() else { return };
     for t in [MapType::Array, MapType::Hash] {
         let text = format!("{LOOKUP}call bpf_spin_lock\nr1 = r6\nr1 += 4\ncall bpf_spin_unlock\nout:\nr0 = 0\nexit\n");
         let c = case(&format!("lock_unlock_{t:?}"), ProgType::SchedCls, vec![map("m", t, true)], &text);
@@ -145,7 +148,7 @@ fn lock_unlock_accepted() {
 
 #[test]
 fn lock_without_unlock_rejected() {
-    let Some(l) = loader() else { return };
+    let Some((_serial, l)) = loader() else { return };
     let text = format!("{LOOKUP}call bpf_spin_lock\nout:\nr0 = 0\nexit\n");
     let c = case("lock_no_unlock", ProgType::SchedCls, vec![map("m", MapType::Array, true)], &text);
     let r = run(l, &c);
@@ -154,7 +157,7 @@ fn lock_without_unlock_rejected() {
 
 #[test]
 fn helper_call_under_lock_rejected() {
-    let Some(l) = loader() else { return };
+    let Some((_serial, l)) = loader() else { return };
     let text = format!(
         "{LOOKUP}call bpf_spin_lock\ncall bpf_get_prandom_u32\nr1 = r6\nr1 += 4\ncall bpf_spin_unlock\nout:\nr0 = 0\nexit\n"
     );
@@ -165,7 +168,7 @@ fn helper_call_under_lock_rejected() {
 
 #[test]
 fn map_without_btf_rejected() {
-    let Some(l) = loader() else { return };
+    let Some((_serial, l)) = loader() else { return };
     let text = format!("{LOOKUP}call bpf_spin_lock\nr1 = r6\nr1 += 4\ncall bpf_spin_unlock\nout:\nr0 = 0\nexit\n");
     let c = case("map_without_btf", ProgType::SchedCls, vec![map("m", MapType::Array, false)], &text);
     let r = run(l, &c);
@@ -174,7 +177,7 @@ fn map_without_btf_rejected() {
 
 #[test]
 fn socket_filter_rejected() {
-    let Some(l) = loader() else { return };
+    let Some((_serial, l)) = loader() else { return };
     let text = format!("{LOOKUP}call bpf_spin_lock\nr1 = r6\nr1 += 4\ncall bpf_spin_unlock\nout:\nr0 = 0\nexit\n");
     let c = case("socket_filter_lock", ProgType::SocketFilter, vec![map("m", MapType::Array, true)], &text);
     let r = run(l, &c);
@@ -183,7 +186,7 @@ fn socket_filter_rejected() {
 
 #[test]
 fn global_data_lock() {
-    let Some(l) = loader() else { return };
+    let Some((_serial, l)) = loader() else { return };
     let ok = case(
         "global_lock",
         ProgType::SchedCls,
@@ -203,7 +206,7 @@ fn global_data_lock() {
 
 #[test]
 fn global_function_with_func_info() {
-    let Some(l) = loader() else { return };
+    let Some((_serial, l)) = loader() else { return };
     // A global function called with the lock held.
     let text = format!(
         "{LOOKUP}call bpf_spin_lock\nr1 = 1\ncall g\nr1 = r6\nr1 += 4\ncall bpf_spin_unlock\nout:\nr0 = 0\nexit\ng:\nr0 = r1\nexit\n"
@@ -223,7 +226,7 @@ fn global_function_with_func_info() {
 
 #[test]
 fn unlock_without_lock_on_second_branch() {
-    let Some(l) = loader() else { return };
+    let Some((_serial, l)) = loader() else { return };
     let text = format!(
         "{LOOKUP}r7 = *(u32 *)(r6 + 0)\nif r7 == 0 goto l1\ncall bpf_spin_lock\nr1 = r6\nr1 += 4\n\
          call bpf_spin_unlock\nr0 = 0\nexit\nl1:\nr1 = r6\nr1 += 4\ncall bpf_spin_unlock\nout:\nr0 = 0\nexit\n"
@@ -261,7 +264,7 @@ fn res_lock_case(name: &str, off: u32) -> Case {
 
 #[test]
 fn res_spin_lock_map_value() {
-    let Some(l) = loader() else { return };
+    let Some((_serial, l)) = loader() else { return };
     if l.kfunc_id("bpf_res_spin_lock").is_none() {
         eprintln!("SKIP: kernel has no bpf_res_spin_lock kfunc");
         return;
@@ -275,7 +278,7 @@ fn res_spin_lock_map_value() {
 
 #[test]
 fn unknown_kfunc_is_a_setup_error() {
-    let Some(l) = loader() else { return };
+    let Some((_serial, l)) = loader() else { return };
     let symbols = Symbols { maps: vec![], kfuncs: vec!["no_such_kfunc_xyz".into()] };
     let mut c = case("unknown_kfunc", ProgType::SchedCls, vec![], "r0 = 0\nexit\n");
     c.program = assemble("call no_such_kfunc_xyz\nr0 = 0\nexit\n", &symbols).unwrap();
@@ -286,7 +289,7 @@ fn unknown_kfunc_is_a_setup_error() {
 
 #[test]
 fn vmlinux_kfunc_resolves_and_loads() {
-    let Some(l) = loader() else { return };
+    let Some((_serial, l)) = loader() else { return };
     // bpf_rcu_read_lock/unlock are vmlinux kfuncs on every kernel with BTF since 6.2.
     let (id, module) = l.kfunc_id("bpf_rcu_read_lock").expect("bpf_rcu_read_lock in vmlinux BTF");
     assert!(id > 0);
@@ -299,7 +302,7 @@ fn vmlinux_kfunc_resolves_and_loads() {
 
 #[test]
 fn no_fd_leak_across_cases() {
-    let Some(l) = loader() else { return };
+    let Some((_serial, l)) = loader() else { return };
     let count = || std::fs::read_dir("/proc/self/fd").unwrap().count();
     let text = format!("{LOOKUP}call bpf_spin_lock\nr1 = r6\nr1 += 4\ncall bpf_spin_unlock\nout:\nr0 = 0\nexit\n");
     let c = case("fd_leak", ProgType::SchedCls, vec![map("m", MapType::Array, true), data_section()], &text);
@@ -309,4 +312,55 @@ fn no_fd_leak_across_cases() {
         assert_eq!(l.run_case(&c, false).verdict.verdict, VerdictKind::Accept);
     }
     assert_eq!(count(), before);
+}
+
+#[test]
+fn small_log_buffer_grows_on_enospc() {
+    let Some((_serial, _)) = loader() else { return };
+    let mut l = Loader::new().expect("loader");
+    l.set_log_size(128);
+    let text = format!("{LOOKUP}call bpf_spin_lock\nout:\nr0 = 0\nexit\n");
+    let c = case("lock_no_unlock_small_log", ProgType::SchedCls, vec![map("m", MapType::Array, true)], &text);
+    let r = run(&l, &c);
+    assert_reject(&r, Some(13), "BPF_EXIT instruction in main prog cannot be used inside bpf_spin_lock-ed region");
+    assert!(r.log.as_deref().is_some_and(|log| log.starts_with("0: R1=ctx()")), "whole log after growing");
+}
+
+#[test]
+fn every_prog_type_loads_a_trivial_program() {
+    let Some((_serial, l)) = loader() else { return };
+    for t in ProgType::ALL {
+        let c = case(&format!("trivial_{}", t.name()), t, vec![], "r0 = 0\nexit\n");
+        let r = run(l, &c);
+        if t == ProgType::Syscall {
+            // BPF_PROG_TYPE_SYSCALL must be loaded with BPF_F_SLEEPABLE.
+            assert_reject(&r, None, "Syscall programs can only be sleepable");
+        } else {
+            assert_eq!(r.verdict.verdict, VerdictKind::Accept, "{}: {r:?}", t.name());
+        }
+    }
+}
+
+#[test]
+fn sleepable_flag_reaches_the_kernel() {
+    let Some((_serial, l)) = loader() else { return };
+    let mut c = case("sleepable_syscall", ProgType::Syscall, vec![], "r0 = 0\nexit\n");
+    c.sleepable = true;
+    assert_accept(&run(l, &c));
+    let mut c = case("sleepable_sched_cls", ProgType::SchedCls, vec![], "r0 = 0\nexit\n");
+    c.sleepable = true;
+    let r = run(l, &c);
+    assert_eq!(r.verdict.verdict, VerdictKind::Reject, "{r:?}");
+}
+
+#[test]
+fn load_module_reports_a_missing_file() {
+    let st = lockstep_bpf::load_module(std::path::Path::new("/nonexistent/lockstep-test.ko"));
+    match st {
+        lockstep_core::proto::ModuleStatus::Failed { name, error } => {
+            assert_eq!(name, "lockstep_test");
+            assert!(error.contains("open"), "{error}");
+        }
+        other => panic!("{other:?}"),
+    }
 }
