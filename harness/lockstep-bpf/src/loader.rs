@@ -140,6 +140,11 @@ impl Loader {
     }
 
     /// Loads a case and reports what the kernel said. Every fd is closed before returning.
+    ///
+    /// A rejection carries the parsed error line and instruction index (see
+    /// [`crate::parse_verifier_log`]). When the case cannot be set up (program BTF refused, map
+    /// creation failed, unknown kfunc or map name), `setup_error` is set and the verdict is
+    /// `unsupported` with the message `setup error: ...`: it is not the verifier's.
     pub fn run_case(&self, case: &Case, want_log: bool) -> KernelResult {
         match self.try_run(case, want_log) {
             Ok(r) => r,
