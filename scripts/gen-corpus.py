@@ -75,6 +75,8 @@ class Case:
 
     def toml(self):
         out = ["[[case]]", f'name = "{self.name}"', f'prog_type = "{self.prog_type}"']
+        if self.prog_type == "syscall" and self.name != "progtype_syscall_not_sleepable":
+            out.append("sleepable = true  # check_attach_btf_id(): syscall programs can only be sleepable")
         if self.desc:
             out.append(f'description = "{self.desc}"')
         if self.tags:
@@ -332,6 +334,8 @@ ok_types = ["sched_cls", "sched_act", "xdp", "cgroup_skb", "lwt_in", "flow_disse
 for t in ok_types:
     C.append(Case(f"progtype_{t}_lock_unlock", lookup() + lock() + unlock() + OUTRO, prog_type=t,
                   expect=acc("verifier.c:check_map_prog_compatibility()"), tags=["prog-type"]))
+C.append(Case("progtype_syscall_not_sleepable", "    r0 = 0\n    exit\n", prog_type="syscall", maps=[],
+              expect=rej("Syscall programs can only be sleepable", None, "verifier.c:check_attach_btf_id()"), tags=["prog-type"]))
 C.append(Case("progtype_socket_filter", lookup() + lock() + unlock() + OUTRO, prog_type="socket_filter",
               expect=rej("sockfilter", None, "verifier.c:check_map_prog_compatibility(), from resolve_pseudo_ldimm64()"), tags=["prog-type"]))
 for t in ["kprobe", "tracepoint", "perf_event", "raw_tracepoint"]:

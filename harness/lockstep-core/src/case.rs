@@ -120,7 +120,7 @@ pub enum FieldKind {
     Int,
     /// `struct bpf_spin_lock` (4 bytes, 4-aligned).
     SpinLock,
-    /// `struct bpf_res_spin_lock` (8 bytes, 4-aligned), kernels that have it.
+    /// `struct bpf_res_spin_lock { u32 val; }` (4 bytes, 4-aligned; include/asm-generic/rqspinlock.h), kernels that have it.
     ResSpinLock,
 }
 

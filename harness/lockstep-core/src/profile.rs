@@ -55,6 +55,7 @@ pub struct Messages {
     pub ld_abs_r6: String,
     pub kfunc_not_allowed: String,
     pub helper_prog_type: String,
+    pub syscall_not_sleepable: String,
 }
 
 /// A kernel profile.

@@ -324,7 +324,7 @@ fn convert_layout(ctx: &Ctx, fields: &[Spanned<RawField>], value_size: Option<u3
         let (kind, natural, align) = match f.kind.as_str() {
             "int" => (FieldKind::Int, f.size.unwrap_or(4), f.size.unwrap_or(4)),
             "spin_lock" => (FieldKind::SpinLock, 4, 4),
-            "res_spin_lock" => (FieldKind::ResSpinLock, 8, 4),
+            "res_spin_lock" => (FieldKind::ResSpinLock, 4, 4),
             other => return Err(ctx.err(span, format!("unknown field kind `{other}` (expected int, spin_lock or res_spin_lock)"))),
         };
         if kind == FieldKind::Int && ![1, 2, 4, 8].contains(&natural) {

@@ -78,6 +78,9 @@ impl<'a> Machine<'a> {
     /// Checks done before the main walk, in the kernel's order; none prints an instruction.
     fn prepass(&mut self) -> Step<()> {
         let insns = &self.case.program.insns;
+        if self.case.prog_type == ProgType::Syscall && !self.case.sleepable {
+            return Err(Stop::Reject(None, self.profile.messages.syscall_not_sleepable.clone()));
+        }
         if self.case.sleepable && self.case.prog_type != ProgType::Syscall {
             return Err(Stop::Unsupported("sleepable is modelled for the syscall program type only".into()));
         }
