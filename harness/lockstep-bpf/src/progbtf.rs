@@ -6,7 +6,6 @@
 use std::collections::HashMap;
 
 use lockstep_core::case::{Case, FieldKind, MapSpec, ValueLayout};
-use lockstep_core::insn::BPF_PSEUDO_FUNC;
 
 use crate::sys::{Btf, SysError};
 
@@ -34,20 +33,7 @@ pub fn ident(s: &str) -> String {
 /// Instruction indices where subprograms start, as the kernel's `add_subprog_and_kfunc` finds
 /// them: 0, targets of bpf-to-bpf calls and of `ld_imm64` with `BPF_PSEUDO_FUNC`.
 pub fn subprog_starts(case: &Case) -> Vec<usize> {
-    let insns = &case.program.insns;
-    let mut starts = vec![0usize];
-    for (i, insn) in insns.iter().enumerate() {
-        let is_func_ref = insn.is_ld_imm64() && insn.src == BPF_PSEUDO_FUNC;
-        if insn.is_pseudo_call() || is_func_ref {
-            let t = i as i64 + insn.imm as i64 + 1;
-            if t >= 0 {
-                starts.push(t as usize);
-            }
-        }
-    }
-    starts.sort_unstable();
-    starts.dedup();
-    starts
+    case.program.subprog_starts()
 }
 
 /// Type ids shared by everything in one BTF (ints by size, the lock structs).

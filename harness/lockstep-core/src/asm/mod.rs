@@ -54,11 +54,13 @@ pub struct Program {
 
 impl Program {
     /// Indices of the first instruction of each subprogram, main program (0) first, as the
-    /// verifier's `add_subprog_and_kfunc` finds them: every target of a bpf-to-bpf call.
+    /// verifier's `add_subprog_and_kfunc` finds them: every target of a bpf-to-bpf call and of an
+    /// `ld_imm64` with `BPF_PSEUDO_FUNC`.
     pub fn subprog_starts(&self) -> Vec<usize> {
         let mut starts = vec![0usize];
         for (i, insn) in self.insns.iter().enumerate() {
-            if insn.is_pseudo_call() {
+            let is_func_ref = insn.is_ld_imm64() && insn.src == crate::insn::BPF_PSEUDO_FUNC;
+            if insn.is_pseudo_call() || is_func_ref {
                 let t = i as i64 + insn.imm as i64 + 1;
                 if t >= 0 {
                     starts.push(t as usize);
