@@ -4,7 +4,7 @@
 use super::exec::{kernel_map_name, Flow, Machine};
 use super::scalar::Scalar;
 use super::state::{ActiveLock, Frame, Reg, State};
-use super::{Step, Stop};
+use super::{Rule, Step, Stop};
 use crate::case::{FieldKind, MapType};
 use crate::insn::*;
 use crate::profile::KfuncLockRule;
@@ -15,7 +15,7 @@ const MAX_CALL_FRAMES: usize = 8;
 impl Machine<'_> {
     pub(super) fn call(&mut self, st: &mut State, pc: usize, insn: Insn) -> Step<Flow> {
         let name = self.case.program.call_name(pc).map(str::to_string);
-        if st.lock.is_some() && !self.call_allowed_under_lock(insn, name.as_deref())? {
+        if st.lock.is_some() && self.on(Rule::CallUnderLock) && !self.call_allowed_under_lock(insn, name.as_deref())? {
             return self.reject(pc, self.profile.messages.call_under_lock.clone());
         }
         match insn.src {
@@ -70,7 +70,7 @@ impl Machine<'_> {
         let target = (pc as i64 + insn.imm as i64 + 1) as usize;
         if let Some((_, args)) = self.globals.get(&target).cloned() {
             // check_func_call(): a global function is verified on its own; here only the call.
-            if st.lock.is_some() {
+            if st.lock.is_some() && self.on(Rule::GlobalCallUnderLock) {
                 return self.reject(pc, self.profile.messages.global_call_under_lock.clone());
             }
             for r in 1..=args {
@@ -169,7 +169,7 @@ impl Machine<'_> {
             return Err(Stop::Unsupported(format!("spin lock argument of type {}", r1.type_str())));
         };
         let lock = "bpf_spin".to_string();
-        if var.is_some_and(|v| v.konst().is_none()) {
+        if var.is_some_and(|v| v.konst().is_none()) && self.on(Rule::LockOffset) {
             return self.reject(pc, self.msg(&m.non_const_offset, &[("reg", "R1".into()), ("lock", lock)]));
         }
         let total = off + var.and_then(|v| v.konst()).unwrap_or(0);
@@ -181,7 +181,7 @@ impl Machine<'_> {
         let Some(field) = spec.value.field_of(FieldKind::SpinLock) else {
             return self.reject(pc, self.msg(&m.no_lock_in_map, &[("map", mname), ("lock", lock)]));
         };
-        if field.offset as i64 != total {
+        if field.offset as i64 != total && self.on(Rule::LockOffset) {
             return self.reject(
                 pc,
                 self.msg(&m.wrong_lock_offset, &[("off", total.to_string()), ("lock", lock), ("lock_off", field.offset.to_string())]),
@@ -189,15 +189,17 @@ impl Machine<'_> {
         }
         let this = ActiveLock { map: *map, id: *id };
         if is_lock {
-            if st.lock.is_some() {
+            if st.lock.is_some() && self.on(Rule::DoubleLock) {
                 return self.reject(pc, m.double_lock.clone());
             }
             st.lock = Some(this);
         } else {
             match st.lock {
-                None => return self.reject(pc, self.msg(&m.unlock_without_lock, &[("lock", lock)])),
-                Some(l) if l != this => return self.reject(pc, self.msg(&m.unlock_different_lock, &[("lock", lock)])),
-                Some(_) => st.lock = None,
+                None if self.on(Rule::UnlockWithoutLock) => return self.reject(pc, self.msg(&m.unlock_without_lock, &[("lock", lock)])),
+                Some(l) if l != this && self.on(Rule::UnlockDifferentLock) => {
+                    return self.reject(pc, self.msg(&m.unlock_different_lock, &[("lock", lock)]))
+                }
+                _ => st.lock = None,
             }
         }
         Ok(())

@@ -1,0 +1,153 @@
+//! Differential fuzzing, the pure parts: the program [`gen`]erator, the comparison of a model
+//! verdict with a kernel's ([`compare`], [`Signature`]), the kernel side as a trait ([`Oracle`], with
+//! the model itself as a pseudo-kernel in [`ModelOracle`]), the [`minimize`]r and the case-file /
+//! snapshot [`write`]r. The driver (timing, progress, files, guests) lives in the `lockstep` binary.
+
+pub mod cfg;
+pub mod gen;
+pub mod ir;
+pub mod minimize;
+pub mod oracle;
+pub mod rng;
+pub mod write;
+
+pub use gen::Generator;
+pub use minimize::{minimize, Minimized};
+pub use oracle::{ModelOracle, Oracle, OracleError};
+
+use serde::{Deserialize, Serialize};
+
+use crate::proto::KernelResult;
+use crate::verdict::{Verdict, VerdictKind};
+
+/// What differs between the model's verdict and the kernel's.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Mismatch {
+    /// Accept against reject.
+    Verdict,
+    /// Both reject, with different messages.
+    Message,
+    /// Both reject with the same message, at different instructions.
+    Insn,
+}
+
+/// A disagreement class: two disagreements with equal signatures are duplicates, and the
+/// minimiser keeps shrinking while the signature stays the same.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct Signature {
+    /// The kernel (`debian:7.2`, `model:7.3`).
+    pub kernel: String,
+    /// The model's profile.
+    pub profile: String,
+    pub mismatch: Mismatch,
+    pub model: VerdictKind,
+    pub kernel_verdict: VerdictKind,
+    /// The model's message, first line, numbers replaced by `N`.
+    pub model_message: String,
+    /// The kernel's message, first line, numbers replaced by `N`.
+    pub kernel_message: String,
+}
+
+impl Signature {
+    /// A short stable hex digest (FNV-1a 64 of the fields), for file names.
+    pub fn digest(&self) -> String {
+        let s = format!(
+            "{}\0{}\0{:?}\0{:?}\0{:?}\0{}\0{}",
+            self.kernel, self.profile, self.mismatch, self.model, self.kernel_verdict, self.model_message, self.kernel_message
+        );
+        let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+        for b in s.bytes() {
+            h ^= b as u64;
+            h = h.wrapping_mul(0x0100_0000_01b3);
+        }
+        format!("{:08x}", (h >> 32) as u32 ^ h as u32)
+    }
+
+    /// One line for humans.
+    pub fn describe(&self) -> String {
+        let side = |k: VerdictKind, m: &str| if m.is_empty() { k.as_str().to_string() } else { format!("{} \"{m}\"", k.as_str()) };
+        format!(
+            "{} vs model {}: {:?} mismatch: kernel {}, model {}",
+            self.kernel,
+            self.profile,
+            self.mismatch,
+            side(self.kernel_verdict, &self.kernel_message),
+            side(self.model, &self.model_message)
+        )
+    }
+}
+
+/// The first line of a message with every run of digits replaced by `N`.
+pub fn normalize_message(m: Option<&str>) -> String {
+    let first = m.unwrap_or("").lines().next().unwrap_or("").trim();
+    let mut out = String::with_capacity(first.len());
+    let mut in_digits = false;
+    for c in first.chars() {
+        if c.is_ascii_digit() {
+            if !in_digits {
+                out.push('N');
+            }
+            in_digits = true;
+        } else {
+            out.push(c);
+            in_digits = false;
+        }
+    }
+    out
+}
+
+/// How one program's two verdicts compare.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Comparison {
+    Agree,
+    Disagree(Signature),
+    /// The model has no verdict (outside its subset): the reason.
+    ModelUnsupported(String),
+    /// The kernel's answer is not a verifier verdict (setup failed; a pseudo-kernel had none).
+    KernelInconclusive(String),
+}
+
+/// Compares the model's verdict (on `profile`) with `kernel`'s result.
+pub fn compare(kernel: &str, profile: &str, model: &Verdict, result: &KernelResult) -> Comparison {
+    if model.verdict == VerdictKind::Unsupported {
+        return Comparison::ModelUnsupported(model.message.clone().unwrap_or_default());
+    }
+    if let Some(e) = &result.setup_error {
+        return Comparison::KernelInconclusive(format!("setup: {e}"));
+    }
+    let k = &result.verdict;
+    if k.verdict == VerdictKind::Unsupported {
+        return Comparison::KernelInconclusive(k.message.clone().unwrap_or_default());
+    }
+    let first = |v: &Verdict| v.message.as_deref().and_then(|m| m.lines().next()).unwrap_or("").trim().to_string();
+    let mismatch = if model.verdict != k.verdict {
+        Some(Mismatch::Verdict)
+    } else if model.verdict == VerdictKind::Reject && first(model) != first(k) {
+        Some(Mismatch::Message)
+    } else if model.verdict == VerdictKind::Reject && model.insn != k.insn {
+        Some(Mismatch::Insn)
+    } else {
+        None
+    };
+    match mismatch {
+        None => Comparison::Agree,
+        Some(mismatch) => Comparison::Disagree(Signature {
+            kernel: kernel.to_string(),
+            profile: profile.to_string(),
+            mismatch,
+            model: model.verdict,
+            kernel_verdict: k.verdict,
+            model_message: normalize_message(model.message.as_deref()),
+            kernel_message: normalize_message(k.message.as_deref()),
+        }),
+    }
+}
+
+/// The unsupported reason with numbers and names of instructions normalised, to group reasons.
+pub fn reason_class(reason: &str) -> String {
+    normalize_message(Some(reason))
+}
+
+#[cfg(test)]
+mod tests;
