@@ -9,6 +9,7 @@
 
 mod check;
 mod cases;
+mod fuzz;
 
 use std::process::ExitCode;
 
@@ -45,6 +46,8 @@ enum Cmd {
     },
     /// List the built-in kernel profiles.
     Profiles,
+    /// Differential fuzzing: generated programs, model vs kernel, minimised disagreements.
+    Fuzz(fuzz::FuzzArgs),
     /// Print a case's program in the kernel's verifier-log syntax.
     Disasm {
         /// Case files or directories.
@@ -56,6 +59,8 @@ enum Cmd {
 enum BenchCmd {
     /// Programs checked per second by the model on the corpus.
     Model(check::BenchArgs),
+    /// Fuzz pipeline throughput and time shares (generation, model, kernel).
+    Fuzz(fuzz::BenchArgs),
 }
 
 fn main() -> ExitCode {
@@ -72,6 +77,8 @@ fn main() -> ExitCode {
     let result = match cli.cmd {
         Cmd::Check(a) => check::run(a),
         Cmd::Bench { what: BenchCmd::Model(a) } => check::bench(a),
+        Cmd::Bench { what: BenchCmd::Fuzz(a) } => fuzz::bench(a),
+        Cmd::Fuzz(a) => fuzz::run(a),
         Cmd::Profiles => check::profiles(),
         Cmd::Disasm { paths } => check::disasm(&paths),
     };

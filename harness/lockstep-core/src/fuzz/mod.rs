@@ -68,7 +68,7 @@ impl Signature {
     pub fn describe(&self) -> String {
         let side = |k: VerdictKind, m: &str| if m.is_empty() { k.as_str().to_string() } else { format!("{} \"{m}\"", k.as_str()) };
         format!(
-            "{} vs model {}: {:?} mismatch: kernel {}, model {}",
+            "kernel {} vs model profile {}: {:?} mismatch: kernel {}, model {}",
             self.kernel,
             self.profile,
             self.mismatch,

@@ -1,0 +1,624 @@
+//! `lockstep fuzz` and `lockstep bench fuzz`: generate programs, judge them with the model on the
+//! host, send the ones inside the model's subset to a kernel in batches, compare, and minimise
+//! each new disagreement class into a case file plus the corpus snapshot it would get.
+//!
+//! The kernel side is a [`lockstep_core::fuzz::Oracle`]: `model:<profile>[:-rule,...]` (the model
+//! as a pseudo-kernel) works everywhere; real kernels plug in here through the guest runner.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result};
+use clap::Args;
+use indicatif::{ProgressBar, ProgressStyle};
+use lockstep_core::case::{Case, Expectation};
+use lockstep_core::fuzz::{self, compare, minimize, Comparison, Generator, Minimized, ModelOracle, Oracle, OracleError, Signature};
+use lockstep_core::model::{check_with, ModelOptions, Rule};
+use lockstep_core::profile::{KernelProfile, ModuleKfuncs};
+use lockstep_core::proto::KernelResult;
+use lockstep_core::verdict::{Verdict, VerdictKind};
+use serde::Serialize;
+
+use crate::cases::BadInput;
+
+/// Arguments of `lockstep fuzz`.
+#[derive(Args)]
+pub struct FuzzArgs {
+    #[command(flatten)]
+    common: Common,
+    /// Programs to generate (default 10000 unless --duration is given).
+    #[arg(long, conflicts_with = "duration")]
+    count: Option<u64>,
+    /// Run for this long instead: `90s`, `10m`, `2h` (a bare number is seconds).
+    #[arg(long)]
+    duration: Option<String>,
+    /// Where minimised disagreements go (`<stem>.toml`, `snapshots/model__<stem>.snap`,
+    /// `original/<stem>.toml`) with `summary.json`. Signatures with a file there already are
+    /// counted, not minimised again.
+    #[arg(long, default_value_os_t = default_out())]
+    out: PathBuf,
+    /// Oracle calls allowed per minimisation.
+    #[arg(long, default_value_t = 2000)]
+    min_budget: usize,
+    /// Do not minimise or write disagreements (count them only).
+    #[arg(long)]
+    no_minimize: bool,
+}
+
+/// Arguments of `lockstep bench fuzz`.
+#[derive(Args)]
+pub struct BenchArgs {
+    #[command(flatten)]
+    common: Common,
+    /// Programs to generate.
+    #[arg(long, default_value_t = 20_000)]
+    count: u64,
+}
+
+/// Options of both commands.
+#[derive(Args)]
+struct Common {
+    /// The kernel: `model:<profile>[:-rule,...]` (the model as a pseudo-kernel, rules switched
+    /// off with `-name`) or `debian:<version>` (a booted guest).
+    #[arg(long)]
+    kernel: String,
+    /// The model's profile (default: the one that predicts the kernel).
+    #[arg(long, short = 'p')]
+    profile: Option<String>,
+    /// Campaign seed: case i of seed s is always the same program.
+    #[arg(long, default_value_t = 1)]
+    seed: u64,
+    /// Index of the first case (to resume or shard a campaign).
+    #[arg(long, default_value_t = 0)]
+    start: u64,
+    /// Switch a model rule off (repeatable): call_under_lock, exit_with_lock, ...
+    #[arg(long = "disable-rule")]
+    disable_rule: Vec<String>,
+    /// Programs per batch sent to the kernel.
+    #[arg(long, default_value_t = 256)]
+    batch: usize,
+    /// Also send programs the model cannot judge to the kernel (counted, never compared).
+    #[arg(long)]
+    send_unsupported: bool,
+}
+
+fn default_out() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/fuzz")
+}
+
+/// When a campaign stops.
+#[derive(Clone, Copy, Debug)]
+enum Limit {
+    Count(u64),
+    Time(Duration),
+}
+
+/// How a campaign runs.
+struct Params {
+    seed: u64,
+    start: u64,
+    limit: Limit,
+    batch: usize,
+    send_unsupported: bool,
+    /// Minimise and write new disagreements here.
+    out: Option<PathBuf>,
+    min_budget: usize,
+    progress: bool,
+}
+
+/// Seconds spent per stage.
+#[derive(Default, Serialize)]
+struct Times {
+    generate: f64,
+    model: f64,
+    /// Time in the oracle (for a guest: transport and verification).
+    oracle: f64,
+    /// The kernel's own `verification time` summed over results that report it.
+    kernel_verification: f64,
+    minimize: f64,
+    write: f64,
+}
+
+/// One disagreement class of a campaign.
+#[derive(Serialize)]
+struct Class {
+    signature: Signature,
+    description: String,
+    /// Programs of the campaign with this signature.
+    count: u64,
+    /// The first program with it.
+    first_case: String,
+    /// Slots before and after minimisation (when minimised in this run).
+    original_slots: usize,
+    minimized_slots: Option<usize>,
+    oracle_calls: Option<usize>,
+    /// The case file, if written (or already there).
+    file: Option<String>,
+}
+
+/// The campaign's report (printed as one JSON line, written to `summary.json`).
+#[derive(Serialize)]
+struct Summary {
+    command: &'static str,
+    kernel: String,
+    profile: String,
+    disabled_rules: Vec<&'static str>,
+    seed: u64,
+    start: u64,
+    programs: u64,
+    /// Programs the model judged (not unsupported).
+    supported: u64,
+    supported_share: f64,
+    agree: u64,
+    disagree: u64,
+    unsupported: u64,
+    /// The kernel gave no verifier verdict (setup error).
+    inconclusive: u64,
+    crashes: u64,
+    seconds: f64,
+    programs_per_second: f64,
+    times: Times,
+    /// Share of wall time per stage.
+    shares: BTreeMap<&'static str, f64>,
+    unsupported_reasons: Vec<(String, u64)>,
+    classes: Vec<Class>,
+}
+
+/// Parses `90s`, `10m`, `2h`, `1d` or a bare number of seconds.
+fn parse_duration(s: &str) -> Result<Duration, String> {
+    let s = s.trim();
+    let (num, mult) = match s.char_indices().last() {
+        Some((i, 's')) => (&s[..i], 1),
+        Some((i, 'm')) => (&s[..i], 60),
+        Some((i, 'h')) => (&s[..i], 3600),
+        Some((i, 'd')) => (&s[..i], 86_400),
+        _ => (s, 1),
+    };
+    let n: f64 = num.trim().parse().map_err(|_| format!("bad duration `{s}` (e.g. 90s, 10m, 2h)"))?;
+    if n <= 0.0 {
+        return Err(format!("bad duration `{s}`: must be positive"));
+    }
+    Ok(Duration::from_secs_f64(n * mult as f64))
+}
+
+fn rules(names: &[String]) -> Result<ModelOptions> {
+    let mut opts = ModelOptions::default();
+    for n in names {
+        let r = Rule::by_name(n).ok_or_else(|| {
+            BadInput(format!("unknown rule `{n}` (known: {})", Rule::ALL.iter().map(|r| r.name()).collect::<Vec<_>>().join(", ")))
+        })?;
+        opts.disabled.push(r);
+    }
+    Ok(opts)
+}
+
+/// The oracle for a kernel name, and the profile predicting it by default.
+fn open_oracle(spec: &str, module: &ModuleKfuncs) -> Result<(Box<dyn Oracle>, String)> {
+    if spec.starts_with("model:") {
+        let o = ModelOracle::parse(spec, module).map_err(BadInput)?;
+        let p = o.profile().name.clone();
+        return Ok((Box::new(o), p));
+    }
+    if spec.starts_with("debian:") || spec == "host" {
+        // The guest runner (a long-lived `KernelSession` per kernel) implements `Oracle` here.
+        anyhow::bail!("fuzzing {spec} needs the guest runner, which this build does not have yet; use --kernel model:<profile> meanwhile");
+    }
+    Err(BadInput(format!("unknown kernel `{spec}` (debian:<version> or model:<profile>[:-rule,...])")).into())
+}
+
+fn profile_for(args: &Common, default: &str) -> Result<KernelProfile> {
+    let name = args.profile.as_deref().unwrap_or(default);
+    KernelProfile::by_name(name).map_err(|e| BadInput(e.to_string()).into())
+}
+
+/// Runs `lockstep fuzz`: exit 0 without disagreements, 1 with, 4 on a kernel crash.
+pub fn run(a: FuzzArgs) -> Result<u8> {
+    let module = lockstep_core::module_src::bundled();
+    let (mut oracle, default) = open_oracle(&a.common.kernel, &module)?;
+    let profile = profile_for(&a.common, &default)?;
+    let opts = rules(&a.common.disable_rule)?;
+    let limit = match &a.duration {
+        Some(d) => Limit::Time(parse_duration(d).map_err(BadInput)?),
+        None => Limit::Count(a.count.unwrap_or(10_000)),
+    };
+    let params = Params {
+        seed: a.common.seed,
+        start: a.common.start,
+        limit,
+        batch: a.common.batch.max(1),
+        send_unsupported: a.common.send_unsupported,
+        out: (!a.no_minimize).then(|| a.out.clone()),
+        min_budget: a.min_budget,
+        progress: true,
+    };
+    let summary = campaign(oracle.as_mut(), &profile, &module, &opts, &params, "fuzz")?;
+    let line = serde_json::to_string(&summary)?;
+    println!("{line}");
+    if let Some(out) = &params.out {
+        std::fs::create_dir_all(out).with_context(|| format!("creating {}", out.display()))?;
+        std::fs::write(out.join("summary.json"), serde_json::to_string_pretty(&summary)? + "\n")?;
+    }
+    eprintln!(
+        "{} programs in {:.1}s ({:.0}/s): {} agree, {} disagree in {} classes, {} unsupported ({:.1}% supported), {} inconclusive, {} crashes",
+        summary.programs,
+        summary.seconds,
+        summary.programs_per_second,
+        summary.agree,
+        summary.disagree,
+        summary.classes.len(),
+        summary.unsupported,
+        summary.supported_share * 100.0,
+        summary.inconclusive,
+        summary.crashes
+    );
+    for c in &summary.classes {
+        eprintln!("  {:>6} x {}{}", c.count, c.description, c.file.as_deref().map(|f| format!(" -> {f}")).unwrap_or_default());
+    }
+    Ok(if summary.crashes > 0 {
+        crate::EXIT_CRASH
+    } else if summary.disagree > 0 {
+        crate::EXIT_DISAGREE
+    } else {
+        0
+    })
+}
+
+/// Runs `lockstep bench fuzz`: the pipeline without minimisation, one JSON line.
+pub fn bench(a: BenchArgs) -> Result<u8> {
+    let module = lockstep_core::module_src::bundled();
+    let (mut oracle, default) = open_oracle(&a.common.kernel, &module)?;
+    let profile = profile_for(&a.common, &default)?;
+    let opts = rules(&a.common.disable_rule)?;
+    let params = Params {
+        seed: a.common.seed,
+        start: a.common.start,
+        limit: Limit::Count(a.count),
+        batch: a.common.batch.max(1),
+        send_unsupported: a.common.send_unsupported,
+        out: None,
+        min_budget: 0,
+        progress: false,
+    };
+    let mut summary = campaign(oracle.as_mut(), &profile, &module, &opts, &params, "bench fuzz")?;
+    summary.classes.truncate(0);
+    println!("{}", serde_json::to_string(&summary)?);
+    Ok(0)
+}
+
+/// Digests of the disagreement files already in `out` (`fuzz-<digest>.toml`).
+fn known_digests(out: &Path) -> BTreeSet<String> {
+    let Ok(rd) = std::fs::read_dir(out) else { return BTreeSet::new() };
+    rd.filter_map(|e| e.ok())
+        .filter_map(|e| e.file_name().to_str().and_then(|n| n.strip_prefix("fuzz-")?.strip_suffix(".toml").map(str::to_string)))
+        .collect()
+}
+
+struct Progress {
+    bar: ProgressBar,
+}
+
+impl Progress {
+    fn new(limit: Limit, show: bool) -> Self {
+        let bar = match (show, limit) {
+            (false, _) => ProgressBar::hidden(),
+            (true, Limit::Count(n)) => ProgressBar::new(n),
+            (true, Limit::Time(_)) => ProgressBar::new_spinner(),
+        };
+        let template = match limit {
+            Limit::Count(_) => "{elapsed_precise} [{bar:30}] {pos}/{len} {per_sec} {msg}",
+            Limit::Time(_) => "{elapsed_precise} {spinner} {pos} programs {per_sec} {msg}",
+        };
+        bar.set_style(ProgressStyle::with_template(template).expect("valid template").progress_chars("=> "));
+        Progress { bar }
+    }
+}
+
+/// The campaign loop.
+fn campaign(oracle: &mut dyn Oracle, profile: &KernelProfile, module: &ModuleKfuncs, opts: &ModelOptions, p: &Params, command: &'static str) -> Result<Summary> {
+    let kernel = oracle.kernel().to_string();
+    let gen = Generator::new(module);
+    let known = p.out.as_deref().map(known_digests).unwrap_or_default();
+    let progress = Progress::new(p.limit, p.progress);
+    let started = Instant::now();
+    let mut t = Times::default();
+    let (mut agree, mut disagree, mut unsupported, mut inconclusive, mut crashes, mut programs) = (0u64, 0u64, 0u64, 0u64, 0u64, 0u64);
+    let mut reasons: BTreeMap<String, u64> = BTreeMap::new();
+    let mut classes: BTreeMap<Signature, Class> = BTreeMap::new();
+    let mut next = p.start;
+    loop {
+        let n = match p.limit {
+            Limit::Count(c) => (c - programs).min(p.batch as u64),
+            Limit::Time(d) if started.elapsed() >= d => 0,
+            Limit::Time(_) => p.batch as u64,
+        };
+        if n == 0 {
+            break;
+        }
+        let t0 = Instant::now();
+        let cases: Vec<Case> = (next..next + n).map(|i| gen.case(p.seed, i)).collect();
+        next += n;
+        let t1 = Instant::now();
+        let verdicts: Vec<Verdict> = cases.iter().map(|c| check_with(c, profile, module, opts)).collect();
+        let t2 = Instant::now();
+        t.generate += (t1 - t0).as_secs_f64();
+        t.model += (t2 - t1).as_secs_f64();
+        let send: Vec<usize> = (0..cases.len()).filter(|&i| p.send_unsupported || verdicts[i].verdict != VerdictKind::Unsupported).collect();
+        let batch: Vec<Case> = send.iter().map(|&i| cases[i].clone()).collect();
+        let (results, crashed) = run_batch(oracle, &batch)?;
+        t.oracle += t2.elapsed().as_secs_f64();
+        crashes += crashed.len() as u64;
+        for v in &verdicts {
+            if v.verdict == VerdictKind::Unsupported {
+                unsupported += 1;
+                *reasons.entry(fuzz::reason_class(v.message.as_deref().unwrap_or(""))).or_default() += 1;
+            }
+        }
+        for (k, &i) in send.iter().enumerate() {
+            let Some(r) = &results[k] else { continue };
+            t.kernel_verification += r.verification_usec.unwrap_or(0) as f64 / 1e6;
+            match compare(&kernel, &profile.name, &verdicts[i], r) {
+                Comparison::Agree => agree += 1,
+                Comparison::ModelUnsupported(_) => {}
+                Comparison::KernelInconclusive(_) => inconclusive += 1,
+                Comparison::Disagree(sig) => {
+                    disagree += 1;
+                    if let Some(c) = classes.get_mut(&sig) {
+                        c.count += 1;
+                        continue;
+                    }
+                    let digest = sig.digest();
+                    let mut class = Class {
+                        description: sig.describe(),
+                        signature: sig.clone(),
+                        count: 1,
+                        first_case: cases[i].name.clone(),
+                        original_slots: cases[i].program.insns.len(),
+                        minimized_slots: None,
+                        oracle_calls: None,
+                        file: None,
+                    };
+                    if let Some(out) = &p.out {
+                        if known.contains(&digest) {
+                            class.file = Some(out.join(format!("fuzz-{digest}.toml")).display().to_string());
+                        } else {
+                            progress.bar.set_message(format!("minimising {}", cases[i].name));
+                            let tm = Instant::now();
+                            let min = minimize_with(oracle, profile, module, opts, &kernel, &cases[i], p.min_budget);
+                            t.minimize += tm.elapsed().as_secs_f64();
+                            let tw = Instant::now();
+                            let file = write_finding(out, oracle, &sig, &cases[i], &min, profile, module, opts, p)?;
+                            t.write += tw.elapsed().as_secs_f64();
+                            class.minimized_slots = Some(min.slots_after);
+                            class.oracle_calls = Some(min.oracle_calls);
+                            class.file = Some(file.display().to_string());
+                        }
+                    }
+                    classes.insert(sig, class);
+                }
+            }
+        }
+        for &k in &crashed {
+            let c = &batch[k];
+            tracing::error!("kernel crash on {}", c.name);
+            if let Some(out) = &p.out {
+                let dir = out.join("crashes");
+                std::fs::create_dir_all(&dir)?;
+                let text = fuzz::write::case_file("A program that crashed the kernel during lockstep fuzz.", std::slice::from_ref(c));
+                std::fs::write(dir.join(format!("{}.toml", c.name)), text)?;
+            }
+        }
+        programs += n;
+        progress.bar.inc(n);
+        progress.bar.set_message(format!(
+            "agree {agree} · disagree {disagree} ({} classes) · unsupported {unsupported} · inconclusive {inconclusive}{}",
+            classes.len(),
+            if crashes > 0 { format!(" · CRASHES {crashes}") } else { String::new() }
+        ));
+    }
+    progress.bar.finish_and_clear();
+    let seconds = started.elapsed().as_secs_f64();
+    let supported = programs - unsupported;
+    let mut shares = BTreeMap::new();
+    if seconds > 0.0 {
+        shares.insert("generate", t.generate / seconds);
+        shares.insert("model", t.model / seconds);
+        shares.insert("oracle", t.oracle / seconds);
+        shares.insert("kernel_verification", t.kernel_verification / seconds);
+        shares.insert("minimize", t.minimize / seconds);
+        shares.insert("write", t.write / seconds);
+    }
+    let mut unsupported_reasons: Vec<(String, u64)> = reasons.into_iter().collect();
+    unsupported_reasons.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(&b.0)));
+    unsupported_reasons.truncate(12);
+    let mut classes: Vec<Class> = classes.into_values().collect();
+    classes.sort_by_key(|c| std::cmp::Reverse(c.count));
+    Ok(Summary {
+        command,
+        kernel,
+        profile: profile.name.clone(),
+        disabled_rules: opts.disabled.iter().map(|r| r.name()).collect(),
+        seed: p.seed,
+        start: p.start,
+        programs,
+        supported,
+        supported_share: if programs > 0 { supported as f64 / programs as f64 } else { 0.0 },
+        agree,
+        disagree,
+        unsupported,
+        inconclusive,
+        crashes,
+        seconds,
+        programs_per_second: if seconds > 0.0 { programs as f64 / seconds } else { 0.0 },
+        times: t,
+        shares,
+        unsupported_reasons,
+        classes,
+    })
+}
+
+/// Sends a batch; a crash loses only the crashing case (the rest is sent again).
+/// Returns one result per case (None for a crashed case) and the crashed indices.
+fn run_batch(oracle: &mut dyn Oracle, cases: &[Case]) -> Result<(Vec<Option<KernelResult>>, Vec<usize>)> {
+    let mut results: Vec<Option<KernelResult>> = Vec::with_capacity(cases.len());
+    let mut crashed = Vec::new();
+    while results.len() < cases.len() {
+        let base = results.len();
+        match oracle.verdicts(&cases[base..]) {
+            Ok(rs) => results.extend(rs.into_iter().map(Some)),
+            Err(OracleError::Crash { index, detail, done }) => {
+                tracing::warn!("{}: {detail}", cases[base + index].name);
+                results.extend(done.into_iter().map(Some));
+                results.truncate(base + index);
+                results.push(None);
+                crashed.push(base + index);
+            }
+            Err(OracleError::Infra(e)) => anyhow::bail!("kernel {}: {e}", oracle.kernel()),
+        }
+    }
+    Ok((results, crashed))
+}
+
+/// The signature of one case (None: agreement, unsupported, or no answer).
+fn signature_of(oracle: &mut dyn Oracle, profile: &KernelProfile, module: &ModuleKfuncs, opts: &ModelOptions, kernel: &str, c: &Case) -> Option<Signature> {
+    let v = check_with(c, profile, module, opts);
+    if v.verdict == VerdictKind::Unsupported {
+        return None;
+    }
+    let r = oracle.verdicts(std::slice::from_ref(c)).ok()?.pop()?;
+    match compare(kernel, &profile.name, &v, &r) {
+        Comparison::Disagree(s) => Some(s),
+        _ => None,
+    }
+}
+
+fn minimize_with(oracle: &mut dyn Oracle, profile: &KernelProfile, module: &ModuleKfuncs, opts: &ModelOptions, kernel: &str, c: &Case, budget: usize) -> Minimized {
+    minimize(c, |cand: &Case| signature_of(oracle, profile, module, opts, kernel, cand), budget)
+}
+
+/// Writes a minimised disagreement: `<stem>.toml` (the minimised case, the kernel's verdict as its
+/// expectation), `snapshots/model__<stem>.snap` and `original/<stem>.toml`.
+#[allow(clippy::too_many_arguments)]
+fn write_finding(
+    out: &Path,
+    oracle: &mut dyn Oracle,
+    sig: &Signature,
+    original: &Case,
+    min: &Minimized,
+    profile: &KernelProfile,
+    module: &ModuleKfuncs,
+    opts: &ModelOptions,
+    p: &Params,
+) -> Result<PathBuf> {
+    let stem = format!("fuzz-{}", sig.digest());
+    let name = stem.replace('-', "_");
+    let mut case = min.case.clone();
+    case.name = name.clone();
+    let kr = oracle.verdicts(std::slice::from_ref(&case)).map_err(|e| anyhow::anyhow!("{e}"))?.pop().context("no result")?;
+    let model = check_with(&case, profile, module, opts);
+    let first = |m: &Option<String>| m.as_deref().map(|s| s.lines().next().unwrap_or("").to_string());
+    let rules = if opts.disabled.is_empty() {
+        String::new()
+    } else {
+        opts.disabled.iter().map(|r| format!(" --disable-rule {}", r.name())).collect::<String>()
+    };
+    case.description = Some(format!(
+        "{}. Model: {}. Found by `lockstep fuzz --kernel {} --profile {} --seed {}{rules}` as {} ({} instructions), minimised to {} in {} kernel runs. Explanation: to be written.",
+        sig.describe(),
+        verdict_text(&model),
+        oracle.kernel(),
+        profile.name,
+        p.seed,
+        original.name,
+        min.slots_before,
+        min.slots_after,
+        min.oracle_calls
+    ));
+    case.tags = vec!["fuzz".into()];
+    case.expect.clear();
+    let e = Expectation {
+        verdict: kr.verdict.verdict,
+        insn: if kr.verdict.verdict == VerdictKind::Reject { kr.verdict.insn } else { None },
+        message: if kr.verdict.verdict == VerdictKind::Reject { first(&kr.verdict.message) } else { None },
+        source: Some(format!("{} (lockstep fuzz)", oracle.kernel())),
+    };
+    case.expect.insert(profile.name.clone(), e);
+    std::fs::create_dir_all(out.join("snapshots")).with_context(|| format!("creating {}", out.display()))?;
+    std::fs::create_dir_all(out.join("original"))?;
+    let header = format!(
+        "Minimised disagreement found by lockstep fuzz: {}.\nThe expectation is the kernel's verdict; snapshots/model__{stem}.snap holds the model's.\nTo add it to the corpus: move this file to tests/corpus/ and the snapshot to tests/snapshots/.",
+        sig.describe()
+    );
+    let file = out.join(format!("{stem}.toml"));
+    std::fs::write(&file, fuzz::write::case_file(&header, std::slice::from_ref(&case)))?;
+    std::fs::write(out.join("snapshots").join(format!("model__{stem}.snap")), fuzz::write::snapshot_file(std::slice::from_ref(&case), module))?;
+    let mut orig = original.clone();
+    orig.expect.clear();
+    std::fs::write(out.join("original").join(format!("{stem}.toml")), fuzz::write::case_file("The program the fuzzer found, before minimisation.", &[orig]))?;
+    Ok(file)
+}
+
+fn verdict_text(v: &Verdict) -> String {
+    match (&v.verdict, &v.message) {
+        (VerdictKind::Reject, Some(m)) => format!("reject at {} \"{}\"", v.insn.map_or("-".into(), |i| i.to_string()), m.lines().next().unwrap_or("")),
+        (k, _) => k.as_str().to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations_parse() {
+        assert_eq!(parse_duration("90s"), Ok(Duration::from_secs(90)));
+        assert_eq!(parse_duration("10m"), Ok(Duration::from_secs(600)));
+        assert_eq!(parse_duration("2h"), Ok(Duration::from_secs(7200)));
+        assert_eq!(parse_duration("5"), Ok(Duration::from_secs(5)));
+        assert!(parse_duration("x").is_err());
+        assert!(parse_duration("0s").is_err());
+    }
+
+    /// A whole campaign against the model with a rule switched off: disagreements are found,
+    /// minimised, written as a case file that parses back and keeps the disagreement, and a
+    /// second run finds the files and does not minimise again.
+    #[test]
+    fn campaign_finds_minimises_and_writes_disagreements() {
+        let module = lockstep_core::module_src::bundled();
+        let profile = KernelProfile::by_name("7.3").unwrap();
+        let mut oracle = ModelOracle::parse("model:7.3", &module).unwrap();
+        let opts = ModelOptions { disabled: vec![Rule::CallUnderLock] };
+        let dir = tempfile::tempdir().unwrap();
+        let p = Params {
+            seed: 7,
+            start: 0,
+            limit: Limit::Count(600),
+            batch: 100,
+            send_unsupported: false,
+            out: Some(dir.path().to_path_buf()),
+            min_budget: 2000,
+            progress: false,
+        };
+        let s = campaign(&mut oracle, &profile, &module, &opts, &p, "fuzz").unwrap();
+        assert_eq!(s.programs, 600);
+        assert_eq!(s.agree + s.disagree + s.unsupported + s.inconclusive, 600);
+        assert!(s.disagree > 0 && !s.classes.is_empty());
+        for c in &s.classes {
+            let file = PathBuf::from(c.file.as_ref().unwrap());
+            let src = std::fs::read_to_string(&file).unwrap();
+            let cases = lockstep_core::corpus::load_text("f", &src, &module).unwrap();
+            assert_eq!(cases.len(), 1);
+            // The written case still shows the disagreement it was minimised for.
+            let sig = signature_of(&mut oracle, &profile, &module, &opts, "model:7.3", &cases[0]);
+            assert_eq!(sig.as_ref(), Some(&c.signature), "{}", file.display());
+            // Its expectation is the kernel's verdict, which the normal model meets.
+            assert_eq!(lockstep_core::corpus::meets_expectation(&cases[0], "7.3", &lockstep_core::model::check(&cases[0], &profile, &module)), Some(true));
+            let stem = file.file_stem().unwrap().to_str().unwrap();
+            assert!(dir.path().join("snapshots").join(format!("model__{stem}.snap")).is_file());
+            assert!(c.minimized_slots.unwrap() < c.original_slots);
+        }
+        let again = campaign(&mut oracle, &profile, &module, &opts, &p, "fuzz").unwrap();
+        assert_eq!(again.disagree, s.disagree, "same seed, same programs");
+        assert!(again.classes.iter().all(|c| c.minimized_slots.is_none() && c.file.is_some()), "known classes are not minimised again");
+    }
+}
