@@ -215,3 +215,72 @@ fn minimiser_shrinks_a_synthetic_disagreement() {
     assert!(sizes[sizes.len() / 2] <= 13, "median minimised case: {sizes:?}");
     assert!(sizes[0] <= 8, "no disagreement shrank to 8 slots or fewer: {sizes:?}");
 }
+
+/// The IR handles hand-written programs too: every corpus program lowers back to itself and its
+/// rendered text assembles to the same instructions.
+#[test]
+fn ir_round_trips_the_corpus() {
+    let module = bundled();
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/corpus");
+    let mut n = 0;
+    for e in std::fs::read_dir(dir).unwrap() {
+        let path = e.unwrap().path();
+        if path.extension().is_none_or(|x| x != "toml") {
+            continue;
+        }
+        let src = std::fs::read_to_string(&path).unwrap();
+        for c in crate::corpus::load_text("corpus", &src, &module).unwrap() {
+            let sym = SymProgram::from_program(&c.program).unwrap();
+            assert_eq!(sym.lower().unwrap().insns, c.program.insns, "{}", c.name);
+            let text = sym.render().unwrap();
+            let mut syms = symbols(&c);
+            syms.kfuncs.extend(c.extern_kfuncs.iter().cloned());
+            let back = assemble(&text, &syms).unwrap_or_else(|e| panic!("{}: {e}\n{text}", c.name));
+            assert_eq!(back.insns, c.program.insns, "{}:\n{text}", c.name);
+            assert_eq!(back.relocs, c.program.relocs, "{}:\n{text}", c.name);
+            n += 1;
+        }
+    }
+    assert!(n >= 100, "only {n} corpus cases");
+}
+
+/// Random removals keep programs well-formed: whatever `rebuild` accepts passes the static CFG
+/// checks, keeps every `ld_imm64` whole, refers only to declared maps, and its text assembles
+/// back to the same program.
+#[test]
+fn random_removals_keep_programs_well_formed() {
+    let module = bundled();
+    let g = Generator::new(&module);
+    let mut rng = rng::Rng::for_case(99, 0);
+    let mut accepted = 0;
+    let mut attempts = 0;
+    for i in 0..200 {
+        let c = g.case(8, i);
+        let sym = SymProgram::from_program(&c.program).unwrap();
+        for _ in 0..15 {
+            attempts += 1;
+            let k = rng.range(1, 4) as usize;
+            let picks: BTreeSet<usize> = (0..k).map(|_| rng.below(sym.items.len() as u64) as usize).collect();
+            let mut cand = sym.clone();
+            cand.remove(&picks);
+            let Some(m) = minimize::rebuild(&cand, &c) else { continue };
+            accepted += 1;
+            assert_eq!(cfg::check(&m.program), Ok(()));
+            for (pc, insn) in m.program.insns.iter().enumerate() {
+                if insn.is_ld_imm64() {
+                    assert_eq!(m.program.insns[pc + 1].code, 0, "{}: ld_imm64 at {pc} split", c.name);
+                }
+            }
+            for r in m.program.relocs.values() {
+                if let crate::asm::Reloc::Map { name } | crate::asm::Reloc::MapValue { name, .. } = r {
+                    assert!(m.maps.iter().any(|mm| &mm.name == name));
+                }
+            }
+            assert!(m.maps.len() <= c.maps.len());
+            let back = assemble(&m.text, &symbols(&c)).unwrap_or_else(|e| panic!("{e}\n{}", m.text));
+            assert_eq!(back.insns, m.program.insns, "{}:\n{}", c.name, m.text);
+        }
+    }
+    eprintln!("{accepted} of {attempts} random removals well-formed");
+    assert!(accepted * 6 > attempts, "only {accepted} of {attempts} random removals were well-formed");
+}
