@@ -13,10 +13,9 @@ use anyhow::{Context, Result};
 use clap::Args;
 use indicatif::{ProgressBar, ProgressStyle};
 use lockstep_core::case::{Case, Expectation};
-use lockstep_core::fuzz::{self, compare, minimize, Comparison, Generator, Minimized, ModelOracle, Oracle, OracleError, Signature};
+use lockstep_core::fuzz::{self, compare, minimize, Answer, Comparison, Generator, Minimized, ModelOracle, Oracle, Signature};
 use lockstep_core::model::{check_with, ModelOptions, Rule};
 use lockstep_core::profile::{KernelProfile, ModuleKfuncs};
-use lockstep_core::proto::KernelResult;
 use lockstep_core::verdict::{Verdict, VerdictKind};
 use serde::Serialize;
 
@@ -147,14 +146,16 @@ struct Summary {
     seed: u64,
     start: u64,
     programs: u64,
-    /// Programs the model judged (not unsupported).
+    /// Programs the model judged (not unsupported), whatever the kernel did.
     supported: u64,
     supported_share: f64,
     agree: u64,
     disagree: u64,
+    /// Programs outside the model's subset (and not crashing the kernel).
     unsupported: u64,
-    /// The kernel gave no verifier verdict (setup error).
+    /// The kernel gave no verifier verdict (setup error, or the program never ran).
     inconclusive: u64,
+    /// Programs that crashed the kernel (written to `crashes/`).
     crashes: u64,
     seconds: f64,
     programs_per_second: f64,
@@ -323,6 +324,7 @@ fn campaign(oracle: &mut dyn Oracle, profile: &KernelProfile, module: &ModuleKfu
     let started = Instant::now();
     let mut t = Times::default();
     let (mut agree, mut disagree, mut unsupported, mut inconclusive, mut crashes, mut programs) = (0u64, 0u64, 0u64, 0u64, 0u64, 0u64);
+    let mut supported = 0u64;
     let mut reasons: BTreeMap<String, u64> = BTreeMap::new();
     let mut classes: BTreeMap<Signature, Class> = BTreeMap::new();
     let mut next = p.start;
@@ -343,19 +345,43 @@ fn campaign(oracle: &mut dyn Oracle, profile: &KernelProfile, module: &ModuleKfu
         let t2 = Instant::now();
         t.generate += (t1 - t0).as_secs_f64();
         t.model += (t2 - t1).as_secs_f64();
+        supported += verdicts.iter().filter(|v| v.verdict != VerdictKind::Unsupported).count() as u64;
         let send: Vec<usize> = (0..cases.len()).filter(|&i| p.send_unsupported || verdicts[i].verdict != VerdictKind::Unsupported).collect();
         let batch: Vec<Case> = send.iter().map(|&i| cases[i].clone()).collect();
-        let (results, crashed) = run_batch(oracle, &batch)?;
+        let answers = oracle.run(&batch).map_err(|e| anyhow::anyhow!("kernel {kernel}: {e}"))?;
+        anyhow::ensure!(answers.len() == batch.len(), "kernel {kernel}: {} answers for {} programs", answers.len(), batch.len());
         t.oracle += t2.elapsed().as_secs_f64();
-        crashes += crashed.len() as u64;
-        for v in &verdicts {
-            if v.verdict == VerdictKind::Unsupported {
-                unsupported += 1;
-                *reasons.entry(fuzz::reason_class(v.message.as_deref().unwrap_or(""))).or_default() += 1;
-            }
-        }
+        // Every program lands in exactly one of: crash, unsupported, inconclusive, agree, disagree.
+        let mut answer_of: Vec<Option<&Answer>> = vec![None; cases.len()];
         for (k, &i) in send.iter().enumerate() {
-            let Some(r) = &results[k] else { continue };
+            answer_of[i] = Some(&answers[k]);
+        }
+        for i in 0..cases.len() {
+            if let Some(Answer::Crashed(excerpt)) = answer_of[i] {
+                crashes += 1;
+                tracing::error!("kernel crash on {}: {excerpt}", cases[i].name);
+                if let Some(out) = &p.out {
+                    let dir = out.join("crashes");
+                    std::fs::create_dir_all(&dir)?;
+                    let header = format!("A program that crashed kernel {kernel} during lockstep fuzz:\n{excerpt}");
+                    std::fs::write(dir.join(format!("{}.toml", cases[i].name)), fuzz::write::case_file(&header, std::slice::from_ref(&cases[i])))?;
+                }
+                continue;
+            }
+            if verdicts[i].verdict == VerdictKind::Unsupported {
+                unsupported += 1;
+                *reasons.entry(fuzz::reason_class(verdicts[i].message.as_deref().unwrap_or(""))).or_default() += 1;
+                continue;
+            }
+            let r = match answer_of[i] {
+                Some(Answer::Result(r)) => r,
+                Some(Answer::NotRun(why)) => {
+                    inconclusive += 1;
+                    tracing::warn!("{} did not run: {why}", cases[i].name);
+                    continue;
+                }
+                _ => unreachable!("supported programs are always sent; crashes are handled above"),
+            };
             t.kernel_verification += r.verification_usec.unwrap_or(0) as f64 / 1e6;
             match compare(&kernel, &profile.name, &verdicts[i], r) {
                 Comparison::Agree => agree += 1,
@@ -398,16 +424,6 @@ fn campaign(oracle: &mut dyn Oracle, profile: &KernelProfile, module: &ModuleKfu
                 }
             }
         }
-        for &k in &crashed {
-            let c = &batch[k];
-            tracing::error!("kernel crash on {}", c.name);
-            if let Some(out) = &p.out {
-                let dir = out.join("crashes");
-                std::fs::create_dir_all(&dir)?;
-                let text = fuzz::write::case_file("A program that crashed the kernel during lockstep fuzz.", std::slice::from_ref(c));
-                std::fs::write(dir.join(format!("{}.toml", c.name)), text)?;
-            }
-        }
         programs += n;
         progress.bar.inc(n);
         progress.bar.set_message(format!(
@@ -418,13 +434,14 @@ fn campaign(oracle: &mut dyn Oracle, profile: &KernelProfile, module: &ModuleKfu
     }
     progress.bar.finish_and_clear();
     let seconds = started.elapsed().as_secs_f64();
-    let supported = programs - unsupported;
     let mut shares = BTreeMap::new();
     if seconds > 0.0 {
         shares.insert("generate", t.generate / seconds);
         shares.insert("model", t.model / seconds);
         shares.insert("oracle", t.oracle / seconds);
         shares.insert("kernel_verification", t.kernel_verification / seconds);
+        // For a guest: the oracle's time outside the verifier (transport, loading, agent).
+        shares.insert("oracle_other", (t.oracle - t.kernel_verification).max(0.0) / seconds);
         shares.insert("minimize", t.minimize / seconds);
         shares.insert("write", t.write / seconds);
     }
@@ -457,36 +474,14 @@ fn campaign(oracle: &mut dyn Oracle, profile: &KernelProfile, module: &ModuleKfu
     })
 }
 
-/// Sends a batch; a crash loses only the crashing case (the rest is sent again).
-/// Returns one result per case (None for a crashed case) and the crashed indices.
-fn run_batch(oracle: &mut dyn Oracle, cases: &[Case]) -> Result<(Vec<Option<KernelResult>>, Vec<usize>)> {
-    let mut results: Vec<Option<KernelResult>> = Vec::with_capacity(cases.len());
-    let mut crashed = Vec::new();
-    while results.len() < cases.len() {
-        let base = results.len();
-        match oracle.verdicts(&cases[base..]) {
-            Ok(rs) => results.extend(rs.into_iter().map(Some)),
-            Err(OracleError::Crash { index, detail, done }) => {
-                tracing::warn!("{}: {detail}", cases[base + index].name);
-                results.extend(done.into_iter().map(Some));
-                results.truncate(base + index);
-                results.push(None);
-                crashed.push(base + index);
-            }
-            Err(OracleError::Infra(e)) => anyhow::bail!("kernel {}: {e}", oracle.kernel()),
-        }
-    }
-    Ok((results, crashed))
-}
-
 /// The signature of one case (None: agreement, unsupported, or no answer).
 fn signature_of(oracle: &mut dyn Oracle, profile: &KernelProfile, module: &ModuleKfuncs, opts: &ModelOptions, kernel: &str, c: &Case) -> Option<Signature> {
     let v = check_with(c, profile, module, opts);
     if v.verdict == VerdictKind::Unsupported {
         return None;
     }
-    let r = oracle.verdicts(std::slice::from_ref(c)).ok()?.pop()?;
-    match compare(kernel, &profile.name, &v, &r) {
+    let answer = oracle.run(std::slice::from_ref(c)).ok()?.pop()?;
+    match compare(kernel, &profile.name, &v, answer.result()?) {
         Comparison::Disagree(s) => Some(s),
         _ => None,
     }
@@ -514,7 +509,8 @@ fn write_finding(
     let name = stem.replace('-', "_");
     let mut case = min.case.clone();
     case.name = name.clone();
-    let kr = oracle.verdicts(std::slice::from_ref(&case)).map_err(|e| anyhow::anyhow!("{e}"))?.pop().context("no result")?;
+    let answer = oracle.run(std::slice::from_ref(&case)).map_err(|e| anyhow::anyhow!("{e}"))?.pop().context("no answer")?;
+    let kr = answer.result().with_context(|| format!("the minimised case got no verdict: {answer:?}"))?;
     let model = check_with(&case, profile, module, opts);
     let first = |m: &Option<String>| m.as_deref().map(|s| s.lines().next().unwrap_or("").to_string());
     let rules = if opts.disabled.is_empty() {
@@ -620,5 +616,48 @@ mod tests {
         let again = campaign(&mut oracle, &profile, &module, &opts, &p, "fuzz").unwrap();
         assert_eq!(again.disagree, s.disagree, "same seed, same programs");
         assert!(again.classes.iter().all(|c| c.minimized_slots.is_none() && c.file.is_some()), "known classes are not minimised again");
+    }
+
+    /// A kernel that crashes on some programs and never runs others.
+    struct Flaky(ModelOracle);
+
+    impl Oracle for Flaky {
+        fn kernel(&self) -> &str {
+            "flaky"
+        }
+        fn run(&mut self, cases: &[Case]) -> Result<Vec<Answer>, lockstep_core::fuzz::OracleError> {
+            Ok(cases
+                .iter()
+                .map(|c| match c.name.rsplit('_').next().and_then(|i| i.parse::<u64>().ok()).map(|i| i % 10) {
+                    Some(3) => Answer::Crashed("BUG: oops".into()),
+                    Some(5) => Answer::NotRun("guest did not boot".into()),
+                    _ => Answer::Result(self.0.result(c)),
+                })
+                .collect())
+        }
+    }
+
+    #[test]
+    fn crashes_are_counted_and_written_and_unrun_programs_are_inconclusive() {
+        let module = lockstep_core::module_src::bundled();
+        let profile = KernelProfile::by_name("7.2").unwrap();
+        let mut oracle = Flaky(ModelOracle::parse("model:7.2", &module).unwrap());
+        let dir = tempfile::tempdir().unwrap();
+        let p = Params {
+            seed: 3,
+            start: 0,
+            limit: Limit::Count(100),
+            batch: 30,
+            send_unsupported: true,
+            out: Some(dir.path().to_path_buf()),
+            min_budget: 100,
+            progress: false,
+        };
+        let s = campaign(&mut oracle, &profile, &module, &ModelOptions::default(), &p, "fuzz").unwrap();
+        assert_eq!((s.crashes, s.disagree), (10, 0));
+        assert!(s.inconclusive >= 10);
+        assert_eq!(s.agree + s.unsupported + s.inconclusive + s.crashes, 100);
+        assert_eq!(std::fs::read_dir(dir.path().join("crashes")).unwrap().count(), 10);
+        assert!(dir.path().join("crashes/fuzz_3_13.toml").is_file());
     }
 }

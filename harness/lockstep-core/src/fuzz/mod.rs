@@ -13,7 +13,7 @@ pub mod write;
 
 pub use gen::Generator;
 pub use minimize::{minimize, Minimized};
-pub use oracle::{ModelOracle, Oracle, OracleError};
+pub use oracle::{Answer, ModelOracle, Oracle, OracleError};
 
 use serde::{Deserialize, Serialize};
 

@@ -7,14 +7,31 @@ use crate::model::{check_with, ModelOptions, Rule};
 use crate::profile::{KernelProfile, ModuleKfuncs};
 use crate::proto::KernelResult;
 
-/// Why an oracle could not answer a batch.
+/// What a kernel did with one case.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Answer {
+    /// The verifier's verdict (or a setup error, in [`KernelResult::setup_error`]).
+    Result(KernelResult),
+    /// The case crashed the kernel (panic, oops, hang), every time it was tried: an excerpt.
+    Crashed(String),
+    /// The case never ran (e.g. the guest did not boot): why.
+    NotRun(String),
+}
+
+impl Answer {
+    /// The verdict, if the kernel gave one.
+    pub fn result(&self) -> Option<&KernelResult> {
+        match self {
+            Answer::Result(r) => Some(r),
+            _ => None,
+        }
+    }
+}
+
+/// Why an oracle could not answer at all.
 #[derive(Debug, thiserror::Error)]
 pub enum OracleError {
-    /// The kernel crashed (panic, oops, hang) on case `index` of the batch; cases before it were
-    /// answered in `done`.
-    #[error("kernel crash on case {index} of the batch: {detail}")]
-    Crash { index: usize, detail: String, done: Vec<KernelResult> },
-    /// The oracle itself failed (no kernel, boot failure, transport).
+    /// No kernel, boot failure, transport.
     #[error("{0}")]
     Infra(String),
 }
@@ -23,8 +40,8 @@ pub enum OracleError {
 pub trait Oracle {
     /// The kernel's name in signatures and reports (`debian:7.2`, `model:7.3`).
     fn kernel(&self) -> &str;
-    /// The verdicts on `cases`, one per case, in order.
-    fn verdicts(&mut self, cases: &[Case]) -> Result<Vec<KernelResult>, OracleError>;
+    /// One answer per case, in order. A long-lived guest answers many batches.
+    fn run(&mut self, cases: &[Case]) -> Result<Vec<Answer>, OracleError>;
 }
 
 /// The model as a kernel: `model:<profile>[:-rule,-rule...]`.
@@ -66,7 +83,7 @@ impl ModelOracle {
         Ok(ModelOracle::new(profile, module.clone(), opts))
     }
 
-    /// The verdict on one case (what [`Oracle::verdicts`] returns per case).
+    /// The verdict on one case (what [`Oracle::run`] answers per case).
     pub fn result(&self, case: &Case) -> KernelResult {
         let v = check_with(case, &self.profile, &self.module, &self.opts);
         KernelResult {
@@ -91,7 +108,7 @@ impl Oracle for ModelOracle {
         &self.name
     }
 
-    fn verdicts(&mut self, cases: &[Case]) -> Result<Vec<KernelResult>, OracleError> {
-        Ok(cases.iter().map(|c| self.result(c)).collect())
+    fn run(&mut self, cases: &[Case]) -> Result<Vec<Answer>, OracleError> {
+        Ok(cases.iter().map(|c| Answer::Result(self.result(c))).collect())
     }
 }
