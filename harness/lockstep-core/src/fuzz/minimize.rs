@@ -6,7 +6,9 @@
 //! Steps, repeated until a whole round changes nothing: drop a subprogram (its calls become
 //! `r0 = 0`); remove chunks of instructions (halving sizes down to single instructions); remove a
 //! lock call together with an unlock call; turn a conditional jump into `goto`; replace a call
-//! or a load by `rX = 0`; simplify the case (program type `sched_cls`, array maps with one entry).
+//! or a load by `rX = 0` (a call also by `call bpf_ktime_get_ns`, which takes no arguments);
+//! fold `rX += a; rX += b`; simplify the case (program type `sched_cls`, array maps with one
+//! entry).
 //! Maps, global functions and extern kfuncs nothing refers to any more are dropped with each step.
 
 use std::collections::BTreeSet;
@@ -59,6 +61,7 @@ pub fn minimize<S: PartialEq, F: FnMut(&Case) -> Option<S>>(case: &Case, mut ora
         s.lock_pairs();
         s.branches_to_goto();
         s.zero_calls_and_loads();
+        s.merge_adds();
         s.simplify_case();
         if s.steps == steps || s.exhausted {
             break;
@@ -258,6 +261,37 @@ impl<S: PartialEq, F: FnMut(&Case) -> Option<S>> Shrinker<'_, S, F> {
             sym.items[i].insn = Insn::new(BPF_JMP | BPF_CALL, 0, 0, 0, id);
             sym.items[i].reloc = Some(Reloc::Helper { name: SIMPLE.into() });
             self.try_sym(sym);
+        }
+    }
+
+    /// Folds `rX += a; rX += b` (adjacent, the second not a jump target) into `rX += a+b`, and
+    /// drops `rX += 0`.
+    fn merge_adds(&mut self) {
+        let add_k = |i: &Insn| i.code == BPF_ALU64 | BPF_ADD | BPF_K;
+        let mut i = 0;
+        while i < self.sym.items.len() && !self.exhausted {
+            let a = self.sym.items[i].insn;
+            if !add_k(&a) {
+                i += 1;
+                continue;
+            }
+            if a.imm == 0 && self.try_remove([i].into_iter().collect()) {
+                continue;
+            }
+            let targeted = |s: &SymProgram, id: u32| s.items.iter().any(|x| x.target == Some(Target::Item(id)));
+            if let Some(b) = self.sym.items.get(i + 1) {
+                if add_k(&b.insn) && b.insn.dst == a.dst && !targeted(&self.sym, b.id) {
+                    if let Some(sum) = a.imm.checked_add(b.insn.imm) {
+                        let mut sym = self.sym.clone();
+                        sym.items[i].insn.imm = sum;
+                        sym.remove(&[i + 1].into_iter().collect());
+                        if self.try_sym(sym) {
+                            continue;
+                        }
+                    }
+                }
+            }
+            i += 1;
         }
     }
 

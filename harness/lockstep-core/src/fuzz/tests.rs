@@ -209,6 +209,18 @@ fn minimiser_shrinks_a_synthetic_disagreement() {
             assert!(m.slots_after <= 16, "accept-vs-reject class minimised to {} slots", m.slots_after);
         }
     }
+    // The main class on a program whose lock is in a global section (no lookup needed):
+    // `r7 = .data ll; r1 = r7; call bpf_spin_lock; call <helper>; r1 = r7; call bpf_spin_unlock;
+    // r0 = 0; exit` is 9 slots (lock at offset 0).
+    let (c, s) = (0..3000)
+        .map(|i| g.case(1, i))
+        .filter(|c| c.maps.iter().all(|m| m.global_section))
+        .find_map(|c| sig_of(&c).filter(|s| s.mismatch == Mismatch::Verdict).map(|s| (c, s)))
+        .expect("an accept-vs-reject disagreement on global data");
+    let m = minimize(&c, &mut sig_of, 5000);
+    assert_eq!(sig_of(&m.case), Some(s));
+    eprintln!("{}: {} -> {} slots\n{}", c.name, m.slots_before, m.slots_after, m.case.text);
+    assert!(m.slots_after <= 10, "global-data accept-vs-reject class minimised to {} slots:\n{}", m.slots_after, m.case.text);
     sizes.sort_unstable();
     eprintln!("minimised sizes: {sizes:?}");
     assert!(sizes[sizes.len() - 1] <= 21, "largest minimised case: {sizes:?}");
@@ -283,4 +295,29 @@ fn random_removals_keep_programs_well_formed() {
     }
     eprintln!("{accepted} of {attempts} random removals well-formed");
     assert!(accepted * 6 > attempts, "only {accepted} of {attempts} random removals were well-formed");
+}
+
+
+/// Split pointer arithmetic is folded: `r1 += -2; r1 += 6` becomes `r1 += 4`.
+#[test]
+fn minimiser_folds_split_additions() {
+    let module = bundled();
+    let profile = KernelProfile::by_name("7.2").unwrap();
+    let broken = ModelOptions { disabled: vec![Rule::CallUnderLock] };
+    let g = Generator::new(&module);
+    let mut c = (0..3000).map(|i| g.case(1, i)).find(|c| c.maps.iter().any(|m| m.global_section && m.value.fields.iter().any(|f| f.name == "lock" && f.offset == 4))).unwrap();
+    c.maps.retain(|m| m.global_section);
+    c.maps.truncate(1);
+    let sec = c.maps[0].name.clone();
+    c.text = format!("r7 = {sec} ll\nr1 = r7\nr1 += -2\nr1 += 6\ncall bpf_spin_lock\ncall bpf_ktime_get_ns\nr1 = r7\nr1 += 4\ncall bpf_spin_unlock\nr0 = 0\nexit\n");
+    c.program = assemble(&c.text, &symbols(&c)).unwrap();
+    c.globals.clear();
+    let mut sig_of = |c: &Case| match compare("k", "7.2", &check_with(c, &profile, &module, &broken), &ModelOracle::new(profile.clone(), module.clone(), ModelOptions::default()).result(c)) {
+        Comparison::Disagree(s) => Some(s),
+        _ => None,
+    };
+    let m = minimize(&c, &mut sig_of, 1000);
+    assert!(m.reproduced);
+    assert_eq!(m.slots_after, 11, "{}", m.case.text);
+    assert!(m.case.text.contains("r1 += 4\n    call bpf_spin_lock"), "{}", m.case.text);
 }
