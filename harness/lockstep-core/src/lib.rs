@@ -10,13 +10,17 @@
 //! - [`fuzz`]: differential fuzzing: program generator, minimiser, disagreement signatures.
 
 pub mod asm;
+pub mod btf;
 pub mod case;
+pub mod compare;
 pub mod corpus;
 pub mod fuzz;
 pub mod helpers;
 pub mod insn;
 pub mod model;
+pub mod module_ko;
 pub mod module_src;
 pub mod profile;
 pub mod proto;
+pub mod serde_pairs;
 pub mod verdict;

@@ -2,8 +2,10 @@
 //! host, send the ones inside the model's subset to a kernel in batches, compare, and minimise
 //! each new disagreement class into a case file plus the corpus snapshot it would get.
 //!
-//! The kernel side is a [`lockstep_core::fuzz::Oracle`]: `model:<profile>[:-rule,...]` (the model
-//! as a pseudo-kernel) works everywhere; real kernels plug in here through the guest runner.
+//! The kernel side is a [`lockstep_core::fuzz::Oracle`]: a real kernel in one long-lived guest
+//! ([`guest::GuestOracle`]), or `model:<profile>[:-rule,...]`, the model as a pseudo-kernel.
+
+mod guest;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
@@ -19,7 +21,10 @@ use lockstep_core::profile::{KernelProfile, ModuleKfuncs};
 use lockstep_core::verdict::{Verdict, VerdictKind};
 use serde::Serialize;
 
+use lockstep_vm::guest::Timeouts;
+
 use crate::cases::BadInput;
+use crate::runner::{AccelChoice, KernelTarget, RunnerOptions};
 
 /// Arguments of `lockstep fuzz`.
 #[derive(Args)]
@@ -80,6 +85,21 @@ struct Common {
     /// Also send programs the model cannot judge to the kernel (counted, never compared).
     #[arg(long)]
     send_unsupported: bool,
+    /// Accelerator of the guest.
+    #[arg(long, value_enum, default_value = "auto")]
+    accel: AccelChoice,
+    /// Seconds from QEMU start to the agent's greeting.
+    #[arg(long, default_value_t = 120)]
+    boot_timeout: u64,
+    /// Seconds per program.
+    #[arg(long, default_value_t = 60)]
+    case_timeout: u64,
+    /// Do not build or load the test module (programs calling its kfuncs are not run).
+    #[arg(long)]
+    no_module: bool,
+    /// Append the guest's console to DIR/console-<kernel>.log.
+    #[arg(long, value_name = "DIR")]
+    console_dir: Option<PathBuf>,
 }
 
 fn default_out() -> PathBuf {
@@ -194,31 +214,40 @@ fn rules(names: &[String]) -> Result<ModelOptions> {
     Ok(opts)
 }
 
-/// The oracle for a kernel name, and the profile predicting it by default.
-fn open_oracle(spec: &str, module: &ModuleKfuncs) -> Result<(Box<dyn Oracle>, String)> {
-    if spec.starts_with("model:") {
-        let o = ModelOracle::parse(spec, module).map_err(BadInput)?;
-        let p = o.profile().name.clone();
-        return Ok((Box::new(o), p));
+/// The oracle for `--kernel`, the model's profile, and the test module's kfuncs as that kernel
+/// sees them.
+fn open_oracle(c: &Common) -> Result<(Box<dyn Oracle>, KernelProfile, ModuleKfuncs)> {
+    if c.kernel.starts_with("model:") {
+        let module = lockstep_core::module_src::bundled();
+        let o = ModelOracle::parse(&c.kernel, &module).map_err(BadInput)?;
+        let name = c.profile.clone().unwrap_or_else(|| o.profile().name.clone());
+        let profile = KernelProfile::by_name(&name).map_err(|e| BadInput(e.to_string()))?;
+        return Ok((Box::new(o), profile, module));
     }
-    if spec.starts_with("debian:") || spec == "host" {
-        // The guest runner (a long-lived `KernelSession` per kernel) implements `Oracle` here.
-        anyhow::bail!("fuzzing {spec} needs the guest runner, which this build does not have yet; use --kernel model:<profile> meanwhile");
-    }
-    Err(BadInput(format!("unknown kernel `{spec}` (debian:<version> or model:<profile>[:-rule,...])")).into())
-}
-
-fn profile_for(args: &Common, default: &str) -> Result<KernelProfile> {
-    let name = args.profile.as_deref().unwrap_or(default);
-    KernelProfile::by_name(name).map_err(|e| BadInput(e.to_string()).into())
+    let opts = RunnerOptions {
+        accel: c.accel,
+        timeouts: Timeouts {
+            boot: Duration::from_secs(c.boot_timeout),
+            case: Duration::from_secs(c.case_timeout),
+            // One guest serves the whole campaign.
+            overall: Duration::from_secs(30 * 86_400),
+            ..Timeouts::default()
+        },
+        want_log: false,
+        module: !c.no_module,
+        console_dir: c.console_dir.clone(),
+    };
+    let target = KernelTarget::prepare(&c.kernel, c.profile.as_deref(), &opts)?;
+    let module = target.module_kfuncs();
+    let profile = target.profile.clone();
+    let oracle = guest::GuestOracle::start(&target, &opts)?;
+    Ok((Box::new(oracle), profile, module))
 }
 
 /// Runs `lockstep fuzz`: exit 0 without disagreements, 1 with, 4 on a kernel crash.
 pub fn run(a: FuzzArgs) -> Result<u8> {
-    let module = lockstep_core::module_src::bundled();
-    let (mut oracle, default) = open_oracle(&a.common.kernel, &module)?;
-    let profile = profile_for(&a.common, &default)?;
     let opts = rules(&a.common.disable_rule)?;
+    let (mut oracle, profile, module) = open_oracle(&a.common)?;
     let limit = match &a.duration {
         Some(d) => Limit::Time(parse_duration(d).map_err(BadInput)?),
         None => Limit::Count(a.count.unwrap_or(10_000)),
@@ -267,10 +296,8 @@ pub fn run(a: FuzzArgs) -> Result<u8> {
 
 /// Runs `lockstep bench fuzz`: the pipeline without minimisation, one JSON line.
 pub fn bench(a: BenchArgs) -> Result<u8> {
-    let module = lockstep_core::module_src::bundled();
-    let (mut oracle, default) = open_oracle(&a.common.kernel, &module)?;
-    let profile = profile_for(&a.common, &default)?;
     let opts = rules(&a.common.disable_rule)?;
+    let (mut oracle, profile, module) = open_oracle(&a.common)?;
     let params = Params {
         seed: a.common.seed,
         start: a.common.start,

@@ -17,20 +17,10 @@ pub use oracle::{Answer, ModelOracle, Oracle, OracleError};
 
 use serde::{Deserialize, Serialize};
 
+pub use crate::compare::Agreement;
+use crate::compare::classify;
 use crate::proto::KernelResult;
 use crate::verdict::{Verdict, VerdictKind};
-
-/// What differs between the model's verdict and the kernel's.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Mismatch {
-    /// Accept against reject.
-    Verdict,
-    /// Both reject, with different messages.
-    Message,
-    /// Both reject with the same message, at different instructions.
-    Insn,
-}
 
 /// A disagreement class: two disagreements with equal signatures are duplicates, and the
 /// minimiser keeps shrinking while the signature stays the same.
@@ -40,7 +30,8 @@ pub struct Signature {
     pub kernel: String,
     /// The model's profile.
     pub profile: String,
-    pub mismatch: Mismatch,
+    /// What differs: [`Agreement::Verdict`], [`Agreement::Message`] or [`Agreement::Insn`].
+    pub mismatch: Agreement,
     pub model: VerdictKind,
     pub kernel_verdict: VerdictKind,
     /// The model's message, first line, numbers replaced by `N`.
@@ -68,10 +59,10 @@ impl Signature {
     pub fn describe(&self) -> String {
         let side = |k: VerdictKind, m: &str| if m.is_empty() { k.as_str().to_string() } else { format!("{} \"{m}\"", k.as_str()) };
         format!(
-            "kernel {} vs model profile {}: {:?} mismatch: kernel {}, model {}",
+            "kernel {} vs model profile {}: {} mismatch: kernel {}, model {}",
             self.kernel,
             self.profile,
-            self.mismatch,
+            self.mismatch.as_str(),
             side(self.kernel_verdict, &self.kernel_message),
             side(self.model, &self.model_message)
         )
@@ -108,38 +99,24 @@ pub enum Comparison {
     KernelInconclusive(String),
 }
 
-/// Compares the model's verdict (on `profile`) with `kernel`'s result.
+/// Compares the model's verdict (on `profile`) with `kernel`'s result, with the agreement
+/// classes of `lockstep run` ([`classify`]).
 pub fn compare(kernel: &str, profile: &str, model: &Verdict, result: &KernelResult) -> Comparison {
-    if model.verdict == VerdictKind::Unsupported {
-        return Comparison::ModelUnsupported(model.message.clone().unwrap_or_default());
-    }
-    if let Some(e) = &result.setup_error {
-        return Comparison::KernelInconclusive(format!("setup: {e}"));
-    }
-    let k = &result.verdict;
-    if k.verdict == VerdictKind::Unsupported {
-        return Comparison::KernelInconclusive(k.message.clone().unwrap_or_default());
-    }
-    let first = |v: &Verdict| v.message.as_deref().and_then(|m| m.lines().next()).unwrap_or("").trim().to_string();
-    let mismatch = if model.verdict != k.verdict {
-        Some(Mismatch::Verdict)
-    } else if model.verdict == VerdictKind::Reject && first(model) != first(k) {
-        Some(Mismatch::Message)
-    } else if model.verdict == VerdictKind::Reject && model.insn != k.insn {
-        Some(Mismatch::Insn)
-    } else {
-        None
-    };
-    match mismatch {
-        None => Comparison::Agree,
-        Some(mismatch) => Comparison::Disagree(Signature {
+    match classify(model, result) {
+        Agreement::Agree => Comparison::Agree,
+        Agreement::Unsupported => Comparison::ModelUnsupported(model.message.clone().unwrap_or_default()),
+        Agreement::Infra => Comparison::KernelInconclusive(match &result.setup_error {
+            Some(e) => format!("setup: {e}"),
+            None => result.verdict.message.clone().unwrap_or_default(),
+        }),
+        mismatch => Comparison::Disagree(Signature {
             kernel: kernel.to_string(),
             profile: profile.to_string(),
             mismatch,
             model: model.verdict,
-            kernel_verdict: k.verdict,
+            kernel_verdict: result.verdict.verdict,
             model_message: normalize_message(model.message.as_deref()),
-            kernel_message: normalize_message(k.message.as_deref()),
+            kernel_message: normalize_message(result.verdict.message.as_deref()),
         }),
     }
 }

@@ -145,11 +145,11 @@ fn compare_classifies_mismatches() {
     assert_eq!(compare("k", "p", &Verdict::accept(), &result(Verdict::accept())), Comparison::Agree);
     assert_eq!(compare("k", "p", &rej(3, "x 4"), &result(rej(3, "x 4\nmore"))), Comparison::Agree);
     let Comparison::Disagree(s) = compare("k", "p", &Verdict::accept(), &result(rej(3, "off 8 bad"))) else { panic!() };
-    assert_eq!((s.mismatch, s.model, s.kernel_verdict, s.kernel_message.as_str()), (Mismatch::Verdict, VerdictKind::Accept, VerdictKind::Reject, "off N bad"));
+    assert_eq!((s.mismatch, s.model, s.kernel_verdict, s.kernel_message.as_str()), (Agreement::Verdict, VerdictKind::Accept, VerdictKind::Reject, "off N bad"));
     let Comparison::Disagree(s) = compare("k", "p", &rej(3, "a"), &result(rej(3, "b"))) else { panic!() };
-    assert_eq!(s.mismatch, Mismatch::Message);
+    assert_eq!(s.mismatch, Agreement::Message);
     let Comparison::Disagree(s) = compare("k", "p", &rej(3, "a"), &result(rej(4, "a"))) else { panic!() };
-    assert_eq!(s.mismatch, Mismatch::Insn);
+    assert_eq!(s.mismatch, Agreement::Insn);
     assert!(matches!(compare("k", "p", &Verdict::unsupported("why"), &result(Verdict::accept())), Comparison::ModelUnsupported(_)));
     let mut r = result(Verdict::reject(None, "x"));
     r.setup_error = Some("map create".into());
@@ -204,7 +204,7 @@ fn minimiser_shrinks_a_synthetic_disagreement() {
         eprintln!("{}: {} -> {} slots in {} oracle calls ({})\n{}", c.name, m.slots_before, m.slots_after, m.oracle_calls, s.describe(), m.case.text);
         assert!(m.slots_after < m.slots_before);
         sizes.push(m.slots_after);
-        if s.mismatch == Mismatch::Verdict {
+        if s.mismatch == Agreement::Verdict {
             // Lookup (6 slots) + r7 = r0 + lock (3) + call + unlock (3) + r0 = 0; exit, or less.
             assert!(m.slots_after <= 16, "accept-vs-reject class minimised to {} slots", m.slots_after);
         }
@@ -215,7 +215,7 @@ fn minimiser_shrinks_a_synthetic_disagreement() {
     let (c, s) = (0..3000)
         .map(|i| g.case(1, i))
         .filter(|c| c.maps.iter().all(|m| m.global_section))
-        .find_map(|c| sig_of(&c).filter(|s| s.mismatch == Mismatch::Verdict).map(|s| (c, s)))
+        .find_map(|c| sig_of(&c).filter(|s| s.mismatch == Agreement::Verdict).map(|s| (c, s)))
         .expect("an accept-vs-reject disagreement on global data");
     let m = minimize(&c, &mut sig_of, 5000);
     assert_eq!(sig_of(&m.case), Some(s));
