@@ -80,7 +80,7 @@ impl KernelTarget {
                 package_version: release,
                 profile: kernel::profile(p)?,
                 module: None,
-                module_error: Some("host mode: the test module is not loaded by lockstep".into()),
+                module_error: Some("host mode: lockstep does not load modules on the host (insmod lockstep_test.ko first)".into()),
                 place: Place::Host,
             });
         }
@@ -194,7 +194,12 @@ impl KernelSession {
         match &mut self.backend {
             Backend::Host { loader } => {
                 let release = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default().trim().to_string();
-                on(CaseEvent::Booted { release, module: ModuleStatus::Absent, boot_time: Duration::ZERO });
+                // A test module the user loaded on the host is used; lockstep never loads one there.
+                let module = match lockstep_bpf::module_status("lockstep_test") {
+                    m @ ModuleStatus::Loaded { .. } => m,
+                    _ => ModuleStatus::Absent,
+                };
+                on(CaseEvent::Booted { release, module, boot_time: Duration::ZERO });
                 for (index, c) in cases.iter().enumerate() {
                     match loader {
                         Ok(l) => on(CaseEvent::Result { index, result: l.run_case(c, want_log), warnings: Vec::new() }),
