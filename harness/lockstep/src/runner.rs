@@ -84,6 +84,7 @@ impl KernelTarget {
                 place: Place::Host,
             });
         }
+        kernel::known_kernel(name)?;
         let pname = match profile.map(str::to_string).or_else(|| kernel::default_profile(name)) {
             Some(p) => p,
             None => return Err(crate::cases::BadInput(format!("no default profile for kernel {name}: pass --profile")).into()),
