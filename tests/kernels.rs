@@ -158,3 +158,18 @@ fn run_matrix(kernels: &[&str]) {
 fn corpus_on_the_default_matrix() {
     run_matrix(&["debian:7.2", "debian:7.3"]);
 }
+
+#[test]
+#[cfg_attr(not(lockstep_vm_tests), ignore = "set LOCKSTEP_VM_TESTS=1")]
+fn a_guest_that_panics_at_boot_is_reported_not_hung() {
+    // A later rdinit= wins over lockstep's: the kernel finds no init and panics.
+    let out = Command::new(env!("CARGO_BIN_EXE_lockstep"))
+        .args(["run", "--kernel", "debian:7.3", "--accel", "tcg", "--boot-timeout", "60", "--append", "rdinit=/nonexistent"])
+        .arg(root().join("tests/corpus/gen-pairing.toml"))
+        .output()
+        .expect("run lockstep");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(3), "a boot failure is an infrastructure failure:\n{stderr}");
+    assert!(stderr.contains("boot failed"), "{stderr}");
+    assert!(stderr.contains("Kernel panic"), "the console excerpt is shown:\n{stderr}");
+}

@@ -41,6 +41,8 @@ pub struct RunnerOptions {
     pub module: bool,
     /// Append the guests' consoles to files in this directory.
     pub console_dir: Option<PathBuf>,
+    /// Extra kernel parameters.
+    pub extra_cmdline: Vec<String>,
 }
 
 /// Where cases run.
@@ -166,6 +168,7 @@ impl KernelSession {
         initramfs::build(&spec, &initrd).with_context(|| format!("building {}", initrd.display()))?;
         let mut cfg = GuestConfig::new(&vmlinuz, &initrd);
         cfg.timeouts = opts.timeouts;
+        cfg.extra_cmdline = opts.extra_cmdline.clone();
         cfg.run_dir = dir.path().to_path_buf();
         if let Some(d) = &opts.console_dir {
             std::fs::create_dir_all(d).with_context(|| format!("creating {}", d.display()))?;
