@@ -58,6 +58,9 @@ pub struct RunArgs {
     /// Do not build or load the test module (its cases are reported as not run).
     #[arg(long)]
     pub no_module: bool,
+    /// Extra kernel command-line parameters for the guests (later ones win).
+    #[arg(long, value_name = "PARAM")]
+    pub append: Vec<String>,
     /// Append each guest's console to DIR/console-<kernel>.log.
     #[arg(long, value_name = "DIR")]
     pub console_dir: Option<PathBuf>,
@@ -112,6 +115,7 @@ pub fn run_cases(args: &RunArgs, cases: &[Case]) -> Result<RunOutput> {
         want_log: args.log,
         module: !args.no_module,
         console_dir: args.console_dir.clone(),
+        extra_cmdline: args.append.clone(),
     };
     let kernels: Vec<String> = if args.host {
         vec![HOST.into()]
@@ -284,7 +288,12 @@ pub fn run(args: RunArgs) -> Result<u8> {
         write(p, report::markdown(&out.rows))?;
     }
     eprint!("{}", report::summary_lines(&out.rows));
+    // Kernels that did not boot are reported once, below, not per case.
+    let unbooted = |k: &str| out.infra.iter().any(|i| i.starts_with(&format!("{k}: the guest did not boot")));
     for r in out.rows.iter().filter(|r| r.agreement.is_disagreement() || r.outcome != Outcome::Ran) {
+        if r.outcome == Outcome::NotRun && unbooted(&r.kernel) {
+            continue;
+        }
         eprintln!(
             "{}: {} on {}: {} (kernel {} / model {}){}",
             r.agreement.as_str(),
