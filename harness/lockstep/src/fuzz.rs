@@ -100,6 +100,9 @@ struct Common {
     /// Append the guest's console to DIR/console-<kernel>.log.
     #[arg(long, value_name = "DIR")]
     console_dir: Option<PathBuf>,
+    /// Extra kernel command-line parameter for the guest (repeatable).
+    #[arg(long, value_name = "PARAM")]
+    append: Vec<String>,
 }
 
 fn default_out() -> PathBuf {
@@ -236,6 +239,7 @@ fn open_oracle(c: &Common) -> Result<(Box<dyn Oracle>, KernelProfile, ModuleKfun
         want_log: false,
         module: !c.no_module,
         console_dir: c.console_dir.clone(),
+        extra_cmdline: c.append.clone(),
     };
     let target = KernelTarget::prepare(&c.kernel, c.profile.as_deref(), &opts)?;
     let module = target.module_kfuncs();
