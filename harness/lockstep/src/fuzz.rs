@@ -187,6 +187,8 @@ struct Summary {
     shares: BTreeMap<&'static str, f64>,
     unsupported_reasons: Vec<(String, u64)>,
     classes: Vec<Class>,
+    /// Why the campaign stopped early (the kernel could not answer), if it did.
+    infra_error: Option<String>,
 }
 
 /// Parses `90s`, `10m`, `2h`, `1d` or a bare number of seconds.
@@ -289,8 +291,13 @@ pub fn run(a: FuzzArgs) -> Result<u8> {
     for c in &summary.classes {
         eprintln!("  {:>6} x {}{}", c.count, c.description, c.file.as_deref().map(|f| format!(" -> {f}")).unwrap_or_default());
     }
+    if let Some(e) = &summary.infra_error {
+        eprintln!("lockstep: stopped early: {e}");
+    }
     Ok(if summary.crashes > 0 {
         crate::EXIT_CRASH
+    } else if summary.infra_error.is_some() {
+        crate::EXIT_INFRA
     } else if summary.disagree > 0 {
         crate::EXIT_DISAGREE
     } else {
@@ -356,6 +363,7 @@ fn campaign(oracle: &mut dyn Oracle, profile: &KernelProfile, module: &ModuleKfu
     let mut t = Times::default();
     let (mut agree, mut disagree, mut unsupported, mut inconclusive, mut crashes, mut programs) = (0u64, 0u64, 0u64, 0u64, 0u64, 0u64);
     let mut supported = 0u64;
+    let mut infra_error: Option<String> = None;
     let mut reasons: BTreeMap<String, u64> = BTreeMap::new();
     let mut classes: BTreeMap<Signature, Class> = BTreeMap::new();
     let mut next = p.start;
@@ -376,12 +384,22 @@ fn campaign(oracle: &mut dyn Oracle, profile: &KernelProfile, module: &ModuleKfu
         let t2 = Instant::now();
         t.generate += (t1 - t0).as_secs_f64();
         t.model += (t2 - t1).as_secs_f64();
-        supported += verdicts.iter().filter(|v| v.verdict != VerdictKind::Unsupported).count() as u64;
         let send: Vec<usize> = (0..cases.len()).filter(|&i| p.send_unsupported || verdicts[i].verdict != VerdictKind::Unsupported).collect();
         let batch: Vec<Case> = send.iter().map(|&i| cases[i].clone()).collect();
-        let answers = oracle.run(&batch).map_err(|e| anyhow::anyhow!("kernel {kernel}: {e}"))?;
-        anyhow::ensure!(answers.len() == batch.len(), "kernel {kernel}: {} answers for {} programs", answers.len(), batch.len());
+        let answers = match oracle.run(&batch) {
+            Ok(a) if a.len() == batch.len() => a,
+            Ok(a) => {
+                infra_error = Some(format!("kernel {kernel}: {} answers for {} programs", a.len(), batch.len()));
+                break;
+            }
+            Err(e) => {
+                // Stop, but keep what was found so far (the summary says why it stopped).
+                infra_error = Some(format!("kernel {kernel}: {e}"));
+                break;
+            }
+        };
         t.oracle += t2.elapsed().as_secs_f64();
+        supported += verdicts.iter().filter(|v| v.verdict != VerdictKind::Unsupported).count() as u64;
         // Every program lands in exactly one of: crash, unsupported, inconclusive, agree, disagree.
         let mut answer_of: Vec<Option<&Answer>> = vec![None; cases.len()];
         for (k, &i) in send.iter().enumerate() {
@@ -464,6 +482,9 @@ fn campaign(oracle: &mut dyn Oracle, profile: &KernelProfile, module: &ModuleKfu
         ));
     }
     progress.bar.finish_and_clear();
+    if let Some(e) = &infra_error {
+        tracing::error!("campaign stopped after {programs} programs: {e}");
+    }
     let seconds = started.elapsed().as_secs_f64();
     let mut shares = BTreeMap::new();
     if seconds > 0.0 {
@@ -502,6 +523,7 @@ fn campaign(oracle: &mut dyn Oracle, profile: &KernelProfile, module: &ModuleKfu
         shares,
         unsupported_reasons,
         classes,
+        infra_error,
     })
 }
 
@@ -540,8 +562,9 @@ fn write_finding(
     let name = stem.replace('-', "_");
     let mut case = min.case.clone();
     case.name = name.clone();
-    let answer = oracle.run(std::slice::from_ref(&case)).map_err(|e| anyhow::anyhow!("{e}"))?.pop().context("no answer")?;
-    let kr = answer.result().with_context(|| format!("the minimised case got no verdict: {answer:?}"))?;
+    // The kernel's verdict on the minimised case becomes its expectation (none if it gave none).
+    let answer = oracle.run(std::slice::from_ref(&case)).ok().and_then(|mut a| a.pop());
+    let kr = answer.as_ref().and_then(Answer::result);
     let model = check_with(&case, profile, module, opts);
     let first = |m: &Option<String>| m.as_deref().map(|s| s.lines().next().unwrap_or("").to_string());
     let rules = if opts.disabled.is_empty() {
@@ -563,13 +586,18 @@ fn write_finding(
     ));
     case.tags = vec!["fuzz".into()];
     case.expect.clear();
-    let e = Expectation {
-        verdict: kr.verdict.verdict,
-        insn: if kr.verdict.verdict == VerdictKind::Reject { kr.verdict.insn } else { None },
-        message: if kr.verdict.verdict == VerdictKind::Reject { first(&kr.verdict.message) } else { None },
-        source: Some(format!("{} (lockstep fuzz)", oracle.kernel())),
-    };
-    case.expect.insert(profile.name.clone(), e);
+    match kr {
+        Some(kr) => {
+            let e = Expectation {
+                verdict: kr.verdict.verdict,
+                insn: if kr.verdict.verdict == VerdictKind::Reject { kr.verdict.insn } else { None },
+                message: if kr.verdict.verdict == VerdictKind::Reject { first(&kr.verdict.message) } else { None },
+                source: Some(format!("{} (lockstep fuzz)", oracle.kernel())),
+            };
+            case.expect.insert(profile.name.clone(), e);
+        }
+        None => tracing::warn!("{stem}: the kernel gave no verdict on the minimised case ({answer:?}); written without an expectation"),
+    }
     std::fs::create_dir_all(out.join("snapshots")).with_context(|| format!("creating {}", out.display()))?;
     std::fs::create_dir_all(out.join("original"))?;
     let header = format!(
@@ -666,6 +694,33 @@ mod tests {
                 })
                 .collect())
         }
+    }
+
+    /// A kernel whose guest dies for good after its first batch.
+    struct Dies(ModelOracle, u32);
+
+    impl Oracle for Dies {
+        fn kernel(&self) -> &str {
+            "dies"
+        }
+        fn run(&mut self, cases: &[Case]) -> Result<Vec<Answer>, lockstep_core::fuzz::OracleError> {
+            self.1 += 1;
+            if self.1 > 1 {
+                return Err(lockstep_core::fuzz::OracleError::Infra("QEMU is gone".into()));
+            }
+            self.0.run(cases)
+        }
+    }
+
+    #[test]
+    fn a_dead_kernel_stops_the_campaign_with_its_findings_kept() {
+        let module = lockstep_core::module_src::bundled();
+        let profile = KernelProfile::by_name("7.2").unwrap();
+        let mut oracle = Dies(ModelOracle::parse("model:7.2", &module).unwrap(), 0);
+        let p = Params { seed: 1, start: 0, limit: Limit::Count(500), batch: 100, send_unsupported: false, out: None, min_budget: 0, progress: false };
+        let s = campaign(&mut oracle, &profile, &module, &ModelOptions::default(), &p, "fuzz").unwrap();
+        assert_eq!(s.programs, 100, "only the first batch was judged");
+        assert_eq!(s.infra_error.as_deref(), Some("kernel dies: QEMU is gone"));
     }
 
     #[test]
