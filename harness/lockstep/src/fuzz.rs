@@ -7,7 +7,7 @@
 
 mod guest;
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
@@ -157,6 +157,8 @@ struct Class {
     oracle_calls: Option<usize>,
     /// The case file, if written (or already there).
     file: Option<String>,
+    /// Its file was there already, with an explanation written into its description.
+    explained: bool,
 }
 
 /// The campaign's report (printed as one JSON line, written to `summary.json`).
@@ -250,7 +252,9 @@ fn open_oracle(c: &Common) -> Result<(Box<dyn Oracle>, KernelProfile, ModuleKfun
     Ok((Box::new(oracle), profile, module))
 }
 
-/// Runs `lockstep fuzz`: exit 0 without disagreements, 1 with, 4 on a kernel crash.
+/// Runs `lockstep fuzz`: exit 0 when every disagreement is of an explained class (a file in
+/// `--out` whose description has its explanation), 1 otherwise, 3 if the kernel stopped
+/// answering, 4 on a kernel crash.
 pub fn run(a: FuzzArgs) -> Result<u8> {
     let opts = rules(&a.common.disable_rule)?;
     let (mut oracle, profile, module) = open_oracle(&a.common)?;
@@ -289,7 +293,8 @@ pub fn run(a: FuzzArgs) -> Result<u8> {
         summary.crashes
     );
     for c in &summary.classes {
-        eprintln!("  {:>6} x {}{}", c.count, c.description, c.file.as_deref().map(|f| format!(" -> {f}")).unwrap_or_default());
+        let state = if c.explained { "explained" } else if c.minimized_slots.is_some() { "NEW" } else { "unexplained" };
+        eprintln!("  {:>6} x [{state}] {}{}", c.count, c.description, c.file.as_deref().map(|f| format!(" -> {f}")).unwrap_or_default());
     }
     if let Some(e) = &summary.infra_error {
         eprintln!("lockstep: stopped early: {e}");
@@ -298,7 +303,7 @@ pub fn run(a: FuzzArgs) -> Result<u8> {
         crate::EXIT_CRASH
     } else if summary.infra_error.is_some() {
         crate::EXIT_INFRA
-    } else if summary.disagree > 0 {
+    } else if summary.classes.iter().any(|c| !c.explained) {
         crate::EXIT_DISAGREE
     } else {
         0
@@ -325,11 +330,20 @@ pub fn bench(a: BenchArgs) -> Result<u8> {
     Ok(0)
 }
 
-/// Digests of the disagreement files already in `out` (`fuzz-<digest>.toml`).
-fn known_digests(out: &Path) -> BTreeSet<String> {
-    let Ok(rd) = std::fs::read_dir(out) else { return BTreeSet::new() };
+/// The text that marks a finding as not explained yet (in the case's description).
+const UNEXPLAINED: &str = "Explanation: to be written.";
+
+/// The disagreement files already in `out` (`fuzz-<digest>.toml`): digest -> explained (the
+/// description no longer says "Explanation: to be written.").
+fn known_digests(out: &Path) -> BTreeMap<String, bool> {
+    let Ok(rd) = std::fs::read_dir(out) else { return BTreeMap::new() };
     rd.filter_map(|e| e.ok())
-        .filter_map(|e| e.file_name().to_str().and_then(|n| n.strip_prefix("fuzz-")?.strip_suffix(".toml").map(str::to_string)))
+        .filter_map(|e| {
+            let name = e.file_name().to_str()?.to_string();
+            let digest = name.strip_prefix("fuzz-")?.strip_suffix(".toml")?.to_string();
+            let text = std::fs::read_to_string(e.path()).ok()?;
+            Some((digest, !text.contains(UNEXPLAINED)))
+        })
         .collect()
 }
 
@@ -452,9 +466,11 @@ fn campaign(oracle: &mut dyn Oracle, profile: &KernelProfile, module: &ModuleKfu
                         minimized_slots: None,
                         oracle_calls: None,
                         file: None,
+                        explained: false,
                     };
                     if let Some(out) = &p.out {
-                        if known.contains(&digest) {
+                        if let Some(&explained) = known.get(&digest) {
+                            class.explained = explained;
                             class.file = Some(out.join(format!("fuzz-{digest}.toml")).display().to_string());
                         } else {
                             progress.bar.set_message(format!("minimising {}", cases[i].name));
@@ -573,7 +589,7 @@ fn write_finding(
         opts.disabled.iter().map(|r| format!(" --disable-rule {}", r.name())).collect::<String>()
     };
     case.description = Some(format!(
-        "{}. Model: {}. Found by `lockstep fuzz --kernel {} --profile {} --seed {}{rules}` as {} ({} instructions), minimised to {} in {} kernel runs. Explanation: to be written.",
+        "{}. Model: {}. Found by `lockstep fuzz --kernel {} --profile {} --seed {}{rules}` as {} ({} instructions), minimised to {} in {} kernel runs. {UNEXPLAINED}",
         sig.describe(),
         verdict_text(&model),
         oracle.kernel(),
@@ -675,6 +691,13 @@ mod tests {
         let again = campaign(&mut oracle, &profile, &module, &opts, &p, "fuzz").unwrap();
         assert_eq!(again.disagree, s.disagree, "same seed, same programs");
         assert!(again.classes.iter().all(|c| c.minimized_slots.is_none() && c.file.is_some()), "known classes are not minimised again");
+        assert!(again.classes.iter().all(|c| !c.explained), "nothing is explained yet");
+        // Writing an explanation into one file makes that class explained.
+        let f = again.classes[0].file.clone().unwrap();
+        let text = std::fs::read_to_string(&f).unwrap().replace(UNEXPLAINED, "Explanation: the model has call_under_lock off.");
+        std::fs::write(&f, text).unwrap();
+        let third = campaign(&mut oracle, &profile, &module, &opts, &p, "fuzz").unwrap();
+        assert_eq!(third.classes.iter().filter(|c| c.explained).count(), 1);
     }
 
     /// A kernel that crashes on some programs and never runs others.
