@@ -179,7 +179,7 @@ impl Loader {
             name: &name,
             insns: &insns,
             expected_attach_type: expected_attach_type(case.prog_type),
-            prog_flags: if case.sleepable { BPF_F_SLEEPABLE } else { 0 },
+            prog_flags: case.prog_flags | if case.sleepable { BPF_F_SLEEPABLE } else { 0 },
             prog_btf: if func_info.is_empty() { None } else { btf_fd.as_ref().map(|f| f.as_fd()) },
             func_info,
             fd_array: &fd_array,

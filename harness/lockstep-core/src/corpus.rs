@@ -2,7 +2,7 @@
 //! this module turns file contents into cases and compares model verdicts with expectations.
 
 use crate::case::parse::{parse_cases, CaseError};
-use crate::case::Case;
+use crate::case::{Case, Expectation};
 use crate::profile::{KernelProfile, ModuleKfuncs};
 use crate::verdict::{Verdict, VerdictKind};
 
@@ -36,16 +36,50 @@ pub struct CheckRow {
     pub expected: Option<bool>,
 }
 
+/// The expectation of `case` for `profile`: its own entry, else the `"*"` entry.
+pub fn expectation<'a>(case: &'a Case, profile: &str) -> Option<&'a Expectation> {
+    case.expect.get(profile).or_else(|| case.expect.get("*"))
+}
+
 /// Whether `v` meets `case`'s expectation for `profile` (`None` if there is none). A `"*"` key
 /// applies to every profile without its own entry. Messages compare on their first line.
+///
+/// `msgs` patterns (selftest `__msg`) are matched against the verdict's message with
+/// [`msgs_match`] when a rejection is expected. When an acceptance is expected they can only be
+/// verifier-log lines (`__msg("29: safe")` at `__log_level(2)`): a verdict has no log, so they
+/// are left to [`msgs_match`] on a kernel's log and [`log_only_msgs`] reports them.
 pub fn meets_expectation(case: &Case, profile: &str, v: &Verdict) -> Option<bool> {
-    let e = case.expect.get(profile).or_else(|| case.expect.get("*"))?;
+    let e = expectation(case, profile)?;
     let first = |s: &Option<String>| s.as_deref().map(|m| m.lines().next().unwrap_or("").to_string());
+    let msgs_ok = e.verdict != VerdictKind::Reject || msgs_match(&e.msgs, v.message.as_deref().unwrap_or(""));
     Some(
         e.verdict == v.verdict
             && (e.insn.is_none() || e.insn == v.insn)
-            && (e.message.is_none() || first(&e.message) == first(&v.message)),
+            && (e.message.is_none() || first(&e.message) == first(&v.message))
+            && msgs_ok,
     )
+}
+
+/// `msgs` patterns of `case`'s expectation for `profile` that a verdict alone cannot check (those
+/// of an expected acceptance: verifier-log lines).
+pub fn log_only_msgs<'a>(case: &'a Case, profile: &str) -> &'a [String] {
+    match expectation(case, profile) {
+        Some(e) if e.verdict != VerdictKind::Reject => &e.msgs,
+        _ => &[],
+    }
+}
+
+/// Whether every pattern occurs in `text`, in order, each after the end of the previous one
+/// (`test_loader.c`'s `validate_msgs()` for plain-substring `__msg` patterns).
+pub fn msgs_match(patterns: &[String], text: &str) -> bool {
+    let mut rest = text;
+    for p in patterns {
+        match rest.find(p.as_str()) {
+            Some(i) => rest = &rest[i + p.len()..],
+            None => return false,
+        }
+    }
+    true
 }
 
 /// Runs the model on every case for every profile.

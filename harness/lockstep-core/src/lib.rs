@@ -7,11 +7,13 @@
 //! - [`profile`]: kernel profiles (message catalogue, rules for calls under a lock).
 //! - [`model`]: the abstract interpreter that predicts the verifier's spin-lock verdicts.
 //! - [`verdict`]: verdicts and their comparison (agreement classes).
+//! - [`import`]: kernel selftests (C) and BPF objects (ELF) as cases.
 
 pub mod asm;
 pub mod case;
 pub mod corpus;
 pub mod helpers;
+pub mod import;
 pub mod insn;
 pub mod model;
 pub mod module_src;

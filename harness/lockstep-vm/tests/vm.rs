@@ -67,6 +67,7 @@ fn case(name: &str) -> Case {
         line: 1,
         prog_type: ProgType::SocketFilter,
         sleepable: false,
+        prog_flags: 0,
         maps: vec![],
         globals: vec![],
         extern_kfuncs: vec![],

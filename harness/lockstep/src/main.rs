@@ -9,6 +9,7 @@
 
 mod check;
 mod cases;
+mod import;
 
 use std::process::ExitCode;
 
@@ -45,6 +46,8 @@ enum Cmd {
     },
     /// List the built-in kernel profiles.
     Profiles,
+    /// Convert the kernel's naked-asm spin-lock selftests into case files.
+    ImportSelftests(import::ImportArgs),
     /// Print a case's program in the kernel's verifier-log syntax.
     Disasm {
         /// Case files or directories.
@@ -74,6 +77,7 @@ fn main() -> ExitCode {
         Cmd::Bench { what: BenchCmd::Model(a) } => check::bench(a),
         Cmd::Profiles => check::profiles(),
         Cmd::Disasm { paths } => check::disasm(&paths),
+        Cmd::ImportSelftests(a) => import::run(a),
     };
     match result {
         Ok(code) => ExitCode::from(code),
