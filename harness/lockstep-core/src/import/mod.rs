@@ -4,11 +4,14 @@
 //!
 //! - [`clex`], [`ctypes`]: just enough C (tokens, top-level items, struct layout, constant
 //!   expressions) for the selftest sources and the uapi header.
+//! - `cfile`: a selftest C file's functions, maps and globals.
 //! - [`annot`]: the selftests' `__success`/`__failure`/`__msg` annotations, from C or BTF decl tags.
 //! - [`sec`]: ELF section names to program types (libbpf's rules).
 //! - [`render`]: cases back to case-file TOML.
 
 pub mod annot;
+mod cexpr;
+mod cfile;
 pub mod clex;
 pub mod ctypes;
 pub mod render;

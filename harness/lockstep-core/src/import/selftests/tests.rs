@@ -1,6 +1,8 @@
 //! On excerpts of the real files: verifier_spin_lock.c and include/uapi/linux/bpf.h (7.3).
 
 use super::*;
+use crate::case::{Field, FieldKind, MapType};
+use crate::import::cfile::Operand;
 use crate::corpus::known_kfuncs;
 use crate::import::uapi_defs;
 use crate::verdict::VerdictKind;
