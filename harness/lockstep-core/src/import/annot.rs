@@ -223,7 +223,18 @@ impl TestSpec {
             out.insert(default_profile.to_string(), to_exp(&self.privileged, source.to_string())?);
         }
         for (p, m) in &self.per_profile {
-            out.insert(p.clone(), to_exp(m, format!("{source} (lockstep annotation for {p})"))?);
+            // A profile's own annotations override the verdict and/or the messages; what they
+            // leave out comes from the selftest annotations (messages only if the verdict is the same).
+            let failure = m.failure.or(self.privileged.failure);
+            let msgs = if !m.msgs.is_empty() {
+                m.msgs.clone()
+            } else if failure == self.privileged.failure {
+                self.privileged.msgs.clone()
+            } else {
+                Vec::new()
+            };
+            let merged = ModeSpec { failure, msgs, regex: self.privileged.regex && failure == self.privileged.failure, retval: None };
+            out.insert(p.clone(), to_exp(&merged, format!("{source} (lockstep annotation for {p})"))?);
         }
         Ok(out)
     }
@@ -301,6 +312,11 @@ mod tests {
         assert_eq!(e["*"].verdict, VerdictKind::Reject);
         assert_eq!(e["7.3"].verdict, VerdictKind::Accept);
         assert_eq!(e["7.2"].msgs, vec!["calls are not allowed"]);
+        // a message alone keeps the selftest verdict
+        let s = TestSpec::from_annotations(["test_expect_failure", "test_expect_msg=BPF_EXIT", "lockstep_msg=6.12:unlock is missing"]);
+        let e = s.expectations("*", "f.c").unwrap();
+        assert_eq!((e["6.12"].verdict, e["6.12"].msgs.as_slice()), (VerdictKind::Reject, &["unlock is missing".to_string()][..]));
+        assert_eq!(e["*"].msgs, vec!["BPF_EXIT"]);
     }
 
     #[test]

@@ -8,12 +8,15 @@
 //! - [`annot`]: the selftests' `__success`/`__failure`/`__msg` annotations, from C or BTF decl tags.
 //! - [`sec`]: ELF section names to program types (libbpf's rules).
 //! - [`render`]: cases back to case-file TOML.
+//! - [`btf`]: raw BTF (struct layouts, functions, data sections, decl tags) for [`elf`].
 
 pub mod annot;
+pub mod btf;
 mod cexpr;
 mod cfile;
 pub mod clex;
 pub mod ctypes;
+pub mod elf;
 pub mod render;
 pub mod sec;
 pub mod selftests;
