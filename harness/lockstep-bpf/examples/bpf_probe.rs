@@ -32,6 +32,7 @@ fn main() {
         prog_type: ProgType::SchedCls,
         sleepable: false,
         prog_flags: 0,
+        log_level: 0,
         maps: vec![MapSpec {
             name: ".data".into(),
             map_type: MapType::Array,

@@ -183,7 +183,7 @@ impl Loader {
             prog_btf: if func_info.is_empty() { None } else { btf_fd.as_ref().map(|f| f.as_fd()) },
             func_info,
             fd_array: &fd_array,
-            log_level: LOG_LEVEL,
+            log_level: if case.log_level != 0 { case.log_level | 4 } else { LOG_LEVEL },
         };
         let (res, log) = load_with_log(&load, self.log_size);
         let parsed = parse_verifier_log(&log);

@@ -214,6 +214,10 @@ pub struct Case {
     /// Further `BPF_PROG_LOAD` `prog_flags` (see [`PROG_FLAGS`]; `BPF_F_SLEEPABLE` is `sleepable`).
     #[serde(default)]
     pub prog_flags: u32,
+    /// Verifier log level to load with (0: the loader's default). Selftests with
+    /// `__log_level(2)` expect lines that only a level-2 log keeps on success (`29: safe`).
+    #[serde(default)]
+    pub log_level: u32,
     pub maps: Vec<MapSpec>,
     pub globals: Vec<GlobalFunc>,
     /// Kfuncs the program calls that the model does not know (declared to pass the name check).

@@ -68,6 +68,7 @@ fn case(name: &str) -> Case {
         prog_type: ProgType::SocketFilter,
         sleepable: false,
         prog_flags: 0,
+        log_level: 0,
         maps: vec![],
         globals: vec![],
         extern_kfuncs: vec![],

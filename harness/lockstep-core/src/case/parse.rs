@@ -37,6 +37,8 @@ struct RawCase {
     #[serde(default)]
     prog_flags: Vec<Spanned<String>>,
     #[serde(default)]
+    log_level: u32,
+    #[serde(default)]
     description: Option<String>,
     #[serde(default)]
     tags: Vec<String>,
@@ -186,6 +188,9 @@ fn convert_case(ctx: &Ctx, src: &str, rc: RawCase, known_kfuncs: &[String]) -> R
             let names: Vec<_> = ProgType::ALL.iter().map(|p| p.name()).collect();
             ctx.err(rc.prog_type.span(), format!("unknown prog_type `{}` (expected one of: {})", rc.prog_type.get_ref(), names.join(", ")))
         })?;
+    if rc.log_level > 2 {
+        return Err(ctx.err(rc.name.span(), format!("case `{}`: log_level {} (expected 1 or 2; stats are always on)", rc.name.get_ref(), rc.log_level)));
+    }
     let mut prog_flags = 0u32;
     for f in &rc.prog_flags {
         let bit = super::PROG_FLAGS.iter().find(|(n, _)| n == f.get_ref()).map(|(_, b)| *b).ok_or_else(|| {
@@ -266,6 +271,7 @@ fn convert_case(ctx: &Ctx, src: &str, rc: RawCase, known_kfuncs: &[String]) -> R
         prog_type,
         sleepable: rc.sleepable,
         prog_flags,
+        log_level: rc.log_level,
         maps,
         globals,
         extern_kfuncs: rc.kfuncs,

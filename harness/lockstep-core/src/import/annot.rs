@@ -255,9 +255,6 @@ impl TestSpec {
         if let Some(r) = &self.unprivileged.retval {
             t.push(format!("unpriv_retval:{r}"));
         }
-        if let Some(l) = &self.log_level {
-            t.push(format!("log_level:{l}"));
-        }
         for u in &self.unchecked {
             t.push(format!("unchecked:{u}"));
         }

@@ -242,7 +242,7 @@ fn program_case(
     for m in &used_maps {
         maps.push(map_spec(m, &obj.maps[m], btf, data_syms).map_err(|why| format!("map `{m}`: {why}"))?);
     }
-    let (expect, description, tags) = match btf.func(name) {
+    let (expect, description, tags, log_level) = match btf.func(name) {
         Some(id) => {
             let tags: Vec<&str> = btf.decl_tags(id).into_iter().filter_map(decl_tag_annotation).collect();
             let spec = TestSpec::from_annotations(tags.iter().copied());
@@ -258,9 +258,10 @@ fn program_case(
             if flags != 0 || sleepable {
                 return Err("__flag() on an object program is not supported".into());
             }
-            (expect, spec.description.clone(), spec.notes())
+            let log_level = spec.log_level.as_deref().and_then(|l| l.parse().ok()).filter(|l| *l <= 2).unwrap_or(0);
+            (expect, spec.description.clone(), spec.notes(), log_level)
         }
-        None => (BTreeMap::new(), None, Vec::new()),
+        None => (BTreeMap::new(), None, Vec::new(), 0),
     };
     let extern_kfuncs: Vec<String> = {
         let mut v: Vec<String> = program.relocs.values().filter_map(|r| if let Reloc::Kfunc { name } = r { Some(name.clone()) } else { None }).collect();
@@ -275,6 +276,7 @@ fn program_case(
         prog_type: st.prog_type,
         sleepable: st.sleepable,
         prog_flags: st.prog_flags,
+        log_level,
         maps,
         globals,
         extern_kfuncs,

@@ -55,6 +55,9 @@ pub fn render_case(c: &Case, comments: &[String]) -> String {
     if !flags.is_empty() {
         let _ = writeln!(o, "prog_flags = {}", list(&flags));
     }
+    if c.log_level != 0 {
+        let _ = writeln!(o, "log_level = {}", c.log_level);
+    }
     if let Some(d) = &c.description {
         let _ = writeln!(o, "description = {}", q(d));
     }

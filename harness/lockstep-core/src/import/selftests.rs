@@ -235,6 +235,7 @@ fn convert(fd: &FileDefs, f: &Func, file_name: &str, opts: &ImportOptions) -> Re
         prog_type: st.prog_type,
         sleepable: st.sleepable || sleepable,
         prog_flags: st.prog_flags | flags,
+        log_level: spec.log_level.as_deref().and_then(|l| l.parse().ok()).filter(|l| *l <= 2).unwrap_or(0),
         maps,
         globals,
         extern_kfuncs: kfuncs,

@@ -36,6 +36,7 @@ fn case(prog_type: ProgType, maps: Vec<MapSpec>, text: &str) -> Case {
         prog_type,
         sleepable: false,
         prog_flags: 0,
+        log_level: 0,
         maps,
         globals: vec![],
         extern_kfuncs: vec![],
