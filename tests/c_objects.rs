@@ -145,3 +145,35 @@ fn disassembly_reassembles_to_the_same_instructions() {
         }
     }
 }
+
+/// Section names aya-obj 0.3 does not know (`tc`, `?tc`, `syscall`) load; programs of types a
+/// case cannot carry are listed as skipped with the reason; programs without annotations get
+/// no expectation.
+#[test]
+fn section_names_and_skipped_programs() {
+    if compile_all().is_none() {
+        return;
+    }
+    let src = r#"
+#include "lockstep.h"
+SEC("?tc") int autoload_off(struct __sk_buff *skb) { return 0; }
+SEC("syscall") int sys(void *ctx) { return 0; }
+SEC("fentry/bpf_fentry_test1") int traced(void *ctx) { return 0; }
+SEC("xdp") int plain_xdp(void *ctx) { return 2; }
+char _license[] SEC("license") = "GPL";
+"#;
+    let dir = std::env::temp_dir().join(format!("lockstep-c-sections-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let (c, o) = (dir.join("s.bpf.c"), dir.join("s.bpf.o"));
+    std::fs::write(&c, src).unwrap();
+    let st = Command::new("clang").args(["-O2", "-g", "-target", "bpf", "-I"]).arg(c_dir()).arg("-c").arg(&c).arg("-o").arg(&o).status().unwrap();
+    assert!(st.success());
+    let got = cases_from_object("s.bpf.o", &std::fs::read(&o).unwrap()).unwrap();
+    let _ = std::fs::remove_dir_all(&dir);
+    let names: Vec<_> = got.cases.iter().map(|c| (c.name.as_str(), c.prog_type.name(), c.sleepable)).collect();
+    assert_eq!(names, [("autoload_off", "sched_cls", false), ("sys", "syscall", true), ("plain_xdp", "xdp", false)]);
+    assert_eq!(got.skipped.len(), 1);
+    assert_eq!(got.skipped[0].0, "traced");
+    assert!(got.skipped[0].1.contains("fentry/bpf_fentry_test1"), "{:?}", got.skipped);
+    assert!(got.cases.iter().all(|c| c.expect.is_empty()));
+}

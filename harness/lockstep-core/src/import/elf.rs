@@ -432,3 +432,15 @@ pub fn rename_sections(bytes: &[u8], which: &[usize], new_name: &str) -> Result<
     }
     Ok(out)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn not_an_object() {
+        assert!(cases_from_object("x", b"not an ELF file").unwrap_err().0.contains("not an ELF object"));
+        assert!(rename_sections(&[0u8; 16], &[1], "x").is_err());
+        assert_eq!(rename_sections(b"abc", &[], "x").unwrap(), b"abc");
+    }
+}
