@@ -17,13 +17,16 @@ fn c_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/c")
 }
 
+/// (file stem, object bytes) of each compiled example.
+type Objects = Vec<(String, Vec<u8>)>;
+
 /// The compiled examples (once per test binary); None when clang is missing.
 fn compile_all() -> Option<&'static [(String, Vec<u8>)]> {
-    static OBJS: std::sync::OnceLock<Option<Vec<(String, Vec<u8>)>>> = std::sync::OnceLock::new();
+    static OBJS: std::sync::OnceLock<Option<Objects>> = std::sync::OnceLock::new();
     OBJS.get_or_init(compile).as_deref()
 }
 
-fn compile() -> Option<Vec<(String, Vec<u8>)>> {
+fn compile() -> Option<Objects> {
     if Command::new("clang").arg("--version").output().is_err() {
         eprintln!("SKIPPED: clang not found; install it (scripts/setup.sh) to compile tests/c/*.bpf.c");
         return None;

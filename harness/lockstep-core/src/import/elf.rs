@@ -408,7 +408,7 @@ pub fn rename_sections(bytes: &[u8], which: &[usize], new_name: &str) -> Result<
     let str_size = rd(hdr(shstrndx) + 0x20, 8)? as usize;
     let table = bytes.get(str_off..str_off + str_size).ok_or("section name table out of range")?;
     let mut out = bytes.to_vec();
-    while out.len() % 8 != 0 {
+    while !out.len().is_multiple_of(8) {
         out.push(0);
     }
     let new_off = out.len();
