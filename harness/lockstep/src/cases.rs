@@ -53,7 +53,8 @@ pub fn load(paths: &[PathBuf], module: &ModuleKfuncs) -> anyhow::Result<Vec<Case
     for f in expand(paths)? {
         if is_object(&f) {
             let bytes = std::fs::read(&f).map_err(|e| BadInput(format!("{}: {e}", f.display())))?;
-            let got = lockstep_core::import::elf::cases_from_object(&f.display().to_string(), &bytes).map_err(|e| BadInput(e.to_string()))?;
+            let known = lockstep_core::corpus::known_kfuncs(module);
+            let got = lockstep_core::import::elf::cases_from_object(&f.display().to_string(), &bytes, &known).map_err(|e| BadInput(e.to_string()))?;
             for (prog, why) in &got.skipped {
                 eprintln!("{}: program {prog} skipped: {why}", f.display());
             }

@@ -50,8 +50,10 @@ const EXTERN_VAR_SRC: u8 = 7;
 /// The section name aya-obj is given for every program section (it accepts `socket/...`).
 const RENAMED: &str = "socket/__lockstep";
 
-/// Reads the programs of a BPF object. `file` names it in the cases.
-pub fn cases_from_object(file: &str, bytes: &[u8]) -> Result<ObjectCases, ElfError> {
+/// Reads the programs of a BPF object. `file` names it in the cases; `known_kfuncs` are the
+/// kfuncs the model knows ([`crate::corpus::known_kfuncs`]): calls to others are listed in each
+/// case's `extern_kfuncs`, as a case file's `kfuncs` key does.
+pub fn cases_from_object(file: &str, bytes: &[u8], known_kfuncs: &[String]) -> Result<ObjectCases, ElfError> {
     let e = |s: String| ElfError(format!("{file}: {s}"));
     let elf = object::File::parse(bytes).map_err(|x| e(format!("not an ELF object: {x}")))?;
     if elf.architecture() != object::Architecture::Bpf || !elf.is_little_endian() || !elf.is_64() {
@@ -136,7 +138,7 @@ pub fn cases_from_object(file: &str, bytes: &[u8]) -> Result<ObjectCases, ElfErr
     for (name, p) in programs {
         let sec = prog_secs.get(&p.section_index).cloned().unwrap_or_default();
         let Some(func) = obj.functions.get(&p.function_key()) else { continue };
-        match program_case(file, name, &sec, func, &obj, &btf, &data_syms, &map_names, &kfuncs, &externs) {
+        match program_case(file, name, &sec, func, &obj, &btf, &data_syms, &map_names, &kfuncs, &externs, known_kfuncs) {
             Ok(c) => out.cases.push(c),
             Err(why) => out.skipped.push((name.clone(), why)),
         }
@@ -156,6 +158,7 @@ fn program_case(
     map_names: &[String],
     kfuncs: &[String],
     externs: &[String],
+    known_kfuncs: &[String],
 ) -> Result<Case, String> {
     let st = prog_type_of_section(sec)?;
     let mut insns: Vec<Insn> = func
@@ -264,7 +267,12 @@ fn program_case(
         None => (BTreeMap::new(), None, Vec::new(), 0),
     };
     let extern_kfuncs: Vec<String> = {
-        let mut v: Vec<String> = program.relocs.values().filter_map(|r| if let Reloc::Kfunc { name } = r { Some(name.clone()) } else { None }).collect();
+        let mut v: Vec<String> = program
+            .relocs
+            .values()
+            .filter_map(|r| if let Reloc::Kfunc { name } = r { Some(name.clone()) } else { None })
+            .filter(|n| !known_kfuncs.contains(n))
+            .collect();
         v.sort();
         v.dedup();
         v
@@ -439,7 +447,7 @@ mod tests {
 
     #[test]
     fn not_an_object() {
-        assert!(cases_from_object("x", b"not an ELF file").unwrap_err().0.contains("not an ELF object"));
+        assert!(cases_from_object("x", b"not an ELF file", &[]).unwrap_err().0.contains("not an ELF object"));
         assert!(rename_sections(&[0u8; 16], &[1], "x").is_err());
         assert_eq!(rename_sections(b"abc", &[], "x").unwrap(), b"abc");
     }
