@@ -108,13 +108,29 @@ pub fn macro_key(name: &str) -> Option<String> {
 
 /// The annotation string of a BTF decl tag (`comment:12:test_expect_msg=foo` ->
 /// `test_expect_msg=foo`), or None for other tags.
-pub fn decl_tag_annotation(tag: &str) -> Option<&str> {
+///
+/// 7.x's bpf_misc.h puts a `__COUNTER__` value first (`comment:N:key=value`) so that equal tags
+/// stay distinct; 6.12's puts it after the key of the pattern annotations
+/// (`comment:test_expect_msg=N=value`) and nowhere else.
+pub fn decl_tag_annotation(tag: &str) -> Option<String> {
     let rest = tag.strip_prefix("comment:")?;
-    // bpf_misc.h puts a __COUNTER__ value first (so equal tags stay distinct).
-    match rest.split_once(':') {
-        Some((n, a)) if !n.is_empty() && n.bytes().all(|c| c.is_ascii_digit()) => Some(a),
-        _ => Some(rest),
+    let is_num = |s: &str| !s.is_empty() && s.bytes().all(|c| c.is_ascii_digit());
+    if let Some((n, a)) = rest.split_once(':') {
+        if is_num(n) {
+            return Some(a.to_string());
+        }
     }
+    if let Some((key, value)) = rest.split_once('=') {
+        let counted = ["test_expect_msg", "test_expect_msg_unpriv", "test_expect_xlated", "test_expect_xlated_unpriv", "test_expect_regex", "test_expect_regex_unpriv", "test_expect_not_msg", "test_expect_not_msg_unpriv", "test_jited", "test_jited_unpriv"];
+        if counted.contains(&key) {
+            if let Some((n, v)) = value.split_once('=') {
+                if is_num(n) {
+                    return Some(format!("{key}={v}"));
+                }
+            }
+        }
+    }
+    Some(rest.to_string())
 }
 
 impl TestSpec {
@@ -268,9 +284,14 @@ mod tests {
 
     #[test]
     fn decl_tags_strip_the_counter() {
-        assert_eq!(decl_tag_annotation("comment:12:test_expect_msg=a:b"), Some("test_expect_msg=a:b"));
-        assert_eq!(decl_tag_annotation("comment:test_expect_failure"), Some("test_expect_failure"));
-        assert_eq!(decl_tag_annotation("kptr"), None);
+        let a = |t: &str| decl_tag_annotation(t);
+        assert_eq!(a("comment:12:test_expect_msg=a:b").as_deref(), Some("test_expect_msg=a:b"));
+        assert_eq!(a("comment:test_expect_failure").as_deref(), Some("test_expect_failure"));
+        assert_eq!(a("kptr"), None);
+        // 6.12's bpf_misc.h: the counter after the key
+        assert_eq!(a("comment:test_expect_msg=3=unlock is missing").as_deref(), Some("test_expect_msg=unlock is missing"));
+        assert_eq!(a("comment:test_expect_msg_unpriv=4=").as_deref(), Some("test_expect_msg_unpriv="));
+        assert_eq!(a("comment:test_description=a=b").as_deref(), Some("test_description=a=b"));
     }
 
     #[test]

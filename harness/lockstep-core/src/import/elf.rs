@@ -245,10 +245,10 @@ fn program_case(
     for m in &used_maps {
         maps.push(map_spec(m, &obj.maps[m], btf, data_syms).map_err(|why| format!("map `{m}`: {why}"))?);
     }
-    let (expect, description, tags, log_level) = match btf.func(name) {
+    let (expect, description, tags, log_level, flags) = match btf.func(name) {
         Some(id) => {
-            let tags: Vec<&str> = btf.decl_tags(id).into_iter().filter_map(decl_tag_annotation).collect();
-            let spec = TestSpec::from_annotations(tags.iter().copied());
+            let tags: Vec<String> = btf.decl_tags(id).into_iter().filter_map(decl_tag_annotation).collect();
+            let spec = TestSpec::from_annotations(tags.iter().map(String::as_str));
             if !spec.unknown.is_empty() {
                 return Err(format!("unknown annotations: {}", spec.unknown.join(", ")));
             }
@@ -257,14 +257,11 @@ fn program_case(
             } else {
                 spec.expectations("*", &format!("{file}: decl tags of {name}"))?
             };
-            let (flags, sleepable) = spec.prog_flags()?;
-            if flags != 0 || sleepable {
-                return Err("__flag() on an object program is not supported".into());
-            }
+            let flags = spec.prog_flags()?;
             let log_level = spec.log_level.as_deref().and_then(|l| l.parse().ok()).filter(|l| *l <= 2).unwrap_or(0);
-            (expect, spec.description.clone(), spec.notes(), log_level)
+            (expect, spec.description.clone(), spec.notes(), log_level, flags)
         }
-        None => (BTreeMap::new(), None, Vec::new(), 0),
+        None => (BTreeMap::new(), None, Vec::new(), 0, (0, false)),
     };
     let extern_kfuncs: Vec<String> = {
         let mut v: Vec<String> = program
@@ -282,8 +279,8 @@ fn program_case(
         file: file.to_string(),
         line: 0,
         prog_type: st.prog_type,
-        sleepable: st.sleepable,
-        prog_flags: st.prog_flags,
+        sleepable: st.sleepable || flags.1,
+        prog_flags: st.prog_flags | flags.0,
         log_level,
         maps,
         globals,
