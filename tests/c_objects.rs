@@ -181,3 +181,32 @@ char _license[] SEC("license") = "GPL";
     assert!(got.skipped[0].1.contains("fentry/bpf_fentry_test1"), "{:?}", got.skipped);
     assert!(got.cases.iter().all(|c| c.expect.is_empty()));
 }
+
+/// The importer's cases (tests/corpus/selftests-VER, from the C source's asm text) against clang's
+/// compilation of the same selftest file (scripts/build-selftest-objects.sh VER): the same
+/// instructions, maps and expectations. Skipped for versions whose objects are not built.
+#[test]
+fn imported_selftests_match_the_compiled_selftest_objects() {
+    let Some(home) = std::env::var_os("LOCKSTEP_CACHE").map(PathBuf::from).or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache/lockstep"))) else { return };
+    let kfuncs = known_kfuncs(&bundled());
+    for v in ["6.12", "7.2", "7.3"] {
+        for file in ["verifier_spin_lock", "verifier_helper_restricted"] {
+            let obj = home.join(format!("selftest-objs/{v}/{file}.bpf.o"));
+            let Ok(bytes) = std::fs::read(&obj) else {
+                eprintln!("SKIPPED {v}/{file}: {} not built (scripts/build-selftest-objects.sh {v})", obj.display());
+                continue;
+            };
+            let toml = Path::new(env!("CARGO_MANIFEST_DIR")).join(format!("../../tests/corpus/selftests-{v}/{file}.toml"));
+            let imported = lockstep_core::case::parse::parse_cases("t", &std::fs::read_to_string(&toml).unwrap(), &kfuncs).unwrap();
+            let compiled = cases_from_object("o", &bytes, &kfuncs).unwrap().cases;
+            for i in &imported {
+                let c = case(&compiled, &i.name);
+                assert_eq!(i.program.insns, c.program.insns, "{v} {}", i.name);
+                assert_eq!(i.maps, c.maps, "{v} {}", i.name);
+                assert_eq!((i.prog_type, i.prog_flags, i.log_level), (c.prog_type, c.prog_flags, c.log_level), "{v} {}", i.name);
+                let (ei, ec) = (&i.expect[v], &c.expect["*"]);
+                assert_eq!((ei.verdict, &ei.msgs), (ec.verdict, &ec.msgs), "{v} {}", i.name);
+            }
+        }
+    }
+}
