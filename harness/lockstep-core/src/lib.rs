@@ -10,13 +10,17 @@
 //! - [`import`]: kernel selftests (C) and BPF objects (ELF) as cases.
 
 pub mod asm;
+pub mod btf;
 pub mod case;
+pub mod compare;
 pub mod corpus;
 pub mod helpers;
 pub mod import;
 pub mod insn;
 pub mod model;
+pub mod module_ko;
 pub mod module_src;
 pub mod profile;
 pub mod proto;
+pub mod serde_pairs;
 pub mod verdict;

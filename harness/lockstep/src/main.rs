@@ -7,9 +7,14 @@
 //! - 3: infrastructure failure (no kernel, no QEMU, boot failure, setup error)
 //! - 4: kernel crash (panic, oops, WARN or hang in a guest)
 
-mod check;
+mod agent;
 mod cases;
+mod check;
 mod import;
+mod kernel;
+mod report;
+mod run;
+mod runner;
 
 use std::process::ExitCode;
 
@@ -22,8 +27,12 @@ pub const EXIT_BAD_INPUT: u8 = 2;
 /// Exit code: infrastructure failure.
 pub const EXIT_INFRA: u8 = 3;
 /// Exit code: kernel crash.
-#[allow(dead_code)]
 pub const EXIT_CRASH: u8 = 4;
+
+/// An infrastructure failure (no QEMU, a dynamically linked binary, ...): exit code 3.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct InfraError(pub String);
 
 #[derive(Parser)]
 #[command(name = "lockstep", version, about = "Differential test harness for the BPF verifier's spin-lock rules")]
@@ -46,6 +55,15 @@ enum Cmd {
     },
     /// List the built-in kernel profiles.
     Profiles,
+    /// Run cases on real kernels in QEMU guests (or the host kernel) and compare with the model.
+    Run(run::RunArgs),
+    /// Fetch and list kernels.
+    Kernel {
+        #[command(subcommand)]
+        cmd: kernel::KernelCmd,
+    },
+    /// The guest agent (what `/init` runs in a lockstep guest; it powers the machine off).
+    Agent,
     /// Convert the kernel's naked-asm spin-lock selftests into case files.
     ImportSelftests(import::ImportArgs),
     /// Print a case's program in the kernel's verifier-log syntax.
@@ -62,6 +80,10 @@ enum BenchCmd {
 }
 
 fn main() -> ExitCode {
+    // As the guest's /init (pid 1) the binary is the agent, whatever its arguments.
+    if std::process::id() == 1 {
+        agent::main();
+    }
     let cli = Cli::parse();
     let level = match cli.verbose {
         0 => "warn",
@@ -76,6 +98,9 @@ fn main() -> ExitCode {
         Cmd::Check(a) => check::run(a),
         Cmd::Bench { what: BenchCmd::Model(a) } => check::bench(a),
         Cmd::Profiles => check::profiles(),
+        Cmd::Run(a) => run::run(a),
+        Cmd::Kernel { cmd } => kernel::run(cmd),
+        Cmd::Agent => agent::main(),
         Cmd::Disasm { paths } => check::disasm(&paths),
         Cmd::ImportSelftests(a) => import::run(a),
     };

@@ -274,10 +274,15 @@ impl<'a> Machine<'a> {
                 Ok(Reg::MapValue { map: *map, off: off + c, var: *var, id: *id, null: false })
             }
             (Reg::MapValue { null: false, map, off, var, id }, None) => {
+                // check_reg_sane_offset_scalar(), in its order (a known offset took the branch above).
                 if b.smin == i64::MIN {
                     return self.reject(pc, self.msg(&self.profile.messages.ptr_unbounded_min, &[("type", "map_value".into())]));
                 }
-                if b.smax >= 1 << 29 || b.smin <= -(1 << 29) {
+                if b.smin >= BPF_MAX_VAR_OFF || b.smin <= -BPF_MAX_VAR_OFF {
+                    let args = [("value", b.smin.to_string()), ("type", "map_value".into())];
+                    return self.reject(pc, self.msg(&self.profile.messages.ptr_offset_oob, &args));
+                }
+                if b.smax >= BPF_MAX_VAR_OFF {
                     return Err(Stop::Unsupported("pointer offset bounds beyond BPF_MAX_VAR_OFF".into()));
                 }
                 let nv = match var {
@@ -563,6 +568,9 @@ pub(crate) enum Flow {
     Done,
 }
 
+/// `BPF_MAX_VAR_OFF`: the largest variable offset the verifier allows on a pointer.
+const BPF_MAX_VAR_OFF: i64 = 1 << 29;
+
 fn scalar_op(op: u8, a: Scalar, b: Scalar, is64: bool) -> Scalar {
     if let (Some(x), Some(y)) = (a.konst(), b.konst()) {
         let (x, y) = if is64 { (x, y) } else { (x as u32 as i64, y as u32 as i64) };
@@ -589,6 +597,14 @@ fn scalar_op(op: u8, a: Scalar, b: Scalar, is64: bool) -> Scalar {
         BPF_SUB => a.add(b.neg()),
         BPF_AND => match (a.konst(), b.konst()) {
             (_, Some(m)) | (Some(m), _) if m >= 0 => Scalar::below(m as u64).refine(CmpOp::Le, a.umax.min(m as u64) as i64).unwrap_or(Scalar::below(m as u64)),
+            _ => Scalar::unknown(),
+        },
+        // scalar_min_max_arsh(): the signed bounds shift; the unsigned ones follow from them.
+        BPF_ARSH if is64 => match b.konst() {
+            Some(k) if (0..64).contains(&k) => {
+                let s = Scalar { smin: a.smin >> k, smax: a.smax >> k, umin: 0, umax: u64::MAX };
+                if s.smin >= 0 { Scalar::below(s.smax as u64).refine(CmpOp::Sge, s.smin).unwrap_or(s) } else { s }
+            }
             _ => Scalar::unknown(),
         },
         BPF_RSH => match b.konst() {

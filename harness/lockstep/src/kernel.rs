@@ -1,0 +1,192 @@
+//! `lockstep kernel fetch|list`, and resolving a kernel name into what `run` boots: the image,
+//! its exact package version, the model profile that should predict it, and the test module
+//! built for it.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use anyhow::{Context, Result};
+use clap::Subcommand;
+use indicatif::{ProgressBar, ProgressStyle};
+use lockstep_core::profile::{KernelProfile, ModuleKfuncs};
+use lockstep_vm::debian::{FetchParts, KernelCache, KernelRef, Progress, KERNELS};
+
+use crate::cases::BadInput;
+
+/// `lockstep kernel ...`.
+#[derive(Subcommand)]
+pub enum KernelCmd {
+    /// Fetch Debian's prebuilt kernel images (private apt configuration, cached outside the repo).
+    Fetch {
+        /// Kernel names: debian:6.12, debian:7.2, debian:7.3.
+        #[arg(required = true)]
+        names: Vec<String>,
+        /// Also fetch the headers and kbuild packages (needed to build the test module).
+        #[arg(long)]
+        headers: bool,
+        /// Re-read the package index and fetch a newer version if there is one.
+        #[arg(long)]
+        refresh: bool,
+    },
+    /// Build (or find cached) the test module for a kernel and print its kfuncs' compiled flags.
+    Module {
+        /// Kernel name, e.g. debian:7.3.
+        name: String,
+    },
+    /// List the cached kernels with their exact package versions.
+    List {
+        /// JSON lines instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+/// Runs `kernel fetch|list`.
+pub fn run(cmd: KernelCmd) -> Result<u8> {
+    match cmd {
+        KernelCmd::Fetch { names, headers, refresh } => {
+            let cache = KernelCache::open_default().refresh(refresh);
+            for n in &names {
+                let k = fetch(&cache, n, FetchParts { headers })?;
+                println!("{}\t{}\t{}", k.name, k.package_version, k.vmlinuz.display());
+            }
+            Ok(0)
+        }
+        KernelCmd::Module { name } => {
+            let m = build_module(&name)?;
+            println!("# {}", m.ko.display());
+            for k in m.kfuncs.kfuncs.values() {
+                let safe = if k.flags & lockstep_core::module_src::LOCK_SAFE_FLAG != 0 { "lock-safe" } else { "-" };
+                println!("{:<24} {:#07x} {:<10} {:?}", k.name, k.flags, safe, k.prog_types);
+            }
+            Ok(0)
+        }
+        KernelCmd::List { json } => {
+            let cache = KernelCache::open_default();
+            let list = cache.list();
+            for k in &list {
+                if json {
+                    println!("{}", serde_json::to_string(k)?);
+                } else {
+                    let h = if k.headers.is_some() { "headers" } else { "-" };
+                    println!("{:<12} {:<22} {:<20} {:<8} {}", k.name, k.package_version, k.release(), h, k.vmlinuz.display());
+                }
+            }
+            if list.is_empty() && !json {
+                eprintln!("no kernels cached in {} (known: {})", cache.root().display(), known_names());
+            }
+            Ok(0)
+        }
+    }
+}
+
+fn known_names() -> String {
+    KERNELS.iter().map(|k| k.name).collect::<Vec<_>>().join(", ")
+}
+
+/// Fetches (or finds in the cache) kernel `name`, with a progress bar on stderr.
+pub fn fetch(cache: &KernelCache, name: &str, parts: FetchParts) -> Result<KernelRef> {
+    if lockstep_vm::debian::names::spec_for(name).is_none() {
+        return Err(BadInput(format!("unknown kernel {name:?} (known: {})", known_names())).into());
+    }
+    let bar = ProgressBar::new_spinner();
+    bar.set_style(ProgressStyle::with_template("{spinner} {prefix} {wide_msg} {bytes}/{total_bytes}").expect("template"));
+    bar.set_prefix(name.to_string());
+    let on = |p: Progress| match p {
+        Progress::CacheHit { package_version, .. } => bar.set_message(format!("cached {package_version}")),
+        Progress::Updating { suite } => bar.set_message(format!("reading the {suite} package index")),
+        Progress::Resolved { package_version, .. } => bar.set_message(format!("version {package_version}")),
+        Progress::Downloading { package, version, size } => {
+            bar.set_length(size.unwrap_or(0));
+            bar.set_position(0);
+            bar.set_message(format!("downloading {package} {version}"));
+        }
+        Progress::Unpacking { package, done, total } => {
+            bar.set_length(total);
+            bar.set_position(done);
+            bar.set_message(format!("unpacking {package}"));
+        }
+        Progress::Done => {}
+    };
+    let k = cache.fetch(name, parts, &on).with_context(|| format!("fetching kernel {name}"))?;
+    bar.finish_and_clear();
+    Ok(k)
+}
+
+/// The profile that should predict a kernel: `debian:7.2` -> `7.2`.
+pub fn default_profile(kernel: &str) -> Option<String> {
+    kernel.strip_prefix("debian:").map(str::to_string)
+}
+
+/// Looks a profile up by name (bad input if unknown).
+pub fn profile(name: &str) -> Result<KernelProfile> {
+    KernelProfile::by_name(name).map_err(|e| BadInput(e.to_string()).into())
+}
+
+/// The test module built for one kernel, and the kfuncs the model should assume.
+#[derive(Clone, Debug)]
+pub struct BuiltModule {
+    pub ko: PathBuf,
+    /// The module source's kfuncs with the `.ko`'s compiled flags.
+    pub kfuncs: ModuleKfuncs,
+}
+
+fn scripts_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../scripts")
+}
+
+/// Builds (or finds cached) the test module for `kernel` with `scripts/build-module.sh`, and
+/// reads its kfunc flags from the `.ko`'s `.BTF_ids`.
+pub fn build_module(kernel: &str) -> Result<BuiltModule> {
+    let script = scripts_dir().join("build-module.sh");
+    let bar = ProgressBar::new_spinner();
+    bar.set_message(format!("building the test module for {kernel}"));
+    bar.enable_steady_tick(std::time::Duration::from_millis(200));
+    let out = Command::new("bash").arg(&script).arg(kernel).output().with_context(|| format!("running {}", script.display()));
+    bar.finish_and_clear();
+    let out = out?;
+    if !out.status.success() {
+        let err = String::from_utf8_lossy(&out.stderr);
+        let tail: Vec<&str> = err.lines().rev().take(15).collect::<Vec<_>>().into_iter().rev().collect();
+        anyhow::bail!("building the test module for {kernel} failed ({}):\n{}", out.status, tail.join("\n"));
+    }
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let ko = PathBuf::from(stdout.lines().last().unwrap_or("").trim());
+    module_from_ko(&ko, headers_vmlinux(kernel).as_deref())
+}
+
+/// The BTF-only `vmlinux` of a Debian kernel's headers, as unpacked by `build-module.sh`
+/// (the base of module BTF when the `.ko` carries no distilled `.BTF.base`).
+fn headers_vmlinux(kernel: &str) -> Option<PathBuf> {
+    let dir = KernelCache::default_root().join("headers").join(kernel.replace(':', "-"));
+    let mut found: Vec<PathBuf> = std::fs::read_dir(dir)
+        .ok()?
+        .flatten()
+        .filter_map(|v| std::fs::read_dir(v.path().join("root/usr/src")).ok())
+        .flat_map(|d| d.flatten().map(|e| e.path().join("vmlinux")))
+        .filter(|p| p.is_file())
+        .collect();
+    found.sort();
+    found.pop()
+}
+
+/// The model's view of a built module: the bundled source's kfuncs with the `.ko`'s flags
+/// (`vmlinux`: the kernel's vmlinux, whose BTF is the base when the `.ko` has no `.BTF.base`).
+pub fn module_from_ko(ko: &Path, vmlinux: Option<&Path>) -> Result<BuiltModule> {
+    let bytes = std::fs::read(ko).with_context(|| format!("reading {}", ko.display()))?;
+    let vmlinux_bytes = match vmlinux {
+        Some(v) => Some(std::fs::read(v).with_context(|| format!("reading {}", v.display()))?),
+        None => None,
+    };
+    let base = match &vmlinux_bytes {
+        Some(v) => lockstep_core::module_ko::elf_section(v, ".BTF")?,
+        None => None,
+    };
+    let flags = lockstep_core::module_ko::kfunc_flags(&bytes, base).with_context(|| format!("{}", ko.display()))?;
+    let mut kfuncs = lockstep_core::module_src::bundled();
+    let missing = kfuncs.apply_ko_flags(&flags);
+    if !missing.is_empty() {
+        tracing::warn!(?missing, ko = %ko.display(), "kfuncs of the module source are missing from the built module");
+    }
+    Ok(BuiltModule { ko: ko.to_path_buf(), kfuncs })
+}
