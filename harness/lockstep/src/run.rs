@@ -187,6 +187,7 @@ pub fn run_cases(args: &RunArgs, cases: &[Case]) -> Result<RunOutput> {
                     note = Some(format!("kernel WARN while the case ran:\n{}", warnings.join("\n")));
                 }
                 bar.inc(1);
+                let model_expected = lockstep_core::corpus::meets_expectation(c, &target.profile.name, &model);
                 rows[index] = Some(RunRow {
                     case: c.name.clone(),
                     file: c.file.clone(),
@@ -204,6 +205,10 @@ pub fn run_cases(args: &RunArgs, cases: &[Case]) -> Result<RunOutput> {
                     model_message: model.message,
                     model_insn: model.insn,
                     agreement,
+                    kernel_expected: (result.setup_error.is_none() && outcome != Outcome::NotRun)
+                        .then(|| lockstep_core::corpus::kernel_meets_expectation(c, &target.profile.name, &result))
+                        .flatten(),
+                    model_expected,
                     note,
                     verification_usec: result.verification_usec,
                     insns_processed: result.insns_processed,
@@ -238,6 +243,7 @@ fn module_note(status: &ModuleStatus, target: &KernelTarget) -> String {
 
 fn unrun_row(c: &Case, kernel: &str, target: &KernelTarget, release: &str, outcome: Outcome, note: String) -> RunRow {
     let model = lockstep_core::model::check(c, &target.profile, &target.module_kfuncs());
+    let model_expected = lockstep_core::corpus::meets_expectation(c, &target.profile.name, &model);
     RunRow {
         case: c.name.clone(),
         file: c.file.clone(),
@@ -255,6 +261,8 @@ fn unrun_row(c: &Case, kernel: &str, target: &KernelTarget, release: &str, outco
         model_message: model.message,
         model_insn: model.insn,
         agreement: Agreement::Infra,
+        kernel_expected: None,
+        model_expected,
         note: Some(note),
         verification_usec: None,
         insns_processed: None,
