@@ -357,7 +357,12 @@ pub fn summary(imports: &[FileImport], opts: &ImportOptions, files_scanned: usiz
     let _ = writeln!(o, "expectations for profile `{}`. Do not edit the case files: re-run the import.\n", opts.profile);
     let total_lock: usize = imports.iter().map(|f| f.lock_tests()).sum();
     let total_conv: usize = imports.iter().map(|f| f.converted.len()).sum();
-    let _ = writeln!(o, "{files_scanned} verifier_*.c files mention a lock; {total_lock} tests use one; {total_conv} converted.\n");
+    let _ = writeln!(
+        o,
+        "{files_scanned} verifier_*.c files mention `spin_lock`; {} have tests that take a lock: {total_lock} tests, {total_conv} converted.",
+        imports.len()
+    );
+    let _ = writeln!(o, "C-bodied tests can be checked as objects: `scripts/build-selftest-objects.sh {}`.\n", opts.profile);
     let _ = writeln!(o, "| file | tests | use a lock | converted |");
     let _ = writeln!(o, "|---|---|---|---|");
     for f in imports {
