@@ -173,3 +173,30 @@ fn a_guest_that_panics_at_boot_is_reported_not_hung() {
     assert!(stderr.contains("boot failed"), "{stderr}");
     assert!(stderr.contains("Kernel panic"), "the console excerpt is shown:\n{stderr}");
 }
+
+#[test]
+#[cfg_attr(not(lockstep_vm_tests), ignore = "set LOCKSTEP_VM_TESTS=1")]
+fn a_module_that_fails_to_load_marks_its_cases_not_run() {
+    let bin = env!("CARGO_BIN_EXE_lockstep");
+    // The module built for 7.2 does not load into 7.3 (vermagic).
+    let built = Command::new(bin).args(["kernel", "module", "debian:7.2"]).output().expect("build the 7.2 module");
+    assert!(built.status.success(), "{}", String::from_utf8_lossy(&built.stderr));
+    let stdout = String::from_utf8_lossy(&built.stdout);
+    let ko = stdout.lines().next().and_then(|l| l.strip_prefix("# ")).expect("the .ko path");
+    let out = Command::new(bin)
+        .args(["run", "--kernel", "debian:7.3", "--json", "--module-ko", ko])
+        .arg(root().join("tests/corpus/gen-calls.toml"))
+        .output()
+        .expect("run lockstep");
+    assert_eq!(out.status.code(), Some(3), "{}", String::from_utf8_lossy(&out.stderr));
+    let rows: Vec<Value> = String::from_utf8_lossy(&out.stdout).lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    let module_rows: Vec<&Value> = rows.iter().filter(|r| r["case"].as_str().unwrap().starts_with("call_module_")).collect();
+    assert!(!module_rows.is_empty());
+    for r in &module_rows {
+        assert_eq!(r["outcome"], "not_run", "{r}");
+        assert_eq!(r["agreement"], "infra", "{r}");
+        assert!(r["note"].as_str().unwrap().contains("finit_module"), "the load failure is named: {r}");
+    }
+    let others = rows.iter().filter(|r| !r["case"].as_str().unwrap().starts_with("call_module_"));
+    assert!(others.clone().all(|r| r["outcome"] == "ran"), "the other cases still run");
+}

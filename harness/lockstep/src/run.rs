@@ -55,6 +55,9 @@ pub struct RunArgs {
     /// Keep the full verifier log of every case (in the JSON output).
     #[arg(long)]
     pub log: bool,
+    /// Use this built test module (.ko) instead of building one for each kernel.
+    #[arg(long, value_name = "KO", conflicts_with = "no_module")]
+    pub module_ko: Option<PathBuf>,
     /// Do not build or load the test module (its cases are reported as not run).
     #[arg(long)]
     pub no_module: bool,
@@ -116,6 +119,7 @@ pub fn run_cases(args: &RunArgs, cases: &[Case]) -> Result<RunOutput> {
         module: !args.no_module,
         console_dir: args.console_dir.clone(),
         extra_cmdline: args.append.clone(),
+        module_ko: args.module_ko.clone(),
     };
     let kernels: Vec<String> = if args.host {
         vec![HOST.into()]
