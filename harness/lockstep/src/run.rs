@@ -10,6 +10,7 @@ use lockstep_core::asm::Reloc;
 use lockstep_core::case::Case;
 use lockstep_core::compare::{classify, Agreement};
 use lockstep_core::proto::ModuleStatus;
+use lockstep_core::verdict::Verdict;
 use lockstep_vm::guest::Timeouts;
 
 use crate::report::{self, Outcome, RunRow};
@@ -195,28 +196,17 @@ pub fn run_cases(args: &RunArgs, cases: &[Case]) -> Result<RunOutput> {
                     note = Some(format!("kernel WARN while the case ran:\n{}", warnings.join("\n")));
                 }
                 bar.inc(1);
-                rows[index] = Some(RunRow {
-                    case: c.name.clone(),
-                    file: c.file.clone(),
-                    line: c.line,
-                    kernel: name.clone(),
-                    package_version: target.package_version.clone(),
-                    release: release.clone(),
-                    profile: target.profile.name.clone(),
-                    outcome,
-                    kernel_verdict: (result.setup_error.is_none() && outcome != Outcome::NotRun).then_some(result.verdict.verdict),
-                    kernel_message: result.verdict.message.clone(),
-                    kernel_insn: result.verdict.insn,
-                    kernel_errno: Some(result.errno),
-                    model_verdict: model.verdict,
-                    model_message: model.message,
-                    model_insn: model.insn,
-                    agreement,
-                    note,
-                    verification_usec: result.verification_usec,
-                    insns_processed: result.insns_processed,
-                    log: result.log,
-                });
+                let mut row = base_row(c, name, &target, &release, model, outcome, agreement, note);
+                if result.setup_error.is_none() && outcome != Outcome::NotRun {
+                    row.kernel_verdict = Some(result.verdict.verdict);
+                }
+                row.kernel_message = result.verdict.message;
+                row.kernel_insn = result.verdict.insn;
+                row.kernel_errno = Some(result.errno);
+                row.verification_usec = result.verification_usec;
+                row.insns_processed = result.insns_processed;
+                row.log = result.log;
+                rows[index] = Some(row);
             }
             CaseEvent::Crashed { index, excerpt } => {
                 bar.inc(1);
@@ -244,8 +234,9 @@ fn module_note(status: &ModuleStatus, target: &KernelTarget) -> String {
     }
 }
 
-fn unrun_row(c: &Case, kernel: &str, target: &KernelTarget, release: &str, outcome: Outcome, note: String) -> RunRow {
-    let model = lockstep_core::model::check(c, &target.profile, &target.module_kfuncs());
+/// A row with the case, kernel and model filled in and no kernel verdict yet.
+#[allow(clippy::too_many_arguments)]
+fn base_row(c: &Case, kernel: &str, target: &KernelTarget, release: &str, model: Verdict, outcome: Outcome, agreement: Agreement, note: Option<String>) -> RunRow {
     RunRow {
         case: c.name.clone(),
         file: c.file.clone(),
@@ -262,12 +253,18 @@ fn unrun_row(c: &Case, kernel: &str, target: &KernelTarget, release: &str, outco
         model_verdict: model.verdict,
         model_message: model.message,
         model_insn: model.insn,
-        agreement: Agreement::Infra,
-        note: Some(note),
+        agreement,
+        note,
         verification_usec: None,
         insns_processed: None,
         log: None,
     }
+}
+
+/// A case without a kernel verdict (crashed, or never ran).
+fn unrun_row(c: &Case, kernel: &str, target: &KernelTarget, release: &str, outcome: Outcome, note: String) -> RunRow {
+    let model = lockstep_core::model::check(c, &target.profile, &target.module_kfuncs());
+    base_row(c, kernel, target, release, model, outcome, Agreement::Infra, Some(note))
 }
 
 /// `lockstep run`.
