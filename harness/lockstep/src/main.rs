@@ -8,6 +8,7 @@
 //! - 4: kernel crash (panic, oops, WARN or hang in a guest)
 
 mod agent;
+mod bench;
 mod cases;
 mod check;
 mod import;
@@ -77,6 +78,8 @@ enum Cmd {
 enum BenchCmd {
     /// Programs checked per second by the model on the corpus.
     Model(check::BenchArgs),
+    /// Boot-to-first-verdict and kernel verdicts per second in one guest (virtme-ng as reference).
+    Guest(bench::GuestBenchArgs),
 }
 
 fn main() -> ExitCode {
@@ -97,6 +100,7 @@ fn main() -> ExitCode {
     let result = match cli.cmd {
         Cmd::Check(a) => check::run(a),
         Cmd::Bench { what: BenchCmd::Model(a) } => check::bench(a),
+        Cmd::Bench { what: BenchCmd::Guest(a) } => bench::guest(a),
         Cmd::Profiles => check::profiles(),
         Cmd::Run(a) => run::run(a),
         Cmd::Kernel { cmd } => kernel::run(cmd),
