@@ -3,7 +3,7 @@
 //!
 //! Every row that is not an agreement with the model, or whose kernel verdict misses the corpus
 //! expectation (taken from the kernel source), becomes an insta snapshot
-//! `tests/snapshots/kernels/<kernel>__<case>.snap` holding the program, both verdicts and a log
+//! `tests/snapshots/kernels/kernels__<kernel>__<corpus file>__<case>.snap` holding the program, both verdicts and a log
 //! excerpt. A new or changed disagreement is a snapshot diff (`cargo insta review`); a snapshot
 //! whose disagreement went away fails the test until it is deleted. No snapshot for a kernel
 //! means full agreement on it.
@@ -24,20 +24,31 @@ fn root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
 }
 
-fn corpus() -> BTreeMap<String, Case> {
+/// A case's key: its file relative to `tests/corpus` without `.toml` (`/` as `__`), and its name.
+fn key(file: &str, name: &str) -> (String, String) {
+    let rel = file.rsplit_once("tests/corpus/").map_or(file, |(_, r)| r);
+    (rel.trim_end_matches(".toml").replace('/', "__"), name.to_string())
+}
+
+/// Every corpus case (subdirectories included), by [`key`].
+fn corpus() -> BTreeMap<(String, String), Case> {
     let module = lockstep_core::module_src::bundled();
     let mut out = BTreeMap::new();
-    let mut files: Vec<PathBuf> = std::fs::read_dir(root().join("tests/corpus"))
-        .unwrap()
-        .flatten()
-        .map(|e| e.path())
-        .filter(|p| p.extension().is_some_and(|x| x == "toml"))
-        .collect();
-    files.sort();
+    let mut dirs = vec![root().join("tests/corpus")];
+    let mut files = Vec::new();
+    while let Some(d) = dirs.pop() {
+        for p in std::fs::read_dir(d).unwrap().flatten().map(|e| e.path()) {
+            if p.is_dir() {
+                dirs.push(p);
+            } else if p.extension().is_some_and(|x| x == "toml") {
+                files.push(p);
+            }
+        }
+    }
     for f in files {
         let src = std::fs::read_to_string(&f).unwrap();
         for c in lockstep_core::corpus::load_text(&f.display().to_string(), &src, &module).unwrap() {
-            out.insert(c.name.clone(), c);
+            out.insert(key(&c.file, &c.name), c);
         }
     }
     out
@@ -120,7 +131,7 @@ fn run_matrix(kernels: &[&str]) {
     let mut failures = Vec::new();
     let mut expected_snaps = Vec::new();
     for row in &rows {
-        let case = &corpus[row["case"].as_str().unwrap()];
+        let case = &corpus[&key(row["file"].as_str().unwrap(), row["case"].as_str().unwrap())];
         let kernel = row["kernel"].as_str().unwrap();
         assert_ne!(row["outcome"], "not_run", "{} did not run on {kernel}: {}", case.name, row["note"]);
         assert_ne!(row["agreement"], "infra", "{} on {kernel}: {}", case.name, row["note"]);
@@ -130,7 +141,8 @@ fn run_matrix(kernels: &[&str]) {
         let meets = kernel_verdict(row).filter(|_| for_kernel).and_then(|v| meets_expectation(case, profile, &v));
         let disagrees = !matches!(row["agreement"].as_str(), Some("agree" | "unsupported"));
         if disagrees || meets == Some(false) {
-            let name = format!("{}__{}", kernel.replace(':', "-"), case.name);
+            let (file, _) = key(&case.file, &case.name);
+            let name = format!("{}__{file}__{}", kernel.replace(':', "-"), case.name);
             expected_snaps.push(format!("kernels__{name}.snap"));
             failures.push(name.clone());
             let mut settings = insta::Settings::clone_current();
