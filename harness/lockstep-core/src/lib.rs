@@ -8,6 +8,7 @@
 //! - [`model`]: the abstract interpreter that predicts the verifier's spin-lock verdicts.
 //! - [`verdict`]: verdicts and their comparison (agreement classes).
 //! - [`fuzz`]: differential fuzzing: program generator, minimiser, disagreement signatures.
+//! - [`import`]: kernel selftests (C) and BPF objects (ELF) as cases.
 
 pub mod asm;
 pub mod btf;
@@ -16,6 +17,7 @@ pub mod compare;
 pub mod corpus;
 pub mod fuzz;
 pub mod helpers;
+pub mod import;
 pub mod insn;
 pub mod model;
 pub mod module_ko;

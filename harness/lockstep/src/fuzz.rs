@@ -103,6 +103,9 @@ struct Common {
     /// Extra kernel command-line parameter for the guest (repeatable).
     #[arg(long, value_name = "PARAM")]
     append: Vec<String>,
+    /// A prebuilt test module (.ko) to load instead of building one.
+    #[arg(long, value_name = "KO")]
+    module_ko: Option<PathBuf>,
 }
 
 fn default_out() -> PathBuf {
@@ -244,6 +247,7 @@ fn open_oracle(c: &Common) -> Result<(Box<dyn Oracle>, KernelProfile, ModuleKfun
         module: !c.no_module,
         console_dir: c.console_dir.clone(),
         extra_cmdline: c.append.clone(),
+        module_ko: c.module_ko.clone(),
     };
     let target = KernelTarget::prepare(&c.kernel, c.profile.as_deref(), &opts)?;
     let module = target.module_kfuncs();
@@ -609,6 +613,7 @@ fn write_finding(
                 insn: if kr.verdict.verdict == VerdictKind::Reject { kr.verdict.insn } else { None },
                 message: if kr.verdict.verdict == VerdictKind::Reject { first(&kr.verdict.message) } else { None },
                 source: Some(format!("{} (lockstep fuzz)", oracle.kernel())),
+                msgs: Vec::new(),
             };
             case.expect.insert(profile.name.clone(), e);
         }

@@ -12,6 +12,7 @@ mod bench;
 mod cases;
 mod check;
 mod fuzz;
+mod import;
 mod kernel;
 mod report;
 mod run;
@@ -67,6 +68,8 @@ enum Cmd {
     },
     /// The guest agent (what `/init` runs in a lockstep guest; it powers the machine off).
     Agent,
+    /// Convert the kernel's naked-asm spin-lock selftests into case files.
+    ImportSelftests(import::ImportArgs),
     /// Print a case's program in the kernel's verifier-log syntax.
     Disasm {
         /// Case files or directories.
@@ -110,6 +113,7 @@ fn main() -> ExitCode {
         Cmd::Kernel { cmd } => kernel::run(cmd),
         Cmd::Agent => agent::main(),
         Cmd::Disasm { paths } => check::disasm(&paths),
+        Cmd::ImportSelftests(a) => import::run(a),
     };
     match result {
         Ok(code) => ExitCode::from(code),

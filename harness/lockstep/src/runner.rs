@@ -43,6 +43,8 @@ pub struct RunnerOptions {
     pub console_dir: Option<PathBuf>,
     /// Extra kernel parameters.
     pub extra_cmdline: Vec<String>,
+    /// A prebuilt test module to use instead of building one.
+    pub module_ko: Option<PathBuf>,
 }
 
 /// Where cases run.
@@ -93,8 +95,12 @@ impl KernelTarget {
         };
         let profile = kernel::profile(&pname)?;
         let k = kernel::fetch(&KernelCache::open_default(), name, FetchParts::default())?;
+        let built = match &opts.module_ko {
+            Some(ko) => kernel::module_from_ko(ko, None),
+            None => kernel::build_module(name),
+        };
         let (module, module_error) = if opts.module {
-            match kernel::build_module(name) {
+            match built {
                 Ok(m) => (Some(m), None),
                 Err(e) => {
                     tracing::warn!("{name}: {e:#}");

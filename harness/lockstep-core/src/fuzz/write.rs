@@ -63,6 +63,13 @@ pub fn case_toml(case: &Case) -> String {
     if case.sleepable {
         let _ = writeln!(s, "sleepable = true");
     }
+    if case.prog_flags != 0 {
+        let names: Vec<String> = crate::case::PROG_FLAGS.iter().filter(|(_, b)| case.prog_flags & b != 0).map(|(n, _)| q(n)).collect();
+        let _ = writeln!(s, "prog_flags = [{}]", names.join(", "));
+    }
+    if case.log_level != 0 {
+        let _ = writeln!(s, "log_level = {}", case.log_level);
+    }
     if let Some(d) = &case.description {
         let _ = writeln!(s, "description = {}", q(d));
     }
@@ -93,6 +100,9 @@ pub fn case_toml(case: &Case) -> String {
         }
         if let Some(src) = &e.source {
             let _ = writeln!(s, "source = {}", q(src));
+        }
+        if !e.msgs.is_empty() {
+            let _ = writeln!(s, "msgs = [{}]", e.msgs.iter().map(|m| q(m)).collect::<Vec<_>>().join(", "));
         }
     }
     s

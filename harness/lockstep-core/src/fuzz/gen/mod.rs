@@ -69,6 +69,8 @@ impl Generator {
             line: 0,
             prog_type: b.prog_type,
             sleepable: b.prog_type == ProgType::Syscall,
+            prog_flags: 0,
+            log_level: 0,
             maps: b.maps,
             globals: b.globals,
             extern_kfuncs: vec![],
