@@ -9,6 +9,7 @@
 
 mod agent;
 mod cases;
+mod census;
 mod check;
 mod kernel;
 mod report;
@@ -56,6 +57,8 @@ enum Cmd {
     Profiles,
     /// Run cases on real kernels in QEMU guests (or the host kernel) and compare with the model.
     Run(run::RunArgs),
+    /// Which kfuncs each kernel lets a program call while holding a bpf_spin_lock, beside the model's view.
+    Census(census::CensusArgs),
     /// Fetch and list kernels.
     Kernel {
         #[command(subcommand)]
@@ -96,6 +99,7 @@ fn main() -> ExitCode {
         Cmd::Bench { what: BenchCmd::Model(a) } => check::bench(a),
         Cmd::Profiles => check::profiles(),
         Cmd::Run(a) => run::run(a),
+        Cmd::Census(a) => census::run(a),
         Cmd::Kernel { cmd } => kernel::run(cmd),
         Cmd::Agent => agent::main(),
         Cmd::Disasm { paths } => check::disasm(&paths),
