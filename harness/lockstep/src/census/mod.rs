@@ -98,11 +98,6 @@ impl CensusOutput {
     }
 }
 
-/// The answers to one batch of probes, in order (Err: why the probe gave no answer).
-struct Batch {
-    results: Vec<Result<KernelResult, String>>,
-}
-
 /// What the guest said on boot.
 struct Booted {
     release: String,
@@ -137,8 +132,8 @@ impl Guest<'_> {
         }
     }
 
-    /// Runs `cases` in the guest.
-    fn run(&mut self, cases: &[Case], what: &str) -> Result<Batch> {
+    /// Runs `cases` in the guest: the answers in order (Err: why a probe gave no answer).
+    fn run(&mut self, cases: &[Case], what: &str) -> Result<Vec<Result<KernelResult, String>>> {
         let mut results: Vec<Result<KernelResult, String>> = vec![Err("no answer".into()); cases.len()];
         let (name, bar) = (self.name, self.bar);
         bar.set_message(format!("{what}: {} probes", cases.len()));
@@ -162,7 +157,7 @@ impl Guest<'_> {
             ev => Guest::on_boot(boot, bar, name, ev),
         })?;
         self.probes += cases.len();
-        Ok(Batch { results })
+        Ok(results)
     }
 }
 
@@ -232,8 +227,8 @@ fn census_kernel(target: &KernelTarget, session: KernelSession, args: &CensusArg
         }
         let cases: Vec<Case> = todo.iter().map(|&i| probe::probe_case(&kf[i].entry.name, t, Probe::Registration)).collect();
         bar.inc_length(cases.len() as u64);
-        let batch = g.run(&cases, &format!("registration on {}", t.name()))?;
-        for ((&i, c), r) in todo.iter().zip(&cases).zip(batch.results) {
+        let results = g.run(&cases, &format!("registration on {}", t.name()))?;
+        for ((&i, c), r) in todo.iter().zip(&cases).zip(results) {
             let answer = match r {
                 Ok(r) => probe::read_registration(&kf[i].entry.name, &r, probe::call_insn(c)),
                 Err(why) => Registration::Refused(format!("no answer: {why}")),
@@ -250,8 +245,8 @@ fn census_kernel(target: &KernelTarget, session: KernelSession, args: &CensusArg
     }
     let cases: Vec<Case> = todo.iter().map(|&(i, t)| probe::probe_case(&kf[i].entry.name, t, Probe::Lock)).collect();
     bar.inc_length(cases.len() as u64);
-    let batch = g.run(&cases, "lock probes")?;
-    for ((&(i, t), c), r) in todo.iter().zip(&cases).zip(batch.results) {
+    let results = g.run(&cases, "lock probes")?;
+    for ((&(i, t), c), r) in todo.iter().zip(&cases).zip(results) {
         let answer = match r {
             Ok(r) => probe::read_lock_probe(&r, probe::call_insn(c)),
             Err(why) => (LockStatus::NotCallable, format!("no answer: {why}")),
@@ -276,6 +271,10 @@ fn census_kernel(target: &KernelTarget, session: KernelSession, args: &CensusArg
             row
         })
         .collect();
+    for r in rows.iter().filter(|r| r.per_type.values().any(|s| Some(s) != r.per_type.values().next())) {
+        let per: Vec<String> = r.per_type.iter().map(|(t, s)| format!("{} on {}", s.as_str(), t.name())).collect();
+        warnings.push(format!("{}: the status depends on the program type: {}", r.name, per.join(", ")));
+    }
     let mut c = KernelCensus {
         kernel: target.name.clone(),
         package_version: target.package_version.clone(),
@@ -398,7 +397,7 @@ pub fn take_census(args: &CensusArgs) -> Result<CensusOutput> {
         let result = KernelSession::start(&target, &left).and_then(|s| census_kernel(&target, s, args, &bar));
         match result {
             Ok((c, crashes)) => {
-                if !matches!(c.module.as_str(), m if m.ends_with(" loaded")) && !args.no_module {
+                if !c.module.ends_with(" loaded") && !args.no_module && name != HOST {
                     out.infra.push(format!("{name}: the test module is not in the census: {}", c.module));
                 }
                 out.crashes.extend(crashes);

@@ -293,20 +293,21 @@ mod tests {
     #[test]
     fn reports_show_both_sets_the_change_and_the_explained_difference() {
         use LockStatus::*;
-        let a = census("debian:7.2", "7.2", vec![row("bpf_refcount_acquire", LockSafe, ModelView::LockSafe, &[])]);
+        // A vmlinux kfunc flagged lock-safe that the 7.3 profile does not list.
+        let a = census("debian:7.2", "7.2", vec![row("bpf_new_flagged", LockSafe, ModelView::LockSafe, &[])]);
         let b = census(
             "debian:7.3",
             "7.3",
             vec![
-                row("bpf_refcount_acquire", LockSafe, ModelView::NotLockSafe, &[("generic_btf_ids", 1 << 17 | 1)]),
+                row("bpf_new_flagged", LockSafe, ModelView::NotLockSafe, &[("generic_btf_ids", 1 << 17 | 1)]),
                 row("bpf_task_acquire", NotLockSafe, ModelView::NotLockSafe, &[("generic_btf_ids", 1)]),
             ],
         );
         let ks = [a, b];
         let t = text(&ks);
-        assert!(t.contains("lock-safe on debian:7.2 (1): bpf_refcount_acquire"), "{t}");
+        assert!(t.contains("lock-safe on debian:7.2 (1): bpf_new_flagged"), "{t}");
         assert!(t.contains("changed from debian:7.2 to debian:7.3 (1):"), "{t}");
-        assert!(t.contains("bpf_task_acquire      absent -> not-lock-safe"), "{t}");
+        assert!(t.contains("bpf_task_acquire  absent -> not-lock-safe"), "{t}");
         assert!(t.contains("model differences on debian:7.3 (profile 7.3): 1"), "{t}");
         assert!(t.contains("missing from profile 7.3's kfuncs_under_lock"), "{t}");
         let md = markdown(&ks);
