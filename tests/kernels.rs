@@ -3,7 +3,7 @@
 //!
 //! Every row that is not an agreement with the model, or whose kernel verdict misses the corpus
 //! expectation (taken from the kernel source), becomes an insta snapshot
-//! `tests/snapshots/kernels/<kernel>__<case>.snap` holding the program, both verdicts and a log
+//! `tests/snapshots/kernels/kernels__<kernel>__<corpus file>__<case>.snap` holding the program, both verdicts and a log
 //! excerpt. A new or changed disagreement is a snapshot diff (`cargo insta review`); a snapshot
 //! whose disagreement went away fails the test until it is deleted. No snapshot for a kernel
 //! means full agreement on it.
@@ -24,20 +24,31 @@ fn root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
 }
 
-fn corpus() -> BTreeMap<String, Case> {
+/// A case's key: its file relative to `tests/corpus` without `.toml` (`/` as `__`), and its name.
+fn key(file: &str, name: &str) -> (String, String) {
+    let rel = file.rsplit_once("tests/corpus/").map_or(file, |(_, r)| r);
+    (rel.trim_end_matches(".toml").replace('/', "__"), name.to_string())
+}
+
+/// Every corpus case (subdirectories included), by [`key`].
+fn corpus() -> BTreeMap<(String, String), Case> {
     let module = lockstep_core::module_src::bundled();
     let mut out = BTreeMap::new();
-    let mut files: Vec<PathBuf> = std::fs::read_dir(root().join("tests/corpus"))
-        .unwrap()
-        .flatten()
-        .map(|e| e.path())
-        .filter(|p| p.extension().is_some_and(|x| x == "toml"))
-        .collect();
-    files.sort();
+    let mut dirs = vec![root().join("tests/corpus")];
+    let mut files = Vec::new();
+    while let Some(d) = dirs.pop() {
+        for p in std::fs::read_dir(d).unwrap().flatten().map(|e| e.path()) {
+            if p.is_dir() {
+                dirs.push(p);
+            } else if p.extension().is_some_and(|x| x == "toml") {
+                files.push(p);
+            }
+        }
+    }
     for f in files {
         let src = std::fs::read_to_string(&f).unwrap();
         for c in lockstep_core::corpus::load_text(&f.display().to_string(), &src, &module).unwrap() {
-            out.insert(c.name.clone(), c);
+            out.insert(key(&c.file, &c.name), c);
         }
     }
     out
@@ -120,7 +131,7 @@ fn run_matrix(kernels: &[&str]) {
     let mut failures = Vec::new();
     let mut expected_snaps = Vec::new();
     for row in &rows {
-        let case = &corpus[row["case"].as_str().unwrap()];
+        let case = &corpus[&key(row["file"].as_str().unwrap(), row["case"].as_str().unwrap())];
         let kernel = row["kernel"].as_str().unwrap();
         assert_ne!(row["outcome"], "not_run", "{} did not run on {kernel}: {}", case.name, row["note"]);
         assert_ne!(row["agreement"], "infra", "{} on {kernel}: {}", case.name, row["note"]);
@@ -130,7 +141,8 @@ fn run_matrix(kernels: &[&str]) {
         let meets = kernel_verdict(row).filter(|_| for_kernel).and_then(|v| meets_expectation(case, profile, &v));
         let disagrees = !matches!(row["agreement"].as_str(), Some("agree" | "unsupported"));
         if disagrees || meets == Some(false) {
-            let name = format!("{}__{}", kernel.replace(':', "-"), case.name);
+            let (file, _) = key(&case.file, &case.name);
+            let name = format!("{}__{file}__{}", kernel.replace(':', "-"), case.name);
             expected_snaps.push(format!("kernels__{name}.snap"));
             failures.push(name.clone());
             let mut settings = insta::Settings::clone_current();
@@ -157,4 +169,46 @@ fn run_matrix(kernels: &[&str]) {
 #[cfg_attr(not(lockstep_vm_tests), ignore = "set LOCKSTEP_VM_TESTS=1")]
 fn corpus_on_the_default_matrix() {
     run_matrix(&["debian:7.2", "debian:7.3"]);
+}
+
+#[test]
+#[cfg_attr(not(lockstep_vm_tests), ignore = "set LOCKSTEP_VM_TESTS=1")]
+fn a_guest_that_panics_at_boot_is_reported_not_hung() {
+    // A later rdinit= wins over lockstep's: the kernel finds no init and panics.
+    let out = Command::new(env!("CARGO_BIN_EXE_lockstep"))
+        .args(["run", "--kernel", "debian:7.3", "--accel", "tcg", "--boot-timeout", "60", "--append", "rdinit=/nonexistent"])
+        .arg(root().join("tests/corpus/gen-pairing.toml"))
+        .output()
+        .expect("run lockstep");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(3), "a boot failure is an infrastructure failure:\n{stderr}");
+    assert!(stderr.contains("boot failed"), "{stderr}");
+    assert!(stderr.contains("Kernel panic"), "the console excerpt is shown:\n{stderr}");
+}
+
+#[test]
+#[cfg_attr(not(lockstep_vm_tests), ignore = "set LOCKSTEP_VM_TESTS=1")]
+fn a_module_that_fails_to_load_marks_its_cases_not_run() {
+    let bin = env!("CARGO_BIN_EXE_lockstep");
+    // The module built for 7.2 does not load into 7.3 (vermagic).
+    let built = Command::new(bin).args(["kernel", "module", "debian:7.2"]).output().expect("build the 7.2 module");
+    assert!(built.status.success(), "{}", String::from_utf8_lossy(&built.stderr));
+    let stdout = String::from_utf8_lossy(&built.stdout);
+    let ko = stdout.lines().next().and_then(|l| l.strip_prefix("# ")).expect("the .ko path");
+    let out = Command::new(bin)
+        .args(["run", "--kernel", "debian:7.3", "--json", "--module-ko", ko])
+        .arg(root().join("tests/corpus/gen-calls.toml"))
+        .output()
+        .expect("run lockstep");
+    assert_eq!(out.status.code(), Some(3), "{}", String::from_utf8_lossy(&out.stderr));
+    let rows: Vec<Value> = String::from_utf8_lossy(&out.stdout).lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    let module_rows: Vec<&Value> = rows.iter().filter(|r| r["case"].as_str().unwrap().starts_with("call_module_")).collect();
+    assert!(!module_rows.is_empty());
+    for r in &module_rows {
+        assert_eq!(r["outcome"], "not_run", "{r}");
+        assert_eq!(r["agreement"], "infra", "{r}");
+        assert!(r["note"].as_str().unwrap().contains("finit_module"), "the load failure is named: {r}");
+    }
+    let others = rows.iter().filter(|r| !r["case"].as_str().unwrap().starts_with("call_module_"));
+    assert!(others.clone().all(|r| r["outcome"] == "ran"), "the other cases still run");
 }

@@ -7,6 +7,7 @@
 //! - [`profile`]: kernel profiles (message catalogue, rules for calls under a lock).
 //! - [`model`]: the abstract interpreter that predicts the verifier's spin-lock verdicts.
 //! - [`verdict`]: verdicts and their comparison (agreement classes).
+//! - [`import`]: kernel selftests (C) and BPF objects (ELF) as cases.
 
 pub mod asm;
 pub mod btf;
@@ -14,6 +15,7 @@ pub mod case;
 pub mod compare;
 pub mod corpus;
 pub mod helpers;
+pub mod import;
 pub mod insn;
 pub mod model;
 pub mod module_ko;

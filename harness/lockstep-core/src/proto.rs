@@ -127,6 +127,8 @@ mod tests {
                 line: 1,
                 prog_type: crate::case::ProgType::SchedCls,
                 sleepable: false,
+                prog_flags: 0,
+                log_level: 0,
                 maps: Vec::new(),
                 globals: Vec::new(),
                 extern_kfuncs: Vec::new(),

@@ -84,11 +84,17 @@ fn known_names() -> String {
     KERNELS.iter().map(|k| k.name).collect::<Vec<_>>().join(", ")
 }
 
+/// Bad input unless `name` is a kernel lockstep knows.
+pub fn known_kernel(name: &str) -> Result<()> {
+    if lockstep_vm::debian::names::spec_for(name).is_none() {
+        return Err(BadInput(format!("unknown kernel {name:?} (known: {}, or --host)", known_names())).into());
+    }
+    Ok(())
+}
+
 /// Fetches (or finds in the cache) kernel `name`, with a progress bar on stderr.
 pub fn fetch(cache: &KernelCache, name: &str, parts: FetchParts) -> Result<KernelRef> {
-    if lockstep_vm::debian::names::spec_for(name).is_none() {
-        return Err(BadInput(format!("unknown kernel {name:?} (known: {})", known_names())).into());
-    }
+    known_kernel(name)?;
     let bar = ProgressBar::new_spinner();
     bar.set_style(ProgressStyle::with_template("{spinner} {prefix} {wide_msg} {bytes}/{total_bytes}").expect("template"));
     bar.set_prefix(name.to_string());

@@ -8,9 +8,11 @@
 //! - 4: kernel crash (panic, oops, WARN or hang in a guest)
 
 mod agent;
+mod bench;
 mod cases;
 mod census;
 mod check;
+mod import;
 mod kernel;
 mod report;
 mod run;
@@ -66,6 +68,8 @@ enum Cmd {
     },
     /// The guest agent (what `/init` runs in a lockstep guest; it powers the machine off).
     Agent,
+    /// Convert the kernel's naked-asm spin-lock selftests into case files.
+    ImportSelftests(import::ImportArgs),
     /// Print a case's program in the kernel's verifier-log syntax.
     Disasm {
         /// Case files or directories.
@@ -77,6 +81,8 @@ enum Cmd {
 enum BenchCmd {
     /// Programs checked per second by the model on the corpus.
     Model(check::BenchArgs),
+    /// Boot-to-first-verdict and kernel verdicts per second in one guest (virtme-ng as reference).
+    Guest(bench::GuestBenchArgs),
 }
 
 fn main() -> ExitCode {
@@ -97,12 +103,14 @@ fn main() -> ExitCode {
     let result = match cli.cmd {
         Cmd::Check(a) => check::run(a),
         Cmd::Bench { what: BenchCmd::Model(a) } => check::bench(a),
+        Cmd::Bench { what: BenchCmd::Guest(a) } => bench::guest(a),
         Cmd::Profiles => check::profiles(),
         Cmd::Run(a) => run::run(a),
         Cmd::Census(a) => census::run(a),
         Cmd::Kernel { cmd } => kernel::run(cmd),
         Cmd::Agent => agent::main(),
         Cmd::Disasm { paths } => check::disasm(&paths),
+        Cmd::ImportSelftests(a) => import::run(a),
     };
     match result {
         Ok(code) => ExitCode::from(code),

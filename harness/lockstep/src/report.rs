@@ -43,6 +43,11 @@ pub struct RunRow {
     pub model_message: Option<String>,
     pub model_insn: Option<usize>,
     pub agreement: Agreement,
+    /// Whether the kernel met the case's own expectation for this profile (e.g. an imported
+    /// selftest's annotation); None without an expectation or a kernel verdict.
+    pub kernel_expected: Option<bool>,
+    /// Whether the model met it.
+    pub model_expected: Option<bool>,
     /// Why there is no kernel verdict, the console excerpt of a crash, or a setup error.
     pub note: Option<String>,
     pub verification_usec: Option<u64>,
@@ -154,6 +159,15 @@ pub fn summary_lines(rows: &[RunRow]) -> String {
             s.warnings,
             s.not_run
         );
+        let with = mine.iter().filter(|r| r.model_expected.is_some()).count();
+        if with > 0 {
+            let kernel = mine.iter().filter(|r| r.kernel_expected == Some(true)).count();
+            let model = mine.iter().filter(|r| r.model_expected == Some(true)).count();
+            let _ = writeln!(out, "  own expectations ({with} cases): kernel meets {kernel}, model meets {model}");
+            for r in mine.iter().filter(|r| r.kernel_expected == Some(false)) {
+                let _ = writeln!(out, "  kernel misses the expectation of {} ({}:{})", r.case, r.file, r.line);
+            }
+        }
     }
     out
 }
@@ -272,6 +286,8 @@ mod tests {
             model_message: None,
             model_insn: None,
             agreement: a,
+            kernel_expected: None,
+            model_expected: None,
             note: None,
             verification_usec: None,
             insns_processed: None,

@@ -10,6 +10,7 @@ use lockstep_core::asm::Reloc;
 use lockstep_core::case::Case;
 use lockstep_core::compare::{classify, Agreement};
 use lockstep_core::proto::ModuleStatus;
+use lockstep_core::verdict::Verdict;
 use lockstep_vm::guest::Timeouts;
 
 use crate::report::{self, Outcome, RunRow};
@@ -55,9 +56,15 @@ pub struct RunArgs {
     /// Keep the full verifier log of every case (in the JSON output).
     #[arg(long)]
     pub log: bool,
+    /// Use this built test module (.ko) instead of building one for each kernel.
+    #[arg(long, value_name = "KO", conflicts_with = "no_module")]
+    pub module_ko: Option<PathBuf>,
     /// Do not build or load the test module (its cases are reported as not run).
     #[arg(long)]
     pub no_module: bool,
+    /// Extra kernel command-line parameters for the guests (later ones win).
+    #[arg(long, value_name = "PARAM")]
+    pub append: Vec<String>,
     /// Append each guest's console to DIR/console-<kernel>.log.
     #[arg(long, value_name = "DIR")]
     pub console_dir: Option<PathBuf>,
@@ -112,6 +119,8 @@ pub fn run_cases(args: &RunArgs, cases: &[Case]) -> Result<RunOutput> {
         want_log: args.log,
         module: !args.no_module,
         console_dir: args.console_dir.clone(),
+        extra_cmdline: args.append.clone(),
+        module_ko: args.module_ko.clone(),
     };
     let kernels: Vec<String> = if args.host {
         vec![HOST.into()]
@@ -187,28 +196,18 @@ pub fn run_cases(args: &RunArgs, cases: &[Case]) -> Result<RunOutput> {
                     note = Some(format!("kernel WARN while the case ran:\n{}", warnings.join("\n")));
                 }
                 bar.inc(1);
-                rows[index] = Some(RunRow {
-                    case: c.name.clone(),
-                    file: c.file.clone(),
-                    line: c.line,
-                    kernel: name.clone(),
-                    package_version: target.package_version.clone(),
-                    release: release.clone(),
-                    profile: target.profile.name.clone(),
-                    outcome,
-                    kernel_verdict: (result.setup_error.is_none() && outcome != Outcome::NotRun).then_some(result.verdict.verdict),
-                    kernel_message: result.verdict.message.clone(),
-                    kernel_insn: result.verdict.insn,
-                    kernel_errno: Some(result.errno),
-                    model_verdict: model.verdict,
-                    model_message: model.message,
-                    model_insn: model.insn,
-                    agreement,
-                    note,
-                    verification_usec: result.verification_usec,
-                    insns_processed: result.insns_processed,
-                    log: result.log,
-                });
+                let mut row = base_row(c, name, &target, &release, model, outcome, agreement, note);
+                if result.setup_error.is_none() && outcome != Outcome::NotRun {
+                    row.kernel_verdict = Some(result.verdict.verdict);
+                    row.kernel_expected = lockstep_core::corpus::kernel_meets_expectation(c, &target.profile.name, &result);
+                }
+                row.kernel_message = result.verdict.message;
+                row.kernel_insn = result.verdict.insn;
+                row.kernel_errno = Some(result.errno);
+                row.verification_usec = result.verification_usec;
+                row.insns_processed = result.insns_processed;
+                row.log = result.log;
+                rows[index] = Some(row);
             }
             CaseEvent::Crashed { index, excerpt } => {
                 bar.inc(1);
@@ -236,8 +235,10 @@ fn module_note(status: &ModuleStatus, target: &KernelTarget) -> String {
     }
 }
 
-fn unrun_row(c: &Case, kernel: &str, target: &KernelTarget, release: &str, outcome: Outcome, note: String) -> RunRow {
-    let model = lockstep_core::model::check(c, &target.profile, &target.module_kfuncs());
+/// A row with the case, kernel and model filled in and no kernel verdict yet.
+#[allow(clippy::too_many_arguments)]
+fn base_row(c: &Case, kernel: &str, target: &KernelTarget, release: &str, model: Verdict, outcome: Outcome, agreement: Agreement, note: Option<String>) -> RunRow {
+    let model_expected = lockstep_core::corpus::meets_expectation(c, &target.profile.name, &model);
     RunRow {
         case: c.name.clone(),
         file: c.file.clone(),
@@ -254,12 +255,20 @@ fn unrun_row(c: &Case, kernel: &str, target: &KernelTarget, release: &str, outco
         model_verdict: model.verdict,
         model_message: model.message,
         model_insn: model.insn,
-        agreement: Agreement::Infra,
-        note: Some(note),
+        agreement,
+        kernel_expected: None,
+        model_expected,
+        note,
         verification_usec: None,
         insns_processed: None,
         log: None,
     }
+}
+
+/// A case without a kernel verdict (crashed, or never ran).
+fn unrun_row(c: &Case, kernel: &str, target: &KernelTarget, release: &str, outcome: Outcome, note: String) -> RunRow {
+    let model = lockstep_core::model::check(c, &target.profile, &target.module_kfuncs());
+    base_row(c, kernel, target, release, model, outcome, Agreement::Infra, Some(note))
 }
 
 /// `lockstep run`.
@@ -284,7 +293,12 @@ pub fn run(args: RunArgs) -> Result<u8> {
         write(p, report::markdown(&out.rows))?;
     }
     eprint!("{}", report::summary_lines(&out.rows));
+    // Kernels that did not boot are reported once, below, not per case.
+    let unbooted = |k: &str| out.infra.iter().any(|i| i.starts_with(&format!("{k}: the guest did not boot")));
     for r in out.rows.iter().filter(|r| r.agreement.is_disagreement() || r.outcome != Outcome::Ran) {
+        if r.outcome == Outcome::NotRun && unbooted(&r.kernel) {
+            continue;
+        }
         eprintln!(
             "{}: {} on {}: {} (kernel {} / model {}){}",
             r.agreement.as_str(),

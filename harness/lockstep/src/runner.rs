@@ -42,6 +42,10 @@ pub struct RunnerOptions {
     pub module: bool,
     /// Append the guests' consoles to files in this directory.
     pub console_dir: Option<PathBuf>,
+    /// Extra kernel parameters.
+    pub extra_cmdline: Vec<String>,
+    /// A prebuilt test module to use instead of building one.
+    pub module_ko: Option<PathBuf>,
 }
 
 /// Where cases run.
@@ -81,18 +85,23 @@ impl KernelTarget {
                 package_version: release,
                 profile: kernel::profile(p)?,
                 module: None,
-                module_error: Some("host mode: the test module is not loaded by lockstep".into()),
+                module_error: Some("host mode: lockstep does not load modules on the host (insmod lockstep_test.ko first)".into()),
                 place: Place::Host,
             });
         }
+        kernel::known_kernel(name)?;
         let pname = match profile.map(str::to_string).or_else(|| kernel::default_profile(name)) {
             Some(p) => p,
             None => return Err(crate::cases::BadInput(format!("no default profile for kernel {name}: pass --profile")).into()),
         };
         let profile = kernel::profile(&pname)?;
         let k = kernel::fetch(&KernelCache::open_default(), name, FetchParts::default())?;
+        let built = match &opts.module_ko {
+            Some(ko) => kernel::module_from_ko(ko, None),
+            None => kernel::build_module(name),
+        };
         let (module, module_error) = if opts.module {
-            match kernel::build_module(name) {
+            match built {
                 Ok(m) => (Some(m), None),
                 Err(e) => {
                     tracing::warn!("{name}: {e:#}");
@@ -166,6 +175,7 @@ impl KernelSession {
         initramfs::build(&spec, &initrd).with_context(|| format!("building {}", initrd.display()))?;
         let mut cfg = GuestConfig::new(&vmlinuz, &initrd);
         cfg.timeouts = opts.timeouts;
+        cfg.extra_cmdline = opts.extra_cmdline.clone();
         cfg.run_dir = dir.path().to_path_buf();
         if let Some(d) = &opts.console_dir {
             std::fs::create_dir_all(d).with_context(|| format!("creating {}", d.display()))?;
@@ -195,7 +205,12 @@ impl KernelSession {
         match &mut self.backend {
             Backend::Host { loader } => {
                 let release = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default().trim().to_string();
-                on(CaseEvent::Booted { release, module: ModuleStatus::Absent, boot_time: Duration::ZERO });
+                // A test module the user loaded on the host is used; lockstep never loads one there.
+                let module = match lockstep_bpf::module_status("lockstep_test") {
+                    m @ ModuleStatus::Loaded { .. } => m,
+                    _ => ModuleStatus::Absent,
+                };
+                on(CaseEvent::Booted { release, module, boot_time: Duration::ZERO });
                 for (index, c) in cases.iter().enumerate() {
                     match loader {
                         Ok(l) => on(CaseEvent::Result { index, result: l.run_case(c, want_log), warnings: Vec::new() }),

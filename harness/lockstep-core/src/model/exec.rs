@@ -84,6 +84,13 @@ impl<'a> Machine<'a> {
         if self.case.sleepable && self.case.prog_type != ProgType::Syscall {
             return Err(Stop::Unsupported("sleepable is modelled for the syscall program type only".into()));
         }
+        // BPF_F_ANY_ALIGNMENT, BPF_F_TEST_RND_HI32, BPF_F_TEST_STATE_FREQ and
+        // BPF_F_TEST_REG_INVARIANTS leave the lock rules alone (x86-64 has efficient unaligned
+        // access, so alignment is only checked under BPF_F_STRICT_ALIGNMENT: check_ptr_alignment()).
+        const NEUTRAL: u32 = (1 << 1) | (1 << 2) | (1 << 3) | (1 << 7);
+        if self.case.prog_flags & !NEUTRAL != 0 {
+            return Err(Stop::Unsupported(format!("prog_flags {:#x} (strict alignment, XDP frags) are not modelled", self.case.prog_flags)));
+        }
         for (pc, reloc) in &self.case.program.relocs {
             match reloc {
                 Reloc::Kfunc { name } => self.kfunc_exists(name)?,
@@ -394,6 +401,19 @@ impl<'a> Machine<'a> {
                     }
                 }
                 Ok(if value.is_some() { Reg::NotInit } else { Reg::Scalar(Scalar::of_size(size)) })
+            }
+            // check_ctx_access() -> {sk_filter,tc_cls_act,cg_skb}_is_valid_access() ->
+            // bpf_skb_is_valid_access() (net/core/filter.c): in every skb program type, a 4-byte
+            // aligned read of __sk_buff's len .. tc_index (offsets 0..48) or cb[0..4] (48..68)
+            // is valid and gives an unknown u32. Other ctx accesses are not modelled.
+            Reg::Ctx
+                if value.is_none()
+                    && size == 4
+                    && (0..68).contains(&off)
+                    && off % 4 == 0
+                    && matches!(self.case.prog_type, ProgType::SocketFilter | ProgType::SchedCls | ProgType::SchedAct | ProgType::CgroupSkb) =>
+            {
+                Ok(Reg::Scalar(Scalar::of_size(4)))
             }
             Reg::MapValue { null: true, .. } | Reg::Scalar(_) => {
                 self.reject(pc, self.msg(&m.invalid_mem_access, &[("reg", reg), ("type", base.type_str().into())]))

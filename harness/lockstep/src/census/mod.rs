@@ -368,6 +368,8 @@ pub fn take_census(args: &CensusArgs) -> Result<CensusOutput> {
         want_log: false,
         module: !args.no_module,
         console_dir: args.console_dir.clone(),
+        extra_cmdline: Vec::new(),
+        module_ko: None,
     };
     let kernels: Vec<String> = if args.host {
         vec![HOST.into()]

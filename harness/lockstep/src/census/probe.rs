@@ -102,6 +102,8 @@ pub fn probe_case(kfunc: &str, prog_type: ProgType, probe: Probe) -> Case {
         prog_type,
         // BPF_PROG_TYPE_SYSCALL programs must be sleepable (check_attach_btf_id()).
         sleepable: prog_type == ProgType::Syscall,
+        prog_flags: 0,
+        log_level: 0,
         maps,
         globals: Vec::new(),
         extern_kfuncs: Vec::new(),
