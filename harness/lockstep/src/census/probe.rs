@@ -249,7 +249,7 @@ mod tests {
         let lock = probe_case("bpf_foo", ProgType::Syscall, Probe::Lock);
         assert!(lock.sleepable, "syscall programs are loaded sleepable");
         let call = call_insn(&lock);
-        let names: Vec<_> = lock.program.relocs.iter().filter_map(|(i, _)| lock.program.call_name(*i).map(|n| (*i, n))).collect();
+        let names: Vec<_> = lock.program.relocs.keys().filter_map(|i| lock.program.call_name(*i).map(|n| (*i, n))).collect();
         let lock_at = names.iter().find(|(_, n)| *n == "bpf_spin_lock").unwrap().0;
         let unlock_at = names.iter().find(|(_, n)| *n == "bpf_spin_unlock").unwrap().0;
         assert!(lock_at < call && call < unlock_at, "{names:?}");
