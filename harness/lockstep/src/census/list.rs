@@ -4,8 +4,8 @@
 //! pahole (1.26+, `--btf_features=decl_tag_kfuncs`, which the kernel's `scripts/Makefile.btf`
 //! passes) tags each function of a `BTF_KFUNCS_START` id set, so the tag list is the kernel's own
 //! list of kfuncs; a kernel built with an older pahole has no tags, which the listing reports as a
-//! warning (the host then falls back to the `.BTF_ids` of the kernel's headers, see
-//! [`super::static_flags`]).
+//! warning (the host then takes the names from the `.BTF_ids` of the kernel's headers, see
+//! [`super::static_flags`]; the loader resolves them by name).
 
 use std::path::Path;
 

@@ -199,6 +199,16 @@ fn census_kernel(target: &KernelTarget, session: KernelSession, args: &CensusArg
             entries.push(KfuncEntry { name: k.clone(), btf_id: 0, module: Some(name.clone()) });
         }
     }
+    // Compiled flags from the headers' vmlinux; also the kfunc list when vmlinux BTF has no tags.
+    let static_flags = static_flags::for_kernel(&target.name);
+    match &static_flags {
+        Err(e) => warnings.push(format!("compiled kfunc flags not read: {e:#}")),
+        Ok(f) if !entries.iter().any(|e| e.module.is_none()) => {
+            warnings.push(format!("vmlinux kfuncs taken from the headers' .BTF_ids ({} names): its BTF has no {} tags", f.len(), lockstep_core::btf::KFUNC_TAG));
+            entries.extend(f.keys().map(|n| KfuncEntry { name: n.clone(), btf_id: 0, module: None }));
+        }
+        Ok(_) => {}
+    }
     if !args.only.is_empty() {
         for o in args.only.iter().filter(|o| !entries.iter().any(|e| &e.name == *o)) {
             warnings.push(format!("{o}: not a kfunc of this kernel"));
@@ -255,10 +265,6 @@ fn census_kernel(target: &KernelTarget, session: KernelSession, args: &CensusArg
     }
     let seconds_probes = t1.elapsed().as_secs_f64();
 
-    let static_flags = static_flags::for_kernel(&target.name);
-    if let Err(e) = &static_flags {
-        warnings.push(format!("compiled kfunc flags not read: {e:#}"));
-    }
     let rows: Vec<KfuncRow> = kf
         .into_iter()
         .map(|k| {
