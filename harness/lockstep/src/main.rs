@@ -10,6 +10,7 @@
 mod agent;
 mod bench;
 mod cases;
+mod census;
 mod check;
 mod fuzz;
 mod import;
@@ -61,6 +62,8 @@ enum Cmd {
     Fuzz(fuzz::FuzzArgs),
     /// Run cases on real kernels in QEMU guests (or the host kernel) and compare with the model.
     Run(run::RunArgs),
+    /// Which kfuncs each kernel lets a program call while holding a bpf_spin_lock, beside the model's view.
+    Census(census::CensusArgs),
     /// Fetch and list kernels.
     Kernel {
         #[command(subcommand)]
@@ -110,6 +113,7 @@ fn main() -> ExitCode {
         Cmd::Fuzz(a) => fuzz::run(a),
         Cmd::Profiles => check::profiles(),
         Cmd::Run(a) => run::run(a),
+        Cmd::Census(a) => census::run(a),
         Cmd::Kernel { cmd } => kernel::run(cmd),
         Cmd::Agent => agent::main(),
         Cmd::Disasm { paths } => check::disasm(&paths),

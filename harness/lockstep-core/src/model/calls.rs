@@ -12,6 +12,37 @@ use crate::profile::KfuncLockRule;
 /// The deepest call chain the verifier allows (`MAX_CALL_FRAMES`).
 const MAX_CALL_FRAMES: usize = 8;
 
+/// The lock rule for a kfunc call made while a lock is held (`do_check_insn()` and
+/// `kfunc_spin_allowed()`): whether `profile` lets kfunc `name` through in a program of type
+/// `prog_type`. Module kfuncs (in `module`) are called with `insn->off != 0` and judged by their
+/// flags for the program type; vmlinux kfuncs by the profile's list. `extern_declared`: the case
+/// declares the kfunc as unknown to the model, so under a flag rule its (unlisted) flags are
+/// unknown: `Err` with the reason.
+pub fn kfunc_allowed_under_lock(
+    profile: &crate::profile::KernelProfile,
+    module: &crate::profile::ModuleKfuncs,
+    name: &str,
+    prog_type: crate::case::ProgType,
+    extern_declared: bool,
+) -> Result<bool, String> {
+    let listed = profile.kfuncs_under_lock.iter().any(|k| k == name);
+    match module.kfuncs.get(name) {
+        // A module kfunc: insn->off != 0.
+        Some(k) => Ok(match profile.kfunc_rule {
+            KfuncLockRule::VmlinuxList => false,
+            KfuncLockRule::ListOrFlag | KfuncLockRule::Flag => {
+                // fetch_kfunc_meta() finds flags only in the set for this program type.
+                let flag = profile.kfunc_flag.unwrap_or(0);
+                k.prog_types.contains(&prog_type) && k.flags & flag != 0
+            }
+        }),
+        None if extern_declared && !listed && profile.kfunc_rule != KfuncLockRule::VmlinuxList => {
+            Err(format!("flags of vmlinux kfunc {name} are unknown to the model"))
+        }
+        None => Ok(listed),
+    }
+}
+
 impl Machine<'_> {
     pub(super) fn call(&mut self, st: &mut State, pc: usize, insn: Insn) -> Step<Flow> {
         let name = self.case.program.call_name(pc).map(str::to_string);
@@ -45,22 +76,8 @@ impl Machine<'_> {
             BPF_PSEUDO_CALL => Ok(p.static_calls_under_lock),
             BPF_PSEUDO_KFUNC_CALL => {
                 let name = name.unwrap_or("");
-                let listed = p.kfuncs_under_lock.iter().any(|k| k == name);
-                match self.module.kfuncs.get(name) {
-                    // A module kfunc: insn->off != 0.
-                    Some(k) => Ok(match p.kfunc_rule {
-                        KfuncLockRule::VmlinuxList => false,
-                        KfuncLockRule::ListOrFlag | KfuncLockRule::Flag => {
-                            // fetch_kfunc_meta() finds flags only in the set for this program type.
-                            let flag = p.kfunc_flag.unwrap_or(0);
-                            k.prog_types.contains(&self.case.prog_type) && k.flags & flag != 0
-                        }
-                    }),
-                    None if self.case.extern_kfuncs.iter().any(|k| k == name) && !listed && p.kfunc_rule != KfuncLockRule::VmlinuxList => {
-                        Err(Stop::Unsupported(format!("flags of vmlinux kfunc {name} are unknown to the model")))
-                    }
-                    None => Ok(listed),
-                }
+                let extern_declared = self.case.extern_kfuncs.iter().any(|k| k == name);
+                kfunc_allowed_under_lock(p, self.module, name, self.case.prog_type, extern_declared).map_err(Stop::Unsupported)
             }
             _ => Ok(false),
         }

@@ -11,6 +11,7 @@ mod exec;
 mod scalar;
 mod state;
 
+pub use calls::kfunc_allowed_under_lock;
 pub use scalar::{CmpOp, Scalar};
 pub use state::{ActiveLock, Frame, Reg, Stack, State};
 
