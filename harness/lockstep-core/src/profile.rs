@@ -46,6 +46,12 @@ pub struct Messages {
     pub reg_type_mismatch: String,
     pub not_read_ok: String,
     pub map_value_oob: String,
+    /// `check_mem_region_access()`: the pointer's smin (plus the access offset) is negative.
+    pub min_negative: String,
+    /// `check_mem_region_access()`: the pointer's umax is at least `BPF_MAX_VAR_OFF`.
+    pub unbounded_access: String,
+    /// `check_generic_ptr_alignment()` for a map value under strict alignment (atomics).
+    pub misaligned_access: String,
     pub invalid_mem_access: String,
     pub stack_read_uninit: String,
     pub stack_indirect_uninit: String,
@@ -88,6 +94,9 @@ pub struct KernelProfile {
     /// `bpf_map_lookup_elem()` on an array map with a constant in-range key returns a non-null
     /// `map_value` (`can_elide_value_nullness()`, 6.14+).
     pub elide_array_lookup_null: bool,
+    /// A pointer's constant offset is part of its bounds and `var_off` (7.x: `reg->off` is gone),
+    /// so `check_mem_region_access()` sees a negative constant offset as a huge `reg_umax()`.
+    pub ptr_off_in_var_off: bool,
     /// The kernel prints a structured diagnostic block after the error line (7.3).
     pub structured_diagnostics: bool,
     /// Program types whose ctx allows `BPF_LD_[ABS|IND]` (`may_access_skb()`).

@@ -3,6 +3,7 @@
 use std::collections::BTreeMap;
 
 use super::scalar::{CmpOp, Scalar};
+use super::access::{check_region, is_aligned, tnum_const_str, Region, RegionError, BPF_MAX_VAR_OFF};
 use super::state::{Frame, Reg, State};
 use super::{ModelOptions, Rule, Step, Stop, STEP_BUDGET};
 use crate::asm::Reloc;
@@ -277,6 +278,10 @@ impl<'a> Machine<'a> {
             }
             (Reg::Stack { frame, off }, Some(c)) => Ok(Reg::Stack { frame: *frame, off: off + c }),
             (Reg::MapValue { null: false, map, off, var, id }, Some(c)) => {
+                // check_reg_sane_offset_scalar() / _ptr(): offsets beyond BPF_MAX_VAR_OFF.
+                if c.abs() >= BPF_MAX_VAR_OFF || (off + c).abs() >= BPF_MAX_VAR_OFF {
+                    return Err(Stop::Unsupported("pointer offset beyond BPF_MAX_VAR_OFF".into()));
+                }
                 Ok(Reg::MapValue { map: *map, off: off + c, var: *var, id: *id, null: false })
             }
             (Reg::MapValue { null: false, map, off, var, id }, None) => {
@@ -352,6 +357,7 @@ impl<'a> Machine<'a> {
         if !matches!(base, Reg::MapValue { null: false, .. }) {
             return Err(Stop::Unsupported(format!("atomic on {}", base.type_str())));
         }
+        self.atomic_alignment(pc, &base, insn.off as i64, insn.size_bytes())?;
         self.mem_access(st, pc, insn.dst, &base, insn.off as i64, insn.size_bytes(), Some(v))?;
         if insn.imm == BPF_CMPXCHG {
             st.cur().regs[0] = Reg::Scalar(Scalar::of_size(insn.size_bytes()));
@@ -359,6 +365,28 @@ impl<'a> Machine<'a> {
             self.write_reg(st, insn.src, Reg::Scalar(Scalar::of_size(insn.size_bytes())))?;
         }
         Ok(())
+    }
+
+    /// `check_atomic_rmw()` -> `check_mem_access(..., strict_alignment_once = true)` ->
+    /// `check_ptr_alignment()` -> `check_generic_ptr_alignment()`: a map value accessed by an
+    /// atomic must be aligned to the access size, checked before bounds and special fields.
+    fn atomic_alignment(&self, pc: usize, base: &Reg, off: i64, size: u8) -> Step<()> {
+        let Reg::MapValue { off: o, var, .. } = base else { return Ok(()) };
+        let v = match var {
+            None => 0,
+            Some(v) => v.konst().ok_or_else(|| Stop::Unsupported("alignment of a variable map value offset".into()))?,
+        };
+        if is_aligned(o + v + off, size) {
+            return Ok(());
+        }
+        let p = self.profile;
+        let args: Vec<(&str, String)> = if p.ptr_off_in_var_off {
+            // tnum_strn(reg->var_off), var_off holding the whole constant offset.
+            vec![("var_off", tnum_const_str(o + v, true)), ("off", off.to_string()), ("size", size.to_string())]
+        } else {
+            vec![("var_off", tnum_const_str(v, false)), ("reg_off", o.to_string()), ("off", off.to_string()), ("size", size.to_string())]
+        };
+        self.reject(pc, self.msg(&p.messages.misaligned_access, &args))
     }
 
     /// `check_mem_access()` for the pointer types of the subset. `value` is set for a store.
@@ -383,17 +411,21 @@ impl<'a> Machine<'a> {
             }
             Reg::MapValue { null: false, map, off: o, var, .. } => {
                 let spec = self.map(*map);
-                let at = o + off;
-                let (vmin, vmax) = var.map_or((0, 0), |v| (v.smin, v.umax as i64));
-                if at + vmin < 0 || at + vmax + size as i64 > spec.value.size as i64 {
-                    if var.is_some() {
+                // check_map_access() -> check_mem_region_access().
+                let var_const = var.is_none_or(|v| v.konst().is_some());
+                let region = Region::new(self.profile.ptr_off_in_var_off, *o, *var, off);
+                let (lo, hi) = match check_region(region, size, spec.value.size) {
+                    Ok(r) => r,
+                    Err(_) if !var_const => {
                         return Err(Stop::Unsupported("variable-offset map value access out of bounds".into()));
                     }
-                    return self.reject(
-                        pc,
-                        self.msg(&m.map_value_oob, &[("value_size", spec.value.size.to_string()), ("off", at.to_string()), ("size", size.to_string())]),
-                    );
-                }
+                    Err(RegionError::MinNegative) => return self.reject(pc, self.msg(&m.min_negative, &[("reg", reg)])),
+                    Err(RegionError::Unbounded) => return self.reject(pc, self.msg(&m.unbounded_access, &[("reg", reg)])),
+                    Err(RegionError::OutOfBounds(at)) => {
+                        let args = [("value_size", spec.value.size.to_string()), ("off", at.to_string()), ("size", size.to_string())];
+                        return self.reject(pc, self.msg(&m.map_value_oob, &args));
+                    }
+                };
                 if spec.btf && self.on(Rule::DirectAccess) {
                     for f in &spec.value.fields {
                         let kind = match f.kind {
@@ -401,7 +433,7 @@ impl<'a> Machine<'a> {
                             FieldKind::ResSpinLock => "bpf_res_spin_lock",
                             FieldKind::Int => continue,
                         };
-                        if at + vmin < (f.offset + f.size) as i64 && (f.offset as i64) < at + vmax + size as i64 {
+                        if lo < (f.offset + f.size) as i64 && (f.offset as i64) < hi {
                             return self.reject(pc, self.msg(&m.direct_access, &[("kind", kind.into())]));
                         }
                     }
@@ -573,9 +605,6 @@ pub(crate) enum Flow {
     /// This path is finished.
     Done,
 }
-
-/// `BPF_MAX_VAR_OFF`: the largest variable offset the verifier allows on a pointer.
-const BPF_MAX_VAR_OFF: i64 = 1 << 29;
 
 fn scalar_op(op: u8, a: Scalar, b: Scalar, is64: bool) -> Scalar {
     if let (Some(x), Some(y)) = (a.konst(), b.konst()) {
