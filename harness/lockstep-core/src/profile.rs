@@ -87,6 +87,9 @@ pub struct KernelProfile {
     pub kfuncs_under_lock: Vec<String>,
     /// Whether bpf-to-bpf calls to static subprograms are allowed with a lock held.
     pub static_calls_under_lock: bool,
+    /// Whether `check_map_prog_compatibility()` refuses a map with a `bpf_res_spin_lock` in a
+    /// tracing program as it does one with a `bpf_spin_lock` (7.2; 7.3 checks `BPF_SPIN_LOCK` only).
+    pub tracing_res_spin_lock: bool,
     /// Program types that `is_tracing_prog_type()` names.
     pub tracing_prog_types: Vec<ProgType>,
     /// Whether `struct bpf_res_spin_lock` and its kfuncs exist.

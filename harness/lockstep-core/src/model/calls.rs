@@ -96,6 +96,8 @@ impl Machine<'_> {
                     other => return Err(Stop::Unsupported(format!("global function argument R{r} is {}", other.type_str()))),
                 }
             }
+            // check_func_call(): "mark global subprog for verifying after main prog".
+            self.called.insert(target);
             let cur = st.cur();
             cur.regs[0] = Reg::Scalar(Scalar::unknown());
             for r in 1..=5 {

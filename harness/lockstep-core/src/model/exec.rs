@@ -25,6 +25,8 @@ pub(crate) struct Machine<'a> {
     pub globals: BTreeMap<usize, (String, u8)>,
     pub id_gen: u32,
     pub steps: usize,
+    /// Global subprograms (by start) a verified call reached (`sub_aux->called`).
+    pub called: std::collections::BTreeSet<usize>,
 }
 
 /// The kernel truncates map names to `BPF_OBJ_NAME_LEN - 1` characters.
@@ -42,7 +44,7 @@ impl<'a> Machine<'a> {
                 globals.insert(idx, (g.label.clone(), g.args));
             }
         }
-        Machine { case, profile, module, opts, maps, subprogs, globals, id_gen: 0, steps: 0 }
+        Machine { case, profile, module, opts, maps, subprogs, globals, id_gen: 0, steps: 0, called: Default::default() }
     }
 
     /// Whether `rule` is checked (see [`ModelOptions`]).
@@ -69,17 +71,30 @@ impl<'a> Machine<'a> {
         let mut st = State { frames: vec![Frame::new(0, 0, 0)], lock: None, pc: 0 };
         st.frames[0].regs[1] = Reg::Ctx;
         self.walk(st)?;
-        // do_check_subprogs(): each global function on its own, arguments as declared.
+        // do_check_subprogs(): each global function on its own, arguments as declared, but only
+        // once a verified path called it (`if (!sub_aux->called || sub_aux->verified) continue;`),
+        // in subprogram order, again until a pass verifies none.
         let globals: Vec<(usize, u8)> = self.globals.iter().map(|(i, (_, a))| (*i, *a)).collect();
-        for (start, args) in globals {
-            let sub = self.subprogs.iter().position(|s| *s == start).unwrap_or(0);
-            let mut st = State { frames: vec![Frame::new(0, sub, 0)], lock: None, pc: start };
-            for r in 1..=args as usize {
-                st.frames[0].regs[r] = Reg::Scalar(Scalar::unknown());
+        let mut verified = std::collections::BTreeSet::new();
+        loop {
+            let mut new = 0;
+            for &(start, args) in &globals {
+                if !self.called.contains(&start) || verified.contains(&start) {
+                    continue;
+                }
+                let sub = self.subprogs.iter().position(|s| *s == start).unwrap_or(0);
+                let mut st = State { frames: vec![Frame::new(0, sub, 0)], lock: None, pc: start };
+                for r in 1..=args as usize {
+                    st.frames[0].regs[r] = Reg::Scalar(Scalar::unknown());
+                }
+                self.walk(st)?;
+                verified.insert(start);
+                new += 1;
             }
-            self.walk(st)?;
+            if new == 0 {
+                return Ok(());
+            }
         }
-        Ok(())
     }
 
     /// Checks done before the main walk, in the kernel's order; none prints an instruction.
@@ -126,7 +141,8 @@ impl<'a> Machine<'a> {
             if has(FieldKind::ResSpinLock) && !self.profile.res_spin_lock {
                 return Err(Stop::Unsupported("struct bpf_res_spin_lock is unknown to this kernel".into()));
             }
-            if has(FieldKind::SpinLock) && self.profile.tracing_prog_types.contains(&self.case.prog_type) && self.on(Rule::ProgTypeCompat) {
+            let traced = has(FieldKind::SpinLock) || (self.profile.tracing_res_spin_lock && has(FieldKind::ResSpinLock));
+            if traced && self.profile.tracing_prog_types.contains(&self.case.prog_type) && self.on(Rule::ProgTypeCompat) {
                 return Err(Stop::Reject(None, self.profile.messages.tracing_lock.clone()));
             }
             if m.btf && m.value.fields.iter().filter(|f| f.kind != FieldKind::Int).count() > 1 {
@@ -514,20 +530,17 @@ impl<'a> Machine<'a> {
                 Ok(Flow::Next(if cmp == CmpOp::Ne { target } else { pc + 1 }))
             }
             (Reg::Scalar(s), Some(k)) => {
-                let (s, k) = if is32 {
-                    if s.umax > u32::MAX as u64 {
-                        return self.both(st, pc, target);
-                    }
-                    (*s, k as u32 as i64)
-                } else {
-                    (*s, k)
-                };
-                match cmp.decided(&s, k) {
+                let s = *s;
+                let decided = if is32 { cmp.decided32(&s, k) } else { cmp.decided(&s, k) };
+                match decided {
                     Some(true) => Ok(Flow::Next(target)),
                     Some(false) => Ok(Flow::Next(pc + 1)),
                     None => {
                         let mut taken = st.clone();
-                        if !is32 || k >= 0 {
+                        // reg_set_min_max(): the model narrows the 64-bit bounds only where a
+                        // 32-bit compare means the same (both values below 2^31).
+                        let k = if is32 { k as u32 as i64 } else { k };
+                        if !is32 || (s.umax <= i32::MAX as u64 && k <= i32::MAX as i64) {
                             if let Some(r) = s.refine(cmp, k) {
                                 taken.cur().regs[insn.dst as usize] = Reg::Scalar(r);
                             }

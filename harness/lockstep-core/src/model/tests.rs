@@ -230,3 +230,89 @@ fn skb_ctx_reads_give_a_u32_and_the_rest_of_ctx_is_unsupported() {
         }
     }
 }
+
+/// check_map_prog_compatibility(): 7.2 refuses a map holding a `bpf_res_spin_lock` in a tracing
+/// program (`BPF_SPIN_LOCK | BPF_RES_SPIN_LOCK`), 7.3 only one holding a `bpf_spin_lock`.
+#[test]
+fn res_spin_lock_map_in_a_tracing_program() {
+    let mut m = lock_map("m", true);
+    m.value.fields[1].kind = FieldKind::ResSpinLock;
+    let c = case(ProgType::Kprobe, vec![m], "r1 = m ll\n r0 = 0\n exit");
+    for (p, v) in verdicts(&c) {
+        match p.as_str() {
+            "7.2" | "7.2+kf-spin-lock" => assert_eq!(v, Verdict::reject(None, "tracing progs cannot use bpf_spin_lock yet"), "{p}"),
+            "7.3" => assert_eq!(v.verdict, VerdictKind::Accept, "{p}: {v:?}"),
+            _ => assert_eq!(v.verdict, VerdictKind::Unsupported, "{p}: {v:?}"),
+        }
+    }
+}
+
+/// 7.x keeps a constant pointer offset in the bounds (check_mem_region_access(), 7.2): after
+/// `r1 += -4` the access at +4 is "unbounded"; 6.12 (reg->off = -4) accepts it.
+#[test]
+fn negative_map_value_offset_then_access() {
+    let c = case(ProgType::SchedCls, vec![lock_map("m", true)], &with_prologue("r1 = r6\n r1 += -4\n r2 = *(u32 *)(r1 + 4)"));
+    for (p, v) in verdicts(&c) {
+        if p == "6.12" {
+            assert_eq!(v.verdict, VerdictKind::Accept, "{p}: {v:?}");
+        } else {
+            assert_eq!(v, Verdict::reject(Some(13), "R1 unbounded memory access, make sure to bounds check any such access"), "{p}");
+        }
+    }
+    let c = case(ProgType::SchedCls, vec![lock_map("m", true)], &with_prologue("r1 = r6\n r1 += -4\n r2 = *(u32 *)(r1 + 0)"));
+    for (p, v) in verdicts(&c) {
+        let want = if p == "6.12" {
+            "invalid access to map value, value_size=8 off=-4 size=4"
+        } else {
+            "R1 min value is negative, either use unsigned index or do a if (index >=0) check."
+        };
+        assert_eq!(v, Verdict::reject(Some(13), want), "{p}");
+    }
+}
+
+/// check_atomic_rmw() checks with strict alignment (check_generic_ptr_alignment()) before the
+/// bounds and special-field checks; 6.12 prints `var_off+reg->off+off`, 7.x `var_off+off`.
+#[test]
+fn misaligned_atomic_on_a_map_value() {
+    let c = case(ProgType::SchedCls, vec![lock_map("m", true)], &with_prologue("r1 = r6\n r1 += -4\n r2 = 1\n lock *(u32 *)(r1 + 10) += r2"));
+    for (p, v) in verdicts(&c) {
+        let want = if p == "6.12" { "misaligned value access off 0+-4+10 size 4" } else { "misaligned value access off -4+10 size 4" };
+        assert_eq!(v, Verdict::reject(Some(14), want), "{p}");
+    }
+}
+
+/// is_scalar_branch_taken(): `if rX & 0` is never taken and `if w0 >= 0` always, so the
+/// invalid load behind them is dead code (and the model rejects it where it is live).
+#[test]
+fn branches_decided_by_bounds_prune_dead_paths() {
+    for cond in ["if r0 & 0 goto bad", "if w0 < 0 goto bad"] {
+        let text = format!("call bpf_get_prandom_u32\n {cond}\n r0 = 0\n exit\nbad:\n r1 = 0\n r0 = *(u32 *)(r1 + 0)\n exit");
+        let c = case(ProgType::SchedCls, vec![lock_map("m", true)], &text);
+        for (p, v) in verdicts(&c) {
+            assert_eq!(v.verdict, VerdictKind::Accept, "{cond} on {p}: {v:?}");
+        }
+        let live = text.replace(" & 0 ", " & 1 ").replace("w0 < 0", "w0 < 1");
+        for (p, v) in verdicts(&case(ProgType::SchedCls, vec![lock_map("m", true)], &live)) {
+            assert_eq!(v, Verdict::reject(Some(5), "R1 invalid mem access 'scalar'"), "{live} on {p}");
+        }
+    }
+}
+
+/// do_check_subprogs(): a global function is verified only once a call to it was reached
+/// (`if (!sub_aux->called || sub_aux->verified) continue;`); check_func_call() sets `called`.
+/// The global function here exits with R0 unset (check_reg_arg(): "R0 !read_ok").
+#[test]
+fn global_functions_are_verified_only_when_called() {
+    for (cond, called) in [("if r0 s> 6 goto do_call", false), ("if r0 s< 6 goto do_call", true)] {
+        let text = format!("r0 = 0\n {cond}\n exit\ndo_call:\n call gsub\n exit\ngsub:\n exit");
+        let mut c = case(ProgType::SchedCls, vec![], &text);
+        c.globals = vec![crate::case::GlobalFunc { label: "gsub".into(), args: 0 }];
+        for (p, v) in verdicts(&c) {
+            if called {
+                assert_eq!(v, Verdict::reject(Some(5), "R0 !read_ok"), "{p}");
+            } else {
+                assert_eq!(v.verdict, VerdictKind::Accept, "{p}: {v:?}");
+            }
+        }
+    }
+}
