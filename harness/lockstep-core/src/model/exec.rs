@@ -116,10 +116,8 @@ impl<'a> Machine<'a> {
         for (pc, reloc) in &self.case.program.relocs {
             match reloc {
                 Reloc::Kfunc { name } => self.kfunc_exists(name)?,
-                Reloc::Map { name } | Reloc::MapValue { name, .. } => {
-                    if !insns[*pc].is_ld_imm64() {
-                        return Err(Stop::Unsupported(format!("map reference `{name}` on a non-ld_imm64 insn")));
-                    }
+                Reloc::Map { name } | Reloc::MapValue { name, .. } if !insns[*pc].is_ld_imm64() => {
+                    return Err(Stop::Unsupported(format!("map reference `{name}` on a non-ld_imm64 insn")));
                 }
                 _ => {}
             }

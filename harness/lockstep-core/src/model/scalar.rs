@@ -204,7 +204,7 @@ impl CmpOp {
     fn decide(self, a: &View, b: &View) -> Option<bool> {
         let (umin1, umax1, smin1, smax1) = (a.umin, a.umax, a.smin, a.smax);
         let (umin2, umax2, smin2, smax2) = (b.umin, b.umax, b.smin, b.smax);
-        let r = match self {
+        match self {
             CmpOp::Eq | CmpOp::Ne => {
                 let ne = if let (Some(x), Some(y)) = (a.konst(), b.konst()) {
                     Some(x != y)
@@ -235,8 +235,7 @@ impl CmpOp {
             CmpOp::Sge => (smin1 >= smax2).then_some(true).or((smax1 < smin2).then_some(false)),
             CmpOp::Le => (umax1 <= umin2).then_some(true).or((umin1 > umax2).then_some(false)),
             CmpOp::Sle => (smax1 <= smin2).then_some(true).or((smin1 > smax2).then_some(false)),
-        };
-        r
+        }
     }
 }
 
