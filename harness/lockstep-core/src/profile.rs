@@ -44,6 +44,8 @@ pub struct Messages {
     pub tracing_lock: String,
     pub direct_access: String,
     pub reg_type_mismatch: String,
+    /// `btf_check_func_arg_match()`: a global function's int argument is not a scalar.
+    pub global_arg_not_scalar: String,
     pub not_read_ok: String,
     pub map_value_oob: String,
     /// `check_mem_region_access()`: the pointer's smin (plus the access offset) is negative.

@@ -87,14 +87,18 @@ impl Machine<'_> {
         let target = (pc as i64 + insn.imm as i64 + 1) as usize;
         if let Some((_, args)) = self.globals.get(&target).cloned() {
             // check_func_call(): a global function is verified on its own; here only the call.
+            // btf_check_subprog_call() -> btf_check_func_arg_match() runs first and logs
+            // "R%d is not a scalar" for an int argument that is not (also NOT_INIT: no
+            // check_reg_arg() here); its error is returned after the lock check, but its line
+            // comes first in the log.
+            for r in 1..=args {
+                if !matches!(st.cur_ref().regs[r as usize], Reg::Scalar(_)) {
+                    let msg = self.msg(&self.profile.messages.global_arg_not_scalar, &[("reg", format!("R{r}"))]);
+                    return self.reject(pc, msg);
+                }
+            }
             if st.lock.is_some() && self.on(Rule::GlobalCallUnderLock) {
                 return self.reject(pc, self.profile.messages.global_call_under_lock.clone());
-            }
-            for r in 1..=args {
-                match self.read_reg(st, pc, r)? {
-                    Reg::Scalar(_) => {}
-                    other => return Err(Stop::Unsupported(format!("global function argument R{r} is {}", other.type_str()))),
-                }
             }
             // check_func_call(): "mark global subprog for verifying after main prog".
             self.called.insert(target);

@@ -316,3 +316,24 @@ fn global_functions_are_verified_only_when_called() {
         }
     }
 }
+
+/// btf_check_subprog_call() -> btf_check_func_arg_match() logs "R%d is not a scalar" for an int
+/// argument of a global function that is not a scalar (NOT_INIT after a helper call included)
+/// before check_func_call() looks at the lock, so that line is the first error (debian:6.12 on
+/// the fuzz finding fuzz-3ed19c61).
+#[test]
+fn global_function_argument_is_checked_before_the_lock() {
+    let text = "r6 = .data ll\n r1 = r6\n r1 += 4\n call bpf_spin_lock\n call gsub\n r0 = 0\n exit\ngsub:\n r0 = 0\n exit";
+    let mut data = lock_map(".data", true);
+    data.global_section = true;
+    let mut c = case(ProgType::SchedCls, vec![data], text);
+    c.globals = vec![crate::case::GlobalFunc { label: "gsub".into(), args: 1 }];
+    for (p, v) in verdicts(&c) {
+        assert_eq!(v, Verdict::reject(Some(5), "R1 is not a scalar"), "{p}");
+    }
+    c.globals[0].args = 0;
+    for (p, v) in verdicts(&c) {
+        assert_eq!(v.insn, Some(5), "{p}: {v:?}");
+        assert!(v.message.as_deref().unwrap().starts_with("global function calls are not allowed while holding a lock,"), "{p}: {v:?}");
+    }
+}
