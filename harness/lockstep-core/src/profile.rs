@@ -173,11 +173,20 @@ pub struct ModuleKfunc {
     pub flags: u32,
     /// Program types whose kfunc id set contains it.
     pub prog_types: Vec<ProgType>,
-    /// Number of arguments (all scalars in the modelled subset).
+    /// Number of arguments (scalars, or for a `KF_RELEASE` kfunc the referenced pointer first).
     pub args: u8,
-    /// Whether the kfunc returns a scalar (others are outside the model's subset).
+    /// Whether the kfunc returns a scalar.
     pub returns_scalar: bool,
+    /// Whether it returns nothing (`void`); neither: it returns a pointer.
+    pub returns_void: bool,
 }
+
+/// `KF_ACQUIRE` (include/linux/btf.h, the same bit in 6.12, 7.2 and 7.3): returns a reference.
+pub const KF_ACQUIRE: u32 = 1 << 0;
+/// `KF_RELEASE`: releases the reference passed as its first argument.
+pub const KF_RELEASE: u32 = 1 << 1;
+/// `KF_RET_NULL`: the returned pointer may be NULL.
+pub const KF_RET_NULL: u32 = 1 << 2;
 
 /// The test module's kfuncs, read from the module itself (its C source or its built .ko).
 #[derive(Clone, Debug, Default, PartialEq, Eq)]

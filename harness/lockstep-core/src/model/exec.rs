@@ -68,7 +68,7 @@ impl<'a> Machine<'a> {
     pub fn run(&mut self) -> Step<()> {
         self.prepass()?;
         // do_check_main()
-        let mut st = State { frames: vec![Frame::new(0, 0, 0)], lock: None, pc: 0 };
+        let mut st = State { frames: vec![Frame::new(0, 0, 0)], lock: None, refs: vec![], pc: 0 };
         st.frames[0].regs[1] = Reg::Ctx;
         self.walk(st)?;
         // do_check_subprogs(): each global function on its own, arguments as declared, but only
@@ -83,7 +83,7 @@ impl<'a> Machine<'a> {
                     continue;
                 }
                 let sub = self.subprogs.iter().position(|s| *s == start).unwrap_or(0);
-                let mut st = State { frames: vec![Frame::new(0, sub, 0)], lock: None, pc: start };
+                let mut st = State { frames: vec![Frame::new(0, sub, 0)], lock: None, refs: vec![], pc: start };
                 for r in 1..=args as usize {
                     st.frames[0].regs[r] = Reg::Scalar(Scalar::unknown());
                 }
@@ -352,6 +352,9 @@ impl<'a> Machine<'a> {
         if r6 != Reg::Ctx {
             return self.reject(pc, m.ld_abs_r6.clone());
         }
+        if !st.refs.is_empty() {
+            return Err(Stop::Unsupported("BPF_LD_[ABS|IND] with an acquired reference".into()));
+        }
         for r in 1..=5 {
             st.cur().regs[r] = Reg::NotInit;
         }
@@ -523,8 +526,32 @@ impl<'a> Machine<'a> {
                 *st = fall;
                 Ok(Flow::Branch(pc + 1, Box::new(taken)))
             }
+            // mark_ptr_or_null_regs() on a module kfunc's maybe-null pointer: in the NULL branch
+            // the reference it carries is released (__release_reference_nomark()) and every copy
+            // becomes 0; in the other, every copy is non-null.
+            (Reg::BtfPtr { null: true, id, .. }, Some(0)) if matches!(cmp, CmpOp::Eq | CmpOp::Ne) && !is32 => {
+                let id = *id;
+                let mut null_st = st.clone();
+                null_st.refs.retain(|r| *r != id);
+                null_st.for_each_reg(|r| {
+                    if matches!(r, Reg::BtfPtr { null: true, id: i, .. } if *i == id) {
+                        *r = Reg::Scalar(Scalar::known(0));
+                    }
+                });
+                st.for_each_reg(|r| {
+                    if let Reg::BtfPtr { null, id: i, .. } = r {
+                        if *null && *i == id {
+                            *null = false;
+                        }
+                    }
+                });
+                let (mut taken, fall) = if cmp == CmpOp::Eq { (null_st, st.clone()) } else { (st.clone(), null_st) };
+                taken.pc = target;
+                *st = fall;
+                Ok(Flow::Branch(pc + 1, Box::new(taken)))
+            }
             // is_branch_taken(): a non-null pointer against 0.
-            (p, Some(0)) if p.is_pointer() && !matches!(p, Reg::MapValue { null: true, .. }) && matches!(cmp, CmpOp::Eq | CmpOp::Ne) => {
+            (p, Some(0)) if p.is_pointer() && !p.maybe_null() && matches!(cmp, CmpOp::Eq | CmpOp::Ne) => {
                 Ok(Flow::Next(if cmp == CmpOp::Ne { target } else { pc + 1 }))
             }
             (Reg::Scalar(s), Some(k)) => {
@@ -595,6 +622,12 @@ impl<'a> Machine<'a> {
         }
         if st.lock.is_some() && self.on(Rule::ExitWithLock) {
             return self.reject(pc, self.profile.messages.exit_with_lock.clone());
+        }
+        // check_resource_leak(): after the lock, check_reference_leak() logs "Unreleased reference
+        // id=%d alloc_insn=%d" per reference; its ids follow env->id_gen, which also numbers
+        // scalars the model does not track.
+        if !st.refs.is_empty() {
+            return Err(Stop::Unsupported("exit with an unreleased reference (the message's ids are not modelled)".into()));
         }
         let r0 = self.read_reg(st, pc, 0)?;
         if self.case.prog_type == ProgType::CgroupSkb && !matches!(&r0, Reg::Scalar(s) if s.umax <= 1) {

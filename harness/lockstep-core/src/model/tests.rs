@@ -337,3 +337,62 @@ fn global_function_argument_is_checked_before_the_lock() {
         assert!(v.message.as_deref().unwrap().starts_with("global function calls are not allowed while holding a lock,"), "{p}: {v:?}");
     }
 }
+
+/// Module kfunc references (check_kfunc_call(): KF_ACQUIRE takes a reference, KF_RET_NULL makes
+/// the pointer maybe-null, KF_RELEASE releases the reference of its first argument;
+/// mark_ptr_or_null_regs() drops the reference in the NULL branch).
+const ACQUIRE_RELEASE: &str = "r1 = 1\n call lockstep_safe_acquire\n if r0 == 0 goto skip\n r1 = r0\n call lockstep_safe_release\nskip:";
+
+#[test]
+fn acquire_null_check_release_is_accepted_outside_a_lock_everywhere() {
+    let c = case(ProgType::SchedCls, vec![lock_map("m", true)], &with_prologue(ACQUIRE_RELEASE));
+    for (p, v) in verdicts(&c) {
+        assert_eq!(v.verdict, VerdictKind::Accept, "{p}: {v:?}");
+    }
+}
+
+#[test]
+fn acquire_release_under_a_lock_follows_the_lock_rule() {
+    let body = format!("call bpf_spin_lock\n {ACQUIRE_RELEASE}\n r1 = r6\n r1 += 4\n call bpf_spin_unlock");
+    let c = case(ProgType::SchedCls, vec![lock_map("m", true)], &with_prologue(&body));
+    for (p, v) in verdicts(&c) {
+        if p == "6.12" || p == "7.2" {
+            assert_eq!((v.insn, v.message.as_deref()), (Some(13), Some("function calls are not allowed while holding a lock")), "{p}");
+        } else {
+            assert_eq!(v.verdict, VerdictKind::Accept, "{p}: {v:?}");
+        }
+    }
+}
+
+#[test]
+fn a_maybe_null_return_left_unchecked_is_fine_and_a_leak_is_not_modelled() {
+    // KF_RET_NULL without KF_ACQUIRE: no reference, nothing to release.
+    let c = case(ProgType::SchedCls, vec![lock_map("m", true)], &with_prologue("r1 = 1\n call lockstep_safe_ret_null"));
+    for (p, v) in verdicts(&c) {
+        assert_eq!(v.verdict, VerdictKind::Accept, "{p}: {v:?}");
+    }
+    // An acquired reference still held at exit: check_reference_leak()'s ids follow id_gen.
+    let c = case(ProgType::SchedCls, vec![lock_map("m", true)], &with_prologue("r1 = 1\n call lockstep_safe_acquire\n r7 = r0"));
+    for (p, v) in verdicts(&c) {
+        assert_eq!(v.verdict, VerdictKind::Unsupported, "{p}: {v:?}");
+    }
+    // ... but only the non-null path holds it: the NULL branch released it.
+    let c = case(ProgType::SchedCls, vec![lock_map("m", true)], &with_prologue("r1 = 1\n call lockstep_safe_acquire\n if r0 != 0 goto out"));
+    for (p, v) in verdicts(&c) {
+        assert_eq!(v.verdict, VerdictKind::Unsupported, "{p}: {v:?}");
+    }
+    let c = case(ProgType::SchedCls, vec![lock_map("m", true)], &with_prologue("r1 = 1\n call lockstep_safe_acquire\n if r0 == 0 goto out\n r1 = r0\n call lockstep_safe_release"));
+    for (p, v) in verdicts(&c) {
+        assert_eq!(v.verdict, VerdictKind::Accept, "{p}: {v:?}");
+    }
+}
+
+#[test]
+fn a_released_pointer_is_no_longer_a_reference() {
+    // release_reference() invalidates every copy; releasing a copy again is outside the model.
+    let body = "r1 = 1\n call lockstep_safe_acquire\n if r0 == 0 goto out\n r7 = r0\n r1 = r0\n call lockstep_safe_release\n r1 = r7\n call lockstep_safe_release";
+    let c = case(ProgType::SchedCls, vec![lock_map("m", true)], &with_prologue(body));
+    for (p, v) in verdicts(&c) {
+        assert_eq!(v.verdict, VerdictKind::Unsupported, "{p}: {v:?}");
+    }
+}
