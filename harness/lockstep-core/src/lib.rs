@@ -7,10 +7,12 @@
 //! - [`profile`]: kernel profiles (message catalogue, rules for calls under a lock).
 //! - [`model`]: the abstract interpreter that predicts the verifier's spin-lock verdicts.
 //! - [`verdict`]: verdicts and their comparison (agreement classes).
+//! - [`flips`]: judging a patch series: verdict flips base -> patched against the model.
 
 pub mod asm;
 pub mod case;
 pub mod corpus;
+pub mod flips;
 pub mod helpers;
 pub mod insn;
 pub mod model;

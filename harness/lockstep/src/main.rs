@@ -9,6 +9,8 @@
 
 mod check;
 mod cases;
+mod kernel;
+mod validate;
 
 use std::process::ExitCode;
 
@@ -50,6 +52,13 @@ enum Cmd {
         /// Case files or directories.
         paths: Vec<std::path::PathBuf>,
     },
+    /// Build base and patched kernels, run the corpus on both and judge every verdict flip.
+    ValidateSeries(validate::ValidateArgs),
+    /// Kernels built from source, and kernels by name.
+    Kernel {
+        #[command(subcommand)]
+        what: kernel::KernelCmd,
+    },
 }
 
 #[derive(Subcommand)]
@@ -74,6 +83,8 @@ fn main() -> ExitCode {
         Cmd::Bench { what: BenchCmd::Model(a) } => check::bench(a),
         Cmd::Profiles => check::profiles(),
         Cmd::Disasm { paths } => check::disasm(&paths),
+        Cmd::Kernel { what } => kernel::run(what),
+        Cmd::ValidateSeries(a) => validate::run(a),
     };
     match result {
         Ok(code) => ExitCode::from(code),

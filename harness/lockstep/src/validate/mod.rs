@@ -1,0 +1,212 @@
+//! `lockstep validate-series`: build the base and patched kernels, build the test module for
+//! both, run the corpus on both (through [`runner::CorpusRunner`]) and through the model under
+//! both profiles, and judge every verdict flip ([`lockstep_core::flips`]).
+
+pub mod report;
+pub mod runner;
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Instant;
+
+use anyhow::{Context, Result};
+use clap::Args;
+use lockstep_core::profile::KernelProfile;
+use lockstep_core::verdict::Verdict;
+use lockstep_vm::kbuild::{series, BuildRequest, Kbuild};
+use lockstep_vm::kernel::ResolvedKernel;
+
+use crate::cases::{self, BadInput};
+use report::{PatchInfo, Report, SeriesInfo, Side};
+use runner::CorpusRunner;
+
+/// Arguments of `lockstep validate-series`.
+#[derive(Args)]
+pub struct ValidateArgs {
+    /// The unpatched source: debian-src:<series> or a kernel tree path.
+    #[arg(long)]
+    base: String,
+    /// The series: a directory of `git format-patch` mails.
+    #[arg(long)]
+    series: PathBuf,
+    /// The model profile the patched kernel should follow (e.g. 7.2+kf-spin-lock).
+    #[arg(long)]
+    profile: String,
+    /// The model profile of the base kernel (default: the Debian series, e.g. 7.2).
+    #[arg(long)]
+    base_profile: Option<String>,
+    /// Extra config fragments for both kernels (repeatable).
+    #[arg(long = "config")]
+    config: Vec<PathBuf>,
+    /// Case files or directories (default: the bundled corpus).
+    #[arg(long = "cases")]
+    cases: Vec<PathBuf>,
+    /// Output format on stdout.
+    #[arg(long, value_enum, default_value_t = Format::Table)]
+    format: Format,
+    /// Also write the JSON report here.
+    #[arg(long)]
+    json: Option<PathBuf>,
+    /// Also write the Markdown report here.
+    #[arg(long)]
+    markdown: Option<PathBuf>,
+    /// Save the kernels' results (base.jsonl, patched.jsonl) in this directory.
+    #[arg(long)]
+    save_results: Option<PathBuf>,
+    /// Judge results saved with --save-results instead of building and running kernels.
+    #[arg(long)]
+    results_from: Option<PathBuf>,
+    /// make -j for the kernel builds.
+    #[arg(long, short = 'j')]
+    jobs: Option<usize>,
+}
+
+/// Report formats.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum Format {
+    Table,
+    Json,
+    Markdown,
+}
+
+/// The profile a source's base kernel follows by default.
+fn default_base_profile(source: &str) -> Option<String> {
+    source.strip_prefix("debian-src:").map(str::to_string)
+}
+
+fn profile(name: &str) -> Result<KernelProfile> {
+    KernelProfile::by_name(name).map_err(|e| BadInput(e.to_string()).into())
+}
+
+/// Builds the test module against `kernel` with `scripts/build-module.sh`; the .ko path.
+pub fn build_module(kernel: &ResolvedKernel) -> Result<PathBuf> {
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../scripts/build-module.sh");
+    let out = Command::new("bash")
+        .arg(&script)
+        .args(kernel.module_target.build_module_args())
+        .stderr(std::process::Stdio::inherit())
+        .output()
+        .with_context(|| format!("running {}", script.display()))?;
+    if !out.status.success() {
+        anyhow::bail!("building the test module for {} failed", kernel.name);
+    }
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let ko = stdout.lines().last().context("build-module.sh printed no path")?;
+    Ok(PathBuf::from(ko.trim()))
+}
+
+/// Runs `lockstep validate-series`.
+pub fn run(a: ValidateArgs) -> Result<u8> {
+    run_with(a, &mut *runner::default_runner())
+}
+
+/// `validate-series` with an explicit runner (the replay runner with `--results-from`).
+pub fn run_with(a: ValidateArgs, runner: &mut dyn CorpusRunner) -> Result<u8> {
+    let t0 = Instant::now();
+    let mut timings: Vec<(String, f64)> = Vec::new();
+    let lap = |what: &str, t: &mut Instant, timings: &mut Vec<(String, f64)>| {
+        timings.push((what.to_string(), t.elapsed().as_secs_f64()));
+        *t = Instant::now();
+    };
+    let mut t = Instant::now();
+    let series = series::load(&a.series).map_err(|e| BadInput(e.to_string()))?;
+    let base_profile_name = a
+        .base_profile
+        .clone()
+        .or_else(|| default_base_profile(&a.base))
+        .ok_or_else(|| BadInput("--base-profile is needed for a local tree".into()))?;
+    let (p_base, p_patched) = (profile(&base_profile_name)?, profile(&a.profile)?);
+    let module_src = lockstep_core::module_src::bundled();
+    let paths = if a.cases.is_empty() { vec![cases::default_corpus()] } else { a.cases.clone() };
+    let cases = cases::load(&paths, &module_src)?;
+
+    let mut replay;
+    let (runner, kernels): (&mut dyn CorpusRunner, [ResolvedKernel; 2]) = match &a.results_from {
+        Some(dir) => {
+            let meta = std::fs::read_to_string(dir.join("kernels.json")).with_context(|| format!("reading {}/kernels.json", dir.display()))?;
+            let k: [ResolvedKernel; 2] = serde_json::from_str(&meta).context("kernels.json")?;
+            replay = runner::Replay::new(dir.clone());
+            (&mut replay, k)
+        }
+        None => {
+            let kb = Kbuild::open_default();
+            let source: lockstep_vm::kbuild::source::SourceSpec = a.base.parse().map_err(BadInput)?;
+            let mut req = BuildRequest::new(source);
+            req.fragments = a.config.clone();
+            req.jobs = a.jobs;
+            let base = crate::kernel::build(&kb, &req)?;
+            lap("build base kernel", &mut t, &mut timings);
+            req.series = Some(a.series.clone());
+            let patched = crate::kernel::build(&kb, &req)?;
+            lap("build patched kernel", &mut t, &mut timings);
+            (runner, [ResolvedKernel::from_build(&base), ResolvedKernel::from_build(&patched)])
+        }
+    };
+    let [k_base, k_patched] = kernels;
+
+    let mut results = Vec::new();
+    for (side, k) in [("base", &k_base), ("patched", &k_patched)] {
+        let module = if a.results_from.is_some() {
+            PathBuf::new()
+        } else {
+            let ko = build_module(k)?;
+            lap(&format!("build module ({side})"), &mut t, &mut timings);
+            eprintln!("module for {side} ({}): {}", k.name, ko.display());
+            ko
+        };
+        let r = runner.run(k, &module, &cases).map_err(|e| e.context(format!("running the corpus on the {side} kernel {}", k.name)))?;
+        lap(&format!("run corpus ({side})"), &mut t, &mut timings);
+        if let Some(dir) = &a.save_results {
+            std::fs::create_dir_all(dir)?;
+            runner::write_results(&dir.join(format!("{side}.jsonl")), &r)?;
+        }
+        results.push(r);
+    }
+    if let Some(dir) = &a.save_results {
+        std::fs::write(dir.join("kernels.json"), serde_json::to_string_pretty(&[&k_base, &k_patched])?)?;
+    }
+
+    let model = |p: &KernelProfile| -> Vec<Verdict> { cases.iter().map(|c| lockstep_core::model::check(c, p, &module_src)).collect() };
+    let (m_base, m_patched) = (model(&p_base), model(&p_patched));
+    lap("model", &mut t, &mut timings);
+    let rows = report::judge(&cases, &results[0], &results[1], &m_base, &m_patched);
+    let summary = lockstep_core::flips::summarize(rows.iter().map(|r| r.class));
+    timings.push(("total".into(), t0.elapsed().as_secs_f64()));
+    let side = |k: &ResolvedKernel, p: &KernelProfile| Side { kernel: k.name.clone(), identity: k.identity.clone(), release: k.release.clone(), profile: p.name.clone() };
+    let rep = Report {
+        series: SeriesInfo {
+            name: series.name.clone(),
+            dir: series.dir.display().to_string(),
+            patches: series.patches.iter().map(|p| PatchInfo { file_name: p.file_name.clone(), subject: p.subject.clone() }).collect(),
+        },
+        base: side(&k_base, &p_base),
+        patched: side(&k_patched, &p_patched),
+        cases: cases.len(),
+        rows,
+        summary,
+        timings,
+    };
+    if let Some(p) = &a.json {
+        std::fs::write(p, serde_json::to_string_pretty(&rep)?).with_context(|| format!("writing {}", p.display()))?;
+    }
+    if let Some(p) = &a.markdown {
+        std::fs::write(p, report::render_markdown(&rep)).with_context(|| format!("writing {}", p.display()))?;
+    }
+    match a.format {
+        Format::Table => print!("{}", report::render_table(&rep)),
+        Format::Json => println!("{}", serde_json::to_string_pretty(&rep)?),
+        Format::Markdown => print!("{}", report::render_markdown(&rep)),
+    }
+    Ok(if rep.failed() { crate::EXIT_DISAGREE } else { 0 })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn base_profile_defaults_to_the_debian_series() {
+        assert_eq!(default_base_profile("debian-src:7.2").as_deref(), Some("7.2"));
+        assert_eq!(default_base_profile("/src/linux"), None);
+    }
+}
