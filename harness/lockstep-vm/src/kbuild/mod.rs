@@ -343,7 +343,7 @@ impl Kbuild {
         // Source.
         on_event(BuildEvent::Phase(Phase::Source));
         if state.source_version.as_deref() != Some(plan.source.version.as_str()) || !work.src().join("Makefile").exists() {
-            work.reset(&mut state)?;
+            work.forget_series(&mut state)?;
             match &req.source {
                 SourceSpec::DebianSrc { series } => {
                     let t = source::cached_tarball(&self.root, series).ok_or_else(|| KbuildError::BadRequest(format!("no tarball for {series}")))?;
@@ -365,11 +365,8 @@ impl Kbuild {
         on_event(BuildEvent::Phase(Phase::Series));
         let want: Vec<(String, String)> = plan.key.patches.clone();
         let have = state.applied.as_ref().map(|a| a.patches.clone()).unwrap_or_default();
-        if want != have {
-            match &plan.series {
-                Some(s) => work.apply(&mut state, s, &mut |p| on_event(BuildEvent::Info(format!("applying {} ({})", p.file_name, p.title()))))?,
-                None => work.reset(&mut state)?,
-            }
+        if want != have || (plan.series.is_none() && state.applied.is_some()) {
+            work.switch(&mut state, plan.series.as_ref(), &mut |p| on_event(BuildEvent::Info(format!("applying {} ({})", p.file_name, p.title()))))?;
         }
         lap(Phase::Series, &mut timings);
 

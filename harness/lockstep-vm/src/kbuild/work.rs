@@ -3,6 +3,7 @@
 //! series touched (`orig/`), so that switching series restores exactly those files (with fresh
 //! modification times, so `make` recompiles what depends on them and nothing else).
 
+use std::collections::{BTreeMap, BTreeSet};
 use std::fs;
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -66,90 +67,131 @@ impl Work {
         write_atomic(&self.dir.join("state.json"), &text)
     }
 
-    /// Restores every file the applied series touched and forgets the series.
-    pub fn reset(&self, state: &mut WorkState) -> Result<(), KbuildError> {
-        let Some(applied) = state.applied.take() else { return Ok(()) };
-        let src = self.src();
-        for (path, existed) in &applied.touched {
-            let dst = src.join(path);
-            if *existed {
-                let from = self.orig().join(path);
-                // Remove first: a fresh inode and modification time.
-                let _ = fs::remove_file(&dst);
-                if let Some(parent) = dst.parent() {
-                    fs::create_dir_all(parent).map_err(io(parent))?;
-                }
-                fs::copy(&from, &dst).map_err(io(&from))?;
-            } else {
-                let _ = fs::remove_file(&dst);
-            }
-        }
+    /// Forgets the applied series (the source is about to be replaced wholesale).
+    pub fn forget_series(&self, state: &mut WorkState) -> Result<(), KbuildError> {
+        state.applied = None;
         let _ = fs::remove_dir_all(self.orig());
         self.save(state)
     }
 
-    /// Applies `series` (after [`Work::reset`]); a patch that does not apply is reported with its
-    /// failing hunks and the tree is reset.
-    pub fn apply(&self, state: &mut WorkState, series: &Series, on_patch: &mut dyn FnMut(&Patch)) -> Result<(), KbuildError> {
-        self.reset(state)?;
-        state.applied = Some(Applied { series: series.name.clone(), ..Default::default() });
-        for p in &series.patches {
-            on_patch(p);
-            if let Err(e) = self.apply_one(state, p) {
-                self.reset(state)?;
-                return Err(e);
-            }
+    /// The unpatched content of `path` (`None`: absent), given the series currently applied.
+    fn pristine(&self, state: &WorkState, path: &str) -> Result<Option<Vec<u8>>, KbuildError> {
+        let applied = state.applied.as_ref();
+        let from = match applied.and_then(|a| a.touched.iter().find(|(t, _)| t == path)) {
+            Some((_, false)) => return Ok(None),
+            Some((_, true)) => self.orig().join(path),
+            None => self.src().join(path),
+        };
+        match fs::read(&from) {
+            Ok(b) => Ok(Some(b)),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(KbuildError::Io(from, e)),
         }
-        Ok(())
     }
 
-    fn apply_one(&self, state: &mut WorkState, p: &Patch) -> Result<(), KbuildError> {
-        let src = self.src();
-        let patch_cmd = |dry: bool| {
-            let mut c = Command::new("patch");
-            c.args(["-p1", "--forward", "--batch", "--fuzz=0", "--no-backup-if-mismatch", "-r", "-"]);
-            if dry {
-                c.arg("--dry-run");
-            }
-            c.arg("-d").arg(&src).arg("-i").arg(&p.path);
-            c
-        };
-        let out = patch_cmd(true).output().map_err(|e| KbuildError::Command { command: "patch".into(), output: e.to_string() })?;
-        let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
-        if !out.status.success() {
-            let failures = series::parse_patch_output(&text);
-            return Err(KbuildError::PatchDoesNotApply {
-                patch: p.file_name.clone(),
-                subject: p.subject.clone(),
-                detail: series::describe_failure(p, &failures, &text),
-            });
+    /// Switches the source to `series` (`None`: unpatched).
+    ///
+    /// The series is first applied in a scratch directory holding only the files it touches; a
+    /// patch that does not apply is reported with its failing hunks and the work tree is left as
+    /// it was. Then only files whose content changes are written (fresh modification times, so
+    /// `make` rebuilds exactly what depends on them).
+    pub fn switch(&self, state: &mut WorkState, series: Option<&Series>, on_patch: &mut dyn FnMut(&Patch)) -> Result<(), KbuildError> {
+        let new_paths: BTreeSet<String> = series.map(|s| s.touched_files()).unwrap_or_default();
+        let mut all: BTreeSet<String> = state.applied.iter().flat_map(|a| a.touched.iter().map(|(p, _)| p.clone())).collect();
+        all.extend(new_paths.iter().cloned());
+        let mut pristine: BTreeMap<String, Option<Vec<u8>>> = BTreeMap::new();
+        for p in &all {
+            pristine.insert(p.clone(), self.pristine(state, p)?);
         }
-        // Save the originals of files this patch touches before changing them.
-        let applied = state.applied.as_mut().expect("apply sets applied");
-        for f in &p.files {
-            for path in f.old.iter().chain(f.new.iter()) {
-                if applied.touched.iter().any(|(t, _)| t == path) {
-                    continue;
+        // Apply in scratch.
+        let mut target = pristine.clone();
+        if let Some(s) = series {
+            let scratch = self.dir.join("scratch");
+            let _ = fs::remove_dir_all(&scratch);
+            for (p, c) in &pristine {
+                if let Some(c) = c {
+                    let f = scratch.join(p);
+                    fs::create_dir_all(f.parent().unwrap()).map_err(io(&f))?;
+                    fs::write(&f, c).map_err(io(&f))?;
                 }
-                let cur = src.join(path);
-                let existed = cur.is_file();
-                if existed {
-                    let to = self.orig().join(path);
-                    fs::create_dir_all(to.parent().unwrap()).map_err(io(&to))?;
-                    fs::copy(&cur, &to).map_err(io(&cur))?;
+            }
+            fs::create_dir_all(&scratch).map_err(io(&scratch))?;
+            for p in &s.patches {
+                on_patch(p);
+                apply_patch(&scratch, p)?;
+            }
+            for (p, c) in target.iter_mut() {
+                *c = match fs::read(scratch.join(p)) {
+                    Ok(b) => Some(b),
+                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
+                    Err(e) => return Err(KbuildError::Io(scratch.join(p), e)),
+                };
+            }
+            let _ = fs::remove_dir_all(&scratch);
+        }
+        // Record every involved file's original before touching the tree (crash safety: a
+        // later run restores from `orig/`).
+        let orig = self.orig();
+        for (p, c) in &pristine {
+            let f = orig.join(p);
+            match c {
+                Some(c) => {
+                    fs::create_dir_all(f.parent().unwrap()).map_err(io(&f))?;
+                    fs::write(&f, c).map_err(io(&f))?;
                 }
-                applied.touched.push((path.clone(), existed));
+                None => {
+                    let _ = fs::remove_file(&f);
+                }
             }
         }
+        state.applied = Some(Applied {
+            series: series.map(|s| s.name.clone()).unwrap_or_default(),
+            patches: vec![],
+            touched: pristine.iter().map(|(p, c)| (p.clone(), c.is_some())).collect(),
+        });
         self.save(state)?;
-        let out = patch_cmd(false).output().map_err(|e| KbuildError::Command { command: "patch".into(), output: e.to_string() })?;
-        if !out.status.success() {
-            let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
-            return Err(KbuildError::PatchDoesNotApply { patch: p.file_name.clone(), subject: p.subject.clone(), detail: text });
+        // Write only what changes.
+        let src = self.src();
+        for (p, want) in &target {
+            let f = src.join(p);
+            let have = fs::read(&f).ok();
+            if have.as_ref() == want.as_ref() {
+                continue;
+            }
+            let _ = fs::remove_file(&f);
+            if let Some(c) = want {
+                fs::create_dir_all(f.parent().unwrap()).map_err(io(&f))?;
+                fs::write(&f, c).map_err(io(&f))?;
+            }
         }
-        state.applied.as_mut().unwrap().patches.push((p.file_name.clone(), p.sha256.clone()));
+        state.applied = series.map(|s| Applied {
+            series: s.name.clone(),
+            patches: s.patches.iter().map(|p| (p.file_name.clone(), p.sha256.clone())).collect(),
+            touched: pristine.iter().filter(|(p, _)| new_paths.contains(*p)).map(|(p, c)| (p.clone(), c.is_some())).collect(),
+        });
+        if state.applied.is_none() {
+            let _ = fs::remove_dir_all(&orig);
+        }
         self.save(state)
     }
+}
+
+/// Applies one patch in `dir` (GNU patch, no fuzz, like `git am`).
+fn apply_patch(dir: &Path, p: &Patch) -> Result<(), KbuildError> {
+    let out = Command::new("patch")
+        .args(["-p1", "--forward", "--batch", "--fuzz=0", "--no-backup-if-mismatch", "-r", "-"])
+        .arg("-d")
+        .arg(dir)
+        .arg("-i")
+        .arg(&p.path)
+        .output()
+        .map_err(|e| KbuildError::Command { command: "patch".into(), output: e.to_string() })?;
+    if out.status.success() {
+        return Ok(());
+    }
+    let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    let failures = series::parse_patch_output(&text);
+    Err(KbuildError::PatchDoesNotApply { patch: p.file_name.clone(), subject: p.subject.clone(), detail: series::describe_failure(p, &failures, &text) })
 }
 
 #[cfg(test)]
@@ -184,7 +226,7 @@ diff --git a/a.c b/a.c\n--- a/a.c\n+++ b/a.c\n@@ -1,3 +1,3 @@\n one\n-zwei\n+ZWE
         let s = series(&d.path().join("s1"), &[("0001-a.patch", P1)]);
         let mut st = w.state();
         let mut seen = vec![];
-        w.apply(&mut st, &s, &mut |p| seen.push(p.file_name.clone())).unwrap();
+        w.switch(&mut st, Some(&s), &mut |p| seen.push(p.file_name.clone())).unwrap();
         assert_eq!(seen, ["0001-a.patch"]);
         assert_eq!(fs::read_to_string(w.src().join("a.c")).unwrap(), "one\nTWO\nthree\n");
         assert_eq!(fs::read_to_string(w.src().join("n.c")).unwrap(), "new\n");
@@ -193,7 +235,7 @@ diff --git a/a.c b/a.c\n--- a/a.c\n+++ b/a.c\n@@ -1,3 +1,3 @@\n one\n-zwei\n+ZWE
         assert_eq!(on_disk.applied.as_ref().unwrap().patches.len(), 1);
         assert_eq!(on_disk.applied.as_ref().unwrap().touched, [("a.c".to_string(), true), ("n.c".to_string(), false)]);
         let mut st = on_disk;
-        w.reset(&mut st).unwrap();
+        w.switch(&mut st, None, &mut |_| {}).unwrap();
         assert_eq!(fs::read_to_string(w.src().join("a.c")).unwrap(), "one\ntwo\nthree\n");
         assert!(!w.src().join("n.c").exists());
         assert!(w.state().applied.is_none());
@@ -202,9 +244,10 @@ diff --git a/a.c b/a.c\n--- a/a.c\n+++ b/a.c\n@@ -1,3 +1,3 @@\n one\n-zwei\n+ZWE
     #[test]
     fn a_failing_patch_names_its_hunk_and_leaves_the_tree_clean() {
         let (d, w) = setup();
+        let good = series(&d.path().join("s1"), &[("0001-a.patch", P1)]);
         let s = series(&d.path().join("s2"), &[("0001-a.patch", P1), ("0002-bad.patch", P2_BAD)]);
         let mut st = w.state();
-        let e = w.apply(&mut st, &s, &mut |_| {}).unwrap_err();
+        let e = w.switch(&mut st, Some(&s), &mut |_| {}).unwrap_err();
         match e {
             KbuildError::PatchDoesNotApply { patch, subject, detail } => {
                 assert_eq!(patch, "0002-bad.patch");
@@ -217,6 +260,34 @@ diff --git a/a.c b/a.c\n--- a/a.c\n+++ b/a.c\n@@ -1,3 +1,3 @@\n one\n-zwei\n+ZWE
         assert_eq!(fs::read_to_string(w.src().join("a.c")).unwrap(), "one\ntwo\nthree\n");
         assert!(!w.src().join("n.c").exists());
         assert!(w.state().applied.is_none());
+        // With a good series applied, a bad one leaves the good one in place.
+        w.switch(&mut st, Some(&good), &mut |_| {}).unwrap();
+        let mtime = fs::metadata(w.src().join("a.c")).unwrap().modified().unwrap();
+        assert!(w.switch(&mut st, Some(&s), &mut |_| {}).is_err());
+        assert_eq!(fs::read_to_string(w.src().join("a.c")).unwrap(), "one\nTWO\nthree\n");
+        assert_eq!(fs::metadata(w.src().join("a.c")).unwrap().modified().unwrap(), mtime);
+        assert_eq!(w.state().applied.unwrap().series, "s1");
+    }
+
+    #[test]
+    fn a_file_with_the_same_content_in_both_series_is_not_rewritten() {
+        let (d, w) = setup();
+        let s1 = series(&d.path().join("s1"), &[("0001-a.patch", P1)]);
+        // s3: the same change to a.c, no n.c.
+        let p3 = P1.split("diff --git a/n.c").next().unwrap().to_string();
+        let s3 = series(&d.path().join("s3"), &[("0001-a-only.patch", &p3)]);
+        let mut st = w.state();
+        w.switch(&mut st, Some(&s1), &mut |_| {}).unwrap();
+        let mtime = fs::metadata(w.src().join("a.c")).unwrap().modified().unwrap();
+        std::thread::sleep(std::time::Duration::from_millis(20));
+        w.switch(&mut st, Some(&s3), &mut |_| {}).unwrap();
+        assert_eq!(fs::metadata(w.src().join("a.c")).unwrap().modified().unwrap(), mtime);
+        assert!(!w.src().join("n.c").exists(), "the file only s1 created is gone");
+        assert_eq!(st.applied.as_ref().unwrap().touched, [("a.c".to_string(), true)]);
+        // Back to unpatched: a.c restored.
+        w.switch(&mut st, None, &mut |_| {}).unwrap();
+        assert_eq!(fs::read_to_string(w.src().join("a.c")).unwrap(), "one\ntwo\nthree\n");
+        assert!(st.applied.is_none());
     }
 
     #[test]
@@ -226,10 +297,10 @@ diff --git a/a.c b/a.c\n--- a/a.c\n+++ b/a.c\n@@ -1,3 +1,3 @@\n one\n-zwei\n+ZWE
         let before = fs::metadata(w.src().join("untouched.c")).unwrap().modified().unwrap();
         let s = series(&d.path().join("s1"), &[("0001-a.patch", P1)]);
         let mut st = w.state();
-        w.apply(&mut st, &s, &mut |_| {}).unwrap();
+        w.switch(&mut st, Some(&s), &mut |_| {}).unwrap();
         let patched = fs::metadata(w.src().join("a.c")).unwrap().modified().unwrap();
         std::thread::sleep(std::time::Duration::from_millis(20));
-        w.reset(&mut st).unwrap();
+        w.switch(&mut st, None, &mut |_| {}).unwrap();
         let restored = fs::metadata(w.src().join("a.c")).unwrap().modified().unwrap();
         assert!(restored > patched, "a restored file is newer than its patched version's objects");
         assert_eq!(fs::metadata(w.src().join("untouched.c")).unwrap().modified().unwrap(), before);
