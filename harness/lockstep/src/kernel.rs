@@ -54,6 +54,9 @@ pub struct BuildArgs {
     /// Re-resolve the Debian source package (network).
     #[arg(long)]
     pub refresh: bool,
+    /// An extra name for the build (repeatable), e.g. build:7.2+kf-spin-lock.
+    #[arg(long = "alias")]
+    pub aliases: Vec<String>,
     /// Print the build record as JSON on stdout.
     #[arg(long)]
     pub json: bool,
@@ -63,7 +66,7 @@ impl BuildArgs {
     /// The library request.
     pub fn request(&self) -> Result<BuildRequest> {
         let source = self.source.parse().map_err(BadInput)?;
-        Ok(BuildRequest { source, series: self.series.clone(), fragments: self.config.clone(), jobs: self.jobs, refresh: self.refresh, force: self.force })
+        Ok(BuildRequest { source, series: self.series.clone(), fragments: self.config.clone(), jobs: self.jobs, refresh: self.refresh, force: self.force, aliases: self.aliases.clone() })
     }
 }
 
@@ -107,7 +110,7 @@ fn build_cmd(a: &BuildArgs) -> Result<u8> {
         writeln!(out, "pahole:   {} ({})", plan.pahole.version, plan.pahole.path.display())?;
         writeln!(out, "layers:   tinyconfig, {}", plan.layers.iter().map(|l| l.layer.as_str()).collect::<Vec<_>>().join(", "))?;
         writeln!(out, "hash:     {}", plan.hash)?;
-        writeln!(out, "name:     build:{} (alias build:{})", lockstep_vm::kbuild::key::short(&plan.hash), plan.alias)?;
+        writeln!(out, "name:     build:{} (aliases: {})", lockstep_vm::kbuild::key::short(&plan.hash), plan.aliases.iter().map(|a| format!("build:{a}")).collect::<Vec<_>>().join(", "))?;
         match &plan.cached {
             Some(c) => writeln!(out, "cache:    hit ({})", c.dir.display())?,
             None => writeln!(out, "cache:    miss (would build)")?,

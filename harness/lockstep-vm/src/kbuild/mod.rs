@@ -90,12 +90,15 @@ pub struct BuildRequest {
     pub refresh: bool,
     /// Rebuild even if the cache has this build.
     pub force: bool,
+    /// Extra names for the build (besides `<source>[+<series>]` and the short hash), e.g. the
+    /// `kernel` a profile names (`build:7.2+kf-spin-lock`); with or without `build:`.
+    pub aliases: Vec<String>,
 }
 
 impl BuildRequest {
     /// A request for `source` with nothing else.
     pub fn new(source: SourceSpec) -> Self {
-        BuildRequest { source, series: None, fragments: vec![], jobs: None, refresh: false, force: false }
+        BuildRequest { source, series: None, fragments: vec![], jobs: None, refresh: false, force: false, aliases: vec![] }
     }
 }
 
@@ -196,8 +199,8 @@ pub struct Plan {
     pub hash: String,
     /// The cached build with this hash, if any.
     pub cached: Option<BuildRecord>,
-    /// The alias this build gets.
-    pub alias: String,
+    /// The aliases this build gets: `<source>[+<series>]`, then the requested ones.
+    pub aliases: Vec<String>,
 }
 
 /// The build cache.
@@ -288,11 +291,20 @@ impl Kbuild {
         };
         let hash = key.hash();
         let cached = read_record(&self.builds_dir().join(&hash).join("build.json"));
-        let alias = match &series {
+        let mut aliases = vec![match &series {
             Some(s) => format!("{}+{}", source.short, s.name),
             None => source.short.clone(),
-        };
-        Ok(Plan { source, series, layers, merged, compiler, pahole, key, hash, cached, alias })
+        }];
+        for a in &req.aliases {
+            let a = a.strip_prefix("build:").unwrap_or(a);
+            if a.is_empty() || a.contains('/') || a.starts_with('.') {
+                return Err(KbuildError::BadRequest(format!("bad alias {a:?}")));
+            }
+            if !aliases.iter().any(|x| x == a) {
+                aliases.push(a.to_string());
+            }
+        }
+        Ok(Plan { source, series, layers, merged, compiler, pahole, key, hash, cached, aliases })
     }
 
     fn source_id(&self, req: &BuildRequest, on_event: &mut dyn FnMut(BuildEvent)) -> Result<SourceId, KbuildError> {
@@ -323,8 +335,15 @@ impl Kbuild {
     /// Builds a [`Plan`] (a cache hit returns the cached record).
     pub fn build_plan(&self, req: &BuildRequest, plan: &Plan, on_event: &mut dyn FnMut(BuildEvent)) -> Result<BuildRecord, KbuildError> {
         if let (Some(c), false) = (&plan.cached, req.force) {
-            self.set_alias(&plan.alias, &c.hash)?;
-            return Ok(c.clone());
+            let mut c = c.clone();
+            for a in &plan.aliases {
+                self.set_alias(a, &c.hash)?;
+                if !c.aliases.contains(a) {
+                    c.aliases.push(a.clone());
+                }
+            }
+            source::write_atomic(&c.dir.join("build.json"), &serde_json::to_vec_pretty(&c).expect("record serialises"))?;
+            return Ok(c);
         }
         let mut timings = Vec::new();
         let mut t = Instant::now();
@@ -465,7 +484,7 @@ impl Kbuild {
         lap(Phase::Install, &mut timings);
         let record = BuildRecord {
             hash: plan.hash.clone(),
-            aliases: vec![plan.alias.clone()],
+            aliases: plan.aliases.clone(),
             source: plan.source.clone(),
             series: plan.series.as_ref().map(|s| SeriesRecord {
                 name: s.name.clone(),
@@ -490,7 +509,9 @@ impl Kbuild {
         source::write_atomic(&tmp.join("build.json"), &serde_json::to_vec_pretty(&record).expect("record serialises"))?;
         let _ = fs::remove_dir_all(&dir);
         fs::rename(&tmp, &dir).map_err(io(&dir))?;
-        self.set_alias(&plan.alias, &plan.hash)?;
+        for a in &plan.aliases {
+            self.set_alias(a, &plan.hash)?;
+        }
         Ok(record)
     }
 

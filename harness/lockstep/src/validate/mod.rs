@@ -137,6 +137,8 @@ pub fn run_with(a: ValidateArgs, runner: &mut dyn CorpusRunner) -> Result<u8> {
             let base = crate::kernel::build(&kb, &req)?;
             lap("build base kernel", &mut t, &mut timings);
             req.series = Some(a.series.clone());
+            // The patched build answers to the kernel name the profile gives (build:7.2+kf-spin-lock).
+            req.aliases = p_patched.kernel.iter().filter(|k| k.starts_with("build:")).cloned().collect();
             let patched = crate::kernel::build(&kb, &req)?;
             lap("build patched kernel", &mut t, &mut timings);
             (runner, [ResolvedKernel::from_build(&base), ResolvedKernel::from_build(&patched)])
