@@ -4,6 +4,8 @@
 Each case's expectation cites the verifier.c function it comes from (see docs/verifier-lock-rules.md).
 Regenerate with `python3 scripts/gen-corpus.py`; hand-written cases live in the other files.
 """
+import json
+import pathlib
 import os
 
 OUT = os.path.join(os.path.dirname(__file__), "..", "tests", "corpus")
@@ -66,6 +68,20 @@ MSG = {
 }
 ALL = ["6.12", "7.2", "7.2+kf-spin-lock", "7.3"]
 
+# Instruction indices of kernel rejections, measured by `lockstep run` (scripts/measure-insns.py).
+_measured_file = pathlib.Path(__file__).resolve().parent.parent / "tests/corpus/kernel-insns.json"
+MEASURED = json.loads(_measured_file.read_text()) if _measured_file.exists() else {"measured_on": {}, "insns": {}}
+MEASURED_PROFILES = sorted(v["profile"] for v in MEASURED["measured_on"].values())
+
+
+def measured_insn(case, prof):
+    """The kernel's index for `prof` ("*": the one index every measured kernel reports)."""
+    per = MEASURED["insns"].get(case, {})
+    if prof != "*":
+        return per.get(prof)
+    seen = {per.get(p) for p in MEASURED_PROFILES}
+    return seen.pop() if len(seen) == 1 else None
+
 
 class Case:
     def __init__(self, name, text, prog_type="sched_cls", maps=None, expect=None, desc=None, extra="", tags=()):
@@ -88,9 +104,11 @@ class Case:
         for prof, e in self.expect.items():
             s += f'\n[case.expect."{prof}"]\n'
             verdict, insn, msg, src = e
+            if verdict == "reject" and insn is None:
+                insn = measured_insn(self.name, prof)
             s += f'verdict = "{verdict}"\n'
             if insn is not None:
-                s += f"insn = {insn}\n"
+                s += f"insn = {insn}  # measured on a real kernel (tests/corpus/kernel-insns.json)\n"
             if msg is not None:
                 s += f'message = "{msg}"\n'
             s += f'source = "{src}"\n'
@@ -101,7 +119,8 @@ def acc(src):
     return {"*": ("accept", None, None, src)}
 
 def rej(msg, insn, src, profiles=("*",)):
-    # Instruction indices are left to the kernel runs (issue 3) to confirm.
+    # The `insn` argument is the author's guess and is not used: instruction indices come from
+    # real kernels (MEASURED, below), so an expectation's index is the kernel's own.
     return {p: ("reject", None, MSG.get(msg, msg), src) for p in profiles}
 
 def exit_rej(insn):
@@ -162,7 +181,12 @@ C.append(Case("arg_variable_offset",
               expect=rej("R1 doesn't have constant offset. bpf_spin_lock has to be at the constant offset", 13, "verifier.c:process_spin_lock()"), tags=["argument"]))
 C.append(Case("arg_unbounded_offset",
               lookup() + "    call bpf_get_prandom_u32\n    r1 = r6\n    r0 <<= 32\n    r0 s>>= 32\n    r1 += r0\n    call bpf_spin_lock\n" + OUTRO,
-              expect=rej("math between map_value pointer and register with unbounded min value is not allowed", 13, "verifier.c:adjust_ptr_min_max_vals()"), tags=["argument"]))
+              expect=rej("value -2147483648 makes map_value pointer be out of bounds", 13,
+                         "verifier.c:check_reg_sane_offset_scalar(): s>>32 of an unknown value is [S32_MIN, S32_MAX]; measured on debian 7.2 and 7.3"), tags=["argument"]))
+C.append(Case("arg_unbounded_min_offset",
+              lookup() + "    call bpf_get_prandom_u32\n    r1 = r6\n    r0 <<= 32\n    r1 += r0\n    call bpf_spin_lock\n" + OUTRO,
+              expect=rej("math between map_value pointer and register with unbounded min value is not allowed", 12,
+                         "verifier.c:check_reg_sane_offset_scalar(): a u32 shifted left by 32 has s32_min < 0, so smin is S64_MIN"), tags=["argument"]))
 C.append(Case("arg_map_without_btf", lookup() + lock() + unlock() + OUTRO, maps=[LOCK_MAP.format(name="nobtf", type="array", btf="false").replace('"nobtf"', '"vals"')],
               expect=rej("map 'vals' has to have BTF in order to use bpf_spin_lock", 10, "verifier.c:process_spin_lock()"), tags=["argument", "btf"]))
 C.append(Case("arg_map_without_lock", lookup() + lock(off=0) + OUTRO, maps=[PLAIN_MAP.format(name="vals")],
@@ -246,6 +270,20 @@ under("    r1 = 1\n    call lockstep_xdp_only_safe\n", "call_module_xdp_only_saf
 under("    r1 = 1\n    call lockstep_safe_ret_null\n", "call_module_safe_ret_null",
       {**rej("call", 12, "verifier.c:do_check_insn(): module kfunc", ["6.12", "7.2"]),
        **{p: ("unsupported", None, None, "the lock rule passes; pointer-returning kfuncs are outside the model") for p in ALL[2:]}}, tags=("calls", "module"))
+# Module kfuncs outside a lock region: the lock rule does not apply (kernel 6.12+ all allow
+# module kfuncs from programs of a registered type).
+for k in ["lockstep_safe", "lockstep_unsafe"]:
+    C.append(Case(f"call_module_{k[9:]}_outside_lock", lookup() + f"    r1 = 1\n    call {k}\n" + lock() + unlock() + OUTRO,
+                  expect=acc("verifier.c:check_kfunc_call(): registered for sched_cls, no lock held"), tags=["calls", "module"]))
+C.append(Case("call_module_xdp_only_safe_outside_lock_sched_cls", lookup() + "    r1 = 1\n    call lockstep_xdp_only_safe\n" + OUTRO,
+              expect=rej("calling kernel function lockstep_xdp_only_safe is not allowed", 10,
+                         "verifier.c:fetch_kfunc_meta(): not in the sched_cls kfunc set"), tags=["calls", "module"]))
+# A lock-safe acquire/release pair under the lock: 6.12 and 7.2 stop at the first module call.
+under("    r1 = 1\n    call lockstep_safe_acquire\n    if r0 == 0 goto skip\n    r1 = r0\n    call lockstep_safe_release\nskip:\n",
+      "call_module_safe_acquire_release",
+      {**rej("call", 12, "verifier.c:do_check_insn(): module kfunc", ["6.12", "7.2"]),
+       **{p: ("unsupported", None, None, "the lock rule passes; acquired references are outside the model") for p in ALL[2:]}},
+      tags=("calls", "module"))
 for k in ["bpf_iter_num_destroy", "bpf_list_pop_front", "bpf_rbtree_first"]:
     e = {}
     in612 = k in ("bpf_list_pop_front", "bpf_rbtree_first")

@@ -1,17 +1,20 @@
 #!/usr/bin/env bash
 # Install what lockstep needs on a fresh Debian 12 (bookworm) machine, from the system apt sources.
 #
-# Usage: scripts/setup.sh [--with-insta]
+# Usage: scripts/setup.sh [--with-insta] [--with-vng]
 #   --with-insta   also `cargo install --locked cargo-insta` (skipped if already installed)
+#   --with-vng     also virtme-ng (pip) with kmod and busybox, the reference of `lockstep bench guest`
 #
 # Idempotent: apt-get only installs what is missing; run as root (or with sudo available).
 set -euo pipefail
 
 WITH_INSTA=0
+WITH_VNG=0
 for arg in "$@"; do
   case "$arg" in
     --with-insta) WITH_INSTA=1 ;;
-    -h|--help) sed -n '2,7p' "$0"; exit 0 ;;
+    --with-vng) WITH_VNG=1 ;;
+    -h|--help) sed -n '2,8p' "$0"; exit 0 ;;
     *) echo "unknown argument: $arg" >&2; exit 2 ;;
   esac
 done
@@ -39,6 +42,8 @@ PACKAGES=(
   # pahole >= 1.30 is fetched privately by lockstep (bookworm's dwarves is 1.24).
   flex bison bc libssl-dev patch ccache
 )
+# virtme-ng needs depmod and a busybox for its initramfs.
+((WITH_VNG)) && PACKAGES+=(kmod busybox-static python3-pip)
 
 missing=()
 for p in "${PACKAGES[@]}"; do
@@ -59,6 +64,10 @@ if ((WITH_INSTA)); then
   else
     cargo install --locked cargo-insta
   fi
+fi
+
+if ((WITH_VNG)) && ! command -v vng >/dev/null; then
+  python3 -m pip install --quiet virtme-ng
 fi
 
 # KVM is optional: lockstep probes it at run time and falls back to TCG.

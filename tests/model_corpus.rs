@@ -11,7 +11,9 @@ use lockstep_core::profile::KernelProfile;
 
 fn model_verdicts(path: &Path, contents: String) -> datatest_stable::Result<()> {
     let module = bundled();
-    let name = path.file_stem().unwrap().to_string_lossy().to_string();
+    // Files in subdirectories (tests/corpus/selftests-7.3/x.toml) snapshot as `selftests-7.3__x`.
+    let full = path.with_extension("").to_string_lossy().replace('\\', "/");
+    let name = full.rsplit_once("tests/corpus/").map_or(full.as_str(), |(_, r)| r).replace('/', "__");
     let cases = load_text(&name, &contents, &module)?;
     let rows = check_all(&cases, &KernelProfile::all(), &module);
     let mut out = String::new();

@@ -31,6 +31,8 @@ fn main() {
         line: 0,
         prog_type: ProgType::SchedCls,
         sleepable: false,
+        prog_flags: 0,
+        log_level: 0,
         maps: vec![MapSpec {
             name: ".data".into(),
             map_type: MapType::Array,

@@ -179,11 +179,11 @@ impl Loader {
             name: &name,
             insns: &insns,
             expected_attach_type: expected_attach_type(case.prog_type),
-            prog_flags: if case.sleepable { BPF_F_SLEEPABLE } else { 0 },
+            prog_flags: case.prog_flags | if case.sleepable { BPF_F_SLEEPABLE } else { 0 },
             prog_btf: if func_info.is_empty() { None } else { btf_fd.as_ref().map(|f| f.as_fd()) },
             func_info,
             fd_array: &fd_array,
-            log_level: LOG_LEVEL,
+            log_level: if case.log_level != 0 { case.log_level | 4 } else { LOG_LEVEL },
         };
         let (res, log) = load_with_log(&load, self.log_size);
         let parsed = parse_verifier_log(&log);

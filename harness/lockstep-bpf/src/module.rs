@@ -59,9 +59,19 @@ pub fn module_status(name: &str) -> ModuleStatus {
     }
 }
 
+/// The module name recorded in a `.ko`'s `.modinfo` (`name=...`), which the kernel uses whatever
+/// the file is called.
+pub fn modinfo_name(ko: &[u8]) -> Option<String> {
+    let key = b"\0name=";
+    let at = ko.windows(key.len()).position(|w| w == key)? + key.len();
+    let end = ko[at..].iter().position(|&b| b == 0)? + at;
+    let name = std::str::from_utf8(&ko[at..end]).ok()?;
+    (!name.is_empty() && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')).then(|| name.to_string())
+}
+
 /// Loads a `.ko` with `finit_module` (an already loaded module is fine) and finds its BTF id.
 pub fn load_module(path: &Path) -> ModuleStatus {
-    let name = module_name(path);
+    let name = std::fs::read(path).ok().and_then(|b| modinfo_name(&b)).unwrap_or_else(|| module_name(path));
     let failed = |error: String| ModuleStatus::Failed { name: name.clone(), error };
     let file = match File::open(path) {
         Ok(f) => f,
@@ -72,4 +82,17 @@ pub fn load_module(path: &Path) -> ModuleStatus {
         Err(e) => return failed(format!("finit_module {}: {e}", path.display())),
     }
     module_status(&name)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_modinfo_name_wins_over_the_file_name() {
+        let ko = b"\x7fELF...\0license=GPL\0name=lockstep_test\0vermagic=7.3\0";
+        assert_eq!(modinfo_name(ko).as_deref(), Some("lockstep_test"));
+        assert_eq!(modinfo_name(b"no modinfo here"), None);
+        assert_eq!(module_name(Path::new("/lockstep/module.ko")), "module");
+    }
 }

@@ -84,6 +84,8 @@ fn case(name: &str, prog_type: ProgType, maps: Vec<MapSpec>, text: &str) -> Case
         line: 0,
         prog_type,
         sleepable: false,
+        prog_flags: 0,
+        log_level: 0,
         maps,
         globals: vec![],
         extern_kfuncs: vec![],

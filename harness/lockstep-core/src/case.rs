@@ -82,6 +82,17 @@ impl ProgType {
     }
 }
 
+/// The `prog_flags` a case may set by name (include/uapi/linux/bpf.h); `BPF_F_SLEEPABLE` is
+/// the separate `sleepable` key.
+pub const PROG_FLAGS: &[(&str, u32)] = &[
+    ("BPF_F_STRICT_ALIGNMENT", 1 << 0),
+    ("BPF_F_ANY_ALIGNMENT", 1 << 1),
+    ("BPF_F_TEST_RND_HI32", 1 << 2),
+    ("BPF_F_TEST_STATE_FREQ", 1 << 3),
+    ("BPF_F_XDP_HAS_FRAGS", 1 << 5),
+    ("BPF_F_TEST_REG_INVARIANTS", 1 << 7),
+];
+
 /// Map types a case may declare.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -185,6 +196,10 @@ pub struct Expectation {
     pub message: Option<String>,
     /// Where the expectation comes from (a verifier.c function, a kernel run).
     pub source: Option<String>,
+    /// Selftest `__msg` patterns: each must occur in the verifier's output, in this order
+    /// (substring match, as `test_loader.c` does on the log). See [`crate::corpus::msgs_match`].
+    #[serde(default)]
+    pub msgs: Vec<String>,
 }
 
 /// One test case: a program with everything needed to load it.
@@ -196,6 +211,13 @@ pub struct Case {
     pub line: usize,
     pub prog_type: ProgType,
     pub sleepable: bool,
+    /// Further `BPF_PROG_LOAD` `prog_flags` (see [`PROG_FLAGS`]; `BPF_F_SLEEPABLE` is `sleepable`).
+    #[serde(default)]
+    pub prog_flags: u32,
+    /// Verifier log level to load with (0: the loader's default). Selftests with
+    /// `__log_level(2)` expect lines that only a level-2 log keeps on success (`29: safe`).
+    #[serde(default)]
+    pub log_level: u32,
     pub maps: Vec<MapSpec>,
     pub globals: Vec<GlobalFunc>,
     /// Kfuncs the program calls that the model does not know (declared to pass the name check).

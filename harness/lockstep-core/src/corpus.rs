@@ -2,7 +2,7 @@
 //! this module turns file contents into cases and compares model verdicts with expectations.
 
 use crate::case::parse::{parse_cases, CaseError};
-use crate::case::Case;
+use crate::case::{Case, Expectation};
 use crate::profile::{KernelProfile, ModuleKfuncs};
 use crate::verdict::{Verdict, VerdictKind};
 
@@ -36,16 +36,60 @@ pub struct CheckRow {
     pub expected: Option<bool>,
 }
 
+/// The expectation of `case` for `profile`: its own entry, else the `"*"` entry.
+pub fn expectation<'a>(case: &'a Case, profile: &str) -> Option<&'a Expectation> {
+    case.expect.get(profile).or_else(|| case.expect.get("*"))
+}
+
 /// Whether `v` meets `case`'s expectation for `profile` (`None` if there is none). A `"*"` key
 /// applies to every profile without its own entry. Messages compare on their first line.
+///
+/// `msgs` patterns (selftest `__msg`) are matched against the verdict's message with
+/// [`msgs_match`] when a rejection is expected. When an acceptance is expected they can only be
+/// verifier-log lines (`__msg("29: safe")` at `__log_level(2)`): a verdict has no log, so they
+/// are left to [`kernel_meets_expectation`] and [`log_only_msgs`] reports them.
 pub fn meets_expectation(case: &Case, profile: &str, v: &Verdict) -> Option<bool> {
-    let e = case.expect.get(profile).or_else(|| case.expect.get("*"))?;
+    let e = expectation(case, profile)?;
+    let msgs_ok = e.verdict != VerdictKind::Reject || msgs_match(&e.msgs, v.message.as_deref().unwrap_or(""));
+    Some(meets_verdict(e, v) && msgs_ok)
+}
+
+/// Whether a kernel's result meets `case`'s expectation for `profile` (`None` if there is none):
+/// as [`meets_expectation`], but when the result carries the verifier log (`want_log`) the
+/// `msgs` patterns are matched against the whole log, as the selftests' `test_loader.c` does,
+/// so log-only patterns of an expected acceptance are checked too.
+pub fn kernel_meets_expectation(case: &Case, profile: &str, r: &crate::proto::KernelResult) -> Option<bool> {
+    let Some(log) = &r.log else { return meets_expectation(case, profile, &r.verdict) };
+    let e = expectation(case, profile)?;
+    Some(meets_verdict(e, &r.verdict) && msgs_match(&e.msgs, log))
+}
+
+/// Verdict, instruction and first message line (the parts a verdict always carries).
+fn meets_verdict(e: &Expectation, v: &Verdict) -> bool {
     let first = |s: &Option<String>| s.as_deref().map(|m| m.lines().next().unwrap_or("").to_string());
-    Some(
-        e.verdict == v.verdict
-            && (e.insn.is_none() || e.insn == v.insn)
-            && (e.message.is_none() || first(&e.message) == first(&v.message)),
-    )
+    e.verdict == v.verdict && (e.insn.is_none() || e.insn == v.insn) && (e.message.is_none() || first(&e.message) == first(&v.message))
+}
+
+/// `msgs` patterns of `case`'s expectation for `profile` that a verdict alone cannot check (those
+/// of an expected acceptance: verifier-log lines).
+pub fn log_only_msgs<'a>(case: &'a Case, profile: &str) -> &'a [String] {
+    match expectation(case, profile) {
+        Some(e) if e.verdict != VerdictKind::Reject => &e.msgs,
+        _ => &[],
+    }
+}
+
+/// Whether every pattern occurs in `text`, in order, each after the end of the previous one
+/// (`test_loader.c`'s `validate_msgs()` for plain-substring `__msg` patterns).
+pub fn msgs_match(patterns: &[String], text: &str) -> bool {
+    let mut rest = text;
+    for p in patterns {
+        match rest.find(p.as_str()) {
+            Some(i) => rest = &rest[i + p.len()..],
+            None => return false,
+        }
+    }
+    true
 }
 
 /// Runs the model on every case for every profile.
@@ -67,4 +111,54 @@ pub fn check_all(cases: &[Case], profiles: &[KernelProfile], module: &ModuleKfun
         }
     }
     rows
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::proto::KernelResult;
+
+    fn case_with(verdict: VerdictKind, msgs: &[&str]) -> Case {
+        let src = format!(
+            "[[case]]\nname = \"c\"\nprog_type = \"sched_cls\"\ntext = \"r0 = 0\\nexit\"\n[case.expect.\"7.3\"]\nverdict = \"{}\"\nmsgs = [{}]\n",
+            verdict.as_str(),
+            msgs.iter().map(|m| format!("{m:?}")).collect::<Vec<_>>().join(", ")
+        );
+        crate::case::parse::parse_cases("t", &src, &[]).unwrap().remove(0)
+    }
+
+    #[test]
+    fn msgs_match_in_order() {
+        let p = |v: &[&str]| v.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        assert!(msgs_match(&p(&["calls are", "lock"]), "function calls are not allowed while holding a lock"));
+        assert!(!msgs_match(&p(&["lock", "calls are"]), "function calls are not allowed while holding a lock"));
+        assert!(msgs_match(&[], "anything"));
+    }
+
+    #[test]
+    fn reject_msgs_are_checked_on_the_model_message() {
+        let c = case_with(VerdictKind::Reject, &["unlock of different lock"]);
+        assert_eq!(meets_expectation(&c, "7.3", &Verdict::reject(Some(3), "bpf_spin_unlock of different lock")), Some(true));
+        assert_eq!(meets_expectation(&c, "7.3", &Verdict::reject(Some(3), "bpf_spin_unlock without taking a lock")), Some(false));
+        assert_eq!(meets_expectation(&c, "6.12", &Verdict::accept()), None);
+    }
+
+    #[test]
+    fn accept_msgs_are_log_only() {
+        let c = case_with(VerdictKind::Accept, &["29: safe"]);
+        assert_eq!(meets_expectation(&c, "7.3", &Verdict::accept()), Some(true));
+        assert_eq!(log_only_msgs(&c, "7.3"), ["29: safe".to_string()]);
+        let r = |log: Option<&str>| KernelResult {
+            case: "c".into(),
+            verdict: Verdict::accept(),
+            errno: 0,
+            log: log.map(str::to_string),
+            verification_usec: None,
+            insns_processed: None,
+            setup_error: None,
+        };
+        assert_eq!(kernel_meets_expectation(&c, "7.3", &r(Some("28: (bf) r1 = r9\n29: safe\n"))), Some(true));
+        assert_eq!(kernel_meets_expectation(&c, "7.3", &r(Some("28: (bf) r1 = r9\n"))), Some(false));
+        assert_eq!(kernel_meets_expectation(&c, "7.3", &r(None)), Some(true));
+    }
 }

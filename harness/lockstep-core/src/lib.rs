@@ -8,15 +8,21 @@
 //! - [`model`]: the abstract interpreter that predicts the verifier's spin-lock verdicts.
 //! - [`verdict`]: verdicts and their comparison (agreement classes).
 //! - [`flips`]: judging a patch series: verdict flips base -> patched against the model.
+//! - [`import`]: kernel selftests (C) and BPF objects (ELF) as cases.
 
 pub mod asm;
+pub mod btf;
 pub mod case;
+pub mod compare;
 pub mod corpus;
 pub mod flips;
 pub mod helpers;
+pub mod import;
 pub mod insn;
 pub mod model;
+pub mod module_ko;
 pub mod module_src;
 pub mod profile;
 pub mod proto;
+pub mod serde_pairs;
 pub mod verdict;

@@ -50,6 +50,8 @@ pub struct Messages {
     pub stack_read_uninit: String,
     pub stack_indirect_uninit: String,
     pub ptr_unbounded_min: String,
+    /// `check_reg_sane_offset_scalar()`: the offset's smin is beyond `BPF_MAX_VAR_OFF`.
+    pub ptr_offset_oob: String,
     pub ptr_arith_null: String,
     pub ld_abs_prog_type: String,
     pub ld_abs_r6: String,

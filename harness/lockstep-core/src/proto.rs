@@ -67,3 +67,41 @@ pub enum GuestMsg {
     /// Sent right before power-off.
     Bye,
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_run_message_with_relocations_round_trips_through_json() {
+        let text = "r1 = map[id:m]\ncall bpf_spin_lock\nr0 = 0\nexit\n";
+        let mut syms = crate::asm::Symbols::default();
+        syms.maps.push("m".into());
+        let program = crate::asm::assemble(text, &syms).expect("assembles");
+        assert!(!program.relocs.is_empty());
+        let msg = HostMsg::Run {
+            id: 7,
+            case: Box::new(Case {
+                name: "c".into(),
+                file: "f".into(),
+                line: 1,
+                prog_type: crate::case::ProgType::SchedCls,
+                sleepable: false,
+                prog_flags: 0,
+                log_level: 0,
+                maps: Vec::new(),
+                globals: Vec::new(),
+                extern_kfuncs: Vec::new(),
+                program,
+                text: text.into(),
+                expect: Default::default(),
+                description: None,
+                tags: Vec::new(),
+            }),
+            want_log: false,
+        };
+        let json = serde_json::to_string(&msg).unwrap();
+        let back: HostMsg = serde_json::from_str(&json).unwrap();
+        assert_eq!(back, msg);
+    }
+}

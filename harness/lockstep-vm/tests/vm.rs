@@ -67,6 +67,8 @@ fn case(name: &str) -> Case {
         line: 1,
         prog_type: ProgType::SocketFilter,
         sleepable: false,
+        prog_flags: 0,
+        log_level: 0,
         maps: vec![],
         globals: vec![],
         extern_kfuncs: vec![],

@@ -1,4 +1,5 @@
-//! Finding and reading case files (the filesystem edge of the pure case parser).
+//! Finding and reading case files and BPF objects (the filesystem edge of the pure case parser
+//! and object reader).
 
 use std::path::{Path, PathBuf};
 
@@ -15,7 +16,12 @@ pub fn default_corpus() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/corpus")
 }
 
-/// Expands files and directories (recursively) into `.toml` case files, sorted.
+/// Whether `p` is a BPF object (`.o`, e.g. `x.bpf.o`) rather than a case file.
+fn is_object(p: &Path) -> bool {
+    p.extension().is_some_and(|x| x == "o")
+}
+
+/// Expands files and directories (recursively) into `.toml` case files and `.o` BPF objects, sorted.
 pub fn expand(paths: &[PathBuf]) -> anyhow::Result<Vec<PathBuf>> {
     let mut out = Vec::new();
     for p in paths {
@@ -26,7 +32,7 @@ pub fn expand(paths: &[PathBuf]) -> anyhow::Result<Vec<PathBuf>> {
                     let path = e?.path();
                     if path.is_dir() {
                         stack.push(path);
-                    } else if path.extension().is_some_and(|x| x == "toml") {
+                    } else if path.extension().is_some_and(|x| x == "toml") || is_object(&path) {
                         out.push(path);
                     }
                 }
@@ -45,6 +51,16 @@ pub fn expand(paths: &[PathBuf]) -> anyhow::Result<Vec<PathBuf>> {
 pub fn load(paths: &[PathBuf], module: &ModuleKfuncs) -> anyhow::Result<Vec<Case>> {
     let mut cases = Vec::new();
     for f in expand(paths)? {
+        if is_object(&f) {
+            let bytes = std::fs::read(&f).map_err(|e| BadInput(format!("{}: {e}", f.display())))?;
+            let known = lockstep_core::corpus::known_kfuncs(module);
+            let got = lockstep_core::import::elf::cases_from_object(&f.display().to_string(), &bytes, &known).map_err(|e| BadInput(e.to_string()))?;
+            for (prog, why) in &got.skipped {
+                eprintln!("{}: program {prog} skipped: {why}", f.display());
+            }
+            cases.extend(got.cases);
+            continue;
+        }
         let src = std::fs::read_to_string(&f).map_err(|e| BadInput(format!("{}: {e}", f.display())))?;
         let parsed = lockstep_core::corpus::load_text(&f.display().to_string(), &src, module).map_err(|e| BadInput(e.to_string()))?;
         cases.extend(parsed);

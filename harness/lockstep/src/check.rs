@@ -21,6 +21,10 @@ pub struct CheckArgs {
     /// JSON lines instead of a table.
     #[arg(long)]
     json: bool,
+    /// Also print, per profile, how many cases have an expectation and how many of those the
+    /// model meets (e.g. on imported selftests: the model against the tests' own annotations).
+    #[arg(long)]
+    matrix: bool,
     /// Case files or directories (default: the bundled corpus).
     paths: Vec<PathBuf>,
 }
@@ -85,10 +89,31 @@ pub fn run(a: CheckArgs) -> Result<u8> {
         rows.iter().filter(|r| r.expected.is_some()).count(),
         missed.len()
     );
+    if a.matrix {
+        eprint!("{}", matrix(&cases, &rows, &profiles));
+    }
     for r in &missed {
         eprintln!("expectation not met: {}:{}: {} on {}", r.file, r.line, r.case, r.profile);
     }
     Ok(if missed.is_empty() { 0 } else { crate::EXIT_DISAGREE })
+}
+
+/// The per-profile agreement table: cases with an expectation for the profile (its own or `*`),
+/// how many the model meets, how many it does not (of which unsupported), and how many
+/// expectations carry verifier-log patterns a verdict cannot check.
+fn matrix(cases: &[lockstep_core::case::Case], rows: &[lockstep_core::corpus::CheckRow], profiles: &[KernelProfile]) -> String {
+    use std::fmt::Write as _;
+    let mut o = String::new();
+    let _ = writeln!(o, "{:<18} {:>6} {:>9} {:>6} {:>9} {:>12} {:>9}", "profile", "cases", "expected", "met", "not met", "unsupported", "log-only");
+    for p in profiles {
+        let pr: Vec<_> = rows.iter().filter(|r| r.profile == p.name).collect();
+        let expected = pr.iter().filter(|r| r.expected.is_some()).count();
+        let met = pr.iter().filter(|r| r.expected == Some(true)).count();
+        let unsupported = pr.iter().filter(|r| r.expected == Some(false) && r.verdict == VerdictKind::Unsupported).count();
+        let log_only = cases.iter().filter(|c| !lockstep_core::corpus::log_only_msgs(c, &p.name).is_empty()).count();
+        let _ = writeln!(o, "{:<18} {:>6} {:>9} {:>6} {:>9} {:>12} {:>9}", p.name, pr.len(), expected, met, expected - met, unsupported, log_only);
+    }
+    o
 }
 
 /// Runs `bench model`: programs checked per second.

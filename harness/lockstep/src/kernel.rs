@@ -1,265 +1,246 @@
-//! `lockstep kernel build|list|show`: kernels built from source (lockstep_vm::kbuild) and kernels
-//! by name (lockstep_vm::kernel).
+//! `lockstep kernel fetch|list`, and resolving a kernel name into what `run` boots: the image,
+//! its exact package version, the model profile that should predict it, and the test module
+//! built for it.
 
-use std::io::Write;
-use std::path::PathBuf;
-use std::time::{Duration, Instant};
+use std::path::{Path, PathBuf};
+use std::process::Command;
 
-use anyhow::Result;
-use clap::{Args, Subcommand};
+use anyhow::{Context, Result};
+use clap::Subcommand;
 use indicatif::{ProgressBar, ProgressStyle};
-use lockstep_vm::kbuild::{config, BuildEvent, BuildRecord, BuildRequest, Kbuild, KbuildError, Phase};
-use lockstep_vm::kernel::{self, KernelName};
+use lockstep_core::profile::{KernelProfile, ModuleKfuncs};
+use lockstep_vm::debian::{FetchParts, KernelCache, KernelRef, Progress, KERNELS};
 
 use crate::cases::BadInput;
 
 /// `lockstep kernel ...`.
 #[derive(Subcommand)]
 pub enum KernelCmd {
-    /// Build a kernel from source (cached by content hash).
-    Build(BuildArgs),
-    /// List built kernels (and cached Debian kernels).
-    List {
-        /// JSON lines.
+    /// Fetch Debian's prebuilt kernel images (private apt configuration, cached outside the repo).
+    Fetch {
+        /// Kernel names: debian:6.12, debian:7.2, debian:7.3.
+        #[arg(required = true)]
+        names: Vec<String>,
+        /// Also fetch the headers and kbuild packages (needed to build the test module).
         #[arg(long)]
-        json: bool,
+        headers: bool,
+        /// Re-read the package index and fetch a newer version if there is one.
+        #[arg(long)]
+        refresh: bool,
     },
-    /// Resolve a kernel name (debian:7.3, build:<alias-or-hash>) to its image, config and module target.
+    /// Build (or find cached) the test module for a kernel and print its kfuncs' compiled flags.
+    Module {
+        /// Kernel name, e.g. debian:7.3.
+        name: String,
+    },
+    /// Build a kernel from source: a Debian source package or a tree, plus a patch series
+    /// (cached by content hash; the result is named build:<hash> and build:<source>+<series>).
+    Build(crate::kbuild::BuildArgs),
+    /// Resolve a kernel name (debian:7.3, build:<alias-or-hash>) to its image, config, release and
+    /// module build target (JSON).
     Show {
         name: String,
     },
+    /// List the cached kernels with their exact package versions (and the kernels built from source).
+    List {
+        /// JSON lines instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
 }
 
-/// Arguments of `lockstep kernel build`.
-#[derive(Args, Clone, Debug)]
-pub struct BuildArgs {
-    /// debian-src:<series> (Debian's linux-source package) or a kernel tree path.
-    #[arg(long)]
-    pub source: String,
-    /// A directory of `git format-patch` mails, applied in file-name order.
-    #[arg(long)]
-    pub series: Option<PathBuf>,
-    /// Config fragments layered after lockstep's base (repeatable; lockstep's mandatory items win).
-    #[arg(long = "config")]
-    pub config: Vec<PathBuf>,
-    /// Print the plan (source, patches, merged fragment, cache key) without building.
-    #[arg(long)]
-    pub dry_run: bool,
-    /// make -j (default: number of CPUs).
-    #[arg(long, short = 'j')]
-    pub jobs: Option<usize>,
-    /// Rebuild even when cached.
-    #[arg(long)]
-    pub force: bool,
-    /// Re-resolve the Debian source package (network).
-    #[arg(long)]
-    pub refresh: bool,
-    /// An extra name for the build (repeatable), e.g. build:7.2+kf-spin-lock.
-    #[arg(long = "alias")]
-    pub aliases: Vec<String>,
-    /// Print the build record as JSON on stdout.
-    #[arg(long)]
-    pub json: bool,
-}
-
-impl BuildArgs {
-    /// The library request.
-    pub fn request(&self) -> Result<BuildRequest> {
-        let source = self.source.parse().map_err(BadInput)?;
-        Ok(BuildRequest { source, series: self.series.clone(), fragments: self.config.clone(), jobs: self.jobs, refresh: self.refresh, force: self.force, aliases: self.aliases.clone() })
-    }
-}
-
-/// Maps a build error: bad input (exit 2) or infrastructure (exit 3).
-pub fn map_err(e: KbuildError) -> anyhow::Error {
-    if e.is_bad_input() {
-        BadInput(e.to_string()).into()
-    } else {
-        anyhow::Error::new(e)
-    }
-}
-
-/// Runs `lockstep kernel ...`.
+/// Runs `kernel fetch|list`.
 pub fn run(cmd: KernelCmd) -> Result<u8> {
     match cmd {
-        KernelCmd::Build(a) => build_cmd(&a),
-        KernelCmd::List { json } => list(json),
-        KernelCmd::Show { name } => show(&name),
+        KernelCmd::Fetch { names, headers, refresh } => {
+            let cache = KernelCache::open_default().refresh(refresh);
+            for n in &names {
+                let k = fetch(&cache, n, FetchParts { headers })?;
+                println!("{}\t{}\t{}", k.name, k.package_version, k.vmlinuz.display());
+            }
+            Ok(0)
+        }
+        KernelCmd::Module { name } => {
+            let m = build_module(&name)?;
+            println!("# {}", m.ko.display());
+            for k in m.kfuncs.kfuncs.values() {
+                let safe = if k.flags & lockstep_core::module_src::LOCK_SAFE_FLAG != 0 { "lock-safe" } else { "-" };
+                println!("{:<24} {:#07x} {:<10} {:?}", k.name, k.flags, safe, k.prog_types);
+            }
+            Ok(0)
+        }
+        KernelCmd::Build(a) => crate::kbuild::build_cmd(&a),
+        KernelCmd::Show { name } => crate::kbuild::show(&name),
+        KernelCmd::List { json } => {
+            crate::kbuild::list_builds(json)?;
+            let cache = KernelCache::open_default();
+            let list = cache.list();
+            for k in &list {
+                if json {
+                    println!("{}", serde_json::to_string(k)?);
+                } else {
+                    let h = if k.headers.is_some() { "headers" } else { "-" };
+                    println!("{:<12} {:<22} {:<20} {:<8} {}", k.name, k.package_version, k.release(), h, k.vmlinuz.display());
+                }
+            }
+            if list.is_empty() && !json {
+                eprintln!("no kernels cached in {} (known: {})", cache.root().display(), known_names());
+            }
+            Ok(0)
+        }
     }
 }
 
-fn build_cmd(a: &BuildArgs) -> Result<u8> {
-    let kb = Kbuild::open_default();
-    let req = a.request()?;
-    if a.dry_run {
-        let mut ui = Ui::new(&format!("plan {}", a.source));
-        let plan = kb.plan(&req, &mut |e| ui.event(e)).map_err(map_err)?;
-        ui.finish();
-        let mut out = std::io::stdout().lock();
-        writeln!(out, "source:   {} {} (kernel {})", plan.source.spec, plan.source.version, plan.source.kernel_version)?;
-        match &plan.series {
-            Some(s) => {
-                writeln!(out, "series:   {} ({})", s.name, s.dir.display())?;
-                for p in &s.patches {
-                    writeln!(out, "  {}  {}  sha256:{}", p.file_name, p.subject, &p.sha256[..16])?;
-                }
-            }
-            None => writeln!(out, "series:   none")?,
-        }
-        writeln!(out, "compiler: {}", plan.compiler)?;
-        writeln!(out, "pahole:   {} ({})", plan.pahole.version, plan.pahole.path.display())?;
-        writeln!(out, "layers:   tinyconfig, {}", plan.layers.iter().map(|l| l.layer.as_str()).collect::<Vec<_>>().join(", "))?;
-        writeln!(out, "hash:     {}", plan.hash)?;
-        writeln!(out, "name:     build:{} (aliases: {})", lockstep_vm::kbuild::key::short(&plan.hash), plan.aliases.iter().map(|a| format!("build:{a}")).collect::<Vec<_>>().join(", "))?;
-        match &plan.cached {
-            Some(c) => writeln!(out, "cache:    hit ({})", c.dir.display())?,
-            None => writeln!(out, "cache:    miss (would build)")?,
-        }
-        writeln!(out, "\n# merged fragment (applied after tinyconfig, then make olddefconfig)")?;
-        write!(out, "{}", plan.merged.render_annotated())?;
-        for m in plan.merged.overrides() {
-            if m.layer == config::MANDATORY_LAYER {
-                eprintln!("note: CONFIG_{} is mandatory for lockstep: {} overridden", m.symbol, m.overridden.iter().map(|(l, v)| format!("{v} from {l}")).collect::<Vec<_>>().join(", "));
-            }
-        }
-        return Ok(0);
+fn known_names() -> String {
+    KERNELS.iter().map(|k| k.name).collect::<Vec<_>>().join(", ")
+}
+
+/// Bad input unless `name` is a kernel lockstep knows: a Debian kernel, or a build
+/// (`build:<alias-or-hash>`, see `lockstep kernel build`).
+pub fn known_kernel(name: &str) -> Result<()> {
+    if name.starts_with("build:") {
+        return built(name).map(|_| ());
     }
-    let rec = build(&kb, &req)?;
-    if a.json {
-        println!("{}", serde_json::to_string_pretty(&rec)?);
+    if lockstep_vm::debian::names::spec_for(name).is_none() {
+        return Err(BadInput(format!("unknown kernel {name:?} (known: {}, build:<alias-or-hash>, or --host)", known_names())).into());
+    }
+    Ok(())
+}
+
+/// A kernel built from source, by name (bad input if there is none).
+pub fn built(name: &str) -> Result<lockstep_vm::kbuild::BuildRecord> {
+    lockstep_vm::kbuild::Kbuild::open_default().lookup(name).map_err(crate::kbuild::map_err)
+}
+
+/// The bootable image of kernel `name` and its exact identity (package version, or for a build
+/// `<source version>[+<series>]+lockstep.<hash>`); Debian kernels are fetched when missing.
+pub fn image(name: &str) -> Result<(PathBuf, String)> {
+    if name.starts_with("build:") {
+        let r = built(name)?;
+        return Ok((r.bzimage, r.identity));
+    }
+    let k = fetch(&KernelCache::open_default(), name, FetchParts::default())?;
+    Ok((k.vmlinuz, k.package_version))
+}
+
+/// Fetches (or finds in the cache) kernel `name`, with a progress bar on stderr.
+pub fn fetch(cache: &KernelCache, name: &str, parts: FetchParts) -> Result<KernelRef> {
+    known_kernel(name)?;
+    let bar = ProgressBar::new_spinner();
+    bar.set_style(ProgressStyle::with_template("{spinner} {prefix} {wide_msg} {bytes}/{total_bytes}").expect("template"));
+    bar.set_prefix(name.to_string());
+    let on = |p: Progress| match p {
+        Progress::CacheHit { package_version, .. } => bar.set_message(format!("cached {package_version}")),
+        Progress::Updating { suite } => bar.set_message(format!("reading the {suite} package index")),
+        Progress::Resolved { package_version, .. } => bar.set_message(format!("version {package_version}")),
+        Progress::Downloading { package, version, size } => {
+            bar.set_length(size.unwrap_or(0));
+            bar.set_position(0);
+            bar.set_message(format!("downloading {package} {version}"));
+        }
+        Progress::Unpacking { package, done, total } => {
+            bar.set_length(total);
+            bar.set_position(done);
+            bar.set_message(format!("unpacking {package}"));
+        }
+        Progress::Done => {}
+    };
+    let k = cache.fetch(name, parts, &on).with_context(|| format!("fetching kernel {name}"))?;
+    bar.finish_and_clear();
+    Ok(k)
+}
+
+/// The profile that should predict a kernel: `debian:7.2` -> `7.2`. For a build: the profile whose
+/// `kernel` is one of the build's names (`build:7.2+kf-spin-lock` -> `7.2+kf-spin-lock`), else for
+/// an unpatched Debian source the series' own (`debian-src:7.2` -> `7.2`).
+pub fn default_profile(kernel: &str) -> Option<String> {
+    if let Some(series) = kernel.strip_prefix("debian:") {
+        return Some(series.to_string());
+    }
+    let r = built(kernel).ok()?;
+    let names: Vec<String> = std::iter::once(r.name()).chain(r.aliases.iter().map(|a| format!("build:{a}"))).collect();
+    if let Some(p) = KernelProfile::all().into_iter().find(|p| p.kernel.as_ref().is_some_and(|k| names.contains(k))) {
+        return Some(p.name);
+    }
+    (r.series.is_none() && r.source.spec.starts_with("debian-src:")).then(|| r.source.short.clone())
+}
+
+/// Looks a profile up by name (bad input if unknown).
+pub fn profile(name: &str) -> Result<KernelProfile> {
+    KernelProfile::by_name(name).map_err(|e| BadInput(e.to_string()).into())
+}
+
+/// The test module built for one kernel, and the kfuncs the model should assume.
+#[derive(Clone, Debug)]
+pub struct BuiltModule {
+    pub ko: PathBuf,
+    /// The module source's kfuncs with the `.ko`'s compiled flags.
+    pub kfuncs: ModuleKfuncs,
+}
+
+fn scripts_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../scripts")
+}
+
+/// Builds (or finds cached) the test module for `kernel` with `scripts/build-module.sh`, and
+/// reads its kfunc flags from the `.ko`'s `.BTF_ids`.
+pub fn build_module(kernel: &str) -> Result<BuiltModule> {
+    let script = scripts_dir().join("build-module.sh");
+    let bar = ProgressBar::new_spinner();
+    bar.set_message(format!("building the test module for {kernel}"));
+    bar.enable_steady_tick(std::time::Duration::from_millis(200));
+    // A build is built against its own tree (`--tree`), a Debian kernel against its headers.
+    let (args, vmlinux) = if kernel.starts_with("build:") {
+        let r = built(kernel)?;
+        (vec!["--tree".to_string(), r.tree.display().to_string()], Some(r.tree.join("vmlinux")))
     } else {
-        print_record(&rec);
+        (vec![kernel.to_string()], headers_vmlinux(kernel))
+    };
+    let out = Command::new("bash").arg(&script).args(&args).output().with_context(|| format!("running {}", script.display()));
+    bar.finish_and_clear();
+    let out = out?;
+    if !out.status.success() {
+        let err = String::from_utf8_lossy(&out.stderr);
+        let tail: Vec<&str> = err.lines().rev().take(15).collect::<Vec<_>>().into_iter().rev().collect();
+        anyhow::bail!("building the test module for {kernel} failed ({}):\n{}", out.status, tail.join("\n"));
     }
-    Ok(0)
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let ko = PathBuf::from(stdout.lines().last().unwrap_or("").trim());
+    module_from_ko(&ko, vmlinux.as_deref())
 }
 
-/// Builds with a progress display on stderr; the record (a cache hit is reported as such).
-pub fn build(kb: &Kbuild, req: &BuildRequest) -> Result<BuildRecord> {
-    let t = Instant::now();
-    let mut ui = Ui::new(&req.source.to_string());
-    let plan = kb.plan(req, &mut |e| ui.event(e)).map_err(map_err)?;
-    let hit = plan.cached.is_some() && !req.force;
-    let rec = kb.build_plan(req, &plan, &mut |e| ui.event(e)).map_err(map_err)?;
-    ui.finish();
-    let what = if hit { "cache hit" } else { "built" };
-    eprintln!("{what}: {} = build:{} ({}) in {:.1}s", rec.name(), rec.aliases.join(", build:"), rec.identity, t.elapsed().as_secs_f64());
-    Ok(rec)
+/// The BTF-only `vmlinux` of a Debian kernel's headers, as unpacked by `build-module.sh`
+/// (the base of module BTF when the `.ko` carries no distilled `.BTF.base`).
+fn headers_vmlinux(kernel: &str) -> Option<PathBuf> {
+    let dir = KernelCache::default_root().join("headers").join(kernel.replace(':', "-"));
+    let mut found: Vec<PathBuf> = std::fs::read_dir(dir)
+        .ok()?
+        .flatten()
+        .filter_map(|v| std::fs::read_dir(v.path().join("root/usr/src")).ok())
+        .flat_map(|d| d.flatten().map(|e| e.path().join("vmlinux")))
+        .filter(|p| p.is_file())
+        .collect();
+    found.sort();
+    found.pop()
 }
 
-fn print_record(r: &BuildRecord) {
-    println!("name:      {} (aliases: {})", r.name(), r.aliases.iter().map(|a| format!("build:{a}")).collect::<Vec<_>>().join(", "));
-    println!("identity:  {}", r.identity);
-    println!("release:   {}", r.release);
-    println!("bzImage:   {}", r.bzimage.display());
-    println!("config:    {}", r.config.display());
-    println!("tree:      {}  (scripts/build-module.sh --tree {})", r.tree.display(), r.tree.display());
-    if let Some(s) = &r.series {
-        println!("series:    {}", s.name);
-        for p in &s.patches {
-            println!("  {}  {}", p.file_name, p.subject);
-        }
+/// The model's view of a built module: the bundled source's kfuncs with the `.ko`'s flags
+/// (`vmlinux`: the kernel's vmlinux, whose BTF is the base when the `.ko` has no `.BTF.base`).
+pub fn module_from_ko(ko: &Path, vmlinux: Option<&Path>) -> Result<BuiltModule> {
+    let bytes = std::fs::read(ko).with_context(|| format!("reading {}", ko.display()))?;
+    let vmlinux_bytes = match vmlinux {
+        Some(v) => Some(std::fs::read(v).with_context(|| format!("reading {}", v.display()))?),
+        None => None,
+    };
+    let base = match &vmlinux_bytes {
+        Some(v) => lockstep_core::module_ko::elf_section(v, ".BTF")?,
+        None => None,
+    };
+    let flags = lockstep_core::module_ko::kfunc_flags(&bytes, base).with_context(|| format!("{}", ko.display()))?;
+    let mut kfuncs = lockstep_core::module_src::bundled();
+    let missing = kfuncs.apply_ko_flags(&flags);
+    if !missing.is_empty() {
+        tracing::warn!(?missing, ko = %ko.display(), "kfuncs of the module source are missing from the built module");
     }
-    let t: Vec<String> = r.timings.iter().map(|p| format!("{:?} {:.1}s", p.phase, p.seconds)).collect();
-    if !t.is_empty() {
-        println!("timings:   {} ({} make steps, ccache {})", t.join(", "), r.make_steps, if r.ccache { "on" } else { "off" });
-    }
-}
-
-fn list(json: bool) -> Result<u8> {
-    let kb = Kbuild::open_default();
-    let mut out = std::io::stdout().lock();
-    for r in kb.list() {
-        if json {
-            writeln!(out, "{}", serde_json::to_string(&lockstep_vm::kernel::ResolvedKernel::from_build(&r))?)?;
-        } else {
-            let series = r.series.as_ref().map_or("-".to_string(), |s| s.name.clone());
-            writeln!(out, "{:<20} {:<40} {:<18} {}", r.name(), r.aliases.iter().map(|a| format!("build:{a}")).collect::<Vec<_>>().join(","), r.release, series)?;
-        }
-    }
-    for k in lockstep_vm::debian::KernelCache::open_default().list() {
-        if json {
-            writeln!(out, "{}", serde_json::to_string(&lockstep_vm::kernel::ResolvedKernel::from_debian(&k))?)?;
-        } else {
-            writeln!(out, "{:<20} {:<40} {:<18} -", k.name, k.package_version, k.release())?;
-        }
-    }
-    Ok(0)
-}
-
-fn show(name: &str) -> Result<u8> {
-    let n: KernelName = name.parse().map_err(BadInput)?;
-    let root = lockstep_vm::debian::KernelCache::default_root();
-    let k = kernel::resolve(&n, &root, false).map_err(|e| match e {
-        kernel::ResolveError::Build(b) => map_err(b),
-        other => anyhow::Error::new(other),
-    })?;
-    println!("{}", serde_json::to_string_pretty(&k)?);
-    Ok(0)
-}
-
-/// Progress display: phases as lines, make steps as a bar (or a spinner when the total is unknown).
-struct Ui {
-    bar: Option<ProgressBar>,
-    label: String,
-    phase_start: Instant,
-}
-
-impl Ui {
-    fn new(label: &str) -> Self {
-        Ui { bar: None, label: label.to_string(), phase_start: Instant::now() }
-    }
-
-    fn event(&mut self, e: BuildEvent) {
-        match e {
-            BuildEvent::Phase(p) => {
-                self.finish();
-                self.phase_start = Instant::now();
-                if p == Phase::Make {
-                    eprintln!("[{}] make", self.label);
-                }
-            }
-            BuildEvent::Info(m) => self.line(&format!("[{}] {m}", self.label)),
-            BuildEvent::Warning(m) => self.line(&format!("[{}] warning: {m}", self.label)),
-            BuildEvent::Step { done, expected, line } => {
-                let bar = self.bar.get_or_insert_with(|| {
-                    let b = match expected {
-                        Some(n) => {
-                            let b = ProgressBar::new(n);
-                            b.set_style(ProgressStyle::with_template("  {elapsed_precise} [{bar:30}] {pos}/{len} (~{eta}) {wide_msg}").unwrap().progress_chars("=> "));
-                            b
-                        }
-                        None => {
-                            let b = ProgressBar::new_spinner();
-                            b.set_style(ProgressStyle::with_template("  {elapsed_precise} {spinner} {pos} steps {wide_msg}").unwrap());
-                            b
-                        }
-                    };
-                    b.enable_steady_tick(Duration::from_millis(250));
-                    b
-                });
-                if let Some(n) = expected {
-                    if done > n {
-                        bar.set_length(done);
-                    }
-                }
-                bar.set_position(done);
-                bar.set_message(line);
-            }
-        }
-    }
-
-    fn line(&self, s: &str) {
-        match &self.bar {
-            Some(b) => b.println(s),
-            None => eprintln!("{s}"),
-        }
-    }
-
-    fn finish(&mut self) {
-        if let Some(b) = self.bar.take() {
-            let n = b.position();
-            b.finish_and_clear();
-            eprintln!("[{}] make: {n} steps in {:.1}s", self.label, self.phase_start.elapsed().as_secs_f64());
-        }
-    }
+    Ok(BuiltModule { ko: ko.to_path_buf(), kfuncs })
 }

@@ -7,9 +7,16 @@
 //! - 3: infrastructure failure (no kernel, no QEMU, boot failure, setup error)
 //! - 4: kernel crash (panic, oops, WARN or hang in a guest)
 
-mod check;
+mod agent;
+mod bench;
 mod cases;
+mod check;
+mod import;
+mod kbuild;
 mod kernel;
+mod report;
+mod run;
+mod runner;
 mod validate;
 
 use std::process::ExitCode;
@@ -23,8 +30,12 @@ pub const EXIT_BAD_INPUT: u8 = 2;
 /// Exit code: infrastructure failure.
 pub const EXIT_INFRA: u8 = 3;
 /// Exit code: kernel crash.
-#[allow(dead_code)]
 pub const EXIT_CRASH: u8 = 4;
+
+/// An infrastructure failure (no QEMU, a dynamically linked binary, ...): exit code 3.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct InfraError(pub String);
 
 #[derive(Parser)]
 #[command(name = "lockstep", version, about = "Differential test harness for the BPF verifier's spin-lock rules")]
@@ -47,17 +58,23 @@ enum Cmd {
     },
     /// List the built-in kernel profiles.
     Profiles,
+    /// Run cases on real kernels in QEMU guests (or the host kernel) and compare with the model.
+    Run(run::RunArgs),
+    /// Build a base and a patched kernel, run the corpus on both and judge every verdict flip.
+    ValidateSeries(validate::ValidateArgs),
+    /// Fetch, build and list kernels.
+    Kernel {
+        #[command(subcommand)]
+        cmd: kernel::KernelCmd,
+    },
+    /// The guest agent (what `/init` runs in a lockstep guest; it powers the machine off).
+    Agent,
+    /// Convert the kernel's naked-asm spin-lock selftests into case files.
+    ImportSelftests(import::ImportArgs),
     /// Print a case's program in the kernel's verifier-log syntax.
     Disasm {
         /// Case files or directories.
         paths: Vec<std::path::PathBuf>,
-    },
-    /// Build base and patched kernels, run the corpus on both and judge every verdict flip.
-    ValidateSeries(validate::ValidateArgs),
-    /// Kernels built from source, and kernels by name.
-    Kernel {
-        #[command(subcommand)]
-        what: kernel::KernelCmd,
     },
 }
 
@@ -65,9 +82,15 @@ enum Cmd {
 enum BenchCmd {
     /// Programs checked per second by the model on the corpus.
     Model(check::BenchArgs),
+    /// Boot-to-first-verdict and kernel verdicts per second in one guest (virtme-ng as reference).
+    Guest(bench::GuestBenchArgs),
 }
 
 fn main() -> ExitCode {
+    // As the guest's /init (pid 1) the binary is the agent, whatever its arguments.
+    if std::process::id() == 1 {
+        agent::main();
+    }
     let cli = Cli::parse();
     let level = match cli.verbose {
         0 => "warn",
@@ -81,9 +104,13 @@ fn main() -> ExitCode {
     let result = match cli.cmd {
         Cmd::Check(a) => check::run(a),
         Cmd::Bench { what: BenchCmd::Model(a) } => check::bench(a),
+        Cmd::Bench { what: BenchCmd::Guest(a) } => bench::guest(a),
         Cmd::Profiles => check::profiles(),
+        Cmd::Run(a) => run::run(a),
+        Cmd::Kernel { cmd } => kernel::run(cmd),
+        Cmd::Agent => agent::main(),
         Cmd::Disasm { paths } => check::disasm(&paths),
-        Cmd::Kernel { what } => kernel::run(what),
+        Cmd::ImportSelftests(a) => import::run(a),
         Cmd::ValidateSeries(a) => validate::run(a),
     };
     match result {

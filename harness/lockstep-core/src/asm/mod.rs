@@ -44,8 +44,10 @@ pub struct Program {
     /// Instruction slots (an `ld_imm64` takes two).
     pub insns: Vec<Insn>,
     /// Symbolic references keyed by instruction index.
+    #[serde(with = "crate::serde_pairs")]
     pub relocs: BTreeMap<usize, Reloc>,
     /// Labels keyed by the instruction index they name (subprogram entries among them).
+    #[serde(with = "crate::serde_pairs")]
     pub labels: BTreeMap<usize, String>,
     /// 1-based source line of each slot, relative to the start of the text (0 for a
     /// second `ld_imm64` slot and for programs not assembled from text).

@@ -35,6 +35,10 @@ struct RawCase {
     #[serde(default)]
     sleepable: bool,
     #[serde(default)]
+    prog_flags: Vec<Spanned<String>>,
+    #[serde(default)]
+    log_level: u32,
+    #[serde(default)]
     description: Option<String>,
     #[serde(default)]
     tags: Vec<String>,
@@ -109,6 +113,8 @@ struct RawExpect {
     message: Option<String>,
     #[serde(default)]
     source: Option<String>,
+    #[serde(default)]
+    msgs: Vec<String>,
 }
 
 fn default_map_type() -> Spanned<String> {
@@ -182,6 +188,17 @@ fn convert_case(ctx: &Ctx, src: &str, rc: RawCase, known_kfuncs: &[String]) -> R
             let names: Vec<_> = ProgType::ALL.iter().map(|p| p.name()).collect();
             ctx.err(rc.prog_type.span(), format!("unknown prog_type `{}` (expected one of: {})", rc.prog_type.get_ref(), names.join(", ")))
         })?;
+    if rc.log_level > 2 {
+        return Err(ctx.err(rc.name.span(), format!("case `{}`: log_level {} (expected 1 or 2; stats are always on)", rc.name.get_ref(), rc.log_level)));
+    }
+    let mut prog_flags = 0u32;
+    for f in &rc.prog_flags {
+        let bit = super::PROG_FLAGS.iter().find(|(n, _)| n == f.get_ref()).map(|(_, b)| *b).ok_or_else(|| {
+            let names: Vec<_> = super::PROG_FLAGS.iter().map(|(n, _)| *n).collect();
+            ctx.err(f.span(), format!("unknown prog flag `{}` (expected one of: {}; BPF_F_SLEEPABLE is `sleepable = true`)", f.get_ref(), names.join(", ")))
+        })?;
+        prog_flags |= bit;
+    }
     let mut maps = Vec::new();
     for m in &rc.map {
         maps.push(convert_map(ctx, m)?);
@@ -239,9 +256,12 @@ fn convert_case(ctx: &Ctx, src: &str, rc: RawCase, known_kfuncs: &[String]) -> R
             other => return Err(ctx.err(span, format!("unknown verdict `{other}` (expected accept, reject or unsupported)"))),
         };
         if verdict == VerdictKind::Accept && (e.insn.is_some() || e.message.is_some()) {
-            return Err(ctx.err(span, "an `accept` expectation takes no insn or message"));
+            return Err(ctx.err(span, "an `accept` expectation takes no insn or message (log lines go in `msgs`)"));
         }
-        expect.insert(profile, Expectation { verdict, insn: e.insn, message: e.message, source: e.source });
+        if e.msgs.iter().any(|m| m.is_empty()) {
+            return Err(ctx.err(span, "an empty `msgs` pattern matches everything; leave it out"));
+        }
+        expect.insert(profile, Expectation { verdict, insn: e.insn, message: e.message, source: e.source, msgs: e.msgs });
     }
     let (line, _) = ctx.index.locate(rc.name.span().start);
     Ok(Case {
@@ -250,6 +270,8 @@ fn convert_case(ctx: &Ctx, src: &str, rc: RawCase, known_kfuncs: &[String]) -> R
         line,
         prog_type,
         sleepable: rc.sleepable,
+        prog_flags,
+        log_level: rc.log_level,
         maps,
         globals,
         extern_kfuncs: rc.kfuncs,

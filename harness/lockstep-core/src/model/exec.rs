@@ -84,6 +84,13 @@ impl<'a> Machine<'a> {
         if self.case.sleepable && self.case.prog_type != ProgType::Syscall {
             return Err(Stop::Unsupported("sleepable is modelled for the syscall program type only".into()));
         }
+        // BPF_F_ANY_ALIGNMENT, BPF_F_TEST_RND_HI32, BPF_F_TEST_STATE_FREQ and
+        // BPF_F_TEST_REG_INVARIANTS leave the lock rules alone (x86-64 has efficient unaligned
+        // access, so alignment is only checked under BPF_F_STRICT_ALIGNMENT: check_ptr_alignment()).
+        const NEUTRAL: u32 = (1 << 1) | (1 << 2) | (1 << 3) | (1 << 7);
+        if self.case.prog_flags & !NEUTRAL != 0 {
+            return Err(Stop::Unsupported(format!("prog_flags {:#x} (strict alignment, XDP frags) are not modelled", self.case.prog_flags)));
+        }
         for (pc, reloc) in &self.case.program.relocs {
             match reloc {
                 Reloc::Kfunc { name } => self.kfunc_exists(name)?,
@@ -267,10 +274,15 @@ impl<'a> Machine<'a> {
                 Ok(Reg::MapValue { map: *map, off: off + c, var: *var, id: *id, null: false })
             }
             (Reg::MapValue { null: false, map, off, var, id }, None) => {
+                // check_reg_sane_offset_scalar(), in its order (a known offset took the branch above).
                 if b.smin == i64::MIN {
                     return self.reject(pc, self.msg(&self.profile.messages.ptr_unbounded_min, &[("type", "map_value".into())]));
                 }
-                if b.smax >= 1 << 29 || b.smin <= -(1 << 29) {
+                if b.smin >= BPF_MAX_VAR_OFF || b.smin <= -BPF_MAX_VAR_OFF {
+                    let args = [("value", b.smin.to_string()), ("type", "map_value".into())];
+                    return self.reject(pc, self.msg(&self.profile.messages.ptr_offset_oob, &args));
+                }
+                if b.smax >= BPF_MAX_VAR_OFF {
                     return Err(Stop::Unsupported("pointer offset bounds beyond BPF_MAX_VAR_OFF".into()));
                 }
                 let nv = match var {
@@ -389,6 +401,19 @@ impl<'a> Machine<'a> {
                     }
                 }
                 Ok(if value.is_some() { Reg::NotInit } else { Reg::Scalar(Scalar::of_size(size)) })
+            }
+            // check_ctx_access() -> {sk_filter,tc_cls_act,cg_skb}_is_valid_access() ->
+            // bpf_skb_is_valid_access() (net/core/filter.c): in every skb program type, a 4-byte
+            // aligned read of __sk_buff's len .. tc_index (offsets 0..48) or cb[0..4] (48..68)
+            // is valid and gives an unknown u32. Other ctx accesses are not modelled.
+            Reg::Ctx
+                if value.is_none()
+                    && size == 4
+                    && (0..68).contains(&off)
+                    && off % 4 == 0
+                    && matches!(self.case.prog_type, ProgType::SocketFilter | ProgType::SchedCls | ProgType::SchedAct | ProgType::CgroupSkb) =>
+            {
+                Ok(Reg::Scalar(Scalar::of_size(4)))
             }
             Reg::MapValue { null: true, .. } | Reg::Scalar(_) => {
                 self.reject(pc, self.msg(&m.invalid_mem_access, &[("reg", reg), ("type", base.type_str().into())]))
@@ -543,6 +568,9 @@ pub(crate) enum Flow {
     Done,
 }
 
+/// `BPF_MAX_VAR_OFF`: the largest variable offset the verifier allows on a pointer.
+const BPF_MAX_VAR_OFF: i64 = 1 << 29;
+
 fn scalar_op(op: u8, a: Scalar, b: Scalar, is64: bool) -> Scalar {
     if let (Some(x), Some(y)) = (a.konst(), b.konst()) {
         let (x, y) = if is64 { (x, y) } else { (x as u32 as i64, y as u32 as i64) };
@@ -569,6 +597,14 @@ fn scalar_op(op: u8, a: Scalar, b: Scalar, is64: bool) -> Scalar {
         BPF_SUB => a.add(b.neg()),
         BPF_AND => match (a.konst(), b.konst()) {
             (_, Some(m)) | (Some(m), _) if m >= 0 => Scalar::below(m as u64).refine(CmpOp::Le, a.umax.min(m as u64) as i64).unwrap_or(Scalar::below(m as u64)),
+            _ => Scalar::unknown(),
+        },
+        // scalar_min_max_arsh(): the signed bounds shift; the unsigned ones follow from them.
+        BPF_ARSH if is64 => match b.konst() {
+            Some(k) if (0..64).contains(&k) => {
+                let s = Scalar { smin: a.smin >> k, smax: a.smax >> k, umin: 0, umax: u64::MAX };
+                if s.smin >= 0 { Scalar::below(s.smax as u64).refine(CmpOp::Sge, s.smin).unwrap_or(s) } else { s }
+            }
             _ => Scalar::unknown(),
         },
         BPF_RSH => match b.konst() {

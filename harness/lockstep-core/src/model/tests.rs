@@ -35,6 +35,8 @@ fn case(prog_type: ProgType, maps: Vec<MapSpec>, text: &str) -> Case {
         line: 1,
         prog_type,
         sleepable: false,
+        prog_flags: 0,
+        log_level: 0,
         maps,
         globals: vec![],
         extern_kfuncs: vec![],
@@ -183,5 +185,32 @@ fn unmodelled_helper_is_unsupported_not_guessed() {
     let c = case(ProgType::SchedCls, vec![lock_map("m", true)], "call bpf_get_current_pid_tgid\n r0 = 0\n exit");
     for (p, v) in verdicts(&c) {
         assert_eq!(v.verdict, VerdictKind::Unsupported, "{p}");
+    }
+}
+
+#[test]
+fn skb_ctx_reads_give_a_u32_and_the_rest_of_ctx_is_unsupported() {
+    // bpf_skb_is_valid_access(): __sk_buff->mark (offset 8) is readable in every skb type; the
+    // loaded value is a scalar, so comparing it branches both ways.
+    let body = "r7 = *(u32 *)(r9 + 8)\n if r7 == 0 goto skip\n call bpf_spin_lock\n r1 = r6\n r1 += 4\n call bpf_spin_unlock\nskip:";
+    let c = case(ProgType::CgroupSkb, vec![lock_map("m", true)], &format!("r9 = r1\n{}", with_prologue(body)));
+    for (p, v) in verdicts(&c) {
+        assert_eq!(v.verdict, VerdictKind::Accept, "{p}: {v:?}");
+    }
+    // a scalar: no lock pointer can come from it
+    let c = case(ProgType::SchedCls, vec![], "r1 = *(u32 *)(r1 + 8)\n call bpf_spin_lock\n r0 = 0\n exit");
+    for (p, v) in verdicts(&c) {
+        assert_eq!(v.message.as_deref(), Some("R1 type=scalar expected=map_value, ptr_"), "{p}");
+    }
+    // data (76) is a packet pointer, writes and other program types are not modelled
+    for (t, text) in [
+        (ProgType::SchedCls, "r2 = *(u32 *)(r1 + 76)\n r0 = 0\n exit"),
+        (ProgType::SchedCls, "r2 = 1\n *(u32 *)(r1 + 8) = r2\n r0 = 0\n exit"),
+        (ProgType::SchedCls, "r2 = *(u16 *)(r1 + 8)\n r0 = 0\n exit"),
+        (ProgType::Xdp, "r2 = *(u32 *)(r1 + 8)\n r0 = 0\n exit"),
+    ] {
+        for (p, v) in verdicts(&case(t, vec![], text)) {
+            assert_eq!(v.verdict, VerdictKind::Unsupported, "{p} {text}: {v:?}");
+        }
     }
 }

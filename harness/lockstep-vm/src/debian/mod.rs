@@ -11,6 +11,7 @@
 
 pub(crate) mod apt;
 pub mod deb;
+mod modules;
 pub mod names;
 pub mod version;
 

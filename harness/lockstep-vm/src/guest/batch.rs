@@ -107,38 +107,64 @@ pub struct BatchSummary {
     pub last_outcome: Option<GuestOutcome>,
 }
 
-/// Runs `cases` in as few guests as possible (see the module docs).
-pub fn run_batch(cases: &[Case], opts: &BatchOptions, on_event: &mut dyn FnMut(BatchEvent)) -> Result<BatchSummary, GuestError> {
-    let mut plan = BatchPlan::new(cases.len(), opts.boot_attempts.max(1));
-    let mut summary = BatchSummary::default();
-    while plan.next_case().is_some() {
-        let mut guest = GuestRun::start(&opts.guest)?;
-        summary.boots += 1;
-        match guest.wait_hello() {
-            Ok(h) => {
-                plan.booted();
-                on_event(BatchEvent::Booted { release: h.release, module: h.module, boot_time: h.boot_time });
-            }
-            Err(outcome) => {
-                let will_retry = plan.boot_failed();
-                on_event(BatchEvent::BootFailed { outcome: outcome.clone(), will_retry });
-                summary.last_outcome = Some(outcome);
-                if will_retry {
-                    continue;
-                }
-                summary.unrun = plan.remaining().collect();
-                return Ok(summary);
-            }
-        }
-        let mut died = false;
+/// A guest kept alive across calls to [`Session::run`] (fuzzing, many batches on one kernel).
+/// Crashes and boot failures are handled as in [`run_batch`]; a fresh guest is booted on demand.
+pub struct Session {
+    opts: BatchOptions,
+    guest: Option<GuestRun>,
+    hello: Option<super::Hello>,
+}
+
+impl Session {
+    /// A session; no guest is booted until the first [`Session::run`].
+    pub fn new(opts: BatchOptions) -> Self {
+        Session { opts, guest: None, hello: None }
+    }
+
+    /// The greeting of the live guest, if one is booted.
+    pub fn hello(&self) -> Option<&super::Hello> {
+        self.hello.as_ref()
+    }
+
+    /// Runs `cases` in the live guest, booting (again) when needed (see the module docs).
+    pub fn run(&mut self, cases: &[Case], on_event: &mut dyn FnMut(BatchEvent)) -> Result<BatchSummary, GuestError> {
+        let mut plan = BatchPlan::new(cases.len(), self.opts.boot_attempts.max(1));
+        let mut summary = BatchSummary::default();
         while let Some(i) = plan.next_case() {
-            match guest.run_case(&cases[i], opts.want_log) {
+            let guest = match &mut self.guest {
+                Some(g) => g,
+                None => {
+                    let mut g = GuestRun::start(&self.opts.guest)?;
+                    summary.boots += 1;
+                    match g.wait_hello() {
+                        Ok(h) => {
+                            plan.booted();
+                            on_event(BatchEvent::Booted { release: h.release.clone(), module: h.module.clone(), boot_time: h.boot_time });
+                            self.hello = Some(h);
+                            self.guest.insert(g)
+                        }
+                        Err(outcome) => {
+                            let will_retry = plan.boot_failed();
+                            on_event(BatchEvent::BootFailed { outcome: outcome.clone(), will_retry });
+                            summary.last_outcome = Some(outcome);
+                            if will_retry {
+                                continue;
+                            }
+                            summary.unrun = plan.remaining().collect();
+                            return Ok(summary);
+                        }
+                    }
+                }
+            };
+            match guest.run_case(&cases[i], self.opts.want_log) {
                 Ok(r) => {
                     plan.completed(i);
                     summary.results += 1;
                     on_event(BatchEvent::Result { index: i, result: r.result, warnings: r.warnings, elapsed: r.elapsed });
                 }
                 Err(outcome) => {
+                    self.guest = None;
+                    self.hello = None;
                     summary.last_outcome = Some(outcome.clone());
                     match plan.crashed(i) {
                         CrashDecision::Retry => on_event(BatchEvent::Retrying { index: i, outcome }),
@@ -147,14 +173,25 @@ pub fn run_batch(cases: &[Case], opts: &BatchOptions, on_event: &mut dyn FnMut(B
                             on_event(BatchEvent::Crashed { index: i, outcome });
                         }
                     }
-                    died = true;
-                    break;
                 }
             }
         }
-        if !died {
-            summary.last_outcome = Some(guest.shutdown());
-        }
+        Ok(summary)
+    }
+
+    /// Shuts the live guest down; how it ended (None if no guest was running).
+    pub fn close(mut self) -> Option<GuestOutcome> {
+        self.hello = None;
+        self.guest.take().map(GuestRun::shutdown)
+    }
+}
+
+/// Runs `cases` in as few guests as possible (see the module docs), then shuts the guest down.
+pub fn run_batch(cases: &[Case], opts: &BatchOptions, on_event: &mut dyn FnMut(BatchEvent)) -> Result<BatchSummary, GuestError> {
+    let mut session = Session::new(opts.clone());
+    let mut summary = session.run(cases, on_event)?;
+    if let Some(o) = session.close() {
+        summary.last_outcome = Some(o);
     }
     Ok(summary)
 }

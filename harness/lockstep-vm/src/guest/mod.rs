@@ -117,15 +117,15 @@ pub enum GuestOutcome {
 /// Errors that are not guest behaviour.
 #[derive(Debug, thiserror::Error)]
 pub enum GuestError {
-    #[error("{what}: {source}")]
-    Io { what: String, source: std::io::Error },
+    #[error("{what}: {err}")]
+    Io { what: String, err: std::io::Error },
     #[error("QEMU did not connect to the control socket: {0}")]
     NoControl(String),
 }
 
 fn io_err(what: impl Into<String>) -> impl FnOnce(std::io::Error) -> GuestError {
     let what = what.into();
-    move |source| GuestError::Io { what, source }
+    move |err| GuestError::Io { what, err }
 }
 
 /// The agent's greeting.

@@ -5,8 +5,7 @@
 pub mod report;
 pub mod runner;
 
-use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::path::PathBuf;
 use std::time::Instant;
 
 use anyhow::{Context, Result};
@@ -19,6 +18,7 @@ use lockstep_vm::kernel::ResolvedKernel;
 use crate::cases::{self, BadInput};
 use report::{PatchInfo, Report, SeriesInfo, Side};
 use runner::CorpusRunner;
+use crate::runner::AccelChoice;
 
 /// Arguments of `lockstep validate-series`.
 #[derive(Args)]
@@ -59,6 +59,12 @@ pub struct ValidateArgs {
     /// make -j for the kernel builds.
     #[arg(long, short = 'j')]
     jobs: Option<usize>,
+    /// Accelerator for the guests.
+    #[arg(long, value_enum, default_value = "auto")]
+    accel: AccelChoice,
+    /// Append each guest's console to DIR/console-<kernel>.log.
+    #[arg(long, value_name = "DIR")]
+    console_dir: Option<PathBuf>,
 }
 
 /// Report formats.
@@ -78,26 +84,10 @@ fn profile(name: &str) -> Result<KernelProfile> {
     KernelProfile::by_name(name).map_err(|e| BadInput(e.to_string()).into())
 }
 
-/// Builds the test module against `kernel` with `scripts/build-module.sh`; the .ko path.
-pub fn build_module(kernel: &ResolvedKernel) -> Result<PathBuf> {
-    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../scripts/build-module.sh");
-    let out = Command::new("bash")
-        .arg(&script)
-        .args(kernel.module_target.build_module_args())
-        .stderr(std::process::Stdio::inherit())
-        .output()
-        .with_context(|| format!("running {}", script.display()))?;
-    if !out.status.success() {
-        anyhow::bail!("building the test module for {} failed", kernel.name);
-    }
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    let ko = stdout.lines().last().context("build-module.sh printed no path")?;
-    Ok(PathBuf::from(ko.trim()))
-}
-
 /// Runs `lockstep validate-series`.
 pub fn run(a: ValidateArgs) -> Result<u8> {
-    run_with(a, &mut *runner::default_runner())
+    let mut r = runner::default_runner(a.accel, a.console_dir.clone());
+    run_with(a, &mut *r)
 }
 
 /// `validate-series` with an explicit runner (the replay runner with `--results-from`).
@@ -134,12 +124,12 @@ pub fn run_with(a: ValidateArgs, runner: &mut dyn CorpusRunner) -> Result<u8> {
             let mut req = BuildRequest::new(source);
             req.fragments = a.config.clone();
             req.jobs = a.jobs;
-            let base = crate::kernel::build(&kb, &req)?;
+            let base = crate::kbuild::build(&kb, &req)?;
             lap("build base kernel", &mut t, &mut timings);
             req.series = Some(a.series.clone());
             // The patched build answers to the kernel name the profile gives (build:7.2+kf-spin-lock).
             req.aliases = p_patched.kernel.iter().filter(|k| k.starts_with("build:")).cloned().collect();
-            let patched = crate::kernel::build(&kb, &req)?;
+            let patched = crate::kbuild::build(&kb, &req)?;
             lap("build patched kernel", &mut t, &mut timings);
             (runner, [ResolvedKernel::from_build(&base), ResolvedKernel::from_build(&patched)])
         }
@@ -147,42 +137,51 @@ pub fn run_with(a: ValidateArgs, runner: &mut dyn CorpusRunner) -> Result<u8> {
     let [k_base, k_patched] = kernels;
 
     let mut results = Vec::new();
-    for (side, k) in [("base", &k_base), ("patched", &k_patched)] {
-        let module = if a.results_from.is_some() {
-            PathBuf::new()
+    let mut modules = Vec::new();
+    for (side, k, p) in [("base", &k_base, &p_base), ("patched", &k_patched, &p_patched)] {
+        // The test module for this kernel, and the kfuncs with its compiled flags (the model's view).
+        let built = if a.results_from.is_some() {
+            crate::kernel::BuiltModule { ko: PathBuf::new(), kfuncs: module_src.clone() }
         } else {
-            let ko = build_module(k)?;
+            let m = crate::kernel::build_module(&k.name)?;
             lap(&format!("build module ({side})"), &mut t, &mut timings);
-            eprintln!("module for {side} ({}): {}", k.name, ko.display());
-            ko
+            eprintln!("module for {side} ({}): {}", k.name, m.ko.display());
+            m
         };
-        let r = runner.run(k, &module, &cases).map_err(|e| e.context(format!("running the corpus on the {side} kernel {}", k.name)))?;
+        let r = runner.run(k, &p.name, &built.ko, &cases).map_err(|e| e.context(format!("running the corpus on the {side} kernel {}", k.name)))?;
         lap(&format!("run corpus ({side})"), &mut t, &mut timings);
         if let Some(dir) = &a.save_results {
             std::fs::create_dir_all(dir)?;
             runner::write_results(&dir.join(format!("{side}.jsonl")), &r)?;
         }
         results.push(r);
+        modules.push(built);
     }
     if let Some(dir) = &a.save_results {
         std::fs::write(dir.join("kernels.json"), serde_json::to_string_pretty(&[&k_base, &k_patched])?)?;
     }
 
-    let model = |p: &KernelProfile| -> Vec<Verdict> { cases.iter().map(|c| lockstep_core::model::check(c, p, &module_src)).collect() };
-    let (m_base, m_patched) = (model(&p_base), model(&p_patched));
+    let model = |p: &KernelProfile, m: &lockstep_core::profile::ModuleKfuncs| -> Vec<Verdict> { cases.iter().map(|c| lockstep_core::model::check(c, p, m)).collect() };
+    let (m_base, m_patched) = (model(&p_base, &modules[0].kfuncs), model(&p_patched, &modules[1].kfuncs));
     lap("model", &mut t, &mut timings);
     let rows = report::judge(&cases, &results[0], &results[1], &m_base, &m_patched);
     let summary = lockstep_core::flips::summarize(rows.iter().map(|r| r.class));
     timings.push(("total".into(), t0.elapsed().as_secs_f64()));
-    let side = |k: &ResolvedKernel, p: &KernelProfile| Side { kernel: k.name.clone(), identity: k.identity.clone(), release: k.release.clone(), profile: p.name.clone() };
+    let side = |k: &ResolvedKernel, p: &KernelProfile, m: &crate::kernel::BuiltModule| Side {
+        kernel: k.name.clone(),
+        identity: k.identity.clone(),
+        release: k.release.clone(),
+        profile: p.name.clone(),
+        lock_safe_kfuncs: m.kfuncs.kfuncs.values().filter(|f| f.flags & lockstep_core::module_src::LOCK_SAFE_FLAG != 0).map(|f| f.name.clone()).collect(),
+    };
     let rep = Report {
         series: SeriesInfo {
             name: series.name.clone(),
             dir: series.dir.display().to_string(),
             patches: series.patches.iter().map(|p| PatchInfo { file_name: p.file_name.clone(), subject: p.subject.clone() }).collect(),
         },
-        base: side(&k_base, &p_base),
-        patched: side(&k_patched, &p_patched),
+        base: side(&k_base, &p_base, &modules[0]),
+        patched: side(&k_patched, &p_patched, &modules[1]),
         cases: cases.len(),
         rows,
         summary,

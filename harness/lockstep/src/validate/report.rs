@@ -1,7 +1,5 @@
 //! The validate-series report: data (serialised as JSON) and its table and Markdown renderings.
 
-use std::collections::HashMap;
-
 use lockstep_core::case::Case;
 use lockstep_core::flips::{self, CaseVerdicts, FlipClass, Summary};
 use lockstep_core::proto::KernelResult;
@@ -32,6 +30,9 @@ pub struct Side {
     pub release: String,
     /// The model profile for this side.
     pub profile: String,
+    /// Test-module kfuncs carrying the lock-safe flag (1 << 17) in this side's built module.
+    #[serde(default)]
+    pub lock_safe_kfuncs: Vec<String>,
 }
 
 /// One case.
@@ -69,16 +70,14 @@ impl Report {
     }
 }
 
-/// Classifies every case. Results are matched to cases by name (a missing one is `no-result`).
-pub fn judge(cases: &[Case], kernel_base: &[KernelResult], kernel_patched: &[KernelResult], model_base: &[Verdict], model_patched: &[Verdict]) -> Vec<Row> {
-    let index = |rs: &'_ [KernelResult]| -> HashMap<String, usize> { rs.iter().enumerate().map(|(i, r)| (r.case.clone(), i)).collect() };
-    let (ib, ip) = (index(kernel_base), index(kernel_patched));
+/// Classifies every case; all slices are in the order of `cases` (`None`: no result).
+pub fn judge(cases: &[Case], kernel_base: &[Option<KernelResult>], kernel_patched: &[Option<KernelResult>], model_base: &[Verdict], model_patched: &[Verdict]) -> Vec<Row> {
     let mut rows: Vec<Row> = cases
         .iter()
         .enumerate()
         .map(|(i, c)| {
-            let kb = ib.get(&c.name).map(|&j| &kernel_base[j]);
-            let kp = ip.get(&c.name).map(|&j| &kernel_patched[j]);
+            let kb = kernel_base.get(i).and_then(Option::as_ref);
+            let kp = kernel_patched.get(i).and_then(Option::as_ref);
             let j = flips::classify(CaseVerdicts { kernel_base: kb, kernel_patched: kp, model_base: &model_base[i], model_patched: &model_patched[i] });
             Row {
                 case: c.name.clone(),
@@ -112,8 +111,17 @@ pub fn render_table(r: &Report) -> String {
     for p in &r.series.patches {
         s.push_str(&format!("  {}  {}\n", p.file_name, p.subject));
     }
-    s.push_str(&format!("base    {} ({}, release {}), profile {}\n", r.base.kernel, r.base.identity, r.base.release, r.base.profile));
-    s.push_str(&format!("patched {} ({}, release {}), profile {}\n\n", r.patched.kernel, r.patched.identity, r.patched.release, r.patched.profile));
+    for (name, side) in [("base", &r.base), ("patched", &r.patched)] {
+        s.push_str(&format!(
+            "{name:<8}{} ({}, release {}), profile {}, lock-safe module kfuncs: {}\n",
+            side.kernel,
+            side.identity,
+            side.release,
+            side.profile,
+            if side.lock_safe_kfuncs.is_empty() { "none".to_string() } else { side.lock_safe_kfuncs.join(" ") }
+        ));
+    }
+    s.push('\n');
     s.push_str(&format!("{:<14} {:<44} {:<17} {:<17} note\n", "class", "case", "kernel b->p", "model b->p"));
     for row in r.rows.iter().filter(|x| x.class != FlipClass::Unchanged) {
         s.push_str(&format!(
@@ -157,9 +165,16 @@ pub fn render_markdown(r: &Report) -> String {
     for p in &r.series.patches {
         s.push_str(&format!("| `{}` | {} |\n", p.file_name, md_escape(&p.subject)));
     }
-    s.push_str("\n| side | kernel | identity | release | model profile |\n|---|---|---|---|---|\n");
+    s.push_str("\n| side | kernel | identity | release | model profile | lock-safe module kfuncs |\n|---|---|---|---|---|---|\n");
     for (name, side) in [("base", &r.base), ("patched", &r.patched)] {
-        s.push_str(&format!("| {name} | `{}` | `{}` | `{}` | `{}` |\n", side.kernel, side.identity, side.release, side.profile));
+        s.push_str(&format!(
+            "| {name} | `{}` | `{}` | `{}` | `{}` | {} |\n",
+            side.kernel,
+            side.identity,
+            side.release,
+            side.profile,
+            side.lock_safe_kfuncs.join(", ")
+        ));
     }
     s.push_str("\n| class | case | file | kernel base → patched | model base → patched | note |\n|---|---|---|---|---|---|\n");
     for row in r.rows.iter().filter(|x| x.class != FlipClass::Unchanged) {
@@ -201,6 +216,8 @@ mod tests {
             line: 7,
             prog_type: ProgType::SchedCls,
             sleepable: false,
+            prog_flags: 0,
+            log_level: 0,
             maps: vec![],
             globals: vec![],
             extern_kfuncs: vec![],
@@ -220,16 +237,16 @@ mod tests {
 
     fn report() -> Report {
         let cases = vec![case("call_module_safe_sched_cls"), case("lock_unlock"), case("crashes")];
-        let kb = vec![kr("lock_unlock", Verdict::accept()), kr("call_module_safe_sched_cls", rej()), kr("crashes", Verdict::accept())];
-        let kp = vec![kr("call_module_safe_sched_cls", Verdict::accept()), kr("lock_unlock", Verdict::accept())];
+        let kb = vec![Some(kr("call_module_safe_sched_cls", rej())), Some(kr("lock_unlock", Verdict::accept())), Some(kr("crashes", Verdict::accept()))];
+        let kp = vec![Some(kr("call_module_safe_sched_cls", Verdict::accept())), Some(kr("lock_unlock", Verdict::accept())), None];
         let mb = vec![rej(), Verdict::accept(), Verdict::accept()];
         let mp = vec![Verdict::accept(), Verdict::accept(), Verdict::accept()];
         let rows = judge(&cases, &kb, &kp, &mb, &mp);
         let summary = flips::summarize(rows.iter().map(|r| r.class));
         Report {
             series: SeriesInfo { name: "kf-spin-lock-rfc-v2".into(), dir: "/s".into(), patches: vec![PatchInfo { file_name: "0001-bpf-x.patch".into(), subject: "[RFC v2 1/3] bpf: x | y".into() }] },
-            base: Side { kernel: "build:aaaa".into(), identity: "7.2.13-1+lockstep.aaaa".into(), release: "7.2.13-lockstep".into(), profile: "7.2".into() },
-            patched: Side { kernel: "build:bbbb".into(), identity: "7.2.13-1+kf+lockstep.bbbb".into(), release: "7.2.13-lockstep".into(), profile: "7.2+kf-spin-lock".into() },
+            base: Side { kernel: "build:aaaa".into(), identity: "7.2.13-1+lockstep.aaaa".into(), release: "7.2.13-lockstep".into(), profile: "7.2".into(), lock_safe_kfuncs: vec![] },
+            patched: Side { kernel: "build:bbbb".into(), identity: "7.2.13-1+kf+lockstep.bbbb".into(), release: "7.2.13-lockstep".into(), profile: "7.2+kf-spin-lock".into(), lock_safe_kfuncs: vec!["lockstep_safe".into()] },
             cases: 3,
             rows,
             summary,
@@ -238,7 +255,7 @@ mod tests {
     }
 
     #[test]
-    fn judge_matches_results_by_name_and_sorts_by_class() {
+    fn judge_aligns_results_with_cases_and_sorts_by_class() {
         let r = report();
         let got: Vec<_> = r.rows.iter().map(|x| (x.class, x.case.as_str())).collect();
         assert_eq!(got, [(FlipClass::Expected, "call_module_safe_sched_cls"), (FlipClass::NoResult, "crashes"), (FlipClass::Unchanged, "lock_unlock")]);

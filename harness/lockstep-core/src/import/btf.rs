@@ -1,0 +1,287 @@
+//! A reader for raw BTF (the `.BTF` section; `include/uapi/linux/btf.h`): the types lockstep
+//! needs from an object (struct layouts, functions and their linkage, data sections, decl tags).
+//! aya-obj 0.3 parses BTF but keeps the type internals private, so the bytes are read here.
+
+use super::ctypes::{CType, Member};
+
+/// A BTF kind with the data lockstep uses.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Kind {
+    Void,
+    Int { size: u32, signed: bool },
+    Ptr,
+    Array { elem: u32, nelems: u32 },
+    Struct { size: u32, members: Vec<BtfMember> },
+    Union { size: u32, members: Vec<BtfMember> },
+    Enum { size: u32 },
+    Fwd,
+    /// Typedef, volatile, const, restrict, type tag: a reference to another type.
+    Modifier(u32),
+    Func { proto: u32, global: bool },
+    FuncProto { ret: u32, params: Vec<u32> },
+    Var { ty: u32 },
+    Datasec { entries: Vec<(u32, u32, u32)> },
+    Float { size: u32 },
+    DeclTag { target: u32, component: i32 },
+}
+
+/// A struct or union member: name, type, bit offset, bit-field size (0: not a bit-field).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct BtfMember {
+    pub name: String,
+    pub ty: u32,
+    pub bit_offset: u32,
+    pub bit_size: u32,
+}
+
+/// One type: its name and kind.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct BtfType {
+    pub name: String,
+    pub kind: Kind,
+}
+
+/// Parsed BTF; type ids index `types` (id 0 is void).
+#[derive(Clone, Debug, Default)]
+pub struct Btf {
+    pub types: Vec<BtfType>,
+}
+
+/// A malformed BTF blob.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("BTF: {0}")]
+pub struct BtfError(pub String);
+
+struct Reader<'a> {
+    b: &'a [u8],
+    pos: usize,
+}
+
+impl Reader<'_> {
+    fn u32(&mut self) -> Result<u32, BtfError> {
+        let s = self.b.get(self.pos..self.pos + 4).ok_or_else(|| BtfError("truncated type section".into()))?;
+        self.pos += 4;
+        Ok(u32::from_le_bytes(s.try_into().expect("4 bytes")))
+    }
+}
+
+impl Btf {
+    /// Parses little-endian BTF.
+    pub fn parse(b: &[u8]) -> Result<Btf, BtfError> {
+        let h = |o: usize| b.get(o..o + 4).map(|s| u32::from_le_bytes(s.try_into().expect("4 bytes"))).ok_or_else(|| BtfError("truncated header".into()));
+        if b.len() < 24 || u16::from_le_bytes([b[0], b[1]]) != 0xeb9f {
+            return Err(BtfError("bad magic (big-endian or not BTF)".into()));
+        }
+        let hdr_len = h(4)? as usize;
+        let (type_off, type_len, str_off, str_len) = (h(8)? as usize, h(12)? as usize, h(16)? as usize, h(20)? as usize);
+        let types_b = b.get(hdr_len + type_off..hdr_len + type_off + type_len).ok_or_else(|| BtfError("type section out of range".into()))?;
+        let strs = b.get(hdr_len + str_off..hdr_len + str_off + str_len).ok_or_else(|| BtfError("string section out of range".into()))?;
+        let name = |off: u32| -> String {
+            let s = strs.get(off as usize..).unwrap_or(&[]);
+            let end = s.iter().position(|&c| c == 0).unwrap_or(s.len());
+            String::from_utf8_lossy(&s[..end]).into_owned()
+        };
+        let mut r = Reader { b: types_b, pos: 0 };
+        let mut types = vec![BtfType { name: String::new(), kind: Kind::Void }];
+        while r.pos < types_b.len() {
+            let name_off = r.u32()?;
+            let info = r.u32()?;
+            let size_type = r.u32()?;
+            let vlen = info & 0xffff;
+            let kflag = info >> 31 == 1;
+            let kind = match (info >> 24) & 0x1f {
+                1 => {
+                    let extra = r.u32()?;
+                    Kind::Int { size: size_type, signed: (extra >> 24) & 1 == 1 }
+                }
+                2 => Kind::Ptr,
+                3 => {
+                    let elem = r.u32()?;
+                    let _index = r.u32()?;
+                    Kind::Array { elem, nelems: r.u32()? }
+                }
+                k @ (4 | 5) => {
+                    let mut members = Vec::new();
+                    for _ in 0..vlen {
+                        let n = r.u32()?;
+                        let ty = r.u32()?;
+                        let off = r.u32()?;
+                        let (bit_offset, bit_size) = if kflag { (off & 0xff_ffff, off >> 24) } else { (off, 0) };
+                        members.push(BtfMember { name: name(n), ty, bit_offset, bit_size });
+                    }
+                    if k == 4 {
+                        Kind::Struct { size: size_type, members }
+                    } else {
+                        Kind::Union { size: size_type, members }
+                    }
+                }
+                6 => {
+                    r.pos += 8 * vlen as usize;
+                    Kind::Enum { size: size_type }
+                }
+                7 => Kind::Fwd,
+                8..=11 | 18 => Kind::Modifier(size_type),
+                12 => Kind::Func { proto: size_type, global: vlen == 1 },
+                13 => {
+                    let mut params = Vec::new();
+                    for _ in 0..vlen {
+                        let _n = r.u32()?;
+                        params.push(r.u32()?);
+                    }
+                    Kind::FuncProto { ret: size_type, params }
+                }
+                14 => {
+                    let _linkage = r.u32()?;
+                    Kind::Var { ty: size_type }
+                }
+                15 => {
+                    let mut entries = Vec::new();
+                    for _ in 0..vlen {
+                        entries.push((r.u32()?, r.u32()?, r.u32()?));
+                    }
+                    Kind::Datasec { entries }
+                }
+                16 => Kind::Float { size: size_type },
+                17 => Kind::DeclTag { target: size_type, component: r.u32()? as i32 },
+                19 => {
+                    r.pos += 12 * vlen as usize;
+                    Kind::Enum { size: size_type }
+                }
+                k => return Err(BtfError(format!("unknown BTF kind {k}"))),
+            };
+            types.push(BtfType { name: name(name_off), kind });
+        }
+        Ok(Btf { types })
+    }
+
+    /// The type with id `id`.
+    pub fn get(&self, id: u32) -> Option<&BtfType> {
+        self.types.get(id as usize)
+    }
+
+    /// Follows typedefs and qualifiers.
+    pub fn resolve(&self, mut id: u32) -> u32 {
+        for _ in 0..32 {
+            match self.get(id).map(|t| &t.kind) {
+                Some(Kind::Modifier(t)) => id = *t,
+                _ => break,
+            }
+        }
+        id
+    }
+
+    /// The id of the `FUNC` named `name`.
+    pub fn func(&self, name: &str) -> Option<u32> {
+        self.types.iter().position(|t| t.name == name && matches!(t.kind, Kind::Func { .. })).map(|i| i as u32)
+    }
+
+    /// The id of the `DATASEC` named `name`.
+    pub fn datasec(&self, name: &str) -> Option<u32> {
+        self.types.iter().position(|t| t.name == name && matches!(t.kind, Kind::Datasec { .. })).map(|i| i as u32)
+    }
+
+    /// The decl tags on type `id` itself (component -1), in order.
+    pub fn decl_tags(&self, id: u32) -> Vec<&str> {
+        self.types
+            .iter()
+            .filter(|t| matches!(t.kind, Kind::DeclTag { target, component: -1 } if target == id))
+            .map(|t| t.name.as_str())
+            .collect()
+    }
+
+    /// The C type of `id` (sizes and member offsets as BTF gives them).
+    pub fn ctype(&self, id: u32) -> Result<CType, BtfError> {
+        self.ctype_depth(id, 0)
+    }
+
+    fn ctype_depth(&self, id: u32, depth: u32) -> Result<CType, BtfError> {
+        if depth > 32 {
+            return Err(BtfError("type nesting too deep".into()));
+        }
+        let id = self.resolve(id);
+        let t = self.get(id).ok_or_else(|| BtfError(format!("no type {id}")))?;
+        Ok(match &t.kind {
+            Kind::Int { size, signed } => CType::Int { size: *size as u64, signed: *signed },
+            Kind::Enum { size } | Kind::Float { size } => CType::Int { size: *size as u64, signed: false },
+            Kind::Ptr => CType::Ptr,
+            Kind::Array { elem, nelems } => CType::Array { elem: Box::new(self.ctype_depth(*elem, depth + 1)?), len: *nelems as u64 },
+            Kind::Struct { size, members } | Kind::Union { size, members } => {
+                let mut ms = Vec::new();
+                let mut align = 1;
+                for m in members {
+                    let ty = self.ctype_depth(m.ty, depth + 1)?;
+                    align = align.max(ty.align());
+                    let bits = (m.bit_size != 0 || m.bit_offset % 8 != 0).then_some(m.bit_size as u64);
+                    ms.push(Member { name: (!m.name.is_empty()).then(|| m.name.clone()), offset: (m.bit_offset / 8) as u64, ty, bits });
+                }
+                CType::Record { name: (!t.name.is_empty()).then(|| t.name.clone()), size: *size as u64, align, members: ms }
+            }
+            other => return Err(BtfError(format!("type {id} ({other:?}) has no layout"))),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Builds BTF bytes from (name, info, size_type, extra words) records.
+    fn blob(types: &[(&str, u32, u32, &[u32])]) -> Vec<u8> {
+        let mut strs = vec![0u8];
+        let mut tb = Vec::new();
+        for (name, info, st, extra) in types {
+            let off = if name.is_empty() {
+                0
+            } else {
+                let o = strs.len() as u32;
+                strs.extend_from_slice(name.as_bytes());
+                strs.push(0);
+                o
+            };
+            for w in [off, *info, *st].iter().chain(extra.iter()) {
+                tb.extend_from_slice(&w.to_le_bytes());
+            }
+        }
+        let mut b = Vec::new();
+        for w in [0xeb9fu16 as u32 | (1 << 16), 24, 0, tb.len() as u32, tb.len() as u32, strs.len() as u32] {
+            b.extend_from_slice(&w.to_le_bytes());
+        }
+        // magic+version+flags share the first word: 0xeb9f, version 1, flags 0
+        b[0..4].copy_from_slice(&[0x9f, 0xeb, 1, 0]);
+        b.extend(tb);
+        b.extend(strs);
+        b
+    }
+
+    #[test]
+    fn struct_with_lock_and_decl_tags() {
+        // 1: int, 2: __u32 (unsigned int), 3: struct bpf_spin_lock { __u32 val; },
+        // 4: struct val { int cnt; struct bpf_spin_lock l; }, 5: FUNC_PROTO, 6: FUNC f (global),
+        // 7: decl tag on 6
+        let b = blob(&[
+            ("int", 1 << 24, 4, &[(1 << 24) | 32]),
+            ("unsigned int", 1 << 24, 4, &[32]),
+            ("bpf_spin_lock", (4 << 24) | 1, 4, &[0, 2, 0]),
+            ("val", (4 << 24) | 2, 8, &[0, 1, 0, 0, 3, 32]),
+            ("", 13 << 24, 1, &[]),
+            ("f", (12 << 24) | 1, 5, &[]),
+            ("comment:0:test_expect_failure", 17 << 24, 6, &[u32::MAX]),
+        ]);
+        // member names are offsets into the string table; fix them up by name lookup instead:
+        let btf = Btf::parse(&b).unwrap();
+        assert_eq!(btf.types.len(), 8);
+        assert_eq!(btf.func("f"), Some(6));
+        assert!(matches!(btf.get(6).unwrap().kind, Kind::Func { global: true, .. }));
+        assert_eq!(btf.decl_tags(6), vec!["comment:0:test_expect_failure"]);
+        let CType::Record { size, members, .. } = btf.ctype(4).unwrap() else { panic!() };
+        assert_eq!(size, 8);
+        assert_eq!(members[1].offset, 4);
+        assert_eq!(members[1].ty.record_name(), Some("bpf_spin_lock"));
+        assert_eq!(members[0].ty, CType::Int { size: 4, signed: true });
+    }
+
+    #[test]
+    fn rejects_bad_magic() {
+        assert!(Btf::parse(&[0u8; 24]).is_err());
+    }
+}

@@ -1,0 +1,451 @@
+//! clang-compiled BPF objects (`clang -O2 -g -target bpf -c x.bpf.c`) as cases: each program
+//! of the object becomes a [`Case`].
+//!
+//! aya-obj 0.3 parses the object: programs, functions, maps (`.maps` with BTF, `maps`, and the
+//! `.data*`/`.bss*`/`.rodata*` global data sections), map relocations (`relocate_maps`, given
+//! stand-in fds that are mapped back to names here) and bpf-to-bpf calls (`relocate_calls`, which
+//! appends the subprograms each program calls). What aya-obj leaves out is done here from the ELF
+//! (object crate) and the raw `.BTF` ([`super::btf`]):
+//!
+//! - section names libbpf knows but aya-obj 0.3 does not (`tc`, `syscall`, `?tc`, ...) are renamed
+//!   in a copy of the bytes before parsing; the program type comes from the original name
+//!   ([`super::sec`]);
+//! - calls to `extern ... __ksym` functions become kfunc calls (`Reloc::Kfunc`);
+//! - value layouts (where the `bpf_spin_lock` is), function linkage (global subprograms) and
+//!   the test annotations (`__success`, `__failure`, `__msg` decl tags, [`super::annot`]).
+
+use std::collections::{BTreeMap, HashSet};
+
+use object::{Object as _, ObjectSection as _, ObjectSymbol as _, RelocationTarget, SectionKind};
+
+use super::annot::{decl_tag_annotation, TestSpec};
+use super::btf::{Btf, Kind};
+use super::cfile::value_layout;
+use super::sec::prog_type_of_section;
+use crate::asm::{disassemble, Program, Reloc};
+use crate::case::{Case, Field, GlobalFunc, MapSpec, MapType, ValueLayout};
+use crate::insn::{Insn, BPF_PSEUDO_FUNC, BPF_PSEUDO_MAP_FD, BPF_PSEUDO_MAP_VALUE};
+
+/// The programs of an object: those that became cases, and those that did not, with the reason.
+#[derive(Clone, Debug, Default)]
+pub struct ObjectCases {
+    pub cases: Vec<Case>,
+    /// (program name, reason).
+    pub skipped: Vec<(String, String)>,
+}
+
+/// An object that cannot be read at all.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct ElfError(pub String);
+
+/// `src_reg` of a kfunc call (`BPF_PSEUDO_KFUNC_CALL`).
+const PSEUDO_KFUNC_CALL: u8 = crate::insn::BPF_PSEUDO_KFUNC_CALL;
+/// Stand-in map fds start here (mapped back to names after relocation).
+const FD_BASE: i32 = 0x4c00_0000;
+/// Kfunc calls carry `KFUNC_TAG + index` in `imm` until they are named.
+const KFUNC_TAG: i32 = 0x4b00_0000;
+/// `src_reg` marking an `ld_imm64` of an extern variable (not a real pseudo value).
+const EXTERN_VAR_SRC: u8 = 7;
+/// The section name aya-obj is given for every program section (it accepts `socket/...`).
+const RENAMED: &str = "socket/__lockstep";
+
+/// Reads the programs of a BPF object. `file` names it in the cases; `known_kfuncs` are the
+/// kfuncs the model knows ([`crate::corpus::known_kfuncs`]): calls to others are listed in each
+/// case's `extern_kfuncs`, as a case file's `kfuncs` key does.
+pub fn cases_from_object(file: &str, bytes: &[u8], known_kfuncs: &[String]) -> Result<ObjectCases, ElfError> {
+    let e = |s: String| ElfError(format!("{file}: {s}"));
+    let elf = object::File::parse(bytes).map_err(|x| e(format!("not an ELF object: {x}")))?;
+    if elf.architecture() != object::Architecture::Bpf || !elf.is_little_endian() || !elf.is_64() {
+        return Err(e("not a little-endian 64-bit BPF object (clang -target bpf)".into()));
+    }
+    // Program sections: executable, not .text.
+    let mut prog_secs: BTreeMap<usize, String> = BTreeMap::new();
+    for s in elf.sections() {
+        let name = s.name().unwrap_or("").to_string();
+        if s.kind() == SectionKind::Text && s.size() > 0 && !name.starts_with(".text") {
+            prog_secs.insert(s.index().0, name);
+        }
+    }
+    // clang leaves DATASEC variable offsets 0 for the loader to fill in from the symbol table
+    // (libbpf's btf_fixup_datasec()): the data symbols' addresses.
+    let data_syms: BTreeMap<String, u32> = elf
+        .symbols()
+        .filter(|s| s.section_index().is_some() && s.kind() == object::SymbolKind::Data)
+        .filter_map(|s| Some((s.name().ok()?.to_string(), s.address() as u32)))
+        .collect();
+    let btf = match elf.section_by_name(".BTF") {
+        Some(s) => Btf::parse(s.data().map_err(|x| e(x.to_string()))?).map_err(|x| e(x.to_string()))?,
+        None => Btf::default(),
+    };
+    // Undefined symbols referenced from code: kfunc calls and extern variables.
+    let mut kfuncs: Vec<String> = Vec::new();
+    let mut externs: Vec<String> = Vec::new();
+    let mut patches: Vec<(usize, u64, u8, i32)> = Vec::new(); // (section, byte offset, src_reg, imm)
+    for s in elf.sections().filter(|s| s.kind() == SectionKind::Text) {
+        let data = s.data().map_err(|x| e(x.to_string()))?;
+        for (off, rel) in s.relocations() {
+            let RelocationTarget::Symbol(si) = rel.target() else { continue };
+            let Ok(sym) = elf.symbol_by_index(si) else { continue };
+            if !sym.is_undefined() {
+                continue;
+            }
+            let name = sym.name().unwrap_or("").to_string();
+            let code = data.get(off as usize).copied().unwrap_or(0);
+            if code == 0x85 {
+                let k = kfuncs.iter().position(|n| *n == name).unwrap_or_else(|| {
+                    kfuncs.push(name.clone());
+                    kfuncs.len() - 1
+                });
+                patches.push((s.index().0, off, PSEUDO_KFUNC_CALL, KFUNC_TAG + k as i32));
+            } else {
+                externs.push(name);
+                patches.push((s.index().0, off, EXTERN_VAR_SRC, externs.len() as i32 - 1));
+            }
+        }
+    }
+    let patched = rename_sections(bytes, &prog_secs.keys().copied().collect::<Vec<_>>(), RENAMED).map_err(e)?;
+    let mut obj = aya_obj::Object::parse(&patched).map_err(|x| e(format!("aya-obj: {x}")))?;
+    for f in obj.functions.values_mut() {
+        for &(sec, off, src, imm) in &patches {
+            let start = f.section_offset as u64;
+            if f.section_index.0 == sec && off >= start && off < start + 8 * f.instructions.len() as u64 {
+                let ins = &mut f.instructions[((off - start) / 8) as usize];
+                ins.set_src_reg(src);
+                ins.imm = imm;
+                if src == PSEUDO_KFUNC_CALL {
+                    ins.off = 0;
+                }
+            }
+        }
+    }
+    let mut map_names: Vec<String> = obj.maps.keys().cloned().collect();
+    map_names.sort();
+    let text_sections: HashSet<usize> = obj.functions.keys().map(|(s, _)| *s).collect();
+    let fds: Vec<(String, i32)> = map_names.iter().enumerate().map(|(i, n)| (n.clone(), FD_BASE + i as i32)).collect();
+    {
+        let maps = fds.iter().map(|(n, fd)| (n.as_str(), *fd, &obj.maps[n]));
+        // relocate_maps borrows obj mutably and the maps immutably: work on a clone of the maps.
+        let owned: Vec<(String, i32, aya_obj::Map)> = maps.map(|(n, fd, m)| (n.to_string(), fd, m.clone())).collect();
+        obj.relocate_maps(owned.iter().map(|(n, fd, m)| (n.as_str(), *fd, m)), &text_sections)
+            .map_err(|x| e(format!("aya-obj map relocation: {x}")))?;
+    }
+    obj.relocate_calls(&text_sections).map_err(|x| e(format!("aya-obj call relocation: {x}")))?;
+
+    let mut programs: Vec<(&String, &aya_obj::Program)> = obj.programs.iter().collect();
+    programs.sort_by_key(|(_, p)| (p.section_index, p.address));
+    let mut out = ObjectCases::default();
+    for (name, p) in programs {
+        let sec = prog_secs.get(&p.section_index).cloned().unwrap_or_default();
+        let Some(func) = obj.functions.get(&p.function_key()) else { continue };
+        match program_case(file, name, &sec, func, &obj, &btf, &data_syms, &map_names, &kfuncs, &externs, known_kfuncs) {
+            Ok(c) => out.cases.push(c),
+            Err(why) => out.skipped.push((name.clone(), why)),
+        }
+    }
+    Ok(out)
+}
+
+#[allow(clippy::too_many_arguments)]
+fn program_case(
+    file: &str,
+    name: &str,
+    sec: &str,
+    func: &aya_obj::Function,
+    obj: &aya_obj::Object,
+    btf: &Btf,
+    data_syms: &BTreeMap<String, u32>,
+    map_names: &[String],
+    kfuncs: &[String],
+    externs: &[String],
+    known_kfuncs: &[String],
+) -> Result<Case, String> {
+    let st = prog_type_of_section(sec)?;
+    let mut insns: Vec<Insn> = func
+        .instructions
+        .iter()
+        .map(|i| Insn { code: i.code, dst: i.dst_reg(), src: i.src_reg(), off: i.off, imm: i.imm })
+        .collect();
+    // Subprogram names and linkage from func_info (BTF FUNC records).
+    let mut names: BTreeMap<usize, (String, u32)> = BTreeMap::new();
+    for fi in &func.func_info.func_info {
+        if let Some(t) = btf.get(fi.type_id) {
+            names.insert(fi.insn_off as usize, (t.name.clone(), fi.type_id));
+        }
+    }
+    let mut program = Program { insns: Vec::new(), relocs: BTreeMap::new(), labels: BTreeMap::new(), lines: vec![0; insns.len()] };
+    let mut used_maps: Vec<String> = Vec::new();
+    let map_of = |fd: i32| -> Result<String, String> {
+        usize::try_from(fd - FD_BASE).ok().and_then(|i| map_names.get(i)).cloned().ok_or_else(|| format!("ld_imm64 with unknown map fd {fd}"))
+    };
+    let mut i = 0;
+    while i < insns.len() {
+        let ins = insns[i];
+        if ins.is_ld_imm64() {
+            match ins.src {
+                BPF_PSEUDO_MAP_FD | BPF_PSEUDO_MAP_VALUE => {
+                    let m = map_of(ins.imm)?;
+                    let reloc = if ins.src == BPF_PSEUDO_MAP_FD {
+                        Reloc::Map { name: m.clone() }
+                    } else {
+                        Reloc::MapValue { name: m.clone(), offset: insns.get(i + 1).map_or(0, |n| n.imm as u32) }
+                    };
+                    program.relocs.insert(i, reloc);
+                    insns[i].imm = 0;
+                    if !used_maps.contains(&m) {
+                        used_maps.push(m);
+                    }
+                }
+                EXTERN_VAR_SRC => return Err(format!("uses extern variable `{}` (__ksym/__kconfig variables are not supported)", externs.get(ins.imm as usize).map_or("?", |s| s.as_str()))),
+                BPF_PSEUDO_FUNC => {
+                    let t = (i as i64 + ins.imm as i64 + 1) as usize;
+                    program.relocs.insert(i, Reloc::Subprog { label: label_of(&names, t) });
+                }
+                _ => {}
+            }
+            i += 2;
+            continue;
+        }
+        if ins.is_call() {
+            match ins.src {
+                0 => {
+                    if let Some(h) = crate::helpers::helper_name(ins.imm) {
+                        program.relocs.insert(i, Reloc::Helper { name: h.to_string() });
+                    }
+                }
+                1 => {
+                    let t = (i as i64 + ins.imm as i64 + 1) as usize;
+                    program.relocs.insert(i, Reloc::Subprog { label: label_of(&names, t) });
+                }
+                PSEUDO_KFUNC_CALL => {
+                    let k = kfuncs.get((ins.imm - KFUNC_TAG) as usize).ok_or("kfunc call without a relocation")?;
+                    program.relocs.insert(i, Reloc::Kfunc { name: k.clone() });
+                    insns[i].imm = 0;
+                }
+                _ => {}
+            }
+        }
+        i += 1;
+    }
+    program.insns = insns;
+    let mut globals = Vec::new();
+    for start in program.subprog_starts() {
+        let label = if start == 0 { name.to_string() } else { label_of(&names, start) };
+        program.labels.insert(start, label.clone());
+        if start == 0 {
+            continue;
+        }
+        if let Some((_, id)) = names.get(&start) {
+            if let Some(Kind::Func { proto, global: true }) = btf.get(*id).map(|t| &t.kind) {
+                globals.push(GlobalFunc { label, args: scalar_args(btf, *proto)? });
+            }
+        }
+    }
+    let mut maps = Vec::new();
+    for m in &used_maps {
+        maps.push(map_spec(m, &obj.maps[m], btf, data_syms).map_err(|why| format!("map `{m}`: {why}"))?);
+    }
+    let (expect, description, tags, log_level, flags) = match btf.func(name) {
+        Some(id) => {
+            let tags: Vec<String> = btf.decl_tags(id).into_iter().filter_map(decl_tag_annotation).collect();
+            let spec = TestSpec::from_annotations(tags.iter().map(String::as_str));
+            if !spec.unknown.is_empty() {
+                return Err(format!("unknown annotations: {}", spec.unknown.join(", ")));
+            }
+            let expect = if spec == TestSpec::default() {
+                BTreeMap::new()
+            } else {
+                spec.expectations("*", &format!("{file}: decl tags of {name}"))?
+            };
+            let flags = spec.prog_flags()?;
+            let log_level = spec.log_level.as_deref().and_then(|l| l.parse().ok()).filter(|l| *l <= 2).unwrap_or(0);
+            (expect, spec.description.clone(), spec.notes(), log_level, flags)
+        }
+        None => (BTreeMap::new(), None, Vec::new(), 0, (0, false)),
+    };
+    let extern_kfuncs: Vec<String> = {
+        let mut v: Vec<String> = program
+            .relocs
+            .values()
+            .filter_map(|r| if let Reloc::Kfunc { name } = r { Some(name.clone()) } else { None })
+            .filter(|n| !known_kfuncs.contains(n))
+            .collect();
+        v.sort();
+        v.dedup();
+        v
+    };
+    Ok(Case {
+        name: name.to_string(),
+        file: file.to_string(),
+        line: 0,
+        prog_type: st.prog_type,
+        sleepable: st.sleepable || flags.1,
+        prog_flags: st.prog_flags | flags.0,
+        log_level,
+        maps,
+        globals,
+        extern_kfuncs,
+        text: disassemble(&program),
+        program,
+        expect,
+        description,
+        tags,
+    })
+}
+
+fn label_of(names: &BTreeMap<usize, (String, u32)>, at: usize) -> String {
+    names.get(&at).map_or_else(|| format!("subprog_{at}"), |(n, _)| n.clone())
+}
+
+/// The argument count of a global function whose arguments are all integers.
+fn scalar_args(btf: &Btf, proto: u32) -> Result<u8, String> {
+    let Some(Kind::FuncProto { params, .. }) = btf.get(proto).map(|t| &t.kind) else {
+        return Err("global function without a prototype".into());
+    };
+    for p in params {
+        if !matches!(btf.get(btf.resolve(*p)).map(|t| &t.kind), Some(Kind::Int { .. } | Kind::Enum { .. })) {
+            return Err("a global function takes a non-integer argument (not modelled)".into());
+        }
+    }
+    u8::try_from(params.len()).map_err(|_| "too many arguments".into())
+}
+
+/// The map type with uapi number `t`.
+fn map_type(t: u32) -> Option<MapType> {
+    [
+        MapType::Hash,
+        MapType::Array,
+        MapType::ProgArray,
+        MapType::PercpuHash,
+        MapType::PercpuArray,
+        MapType::LruHash,
+        MapType::CgroupStorage,
+        MapType::SkStorage,
+    ]
+    .into_iter()
+    .find(|m| m.uapi() == t)
+}
+
+/// A map of the object as lockstep creates it.
+fn map_spec(name: &str, m: &aya_obj::Map, btf: &Btf, data_syms: &BTreeMap<String, u32>) -> Result<MapSpec, String> {
+    use aya_obj::EbpfSectionKind as K;
+    if matches!(m.section_kind(), K::Data | K::Bss | K::Rodata) {
+        let value = match btf.datasec(name) {
+            Some(id) => datasec_layout(btf, id, m.value_size(), data_syms)?,
+            None => ValueLayout { size: m.value_size(), fields: Vec::new() },
+        };
+        // libbpf creates .rodata with BPF_F_RDONLY_PROG (1 << 7).
+        let flags = if m.section_kind() == K::Rodata { 1 << 7 } else { 0 };
+        return Ok(MapSpec {
+            name: name.to_string(),
+            map_type: MapType::Array,
+            key_size: 4,
+            max_entries: 1,
+            btf: btf.datasec(name).is_some(),
+            value,
+            global_section: true,
+            flags,
+        });
+    }
+    let map_type = map_type(m.map_type()).ok_or_else(|| format!("map type {} is not one lockstep creates", m.map_type()))?;
+    let value_id = match m {
+        aya_obj::Map::Btf(b) => b.def.btf_value_type_id,
+        aya_obj::Map::Legacy(_) => 0,
+    };
+    let value = if value_id != 0 {
+        let mut v = value_layout(&btf.ctype(value_id).map_err(|x| x.to_string())?)?;
+        v.size = m.value_size();
+        v
+    } else {
+        ValueLayout { size: m.value_size(), fields: Vec::new() }
+    };
+    Ok(MapSpec {
+        name: name.to_string(),
+        map_type,
+        key_size: m.key_size(),
+        max_entries: m.max_entries(),
+        value,
+        btf: value_id != 0,
+        global_section: false,
+        flags: m.map_flags(),
+    })
+}
+
+/// The layout of a global data section from its `DATASEC`: each variable's fields, at the
+/// variable's symbol address.
+fn datasec_layout(btf: &Btf, id: u32, size: u32, data_syms: &BTreeMap<String, u32>) -> Result<ValueLayout, String> {
+    let Some(Kind::Datasec { entries }) = btf.get(id).map(|t| &t.kind) else { unreachable!("a datasec id") };
+    let mut fields = Vec::new();
+    for &(var, off, _size) in entries {
+        let Some(t) = btf.get(var) else { continue };
+        let Kind::Var { ty } = t.kind else { continue };
+        let off = data_syms.get(&t.name).copied().unwrap_or(off);
+        let inner = value_layout(&btf.ctype(ty).map_err(|x| x.to_string())?)?;
+        let single = inner.fields.len() == 1 && inner.fields[0].offset == 0;
+        for f in inner.fields {
+            let name = if single { t.name.clone() } else { format!("{}_{}", t.name, f.name) };
+            fields.push(Field { name, offset: f.offset + off, ..f });
+        }
+    }
+    fields.sort_by_key(|f| f.offset);
+    Ok(ValueLayout { size, fields })
+}
+
+/// A copy of the ELF64 little-endian `bytes` with sections `which` renamed to `new_name`: the
+/// section-name string table is copied to the end of the file with the new name appended.
+pub fn rename_sections(bytes: &[u8], which: &[usize], new_name: &str) -> Result<Vec<u8>, String> {
+    if which.is_empty() {
+        return Ok(bytes.to_vec());
+    }
+    let rd = |o: usize, n: usize| -> Result<u64, String> {
+        let s = bytes.get(o..o + n).ok_or("truncated ELF header")?;
+        Ok(s.iter().rev().fold(0u64, |a, b| (a << 8) | *b as u64))
+    };
+    let shoff = rd(0x28, 8)? as usize;
+    let shentsize = rd(0x3a, 2)? as usize;
+    let shnum = rd(0x3c, 2)? as usize;
+    let shstrndx = rd(0x3e, 2)? as usize;
+    if shstrndx >= shnum || shentsize < 0x40 {
+        return Err("unsupported section header layout".into());
+    }
+    let hdr = |i: usize| shoff + i * shentsize;
+    let str_off = rd(hdr(shstrndx) + 0x18, 8)? as usize;
+    let str_size = rd(hdr(shstrndx) + 0x20, 8)? as usize;
+    let table = bytes.get(str_off..str_off + str_size).ok_or("section name table out of range")?;
+    let mut out = bytes.to_vec();
+    while !out.len().is_multiple_of(8) {
+        out.push(0);
+    }
+    let new_off = out.len();
+    out.extend_from_slice(table);
+    let name_at = table.len() as u32;
+    out.extend_from_slice(new_name.as_bytes());
+    out.push(0);
+    let new_size = out.len() - new_off;
+    let wr = |out: &mut Vec<u8>, o: usize, v: u64, n: usize| {
+        for k in 0..n {
+            out[o + k] = (v >> (8 * k)) as u8;
+        }
+    };
+    wr(&mut out, hdr(shstrndx) + 0x18, new_off as u64, 8);
+    wr(&mut out, hdr(shstrndx) + 0x20, new_size as u64, 8);
+    for &i in which {
+        if i >= shnum {
+            return Err(format!("no section {i}"));
+        }
+        wr(&mut out, hdr(i), name_at as u64, 4);
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn not_an_object() {
+        assert!(cases_from_object("x", b"not an ELF file", &[]).unwrap_err().0.contains("not an ELF object"));
+        assert!(rename_sections(&[0u8; 16], &[1], "x").is_err());
+        assert_eq!(rename_sections(b"abc", &[], "x").unwrap(), b"abc");
+    }
+}

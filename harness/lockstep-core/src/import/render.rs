@@ -1,0 +1,137 @@
+//! Writing [`Case`]s back as case-file TOML (`tests/corpus/README.md`), for generated corpora.
+//! The program is written from `Case::text`; `parse_cases` on the output gives the case back.
+
+use std::fmt::Write;
+
+use crate::case::{Case, FieldKind, MapType, PROG_FLAGS};
+
+/// A TOML basic string.
+fn q(s: &str) -> String {
+    toml::Value::String(s.to_string()).to_string()
+}
+
+fn list(items: &[String]) -> String {
+    let v: Vec<String> = items.iter().map(|s| q(s)).collect();
+    format!("[{}]", v.join(", "))
+}
+
+fn map_type_name(t: MapType) -> &'static str {
+    match t {
+        MapType::Hash => "hash",
+        MapType::Array => "array",
+        MapType::ProgArray => "prog_array",
+        MapType::PercpuHash => "percpu_hash",
+        MapType::PercpuArray => "percpu_array",
+        MapType::LruHash => "lru_hash",
+        MapType::CgroupStorage => "cgroup_storage",
+        MapType::SkStorage => "sk_storage",
+    }
+}
+
+fn field_kind_name(k: FieldKind) -> &'static str {
+    match k {
+        FieldKind::Int => "int",
+        FieldKind::SpinLock => "spin_lock",
+        FieldKind::ResSpinLock => "res_spin_lock",
+    }
+}
+
+/// One `[[case]]` table (with its maps, globals and expectations), preceded by `comments`
+/// (each written as a `# ` line).
+pub fn render_case(c: &Case, comments: &[String]) -> String {
+    let mut o = String::new();
+    for line in comments {
+        for l in line.lines() {
+            let _ = writeln!(o, "# {l}");
+        }
+    }
+    let _ = writeln!(o, "[[case]]");
+    let _ = writeln!(o, "name = {}", q(&c.name));
+    let _ = writeln!(o, "prog_type = {}", q(c.prog_type.name()));
+    if c.sleepable {
+        let _ = writeln!(o, "sleepable = true");
+    }
+    let flags: Vec<String> = PROG_FLAGS.iter().filter(|(_, b)| c.prog_flags & b != 0).map(|(n, _)| n.to_string()).collect();
+    if !flags.is_empty() {
+        let _ = writeln!(o, "prog_flags = {}", list(&flags));
+    }
+    if c.log_level != 0 {
+        let _ = writeln!(o, "log_level = {}", c.log_level);
+    }
+    if let Some(d) = &c.description {
+        let _ = writeln!(o, "description = {}", q(d));
+    }
+    if !c.tags.is_empty() {
+        let _ = writeln!(o, "tags = {}", list(&c.tags));
+    }
+    if !c.globals.is_empty() {
+        let g: Vec<String> = c.globals.iter().map(|g| format!("{{ label = {}, args = {} }}", q(&g.label), g.args)).collect();
+        let _ = writeln!(o, "globals = [{}]", g.join(", "));
+    }
+    if !c.extern_kfuncs.is_empty() {
+        let _ = writeln!(o, "kfuncs = {}", list(&c.extern_kfuncs));
+    }
+    let text = c.text.trim_matches('\n');
+    if text.contains("'''") {
+        let _ = writeln!(o, "text = {}", q(&format!("{text}\n")));
+    } else {
+        let _ = writeln!(o, "text = '''\n{text}\n'''");
+    }
+    for m in c.maps.iter().filter(|m| !m.global_section) {
+        let _ = writeln!(o, "\n[[case.map]]");
+        let _ = writeln!(o, "name = {}", q(&m.name));
+        let _ = writeln!(o, "type = {}", q(map_type_name(m.map_type)));
+        let _ = writeln!(o, "key_size = {}", m.key_size);
+        let _ = writeln!(o, "max_entries = {}", m.max_entries);
+        if !m.btf {
+            let _ = writeln!(o, "btf = false");
+        }
+        if m.flags != 0 {
+            let _ = writeln!(o, "flags = {}", m.flags);
+        }
+        if m.map_type != MapType::ProgArray {
+            let _ = writeln!(o, "value_size = {}", m.value.size);
+            let f: Vec<String> = m
+                .value
+                .fields
+                .iter()
+                .map(|f| match f.kind {
+                    FieldKind::Int => format!("{{ name = {}, kind = \"int\", size = {}, offset = {} }}", q(&f.name), f.size, f.offset),
+                    k => format!("{{ name = {}, kind = \"{}\", offset = {} }}", q(&f.name), field_kind_name(k), f.offset),
+                })
+                .collect();
+            let _ = writeln!(o, "fields = [{}]", f.join(", "));
+        }
+    }
+    for m in c.maps.iter().filter(|m| m.global_section) {
+        let _ = writeln!(o, "\n[[case.global]]");
+        let _ = writeln!(o, "section = {}", q(&m.name));
+        let f: Vec<String> = m
+            .value
+            .fields
+            .iter()
+            .map(|f| match f.kind {
+                FieldKind::Int => format!("{{ name = {}, kind = \"int\", size = {}, offset = {} }}", q(&f.name), f.size, f.offset),
+                k => format!("{{ name = {}, kind = \"{}\", offset = {} }}", q(&f.name), field_kind_name(k), f.offset),
+            })
+            .collect();
+        let _ = writeln!(o, "fields = [{}]", f.join(", "));
+    }
+    for (p, e) in &c.expect {
+        let _ = writeln!(o, "\n[case.expect.{}]", q(p));
+        let _ = writeln!(o, "verdict = {}", q(e.verdict.as_str()));
+        if let Some(i) = e.insn {
+            let _ = writeln!(o, "insn = {i}");
+        }
+        if let Some(m) = &e.message {
+            let _ = writeln!(o, "message = {}", q(m));
+        }
+        if !e.msgs.is_empty() {
+            let _ = writeln!(o, "msgs = {}", list(&e.msgs));
+        }
+        if let Some(s) = &e.source {
+            let _ = writeln!(o, "source = {}", q(s));
+        }
+    }
+    o
+}

@@ -1,0 +1,130 @@
+//! Reads a built module's kfunc flags from its `.BTF_ids` section: what the kernel will see.
+//!
+//! `BTF_KFUNCS_START(set)` / `BTF_ID_FLAGS(func, name, flags)` emit, in `.BTF_ids`, a set8 header
+//! (symbol `__BTF_ID__set8__<set>`) followed by one `{u32 id; u32 flags;}` pair per kfunc
+//! (include/linux/btf_ids.h); resolve_btfids fills the ids in and sorts the pairs by id. The flags are
+//! the compiled values, so a flag chosen by `#ifdef` (the lock-safe flag exists only on some
+//! kernels) is read as the kernel will see it. Input is the `.ko`'s bytes; no I/O here.
+
+use std::collections::BTreeMap;
+
+use object::{Object, ObjectSection, ObjectSymbol};
+
+
+use crate::profile::ModuleKfuncs;
+
+/// One kfunc entry of a module's `.BTF_ids`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct KoKfunc {
+    /// The kfunc id set it belongs to (`BTF_KFUNCS_START(set)`).
+    pub set: String,
+    /// Its flags word.
+    pub flags: u32,
+}
+
+/// Errors reading a `.ko`.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum KoError {
+    #[error("not an ELF object: {0}")]
+    Elf(String),
+    #[error("no .BTF_ids section (module built without BTF, or no kfuncs)")]
+    NoBtfIds,
+    #[error("no .BTF section: the module has no BTF, so its kfuncs cannot be called")]
+    NoBtf,
+    #[error("no .BTF.base section: pass the kernel's vmlinux BTF as the base")]
+    NoBase,
+    #[error("bad BTF: {0}")]
+    Btf(String),
+    #[error("set {set} lies outside .BTF_ids")]
+    OutOfRange { set: String },
+    #[error("kfunc id {id} of set {set} is not a function of the module's BTF")]
+    UnknownId { set: String, id: u32 },
+}
+
+/// The contents of section `name` of an ELF file.
+pub fn elf_section<'a>(elf: &'a [u8], name: &str) -> Result<Option<&'a [u8]>, KoError> {
+    let file = object::File::parse(elf).map_err(|e| KoError::Elf(e.to_string()))?;
+    match file.section_by_name(name) {
+        Some(s) => {
+            // Section data borrows the input, so the slice lives as long as `elf`.
+            let (off, size) = s.file_range().unwrap_or((0, 0));
+            Ok(elf.get(off as usize..(off + size) as usize))
+        }
+        None => Ok(None),
+    }
+}
+
+/// The kfuncs (name -> set and flags) of a module's `.BTF_ids`. Kfunc ids are named from the
+/// module's split `.BTF`, whose base is its `.BTF.base` (distilled base, 6.13+) or else
+/// `vmlinux_btf` (the `.BTF` of the kernel's vmlinux).
+///
+/// Each set is found by its `__BTF_ID__set8__<set>` symbol; its entries are read from the section,
+/// not from the per-entry symbols, because resolve_btfids sorts a kfunc set by id after linking.
+pub fn kfunc_flags(ko: &[u8], vmlinux_btf: Option<&[u8]>) -> Result<BTreeMap<String, KoKfunc>, KoError> {
+    let file = object::File::parse(ko).map_err(|e| KoError::Elf(e.to_string()))?;
+    let split = elf_section(ko, ".BTF")?.ok_or(KoError::NoBtf)?;
+    let base = match elf_section(ko, ".BTF.base")? {
+        Some(b) => b,
+        None => vmlinux_btf.ok_or(KoError::NoBase)?,
+    };
+    let names = crate::btf::func_names(split, base).map_err(KoError::Btf)?;
+    let sec = file.section_by_name(".BTF_ids").ok_or(KoError::NoBtfIds)?;
+    let data = sec.data().map_err(|e| KoError::Elf(e.to_string()))?;
+    let u32_at = |at: usize| data.get(at..at + 4).map(|b| u32::from_le_bytes(b.try_into().expect("4 bytes")));
+    let mut out = BTreeMap::new();
+    for sym in file.symbols().filter(|s| s.section_index() == Some(sec.index())) {
+        let Some(set) = sym.name().ok().and_then(|n| n.strip_prefix("__BTF_ID__set8__")) else { continue };
+        let start = (sym.address() - sec.address()) as usize;
+        // struct btf_id_set8 { u32 cnt; u32 flags; struct { u32 id; u32 flags; } pairs[]; }
+        let cnt = u32_at(start).ok_or_else(|| KoError::OutOfRange { set: set.to_string() })?;
+        for i in 0..cnt as usize {
+            let at = start + 8 + i * 8;
+            let (Some(id), Some(flags)) = (u32_at(at), u32_at(at + 4)) else {
+                return Err(KoError::OutOfRange { set: set.to_string() });
+            };
+            let name = names.get(&id).ok_or_else(|| KoError::UnknownId { set: set.to_string(), id })?;
+            out.insert(name.clone(), KoKfunc { set: set.to_string(), flags });
+        }
+    }
+    Ok(out)
+}
+
+impl ModuleKfuncs {
+    /// Replaces each kfunc's flags by the built module's (`kfunc_flags` of its `.ko`). Kfuncs the
+    /// `.ko` lacks are dropped (the kernel cannot resolve them); returns their names.
+    pub fn apply_ko_flags(&mut self, ko: &BTreeMap<String, KoKfunc>) -> Vec<String> {
+        let missing: Vec<String> = self.kfuncs.keys().filter(|k| !ko.contains_key(*k)).cloned().collect();
+        for m in &missing {
+            self.kfuncs.remove(m);
+        }
+        for (name, k) in self.kfuncs.iter_mut() {
+            k.flags = ko[name].flags;
+        }
+        missing
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rejects_non_elf_and_objects_without_btf() {
+        assert!(matches!(kfunc_flags(b"not an elf", None), Err(KoError::Elf(_))));
+    }
+
+    #[test]
+    fn applying_ko_flags_overrides_the_source_and_drops_missing() {
+        let mut m = crate::module_src::bundled();
+        let mut ko = BTreeMap::new();
+        for name in m.kfuncs.keys() {
+            ko.insert(name.clone(), KoKfunc { set: "s".into(), flags: 0 });
+        }
+        ko.remove("lockstep_unsafe");
+        assert_ne!(m.kfuncs["lockstep_safe"].flags, 0);
+        let missing = m.apply_ko_flags(&ko);
+        assert_eq!(missing, vec!["lockstep_unsafe".to_string()]);
+        assert_eq!(m.kfuncs["lockstep_safe"].flags, 0, "the .ko's flags win");
+        assert!(!m.kfuncs.contains_key("lockstep_unsafe"));
+    }
+}

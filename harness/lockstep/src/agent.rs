@@ -1,0 +1,87 @@
+//! `lockstep agent`: the guest side, run as `/init` of the initramfs (the binary is static).
+//!
+//! Mounts proc/sys/dev/bpffs, loads the test module shipped at
+//! [`lockstep_vm::initramfs::MODULE_PATH`] (if any), reads vmlinux and module BTF once
+//! ([`lockstep_bpf::Loader`]), says `Hello` on the control port, then answers each `Run` with the
+//! kernel's verdict until `Shutdown`, and powers the guest off. Nothing is written to disk.
+
+use std::io::{self, BufRead};
+use std::path::Path;
+
+use lockstep_bpf::Loader;
+use lockstep_core::proto::{GuestMsg, HostMsg, KernelResult, ModuleStatus};
+use lockstep_core::verdict::Verdict;
+use lockstep_vm::{agent_io, initramfs, stream};
+
+/// Runs the agent and powers off; never returns when running as pid 1.
+pub fn main() -> ! {
+    if let Err(e) = serve() {
+        eprintln!("lockstep agent: {e}");
+    }
+    agent_io::power_off()
+}
+
+/// The module to load: `/lockstep/module.ko` when the host shipped one.
+fn load_test_module() -> ModuleStatus {
+    let path = Path::new("/").join(initramfs::MODULE_PATH);
+    if !path.exists() {
+        return ModuleStatus::Absent;
+    }
+    lockstep_bpf::load_module(&path)
+}
+
+fn serve() -> io::Result<()> {
+    agent_io::mount_basics()?;
+    let (reader, mut w) = agent_io::open_control_port()?;
+    let module = load_test_module();
+    if let ModuleStatus::Failed { name, error } = &module {
+        eprintln!("lockstep agent: module {name}: {error}");
+    }
+    // Read BTF after the module is in, so its kfuncs resolve.
+    let loader = Loader::new().map_err(|e| e.to_string());
+    if let Err(e) = &loader {
+        eprintln!("lockstep agent: {e}");
+    }
+    let release = agent_io::kernel_release()?;
+    agent_io::send(&mut w, &GuestMsg::Hello { release, module })?;
+    for line in reader.lines() {
+        let line = line?;
+        match stream::decode_host(&line) {
+            Ok(Some(HostMsg::Run { id, case, want_log })) => {
+                let result = match &loader {
+                    Ok(l) => l.run_case(&case, want_log),
+                    Err(e) => no_loader(&case.name, e),
+                };
+                agent_io::send(&mut w, &GuestMsg::Result { id, result })?;
+            }
+            Ok(Some(HostMsg::Shutdown)) => {
+                agent_io::send(&mut w, &GuestMsg::Bye)?;
+                return Ok(());
+            }
+            Ok(None) => {}
+            Err(e) => {
+                // Answer a `Run` that did not decode, so the host does not wait for it.
+                let id = serde_json::from_str::<serde_json::Value>(&line).ok().and_then(|v| v.get("id")?.as_u64());
+                eprintln!("lockstep agent: bad line from host: {e}");
+                if let Some(id) = id {
+                    let result = no_loader("?", &format!("the agent could not decode the case: {e}"));
+                    agent_io::send(&mut w, &GuestMsg::Result { id, result })?;
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+/// The result of every case when BTF could not be read: a setup error, not a verdict.
+fn no_loader(case: &str, error: &str) -> KernelResult {
+    KernelResult {
+        case: case.to_string(),
+        verdict: Verdict::unsupported(format!("setup error: {error}")),
+        errno: 0,
+        log: None,
+        verification_usec: None,
+        insns_processed: None,
+        setup_error: Some(error.to_string()),
+    }
+}

@@ -1,0 +1,212 @@
+//! lockstep's C examples (`tests/c/*.bpf.c`) compiled with the system clang (`clang -O2 -g
+//! -target bpf -c`), read back as cases through aya-obj, and checked by the model against the
+//! expectations written in the C files (`__success`, `__failure`, `__msg`, `__expect_on`).
+//! Skipped, with a message, when clang is not installed (scripts/setup.sh installs it).
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use lockstep_core::asm::{assemble, Reloc, Symbols};
+use lockstep_core::case::{Case, FieldKind, MapType};
+use lockstep_core::corpus::{check_all, known_kfuncs};
+use lockstep_core::import::elf::cases_from_object;
+use lockstep_core::module_src::bundled;
+use lockstep_core::profile::KernelProfile;
+
+fn c_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/c")
+}
+
+/// (file stem, object bytes) of each compiled example.
+type Objects = Vec<(String, Vec<u8>)>;
+
+/// The compiled examples (once per test binary); None when clang is missing.
+fn compile_all() -> Option<&'static [(String, Vec<u8>)]> {
+    static OBJS: std::sync::OnceLock<Option<Objects>> = std::sync::OnceLock::new();
+    OBJS.get_or_init(compile).as_deref()
+}
+
+fn compile() -> Option<Objects> {
+    if Command::new("clang").arg("--version").output().is_err() {
+        eprintln!("SKIPPED: clang not found; install it (scripts/setup.sh) to compile tests/c/*.bpf.c");
+        return None;
+    }
+    let out = std::env::temp_dir().join(format!("lockstep-c-objects-{}", std::process::id()));
+    std::fs::create_dir_all(&out).unwrap();
+    let mut objs = Vec::new();
+    let mut srcs: Vec<PathBuf> = std::fs::read_dir(c_dir()).unwrap().map(|e| e.unwrap().path()).filter(|p| p.to_string_lossy().ends_with(".bpf.c")).collect();
+    srcs.sort();
+    assert!(srcs.len() >= 4, "tests/c has the examples");
+    for src in srcs {
+        let stem = src.file_name().unwrap().to_string_lossy().trim_end_matches(".c").to_string();
+        let obj = out.join(format!("{stem}.o"));
+        let st = Command::new("clang").args(["-O2", "-g", "-target", "bpf", "-c"]).arg(&src).arg("-o").arg(&obj).status().unwrap();
+        assert!(st.success(), "clang failed on {}", src.display());
+        objs.push((stem, std::fs::read(&obj).unwrap()));
+    }
+    let _ = std::fs::remove_dir_all(&out);
+    Some(objs)
+}
+
+fn cases(objs: &[(String, Vec<u8>)], stem: &str) -> Vec<Case> {
+    let (_, bytes) = objs.iter().find(|(s, _)| s == stem).unwrap_or_else(|| panic!("{stem} compiled"));
+    let got = cases_from_object(stem, bytes, &known_kfuncs(&bundled())).unwrap();
+    assert!(got.skipped.is_empty(), "{stem}: {:?}", got.skipped);
+    got.cases
+}
+
+fn case<'a>(cs: &'a [Case], name: &str) -> &'a Case {
+    cs.iter().find(|c| c.name == name).unwrap_or_else(|| panic!("program {name}"))
+}
+
+#[test]
+fn model_meets_the_expectations_written_in_the_c_files() {
+    let Some(objs) = compile_all() else { return };
+    let objs: &[(String, Vec<u8>)] = objs;
+    let module = bundled();
+    let profiles = KernelProfile::all();
+    for (stem, _) in objs {
+        let cs = cases(objs, stem);
+        assert!(!cs.is_empty(), "{stem} has programs");
+        for r in check_all(&cs, &profiles, &module) {
+            assert_eq!(r.expected, Some(true), "{stem}: {} on {}: model says {:?} {:?}", r.case, r.profile, r.verdict, r.message);
+        }
+    }
+}
+
+#[test]
+fn map_value_lock_and_btf_layout() {
+    let Some(objs) = compile_all() else { return };
+    let objs: &[(String, Vec<u8>)] = objs;
+    let cs = cases(objs, "map_lock.bpf");
+    let c = case(&cs, "map_lock_ok");
+    assert_eq!(c.prog_type, lockstep_core::case::ProgType::SchedCls);
+    let m = &c.maps[0];
+    assert_eq!((m.name.as_str(), m.map_type, m.key_size, m.max_entries, m.value.size, m.btf), ("vals", MapType::Array, 4, 1, 8, true));
+    let lock = m.value.field_of(FieldKind::SpinLock).unwrap();
+    assert_eq!((lock.name.as_str(), lock.offset), ("lock", 4));
+    assert!(c.program.relocs.values().any(|r| *r == Reloc::Map { name: "vals".into() }));
+    assert!(c.program.relocs.values().any(|r| *r == Reloc::Helper { name: "bpf_spin_lock".into() }));
+    assert_eq!(case(&cs, "map_lock_kprobe").prog_type, lockstep_core::case::ProgType::Kprobe);
+    assert_eq!(c.description.as_deref(), Some("lock, update, unlock"));
+}
+
+#[test]
+fn global_data_lock() {
+    let Some(objs) = compile_all() else { return };
+    let objs: &[(String, Vec<u8>)] = objs;
+    let cs = cases(objs, "global_lock.bpf");
+    let c = case(&cs, "global_lock_ok");
+    let m = &c.maps[0];
+    assert!(m.global_section && m.btf);
+    assert_eq!((m.name.as_str(), m.value.size), (".data.lock", 8));
+    let lock = m.value.field_of(FieldKind::SpinLock).unwrap();
+    let counter = m.value.field_of(FieldKind::Int).unwrap();
+    // the offsets come from the symbol table (clang leaves them 0 in the DATASEC)
+    assert_eq!(lock.offset + counter.offset, 4);
+    assert!(c.program.relocs.values().any(|r| *r == Reloc::MapValue { name: ".data.lock".into(), offset: lock.offset }));
+}
+
+#[test]
+fn module_kfunc_externs_become_kfunc_calls() {
+    let Some(objs) = compile_all() else { return };
+    let objs: &[(String, Vec<u8>)] = objs;
+    let cs = cases(objs, "module_kfunc.bpf");
+    let c = case(&cs, "safe_kfunc_under_lock");
+    let (at, _) = c.program.relocs.iter().find(|(_, r)| **r == Reloc::Kfunc { name: "lockstep_safe".into() }).expect("kfunc reloc");
+    let insn = c.program.insns[*at];
+    assert!(insn.is_kfunc_call() && insn.imm == 0 && insn.off == 0, "{insn:?}");
+    // a test-module kfunc the model knows: not an extern one
+    assert!(c.extern_kfuncs.is_empty());
+    assert_eq!(c.expect["7.3"].verdict, lockstep_core::verdict::VerdictKind::Accept);
+    assert_eq!(c.expect["*"].verdict, lockstep_core::verdict::VerdictKind::Reject);
+}
+
+#[test]
+fn subprograms_are_linked_with_their_linkage() {
+    let Some(objs) = compile_all() else { return };
+    let objs: &[(String, Vec<u8>)] = objs;
+    let cs = cases(objs, "subprog.bpf");
+    let s = case(&cs, "static_call_under_lock");
+    assert!(s.globals.is_empty());
+    assert_eq!(s.program.subprog_starts().len(), 2);
+    assert!(s.program.labels.values().any(|l| l == "bump"), "{:?}", s.program.labels);
+    let g = case(&cs, "global_call_under_lock");
+    assert_eq!(g.globals.len(), 1);
+    assert_eq!((g.globals[0].label.as_str(), g.globals[0].args), ("global_bump", 1));
+}
+
+#[test]
+fn disassembly_reassembles_to_the_same_instructions() {
+    let Some(objs) = compile_all() else { return };
+    let objs: &[(String, Vec<u8>)] = objs;
+    let kfuncs = known_kfuncs(&bundled());
+    for (stem, _) in objs {
+        for c in cases(objs, stem) {
+            let symbols = Symbols { maps: c.maps.iter().map(|m| m.name.clone()).collect(), kfuncs: kfuncs.clone() };
+            let back = assemble(&c.text, &symbols).unwrap_or_else(|e| panic!("{stem}/{}: {e}\n{}", c.name, c.text));
+            assert_eq!(back.insns, c.program.insns, "{stem}/{}", c.name);
+        }
+    }
+}
+
+/// Section names aya-obj 0.3 does not know (`tc`, `?tc`, `syscall`) load; programs of types a
+/// case cannot carry are listed as skipped with the reason; programs without annotations get
+/// no expectation.
+#[test]
+fn section_names_and_skipped_programs() {
+    if compile_all().is_none() {
+        return;
+    }
+    let src = r#"
+#include "lockstep.h"
+SEC("?tc") int autoload_off(struct __sk_buff *skb) { return 0; }
+SEC("syscall") int sys(void *ctx) { return 0; }
+SEC("fentry/bpf_fentry_test1") int traced(void *ctx) { return 0; }
+SEC("xdp") int plain_xdp(void *ctx) { return 2; }
+char _license[] SEC("license") = "GPL";
+"#;
+    let dir = std::env::temp_dir().join(format!("lockstep-c-sections-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let (c, o) = (dir.join("s.bpf.c"), dir.join("s.bpf.o"));
+    std::fs::write(&c, src).unwrap();
+    let st = Command::new("clang").args(["-O2", "-g", "-target", "bpf", "-I"]).arg(c_dir()).arg("-c").arg(&c).arg("-o").arg(&o).status().unwrap();
+    assert!(st.success());
+    let got = cases_from_object("s.bpf.o", &std::fs::read(&o).unwrap(), &[]).unwrap();
+    let _ = std::fs::remove_dir_all(&dir);
+    let names: Vec<_> = got.cases.iter().map(|c| (c.name.as_str(), c.prog_type.name(), c.sleepable)).collect();
+    assert_eq!(names, [("autoload_off", "sched_cls", false), ("sys", "syscall", true), ("plain_xdp", "xdp", false)]);
+    assert_eq!(got.skipped.len(), 1);
+    assert_eq!(got.skipped[0].0, "traced");
+    assert!(got.skipped[0].1.contains("fentry/bpf_fentry_test1"), "{:?}", got.skipped);
+    assert!(got.cases.iter().all(|c| c.expect.is_empty()));
+}
+
+/// The importer's cases (tests/corpus/selftests-VER, from the C source's asm text) against clang's
+/// compilation of the same selftest file (scripts/build-selftest-objects.sh VER): the same
+/// instructions, maps and expectations. Skipped for versions whose objects are not built.
+#[test]
+fn imported_selftests_match_the_compiled_selftest_objects() {
+    let Some(home) = std::env::var_os("LOCKSTEP_CACHE").map(PathBuf::from).or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache/lockstep"))) else { return };
+    let kfuncs = known_kfuncs(&bundled());
+    for v in ["6.12", "7.2", "7.3"] {
+        for file in ["verifier_spin_lock", "verifier_helper_restricted"] {
+            let obj = home.join(format!("selftest-objs/{v}/{file}.bpf.o"));
+            let Ok(bytes) = std::fs::read(&obj) else {
+                eprintln!("SKIPPED {v}/{file}: {} not built (scripts/build-selftest-objects.sh {v})", obj.display());
+                continue;
+            };
+            let toml = Path::new(env!("CARGO_MANIFEST_DIR")).join(format!("../../tests/corpus/selftests-{v}/{file}.toml"));
+            let imported = lockstep_core::case::parse::parse_cases("t", &std::fs::read_to_string(&toml).unwrap(), &kfuncs).unwrap();
+            let compiled = cases_from_object("o", &bytes, &kfuncs).unwrap().cases;
+            for i in &imported {
+                let c = case(&compiled, &i.name);
+                assert_eq!(i.program.insns, c.program.insns, "{v} {}", i.name);
+                assert_eq!(i.maps, c.maps, "{v} {}", i.name);
+                assert_eq!((i.prog_type, i.prog_flags, i.log_level), (c.prog_type, c.prog_flags, c.log_level), "{v} {}", i.name);
+                let (ei, ec) = (&i.expect[v], &c.expect["*"]);
+                assert_eq!((ei.verdict, &ei.msgs), (ec.verdict, &ec.msgs), "{v} {}", i.name);
+            }
+        }
+    }
+}
