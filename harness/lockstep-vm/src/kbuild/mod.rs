@@ -351,33 +351,7 @@ impl Kbuild {
             timings.push(PhaseTime { phase, seconds: t.elapsed().as_secs_f64() });
             t = Instant::now();
         };
-        let work = work::Work { dir: self.builds_dir().join("work").join(plan.source.work_name()) };
-        fs::create_dir_all(&work.dir).map_err(io(&work.dir))?;
-        let lock = fs::File::create(work.dir.join(".lock")).map_err(io(&work.dir))?;
-        on_event(BuildEvent::Info(format!("work tree {}", work.dir.display())));
-        let _lock = nix::fcntl::Flock::lock(lock, nix::fcntl::FlockArg::LockExclusive)
-            .map_err(|(_, e)| KbuildError::Io(work.dir.clone(), e.into()))?;
-        let mut state = work.state();
-
-        // Source.
-        on_event(BuildEvent::Phase(Phase::Source));
-        if state.source_version.as_deref() != Some(plan.source.version.as_str()) || !work.src().join("Makefile").exists() {
-            work.forget_series(&mut state)?;
-            match &req.source {
-                SourceSpec::DebianSrc { series } => {
-                    let t = source::cached_tarball(&self.root, series).ok_or_else(|| KbuildError::BadRequest(format!("no tarball for {series}")))?;
-                    on_event(BuildEvent::Info(format!("extracting {}", t.tarball.display())));
-                    let _ = fs::remove_dir_all(work.src());
-                    source::extract_tarball(&t.tarball, &work.src())?;
-                }
-                SourceSpec::Local(_) => {
-                    on_event(BuildEvent::Info(format!("copying {}", plan.source.spec)));
-                    source::snapshot_tree(Path::new(&plan.source.spec), &work.src())?;
-                }
-            }
-            state.source_version = Some(plan.source.version.clone());
-            work.save(&state)?;
-        }
+        let (work, _lock, mut state) = self.open_work(req, plan, on_event)?;
         lap(Phase::Source, &mut timings);
 
         // Series.
@@ -513,6 +487,47 @@ impl Kbuild {
             self.set_alias(a, &plan.hash)?;
         }
         Ok(record)
+    }
+
+    /// Locks the work tree of `plan`'s source and makes its `src/` hold that source.
+    fn open_work(&self, req: &BuildRequest, plan: &Plan, on_event: &mut dyn FnMut(BuildEvent)) -> Result<(work::Work, nix::fcntl::Flock<fs::File>, work::WorkState), KbuildError> {
+        let work = work::Work { dir: self.builds_dir().join("work").join(plan.source.work_name()) };
+        fs::create_dir_all(&work.dir).map_err(io(&work.dir))?;
+        let lock = fs::File::create(work.dir.join(".lock")).map_err(io(&work.dir))?;
+        on_event(BuildEvent::Info(format!("work tree {}", work.dir.display())));
+        let lock = nix::fcntl::Flock::lock(lock, nix::fcntl::FlockArg::LockExclusive).map_err(|(_, e)| KbuildError::Io(work.dir.clone(), e.into()))?;
+        let mut state = work.state();
+        on_event(BuildEvent::Phase(Phase::Source));
+        if state.source_version.as_deref() != Some(plan.source.version.as_str()) || !work.src().join("Makefile").exists() {
+            work.forget_series(&mut state)?;
+            match &req.source {
+                SourceSpec::DebianSrc { series } => {
+                    let t = source::cached_tarball(&self.root, series).ok_or_else(|| KbuildError::BadRequest(format!("no tarball for {series}")))?;
+                    on_event(BuildEvent::Info(format!("extracting {}", t.tarball.display())));
+                    let _ = fs::remove_dir_all(work.src());
+                    source::extract_tarball(&t.tarball, &work.src())?;
+                }
+                SourceSpec::Local(_) => {
+                    on_event(BuildEvent::Info(format!("copying {}", plan.source.spec)));
+                    source::snapshot_tree(Path::new(&plan.source.spec), &work.src())?;
+                }
+            }
+            state.source_version = Some(plan.source.version.clone());
+            work.save(&state)?;
+        }
+        Ok((work, lock, state))
+    }
+
+    /// Checks that the series of `req` applies to its source, without building or changing the
+    /// work tree's state (fails fast, before a long build of another kernel).
+    pub fn check_series(&self, req: &BuildRequest, on_event: &mut dyn FnMut(BuildEvent)) -> Result<(), KbuildError> {
+        let plan = self.plan(req, on_event)?;
+        let Some(series) = &plan.series else { return Ok(()) };
+        if plan.cached.is_some() {
+            return Ok(());
+        }
+        let (work, _lock, state) = self.open_work(req, &plan, on_event)?;
+        work.check(&state, series)
     }
 
     fn set_alias(&self, alias: &str, hash: &str) -> Result<(), KbuildError> {

@@ -214,6 +214,8 @@ pub fn is_patch_name(name: &str) -> bool {
 /// Reads every patch of `dir` in file-name order (cover letters without a diff skipped).
 pub fn load(dir: &Path) -> Result<Series, SeriesError> {
     let rd = std::fs::read_dir(dir).map_err(|e| SeriesError::Io(dir.to_path_buf(), e))?;
+    // Absolute paths: `patch -d DIR -i FILE` resolves FILE after changing to DIR.
+    let dir = &std::fs::canonicalize(dir).map_err(|e| SeriesError::Io(dir.to_path_buf(), e))?;
     let mut names: Vec<String> =
         rd.flatten().map(|e| e.file_name().to_string_lossy().into_owned()).filter(|n| is_patch_name(n)).collect();
     names.sort();
@@ -235,9 +237,8 @@ pub fn load(dir: &Path) -> Result<Series, SeriesError> {
     if patches.is_empty() {
         return Err(SeriesError::Empty(dir.to_path_buf()));
     }
-    let abs = std::fs::canonicalize(dir).unwrap_or_else(|_| dir.to_path_buf());
-    let name = abs.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_else(|| "series".into());
-    Ok(Series { name, dir: abs, patches })
+    let name = dir.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_else(|| "series".into());
+    Ok(Series { name, dir: dir.clone(), patches })
 }
 
 /// One failure in GNU `patch` output.
@@ -384,6 +385,7 @@ new file mode 100644
         std::fs::write(d.path().join("0000-cover-letter.patch"), "From: x\nSubject: [PATCH 0/2] cover\n\ntext\n").unwrap();
         std::fs::write(d.path().join("notes.txt"), "ignored").unwrap();
         let s = load(d.path()).unwrap();
+        assert!(s.patches.iter().all(|p| p.path.is_absolute()));
         let names: Vec<_> = s.patches.iter().map(|p| p.file_name.as_str()).collect();
         assert_eq!(names, ["0001-a.patch", "0002-b.patch"]);
         assert!(s.patches[1].subject.contains("second"));

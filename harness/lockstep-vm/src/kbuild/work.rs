@@ -14,6 +14,9 @@ use super::series::{self, Patch, Series};
 use super::source::write_atomic;
 use super::KbuildError;
 
+/// Path -> content (`None`: absent).
+type Files = BTreeMap<String, Option<Vec<u8>>>;
+
 /// The series currently applied to a work tree.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Applied {
@@ -89,21 +92,17 @@ impl Work {
         }
     }
 
-    /// Switches the source to `series` (`None`: unpatched).
-    ///
-    /// The series is first applied in a scratch directory holding only the files it touches; a
-    /// patch that does not apply is reported with its failing hunks and the work tree is left as
-    /// it was. Then only files whose content changes are written (fresh modification times, so
-    /// `make` rebuilds exactly what depends on them).
-    pub fn switch(&self, state: &mut WorkState, series: Option<&Series>, on_patch: &mut dyn FnMut(&Patch)) -> Result<(), KbuildError> {
+    /// Applies `series` in a scratch directory holding only the files it touches (and those the
+    /// applied series touched), from their unpatched content: (unpatched, patched) content of
+    /// each such file. The work tree is not touched.
+    fn apply_in_scratch(&self, state: &WorkState, series: Option<&Series>, on_patch: &mut dyn FnMut(&Patch)) -> Result<(Files, Files), KbuildError> {
         let new_paths: BTreeSet<String> = series.map(|s| s.touched_files()).unwrap_or_default();
         let mut all: BTreeSet<String> = state.applied.iter().flat_map(|a| a.touched.iter().map(|(p, _)| p.clone())).collect();
         all.extend(new_paths.iter().cloned());
-        let mut pristine: BTreeMap<String, Option<Vec<u8>>> = BTreeMap::new();
+        let mut pristine: Files = BTreeMap::new();
         for p in &all {
             pristine.insert(p.clone(), self.pristine(state, p)?);
         }
-        // Apply in scratch.
         let mut target = pristine.clone();
         if let Some(s) = series {
             let scratch = self.dir.join("scratch");
@@ -116,9 +115,13 @@ impl Work {
                 }
             }
             fs::create_dir_all(&scratch).map_err(io(&scratch))?;
-            for p in &s.patches {
+            let applied = s.patches.iter().try_for_each(|p| {
                 on_patch(p);
-                apply_patch(&scratch, p)?;
+                apply_patch(&scratch, p)
+            });
+            if let Err(e) = applied {
+                let _ = fs::remove_dir_all(&scratch);
+                return Err(e);
             }
             for (p, c) in target.iter_mut() {
                 *c = match fs::read(scratch.join(p)) {
@@ -129,6 +132,23 @@ impl Work {
             }
             let _ = fs::remove_dir_all(&scratch);
         }
+        Ok((pristine, target))
+    }
+
+    /// Checks that `series` applies to the unpatched source, without changing the work tree.
+    pub fn check(&self, state: &WorkState, series: &Series) -> Result<(), KbuildError> {
+        self.apply_in_scratch(state, Some(series), &mut |_| {}).map(|_| ())
+    }
+
+    /// Switches the source to `series` (`None`: unpatched).
+    ///
+    /// The series is first applied in a scratch directory holding only the files it touches; a
+    /// patch that does not apply is reported with its failing hunks and the work tree is left as
+    /// it was. Then only files whose content changes are written (fresh modification times, so
+    /// `make` rebuilds exactly what depends on them).
+    pub fn switch(&self, state: &mut WorkState, series: Option<&Series>, on_patch: &mut dyn FnMut(&Patch)) -> Result<(), KbuildError> {
+        let new_paths: BTreeSet<String> = series.map(|s| s.touched_files()).unwrap_or_default();
+        let (pristine, target) = self.apply_in_scratch(state, series, on_patch)?;
         // Record every involved file's original before touching the tree (crash safety: a
         // later run restores from `orig/`).
         let orig = self.orig();
@@ -247,6 +267,11 @@ diff --git a/a.c b/a.c\n--- a/a.c\n+++ b/a.c\n@@ -1,3 +1,3 @@\n one\n-zwei\n+ZWE
         let good = series(&d.path().join("s1"), &[("0001-a.patch", P1)]);
         let s = series(&d.path().join("s2"), &[("0001-a.patch", P1), ("0002-bad.patch", P2_BAD)]);
         let mut st = w.state();
+        // check() applies nothing.
+        w.check(&st, &good).unwrap();
+        assert_eq!(fs::read_to_string(w.src().join("a.c")).unwrap(), "one\ntwo\nthree\n");
+        assert!(w.state().applied.is_none());
+        assert!(matches!(w.check(&st, &s), Err(KbuildError::PatchDoesNotApply { .. })));
         let e = w.switch(&mut st, Some(&s), &mut |_| {}).unwrap_err();
         match e {
             KbuildError::PatchDoesNotApply { patch, subject, detail } => {

@@ -124,6 +124,10 @@ pub fn run_with(a: ValidateArgs, runner: &mut dyn CorpusRunner) -> Result<u8> {
             let mut req = BuildRequest::new(source);
             req.fragments = a.config.clone();
             req.jobs = a.jobs;
+            // A series that does not apply is reported before the base kernel is built.
+            let mut patched_req = req.clone();
+            patched_req.series = Some(a.series.clone());
+            kb.check_series(&patched_req, &mut |_| {}).map_err(crate::kbuild::map_err)?;
             let base = crate::kbuild::build(&kb, &req)?;
             lap("build base kernel", &mut t, &mut timings);
             req.series = Some(a.series.clone());
