@@ -335,15 +335,10 @@ impl Kbuild {
     /// Builds a [`Plan`] (a cache hit returns the cached record).
     pub fn build_plan(&self, req: &BuildRequest, plan: &Plan, on_event: &mut dyn FnMut(BuildEvent)) -> Result<BuildRecord, KbuildError> {
         if let (Some(c), false) = (&plan.cached, req.force) {
-            let mut c = c.clone();
             for a in &plan.aliases {
                 self.set_alias(a, &c.hash)?;
-                if !c.aliases.contains(a) {
-                    c.aliases.push(a.clone());
-                }
             }
-            source::write_atomic(&c.dir.join("build.json"), &serde_json::to_vec_pretty(&c).expect("record serialises"))?;
-            return Ok(c);
+            return Ok(read_record(&c.dir.join("build.json")).unwrap_or_else(|| c.clone()));
         }
         let mut timings = Vec::new();
         let mut t = Instant::now();
@@ -458,7 +453,7 @@ impl Kbuild {
         lap(Phase::Install, &mut timings);
         let record = BuildRecord {
             hash: plan.hash.clone(),
-            aliases: plan.aliases.clone(),
+            aliases: vec![],
             source: plan.source.clone(),
             series: plan.series.as_ref().map(|s| SeriesRecord {
                 name: s.name.clone(),
@@ -486,7 +481,7 @@ impl Kbuild {
         for a in &plan.aliases {
             self.set_alias(a, &plan.hash)?;
         }
-        Ok(record)
+        Ok(read_record(&dir.join("build.json")).unwrap_or(record))
     }
 
     /// Locks the work tree of `plan`'s source and makes its `src/` hold that source.
@@ -530,10 +525,29 @@ impl Kbuild {
         work.check(&state, series)
     }
 
-    fn set_alias(&self, alias: &str, hash: &str) -> Result<(), KbuildError> {
+    /// Points `alias` (with or without `build:`) at the build `hash`, taking it from the build
+    /// that had it; both records' `aliases` are updated.
+    pub fn set_alias(&self, alias: &str, hash: &str) -> Result<(), KbuildError> {
+        let alias = alias.strip_prefix("build:").unwrap_or(alias);
         let names = self.builds_dir().join("names");
         fs::create_dir_all(&names).map_err(io(&names))?;
-        source::write_atomic(&names.join(alias), format!("{hash}\n").as_bytes())
+        let previous = fs::read_to_string(names.join(alias)).ok().map(|h| h.trim().to_string());
+        source::write_atomic(&names.join(alias), format!("{hash}\n").as_bytes())?;
+        for (h, add) in [(previous.as_deref(), false), (Some(hash), true)] {
+            let Some(h) = h else { continue };
+            let path = self.builds_dir().join(h).join("build.json");
+            let Some(mut r) = read_record(&path) else { continue };
+            let had = r.aliases.iter().any(|a| a == alias);
+            if add && !had {
+                r.aliases.push(alias.to_string());
+            } else if !add && had && h != hash {
+                r.aliases.retain(|a| a != alias);
+            } else {
+                continue;
+            }
+            source::write_atomic(&path, &serde_json::to_vec_pretty(&r).expect("record serialises"))?;
+        }
+        Ok(())
     }
 }
 
@@ -630,9 +644,12 @@ mod tests {
         assert!(matches!(k.lookup("build:abcd"), Err(KbuildError::Ambiguous { .. })));
         assert!(matches!(k.lookup("build:7.3"), Err(KbuildError::NotFound(_))));
         assert!(matches!(k.lookup("build:abc"), Err(KbuildError::NotFound(_))), "too short for a prefix");
-        // An alias moves to the newest build with it.
+        // An alias moves to the newest build with it; the records say who has it.
         record(d.path(), "ffff000011112222", "7.2", 3);
         assert_eq!(k.lookup("build:7.2").unwrap().hash, "ffff000011112222");
+        assert_eq!(k.lookup("build:abcd12").unwrap().aliases, Vec::<String>::new());
+        k.set_alias("build:7.2+kf-spin-lock", "ffff000011112222").unwrap();
+        assert_eq!(k.lookup("build:7.2+kf-spin-lock").unwrap().aliases, ["7.2", "7.2+kf-spin-lock"]);
         assert_eq!(a.name(), "build:abcd1234aaaa");
     }
 
