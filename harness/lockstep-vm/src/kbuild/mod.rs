@@ -110,7 +110,11 @@ pub enum Phase {
     Tools,
     Series,
     Configure,
+    /// make, up to the link of `vmlinux.o` (mostly compiling).
     Make,
+    /// make, from the link of `vmlinux.o`: objtool, BTF (pahole, resolve_btfids), kallsyms
+    /// passes, bzImage.
+    Link,
     Install,
 }
 
@@ -342,12 +346,12 @@ impl Kbuild {
         }
         let mut timings = Vec::new();
         let mut t = Instant::now();
-        let mut lap = |phase: Phase, timings: &mut Vec<PhaseTime>| {
+        let lap = |phase: Phase, t: &mut Instant, timings: &mut Vec<PhaseTime>| {
             timings.push(PhaseTime { phase, seconds: t.elapsed().as_secs_f64() });
-            t = Instant::now();
+            *t = Instant::now();
         };
         let (work, _lock, mut state) = self.open_work(req, plan, on_event)?;
-        lap(Phase::Source, &mut timings);
+        lap(Phase::Source, &mut t, &mut timings);
 
         // Series.
         on_event(BuildEvent::Phase(Phase::Series));
@@ -356,7 +360,7 @@ impl Kbuild {
         if want != have || (plan.series.is_none() && state.applied.is_some()) {
             work.switch(&mut state, plan.series.as_ref(), &mut |p| on_event(BuildEvent::Info(format!("applying {} ({})", p.file_name, p.title()))))?;
         }
-        lap(Phase::Series, &mut timings);
+        lap(Phase::Series, &mut t, &mut timings);
 
         // Configure.
         on_event(BuildEvent::Phase(Phase::Configure));
@@ -405,15 +409,20 @@ impl Kbuild {
         if !fatal.is_empty() {
             return Err(KbuildError::Config(fatal));
         }
-        lap(Phase::Configure, &mut timings);
+        lap(Phase::Configure, &mut t, &mut timings);
 
         // Make.
         on_event(BuildEvent::Phase(Phase::Make));
         let cold = !obj.join("vmlinux").exists();
         let expected = progress::expected_steps(state.last_full_steps, !cold);
         let mut steps = 0u64;
+        let make_start = Instant::now();
+        let mut link_start: Option<Instant> = None;
         run_logged(make(&["all"]), &mut log, &log_path, "all", &mut |line| {
-            if let progress::MakeLine::Step { .. } = progress::classify(line) {
+            if let progress::MakeLine::Step { target, .. } = progress::classify(line) {
+                if target == "vmlinux.o" && link_start.is_none() {
+                    link_start = Some(Instant::now());
+                }
                 steps += 1;
                 on_event(BuildEvent::Step { done: steps, expected, line: line.trim().to_string() });
             }
@@ -422,7 +431,10 @@ impl Kbuild {
             state.last_full_steps = Some(steps);
             work.save(&state)?;
         }
-        lap(Phase::Make, &mut timings);
+        let link = link_start.map_or(0.0, |l| l.elapsed().as_secs_f64());
+        timings.push(PhaseTime { phase: Phase::Make, seconds: make_start.elapsed().as_secs_f64() - link });
+        timings.push(PhaseTime { phase: Phase::Link, seconds: link });
+        t = Instant::now();
 
         // Install.
         on_event(BuildEvent::Phase(Phase::Install));
@@ -450,7 +462,7 @@ impl Kbuild {
             Some(s) => format!("{}+{}+lockstep.{}", plan.source.version, s.name, key::short(&plan.hash)),
             None => format!("{}+lockstep.{}", plan.source.version, key::short(&plan.hash)),
         };
-        lap(Phase::Install, &mut timings);
+        lap(Phase::Install, &mut t, &mut timings);
         let record = BuildRecord {
             hash: plan.hash.clone(),
             aliases: vec![],
