@@ -2,10 +2,9 @@
 //! (`tests/snapshots/`, review changes with `cargo insta review`), plus the corpus expectations
 //! (taken from the kernel source, each citing its verifier.c function) which must all hold.
 
-use std::fmt::Write;
 use std::path::Path;
 
-use lockstep_core::corpus::{check_all, load_text};
+use lockstep_core::corpus::{check_all, load_text, snapshot_text};
 use lockstep_core::module_src::bundled;
 use lockstep_core::profile::KernelProfile;
 
@@ -16,12 +15,7 @@ fn model_verdicts(path: &Path, contents: String) -> datatest_stable::Result<()> 
     let name = full.rsplit_once("tests/corpus/").map_or(full.as_str(), |(_, r)| r).replace('/', "__");
     let cases = load_text(&name, &contents, &module)?;
     let rows = check_all(&cases, &KernelProfile::all(), &module);
-    let mut out = String::new();
-    for r in &rows {
-        let insn = r.insn.map_or("-".to_string(), |i| i.to_string());
-        let msg = r.message.as_deref().unwrap_or("").replace('\n', "\\n");
-        writeln!(out, "{} [{}] {} {} {}", r.case, r.profile, r.verdict.as_str(), insn, msg)?;
-    }
+    let out = snapshot_text(&rows);
     let mut settings = insta::Settings::clone_current();
     settings.set_snapshot_path(Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/snapshots"));
     settings.set_prepend_module_to_snapshot(false);

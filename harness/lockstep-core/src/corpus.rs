@@ -113,6 +113,18 @@ pub fn check_all(cases: &[Case], profiles: &[KernelProfile], module: &ModuleKfun
     rows
 }
 
+/// The text the corpus snapshot test records for `rows`: one line per row,
+/// `case [profile] verdict insn message` (`-` for no insn, newlines in messages as `\n`).
+pub fn snapshot_text(rows: &[CheckRow]) -> String {
+    let mut out = String::new();
+    for r in rows {
+        let insn = r.insn.map_or("-".to_string(), |i| i.to_string());
+        let msg = r.message.as_deref().unwrap_or("").replace('\n', "\\n");
+        out.push_str(&format!("{} [{}] {} {} {}\n", r.case, r.profile, r.verdict.as_str(), insn, msg));
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

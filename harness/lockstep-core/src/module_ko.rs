@@ -68,23 +68,66 @@ pub fn kfunc_flags(ko: &[u8], vmlinux_btf: Option<&[u8]>) -> Result<BTreeMap<Str
         None => vmlinux_btf.ok_or(KoError::NoBase)?,
     };
     let names = crate::btf::func_names(split, base).map_err(KoError::Btf)?;
+    let mut out = BTreeMap::new();
+    for e in set8_entries(&file, &names, true)? {
+        out.insert(e.name, KoKfunc { set: e.set, flags: e.flags });
+    }
+    Ok(out)
+}
+
+/// `BTF_SET8_KFUNCS`: the set8 header flag of kfunc id sets (include/linux/btf_ids.h).
+const BTF_SET8_KFUNCS: u32 = 1 << 0;
+
+/// One `{id, flags}` pair of a set8 in `.BTF_ids`, named.
+struct Set8Entry {
+    set: String,
+    set_flags: u32,
+    name: String,
+    flags: u32,
+}
+
+/// Every entry of every `__BTF_ID__set8__<set>` of `.BTF_ids`, named through `names`.
+/// `strict`: an id that names no function is an error (else skipped: resolve_btfids leaves 0 for
+/// a kfunc that was not built).
+fn set8_entries(file: &object::File<'_>, names: &BTreeMap<u32, String>, strict: bool) -> Result<Vec<Set8Entry>, KoError> {
     let sec = file.section_by_name(".BTF_ids").ok_or(KoError::NoBtfIds)?;
     let data = sec.data().map_err(|e| KoError::Elf(e.to_string()))?;
     let u32_at = |at: usize| data.get(at..at + 4).map(|b| u32::from_le_bytes(b.try_into().expect("4 bytes")));
-    let mut out = BTreeMap::new();
+    let mut out = Vec::new();
     for sym in file.symbols().filter(|s| s.section_index() == Some(sec.index())) {
         let Some(set) = sym.name().ok().and_then(|n| n.strip_prefix("__BTF_ID__set8__")) else { continue };
         let start = (sym.address() - sec.address()) as usize;
         // struct btf_id_set8 { u32 cnt; u32 flags; struct { u32 id; u32 flags; } pairs[]; }
-        let cnt = u32_at(start).ok_or_else(|| KoError::OutOfRange { set: set.to_string() })?;
+        let (Some(cnt), Some(set_flags)) = (u32_at(start), u32_at(start + 4)) else {
+            return Err(KoError::OutOfRange { set: set.to_string() });
+        };
         for i in 0..cnt as usize {
             let at = start + 8 + i * 8;
             let (Some(id), Some(flags)) = (u32_at(at), u32_at(at + 4)) else {
                 return Err(KoError::OutOfRange { set: set.to_string() });
             };
-            let name = names.get(&id).ok_or_else(|| KoError::UnknownId { set: set.to_string(), id })?;
-            out.insert(name.clone(), KoKfunc { set: set.to_string(), flags });
+            let name = match names.get(&id) {
+                Some(n) => n,
+                None if strict => return Err(KoError::UnknownId { set: set.to_string(), id }),
+                None => continue,
+            };
+            out.push(Set8Entry { set: set.to_string(), set_flags, name: name.clone(), flags });
         }
+    }
+    Ok(out)
+}
+
+/// The kfunc id sets of a kernel's `vmlinux` (an ELF with `.BTF` and `.BTF_ids`, such as the
+/// BTF-only vmlinux of Debian's headers package): kfunc name -> set name -> compiled flags word.
+/// Only sets marked `BTF_SET8_KFUNCS` count. Which program types a set is registered for is in
+/// C code (`register_btf_kfunc_id_set()`), not here.
+pub fn vmlinux_kfunc_sets(vmlinux: &[u8]) -> Result<BTreeMap<String, BTreeMap<String, u32>>, KoError> {
+    let file = object::File::parse(vmlinux).map_err(|e| KoError::Elf(e.to_string()))?;
+    let btf = elf_section(vmlinux, ".BTF")?.ok_or(KoError::NoBtf)?;
+    let names = crate::btf::funcs(btf, None).map_err(KoError::Btf)?;
+    let mut out: BTreeMap<String, BTreeMap<String, u32>> = BTreeMap::new();
+    for e in set8_entries(&file, &names, false)?.into_iter().filter(|e| e.set_flags & BTF_SET8_KFUNCS != 0) {
+        out.entry(e.name).or_default().insert(e.set, e.flags);
     }
     Ok(out)
 }

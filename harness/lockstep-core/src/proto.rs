@@ -21,8 +21,46 @@ pub enum HostMsg {
         /// Return the full verifier log, not only the error line.
         want_log: bool,
     },
+    /// List the kfuncs of the running kernel (vmlinux and loaded modules).
+    ListKfuncs {
+        /// Sequence number echoed in the answer.
+        id: u64,
+    },
     /// Flush and power the guest off.
     Shutdown,
+}
+
+/// One kfunc of the running kernel.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct KfuncEntry {
+    pub name: String,
+    /// Its BTF type id (in the split BTF of its module, ids continuing after vmlinux's).
+    pub btf_id: u32,
+    /// The module whose BTF has it; None for vmlinux.
+    pub module: Option<String>,
+}
+
+/// One BTF object read while listing kfuncs.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BtfSource {
+    /// `vmlinux` or the module name (`/sys/kernel/btf/<object>`).
+    pub object: String,
+    /// Number of `BTF_KIND_FUNC` types.
+    pub funcs: usize,
+    /// Number of functions tagged `bpf_kfunc`.
+    pub kfuncs: usize,
+    /// Why the object could not be read.
+    pub error: Option<String>,
+}
+
+/// The kfuncs of a running kernel: the functions its BTF tags `bpf_kfunc`.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct KfuncListing {
+    /// Sorted by object (vmlinux first) then name.
+    pub kfuncs: Vec<KfuncEntry>,
+    pub sources: Vec<BtfSource>,
+    /// Anything odd (a kfunc name the loader resolves to another BTF id, ...).
+    pub warnings: Vec<String>,
 }
 
 /// Whether the test module was loaded in the guest.
@@ -64,6 +102,8 @@ pub enum GuestMsg {
     Hello { release: String, module: ModuleStatus },
     /// The result of one `Run`.
     Result { id: u64, result: KernelResult },
+    /// The answer to `ListKfuncs`.
+    Kfuncs { id: u64, listing: KfuncListing },
     /// Sent right before power-off.
     Bye,
 }
@@ -103,5 +143,20 @@ mod tests {
         let json = serde_json::to_string(&msg).unwrap();
         let back: HostMsg = serde_json::from_str(&json).unwrap();
         assert_eq!(back, msg);
+    }
+
+    #[test]
+    fn a_kfunc_listing_round_trips_through_json() {
+        let listing = KfuncListing {
+            kfuncs: vec![KfuncEntry { name: "lockstep_safe".into(), btf_id: 130_001, module: Some("lockstep_test".into()) }],
+            sources: vec![BtfSource { object: "lockstep_test".into(), funcs: 6, kfuncs: 6, error: None }],
+            warnings: Vec::new(),
+        };
+        let msg = GuestMsg::Kfuncs { id: 3, listing };
+        let json = serde_json::to_string(&msg).unwrap();
+        assert!(json.contains(r#""msg":"kfuncs""#), "{json}");
+        assert_eq!(serde_json::from_str::<GuestMsg>(&json).unwrap(), msg);
+        let ask: HostMsg = serde_json::from_str(r#"{"msg":"list_kfuncs","id":3}"#).unwrap();
+        assert_eq!(ask, HostMsg::ListKfuncs { id: 3 });
     }
 }

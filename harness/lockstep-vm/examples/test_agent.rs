@@ -50,6 +50,13 @@ fn run() -> io::Result<()> {
                 };
                 agent_io::send(&mut w, &GuestMsg::Result { id, result })?;
             }
+            Ok(Some(HostMsg::ListKfuncs { id })) => {
+                let listing = lockstep_core::proto::KfuncListing {
+                    warnings: vec!["transport test agent: no BTF was read".into()],
+                    ..Default::default()
+                };
+                agent_io::send(&mut w, &GuestMsg::Kfuncs { id, listing })?;
+            }
             Ok(Some(HostMsg::Shutdown)) => {
                 agent_io::send(&mut w, &GuestMsg::Bye)?;
                 return Ok(());

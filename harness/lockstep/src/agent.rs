@@ -3,7 +3,8 @@
 //! Mounts proc/sys/dev/bpffs, loads the test module shipped at
 //! [`lockstep_vm::initramfs::MODULE_PATH`] (if any), reads vmlinux and module BTF once
 //! ([`lockstep_bpf::Loader`]), says `Hello` on the control port, then answers each `Run` with the
-//! kernel's verdict until `Shutdown`, and powers the guest off. Nothing is written to disk.
+//! kernel's verdict (and `ListKfuncs` with the kernel's kfuncs) until `Shutdown`, and powers the
+//! guest off. Nothing is written to disk.
 
 use std::io::{self, BufRead};
 use std::path::Path;
@@ -53,6 +54,10 @@ fn serve() -> io::Result<()> {
                     Err(e) => no_loader(&case.name, e),
                 };
                 agent_io::send(&mut w, &GuestMsg::Result { id, result })?;
+            }
+            Ok(Some(HostMsg::ListKfuncs { id })) => {
+                let listing = crate::census::list::list_kfuncs(Path::new(crate::census::list::SYS_BTF), loader.as_ref().ok());
+                agent_io::send(&mut w, &GuestMsg::Kfuncs { id, listing })?;
             }
             Ok(Some(HostMsg::Shutdown)) => {
                 agent_io::send(&mut w, &GuestMsg::Bye)?;

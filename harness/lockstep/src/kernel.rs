@@ -211,7 +211,7 @@ pub fn build_module(kernel: &str) -> Result<BuiltModule> {
 
 /// The BTF-only `vmlinux` of a Debian kernel's headers, as unpacked by `build-module.sh`
 /// (the base of module BTF when the `.ko` carries no distilled `.BTF.base`).
-fn headers_vmlinux(kernel: &str) -> Option<PathBuf> {
+pub fn headers_vmlinux(kernel: &str) -> Option<PathBuf> {
     let dir = KernelCache::default_root().join("headers").join(kernel.replace(':', "-"));
     let mut found: Vec<PathBuf> = std::fs::read_dir(dir)
         .ok()?

@@ -10,7 +10,9 @@
 mod agent;
 mod bench;
 mod cases;
+mod census;
 mod check;
+mod fuzz;
 mod import;
 mod kbuild;
 mod kernel;
@@ -58,8 +60,12 @@ enum Cmd {
     },
     /// List the built-in kernel profiles.
     Profiles,
+    /// Differential fuzzing: generated programs, model vs kernel, minimised disagreements.
+    Fuzz(fuzz::FuzzArgs),
     /// Run cases on real kernels in QEMU guests (or the host kernel) and compare with the model.
     Run(run::RunArgs),
+    /// Which kfuncs each kernel lets a program call while holding a bpf_spin_lock, beside the model's view.
+    Census(census::CensusArgs),
     /// Build a base and a patched kernel, run the corpus on both and judge every verdict flip.
     ValidateSeries(validate::ValidateArgs),
     /// Fetch, build and list kernels.
@@ -84,6 +90,8 @@ enum BenchCmd {
     Model(check::BenchArgs),
     /// Boot-to-first-verdict and kernel verdicts per second in one guest (virtme-ng as reference).
     Guest(bench::GuestBenchArgs),
+    /// Fuzz pipeline throughput and time shares (generation, model, kernel).
+    Fuzz(fuzz::BenchArgs),
 }
 
 fn main() -> ExitCode {
@@ -105,8 +113,11 @@ fn main() -> ExitCode {
         Cmd::Check(a) => check::run(a),
         Cmd::Bench { what: BenchCmd::Model(a) } => check::bench(a),
         Cmd::Bench { what: BenchCmd::Guest(a) } => bench::guest(a),
+        Cmd::Bench { what: BenchCmd::Fuzz(a) } => fuzz::bench(a),
+        Cmd::Fuzz(a) => fuzz::run(a),
         Cmd::Profiles => check::profiles(),
         Cmd::Run(a) => run::run(a),
+        Cmd::Census(a) => census::run(a),
         Cmd::Kernel { cmd } => kernel::run(cmd),
         Cmd::Agent => agent::main(),
         Cmd::Disasm { paths } => check::disasm(&paths),

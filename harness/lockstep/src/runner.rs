@@ -1,7 +1,8 @@
 //! Running cases on one kernel: a QEMU guest whose `/init` is this very (static) binary in agent
 //! mode, or the host's own kernel. [`KernelTarget::prepare`] resolves a kernel name (fetch, test
 //! module build, model profile); [`KernelSession`] keeps a guest alive across calls to
-//! [`KernelSession::run`], so `run`, `fuzz` and `census` share one path.
+//! [`KernelSession::run`] (and [`KernelSession::list_kfuncs`]), so `run`, `fuzz` and `census`
+//! share one path.
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -9,7 +10,7 @@ use std::time::Duration;
 use anyhow::{bail, Context, Result};
 use lockstep_core::case::Case;
 use lockstep_core::profile::{KernelProfile, ModuleKfuncs};
-use lockstep_core::proto::{KernelResult, ModuleStatus};
+use lockstep_core::proto::{KernelResult, KfuncListing, ModuleStatus};
 use lockstep_vm::debian::KernelCache;
 use lockstep_vm::guest::batch::{BatchEvent, BatchOptions, Session};
 use lockstep_vm::guest::{kvm, GuestConfig, GuestOutcome, Timeouts};
@@ -231,6 +232,25 @@ impl KernelSession {
                     on(CaseEvent::NotRun { index, reason: format!("the guest did not boot: {reason}") });
                 }
                 Ok(())
+            }
+        }
+    }
+
+    /// The running kernel's kfuncs (`ListKfuncs`), from the live guest (booted if needed; it stays
+    /// up for the next [`KernelSession::run`]) or, in host mode, from this machine's sysfs.
+    /// Boot events go to `on` as in `run`.
+    pub fn list_kfuncs(&mut self, on: &mut dyn FnMut(CaseEvent)) -> Result<KfuncListing> {
+        match &mut self.backend {
+            Backend::Host { loader } => {
+                Ok(crate::census::list::list_kfuncs(Path::new(crate::census::list::SYS_BTF), loader.as_ref().ok()))
+            }
+            Backend::Guest { session, .. } => {
+                let r = session.list_kfuncs(&mut |ev| match ev {
+                    BatchEvent::Booted { release, module, boot_time } => on(CaseEvent::Booted { release, module, boot_time }),
+                    BatchEvent::BootFailed { outcome, will_retry } => on(CaseEvent::BootFailed { excerpt: excerpt(&outcome), will_retry }),
+                    _ => {}
+                })?;
+                r.map_err(|o| anyhow::anyhow!(crate::InfraError(format!("listing kfuncs: the guest ended: {}", excerpt(&o)))))
             }
         }
     }

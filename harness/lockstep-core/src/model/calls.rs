@@ -4,7 +4,7 @@
 use super::exec::{kernel_map_name, Flow, Machine};
 use super::scalar::Scalar;
 use super::state::{ActiveLock, Frame, Reg, State};
-use super::{Step, Stop};
+use super::{Rule, Step, Stop};
 use crate::case::{FieldKind, MapType};
 use crate::insn::*;
 use crate::profile::KfuncLockRule;
@@ -12,10 +12,41 @@ use crate::profile::KfuncLockRule;
 /// The deepest call chain the verifier allows (`MAX_CALL_FRAMES`).
 const MAX_CALL_FRAMES: usize = 8;
 
+/// The lock rule for a kfunc call made while a lock is held (`do_check_insn()` and
+/// `kfunc_spin_allowed()`): whether `profile` lets kfunc `name` through in a program of type
+/// `prog_type`. Module kfuncs (in `module`) are called with `insn->off != 0` and judged by their
+/// flags for the program type; vmlinux kfuncs by the profile's list. `extern_declared`: the case
+/// declares the kfunc as unknown to the model, so under a flag rule its (unlisted) flags are
+/// unknown: `Err` with the reason.
+pub fn kfunc_allowed_under_lock(
+    profile: &crate::profile::KernelProfile,
+    module: &crate::profile::ModuleKfuncs,
+    name: &str,
+    prog_type: crate::case::ProgType,
+    extern_declared: bool,
+) -> Result<bool, String> {
+    let listed = profile.kfuncs_under_lock.iter().any(|k| k == name);
+    match module.kfuncs.get(name) {
+        // A module kfunc: insn->off != 0.
+        Some(k) => Ok(match profile.kfunc_rule {
+            KfuncLockRule::VmlinuxList => false,
+            KfuncLockRule::ListOrFlag | KfuncLockRule::Flag => {
+                // fetch_kfunc_meta() finds flags only in the set for this program type.
+                let flag = profile.kfunc_flag.unwrap_or(0);
+                k.prog_types.contains(&prog_type) && k.flags & flag != 0
+            }
+        }),
+        None if extern_declared && !listed && profile.kfunc_rule != KfuncLockRule::VmlinuxList => {
+            Err(format!("flags of vmlinux kfunc {name} are unknown to the model"))
+        }
+        None => Ok(listed),
+    }
+}
+
 impl Machine<'_> {
     pub(super) fn call(&mut self, st: &mut State, pc: usize, insn: Insn) -> Step<Flow> {
         let name = self.case.program.call_name(pc).map(str::to_string);
-        if st.lock.is_some() && !self.call_allowed_under_lock(insn, name.as_deref())? {
+        if st.lock.is_some() && self.on(Rule::CallUnderLock) && !self.call_allowed_under_lock(insn, name.as_deref())? {
             return self.reject(pc, self.profile.messages.call_under_lock.clone());
         }
         match insn.src {
@@ -45,22 +76,8 @@ impl Machine<'_> {
             BPF_PSEUDO_CALL => Ok(p.static_calls_under_lock),
             BPF_PSEUDO_KFUNC_CALL => {
                 let name = name.unwrap_or("");
-                let listed = p.kfuncs_under_lock.iter().any(|k| k == name);
-                match self.module.kfuncs.get(name) {
-                    // A module kfunc: insn->off != 0.
-                    Some(k) => Ok(match p.kfunc_rule {
-                        KfuncLockRule::VmlinuxList => false,
-                        KfuncLockRule::ListOrFlag | KfuncLockRule::Flag => {
-                            // fetch_kfunc_meta() finds flags only in the set for this program type.
-                            let flag = p.kfunc_flag.unwrap_or(0);
-                            k.prog_types.contains(&self.case.prog_type) && k.flags & flag != 0
-                        }
-                    }),
-                    None if self.case.extern_kfuncs.iter().any(|k| k == name) && !listed && p.kfunc_rule != KfuncLockRule::VmlinuxList => {
-                        Err(Stop::Unsupported(format!("flags of vmlinux kfunc {name} are unknown to the model")))
-                    }
-                    None => Ok(listed),
-                }
+                let extern_declared = self.case.extern_kfuncs.iter().any(|k| k == name);
+                kfunc_allowed_under_lock(p, self.module, name, self.case.prog_type, extern_declared).map_err(Stop::Unsupported)
             }
             _ => Ok(false),
         }
@@ -70,7 +87,7 @@ impl Machine<'_> {
         let target = (pc as i64 + insn.imm as i64 + 1) as usize;
         if let Some((_, args)) = self.globals.get(&target).cloned() {
             // check_func_call(): a global function is verified on its own; here only the call.
-            if st.lock.is_some() {
+            if st.lock.is_some() && self.on(Rule::GlobalCallUnderLock) {
                 return self.reject(pc, self.profile.messages.global_call_under_lock.clone());
             }
             for r in 1..=args {
@@ -169,7 +186,7 @@ impl Machine<'_> {
             return Err(Stop::Unsupported(format!("spin lock argument of type {}", r1.type_str())));
         };
         let lock = "bpf_spin".to_string();
-        if var.is_some_and(|v| v.konst().is_none()) {
+        if var.is_some_and(|v| v.konst().is_none()) && self.on(Rule::LockOffset) {
             return self.reject(pc, self.msg(&m.non_const_offset, &[("reg", "R1".into()), ("lock", lock)]));
         }
         let total = off + var.and_then(|v| v.konst()).unwrap_or(0);
@@ -181,7 +198,7 @@ impl Machine<'_> {
         let Some(field) = spec.value.field_of(FieldKind::SpinLock) else {
             return self.reject(pc, self.msg(&m.no_lock_in_map, &[("map", mname), ("lock", lock)]));
         };
-        if field.offset as i64 != total {
+        if field.offset as i64 != total && self.on(Rule::LockOffset) {
             return self.reject(
                 pc,
                 self.msg(&m.wrong_lock_offset, &[("off", total.to_string()), ("lock", lock), ("lock_off", field.offset.to_string())]),
@@ -189,15 +206,17 @@ impl Machine<'_> {
         }
         let this = ActiveLock { map: *map, id: *id };
         if is_lock {
-            if st.lock.is_some() {
+            if st.lock.is_some() && self.on(Rule::DoubleLock) {
                 return self.reject(pc, m.double_lock.clone());
             }
             st.lock = Some(this);
         } else {
             match st.lock {
-                None => return self.reject(pc, self.msg(&m.unlock_without_lock, &[("lock", lock)])),
-                Some(l) if l != this => return self.reject(pc, self.msg(&m.unlock_different_lock, &[("lock", lock)])),
-                Some(_) => st.lock = None,
+                None if self.on(Rule::UnlockWithoutLock) => return self.reject(pc, self.msg(&m.unlock_without_lock, &[("lock", lock)])),
+                Some(l) if l != this && self.on(Rule::UnlockDifferentLock) => {
+                    return self.reject(pc, self.msg(&m.unlock_different_lock, &[("lock", lock)]))
+                }
+                _ => st.lock = None,
             }
         }
         Ok(())

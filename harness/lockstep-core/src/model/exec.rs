@@ -4,7 +4,7 @@ use std::collections::BTreeMap;
 
 use super::scalar::{CmpOp, Scalar};
 use super::state::{Frame, Reg, State};
-use super::{Step, Stop, STEP_BUDGET};
+use super::{ModelOptions, Rule, Step, Stop, STEP_BUDGET};
 use crate::asm::Reloc;
 use crate::case::{Case, FieldKind, MapSpec, ProgType};
 use crate::insn::*;
@@ -15,6 +15,7 @@ pub(crate) struct Machine<'a> {
     pub case: &'a Case,
     pub profile: &'a KernelProfile,
     pub module: &'a ModuleKfuncs,
+    pub opts: &'a ModelOptions,
     /// Map index by name.
     pub maps: BTreeMap<&'a str, usize>,
     /// Subprogram starts (index 0 = main).
@@ -31,7 +32,7 @@ pub(crate) fn kernel_map_name(name: &str) -> String {
 }
 
 impl<'a> Machine<'a> {
-    pub fn new(case: &'a Case, profile: &'a KernelProfile, module: &'a ModuleKfuncs) -> Self {
+    pub fn new(case: &'a Case, profile: &'a KernelProfile, module: &'a ModuleKfuncs, opts: &'a ModelOptions) -> Self {
         let maps = case.maps.iter().enumerate().map(|(i, m)| (m.name.as_str(), i)).collect();
         let subprogs = case.program.subprog_starts();
         let mut globals = BTreeMap::new();
@@ -40,7 +41,12 @@ impl<'a> Machine<'a> {
                 globals.insert(idx, (g.label.clone(), g.args));
             }
         }
-        Machine { case, profile, module, maps, subprogs, globals, id_gen: 0, steps: 0 }
+        Machine { case, profile, module, opts, maps, subprogs, globals, id_gen: 0, steps: 0 }
+    }
+
+    /// Whether `rule` is checked (see [`ModelOptions`]).
+    pub fn on(&self, rule: Rule) -> bool {
+        self.opts.enabled(rule)
     }
 
     pub fn msg(&self, template: &str, args: &[(&str, String)]) -> String {
@@ -113,13 +119,13 @@ impl<'a> Machine<'a> {
             };
             let m = self.map(mi);
             let has = |k| m.btf && m.value.field_of(k).is_some();
-            if (has(FieldKind::SpinLock) || has(FieldKind::ResSpinLock)) && self.case.prog_type == ProgType::SocketFilter {
+            if (has(FieldKind::SpinLock) || has(FieldKind::ResSpinLock)) && self.case.prog_type == ProgType::SocketFilter && self.on(Rule::ProgTypeCompat) {
                 return Err(Stop::Reject(None, self.profile.messages.socket_filter_lock.clone()));
             }
             if has(FieldKind::ResSpinLock) && !self.profile.res_spin_lock {
                 return Err(Stop::Unsupported("struct bpf_res_spin_lock is unknown to this kernel".into()));
             }
-            if has(FieldKind::SpinLock) && self.profile.tracing_prog_types.contains(&self.case.prog_type) {
+            if has(FieldKind::SpinLock) && self.profile.tracing_prog_types.contains(&self.case.prog_type) && self.on(Rule::ProgTypeCompat) {
                 return Err(Stop::Reject(None, self.profile.messages.tracing_lock.clone()));
             }
             if m.btf && m.value.fields.iter().filter(|f| f.kind != FieldKind::Int).count() > 1 {
@@ -321,7 +327,7 @@ impl<'a> Machine<'a> {
             self.read_reg(st, pc, insn.src)?;
         }
         let r6 = self.read_reg(st, pc, 6)?;
-        if st.lock.is_some() {
+        if st.lock.is_some() && self.on(Rule::LdAbsUnderLock) {
             return self.reject(pc, m.ld_abs_under_lock.clone());
         }
         if r6 != Reg::Ctx {
@@ -388,7 +394,7 @@ impl<'a> Machine<'a> {
                         self.msg(&m.map_value_oob, &[("value_size", spec.value.size.to_string()), ("off", at.to_string()), ("size", size.to_string())]),
                     );
                 }
-                if spec.btf {
+                if spec.btf && self.on(Rule::DirectAccess) {
                     for f in &spec.value.fields {
                         let kind = match f.kind {
                             FieldKind::SpinLock => "bpf_spin_lock",
@@ -544,7 +550,7 @@ impl<'a> Machine<'a> {
             }
             return Ok(Flow::Next(callee.callsite + 1));
         }
-        if st.lock.is_some() {
+        if st.lock.is_some() && self.on(Rule::ExitWithLock) {
             return self.reject(pc, self.profile.messages.exit_with_lock.clone());
         }
         let r0 = self.read_reg(st, pc, 0)?;

@@ -11,6 +11,7 @@ mod exec;
 mod scalar;
 mod state;
 
+pub use calls::kfunc_allowed_under_lock;
 pub use scalar::{CmpOp, Scalar};
 pub use state::{ActiveLock, Frame, Reg, Stack, State};
 
@@ -32,9 +33,91 @@ pub(crate) type Step<T> = Result<T, Stop>;
 /// At most this many instructions are walked over all paths before the model gives up.
 pub const STEP_BUDGET: usize = 50_000;
 
+/// One lock rule of the model, as a switch for [`ModelOptions::disabled`] (e.g. to give the
+/// fuzzer's minimiser a deliberately wrong model to catch).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Rule {
+    /// Helper and kfunc calls with a lock held (`do_check_insn()`).
+    CallUnderLock,
+    /// Global subprogram calls with a lock held (`check_func_call()`).
+    GlobalCallUnderLock,
+    /// `BPF_EXIT` of the main program (or a global function) with a lock held.
+    ExitWithLock,
+    /// `BPF_LD_[ABS|IND]` with a lock held (`check_ld_abs()`).
+    LdAbsUnderLock,
+    /// A second `bpf_spin_lock` with one held (`process_spin_lock()`).
+    DoubleLock,
+    /// `bpf_spin_unlock` without a lock held (`process_spin_lock()`).
+    UnlockWithoutLock,
+    /// `bpf_spin_unlock` of another lock than the one held (`process_spin_lock()`).
+    UnlockDifferentLock,
+    /// The lock argument must point at the lock field with a constant offset (`process_spin_lock()`).
+    LockOffset,
+    /// Loads, stores and atomics must not touch the lock field (`check_map_access()`).
+    DirectAccess,
+    /// Socket-filter and tracing programs may not use maps with a lock (`check_map_prog_compatibility()`).
+    ProgTypeCompat,
+}
+
+impl Rule {
+    /// Every rule.
+    pub const ALL: [Rule; 10] = [
+        Rule::CallUnderLock,
+        Rule::GlobalCallUnderLock,
+        Rule::ExitWithLock,
+        Rule::LdAbsUnderLock,
+        Rule::DoubleLock,
+        Rule::UnlockWithoutLock,
+        Rule::UnlockDifferentLock,
+        Rule::LockOffset,
+        Rule::DirectAccess,
+        Rule::ProgTypeCompat,
+    ];
+
+    /// The snake_case name used on the command line.
+    pub fn name(self) -> &'static str {
+        match self {
+            Rule::CallUnderLock => "call_under_lock",
+            Rule::GlobalCallUnderLock => "global_call_under_lock",
+            Rule::ExitWithLock => "exit_with_lock",
+            Rule::LdAbsUnderLock => "ld_abs_under_lock",
+            Rule::DoubleLock => "double_lock",
+            Rule::UnlockWithoutLock => "unlock_without_lock",
+            Rule::UnlockDifferentLock => "unlock_different_lock",
+            Rule::LockOffset => "lock_offset",
+            Rule::DirectAccess => "direct_access",
+            Rule::ProgTypeCompat => "prog_type_compat",
+        }
+    }
+
+    /// The rule named `name` (see [`Rule::name`]).
+    pub fn by_name(name: &str) -> Option<Rule> {
+        Rule::ALL.into_iter().find(|r| r.name() == name)
+    }
+}
+
+/// Options of [`check_with`].
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ModelOptions {
+    /// Rules switched off: their check is skipped as if it passed.
+    pub disabled: Vec<Rule>,
+}
+
+impl ModelOptions {
+    /// Whether `rule` is checked.
+    pub fn enabled(&self, rule: Rule) -> bool {
+        !self.disabled.contains(&rule)
+    }
+}
+
 /// Predicts the verdict of `profile`'s verifier on `case`. `module` holds the test module's kfuncs.
 pub fn check(case: &Case, profile: &KernelProfile, module: &ModuleKfuncs) -> Verdict {
-    match exec::Machine::new(case, profile, module).run() {
+    check_with(case, profile, module, &ModelOptions::default())
+}
+
+/// [`check`] with options (rules switched off).
+pub fn check_with(case: &Case, profile: &KernelProfile, module: &ModuleKfuncs, opts: &ModelOptions) -> Verdict {
+    match exec::Machine::new(case, profile, module, opts).run() {
         Ok(()) => Verdict::accept(),
         Err(Stop::Reject(insn, msg)) => Verdict::reject(insn, msg),
         Err(Stop::Unsupported(why)) => Verdict::unsupported(why),

@@ -189,6 +189,22 @@ fn unmodelled_helper_is_unsupported_not_guessed() {
 }
 
 #[test]
+fn switched_off_rules_are_skipped() {
+    let module = crate::module_src::bundled();
+    let p = KernelProfile::by_name("7.2").unwrap();
+    let c = case(ProgType::SchedCls, vec![lock_map("m", true)], &with_prologue("call bpf_spin_lock\n call bpf_get_prandom_u32\n r0 = 0\n exit"));
+    let off = |rules: &[Rule]| check_with(&c, &p, &module, &ModelOptions { disabled: rules.to_vec() });
+    assert_eq!(off(&[]), check(&c, &p, &module));
+    assert_eq!(off(&[]).message.as_deref(), Some("function calls are not allowed while holding a lock"));
+    // Without the call rule the walk reaches the exit with the lock held; without both, it passes.
+    assert_eq!(off(&[Rule::CallUnderLock]).message.as_deref(), Some(p.messages.exit_with_lock.as_str()));
+    assert_eq!(off(&[Rule::CallUnderLock, Rule::ExitWithLock]).verdict, VerdictKind::Accept);
+    for r in Rule::ALL {
+        assert_eq!(Rule::by_name(r.name()), Some(r));
+    }
+}
+
+#[test]
 fn skb_ctx_reads_give_a_u32_and_the_rest_of_ctx_is_unsupported() {
     // bpf_skb_is_valid_access(): __sk_buff->mark (offset 8) is readable in every skb type; the
     // loaded value is a scalar, so comparing it branches both ways.

@@ -8,7 +8,7 @@
 use std::time::Duration;
 
 use lockstep_core::case::Case;
-use lockstep_core::proto::{KernelResult, ModuleStatus};
+use lockstep_core::proto::{KernelResult, KfuncListing, ModuleStatus};
 
 use super::{GuestConfig, GuestError, GuestOutcome, GuestRun};
 
@@ -107,6 +107,13 @@ pub struct BatchSummary {
     pub last_outcome: Option<GuestOutcome>,
 }
 
+/// What one boot attempt of [`Session`] gave.
+enum Boot {
+    Live,
+    Retry,
+    GiveUp,
+}
+
 /// A guest kept alive across calls to [`Session::run`] (fuzzing, many batches on one kernel).
 /// Crashes and boot failures are handled as in [`run_batch`]; a fresh guest is booted on demand.
 pub struct Session {
@@ -126,36 +133,66 @@ impl Session {
         self.hello.as_ref()
     }
 
+    /// Boots a guest unless one is live (one attempt; `plan` counts failures in a row).
+    fn boot(&mut self, plan: &mut BatchPlan, summary: &mut BatchSummary, on_event: &mut dyn FnMut(BatchEvent)) -> Result<Boot, GuestError> {
+        if self.guest.is_some() {
+            return Ok(Boot::Live);
+        }
+        let mut g = GuestRun::start(&self.opts.guest)?;
+        summary.boots += 1;
+        match g.wait_hello() {
+            Ok(h) => {
+                plan.booted();
+                on_event(BatchEvent::Booted { release: h.release.clone(), module: h.module.clone(), boot_time: h.boot_time });
+                self.hello = Some(h);
+                self.guest = Some(g);
+                Ok(Boot::Live)
+            }
+            Err(outcome) => {
+                let will_retry = plan.boot_failed();
+                on_event(BatchEvent::BootFailed { outcome: outcome.clone(), will_retry });
+                summary.last_outcome = Some(outcome);
+                Ok(if will_retry { Boot::Retry } else { Boot::GiveUp })
+            }
+        }
+    }
+
+    /// Asks the live guest (booted if needed, with the usual boot retries) for the running
+    /// kernel's kfuncs. `Ok(Err(outcome))`: no guest booted, or it died answering (it is then
+    /// dropped; the next call boots a fresh one).
+    pub fn list_kfuncs(&mut self, on_event: &mut dyn FnMut(BatchEvent)) -> Result<Result<KfuncListing, GuestOutcome>, GuestError> {
+        let mut plan = BatchPlan::new(1, self.opts.boot_attempts.max(1));
+        let mut summary = BatchSummary::default();
+        loop {
+            match self.boot(&mut plan, &mut summary, on_event)? {
+                Boot::Live => break,
+                Boot::Retry => {}
+                Boot::GiveUp => return Ok(Err(summary.last_outcome.unwrap_or(GuestOutcome::Hang { stage: super::Stage::Boot }))),
+            }
+        }
+        let guest = self.guest.as_mut().expect("booted");
+        let r = guest.list_kfuncs();
+        if r.is_err() {
+            self.guest = None;
+            self.hello = None;
+        }
+        Ok(r)
+    }
+
     /// Runs `cases` in the live guest, booting (again) when needed (see the module docs).
     pub fn run(&mut self, cases: &[Case], on_event: &mut dyn FnMut(BatchEvent)) -> Result<BatchSummary, GuestError> {
         let mut plan = BatchPlan::new(cases.len(), self.opts.boot_attempts.max(1));
         let mut summary = BatchSummary::default();
         while let Some(i) = plan.next_case() {
-            let guest = match &mut self.guest {
-                Some(g) => g,
-                None => {
-                    let mut g = GuestRun::start(&self.opts.guest)?;
-                    summary.boots += 1;
-                    match g.wait_hello() {
-                        Ok(h) => {
-                            plan.booted();
-                            on_event(BatchEvent::Booted { release: h.release.clone(), module: h.module.clone(), boot_time: h.boot_time });
-                            self.hello = Some(h);
-                            self.guest.insert(g)
-                        }
-                        Err(outcome) => {
-                            let will_retry = plan.boot_failed();
-                            on_event(BatchEvent::BootFailed { outcome: outcome.clone(), will_retry });
-                            summary.last_outcome = Some(outcome);
-                            if will_retry {
-                                continue;
-                            }
-                            summary.unrun = plan.remaining().collect();
-                            return Ok(summary);
-                        }
-                    }
+            match self.boot(&mut plan, &mut summary, on_event)? {
+                Boot::Live => {}
+                Boot::Retry => continue,
+                Boot::GiveUp => {
+                    summary.unrun = plan.remaining().collect();
+                    return Ok(summary);
                 }
-            };
+            }
+            let guest = self.guest.as_mut().expect("booted");
             match guest.run_case(&cases[i], self.opts.want_log) {
                 Ok(r) => {
                     plan.completed(i);

@@ -16,7 +16,7 @@ use std::sync::mpsc::{channel, Receiver, RecvTimeoutError, Sender};
 use std::time::{Duration, Instant};
 
 use lockstep_core::case::Case;
-use lockstep_core::proto::{GuestMsg, HostMsg, KernelResult, ModuleStatus};
+use lockstep_core::proto::{GuestMsg, HostMsg, KernelResult, KfuncListing, ModuleStatus};
 use serde::{Deserialize, Serialize};
 
 use crate::console::{self, ConsoleScanner};
@@ -94,6 +94,8 @@ pub enum Stage {
     Boot,
     /// Running the case with this id.
     Case { id: u64 },
+    /// Answering the request (`ListKfuncs`) with this id.
+    Request { id: u64 },
     /// After `Shutdown`.
     Shutdown,
 }
@@ -267,6 +269,18 @@ impl GuestRun {
             _ => None,
         })?;
         Ok(CaseReply { result, warnings: self.scanner.take_warnings(), elapsed: t.elapsed() })
+    }
+
+    /// Asks the agent for the running kernel's kfuncs (`ListKfuncs`), within the case time limit.
+    pub fn list_kfuncs(&mut self) -> Result<KfuncListing, GuestOutcome> {
+        let id = self.next_id;
+        self.next_id += 1;
+        let t = Instant::now();
+        self.send(&HostMsg::ListKfuncs { id }, Stage::Request { id })?;
+        self.wait_for(t + self.timeouts.case, Stage::Request { id }, |m| match m {
+            GuestMsg::Kfuncs { id: rid, listing } if rid == id => Some(listing),
+            _ => None,
+        })
     }
 
     /// Asks the agent to power off and waits for QEMU to exit.

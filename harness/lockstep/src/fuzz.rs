@@ -1,0 +1,777 @@
+//! `lockstep fuzz` and `lockstep bench fuzz`: generate programs, judge them with the model on the
+//! host, send the ones inside the model's subset to a kernel in batches, compare, and minimise
+//! each new disagreement class into a case file plus the corpus snapshot it would get.
+//!
+//! The kernel side is a [`lockstep_core::fuzz::Oracle`]: a real kernel in one long-lived guest
+//! ([`guest::GuestOracle`]), or `model:<profile>[:-rule,...]`, the model as a pseudo-kernel.
+
+mod guest;
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result};
+use clap::Args;
+use indicatif::{ProgressBar, ProgressStyle};
+use lockstep_core::case::{Case, Expectation};
+use lockstep_core::fuzz::{self, compare, minimize, Answer, Comparison, Generator, Minimized, ModelOracle, Oracle, Signature};
+use lockstep_core::model::{check_with, ModelOptions, Rule};
+use lockstep_core::profile::{KernelProfile, ModuleKfuncs};
+use lockstep_core::verdict::{Verdict, VerdictKind};
+use serde::Serialize;
+
+use lockstep_vm::guest::Timeouts;
+
+use crate::cases::BadInput;
+use crate::runner::{AccelChoice, KernelTarget, RunnerOptions};
+
+/// Arguments of `lockstep fuzz`.
+#[derive(Args)]
+pub struct FuzzArgs {
+    #[command(flatten)]
+    common: Common,
+    /// Programs to generate (default 10000 unless --duration is given).
+    #[arg(long, conflicts_with = "duration")]
+    count: Option<u64>,
+    /// Run for this long instead: `90s`, `10m`, `2h` (a bare number is seconds).
+    #[arg(long)]
+    duration: Option<String>,
+    /// Where minimised disagreements go (`<stem>.toml`, `snapshots/model__<stem>.snap`,
+    /// `original/<stem>.toml`) with `summary.json`. Signatures with a file there already are
+    /// counted, not minimised again.
+    #[arg(long, default_value_os_t = default_out())]
+    out: PathBuf,
+    /// Oracle calls allowed per minimisation.
+    #[arg(long, default_value_t = 2000)]
+    min_budget: usize,
+    /// Do not minimise or write disagreements (count them only).
+    #[arg(long)]
+    no_minimize: bool,
+}
+
+/// Arguments of `lockstep bench fuzz`.
+#[derive(Args)]
+pub struct BenchArgs {
+    #[command(flatten)]
+    common: Common,
+    /// Programs to generate.
+    #[arg(long, default_value_t = 20_000)]
+    count: u64,
+}
+
+/// Options of both commands.
+#[derive(Args)]
+struct Common {
+    /// The kernel: `model:<profile>[:-rule,...]` (the model as a pseudo-kernel, rules switched
+    /// off with `-name`) or `debian:<version>` (a booted guest).
+    #[arg(long)]
+    kernel: String,
+    /// The model's profile (default: the one that predicts the kernel).
+    #[arg(long, short = 'p')]
+    profile: Option<String>,
+    /// Campaign seed: case i of seed s is always the same program.
+    #[arg(long, default_value_t = 1)]
+    seed: u64,
+    /// Index of the first case (to resume or shard a campaign).
+    #[arg(long, default_value_t = 0)]
+    start: u64,
+    /// Switch a model rule off (repeatable): call_under_lock, exit_with_lock, ...
+    #[arg(long = "disable-rule")]
+    disable_rule: Vec<String>,
+    /// Programs per batch sent to the kernel.
+    #[arg(long, default_value_t = 256)]
+    batch: usize,
+    /// Also send programs the model cannot judge to the kernel (counted, never compared).
+    #[arg(long)]
+    send_unsupported: bool,
+    /// Accelerator of the guest.
+    #[arg(long, value_enum, default_value = "auto")]
+    accel: AccelChoice,
+    /// Seconds from QEMU start to the agent's greeting.
+    #[arg(long, default_value_t = 120)]
+    boot_timeout: u64,
+    /// Seconds per program.
+    #[arg(long, default_value_t = 60)]
+    case_timeout: u64,
+    /// Do not build or load the test module (programs calling its kfuncs are not run).
+    #[arg(long)]
+    no_module: bool,
+    /// Append the guest's console to DIR/console-<kernel>.log.
+    #[arg(long, value_name = "DIR")]
+    console_dir: Option<PathBuf>,
+    /// Extra kernel command-line parameter for the guest (repeatable).
+    #[arg(long, value_name = "PARAM")]
+    append: Vec<String>,
+    /// A prebuilt test module (.ko) to load instead of building one.
+    #[arg(long, value_name = "KO")]
+    module_ko: Option<PathBuf>,
+}
+
+fn default_out() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/fuzz")
+}
+
+/// When a campaign stops.
+#[derive(Clone, Copy, Debug)]
+enum Limit {
+    Count(u64),
+    Time(Duration),
+}
+
+/// How a campaign runs.
+struct Params {
+    seed: u64,
+    start: u64,
+    limit: Limit,
+    batch: usize,
+    send_unsupported: bool,
+    /// Minimise and write new disagreements here.
+    out: Option<PathBuf>,
+    min_budget: usize,
+    progress: bool,
+}
+
+/// Seconds spent per stage.
+#[derive(Default, Serialize)]
+struct Times {
+    generate: f64,
+    model: f64,
+    /// Time in the oracle (for a guest: transport and verification).
+    oracle: f64,
+    /// The kernel's own `verification time` summed over results that report it.
+    kernel_verification: f64,
+    minimize: f64,
+    write: f64,
+}
+
+/// One disagreement class of a campaign.
+#[derive(Serialize)]
+struct Class {
+    signature: Signature,
+    description: String,
+    /// Programs of the campaign with this signature.
+    count: u64,
+    /// The first program with it.
+    first_case: String,
+    /// Slots before and after minimisation (when minimised in this run).
+    original_slots: usize,
+    minimized_slots: Option<usize>,
+    oracle_calls: Option<usize>,
+    /// The case file, if written (or already there).
+    file: Option<String>,
+    /// Its file was there already, with an explanation written into its description.
+    explained: bool,
+}
+
+/// The campaign's report (printed as one JSON line, written to `summary.json`).
+#[derive(Serialize)]
+struct Summary {
+    command: &'static str,
+    kernel: String,
+    profile: String,
+    disabled_rules: Vec<&'static str>,
+    seed: u64,
+    start: u64,
+    programs: u64,
+    /// Programs the model judged (not unsupported), whatever the kernel did.
+    supported: u64,
+    supported_share: f64,
+    agree: u64,
+    disagree: u64,
+    /// Programs outside the model's subset (and not crashing the kernel).
+    unsupported: u64,
+    /// The kernel gave no verifier verdict (setup error, or the program never ran).
+    inconclusive: u64,
+    /// Programs that crashed the kernel (written to `crashes/`).
+    crashes: u64,
+    seconds: f64,
+    programs_per_second: f64,
+    times: Times,
+    /// Share of wall time per stage.
+    shares: BTreeMap<&'static str, f64>,
+    unsupported_reasons: Vec<(String, u64)>,
+    classes: Vec<Class>,
+    /// Why the campaign stopped early (the kernel could not answer), if it did.
+    infra_error: Option<String>,
+}
+
+/// Parses `90s`, `10m`, `2h`, `1d` or a bare number of seconds.
+fn parse_duration(s: &str) -> Result<Duration, String> {
+    let s = s.trim();
+    let (num, mult) = match s.char_indices().last() {
+        Some((i, 's')) => (&s[..i], 1),
+        Some((i, 'm')) => (&s[..i], 60),
+        Some((i, 'h')) => (&s[..i], 3600),
+        Some((i, 'd')) => (&s[..i], 86_400),
+        _ => (s, 1),
+    };
+    let n: f64 = num.trim().parse().map_err(|_| format!("bad duration `{s}` (e.g. 90s, 10m, 2h)"))?;
+    if n <= 0.0 {
+        return Err(format!("bad duration `{s}`: must be positive"));
+    }
+    Ok(Duration::from_secs_f64(n * mult as f64))
+}
+
+fn rules(names: &[String]) -> Result<ModelOptions> {
+    let mut opts = ModelOptions::default();
+    for n in names {
+        let r = Rule::by_name(n).ok_or_else(|| {
+            BadInput(format!("unknown rule `{n}` (known: {})", Rule::ALL.iter().map(|r| r.name()).collect::<Vec<_>>().join(", ")))
+        })?;
+        opts.disabled.push(r);
+    }
+    Ok(opts)
+}
+
+/// The oracle for `--kernel`, the model's profile, and the test module's kfuncs as that kernel
+/// sees them.
+fn open_oracle(c: &Common) -> Result<(Box<dyn Oracle>, KernelProfile, ModuleKfuncs)> {
+    if c.kernel.starts_with("model:") {
+        let module = lockstep_core::module_src::bundled();
+        let o = ModelOracle::parse(&c.kernel, &module).map_err(BadInput)?;
+        let name = c.profile.clone().unwrap_or_else(|| o.profile().name.clone());
+        let profile = KernelProfile::by_name(&name).map_err(|e| BadInput(e.to_string()))?;
+        return Ok((Box::new(o), profile, module));
+    }
+    let opts = RunnerOptions {
+        accel: c.accel,
+        timeouts: Timeouts {
+            boot: Duration::from_secs(c.boot_timeout),
+            case: Duration::from_secs(c.case_timeout),
+            // One guest serves the whole campaign.
+            overall: Duration::from_secs(30 * 86_400),
+            ..Timeouts::default()
+        },
+        want_log: false,
+        module: !c.no_module,
+        console_dir: c.console_dir.clone(),
+        extra_cmdline: c.append.clone(),
+        module_ko: c.module_ko.clone(),
+    };
+    let target = KernelTarget::prepare(&c.kernel, c.profile.as_deref(), &opts)?;
+    let module = target.module_kfuncs();
+    let profile = target.profile.clone();
+    let oracle = guest::GuestOracle::start(&target, &opts)?;
+    Ok((Box::new(oracle), profile, module))
+}
+
+/// Runs `lockstep fuzz`: exit 0 when every disagreement is of an explained class (a file in
+/// `--out` whose description has its explanation), 1 otherwise, 3 if the kernel stopped
+/// answering, 4 on a kernel crash.
+pub fn run(a: FuzzArgs) -> Result<u8> {
+    let opts = rules(&a.common.disable_rule)?;
+    let (mut oracle, profile, module) = open_oracle(&a.common)?;
+    let limit = match &a.duration {
+        Some(d) => Limit::Time(parse_duration(d).map_err(BadInput)?),
+        None => Limit::Count(a.count.unwrap_or(10_000)),
+    };
+    let params = Params {
+        seed: a.common.seed,
+        start: a.common.start,
+        limit,
+        batch: a.common.batch.max(1),
+        send_unsupported: a.common.send_unsupported,
+        out: (!a.no_minimize).then(|| a.out.clone()),
+        min_budget: a.min_budget,
+        progress: true,
+    };
+    let summary = campaign(oracle.as_mut(), &profile, &module, &opts, &params, "fuzz")?;
+    let line = serde_json::to_string(&summary)?;
+    println!("{line}");
+    if let Some(out) = &params.out {
+        std::fs::create_dir_all(out).with_context(|| format!("creating {}", out.display()))?;
+        std::fs::write(out.join("summary.json"), serde_json::to_string_pretty(&summary)? + "\n")?;
+    }
+    eprintln!(
+        "{} programs in {:.1}s ({:.0}/s): {} agree, {} disagree in {} classes, {} unsupported ({:.1}% supported), {} inconclusive, {} crashes",
+        summary.programs,
+        summary.seconds,
+        summary.programs_per_second,
+        summary.agree,
+        summary.disagree,
+        summary.classes.len(),
+        summary.unsupported,
+        summary.supported_share * 100.0,
+        summary.inconclusive,
+        summary.crashes
+    );
+    for c in &summary.classes {
+        let state = if c.explained { "explained" } else if c.minimized_slots.is_some() { "NEW" } else { "unexplained" };
+        eprintln!("  {:>6} x [{state}] {}{}", c.count, c.description, c.file.as_deref().map(|f| format!(" -> {f}")).unwrap_or_default());
+    }
+    if let Some(e) = &summary.infra_error {
+        eprintln!("lockstep: stopped early: {e}");
+    }
+    Ok(if summary.crashes > 0 {
+        crate::EXIT_CRASH
+    } else if summary.infra_error.is_some() {
+        crate::EXIT_INFRA
+    } else if summary.classes.iter().any(|c| !c.explained) {
+        crate::EXIT_DISAGREE
+    } else {
+        0
+    })
+}
+
+/// Runs `lockstep bench fuzz`: the pipeline without minimisation, one JSON line.
+pub fn bench(a: BenchArgs) -> Result<u8> {
+    let opts = rules(&a.common.disable_rule)?;
+    let (mut oracle, profile, module) = open_oracle(&a.common)?;
+    let params = Params {
+        seed: a.common.seed,
+        start: a.common.start,
+        limit: Limit::Count(a.count),
+        batch: a.common.batch.max(1),
+        send_unsupported: a.common.send_unsupported,
+        out: None,
+        min_budget: 0,
+        progress: false,
+    };
+    let mut summary = campaign(oracle.as_mut(), &profile, &module, &opts, &params, "bench fuzz")?;
+    summary.classes.truncate(0);
+    println!("{}", serde_json::to_string(&summary)?);
+    Ok(0)
+}
+
+/// The text that marks a finding as not explained yet (in the case's description).
+const UNEXPLAINED: &str = "Explanation: to be written.";
+
+/// The disagreement files already in `out` (`fuzz-<digest>.toml`): digest -> explained (the
+/// description no longer says "Explanation: to be written.").
+fn known_digests(out: &Path) -> BTreeMap<String, bool> {
+    let Ok(rd) = std::fs::read_dir(out) else { return BTreeMap::new() };
+    rd.filter_map(|e| e.ok())
+        .filter_map(|e| {
+            let name = e.file_name().to_str()?.to_string();
+            let digest = name.strip_prefix("fuzz-")?.strip_suffix(".toml")?.to_string();
+            let text = std::fs::read_to_string(e.path()).ok()?;
+            Some((digest, !text.contains(UNEXPLAINED)))
+        })
+        .collect()
+}
+
+struct Progress {
+    bar: ProgressBar,
+}
+
+impl Progress {
+    fn new(limit: Limit, show: bool) -> Self {
+        let bar = match (show, limit) {
+            (false, _) => ProgressBar::hidden(),
+            (true, Limit::Count(n)) => ProgressBar::new(n),
+            (true, Limit::Time(_)) => ProgressBar::new_spinner(),
+        };
+        let template = match limit {
+            Limit::Count(_) => "{elapsed_precise} [{bar:30}] {pos}/{len} {per_sec} {msg}",
+            Limit::Time(_) => "{elapsed_precise} {spinner} {pos} programs {per_sec} {msg}",
+        };
+        bar.set_style(ProgressStyle::with_template(template).expect("valid template").progress_chars("=> "));
+        Progress { bar }
+    }
+}
+
+/// The campaign loop.
+fn campaign(oracle: &mut dyn Oracle, profile: &KernelProfile, module: &ModuleKfuncs, opts: &ModelOptions, p: &Params, command: &'static str) -> Result<Summary> {
+    let kernel = oracle.kernel().to_string();
+    let gen = Generator::new(module);
+    let known = p.out.as_deref().map(known_digests).unwrap_or_default();
+    let progress = Progress::new(p.limit, p.progress);
+    let started = Instant::now();
+    let mut t = Times::default();
+    let (mut agree, mut disagree, mut unsupported, mut inconclusive, mut crashes, mut programs) = (0u64, 0u64, 0u64, 0u64, 0u64, 0u64);
+    let mut supported = 0u64;
+    let mut infra_error: Option<String> = None;
+    let mut reasons: BTreeMap<String, u64> = BTreeMap::new();
+    let mut classes: BTreeMap<Signature, Class> = BTreeMap::new();
+    let mut next = p.start;
+    loop {
+        let n = match p.limit {
+            Limit::Count(c) => (c - programs).min(p.batch as u64),
+            Limit::Time(d) if started.elapsed() >= d => 0,
+            Limit::Time(_) => p.batch as u64,
+        };
+        if n == 0 {
+            break;
+        }
+        let t0 = Instant::now();
+        let cases: Vec<Case> = (next..next + n).map(|i| gen.case(p.seed, i)).collect();
+        next += n;
+        let t1 = Instant::now();
+        let verdicts: Vec<Verdict> = cases.iter().map(|c| check_with(c, profile, module, opts)).collect();
+        let t2 = Instant::now();
+        t.generate += (t1 - t0).as_secs_f64();
+        t.model += (t2 - t1).as_secs_f64();
+        let send: Vec<usize> = (0..cases.len()).filter(|&i| p.send_unsupported || verdicts[i].verdict != VerdictKind::Unsupported).collect();
+        let batch: Vec<Case> = send.iter().map(|&i| cases[i].clone()).collect();
+        let answers = match oracle.run(&batch) {
+            Ok(a) if a.len() == batch.len() => a,
+            Ok(a) => {
+                infra_error = Some(format!("kernel {kernel}: {} answers for {} programs", a.len(), batch.len()));
+                break;
+            }
+            Err(e) => {
+                // Stop, but keep what was found so far (the summary says why it stopped).
+                infra_error = Some(format!("kernel {kernel}: {e}"));
+                break;
+            }
+        };
+        t.oracle += t2.elapsed().as_secs_f64();
+        supported += verdicts.iter().filter(|v| v.verdict != VerdictKind::Unsupported).count() as u64;
+        // Every program lands in exactly one of: crash, unsupported, inconclusive, agree, disagree.
+        let mut answer_of: Vec<Option<&Answer>> = vec![None; cases.len()];
+        for (k, &i) in send.iter().enumerate() {
+            answer_of[i] = Some(&answers[k]);
+        }
+        for i in 0..cases.len() {
+            if let Some(Answer::Crashed(excerpt)) = answer_of[i] {
+                crashes += 1;
+                tracing::error!("kernel crash on {}: {excerpt}", cases[i].name);
+                if let Some(out) = &p.out {
+                    let dir = out.join("crashes");
+                    std::fs::create_dir_all(&dir)?;
+                    let header = format!("A program that crashed kernel {kernel} during lockstep fuzz:\n{excerpt}");
+                    std::fs::write(dir.join(format!("{}.toml", cases[i].name)), fuzz::write::case_file(&header, std::slice::from_ref(&cases[i])))?;
+                }
+                continue;
+            }
+            if verdicts[i].verdict == VerdictKind::Unsupported {
+                unsupported += 1;
+                *reasons.entry(fuzz::reason_class(verdicts[i].message.as_deref().unwrap_or(""))).or_default() += 1;
+                continue;
+            }
+            let r = match answer_of[i] {
+                Some(Answer::Result(r)) => r,
+                Some(Answer::NotRun(why)) => {
+                    inconclusive += 1;
+                    tracing::warn!("{} did not run: {why}", cases[i].name);
+                    continue;
+                }
+                _ => unreachable!("supported programs are always sent; crashes are handled above"),
+            };
+            t.kernel_verification += r.verification_usec.unwrap_or(0) as f64 / 1e6;
+            match compare(&kernel, &profile.name, &verdicts[i], r) {
+                Comparison::Agree => agree += 1,
+                Comparison::ModelUnsupported(_) => {}
+                Comparison::KernelInconclusive(_) => inconclusive += 1,
+                Comparison::Disagree(sig) => {
+                    disagree += 1;
+                    if let Some(c) = classes.get_mut(&sig) {
+                        c.count += 1;
+                        continue;
+                    }
+                    let digest = sig.digest();
+                    let mut class = Class {
+                        description: sig.describe(),
+                        signature: sig.clone(),
+                        count: 1,
+                        first_case: cases[i].name.clone(),
+                        original_slots: cases[i].program.insns.len(),
+                        minimized_slots: None,
+                        oracle_calls: None,
+                        file: None,
+                        explained: false,
+                    };
+                    if let Some(out) = &p.out {
+                        if let Some(&explained) = known.get(&digest) {
+                            class.explained = explained;
+                            class.file = Some(out.join(format!("fuzz-{digest}.toml")).display().to_string());
+                        } else {
+                            progress.bar.set_message(format!("minimising {}", cases[i].name));
+                            let tm = Instant::now();
+                            let min = minimize_with(oracle, profile, module, opts, &kernel, &cases[i], p.min_budget);
+                            t.minimize += tm.elapsed().as_secs_f64();
+                            let tw = Instant::now();
+                            let file = write_finding(out, oracle, &sig, &cases[i], &min, profile, module, opts, p)?;
+                            t.write += tw.elapsed().as_secs_f64();
+                            class.minimized_slots = Some(min.slots_after);
+                            class.oracle_calls = Some(min.oracle_calls);
+                            class.file = Some(file.display().to_string());
+                        }
+                    }
+                    classes.insert(sig, class);
+                }
+            }
+        }
+        programs += n;
+        progress.bar.inc(n);
+        progress.bar.set_message(format!(
+            "agree {agree} · disagree {disagree} ({} classes) · unsupported {unsupported} · inconclusive {inconclusive}{}",
+            classes.len(),
+            if crashes > 0 { format!(" · CRASHES {crashes}") } else { String::new() }
+        ));
+    }
+    progress.bar.finish_and_clear();
+    if let Some(e) = &infra_error {
+        tracing::error!("campaign stopped after {programs} programs: {e}");
+    }
+    let seconds = started.elapsed().as_secs_f64();
+    let mut shares = BTreeMap::new();
+    if seconds > 0.0 {
+        shares.insert("generate", t.generate / seconds);
+        shares.insert("model", t.model / seconds);
+        shares.insert("oracle", t.oracle / seconds);
+        shares.insert("kernel_verification", t.kernel_verification / seconds);
+        // For a guest: the oracle's time outside the verifier (transport, loading, agent).
+        shares.insert("oracle_other", (t.oracle - t.kernel_verification).max(0.0) / seconds);
+        shares.insert("minimize", t.minimize / seconds);
+        shares.insert("write", t.write / seconds);
+    }
+    let mut unsupported_reasons: Vec<(String, u64)> = reasons.into_iter().collect();
+    unsupported_reasons.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(&b.0)));
+    unsupported_reasons.truncate(12);
+    let mut classes: Vec<Class> = classes.into_values().collect();
+    classes.sort_by_key(|c| std::cmp::Reverse(c.count));
+    Ok(Summary {
+        command,
+        kernel,
+        profile: profile.name.clone(),
+        disabled_rules: opts.disabled.iter().map(|r| r.name()).collect(),
+        seed: p.seed,
+        start: p.start,
+        programs,
+        supported,
+        supported_share: if programs > 0 { supported as f64 / programs as f64 } else { 0.0 },
+        agree,
+        disagree,
+        unsupported,
+        inconclusive,
+        crashes,
+        seconds,
+        programs_per_second: if seconds > 0.0 { programs as f64 / seconds } else { 0.0 },
+        times: t,
+        shares,
+        unsupported_reasons,
+        classes,
+        infra_error,
+    })
+}
+
+/// The signature of one case (None: agreement, unsupported, or no answer).
+fn signature_of(oracle: &mut dyn Oracle, profile: &KernelProfile, module: &ModuleKfuncs, opts: &ModelOptions, kernel: &str, c: &Case) -> Option<Signature> {
+    let v = check_with(c, profile, module, opts);
+    if v.verdict == VerdictKind::Unsupported {
+        return None;
+    }
+    let answer = oracle.run(std::slice::from_ref(c)).ok()?.pop()?;
+    match compare(kernel, &profile.name, &v, answer.result()?) {
+        Comparison::Disagree(s) => Some(s),
+        _ => None,
+    }
+}
+
+fn minimize_with(oracle: &mut dyn Oracle, profile: &KernelProfile, module: &ModuleKfuncs, opts: &ModelOptions, kernel: &str, c: &Case, budget: usize) -> Minimized {
+    minimize(c, |cand: &Case| signature_of(oracle, profile, module, opts, kernel, cand), budget)
+}
+
+/// Writes a minimised disagreement: `<stem>.toml` (the minimised case, the kernel's verdict as its
+/// expectation), `snapshots/model__<stem>.snap` and `original/<stem>.toml`.
+#[allow(clippy::too_many_arguments)]
+fn write_finding(
+    out: &Path,
+    oracle: &mut dyn Oracle,
+    sig: &Signature,
+    original: &Case,
+    min: &Minimized,
+    profile: &KernelProfile,
+    module: &ModuleKfuncs,
+    opts: &ModelOptions,
+    p: &Params,
+) -> Result<PathBuf> {
+    let stem = format!("fuzz-{}", sig.digest());
+    let name = stem.replace('-', "_");
+    let mut case = min.case.clone();
+    case.name = name.clone();
+    // The kernel's verdict on the minimised case becomes its expectation (none if it gave none).
+    let answer = oracle.run(std::slice::from_ref(&case)).ok().and_then(|mut a| a.pop());
+    let kr = answer.as_ref().and_then(Answer::result);
+    let model = check_with(&case, profile, module, opts);
+    let first = |m: &Option<String>| m.as_deref().map(|s| s.lines().next().unwrap_or("").to_string());
+    let rules = if opts.disabled.is_empty() {
+        String::new()
+    } else {
+        opts.disabled.iter().map(|r| format!(" --disable-rule {}", r.name())).collect::<String>()
+    };
+    case.description = Some(format!(
+        "{}. Model: {}. Found by `lockstep fuzz --kernel {} --profile {} --seed {}{rules}` as {} ({} instructions), minimised to {} in {} kernel runs. {UNEXPLAINED}",
+        sig.describe(),
+        verdict_text(&model),
+        oracle.kernel(),
+        profile.name,
+        p.seed,
+        original.name,
+        min.slots_before,
+        min.slots_after,
+        min.oracle_calls
+    ));
+    case.tags = vec!["fuzz".into()];
+    case.expect.clear();
+    match kr {
+        Some(kr) => {
+            let e = Expectation {
+                verdict: kr.verdict.verdict,
+                insn: if kr.verdict.verdict == VerdictKind::Reject { kr.verdict.insn } else { None },
+                message: if kr.verdict.verdict == VerdictKind::Reject { first(&kr.verdict.message) } else { None },
+                source: Some(format!("{} (lockstep fuzz)", oracle.kernel())),
+                msgs: Vec::new(),
+            };
+            case.expect.insert(profile.name.clone(), e);
+        }
+        None => tracing::warn!("{stem}: the kernel gave no verdict on the minimised case ({answer:?}); written without an expectation"),
+    }
+    std::fs::create_dir_all(out.join("snapshots")).with_context(|| format!("creating {}", out.display()))?;
+    std::fs::create_dir_all(out.join("original"))?;
+    let header = format!(
+        "Minimised disagreement found by lockstep fuzz: {}.\nThe expectation is the kernel's verdict; snapshots/model__{stem}.snap holds the model's.\nTo add it to the corpus: move this file to tests/corpus/ and the snapshot to tests/snapshots/.",
+        sig.describe()
+    );
+    let file = out.join(format!("{stem}.toml"));
+    std::fs::write(&file, fuzz::write::case_file(&header, std::slice::from_ref(&case)))?;
+    std::fs::write(out.join("snapshots").join(format!("model__{stem}.snap")), fuzz::write::snapshot_file(std::slice::from_ref(&case), module))?;
+    let mut orig = original.clone();
+    orig.expect.clear();
+    std::fs::write(out.join("original").join(format!("{stem}.toml")), fuzz::write::case_file("The program the fuzzer found, before minimisation.", &[orig]))?;
+    Ok(file)
+}
+
+fn verdict_text(v: &Verdict) -> String {
+    match (&v.verdict, &v.message) {
+        (VerdictKind::Reject, Some(m)) => format!("reject at {} \"{}\"", v.insn.map_or("-".into(), |i| i.to_string()), m.lines().next().unwrap_or("")),
+        (k, _) => k.as_str().to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations_parse() {
+        assert_eq!(parse_duration("90s"), Ok(Duration::from_secs(90)));
+        assert_eq!(parse_duration("10m"), Ok(Duration::from_secs(600)));
+        assert_eq!(parse_duration("2h"), Ok(Duration::from_secs(7200)));
+        assert_eq!(parse_duration("5"), Ok(Duration::from_secs(5)));
+        assert!(parse_duration("x").is_err());
+        assert!(parse_duration("0s").is_err());
+    }
+
+    /// A whole campaign against the model with a rule switched off: disagreements are found,
+    /// minimised, written as a case file that parses back and keeps the disagreement, and a
+    /// second run finds the files and does not minimise again.
+    #[test]
+    fn campaign_finds_minimises_and_writes_disagreements() {
+        let module = lockstep_core::module_src::bundled();
+        let profile = KernelProfile::by_name("7.3").unwrap();
+        let mut oracle = ModelOracle::parse("model:7.3", &module).unwrap();
+        let opts = ModelOptions { disabled: vec![Rule::CallUnderLock] };
+        let dir = tempfile::tempdir().unwrap();
+        let p = Params {
+            seed: 7,
+            start: 0,
+            limit: Limit::Count(600),
+            batch: 100,
+            send_unsupported: false,
+            out: Some(dir.path().to_path_buf()),
+            min_budget: 2000,
+            progress: false,
+        };
+        let s = campaign(&mut oracle, &profile, &module, &opts, &p, "fuzz").unwrap();
+        assert_eq!(s.programs, 600);
+        assert_eq!(s.agree + s.disagree + s.unsupported + s.inconclusive, 600);
+        assert!(s.disagree > 0 && !s.classes.is_empty());
+        for c in &s.classes {
+            let file = PathBuf::from(c.file.as_ref().unwrap());
+            let src = std::fs::read_to_string(&file).unwrap();
+            let cases = lockstep_core::corpus::load_text("f", &src, &module).unwrap();
+            assert_eq!(cases.len(), 1);
+            // The written case still shows the disagreement it was minimised for.
+            let sig = signature_of(&mut oracle, &profile, &module, &opts, "model:7.3", &cases[0]);
+            assert_eq!(sig.as_ref(), Some(&c.signature), "{}", file.display());
+            // Its expectation is the kernel's verdict, which the normal model meets.
+            assert_eq!(lockstep_core::corpus::meets_expectation(&cases[0], "7.3", &lockstep_core::model::check(&cases[0], &profile, &module)), Some(true));
+            let stem = file.file_stem().unwrap().to_str().unwrap();
+            assert!(dir.path().join("snapshots").join(format!("model__{stem}.snap")).is_file());
+            assert!(c.minimized_slots.unwrap() < c.original_slots);
+        }
+        let again = campaign(&mut oracle, &profile, &module, &opts, &p, "fuzz").unwrap();
+        assert_eq!(again.disagree, s.disagree, "same seed, same programs");
+        assert!(again.classes.iter().all(|c| c.minimized_slots.is_none() && c.file.is_some()), "known classes are not minimised again");
+        assert!(again.classes.iter().all(|c| !c.explained), "nothing is explained yet");
+        // Writing an explanation into one file makes that class explained.
+        let f = again.classes[0].file.clone().unwrap();
+        let text = std::fs::read_to_string(&f).unwrap().replace(UNEXPLAINED, "Explanation: the model has call_under_lock off.");
+        std::fs::write(&f, text).unwrap();
+        let third = campaign(&mut oracle, &profile, &module, &opts, &p, "fuzz").unwrap();
+        assert_eq!(third.classes.iter().filter(|c| c.explained).count(), 1);
+    }
+
+    /// A kernel that crashes on some programs and never runs others.
+    struct Flaky(ModelOracle);
+
+    impl Oracle for Flaky {
+        fn kernel(&self) -> &str {
+            "flaky"
+        }
+        fn run(&mut self, cases: &[Case]) -> Result<Vec<Answer>, lockstep_core::fuzz::OracleError> {
+            Ok(cases
+                .iter()
+                .map(|c| match c.name.rsplit('_').next().and_then(|i| i.parse::<u64>().ok()).map(|i| i % 10) {
+                    Some(3) => Answer::Crashed("BUG: oops".into()),
+                    Some(5) => Answer::NotRun("guest did not boot".into()),
+                    _ => Answer::Result(self.0.result(c)),
+                })
+                .collect())
+        }
+    }
+
+    /// A kernel whose guest dies for good after its first batch.
+    struct Dies(ModelOracle, u32);
+
+    impl Oracle for Dies {
+        fn kernel(&self) -> &str {
+            "dies"
+        }
+        fn run(&mut self, cases: &[Case]) -> Result<Vec<Answer>, lockstep_core::fuzz::OracleError> {
+            self.1 += 1;
+            if self.1 > 1 {
+                return Err(lockstep_core::fuzz::OracleError::Infra("QEMU is gone".into()));
+            }
+            self.0.run(cases)
+        }
+    }
+
+    #[test]
+    fn a_dead_kernel_stops_the_campaign_with_its_findings_kept() {
+        let module = lockstep_core::module_src::bundled();
+        let profile = KernelProfile::by_name("7.2").unwrap();
+        let mut oracle = Dies(ModelOracle::parse("model:7.2", &module).unwrap(), 0);
+        let p = Params { seed: 1, start: 0, limit: Limit::Count(500), batch: 100, send_unsupported: false, out: None, min_budget: 0, progress: false };
+        let s = campaign(&mut oracle, &profile, &module, &ModelOptions::default(), &p, "fuzz").unwrap();
+        assert_eq!(s.programs, 100, "only the first batch was judged");
+        assert_eq!(s.infra_error.as_deref(), Some("kernel dies: QEMU is gone"));
+    }
+
+    #[test]
+    fn crashes_are_counted_and_written_and_unrun_programs_are_inconclusive() {
+        let module = lockstep_core::module_src::bundled();
+        let profile = KernelProfile::by_name("7.2").unwrap();
+        let mut oracle = Flaky(ModelOracle::parse("model:7.2", &module).unwrap());
+        let dir = tempfile::tempdir().unwrap();
+        let p = Params {
+            seed: 3,
+            start: 0,
+            limit: Limit::Count(100),
+            batch: 30,
+            send_unsupported: true,
+            out: Some(dir.path().to_path_buf()),
+            min_budget: 100,
+            progress: false,
+        };
+        let s = campaign(&mut oracle, &profile, &module, &ModelOptions::default(), &p, "fuzz").unwrap();
+        assert_eq!((s.crashes, s.disagree), (10, 0));
+        assert!(s.inconclusive >= 10);
+        assert_eq!(s.agree + s.unsupported + s.inconclusive + s.crashes, 100);
+        assert_eq!(std::fs::read_dir(dir.path().join("crashes")).unwrap().count(), 10);
+        assert!(dir.path().join("crashes/fuzz_3_13.toml").is_file());
+    }
+}
