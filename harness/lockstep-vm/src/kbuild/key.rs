@@ -77,7 +77,8 @@ mod tests {
         let h = base.hash();
         assert_eq!(h.len(), 64);
         assert_eq!(h, inputs().hash(), "deterministic");
-        let variants: Vec<Box<dyn Fn(&mut KeyInputs)>> = vec![
+        type Change = Box<dyn Fn(&mut KeyInputs)>;
+        let variants: Vec<Change> = vec![
             Box::new(|k| k.source_version = "7.2.14-1".into()),
             Box::new(|k| k.source_spec = "/src/linux".into()),
             Box::new(|k| k.patches[0].1 = "ab".into()),
