@@ -174,14 +174,15 @@ pub fn scan_tagged(btf: &[u8], base: Option<&[u8]>, tag: &str) -> Result<(usize,
 mod tests {
     use super::*;
 
-    /// A raw BTF blob from (kind, vlen, name_off, trailing bytes) types and a string section.
-    fn blob(types: &[(u32, u32, u32, usize)], strings: &[u8]) -> Vec<u8> {
+    /// A raw BTF blob from `(name_off, info, size/type word, trailing bytes)` types and a string
+    /// section.
+    fn raw(types: impl IntoIterator<Item = (u32, u32, u32, Vec<u8>)>, strings: &[u8]) -> Vec<u8> {
         let mut t = Vec::new();
-        for &(kind, vlen, name, extra) in types {
+        for (name, info, size_or_type, extra) in types {
             t.extend(name.to_le_bytes());
-            t.extend(((kind << 24) | vlen).to_le_bytes());
-            t.extend(0u32.to_le_bytes());
-            t.extend(vec![0u8; extra]);
+            t.extend(info.to_le_bytes());
+            t.extend(size_or_type.to_le_bytes());
+            t.extend(extra);
         }
         let mut b = Vec::new();
         b.extend(MAGIC.to_le_bytes());
@@ -193,6 +194,11 @@ mod tests {
         b.extend(t);
         b.extend(strings);
         b
+    }
+
+    /// A raw BTF blob from (kind, vlen, name_off, trailing byte count) types.
+    fn blob(types: &[(u32, u32, u32, usize)], strings: &[u8]) -> Vec<u8> {
+        raw(types.iter().map(|&(kind, vlen, name, extra)| (name, (kind << 24) | vlen, 0, vec![0u8; extra])), strings)
     }
 
     #[test]
@@ -207,23 +213,7 @@ mod tests {
 
     /// A raw BTF blob from (kind, name_off, size/type word, trailing bytes) types.
     fn blob_with(types: &[(u32, u32, u32, Vec<u8>)], strings: &[u8]) -> Vec<u8> {
-        let mut t = Vec::new();
-        for (kind, name, size_or_type, extra) in types {
-            t.extend(name.to_le_bytes());
-            t.extend((kind << 24).to_le_bytes());
-            t.extend(size_or_type.to_le_bytes());
-            t.extend(extra);
-        }
-        let mut b = Vec::new();
-        b.extend(MAGIC.to_le_bytes());
-        b.extend([1u8, 0]);
-        b.extend(24u32.to_le_bytes());
-        for v in [0, t.len() as u32, t.len() as u32, strings.len() as u32] {
-            b.extend(v.to_le_bytes());
-        }
-        b.extend(t);
-        b.extend(strings);
-        b
+        raw(types.iter().map(|(kind, name, size_or_type, extra)| (*name, kind << 24, *size_or_type, extra.clone())), strings)
     }
 
     #[test]

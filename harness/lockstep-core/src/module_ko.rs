@@ -43,15 +43,16 @@ pub enum KoError {
 
 /// The contents of section `name` of an ELF file.
 pub fn elf_section<'a>(elf: &'a [u8], name: &str) -> Result<Option<&'a [u8]>, KoError> {
-    let file = object::File::parse(elf).map_err(|e| KoError::Elf(e.to_string()))?;
-    match file.section_by_name(name) {
-        Some(s) => {
-            // Section data borrows the input, so the slice lives as long as `elf`.
-            let (off, size) = s.file_range().unwrap_or((0, 0));
-            Ok(elf.get(off as usize..(off + size) as usize))
-        }
-        None => Ok(None),
-    }
+    section(&parse(elf)?, name)
+}
+
+fn parse(elf: &[u8]) -> Result<object::File<'_>, KoError> {
+    object::File::parse(elf).map_err(|e| KoError::Elf(e.to_string()))
+}
+
+/// The contents of section `name` of a parsed ELF file (borrowing the file's bytes).
+fn section<'a>(file: &object::File<'a>, name: &str) -> Result<Option<&'a [u8]>, KoError> {
+    file.section_by_name(name).map(|s| s.data().map_err(|e| KoError::Elf(e.to_string()))).transpose()
 }
 
 /// The kfuncs (name -> set and flags) of a module's `.BTF_ids`. Kfunc ids are named from the
@@ -61,9 +62,9 @@ pub fn elf_section<'a>(elf: &'a [u8], name: &str) -> Result<Option<&'a [u8]>, Ko
 /// Each set is found by its `__BTF_ID__set8__<set>` symbol; its entries are read from the section,
 /// not from the per-entry symbols, because resolve_btfids sorts a kfunc set by id after linking.
 pub fn kfunc_flags(ko: &[u8], vmlinux_btf: Option<&[u8]>) -> Result<BTreeMap<String, KoKfunc>, KoError> {
-    let file = object::File::parse(ko).map_err(|e| KoError::Elf(e.to_string()))?;
-    let split = elf_section(ko, ".BTF")?.ok_or(KoError::NoBtf)?;
-    let base = match elf_section(ko, ".BTF.base")? {
+    let file = parse(ko)?;
+    let split = section(&file, ".BTF")?.ok_or(KoError::NoBtf)?;
+    let base = match section(&file, ".BTF.base")? {
         Some(b) => b,
         None => vmlinux_btf.ok_or(KoError::NoBase)?,
     };
@@ -122,8 +123,8 @@ fn set8_entries(file: &object::File<'_>, names: &BTreeMap<u32, String>, strict: 
 /// Only sets marked `BTF_SET8_KFUNCS` count. Which program types a set is registered for is in
 /// C code (`register_btf_kfunc_id_set()`), not here.
 pub fn vmlinux_kfunc_sets(vmlinux: &[u8]) -> Result<BTreeMap<String, BTreeMap<String, u32>>, KoError> {
-    let file = object::File::parse(vmlinux).map_err(|e| KoError::Elf(e.to_string()))?;
-    let btf = elf_section(vmlinux, ".BTF")?.ok_or(KoError::NoBtf)?;
+    let file = parse(vmlinux)?;
+    let btf = section(&file, ".BTF")?.ok_or(KoError::NoBtf)?;
     let names = crate::btf::funcs(btf, None).map_err(KoError::Btf)?;
     let mut out: BTreeMap<String, BTreeMap<String, u32>> = BTreeMap::new();
     for e in set8_entries(&file, &names, false)?.into_iter().filter(|e| e.set_flags & BTF_SET8_KFUNCS != 0) {

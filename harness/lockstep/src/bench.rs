@@ -59,7 +59,7 @@ struct GuestBench {
 pub fn guest(a: GuestBenchArgs) -> Result<u8> {
     let module = lockstep_core::module_src::bundled();
     let corpus = cases::load(&[cases::default_corpus()], &module)?;
-    let kernels = if a.kernels.is_empty() { crate::run::DEFAULT_KERNELS.iter().map(|s| s.to_string()).collect() } else { a.kernels.clone() };
+    let kernels = if a.kernels.is_empty() { crate::runner::DEFAULT_KERNELS.iter().map(|s| s.to_string()).collect() } else { a.kernels.clone() };
     let opts = RunnerOptions { accel: a.accel, timeouts: Timeouts::default(), want_log: false, module: true, console_dir: None, extra_cmdline: Vec::new(), module_ko: None };
     for k in &kernels {
         let target = KernelTarget::prepare(k, None, &opts)?;

@@ -21,10 +21,9 @@ use lockstep_core::profile::{KernelProfile, ModuleKfuncs};
 use lockstep_core::verdict::{Verdict, VerdictKind};
 use serde::Serialize;
 
-use lockstep_vm::guest::Timeouts;
 
 use crate::cases::BadInput;
-use crate::runner::{AccelChoice, KernelTarget, RunnerOptions};
+use crate::runner::{GuestArgs, KernelTarget};
 
 /// Arguments of `lockstep fuzz`.
 #[derive(Args)]
@@ -85,27 +84,8 @@ struct Common {
     /// Also send programs the model cannot judge to the kernel (counted, never compared).
     #[arg(long)]
     send_unsupported: bool,
-    /// Accelerator of the guest.
-    #[arg(long, value_enum, default_value = "auto")]
-    accel: AccelChoice,
-    /// Seconds from QEMU start to the agent's greeting.
-    #[arg(long, default_value_t = 120)]
-    boot_timeout: u64,
-    /// Seconds per program.
-    #[arg(long, default_value_t = 60)]
-    case_timeout: u64,
-    /// Do not build or load the test module (programs calling its kfuncs are not run).
-    #[arg(long)]
-    no_module: bool,
-    /// Append the guest's console to DIR/console-<kernel>.log.
-    #[arg(long, value_name = "DIR")]
-    console_dir: Option<PathBuf>,
-    /// Extra kernel command-line parameter for the guest (repeatable).
-    #[arg(long, value_name = "PARAM")]
-    append: Vec<String>,
-    /// A prebuilt test module (.ko) to load instead of building one.
-    #[arg(long, value_name = "KO")]
-    module_ko: Option<PathBuf>,
+    #[command(flatten)]
+    guest: GuestArgs,
 }
 
 fn default_out() -> PathBuf {
@@ -234,21 +214,8 @@ fn open_oracle(c: &Common) -> Result<(Box<dyn Oracle>, KernelProfile, ModuleKfun
         let profile = KernelProfile::by_name(&name).map_err(|e| BadInput(e.to_string()))?;
         return Ok((Box::new(o), profile, module));
     }
-    let opts = RunnerOptions {
-        accel: c.accel,
-        timeouts: Timeouts {
-            boot: Duration::from_secs(c.boot_timeout),
-            case: Duration::from_secs(c.case_timeout),
-            // One guest serves the whole campaign.
-            overall: Duration::from_secs(30 * 86_400),
-            ..Timeouts::default()
-        },
-        want_log: false,
-        module: !c.no_module,
-        console_dir: c.console_dir.clone(),
-        extra_cmdline: c.append.clone(),
-        module_ko: c.module_ko.clone(),
-    };
+    // One guest serves the whole campaign.
+    let opts = c.guest.options(false, Duration::from_secs(30 * 86_400));
     let target = KernelTarget::prepare(&c.kernel, c.profile.as_deref(), &opts)?;
     let module = target.module_kfuncs();
     let profile = target.profile.clone();

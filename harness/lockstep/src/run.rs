@@ -14,24 +14,16 @@ use lockstep_core::verdict::Verdict;
 use lockstep_vm::guest::Timeouts;
 
 use crate::report::{self, Outcome, RunRow};
-use crate::runner::{AccelChoice, CaseEvent, KernelSession, KernelTarget, RunnerOptions, HOST};
+use crate::runner::{CaseEvent, GuestArgs, KernelArgs, KernelSession, KernelTarget};
 use crate::{cases, EXIT_CRASH, EXIT_DISAGREE, EXIT_INFRA};
-
-/// The default kernel matrix.
-pub const DEFAULT_KERNELS: [&str; 2] = ["debian:7.2", "debian:7.3"];
 
 /// Arguments of `lockstep run`.
 #[derive(Args, Clone, Debug)]
 pub struct RunArgs {
-    /// Kernels (debian:6.12, debian:7.2, debian:7.3); default: debian:7.2 and debian:7.3.
-    #[arg(long = "kernel", short = 'k')]
-    pub kernels: Vec<String>,
-    /// Run on this machine's own kernel instead (root only; needs --profile).
-    #[arg(long, conflicts_with = "kernels")]
-    pub host: bool,
-    /// The model profile to compare with (default: the kernel's own, e.g. 7.2 for debian:7.2).
-    #[arg(long)]
-    pub profile: Option<String>,
+    #[command(flatten)]
+    pub kernels: KernelArgs,
+    #[command(flatten)]
+    pub guest: GuestArgs,
     /// Write JSON lines (one per case and kernel) to FILE, or to stdout instead of the matrix.
     #[arg(long, value_name = "FILE", num_args = 0..=1, default_missing_value = "-")]
     pub json: Option<PathBuf>,
@@ -41,33 +33,12 @@ pub struct RunArgs {
     /// Write a Markdown report.
     #[arg(long, value_name = "FILE")]
     pub markdown: Option<PathBuf>,
-    /// Accelerator.
-    #[arg(long, value_enum, default_value = "auto")]
-    pub accel: AccelChoice,
-    /// Seconds from QEMU start to the agent's greeting.
-    #[arg(long, default_value_t = 120)]
-    pub boot_timeout: u64,
-    /// Seconds per case.
-    #[arg(long, default_value_t = 60)]
-    pub case_timeout: u64,
     /// Seconds for the whole run (all kernels).
     #[arg(long, default_value_t = 3600)]
     pub timeout: u64,
     /// Keep the full verifier log of every case (in the JSON output).
     #[arg(long)]
     pub log: bool,
-    /// Use this built test module (.ko) instead of building one for each kernel.
-    #[arg(long, value_name = "KO", conflicts_with = "no_module")]
-    pub module_ko: Option<PathBuf>,
-    /// Do not build or load the test module (its cases are reported as not run).
-    #[arg(long)]
-    pub no_module: bool,
-    /// Extra kernel command-line parameters for the guests (later ones win).
-    #[arg(long, value_name = "PARAM")]
-    pub append: Vec<String>,
-    /// Append each guest's console to DIR/console-<kernel>.log.
-    #[arg(long, value_name = "DIR")]
-    pub console_dir: Option<PathBuf>,
     /// Case files or directories (default: the bundled corpus).
     pub paths: Vec<PathBuf>,
 }
@@ -109,26 +80,8 @@ impl RunOutput {
 
 /// Runs `cases` on every kernel of `args` (the engine of `lockstep run`, used by tests too).
 pub fn run_cases(args: &RunArgs, cases: &[Case]) -> Result<RunOutput> {
-    let opts = RunnerOptions {
-        accel: args.accel,
-        timeouts: Timeouts {
-            boot: Duration::from_secs(args.boot_timeout),
-            case: Duration::from_secs(args.case_timeout),
-            ..Timeouts::default()
-        },
-        want_log: args.log,
-        module: !args.no_module,
-        console_dir: args.console_dir.clone(),
-        extra_cmdline: args.append.clone(),
-        module_ko: args.module_ko.clone(),
-    };
-    let kernels: Vec<String> = if args.host {
-        vec![HOST.into()]
-    } else if args.kernels.is_empty() {
-        DEFAULT_KERNELS.iter().map(|s| s.to_string()).collect()
-    } else {
-        args.kernels.clone()
-    };
+    let opts = args.guest.options(args.log, Timeouts::default().overall);
+    let kernels = args.kernels.names();
     let deadline = Instant::now() + Duration::from_secs(args.timeout);
     let bar = ProgressBar::new((cases.len() * kernels.len()) as u64);
     bar.set_style(ProgressStyle::with_template("{prefix:>12} [{bar:30}] {pos}/{len} {wide_msg}").expect("template").progress_chars("=> "));
@@ -136,7 +89,7 @@ pub fn run_cases(args: &RunArgs, cases: &[Case]) -> Result<RunOutput> {
     for name in &kernels {
         bar.set_prefix(name.clone());
         bar.set_message("preparing");
-        let target = match KernelTarget::prepare(name, args.profile.as_deref(), &opts) {
+        let target = match KernelTarget::prepare(name, args.kernels.profile.as_deref(), &opts) {
             Ok(t) => t,
             Err(e) if e.downcast_ref::<cases::BadInput>().is_some() => return Err(e),
             Err(e) => {

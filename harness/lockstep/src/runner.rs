@@ -48,6 +48,83 @@ pub struct RunnerOptions {
     pub module_ko: Option<PathBuf>,
 }
 
+/// The guest options of every command that boots kernels (`run`, `census`, `fuzz`), flattened
+/// into each command's arguments.
+#[derive(clap::Args, Clone, Debug)]
+pub struct GuestArgs {
+    /// Accelerator.
+    #[arg(long, value_enum, default_value = "auto")]
+    pub accel: AccelChoice,
+    /// Seconds from QEMU start to the agent's greeting.
+    #[arg(long, default_value_t = 120)]
+    pub boot_timeout: u64,
+    /// Seconds per case (program, probe).
+    #[arg(long, default_value_t = 60)]
+    pub case_timeout: u64,
+    /// Use this built test module (.ko) instead of building one for each kernel.
+    #[arg(long, value_name = "KO", conflicts_with = "no_module")]
+    pub module_ko: Option<PathBuf>,
+    /// Do not build or load the test module (the cases calling its kfuncs are reported as not run).
+    #[arg(long)]
+    pub no_module: bool,
+    /// Extra kernel command-line parameters for the guests (later ones win).
+    #[arg(long, value_name = "PARAM")]
+    pub append: Vec<String>,
+    /// Append each guest's console to DIR/console-<kernel>.log.
+    #[arg(long, value_name = "DIR")]
+    pub console_dir: Option<PathBuf>,
+}
+
+impl GuestArgs {
+    /// The runner options these arguments ask for (`overall`: the life of one guest).
+    pub fn options(&self, want_log: bool, overall: Duration) -> RunnerOptions {
+        RunnerOptions {
+            accel: self.accel,
+            timeouts: Timeouts {
+                boot: Duration::from_secs(self.boot_timeout),
+                case: Duration::from_secs(self.case_timeout),
+                overall,
+                ..Timeouts::default()
+            },
+            want_log,
+            module: !self.no_module,
+            console_dir: self.console_dir.clone(),
+            extra_cmdline: self.append.clone(),
+            module_ko: self.module_ko.clone(),
+        }
+    }
+}
+
+/// Which kernels a command runs on (`run`, `census`).
+#[derive(clap::Args, Clone, Debug)]
+pub struct KernelArgs {
+    /// Kernels (debian:6.12, debian:7.2, debian:7.3); default: debian:7.2 and debian:7.3.
+    #[arg(long = "kernel", short = 'k')]
+    pub kernels: Vec<String>,
+    /// This machine's own kernel instead (root only; needs --profile).
+    #[arg(long, conflicts_with = "kernels")]
+    pub host: bool,
+    /// The model profile to compare with (default: the kernel's own, e.g. 7.2 for debian:7.2).
+    #[arg(long)]
+    pub profile: Option<String>,
+}
+
+/// The default kernel matrix.
+pub const DEFAULT_KERNELS: [&str; 2] = ["debian:7.2", "debian:7.3"];
+
+impl KernelArgs {
+    /// The kernel names: [`HOST`], the ones given, or [`DEFAULT_KERNELS`].
+    pub fn names(&self) -> Vec<String> {
+        if self.host {
+            vec![HOST.into()]
+        } else if self.kernels.is_empty() {
+            DEFAULT_KERNELS.iter().map(|s| s.to_string()).collect()
+        } else {
+            self.kernels.clone()
+        }
+    }
+}
+
 /// Where cases run.
 #[derive(Clone, Debug)]
 enum Place {

@@ -24,8 +24,7 @@ use lockstep_core::case::{Case, ProgType};
 use lockstep_core::proto::{KernelResult, KfuncEntry, ModuleStatus};
 use lockstep_vm::guest::Timeouts;
 
-use crate::run::DEFAULT_KERNELS;
-use crate::runner::{AccelChoice, CaseEvent, KernelSession, KernelTarget, RunnerOptions, HOST};
+use crate::runner::{CaseEvent, GuestArgs, KernelArgs, KernelSession, KernelTarget, HOST};
 use crate::{cases, EXIT_CRASH, EXIT_DISAGREE, EXIT_INFRA};
 use probe::{LockStatus, Probe, Registration, LOCKABLE, UNLOCKABLE};
 use result::{KernelCensus, KfuncRow, ModelView};
@@ -33,15 +32,10 @@ use result::{KernelCensus, KfuncRow, ModelView};
 /// Arguments of `lockstep census`.
 #[derive(Args, Clone, Debug)]
 pub struct CensusArgs {
-    /// Kernels (debian:6.12, debian:7.2, debian:7.3); default: debian:7.2 and debian:7.3.
-    #[arg(long = "kernel", short = 'k')]
-    pub kernels: Vec<String>,
-    /// Take the census of this machine's own kernel instead (root only; needs --profile).
-    #[arg(long, conflicts_with = "kernels")]
-    pub host: bool,
-    /// The model profile to compare with (default: the kernel's own).
-    #[arg(long)]
-    pub profile: Option<String>,
+    #[command(flatten)]
+    pub kernels: KernelArgs,
+    #[command(flatten)]
+    pub guest: GuestArgs,
     /// Write the census as one JSON document to FILE, or to stdout instead of the table.
     #[arg(long, value_name = "FILE", num_args = 0..=1, default_missing_value = "-")]
     pub json: Option<PathBuf>,
@@ -54,24 +48,9 @@ pub struct CensusArgs {
     /// Only these kfuncs (repeatable); default: every kfunc the kernel lists.
     #[arg(long = "kfunc", value_name = "NAME")]
     pub only: Vec<String>,
-    /// Accelerator.
-    #[arg(long, value_enum, default_value = "auto")]
-    pub accel: AccelChoice,
-    /// Seconds from QEMU start to the agent's greeting.
-    #[arg(long, default_value_t = 120)]
-    pub boot_timeout: u64,
-    /// Seconds per probe.
-    #[arg(long, default_value_t = 60)]
-    pub case_timeout: u64,
     /// Seconds for the whole census (all kernels).
     #[arg(long, default_value_t = 3600)]
     pub timeout: u64,
-    /// Do not build or load the test module.
-    #[arg(long)]
-    pub no_module: bool,
-    /// Append each guest's console to DIR/console-<kernel>.log.
-    #[arg(long, value_name = "DIR")]
-    pub console_dir: Option<PathBuf>,
 }
 
 /// Everything a census produced.
@@ -364,26 +343,8 @@ fn module_note(status: &ModuleStatus, target: &KernelTarget) -> String {
 
 /// Takes the census of every kernel of `args` (the engine of `lockstep census`, used by tests).
 pub fn take_census(args: &CensusArgs) -> Result<CensusOutput> {
-    let opts = RunnerOptions {
-        accel: args.accel,
-        timeouts: Timeouts {
-            boot: Duration::from_secs(args.boot_timeout),
-            case: Duration::from_secs(args.case_timeout),
-            ..Timeouts::default()
-        },
-        want_log: false,
-        module: !args.no_module,
-        console_dir: args.console_dir.clone(),
-        extra_cmdline: Vec::new(),
-        module_ko: None,
-    };
-    let kernels: Vec<String> = if args.host {
-        vec![HOST.into()]
-    } else if args.kernels.is_empty() {
-        DEFAULT_KERNELS.iter().map(|s| s.to_string()).collect()
-    } else {
-        args.kernels.clone()
-    };
+    let opts = args.guest.options(false, Timeouts::default().overall);
+    let kernels = args.kernels.names();
     let deadline = Instant::now() + Duration::from_secs(args.timeout);
     let bar = ProgressBar::new(0);
     bar.set_style(ProgressStyle::with_template("{prefix:>12} [{bar:30}] {pos}/{len} {wide_msg}").expect("template").progress_chars("=> "));
@@ -391,7 +352,7 @@ pub fn take_census(args: &CensusArgs) -> Result<CensusOutput> {
     for name in &kernels {
         bar.set_prefix(name.clone());
         bar.set_message("preparing");
-        let target = match KernelTarget::prepare(name, args.profile.as_deref(), &opts) {
+        let target = match KernelTarget::prepare(name, args.kernels.profile.as_deref(), &opts) {
             Ok(t) => t,
             Err(e) if e.downcast_ref::<cases::BadInput>().is_some() => return Err(e),
             Err(e) => {
@@ -405,7 +366,7 @@ pub fn take_census(args: &CensusArgs) -> Result<CensusOutput> {
         let result = KernelSession::start(&target, &left).and_then(|s| census_kernel(&target, s, args, &bar));
         match result {
             Ok((c, crashes)) => {
-                if !c.module.ends_with(" loaded") && !args.no_module && name != HOST {
+                if !c.module.ends_with(" loaded") && !args.guest.no_module && name != HOST {
                     out.infra.push(format!("{name}: the test module is not in the census: {}", c.module));
                 }
                 out.crashes.extend(crashes);

@@ -250,7 +250,6 @@ mod tests {
     use lockstep_core::case::ProgType;
 
     use super::*;
-    use crate::census::result::Counts;
 
     fn row(name: &str, status: LockStatus, model: ModelView, flags: &[(&str, u32)]) -> KfuncRow {
         let agrees = model.agrees_with(status);
@@ -276,15 +275,8 @@ mod tests {
             release: "r".into(),
             profile: profile.into(),
             module: "lockstep_test loaded".into(),
-            btf_objects: BTreeMap::new(),
-            warnings: Vec::new(),
             rows,
-            counts: Counts::default(),
-            probes: 0,
-            seconds_boot: 0.0,
-            seconds_listing: 0.0,
-            seconds_probes: 0.0,
-            seconds_total: 0.0,
+            ..Default::default()
         };
         k.count();
         k

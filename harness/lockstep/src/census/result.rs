@@ -99,7 +99,7 @@ pub struct Counts {
 }
 
 /// The census of one kernel.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct KernelCensus {
     /// `debian:7.3`, or `host`.
     pub kernel: String,
@@ -198,22 +198,7 @@ mod tests {
     }
 
     fn census(kernel: &str, rows: Vec<KfuncRow>) -> KernelCensus {
-        let mut k = KernelCensus {
-            kernel: kernel.into(),
-            package_version: String::new(),
-            release: String::new(),
-            profile: String::new(),
-            module: String::new(),
-            btf_objects: BTreeMap::new(),
-            warnings: Vec::new(),
-            rows,
-            counts: Counts::default(),
-            probes: 0,
-            seconds_boot: 0.0,
-            seconds_listing: 0.0,
-            seconds_probes: 0.0,
-            seconds_total: 0.0,
-        };
+        let mut k = KernelCensus { kernel: kernel.into(), rows, ..Default::default() };
         k.count();
         k
     }
