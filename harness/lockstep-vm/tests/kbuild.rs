@@ -12,6 +12,9 @@ use lockstep_vm::kbuild::{config, BuildEvent, BuildRecord, BuildRequest, Kbuild,
 use lockstep_vm::kernel::{self, KernelName, ModuleTarget};
 use lockstep_vm::qemu::Accel;
 
+mod common;
+use common::agent;
+
 /// One kernel build at a time (they share the work tree and two cores).
 static SERIAL: Mutex<()> = Mutex::new(());
 
@@ -40,26 +43,6 @@ fn build(series: Option<&str>) -> BuildRecord {
     r
 }
 
-/// The static transport-only test agent (as in tests/vm.rs).
-fn agent() -> PathBuf {
-    if let Some(p) = std::env::var_os("LOCKSTEP_TEST_AGENT") {
-        return PathBuf::from(p);
-    }
-    let target_dir = std::env::var_os("CARGO_TARGET_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| repo().join("target"))
-        .join("agent");
-    let status = Command::new(env!("CARGO"))
-        .current_dir(env!("CARGO_MANIFEST_DIR"))
-        .env("RUSTFLAGS", "-C target-feature=+crt-static")
-        .env("CARGO_TARGET_DIR", &target_dir)
-        .args(["build", "-p", "lockstep-vm", "--no-default-features", "--example", "lockstep-test-agent"])
-        .args(["--target", "x86_64-unknown-linux-gnu"])
-        .status()
-        .expect("run cargo");
-    assert!(status.success(), "building the static test agent failed");
-    target_dir.join("x86_64-unknown-linux-gnu/debug/examples/lockstep-test-agent")
-}
 
 #[test]
 #[cfg_attr(not(lockstep_vm_tests), ignore = "set LOCKSTEP_VM_TESTS=1")]

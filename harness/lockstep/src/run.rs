@@ -3,7 +3,7 @@
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-use anyhow::{Context, Result};
+use anyhow::Result;
 use clap::Args;
 use indicatif::{ProgressBar, ProgressStyle};
 use lockstep_core::asm::Reloc;
@@ -15,7 +15,7 @@ use lockstep_vm::guest::Timeouts;
 
 use crate::report::{self, Outcome, RunRow};
 use crate::runner::{CaseEvent, GuestArgs, KernelArgs, KernelSession, KernelTarget};
-use crate::{cases, EXIT_CRASH, EXIT_DISAGREE, EXIT_INFRA};
+use crate::{cases, output, EXIT_CRASH, EXIT_DISAGREE, EXIT_INFRA};
 
 /// Arguments of `lockstep run`.
 #[derive(Args, Clone, Debug)]
@@ -230,20 +230,12 @@ pub fn run(args: RunArgs) -> Result<u8> {
     let paths = if args.paths.is_empty() { vec![cases::default_corpus()] } else { args.paths.clone() };
     let cases = cases::load(&paths, &module)?;
     let out = run_cases(&args, &cases)?;
-    let write = |path: &PathBuf, text: String| std::fs::write(path, text).with_context(|| format!("writing {}", path.display()));
-    match &args.json {
-        Some(p) if p.as_os_str() == "-" => print!("{}", report::json_lines(&out.rows)),
-        Some(p) => {
-            write(p, report::json_lines(&out.rows))?;
-            print!("{}", report::matrix(&out.rows));
-        }
-        None => print!("{}", report::matrix(&out.rows)),
-    }
+    output::json_or_text(args.json.as_deref(), || report::json_lines(&out.rows), || report::matrix(&out.rows))?;
     if let Some(p) = &args.junit {
-        write(p, report::junit(&out.rows))?;
+        output::write_file(p, &report::junit(&out.rows))?;
     }
     if let Some(p) = &args.markdown {
-        write(p, report::markdown(&out.rows))?;
+        output::write_file(p, &report::markdown(&out.rows))?;
     }
     eprint!("{}", report::summary_lines(&out.rows));
     // Kernels that did not boot are reported once, below, not per case.

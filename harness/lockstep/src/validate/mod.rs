@@ -201,10 +201,10 @@ pub fn run_with(a: ValidateArgs, runner: &mut dyn CorpusRunner) -> Result<u8> {
         }
     }
     if let Some(p) = &a.json {
-        std::fs::write(p, serde_json::to_string_pretty(&rep)?).with_context(|| format!("writing {}", p.display()))?;
+        crate::output::write_file(p, &serde_json::to_string_pretty(&rep)?)?;
     }
     if let Some(p) = &a.markdown {
-        std::fs::write(p, report::render_markdown(&rep)).with_context(|| format!("writing {}", p.display()))?;
+        crate::output::write_file(p, &report::render_markdown(&rep))?;
     }
     match a.format {
         Format::Table => print!("{}", report::render_table(&rep)),

@@ -210,23 +210,7 @@ mod tests {
     use lockstep_core::case::ProgType;
 
     fn case(name: &str) -> Case {
-        Case {
-            name: name.into(),
-            file: "tests/corpus/gen-calls.toml".into(),
-            line: 7,
-            prog_type: ProgType::SchedCls,
-            sleepable: false,
-            prog_flags: 0,
-            log_level: 0,
-            maps: vec![],
-            globals: vec![],
-            extern_kfuncs: vec![],
-            program: Default::default(),
-            text: String::new(),
-            expect: Default::default(),
-            description: None,
-            tags: vec![],
-        }
+        Case { file: "tests/corpus/gen-calls.toml".into(), line: 7, ..Case::new(name, ProgType::SchedCls, Default::default(), "") }
     }
     fn kr(name: &str, v: Verdict) -> KernelResult {
         KernelResult { case: name.into(), verdict: v, errno: 0, log: None, verification_usec: None, insns_processed: None, setup_error: None }
