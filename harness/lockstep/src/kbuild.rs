@@ -99,7 +99,7 @@ pub fn build_cmd(a: &BuildArgs) -> Result<u8> {
         }
         return Ok(0);
     }
-    let rec = build(&kb, &req)?;
+    let rec = build(&kb, &req)?.record;
     if a.json {
         println!("{}", serde_json::to_string_pretty(&rec)?);
     } else {
@@ -109,7 +109,13 @@ pub fn build_cmd(a: &BuildArgs) -> Result<u8> {
 }
 
 /// Builds with a progress display on stderr; the record (a cache hit is reported as such).
-pub fn build(kb: &Kbuild, req: &BuildRequest) -> Result<BuildRecord> {
+/// A build as `build` returns it: the record, and whether the cache already had it.
+pub struct Built {
+    pub record: BuildRecord,
+    pub cache_hit: bool,
+}
+
+pub fn build(kb: &Kbuild, req: &BuildRequest) -> Result<Built> {
     let t = Instant::now();
     let mut ui = Ui::new(&req.source.to_string());
     let plan = kb.plan(req, &mut |e| ui.event(e)).map_err(map_err)?;
@@ -118,7 +124,7 @@ pub fn build(kb: &Kbuild, req: &BuildRequest) -> Result<BuildRecord> {
     ui.finish();
     let what = if hit { "cache hit" } else { "built" };
     eprintln!("{what}: {} = build:{} ({}) in {:.1}s", rec.name(), rec.aliases.join(", build:"), rec.identity, t.elapsed().as_secs_f64());
-    Ok(rec)
+    Ok(Built { record: rec, cache_hit: hit })
 }
 
 fn print_record(r: &BuildRecord) {

@@ -93,6 +93,8 @@ enum BenchCmd {
     Guest(bench::GuestBenchArgs),
     /// Fuzz pipeline throughput and time shares (generation, model, kernel).
     Fuzz(fuzz::BenchArgs),
+    /// validate-series wall time, warm and (--cold) from an empty cache, with its stage times.
+    Validate(validate::bench::ValidateBenchArgs),
 }
 
 fn main() -> ExitCode {
@@ -115,6 +117,7 @@ fn main() -> ExitCode {
         Cmd::Bench { what: BenchCmd::Model(a) } => check::bench(a),
         Cmd::Bench { what: BenchCmd::Guest(a) } => bench::guest(a),
         Cmd::Bench { what: BenchCmd::Fuzz(a) } => fuzz::bench(a),
+        Cmd::Bench { what: BenchCmd::Validate(a) } => validate::bench::run(a),
         Cmd::Fuzz(a) => fuzz::run(a),
         Cmd::Profiles => check::profiles(),
         Cmd::Run(a) => run::run(a),

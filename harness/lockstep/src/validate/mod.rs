@@ -2,6 +2,7 @@
 //! both, run the corpus on both (through [`runner::CorpusRunner`]) and through the model under
 //! both profiles, and judge every verdict flip ([`lockstep_core::flips`]).
 
+pub mod bench;
 pub mod report;
 pub mod runner;
 
@@ -84,6 +85,20 @@ fn profile(name: &str) -> Result<KernelProfile> {
     KernelProfile::by_name(name).map_err(|e| BadInput(e.to_string()).into())
 }
 
+/// Records a kernel build's wall time as a stage, and when it was built now (not a cache hit)
+/// its phases (`build base kernel: make`, ...) after it, so the report shows where a cold or
+/// incremental build spent its time.
+fn lap_build(side: &str, b: &crate::kbuild::Built, t: &mut Instant, timings: &mut Vec<(String, f64)>) {
+    let what = if b.cache_hit { "cache hit" } else { "built" };
+    timings.push((format!("build {side} kernel ({what})"), t.elapsed().as_secs_f64()));
+    if !b.cache_hit {
+        for p in &b.record.timings {
+            timings.push((format!("build {side} kernel: {}", format!("{:?}", p.phase).to_lowercase()), p.seconds));
+        }
+    }
+    *t = Instant::now();
+}
+
 /// Runs `lockstep validate-series`.
 pub fn run(a: ValidateArgs) -> Result<u8> {
     let mut r = runner::default_runner(a.accel, a.console_dir.clone());
@@ -129,11 +144,11 @@ pub fn run_with(a: ValidateArgs, runner: &mut dyn CorpusRunner) -> Result<u8> {
             patched_req.series = Some(a.series.clone());
             kb.check_series(&patched_req, &mut |_| {}).map_err(crate::kbuild::map_err)?;
             let base = crate::kbuild::build(&kb, &req)?;
-            lap("build base kernel", &mut t, &mut timings);
+            lap_build("base", &base, &mut t, &mut timings);
             req.series = Some(a.series.clone());
             let patched = crate::kbuild::build(&kb, &req)?;
-            lap("build patched kernel", &mut t, &mut timings);
-            (runner, [ResolvedKernel::from_build(&base), ResolvedKernel::from_build(&patched)])
+            lap_build("patched", &patched, &mut t, &mut timings);
+            (runner, [ResolvedKernel::from_build(&base.record), ResolvedKernel::from_build(&patched.record)])
         }
     };
     let [k_base, k_patched] = kernels;
