@@ -16,6 +16,7 @@ mod fuzz;
 mod import;
 mod kbuild;
 mod kernel;
+mod kernel_diff;
 mod output;
 mod report;
 mod run;
