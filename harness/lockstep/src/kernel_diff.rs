@@ -59,10 +59,13 @@ fn kernel_verdict(r: &RunRow) -> Option<Verdict> {
     Some(Verdict { verdict, insn: r.kernel_insn, message })
 }
 
+/// A case's place: file, line, name.
+type CaseKey<'a> = (&'a str, usize, &'a str);
+
 /// The cases whose kernel verdicts differ, in case order. Rows without a kernel verdict (not run,
 /// crashed, set-up errors) take no part.
 pub fn differences(rows: &[RunRow]) -> Vec<KernelDifference> {
-    let mut by_case: BTreeMap<(&str, usize, &str), Vec<(&RunRow, Verdict)>> = BTreeMap::new();
+    let mut by_case: BTreeMap<CaseKey, Vec<(&RunRow, Verdict)>> = BTreeMap::new();
     for r in rows {
         if let Some(v) = kernel_verdict(r) {
             by_case.entry((r.file.as_str(), r.line, r.case.as_str())).or_default().push((r, v));

@@ -215,7 +215,7 @@ pub enum CaseEvent {
 }
 
 enum Backend {
-    Guest { session: Session, _dir: tempfile::TempDir },
+    Guest { session: Box<Session>, _dir: tempfile::TempDir },
     Host { loader: Result<lockstep_bpf::Loader, String> },
 }
 
@@ -274,7 +274,7 @@ impl KernelSession {
         };
         let batch = BatchOptions { guest: cfg, want_log: opts.want_log, boot_attempts: 3 };
         let accel = Some(batch.guest.accel);
-        Ok(KernelSession { backend: Backend::Guest { session: Session::new(batch), _dir: dir }, accel })
+        Ok(KernelSession { backend: Backend::Guest { session: Box::new(Session::new(batch)), _dir: dir }, accel })
     }
 
     /// Runs `cases`, reporting each as it completes.
