@@ -17,8 +17,9 @@
 # The module is compiled with the host gcc (CONFIG_CC_HAS_MIN_FUNCTION_ALIGNMENT= for gcc-12).
 #
 # Tree mode: KERNEL_BUILD_DIR is a configured and built kernel (its vmlinux, Module.symvers and
-# host tools). pahole: $PAHOLE, else a cached wrapper (from a debian:* build) whose version matches
-# the tree's CONFIG_PAHOLE_VERSION, else pahole from PATH.
+# host tools). pahole: $PAHOLE, else a cached wrapper whose version matches the tree's
+# CONFIG_PAHOLE_VERSION (from a debian:* build, or the private pahole `lockstep kernel build`
+# fetches into ~/.cache/lockstep/tools/pahole/), else pahole from PATH.
 #
 # The result is cached in ~/.cache/lockstep/modules/<name>/<version>-<srchash>/lockstep_test.ko
 # (<srchash>: sha256 of kernel-module/'s files); a cache hit neither rebuilds nor touches the
@@ -337,11 +338,11 @@ tree_pahole() {
   pv=$(sed -n 's/^CONFIG_PAHOLE_VERSION=//p' "$TREE/.config")
   want=v$((pv / 100)).$((pv % 100))
   if [[ -n ${PAHOLE:-} ]]; then echo "$PAHOLE"; return; fi
-  for c in "$CACHE"/headers/*/*/bin/pahole $(command -v pahole || true); do
+  for c in "$CACHE"/headers/*/*/bin/pahole "$CACHE"/tools/pahole/*/bin/pahole $(command -v pahole || true); do
     [[ -x $c ]] || continue
     [[ $("$c" --version 2>/dev/null) == "$want" ]] && { echo "$c"; return; }
   done
-  die "no pahole $want (CONFIG_PAHOLE_VERSION=$pv) found: set PAHOLE=, or build for a debian:* kernel first (7.3 caches pahole 1.30, 7.2 caches 1.32)"
+  die "no pahole $want (CONFIG_PAHOLE_VERSION=$pv) found: set PAHOLE=, or build for a debian:* kernel first (7.3 caches pahole 1.30, 7.2 caches 1.32; lockstep kernel build caches 1.30)"
 }
 
 # ---------------------------------------------------------------------------------------------

@@ -37,6 +37,10 @@ PACKAGES=(
   cpio xz-utils zstd
   # apt-get download over https mirrors, keyring checks.
   ca-certificates gnupg
+  # Kernel builds from source (lockstep kernel build, validate-series): kconfig and the host tools
+  # need flex/bison/bc/libssl-dev; patch applies the series; ccache makes rebuilds incremental.
+  # pahole >= 1.30 is fetched privately by lockstep (bookworm's dwarves is 1.24).
+  flex bison bc libssl-dev patch ccache
 )
 # virtme-ng needs depmod and a busybox for its initramfs.
 ((WITH_VNG)) && PACKAGES+=(kmod busybox-static python3-pip)

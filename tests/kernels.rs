@@ -113,8 +113,9 @@ fn snapshot_text(row: &Value, case: &Case) -> String {
 
 fn run_matrix(kernels: &[&str]) {
     let bin = env!("CARGO_BIN_EXE_lockstep");
+    let differences = tempfile::NamedTempFile::new().unwrap();
     let mut cmd = Command::new(bin);
-    cmd.args(["run", "--json", "--log", "--accel", "auto"]);
+    cmd.args(["run", "--json", "--log", "--accel", "auto", "--differences"]).arg(differences.path());
     for k in kernels {
         cmd.args(["--kernel", k]);
     }
@@ -163,6 +164,16 @@ fn run_matrix(kernels: &[&str]) {
         }
     }
     eprintln!("known disagreements (snapshotted): {}", if failures.is_empty() { "none".to_string() } else { failures.join(", ") });
+
+    // Kernel against kernel: the cases whose verdict differs between the kernels, each judged by
+    // the model under each kernel's profile. A kernel update that changes a verdict, or a profile
+    // change that stops explaining one, is a diff of this snapshot.
+    let text = std::fs::read_to_string(differences.path()).unwrap();
+    let name = format!("kernels__differences__{}", kernels.iter().map(|k| k.replace(':', "-")).collect::<Vec<_>>().join("__"));
+    let mut settings = insta::Settings::clone_current();
+    settings.set_snapshot_path(&snap_dir);
+    settings.set_prepend_module_to_snapshot(false);
+    settings.bind(|| insta::assert_snapshot!(name, text));
 }
 
 #[test]

@@ -1,7 +1,6 @@
 //! Loads a trivial spin-lock program into the running kernel and prints the result as JSON:
 //! a smoke test for a (statically linked) build, e.g. `scripts/build-agent.sh --probe`.
 
-use std::collections::BTreeMap;
 
 use lockstep_bpf::Loader;
 use lockstep_core::asm::{assemble, Symbols};
@@ -25,32 +24,17 @@ fn main() {
             Field { name: "lock".into(), kind: FieldKind::SpinLock, offset: 4, size: 4 },
         ],
     };
-    let case = Case {
-        name: "bpf_probe".into(),
-        file: String::new(),
-        line: 0,
-        prog_type: ProgType::SchedCls,
-        sleepable: false,
-        prog_flags: 0,
-        log_level: 0,
-        maps: vec![MapSpec {
-            name: ".data".into(),
-            map_type: MapType::Array,
-            key_size: 4,
-            max_entries: 1,
-            value,
-            btf: true,
-            global_section: true,
-            flags: 0,
-        }],
-        globals: vec![],
-        extern_kfuncs: vec![],
-        program,
-        text: text.into(),
-        expect: BTreeMap::new(),
-        description: None,
-        tags: vec![],
+    let map = MapSpec {
+        name: ".data".into(),
+        map_type: MapType::Array,
+        key_size: 4,
+        max_entries: 1,
+        value,
+        btf: true,
+        global_section: true,
+        flags: 0,
     };
+    let case = Case { maps: vec![map], ..Case::new("bpf_probe", ProgType::SchedCls, program, text) };
     let result = loader.run_case(&case, false);
     println!("release {} modules {:?}", loader.kernel_release(), loader.module_names());
     println!("{}", serde_json::to_string(&result).expect("serialises"));

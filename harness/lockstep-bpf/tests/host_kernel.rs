@@ -5,7 +5,6 @@
 //! Set `LOCKSTEP_CAPTURE_DIR=<dir>` to write each case's full verifier log there (how the
 //! fixtures under tests/fixtures/ were captured).
 
-use std::collections::BTreeMap;
 use std::sync::{Mutex, MutexGuard, OnceLock};
 
 use lockstep_bpf::Loader;
@@ -78,23 +77,7 @@ fn data_section() -> MapSpec {
 fn case(name: &str, prog_type: ProgType, maps: Vec<MapSpec>, text: &str) -> Case {
     let symbols = Symbols { maps: maps.iter().map(|m| m.name.clone()).collect(), kfuncs: vec![] };
     let program = assemble(text, &symbols).unwrap_or_else(|e| panic!("{name}: {e}"));
-    Case {
-        name: name.into(),
-        file: file!().into(),
-        line: 0,
-        prog_type,
-        sleepable: false,
-        prog_flags: 0,
-        log_level: 0,
-        maps,
-        globals: vec![],
-        extern_kfuncs: vec![],
-        program,
-        text: text.into(),
-        expect: BTreeMap::new(),
-        description: None,
-        tags: vec![],
-    }
+    Case { file: file!().into(), maps, ..Case::new(name, prog_type, program, text) }
 }
 
 /// Looks up key 0 of map `m`; r6 = value (exits with 0 when NULL); r1 = &value->lock.

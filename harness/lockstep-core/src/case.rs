@@ -230,3 +230,27 @@ pub struct Case {
     pub description: Option<String>,
     pub tags: Vec<String>,
 }
+
+impl Case {
+    /// A case named `name` of `prog_type` running `program` (assembled from `text`), with nothing
+    /// else: no maps, globals, flags, expectations or tags, and no source file (`file` empty, `line` 0).
+    pub fn new(name: impl Into<String>, prog_type: ProgType, program: Program, text: impl Into<String>) -> Case {
+        Case {
+            name: name.into(),
+            file: String::new(),
+            line: 0,
+            prog_type,
+            sleepable: false,
+            prog_flags: 0,
+            log_level: 0,
+            maps: vec![],
+            globals: vec![],
+            extern_kfuncs: vec![],
+            program,
+            text: text.into(),
+            expect: BTreeMap::new(),
+            description: None,
+            tags: vec![],
+        }
+    }
+}

@@ -7,6 +7,7 @@
 //! - [`profile`]: kernel profiles (message catalogue, rules for calls under a lock).
 //! - [`model`]: the abstract interpreter that predicts the verifier's spin-lock verdicts.
 //! - [`verdict`]: verdicts and their comparison (agreement classes).
+//! - [`flips`]: judging a patch series: verdict flips base -> patched against the model.
 //! - [`fuzz`]: differential fuzzing: program generator, minimiser, disagreement signatures.
 //! - [`import`]: kernel selftests (C) and BPF objects (ELF) as cases.
 
@@ -15,6 +16,7 @@ pub mod btf;
 pub mod case;
 pub mod compare;
 pub mod corpus;
+pub mod flips;
 pub mod fuzz;
 pub mod helpers;
 pub mod import;

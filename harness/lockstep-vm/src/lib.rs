@@ -52,4 +52,8 @@ pub mod guest;
 #[cfg(feature = "host")]
 pub mod initramfs;
 #[cfg(feature = "host")]
+pub mod kbuild;
+#[cfg(feature = "host")]
+pub mod kernel;
+#[cfg(feature = "host")]
 pub mod qemu;

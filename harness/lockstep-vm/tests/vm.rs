@@ -2,8 +2,7 @@
 //! Ignored unless built with `LOCKSTEP_VM_TESTS=1`. Needs network on first run (kernel fetch) and
 //! builds the static agent with cargo (`LOCKSTEP_TEST_AGENT=<path>` skips that).
 
-use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::path::Path;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
@@ -15,35 +14,12 @@ use lockstep_vm::guest::{GuestConfig, GuestOutcome, GuestRun, Stage};
 use lockstep_vm::initramfs::{self, InitramfsSpec};
 use lockstep_vm::qemu::Accel;
 
+mod common;
+use common::agent;
+
 /// QEMU guests share two cores: one at a time.
 static SERIAL: Mutex<()> = Mutex::new(());
 
-fn agent() -> PathBuf {
-    if let Some(p) = std::env::var_os("LOCKSTEP_TEST_AGENT") {
-        return PathBuf::from(p);
-    }
-    static BUILT: Mutex<Option<PathBuf>> = Mutex::new(None);
-    let mut built = BUILT.lock().unwrap();
-    if let Some(p) = &*built {
-        return p.clone();
-    }
-    let target_dir = std::env::var_os("CARGO_TARGET_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../../target"))
-        .join("agent");
-    let status = Command::new(env!("CARGO"))
-        .current_dir(env!("CARGO_MANIFEST_DIR"))
-        .env("RUSTFLAGS", "-C target-feature=+crt-static")
-        .env("CARGO_TARGET_DIR", &target_dir)
-        .args(["build", "-p", "lockstep-vm", "--no-default-features", "--example", "lockstep-test-agent"])
-        .args(["--target", "x86_64-unknown-linux-gnu"])
-        .status()
-        .expect("run cargo");
-    assert!(status.success(), "building the static test agent failed");
-    let p = target_dir.join("x86_64-unknown-linux-gnu/debug/examples/lockstep-test-agent");
-    *built = Some(p.clone());
-    p
-}
 
 fn kernel(name: &str) -> KernelRef {
     KernelCache::open_default().fetch(name, FetchParts::default(), &|_| {}).expect("fetch kernel")
@@ -61,23 +37,7 @@ fn setup(name: &str, dir: &Path) -> (KernelRef, GuestConfig) {
 }
 
 fn case(name: &str) -> Case {
-    Case {
-        name: name.into(),
-        file: "tests/vm.rs".into(),
-        line: 1,
-        prog_type: ProgType::SocketFilter,
-        sleepable: false,
-        prog_flags: 0,
-        log_level: 0,
-        maps: vec![],
-        globals: vec![],
-        extern_kfuncs: vec![],
-        program: Default::default(),
-        text: String::new(),
-        expect: Default::default(),
-        description: None,
-        tags: vec![],
-    }
+    Case::new(name, ProgType::SocketFilter, Default::default(), "")
 }
 
 fn round_trip(name: &str) {

@@ -33,7 +33,15 @@ pub enum KernelCmd {
         /// Kernel name, e.g. debian:7.3.
         name: String,
     },
-    /// List the cached kernels with their exact package versions.
+    /// Build a kernel from source: a Debian source package or a tree, plus a patch series
+    /// (cached by content hash; the result is named build:<hash> and build:<source>+<series>).
+    Build(crate::kbuild::BuildArgs),
+    /// Resolve a kernel name (debian:7.3, build:<alias-or-hash>) to its image, config, release and
+    /// module build target (JSON).
+    Show {
+        name: String,
+    },
+    /// List the cached kernels with their exact package versions (and the kernels built from source).
     List {
         /// JSON lines instead of a table.
         #[arg(long)]
@@ -61,7 +69,10 @@ pub fn run(cmd: KernelCmd) -> Result<u8> {
             }
             Ok(0)
         }
+        KernelCmd::Build(a) => crate::kbuild::build_cmd(&a),
+        KernelCmd::Show { name } => crate::kbuild::show(&name),
         KernelCmd::List { json } => {
+            crate::kbuild::list_builds(json)?;
             let cache = KernelCache::open_default();
             let list = cache.list();
             for k in &list {
@@ -84,12 +95,32 @@ fn known_names() -> String {
     KERNELS.iter().map(|k| k.name).collect::<Vec<_>>().join(", ")
 }
 
-/// Bad input unless `name` is a kernel lockstep knows.
+/// Bad input unless `name` is a kernel lockstep knows: a Debian kernel, or a build
+/// (`build:<alias-or-hash>`, see `lockstep kernel build`).
 pub fn known_kernel(name: &str) -> Result<()> {
+    if name.starts_with("build:") {
+        return built(name).map(|_| ());
+    }
     if lockstep_vm::debian::names::spec_for(name).is_none() {
-        return Err(BadInput(format!("unknown kernel {name:?} (known: {}, or --host)", known_names())).into());
+        return Err(BadInput(format!("unknown kernel {name:?} (known: {}, build:<alias-or-hash>, or --host)", known_names())).into());
     }
     Ok(())
+}
+
+/// A kernel built from source, by name (bad input if there is none).
+pub fn built(name: &str) -> Result<lockstep_vm::kbuild::BuildRecord> {
+    lockstep_vm::kbuild::Kbuild::open_default().lookup(name).map_err(crate::kbuild::map_err)
+}
+
+/// The bootable image of kernel `name` and its exact identity (package version, or for a build
+/// `<source version>[+<series>]+lockstep.<hash>`); Debian kernels are fetched when missing.
+pub fn image(name: &str) -> Result<(PathBuf, String)> {
+    if name.starts_with("build:") {
+        let r = built(name)?;
+        return Ok((r.bzimage, r.identity));
+    }
+    let k = fetch(&KernelCache::open_default(), name, FetchParts::default())?;
+    Ok((k.vmlinuz, k.package_version))
 }
 
 /// Fetches (or finds in the cache) kernel `name`, with a progress bar on stderr.
@@ -119,9 +150,19 @@ pub fn fetch(cache: &KernelCache, name: &str, parts: FetchParts) -> Result<Kerne
     Ok(k)
 }
 
-/// The profile that should predict a kernel: `debian:7.2` -> `7.2`.
+/// The profile that should predict a kernel: `debian:7.2` -> `7.2`. For a build: the profile whose
+/// `kernel` is one of the build's names (`build:7.2+kf-spin-lock` -> `7.2+kf-spin-lock`), else for
+/// an unpatched Debian source the series' own (`debian-src:7.2` -> `7.2`).
 pub fn default_profile(kernel: &str) -> Option<String> {
-    kernel.strip_prefix("debian:").map(str::to_string)
+    if let Some(series) = kernel.strip_prefix("debian:") {
+        return Some(series.to_string());
+    }
+    let r = built(kernel).ok()?;
+    let names: Vec<String> = std::iter::once(r.name()).chain(r.aliases.iter().map(|a| format!("build:{a}"))).collect();
+    if let Some(p) = KernelProfile::all().into_iter().find(|p| p.kernel.as_ref().is_some_and(|k| names.contains(k))) {
+        return Some(p.name);
+    }
+    (r.series.is_none() && r.source.spec.starts_with("debian-src:")).then(|| r.source.short.clone())
 }
 
 /// Looks a profile up by name (bad input if unknown).
@@ -148,7 +189,14 @@ pub fn build_module(kernel: &str) -> Result<BuiltModule> {
     let bar = ProgressBar::new_spinner();
     bar.set_message(format!("building the test module for {kernel}"));
     bar.enable_steady_tick(std::time::Duration::from_millis(200));
-    let out = Command::new("bash").arg(&script).arg(kernel).output().with_context(|| format!("running {}", script.display()));
+    // A build is built against its own tree (`--tree`), a Debian kernel against its headers.
+    let (args, vmlinux) = if kernel.starts_with("build:") {
+        let r = built(kernel)?;
+        (vec!["--tree".to_string(), r.tree.display().to_string()], Some(r.tree.join("vmlinux")))
+    } else {
+        (vec![kernel.to_string()], headers_vmlinux(kernel))
+    };
+    let out = Command::new("bash").arg(&script).args(&args).output().with_context(|| format!("running {}", script.display()));
     bar.finish_and_clear();
     let out = out?;
     if !out.status.success() {
@@ -158,7 +206,7 @@ pub fn build_module(kernel: &str) -> Result<BuiltModule> {
     }
     let stdout = String::from_utf8_lossy(&out.stdout);
     let ko = PathBuf::from(stdout.lines().last().unwrap_or("").trim());
-    module_from_ko(&ko, headers_vmlinux(kernel).as_deref())
+    module_from_ko(&ko, vmlinux.as_deref())
 }
 
 /// The BTF-only `vmlinux` of a Debian kernel's headers, as unpacked by `build-module.sh`

@@ -14,10 +14,14 @@ mod census;
 mod check;
 mod fuzz;
 mod import;
+mod kbuild;
 mod kernel;
+mod kernel_diff;
+mod output;
 mod report;
 mod run;
 mod runner;
+mod validate;
 
 use std::process::ExitCode;
 
@@ -64,7 +68,9 @@ enum Cmd {
     Run(run::RunArgs),
     /// Which kfuncs each kernel lets a program call while holding a bpf_spin_lock, beside the model's view.
     Census(census::CensusArgs),
-    /// Fetch and list kernels.
+    /// Build a base and a patched kernel, run the corpus on both and judge every verdict flip.
+    ValidateSeries(validate::ValidateArgs),
+    /// Fetch, build and list kernels.
     Kernel {
         #[command(subcommand)]
         cmd: kernel::KernelCmd,
@@ -88,6 +94,8 @@ enum BenchCmd {
     Guest(bench::GuestBenchArgs),
     /// Fuzz pipeline throughput and time shares (generation, model, kernel).
     Fuzz(fuzz::BenchArgs),
+    /// validate-series wall time, warm and (--cold) from an empty cache, with its stage times.
+    Validate(validate::bench::ValidateBenchArgs),
 }
 
 fn main() -> ExitCode {
@@ -110,6 +118,7 @@ fn main() -> ExitCode {
         Cmd::Bench { what: BenchCmd::Model(a) } => check::bench(a),
         Cmd::Bench { what: BenchCmd::Guest(a) } => bench::guest(a),
         Cmd::Bench { what: BenchCmd::Fuzz(a) } => fuzz::bench(a),
+        Cmd::Bench { what: BenchCmd::Validate(a) } => validate::bench::run(a),
         Cmd::Fuzz(a) => fuzz::run(a),
         Cmd::Profiles => check::profiles(),
         Cmd::Run(a) => run::run(a),
@@ -118,6 +127,7 @@ fn main() -> ExitCode {
         Cmd::Agent => agent::main(),
         Cmd::Disasm { paths } => check::disasm(&paths),
         Cmd::ImportSelftests(a) => import::run(a),
+        Cmd::ValidateSeries(a) => validate::run(a),
     };
     match result {
         Ok(code) => ExitCode::from(code),

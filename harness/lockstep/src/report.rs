@@ -264,6 +264,23 @@ pub fn markdown(rows: &[RunRow]) -> String {
     out
 }
 
+/// Markdown: the kernel-against-kernel differences (empty when there are none).
+pub fn markdown_differences(diffs: &[crate::kernel_diff::KernelDifference]) -> String {
+    if diffs.is_empty() {
+        return String::new();
+    }
+    let mut out = String::from("\n## Kernel against kernel\n\n| case | judgement | verdicts (kernel, profile: verdict, model) |\n|---|---|---|\n");
+    for d in diffs {
+        let sides: Vec<String> = d
+            .kernels
+            .iter()
+            .map(|k| format!("{} ({}): {} {} ({})", k.kernel, k.profile, short(Some(k.verdict.verdict), k.verdict.insn), k.verdict.message.as_deref().unwrap_or(""), k.agreement.as_str()))
+            .collect();
+        let _ = writeln!(out, "| {} | {} | {} |", md(&d.case), d.judgement.as_str(), md(&sides.join("\n")));
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

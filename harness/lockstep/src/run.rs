@@ -3,7 +3,7 @@
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-use anyhow::{Context, Result};
+use anyhow::Result;
 use clap::Args;
 use indicatif::{ProgressBar, ProgressStyle};
 use lockstep_core::asm::Reloc;
@@ -15,7 +15,7 @@ use lockstep_vm::guest::Timeouts;
 
 use crate::report::{self, Outcome, RunRow};
 use crate::runner::{CaseEvent, GuestArgs, KernelArgs, KernelSession, KernelTarget};
-use crate::{cases, EXIT_CRASH, EXIT_DISAGREE, EXIT_INFRA};
+use crate::{cases, kernel_diff, output, EXIT_CRASH, EXIT_DISAGREE, EXIT_INFRA};
 
 /// Arguments of `lockstep run`.
 #[derive(Args, Clone, Debug)]
@@ -33,6 +33,10 @@ pub struct RunArgs {
     /// Write a Markdown report.
     #[arg(long, value_name = "FILE")]
     pub markdown: Option<PathBuf>,
+    /// Write the kernel-against-kernel differences (cases whose verdict differs between the
+    /// kernels, each judged by the model) as text; they are also summed up on stderr.
+    #[arg(long, value_name = "FILE")]
+    pub differences: Option<PathBuf>,
     /// Seconds for the whole run (all kernels).
     #[arg(long, default_value_t = 3600)]
     pub timeout: u64,
@@ -230,22 +234,21 @@ pub fn run(args: RunArgs) -> Result<u8> {
     let paths = if args.paths.is_empty() { vec![cases::default_corpus()] } else { args.paths.clone() };
     let cases = cases::load(&paths, &module)?;
     let out = run_cases(&args, &cases)?;
-    let write = |path: &PathBuf, text: String| std::fs::write(path, text).with_context(|| format!("writing {}", path.display()));
-    match &args.json {
-        Some(p) if p.as_os_str() == "-" => print!("{}", report::json_lines(&out.rows)),
-        Some(p) => {
-            write(p, report::json_lines(&out.rows))?;
-            print!("{}", report::matrix(&out.rows));
-        }
-        None => print!("{}", report::matrix(&out.rows)),
-    }
+    output::json_or_text(args.json.as_deref(), || report::json_lines(&out.rows), || report::matrix(&out.rows))?;
     if let Some(p) = &args.junit {
-        write(p, report::junit(&out.rows))?;
+        output::write_file(p, &report::junit(&out.rows))?;
     }
+    let diffs = kernel_diff::differences(&out.rows);
     if let Some(p) = &args.markdown {
-        write(p, report::markdown(&out.rows))?;
+        output::write_file(p, &(report::markdown(&out.rows) + &report::markdown_differences(&diffs)))?;
+    }
+    if let Some(p) = &args.differences {
+        output::write_file(p, &kernel_diff::render(&diffs))?;
     }
     eprint!("{}", report::summary_lines(&out.rows));
+    if out.rows.iter().any(|r| r.kernel != out.rows[0].kernel) {
+        eprint!("{}", kernel_diff::render(&diffs));
+    }
     // Kernels that did not boot are reported once, below, not per case.
     let unbooted = |k: &str| out.infra.iter().any(|i| i.starts_with(&format!("{k}: the guest did not boot")));
     for r in out.rows.iter().filter(|r| r.agreement.is_disagreement() || r.outcome != Outcome::Ran) {

@@ -11,7 +11,7 @@ use anyhow::{bail, Context, Result};
 use lockstep_core::case::Case;
 use lockstep_core::profile::{KernelProfile, ModuleKfuncs};
 use lockstep_core::proto::{KernelResult, KfuncListing, ModuleStatus};
-use lockstep_vm::debian::{FetchParts, KernelCache};
+use lockstep_vm::debian::KernelCache;
 use lockstep_vm::guest::batch::{BatchEvent, BatchOptions, Session};
 use lockstep_vm::guest::{kvm, GuestConfig, GuestOutcome, Timeouts};
 use lockstep_vm::initramfs::{self, InitramfsSpec};
@@ -149,7 +149,7 @@ pub struct KernelTarget {
 }
 
 impl KernelTarget {
-    /// Resolves `name` (`debian:X` or [`HOST`]): fetches the kernel, builds the test module, picks
+    /// Resolves `name` (`debian:X`, `build:<alias-or-hash>` or [`HOST`]): fetches the kernel, builds the test module, picks
     /// the profile (`profile` overrides the default of the name).
     pub fn prepare(name: &str, profile: Option<&str>, opts: &RunnerOptions) -> Result<KernelTarget> {
         if name == HOST {
@@ -172,7 +172,7 @@ impl KernelTarget {
             None => return Err(crate::cases::BadInput(format!("no default profile for kernel {name}: pass --profile")).into()),
         };
         let profile = kernel::profile(&pname)?;
-        let k = kernel::fetch(&KernelCache::open_default(), name, FetchParts::default())?;
+        let (vmlinuz, package_version) = kernel::image(name)?;
         let built = match &opts.module_ko {
             Some(ko) => kernel::module_from_ko(ko, None),
             None => kernel::build_module(name),
@@ -188,7 +188,7 @@ impl KernelTarget {
         } else {
             (None, Some("test module disabled (--no-module)".into()))
         };
-        Ok(KernelTarget { name: name.into(), package_version: k.package_version, profile, module, module_error, place: Place::Guest { vmlinuz: k.vmlinuz } })
+        Ok(KernelTarget { name: name.into(), package_version, profile, module, module_error, place: Place::Guest { vmlinuz } })
     }
 
     /// The kfuncs the model assumes: the built module's flags, else the module source's.
@@ -215,7 +215,7 @@ pub enum CaseEvent {
 }
 
 enum Backend {
-    Guest { session: Session, _dir: tempfile::TempDir },
+    Guest { session: Box<Session>, _dir: tempfile::TempDir },
     Host { loader: Result<lockstep_bpf::Loader, String> },
 }
 
@@ -274,7 +274,7 @@ impl KernelSession {
         };
         let batch = BatchOptions { guest: cfg, want_log: opts.want_log, boot_attempts: 3 };
         let accel = Some(batch.guest.accel);
-        Ok(KernelSession { backend: Backend::Guest { session: Session::new(batch), _dir: dir }, accel })
+        Ok(KernelSession { backend: Backend::Guest { session: Box::new(Session::new(batch)), _dir: dir }, accel })
     }
 
     /// Runs `cases`, reporting each as it completes.

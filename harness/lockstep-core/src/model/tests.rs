@@ -29,23 +29,7 @@ fn case(prog_type: ProgType, maps: Vec<MapSpec>, text: &str) -> Case {
     let module = crate::module_src::bundled();
     let symbols = Symbols { maps: maps.iter().map(|m| m.name.clone()).collect(), kfuncs: module.kfuncs.keys().cloned().collect() };
     let program = assemble(text, &symbols).expect("test program assembles");
-    Case {
-        name: "t".into(),
-        file: "test".into(),
-        line: 1,
-        prog_type,
-        sleepable: false,
-        prog_flags: 0,
-        log_level: 0,
-        maps,
-        globals: vec![],
-        extern_kfuncs: vec![],
-        program,
-        text: text.into(),
-        expect: Default::default(),
-        description: None,
-        tags: vec![],
-    }
+    Case { maps, ..Case::new("t", prog_type, program, text) }
 }
 
 fn verdicts(c: &Case) -> Vec<(String, Verdict)> {

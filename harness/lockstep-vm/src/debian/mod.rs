@@ -9,7 +9,7 @@
 //!     vmlinuz, config        copies of the image and its config
 //! ```
 
-mod apt;
+pub(crate) mod apt;
 pub mod deb;
 mod modules;
 pub mod names;

@@ -17,7 +17,7 @@ use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-use anyhow::{Context, Result};
+use anyhow::Result;
 use clap::Args;
 use indicatif::{ProgressBar, ProgressStyle};
 use lockstep_core::case::{Case, ProgType};
@@ -25,7 +25,7 @@ use lockstep_core::proto::{KernelResult, KfuncEntry, ModuleStatus};
 use lockstep_vm::guest::Timeouts;
 
 use crate::runner::{CaseEvent, GuestArgs, KernelArgs, KernelSession, KernelTarget, HOST};
-use crate::{cases, EXIT_CRASH, EXIT_DISAGREE, EXIT_INFRA};
+use crate::{cases, output, EXIT_CRASH, EXIT_DISAGREE, EXIT_INFRA};
 use probe::{LockStatus, Probe, Registration, LOCKABLE, UNLOCKABLE};
 use result::{KernelCensus, KfuncRow, ModelView};
 
@@ -385,17 +385,9 @@ pub fn take_census(args: &CensusArgs) -> Result<CensusOutput> {
 /// `lockstep census`.
 pub fn run(args: CensusArgs) -> Result<u8> {
     let out = take_census(&args)?;
-    let write = |path: &PathBuf, text: String| std::fs::write(path, text).with_context(|| format!("writing {}", path.display()));
-    match &args.json {
-        Some(p) if p.as_os_str() == "-" => println!("{}", report::json(&out.kernels)),
-        Some(p) => {
-            write(p, report::json(&out.kernels))?;
-            print!("{}", report::text(&out.kernels));
-        }
-        None => print!("{}", report::text(&out.kernels)),
-    }
+    output::json_or_text(args.json.as_deref(), || report::json(&out.kernels), || report::text(&out.kernels))?;
     if let Some(p) = &args.markdown {
-        write(p, report::markdown(&out.kernels))?;
+        output::write_file(p, &report::markdown(&out.kernels))?;
     }
     eprint!("{}", report::summary_lines(&out.kernels));
     for i in out.infra.iter().chain(&out.crashes) {
