@@ -76,7 +76,7 @@ pub fn parse_module_source(src: &str) -> Result<ModuleKfuncs, ModuleSourceError>
         } else if let Some(rest) = line.strip_prefix("__bpf_kfunc ") {
             if let (Some(open), Some(close)) = (rest.find('('), rest.rfind(')')) {
                 let head = &rest[..open];
-                let name = head.rsplit(|c: char| c == ' ' || c == '*').next().unwrap_or("").to_string();
+                let name = head.rsplit([' ', '*']).next().unwrap_or("").to_string();
                 let ret = head[..head.len() - name.len()].trim();
                 let args = rest[open + 1..close].trim();
                 let nargs = if args.is_empty() || args == "void" { 0 } else { args.split(',').count() as u8 };
