@@ -269,7 +269,7 @@ e.update({p: ("accept", None, None, "verifier.c:kfunc_spin_allowed(), registered
 under("    r1 = 1\n    call lockstep_xdp_only_safe\n", "call_module_xdp_only_safe_xdp", e, prog_type="xdp", tags=("calls", "module"))
 under("    r1 = 1\n    call lockstep_safe_ret_null\n", "call_module_safe_ret_null",
       {**rej("call", 12, "verifier.c:do_check_insn(): module kfunc", ["6.12", "7.2"]),
-       **{p: ("unsupported", None, None, "the lock rule passes; pointer-returning kfuncs are outside the model") for p in ALL[2:]}}, tags=("calls", "module"))
+       **{p: ("accept", None, None, "verifier.c:kfunc_spin_allowed(), then check_kfunc_call(): KF_RET_NULL gives PTR_TO_BTF_ID | PTR_MAYBE_NULL, no reference") for p in ALL[2:]}}, tags=("calls", "module"))
 # Module kfuncs outside a lock region: the lock rule does not apply (kernel 6.12+ all allow
 # module kfuncs from programs of a registered type).
 for k in ["lockstep_safe", "lockstep_unsafe"]:
@@ -282,8 +282,15 @@ C.append(Case("call_module_xdp_only_safe_outside_lock_sched_cls", lookup() + "  
 under("    r1 = 1\n    call lockstep_safe_acquire\n    if r0 == 0 goto skip\n    r1 = r0\n    call lockstep_safe_release\nskip:\n",
       "call_module_safe_acquire_release",
       {**rej("call", 12, "verifier.c:do_check_insn(): module kfunc", ["6.12", "7.2"]),
-       **{p: ("unsupported", None, None, "the lock rule passes; acquired references are outside the model") for p in ALL[2:]}},
+       **{p: ("accept", None, None, "verifier.c:kfunc_spin_allowed(); check_kfunc_call() acquire_reference(), mark_ptr_or_null_regs() drops it on NULL, release_reference()") for p in ALL[2:]}},
       tags=("calls", "module"))
+# The same pair outside a lock region, and a reference released in the non-NULL branch only (the
+# NULL branch dropped it at the check): accepted by every kernel.
+ACQ_REL = "    r1 = 1\n    call lockstep_safe_acquire\n    if r0 == 0 goto skip\n    r1 = r0\n    call lockstep_safe_release\nskip:\n"
+C.append(Case("call_module_acquire_release_outside_lock", lookup() + ACQ_REL + lock() + unlock() + OUTRO,
+              expect=acc("verifier.c:check_kfunc_call(): KF_ACQUIRE / KF_RELEASE, mark_ptr_or_null_regs()"), tags=["calls", "module"]))
+C.append(Case("call_module_release_in_non_null_branch", lookup() + "    r1 = 1\n    call lockstep_safe_acquire\n    if r0 == 0 goto out\n    r1 = r0\n    call lockstep_safe_release\n" + OUTRO,
+              expect=acc("verifier.c:mark_ptr_or_null_regs(): the NULL branch releases the reference (__release_reference_nomark())"), tags=["calls", "module"]))
 for k in ["bpf_iter_num_destroy", "bpf_list_pop_front", "bpf_rbtree_first"]:
     e = {}
     in612 = k in ("bpf_list_pop_front", "bpf_rbtree_first")

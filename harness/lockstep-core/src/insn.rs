@@ -187,7 +187,7 @@ pub fn encode(insns: &[Insn]) -> Vec<u8> {
 
 /// Decodes a byte image; trailing bytes that do not form a whole slot are an error.
 pub fn decode(bytes: &[u8]) -> Result<Vec<Insn>, DecodeError> {
-    if bytes.len() % 8 != 0 {
+    if !bytes.len().is_multiple_of(8) {
         return Err(DecodeError::TrailingBytes(bytes.len() % 8));
     }
     Ok(bytes

@@ -47,7 +47,7 @@ fn prog_type_of(uapi_name: &str) -> Option<ProgType> {
 pub fn parse_module_source(src: &str) -> Result<ModuleKfuncs, ModuleSourceError> {
     let mut set_of: BTreeMap<String, String> = BTreeMap::new(); // kfunc -> id set
     let mut flags: BTreeMap<String, u32> = BTreeMap::new();
-    let mut sigs: BTreeMap<String, (u8, bool)> = BTreeMap::new();
+    let mut sigs: BTreeMap<String, (u8, bool, bool)> = BTreeMap::new();
     let mut kfunc_set_struct: BTreeMap<String, String> = BTreeMap::new(); // struct name -> id set
     let mut registered: BTreeMap<String, Vec<ProgType>> = BTreeMap::new(); // id set -> types
     let mut cur_set: Option<String> = None;
@@ -76,12 +76,12 @@ pub fn parse_module_source(src: &str) -> Result<ModuleKfuncs, ModuleSourceError>
         } else if let Some(rest) = line.strip_prefix("__bpf_kfunc ") {
             if let (Some(open), Some(close)) = (rest.find('('), rest.rfind(')')) {
                 let head = &rest[..open];
-                let name = head.rsplit(|c: char| c == ' ' || c == '*').next().unwrap_or("").to_string();
+                let name = head.rsplit([' ', '*']).next().unwrap_or("").to_string();
                 let ret = head[..head.len() - name.len()].trim();
                 let args = rest[open + 1..close].trim();
                 let nargs = if args.is_empty() || args == "void" { 0 } else { args.split(',').count() as u8 };
                 let scalar = !ret.contains('*') && ret != "void";
-                sigs.insert(name, (nargs, scalar));
+                sigs.insert(name, (nargs, scalar, ret == "void"));
             }
         } else if line.starts_with("static const struct btf_kfunc_id_set ") {
             cur_struct = line.split_whitespace().nth(4).map(str::to_string);
@@ -106,9 +106,9 @@ pub fn parse_module_source(src: &str) -> Result<ModuleKfuncs, ModuleSourceError>
     let kfuncs = flags
         .into_iter()
         .map(|(name, f)| {
-            let (args, returns_scalar) = sigs.get(&name).copied().unwrap_or((0, false));
+            let (args, returns_scalar, returns_void) = sigs.get(&name).copied().unwrap_or((0, false, false));
             let prog_types = set_of.get(&name).and_then(|s| registered.get(s)).cloned().unwrap_or_default();
-            (name.clone(), ModuleKfunc { name, flags: f, prog_types, args, returns_scalar })
+            (name.clone(), ModuleKfunc { name, flags: f, prog_types, args, returns_scalar, returns_void })
         })
         .collect();
     Ok(ModuleKfuncs { module: "lockstep_test".into(), kfuncs })
@@ -134,6 +134,10 @@ mod tests {
         let xdp = &m.kfuncs["lockstep_xdp_only_safe"];
         assert_eq!(xdp.prog_types, vec![ProgType::Xdp]);
         assert!(!m.kfuncs["lockstep_safe_ret_null"].returns_scalar);
+        let release = &m.kfuncs["lockstep_safe_release"];
+        assert!(release.returns_void && !release.returns_scalar);
+        assert_eq!(release.flags & (crate::profile::KF_RELEASE | crate::profile::KF_ACQUIRE), crate::profile::KF_RELEASE);
+        assert_eq!(m.kfuncs["lockstep_safe_acquire"].flags & 0x7, crate::profile::KF_ACQUIRE | crate::profile::KF_RET_NULL);
     }
 
     #[test]

@@ -44,8 +44,16 @@ pub struct Messages {
     pub tracing_lock: String,
     pub direct_access: String,
     pub reg_type_mismatch: String,
+    /// `btf_check_func_arg_match()`: a global function's int argument is not a scalar.
+    pub global_arg_not_scalar: String,
     pub not_read_ok: String,
     pub map_value_oob: String,
+    /// `check_mem_region_access()`: the pointer's smin (plus the access offset) is negative.
+    pub min_negative: String,
+    /// `check_mem_region_access()`: the pointer's umax is at least `BPF_MAX_VAR_OFF`.
+    pub unbounded_access: String,
+    /// `check_generic_ptr_alignment()` for a map value under strict alignment (atomics).
+    pub misaligned_access: String,
     pub invalid_mem_access: String,
     pub stack_read_uninit: String,
     pub stack_indirect_uninit: String,
@@ -81,6 +89,9 @@ pub struct KernelProfile {
     pub kfuncs_under_lock: Vec<String>,
     /// Whether bpf-to-bpf calls to static subprograms are allowed with a lock held.
     pub static_calls_under_lock: bool,
+    /// Whether `check_map_prog_compatibility()` refuses a map with a `bpf_res_spin_lock` in a
+    /// tracing program as it does one with a `bpf_spin_lock` (7.2; 7.3 checks `BPF_SPIN_LOCK` only).
+    pub tracing_res_spin_lock: bool,
     /// Program types that `is_tracing_prog_type()` names.
     pub tracing_prog_types: Vec<ProgType>,
     /// Whether `struct bpf_res_spin_lock` and its kfuncs exist.
@@ -88,6 +99,9 @@ pub struct KernelProfile {
     /// `bpf_map_lookup_elem()` on an array map with a constant in-range key returns a non-null
     /// `map_value` (`can_elide_value_nullness()`, 6.14+).
     pub elide_array_lookup_null: bool,
+    /// A pointer's constant offset is part of its bounds and `var_off` (7.x: `reg->off` is gone),
+    /// so `check_mem_region_access()` sees a negative constant offset as a huge `reg_umax()`.
+    pub ptr_off_in_var_off: bool,
     /// The kernel prints a structured diagnostic block after the error line (7.3).
     pub structured_diagnostics: bool,
     /// Program types whose ctx allows `BPF_LD_[ABS|IND]` (`may_access_skb()`).
@@ -159,11 +173,20 @@ pub struct ModuleKfunc {
     pub flags: u32,
     /// Program types whose kfunc id set contains it.
     pub prog_types: Vec<ProgType>,
-    /// Number of arguments (all scalars in the modelled subset).
+    /// Number of arguments (scalars, or for a `KF_RELEASE` kfunc the referenced pointer first).
     pub args: u8,
-    /// Whether the kfunc returns a scalar (others are outside the model's subset).
+    /// Whether the kfunc returns a scalar.
     pub returns_scalar: bool,
+    /// Whether it returns nothing (`void`); neither: it returns a pointer.
+    pub returns_void: bool,
 }
+
+/// `KF_ACQUIRE` (include/linux/btf.h, the same bit in 6.12, 7.2 and 7.3): returns a reference.
+pub const KF_ACQUIRE: u32 = 1 << 0;
+/// `KF_RELEASE`: releases the reference passed as its first argument.
+pub const KF_RELEASE: u32 = 1 << 1;
+/// `KF_RET_NULL`: the returned pointer may be NULL.
+pub const KF_RET_NULL: u32 = 1 << 2;
 
 /// The test module's kfuncs, read from the module itself (its C source or its built .ko).
 #[derive(Clone, Debug, Default, PartialEq, Eq)]

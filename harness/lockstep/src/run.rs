@@ -34,7 +34,7 @@ pub struct RunArgs {
     #[arg(long, value_name = "FILE")]
     pub markdown: Option<PathBuf>,
     /// Write the kernel-against-kernel differences (cases whose verdict differs between the
-    /// kernels, each judged by the model) as text; they are also summed up on stderr.
+    /// kernels, each judged by the model) as text; stderr gets the count and the unexplained ones.
     #[arg(long, value_name = "FILE")]
     pub differences: Option<PathBuf>,
     /// Seconds for the whole run (all kernels).
@@ -247,7 +247,7 @@ pub fn run(args: RunArgs) -> Result<u8> {
     }
     eprint!("{}", report::summary_lines(&out.rows));
     if out.rows.iter().any(|r| r.kernel != out.rows[0].kernel) {
-        eprint!("{}", kernel_diff::render(&diffs));
+        eprint!("{}", kernel_diff::render_unexplained(&diffs));
     }
     // Kernels that did not boot are reported once, below, not per case.
     let unbooted = |k: &str| out.infra.iter().any(|i| i.starts_with(&format!("{k}: the guest did not boot")));

@@ -55,12 +55,12 @@ fn the_seed_series_flips_exactly_the_flagged_module_kfunc_cases() {
     let flagged: Vec<String> = serde_json::from_value(r["patched"]["lock_safe_kfuncs"].clone()).unwrap();
     assert!(flagged.contains(&"lockstep_safe".to_string()) && !flagged.contains(&"lockstep_unsafe".to_string()), "{flagged:?}");
     // The model predicts these flips and both kernels show them.
-    assert_eq!(cases_in(&r, "expected"), ["call_module_safe_sched_cls", "call_module_safe_syscall", "call_module_xdp_only_safe_xdp"]);
+    assert_eq!(cases_in(&r, "expected"), ["call_module_safe_acquire_release", "call_module_safe_ret_null", "call_module_safe_sched_cls", "call_module_safe_syscall", "call_module_xdp_only_safe_xdp"]);
     for c in cases_in(&r, "expected") {
         assert_eq!(row(&r, &c)["kernel_base"]["message"], "function calls are not allowed while holding a lock", "{c}");
     }
-    // Every case whose verdict flips calls a flagged module kfunc under the lock (the model cannot
-    // judge pointer-returning kfuncs, which is said, not hidden): nothing else changed.
+    // Every case whose verdict flips calls a flagged module kfunc under the lock (a flip the model
+    // could not judge would be listed as unjudged, not hidden): nothing else changed.
     for c in cases_in(&r, "unjudged") {
         assert!(c.starts_with("call_module_safe_"), "{c}");
         assert_eq!((row(&r, &c)["kernel_base"]["verdict"].as_str(), row(&r, &c)["kernel_patched"]["verdict"].as_str()), (Some("reject"), Some("accept")), "{c}");
@@ -93,11 +93,15 @@ fn a_series_that_rejects_every_module_kfunc_fails_validation() {
     assert_eq!(code, 1, "{r:#}");
     assert_eq!(r["series"]["patches"][1]["file_name"], "0002-bpf-reject-every-kernel-module-kfunc.patch");
     // The flagged kfuncs never become callable under the lock.
-    assert_eq!(cases_in(&r, "missing"), ["call_module_safe_sched_cls", "call_module_safe_syscall", "call_module_xdp_only_safe_xdp"]);
-    // Module kfuncs called outside a lock, accepted by 7.2, are now rejected.
-    assert_eq!(cases_in(&r, "unexpected"), ["call_module_safe_outside_lock", "call_module_unsafe_outside_lock"]);
-    for c in cases_in(&r, "unexpected") {
-        let x = row(&r, &c);
+    assert_eq!(cases_in(&r, "missing"), ["call_module_safe_acquire_release", "call_module_safe_ret_null", "call_module_safe_sched_cls", "call_module_safe_syscall", "call_module_xdp_only_safe_xdp"]);
+    // Module kfuncs called outside a lock, accepted by 7.2, are now rejected, by the bad patch.
+    let unexpected = cases_in(&r, "unexpected");
+    for c in ["call_module_acquire_release_outside_lock", "call_module_release_in_non_null_branch", "call_module_safe_outside_lock", "call_module_unsafe_outside_lock"] {
+        assert!(unexpected.iter().any(|u| u == c), "{c} not in {unexpected:?}");
+    }
+    for c in &unexpected {
+        let x = row(&r, c);
         assert_eq!((x["kernel_base"]["verdict"].as_str(), x["kernel_patched"]["verdict"].as_str()), (Some("accept"), Some("reject")), "{c}");
+        assert_eq!(x["kernel_patched"]["message"], "kernel module function calls are disabled", "{c}");
     }
 }

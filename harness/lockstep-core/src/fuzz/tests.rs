@@ -224,7 +224,9 @@ fn minimiser_shrinks_a_synthetic_disagreement() {
     sizes.sort_unstable();
     eprintln!("minimised sizes: {sizes:?}");
     assert!(sizes[sizes.len() - 1] <= 21, "largest minimised case: {sizes:?}");
-    assert!(sizes[sizes.len() / 2] <= 13, "median minimised case: {sizes:?}");
+    // The 7.x bounds classes ("unbounded memory access", "misaligned value access") need a lookup,
+    // pointer arithmetic and an access besides the lock and call: 14 slots each.
+    assert!(sizes[sizes.len() / 2] <= 14, "median minimised case: {sizes:?}");
     assert!(sizes[0] <= 8, "no disagreement shrank to 8 slots or fewer: {sizes:?}");
 }
 

@@ -7,7 +7,7 @@ use super::state::{ActiveLock, Frame, Reg, State};
 use super::{Rule, Step, Stop};
 use crate::case::{FieldKind, MapType};
 use crate::insn::*;
-use crate::profile::KfuncLockRule;
+use crate::profile::{KfuncLockRule, KF_ACQUIRE, KF_RELEASE, KF_RET_NULL};
 
 /// The deepest call chain the verifier allows (`MAX_CALL_FRAMES`).
 const MAX_CALL_FRAMES: usize = 8;
@@ -87,15 +87,24 @@ impl Machine<'_> {
         let target = (pc as i64 + insn.imm as i64 + 1) as usize;
         if let Some((_, args)) = self.globals.get(&target).cloned() {
             // check_func_call(): a global function is verified on its own; here only the call.
+            // btf_check_subprog_call() -> btf_check_func_arg_match() runs first and logs
+            // "R%d is not a scalar" for an int argument that is not (also NOT_INIT: no
+            // check_reg_arg() here); its error is returned after the lock check, but its line
+            // comes first in the log.
+            for r in 1..=args {
+                if !matches!(st.cur_ref().regs[r as usize], Reg::Scalar(_)) {
+                    let msg = self.msg(&self.profile.messages.global_arg_not_scalar, &[("reg", format!("R{r}"))]);
+                    return self.reject(pc, msg);
+                }
+            }
             if st.lock.is_some() && self.on(Rule::GlobalCallUnderLock) {
                 return self.reject(pc, self.profile.messages.global_call_under_lock.clone());
             }
-            for r in 1..=args {
-                match self.read_reg(st, pc, r)? {
-                    Reg::Scalar(_) => {}
-                    other => return Err(Stop::Unsupported(format!("global function argument R{r} is {}", other.type_str()))),
-                }
+            if !st.refs.is_empty() {
+                return Err(Stop::Unsupported("global function call with an acquired reference".into()));
             }
+            // check_func_call(): "mark global subprog for verifying after main prog".
+            self.called.insert(target);
             let cur = st.cur();
             cur.regs[0] = Reg::Scalar(Scalar::unknown());
             for r in 1..=5 {
@@ -122,16 +131,47 @@ impl Machine<'_> {
         if !k.prog_types.contains(&self.case.prog_type) {
             return self.reject(pc, self.msg(&self.profile.messages.kfunc_not_allowed, &[("name", name.to_string())]));
         }
-        if !k.returns_scalar {
-            return Err(Stop::Unsupported(format!("kfunc {name} returns a pointer (not modelled)")));
-        }
+        let release = k.flags & KF_RELEASE != 0;
+        // check_kfunc_args(): a KF_RELEASE kfunc's first argument is the referenced pointer
+        // (only a non-null one carrying a live reference is modelled), the others scalars.
         for r in 1..=k.args {
             match self.read_reg(st, pc, r) {
-                Ok(Reg::Scalar(_)) => {}
-                _ => return Err(Stop::Unsupported(format!("kfunc {name} argument R{r} is not an initialised scalar"))),
+                Ok(Reg::BtfPtr { null: false, ref_obj_id, .. }) if release && r == 1 && ref_obj_id != 0 && st.refs.contains(&ref_obj_id) => {}
+                Ok(Reg::Scalar(_)) if !(release && r == 1) => {}
+                _ => return Err(Stop::Unsupported(format!("kfunc {name} argument R{r} is outside the modelled subset"))),
             }
         }
-        self.clobber(st, Reg::Scalar(Scalar::unknown()));
+        if release {
+            // release_reference(): the reference goes, and every register holding it is
+            // invalidated (mark_reg_invalid(): unknown scalar, lockstep loads with allow_ptr_leaks).
+            let Reg::BtfPtr { ref_obj_id, .. } = st.cur_ref().regs[1] else { unreachable!("checked above") };
+            st.refs.retain(|r| *r != ref_obj_id);
+            st.for_each_reg(|r| {
+                if matches!(r, Reg::BtfPtr { ref_obj_id: i, .. } if *i == ref_obj_id) {
+                    *r = Reg::Scalar(Scalar::unknown());
+                }
+            });
+        }
+        let r0 = if k.returns_scalar {
+            Reg::Scalar(Scalar::unknown())
+        } else if k.returns_void {
+            Reg::NotInit
+        } else if k.flags & KF_RET_NULL != 0 {
+            // check_kfunc_call(): PTR_TO_BTF_ID | PTR_MAYBE_NULL with id = ++id_gen; an acquire
+            // kfunc then takes a reference (acquire_reference(): ++id_gen again) whose id the
+            // register carries as both id and ref_obj_id.
+            let mut id = self.fresh_id();
+            let mut ref_obj_id = 0;
+            if k.flags & KF_ACQUIRE != 0 {
+                id = self.fresh_id();
+                ref_obj_id = id;
+                st.refs.push(id);
+            }
+            Reg::BtfPtr { id, ref_obj_id, null: true }
+        } else {
+            return Err(Stop::Unsupported(format!("kfunc {name} returns a pointer that is never NULL (not modelled)")));
+        };
+        self.clobber(st, r0);
         Ok(())
     }
 
@@ -165,6 +205,9 @@ impl Machine<'_> {
                 let prog_array = matches!(r2, Reg::MapPtr { map } if self.map(map).map_type == MapType::ProgArray);
                 if r1 != Reg::Ctx || !prog_array || !matches!(r3, Reg::Scalar(_)) {
                     return Err(Stop::Unsupported("bpf_tail_call with other argument types".into()));
+                }
+                if !st.refs.is_empty() {
+                    return Err(Stop::Unsupported("bpf_tail_call with an acquired reference".into()));
                 }
                 self.clobber(st, Reg::NotInit);
             }

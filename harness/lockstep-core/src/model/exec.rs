@@ -3,6 +3,7 @@
 use std::collections::BTreeMap;
 
 use super::scalar::{CmpOp, Scalar};
+use super::access::{check_region, is_aligned, tnum_const_str, Region, RegionError, BPF_MAX_VAR_OFF};
 use super::state::{Frame, Reg, State};
 use super::{ModelOptions, Rule, Step, Stop, STEP_BUDGET};
 use crate::asm::Reloc;
@@ -24,6 +25,8 @@ pub(crate) struct Machine<'a> {
     pub globals: BTreeMap<usize, (String, u8)>,
     pub id_gen: u32,
     pub steps: usize,
+    /// Global subprograms (by start) a verified call reached (`sub_aux->called`).
+    pub called: std::collections::BTreeSet<usize>,
 }
 
 /// The kernel truncates map names to `BPF_OBJ_NAME_LEN - 1` characters.
@@ -41,7 +44,7 @@ impl<'a> Machine<'a> {
                 globals.insert(idx, (g.label.clone(), g.args));
             }
         }
-        Machine { case, profile, module, opts, maps, subprogs, globals, id_gen: 0, steps: 0 }
+        Machine { case, profile, module, opts, maps, subprogs, globals, id_gen: 0, steps: 0, called: Default::default() }
     }
 
     /// Whether `rule` is checked (see [`ModelOptions`]).
@@ -65,20 +68,33 @@ impl<'a> Machine<'a> {
     pub fn run(&mut self) -> Step<()> {
         self.prepass()?;
         // do_check_main()
-        let mut st = State { frames: vec![Frame::new(0, 0, 0)], lock: None, pc: 0 };
+        let mut st = State { frames: vec![Frame::new(0, 0, 0)], lock: None, refs: vec![], pc: 0 };
         st.frames[0].regs[1] = Reg::Ctx;
         self.walk(st)?;
-        // do_check_subprogs(): each global function on its own, arguments as declared.
+        // do_check_subprogs(): each global function on its own, arguments as declared, but only
+        // once a verified path called it (`if (!sub_aux->called || sub_aux->verified) continue;`),
+        // in subprogram order, again until a pass verifies none.
         let globals: Vec<(usize, u8)> = self.globals.iter().map(|(i, (_, a))| (*i, *a)).collect();
-        for (start, args) in globals {
-            let sub = self.subprogs.iter().position(|s| *s == start).unwrap_or(0);
-            let mut st = State { frames: vec![Frame::new(0, sub, 0)], lock: None, pc: start };
-            for r in 1..=args as usize {
-                st.frames[0].regs[r] = Reg::Scalar(Scalar::unknown());
+        let mut verified = std::collections::BTreeSet::new();
+        loop {
+            let mut new = 0;
+            for &(start, args) in &globals {
+                if !self.called.contains(&start) || verified.contains(&start) {
+                    continue;
+                }
+                let sub = self.subprogs.iter().position(|s| *s == start).unwrap_or(0);
+                let mut st = State { frames: vec![Frame::new(0, sub, 0)], lock: None, refs: vec![], pc: start };
+                for r in 1..=args as usize {
+                    st.frames[0].regs[r] = Reg::Scalar(Scalar::unknown());
+                }
+                self.walk(st)?;
+                verified.insert(start);
+                new += 1;
             }
-            self.walk(st)?;
+            if new == 0 {
+                return Ok(());
+            }
         }
-        Ok(())
     }
 
     /// Checks done before the main walk, in the kernel's order; none prints an instruction.
@@ -100,10 +116,8 @@ impl<'a> Machine<'a> {
         for (pc, reloc) in &self.case.program.relocs {
             match reloc {
                 Reloc::Kfunc { name } => self.kfunc_exists(name)?,
-                Reloc::Map { name } | Reloc::MapValue { name, .. } => {
-                    if !insns[*pc].is_ld_imm64() {
-                        return Err(Stop::Unsupported(format!("map reference `{name}` on a non-ld_imm64 insn")));
-                    }
+                Reloc::Map { name } | Reloc::MapValue { name, .. } if !insns[*pc].is_ld_imm64() => {
+                    return Err(Stop::Unsupported(format!("map reference `{name}` on a non-ld_imm64 insn")));
                 }
                 _ => {}
             }
@@ -125,7 +139,8 @@ impl<'a> Machine<'a> {
             if has(FieldKind::ResSpinLock) && !self.profile.res_spin_lock {
                 return Err(Stop::Unsupported("struct bpf_res_spin_lock is unknown to this kernel".into()));
             }
-            if has(FieldKind::SpinLock) && self.profile.tracing_prog_types.contains(&self.case.prog_type) && self.on(Rule::ProgTypeCompat) {
+            let traced = has(FieldKind::SpinLock) || (self.profile.tracing_res_spin_lock && has(FieldKind::ResSpinLock));
+            if traced && self.profile.tracing_prog_types.contains(&self.case.prog_type) && self.on(Rule::ProgTypeCompat) {
                 return Err(Stop::Reject(None, self.profile.messages.tracing_lock.clone()));
             }
             if m.btf && m.value.fields.iter().filter(|f| f.kind != FieldKind::Int).count() > 1 {
@@ -277,6 +292,10 @@ impl<'a> Machine<'a> {
             }
             (Reg::Stack { frame, off }, Some(c)) => Ok(Reg::Stack { frame: *frame, off: off + c }),
             (Reg::MapValue { null: false, map, off, var, id }, Some(c)) => {
+                // check_reg_sane_offset_scalar() / _ptr(): offsets beyond BPF_MAX_VAR_OFF.
+                if c.abs() >= BPF_MAX_VAR_OFF || (off + c).abs() >= BPF_MAX_VAR_OFF {
+                    return Err(Stop::Unsupported("pointer offset beyond BPF_MAX_VAR_OFF".into()));
+                }
                 Ok(Reg::MapValue { map: *map, off: off + c, var: *var, id: *id, null: false })
             }
             (Reg::MapValue { null: false, map, off, var, id }, None) => {
@@ -333,6 +352,9 @@ impl<'a> Machine<'a> {
         if r6 != Reg::Ctx {
             return self.reject(pc, m.ld_abs_r6.clone());
         }
+        if !st.refs.is_empty() {
+            return Err(Stop::Unsupported("BPF_LD_[ABS|IND] with an acquired reference".into()));
+        }
         for r in 1..=5 {
             st.cur().regs[r] = Reg::NotInit;
         }
@@ -352,6 +374,7 @@ impl<'a> Machine<'a> {
         if !matches!(base, Reg::MapValue { null: false, .. }) {
             return Err(Stop::Unsupported(format!("atomic on {}", base.type_str())));
         }
+        self.atomic_alignment(pc, &base, insn.off as i64, insn.size_bytes())?;
         self.mem_access(st, pc, insn.dst, &base, insn.off as i64, insn.size_bytes(), Some(v))?;
         if insn.imm == BPF_CMPXCHG {
             st.cur().regs[0] = Reg::Scalar(Scalar::of_size(insn.size_bytes()));
@@ -359,6 +382,28 @@ impl<'a> Machine<'a> {
             self.write_reg(st, insn.src, Reg::Scalar(Scalar::of_size(insn.size_bytes())))?;
         }
         Ok(())
+    }
+
+    /// `check_atomic_rmw()` -> `check_mem_access(..., strict_alignment_once = true)` ->
+    /// `check_ptr_alignment()` -> `check_generic_ptr_alignment()`: a map value accessed by an
+    /// atomic must be aligned to the access size, checked before bounds and special fields.
+    fn atomic_alignment(&self, pc: usize, base: &Reg, off: i64, size: u8) -> Step<()> {
+        let Reg::MapValue { off: o, var, .. } = base else { return Ok(()) };
+        let v = match var {
+            None => 0,
+            Some(v) => v.konst().ok_or_else(|| Stop::Unsupported("alignment of a variable map value offset".into()))?,
+        };
+        if is_aligned(o + v + off, size) {
+            return Ok(());
+        }
+        let p = self.profile;
+        let args: Vec<(&str, String)> = if p.ptr_off_in_var_off {
+            // tnum_strn(reg->var_off), var_off holding the whole constant offset.
+            vec![("var_off", tnum_const_str(o + v, true)), ("off", off.to_string()), ("size", size.to_string())]
+        } else {
+            vec![("var_off", tnum_const_str(v, false)), ("reg_off", o.to_string()), ("off", off.to_string()), ("size", size.to_string())]
+        };
+        self.reject(pc, self.msg(&p.messages.misaligned_access, &args))
     }
 
     /// `check_mem_access()` for the pointer types of the subset. `value` is set for a store.
@@ -383,17 +428,21 @@ impl<'a> Machine<'a> {
             }
             Reg::MapValue { null: false, map, off: o, var, .. } => {
                 let spec = self.map(*map);
-                let at = o + off;
-                let (vmin, vmax) = var.map_or((0, 0), |v| (v.smin, v.umax as i64));
-                if at + vmin < 0 || at + vmax + size as i64 > spec.value.size as i64 {
-                    if var.is_some() {
+                // check_map_access() -> check_mem_region_access().
+                let var_const = var.is_none_or(|v| v.konst().is_some());
+                let region = Region::new(self.profile.ptr_off_in_var_off, *o, *var, off);
+                let (lo, hi) = match check_region(region, size, spec.value.size) {
+                    Ok(r) => r,
+                    Err(_) if !var_const => {
                         return Err(Stop::Unsupported("variable-offset map value access out of bounds".into()));
                     }
-                    return self.reject(
-                        pc,
-                        self.msg(&m.map_value_oob, &[("value_size", spec.value.size.to_string()), ("off", at.to_string()), ("size", size.to_string())]),
-                    );
-                }
+                    Err(RegionError::MinNegative) => return self.reject(pc, self.msg(&m.min_negative, &[("reg", reg)])),
+                    Err(RegionError::Unbounded) => return self.reject(pc, self.msg(&m.unbounded_access, &[("reg", reg)])),
+                    Err(RegionError::OutOfBounds(at)) => {
+                        let args = [("value_size", spec.value.size.to_string()), ("off", at.to_string()), ("size", size.to_string())];
+                        return self.reject(pc, self.msg(&m.map_value_oob, &args));
+                    }
+                };
                 if spec.btf && self.on(Rule::DirectAccess) {
                     for f in &spec.value.fields {
                         let kind = match f.kind {
@@ -401,7 +450,7 @@ impl<'a> Machine<'a> {
                             FieldKind::ResSpinLock => "bpf_res_spin_lock",
                             FieldKind::Int => continue,
                         };
-                        if at + vmin < (f.offset + f.size) as i64 && (f.offset as i64) < at + vmax + size as i64 {
+                        if lo < (f.offset + f.size) as i64 && (f.offset as i64) < hi {
                             return self.reject(pc, self.msg(&m.direct_access, &[("kind", kind.into())]));
                         }
                     }
@@ -477,25 +526,46 @@ impl<'a> Machine<'a> {
                 *st = fall;
                 Ok(Flow::Branch(pc + 1, Box::new(taken)))
             }
+            // mark_ptr_or_null_regs() on a module kfunc's maybe-null pointer: in the NULL branch
+            // the reference it carries is released (__release_reference_nomark()) and every copy
+            // becomes 0; in the other, every copy is non-null.
+            (Reg::BtfPtr { null: true, id, .. }, Some(0)) if matches!(cmp, CmpOp::Eq | CmpOp::Ne) && !is32 => {
+                let id = *id;
+                let mut null_st = st.clone();
+                null_st.refs.retain(|r| *r != id);
+                null_st.for_each_reg(|r| {
+                    if matches!(r, Reg::BtfPtr { null: true, id: i, .. } if *i == id) {
+                        *r = Reg::Scalar(Scalar::known(0));
+                    }
+                });
+                st.for_each_reg(|r| {
+                    if let Reg::BtfPtr { null, id: i, .. } = r {
+                        if *null && *i == id {
+                            *null = false;
+                        }
+                    }
+                });
+                let (mut taken, fall) = if cmp == CmpOp::Eq { (null_st, st.clone()) } else { (st.clone(), null_st) };
+                taken.pc = target;
+                *st = fall;
+                Ok(Flow::Branch(pc + 1, Box::new(taken)))
+            }
             // is_branch_taken(): a non-null pointer against 0.
-            (p, Some(0)) if p.is_pointer() && !matches!(p, Reg::MapValue { null: true, .. }) && matches!(cmp, CmpOp::Eq | CmpOp::Ne) => {
+            (p, Some(0)) if p.is_pointer() && !p.maybe_null() && matches!(cmp, CmpOp::Eq | CmpOp::Ne) => {
                 Ok(Flow::Next(if cmp == CmpOp::Ne { target } else { pc + 1 }))
             }
             (Reg::Scalar(s), Some(k)) => {
-                let (s, k) = if is32 {
-                    if s.umax > u32::MAX as u64 {
-                        return self.both(st, pc, target);
-                    }
-                    (*s, k as u32 as i64)
-                } else {
-                    (*s, k)
-                };
-                match cmp.decided(&s, k) {
+                let s = *s;
+                let decided = if is32 { cmp.decided32(&s, k) } else { cmp.decided(&s, k) };
+                match decided {
                     Some(true) => Ok(Flow::Next(target)),
                     Some(false) => Ok(Flow::Next(pc + 1)),
                     None => {
                         let mut taken = st.clone();
-                        if !is32 || k >= 0 {
+                        // reg_set_min_max(): the model narrows the 64-bit bounds only where a
+                        // 32-bit compare means the same (both values below 2^31).
+                        let k = if is32 { k as u32 as i64 } else { k };
+                        if !is32 || (s.umax <= i32::MAX as u64 && k <= i32::MAX as i64) {
                             if let Some(r) = s.refine(cmp, k) {
                                 taken.cur().regs[insn.dst as usize] = Reg::Scalar(r);
                             }
@@ -553,6 +623,12 @@ impl<'a> Machine<'a> {
         if st.lock.is_some() && self.on(Rule::ExitWithLock) {
             return self.reject(pc, self.profile.messages.exit_with_lock.clone());
         }
+        // check_resource_leak(): after the lock, check_reference_leak() logs "Unreleased reference
+        // id=%d alloc_insn=%d" per reference; its ids follow env->id_gen, which also numbers
+        // scalars the model does not track.
+        if !st.refs.is_empty() {
+            return Err(Stop::Unsupported("exit with an unreleased reference (the message's ids are not modelled)".into()));
+        }
         let r0 = self.read_reg(st, pc, 0)?;
         if self.case.prog_type == ProgType::CgroupSkb && !matches!(&r0, Reg::Scalar(s) if s.umax <= 1) {
             return Err(Stop::Unsupported("cgroup_skb return value range check is not modelled".into()));
@@ -573,9 +649,6 @@ pub(crate) enum Flow {
     /// This path is finished.
     Done,
 }
-
-/// `BPF_MAX_VAR_OFF`: the largest variable offset the verifier allows on a pointer.
-const BPF_MAX_VAR_OFF: i64 = 1 << 29;
 
 fn scalar_op(op: u8, a: Scalar, b: Scalar, is64: bool) -> Scalar {
     if let (Some(x), Some(y)) = (a.konst(), b.konst()) {

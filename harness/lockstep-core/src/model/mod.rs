@@ -6,6 +6,7 @@
 //! the reason, never a guess. The subset and each rule's source function are listed in
 //! `docs/model.md`.
 
+mod access;
 mod calls;
 mod exec;
 mod scalar;

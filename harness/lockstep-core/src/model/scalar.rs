@@ -187,18 +187,100 @@ impl CmpOp {
             CmpOp::NotSet => a & b == 0,
         }
     }
-    /// Whether the outcome is decided by the bounds (`is_branch_taken()`), for a scalar vs a constant.
+    /// Whether the outcome of `s OP k` is decided by the bounds (`is_scalar_branch_taken()` with a
+    /// constant `reg2`), on the 64-bit values or, for `is32` (`BPF_JMP32`), on the low 32 bits.
+    /// `k` is the immediate as the instruction holds it (sign-extended). The known bits the kernel
+    /// tests for `BPF_JSET` are those of `tnum_range(umin, umax)` (the kernel's `var_off` is at
+    /// least as precise, so a decision here is one the kernel makes too).
     pub fn decided(self, s: &Scalar, k: i64) -> Option<bool> {
-        if let Some(v) = s.konst() {
-            return Some(self.eval(v, k));
+        self.decide(&View::of(s), &View::of(&Scalar::known(k)))
+    }
+
+    /// [`CmpOp::decided`] for a 32-bit compare (`tnum_subreg()`, `reg_u32_min()`, ...).
+    pub fn decided32(self, s: &Scalar, k: i64) -> Option<bool> {
+        self.decide(&View::of32(s), &View::of32(&Scalar::known(k)))
+    }
+
+    fn decide(self, a: &View, b: &View) -> Option<bool> {
+        let (umin1, umax1, smin1, smax1) = (a.umin, a.umax, a.smin, a.smax);
+        let (umin2, umax2, smin2, smax2) = (b.umin, b.umax, b.smin, b.smax);
+        match self {
+            CmpOp::Eq | CmpOp::Ne => {
+                let ne = if let (Some(x), Some(y)) = (a.konst(), b.konst()) {
+                    Some(x != y)
+                } else if !a.tnum_overlap(b) || umin1 > umax2 || umax1 < umin2 || smin1 > smax2 || smax1 < smin2 {
+                    Some(true)
+                } else {
+                    None
+                };
+                ne.map(|ne| ne == (self == CmpOp::Ne))
+            }
+            CmpOp::Set | CmpOp::NotSet => {
+                let k = b.konst()?;
+                let (value, mask) = a.tnum();
+                let set = if (!mask & value) & k != 0 {
+                    Some(true)
+                } else if (mask | value) & k == 0 {
+                    Some(false)
+                } else {
+                    None
+                };
+                set.map(|set| set == (self == CmpOp::Set))
+            }
+            CmpOp::Gt => (umin1 > umax2).then_some(true).or((umax1 <= umin2).then_some(false)),
+            CmpOp::Sgt => (smin1 > smax2).then_some(true).or((smax1 <= smin2).then_some(false)),
+            CmpOp::Lt => (umax1 < umin2).then_some(true).or((umin1 >= umax2).then_some(false)),
+            CmpOp::Slt => (smax1 < smin2).then_some(true).or((smin1 >= smax2).then_some(false)),
+            CmpOp::Ge => (umin1 >= umax2).then_some(true).or((umax1 < umin2).then_some(false)),
+            CmpOp::Sge => (smin1 >= smax2).then_some(true).or((smax1 < smin2).then_some(false)),
+            CmpOp::Le => (umax1 <= umin2).then_some(true).or((umin1 > umax2).then_some(false)),
+            CmpOp::Sle => (smax1 <= smin2).then_some(true).or((smin1 > smax2).then_some(false)),
         }
-        let t = s.refine(self, k).is_some();
-        let f = s.refine(self.negate(), k).is_some();
-        match (t, f) {
-            (true, false) => Some(true),
-            (false, true) => Some(false),
-            _ => None,
+    }
+}
+
+/// The bounds `is_scalar_branch_taken()` reads of one operand: the 64-bit ones, or the 32-bit
+/// subregister's (zero-extended unsigned, sign-extended signed).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct View {
+    umin: u64,
+    umax: u64,
+    smin: i64,
+    smax: i64,
+}
+
+impl View {
+    fn of(s: &Scalar) -> View {
+        View { umin: s.umin, umax: s.umax, smin: s.smin, smax: s.smax }
+    }
+
+    /// The low 32 bits: exact when the 64-bit unsigned range stays within one 2^32 block,
+    /// otherwise every u32; the s32 range follows from the u32 one when it does not cross 2^31.
+    fn of32(s: &Scalar) -> View {
+        let (lo, hi) = if s.umin >> 32 == s.umax >> 32 { (s.umin as u32, s.umax as u32) } else { (0, u32::MAX) };
+        let (smin, smax) = if (lo as i32) <= (hi as i32) { (lo as i32, hi as i32) } else { (i32::MIN, i32::MAX) };
+        View { umin: lo as u64, umax: hi as u64, smin: smin as i64, smax: smax as i64 }
+    }
+
+    fn konst(&self) -> Option<u64> {
+        (self.umin == self.umax).then_some(self.umin)
+    }
+
+    /// `tnum_range(umin, umax)` as (value, mask).
+    fn tnum(&self) -> (u64, u64) {
+        let chi = self.umin ^ self.umax;
+        let bits = 64 - chi.leading_zeros();
+        if bits > 63 {
+            return (0, u64::MAX);
         }
+        let delta = (1u64 << bits) - 1;
+        (self.umin & !delta, delta)
+    }
+
+    /// `tnum_overlap()`: no known bit differs.
+    fn tnum_overlap(&self, o: &View) -> bool {
+        let ((v1, m1), (v2, m2)) = (self.tnum(), o.tnum());
+        (v1 ^ v2) & !(m1 | m2) == 0
     }
 }
 
@@ -220,6 +302,48 @@ mod tests {
         assert_eq!(CmpOp::Gt.decided(&s, 10), Some(false));
         assert_eq!(CmpOp::Gt.decided(&s, 2), None);
         assert_eq!(CmpOp::Eq.decided(&Scalar::known(0), 0), Some(true));
+    }
+
+    // is_scalar_branch_taken(), BPF_JSET (7.2 verifier.c): `!((t1.mask | t1.value) & t2.value)`
+    // is never taken; bits known set make it always taken.
+    #[test]
+    fn jset_with_constants() {
+        let any = Scalar::unknown();
+        assert_eq!(CmpOp::Set.decided(&any, 0), Some(false));
+        assert_eq!(CmpOp::NotSet.decided(&any, 0), Some(true));
+        assert_eq!(CmpOp::Set.decided(&any, 4), None);
+        // [0, 3] has no bit 2.
+        assert_eq!(CmpOp::Set.decided(&Scalar::below(3), 4), Some(false));
+        assert_eq!(CmpOp::Set.decided(&Scalar::known(6), 4), Some(true));
+        assert_eq!(CmpOp::Set.decided32(&any, 0), Some(false));
+    }
+
+    // is_scalar_branch_taken(), BPF_JGE on 32 bits: umin1 >= umax2 with umax2 = 0, whatever the
+    // upper half holds (the fuzz finding `if w0 >= 0`).
+    #[test]
+    fn unsigned_32bit_ge_zero_is_always_taken() {
+        assert_eq!(CmpOp::Ge.decided32(&Scalar::unknown(), 0), Some(true));
+        assert_eq!(CmpOp::Lt.decided32(&Scalar::unknown(), 0), Some(false));
+        assert_eq!(CmpOp::Ge.decided32(&Scalar::unknown(), 1), None);
+    }
+
+    // The s32 view of 0xffffffff is -1 (reg_s32_min()), so `w0 s< 0` holds.
+    #[test]
+    fn signed_32bit_compares_use_the_sign_of_bit_31() {
+        let v = Scalar::known(0xffff_ffff);
+        assert_eq!(CmpOp::Slt.decided32(&v, 0), Some(true));
+        assert_eq!(CmpOp::Slt.decided(&v, 0), Some(false));
+        // A range crossing 2^31 has every s32 value.
+        assert_eq!(CmpOp::Sgt.decided32(&Scalar::below(u32::MAX as u64), 7), None);
+        assert_eq!(CmpOp::Sgt.decided32(&Scalar::below(5), 7), Some(false));
+    }
+
+    #[test]
+    fn equality_on_disjoint_ranges() {
+        assert_eq!(CmpOp::Eq.decided(&Scalar::below(4), 7), Some(false));
+        assert_eq!(CmpOp::Ne.decided(&Scalar::below(4), 7), Some(true));
+        assert_eq!(CmpOp::Eq.decided(&Scalar::below(8), 7), None);
+        assert_eq!(CmpOp::Eq.decided(&Scalar::known(7), 7), Some(true));
     }
 
     #[test]

@@ -21,6 +21,9 @@ pub enum Reg {
     /// `PTR_TO_MAP_VALUE` (`null`: `PTR_MAYBE_NULL`). `off` is the constant offset, `var` the
     /// variable part's bounds (`None` when known zero).
     MapValue { map: usize, off: i64, var: Option<Scalar>, id: u32, null: bool },
+    /// `PTR_TO_BTF_ID` returned by a module kfunc (`null`: `PTR_MAYBE_NULL`; `id` for the null
+    /// check, `ref_obj_id` the acquired reference it carries, 0 for none).
+    BtfPtr { id: u32, ref_obj_id: u32, null: bool },
 }
 
 impl Reg {
@@ -34,7 +37,13 @@ impl Reg {
             Reg::MapPtr { .. } => "map_ptr",
             Reg::MapValue { null: true, .. } => "map_value_or_null",
             Reg::MapValue { .. } => "map_value",
+            Reg::BtfPtr { null: true, .. } => "ptr_or_null_",
+            Reg::BtfPtr { .. } => "ptr_",
         }
+    }
+    /// `PTR_MAYBE_NULL`: a pointer not yet checked against NULL.
+    pub fn maybe_null(&self) -> bool {
+        matches!(self, Reg::MapValue { null: true, .. } | Reg::BtfPtr { null: true, .. })
     }
     /// True for any pointer type.
     pub fn is_pointer(&self) -> bool {
@@ -166,6 +175,8 @@ pub struct ActiveLock {
 pub struct State {
     pub frames: Vec<Frame>,
     pub lock: Option<ActiveLock>,
+    /// Acquired references (`acquire_reference()`: their ids), in acquisition order.
+    pub refs: Vec<u32>,
     pub pc: usize,
 }
 

@@ -214,3 +214,169 @@ fn skb_ctx_reads_give_a_u32_and_the_rest_of_ctx_is_unsupported() {
         }
     }
 }
+
+/// check_map_prog_compatibility(): 7.2 refuses a map holding a `bpf_res_spin_lock` in a tracing
+/// program (`BPF_SPIN_LOCK | BPF_RES_SPIN_LOCK`), 7.3 only one holding a `bpf_spin_lock`.
+#[test]
+fn res_spin_lock_map_in_a_tracing_program() {
+    let mut m = lock_map("m", true);
+    m.value.fields[1].kind = FieldKind::ResSpinLock;
+    let c = case(ProgType::Kprobe, vec![m], "r1 = m ll\n r0 = 0\n exit");
+    for (p, v) in verdicts(&c) {
+        match p.as_str() {
+            "7.2" | "7.2+kf-spin-lock" => assert_eq!(v, Verdict::reject(None, "tracing progs cannot use bpf_spin_lock yet"), "{p}"),
+            "7.3" => assert_eq!(v.verdict, VerdictKind::Accept, "{p}: {v:?}"),
+            _ => assert_eq!(v.verdict, VerdictKind::Unsupported, "{p}: {v:?}"),
+        }
+    }
+}
+
+/// 7.x keeps a constant pointer offset in the bounds (check_mem_region_access(), 7.2): after
+/// `r1 += -4` the access at +4 is "unbounded"; 6.12 (reg->off = -4) accepts it.
+#[test]
+fn negative_map_value_offset_then_access() {
+    let c = case(ProgType::SchedCls, vec![lock_map("m", true)], &with_prologue("r1 = r6\n r1 += -4\n r2 = *(u32 *)(r1 + 4)"));
+    for (p, v) in verdicts(&c) {
+        if p == "6.12" {
+            assert_eq!(v.verdict, VerdictKind::Accept, "{p}: {v:?}");
+        } else {
+            assert_eq!(v, Verdict::reject(Some(13), "R1 unbounded memory access, make sure to bounds check any such access"), "{p}");
+        }
+    }
+    let c = case(ProgType::SchedCls, vec![lock_map("m", true)], &with_prologue("r1 = r6\n r1 += -4\n r2 = *(u32 *)(r1 + 0)"));
+    for (p, v) in verdicts(&c) {
+        let want = if p == "6.12" {
+            "invalid access to map value, value_size=8 off=-4 size=4"
+        } else {
+            "R1 min value is negative, either use unsigned index or do a if (index >=0) check."
+        };
+        assert_eq!(v, Verdict::reject(Some(13), want), "{p}");
+    }
+}
+
+/// check_atomic_rmw() checks with strict alignment (check_generic_ptr_alignment()) before the
+/// bounds and special-field checks; 6.12 prints `var_off+reg->off+off`, 7.x `var_off+off`.
+#[test]
+fn misaligned_atomic_on_a_map_value() {
+    let c = case(ProgType::SchedCls, vec![lock_map("m", true)], &with_prologue("r1 = r6\n r1 += -4\n r2 = 1\n lock *(u32 *)(r1 + 10) += r2"));
+    for (p, v) in verdicts(&c) {
+        let want = if p == "6.12" { "misaligned value access off 0+-4+10 size 4" } else { "misaligned value access off -4+10 size 4" };
+        assert_eq!(v, Verdict::reject(Some(14), want), "{p}");
+    }
+}
+
+/// is_scalar_branch_taken(): `if rX & 0` is never taken and `if w0 >= 0` always, so the
+/// invalid load behind them is dead code (and the model rejects it where it is live).
+#[test]
+fn branches_decided_by_bounds_prune_dead_paths() {
+    for cond in ["if r0 & 0 goto bad", "if w0 < 0 goto bad"] {
+        let text = format!("call bpf_get_prandom_u32\n {cond}\n r0 = 0\n exit\nbad:\n r1 = 0\n r0 = *(u32 *)(r1 + 0)\n exit");
+        let c = case(ProgType::SchedCls, vec![lock_map("m", true)], &text);
+        for (p, v) in verdicts(&c) {
+            assert_eq!(v.verdict, VerdictKind::Accept, "{cond} on {p}: {v:?}");
+        }
+        let live = text.replace(" & 0 ", " & 1 ").replace("w0 < 0", "w0 < 1");
+        for (p, v) in verdicts(&case(ProgType::SchedCls, vec![lock_map("m", true)], &live)) {
+            assert_eq!(v, Verdict::reject(Some(5), "R1 invalid mem access 'scalar'"), "{live} on {p}");
+        }
+    }
+}
+
+/// do_check_subprogs(): a global function is verified only once a call to it was reached
+/// (`if (!sub_aux->called || sub_aux->verified) continue;`); check_func_call() sets `called`.
+/// The global function here exits with R0 unset (check_reg_arg(): "R0 !read_ok").
+#[test]
+fn global_functions_are_verified_only_when_called() {
+    for (cond, called) in [("if r0 s> 6 goto do_call", false), ("if r0 s< 6 goto do_call", true)] {
+        let text = format!("r0 = 0\n {cond}\n exit\ndo_call:\n call gsub\n exit\ngsub:\n exit");
+        let mut c = case(ProgType::SchedCls, vec![], &text);
+        c.globals = vec![crate::case::GlobalFunc { label: "gsub".into(), args: 0 }];
+        for (p, v) in verdicts(&c) {
+            if called {
+                assert_eq!(v, Verdict::reject(Some(5), "R0 !read_ok"), "{p}");
+            } else {
+                assert_eq!(v.verdict, VerdictKind::Accept, "{p}: {v:?}");
+            }
+        }
+    }
+}
+
+/// btf_check_subprog_call() -> btf_check_func_arg_match() logs "R%d is not a scalar" for an int
+/// argument of a global function that is not a scalar (NOT_INIT after a helper call included)
+/// before check_func_call() looks at the lock, so that line is the first error (debian:6.12 on
+/// the fuzz finding fuzz-3ed19c61).
+#[test]
+fn global_function_argument_is_checked_before_the_lock() {
+    let text = "r6 = .data ll\n r1 = r6\n r1 += 4\n call bpf_spin_lock\n call gsub\n r0 = 0\n exit\ngsub:\n r0 = 0\n exit";
+    let mut data = lock_map(".data", true);
+    data.global_section = true;
+    let mut c = case(ProgType::SchedCls, vec![data], text);
+    c.globals = vec![crate::case::GlobalFunc { label: "gsub".into(), args: 1 }];
+    for (p, v) in verdicts(&c) {
+        assert_eq!(v, Verdict::reject(Some(5), "R1 is not a scalar"), "{p}");
+    }
+    c.globals[0].args = 0;
+    for (p, v) in verdicts(&c) {
+        assert_eq!(v.insn, Some(5), "{p}: {v:?}");
+        assert!(v.message.as_deref().unwrap().starts_with("global function calls are not allowed while holding a lock,"), "{p}: {v:?}");
+    }
+}
+
+/// Module kfunc references (check_kfunc_call(): KF_ACQUIRE takes a reference, KF_RET_NULL makes
+/// the pointer maybe-null, KF_RELEASE releases the reference of its first argument;
+/// mark_ptr_or_null_regs() drops the reference in the NULL branch).
+const ACQUIRE_RELEASE: &str = "r1 = 1\n call lockstep_safe_acquire\n if r0 == 0 goto skip\n r1 = r0\n call lockstep_safe_release\nskip:";
+
+#[test]
+fn acquire_null_check_release_is_accepted_outside_a_lock_everywhere() {
+    let c = case(ProgType::SchedCls, vec![lock_map("m", true)], &with_prologue(ACQUIRE_RELEASE));
+    for (p, v) in verdicts(&c) {
+        assert_eq!(v.verdict, VerdictKind::Accept, "{p}: {v:?}");
+    }
+}
+
+#[test]
+fn acquire_release_under_a_lock_follows_the_lock_rule() {
+    let body = format!("call bpf_spin_lock\n {ACQUIRE_RELEASE}\n r1 = r6\n r1 += 4\n call bpf_spin_unlock");
+    let c = case(ProgType::SchedCls, vec![lock_map("m", true)], &with_prologue(&body));
+    for (p, v) in verdicts(&c) {
+        if p == "6.12" || p == "7.2" {
+            assert_eq!((v.insn, v.message.as_deref()), (Some(13), Some("function calls are not allowed while holding a lock")), "{p}");
+        } else {
+            assert_eq!(v.verdict, VerdictKind::Accept, "{p}: {v:?}");
+        }
+    }
+}
+
+#[test]
+fn a_maybe_null_return_left_unchecked_is_fine_and_a_leak_is_not_modelled() {
+    // KF_RET_NULL without KF_ACQUIRE: no reference, nothing to release.
+    let c = case(ProgType::SchedCls, vec![lock_map("m", true)], &with_prologue("r1 = 1\n call lockstep_safe_ret_null"));
+    for (p, v) in verdicts(&c) {
+        assert_eq!(v.verdict, VerdictKind::Accept, "{p}: {v:?}");
+    }
+    // An acquired reference still held at exit: check_reference_leak()'s ids follow id_gen.
+    let c = case(ProgType::SchedCls, vec![lock_map("m", true)], &with_prologue("r1 = 1\n call lockstep_safe_acquire\n r7 = r0"));
+    for (p, v) in verdicts(&c) {
+        assert_eq!(v.verdict, VerdictKind::Unsupported, "{p}: {v:?}");
+    }
+    // ... but only the non-null path holds it: the NULL branch released it.
+    let c = case(ProgType::SchedCls, vec![lock_map("m", true)], &with_prologue("r1 = 1\n call lockstep_safe_acquire\n if r0 != 0 goto out"));
+    for (p, v) in verdicts(&c) {
+        assert_eq!(v.verdict, VerdictKind::Unsupported, "{p}: {v:?}");
+    }
+    let c = case(ProgType::SchedCls, vec![lock_map("m", true)], &with_prologue("r1 = 1\n call lockstep_safe_acquire\n if r0 == 0 goto out\n r1 = r0\n call lockstep_safe_release"));
+    for (p, v) in verdicts(&c) {
+        assert_eq!(v.verdict, VerdictKind::Accept, "{p}: {v:?}");
+    }
+}
+
+#[test]
+fn a_released_pointer_is_no_longer_a_reference() {
+    // release_reference() invalidates every copy; releasing a copy again is outside the model.
+    let body = "r1 = 1\n call lockstep_safe_acquire\n if r0 == 0 goto out\n r7 = r0\n r1 = r0\n call lockstep_safe_release\n r1 = r7\n call lockstep_safe_release";
+    let c = case(ProgType::SchedCls, vec![lock_map("m", true)], &with_prologue(body));
+    for (p, v) in verdicts(&c) {
+        assert_eq!(v.verdict, VerdictKind::Unsupported, "{p}: {v:?}");
+    }
+}
