@@ -133,32 +133,14 @@ fn render_some(diffs: &[KernelDifference], show: impl Fn(&KernelDifference) -> b
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::report::Outcome;
 
     fn row(case: &str, kernel: &str, v: VerdictKind, msg: Option<&str>, a: Agreement) -> RunRow {
         RunRow {
-            case: case.into(),
             file: "tests/corpus/gen-calls.toml".into(),
-            line: 1,
-            kernel: kernel.into(),
-            package_version: "1".into(),
-            release: "r".into(),
             profile: kernel.trim_start_matches("debian:").into(),
-            outcome: Outcome::Ran,
-            kernel_verdict: Some(v),
             kernel_message: msg.map(str::to_string),
             kernel_insn: msg.map(|_| 7),
-            kernel_errno: None,
-            model_verdict: v,
-            model_message: None,
-            model_insn: None,
-            agreement: a,
-            kernel_expected: None,
-            model_expected: None,
-            note: None,
-            verification_usec: None,
-            insns_processed: None,
-            log: None,
+            ..crate::report::test_row(case, kernel, v, a)
         }
     }
 

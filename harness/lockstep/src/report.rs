@@ -281,35 +281,42 @@ pub fn markdown_differences(diffs: &[crate::kernel_diff::KernelDifference]) -> S
     out
 }
 
+/// A row for unit tests: `case` on `kernel` (profile 7.2, file `f.toml`), the kernel's verdict
+/// `v` without message, the model accepting, classified `a`.
+#[cfg(test)]
+pub(crate) fn test_row(case: &str, kernel: &str, v: VerdictKind, a: Agreement) -> RunRow {
+    RunRow {
+        case: case.into(),
+        file: "f.toml".into(),
+        line: 1,
+        kernel: kernel.into(),
+        package_version: "1.0".into(),
+        release: "r".into(),
+        profile: "7.2".into(),
+        outcome: Outcome::Ran,
+        kernel_verdict: Some(v),
+        kernel_message: None,
+        kernel_insn: None,
+        kernel_errno: None,
+        model_verdict: VerdictKind::Accept,
+        model_message: None,
+        model_insn: None,
+        agreement: a,
+        kernel_expected: None,
+        model_expected: None,
+        note: None,
+        verification_usec: None,
+        insns_processed: None,
+        log: None,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
     fn row(case: &str, kernel: &str, a: Agreement, o: Outcome) -> RunRow {
-        RunRow {
-            case: case.into(),
-            file: "f.toml".into(),
-            line: 1,
-            kernel: kernel.into(),
-            package_version: "1.0".into(),
-            release: "r".into(),
-            profile: "7.2".into(),
-            outcome: o,
-            kernel_verdict: Some(VerdictKind::Reject),
-            kernel_message: Some("a <b> & c".into()),
-            kernel_insn: Some(3),
-            kernel_errno: Some(13),
-            model_verdict: VerdictKind::Accept,
-            model_message: None,
-            model_insn: None,
-            agreement: a,
-            kernel_expected: None,
-            model_expected: None,
-            note: None,
-            verification_usec: None,
-            insns_processed: None,
-            log: None,
-        }
+        RunRow { outcome: o, kernel_message: Some("a <b> & c".into()), kernel_insn: Some(3), kernel_errno: Some(13), ..test_row(case, kernel, VerdictKind::Reject, a) }
     }
 
     #[test]
