@@ -209,6 +209,15 @@ pub fn build_module(kernel: &str) -> Result<BuiltModule> {
     module_from_ko(&ko, vmlinux.as_deref())
 }
 
+/// The `vmlinux` whose BTF and `.BTF_ids` describe `kernel`: a build's own (in its module build
+/// tree), a Debian kernel's BTF-only one from its headers (see [`headers_vmlinux`]).
+pub fn kernel_vmlinux(kernel: &str) -> Result<Option<PathBuf>> {
+    if kernel.starts_with("build:") {
+        return Ok(Some(built(kernel)?.tree.join("vmlinux")).filter(|p| p.is_file()));
+    }
+    Ok(headers_vmlinux(kernel))
+}
+
 /// The BTF-only `vmlinux` of a Debian kernel's headers, as unpacked by `build-module.sh`
 /// (the base of module BTF when the `.ko` carries no distilled `.BTF.base`).
 pub fn headers_vmlinux(kernel: &str) -> Option<PathBuf> {
