@@ -32,7 +32,7 @@ impl Region {
         let var = var.unwrap_or(Scalar::known(0));
         if in_var_off {
             // adjust_ptr_min_max_vals(): dst->r64 = cnum64_add(ptr->r64, off->r64).
-            let t = Scalar::known(reg_off).add(var);
+            let t = Scalar::known(reg_off) + var;
             Region { smin: t.smin, umax: t.umax, off: insn_off }
         } else {
             Region { smin: var.smin, umax: var.umax, off: reg_off + insn_off }

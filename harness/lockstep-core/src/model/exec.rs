@@ -275,7 +275,7 @@ impl<'a> Machine<'a> {
                 Reg::Scalar(if is64 { r } else { r.zext32() })
             }
             (p, Reg::Scalar(b)) if p.is_pointer() && is64 && matches!(op, BPF_ADD | BPF_SUB) => {
-                let b = if op == BPF_SUB { b.neg() } else { *b };
+                let b = if op == BPF_SUB { -*b } else { *b };
                 self.ptr_add(pc, insn.dst, p, b)?
             }
             _ => return Err(Stop::Unsupported(format!("ALU op {:#04x} on {} and {} at {pc}", insn.code, dst.type_str(), src.type_str()))),
@@ -311,7 +311,7 @@ impl<'a> Machine<'a> {
                     return Err(Stop::Unsupported("pointer offset bounds beyond BPF_MAX_VAR_OFF".into()));
                 }
                 let nv = match var {
-                    Some(v) => v.add(b),
+                    Some(v) => *v + b,
                     None => b,
                 };
                 Ok(Reg::MapValue { map: *map, off: *off, var: Some(nv), id: *id, null: false })
@@ -672,8 +672,8 @@ fn scalar_op(op: u8, a: Scalar, b: Scalar, is64: bool) -> Scalar {
         return Scalar::known(v);
     }
     match op {
-        BPF_ADD => a.add(b),
-        BPF_SUB => a.add(b.neg()),
+        BPF_ADD => a + b,
+        BPF_SUB => a + -b,
         BPF_AND => match (a.konst(), b.konst()) {
             (_, Some(m)) | (Some(m), _) if m >= 0 => Scalar::below(m as u64).refine(CmpOp::Le, a.umax.min(m as u64) as i64).unwrap_or(Scalar::below(m as u64)),
             _ => Scalar::unknown(),

@@ -57,29 +57,6 @@ impl Scalar {
             None => Scalar::below(u32::MAX as u64),
         }
     }
-    /// `self + other`, unknown on possible overflow.
-    pub fn add(self, o: Scalar) -> Self {
-        let s = (self.smin.checked_add(o.smin), self.smax.checked_add(o.smax));
-        let u = (self.umin.checked_add(o.umin), self.umax.checked_add(o.umax));
-        let mut r = Scalar::unknown();
-        if let (Some(a), Some(b)) = s {
-            r.smin = a;
-            r.smax = b;
-        }
-        if let (Some(a), Some(b)) = u {
-            r.umin = a;
-            r.umax = b;
-        }
-        r.sync().unwrap_or_else(Scalar::unknown)
-    }
-    /// `-self`.
-    pub fn neg(self) -> Self {
-        match self.konst() {
-            Some(v) => Scalar::known(v.wrapping_neg()),
-            None => Scalar::unknown(),
-        }
-    }
-
     /// Refines `self` knowing `self OP k` holds (unsigned and signed comparisons against a
     /// constant). Returns `None` when the condition cannot hold.
     pub fn refine(self, op: CmpOp, k: i64) -> Option<Scalar> {
@@ -284,6 +261,36 @@ impl View {
     }
 }
 
+/// `self + other` (`BPF_ADD` bounds), unknown on possible overflow.
+impl std::ops::Add for Scalar {
+    type Output = Scalar;
+    fn add(self, o: Scalar) -> Scalar {
+        let s = (self.smin.checked_add(o.smin), self.smax.checked_add(o.smax));
+        let u = (self.umin.checked_add(o.umin), self.umax.checked_add(o.umax));
+        let mut r = Scalar::unknown();
+        if let (Some(a), Some(b)) = s {
+            r.smin = a;
+            r.smax = b;
+        }
+        if let (Some(a), Some(b)) = u {
+            r.umin = a;
+            r.umax = b;
+        }
+        r.sync().unwrap_or_else(Scalar::unknown)
+    }
+}
+
+/// `-self`: known for a constant, else unknown.
+impl std::ops::Neg for Scalar {
+    type Output = Scalar;
+    fn neg(self) -> Scalar {
+        match self.konst() {
+            Some(v) => Scalar::known(v.wrapping_neg()),
+            None => Scalar::unknown(),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -348,7 +355,7 @@ mod tests {
 
     #[test]
     fn add_overflow_is_unknown() {
-        assert_eq!(Scalar::unknown().add(Scalar::known(1)).smin, i64::MIN);
-        assert_eq!(Scalar::known(2).add(Scalar::known(3)).konst(), Some(5));
+        assert_eq!((Scalar::unknown() + Scalar::known(1)).smin, i64::MIN);
+        assert_eq!((Scalar::known(2) + Scalar::known(3)).konst(), Some(5));
     }
 }
