@@ -418,3 +418,28 @@ fn minimiser_keeps_reference_patterns_well_formed() {
     }
     assert!(n >= 1, "no reference program disagreed with the broken model");
 }
+
+/// Without the lock-safe flag (a module built against headers that lack it, as for debian:7.2)
+/// no rule-following program calls a reference kfunc with a lock held, nor releases inside one.
+#[test]
+fn reference_kfuncs_stay_outside_a_lock_unless_lock_safe() {
+    let mut module = bundled();
+    for k in module.kfuncs.values_mut() {
+        k.flags &= !crate::module_src::LOCK_SAFE_FLAG;
+    }
+    let g = Generator::new(&module);
+    let profile = KernelProfile::by_name("7.2").unwrap();
+    let mut refs = 0;
+    for i in 0..3000 {
+        let c = g.case(5, i);
+        assert!(!c.tags.iter().any(|t| t == "kfunc-ref-lock"), "{}:\n{}", c.name, c.text);
+        let chaos0 = c.description.as_deref().is_some_and(|d| d.ends_with("(chaos 0%)"));
+        if chaos0 && c.tags.iter().any(|t| t.starts_with("kfunc-re")) {
+            refs += 1;
+            let v = check(&c, &profile, &module);
+            let msg = v.message.unwrap_or_default();
+            assert!(!msg.contains("function calls are not allowed") && !msg.contains("not allowed while holding"), "{}: {msg}\n{}", c.name, c.text);
+        }
+    }
+    assert!(refs >= 50, "only {refs} chaos-0 reference programs");
+}

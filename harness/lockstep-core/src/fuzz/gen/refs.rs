@@ -4,8 +4,8 @@
 //! Without chaos a pattern is self-contained: the reference is released on the non-null path
 //! before the pattern ends, so no other operation meets a live reference (nor a tail call,
 //! `ld_abs` or global call, which the model leaves out with one). On the way the pointer may be
-//! copied to `r2`..`r5`, spilled to `r10 - 32` and filled back, and (no lock held) kept in the
-//! spill slot across a `bpf_spin_lock` region in which it is released. Rarely (tag
+//! copied to `r2`..`r5`, spilled to `r10 - 32` and filled back, and (no lock held, the release
+//! kfunc lock-safe) kept in the spill slot across a `bpf_spin_lock` region in which it is released. Rarely (tag
 //! `kfunc-ref-leak`) only one arm of an unknown-scalar branch releases it.
 //! Wild (tag `kfunc-ref-wild`): released twice, released without a null check, leaked,
 //! dereferenced, or a pointer that carries no reference released.
@@ -123,7 +123,9 @@ impl Builder<'_> {
             self.emit(&format!("r{c} = {src}"));
             src = format!("r{c}");
         }
-        let cross = if held || !self.rng.chance(15) { None } else { self.lockable_slot() };
+        // Released inside a lock region only when the release kfunc is lock-safe.
+        let safe = self.module.kfuncs.get(release).is_some_and(|k| k.flags & LOCK_SAFE_FLAG != 0);
+        let cross = if held || !safe || !self.rng.chance(15) { None } else { self.lockable_slot() };
         // One arm of a branch on an unknown scalar releases: under a lock (no helper call) a map
         // field is the scalar.
         let leak = cross.is_none() && self.rng.chance(4);
