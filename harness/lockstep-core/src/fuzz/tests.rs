@@ -75,6 +75,7 @@ fn generator_covers_its_features() {
     for t in [
         "branch", "loop", "iter-loop", "spill", "ptr-arith", "static-call", "global-call", "ld_abs", "tail-call", "kfunc-module",
         "kfunc-vmlinux", "helper", "double-lock", "other-lock", "global-data", "early-exit", "lock-access", "var-offset",
+        "kfunc-ref", "kfunc-ret-null",
     ] {
         assert!(tags.contains(t), "no generated program has tag {t}");
     }
@@ -322,4 +323,123 @@ fn minimiser_folds_split_additions() {
     assert!(m.reproduced);
     assert_eq!(m.slots_after, 11, "{}", m.case.text);
     assert!(m.case.text.contains("r1 += 4\n    call bpf_spin_lock"), "{}", m.case.text);
+}
+
+/// The test module's reference kfuncs appear in every form: a `KF_RET_NULL` pointer, an acquired
+/// reference released on its non-null path (under a lock too, and across one), rarely leaked on
+/// one arm, and (wild) rule-breaking. Rule-following reference patterns stay inside the model's
+/// subset: no chaos-0 program is left out of it because of a reference.
+#[test]
+fn generator_emits_kfunc_reference_patterns() {
+    let module = bundled();
+    let g = Generator::new(&module);
+    let profile = KernelProfile::by_name("7.2+kf-spin-lock").unwrap();
+    let mut count: BTreeMap<&str, usize> = BTreeMap::new();
+    let (mut well_formed, mut supported, mut accepted) = (0, 0, 0);
+    let mut leaks = (0, 0);
+    for i in 0..4000 {
+        let c = g.case(5, i);
+        for t in ["kfunc-ref", "kfunc-ret-null", "kfunc-ref-lock", "kfunc-ref-leak", "kfunc-ref-wild"] {
+            if c.tags.iter().any(|x| x == t) {
+                *count.entry(t).or_default() += 1;
+            }
+        }
+        let has = |t: &str| c.tags.iter().any(|x| x == t);
+        if has("kfunc-ref") {
+            let acq = c.text.find("call lockstep_safe_acquire").expect("acquire");
+            assert!(c.text[acq..].contains("call lockstep_safe_release"), "{}", c.text);
+        }
+        if has("kfunc-ret-null") {
+            assert!(c.text.contains("call lockstep_safe_ret_null"), "{}", c.text);
+        }
+        let chaos0 = c.description.as_deref().is_some_and(|d| d.ends_with("(chaos 0%)"));
+        if chaos0 && has("kfunc-ref") && !has("kfunc-ref-leak") {
+            well_formed += 1;
+            let v = check(&c, &profile, &module);
+            let msg = v.message.clone().unwrap_or_default();
+            assert!(!(v.verdict == VerdictKind::Unsupported && (msg.contains("reference") || msg.contains("lockstep_safe"))), "{}: {msg}\n{}", c.name, c.text);
+            supported += usize::from(v.verdict != VerdictKind::Unsupported);
+            accepted += usize::from(v.verdict == VerdictKind::Accept);
+        }
+        if has("kfunc-ref-leak") && !has("kfunc-ref-wild") {
+            // Not accepted unless the leaking arm is dead code (a branch on a known constant).
+            leaks.0 += 1;
+            leaks.1 += usize::from(check(&c, &profile, &module).verdict != VerdictKind::Accept);
+        }
+    }
+    eprintln!("{count:?}; chaos-0 reference programs: {well_formed}, {supported} supported, {accepted} accepted on 7.2+kf-spin-lock; leaks {leaks:?}");
+    assert!(leaks.1 * 2 > leaks.0, "leaked references accepted: {leaks:?} (programs, not accepted)");
+    for t in ["kfunc-ref", "kfunc-ret-null", "kfunc-ref-lock", "kfunc-ref-leak", "kfunc-ref-wild"] {
+        assert!(count.get(t).copied().unwrap_or(0) > 0, "no generated program has tag {t}");
+    }
+    // Common enough to matter, the rule breakers rare.
+    assert!(count["kfunc-ref"] >= 200, "{count:?}");
+    assert!(count["kfunc-ref-wild"] * 5 < count["kfunc-ref"], "{count:?}");
+    assert!(count["kfunc-ref-leak"] * 10 < count["kfunc-ref"], "{count:?}");
+    assert!(accepted * 2 > well_formed, "only {accepted} of {well_formed} chaos-0 reference programs accepted");
+}
+
+/// A disagreement inside a reference pattern minimises to a program that still assembles, passes
+/// the static CFG checks and keeps the pattern's null check before the release.
+#[test]
+fn minimiser_keeps_reference_patterns_well_formed() {
+    let module = bundled();
+    let profile = KernelProfile::by_name("7.2").unwrap();
+    let broken = ModelOptions { disabled: vec![Rule::CallUnderLock] };
+    let kernel = ModelOracle::new(profile.clone(), module.clone(), ModelOptions::default());
+    let g = Generator::new(&module);
+    let mut sig_of = |c: &Case| match compare("model:7.2", "7.2", &check_with(c, &profile, &module, &broken), &kernel.result(c)) {
+        Comparison::Disagree(s) => Some(s),
+        _ => None,
+    };
+    let mut n = 0;
+    for i in 0..3000 {
+        let c = g.case(1, i);
+        if !c.tags.iter().any(|t| t == "kfunc-ref") || c.tags.iter().any(|t| t == "kfunc-ref-wild") {
+            continue;
+        }
+        let Some(s) = sig_of(&c) else { continue };
+        let m = minimize(&c, &mut sig_of, 3000);
+        assert_eq!(sig_of(&m.case).as_ref(), Some(&s));
+        assert_eq!(cfg::check(&m.case.program), Ok(()));
+        let back = assemble(&m.case.text, &symbols(&c)).unwrap_or_else(|e| panic!("{e}\n{}", m.case.text));
+        assert_eq!(back.insns, m.case.program.insns, "{}:\n{}", c.name, m.case.text);
+        if let Some(rel) = m.case.text.find("call lockstep_safe_release") {
+            // The model leaves a release of a maybe-null pointer out, so a reproducing case
+            // keeps the acquire and its null check.
+            let before = &m.case.text[..rel];
+            assert!(before.contains("call lockstep_safe_acquire") && before.contains("if r0 "), "{}:\n{}", c.name, m.case.text);
+        }
+        eprintln!("{}: {} -> {} slots\n{}", c.name, m.slots_before, m.slots_after, m.case.text);
+        n += 1;
+        if n == 5 {
+            break;
+        }
+    }
+    assert!(n >= 1, "no reference program disagreed with the broken model");
+}
+
+/// Without the lock-safe flag (a module built against headers that lack it, as for debian:7.2)
+/// no rule-following program calls a reference kfunc with a lock held, nor releases inside one.
+#[test]
+fn reference_kfuncs_stay_outside_a_lock_unless_lock_safe() {
+    let mut module = bundled();
+    for k in module.kfuncs.values_mut() {
+        k.flags &= !crate::module_src::LOCK_SAFE_FLAG;
+    }
+    let g = Generator::new(&module);
+    let profile = KernelProfile::by_name("7.2").unwrap();
+    let mut refs = 0;
+    for i in 0..3000 {
+        let c = g.case(5, i);
+        assert!(!c.tags.iter().any(|t| t == "kfunc-ref-lock"), "{}:\n{}", c.name, c.text);
+        let chaos0 = c.description.as_deref().is_some_and(|d| d.ends_with("(chaos 0%)"));
+        if chaos0 && c.tags.iter().any(|t| t.starts_with("kfunc-re")) {
+            refs += 1;
+            let v = check(&c, &profile, &module);
+            let msg = v.message.unwrap_or_default();
+            assert!(!msg.contains("function calls are not allowed") && !msg.contains("not allowed while holding"), "{}: {msg}\n{}", c.name, c.text);
+        }
+    }
+    assert!(refs >= 50, "only {refs} chaos-0 reference programs");
 }

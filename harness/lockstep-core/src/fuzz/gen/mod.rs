@@ -5,16 +5,18 @@
 //! in what the verifier treats specially around a lock: helper, kfunc (test module, flagged or not;
 //! vmlinux), static and global subprogram calls, `ld_abs`/`ld_ind`, tail calls, branches on unknown
 //! scalars, bounded and `bpf_iter_num` loops, pointer arithmetic on and spills of the lock pointer,
-//! direct accesses next to and onto the lock. Program types and map layouts are drawn from
+//! direct accesses next to and onto the lock, and test-module kfunc references (acquired,
+//! null-checked, released: [`refs`]). Program types and map layouts are drawn from
 //! everything the model supports, plus a few it does not (so the unsupported share is measured,
 //! not assumed).
 //!
 //! Programs are written as assembly text (kept in [`Case::text`], so a case file can be written
 //! as is) and assembled with the crate's assembler. Register conventions: `r6` = ctx (so
 //! `ld_abs` works), `r7`/`r8` = the two lock-pointer slots, `r9` = loop counter; stack `-4` map
-//! key, `-16` spill slot, `-24` iterator.
+//! key, `-16` spill slot, `-24` iterator, `-32` a spilled kfunc reference.
 
 mod ops;
+mod refs;
 
 use std::collections::BTreeSet;
 

@@ -21,6 +21,7 @@ enum Op {
     Unlock,
     Helper,
     Kfunc,
+    KfuncRef,
     VmlinuxKfunc,
     StaticCall,
     GlobalCall,
@@ -60,7 +61,7 @@ const VMLINUX_KFUNCS: &[&str] = &["bpf_iter_num_destroy", "bpf_list_pop_front", 
 const CMPS: &[&str] = &["==", "!=", ">", "<", ">=", "s>", "&"];
 
 /// A memory operand `(rN + off)` / `(rN - off)`.
-fn mem(reg: usize, off: i32) -> String {
+pub(super) fn mem(reg: usize, off: i32) -> String {
     if off < 0 {
         format!("(r{reg} - {})", -off)
     } else {
@@ -110,6 +111,7 @@ impl Builder<'_> {
             (w(held || wild, if held { 30 } else { 3 }), Op::Unlock),
             (w(free, 6), Op::Helper),
             (6, Op::Kfunc),
+            (w(self.has_ref_kfuncs(wild), 4), Op::KfuncRef),
             (w(free, 1), Op::VmlinuxKfunc),
             (6, Op::StaticCall),
             (w(free, 3), Op::GlobalCall),
@@ -144,6 +146,7 @@ impl Builder<'_> {
                 self.emit(&format!("call {h}"));
             }
             Op::Kfunc => self.kfunc(wild),
+            Op::KfuncRef => self.kfunc_ref(wild),
             Op::VmlinuxKfunc => {
                 let k = *self.rng.pick(VMLINUX_KFUNCS);
                 self.tags.insert("kfunc-vmlinux");
