@@ -134,17 +134,19 @@ impl Machine<'_> {
         let release = k.flags & KF_RELEASE != 0;
         // check_kfunc_args(): a KF_RELEASE kfunc's first argument is the referenced pointer
         // (only a non-null one carrying a live reference is modelled), the others scalars.
+        let mut released = None;
         for r in 1..=k.args {
             match self.read_reg(st, pc, r) {
-                Ok(Reg::BtfPtr { null: false, ref_obj_id, .. }) if release && r == 1 && ref_obj_id != 0 && st.refs.contains(&ref_obj_id) => {}
+                Ok(Reg::BtfPtr { null: false, ref_obj_id, .. }) if release && r == 1 && ref_obj_id != 0 && st.refs.contains(&ref_obj_id) => {
+                    released = Some(ref_obj_id);
+                }
                 Ok(Reg::Scalar(_)) if !(release && r == 1) => {}
                 _ => return Err(Stop::Unsupported(format!("kfunc {name} argument R{r} is outside the modelled subset"))),
             }
         }
-        if release {
+        if let Some(ref_obj_id) = released {
             // release_reference(): the reference goes, and every register holding it is
             // invalidated (mark_reg_invalid(): unknown scalar, lockstep loads with allow_ptr_leaks).
-            let Reg::BtfPtr { ref_obj_id, .. } = st.cur_ref().regs[1] else { unreachable!("checked above") };
             st.refs.retain(|r| *r != ref_obj_id);
             st.for_each_reg(|r| {
                 if matches!(r, Reg::BtfPtr { ref_obj_id: i, .. } if *i == ref_obj_id) {

@@ -501,48 +501,33 @@ impl<'a> Machine<'a> {
             Some(_) => None,
         };
         match (&dst, k) {
-            // mark_ptr_or_null_regs(): `if rX == 0` / `if rX != 0` on a maybe-null map value.
-            (Reg::MapValue { null: true, id, .. }, Some(0)) if matches!(cmp, CmpOp::Eq | CmpOp::Ne) && !is32 => {
-                let id = *id;
+            // mark_ptr_or_null_regs(): `if rX == 0` / `if rX != 0` on a maybe-null pointer. In the
+            // NULL branch every copy becomes 0 and the reference it carries, if any, is released
+            // (__release_reference_nomark()); in the other every copy is non-null, and a map
+            // value keeps its id only when the map holds a lock (the lock is matched by id).
+            (d, Some(0)) if d.maybe_null() && matches!(cmp, CmpOp::Eq | CmpOp::Ne) && !is32 => {
+                let id = d.maybe_null_id();
                 let mut null_st = st.clone();
+                null_st.refs.retain(|r| Some(*r) != id);
                 null_st.for_each_reg(|r| {
-                    if matches!(r, Reg::MapValue { null: true, id: i, .. } if *i == id) {
+                    if r.maybe_null_id() == id {
                         *r = Reg::Scalar(Scalar::known(0));
                     }
                 });
-                let keep_id = self.map_has_lock(&dst);
+                let keep_map_id = self.map_has_lock(&dst);
                 st.for_each_reg(|r| {
-                    if let Reg::MapValue { null, id: i, .. } = r {
-                        if *null && *i == id {
+                    if r.maybe_null_id() != id {
+                        return;
+                    }
+                    match r {
+                        Reg::MapValue { null, id, .. } => {
                             *null = false;
-                            if !keep_id {
-                                *i = 0;
+                            if !keep_map_id {
+                                *id = 0;
                             }
                         }
-                    }
-                });
-                let (mut taken, fall) = if cmp == CmpOp::Eq { (null_st, st.clone()) } else { (st.clone(), null_st) };
-                taken.pc = target;
-                *st = fall;
-                Ok(Flow::Branch(pc + 1, Box::new(taken)))
-            }
-            // mark_ptr_or_null_regs() on a module kfunc's maybe-null pointer: in the NULL branch
-            // the reference it carries is released (__release_reference_nomark()) and every copy
-            // becomes 0; in the other, every copy is non-null.
-            (Reg::BtfPtr { null: true, id, .. }, Some(0)) if matches!(cmp, CmpOp::Eq | CmpOp::Ne) && !is32 => {
-                let id = *id;
-                let mut null_st = st.clone();
-                null_st.refs.retain(|r| *r != id);
-                null_st.for_each_reg(|r| {
-                    if matches!(r, Reg::BtfPtr { null: true, id: i, .. } if *i == id) {
-                        *r = Reg::Scalar(Scalar::known(0));
-                    }
-                });
-                st.for_each_reg(|r| {
-                    if let Reg::BtfPtr { null, id: i, .. } = r {
-                        if *null && *i == id {
-                            *null = false;
-                        }
+                        Reg::BtfPtr { null, .. } => *null = false,
+                        _ => unreachable!("only pointers have a maybe-null id"),
                     }
                 });
                 let (mut taken, fall) = if cmp == CmpOp::Eq { (null_st, st.clone()) } else { (st.clone(), null_st) };

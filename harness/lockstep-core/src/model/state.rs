@@ -43,7 +43,14 @@ impl Reg {
     }
     /// `PTR_MAYBE_NULL`: a pointer not yet checked against NULL.
     pub fn maybe_null(&self) -> bool {
-        matches!(self, Reg::MapValue { null: true, .. } | Reg::BtfPtr { null: true, .. })
+        self.maybe_null_id().is_some()
+    }
+    /// The id a maybe-null pointer shares with its copies (what `mark_ptr_or_null_regs()` matches).
+    pub fn maybe_null_id(&self) -> Option<u32> {
+        match self {
+            Reg::MapValue { null: true, id, .. } | Reg::BtfPtr { null: true, id, .. } => Some(*id),
+            _ => None,
+        }
     }
     /// True for any pointer type.
     pub fn is_pointer(&self) -> bool {
