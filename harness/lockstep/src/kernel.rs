@@ -190,11 +190,10 @@ pub fn build_module(kernel: &str) -> Result<BuiltModule> {
     bar.set_message(format!("building the test module for {kernel}"));
     bar.enable_steady_tick(std::time::Duration::from_millis(200));
     // A build is built against its own tree (`--tree`), a Debian kernel against its headers.
-    let (args, vmlinux) = if kernel.starts_with("build:") {
-        let r = built(kernel)?;
-        (vec!["--tree".to_string(), r.tree.display().to_string()], Some(r.tree.join("vmlinux")))
+    let args = if kernel.starts_with("build:") {
+        vec!["--tree".to_string(), built(kernel)?.tree.display().to_string()]
     } else {
-        (vec![kernel.to_string()], headers_vmlinux(kernel))
+        vec![kernel.to_string()]
     };
     let out = Command::new("bash").arg(&script).args(&args).output().with_context(|| format!("running {}", script.display()));
     bar.finish_and_clear();
@@ -206,7 +205,8 @@ pub fn build_module(kernel: &str) -> Result<BuiltModule> {
     }
     let stdout = String::from_utf8_lossy(&out.stdout);
     let ko = PathBuf::from(stdout.lines().last().unwrap_or("").trim());
-    module_from_ko(&ko, vmlinux.as_deref())
+    // After the build: a Debian kernel's headers (and their vmlinux) are unpacked by it.
+    module_from_ko(&ko, kernel_vmlinux(kernel)?.as_deref())
 }
 
 /// The `vmlinux` whose BTF and `.BTF_ids` describe `kernel`: a build's own (in its module build
