@@ -67,9 +67,13 @@ pub fn classify_verdicts(model: &Verdict, kernel: &Verdict) -> Agreement {
 /// 7.3's "Verification failed" block or the global-call hint, is log context), while the model
 /// keeps a multi-line message whole.
 pub fn messages_match(model: &Option<String>, kernel: &Option<String>) -> bool {
-    let first = |m: &Option<String>| m.as_deref().and_then(|s| s.lines().next()).map(str::trim_end).unwrap_or("").to_string();
-    let (m, k) = (first(model), first(kernel));
+    let (m, k) = (model.as_deref().map_or("", first_line), kernel.as_deref().map_or("", first_line));
     !m.is_empty() && m == k
+}
+
+/// The part of a message that is compared: its first line, trailing blanks trimmed.
+pub fn first_line(message: &str) -> &str {
+    message.lines().next().unwrap_or("").trim_end()
 }
 
 #[cfg(test)]

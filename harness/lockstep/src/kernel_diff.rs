@@ -7,7 +7,7 @@
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
 
-use lockstep_core::compare::{classify_verdicts, Agreement};
+use lockstep_core::compare::{classify_verdicts, first_line, Agreement};
 use lockstep_core::verdict::{Verdict, VerdictKind};
 use serde::Serialize;
 
@@ -55,7 +55,7 @@ pub struct KernelDifference {
 
 fn kernel_verdict(r: &RunRow) -> Option<Verdict> {
     let verdict = r.kernel_verdict.filter(|v| *v != VerdictKind::Unsupported)?;
-    let message = r.kernel_message.as_deref().and_then(|m| m.lines().next()).map(|l| l.trim_end().to_string());
+    let message = r.kernel_message.as_deref().map(|m| first_line(m).to_string());
     Some(Verdict { verdict, insn: r.kernel_insn, message })
 }
 
