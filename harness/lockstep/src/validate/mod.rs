@@ -90,12 +90,17 @@ fn profile(name: &str) -> Result<KernelProfile> {
 /// incremental build spent its time.
 fn lap_build(side: &str, b: &crate::kbuild::Built, t: &mut Instant, timings: &mut Vec<(String, f64)>) {
     let what = if b.cache_hit { "cache hit" } else { "built" };
-    timings.push((format!("build {side} kernel ({what})"), t.elapsed().as_secs_f64()));
+    lap(&format!("build {side} kernel ({what})"), t, timings);
     if !b.cache_hit {
         for p in &b.record.timings {
             timings.push((format!("build {side} kernel: {}", format!("{:?}", p.phase).to_lowercase()), p.seconds));
         }
     }
+}
+
+/// Records the time since `t` as stage `what` and restarts `t`.
+fn lap(what: &str, t: &mut Instant, timings: &mut Vec<(String, f64)>) {
+    timings.push((what.to_string(), t.elapsed().as_secs_f64()));
     *t = Instant::now();
 }
 
@@ -109,10 +114,6 @@ pub fn run(a: ValidateArgs) -> Result<u8> {
 pub fn run_with(a: ValidateArgs, runner: &mut dyn CorpusRunner) -> Result<u8> {
     let t0 = Instant::now();
     let mut timings: Vec<(String, f64)> = Vec::new();
-    let lap = |what: &str, t: &mut Instant, timings: &mut Vec<(String, f64)>| {
-        timings.push((what.to_string(), t.elapsed().as_secs_f64()));
-        *t = Instant::now();
-    };
     let mut t = Instant::now();
     let series = series::load(&a.series).map_err(|e| BadInput(e.to_string()))?;
     let base_profile_name = a

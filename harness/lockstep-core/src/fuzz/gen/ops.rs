@@ -303,16 +303,21 @@ impl Builder<'_> {
         }
     }
 
+    /// Whether a rule-following program may call test-module kfunc `k` here: registered for the
+    /// program type, and lock-safe when a lock is held.
+    pub(super) fn callable_here(&self, k: &crate::profile::ModuleKfunc) -> bool {
+        k.prog_types.contains(&self.prog_type) && (self.held.is_none() || k.flags & LOCK_SAFE_FLAG != 0)
+    }
+
     /// A test-module kfunc: one registered for the program type (and lock-safe under a lock), or
     /// when wild any of them.
     fn kfunc(&mut self, wild: bool) {
         let held = self.held.is_some();
-        let pt = self.prog_type;
         let names: Vec<String> = self
             .module
             .kfuncs
             .values()
-            .filter(|k| wild || (k.returns_scalar && k.prog_types.contains(&pt) && (!held || k.flags & LOCK_SAFE_FLAG != 0)))
+            .filter(|k| wild || (k.returns_scalar && self.callable_here(k)))
             .filter(|k| k.args <= 1)
             .map(|k| k.name.clone())
             .collect();

@@ -44,9 +44,7 @@ impl Builder<'_> {
     /// The reference kfuncs registered for the program type (and lock-safe when a lock is held),
     /// or when wild any of them.
     fn ref_kfuncs(&self, wild: bool) -> RefKfuncs {
-        let pt = self.prog_type;
-        let held = self.held.is_some();
-        let fits = |k: &ModuleKfunc| wild || (k.prog_types.contains(&pt) && (!held || k.flags & LOCK_SAFE_FLAG != 0));
+        let fits = |k: &ModuleKfunc| wild || self.callable_here(k);
         let find = |p: fn(&ModuleKfunc) -> bool| self.module.kfuncs.values().find(|k| p(k) && fits(k)).map(|k| k.name.clone());
         RefKfuncs { ret_null: find(is_ret_null), acquire: find(is_acquire), release: find(is_release) }
     }
