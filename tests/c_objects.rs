@@ -34,13 +34,23 @@ fn compile() -> Option<Objects> {
     let out = std::env::temp_dir().join(format!("lockstep-c-objects-{}", std::process::id()));
     std::fs::create_dir_all(&out).unwrap();
     let mut objs = Vec::new();
-    let mut srcs: Vec<PathBuf> = std::fs::read_dir(c_dir()).unwrap().map(|e| e.unwrap().path()).filter(|p| p.to_string_lossy().ends_with(".bpf.c")).collect();
+    let mut srcs: Vec<PathBuf> = std::fs::read_dir(c_dir())
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.to_string_lossy().ends_with(".bpf.c"))
+        .collect();
     srcs.sort();
     assert!(srcs.len() >= 4, "tests/c has the examples");
     for src in srcs {
         let stem = src.file_name().unwrap().to_string_lossy().trim_end_matches(".c").to_string();
         let obj = out.join(format!("{stem}.o"));
-        let st = Command::new("clang").args(["-O2", "-g", "-target", "bpf", "-c"]).arg(&src).arg("-o").arg(&obj).status().unwrap();
+        let st = Command::new("clang")
+            .args(["-O2", "-g", "-target", "bpf", "-c"])
+            .arg(&src)
+            .arg("-o")
+            .arg(&obj)
+            .status()
+            .unwrap();
         assert!(st.success(), "clang failed on {}", src.display());
         objs.push((stem, std::fs::read(&obj).unwrap()));
     }
@@ -69,7 +79,15 @@ fn model_meets_the_expectations_written_in_the_c_files() {
         let cs = cases(objs, stem);
         assert!(!cs.is_empty(), "{stem} has programs");
         for r in check_all(&cs, &profiles, &module) {
-            assert_eq!(r.expected, Some(true), "{stem}: {} on {}: model says {:?} {:?}", r.case, r.profile, r.verdict, r.message);
+            assert_eq!(
+                r.expected,
+                Some(true),
+                "{stem}: {} on {}: model says {:?} {:?}",
+                r.case,
+                r.profile,
+                r.verdict,
+                r.message
+            );
         }
     }
 }
@@ -82,7 +100,10 @@ fn map_value_lock_and_btf_layout() {
     let c = case(&cs, "map_lock_ok");
     assert_eq!(c.prog_type, lockstep_core::case::ProgType::SchedCls);
     let m = &c.maps[0];
-    assert_eq!((m.name.as_str(), m.map_type, m.key_size, m.max_entries, m.value.size, m.btf), ("vals", MapType::Array, 4, 1, 8, true));
+    assert_eq!(
+        (m.name.as_str(), m.map_type, m.key_size, m.max_entries, m.value.size, m.btf),
+        ("vals", MapType::Array, 4, 1, 8, true)
+    );
     let lock = m.value.field_of(FieldKind::SpinLock).unwrap();
     assert_eq!((lock.name.as_str(), lock.offset), ("lock", 4));
     assert!(c.program.relocs.values().any(|r| *r == Reloc::Map { name: "vals".into() }));
@@ -104,7 +125,11 @@ fn global_data_lock() {
     let counter = m.value.field_of(FieldKind::Int).unwrap();
     // the offsets come from the symbol table (clang leaves them 0 in the DATASEC)
     assert_eq!(lock.offset + counter.offset, 4);
-    assert!(c.program.relocs.values().any(|r| *r == Reloc::MapValue { name: ".data.lock".into(), offset: lock.offset }));
+    assert!(c
+        .program
+        .relocs
+        .values()
+        .any(|r| *r == Reloc::MapValue { name: ".data.lock".into(), offset: lock.offset }));
 }
 
 #[test]
@@ -113,7 +138,12 @@ fn module_kfunc_externs_become_kfunc_calls() {
     let objs: &[(String, Vec<u8>)] = objs;
     let cs = cases(objs, "module_kfunc.bpf");
     let c = case(&cs, "safe_kfunc_under_lock");
-    let (at, _) = c.program.relocs.iter().find(|(_, r)| **r == Reloc::Kfunc { name: "lockstep_safe".into() }).expect("kfunc reloc");
+    let (at, _) = c
+        .program
+        .relocs
+        .iter()
+        .find(|(_, r)| **r == Reloc::Kfunc { name: "lockstep_safe".into() })
+        .expect("kfunc reloc");
     let insn = c.program.insns[*at];
     assert!(insn.is_kfunc_call() && insn.imm == 0 && insn.off == 0, "{insn:?}");
     // a test-module kfunc the model knows: not an extern one
@@ -143,8 +173,10 @@ fn disassembly_reassembles_to_the_same_instructions() {
     let kfuncs = known_kfuncs(&bundled());
     for (stem, _) in objs {
         for c in cases(objs, stem) {
-            let symbols = Symbols { maps: c.maps.iter().map(|m| m.name.clone()).collect(), kfuncs: kfuncs.clone() };
-            let back = assemble(&c.text, &symbols).unwrap_or_else(|e| panic!("{stem}/{}: {e}\n{}", c.name, c.text));
+            let symbols =
+                Symbols { maps: c.maps.iter().map(|m| m.name.clone()).collect(), kfuncs: kfuncs.clone() };
+            let back =
+                assemble(&c.text, &symbols).unwrap_or_else(|e| panic!("{stem}/{}: {e}\n{}", c.name, c.text));
             assert_eq!(back.insns, c.program.insns, "{stem}/{}", c.name);
         }
     }
@@ -170,12 +202,24 @@ char _license[] SEC("license") = "GPL";
     std::fs::create_dir_all(&dir).unwrap();
     let (c, o) = (dir.join("s.bpf.c"), dir.join("s.bpf.o"));
     std::fs::write(&c, src).unwrap();
-    let st = Command::new("clang").args(["-O2", "-g", "-target", "bpf", "-I"]).arg(c_dir()).arg("-c").arg(&c).arg("-o").arg(&o).status().unwrap();
+    let st = Command::new("clang")
+        .args(["-O2", "-g", "-target", "bpf", "-I"])
+        .arg(c_dir())
+        .arg("-c")
+        .arg(&c)
+        .arg("-o")
+        .arg(&o)
+        .status()
+        .unwrap();
     assert!(st.success());
     let got = cases_from_object("s.bpf.o", &std::fs::read(&o).unwrap(), &[]).unwrap();
     let _ = std::fs::remove_dir_all(&dir);
-    let names: Vec<_> = got.cases.iter().map(|c| (c.name.as_str(), c.prog_type.name(), c.sleepable)).collect();
-    assert_eq!(names, [("autoload_off", "sched_cls", false), ("sys", "syscall", true), ("plain_xdp", "xdp", false)]);
+    let names: Vec<_> =
+        got.cases.iter().map(|c| (c.name.as_str(), c.prog_type.name(), c.sleepable)).collect();
+    assert_eq!(
+        names,
+        [("autoload_off", "sched_cls", false), ("sys", "syscall", true), ("plain_xdp", "xdp", false)]
+    );
     assert_eq!(got.skipped.len(), 1);
     assert_eq!(got.skipped[0].0, "traced");
     assert!(got.skipped[0].1.contains("fentry/bpf_fentry_test1"), "{:?}", got.skipped);
@@ -187,23 +231,42 @@ char _license[] SEC("license") = "GPL";
 /// instructions, maps and expectations. Skipped for versions whose objects are not built.
 #[test]
 fn imported_selftests_match_the_compiled_selftest_objects() {
-    let Some(home) = std::env::var_os("LOCKSTEP_CACHE").map(PathBuf::from).or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache/lockstep"))) else { return };
+    let Some(home) = std::env::var_os("LOCKSTEP_CACHE")
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache/lockstep")))
+    else {
+        return;
+    };
     let kfuncs = known_kfuncs(&bundled());
     for v in ["6.12", "7.2", "7.3"] {
         for file in ["verifier_spin_lock", "verifier_helper_restricted"] {
             let obj = home.join(format!("selftest-objs/{v}/{file}.bpf.o"));
             let Ok(bytes) = std::fs::read(&obj) else {
-                eprintln!("SKIPPED {v}/{file}: {} not built (scripts/build-selftest-objects.sh {v})", obj.display());
+                eprintln!(
+                    "SKIPPED {v}/{file}: {} not built (scripts/build-selftest-objects.sh {v})",
+                    obj.display()
+                );
                 continue;
             };
-            let toml = Path::new(env!("CARGO_MANIFEST_DIR")).join(format!("../../tests/corpus/selftests-{v}/{file}.toml"));
-            let imported = lockstep_core::case::parse::parse_cases("t", &std::fs::read_to_string(&toml).unwrap(), &kfuncs).unwrap();
+            let toml = Path::new(env!("CARGO_MANIFEST_DIR"))
+                .join(format!("../../tests/corpus/selftests-{v}/{file}.toml"));
+            let imported = lockstep_core::case::parse::parse_cases(
+                "t",
+                &std::fs::read_to_string(&toml).unwrap(),
+                &kfuncs,
+            )
+            .unwrap();
             let compiled = cases_from_object("o", &bytes, &kfuncs).unwrap().cases;
             for i in &imported {
                 let c = case(&compiled, &i.name);
                 assert_eq!(i.program.insns, c.program.insns, "{v} {}", i.name);
                 assert_eq!(i.maps, c.maps, "{v} {}", i.name);
-                assert_eq!((i.prog_type, i.prog_flags, i.log_level), (c.prog_type, c.prog_flags, c.log_level), "{v} {}", i.name);
+                assert_eq!(
+                    (i.prog_type, i.prog_flags, i.log_level),
+                    (c.prog_type, c.prog_flags, c.log_level),
+                    "{v} {}",
+                    i.name
+                );
                 let (ei, ec) = (&i.expect[v], &c.expect["*"]);
                 assert_eq!((ei.verdict, &ei.msgs), (ec.verdict, &ec.msgs), "{v} {}", i.name);
             }

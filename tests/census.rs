@@ -18,11 +18,21 @@ use lockstep_core::profile::KernelProfile;
 use serde_json::Value;
 
 fn kernel<'a>(doc: &'a Value, name: &str) -> &'a Value {
-    doc["kernels"].as_array().unwrap().iter().find(|k| k["kernel"] == name).unwrap_or_else(|| panic!("no census of {name}"))
+    doc["kernels"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|k| k["kernel"] == name)
+        .unwrap_or_else(|| panic!("no census of {name}"))
 }
 
 fn row<'a>(k: &'a Value, kfunc: &str) -> &'a Value {
-    k["rows"].as_array().unwrap().iter().find(|r| r["name"] == kfunc).unwrap_or_else(|| panic!("{kfunc} not in the census of {}", k["kernel"]))
+    k["rows"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["name"] == kfunc)
+        .unwrap_or_else(|| panic!("{kfunc} not in the census of {}", k["kernel"]))
 }
 
 #[test]

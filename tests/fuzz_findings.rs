@@ -36,7 +36,11 @@ fn every_finding_is_explained_and_its_snapshot_current() {
         for c in &cases {
             let d = c.description.as_deref().unwrap_or("");
             assert!(d.contains("Explanation:"), "{name}: {}: the description has no `Explanation:`", c.name);
-            assert!(!d.contains("Explanation: to be written."), "{name}: {}: the explanation is still to be written", c.name);
+            assert!(
+                !d.contains("Explanation: to be written."),
+                "{name}: {}: the explanation is still to be written",
+                c.name
+            );
             assert!(!c.expect.is_empty(), "{name}: {}: no expectation (the kernel's verdict)", c.name);
         }
         let rows = check_all(&cases, &KernelProfile::all(), &module);

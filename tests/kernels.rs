@@ -95,14 +95,34 @@ fn mask_addresses(line: &str) -> String {
 fn snapshot_text(row: &Value, case: &Case) -> String {
     let mut s = String::new();
     let f = |k: &str| row[k].to_string();
-    let _ = writeln!(s, "case: {} ({}:{})", case.name, Path::new(&case.file).file_name().unwrap().to_string_lossy(), case.line);
+    let _ = writeln!(
+        s,
+        "case: {} ({}:{})",
+        case.name,
+        Path::new(&case.file).file_name().unwrap().to_string_lossy(),
+        case.line
+    );
     let _ = writeln!(s, "kernel: {} (profile {})", f("kernel"), f("profile"));
     let _ = writeln!(s, "class: {}", f("agreement"));
-    let _ = writeln!(s, "kernel verdict: {} at {} : {}", f("kernel_verdict"), f("kernel_insn"), f("kernel_message"));
-    let _ = writeln!(s, "model verdict:  {} at {} : {}", f("model_verdict"), f("model_insn"), f("model_message"));
+    let _ = writeln!(
+        s,
+        "kernel verdict: {} at {} : {}",
+        f("kernel_verdict"),
+        f("kernel_insn"),
+        f("kernel_message")
+    );
+    let _ =
+        writeln!(s, "model verdict:  {} at {} : {}", f("model_verdict"), f("model_insn"), f("model_message"));
     let expected = case.expect.get(row["profile"].as_str().unwrap()).or_else(|| case.expect.get("*"));
     if let Some(e) = expected {
-        let _ = writeln!(s, "corpus expects: {} at {:?} : {:?} ({})", e.verdict.as_str(), e.insn, e.message, e.source.as_deref().unwrap_or(""));
+        let _ = writeln!(
+            s,
+            "corpus expects: {} at {:?} : {:?} ({})",
+            e.verdict.as_str(),
+            e.insn,
+            e.message,
+            e.source.as_deref().unwrap_or("")
+        );
     }
     let _ = writeln!(s, "note: {}", row["note"].as_str().unwrap_or(""));
     let _ = writeln!(s, "\nprogram:\n{}", lockstep_core::asm::disassemble(&case.program));
@@ -123,8 +143,14 @@ fn run_matrix(kernels: &[&str]) {
     let stderr = String::from_utf8_lossy(&out.stderr);
     eprintln!("{stderr}");
     let code = out.status.code();
-    assert!(matches!(code, Some(0) | Some(1)), "lockstep run exited {code:?} (3: infrastructure, 4: crash):\n{stderr}");
-    let rows: Vec<Value> = String::from_utf8_lossy(&out.stdout).lines().map(|l| serde_json::from_str(l).expect("a JSON row")).collect();
+    assert!(
+        matches!(code, Some(0) | Some(1)),
+        "lockstep run exited {code:?} (3: infrastructure, 4: crash):\n{stderr}"
+    );
+    let rows: Vec<Value> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("a JSON row"))
+        .collect();
     let corpus = corpus();
     assert_eq!(rows.len(), corpus.len() * kernels.len(), "one row per case and kernel");
 
@@ -138,8 +164,13 @@ fn run_matrix(kernels: &[&str]) {
         assert_ne!(row["agreement"], "infra", "{} on {kernel}: {}", case.name, row["note"]);
         let profile = row["profile"].as_str().unwrap();
         // An `unsupported` expectation is about the model only.
-        let for_kernel = case.expect.get(profile).or_else(|| case.expect.get("*")).is_some_and(|e| e.verdict != VerdictKind::Unsupported);
-        let meets = kernel_verdict(row).filter(|_| for_kernel).and_then(|v| meets_expectation(case, profile, &v));
+        let for_kernel = case
+            .expect
+            .get(profile)
+            .or_else(|| case.expect.get("*"))
+            .is_some_and(|e| e.verdict != VerdictKind::Unsupported);
+        let meets =
+            kernel_verdict(row).filter(|_| for_kernel).and_then(|v| meets_expectation(case, profile, &v));
         let disagrees = !matches!(row["agreement"].as_str(), Some("agree" | "unsupported"));
         if disagrees || meets == Some(false) {
             let (file, _) = key(&case.file, &case.name);
@@ -163,13 +194,19 @@ fn run_matrix(kernels: &[&str]) {
             }
         }
     }
-    eprintln!("known disagreements (snapshotted): {}", if failures.is_empty() { "none".to_string() } else { failures.join(", ") });
+    eprintln!(
+        "known disagreements (snapshotted): {}",
+        if failures.is_empty() { "none".to_string() } else { failures.join(", ") }
+    );
 
     // Kernel against kernel: the cases whose verdict differs between the kernels, each judged by
     // the model under each kernel's profile. A kernel update that changes a verdict, or a profile
     // change that stops explaining one, is a diff of this snapshot.
     let text = std::fs::read_to_string(differences.path()).unwrap();
-    let name = format!("kernels__differences__{}", kernels.iter().map(|k| k.replace(':', "-")).collect::<Vec<_>>().join("__"));
+    let name = format!(
+        "kernels__differences__{}",
+        kernels.iter().map(|k| k.replace(':', "-")).collect::<Vec<_>>().join("__")
+    );
     let mut settings = insta::Settings::clone_current();
     settings.set_snapshot_path(&snap_dir);
     settings.set_prepend_module_to_snapshot(false);
@@ -187,7 +224,17 @@ fn corpus_on_the_default_matrix() {
 fn a_guest_that_panics_at_boot_is_reported_not_hung() {
     // A later rdinit= wins over lockstep's: the kernel finds no init and panics.
     let out = Command::new(env!("CARGO_BIN_EXE_lockstep"))
-        .args(["run", "--kernel", "debian:7.3", "--accel", "tcg", "--boot-timeout", "60", "--append", "rdinit=/nonexistent"])
+        .args([
+            "run",
+            "--kernel",
+            "debian:7.3",
+            "--accel",
+            "tcg",
+            "--boot-timeout",
+            "60",
+            "--append",
+            "rdinit=/nonexistent",
+        ])
         .arg(root().join("tests/corpus/gen-pairing.toml"))
         .output()
         .expect("run lockstep");
@@ -202,7 +249,8 @@ fn a_guest_that_panics_at_boot_is_reported_not_hung() {
 fn a_module_that_fails_to_load_marks_its_cases_not_run() {
     let bin = env!("CARGO_BIN_EXE_lockstep");
     // The module built for 7.2 does not load into 7.3 (vermagic).
-    let built = Command::new(bin).args(["kernel", "module", "debian:7.2"]).output().expect("build the 7.2 module");
+    let built =
+        Command::new(bin).args(["kernel", "module", "debian:7.2"]).output().expect("build the 7.2 module");
     assert!(built.status.success(), "{}", String::from_utf8_lossy(&built.stderr));
     let stdout = String::from_utf8_lossy(&built.stdout);
     let ko = stdout.lines().next().and_then(|l| l.strip_prefix("# ")).expect("the .ko path");
@@ -212,8 +260,10 @@ fn a_module_that_fails_to_load_marks_its_cases_not_run() {
         .output()
         .expect("run lockstep");
     assert_eq!(out.status.code(), Some(3), "{}", String::from_utf8_lossy(&out.stderr));
-    let rows: Vec<Value> = String::from_utf8_lossy(&out.stdout).lines().map(|l| serde_json::from_str(l).unwrap()).collect();
-    let module_rows: Vec<&Value> = rows.iter().filter(|r| r["case"].as_str().unwrap().starts_with("call_module_")).collect();
+    let rows: Vec<Value> =
+        String::from_utf8_lossy(&out.stdout).lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    let module_rows: Vec<&Value> =
+        rows.iter().filter(|r| r["case"].as_str().unwrap().starts_with("call_module_")).collect();
     assert!(!module_rows.is_empty());
     for r in &module_rows {
         assert_eq!(r["outcome"], "not_run", "{r}");

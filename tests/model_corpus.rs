@@ -20,7 +20,11 @@ fn model_verdicts(path: &Path, contents: String) -> datatest_stable::Result<()> 
     settings.set_snapshot_path(Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/snapshots"));
     settings.set_prepend_module_to_snapshot(false);
     settings.bind(|| insta::assert_snapshot!(format!("model__{name}"), out));
-    let missed: Vec<_> = rows.iter().filter(|r| r.expected == Some(false)).map(|r| format!("{} on {}", r.case, r.profile)).collect();
+    let missed: Vec<_> = rows
+        .iter()
+        .filter(|r| r.expected == Some(false))
+        .map(|r| format!("{} on {}", r.case, r.profile))
+        .collect();
     if !missed.is_empty() {
         return Err(format!("expectations not met: {}", missed.join(", ")).into());
     }

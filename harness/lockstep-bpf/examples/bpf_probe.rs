@@ -1,7 +1,6 @@
 //! Loads a trivial spin-lock program into the running kernel and prints the result as JSON:
 //! a smoke test for a (statically linked) build, e.g. `scripts/build-agent.sh --probe`.
 
-
 use lockstep_bpf::Loader;
 use lockstep_core::asm::{assemble, Symbols};
 use lockstep_core::case::{Case, Field, FieldKind, MapSpec, MapType, ProgType, ValueLayout};
@@ -14,7 +13,8 @@ fn main() {
             std::process::exit(1);
         }
     };
-    let text = "r1 = .data + 4 ll\ncall bpf_spin_lock\nr1 = .data + 4 ll\ncall bpf_spin_unlock\nr0 = 0\nexit\n";
+    let text =
+        "r1 = .data + 4 ll\ncall bpf_spin_lock\nr1 = .data + 4 ll\ncall bpf_spin_unlock\nr0 = 0\nexit\n";
     let symbols = Symbols { maps: vec![".data".into()], kfuncs: vec![] };
     let program = assemble(text, &symbols).expect("assembles");
     let value = ValueLayout {

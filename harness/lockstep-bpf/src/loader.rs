@@ -236,8 +236,8 @@ impl Loader {
                 map_flags: m.flags | if m.global_section { BPF_F_MMAPABLE } else { 0 },
                 btf,
             };
-            let fd = sys::map_create(&spec)
-                .map_err(|e| SetupError::Map { name: m.name.clone(), source: e })?;
+            let fd =
+                sys::map_create(&spec).map_err(|e| SetupError::Map { name: m.name.clone(), source: e })?;
             fds.push(fd);
         }
         Ok(fds)
@@ -273,10 +273,7 @@ impl Loader {
                     insns[idx + 1].imm = *offset as i32;
                 }
                 Reloc::Kfunc { name } => {
-                    let t = *self
-                        .kfuncs
-                        .get(name)
-                        .ok_or_else(|| SetupError::UnknownKfunc(name.clone()))?;
+                    let t = *self.kfuncs.get(name).ok_or_else(|| SetupError::UnknownKfunc(name.clone()))?;
                     let off = if t.object == 0 {
                         0
                     } else {

@@ -24,8 +24,7 @@ pub fn insn_line_index(line: &str) -> Option<usize> {
     let (num, rest) = line.split_once(": (")?;
     let n: usize = num.parse().ok()?;
     let b = rest.as_bytes();
-    (b.len() >= 3 && b[0].is_ascii_hexdigit() && b[1].is_ascii_hexdigit() && b[2] == b')')
-        .then_some(n)
+    (b.len() >= 3 && b[0].is_ascii_hexdigit() && b[1].is_ascii_hexdigit() && b[2] == b')').then_some(n)
 }
 
 /// Statistics lines printed after verification.
@@ -88,11 +87,7 @@ pub fn parse_verifier_log(log: &str) -> ParsedLog {
     let err = (start..lines.len()).find(|&i| !is_noise(lines[i]));
     if let Some(e) = err {
         out.error = Some(lines[e].trim_end().to_string());
-        out.tail = lines[e..]
-            .iter()
-            .filter(|l| !is_noise(l))
-            .map(|l| l.trim_end().to_string())
-            .collect();
+        out.tail = lines[e..].iter().filter(|l| !is_noise(l)).map(|l| l.trim_end().to_string()).collect();
     }
     out
 }

@@ -66,7 +66,8 @@ pub fn modinfo_name(ko: &[u8]) -> Option<String> {
     let at = ko.windows(key.len()).position(|w| w == key)? + key.len();
     let end = ko[at..].iter().position(|&b| b == 0)? + at;
     let name = std::str::from_utf8(&ko[at..end]).ok()?;
-    (!name.is_empty() && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')).then(|| name.to_string())
+    (!name.is_empty() && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_'))
+        .then(|| name.to_string())
 }
 
 /// Loads a `.ko` with `finit_module` (an already loaded module is fine) and finds its BTF id.

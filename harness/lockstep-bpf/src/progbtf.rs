@@ -110,14 +110,8 @@ impl Types {
 }
 
 /// The value struct of a map: one member per field at its offset; gaps stay padding.
-fn value_struct(
-    btf: &mut Btf,
-    t: &mut Types,
-    name: &str,
-    v: &ValueLayout,
-) -> Result<u32, SysError> {
-    let tys: Vec<u32> =
-        v.fields.iter().map(|f| t.field(btf, f.kind, f.size)).collect::<Result<_, _>>()?;
+fn value_struct(btf: &mut Btf, t: &mut Types, name: &str, v: &ValueLayout) -> Result<u32, SysError> {
+    let tys: Vec<u32> = v.fields.iter().map(|f| t.field(btf, f.kind, f.size)).collect::<Result<_, _>>()?;
     let id = btf.add_struct(&format!("{}_value", ident(name)), v.size)?;
     for (f, ty) in v.fields.iter().zip(tys) {
         btf.add_field(&ident(&f.name), ty, f.offset)?;

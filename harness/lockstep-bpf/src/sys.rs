@@ -91,10 +91,8 @@ impl Btf {
     /// A kernel BTF object by id (no sysfs needed).
     pub fn load_by_id(id: u32) -> Result<Btf, SysError> {
         // SAFETY: plain constructor.
-        non_null("btf__load_from_kernel_by_id", unsafe {
-            libbpf_sys::btf__load_from_kernel_by_id(id)
-        })
-        .map(Btf)
+        non_null("btf__load_from_kernel_by_id", unsafe { libbpf_sys::btf__load_from_kernel_by_id(id) })
+            .map(Btf)
     }
 
     /// A module's split BTF by id, on top of `base` (which must outlive the result).
@@ -128,9 +126,7 @@ impl Btf {
     pub fn add_struct(&mut self, name: &str, size: u32) -> Result<u32, SysError> {
         let n = cstr(name);
         // SAFETY: valid btf and name.
-        check("btf__add_struct", unsafe {
-            libbpf_sys::btf__add_struct(self.0.as_ptr(), n.as_ptr(), size)
-        })
+        check("btf__add_struct", unsafe { libbpf_sys::btf__add_struct(self.0.as_ptr(), n.as_ptr(), size) })
     }
 
     /// Adds a field to the last struct at `byte_off`.
@@ -146,9 +142,7 @@ impl Btf {
     /// Adds a function prototype returning `ret`; parameters follow with [`Btf::add_func_param`].
     pub fn add_func_proto(&mut self, ret: u32) -> Result<u32, SysError> {
         // SAFETY: valid btf.
-        check("btf__add_func_proto", unsafe {
-            libbpf_sys::btf__add_func_proto(self.0.as_ptr(), ret as i32)
-        })
+        check("btf__add_func_proto", unsafe { libbpf_sys::btf__add_func_proto(self.0.as_ptr(), ret as i32) })
     }
 
     /// Adds a parameter to the last function prototype.
@@ -164,8 +158,7 @@ impl Btf {
     /// Adds a function (`BTF_KIND_FUNC`) with the given prototype.
     pub fn add_func(&mut self, name: &str, global: bool, proto: u32) -> Result<u32, SysError> {
         let n = cstr(name);
-        let linkage =
-            if global { libbpf_sys::BTF_FUNC_GLOBAL } else { libbpf_sys::BTF_FUNC_STATIC };
+        let linkage = if global { libbpf_sys::BTF_FUNC_GLOBAL } else { libbpf_sys::BTF_FUNC_STATIC };
         // SAFETY: valid btf and name.
         check("btf__add_func", unsafe {
             libbpf_sys::btf__add_func(self.0.as_ptr(), n.as_ptr(), linkage, proto as i32)
@@ -190,9 +183,7 @@ impl Btf {
     pub fn add_datasec(&mut self, name: &str, size: u32) -> Result<u32, SysError> {
         let n = cstr(name);
         // SAFETY: valid btf and name.
-        check("btf__add_datasec", unsafe {
-            libbpf_sys::btf__add_datasec(self.0.as_ptr(), n.as_ptr(), size)
-        })
+        check("btf__add_datasec", unsafe { libbpf_sys::btf__add_datasec(self.0.as_ptr(), n.as_ptr(), size) })
     }
 
     /// Places variable `var` at `off` (`size` bytes) in the last data section.
@@ -303,14 +294,7 @@ pub fn map_create(m: &MapCreate<'_>) -> Result<OwnedFd, SysError> {
     let name = cstr(m.name);
     // SAFETY: name and opts outlive the call; the BTF fd is borrowed for its duration.
     let ret = unsafe {
-        libbpf_sys::bpf_map_create(
-            m.map_type,
-            name.as_ptr(),
-            m.key_size,
-            m.value_size,
-            m.max_entries,
-            &opts,
-        )
+        libbpf_sys::bpf_map_create(m.map_type, name.as_ptr(), m.key_size, m.value_size, m.max_entries, &opts)
     };
     owned_fd("bpf_map_create", ret)
 }
@@ -428,11 +412,7 @@ pub fn btf_info(fd: BorrowedFd<'_>) -> Result<BtfInfo, SysError> {
     let mut len = std::mem::size_of::<libbpf_sys::bpf_btf_info>() as u32;
     // SAFETY: info and name outlive the call; len is the size of info.
     check("bpf_obj_get_info_by_fd", unsafe {
-        libbpf_sys::bpf_obj_get_info_by_fd(
-            fd.as_raw_fd(),
-            &mut info as *mut _ as *mut _,
-            &mut len,
-        )
+        libbpf_sys::bpf_obj_get_info_by_fd(fd.as_raw_fd(), &mut info as *mut _ as *mut _, &mut len)
     })?;
     let end = name.iter().position(|&b| b == 0).unwrap_or(name.len());
     Ok(BtfInfo {

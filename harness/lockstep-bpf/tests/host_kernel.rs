@@ -100,8 +100,10 @@ fn run(l: &Loader, c: &Case) -> KernelResult {
     if let Ok(dir) = std::env::var("LOCKSTEP_CAPTURE_DIR") {
         std::fs::write(format!("{dir}/{}.log", c.name), log).expect("write capture");
     }
-    eprintln!("== {}: {:?} errno {} insn {:?} msg {:?} setup {:?}", c.name, r.verdict.verdict,
-        r.errno, r.verdict.insn, r.verdict.message, r.setup_error);
+    eprintln!(
+        "== {}: {:?} errno {} insn {:?} msg {:?} setup {:?}",
+        c.name, r.verdict.verdict, r.errno, r.verdict.insn, r.verdict.message, r.setup_error
+    );
     r
 }
 
@@ -125,7 +127,9 @@ fn assert_accept(r: &KernelResult) {
 fn lock_unlock_accepted() {
     let Some((_serial, l)) = loader() else { return };
     for t in [MapType::Array, MapType::Hash] {
-        let text = format!("{LOOKUP}call bpf_spin_lock\nr1 = r6\nr1 += 4\ncall bpf_spin_unlock\nout:\nr0 = 0\nexit\n");
+        let text = format!(
+            "{LOOKUP}call bpf_spin_lock\nr1 = r6\nr1 += 4\ncall bpf_spin_unlock\nout:\nr0 = 0\nexit\n"
+        );
         let c = case(&format!("lock_unlock_{t:?}"), ProgType::SchedCls, vec![map("m", t, true)], &text);
         assert_accept(&run(l, &c));
     }
@@ -137,7 +141,11 @@ fn lock_without_unlock_rejected() {
     let text = format!("{LOOKUP}call bpf_spin_lock\nout:\nr0 = 0\nexit\n");
     let c = case("lock_no_unlock", ProgType::SchedCls, vec![map("m", MapType::Array, true)], &text);
     let r = run(l, &c);
-    assert_reject(&r, Some(13), "BPF_EXIT instruction in main prog cannot be used inside bpf_spin_lock-ed region");
+    assert_reject(
+        &r,
+        Some(13),
+        "BPF_EXIT instruction in main prog cannot be used inside bpf_spin_lock-ed region",
+    );
 }
 
 #[test]
@@ -154,7 +162,8 @@ fn helper_call_under_lock_rejected() {
 #[test]
 fn map_without_btf_rejected() {
     let Some((_serial, l)) = loader() else { return };
-    let text = format!("{LOOKUP}call bpf_spin_lock\nr1 = r6\nr1 += 4\ncall bpf_spin_unlock\nout:\nr0 = 0\nexit\n");
+    let text =
+        format!("{LOOKUP}call bpf_spin_lock\nr1 = r6\nr1 += 4\ncall bpf_spin_unlock\nout:\nr0 = 0\nexit\n");
     let c = case("map_without_btf", ProgType::SchedCls, vec![map("m", MapType::Array, false)], &text);
     let r = run(l, &c);
     assert_reject(&r, Some(11), "map 'm' has to have BTF in order to use bpf_spin_lock");
@@ -163,7 +172,8 @@ fn map_without_btf_rejected() {
 #[test]
 fn socket_filter_rejected() {
     let Some((_serial, l)) = loader() else { return };
-    let text = format!("{LOOKUP}call bpf_spin_lock\nr1 = r6\nr1 += 4\ncall bpf_spin_unlock\nout:\nr0 = 0\nexit\n");
+    let text =
+        format!("{LOOKUP}call bpf_spin_lock\nr1 = r6\nr1 += 4\ncall bpf_spin_unlock\nout:\nr0 = 0\nexit\n");
     let c = case("socket_filter_lock", ProgType::SocketFilter, vec![map("m", MapType::Array, true)], &text);
     let r = run(l, &c);
     assert_reject(&r, None, "socket filter progs cannot use bpf_spin_lock yet");
@@ -186,7 +196,11 @@ fn global_data_lock() {
         "r1 = .data + 4 ll\ncall bpf_spin_lock\nr0 = 0\nexit\n",
     );
     let r = run(l, &bad);
-    assert_reject(&r, Some(4), "BPF_EXIT instruction in main prog cannot be used inside bpf_spin_lock-ed region");
+    assert_reject(
+        &r,
+        Some(4),
+        "BPF_EXIT instruction in main prog cannot be used inside bpf_spin_lock-ed region",
+    );
 }
 
 #[test]
@@ -279,9 +293,11 @@ fn vmlinux_kfunc_resolves_and_loads() {
     let (id, module) = l.kfunc_id("bpf_rcu_read_lock").expect("bpf_rcu_read_lock in vmlinux BTF");
     assert!(id > 0);
     assert_eq!(module, None);
-    let symbols = Symbols { maps: vec![], kfuncs: vec!["bpf_rcu_read_lock".into(), "bpf_rcu_read_unlock".into()] };
+    let symbols =
+        Symbols { maps: vec![], kfuncs: vec!["bpf_rcu_read_lock".into(), "bpf_rcu_read_unlock".into()] };
     let mut c = case("rcu_kfuncs", ProgType::SchedCls, vec![], "r0 = 0\nexit\n");
-    c.program = assemble("call bpf_rcu_read_lock\ncall bpf_rcu_read_unlock\nr0 = 0\nexit\n", &symbols).unwrap();
+    c.program =
+        assemble("call bpf_rcu_read_lock\ncall bpf_rcu_read_unlock\nr0 = 0\nexit\n", &symbols).unwrap();
     assert_accept(&run(l, &c));
 }
 
@@ -289,7 +305,8 @@ fn vmlinux_kfunc_resolves_and_loads() {
 fn no_fd_leak_across_cases() {
     let Some((_serial, l)) = loader() else { return };
     let count = || std::fs::read_dir("/proc/self/fd").unwrap().count();
-    let text = format!("{LOOKUP}call bpf_spin_lock\nr1 = r6\nr1 += 4\ncall bpf_spin_unlock\nout:\nr0 = 0\nexit\n");
+    let text =
+        format!("{LOOKUP}call bpf_spin_lock\nr1 = r6\nr1 += 4\ncall bpf_spin_unlock\nout:\nr0 = 0\nexit\n");
     let c = case("fd_leak", ProgType::SchedCls, vec![map("m", MapType::Array, true), data_section()], &text);
     l.run_case(&c, false);
     let before = count();
@@ -307,7 +324,11 @@ fn small_log_buffer_grows_on_enospc() {
     let text = format!("{LOOKUP}call bpf_spin_lock\nout:\nr0 = 0\nexit\n");
     let c = case("lock_no_unlock_small_log", ProgType::SchedCls, vec![map("m", MapType::Array, true)], &text);
     let r = run(&l, &c);
-    assert_reject(&r, Some(13), "BPF_EXIT instruction in main prog cannot be used inside bpf_spin_lock-ed region");
+    assert_reject(
+        &r,
+        Some(13),
+        "BPF_EXIT instruction in main prog cannot be used inside bpf_spin_lock-ed region",
+    );
     assert!(r.log.as_deref().is_some_and(|log| log.starts_with("0: R1=ctx()")), "whole log after growing");
 }
 

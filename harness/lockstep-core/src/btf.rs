@@ -31,19 +31,21 @@ fn parse(btf: &[u8]) -> Result<Raw<'_>, String> {
     let field = |i: usize| u32_at(btf, 8 + 4 * i).ok_or("truncated header").map(|v| v as usize);
     let hdr_len = u32_at(btf, 4).ok_or("truncated header")? as usize;
     let (type_off, type_len, str_off, str_len) = (field(0)?, field(1)?, field(2)?, field(3)?);
-    let types = btf.get(hdr_len + type_off..hdr_len + type_off + type_len).ok_or("type section out of range")?;
-    let strings = btf.get(hdr_len + str_off..hdr_len + str_off + str_len).ok_or("string section out of range")?;
+    let types =
+        btf.get(hdr_len + type_off..hdr_len + type_off + type_len).ok_or("type section out of range")?;
+    let strings =
+        btf.get(hdr_len + str_off..hdr_len + str_off + str_len).ok_or("string section out of range")?;
     Ok(Raw { types, strings })
 }
 
 /// Bytes that follow the 12-byte `struct btf_type` for a type of `kind` with `vlen` members.
 fn trailing(kind: u32, vlen: usize) -> Result<usize, String> {
     Ok(match kind {
-        1 | 14 | 17 => 4,                    // INT, VAR, DECL_TAG
-        2 | 7..=12 | 16 | 18 => 0,           // PTR, FWD, TYPEDEF, VOLATILE, CONST, RESTRICT, FUNC, FLOAT, TYPE_TAG
-        3 => 12,                             // ARRAY
-        4 | 5 | 15 | 19 => 12 * vlen,        // STRUCT, UNION, DATASEC, ENUM64
-        6 | 13 => 8 * vlen,                  // ENUM, FUNC_PROTO
+        1 | 14 | 17 => 4,             // INT, VAR, DECL_TAG
+        2 | 7..=12 | 16 | 18 => 0,    // PTR, FWD, TYPEDEF, VOLATILE, CONST, RESTRICT, FUNC, FLOAT, TYPE_TAG
+        3 => 12,                      // ARRAY
+        4 | 5 | 15 | 19 => 12 * vlen, // STRUCT, UNION, DATASEC, ENUM64
+        6 | 13 => 8 * vlen,           // ENUM, FUNC_PROTO
         k => return Err(format!("unknown BTF kind {k}")),
     })
 }
@@ -63,7 +65,9 @@ fn walk<'a>(raw: &Raw<'a>) -> Result<Vec<TypeRec<'a>>, String> {
     let mut out = Vec::new();
     let mut at = 0;
     while at < raw.types.len() {
-        let (Some(name_off), Some(info), Some(size_or_type)) = (u32_at(raw.types, at), u32_at(raw.types, at + 4), u32_at(raw.types, at + 8)) else {
+        let (Some(name_off), Some(info), Some(size_or_type)) =
+            (u32_at(raw.types, at), u32_at(raw.types, at + 4), u32_at(raw.types, at + 8))
+        else {
             return Err("truncated type".into());
         };
         let kind = (info >> 24) & 0x1f;
@@ -151,7 +155,11 @@ pub fn tagged_funcs(btf: &[u8], base: Option<&[u8]>, tag: &str) -> Result<BTreeM
 }
 
 /// [`tagged_funcs`] with the number of functions of `btf` (one parse).
-pub fn scan_tagged(btf: &[u8], base: Option<&[u8]>, tag: &str) -> Result<(usize, BTreeMap<u32, String>), String> {
+pub fn scan_tagged(
+    btf: &[u8],
+    base: Option<&[u8]>,
+    tag: &str,
+) -> Result<(usize, BTreeMap<u32, String>), String> {
     let blob = Blob::new(btf, base)?;
     let nfuncs = blob.types.iter().filter(|t| t.kind == KIND_FUNC).count();
     let mut out = BTreeMap::new();
@@ -198,7 +206,10 @@ mod tests {
 
     /// A raw BTF blob from (kind, vlen, name_off, trailing byte count) types.
     fn blob(types: &[(u32, u32, u32, usize)], strings: &[u8]) -> Vec<u8> {
-        raw(types.iter().map(|&(kind, vlen, name, extra)| (name, (kind << 24) | vlen, 0, vec![0u8; extra])), strings)
+        raw(
+            types.iter().map(|&(kind, vlen, name, extra)| (name, (kind << 24) | vlen, 0, vec![0u8; extra])),
+            strings,
+        )
     }
 
     #[test]
@@ -213,7 +224,12 @@ mod tests {
 
     /// A raw BTF blob from (kind, name_off, size/type word, trailing bytes) types.
     fn blob_with(types: &[(u32, u32, u32, Vec<u8>)], strings: &[u8]) -> Vec<u8> {
-        raw(types.iter().map(|(kind, name, size_or_type, extra)| (*name, kind << 24, *size_or_type, extra.clone())), strings)
+        raw(
+            types
+                .iter()
+                .map(|(kind, name, size_or_type, extra)| (*name, kind << 24, *size_or_type, extra.clone())),
+            strings,
+        )
     }
 
     #[test]
@@ -222,20 +238,23 @@ mod tests {
         let strings = b"\0f\0g\0h\0bpf_kfunc\0other\0";
         let minus1 = (-1i32).to_le_bytes().to_vec();
         let types = [
-            (13, 0, 0, vec![]),              // 1: FUNC_PROTO
-            (12, 1, 1, vec![]),              // 2: FUNC f
-            (12, 3, 1, vec![]),              // 3: FUNC g
-            (12, 5, 1, vec![]),              // 4: FUNC h
-            (17, 7, 2, minus1.clone()),      // 5: DECL_TAG bpf_kfunc -> f
+            (13, 0, 0, vec![]),                      // 1: FUNC_PROTO
+            (12, 1, 1, vec![]),                      // 2: FUNC f
+            (12, 3, 1, vec![]),                      // 3: FUNC g
+            (12, 5, 1, vec![]),                      // 4: FUNC h
+            (17, 7, 2, minus1.clone()),              // 5: DECL_TAG bpf_kfunc -> f
             (17, 7, 3, 0i32.to_le_bytes().to_vec()), // 6: bpf_kfunc on g's first parameter: not g
-            (17, 17, 4, minus1.clone()),     // 7: DECL_TAG other -> h
-            (17, 7, 1, minus1),              // 8: bpf_kfunc on a non-function: ignored
+            (17, 17, 4, minus1.clone()),             // 7: DECL_TAG other -> h
+            (17, 7, 1, minus1),                      // 8: bpf_kfunc on a non-function: ignored
         ];
         let b = blob_with(&types, strings);
         let k = tagged_funcs(&b, None, KFUNC_TAG).unwrap();
         assert_eq!(k.into_iter().collect::<Vec<_>>(), vec![(2, "f".to_string())]);
         assert_eq!(funcs(&b, None).unwrap().len(), 3);
-        assert_eq!(scan_tagged(&b, None, "other").unwrap(), (3, [(4, "h".to_string())].into_iter().collect()));
+        assert_eq!(
+            scan_tagged(&b, None, "other").unwrap(),
+            (3, [(4, "h".to_string())].into_iter().collect())
+        );
     }
 
     #[test]
@@ -243,7 +262,8 @@ mod tests {
         // base: INT "int" (id 1); split: FUNC "k" (id 2), DECL_TAG bpf_kfunc -> 2 (id 3)
         let base = blob(&[(1, 0, 1, 4)], b"\0int\0");
         // split strings start at base offset 5: "\0k\0bpf_kfunc\0" -> "k" at 6, "bpf_kfunc" at 8
-        let split = blob_with(&[(12, 6, 0, vec![]), (17, 8, 2, (-1i32).to_le_bytes().to_vec())], b"\0k\0bpf_kfunc\0");
+        let split =
+            blob_with(&[(12, 6, 0, vec![]), (17, 8, 2, (-1i32).to_le_bytes().to_vec())], b"\0k\0bpf_kfunc\0");
         let k = tagged_funcs(&split, Some(&base), KFUNC_TAG).unwrap();
         assert_eq!(k.into_iter().collect::<Vec<_>>(), vec![(2, "k".to_string())]);
     }

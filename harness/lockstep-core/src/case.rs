@@ -234,7 +234,12 @@ pub struct Case {
 impl Case {
     /// A case named `name` of `prog_type` running `program` (assembled from `text`), with nothing
     /// else: no maps, globals, flags, expectations or tags, and no source file (`file` empty, `line` 0).
-    pub fn new(name: impl Into<String>, prog_type: ProgType, program: Program, text: impl Into<String>) -> Case {
+    pub fn new(
+        name: impl Into<String>,
+        prog_type: ProgType,
+        program: Program,
+        text: impl Into<String>,
+    ) -> Case {
         Case {
             name: name.into(),
             file: String::new(),

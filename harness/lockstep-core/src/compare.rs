@@ -81,7 +81,15 @@ mod tests {
     use super::*;
 
     fn kr(v: Verdict) -> KernelResult {
-        KernelResult { case: "c".into(), verdict: v, errno: 0, log: None, verification_usec: None, insns_processed: None, setup_error: None }
+        KernelResult {
+            case: "c".into(),
+            verdict: v,
+            errno: 0,
+            log: None,
+            verification_usec: None,
+            insns_processed: None,
+            setup_error: None,
+        }
     }
 
     #[test]
@@ -102,10 +110,17 @@ mod tests {
 
     #[test]
     fn messages_compare_on_their_first_line() {
-        let k = Some("function calls are not allowed while holding a lock\nVerification failed: x".to_string());
+        let k =
+            Some("function calls are not allowed while holding a lock\nVerification failed: x".to_string());
         assert!(messages_match(&Some("function calls are not allowed while holding a lock".into()), &k));
-        let two = Some("global function calls are not allowed while holding a lock,\nuse static function instead".to_string());
-        assert!(messages_match(&two, &Some("global function calls are not allowed while holding a lock,".into())));
+        let two = Some(
+            "global function calls are not allowed while holding a lock,\nuse static function instead"
+                .to_string(),
+        );
+        assert!(messages_match(
+            &two,
+            &Some("global function calls are not allowed while holding a lock,".into())
+        ));
         assert!(!messages_match(&two, &Some("function calls are not allowed while holding a lock".into())));
         assert!(!messages_match(&None, &None), "a rejection without a message never matches");
     }

@@ -67,7 +67,9 @@ pub fn kernel_meets_expectation(case: &Case, profile: &str, r: &crate::proto::Ke
 /// Verdict, instruction and first message line (the parts a verdict always carries).
 fn meets_verdict(e: &Expectation, v: &Verdict) -> bool {
     let first = |s: &Option<String>| s.as_deref().map(|m| m.lines().next().unwrap_or("").to_string());
-    e.verdict == v.verdict && (e.insn.is_none() || e.insn == v.insn) && (e.message.is_none() || first(&e.message) == first(&v.message))
+    e.verdict == v.verdict
+        && (e.insn.is_none() || e.insn == v.insn)
+        && (e.message.is_none() || first(&e.message) == first(&v.message))
 }
 
 /// `msgs` patterns of `case`'s expectation for `profile` that a verdict alone cannot check (those
@@ -142,16 +144,28 @@ mod tests {
     #[test]
     fn msgs_match_in_order() {
         let p = |v: &[&str]| v.iter().map(|s| s.to_string()).collect::<Vec<_>>();
-        assert!(msgs_match(&p(&["calls are", "lock"]), "function calls are not allowed while holding a lock"));
-        assert!(!msgs_match(&p(&["lock", "calls are"]), "function calls are not allowed while holding a lock"));
+        assert!(msgs_match(
+            &p(&["calls are", "lock"]),
+            "function calls are not allowed while holding a lock"
+        ));
+        assert!(!msgs_match(
+            &p(&["lock", "calls are"]),
+            "function calls are not allowed while holding a lock"
+        ));
         assert!(msgs_match(&[], "anything"));
     }
 
     #[test]
     fn reject_msgs_are_checked_on_the_model_message() {
         let c = case_with(VerdictKind::Reject, &["unlock of different lock"]);
-        assert_eq!(meets_expectation(&c, "7.3", &Verdict::reject(Some(3), "bpf_spin_unlock of different lock")), Some(true));
-        assert_eq!(meets_expectation(&c, "7.3", &Verdict::reject(Some(3), "bpf_spin_unlock without taking a lock")), Some(false));
+        assert_eq!(
+            meets_expectation(&c, "7.3", &Verdict::reject(Some(3), "bpf_spin_unlock of different lock")),
+            Some(true)
+        );
+        assert_eq!(
+            meets_expectation(&c, "7.3", &Verdict::reject(Some(3), "bpf_spin_unlock without taking a lock")),
+            Some(false)
+        );
         assert_eq!(meets_expectation(&c, "6.12", &Verdict::accept()), None);
     }
 

@@ -59,7 +59,10 @@ impl FlipClass {
 
     /// Whether this class makes the validation fail.
     pub fn is_failure(self) -> bool {
-        matches!(self, FlipClass::Unexpected | FlipClass::Missing | FlipClass::SetupChanged | FlipClass::NoResult)
+        matches!(
+            self,
+            FlipClass::Unexpected | FlipClass::Missing | FlipClass::SetupChanged | FlipClass::NoResult
+        )
     }
 
     /// The name used in reports.
@@ -131,27 +134,45 @@ pub fn classify(c: CaseVerdicts<'_>) -> Judgement {
     if k0 != k1 {
         if !judged {
             let why = if m0 == VerdictKind::Unsupported { c.model_base } else { c.model_patched };
-            return j(FlipClass::Unjudged, format!("model: {}", why.message.as_deref().unwrap_or("unsupported")));
+            return j(
+                FlipClass::Unjudged,
+                format!("model: {}", why.message.as_deref().unwrap_or("unsupported")),
+            );
         }
         if m0 == k0 && m1 == k1 {
             return j(FlipClass::Expected, String::new());
         }
         return j(
             FlipClass::Unexpected,
-            format!("kernels {} -> {}, model predicts {} -> {}", k0.as_str(), k1.as_str(), kinds(c.model_base), kinds(c.model_patched)),
+            format!(
+                "kernels {} -> {}, model predicts {} -> {}",
+                k0.as_str(),
+                k1.as_str(),
+                kinds(c.model_base),
+                kinds(c.model_patched)
+            ),
         );
     }
     if judged && m0 != m1 {
         return j(
             FlipClass::Missing,
-            format!("kernels stay {}, model predicts {} -> {}", k0.as_str(), kinds(c.model_base), kinds(c.model_patched)),
+            format!(
+                "kernels stay {}, model predicts {} -> {}",
+                k0.as_str(),
+                kinds(c.model_base),
+                kinds(c.model_patched)
+            ),
         );
     }
     let mut note = String::new();
     if judged && m0 != k0 {
         note = format!("model says {} on both profiles, kernels {}", m0.as_str(), k0.as_str());
     } else if kb.verdict.message != kp.verdict.message {
-        note = format!("message changed: {:?} -> {:?}", kb.verdict.message.as_deref().unwrap_or(""), kp.verdict.message.as_deref().unwrap_or(""));
+        note = format!(
+            "message changed: {:?} -> {:?}",
+            kb.verdict.message.as_deref().unwrap_or(""),
+            kp.verdict.message.as_deref().unwrap_or("")
+        );
     }
     j(FlipClass::Unchanged, note)
 }
@@ -181,7 +202,15 @@ mod tests {
     use super::*;
 
     fn k(v: Verdict) -> KernelResult {
-        KernelResult { case: "c".into(), verdict: v, errno: 0, log: None, verification_usec: None, insns_processed: None, setup_error: None }
+        KernelResult {
+            case: "c".into(),
+            verdict: v,
+            errno: 0,
+            log: None,
+            verification_usec: None,
+            insns_processed: None,
+            setup_error: None,
+        }
     }
     fn acc() -> Verdict {
         Verdict::accept()
@@ -193,7 +222,12 @@ mod tests {
         Verdict::unsupported("kfunc returns a pointer (not modelled)")
     }
     fn run(kb: Option<KernelResult>, kp: Option<KernelResult>, mb: Verdict, mp: Verdict) -> Judgement {
-        classify(CaseVerdicts { kernel_base: kb.as_ref(), kernel_patched: kp.as_ref(), model_base: &mb, model_patched: &mp })
+        classify(CaseVerdicts {
+            kernel_base: kb.as_ref(),
+            kernel_patched: kp.as_ref(),
+            model_base: &mb,
+            model_patched: &mp,
+        })
     }
 
     #[test]
@@ -235,7 +269,10 @@ mod tests {
         let j = run(Some(k(rej())), Some(k(rej())), rej(), rej());
         assert_eq!(j, Judgement { class: FlipClass::Unchanged, note: String::new() });
         let j = run(Some(k(acc())), Some(k(acc())), rej(), rej());
-        assert_eq!((j.class, j.note.as_str()), (FlipClass::Unchanged, "model says reject on both profiles, kernels accept"));
+        assert_eq!(
+            (j.class, j.note.as_str()),
+            (FlipClass::Unchanged, "model says reject on both profiles, kernels accept")
+        );
         let j = run(Some(k(rej())), Some(k(Verdict::reject(Some(3), "other"))), rej(), rej());
         assert!(j.note.starts_with("message changed"), "{}", j.note);
     }
@@ -244,16 +281,28 @@ mod tests {
     fn setup_errors_and_missing_results() {
         let mut broken = k(rej());
         broken.setup_error = Some("kfunc lockstep_safe not found".into());
-        assert_eq!(run(Some(broken.clone()), Some(broken.clone()), rej(), acc()).class, FlipClass::SetupError);
+        assert_eq!(
+            run(Some(broken.clone()), Some(broken.clone()), rej(), acc()).class,
+            FlipClass::SetupError
+        );
         let j = run(Some(k(rej())), Some(broken), rej(), acc());
-        assert_eq!((j.class, j.note.as_str()), (FlipClass::SetupChanged, "patched: kfunc lockstep_safe not found"));
+        assert_eq!(
+            (j.class, j.note.as_str()),
+            (FlipClass::SetupChanged, "patched: kfunc lockstep_safe not found")
+        );
         let j = run(Some(k(rej())), None, rej(), acc());
         assert_eq!((j.class, j.note.as_str()), (FlipClass::NoResult, "no result from the patched kernel"));
     }
 
     #[test]
     fn failures_are_counted() {
-        let s = summarize([FlipClass::Expected, FlipClass::Expected, FlipClass::Unjudged, FlipClass::Missing, FlipClass::Unchanged]);
+        let s = summarize([
+            FlipClass::Expected,
+            FlipClass::Expected,
+            FlipClass::Unjudged,
+            FlipClass::Missing,
+            FlipClass::Unchanged,
+        ]);
         assert_eq!(s.counts[&FlipClass::Expected], 2);
         assert_eq!(s.failures, 1);
         let failing: Vec<_> = FlipClass::ALL.iter().filter(|c| c.is_failure()).map(|c| c.as_str()).collect();

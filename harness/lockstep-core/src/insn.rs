@@ -190,10 +190,7 @@ pub fn decode(bytes: &[u8]) -> Result<Vec<Insn>, DecodeError> {
     if !bytes.len().is_multiple_of(8) {
         return Err(DecodeError::TrailingBytes(bytes.len() % 8));
     }
-    Ok(bytes
-        .chunks_exact(8)
-        .map(|c| Insn::from_bytes(c.try_into().expect("chunk of 8")))
-        .collect())
+    Ok(bytes.chunks_exact(8).map(|c| Insn::from_bytes(c.try_into().expect("chunk of 8"))).collect())
 }
 
 /// Errors decoding an instruction image.

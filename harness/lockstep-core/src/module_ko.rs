@@ -10,7 +10,6 @@ use std::collections::BTreeMap;
 
 use object::{Object, ObjectSection, ObjectSymbol};
 
-
 use crate::profile::ModuleKfuncs;
 
 /// One kfunc entry of a module's `.BTF_ids`.
@@ -90,7 +89,11 @@ struct Set8Entry {
 /// Every entry of every `__BTF_ID__set8__<set>` of `.BTF_ids`, named through `names`.
 /// `strict`: an id that names no function is an error (else skipped: resolve_btfids leaves 0 for
 /// a kfunc that was not built).
-fn set8_entries(file: &object::File<'_>, names: &BTreeMap<u32, String>, strict: bool) -> Result<Vec<Set8Entry>, KoError> {
+fn set8_entries(
+    file: &object::File<'_>,
+    names: &BTreeMap<u32, String>,
+    strict: bool,
+) -> Result<Vec<Set8Entry>, KoError> {
     let sec = file.section_by_name(".BTF_ids").ok_or(KoError::NoBtfIds)?;
     let data = sec.data().map_err(|e| KoError::Elf(e.to_string()))?;
     let u32_at = |at: usize| data.get(at..at + 4).map(|b| u32::from_le_bytes(b.try_into().expect("4 bytes")));

@@ -55,7 +55,9 @@ pub fn parse_module_source(src: &str) -> Result<ModuleKfuncs, ModuleSourceError>
     for (i, raw) in src.lines().enumerate() {
         let line = raw.trim();
         let ln = i + 1;
-        if let Some(rest) = line.strip_prefix("BTF_KFUNCS_START(").or_else(|| line.strip_prefix("BTF_SET8_START(")) {
+        if let Some(rest) =
+            line.strip_prefix("BTF_KFUNCS_START(").or_else(|| line.strip_prefix("BTF_SET8_START("))
+        {
             cur_set = Some(rest.trim_end_matches(')').trim().to_string());
         } else if line.starts_with("BTF_KFUNCS_END(") || line.starts_with("BTF_SET8_END(") {
             cur_set = None;
@@ -65,7 +67,13 @@ pub fn parse_module_source(src: &str) -> Result<ModuleKfuncs, ModuleSourceError>
                 continue;
             }
             let mut f = 0u32;
-            for flag in parts.get(2).map_or("", |s| s).split('|').map(str::trim).filter(|s| !s.is_empty() && *s != "0") {
+            for flag in parts
+                .get(2)
+                .map_or("", |s| s)
+                .split('|')
+                .map(str::trim)
+                .filter(|s| !s.is_empty() && *s != "0")
+            {
                 let v = FLAG_NAMES.iter().find(|(n, _)| *n == flag).map(|(_, v)| *v);
                 f |= v.ok_or_else(|| ModuleSourceError::UnknownFlag { line: ln, flag: flag.to_string() })?;
             }
@@ -91,9 +99,13 @@ pub fn parse_module_source(src: &str) -> Result<ModuleKfuncs, ModuleSourceError>
             cur_struct = None;
         } else if let Some(pos) = line.find("register_btf_kfunc_id_set(") {
             let rest = &line[pos + "register_btf_kfunc_id_set(".len()..];
-            let parts: Vec<&str> = rest.trim_end_matches(';').trim_end_matches(')').split(',').map(str::trim).collect();
+            let parts: Vec<&str> =
+                rest.trim_end_matches(';').trim_end_matches(')').split(',').map(str::trim).collect();
             if parts.len() == 2 {
-                let ty = prog_type_of(parts[0]).ok_or_else(|| ModuleSourceError::UnknownProgType { line: ln, ty: parts[0].to_string() })?;
+                let ty = prog_type_of(parts[0]).ok_or_else(|| ModuleSourceError::UnknownProgType {
+                    line: ln,
+                    ty: parts[0].to_string(),
+                })?;
                 let st = parts[1].trim_start_matches('&').to_string();
                 let set = kfunc_set_struct.get(&st).cloned().unwrap_or(st);
                 registered.entry(set).or_default().push(ty);
@@ -116,7 +128,8 @@ pub fn parse_module_source(src: &str) -> Result<ModuleKfuncs, ModuleSourceError>
 
 /// The bundled test module's kfuncs, from the source compiled into this crate.
 pub fn bundled() -> ModuleKfuncs {
-    parse_module_source(include_str!("../../../kernel-module/lockstep_test.c")).expect("bundled module source parses")
+    parse_module_source(include_str!("../../../kernel-module/lockstep_test.c"))
+        .expect("bundled module source parses")
 }
 
 #[cfg(test)]
@@ -136,14 +149,22 @@ mod tests {
         assert!(!m.kfuncs["lockstep_safe_ret_null"].returns_scalar);
         let release = &m.kfuncs["lockstep_safe_release"];
         assert!(release.returns_void && !release.returns_scalar);
-        assert_eq!(release.flags & (crate::profile::KF_RELEASE | crate::profile::KF_ACQUIRE), crate::profile::KF_RELEASE);
-        assert_eq!(m.kfuncs["lockstep_safe_acquire"].flags & 0x7, crate::profile::KF_ACQUIRE | crate::profile::KF_RET_NULL);
+        assert_eq!(
+            release.flags & (crate::profile::KF_RELEASE | crate::profile::KF_ACQUIRE),
+            crate::profile::KF_RELEASE
+        );
+        assert_eq!(
+            m.kfuncs["lockstep_safe_acquire"].flags & 0x7,
+            crate::profile::KF_ACQUIRE | crate::profile::KF_RET_NULL
+        );
     }
 
     #[test]
     fn changing_a_flag_in_the_source_changes_the_result() {
-        let src = include_str!("../../../kernel-module/lockstep_test.c")
-            .replace("BTF_ID_FLAGS(func, lockstep_unsafe, 0)", "BTF_ID_FLAGS(func, lockstep_unsafe, LOCKSTEP_LOCK_SAFE)");
+        let src = include_str!("../../../kernel-module/lockstep_test.c").replace(
+            "BTF_ID_FLAGS(func, lockstep_unsafe, 0)",
+            "BTF_ID_FLAGS(func, lockstep_unsafe, LOCKSTEP_LOCK_SAFE)",
+        );
         let m = parse_module_source(&src).unwrap();
         assert_eq!(m.kfuncs["lockstep_unsafe"].flags, LOCK_SAFE_FLAG);
     }

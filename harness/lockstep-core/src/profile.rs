@@ -131,7 +131,8 @@ impl KernelProfile {
         BUILTIN
             .iter()
             .map(|(name, src)| {
-                let p: KernelProfile = toml::from_str(src).unwrap_or_else(|e| panic!("built-in profile {name} is malformed: {e}"));
+                let p: KernelProfile = toml::from_str(src)
+                    .unwrap_or_else(|e| panic!("built-in profile {name} is malformed: {e}"));
                 assert_eq!(&p.name, name, "built-in profile file name and `name` differ");
                 p
             })
@@ -141,7 +142,10 @@ impl KernelProfile {
     /// The built-in profile named `name`.
     pub fn by_name(name: &str) -> Result<KernelProfile, ProfileError> {
         Self::all().into_iter().find(|p| p.name == name).ok_or_else(|| {
-            ProfileError::Unknown(name.to_string(), BUILTIN.iter().map(|(n, _)| *n).collect::<Vec<_>>().join(", "))
+            ProfileError::Unknown(
+                name.to_string(),
+                BUILTIN.iter().map(|(n, _)| *n).collect::<Vec<_>>().join(", "),
+            )
         })
     }
 

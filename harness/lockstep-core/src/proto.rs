@@ -148,7 +148,11 @@ mod tests {
     #[test]
     fn a_kfunc_listing_round_trips_through_json() {
         let listing = KfuncListing {
-            kfuncs: vec![KfuncEntry { name: "lockstep_safe".into(), btf_id: 130_001, module: Some("lockstep_test".into()) }],
+            kfuncs: vec![KfuncEntry {
+                name: "lockstep_safe".into(),
+                btf_id: 130_001,
+                module: Some("lockstep_test".into()),
+            }],
             sources: vec![BtfSource { object: "lockstep_test".into(), funcs: 6, kfuncs: 6, error: None }],
             warnings: Vec::new(),
         };

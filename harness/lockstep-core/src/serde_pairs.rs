@@ -12,6 +12,8 @@ pub fn serialize<T: Serialize, S: Serializer>(map: &BTreeMap<usize, T>, s: S) ->
 }
 
 /// Reads `[[key, value], ...]`.
-pub fn deserialize<'de, T: Deserialize<'de>, D: Deserializer<'de>>(d: D) -> Result<BTreeMap<usize, T>, D::Error> {
+pub fn deserialize<'de, T: Deserialize<'de>, D: Deserializer<'de>>(
+    d: D,
+) -> Result<BTreeMap<usize, T>, D::Error> {
     Ok(Vec::<(usize, T)>::deserialize(d)?.into_iter().collect())
 }

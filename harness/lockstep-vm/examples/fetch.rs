@@ -9,7 +9,13 @@ fn main() {
     for name in args.iter().filter(|a| !a.starts_with("--")) {
         let t = std::time::Instant::now();
         match cache.fetch(name, FetchParts { headers }, &|p| eprintln!("{p:?}")) {
-            Ok(k) => println!("{} {} {} ({:.1}s)", k.name, k.package_version, k.vmlinuz.display(), t.elapsed().as_secs_f64()),
+            Ok(k) => println!(
+                "{} {} {} ({:.1}s)",
+                k.name,
+                k.package_version,
+                k.vmlinuz.display(),
+                t.elapsed().as_secs_f64()
+            ),
             Err(e) => {
                 eprintln!("{name}: {e}");
                 std::process::exit(1);

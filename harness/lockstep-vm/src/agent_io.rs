@@ -66,15 +66,23 @@ pub fn open_control_port() -> io::Result<(BufReader<File>, File)> {
             break i;
         }
         if Instant::now() > deadline {
-            return Err(io::Error::new(io::ErrorKind::NotFound, format!("no virtio port named {CONTROL_PORT_NAME}")));
+            return Err(io::Error::new(
+                io::ErrorKind::NotFound,
+                format!("no virtio port named {CONTROL_PORT_NAME}"),
+            ));
         }
         std::thread::sleep(Duration::from_millis(50));
     };
     let node = PathBuf::from("/dev").join(&info.device);
     if !node.exists() {
         use nix::sys::stat::{makedev, mknod, Mode, SFlag};
-        mknod(&node, SFlag::S_IFCHR, Mode::from_bits_truncate(0o600), makedev(info.major.into(), info.minor.into()))
-            .map_err(|e| io::Error::other(format!("mknod {}: {e}", node.display())))?;
+        mknod(
+            &node,
+            SFlag::S_IFCHR,
+            Mode::from_bits_truncate(0o600),
+            makedev(info.major.into(), info.minor.into()),
+        )
+        .map_err(|e| io::Error::other(format!("mknod {}: {e}", node.display())))?;
     }
     let f = OpenOptions::new().read(true).write(true).open(&node)?;
     let w = f.try_clone()?;

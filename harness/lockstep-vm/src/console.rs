@@ -118,10 +118,16 @@ mod tests {
 
     #[test]
     fn classifies_kernel_lines() {
-        assert_eq!(classify("[    4.1] Kernel panic - not syncing: Attempted to kill init!"), Some(Marker::Panic));
+        assert_eq!(
+            classify("[    4.1] Kernel panic - not syncing: Attempted to kill init!"),
+            Some(Marker::Panic)
+        );
         assert_eq!(classify("[    2.0] Oops: int3: 0000 [#1] PREEMPT SMP NOPTI"), Some(Marker::Oops));
         assert_eq!(classify("[    2.0] BUG: kernel NULL pointer dereference, address: 0"), Some(Marker::Bug));
-        assert_eq!(classify("[    2.0] WARNING: CPU: 0 PID: 1 at kernel/bpf/verifier.c:123"), Some(Marker::Warning));
+        assert_eq!(
+            classify("[    2.0] WARNING: CPU: 0 PID: 1 at kernel/bpf/verifier.c:123"),
+            Some(Marker::Warning)
+        );
         assert_eq!(classify("[    2.0] Call Trace:"), Some(Marker::CallTrace));
         assert_eq!(classify("[    0.0] Linux version 7.3.4+deb13-amd64"), None);
         assert!(is_kvm_failure("KVM internal error. Suberror: 1"));

@@ -53,7 +53,9 @@ pub fn entries(init: Vec<u8>, module: Option<Vec<u8>>, extra: Vec<(String, Vec<u
     for (path, data) in extra {
         let path = path.trim_start_matches('/').to_string();
         let mut parent = String::new();
-        for comp in path.split('/').collect::<Vec<_>>().split_last().map(|(_, p)| p.to_vec()).unwrap_or_default() {
+        for comp in
+            path.split('/').collect::<Vec<_>>().split_last().map(|(_, p)| p.to_vec()).unwrap_or_default()
+        {
             parent = if parent.is_empty() { comp.to_string() } else { format!("{parent}/{comp}") };
             if !v.iter().any(|e| e.path() == parent) {
                 v.push(Entry::Dir { path: parent.clone() });
@@ -81,7 +83,8 @@ pub fn write_newc<W: Write>(entries: &[Entry], mut w: W) -> io::Result<W> {
                 .write(w, 0)
                 .finish()?,
             Entry::File { data, mode, .. } => {
-                let size = u32::try_from(data.len()).map_err(|_| io::Error::other("file too large for newc"))?;
+                let size =
+                    u32::try_from(data.len()).map_err(|_| io::Error::other("file too large for newc"))?;
                 let mut fw = b.mode(*mode).nlink(1).set_mode_file_type(ModeFileType::Regular).write(w, size);
                 fw.write_all(data)?;
                 fw.finish()?
@@ -116,8 +119,12 @@ mod tests {
             if rd.entry().is_trailer() {
                 break;
             }
-            let (name, mode, maj, min) =
-                (rd.entry().name().to_string(), rd.entry().mode(), rd.entry().rdev_major(), rd.entry().rdev_minor());
+            let (name, mode, maj, min) = (
+                rd.entry().name().to_string(),
+                rd.entry().mode(),
+                rd.entry().rdev_major(),
+                rd.entry().rdev_minor(),
+            );
             let mut data = Vec::new();
             rd.read_to_end(&mut data).unwrap();
             out.push((name, mode, maj, min, data));

@@ -148,7 +148,10 @@ mod tests {
     #[test]
     fn parses_names() {
         assert_eq!("debian:7.2".parse::<KernelName>(), Ok(KernelName::Debian { series: "7.2".into() }));
-        assert_eq!("build:7.2+kf-spin-lock-rfc-v2".parse::<KernelName>(), Ok(KernelName::Build { name: "7.2+kf-spin-lock-rfc-v2".into() }));
+        assert_eq!(
+            "build:7.2+kf-spin-lock-rfc-v2".parse::<KernelName>(),
+            Ok(KernelName::Build { name: "7.2+kf-spin-lock-rfc-v2".into() })
+        );
         assert_eq!("build:0123abcd".parse::<KernelName>().unwrap().to_string(), "build:0123abcd");
         assert!("debian:9.9".parse::<KernelName>().unwrap_err().contains("debian:7.3"));
         assert!("build:".parse::<KernelName>().is_err());
@@ -159,7 +162,10 @@ mod tests {
     #[test]
     fn module_target_arguments() {
         assert_eq!(ModuleTarget::Debian { name: "debian:7.3".into() }.build_module_args(), ["debian:7.3"]);
-        assert_eq!(ModuleTarget::Tree { dir: "/c/builds/h/tree".into() }.build_module_args(), ["--tree", "/c/builds/h/tree"]);
+        assert_eq!(
+            ModuleTarget::Tree { dir: "/c/builds/h/tree".into() }.build_module_args(),
+            ["--tree", "/c/builds/h/tree"]
+        );
     }
 
     #[test]
@@ -183,7 +189,10 @@ mod tests {
         let r = resolve(&"debian:7.2".parse().unwrap(), d.path(), false).unwrap();
         assert_eq!((r.release.as_str(), r.identity.as_str()), ("7.2.13+deb14-amd64", "7.2.13-1"));
         assert_eq!(r.module_target.build_module_args(), ["debian:7.2"]);
-        assert!(matches!(resolve(&"debian:7.3".parse().unwrap(), d.path(), false), Err(ResolveError::NotCached(_))));
+        assert!(matches!(
+            resolve(&"debian:7.3".parse().unwrap(), d.path(), false),
+            Err(ResolveError::NotCached(_))
+        ));
         // A build.
         let bdir = d.path().join("builds/0123456789abcdef");
         std::fs::create_dir_all(&bdir).unwrap();
@@ -201,6 +210,9 @@ mod tests {
         assert_eq!(r.vmlinuz, bdir.join("bzImage"));
         assert_eq!(r.release, "7.2.13-lockstep");
         assert_eq!(r.module_target, ModuleTarget::Tree { dir: bdir.join("tree") });
-        assert!(matches!(resolve(&"build:nope".parse().unwrap(), d.path(), false), Err(ResolveError::Build(KbuildError::NotFound(_)))));
+        assert!(matches!(
+            resolve(&"build:nope".parse().unwrap(), d.path(), false),
+            Err(ResolveError::Build(KbuildError::NotFound(_)))
+        ));
     }
 }

@@ -38,7 +38,11 @@ pub struct QemuArgs {
 
 impl QemuArgs {
     /// Defaults: 512 MiB, TCG, no extra parameters.
-    pub fn new(kernel: impl Into<PathBuf>, initrd: impl Into<PathBuf>, control_socket: impl Into<PathBuf>) -> Self {
+    pub fn new(
+        kernel: impl Into<PathBuf>,
+        initrd: impl Into<PathBuf>,
+        control_socket: impl Into<PathBuf>,
+    ) -> Self {
         QemuArgs {
             binary: "qemu-system-x86_64".into(),
             kernel: kernel.into(),
@@ -52,7 +56,12 @@ impl QemuArgs {
 
     /// The kernel command line.
     pub fn cmdline(&self) -> String {
-        BASE_CMDLINE.iter().map(|s| s.to_string()).chain(self.extra_cmdline.iter().cloned()).collect::<Vec<_>>().join(" ")
+        BASE_CMDLINE
+            .iter()
+            .map(|s| s.to_string())
+            .chain(self.extra_cmdline.iter().cloned())
+            .collect::<Vec<_>>()
+            .join(" ")
     }
 
     /// The arguments after the binary.

@@ -39,10 +39,15 @@ fn log_event(e: BuildEvent) {
 fn build(series: Option<&str>) -> BuildRecord {
     let t = std::time::Instant::now();
     let r = Kbuild::open_default().build(&request(series), &mut log_event).expect("kernel build");
-    eprintln!("build {:?}: {} in {:.1}s (timings {:?})", series, r.name(), t.elapsed().as_secs_f64(), r.timings);
+    eprintln!(
+        "build {:?}: {} in {:.1}s (timings {:?})",
+        series,
+        r.name(),
+        t.elapsed().as_secs_f64(),
+        r.timings
+    );
     r
 }
-
 
 #[test]
 #[cfg_attr(not(lockstep_vm_tests), ignore = "set LOCKSTEP_VM_TESTS=1")]
@@ -84,7 +89,10 @@ fn seed_series_kernel_builds_boots_and_takes_the_lock_safe_module() {
     cfg.console_log = Some(dir.path().join("console.log"));
     let mut g = GuestRun::start(&cfg).unwrap();
     let hello = g.wait_hello().unwrap_or_else(|o| {
-        panic!("no Hello: {o:?}\n{}", std::fs::read_to_string(dir.path().join("console.log")).unwrap_or_default())
+        panic!(
+            "no Hello: {o:?}\n{}",
+            std::fs::read_to_string(dir.path().join("console.log")).unwrap_or_default()
+        )
     });
     eprintln!("{}: boot-to-Hello {:.2}s under TCG", rec.name(), hello.boot_time.as_secs_f64());
     assert_eq!(hello.release, rec.release);
@@ -95,10 +103,22 @@ fn seed_series_kernel_builds_boots_and_takes_the_lock_safe_module() {
     let out = Command::new("bash").arg(&script).args(["--tree"]).arg(&rec.tree).output().unwrap();
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let ko = String::from_utf8_lossy(&out.stdout).lines().last().unwrap().trim().to_string();
-    let flags = Command::new("bash").arg(&script).arg("--flags").arg(&ko).arg(rec.tree.join("vmlinux")).output().unwrap();
+    let flags = Command::new("bash")
+        .arg(&script)
+        .arg("--flags")
+        .arg(&ko)
+        .arg(rec.tree.join("vmlinux"))
+        .output()
+        .unwrap();
     let flags = String::from_utf8_lossy(&flags.stdout).to_string();
     eprintln!("{ko}:\n{flags}");
-    let flag_of = |f: &str| flags.lines().find(|l| l.split_whitespace().nth(1) == Some(f)).and_then(|l| l.split_whitespace().nth(2)).map(str::to_string);
+    let flag_of = |f: &str| {
+        flags
+            .lines()
+            .find(|l| l.split_whitespace().nth(1) == Some(f))
+            .and_then(|l| l.split_whitespace().nth(2))
+            .map(str::to_string)
+    };
     assert_eq!(flag_of("lockstep_safe").as_deref(), Some("0x20000"), "{flags}");
     assert_eq!(flag_of("lockstep_unsafe").as_deref(), Some("0x0"), "{flags}");
 }

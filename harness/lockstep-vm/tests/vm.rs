@@ -20,7 +20,6 @@ use common::agent;
 /// QEMU guests share two cores: one at a time.
 static SERIAL: Mutex<()> = Mutex::new(());
 
-
 fn kernel(name: &str) -> KernelRef {
     KernelCache::open_default().fetch(name, FetchParts::default(), &|_| {}).expect("fetch kernel")
 }
@@ -46,7 +45,12 @@ fn round_trip(name: &str) {
     let (k, cfg) = setup(name, dir.path());
     let mut g = GuestRun::start(&cfg).unwrap();
     let hello = g.wait_hello().unwrap_or_else(|o| panic!("{name}: no Hello: {o:?}"));
-    eprintln!("{name} ({} {}): boot-to-Hello {:.2}s under TCG", k.abi, k.package_version, hello.boot_time.as_secs_f64());
+    eprintln!(
+        "{name} ({} {}): boot-to-Hello {:.2}s under TCG",
+        k.abi,
+        k.package_version,
+        hello.boot_time.as_secs_f64()
+    );
     assert_eq!(hello.release, k.release());
     for n in ["one", "two", "three"] {
         let r = g.run_case(&case(n), false).unwrap();
@@ -116,13 +120,31 @@ fn batch_resumes_after_panic_and_hang() {
     })
     .unwrap();
     eprintln!("batch: {} boots in {:.1}s", s.boots, t.elapsed().as_secs_f64());
-    let results: Vec<usize> = events.iter().filter_map(|e| match e { BatchEvent::Result { index, .. } => Some(*index), _ => None }).collect();
+    let results: Vec<usize> = events
+        .iter()
+        .filter_map(|e| match e {
+            BatchEvent::Result { index, .. } => Some(*index),
+            _ => None,
+        })
+        .collect();
     assert_eq!(results, [0, 2, 4]);
     assert_eq!(s.crashed, [1, 3]);
     assert_eq!(s.boots, 5);
-    let crash = events.iter().find_map(|e| match e { BatchEvent::Crashed { index: 1, outcome } => Some(outcome), _ => None }).unwrap();
+    let crash = events
+        .iter()
+        .find_map(|e| match e {
+            BatchEvent::Crashed { index: 1, outcome } => Some(outcome),
+            _ => None,
+        })
+        .unwrap();
     assert!(matches!(crash, GuestOutcome::Panic { excerpt } if excerpt.contains("sysrq")), "{crash:?}");
-    let hang = events.iter().find_map(|e| match e { BatchEvent::Crashed { index: 3, outcome } => Some(outcome), _ => None }).unwrap();
+    let hang = events
+        .iter()
+        .find_map(|e| match e {
+            BatchEvent::Crashed { index: 3, outcome } => Some(outcome),
+            _ => None,
+        })
+        .unwrap();
     assert!(matches!(hang, GuestOutcome::Hang { stage: Stage::Case { .. } }), "{hang:?}");
 }
 

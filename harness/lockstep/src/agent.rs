@@ -56,7 +56,10 @@ fn serve() -> io::Result<()> {
                 agent_io::send(&mut w, &GuestMsg::Result { id, result })?;
             }
             Ok(Some(HostMsg::ListKfuncs { id })) => {
-                let listing = crate::census::list::list_kfuncs(Path::new(crate::census::list::SYS_BTF), loader.as_ref().ok());
+                let listing = crate::census::list::list_kfuncs(
+                    Path::new(crate::census::list::SYS_BTF),
+                    loader.as_ref().ok(),
+                );
                 agent_io::send(&mut w, &GuestMsg::Kfuncs { id, listing })?;
             }
             Ok(Some(HostMsg::Shutdown)) => {
@@ -66,7 +69,8 @@ fn serve() -> io::Result<()> {
             Ok(None) => {}
             Err(e) => {
                 // Answer a `Run` that did not decode, so the host does not wait for it.
-                let id = serde_json::from_str::<serde_json::Value>(&line).ok().and_then(|v| v.get("id")?.as_u64());
+                let id =
+                    serde_json::from_str::<serde_json::Value>(&line).ok().and_then(|v| v.get("id")?.as_u64());
                 eprintln!("lockstep agent: bad line from host: {e}");
                 if let Some(id) = id {
                     let result = no_loader("?", &format!("the agent could not decode the case: {e}"));

@@ -59,8 +59,20 @@ struct GuestBench {
 pub fn guest(a: GuestBenchArgs) -> Result<u8> {
     let module = lockstep_core::module_src::bundled();
     let corpus = cases::load(&[cases::default_corpus()], &module)?;
-    let kernels = if a.kernels.is_empty() { crate::runner::DEFAULT_KERNELS.iter().map(|s| s.to_string()).collect() } else { a.kernels.clone() };
-    let opts = RunnerOptions { accel: a.accel, timeouts: Timeouts::default(), want_log: false, module: true, console_dir: None, extra_cmdline: Vec::new(), module_ko: None };
+    let kernels = if a.kernels.is_empty() {
+        crate::runner::DEFAULT_KERNELS.iter().map(|s| s.to_string()).collect()
+    } else {
+        a.kernels.clone()
+    };
+    let opts = RunnerOptions {
+        accel: a.accel,
+        timeouts: Timeouts::default(),
+        want_log: false,
+        module: true,
+        console_dir: None,
+        extra_cmdline: Vec::new(),
+        module_ko: None,
+    };
     for k in &kernels {
         let target = KernelTarget::prepare(k, None, &opts)?;
         let mut session = KernelSession::start(&target, &opts)?;
@@ -89,7 +101,8 @@ pub fn guest(a: GuestBenchArgs) -> Result<u8> {
         let accel = session.accel;
         session.close();
         let in_passes = verdicts.saturating_sub(1);
-        let (vng_boot_to_command_s, vng_note) = if a.no_vng { (None, Some("skipped".into())) } else { vng(k, accel) };
+        let (vng_boot_to_command_s, vng_note) =
+            if a.no_vng { (None, Some("skipped".into())) } else { vng(k, accel) };
         let b = GuestBench {
             bench: "guest",
             kernel: k.clone(),
@@ -131,7 +144,11 @@ fn vng(name: &str, accel: Option<Accel>) -> (Option<f64>, Option<String>) {
         if !out.status.success() && !all.contains("script exited with code 0") {
             let err = String::from_utf8_lossy(&out.stderr);
             let tail: Vec<&str> = err.lines().rev().take(3).collect();
-            anyhow::bail!("vng exited {}: {}", out.status, tail.into_iter().rev().collect::<Vec<_>>().join(" | "));
+            anyhow::bail!(
+                "vng exited {}: {}",
+                out.status,
+                tail.into_iter().rev().collect::<Vec<_>>().join(" | ")
+            );
         }
         Ok(s)
     };

@@ -54,7 +54,8 @@ pub fn load(paths: &[PathBuf], module: &ModuleKfuncs) -> anyhow::Result<Vec<Case
         if is_object(&f) {
             let bytes = std::fs::read(&f).map_err(|e| BadInput(format!("{}: {e}", f.display())))?;
             let known = lockstep_core::corpus::known_kfuncs(module);
-            let got = lockstep_core::import::elf::cases_from_object(&f.display().to_string(), &bytes, &known).map_err(|e| BadInput(e.to_string()))?;
+            let got = lockstep_core::import::elf::cases_from_object(&f.display().to_string(), &bytes, &known)
+                .map_err(|e| BadInput(e.to_string()))?;
             for (prog, why) in &got.skipped {
                 eprintln!("{}: program {prog} skipped: {why}", f.display());
             }
@@ -62,7 +63,8 @@ pub fn load(paths: &[PathBuf], module: &ModuleKfuncs) -> anyhow::Result<Vec<Case
             continue;
         }
         let src = std::fs::read_to_string(&f).map_err(|e| BadInput(format!("{}: {e}", f.display())))?;
-        let parsed = lockstep_core::corpus::load_text(&f.display().to_string(), &src, module).map_err(|e| BadInput(e.to_string()))?;
+        let parsed = lockstep_core::corpus::load_text(&f.display().to_string(), &src, module)
+            .map_err(|e| BadInput(e.to_string()))?;
         cases.extend(parsed);
     }
     Ok(cases)

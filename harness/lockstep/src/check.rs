@@ -74,7 +74,14 @@ pub fn run(a: CheckArgs) -> Result<u8> {
             };
             let insn = r.insn.map_or("-".to_string(), |i| i.to_string());
             let msg = r.message.as_deref().unwrap_or("").replace('\n', " ");
-            writeln!(out, "{:<48} {:<17} {:<12} {:>5}  {msg}{mark}", r.case, r.profile, r.verdict.as_str(), insn)?;
+            writeln!(
+                out,
+                "{:<48} {:<17} {:<12} {:>5}  {msg}{mark}",
+                r.case,
+                r.profile,
+                r.verdict.as_str(),
+                insn
+            )?;
         }
     }
     let count = |k| rows.iter().filter(|r| r.verdict == k).count();
@@ -101,17 +108,37 @@ pub fn run(a: CheckArgs) -> Result<u8> {
 /// The per-profile agreement table: cases with an expectation for the profile (its own or `*`),
 /// how many the model meets, how many it does not (of which unsupported), and how many
 /// expectations carry verifier-log patterns a verdict cannot check.
-fn matrix(cases: &[lockstep_core::case::Case], rows: &[lockstep_core::corpus::CheckRow], profiles: &[KernelProfile]) -> String {
+fn matrix(
+    cases: &[lockstep_core::case::Case],
+    rows: &[lockstep_core::corpus::CheckRow],
+    profiles: &[KernelProfile],
+) -> String {
     use std::fmt::Write as _;
     let mut o = String::new();
-    let _ = writeln!(o, "{:<18} {:>6} {:>9} {:>6} {:>9} {:>12} {:>9}", "profile", "cases", "expected", "met", "not met", "unsupported", "log-only");
+    let _ = writeln!(
+        o,
+        "{:<18} {:>6} {:>9} {:>6} {:>9} {:>12} {:>9}",
+        "profile", "cases", "expected", "met", "not met", "unsupported", "log-only"
+    );
     for p in profiles {
         let pr: Vec<_> = rows.iter().filter(|r| r.profile == p.name).collect();
         let expected = pr.iter().filter(|r| r.expected.is_some()).count();
         let met = pr.iter().filter(|r| r.expected == Some(true)).count();
-        let unsupported = pr.iter().filter(|r| r.expected == Some(false) && r.verdict == VerdictKind::Unsupported).count();
-        let log_only = cases.iter().filter(|c| !lockstep_core::corpus::log_only_msgs(c, &p.name).is_empty()).count();
-        let _ = writeln!(o, "{:<18} {:>6} {:>9} {:>6} {:>9} {:>12} {:>9}", p.name, pr.len(), expected, met, expected - met, unsupported, log_only);
+        let unsupported =
+            pr.iter().filter(|r| r.expected == Some(false) && r.verdict == VerdictKind::Unsupported).count();
+        let log_only =
+            cases.iter().filter(|c| !lockstep_core::corpus::log_only_msgs(c, &p.name).is_empty()).count();
+        let _ = writeln!(
+            o,
+            "{:<18} {:>6} {:>9} {:>6} {:>9} {:>12} {:>9}",
+            p.name,
+            pr.len(),
+            expected,
+            met,
+            expected - met,
+            unsupported,
+            log_only
+        );
     }
     o
 }

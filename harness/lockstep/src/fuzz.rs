@@ -15,12 +15,13 @@ use anyhow::{Context, Result};
 use clap::Args;
 use indicatif::{ProgressBar, ProgressStyle};
 use lockstep_core::case::{Case, Expectation};
-use lockstep_core::fuzz::{self, compare, minimize, Answer, Comparison, Generator, Minimized, ModelOracle, Oracle, Signature};
+use lockstep_core::fuzz::{
+    self, compare, minimize, Answer, Comparison, Generator, Minimized, ModelOracle, Oracle, Signature,
+};
 use lockstep_core::model::{check_with, ModelOptions, Rule};
 use lockstep_core::profile::{KernelProfile, ModuleKfuncs};
 use lockstep_core::verdict::{Verdict, VerdictKind};
 use serde::Serialize;
-
 
 use crate::cases::BadInput;
 use crate::runner::{GuestArgs, KernelTarget};
@@ -197,7 +198,10 @@ fn rules(names: &[String]) -> Result<ModelOptions> {
     let mut opts = ModelOptions::default();
     for n in names {
         let r = Rule::by_name(n).ok_or_else(|| {
-            BadInput(format!("unknown rule `{n}` (known: {})", Rule::ALL.iter().map(|r| r.name()).collect::<Vec<_>>().join(", ")))
+            BadInput(format!(
+                "unknown rule `{n}` (known: {})",
+                Rule::ALL.iter().map(|r| r.name()).collect::<Vec<_>>().join(", ")
+            ))
         })?;
         opts.disabled.push(r);
     }
@@ -264,8 +268,19 @@ pub fn run(a: FuzzArgs) -> Result<u8> {
         summary.crashes
     );
     for c in &summary.classes {
-        let state = if c.explained { "explained" } else if c.minimized_slots.is_some() { "NEW" } else { "unexplained" };
-        eprintln!("  {:>6} x [{state}] {}{}", c.count, c.description, c.file.as_deref().map(|f| format!(" -> {f}")).unwrap_or_default());
+        let state = if c.explained {
+            "explained"
+        } else if c.minimized_slots.is_some() {
+            "NEW"
+        } else {
+            "unexplained"
+        };
+        eprintln!(
+            "  {:>6} x [{state}] {}{}",
+            c.count,
+            c.description,
+            c.file.as_deref().map(|f| format!(" -> {f}")).unwrap_or_default()
+        );
     }
     if let Some(e) = &summary.infra_error {
         eprintln!("lockstep: stopped early: {e}");
@@ -339,14 +354,22 @@ impl Progress {
 }
 
 /// The campaign loop.
-fn campaign(oracle: &mut dyn Oracle, profile: &KernelProfile, module: &ModuleKfuncs, opts: &ModelOptions, p: &Params, command: &'static str) -> Result<Summary> {
+fn campaign(
+    oracle: &mut dyn Oracle,
+    profile: &KernelProfile,
+    module: &ModuleKfuncs,
+    opts: &ModelOptions,
+    p: &Params,
+    command: &'static str,
+) -> Result<Summary> {
     let kernel = oracle.kernel().to_string();
     let gen = Generator::new(module);
     let known = p.out.as_deref().map(known_digests).unwrap_or_default();
     let progress = Progress::new(p.limit, p.progress);
     let started = Instant::now();
     let mut t = Times::default();
-    let (mut agree, mut disagree, mut unsupported, mut inconclusive, mut crashes, mut programs) = (0u64, 0u64, 0u64, 0u64, 0u64, 0u64);
+    let (mut agree, mut disagree, mut unsupported, mut inconclusive, mut crashes, mut programs) =
+        (0u64, 0u64, 0u64, 0u64, 0u64, 0u64);
     let mut supported = 0u64;
     let mut infra_error: Option<String> = None;
     let mut reasons: BTreeMap<String, u64> = BTreeMap::new();
@@ -369,12 +392,15 @@ fn campaign(oracle: &mut dyn Oracle, profile: &KernelProfile, module: &ModuleKfu
         let t2 = Instant::now();
         t.generate += (t1 - t0).as_secs_f64();
         t.model += (t2 - t1).as_secs_f64();
-        let send: Vec<usize> = (0..cases.len()).filter(|&i| p.send_unsupported || verdicts[i].verdict != VerdictKind::Unsupported).collect();
+        let send: Vec<usize> = (0..cases.len())
+            .filter(|&i| p.send_unsupported || verdicts[i].verdict != VerdictKind::Unsupported)
+            .collect();
         let batch: Vec<Case> = send.iter().map(|&i| cases[i].clone()).collect();
         let answers = match oracle.run(&batch) {
             Ok(a) if a.len() == batch.len() => a,
             Ok(a) => {
-                infra_error = Some(format!("kernel {kernel}: {} answers for {} programs", a.len(), batch.len()));
+                infra_error =
+                    Some(format!("kernel {kernel}: {} answers for {} programs", a.len(), batch.len()));
                 break;
             }
             Err(e) => {
@@ -397,14 +423,20 @@ fn campaign(oracle: &mut dyn Oracle, profile: &KernelProfile, module: &ModuleKfu
                 if let Some(out) = &p.out {
                     let dir = out.join("crashes");
                     std::fs::create_dir_all(&dir)?;
-                    let header = format!("A program that crashed kernel {kernel} during lockstep fuzz:\n{excerpt}");
-                    std::fs::write(dir.join(format!("{}.toml", cases[i].name)), fuzz::write::case_file(&header, std::slice::from_ref(&cases[i])))?;
+                    let header =
+                        format!("A program that crashed kernel {kernel} during lockstep fuzz:\n{excerpt}");
+                    std::fs::write(
+                        dir.join(format!("{}.toml", cases[i].name)),
+                        fuzz::write::case_file(&header, std::slice::from_ref(&cases[i])),
+                    )?;
                 }
                 continue;
             }
             if verdicts[i].verdict == VerdictKind::Unsupported {
                 unsupported += 1;
-                *reasons.entry(fuzz::reason_class(verdicts[i].message.as_deref().unwrap_or(""))).or_default() += 1;
+                *reasons
+                    .entry(fuzz::reason_class(verdicts[i].message.as_deref().unwrap_or("")))
+                    .or_default() += 1;
                 continue;
             }
             let r = match answer_of[i] {
@@ -446,10 +478,19 @@ fn campaign(oracle: &mut dyn Oracle, profile: &KernelProfile, module: &ModuleKfu
                         } else {
                             progress.bar.set_message(format!("minimising {}", cases[i].name));
                             let tm = Instant::now();
-                            let min = minimize_with(oracle, profile, module, opts, &kernel, &cases[i], p.min_budget);
+                            let min = minimize_with(
+                                oracle,
+                                profile,
+                                module,
+                                opts,
+                                &kernel,
+                                &cases[i],
+                                p.min_budget,
+                            );
                             t.minimize += tm.elapsed().as_secs_f64();
                             let tw = Instant::now();
-                            let file = write_finding(out, oracle, &sig, &cases[i], &min, profile, module, opts, p)?;
+                            let file =
+                                write_finding(out, oracle, &sig, &cases[i], &min, profile, module, opts, p)?;
                             t.write += tw.elapsed().as_secs_f64();
                             class.minimized_slots = Some(min.slots_after);
                             class.oracle_calls = Some(min.oracle_calls);
@@ -515,7 +556,14 @@ fn campaign(oracle: &mut dyn Oracle, profile: &KernelProfile, module: &ModuleKfu
 }
 
 /// The signature of one case (None: agreement, unsupported, or no answer).
-fn signature_of(oracle: &mut dyn Oracle, profile: &KernelProfile, module: &ModuleKfuncs, opts: &ModelOptions, kernel: &str, c: &Case) -> Option<Signature> {
+fn signature_of(
+    oracle: &mut dyn Oracle,
+    profile: &KernelProfile,
+    module: &ModuleKfuncs,
+    opts: &ModelOptions,
+    kernel: &str,
+    c: &Case,
+) -> Option<Signature> {
     let v = check_with(c, profile, module, opts);
     if v.verdict == VerdictKind::Unsupported {
         return None;
@@ -527,7 +575,15 @@ fn signature_of(oracle: &mut dyn Oracle, profile: &KernelProfile, module: &Modul
     }
 }
 
-fn minimize_with(oracle: &mut dyn Oracle, profile: &KernelProfile, module: &ModuleKfuncs, opts: &ModelOptions, kernel: &str, c: &Case, budget: usize) -> Minimized {
+fn minimize_with(
+    oracle: &mut dyn Oracle,
+    profile: &KernelProfile,
+    module: &ModuleKfuncs,
+    opts: &ModelOptions,
+    kernel: &str,
+    c: &Case,
+    budget: usize,
+) -> Minimized {
     minimize(c, |cand: &Case| signature_of(oracle, profile, module, opts, kernel, cand), budget)
 }
 
@@ -594,16 +650,26 @@ fn write_finding(
     );
     let file = out.join(format!("{stem}.toml"));
     std::fs::write(&file, fuzz::write::case_file(&header, std::slice::from_ref(&case)))?;
-    std::fs::write(out.join("snapshots").join(format!("model__{stem}.snap")), fuzz::write::snapshot_file(std::slice::from_ref(&case), module))?;
+    std::fs::write(
+        out.join("snapshots").join(format!("model__{stem}.snap")),
+        fuzz::write::snapshot_file(std::slice::from_ref(&case), module),
+    )?;
     let mut orig = original.clone();
     orig.expect.clear();
-    std::fs::write(out.join("original").join(format!("{stem}.toml")), fuzz::write::case_file("The program the fuzzer found, before minimisation.", &[orig]))?;
+    std::fs::write(
+        out.join("original").join(format!("{stem}.toml")),
+        fuzz::write::case_file("The program the fuzzer found, before minimisation.", &[orig]),
+    )?;
     Ok(file)
 }
 
 fn verdict_text(v: &Verdict) -> String {
     match (&v.verdict, &v.message) {
-        (VerdictKind::Reject, Some(m)) => format!("reject at {} \"{}\"", v.insn.map_or("-".into(), |i| i.to_string()), m.lines().next().unwrap_or("")),
+        (VerdictKind::Reject, Some(m)) => format!(
+            "reject at {} \"{}\"",
+            v.insn.map_or("-".into(), |i| i.to_string()),
+            m.lines().next().unwrap_or("")
+        ),
         (k, _) => k.as_str().to_string(),
     }
 }
@@ -655,18 +721,30 @@ mod tests {
             let sig = signature_of(&mut oracle, &profile, &module, &opts, "model:7.3", &cases[0]);
             assert_eq!(sig.as_ref(), Some(&c.signature), "{}", file.display());
             // Its expectation is the kernel's verdict, which the normal model meets.
-            assert_eq!(lockstep_core::corpus::meets_expectation(&cases[0], "7.3", &lockstep_core::model::check(&cases[0], &profile, &module)), Some(true));
+            assert_eq!(
+                lockstep_core::corpus::meets_expectation(
+                    &cases[0],
+                    "7.3",
+                    &lockstep_core::model::check(&cases[0], &profile, &module)
+                ),
+                Some(true)
+            );
             let stem = file.file_stem().unwrap().to_str().unwrap();
             assert!(dir.path().join("snapshots").join(format!("model__{stem}.snap")).is_file());
             assert!(c.minimized_slots.unwrap() < c.original_slots);
         }
         let again = campaign(&mut oracle, &profile, &module, &opts, &p, "fuzz").unwrap();
         assert_eq!(again.disagree, s.disagree, "same seed, same programs");
-        assert!(again.classes.iter().all(|c| c.minimized_slots.is_none() && c.file.is_some()), "known classes are not minimised again");
+        assert!(
+            again.classes.iter().all(|c| c.minimized_slots.is_none() && c.file.is_some()),
+            "known classes are not minimised again"
+        );
         assert!(again.classes.iter().all(|c| !c.explained), "nothing is explained yet");
         // Writing an explanation into one file makes that class explained.
         let f = again.classes[0].file.clone().unwrap();
-        let text = std::fs::read_to_string(&f).unwrap().replace(UNEXPLAINED, "Explanation: the model has call_under_lock off.");
+        let text = std::fs::read_to_string(&f)
+            .unwrap()
+            .replace(UNEXPLAINED, "Explanation: the model has call_under_lock off.");
         std::fs::write(&f, text).unwrap();
         let third = campaign(&mut oracle, &profile, &module, &opts, &p, "fuzz").unwrap();
         assert_eq!(third.classes.iter().filter(|c| c.explained).count(), 1);
@@ -682,10 +760,12 @@ mod tests {
         fn run(&mut self, cases: &[Case]) -> Result<Vec<Answer>, lockstep_core::fuzz::OracleError> {
             Ok(cases
                 .iter()
-                .map(|c| match c.name.rsplit('_').next().and_then(|i| i.parse::<u64>().ok()).map(|i| i % 10) {
-                    Some(3) => Answer::Crashed("BUG: oops".into()),
-                    Some(5) => Answer::NotRun("guest did not boot".into()),
-                    _ => Answer::Result(self.0.result(c)),
+                .map(|c| {
+                    match c.name.rsplit('_').next().and_then(|i| i.parse::<u64>().ok()).map(|i| i % 10) {
+                        Some(3) => Answer::Crashed("BUG: oops".into()),
+                        Some(5) => Answer::NotRun("guest did not boot".into()),
+                        _ => Answer::Result(self.0.result(c)),
+                    }
                 })
                 .collect())
         }
@@ -712,7 +792,16 @@ mod tests {
         let module = lockstep_core::module_src::bundled();
         let profile = KernelProfile::by_name("7.2").unwrap();
         let mut oracle = Dies(ModelOracle::parse("model:7.2", &module).unwrap(), 0);
-        let p = Params { seed: 1, start: 0, limit: Limit::Count(500), batch: 100, send_unsupported: false, out: None, min_budget: 0, progress: false };
+        let p = Params {
+            seed: 1,
+            start: 0,
+            limit: Limit::Count(500),
+            batch: 100,
+            send_unsupported: false,
+            out: None,
+            min_budget: 0,
+            progress: false,
+        };
         let s = campaign(&mut oracle, &profile, &module, &ModelOptions::default(), &p, "fuzz").unwrap();
         assert_eq!(s.programs, 100, "only the first batch was judged");
         assert_eq!(s.infra_error.as_deref(), Some("kernel dies: QEMU is gone"));
@@ -740,7 +829,10 @@ mod tests {
         let gen = Generator::new(&module);
         let unrun_judged = (0..100u64)
             .filter(|i| i % 10 == 5)
-            .filter(|&i| lockstep_core::model::check(&gen.case(3, i), &profile, &module).verdict != lockstep_core::verdict::VerdictKind::Unsupported)
+            .filter(|&i| {
+                lockstep_core::model::check(&gen.case(3, i), &profile, &module).verdict
+                    != lockstep_core::verdict::VerdictKind::Unsupported
+            })
             .count();
         assert!(unrun_judged > 0);
         assert_eq!(s.inconclusive, unrun_judged as u64);

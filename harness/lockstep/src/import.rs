@@ -47,7 +47,11 @@ fn resolve(a: &ImportArgs) -> Result<(PathBuf, String, String)> {
         if !tree.join("PACKAGE_VERSION").exists() {
             let script = repo_dir().join("scripts/fetch-kernel-source.sh");
             tracing::info!("fetching Debian's linux-source-{ver} with {}", script.display());
-            let st = std::process::Command::new("bash").arg(&script).arg(ver).status().context("running fetch-kernel-source.sh")?;
+            let st = std::process::Command::new("bash")
+                .arg(&script)
+                .arg(ver)
+                .status()
+                .context("running fetch-kernel-source.sh")?;
             if !st.success() {
                 anyhow::bail!("{} {ver} failed ({st})", script.display());
             }
@@ -58,13 +62,21 @@ fn resolve(a: &ImportArgs) -> Result<(PathBuf, String, String)> {
     }
     let tree = PathBuf::from(&a.src);
     if !tree.is_dir() {
-        return Err(BadInput(format!("{}: not a directory (give a kernel tree or debian-src:VER)", tree.display())).into());
+        return Err(BadInput(format!(
+            "{}: not a directory (give a kernel tree or debian-src:VER)",
+            tree.display()
+        ))
+        .into());
     }
     let profile = match &a.profile {
         Some(p) => p.clone(),
-        None => guess_profile(&tree).ok_or_else(|| BadInput(format!("{}: cannot tell the kernel version; pass --profile", tree.display())))?,
+        None => guess_profile(&tree).ok_or_else(|| {
+            BadInput(format!("{}: cannot tell the kernel version; pass --profile", tree.display()))
+        })?,
     };
-    let pkg = std::fs::read_to_string(tree.join("PACKAGE_VERSION")).map(|s| format!(" {}", s.trim())).unwrap_or_default();
+    let pkg = std::fs::read_to_string(tree.join("PACKAGE_VERSION"))
+        .map(|s| format!(" {}", s.trim()))
+        .unwrap_or_default();
     Ok((tree.clone(), profile, format!("kernel tree {}{pkg}", tree.display())))
 }
 
@@ -75,7 +87,11 @@ fn guess_profile(tree: &Path) -> Option<String> {
         return Some(dir);
     }
     let mk = std::fs::read_to_string(tree.join("Makefile")).ok()?;
-    let get = |k: &str| mk.lines().find_map(|l| l.strip_prefix(k)).map(|v| v.trim_start_matches([' ', '=']).trim().to_string());
+    let get = |k: &str| {
+        mk.lines()
+            .find_map(|l| l.strip_prefix(k))
+            .map(|v| v.trim_start_matches([' ', '=']).trim().to_string())
+    };
     let v = format!("{}.{}", get("VERSION")?, get("PATCHLEVEL")?);
     names.contains(&v.as_str()).then_some(v)
 }
@@ -92,17 +108,27 @@ pub fn run(a: ImportArgs) -> Result<u8> {
         .collect();
     files.sort();
     let uapi = std::fs::read_to_string(tree.join("include/uapi/linux/bpf.h")).unwrap_or_else(|_| {
-        tracing::warn!("no include/uapi/linux/bpf.h in {}: offsetof() of uapi structs will fail", tree.display());
+        tracing::warn!(
+            "no include/uapi/linux/bpf.h in {}: offsetof() of uapi structs will fail",
+            tree.display()
+        );
         String::new()
     });
     let base = lockstep_core::import::uapi_defs(&uapi);
     let module = lockstep_core::module_src::bundled();
-    let opts = ImportOptions { profile: profile.clone(), origin, known_kfuncs: lockstep_core::corpus::known_kfuncs(&module) };
+    let opts = ImportOptions {
+        profile: profile.clone(),
+        origin,
+        known_kfuncs: lockstep_core::corpus::known_kfuncs(&module),
+    };
     let mut imports = Vec::new();
     let mut scanned = 0;
     for f in &files {
         let text = std::fs::read_to_string(f).with_context(|| format!("reading {}", f.display()))?;
-        let rel = format!("tools/testing/selftests/bpf/progs/{}", f.file_name().unwrap_or_default().to_string_lossy());
+        let rel = format!(
+            "tools/testing/selftests/bpf/progs/{}",
+            f.file_name().unwrap_or_default().to_string_lossy()
+        );
         if !is_candidate(&rel, &text) {
             continue;
         }
@@ -112,11 +138,14 @@ pub fn run(a: ImportArgs) -> Result<u8> {
             imports.push(imp);
         }
     }
-    let out = a.out.clone().unwrap_or_else(|| repo_dir().join("tests/corpus").join(format!("selftests-{profile}")));
+    let out =
+        a.out.clone().unwrap_or_else(|| repo_dir().join("tests/corpus").join(format!("selftests-{profile}")));
     std::fs::create_dir_all(&out).with_context(|| format!("creating {}", out.display()))?;
     for e in std::fs::read_dir(&out)? {
         let p = e?.path();
-        if p.extension().is_some_and(|x| x == "toml") && std::fs::read_to_string(&p).is_ok_and(|s| s.starts_with(GENERATED)) {
+        if p.extension().is_some_and(|x| x == "toml")
+            && std::fs::read_to_string(&p).is_ok_and(|s| s.starts_with(GENERATED))
+        {
             std::fs::remove_file(&p)?;
         }
     }

@@ -49,7 +49,15 @@ impl BuildArgs {
     /// The library request.
     pub fn request(&self) -> Result<BuildRequest> {
         let source = self.source.parse().map_err(BadInput)?;
-        Ok(BuildRequest { source, series: self.series.clone(), fragments: self.config.clone(), jobs: self.jobs, refresh: self.refresh, force: self.force, aliases: self.aliases.clone() })
+        Ok(BuildRequest {
+            source,
+            series: self.series.clone(),
+            fragments: self.config.clone(),
+            jobs: self.jobs,
+            refresh: self.refresh,
+            force: self.force,
+            aliases: self.aliases.clone(),
+        })
     }
 }
 
@@ -71,7 +79,11 @@ pub fn build_cmd(a: &BuildArgs) -> Result<u8> {
         let plan = kb.plan(&req, &mut |e| ui.event(e)).map_err(map_err)?;
         ui.finish();
         let mut out = std::io::stdout().lock();
-        writeln!(out, "source:   {} {} (kernel {})", plan.source.spec, plan.source.version, plan.source.kernel_version)?;
+        writeln!(
+            out,
+            "source:   {} {} (kernel {})",
+            plan.source.spec, plan.source.version, plan.source.kernel_version
+        )?;
         match &plan.series {
             Some(s) => {
                 writeln!(out, "series:   {} ({})", s.name, s.dir.display())?;
@@ -83,9 +95,18 @@ pub fn build_cmd(a: &BuildArgs) -> Result<u8> {
         }
         writeln!(out, "compiler: {}", plan.compiler)?;
         writeln!(out, "pahole:   {} ({})", plan.pahole.version, plan.pahole.path.display())?;
-        writeln!(out, "layers:   tinyconfig, {}", plan.layers.iter().map(|l| l.layer.as_str()).collect::<Vec<_>>().join(", "))?;
+        writeln!(
+            out,
+            "layers:   tinyconfig, {}",
+            plan.layers.iter().map(|l| l.layer.as_str()).collect::<Vec<_>>().join(", ")
+        )?;
         writeln!(out, "hash:     {}", plan.hash)?;
-        writeln!(out, "name:     build:{} (aliases: {})", lockstep_vm::kbuild::key::short(&plan.hash), plan.aliases.iter().map(|a| format!("build:{a}")).collect::<Vec<_>>().join(", "))?;
+        writeln!(
+            out,
+            "name:     build:{} (aliases: {})",
+            lockstep_vm::kbuild::key::short(&plan.hash),
+            plan.aliases.iter().map(|a| format!("build:{a}")).collect::<Vec<_>>().join(", ")
+        )?;
         match &plan.cached {
             Some(c) => writeln!(out, "cache:    hit ({})", c.dir.display())?,
             None => writeln!(out, "cache:    miss (would build)")?,
@@ -94,7 +115,11 @@ pub fn build_cmd(a: &BuildArgs) -> Result<u8> {
         write!(out, "{}", plan.merged.render_annotated())?;
         for m in plan.merged.overrides() {
             if m.layer == config::MANDATORY_LAYER {
-                eprintln!("note: CONFIG_{} is mandatory for lockstep: {} overridden", m.symbol, m.overridden.iter().map(|(l, v)| format!("{v} from {l}")).collect::<Vec<_>>().join(", "));
+                eprintln!(
+                    "note: CONFIG_{} is mandatory for lockstep: {} overridden",
+                    m.symbol,
+                    m.overridden.iter().map(|(l, v)| format!("{v} from {l}")).collect::<Vec<_>>().join(", ")
+                );
             }
         }
         return Ok(0);
@@ -123,12 +148,22 @@ pub fn build(kb: &Kbuild, req: &BuildRequest) -> Result<Built> {
     let rec = kb.build_plan(req, &plan, &mut |e| ui.event(e)).map_err(map_err)?;
     ui.finish();
     let what = if hit { "cache hit" } else { "built" };
-    eprintln!("{what}: {} = build:{} ({}) in {:.1}s", rec.name(), rec.aliases.join(", build:"), rec.identity, t.elapsed().as_secs_f64());
+    eprintln!(
+        "{what}: {} = build:{} ({}) in {:.1}s",
+        rec.name(),
+        rec.aliases.join(", build:"),
+        rec.identity,
+        t.elapsed().as_secs_f64()
+    );
     Ok(Built { record: rec, cache_hit: hit })
 }
 
 fn print_record(r: &BuildRecord) {
-    println!("name:      {} (aliases: {})", r.name(), r.aliases.iter().map(|a| format!("build:{a}")).collect::<Vec<_>>().join(", "));
+    println!(
+        "name:      {} (aliases: {})",
+        r.name(),
+        r.aliases.iter().map(|a| format!("build:{a}")).collect::<Vec<_>>().join(", ")
+    );
     println!("identity:  {}", r.identity);
     println!("release:   {}", r.release);
     println!("bzImage:   {}", r.bzimage.display());
@@ -142,7 +177,12 @@ fn print_record(r: &BuildRecord) {
     }
     let t: Vec<String> = r.timings.iter().map(|p| format!("{:?} {:.1}s", p.phase, p.seconds)).collect();
     if !t.is_empty() {
-        println!("timings:   {} ({} make steps, ccache {})", t.join(", "), r.make_steps, if r.ccache { "on" } else { "off" });
+        println!(
+            "timings:   {} ({} make steps, ccache {})",
+            t.join(", "),
+            r.make_steps,
+            if r.ccache { "on" } else { "off" }
+        );
     }
 }
 
@@ -152,10 +192,21 @@ pub fn list_builds(json: bool) -> Result<u8> {
     let mut out = std::io::stdout().lock();
     for r in kb.list() {
         if json {
-            writeln!(out, "{}", serde_json::to_string(&lockstep_vm::kernel::ResolvedKernel::from_build(&r))?)?;
+            writeln!(
+                out,
+                "{}",
+                serde_json::to_string(&lockstep_vm::kernel::ResolvedKernel::from_build(&r))?
+            )?;
         } else {
             let series = r.series.as_ref().map_or("-".to_string(), |s| s.name.clone());
-            writeln!(out, "{:<20} {:<40} {:<18} {}", r.name(), r.aliases.iter().map(|a| format!("build:{a}")).collect::<Vec<_>>().join(","), r.release, series)?;
+            writeln!(
+                out,
+                "{:<20} {:<40} {:<18} {}",
+                r.name(),
+                r.aliases.iter().map(|a| format!("build:{a}")).collect::<Vec<_>>().join(","),
+                r.release,
+                series
+            )?;
         }
     }
     Ok(0)
@@ -201,12 +252,23 @@ impl Ui {
                     let b = match expected {
                         Some(n) => {
                             let b = ProgressBar::new(n);
-                            b.set_style(ProgressStyle::with_template("  {elapsed_precise} [{bar:30}] {pos}/{len} (~{eta}) {wide_msg}").unwrap().progress_chars("=> "));
+                            b.set_style(
+                                ProgressStyle::with_template(
+                                    "  {elapsed_precise} [{bar:30}] {pos}/{len} (~{eta}) {wide_msg}",
+                                )
+                                .unwrap()
+                                .progress_chars("=> "),
+                            );
                             b
                         }
                         None => {
                             let b = ProgressBar::new_spinner();
-                            b.set_style(ProgressStyle::with_template("  {elapsed_precise} {spinner} {pos} steps {wide_msg}").unwrap());
+                            b.set_style(
+                                ProgressStyle::with_template(
+                                    "  {elapsed_precise} {spinner} {pos} steps {wide_msg}",
+                                )
+                                .unwrap(),
+                            );
                             b
                         }
                     };

@@ -38,9 +38,7 @@ pub enum KernelCmd {
     Build(crate::kbuild::BuildArgs),
     /// Resolve a kernel name (debian:7.3, build:<alias-or-hash>) to its image, config, release and
     /// module build target (JSON).
-    Show {
-        name: String,
-    },
+    Show { name: String },
     /// List the cached kernels with their exact package versions (and the kernels built from source).
     List {
         /// JSON lines instead of a table.
@@ -64,7 +62,8 @@ pub fn run(cmd: KernelCmd) -> Result<u8> {
             let m = build_module(&name)?;
             println!("# {}", m.ko.display());
             for k in m.kfuncs.kfuncs.values() {
-                let safe = if k.flags & lockstep_core::module_src::LOCK_SAFE_FLAG != 0 { "lock-safe" } else { "-" };
+                let safe =
+                    if k.flags & lockstep_core::module_src::LOCK_SAFE_FLAG != 0 { "lock-safe" } else { "-" };
                 println!("{:<24} {:#07x} {:<10} {:?}", k.name, k.flags, safe, k.prog_types);
             }
             Ok(0)
@@ -80,7 +79,14 @@ pub fn run(cmd: KernelCmd) -> Result<u8> {
                     println!("{}", serde_json::to_string(k)?);
                 } else {
                     let h = if k.headers.is_some() { "headers" } else { "-" };
-                    println!("{:<12} {:<22} {:<20} {:<8} {}", k.name, k.package_version, k.release(), h, k.vmlinuz.display());
+                    println!(
+                        "{:<12} {:<22} {:<20} {:<8} {}",
+                        k.name,
+                        k.package_version,
+                        k.release(),
+                        h,
+                        k.vmlinuz.display()
+                    );
                 }
             }
             if list.is_empty() && !json {
@@ -102,7 +108,11 @@ pub fn known_kernel(name: &str) -> Result<()> {
         return built(name).map(|_| ());
     }
     if lockstep_vm::debian::names::spec_for(name).is_none() {
-        return Err(BadInput(format!("unknown kernel {name:?} (known: {}, build:<alias-or-hash>, or --host)", known_names())).into());
+        return Err(BadInput(format!(
+            "unknown kernel {name:?} (known: {}, build:<alias-or-hash>, or --host)",
+            known_names()
+        ))
+        .into());
     }
     Ok(())
 }
@@ -127,7 +137,10 @@ pub fn image(name: &str) -> Result<(PathBuf, String)> {
 pub fn fetch(cache: &KernelCache, name: &str, parts: FetchParts) -> Result<KernelRef> {
     known_kernel(name)?;
     let bar = ProgressBar::new_spinner();
-    bar.set_style(ProgressStyle::with_template("{spinner} {prefix} {wide_msg} {bytes}/{total_bytes}").expect("template"));
+    bar.set_style(
+        ProgressStyle::with_template("{spinner} {prefix} {wide_msg} {bytes}/{total_bytes}")
+            .expect("template"),
+    );
     bar.set_prefix(name.to_string());
     let on = |p: Progress| match p {
         Progress::CacheHit { package_version, .. } => bar.set_message(format!("cached {package_version}")),
@@ -158,8 +171,11 @@ pub fn default_profile(kernel: &str) -> Option<String> {
         return Some(series.to_string());
     }
     let r = built(kernel).ok()?;
-    let names: Vec<String> = std::iter::once(r.name()).chain(r.aliases.iter().map(|a| format!("build:{a}"))).collect();
-    if let Some(p) = KernelProfile::all().into_iter().find(|p| p.kernel.as_ref().is_some_and(|k| names.contains(k))) {
+    let names: Vec<String> =
+        std::iter::once(r.name()).chain(r.aliases.iter().map(|a| format!("build:{a}"))).collect();
+    if let Some(p) =
+        KernelProfile::all().into_iter().find(|p| p.kernel.as_ref().is_some_and(|k| names.contains(k)))
+    {
         return Some(p.name);
     }
     (r.series.is_none() && r.source.spec.starts_with("debian-src:")).then(|| r.source.short.clone())
@@ -195,7 +211,11 @@ pub fn build_module(kernel: &str) -> Result<BuiltModule> {
     } else {
         vec![kernel.to_string()]
     };
-    let out = Command::new("bash").arg(&script).args(&args).output().with_context(|| format!("running {}", script.display()));
+    let out = Command::new("bash")
+        .arg(&script)
+        .args(&args)
+        .output()
+        .with_context(|| format!("running {}", script.display()));
     bar.finish_and_clear();
     let out = out?;
     if !out.status.success() {
@@ -245,7 +265,8 @@ pub fn module_from_ko(ko: &Path, vmlinux: Option<&Path>) -> Result<BuiltModule> 
         Some(v) => lockstep_core::module_ko::elf_section(v, ".BTF")?,
         None => None,
     };
-    let flags = lockstep_core::module_ko::kfunc_flags(&bytes, base).with_context(|| format!("{}", ko.display()))?;
+    let flags =
+        lockstep_core::module_ko::kfunc_flags(&bytes, base).with_context(|| format!("{}", ko.display()))?;
     let mut kfuncs = lockstep_core::module_src::bundled();
     let missing = kfuncs.apply_ko_flags(&flags);
     if !missing.is_empty() {

@@ -84,8 +84,22 @@ pub fn differences(rows: &[RunRow]) -> Vec<KernelDifference> {
         } else {
             Judgement::Unexplained
         };
-        let kernels = per.iter().map(|(r, v)| KernelSide { kernel: r.kernel.clone(), profile: r.profile.clone(), verdict: v.clone(), agreement: r.agreement }).collect();
-        out.push(KernelDifference { case: case.to_string(), file: file.to_string(), line, kernels, judgement });
+        let kernels = per
+            .iter()
+            .map(|(r, v)| KernelSide {
+                kernel: r.kernel.clone(),
+                profile: r.profile.clone(),
+                verdict: v.clone(),
+                agreement: r.agreement,
+            })
+            .collect();
+        out.push(KernelDifference {
+            case: case.to_string(),
+            file: file.to_string(),
+            line,
+            kernels,
+            judgement,
+        });
     }
     out
 }
@@ -124,7 +138,14 @@ fn render_some(diffs: &[KernelDifference], show: impl Fn(&KernelDifference) -> b
         let file = d.file.rsplit_once("tests/corpus/").map_or(d.file.as_str(), |(_, r)| r);
         let _ = writeln!(s, "\n{} ({file}): {}", d.case, d.judgement.as_str());
         for k in &d.kernels {
-            let _ = writeln!(s, "  {} (profile {}, model {}): {}", k.kernel, k.profile, k.agreement.as_str(), verdict_text(&k.verdict));
+            let _ = writeln!(
+                s,
+                "  {} (profile {}, model {}): {}",
+                k.kernel,
+                k.profile,
+                k.agreement.as_str(),
+                verdict_text(&k.verdict)
+            );
         }
     }
     s
@@ -162,12 +183,30 @@ mod tests {
         ];
         let d = differences(&rows);
         let got: Vec<(&str, Judgement)> = d.iter().map(|d| (d.case.as_str(), d.judgement)).collect();
-        assert_eq!(got, vec![("flip", Judgement::Explained), ("odd", Judgement::Unexplained), ("unj", Judgement::Unjudged)]);
+        assert_eq!(
+            got,
+            vec![
+                ("flip", Judgement::Explained),
+                ("odd", Judgement::Unexplained),
+                ("unj", Judgement::Unjudged)
+            ]
+        );
         let text = render(&d);
-        assert!(text.starts_with("3 cases differ between kernels: 1 explained by the profiles, 1 unjudged, 1 unexplained"), "{text}");
+        assert!(
+            text.starts_with(
+                "3 cases differ between kernels: 1 explained by the profiles, 1 unjudged, 1 unexplained"
+            ),
+            "{text}"
+        );
         assert!(text.contains("flip (gen-calls.toml): explained\n  debian:7.2 (profile 7.2, model agree): reject at 7: function calls"), "{text}");
         let short = render_unexplained(&d);
-        assert!(short.starts_with("3 cases differ") && !short.contains("flip (") && short.contains("odd (") && short.contains("unj ("), "{short}");
+        assert!(
+            short.starts_with("3 cases differ")
+                && !short.contains("flip (")
+                && short.contains("odd (")
+                && short.contains("unj ("),
+            "{short}"
+        );
     }
 
     #[test]

@@ -42,7 +42,11 @@ pub const EXIT_CRASH: u8 = 4;
 pub struct InfraError(pub String);
 
 #[derive(Parser)]
-#[command(name = "lockstep", version, about = "Differential test harness for the BPF verifier's spin-lock rules")]
+#[command(
+    name = "lockstep",
+    version,
+    about = "Differential test harness for the BPF verifier's spin-lock rules"
+)]
 struct Cli {
     /// More logging (-v: debug, -vv: trace).
     #[arg(short, long, action = clap::ArgAction::Count, global = true)]
@@ -110,7 +114,9 @@ fn main() -> ExitCode {
         _ => "trace",
     };
     tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| level.into()))
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| level.into()),
+        )
         .with_writer(std::io::stderr)
         .init();
     let result = match cli.cmd {

@@ -12,7 +12,11 @@ pub fn write_file(path: &Path, text: &str) -> Result<()> {
 
 /// The `--json [FILE]` convention: `-` prints the JSON instead of the human-readable text, a file
 /// receives the JSON while the text still goes to stdout, and no flag prints the text.
-pub fn json_or_text(json: Option<&Path>, json_text: impl FnOnce() -> String, text: impl FnOnce() -> String) -> Result<()> {
+pub fn json_or_text(
+    json: Option<&Path>,
+    json_text: impl FnOnce() -> String,
+    text: impl FnOnce() -> String,
+) -> Result<()> {
     match json {
         Some(p) if p.as_os_str() == "-" => print!("{}", with_newline(json_text())),
         Some(p) => {

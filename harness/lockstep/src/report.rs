@@ -163,9 +163,13 @@ pub fn summary_lines(rows: &[RunRow]) -> String {
         if with > 0 {
             let kernel = mine.iter().filter(|r| r.kernel_expected == Some(true)).count();
             let model = mine.iter().filter(|r| r.model_expected == Some(true)).count();
-            let _ = writeln!(out, "  own expectations ({with} cases): kernel meets {kernel}, model meets {model}");
+            let _ = writeln!(
+                out,
+                "  own expectations ({with} cases): kernel meets {kernel}, model meets {model}"
+            );
             for r in mine.iter().filter(|r| r.kernel_expected == Some(false)) {
-                let _ = writeln!(out, "  kernel misses the expectation of {} ({}:{})", r.case, r.file, r.line);
+                let _ =
+                    writeln!(out, "  kernel misses the expectation of {} ({}:{})", r.case, r.file, r.line);
             }
         }
     }
@@ -200,11 +204,13 @@ fn describe(r: &RunRow) -> String {
 /// JUnit XML: a test suite per kernel, a test case per case; disagreements are failures, crashes
 /// and infrastructure problems errors, unsupported cases skipped.
 pub fn junit(rows: &[RunRow]) -> String {
-    let mut out = String::from("<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<testsuites name=\"lockstep run\">\n");
+    let mut out =
+        String::from("<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<testsuites name=\"lockstep run\">\n");
     for k in kernels(rows) {
         let mine: Vec<&RunRow> = rows.iter().filter(|r| r.kernel == k).collect();
         let failures = mine.iter().filter(|r| r.agreement.is_disagreement()).count();
-        let errors = mine.iter().filter(|r| r.agreement == Agreement::Infra || r.outcome == Outcome::Crash).count();
+        let errors =
+            mine.iter().filter(|r| r.agreement == Agreement::Infra || r.outcome == Outcome::Crash).count();
         let skipped = mine.iter().filter(|r| r.agreement == Agreement::Unsupported).count();
         let _ = writeln!(
             out,
@@ -213,12 +219,25 @@ pub fn junit(rows: &[RunRow]) -> String {
             mine.len()
         );
         for r in mine {
-            let _ = write!(out, "    <testcase classname=\"{}\" name=\"{}\"", xml_escape(&r.file), xml_escape(&r.case));
+            let _ = write!(
+                out,
+                "    <testcase classname=\"{}\" name=\"{}\"",
+                xml_escape(&r.file),
+                xml_escape(&r.case)
+            );
             let body = xml_escape(&describe(r));
             if r.outcome == Outcome::Crash || r.agreement == Agreement::Infra {
-                let _ = writeln!(out, ">\n      <error message=\"{}\">{body}</error>\n    </testcase>", r.agreement.as_str());
+                let _ = writeln!(
+                    out,
+                    ">\n      <error message=\"{}\">{body}</error>\n    </testcase>",
+                    r.agreement.as_str()
+                );
             } else if r.agreement.is_disagreement() {
-                let _ = writeln!(out, ">\n      <failure message=\"{} disagreement\">{body}</failure>\n    </testcase>", r.agreement.as_str());
+                let _ = writeln!(
+                    out,
+                    ">\n      <failure message=\"{} disagreement\">{body}</failure>\n    </testcase>",
+                    r.agreement.as_str()
+                );
             } else if r.agreement == Agreement::Unsupported {
                 let _ = writeln!(out, ">\n      <skipped message=\"model: unsupported\"/>\n    </testcase>");
             } else {
@@ -246,10 +265,20 @@ pub fn markdown(rows: &[RunRow]) -> String {
         out.push_str("\nEvery case agrees with the model on every kernel.\n");
         return out;
     }
-    out.push_str("\n| case | kernel | class | kernel verdict | model verdict | note |\n|---|---|---|---|---|---|\n");
+    out.push_str(
+        "\n| case | kernel | class | kernel verdict | model verdict | note |\n|---|---|---|---|---|---|\n",
+    );
     for r in odd {
-        let k = format!("{} {}", short(r.kernel_verdict, r.kernel_insn), r.kernel_message.as_deref().unwrap_or(""));
-        let m = format!("{} {}", short(Some(r.model_verdict), r.model_insn), r.model_message.as_deref().unwrap_or(""));
+        let k = format!(
+            "{} {}",
+            short(r.kernel_verdict, r.kernel_insn),
+            r.kernel_message.as_deref().unwrap_or("")
+        );
+        let m = format!(
+            "{} {}",
+            short(Some(r.model_verdict), r.model_insn),
+            r.model_message.as_deref().unwrap_or("")
+        );
         let _ = writeln!(
             out,
             "| {} | {} | {} | {} | {} | {} |",
@@ -274,7 +303,16 @@ pub fn markdown_differences(diffs: &[crate::kernel_diff::KernelDifference]) -> S
         let sides: Vec<String> = d
             .kernels
             .iter()
-            .map(|k| format!("{} ({}): {} {} ({})", k.kernel, k.profile, short(Some(k.verdict.verdict), k.verdict.insn), k.verdict.message.as_deref().unwrap_or(""), k.agreement.as_str()))
+            .map(|k| {
+                format!(
+                    "{} ({}): {} {} ({})",
+                    k.kernel,
+                    k.profile,
+                    short(Some(k.verdict.verdict), k.verdict.insn),
+                    k.verdict.message.as_deref().unwrap_or(""),
+                    k.agreement.as_str()
+                )
+            })
             .collect();
         let _ = writeln!(out, "| {} | {} | {} |", md(&d.case), d.judgement.as_str(), md(&sides.join("\n")));
     }
@@ -316,7 +354,13 @@ mod tests {
     use super::*;
 
     fn row(case: &str, kernel: &str, a: Agreement, o: Outcome) -> RunRow {
-        RunRow { outcome: o, kernel_message: Some("a <b> & c".into()), kernel_insn: Some(3), kernel_errno: Some(13), ..test_row(case, kernel, VerdictKind::Reject, a) }
+        RunRow {
+            outcome: o,
+            kernel_message: Some("a <b> & c".into()),
+            kernel_insn: Some(3),
+            kernel_errno: Some(13),
+            ..test_row(case, kernel, VerdictKind::Reject, a)
+        }
     }
 
     #[test]
@@ -335,7 +379,10 @@ mod tests {
 
     #[test]
     fn matrix_has_a_column_per_kernel_and_marks_differences() {
-        let rows = vec![row("a", "k1", Agreement::Verdict, Outcome::Ran), row("a", "k2", Agreement::Infra, Outcome::NotRun)];
+        let rows = vec![
+            row("a", "k1", Agreement::Verdict, Outcome::Ran),
+            row("a", "k2", Agreement::Infra, Outcome::NotRun),
+        ];
         let m = matrix(&rows);
         let lines: Vec<&str> = m.lines().collect();
         assert_eq!(lines.len(), 2);
@@ -347,7 +394,10 @@ mod tests {
 
     #[test]
     fn markdown_lists_only_non_agreements() {
-        let rows = vec![row("a|b", "k1", Agreement::Message, Outcome::Ran), row("ok", "k1", Agreement::Agree, Outcome::Ran)];
+        let rows = vec![
+            row("a|b", "k1", Agreement::Message, Outcome::Ran),
+            row("ok", "k1", Agreement::Agree, Outcome::Ran),
+        ];
         let m = markdown(&rows);
         assert!(m.contains("a\\|b") && !m.contains("| ok |"));
         let all_ok = markdown(&[row("ok", "k1", Agreement::Agree, Outcome::Ran)]);

@@ -88,7 +88,11 @@ pub fn run_cases(args: &RunArgs, cases: &[Case]) -> Result<RunOutput> {
     let kernels = args.kernels.names();
     let deadline = Instant::now() + Duration::from_secs(args.timeout);
     let bar = ProgressBar::new((cases.len() * kernels.len()) as u64);
-    bar.set_style(ProgressStyle::with_template("{prefix:>12} [{bar:30}] {pos}/{len} {wide_msg}").expect("template").progress_chars("=> "));
+    bar.set_style(
+        ProgressStyle::with_template("{prefix:>12} [{bar:30}] {pos}/{len} {wide_msg}")
+            .expect("template")
+            .progress_chars("=> "),
+    );
     let mut out = RunOutput { rows: Vec::new(), infra: Vec::new() };
     for name in &kernels {
         bar.set_prefix(name.clone());
@@ -194,7 +198,16 @@ fn module_note(status: &ModuleStatus, target: &KernelTarget) -> String {
 
 /// A row with the case, kernel and model filled in and no kernel verdict yet.
 #[allow(clippy::too_many_arguments)]
-fn base_row(c: &Case, kernel: &str, target: &KernelTarget, release: &str, model: Verdict, outcome: Outcome, agreement: Agreement, note: Option<String>) -> RunRow {
+fn base_row(
+    c: &Case,
+    kernel: &str,
+    target: &KernelTarget,
+    release: &str,
+    model: Verdict,
+    outcome: Outcome,
+    agreement: Agreement,
+    note: Option<String>,
+) -> RunRow {
     let model_expected = lockstep_core::corpus::meets_expectation(c, &target.profile.name, &model);
     RunRow {
         case: c.name.clone(),
@@ -223,7 +236,14 @@ fn base_row(c: &Case, kernel: &str, target: &KernelTarget, release: &str, model:
 }
 
 /// A case without a kernel verdict (crashed, or never ran).
-fn unrun_row(c: &Case, kernel: &str, target: &KernelTarget, release: &str, outcome: Outcome, note: String) -> RunRow {
+fn unrun_row(
+    c: &Case,
+    kernel: &str,
+    target: &KernelTarget,
+    release: &str,
+    outcome: Outcome,
+    note: String,
+) -> RunRow {
     let model = lockstep_core::model::check(c, &target.profile, &target.module_kfuncs());
     base_row(c, kernel, target, release, model, outcome, Agreement::Infra, Some(note))
 }
@@ -234,7 +254,11 @@ pub fn run(args: RunArgs) -> Result<u8> {
     let paths = if args.paths.is_empty() { vec![cases::default_corpus()] } else { args.paths.clone() };
     let cases = cases::load(&paths, &module)?;
     let out = run_cases(&args, &cases)?;
-    output::json_or_text(args.json.as_deref(), || report::json_lines(&out.rows), || report::matrix(&out.rows))?;
+    output::json_or_text(
+        args.json.as_deref(),
+        || report::json_lines(&out.rows),
+        || report::matrix(&out.rows),
+    )?;
     if let Some(p) = &args.junit {
         output::write_file(p, &report::junit(&out.rows))?;
     }

@@ -154,22 +154,34 @@ impl KernelTarget {
     pub fn prepare(name: &str, profile: Option<&str>, opts: &RunnerOptions) -> Result<KernelTarget> {
         if name == HOST {
             let Some(p) = profile else {
-                return Err(crate::cases::BadInput("--host needs --profile (the profile the host kernel should follow)".into()).into());
+                return Err(crate::cases::BadInput(
+                    "--host needs --profile (the profile the host kernel should follow)".into(),
+                )
+                .into());
             };
-            let release = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default().trim().to_string();
+            let release =
+                std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default().trim().to_string();
             return Ok(KernelTarget {
                 name: HOST.into(),
                 package_version: release,
                 profile: kernel::profile(p)?,
                 module: None,
-                module_error: Some("host mode: lockstep does not load modules on the host (insmod lockstep_test.ko first)".into()),
+                module_error: Some(
+                    "host mode: lockstep does not load modules on the host (insmod lockstep_test.ko first)"
+                        .into(),
+                ),
                 place: Place::Host,
             });
         }
         kernel::known_kernel(name)?;
         let pname = match profile.map(str::to_string).or_else(|| kernel::default_profile(name)) {
             Some(p) => p,
-            None => return Err(crate::cases::BadInput(format!("no default profile for kernel {name}: pass --profile")).into()),
+            None => {
+                return Err(crate::cases::BadInput(format!(
+                    "no default profile for kernel {name}: pass --profile"
+                ))
+                .into())
+            }
         };
         let profile = kernel::profile(&pname)?;
         let (vmlinuz, package_version) = kernel::image(name)?;
@@ -188,7 +200,14 @@ impl KernelTarget {
         } else {
             (None, Some("test module disabled (--no-module)".into()))
         };
-        Ok(KernelTarget { name: name.into(), package_version, profile, module, module_error, place: Place::Guest { vmlinuz } })
+        Ok(KernelTarget {
+            name: name.into(),
+            package_version,
+            profile,
+            module,
+            module_error,
+            place: Place::Guest { vmlinuz },
+        })
     }
 
     /// The kfuncs the model assumes: the built module's flags, else the module source's.
@@ -228,7 +247,9 @@ pub struct KernelSession {
 
 fn excerpt(o: &GuestOutcome) -> String {
     match o {
-        GuestOutcome::Panic { excerpt } | GuestOutcome::KvmFailure { excerpt } | GuestOutcome::BootFailure { excerpt } => excerpt.clone(),
+        GuestOutcome::Panic { excerpt }
+        | GuestOutcome::KvmFailure { excerpt }
+        | GuestOutcome::BootFailure { excerpt } => excerpt.clone(),
         GuestOutcome::Hang { stage } => format!("no answer in time (hang) at {stage:?}"),
         GuestOutcome::Completed => String::new(),
     }
@@ -246,9 +267,14 @@ impl KernelSession {
         };
         let exe = std::env::current_exe().context("finding the lockstep binary")?;
         ensure_static(&exe)?;
-        let dir = tempfile::Builder::new().prefix("lockstep-run-").tempdir().context("creating a run directory")?;
+        let dir =
+            tempfile::Builder::new().prefix("lockstep-run-").tempdir().context("creating a run directory")?;
         let initrd = dir.path().join("initramfs.cpio");
-        let spec = InitramfsSpec { init: exe, module: target.module.as_ref().map(|m| m.ko.clone()), extra: Vec::new() };
+        let spec = InitramfsSpec {
+            init: exe,
+            module: target.module.as_ref().map(|m| m.ko.clone()),
+            extra: Vec::new(),
+        };
         initramfs::build(&spec, &initrd).with_context(|| format!("building {}", initrd.display()))?;
         let mut cfg = GuestConfig::new(&vmlinuz, &initrd);
         cfg.timeouts = opts.timeouts;
@@ -257,7 +283,10 @@ impl KernelSession {
         if let Some(d) = &opts.console_dir {
             std::fs::create_dir_all(d).with_context(|| format!("creating {}", d.display()))?;
         }
-        cfg.console_log = opts.console_dir.as_ref().map(|d| d.join(format!("console-{}.log", target.name.replace([':', '/'], "-"))));
+        cfg.console_log = opts
+            .console_dir
+            .as_ref()
+            .map(|d| d.join(format!("console-{}.log", target.name.replace([':', '/'], "-"))));
         if !which("qemu-system-x86_64") {
             bail!(crate::InfraError("qemu-system-x86_64 not found (run scripts/setup.sh)".into()));
         }
@@ -274,14 +303,20 @@ impl KernelSession {
         };
         let batch = BatchOptions { guest: cfg, want_log: opts.want_log, boot_attempts: 3 };
         let accel = Some(batch.guest.accel);
-        Ok(KernelSession { backend: Backend::Guest { session: Box::new(Session::new(batch)), _dir: dir }, accel })
+        Ok(KernelSession {
+            backend: Backend::Guest { session: Box::new(Session::new(batch)), _dir: dir },
+            accel,
+        })
     }
 
     /// Runs `cases`, reporting each as it completes.
     pub fn run(&mut self, cases: &[Case], want_log: bool, on: &mut dyn FnMut(CaseEvent)) -> Result<()> {
         match &mut self.backend {
             Backend::Host { loader } => {
-                let release = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default().trim().to_string();
+                let release = std::fs::read_to_string("/proc/sys/kernel/osrelease")
+                    .unwrap_or_default()
+                    .trim()
+                    .to_string();
                 // A test module the user loaded on the host is used; lockstep never loads one there.
                 let module = match lockstep_bpf::module_status("lockstep_test") {
                     m @ ModuleStatus::Loaded { .. } => m,
@@ -290,7 +325,11 @@ impl KernelSession {
                 on(CaseEvent::Booted { release, module, boot_time: Duration::ZERO });
                 for (index, c) in cases.iter().enumerate() {
                     match loader {
-                        Ok(l) => on(CaseEvent::Result { index, result: l.run_case(c, want_log), warnings: Vec::new() }),
+                        Ok(l) => on(CaseEvent::Result {
+                            index,
+                            result: l.run_case(c, want_log),
+                            warnings: Vec::new(),
+                        }),
                         Err(e) => on(CaseEvent::NotRun { index, reason: format!("host kernel BTF: {e}") }),
                     }
                 }
@@ -298,11 +337,21 @@ impl KernelSession {
             }
             Backend::Guest { session, .. } => {
                 let summary = session.run(cases, &mut |ev| match ev {
-                    BatchEvent::Booted { release, module, boot_time } => on(CaseEvent::Booted { release, module, boot_time }),
-                    BatchEvent::BootFailed { outcome, will_retry } => on(CaseEvent::BootFailed { excerpt: excerpt(&outcome), will_retry }),
-                    BatchEvent::Result { index, result, warnings, .. } => on(CaseEvent::Result { index, result, warnings }),
-                    BatchEvent::Retrying { index, outcome } => on(CaseEvent::Retrying { index, excerpt: excerpt(&outcome) }),
-                    BatchEvent::Crashed { index, outcome } => on(CaseEvent::Crashed { index, excerpt: excerpt(&outcome) }),
+                    BatchEvent::Booted { release, module, boot_time } => {
+                        on(CaseEvent::Booted { release, module, boot_time })
+                    }
+                    BatchEvent::BootFailed { outcome, will_retry } => {
+                        on(CaseEvent::BootFailed { excerpt: excerpt(&outcome), will_retry })
+                    }
+                    BatchEvent::Result { index, result, warnings, .. } => {
+                        on(CaseEvent::Result { index, result, warnings })
+                    }
+                    BatchEvent::Retrying { index, outcome } => {
+                        on(CaseEvent::Retrying { index, excerpt: excerpt(&outcome) })
+                    }
+                    BatchEvent::Crashed { index, outcome } => {
+                        on(CaseEvent::Crashed { index, excerpt: excerpt(&outcome) })
+                    }
                 })?;
                 let reason = summary.last_outcome.as_ref().map(excerpt).unwrap_or_default();
                 for index in summary.unrun {
@@ -318,16 +367,26 @@ impl KernelSession {
     /// Boot events go to `on` as in `run`.
     pub fn list_kfuncs(&mut self, on: &mut dyn FnMut(CaseEvent)) -> Result<KfuncListing> {
         match &mut self.backend {
-            Backend::Host { loader } => {
-                Ok(crate::census::list::list_kfuncs(Path::new(crate::census::list::SYS_BTF), loader.as_ref().ok()))
-            }
+            Backend::Host { loader } => Ok(crate::census::list::list_kfuncs(
+                Path::new(crate::census::list::SYS_BTF),
+                loader.as_ref().ok(),
+            )),
             Backend::Guest { session, .. } => {
                 let r = session.list_kfuncs(&mut |ev| match ev {
-                    BatchEvent::Booted { release, module, boot_time } => on(CaseEvent::Booted { release, module, boot_time }),
-                    BatchEvent::BootFailed { outcome, will_retry } => on(CaseEvent::BootFailed { excerpt: excerpt(&outcome), will_retry }),
+                    BatchEvent::Booted { release, module, boot_time } => {
+                        on(CaseEvent::Booted { release, module, boot_time })
+                    }
+                    BatchEvent::BootFailed { outcome, will_retry } => {
+                        on(CaseEvent::BootFailed { excerpt: excerpt(&outcome), will_retry })
+                    }
                     _ => {}
                 })?;
-                r.map_err(|o| anyhow::anyhow!(crate::InfraError(format!("listing kfuncs: the guest ended: {}", excerpt(&o)))))
+                r.map_err(|o| {
+                    anyhow::anyhow!(crate::InfraError(format!(
+                        "listing kfuncs: the guest ended: {}",
+                        excerpt(&o)
+                    )))
+                })
             }
         }
     }
@@ -363,8 +422,11 @@ fn ensure_static(exe: &Path) -> Result<()> {
 fn has_interpreter(elf: &[u8]) -> bool {
     let u16_at = |o: usize| elf.get(o..o + 2).map(|b| u16::from_le_bytes([b[0], b[1]]) as usize);
     let u64_at = |o: usize| elf.get(o..o + 8).map(|b| u64::from_le_bytes(b.try_into().expect("8")) as usize);
-    let (Some(phoff), Some(phentsize), Some(phnum)) = (u64_at(0x20), u16_at(0x36), u16_at(0x38)) else { return false };
-    (0..phnum).any(|i| elf.get(phoff + i * phentsize..phoff + i * phentsize + 4) == Some(&3u32.to_le_bytes()[..]))
+    let (Some(phoff), Some(phentsize), Some(phnum)) = (u64_at(0x20), u16_at(0x36), u16_at(0x38)) else {
+        return false;
+    };
+    (0..phnum)
+        .any(|i| elf.get(phoff + i * phentsize..phoff + i * phentsize + 4) == Some(&3u32.to_le_bytes()[..]))
 }
 
 #[cfg(test)]

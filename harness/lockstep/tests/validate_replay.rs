@@ -46,7 +46,15 @@ fn model(cases: &[Case], profile: &str) -> Vec<Verdict> {
 }
 
 fn result(case: &str, v: Verdict) -> KernelResult {
-    KernelResult { case: case.into(), verdict: v, errno: 0, log: None, verification_usec: None, insns_processed: None, setup_error: None }
+    KernelResult {
+        case: case.into(),
+        verdict: v,
+        errno: 0,
+        log: None,
+        verification_usec: None,
+        insns_processed: None,
+        setup_error: None,
+    }
 }
 
 /// Kernel results that follow the model where it judges; `fallback` answers where it does not.
@@ -72,14 +80,25 @@ fn write(dir: &Path, base: &[Option<KernelResult>], patched: &[Option<KernelResu
         serde_json::json!({"name": name, "vmlinuz": "/x/bzImage", "config": "/x/config",
             "module_target": {"kind": "tree", "dir": "/x/tree"}, "release": "7.2.13-lockstep", "identity": id})
     };
-    let meta = serde_json::json!([k("build:aaaaaaaaaaaa", "7.2.13-1+lockstep.aaaaaaaaaaaa"), k("build:bbbbbbbbbbbb", "7.2.13-1+s+lockstep.bbbbbbbbbbbb")]);
+    let meta = serde_json::json!([
+        k("build:aaaaaaaaaaaa", "7.2.13-1+lockstep.aaaaaaaaaaaa"),
+        k("build:bbbbbbbbbbbb", "7.2.13-1+s+lockstep.bbbbbbbbbbbb")
+    ]);
     std::fs::write(dir.join("kernels.json"), meta.to_string()).unwrap();
 }
 
 fn validate(dir: &Path, series: &str) -> (i32, serde_json::Value, String) {
     let md = dir.join("report.md");
     let out = Command::new(env!("CARGO_BIN_EXE_lockstep"))
-        .args(["validate-series", "--base", "debian-src:7.2", "--profile", "7.2+kf-spin-lock", "--format", "json"])
+        .args([
+            "validate-series",
+            "--base",
+            "debian-src:7.2",
+            "--profile",
+            "7.2+kf-spin-lock",
+            "--format",
+            "json",
+        ])
         .arg("--series")
         .arg(repo().join("tests/series").join(series))
         .arg("--results-from")
@@ -89,12 +108,19 @@ fn validate(dir: &Path, series: &str) -> (i32, serde_json::Value, String) {
         .output()
         .unwrap();
     let stdout = String::from_utf8_lossy(&out.stdout);
-    let json: serde_json::Value = serde_json::from_str(&stdout).unwrap_or_else(|e| panic!("{e}: {stdout}\n{}", String::from_utf8_lossy(&out.stderr)));
+    let json: serde_json::Value = serde_json::from_str(&stdout)
+        .unwrap_or_else(|e| panic!("{e}: {stdout}\n{}", String::from_utf8_lossy(&out.stderr)));
     (out.status.code().unwrap(), json, std::fs::read_to_string(md).unwrap())
 }
 
 fn cases_in(json: &serde_json::Value, class: &str) -> Vec<String> {
-    let mut v: Vec<String> = json["rows"].as_array().unwrap().iter().filter(|r| r["class"] == class).map(|r| r["case"].as_str().unwrap().to_string()).collect();
+    let mut v: Vec<String> = json["rows"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|r| r["class"] == class)
+        .map(|r| r["case"].as_str().unwrap().to_string())
+        .collect();
     v.sort();
     v
 }
@@ -110,7 +136,16 @@ fn the_seed_flips_exactly_the_flagged_module_kfunc_cases() {
     write(d.path(), &as_kernel(&cases, &m72, &m72), &as_kernel(&cases, &mkf, &accept_all));
     let (code, json, md) = validate(d.path(), "kf-spin-lock-rfc-v2");
     assert_eq!(code, 0, "{json:#}");
-    assert_eq!(cases_in(&json, "expected"), ["call_module_safe_acquire_release", "call_module_safe_ret_null", "call_module_safe_sched_cls", "call_module_safe_syscall", "call_module_xdp_only_safe_xdp"]);
+    assert_eq!(
+        cases_in(&json, "expected"),
+        [
+            "call_module_safe_acquire_release",
+            "call_module_safe_ret_null",
+            "call_module_safe_sched_cls",
+            "call_module_safe_syscall",
+            "call_module_xdp_only_safe_xdp"
+        ]
+    );
     // The kfuncs the model does not cover under the RFC (vmlinux kfuncs past the lock rule) are
     // reported, not judged.
     let unjudged = cases_in(&json, "unjudged");
@@ -119,7 +154,10 @@ fn the_seed_flips_exactly_the_flagged_module_kfunc_cases() {
         assert_eq!(mkf[i].verdict, VerdictKind::Unsupported, "{c}");
     }
     assert!(cases_in(&json, "unexpected").is_empty() && cases_in(&json, "missing").is_empty());
-    assert_eq!(json["series"]["patches"][0]["file_name"], "0001-bpf-Add-KF_SPIN_LOCK-flag-for-kfuncs-under-bpf_spin_lock.patch");
+    assert_eq!(
+        json["series"]["patches"][0]["file_name"],
+        "0001-bpf-Add-KF_SPIN_LOCK-flag-for-kfuncs-under-bpf_spin_lock.patch"
+    );
     assert_eq!(json["cases"].as_u64().unwrap() as usize, cases.len());
     assert!(md.contains("[RFC v2 1/3] bpf: Add KF_SPIN_LOCK flag for kfuncs under bpf_spin_lock"), "{md}");
     assert!(md.contains("| expected | `call_module_safe_sched_cls` |"), "{md}");
@@ -147,7 +185,16 @@ fn a_series_that_rejects_all_module_kfuncs_fails() {
     let (code, json, _) = validate(d.path(), "reject-module-kfuncs");
     assert_eq!(code, 1, "{json:#}");
     // The flagged kfuncs never become callable under the lock...
-    assert_eq!(cases_in(&json, "missing"), ["call_module_safe_acquire_release", "call_module_safe_ret_null", "call_module_safe_sched_cls", "call_module_safe_syscall", "call_module_xdp_only_safe_xdp"]);
+    assert_eq!(
+        cases_in(&json, "missing"),
+        [
+            "call_module_safe_acquire_release",
+            "call_module_safe_ret_null",
+            "call_module_safe_sched_cls",
+            "call_module_safe_syscall",
+            "call_module_xdp_only_safe_xdp"
+        ]
+    );
     // ...and any module kfunc call the base kernel accepted now fails (the corpus calls module
     // kfuncs only under a lock today, where 7.2 rejects them anyway, so this may be empty).
     let unexpected = cases_in(&json, "unexpected");

@@ -116,13 +116,21 @@ fn body(prog: &Program, idx: usize, insn: &Insn) -> String {
             } else if op == BPF_NEG {
                 format!("({code:02x}) {w}{d} = -{w}{d}")
             } else if code == BPF_ALU64 | BPF_MOV | BPF_X && off == 1 {
-                format!("({code:02x}) r{d} = addr_space_cast(r{sr}, {}, {})", (imm as u32) >> 16, imm as u32 as u16)
+                format!(
+                    "({code:02x}) r{d} = addr_space_cast(r{sr}, {}, {})",
+                    (imm as u32) >> 16,
+                    imm as u32 as u16
+                )
             } else if code == BPF_ALU64 | BPF_MOV | BPF_X && off == -1 {
                 format!("({code:02x}) r{d} = &(void __percpu *)(r{sr})")
             } else {
                 let sdiv = (op == BPF_DIV || op == BPF_MOD) && off == 1;
                 let opstr = if sdiv {
-                    if op == BPF_DIV { "s/=" } else { "s%=" }
+                    if op == BPF_DIV {
+                        "s/="
+                    } else {
+                        "s%="
+                    }
                 } else {
                     s(ALU_STR[(op >> 4) as usize])
                 };
@@ -148,10 +156,16 @@ fn body(prog: &Program, idx: usize, insn: &Insn) -> String {
             let (mode, p) = if mode == 0xe0 { (BPF_ATOMIC, "probe ") } else { (mode, "") };
             if mode == BPF_MEM {
                 format!("({code:02x}) *({sz} *)(r{d} {off:+}) = r{sr}")
-            } else if mode == BPF_ATOMIC && [BPF_ADD, BPF_AND, BPF_OR, BPF_XOR].map(i32::from).contains(&imm) {
+            } else if mode == BPF_ATOMIC && [BPF_ADD, BPF_AND, BPF_OR, BPF_XOR].map(i32::from).contains(&imm)
+            {
                 format!("({code:02x}) {p}lock *({sz} *)(r{d} {off:+}) {} r{sr}", s(ALU_STR[aop]))
-            } else if mode == BPF_ATOMIC && [BPF_ADD, BPF_AND, BPF_OR, BPF_XOR].map(|o| o as i32 | BPF_FETCH).contains(&imm) {
-                format!("({code:02x}) {p}r{sr} = atomic{is64}_fetch_{}(({sz} *)(r{d} {off:+}), r{sr})", s(ATOMIC_ALU_STR[aop]))
+            } else if mode == BPF_ATOMIC
+                && [BPF_ADD, BPF_AND, BPF_OR, BPF_XOR].map(|o| o as i32 | BPF_FETCH).contains(&imm)
+            {
+                format!(
+                    "({code:02x}) {p}r{sr} = atomic{is64}_fetch_{}(({sz} *)(r{d} {off:+}), r{sr})",
+                    s(ATOMIC_ALU_STR[aop])
+                )
             } else if mode == BPF_ATOMIC && imm == BPF_CMPXCHG {
                 format!("({code:02x}) {p}r0 = atomic{is64}_cmpxchg(({sz} *)(r{d} {off:+}), r0, r{sr})")
             } else if mode == BPF_ATOMIC && imm == BPF_XCHG {
@@ -175,7 +189,9 @@ fn body(prog: &Program, idx: usize, insn: &Insn) -> String {
         }
         BPF_LDX => match insn.mode() {
             BPF_MEM => format!("({code:02x}) r{d} = *({} *)(r{sr} {off:+})", ldst(insn.size())),
-            BPF_MEMSX if insn.size() != BPF_DW => format!("({code:02x}) r{d} = *({} *)(r{sr} {off:+})", ldsx(insn.size())),
+            BPF_MEMSX if insn.size() != BPF_DW => {
+                format!("({code:02x}) r{d} = *({} *)(r{sr} {off:+})", ldsx(insn.size()))
+            }
             _ => format!("BUG_ldx_{code:02x}"),
         },
         BPF_LD => {
@@ -183,7 +199,9 @@ fn body(prog: &Program, idx: usize, insn: &Insn) -> String {
             match insn.mode() {
                 BPF_ABS => format!("({code:02x}) r0 = *({sz} *)skb[{imm}]"),
                 BPF_IND => format!("({code:02x}) r0 = *({sz} *)skb[r{sr} + {imm}]"),
-                BPF_IMM if insn.size() == BPF_DW => format!("({code:02x}) r{d} = {}", ld_imm64(prog, idx, insn)),
+                BPF_IMM if insn.size() == BPF_DW => {
+                    format!("({code:02x}) r{d} = {}", ld_imm64(prog, idx, insn))
+                }
                 _ => format!("BUG_ld_{code:02x}"),
             }
         }
@@ -242,7 +260,9 @@ fn ld_imm64(prog: &Program, idx: usize, insn: &Insn) -> String {
     match (insn.src, prog.relocs.get(&idx)) {
         (BPF_PSEUDO_MAP_FD, Some(Reloc::Map { name })) => format!("map[id:{name}]"),
         (BPF_PSEUDO_MAP_FD, _) => format!("map[id:{}]", insn.imm),
-        (BPF_PSEUDO_MAP_VALUE, Some(Reloc::MapValue { name, .. })) => format!("map[id:{name}][0]+{}", hi as u32),
+        (BPF_PSEUDO_MAP_VALUE, Some(Reloc::MapValue { name, .. })) => {
+            format!("map[id:{name}][0]+{}", hi as u32)
+        }
         (BPF_PSEUDO_MAP_VALUE, _) => format!("map[id:{}][0]+{}", insn.imm, hi as u32),
         (BPF_PSEUDO_FUNC, _) => format!("subprog[{:+}]", insn.imm),
         _ => format!("0x{:x}", ((hi as u32 as u64) << 32) | insn.imm as u32 as u64),

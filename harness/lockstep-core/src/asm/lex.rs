@@ -69,7 +69,8 @@ pub(super) fn strip_comments(text: &str) -> Result<Vec<Vec<char>>, AsmError> {
                 line[i] = ' ';
                 line[i + 1] = ' ';
                 i += 2;
-            } else if (c == '/' && next == Some('/')) || (c == '#' && (i == 0 || line[i - 1].is_whitespace())) {
+            } else if (c == '/' && next == Some('/')) || (c == '#' && (i == 0 || line[i - 1].is_whitespace()))
+            {
                 for ch in line.iter_mut().skip(i) {
                     *ch = ' ';
                 }
@@ -153,7 +154,8 @@ pub(super) fn tokenize(line: &[char], line_no: usize) -> Result<Vec<Token>, AsmE
             let hex = c == '0' && matches!(line.get(i + 1), Some('x' | 'X'));
             let start = if hex { i + 2 } else { i };
             let mut j = start;
-            while j < line.len() && (if hex { line[j].is_ascii_hexdigit() } else { line[j].is_ascii_digit() }) {
+            while j < line.len() && (if hex { line[j].is_ascii_hexdigit() } else { line[j].is_ascii_digit() })
+            {
                 j += 1;
             }
             if j < line.len() && is_ident_cont(line[j]) {
@@ -163,8 +165,12 @@ pub(super) fn tokenize(line: &[char], line_no: usize) -> Result<Vec<Token>, AsmE
             if digits.is_empty() {
                 return Err(err(col, "expected hex digits after `0x`".into()));
             }
-            let v = u64::from_str_radix(&digits, if hex { 16 } else { 10 })
-                .map_err(|_| err(col, format!("number `{}` does not fit in 64 bits", &line[i..j].iter().collect::<String>())))?;
+            let v = u64::from_str_radix(&digits, if hex { 16 } else { 10 }).map_err(|_| {
+                err(
+                    col,
+                    format!("number `{}` does not fit in 64 bits", &line[i..j].iter().collect::<String>()),
+                )
+            })?;
             toks.push(Token { tok: Tok::Num(v), col });
             i = j;
             continue;
@@ -175,7 +181,10 @@ pub(super) fn tokenize(line: &[char], line_no: usize) -> Result<Vec<Token>, AsmE
                 return Err(err(col, "unterminated `%[`".into()));
             };
             let name: String = line[i + 2..close].iter().collect::<String>().trim().to_string();
-            if name.is_empty() || !name.chars().next().is_some_and(is_ident_start) || !name.chars().all(is_ident_cont) {
+            if name.is_empty()
+                || !name.chars().next().is_some_and(is_ident_start)
+                || !name.chars().all(is_ident_cont)
+            {
                 return Err(err(col, format!("expected a name inside `%[...]`, found `{name}`")));
             }
             toks.push(Token { tok: Tok::Subst(name), col });

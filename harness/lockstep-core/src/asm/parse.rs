@@ -77,7 +77,9 @@ pub fn assemble(text: &str, symbols: &Symbols) -> Result<Program, AsmError> {
         let toks = tokenize(&chars, line_no)?;
         let segments: Vec<&[Token]> = toks.split(|t| t.tok == Tok::Punct(";")).collect();
         for mut seg in segments {
-            while let [Token { tok: Tok::Ident(name), col }, Token { tok: Tok::Punct(":"), .. }, rest @ ..] = seg {
+            while let [Token { tok: Tok::Ident(name), col }, Token { tok: Tok::Punct(":"), .. }, rest @ ..] =
+                seg
+            {
                 if looks_like_reg(name) || is_keyword(name) {
                     return Err(err(line_no, *col, format!("`{name}` is reserved and cannot be a label")));
                 }
@@ -94,7 +96,11 @@ pub fn assemble(text: &str, symbols: &Symbols) -> Result<Program, AsmError> {
             }
             if seg.is_empty() {
                 if opcode.is_some() {
-                    return Err(err(line_no, chars.len() + 1, "expected an instruction after the opcode comment"));
+                    return Err(err(
+                        line_no,
+                        chars.len() + 1,
+                        "expected an instruction after the opcode comment",
+                    ));
                 }
                 continue;
             }
@@ -124,7 +130,20 @@ fn scoped(name: &str, scope: usize) -> String {
 }
 
 fn is_keyword(s: &str) -> bool {
-    matches!(s, "if" | "goto" | "gotol" | "gotox" | "may_goto" | "call" | "exit" | "lock" | "ll" | "pc" | "map" | "skb")
+    matches!(
+        s,
+        "if" | "goto"
+            | "gotol"
+            | "gotox"
+            | "may_goto"
+            | "call"
+            | "exit"
+            | "lock"
+            | "ll"
+            | "pc"
+            | "map"
+            | "skb"
+    )
 }
 
 /// A verifier-log register-state line such as `0: R1=ctx() R10=fp0` or `4: frame1: ...`.
@@ -179,7 +198,11 @@ fn check_opcode(kind: Kind, code: u8, line: usize, col: usize) -> Result<Kind, A
         Kind::MovImm { wide, .. } => (if *wide { BPF_ALU64 } else { BPF_ALU }) | BPF_MOV | BPF_K,
     };
     if actual != code {
-        return Err(err(line, col, format!("opcode comment ({code:02x}) does not match the instruction, which is ({actual:02x})")));
+        return Err(err(
+            line,
+            col,
+            format!("opcode comment ({code:02x}) does not match the instruction, which is ({actual:02x})"),
+        ));
     }
     Ok(kind)
 }
@@ -194,11 +217,18 @@ fn lower_mov(kind: Kind, line: usize, col: usize) -> Result<Kind, AsmError> {
                 return Err(err(line, col, "immediate does not fit in 64 bits"));
             }
             let v = value as u64;
-            Ok(Kind::Wide(Insn::new(BPF_LD | BPF_DW | BPF_IMM, dst, 0, 0, v as u32 as i32), (v >> 32) as u32 as i32))
+            Ok(Kind::Wide(
+                Insn::new(BPF_LD | BPF_DW | BPF_IMM, dst, 0, 0, v as u32 as i32),
+                (v >> 32) as u32 as i32,
+            ))
         }
         Kind::MovImm { dst, wide, value, ll: false } => {
             let imm = imm32(value).ok_or_else(|| {
-                err(line, col, format!("immediate {value} does not fit in 32 bits (add `ll` for a 64-bit load)"))
+                err(
+                    line,
+                    col,
+                    format!("immediate {value} does not fit in 32 bits (add `ll` for a 64-bit load)"),
+                )
             })?;
             let cls = if wide { BPF_ALU64 } else { BPF_ALU };
             Ok(Kind::One(Insn::new(cls | BPF_MOV | BPF_K, dst, 0, 0, imm)))
@@ -252,31 +282,43 @@ fn resolve(
             Sym::JumpImm(key) => {
                 let label = key.split('@').next().unwrap_or(key);
                 let (t, _) = target(label, key)?;
-                first.imm = i32::try_from(rel(t)).map_err(|_| err(st.line, st.col, "jump offset out of range"))?;
+                first.imm =
+                    i32::try_from(rel(t)).map_err(|_| err(st.line, st.col, "jump offset out of range"))?;
             }
             Sym::Call(name, id) => {
                 if let Some((t, label)) = defs.get(name.as_str()).map(|(t, l, _, _)| (*t, l.clone())) {
                     if id.is_some() {
-                        return Err(err(st.line, st.col, format!("`{name}` is a label: call it as `call {name}` or `call pc{:+}`", rel(t))));
+                        return Err(err(
+                            st.line,
+                            st.col,
+                            format!("`{name}` is a label: call it as `call {name}` or `call pc{:+}`", rel(t)),
+                        ));
                     }
                     first.src = BPF_PSEUDO_CALL;
-                    first.imm = i32::try_from(rel(t)).map_err(|_| err(st.line, st.col, "call offset out of range"))?;
+                    first.imm = i32::try_from(rel(t))
+                        .map_err(|_| err(st.line, st.col, "call offset out of range"))?;
                     call_targets.insert(t, label.clone());
                     prog.relocs.insert(idx, Reloc::Subprog { label });
                 } else if let Some(hid) = helper_id(name).or_else(|| (name == "bpf_unspec").then_some(0)) {
                     if let Some(given) = id {
                         if *given != hid as i128 {
-                            return Err(err(st.line, st.col, format!("`{name}` is helper #{hid}, not #{given}")));
+                            return Err(err(
+                                st.line,
+                                st.col,
+                                format!("`{name}` is helper #{hid}, not #{given}"),
+                            ));
                         }
                     }
                     first.imm = hid;
                     let full = helper_name(hid).unwrap_or("bpf_unspec").to_string();
                     prog.relocs.insert(idx, Reloc::Helper { name: full });
                 } else if name == "unknown" && id.is_some() {
-                    first.imm = imm32(id.unwrap_or(0)).ok_or_else(|| err(st.line, st.col, "helper id out of range"))?;
+                    first.imm = imm32(id.unwrap_or(0))
+                        .ok_or_else(|| err(st.line, st.col, "helper id out of range"))?;
                 } else if name == "kernel-function" && id.is_some() {
                     first.src = BPF_PSEUDO_KFUNC_CALL;
-                    first.imm = imm32(id.unwrap_or(0)).ok_or_else(|| err(st.line, st.col, "BTF id out of range"))?;
+                    first.imm =
+                        imm32(id.unwrap_or(0)).ok_or_else(|| err(st.line, st.col, "BTF id out of range"))?;
                 } else if symbols.kfuncs.iter().any(|k| k == name) {
                     first.src = BPF_PSEUDO_KFUNC_CALL;
                     first.imm = match id {
@@ -290,12 +332,9 @@ fn resolve(
             }
             Sym::SubprogAt => {
                 let t = idx as i64 + first.imm as i64 + 1;
-                let t = usize::try_from(t).map_err(|_| err(st.line, st.col, "bpf-to-bpf target is before the program start"))?;
-                let label = prog
-                    .labels
-                    .get(&t)
-                    .cloned()
-                    .unwrap_or_else(|| format!("subprog_{t}"));
+                let t = usize::try_from(t)
+                    .map_err(|_| err(st.line, st.col, "bpf-to-bpf target is before the program start"))?;
+                let label = prog.labels.get(&t).cloned().unwrap_or_else(|| format!("subprog_{t}"));
                 call_targets.insert(t, label.clone());
                 prog.relocs.insert(idx, Reloc::Subprog { label });
             }
@@ -314,9 +353,12 @@ fn resolve(
                             continue;
                         }
                     }
-                } else if let (Some((t, label)), None) = (defs.get(name.as_str()).map(|(t, l, _, _)| (*t, l.clone())), off) {
+                } else if let (Some((t, label)), None) =
+                    (defs.get(name.as_str()).map(|(t, l, _, _)| (*t, l.clone())), off)
+                {
                     first.src = BPF_PSEUDO_FUNC;
-                    first.imm = i32::try_from(rel(t)).map_err(|_| err(st.line, st.col, "offset out of range"))?;
+                    first.imm =
+                        i32::try_from(rel(t)).map_err(|_| err(st.line, st.col, "offset out of range"))?;
                     call_targets.insert(t, label.clone());
                     prog.relocs.insert(idx, Reloc::Subprog { label });
                 } else {
@@ -485,7 +527,16 @@ impl<'a> Parser<'a> {
         let col = self.col();
         let r = self.reg()?;
         if r.wide != wide {
-            return Err(err(self.line, col, format!("expected a {} register, found `{}{}`", if wide { "64-bit `r`" } else { "32-bit `w`" }, if r.wide { 'r' } else { 'w' }, r.n)));
+            return Err(err(
+                self.line,
+                col,
+                format!(
+                    "expected a {} register, found `{}{}`",
+                    if wide { "64-bit `r`" } else { "32-bit `w`" },
+                    if r.wide { 'r' } else { 'w' },
+                    r.n
+                ),
+            ));
         }
         Ok(r)
     }
@@ -511,7 +562,11 @@ impl<'a> Parser<'a> {
         let signed = usize::from(self.is_punct("-") || self.is_punct("+"));
         if let Some(Tok::Subst(s)) = self.peek_at(signed) {
             let col = self.toks.get(self.pos + signed).map_or(self.end_col, |t| t.col);
-            return Err(err(self.line, col, format!("`%[{s}]` constants are not supported: write the number")));
+            return Err(err(
+                self.line,
+                col,
+                format!("`%[{s}]` constants are not supported: write the number"),
+            ));
         }
         match self.try_num() {
             Some(v) => Ok(v),
@@ -543,7 +598,13 @@ impl<'a> Parser<'a> {
             "s8" => (BPF_B, true),
             "s16" => (BPF_H, true),
             "s32" => (BPF_W, true),
-            _ => return Err(err(self.line, col, format!("expected a size (u8, u16, u32, u64, s8, s16, s32), found `{s}`"))),
+            _ => {
+                return Err(err(
+                    self.line,
+                    col,
+                    format!("expected a size (u8, u16, u32, u64, s8, s16, s32), found `{s}`"),
+                ))
+            }
         };
         self.expect_punct("*")?;
         self.expect_punct(")")?;
@@ -593,7 +654,8 @@ impl<'a> Parser<'a> {
         }
         if let Some(v) = self.try_num() {
             if long {
-                insn.imm = i32::try_from(v).map_err(|_| err(self.line, col, format!("jump offset {v} does not fit in 32 bits")))?;
+                insn.imm = i32::try_from(v)
+                    .map_err(|_| err(self.line, col, format!("jump offset {v} does not fit in 32 bits")))?;
             } else {
                 insn.off = self.off16(v, col)?;
             }
@@ -670,7 +732,13 @@ impl<'a> Parser<'a> {
                         Some(Tok::Punct("&=")) => BPF_AND,
                         Some(Tok::Punct("|=")) => BPF_OR,
                         Some(Tok::Punct("^=")) => BPF_XOR,
-                        _ => return Err(err(self.line, ocol, "expected `+=`, `&=`, `|=` or `^=` after `lock *(..)`")),
+                        _ => {
+                            return Err(err(
+                                self.line,
+                                ocol,
+                                "expected `+=`, `&=`, `|=` or `^=` after `lock *(..)`",
+                            ))
+                        }
                     };
                     let src = self.reg()?;
                     return one(Insn::new(BPF_STX | BPF_ATOMIC | sz, dst.n, src.n, off, op as i32));
@@ -751,7 +819,9 @@ impl<'a> Parser<'a> {
                 let v = self.num("a helper id")?;
                 let id = imm32(v).ok_or_else(|| err(self.line, col, "helper id out of range"))?;
                 return match helper_name(id) {
-                    Some(name) if id > 0 => Ok((Kind::One(insn), Sym::Call(name.to_string(), Some(v)), Some(col))),
+                    Some(name) if id > 0 => {
+                        Ok((Kind::One(insn), Sym::Call(name.to_string(), Some(v)), Some(col)))
+                    }
                     _ => {
                         insn.imm = id;
                         Ok((Kind::One(insn), Sym::None, Some(col)))
@@ -776,7 +846,11 @@ impl<'a> Parser<'a> {
             _ => None,
         };
         let Some(op) = op else {
-            return Err(err(self.line, ocol, format!("expected a comparison (`==`, `!=`, `>`, `s<=`, `&`, ...), found {}", self.found())));
+            return Err(err(
+                self.line,
+                ocol,
+                format!("expected a comparison (`==`, `!=`, `>`, `s<=`, `&`, ...), found {}", self.found()),
+            ));
         };
         self.pos += 1;
         let mut insn = if let Some(src) = self.try_reg() {
@@ -807,7 +881,11 @@ impl<'a> Parser<'a> {
             let scol = self.col();
             let src = self.reg()?;
             if src.n != dst.n || src.wide != dst.wide {
-                return Err(err(self.line, scol, "negation works in place: expected the destination register"));
+                return Err(err(
+                    self.line,
+                    scol,
+                    "negation works in place: expected the destination register",
+                ));
             }
             return one(Insn::new(cls | BPF_NEG | BPF_K, dst.n, 0, 0, 0));
         }
@@ -884,7 +962,11 @@ impl<'a> Parser<'a> {
             let scol = self.col();
             let src = self.reg()?;
             if src.n != dst.n {
-                return Err(err(self.line, scol, "byte swaps work in place: expected the destination register"));
+                return Err(err(
+                    self.line,
+                    scol,
+                    "byte swaps work in place: expected the destination register",
+                ));
             }
             let code = match pfx {
                 "be" => BPF_ALU | BPF_END | BPF_X,
@@ -920,7 +1002,11 @@ impl<'a> Parser<'a> {
                     let scol = self.col();
                     let src = self.reg()?;
                     if src.n != dst.n {
-                        return Err(err(self.line, scol, "xchg returns into its source register: expected the destination register"));
+                        return Err(err(
+                            self.line,
+                            scol,
+                            "xchg returns into its source register: expected the destination register",
+                        ));
                     }
                     Insn::new(BPF_STX | BPF_ATOMIC | sz, ptr.n, src.n, off, BPF_XCHG)
                 };
@@ -972,13 +1058,20 @@ impl<'a> Parser<'a> {
                 if self.eat_punct("[") {
                     let zcol = self.col();
                     if self.num("`0`")? != 0 {
-                        return Err(err(self.line, zcol, "only element [0] of a map value can be referenced"));
+                        return Err(err(
+                            self.line,
+                            zcol,
+                            "only element [0] of a map value can be referenced",
+                        ));
                     }
                     self.expect_punct("]")?;
                     self.expect_punct("+")?;
                     let ocol = self.col();
                     let v = self.num("a value offset")?;
-                    off = Some(u32::try_from(v).map_err(|_| err(self.line, ocol, "value offset must fit in 32 bits unsigned"))?);
+                    off =
+                        Some(u32::try_from(v).map_err(|_| {
+                            err(self.line, ocol, "value offset must fit in 32 bits unsigned")
+                        })?);
                     insn.src = BPF_PSEUDO_MAP_VALUE;
                 }
                 return Ok((Kind::Wide(insn, off.unwrap_or(0) as i32), Sym::MapRef(name, off), Some(ncol)));
@@ -1001,7 +1094,10 @@ impl<'a> Parser<'a> {
         let off = if self.is_punct("+") {
             let ocol = self.col();
             let v = self.num("a value offset")?;
-            Some(u32::try_from(v).map_err(|_| err(self.line, ocol, "value offset must fit in 32 bits unsigned"))?)
+            Some(
+                u32::try_from(v)
+                    .map_err(|_| err(self.line, ocol, "value offset must fit in 32 bits unsigned"))?,
+            )
         } else {
             None
         };
@@ -1012,7 +1108,13 @@ impl<'a> Parser<'a> {
         self.ld_name(dst, name, off, col)
     }
 
-    fn ld_name(&mut self, dst: Reg, name: String, off: Option<u32>, col: usize) -> Result<(Kind, Sym, Option<usize>), AsmError> {
+    fn ld_name(
+        &mut self,
+        dst: Reg,
+        name: String,
+        off: Option<u32>,
+        col: usize,
+    ) -> Result<(Kind, Sym, Option<usize>), AsmError> {
         if !dst.wide {
             return Err(err(self.line, col, "a 64-bit load (`ll`) needs an `r` register"));
         }
@@ -1021,7 +1123,12 @@ impl<'a> Parser<'a> {
     }
 
     /// After `rX = atomic`: `_fetch_add(...)`, `64_xchg(...)`, `_cmpxchg(...)`.
-    fn atomic_fn(&mut self, dst: Reg, rest: &str, col: usize) -> Result<(Kind, Sym, Option<usize>), AsmError> {
+    fn atomic_fn(
+        &mut self,
+        dst: Reg,
+        rest: &str,
+        col: usize,
+    ) -> Result<(Kind, Sym, Option<usize>), AsmError> {
         let (is64, op) = match rest.strip_prefix("64") {
             Some(r) => (true, r),
             None => (false, rest),
@@ -1056,7 +1163,11 @@ impl<'a> Parser<'a> {
         let rcol = self.col();
         let src = self.reg()?;
         if imm != BPF_CMPXCHG && src.n != dst.n {
-            return Err(err(self.line, rcol, "the old value goes to the source register: expected the destination register"));
+            return Err(err(
+                self.line,
+                rcol,
+                "the old value goes to the source register: expected the destination register",
+            ));
         }
         self.expect_punct(")")?;
         Ok((Kind::One(Insn::new(BPF_STX | BPF_ATOMIC | sz, ptr.n, src.n, off, imm)), Sym::None, None))

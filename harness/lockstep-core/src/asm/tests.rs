@@ -64,7 +64,10 @@ fn real_log_lines_round_trip() {
         kernel_round_trip(l);
     }
     let p = asm("30: (18) r1 = 0xff434b28008e3de8      ; R1_w=map_value(map=.data.A,ks=4,vs=72,off=16)");
-    assert_eq!(p.insns, vec![Insn::new(0x18, 1, 0, 0, 0x008e3de8), Insn::new(0, 0, 0, 0, 0xff434b28u32 as i32)]);
+    assert_eq!(
+        p.insns,
+        vec![Insn::new(0x18, 1, 0, 0, 0x008e3de8), Insn::new(0, 0, 0, 0, 0xff434b28u32 as i32)]
+    );
     let p = asm("11: (85) call bpf_list_pop_front#25345");
     assert_eq!(p.insns[0], Insn::new(0x85, 0, BPF_PSEUDO_KFUNC_CALL, 0, 25345));
     assert_eq!(p.relocs[&0], Reloc::Kfunc { name: "bpf_list_pop_front".into() });
@@ -201,7 +204,9 @@ fn opcode_comment_decides_and_checks() {
 
 #[test]
 fn helpers_and_kfunc_calls() {
-    for text in ["call bpf_spin_lock", "call spin_lock", "call %[bpf_spin_lock]", "call bpf_spin_lock#93", "call 93"] {
+    for text in
+        ["call bpf_spin_lock", "call spin_lock", "call %[bpf_spin_lock]", "call bpf_spin_lock#93", "call 93"]
+    {
         let p = asm(text);
         assert_eq!(p.insns[0], Insn::new(0x85, 0, 0, 0, 93), "{text}");
         assert_eq!(p.relocs[&0], Reloc::Helper { name: "bpf_spin_lock".into() }, "{text}");
@@ -403,7 +408,12 @@ fn located_errors() {
         ("if r1 ?? r2 goto +1", 1, 7, "unexpected character `?`"),
         ("if r1 = r2 goto +1", 1, 7, "expected a comparison"),
         ("r1 = *(u128 *)(r2 + 0)", 1, 8, "expected a size"),
-        ("r0 = atomic64_fetch_add((u32 *)(r1 + 0), r0)", 1, 26, "`atomic64_` operations take a `u64` operand"),
+        (
+            "r0 = atomic64_fetch_add((u32 *)(r1 + 0), r0)",
+            1,
+            26,
+            "`atomic64_` operations take a `u64` operand",
+        ),
         ("r2 = atomic_fetch_add((u64 *)(r1 + 0), r3)", 1, 40, "the old value goes to the source register"),
         ("r1 = be16 r2", 1, 11, "byte swaps work in place"),
         ("*(u32 *)(r10 - 40000) = r1", 1, 14, "offset -40000 does not fit in 16 bits"),
@@ -438,7 +448,10 @@ fn bug_forms_print_like_the_kernel() {
     assert_eq!(format_insn(&p, 0), "0: (e7) r1 (null) 0");
     assert_eq!(format_insn(&p, 3), "3: <none>");
     // 7.3 rejects a sign-extending 64-bit load, and prints probe atomics with a prefix.
-    let p = Program { insns: vec![Insn::new(0x99, 1, 2, 0, 0), Insn::new(0xfb, 1, 2, 0, 1)], ..Default::default() };
+    let p = Program {
+        insns: vec![Insn::new(0x99, 1, 2, 0, 0), Insn::new(0xfb, 1, 2, 0, 1)],
+        ..Default::default()
+    };
     assert_eq!(format_insn(&p, 0), "0: BUG_ldx_99");
     assert_eq!(format_insn(&p, 1), "1: (fb) probe r2 = atomic64_fetch_add((u64 *)(r1 +0), r2)");
 }
@@ -476,24 +489,29 @@ fn alu() -> impl Strategy<Value = Gen> {
         Just(BPF_MOV),
         Just(BPF_ARSH)
     ];
-    let plain = (cls.clone(), op, any::<bool>(), reg(), reg(), any::<i32>(), any::<bool>()).prop_map(|(c, op, x, d, s, imm, signed)| {
-        let off = if signed && (op == BPF_DIV || op == BPF_MOD) { 1 } else { 0 };
-        if x {
-            single(Insn::new(c | op | BPF_X, d, s, off, 0))
-        } else {
-            single(Insn::new(c | op | BPF_K, d, 0, off, imm))
-        }
-    });
-    let special = (cls, reg(), reg(), prop_oneof![Just(16), Just(32), Just(64)], 0u8..5, any::<i32>()).prop_map(|(c, d, s, bits, kind, imm)| {
-        single(match kind {
-            0 => Insn::new(c | BPF_NEG, d, 0, 0, 0),
-            1 if c == BPF_ALU => Insn::new(BPF_ALU | BPF_END | if imm & 1 == 0 { BPF_K } else { BPF_X }, d, 0, 0, bits),
-            1 => Insn::new(BPF_ALU64 | BPF_END, d, 0, 0, bits),
-            2 => Insn::new(c | BPF_MOV | BPF_X, d, s, [8, 16, 32][(imm as u32 % 3) as usize], 0),
-            3 => Insn::new(BPF_ALU64 | BPF_MOV | BPF_X, d, s, 1, imm),
-            _ => Insn::new(c | BPF_MOV | BPF_K, d, 0, 0, imm),
-        })
-    });
+    let plain = (cls.clone(), op, any::<bool>(), reg(), reg(), any::<i32>(), any::<bool>()).prop_map(
+        |(c, op, x, d, s, imm, signed)| {
+            let off = if signed && (op == BPF_DIV || op == BPF_MOD) { 1 } else { 0 };
+            if x {
+                single(Insn::new(c | op | BPF_X, d, s, off, 0))
+            } else {
+                single(Insn::new(c | op | BPF_K, d, 0, off, imm))
+            }
+        },
+    );
+    let special = (cls, reg(), reg(), prop_oneof![Just(16), Just(32), Just(64)], 0u8..5, any::<i32>())
+        .prop_map(|(c, d, s, bits, kind, imm)| {
+            single(match kind {
+                0 => Insn::new(c | BPF_NEG, d, 0, 0, 0),
+                1 if c == BPF_ALU => {
+                    Insn::new(BPF_ALU | BPF_END | if imm & 1 == 0 { BPF_K } else { BPF_X }, d, 0, 0, bits)
+                }
+                1 => Insn::new(BPF_ALU64 | BPF_END, d, 0, 0, bits),
+                2 => Insn::new(c | BPF_MOV | BPF_X, d, s, [8, 16, 32][(imm as u32 % 3) as usize], 0),
+                3 => Insn::new(BPF_ALU64 | BPF_MOV | BPF_X, d, s, 1, imm),
+                _ => Insn::new(c | BPF_MOV | BPF_K, d, 0, 0, imm),
+            })
+        });
     prop_oneof![plain, special]
 }
 
@@ -512,9 +530,15 @@ fn jmp() -> impl Strategy<Value = Gen> {
         Just(BPF_JSLT),
         Just(BPF_JSLE)
     ];
-    let cond = (cls, op, any::<bool>(), reg(), reg(), any::<i16>(), any::<i32>()).prop_map(|(c, op, x, d, s, off, imm)| {
-        single(if x { Insn::new(c | op | BPF_X, d, s, off, 0) } else { Insn::new(c | op | BPF_K, d, 0, off, imm) })
-    });
+    let cond = (cls, op, any::<bool>(), reg(), reg(), any::<i16>(), any::<i32>()).prop_map(
+        |(c, op, x, d, s, off, imm)| {
+            single(if x {
+                Insn::new(c | op | BPF_X, d, s, off, 0)
+            } else {
+                Insn::new(c | op | BPF_K, d, 0, off, imm)
+            })
+        },
+    );
     let other = (0u8..5, reg(), any::<i16>(), any::<i32>()).prop_map(|(k, d, off, imm)| {
         single(match k {
             0 => Insn::new(BPF_JMP | BPF_JA, 0, 0, off, 0),
@@ -542,17 +566,19 @@ fn mem() -> impl Strategy<Value = Gen> {
         Just(BPF_LOAD_ACQ),
         Just(BPF_STORE_REL)
     ];
-    (0u8..7, size(), reg(), reg(), any::<i16>(), any::<i32>(), atomic_imm).prop_map(|(k, sz, d, s, off, imm, aimm)| {
-        single(match k {
-            0 => Insn::new(BPF_LDX | BPF_MEM | sz, d, s, off, 0),
-            1 => Insn::new(BPF_LDX | BPF_MEMSX | if sz == BPF_DW { BPF_W } else { sz }, d, s, off, 0),
-            2 => Insn::new(BPF_ST | BPF_MEM | sz, d, 0, off, imm),
-            3 => Insn::new(BPF_STX | BPF_MEM | sz, d, s, off, 0),
-            4 => Insn::new(BPF_STX | BPF_ATOMIC | sz, d, s, off, aimm),
-            5 => Insn::new(BPF_LD | BPF_ABS | sz, 0, 0, 0, imm),
-            _ => Insn::new(BPF_LD | BPF_IND | sz, 0, s, 0, imm),
-        })
-    })
+    (0u8..7, size(), reg(), reg(), any::<i16>(), any::<i32>(), atomic_imm).prop_map(
+        |(k, sz, d, s, off, imm, aimm)| {
+            single(match k {
+                0 => Insn::new(BPF_LDX | BPF_MEM | sz, d, s, off, 0),
+                1 => Insn::new(BPF_LDX | BPF_MEMSX | if sz == BPF_DW { BPF_W } else { sz }, d, s, off, 0),
+                2 => Insn::new(BPF_ST | BPF_MEM | sz, d, 0, off, imm),
+                3 => Insn::new(BPF_STX | BPF_MEM | sz, d, s, off, 0),
+                4 => Insn::new(BPF_STX | BPF_ATOMIC | sz, d, s, off, aimm),
+                5 => Insn::new(BPF_LD | BPF_ABS | sz, 0, 0, 0, imm),
+                _ => Insn::new(BPF_LD | BPF_IND | sz, 0, s, 0, imm),
+            })
+        },
+    )
 }
 
 fn names() -> impl Strategy<Value = String> {
@@ -560,26 +586,37 @@ fn names() -> impl Strategy<Value = String> {
 }
 
 fn wide_and_calls() -> impl Strategy<Value = Gen> {
-    (0u8..8, reg(), any::<i32>(), any::<i32>(), names(), 0i32..212, any::<u32>()).prop_map(|(k, d, lo, hi, name, hid, off)| {
-        let ld = |src: u8, lo: i32, hi: i32| vec![Insn::new(BPF_LD | BPF_DW | BPF_IMM, d, src, 0, lo), Insn::new(0, 0, 0, 0, hi)];
-        match k {
-            0 => (ld(0, lo, hi), None),
-            1 => (ld(BPF_PSEUDO_MAP_FD, 0, 0), Some(Reloc::Map { name })),
-            2 => (ld(BPF_PSEUDO_MAP_VALUE, 0, off as i32), Some(Reloc::MapValue { name, offset: off })),
-            3 => (ld(BPF_PSEUDO_MAP_FD, lo, 0), None),
-            4 => {
-                let name = crate::helpers::helper_name(hid).unwrap_or("bpf_unspec").to_string();
-                (vec![Insn::new(BPF_JMP | BPF_CALL, 0, 0, 0, hid)], Some(Reloc::Helper { name }))
+    (0u8..8, reg(), any::<i32>(), any::<i32>(), names(), 0i32..212, any::<u32>()).prop_map(
+        |(k, d, lo, hi, name, hid, off)| {
+            let ld = |src: u8, lo: i32, hi: i32| {
+                vec![Insn::new(BPF_LD | BPF_DW | BPF_IMM, d, src, 0, lo), Insn::new(0, 0, 0, 0, hi)]
+            };
+            match k {
+                0 => (ld(0, lo, hi), None),
+                1 => (ld(BPF_PSEUDO_MAP_FD, 0, 0), Some(Reloc::Map { name })),
+                2 => (ld(BPF_PSEUDO_MAP_VALUE, 0, off as i32), Some(Reloc::MapValue { name, offset: off })),
+                3 => (ld(BPF_PSEUDO_MAP_FD, lo, 0), None),
+                4 => {
+                    let name = crate::helpers::helper_name(hid).unwrap_or("bpf_unspec").to_string();
+                    (vec![Insn::new(BPF_JMP | BPF_CALL, 0, 0, 0, hid)], Some(Reloc::Helper { name }))
+                }
+                5 => {
+                    let name =
+                        ["bpf_obj_new_impl", "bpf_res_spin_lock"][(lo as u32 % 2) as usize].to_string();
+                    (
+                        vec![Insn::new(BPF_JMP | BPF_CALL, 0, BPF_PSEUDO_KFUNC_CALL, 0, hi & 0xffff)],
+                        Some(Reloc::Kfunc { name }),
+                    )
+                }
+                // Subprogram references get fixed up in `program()` once the index is known.
+                6 => (
+                    vec![Insn::new(BPF_JMP | BPF_CALL, 0, BPF_PSEUDO_CALL, 0, lo % 64)],
+                    Some(Reloc::Subprog { label: String::new() }),
+                ),
+                _ => (ld(BPF_PSEUDO_FUNC, lo % 64, 0), Some(Reloc::Subprog { label: String::new() })),
             }
-            5 => {
-                let name = ["bpf_obj_new_impl", "bpf_res_spin_lock"][(lo as u32 % 2) as usize].to_string();
-                (vec![Insn::new(BPF_JMP | BPF_CALL, 0, BPF_PSEUDO_KFUNC_CALL, 0, hi & 0xffff)], Some(Reloc::Kfunc { name }))
-            }
-            // Subprogram references get fixed up in `program()` once the index is known.
-            6 => (vec![Insn::new(BPF_JMP | BPF_CALL, 0, BPF_PSEUDO_CALL, 0, lo % 64)], Some(Reloc::Subprog { label: String::new() })),
-            _ => (ld(BPF_PSEUDO_FUNC, lo % 64, 0), Some(Reloc::Subprog { label: String::new() })),
-        }
-    })
+        },
+    )
 }
 
 fn program() -> impl Strategy<Value = Program> {

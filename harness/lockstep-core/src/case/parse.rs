@@ -173,7 +173,10 @@ pub fn parse_cases(file: &str, src: &str, known_kfuncs: &[String]) -> Result<Vec
     for rc in raw.case {
         if let Some(prev) = seen.insert(rc.name.get_ref().clone(), rc.name.span()) {
             let (pl, _) = ctx.index.locate(prev.start);
-            return Err(ctx.err(rc.name.span(), format!("duplicate case name `{}` (first at line {pl})", rc.name.get_ref())));
+            return Err(ctx.err(
+                rc.name.span(),
+                format!("duplicate case name `{}` (first at line {pl})", rc.name.get_ref()),
+            ));
         }
         out.push(convert_case(&ctx, src, rc, known_kfuncs)?);
     }
@@ -181,22 +184,42 @@ pub fn parse_cases(file: &str, src: &str, known_kfuncs: &[String]) -> Result<Vec
 }
 
 fn convert_case(ctx: &Ctx, src: &str, rc: RawCase, known_kfuncs: &[String]) -> Result<Case, CaseError> {
-    let prog_type = ProgType::ALL
-        .into_iter()
-        .find(|p| p.name() == rc.prog_type.get_ref())
-        .ok_or_else(|| {
+    let prog_type =
+        ProgType::ALL.into_iter().find(|p| p.name() == rc.prog_type.get_ref()).ok_or_else(|| {
             let names: Vec<_> = ProgType::ALL.iter().map(|p| p.name()).collect();
-            ctx.err(rc.prog_type.span(), format!("unknown prog_type `{}` (expected one of: {})", rc.prog_type.get_ref(), names.join(", ")))
+            ctx.err(
+                rc.prog_type.span(),
+                format!(
+                    "unknown prog_type `{}` (expected one of: {})",
+                    rc.prog_type.get_ref(),
+                    names.join(", ")
+                ),
+            )
         })?;
     if rc.log_level > 2 {
-        return Err(ctx.err(rc.name.span(), format!("case `{}`: log_level {} (expected 1 or 2; stats are always on)", rc.name.get_ref(), rc.log_level)));
+        return Err(ctx.err(
+            rc.name.span(),
+            format!(
+                "case `{}`: log_level {} (expected 1 or 2; stats are always on)",
+                rc.name.get_ref(),
+                rc.log_level
+            ),
+        ));
     }
     let mut prog_flags = 0u32;
     for f in &rc.prog_flags {
-        let bit = super::PROG_FLAGS.iter().find(|(n, _)| n == f.get_ref()).map(|(_, b)| *b).ok_or_else(|| {
-            let names: Vec<_> = super::PROG_FLAGS.iter().map(|(n, _)| *n).collect();
-            ctx.err(f.span(), format!("unknown prog flag `{}` (expected one of: {}; BPF_F_SLEEPABLE is `sleepable = true`)", f.get_ref(), names.join(", ")))
-        })?;
+        let bit =
+            super::PROG_FLAGS.iter().find(|(n, _)| n == f.get_ref()).map(|(_, b)| *b).ok_or_else(|| {
+                let names: Vec<_> = super::PROG_FLAGS.iter().map(|(n, _)| *n).collect();
+                ctx.err(
+                    f.span(),
+                    format!(
+                        "unknown prog flag `{}` (expected one of: {}; BPF_F_SLEEPABLE is `sleepable = true`)",
+                        f.get_ref(),
+                        names.join(", ")
+                    ),
+                )
+            })?;
         prog_flags |= bit;
     }
     let mut maps = Vec::new();
@@ -206,7 +229,10 @@ fn convert_case(ctx: &Ctx, src: &str, rc: RawCase, known_kfuncs: &[String]) -> R
     for g in &rc.global {
         let section = g.section.get_ref();
         if ![".data", ".bss", ".rodata"].contains(&section.as_str()) {
-            return Err(ctx.err(g.section.span(), format!("unknown global section `{section}` (expected .data, .bss or .rodata)")));
+            return Err(ctx.err(
+                g.section.span(),
+                format!("unknown global section `{section}` (expected .data, .bss or .rodata)"),
+            ));
         }
         let value = convert_layout(ctx, &g.fields, None, g.section.span())?;
         maps.push(MapSpec {
@@ -222,7 +248,10 @@ fn convert_case(ctx: &Ctx, src: &str, rc: RawCase, known_kfuncs: &[String]) -> R
     }
     for (i, m) in maps.iter().enumerate() {
         if maps[..i].iter().any(|o| o.name == m.name) {
-            return Err(ctx.err(rc.name.span(), format!("case `{}`: map `{}` declared twice", rc.name.get_ref(), m.name)));
+            return Err(ctx.err(
+                rc.name.span(),
+                format!("case `{}`: map `{}` declared twice", rc.name.get_ref(), m.name),
+            ));
         }
     }
     let mut kfuncs: Vec<String> = known_kfuncs.to_vec();
@@ -238,10 +267,25 @@ fn convert_case(ctx: &Ctx, src: &str, rc: RawCase, known_kfuncs: &[String]) -> R
     let mut globals = Vec::new();
     for g in rc.globals {
         if !program.labels.values().any(|l| *l == g.label) {
-            return Err(ctx.err(rc.name.span(), format!("case `{}`: global function `{}` is not a label of the program", rc.name.get_ref(), g.label)));
+            return Err(ctx.err(
+                rc.name.span(),
+                format!(
+                    "case `{}`: global function `{}` is not a label of the program",
+                    rc.name.get_ref(),
+                    g.label
+                ),
+            ));
         }
         if g.args > 5 {
-            return Err(ctx.err(rc.name.span(), format!("case `{}`: global function `{}` has {} args (at most 5)", rc.name.get_ref(), g.label, g.args)));
+            return Err(ctx.err(
+                rc.name.span(),
+                format!(
+                    "case `{}`: global function `{}` has {} args (at most 5)",
+                    rc.name.get_ref(),
+                    g.label,
+                    g.args
+                ),
+            ));
         }
         globals.push(GlobalFunc { label: g.label, args: g.args });
     }
@@ -253,15 +297,25 @@ fn convert_case(ctx: &Ctx, src: &str, rc: RawCase, known_kfuncs: &[String]) -> R
             "accept" => VerdictKind::Accept,
             "reject" => VerdictKind::Reject,
             "unsupported" => VerdictKind::Unsupported,
-            other => return Err(ctx.err(span, format!("unknown verdict `{other}` (expected accept, reject or unsupported)"))),
+            other => {
+                return Err(ctx.err(
+                    span,
+                    format!("unknown verdict `{other}` (expected accept, reject or unsupported)"),
+                ))
+            }
         };
         if verdict == VerdictKind::Accept && (e.insn.is_some() || e.message.is_some()) {
-            return Err(ctx.err(span, "an `accept` expectation takes no insn or message (log lines go in `msgs`)"));
+            return Err(
+                ctx.err(span, "an `accept` expectation takes no insn or message (log lines go in `msgs`)")
+            );
         }
         if e.msgs.iter().any(|m| m.is_empty()) {
             return Err(ctx.err(span, "an empty `msgs` pattern matches everything; leave it out"));
         }
-        expect.insert(profile, Expectation { verdict, insn: e.insn, message: e.message, source: e.source, msgs: e.msgs });
+        expect.insert(
+            profile,
+            Expectation { verdict, insn: e.insn, message: e.message, source: e.source, msgs: e.msgs },
+        );
     }
     let (line, _) = ctx.index.locate(rc.name.span().start);
     Ok(Case {
@@ -315,9 +369,13 @@ fn convert_map(ctx: &Ctx, m: &RawMap) -> Result<MapSpec, CaseError> {
     };
     let value = if map_type == MapType::ProgArray {
         if !m.fields.is_empty() {
-            return Err(ctx.err(m.name.span(), "a prog_array map has no value fields (its value is a 4-byte prog fd)"));
+            return Err(ctx
+                .err(m.name.span(), "a prog_array map has no value fields (its value is a 4-byte prog fd)"));
         }
-        ValueLayout { size: 4, fields: vec![Field { name: "fd".into(), kind: FieldKind::Int, offset: 0, size: 4 }] }
+        ValueLayout {
+            size: 4,
+            fields: vec![Field { name: "fd".into(), kind: FieldKind::Int, offset: 0, size: 4 }],
+        }
     } else {
         convert_layout(ctx, &m.fields, m.value_size, m.name.span())?
     };
@@ -336,7 +394,12 @@ fn convert_map(ctx: &Ctx, m: &RawMap) -> Result<MapSpec, CaseError> {
     })
 }
 
-fn convert_layout(ctx: &Ctx, fields: &[Spanned<RawField>], value_size: Option<u32>, owner: Range<usize>) -> Result<ValueLayout, CaseError> {
+fn convert_layout(
+    ctx: &Ctx,
+    fields: &[Spanned<RawField>],
+    value_size: Option<u32>,
+    owner: Range<usize>,
+) -> Result<ValueLayout, CaseError> {
     let mut out: Vec<Field> = Vec::new();
     let mut next = 0u32;
     let mut max_align = 1u32;
@@ -347,20 +410,32 @@ fn convert_layout(ctx: &Ctx, fields: &[Spanned<RawField>], value_size: Option<u3
             "int" => (FieldKind::Int, f.size.unwrap_or(4), f.size.unwrap_or(4)),
             "spin_lock" => (FieldKind::SpinLock, 4, 4),
             "res_spin_lock" => (FieldKind::ResSpinLock, 4, 4),
-            other => return Err(ctx.err(span, format!("unknown field kind `{other}` (expected int, spin_lock or res_spin_lock)"))),
+            other => {
+                return Err(ctx.err(
+                    span,
+                    format!("unknown field kind `{other}` (expected int, spin_lock or res_spin_lock)"),
+                ))
+            }
         };
         if kind == FieldKind::Int && ![1, 2, 4, 8].contains(&natural) {
-            return Err(ctx.err(span, format!("field `{}`: int size must be 1, 2, 4 or 8, not {natural}", f.name)));
+            return Err(
+                ctx.err(span, format!("field `{}`: int size must be 1, 2, 4 or 8, not {natural}", f.name))
+            );
         }
         if kind != FieldKind::Int && f.size.is_some_and(|s| s != natural) {
             return Err(ctx.err(span, format!("field `{}`: a {} is {natural} bytes", f.name, f.kind)));
         }
         let offset = f.offset.unwrap_or_else(|| next.div_ceil(align) * align);
         if offset % align != 0 {
-            return Err(ctx.err(span, format!("field `{}` at offset {offset} is not {align}-byte aligned", f.name)));
+            return Err(
+                ctx.err(span, format!("field `{}` at offset {offset} is not {align}-byte aligned", f.name))
+            );
         }
         if offset < next {
-            return Err(ctx.err(span, format!("field `{}` at offset {offset} overlaps the previous field (ends at {next})", f.name)));
+            return Err(ctx.err(
+                span,
+                format!("field `{}` at offset {offset} overlaps the previous field (ends at {next})", f.name),
+            ));
         }
         if out.iter().any(|o| o.name == f.name) {
             return Err(ctx.err(span, format!("field `{}` declared twice", f.name)));
@@ -370,7 +445,11 @@ fn convert_layout(ctx: &Ctx, fields: &[Spanned<RawField>], value_size: Option<u3
         out.push(Field { name: f.name.clone(), kind, offset, size: natural });
     }
     let size = match value_size {
-        Some(s) if s < next => return Err(ctx.err(owner, format!("value_size {s} is smaller than the fields (which end at {next})"))),
+        Some(s) if s < next => {
+            return Err(
+                ctx.err(owner, format!("value_size {s} is smaller than the fields (which end at {next})"))
+            )
+        }
         Some(s) => s,
         None => next.div_ceil(max_align).max(1) * max_align,
     };

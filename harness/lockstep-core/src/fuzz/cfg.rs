@@ -32,7 +32,8 @@ pub fn check(p: &Program) -> Result<(), String> {
         }
         let last = p.insns[end - 1];
         let ld_hi = end >= 2 && p.insns[end - 2].is_ld_imm64() && (end - 2) >= start;
-        if ld_hi || !(last.is_exit() || (last.op() == BPF_JA && matches!(last.class(), BPF_JMP | BPF_JMP32))) {
+        if ld_hi || !(last.is_exit() || (last.op() == BPF_JA && matches!(last.class(), BPF_JMP | BPF_JMP32)))
+        {
             return Err("last insn is not an exit or jmp".into());
         }
     }
@@ -82,7 +83,8 @@ fn jump_target(insn: &Insn, pc: usize) -> Option<i64> {
     if insn.op() == BPF_JA && insn.source() == BPF_X {
         return None;
     }
-    let off = if insn.class() == BPF_JMP32 && insn.op() == BPF_JA { insn.imm as i64 } else { insn.off as i64 };
+    let off =
+        if insn.class() == BPF_JMP32 && insn.op() == BPF_JA { insn.imm as i64 } else { insn.off as i64 };
     Some(pc as i64 + off + 1)
 }
 
@@ -97,7 +99,10 @@ mod tests {
 
     #[test]
     fn accepts_branches_and_subprograms() {
-        assert_eq!(check(&prog("r0 = 0\nif r0 > 1 goto l\nr0 = 1\nl:\ncall f\nexit\nf:\nr0 = 0\nexit\n")), Ok(()));
+        assert_eq!(
+            check(&prog("r0 = 0\nif r0 > 1 goto l\nr0 = 1\nl:\ncall f\nexit\nf:\nr0 = 0\nexit\n")),
+            Ok(())
+        );
     }
 
     #[test]
@@ -113,6 +118,9 @@ mod tests {
 
     #[test]
     fn rejects_a_function_falling_off_its_end() {
-        assert_eq!(check(&prog("call f\nr0 = 0\nf:\nr0 = 0\nexit\n")), Err("last insn is not an exit or jmp".into()));
+        assert_eq!(
+            check(&prog("call f\nr0 = 0\nf:\nr0 = 0\nexit\n")),
+            Err("last insn is not an exit or jmp".into())
+        );
     }
 }

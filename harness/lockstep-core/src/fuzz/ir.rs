@@ -59,7 +59,9 @@ fn is_jump(insn: &Insn) -> bool {
 
 /// Whether the item's target is encoded in `imm` (calls, `gotol`, `ld_imm64` of a function).
 fn target_in_imm(insn: &Insn) -> bool {
-    insn.is_pseudo_call() || (insn.is_ld_imm64() && insn.src == BPF_PSEUDO_FUNC) || (insn.class() == BPF_JMP32 && insn.op() == BPF_JA)
+    insn.is_pseudo_call()
+        || (insn.is_ld_imm64() && insn.src == BPF_PSEUDO_FUNC)
+        || (insn.class() == BPF_JMP32 && insn.op() == BPF_JA)
 }
 
 impl SymProgram {
@@ -212,8 +214,11 @@ impl SymProgram {
 
     /// The name each labelled or targeted item goes by: its first label, else a made-up one.
     fn target_names(&self) -> BTreeMap<u32, String> {
-        let targeted: BTreeSet<u32> =
-            self.items.iter().filter_map(|i| if let Some(Target::Item(t)) = i.target { Some(t) } else { None }).collect();
+        let targeted: BTreeSet<u32> = self
+            .items
+            .iter()
+            .filter_map(|i| if let Some(Target::Item(t)) = i.target { Some(t) } else { None })
+            .collect();
         let mut out = BTreeMap::new();
         for (k, it) in self.items.iter().enumerate() {
             let preferred = it.labels.iter().find(|l| self.preferred.contains(l));
@@ -235,8 +240,11 @@ impl SymProgram {
     pub fn render(&self) -> Result<String, IrError> {
         let p = self.lower()?;
         let names = self.target_names();
-        let targeted: BTreeSet<u32> =
-            self.items.iter().filter_map(|i| if let Some(Target::Item(t)) = i.target { Some(t) } else { None }).collect();
+        let targeted: BTreeSet<u32> = self
+            .items
+            .iter()
+            .filter_map(|i| if let Some(Target::Item(t)) = i.target { Some(t) } else { None })
+            .collect();
         let mut out = String::new();
         let mut at = 0usize;
         for it in &self.items {
@@ -248,7 +256,10 @@ impl SymProgram {
             }
             let target = it.target.map(|t| match t {
                 Target::Item(id) => names[&id].clone(),
-                Target::End => format!("pc{:+}", if target_in_imm(&p.insns[at]) { p.insns[at].imm as i64 } else { p.insns[at].off as i64 }),
+                Target::End => format!(
+                    "pc{:+}",
+                    if target_in_imm(&p.insns[at]) { p.insns[at].imm as i64 } else { p.insns[at].off as i64 }
+                ),
             });
             out.push_str("    ");
             out.push_str(&render_insn(&p, at, it, target.as_deref()));
@@ -267,8 +278,14 @@ fn render_insn(p: &Program, at: usize, it: &Item, target: Option<&str>) -> Strin
         let hi = it.hi.map_or(0, |h| h.imm);
         return match (&it.reloc, insn.src) {
             (Some(Reloc::Map { name }), BPF_PSEUDO_MAP_FD) => format!("r{d} = {name} ll"),
-            (Some(Reloc::MapValue { name, offset }), BPF_PSEUDO_MAP_VALUE) if *offset == 0 && name.starts_with('.') => format!("r{d} = {name} ll"),
-            (Some(Reloc::MapValue { name, offset }), BPF_PSEUDO_MAP_VALUE) => format!("r{d} = map[id:{name}][0]+{offset}"),
+            (Some(Reloc::MapValue { name, offset }), BPF_PSEUDO_MAP_VALUE)
+                if *offset == 0 && name.starts_with('.') =>
+            {
+                format!("r{d} = {name} ll")
+            }
+            (Some(Reloc::MapValue { name, offset }), BPF_PSEUDO_MAP_VALUE) => {
+                format!("r{d} = map[id:{name}][0]+{offset}")
+            }
             (_, BPF_PSEUDO_FUNC) if target.is_some() => format!("r{d} = {} ll", target.unwrap_or_default()),
             _ => format!("r{d} = {:#x} ll", ((hi as u32 as u64) << 32) | insn.imm as u32 as u64),
         };

@@ -38,7 +38,11 @@ pub struct Minimized {
 
 /// Shrinks `case` while `oracle` returns the signature it returns for `case`, with at most
 /// `budget` oracle calls.
-pub fn minimize<S: PartialEq, F: FnMut(&Case) -> Option<S>>(case: &Case, mut oracle: F, budget: usize) -> Minimized {
+pub fn minimize<S: PartialEq, F: FnMut(&Case) -> Option<S>>(
+    case: &Case,
+    mut oracle: F,
+    budget: usize,
+) -> Minimized {
     let before = case.program.insns.len();
     let target = oracle(case);
     let mut out = Minimized {
@@ -53,7 +57,16 @@ pub fn minimize<S: PartialEq, F: FnMut(&Case) -> Option<S>>(case: &Case, mut ora
     let Some(target) = target else { return out };
     let Ok(mut sym) = SymProgram::from_program(&case.program) else { return out };
     sym.preferred = case.globals.iter().map(|g| g.label.clone()).collect();
-    let mut s = Shrinker { oracle: &mut oracle, target, calls: 1, budget, steps: 0, sym, case: case.clone(), exhausted: false };
+    let mut s = Shrinker {
+        oracle: &mut oracle,
+        target,
+        calls: 1,
+        budget,
+        steps: 0,
+        sym,
+        case: case.clone(),
+        exhausted: false,
+    };
     loop {
         let steps = s.steps;
         s.drop_subprogs();
@@ -210,8 +223,9 @@ impl<S: PartialEq, F: FnMut(&Case) -> Option<S>> Shrinker<'_, S, F> {
         let mut i = 0;
         while i < self.sym.items.len() && !self.exhausted {
             if self.call_named(i, &["bpf_spin_lock", "bpf_res_spin_lock"]) {
-                let unlocks: Vec<usize> =
-                    (0..self.sym.items.len()).filter(|&j| self.call_named(j, &["bpf_spin_unlock", "bpf_res_spin_unlock"])).collect();
+                let unlocks: Vec<usize> = (0..self.sym.items.len())
+                    .filter(|&j| self.call_named(j, &["bpf_spin_unlock", "bpf_res_spin_unlock"]))
+                    .collect();
                 if unlocks.into_iter().any(|j| self.try_remove([i, j].into_iter().collect())) {
                     continue;
                 }
@@ -225,7 +239,8 @@ impl<S: PartialEq, F: FnMut(&Case) -> Option<S>> Shrinker<'_, S, F> {
         for i in 0..self.sym.items.len() {
             let Some(it) = self.sym.items.get(i) else { break };
             let insn = it.insn;
-            let cond = matches!(insn.class(), BPF_JMP | BPF_JMP32) && !matches!(insn.op(), BPF_JA | BPF_CALL | BPF_EXIT | BPF_JCOND);
+            let cond = matches!(insn.class(), BPF_JMP | BPF_JMP32)
+                && !matches!(insn.op(), BPF_JA | BPF_CALL | BPF_EXIT | BPF_JCOND);
             if cond {
                 let mut sym = self.sym.clone();
                 sym.items[i].insn = Insn::new(BPF_JMP | BPF_JA, 0, 0, 0, 0);
@@ -278,7 +293,8 @@ impl<S: PartialEq, F: FnMut(&Case) -> Option<S>> Shrinker<'_, S, F> {
             if a.imm == 0 && self.try_remove([i].into_iter().collect()) {
                 continue;
             }
-            let targeted = |s: &SymProgram, id: u32| s.items.iter().any(|x| x.target == Some(Target::Item(id)));
+            let targeted =
+                |s: &SymProgram, id: u32| s.items.iter().any(|x| x.target == Some(Target::Item(id)));
             if let Some(b) = self.sym.items.get(i + 1) {
                 if add_k(&b.insn) && b.insn.dst == a.dst && !targeted(&self.sym, b.id) {
                     if let Some(sum) = a.imm.checked_add(b.insn.imm) {

@@ -17,8 +17,8 @@ pub use oracle::{Answer, ModelOracle, Oracle, OracleError};
 
 use serde::{Deserialize, Serialize};
 
-pub use crate::compare::Agreement;
 use crate::compare::classify;
+pub use crate::compare::Agreement;
 use crate::proto::KernelResult;
 use crate::verdict::{Verdict, VerdictKind};
 
@@ -45,7 +45,13 @@ impl Signature {
     pub fn digest(&self) -> String {
         let s = format!(
             "{}\0{}\0{:?}\0{:?}\0{:?}\0{}\0{}",
-            self.kernel, self.profile, self.mismatch, self.model, self.kernel_verdict, self.model_message, self.kernel_message
+            self.kernel,
+            self.profile,
+            self.mismatch,
+            self.model,
+            self.kernel_verdict,
+            self.model_message,
+            self.kernel_message
         );
         let mut h: u64 = 0xcbf2_9ce4_8422_2325;
         for b in s.bytes() {
@@ -57,7 +63,13 @@ impl Signature {
 
     /// One line for humans.
     pub fn describe(&self) -> String {
-        let side = |k: VerdictKind, m: &str| if m.is_empty() { k.as_str().to_string() } else { format!("{} \"{m}\"", k.as_str()) };
+        let side = |k: VerdictKind, m: &str| {
+            if m.is_empty() {
+                k.as_str().to_string()
+            } else {
+                format!("{} \"{m}\"", k.as_str())
+            }
+        };
         format!(
             "kernel {} vs model profile {}: {} mismatch: kernel {}, model {}",
             self.kernel,

@@ -59,14 +59,18 @@ impl ModelOracle {
         let mut name = format!("model:{}", profile.name);
         if !opts.disabled.is_empty() {
             name.push(':');
-            name.push_str(&opts.disabled.iter().map(|r| format!("-{}", r.name())).collect::<Vec<_>>().join(","));
+            name.push_str(
+                &opts.disabled.iter().map(|r| format!("-{}", r.name())).collect::<Vec<_>>().join(","),
+            );
         }
         ModelOracle { name, profile, module, opts }
     }
 
     /// Parses `model:<profile>[:-rule,...]` (rules by [`Rule::name`]).
     pub fn parse(spec: &str, module: &ModuleKfuncs) -> Result<ModelOracle, String> {
-        let rest = spec.strip_prefix("model:").ok_or_else(|| format!("`{spec}` is not a model pseudo-kernel (model:<profile>[:-rule,...])"))?;
+        let rest = spec
+            .strip_prefix("model:")
+            .ok_or_else(|| format!("`{spec}` is not a model pseudo-kernel (model:<profile>[:-rule,...])"))?;
         let (prof, rules) = match rest.split_once(':') {
             Some((p, r)) => (p, Some(r)),
             None => (rest, None),
@@ -74,9 +78,14 @@ impl ModelOracle {
         let profile = KernelProfile::by_name(prof).map_err(|e| e.to_string())?;
         let mut opts = ModelOptions::default();
         for r in rules.into_iter().flat_map(|r| r.split(',')).filter(|r| !r.is_empty()) {
-            let name = r.strip_prefix('-').ok_or_else(|| format!("rule `{r}` must be written `-{r}` (switched off)"))?;
+            let name = r
+                .strip_prefix('-')
+                .ok_or_else(|| format!("rule `{r}` must be written `-{r}` (switched off)"))?;
             let rule = Rule::by_name(name).ok_or_else(|| {
-                format!("unknown rule `{name}` (known: {})", Rule::ALL.iter().map(|r| r.name()).collect::<Vec<_>>().join(", "))
+                format!(
+                    "unknown rule `{name}` (known: {})",
+                    Rule::ALL.iter().map(|r| r.name()).collect::<Vec<_>>().join(", ")
+                )
             })?;
             opts.disabled.push(rule);
         }

@@ -14,7 +14,10 @@ use crate::profile::KernelProfile;
 use crate::verdict::{Verdict, VerdictKind};
 
 fn symbols(c: &Case) -> Symbols {
-    Symbols { maps: c.maps.iter().map(|m| m.name.clone()).collect(), kfuncs: crate::corpus::known_kfuncs(&bundled()) }
+    Symbols {
+        maps: c.maps.iter().map(|m| m.name.clone()).collect(),
+        kfuncs: crate::corpus::known_kfuncs(&bundled()),
+    }
 }
 
 #[test]
@@ -57,8 +60,16 @@ fn most_generated_programs_are_inside_the_model_subset() {
         eprintln!("profile {}: {kinds:?}, supported share {share:.3}", p.name);
         assert!(share >= 0.70, "profile {}: supported share {share:.3} < 0.70", p.name);
         // Both verdicts occur in quantity: the generator is neither all-accept nor all-reject.
-        assert!(kinds.get(&VerdictKind::Accept).copied().unwrap_or(0) >= 200, "profile {}: too few accepts", p.name);
-        assert!(kinds.get(&VerdictKind::Reject).copied().unwrap_or(0) >= 200, "profile {}: too few rejects", p.name);
+        assert!(
+            kinds.get(&VerdictKind::Accept).copied().unwrap_or(0) >= 200,
+            "profile {}: too few accepts",
+            p.name
+        );
+        assert!(
+            kinds.get(&VerdictKind::Reject).copied().unwrap_or(0) >= 200,
+            "profile {}: too few rejects",
+            p.name
+        );
     }
 }
 
@@ -73,9 +84,26 @@ fn generator_covers_its_features() {
         types.insert(c.prog_type);
     }
     for t in [
-        "branch", "loop", "iter-loop", "spill", "ptr-arith", "static-call", "global-call", "ld_abs", "tail-call", "kfunc-module",
-        "kfunc-vmlinux", "helper", "double-lock", "other-lock", "global-data", "early-exit", "lock-access", "var-offset",
-        "kfunc-ref", "kfunc-ret-null",
+        "branch",
+        "loop",
+        "iter-loop",
+        "spill",
+        "ptr-arith",
+        "static-call",
+        "global-call",
+        "ld_abs",
+        "tail-call",
+        "kfunc-module",
+        "kfunc-vmlinux",
+        "helper",
+        "double-lock",
+        "other-lock",
+        "global-data",
+        "early-exit",
+        "lock-access",
+        "var-offset",
+        "kfunc-ref",
+        "kfunc-ret-null",
     ] {
         assert!(tags.contains(t), "no generated program has tag {t}");
     }
@@ -137,7 +165,15 @@ fn written_case_files_parse_back_to_the_same_case() {
 }
 
 fn result(v: Verdict) -> crate::proto::KernelResult {
-    crate::proto::KernelResult { case: "c".into(), verdict: v, errno: 0, log: None, verification_usec: None, insns_processed: None, setup_error: None }
+    crate::proto::KernelResult {
+        case: "c".into(),
+        verdict: v,
+        errno: 0,
+        log: None,
+        verification_usec: None,
+        insns_processed: None,
+        setup_error: None,
+    }
 }
 
 #[test]
@@ -145,13 +181,21 @@ fn compare_classifies_mismatches() {
     let rej = |i, m: &str| Verdict::reject(Some(i), m);
     assert_eq!(compare("k", "p", &Verdict::accept(), &result(Verdict::accept())), Comparison::Agree);
     assert_eq!(compare("k", "p", &rej(3, "x 4"), &result(rej(3, "x 4\nmore"))), Comparison::Agree);
-    let Comparison::Disagree(s) = compare("k", "p", &Verdict::accept(), &result(rej(3, "off 8 bad"))) else { panic!() };
-    assert_eq!((s.mismatch, s.model, s.kernel_verdict, s.kernel_message.as_str()), (Agreement::Verdict, VerdictKind::Accept, VerdictKind::Reject, "off N bad"));
+    let Comparison::Disagree(s) = compare("k", "p", &Verdict::accept(), &result(rej(3, "off 8 bad"))) else {
+        panic!()
+    };
+    assert_eq!(
+        (s.mismatch, s.model, s.kernel_verdict, s.kernel_message.as_str()),
+        (Agreement::Verdict, VerdictKind::Accept, VerdictKind::Reject, "off N bad")
+    );
     let Comparison::Disagree(s) = compare("k", "p", &rej(3, "a"), &result(rej(3, "b"))) else { panic!() };
     assert_eq!(s.mismatch, Agreement::Message);
     let Comparison::Disagree(s) = compare("k", "p", &rej(3, "a"), &result(rej(4, "a"))) else { panic!() };
     assert_eq!(s.mismatch, Agreement::Insn);
-    assert!(matches!(compare("k", "p", &Verdict::unsupported("why"), &result(Verdict::accept())), Comparison::ModelUnsupported(_)));
+    assert!(matches!(
+        compare("k", "p", &Verdict::unsupported("why"), &result(Verdict::accept())),
+        Comparison::ModelUnsupported(_)
+    ));
     let mut r = result(Verdict::reject(None, "x"));
     r.setup_error = Some("map create".into());
     assert!(matches!(compare("k", "p", &Verdict::accept(), &r), Comparison::KernelInconclusive(_)));
@@ -180,7 +224,12 @@ fn minimiser_shrinks_a_synthetic_disagreement() {
     let broken = ModelOptions { disabled: vec![Rule::CallUnderLock] };
     let kernel = ModelOracle::new(profile.clone(), module.clone(), ModelOptions::default());
     let g = Generator::new(&module);
-    let mut sig_of = |c: &Case| match compare("model:7.2", "7.2", &check_with(c, &profile, &module, &broken), &kernel.result(c)) {
+    let mut sig_of = |c: &Case| match compare(
+        "model:7.2",
+        "7.2",
+        &check_with(c, &profile, &module, &broken),
+        &kernel.result(c),
+    ) {
         Comparison::Disagree(s) => Some(s),
         _ => None,
     };
@@ -202,7 +251,15 @@ fn minimiser_shrinks_a_synthetic_disagreement() {
         assert!(m.reproduced && !m.budget_exhausted);
         assert_eq!(sig_of(&m.case).as_ref(), Some(s), "the minimised case keeps the signature");
         assert!(m.case.program.insns.iter().any(|i| i.is_call()));
-        eprintln!("{}: {} -> {} slots in {} oracle calls ({})\n{}", c.name, m.slots_before, m.slots_after, m.oracle_calls, s.describe(), m.case.text);
+        eprintln!(
+            "{}: {} -> {} slots in {} oracle calls ({})\n{}",
+            c.name,
+            m.slots_before,
+            m.slots_after,
+            m.oracle_calls,
+            s.describe(),
+            m.case.text
+        );
         assert!(m.slots_after < m.slots_before);
         sizes.push(m.slots_after);
         if s.mismatch == Agreement::Verdict {
@@ -221,7 +278,12 @@ fn minimiser_shrinks_a_synthetic_disagreement() {
     let m = minimize(&c, &mut sig_of, 5000);
     assert_eq!(sig_of(&m.case), Some(s));
     eprintln!("{}: {} -> {} slots\n{}", c.name, m.slots_before, m.slots_after, m.case.text);
-    assert!(m.slots_after <= 10, "global-data accept-vs-reject class minimised to {} slots:\n{}", m.slots_after, m.case.text);
+    assert!(
+        m.slots_after <= 10,
+        "global-data accept-vs-reject class minimised to {} slots:\n{}",
+        m.slots_after,
+        m.case.text
+    );
     sizes.sort_unstable();
     eprintln!("minimised sizes: {sizes:?}");
     assert!(sizes[sizes.len() - 1] <= 21, "largest minimised case: {sizes:?}");
@@ -300,7 +362,6 @@ fn random_removals_keep_programs_well_formed() {
     assert!(accepted * 6 > attempts, "only {accepted} of {attempts} random removals were well-formed");
 }
 
-
 /// Split pointer arithmetic is folded: `r1 += -2; r1 += 6` becomes `r1 += 4`.
 #[test]
 fn minimiser_folds_split_additions() {
@@ -308,14 +369,26 @@ fn minimiser_folds_split_additions() {
     let profile = KernelProfile::by_name("7.2").unwrap();
     let broken = ModelOptions { disabled: vec![Rule::CallUnderLock] };
     let g = Generator::new(&module);
-    let mut c = (0..3000).map(|i| g.case(1, i)).find(|c| c.maps.iter().any(|m| m.global_section && m.value.fields.iter().any(|f| f.name == "lock" && f.offset == 4))).unwrap();
+    let mut c = (0..3000)
+        .map(|i| g.case(1, i))
+        .find(|c| {
+            c.maps
+                .iter()
+                .any(|m| m.global_section && m.value.fields.iter().any(|f| f.name == "lock" && f.offset == 4))
+        })
+        .unwrap();
     c.maps.retain(|m| m.global_section);
     c.maps.truncate(1);
     let sec = c.maps[0].name.clone();
     c.text = format!("r7 = {sec} ll\nr1 = r7\nr1 += -2\nr1 += 6\ncall bpf_spin_lock\ncall bpf_ktime_get_ns\nr1 = r7\nr1 += 4\ncall bpf_spin_unlock\nr0 = 0\nexit\n");
     c.program = assemble(&c.text, &symbols(&c)).unwrap();
     c.globals.clear();
-    let mut sig_of = |c: &Case| match compare("k", "7.2", &check_with(c, &profile, &module, &broken), &ModelOracle::new(profile.clone(), module.clone(), ModelOptions::default()).result(c)) {
+    let mut sig_of = |c: &Case| match compare(
+        "k",
+        "7.2",
+        &check_with(c, &profile, &module, &broken),
+        &ModelOracle::new(profile.clone(), module.clone(), ModelOptions::default()).result(c),
+    ) {
         Comparison::Disagree(s) => Some(s),
         _ => None,
     };
@@ -357,7 +430,13 @@ fn generator_emits_kfunc_reference_patterns() {
             well_formed += 1;
             let v = check(&c, &profile, &module);
             let msg = v.message.clone().unwrap_or_default();
-            assert!(!(v.verdict == VerdictKind::Unsupported && (msg.contains("reference") || msg.contains("lockstep_safe"))), "{}: {msg}\n{}", c.name, c.text);
+            assert!(
+                !(v.verdict == VerdictKind::Unsupported
+                    && (msg.contains("reference") || msg.contains("lockstep_safe"))),
+                "{}: {msg}\n{}",
+                c.name,
+                c.text
+            );
             supported += usize::from(v.verdict != VerdictKind::Unsupported);
             accepted += usize::from(v.verdict == VerdictKind::Accept);
         }
@@ -376,7 +455,10 @@ fn generator_emits_kfunc_reference_patterns() {
     assert!(count["kfunc-ref"] >= 200, "{count:?}");
     assert!(count["kfunc-ref-wild"] * 5 < count["kfunc-ref"], "{count:?}");
     assert!(count["kfunc-ref-leak"] * 10 < count["kfunc-ref"], "{count:?}");
-    assert!(accepted * 2 > well_formed, "only {accepted} of {well_formed} chaos-0 reference programs accepted");
+    assert!(
+        accepted * 2 > well_formed,
+        "only {accepted} of {well_formed} chaos-0 reference programs accepted"
+    );
 }
 
 /// A disagreement inside a reference pattern minimises to a program that still assembles, passes
@@ -388,7 +470,12 @@ fn minimiser_keeps_reference_patterns_well_formed() {
     let broken = ModelOptions { disabled: vec![Rule::CallUnderLock] };
     let kernel = ModelOracle::new(profile.clone(), module.clone(), ModelOptions::default());
     let g = Generator::new(&module);
-    let mut sig_of = |c: &Case| match compare("model:7.2", "7.2", &check_with(c, &profile, &module, &broken), &kernel.result(c)) {
+    let mut sig_of = |c: &Case| match compare(
+        "model:7.2",
+        "7.2",
+        &check_with(c, &profile, &module, &broken),
+        &kernel.result(c),
+    ) {
         Comparison::Disagree(s) => Some(s),
         _ => None,
     };
@@ -408,7 +495,12 @@ fn minimiser_keeps_reference_patterns_well_formed() {
             // The model leaves a release of a maybe-null pointer out, so a reproducing case
             // keeps the acquire and its null check.
             let before = &m.case.text[..rel];
-            assert!(before.contains("call lockstep_safe_acquire") && before.contains("if r0 "), "{}:\n{}", c.name, m.case.text);
+            assert!(
+                before.contains("call lockstep_safe_acquire") && before.contains("if r0 "),
+                "{}:\n{}",
+                c.name,
+                m.case.text
+            );
         }
         eprintln!("{}: {} -> {} slots\n{}", c.name, m.slots_before, m.slots_after, m.case.text);
         n += 1;
@@ -438,7 +530,12 @@ fn reference_kfuncs_stay_outside_a_lock_unless_lock_safe() {
             refs += 1;
             let v = check(&c, &profile, &module);
             let msg = v.message.unwrap_or_default();
-            assert!(!msg.contains("function calls are not allowed") && !msg.contains("not allowed while holding"), "{}: {msg}\n{}", c.name, c.text);
+            assert!(
+                !msg.contains("function calls are not allowed") && !msg.contains("not allowed while holding"),
+                "{}: {msg}\n{}",
+                c.name,
+                c.text
+            );
         }
     }
     assert!(refs >= 50, "only {refs} chaos-0 reference programs");

@@ -31,9 +31,18 @@ fn fields(v: &ValueLayout) -> String {
         .fields
         .iter()
         .map(|f| match f.kind {
-            FieldKind::Int => format!("{{ name = {}, kind = \"int\", size = {}, offset = {} }}", q(&f.name), f.size, f.offset),
-            FieldKind::SpinLock => format!("{{ name = {}, kind = \"spin_lock\", offset = {} }}", q(&f.name), f.offset),
-            FieldKind::ResSpinLock => format!("{{ name = {}, kind = \"res_spin_lock\", offset = {} }}", q(&f.name), f.offset),
+            FieldKind::Int => format!(
+                "{{ name = {}, kind = \"int\", size = {}, offset = {} }}",
+                q(&f.name),
+                f.size,
+                f.offset
+            ),
+            FieldKind::SpinLock => {
+                format!("{{ name = {}, kind = \"spin_lock\", offset = {} }}", q(&f.name), f.offset)
+            }
+            FieldKind::ResSpinLock => {
+                format!("{{ name = {}, kind = \"res_spin_lock\", offset = {} }}", q(&f.name), f.offset)
+            }
         })
         .collect();
     format!("[{}]", fs.join(", "))
@@ -64,7 +73,11 @@ pub fn case_toml(case: &Case) -> String {
         let _ = writeln!(s, "sleepable = true");
     }
     if case.prog_flags != 0 {
-        let names: Vec<String> = crate::case::PROG_FLAGS.iter().filter(|(_, b)| case.prog_flags & b != 0).map(|(n, _)| q(n)).collect();
+        let names: Vec<String> = crate::case::PROG_FLAGS
+            .iter()
+            .filter(|(_, b)| case.prog_flags & b != 0)
+            .map(|(n, _)| q(n))
+            .collect();
         let _ = writeln!(s, "prog_flags = [{}]", names.join(", "));
     }
     if case.log_level != 0 {
@@ -77,11 +90,19 @@ pub fn case_toml(case: &Case) -> String {
         let _ = writeln!(s, "tags = [{}]", case.tags.iter().map(|t| q(t)).collect::<Vec<_>>().join(", "));
     }
     if !case.globals.is_empty() {
-        let g: Vec<String> = case.globals.iter().map(|g| format!("{{ label = {}, args = {} }}", q(&g.label), g.args)).collect();
+        let g: Vec<String> = case
+            .globals
+            .iter()
+            .map(|g| format!("{{ label = {}, args = {} }}", q(&g.label), g.args))
+            .collect();
         let _ = writeln!(s, "globals = [{}]", g.join(", "));
     }
     if !case.extern_kfuncs.is_empty() {
-        let _ = writeln!(s, "kfuncs = [{}]", case.extern_kfuncs.iter().map(|k| q(k)).collect::<Vec<_>>().join(", "));
+        let _ = writeln!(
+            s,
+            "kfuncs = [{}]",
+            case.extern_kfuncs.iter().map(|k| q(k)).collect::<Vec<_>>().join(", ")
+        );
     }
     let _ = writeln!(s, "text = '''\n{}\n'''", case.text.trim_end_matches('\n').trim_start_matches('\n'));
     for m in case.maps.iter().filter(|m| !m.global_section) {
@@ -125,5 +146,8 @@ pub fn case_file(header: &str, cases: &[Case]) -> String {
 /// `cases` (the model's verdicts on every profile).
 pub fn snapshot_file(cases: &[Case], module: &ModuleKfuncs) -> String {
     let rows = check_all(cases, &KernelProfile::all(), module);
-    format!("---\nsource: harness/lockstep-core/../../tests/model_corpus.rs\nexpression: out\n---\n{}", snapshot_text(&rows))
+    format!(
+        "---\nsource: harness/lockstep-core/../../tests/model_corpus.rs\nexpression: out\n---\n{}",
+        snapshot_text(&rows)
+    )
 }

@@ -97,13 +97,16 @@ pub fn macro_key(name: &str) -> Option<String> {
         return Some(k.to_string());
     }
     let arch = name.strip_prefix("__arch_")?;
-    Some(format!("test_arch={}", match arch {
-        "x86_64" => "X86_64",
-        "arm64" => "ARM64",
-        "riscv64" => "RISCV64",
-        "loongarch" => "LOONGARCH",
-        other => other,
-    }))
+    Some(format!(
+        "test_arch={}",
+        match arch {
+            "x86_64" => "X86_64",
+            "arm64" => "ARM64",
+            "riscv64" => "RISCV64",
+            "loongarch" => "LOONGARCH",
+            other => other,
+        }
+    ))
 }
 
 /// The annotation string of a BTF decl tag (`comment:12:test_expect_msg=foo` ->
@@ -121,7 +124,18 @@ pub fn decl_tag_annotation(tag: &str) -> Option<String> {
         }
     }
     if let Some((key, value)) = rest.split_once('=') {
-        let counted = ["test_expect_msg", "test_expect_msg_unpriv", "test_expect_xlated", "test_expect_xlated_unpriv", "test_expect_regex", "test_expect_regex_unpriv", "test_expect_not_msg", "test_expect_not_msg_unpriv", "test_jited", "test_jited_unpriv"];
+        let counted = [
+            "test_expect_msg",
+            "test_expect_msg_unpriv",
+            "test_expect_xlated",
+            "test_expect_xlated_unpriv",
+            "test_expect_regex",
+            "test_expect_regex_unpriv",
+            "test_expect_not_msg",
+            "test_expect_not_msg_unpriv",
+            "test_jited",
+            "test_jited_unpriv",
+        ];
         if counted.contains(&key) {
             if let Some((n, v)) = value.split_once('=') {
                 if is_num(n) {
@@ -182,11 +196,19 @@ impl TestSpec {
                         _ => s.unknown.push(a.to_string()),
                     }
                 }
-                "test_expect_not_msg" | "test_expect_not_msg_unpriv" | "test_expect_xlated" | "test_expect_xlated_unpriv"
-                | "test_jited" | "test_jited_unpriv" | "test_caps_unpriv" | "load_mode" | "test_expect_stderr"
-                | "test_expect_stderr_unpriv" | "test_expect_stdout" | "test_expect_stdout_unpriv" | "test_linear_size" => {
-                    s.unchecked.push(a.to_string())
-                }
+                "test_expect_not_msg"
+                | "test_expect_not_msg_unpriv"
+                | "test_expect_xlated"
+                | "test_expect_xlated_unpriv"
+                | "test_jited"
+                | "test_jited_unpriv"
+                | "test_caps_unpriv"
+                | "load_mode"
+                | "test_expect_stderr"
+                | "test_expect_stderr_unpriv"
+                | "test_expect_stdout"
+                | "test_expect_stdout_unpriv"
+                | "test_linear_size" => s.unchecked.push(a.to_string()),
                 _ => s.unknown.push(a.to_string()),
             }
         }
@@ -226,14 +248,24 @@ impl TestSpec {
     /// The privileged-mode expectations: `default_profile`'s from the selftest annotations (if
     /// the test runs privileged), overridden per profile by lockstep's own annotations.
     /// Err if a pattern needs a regular expression.
-    pub fn expectations(&self, default_profile: &str, source: &str) -> Result<BTreeMap<String, Expectation>, String> {
+    pub fn expectations(
+        &self,
+        default_profile: &str,
+        source: &str,
+    ) -> Result<BTreeMap<String, Expectation>, String> {
         let mut out = BTreeMap::new();
         let to_exp = |m: &ModeSpec, src: String| -> Result<Expectation, String> {
             if m.regex {
                 return Err("a __msg/__regex pattern is a regular expression (not supported)".into());
             }
             let verdict = if m.failure == Some(true) { VerdictKind::Reject } else { VerdictKind::Accept };
-            Ok(Expectation { verdict, insn: None, message: None, source: Some(src), msgs: m.msgs.iter().filter(|s| !s.is_empty()).cloned().collect() })
+            Ok(Expectation {
+                verdict,
+                insn: None,
+                message: None,
+                source: Some(src),
+                msgs: m.msgs.iter().filter(|s| !s.is_empty()).cloned().collect(),
+            })
         };
         if self.runs_privileged() && (self.privileged.used() || self.per_profile.is_empty()) {
             out.insert(default_profile.to_string(), to_exp(&self.privileged, source.to_string())?);
@@ -249,7 +281,12 @@ impl TestSpec {
             } else {
                 Vec::new()
             };
-            let merged = ModeSpec { failure, msgs, regex: self.privileged.regex && failure == self.privileged.failure, retval: None };
+            let merged = ModeSpec {
+                failure,
+                msgs,
+                regex: self.privileged.regex && failure == self.privileged.failure,
+                retval: None,
+            };
             out.insert(p.clone(), to_exp(&merged, format!("{source} (lockstep annotation for {p})"))?);
         }
         Ok(out)
@@ -289,7 +326,10 @@ mod tests {
         assert_eq!(a("comment:test_expect_failure").as_deref(), Some("test_expect_failure"));
         assert_eq!(a("kptr"), None);
         // 6.12's bpf_misc.h: the counter after the key
-        assert_eq!(a("comment:test_expect_msg=3=unlock is missing").as_deref(), Some("test_expect_msg=unlock is missing"));
+        assert_eq!(
+            a("comment:test_expect_msg=3=unlock is missing").as_deref(),
+            Some("test_expect_msg=unlock is missing")
+        );
         assert_eq!(a("comment:test_expect_msg_unpriv=4=").as_deref(), Some("test_expect_msg_unpriv="));
         assert_eq!(a("comment:test_description=a=b").as_deref(), Some("test_description=a=b"));
     }
@@ -331,9 +371,16 @@ mod tests {
         assert_eq!(e["7.3"].verdict, VerdictKind::Accept);
         assert_eq!(e["7.2"].msgs, vec!["calls are not allowed"]);
         // a message alone keeps the selftest verdict
-        let s = TestSpec::from_annotations(["test_expect_failure", "test_expect_msg=BPF_EXIT", "lockstep_msg=6.12:unlock is missing"]);
+        let s = TestSpec::from_annotations([
+            "test_expect_failure",
+            "test_expect_msg=BPF_EXIT",
+            "lockstep_msg=6.12:unlock is missing",
+        ]);
         let e = s.expectations("*", "f.c").unwrap();
-        assert_eq!((e["6.12"].verdict, e["6.12"].msgs.as_slice()), (VerdictKind::Reject, &["unlock is missing".to_string()][..]));
+        assert_eq!(
+            (e["6.12"].verdict, e["6.12"].msgs.as_slice()),
+            (VerdictKind::Reject, &["unlock is missing".to_string()][..])
+        );
         assert_eq!(e["*"].msgs, vec!["BPF_EXIT"]);
     }
 
@@ -345,7 +392,10 @@ mod tests {
 
     #[test]
     fn flags() {
-        let s = TestSpec::from_annotations(["test_prog_flags=BPF_F_TEST_STATE_FREQ", "test_prog_flags=BPF_F_SLEEPABLE"]);
+        let s = TestSpec::from_annotations([
+            "test_prog_flags=BPF_F_TEST_STATE_FREQ",
+            "test_prog_flags=BPF_F_SLEEPABLE",
+        ]);
         assert_eq!(s.prog_flags().unwrap(), (8, true));
         let bad = TestSpec::from_annotations(["test_prog_flags=BPF_F_NOPE"]);
         assert!(bad.prog_flags().is_err());

@@ -8,21 +8,50 @@ use super::ctypes::{CType, Member};
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Kind {
     Void,
-    Int { size: u32, signed: bool },
+    Int {
+        size: u32,
+        signed: bool,
+    },
     Ptr,
-    Array { elem: u32, nelems: u32 },
-    Struct { size: u32, members: Vec<BtfMember> },
-    Union { size: u32, members: Vec<BtfMember> },
-    Enum { size: u32 },
+    Array {
+        elem: u32,
+        nelems: u32,
+    },
+    Struct {
+        size: u32,
+        members: Vec<BtfMember>,
+    },
+    Union {
+        size: u32,
+        members: Vec<BtfMember>,
+    },
+    Enum {
+        size: u32,
+    },
     Fwd,
     /// Typedef, volatile, const, restrict, type tag: a reference to another type.
     Modifier(u32),
-    Func { proto: u32, global: bool },
-    FuncProto { ret: u32, params: Vec<u32> },
-    Var { ty: u32 },
-    Datasec { entries: Vec<(u32, u32, u32)> },
-    Float { size: u32 },
-    DeclTag { target: u32, component: i32 },
+    Func {
+        proto: u32,
+        global: bool,
+    },
+    FuncProto {
+        ret: u32,
+        params: Vec<u32>,
+    },
+    Var {
+        ty: u32,
+    },
+    Datasec {
+        entries: Vec<(u32, u32, u32)>,
+    },
+    Float {
+        size: u32,
+    },
+    DeclTag {
+        target: u32,
+        component: i32,
+    },
 }
 
 /// A struct or union member: name, type, bit offset, bit-field size (0: not a bit-field).
@@ -59,7 +88,8 @@ struct Reader<'a> {
 
 impl Reader<'_> {
     fn u32(&mut self) -> Result<u32, BtfError> {
-        let s = self.b.get(self.pos..self.pos + 4).ok_or_else(|| BtfError("truncated type section".into()))?;
+        let s =
+            self.b.get(self.pos..self.pos + 4).ok_or_else(|| BtfError("truncated type section".into()))?;
         self.pos += 4;
         Ok(u32::from_le_bytes(s.try_into().expect("4 bytes")))
     }
@@ -68,14 +98,23 @@ impl Reader<'_> {
 impl Btf {
     /// Parses little-endian BTF.
     pub fn parse(b: &[u8]) -> Result<Btf, BtfError> {
-        let h = |o: usize| b.get(o..o + 4).map(|s| u32::from_le_bytes(s.try_into().expect("4 bytes"))).ok_or_else(|| BtfError("truncated header".into()));
+        let h = |o: usize| {
+            b.get(o..o + 4)
+                .map(|s| u32::from_le_bytes(s.try_into().expect("4 bytes")))
+                .ok_or_else(|| BtfError("truncated header".into()))
+        };
         if b.len() < 24 || u16::from_le_bytes([b[0], b[1]]) != 0xeb9f {
             return Err(BtfError("bad magic (big-endian or not BTF)".into()));
         }
         let hdr_len = h(4)? as usize;
-        let (type_off, type_len, str_off, str_len) = (h(8)? as usize, h(12)? as usize, h(16)? as usize, h(20)? as usize);
-        let types_b = b.get(hdr_len + type_off..hdr_len + type_off + type_len).ok_or_else(|| BtfError("type section out of range".into()))?;
-        let strs = b.get(hdr_len + str_off..hdr_len + str_off + str_len).ok_or_else(|| BtfError("string section out of range".into()))?;
+        let (type_off, type_len, str_off, str_len) =
+            (h(8)? as usize, h(12)? as usize, h(16)? as usize, h(20)? as usize);
+        let types_b = b
+            .get(hdr_len + type_off..hdr_len + type_off + type_len)
+            .ok_or_else(|| BtfError("type section out of range".into()))?;
+        let strs = b
+            .get(hdr_len + str_off..hdr_len + str_off + str_len)
+            .ok_or_else(|| BtfError("string section out of range".into()))?;
         let name = |off: u32| -> String {
             let s = strs.get(off as usize..).unwrap_or(&[]);
             let end = s.iter().position(|&c| c == 0).unwrap_or(s.len());
@@ -106,7 +145,8 @@ impl Btf {
                         let n = r.u32()?;
                         let ty = r.u32()?;
                         let off = r.u32()?;
-                        let (bit_offset, bit_size) = if kflag { (off & 0xff_ffff, off >> 24) } else { (off, 0) };
+                        let (bit_offset, bit_size) =
+                            if kflag { (off & 0xff_ffff, off >> 24) } else { (off, 0) };
                         members.push(BtfMember { name: name(n), ty, bit_offset, bit_size });
                     }
                     if k == 4 {
@@ -172,12 +212,18 @@ impl Btf {
 
     /// The id of the `FUNC` named `name`.
     pub fn func(&self, name: &str) -> Option<u32> {
-        self.types.iter().position(|t| t.name == name && matches!(t.kind, Kind::Func { .. })).map(|i| i as u32)
+        self.types
+            .iter()
+            .position(|t| t.name == name && matches!(t.kind, Kind::Func { .. }))
+            .map(|i| i as u32)
     }
 
     /// The id of the `DATASEC` named `name`.
     pub fn datasec(&self, name: &str) -> Option<u32> {
-        self.types.iter().position(|t| t.name == name && matches!(t.kind, Kind::Datasec { .. })).map(|i| i as u32)
+        self.types
+            .iter()
+            .position(|t| t.name == name && matches!(t.kind, Kind::Datasec { .. }))
+            .map(|i| i as u32)
     }
 
     /// The decl tags on type `id` itself (component -1), in order.
@@ -204,7 +250,9 @@ impl Btf {
             Kind::Int { size, signed } => CType::Int { size: *size as u64, signed: *signed },
             Kind::Enum { size } | Kind::Float { size } => CType::Int { size: *size as u64, signed: false },
             Kind::Ptr => CType::Ptr,
-            Kind::Array { elem, nelems } => CType::Array { elem: Box::new(self.ctype_depth(*elem, depth + 1)?), len: *nelems as u64 },
+            Kind::Array { elem, nelems } => {
+                CType::Array { elem: Box::new(self.ctype_depth(*elem, depth + 1)?), len: *nelems as u64 }
+            }
             Kind::Struct { size, members } | Kind::Union { size, members } => {
                 let mut ms = Vec::new();
                 let mut align = 1;
@@ -212,9 +260,19 @@ impl Btf {
                     let ty = self.ctype_depth(m.ty, depth + 1)?;
                     align = align.max(ty.align());
                     let bits = (m.bit_size != 0 || m.bit_offset % 8 != 0).then_some(m.bit_size as u64);
-                    ms.push(Member { name: (!m.name.is_empty()).then(|| m.name.clone()), offset: (m.bit_offset / 8) as u64, ty, bits });
+                    ms.push(Member {
+                        name: (!m.name.is_empty()).then(|| m.name.clone()),
+                        offset: (m.bit_offset / 8) as u64,
+                        ty,
+                        bits,
+                    });
                 }
-                CType::Record { name: (!t.name.is_empty()).then(|| t.name.clone()), size: *size as u64, align, members: ms }
+                CType::Record {
+                    name: (!t.name.is_empty()).then(|| t.name.clone()),
+                    size: *size as u64,
+                    align,
+                    members: ms,
+                }
             }
             other => return Err(BtfError(format!("type {id} ({other:?}) has no layout"))),
         })

@@ -93,7 +93,11 @@ impl Parser<'_> {
     /// Whether the tokens from `self.pos` (just after a `(`) up to `close` name a type.
     fn is_type(&self, from: usize, close: usize) -> bool {
         let t = &self.toks[from..close];
-        !t.is_empty() && self.defs.type_of(t).is_ok() && t[0].ident().is_some_and(|s| !self.defs.macros.contains_key(s) && !self.defs.enums.contains_key(s))
+        !t.is_empty()
+            && self.defs.type_of(t).is_ok()
+            && t[0]
+                .ident()
+                .is_some_and(|s| !self.defs.macros.contains_key(s) && !self.defs.enums.contains_key(s))
     }
 
     fn unary(&mut self) -> Result<i64, CError> {
@@ -107,7 +111,8 @@ impl Parser<'_> {
             Tok::Punct(p) if p == "~" => Ok(!self.unary()?),
             Tok::Punct(p) if p == "!" => Ok((self.unary()? == 0) as i64),
             Tok::Punct(p) if p == "(" => {
-                let close = matching(self.toks, self.pos - 1).ok_or_else(|| CError("unbalanced parentheses".into()))?;
+                let close = matching(self.toks, self.pos - 1)
+                    .ok_or_else(|| CError("unbalanced parentheses".into()))?;
                 if self.is_type(self.pos, close) {
                     // A cast: truncate to the type's width.
                     let ty = self.defs.type_of(&self.toks[self.pos..close])?;
@@ -117,7 +122,11 @@ impl Parser<'_> {
                         CType::Int { size, signed } if size < 8 => {
                             let bits = size * 8;
                             let m = v & ((1i64 << bits) - 1);
-                            if signed && m >> (bits - 1) & 1 == 1 { m - (1i64 << bits) } else { m }
+                            if signed && m >> (bits - 1) & 1 == 1 {
+                                m - (1i64 << bits)
+                            } else {
+                                m
+                            }
                         }
                         _ => v,
                     });
@@ -133,7 +142,8 @@ impl Parser<'_> {
                 if !self.peek().is_some_and(|t| t.is("(")) {
                     return err("sizeof without parentheses");
                 }
-                let close = matching(self.toks, self.pos).ok_or_else(|| CError("unbalanced sizeof".into()))?;
+                let close =
+                    matching(self.toks, self.pos).ok_or_else(|| CError("unbalanced sizeof".into()))?;
                 let ty = self.defs.type_of(&self.toks[self.pos + 1..close])?;
                 self.pos = close + 1;
                 Ok(ty.size() as i64)
@@ -142,7 +152,8 @@ impl Parser<'_> {
                 if !self.peek().is_some_and(|t| t.is("(")) {
                     return err("offsetof without parentheses");
                 }
-                let close = matching(self.toks, self.pos).ok_or_else(|| CError("unbalanced offsetof".into()))?;
+                let close =
+                    matching(self.toks, self.pos).ok_or_else(|| CError("unbalanced offsetof".into()))?;
                 let args = split_commas(&self.toks[self.pos + 1..close]);
                 if args.len() != 2 {
                     return err("offsetof takes two arguments");

@@ -96,11 +96,20 @@ pub(crate) fn section_of(toks: &[Tok]) -> Option<String> {
 
 /// The declared name of a variable declaration: the identifier before `SEC`, `=`, `[` or `;`.
 pub(crate) fn declared_name(toks: &[Tok]) -> Option<String> {
-    let stop = toks.iter().position(|t| t.ident() == Some("SEC") || t.is("=") || t.is("[") || t.is(";")).unwrap_or(toks.len());
+    let stop = toks
+        .iter()
+        .position(|t| t.ident() == Some("SEC") || t.is("=") || t.is("[") || t.is(";"))
+        .unwrap_or(toks.len());
     toks[..stop].iter().rev().find_map(|t| t.ident()).map(str::to_string)
 }
 
-pub(crate) fn parse_func(src: &CSource, head: &[Tok], body_start: usize, body_end: usize, line: usize) -> Option<Func> {
+pub(crate) fn parse_func(
+    src: &CSource,
+    head: &[Tok],
+    body_start: usize,
+    body_end: usize,
+    line: usize,
+) -> Option<Func> {
     // The name: the last `IDENT (` of the head that is not an attribute.
     let mut name_at = None;
     for k in 0..head.len().saturating_sub(1) {
@@ -140,7 +149,16 @@ pub(crate) fn parse_func(src: &CSource, head: &[Tok], body_start: usize, body_en
         }
         if let Some(key) = macro_key(id) {
             c_annotations.push(match &args {
-                Some(a) => format!("{id}({})", a.iter().map(|t| match t { Tok::Str(s) => format!("{s:?}"), t => show(std::slice::from_ref(t)) }).collect::<Vec<_>>().join("")),
+                Some(a) => format!(
+                    "{id}({})",
+                    a.iter()
+                        .map(|t| match t {
+                            Tok::Str(s) => format!("{s:?}"),
+                            t => show(std::slice::from_ref(t)),
+                        })
+                        .collect::<Vec<_>>()
+                        .join("")
+                ),
                 None => id.to_string(),
             });
             let ann = match args {
@@ -329,7 +347,16 @@ pub(crate) fn map_spec(defs: &CDefs, name: &str, body: &[Tok]) -> Result<MapSpec
         None if map_type == MapType::ProgArray => ValueLayout { size: 4, fields: Vec::new() },
         None => ValueLayout { size: value_size.ok_or("no value type or size")?, fields: Vec::new() },
     };
-    Ok(MapSpec { name: name.to_string(), map_type, key_size, max_entries, value, btf, global_section: false, flags })
+    Ok(MapSpec {
+        name: name.to_string(),
+        map_type,
+        key_size,
+        max_entries,
+        value,
+        btf,
+        global_section: false,
+        flags,
+    })
 }
 
 /// The lockstep layout of a C value type: its integer and lock members; arrays, bit-fields and
@@ -340,9 +367,12 @@ pub fn value_layout(t: &CType) -> Result<ValueLayout, String> {
         CType::Int { size, .. } if matches!(size, 1 | 2 | 4 | 8) => {
             fields.push(Field { name: "value".into(), kind: FieldKind::Int, offset: 0, size: *size as u32 })
         }
-        CType::Record { .. } if lock_kind(t).is_some() => {
-            fields.push(Field { name: "lock".into(), kind: lock_kind(t).expect("checked"), offset: 0, size: 4 })
-        }
+        CType::Record { .. } if lock_kind(t).is_some() => fields.push(Field {
+            name: "lock".into(),
+            kind: lock_kind(t).expect("checked"),
+            offset: 0,
+            size: 4,
+        }),
         CType::Record { members, .. } => {
             for m in members {
                 let name = m.name.clone().unwrap_or_else(|| format!("anon_{}", m.offset));
@@ -350,14 +380,26 @@ pub fn value_layout(t: &CType) -> Result<ValueLayout, String> {
                     continue;
                 }
                 match &m.ty {
-                    CType::Int { size, .. } if matches!(size, 1 | 2 | 4 | 8) => {
-                        fields.push(Field { name, kind: FieldKind::Int, offset: m.offset as u32, size: *size as u32 })
+                    CType::Int { size, .. } if matches!(size, 1 | 2 | 4 | 8) => fields.push(Field {
+                        name,
+                        kind: FieldKind::Int,
+                        offset: m.offset as u32,
+                        size: *size as u32,
+                    }),
+                    CType::Ptr => {
+                        fields.push(Field { name, kind: FieldKind::Int, offset: m.offset as u32, size: 8 })
                     }
-                    CType::Ptr => fields.push(Field { name, kind: FieldKind::Int, offset: m.offset as u32, size: 8 }),
-                    r @ CType::Record { .. } if lock_kind(r).is_some() => {
-                        fields.push(Field { name, kind: lock_kind(r).expect("checked"), offset: m.offset as u32, size: 4 })
+                    r @ CType::Record { .. } if lock_kind(r).is_some() => fields.push(Field {
+                        name,
+                        kind: lock_kind(r).expect("checked"),
+                        offset: m.offset as u32,
+                        size: 4,
+                    }),
+                    other if contains_lock(other) => {
+                        return Err(format!(
+                            "a lock inside member `{name}` (nested struct or array) is not converted"
+                        ))
                     }
-                    other if contains_lock(other) => return Err(format!("a lock inside member `{name}` (nested struct or array) is not converted")),
                     _ => {}
                 }
             }
@@ -378,9 +420,10 @@ pub(crate) fn lock_kind(t: &CType) -> Option<FieldKind> {
 
 pub(crate) fn contains_lock(t: &CType) -> bool {
     match t {
-        CType::Record { members, .. } => lock_kind(t).is_some() || members.iter().any(|m| contains_lock(&m.ty)),
+        CType::Record { members, .. } => {
+            lock_kind(t).is_some() || members.iter().any(|m| contains_lock(&m.ty))
+        }
         CType::Array { elem, .. } => contains_lock(elem),
         _ => false,
     }
 }
-

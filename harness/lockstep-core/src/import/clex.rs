@@ -190,11 +190,13 @@ pub fn lex(s: &str) -> Vec<Tok> {
         if c.is_ascii_whitespace() || c == b'\\' {
             i += 1;
         } else if c.is_ascii_alphabetic() || c == b'_' {
-            let j = i + s[i..].find(|ch: char| !(ch.is_ascii_alphanumeric() || ch == '_')).unwrap_or(s.len() - i);
+            let j =
+                i + s[i..].find(|ch: char| !(ch.is_ascii_alphanumeric() || ch == '_')).unwrap_or(s.len() - i);
             toks.push(Tok::Ident(s[i..j].to_string()));
             i = j;
         } else if c.is_ascii_digit() {
-            let j = i + s[i..].find(|ch: char| !(ch.is_ascii_alphanumeric() || ch == '.')).unwrap_or(s.len() - i);
+            let j =
+                i + s[i..].find(|ch: char| !(ch.is_ascii_alphanumeric() || ch == '.')).unwrap_or(s.len() - i);
             toks.push(Tok::Num(s[i..j].to_string()));
             i = j;
         } else if c == b'"' {

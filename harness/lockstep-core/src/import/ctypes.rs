@@ -4,18 +4,29 @@
 
 use std::collections::BTreeMap;
 
+pub use super::cexpr::parse_number;
 use super::cexpr::Parser;
 use super::clex::{lex, matching, split_commas, Tok};
-pub use super::cexpr::parse_number;
 
 /// A resolved C type.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum CType {
-    Int { size: u64, signed: bool },
+    Int {
+        size: u64,
+        signed: bool,
+    },
     Ptr,
-    Array { elem: Box<CType>, len: u64 },
+    Array {
+        elem: Box<CType>,
+        len: u64,
+    },
     /// A struct or union with its laid-out members.
-    Record { name: Option<String>, size: u64, align: u64, members: Vec<Member> },
+    Record {
+        name: Option<String>,
+        size: u64,
+        align: u64,
+        members: Vec<Member>,
+    },
 }
 
 /// A laid-out member of a struct or union.
@@ -60,20 +71,66 @@ impl CType {
 
 /// Names of integer typedefs (kernel uapi, vmlinux-style and libc) with (size, signed).
 const INT_TYPEDEFS: &[(&str, u64, bool)] = &[
-    ("__u8", 1, false), ("__s8", 1, true), ("u8", 1, false), ("s8", 1, true), ("uint8_t", 1, false), ("int8_t", 1, true),
-    ("__u16", 2, false), ("__s16", 2, true), ("u16", 2, false), ("s16", 2, true), ("uint16_t", 2, false), ("int16_t", 2, true),
-    ("__be16", 2, false), ("__le16", 2, false), ("__sum16", 2, false),
-    ("__u32", 4, false), ("__s32", 4, true), ("u32", 4, false), ("s32", 4, true), ("uint32_t", 4, false), ("int32_t", 4, true),
-    ("__be32", 4, false), ("__le32", 4, false), ("__wsum", 4, false),
-    ("__u64", 8, false), ("__s64", 8, true), ("u64", 8, false), ("s64", 8, true), ("uint64_t", 8, false), ("int64_t", 8, true),
-    ("__be64", 8, false), ("__le64", 8, false), ("__aligned_u64", 8, false), ("size_t", 8, false), ("ssize_t", 8, true),
-    ("bool", 1, false), ("_Bool", 1, false), ("uintptr_t", 8, false),
+    ("__u8", 1, false),
+    ("__s8", 1, true),
+    ("u8", 1, false),
+    ("s8", 1, true),
+    ("uint8_t", 1, false),
+    ("int8_t", 1, true),
+    ("__u16", 2, false),
+    ("__s16", 2, true),
+    ("u16", 2, false),
+    ("s16", 2, true),
+    ("uint16_t", 2, false),
+    ("int16_t", 2, true),
+    ("__be16", 2, false),
+    ("__le16", 2, false),
+    ("__sum16", 2, false),
+    ("__u32", 4, false),
+    ("__s32", 4, true),
+    ("u32", 4, false),
+    ("s32", 4, true),
+    ("uint32_t", 4, false),
+    ("int32_t", 4, true),
+    ("__be32", 4, false),
+    ("__le32", 4, false),
+    ("__wsum", 4, false),
+    ("__u64", 8, false),
+    ("__s64", 8, true),
+    ("u64", 8, false),
+    ("s64", 8, true),
+    ("uint64_t", 8, false),
+    ("int64_t", 8, true),
+    ("__be64", 8, false),
+    ("__le64", 8, false),
+    ("__aligned_u64", 8, false),
+    ("size_t", 8, false),
+    ("ssize_t", 8, true),
+    ("bool", 1, false),
+    ("_Bool", 1, false),
+    ("uintptr_t", 8, false),
 ];
 
 /// Keywords and attribute macros that do not change a type's layout.
 const QUALIFIERS: &[&str] = &[
-    "const", "volatile", "static", "extern", "register", "restrict", "__restrict", "inline", "__always_inline",
-    "__arena", "__kptr", "__kptr_untrusted", "__percpu_kptr", "__user", "__rcu", "__may_alias", "__ksym", "__weak",
+    "const",
+    "volatile",
+    "static",
+    "extern",
+    "register",
+    "restrict",
+    "__restrict",
+    "inline",
+    "__always_inline",
+    "__arena",
+    "__kptr",
+    "__kptr_untrusted",
+    "__percpu_kptr",
+    "__user",
+    "__rcu",
+    "__may_alias",
+    "__ksym",
+    "__weak",
 ];
 
 /// An error evaluating a type or an expression: what could not be understood.
@@ -118,13 +175,23 @@ impl CDefs {
                 }
             }
             if kw == Some("enum") {
-                let brace = if toks[i + 1].is("{") { Some(i + 1) } else if toks[i + 2].is("{") { Some(i + 2) } else { None };
+                let brace = if toks[i + 1].is("{") {
+                    Some(i + 1)
+                } else if toks[i + 2].is("{") {
+                    Some(i + 2)
+                } else {
+                    None
+                };
                 if let Some(open) = brace {
                     if let Some(close) = matching(&toks, open) {
                         let mut next = 0i64;
                         for part in split_commas(&toks[open + 1..close]) {
                             let Some(name) = part.first().and_then(|t| t.ident()) else { continue };
-                            let v = if part.len() > 2 && part[1].is("=") { self.eval(&part[2..]).unwrap_or(next) } else { next };
+                            let v = if part.len() > 2 && part[1].is("=") {
+                                self.eval(&part[2..]).unwrap_or(next)
+                            } else {
+                                next
+                            };
                             self.enums.insert(name.to_string(), v);
                             next = v.wrapping_add(1);
                         }
@@ -168,7 +235,10 @@ impl CDefs {
                     let rec = self.layout(None, &toks[i + 2..close], is_union)?;
                     return Ok((rec, &toks[close + 1..]));
                 }
-                let name = toks.get(i + 1).and_then(|t| t.ident()).ok_or_else(|| CError(format!("`{first}` without a name")))?;
+                let name = toks
+                    .get(i + 1)
+                    .and_then(|t| t.ident())
+                    .ok_or_else(|| CError(format!("`{first}` without a name")))?;
                 let after = if toks.get(i + 2).is_some_and(|t| t.is("{")) {
                     let close = matching(toks, i + 2).ok_or_else(|| CError("unbalanced braces".into()))?;
                     &toks[close + 1..]
@@ -193,7 +263,8 @@ impl CDefs {
                 }
                 // Built-in integer types: any run of these keywords.
                 let mut j = i;
-                let (mut longs, mut unsigned, mut short, mut char_, mut any) = (0, false, false, false, false);
+                let (mut longs, mut unsigned, mut short, mut char_, mut any) =
+                    (0, false, false, false, false);
                 while let Some(w) = toks.get(j).and_then(|t| t.ident()) {
                     match w {
                         "unsigned" => unsigned = true,
@@ -214,7 +285,15 @@ impl CDefs {
                 if !any {
                     return err(format!("unknown type `{first}`"));
                 }
-                let size = if char_ { 1 } else if short { 2 } else if longs > 0 { 8 } else { 4 };
+                let size = if char_ {
+                    1
+                } else if short {
+                    2
+                } else if longs > 0 {
+                    8
+                } else {
+                    4
+                };
                 Ok((CType::Int { size, signed: !unsigned }, &toks[j..]))
             }
         }
@@ -233,12 +312,19 @@ impl CDefs {
             }
             // include/uapi/linux/bpf.h: struct bpf_spin_lock { __u32 val; };
             // struct bpf_res_spin_lock { __u32 val; } (4 bytes, include/asm-generic/rqspinlock.h)
-            None if kw == "struct" && (name == "bpf_spin_lock" || name == "bpf_res_spin_lock") => Ok(CType::Record {
-                name: Some(name.to_string()),
-                size: 4,
-                align: 4,
-                members: vec![Member { name: Some("val".into()), offset: 0, ty: CType::Int { size: 4, signed: false }, bits: None }],
-            }),
+            None if kw == "struct" && (name == "bpf_spin_lock" || name == "bpf_res_spin_lock") => {
+                Ok(CType::Record {
+                    name: Some(name.to_string()),
+                    size: 4,
+                    align: 4,
+                    members: vec![Member {
+                        name: Some("val".into()),
+                        offset: 0,
+                        ty: CType::Int { size: 4, signed: false },
+                        bits: None,
+                    }],
+                })
+            }
             None => err(format!("`{key}` is not defined in the sources read")),
         }
     }
@@ -283,7 +369,10 @@ impl CDefs {
 
     /// One member declaration: each declarator's (type, name, bit width, aligned attribute).
     #[allow(clippy::type_complexity)]
-    fn declaration(&self, decl: &[Tok]) -> Result<Vec<(CType, Option<String>, Option<u64>, Option<u64>)>, CError> {
+    fn declaration(
+        &self,
+        decl: &[Tok],
+    ) -> Result<Vec<(CType, Option<String>, Option<u64>, Option<u64>)>, CError> {
         // __bpf_md_ptr(type, name): union { type name; __u64 :64; } __attribute__((aligned(8)))
         if decl.first().and_then(|t| t.ident()) == Some("__bpf_md_ptr") {
             let close = matching(decl, 1).ok_or_else(|| CError("unbalanced __bpf_md_ptr".into()))?;
@@ -293,7 +382,8 @@ impl CDefs {
         }
         let (attrs, decl) = strip_attributes(decl);
         let attr_align = attrs.iter().find_map(|(n, args)| {
-            (n == "aligned" || n == "__aligned__").then(|| args.first().and_then(|a| self.eval(a).ok()).map_or(16, |v| v as u64))
+            (n == "aligned" || n == "__aligned__")
+                .then(|| args.first().and_then(|a| self.eval(a).ok()).map_or(16, |v| v as u64))
         });
         let (base, rest) = self.base_type(&decl)?;
         let mut out = Vec::new();
@@ -324,7 +414,8 @@ impl CDefs {
             for len in dims.into_iter().rev() {
                 ty = CType::Array { elem: Box::new(ty), len };
             }
-            let bits = if d.get(k).is_some_and(|t| t.is(":")) { Some(self.eval(&d[k + 1..])? as u64) } else { None };
+            let bits =
+                if d.get(k).is_some_and(|t| t.is(":")) { Some(self.eval(&d[k + 1..])? as u64) } else { None };
             if bits.is_none() && k < d.len() {
                 return err(format!("cannot read the declarator `{}`", show(&d)));
             }
@@ -352,8 +443,11 @@ impl CDefs {
                 k = close + 1;
                 continue;
             }
-            let Some(field) = path[k].ident() else { return err(format!("bad offsetof path `{}`", show(path))) };
-            let (o, t) = find_member(&cur, field).ok_or_else(|| CError(format!("no member `{field}` in offsetof")))?;
+            let Some(field) = path[k].ident() else {
+                return err(format!("bad offsetof path `{}`", show(path)));
+            };
+            let (o, t) =
+                find_member(&cur, field).ok_or_else(|| CError(format!("no member `{field}` in offsetof")))?;
             off += o;
             cur = t;
             k += 1;
@@ -427,13 +521,20 @@ pub fn strip_attributes(toks: &[Tok]) -> (Vec<(String, Vec<Vec<Tok>>)>, Vec<Tok>
     let mut k = 0;
     while k < toks.len() {
         let id = toks[k].ident();
-        if matches!(id, Some("__attribute__") | Some("__attribute")) && toks.get(k + 1).is_some_and(|t| t.is("(")) {
+        if matches!(id, Some("__attribute__") | Some("__attribute"))
+            && toks.get(k + 1).is_some_and(|t| t.is("("))
+        {
             let close = matching(toks, k + 1).unwrap_or(toks.len() - 1);
             // __attribute__(( a(args), b ))
-            let inner = if close >= k + 3 { &toks[k + 3..close.saturating_sub(1).max(k + 3)] } else { &[][..] };
+            let inner =
+                if close >= k + 3 { &toks[k + 3..close.saturating_sub(1).max(k + 3)] } else { &[][..] };
             for a in split_commas(inner) {
                 if let Some(n) = a.first().and_then(|t| t.ident()) {
-                    let args = if a.len() > 2 && a[1].is("(") { split_commas(&a[2..a.len() - 1]) } else { Vec::new() };
+                    let args = if a.len() > 2 && a[1].is("(") {
+                        split_commas(&a[2..a.len() - 1])
+                    } else {
+                        Vec::new()
+                    };
                     attrs.push((n.to_string(), args));
                 }
             }
@@ -462,4 +563,3 @@ pub fn show(toks: &[Tok]) -> String {
         .collect();
     parts.join(" ")
 }
-

@@ -104,7 +104,8 @@ pub fn cases_from_object(file: &str, bytes: &[u8], known_kfuncs: &[String]) -> R
             }
         }
     }
-    let patched = rename_sections(bytes, &prog_secs.keys().copied().collect::<Vec<_>>(), RENAMED).map_err(e)?;
+    let patched =
+        rename_sections(bytes, &prog_secs.keys().copied().collect::<Vec<_>>(), RENAMED).map_err(e)?;
     let mut obj = aya_obj::Object::parse(&patched).map_err(|x| e(format!("aya-obj: {x}")))?;
     for f in obj.functions.values_mut() {
         for &(sec, off, src, imm) in &patches {
@@ -122,11 +123,13 @@ pub fn cases_from_object(file: &str, bytes: &[u8], known_kfuncs: &[String]) -> R
     let mut map_names: Vec<String> = obj.maps.keys().cloned().collect();
     map_names.sort();
     let text_sections: HashSet<usize> = obj.functions.keys().map(|(s, _)| *s).collect();
-    let fds: Vec<(String, i32)> = map_names.iter().enumerate().map(|(i, n)| (n.clone(), FD_BASE + i as i32)).collect();
+    let fds: Vec<(String, i32)> =
+        map_names.iter().enumerate().map(|(i, n)| (n.clone(), FD_BASE + i as i32)).collect();
     {
         let maps = fds.iter().map(|(n, fd)| (n.as_str(), *fd, &obj.maps[n]));
         // relocate_maps borrows obj mutably and the maps immutably: work on a clone of the maps.
-        let owned: Vec<(String, i32, aya_obj::Map)> = maps.map(|(n, fd, m)| (n.to_string(), fd, m.clone())).collect();
+        let owned: Vec<(String, i32, aya_obj::Map)> =
+            maps.map(|(n, fd, m)| (n.to_string(), fd, m.clone())).collect();
         obj.relocate_maps(owned.iter().map(|(n, fd, m)| (n.as_str(), *fd, m)), &text_sections)
             .map_err(|x| e(format!("aya-obj map relocation: {x}")))?;
     }
@@ -138,7 +141,19 @@ pub fn cases_from_object(file: &str, bytes: &[u8], known_kfuncs: &[String]) -> R
     for (name, p) in programs {
         let sec = prog_secs.get(&p.section_index).cloned().unwrap_or_default();
         let Some(func) = obj.functions.get(&p.function_key()) else { continue };
-        match program_case(file, name, &sec, func, &obj, &btf, &data_syms, &map_names, &kfuncs, &externs, known_kfuncs) {
+        match program_case(
+            file,
+            name,
+            &sec,
+            func,
+            &obj,
+            &btf,
+            &data_syms,
+            &map_names,
+            &kfuncs,
+            &externs,
+            known_kfuncs,
+        ) {
             Ok(c) => out.cases.push(c),
             Err(why) => out.skipped.push((name.clone(), why)),
         }
@@ -173,10 +188,19 @@ fn program_case(
             names.insert(fi.insn_off as usize, (t.name.clone(), fi.type_id));
         }
     }
-    let mut program = Program { insns: Vec::new(), relocs: BTreeMap::new(), labels: BTreeMap::new(), lines: vec![0; insns.len()] };
+    let mut program = Program {
+        insns: Vec::new(),
+        relocs: BTreeMap::new(),
+        labels: BTreeMap::new(),
+        lines: vec![0; insns.len()],
+    };
     let mut used_maps: Vec<String> = Vec::new();
     let map_of = |fd: i32| -> Result<String, String> {
-        usize::try_from(fd - FD_BASE).ok().and_then(|i| map_names.get(i)).cloned().ok_or_else(|| format!("ld_imm64 with unknown map fd {fd}"))
+        usize::try_from(fd - FD_BASE)
+            .ok()
+            .and_then(|i| map_names.get(i))
+            .cloned()
+            .ok_or_else(|| format!("ld_imm64 with unknown map fd {fd}"))
     };
     let mut i = 0;
     while i < insns.len() {
@@ -188,7 +212,10 @@ fn program_case(
                     let reloc = if ins.src == BPF_PSEUDO_MAP_FD {
                         Reloc::Map { name: m.clone() }
                     } else {
-                        Reloc::MapValue { name: m.clone(), offset: insns.get(i + 1).map_or(0, |n| n.imm as u32) }
+                        Reloc::MapValue {
+                            name: m.clone(),
+                            offset: insns.get(i + 1).map_or(0, |n| n.imm as u32),
+                        }
                     };
                     program.relocs.insert(i, reloc);
                     insns[i].imm = 0;
@@ -196,7 +223,12 @@ fn program_case(
                         used_maps.push(m);
                     }
                 }
-                EXTERN_VAR_SRC => return Err(format!("uses extern variable `{}` (__ksym/__kconfig variables are not supported)", externs.get(ins.imm as usize).map_or("?", |s| s.as_str()))),
+                EXTERN_VAR_SRC => {
+                    return Err(format!(
+                        "uses extern variable `{}` (__ksym/__kconfig variables are not supported)",
+                        externs.get(ins.imm as usize).map_or("?", |s| s.as_str())
+                    ))
+                }
                 BPF_PSEUDO_FUNC => {
                     let t = (i as i64 + ins.imm as i64 + 1) as usize;
                     program.relocs.insert(i, Reloc::Subprog { label: label_of(&names, t) });
@@ -218,7 +250,9 @@ fn program_case(
                     program.relocs.insert(i, Reloc::Subprog { label: label_of(&names, t) });
                 }
                 PSEUDO_KFUNC_CALL => {
-                    let k = kfuncs.get((ins.imm - KFUNC_TAG) as usize).ok_or("kfunc call without a relocation")?;
+                    let k = kfuncs
+                        .get((ins.imm - KFUNC_TAG) as usize)
+                        .ok_or("kfunc call without a relocation")?;
                     program.relocs.insert(i, Reloc::Kfunc { name: k.clone() });
                     insns[i].imm = 0;
                 }
@@ -258,7 +292,8 @@ fn program_case(
                 spec.expectations("*", &format!("{file}: decl tags of {name}"))?
             };
             let flags = spec.prog_flags()?;
-            let log_level = spec.log_level.as_deref().and_then(|l| l.parse().ok()).filter(|l| *l <= 2).unwrap_or(0);
+            let log_level =
+                spec.log_level.as_deref().and_then(|l| l.parse().ok()).filter(|l| *l <= 2).unwrap_or(0);
             (expect, spec.description.clone(), spec.notes(), log_level, flags)
         }
         None => (BTreeMap::new(), None, Vec::new(), 0, (0, false)),
@@ -327,7 +362,12 @@ fn map_type(t: u32) -> Option<MapType> {
 }
 
 /// A map of the object as lockstep creates it.
-fn map_spec(name: &str, m: &aya_obj::Map, btf: &Btf, data_syms: &BTreeMap<String, u32>) -> Result<MapSpec, String> {
+fn map_spec(
+    name: &str,
+    m: &aya_obj::Map,
+    btf: &Btf,
+    data_syms: &BTreeMap<String, u32>,
+) -> Result<MapSpec, String> {
     use aya_obj::EbpfSectionKind as K;
     if matches!(m.section_kind(), K::Data | K::Bss | K::Rodata) {
         let value = match btf.datasec(name) {
@@ -347,7 +387,8 @@ fn map_spec(name: &str, m: &aya_obj::Map, btf: &Btf, data_syms: &BTreeMap<String
             flags,
         });
     }
-    let map_type = map_type(m.map_type()).ok_or_else(|| format!("map type {} is not one lockstep creates", m.map_type()))?;
+    let map_type = map_type(m.map_type())
+        .ok_or_else(|| format!("map type {} is not one lockstep creates", m.map_type()))?;
     let value_id = match m {
         aya_obj::Map::Btf(b) => b.def.btf_value_type_id,
         aya_obj::Map::Legacy(_) => 0,
@@ -373,7 +414,12 @@ fn map_spec(name: &str, m: &aya_obj::Map, btf: &Btf, data_syms: &BTreeMap<String
 
 /// The layout of a global data section from its `DATASEC`: each variable's fields, at the
 /// variable's symbol address.
-fn datasec_layout(btf: &Btf, id: u32, size: u32, data_syms: &BTreeMap<String, u32>) -> Result<ValueLayout, String> {
+fn datasec_layout(
+    btf: &Btf,
+    id: u32,
+    size: u32,
+    data_syms: &BTreeMap<String, u32>,
+) -> Result<ValueLayout, String> {
     let Some(Kind::Datasec { entries }) = btf.get(id).map(|t| &t.kind) else { unreachable!("a datasec id") };
     let mut fields = Vec::new();
     for &(var, off, _size) in entries {

@@ -51,7 +51,8 @@ pub fn render_case(c: &Case, comments: &[String]) -> String {
     if c.sleepable {
         let _ = writeln!(o, "sleepable = true");
     }
-    let flags: Vec<String> = PROG_FLAGS.iter().filter(|(_, b)| c.prog_flags & b != 0).map(|(n, _)| n.to_string()).collect();
+    let flags: Vec<String> =
+        PROG_FLAGS.iter().filter(|(_, b)| c.prog_flags & b != 0).map(|(n, _)| n.to_string()).collect();
     if !flags.is_empty() {
         let _ = writeln!(o, "prog_flags = {}", list(&flags));
     }
@@ -65,7 +66,8 @@ pub fn render_case(c: &Case, comments: &[String]) -> String {
         let _ = writeln!(o, "tags = {}", list(&c.tags));
     }
     if !c.globals.is_empty() {
-        let g: Vec<String> = c.globals.iter().map(|g| format!("{{ label = {}, args = {} }}", q(&g.label), g.args)).collect();
+        let g: Vec<String> =
+            c.globals.iter().map(|g| format!("{{ label = {}, args = {} }}", q(&g.label), g.args)).collect();
         let _ = writeln!(o, "globals = [{}]", g.join(", "));
     }
     if !c.extern_kfuncs.is_empty() {
@@ -96,8 +98,18 @@ pub fn render_case(c: &Case, comments: &[String]) -> String {
                 .fields
                 .iter()
                 .map(|f| match f.kind {
-                    FieldKind::Int => format!("{{ name = {}, kind = \"int\", size = {}, offset = {} }}", q(&f.name), f.size, f.offset),
-                    k => format!("{{ name = {}, kind = \"{}\", offset = {} }}", q(&f.name), field_kind_name(k), f.offset),
+                    FieldKind::Int => format!(
+                        "{{ name = {}, kind = \"int\", size = {}, offset = {} }}",
+                        q(&f.name),
+                        f.size,
+                        f.offset
+                    ),
+                    k => format!(
+                        "{{ name = {}, kind = \"{}\", offset = {} }}",
+                        q(&f.name),
+                        field_kind_name(k),
+                        f.offset
+                    ),
                 })
                 .collect();
             let _ = writeln!(o, "fields = [{}]", f.join(", "));
@@ -111,8 +123,18 @@ pub fn render_case(c: &Case, comments: &[String]) -> String {
             .fields
             .iter()
             .map(|f| match f.kind {
-                FieldKind::Int => format!("{{ name = {}, kind = \"int\", size = {}, offset = {} }}", q(&f.name), f.size, f.offset),
-                k => format!("{{ name = {}, kind = \"{}\", offset = {} }}", q(&f.name), field_kind_name(k), f.offset),
+                FieldKind::Int => format!(
+                    "{{ name = {}, kind = \"int\", size = {}, offset = {} }}",
+                    q(&f.name),
+                    f.size,
+                    f.offset
+                ),
+                k => format!(
+                    "{{ name = {}, kind = \"{}\", offset = {} }}",
+                    q(&f.name),
+                    field_kind_name(k),
+                    f.offset
+                ),
             })
             .collect();
         let _ = writeln!(o, "fields = [{}]", f.join(", "));

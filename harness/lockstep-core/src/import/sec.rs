@@ -39,7 +39,9 @@ pub fn prog_type_of_section(sec: &str) -> Result<SecType, String> {
         ("flow_dissector", None) => plain(ProgType::FlowDissector),
         // SEC_DEF("syscall", SYSCALL, 0, SEC_SLEEPABLE)
         ("syscall", None) => Ok(SecType { prog_type: ProgType::Syscall, sleepable: true, prog_flags: 0 }),
-        _ => Err(format!("section `{sec}` is not a program type lockstep loads (needs an attach target or attach type)")),
+        _ => Err(format!(
+            "section `{sec}` is not a program type lockstep loads (needs an attach target or attach type)"
+        )),
     }
 }
 

@@ -46,13 +46,17 @@ pub fn kfunc_allowed_under_lock(
 impl Machine<'_> {
     pub(super) fn call(&mut self, st: &mut State, pc: usize, insn: Insn) -> Step<Flow> {
         let name = self.case.program.call_name(pc).map(str::to_string);
-        if st.lock.is_some() && self.on(Rule::CallUnderLock) && !self.call_allowed_under_lock(insn, name.as_deref())? {
+        if st.lock.is_some()
+            && self.on(Rule::CallUnderLock)
+            && !self.call_allowed_under_lock(insn, name.as_deref())?
+        {
             return self.reject(pc, self.profile.messages.call_under_lock.clone());
         }
         match insn.src {
             BPF_PSEUDO_CALL => self.subprog_call(st, pc, insn),
             BPF_PSEUDO_KFUNC_CALL => {
-                let name = name.ok_or_else(|| Stop::Unsupported(format!("kfunc call at {pc} without a name")))?;
+                let name =
+                    name.ok_or_else(|| Stop::Unsupported(format!("kfunc call at {pc} without a name")))?;
                 self.kfunc_call(st, pc, &name)?;
                 Ok(Flow::Next(pc + 1))
             }
@@ -77,7 +81,8 @@ impl Machine<'_> {
             BPF_PSEUDO_KFUNC_CALL => {
                 let name = name.unwrap_or("");
                 let extern_declared = self.case.extern_kfuncs.iter().any(|k| k == name);
-                kfunc_allowed_under_lock(p, self.module, name, self.case.prog_type, extern_declared).map_err(Stop::Unsupported)
+                kfunc_allowed_under_lock(p, self.module, name, self.case.prog_type, extern_declared)
+                    .map_err(Stop::Unsupported)
             }
             _ => Ok(false),
         }
@@ -93,7 +98,8 @@ impl Machine<'_> {
             // comes first in the log.
             for r in 1..=args {
                 if !matches!(st.cur_ref().regs[r as usize], Reg::Scalar(_)) {
-                    let msg = self.msg(&self.profile.messages.global_arg_not_scalar, &[("reg", format!("R{r}"))]);
+                    let msg =
+                        self.msg(&self.profile.messages.global_arg_not_scalar, &[("reg", format!("R{r}"))]);
                     return self.reject(pc, msg);
                 }
             }
@@ -126,10 +132,15 @@ impl Machine<'_> {
 
     fn kfunc_call(&mut self, st: &mut State, pc: usize, name: &str) -> Step<()> {
         let Some(k) = self.module.kfuncs.get(name).cloned() else {
-            return Err(Stop::Unsupported(format!("vmlinux kfunc {name} outside a lock rule is not modelled")));
+            return Err(Stop::Unsupported(format!(
+                "vmlinux kfunc {name} outside a lock rule is not modelled"
+            )));
         };
         if !k.prog_types.contains(&self.case.prog_type) {
-            return self.reject(pc, self.msg(&self.profile.messages.kfunc_not_allowed, &[("name", name.to_string())]));
+            return self.reject(
+                pc,
+                self.msg(&self.profile.messages.kfunc_not_allowed, &[("name", name.to_string())]),
+            );
         }
         let release = k.flags & KF_RELEASE != 0;
         // check_kfunc_args(): a KF_RELEASE kfunc's first argument is the referenced pointer
@@ -137,11 +148,17 @@ impl Machine<'_> {
         let mut released = None;
         for r in 1..=k.args {
             match self.read_reg(st, pc, r) {
-                Ok(Reg::BtfPtr { null: false, ref_obj_id, .. }) if release && r == 1 && ref_obj_id != 0 && st.refs.contains(&ref_obj_id) => {
+                Ok(Reg::BtfPtr { null: false, ref_obj_id, .. })
+                    if release && r == 1 && ref_obj_id != 0 && st.refs.contains(&ref_obj_id) =>
+                {
                     released = Some(ref_obj_id);
                 }
                 Ok(Reg::Scalar(_)) if !(release && r == 1) => {}
-                _ => return Err(Stop::Unsupported(format!("kfunc {name} argument R{r} is outside the modelled subset"))),
+                _ => {
+                    return Err(Stop::Unsupported(format!(
+                        "kfunc {name} argument R{r} is outside the modelled subset"
+                    )))
+                }
             }
         }
         if let Some(ref_obj_id) = released {
@@ -171,7 +188,9 @@ impl Machine<'_> {
             }
             Reg::BtfPtr { id, ref_obj_id, null: true }
         } else {
-            return Err(Stop::Unsupported(format!("kfunc {name} returns a pointer that is never NULL (not modelled)")));
+            return Err(Stop::Unsupported(format!(
+                "kfunc {name} returns a pointer that is never NULL (not modelled)"
+            )));
         };
         self.clobber(st, r0);
         Ok(())
@@ -186,7 +205,8 @@ impl Machine<'_> {
     }
 
     fn helper_call(&mut self, st: &mut State, pc: usize, id: i32) -> Step<()> {
-        let name = crate::helpers::helper_name(id).ok_or_else(|| Stop::Unsupported(format!("helper #{id} is unknown")))?;
+        let name = crate::helpers::helper_name(id)
+            .ok_or_else(|| Stop::Unsupported(format!("helper #{id} is unknown")))?;
         match name {
             "bpf_spin_lock" | "bpf_spin_unlock" => {
                 let r1 = self.read_reg(st, pc, 1)?;
@@ -204,7 +224,8 @@ impl Machine<'_> {
                 let r1 = self.read_reg(st, pc, 1)?;
                 let r2 = self.read_reg(st, pc, 2)?;
                 let r3 = self.read_reg(st, pc, 3)?;
-                let prog_array = matches!(r2, Reg::MapPtr { map } if self.map(map).map_type == MapType::ProgArray);
+                let prog_array =
+                    matches!(r2, Reg::MapPtr { map } if self.map(map).map_type == MapType::ProgArray);
                 if r1 != Reg::Ctx || !prog_array || !matches!(r3, Reg::Scalar(_)) {
                     return Err(Stop::Unsupported("bpf_tail_call with other argument types".into()));
                 }
@@ -222,10 +243,20 @@ impl Machine<'_> {
     fn spin_lock_arg(&mut self, st: &mut State, pc: usize, r1: &Reg, is_lock: bool) -> Step<()> {
         let m = &self.profile.messages;
         let Reg::MapValue { map, off, var, id, null: false } = r1 else {
-            if matches!(r1, Reg::MapValue { .. } | Reg::Scalar(_) | Reg::Stack { .. } | Reg::Ctx | Reg::MapPtr { .. }) {
+            if matches!(
+                r1,
+                Reg::MapValue { .. } | Reg::Scalar(_) | Reg::Stack { .. } | Reg::Ctx | Reg::MapPtr { .. }
+            ) {
                 return self.reject(
                     pc,
-                    self.msg(&m.reg_type_mismatch, &[("reg", "R1".into()), ("type", r1.type_str().into()), ("expected", "map_value, ptr_".into())]),
+                    self.msg(
+                        &m.reg_type_mismatch,
+                        &[
+                            ("reg", "R1".into()),
+                            ("type", r1.type_str().into()),
+                            ("expected", "map_value, ptr_".into()),
+                        ],
+                    ),
                 );
             }
             return Err(Stop::Unsupported(format!("spin lock argument of type {}", r1.type_str())));
@@ -246,7 +277,10 @@ impl Machine<'_> {
         if field.offset as i64 != total && self.on(Rule::LockOffset) {
             return self.reject(
                 pc,
-                self.msg(&m.wrong_lock_offset, &[("off", total.to_string()), ("lock", lock), ("lock_off", field.offset.to_string())]),
+                self.msg(
+                    &m.wrong_lock_offset,
+                    &[("off", total.to_string()), ("lock", lock), ("lock_off", field.offset.to_string())],
+                ),
             );
         }
         let this = ActiveLock { map: *map, id: *id };
@@ -257,7 +291,9 @@ impl Machine<'_> {
             st.lock = Some(this);
         } else {
             match st.lock {
-                None if self.on(Rule::UnlockWithoutLock) => return self.reject(pc, self.msg(&m.unlock_without_lock, &[("lock", lock)])),
+                None if self.on(Rule::UnlockWithoutLock) => {
+                    return self.reject(pc, self.msg(&m.unlock_without_lock, &[("lock", lock)]))
+                }
                 Some(l) if l != this && self.on(Rule::UnlockDifferentLock) => {
                     return self.reject(pc, self.msg(&m.unlock_different_lock, &[("lock", lock)]))
                 }
@@ -273,7 +309,10 @@ impl Machine<'_> {
         let Reg::MapPtr { map } = r1 else {
             return self.reject(
                 pc,
-                self.msg(&self.profile.messages.reg_type_mismatch, &[("reg", "R1".into()), ("type", r1.type_str().into()), ("expected", "map_ptr".into())]),
+                self.msg(
+                    &self.profile.messages.reg_type_mismatch,
+                    &[("reg", "R1".into()), ("type", r1.type_str().into()), ("expected", "map_ptr".into())],
+                ),
             );
         };
         let r2 = self.read_reg(st, pc, 2)?;
@@ -286,7 +325,10 @@ impl Machine<'_> {
         }
         let elide = self.profile.elide_array_lookup_null
             && matches!(spec.map_type, MapType::Array | MapType::PercpuArray)
-            && st.frames[frame].stack.constant_key(off, spec.key_size).is_some_and(|k| k >= 0 && k < spec.max_entries as i64);
+            && st.frames[frame]
+                .stack
+                .constant_key(off, spec.key_size)
+                .is_some_and(|k| k >= 0 && k < spec.max_entries as i64);
         let has_lock = spec.btf && spec.value.fields.iter().any(|f| f.kind != FieldKind::Int);
         let id = if !elide || has_lock { self.fresh_id() } else { 0 };
         if matches!(spec.map_type, MapType::ProgArray) {
@@ -295,4 +337,3 @@ impl Machine<'_> {
         Ok(Reg::MapValue { map, off: 0, var: None, id, null: !elide })
     }
 }
-

@@ -2,8 +2,8 @@
 
 use std::collections::BTreeMap;
 
-use super::scalar::{CmpOp, Scalar};
 use super::access::{check_region, is_aligned, tnum_const_str, Region, RegionError, BPF_MAX_VAR_OFF};
+use super::scalar::{CmpOp, Scalar};
 use super::state::{Frame, Reg, State};
 use super::{ModelOptions, Rule, Step, Stop, STEP_BUDGET};
 use crate::asm::Reloc;
@@ -35,7 +35,12 @@ pub(crate) fn kernel_map_name(name: &str) -> String {
 }
 
 impl<'a> Machine<'a> {
-    pub fn new(case: &'a Case, profile: &'a KernelProfile, module: &'a ModuleKfuncs, opts: &'a ModelOptions) -> Self {
+    pub fn new(
+        case: &'a Case,
+        profile: &'a KernelProfile,
+        module: &'a ModuleKfuncs,
+        opts: &'a ModelOptions,
+    ) -> Self {
         let maps = case.maps.iter().enumerate().map(|(i, m)| (m.name.as_str(), i)).collect();
         let subprogs = case.program.subprog_starts();
         let mut globals = BTreeMap::new();
@@ -44,7 +49,18 @@ impl<'a> Machine<'a> {
                 globals.insert(idx, (g.label.clone(), g.args));
             }
         }
-        Machine { case, profile, module, opts, maps, subprogs, globals, id_gen: 0, steps: 0, called: Default::default() }
+        Machine {
+            case,
+            profile,
+            module,
+            opts,
+            maps,
+            subprogs,
+            globals,
+            id_gen: 0,
+            steps: 0,
+            called: Default::default(),
+        }
     }
 
     /// Whether `rule` is checked (see [`ModelOptions`]).
@@ -83,7 +99,8 @@ impl<'a> Machine<'a> {
                     continue;
                 }
                 let sub = self.subprogs.iter().position(|s| *s == start).unwrap_or(0);
-                let mut st = State { frames: vec![Frame::new(0, sub, 0)], lock: None, refs: vec![], pc: start };
+                let mut st =
+                    State { frames: vec![Frame::new(0, sub, 0)], lock: None, refs: vec![], pc: start };
                 for r in 1..=args as usize {
                     st.frames[0].regs[r] = Reg::Scalar(Scalar::unknown());
                 }
@@ -111,7 +128,10 @@ impl<'a> Machine<'a> {
         // access, so alignment is only checked under BPF_F_STRICT_ALIGNMENT: check_ptr_alignment()).
         const NEUTRAL: u32 = (1 << 1) | (1 << 2) | (1 << 3) | (1 << 7);
         if self.case.prog_flags & !NEUTRAL != 0 {
-            return Err(Stop::Unsupported(format!("prog_flags {:#x} (strict alignment, XDP frags) are not modelled", self.case.prog_flags)));
+            return Err(Stop::Unsupported(format!(
+                "prog_flags {:#x} (strict alignment, XDP frags) are not modelled",
+                self.case.prog_flags
+            )));
         }
         for (pc, reloc) in &self.case.program.relocs {
             match reloc {
@@ -133,18 +153,27 @@ impl<'a> Machine<'a> {
             };
             let m = self.map(mi);
             let has = |k| m.btf && m.value.field_of(k).is_some();
-            if (has(FieldKind::SpinLock) || has(FieldKind::ResSpinLock)) && self.case.prog_type == ProgType::SocketFilter && self.on(Rule::ProgTypeCompat) {
+            if (has(FieldKind::SpinLock) || has(FieldKind::ResSpinLock))
+                && self.case.prog_type == ProgType::SocketFilter
+                && self.on(Rule::ProgTypeCompat)
+            {
                 return Err(Stop::Reject(None, self.profile.messages.socket_filter_lock.clone()));
             }
             if has(FieldKind::ResSpinLock) && !self.profile.res_spin_lock {
                 return Err(Stop::Unsupported("struct bpf_res_spin_lock is unknown to this kernel".into()));
             }
-            let traced = has(FieldKind::SpinLock) || (self.profile.tracing_res_spin_lock && has(FieldKind::ResSpinLock));
-            if traced && self.profile.tracing_prog_types.contains(&self.case.prog_type) && self.on(Rule::ProgTypeCompat) {
+            let traced = has(FieldKind::SpinLock)
+                || (self.profile.tracing_res_spin_lock && has(FieldKind::ResSpinLock));
+            if traced
+                && self.profile.tracing_prog_types.contains(&self.case.prog_type)
+                && self.on(Rule::ProgTypeCompat)
+            {
                 return Err(Stop::Reject(None, self.profile.messages.tracing_lock.clone()));
             }
             if m.btf && m.value.fields.iter().filter(|f| f.kind != FieldKind::Int).count() > 1 {
-                return Err(Stop::Unsupported("a map value with more than one lock fails map creation".into()));
+                return Err(Stop::Unsupported(
+                    "a map value with more than one lock fails map creation".into(),
+                ));
             }
         }
         if self.case.program.insns.is_empty() {
@@ -171,7 +200,9 @@ impl<'a> Machine<'a> {
             loop {
                 self.steps += 1;
                 if self.steps > STEP_BUDGET {
-                    return Err(Stop::Unsupported(format!("exploration exceeded {STEP_BUDGET} instructions (loops are not modelled)")));
+                    return Err(Stop::Unsupported(format!(
+                        "exploration exceeded {STEP_BUDGET} instructions (loops are not modelled)"
+                    )));
                 }
                 match self.step(&mut st)? {
                     Flow::Next(pc) => st.pc = pc,
@@ -192,14 +223,17 @@ impl<'a> Machine<'a> {
         }
         let reg = st.cur_ref().regs[r as usize].clone();
         if reg == Reg::NotInit {
-            return self.reject(pc, self.msg(&self.profile.messages.not_read_ok, &[("regno", r.to_string())]));
+            return self
+                .reject(pc, self.msg(&self.profile.messages.not_read_ok, &[("regno", r.to_string())]));
         }
         Ok(reg)
     }
 
     fn write_reg(&self, st: &mut State, r: u8, v: Reg) -> Step<()> {
         if r >= 10 {
-            return Err(Stop::Unsupported("writes to r10 (\"frame pointer is read only\") are not modelled".into()));
+            return Err(Stop::Unsupported(
+                "writes to r10 (\"frame pointer is read only\") are not modelled".into(),
+            ));
         }
         st.cur().regs[r as usize] = v;
         Ok(())
@@ -213,7 +247,9 @@ impl<'a> Machine<'a> {
         match insn.class() {
             BPF_ALU | BPF_ALU64 => self.alu(st, pc, insn).map(|_| Flow::Next(pc + 1)),
             BPF_LD if insn.is_ld_imm64() => self.ld_imm64(st, pc, insn).map(|_| Flow::Next(pc + 2)),
-            BPF_LD if matches!(insn.mode(), BPF_ABS | BPF_IND) => self.ld_abs(st, pc, insn).map(|_| Flow::Next(pc + 1)),
+            BPF_LD if matches!(insn.mode(), BPF_ABS | BPF_IND) => {
+                self.ld_abs(st, pc, insn).map(|_| Flow::Next(pc + 1))
+            }
             BPF_LDX if insn.mode() == BPF_MEM => {
                 self.read_reg(st, pc, insn.src)?;
                 if insn.dst >= 10 {
@@ -238,14 +274,20 @@ impl<'a> Machine<'a> {
             }
             BPF_STX if insn.mode() == BPF_ATOMIC => self.atomic(st, pc, insn).map(|_| Flow::Next(pc + 1)),
             BPF_JMP | BPF_JMP32 => self.jmp(st, pc, insn),
-            _ => Err(Stop::Unsupported(format!("instruction {:#04x} at {pc} is outside the modelled subset", insn.code))),
+            _ => Err(Stop::Unsupported(format!(
+                "instruction {:#04x} at {pc} is outside the modelled subset",
+                insn.code
+            ))),
         }
     }
 
     fn alu(&mut self, st: &mut State, pc: usize, insn: Insn) -> Step<()> {
         let is64 = insn.class() == BPF_ALU64;
         let op = insn.op();
-        if op == BPF_END || (op == BPF_MOV && insn.off != 0) || (matches!(op, BPF_DIV | BPF_MOD) && insn.off != 0) {
+        if op == BPF_END
+            || (op == BPF_MOV && insn.off != 0)
+            || (matches!(op, BPF_DIV | BPF_MOD) && insn.off != 0)
+        {
             // Byte swaps, movsx, sdiv/smod: the result is an unknown scalar when the input is one.
             let d = self.read_reg(st, pc, insn.dst);
             let src = if op == BPF_MOV { insn.src } else { insn.dst };
@@ -253,7 +295,11 @@ impl<'a> Machine<'a> {
             if v.is_pointer() {
                 return Err(Stop::Unsupported("byte swap / sign extension of a pointer".into()));
             }
-            return self.write_reg(st, insn.dst, Reg::Scalar(if is64 { Scalar::unknown() } else { Scalar::below(u32::MAX as u64) }));
+            return self.write_reg(
+                st,
+                insn.dst,
+                Reg::Scalar(if is64 { Scalar::unknown() } else { Scalar::below(u32::MAX as u64) }),
+            );
         }
         let src = if insn.source() == BPF_X {
             self.read_reg(st, pc, insn.src)?
@@ -278,7 +324,14 @@ impl<'a> Machine<'a> {
                 let b = if op == BPF_SUB { -*b } else { *b };
                 self.ptr_add(pc, insn.dst, p, b)?
             }
-            _ => return Err(Stop::Unsupported(format!("ALU op {:#04x} on {} and {} at {pc}", insn.code, dst.type_str(), src.type_str()))),
+            _ => {
+                return Err(Stop::Unsupported(format!(
+                    "ALU op {:#04x} on {} and {} at {pc}",
+                    insn.code,
+                    dst.type_str(),
+                    src.type_str()
+                )))
+            }
         };
         self.write_reg(st, insn.dst, res)
     }
@@ -301,7 +354,10 @@ impl<'a> Machine<'a> {
             (Reg::MapValue { null: false, map, off, var, id }, None) => {
                 // check_reg_sane_offset_scalar(), in its order (a known offset took the branch above).
                 if b.smin == i64::MIN {
-                    return self.reject(pc, self.msg(&self.profile.messages.ptr_unbounded_min, &[("type", "map_value".into())]));
+                    return self.reject(
+                        pc,
+                        self.msg(&self.profile.messages.ptr_unbounded_min, &[("type", "map_value".into())]),
+                    );
                 }
                 if b.smin >= BPF_MAX_VAR_OFF || b.smin <= -BPF_MAX_VAR_OFF {
                     let args = [("value", b.smin.to_string()), ("type", "map_value".into())];
@@ -329,7 +385,13 @@ impl<'a> Machine<'a> {
             (BPF_PSEUDO_MAP_FD, Some(Reloc::Map { name })) => Reg::MapPtr { map: self.maps[name.as_str()] },
             (BPF_PSEUDO_MAP_VALUE, Some(Reloc::MapValue { name, offset })) => {
                 // check_ld_imm(): reg->id stays 0, the value is not distinct.
-                Reg::MapValue { map: self.maps[name.as_str()], off: *offset as i64, var: None, id: 0, null: false }
+                Reg::MapValue {
+                    map: self.maps[name.as_str()],
+                    off: *offset as i64,
+                    var: None,
+                    id: 0,
+                    null: false,
+                }
             }
             _ => return Err(Stop::Unsupported(format!("ld_imm64 form src={} at {pc}", insn.src))),
         };
@@ -391,7 +453,9 @@ impl<'a> Machine<'a> {
         let Reg::MapValue { off: o, var, .. } = base else { return Ok(()) };
         let v = match var {
             None => 0,
-            Some(v) => v.konst().ok_or_else(|| Stop::Unsupported("alignment of a variable map value offset".into()))?,
+            Some(v) => v
+                .konst()
+                .ok_or_else(|| Stop::Unsupported("alignment of a variable map value offset".into()))?,
         };
         if is_aligned(o + v + off, size) {
             return Ok(());
@@ -399,23 +463,43 @@ impl<'a> Machine<'a> {
         let p = self.profile;
         let args: Vec<(&str, String)> = if p.ptr_off_in_var_off {
             // tnum_strn(reg->var_off), var_off holding the whole constant offset.
-            vec![("var_off", tnum_const_str(o + v, true)), ("off", off.to_string()), ("size", size.to_string())]
+            vec![
+                ("var_off", tnum_const_str(o + v, true)),
+                ("off", off.to_string()),
+                ("size", size.to_string()),
+            ]
         } else {
-            vec![("var_off", tnum_const_str(v, false)), ("reg_off", o.to_string()), ("off", off.to_string()), ("size", size.to_string())]
+            vec![
+                ("var_off", tnum_const_str(v, false)),
+                ("reg_off", o.to_string()),
+                ("off", off.to_string()),
+                ("size", size.to_string()),
+            ]
         };
         self.reject(pc, self.msg(&p.messages.misaligned_access, &args))
     }
 
     /// `check_mem_access()` for the pointer types of the subset. `value` is set for a store.
     #[allow(clippy::too_many_arguments)]
-    pub fn mem_access(&self, st: &mut State, pc: usize, regno: u8, base: &Reg, off: i64, size: u8, value: Option<Reg>) -> Step<Reg> {
+    pub fn mem_access(
+        &self,
+        st: &mut State,
+        pc: usize,
+        regno: u8,
+        base: &Reg,
+        off: i64,
+        size: u8,
+        value: Option<Reg>,
+    ) -> Step<Reg> {
         let m = &self.profile.messages;
         let reg = format!("R{regno}");
         match base {
             Reg::Stack { frame, off: o } => {
                 let at = o + off;
                 if at < -512 || at + size as i64 > 0 || at % size as i64 != 0 {
-                    return Err(Stop::Unsupported(format!("stack access at {at} size {size} is out of range or misaligned")));
+                    return Err(Stop::Unsupported(format!(
+                        "stack access at {at} size {size} is out of range or misaligned"
+                    )));
                 }
                 let fr = &mut st.frames[*frame];
                 match value {
@@ -434,12 +518,22 @@ impl<'a> Machine<'a> {
                 let (lo, hi) = match check_region(region, size, spec.value.size) {
                     Ok(r) => r,
                     Err(_) if !var_const => {
-                        return Err(Stop::Unsupported("variable-offset map value access out of bounds".into()));
+                        return Err(Stop::Unsupported(
+                            "variable-offset map value access out of bounds".into(),
+                        ));
                     }
-                    Err(RegionError::MinNegative) => return self.reject(pc, self.msg(&m.min_negative, &[("reg", reg)])),
-                    Err(RegionError::Unbounded) => return self.reject(pc, self.msg(&m.unbounded_access, &[("reg", reg)])),
+                    Err(RegionError::MinNegative) => {
+                        return self.reject(pc, self.msg(&m.min_negative, &[("reg", reg)]))
+                    }
+                    Err(RegionError::Unbounded) => {
+                        return self.reject(pc, self.msg(&m.unbounded_access, &[("reg", reg)]))
+                    }
                     Err(RegionError::OutOfBounds(at)) => {
-                        let args = [("value_size", spec.value.size.to_string()), ("off", at.to_string()), ("size", size.to_string())];
+                        let args = [
+                            ("value_size", spec.value.size.to_string()),
+                            ("off", at.to_string()),
+                            ("size", size.to_string()),
+                        ];
                         return self.reject(pc, self.msg(&m.map_value_oob, &args));
                     }
                 };
@@ -466,14 +560,24 @@ impl<'a> Machine<'a> {
                     && size == 4
                     && (0..68).contains(&off)
                     && off % 4 == 0
-                    && matches!(self.case.prog_type, ProgType::SocketFilter | ProgType::SchedCls | ProgType::SchedAct | ProgType::CgroupSkb) =>
+                    && matches!(
+                        self.case.prog_type,
+                        ProgType::SocketFilter
+                            | ProgType::SchedCls
+                            | ProgType::SchedAct
+                            | ProgType::CgroupSkb
+                    ) =>
             {
                 Ok(Reg::Scalar(Scalar::of_size(4)))
             }
-            Reg::MapValue { null: true, .. } | Reg::Scalar(_) => {
-                self.reject(pc, self.msg(&m.invalid_mem_access, &[("reg", reg), ("type", base.type_str().into())]))
-            }
-            _ => Err(Stop::Unsupported(format!("memory access through {} is outside the modelled subset", base.type_str()))),
+            Reg::MapValue { null: true, .. } | Reg::Scalar(_) => self.reject(
+                pc,
+                self.msg(&m.invalid_mem_access, &[("reg", reg), ("type", base.type_str().into())]),
+            ),
+            _ => Err(Stop::Unsupported(format!(
+                "memory access through {} is outside the modelled subset",
+                base.type_str()
+            ))),
         }
     }
 
@@ -530,7 +634,8 @@ impl<'a> Machine<'a> {
                         _ => unreachable!("only pointers have a maybe-null id"),
                     }
                 });
-                let (mut taken, fall) = if cmp == CmpOp::Eq { (null_st, st.clone()) } else { (st.clone(), null_st) };
+                let (mut taken, fall) =
+                    if cmp == CmpOp::Eq { (null_st, st.clone()) } else { (st.clone(), null_st) };
                 taken.pc = target;
                 *st = fall;
                 Ok(Flow::Branch(pc + 1, Box::new(taken)))
@@ -612,7 +717,9 @@ impl<'a> Machine<'a> {
         // id=%d alloc_insn=%d" per reference; its ids follow env->id_gen, which also numbers
         // scalars the model does not track.
         if !st.refs.is_empty() {
-            return Err(Stop::Unsupported("exit with an unreleased reference (the message's ids are not modelled)".into()));
+            return Err(Stop::Unsupported(
+                "exit with an unreleased reference (the message's ids are not modelled)".into(),
+            ));
         }
         let r0 = self.read_reg(st, pc, 0)?;
         if self.case.prog_type == ProgType::CgroupSkb && !matches!(&r0, Reg::Scalar(s) if s.umax <= 1) {
@@ -643,14 +750,42 @@ fn scalar_op(op: u8, a: Scalar, b: Scalar, is64: bool) -> Scalar {
             BPF_ADD => x.wrapping_add(y),
             BPF_SUB => x.wrapping_sub(y),
             BPF_MUL => x.wrapping_mul(y),
-            BPF_DIV => if y == 0 { 0 } else if is64 { (x as u64 / y as u64) as i64 } else { (x as u32 / y as u32) as i64 },
-            BPF_MOD => if y == 0 { x } else if is64 { (x as u64 % y as u64) as i64 } else { (x as u32 % y as u32) as i64 },
+            BPF_DIV => {
+                if y == 0 {
+                    0
+                } else if is64 {
+                    (x as u64 / y as u64) as i64
+                } else {
+                    (x as u32 / y as u32) as i64
+                }
+            }
+            BPF_MOD => {
+                if y == 0 {
+                    x
+                } else if is64 {
+                    (x as u64 % y as u64) as i64
+                } else {
+                    (x as u32 % y as u32) as i64
+                }
+            }
             BPF_OR => x | y,
             BPF_AND => x & y,
             BPF_XOR => x ^ y,
             BPF_LSH => x.wrapping_shl((y & shift_mask) as u32),
-            BPF_RSH => if is64 { ((x as u64) >> (y & shift_mask)) as i64 } else { ((x as u32) >> (y & shift_mask)) as i64 },
-            BPF_ARSH => if is64 { x >> (y & shift_mask) } else { ((x as i32) >> (y & shift_mask)) as i64 },
+            BPF_RSH => {
+                if is64 {
+                    ((x as u64) >> (y & shift_mask)) as i64
+                } else {
+                    ((x as u32) >> (y & shift_mask)) as i64
+                }
+            }
+            BPF_ARSH => {
+                if is64 {
+                    x >> (y & shift_mask)
+                } else {
+                    ((x as i32) >> (y & shift_mask)) as i64
+                }
+            }
             BPF_NEG => x.wrapping_neg(),
             _ => return Scalar::unknown(),
         };
@@ -660,14 +795,20 @@ fn scalar_op(op: u8, a: Scalar, b: Scalar, is64: bool) -> Scalar {
         BPF_ADD => a + b,
         BPF_SUB => a + -b,
         BPF_AND => match (a.konst(), b.konst()) {
-            (_, Some(m)) | (Some(m), _) if m >= 0 => Scalar::below(m as u64).refine(CmpOp::Le, a.umax.min(m as u64) as i64).unwrap_or(Scalar::below(m as u64)),
+            (_, Some(m)) | (Some(m), _) if m >= 0 => Scalar::below(m as u64)
+                .refine(CmpOp::Le, a.umax.min(m as u64) as i64)
+                .unwrap_or(Scalar::below(m as u64)),
             _ => Scalar::unknown(),
         },
         // scalar_min_max_arsh(): the signed bounds shift; the unsigned ones follow from them.
         BPF_ARSH if is64 => match b.konst() {
             Some(k) if (0..64).contains(&k) => {
                 let s = Scalar { smin: a.smin >> k, smax: a.smax >> k, umin: 0, umax: u64::MAX };
-                if s.smin >= 0 { Scalar::below(s.smax as u64).refine(CmpOp::Sge, s.smin).unwrap_or(s) } else { s }
+                if s.smin >= 0 {
+                    Scalar::below(s.smax as u64).refine(CmpOp::Sge, s.smin).unwrap_or(s)
+                } else {
+                    s
+                }
             }
             _ => Scalar::unknown(),
         },

@@ -117,7 +117,12 @@ pub fn check(case: &Case, profile: &KernelProfile, module: &ModuleKfuncs) -> Ver
 }
 
 /// [`check`] with options (rules switched off).
-pub fn check_with(case: &Case, profile: &KernelProfile, module: &ModuleKfuncs, opts: &ModelOptions) -> Verdict {
+pub fn check_with(
+    case: &Case,
+    profile: &KernelProfile,
+    module: &ModuleKfuncs,
+    opts: &ModelOptions,
+) -> Verdict {
     match exec::Machine::new(case, profile, module, opts).run() {
         Ok(()) => Verdict::accept(),
         Err(Stop::Reject(insn, msg)) => Verdict::reject(insn, msg),

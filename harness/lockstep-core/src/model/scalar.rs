@@ -185,7 +185,12 @@ impl CmpOp {
             CmpOp::Eq | CmpOp::Ne => {
                 let ne = if let (Some(x), Some(y)) = (a.konst(), b.konst()) {
                     Some(x != y)
-                } else if !a.tnum_overlap(b) || umin1 > umax2 || umax1 < umin2 || smin1 > smax2 || smax1 < smin2 {
+                } else if !a.tnum_overlap(b)
+                    || umin1 > umax2
+                    || umax1 < umin2
+                    || smin1 > smax2
+                    || smax1 < smin2
+                {
                     Some(true)
                 } else {
                     None
@@ -234,8 +239,10 @@ impl View {
     /// The low 32 bits: exact when the 64-bit unsigned range stays within one 2^32 block,
     /// otherwise every u32; the s32 range follows from the u32 one when it does not cross 2^31.
     fn of32(s: &Scalar) -> View {
-        let (lo, hi) = if s.umin >> 32 == s.umax >> 32 { (s.umin as u32, s.umax as u32) } else { (0, u32::MAX) };
-        let (smin, smax) = if (lo as i32) <= (hi as i32) { (lo as i32, hi as i32) } else { (i32::MIN, i32::MAX) };
+        let (lo, hi) =
+            if s.umin >> 32 == s.umax >> 32 { (s.umin as u32, s.umax as u32) } else { (0, u32::MAX) };
+        let (smin, smax) =
+            if (lo as i32) <= (hi as i32) { (lo as i32, hi as i32) } else { (i32::MIN, i32::MAX) };
         View { umin: lo as u64, umax: hi as u64, smin: smin as i64, smax: smax as i64 }
     }
 

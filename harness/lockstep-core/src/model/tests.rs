@@ -27,7 +27,10 @@ fn lock_map(name: &str, btf: bool) -> MapSpec {
 
 fn case(prog_type: ProgType, maps: Vec<MapSpec>, text: &str) -> Case {
     let module = crate::module_src::bundled();
-    let symbols = Symbols { maps: maps.iter().map(|m| m.name.clone()).collect(), kfuncs: module.kfuncs.keys().cloned().collect() };
+    let symbols = Symbols {
+        maps: maps.iter().map(|m| m.name.clone()).collect(),
+        kfuncs: module.kfuncs.keys().cloned().collect(),
+    };
     let program = assemble(text, &symbols).expect("test program assembles");
     Case { maps, ..Case::new("t", prog_type, program, text) }
 }
@@ -57,7 +60,11 @@ fn with_prologue(body: &str) -> String {
 
 #[test]
 fn lock_then_unlock_is_accepted_everywhere() {
-    let c = case(ProgType::SchedCls, vec![lock_map("m", true)], &with_prologue("call bpf_spin_lock\n r1 = r6\n r1 += 4\n call bpf_spin_unlock"));
+    let c = case(
+        ProgType::SchedCls,
+        vec![lock_map("m", true)],
+        &with_prologue("call bpf_spin_lock\n r1 = r6\n r1 += 4\n call bpf_spin_unlock"),
+    );
     for (p, v) in verdicts(&c) {
         assert_eq!(v.verdict, VerdictKind::Accept, "{p}: {v:?}");
     }
@@ -66,18 +73,30 @@ fn lock_then_unlock_is_accepted_everywhere() {
 #[test]
 fn exit_with_lock_held_message_differs_by_kernel() {
     // 6.12 do_check(): "bpf_spin_unlock is missing"; 7.x process_bpf_exit_full() -> check_resource_leak().
-    let c = case(ProgType::SchedCls, vec![lock_map("m", true)], &with_prologue("call bpf_spin_lock\n r0 = 0\n exit"));
+    let c = case(
+        ProgType::SchedCls,
+        vec![lock_map("m", true)],
+        &with_prologue("call bpf_spin_lock\n r0 = 0\n exit"),
+    );
     for (p, v) in verdicts(&c) {
         assert_eq!(v.verdict, VerdictKind::Reject, "{p}");
         assert_eq!(v.insn, Some(13), "{p}");
-        let want = if p == "6.12" { "bpf_spin_unlock is missing" } else { "BPF_EXIT instruction in main prog cannot be used inside bpf_spin_lock-ed region" };
+        let want = if p == "6.12" {
+            "bpf_spin_unlock is missing"
+        } else {
+            "BPF_EXIT instruction in main prog cannot be used inside bpf_spin_lock-ed region"
+        };
         assert_eq!(v.message.as_deref(), Some(want), "{p}");
     }
 }
 
 #[test]
 fn helper_under_lock_is_rejected() {
-    let c = case(ProgType::SchedCls, vec![lock_map("m", true)], &with_prologue("call bpf_spin_lock\n call bpf_get_prandom_u32"));
+    let c = case(
+        ProgType::SchedCls,
+        vec![lock_map("m", true)],
+        &with_prologue("call bpf_spin_lock\n call bpf_get_prandom_u32"),
+    );
     for (p, v) in verdicts(&c) {
         assert_eq!(v.message.as_deref(), Some("function calls are not allowed while holding a lock"), "{p}");
         assert_eq!(v.insn, Some(12), "{p}");
@@ -92,12 +111,20 @@ fn flagged_module_kfunc_under_lock_depends_on_profile() {
         let want = if p == "6.12" || p == "7.2" { VerdictKind::Reject } else { VerdictKind::Accept };
         assert_eq!(v.verdict, want, "{p}: {v:?}");
     }
-    let c = case(ProgType::SchedCls, vec![lock_map("m", true)], &with_prologue(&body.replace("lockstep_safe", "lockstep_unsafe")));
+    let c = case(
+        ProgType::SchedCls,
+        vec![lock_map("m", true)],
+        &with_prologue(&body.replace("lockstep_safe", "lockstep_unsafe")),
+    );
     for (p, v) in verdicts(&c) {
         assert_eq!(v.verdict, VerdictKind::Reject, "{p}: {v:?}");
     }
     // Registered for XDP only: fetch_kfunc_meta() finds no flags for sched_cls.
-    let c = case(ProgType::SchedCls, vec![lock_map("m", true)], &with_prologue(&body.replace("lockstep_safe", "lockstep_xdp_only_safe")));
+    let c = case(
+        ProgType::SchedCls,
+        vec![lock_map("m", true)],
+        &with_prologue(&body.replace("lockstep_safe", "lockstep_xdp_only_safe")),
+    );
     for (p, v) in verdicts(&c) {
         assert_eq!(v.message.as_deref(), Some("function calls are not allowed while holding a lock"), "{p}");
     }
@@ -107,7 +134,11 @@ fn flagged_module_kfunc_under_lock_depends_on_profile() {
 fn double_lock_and_unlock_without_lock() {
     // do_check_insn(): bpf_spin_lock is not among the helpers allowed under a lock, so a second
     // bpf_spin_lock never reaches process_spin_lock()'s "Locking two bpf_spin_locks" check.
-    let c = case(ProgType::SchedCls, vec![lock_map("m", true)], &with_prologue("call bpf_spin_lock\n r1 = r6\n r1 += 4\n call bpf_spin_lock"));
+    let c = case(
+        ProgType::SchedCls,
+        vec![lock_map("m", true)],
+        &with_prologue("call bpf_spin_lock\n r1 = r6\n r1 += 4\n call bpf_spin_lock"),
+    );
     for (p, v) in verdicts(&c) {
         assert_eq!(v.message.as_deref(), Some("function calls are not allowed while holding a lock"), "{p}");
     }
@@ -121,11 +152,20 @@ fn double_lock_and_unlock_without_lock() {
 fn map_without_btf_and_wrong_offset() {
     let c = case(ProgType::SchedCls, vec![lock_map("m", false)], &with_prologue("call bpf_spin_lock"));
     for (p, v) in verdicts(&c) {
-        assert_eq!(v.message.as_deref(), Some("map 'm' has to have BTF in order to use bpf_spin_lock"), "{p}");
+        assert_eq!(
+            v.message.as_deref(),
+            Some("map 'm' has to have BTF in order to use bpf_spin_lock"),
+            "{p}"
+        );
     }
-    let c = case(ProgType::SchedCls, vec![lock_map("m", true)], &with_prologue("r1 = r6\n call bpf_spin_lock"));
+    let c =
+        case(ProgType::SchedCls, vec![lock_map("m", true)], &with_prologue("r1 = r6\n call bpf_spin_lock"));
     for (p, v) in verdicts(&c) {
-        assert_eq!(v.message.as_deref(), Some("off 0 doesn't point to 'struct bpf_spin_lock' that is at 4"), "{p}");
+        assert_eq!(
+            v.message.as_deref(),
+            Some("off 0 doesn't point to 'struct bpf_spin_lock' that is at 4"),
+            "{p}"
+        );
     }
 }
 
@@ -133,7 +173,11 @@ fn map_without_btf_and_wrong_offset() {
 fn prog_type_compatibility_is_checked_before_the_walk() {
     let c = case(ProgType::SocketFilter, vec![lock_map("m", true)], &with_prologue("call bpf_spin_lock"));
     for (p, v) in verdicts(&c) {
-        assert_eq!((v.insn, v.message.as_deref()), (None, Some("socket filter progs cannot use bpf_spin_lock yet")), "{p}");
+        assert_eq!(
+            (v.insn, v.message.as_deref()),
+            (None, Some("socket filter progs cannot use bpf_spin_lock yet")),
+            "{p}"
+        );
     }
     let c = case(ProgType::Kprobe, vec![lock_map("m", true)], &with_prologue("call bpf_spin_lock"));
     for (p, v) in verdicts(&c) {
@@ -145,7 +189,11 @@ fn prog_type_compatibility_is_checked_before_the_walk() {
 fn direct_access_to_the_lock_field() {
     let c = case(ProgType::SchedCls, vec![lock_map("m", true)], &with_prologue("r1 = *(u32 *)(r6 + 4)"));
     for (p, v) in verdicts(&c) {
-        assert_eq!(v.message.as_deref(), Some("bpf_spin_lock cannot be accessed directly by load/store"), "{p}");
+        assert_eq!(
+            v.message.as_deref(),
+            Some("bpf_spin_lock cannot be accessed directly by load/store"),
+            "{p}"
+        );
     }
 }
 
@@ -166,7 +214,8 @@ fn array_lookup_nullness_elision_changes_the_null_check_path() {
 
 #[test]
 fn unmodelled_helper_is_unsupported_not_guessed() {
-    let c = case(ProgType::SchedCls, vec![lock_map("m", true)], "call bpf_get_current_pid_tgid\n r0 = 0\n exit");
+    let c =
+        case(ProgType::SchedCls, vec![lock_map("m", true)], "call bpf_get_current_pid_tgid\n r0 = 0\n exit");
     for (p, v) in verdicts(&c) {
         assert_eq!(v.verdict, VerdictKind::Unsupported, "{p}");
     }
@@ -176,7 +225,11 @@ fn unmodelled_helper_is_unsupported_not_guessed() {
 fn switched_off_rules_are_skipped() {
     let module = crate::module_src::bundled();
     let p = KernelProfile::by_name("7.2").unwrap();
-    let c = case(ProgType::SchedCls, vec![lock_map("m", true)], &with_prologue("call bpf_spin_lock\n call bpf_get_prandom_u32\n r0 = 0\n exit"));
+    let c = case(
+        ProgType::SchedCls,
+        vec![lock_map("m", true)],
+        &with_prologue("call bpf_spin_lock\n call bpf_get_prandom_u32\n r0 = 0\n exit"),
+    );
     let off = |rules: &[Rule]| check_with(&c, &p, &module, &ModelOptions { disabled: rules.to_vec() });
     assert_eq!(off(&[]), check(&c, &p, &module));
     assert_eq!(off(&[]).message.as_deref(), Some("function calls are not allowed while holding a lock"));
@@ -193,7 +246,8 @@ fn skb_ctx_reads_give_a_u32_and_the_rest_of_ctx_is_unsupported() {
     // bpf_skb_is_valid_access(): __sk_buff->mark (offset 8) is readable in every skb type; the
     // loaded value is a scalar, so comparing it branches both ways.
     let body = "r7 = *(u32 *)(r9 + 8)\n if r7 == 0 goto skip\n call bpf_spin_lock\n r1 = r6\n r1 += 4\n call bpf_spin_unlock\nskip:";
-    let c = case(ProgType::CgroupSkb, vec![lock_map("m", true)], &format!("r9 = r1\n{}", with_prologue(body)));
+    let c =
+        case(ProgType::CgroupSkb, vec![lock_map("m", true)], &format!("r9 = r1\n{}", with_prologue(body)));
     for (p, v) in verdicts(&c) {
         assert_eq!(v.verdict, VerdictKind::Accept, "{p}: {v:?}");
     }
@@ -224,7 +278,9 @@ fn res_spin_lock_map_in_a_tracing_program() {
     let c = case(ProgType::Kprobe, vec![m], "r1 = m ll\n r0 = 0\n exit");
     for (p, v) in verdicts(&c) {
         match p.as_str() {
-            "7.2" | "7.2+kf-spin-lock" => assert_eq!(v, Verdict::reject(None, "tracing progs cannot use bpf_spin_lock yet"), "{p}"),
+            "7.2" | "7.2+kf-spin-lock" => {
+                assert_eq!(v, Verdict::reject(None, "tracing progs cannot use bpf_spin_lock yet"), "{p}")
+            }
             "7.3" => assert_eq!(v.verdict, VerdictKind::Accept, "{p}: {v:?}"),
             _ => assert_eq!(v.verdict, VerdictKind::Unsupported, "{p}: {v:?}"),
         }
@@ -235,15 +291,30 @@ fn res_spin_lock_map_in_a_tracing_program() {
 /// `r1 += -4` the access at +4 is "unbounded"; 6.12 (reg->off = -4) accepts it.
 #[test]
 fn negative_map_value_offset_then_access() {
-    let c = case(ProgType::SchedCls, vec![lock_map("m", true)], &with_prologue("r1 = r6\n r1 += -4\n r2 = *(u32 *)(r1 + 4)"));
+    let c = case(
+        ProgType::SchedCls,
+        vec![lock_map("m", true)],
+        &with_prologue("r1 = r6\n r1 += -4\n r2 = *(u32 *)(r1 + 4)"),
+    );
     for (p, v) in verdicts(&c) {
         if p == "6.12" {
             assert_eq!(v.verdict, VerdictKind::Accept, "{p}: {v:?}");
         } else {
-            assert_eq!(v, Verdict::reject(Some(13), "R1 unbounded memory access, make sure to bounds check any such access"), "{p}");
+            assert_eq!(
+                v,
+                Verdict::reject(
+                    Some(13),
+                    "R1 unbounded memory access, make sure to bounds check any such access"
+                ),
+                "{p}"
+            );
         }
     }
-    let c = case(ProgType::SchedCls, vec![lock_map("m", true)], &with_prologue("r1 = r6\n r1 += -4\n r2 = *(u32 *)(r1 + 0)"));
+    let c = case(
+        ProgType::SchedCls,
+        vec![lock_map("m", true)],
+        &with_prologue("r1 = r6\n r1 += -4\n r2 = *(u32 *)(r1 + 0)"),
+    );
     for (p, v) in verdicts(&c) {
         let want = if p == "6.12" {
             "invalid access to map value, value_size=8 off=-4 size=4"
@@ -258,9 +329,17 @@ fn negative_map_value_offset_then_access() {
 /// bounds and special-field checks; 6.12 prints `var_off+reg->off+off`, 7.x `var_off+off`.
 #[test]
 fn misaligned_atomic_on_a_map_value() {
-    let c = case(ProgType::SchedCls, vec![lock_map("m", true)], &with_prologue("r1 = r6\n r1 += -4\n r2 = 1\n lock *(u32 *)(r1 + 10) += r2"));
+    let c = case(
+        ProgType::SchedCls,
+        vec![lock_map("m", true)],
+        &with_prologue("r1 = r6\n r1 += -4\n r2 = 1\n lock *(u32 *)(r1 + 10) += r2"),
+    );
     for (p, v) in verdicts(&c) {
-        let want = if p == "6.12" { "misaligned value access off 0+-4+10 size 4" } else { "misaligned value access off -4+10 size 4" };
+        let want = if p == "6.12" {
+            "misaligned value access off 0+-4+10 size 4"
+        } else {
+            "misaligned value access off -4+10 size 4"
+        };
         assert_eq!(v, Verdict::reject(Some(14), want), "{p}");
     }
 }
@@ -270,7 +349,9 @@ fn misaligned_atomic_on_a_map_value() {
 #[test]
 fn branches_decided_by_bounds_prune_dead_paths() {
     for cond in ["if r0 & 0 goto bad", "if w0 < 0 goto bad"] {
-        let text = format!("call bpf_get_prandom_u32\n {cond}\n r0 = 0\n exit\nbad:\n r1 = 0\n r0 = *(u32 *)(r1 + 0)\n exit");
+        let text = format!(
+            "call bpf_get_prandom_u32\n {cond}\n r0 = 0\n exit\nbad:\n r1 = 0\n r0 = *(u32 *)(r1 + 0)\n exit"
+        );
         let c = case(ProgType::SchedCls, vec![lock_map("m", true)], &text);
         for (p, v) in verdicts(&c) {
             assert_eq!(v.verdict, VerdictKind::Accept, "{cond} on {p}: {v:?}");
@@ -318,7 +399,13 @@ fn global_function_argument_is_checked_before_the_lock() {
     c.globals[0].args = 0;
     for (p, v) in verdicts(&c) {
         assert_eq!(v.insn, Some(5), "{p}: {v:?}");
-        assert!(v.message.as_deref().unwrap().starts_with("global function calls are not allowed while holding a lock,"), "{p}: {v:?}");
+        assert!(
+            v.message
+                .as_deref()
+                .unwrap()
+                .starts_with("global function calls are not allowed while holding a lock,"),
+            "{p}: {v:?}"
+        );
     }
 }
 
@@ -341,7 +428,11 @@ fn acquire_release_under_a_lock_follows_the_lock_rule() {
     let c = case(ProgType::SchedCls, vec![lock_map("m", true)], &with_prologue(&body));
     for (p, v) in verdicts(&c) {
         if p == "6.12" || p == "7.2" {
-            assert_eq!((v.insn, v.message.as_deref()), (Some(13), Some("function calls are not allowed while holding a lock")), "{p}");
+            assert_eq!(
+                (v.insn, v.message.as_deref()),
+                (Some(13), Some("function calls are not allowed while holding a lock")),
+                "{p}"
+            );
         } else {
             assert_eq!(v.verdict, VerdictKind::Accept, "{p}: {v:?}");
         }
@@ -351,17 +442,29 @@ fn acquire_release_under_a_lock_follows_the_lock_rule() {
 #[test]
 fn a_maybe_null_return_left_unchecked_is_fine_and_a_leak_is_not_modelled() {
     // KF_RET_NULL without KF_ACQUIRE: no reference, nothing to release.
-    let c = case(ProgType::SchedCls, vec![lock_map("m", true)], &with_prologue("r1 = 1\n call lockstep_safe_ret_null"));
+    let c = case(
+        ProgType::SchedCls,
+        vec![lock_map("m", true)],
+        &with_prologue("r1 = 1\n call lockstep_safe_ret_null"),
+    );
     for (p, v) in verdicts(&c) {
         assert_eq!(v.verdict, VerdictKind::Accept, "{p}: {v:?}");
     }
     // An acquired reference still held at exit: check_reference_leak()'s ids follow id_gen.
-    let c = case(ProgType::SchedCls, vec![lock_map("m", true)], &with_prologue("r1 = 1\n call lockstep_safe_acquire\n r7 = r0"));
+    let c = case(
+        ProgType::SchedCls,
+        vec![lock_map("m", true)],
+        &with_prologue("r1 = 1\n call lockstep_safe_acquire\n r7 = r0"),
+    );
     for (p, v) in verdicts(&c) {
         assert_eq!(v.verdict, VerdictKind::Unsupported, "{p}: {v:?}");
     }
     // ... but only the non-null path holds it: the NULL branch released it.
-    let c = case(ProgType::SchedCls, vec![lock_map("m", true)], &with_prologue("r1 = 1\n call lockstep_safe_acquire\n if r0 != 0 goto out"));
+    let c = case(
+        ProgType::SchedCls,
+        vec![lock_map("m", true)],
+        &with_prologue("r1 = 1\n call lockstep_safe_acquire\n if r0 != 0 goto out"),
+    );
     for (p, v) in verdicts(&c) {
         assert_eq!(v.verdict, VerdictKind::Unsupported, "{p}: {v:?}");
     }

@@ -28,7 +28,11 @@ impl PrivateApt {
 
     fn keyring(&self) -> PathBuf {
         let private = self.dir.join("keyring.gpg");
-        if private.exists() { private } else { PathBuf::from(SYSTEM_KEYRING) }
+        if private.exists() {
+            private
+        } else {
+            PathBuf::from(SYSTEM_KEYRING)
+        }
     }
 
     /// The `-o` options that make apt use only this tree.
@@ -111,8 +115,9 @@ impl PrivateApt {
             return Err(FetchError::Unverified { suite: KEYRING_SUITE.into(), output: out });
         }
         let show = boot.show(&["debian-archive-keyring".to_string()])?;
-        let info = names::newest(&names::parse_show(&show), "debian-archive-keyring")
-            .ok_or_else(|| FetchError::NotFound { what: "debian-archive-keyring".into(), suite: KEYRING_SUITE.into() })?;
+        let info = names::newest(&names::parse_show(&show), "debian-archive-keyring").ok_or_else(|| {
+            FetchError::NotFound { what: "debian-archive-keyring".into(), suite: KEYRING_SUITE.into() }
+        })?;
         let debs = boot.dir.join("debs");
         let deb = boot.download(&info.package, &info.version, &debs)?;
         let x = boot.dir.join("keyring-x");
@@ -122,7 +127,10 @@ impl PrivateApt {
             .iter()
             .map(|ext| x.join(format!("usr/share/keyrings/debian-archive-keyring.{ext}")))
             .find(|p| p.exists())
-            .ok_or_else(|| FetchError::NotFound { what: "keyring file in debian-archive-keyring".into(), suite: KEYRING_SUITE.into() })?;
+            .ok_or_else(|| FetchError::NotFound {
+                what: "keyring file in debian-archive-keyring".into(),
+                suite: KEYRING_SUITE.into(),
+            })?;
         let dst = self.dir.join("keyring.gpg");
         fs::copy(&src, &dst).map_err(|e| FetchError::io(&dst, e))?;
         Ok(())
@@ -164,7 +172,8 @@ impl PrivateApt {
 /// Runs a command; its stdout and stderr together, or an error with both.
 fn run(cmd: &mut Command) -> Result<String, FetchError> {
     let shown = format!("{cmd:?}");
-    let out = cmd.output().map_err(|e| FetchError::Command { command: shown.clone(), output: e.to_string() })?;
+    let out =
+        cmd.output().map_err(|e| FetchError::Command { command: shown.clone(), output: e.to_string() })?;
     let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
     if !out.status.success() {
         return Err(FetchError::Command { command: shown, output: text });

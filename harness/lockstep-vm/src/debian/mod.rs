@@ -174,7 +174,9 @@ impl KernelCache {
                 }
             }
         }
-        out.sort_by(|a, b| a.name.cmp(&b.name).then_with(|| names::cmp_newest_first(&a.package_version, &b.package_version)));
+        out.sort_by(|a, b| {
+            a.name.cmp(&b.name).then_with(|| names::cmp_newest_first(&a.package_version, &b.package_version))
+        });
         out
     }
 
@@ -184,12 +186,20 @@ impl KernelCache {
     }
 
     /// Fetches `name` (idempotent: a cached entry with the requested parts means no network).
-    pub fn fetch(&self, name: &str, parts: FetchParts, progress: &dyn Fn(Progress)) -> Result<KernelRef, FetchError> {
+    pub fn fetch(
+        &self,
+        name: &str,
+        parts: FetchParts,
+        progress: &dyn Fn(Progress),
+    ) -> Result<KernelRef, FetchError> {
         let spec = names::spec_for(name).ok_or_else(|| FetchError::UnknownKernel(name.to_string()))?;
         if !self.refresh {
             if let Some(k) = self.lookup(name) {
                 if k.headers.is_some() || !parts.headers {
-                    progress(Progress::CacheHit { name: k.name.clone(), package_version: k.package_version.clone() });
+                    progress(Progress::CacheHit {
+                        name: k.name.clone(),
+                        package_version: k.package_version.clone(),
+                    });
                     return Ok(k);
                 }
                 // Headers for the cached version only.
@@ -208,11 +218,18 @@ impl KernelCache {
         })?;
         let packages = self.resolve(&apt, &spec.image_packages(&abi))?;
         let package_version = packages[0].version.clone();
-        progress(Progress::Resolved { name: name.to_string(), abi: abi.clone(), package_version: package_version.clone() });
+        progress(Progress::Resolved {
+            name: name.to_string(),
+            abi: abi.clone(),
+            package_version: package_version.clone(),
+        });
         let dir = self.kernels_dir().join(name).join(&package_version);
         if let Ok(k) = read_ref(&dir.join("kernel.json")) {
             if k.headers.is_some() || !parts.headers {
-                progress(Progress::CacheHit { name: k.name.clone(), package_version: k.package_version.clone() });
+                progress(Progress::CacheHit {
+                    name: k.name.clone(),
+                    package_version: k.package_version.clone(),
+                });
                 return Ok(k);
             }
             return self.fetch_headers(&apt, spec, k, progress);
@@ -229,7 +246,10 @@ impl KernelCache {
             suite: spec.suite.to_string(),
             abi,
             package_version,
-            packages: packages.into_iter().map(|p| PackageRecord { package: p.package, version: p.version }).collect(),
+            packages: packages
+                .into_iter()
+                .map(|p| PackageRecord { package: p.package, version: p.version })
+                .collect(),
             dir: dir.clone(),
             vmlinuz,
             config,
@@ -243,9 +263,16 @@ impl KernelCache {
         Ok(k)
     }
 
-    fn apt(&self, spec: &KernelSpec, force_update: bool, progress: &dyn Fn(Progress)) -> Result<apt::PrivateApt, FetchError> {
-        let sources = fs::read_to_string(apt::SYSTEM_SOURCES).map_err(|e| FetchError::io(Path::new(apt::SYSTEM_SOURCES), e))?;
-        let mirror = names::mirror_from_sources(&sources).ok_or_else(|| FetchError::NoMirror(apt::SYSTEM_SOURCES.into()))?;
+    fn apt(
+        &self,
+        spec: &KernelSpec,
+        force_update: bool,
+        progress: &dyn Fn(Progress),
+    ) -> Result<apt::PrivateApt, FetchError> {
+        let sources = fs::read_to_string(apt::SYSTEM_SOURCES)
+            .map_err(|e| FetchError::io(Path::new(apt::SYSTEM_SOURCES), e))?;
+        let mirror = names::mirror_from_sources(&sources)
+            .ok_or_else(|| FetchError::NoMirror(apt::SYSTEM_SOURCES.into()))?;
         let apt = apt::PrivateApt::new(&self.root, spec.suite);
         progress(Progress::Updating { suite: spec.suite.to_string() });
         apt.ensure_updated(&mirror, force_update)?;
@@ -253,11 +280,18 @@ impl KernelCache {
     }
 
     /// The newest version of each package (all from the same source upload).
-    fn resolve(&self, apt: &apt::PrivateApt, packages: &[String]) -> Result<Vec<names::PackageInfo>, FetchError> {
+    fn resolve(
+        &self,
+        apt: &apt::PrivateApt,
+        packages: &[String],
+    ) -> Result<Vec<names::PackageInfo>, FetchError> {
         let infos = names::parse_show(&apt.show(packages)?);
         packages
             .iter()
-            .map(|p| names::newest(&infos, p).ok_or_else(|| FetchError::NotFound { what: p.clone(), suite: apt.suite.clone() }))
+            .map(|p| {
+                names::newest(&infos, p)
+                    .ok_or_else(|| FetchError::NotFound { what: p.clone(), suite: apt.suite.clone() })
+            })
             .collect()
     }
 
@@ -271,7 +305,11 @@ impl KernelCache {
     ) -> Result<(), FetchError> {
         let debs = dir.join("debs");
         for p in packages {
-            progress(Progress::Downloading { package: p.package.clone(), version: p.version.clone(), size: p.size });
+            progress(Progress::Downloading {
+                package: p.package.clone(),
+                version: p.version.clone(),
+                size: p.size,
+            });
             let deb = apt.download(&p.package, &p.version, &debs)?;
             let total = fs::metadata(&deb).map(|m| m.len()).unwrap_or(0);
             let mut last = 0u64;
@@ -300,7 +338,8 @@ impl KernelCache {
         for p in &mut packages {
             if p.version != k.package_version {
                 let infos = names::parse_show(&apt.show(std::slice::from_ref(&p.package))?);
-                let same = infos.into_iter().find(|i| i.package == p.package && i.version == k.package_version);
+                let same =
+                    infos.into_iter().find(|i| i.package == p.package && i.version == k.package_version);
                 *p = same.ok_or_else(|| FetchError::NotFound {
                     what: format!("{}={}", p.package, k.package_version),
                     suite: apt.suite.clone(),
@@ -311,10 +350,17 @@ impl KernelCache {
         self.download_unpack(apt, &packages, &k.dir, &root, progress)?;
         let kbuild_dir = fs::read_dir(root.join("usr/lib"))
             .ok()
-            .and_then(|d| d.flatten().map(|e| e.path()).find(|p| p.file_name().is_some_and(|n| n.to_string_lossy().starts_with("linux-kbuild-"))))
+            .and_then(|d| {
+                d.flatten()
+                    .map(|e| e.path())
+                    .find(|p| p.file_name().is_some_and(|n| n.to_string_lossy().starts_with("linux-kbuild-")))
+            })
             .unwrap_or_else(|| root.join(format!("usr/lib/linux-kbuild-{}", k.abi)));
         k.headers = Some(HeadersRef {
-            packages: packages.into_iter().map(|p| PackageRecord { package: p.package, version: p.version }).collect(),
+            packages: packages
+                .into_iter()
+                .map(|p| PackageRecord { package: p.package, version: p.version })
+                .collect(),
             amd64_dir: root.join(format!("usr/src/linux-headers-{}-amd64", k.abi)),
             common_dir: root.join(format!("usr/src/linux-headers-{}-common", k.abi)),
             kbuild_dir,
@@ -334,7 +380,8 @@ fn read_ref(path: &Path) -> Result<KernelRef, FetchError> {
 fn write_ref(k: &KernelRef) -> Result<(), FetchError> {
     let path = k.dir.join("kernel.json");
     let tmp = k.dir.join("kernel.json.tmp");
-    let text = serde_json::to_string_pretty(k).map_err(|e| FetchError::Json { path: path.clone(), source: e })?;
+    let text =
+        serde_json::to_string_pretty(k).map_err(|e| FetchError::Json { path: path.clone(), source: e })?;
     fs::write(&tmp, text).map_err(|e| FetchError::io(&tmp, e))?;
     fs::rename(&tmp, &path).map_err(|e| FetchError::io(&path, e))
 }
@@ -379,7 +426,10 @@ mod tests {
         let k = c.fetch("debian:7.2", FetchParts::default(), &|p| seen.borrow_mut().push(p)).unwrap();
         assert_eq!(k.package_version, "7.2.13-1");
         assert!(matches!(seen.borrow()[0], Progress::CacheHit { .. }));
-        assert!(matches!(c.fetch("debian:1.0", FetchParts::default(), &|_| {}), Err(FetchError::UnknownKernel(_))));
+        assert!(matches!(
+            c.fetch("debian:1.0", FetchParts::default(), &|_| {}),
+            Err(FetchError::UnknownKernel(_))
+        ));
         assert_eq!(k.release(), "7.2.13+deb14-amd64");
     }
 }

@@ -10,7 +10,8 @@ impl KernelCache {
     /// Unpacks the modules of `k` next to its image (once; a marker file records it) and returns
     /// the image path inside the unpacked tree, where `<tree>/lib/modules/<release>` holds them.
     pub fn fetch_modules(&self, k: &KernelRef, progress: &dyn Fn(Progress)) -> Result<PathBuf, FetchError> {
-        let spec = super::names::spec_for(&k.name).ok_or_else(|| FetchError::UnknownKernel(k.name.clone()))?;
+        let spec =
+            super::names::spec_for(&k.name).ok_or_else(|| FetchError::UnknownKernel(k.name.clone()))?;
         let root = k.dir.join("root");
         let (image_rel, _) = spec.image_paths(&k.abi);
         let image = root.join(image_rel);
@@ -24,7 +25,10 @@ impl KernelCache {
         let info = infos
             .into_iter()
             .find(|i| i.package == package && i.version == k.package_version)
-            .ok_or_else(|| FetchError::NotFound { what: format!("{package}={}", k.package_version), suite: apt.suite.clone() })?;
+            .ok_or_else(|| FetchError::NotFound {
+                what: format!("{package}={}", k.package_version),
+                suite: apt.suite.clone(),
+            })?;
         self.download_unpack(&apt, &[info], &k.dir, &root, progress)?;
         fs::write(&marker, &k.package_version).map_err(|e| FetchError::io(&marker, e))?;
         Ok(image)

@@ -29,9 +29,19 @@ pub struct KernelSpec {
 
 /// Every supported kernel name.
 pub const KERNELS: [KernelSpec; 3] = [
-    KernelSpec { name: "debian:6.12", series: "6.12", suite: "bookworm-backports", scheme: Scheme::ImageUnsigned },
+    KernelSpec {
+        name: "debian:6.12",
+        series: "6.12",
+        suite: "bookworm-backports",
+        scheme: Scheme::ImageUnsigned,
+    },
     KernelSpec { name: "debian:7.2", series: "7.2", suite: "sid", scheme: Scheme::BinaryUnsigned },
-    KernelSpec { name: "debian:7.3", series: "7.3", suite: "trixie-backports", scheme: Scheme::BinaryUnsigned },
+    KernelSpec {
+        name: "debian:7.3",
+        series: "7.3",
+        suite: "trixie-backports",
+        scheme: Scheme::BinaryUnsigned,
+    },
 ];
 
 /// Looks a kernel name up in [`KERNELS`].
@@ -83,9 +93,7 @@ impl KernelSpec {
     /// Extracts the ABI from an image package name, if it is one of this series.
     pub fn abi_of(&self, package: &str) -> Option<String> {
         let abi = match self.scheme {
-            Scheme::ImageUnsigned => {
-                package.strip_prefix("linux-image-")?.strip_suffix("-amd64-unsigned")?
-            }
+            Scheme::ImageUnsigned => package.strip_prefix("linux-image-")?.strip_suffix("-amd64-unsigned")?,
             Scheme::BinaryUnsigned => {
                 package.strip_prefix("linux-binary-unsigned-")?.strip_suffix("-amd64")?
             }
@@ -210,7 +218,11 @@ mod tests {
         );
         assert_eq!(
             k.header_packages("7.2.13+deb14"),
-            ["linux-headers-7.2.13+deb14-amd64", "linux-headers-7.2.13+deb14-common", "linux-kbuild-7.2.13+deb14"]
+            [
+                "linux-headers-7.2.13+deb14-amd64",
+                "linux-headers-7.2.13+deb14-common",
+                "linux-kbuild-7.2.13+deb14"
+            ]
         );
         assert_eq!(k.image_paths("7.2.13+deb14").0, "usr/lib/modules/7.2.13+deb14-amd64/vmlinuz.unsigned");
         let k612 = spec_for("debian:6.12").unwrap();

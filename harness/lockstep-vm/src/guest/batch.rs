@@ -134,7 +134,12 @@ impl Session {
     }
 
     /// Boots a guest unless one is live (one attempt; `plan` counts failures in a row).
-    fn boot(&mut self, plan: &mut BatchPlan, summary: &mut BatchSummary, on_event: &mut dyn FnMut(BatchEvent)) -> Result<Boot, GuestError> {
+    fn boot(
+        &mut self,
+        plan: &mut BatchPlan,
+        summary: &mut BatchSummary,
+        on_event: &mut dyn FnMut(BatchEvent),
+    ) -> Result<Boot, GuestError> {
         if self.guest.is_some() {
             return Ok(Boot::Live);
         }
@@ -143,7 +148,11 @@ impl Session {
         match g.wait_hello() {
             Ok(h) => {
                 plan.booted();
-                on_event(BatchEvent::Booted { release: h.release.clone(), module: h.module.clone(), boot_time: h.boot_time });
+                on_event(BatchEvent::Booted {
+                    release: h.release.clone(),
+                    module: h.module.clone(),
+                    boot_time: h.boot_time,
+                });
                 self.hello = Some(h);
                 self.guest = Some(g);
                 Ok(Boot::Live)
@@ -160,14 +169,21 @@ impl Session {
     /// Asks the live guest (booted if needed, with the usual boot retries) for the running
     /// kernel's kfuncs. `Ok(Err(outcome))`: no guest booted, or it died answering (it is then
     /// dropped; the next call boots a fresh one).
-    pub fn list_kfuncs(&mut self, on_event: &mut dyn FnMut(BatchEvent)) -> Result<Result<KfuncListing, GuestOutcome>, GuestError> {
+    pub fn list_kfuncs(
+        &mut self,
+        on_event: &mut dyn FnMut(BatchEvent),
+    ) -> Result<Result<KfuncListing, GuestOutcome>, GuestError> {
         let mut plan = BatchPlan::new(1, self.opts.boot_attempts.max(1));
         let mut summary = BatchSummary::default();
         loop {
             match self.boot(&mut plan, &mut summary, on_event)? {
                 Boot::Live => break,
                 Boot::Retry => {}
-                Boot::GiveUp => return Ok(Err(summary.last_outcome.unwrap_or(GuestOutcome::Hang { stage: super::Stage::Boot }))),
+                Boot::GiveUp => {
+                    return Ok(Err(summary
+                        .last_outcome
+                        .unwrap_or(GuestOutcome::Hang { stage: super::Stage::Boot })))
+                }
             }
         }
         let guest = self.guest.as_mut().expect("booted");
@@ -180,7 +196,11 @@ impl Session {
     }
 
     /// Runs `cases` in the live guest, booting (again) when needed (see the module docs).
-    pub fn run(&mut self, cases: &[Case], on_event: &mut dyn FnMut(BatchEvent)) -> Result<BatchSummary, GuestError> {
+    pub fn run(
+        &mut self,
+        cases: &[Case],
+        on_event: &mut dyn FnMut(BatchEvent),
+    ) -> Result<BatchSummary, GuestError> {
         let mut plan = BatchPlan::new(cases.len(), self.opts.boot_attempts.max(1));
         let mut summary = BatchSummary::default();
         while let Some(i) = plan.next_case() {
@@ -197,7 +217,12 @@ impl Session {
                 Ok(r) => {
                     plan.completed(i);
                     summary.results += 1;
-                    on_event(BatchEvent::Result { index: i, result: r.result, warnings: r.warnings, elapsed: r.elapsed });
+                    on_event(BatchEvent::Result {
+                        index: i,
+                        result: r.result,
+                        warnings: r.warnings,
+                        elapsed: r.elapsed,
+                    });
                 }
                 Err(outcome) => {
                     self.guest = None;
@@ -224,7 +249,11 @@ impl Session {
 }
 
 /// Runs `cases` in as few guests as possible (see the module docs), then shuts the guest down.
-pub fn run_batch(cases: &[Case], opts: &BatchOptions, on_event: &mut dyn FnMut(BatchEvent)) -> Result<BatchSummary, GuestError> {
+pub fn run_batch(
+    cases: &[Case],
+    opts: &BatchOptions,
+    on_event: &mut dyn FnMut(BatchEvent),
+) -> Result<BatchSummary, GuestError> {
     let mut session = Session::new(opts.clone());
     let mut summary = session.run(cases, on_event)?;
     if let Some(o) = session.close() {

@@ -68,9 +68,15 @@ fn run_probe(cfg: &GuestConfig) -> KvmProbe {
     match g.wait_hello() {
         Ok(h) => {
             let _ = g.shutdown();
-            KvmProbe { accel: Accel::Kvm, reason: format!("guest booted under KVM in {:.1}s", h.boot_time.as_secs_f64()), cached: false }
+            KvmProbe {
+                accel: Accel::Kvm,
+                reason: format!("guest booted under KVM in {:.1}s", h.boot_time.as_secs_f64()),
+                cached: false,
+            }
         }
-        Err(GuestOutcome::KvmFailure { excerpt }) => tcg(format!("KVM internal error: {}", first_lines(&excerpt, 3))),
+        Err(GuestOutcome::KvmFailure { excerpt }) => {
+            tcg(format!("KVM internal error: {}", first_lines(&excerpt, 3)))
+        }
         Err(o) => tcg(format!("guest did not boot under KVM: {}", first_lines(&format!("{o:?}"), 3))),
     }
 }

@@ -190,7 +190,13 @@ impl GuestRun {
         q.memory_mib = cfg.memory_mib;
         q.extra_cmdline = cfg.extra_cmdline.clone();
         let console_log = match &cfg.console_log {
-            Some(p) => Some(File::options().create(true).append(true).open(p).map_err(io_err(format!("open {}", p.display())))?),
+            Some(p) => Some(
+                File::options()
+                    .create(true)
+                    .append(true)
+                    .open(p)
+                    .map_err(io_err(format!("open {}", p.display())))?,
+            ),
             None => None,
         };
         tracing::debug!(args = ?q.to_args(), "starting QEMU");
@@ -203,7 +209,12 @@ impl GuestRun {
             .spawn()
             .map_err(io_err(format!("spawn {}", q.binary)))?;
         let (tx, rx) = channel();
-        spawn_lines(child.stdout.take().expect("piped"), tx.clone(), Event::Console, Some(Event::ConsoleClosed));
+        spawn_lines(
+            child.stdout.take().expect("piped"),
+            tx.clone(),
+            Event::Console,
+            Some(Event::ConsoleClosed),
+        );
         spawn_lines(child.stderr.take().expect("piped"), tx.clone(), Event::Stderr, None);
         let control = match accept(&listener, &mut child, Duration::from_secs(15)) {
             Ok(s) => s,
@@ -321,7 +332,12 @@ impl GuestRun {
     }
 
     /// The event loop: returns when `want` accepts a message, or with the guest's outcome.
-    fn wait_for<T>(&mut self, deadline: Instant, stage: Stage, mut want: impl FnMut(GuestMsg) -> Option<T>) -> Result<T, GuestOutcome> {
+    fn wait_for<T>(
+        &mut self,
+        deadline: Instant,
+        stage: Stage,
+        mut want: impl FnMut(GuestMsg) -> Option<T>,
+    ) -> Result<T, GuestOutcome> {
         if let Some(o) = &self.outcome {
             return Err(o.clone());
         }
@@ -330,7 +346,9 @@ impl GuestRun {
             match self.events.recv_timeout(Duration::from_millis(100)) {
                 Ok(Event::Console(line)) => {
                     self.log(&line);
-                    if self.scanner.push_line(&line).is_some_and(|m| m.is_fatal()) && self.fatal_since.is_none() {
+                    if self.scanner.push_line(&line).is_some_and(|m| m.is_fatal())
+                        && self.fatal_since.is_none()
+                    {
                         self.fatal_since = Some(now);
                     }
                 }
@@ -462,7 +480,12 @@ fn accept(listener: &UnixListener, child: &mut Child, max: Duration) -> Result<U
     }
 }
 
-fn spawn_lines<R: Read + Send + 'static>(r: R, tx: Sender<Event>, wrap: fn(String) -> Event, at_eof: Option<Event>) {
+fn spawn_lines<R: Read + Send + 'static>(
+    r: R,
+    tx: Sender<Event>,
+    wrap: fn(String) -> Event,
+    at_eof: Option<Event>,
+) {
     std::thread::spawn(move || {
         let mut r = r;
         let mut buf = LineBuffer::new();

@@ -80,9 +80,13 @@ pub fn parse_line(line: &str) -> Result<Option<Item>, String> {
     let ok = matches!(value, "y" | "m" | "n")
         || (value.len() >= 2 && value.starts_with('"') && value.ends_with('"'))
         || value.parse::<i64>().is_ok()
-        || value.strip_prefix("0x").is_some_and(|h| !h.is_empty() && h.chars().all(|c| c.is_ascii_hexdigit()));
+        || value
+            .strip_prefix("0x")
+            .is_some_and(|h| !h.is_empty() && h.chars().all(|c| c.is_ascii_hexdigit()));
     if !ok {
-        return Err(format!("value of CONFIG_{sym} must be y, m, n, a number or a \"string\", got {value:?}"));
+        return Err(format!(
+            "value of CONFIG_{sym} must be y, m, n, a number or a \"string\", got {value:?}"
+        ));
     }
     Ok(Some(Item { symbol: sym.to_string(), value: value.to_string() }))
 }
@@ -176,12 +180,20 @@ pub fn merge(layers: &[Fragment]) -> Merged {
 impl Merged {
     /// The merged fragment as `.config` lines (the content that enters the build's cache key).
     pub fn render(&self) -> String {
-        self.items.iter().map(|m| Item { symbol: m.symbol.clone(), value: m.value.clone() }.render() + "\n").collect()
+        self.items
+            .iter()
+            .map(|m| Item { symbol: m.symbol.clone(), value: m.value.clone() }.render() + "\n")
+            .collect()
     }
 
     /// The merged fragment with each line's layer, and each override, as comments.
     pub fn render_annotated(&self) -> String {
-        let width = self.items.iter().map(|m| Item { symbol: m.symbol.clone(), value: m.value.clone() }.render().len()).max().unwrap_or(0);
+        let width = self
+            .items
+            .iter()
+            .map(|m| Item { symbol: m.symbol.clone(), value: m.value.clone() }.render().len())
+            .max()
+            .unwrap_or(0);
         let mut out = String::new();
         for m in &self.items {
             let line = Item { symbol: m.symbol.clone(), value: m.value.clone() }.render();
@@ -249,7 +261,11 @@ pub struct Mismatch {
 
 impl std::fmt::Display for Mismatch {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "CONFIG_{}: {} asked for {}, the final .config has {}", self.symbol, self.layer, self.wanted, self.got)
+        write!(
+            f,
+            "CONFIG_{}: {} asked for {}, the final .config has {}",
+            self.symbol, self.layer, self.wanted, self.got
+        )
     }
 }
 
@@ -261,7 +277,12 @@ pub fn check(dotconfig: &str, merged: &Merged) -> Vec<Mismatch> {
         .iter()
         .filter_map(|m| {
             let got = have.get(&m.symbol).cloned().unwrap_or_else(|| "n".into());
-            (got != m.value).then(|| Mismatch { symbol: m.symbol.clone(), wanted: m.value.clone(), got, layer: m.layer.clone() })
+            (got != m.value).then(|| Mismatch {
+                symbol: m.symbol.clone(),
+                wanted: m.value.clone(),
+                got,
+                layer: m.layer.clone(),
+            })
         })
         .collect()
 }
@@ -272,7 +293,11 @@ mod tests {
 
     #[test]
     fn parses_assignments_and_not_set() {
-        let f = parse_fragment("f", "# comment\n\nCONFIG_A=y\n# CONFIG_B is not set\nCONFIG_S=\"-x\"\nCONFIG_N=0x10\nCONFIG_M=-3\n").unwrap();
+        let f = parse_fragment(
+            "f",
+            "# comment\n\nCONFIG_A=y\n# CONFIG_B is not set\nCONFIG_S=\"-x\"\nCONFIG_N=0x10\nCONFIG_M=-3\n",
+        )
+        .unwrap();
         let got: Vec<_> = f.items.iter().map(|i| (i.symbol.as_str(), i.value.as_str())).collect();
         assert_eq!(got, [("A", "y"), ("B", "n"), ("S", "\"-x\""), ("N", "0x10"), ("M", "-3")]);
         assert_eq!(f.items[1].render(), "# CONFIG_B is not set");
@@ -297,17 +322,27 @@ mod tests {
         assert_eq!(m.render(), "CONFIG_A=y\nCONFIG_B=y\nCONFIG_C=m\n");
         let a = &m.items[0];
         assert_eq!(a.layer, "mandatory");
-        assert_eq!(a.overridden, [("base".to_string(), "y".to_string()), ("user".to_string(), "n".to_string())]);
+        assert_eq!(
+            a.overridden,
+            [("base".to_string(), "y".to_string()), ("user".to_string(), "n".to_string())]
+        );
         // Same value again is not an override, but the last layer is credited.
         assert_eq!((m.items[1].layer.as_str(), m.items[1].overridden.len()), ("user", 0));
         assert_eq!(m.overrides().count(), 1);
         let ann = m.render_annotated();
-        assert!(ann.contains("CONFIG_A=y  # mandatory (overrides y from base) (overrides n from user)"), "{ann}");
+        assert!(
+            ann.contains("CONFIG_A=y  # mandatory (overrides y from base) (overrides n from user)"),
+            "{ann}"
+        );
     }
 
     #[test]
     fn user_cannot_turn_off_mandatory_items() {
-        let user = parse_fragment("u", "# CONFIG_BPF_SYSCALL is not set\n# CONFIG_DEBUG_INFO_BTF is not set\nCONFIG_XDP_SOCKETS=y\n").unwrap();
+        let user = parse_fragment(
+            "u",
+            "# CONFIG_BPF_SYSCALL is not set\n# CONFIG_DEBUG_INFO_BTF is not set\nCONFIG_XDP_SOCKETS=y\n",
+        )
+        .unwrap();
         let m = merge(&layers(vec![user]));
         let v = |s: &str| m.items.iter().find(|i| i.symbol == s).map(|i| (i.value.clone(), i.layer.clone()));
         assert_eq!(v("BPF_SYSCALL"), Some(("y".into(), MANDATORY_LAYER.into())));
@@ -322,14 +357,20 @@ mod tests {
     #[test]
     fn bundled_fragments_parse() {
         assert!(base_fragment().items.len() > 20);
-        assert!(mandatory_fragment().items.iter().any(|i| i.symbol == "LOCALVERSION" && i.value == "\"-lockstep\""));
+        assert!(mandatory_fragment()
+            .items
+            .iter()
+            .any(|i| i.symbol == "LOCALVERSION" && i.value == "\"-lockstep\""));
     }
 
     #[test]
     fn apply_replaces_in_place_and_appends() {
         let dot = "#\n# header\n#\nCONFIG_A=y\n# CONFIG_B is not set\nCONFIG_C=y\nCONFIG_A=m\n";
         let m = merge(&[parse_fragment("f", "CONFIG_B=y\n# CONFIG_C is not set\nCONFIG_D=\"x\"\n").unwrap()]);
-        assert_eq!(apply(dot, &m), "#\n# header\n#\nCONFIG_A=y\nCONFIG_B=y\n# CONFIG_C is not set\nCONFIG_A=m\nCONFIG_D=\"x\"\n");
+        assert_eq!(
+            apply(dot, &m),
+            "#\n# header\n#\nCONFIG_A=y\nCONFIG_B=y\n# CONFIG_C is not set\nCONFIG_A=m\nCONFIG_D=\"x\"\n"
+        );
         // A symbol listed twice in the .config is written once (the first place).
         let m2 = merge(&[parse_fragment("f", "CONFIG_A=n\n").unwrap()]);
         assert_eq!(apply(dot, &m2).matches("CONFIG_A").count(), 1);
@@ -337,7 +378,11 @@ mod tests {
 
     #[test]
     fn check_reports_dropped_values() {
-        let m = merge(&[parse_fragment("f", "CONFIG_A=y\n# CONFIG_B is not set\nCONFIG_C=y\nCONFIG_E=n\nCONFIG_S=\"a\"\n").unwrap()]);
+        let m = merge(&[parse_fragment(
+            "f",
+            "CONFIG_A=y\n# CONFIG_B is not set\nCONFIG_C=y\nCONFIG_E=n\nCONFIG_S=\"a\"\n",
+        )
+        .unwrap()]);
         let final_config = "CONFIG_A=y\nCONFIG_B=y\n# CONFIG_C is not set\nCONFIG_S=\"b\"\n";
         let mm = check(final_config, &m);
         let got: Vec<_> = mm.iter().map(|x| (x.symbol.as_str(), x.wanted.as_str(), x.got.as_str())).collect();

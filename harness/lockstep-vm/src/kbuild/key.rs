@@ -28,7 +28,10 @@ pub struct KeyInputs {
 impl KeyInputs {
     /// The text that is hashed: one `name: value` line per input (stable across releases).
     pub fn canonical(&self) -> String {
-        let mut s = format!("recipe: {RECIPE_VERSION}\nsource: {}\nsource-version: {}\n", self.source_spec, self.source_version);
+        let mut s = format!(
+            "recipe: {RECIPE_VERSION}\nsource: {}\nsource-version: {}\n",
+            self.source_spec, self.source_version
+        );
         for (name, sha) in &self.patches {
             s.push_str(&format!("patch: {sha} {name}\n"));
         }

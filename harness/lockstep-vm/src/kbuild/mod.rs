@@ -71,7 +71,13 @@ impl KbuildError {
     pub fn is_bad_input(&self) -> bool {
         matches!(
             self,
-            KbuildError::BadRequest(_) | KbuildError::Fragment(_) | KbuildError::Series(_) | KbuildError::PatchDoesNotApply { .. } | KbuildError::Config(_) | KbuildError::NotFound(_) | KbuildError::Ambiguous { .. }
+            KbuildError::BadRequest(_)
+                | KbuildError::Fragment(_)
+                | KbuildError::Series(_)
+                | KbuildError::PatchDoesNotApply { .. }
+                | KbuildError::Config(_)
+                | KbuildError::NotFound(_)
+                | KbuildError::Ambiguous { .. }
         )
     }
 }
@@ -98,7 +104,15 @@ pub struct BuildRequest {
 impl BuildRequest {
     /// A request for `source` with nothing else.
     pub fn new(source: SourceSpec) -> Self {
-        BuildRequest { source, series: None, fragments: vec![], jobs: None, refresh: false, force: false, aliases: vec![] }
+        BuildRequest {
+            source,
+            series: None,
+            fragments: vec![],
+            jobs: None,
+            refresh: false,
+            force: false,
+            aliases: vec![],
+        }
     }
 }
 
@@ -126,7 +140,11 @@ pub enum BuildEvent {
     Info(String),
     Warning(String),
     /// One `make` step: `done` so far of `expected` (when known), and the line.
-    Step { done: u64, expected: Option<u64>, line: String },
+    Step {
+        done: u64,
+        expected: Option<u64>,
+        line: String,
+    },
 }
 
 /// One patch of a built series.
@@ -258,11 +276,17 @@ impl Kbuild {
             }
         }
         if n.len() >= 4 && n.chars().all(|c| c.is_ascii_hexdigit()) {
-            let matches: Vec<BuildRecord> = self.list().into_iter().filter(|r| r.hash.starts_with(&n.to_ascii_lowercase())).collect();
+            let matches: Vec<BuildRecord> =
+                self.list().into_iter().filter(|r| r.hash.starts_with(&n.to_ascii_lowercase())).collect();
             match matches.len() {
                 1 => return Ok(matches.into_iter().next().unwrap()),
                 0 => {}
-                _ => return Err(KbuildError::Ambiguous { name: name.into(), matches: matches.iter().map(|r| r.name()).collect() }),
+                _ => {
+                    return Err(KbuildError::Ambiguous {
+                        name: name.into(),
+                        matches: matches.iter().map(|r| r.name()).collect(),
+                    })
+                }
             }
         }
         Err(KbuildError::NotFound(name.to_string()))
@@ -270,7 +294,11 @@ impl Kbuild {
 
     /// Resolves a request: source version, series, fragments, tools, cache key. May fetch the
     /// source tarball and pahole (network) when they are not cached.
-    pub fn plan(&self, req: &BuildRequest, on_event: &mut dyn FnMut(BuildEvent)) -> Result<Plan, KbuildError> {
+    pub fn plan(
+        &self,
+        req: &BuildRequest,
+        on_event: &mut dyn FnMut(BuildEvent),
+    ) -> Result<Plan, KbuildError> {
         on_event(BuildEvent::Phase(Phase::Source));
         let source = self.source_id(req, on_event)?;
         let series = req.series.as_deref().map(series::load).transpose()?;
@@ -287,7 +315,11 @@ impl Kbuild {
         let key = key::KeyInputs {
             source_spec: source.spec.clone(),
             source_version: source.version.clone(),
-            patches: series.iter().flat_map(|s| s.patches.iter()).map(|p| (p.file_name.clone(), p.sha256.clone())).collect(),
+            patches: series
+                .iter()
+                .flat_map(|s| s.patches.iter())
+                .map(|p| (p.file_name.clone(), p.sha256.clone()))
+                .collect(),
             fragment: merged.render(),
             compiler: compiler.clone(),
             pahole: pahole.version.clone(),
@@ -311,33 +343,60 @@ impl Kbuild {
         Ok(Plan { source, series, layers, merged, compiler, pahole, key, hash, cached, aliases })
     }
 
-    fn source_id(&self, req: &BuildRequest, on_event: &mut dyn FnMut(BuildEvent)) -> Result<SourceId, KbuildError> {
+    fn source_id(
+        &self,
+        req: &BuildRequest,
+        on_event: &mut dyn FnMut(BuildEvent),
+    ) -> Result<SourceId, KbuildError> {
         match &req.source {
             SourceSpec::DebianSrc { series } => {
-                let t = source::fetch_debian(&self.root, series, req.refresh, &mut |m| on_event(BuildEvent::Info(m)))?;
+                let t = source::fetch_debian(&self.root, series, req.refresh, &mut |m| {
+                    on_event(BuildEvent::Info(m))
+                })?;
                 let kernel_version = t.package_version.split('-').next().unwrap_or("").to_string();
-                Ok(SourceId { spec: req.source.to_string(), version: t.package_version, kernel_version, short: series.clone() })
+                Ok(SourceId {
+                    spec: req.source.to_string(),
+                    version: t.package_version,
+                    kernel_version,
+                    short: series.clone(),
+                })
             }
             SourceSpec::Local(p) => {
                 let abs = fs::canonicalize(p).map_err(io(p))?;
                 let mk = fs::read_to_string(abs.join("Makefile")).map_err(io(&abs))?;
-                let kernel_version = source::makefile_version(&mk)
-                    .ok_or_else(|| KbuildError::BadRequest(format!("{} is not a kernel tree (no VERSION in its Makefile)", abs.display())))?;
+                let kernel_version = source::makefile_version(&mk).ok_or_else(|| {
+                    KbuildError::BadRequest(format!(
+                        "{} is not a kernel tree (no VERSION in its Makefile)",
+                        abs.display()
+                    ))
+                })?;
                 let version = source::tree_fingerprint(&abs)?;
-                let short = abs.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_else(|| "tree".into());
+                let short = abs
+                    .file_name()
+                    .map(|n| n.to_string_lossy().into_owned())
+                    .unwrap_or_else(|| "tree".into());
                 Ok(SourceId { spec: abs.display().to_string(), version, kernel_version, short })
             }
         }
     }
 
     /// Builds (or finds in the cache) the kernel of `req`.
-    pub fn build(&self, req: &BuildRequest, on_event: &mut dyn FnMut(BuildEvent)) -> Result<BuildRecord, KbuildError> {
+    pub fn build(
+        &self,
+        req: &BuildRequest,
+        on_event: &mut dyn FnMut(BuildEvent),
+    ) -> Result<BuildRecord, KbuildError> {
         let plan = self.plan(req, on_event)?;
         self.build_plan(req, &plan, on_event)
     }
 
     /// Builds a [`Plan`] (a cache hit returns the cached record).
-    pub fn build_plan(&self, req: &BuildRequest, plan: &Plan, on_event: &mut dyn FnMut(BuildEvent)) -> Result<BuildRecord, KbuildError> {
+    pub fn build_plan(
+        &self,
+        req: &BuildRequest,
+        plan: &Plan,
+        on_event: &mut dyn FnMut(BuildEvent),
+    ) -> Result<BuildRecord, KbuildError> {
         if let (Some(c), false) = (&plan.cached, req.force) {
             for a in &plan.aliases {
                 self.set_alias(a, &c.hash)?;
@@ -358,7 +417,9 @@ impl Kbuild {
         let want: Vec<(String, String)> = plan.key.patches.clone();
         let have = state.applied.as_ref().map(|a| a.patches.clone()).unwrap_or_default();
         if want != have || (plan.series.is_none() && state.applied.is_some()) {
-            work.switch(&mut state, plan.series.as_ref(), &mut |p| on_event(BuildEvent::Info(format!("applying {} ({})", p.file_name, p.title()))))?;
+            work.switch(&mut state, plan.series.as_ref(), &mut |p| {
+                on_event(BuildEvent::Info(format!("applying {} ({})", p.file_name, p.title())))
+            })?;
         }
         lap(Phase::Series, &mut t, &mut timings);
 
@@ -402,7 +463,8 @@ impl Kbuild {
         run_logged(make(&["olddefconfig"]), &mut log, &log_path, "olddefconfig", &mut |_| {})?;
         let final_config = fs::read_to_string(&dot).map_err(io(&dot))?;
         let mismatches = config::check(&final_config, &plan.merged);
-        let (fatal, warn): (Vec<_>, Vec<_>) = mismatches.into_iter().partition(|m| m.layer == config::MANDATORY_LAYER);
+        let (fatal, warn): (Vec<_>, Vec<_>) =
+            mismatches.into_iter().partition(|m| m.layer == config::MANDATORY_LAYER);
         for m in &warn {
             on_event(BuildEvent::Warning(m.to_string()));
         }
@@ -444,7 +506,13 @@ impl Kbuild {
         let tree_tmp = tmp.join("tree");
         fs::create_dir_all(&tmp).map_err(io(&tmp))?;
         let cmd = format!("$(srctree)/scripts/package/install-extmod-build {}", tree_tmp.display());
-        run_logged(make(&["run-command", &format!("KBUILD_RUN_COMMAND={cmd}")]), &mut log, &log_path, "run-command (install-extmod-build)", &mut |_| {})?;
+        run_logged(
+            make(&["run-command", &format!("KBUILD_RUN_COMMAND={cmd}")]),
+            &mut log,
+            &log_path,
+            "run-command (install-extmod-build)",
+            &mut |_| {},
+        )?;
         for (from, to) in [
             (obj.join("arch/x86/boot/bzImage"), tmp.join("bzImage")),
             (obj.join(".config"), tmp.join("config")),
@@ -470,7 +538,15 @@ impl Kbuild {
             series: plan.series.as_ref().map(|s| SeriesRecord {
                 name: s.name.clone(),
                 dir: s.dir.clone(),
-                patches: s.patches.iter().map(|p| PatchRecord { file_name: p.file_name.clone(), subject: p.subject.clone(), sha256: p.sha256.clone() }).collect(),
+                patches: s
+                    .patches
+                    .iter()
+                    .map(|p| PatchRecord {
+                        file_name: p.file_name.clone(),
+                        subject: p.subject.clone(),
+                        sha256: p.sha256.clone(),
+                    })
+                    .collect(),
             }),
             user_fragments: req.fragments.iter().map(|p| p.display().to_string()).collect(),
             fragment: plan.merged.render(),
@@ -482,12 +558,17 @@ impl Kbuild {
             bzimage: dir.join("bzImage"),
             config: dir.join("config"),
             tree: dir.join("tree"),
-            built_at_unix: SystemTime::now().duration_since(SystemTime::UNIX_EPOCH).map_or(0, |d| d.as_secs()),
+            built_at_unix: SystemTime::now()
+                .duration_since(SystemTime::UNIX_EPOCH)
+                .map_or(0, |d| d.as_secs()),
             timings,
             make_steps: steps,
             ccache: ccache.is_some(),
         };
-        source::write_atomic(&tmp.join("build.json"), &serde_json::to_vec_pretty(&record).expect("record serialises"))?;
+        source::write_atomic(
+            &tmp.join("build.json"),
+            &serde_json::to_vec_pretty(&record).expect("record serialises"),
+        )?;
         let _ = fs::remove_dir_all(&dir);
         fs::rename(&tmp, &dir).map_err(io(&dir))?;
         for a in &plan.aliases {
@@ -497,19 +578,28 @@ impl Kbuild {
     }
 
     /// Locks the work tree of `plan`'s source and makes its `src/` hold that source.
-    fn open_work(&self, req: &BuildRequest, plan: &Plan, on_event: &mut dyn FnMut(BuildEvent)) -> Result<(work::Work, nix::fcntl::Flock<fs::File>, work::WorkState), KbuildError> {
+    fn open_work(
+        &self,
+        req: &BuildRequest,
+        plan: &Plan,
+        on_event: &mut dyn FnMut(BuildEvent),
+    ) -> Result<(work::Work, nix::fcntl::Flock<fs::File>, work::WorkState), KbuildError> {
         let work = work::Work { dir: self.builds_dir().join("work").join(plan.source.work_name()) };
         fs::create_dir_all(&work.dir).map_err(io(&work.dir))?;
         let lock = fs::File::create(work.dir.join(".lock")).map_err(io(&work.dir))?;
         on_event(BuildEvent::Info(format!("work tree {}", work.dir.display())));
-        let lock = nix::fcntl::Flock::lock(lock, nix::fcntl::FlockArg::LockExclusive).map_err(|(_, e)| KbuildError::Io(work.dir.clone(), e.into()))?;
+        let lock = nix::fcntl::Flock::lock(lock, nix::fcntl::FlockArg::LockExclusive)
+            .map_err(|(_, e)| KbuildError::Io(work.dir.clone(), e.into()))?;
         let mut state = work.state();
         on_event(BuildEvent::Phase(Phase::Source));
-        if state.source_version.as_deref() != Some(plan.source.version.as_str()) || !work.src().join("Makefile").exists() {
+        if state.source_version.as_deref() != Some(plan.source.version.as_str())
+            || !work.src().join("Makefile").exists()
+        {
             work.forget_series(&mut state)?;
             match &req.source {
                 SourceSpec::DebianSrc { series } => {
-                    let t = source::cached_tarball(&self.root, series).ok_or_else(|| KbuildError::BadRequest(format!("no tarball for {series}")))?;
+                    let t = source::cached_tarball(&self.root, series)
+                        .ok_or_else(|| KbuildError::BadRequest(format!("no tarball for {series}")))?;
                     on_event(BuildEvent::Info(format!("extracting {}", t.tarball.display())));
                     let _ = fs::remove_dir_all(work.src());
                     source::extract_tarball(&t.tarball, &work.src())?;
@@ -527,7 +617,11 @@ impl Kbuild {
 
     /// Checks that the series of `req` applies to its source, without building or changing the
     /// work tree's state (fails fast, before a long build of another kernel).
-    pub fn check_series(&self, req: &BuildRequest, on_event: &mut dyn FnMut(BuildEvent)) -> Result<(), KbuildError> {
+    pub fn check_series(
+        &self,
+        req: &BuildRequest,
+        on_event: &mut dyn FnMut(BuildEvent),
+    ) -> Result<(), KbuildError> {
         let plan = self.plan(req, on_event)?;
         let Some(series) = &plan.series else { return Ok(()) };
         if plan.cached.is_some() {
@@ -569,12 +663,20 @@ fn read_record(path: &Path) -> Option<BuildRecord> {
 
 /// Runs `cmd` with stdout and stderr merged into `log`, each line passed to `on_line`; on failure
 /// the error carries the diagnostics and the last lines.
-fn run_logged(mut cmd: Command, log: &mut fs::File, log_path: &Path, target: &str, on_line: &mut dyn FnMut(&str)) -> Result<(), KbuildError> {
+fn run_logged(
+    mut cmd: Command,
+    log: &mut fs::File,
+    log_path: &Path,
+    target: &str,
+    on_line: &mut dyn FnMut(&str),
+) -> Result<(), KbuildError> {
     let (reader, writer) = std::io::pipe().map_err(io(log_path))?;
     let writer2 = writer.try_clone().map_err(io(log_path))?;
     cmd.stdin(Stdio::null()).stdout(writer).stderr(writer2);
     let _ = writeln!(log, "$ {cmd:?}");
-    let mut child = cmd.spawn().map_err(|e| KbuildError::Command { command: format!("{cmd:?}"), output: e.to_string() })?;
+    let mut child = cmd
+        .spawn()
+        .map_err(|e| KbuildError::Command { command: format!("{cmd:?}"), output: e.to_string() })?;
     drop(cmd); // closes our copies of the pipe's write end
     let mut tail: std::collections::VecDeque<String> = std::collections::VecDeque::new();
     let mut diags: Vec<String> = Vec::new();
@@ -620,7 +722,12 @@ mod tests {
         let r = BuildRecord {
             hash: hash.into(),
             aliases: vec![alias.into()],
-            source: SourceId { spec: "debian-src:7.2".into(), version: "7.2.13-1".into(), kernel_version: "7.2.13".into(), short: "7.2".into() },
+            source: SourceId {
+                spec: "debian-src:7.2".into(),
+                version: "7.2.13-1".into(),
+                kernel_version: "7.2.13".into(),
+                short: "7.2".into(),
+            },
             series: None,
             user_fragments: vec![],
             fragment: String::new(),
@@ -649,7 +756,10 @@ mod tests {
         let a = record(d.path(), "abcd1234aaaa0000", "7.2", 1);
         let b = record(d.path(), "abcd9999bbbb0000", "7.2+kf-spin-lock-rfc-v2", 2);
         let k = Kbuild::new(d.path());
-        assert_eq!(k.list().iter().map(|r| r.hash.as_str()).collect::<Vec<_>>(), [b.hash.as_str(), a.hash.as_str()]);
+        assert_eq!(
+            k.list().iter().map(|r| r.hash.as_str()).collect::<Vec<_>>(),
+            [b.hash.as_str(), a.hash.as_str()]
+        );
         assert_eq!(k.lookup("build:7.2").unwrap().hash, a.hash);
         assert_eq!(k.lookup("7.2+kf-spin-lock-rfc-v2").unwrap().hash, b.hash);
         assert_eq!(k.lookup("build:abcd12").unwrap().hash, a.hash);

@@ -33,7 +33,11 @@ pub fn classify(line: &str) -> MakeLine<'_> {
             return MakeLine::Step { tag, target };
         }
     }
-    if line.contains("error:") || line.contains("warning:") || line.contains("*** [") || line.contains("] Error ") {
+    if line.contains("error:")
+        || line.contains("warning:")
+        || line.contains("*** [")
+        || line.contains("] Error ")
+    {
         return MakeLine::Diagnostic(line);
     }
     MakeLine::Other(line)
@@ -55,12 +59,30 @@ mod tests {
 
     #[test]
     fn classifies_kbuild_lines() {
-        assert_eq!(classify("  CC      kernel/bpf/verifier.o"), MakeLine::Step { tag: "CC", target: "kernel/bpf/verifier.o" });
-        assert_eq!(classify("  BTF     .btf.vmlinux.bin.o"), MakeLine::Step { tag: "BTF", target: ".btf.vmlinux.bin.o" });
-        assert_eq!(classify("  CC [M]  lockstep_test.o"), MakeLine::Step { tag: "CC", target: "[M]  lockstep_test.o" });
-        assert_eq!(classify("  HOSTCC  scripts/basic/fixdep"), MakeLine::Step { tag: "HOSTCC", target: "scripts/basic/fixdep" });
-        assert!(matches!(classify("kernel/bpf/verifier.c:12:3: error: expected ';'"), MakeLine::Diagnostic(_)));
-        assert!(matches!(classify("make[3]: *** [scripts/Makefile.build:287: kernel/bpf/verifier.o] Error 1"), MakeLine::Diagnostic(_)));
+        assert_eq!(
+            classify("  CC      kernel/bpf/verifier.o"),
+            MakeLine::Step { tag: "CC", target: "kernel/bpf/verifier.o" }
+        );
+        assert_eq!(
+            classify("  BTF     .btf.vmlinux.bin.o"),
+            MakeLine::Step { tag: "BTF", target: ".btf.vmlinux.bin.o" }
+        );
+        assert_eq!(
+            classify("  CC [M]  lockstep_test.o"),
+            MakeLine::Step { tag: "CC", target: "[M]  lockstep_test.o" }
+        );
+        assert_eq!(
+            classify("  HOSTCC  scripts/basic/fixdep"),
+            MakeLine::Step { tag: "HOSTCC", target: "scripts/basic/fixdep" }
+        );
+        assert!(matches!(
+            classify("kernel/bpf/verifier.c:12:3: error: expected ';'"),
+            MakeLine::Diagnostic(_)
+        ));
+        assert!(matches!(
+            classify("make[3]: *** [scripts/Makefile.build:287: kernel/bpf/verifier.o] Error 1"),
+            MakeLine::Diagnostic(_)
+        ));
         assert!(matches!(classify("make[1]: Entering directory '/x/obj'"), MakeLine::Other(_)));
         assert!(matches!(classify("  lower  case"), MakeLine::Other(_)));
         assert!(matches!(classify("  CC"), MakeLine::Other(_)));

@@ -86,7 +86,11 @@ pub struct Series {
 impl Series {
     /// Every path the series creates, modifies, renames or deletes.
     pub fn touched_files(&self) -> BTreeSet<String> {
-        self.patches.iter().flat_map(|p| p.files.iter()).flat_map(|f| f.old.iter().chain(f.new.iter()).cloned()).collect()
+        self.patches
+            .iter()
+            .flat_map(|p| p.files.iter())
+            .flat_map(|f| f.old.iter().chain(f.new.iter()).cloned())
+            .collect()
     }
 }
 
@@ -121,12 +125,15 @@ fn parse_hunk_header(line: &str) -> Option<(u64, u64, u64)> {
 
 /// Parses one `git format-patch` mail (or a plain unified diff).
 pub fn parse_patch(file_name: &str, text: &str) -> Result<Patch, SeriesError> {
-    let malformed = |line: usize, message: String| SeriesError::Malformed { file: file_name.to_string(), line, message };
+    let malformed =
+        |line: usize, message: String| SeriesError::Malformed { file: file_name.to_string(), line, message };
     let lines: Vec<&str> = text.lines().collect();
     // Mail headers: up to the first blank line (only if the file starts like a mail).
     let mut subject = String::new();
     let mut author = None;
-    let is_mail = lines.first().is_some_and(|l| l.starts_with("From ") || l.starts_with("From:") || l.starts_with("Subject:"));
+    let is_mail = lines
+        .first()
+        .is_some_and(|l| l.starts_with("From ") || l.starts_with("From:") || l.starts_with("Subject:"));
     if is_mail {
         let mut current: Option<&str> = None;
         for l in &lines {
@@ -158,8 +165,8 @@ pub fn parse_patch(file_name: &str, text: &str) -> Result<Patch, SeriesError> {
             i += 2;
             while i < lines.len() && lines[i].starts_with("@@ ") {
                 let header = lines[i];
-                let (old_start, mut old_left, mut new_left) =
-                    parse_hunk_header(header).ok_or_else(|| malformed(i + 1, format!("bad hunk header {header:?}")))?;
+                let (old_start, mut old_left, mut new_left) = parse_hunk_header(header)
+                    .ok_or_else(|| malformed(i + 1, format!("bad hunk header {header:?}")))?;
                 let mut text = format!("{header}\n");
                 i += 1;
                 while (old_left > 0 || new_left > 0) && i < lines.len() {
@@ -216,8 +223,11 @@ pub fn load(dir: &Path) -> Result<Series, SeriesError> {
     let rd = std::fs::read_dir(dir).map_err(|e| SeriesError::Io(dir.to_path_buf(), e))?;
     // Absolute paths: `patch -d DIR -i FILE` resolves FILE after changing to DIR.
     let dir = &std::fs::canonicalize(dir).map_err(|e| SeriesError::Io(dir.to_path_buf(), e))?;
-    let mut names: Vec<String> =
-        rd.flatten().map(|e| e.file_name().to_string_lossy().into_owned()).filter(|n| is_patch_name(n)).collect();
+    let mut names: Vec<String> = rd
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| is_patch_name(n))
+        .collect();
     names.sort();
     let mut patches = Vec::new();
     for n in names {
@@ -265,8 +275,14 @@ pub fn parse_patch_output(output: &str) -> Vec<PatchFailure> {
         } else if let Some(rest) = l.strip_prefix("Hunk #") {
             if let Some((n, tail)) = rest.split_once(' ') {
                 if tail.starts_with("FAILED") {
-                    let at = tail.strip_prefix("FAILED at ").and_then(|s| s.trim_end_matches('.').split_whitespace().next()?.parse().ok());
-                    out.push(PatchFailure::Hunk { file: file.clone().unwrap_or_default(), hunk: n.parse().unwrap_or(0), at });
+                    let at = tail
+                        .strip_prefix("FAILED at ")
+                        .and_then(|s| s.trim_end_matches('.').split_whitespace().next()?.parse().ok());
+                    out.push(PatchFailure::Hunk {
+                        file: file.clone().unwrap_or_default(),
+                        hunk: n.parse().unwrap_or(0),
+                        at,
+                    });
                 }
             }
         } else if l.starts_with("can't find file to patch") {
@@ -288,17 +304,27 @@ pub fn describe_failure(p: &Patch, failures: &[PatchFailure], raw_output: &str) 
             PatchFailure::Hunk { file, hunk, at } => {
                 let at = at.map(|a| format!(" (tried at line {a})")).unwrap_or_default();
                 s.push_str(&format!("{file}: hunk #{hunk} does not apply{at}:\n"));
-                let h = p.files.iter().filter(|d| d.path() == file).flat_map(|d| d.hunks.get(hunk.wrapping_sub(1))).next();
+                let h = p
+                    .files
+                    .iter()
+                    .filter(|d| d.path() == file)
+                    .flat_map(|d| d.hunks.get(hunk.wrapping_sub(1)))
+                    .next();
                 match h {
                     Some(h) => s.push_str(&h.text),
                     None => s.push_str("(hunk not found in the parsed patch)\n"),
                 }
             }
-            PatchFailure::MissingFile { file } => s.push_str(&format!("{file}: the file to patch does not exist\n")),
-            PatchFailure::Reversed { file } => s.push_str(&format!("{file}: already applied (or reversed)\n")),
-            PatchFailure::Other { file, line } => {
-                s.push_str(&format!("{}{line}\n", file.as_deref().map(|f| format!("{f}: ")).unwrap_or_default()))
+            PatchFailure::MissingFile { file } => {
+                s.push_str(&format!("{file}: the file to patch does not exist\n"))
             }
+            PatchFailure::Reversed { file } => {
+                s.push_str(&format!("{file}: already applied (or reversed)\n"))
+            }
+            PatchFailure::Other { file, line } => s.push_str(&format!(
+                "{}{line}\n",
+                file.as_deref().map(|f| format!("{f}: ")).unwrap_or_default()
+            )),
         }
     }
     if s.is_empty() {
@@ -352,7 +378,10 @@ new file mode 100644
         assert_eq!(p.author.as_deref(), Some("A Developer <dev@example.invalid>"));
         assert_eq!(p.files.len(), 2);
         let f = &p.files[0];
-        assert_eq!((f.old.as_deref(), f.new.as_deref()), (Some("include/linux/btf.h"), Some("include/linux/btf.h")));
+        assert_eq!(
+            (f.old.as_deref(), f.new.as_deref()),
+            (Some("include/linux/btf.h"), Some("include/linux/btf.h"))
+        );
         assert_eq!(f.hunks.len(), 2);
         assert_eq!(f.hunks[0].old_start, 79);
         assert_eq!(f.hunks[0].text, "@@ -79,2 +79,3 @@\n #define A 1\n+#define B 2\n #define C 3\n");
@@ -367,7 +396,10 @@ new file mode 100644
     fn truncated_hunk_and_missing_diff_are_errors() {
         let cut = &MAIL[..MAIL.find("+#define B").unwrap()];
         assert!(matches!(parse_patch("p", cut), Err(SeriesError::Malformed { .. })));
-        assert!(matches!(parse_patch("p", "From: x\nSubject: cover\n\nhello\n"), Err(SeriesError::NoDiff { .. })));
+        assert!(matches!(
+            parse_patch("p", "From: x\nSubject: cover\n\nhello\n"),
+            Err(SeriesError::NoDiff { .. })
+        ));
     }
 
     #[test]
@@ -382,7 +414,11 @@ new file mode 100644
         let d = tempfile::tempdir().unwrap();
         std::fs::write(d.path().join("0002-b.patch"), MAIL.replace("bpf: Add a flag", "second")).unwrap();
         std::fs::write(d.path().join("0001-a.patch"), MAIL).unwrap();
-        std::fs::write(d.path().join("0000-cover-letter.patch"), "From: x\nSubject: [PATCH 0/2] cover\n\ntext\n").unwrap();
+        std::fs::write(
+            d.path().join("0000-cover-letter.patch"),
+            "From: x\nSubject: [PATCH 0/2] cover\n\ntext\n",
+        )
+        .unwrap();
         std::fs::write(d.path().join("notes.txt"), "ignored").unwrap();
         let s = load(d.path()).unwrap();
         assert!(s.patches.iter().all(|p| p.path.is_absolute()));
@@ -411,7 +447,8 @@ new file mode 100644
                 PatchFailure::Reversed { file: "x.c".into() },
             ]
         );
-        let p = parse_patch("0001-x.patch", &MAIL.replace("include/linux/btf.h", "kernel/bpf/verifier.c")).unwrap();
+        let p = parse_patch("0001-x.patch", &MAIL.replace("include/linux/btf.h", "kernel/bpf/verifier.c"))
+            .unwrap();
         let d = describe_failure(&p, &f[..1], out);
         assert!(d.starts_with("kernel/bpf/verifier.c: hunk #2 does not apply (tried at line 17516):\n@@ -100 +101 @@ struct x {\n-old\n+new\n"), "{d}");
     }

@@ -30,8 +30,12 @@ impl std::str::FromStr for SourceSpec {
     fn from_str(s: &str) -> Result<Self, String> {
         if let Some(series) = s.strip_prefix("debian-src:") {
             if names::spec_for(&format!("debian:{series}")).is_none() {
-                let known: Vec<_> = names::KERNELS.iter().map(|k| format!("debian-src:{}", k.series)).collect();
-                return Err(format!("unknown source {s:?} (known: {}, or a kernel tree path)", known.join(", ")));
+                let known: Vec<_> =
+                    names::KERNELS.iter().map(|k| format!("debian-src:{}", k.series)).collect();
+                return Err(format!(
+                    "unknown source {s:?} (known: {}, or a kernel tree path)",
+                    known.join(", ")
+                ));
             }
             return Ok(SourceSpec::DebianSrc { series: series.to_string() });
         }
@@ -121,15 +125,22 @@ pub fn cached_tarball(cache_root: &Path, series: &str) -> Option<DebianTarball> 
 
 /// Fetches `linux-source-<series>` (the newest in its suite) into `<cache>/debs` unless a tarball
 /// is cached and `refresh` is false.
-pub fn fetch_debian(cache_root: &Path, series: &str, refresh: bool, log: &mut dyn FnMut(String)) -> Result<DebianTarball, KbuildError> {
+pub fn fetch_debian(
+    cache_root: &Path,
+    series: &str,
+    refresh: bool,
+    log: &mut dyn FnMut(String),
+) -> Result<DebianTarball, KbuildError> {
     if !refresh {
         if let Some(t) = cached_tarball(cache_root, series) {
             return Ok(t);
         }
     }
-    let spec = names::spec_for(&format!("debian:{series}")).ok_or_else(|| KbuildError::BadRequest(format!("unknown series {series}")))?;
+    let spec = names::spec_for(&format!("debian:{series}"))
+        .ok_or_else(|| KbuildError::BadRequest(format!("unknown series {series}")))?;
     let sources = fs::read_to_string(SYSTEM_SOURCES).map_err(io(Path::new(SYSTEM_SOURCES)))?;
-    let mirror = names::mirror_from_sources(&sources).ok_or_else(|| KbuildError::BadRequest(format!("no mirror URI in {SYSTEM_SOURCES}")))?;
+    let mirror = names::mirror_from_sources(&sources)
+        .ok_or_else(|| KbuildError::BadRequest(format!("no mirror URI in {SYSTEM_SOURCES}")))?;
     let apt = PrivateApt::new(cache_root, spec.suite);
     log(format!("apt update ({})", spec.suite));
     apt.ensure_updated(&mirror, refresh)?;
@@ -148,10 +159,14 @@ pub fn fetch_debian(cache_root: &Path, series: &str, refresh: bool, log: &mut dy
     let _ = fs::remove_dir_all(&x);
     log(format!("unpacking {}", deb_path.display()));
     deb::unpack_deb(&deb_path, &x, &mut |_| {}).map_err(io(&deb_path))?;
-    let inner = fs::read_dir(x.join("usr/src")).map_err(io(&x))?.flatten().map(|e| e.path()).find(|p| {
-        p.file_name().is_some_and(|n| n.to_string_lossy().starts_with(&format!("{pkg}.tar")))
-    });
-    let inner = inner.ok_or_else(|| KbuildError::BadRequest(format!("no usr/src/{pkg}.tar.* in {}", deb_path.display())))?;
+    let inner = fs::read_dir(x.join("usr/src"))
+        .map_err(io(&x))?
+        .flatten()
+        .map(|e| e.path())
+        .find(|p| p.file_name().is_some_and(|n| n.to_string_lossy().starts_with(&format!("{pkg}.tar"))));
+    let inner = inner.ok_or_else(|| {
+        KbuildError::BadRequest(format!("no usr/src/{pkg}.tar.* in {}", deb_path.display()))
+    })?;
     for e in fs::read_dir(&debs).map_err(io(&debs))?.flatten() {
         if e.file_name().to_string_lossy().starts_with(&format!("{pkg}.tar")) {
             let _ = fs::remove_file(e.path());
@@ -177,10 +192,13 @@ pub fn extract_tarball(tarball: &Path, dest: &Path) -> Result<(), KbuildError> {
 /// The fingerprint of a local tree: `git:<HEAD>` (plus `+dirty.<hash>` of `git status` and
 /// `git diff HEAD`) for a git work tree, else `files:<hash>` of every file's path, size and mtime.
 pub fn tree_fingerprint(tree: &Path) -> Result<String, KbuildError> {
-    let git = |args: &[&str]| Command::new("git").arg("-C").arg(tree).args(args).output().ok().filter(|o| o.status.success());
+    let git = |args: &[&str]| {
+        Command::new("git").arg("-C").arg(tree).args(args).output().ok().filter(|o| o.status.success())
+    };
     if let Some(head) = git(&["rev-parse", "HEAD"]) {
         let head = String::from_utf8_lossy(&head.stdout).trim().to_string();
-        let status = git(&["status", "--porcelain", "--untracked-files=normal"]).map(|o| o.stdout).unwrap_or_default();
+        let status =
+            git(&["status", "--porcelain", "--untracked-files=normal"]).map(|o| o.stdout).unwrap_or_default();
         if status.is_empty() {
             return Ok(format!("git:{head}"));
         }
@@ -200,8 +218,16 @@ pub fn tree_fingerprint(tree: &Path) -> Result<String, KbuildError> {
                     stack.push(p);
                 }
             } else {
-                let mtime = m.modified().ok().and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok()).map_or(0, |d| d.as_nanos());
-                entries.push(format!("{}\t{}\t{mtime}\n", p.strip_prefix(tree).unwrap_or(&p).display(), m.len()));
+                let mtime = m
+                    .modified()
+                    .ok()
+                    .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+                    .map_or(0, |d| d.as_nanos());
+                entries.push(format!(
+                    "{}\t{}\t{mtime}\n",
+                    p.strip_prefix(tree).unwrap_or(&p).display(),
+                    m.len()
+                ));
             }
         }
     }
@@ -224,7 +250,8 @@ pub fn snapshot_tree(tree: &Path, dest: &Path) -> Result<(), KbuildError> {
 /// Runs a command; its output, or [`KbuildError::Command`].
 pub(crate) fn run(cmd: &mut Command) -> Result<String, KbuildError> {
     let shown = format!("{cmd:?}");
-    let out = cmd.output().map_err(|e| KbuildError::Command { command: shown.clone(), output: e.to_string() })?;
+    let out =
+        cmd.output().map_err(|e| KbuildError::Command { command: shown.clone(), output: e.to_string() })?;
     let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
     if !out.status.success() {
         return Err(KbuildError::Command { command: shown, output: text });
@@ -247,7 +274,10 @@ mod tests {
 
     #[test]
     fn parses_source_specs() {
-        assert_eq!("debian-src:7.2".parse::<SourceSpec>(), Ok(SourceSpec::DebianSrc { series: "7.2".into() }));
+        assert_eq!(
+            "debian-src:7.2".parse::<SourceSpec>(),
+            Ok(SourceSpec::DebianSrc { series: "7.2".into() })
+        );
         assert!("debian-src:9.9".parse::<SourceSpec>().unwrap_err().contains("debian-src:7.2"));
         assert_eq!("/src/linux".parse::<SourceSpec>(), Ok(SourceSpec::Local("/src/linux".into())));
         assert_eq!("../linux".parse::<SourceSpec>(), Ok(SourceSpec::Local("../linux".into())));
@@ -257,7 +287,8 @@ mod tests {
 
     #[test]
     fn reads_the_makefile_version() {
-        let mk = "# SPDX\nVERSION = 7\nPATCHLEVEL = 2\nSUBLEVEL = 13\nEXTRAVERSION =\nNAME = Baby Opossum Posse\n";
+        let mk =
+            "# SPDX\nVERSION = 7\nPATCHLEVEL = 2\nSUBLEVEL = 13\nEXTRAVERSION =\nNAME = Baby Opossum Posse\n";
         assert_eq!(makefile_version(mk).as_deref(), Some("7.2.13"));
         let rc = "VERSION = 7\nPATCHLEVEL = 3\nSUBLEVEL = 0\nEXTRAVERSION = -rc7\n";
         assert_eq!(makefile_version(rc).as_deref(), Some("7.3.0-rc7"));
@@ -266,9 +297,19 @@ mod tests {
 
     #[test]
     fn work_names_are_per_source_version() {
-        let d = SourceId { spec: "debian-src:7.3".into(), version: "7.3.4-1~bpo13+1".into(), kernel_version: "7.3.4".into(), short: "7.3".into() };
+        let d = SourceId {
+            spec: "debian-src:7.3".into(),
+            version: "7.3.4-1~bpo13+1".into(),
+            kernel_version: "7.3.4".into(),
+            short: "7.3".into(),
+        };
         assert_eq!(d.work_name(), "debian-src-7.3_7.3.4-1_bpo13+1");
-        let t = SourceId { spec: "/home/me/linux".into(), version: "git:abc".into(), kernel_version: "7.4.0".into(), short: "linux".into() };
+        let t = SourceId {
+            spec: "/home/me/linux".into(),
+            version: "git:abc".into(),
+            kernel_version: "7.4.0".into(),
+            short: "linux".into(),
+        };
         let t2 = SourceId { version: "git:def".into(), ..t.clone() };
         // One work tree per local path, whatever its state (make rebuilds what changed).
         assert_eq!(t.work_name(), t2.work_name());

@@ -61,7 +61,8 @@ pub fn pahole(cache_root: &Path, refresh: bool, log: &mut dyn FnMut(String)) -> 
     for var in ["LOCKSTEP_PAHOLE", "PAHOLE"] {
         if let Some(p) = std::env::var_os(var) {
             let p = PathBuf::from(p);
-            let v = version_of(&p).ok_or_else(|| KbuildError::BadRequest(format!("${var}={} does not run", p.display())))?;
+            let v = version_of(&p)
+                .ok_or_else(|| KbuildError::BadRequest(format!("${var}={} does not run", p.display())))?;
             check_version(&v, &p)?;
             return Ok(Tool { path: p, version: v });
         }
@@ -71,8 +72,19 @@ pub fn pahole(cache_root: &Path, refresh: bool, log: &mut dyn FnMut(String)) -> 
     }
     let private = cache_root.join("tools/pahole");
     if !refresh {
-        let mut cached: Vec<PathBuf> = fs::read_dir(&private).into_iter().flatten().flatten().map(|e| e.path()).filter(|p| p.join(".ready").exists()).collect();
-        cached.sort_by(|a, b| version::compare(&b.file_name().unwrap().to_string_lossy(), &a.file_name().unwrap().to_string_lossy()));
+        let mut cached: Vec<PathBuf> = fs::read_dir(&private)
+            .into_iter()
+            .flatten()
+            .flatten()
+            .map(|e| e.path())
+            .filter(|p| p.join(".ready").exists())
+            .collect();
+        cached.sort_by(|a, b| {
+            version::compare(
+                &b.file_name().unwrap().to_string_lossy(),
+                &a.file_name().unwrap().to_string_lossy(),
+            )
+        });
         candidates.extend(cached.into_iter().map(|d| d.join("bin/pahole")));
     }
     for c in candidates {
@@ -91,7 +103,12 @@ pub fn pahole(cache_root: &Path, refresh: bool, log: &mut dyn FnMut(String)) -> 
 fn check_version(v: &str, p: &Path) -> Result<(), KbuildError> {
     match parse_pahole_version(v) {
         Some(x) if x >= MIN_PAHOLE => Ok(()),
-        _ => Err(KbuildError::BadRequest(format!("{} is pahole {v}; lockstep needs >= {}.{}", p.display(), MIN_PAHOLE.0, MIN_PAHOLE.1))),
+        _ => Err(KbuildError::BadRequest(format!(
+            "{} is pahole {v}; lockstep needs >= {}.{}",
+            p.display(),
+            MIN_PAHOLE.0,
+            MIN_PAHOLE.1
+        ))),
     }
 }
 
@@ -113,7 +130,9 @@ pub fn parse_depends(show: &str) -> Vec<DepInfo> {
                 package = Some(v.trim().to_string());
             } else if let Some(v) = line.strip_prefix("Version: ") {
                 ver = Some(v.trim().to_string());
-            } else if let Some(v) = line.strip_prefix("Depends: ").or_else(|| line.strip_prefix("Pre-Depends: ")) {
+            } else if let Some(v) =
+                line.strip_prefix("Depends: ").or_else(|| line.strip_prefix("Pre-Depends: "))
+            {
                 for d in v.split(',') {
                     let first = d.split('|').next().unwrap_or("").trim();
                     let name = first.split([' ', '(', ':']).next().unwrap_or("").trim();
@@ -168,8 +187,10 @@ pub fn closure(infos: &[DepInfo], root: &str) -> Result<Vec<DepInfo>, Vec<String
 
 /// Fetches pahole and its library closure from [`PAHOLE_SUITE`] and writes the wrapper.
 fn fetch_pahole(cache_root: &Path, log: &mut dyn FnMut(String)) -> Result<Tool, KbuildError> {
-    let sources = fs::read_to_string(SYSTEM_SOURCES).map_err(|e| KbuildError::Io(SYSTEM_SOURCES.into(), e))?;
-    let mirror = names::mirror_from_sources(&sources).ok_or_else(|| KbuildError::BadRequest(format!("no mirror URI in {SYSTEM_SOURCES}")))?;
+    let sources =
+        fs::read_to_string(SYSTEM_SOURCES).map_err(|e| KbuildError::Io(SYSTEM_SOURCES.into(), e))?;
+    let mirror = names::mirror_from_sources(&sources)
+        .ok_or_else(|| KbuildError::BadRequest(format!("no mirror URI in {SYSTEM_SOURCES}")))?;
     let apt = PrivateApt::new(cache_root, PAHOLE_SUITE);
     log(format!("fetching pahole from {PAHOLE_SUITE} (private apt)"));
     apt.ensure_updated(&mirror, false)?;
@@ -189,8 +210,11 @@ fn fetch_pahole(cache_root: &Path, log: &mut dyn FnMut(String)) -> Result<Tool, 
         want.dedup();
         infos.extend(got);
     }
-    let pkgs = closure(&infos, "pahole").map_err(|m| KbuildError::BadRequest(format!("pahole dependencies not found in {PAHOLE_SUITE}: {}", m.join(", "))))?;
-    let pahole_version = pkgs.iter().find(|p| p.package == "pahole").map(|p| p.version.clone()).unwrap_or_default();
+    let pkgs = closure(&infos, "pahole").map_err(|m| {
+        KbuildError::BadRequest(format!("pahole dependencies not found in {PAHOLE_SUITE}: {}", m.join(", ")))
+    })?;
+    let pahole_version =
+        pkgs.iter().find(|p| p.package == "pahole").map(|p| p.version.clone()).unwrap_or_default();
     let dir = cache_root.join("tools/pahole").join(&pahole_version);
     let sys = dir.join("sys");
     let _ = fs::remove_dir_all(&dir);
@@ -201,12 +225,20 @@ fn fetch_pahole(cache_root: &Path, log: &mut dyn FnMut(String)) -> Result<Tool, 
         deb::unpack_deb(&deb_path, &sys, &mut |_| {}).map_err(|e| KbuildError::Io(deb_path.clone(), e))?;
     }
     let _ = fs::remove_dir_all(&debs);
-    let ldso = ["usr/lib/x86_64-linux-gnu/ld-linux-x86-64.so.2", "lib/x86_64-linux-gnu/ld-linux-x86-64.so.2", "usr/lib64/ld-linux-x86-64.so.2"]
-        .iter()
-        .map(|r| sys.join(r))
-        .find(|p| p.exists())
-        .ok_or_else(|| KbuildError::BadRequest(format!("no ld-linux-x86-64.so.2 in {}", sys.display())))?;
-    let libs = format!("{}:{}", sys.join("usr/lib/x86_64-linux-gnu").display(), sys.join("lib/x86_64-linux-gnu").display());
+    let ldso = [
+        "usr/lib/x86_64-linux-gnu/ld-linux-x86-64.so.2",
+        "lib/x86_64-linux-gnu/ld-linux-x86-64.so.2",
+        "usr/lib64/ld-linux-x86-64.so.2",
+    ]
+    .iter()
+    .map(|r| sys.join(r))
+    .find(|p| p.exists())
+    .ok_or_else(|| KbuildError::BadRequest(format!("no ld-linux-x86-64.so.2 in {}", sys.display())))?;
+    let libs = format!(
+        "{}:{}",
+        sys.join("usr/lib/x86_64-linux-gnu").display(),
+        sys.join("lib/x86_64-linux-gnu").display()
+    );
     let bin = dir.join("bin");
     fs::create_dir_all(&bin).map_err(|e| KbuildError::Io(bin.clone(), e))?;
     let wrapper = bin.join("pahole");
@@ -216,8 +248,10 @@ fn fetch_pahole(cache_root: &Path, log: &mut dyn FnMut(String)) -> Result<Tool, 
         sys.join("usr/bin/pahole").display()
     );
     fs::write(&wrapper, script).map_err(|e| KbuildError::Io(wrapper.clone(), e))?;
-    fs::set_permissions(&wrapper, fs::Permissions::from_mode(0o755)).map_err(|e| KbuildError::Io(wrapper.clone(), e))?;
-    let v = version_of(&wrapper).ok_or_else(|| KbuildError::BadRequest(format!("{} does not run", wrapper.display())))?;
+    fs::set_permissions(&wrapper, fs::Permissions::from_mode(0o755))
+        .map_err(|e| KbuildError::Io(wrapper.clone(), e))?;
+    let v = version_of(&wrapper)
+        .ok_or_else(|| KbuildError::BadRequest(format!("{} does not run", wrapper.display())))?;
     check_version(&v, &wrapper)?;
     fs::write(dir.join(".ready"), &v).map_err(|e| KbuildError::Io(dir.clone(), e))?;
     log(format!("pahole {v} ready: {}", wrapper.display()));
@@ -255,7 +289,11 @@ mod tests {
         // The newest libdw1t64 pulls in libzstd1, which this index lacks.
         assert_eq!(c, ["libzstd1"]);
         let mut with_zstd = infos.clone();
-        with_zstd.push(DepInfo { package: "libzstd1".into(), version: "1.5.7".into(), depends: vec!["libc6".into()] });
+        with_zstd.push(DepInfo {
+            package: "libzstd1".into(),
+            version: "1.5.7".into(),
+            depends: vec!["libc6".into()],
+        });
         let c = closure(&with_zstd, "pahole").unwrap();
         let names: Vec<_> = c.iter().map(|i| (i.package.as_str(), i.version.as_str())).collect();
         assert_eq!(

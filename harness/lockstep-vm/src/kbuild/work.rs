@@ -61,7 +61,10 @@ impl Work {
 
     /// Reads `state.json` (default when absent or unreadable).
     pub fn state(&self) -> WorkState {
-        fs::read_to_string(self.dir.join("state.json")).ok().and_then(|t| serde_json::from_str(&t).ok()).unwrap_or_default()
+        fs::read_to_string(self.dir.join("state.json"))
+            .ok()
+            .and_then(|t| serde_json::from_str(&t).ok())
+            .unwrap_or_default()
     }
 
     /// Writes `state.json` atomically.
@@ -95,9 +98,15 @@ impl Work {
     /// Applies `series` in a scratch directory holding only the files it touches (and those the
     /// applied series touched), from their unpatched content: (unpatched, patched) content of
     /// each such file. The work tree is not touched.
-    fn apply_in_scratch(&self, state: &WorkState, series: Option<&Series>, on_patch: &mut dyn FnMut(&Patch)) -> Result<(Files, Files), KbuildError> {
+    fn apply_in_scratch(
+        &self,
+        state: &WorkState,
+        series: Option<&Series>,
+        on_patch: &mut dyn FnMut(&Patch),
+    ) -> Result<(Files, Files), KbuildError> {
         let new_paths: BTreeSet<String> = series.map(|s| s.touched_files()).unwrap_or_default();
-        let mut all: BTreeSet<String> = state.applied.iter().flat_map(|a| a.touched.iter().map(|(p, _)| p.clone())).collect();
+        let mut all: BTreeSet<String> =
+            state.applied.iter().flat_map(|a| a.touched.iter().map(|(p, _)| p.clone())).collect();
         all.extend(new_paths.iter().cloned());
         let mut pristine: Files = BTreeMap::new();
         for p in &all {
@@ -146,7 +155,12 @@ impl Work {
     /// patch that does not apply is reported with its failing hunks and the work tree is left as
     /// it was. Then only files whose content changes are written (fresh modification times, so
     /// `make` rebuilds exactly what depends on them).
-    pub fn switch(&self, state: &mut WorkState, series: Option<&Series>, on_patch: &mut dyn FnMut(&Patch)) -> Result<(), KbuildError> {
+    pub fn switch(
+        &self,
+        state: &mut WorkState,
+        series: Option<&Series>,
+        on_patch: &mut dyn FnMut(&Patch),
+    ) -> Result<(), KbuildError> {
         let new_paths: BTreeSet<String> = series.map(|s| s.touched_files()).unwrap_or_default();
         let (pristine, target) = self.apply_in_scratch(state, series, on_patch)?;
         // Record every involved file's original before touching the tree (crash safety: a
@@ -187,7 +201,11 @@ impl Work {
         state.applied = series.map(|s| Applied {
             series: s.name.clone(),
             patches: s.patches.iter().map(|p| (p.file_name.clone(), p.sha256.clone())).collect(),
-            touched: pristine.iter().filter(|(p, _)| new_paths.contains(*p)).map(|(p, c)| (p.clone(), c.is_some())).collect(),
+            touched: pristine
+                .iter()
+                .filter(|(p, _)| new_paths.contains(*p))
+                .map(|(p, c)| (p.clone(), c.is_some()))
+                .collect(),
         });
         if state.applied.is_none() {
             let _ = fs::remove_dir_all(&orig);
@@ -211,7 +229,11 @@ fn apply_patch(dir: &Path, p: &Patch) -> Result<(), KbuildError> {
     }
     let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
     let failures = series::parse_patch_output(&text);
-    Err(KbuildError::PatchDoesNotApply { patch: p.file_name.clone(), subject: p.subject.clone(), detail: series::describe_failure(p, &failures, &text) })
+    Err(KbuildError::PatchDoesNotApply {
+        patch: p.file_name.clone(),
+        subject: p.subject.clone(),
+        detail: series::describe_failure(p, &failures, &text),
+    })
 }
 
 #[cfg(test)]
@@ -253,7 +275,10 @@ diff --git a/a.c b/a.c\n--- a/a.c\n+++ b/a.c\n@@ -1,3 +1,3 @@\n one\n-zwei\n+ZWE
         // The state on disk records the series, so a later process can undo it.
         let on_disk = w.state();
         assert_eq!(on_disk.applied.as_ref().unwrap().patches.len(), 1);
-        assert_eq!(on_disk.applied.as_ref().unwrap().touched, [("a.c".to_string(), true), ("n.c".to_string(), false)]);
+        assert_eq!(
+            on_disk.applied.as_ref().unwrap().touched,
+            [("a.c".to_string(), true), ("n.c".to_string(), false)]
+        );
         let mut st = on_disk;
         w.switch(&mut st, None, &mut |_| {}).unwrap();
         assert_eq!(fs::read_to_string(w.src().join("a.c")).unwrap(), "one\ntwo\nthree\n");

@@ -23,7 +23,12 @@ pub fn list_kfuncs(dir: &Path, loader: Option<&Loader>) -> KfuncListing {
     let vmlinux = match std::fs::read(dir.join("vmlinux")) {
         Ok(b) => b,
         Err(e) => {
-            out.sources.push(BtfSource { object: "vmlinux".into(), funcs: 0, kfuncs: 0, error: Some(e.to_string()) });
+            out.sources.push(BtfSource {
+                object: "vmlinux".into(),
+                funcs: 0,
+                kfuncs: 0,
+                error: Some(e.to_string()),
+            });
             return out;
         }
     };
@@ -39,7 +44,9 @@ pub fn list_kfuncs(dir: &Path, loader: Option<&Loader>) -> KfuncListing {
     for m in objects {
         match std::fs::read(dir.join(&m)) {
             Ok(b) => add_object(&mut out, &m, &b, Some(&vmlinux)),
-            Err(e) => out.sources.push(BtfSource { object: m, funcs: 0, kfuncs: 0, error: Some(e.to_string()) }),
+            Err(e) => {
+                out.sources.push(BtfSource { object: m, funcs: 0, kfuncs: 0, error: Some(e.to_string()) })
+            }
         }
     }
     if let Some(l) = loader {
@@ -68,10 +75,13 @@ fn add_object(out: &mut KfuncListing, object: &str, btf: &[u8], base: Option<&[u
         }
     };
     if tagged.is_empty() && module.is_none() && nfuncs > 0 {
-        out.warnings.push(format!("{object}: no function is tagged {KFUNC_TAG} (BTF made by pahole < 1.26?)"));
+        out.warnings
+            .push(format!("{object}: no function is tagged {KFUNC_TAG} (BTF made by pahole < 1.26?)"));
     }
-    let mut entries: Vec<KfuncEntry> =
-        tagged.into_iter().map(|(btf_id, name)| KfuncEntry { name, btf_id, module: module.clone() }).collect();
+    let mut entries: Vec<KfuncEntry> = tagged
+        .into_iter()
+        .map(|(btf_id, name)| KfuncEntry { name, btf_id, module: module.clone() })
+        .collect();
     entries.sort_by(|a, b| a.name.cmp(&b.name));
     out.sources.push(BtfSource { object: object.into(), funcs: nfuncs, kfuncs: entries.len(), error: None });
     out.kfuncs.extend(entries);

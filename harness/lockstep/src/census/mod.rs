@@ -105,7 +105,12 @@ impl Guest<'_> {
                 boot.seconds += boot_time.as_secs_f64();
             }
             CaseEvent::BootFailed { excerpt, will_retry } => {
-                bar.suspend(|| eprintln!("lockstep: {name}: boot failed{}:\n{excerpt}", if will_retry { " (retrying)" } else { "" }));
+                bar.suspend(|| {
+                    eprintln!(
+                        "lockstep: {name}: boot failed{}:\n{excerpt}",
+                        if will_retry { " (retrying)" } else { "" }
+                    )
+                });
             }
             _ => {}
         }
@@ -120,13 +125,22 @@ impl Guest<'_> {
         self.session.run(cases, false, &mut |ev| match ev {
             CaseEvent::Result { index, result, warnings } => {
                 if !warnings.is_empty() {
-                    crashes.push(format!("{name}: {}: kernel WARN:\n{}", cases[index].name, warnings.join("\n")));
+                    crashes.push(format!(
+                        "{name}: {}: kernel WARN:\n{}",
+                        cases[index].name,
+                        warnings.join("\n")
+                    ));
                 }
                 bar.inc(1);
                 results[index] = Ok(result);
             }
             CaseEvent::Retrying { index, excerpt } => {
-                bar.suspend(|| eprintln!("lockstep: {name}: {} crashed the guest; retrying:\n{excerpt}", cases[index].name));
+                bar.suspend(|| {
+                    eprintln!(
+                        "lockstep: {name}: {} crashed the guest; retrying:\n{excerpt}",
+                        cases[index].name
+                    )
+                });
             }
             CaseEvent::Crashed { index, excerpt } => {
                 crashes.push(format!("{name}: {} crashed the kernel twice:\n{excerpt}", cases[index].name));
@@ -154,7 +168,12 @@ impl Probing {
 }
 
 /// Takes the census of one kernel in `session`.
-fn census_kernel(target: &KernelTarget, session: KernelSession, args: &CensusArgs, bar: &ProgressBar) -> Result<(KernelCensus, Vec<String>)> {
+fn census_kernel(
+    target: &KernelTarget,
+    session: KernelSession,
+    args: &CensusArgs,
+    bar: &ProgressBar,
+) -> Result<(KernelCensus, Vec<String>)> {
     let t0 = Instant::now();
     let boot = Booted { release: String::new(), module: ModuleStatus::Absent, seconds: 0.0 };
     let mut g = Guest { session, name: &target.name, boot, probes: 0, crashes: Vec::new(), bar };
@@ -172,9 +191,13 @@ fn census_kernel(target: &KernelTarget, session: KernelSession, args: &CensusArg
     // The module's kfuncs as the host read them from the .ko, when the guest's BTF lacks the tags.
     let module_kfuncs = target.module_kfuncs();
     if let ModuleStatus::Loaded { name, .. } = &g.boot.module {
-        let missing: Vec<&String> = module_kfuncs.kfuncs.keys().filter(|k| !entries.iter().any(|e| &e.name == *k)).collect();
+        let missing: Vec<&String> =
+            module_kfuncs.kfuncs.keys().filter(|k| !entries.iter().any(|e| &e.name == *k)).collect();
         for k in missing {
-            warnings.push(format!("{k}: not tagged {} in the module's BTF; taken from the .ko's .BTF_ids", lockstep_core::btf::KFUNC_TAG));
+            warnings.push(format!(
+                "{k}: not tagged {} in the module's BTF; taken from the .ko's .BTF_ids",
+                lockstep_core::btf::KFUNC_TAG
+            ));
             entries.push(KfuncEntry { name: k.clone(), btf_id: 0, module: Some(name.clone()) });
         }
     }
@@ -183,7 +206,11 @@ fn census_kernel(target: &KernelTarget, session: KernelSession, args: &CensusArg
     match &static_flags {
         Err(e) => warnings.push(format!("compiled kfunc flags not read: {e:#}")),
         Ok(f) if !entries.iter().any(|e| e.module.is_none()) => {
-            warnings.push(format!("vmlinux kfuncs taken from the headers' .BTF_ids ({} names): its BTF has no {} tags", f.len(), lockstep_core::btf::KFUNC_TAG));
+            warnings.push(format!(
+                "vmlinux kfuncs taken from the headers' .BTF_ids ({} names): its BTF has no {} tags",
+                f.len(),
+                lockstep_core::btf::KFUNC_TAG
+            ));
             entries.extend(f.keys().map(|n| KfuncEntry { name: n.clone(), btf_id: 0, module: None }));
         }
         Ok(_) => {}
@@ -194,7 +221,10 @@ fn census_kernel(target: &KernelTarget, session: KernelSession, args: &CensusArg
         }
         entries.retain(|e| args.only.contains(&e.name));
     }
-    let mut kf: Vec<Probing> = entries.into_iter().map(|entry| Probing { entry, registration: BTreeMap::new(), per_type: BTreeMap::new() }).collect();
+    let mut kf: Vec<Probing> = entries
+        .into_iter()
+        .map(|entry| Probing { entry, registration: BTreeMap::new(), per_type: BTreeMap::new() })
+        .collect();
 
     let t1 = Instant::now();
     // Registration: lockable types in order (all of them with --all-prog-types), then the
@@ -214,7 +244,8 @@ fn census_kernel(target: &KernelTarget, session: KernelSession, args: &CensusArg
         if todo.is_empty() {
             continue;
         }
-        let cases: Vec<Case> = todo.iter().map(|&i| probe::probe_case(&kf[i].entry.name, t, Probe::Registration)).collect();
+        let cases: Vec<Case> =
+            todo.iter().map(|&i| probe::probe_case(&kf[i].entry.name, t, Probe::Registration)).collect();
         bar.inc_length(cases.len() as u64);
         let results = g.run(&cases, &format!("registration on {}", t.name()))?;
         for ((&i, c), r) in todo.iter().zip(&cases).zip(results) {
@@ -232,7 +263,8 @@ fn census_kernel(target: &KernelTarget, session: KernelSession, args: &CensusArg
         let n = if args.all_prog_types { reg.len() } else { reg.len().min(1) };
         todo.extend(reg.into_iter().take(n).map(|t| (i, t)));
     }
-    let cases: Vec<Case> = todo.iter().map(|&(i, t)| probe::probe_case(&kf[i].entry.name, t, Probe::Lock)).collect();
+    let cases: Vec<Case> =
+        todo.iter().map(|&(i, t)| probe::probe_case(&kf[i].entry.name, t, Probe::Lock)).collect();
     bar.inc_length(cases.len() as u64);
     let results = g.run(&cases, "lock probes")?;
     for ((&(i, t), c), r) in todo.iter().zip(&cases).zip(results) {
@@ -248,7 +280,11 @@ fn census_kernel(target: &KernelTarget, session: KernelSession, args: &CensusArg
         .into_iter()
         .map(|k| {
             let mut row = to_row(k, target, &module_kfuncs);
-            if let Some(m) = module_kfuncs.kfuncs.get(&row.name).filter(|_| row.module.is_some() && target.module.is_some()) {
+            if let Some(m) = module_kfuncs
+                .kfuncs
+                .get(&row.name)
+                .filter(|_| row.module.is_some() && target.module.is_some())
+            {
                 row.compiled_flags.insert(module_kfuncs.module.clone(), m.flags);
             } else if let Ok(f) = &static_flags {
                 row.compiled_flags = f.get(&row.name).cloned().unwrap_or_default();
@@ -257,7 +293,8 @@ fn census_kernel(target: &KernelTarget, session: KernelSession, args: &CensusArg
         })
         .collect();
     for r in rows.iter().filter(|r| r.per_type.values().any(|s| Some(s) != r.per_type.values().next())) {
-        let per: Vec<String> = r.per_type.iter().map(|(t, s)| format!("{} on {}", s.as_str(), t.name())).collect();
+        let per: Vec<String> =
+            r.per_type.iter().map(|(t, s)| format!("{} on {}", s.as_str(), t.name())).collect();
         warnings.push(format!("{}: the status depends on the program type: {}", r.name, per.join(", ")));
     }
     let mut c = KernelCensus {
@@ -289,7 +326,8 @@ fn to_row(k: Probing, target: &KernelTarget, module: &lockstep_core::profile::Mo
         Some((t, (s, d))) => (s, Some(t), d),
         None => (LockStatus::NotCallable, None, not_callable_reason(&k.registration)),
     };
-    let model = ModelView::predict(&target.profile, module, &k.entry.name, prog_type.unwrap_or(ProgType::SchedCls));
+    let model =
+        ModelView::predict(&target.profile, module, &k.entry.name, prog_type.unwrap_or(ProgType::SchedCls));
     let agrees = model.agrees_with(status);
     KfuncRow {
         name: k.entry.name,
@@ -308,10 +346,22 @@ fn to_row(k: Probing, target: &KernelTarget, module: &lockstep_core::profile::Mo
 
 /// Why no lock probe ran, from the registration answers.
 fn not_callable_reason(reg: &BTreeMap<ProgType, Registration>) -> String {
-    let tried = || LOCKABLE.into_iter().chain(UNLOCKABLE).filter(|t| reg.contains_key(t)).map(|t| t.name()).collect::<Vec<_>>().join(", ");
-    let registered: Vec<&str> = reg.iter().filter(|(_, r)| **r == Registration::Registered).map(|(t, _)| t.name()).collect();
+    let tried = || {
+        LOCKABLE
+            .into_iter()
+            .chain(UNLOCKABLE)
+            .filter(|t| reg.contains_key(t))
+            .map(|t| t.name())
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    let registered: Vec<&str> =
+        reg.iter().filter(|(_, r)| **r == Registration::Registered).map(|(t, _)| t.name()).collect();
     if !registered.is_empty() {
-        return format!("registered only for program types that cannot hold a bpf_spin_lock: {}", registered.join(", "));
+        return format!(
+            "registered only for program types that cannot hold a bpf_spin_lock: {}",
+            registered.join(", ")
+        );
     }
     // Grouped by reason, each with its types in the order tried.
     let mut by_reason: Vec<(&str, Vec<&str>)> = Vec::new();
@@ -324,11 +374,20 @@ fn not_callable_reason(reg: &BTreeMap<ProgType, Registration>) -> String {
         }
     }
     if by_reason.is_empty() {
-        return format!("registered for none of the program types tried ({}): struct_ops, LSM, fentry or netfilter only?", tried());
+        return format!(
+            "registered for none of the program types tried ({}): struct_ops, LSM, fentry or netfilter only?",
+            tried()
+        );
     }
     let parts: Vec<String> = by_reason
         .into_iter()
-        .map(|(why, ts)| if ts.len() == reg.len() { format!("{why} (every type tried)") } else { format!("{why} ({})", ts.join(", ")) })
+        .map(|(why, ts)| {
+            if ts.len() == reg.len() {
+                format!("{why} (every type tried)")
+            } else {
+                format!("{why} ({})", ts.join(", "))
+            }
+        })
         .collect();
     format!("refused before its registration was checked: {}", parts.join("; "))
 }
@@ -347,7 +406,11 @@ pub fn take_census(args: &CensusArgs) -> Result<CensusOutput> {
     let kernels = args.kernels.names();
     let deadline = Instant::now() + Duration::from_secs(args.timeout);
     let bar = ProgressBar::new(0);
-    bar.set_style(ProgressStyle::with_template("{prefix:>12} [{bar:30}] {pos}/{len} {wide_msg}").expect("template").progress_chars("=> "));
+    bar.set_style(
+        ProgressStyle::with_template("{prefix:>12} [{bar:30}] {pos}/{len} {wide_msg}")
+            .expect("template")
+            .progress_chars("=> "),
+    );
     let mut out = CensusOutput { kernels: Vec::new(), infra: Vec::new(), crashes: Vec::new() };
     for name in &kernels {
         bar.set_prefix(name.clone());
@@ -405,14 +468,25 @@ mod tests {
         let mut reg = BTreeMap::new();
         reg.insert(ProgType::SchedCls, Registration::NotRegistered);
         reg.insert(ProgType::RawTracepoint, Registration::Registered);
-        assert_eq!(not_callable_reason(&reg), "registered only for program types that cannot hold a bpf_spin_lock: raw_tracepoint");
+        assert_eq!(
+            not_callable_reason(&reg),
+            "registered only for program types that cannot hold a bpf_spin_lock: raw_tracepoint"
+        );
         reg.insert(ProgType::RawTracepoint, Registration::NotRegistered);
-        assert!(not_callable_reason(&reg).starts_with("registered for none of the program types tried (sched_cls, raw_tracepoint)"));
+        assert!(not_callable_reason(&reg)
+            .starts_with("registered for none of the program types tried (sched_cls, raw_tracepoint)"));
         let why = "before the walk: metadata kfuncs require device-bound program".to_string();
         reg.insert(ProgType::SchedCls, Registration::Refused(why.clone()));
         reg.insert(ProgType::RawTracepoint, Registration::Refused(why.clone()));
-        assert_eq!(not_callable_reason(&reg), format!("refused before its registration was checked: {why} (every type tried)"));
+        assert_eq!(
+            not_callable_reason(&reg),
+            format!("refused before its registration was checked: {why} (every type tried)")
+        );
         reg.insert(ProgType::Xdp, Registration::NotRegistered);
-        assert!(not_callable_reason(&reg).ends_with("program (sched_cls, raw_tracepoint)"), "{}", not_callable_reason(&reg));
+        assert!(
+            not_callable_reason(&reg).ends_with("program (sched_cls, raw_tracepoint)"),
+            "{}",
+            not_callable_reason(&reg)
+        );
     }
 }

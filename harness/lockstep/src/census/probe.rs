@@ -41,8 +41,14 @@ pub const LOCK_RULE_MESSAGE: &str = "function calls are not allowed while holdin
 /// order the census tries them (with their kfunc hook, `bpf_prog_type_to_kfunc_hook()`):
 /// sched_cls (TC), xdp (XDP), syscall (SYSCALL, sleepable), sched_act (SCHED_ACT),
 /// cgroup_skb (CGROUP), lwt_in (LWT). Kfuncs of the COMMON hook are registered for all.
-pub const LOCKABLE: [ProgType; 6] =
-    [ProgType::SchedCls, ProgType::Xdp, ProgType::Syscall, ProgType::SchedAct, ProgType::CgroupSkb, ProgType::LwtIn];
+pub const LOCKABLE: [ProgType; 6] = [
+    ProgType::SchedCls,
+    ProgType::Xdp,
+    ProgType::Syscall,
+    ProgType::SchedAct,
+    ProgType::CgroupSkb,
+    ProgType::LwtIn,
+];
 
 /// Program types tried (registration probe only) to say why a kfunc no lockable type registers
 /// is not callable under a lock: their programs cannot use `bpf_spin_lock` at all
@@ -84,7 +90,10 @@ pub fn probe_case(kfunc: &str, prog_type: ProgType, probe: Probe) -> Case {
         Probe::Registration => (plain_text(), Vec::new()),
         Probe::Lock => (lock_text(), vec![lock_map()]),
     };
-    let syms = Symbols { maps: maps.iter().map(|m| m.name.clone()).collect(), kfuncs: vec![PLACEHOLDER.to_string()] };
+    let syms = Symbols {
+        maps: maps.iter().map(|m| m.name.clone()).collect(),
+        kfuncs: vec![PLACEHOLDER.to_string()],
+    };
     let mut program = asm::assemble(&template, &syms).expect("the census templates assemble");
     for r in program.relocs.values_mut() {
         if let Reloc::Kfunc { name } = r {
@@ -183,7 +192,9 @@ pub fn read_registration(kfunc: &str, r: &KernelResult, call: usize) -> Registra
     if let Some(why) = refused_before_call(r, call) {
         return Registration::Refused(why);
     }
-    if r.verdict.verdict == VerdictKind::Reject && first_line(r) == format!("calling kernel function {kfunc} is not allowed") {
+    if r.verdict.verdict == VerdictKind::Reject
+        && first_line(r) == format!("calling kernel function {kfunc} is not allowed")
+    {
         return Registration::NotRegistered;
     }
     Registration::Registered
@@ -236,7 +247,15 @@ mod tests {
     use lockstep_core::verdict::Verdict;
 
     fn kr(v: Verdict) -> KernelResult {
-        KernelResult { case: "c".into(), verdict: v, errno: 22, log: None, verification_usec: None, insns_processed: None, setup_error: None }
+        KernelResult {
+            case: "c".into(),
+            verdict: v,
+            errno: 22,
+            log: None,
+            verification_usec: None,
+            insns_processed: None,
+            setup_error: None,
+        }
     }
 
     #[test]
@@ -249,7 +268,8 @@ mod tests {
         let lock = probe_case("bpf_foo", ProgType::Syscall, Probe::Lock);
         assert!(lock.sleepable, "syscall programs are loaded sleepable");
         let call = call_insn(&lock);
-        let names: Vec<_> = lock.program.relocs.keys().filter_map(|i| lock.program.call_name(*i).map(|n| (*i, n))).collect();
+        let names: Vec<_> =
+            lock.program.relocs.keys().filter_map(|i| lock.program.call_name(*i).map(|n| (*i, n))).collect();
         let lock_at = names.iter().find(|(_, n)| *n == "bpf_spin_lock").unwrap().0;
         let unlock_at = names.iter().find(|(_, n)| *n == "bpf_spin_unlock").unwrap().0;
         assert!(lock_at < call && call < unlock_at, "{names:?}");
@@ -274,7 +294,8 @@ mod tests {
     #[test]
     fn the_lock_rule_at_the_call_is_not_lock_safe_and_anything_after_it_is_lock_safe() {
         let call = 16;
-        let gate = kr(Verdict::reject(Some(call), format!("{LOCK_RULE_MESSAGE}\n\nVerification failed: ...")));
+        let gate =
+            kr(Verdict::reject(Some(call), format!("{LOCK_RULE_MESSAGE}\n\nVerification failed: ...")));
         assert_eq!(read_lock_probe(&gate, call).0, LockStatus::NotLockSafe);
         assert_eq!(read_lock_probe(&kr(Verdict::accept()), call), (LockStatus::LockSafe, "accepted".into()));
         let args = kr(Verdict::reject(Some(call), "R1 type=scalar expected=fp"));
@@ -299,8 +320,14 @@ mod tests {
         assert_eq!(read_lock_probe(&early, call).0, LockStatus::NotCallable);
         let mut setup = kr(Verdict::unsupported("setup error: unknown kfunc bpf_x"));
         setup.setup_error = Some("unknown kfunc bpf_x".into());
-        assert_eq!(read_lock_probe(&setup, call), (LockStatus::NotCallable, "setup: unknown kfunc bpf_x".into()));
-        assert_eq!(read_registration("bpf_x", &setup, 5), Registration::Refused("setup: unknown kfunc bpf_x".into()));
+        assert_eq!(
+            read_lock_probe(&setup, call),
+            (LockStatus::NotCallable, "setup: unknown kfunc bpf_x".into())
+        );
+        assert_eq!(
+            read_registration("bpf_x", &setup, 5),
+            Registration::Refused("setup: unknown kfunc bpf_x".into())
+        );
     }
 
     #[test]
@@ -308,9 +335,14 @@ mod tests {
         let call = 5;
         let not = kr(Verdict::reject(Some(call), "calling kernel function bpf_x is not allowed"));
         assert_eq!(read_registration("bpf_x", &not, call), Registration::NotRegistered);
-        assert_eq!(read_registration("bpf_y", &not, call), Registration::Registered, "another kfunc's name is a later check");
+        assert_eq!(
+            read_registration("bpf_y", &not, call),
+            Registration::Registered,
+            "another kfunc's name is a later check"
+        );
         assert_eq!(read_registration("bpf_x", &kr(Verdict::accept()), call), Registration::Registered);
-        let sleepable = kr(Verdict::reject(Some(call), "program must be sleepable to call sleepable kfunc bpf_x"));
+        let sleepable =
+            kr(Verdict::reject(Some(call), "program must be sleepable to call sleepable kfunc bpf_x"));
         assert_eq!(read_registration("bpf_x", &sleepable, call), Registration::Registered);
         let prepass = kr(Verdict::reject(None, "metadata kfuncs require device-bound program"));
         assert!(matches!(read_registration("bpf_x", &prepass, call), Registration::Refused(_)));

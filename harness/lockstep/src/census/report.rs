@@ -78,7 +78,8 @@ pub fn text(ks: &[KernelCensus]) -> String {
     }
     s.push('\n');
     for n in names(ks) {
-        let module = ks.iter().find_map(|k| k.row(n)).and_then(|r| r.module.clone()).unwrap_or_else(|| "-".into());
+        let module =
+            ks.iter().find_map(|k| k.row(n)).and_then(|r| r.module.clone()).unwrap_or_else(|| "-".into());
         let _ = write!(s, "{n:<w$}  {module:<14}");
         for k in ks {
             match k.row(n) {
@@ -95,7 +96,13 @@ pub fn text(ks: &[KernelCensus]) -> String {
     }
     for k in ks {
         let safe = k.lock_safe();
-        let _ = writeln!(s, "\nlock-safe on {} ({}): {}", k.kernel, safe.len(), safe.into_iter().collect::<Vec<_>>().join(" "));
+        let _ = writeln!(
+            s,
+            "\nlock-safe on {} ({}): {}",
+            k.kernel,
+            safe.len(),
+            safe.into_iter().collect::<Vec<_>>().join(" ")
+        );
     }
     for (a, b, ch) in changes(ks) {
         let _ = writeln!(s, "\nchanged from {} to {} ({}):", a.kernel, b.kernel, ch.len());
@@ -107,7 +114,15 @@ pub fn text(ks: &[KernelCensus]) -> String {
         let diffs: Vec<&KfuncRow> = k.rows.iter().filter(|r| r.agrees == Some(false)).collect();
         let _ = writeln!(s, "\nmodel differences on {} (profile {}): {}", k.kernel, k.profile, diffs.len());
         for r in diffs {
-            let _ = writeln!(s, "  {}: kernel {} ({}), model {}\n    {}", r.name, r.status.as_str(), r.detail, r.model.as_str(), explain(r, &k.profile));
+            let _ = writeln!(
+                s,
+                "  {}: kernel {} ({}), model {}\n    {}",
+                r.name,
+                r.status.as_str(),
+                r.detail,
+                r.model.as_str(),
+                explain(r, &k.profile)
+            );
         }
     }
     s
@@ -165,7 +180,10 @@ struct JsonDoc<'a> {
 
 /// The census as one JSON document: `{"kernels": [...], "changes": [...]}`.
 pub fn json(ks: &[KernelCensus]) -> String {
-    let changes = changes(ks).into_iter().map(|(a, b, changes)| JsonChange { from_kernel: &a.kernel, to_kernel: &b.kernel, changes }).collect();
+    let changes = changes(ks)
+        .into_iter()
+        .map(|(a, b, changes)| JsonChange { from_kernel: &a.kernel, to_kernel: &b.kernel, changes })
+        .collect();
     serde_json::to_string_pretty(&JsonDoc { kernels: ks, changes }).expect("the census serialises")
 }
 
@@ -183,7 +201,16 @@ pub fn markdown(ks: &[KernelCensus]) -> String {
         let _ = writeln!(
             s,
             "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {:.1} |",
-            k.kernel, k.package_version, k.profile, c.kfuncs, c.lock_safe, c.not_lock_safe, c.not_callable, c.model_differences, k.probes, k.seconds_total
+            k.kernel,
+            k.package_version,
+            k.profile,
+            c.kfuncs,
+            c.lock_safe,
+            c.not_lock_safe,
+            c.not_callable,
+            c.model_differences,
+            k.probes,
+            k.seconds_total
         );
     }
     for k in ks {
@@ -202,7 +229,8 @@ pub fn markdown(ks: &[KernelCensus]) -> String {
     }
     for k in ks {
         let diffs: Vec<&KfuncRow> = k.rows.iter().filter(|r| r.agrees == Some(false)).collect();
-        let _ = writeln!(s, "\n## Model differences on {} (profile {}): {}\n", k.kernel, k.profile, diffs.len());
+        let _ =
+            writeln!(s, "\n## Model differences on {} (profile {}): {}\n", k.kernel, k.profile, diffs.len());
         if !diffs.is_empty() {
             s.push_str("| kfunc | kernel | model | kernel said | why |\n| --- | --- | --- | --- | --- |\n");
             for r in diffs {
@@ -228,12 +256,19 @@ pub fn markdown(ks: &[KernelCensus]) -> String {
     }
     s.push('\n');
     for n in names(ks) {
-        let module = ks.iter().find_map(|k| k.row(n)).and_then(|r| r.module.clone()).unwrap_or_else(|| "-".into());
+        let module =
+            ks.iter().find_map(|k| k.row(n)).and_then(|r| r.module.clone()).unwrap_or_else(|| "-".into());
         let _ = write!(s, "| `{n}` | {module} |");
         for k in ks {
             match k.row(n) {
                 Some(r) => {
-                    let _ = write!(s, " {} | {} | {} |", r.status.as_str(), md_escape(&model_mark(r)), r.prog_type.map_or("-", |t| t.name()));
+                    let _ = write!(
+                        s,
+                        " {} | {} | {} |",
+                        r.status.as_str(),
+                        md_escape(&model_mark(r)),
+                        r.prog_type.map_or("-", |t| t.name())
+                    );
                 }
                 None => s.push_str(" absent | | |"),
             }
@@ -313,7 +348,8 @@ mod tests {
     #[test]
     fn explanations_follow_the_profile_rule() {
         use LockStatus::*;
-        let listed_unflagged = row("bpf_iter_num_new", NotLockSafe, ModelView::LockSafe, &[("common_btf_ids", 0)]);
+        let listed_unflagged =
+            row("bpf_iter_num_new", NotLockSafe, ModelView::LockSafe, &[("common_btf_ids", 0)]);
         assert!(explain(&listed_unflagged, "7.3").contains("no id set has the lock-safe flag"));
         assert!(explain(&listed_unflagged, "7.2").contains("hard-coded list"));
     }

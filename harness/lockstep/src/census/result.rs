@@ -22,7 +22,12 @@ pub enum ModelView {
 
 impl ModelView {
     /// The model's view of `name` called as a `prog_type` program under `profile`.
-    pub fn predict(profile: &KernelProfile, module: &ModuleKfuncs, name: &str, prog_type: ProgType) -> ModelView {
+    pub fn predict(
+        profile: &KernelProfile,
+        module: &ModuleKfuncs,
+        name: &str,
+        prog_type: ProgType,
+    ) -> ModelView {
         match lockstep_core::model::kfunc_allowed_under_lock(profile, module, name, prog_type, false) {
             Ok(true) => ModelView::LockSafe,
             Ok(false) => ModelView::NotLockSafe,
@@ -44,7 +49,8 @@ impl ModelView {
     pub fn agrees_with(&self, kernel: LockStatus) -> Option<bool> {
         match (kernel, self) {
             (LockStatus::NotCallable, _) | (_, ModelView::Unknown(_)) => None,
-            (LockStatus::LockSafe, ModelView::LockSafe) | (LockStatus::NotLockSafe, ModelView::NotLockSafe) => Some(true),
+            (LockStatus::LockSafe, ModelView::LockSafe)
+            | (LockStatus::NotLockSafe, ModelView::NotLockSafe) => Some(true),
             _ => Some(false),
         }
     }
@@ -165,7 +171,9 @@ pub struct Change {
 
 /// The kfuncs whose status changed from kernel `a` to kernel `b`, by name.
 pub fn diff(a: &KernelCensus, b: &KernelCensus) -> Vec<Change> {
-    let status = |k: &KernelCensus| -> BTreeMap<String, LockStatus> { k.rows.iter().map(|r| (r.name.clone(), r.status)).collect() };
+    let status = |k: &KernelCensus| -> BTreeMap<String, LockStatus> {
+        k.rows.iter().map(|r| (r.name.clone(), r.status)).collect()
+    };
     let (sa, sb) = (status(a), status(b));
     let names: BTreeSet<&String> = sa.keys().chain(sb.keys()).collect();
     names
@@ -206,10 +214,27 @@ mod tests {
     #[test]
     fn the_diff_lists_changed_appeared_and_vanished_kfuncs_only() {
         use LockStatus::*;
-        let a = census("a", vec![row("same", LockSafe), row("flip", NotLockSafe), row("gone", LockSafe), row("nc", NotCallable)]);
-        let b = census("b", vec![row("same", LockSafe), row("flip", LockSafe), row("new", NotLockSafe), row("nc", NotLockSafe)]);
+        let a = census(
+            "a",
+            vec![
+                row("same", LockSafe),
+                row("flip", NotLockSafe),
+                row("gone", LockSafe),
+                row("nc", NotCallable),
+            ],
+        );
+        let b = census(
+            "b",
+            vec![
+                row("same", LockSafe),
+                row("flip", LockSafe),
+                row("new", NotLockSafe),
+                row("nc", NotLockSafe),
+            ],
+        );
         let d = diff(&a, &b);
-        let got: Vec<(&str, Option<LockStatus>, Option<LockStatus>)> = d.iter().map(|c| (c.name.as_str(), c.from, c.to)).collect();
+        let got: Vec<(&str, Option<LockStatus>, Option<LockStatus>)> =
+            d.iter().map(|c| (c.name.as_str(), c.from, c.to)).collect();
         assert_eq!(
             got,
             vec![
@@ -220,7 +245,17 @@ mod tests {
             ]
         );
         assert!(diff(&a, &a).is_empty());
-        assert_eq!(a.counts, Counts { kfuncs: 4, lock_safe: 2, not_lock_safe: 1, not_callable: 1, model_differences: 0, model_unknown: 3 });
+        assert_eq!(
+            a.counts,
+            Counts {
+                kfuncs: 4,
+                lock_safe: 2,
+                not_lock_safe: 1,
+                not_callable: 1,
+                model_differences: 0,
+                model_unknown: 3
+            }
+        );
         assert_eq!(b.lock_safe().into_iter().collect::<Vec<_>>(), vec!["flip", "same"]);
     }
 
@@ -240,15 +275,42 @@ mod tests {
         let module = lockstep_core::module_src::bundled();
         let p = |n: &str| KernelProfile::by_name(n).unwrap();
         // Module kfuncs: only the flag counts, and only for a type whose set has it.
-        assert_eq!(ModelView::predict(&p("7.2"), &module, "lockstep_safe", ProgType::SchedCls), ModelView::NotLockSafe);
-        assert_eq!(ModelView::predict(&p("7.3"), &module, "lockstep_safe", ProgType::SchedCls), ModelView::LockSafe);
-        assert_eq!(ModelView::predict(&p("7.2+kf-spin-lock"), &module, "lockstep_safe", ProgType::SchedCls), ModelView::LockSafe);
-        assert_eq!(ModelView::predict(&p("7.3"), &module, "lockstep_unsafe", ProgType::SchedCls), ModelView::NotLockSafe);
-        assert_eq!(ModelView::predict(&p("7.3"), &module, "lockstep_xdp_only_safe", ProgType::Xdp), ModelView::LockSafe);
-        assert_eq!(ModelView::predict(&p("7.3"), &module, "lockstep_xdp_only_safe", ProgType::SchedCls), ModelView::NotLockSafe);
+        assert_eq!(
+            ModelView::predict(&p("7.2"), &module, "lockstep_safe", ProgType::SchedCls),
+            ModelView::NotLockSafe
+        );
+        assert_eq!(
+            ModelView::predict(&p("7.3"), &module, "lockstep_safe", ProgType::SchedCls),
+            ModelView::LockSafe
+        );
+        assert_eq!(
+            ModelView::predict(&p("7.2+kf-spin-lock"), &module, "lockstep_safe", ProgType::SchedCls),
+            ModelView::LockSafe
+        );
+        assert_eq!(
+            ModelView::predict(&p("7.3"), &module, "lockstep_unsafe", ProgType::SchedCls),
+            ModelView::NotLockSafe
+        );
+        assert_eq!(
+            ModelView::predict(&p("7.3"), &module, "lockstep_xdp_only_safe", ProgType::Xdp),
+            ModelView::LockSafe
+        );
+        assert_eq!(
+            ModelView::predict(&p("7.3"), &module, "lockstep_xdp_only_safe", ProgType::SchedCls),
+            ModelView::NotLockSafe
+        );
         // vmlinux kfuncs: the profile's list.
-        assert_eq!(ModelView::predict(&p("7.2"), &module, "bpf_iter_num_new", ProgType::SchedCls), ModelView::LockSafe);
-        assert_eq!(ModelView::predict(&p("6.12"), &module, "bpf_iter_num_new", ProgType::SchedCls), ModelView::NotLockSafe);
-        assert_eq!(ModelView::predict(&p("7.3"), &module, "bpf_task_acquire", ProgType::SchedCls), ModelView::NotLockSafe);
+        assert_eq!(
+            ModelView::predict(&p("7.2"), &module, "bpf_iter_num_new", ProgType::SchedCls),
+            ModelView::LockSafe
+        );
+        assert_eq!(
+            ModelView::predict(&p("6.12"), &module, "bpf_iter_num_new", ProgType::SchedCls),
+            ModelView::NotLockSafe
+        );
+        assert_eq!(
+            ModelView::predict(&p("7.3"), &module, "bpf_task_acquire", ProgType::SchedCls),
+            ModelView::NotLockSafe
+        );
     }
 }

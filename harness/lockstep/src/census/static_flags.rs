@@ -10,8 +10,9 @@ use anyhow::{anyhow, Context, Result};
 
 /// Kfunc name -> id set -> flags word, of `kernel`'s vmlinux.
 pub fn for_kernel(kernel: &str) -> Result<BTreeMap<String, BTreeMap<String, u32>>> {
-    let v = crate::kernel::kernel_vmlinux(kernel)?
-        .ok_or_else(|| anyhow!("no vmlinux for {kernel} (a Debian kernel's headers are unpacked by the test module build)"))?;
+    let v = crate::kernel::kernel_vmlinux(kernel)?.ok_or_else(|| {
+        anyhow!("no vmlinux for {kernel} (a Debian kernel's headers are unpacked by the test module build)")
+    })?;
     let bytes = std::fs::read(&v).with_context(|| format!("reading {}", v.display()))?;
     lockstep_core::module_ko::vmlinux_kfunc_sets(&bytes).with_context(|| format!("{}", v.display()))
 }

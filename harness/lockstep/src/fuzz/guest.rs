@@ -34,7 +34,10 @@ impl GuestOracle {
 
     /// Whether `case` calls a test-module kfunc.
     fn uses_module(&self, case: &Case) -> bool {
-        case.program.relocs.values().any(|r| matches!(r, Reloc::Kfunc { name } if self.module.kfuncs.contains_key(name)))
+        case.program
+            .relocs
+            .values()
+            .any(|r| matches!(r, Reloc::Kfunc { name } if self.module.kfuncs.contains_key(name)))
     }
 }
 
@@ -76,7 +79,10 @@ impl Oracle for GuestOracle {
                 CaseEvent::NotRun { index, reason } => answers[index] = Some(Answer::NotRun(reason)),
             })
             .map_err(|e| OracleError::Infra(format!("{e:#}")))?;
-        Ok(answers.into_iter().map(|a| a.unwrap_or_else(|| Answer::NotRun("no answer from the guest".into()))).collect())
+        Ok(answers
+            .into_iter()
+            .map(|a| a.unwrap_or_else(|| Answer::NotRun("no answer from the guest".into())))
+            .collect())
     }
 }
 

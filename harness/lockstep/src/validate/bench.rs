@@ -61,7 +61,9 @@ struct ValidateBench {
 
 /// Runs `bench validate`; one JSON line per measured run on stdout.
 pub fn run(a: ValidateBenchArgs) -> Result<u8> {
-    let series = a.series.clone().unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/series/kf-spin-lock-rfc-v2"));
+    let series = a.series.clone().unwrap_or_else(|| {
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/series/kf-spin-lock-rfc-v2")
+    });
     let series = std::fs::canonicalize(&series).with_context(|| format!("series {}", series.display()))?;
     let fresh = if a.cold {
         let mut b = tempfile::Builder::new();
@@ -97,11 +99,18 @@ pub fn run(a: ValidateBenchArgs) -> Result<u8> {
     Ok(worst)
 }
 
-fn measure(a: &ValidateBenchArgs, series: &Path, cache: Option<&Path>, kind: &'static str) -> Result<ValidateBench> {
+fn measure(
+    a: &ValidateBenchArgs,
+    series: &Path,
+    cache: Option<&Path>,
+    kind: &'static str,
+) -> Result<ValidateBench> {
     let report = tempfile::NamedTempFile::new()?;
     let exe = std::env::current_exe().context("locating the lockstep binary")?;
     let mut cmd = Command::new(exe);
-    let accel = clap::ValueEnum::to_possible_value(&a.accel).map(|v| v.get_name().to_string()).unwrap_or_else(|| "auto".into());
+    let accel = clap::ValueEnum::to_possible_value(&a.accel)
+        .map(|v| v.get_name().to_string())
+        .unwrap_or_else(|| "auto".into());
     cmd.args(["validate-series", "--base", &a.base, "--profile", &a.profile, "--accel", &accel])
         .arg("--series")
         .arg(series)
@@ -111,7 +120,10 @@ fn measure(a: &ValidateBenchArgs, series: &Path, cache: Option<&Path>, kind: &'s
     if let Some(c) = cache {
         cmd.env("LOCKSTEP_CACHE", c);
     }
-    eprintln!("bench validate: {kind} run{}", cache.map(|c| format!(" (cache {})", c.display())).unwrap_or_default());
+    eprintln!(
+        "bench validate: {kind} run{}",
+        cache.map(|c| format!(" (cache {})", c.display())).unwrap_or_default()
+    );
     let t = Instant::now();
     let status = cmd.status().context("running lockstep validate-series")?;
     let wall_s = t.elapsed().as_secs_f64();
@@ -120,5 +132,12 @@ fn measure(a: &ValidateBenchArgs, series: &Path, cache: Option<&Path>, kind: &'s
         .and_then(|s| serde_json::from_str::<serde_json::Value>(&s).ok())
         .and_then(|v| serde_json::from_value::<Vec<(String, f64)>>(v["timings"].clone()).ok())
         .unwrap_or_default();
-    Ok(ValidateBench { bench: "validate", cache: kind, series: series.display().to_string(), exit: status.code(), wall_s, stages })
+    Ok(ValidateBench {
+        bench: "validate",
+        cache: kind,
+        series: series.display().to_string(),
+        exit: status.code(),
+        wall_s,
+        stages,
+    })
 }

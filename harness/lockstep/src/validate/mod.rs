@@ -17,9 +17,9 @@ use lockstep_vm::kbuild::{series, BuildRequest, Kbuild};
 use lockstep_vm::kernel::ResolvedKernel;
 
 use crate::cases::{self, BadInput};
+use crate::runner::AccelChoice;
 use report::{PatchInfo, Report, SeriesInfo, Side};
 use runner::CorpusRunner;
-use crate::runner::AccelChoice;
 
 /// Arguments of `lockstep validate-series`.
 #[derive(Args)]
@@ -93,7 +93,10 @@ fn lap_build(side: &str, b: &crate::kbuild::Built, t: &mut Instant, timings: &mu
     lap(&format!("build {side} kernel ({what})"), t, timings);
     if !b.cache_hit {
         for p in &b.record.timings {
-            timings.push((format!("build {side} kernel: {}", format!("{:?}", p.phase).to_lowercase()), p.seconds));
+            timings.push((
+                format!("build {side} kernel: {}", format!("{:?}", p.phase).to_lowercase()),
+                p.seconds,
+            ));
         }
     }
 }
@@ -129,7 +132,8 @@ pub fn run_with(a: ValidateArgs, runner: &mut dyn CorpusRunner) -> Result<u8> {
     let mut replay;
     let (runner, kernels): (&mut dyn CorpusRunner, [ResolvedKernel; 2]) = match &a.results_from {
         Some(dir) => {
-            let meta = std::fs::read_to_string(dir.join("kernels.json")).with_context(|| format!("reading {}/kernels.json", dir.display()))?;
+            let meta = std::fs::read_to_string(dir.join("kernels.json"))
+                .with_context(|| format!("reading {}/kernels.json", dir.display()))?;
             let k: [ResolvedKernel; 2] = serde_json::from_str(&meta).context("kernels.json")?;
             replay = runner::Replay::new(dir.clone());
             (&mut replay, k)
@@ -166,7 +170,9 @@ pub fn run_with(a: ValidateArgs, runner: &mut dyn CorpusRunner) -> Result<u8> {
             eprintln!("module for {side} ({}): {}", k.name, m.ko.display());
             m
         };
-        let r = runner.run(k, &p.name, &built.ko, &cases).map_err(|e| e.context(format!("running the corpus on the {side} kernel {}", k.name)))?;
+        let r = runner
+            .run(k, &p.name, &built.ko, &cases)
+            .map_err(|e| e.context(format!("running the corpus on the {side} kernel {}", k.name)))?;
         lap(&format!("run corpus ({side})"), &mut t, &mut timings);
         if let Some(dir) = &a.save_results {
             std::fs::create_dir_all(dir)?;
@@ -179,7 +185,9 @@ pub fn run_with(a: ValidateArgs, runner: &mut dyn CorpusRunner) -> Result<u8> {
         std::fs::write(dir.join("kernels.json"), serde_json::to_string_pretty(&[&k_base, &k_patched])?)?;
     }
 
-    let model = |p: &KernelProfile, m: &lockstep_core::profile::ModuleKfuncs| -> Vec<Verdict> { cases.iter().map(|c| lockstep_core::model::check(c, p, m)).collect() };
+    let model = |p: &KernelProfile, m: &lockstep_core::profile::ModuleKfuncs| -> Vec<Verdict> {
+        cases.iter().map(|c| lockstep_core::model::check(c, p, m)).collect()
+    };
     let (m_base, m_patched) = (model(&p_base, &modules[0].kfuncs), model(&p_patched, &modules[1].kfuncs));
     lap("model", &mut t, &mut timings);
     let rows = report::judge(&cases, &results[0], &results[1], &m_base, &m_patched);
@@ -190,13 +198,23 @@ pub fn run_with(a: ValidateArgs, runner: &mut dyn CorpusRunner) -> Result<u8> {
         identity: k.identity.clone(),
         release: k.release.clone(),
         profile: p.name.clone(),
-        lock_safe_kfuncs: m.kfuncs.kfuncs.values().filter(|f| f.flags & lockstep_core::module_src::LOCK_SAFE_FLAG != 0).map(|f| f.name.clone()).collect(),
+        lock_safe_kfuncs: m
+            .kfuncs
+            .kfuncs
+            .values()
+            .filter(|f| f.flags & lockstep_core::module_src::LOCK_SAFE_FLAG != 0)
+            .map(|f| f.name.clone())
+            .collect(),
     };
     let rep = Report {
         series: SeriesInfo {
             name: series.name.clone(),
             dir: series.dir.display().to_string(),
-            patches: series.patches.iter().map(|p| PatchInfo { file_name: p.file_name.clone(), subject: p.subject.clone() }).collect(),
+            patches: series
+                .patches
+                .iter()
+                .map(|p| PatchInfo { file_name: p.file_name.clone(), subject: p.subject.clone() })
+                .collect(),
         },
         base: side(&k_base, &p_base, &modules[0]),
         patched: side(&k_patched, &p_patched, &modules[1]),

@@ -71,14 +71,25 @@ impl Report {
 }
 
 /// Classifies every case; all slices are in the order of `cases` (`None`: no result).
-pub fn judge(cases: &[Case], kernel_base: &[Option<KernelResult>], kernel_patched: &[Option<KernelResult>], model_base: &[Verdict], model_patched: &[Verdict]) -> Vec<Row> {
+pub fn judge(
+    cases: &[Case],
+    kernel_base: &[Option<KernelResult>],
+    kernel_patched: &[Option<KernelResult>],
+    model_base: &[Verdict],
+    model_patched: &[Verdict],
+) -> Vec<Row> {
     let mut rows: Vec<Row> = cases
         .iter()
         .enumerate()
         .map(|(i, c)| {
             let kb = kernel_base.get(i).and_then(Option::as_ref);
             let kp = kernel_patched.get(i).and_then(Option::as_ref);
-            let j = flips::classify(CaseVerdicts { kernel_base: kb, kernel_patched: kp, model_base: &model_base[i], model_patched: &model_patched[i] });
+            let j = flips::classify(CaseVerdicts {
+                kernel_base: kb,
+                kernel_patched: kp,
+                model_base: &model_base[i],
+                model_patched: &model_patched[i],
+            });
             Row {
                 case: c.name.clone(),
                 file: c.file.clone(),
@@ -118,7 +129,11 @@ pub fn render_table(r: &Report) -> String {
             side.identity,
             side.release,
             side.profile,
-            if side.lock_safe_kfuncs.is_empty() { "none".to_string() } else { side.lock_safe_kfuncs.join(" ") }
+            if side.lock_safe_kfuncs.is_empty() {
+                "none".to_string()
+            } else {
+                side.lock_safe_kfuncs.join(" ")
+            }
         ));
     }
     s.push('\n');
@@ -148,7 +163,11 @@ fn summary_line(r: &Report) -> String {
         "{} cases: {}; {}",
         r.cases,
         parts.join(", "),
-        if r.failed() { format!("FAILED ({} unexpected results)", r.summary.failures) } else { "OK".to_string() }
+        if r.failed() {
+            format!("FAILED ({} unexpected results)", r.summary.failures)
+        } else {
+            "OK".to_string()
+        }
     )
 }
 
@@ -193,7 +212,13 @@ pub fn render_markdown(r: &Report) -> String {
     }
     s.push_str("\n| class | meaning | cases |\n|---|---|---|\n");
     for c in FlipClass::ALL {
-        s.push_str(&format!("| {}{} | {} | {} |\n", c.as_str(), if c.is_failure() { " (fails)" } else { "" }, c.meaning(), r.summary.counts.get(&c).copied().unwrap_or(0)));
+        s.push_str(&format!(
+            "| {}{} | {} | {} |\n",
+            c.as_str(),
+            if c.is_failure() { " (fails)" } else { "" },
+            c.meaning(),
+            r.summary.counts.get(&c).copied().unwrap_or(0)
+        ));
     }
     if !r.timings.is_empty() {
         s.push_str("\n| stage | seconds |\n|---|---|\n");
@@ -210,10 +235,22 @@ mod tests {
     use lockstep_core::case::ProgType;
 
     fn case(name: &str) -> Case {
-        Case { file: "tests/corpus/gen-calls.toml".into(), line: 7, ..Case::new(name, ProgType::SchedCls, Default::default(), "") }
+        Case {
+            file: "tests/corpus/gen-calls.toml".into(),
+            line: 7,
+            ..Case::new(name, ProgType::SchedCls, Default::default(), "")
+        }
     }
     fn kr(name: &str, v: Verdict) -> KernelResult {
-        KernelResult { case: name.into(), verdict: v, errno: 0, log: None, verification_usec: None, insns_processed: None, setup_error: None }
+        KernelResult {
+            case: name.into(),
+            verdict: v,
+            errno: 0,
+            log: None,
+            verification_usec: None,
+            insns_processed: None,
+            setup_error: None,
+        }
     }
     fn rej() -> Verdict {
         Verdict::reject(Some(9), "function calls are not allowed while holding a lock")
@@ -221,16 +258,43 @@ mod tests {
 
     fn report() -> Report {
         let cases = vec![case("call_module_safe_sched_cls"), case("lock_unlock"), case("crashes")];
-        let kb = vec![Some(kr("call_module_safe_sched_cls", rej())), Some(kr("lock_unlock", Verdict::accept())), Some(kr("crashes", Verdict::accept()))];
-        let kp = vec![Some(kr("call_module_safe_sched_cls", Verdict::accept())), Some(kr("lock_unlock", Verdict::accept())), None];
+        let kb = vec![
+            Some(kr("call_module_safe_sched_cls", rej())),
+            Some(kr("lock_unlock", Verdict::accept())),
+            Some(kr("crashes", Verdict::accept())),
+        ];
+        let kp = vec![
+            Some(kr("call_module_safe_sched_cls", Verdict::accept())),
+            Some(kr("lock_unlock", Verdict::accept())),
+            None,
+        ];
         let mb = vec![rej(), Verdict::accept(), Verdict::accept()];
         let mp = vec![Verdict::accept(), Verdict::accept(), Verdict::accept()];
         let rows = judge(&cases, &kb, &kp, &mb, &mp);
         let summary = flips::summarize(rows.iter().map(|r| r.class));
         Report {
-            series: SeriesInfo { name: "kf-spin-lock-rfc-v2".into(), dir: "/s".into(), patches: vec![PatchInfo { file_name: "0001-bpf-x.patch".into(), subject: "[RFC v2 1/3] bpf: x | y".into() }] },
-            base: Side { kernel: "build:aaaa".into(), identity: "7.2.13-1+lockstep.aaaa".into(), release: "7.2.13-lockstep".into(), profile: "7.2".into(), lock_safe_kfuncs: vec![] },
-            patched: Side { kernel: "build:bbbb".into(), identity: "7.2.13-1+kf+lockstep.bbbb".into(), release: "7.2.13-lockstep".into(), profile: "7.2+kf-spin-lock".into(), lock_safe_kfuncs: vec!["lockstep_safe".into()] },
+            series: SeriesInfo {
+                name: "kf-spin-lock-rfc-v2".into(),
+                dir: "/s".into(),
+                patches: vec![PatchInfo {
+                    file_name: "0001-bpf-x.patch".into(),
+                    subject: "[RFC v2 1/3] bpf: x | y".into(),
+                }],
+            },
+            base: Side {
+                kernel: "build:aaaa".into(),
+                identity: "7.2.13-1+lockstep.aaaa".into(),
+                release: "7.2.13-lockstep".into(),
+                profile: "7.2".into(),
+                lock_safe_kfuncs: vec![],
+            },
+            patched: Side {
+                kernel: "build:bbbb".into(),
+                identity: "7.2.13-1+kf+lockstep.bbbb".into(),
+                release: "7.2.13-lockstep".into(),
+                profile: "7.2+kf-spin-lock".into(),
+                lock_safe_kfuncs: vec!["lockstep_safe".into()],
+            },
             cases: 3,
             rows,
             summary,
@@ -242,7 +306,14 @@ mod tests {
     fn judge_aligns_results_with_cases_and_sorts_by_class() {
         let r = report();
         let got: Vec<_> = r.rows.iter().map(|x| (x.class, x.case.as_str())).collect();
-        assert_eq!(got, [(FlipClass::Expected, "call_module_safe_sched_cls"), (FlipClass::NoResult, "crashes"), (FlipClass::Unchanged, "lock_unlock")]);
+        assert_eq!(
+            got,
+            [
+                (FlipClass::Expected, "call_module_safe_sched_cls"),
+                (FlipClass::NoResult, "crashes"),
+                (FlipClass::Unchanged, "lock_unlock")
+            ]
+        );
         assert!(r.failed());
         assert_eq!(r.summary.failures, 1);
     }
@@ -254,7 +325,10 @@ mod tests {
         assert!(t.contains("expected       call_module_safe_sched_cls"), "{t}");
         assert!(t.contains("reject->accept"), "{t}");
         assert!(!t.contains("lock_unlock"), "unchanged cases are only counted: {t}");
-        assert!(t.contains("3 cases: 1 expected, 1 no-result, 1 unchanged; FAILED (1 unexpected results)"), "{t}");
+        assert!(
+            t.contains("3 cases: 1 expected, 1 no-result, 1 unchanged; FAILED (1 unexpected results)"),
+            "{t}"
+        );
     }
 
     #[test]

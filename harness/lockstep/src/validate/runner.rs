@@ -21,7 +21,13 @@ pub trait CorpusRunner {
     /// Boots `kernel` with the test module `module` loaded and runs `cases`; `profile` is the
     /// model profile that should predict this kernel. One entry per case, in the order of
     /// `cases` (`None`: no result, e.g. the case crashed the guest twice).
-    fn run(&mut self, kernel: &ResolvedKernel, profile: &str, module: &Path, cases: &[Case]) -> Result<Vec<Option<KernelResult>>>;
+    fn run(
+        &mut self,
+        kernel: &ResolvedKernel,
+        profile: &str,
+        module: &Path,
+        cases: &[Case],
+    ) -> Result<Vec<Option<KernelResult>>>;
 }
 
 /// WIRING POINT: the runner `lockstep validate-series` uses.
@@ -38,7 +44,13 @@ pub struct GuestRunner {
 }
 
 impl CorpusRunner for GuestRunner {
-    fn run(&mut self, kernel: &ResolvedKernel, profile: &str, module: &Path, cases: &[Case]) -> Result<Vec<Option<KernelResult>>> {
+    fn run(
+        &mut self,
+        kernel: &ResolvedKernel,
+        profile: &str,
+        module: &Path,
+        cases: &[Case],
+    ) -> Result<Vec<Option<KernelResult>>> {
         let opts = RunnerOptions {
             accel: self.accel,
             timeouts: self.timeouts,
@@ -58,32 +70,60 @@ impl CorpusRunner for GuestRunner {
         let started = std::time::Instant::now();
         session.run(cases, false, &mut |ev| match ev {
             CaseEvent::Booted { release, module, boot_time } => {
-                eprintln!("{}: booted {release} in {:.1}s, module {module:?}", kernel.name, boot_time.as_secs_f64());
+                eprintln!(
+                    "{}: booted {release} in {:.1}s, module {module:?}",
+                    kernel.name,
+                    boot_time.as_secs_f64()
+                );
                 if release != kernel.release {
-                    problem.get_or_insert(format!("the guest runs {release}, not {} ({})", kernel.release, kernel.name));
+                    problem.get_or_insert(format!(
+                        "the guest runs {release}, not {} ({})",
+                        kernel.release, kernel.name
+                    ));
                 }
                 if !matches!(module, ModuleStatus::Loaded { .. }) {
                     problem.get_or_insert(format!("the test module is not loaded in the guest: {module:?}"));
                 }
             }
             CaseEvent::BootFailed { excerpt, will_retry } => {
-                eprintln!("{}: boot failed{}:\n{excerpt}", kernel.name, if will_retry { " (retrying)" } else { "" });
+                eprintln!(
+                    "{}: boot failed{}:\n{excerpt}",
+                    kernel.name,
+                    if will_retry { " (retrying)" } else { "" }
+                );
             }
             CaseEvent::Result { index, result, warnings } => {
                 if !warnings.is_empty() {
-                    eprintln!("{}: kernel WARN during {}:\n{}", kernel.name, result.case, warnings.join("\n"));
+                    eprintln!(
+                        "{}: kernel WARN during {}:\n{}",
+                        kernel.name,
+                        result.case,
+                        warnings.join("\n")
+                    );
                 }
                 results[index] = Some(result);
             }
-            CaseEvent::Retrying { index, excerpt } => eprintln!("{}: {} crashed the guest, retrying:\n{excerpt}", kernel.name, cases[index].name),
-            CaseEvent::Crashed { index, excerpt } => eprintln!("{}: {} crashed the guest twice:\n{excerpt}", kernel.name, cases[index].name),
-            CaseEvent::NotRun { index, reason } => eprintln!("{}: {} not run: {reason}", kernel.name, cases[index].name),
+            CaseEvent::Retrying { index, excerpt } => {
+                eprintln!("{}: {} crashed the guest, retrying:\n{excerpt}", kernel.name, cases[index].name)
+            }
+            CaseEvent::Crashed { index, excerpt } => {
+                eprintln!("{}: {} crashed the guest twice:\n{excerpt}", kernel.name, cases[index].name)
+            }
+            CaseEvent::NotRun { index, reason } => {
+                eprintln!("{}: {} not run: {reason}", kernel.name, cases[index].name)
+            }
         })?;
         session.close();
         if let Some(p) = problem {
             bail!(crate::InfraError(p));
         }
-        eprintln!("{}: {} of {} cases in {:.1}s", kernel.name, results.iter().flatten().count(), cases.len(), started.elapsed().as_secs_f64());
+        eprintln!(
+            "{}: {} of {} cases in {:.1}s",
+            kernel.name,
+            results.iter().flatten().count(),
+            cases.len(),
+            started.elapsed().as_secs_f64()
+        );
         Ok(results)
     }
 }
@@ -110,7 +150,10 @@ pub fn read_results(path: &Path) -> Result<Vec<Option<KernelResult>>> {
     text.lines()
         .enumerate()
         .filter(|(_, l)| !l.trim().is_empty())
-        .map(|(i, l)| serde_json::from_str(l).with_context(|| format!("{}:{}: not a kernel result", path.display(), i + 1)))
+        .map(|(i, l)| {
+            serde_json::from_str(l)
+                .with_context(|| format!("{}:{}: not a kernel result", path.display(), i + 1))
+        })
         .collect()
 }
 
@@ -125,18 +168,34 @@ pub fn write_results(path: &Path, results: &[Option<KernelResult>]) -> Result<()
 }
 
 impl CorpusRunner for Replay {
-    fn run(&mut self, _kernel: &ResolvedKernel, _profile: &str, _module: &Path, cases: &[Case]) -> Result<Vec<Option<KernelResult>>> {
+    fn run(
+        &mut self,
+        _kernel: &ResolvedKernel,
+        _profile: &str,
+        _module: &Path,
+        cases: &[Case],
+    ) -> Result<Vec<Option<KernelResult>>> {
         let name = ["base.jsonl", "patched.jsonl"].get(self.next).context("replay: more than two runs")?;
         self.next += 1;
         let path = self.dir.join(name);
         let r = read_results(&path)?;
         if r.len() != cases.len() {
-            bail!(crate::cases::BadInput(format!("{}: {} results for {} cases (saved with another corpus?)", path.display(), r.len(), cases.len())));
+            bail!(crate::cases::BadInput(format!(
+                "{}: {} results for {} cases (saved with another corpus?)",
+                path.display(),
+                r.len(),
+                cases.len()
+            )));
         }
         for (c, r) in cases.iter().zip(&r) {
             if let Some(r) = r {
                 if r.case != c.name {
-                    bail!(crate::cases::BadInput(format!("{}: result for {:?} where case {:?} was expected", path.display(), r.case, c.name)));
+                    bail!(crate::cases::BadInput(format!(
+                        "{}: result for {:?} where case {:?} was expected",
+                        path.display(),
+                        r.case,
+                        c.name
+                    )));
                 }
             }
         }

@@ -61,9 +61,11 @@ impl Generator {
         b.program();
         // Maps first, then global sections (the case-file order).
         b.maps.sort_by_key(|m| m.global_section);
-        let symbols = Symbols { maps: b.maps.iter().map(|m| m.name.clone()).collect(), kfuncs: self.kfuncs.clone() };
+        let symbols =
+            Symbols { maps: b.maps.iter().map(|m| m.name.clone()).collect(), kfuncs: self.kfuncs.clone() };
         let text = b.text();
-        let program = assemble(&text, &symbols).unwrap_or_else(|e| panic!("generated program does not assemble ({e}):\n{text}"));
+        let program = assemble(&text, &symbols)
+            .unwrap_or_else(|e| panic!("generated program does not assemble ({e}):\n{text}"));
         let chaos = b.chaos;
         Case {
             name: format!("fuzz_{seed}_{index}"),
@@ -178,7 +180,8 @@ impl<'m> Builder<'m> {
             tags: BTreeSet::new(),
         };
         let wild = b.wild();
-        let types: Vec<(u32, ProgType)> = PROG_TYPES.iter().copied().filter(|(_, t)| wild || lock_capable(*t)).collect();
+        let types: Vec<(u32, ProgType)> =
+            PROG_TYPES.iter().copied().filter(|(_, t)| wild || lock_capable(*t)).collect();
         b.prog_type = *b.rng.weighted(&types);
         b
     }
@@ -248,8 +251,13 @@ impl<'m> Builder<'m> {
 
     /// An int field of map `m` (offset, size).
     fn int_field(&mut self, m: usize) -> Option<(i32, u32)> {
-        let ints: Vec<(i32, u32)> =
-            self.maps[m].value.fields.iter().filter(|f| f.kind == FieldKind::Int).map(|f| (f.offset as i32, f.size)).collect();
+        let ints: Vec<(i32, u32)> = self.maps[m]
+            .value
+            .fields
+            .iter()
+            .filter(|f| f.kind == FieldKind::Int)
+            .map(|f| (f.offset as i32, f.size))
+            .collect();
         if ints.is_empty() {
             None
         } else {
@@ -385,7 +393,14 @@ impl<'m> Builder<'m> {
 
 /// Program types whose programs may use a map with a `bpf_spin_lock` (`check_map_prog_compatibility()`).
 fn lock_capable(t: ProgType) -> bool {
-    !matches!(t, ProgType::SocketFilter | ProgType::Kprobe | ProgType::Tracepoint | ProgType::PerfEvent | ProgType::RawTracepoint)
+    !matches!(
+        t,
+        ProgType::SocketFilter
+            | ProgType::Kprobe
+            | ProgType::Tracepoint
+            | ProgType::PerfEvent
+            | ProgType::RawTracepoint
+    )
 }
 
 fn field(name: &str, kind: FieldKind, offset: u32, size: u32) -> Field {
@@ -397,8 +412,22 @@ fn lock_layout(rng: &mut Rng, kind: FieldKind) -> ValueLayout {
     let (fields, size) = match rng.below(100) {
         0..=44 => (vec![field("cnt", FieldKind::Int, 0, 4), field("lock", kind, 4, 4)], 8),
         45..=64 => (vec![field("lock", kind, 0, 4)], 4),
-        65..=84 => (vec![field("cnt", FieldKind::Int, 0, 8), field("lock", kind, 8, 4), field("x", FieldKind::Int, 12, 4)], 16),
-        _ => (vec![field("a", FieldKind::Int, 0, 4), field("b", FieldKind::Int, 4, 4), field("lock", kind, 8, 4)], 12),
+        65..=84 => (
+            vec![
+                field("cnt", FieldKind::Int, 0, 8),
+                field("lock", kind, 8, 4),
+                field("x", FieldKind::Int, 12, 4),
+            ],
+            16,
+        ),
+        _ => (
+            vec![
+                field("a", FieldKind::Int, 0, 4),
+                field("b", FieldKind::Int, 4, 4),
+                field("lock", kind, 8, 4),
+            ],
+            12,
+        ),
     };
     ValueLayout { size, fields }
 }
@@ -441,7 +470,10 @@ fn plain_map(rng: &mut Rng, name: &str) -> MapSpec {
         map_type: *rng.pick(&types),
         key_size: 4,
         max_entries: 1,
-        value: ValueLayout { size: 8, fields: vec![field("a", FieldKind::Int, 0, 4), field("b", FieldKind::Int, 4, 4)] },
+        value: ValueLayout {
+            size: 8,
+            fields: vec![field("a", FieldKind::Int, 0, 4), field("b", FieldKind::Int, 4, 4)],
+        },
         btf: true,
         global_section: false,
         flags: 0,

@@ -57,7 +57,8 @@ enum ArgForm {
 }
 
 const HELPERS: &[&str] = &["bpf_get_prandom_u32", "bpf_ktime_get_ns", "bpf_get_smp_processor_id"];
-const VMLINUX_KFUNCS: &[&str] = &["bpf_iter_num_destroy", "bpf_list_pop_front", "bpf_rbtree_first", "bpf_res_spin_unlock"];
+const VMLINUX_KFUNCS: &[&str] =
+    &["bpf_iter_num_destroy", "bpf_list_pop_front", "bpf_rbtree_first", "bpf_res_spin_unlock"];
 const CMPS: &[&str] = &["==", "!=", ">", "<", ">=", "s>", "&"];
 
 /// A memory operand `(rN + off)` / `(rN - off)`.
@@ -102,8 +103,8 @@ impl Builder<'_> {
         let nest = depth < 2;
         let skb = matches!(self.prog_type, ProgType::SchedCls | ProgType::SchedAct | ProgType::SocketFilter);
         let free = !held || wild; // calls and exits that the lock forbids
-        // Ops that change what r7, r8 and the spill slot hold only at the top level (or wild):
-        // inside a branch arm or loop body the change would hold on some paths only.
+                                  // Ops that change what r7, r8 and the spill slot hold only at the top level (or wild):
+                                  // inside a branch arm or loop body the change would hold on some paths only.
         let top = (depth == 0 && !in_loop) || wild;
         let w = |on: bool, wt: u32| if on { wt } else { 0 };
         let table = [
@@ -394,7 +395,9 @@ impl Builder<'_> {
     /// of its map.
     fn sub_fits(&self, kind: SubKind) -> bool {
         match (self.held, kind) {
-            (Some(h), SubKind::Unlock { map, .. }) => self.slot_with(h).is_some_and(|s| self.slots[s].as_ref().is_some_and(|x| x.map == map)),
+            (Some(h), SubKind::Unlock { map, .. }) => {
+                self.slot_with(h).is_some_and(|s| self.slots[s].as_ref().is_some_and(|x| x.map == map))
+            }
             (Some(_), k) => k.fine_under_lock() && !matches!(k, SubKind::Unlock { .. }),
             (None, SubKind::Unlock { .. }) => false,
             (None, SubKind::Lock { map, .. }) => self.slots.iter().flatten().any(|x| x.map == map),
@@ -404,8 +407,9 @@ impl Builder<'_> {
 
     /// A call to a static subprogram (a new one, or one made before).
     fn static_call(&mut self, wild: bool) {
-        let existing: Vec<usize> =
-            (0..self.subs.len()).filter(|&i| self.subs[i].global.is_none() && (wild || self.sub_fits(self.subs[i].kind))).collect();
+        let existing: Vec<usize> = (0..self.subs.len())
+            .filter(|&i| self.subs[i].global.is_none() && (wild || self.sub_fits(self.subs[i].kind)))
+            .collect();
         let (idx, new) = if !existing.is_empty() && (self.subs.len() >= 4 || self.rng.chance(40)) {
             (*self.rng.pick(&existing), false)
         } else if self.subs.len() < 6 {
@@ -459,9 +463,18 @@ impl Builder<'_> {
     fn new_static_sub(&mut self, wild: bool) -> usize {
         let held = self.held.is_some();
         let leaf = |k: SubKind| matches!(k, SubKind::Plain | SubKind::Branchy);
-        let plain_callees: Vec<String> = self.subs.iter().filter(|s| s.global.is_none() && leaf(s.kind)).map(|s| s.label.clone()).collect();
-        let call_callees: Vec<String> =
-            self.subs.iter().filter(|s| s.global.is_none() && matches!(s.kind, SubKind::Helper | SubKind::Kfunc)).map(|s| s.label.clone()).collect();
+        let plain_callees: Vec<String> = self
+            .subs
+            .iter()
+            .filter(|s| s.global.is_none() && leaf(s.kind))
+            .map(|s| s.label.clone())
+            .collect();
+        let call_callees: Vec<String> = self
+            .subs
+            .iter()
+            .filter(|s| s.global.is_none() && matches!(s.kind, SubKind::Helper | SubKind::Kfunc))
+            .map(|s| s.label.clone())
+            .collect();
         let ok = |under_lock: bool| wild || !held || under_lock;
         let table = [
             (20, SubKind::Plain),
@@ -480,8 +493,13 @@ impl Builder<'_> {
             SubKind::Helper => (kind, format!("    call {}\n    exit\n", self.rng.pick(HELPERS))),
             SubKind::Kfunc => {
                 let pt = self.prog_type;
-                let names: Vec<String> =
-                    self.module.kfuncs.values().filter(|k| k.returns_scalar && k.args <= 1 && k.prog_types.contains(&pt)).map(|k| k.name.clone()).collect();
+                let names: Vec<String> = self
+                    .module
+                    .kfuncs
+                    .values()
+                    .filter(|k| k.returns_scalar && k.args <= 1 && k.prog_types.contains(&pt))
+                    .map(|k| k.name.clone())
+                    .collect();
                 match names.is_empty() {
                     true => (SubKind::Plain, "    r0 = 0\n    exit\n".to_string()),
                     false => (kind, format!("    r1 = 1\n    call {}\n    exit\n", self.rng.pick(&names))),
@@ -500,7 +518,11 @@ impl Builder<'_> {
                 let slot = self.slots[s].clone().expect("slot 0 is always set");
                 let off = self.lock_off(slot.map).unwrap_or(0);
                 let call = if unlock { "bpf_spin_unlock" } else { "bpf_spin_lock" };
-                let k = if unlock { SubKind::Unlock { map: slot.map, off } } else { SubKind::Lock { map: slot.map, off } };
+                let k = if unlock {
+                    SubKind::Unlock { map: slot.map, off }
+                } else {
+                    SubKind::Lock { map: slot.map, off }
+                };
                 (k, format!("    r1 += {off}\n    call {call}\n    r0 = 0\n    exit\n"))
             }
             SubKind::NestedPlain => {
@@ -520,7 +542,9 @@ impl Builder<'_> {
     fn global_call(&mut self, wild: bool) {
         self.tags.insert("global-call");
         let existing: Vec<usize> = (0..self.subs.len())
-            .filter(|&i| self.subs[i].global.is_some() && (wild || self.subs[i].kind != SubKind::GlobalExitLocked))
+            .filter(|&i| {
+                self.subs[i].global.is_some() && (wild || self.subs[i].kind != SubKind::GlobalExitLocked)
+            })
             .collect();
         let idx = if !existing.is_empty() && (existing.len() >= 2 || self.rng.chance(40)) {
             *self.rng.pick(&existing)
@@ -539,7 +563,12 @@ impl Builder<'_> {
     fn new_global_sub(&mut self, wild: bool) -> usize {
         let label = self.label("gsub");
         let args = self.rng.range(0, 2) as u8;
-        let kinds = [(50, SubKind::Plain), (15, SubKind::Helper), (25, SubKind::GlobalLockPair), (if wild { 25 } else { 0 }, SubKind::GlobalExitLocked)];
+        let kinds = [
+            (50, SubKind::Plain),
+            (15, SubKind::Helper),
+            (25, SubKind::GlobalLockPair),
+            (if wild { 25 } else { 0 }, SubKind::GlobalExitLocked),
+        ];
         let kind = *self.rng.weighted(&kinds);
         let body = match kind {
             SubKind::Plain => "    r0 = 0\n    exit\n".to_string(),
@@ -549,7 +578,8 @@ impl Builder<'_> {
                 let spec = global_section(&mut self.rng, ".data");
                 let m = self.add_map(spec);
                 let off = self.lock_off(m).unwrap_or(0);
-                let mut b = format!("    r6 = .data ll\n    r1 = r6\n    r1 += {off}\n    call bpf_spin_lock\n");
+                let mut b =
+                    format!("    r6 = .data ll\n    r1 = r6\n    r1 += {off}\n    call bpf_spin_lock\n");
                 if kind == SubKind::GlobalLockPair {
                     b.push_str(&format!("    r1 = r6\n    r1 += {off}\n    call bpf_spin_unlock\n"));
                 }
@@ -596,7 +626,12 @@ impl Builder<'_> {
         let slot = self.slots.iter().enumerate().find_map(|(i, s)| s.clone().map(|s| (i, s)));
         let int = slot.as_ref().and_then(|(_, s)| {
             let m = s.map;
-            self.maps[m].value.fields.iter().find(|f| f.kind == crate::case::FieldKind::Int).map(|f| (f.offset as i32 - s.delta, f.size))
+            self.maps[m]
+                .value
+                .fields
+                .iter()
+                .find(|f| f.kind == crate::case::FieldKind::Int)
+                .map(|f| (f.offset as i32 - s.delta, f.size))
         });
         let held = self.held.is_some();
         match (self.rng.below(100), int, &slot) {

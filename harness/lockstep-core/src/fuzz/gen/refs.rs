@@ -27,12 +27,19 @@ struct RefKfuncs {
 
 /// Returns a maybe-null pointer without a reference.
 fn is_ret_null(k: &ModuleKfunc) -> bool {
-    k.flags & KF_RET_NULL != 0 && k.flags & KF_ACQUIRE == 0 && !k.returns_scalar && !k.returns_void && k.args <= 1
+    k.flags & KF_RET_NULL != 0
+        && k.flags & KF_ACQUIRE == 0
+        && !k.returns_scalar
+        && !k.returns_void
+        && k.args <= 1
 }
 
 /// Returns a maybe-null pointer carrying a reference.
 fn is_acquire(k: &ModuleKfunc) -> bool {
-    k.flags & (KF_ACQUIRE | KF_RET_NULL) == KF_ACQUIRE | KF_RET_NULL && !k.returns_scalar && !k.returns_void && k.args <= 1
+    k.flags & (KF_ACQUIRE | KF_RET_NULL) == KF_ACQUIRE | KF_RET_NULL
+        && !k.returns_scalar
+        && !k.returns_void
+        && k.args <= 1
 }
 
 /// Releases the reference its only argument carries.
@@ -45,7 +52,9 @@ impl Builder<'_> {
     /// or when wild any of them.
     fn ref_kfuncs(&self, wild: bool) -> RefKfuncs {
         let fits = |k: &ModuleKfunc| wild || self.callable_here(k);
-        let find = |p: fn(&ModuleKfunc) -> bool| self.module.kfuncs.values().find(|k| p(k) && fits(k)).map(|k| k.name.clone());
+        let find = |p: fn(&ModuleKfunc) -> bool| {
+            self.module.kfuncs.values().find(|k| p(k) && fits(k)).map(|k| k.name.clone())
+        };
         RefKfuncs { ret_null: find(is_ret_null), acquire: find(is_acquire), release: find(is_release) }
     }
 

@@ -2,8 +2,8 @@
 
 use super::*;
 use crate::case::{Field, FieldKind, MapType};
-use crate::import::cfile::Operand;
 use crate::corpus::known_kfuncs;
+use crate::import::cfile::Operand;
 use crate::import::uapi_defs;
 use crate::verdict::VerdictKind;
 
@@ -109,7 +109,11 @@ fn converts_test1_with_its_expectation() {
     assert_eq!(c.description.as_deref(), Some("spin_lock: test1 success"));
     assert_eq!(c.expect["7.3"].verdict, VerdictKind::Accept);
     assert!(c.tags.contains(&"unpriv:failure".to_string()) && c.tags.contains(&"retval:0".to_string()));
-    assert!(c.text.contains("    r1 = map_spin_lock ll;") && c.text.contains("    call bpf_spin_lock;"), "{}", c.text);
+    assert!(
+        c.text.contains("    r1 = map_spin_lock ll;") && c.text.contains("    call bpf_spin_lock;"),
+        "{}",
+        c.text
+    );
     // 18 instructions, the ld_imm64 taking two slots
     assert_eq!(c.program.insns.len(), 19);
     assert_eq!(c.maps.len(), 1);
@@ -134,7 +138,10 @@ fn evaluates_imm_const_and_keeps_the_flag() {
     assert_eq!(c.prog_flags, 1 << 3, "BPF_F_TEST_STATE_FREQ");
     assert_eq!(c.prog_type, crate::case::ProgType::SchedCls);
     let e = &c.expect["7.3"];
-    assert_eq!((e.verdict, e.msgs.as_slice()), (VerdictKind::Reject, &["bpf_spin_unlock of different lock".to_string()][..]));
+    assert_eq!(
+        (e.verdict, e.msgs.as_slice()),
+        (VerdictKind::Reject, &["bpf_spin_unlock of different lock".to_string()][..])
+    );
 }
 
 #[test]
