@@ -6,10 +6,7 @@ use std::path::{Path, PathBuf};
 use lockstep_core::case::Case;
 use lockstep_core::profile::ModuleKfuncs;
 
-/// A user-input error: reported with exit code 2.
-#[derive(Debug, thiserror::Error)]
-#[error("{0}")]
-pub struct BadInput(pub String);
+use crate::exit::BadInput;
 
 /// The bundled corpus directory (`tests/corpus` of the source tree).
 pub fn default_corpus() -> PathBuf {

@@ -10,7 +10,8 @@ use lockstep_core::corpus::check_all;
 use lockstep_core::profile::KernelProfile;
 use lockstep_core::verdict::VerdictKind;
 
-use crate::cases::{self, BadInput};
+use crate::cases;
+use crate::exit::BadInput;
 
 /// Arguments of `lockstep check`.
 #[derive(Args)]
@@ -102,7 +103,7 @@ pub fn run(a: CheckArgs) -> Result<u8> {
     for r in &missed {
         eprintln!("expectation not met: {}:{}: {} on {}", r.file, r.line, r.case, r.profile);
     }
-    Ok(if missed.is_empty() { 0 } else { crate::EXIT_DISAGREE })
+    Ok(if missed.is_empty() { 0 } else { crate::exit::EXIT_DISAGREE })
 }
 
 /// The per-profile agreement table: cases with an expectation for the profile (its own or `*`),

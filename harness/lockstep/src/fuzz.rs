@@ -23,7 +23,7 @@ use lockstep_core::profile::{KernelProfile, ModuleKfuncs};
 use lockstep_core::verdict::{Verdict, VerdictKind};
 use serde::Serialize;
 
-use crate::cases::BadInput;
+use crate::exit::BadInput;
 use crate::runner::{GuestArgs, KernelTarget};
 
 /// Arguments of `lockstep fuzz`.
@@ -286,11 +286,11 @@ pub fn run(a: FuzzArgs) -> Result<u8> {
         eprintln!("lockstep: stopped early: {e}");
     }
     Ok(if summary.crashes > 0 {
-        crate::EXIT_CRASH
+        crate::exit::EXIT_CRASH
     } else if summary.infra_error.is_some() {
-        crate::EXIT_INFRA
+        crate::exit::EXIT_INFRA
     } else if summary.classes.iter().any(|c| !c.explained) {
-        crate::EXIT_DISAGREE
+        crate::exit::EXIT_DISAGREE
     } else {
         0
     })

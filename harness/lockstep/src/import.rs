@@ -8,7 +8,7 @@ use clap::Args;
 use lockstep_core::import::selftests::{import_file, is_candidate, summary, ImportOptions};
 use lockstep_core::profile::KernelProfile;
 
-use crate::cases::BadInput;
+use crate::exit::BadInput;
 
 /// Arguments of `lockstep import-selftests`.
 #[derive(Args)]

@@ -11,7 +11,7 @@ use indicatif::{ProgressBar, ProgressStyle};
 use lockstep_vm::kbuild::{config, BuildEvent, BuildRecord, BuildRequest, Kbuild, KbuildError, Phase};
 use lockstep_vm::kernel::{self, KernelName};
 
-use crate::cases::BadInput;
+use crate::exit::BadInput;
 
 /// Arguments of `lockstep kernel build`.
 #[derive(Args, Clone, Debug)]

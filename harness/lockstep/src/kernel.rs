@@ -11,7 +11,7 @@ use indicatif::{ProgressBar, ProgressStyle};
 use lockstep_core::profile::{KernelProfile, ModuleKfuncs};
 use lockstep_vm::debian::{FetchParts, KernelCache, KernelRef, Progress, KERNELS};
 
-use crate::cases::BadInput;
+use crate::exit::BadInput;
 
 /// `lockstep kernel ...`.
 #[derive(Subcommand)]

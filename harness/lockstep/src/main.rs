@@ -1,17 +1,12 @@
 //! `lockstep`: differential test harness for the Linux BPF verifier's spin-lock rules.
-//!
-//! Exit codes (stable, for CI):
-//! - 0: success (all verdicts agree / all expectations met)
-//! - 1: disagreement (model vs expectation, model vs kernel, kernel vs kernel)
-//! - 2: bad input (malformed case file, unknown profile, unknown helper or kfunc)
-//! - 3: infrastructure failure (no kernel, no QEMU, boot failure, setup error)
-//! - 4: kernel crash (panic, oops, WARN or hang in a guest)
+//! Exit codes: [`exit`].
 
 mod agent;
 mod bench;
 mod cases;
 mod census;
 mod check;
+mod exit;
 mod fuzz;
 mod import;
 mod kbuild;
@@ -26,20 +21,6 @@ mod validate;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
-
-/// Exit code: disagreement.
-pub const EXIT_DISAGREE: u8 = 1;
-/// Exit code: bad input.
-pub const EXIT_BAD_INPUT: u8 = 2;
-/// Exit code: infrastructure failure.
-pub const EXIT_INFRA: u8 = 3;
-/// Exit code: kernel crash.
-pub const EXIT_CRASH: u8 = 4;
-
-/// An infrastructure failure (no QEMU, a dynamically linked binary, ...): exit code 3.
-#[derive(Debug, thiserror::Error)]
-#[error("{0}")]
-pub struct InfraError(pub String);
 
 #[derive(Parser)]
 #[command(
@@ -139,7 +120,7 @@ fn main() -> ExitCode {
         Ok(code) => ExitCode::from(code),
         Err(e) => {
             eprintln!("lockstep: {e:#}");
-            ExitCode::from(e.downcast_ref::<cases::BadInput>().map_or(EXIT_INFRA, |_| EXIT_BAD_INPUT))
+            ExitCode::from(exit::code_of(&e))
         }
     }
 }

@@ -13,9 +13,10 @@ use lockstep_core::proto::ModuleStatus;
 use lockstep_core::verdict::Verdict;
 use lockstep_vm::guest::Timeouts;
 
+use crate::exit::{EXIT_CRASH, EXIT_DISAGREE, EXIT_INFRA};
 use crate::report::{self, Outcome, RunRow};
 use crate::runner::{CaseEvent, GuestArgs, KernelArgs, KernelSession, KernelTarget};
-use crate::{cases, kernel_diff, output, EXIT_CRASH, EXIT_DISAGREE, EXIT_INFRA};
+use crate::{cases, kernel_diff, output};
 
 /// Arguments of `lockstep run`.
 #[derive(Args, Clone, Debug)]
@@ -99,7 +100,7 @@ pub fn run_cases(args: &RunArgs, cases: &[Case]) -> Result<RunOutput> {
         bar.set_message("preparing");
         let target = match KernelTarget::prepare(name, args.kernels.profile.as_deref(), &opts) {
             Ok(t) => t,
-            Err(e) if e.downcast_ref::<cases::BadInput>().is_some() => return Err(e),
+            Err(e) if e.downcast_ref::<crate::exit::BadInput>().is_some() => return Err(e),
             Err(e) => {
                 bar.suspend(|| eprintln!("lockstep: {name}: {e:#}"));
                 out.infra.push(format!("{name}: {e:#}"));

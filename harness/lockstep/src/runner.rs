@@ -154,7 +154,7 @@ impl KernelTarget {
     pub fn prepare(name: &str, profile: Option<&str>, opts: &RunnerOptions) -> Result<KernelTarget> {
         if name == HOST {
             let Some(p) = profile else {
-                return Err(crate::cases::BadInput(
+                return Err(crate::exit::BadInput(
                     "--host needs --profile (the profile the host kernel should follow)".into(),
                 )
                 .into());
@@ -177,7 +177,7 @@ impl KernelTarget {
         let pname = match profile.map(str::to_string).or_else(|| kernel::default_profile(name)) {
             Some(p) => p,
             None => {
-                return Err(crate::cases::BadInput(format!(
+                return Err(crate::exit::BadInput(format!(
                     "no default profile for kernel {name}: pass --profile"
                 ))
                 .into())
@@ -288,7 +288,7 @@ impl KernelSession {
             .as_ref()
             .map(|d| d.join(format!("console-{}.log", target.name.replace([':', '/'], "-"))));
         if !which("qemu-system-x86_64") {
-            bail!(crate::InfraError("qemu-system-x86_64 not found (run scripts/setup.sh)".into()));
+            bail!(crate::exit::InfraError("qemu-system-x86_64 not found (run scripts/setup.sh)".into()));
         }
         cfg.accel = match opts.accel {
             AccelChoice::Tcg => Accel::Tcg,
@@ -382,7 +382,7 @@ impl KernelSession {
                     _ => {}
                 })?;
                 r.map_err(|o| {
-                    anyhow::anyhow!(crate::InfraError(format!(
+                    anyhow::anyhow!(crate::exit::InfraError(format!(
                         "listing kfuncs: the guest ended: {}",
                         excerpt(&o)
                     )))
@@ -409,7 +409,7 @@ fn which(bin: &str) -> bool {
 fn ensure_static(exe: &Path) -> Result<()> {
     let data = std::fs::read(exe).with_context(|| format!("reading {}", exe.display()))?;
     if has_interpreter(&data) {
-        bail!(crate::InfraError(format!(
+        bail!(crate::exit::InfraError(format!(
             "{} is dynamically linked and cannot be the guest's /init; build it with this repository's \
              .cargo/config.toml (static, target x86_64-unknown-linux-gnu)",
             exe.display()

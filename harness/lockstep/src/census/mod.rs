@@ -24,8 +24,9 @@ use lockstep_core::case::{Case, ProgType};
 use lockstep_core::proto::{KernelResult, KfuncEntry, ModuleStatus};
 use lockstep_vm::guest::Timeouts;
 
+use crate::exit::{EXIT_CRASH, EXIT_DISAGREE, EXIT_INFRA};
+use crate::output;
 use crate::runner::{CaseEvent, GuestArgs, KernelArgs, KernelSession, KernelTarget, HOST};
-use crate::{cases, output, EXIT_CRASH, EXIT_DISAGREE, EXIT_INFRA};
 use probe::{LockStatus, Probe, Registration, LOCKABLE, UNLOCKABLE};
 use result::{KernelCensus, KfuncRow, ModelView};
 
@@ -417,7 +418,7 @@ pub fn take_census(args: &CensusArgs) -> Result<CensusOutput> {
         bar.set_message("preparing");
         let target = match KernelTarget::prepare(name, args.kernels.profile.as_deref(), &opts) {
             Ok(t) => t,
-            Err(e) if e.downcast_ref::<cases::BadInput>().is_some() => return Err(e),
+            Err(e) if e.downcast_ref::<crate::exit::BadInput>().is_some() => return Err(e),
             Err(e) => {
                 bar.suspend(|| eprintln!("lockstep: {name}: {e:#}"));
                 out.infra.push(format!("{name}: {e:#}"));

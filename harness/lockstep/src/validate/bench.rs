@@ -88,7 +88,7 @@ pub fn run(a: ValidateBenchArgs) -> Result<u8> {
         let b = measure(&a, &series, cache.as_deref(), kind)?;
         println!("{}", serde_json::to_string(&b)?);
         if b.exit != Some(0) {
-            worst = worst.max(crate::EXIT_INFRA);
+            worst = worst.max(crate::exit::EXIT_INFRA);
         }
     }
     if let Some(d) = fresh {

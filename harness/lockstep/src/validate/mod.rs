@@ -16,7 +16,8 @@ use lockstep_core::verdict::Verdict;
 use lockstep_vm::kbuild::{series, BuildRequest, Kbuild};
 use lockstep_vm::kernel::ResolvedKernel;
 
-use crate::cases::{self, BadInput};
+use crate::cases;
+use crate::exit::BadInput;
 use crate::runner::AccelChoice;
 use report::{PatchInfo, Report, SeriesInfo, Side};
 use runner::CorpusRunner;
@@ -245,7 +246,7 @@ pub fn run_with(a: ValidateArgs, runner: &mut dyn CorpusRunner) -> Result<u8> {
         Format::Json => println!("{}", serde_json::to_string_pretty(&rep)?),
         Format::Markdown => print!("{}", report::render_markdown(&rep)),
     }
-    Ok(if rep.failed() { crate::EXIT_DISAGREE } else { 0 })
+    Ok(if rep.failed() { crate::exit::EXIT_DISAGREE } else { 0 })
 }
 
 #[cfg(test)]

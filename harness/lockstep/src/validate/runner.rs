@@ -62,7 +62,7 @@ impl CorpusRunner for GuestRunner {
         };
         let target = KernelTarget::prepare(&kernel.name, Some(profile), &opts)?;
         if let Some(e) = &target.module_error {
-            bail!(crate::InfraError(format!("{}: {e}", kernel.name)));
+            bail!(crate::exit::InfraError(format!("{}: {e}", kernel.name)));
         }
         let mut session = KernelSession::start(&target, &opts)?;
         let mut results: Vec<Option<KernelResult>> = vec![None; cases.len()];
@@ -115,7 +115,7 @@ impl CorpusRunner for GuestRunner {
         })?;
         session.close();
         if let Some(p) = problem {
-            bail!(crate::InfraError(p));
+            bail!(crate::exit::InfraError(p));
         }
         eprintln!(
             "{}: {} of {} cases in {:.1}s",
@@ -180,7 +180,7 @@ impl CorpusRunner for Replay {
         let path = self.dir.join(name);
         let r = read_results(&path)?;
         if r.len() != cases.len() {
-            bail!(crate::cases::BadInput(format!(
+            bail!(crate::exit::BadInput(format!(
                 "{}: {} results for {} cases (saved with another corpus?)",
                 path.display(),
                 r.len(),
@@ -190,7 +190,7 @@ impl CorpusRunner for Replay {
         for (c, r) in cases.iter().zip(&r) {
             if let Some(r) = r {
                 if r.case != c.name {
-                    bail!(crate::cases::BadInput(format!(
+                    bail!(crate::exit::BadInput(format!(
                         "{}: result for {:?} where case {:?} was expected",
                         path.display(),
                         r.case,
