@@ -3,6 +3,7 @@
 //! A case file holds one or more `[[case]]` tables. See `tests/corpus/README.md` for the format.
 
 pub mod parse;
+pub mod write;
 
 use std::collections::BTreeMap;
 
@@ -108,6 +109,32 @@ pub enum MapType {
 }
 
 impl MapType {
+    /// Every map type a case may declare.
+    pub const ALL: [MapType; 8] = [
+        MapType::Hash,
+        MapType::Array,
+        MapType::ProgArray,
+        MapType::PercpuHash,
+        MapType::PercpuArray,
+        MapType::LruHash,
+        MapType::CgroupStorage,
+        MapType::SkStorage,
+    ];
+
+    /// The snake_case name used in case files (`type = "..."`).
+    pub fn name(self) -> &'static str {
+        match self {
+            MapType::Hash => "hash",
+            MapType::Array => "array",
+            MapType::ProgArray => "prog_array",
+            MapType::PercpuHash => "percpu_hash",
+            MapType::PercpuArray => "percpu_array",
+            MapType::LruHash => "lru_hash",
+            MapType::CgroupStorage => "cgroup_storage",
+            MapType::SkStorage => "sk_storage",
+        }
+    }
+
     /// The `enum bpf_map_type` value.
     pub const fn uapi(self) -> u32 {
         match self {
@@ -133,6 +160,17 @@ pub enum FieldKind {
     SpinLock,
     /// `struct bpf_res_spin_lock { u32 val; }` (4 bytes, 4-aligned; include/asm-generic/rqspinlock.h), kernels that have it.
     ResSpinLock,
+}
+
+impl FieldKind {
+    /// The name used in case files (`kind = "..."`).
+    pub fn name(self) -> &'static str {
+        match self {
+            FieldKind::Int => "int",
+            FieldKind::SpinLock => "spin_lock",
+            FieldKind::ResSpinLock => "res_spin_lock",
+        }
+    }
 }
 
 /// One named field of a value layout.

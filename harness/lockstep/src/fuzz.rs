@@ -427,7 +427,7 @@ fn campaign(
                         format!("A program that crashed kernel {kernel} during lockstep fuzz:\n{excerpt}");
                     std::fs::write(
                         dir.join(format!("{}.toml", cases[i].name)),
-                        fuzz::write::case_file(&header, std::slice::from_ref(&cases[i])),
+                        lockstep_core::case::write::case_file(&header, std::slice::from_ref(&cases[i])),
                     )?;
                 }
                 continue;
@@ -649,7 +649,7 @@ fn write_finding(
         sig.describe()
     );
     let file = out.join(format!("{stem}.toml"));
-    std::fs::write(&file, fuzz::write::case_file(&header, std::slice::from_ref(&case)))?;
+    std::fs::write(&file, lockstep_core::case::write::case_file(&header, std::slice::from_ref(&case)))?;
     std::fs::write(
         out.join("snapshots").join(format!("model__{stem}.snap")),
         fuzz::write::snapshot_file(std::slice::from_ref(&case), module),
@@ -658,7 +658,7 @@ fn write_finding(
     orig.expect.clear();
     std::fs::write(
         out.join("original").join(format!("{stem}.toml")),
-        fuzz::write::case_file("The program the fuzzer found, before minimisation.", &[orig]),
+        lockstep_core::case::write::case_file("The program the fuzzer found, before minimisation.", &[orig]),
     )?;
     Ok(file)
 }

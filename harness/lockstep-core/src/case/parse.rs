@@ -351,21 +351,12 @@ fn text_start_line(src: &str, span: Range<usize>, index: &LineIndex) -> usize {
 }
 
 fn convert_map(ctx: &Ctx, m: &RawMap) -> Result<MapSpec, CaseError> {
-    let map_type = match m.map_type.get_ref().as_str() {
-        "hash" => MapType::Hash,
-        "array" => MapType::Array,
-        "prog_array" => MapType::ProgArray,
-        "percpu_hash" => MapType::PercpuHash,
-        "percpu_array" => MapType::PercpuArray,
-        "lru_hash" => MapType::LruHash,
-        "cgroup_storage" => MapType::CgroupStorage,
-        "sk_storage" => MapType::SkStorage,
-        other => {
-            return Err(ctx.err(
-                m.map_type.span(),
-                format!("unknown map type `{other}` (expected hash, array, prog_array, percpu_hash, percpu_array, lru_hash, cgroup_storage, sk_storage)"),
-            ))
-        }
+    let name = m.map_type.get_ref().as_str();
+    let Some(map_type) = MapType::ALL.into_iter().find(|t| t.name() == name) else {
+        let known: Vec<&str> = MapType::ALL.iter().map(|t| t.name()).collect();
+        return Err(
+            ctx.err(m.map_type.span(), format!("unknown map type `{name}` (expected {})", known.join(", ")))
+        );
     };
     let value = if map_type == MapType::ProgArray {
         if !m.fields.is_empty() {

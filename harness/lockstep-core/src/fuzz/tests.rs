@@ -151,7 +151,7 @@ fn written_case_files_parse_back_to_the_same_case() {
     let module = bundled();
     let g = Generator::new(&module);
     let cases: Vec<Case> = (0..300).map(|i| g.case(9, i)).collect();
-    let src = write::case_file("header", &cases);
+    let src = crate::case::write::case_file("header", &cases);
     let parsed = crate::corpus::load_text("fuzz", &src, &module).unwrap();
     assert_eq!(parsed.len(), cases.len());
     for (a, b) in cases.iter().zip(&parsed) {

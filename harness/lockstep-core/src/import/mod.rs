@@ -17,7 +17,6 @@ mod cfile;
 pub mod clex;
 pub mod ctypes;
 pub mod elf;
-pub mod render;
 pub mod sec;
 pub mod selftests;
 

@@ -21,9 +21,9 @@ use super::annot::TestSpec;
 use super::cfile::{parse_file, FileDefs, Func, Operand};
 use super::clex::{lex, CSource, Tok};
 use super::ctypes::{show, CDefs, CType};
-use super::render::render_case;
 use super::sec::prog_type_of_section;
 use crate::asm::Program;
+use crate::case::write::case_toml;
 use crate::case::{Case, GlobalFunc};
 
 /// What an import is for: the profile the annotations are expectations of, and where the
@@ -95,7 +95,7 @@ pub fn import_file(path: &str, text: &str, base: &CDefs, opts: &ImportOptions) -
         match convert(&fd, f, file_name, opts) {
             Ok(Some(case)) => {
                 // The case must read back: assemble it through the case parser.
-                let rendered = render_case(&case, &[]);
+                let rendered = case_toml(&case, &[]);
                 match crate::case::parse::parse_cases(file_name, &rendered, &opts.known_kfuncs) {
                     Ok(mut cs) if cs.len() == 1 => {
                         let mut c = cs.remove(0);
@@ -133,7 +133,7 @@ pub fn import_file(path: &str, text: &str, base: &CDefs, opts: &ImportOptions) -
         let _ = writeln!(toml, "# re-run the import instead (see README.md in this directory).");
         for c in &converted {
             let _ = writeln!(toml);
-            toml.push_str(&render_case(&c.case, &header_comment(&fd, &c.case.name, file_name)));
+            toml.push_str(&case_toml(&c.case, &header_comment(&fd, &c.case.name, file_name)));
         }
     }
     FileImport { path: path.to_string(), converted, skipped, toml }

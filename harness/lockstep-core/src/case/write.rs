@@ -1,44 +1,43 @@
-//! Writing [`Case`]s back as case-file TOML (`tests/corpus/README.md`), for generated corpora.
-//! The program is written from `Case::text`; `parse_cases` on the output gives the case back.
+//! Writing [`Case`]s back as case-file TOML (`tests/corpus/README.md`): the one writer behind
+//! generated corpora (`import-selftests`) and fuzz findings. The program is written from
+//! `Case::text`; [`super::parse::parse_cases`] on the output gives the case back.
 
 use std::fmt::Write;
 
-use crate::case::{Case, FieldKind, MapType, PROG_FLAGS};
+use super::{Case, FieldKind, MapType, ValueLayout, PROG_FLAGS};
 
 /// A TOML basic string.
 fn q(s: &str) -> String {
     toml::Value::String(s.to_string()).to_string()
 }
 
+/// A TOML array of basic strings.
 fn list(items: &[String]) -> String {
     let v: Vec<String> = items.iter().map(|s| q(s)).collect();
     format!("[{}]", v.join(", "))
 }
 
-fn map_type_name(t: MapType) -> &'static str {
-    match t {
-        MapType::Hash => "hash",
-        MapType::Array => "array",
-        MapType::ProgArray => "prog_array",
-        MapType::PercpuHash => "percpu_hash",
-        MapType::PercpuArray => "percpu_array",
-        MapType::LruHash => "lru_hash",
-        MapType::CgroupStorage => "cgroup_storage",
-        MapType::SkStorage => "sk_storage",
-    }
+/// A value layout's `fields = [...]` inline tables.
+fn fields(v: &ValueLayout) -> String {
+    let fs: Vec<String> = v
+        .fields
+        .iter()
+        .map(|f| match f.kind {
+            FieldKind::Int => format!(
+                "{{ name = {}, kind = \"int\", size = {}, offset = {} }}",
+                q(&f.name),
+                f.size,
+                f.offset
+            ),
+            k => format!("{{ name = {}, kind = \"{}\", offset = {} }}", q(&f.name), k.name(), f.offset),
+        })
+        .collect();
+    format!("[{}]", fs.join(", "))
 }
 
-fn field_kind_name(k: FieldKind) -> &'static str {
-    match k {
-        FieldKind::Int => "int",
-        FieldKind::SpinLock => "spin_lock",
-        FieldKind::ResSpinLock => "res_spin_lock",
-    }
-}
-
-/// One `[[case]]` table (with its maps, globals and expectations), preceded by `comments`
-/// (each written as a `# ` line).
-pub fn render_case(c: &Case, comments: &[String]) -> String {
+/// One `[[case]]` table (keys, then maps, global sections and expectations), preceded by
+/// `comments` (each line written as a `# ` line).
+pub fn case_toml(c: &Case, comments: &[String]) -> String {
     let mut o = String::new();
     for line in comments {
         for l in line.lines() {
@@ -82,7 +81,7 @@ pub fn render_case(c: &Case, comments: &[String]) -> String {
     for m in c.maps.iter().filter(|m| !m.global_section) {
         let _ = writeln!(o, "\n[[case.map]]");
         let _ = writeln!(o, "name = {}", q(&m.name));
-        let _ = writeln!(o, "type = {}", q(map_type_name(m.map_type)));
+        let _ = writeln!(o, "type = {}", q(m.map_type.name()));
         let _ = writeln!(o, "key_size = {}", m.key_size);
         let _ = writeln!(o, "max_entries = {}", m.max_entries);
         if !m.btf {
@@ -93,51 +92,13 @@ pub fn render_case(c: &Case, comments: &[String]) -> String {
         }
         if m.map_type != MapType::ProgArray {
             let _ = writeln!(o, "value_size = {}", m.value.size);
-            let f: Vec<String> = m
-                .value
-                .fields
-                .iter()
-                .map(|f| match f.kind {
-                    FieldKind::Int => format!(
-                        "{{ name = {}, kind = \"int\", size = {}, offset = {} }}",
-                        q(&f.name),
-                        f.size,
-                        f.offset
-                    ),
-                    k => format!(
-                        "{{ name = {}, kind = \"{}\", offset = {} }}",
-                        q(&f.name),
-                        field_kind_name(k),
-                        f.offset
-                    ),
-                })
-                .collect();
-            let _ = writeln!(o, "fields = [{}]", f.join(", "));
+            let _ = writeln!(o, "fields = {}", fields(&m.value));
         }
     }
     for m in c.maps.iter().filter(|m| m.global_section) {
         let _ = writeln!(o, "\n[[case.global]]");
         let _ = writeln!(o, "section = {}", q(&m.name));
-        let f: Vec<String> = m
-            .value
-            .fields
-            .iter()
-            .map(|f| match f.kind {
-                FieldKind::Int => format!(
-                    "{{ name = {}, kind = \"int\", size = {}, offset = {} }}",
-                    q(&f.name),
-                    f.size,
-                    f.offset
-                ),
-                k => format!(
-                    "{{ name = {}, kind = \"{}\", offset = {} }}",
-                    q(&f.name),
-                    field_kind_name(k),
-                    f.offset
-                ),
-            })
-            .collect();
-        let _ = writeln!(o, "fields = [{}]", f.join(", "));
+        let _ = writeln!(o, "fields = {}", fields(&m.value));
     }
     for (p, e) in &c.expect {
         let _ = writeln!(o, "\n[case.expect.{}]", q(p));
@@ -156,4 +117,17 @@ pub fn render_case(c: &Case, comments: &[String]) -> String {
         }
     }
     o
+}
+
+/// A whole case file holding `cases`, with a header comment.
+pub fn case_file(header: &str, cases: &[Case]) -> String {
+    let mut s = String::new();
+    for l in header.lines() {
+        let _ = writeln!(s, "# {l}");
+    }
+    for c in cases {
+        s.push('\n');
+        s.push_str(&case_toml(c, &[]));
+    }
+    s
 }
