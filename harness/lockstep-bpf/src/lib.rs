@@ -5,9 +5,11 @@
 //! - [`Loader`]: vmlinux and module BTF resolved once; [`Loader::run_case`] per case.
 //! - [`parse_verifier_log`]: the pure log parser (error line, instruction index, statistics).
 //! - [`load_module`] / [`module_status`]: the test module and its BTF id.
+//! - [`kfuncs::list_kfuncs`]: the running kernel's kfuncs (their `bpf_kfunc` BTF tags).
 //!
 //! All `unsafe` code lives in [`sys`].
 
+pub mod kfuncs;
 mod loader;
 pub mod log;
 pub mod module;

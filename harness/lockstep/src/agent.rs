@@ -56,8 +56,8 @@ fn serve() -> io::Result<()> {
                 agent_io::send(&mut w, &GuestMsg::Result { id, result })?;
             }
             Ok(Some(HostMsg::ListKfuncs { id })) => {
-                let listing = crate::census::list::list_kfuncs(
-                    Path::new(crate::census::list::SYS_BTF),
+                let listing = lockstep_bpf::kfuncs::list_kfuncs(
+                    Path::new(lockstep_bpf::kfuncs::SYS_BTF),
                     loader.as_ref().ok(),
                 );
                 agent_io::send(&mut w, &GuestMsg::Kfuncs { id, listing })?;

@@ -367,8 +367,8 @@ impl KernelSession {
     /// Boot events go to `on` as in `run`.
     pub fn list_kfuncs(&mut self, on: &mut dyn FnMut(CaseEvent)) -> Result<KfuncListing> {
         match &mut self.backend {
-            Backend::Host { loader } => Ok(crate::census::list::list_kfuncs(
-                Path::new(crate::census::list::SYS_BTF),
+            Backend::Host { loader } => Ok(lockstep_bpf::kfuncs::list_kfuncs(
+                Path::new(lockstep_bpf::kfuncs::SYS_BTF),
                 loader.as_ref().ok(),
             )),
             Backend::Guest { session, .. } => {

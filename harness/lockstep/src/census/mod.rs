@@ -3,11 +3,10 @@
 //! differences between kernels.
 //!
 //! Per kernel, in one guest ([`KernelSession`]): list the kfuncs (`ListKfuncs`: functions tagged
-//! `bpf_kfunc` in vmlinux and module BTF, [`list`]), find a program type each is registered for
+//! `bpf_kfunc` in vmlinux and module BTF, [`lockstep_bpf::kfuncs`]), find a program type each is registered for
 //! (registration probes, batch per type), then load the lock probe on that type and classify the
 //! answer by the verifier's check order ([`probe`], `docs/census.md`).
 
-pub mod list;
 pub mod probe;
 pub mod report;
 pub mod result;

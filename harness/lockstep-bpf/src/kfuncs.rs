@@ -5,13 +5,14 @@
 //! passes) tags each function of a `BTF_KFUNCS_START` id set, so the tag list is the kernel's own
 //! list of kfuncs; a kernel built with an older pahole has no tags, which the listing reports as a
 //! warning (the host then takes the names from the `.BTF_ids` of the kernel's headers, see
-//! [`super::static_flags`]; the loader resolves them by name).
+//! `census::static_flags` in the `lockstep` binary; the loader resolves them by name).
 
 use std::path::Path;
 
-use lockstep_bpf::Loader;
 use lockstep_core::btf::{scan_tagged, KFUNC_TAG};
 use lockstep_core::proto::{BtfSource, KfuncEntry, KfuncListing};
+
+use crate::Loader;
 
 /// Where the kernel exposes its BTF objects.
 pub const SYS_BTF: &str = "/sys/kernel/btf";
