@@ -80,7 +80,7 @@ impl QemuArgs {
             accel.into(),
             "-cpu".into(),
             cpu.into(),
-            // One vCPU: `-smp 2` under TCG oopses at boot now and then (notes/kernels.md).
+            // One vCPU: `-smp 2` under TCG oopses at boot now and then (measured: the team's shared kernel notes).
             "-smp".into(),
             "1".into(),
             "-m".into(),

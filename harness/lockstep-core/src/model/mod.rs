@@ -3,8 +3,8 @@
 //! first-out) and predicts its verdict on the lock rules for one [`KernelProfile`].
 //!
 //! Outside the subset it answers [`VerdictKind::Unsupported`](crate::verdict::VerdictKind) with
-//! the reason, never a guess. The subset and each rule's source function are listed in
-//! `docs/model.md`.
+//! the reason, never a guess. Each lock rule, with the verifier.c function it comes from, is in
+//! `docs/verifier-lock-rules.md`.
 
 mod access;
 mod calls;
