@@ -28,6 +28,8 @@
 # goes to stderr.  Env: LOCKSTEP_CACHE (default ~/.cache/lockstep), LOCKSTEP_REFRESH=1, PAHOLE and
 # LOCKSTEP_MAKE_ARGS (tree mode: extra make arguments, e.g. "CC=gcc-14" or "LLVM=1").
 set -euo pipefail
+# shellcheck source=kernel-table.sh
+source "$(dirname "$0")/kernel-table.sh"
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 SRC=$ROOT/kernel-module
@@ -126,9 +128,7 @@ fi
 TREE=
 case ${1:-} in
   --tree) TREE=$(cd "${2:?--tree needs a directory}" && pwd); OUTDIR=${3:-} ;;
-  debian:6.12) SERIES=6.12; SUITE=bookworm-backports; BASE_SUITE=bookworm; OUTDIR=${2:-} ;;
-  debian:7.2)  SERIES=7.2;  SUITE=sid;                BASE_SUITE=;        OUTDIR=${2:-} ;;
-  debian:7.3)  SERIES=7.3;  SUITE=trixie-backports;   BASE_SUITE=trixie;  OUTDIR=${2:-} ;;
+  debian:*) kernel_row "$1" || usage; OUTDIR=${2:-} ;;
   *) usage ;;
 esac
 

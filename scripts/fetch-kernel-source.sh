@@ -34,12 +34,9 @@ if [[ $VERSION == 7.2+kf-spin-lock ]]; then
   exit 0
 fi
 
-case "$VERSION" in
-  6.12) SUITE=bookworm-backports ;;
-  7.2)  SUITE=sid ;;
-  7.3)  SUITE=trixie-backports ;;
-  *) echo "unknown VERSION $VERSION (want 6.12, 7.2 or 7.3)" >&2; exit 2 ;;
-esac
+# shellcheck source=kernel-table.sh
+source "$(dirname "$0")/kernel-table.sh"
+kernel_row "debian:$VERSION" || { echo "unknown VERSION $VERSION (known kernels: $(kernel_names))" >&2; exit 2; }
 
 DEST=$CACHE/src/$VERSION
 DEBS=$CACHE/debs

@@ -2,6 +2,7 @@
 //! parsing `apt-cache` output, and the private `sources.list`.
 
 use std::cmp::Ordering;
+use std::sync::LazyLock;
 
 use super::version;
 
@@ -24,25 +25,40 @@ pub struct KernelSpec {
     pub series: &'static str,
     /// The Debian suite that carries it.
     pub suite: &'static str,
+    /// The release the suite builds on (its libc, pahole), if it is a backports suite.
+    pub base_suite: Option<&'static str>,
     pub scheme: Scheme,
 }
 
-/// Every supported kernel name.
-pub const KERNELS: [KernelSpec; 3] = [
-    KernelSpec {
-        name: "debian:6.12",
-        series: "6.12",
-        suite: "bookworm-backports",
-        scheme: Scheme::ImageUnsigned,
-    },
-    KernelSpec { name: "debian:7.2", series: "7.2", suite: "sid", scheme: Scheme::BinaryUnsigned },
-    KernelSpec {
-        name: "debian:7.3",
-        series: "7.3",
-        suite: "trixie-backports",
-        scheme: Scheme::BinaryUnsigned,
-    },
-];
+/// The kernel table, `debian-kernels.tsv` (shared with the scripts).
+const KERNEL_TABLE: &str = include_str!("../../debian-kernels.tsv");
+
+/// Every supported kernel name, from [`KERNEL_TABLE`].
+pub static KERNELS: LazyLock<Vec<KernelSpec>> =
+    LazyLock::new(|| parse_kernel_table(KERNEL_TABLE).expect("debian-kernels.tsv is well-formed"));
+
+/// Parses the kernel table: `#` comments, then rows of name, series, suite, base suite (`-`
+/// for none), scheme.
+pub fn parse_kernel_table(text: &'static str) -> Result<Vec<KernelSpec>, String> {
+    let mut out = Vec::new();
+    for (n, line) in text.lines().enumerate() {
+        if line.trim().is_empty() || line.starts_with('#') {
+            continue;
+        }
+        let cols: Vec<&'static str> = line.split('\t').collect();
+        let [name, series, suite, base_suite, scheme] = cols[..] else {
+            return Err(format!("debian-kernels.tsv:{}: want 5 tab-separated columns", n + 1));
+        };
+        let scheme = match scheme {
+            "image-unsigned" => Scheme::ImageUnsigned,
+            "binary-unsigned" => Scheme::BinaryUnsigned,
+            other => return Err(format!("debian-kernels.tsv:{}: unknown scheme {other:?}", n + 1)),
+        };
+        let base_suite = (base_suite != "-").then_some(base_suite);
+        out.push(KernelSpec { name, series, suite, base_suite, scheme });
+    }
+    Ok(out)
+}
 
 /// Looks a kernel name up in [`KERNELS`].
 pub fn spec_for(name: &str) -> Option<&'static KernelSpec> {
@@ -192,6 +208,26 @@ pub fn cmp_newest_first(a: &str, b: &str) -> Ordering {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_kernel_table_has_the_three_debian_kernels() {
+        let names: Vec<&str> = KERNELS.iter().map(|k| k.name).collect();
+        assert_eq!(names, ["debian:6.12", "debian:7.2", "debian:7.3"]);
+        let k73 = spec_for("debian:7.3").unwrap();
+        assert_eq!(
+            (k73.suite, k73.base_suite, k73.scheme),
+            ("trixie-backports", Some("trixie"), Scheme::BinaryUnsigned)
+        );
+        assert_eq!(spec_for("debian:7.2").unwrap().base_suite, None);
+    }
+
+    #[test]
+    fn a_malformed_kernel_table_row_is_located() {
+        let e = parse_kernel_table("# c\ndebian:9\t9\tsid\n").unwrap_err();
+        assert!(e.contains(":2:"), "{e}");
+        let e = parse_kernel_table("debian:9\t9\tsid\t-\tzip\n").unwrap_err();
+        assert!(e.contains("unknown scheme"), "{e}");
+    }
 
     const PKGNAMES: &str = "linux-base-7.3.4+deb13-amd64\nlinux-binary-unsigned-7.2.9+deb13-amd64\n\
         linux-binary-unsigned-7.3.4+deb13-amd64\nlinux-binary-unsigned-7.3.10+deb13-amd64\n\
