@@ -7,6 +7,7 @@
 //! (registration probes, batch per type), then load the lock probe on that type and classify the
 //! answer by the verifier's check order ([`probe`], `docs/census.md`).
 
+pub mod plan;
 pub mod probe;
 pub mod report;
 pub mod result;
@@ -20,12 +21,13 @@ use anyhow::Result;
 use clap::Args;
 use indicatif::{ProgressBar, ProgressStyle};
 use lockstep_core::case::{Case, ProgType};
-use lockstep_core::proto::{KernelResult, KfuncEntry, ModuleStatus};
+use lockstep_core::proto::{KernelResult, ModuleStatus};
 use lockstep_vm::guest::Timeouts;
 
 use crate::exit::{EXIT_CRASH, EXIT_DISAGREE, EXIT_INFRA};
 use crate::output;
 use crate::runner::{CaseEvent, GuestArgs, KernelArgs, KernelSession, KernelTarget, HOST};
+use plan::Probing;
 use probe::{LockStatus, Probe, Registration, LOCKABLE, UNLOCKABLE};
 use result::{KernelCensus, KfuncRow, ModelView};
 
@@ -155,18 +157,6 @@ impl Guest<'_> {
 }
 
 /// What the probes found out about one kfunc so far.
-struct Probing {
-    entry: KfuncEntry,
-    registration: BTreeMap<ProgType, Registration>,
-    per_type: BTreeMap<ProgType, (LockStatus, String)>,
-}
-
-impl Probing {
-    fn registered_lockable(&self) -> Vec<ProgType> {
-        LOCKABLE.into_iter().filter(|t| self.registration.get(t) == Some(&Registration::Registered)).collect()
-    }
-}
-
 /// Takes the census of one kernel in `session`.
 fn census_kernel(
     target: &KernelTarget,
@@ -183,64 +173,19 @@ fn census_kernel(
         g.session.list_kfuncs(&mut |ev| Guest::on_boot(boot, bar, name, ev))?
     };
     let seconds_listing = t0.elapsed().as_secs_f64() - g.boot.seconds;
-    let mut warnings = listing.warnings.clone();
-    let mut entries = listing.kfuncs.clone();
-    for s in listing.sources.iter().filter(|s| s.error.is_some()) {
-        warnings.push(format!("BTF of {}: {}", s.object, s.error.as_deref().unwrap_or("")));
-    }
-    // The module's kfuncs as the host read them from the .ko, when the guest's BTF lacks the tags.
+    // The module's kfuncs as the host read them from the .ko, when the guest's BTF lacks the tags;
+    // compiled flags from the headers' vmlinux, also the kfunc list when vmlinux BTF has no tags.
     let module_kfuncs = target.module_kfuncs();
-    if let ModuleStatus::Loaded { name, .. } = &g.boot.module {
-        let missing: Vec<&String> =
-            module_kfuncs.kfuncs.keys().filter(|k| !entries.iter().any(|e| &e.name == *k)).collect();
-        for k in missing {
-            warnings.push(format!(
-                "{k}: not tagged {} in the module's BTF; taken from the .ko's .BTF_ids",
-                lockstep_core::btf::KFUNC_TAG
-            ));
-            entries.push(KfuncEntry { name: k.clone(), btf_id: 0, module: Some(name.clone()) });
-        }
-    }
-    // Compiled flags from the headers' vmlinux; also the kfunc list when vmlinux BTF has no tags.
-    let static_flags = static_flags::for_kernel(&target.name);
-    match &static_flags {
-        Err(e) => warnings.push(format!("compiled kfunc flags not read: {e:#}")),
-        Ok(f) if !entries.iter().any(|e| e.module.is_none()) => {
-            warnings.push(format!(
-                "vmlinux kfuncs taken from the headers' .BTF_ids ({} names): its BTF has no {} tags",
-                f.len(),
-                lockstep_core::btf::KFUNC_TAG
-            ));
-            entries.extend(f.keys().map(|n| KfuncEntry { name: n.clone(), btf_id: 0, module: None }));
-        }
-        Ok(_) => {}
-    }
-    if !args.only.is_empty() {
-        for o in args.only.iter().filter(|o| !entries.iter().any(|e| &e.name == *o)) {
-            warnings.push(format!("{o}: not a kfunc of this kernel"));
-        }
-        entries.retain(|e| args.only.contains(&e.name));
-    }
-    let mut kf: Vec<Probing> = entries
-        .into_iter()
-        .map(|entry| Probing { entry, registration: BTreeMap::new(), per_type: BTreeMap::new() })
-        .collect();
+    let static_flags = static_flags::for_kernel(&target.name).map_err(|e| format!("{e:#}"));
+    let (entries, mut warnings) =
+        plan::kfunc_entries(&listing, &module_kfuncs, &g.boot.module, &static_flags, &args.only);
+    let mut kf: Vec<Probing> = entries.into_iter().map(Probing::new).collect();
 
     let t1 = Instant::now();
     // Registration: lockable types in order (all of them with --all-prog-types), then the
     // unlockable ones for the kfuncs no lockable type takes.
     for t in LOCKABLE.into_iter().chain(UNLOCKABLE) {
-        let lockable = LOCKABLE.contains(&t);
-        let todo: Vec<usize> = (0..kf.len())
-            .filter(|&i| {
-                let reg = kf[i].registered_lockable();
-                if lockable {
-                    args.all_prog_types || reg.is_empty()
-                } else {
-                    reg.is_empty()
-                }
-            })
-            .collect();
+        let todo = plan::registration_round(&kf, t, args.all_prog_types);
         if todo.is_empty() {
             continue;
         }
@@ -257,12 +202,7 @@ fn census_kernel(
         }
     }
     // The lock probe, on the first (or every) lockable type that registers the kfunc.
-    let mut todo: Vec<(usize, ProgType)> = Vec::new();
-    for (i, k) in kf.iter().enumerate() {
-        let reg = k.registered_lockable();
-        let n = if args.all_prog_types { reg.len() } else { reg.len().min(1) };
-        todo.extend(reg.into_iter().take(n).map(|t| (i, t)));
-    }
+    let todo = plan::lock_round(&kf, args.all_prog_types);
     let cases: Vec<Case> =
         todo.iter().map(|&(i, t)| probe::probe_case(&kf[i].entry.name, t, Probe::Lock)).collect();
     bar.inc_length(cases.len() as u64);
@@ -292,11 +232,7 @@ fn census_kernel(
             row
         })
         .collect();
-    for r in rows.iter().filter(|r| r.per_type.values().any(|s| Some(s) != r.per_type.values().next())) {
-        let per: Vec<String> =
-            r.per_type.iter().map(|(t, s)| format!("{} on {}", s.as_str(), t.name())).collect();
-        warnings.push(format!("{}: the status depends on the program type: {}", r.name, per.join(", ")));
-    }
+    warnings.extend(plan::type_dependence_warnings(&rows));
     let mut c = KernelCensus {
         kernel: target.name.clone(),
         package_version: target.package_version.clone(),
