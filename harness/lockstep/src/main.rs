@@ -120,7 +120,9 @@ fn main() -> ExitCode {
     match result {
         Ok(code) => ExitCode::from(code),
         Err(e) => {
-            eprintln!("lockstep: {e:#}");
+            if !exit::is_broken_pipe(&e) {
+                eprintln!("lockstep: {e:#}");
+            }
             ExitCode::from(exit::code_of(&e))
         }
     }
