@@ -203,3 +203,16 @@ fn invalid_utf8_is_bad_input_at_line_and_column() {
     assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
     assert!(stderr(&o).contains("u.toml:2:9: invalid UTF-8 (byte 0xff)"), "{}", stderr(&o));
 }
+
+#[test]
+fn without_home_the_cache_is_bad_input_asking_for_lockstep_cache() {
+    let o = Command::new(env!("CARGO_BIN_EXE_lockstep"))
+        .args(["kernel", "list"])
+        .env_remove("HOME")
+        .env_remove("XDG_CACHE_HOME")
+        .env_remove("LOCKSTEP_CACHE")
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+    assert!(stderr(&o).contains("set LOCKSTEP_CACHE"), "{}", stderr(&o));
+}

@@ -132,18 +132,15 @@ impl KernelCache {
         KernelCache { root: root.into(), refresh: false }
     }
 
-    /// `$LOCKSTEP_CACHE`, else `$HOME/.cache/lockstep`.
-    pub fn default_root() -> PathBuf {
-        if let Some(p) = std::env::var_os("LOCKSTEP_CACHE") {
-            return PathBuf::from(p);
-        }
-        let home = std::env::var_os("HOME").map(PathBuf::from).unwrap_or_else(|| PathBuf::from("/tmp"));
-        home.join(".cache/lockstep")
+    /// `$LOCKSTEP_CACHE`, else `$XDG_CACHE_HOME/lockstep`, else `$HOME/.cache/lockstep`
+    /// ([`crate::cache_root`]); never a shared temporary path.
+    pub fn default_root() -> Result<PathBuf, crate::cache_root::NoCacheRoot> {
+        crate::cache_root::from_env()
     }
 
     /// The cache at [`KernelCache::default_root`].
-    pub fn open_default() -> Self {
-        Self::new(Self::default_root())
+    pub fn open_default() -> Result<Self, crate::cache_root::NoCacheRoot> {
+        Ok(Self::new(Self::default_root()?))
     }
 
     /// With `refresh`, `fetch` re-reads the package index and fetches a newer version if there is one
