@@ -25,7 +25,7 @@
 # (<srchash>: sha256 of kernel-module/'s files); a cache hit neither rebuilds nor touches the
 # network (apt lists are refreshed only when missing or with LOCKSTEP_REFRESH=1).
 # With OUTDIR, the .ko is also copied there.  The last line on stdout is the .ko's path; progress
-# goes to stderr.  Env: LOCKSTEP_CACHE (default ~/.cache/lockstep), LOCKSTEP_REFRESH=1, PAHOLE and
+# goes to stderr.  Env: LOCKSTEP_CACHE (default scripts/cache-dir.sh), LOCKSTEP_REFRESH=1, PAHOLE and
 # LOCKSTEP_MAKE_ARGS (tree mode: extra make arguments, e.g. "CC=gcc-14" or "LLVM=1").
 set -euo pipefail
 # shellcheck source=kernel-table.sh
@@ -33,7 +33,7 @@ source "$(dirname "$0")/kernel-table.sh"
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 SRC=$ROOT/kernel-module
-CACHE=${LOCKSTEP_CACHE:-$HOME/.cache/lockstep}
+source "$(dirname "${BASH_SOURCE[0]}")/cache-dir.sh"  # sets CACHE
 SOURCES=(Kbuild Makefile lockstep_test.c)
 
 log() { echo "build-module: $*" >&2; }

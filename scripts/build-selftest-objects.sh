@@ -16,7 +16,7 @@ VERSION=${1:?usage: $0 6.12|7.2|7.3 [FILE.c...]}
 shift
 FILES=("$@")
 ((${#FILES[@]})) || FILES=(verifier_spin_lock.c verifier_helper_restricted.c)
-CACHE=${LOCKSTEP_CACHE:-$HOME/.cache/lockstep}
+source "$(dirname "${BASH_SOURCE[0]}")/cache-dir.sh"  # sets CACHE
 REPO=$(cd "$(dirname "$0")/.." && pwd)
 PKG=linux-source-$VERSION
 command -v clang >/dev/null || { echo "clang not found: run scripts/setup.sh" >&2; exit 3; }

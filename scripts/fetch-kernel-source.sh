@@ -15,7 +15,7 @@
 set -euo pipefail
 
 VERSION=${1:?usage: $0 6.12|7.2|7.3|7.2+kf-spin-lock}
-CACHE=${LOCKSTEP_CACHE:-$HOME/.cache/lockstep}
+source "$(dirname "${BASH_SOURCE[0]}")/cache-dir.sh"  # sets CACHE
 
 if [[ $VERSION == 7.2+kf-spin-lock ]]; then
   DEST=$CACHE/src/$VERSION

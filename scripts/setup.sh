@@ -6,6 +6,9 @@
 #   --with-vng     also virtme-ng (pip) with kmod and busybox, the reference of `lockstep bench guest`
 #
 # Idempotent: apt-get only installs what is missing; run as root (or with sudo available).
+# Never removes a package: the install is simulated first (`apt-get -s`) and, if apt would resolve
+# a conflict by removing installed packages (it once removed qemu-utils), nothing is installed,
+# the packages are listed and the exit code is 3; the real install also runs with --no-remove.
 set -euo pipefail
 
 WITH_INSTA=0
@@ -14,7 +17,7 @@ for arg in "$@"; do
   case "$arg" in
     --with-insta) WITH_INSTA=1 ;;
     --with-vng) WITH_VNG=1 ;;
-    -h|--help) sed -n '2,8p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,11p' "$0"; exit 0 ;;
     *) echo "unknown argument: $arg" >&2; exit 2 ;;
   esac
 done
@@ -53,7 +56,15 @@ done
 if ((${#missing[@]})); then
   echo "installing: ${missing[*]}"
   $SUDO apt-get update
-  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y --no-install-recommends "${missing[@]}"
+  plan=$(LC_ALL=C $SUDO apt-get -s install --no-install-recommends "${missing[@]}")
+  removals=$(awk '$1 == "Remv" {print $2}' <<<"$plan")
+  if [[ -n $removals ]]; then
+    echo "setup.sh: refusing to install ${missing[*]}: apt would remove these installed packages:" >&2
+    sed 's/^/  /' <<<"$removals" >&2
+    echo "nothing was installed or removed; resolve the conflict by hand, then run setup.sh again" >&2
+    exit 3
+  fi
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y --no-install-recommends --no-remove "${missing[@]}"
 else
   echo "all system packages already installed"
 fi

@@ -17,9 +17,31 @@ pub fn known_kfuncs(module: &ModuleKfuncs) -> Vec<String> {
     v
 }
 
+/// A case file's bytes as text; invalid UTF-8 is an error at its line and column.
+pub fn decode_utf8<'a>(file: &str, bytes: &'a [u8]) -> Result<&'a str, CaseError> {
+    std::str::from_utf8(bytes).map_err(|e| {
+        let good = std::str::from_utf8(&bytes[..e.valid_up_to()]).unwrap_or_default();
+        let line = good.matches('\n').count() + 1;
+        let column = good.rsplit('\n').next().map_or(0, |l| l.chars().count()) + 1;
+        let byte = bytes.get(e.valid_up_to()).copied().unwrap_or(0);
+        CaseError {
+            file: file.to_string(),
+            line,
+            column,
+            message: format!("invalid UTF-8 (byte 0x{byte:02x}); case files are UTF-8 text"),
+        }
+    })
+}
+
 /// Parses one file's text into cases.
 pub fn load_text(file: &str, src: &str, module: &ModuleKfuncs) -> Result<Vec<Case>, CaseError> {
     parse_cases(file, src, &known_kfuncs(module))
+}
+
+/// Parses one file's bytes into cases, with `known_kfuncs` from [`known_kfuncs`] (computed once
+/// for many files).
+pub fn load_bytes(file: &str, bytes: &[u8], known_kfuncs: &[String]) -> Result<Vec<Case>, CaseError> {
+    parse_cases(file, decode_utf8(file, bytes)?, known_kfuncs)
 }
 
 /// One model verdict with its expectation check.
@@ -139,6 +161,14 @@ mod tests {
             msgs.iter().map(|m| format!("{m:?}")).collect::<Vec<_>>().join(", ")
         );
         crate::case::parse::parse_cases("t", &src, &[]).unwrap().remove(0)
+    }
+
+    #[test]
+    fn invalid_utf8_is_located_by_line_and_column() {
+        let e = decode_utf8("x.toml", b"[[case]]\nname = \"\xc3\xa9\xff\"\n").unwrap_err();
+        assert_eq!((e.file.as_str(), e.line, e.column), ("x.toml", 2, 10), "{e}");
+        assert!(e.message.contains("invalid UTF-8 (byte 0xff)"), "{e}");
+        assert_eq!(decode_utf8("x", "é\n".as_bytes()).unwrap(), "é\n");
     }
 
     #[test]

@@ -9,6 +9,10 @@ use crate::verdict::Verdict;
 /// Name of the virtio-serial port carrying the protocol (`/sys/class/virtio-ports/*/name`).
 pub const CONTROL_PORT_NAME: &str = "lockstep.0";
 
+/// The kernel parameter the runner puts on every lockstep guest's command line: the agent runs
+/// only as pid 1 of a kernel booted with it (never on a host by mistake).
+pub const GUEST_CMDLINE_MARKER: &str = "lockstep.guest=1";
+
 /// A message from the host to the guest agent.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "msg", rename_all = "snake_case")]

@@ -5,7 +5,11 @@ use lockstep_vm::debian::{FetchParts, KernelCache};
 fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let headers = args.iter().any(|a| a == "--headers");
-    let cache = KernelCache::open_default().refresh(args.iter().any(|a| a == "--refresh"));
+    let cache = KernelCache::open_default().unwrap_or_else(|e| {
+        eprintln!("{e}");
+        std::process::exit(2)
+    });
+    let cache = cache.refresh(args.iter().any(|a| a == "--refresh"));
     for name in args.iter().filter(|a| !a.starts_with("--")) {
         let t = std::time::Instant::now();
         match cache.fetch(name, FetchParts { headers }, &|p| eprintln!("{p:?}")) {

@@ -6,7 +6,56 @@ use std::io::{self, BufReader, Write};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use lockstep_core::proto::{GuestMsg, CONTROL_PORT_NAME};
+use lockstep_core::proto::{GuestMsg, CONTROL_PORT_NAME, GUEST_CMDLINE_MARKER};
+
+/// Why this process is not the agent of a lockstep guest (it then must touch nothing).
+#[derive(Debug, thiserror::Error)]
+pub enum NotAGuest {
+    /// Not pid 1: run by hand on a host (or anywhere but as a guest's `/init`).
+    #[error(
+        "refusing to run: the agent is the /init of a lockstep guest (pid 1), this is pid {0}; \
+         nothing was mounted or powered off"
+    )]
+    NotPid1(u32),
+    /// pid 1, but of a kernel booted without the marker (a container, another machine's init).
+    #[error(
+        "refusing to run: pid 1, but the kernel command line has no `{GUEST_CMDLINE_MARKER}` \
+         (not a lockstep guest); nothing was mounted or powered off"
+    )]
+    NoMarker,
+    /// pid 1, and `/proc/cmdline` could not be read even after mounting proc.
+    #[error("refusing to run: cannot read /proc/cmdline: {0}")]
+    Unreadable(io::Error),
+}
+
+/// Whether the kernel command line `cmdline` carries [`GUEST_CMDLINE_MARKER`] (as a whole word).
+pub fn has_guest_marker(cmdline: &str) -> bool {
+    cmdline.split_whitespace().any(|w| w == GUEST_CMDLINE_MARKER)
+}
+
+/// Checks, before anything is touched, that this process is pid 1 of a kernel booted with
+/// [`GUEST_CMDLINE_MARKER`]. `/proc` is mounted (if `/proc/cmdline` is missing) only once pid 1
+/// is established.
+pub fn check_lockstep_guest() -> Result<(), NotAGuest> {
+    let pid = std::process::id();
+    if pid != 1 {
+        return Err(NotAGuest::NotPid1(pid));
+    }
+    let cmdline = match fs::read_to_string("/proc/cmdline") {
+        Ok(s) => s,
+        Err(_) => {
+            use nix::mount::{mount, MsFlags};
+            let _ = fs::create_dir_all("/proc");
+            let _ = mount(Some("proc"), "/proc", Some("proc"), MsFlags::empty(), None::<&str>);
+            fs::read_to_string("/proc/cmdline").map_err(NotAGuest::Unreadable)?
+        }
+    };
+    if has_guest_marker(&cmdline) {
+        Ok(())
+    } else {
+        Err(NotAGuest::NoMarker)
+    }
+}
 
 /// Mounts proc, sysfs, devtmpfs and (if the kernel has it) the bpf filesystem. Already-mounted
 /// filesystems are fine.
@@ -111,6 +160,20 @@ pub fn power_off() -> ! {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_marker_is_a_whole_word_of_the_command_line() {
+        assert!(has_guest_marker("console=ttyS0 rdinit=/init lockstep.guest=1 init=/x\n"));
+        assert!(!has_guest_marker("console=ttyS0 quiet rdinit=/init"));
+        assert!(!has_guest_marker("lockstep.guest=10 xlockstep.guest=1 lockstep.guest"));
+        assert!(!has_guest_marker(""));
+    }
+
+    #[test]
+    fn a_test_process_is_not_a_guest() {
+        // The test runner is never pid 1: refused before /proc/cmdline is even read.
+        assert!(matches!(check_lockstep_guest(), Err(NotAGuest::NotPid1(p)) if p != 1));
+    }
 
     #[test]
     fn finds_the_named_port() {

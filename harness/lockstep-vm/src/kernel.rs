@@ -184,6 +184,7 @@ mod tests {
             vmlinuz: kdir.join("vmlinuz"),
             config: kdir.join("config"),
             headers: None,
+            manifest: Default::default(),
         };
         std::fs::write(kdir.join("kernel.json"), serde_json::to_string(&k).unwrap()).unwrap();
         let r = resolve(&"debian:7.2".parse().unwrap(), d.path(), false).unwrap();

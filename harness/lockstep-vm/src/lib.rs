@@ -44,6 +44,8 @@ pub mod agent_io;
 pub mod stream;
 
 #[cfg(feature = "host")]
+pub mod cache_root;
+#[cfg(feature = "host")]
 pub mod console;
 #[cfg(feature = "host")]
 pub mod debian;

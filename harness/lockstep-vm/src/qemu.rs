@@ -5,7 +5,7 @@
 
 use std::path::PathBuf;
 
-use lockstep_core::proto::CONTROL_PORT_NAME;
+use lockstep_core::proto::{CONTROL_PORT_NAME, GUEST_CMDLINE_MARKER};
 
 /// How the guest CPU runs.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -18,8 +18,10 @@ pub enum Accel {
 }
 
 /// Kernel parameters always passed: console on ttyS0, panic ends QEMU, oopses panic, warnings and
-/// worse reach the console (loglevel 5) while boot chatter does not.
-pub const BASE_CMDLINE: [&str; 5] = ["console=ttyS0", "panic=-1", "oops=panic", "loglevel=5", "rdinit=/init"];
+/// worse reach the console (loglevel 5) while boot chatter does not, and the marker
+/// ([`GUEST_CMDLINE_MARKER`]) without which the agent refuses to run.
+pub const BASE_CMDLINE: [&str; 6] =
+    ["console=ttyS0", "panic=-1", "oops=panic", "loglevel=5", "rdinit=/init", GUEST_CMDLINE_MARKER];
 
 /// Everything the QEMU command line depends on.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -115,6 +117,14 @@ mod tests {
     }
 
     #[test]
+    fn every_guest_command_line_carries_the_agent_marker() {
+        let mut q = QemuArgs::new("/k/vmlinuz", "/k/initrd.cpio", "/run/ctl.sock");
+        assert!(crate::agent_io::has_guest_marker(&q.cmdline()));
+        q.extra_cmdline = vec!["mem=1G".into()];
+        assert!(crate::agent_io::has_guest_marker(&q.cmdline()));
+    }
+
+    #[test]
     fn tcg_command_line() {
         let mut q = QemuArgs::new("/k/vmlinuz", "/k/initrd.cpio", "/run/ctl.sock");
         q.extra_cmdline.push("init=/x".into());
@@ -127,7 +137,7 @@ mod tests {
         assert_eq!(value_of(&a, "-initrd"), ["/k/initrd.cpio"]);
         assert_eq!(
             value_of(&a, "-append"),
-            ["console=ttyS0 panic=-1 oops=panic loglevel=5 rdinit=/init init=/x"]
+            ["console=ttyS0 panic=-1 oops=panic loglevel=5 rdinit=/init lockstep.guest=1 init=/x"]
         );
         assert!(a.contains(&"-no-reboot".to_string()));
         assert_eq!(value_of(&a, "-chardev"), ["stdio,id=con,signal=off", "socket,id=ctl,path=/run/ctl.sock"]);

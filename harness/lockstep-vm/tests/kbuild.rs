@@ -38,7 +38,10 @@ fn log_event(e: BuildEvent) {
 
 fn build(series: Option<&str>) -> BuildRecord {
     let t = std::time::Instant::now();
-    let r = Kbuild::open_default().build(&request(series), &mut log_event).expect("kernel build");
+    let r = Kbuild::open_default()
+        .expect("cache directory")
+        .build(&request(series), &mut log_event)
+        .expect("kernel build");
     eprintln!(
         "build {:?}: {} in {:.1}s (timings {:?})",
         series,
@@ -69,10 +72,13 @@ fn seed_series_kernel_builds_boots_and_takes_the_lock_safe_module() {
     assert!(have["PAHOLE_VERSION"].parse::<u32>().unwrap() >= 130, "{}", have["PAHOLE_VERSION"]);
 
     // An unchanged request is a cache hit with the same hash, resolvable by name.
-    let plan = Kbuild::open_default().plan(&request(Some("kf-spin-lock-rfc-v2")), &mut |_| {}).unwrap();
+    let plan = Kbuild::open_default()
+        .expect("cache directory")
+        .plan(&request(Some("kf-spin-lock-rfc-v2")), &mut |_| {})
+        .unwrap();
     assert_eq!(plan.hash, rec.hash);
     assert_eq!(plan.cached.as_ref().map(|c| &c.hash), Some(&rec.hash));
-    let root = lockstep_vm::debian::KernelCache::default_root();
+    let root = lockstep_vm::debian::KernelCache::default_root().expect("cache directory");
     for name in ["build:7.2+kf-spin-lock-rfc-v2".to_string(), rec.name()] {
         let k = kernel::resolve(&name.parse::<KernelName>().unwrap(), &root, false).unwrap();
         assert_eq!(k.vmlinuz, rec.bzimage);
@@ -127,7 +133,10 @@ fn seed_series_kernel_builds_boots_and_takes_the_lock_safe_module() {
 #[cfg_attr(not(lockstep_vm_tests), ignore = "set LOCKSTEP_VM_TESTS=1")]
 fn a_hunk_that_does_not_apply_names_the_patch_and_the_hunk() {
     let _g = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
-    let e = Kbuild::open_default().build(&request(Some("broken-hunk")), &mut log_event).unwrap_err();
+    let e = Kbuild::open_default()
+        .expect("cache directory")
+        .build(&request(Some("broken-hunk")), &mut log_event)
+        .unwrap_err();
     match e {
         KbuildError::PatchDoesNotApply { patch, detail, .. } => {
             assert_eq!(patch, "0001-bpf-Add-KF_SPIN_LOCK-flag-for-kfuncs-under-bpf_spin_lock.patch");

@@ -21,7 +21,10 @@ use common::agent;
 static SERIAL: Mutex<()> = Mutex::new(());
 
 fn kernel(name: &str) -> KernelRef {
-    KernelCache::open_default().fetch(name, FetchParts::default(), &|_| {}).expect("fetch kernel")
+    KernelCache::open_default()
+        .expect("cache directory")
+        .fetch(name, FetchParts::default(), &|_| {})
+        .expect("fetch kernel")
 }
 
 fn setup(name: &str, dir: &Path) -> (KernelRef, GuestConfig) {

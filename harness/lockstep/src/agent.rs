@@ -14,8 +14,13 @@ use lockstep_core::proto::{GuestMsg, HostMsg, KernelResult, ModuleStatus};
 use lockstep_core::verdict::Verdict;
 use lockstep_vm::{agent_io, initramfs, stream};
 
-/// Runs the agent and powers off; never returns when running as pid 1.
+/// Runs the agent and powers off; never returns when running as pid 1. Anywhere but pid 1 of a
+/// lockstep guest ([`agent_io::check_lockstep_guest`]) it touches nothing and exits 2.
 pub fn main() -> ! {
+    if let Err(e) = agent_io::check_lockstep_guest() {
+        eprintln!("lockstep agent: {e}");
+        std::process::exit(crate::exit::EXIT_BAD_INPUT.into());
+    }
     if let Err(e) = serve() {
         eprintln!("lockstep agent: {e}");
     }

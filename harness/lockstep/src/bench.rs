@@ -7,7 +7,6 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
 use clap::Args;
-use lockstep_vm::debian::KernelCache;
 use lockstep_vm::guest::Timeouts;
 use lockstep_vm::qemu::Accel;
 use serde::Serialize;
@@ -125,7 +124,7 @@ pub fn guest(a: GuestBenchArgs) -> Result<u8> {
 /// Boots kernel `name` with virtme-ng to run `true`; the wall time, or why it could not.
 fn vng(name: &str, accel: Option<Accel>) -> (Option<f64>, Option<String>) {
     let attempt = || -> Result<f64> {
-        let cache = KernelCache::open_default();
+        let cache = crate::kernel::cache()?;
         let k = cache.lookup(name).with_context(|| format!("{name} is not cached"))?;
         // vng finds the modules (its 9p root needs them) under <tree>/lib/modules/<release>.
         let kimg = cache.fetch_modules(&k, &|_| {}).context("fetching the kernel's modules for vng")?;

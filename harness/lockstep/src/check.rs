@@ -4,7 +4,7 @@ use std::io::Write;
 use std::path::PathBuf;
 use std::time::Instant;
 
-use anyhow::Result;
+use anyhow::{Context, Result};
 use clap::Args;
 use lockstep_core::corpus::check_all;
 use lockstep_core::profile::KernelProfile;
@@ -61,30 +61,7 @@ pub fn run(a: CheckArgs) -> Result<u8> {
     let module = lockstep_core::module_src::bundled();
     let cases = cases::load(&paths_or_corpus(&a.paths), &module)?;
     let rows = check_all(&cases, &profiles, &module);
-    let mut out = std::io::stdout().lock();
-    if a.json {
-        for r in &rows {
-            writeln!(out, "{}", serde_json::to_string(r)?)?;
-        }
-    } else {
-        writeln!(out, "{:<48} {:<17} {:<12} {:>5}  message", "case", "profile", "verdict", "insn")?;
-        for r in &rows {
-            let mark = match r.expected {
-                Some(false) => " (!= expected)",
-                _ => "",
-            };
-            let insn = r.insn.map_or("-".to_string(), |i| i.to_string());
-            let msg = r.message.as_deref().unwrap_or("").replace('\n', " ");
-            writeln!(
-                out,
-                "{:<48} {:<17} {:<12} {:>5}  {msg}{mark}",
-                r.case,
-                r.profile,
-                r.verdict.as_str(),
-                insn
-            )?;
-        }
-    }
+    write_rows(&mut std::io::stdout().lock(), &rows, a.json).context("writing to stdout")?;
     let count = |k| rows.iter().filter(|r| r.verdict == k).count();
     let missed: Vec<_> = rows.iter().filter(|r| r.expected == Some(false)).collect();
     eprintln!(
@@ -104,6 +81,35 @@ pub fn run(a: CheckArgs) -> Result<u8> {
         eprintln!("expectation not met: {}:{}: {} on {}", r.file, r.line, r.case, r.profile);
     }
     Ok(if missed.is_empty() { 0 } else { crate::exit::EXIT_DISAGREE })
+}
+
+/// The rows as a table or JSON lines.
+fn write_rows(out: &mut impl Write, rows: &[lockstep_core::corpus::CheckRow], json: bool) -> Result<()> {
+    if json {
+        for r in rows {
+            writeln!(out, "{}", serde_json::to_string(r)?)?;
+        }
+    } else {
+        writeln!(out, "{:<48} {:<17} {:<12} {:>5}  message", "case", "profile", "verdict", "insn")?;
+        for r in rows {
+            let mark = match r.expected {
+                Some(false) => " (!= expected)",
+                _ => "",
+            };
+            let insn = r.insn.map_or("-".to_string(), |i| i.to_string());
+            let msg = r.message.as_deref().unwrap_or("").replace('\n', " ");
+            writeln!(
+                out,
+                "{:<48} {:<17} {:<12} {:>5}  {msg}{mark}",
+                r.case,
+                r.profile,
+                r.verdict.as_str(),
+                insn
+            )?;
+        }
+    }
+    out.flush()?;
+    Ok(())
 }
 
 /// The per-profile agreement table: cases with an expectation for the profile (its own or `*`),
@@ -148,7 +154,9 @@ fn matrix(
 pub fn bench(a: BenchArgs) -> Result<u8> {
     let profiles = KernelProfile::all();
     let module = lockstep_core::module_src::bundled();
+    let load = Instant::now();
     let cases = cases::load(&paths_or_corpus(&a.paths), &module)?;
+    let load_secs = load.elapsed().as_secs_f64();
     let start = Instant::now();
     let mut n = 0u64;
     for _ in 0..a.iterations {
@@ -160,29 +168,42 @@ pub fn bench(a: BenchArgs) -> Result<u8> {
         }
     }
     let secs = start.elapsed().as_secs_f64();
-    println!(
-        "{{\"bench\":\"model\",\"cases\":{},\"profiles\":{},\"checks\":{n},\"seconds\":{secs:.4},\"checks_per_second\":{:.0}}}",
+    writeln!(
+        std::io::stdout(),
+        "{{\"bench\":\"model\",\"cases\":{},\"load_seconds\":{load_secs:.4},\"profiles\":{},\"checks\":{n},\"seconds\":{secs:.4},\"checks_per_second\":{:.0}}}",
         cases.len(),
         profiles.len(),
         n as f64 / secs
-    );
+    )
+    .context("writing to stdout")?;
     Ok(0)
 }
 
 /// Lists the profiles.
 pub fn profiles() -> Result<u8> {
-    for p in KernelProfile::all() {
-        println!("{:<18} {:<24} {}", p.name, p.kernel.as_deref().unwrap_or("-"), p.source);
-    }
+    let mut out = std::io::stdout().lock();
+    let mut write = || -> std::io::Result<()> {
+        for p in KernelProfile::all() {
+            writeln!(out, "{:<18} {:<24} {}", p.name, p.kernel.as_deref().unwrap_or("-"), p.source)?;
+        }
+        out.flush()
+    };
+    write().context("writing to stdout")?;
     Ok(0)
 }
 
 /// Disassembles each case.
 pub fn disasm(paths: &[PathBuf]) -> Result<u8> {
     let module = lockstep_core::module_src::bundled();
-    for c in cases::load(&paths_or_corpus(paths), &module)? {
-        println!("# {} ({}:{})", c.name, c.file, c.line);
-        print!("{}", lockstep_core::asm::disassemble(&c.program));
-    }
+    let cases = cases::load(&paths_or_corpus(paths), &module)?;
+    let mut out = std::io::BufWriter::new(std::io::stdout().lock());
+    let mut write = || -> std::io::Result<()> {
+        for c in &cases {
+            writeln!(out, "# {} ({}:{})", c.name, c.file, c.line)?;
+            write!(out, "{}", lockstep_core::asm::disassemble(&c.program))?;
+        }
+        out.flush()
+    };
+    write().context("writing to stdout")?;
     Ok(0)
 }

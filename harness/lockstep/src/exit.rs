@@ -5,6 +5,8 @@
 //! - 2: bad input (malformed case file, unknown profile, unknown helper or kfunc)
 //! - 3: infrastructure failure (no kernel, no QEMU, boot failure, setup error)
 //! - 4: kernel crash (panic, oops, WARN or hang in a guest)
+//! - 141: stdout's reader went away (`lockstep check | head`): quietly, as a shell reports a
+//!   process killed by SIGPIPE
 
 /// Exit code: disagreement.
 pub const EXIT_DISAGREE: u8 = 1;
@@ -14,6 +16,9 @@ pub const EXIT_BAD_INPUT: u8 = 2;
 pub const EXIT_INFRA: u8 = 3;
 /// Exit code: kernel crash.
 pub const EXIT_CRASH: u8 = 4;
+
+/// Exit code: stdout is a closed pipe (128 + SIGPIPE); no message is printed.
+pub const EXIT_BROKEN_PIPE: u8 = 141;
 
 /// A user-input error (malformed case file, unknown name, bad path): exit code 2.
 #[derive(Debug, thiserror::Error)]
@@ -27,9 +32,34 @@ pub struct InfraError(pub String);
 
 /// The exit code of a command that failed with `e`.
 pub fn code_of(e: &anyhow::Error) -> u8 {
-    if e.downcast_ref::<BadInput>().is_some() {
+    if is_broken_pipe(e) {
+        EXIT_BROKEN_PIPE
+    } else if e.downcast_ref::<BadInput>().is_some() {
         EXIT_BAD_INPUT
     } else {
         EXIT_INFRA
+    }
+}
+
+/// Whether `e` is (or was caused by) a write to a pipe whose reader is gone.
+pub fn is_broken_pipe(e: &anyhow::Error) -> bool {
+    e.chain().any(|c| {
+        c.downcast_ref::<std::io::Error>().is_some_and(|io| io.kind() == std::io::ErrorKind::BrokenPipe)
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use anyhow::Context;
+
+    #[test]
+    fn exit_codes_follow_the_error_kind() {
+        let pipe =
+            Err::<(), _>(std::io::Error::from(std::io::ErrorKind::BrokenPipe)).context("writing to stdout");
+        assert_eq!(code_of(&pipe.unwrap_err()), EXIT_BROKEN_PIPE);
+        let full = Err::<(), _>(std::io::Error::from_raw_os_error(28)).context("writing to stdout");
+        assert_eq!(code_of(&full.unwrap_err()), EXIT_INFRA);
+        assert_eq!(code_of(&BadInput("x".into()).into()), EXIT_BAD_INPUT);
     }
 }

@@ -51,7 +51,7 @@ pub enum KernelCmd {
 pub fn run(cmd: KernelCmd) -> Result<u8> {
     match cmd {
         KernelCmd::Fetch { names, headers, refresh } => {
-            let cache = KernelCache::open_default().refresh(refresh);
+            let cache = cache()?.refresh(refresh);
             for n in &names {
                 let k = fetch(&cache, n, FetchParts { headers })?;
                 println!("{}\t{}\t{}", k.name, k.package_version, k.vmlinuz.display());
@@ -72,7 +72,7 @@ pub fn run(cmd: KernelCmd) -> Result<u8> {
         KernelCmd::Show { name } => crate::kbuild::show(&name),
         KernelCmd::List { json } => {
             crate::kbuild::list_builds(json)?;
-            let cache = KernelCache::open_default();
+            let cache = cache()?;
             let list = cache.list();
             for k in &list {
                 if json {
@@ -117,9 +117,25 @@ pub fn known_kernel(name: &str) -> Result<()> {
     Ok(())
 }
 
+/// The kernel cache ([`lockstep_vm::cache_root`]); no cache directory is bad input asking for
+/// `LOCKSTEP_CACHE`.
+pub fn cache() -> Result<KernelCache> {
+    Ok(KernelCache::new(cache_root()?))
+}
+
+/// The cache root; no cache directory is bad input asking for `LOCKSTEP_CACHE`.
+pub fn cache_root() -> Result<PathBuf> {
+    lockstep_vm::cache_root::from_env().map_err(|e| crate::exit::BadInput(e.to_string()).into())
+}
+
+/// The cache of kernels built from source, at [`cache_root`].
+pub fn kbuild() -> Result<lockstep_vm::kbuild::Kbuild> {
+    Ok(lockstep_vm::kbuild::Kbuild::new(cache_root()?))
+}
+
 /// A kernel built from source, by name (bad input if there is none).
 pub fn built(name: &str) -> Result<lockstep_vm::kbuild::BuildRecord> {
-    lockstep_vm::kbuild::Kbuild::open_default().lookup(name).map_err(crate::kbuild::map_err)
+    kbuild()?.lookup(name).map_err(crate::kbuild::map_err)
 }
 
 /// The bootable image of kernel `name` and its exact identity (package version, or for a build
@@ -129,7 +145,7 @@ pub fn image(name: &str) -> Result<(PathBuf, String)> {
         let r = built(name)?;
         return Ok((r.bzimage, r.identity));
     }
-    let k = fetch(&KernelCache::open_default(), name, FetchParts::default())?;
+    let k = fetch(&cache()?, name, FetchParts::default())?;
     Ok((k.vmlinuz, k.package_version))
 }
 
@@ -241,7 +257,7 @@ pub fn kernel_vmlinux(kernel: &str) -> Result<Option<PathBuf>> {
 /// The BTF-only `vmlinux` of a Debian kernel's headers, as unpacked by `build-module.sh`
 /// (the base of module BTF when the `.ko` carries no distilled `.BTF.base`).
 pub fn headers_vmlinux(kernel: &str) -> Option<PathBuf> {
-    let dir = KernelCache::default_root().join("headers").join(kernel.replace(':', "-"));
+    let dir = cache_root().ok()?.join("headers").join(kernel.replace(':', "-"));
     let mut found: Vec<PathBuf> = std::fs::read_dir(dir)
         .ok()?
         .flatten()

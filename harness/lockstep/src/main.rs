@@ -84,8 +84,9 @@ enum BenchCmd {
 }
 
 fn main() -> ExitCode {
-    // As the guest's /init (pid 1) the binary is the agent, whatever its arguments.
-    if std::process::id() == 1 {
+    // As the /init of a lockstep guest (pid 1, marker on the kernel command line) the binary is
+    // the agent, whatever its arguments; pid 1 anywhere else (a container) is the plain CLI.
+    if std::process::id() == 1 && lockstep_vm::agent_io::check_lockstep_guest().is_ok() {
         agent::main();
     }
     let cli = Cli::parse();
@@ -119,7 +120,9 @@ fn main() -> ExitCode {
     match result {
         Ok(code) => ExitCode::from(code),
         Err(e) => {
-            eprintln!("lockstep: {e:#}");
+            if !exit::is_broken_pipe(&e) {
+                eprintln!("lockstep: {e:#}");
+            }
             ExitCode::from(exit::code_of(&e))
         }
     }

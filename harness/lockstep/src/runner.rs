@@ -11,7 +11,6 @@ use anyhow::{bail, Context, Result};
 use lockstep_core::case::Case;
 use lockstep_core::profile::{KernelProfile, ModuleKfuncs};
 use lockstep_core::proto::{KernelResult, KfuncListing, ModuleStatus};
-use lockstep_vm::debian::KernelCache;
 use lockstep_vm::guest::batch::{BatchEvent, BatchOptions, Session};
 use lockstep_vm::guest::{kvm, GuestConfig, GuestOutcome, Timeouts};
 use lockstep_vm::initramfs::{self, InitramfsSpec};
@@ -294,7 +293,7 @@ impl KernelSession {
             AccelChoice::Tcg => Accel::Tcg,
             AccelChoice::Kvm => Accel::Kvm,
             AccelChoice::Auto => {
-                let p = kvm::probe_kvm(&cfg, &KernelCache::default_root(), false);
+                let p = kvm::probe_kvm(&cfg, &crate::kernel::cache_root()?, false);
                 if p.accel == Accel::Tcg {
                     tracing::warn!("KVM not usable here ({}): using TCG (slower)", p.reason);
                 }

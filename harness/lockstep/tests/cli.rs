@@ -40,3 +40,179 @@ fn a_malformed_case_file_names_file_and_line() {
     assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
     assert!(stderr(&o).contains("bad.toml:6"), "{}", stderr(&o));
 }
+
+/// Runs `sh -c script lockstep` (or `lockstep args` when `script` is empty) in a fresh user, pid and
+/// mount namespace: a broken agent guard could then neither power this machine off nor mount over
+/// its /proc.
+fn in_namespaces(script: &str, args: &[&str]) -> Output {
+    let bin = env!("CARGO_BIN_EXE_lockstep");
+    let mut c = Command::new("unshare");
+    c.args(["--user", "--map-root-user", "--pid", "--fork", "--mount", "--"]);
+    if script.is_empty() {
+        c.arg(bin).args(args);
+    } else {
+        c.args(["sh", "-c", script, bin]);
+    }
+    c.output().expect("run unshare (util-linux)")
+}
+
+#[test]
+fn the_agent_refuses_to_run_unless_pid_1() {
+    // sh is pid 1 of the namespace, lockstep its child: the host situation.
+    let script = r#"before=$(cat /proc/self/mountinfo); "$0" agent; rc=$?;
+        after=$(cat /proc/self/mountinfo); [ "$before" = "$after" ] && echo "rc=$rc mounts unchanged""#;
+    let o = in_namespaces(script, &[]);
+    let out = String::from_utf8_lossy(&o.stdout);
+    assert_eq!(out.trim(), "rc=2 mounts unchanged", "{}", stderr(&o));
+    assert!(stderr(&o).contains("refusing to run") && stderr(&o).contains("this is pid "), "{}", stderr(&o));
+}
+
+#[test]
+fn the_agent_refuses_pid_1_without_the_guest_marker() {
+    // lockstep is pid 1, but this kernel was not booted with `lockstep.guest=1`.
+    let o = in_namespaces("", &["agent"]);
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+    assert!(stderr(&o).contains("no `lockstep.guest=1`"), "{}", stderr(&o));
+    // pid 1 without the marker is the plain CLI, not the agent.
+    let o = in_namespaces("", &["profiles"]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    assert!(String::from_utf8_lossy(&o.stdout).contains("7.2+kf-spin-lock"));
+}
+
+/// Runs lockstep with stdout read by a pipe that is closed after the first line (`| head -1`).
+fn with_stdout_closed_early(args: &[&str]) -> (Option<i32>, String) {
+    use std::io::{BufRead, BufReader};
+    use std::process::Stdio;
+    let mut child = Command::new(env!("CARGO_BIN_EXE_lockstep"))
+        .args(args)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("run lockstep");
+    let mut first = String::new();
+    BufReader::new(child.stdout.take().unwrap()).read_line(&mut first).unwrap();
+    assert!(!first.is_empty(), "no output at all");
+    // The reader (and the pipe's only read end) is dropped here.
+    let o = child.wait_with_output().unwrap();
+    (o.status.code(), stderr(&o))
+}
+
+#[test]
+fn a_closed_stdout_pipe_ends_quietly() {
+    for args in [&["disasm"][..], &["check"], &["check", "--json"]] {
+        let (code, err) = with_stdout_closed_early(args);
+        assert_eq!(code, Some(141), "{args:?}: {err}");
+        assert!(!err.contains("panicked") && !err.contains("Broken pipe"), "{args:?}: {err}");
+    }
+}
+
+#[test]
+fn a_full_disk_is_a_clear_error_not_a_panic() {
+    let full = std::fs::OpenOptions::new().write(true).open("/dev/full").expect("/dev/full");
+    for args in [&["disasm"][..], &["check"], &["profiles"]] {
+        let o = Command::new(env!("CARGO_BIN_EXE_lockstep"))
+            .args(args)
+            .stdout(full.try_clone().unwrap())
+            .output()
+            .unwrap();
+        assert_eq!(o.status.code(), Some(3), "{args:?}: {}", stderr(&o));
+        assert!(
+            stderr(&o).contains("writing to stdout: No space left on device"),
+            "{args:?}: {}",
+            stderr(&o)
+        );
+        assert!(!stderr(&o).contains("panicked"), "{}", stderr(&o));
+    }
+}
+
+/// `lockstep args`, killed (and the test failed) if it runs for more than 60 s.
+fn lockstep_bounded(args: &[&str]) -> Output {
+    use std::time::{Duration, Instant};
+    let mut child = Command::new(env!("CARGO_BIN_EXE_lockstep"))
+        .args(args)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("run lockstep");
+    let start = Instant::now();
+    while child.try_wait().unwrap().is_none() {
+        if start.elapsed() > Duration::from_secs(60) {
+            child.kill().unwrap();
+            panic!("lockstep {args:?} hangs");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    child.wait_with_output().unwrap()
+}
+
+const ONE_CASE: &str = "[[case]]\nname = \"one\"\nprog_type = \"socket_filter\"\ntext = '''\nr0 = 0\nexit\n'''\n[case.expect.\"*\"]\nverdict = \"accept\"\n";
+
+#[test]
+fn a_fifo_named_like_a_case_file_is_bad_input_not_a_hang() {
+    let dir = tempfile::tempdir().unwrap();
+    let fifo = dir.path().join("x.toml");
+    assert!(Command::new("mkfifo").arg(&fifo).status().unwrap().success());
+    for arg in [&fifo, dir.path()] {
+        let o = lockstep_bounded(&["check", arg.to_str().unwrap()]);
+        assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+        assert!(stderr(&o).contains(&format!("{}: not a regular file", fifo.display())), "{}", stderr(&o));
+    }
+}
+
+#[test]
+fn a_directory_symlink_loop_loads_each_file_once() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("a.toml"), ONE_CASE).unwrap();
+    std::os::unix::fs::symlink(".", dir.path().join("loop")).unwrap();
+    std::os::unix::fs::symlink("a.toml", dir.path().join("b.toml")).unwrap();
+    let o = lockstep_bounded(&["check", "--json", "-p", "7.3", dir.path().to_str().unwrap()]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    assert_eq!(String::from_utf8_lossy(&o.stdout).lines().count(), 1, "{}", stderr(&o));
+    assert!(stderr(&o).starts_with("1 cases x 1 profiles"), "{}", stderr(&o));
+}
+
+#[test]
+fn an_empty_directory_is_bad_input() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("notes.txt"), "not a case").unwrap();
+    let o = lockstep(&["check", dir.path().to_str().unwrap()]);
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+    assert!(stderr(&o).contains(&format!("no cases found in {}", dir.path().display())), "{}", stderr(&o));
+}
+
+#[test]
+fn an_expectation_for_an_unknown_profile_is_bad_input_at_its_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let f = dir.path().join("p.toml");
+    std::fs::write(&f, ONE_CASE.replace("\"*\"", "\"9.9\"")).unwrap();
+    let o = lockstep(&["check", f.to_str().unwrap()]);
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("p.toml:8:1: case `one`: expectation for unknown profile `9.9`"),
+        "{}",
+        stderr(&o)
+    );
+}
+
+#[test]
+fn invalid_utf8_is_bad_input_at_line_and_column() {
+    let dir = tempfile::tempdir().unwrap();
+    let f = dir.path().join("u.toml");
+    std::fs::write(&f, b"[[case]]\nname = \"\xff\"\n").unwrap();
+    let o = lockstep(&["check", f.to_str().unwrap()]);
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+    assert!(stderr(&o).contains("u.toml:2:9: invalid UTF-8 (byte 0xff)"), "{}", stderr(&o));
+}
+
+#[test]
+fn without_home_the_cache_is_bad_input_asking_for_lockstep_cache() {
+    let o = Command::new(env!("CARGO_BIN_EXE_lockstep"))
+        .args(["kernel", "list"])
+        .env_remove("HOME")
+        .env_remove("XDG_CACHE_HOME")
+        .env_remove("LOCKSTEP_CACHE")
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+    assert!(stderr(&o).contains("set LOCKSTEP_CACHE"), "{}", stderr(&o));
+}

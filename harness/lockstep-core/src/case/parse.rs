@@ -130,17 +130,25 @@ fn default_true() -> bool {
     true
 }
 
-/// Maps a byte offset of the source to a 1-based (line, column).
+/// Maps a byte offset of the source to a 1-based (line, column): line starts are found once, so
+/// locating every case of a large file stays linear (a scan from the start per lookup was quadratic).
 struct LineIndex<'a> {
     src: &'a str,
+    /// Byte offset of the start of each line.
+    starts: Vec<usize>,
 }
 
-impl LineIndex<'_> {
+impl<'a> LineIndex<'a> {
+    fn new(src: &'a str) -> Self {
+        let starts = std::iter::once(0).chain(src.match_indices('\n').map(|(i, _)| i + 1)).collect();
+        LineIndex { src, starts }
+    }
+
     fn locate(&self, offset: usize) -> (usize, usize) {
         let offset = offset.min(self.src.len());
-        let before = &self.src[..offset];
-        let line = before.matches('\n').count() + 1;
-        let column = before.rsplit('\n').next().map_or(0, |l| l.chars().count()) + 1;
+        let line = self.starts.partition_point(|&s| s <= offset);
+        let start = self.starts[line - 1];
+        let column = self.src.get(start..offset).map_or(offset - start, |l| l.chars().count()) + 1;
         (line, column)
     }
 }
@@ -160,7 +168,7 @@ impl Ctx<'_> {
 /// Parses a case file. `file` names it in errors; `known_kfuncs` are the kfunc names calls may
 /// resolve to (the model's vmlinux kfuncs and the test module's), besides each case's `kfuncs`.
 pub fn parse_cases(file: &str, src: &str, known_kfuncs: &[String]) -> Result<Vec<Case>, CaseError> {
-    let ctx = Ctx { file, index: LineIndex { src } };
+    let ctx = Ctx { file, index: LineIndex::new(src) };
     let raw: RawFile = toml::from_str(src).map_err(|e| {
         let span = e.span().unwrap_or(0..0);
         ctx.err(span, e.message().trim().to_string())
@@ -290,8 +298,19 @@ fn convert_case(ctx: &Ctx, src: &str, rc: RawCase, known_kfuncs: &[String]) -> R
         globals.push(GlobalFunc { label: g.label, args: g.args });
     }
     let mut expect = BTreeMap::new();
+    let profiles = crate::profile::KernelProfile::names();
     for (profile, e) in rc.expect {
         let span = e.span();
+        if profile != "*" && !profiles.contains(&profile.as_str()) {
+            return Err(ctx.err(
+                span,
+                format!(
+                    "case `{}`: expectation for unknown profile `{profile}` (expected `*` or one of: {})",
+                    rc.name.get_ref(),
+                    profiles.join(", ")
+                ),
+            ));
+        }
         let e = e.into_inner();
         let verdict = match e.verdict.as_str() {
             "accept" => VerdictKind::Accept,

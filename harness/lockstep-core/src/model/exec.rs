@@ -230,7 +230,10 @@ impl<'a> Machine<'a> {
     }
 
     fn write_reg(&self, st: &mut State, r: u8, v: Reg) -> Step<()> {
-        if r >= 10 {
+        if r > 10 {
+            return Err(Stop::Unsupported(format!("register r{r} does not exist (\"R{r} is invalid\")")));
+        }
+        if r == 10 {
             return Err(Stop::Unsupported(
                 "writes to r10 (\"frame pointer is read only\") are not modelled".into(),
             ));

@@ -483,3 +483,16 @@ fn a_released_pointer_is_no_longer_a_reference() {
         assert_eq!(v.verdict, VerdictKind::Unsupported, "{p}: {v:?}");
     }
 }
+
+/// `check_reg_arg()`: a register past r10 is `R%d is invalid`, a write to r10 `frame pointer is
+/// read only`; neither is modelled, but the message names the register the program wrote.
+#[test]
+fn a_write_to_r11_is_reported_as_r11_not_r10() {
+    for (text, want) in [("r11 = 0\nr0 = 0\nexit", "r11"), ("r10 = 0\nr0 = 0\nexit", "r10")] {
+        for (p, v) in verdicts(&case(ProgType::SocketFilter, vec![], text)) {
+            assert_eq!(v.verdict, VerdictKind::Unsupported, "{p}: {text}");
+            let m = v.message.unwrap_or_default();
+            assert!(m.contains(want) && !(want == "r11" && m.contains("r10")), "{p}: {m}");
+        }
+    }
+}

@@ -5,7 +5,7 @@ use std::fs;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use super::{names, FetchError};
+use super::{names, verify, FetchError};
 
 /// The keyring shipped by Debian 12's `debian-archive-keyring`.
 pub const SYSTEM_KEYRING: &str = "/usr/share/keyrings/debian-archive-keyring.gpg";
@@ -119,7 +119,7 @@ impl PrivateApt {
             FetchError::NotFound { what: "debian-archive-keyring".into(), suite: KEYRING_SUITE.into() }
         })?;
         let debs = boot.dir.join("debs");
-        let deb = boot.download(&info.package, &info.version, &debs)?;
+        let deb = boot.download(&info.package, &info.version, info.sha256.as_deref(), &debs)?;
         let x = boot.dir.join("keyring-x");
         let _ = fs::remove_dir_all(&x);
         super::deb::unpack_deb(&deb, &x, &mut |_| {}).map_err(|e| FetchError::io(&deb, e))?;
@@ -146,14 +146,30 @@ impl PrivateApt {
         run(Command::new("apt-cache").args(self.options()).arg("show").args(packages))
     }
 
-    /// `apt-get download package=version` into `dir`; returns the .deb path.
-    pub fn download(&self, package: &str, version: &str, dir: &Path) -> Result<PathBuf, FetchError> {
+    /// `apt-get download package=version` into `dir`; returns the .deb path. With `sha256` (from
+    /// the package index), a .deb already in `dir` is used only if it matches (else it is
+    /// downloaded again, with a warning), and a downloaded one must match.
+    pub fn download(
+        &self,
+        package: &str,
+        version: &str,
+        sha256: Option<&str>,
+        dir: &Path,
+    ) -> Result<PathBuf, FetchError> {
         fs::create_dir_all(dir).map_err(|e| FetchError::io(dir, e))?;
         let path = dir.join(names::deb_file_name(package, version, "amd64"));
         let all = dir.join(names::deb_file_name(package, version, "all"));
         for p in [&path, &all] {
             if p.exists() {
-                return Ok(p.clone());
+                match sha256.map(|s| verify::check_file(p, s)) {
+                    None | Some(Ok(())) => return Ok(p.clone()),
+                    Some(Err(m)) => {
+                        tracing::warn!(
+                            "cached .deb does not match the package index, fetching it again: {m}"
+                        );
+                        fs::remove_file(p).map_err(|e| FetchError::io(p, e))?;
+                    }
+                }
             }
         }
         run(Command::new("apt-get")
@@ -162,10 +178,14 @@ impl PrivateApt {
             .args(self.options())
             .arg("download")
             .arg(format!("{package}={version}")))?;
-        [path, all].into_iter().find(|p| p.exists()).ok_or_else(|| FetchError::NotFound {
+        let got = [path, all].into_iter().find(|p| p.exists()).ok_or_else(|| FetchError::NotFound {
             what: format!("{package}={version} (downloaded file)"),
             suite: self.suite.clone(),
-        })
+        })?;
+        if let Some(s) = sha256 {
+            verify::check_file(&got, s).map_err(FetchError::Mismatch)?;
+        }
+        Ok(got)
     }
 }
 

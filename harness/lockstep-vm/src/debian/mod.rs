@@ -13,8 +13,10 @@ pub(crate) mod apt;
 pub mod deb;
 mod modules;
 pub mod names;
+pub mod verify;
 pub mod version;
 
+use std::collections::BTreeMap;
 use std::fs;
 use std::path::{Path, PathBuf};
 
@@ -39,6 +41,8 @@ pub enum FetchError {
     Io { path: PathBuf, source: std::io::Error },
     #[error("{path}: {source}")]
     Json { path: PathBuf, source: serde_json::Error },
+    #[error("a downloaded package does not match the package index: {0}")]
+    Mismatch(verify::Mismatch),
 }
 
 impl FetchError {
@@ -76,6 +80,9 @@ pub enum Progress {
 pub struct PackageRecord {
     pub package: String,
     pub version: String,
+    /// SHA256 of the .deb from the package index, checked at download.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sha256: Option<String>,
 }
 
 /// Header packages unpacked next to a kernel (for building an out-of-tree module).
@@ -110,7 +117,15 @@ pub struct KernelRef {
     pub config: PathBuf,
     /// Present when headers were fetched.
     pub headers: Option<HeadersRef>,
+    /// SHA256 of the files lockstep uses from the entry ([`ENTRY_FILES`], relative to `dir`),
+    /// recorded at fetch and checked before the entry is trusted ([`verify::check_manifest`]).
+    /// Empty in entries written before manifests existed.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub manifest: BTreeMap<String, String>,
 }
+
+/// The files of a cache entry its manifest covers: the image QEMU boots and its config.
+pub const ENTRY_FILES: [&str; 2] = ["vmlinuz", "config"];
 
 impl KernelRef {
     /// The release string the booted kernel reports (`uname -r`).
@@ -132,18 +147,15 @@ impl KernelCache {
         KernelCache { root: root.into(), refresh: false }
     }
 
-    /// `$LOCKSTEP_CACHE`, else `$HOME/.cache/lockstep`.
-    pub fn default_root() -> PathBuf {
-        if let Some(p) = std::env::var_os("LOCKSTEP_CACHE") {
-            return PathBuf::from(p);
-        }
-        let home = std::env::var_os("HOME").map(PathBuf::from).unwrap_or_else(|| PathBuf::from("/tmp"));
-        home.join(".cache/lockstep")
+    /// `$LOCKSTEP_CACHE`, else `$XDG_CACHE_HOME/lockstep`, else `$HOME/.cache/lockstep`
+    /// ([`crate::cache_root`]); never a shared temporary path.
+    pub fn default_root() -> Result<PathBuf, crate::cache_root::NoCacheRoot> {
+        crate::cache_root::from_env()
     }
 
     /// The cache at [`KernelCache::default_root`].
-    pub fn open_default() -> Self {
-        Self::new(Self::default_root())
+    pub fn open_default() -> Result<Self, crate::cache_root::NoCacheRoot> {
+        Ok(Self::new(Self::default_root()?))
     }
 
     /// With `refresh`, `fetch` re-reads the package index and fetches a newer version if there is one
@@ -180,9 +192,10 @@ impl KernelCache {
         out
     }
 
-    /// The newest cached version of `name`.
+    /// The newest cached version of `name`, if its files match its manifest
+    /// ([`trusted`]); a mismatch is a warning and `None` (so `fetch` fetches it again).
     pub fn lookup(&self, name: &str) -> Option<KernelRef> {
-        self.list().into_iter().find(|k| k.name == name)
+        self.list().into_iter().find(|k| k.name == name).filter(trusted)
     }
 
     /// Fetches `name` (idempotent: a cached entry with the requested parts means no network).
@@ -224,7 +237,7 @@ impl KernelCache {
             package_version: package_version.clone(),
         });
         let dir = self.kernels_dir().join(name).join(&package_version);
-        if let Ok(k) = read_ref(&dir.join("kernel.json")) {
+        if let Some(k) = read_ref(&dir.join("kernel.json")).ok().filter(trusted) {
             if k.headers.is_some() || !parts.headers {
                 progress(Progress::CacheHit {
                     name: k.name.clone(),
@@ -248,12 +261,13 @@ impl KernelCache {
             package_version,
             packages: packages
                 .into_iter()
-                .map(|p| PackageRecord { package: p.package, version: p.version })
+                .map(|p| PackageRecord { package: p.package, version: p.version, sha256: p.sha256 })
                 .collect(),
             dir: dir.clone(),
             vmlinuz,
             config,
             headers: None,
+            manifest: verify::manifest_of(&dir, &ENTRY_FILES).map_err(|e| FetchError::io(&dir, e))?,
         };
         if parts.headers {
             return self.fetch_headers(&apt, spec, k, progress);
@@ -310,7 +324,7 @@ impl KernelCache {
                 version: p.version.clone(),
                 size: p.size,
             });
-            let deb = apt.download(&p.package, &p.version, &debs)?;
+            let deb = apt.download(&p.package, &p.version, p.sha256.as_deref(), &debs)?;
             let total = fs::metadata(&deb).map(|m| m.len()).unwrap_or(0);
             let mut last = 0u64;
             deb::unpack_deb(&deb, root, &mut |done| {
@@ -359,7 +373,7 @@ impl KernelCache {
         k.headers = Some(HeadersRef {
             packages: packages
                 .into_iter()
-                .map(|p| PackageRecord { package: p.package, version: p.version })
+                .map(|p| PackageRecord { package: p.package, version: p.version, sha256: p.sha256 })
                 .collect(),
             amd64_dir: root.join(format!("usr/src/linux-headers-{}-amd64", k.abi)),
             common_dir: root.join(format!("usr/src/linux-headers-{}-common", k.abi)),
@@ -368,6 +382,35 @@ impl KernelCache {
         write_ref(&k)?;
         progress(Progress::Done);
         Ok(k)
+    }
+}
+
+/// Whether a cache entry may be used: its files match its manifest. A mismatch is logged as a
+/// warning (the caller fetches the entry again); an entry without a manifest (written before
+/// manifests existed) is used with a warning.
+fn trusted(k: &KernelRef) -> bool {
+    if k.manifest.is_empty() {
+        tracing::warn!(
+            "{} {}: cache entry has no manifest (an older lockstep wrote it); used unverified \
+             (`lockstep kernel fetch --refresh` or removing {} re-fetches it)",
+            k.name,
+            k.package_version,
+            k.dir.display()
+        );
+        return true;
+    }
+    match verify::check_manifest(&k.dir, &k.manifest) {
+        Ok(()) => true,
+        Err(bad) => {
+            for m in bad {
+                tracing::warn!(
+                    "{} {}: cache entry changed, fetching it again: {m}",
+                    k.name,
+                    k.package_version
+                );
+            }
+            false
+        }
     }
 }
 
@@ -403,9 +446,26 @@ mod tests {
             vmlinuz: dir.join("vmlinuz"),
             config: dir.join("config"),
             headers: None,
+            manifest: BTreeMap::new(),
         };
         write_ref(&k).unwrap();
         k
+    }
+
+    #[test]
+    fn an_entry_whose_files_changed_is_not_trusted() {
+        let t = tempfile::tempdir().unwrap();
+        let mut k = fake(t.path(), "debian:7.3", "7.3.4-1");
+        fs::write(&k.vmlinuz, "image").unwrap();
+        fs::write(&k.config, "CONFIG_BPF=y").unwrap();
+        k.manifest = verify::manifest_of(&k.dir, &ENTRY_FILES).unwrap();
+        write_ref(&k).unwrap();
+        let c = KernelCache::new(t.path());
+        assert_eq!(c.lookup("debian:7.3").map(|k| k.manifest.len()), Some(2));
+        fs::write(&k.vmlinuz, "image, replaced").unwrap();
+        assert!(c.lookup("debian:7.3").is_none(), "a changed vmlinuz must not be trusted");
+        // Listing still shows it (kernel list); only lookup/fetch refuse to use it.
+        assert_eq!(c.list().len(), 1);
     }
 
     #[test]

@@ -139,6 +139,8 @@ pub struct PackageInfo {
     pub version: String,
     /// Size of the .deb in bytes.
     pub size: Option<u64>,
+    /// SHA256 of the .deb from the package index (whose signature apt verified).
+    pub sha256: Option<String>,
 }
 
 /// Parses `apt-cache show` output into stanzas.
@@ -148,6 +150,7 @@ pub fn parse_show(text: &str) -> Vec<PackageInfo> {
         let mut package = None;
         let mut ver = None;
         let mut size = None;
+        let mut sha256 = None;
         for line in stanza.lines() {
             if let Some(v) = line.strip_prefix("Package: ") {
                 package = Some(v.trim().to_string());
@@ -155,10 +158,12 @@ pub fn parse_show(text: &str) -> Vec<PackageInfo> {
                 ver = Some(v.trim().to_string());
             } else if let Some(v) = line.strip_prefix("Size: ") {
                 size = v.trim().parse().ok();
+            } else if let Some(v) = line.strip_prefix("SHA256: ") {
+                sha256 = Some(v.trim().to_string());
             }
         }
         if let (Some(package), Some(version)) = (package, ver) {
-            out.push(PackageInfo { package, version, size });
+            out.push(PackageInfo { package, version, size, sha256 });
         }
     }
     out
@@ -270,11 +275,12 @@ mod tests {
     #[test]
     fn parse_show_picks_newest() {
         let text = "Package: linux-base-7.3.4+deb13-amd64\nVersion: 7.3.4-1~bpo13+1\nSize: 1234\n\n\
-                    Package: linux-base-7.3.4+deb13-amd64\nVersion: 7.3.4-1~bpo13+2\nSize: 99\nDescription: x\n y\n\n";
+                    Package: linux-base-7.3.4+deb13-amd64\nVersion: 7.3.4-1~bpo13+2\nSize: 99\nSHA256: 00ff\nDescription: x\n y\n\n";
         let infos = parse_show(text);
         assert_eq!(infos.len(), 2);
         let n = newest(&infos, "linux-base-7.3.4+deb13-amd64").unwrap();
         assert_eq!((n.version.as_str(), n.size), ("7.3.4-1~bpo13+2", Some(99)));
+        assert_eq!((n.sha256.as_deref(), infos[0].sha256.as_deref()), (Some("00ff"), None));
         assert!(newest(&infos, "other").is_none());
     }
 

@@ -245,8 +245,8 @@ impl Kbuild {
     }
 
     /// The cache at [`crate::debian::KernelCache::default_root`].
-    pub fn open_default() -> Self {
-        Self::new(crate::debian::KernelCache::default_root())
+    pub fn open_default() -> Result<Self, crate::cache_root::NoCacheRoot> {
+        Ok(Self::new(crate::debian::KernelCache::default_root()?))
     }
 
     /// `<cache>/builds`.

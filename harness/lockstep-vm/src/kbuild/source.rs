@@ -154,7 +154,7 @@ pub fn fetch_debian(
     }
     let debs = cache_root.join("debs");
     log(format!("downloading {pkg} {} ({} MB)", info.version, info.size.unwrap_or(0) >> 20));
-    let deb_path = apt.download(&pkg, &info.version, &debs)?;
+    let deb_path = apt.download(&pkg, &info.version, info.sha256.as_deref(), &debs)?;
     let x = debs.join(format!(".unpack-{pkg}"));
     let _ = fs::remove_dir_all(&x);
     log(format!("unpacking {}", deb_path.display()));

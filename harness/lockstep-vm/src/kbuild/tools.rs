@@ -118,18 +118,22 @@ pub struct DepInfo {
     pub package: String,
     pub version: String,
     pub depends: Vec<String>,
+    /// SHA256 of the .deb from the package index.
+    pub sha256: Option<String>,
 }
 
 /// Parses `Package`, `Version`, `Depends` and `Pre-Depends` of `apt-cache show` output.
 pub fn parse_depends(show: &str) -> Vec<DepInfo> {
     let mut out = Vec::new();
     for stanza in show.split("\n\n") {
-        let (mut package, mut ver, mut deps) = (None, None, Vec::new());
+        let (mut package, mut ver, mut deps, mut sha256) = (None, None, Vec::new(), None);
         for line in stanza.lines() {
             if let Some(v) = line.strip_prefix("Package: ") {
                 package = Some(v.trim().to_string());
             } else if let Some(v) = line.strip_prefix("Version: ") {
                 ver = Some(v.trim().to_string());
+            } else if let Some(v) = line.strip_prefix("SHA256: ") {
+                sha256 = Some(v.trim().to_string());
             } else if let Some(v) =
                 line.strip_prefix("Depends: ").or_else(|| line.strip_prefix("Pre-Depends: "))
             {
@@ -143,7 +147,7 @@ pub fn parse_depends(show: &str) -> Vec<DepInfo> {
             }
         }
         if let (Some(package), Some(version)) = (package, ver) {
-            out.push(DepInfo { package, version, depends: deps });
+            out.push(DepInfo { package, version, depends: deps, sha256 });
         }
     }
     out
@@ -221,7 +225,7 @@ fn fetch_pahole(cache_root: &Path, log: &mut dyn FnMut(String)) -> Result<Tool, 
     let debs = dir.join("debs");
     for p in &pkgs {
         log(format!("  {} {}", p.package, p.version));
-        let deb_path = apt.download(&p.package, &p.version, &debs)?;
+        let deb_path = apt.download(&p.package, &p.version, p.sha256.as_deref(), &debs)?;
         deb::unpack_deb(&deb_path, &sys, &mut |_| {}).map_err(|e| KbuildError::Io(deb_path.clone(), e))?;
     }
     let _ = fs::remove_dir_all(&debs);
@@ -293,6 +297,7 @@ mod tests {
             package: "libzstd1".into(),
             version: "1.5.7".into(),
             depends: vec!["libc6".into()],
+            sha256: None,
         });
         let c = closure(&with_zstd, "pahole").unwrap();
         let names: Vec<_> = c.iter().map(|i| (i.package.as_str(), i.version.as_str())).collect();

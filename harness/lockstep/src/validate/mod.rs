@@ -13,7 +13,7 @@ use anyhow::{Context, Result};
 use clap::Args;
 use lockstep_core::profile::KernelProfile;
 use lockstep_core::verdict::Verdict;
-use lockstep_vm::kbuild::{series, BuildRequest, Kbuild};
+use lockstep_vm::kbuild::{series, BuildRequest};
 use lockstep_vm::kernel::ResolvedKernel;
 
 use crate::cases;
@@ -140,7 +140,7 @@ pub fn run_with(a: ValidateArgs, runner: &mut dyn CorpusRunner) -> Result<u8> {
             (&mut replay, k)
         }
         None => {
-            let kb = Kbuild::open_default();
+            let kb = crate::kernel::kbuild()?;
             let source: lockstep_vm::kbuild::source::SourceSpec = a.base.parse().map_err(BadInput)?;
             let mut req = BuildRequest::new(source);
             req.fragments = a.config.clone();
@@ -229,7 +229,7 @@ pub fn run_with(a: ValidateArgs, runner: &mut dyn CorpusRunner) -> Result<u8> {
     if !rep.failed() && a.results_from.is_none() {
         if let Some(name) = p_patched.kernel.as_deref().filter(|k| k.starts_with("build:")) {
             let hash = k_patched.name.trim_start_matches("build:");
-            let kb = Kbuild::open_default();
+            let kb = crate::kernel::kbuild()?;
             let full = kb.lookup(hash).map_err(crate::kbuild::map_err)?.hash;
             kb.set_alias(name, &full).map_err(crate::kbuild::map_err)?;
             eprintln!("{name} is now {}", k_patched.name);

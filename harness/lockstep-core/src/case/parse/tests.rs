@@ -85,6 +85,16 @@ fn duplicate_case_names_are_rejected() {
     assert_eq!(e.line, 6);
 }
 
+#[test]
+fn an_expectation_for_an_unknown_profile_is_located() {
+    let src = GOOD.replace("[case.expect.\"7.3\"]", "[case.expect.\"9.9\"]");
+    let e = parse(&src).unwrap_err();
+    assert_eq!(e.line, 14, "{e}");
+    assert!(e.message.contains("unknown profile `9.9`") && e.message.contains("7.2+kf-spin-lock"), "{e}");
+    let star = GOOD.replace("[case.expect.\"7.3\"]", "[case.expect.\"*\"]");
+    assert!(parse(&star).is_ok());
+}
+
 proptest::proptest! {
     #[test]
     fn arbitrary_input_never_panics(s in "\\PC{0,400}") {
