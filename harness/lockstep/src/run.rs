@@ -113,7 +113,7 @@ impl RunOutput {
 /// Runs `cases` on every kernel of `args` (the engine of `lockstep run`, used by tests too).
 pub fn run_cases(args: &RunArgs, cases: &[Case]) -> Result<RunOutput> {
     let mut opts = args.guest.options(args.log, Timeouts::default().overall);
-    if opts.testmod == TestmodChoice::Off {
+    if opts.testmod == TestmodChoice::Off && !args.guest.no_testmod {
         let called = other_kfuncs_called(cases, &lockstep_core::module_src::bundled());
         if !called.is_empty() {
             opts.testmod = TestmodChoice::IfCalled(called);

@@ -86,8 +86,11 @@ pub struct GuestArgs {
     /// Also build (from the kernel's Debian linux-source, cached) and load the kernel tree's own
     /// bpf_testmod.ko, whose kfuncs (bpf_kfunc_call_test_*, ...) the BPF selftests call. Without
     /// it, `run` loads it only when a case calls a kfunc that vmlinux lacks and bpf_testmod has.
-    #[arg(long)]
+    #[arg(long, conflicts_with = "no_testmod")]
     pub testmod: bool,
+    /// Never load bpf_testmod (the cases calling its kfuncs fail to set up: unknown kfunc).
+    #[arg(long)]
+    pub no_testmod: bool,
     /// Extra kernel command-line parameters for the guests (later ones win).
     #[arg(long, value_name = "PARAM")]
     pub append: Vec<String>,
