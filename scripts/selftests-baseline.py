@@ -24,7 +24,7 @@ def norm(reason):
     line = (reason or '').strip().splitlines()[0] if reason else ''
     line = re.sub(r"'[^']*'", "'…'", line)
     line = re.sub(r'`([^`/]*)/[^`]*`', r'`\1/…`', line)
-    line = re.sub(r'\b(program|function|map|kfunc|func) [A-Za-z_][A-Za-z0-9_.]*', r'\1 …', line)
+    line = re.sub(r'\b(program|map|kfunc|func) [A-Za-z_][A-Za-z0-9_.]*', r'\1 …', line)
     line = re.sub(r'\b(R|r)\d+\b', 'R#', line)
     line = re.sub(r'\b\d+\b', 'N', line)
     line = re.sub(r'0x[0-9a-f]+', '0x…', line)
