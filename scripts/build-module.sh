@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
-# Build kernel-module/lockstep_test.ko against a Debian kernel or a kernel build tree.
+# Build kernel-module/lockstep_test.ko against a Debian kernel or a kernel build tree, or (--testmod)
+# the kernel tree's own bpf_testmod.ko from Debian's linux-source of that kernel.
 #
 # Usage:
 #   scripts/build-module.sh debian:6.12|debian:7.2|debian:7.3 [OUTDIR]
+#   scripts/build-module.sh --testmod debian:6.12|debian:7.2|debian:7.3 [OUTDIR]
 #   scripts/build-module.sh --tree KERNEL_BUILD_DIR [OUTDIR]
 #   scripts/build-module.sh --flags KO [VMLINUX]  # print "SET KFUNC FLAGS" per kfunc from KO's
 #       .BTF_ids (names from .BTF; VMLINUX, for its base BTF, is needed when KO has no .BTF.base)
@@ -24,6 +26,11 @@
 # The result is cached in ~/.cache/lockstep/modules/<name>/<version>-<srchash>/lockstep_test.ko
 # (<srchash>: sha256 of kernel-module/'s files); a cache hit neither rebuilds nor touches the
 # network (apt lists are refreshed only when missing or with LOCKSTEP_REFRESH=1).
+# --testmod: bpf_testmod.ko from tools/testing/selftests/bpf/test_kmods/ (bpf_testmod/ before 6.14)
+# of linux-source-<series> (scripts/fetch-kernel-source.sh: its suite's newest, which must be the
+# headers' exact version), built the same way against the same headers; cached in
+# ~/.cache/lockstep/modules/<name>/<version>-testmod-<srchash>/bpf_testmod.ko (<srchash>: sha256 of
+# the module's files in that source). Only Debian kernels.
 # With OUTDIR, the .ko is also copied there.  The last line on stdout is the .ko's path; progress
 # goes to stderr.  Env: LOCKSTEP_CACHE (default scripts/cache-dir.sh), LOCKSTEP_REFRESH=1, PAHOLE and
 # LOCKSTEP_MAKE_ARGS (tree mode: extra make arguments, e.g. "CC=gcc-14" or "LLVM=1").
@@ -38,7 +45,7 @@ SOURCES=(Kbuild Makefile lockstep_test.c)
 
 log() { echo "build-module: $*" >&2; }
 die() { echo "build-module: error: $*" >&2; exit 1; }
-usage() { sed -n '2,8p' "$0" >&2; exit 2; }
+usage() { sed -n '2,10p' "$0" >&2; exit 2; }
 
 # ---------------------------------------------------------------------------------------------
 # --flags KO: decode the kfunc sets in KO's .BTF_ids (pairs of split-BTF id and flags), naming
@@ -126,13 +133,19 @@ fi
 # ---------------------------------------------------------------------------------------------
 # Arguments.
 TREE=
+TESTMOD=
+if [[ ${1:-} == --testmod ]]; then
+  TESTMOD=1
+  shift
+fi
 case ${1:-} in
   --tree) TREE=$(cd "${2:?--tree needs a directory}" && pwd); OUTDIR=${3:-} ;;
   debian:*) kernel_row "$1" || usage; OUTDIR=${2:-} ;;
   *) usage ;;
 esac
 
-SRCHASH=$(cd "$SRC" && sha256sum "${SOURCES[@]}" | sha256sum | cut -c1-16)
+KO_NAME=lockstep_test
+[[ -n $TESTMOD && -n $TREE ]] && die "--testmod builds against a Debian kernel (debian:*), not a tree"
 
 # ---------------------------------------------------------------------------------------------
 # Private apt (Debian mode).
@@ -375,8 +388,39 @@ else
   resolve_kernel
 fi
 
-OUT=$CACHE/modules/$NAME/$KVER-$SRCHASH
-KO=$OUT/lockstep_test.ko
+# --testmod: the kernel tree's bpf_testmod sources, from the linux-source package of this exact kernel.
+testmod_sources() {
+  bash "$ROOT/scripts/fetch-kernel-source.sh" "$SERIES" >&2 || die "fetching linux-source-$SERIES failed"
+  local pkg=linux-source-$SERIES srcver tarball dir d
+  srcver=$(cat "$CACHE/debs/$pkg.PACKAGE_VERSION")
+  [[ $srcver == "$KVER" ]] || die "$pkg is $srcver but the kernel's headers are $KVER: bpf_testmod must \
+come from the same kernel (FORCE=1 scripts/fetch-kernel-source.sh $SERIES, or LOCKSTEP_REFRESH=1)"
+  tarball=$(ls "$CACHE/debs/$pkg".tar.* | head -1)
+  dir=$CACHE/testmod-src/$NAME/$KVER
+  [[ -s $CACHE/debs/$pkg.members ]] || tar -tf "$tarball" >"$CACHE/debs/$pkg.members"
+  if [[ ! -e $dir/.ready ]]; then
+    rm -rf "$dir" && mkdir -p "$dir"
+    for d in test_kmods bpf_testmod; do
+      grep -qxF "$pkg/tools/testing/selftests/bpf/$d/bpf_testmod.c" "$CACHE/debs/$pkg.members" || continue
+      tar -xf "$tarball" -C "$dir" --strip-components=6 --wildcards "$pkg/tools/testing/selftests/bpf/$d/bpf_testmod*"
+      echo "$d" >"$dir/.subdir"
+      break
+    done
+    [[ -s $dir/bpf_testmod.c ]] || die "no tools/testing/selftests/bpf/{test_kmods,bpf_testmod}/bpf_testmod.c in $tarball"
+    # Only bpf_testmod.o (the tree's Makefile also lists the module-order and no-CFI test modules).
+    printf 'obj-m += bpf_testmod.o\nCFLAGS_bpf_testmod.o = -I$(src)\n' >"$dir/Kbuild"
+    touch "$dir/.ready"
+  fi
+  SRC=$dir
+  mapfile -t SOURCES < <(cd "$dir" && ls Kbuild bpf_testmod*)
+  KO_NAME=bpf_testmod
+  log "bpf_testmod from $pkg $srcver (tools/testing/selftests/bpf/$(cat "$dir/.subdir")/)"
+}
+[[ -n $TESTMOD ]] && testmod_sources
+
+SRCHASH=$(cd "$SRC" && sha256sum "${SOURCES[@]}" | sha256sum | cut -c1-16)
+OUT=$CACHE/modules/$NAME/$KVER-${TESTMOD:+testmod-}$SRCHASH
+KO=$OUT/$KO_NAME.ko
 
 if [[ -s $KO ]]; then
   log "cache hit: $KO"
@@ -398,7 +442,7 @@ else
     VMLINUX=$KOBJ/vmlinux
     ORIGIN="debian $SUITE linux-headers-$ABI-amd64 $KVER"
   fi
-  BUILD=$CACHE/modules/$NAME/build-$KVER-$SRCHASH
+  BUILD=$CACHE/modules/$NAME/build-$KVER-${TESTMOD:+testmod-}$SRCHASH
   rm -rf "$BUILD" && mkdir -p "$BUILD"
   (cd "$SRC" && cp "${SOURCES[@]}" "$BUILD/")
   log "building against $ORIGIN"
@@ -413,16 +457,17 @@ else
       "${COMMON:-/nonexistent}/scripts/Makefile.btf" "${TREE:-/nonexistent}/source/scripts/Makefile.btf" 2>/dev/null; then
     EXPECT_BASE=1
   fi
-  check_ko "$BUILD/lockstep_test.ko" "$EXPECT_BASE"
+  check_ko "$BUILD/$KO_NAME.ko" "$EXPECT_BASE"
   mkdir -p "$OUT.tmp"
-  cp "$BUILD/lockstep_test.ko" "$BUILD/build.log" "$OUT.tmp/"
+  cp "$BUILD/$KO_NAME.ko" "$BUILD/build.log" "$OUT.tmp/"
   {
     echo "origin: $ORIGIN"
     echo "source-hash: $SRCHASH"
+    [[ -n $TESTMOD ]] && echo "source: linux-source-$SERIES $KVER tools/testing/selftests/bpf/$(cat "$SRC/.subdir")/"
     echo "gcc: $(gcc -dumpfullversion)"
     echo "pahole: $("$PAHOLE_BIN" --version)"
     echo "kfunc-flags:"
-    dump_flags "$OUT.tmp/lockstep_test.ko" "$VMLINUX" | sed 's/^/  /'
+    dump_flags "$OUT.tmp/$KO_NAME.ko" "$VMLINUX" | sed 's/^/  /'
   } >"$OUT.tmp/build-info.txt"
   rm -rf "$OUT" && mv "$OUT.tmp" "$OUT"
   rm -rf "$BUILD"
@@ -432,6 +477,6 @@ fi
 if [[ -n ${OUTDIR:-} ]]; then
   mkdir -p "$OUTDIR"
   cp "$KO" "$OUT/build-info.txt" "$OUTDIR/"
-  KO=$(cd "$OUTDIR" && pwd)/lockstep_test.ko
+  KO=$(cd "$OUTDIR" && pwd)/$KO_NAME.ko
 fi
 echo "$KO"

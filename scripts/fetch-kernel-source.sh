@@ -42,6 +42,11 @@ DEST=$CACHE/src/$VERSION
 DEBS=$CACHE/debs
 PKG=linux-source-$VERSION
 
+# One fetch per package at a time (the cache is shared by every developer on the machine).
+mkdir -p "$DEBS"
+exec 8>"$DEBS/.$PKG.lock"
+flock 8
+
 if [[ -s $DEST/PACKAGE_VERSION && -z ${FORCE:-} ]]; then
   echo "$PKG already extracted in $DEST ($(cat "$DEST/PACKAGE_VERSION"))"
   exit 0

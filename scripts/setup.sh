@@ -34,6 +34,8 @@ PACKAGES=(
   # libbpf-sys (static) and the test-module build.
   libelf-dev zlib1g-dev libzstd-dev liblzma-dev pkg-config
   clang llvm
+  # The kernel's 7.3 BPF selftests need a recent clang (scripts/build-selftest-objects.sh prefers it).
+  clang-19
   # C toolchain for -sys crates, kernel module builds.
   build-essential
   # Unpacking and inspecting kernels and initramfs images.

@@ -35,6 +35,33 @@ struct KfuncTarget {
     object: usize,
 }
 
+/// The `fd_array` of one program load: slot 0 unused, then one slot per module whose kfuncs the
+/// program calls (`insn->off` of a module kfunc call is its slot; vmlinux kfuncs use 0).
+#[derive(Debug, Default)]
+struct FdArray {
+    fds: Vec<i32>,
+    /// BTF object index (1 = first module) -> slot.
+    slots: HashMap<usize, usize>,
+}
+
+impl FdArray {
+    /// The `insn->off` for a kfunc of BTF object `object` (0 = vmlinux), giving the module's BTF
+    /// fd (`fd()`) a slot the first time.
+    fn offset(&mut self, object: usize, fd: impl FnOnce() -> i32) -> i16 {
+        if object == 0 {
+            return 0;
+        }
+        let fds = &mut self.fds;
+        *self.slots.entry(object).or_insert_with(|| {
+            if fds.is_empty() {
+                fds.push(-1);
+            }
+            fds.push(fd());
+            fds.len() - 1
+        }) as i16
+    }
+}
+
 /// A module's BTF: the kernel object (its fd goes into `fd_array`) and its parsed split BTF.
 #[derive(Debug)]
 pub struct ModuleBtf {
@@ -246,8 +273,7 @@ impl Loader {
     /// Patches map fds and kfunc ids into a copy of the program; returns it with its fd_array.
     fn relocate(&self, case: &Case, maps: &[OwnedFd]) -> Result<(Vec<Insn>, Vec<i32>), SetupError> {
         let mut insns = case.program.insns.clone();
-        let mut fd_array: Vec<i32> = Vec::new();
-        let mut module_slots: HashMap<usize, usize> = HashMap::new();
+        let mut fd_array = FdArray::default();
         let map_fd = |name: &str| -> Result<i32, SetupError> {
             let i = case
                 .maps
@@ -274,27 +300,16 @@ impl Loader {
                 }
                 Reloc::Kfunc { name } => {
                     let t = *self.kfuncs.get(name).ok_or_else(|| SetupError::UnknownKfunc(name.clone()))?;
-                    let off = if t.object == 0 {
-                        0
-                    } else {
-                        *module_slots.entry(t.object).or_insert_with(|| {
-                            if fd_array.is_empty() {
-                                fd_array.push(-1);
-                            }
-                            let fd = self.modules[t.object - 1].object.fd.as_raw_fd();
-                            fd_array.push(fd);
-                            fd_array.len() - 1
-                        })
-                    };
+                    let off = fd_array.offset(t.object, || self.modules[t.object - 1].object.fd.as_raw_fd());
                     let insn = insns.get_mut(idx).filter(|i| i.is_call()).ok_or_else(bad)?;
                     insn.src = lockstep_core::insn::BPF_PSEUDO_KFUNC_CALL;
                     insn.imm = t.btf_id as i32;
-                    insn.off = off as i16;
+                    insn.off = off;
                 }
                 Reloc::Helper { .. } | Reloc::Subprog { .. } => {}
             }
         }
-        Ok((insns, fd_array))
+        Ok((insns, fd_array.fds))
     }
 }
 
@@ -336,5 +351,23 @@ fn load_with_log(p: &ProgLoad<'_>, first_size: usize) -> (Result<OwnedFd, SysErr
             }
             res => return (res, c_string(&buf)),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn kfuncs_of_two_modules_get_one_fd_array_slot_each() {
+        let mut a = FdArray::default();
+        // vmlinux kfuncs need no fd_array at all.
+        assert_eq!(a.offset(0, || unreachable!()), 0);
+        assert!(a.fds.is_empty());
+        // lockstep_test (object 1) then bpf_testmod (object 2), then lockstep_test again.
+        assert_eq!(a.offset(1, || 11), 1);
+        assert_eq!(a.offset(2, || 22), 2);
+        assert_eq!(a.offset(1, || panic!("slot reused, fd not asked again")), 1);
+        assert_eq!(a.fds, vec![-1, 11, 22]);
     }
 }

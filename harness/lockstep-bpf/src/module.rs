@@ -70,7 +70,27 @@ pub fn modinfo_name(ko: &[u8]) -> Option<String> {
         .then(|| name.to_string())
 }
 
+/// What a `finit_module` errno means for a module lockstep built (`load_module()`'s message).
+pub fn finit_error_meaning(errno: Errno) -> &'static str {
+    match errno {
+        Errno::ENOEXEC => {
+            "invalid module format: built for another kernel (vermagic, layout or BTF mismatch)"
+        }
+        Errno::ENOENT => "unknown symbol: the module needs a symbol this kernel does not export",
+        Errno::EKEYREJECTED | Errno::EBADMSG | Errno::ENOKEY => {
+            "signature rejected: the kernel enforces module signatures"
+        }
+        Errno::EPERM => "module loading not permitted (lockdown, modules_disabled or no CAP_SYS_MODULE)",
+        Errno::EINVAL => "invalid module or parameters (the console has the kernel's reason)",
+        Errno::ENOMEM => "out of memory while loading the module",
+        Errno::EBUSY => "the module's init is busy or a module of that name is being loaded",
+        Errno::ENOSYS => "the kernel has no module support (CONFIG_MODULES=n)",
+        _ => "the module's init failed (the console has the kernel's reason)",
+    }
+}
+
 /// Loads a `.ko` with `finit_module` (an already loaded module is fine) and finds its BTF id.
+/// A failure names the file, the errno (`ENOEXEC`, ...) and what it means.
 pub fn load_module(path: &Path) -> ModuleStatus {
     let name = std::fs::read(path).ok().and_then(|b| modinfo_name(&b)).unwrap_or_else(|| module_name(path));
     let failed = |error: String| ModuleStatus::Failed { name: name.clone(), error };
@@ -80,7 +100,9 @@ pub fn load_module(path: &Path) -> ModuleStatus {
     };
     match finit_module(&file, c"", ModuleInitFlags::empty()) {
         Ok(()) | Err(Errno::EEXIST) => {}
-        Err(e) => return failed(format!("finit_module {}: {e}", path.display())),
+        Err(e) => {
+            return failed(format!("finit_module {}: {e} ({})", path.display(), finit_error_meaning(e)))
+        }
     }
     module_status(&name)
 }
@@ -95,5 +117,17 @@ mod tests {
         assert_eq!(modinfo_name(ko).as_deref(), Some("lockstep_test"));
         assert_eq!(modinfo_name(b"no modinfo here"), None);
         assert_eq!(module_name(Path::new("/lockstep/module.ko")), "module");
+    }
+
+    #[test]
+    fn a_module_load_failure_is_named_by_errno() {
+        assert!(finit_error_meaning(Errno::ENOEXEC).contains("another kernel"));
+        assert!(finit_error_meaning(Errno::ENOENT).contains("unknown symbol"));
+        assert_ne!(finit_error_meaning(Errno::EPERM), finit_error_meaning(Errno::ENOEXEC));
+        let missing = load_module(Path::new("/nonexistent/bpf_testmod.ko"));
+        assert!(
+            matches!(&missing, ModuleStatus::Failed { name, error } if name == "bpf_testmod" && error.contains("/nonexistent/bpf_testmod.ko")),
+            "{missing:?}"
+        );
     }
 }

@@ -103,7 +103,15 @@ pub struct KernelResult {
 #[serde(tag = "msg", rename_all = "snake_case")]
 pub enum GuestMsg {
     /// Sent once the agent is ready for cases.
-    Hello { release: String, module: ModuleStatus },
+    Hello {
+        release: String,
+        /// The test module (`/lockstep/module.ko`).
+        module: ModuleStatus,
+        /// The other modules shipped (`/lockstep/modules/*.ko`, e.g. the kernel tree's
+        /// `bpf_testmod`), in load order.
+        #[serde(default)]
+        extra_modules: Vec<ModuleStatus>,
+    },
     /// The result of one `Run`.
     Result { id: u64, result: KernelResult },
     /// The answer to `ListKfuncs`.

@@ -25,7 +25,10 @@ fn run() -> io::Result<()> {
     agent_io::mount_basics()?;
     let (reader, mut w) = agent_io::open_control_port()?;
     let release = agent_io::kernel_release()?;
-    agent_io::send(&mut w, &GuestMsg::Hello { release, module: ModuleStatus::Absent })?;
+    agent_io::send(
+        &mut w,
+        &GuestMsg::Hello { release, module: ModuleStatus::Absent, extra_modules: Vec::new() },
+    )?;
     for line in reader.lines() {
         let line = line?;
         match stream::decode_host(&line) {

@@ -9,6 +9,9 @@ use cpio::newc::{Builder, ModeFileType};
 
 /// Where the test module goes in the guest.
 pub const MODULE_PATH: &str = "lockstep/module.ko";
+/// Where further modules go (`bpf_testmod.ko`), each under its own file name; the agent loads them
+/// after [`MODULE_PATH`], sorted by name.
+pub const EXTRA_MODULES_DIR: &str = "lockstep/modules";
 
 /// One archive entry (paths are relative, without a leading `/`).
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -33,8 +36,16 @@ pub struct InitramfsSpec {
     pub init: PathBuf,
     /// An optional kernel module, installed as `/lockstep/module.ko`.
     pub module: Option<PathBuf>,
+    /// Further kernel modules, installed as `/lockstep/modules/<file name>` ([`EXTRA_MODULES_DIR`]).
+    pub extra_modules: Vec<PathBuf>,
     /// Extra files: (guest path without leading `/`, host file), installed 0644 (parents created).
     pub extra: Vec<(String, PathBuf)>,
+}
+
+/// The guest path of an extra module (`/lockstep/modules/bpf_testmod.ko`, without the leading `/`).
+pub fn extra_module_path(host: &Path) -> String {
+    let file = host.file_name().map(|f| f.to_string_lossy().into_owned()).unwrap_or_default();
+    format!("{EXTRA_MODULES_DIR}/{file}")
 }
 
 /// The entries for `init` (and optionally `module`): base directories, `/dev/console`,
@@ -99,7 +110,13 @@ pub fn build(spec: &InitramfsSpec, out: &Path) -> io::Result<()> {
     let read = |p: &Path| fs::read(p).map_err(|e| io::Error::new(e.kind(), format!("{}: {e}", p.display())));
     let init = read(&spec.init)?;
     let module = spec.module.as_deref().map(read).transpose()?;
-    let extra = spec.extra.iter().map(|(g, h)| Ok((g.clone(), read(h)?))).collect::<io::Result<Vec<_>>>()?;
+    let extra = spec
+        .extra_modules
+        .iter()
+        .map(|h| (extra_module_path(h), h.clone()))
+        .chain(spec.extra.iter().cloned())
+        .map(|(g, h)| Ok((g, read(&h)?)))
+        .collect::<io::Result<Vec<_>>>()?;
     let tmp = out.with_extension("tmp");
     let f = io::BufWriter::new(fs::File::create(&tmp)?);
     write_newc(&entries(init, module, extra), f)?.flush()?;
@@ -150,6 +167,21 @@ mod tests {
         let pos = |n: &str| got.iter().position(|g| g.0 == n).unwrap();
         assert!(pos("etc") < pos("etc/a") && pos("etc/a") < pos("etc/a/b.txt"));
         assert!(bytes.len() % 4 == 0);
+    }
+
+    #[test]
+    fn extra_modules_go_under_the_modules_directory() {
+        let dir = tempfile::tempdir().unwrap();
+        let (init, ko) = (dir.path().join("init"), dir.path().join("bpf_testmod.ko"));
+        fs::write(&init, b"ELF").unwrap();
+        fs::write(&ko, b"TESTMOD").unwrap();
+        let spec = InitramfsSpec { init, extra_modules: vec![ko], ..Default::default() };
+        let out = dir.path().join("initramfs.cpio");
+        build(&spec, &out).unwrap();
+        let got = read_back(&fs::read(&out).unwrap());
+        let m = got.iter().find(|g| g.0 == "lockstep/modules/bpf_testmod.ko").expect("module entry");
+        assert_eq!(m.4, b"TESTMOD");
+        assert!(got.iter().any(|g| g.0 == EXTRA_MODULES_DIR && g.1 & 0o170000 == 0o040000));
     }
 
     #[test]

@@ -79,7 +79,11 @@ mod tests {
 
     #[test]
     fn guest_and_host_messages_round_trip() {
-        let hello = GuestMsg::Hello { release: "7.3.4+deb13-amd64".into(), module: ModuleStatus::Absent };
+        let hello = GuestMsg::Hello {
+            release: "7.3.4+deb13-amd64".into(),
+            module: ModuleStatus::Absent,
+            extra_modules: Vec::new(),
+        };
         let line = encode_guest(&hello);
         assert!(line.ends_with('\n') && !line[..line.len() - 1].contains('\n'));
         assert_eq!(decode_guest(&line).unwrap(), Some(hello));

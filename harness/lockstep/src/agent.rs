@@ -1,7 +1,9 @@
 //! `lockstep agent`: the guest side, run as `/init` of the initramfs (the binary is static).
 //!
 //! Mounts proc/sys/dev/bpffs, loads the test module shipped at
-//! [`lockstep_vm::initramfs::MODULE_PATH`] (if any), reads vmlinux and module BTF once
+//! [`lockstep_vm::initramfs::MODULE_PATH`] (if any) and then the modules under
+//! [`lockstep_vm::initramfs::EXTRA_MODULES_DIR`] (the kernel tree's `bpf_testmod`), reads vmlinux
+//! and module BTF once
 //! ([`lockstep_bpf::Loader`]), says `Hello` on the control port, then answers each `Run` with the
 //! kernel's verdict (and `ListKfuncs` with the kernel's kfuncs) until `Shutdown`, and powers the
 //! guest off. Nothing is written to disk.
@@ -36,12 +38,25 @@ fn load_test_module() -> ModuleStatus {
     lockstep_bpf::load_module(&path)
 }
 
+/// Loads every `/lockstep/modules/*.ko` the host shipped, sorted by file name.
+fn load_extra_modules() -> Vec<ModuleStatus> {
+    let dir = Path::new("/").join(initramfs::EXTRA_MODULES_DIR);
+    let mut kos: Vec<_> = std::fs::read_dir(&dir)
+        .map(|d| d.flatten().map(|e| e.path()).filter(|p| p.extension().is_some_and(|x| x == "ko")).collect())
+        .unwrap_or_default();
+    kos.sort();
+    kos.iter().map(|ko| lockstep_bpf::load_module(ko)).collect()
+}
+
 fn serve() -> io::Result<()> {
     agent_io::mount_basics()?;
     let (reader, mut w) = agent_io::open_control_port()?;
     let module = load_test_module();
-    if let ModuleStatus::Failed { name, error } = &module {
-        eprintln!("lockstep agent: module {name}: {error}");
+    let extra_modules = load_extra_modules();
+    for m in std::iter::once(&module).chain(&extra_modules) {
+        if let ModuleStatus::Failed { name, error } = m {
+            eprintln!("lockstep agent: module {name}: {error}");
+        }
     }
     // Read BTF after the module is in, so its kfuncs resolve.
     let loader = Loader::new().map_err(|e| e.to_string());
@@ -49,7 +64,7 @@ fn serve() -> io::Result<()> {
         eprintln!("lockstep agent: {e}");
     }
     let release = agent_io::kernel_release()?;
-    agent_io::send(&mut w, &GuestMsg::Hello { release, module })?;
+    agent_io::send(&mut w, &GuestMsg::Hello { release, module, extra_modules })?;
     for line in reader.lines() {
         let line = line?;
         match stream::decode_host(&line) {

@@ -71,6 +71,7 @@ pub fn guest(a: GuestBenchArgs) -> Result<u8> {
         console_dir: None,
         extra_cmdline: Vec::new(),
         module_ko: None,
+        testmod: Default::default(),
     };
     for k in &kernels {
         let target = KernelTarget::prepare(k, None, &opts)?;

@@ -32,6 +32,10 @@ pub enum KernelCmd {
     Module {
         /// Kernel name, e.g. debian:7.3.
         name: String,
+        /// The kernel tree's own bpf_testmod.ko instead, from Debian's linux-source of that kernel
+        /// (what the BPF selftests' bpf_kfunc_call_test_* and friends live in).
+        #[arg(long)]
+        testmod: bool,
     },
     /// Build a kernel from source: a Debian source package or a tree, plus a patch series
     /// (cached by content hash; the result is named build:<hash> and build:<source>+<series>).
@@ -58,7 +62,15 @@ pub fn run(cmd: KernelCmd) -> Result<u8> {
             }
             Ok(0)
         }
-        KernelCmd::Module { name } => {
+        KernelCmd::Module { name, testmod: true } => {
+            let m = build_testmod(&name)?;
+            println!("# {}", m.ko.display());
+            for (name, k) in &m.kfuncs {
+                println!("{:<48} {:#07x} {}", name, k.flags, k.set);
+            }
+            Ok(0)
+        }
+        KernelCmd::Module { name, testmod: false } => {
             let m = build_module(&name)?;
             println!("# {}", m.ko.display());
             for k in m.kfuncs.kfuncs.values() {
@@ -214,22 +226,15 @@ fn scripts_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../../scripts")
 }
 
-/// Builds (or finds cached) the test module for `kernel` with `scripts/build-module.sh`, and
-/// reads its kfunc flags from the `.ko`'s `.BTF_ids`.
-pub fn build_module(kernel: &str) -> Result<BuiltModule> {
+/// Runs `scripts/build-module.sh ARGS` with a spinner saying `what`; the `.ko` path it printed.
+fn run_build_module(args: &[String], what: &str) -> Result<PathBuf> {
     let script = scripts_dir().join("build-module.sh");
     let bar = ProgressBar::new_spinner();
-    bar.set_message(format!("building the test module for {kernel}"));
+    bar.set_message(format!("building {what}"));
     bar.enable_steady_tick(std::time::Duration::from_millis(200));
-    // A build is built against its own tree (`--tree`), a Debian kernel against its headers.
-    let args = if kernel.starts_with("build:") {
-        vec!["--tree".to_string(), built(kernel)?.tree.display().to_string()]
-    } else {
-        vec![kernel.to_string()]
-    };
     let out = Command::new("bash")
         .arg(&script)
-        .args(&args)
+        .args(args)
         .output()
         .with_context(|| format!("running {}", script.display()));
     bar.finish_and_clear();
@@ -237,12 +242,57 @@ pub fn build_module(kernel: &str) -> Result<BuiltModule> {
     if !out.status.success() {
         let err = String::from_utf8_lossy(&out.stderr);
         let tail: Vec<&str> = err.lines().rev().take(15).collect::<Vec<_>>().into_iter().rev().collect();
-        anyhow::bail!("building the test module for {kernel} failed ({}):\n{}", out.status, tail.join("\n"));
+        anyhow::bail!("building {what} failed ({}):\n{}", out.status, tail.join("\n"));
     }
     let stdout = String::from_utf8_lossy(&out.stdout);
-    let ko = PathBuf::from(stdout.lines().last().unwrap_or("").trim());
+    Ok(PathBuf::from(stdout.lines().last().unwrap_or("").trim()))
+}
+
+/// Builds (or finds cached) the test module for `kernel` with `scripts/build-module.sh`, and
+/// reads its kfunc flags from the `.ko`'s `.BTF_ids`.
+pub fn build_module(kernel: &str) -> Result<BuiltModule> {
+    // A build is built against its own tree (`--tree`), a Debian kernel against its headers.
+    let args = if kernel.starts_with("build:") {
+        vec!["--tree".to_string(), built(kernel)?.tree.display().to_string()]
+    } else {
+        vec![kernel.to_string()]
+    };
+    let ko = run_build_module(&args, &format!("the test module for {kernel}"))?;
     // After the build: a Debian kernel's headers (and their vmlinux) are unpacked by it.
     module_from_ko(&ko, kernel_vmlinux(kernel)?.as_deref())
+}
+
+/// The kernel tree's own `bpf_testmod.ko`, built for one kernel, and its kfuncs.
+#[derive(Clone, Debug)]
+pub struct BuiltTestmod {
+    pub ko: PathBuf,
+    /// Its kfuncs (from `.BTF_ids`, named from its BTF), with their set and compiled flags.
+    pub kfuncs: std::collections::BTreeMap<String, lockstep_core::module_ko::KoKfunc>,
+}
+
+/// Builds (or finds cached) the kernel tree's `bpf_testmod.ko` for a Debian kernel from its
+/// `linux-source` package (`scripts/build-module.sh --testmod`), and reads its kfuncs.
+pub fn build_testmod(kernel: &str) -> Result<BuiltTestmod> {
+    if !kernel.starts_with("debian:") {
+        return Err(BadInput(format!(
+            "bpf_testmod is built for Debian kernels (debian:<version>) only, not {kernel}"
+        ))
+        .into());
+    }
+    known_kernel(kernel)?;
+    let ko = run_build_module(&["--testmod".into(), kernel.into()], &format!("bpf_testmod for {kernel}"))?;
+    let bytes = std::fs::read(&ko).with_context(|| format!("reading {}", ko.display()))?;
+    let vmlinux = match headers_vmlinux(kernel) {
+        Some(v) => Some(std::fs::read(&v).with_context(|| format!("reading {}", v.display()))?),
+        None => None,
+    };
+    let base = match &vmlinux {
+        Some(v) => lockstep_core::module_ko::elf_section(v, ".BTF")?,
+        None => None,
+    };
+    let kfuncs =
+        lockstep_core::module_ko::kfunc_flags(&bytes, base).with_context(|| format!("{}", ko.display()))?;
+    Ok(BuiltTestmod { ko, kfuncs })
 }
 
 /// The `vmlinux` whose BTF and `.BTF_ids` describe `kernel`: a build's own (in its module build

@@ -1,5 +1,6 @@
 //! `lockstep run`: the cases on real kernels, compared with the model.
 
+use std::collections::BTreeSet;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
@@ -15,7 +16,7 @@ use lockstep_vm::guest::Timeouts;
 
 use crate::exit::{EXIT_CRASH, EXIT_DISAGREE, EXIT_INFRA};
 use crate::report::{self, Outcome, RunRow};
-use crate::runner::{CaseEvent, GuestArgs, KernelArgs, KernelSession, KernelTarget};
+use crate::runner::{CaseEvent, GuestArgs, KernelArgs, KernelSession, KernelTarget, TestmodChoice};
 use crate::{cases, kernel_diff, output};
 
 /// Arguments of `lockstep run`.
@@ -60,6 +61,32 @@ fn module_kfuncs_used(case: &Case, module: &lockstep_core::profile::ModuleKfuncs
         .collect()
 }
 
+/// The kfuncs the cases call that the test module does not have (vmlinux's, `bpf_testmod`'s, ...).
+fn other_kfuncs_called(cases: &[Case], module: &lockstep_core::profile::ModuleKfuncs) -> BTreeSet<String> {
+    cases
+        .iter()
+        .flat_map(|c| c.program.relocs.values())
+        .filter_map(|r| match r {
+            Reloc::Kfunc { name } if !module.kfuncs.contains_key(name) => Some(name.clone()),
+            _ => None,
+        })
+        .collect()
+}
+
+/// Why a kfunc the kernel did not know may be missing: what happened to `bpf_testmod`.
+fn testmod_note(extra: &[ModuleStatus], target: &KernelTarget) -> String {
+    let failed = extra.iter().find_map(|m| match m {
+        ModuleStatus::Failed { name, error } if name == "bpf_testmod" => Some(error.clone()),
+        _ => None,
+    });
+    match (failed, &target.testmod, &target.testmod_error) {
+        (Some(e), _, _) => format!("bpf_testmod failed to load: {e}"),
+        (None, _, Some(e)) => e.clone(),
+        (None, Some(_), None) => "bpf_testmod is loaded and has no such kfunc".into(),
+        (None, None, None) => "bpf_testmod not loaded (--testmod loads it)".into(),
+    }
+}
+
 /// Everything `run` produced, plus what it means for the exit code.
 pub struct RunOutput {
     pub rows: Vec<RunRow>,
@@ -85,7 +112,13 @@ impl RunOutput {
 
 /// Runs `cases` on every kernel of `args` (the engine of `lockstep run`, used by tests too).
 pub fn run_cases(args: &RunArgs, cases: &[Case]) -> Result<RunOutput> {
-    let opts = args.guest.options(args.log, Timeouts::default().overall);
+    let mut opts = args.guest.options(args.log, Timeouts::default().overall);
+    if opts.testmod == TestmodChoice::Off && !args.guest.no_testmod {
+        let called = other_kfuncs_called(cases, &lockstep_core::module_src::bundled());
+        if !called.is_empty() {
+            opts.testmod = TestmodChoice::IfCalled(called);
+        }
+    }
     let kernels = args.kernels.names();
     let deadline = Instant::now() + Duration::from_secs(args.timeout);
     let bar = ProgressBar::new((cases.len() * kernels.len()) as u64);
@@ -122,14 +155,21 @@ pub fn run_cases(args: &RunArgs, cases: &[Case]) -> Result<RunOutput> {
         let module = target.module_kfuncs();
         let mut release = String::new();
         let mut module_status = ModuleStatus::Absent;
+        let mut extra_status: Vec<ModuleStatus> = Vec::new();
         let mut rows: Vec<Option<RunRow>> = vec![None; cases.len()];
         let mut boot_problem: Option<String> = None;
         session.run(cases, args.log, &mut |ev| match ev {
-            CaseEvent::Booted { release: r, module: m, boot_time } => {
-                tracing::info!(kernel = %name, release = %r, module = ?m, boot_s = boot_time.as_secs_f64(), "guest booted");
+            CaseEvent::Booted { release: r, module: m, extra_modules, boot_time } => {
+                tracing::info!(kernel = %name, release = %r, module = ?m, extra = ?extra_modules, boot_s = boot_time.as_secs_f64(), "guest booted");
                 bar.set_message(format!("booted {r} in {:.1}s", boot_time.as_secs_f64()));
+                for e in &extra_modules {
+                    if let ModuleStatus::Failed { name: m, error } = e {
+                        bar.suspend(|| eprintln!("lockstep: {name}: module {m} not loaded: {error}"));
+                    }
+                }
                 release = r;
                 module_status = m;
+                extra_status = extra_modules;
             }
             CaseEvent::BootFailed { excerpt, will_retry } => {
                 bar.suspend(|| eprintln!("lockstep: {name}: boot failed{}:\n{excerpt}", if will_retry { " (retrying)" } else { "" }));
@@ -147,6 +187,9 @@ pub fn run_cases(args: &RunArgs, cases: &[Case]) -> Result<RunOutput> {
                 let module_missing = !used.is_empty() && !matches!(module_status, ModuleStatus::Loaded { .. });
                 let mut agreement = classify(&model, &result);
                 let mut note = result.setup_error.clone();
+                if let Some(e) = result.setup_error.as_deref().filter(|e| e.starts_with("unknown kfunc")) {
+                    note = Some(format!("{e} ({})", testmod_note(&extra_status, &target)));
+                }
                 let mut outcome = Outcome::Ran;
                 if module_missing {
                     agreement = Agreement::Infra;
@@ -161,7 +204,14 @@ pub fn run_cases(args: &RunArgs, cases: &[Case]) -> Result<RunOutput> {
                 let mut row = base_row(c, name, &target, &release, model, outcome, agreement, note);
                 if result.setup_error.is_none() && outcome != Outcome::NotRun {
                     row.kernel_verdict = Some(result.verdict.verdict);
-                    row.kernel_expected = lockstep_core::corpus::kernel_meets_expectation(c, &target.profile.name, &result);
+                    // An `unsupported` expectation is about the model only (the kernel always judges).
+                    let model_only = lockstep_core::corpus::expectation(c, &target.profile.name)
+                        .is_some_and(|e| e.verdict == lockstep_core::verdict::VerdictKind::Unsupported);
+                    row.kernel_expected = if model_only {
+                        None
+                    } else {
+                        lockstep_core::corpus::kernel_meets_expectation(c, &target.profile.name, &result)
+                    };
                 }
                 row.kernel_message = result.verdict.message;
                 row.kernel_insn = result.verdict.insn;

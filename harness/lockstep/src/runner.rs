@@ -4,6 +4,7 @@
 //! [`KernelSession::run`] (and [`KernelSession::list_kfuncs`]), so `run`, `fuzz` and `census`
 //! share one path.
 
+use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -16,7 +17,7 @@ use lockstep_vm::guest::{kvm, GuestConfig, GuestOutcome, Timeouts};
 use lockstep_vm::initramfs::{self, InitramfsSpec};
 use lockstep_vm::qemu::Accel;
 
-use crate::kernel::{self, BuiltModule};
+use crate::kernel::{self, BuiltModule, BuiltTestmod};
 
 /// The kernel name of host mode.
 pub const HOST: &str = "host";
@@ -28,6 +29,19 @@ pub enum AccelChoice {
     Auto,
     Kvm,
     Tcg,
+}
+
+/// Whether a guest gets the kernel tree's `bpf_testmod.ko` beside the test module.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub enum TestmodChoice {
+    /// No.
+    #[default]
+    Off,
+    /// Always (`--testmod`).
+    On,
+    /// When one of these kfuncs (called by the cases; not the test module's) is not a vmlinux
+    /// kfunc of the kernel but one of `bpf_testmod`'s (which is built, cached, to find out).
+    IfCalled(BTreeSet<String>),
 }
 
 /// Options shared by everything that runs cases on kernels.
@@ -45,6 +59,8 @@ pub struct RunnerOptions {
     pub extra_cmdline: Vec<String>,
     /// A prebuilt test module to use instead of building one.
     pub module_ko: Option<PathBuf>,
+    /// Whether to build and load the kernel tree's `bpf_testmod` too.
+    pub testmod: TestmodChoice,
 }
 
 /// The guest options of every command that boots kernels (`run`, `census`, `fuzz`), flattened
@@ -66,6 +82,14 @@ pub struct GuestArgs {
     /// Do not build or load the test module (the cases calling its kfuncs are reported as not run).
     #[arg(long)]
     pub no_module: bool,
+    /// Also build (from the kernel's Debian linux-source, cached) and load the kernel tree's own
+    /// bpf_testmod.ko, whose kfuncs (bpf_kfunc_call_test_*, ...) the BPF selftests call. Without
+    /// it, `run` loads it only when a case calls a kfunc that vmlinux lacks and bpf_testmod has.
+    #[arg(long, conflicts_with = "no_testmod")]
+    pub testmod: bool,
+    /// Never load bpf_testmod (the cases calling its kfuncs fail to set up: unknown kfunc).
+    #[arg(long)]
+    pub no_testmod: bool,
     /// Extra kernel command-line parameters for the guests (later ones win).
     #[arg(long, value_name = "PARAM")]
     pub append: Vec<String>,
@@ -90,6 +114,7 @@ impl GuestArgs {
             console_dir: self.console_dir.clone(),
             extra_cmdline: self.append.clone(),
             module_ko: self.module_ko.clone(),
+            testmod: if self.testmod { TestmodChoice::On } else { TestmodChoice::Off },
         }
     }
 }
@@ -144,6 +169,10 @@ pub struct KernelTarget {
     pub module: Option<BuiltModule>,
     /// Why the module is missing, when it was wanted.
     pub module_error: Option<String>,
+    /// The kernel tree's `bpf_testmod` built for it, when wanted.
+    pub testmod: Option<BuiltTestmod>,
+    /// Why `bpf_testmod` is missing, when it was wanted.
+    pub testmod_error: Option<String>,
     place: Place,
 }
 
@@ -169,6 +198,8 @@ impl KernelTarget {
                     "host mode: lockstep does not load modules on the host (insmod lockstep_test.ko first)"
                         .into(),
                 ),
+                testmod: None,
+                testmod_error: None,
                 place: Place::Host,
             });
         }
@@ -199,12 +230,15 @@ impl KernelTarget {
         } else {
             (None, Some("test module disabled (--no-module)".into()))
         };
+        let (testmod, testmod_error) = prepare_testmod(name, &opts.testmod);
         Ok(KernelTarget {
             name: name.into(),
             package_version,
             profile,
             module,
             module_error,
+            testmod,
+            testmod_error,
             place: Place::Guest { vmlinuz },
         })
     }
@@ -215,11 +249,48 @@ impl KernelTarget {
     }
 }
 
+/// The kfuncs of `kernel`'s vmlinux, from its headers' BTF-only vmlinux (empty when unknown).
+fn vmlinux_kfuncs(kernel: &str) -> BTreeSet<String> {
+    let Some(v) = kernel::headers_vmlinux(kernel) else { return BTreeSet::new() };
+    std::fs::read(&v)
+        .ok()
+        .and_then(|b| lockstep_core::module_ko::vmlinux_kfunc_sets(&b).ok())
+        .map(|sets| sets.into_keys().collect())
+        .unwrap_or_default()
+}
+
+/// Builds `bpf_testmod` for `kernel` when `choice` asks for it; a failed build is a warning and
+/// the reason, not an error (the cases that need it say so).
+fn prepare_testmod(kernel: &str, choice: &TestmodChoice) -> (Option<BuiltTestmod>, Option<String>) {
+    let wanted: Option<BTreeSet<String>> = match choice {
+        TestmodChoice::Off => return (None, None),
+        TestmodChoice::On => None,
+        TestmodChoice::IfCalled(names) => {
+            let vmlinux = vmlinux_kfuncs(kernel);
+            let rest: BTreeSet<String> = names.difference(&vmlinux).cloned().collect();
+            if rest.is_empty() {
+                return (None, None);
+            }
+            Some(rest)
+        }
+    };
+    match kernel::build_testmod(kernel) {
+        Ok(t) => match wanted {
+            Some(w) if !w.iter().any(|k| t.kfuncs.contains_key(k)) => (None, None),
+            _ => (Some(t), None),
+        },
+        Err(e) => {
+            tracing::warn!("{kernel}: {e:#}");
+            (None, Some(format!("bpf_testmod not built: {e:#}")))
+        }
+    }
+}
+
 /// What happened to one case, handed to the callback of [`KernelSession::run`].
 #[derive(Clone, Debug)]
 pub enum CaseEvent {
     /// A guest booted (or host mode started).
-    Booted { release: String, module: ModuleStatus, boot_time: Duration },
+    Booted { release: String, module: ModuleStatus, extra_modules: Vec<ModuleStatus>, boot_time: Duration },
     /// A guest failed to boot.
     BootFailed { excerpt: String, will_retry: bool },
     /// The kernel's answer; `warnings` are WARN lines printed meanwhile.
@@ -272,6 +343,7 @@ impl KernelSession {
         let spec = InitramfsSpec {
             init: exe,
             module: target.module.as_ref().map(|m| m.ko.clone()),
+            extra_modules: target.testmod.iter().map(|t| t.ko.clone()).collect(),
             extra: Vec::new(),
         };
         initramfs::build(&spec, &initrd).with_context(|| format!("building {}", initrd.display()))?;
@@ -321,7 +393,12 @@ impl KernelSession {
                     m @ ModuleStatus::Loaded { .. } => m,
                     _ => ModuleStatus::Absent,
                 };
-                on(CaseEvent::Booted { release, module, boot_time: Duration::ZERO });
+                on(CaseEvent::Booted {
+                    release,
+                    module,
+                    extra_modules: Vec::new(),
+                    boot_time: Duration::ZERO,
+                });
                 for (index, c) in cases.iter().enumerate() {
                     match loader {
                         Ok(l) => on(CaseEvent::Result {
@@ -336,8 +413,8 @@ impl KernelSession {
             }
             Backend::Guest { session, .. } => {
                 let summary = session.run(cases, &mut |ev| match ev {
-                    BatchEvent::Booted { release, module, boot_time } => {
-                        on(CaseEvent::Booted { release, module, boot_time })
+                    BatchEvent::Booted { release, module, extra_modules, boot_time } => {
+                        on(CaseEvent::Booted { release, module, extra_modules, boot_time })
                     }
                     BatchEvent::BootFailed { outcome, will_retry } => {
                         on(CaseEvent::BootFailed { excerpt: excerpt(&outcome), will_retry })
@@ -372,8 +449,8 @@ impl KernelSession {
             )),
             Backend::Guest { session, .. } => {
                 let r = session.list_kfuncs(&mut |ev| match ev {
-                    BatchEvent::Booted { release, module, boot_time } => {
-                        on(CaseEvent::Booted { release, module, boot_time })
+                    BatchEvent::Booted { release, module, extra_modules, boot_time } => {
+                        on(CaseEvent::Booted { release, module, extra_modules, boot_time })
                     }
                     BatchEvent::BootFailed { outcome, will_retry } => {
                         on(CaseEvent::BootFailed { excerpt: excerpt(&outcome), will_retry })

@@ -84,7 +84,7 @@ pub struct BatchOptions {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum BatchEvent {
     /// A guest said `Hello`.
-    Booted { release: String, module: ModuleStatus, boot_time: Duration },
+    Booted { release: String, module: ModuleStatus, extra_modules: Vec<ModuleStatus>, boot_time: Duration },
     /// A guest failed to boot (`will_retry` tells whether another attempt follows).
     BootFailed { outcome: GuestOutcome, will_retry: bool },
     /// Case `index` (into the slice given to `run_batch`) produced a result.
@@ -151,6 +151,7 @@ impl Session {
                 on_event(BatchEvent::Booted {
                     release: h.release.clone(),
                     module: h.module.clone(),
+                    extra_modules: h.extra_modules.clone(),
                     boot_time: h.boot_time,
                 });
                 self.hello = Some(h);

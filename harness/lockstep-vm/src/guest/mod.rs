@@ -136,6 +136,8 @@ pub struct Hello {
     /// `uname -r` in the guest.
     pub release: String,
     pub module: ModuleStatus,
+    /// The other modules shipped (`bpf_testmod`), in load order.
+    pub extra_modules: Vec<ModuleStatus>,
     /// From QEMU start to `Hello`.
     pub boot_time: Duration,
 }
@@ -260,12 +262,12 @@ impl GuestRun {
     /// Waits for the agent's `Hello`.
     pub fn wait_hello(&mut self) -> Result<Hello, GuestOutcome> {
         let deadline = self.started + self.timeouts.boot;
-        let (release, module) = self.wait_for(deadline, Stage::Boot, |m| match m {
-            GuestMsg::Hello { release, module } => Some((release, module)),
+        let (release, module, extra_modules) = self.wait_for(deadline, Stage::Boot, |m| match m {
+            GuestMsg::Hello { release, module, extra_modules } => Some((release, module, extra_modules)),
             _ => None,
         })?;
         self.hello_seen = true;
-        Ok(Hello { release, module, boot_time: self.started.elapsed() })
+        Ok(Hello { release, module, extra_modules, boot_time: self.started.elapsed() })
     }
 
     /// Runs one case and waits for its result (ids are assigned here).

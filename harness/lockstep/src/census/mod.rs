@@ -100,7 +100,7 @@ struct Guest<'a> {
 impl Guest<'_> {
     fn on_boot(boot: &mut Booted, bar: &ProgressBar, name: &str, ev: CaseEvent) {
         match ev {
-            CaseEvent::Booted { release, module, boot_time } => {
+            CaseEvent::Booted { release, module, boot_time, .. } => {
                 bar.set_message(format!("booted {release} in {:.1}s", boot_time.as_secs_f64()));
                 boot.release = release;
                 boot.module = module;

@@ -54,7 +54,7 @@ impl Oracle for GuestOracle {
         let session = self.session.as_mut().ok_or_else(|| OracleError::Infra("session closed".into()))?;
         session
             .run(cases, false, &mut |ev| match ev {
-                CaseEvent::Booted { release, module, boot_time } => {
+                CaseEvent::Booted { release, module, boot_time, .. } => {
                     tracing::info!(kernel = %name, %release, ?module, boot_s = boot_time.as_secs_f64(), "guest booted");
                     *status = module;
                 }

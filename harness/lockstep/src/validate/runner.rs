@@ -59,6 +59,7 @@ impl CorpusRunner for GuestRunner {
             console_dir: self.console_dir.clone(),
             extra_cmdline: Vec::new(),
             module_ko: Some(module.to_path_buf()),
+            testmod: Default::default(),
         };
         let target = KernelTarget::prepare(&kernel.name, Some(profile), &opts)?;
         if let Some(e) = &target.module_error {
@@ -69,7 +70,7 @@ impl CorpusRunner for GuestRunner {
         let mut problem: Option<String> = None;
         let started = std::time::Instant::now();
         session.run(cases, false, &mut |ev| match ev {
-            CaseEvent::Booted { release, module, boot_time } => {
+            CaseEvent::Booted { release, module, boot_time, .. } => {
                 eprintln!(
                     "{}: booted {release} in {:.1}s, module {module:?}",
                     kernel.name,
