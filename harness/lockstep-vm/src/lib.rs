@@ -24,7 +24,7 @@
 //! use lockstep_vm::initramfs::{self, InitramfsSpec};
 //! # fn main() -> Result<(), Box<dyn std::error::Error>> {
 //! # let cases: Vec<lockstep_core::case::Case> = vec![];
-//! let cache = KernelCache::open_default()?;
+//! let cache = KernelCache::open_default()?; // no HOME, XDG_CACHE_HOME or LOCKSTEP_CACHE: an error
 //! let k = cache.fetch("debian:7.3", FetchParts::default(), &|p| eprintln!("{p:?}"))?;
 //! let initrd = cache.root().join("initramfs-agent.cpio");
 //! initramfs::build(&InitramfsSpec { init: "target/agent".into(), ..Default::default() }, &initrd)?;

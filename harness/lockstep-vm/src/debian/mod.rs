@@ -392,7 +392,7 @@ fn trusted(k: &KernelRef) -> bool {
     if k.manifest.is_empty() {
         tracing::warn!(
             "{} {}: cache entry has no manifest (an older lockstep wrote it); used unverified \
-             (`lockstep kernel fetch --refresh` or removing {} re-fetches it)",
+             (remove {} to fetch it again with a manifest)",
             k.name,
             k.package_version,
             k.dir.display()
