@@ -218,8 +218,18 @@ char _license[] SEC("license") = "GPL";
         got.cases.iter().map(|c| (c.name.as_str(), c.prog_type.name(), c.sleepable)).collect();
     assert_eq!(
         names,
-        [("autoload_off", "sched_cls", false), ("sys", "syscall", true), ("plain_xdp", "xdp", false)]
+        [
+            ("autoload_off", "sched_cls", false),
+            ("sys", "syscall", true),
+            ("traced", "socket_filter", false),
+            ("plain_xdp", "xdp", false)
+        ]
     );
+    // Every program is a case (the kernel loads each through libbpf); the model says why it
+    // cannot judge the fentry one.
+    let traced = &got.cases[2];
+    assert!(traced.model_unsupported.as_deref().unwrap().contains("fentry/bpf_fentry_test1"));
+    assert!(got.cases.iter().all(|c| c.object.as_ref().unwrap().autoload == [c.name.clone()]));
     assert_eq!(got.skipped.len(), 1);
     assert_eq!(got.skipped[0].0, "traced");
     assert!(got.skipped[0].1.contains("fentry/bpf_fentry_test1"), "{:?}", got.skipped);

@@ -3,6 +3,7 @@
 //! [`lockstep_core::proto::KernelResult`].
 //!
 //! - [`Loader`]: vmlinux and module BTF resolved once; [`Loader::run_case`] per case.
+//! - [`objload`]: a program of a BPF object, loaded through libbpf as the selftests load it.
 //! - [`parse_verifier_log`]: the pure log parser (error line, instruction index, statistics).
 //! - [`load_module`] / [`module_status`]: the test module and its BTF id.
 //!
@@ -11,6 +12,7 @@
 mod loader;
 pub mod log;
 pub mod module;
+pub mod objload;
 pub mod progbtf;
 pub mod sys;
 

@@ -23,7 +23,7 @@ use super::btf::{Btf, Kind};
 use super::cfile::value_layout;
 use super::sec::prog_type_of_section;
 use crate::asm::{disassemble, Program, Reloc};
-use crate::case::{Case, Field, GlobalFunc, MapSpec, MapType, ValueLayout};
+use crate::case::{Case, Field, GlobalFunc, MapSpec, MapType, ObjectSource, ProgType, ValueLayout};
 use crate::insn::{Insn, BPF_PSEUDO_FUNC, BPF_PSEUDO_MAP_FD, BPF_PSEUDO_MAP_VALUE};
 
 /// The programs of an object: those that became cases, and those that did not, with the reason.
@@ -137,25 +137,57 @@ pub fn cases_from_object(file: &str, bytes: &[u8], known_kfuncs: &[String]) -> R
 
     let mut programs: Vec<(&String, &aya_obj::Program)> = obj.programs.iter().collect();
     programs.sort_by_key(|(_, p)| (p.section_index, p.address));
+    let file_name = file.rsplit('/').next().unwrap_or(file).to_string();
+    let shared: std::sync::Arc<[u8]> = bytes.into();
     let mut out = ObjectCases::default();
     for (name, p) in programs {
         let sec = prog_secs.get(&p.section_index).cloned().unwrap_or_default();
-        let Some(func) = obj.functions.get(&p.function_key()) else { continue };
-        match program_case(
-            file,
-            name,
-            &sec,
-            func,
-            &obj,
-            &btf,
-            &data_syms,
-            &map_names,
-            &kfuncs,
-            &externs,
-            known_kfuncs,
-        ) {
-            Ok(c) => out.cases.push(c),
-            Err(why) => out.skipped.push((name.clone(), why)),
+        let annotations = Annotations::read(file, name, &btf);
+        let object = ObjectSource {
+            file_name: file_name.clone(),
+            bytes: shared.clone(),
+            program: name.clone(),
+            autoload: vec![name.clone()],
+            log_level: annotations.as_ref().map_or(0, |a| a.log_level).max(1),
+        };
+        let case = obj
+            .functions
+            .get(&p.function_key())
+            .ok_or_else(|| "its function was not found in the object".to_string())
+            .and_then(|func| {
+                let a = annotations.as_ref().map_err(Clone::clone)?;
+                program_case(
+                    file,
+                    name,
+                    &sec,
+                    func,
+                    &obj,
+                    &btf,
+                    &data_syms,
+                    &map_names,
+                    &kfuncs,
+                    &externs,
+                    known_kfuncs,
+                    a,
+                )
+            });
+        match case {
+            Ok(c) => out.cases.push(Case { object: Some(object), ..c }),
+            Err(why) => {
+                // The kernel still judges it (through libbpf); the model says why it cannot.
+                let mut c = Case::new(name.clone(), ProgType::SocketFilter, Program::default(), "");
+                c.file = file.to_string();
+                if let Ok(a) = &annotations {
+                    c.expect = a.expect.clone();
+                    c.description = a.description.clone();
+                    c.tags = a.tags.clone();
+                    c.log_level = a.log_level;
+                }
+                c.object = Some(object);
+                c.model_unsupported = Some(why.clone());
+                out.cases.push(c);
+                out.skipped.push((name.clone(), why));
+            }
         }
     }
     Ok(out)
@@ -174,6 +206,7 @@ fn program_case(
     kfuncs: &[String],
     externs: &[String],
     known_kfuncs: &[String],
+    annotations: &Annotations,
 ) -> Result<Case, String> {
     let st = prog_type_of_section(sec)?;
     let mut insns: Vec<Insn> = func
@@ -279,25 +312,7 @@ fn program_case(
     for m in &used_maps {
         maps.push(map_spec(m, &obj.maps[m], btf, data_syms).map_err(|why| format!("map `{m}`: {why}"))?);
     }
-    let (expect, description, tags, log_level, flags) = match btf.func(name) {
-        Some(id) => {
-            let tags: Vec<String> = btf.decl_tags(id).into_iter().filter_map(decl_tag_annotation).collect();
-            let spec = TestSpec::from_annotations(tags.iter().map(String::as_str));
-            if !spec.unknown.is_empty() {
-                return Err(format!("unknown annotations: {}", spec.unknown.join(", ")));
-            }
-            let expect = if spec == TestSpec::default() {
-                BTreeMap::new()
-            } else {
-                spec.expectations("*", &format!("{file}: decl tags of {name}"))?
-            };
-            let flags = spec.prog_flags()?;
-            let log_level =
-                spec.log_level.as_deref().and_then(|l| l.parse().ok()).filter(|l| *l <= 2).unwrap_or(0);
-            (expect, spec.description.clone(), spec.notes(), log_level, flags)
-        }
-        None => (BTreeMap::new(), None, Vec::new(), 0, (0, false)),
-    };
+    let Annotations { expect, description, tags, log_level, flags } = annotations.clone();
     let extern_kfuncs: Vec<String> = {
         let mut v: Vec<String> = program
             .relocs
@@ -325,7 +340,48 @@ fn program_case(
         expect,
         description,
         tags,
+        object: None,
+        model_unsupported: None,
     })
+}
+
+/// What a program's test annotations (BTF decl tags) say.
+#[derive(Clone, Debug, Default)]
+struct Annotations {
+    expect: BTreeMap<String, crate::case::Expectation>,
+    description: Option<String>,
+    tags: Vec<String>,
+    /// `__log_level(N)` (0: none).
+    log_level: u32,
+    /// (`prog_flags`, sleepable) from `__flag(...)`.
+    flags: (u32, bool),
+}
+
+impl Annotations {
+    /// The annotations of program `name`, or why they cannot be used.
+    fn read(file: &str, name: &str, btf: &Btf) -> Result<Annotations, String> {
+        let Some(id) = btf.func(name) else { return Ok(Annotations::default()) };
+        let tags: Vec<String> = btf.decl_tags(id).into_iter().filter_map(decl_tag_annotation).collect();
+        let spec = TestSpec::from_annotations(tags.iter().map(String::as_str));
+        if !spec.unknown.is_empty() {
+            return Err(format!("unknown annotations: {}", spec.unknown.join(", ")));
+        }
+        let expect = if spec == TestSpec::default() {
+            BTreeMap::new()
+        } else {
+            spec.expectations("*", &format!("{file}: decl tags of {name}"))?
+        };
+        let flags = spec.prog_flags()?;
+        let log_level =
+            spec.log_level.as_deref().and_then(|l| l.parse().ok()).filter(|l| *l <= 2).unwrap_or(0);
+        Ok(Annotations {
+            expect,
+            description: spec.description.clone(),
+            tags: spec.notes(),
+            log_level,
+            flags,
+        })
+    }
 }
 
 fn label_of(names: &BTreeMap<usize, (String, u32)>, at: usize) -> String {
