@@ -53,12 +53,36 @@ const RENAMED: &str = "socket/__lockstep";
 /// Reads the programs of a BPF object. `file` names it in the cases; `known_kfuncs` are the
 /// kfuncs the model knows ([`crate::corpus::known_kfuncs`]): calls to others are listed in each
 /// case's `extern_kfuncs`, as a case file's `kfuncs` key does.
+///
+/// A malformed object is an [`ElfError`] naming the file and what is wrong: its structure is
+/// checked first ([`super::elf_check`]), and a panic inside aya-obj that the checks miss is
+/// caught and reported as such.
 pub fn cases_from_object(file: &str, bytes: &[u8], known_kfuncs: &[String]) -> Result<ObjectCases, ElfError> {
     let e = |s: String| ElfError(format!("{file}: {s}"));
     let elf = object::File::parse(bytes).map_err(|x| e(format!("not an ELF object: {x}")))?;
     if elf.architecture() != object::Architecture::Bpf || !elf.is_little_endian() || !elf.is_64() {
         return Err(e("not a little-endian 64-bit BPF object (clang -target bpf)".into()));
     }
+    super::elf_check::check_object(&elf).map_err(|w| e(format!("malformed object: {w}")))?;
+    std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| read_object(file, bytes, &elf, known_kfuncs)))
+        .unwrap_or_else(|p| {
+            let why = p
+                .downcast_ref::<String>()
+                .cloned()
+                .or_else(|| p.downcast_ref::<&str>().map(|s| s.to_string()))
+                .unwrap_or_default();
+            Err(e(format!("malformed object: aya-obj panicked reading it ({why})")))
+        })
+}
+
+/// [`cases_from_object`] on an object whose structure was checked.
+fn read_object(
+    file: &str,
+    bytes: &[u8],
+    elf: &object::File<'_>,
+    known_kfuncs: &[String],
+) -> Result<ObjectCases, ElfError> {
+    let e = |s: String| ElfError(format!("{file}: {s}"));
     // Program sections: executable, not .text.
     let mut prog_secs: BTreeMap<usize, String> = BTreeMap::new();
     for s in elf.sections() {
