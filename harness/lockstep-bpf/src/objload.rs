@@ -131,7 +131,9 @@ fn try_load(src: &ObjectSource, log_size: usize) -> Attempt {
             0,
         );
     }
-    if let Err(e) = obj.set_autoload(&src.autoload, src.log_level.max(1) | BPF_LOG_STATS, log_size) {
+    if let Err(e) =
+        obj.set_autoload(&src.autoload, src.log_level.max(1) | BPF_LOG_STATS, log_size, src.prog_flags)
+    {
         return Attempt::Setup(format!("{e}"), e.errno);
     }
     match obj.load() {

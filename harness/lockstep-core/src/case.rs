@@ -256,6 +256,10 @@ pub struct ObjectSource {
     pub autoload: Vec<String>,
     /// The verifier log level: `__log_level(N)`, else 1.
     pub log_level: u32,
+    /// `prog_flags` the annotations add (`__flag(...)`, `BPF_F_SLEEPABLE` included), OR-ed into
+    /// libbpf's own as `test_loader.c` does.
+    #[serde(default)]
+    pub prog_flags: u32,
 }
 
 /// `Arc<[u8]>` as a lowercase hex string.

@@ -144,11 +144,13 @@ impl BpfObject {
 
     /// Sets which programs load: those in `autoload` (each with its own verifier log of
     /// `log_size` bytes at `log_level`), no others.
+    /// `extra_flags` are OR-ed into each autoloaded program's `prog_flags`.
     pub fn set_autoload(
         &mut self,
         autoload: &[String],
         log_level: u32,
         log_size: usize,
+        extra_flags: u32,
     ) -> Result<(), LibbpfError> {
         capture_start();
         for p in self.programs_raw() {
@@ -163,6 +165,8 @@ impl BpfObject {
                 let mut buf = vec![0u8; log_size].into_boxed_slice();
                 // SAFETY: the buffer is kept in `self.logs` until the object is closed.
                 let r = unsafe {
+                    let flags = libbpf_sys::bpf_program__flags(p.as_ptr());
+                    libbpf_sys::bpf_program__set_flags(p.as_ptr(), flags | extra_flags);
                     libbpf_sys::bpf_program__set_log_level(p.as_ptr(), log_level);
                     libbpf_sys::bpf_program__set_log_buf(p.as_ptr(), buf.as_mut_ptr().cast(), buf.len() as _)
                 };

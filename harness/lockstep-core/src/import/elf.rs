@@ -173,6 +173,8 @@ fn read_object(
             program: name.clone(),
             autoload: vec![name.clone()],
             log_level: annotations.as_ref().map_or(0, |a| a.log_level).max(1),
+            // BPF_F_SLEEPABLE is 1 << 4.
+            prog_flags: annotations.as_ref().map_or(0, |a| a.flags.0 | if a.flags.1 { 1 << 4 } else { 0 }),
         };
         let case = obj
             .functions
