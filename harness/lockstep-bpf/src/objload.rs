@@ -72,7 +72,11 @@ fn infra(case: &Case, why: String, errno: i32, log: Option<String>) -> KernelRes
 }
 
 /// Loads `case`'s object program (see the module doc) and reports what the kernel said.
+///
+/// The log comes back when asked for, and always when the case has `__msg` patterns: they are
+/// matched against the whole log, as `test_loader.c` does.
 pub fn run_object(case: &Case, src: &ObjectSource, want_log: bool, first_log_size: usize) -> KernelResult {
+    let want_log = want_log || case.expect.values().any(|e| !e.msgs.is_empty());
     let mut log_size = first_log_size;
     loop {
         match try_load(src, log_size) {

@@ -54,7 +54,7 @@ pub fn load(paths: &[PathBuf], module: &ModuleKfuncs) -> anyhow::Result<Vec<Case
             let got = lockstep_core::import::elf::cases_from_object(&f.display().to_string(), &bytes, &known)
                 .map_err(|e| BadInput(e.to_string()))?;
             for (prog, why) in &got.skipped {
-                eprintln!("{}: program {prog} skipped: {why}", f.display());
+                eprintln!("{}: program {prog}: the model cannot judge it: {why}", f.display());
             }
             cases.extend(got.cases);
             continue;
