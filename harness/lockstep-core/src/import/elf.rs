@@ -469,8 +469,13 @@ fn map_spec(
             flags,
         });
     }
-    let map_type = map_type(m.map_type())
-        .ok_or_else(|| format!("map type {} is not one lockstep creates", m.map_type()))?;
+    let map_type = map_type(m.map_type()).ok_or_else(|| match m.map_type() {
+        12 | 13 => format!(
+            "a map-in-map ({}): the model does not represent inner maps",
+            if m.map_type() == 12 { "BPF_MAP_TYPE_ARRAY_OF_MAPS" } else { "BPF_MAP_TYPE_HASH_OF_MAPS" }
+        ),
+        t => format!("map type {t} is not one the model represents"),
+    })?;
     let value_id = match m {
         aya_obj::Map::Btf(b) => b.def.btf_value_type_id,
         aya_obj::Map::Legacy(_) => 0,
