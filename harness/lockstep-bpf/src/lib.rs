@@ -3,6 +3,7 @@
 //! [`lockstep_core::proto::KernelResult`].
 //!
 //! - [`Loader`]: vmlinux and module BTF resolved once; [`Loader::run_case`] per case.
+//! - [`objload`]: a program of a BPF object, loaded through libbpf as the selftests load it.
 //! - [`parse_verifier_log`]: the pure log parser (error line, instruction index, statistics).
 //! - [`load_module`] / [`module_status`]: the test module and its BTF id.
 //! - [`kfuncs::list_kfuncs`]: the running kernel's kfuncs (their `bpf_kfunc` BTF tags).
@@ -13,6 +14,7 @@ pub mod kfuncs;
 mod loader;
 pub mod log;
 pub mod module;
+pub mod objload;
 pub mod progbtf;
 pub mod sys;
 

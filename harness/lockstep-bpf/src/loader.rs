@@ -172,7 +172,13 @@ impl Loader {
     /// [`crate::parse_verifier_log`]). When the case cannot be set up (program BTF refused, map
     /// creation failed, unknown kfunc or map name), `setup_error` is set and the verdict is
     /// `unsupported` with the message `setup error: ...`: it is not the verifier's.
+    ///
+    /// A program of a BPF object (`case.object`) is loaded through libbpf instead
+    /// ([`crate::objload::run_object`]): the kernel then judges the object as compiled.
     pub fn run_case(&self, case: &Case, want_log: bool) -> KernelResult {
+        if let Some(src) = &case.object {
+            return crate::objload::run_object(case, src, want_log, self.log_size);
+        }
         match self.try_run(case, want_log) {
             Ok(r) => r,
             Err(e) => {

@@ -1,6 +1,8 @@
 //! The one funnel for `unsafe`: thin safe wrappers over libbpf-sys (BTF building and loading, map
 //! creation, program loading, BTF object enumeration). Everything else in the crate is safe code.
 
+pub mod object;
+
 use std::ffi::{CStr, CString};
 use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
 use std::ptr::NonNull;

@@ -267,6 +267,72 @@ pub struct Case {
     pub expect: BTreeMap<String, Expectation>,
     pub description: Option<String>,
     pub tags: Vec<String>,
+    /// For a program of a BPF object: the object, which the guest loads through libbpf as the
+    /// selftests do (the kernel then sees the program the user compiled, not `program`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub object: Option<ObjectSource>,
+    /// Why the model cannot judge this case (a construct the case's program or maps use that
+    /// lockstep does not represent yet); the kernel still judges it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub model_unsupported: Option<String>,
+}
+
+/// A program of a BPF object as libbpf loads it: the object's bytes, unchanged, and which of
+/// its programs to load (`tools/testing/selftests/bpf/test_loader.c`: only the program under
+/// test is autoloaded, with its `__log_level` or 1).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ObjectSource {
+    /// The object's file name: libbpf names the object after it (`x.bpf.o` -> `x`), and its
+    /// global data maps after the object (`x.bss`).
+    pub file_name: String,
+    /// The ELF bytes, shared by the cases of one object (hex in JSON).
+    #[serde(with = "hex_bytes")]
+    pub bytes: std::sync::Arc<[u8]>,
+    /// The program under test (its function name).
+    pub program: String,
+    /// The programs autoloaded: the program under test (a `SEC("?...")` one included).
+    pub autoload: Vec<String>,
+    /// The verifier log level: `__log_level(N)`, else 1.
+    pub log_level: u32,
+    /// `prog_flags` the annotations add (`__flag(...)`, `BPF_F_SLEEPABLE` included), OR-ed into
+    /// libbpf's own as `test_loader.c` does.
+    #[serde(default)]
+    pub prog_flags: u32,
+}
+
+/// `Arc<[u8]>` as a lowercase hex string.
+mod hex_bytes {
+    use std::fmt::Write as _;
+    use std::sync::Arc;
+
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(b: &Arc<[u8]>, s: S) -> Result<S::Ok, S::Error> {
+        let mut out = String::with_capacity(b.len() * 2);
+        for x in b.iter() {
+            let _ = write!(out, "{x:02x}");
+        }
+        s.serialize_str(&out)
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Arc<[u8]>, D::Error> {
+        let s = String::deserialize(d)?;
+        let digit = |c: u8| -> Result<u8, D::Error> {
+            (c as char)
+                .to_digit(16)
+                .map(|v| v as u8)
+                .ok_or_else(|| serde::de::Error::custom("not a hex digit"))
+        };
+        if s.len() % 2 != 0 {
+            return Err(serde::de::Error::custom("odd-length hex string"));
+        }
+        let b = s.as_bytes();
+        let mut out = Vec::with_capacity(b.len() / 2);
+        for p in b.chunks(2) {
+            out.push(digit(p[0])? << 4 | digit(p[1])?);
+        }
+        Ok(out.into())
+    }
 }
 
 impl Case {
@@ -294,6 +360,8 @@ impl Case {
             expect: BTreeMap::new(),
             description: None,
             tags: vec![],
+            object: None,
+            model_unsupported: None,
         }
     }
 }

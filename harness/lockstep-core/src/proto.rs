@@ -149,6 +149,8 @@ mod tests {
                 expect: Default::default(),
                 description: None,
                 tags: Vec::new(),
+                object: None,
+                model_unsupported: None,
             }),
             want_log: false,
         };

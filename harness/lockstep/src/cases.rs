@@ -126,7 +126,7 @@ pub fn load(paths: &[PathBuf], module: &ModuleKfuncs) -> anyhow::Result<Vec<Case
             let got = lockstep_core::import::elf::cases_from_object(&name, &bytes, &known)
                 .map_err(|e| BadInput(e.to_string()))?;
             for (prog, why) in &got.skipped {
-                eprintln!("{name}: program {prog} skipped: {why}");
+                eprintln!("{name}: program {prog}: the model cannot judge it: {why}");
             }
             cases.extend(got.cases);
             continue;

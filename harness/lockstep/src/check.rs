@@ -6,6 +6,7 @@ use std::time::Instant;
 
 use anyhow::{Context, Result};
 use clap::Args;
+use lockstep_core::case::Case;
 use lockstep_core::corpus::check_all;
 use lockstep_core::profile::KernelProfile;
 use lockstep_core::verdict::VerdictKind;
@@ -26,6 +27,10 @@ pub struct CheckArgs {
     /// model meets (e.g. on imported selftests: the model against the tests' own annotations).
     #[arg(long)]
     matrix: bool,
+    /// Programs of BPF object inputs that the model cannot judge on any profile do not make
+    /// the exit code 5.
+    #[arg(long)]
+    allow_skips: bool,
     /// Case files or directories (default: the bundled corpus).
     paths: Vec<PathBuf>,
 }
@@ -80,7 +85,33 @@ pub fn run(a: CheckArgs) -> Result<u8> {
     for r in &missed {
         eprintln!("expectation not met: {}:{}: {} on {}", r.file, r.line, r.case, r.profile);
     }
-    Ok(if missed.is_empty() { 0 } else { crate::exit::EXIT_DISAGREE })
+    // Programs of object inputs the model judges on no profile.
+    let unjudged: Vec<&Case> = cases
+        .iter()
+        .filter(|c| c.object.is_some())
+        .filter(|c| {
+            rows.iter()
+                .filter(|r| r.case == c.name && r.file == c.file)
+                .all(|r| r.verdict == VerdictKind::Unsupported)
+        })
+        .collect();
+    let objects = cases.iter().filter(|c| c.object.is_some()).count();
+    if objects > 0 {
+        eprintln!("object programs: {objects}, not judged by the model on any profile: {}", unjudged.len());
+    }
+    for c in &unjudged {
+        let why = c.model_unsupported.clone().unwrap_or_else(|| {
+            rows.iter().find(|r| r.case == c.name).and_then(|r| r.message.clone()).unwrap_or_default()
+        });
+        eprintln!("not judged: {}: {}: {why}", c.file, c.name);
+    }
+    Ok(if !unjudged.is_empty() && !a.allow_skips {
+        crate::exit::EXIT_UNJUDGED
+    } else if missed.is_empty() {
+        0
+    } else {
+        crate::exit::EXIT_DISAGREE
+    })
 }
 
 /// The rows as a table or JSON lines.

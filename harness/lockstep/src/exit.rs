@@ -5,6 +5,9 @@
 //! - 2: bad input (malformed case file, unknown profile, unknown helper or kfunc)
 //! - 3: infrastructure failure (no kernel, no QEMU, boot failure, setup error)
 //! - 4: kernel crash (panic, oops, WARN or hang in a guest)
+//! - 6: programs of a BPF object input were not judged at all (`check`: the model cannot judge
+//!   them; `run`: lockstep could not load them and the model cannot judge them), unless
+//!   `--allow-skips`; 2-4 take precedence over it, it takes precedence over 1
 //! - 141: stdout's reader went away (`lockstep check | head`): quietly, as a shell reports a
 //!   process killed by SIGPIPE
 
@@ -16,6 +19,9 @@ pub const EXIT_BAD_INPUT: u8 = 2;
 pub const EXIT_INFRA: u8 = 3;
 /// Exit code: kernel crash.
 pub const EXIT_CRASH: u8 = 4;
+
+/// Exit code: programs of an object input not judged at all (see the module doc).
+pub const EXIT_UNJUDGED: u8 = 6;
 
 /// Exit code: stdout is a closed pipe (128 + SIGPIPE); no message is printed.
 pub const EXIT_BROKEN_PIPE: u8 = 141;

@@ -4,6 +4,7 @@
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
 
+use lockstep_core::case::Expectation;
 use lockstep_core::compare::Agreement;
 use lockstep_core::verdict::VerdictKind;
 use serde::Serialize;
@@ -48,6 +49,15 @@ pub struct RunRow {
     pub kernel_expected: Option<bool>,
     /// Whether the model met it.
     pub model_expected: Option<bool>,
+    /// What the case expects on this profile (verdict, instruction, message, `__msg` patterns
+    /// matched in order over the full log), if anything.
+    pub expected: Option<Expectation>,
+    /// Whether the kernel met [`RunRow::expected`]: `met`, `not_met`, or `not_judged` (no verdict).
+    pub kernel_met: Option<ExpectationMet>,
+    /// Whether the model met it (`not_judged`: the model says unsupported).
+    pub model_met: Option<ExpectationMet>,
+    /// The case is a program of a BPF object (loaded in the guest through libbpf).
+    pub from_object: bool,
     /// Why there is no kernel verdict, the console excerpt of a crash, or a setup error.
     pub note: Option<String>,
     pub verification_usec: Option<u64>,
@@ -55,6 +65,33 @@ pub struct RunRow {
     /// The full verifier log, when asked for (`--log`) or when a load failed unexpectedly.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub log: Option<String>,
+}
+
+/// Whether a verdict met a case's expectation.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ExpectationMet {
+    Met,
+    NotMet,
+    /// There was no verdict to compare (unsupported, setup error, crash, not run).
+    NotJudged,
+}
+
+impl ExpectationMet {
+    /// From whether a verdict met the expectation (None: no verdict); None without an expectation.
+    pub fn of(has_expectation: bool, met: Option<bool>) -> Option<ExpectationMet> {
+        has_expectation.then_some(match met {
+            Some(true) => ExpectationMet::Met,
+            Some(false) => ExpectationMet::NotMet,
+            None => ExpectationMet::NotJudged,
+        })
+    }
+}
+
+/// Whether `r` is a program of an object input that was not judged at all: lockstep could not
+/// load it (no kernel verdict) and the model cannot judge it.
+pub fn unjudged(r: &RunRow) -> bool {
+    r.from_object && r.agreement == Agreement::Infra && r.model_verdict == VerdictKind::Unsupported
 }
 
 /// Counts per agreement class and outcome.
@@ -65,6 +102,11 @@ pub struct Summary {
     pub crashes: usize,
     pub warnings: usize,
     pub not_run: usize,
+    /// Programs of object inputs the model cannot judge (`unsupported`) and those lockstep
+    /// could not load (`infra`), and those neither judged ([`unjudged`]).
+    pub object_unsupported: usize,
+    pub object_infra: usize,
+    pub object_unjudged: usize,
 }
 
 /// Totals of `rows`.
@@ -72,6 +114,11 @@ pub fn summarize(rows: &[RunRow]) -> Summary {
     let mut s = Summary { rows: rows.len(), ..Default::default() };
     for r in rows {
         *s.by_agreement.entry(r.agreement.as_str()).or_default() += 1;
+        if r.from_object {
+            s.object_unsupported += (r.model_verdict == VerdictKind::Unsupported) as usize;
+            s.object_infra += (r.agreement == Agreement::Infra) as usize;
+            s.object_unjudged += unjudged(r) as usize;
+        }
         match r.outcome {
             Outcome::Crash => s.crashes += 1,
             Outcome::Warn => s.warnings += 1,
@@ -159,6 +206,13 @@ pub fn summary_lines(rows: &[RunRow]) -> String {
             s.warnings,
             s.not_run
         );
+        if mine.iter().any(|r| r.from_object) {
+            let _ = writeln!(
+                out,
+                "  object programs: model cannot judge {}, lockstep could not load {}, judged by neither {}",
+                s.object_unsupported, s.object_infra, s.object_unjudged
+            );
+        }
         let with = mine.iter().filter(|r| r.model_expected.is_some()).count();
         if with > 0 {
             let kernel = mine.iter().filter(|r| r.kernel_expected == Some(true)).count();
@@ -342,6 +396,10 @@ pub(crate) fn test_row(case: &str, kernel: &str, v: VerdictKind, a: Agreement) -
         agreement: a,
         kernel_expected: None,
         model_expected: None,
+        expected: None,
+        kernel_met: None,
+        model_met: None,
+        from_object: false,
         note: None,
         verification_usec: None,
         insns_processed: None,
@@ -390,6 +448,29 @@ mod tests {
         assert!(lines[1].contains("reject@3 / accept DIFF") && lines[1].contains("not-run"));
         let s = summarize(&rows);
         assert_eq!((s.not_run, s.by_agreement["verdict"]), (1, 1));
+    }
+
+    #[test]
+    fn object_programs_judged_by_neither_side_are_counted_apart() {
+        let obj = |case: &str, a: Agreement, model: VerdictKind| RunRow {
+            from_object: true,
+            model_verdict: model,
+            ..row(case, "k1", a, Outcome::Ran)
+        };
+        let rows = vec![
+            obj("both", Agreement::Agree, VerdictKind::Reject),
+            obj("kernel_only", Agreement::Unsupported, VerdictKind::Unsupported),
+            obj("neither", Agreement::Infra, VerdictKind::Unsupported),
+            obj("model_only", Agreement::Infra, VerdictKind::Accept),
+            row("text", "k1", Agreement::Infra, Outcome::Ran),
+        ];
+        let s = summarize(&rows);
+        assert_eq!((s.object_unsupported, s.object_infra, s.object_unjudged), (2, 2, 1));
+        assert!(summary_lines(&rows)
+            .contains("model cannot judge 2, lockstep could not load 2, judged by neither 1"));
+        assert_eq!(ExpectationMet::of(true, None), Some(ExpectationMet::NotJudged));
+        assert_eq!(ExpectationMet::of(true, Some(false)), Some(ExpectationMet::NotMet));
+        assert_eq!(ExpectationMet::of(false, Some(true)), None);
     }
 
     #[test]

@@ -14,7 +14,7 @@ use lockstep_core::proto::ModuleStatus;
 use lockstep_core::verdict::Verdict;
 use lockstep_vm::guest::Timeouts;
 
-use crate::exit::{EXIT_CRASH, EXIT_DISAGREE, EXIT_INFRA};
+use crate::exit::{EXIT_CRASH, EXIT_DISAGREE, EXIT_INFRA, EXIT_UNJUDGED};
 use crate::report::{self, Outcome, RunRow};
 use crate::runner::{CaseEvent, GuestArgs, KernelArgs, KernelSession, KernelTarget, TestmodChoice};
 use crate::{cases, kernel_diff, output};
@@ -45,6 +45,10 @@ pub struct RunArgs {
     /// Keep the full verifier log of every case (in the JSON output).
     #[arg(long)]
     pub log: bool,
+    /// Programs of BPF object inputs that nothing judged (lockstep could not load them and the
+    /// model cannot judge them) do not make the exit code 5.
+    #[arg(long)]
+    pub allow_skips: bool,
     /// Case files or directories (default: the bundled corpus).
     pub paths: Vec<PathBuf>,
 }
@@ -92,16 +96,22 @@ pub struct RunOutput {
     pub rows: Vec<RunRow>,
     /// Kernels that could not be prepared or booted, with the reason.
     pub infra: Vec<String>,
+    /// Programs of object inputs judged by neither side do not change the exit code.
+    pub allow_skips: bool,
 }
 
 impl RunOutput {
-    /// The exit code: crash > infrastructure > disagreement > success.
+    /// The exit code: crash > infrastructure > programs of an object not judged at all (unless
+    /// `allow_skips`) > disagreement > success.
     pub fn exit_code(&self) -> u8 {
         let s = report::summarize(&self.rows);
+        let infra_row = |r: &RunRow| r.agreement == Agreement::Infra && !report::unjudged(r);
         if s.crashes > 0 || s.warnings > 0 {
             EXIT_CRASH
-        } else if !self.infra.is_empty() || self.rows.iter().any(|r| r.agreement == Agreement::Infra) {
+        } else if !self.infra.is_empty() || self.rows.iter().any(infra_row) {
             EXIT_INFRA
+        } else if s.object_unjudged > 0 && !self.allow_skips {
+            EXIT_UNJUDGED
         } else if self.rows.iter().any(|r| r.agreement.is_disagreement()) {
             EXIT_DISAGREE
         } else {
@@ -127,7 +137,7 @@ pub fn run_cases(args: &RunArgs, cases: &[Case]) -> Result<RunOutput> {
             .expect("template")
             .progress_chars("=> "),
     );
-    let mut out = RunOutput { rows: Vec::new(), infra: Vec::new() };
+    let mut out = RunOutput { rows: Vec::new(), infra: Vec::new(), allow_skips: args.allow_skips };
     for name in &kernels {
         bar.set_prefix(name.clone());
         bar.set_message("preparing");
@@ -218,7 +228,8 @@ pub fn run_cases(args: &RunArgs, cases: &[Case]) -> Result<RunOutput> {
                 row.kernel_errno = Some(result.errno);
                 row.verification_usec = result.verification_usec;
                 row.insns_processed = result.insns_processed;
-                row.log = result.log;
+                // An object program's log comes back for its __msg patterns: kept only when asked.
+                row.log = result.log.filter(|_| args.log || !row.from_object || result.setup_error.is_some());
                 rows[index] = Some(row);
             }
             CaseEvent::Crashed { index, excerpt } => {
@@ -235,6 +246,12 @@ pub fn run_cases(args: &RunArgs, cases: &[Case]) -> Result<RunOutput> {
             out.infra.push(format!("{name}: the guest did not boot:\n{p}"));
         }
         out.rows.extend(rows.into_iter().flatten());
+    }
+    for r in &mut out.rows {
+        let has = r.expected.is_some();
+        r.kernel_met = report::ExpectationMet::of(has, r.kernel_expected);
+        let model_judged = r.model_verdict != lockstep_core::verdict::VerdictKind::Unsupported;
+        r.model_met = report::ExpectationMet::of(has, r.model_expected.filter(|_| model_judged));
     }
     bar.finish_and_clear();
     Ok(out)
@@ -279,6 +296,10 @@ fn base_row(
         agreement,
         kernel_expected: None,
         model_expected,
+        expected: lockstep_core::corpus::expectation(c, &target.profile.name).cloned(),
+        kernel_met: None,
+        model_met: None,
+        from_object: c.object.is_some(),
         note,
         verification_usec: None,
         insns_processed: None,

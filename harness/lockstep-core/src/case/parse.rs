@@ -353,6 +353,8 @@ fn convert_case(ctx: &Ctx, src: &str, rc: RawCase, known_kfuncs: &[String]) -> R
         expect,
         description: rc.description,
         tags: rc.tags,
+        object: None,
+        model_unsupported: None,
     })
 }
 

@@ -115,7 +115,12 @@ impl Btf {
         let strs = b
             .get(hdr_len + str_off..hdr_len + str_off + str_len)
             .ok_or_else(|| BtfError("string section out of range".into()))?;
+        // A name offset outside the string section (aya-obj panics on one) makes the BTF invalid.
+        let bad_name: std::cell::Cell<Option<u32>> = std::cell::Cell::new(None);
         let name = |off: u32| -> String {
+            if !strs.get(off as usize..).is_some_and(|r| r.contains(&0)) {
+                bad_name.set(Some(off));
+            }
             let s = strs.get(off as usize..).unwrap_or(&[]);
             let end = s.iter().position(|&c| c == 0).unwrap_or(s.len());
             String::from_utf8_lossy(&s[..end]).into_owned()
@@ -190,6 +195,12 @@ impl Btf {
                 k => return Err(BtfError(format!("unknown BTF kind {k}"))),
             };
             types.push(BtfType { name: name(name_off), kind });
+        }
+        if let Some(off) = bad_name.get() {
+            return Err(BtfError(format!(
+                "name offset {off} outside the string section ({} bytes)",
+                strs.len()
+            )));
         }
         Ok(Btf { types })
     }

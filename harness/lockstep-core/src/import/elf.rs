@@ -23,7 +23,7 @@ use super::btf::{Btf, Kind};
 use super::cfile::value_layout;
 use super::sec::prog_type_of_section;
 use crate::asm::{disassemble, Program, Reloc};
-use crate::case::{Case, Field, GlobalFunc, MapSpec, MapType, ValueLayout};
+use crate::case::{Case, Field, GlobalFunc, MapSpec, MapType, ObjectSource, ProgType, ValueLayout};
 use crate::insn::{Insn, BPF_PSEUDO_FUNC, BPF_PSEUDO_MAP_FD, BPF_PSEUDO_MAP_VALUE};
 
 /// The programs of an object: those that became cases, and those that did not, with the reason.
@@ -53,12 +53,36 @@ const RENAMED: &str = "socket/__lockstep";
 /// Reads the programs of a BPF object. `file` names it in the cases; `known_kfuncs` are the
 /// kfuncs the model knows ([`crate::corpus::known_kfuncs`]): calls to others are listed in each
 /// case's `extern_kfuncs`, as a case file's `kfuncs` key does.
+///
+/// A malformed object is an [`ElfError`] naming the file and what is wrong: its structure is
+/// checked first ([`super::elf_check`]), and a panic inside aya-obj that the checks miss is
+/// caught and reported as such.
 pub fn cases_from_object(file: &str, bytes: &[u8], known_kfuncs: &[String]) -> Result<ObjectCases, ElfError> {
     let e = |s: String| ElfError(format!("{file}: {s}"));
     let elf = object::File::parse(bytes).map_err(|x| e(format!("not an ELF object: {x}")))?;
     if elf.architecture() != object::Architecture::Bpf || !elf.is_little_endian() || !elf.is_64() {
         return Err(e("not a little-endian 64-bit BPF object (clang -target bpf)".into()));
     }
+    super::elf_check::check_object(&elf).map_err(|w| e(format!("malformed object: {w}")))?;
+    std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| read_object(file, bytes, &elf, known_kfuncs)))
+        .unwrap_or_else(|p| {
+            let why = p
+                .downcast_ref::<String>()
+                .cloned()
+                .or_else(|| p.downcast_ref::<&str>().map(|s| s.to_string()))
+                .unwrap_or_default();
+            Err(e(format!("malformed object: aya-obj panicked reading it ({why})")))
+        })
+}
+
+/// [`cases_from_object`] on an object whose structure was checked.
+fn read_object(
+    file: &str,
+    bytes: &[u8],
+    elf: &object::File<'_>,
+    known_kfuncs: &[String],
+) -> Result<ObjectCases, ElfError> {
+    let e = |s: String| ElfError(format!("{file}: {s}"));
     // Program sections: executable, not .text.
     let mut prog_secs: BTreeMap<usize, String> = BTreeMap::new();
     for s in elf.sections() {
@@ -137,25 +161,59 @@ pub fn cases_from_object(file: &str, bytes: &[u8], known_kfuncs: &[String]) -> R
 
     let mut programs: Vec<(&String, &aya_obj::Program)> = obj.programs.iter().collect();
     programs.sort_by_key(|(_, p)| (p.section_index, p.address));
+    let file_name = file.rsplit('/').next().unwrap_or(file).to_string();
+    let shared: std::sync::Arc<[u8]> = bytes.into();
     let mut out = ObjectCases::default();
     for (name, p) in programs {
         let sec = prog_secs.get(&p.section_index).cloned().unwrap_or_default();
-        let Some(func) = obj.functions.get(&p.function_key()) else { continue };
-        match program_case(
-            file,
-            name,
-            &sec,
-            func,
-            &obj,
-            &btf,
-            &data_syms,
-            &map_names,
-            &kfuncs,
-            &externs,
-            known_kfuncs,
-        ) {
-            Ok(c) => out.cases.push(c),
-            Err(why) => out.skipped.push((name.clone(), why)),
+        let annotations = Annotations::read(file, name, &btf);
+        let object = ObjectSource {
+            file_name: file_name.clone(),
+            bytes: shared.clone(),
+            program: name.clone(),
+            autoload: vec![name.clone()],
+            log_level: annotations.as_ref().map_or(0, |a| a.log_level).max(1),
+            // BPF_F_SLEEPABLE is 1 << 4.
+            prog_flags: annotations.as_ref().map_or(0, |a| a.flags.0 | if a.flags.1 { 1 << 4 } else { 0 }),
+        };
+        let case = obj
+            .functions
+            .get(&p.function_key())
+            .ok_or_else(|| "its function was not found in the object".to_string())
+            .and_then(|func| {
+                let a = annotations.as_ref().map_err(Clone::clone)?;
+                program_case(
+                    file,
+                    name,
+                    &sec,
+                    func,
+                    &obj,
+                    &btf,
+                    &data_syms,
+                    &map_names,
+                    &kfuncs,
+                    &externs,
+                    known_kfuncs,
+                    a,
+                )
+            });
+        match case {
+            Ok(c) => out.cases.push(Case { object: Some(object), ..c }),
+            Err(why) => {
+                // The kernel still judges it (through libbpf); the model says why it cannot.
+                let mut c = Case::new(name.clone(), ProgType::SocketFilter, Program::default(), "");
+                c.file = file.to_string();
+                if let Ok(a) = &annotations {
+                    c.expect = a.expect.clone();
+                    c.description = a.description.clone();
+                    c.tags = a.tags.clone();
+                    c.log_level = a.log_level;
+                }
+                c.object = Some(object);
+                c.model_unsupported = Some(why.clone());
+                out.cases.push(c);
+                out.skipped.push((name.clone(), why));
+            }
         }
     }
     Ok(out)
@@ -174,6 +232,7 @@ fn program_case(
     kfuncs: &[String],
     externs: &[String],
     known_kfuncs: &[String],
+    annotations: &Annotations,
 ) -> Result<Case, String> {
     let st = prog_type_of_section(sec)?;
     let mut insns: Vec<Insn> = func
@@ -279,25 +338,7 @@ fn program_case(
     for m in &used_maps {
         maps.push(map_spec(m, &obj.maps[m], btf, data_syms).map_err(|why| format!("map `{m}`: {why}"))?);
     }
-    let (expect, description, tags, log_level, flags) = match btf.func(name) {
-        Some(id) => {
-            let tags: Vec<String> = btf.decl_tags(id).into_iter().filter_map(decl_tag_annotation).collect();
-            let spec = TestSpec::from_annotations(tags.iter().map(String::as_str));
-            if !spec.unknown.is_empty() {
-                return Err(format!("unknown annotations: {}", spec.unknown.join(", ")));
-            }
-            let expect = if spec == TestSpec::default() {
-                BTreeMap::new()
-            } else {
-                spec.expectations("*", &format!("{file}: decl tags of {name}"))?
-            };
-            let flags = spec.prog_flags()?;
-            let log_level =
-                spec.log_level.as_deref().and_then(|l| l.parse().ok()).filter(|l| *l <= 2).unwrap_or(0);
-            (expect, spec.description.clone(), spec.notes(), log_level, flags)
-        }
-        None => (BTreeMap::new(), None, Vec::new(), 0, (0, false)),
-    };
+    let Annotations { expect, description, tags, log_level, flags } = annotations.clone();
     let extern_kfuncs: Vec<String> = {
         let mut v: Vec<String> = program
             .relocs
@@ -325,7 +366,48 @@ fn program_case(
         expect,
         description,
         tags,
+        object: None,
+        model_unsupported: None,
     })
+}
+
+/// What a program's test annotations (BTF decl tags) say.
+#[derive(Clone, Debug, Default)]
+struct Annotations {
+    expect: BTreeMap<String, crate::case::Expectation>,
+    description: Option<String>,
+    tags: Vec<String>,
+    /// `__log_level(N)` (0: none).
+    log_level: u32,
+    /// (`prog_flags`, sleepable) from `__flag(...)`.
+    flags: (u32, bool),
+}
+
+impl Annotations {
+    /// The annotations of program `name`, or why they cannot be used.
+    fn read(file: &str, name: &str, btf: &Btf) -> Result<Annotations, String> {
+        let Some(id) = btf.func(name) else { return Ok(Annotations::default()) };
+        let tags: Vec<String> = btf.decl_tags(id).into_iter().filter_map(decl_tag_annotation).collect();
+        let spec = TestSpec::from_annotations(tags.iter().map(String::as_str));
+        if !spec.unknown.is_empty() {
+            return Err(format!("unknown annotations: {}", spec.unknown.join(", ")));
+        }
+        let expect = if spec == TestSpec::default() {
+            BTreeMap::new()
+        } else {
+            spec.expectations("*", &format!("{file}: decl tags of {name}"))?
+        };
+        let flags = spec.prog_flags()?;
+        let log_level =
+            spec.log_level.as_deref().and_then(|l| l.parse().ok()).filter(|l| *l <= 2).unwrap_or(0);
+        Ok(Annotations {
+            expect,
+            description: spec.description.clone(),
+            tags: spec.notes(),
+            log_level,
+            flags,
+        })
+    }
 }
 
 fn label_of(names: &BTreeMap<usize, (String, u32)>, at: usize) -> String {
@@ -387,8 +469,13 @@ fn map_spec(
             flags,
         });
     }
-    let map_type = map_type(m.map_type())
-        .ok_or_else(|| format!("map type {} is not one lockstep creates", m.map_type()))?;
+    let map_type = map_type(m.map_type()).ok_or_else(|| match m.map_type() {
+        12 | 13 => format!(
+            "a map-in-map ({}): the model does not represent inner maps",
+            if m.map_type() == 12 { "BPF_MAP_TYPE_ARRAY_OF_MAPS" } else { "BPF_MAP_TYPE_HASH_OF_MAPS" }
+        ),
+        t => format!("map type {t} is not one the model represents"),
+    })?;
     let value_id = match m {
         aya_obj::Map::Btf(b) => b.def.btf_value_type_id,
         aya_obj::Map::Legacy(_) => 0,

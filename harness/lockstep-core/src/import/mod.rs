@@ -17,6 +17,7 @@ mod cfile;
 pub mod clex;
 pub mod ctypes;
 pub mod elf;
+mod elf_check;
 pub mod sec;
 pub mod selftests;
 

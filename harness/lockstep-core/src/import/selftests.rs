@@ -270,6 +270,8 @@ fn convert(
         expect,
         description: spec.description.clone(),
         tags,
+        object: None,
+        model_unsupported: None,
     }))
 }
 

@@ -123,6 +123,10 @@ pub fn check_with(
     module: &ModuleKfuncs,
     opts: &ModelOptions,
 ) -> Verdict {
+    // A program of an object whose import found a construct lockstep does not represent.
+    if let Some(why) = &case.model_unsupported {
+        return Verdict::unsupported(why.clone());
+    }
     match exec::Machine::new(case, profile, module, opts).run() {
         Ok(()) => Verdict::accept(),
         Err(Stop::Reject(insn, msg)) => Verdict::reject(insn, msg),

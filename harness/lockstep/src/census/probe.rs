@@ -121,6 +121,8 @@ pub fn probe_case(kfunc: &str, prog_type: ProgType, probe: Probe) -> Case {
         expect: BTreeMap::new(),
         description: Some(format!("kfunc lock-safety census: {probe_name} probe")),
         tags: vec!["census".into()],
+        object: None,
+        model_unsupported: None,
     }
 }
 

@@ -83,6 +83,8 @@ impl Generator {
             expect: Default::default(),
             description: Some(format!("lockstep fuzz --seed {seed}, case {index} (chaos {chaos}%)")),
             tags: b.tags.into_iter().map(str::to_string).collect(),
+            object: None,
+            model_unsupported: None,
         }
     }
 }

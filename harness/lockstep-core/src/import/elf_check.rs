@@ -1,0 +1,184 @@
+//! Checks of a BPF object's structure that aya-obj 0.3 relies on without checking (it indexes
+//! sections, `.BTF` strings and `.BTF.ext` records by offsets read from the file and panics on
+//! a bad one). Run before aya-obj sees the bytes: a malformed object is then an error naming
+//! what is wrong, never a panic. Pure.
+
+use object::{Object as _, ObjectSection as _, ObjectSymbol as _, RelocationTarget, SectionKind, SymbolKind};
+
+/// `BTF_MAGIC`, as the first two bytes of `.BTF` and `.BTF.ext` (little-endian).
+const BTF_MAGIC: u16 = 0xeb9f;
+
+fn u16_at(b: &[u8], o: usize) -> Option<u16> {
+    Some(u16::from_le_bytes(b.get(o..o + 2)?.try_into().ok()?))
+}
+
+fn u32_at(b: &[u8], o: usize) -> Option<u32> {
+    Some(u32::from_le_bytes(b.get(o..o + 4)?.try_into().ok()?))
+}
+
+/// The string section of a raw `.BTF` (after its header checks).
+fn btf_strings(btf: &[u8]) -> Result<&[u8], String> {
+    let bad = |w: &str| format!(".BTF: {w}");
+    if u16_at(btf, 0) != Some(BTF_MAGIC) {
+        return Err(bad("bad magic"));
+    }
+    let hdr_len = u32_at(btf, 4).ok_or_else(|| bad("truncated header"))? as usize;
+    let field = |o| u32_at(btf, o).map(|v| v as usize).ok_or_else(|| bad("truncated header"));
+    let (type_off, type_len, str_off, str_len) = (field(8)?, field(12)?, field(16)?, field(20)?);
+    let region = |off: usize, len: usize, what: &str| {
+        hdr_len
+            .checked_add(off)
+            .and_then(|s| Some((s, s.checked_add(len)?)))
+            .filter(|(_, e)| *e <= btf.len())
+            .ok_or_else(|| bad(&format!("{what} section (offset {off}, {len} bytes) past the end")))
+    };
+    region(type_off, type_len, "type")?;
+    let (s, e) = region(str_off, str_len, "string")?;
+    Ok(&btf[s..e])
+}
+
+/// Whether `off` starts a NUL-terminated string of `strings`.
+fn valid_string(strings: &[u8], off: u32) -> bool {
+    strings.get(off as usize..).is_some_and(|r| r.contains(&0))
+}
+
+/// Checks one `.BTF.ext` info block (func_info, line_info or CO-RE relocations): a record size
+/// of at least `min_rec`, then per section its name, record count and records, all in bounds.
+fn check_info_block(block: &[u8], min_rec: usize, what: &str, strings: &[u8]) -> Result<(), String> {
+    if block.is_empty() {
+        return Ok(());
+    }
+    let bad = |w: String| format!(".BTF.ext {what}: {w}");
+    let rec = u32_at(block, 0).ok_or_else(|| bad("truncated record size".into()))? as usize;
+    if rec < min_rec || rec > 1 << 16 {
+        return Err(bad(format!("record size {rec} (at least {min_rec})")));
+    }
+    let mut at = 4;
+    while at < block.len() {
+        let name = u32_at(block, at).ok_or_else(|| bad(format!("truncated section header at {at}")))?;
+        let n = u32_at(block, at + 4).ok_or_else(|| bad(format!("truncated section header at {at}")))?;
+        if !valid_string(strings, name) {
+            return Err(bad(format!("section name offset {name} is not a .BTF string")));
+        }
+        let len = (n as usize).checked_mul(rec).ok_or_else(|| bad(format!("{n} records overflow")))?;
+        at = (at + 8)
+            .checked_add(len)
+            .filter(|e| *e <= block.len())
+            .ok_or_else(|| bad(format!("{n} records of {rec} bytes past the end of the block")))?;
+    }
+    Ok(())
+}
+
+/// Checks `.BTF.ext`'s header and its blocks against the `.BTF` string section.
+fn check_btf_ext(ext: &[u8], strings: &[u8]) -> Result<(), String> {
+    let bad = |w: &str| format!(".BTF.ext: {w}");
+    if u16_at(ext, 0) != Some(BTF_MAGIC) {
+        return Err(bad("bad magic"));
+    }
+    let hdr_len = u32_at(ext, 4).ok_or_else(|| bad("truncated header"))? as usize;
+    if hdr_len < 24 || hdr_len > ext.len() {
+        return Err(bad(&format!("header length {hdr_len}")));
+    }
+    let block = |off_at: usize| -> Result<&[u8], String> {
+        let off = u32_at(ext, off_at).ok_or_else(|| bad("truncated header"))? as usize;
+        let len = u32_at(ext, off_at + 4).ok_or_else(|| bad("truncated header"))? as usize;
+        hdr_len
+            .checked_add(off)
+            .and_then(|s| ext.get(s..s.checked_add(len)?))
+            .ok_or_else(|| bad(&format!("block at offset {off} ({len} bytes) past the end")))
+    };
+    check_info_block(block(8)?, 8, "func_info", strings)?;
+    check_info_block(block(16)?, 16, "line_info", strings)?;
+    if hdr_len >= 32 {
+        check_info_block(block(24)?, 16, "core_relo", strings)?;
+    }
+    Ok(())
+}
+
+/// Checks what aya-obj trusts: program and function symbols inside their sections, relocations
+/// inside the section they patch and pointing at a symbol of a kind it handles, `.BTF` and
+/// `.BTF.ext` offsets. The error names the section, symbol or block.
+pub fn check_object(elf: &object::File<'_>) -> Result<(), String> {
+    for s in elf.sections() {
+        let name = s.name().unwrap_or("?");
+        if s.kind() != SectionKind::UninitializedData {
+            s.data().map_err(|e| format!("section `{name}`: {e}"))?;
+        }
+    }
+    for sym in elf.symbols() {
+        let Some(idx) = sym.section_index() else { continue };
+        let Ok(sec) = elf.section_by_index(idx) else {
+            return Err(format!(
+                "symbol `{}` in section {} which does not exist",
+                sym.name().unwrap_or("?"),
+                idx.0
+            ));
+        };
+        if sec.kind() != SectionKind::Text {
+            continue;
+        }
+        let end = sym.address().checked_add(sym.size());
+        if sym.address() < sec.address() || end.is_none_or(|e| e > sec.address() + sec.size()) {
+            return Err(format!(
+                "symbol `{}` (offset {}, {} bytes) lies outside section `{}` ({} bytes)",
+                sym.name().unwrap_or("?"),
+                sym.address(),
+                sym.size(),
+                sec.name().unwrap_or("?"),
+                sec.size()
+            ));
+        }
+        if sym.kind() == SymbolKind::Text && sym.name().is_err() {
+            return Err(format!(
+                "a function symbol of section `{}` has no readable name",
+                sec.name().unwrap_or("?")
+            ));
+        }
+    }
+    for s in elf.sections().filter(|s| s.kind() == SectionKind::Text) {
+        let name = s.name().unwrap_or("?");
+        for (off, rel) in s.relocations() {
+            if off.checked_add(8).is_none_or(|e| e > s.size()) {
+                return Err(format!(
+                    "a relocation at offset {off} lies past the end of section `{name}` ({} bytes)",
+                    s.size()
+                ));
+            }
+            if let RelocationTarget::Symbol(si) = rel.target() {
+                let sym = elf.symbol_by_index(si).map_err(|_| {
+                    format!("a relocation in section `{name}` names symbol {} which does not exist", si.0)
+                })?;
+                let in_text = sym
+                    .section_index()
+                    .and_then(|i| elf.section_by_index(i).ok())
+                    .is_some_and(|t| t.kind() == SectionKind::Text);
+                // R_BPF_64_64 (1, ld_imm64) and R_BPF_64_32 (10, call) are the code relocations.
+                let r_type = match rel.flags() {
+                    object::RelocationFlags::Elf { r_type } => r_type,
+                    _ => 0,
+                };
+                if in_text && sym.kind() == SymbolKind::Section && !matches!(r_type, 1 | 10) {
+                    return Err(format!(
+                        "a relocation in section `{name}` at offset {off} has type {r_type} (not R_BPF_64_64 or R_BPF_64_32)"
+                    ));
+                }
+                if in_text && !matches!(sym.kind(), SymbolKind::Text | SymbolKind::Section) {
+                    return Err(format!(
+                        "a relocation in section `{name}` at offset {off} names `{}`, a {:?} symbol in code",
+                        sym.name().unwrap_or("?"),
+                        sym.kind()
+                    ));
+                }
+            }
+        }
+    }
+    let strings = match elf.section_by_name(".BTF") {
+        Some(s) => Some(btf_strings(s.data().map_err(|e| format!(".BTF: {e}"))?)?),
+        None => None,
+    };
+    if let Some(ext) = elf.section_by_name(".BTF.ext") {
+        let strings = strings.ok_or(".BTF.ext without .BTF")?;
+        check_btf_ext(ext.data().map_err(|e| format!(".BTF.ext: {e}"))?, strings)?;
+    }
+    Ok(())
+}
