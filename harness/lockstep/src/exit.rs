@@ -4,7 +4,9 @@
 //! - 1: disagreement (model vs expectation, model vs kernel, kernel vs kernel)
 //! - 2: bad input (malformed case file, unknown profile, unknown helper or kfunc)
 //! - 3: infrastructure failure (no kernel, no QEMU, boot failure, setup error)
-//! - 4: kernel crash (panic, oops, WARN or hang in a guest)
+//! - 4: kernel crash (panic, oops, BUG or WARN on a guest's console)
+//! - 5: timeout (a case outlived its time limit, or the whole run its `--timeout`)
+//! - 130 / 143: interrupted by SIGINT / SIGTERM (what was collected is written first)
 
 /// Exit code: disagreement.
 pub const EXIT_DISAGREE: u8 = 1;
@@ -14,6 +16,8 @@ pub const EXIT_BAD_INPUT: u8 = 2;
 pub const EXIT_INFRA: u8 = 3;
 /// Exit code: kernel crash.
 pub const EXIT_CRASH: u8 = 4;
+/// Exit code: a case or the whole run timed out.
+pub const EXIT_TIMEOUT: u8 = 5;
 
 /// A user-input error (malformed case file, unknown name, bad path): exit code 2.
 #[derive(Debug, thiserror::Error)]
@@ -25,11 +29,42 @@ pub struct BadInput(pub String);
 #[error("{0}")]
 pub struct InfraError(pub String);
 
+/// lockstep received `signal` (SIGINT, SIGTERM): exit 128 + signal.
+#[derive(Debug, thiserror::Error)]
+#[error("interrupted by {}", nix::sys::signal::Signal::try_from(*.signal).map_or_else(|_| format!("signal {}", .signal), |s| s.to_string()))]
+pub struct Interrupted {
+    pub signal: i32,
+}
+
+/// The run's time limit (`--timeout`) ran out: exit code 5.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct RunTimedOut(pub String);
+
 /// The exit code of a command that failed with `e`.
 pub fn code_of(e: &anyhow::Error) -> u8 {
     if e.downcast_ref::<BadInput>().is_some() {
         EXIT_BAD_INPUT
+    } else if let Some(i) = e.downcast_ref::<Interrupted>() {
+        (128 + i.signal) as u8
+    } else if e.downcast_ref::<RunTimedOut>().is_some() {
+        EXIT_TIMEOUT
     } else {
         EXIT_INFRA
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn codes_of_errors() {
+        assert_eq!(code_of(&BadInput("x".into()).into()), 2);
+        assert_eq!(code_of(&InfraError("x".into()).into()), 3);
+        assert_eq!(code_of(&RunTimedOut("x".into()).into()), 5);
+        assert_eq!(code_of(&Interrupted { signal: 2 }.into()), 130);
+        assert_eq!(code_of(&Interrupted { signal: 15 }.into()), 143);
+        assert_eq!(code_of(&anyhow::Error::from(Interrupted { signal: 15 }).context("running")), 143);
     }
 }

@@ -15,6 +15,7 @@ mod kernel_diff;
 mod output;
 mod report;
 mod run;
+mod run_files;
 mod runner;
 mod validate;
 

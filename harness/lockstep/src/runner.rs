@@ -13,7 +13,7 @@ use lockstep_core::profile::{KernelProfile, ModuleKfuncs};
 use lockstep_core::proto::{KernelResult, KfuncListing, ModuleStatus};
 use lockstep_vm::debian::KernelCache;
 use lockstep_vm::guest::batch::{BatchEvent, BatchOptions, Session};
-use lockstep_vm::guest::{kvm, GuestConfig, GuestOutcome, Timeouts};
+use lockstep_vm::guest::{kvm, GuestConfig, GuestOutcome, Limit, Timeouts};
 use lockstep_vm::initramfs::{self, InitramfsSpec};
 use lockstep_vm::qemu::Accel;
 
@@ -58,9 +58,10 @@ pub struct GuestArgs {
     /// Seconds from QEMU start to the agent's greeting.
     #[arg(long, default_value_t = 120)]
     pub boot_timeout: u64,
-    /// Seconds per case (program, probe).
-    #[arg(long, default_value_t = 60)]
-    pub case_timeout: u64,
+    /// Seconds per case (program, probe). Default: 60, four times that at verifier log level 2
+    /// (a case's `log_level = 2`, or `--log`), plus 20 ms per instruction of the program.
+    #[arg(long, value_name = "SECS")]
+    pub case_timeout: Option<u64>,
     /// Use this built test module (.ko) instead of building one for each kernel.
     #[arg(long, value_name = "KO", conflicts_with = "no_module")]
     pub module_ko: Option<PathBuf>,
@@ -82,7 +83,8 @@ impl GuestArgs {
             accel: self.accel,
             timeouts: Timeouts {
                 boot: Duration::from_secs(self.boot_timeout),
-                case: Duration::from_secs(self.case_timeout),
+                case: Duration::from_secs(self.case_timeout.unwrap_or(DEFAULT_CASE_TIMEOUT)),
+                scale_case: self.case_timeout.is_none(),
                 overall,
                 ..Timeouts::default()
             },
@@ -94,6 +96,9 @@ impl GuestArgs {
         }
     }
 }
+
+/// The base of the scaled default case time limit, in seconds.
+pub const DEFAULT_CASE_TIMEOUT: u64 = 60;
 
 /// Which kernels a command runs on (`run`, `census`).
 #[derive(clap::Args, Clone, Debug)]
@@ -227,8 +232,13 @@ pub enum CaseEvent {
     Result { index: usize, result: KernelResult, warnings: Vec<String> },
     /// The case crashed a guest; it will be retried once.
     Retrying { index: usize, excerpt: String },
-    /// The case crashed guests twice.
+    /// The case crashed guests twice, with a panic, oops or BUG on the console.
     Crashed { index: usize, excerpt: String },
+    /// The guest ended twice while the case ran, without a kernel message the second time (QEMU
+    /// died or was killed, KVM failed): an infrastructure problem, not a kernel crash.
+    Lost { index: usize, excerpt: String },
+    /// The case outlived its time limit (or the run's); the excerpt names the limit and its flag.
+    TimedOut { index: usize, excerpt: String },
     /// The case never ran.
     NotRun { index: usize, reason: String },
 }
@@ -245,13 +255,44 @@ pub struct KernelSession {
     pub accel: Option<Accel>,
 }
 
-fn excerpt(o: &GuestOutcome) -> String {
+/// What happened to a guest, for people: a timeout names its limit and the flag that raises it.
+pub fn excerpt(o: &GuestOutcome) -> String {
     match o {
         GuestOutcome::Panic { excerpt }
+        | GuestOutcome::Exited { excerpt }
         | GuestOutcome::KvmFailure { excerpt }
         | GuestOutcome::BootFailure { excerpt } => excerpt.clone(),
-        GuestOutcome::Hang { stage } => format!("no answer in time (hang) at {stage:?}"),
+        GuestOutcome::Timeout { stage, limit, after } => {
+            let secs = after.as_secs_f64();
+            match limit {
+                Limit::Case => format!(
+                    "timeout: no answer within the case time limit ({secs:.0} s; a slow verification, \
+                     e.g. at log level 2, looks the same as a hang): raise it with --case-timeout SECS"
+                ),
+                Limit::Boot => format!(
+                    "timeout: the guest did not boot within the boot time limit ({secs:.0} s): raise it \
+                     with --boot-timeout SECS"
+                ),
+                Limit::Run => "timeout: the run's time limit ran out: raise it with --timeout SECS".into(),
+                Limit::Guest => format!("timeout: the guest's lifetime limit ran out at {stage:?}"),
+                Limit::Shutdown => format!("timeout: the guest did not power off within {secs:.0} s"),
+            }
+        }
+        GuestOutcome::Interrupted { signal } => format!("interrupted by {}", signal_name(*signal)),
         GuestOutcome::Completed => String::new(),
+    }
+}
+
+fn signal_name(signal: i32) -> String {
+    nix::sys::signal::Signal::try_from(signal).map_or_else(|_| format!("signal {signal}"), |s| s.to_string())
+}
+
+/// The error a stopped batch ends a command with: [`crate::exit::Interrupted`] (exit 128 +
+/// signal) or [`crate::exit::RunTimedOut`] (exit 5).
+fn stop_error(o: &GuestOutcome) -> anyhow::Error {
+    match o {
+        GuestOutcome::Interrupted { signal } => crate::exit::Interrupted { signal: *signal }.into(),
+        other => crate::exit::RunTimedOut(excerpt(other)).into(),
     }
 }
 
@@ -265,6 +306,7 @@ impl KernelSession {
             }
             Place::Guest { vmlinuz } => vmlinuz.clone(),
         };
+        lockstep_vm::interrupt::install().context("installing the SIGINT/SIGTERM handlers")?;
         let exe = std::env::current_exe().context("finding the lockstep binary")?;
         ensure_static(&exe)?;
         let dir =
@@ -309,7 +351,9 @@ impl KernelSession {
         })
     }
 
-    /// Runs `cases`, reporting each as it completes.
+    /// Runs `cases`, reporting each as it completes. SIGINT/SIGTERM and the run's deadline stop
+    /// it: the cases not run are reported [`CaseEvent::NotRun`], then the error is
+    /// [`crate::exit::Interrupted`] or [`crate::exit::RunTimedOut`].
     pub fn run(&mut self, cases: &[Case], want_log: bool, on: &mut dyn FnMut(CaseEvent)) -> Result<()> {
         match &mut self.backend {
             Backend::Host { loader } => {
@@ -324,6 +368,15 @@ impl KernelSession {
                 };
                 on(CaseEvent::Booted { release, module, boot_time: Duration::ZERO });
                 for (index, c) in cases.iter().enumerate() {
+                    if let Some(sig) = lockstep_vm::interrupt::pending() {
+                        for index in index..cases.len() {
+                            on(CaseEvent::NotRun {
+                                index,
+                                reason: format!("interrupted by {sig} before it ran"),
+                            });
+                        }
+                        return Err(crate::exit::Interrupted { signal: sig as i32 }.into());
+                    }
                     match loader {
                         Ok(l) => on(CaseEvent::Result {
                             index,
@@ -349,15 +402,30 @@ impl KernelSession {
                     BatchEvent::Retrying { index, outcome } => {
                         on(CaseEvent::Retrying { index, excerpt: excerpt(&outcome) })
                     }
+                    BatchEvent::Crashed { index, outcome: o @ GuestOutcome::Panic { .. } } => {
+                        on(CaseEvent::Crashed { index, excerpt: excerpt(&o) })
+                    }
                     BatchEvent::Crashed { index, outcome } => {
-                        on(CaseEvent::Crashed { index, excerpt: excerpt(&outcome) })
+                        on(CaseEvent::Lost { index, excerpt: excerpt(&outcome) })
+                    }
+                    BatchEvent::TimedOut { index, outcome } => {
+                        on(CaseEvent::TimedOut { index, excerpt: excerpt(&outcome) })
                     }
                 })?;
-                let reason = summary.last_outcome.as_ref().map(excerpt).unwrap_or_default();
+                let reason = match &summary.stopped {
+                    Some(o) => format!("{} before it ran", excerpt(o)),
+                    None => {
+                        let why = summary.last_outcome.as_ref().map(excerpt).unwrap_or_default();
+                        format!("the guest did not boot: {why}")
+                    }
+                };
                 for index in summary.unrun {
-                    on(CaseEvent::NotRun { index, reason: format!("the guest did not boot: {reason}") });
+                    on(CaseEvent::NotRun { index, reason: reason.clone() });
                 }
-                Ok(())
+                match &summary.stopped {
+                    Some(o) => Err(stop_error(o)),
+                    None => Ok(()),
+                }
             }
         }
     }
@@ -382,6 +450,9 @@ impl KernelSession {
                     _ => {}
                 })?;
                 r.map_err(|o| {
+                    if o.stops_the_run() {
+                        return stop_error(&o);
+                    }
                     anyhow::anyhow!(crate::exit::InfraError(format!(
                         "listing kfuncs: the guest ended: {}",
                         excerpt(&o)

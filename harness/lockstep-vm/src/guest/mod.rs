@@ -6,6 +6,7 @@
 
 pub mod batch;
 pub mod kvm;
+pub mod process;
 
 use std::fs::File;
 use std::io::{BufRead, BufReader, Read, Write};
@@ -36,6 +37,44 @@ pub struct Timeouts {
     pub overall: Duration,
     /// After a panic/oops/BUG line, how long QEMU may take to exit by itself.
     pub after_fatal: Duration,
+    /// Scale `case` per case with [`case_limit`] (the default); false: `case` as given.
+    pub scale_case: bool,
+    /// The end of the whole run, shared by every guest of it (`--timeout`): no guest boots or
+    /// waits past it.
+    pub run_deadline: Option<Instant>,
+}
+
+/// Which time limit ran out.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Limit {
+    /// [`Timeouts::boot`].
+    Boot,
+    /// The case's limit ([`Timeouts::case`], scaled by [`case_limit`] unless fixed).
+    Case,
+    /// [`Timeouts::shutdown`] (or [`Timeouts::after_fatal`] once the control port broke).
+    Shutdown,
+    /// [`Timeouts::overall`]: the life of one guest.
+    Guest,
+    /// [`Timeouts::run_deadline`]: the whole run.
+    Run,
+}
+
+/// How much longer than at log level 1 a case may take at level 2 (every state is printed).
+const LOG_LEVEL_2_FACTOR: u32 = 4;
+/// Extra time per program instruction when the limit is scaled.
+const PER_INSN: Duration = Duration::from_millis(20);
+
+/// The time limit of one case: `base` as given when `scale` is false, else `base` times
+/// [`LOG_LEVEL_2_FACTOR`] at verifier log level 2 (the case's `log_level`, or `--log`, which asks
+/// for the full log), plus [`PER_INSN`] per instruction of the program.
+pub fn case_limit(base: Duration, scale: bool, case: &Case, want_log: bool) -> Duration {
+    if !scale {
+        return base;
+    }
+    let level2 = case.log_level >= 2 || want_log;
+    let factor = if level2 { LOG_LEVEL_2_FACTOR } else { 1 };
+    base * factor + PER_INSN * case.program.insns.len() as u32
 }
 
 impl Default for Timeouts {
@@ -47,6 +86,8 @@ impl Default for Timeouts {
             shutdown: Duration::from_secs(20),
             overall: Duration::from_secs(3600),
             after_fatal: Duration::from_secs(5),
+            scale_case: false,
+            run_deadline: None,
         }
     }
 }
@@ -106,10 +147,16 @@ pub enum Stage {
 pub enum GuestOutcome {
     /// Powered off after `Shutdown`.
     Completed,
-    /// The kernel panicked, oopsed or hit a BUG after the agent said `Hello`, or QEMU exited.
+    /// The kernel panicked, oopsed or hit a BUG after the agent said `Hello` (console evidence).
     Panic { excerpt: String },
-    /// No answer within the time limit; QEMU was killed.
-    Hang { stage: Stage },
+    /// QEMU exited (or was killed from outside) after `Hello` without a panic, oops or BUG on
+    /// the console: not evidence of a kernel crash.
+    Exited { excerpt: String },
+    /// No answer before `limit` ran out (`after` waiting at `stage`); QEMU was killed. Not
+    /// evidence of a kernel crash either: a slow verification looks the same.
+    Timeout { stage: Stage, limit: Limit, after: Duration },
+    /// lockstep received `signal` (SIGINT, SIGTERM); QEMU was killed.
+    Interrupted { signal: i32 },
     /// KVM could not run the guest ("KVM internal error"); QEMU was killed.
     KvmFailure { excerpt: String },
     /// The guest died before `Hello` (bad kernel, bad init, boot-time oops).
@@ -201,13 +248,14 @@ impl GuestRun {
         };
         tracing::debug!(args = ?q.to_args(), "starting QEMU");
         let started = Instant::now();
-        let mut child = Command::new(&q.binary)
-            .args(q.to_args())
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .map_err(io_err(format!("spawn {}", q.binary)))?;
+        let mut child = process::spawn_guarded(
+            Command::new(&q.binary)
+                .args(q.to_args())
+                .stdin(Stdio::null())
+                .stdout(Stdio::piped())
+                .stderr(Stdio::piped()),
+        )
+        .map_err(io_err(format!("spawn {}", q.binary)))?;
         let (tx, rx) = channel();
         spawn_lines(
             child.stdout.take().expect("piped"),
@@ -219,8 +267,7 @@ impl GuestRun {
         let control = match accept(&listener, &mut child, Duration::from_secs(15)) {
             Ok(s) => s,
             Err(e) => {
-                let _ = child.kill();
-                let _ = child.wait();
+                process::kill_group(&mut child);
                 let _ = std::fs::remove_file(&socket);
                 let mut err = String::new();
                 while let Ok(ev) = rx.try_recv() {
@@ -260,7 +307,7 @@ impl GuestRun {
     /// Waits for the agent's `Hello`.
     pub fn wait_hello(&mut self) -> Result<Hello, GuestOutcome> {
         let deadline = self.started + self.timeouts.boot;
-        let (release, module) = self.wait_for(deadline, Stage::Boot, |m| match m {
+        let (release, module) = self.wait_for(deadline, Limit::Boot, Stage::Boot, |m| match m {
             GuestMsg::Hello { release, module } => Some((release, module)),
             _ => None,
         })?;
@@ -275,7 +322,8 @@ impl GuestRun {
         let t = Instant::now();
         self.scanner.take_warnings();
         self.send(&HostMsg::Run { id, case: Box::new(case.clone()), want_log }, Stage::Case { id })?;
-        let result = self.wait_for(t + self.timeouts.case, Stage::Case { id }, |m| match m {
+        let limit = case_limit(self.timeouts.case, self.timeouts.scale_case, case, want_log);
+        let result = self.wait_for(t + limit, Limit::Case, Stage::Case { id }, |m| match m {
             GuestMsg::Result { id: rid, result } if rid == id => Some(result),
             _ => None,
         })?;
@@ -288,7 +336,7 @@ impl GuestRun {
         self.next_id += 1;
         let t = Instant::now();
         self.send(&HostMsg::ListKfuncs { id }, Stage::Request { id })?;
-        self.wait_for(t + self.timeouts.case, Stage::Request { id }, |m| match m {
+        self.wait_for(t + self.timeouts.case, Limit::Case, Stage::Request { id }, |m| match m {
             GuestMsg::Kfuncs { id: rid, listing } if rid == id => Some(listing),
             _ => None,
         })
@@ -303,7 +351,7 @@ impl GuestRun {
             return o;
         }
         let deadline = Instant::now() + self.timeouts.shutdown;
-        match self.wait_for(deadline, Stage::Shutdown, |_| None::<()>) {
+        match self.wait_for(deadline, Limit::Shutdown, Stage::Shutdown, |_| None::<()>) {
             Ok(()) => unreachable!("no message completes the shutdown wait"),
             Err(o) => o,
         }
@@ -317,7 +365,7 @@ impl GuestRun {
         if self.control.write_all(line.as_bytes()).and_then(|_| self.control.flush()).is_err() {
             // The guest is going away; let the event loop say how (bounded wait).
             let deadline = Instant::now() + self.timeouts.after_fatal;
-            return match self.wait_for(deadline, stage, |_| None::<()>) {
+            return match self.wait_for(deadline, Limit::Shutdown, stage, |_| None::<()>) {
                 Ok(()) => unreachable!("no message is accepted"),
                 Err(o) => Err(o),
             };
@@ -331,17 +379,32 @@ impl GuestRun {
         }
     }
 
-    /// The event loop: returns when `want` accepts a message, or with the guest's outcome.
+    /// The event loop: returns when `want` accepts a message, or with the guest's outcome
+    /// (`deadline` is `limit`'s; the guest's and the run's own limits apply too).
     fn wait_for<T>(
         &mut self,
         deadline: Instant,
+        limit: Limit,
         stage: Stage,
         mut want: impl FnMut(GuestMsg) -> Option<T>,
     ) -> Result<T, GuestOutcome> {
         if let Some(o) = &self.outcome {
             return Err(o.clone());
         }
+        let began = Instant::now();
+        let (mut deadline, mut limit) = (deadline, limit);
+        if self.overall < deadline {
+            (deadline, limit) = (self.overall, Limit::Guest);
+        }
+        if let Some(run) = self.timeouts.run_deadline.filter(|&r| r < deadline) {
+            (deadline, limit) = (run, Limit::Run);
+        }
         loop {
+            if let Some(sig) = crate::interrupt::pending() {
+                self.kill();
+                self.drain(Duration::from_millis(200));
+                return Err(self.set(GuestOutcome::Interrupted { signal: sig as i32 }));
+            }
             let now = Instant::now();
             match self.events.recv_timeout(Duration::from_millis(100)) {
                 Ok(Event::Console(line)) => {
@@ -380,10 +443,10 @@ impl GuestRun {
                 self.kill();
                 return Err(self.finish_after_exit(stage));
             }
-            if now > deadline || now > self.overall {
+            if now > deadline {
                 self.kill();
                 self.drain(Duration::from_millis(200));
-                return Err(self.set(GuestOutcome::Hang { stage }));
+                return Err(self.set(GuestOutcome::Timeout { stage, limit, after: now - began }));
             }
         }
     }
@@ -393,16 +456,26 @@ impl GuestRun {
         if let Some(o) = &self.outcome {
             return o.clone();
         }
-        let _ = self.child.wait();
+        let status = self.child.wait().map_or_else(|e| format!("status unknown: {e}"), |s| s.to_string());
         self.drain(Duration::from_secs(1));
         let fatal = self.scanner.fatal().is_some();
-        let excerpt = self.excerpt();
+        let mut excerpt = self.excerpt();
+        if excerpt.trim().is_empty() {
+            excerpt = format!(
+                "QEMU ended ({status}) with nothing on the console (the kernel died before its console \
+                 came up, or printed nothing at loglevel 5) and nothing on QEMU's stderr"
+            );
+        } else if !fatal {
+            excerpt = format!("QEMU ended ({status}); the console's last lines:\n{excerpt}");
+        }
         let o = if !self.hello_seen {
             GuestOutcome::BootFailure { excerpt }
-        } else if stage == Stage::Shutdown && !fatal {
+        } else if fatal {
+            GuestOutcome::Panic { excerpt }
+        } else if stage == Stage::Shutdown {
             GuestOutcome::Completed
         } else {
-            GuestOutcome::Panic { excerpt }
+            GuestOutcome::Exited { excerpt }
         };
         self.set(o)
     }
@@ -443,8 +516,7 @@ impl GuestRun {
     }
 
     fn kill(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        process::kill_group(&mut self.child);
     }
 }
 
