@@ -16,7 +16,7 @@ use lockstep_vm::guest::Timeouts;
 use crate::exit::{EXIT_CRASH, EXIT_DISAGREE, EXIT_INFRA, EXIT_TIMEOUT};
 use crate::report::{self, Outcome, RunRow};
 use crate::run_files::{self, RunFiles};
-use crate::runner::{CaseEvent, GuestArgs, KernelArgs, KernelSession, KernelTarget};
+use crate::runner::{CaseEvent, GuestArgs, KernelArgs, KernelSession, KernelTarget, RunnerOptions};
 use crate::{cases, kernel_diff};
 
 /// Arguments of `lockstep run`.
@@ -118,6 +118,35 @@ fn stop_reason(stop: Stop, timeout: u64) -> String {
     }
 }
 
+/// [`KernelTarget::prepare`] (kernel fetch, test module build) on a helper thread, so that the
+/// run's deadline and SIGINT/SIGTERM bound it too: `Err` is why the wait was given up. A fetch or
+/// build given up on goes on in the background until lockstep exits, moments later.
+fn prepare_bounded(
+    name: &str,
+    profile: Option<&str>,
+    opts: &RunnerOptions,
+    deadline: Instant,
+) -> Result<Result<KernelTarget>, Stop> {
+    let (tx, rx) = std::sync::mpsc::channel();
+    let (name, profile, opts) = (name.to_string(), profile.map(str::to_string), opts.clone());
+    std::thread::spawn(move || {
+        let _ = tx.send(KernelTarget::prepare(&name, profile.as_deref(), &opts));
+    });
+    loop {
+        match rx.recv_timeout(Duration::from_millis(100)) {
+            Ok(r) => return Ok(r),
+            Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => {
+                return Ok(Err(anyhow::anyhow!("preparing the kernel failed (the helper thread died)")))
+            }
+            Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {
+                if let Some(stop) = stop_now(deadline) {
+                    return Err(stop);
+                }
+            }
+        }
+    }
+}
+
 /// Runs `cases` on every kernel of `args` until `deadline` (the engine of `lockstep run`, used by
 /// tests too), handing each row to `on_row` as soon as it exists.
 pub fn run_cases(
@@ -149,10 +178,14 @@ pub fn run_cases(
         let target = if out.stopped.is_some() {
             None
         } else {
-            match KernelTarget::prepare(name, args.kernels.profile.as_deref(), &opts) {
-                Ok(t) => Some(t),
-                Err(e) if e.downcast_ref::<crate::exit::BadInput>().is_some() => return Err(e),
-                Err(e) => {
+            match prepare_bounded(name, args.kernels.profile.as_deref(), &opts, deadline) {
+                Err(stop) => {
+                    out.stopped = Some(stop);
+                    None
+                }
+                Ok(Ok(t)) => Some(t),
+                Ok(Err(e)) if e.downcast_ref::<crate::exit::BadInput>().is_some() => return Err(e),
+                Ok(Err(e)) => {
                     bar.suspend(|| eprintln!("lockstep: {name}: {e:#}"));
                     out.infra.push(format!("{name}: {e:#}"));
                     bar.inc(cases.len() as u64);
