@@ -262,9 +262,9 @@ pub fn excerpt(o: &GuestOutcome) -> String {
         | GuestOutcome::Exited { excerpt }
         | GuestOutcome::KvmFailure { excerpt }
         | GuestOutcome::BootFailure { excerpt } => excerpt.clone(),
-        GuestOutcome::Timeout { stage, limit, after } => {
+        GuestOutcome::Timeout { stage, limit, after, excerpt } => {
             let secs = after.as_secs_f64();
-            match limit {
+            let what = match limit {
                 Limit::Case => format!(
                     "timeout: no answer within the case time limit ({secs:.0} s; a slow verification, \
                      e.g. at log level 2, looks the same as a hang): raise it with --case-timeout SECS"
@@ -276,6 +276,11 @@ pub fn excerpt(o: &GuestOutcome) -> String {
                 Limit::Run => "timeout: the run's time limit ran out: raise it with --timeout SECS".into(),
                 Limit::Guest => format!("timeout: the guest's lifetime limit ran out at {stage:?}"),
                 Limit::Shutdown => format!("timeout: the guest did not power off within {secs:.0} s"),
+            };
+            // A case's console is the verifier's business; a boot's tells why it did not finish.
+            match (limit, excerpt.is_empty()) {
+                (Limit::Boot, false) => format!("{what}\n{excerpt}"),
+                _ => what,
             }
         }
         GuestOutcome::Interrupted { signal } => format!("interrupted by {}", signal_name(*signal)),

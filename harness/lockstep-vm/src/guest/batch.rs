@@ -144,6 +144,7 @@ fn stop_before_boot(cfg: &GuestConfig) -> Option<GuestOutcome> {
         stage: Stage::Boot,
         limit: Limit::Run,
         after: Duration::ZERO,
+        excerpt: String::new(),
     })
 }
 
@@ -222,6 +223,7 @@ impl Session {
                         stage: Stage::Boot,
                         limit: Limit::Boot,
                         after: self.opts.guest.timeouts.boot,
+                        excerpt: String::new(),
                     })))
                 }
             }

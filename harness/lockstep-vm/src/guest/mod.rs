@@ -44,6 +44,11 @@ pub struct Timeouts {
     pub run_deadline: Option<Instant>,
 }
 
+/// The excerpt of a guest that printed nothing.
+const SILENT_CONSOLE: &str =
+    "nothing on the console and nothing on QEMU's stderr (the kernel stopped before \
+its console came up, or printed nothing at loglevel 5: `--append loglevel=8 earlyprintk=serial` shows more)";
+
 /// Which time limit ran out.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -154,7 +159,8 @@ pub enum GuestOutcome {
     Exited { excerpt: String },
     /// No answer before `limit` ran out (`after` waiting at `stage`); QEMU was killed. Not
     /// evidence of a kernel crash either: a slow verification looks the same.
-    Timeout { stage: Stage, limit: Limit, after: Duration },
+    /// `excerpt`: the console's last lines (or a note that it stayed silent) and QEMU's stderr.
+    Timeout { stage: Stage, limit: Limit, after: Duration, excerpt: String },
     /// lockstep received `signal` (SIGINT, SIGTERM); QEMU was killed.
     Interrupted { signal: i32 },
     /// KVM could not run the guest ("KVM internal error"); QEMU was killed.
@@ -446,7 +452,8 @@ impl GuestRun {
             if now > deadline {
                 self.kill();
                 self.drain(Duration::from_millis(200));
-                return Err(self.set(GuestOutcome::Timeout { stage, limit, after: now - began }));
+                let excerpt = self.excerpt_or_silence();
+                return Err(self.set(GuestOutcome::Timeout { stage, limit, after: now - began, excerpt }));
             }
         }
     }
@@ -459,14 +466,9 @@ impl GuestRun {
         let status = self.child.wait().map_or_else(|e| format!("status unknown: {e}"), |s| s.to_string());
         self.drain(Duration::from_secs(1));
         let fatal = self.scanner.fatal().is_some();
-        let mut excerpt = self.excerpt();
-        if excerpt.trim().is_empty() {
-            excerpt = format!(
-                "QEMU ended ({status}) with nothing on the console (the kernel died before its console \
-                 came up, or printed nothing at loglevel 5) and nothing on QEMU's stderr"
-            );
-        } else if !fatal {
-            excerpt = format!("QEMU ended ({status}); the console's last lines:\n{excerpt}");
+        let mut excerpt = self.excerpt_or_silence();
+        if !fatal {
+            excerpt = format!("QEMU ended ({status}); {excerpt}");
         }
         let o = if !self.hello_seen {
             GuestOutcome::BootFailure { excerpt }
@@ -508,6 +510,18 @@ impl GuestRun {
             s.push_str(&self.stderr_tail[from..].join("\n"));
         }
         s
+    }
+
+    /// [`GuestRun::excerpt`] introduced, or what an empty console means.
+    fn excerpt_or_silence(&self) -> String {
+        let excerpt = self.excerpt();
+        if excerpt.trim().is_empty() {
+            SILENT_CONSOLE.to_string()
+        } else if self.scanner.fatal().is_some() {
+            excerpt
+        } else {
+            format!("the console's last lines:\n{excerpt}")
+        }
     }
 
     fn set(&mut self, o: GuestOutcome) -> GuestOutcome {
@@ -599,4 +613,42 @@ fn spawn_control_reader(s: UnixStream, tx: Sender<Event>) {
         }
         let _ = tx.send(Event::ControlClosed);
     });
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use lockstep_core::case::ProgType;
+
+    fn case(log_level: u32, insns: usize) -> Case {
+        let mut c = Case::new("c", ProgType::SocketFilter, Default::default(), "");
+        c.log_level = log_level;
+        c.program.insns = vec![lockstep_core::insn::Insn::default(); insns];
+        c
+    }
+
+    #[test]
+    fn the_default_case_limit_scales_with_log_level_and_size() {
+        let base = Duration::from_secs(60);
+        assert_eq!(case_limit(base, true, &case(1, 0), false), base);
+        assert_eq!(case_limit(base, true, &case(2, 0), false), base * 4);
+        assert_eq!(case_limit(base, true, &case(0, 0), true), base * 4, "--log asks for the full log");
+        assert_eq!(case_limit(base, true, &case(1, 500), false), base + Duration::from_secs(10));
+        assert_eq!(case_limit(base, false, &case(2, 500), true), base, "a limit given is kept");
+    }
+
+    #[test]
+    fn only_signals_and_the_run_deadline_stop_a_run() {
+        let t = |limit| GuestOutcome::Timeout {
+            stage: Stage::Boot,
+            limit,
+            after: Duration::ZERO,
+            excerpt: String::new(),
+        };
+        assert!(GuestOutcome::Interrupted { signal: 2 }.stops_the_run());
+        assert!(t(Limit::Run).stops_the_run());
+        assert!(!t(Limit::Case).stops_the_run());
+        assert!(!t(Limit::Boot).stops_the_run());
+        assert!(!GuestOutcome::Exited { excerpt: String::new() }.stops_the_run());
+    }
 }
