@@ -190,15 +190,21 @@ pub fn summary_lines(rows: &[RunRow]) -> String {
         );
         let with = mine.iter().filter(|r| r.model_expected.is_some()).count();
         if with > 0 {
+            let kernel_with = mine.iter().filter(|r| r.kernel_expected.is_some()).count();
             let kernel = mine.iter().filter(|r| r.kernel_expected == Some(true)).count();
             let model = mine.iter().filter(|r| r.model_expected == Some(true)).count();
+            // An expectation of `unsupported`, or a case without a kernel verdict, has nothing
+            // for the kernel to meet.
             let _ = writeln!(
                 out,
-                "  own expectations ({with} cases): kernel meets {kernel}, model meets {model}"
+                "  own expectations ({with} cases): kernel meets {kernel} of {kernel_with}, model meets {model} of {with}"
             );
             for r in mine.iter().filter(|r| r.kernel_expected == Some(false)) {
-                let _ =
-                    writeln!(out, "  kernel misses the expectation of {} ({}:{})", r.case, r.file, r.line);
+                let _ = writeln!(
+                    out,
+                    "  kernel misses the expectation of {} ({}:{}): a disagreement (exit 1)",
+                    r.case, r.file, r.line
+                );
             }
         }
     }
@@ -422,6 +428,20 @@ mod tests {
         assert!(lines[1].contains("reject@3 / accept DIFF") && lines[1].contains("not-run"));
         let s = summarize(&rows);
         assert_eq!((s.not_run, s.by_agreement["verdict"]), (1, 1));
+    }
+
+    #[test]
+    fn summary_counts_kernel_expectations_apart_from_the_model_only_ones() {
+        let mut unsupported = row("u", "k1", Agreement::Unsupported, Outcome::Ran);
+        unsupported.model_expected = Some(true);
+        let mut met = row("m", "k1", Agreement::Agree, Outcome::Ran);
+        (met.model_expected, met.kernel_expected) = (Some(true), Some(true));
+        let mut missed = row("x", "k1", Agreement::Agree, Outcome::Ran);
+        (missed.model_expected, missed.kernel_expected) = (Some(true), Some(false));
+        let s = summary_lines(&[unsupported, met, missed]);
+        assert!(s.contains("own expectations (3 cases): kernel meets 1 of 2, model meets 3 of 3"), "{s}");
+        assert!(s.contains("kernel misses the expectation of x (f.toml:1): a disagreement (exit 1)"), "{s}");
+        assert!(!s.contains("of u "), "{s}");
     }
 
     #[test]

@@ -466,3 +466,34 @@ pub fn run(args: RunArgs) -> Result<u8> {
     }
     Ok(out.exit_code())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use lockstep_core::verdict::VerdictKind;
+
+    fn out(rows: Vec<RunRow>, stopped: Option<Stop>) -> RunOutput {
+        RunOutput { rows, infra: Vec::new(), stopped }
+    }
+
+    fn with(outcome: Outcome, agreement: Agreement) -> RunRow {
+        RunRow { outcome, ..report::test_row("c", "k", VerdictKind::Accept, agreement) }
+    }
+
+    #[test]
+    fn exit_codes_name_what_happened() {
+        let ok = with(Outcome::Ran, Agreement::Agree);
+        assert_eq!(out(vec![ok.clone()], None).exit_code(), 0);
+        let missed = RunRow { kernel_expected: Some(false), ..ok.clone() };
+        assert_eq!(out(vec![ok.clone(), missed], None).exit_code(), EXIT_DISAGREE);
+        let lost = with(Outcome::Infra, Agreement::Infra);
+        assert_eq!(out(vec![ok.clone(), lost.clone()], None).exit_code(), EXIT_INFRA);
+        let crash = with(Outcome::Crash, Agreement::Infra);
+        assert_eq!(out(vec![lost, crash.clone()], None).exit_code(), EXIT_CRASH);
+        let timeout = with(Outcome::Timeout, Agreement::Infra);
+        assert_eq!(out(vec![crash.clone(), timeout], None).exit_code(), EXIT_TIMEOUT);
+        assert_eq!(out(vec![ok.clone()], Some(Stop::TimedOut)).exit_code(), EXIT_TIMEOUT);
+        assert_eq!(out(vec![crash], Some(Stop::Interrupted(15))).exit_code(), 143);
+        assert_eq!(out(vec![ok], Some(Stop::Interrupted(2))).exit_code(), 130);
+    }
+}

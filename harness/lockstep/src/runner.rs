@@ -314,8 +314,11 @@ impl KernelSession {
         lockstep_vm::interrupt::install().context("installing the SIGINT/SIGTERM handlers")?;
         let exe = std::env::current_exe().context("finding the lockstep binary")?;
         ensure_static(&exe)?;
-        let dir =
-            tempfile::Builder::new().prefix("lockstep-run-").tempdir().context("creating a run directory")?;
+        remove_stale_run_dirs(&std::env::temp_dir());
+        let dir = tempfile::Builder::new()
+            .prefix(&format!("{RUN_DIR_PREFIX}{}-", std::process::id()))
+            .tempdir()
+            .context("creating a run directory")?;
         let initrd = dir.path().join("initramfs.cpio");
         let spec = InitramfsSpec {
             init: exe,
@@ -477,6 +480,28 @@ impl KernelSession {
     }
 }
 
+/// Run directories are `<temp>/lockstep-run-<pid>-<random>`.
+const RUN_DIR_PREFIX: &str = "lockstep-run-";
+
+/// The pid in a run directory's name, if it is one.
+fn run_dir_pid(name: &str) -> Option<u32> {
+    name.strip_prefix(RUN_DIR_PREFIX)?.split('-').next()?.parse().ok()
+}
+
+/// Removes the run directories of lockstep processes that no longer exist (a SIGKILLed lockstep
+/// cannot remove its own). Directories of live processes, whoever they are, are left alone.
+fn remove_stale_run_dirs(temp: &Path) {
+    let Ok(entries) = std::fs::read_dir(temp) else { return };
+    for e in entries.flatten() {
+        let name = e.file_name();
+        let Some(pid) = run_dir_pid(&name.to_string_lossy()) else { continue };
+        if pid != std::process::id() && !Path::new(&format!("/proc/{pid}")).exists() {
+            tracing::debug!("removing {} (its lockstep, pid {pid}, is gone)", e.path().display());
+            let _ = std::fs::remove_dir_all(e.path());
+        }
+    }
+}
+
 fn which(bin: &str) -> bool {
     std::env::var_os("PATH").is_some_and(|p| std::env::split_paths(&p).any(|d| d.join(bin).is_file()))
 }
@@ -508,6 +533,24 @@ fn has_interpreter(elf: &[u8]) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn run_dirs_of_dead_processes_are_removed_and_others_kept() {
+        let t = tempfile::tempdir().unwrap();
+        // pid_max is at most 2^22: this pid cannot exist.
+        let dead = t.path().join("lockstep-run-99999999-abc");
+        let mine = t.path().join(format!("lockstep-run-{}-abc", std::process::id()));
+        let init = t.path().join("lockstep-run-1-abc");
+        let other = t.path().join("lockstep-run-xyz");
+        for d in [&dead, &mine, &init, &other] {
+            std::fs::create_dir(d).unwrap();
+        }
+        remove_stale_run_dirs(t.path());
+        assert!(!dead.exists());
+        assert!(mine.exists() && init.exists() && other.exists());
+        assert_eq!(run_dir_pid("lockstep-run-42-Xy1"), Some(42));
+        assert_eq!(run_dir_pid("lockstep-run-Xy1abc"), None);
+    }
 
     #[test]
     fn this_test_binary_is_static_and_a_dynamic_one_is_seen() {

@@ -180,7 +180,11 @@ impl Session {
         if let Some(o) = stop_before_boot(&self.opts.guest) {
             return Ok(Boot::Stop(o));
         }
-        let mut g = GuestRun::start(&self.opts.guest)?;
+        let mut g = match GuestRun::start(&self.opts.guest) {
+            Ok(g) => g,
+            Err(GuestError::Stopped(o)) => return Ok(Boot::Stop(o)),
+            Err(e) => return Err(e),
+        };
         summary.boots += 1;
         match g.wait_hello() {
             Ok(h) => {

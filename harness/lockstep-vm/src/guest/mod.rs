@@ -176,6 +176,9 @@ pub enum GuestError {
     Io { what: String, err: std::io::Error },
     #[error("QEMU did not connect to the control socket: {0}")]
     NoControl(String),
+    /// A signal or the run's deadline stopped the start ([`GuestOutcome::stops_the_run`]).
+    #[error("stopped while QEMU started: {0:?}")]
+    Stopped(GuestOutcome),
 }
 
 fn io_err(what: impl Into<String>) -> impl FnOnce(std::io::Error) -> GuestError {
@@ -270,9 +273,15 @@ impl GuestRun {
             Some(Event::ConsoleClosed),
         );
         spawn_lines(child.stderr.take().expect("piped"), tx.clone(), Event::Stderr, None);
-        let control = match accept(&listener, &mut child, Duration::from_secs(15)) {
+        let control = match accept(&listener, &mut child, Duration::from_secs(15), cfg.timeouts.run_deadline)
+        {
             Ok(s) => s,
-            Err(e) => {
+            Err(Accept::Stopped(o)) => {
+                process::kill_group(&mut child);
+                let _ = std::fs::remove_file(&socket);
+                return Err(GuestError::Stopped(o));
+            }
+            Err(Accept::Failed(e)) => {
                 process::kill_group(&mut child);
                 let _ = std::fs::remove_file(&socket);
                 let mut err = String::new();
@@ -543,24 +552,51 @@ impl Drop for GuestRun {
     }
 }
 
-/// Accepts QEMU's connection, giving up if QEMU exits or `max` passes.
-fn accept(listener: &UnixListener, child: &mut Child, max: Duration) -> Result<UnixStream, String> {
-    listener.set_nonblocking(true).map_err(|e| e.to_string())?;
-    let end = Instant::now() + max;
+/// Why [`accept`] gave up.
+enum Accept {
+    Failed(String),
+    /// A signal, or the run's deadline.
+    Stopped(GuestOutcome),
+}
+
+/// Accepts QEMU's connection, giving up if QEMU exits, `max` passes, a signal arrives or
+/// `run_deadline` passes.
+fn accept(
+    listener: &UnixListener,
+    child: &mut Child,
+    max: Duration,
+    run_deadline: Option<Instant>,
+) -> Result<UnixStream, Accept> {
+    let failed = |e: std::io::Error| Accept::Failed(e.to_string());
+    listener.set_nonblocking(true).map_err(failed)?;
+    let began = Instant::now();
+    let end = began + max;
     loop {
         match listener.accept() {
             Ok((s, _)) => {
-                s.set_nonblocking(false).map_err(|e| e.to_string())?;
+                s.set_nonblocking(false).map_err(failed)?;
                 return Ok(s);
             }
             Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
-            Err(e) => return Err(e.to_string()),
+            Err(e) => return Err(failed(e)),
         }
         if let Ok(Some(st)) = child.try_wait() {
-            return Err(format!("QEMU exited ({st})"));
+            return Err(Accept::Failed(format!("QEMU exited ({st})")));
         }
-        if Instant::now() > end {
-            return Err("timed out".into());
+        if let Some(sig) = crate::interrupt::pending() {
+            return Err(Accept::Stopped(GuestOutcome::Interrupted { signal: sig as i32 }));
+        }
+        let now = Instant::now();
+        if run_deadline.is_some_and(|d| now >= d) {
+            return Err(Accept::Stopped(GuestOutcome::Timeout {
+                stage: Stage::Boot,
+                limit: Limit::Run,
+                after: now - began,
+                excerpt: String::new(),
+            }));
+        }
+        if now > end {
+            return Err(Accept::Failed("timed out".into()));
         }
         std::thread::sleep(Duration::from_millis(20));
     }
