@@ -111,9 +111,9 @@ fn stop_now(deadline: Instant) -> Option<Stop> {
 
 fn stop_reason(stop: Stop, timeout: u64) -> String {
     match stop {
-        Stop::Interrupted(sig) => format!("{} before it ran", crate::exit::Interrupted { signal: sig }),
+        Stop::Interrupted(sig) => format!("not run ({})", crate::exit::Interrupted { signal: sig }),
         Stop::TimedOut => {
-            format!("the run's time limit (--timeout {timeout} s) ran out before it ran: raise it with --timeout SECS")
+            format!("not run (timeout: the run's time limit, --timeout {timeout} s, ran out: raise it with --timeout SECS)")
         }
     }
 }

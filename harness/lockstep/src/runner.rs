@@ -380,7 +380,7 @@ impl KernelSession {
                         for index in index..cases.len() {
                             on(CaseEvent::NotRun {
                                 index,
-                                reason: format!("interrupted by {sig} before it ran"),
+                                reason: format!("not run (interrupted by {sig})"),
                             });
                         }
                         return Err(crate::exit::Interrupted { signal: sig as i32 }.into());
@@ -421,7 +421,7 @@ impl KernelSession {
                     }
                 })?;
                 let reason = match &summary.stopped {
-                    Some(o) => format!("{} before it ran", excerpt(o)),
+                    Some(o) => format!("not run ({})", excerpt(o)),
                     None => {
                         let why = summary.last_outcome.as_ref().map(excerpt).unwrap_or_default();
                         format!("the guest did not boot: {why}")
