@@ -155,6 +155,7 @@ pub fn run_cases(
     deadline: Instant,
     on_row: &mut dyn FnMut(&RunRow),
 ) -> Result<RunOutput> {
+    crate::runner::remove_stale_run_dirs(&std::env::temp_dir());
     let mut opts = args.guest.options(args.log, Timeouts::default().overall);
     opts.timeouts.run_deadline = Some(deadline);
     let kernels = args.kernels.names();

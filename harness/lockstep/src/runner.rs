@@ -490,7 +490,7 @@ fn run_dir_pid(name: &str) -> Option<u32> {
 
 /// Removes the run directories of lockstep processes that no longer exist (a SIGKILLed lockstep
 /// cannot remove its own). Directories of live processes, whoever they are, are left alone.
-fn remove_stale_run_dirs(temp: &Path) {
+pub fn remove_stale_run_dirs(temp: &Path) {
     let Ok(entries) = std::fs::read_dir(temp) else { return };
     for e in entries.flatten() {
         let name = e.file_name();
