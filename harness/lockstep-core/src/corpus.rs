@@ -80,9 +80,13 @@ pub fn meets_expectation(case: &Case, profile: &str, v: &Verdict) -> Option<bool
 /// as [`meets_expectation`], but when the result carries the verifier log (`want_log`) the
 /// `msgs` patterns are matched against the whole log, as the selftests' `test_loader.c` does,
 /// so log-only patterns of an expected acceptance are checked too.
+/// An expectation of `unsupported` is about the model only (a kernel always decides): `None`.
 pub fn kernel_meets_expectation(case: &Case, profile: &str, r: &crate::proto::KernelResult) -> Option<bool> {
-    let Some(log) = &r.log else { return meets_expectation(case, profile, &r.verdict) };
     let e = expectation(case, profile)?;
+    if e.verdict == VerdictKind::Unsupported {
+        return None;
+    }
+    let Some(log) = &r.log else { return meets_expectation(case, profile, &r.verdict) };
     Some(meets_verdict(e, &r.verdict) && msgs_match(&e.msgs, log))
 }
 
@@ -216,5 +220,25 @@ mod tests {
         assert_eq!(kernel_meets_expectation(&c, "7.3", &r(Some("28: (bf) r1 = r9\n29: safe\n"))), Some(true));
         assert_eq!(kernel_meets_expectation(&c, "7.3", &r(Some("28: (bf) r1 = r9\n"))), Some(false));
         assert_eq!(kernel_meets_expectation(&c, "7.3", &r(None)), Some(true));
+    }
+
+    #[test]
+    fn an_unsupported_expectation_is_about_the_model_only() {
+        let c = case_with(VerdictKind::Unsupported, &[]);
+        let kernel = KernelResult {
+            case: "c".into(),
+            verdict: Verdict::accept(),
+            errno: 0,
+            log: None,
+            verification_usec: None,
+            insns_processed: None,
+            setup_error: None,
+        };
+        assert_eq!(kernel_meets_expectation(&c, "7.3", &kernel), None);
+        assert_eq!(
+            kernel_meets_expectation(&c, "7.3", &KernelResult { log: Some(String::new()), ..kernel }),
+            None
+        );
+        assert_eq!(meets_expectation(&c, "7.3", &Verdict::unsupported("loops")), Some(true));
     }
 }

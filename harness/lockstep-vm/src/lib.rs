@@ -10,6 +10,7 @@
 //! - [`guest`]: [`guest::GuestRun`] (one guest: `start`, `wait_hello`, `run_case`, `shutdown`),
 //!   [`guest::batch::run_batch`] (many cases, crash-resilient, streaming), and
 //!   [`guest::kvm::probe_kvm`] (does KVM really work here? cached per machine).
+//! - [`interrupt`]: SIGINT/SIGTERM recorded as a flag the guest runner polls (QEMU stopped, results kept).
 //! - [`console`]: console scanning (panic / Oops / BUG / WARNING markers, excerpts).
 //!
 //! # Guest side (always built)
@@ -53,6 +54,8 @@ pub mod debian;
 pub mod guest;
 #[cfg(feature = "host")]
 pub mod initramfs;
+#[cfg(feature = "host")]
+pub mod interrupt;
 #[cfg(feature = "host")]
 pub mod kbuild;
 #[cfg(feature = "host")]

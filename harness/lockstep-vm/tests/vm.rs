@@ -10,7 +10,7 @@ use lockstep_core::case::{Case, ProgType};
 use lockstep_vm::debian::{FetchParts, KernelCache, KernelRef};
 use lockstep_vm::guest::batch::{run_batch, BatchEvent, BatchOptions};
 use lockstep_vm::guest::kvm::probe_kvm;
-use lockstep_vm::guest::{GuestConfig, GuestOutcome, GuestRun, Stage};
+use lockstep_vm::guest::{GuestConfig, GuestOutcome, GuestRun, Limit, Stage};
 use lockstep_vm::initramfs::{self, InitramfsSpec};
 use lockstep_vm::qemu::Accel;
 
@@ -131,8 +131,9 @@ fn batch_resumes_after_panic_and_hang() {
         })
         .collect();
     assert_eq!(results, [0, 2, 4]);
-    assert_eq!(s.crashed, [1, 3]);
-    assert_eq!(s.boots, 5);
+    assert_eq!(s.crashed, [1], "only the panic is a crash");
+    assert_eq!(s.timed_out, [3], "the hang is a timeout, not retried");
+    assert_eq!(s.boots, 4);
     let crash = events
         .iter()
         .find_map(|e| match e {
@@ -144,11 +145,14 @@ fn batch_resumes_after_panic_and_hang() {
     let hang = events
         .iter()
         .find_map(|e| match e {
-            BatchEvent::Crashed { index: 3, outcome } => Some(outcome),
+            BatchEvent::TimedOut { index: 3, outcome } => Some(outcome),
             _ => None,
         })
         .unwrap();
-    assert!(matches!(hang, GuestOutcome::Hang { stage: Stage::Case { .. } }), "{hang:?}");
+    assert!(
+        matches!(hang, GuestOutcome::Timeout { stage: Stage::Case { .. }, limit: Limit::Case, .. }),
+        "{hang:?}"
+    );
 }
 
 #[test]

@@ -4,10 +4,12 @@
 //! - 1: disagreement (model vs expectation, model vs kernel, kernel vs kernel)
 //! - 2: bad input (malformed case file, unknown profile, unknown helper or kfunc)
 //! - 3: infrastructure failure (no kernel, no QEMU, boot failure, setup error)
-//! - 4: kernel crash (panic, oops, WARN or hang in a guest)
+//! - 4: kernel crash (panic, oops, BUG or WARN on a guest's console)
+//! - 5: timeout (a case outlived its time limit, or the whole run its `--timeout`)
 //! - 6: programs of a BPF object input were not judged at all (`check`: the model cannot judge
 //!   them; `run`: lockstep could not load them and the model cannot judge them), unless
-//!   `--allow-skips`; 2-4 take precedence over it, it takes precedence over 1
+//!   `--allow-skips`; 2-5 take precedence over it, it takes precedence over 1
+//! - 130 / 143: interrupted by SIGINT / SIGTERM (what was collected is written first)
 //! - 141: stdout's reader went away (`lockstep check | head`): quietly, as a shell reports a
 //!   process killed by SIGPIPE
 
@@ -19,6 +21,8 @@ pub const EXIT_BAD_INPUT: u8 = 2;
 pub const EXIT_INFRA: u8 = 3;
 /// Exit code: kernel crash.
 pub const EXIT_CRASH: u8 = 4;
+/// Exit code: a case or the whole run timed out.
+pub const EXIT_TIMEOUT: u8 = 5;
 
 /// Exit code: programs of an object input not judged at all (see the module doc).
 pub const EXIT_UNJUDGED: u8 = 6;
@@ -36,12 +40,28 @@ pub struct BadInput(pub String);
 #[error("{0}")]
 pub struct InfraError(pub String);
 
+/// lockstep received `signal` (SIGINT, SIGTERM): exit 128 + signal.
+#[derive(Debug, thiserror::Error)]
+#[error("interrupted by {}", nix::sys::signal::Signal::try_from(*.signal).map_or_else(|_| format!("signal {}", .signal), |s| s.to_string()))]
+pub struct Interrupted {
+    pub signal: i32,
+}
+
+/// The run's time limit (`--timeout`) ran out: exit code 5.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct RunTimedOut(pub String);
+
 /// The exit code of a command that failed with `e`.
 pub fn code_of(e: &anyhow::Error) -> u8 {
     if is_broken_pipe(e) {
         EXIT_BROKEN_PIPE
     } else if e.downcast_ref::<BadInput>().is_some() {
         EXIT_BAD_INPUT
+    } else if let Some(i) = e.downcast_ref::<Interrupted>() {
+        (128 + i.signal) as u8
+    } else if e.downcast_ref::<RunTimedOut>().is_some() {
+        EXIT_TIMEOUT
     } else {
         EXIT_INFRA
     }
@@ -66,6 +86,11 @@ mod tests {
         assert_eq!(code_of(&pipe.unwrap_err()), EXIT_BROKEN_PIPE);
         let full = Err::<(), _>(std::io::Error::from_raw_os_error(28)).context("writing to stdout");
         assert_eq!(code_of(&full.unwrap_err()), EXIT_INFRA);
-        assert_eq!(code_of(&BadInput("x".into()).into()), EXIT_BAD_INPUT);
+        assert_eq!(code_of(&BadInput("x".into()).into()), 2);
+        assert_eq!(code_of(&InfraError("x".into()).into()), 3);
+        assert_eq!(code_of(&RunTimedOut("x".into()).into()), 5);
+        assert_eq!(code_of(&Interrupted { signal: 2 }.into()), 130);
+        assert_eq!(code_of(&Interrupted { signal: 15 }.into()), 143);
+        assert_eq!(code_of(&anyhow::Error::from(Interrupted { signal: 15 }).context("running")), 143);
     }
 }

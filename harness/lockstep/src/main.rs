@@ -15,6 +15,7 @@ mod kernel_diff;
 mod output;
 mod report;
 mod run;
+mod run_files;
 mod runner;
 mod validate;
 
@@ -117,13 +118,22 @@ fn main() -> ExitCode {
         Cmd::ImportSelftests(a) => import::run(a),
         Cmd::ValidateSeries(a) => validate::run(a),
     };
-    match result {
-        Ok(code) => ExitCode::from(code),
+    let code = match result {
+        Ok(code) => code,
         Err(e) => {
             if !exit::is_broken_pipe(&e) {
                 eprintln!("lockstep: {e:#}");
             }
-            ExitCode::from(exit::code_of(&e))
+            exit::code_of(&e)
         }
+    };
+    // Every command that boots guests records SIGINT/SIGTERM (the runner installs the handler)
+    // and stops early; however its own result reads, the exit status says so.
+    match lockstep_vm::interrupt::pending() {
+        Some(sig) if code != lockstep_vm::interrupt::exit_status(sig) => {
+            eprintln!("lockstep: interrupted by {sig}");
+            ExitCode::from(lockstep_vm::interrupt::exit_status(sig))
+        }
+        _ => ExitCode::from(code),
     }
 }

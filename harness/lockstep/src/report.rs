@@ -17,10 +17,30 @@ pub enum Outcome {
     Ran,
     /// The kernel printed a WARN while the case ran (the verdict is kept).
     Warn,
-    /// The case killed the guest twice (panic, oops, hang).
+    /// The case killed the guest twice with a panic, oops or BUG on the console.
     Crash,
-    /// Never ran: no kernel, boot failure, or the test module it needs is not loaded.
+    /// The case outlived its time limit, or the run's (`--timeout`) ran out while it ran.
+    Timeout,
+    /// The guest ended twice while the case ran without a kernel message (QEMU died or was
+    /// killed, KVM failed): no evidence about the kernel.
+    Infra,
+    /// Never ran: no kernel, boot failure, interruption, the run's time limit, or the test
+    /// module it needs is not loaded.
     NotRun,
+}
+
+impl Outcome {
+    /// The JSON name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Outcome::Ran => "ran",
+            Outcome::Warn => "warn",
+            Outcome::Crash => "crash",
+            Outcome::Timeout => "timeout",
+            Outcome::Infra => "infra",
+            Outcome::NotRun => "not_run",
+        }
+    }
 }
 
 /// One case on one kernel.
@@ -101,6 +121,9 @@ pub struct Summary {
     pub by_agreement: BTreeMap<&'static str, usize>,
     pub crashes: usize,
     pub warnings: usize,
+    pub timeouts: usize,
+    /// Guests lost without a kernel message.
+    pub infra: usize,
     pub not_run: usize,
     /// Programs of object inputs the model cannot judge (`unsupported`) and those lockstep
     /// could not load (`infra`), and those neither judged ([`unjudged`]).
@@ -122,6 +145,8 @@ pub fn summarize(rows: &[RunRow]) -> Summary {
         match r.outcome {
             Outcome::Crash => s.crashes += 1,
             Outcome::Warn => s.warnings += 1,
+            Outcome::Timeout => s.timeouts += 1,
+            Outcome::Infra => s.infra += 1,
             Outcome::NotRun => s.not_run += 1,
             Outcome::Ran => {}
         }
@@ -140,6 +165,8 @@ fn short(v: Option<VerdictKind>, insn: Option<usize>) -> String {
 fn cell(r: &RunRow) -> String {
     let k = match r.outcome {
         Outcome::Crash => "CRASH".to_string(),
+        Outcome::Timeout => "TIMEOUT".to_string(),
+        Outcome::Infra => "infra".to_string(),
         Outcome::NotRun => "not-run".to_string(),
         _ => short(r.kernel_verdict, r.kernel_insn),
     };
@@ -198,12 +225,14 @@ pub fn summary_lines(rows: &[RunRow]) -> String {
         let classes: Vec<String> = s.by_agreement.iter().map(|(c, n)| format!("{c} {n}")).collect();
         let _ = writeln!(
             out,
-            "{k} ({pv}, profile {}): {} cases: {}; crashes {}, warnings {}, not run {}",
+            "{k} ({pv}, profile {}): {} cases: {}; crashes {}, warnings {}, timeouts {}, guests lost {}, not run {}",
             mine.first().map_or("", |r| r.profile.as_str()),
             s.rows,
             classes.join(", "),
             s.crashes,
             s.warnings,
+            s.timeouts,
+            s.infra,
             s.not_run
         );
         if mine.iter().any(|r| r.from_object) {
@@ -215,15 +244,21 @@ pub fn summary_lines(rows: &[RunRow]) -> String {
         }
         let with = mine.iter().filter(|r| r.model_expected.is_some()).count();
         if with > 0 {
+            let kernel_with = mine.iter().filter(|r| r.kernel_expected.is_some()).count();
             let kernel = mine.iter().filter(|r| r.kernel_expected == Some(true)).count();
             let model = mine.iter().filter(|r| r.model_expected == Some(true)).count();
+            // An expectation of `unsupported`, or a case without a kernel verdict, has nothing
+            // for the kernel to meet.
             let _ = writeln!(
                 out,
-                "  own expectations ({with} cases): kernel meets {kernel}, model meets {model}"
+                "  own expectations ({with} cases): kernel meets {kernel} of {kernel_with}, model meets {model} of {with}"
             );
             for r in mine.iter().filter(|r| r.kernel_expected == Some(false)) {
-                let _ =
-                    writeln!(out, "  kernel misses the expectation of {} ({}:{})", r.case, r.file, r.line);
+                let _ = writeln!(
+                    out,
+                    "  kernel misses the expectation of {} ({}:{}): a disagreement (exit 1)",
+                    r.case, r.file, r.line
+                );
             }
         }
     }
@@ -255,6 +290,11 @@ fn describe(r: &RunRow) -> String {
     )
 }
 
+/// Whether a row is a JUnit error (no usable kernel verdict: crash, timeout, lost guest, not run).
+fn is_error(r: &RunRow) -> bool {
+    r.agreement == Agreement::Infra || matches!(r.outcome, Outcome::Crash | Outcome::Timeout | Outcome::Infra)
+}
+
 /// JUnit XML: a test suite per kernel, a test case per case; disagreements are failures, crashes
 /// and infrastructure problems errors, unsupported cases skipped.
 pub fn junit(rows: &[RunRow]) -> String {
@@ -263,8 +303,7 @@ pub fn junit(rows: &[RunRow]) -> String {
     for k in kernels(rows) {
         let mine: Vec<&RunRow> = rows.iter().filter(|r| r.kernel == k).collect();
         let failures = mine.iter().filter(|r| r.agreement.is_disagreement()).count();
-        let errors =
-            mine.iter().filter(|r| r.agreement == Agreement::Infra || r.outcome == Outcome::Crash).count();
+        let errors = mine.iter().filter(|r| is_error(r)).count();
         let skipped = mine.iter().filter(|r| r.agreement == Agreement::Unsupported).count();
         let _ = writeln!(
             out,
@@ -280,12 +319,9 @@ pub fn junit(rows: &[RunRow]) -> String {
                 xml_escape(&r.case)
             );
             let body = xml_escape(&describe(r));
-            if r.outcome == Outcome::Crash || r.agreement == Agreement::Infra {
-                let _ = writeln!(
-                    out,
-                    ">\n      <error message=\"{}\">{body}</error>\n    </testcase>",
-                    r.agreement.as_str()
-                );
+            if is_error(r) {
+                let what = if r.outcome == Outcome::Ran { r.agreement.as_str() } else { r.outcome.as_str() };
+                let _ = writeln!(out, ">\n      <error message=\"{what}\">{body}</error>\n    </testcase>");
             } else if r.agreement.is_disagreement() {
                 let _ = writeln!(
                     out,
@@ -428,9 +464,11 @@ mod tests {
             row("b", "k1", Agreement::Agree, Outcome::Ran),
             row("c", "k1", Agreement::Infra, Outcome::Crash),
             row("d", "k1", Agreement::Unsupported, Outcome::Ran),
+            row("e", "k1", Agreement::Infra, Outcome::Timeout),
         ];
         let x = junit(&rows);
-        assert!(x.contains("tests=\"4\" failures=\"1\" errors=\"1\" skipped=\"1\""), "{x}");
+        assert!(x.contains("tests=\"5\" failures=\"1\" errors=\"2\" skipped=\"1\""), "{x}");
+        assert!(x.contains("<error message=\"timeout\">") && x.contains("<error message=\"crash\">"), "{x}");
         assert!(x.contains("a &lt;b&gt; &amp; c"));
         assert!(!x.contains("a <b>"));
     }
@@ -471,6 +509,20 @@ mod tests {
         assert_eq!(ExpectationMet::of(true, None), Some(ExpectationMet::NotJudged));
         assert_eq!(ExpectationMet::of(true, Some(false)), Some(ExpectationMet::NotMet));
         assert_eq!(ExpectationMet::of(false, Some(true)), None);
+    }
+
+    #[test]
+    fn summary_counts_kernel_expectations_apart_from_the_model_only_ones() {
+        let mut unsupported = row("u", "k1", Agreement::Unsupported, Outcome::Ran);
+        unsupported.model_expected = Some(true);
+        let mut met = row("m", "k1", Agreement::Agree, Outcome::Ran);
+        (met.model_expected, met.kernel_expected) = (Some(true), Some(true));
+        let mut missed = row("x", "k1", Agreement::Agree, Outcome::Ran);
+        (missed.model_expected, missed.kernel_expected) = (Some(true), Some(false));
+        let s = summary_lines(&[unsupported, met, missed]);
+        assert!(s.contains("own expectations (3 cases): kernel meets 1 of 2, model meets 3 of 3"), "{s}");
+        assert!(s.contains("kernel misses the expectation of x (f.toml:1): a disagreement (exit 1)"), "{s}");
+        assert!(!s.contains("of u "), "{s}");
     }
 
     #[test]

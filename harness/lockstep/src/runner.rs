@@ -13,7 +13,7 @@ use lockstep_core::case::Case;
 use lockstep_core::profile::{KernelProfile, ModuleKfuncs};
 use lockstep_core::proto::{KernelResult, KfuncListing, ModuleStatus};
 use lockstep_vm::guest::batch::{BatchEvent, BatchOptions, Session};
-use lockstep_vm::guest::{kvm, GuestConfig, GuestOutcome, Timeouts};
+use lockstep_vm::guest::{kvm, GuestConfig, GuestOutcome, Limit, Timeouts};
 use lockstep_vm::initramfs::{self, InitramfsSpec};
 use lockstep_vm::qemu::Accel;
 
@@ -73,9 +73,10 @@ pub struct GuestArgs {
     /// Seconds from QEMU start to the agent's greeting.
     #[arg(long, default_value_t = 120)]
     pub boot_timeout: u64,
-    /// Seconds per case (program, probe).
-    #[arg(long, default_value_t = 60)]
-    pub case_timeout: u64,
+    /// Seconds per case (program, probe). Default: 60, four times that at verifier log level 2
+    /// (a case's `log_level = 2`, or `--log`), plus 20 ms per instruction of the program.
+    #[arg(long, value_name = "SECS")]
+    pub case_timeout: Option<u64>,
     /// Use this built test module (.ko) instead of building one for each kernel.
     #[arg(long, value_name = "KO", conflicts_with = "no_module")]
     pub module_ko: Option<PathBuf>,
@@ -105,7 +106,8 @@ impl GuestArgs {
             accel: self.accel,
             timeouts: Timeouts {
                 boot: Duration::from_secs(self.boot_timeout),
-                case: Duration::from_secs(self.case_timeout),
+                case: Duration::from_secs(self.case_timeout.unwrap_or(DEFAULT_CASE_TIMEOUT)),
+                scale_case: self.case_timeout.is_none(),
                 overall,
                 ..Timeouts::default()
             },
@@ -118,6 +120,9 @@ impl GuestArgs {
         }
     }
 }
+
+/// The base of the scaled default case time limit, in seconds.
+pub const DEFAULT_CASE_TIMEOUT: u64 = 60;
 
 /// Which kernels a command runs on (`run`, `census`).
 #[derive(clap::Args, Clone, Debug)]
@@ -297,8 +302,13 @@ pub enum CaseEvent {
     Result { index: usize, result: KernelResult, warnings: Vec<String> },
     /// The case crashed a guest; it will be retried once.
     Retrying { index: usize, excerpt: String },
-    /// The case crashed guests twice.
+    /// The case crashed guests twice, with a panic, oops or BUG on the console.
     Crashed { index: usize, excerpt: String },
+    /// The guest ended twice while the case ran, without a kernel message the second time (QEMU
+    /// died or was killed, KVM failed): an infrastructure problem, not a kernel crash.
+    Lost { index: usize, excerpt: String },
+    /// The case outlived its time limit (or the run's); the excerpt names the limit and its flag.
+    TimedOut { index: usize, excerpt: String },
     /// The case never ran.
     NotRun { index: usize, reason: String },
 }
@@ -315,13 +325,49 @@ pub struct KernelSession {
     pub accel: Option<Accel>,
 }
 
-fn excerpt(o: &GuestOutcome) -> String {
+/// What happened to a guest, for people: a timeout names its limit and the flag that raises it.
+pub fn excerpt(o: &GuestOutcome) -> String {
     match o {
         GuestOutcome::Panic { excerpt }
+        | GuestOutcome::Exited { excerpt }
         | GuestOutcome::KvmFailure { excerpt }
         | GuestOutcome::BootFailure { excerpt } => excerpt.clone(),
-        GuestOutcome::Hang { stage } => format!("no answer in time (hang) at {stage:?}"),
+        GuestOutcome::Timeout { stage, limit, after, excerpt } => {
+            let secs = after.as_secs_f64();
+            let what = match limit {
+                Limit::Case => format!(
+                    "timeout: no answer within the case time limit ({secs:.0} s; a slow verification, \
+                     e.g. at log level 2, looks the same as a hang): raise it with --case-timeout SECS"
+                ),
+                Limit::Boot => format!(
+                    "timeout: the guest did not boot within the boot time limit ({secs:.0} s): raise it \
+                     with --boot-timeout SECS"
+                ),
+                Limit::Run => "timeout: the run's time limit ran out: raise it with --timeout SECS".into(),
+                Limit::Guest => format!("timeout: the guest's lifetime limit ran out at {stage:?}"),
+                Limit::Shutdown => format!("timeout: the guest did not power off within {secs:.0} s"),
+            };
+            // A case's console is the verifier's business; a boot's tells why it did not finish.
+            match (limit, excerpt.is_empty()) {
+                (Limit::Boot, false) => format!("{what}\n{excerpt}"),
+                _ => what,
+            }
+        }
+        GuestOutcome::Interrupted { signal } => format!("interrupted by {}", signal_name(*signal)),
         GuestOutcome::Completed => String::new(),
+    }
+}
+
+fn signal_name(signal: i32) -> String {
+    nix::sys::signal::Signal::try_from(signal).map_or_else(|_| format!("signal {signal}"), |s| s.to_string())
+}
+
+/// The error a stopped batch ends a command with: [`crate::exit::Interrupted`] (exit 128 +
+/// signal) or [`crate::exit::RunTimedOut`] (exit 5).
+fn stop_error(o: &GuestOutcome) -> anyhow::Error {
+    match o {
+        GuestOutcome::Interrupted { signal } => crate::exit::Interrupted { signal: *signal }.into(),
+        other => crate::exit::RunTimedOut(excerpt(other)).into(),
     }
 }
 
@@ -335,10 +381,14 @@ impl KernelSession {
             }
             Place::Guest { vmlinuz } => vmlinuz.clone(),
         };
+        lockstep_vm::interrupt::install().context("installing the SIGINT/SIGTERM handlers")?;
         let exe = std::env::current_exe().context("finding the lockstep binary")?;
         ensure_static(&exe)?;
-        let dir =
-            tempfile::Builder::new().prefix("lockstep-run-").tempdir().context("creating a run directory")?;
+        remove_stale_run_dirs(&std::env::temp_dir());
+        let dir = tempfile::Builder::new()
+            .prefix(&format!("{RUN_DIR_PREFIX}{}-", std::process::id()))
+            .tempdir()
+            .context("creating a run directory")?;
         let initrd = dir.path().join("initramfs.cpio");
         let spec = InitramfsSpec {
             init: exe,
@@ -380,7 +430,9 @@ impl KernelSession {
         })
     }
 
-    /// Runs `cases`, reporting each as it completes.
+    /// Runs `cases`, reporting each as it completes. SIGINT/SIGTERM and the run's deadline stop
+    /// it: the cases not run are reported [`CaseEvent::NotRun`], then the error is
+    /// [`crate::exit::Interrupted`] or [`crate::exit::RunTimedOut`].
     pub fn run(&mut self, cases: &[Case], want_log: bool, on: &mut dyn FnMut(CaseEvent)) -> Result<()> {
         match &mut self.backend {
             Backend::Host { loader } => {
@@ -400,6 +452,15 @@ impl KernelSession {
                     boot_time: Duration::ZERO,
                 });
                 for (index, c) in cases.iter().enumerate() {
+                    if let Some(sig) = lockstep_vm::interrupt::pending() {
+                        for index in index..cases.len() {
+                            on(CaseEvent::NotRun {
+                                index,
+                                reason: format!("not run (interrupted by {sig})"),
+                            });
+                        }
+                        return Err(crate::exit::Interrupted { signal: sig as i32 }.into());
+                    }
                     match loader {
                         Ok(l) => on(CaseEvent::Result {
                             index,
@@ -425,15 +486,30 @@ impl KernelSession {
                     BatchEvent::Retrying { index, outcome } => {
                         on(CaseEvent::Retrying { index, excerpt: excerpt(&outcome) })
                     }
+                    BatchEvent::Crashed { index, outcome: o @ GuestOutcome::Panic { .. } } => {
+                        on(CaseEvent::Crashed { index, excerpt: excerpt(&o) })
+                    }
                     BatchEvent::Crashed { index, outcome } => {
-                        on(CaseEvent::Crashed { index, excerpt: excerpt(&outcome) })
+                        on(CaseEvent::Lost { index, excerpt: excerpt(&outcome) })
+                    }
+                    BatchEvent::TimedOut { index, outcome } => {
+                        on(CaseEvent::TimedOut { index, excerpt: excerpt(&outcome) })
                     }
                 })?;
-                let reason = summary.last_outcome.as_ref().map(excerpt).unwrap_or_default();
+                let reason = match &summary.stopped {
+                    Some(o) => format!("not run ({})", excerpt(o)),
+                    None => {
+                        let why = summary.last_outcome.as_ref().map(excerpt).unwrap_or_default();
+                        format!("the guest did not boot: {why}")
+                    }
+                };
                 for index in summary.unrun {
-                    on(CaseEvent::NotRun { index, reason: format!("the guest did not boot: {reason}") });
+                    on(CaseEvent::NotRun { index, reason: reason.clone() });
                 }
-                Ok(())
+                match &summary.stopped {
+                    Some(o) => Err(stop_error(o)),
+                    None => Ok(()),
+                }
             }
         }
     }
@@ -458,6 +534,9 @@ impl KernelSession {
                     _ => {}
                 })?;
                 r.map_err(|o| {
+                    if o.stops_the_run() {
+                        return stop_error(&o);
+                    }
                     anyhow::anyhow!(crate::exit::InfraError(format!(
                         "listing kfuncs: the guest ended: {}",
                         excerpt(&o)
@@ -473,6 +552,28 @@ impl KernelSession {
             if let Some(o) = session.close() {
                 tracing::debug!(?o, "guest closed");
             }
+        }
+    }
+}
+
+/// Run directories are `<temp>/lockstep-run-<pid>-<random>`.
+const RUN_DIR_PREFIX: &str = "lockstep-run-";
+
+/// The pid in a run directory's name, if it is one.
+fn run_dir_pid(name: &str) -> Option<u32> {
+    name.strip_prefix(RUN_DIR_PREFIX)?.split('-').next()?.parse().ok()
+}
+
+/// Removes the run directories of lockstep processes that no longer exist (a SIGKILLed lockstep
+/// cannot remove its own). Directories of live processes, whoever they are, are left alone.
+pub fn remove_stale_run_dirs(temp: &Path) {
+    let Ok(entries) = std::fs::read_dir(temp) else { return };
+    for e in entries.flatten() {
+        let name = e.file_name();
+        let Some(pid) = run_dir_pid(&name.to_string_lossy()) else { continue };
+        if pid != std::process::id() && !Path::new(&format!("/proc/{pid}")).exists() {
+            tracing::debug!("removing {} (its lockstep, pid {pid}, is gone)", e.path().display());
+            let _ = std::fs::remove_dir_all(e.path());
         }
     }
 }
@@ -508,6 +609,24 @@ fn has_interpreter(elf: &[u8]) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn run_dirs_of_dead_processes_are_removed_and_others_kept() {
+        let t = tempfile::tempdir().unwrap();
+        // pid_max is at most 2^22: this pid cannot exist.
+        let dead = t.path().join("lockstep-run-99999999-abc");
+        let mine = t.path().join(format!("lockstep-run-{}-abc", std::process::id()));
+        let init = t.path().join("lockstep-run-1-abc");
+        let other = t.path().join("lockstep-run-xyz");
+        for d in [&dead, &mine, &init, &other] {
+            std::fs::create_dir(d).unwrap();
+        }
+        remove_stale_run_dirs(t.path());
+        assert!(!dead.exists());
+        assert!(mine.exists() && init.exists() && other.exists());
+        assert_eq!(run_dir_pid("lockstep-run-42-Xy1"), Some(42));
+        assert_eq!(run_dir_pid("lockstep-run-Xy1abc"), None);
+    }
 
     #[test]
     fn this_test_binary_is_static_and_a_dynamic_one_is_seen() {

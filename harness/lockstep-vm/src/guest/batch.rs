@@ -1,16 +1,20 @@
 //! Running many cases through as few guests as possible, surviving crashes.
 //!
-//! Cases run in order in one guest. When the guest dies (panic, hang) while case `i` runs, a
-//! fresh guest resumes at `i`; if `i` kills a guest a second time it is reported as crashing and
-//! the next guest resumes at `i + 1`. Results are handed to the callback as they arrive, so
-//! nothing streamed is lost. Boot failures are retried up to `boot_attempts` times in a row.
+//! Cases run in order in one guest. When the guest dies (panic, or QEMU ending without one) while
+//! case `i` runs, a fresh guest resumes at `i`; if `i` kills a guest a second time it is reported
+//! ([`BatchEvent::Crashed`], with the outcome that tells a kernel crash from QEMU dying) and the
+//! next guest resumes at `i + 1`. A case that outlives its time limit is reported as timed out at
+//! once (running it again would only take as long) and a fresh guest resumes at `i + 1`. The run's
+//! deadline and SIGINT/SIGTERM stop the batch: [`BatchSummary::stopped`]. Results are handed to the
+//! callback as they arrive, so nothing streamed is lost. Boot failures are retried up to
+//! `boot_attempts` times in a row.
 
 use std::time::Duration;
 
 use lockstep_core::case::Case;
 use lockstep_core::proto::{KernelResult, KfuncListing, ModuleStatus};
 
-use super::{GuestConfig, GuestError, GuestOutcome, GuestRun};
+use super::{GuestConfig, GuestError, GuestOutcome, GuestRun, Limit, Stage};
 
 /// What a crash of case `i` means for the plan.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -40,7 +44,7 @@ impl BatchPlan {
     pub fn next_case(&self) -> Option<usize> {
         (self.next < self.len).then_some(self.next)
     }
-    /// Case `i` produced a result.
+    /// Case `i` produced a result, or timed out (it is not run again).
     pub fn completed(&mut self, i: usize) {
         debug_assert_eq!(i, self.next);
         self.next = i + 1;
@@ -91,8 +95,11 @@ pub enum BatchEvent {
     Result { index: usize, result: KernelResult, warnings: Vec<String>, elapsed: Duration },
     /// Case `index` killed the guest for the first time; it will be retried in a fresh guest.
     Retrying { index: usize, outcome: GuestOutcome },
-    /// Case `index` killed a guest twice: reported as crashing, not retried.
+    /// Case `index` killed a guest twice: not retried. `outcome` tells a kernel crash
+    /// ([`GuestOutcome::Panic`]) from QEMU ending without one ([`GuestOutcome::Exited`]).
     Crashed { index: usize, outcome: GuestOutcome },
+    /// Case `index` outlived its time limit (or the run's): not retried.
+    TimedOut { index: usize, outcome: GuestOutcome },
 }
 
 /// Totals of a batch.
@@ -100,8 +107,13 @@ pub enum BatchEvent {
 pub struct BatchSummary {
     pub results: usize,
     pub crashed: Vec<usize>,
-    /// Cases never run (the guest could not be booted).
+    /// Cases never run (the guest could not be booted, or the batch stopped).
     pub unrun: Vec<usize>,
+    /// Cases that outlived their time limit.
+    pub timed_out: Vec<usize>,
+    /// Why the batch stopped before its end: [`GuestOutcome::Interrupted`] or the run's
+    /// deadline ([`GuestOutcome::Timeout`] with [`Limit::Run`]).
+    pub stopped: Option<GuestOutcome>,
     pub boots: u32,
     /// How the last guest ended.
     pub last_outcome: Option<GuestOutcome>,
@@ -112,6 +124,28 @@ enum Boot {
     Live,
     Retry,
     GiveUp,
+    /// Interrupted, or the run's deadline passed: boot nothing more.
+    Stop(GuestOutcome),
+}
+
+impl GuestOutcome {
+    /// Whether this ends the whole run rather than one guest (a signal, the run's deadline).
+    pub fn stops_the_run(&self) -> bool {
+        matches!(self, GuestOutcome::Interrupted { .. } | GuestOutcome::Timeout { limit: Limit::Run, .. })
+    }
+}
+
+/// The reason not to boot another guest, if there is one.
+fn stop_before_boot(cfg: &GuestConfig) -> Option<GuestOutcome> {
+    if let Some(sig) = crate::interrupt::pending() {
+        return Some(GuestOutcome::Interrupted { signal: sig as i32 });
+    }
+    cfg.timeouts.run_deadline.filter(|&d| std::time::Instant::now() >= d).map(|_| GuestOutcome::Timeout {
+        stage: Stage::Boot,
+        limit: Limit::Run,
+        after: Duration::ZERO,
+        excerpt: String::new(),
+    })
 }
 
 /// A guest kept alive across calls to [`Session::run`] (fuzzing, many batches on one kernel).
@@ -143,7 +177,14 @@ impl Session {
         if self.guest.is_some() {
             return Ok(Boot::Live);
         }
-        let mut g = GuestRun::start(&self.opts.guest)?;
+        if let Some(o) = stop_before_boot(&self.opts.guest) {
+            return Ok(Boot::Stop(o));
+        }
+        let mut g = match GuestRun::start(&self.opts.guest) {
+            Ok(g) => g,
+            Err(GuestError::Stopped(o)) => return Ok(Boot::Stop(o)),
+            Err(e) => return Err(e),
+        };
         summary.boots += 1;
         match g.wait_hello() {
             Ok(h) => {
@@ -158,6 +199,7 @@ impl Session {
                 self.guest = Some(g);
                 Ok(Boot::Live)
             }
+            Err(outcome) if outcome.stops_the_run() => Ok(Boot::Stop(outcome)),
             Err(outcome) => {
                 let will_retry = plan.boot_failed();
                 on_event(BatchEvent::BootFailed { outcome: outcome.clone(), will_retry });
@@ -180,10 +222,14 @@ impl Session {
             match self.boot(&mut plan, &mut summary, on_event)? {
                 Boot::Live => break,
                 Boot::Retry => {}
+                Boot::Stop(o) => return Ok(Err(o)),
                 Boot::GiveUp => {
-                    return Ok(Err(summary
-                        .last_outcome
-                        .unwrap_or(GuestOutcome::Hang { stage: super::Stage::Boot })))
+                    return Ok(Err(summary.last_outcome.unwrap_or(GuestOutcome::Timeout {
+                        stage: Stage::Boot,
+                        limit: Limit::Boot,
+                        after: self.opts.guest.timeouts.boot,
+                        excerpt: String::new(),
+                    })))
                 }
             }
         }
@@ -212,6 +258,11 @@ impl Session {
                     summary.unrun = plan.remaining().collect();
                     return Ok(summary);
                 }
+                Boot::Stop(o) => {
+                    summary.unrun = plan.remaining().collect();
+                    summary.stopped = Some(o);
+                    return Ok(summary);
+                }
             }
             let guest = self.guest.as_mut().expect("booted");
             match guest.run_case(&cases[i], self.opts.want_log) {
@@ -229,6 +280,22 @@ impl Session {
                     self.guest = None;
                     self.hello = None;
                     summary.last_outcome = Some(outcome.clone());
+                    if let GuestOutcome::Interrupted { .. } = outcome {
+                        summary.unrun = plan.remaining().collect();
+                        summary.stopped = Some(outcome);
+                        return Ok(summary);
+                    }
+                    if let GuestOutcome::Timeout { .. } = outcome {
+                        plan.completed(i);
+                        summary.timed_out.push(i);
+                        on_event(BatchEvent::TimedOut { index: i, outcome: outcome.clone() });
+                        if outcome.stops_the_run() {
+                            summary.unrun = plan.remaining().collect();
+                            summary.stopped = Some(outcome);
+                            return Ok(summary);
+                        }
+                        continue;
+                    }
                     match plan.crashed(i) {
                         CrashDecision::Retry => on_event(BatchEvent::Retrying { index: i, outcome }),
                         CrashDecision::GiveUp => {

@@ -45,6 +45,10 @@ pub fn probe_kvm(cfg: &GuestConfig, cache_dir: &Path, force: bool) -> KvmProbe {
         }
     }
     let p = run_probe(cfg);
+    if crate::interrupt::pending().is_some() {
+        // Cut short by SIGINT/SIGTERM: no answer worth remembering.
+        return p;
+    }
     all.insert(key, p.clone());
     let _ = std::fs::create_dir_all(cache_dir);
     if let Ok(t) = serde_json::to_string_pretty(&all) {

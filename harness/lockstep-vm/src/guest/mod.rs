@@ -6,6 +6,7 @@
 
 pub mod batch;
 pub mod kvm;
+pub mod process;
 
 use std::fs::File;
 use std::io::{BufRead, BufReader, Read, Write};
@@ -36,6 +37,49 @@ pub struct Timeouts {
     pub overall: Duration,
     /// After a panic/oops/BUG line, how long QEMU may take to exit by itself.
     pub after_fatal: Duration,
+    /// Scale `case` per case with [`case_limit`] (the default); false: `case` as given.
+    pub scale_case: bool,
+    /// The end of the whole run, shared by every guest of it (`--timeout`): no guest boots or
+    /// waits past it.
+    pub run_deadline: Option<Instant>,
+}
+
+/// The excerpt of a guest that printed nothing.
+const SILENT_CONSOLE: &str =
+    "nothing on the console and nothing on QEMU's stderr (the kernel stopped before \
+its console came up, or printed nothing at loglevel 5: `--append loglevel=8 earlyprintk=serial` shows more)";
+
+/// Which time limit ran out.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Limit {
+    /// [`Timeouts::boot`].
+    Boot,
+    /// The case's limit ([`Timeouts::case`], scaled by [`case_limit`] unless fixed).
+    Case,
+    /// [`Timeouts::shutdown`] (or [`Timeouts::after_fatal`] once the control port broke).
+    Shutdown,
+    /// [`Timeouts::overall`]: the life of one guest.
+    Guest,
+    /// [`Timeouts::run_deadline`]: the whole run.
+    Run,
+}
+
+/// How much longer than at log level 1 a case may take at level 2 (every state is printed).
+const LOG_LEVEL_2_FACTOR: u32 = 4;
+/// Extra time per program instruction when the limit is scaled.
+const PER_INSN: Duration = Duration::from_millis(20);
+
+/// The time limit of one case: `base` as given when `scale` is false, else `base` times
+/// [`LOG_LEVEL_2_FACTOR`] at verifier log level 2 (the case's `log_level`, or `--log`, which asks
+/// for the full log), plus [`PER_INSN`] per instruction of the program.
+pub fn case_limit(base: Duration, scale: bool, case: &Case, want_log: bool) -> Duration {
+    if !scale {
+        return base;
+    }
+    let level2 = case.log_level >= 2 || want_log;
+    let factor = if level2 { LOG_LEVEL_2_FACTOR } else { 1 };
+    base * factor + PER_INSN * case.program.insns.len() as u32
 }
 
 impl Default for Timeouts {
@@ -47,6 +91,8 @@ impl Default for Timeouts {
             shutdown: Duration::from_secs(20),
             overall: Duration::from_secs(3600),
             after_fatal: Duration::from_secs(5),
+            scale_case: false,
+            run_deadline: None,
         }
     }
 }
@@ -106,10 +152,17 @@ pub enum Stage {
 pub enum GuestOutcome {
     /// Powered off after `Shutdown`.
     Completed,
-    /// The kernel panicked, oopsed or hit a BUG after the agent said `Hello`, or QEMU exited.
+    /// The kernel panicked, oopsed or hit a BUG after the agent said `Hello` (console evidence).
     Panic { excerpt: String },
-    /// No answer within the time limit; QEMU was killed.
-    Hang { stage: Stage },
+    /// QEMU exited (or was killed from outside) after `Hello` without a panic, oops or BUG on
+    /// the console: not evidence of a kernel crash.
+    Exited { excerpt: String },
+    /// No answer before `limit` ran out (`after` waiting at `stage`); QEMU was killed. Not
+    /// evidence of a kernel crash either: a slow verification looks the same.
+    /// `excerpt`: the console's last lines (or a note that it stayed silent) and QEMU's stderr.
+    Timeout { stage: Stage, limit: Limit, after: Duration, excerpt: String },
+    /// lockstep received `signal` (SIGINT, SIGTERM); QEMU was killed.
+    Interrupted { signal: i32 },
     /// KVM could not run the guest ("KVM internal error"); QEMU was killed.
     KvmFailure { excerpt: String },
     /// The guest died before `Hello` (bad kernel, bad init, boot-time oops).
@@ -123,6 +176,9 @@ pub enum GuestError {
     Io { what: String, err: std::io::Error },
     #[error("QEMU did not connect to the control socket: {0}")]
     NoControl(String),
+    /// A signal or the run's deadline stopped the start ([`GuestOutcome::stops_the_run`]).
+    #[error("stopped while QEMU started: {0:?}")]
+    Stopped(GuestOutcome),
 }
 
 fn io_err(what: impl Into<String>) -> impl FnOnce(std::io::Error) -> GuestError {
@@ -203,13 +259,14 @@ impl GuestRun {
         };
         tracing::debug!(args = ?q.to_args(), "starting QEMU");
         let started = Instant::now();
-        let mut child = Command::new(&q.binary)
-            .args(q.to_args())
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .map_err(io_err(format!("spawn {}", q.binary)))?;
+        let mut child = process::spawn_guarded(
+            Command::new(&q.binary)
+                .args(q.to_args())
+                .stdin(Stdio::null())
+                .stdout(Stdio::piped())
+                .stderr(Stdio::piped()),
+        )
+        .map_err(io_err(format!("spawn {}", q.binary)))?;
         let (tx, rx) = channel();
         spawn_lines(
             child.stdout.take().expect("piped"),
@@ -218,11 +275,16 @@ impl GuestRun {
             Some(Event::ConsoleClosed),
         );
         spawn_lines(child.stderr.take().expect("piped"), tx.clone(), Event::Stderr, None);
-        let control = match accept(&listener, &mut child, Duration::from_secs(15)) {
+        let control = match accept(&listener, &mut child, Duration::from_secs(15), cfg.timeouts.run_deadline)
+        {
             Ok(s) => s,
-            Err(e) => {
-                let _ = child.kill();
-                let _ = child.wait();
+            Err(Accept::Stopped(o)) => {
+                process::kill_group(&mut child);
+                let _ = std::fs::remove_file(&socket);
+                return Err(GuestError::Stopped(o));
+            }
+            Err(Accept::Failed(e)) => {
+                process::kill_group(&mut child);
                 let _ = std::fs::remove_file(&socket);
                 let mut err = String::new();
                 while let Ok(ev) = rx.try_recv() {
@@ -262,10 +324,11 @@ impl GuestRun {
     /// Waits for the agent's `Hello`.
     pub fn wait_hello(&mut self) -> Result<Hello, GuestOutcome> {
         let deadline = self.started + self.timeouts.boot;
-        let (release, module, extra_modules) = self.wait_for(deadline, Stage::Boot, |m| match m {
-            GuestMsg::Hello { release, module, extra_modules } => Some((release, module, extra_modules)),
-            _ => None,
-        })?;
+        let (release, module, extra_modules) =
+            self.wait_for(deadline, Limit::Boot, Stage::Boot, |m| match m {
+                GuestMsg::Hello { release, module, extra_modules } => Some((release, module, extra_modules)),
+                _ => None,
+            })?;
         self.hello_seen = true;
         Ok(Hello { release, module, extra_modules, boot_time: self.started.elapsed() })
     }
@@ -277,7 +340,8 @@ impl GuestRun {
         let t = Instant::now();
         self.scanner.take_warnings();
         self.send(&HostMsg::Run { id, case: Box::new(case.clone()), want_log }, Stage::Case { id })?;
-        let result = self.wait_for(t + self.timeouts.case, Stage::Case { id }, |m| match m {
+        let limit = case_limit(self.timeouts.case, self.timeouts.scale_case, case, want_log);
+        let result = self.wait_for(t + limit, Limit::Case, Stage::Case { id }, |m| match m {
             GuestMsg::Result { id: rid, result } if rid == id => Some(result),
             _ => None,
         })?;
@@ -290,7 +354,7 @@ impl GuestRun {
         self.next_id += 1;
         let t = Instant::now();
         self.send(&HostMsg::ListKfuncs { id }, Stage::Request { id })?;
-        self.wait_for(t + self.timeouts.case, Stage::Request { id }, |m| match m {
+        self.wait_for(t + self.timeouts.case, Limit::Case, Stage::Request { id }, |m| match m {
             GuestMsg::Kfuncs { id: rid, listing } if rid == id => Some(listing),
             _ => None,
         })
@@ -305,7 +369,7 @@ impl GuestRun {
             return o;
         }
         let deadline = Instant::now() + self.timeouts.shutdown;
-        match self.wait_for(deadline, Stage::Shutdown, |_| None::<()>) {
+        match self.wait_for(deadline, Limit::Shutdown, Stage::Shutdown, |_| None::<()>) {
             Ok(()) => unreachable!("no message completes the shutdown wait"),
             Err(o) => o,
         }
@@ -319,7 +383,7 @@ impl GuestRun {
         if self.control.write_all(line.as_bytes()).and_then(|_| self.control.flush()).is_err() {
             // The guest is going away; let the event loop say how (bounded wait).
             let deadline = Instant::now() + self.timeouts.after_fatal;
-            return match self.wait_for(deadline, stage, |_| None::<()>) {
+            return match self.wait_for(deadline, Limit::Shutdown, stage, |_| None::<()>) {
                 Ok(()) => unreachable!("no message is accepted"),
                 Err(o) => Err(o),
             };
@@ -333,17 +397,32 @@ impl GuestRun {
         }
     }
 
-    /// The event loop: returns when `want` accepts a message, or with the guest's outcome.
+    /// The event loop: returns when `want` accepts a message, or with the guest's outcome
+    /// (`deadline` is `limit`'s; the guest's and the run's own limits apply too).
     fn wait_for<T>(
         &mut self,
         deadline: Instant,
+        limit: Limit,
         stage: Stage,
         mut want: impl FnMut(GuestMsg) -> Option<T>,
     ) -> Result<T, GuestOutcome> {
         if let Some(o) = &self.outcome {
             return Err(o.clone());
         }
+        let began = Instant::now();
+        let (mut deadline, mut limit) = (deadline, limit);
+        if self.overall < deadline {
+            (deadline, limit) = (self.overall, Limit::Guest);
+        }
+        if let Some(run) = self.timeouts.run_deadline.filter(|&r| r < deadline) {
+            (deadline, limit) = (run, Limit::Run);
+        }
         loop {
+            if let Some(sig) = crate::interrupt::pending() {
+                self.kill();
+                self.drain(Duration::from_millis(200));
+                return Err(self.set(GuestOutcome::Interrupted { signal: sig as i32 }));
+            }
             let now = Instant::now();
             match self.events.recv_timeout(Duration::from_millis(100)) {
                 Ok(Event::Console(line)) => {
@@ -382,10 +461,11 @@ impl GuestRun {
                 self.kill();
                 return Err(self.finish_after_exit(stage));
             }
-            if now > deadline || now > self.overall {
+            if now > deadline {
                 self.kill();
                 self.drain(Duration::from_millis(200));
-                return Err(self.set(GuestOutcome::Hang { stage }));
+                let excerpt = self.excerpt_or_silence();
+                return Err(self.set(GuestOutcome::Timeout { stage, limit, after: now - began, excerpt }));
             }
         }
     }
@@ -395,16 +475,21 @@ impl GuestRun {
         if let Some(o) = &self.outcome {
             return o.clone();
         }
-        let _ = self.child.wait();
+        let status = self.child.wait().map_or_else(|e| format!("status unknown: {e}"), |s| s.to_string());
         self.drain(Duration::from_secs(1));
         let fatal = self.scanner.fatal().is_some();
-        let excerpt = self.excerpt();
+        let mut excerpt = self.excerpt_or_silence();
+        if !fatal {
+            excerpt = format!("QEMU ended ({status}); {excerpt}");
+        }
         let o = if !self.hello_seen {
             GuestOutcome::BootFailure { excerpt }
-        } else if stage == Stage::Shutdown && !fatal {
+        } else if fatal {
+            GuestOutcome::Panic { excerpt }
+        } else if stage == Stage::Shutdown {
             GuestOutcome::Completed
         } else {
-            GuestOutcome::Panic { excerpt }
+            GuestOutcome::Exited { excerpt }
         };
         self.set(o)
     }
@@ -439,14 +524,25 @@ impl GuestRun {
         s
     }
 
+    /// [`GuestRun::excerpt`] introduced, or what an empty console means.
+    fn excerpt_or_silence(&self) -> String {
+        let excerpt = self.excerpt();
+        if excerpt.trim().is_empty() {
+            SILENT_CONSOLE.to_string()
+        } else if self.scanner.fatal().is_some() {
+            excerpt
+        } else {
+            format!("the console's last lines:\n{excerpt}")
+        }
+    }
+
     fn set(&mut self, o: GuestOutcome) -> GuestOutcome {
         self.outcome = Some(o.clone());
         o
     }
 
     fn kill(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        process::kill_group(&mut self.child);
     }
 }
 
@@ -459,24 +555,51 @@ impl Drop for GuestRun {
     }
 }
 
-/// Accepts QEMU's connection, giving up if QEMU exits or `max` passes.
-fn accept(listener: &UnixListener, child: &mut Child, max: Duration) -> Result<UnixStream, String> {
-    listener.set_nonblocking(true).map_err(|e| e.to_string())?;
-    let end = Instant::now() + max;
+/// Why [`accept`] gave up.
+enum Accept {
+    Failed(String),
+    /// A signal, or the run's deadline.
+    Stopped(GuestOutcome),
+}
+
+/// Accepts QEMU's connection, giving up if QEMU exits, `max` passes, a signal arrives or
+/// `run_deadline` passes.
+fn accept(
+    listener: &UnixListener,
+    child: &mut Child,
+    max: Duration,
+    run_deadline: Option<Instant>,
+) -> Result<UnixStream, Accept> {
+    let failed = |e: std::io::Error| Accept::Failed(e.to_string());
+    listener.set_nonblocking(true).map_err(failed)?;
+    let began = Instant::now();
+    let end = began + max;
     loop {
         match listener.accept() {
             Ok((s, _)) => {
-                s.set_nonblocking(false).map_err(|e| e.to_string())?;
+                s.set_nonblocking(false).map_err(failed)?;
                 return Ok(s);
             }
             Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
-            Err(e) => return Err(e.to_string()),
+            Err(e) => return Err(failed(e)),
         }
         if let Ok(Some(st)) = child.try_wait() {
-            return Err(format!("QEMU exited ({st})"));
+            return Err(Accept::Failed(format!("QEMU exited ({st})")));
         }
-        if Instant::now() > end {
-            return Err("timed out".into());
+        if let Some(sig) = crate::interrupt::pending() {
+            return Err(Accept::Stopped(GuestOutcome::Interrupted { signal: sig as i32 }));
+        }
+        let now = Instant::now();
+        if run_deadline.is_some_and(|d| now >= d) {
+            return Err(Accept::Stopped(GuestOutcome::Timeout {
+                stage: Stage::Boot,
+                limit: Limit::Run,
+                after: now - began,
+                excerpt: String::new(),
+            }));
+        }
+        if now > end {
+            return Err(Accept::Failed("timed out".into()));
         }
         std::thread::sleep(Duration::from_millis(20));
     }
@@ -529,4 +652,42 @@ fn spawn_control_reader(s: UnixStream, tx: Sender<Event>) {
         }
         let _ = tx.send(Event::ControlClosed);
     });
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use lockstep_core::case::ProgType;
+
+    fn case(log_level: u32, insns: usize) -> Case {
+        let mut c = Case::new("c", ProgType::SocketFilter, Default::default(), "");
+        c.log_level = log_level;
+        c.program.insns = vec![lockstep_core::insn::Insn::default(); insns];
+        c
+    }
+
+    #[test]
+    fn the_default_case_limit_scales_with_log_level_and_size() {
+        let base = Duration::from_secs(60);
+        assert_eq!(case_limit(base, true, &case(1, 0), false), base);
+        assert_eq!(case_limit(base, true, &case(2, 0), false), base * 4);
+        assert_eq!(case_limit(base, true, &case(0, 0), true), base * 4, "--log asks for the full log");
+        assert_eq!(case_limit(base, true, &case(1, 500), false), base + Duration::from_secs(10));
+        assert_eq!(case_limit(base, false, &case(2, 500), true), base, "a limit given is kept");
+    }
+
+    #[test]
+    fn only_signals_and_the_run_deadline_stop_a_run() {
+        let t = |limit| GuestOutcome::Timeout {
+            stage: Stage::Boot,
+            limit,
+            after: Duration::ZERO,
+            excerpt: String::new(),
+        };
+        assert!(GuestOutcome::Interrupted { signal: 2 }.stops_the_run());
+        assert!(t(Limit::Run).stops_the_run());
+        assert!(!t(Limit::Case).stops_the_run());
+        assert!(!t(Limit::Boot).stops_the_run());
+        assert!(!GuestOutcome::Exited { excerpt: String::new() }.stops_the_run());
+    }
 }

@@ -149,6 +149,9 @@ impl Guest<'_> {
                 results[index] = Err(format!("crashed the kernel: {}", excerpt.lines().next().unwrap_or("")));
             }
             CaseEvent::NotRun { index, reason } => results[index] = Err(reason),
+            CaseEvent::Lost { index, excerpt } | CaseEvent::TimedOut { index, excerpt } => {
+                results[index] = Err(excerpt.lines().next().unwrap_or("").to_string())
+            }
             ev => Guest::on_boot(boot, bar, name, ev),
         })?;
         self.probes += cases.len();
@@ -371,6 +374,7 @@ pub fn take_census(args: &CensusArgs) -> Result<CensusOutput> {
                 out.crashes.extend(crashes);
                 out.kernels.push(c);
             }
+            Err(e) if e.downcast_ref::<crate::exit::Interrupted>().is_some() => return Err(e),
             Err(e) => {
                 bar.suspend(|| eprintln!("lockstep: {name}: {e:#}"));
                 out.infra.push(format!("{name}: {e:#}"));

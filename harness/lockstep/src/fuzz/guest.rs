@@ -77,6 +77,10 @@ impl Oracle for GuestOracle {
                 }
                 CaseEvent::Crashed { index, excerpt } => answers[index] = Some(Answer::Crashed(excerpt)),
                 CaseEvent::NotRun { index, reason } => answers[index] = Some(Answer::NotRun(reason)),
+                // No kernel evidence either way: inconclusive, not a crash.
+                CaseEvent::Lost { index, excerpt } | CaseEvent::TimedOut { index, excerpt } => {
+                    answers[index] = Some(Answer::NotRun(excerpt))
+                }
             })
             .map_err(|e| OracleError::Infra(format!("{e:#}")))?;
         Ok(answers

@@ -110,6 +110,12 @@ impl CorpusRunner for GuestRunner {
             CaseEvent::Crashed { index, excerpt } => {
                 eprintln!("{}: {} crashed the guest twice:\n{excerpt}", kernel.name, cases[index].name)
             }
+            CaseEvent::Lost { index, excerpt } => {
+                eprintln!("{}: {} lost the guest twice:\n{excerpt}", kernel.name, cases[index].name)
+            }
+            CaseEvent::TimedOut { index, excerpt } => {
+                eprintln!("{}: {} timed out: {excerpt}", kernel.name, cases[index].name)
+            }
             CaseEvent::NotRun { index, reason } => {
                 eprintln!("{}: {} not run: {reason}", kernel.name, cases[index].name)
             }

@@ -1,0 +1,72 @@
+//! The QEMU process: in its own process group (a terminal's Ctrl-C reaches lockstep only, which
+//! stops the guest in order), with a parent-death signal (it dies with lockstep even when lockstep
+//! is SIGKILLed), and killed as a whole group.
+//!
+//! The parent-death signal follows the *thread* that spawned QEMU: guests are started from the
+//! thread that runs them (lockstep's main thread), never from a short-lived helper thread.
+
+use std::io;
+use std::os::unix::process::CommandExt;
+use std::process::{Child, Command};
+
+use nix::sys::signal::{killpg, Signal};
+use nix::unistd::Pid;
+
+/// Spawns `cmd` (QEMU) in a new process group with `PR_SET_PDEATHSIG = SIGKILL`.
+pub fn spawn_guarded(cmd: &mut Command) -> io::Result<Child> {
+    let parent = std::process::id() as i32;
+    cmd.process_group(0);
+    // SAFETY: the closure runs between fork and exec and only makes async-signal-safe system
+    // calls (prctl, getppid); it does not allocate.
+    unsafe {
+        cmd.pre_exec(move || {
+            nix::sys::prctl::set_pdeathsig(Signal::SIGKILL)
+                .map_err(|e| io::Error::from_raw_os_error(e as i32))?;
+            // The parent may have died before prctl: then nobody would kill us.
+            if nix::unistd::getppid().as_raw() != parent {
+                return Err(io::Error::from_raw_os_error(nix::libc::ESRCH));
+            }
+            Ok(())
+        });
+    }
+    cmd.spawn()
+}
+
+/// Kills the process group of `child` (spawned by [`spawn_guarded`]) and reaps `child`.
+pub fn kill_group(child: &mut Child) {
+    if matches!(child.try_wait(), Ok(None)) {
+        let _ = killpg(Pid::from_raw(child.id() as i32), Signal::SIGKILL);
+        let _ = child.kill();
+    }
+    let _ = child.wait();
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn pgid_of(pid: u32) -> i32 {
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+        // After the `(comm)` field: state, ppid, pgrp.
+        let rest = &stat[stat.rfind(')').unwrap() + 2..];
+        rest.split(' ').nth(2).unwrap().parse().unwrap()
+    }
+
+    #[test]
+    fn a_guarded_child_leads_its_own_group_and_is_killed_with_it() {
+        let mut c = spawn_guarded(Command::new("sleep").arg("30")).unwrap();
+        assert_eq!(pgid_of(c.id()), c.id() as i32, "own process group");
+        kill_group(&mut c);
+        let st = c.try_wait().unwrap().expect("reaped");
+        assert_eq!(std::os::unix::process::ExitStatusExt::signal(&st), Some(9));
+    }
+
+    #[test]
+    fn a_guarded_child_dies_when_its_parent_thread_does() {
+        // The parent-death signal fires when the spawning thread ends, as it would when lockstep dies.
+        let mut c =
+            std::thread::spawn(|| spawn_guarded(Command::new("sleep").arg("30")).unwrap()).join().unwrap();
+        let st = c.wait().unwrap();
+        assert_eq!(std::os::unix::process::ExitStatusExt::signal(&st), Some(9), "{st:?}");
+    }
+}
