@@ -27,4 +27,5 @@ pub mod module_src;
 pub mod profile;
 pub mod proto;
 pub mod serde_pairs;
+pub mod shard;
 pub mod verdict;

@@ -8,10 +8,13 @@ mod census;
 mod check;
 mod exit;
 mod fuzz;
+mod fuzz_merge;
+mod github;
 mod import;
 mod kbuild;
 mod kernel;
 mod kernel_diff;
+mod merge;
 mod output;
 mod report;
 mod run;
@@ -55,6 +58,11 @@ enum Cmd {
     Census(census::CensusArgs),
     /// Build a base and a patched kernel, run the corpus on both and judge every verdict flip.
     ValidateSeries(validate::ValidateArgs),
+    /// Reports of earlier runs: `report merge` joins the JSON of `run --shard K/N` runs.
+    Report {
+        #[command(subcommand)]
+        cmd: merge::ReportCmd,
+    },
     /// Fetch, build and list kernels.
     Kernel {
         #[command(subcommand)]
@@ -111,6 +119,7 @@ fn main() -> ExitCode {
         Cmd::Run(a) => run::run(a),
         Cmd::Census(a) => census::run(a),
         Cmd::Kernel { cmd } => kernel::run(cmd),
+        Cmd::Report { cmd } => merge::run(cmd),
         Cmd::Agent => agent::main(),
         Cmd::Disasm { paths } => check::disasm(&paths),
         Cmd::ImportSelftests(a) => import::run(a),

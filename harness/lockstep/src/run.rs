@@ -10,6 +10,7 @@ use lockstep_core::asm::Reloc;
 use lockstep_core::case::Case;
 use lockstep_core::compare::{classify, Agreement};
 use lockstep_core::proto::ModuleStatus;
+use lockstep_core::shard::Shard;
 use lockstep_core::verdict::Verdict;
 use lockstep_vm::guest::Timeouts;
 
@@ -44,8 +45,30 @@ pub struct RunArgs {
     /// Keep the full verifier log of every case (in the JSON output).
     #[arg(long)]
     pub log: bool,
+    /// Run only shard K of N (a stable split of cases x kernels by a hash of the case name and
+    /// kernel name); `lockstep report merge` joins the shards' `--json` files.
+    #[arg(long, value_name = "K/N", value_parser = parse_shard)]
+    pub shard: Option<Shard>,
+    /// Print GitHub Actions `::error file=...,line=...::` annotations for disagreements and
+    /// crashes, at the case's line (automatic when GITHUB_ACTIONS=true).
+    #[arg(long)]
+    pub github: bool,
     /// Case files or directories (default: the bundled corpus).
     pub paths: Vec<PathBuf>,
+}
+
+/// Parses `--shard K/N`.
+pub fn parse_shard(s: &str) -> Result<Shard, String> {
+    s.parse().map_err(|e: lockstep_core::shard::ShardError| e.to_string())
+}
+
+/// The cases of `cases` that shard `shard` runs on `kernel`, with their positions in `cases`.
+fn shard_cases(cases: &[Case], kernel: &str, shard: Option<Shard>) -> (Vec<usize>, Vec<Case>) {
+    let shard = shard.unwrap_or(Shard::ALL);
+    (0..cases.len())
+        .filter(|&i| shard.owns_pair(&cases[i].name, kernel))
+        .map(|i| (i, cases[i].clone()))
+        .unzip()
 }
 
 /// The names of the module kfuncs a case calls.
@@ -88,7 +111,9 @@ pub fn run_cases(args: &RunArgs, cases: &[Case]) -> Result<RunOutput> {
     let opts = args.guest.options(args.log, Timeouts::default().overall);
     let kernels = args.kernels.names();
     let deadline = Instant::now() + Duration::from_secs(args.timeout);
-    let bar = ProgressBar::new((cases.len() * kernels.len()) as u64);
+    let all_cases = cases;
+    let pairs: usize = kernels.iter().map(|k| shard_cases(all_cases, k, args.shard).0.len()).sum();
+    let bar = ProgressBar::new(pairs as u64);
     bar.set_style(
         ProgressStyle::with_template("{prefix:>12} [{bar:30}] {pos}/{len} {wide_msg}")
             .expect("template")
@@ -96,6 +121,12 @@ pub fn run_cases(args: &RunArgs, cases: &[Case]) -> Result<RunOutput> {
     );
     let mut out = RunOutput { rows: Vec::new(), infra: Vec::new() };
     for name in &kernels {
+        // This shard's cases on this kernel (all of them without --shard).
+        let (positions, mine) = shard_cases(all_cases, name, args.shard);
+        if mine.is_empty() {
+            continue;
+        }
+        let cases = &mine[..];
         bar.set_prefix(name.clone());
         bar.set_message("preparing");
         let target = match KernelTarget::prepare(name, args.kernels.profile.as_deref(), &opts) {
@@ -184,7 +215,9 @@ pub fn run_cases(args: &RunArgs, cases: &[Case]) -> Result<RunOutput> {
         if let Some(p) = boot_problem {
             out.infra.push(format!("{name}: the guest did not boot:\n{p}"));
         }
-        out.rows.extend(rows.into_iter().flatten());
+        out.rows.extend(
+            rows.into_iter().zip(&positions).filter_map(|(r, &i)| r.map(|r| RunRow { index: i, ..r })),
+        );
     }
     bar.finish_and_clear();
     Ok(out)
@@ -211,6 +244,7 @@ fn base_row(
 ) -> RunRow {
     let model_expected = lockstep_core::corpus::meets_expectation(c, &target.profile.name, &model);
     RunRow {
+        index: 0,
         case: c.name.clone(),
         file: c.file.clone(),
         line: c.line,
@@ -294,5 +328,6 @@ pub fn run(args: RunArgs) -> Result<u8> {
     for i in &out.infra {
         eprintln!("infrastructure: {i}");
     }
+    crate::github::emit(args.github, args.json.as_deref().is_some_and(|p| p.as_os_str() == "-"), &out.rows);
     Ok(out.exit_code())
 }
