@@ -6,6 +6,7 @@ mod bench;
 mod cases;
 mod census;
 mod check;
+mod derive;
 mod exit;
 mod fuzz;
 mod fuzz_merge;
@@ -48,8 +49,11 @@ enum Cmd {
         #[command(subcommand)]
         what: BenchCmd,
     },
-    /// List the built-in kernel profiles.
-    Profiles,
+    /// List the built-in kernel profiles (`profiles derive PATH`: derive one from a source tree).
+    Profiles {
+        #[command(subcommand)]
+        cmd: Option<derive::ProfilesCmd>,
+    },
     /// Differential fuzzing: generated programs, model vs kernel, minimised disagreements.
     Fuzz(fuzz::FuzzArgs),
     /// Run cases on real kernels in QEMU guests (or the host kernel) and compare with the model.
@@ -115,7 +119,7 @@ fn main() -> ExitCode {
         Cmd::Bench { what: BenchCmd::Fuzz(a) } => fuzz::bench(a),
         Cmd::Bench { what: BenchCmd::Validate(a) } => validate::bench::run(a),
         Cmd::Fuzz(a) => fuzz::run(a),
-        Cmd::Profiles => check::profiles(),
+        Cmd::Profiles { cmd } => derive::run(cmd),
         Cmd::Run(a) => run::run(a),
         Cmd::Census(a) => census::run(a),
         Cmd::Kernel { cmd } => kernel::run(cmd),
