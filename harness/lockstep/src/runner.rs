@@ -177,6 +177,8 @@ impl KernelTarget {
             });
         }
         let kname = kernel::parse(name)?;
+        // The kernel first: a path that holds no kernel is named before a missing --profile.
+        let resolved = kernel::resolve(name)?;
         let pname = match profile.map(str::to_string).or_else(|| kernel::default_profile(&kname)) {
             Some(p) => p,
             None => {
@@ -187,7 +189,6 @@ impl KernelTarget {
             }
         };
         let profile = kernel::profile(&pname)?;
-        let resolved = kernel::resolve(name)?;
         let built = match &opts.module_ko {
             Some(ko) => kernel::module_from_ko(ko, kernel::kernel_vmlinux(&resolved).as_deref()),
             None => kernel::build_module(&resolved),
