@@ -25,6 +25,8 @@ pub mod model;
 pub mod module_ko;
 pub mod module_src;
 pub mod profile;
+pub mod profile_derive;
 pub mod proto;
 pub mod serde_pairs;
+pub mod shard;
 pub mod verdict;

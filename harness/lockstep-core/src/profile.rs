@@ -125,6 +125,11 @@ const BUILTIN: &[(&str, &str)] = &[
     ("7.3", include_str!("../profiles/7.3.toml")),
 ];
 
+/// The TOML text of built-in profile `name`.
+pub fn builtin_toml(name: &str) -> Option<&'static str> {
+    BUILTIN.iter().find(|(n, _)| *n == name).map(|(_, src)| *src)
+}
+
 impl KernelProfile {
     /// Every built-in profile, in version order.
     pub fn all() -> Vec<KernelProfile> {

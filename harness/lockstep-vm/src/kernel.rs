@@ -1,14 +1,16 @@
-//! Kernels by name, whatever their origin: `debian:7.2` (a Debian package, [`crate::debian`]) or
-//! `build:<alias-or-hash>` (built from source, [`crate::kbuild`]). [`KernelName`] parses a name;
-//! [`resolve`] turns it into a [`ResolvedKernel`]: what a guest boots and what a test module is
-//! built against.
+//! Kernels by name, whatever their origin: `debian:7.2` (a Debian package, [`crate::debian`]),
+//! `build:<alias-or-hash>` (built from source, [`crate::kbuild`]) or a path (a kernel built
+//! elsewhere, [`crate::local_kernel`]). [`KernelName`] parses a name; [`resolve`] turns it into a
+//! [`ResolvedKernel`]: what a guest boots, what a test module is built against, and the `vmlinux`
+//! whose BTF describes the kernel. Every command resolves kernel names through here.
 
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
-use crate::debian::{self, FetchParts, KernelCache};
+use crate::debian::{self, FetchParts, KernelCache, Progress};
 use crate::kbuild::{BuildRecord, Kbuild, KbuildError};
+use crate::local_kernel::{self, LocalKernel, LocalKernelError};
 
 /// A kernel name.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
@@ -17,6 +19,8 @@ pub enum KernelName {
     Debian { series: String },
     /// `build:<alias>` (e.g. `build:7.2+kf-spin-lock-rfc-v2`) or `build:<hash prefix>`.
     Build { name: String },
+    /// A path holding a `/`: a built kernel tree, or a bzImage with a vmlinux beside it.
+    Local { path: PathBuf },
 }
 
 impl std::str::FromStr for KernelName {
@@ -35,7 +39,13 @@ impl std::str::FromStr for KernelName {
             }
             return Ok(KernelName::Build { name: name.to_string() });
         }
-        Err(format!("unknown kernel name {s:?} (want debian:<series> or build:<alias-or-hash>)"))
+        if s.contains('/') {
+            return Ok(KernelName::Local { path: PathBuf::from(s) });
+        }
+        Err(format!(
+            "unknown kernel name {s:?} (want debian:<series>, build:<alias-or-hash>, or a path to a built \
+             kernel tree or bzImage, e.g. ./linux)"
+        ))
     }
 }
 
@@ -44,6 +54,7 @@ impl std::fmt::Display for KernelName {
         match self {
             KernelName::Debian { series } => write!(f, "debian:{series}"),
             KernelName::Build { name } => write!(f, "build:{name}"),
+            KernelName::Local { path } => write!(f, "{}", path.display()),
         }
     }
 }
@@ -56,6 +67,8 @@ pub enum ModuleTarget {
     Debian { name: String },
     /// `build-module.sh --tree <dir>` (a kernel build tree with `vmlinux` and `.config`).
     Tree { dir: PathBuf },
+    /// No tree to build against (a bare bzImage): the reason.
+    Unavailable { reason: String },
 }
 
 impl ModuleTarget {
@@ -64,6 +77,7 @@ impl ModuleTarget {
         match self {
             ModuleTarget::Debian { name } => vec![name.clone()],
             ModuleTarget::Tree { dir } => vec!["--tree".into(), dir.display().to_string()],
+            ModuleTarget::Unavailable { .. } => Vec::new(),
         }
     }
 }
@@ -110,6 +124,56 @@ impl ResolvedKernel {
             identity: r.identity.clone(),
         }
     }
+
+    /// From a kernel found at a path.
+    pub fn from_local(k: &LocalKernel) -> Self {
+        ResolvedKernel {
+            name: k.path.display().to_string(),
+            vmlinuz: k.bzimage.clone(),
+            config: k.config.clone(),
+            module_target: match &k.module_tree {
+                Some(dir) => ModuleTarget::Tree { dir: dir.clone() },
+                None => ModuleTarget::Unavailable {
+                    reason: format!(
+                        "no configured, built kernel tree (Makefile, .config, vmlinux) around {} to build \
+                         the test module against",
+                        k.bzimage.display()
+                    ),
+                },
+            },
+            release: k.release.clone(),
+            identity: k.identity.clone(),
+        }
+    }
+
+    /// The `vmlinux` whose BTF (and `.BTF_ids`) describe this kernel, the base of the test
+    /// module's BTF: a tree's own, or the BTF-only one of a Debian kernel's headers as unpacked
+    /// by `scripts/build-module.sh` under `<root>/headers/` (none before the first module build).
+    pub fn btf_vmlinux(&self, root: &Path) -> Option<PathBuf> {
+        match &self.module_target {
+            ModuleTarget::Tree { dir } => Some(dir.join("vmlinux")).filter(|p| p.is_file()),
+            ModuleTarget::Debian { name } => headers_vmlinux(root, name),
+            ModuleTarget::Unavailable { .. } => {
+                let v = self.vmlinuz.parent()?.join("vmlinux");
+                v.is_file().then_some(v)
+            }
+        }
+    }
+}
+
+/// The newest `vmlinux` of Debian kernel `name`'s unpacked headers
+/// (`<root>/headers/debian-7.2/<version>/root/usr/src/<dir>/vmlinux`).
+pub fn headers_vmlinux(root: &Path, name: &str) -> Option<PathBuf> {
+    let dir = root.join("headers").join(name.replace(':', "-"));
+    let mut found: Vec<PathBuf> = std::fs::read_dir(dir)
+        .ok()?
+        .flatten()
+        .filter_map(|v| std::fs::read_dir(v.path().join("root/usr/src")).ok())
+        .flat_map(|d| d.flatten().map(|e| e.path().join("vmlinux")))
+        .filter(|p| p.is_file())
+        .collect();
+    found.sort();
+    found.pop()
 }
 
 /// Errors of [`resolve`].
@@ -119,25 +183,51 @@ pub enum ResolveError {
     Fetch(#[from] debian::FetchError),
     #[error(transparent)]
     Build(#[from] KbuildError),
+    #[error(transparent)]
+    Local(#[from] LocalKernelError),
     #[error("{0} is not in the cache (fetch it: `cargo run -p lockstep-vm --example fetch -- {0}`)")]
     NotCached(String),
 }
 
+impl ResolveError {
+    /// Whether the name itself is wrong (unknown build, bad path, config lacking what the guest
+    /// needs), as opposed to an infrastructure failure (network, disk).
+    pub fn is_bad_input(&self) -> bool {
+        match self {
+            ResolveError::Build(b) => b.is_bad_input(),
+            ResolveError::Local(l) => !matches!(l, LocalKernelError::Io { .. }),
+            ResolveError::Fetch(debian::FetchError::UnknownKernel(_)) => true,
+            _ => false,
+        }
+    }
+}
+
 /// Resolves a name in the cache at `root`. A Debian kernel is fetched when missing and `fetch`
-/// is set; a build must exist (`lockstep kernel build` makes it).
+/// is set; a build must exist (`lockstep kernel build` makes it); a path must hold a kernel.
 pub fn resolve(name: &KernelName, root: &Path, fetch: bool) -> Result<ResolvedKernel, ResolveError> {
+    let quiet: &dyn Fn(Progress) = &|_| {};
+    resolve_with(name, root, fetch.then_some(quiet))
+}
+
+/// [`resolve`], fetching a missing Debian kernel when `on_fetch` is given (its progress goes there).
+pub fn resolve_with(
+    name: &KernelName,
+    root: &Path,
+    on_fetch: Option<&dyn Fn(Progress)>,
+) -> Result<ResolvedKernel, ResolveError> {
     match name {
         KernelName::Debian { .. } => {
             let cache = KernelCache::new(root);
             let n = name.to_string();
-            let k = match cache.lookup(&n) {
-                Some(k) => k,
-                None if fetch => cache.fetch(&n, FetchParts::default(), &|_| {})?,
-                None => return Err(ResolveError::NotCached(n)),
+            let k = match (cache.lookup(&n), on_fetch) {
+                (Some(k), _) => k,
+                (None, Some(on)) => cache.fetch(&n, FetchParts::default(), on)?,
+                (None, None) => return Err(ResolveError::NotCached(n)),
             };
             Ok(ResolvedKernel::from_debian(&k))
         }
         KernelName::Build { name } => Ok(ResolvedKernel::from_build(&Kbuild::new(root).lookup(name)?)),
+        KernelName::Local { path } => Ok(ResolvedKernel::from_local(&local_kernel::locate(path)?)),
     }
 }
 
@@ -157,6 +247,8 @@ mod tests {
         assert!("build:".parse::<KernelName>().is_err());
         assert!("build:../x".parse::<KernelName>().is_err());
         assert!("7.2".parse::<KernelName>().unwrap_err().contains("debian:<series>"));
+        assert_eq!("./linux".parse::<KernelName>(), Ok(KernelName::Local { path: "./linux".into() }));
+        assert_eq!("/k/bzImage".parse::<KernelName>().unwrap().to_string(), "/k/bzImage");
     }
 
     #[test]
@@ -190,6 +282,11 @@ mod tests {
         let r = resolve(&"debian:7.2".parse().unwrap(), d.path(), false).unwrap();
         assert_eq!((r.release.as_str(), r.identity.as_str()), ("7.2.13+deb14-amd64", "7.2.13-1"));
         assert_eq!(r.module_target.build_module_args(), ["debian:7.2"]);
+        assert_eq!(r.btf_vmlinux(d.path()), None, "no headers unpacked yet");
+        let hdr = d.path().join("headers/debian-7.2/7.2.13-1/root/usr/src/linux-headers-7.2.13+deb14-amd64");
+        std::fs::create_dir_all(&hdr).unwrap();
+        std::fs::write(hdr.join("vmlinux"), b"btf").unwrap();
+        assert_eq!(r.btf_vmlinux(d.path()), Some(hdr.join("vmlinux")));
         assert!(matches!(
             resolve(&"debian:7.3".parse().unwrap(), d.path(), false),
             Err(ResolveError::NotCached(_))

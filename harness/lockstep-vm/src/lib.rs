@@ -61,4 +61,6 @@ pub mod kbuild;
 #[cfg(feature = "host")]
 pub mod kernel;
 #[cfg(feature = "host")]
+pub mod local_kernel;
+#[cfg(feature = "host")]
 pub mod qemu;

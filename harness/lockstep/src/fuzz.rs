@@ -48,6 +48,10 @@ pub struct FuzzArgs {
     /// Do not minimise or write disagreements (count them only).
     #[arg(long)]
     no_minimize: bool,
+    /// Run only shard K of N: a contiguous, disjoint part of the campaign's program indices
+    /// (`lockstep report merge` joins the shards' summaries, findings deduplicated).
+    #[arg(long, value_name = "K/N", value_parser = crate::run::parse_shard)]
+    shard: Option<lockstep_core::shard::Shard>,
 }
 
 /// Arguments of `lockstep bench fuzz`.
@@ -233,13 +237,16 @@ fn open_oracle(c: &Common) -> Result<(Box<dyn Oracle>, KernelProfile, ModuleKfun
 pub fn run(a: FuzzArgs) -> Result<u8> {
     let opts = rules(&a.common.disable_rule)?;
     let (mut oracle, profile, module) = open_oracle(&a.common)?;
-    let limit = match &a.duration {
-        Some(d) => Limit::Time(parse_duration(d).map_err(BadInput)?),
-        None => Limit::Count(a.count.unwrap_or(10_000)),
+    let count = a.duration.is_none().then(|| a.count.unwrap_or(10_000));
+    let (start, count) =
+        a.shard.unwrap_or(lockstep_core::shard::Shard::ALL).index_range(a.common.start, count);
+    let limit = match (&a.duration, count) {
+        (Some(d), _) => Limit::Time(parse_duration(d).map_err(BadInput)?),
+        (None, c) => Limit::Count(c.unwrap_or(10_000)),
     };
     let params = Params {
         seed: a.common.seed,
-        start: a.common.start,
+        start,
         limit,
         batch: a.common.batch.max(1),
         send_unsupported: a.common.send_unsupported,

@@ -218,6 +218,7 @@ pub fn show(name: &str) -> Result<u8> {
     let root = crate::kernel::cache_root()?;
     let k = kernel::resolve(&n, &root, false).map_err(|e| match e {
         kernel::ResolveError::Build(b) => map_err(b),
+        e if e.is_bad_input() => BadInput(e.to_string()).into(),
         other => anyhow::Error::new(other),
     })?;
     println!("{}", serde_json::to_string_pretty(&k)?);

@@ -1,6 +1,6 @@
-//! `lockstep kernel fetch|list`, and resolving a kernel name into what `run` boots: the image,
-//! its exact package version, the model profile that should predict it, and the test module
-//! built for it.
+//! `lockstep kernel fetch|list|module`, and the binary's side of kernel names: [`resolve`] (through
+//! `lockstep_vm::kernel`, the one resolver), the model profile that should predict a kernel, and
+//! the test module built for it.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -10,6 +10,7 @@ use clap::Subcommand;
 use indicatif::{ProgressBar, ProgressStyle};
 use lockstep_core::profile::{KernelProfile, ModuleKfuncs};
 use lockstep_vm::debian::{FetchParts, KernelCache, KernelRef, Progress, KERNELS};
+use lockstep_vm::kernel::{KernelName, ModuleTarget, ResolvedKernel};
 
 use crate::exit::BadInput;
 
@@ -30,7 +31,7 @@ pub enum KernelCmd {
     },
     /// Build (or find cached) the test module for a kernel and print its kfuncs' compiled flags.
     Module {
-        /// Kernel name, e.g. debian:7.3.
+        /// Kernel name, e.g. debian:7.3, build:<alias>, or a path to a built kernel tree.
         name: String,
         /// The kernel tree's own bpf_testmod.ko instead, from Debian's linux-source of that kernel
         /// (what the BPF selftests' bpf_kfunc_call_test_* and friends live in).
@@ -71,7 +72,7 @@ pub fn run(cmd: KernelCmd) -> Result<u8> {
             Ok(0)
         }
         KernelCmd::Module { name, testmod: false } => {
-            let m = build_module(&name)?;
+            let m = build_module(&resolve(&name)?)?;
             println!("# {}", m.ko.display());
             for k in m.kfuncs.kfuncs.values() {
                 let safe =
@@ -113,20 +114,28 @@ fn known_names() -> String {
     KERNELS.iter().map(|k| k.name).collect::<Vec<_>>().join(", ")
 }
 
-/// Bad input unless `name` is a kernel lockstep knows: a Debian kernel, or a build
-/// (`build:<alias-or-hash>`, see `lockstep kernel build`).
-pub fn known_kernel(name: &str) -> Result<()> {
-    if name.starts_with("build:") {
-        return built(name).map(|_| ());
-    }
-    if lockstep_vm::debian::names::spec_for(name).is_none() {
-        return Err(BadInput(format!(
-            "unknown kernel {name:?} (known: {}, build:<alias-or-hash>, or --host)",
-            known_names()
-        ))
-        .into());
-    }
-    Ok(())
+/// Parses a kernel name (bad input unless it is `debian:<series>`, `build:<alias-or-hash>` or a path).
+pub fn parse(name: &str) -> Result<KernelName> {
+    name.parse::<KernelName>().map_err(|e| BadInput(format!("{e} (or --host)")).into())
+}
+
+/// Resolves a kernel name through [`lockstep_vm::kernel::resolve_with`], the one place kernel
+/// names are resolved: a Debian kernel is fetched when missing (progress on stderr), a build must
+/// exist, a path must hold a kernel whose config has what the guest needs. Bad names, unknown
+/// builds and unfit configs are bad input (exit 2).
+pub fn resolve(name: &str) -> Result<ResolvedKernel> {
+    let n = parse(name)?;
+    let bar = fetch_bar(name);
+    let on = |p: Progress| show_progress(&bar, p);
+    let r = lockstep_vm::kernel::resolve_with(&n, &cache_root()?, Some(&on));
+    bar.finish_and_clear();
+    r.map_err(|e| {
+        if e.is_bad_input() {
+            BadInput(e.to_string()).into()
+        } else {
+            anyhow::Error::new(e).context(format!("resolving kernel {name}"))
+        }
+    })
 }
 
 /// The kernel cache ([`lockstep_vm::cache_root`]); no cache directory is bad input asking for
@@ -137,7 +146,7 @@ pub fn cache() -> Result<KernelCache> {
 
 /// The cache root; no cache directory is bad input asking for `LOCKSTEP_CACHE`.
 pub fn cache_root() -> Result<PathBuf> {
-    lockstep_vm::cache_root::from_env().map_err(|e| crate::exit::BadInput(e.to_string()).into())
+    lockstep_vm::cache_root::from_env().map_err(|e| BadInput(e.to_string()).into())
 }
 
 /// The cache of kernels built from source, at [`cache_root`].
@@ -150,27 +159,31 @@ pub fn built(name: &str) -> Result<lockstep_vm::kbuild::BuildRecord> {
     kbuild()?.lookup(name).map_err(crate::kbuild::map_err)
 }
 
-/// The bootable image of kernel `name` and its exact identity (package version, or for a build
-/// `<source version>[+<series>]+lockstep.<hash>`); Debian kernels are fetched when missing.
-pub fn image(name: &str) -> Result<(PathBuf, String)> {
-    if name.starts_with("build:") {
-        let r = built(name)?;
-        return Ok((r.bzimage, r.identity));
+/// Fetches (or finds in the cache) Debian kernel `name`, with a progress bar on stderr.
+pub fn fetch(cache: &KernelCache, name: &str, parts: FetchParts) -> Result<KernelRef> {
+    if !matches!(parse(name)?, KernelName::Debian { .. }) {
+        return Err(BadInput(format!("{name} is not a Debian kernel (known: {})", known_names())).into());
     }
-    let k = fetch(&cache()?, name, FetchParts::default())?;
-    Ok((k.vmlinuz, k.package_version))
+    let bar = fetch_bar(name);
+    let k = cache
+        .fetch(name, parts, &|p| show_progress(&bar, p))
+        .with_context(|| format!("fetching kernel {name}"));
+    bar.finish_and_clear();
+    k
 }
 
-/// Fetches (or finds in the cache) kernel `name`, with a progress bar on stderr.
-pub fn fetch(cache: &KernelCache, name: &str, parts: FetchParts) -> Result<KernelRef> {
-    known_kernel(name)?;
+fn fetch_bar(name: &str) -> ProgressBar {
     let bar = ProgressBar::new_spinner();
     bar.set_style(
         ProgressStyle::with_template("{spinner} {prefix} {wide_msg} {bytes}/{total_bytes}")
             .expect("template"),
     );
     bar.set_prefix(name.to_string());
-    let on = |p: Progress| match p {
+    bar
+}
+
+fn show_progress(bar: &ProgressBar, p: Progress) {
+    match p {
         Progress::CacheHit { package_version, .. } => bar.set_message(format!("cached {package_version}")),
         Progress::Updating { suite } => bar.set_message(format!("reading the {suite} package index")),
         Progress::Resolved { package_version, .. } => bar.set_message(format!("version {package_version}")),
@@ -185,20 +198,19 @@ pub fn fetch(cache: &KernelCache, name: &str, parts: FetchParts) -> Result<Kerne
             bar.set_message(format!("unpacking {package}"));
         }
         Progress::Done => {}
-    };
-    let k = cache.fetch(name, parts, &on).with_context(|| format!("fetching kernel {name}"))?;
-    bar.finish_and_clear();
-    Ok(k)
+    }
 }
 
 /// The profile that should predict a kernel: `debian:7.2` -> `7.2`. For a build: the profile whose
 /// `kernel` is one of the build's names (`build:7.2+kf-spin-lock` -> `7.2+kf-spin-lock`), else for
-/// an unpatched Debian source the series' own (`debian-src:7.2` -> `7.2`).
-pub fn default_profile(kernel: &str) -> Option<String> {
-    if let Some(series) = kernel.strip_prefix("debian:") {
-        return Some(series.to_string());
-    }
-    let r = built(kernel).ok()?;
+/// an unpatched Debian source the series' own (`debian-src:7.2` -> `7.2`). A kernel at a path has
+/// none (`--profile` names it).
+pub fn default_profile(kernel: &KernelName) -> Option<String> {
+    let r = match kernel {
+        KernelName::Debian { series } => return Some(series.clone()),
+        KernelName::Local { .. } => return None,
+        KernelName::Build { name } => built(name).ok()?,
+    };
     let names: Vec<String> =
         std::iter::once(r.name()).chain(r.aliases.iter().map(|a| format!("build:{a}"))).collect();
     if let Some(p) =
@@ -248,18 +260,18 @@ fn run_build_module(args: &[String], what: &str) -> Result<PathBuf> {
     Ok(PathBuf::from(stdout.lines().last().unwrap_or("").trim()))
 }
 
-/// Builds (or finds cached) the test module for `kernel` with `scripts/build-module.sh`, and
-/// reads its kfunc flags from the `.ko`'s `.BTF_ids`.
-pub fn build_module(kernel: &str) -> Result<BuiltModule> {
-    // A build is built against its own tree (`--tree`), a Debian kernel against its headers.
-    let args = if kernel.starts_with("build:") {
-        vec!["--tree".to_string(), built(kernel)?.tree.display().to_string()]
-    } else {
-        vec![kernel.to_string()]
-    };
-    let ko = run_build_module(&args, &format!("the test module for {kernel}"))?;
+/// Builds (or finds cached) the test module for `kernel` with `scripts/build-module.sh` (against
+/// a Debian kernel's headers or a built tree), and reads its kfunc flags from the `.ko`'s `.BTF_ids`.
+pub fn build_module(kernel: &ResolvedKernel) -> Result<BuiltModule> {
+    if let ModuleTarget::Unavailable { reason } = &kernel.module_target {
+        anyhow::bail!("{}: {reason}", kernel.name);
+    }
+    let ko = run_build_module(
+        &kernel.module_target.build_module_args(),
+        &format!("the test module for {}", kernel.name),
+    )?;
     // After the build: a Debian kernel's headers (and their vmlinux) are unpacked by it.
-    module_from_ko(&ko, kernel_vmlinux(kernel)?.as_deref())
+    module_from_ko(&ko, kernel_vmlinux(kernel).as_deref())
 }
 
 /// The kernel tree's own `bpf_testmod.ko`, built for one kernel, and its kfuncs.
@@ -273,13 +285,12 @@ pub struct BuiltTestmod {
 /// Builds (or finds cached) the kernel tree's `bpf_testmod.ko` for a Debian kernel from its
 /// `linux-source` package (`scripts/build-module.sh --testmod`), and reads its kfuncs.
 pub fn build_testmod(kernel: &str) -> Result<BuiltTestmod> {
-    if !kernel.starts_with("debian:") {
+    if !matches!(parse(kernel)?, KernelName::Debian { .. }) {
         return Err(BadInput(format!(
             "bpf_testmod is built for Debian kernels (debian:<version>) only, not {kernel}"
         ))
         .into());
     }
-    known_kernel(kernel)?;
     let ko = run_build_module(&["--testmod".into(), kernel.into()], &format!("bpf_testmod for {kernel}"))?;
     let bytes = std::fs::read(&ko).with_context(|| format!("reading {}", ko.display()))?;
     let vmlinux = match headers_vmlinux(kernel) {
@@ -295,28 +306,14 @@ pub fn build_testmod(kernel: &str) -> Result<BuiltTestmod> {
     Ok(BuiltTestmod { ko, kfuncs })
 }
 
-/// The `vmlinux` whose BTF and `.BTF_ids` describe `kernel`: a build's own (in its module build
-/// tree), a Debian kernel's BTF-only one from its headers (see [`headers_vmlinux`]).
-pub fn kernel_vmlinux(kernel: &str) -> Result<Option<PathBuf>> {
-    if kernel.starts_with("build:") {
-        return Ok(Some(built(kernel)?.tree.join("vmlinux")).filter(|p| p.is_file()));
-    }
-    Ok(headers_vmlinux(kernel))
+/// The BTF-only `vmlinux` of Debian kernel `kernel`'s unpacked headers (none when not unpacked).
+pub fn headers_vmlinux(kernel: &str) -> Option<PathBuf> {
+    lockstep_vm::kernel::headers_vmlinux(&cache_root().ok()?, kernel)
 }
 
-/// The BTF-only `vmlinux` of a Debian kernel's headers, as unpacked by `build-module.sh`
-/// (the base of module BTF when the `.ko` carries no distilled `.BTF.base`).
-pub fn headers_vmlinux(kernel: &str) -> Option<PathBuf> {
-    let dir = cache_root().ok()?.join("headers").join(kernel.replace(':', "-"));
-    let mut found: Vec<PathBuf> = std::fs::read_dir(dir)
-        .ok()?
-        .flatten()
-        .filter_map(|v| std::fs::read_dir(v.path().join("root/usr/src")).ok())
-        .flat_map(|d| d.flatten().map(|e| e.path().join("vmlinux")))
-        .filter(|p| p.is_file())
-        .collect();
-    found.sort();
-    found.pop()
+/// The `vmlinux` whose BTF and `.BTF_ids` describe `kernel` ([`ResolvedKernel::btf_vmlinux`]).
+pub fn kernel_vmlinux(kernel: &ResolvedKernel) -> Option<PathBuf> {
+    kernel.btf_vmlinux(&cache_root().ok()?)
 }
 
 /// The model's view of a built module: the bundled source's kfuncs with the `.ko`'s flags

@@ -6,12 +6,16 @@ mod bench;
 mod cases;
 mod census;
 mod check;
+mod derive;
 mod exit;
 mod fuzz;
+mod fuzz_merge;
+mod github;
 mod import;
 mod kbuild;
 mod kernel;
 mod kernel_diff;
+mod merge;
 mod output;
 mod report;
 mod run;
@@ -46,8 +50,11 @@ enum Cmd {
         #[command(subcommand)]
         what: BenchCmd,
     },
-    /// List the built-in kernel profiles.
-    Profiles,
+    /// List the built-in kernel profiles (`profiles derive PATH`: derive one from a source tree).
+    Profiles {
+        #[command(subcommand)]
+        cmd: Option<derive::ProfilesCmd>,
+    },
     /// Differential fuzzing: generated programs, model vs kernel, minimised disagreements.
     Fuzz(fuzz::FuzzArgs),
     /// Run cases on real kernels in QEMU guests (or the host kernel) and compare with the model.
@@ -56,6 +63,11 @@ enum Cmd {
     Census(census::CensusArgs),
     /// Build a base and a patched kernel, run the corpus on both and judge every verdict flip.
     ValidateSeries(validate::ValidateArgs),
+    /// Reports of earlier runs: `report merge` joins the JSON of `run --shard K/N` runs.
+    Report {
+        #[command(subcommand)]
+        cmd: merge::ReportCmd,
+    },
     /// Fetch, build and list kernels.
     Kernel {
         #[command(subcommand)]
@@ -109,10 +121,11 @@ fn main() -> ExitCode {
         Cmd::Bench { what: BenchCmd::Fuzz(a) } => fuzz::bench(a),
         Cmd::Bench { what: BenchCmd::Validate(a) } => validate::bench::run(a),
         Cmd::Fuzz(a) => fuzz::run(a),
-        Cmd::Profiles => check::profiles(),
+        Cmd::Profiles { cmd } => derive::run(cmd),
         Cmd::Run(a) => run::run(a),
         Cmd::Census(a) => census::run(a),
         Cmd::Kernel { cmd } => kernel::run(cmd),
+        Cmd::Report { cmd } => merge::run(cmd),
         Cmd::Agent => agent::main(),
         Cmd::Disasm { paths } => check::disasm(&paths),
         Cmd::ImportSelftests(a) => import::run(a),

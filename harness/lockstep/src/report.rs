@@ -7,10 +7,10 @@ use std::fmt::Write as _;
 use lockstep_core::case::Expectation;
 use lockstep_core::compare::Agreement;
 use lockstep_core::verdict::VerdictKind;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 /// How a case ended on a kernel.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Outcome {
     /// The verifier gave a verdict (or the case could not be set up: see `setup_error`).
@@ -43,9 +43,12 @@ impl Outcome {
     }
 }
 
-/// One case on one kernel.
-#[derive(Clone, Debug, Serialize)]
+/// One case on one kernel (a JSON line of `lockstep run --json`, read back by `report merge`).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct RunRow {
+    /// The case's position in the run's case list (the same in every shard of a run).
+    #[serde(default)]
+    pub index: usize,
     pub case: String,
     pub file: String,
     pub line: usize,
@@ -83,12 +86,12 @@ pub struct RunRow {
     pub verification_usec: Option<u64>,
     pub insns_processed: Option<u64>,
     /// The full verifier log, when asked for (`--log`) or when a load failed unexpectedly.
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub log: Option<String>,
 }
 
 /// Whether a verdict met a case's expectation.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum ExpectationMet {
     Met,
@@ -414,6 +417,7 @@ pub fn markdown_differences(diffs: &[crate::kernel_diff::KernelDifference]) -> S
 #[cfg(test)]
 pub(crate) fn test_row(case: &str, kernel: &str, v: VerdictKind, a: Agreement) -> RunRow {
     RunRow {
+        index: 0,
         case: case.into(),
         file: "f.toml".into(),
         line: 1,

@@ -11,6 +11,7 @@ use lockstep_core::asm::Reloc;
 use lockstep_core::case::Case;
 use lockstep_core::compare::{classify, Agreement};
 use lockstep_core::proto::ModuleStatus;
+use lockstep_core::shard::Shard;
 use lockstep_core::verdict::Verdict;
 use lockstep_vm::guest::Timeouts;
 
@@ -49,11 +50,33 @@ pub struct RunArgs {
     #[arg(long)]
     pub log: bool,
     /// Programs of BPF object inputs that nothing judged (lockstep could not load them and the
-    /// model cannot judge them) do not make the exit code 5.
+    /// model cannot judge them) do not make the exit code 6.
     #[arg(long)]
     pub allow_skips: bool,
+    /// Run only shard K of N (a stable split of cases x kernels by a hash of the case name and
+    /// kernel name); `lockstep report merge` joins the shards' `--json` files.
+    #[arg(long, value_name = "K/N", value_parser = parse_shard)]
+    pub shard: Option<Shard>,
+    /// Print GitHub Actions `::error file=...,line=...::` annotations for disagreements and
+    /// crashes, at the case's line (automatic when GITHUB_ACTIONS=true).
+    #[arg(long)]
+    pub github: bool,
     /// Case files or directories (default: the bundled corpus).
     pub paths: Vec<PathBuf>,
+}
+
+/// Parses `--shard K/N`.
+pub fn parse_shard(s: &str) -> Result<Shard, String> {
+    s.parse().map_err(|e: lockstep_core::shard::ShardError| e.to_string())
+}
+
+/// The cases of `cases` that shard `shard` runs on `kernel`, with their positions in `cases`.
+fn shard_cases(cases: &[Case], kernel: &str, shard: Option<Shard>) -> (Vec<usize>, Vec<Case>) {
+    let shard = shard.unwrap_or(Shard::ALL);
+    (0..cases.len())
+        .filter(|&i| shard.owns_pair(&cases[i].name, kernel))
+        .map(|i| (i, cases[i].clone()))
+        .unzip()
 }
 
 /// The names of the module kfuncs a case calls.
@@ -204,7 +227,9 @@ pub fn run_cases(
         }
     }
     let kernels = args.kernels.names();
-    let bar = ProgressBar::new((cases.len() * kernels.len()) as u64);
+    let all_cases = cases;
+    let pairs: usize = kernels.iter().map(|k| shard_cases(all_cases, k, args.shard).0.len()).sum();
+    let bar = ProgressBar::new(pairs as u64);
     bar.set_style(
         ProgressStyle::with_template("{prefix:>12} [{bar:30}] {pos}/{len} {wide_msg}")
             .expect("template")
@@ -212,7 +237,9 @@ pub fn run_cases(
     );
     let mut out =
         RunOutput { rows: Vec::new(), infra: Vec::new(), allow_skips: args.allow_skips, stopped: None };
-    let mut emit = |out: &mut RunOutput, mut row: RunRow| {
+    // `pos`: the case's position in all the cases (rows of shards merge back in that order).
+    let mut emit = |out: &mut RunOutput, mut row: RunRow, pos: usize| {
+        row.index = pos;
         let has = row.expected.is_some();
         row.kernel_met = report::ExpectationMet::of(has, row.kernel_expected);
         let model_judged = row.model_verdict != lockstep_core::verdict::VerdictKind::Unsupported;
@@ -221,6 +248,12 @@ pub fn run_cases(
         out.rows.push(row);
     };
     for name in &kernels {
+        // This shard's cases on this kernel (all of them without --shard).
+        let (positions, mine) = shard_cases(all_cases, name, args.shard);
+        if mine.is_empty() {
+            continue;
+        }
+        let cases = &mine[..];
         bar.set_prefix(name.clone());
         bar.set_message("preparing");
         if out.stopped.is_none() {
@@ -250,8 +283,8 @@ pub fn run_cases(
         let (Some(target), None) = (target, out.stopped) else {
             // Stopped: the kernel's cases are accounted for, not silently dropped.
             let reason = stop_reason(out.stopped.expect("stopped"), args.timeout);
-            for c in cases {
-                emit(&mut out, unrun_row(c, name, None, "", Outcome::NotRun, reason.clone()));
+            for (i, c) in cases.iter().enumerate() {
+                emit(&mut out, unrun_row(c, name, None, "", Outcome::NotRun, reason.clone()), positions[i]);
             }
             continue;
         };
@@ -334,23 +367,23 @@ pub fn run_cases(
                 row.insns_processed = result.insns_processed;
                 // An object program's log comes back for its __msg patterns: kept only when asked.
                 row.log = result.log.filter(|_| args.log || !row.from_object || result.setup_error.is_some());
-                emit(&mut out, row);
+                emit(&mut out, row, positions[index]);
             }
             CaseEvent::Crashed { index, excerpt } => {
                 bar.inc(1);
-                emit(&mut out, unrun_row(&cases[index], name, Some(target), &release, Outcome::Crash, format!("the case crashed the kernel twice:\n{excerpt}")));
+                emit(&mut out, unrun_row(&cases[index], name, Some(target), &release, Outcome::Crash, format!("the case crashed the kernel twice:\n{excerpt}")), positions[index]);
             }
             CaseEvent::Lost { index, excerpt } => {
                 bar.inc(1);
-                emit(&mut out, unrun_row(&cases[index], name, Some(target), &release, Outcome::Infra, format!("the guest ended twice while the case ran, the second time without a kernel message (not a kernel crash):\n{excerpt}")));
+                emit(&mut out, unrun_row(&cases[index], name, Some(target), &release, Outcome::Infra, format!("the guest ended twice while the case ran, the second time without a kernel message (not a kernel crash):\n{excerpt}")), positions[index]);
             }
             CaseEvent::TimedOut { index, excerpt } => {
                 bar.inc(1);
-                emit(&mut out, unrun_row(&cases[index], name, Some(target), &release, Outcome::Timeout, excerpt));
+                emit(&mut out, unrun_row(&cases[index], name, Some(target), &release, Outcome::Timeout, excerpt), positions[index]);
             }
             CaseEvent::NotRun { index, reason } => {
                 bar.inc(1);
-                emit(&mut out, unrun_row(&cases[index], name, Some(target), &release, Outcome::NotRun, reason));
+                emit(&mut out, unrun_row(&cases[index], name, Some(target), &release, Outcome::NotRun, reason), positions[index]);
             }
         });
         session.close();
@@ -396,6 +429,7 @@ fn base_row(
 ) -> RunRow {
     let model_expected = lockstep_core::corpus::meets_expectation(c, &target.profile.name, &model);
     RunRow {
+        index: 0,
         case: c.name.clone(),
         file: c.file.clone(),
         line: c.line,
@@ -441,6 +475,7 @@ fn unrun_row(
             base_row(c, kernel, t, release, model, outcome, Agreement::Infra, Some(note))
         }
         None => RunRow {
+            index: 0,
             case: c.name.clone(),
             file: c.file.clone(),
             line: c.line,
@@ -541,6 +576,7 @@ pub fn run(args: RunArgs) -> Result<u8> {
     if let Some(e) = errors.into_iter().next() {
         return Err(e);
     }
+    crate::github::emit(args.github, args.json.as_deref().is_some_and(|p| p.as_os_str() == "-"), &out.rows);
     Ok(out.exit_code())
 }
 

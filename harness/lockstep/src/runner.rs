@@ -127,7 +127,8 @@ pub const DEFAULT_CASE_TIMEOUT: u64 = 60;
 /// Which kernels a command runs on (`run`, `census`).
 #[derive(clap::Args, Clone, Debug)]
 pub struct KernelArgs {
-    /// Kernels (debian:6.12, debian:7.2, debian:7.3); default: debian:7.2 and debian:7.3.
+    /// Kernels: debian:6.12|7.2|7.3, build:<alias-or-hash>, or a PATH to a built kernel tree (or a
+    /// bzImage with vmlinux beside it); default: debian:7.2 and debian:7.3.
     #[arg(long = "kernel", short = 'k')]
     pub kernels: Vec<String>,
     /// This machine's own kernel instead (root only; needs --profile).
@@ -182,8 +183,10 @@ pub struct KernelTarget {
 }
 
 impl KernelTarget {
-    /// Resolves `name` (`debian:X`, `build:<alias-or-hash>` or [`HOST`]): fetches the kernel, builds the test module, picks
-    /// the profile (`profile` overrides the default of the name).
+    /// Resolves `name` (`debian:X`, `build:<alias-or-hash>`, a path, or [`HOST`]) through
+    /// [`kernel::resolve`]: fetches the kernel, builds the test module (or reads `--module-ko`'s,
+    /// with the kernel's vmlinux as its BTF base), picks the profile (`profile` overrides the
+    /// default of the name).
     pub fn prepare(name: &str, profile: Option<&str>, opts: &RunnerOptions) -> Result<KernelTarget> {
         if name == HOST {
             let Some(p) = profile else {
@@ -208,23 +211,24 @@ impl KernelTarget {
                 place: Place::Host,
             });
         }
-        kernel::known_kernel(name)?;
-        let pname = match profile.map(str::to_string).or_else(|| kernel::default_profile(name)) {
+        let kname = kernel::parse(name)?;
+        // The kernel first: a path that holds no kernel is named before a missing --profile.
+        let resolved = kernel::resolve(name)?;
+        let pname = match profile.map(str::to_string).or_else(|| kernel::default_profile(&kname)) {
             Some(p) => p,
             None => {
                 return Err(crate::exit::BadInput(format!(
-                    "no default profile for kernel {name}: pass --profile"
+                    "no default profile for kernel {name}: pass --profile (`lockstep profiles` lists them)"
                 ))
                 .into())
             }
         };
         let profile = kernel::profile(&pname)?;
-        let (vmlinuz, package_version) = kernel::image(name)?;
-        let built = match &opts.module_ko {
-            Some(ko) => kernel::module_from_ko(ko, None),
-            None => kernel::build_module(name),
-        };
         let (module, module_error) = if opts.module {
+            let built = match &opts.module_ko {
+                Some(ko) => kernel::module_from_ko(ko, kernel::kernel_vmlinux(&resolved).as_deref()),
+                None => kernel::build_module(&resolved),
+            };
             match built {
                 Ok(m) => (Some(m), None),
                 Err(e) => {
@@ -238,13 +242,13 @@ impl KernelTarget {
         let (testmod, testmod_error) = prepare_testmod(name, &opts.testmod);
         Ok(KernelTarget {
             name: name.into(),
-            package_version,
+            package_version: resolved.identity.clone(),
             profile,
             module,
             module_error,
             testmod,
             testmod_error,
-            place: Place::Guest { vmlinuz },
+            place: Place::Guest { vmlinuz: resolved.vmlinuz.clone() },
         })
     }
 

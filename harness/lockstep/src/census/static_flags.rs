@@ -10,7 +10,7 @@ use anyhow::{anyhow, Context, Result};
 
 /// Kfunc name -> id set -> flags word, of `kernel`'s vmlinux.
 pub fn for_kernel(kernel: &str) -> Result<BTreeMap<String, BTreeMap<String, u32>>> {
-    let v = crate::kernel::kernel_vmlinux(kernel)?.ok_or_else(|| {
+    let v = crate::kernel::kernel_vmlinux(&crate::kernel::resolve(kernel)?).ok_or_else(|| {
         anyhow!("no vmlinux for {kernel} (a Debian kernel's headers are unpacked by the test module build)")
     })?;
     let bytes = std::fs::read(&v).with_context(|| format!("reading {}", v.display()))?;

@@ -166,7 +166,7 @@ pub fn run_with(a: ValidateArgs, runner: &mut dyn CorpusRunner) -> Result<u8> {
         let built = if a.results_from.is_some() {
             crate::kernel::BuiltModule { ko: PathBuf::new(), kfuncs: module_src.clone() }
         } else {
-            let m = crate::kernel::build_module(&k.name)?;
+            let m = crate::kernel::build_module(k)?;
             lap(&format!("build module ({side})"), &mut t, &mut timings);
             eprintln!("module for {side} ({}): {}", k.name, m.ko.display());
             m
