@@ -44,7 +44,7 @@ fn serve() -> io::Result<()> {
         eprintln!("lockstep agent: {e}");
     }
     let release = agent_io::kernel_release()?;
-    agent_io::send(&mut w, &GuestMsg::Hello { release, module })?;
+    agent_io::send(&mut w, &GuestMsg::Hello { release, module: module.clone() })?;
     for line in reader.lines() {
         let line = line?;
         match stream::decode_host(&line) {
@@ -61,6 +61,11 @@ fn serve() -> io::Result<()> {
                     loader.as_ref().ok(),
                 );
                 agent_io::send(&mut w, &GuestMsg::Kfuncs { id, listing })?;
+            }
+            Ok(Some(HostMsg::Ping)) => {
+                // A guest restored from a snapshot: greet again (the release is read afresh).
+                let release = agent_io::kernel_release()?;
+                agent_io::send(&mut w, &GuestMsg::Hello { release, module: module.clone() })?;
             }
             Ok(Some(HostMsg::Shutdown)) => {
                 agent_io::send(&mut w, &GuestMsg::Bye)?;

@@ -46,6 +46,8 @@ pub struct RunnerOptions {
     pub extra_cmdline: Vec<String>,
     /// A prebuilt test module to use instead of building one.
     pub module_ko: Option<PathBuf>,
+    /// Restore guests from snapshots in the cache (saved after a first boot).
+    pub snapshots: bool,
 }
 
 /// The guest options of every command that boots kernels (`run`, `census`, `fuzz`), flattened
@@ -73,6 +75,10 @@ pub struct GuestArgs {
     /// Append each guest's console to DIR/console-<kernel>.log.
     #[arg(long, value_name = "DIR")]
     pub console_dir: Option<PathBuf>,
+    /// Always boot guests: neither restore them from nor save them as snapshots
+    /// (`~/.cache/lockstep/snapshots/`).
+    #[arg(long)]
+    pub no_snapshot: bool,
 }
 
 impl GuestArgs {
@@ -91,6 +97,7 @@ impl GuestArgs {
             console_dir: self.console_dir.clone(),
             extra_cmdline: self.append.clone(),
             module_ko: self.module_ko.clone(),
+            snapshots: !self.no_snapshot,
         }
     }
 }
@@ -301,6 +308,9 @@ impl KernelSession {
                 p.accel
             }
         };
+        if opts.snapshots {
+            cfg.snapshot_dir = Some(KernelCache::default_root().join("snapshots"));
+        }
         let batch = BatchOptions { guest: cfg, want_log: opts.want_log, boot_attempts: 3 };
         let accel = Some(batch.guest.accel);
         Ok(KernelSession {
@@ -388,6 +398,14 @@ impl KernelSession {
                     )))
                 })
             }
+        }
+    }
+
+    /// Whether the live guest was restored from a snapshot rather than booted.
+    pub fn restored(&self) -> bool {
+        match &self.backend {
+            Backend::Guest { session, .. } => session.hello().is_some_and(|h| h.restored),
+            Backend::Host { .. } => false,
         }
     }
 

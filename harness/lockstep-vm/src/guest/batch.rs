@@ -143,9 +143,10 @@ impl Session {
         if self.guest.is_some() {
             return Ok(Boot::Live);
         }
-        let mut g = GuestRun::start(&self.opts.guest)?;
+        let started = super::snapshot::start_guest(&self.opts.guest)?;
+        let g = started.guest;
         summary.boots += 1;
-        match g.wait_hello() {
+        match started.hello {
             Ok(h) => {
                 plan.booted();
                 on_event(BatchEvent::Booted {
@@ -213,27 +214,29 @@ impl Session {
                 }
             }
             let guest = self.guest.as_mut().expect("booted");
-            match guest.run_case(&cases[i], self.opts.want_log) {
-                Ok(r) => {
-                    plan.completed(i);
-                    summary.results += 1;
-                    on_event(BatchEvent::Result {
-                        index: i,
-                        result: r.result,
-                        warnings: r.warnings,
-                        elapsed: r.elapsed,
-                    });
-                }
-                Err(outcome) => {
-                    self.guest = None;
-                    self.hello = None;
-                    summary.last_outcome = Some(outcome.clone());
-                    match plan.crashed(i) {
-                        CrashDecision::Retry => on_event(BatchEvent::Retrying { index: i, outcome }),
-                        CrashDecision::GiveUp => {
-                            summary.crashed.push(i);
-                            on_event(BatchEvent::Crashed { index: i, outcome });
-                        }
+            // Pipelined from case i on; a guest that dies stops it at the unanswered case.
+            let mut on_reply = |k: usize, r: super::CaseReply| {
+                plan.completed(i + k);
+                summary.results += 1;
+                on_event(BatchEvent::Result {
+                    index: i + k,
+                    result: r.result,
+                    warnings: r.warnings,
+                    elapsed: r.elapsed,
+                });
+            };
+            let window = super::pipeline::DEFAULT_WINDOW;
+            if let Err((k, outcome)) = guest.run_cases(&cases[i..], self.opts.want_log, window, &mut on_reply)
+            {
+                let i = i + k;
+                self.guest = None;
+                self.hello = None;
+                summary.last_outcome = Some(outcome.clone());
+                match plan.crashed(i) {
+                    CrashDecision::Retry => on_event(BatchEvent::Retrying { index: i, outcome }),
+                    CrashDecision::GiveUp => {
+                        summary.crashed.push(i);
+                        on_event(BatchEvent::Crashed { index: i, outcome });
                     }
                 }
             }
