@@ -9,6 +9,7 @@ mod check;
 mod exit;
 mod fuzz;
 mod import;
+mod jobs;
 mod kbuild;
 mod kernel;
 mod kernel_diff;

@@ -16,7 +16,7 @@ use lockstep_vm::guest::Timeouts;
 use crate::exit::{EXIT_CRASH, EXIT_DISAGREE, EXIT_INFRA};
 use crate::report::{self, Outcome, RunRow};
 use crate::runner::{CaseEvent, GuestArgs, KernelArgs, KernelSession, KernelTarget};
-use crate::{cases, kernel_diff, output};
+use crate::{cases, jobs, kernel_diff, output};
 
 /// Arguments of `lockstep run`.
 #[derive(Args, Clone, Debug)]
@@ -44,6 +44,9 @@ pub struct RunArgs {
     /// Keep the full verifier log of every case (in the JSON output).
     #[arg(long)]
     pub log: bool,
+    /// Kernels run at the same time, each in its own guest (default: the number of cores).
+    #[arg(long, short = 'j', value_name = "N", value_parser = clap::value_parser!(usize))]
+    pub jobs: Option<usize>,
     /// Case files or directories (default: the bundled corpus).
     pub paths: Vec<PathBuf>,
 }
@@ -83,7 +86,9 @@ impl RunOutput {
     }
 }
 
-/// Runs `cases` on every kernel of `args` (the engine of `lockstep run`, used by tests too).
+/// Runs `cases` on every kernel of `args` (the engine of `lockstep run`, used by tests too): up
+/// to `--jobs` kernels at a time, each in its own guest; the rows come out in kernel order, then
+/// case order, whatever the parallelism.
 pub fn run_cases(args: &RunArgs, cases: &[Case]) -> Result<RunOutput> {
     let opts = args.guest.options(args.log, Timeouts::default().overall);
     let kernels = args.kernels.names();
@@ -94,99 +99,122 @@ pub fn run_cases(args: &RunArgs, cases: &[Case]) -> Result<RunOutput> {
             .expect("template")
             .progress_chars("=> "),
     );
+    bar.set_prefix(if kernels.len() == 1 {
+        kernels[0].clone()
+    } else {
+        format!("{} kernels", kernels.len())
+    });
+    let jobs = args.jobs.unwrap_or_else(jobs::default_jobs);
+    let per_kernel =
+        jobs::map_ordered(&kernels, jobs, |name| run_kernel(name, args, cases, &opts, deadline, &bar));
     let mut out = RunOutput { rows: Vec::new(), infra: Vec::new() };
-    for name in &kernels {
-        bar.set_prefix(name.clone());
-        bar.set_message("preparing");
-        let target = match KernelTarget::prepare(name, args.kernels.profile.as_deref(), &opts) {
-            Ok(t) => t,
-            Err(e) if e.downcast_ref::<crate::exit::BadInput>().is_some() => return Err(e),
-            Err(e) => {
-                bar.suspend(|| eprintln!("lockstep: {name}: {e:#}"));
-                out.infra.push(format!("{name}: {e:#}"));
-                bar.inc(cases.len() as u64);
-                continue;
-            }
-        };
-        let mut left = opts.clone();
-        left.timeouts.overall = deadline.saturating_duration_since(Instant::now());
-        let mut session = match KernelSession::start(&target, &left) {
-            Ok(s) => s,
-            Err(e) => {
-                bar.suspend(|| eprintln!("lockstep: {name}: {e:#}"));
-                out.infra.push(format!("{name}: {e:#}"));
-                bar.inc(cases.len() as u64);
-                continue;
-            }
-        };
-        let module = target.module_kfuncs();
-        let mut release = String::new();
-        let mut module_status = ModuleStatus::Absent;
-        let mut rows: Vec<Option<RunRow>> = vec![None; cases.len()];
-        let mut boot_problem: Option<String> = None;
-        session.run(cases, args.log, &mut |ev| match ev {
-            CaseEvent::Booted { release: r, module: m, boot_time } => {
-                tracing::info!(kernel = %name, release = %r, module = ?m, boot_s = boot_time.as_secs_f64(), "guest booted");
-                bar.set_message(format!("booted {r} in {:.1}s", boot_time.as_secs_f64()));
-                release = r;
-                module_status = m;
-            }
-            CaseEvent::BootFailed { excerpt, will_retry } => {
-                bar.suspend(|| eprintln!("lockstep: {name}: boot failed{}:\n{excerpt}", if will_retry { " (retrying)" } else { "" }));
-                if !will_retry {
-                    boot_problem = Some(excerpt);
-                }
-            }
-            CaseEvent::Retrying { index, excerpt } => {
-                bar.suspend(|| eprintln!("lockstep: {name}: case {} crashed the guest; retrying in a fresh one:\n{excerpt}", cases[index].name));
-            }
-            CaseEvent::Result { index, result, warnings } => {
-                let c = &cases[index];
-                let model = lockstep_core::model::check(c, &target.profile, &module);
-                let used = module_kfuncs_used(c, &module);
-                let module_missing = !used.is_empty() && !matches!(module_status, ModuleStatus::Loaded { .. });
-                let mut agreement = classify(&model, &result);
-                let mut note = result.setup_error.clone();
-                let mut outcome = Outcome::Ran;
-                if module_missing {
-                    agreement = Agreement::Infra;
-                    outcome = Outcome::NotRun;
-                    note = Some(format!("needs the test module ({}), which is not loaded: {}", used.join(", "), module_note(&module_status, &target)));
-                }
-                if !warnings.is_empty() {
-                    outcome = Outcome::Warn;
-                    note = Some(format!("kernel WARN while the case ran:\n{}", warnings.join("\n")));
-                }
-                bar.inc(1);
-                let mut row = base_row(c, name, &target, &release, model, outcome, agreement, note);
-                if result.setup_error.is_none() && outcome != Outcome::NotRun {
-                    row.kernel_verdict = Some(result.verdict.verdict);
-                    row.kernel_expected = lockstep_core::corpus::kernel_meets_expectation(c, &target.profile.name, &result);
-                }
-                row.kernel_message = result.verdict.message;
-                row.kernel_insn = result.verdict.insn;
-                row.kernel_errno = Some(result.errno);
-                row.verification_usec = result.verification_usec;
-                row.insns_processed = result.insns_processed;
-                row.log = result.log;
-                rows[index] = Some(row);
-            }
-            CaseEvent::Crashed { index, excerpt } => {
-                bar.inc(1);
-                rows[index] = Some(unrun_row(&cases[index], name, &target, &release, Outcome::Crash, format!("the case crashed the kernel twice:\n{excerpt}")));
-            }
-            CaseEvent::NotRun { index, reason } => {
-                bar.inc(1);
-                rows[index] = Some(unrun_row(&cases[index], name, &target, &release, Outcome::NotRun, reason));
-            }
-        })?;
-        session.close();
-        if let Some(p) = boot_problem {
-            out.infra.push(format!("{name}: the guest did not boot:\n{p}"));
-        }
-        out.rows.extend(rows.into_iter().flatten());
+    for k in per_kernel {
+        let k = k?;
+        out.rows.extend(k.rows);
+        out.infra.extend(k.infra);
     }
     bar.finish_and_clear();
+    Ok(out)
+}
+
+/// Runs `cases` on kernel `name` in one guest (booted again after a crash).
+fn run_kernel(
+    name: &str,
+    args: &RunArgs,
+    cases: &[Case],
+    opts: &crate::runner::RunnerOptions,
+    deadline: Instant,
+    bar: &ProgressBar,
+) -> Result<RunOutput> {
+    let mut out = RunOutput { rows: Vec::new(), infra: Vec::new() };
+    bar.set_message("preparing");
+    let target = match KernelTarget::prepare(name, args.kernels.profile.as_deref(), opts) {
+        Ok(t) => t,
+        Err(e) if e.downcast_ref::<crate::exit::BadInput>().is_some() => return Err(e),
+        Err(e) => {
+            bar.suspend(|| eprintln!("lockstep: {name}: {e:#}"));
+            out.infra.push(format!("{name}: {e:#}"));
+            bar.inc(cases.len() as u64);
+            return Ok(out);
+        }
+    };
+    let mut left = opts.clone();
+    left.timeouts.overall = deadline.saturating_duration_since(Instant::now());
+    let mut session = match KernelSession::start(&target, &left) {
+        Ok(s) => s,
+        Err(e) => {
+            bar.suspend(|| eprintln!("lockstep: {name}: {e:#}"));
+            out.infra.push(format!("{name}: {e:#}"));
+            bar.inc(cases.len() as u64);
+            return Ok(out);
+        }
+    };
+    let module = target.module_kfuncs();
+    let mut release = String::new();
+    let mut module_status = ModuleStatus::Absent;
+    let mut rows: Vec<Option<RunRow>> = vec![None; cases.len()];
+    let mut boot_problem: Option<String> = None;
+    session.run(cases, args.log, &mut |ev| match ev {
+        CaseEvent::Booted { release: r, module: m, boot_time } => {
+            tracing::info!(kernel = %name, release = %r, module = ?m, boot_s = boot_time.as_secs_f64(), "guest booted");
+            bar.set_message(format!("{name}: booted {r} in {:.1}s", boot_time.as_secs_f64()));
+            release = r;
+            module_status = m;
+        }
+        CaseEvent::BootFailed { excerpt, will_retry } => {
+            bar.suspend(|| eprintln!("lockstep: {name}: boot failed{}:\n{excerpt}", if will_retry { " (retrying)" } else { "" }));
+            if !will_retry {
+                boot_problem = Some(excerpt);
+            }
+        }
+        CaseEvent::Retrying { index, excerpt } => {
+            bar.suspend(|| eprintln!("lockstep: {name}: case {} crashed the guest; retrying in a fresh one:\n{excerpt}", cases[index].name));
+        }
+        CaseEvent::Result { index, result, warnings } => {
+            let c = &cases[index];
+            let model = lockstep_core::model::check(c, &target.profile, &module);
+            let used = module_kfuncs_used(c, &module);
+            let module_missing = !used.is_empty() && !matches!(module_status, ModuleStatus::Loaded { .. });
+            let mut agreement = classify(&model, &result);
+            let mut note = result.setup_error.clone();
+            let mut outcome = Outcome::Ran;
+            if module_missing {
+                agreement = Agreement::Infra;
+                outcome = Outcome::NotRun;
+                note = Some(format!("needs the test module ({}), which is not loaded: {}", used.join(", "), module_note(&module_status, &target)));
+            }
+            if !warnings.is_empty() {
+                outcome = Outcome::Warn;
+                note = Some(format!("kernel WARN while the case ran:\n{}", warnings.join("\n")));
+            }
+            bar.inc(1);
+            let mut row = base_row(c, name, &target, &release, model, outcome, agreement, note);
+            if result.setup_error.is_none() && outcome != Outcome::NotRun {
+                row.kernel_verdict = Some(result.verdict.verdict);
+                row.kernel_expected = lockstep_core::corpus::kernel_meets_expectation(c, &target.profile.name, &result);
+            }
+            row.kernel_message = result.verdict.message;
+            row.kernel_insn = result.verdict.insn;
+            row.kernel_errno = Some(result.errno);
+            row.verification_usec = result.verification_usec;
+            row.insns_processed = result.insns_processed;
+            row.log = result.log;
+            rows[index] = Some(row);
+        }
+        CaseEvent::Crashed { index, excerpt } => {
+            bar.inc(1);
+            rows[index] = Some(unrun_row(&cases[index], name, &target, &release, Outcome::Crash, format!("the case crashed the kernel twice:\n{excerpt}")));
+        }
+        CaseEvent::NotRun { index, reason } => {
+            bar.inc(1);
+            rows[index] = Some(unrun_row(&cases[index], name, &target, &release, Outcome::NotRun, reason));
+        }
+    })?;
+    session.close();
+    if let Some(p) = boot_problem {
+        out.infra.push(format!("{name}: the guest did not boot:\n{p}"));
+    }
+    out.rows.extend(rows.into_iter().flatten());
     Ok(out)
 }
 
