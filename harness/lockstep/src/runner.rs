@@ -309,7 +309,12 @@ impl KernelSession {
             }
         };
         if opts.snapshots {
-            cfg.snapshot_dir = Some(KernelCache::default_root().join("snapshots"));
+            // LOCKSTEP_SNAPSHOT_DIR: another store (tests use a private one).
+            cfg.snapshot_dir = Some(
+                std::env::var_os("LOCKSTEP_SNAPSHOT_DIR")
+                    .map(PathBuf::from)
+                    .unwrap_or_else(|| KernelCache::default_root().join("snapshots")),
+            );
         }
         let batch = BatchOptions { guest: cfg, want_log: opts.want_log, boot_attempts: 3 };
         let accel = Some(batch.guest.accel);

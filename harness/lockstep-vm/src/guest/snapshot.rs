@@ -174,6 +174,7 @@ pub fn start_guest(cfg: &GuestConfig) -> Result<Started, GuestError> {
     if let Some(file) = store.find(&key) {
         match restore(cfg, &file) {
             Ok(s) => {
+                tracing::info!("guest restored from snapshot {}", file.display());
                 store.touch(&key);
                 return Ok(s);
             }
