@@ -80,6 +80,8 @@ pub struct Loader {
     vmlinux: Btf,
     release: String,
     log_size: usize,
+    /// The verifier log buffer, kept across cases (see [`LogBuffer`]).
+    log_buf: std::sync::Mutex<LogBuffer>,
 }
 
 /// The expected_attach_type a program type needs to load without an attach target.
@@ -136,7 +138,7 @@ impl Loader {
         let release = nix::sys::utsname::uname()
             .map(|u| u.release().to_string_lossy().into_owned())
             .unwrap_or_default();
-        Ok(Loader { kfuncs, modules, vmlinux, release, log_size: LOG_SIZE })
+        Ok(Loader { kfuncs, modules, vmlinux, release, log_size: LOG_SIZE, log_buf: Default::default() })
     }
 
     /// Sets the first verifier log buffer size (default 16 MiB; grown on `ENOSPC`).
@@ -218,7 +220,10 @@ impl Loader {
             fd_array: &fd_array,
             log_level: if case.log_level != 0 { case.log_level | 4 } else { LOG_LEVEL },
         };
-        let (res, log) = load_with_log(&load, self.log_size);
+        let (res, log) = {
+            let mut buf = self.log_buf.lock().unwrap_or_else(|e| e.into_inner());
+            load_with_log(&load, self.log_size, &mut buf)
+        };
         let parsed = parse_verifier_log(&log);
         let errno = match &res {
             Ok(_) => 0,
@@ -339,13 +344,49 @@ fn c_string(buf: &[u8]) -> String {
     String::from_utf8_lossy(&buf[..end]).into_owned()
 }
 
+/// A verifier log buffer reused from case to case. Allocating (and so zeroing) a fresh 16 MiB
+/// buffer per program cost more than the verification itself under TCG; only the bytes the
+/// kernel wrote last time are cleared before the next load.
+#[derive(Debug, Default)]
+pub(crate) struct LogBuffer {
+    buf: Vec<u8>,
+    /// Bytes at the start of `buf` that may be non-zero.
+    dirty: usize,
+}
+
+impl LogBuffer {
+    /// A zeroed buffer of at least `size` bytes.
+    fn zeroed(&mut self, size: usize) -> &mut [u8] {
+        if self.buf.len() < size {
+            self.buf = vec![0u8; size];
+        } else {
+            let dirty = self.dirty.min(self.buf.len());
+            self.buf[..dirty].fill(0);
+        }
+        self.dirty = 0;
+        &mut self.buf[..size]
+    }
+
+    /// Records what a load wrote: `true_size` (the kernel's `log_true_size`, with its NUL), or
+    /// 0 when the kernel did not say (then the whole buffer counts as written).
+    fn written(&mut self, size: usize, true_size: u32) {
+        self.dirty = if true_size == 0 { size } else { (true_size as usize).min(size) };
+    }
+}
+
 /// Loads a program with a verifier log, growing the buffer on `ENOSPC`; past the largest buffer
 /// it loads once more without a log for the verdict and keeps the (rotated, tail) log it had.
-fn load_with_log(p: &ProgLoad<'_>, first_size: usize) -> (Result<OwnedFd, SysError>, String) {
+fn load_with_log(
+    p: &ProgLoad<'_>,
+    first_size: usize,
+    log: &mut LogBuffer,
+) -> (Result<OwnedFd, SysError>, String) {
     let mut size = first_size;
     loop {
-        let mut buf = vec![0u8; size];
-        let (res, true_size) = sys::prog_load(p, &mut buf);
+        let buf = log.zeroed(size);
+        let (res, true_size) = sys::prog_load(p, buf);
+        let text = c_string(buf);
+        log.written(size, true_size);
         match res {
             Err(e) if e.errno == Errno::ENOSPC && size < MAX_LOG_SIZE => {
                 size = (true_size as usize + 1).max(size * 4).min(MAX_LOG_SIZE);
@@ -353,9 +394,9 @@ fn load_with_log(p: &ProgLoad<'_>, first_size: usize) -> (Result<OwnedFd, SysErr
             Err(e) if e.errno == Errno::ENOSPC => {
                 let quiet = ProgLoad { log_level: 0, ..p.clone() };
                 let (res, _) = sys::prog_load(&quiet, &mut []);
-                return (res, c_string(&buf));
+                return (res, text);
             }
-            res => return (res, c_string(&buf)),
+            res => return (res, text),
         }
     }
 }
@@ -375,5 +416,17 @@ mod tests {
         assert_eq!(a.offset(2, || 22), 2);
         assert_eq!(a.offset(1, || panic!("slot reused, fd not asked again")), 1);
         assert_eq!(a.fds, vec![-1, 11, 22]);
+    }
+
+    #[test]
+    fn a_reused_log_buffer_is_zero_where_the_last_load_wrote() {
+        let mut l = LogBuffer::default();
+        l.zeroed(64)[..10].copy_from_slice(b"0123456789");
+        l.written(64, 11);
+        assert!(l.zeroed(64).iter().all(|&b| b == 0));
+        l.zeroed(32).fill(b'x');
+        l.written(32, 0);
+        assert!(l.zeroed(64).iter().all(|&b| b == 0), "an unknown true size clears everything used");
+        assert_eq!(l.zeroed(128).len(), 128, "grows");
     }
 }

@@ -32,6 +32,9 @@ pub enum HostMsg {
     },
     /// Flush and power the guest off.
     Shutdown,
+    /// Greet again: the agent answers with a fresh `Hello` (sent after a guest was restored
+    /// from a snapshot, whose agent said `Hello` before it was saved).
+    Ping,
 }
 
 /// One kfunc of the running kernel.

@@ -60,6 +60,13 @@ fn run() -> io::Result<()> {
                 };
                 agent_io::send(&mut w, &GuestMsg::Kfuncs { id, listing })?;
             }
+            Ok(Some(HostMsg::Ping)) => {
+                let release = agent_io::kernel_release()?;
+                agent_io::send(
+                    &mut w,
+                    &GuestMsg::Hello { release, module: ModuleStatus::Absent, extra_modules: Vec::new() },
+                )?;
+            }
             Ok(Some(HostMsg::Shutdown)) => {
                 agent_io::send(&mut w, &GuestMsg::Bye)?;
                 return Ok(());

@@ -36,6 +36,10 @@ pub struct QemuArgs {
     pub extra_cmdline: Vec<String>,
     /// Unix socket the host listens on; QEMU connects to it for the control port.
     pub control_socket: PathBuf,
+    /// A QMP monitor on this unix socket (QEMU listens), for saving snapshots.
+    pub qmp_socket: Option<PathBuf>,
+    /// Restore the guest from this migration file (`-incoming exec:cat FILE`) instead of booting.
+    pub incoming: Option<PathBuf>,
 }
 
 impl QemuArgs {
@@ -53,6 +57,8 @@ impl QemuArgs {
             accel: Accel::Tcg,
             extra_cmdline: Vec::new(),
             control_socket: control_socket.into(),
+            qmp_socket: None,
+            incoming: None,
         }
     }
 
@@ -72,7 +78,7 @@ impl QemuArgs {
             Accel::Kvm => ("kvm", "host"),
             Accel::Tcg => ("tcg", "max"),
         };
-        let a: Vec<String> = vec![
+        let mut a: Vec<String> = vec![
             "-nodefaults".into(),
             "-no-user-config".into(),
             "-display".into(),
@@ -104,8 +110,19 @@ impl QemuArgs {
             "-device".into(),
             format!("virtserialport,bus=vser0.0,chardev=ctl,name={CONTROL_PORT_NAME}"),
         ];
+        if let Some(qmp) = &self.qmp_socket {
+            a.extend(["-qmp".into(), format!("unix:{},server=on,wait=off", qmp.display())]);
+        }
+        if let Some(file) = &self.incoming {
+            a.extend(["-incoming".into(), format!("exec:cat {}", shell_quote(&file.display().to_string()))]);
+        }
         a
     }
+}
+
+/// `s` quoted for `sh -c` (QEMU runs `exec:` migration URIs through the shell).
+pub fn shell_quote(s: &str) -> String {
+    format!("'{}'", s.replace('\'', r"'\''"))
 }
 
 #[cfg(test)]
@@ -146,6 +163,18 @@ mod tests {
             value_of(&a, "-device"),
             ["virtio-serial-pci,id=vser0", "virtserialport,bus=vser0.0,chardev=ctl,name=lockstep.0"]
         );
+    }
+
+    #[test]
+    fn snapshot_monitor_and_restore_arguments() {
+        let mut q = QemuArgs::new("k", "i", "s");
+        assert!(!q.to_args().iter().any(|a| a == "-qmp" || a == "-incoming"));
+        q.qmp_socket = Some("/run/q.qmp".into());
+        q.incoming = Some("/c/snap shot".into());
+        let a = q.to_args();
+        assert_eq!(value_of(&a, "-qmp"), ["unix:/run/q.qmp,server=on,wait=off"]);
+        assert_eq!(value_of(&a, "-incoming"), ["exec:cat '/c/snap shot'"]);
+        assert_eq!(shell_quote("a'b"), r"'a'\''b'");
     }
 
     #[test]

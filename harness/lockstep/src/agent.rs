@@ -64,7 +64,10 @@ fn serve() -> io::Result<()> {
         eprintln!("lockstep agent: {e}");
     }
     let release = agent_io::kernel_release()?;
-    agent_io::send(&mut w, &GuestMsg::Hello { release, module, extra_modules })?;
+    agent_io::send(
+        &mut w,
+        &GuestMsg::Hello { release, module: module.clone(), extra_modules: extra_modules.clone() },
+    )?;
     for line in reader.lines() {
         let line = line?;
         match stream::decode_host(&line) {
@@ -81,6 +84,18 @@ fn serve() -> io::Result<()> {
                     loader.as_ref().ok(),
                 );
                 agent_io::send(&mut w, &GuestMsg::Kfuncs { id, listing })?;
+            }
+            Ok(Some(HostMsg::Ping)) => {
+                // A guest restored from a snapshot: greet again (the release is read afresh).
+                let release = agent_io::kernel_release()?;
+                agent_io::send(
+                    &mut w,
+                    &GuestMsg::Hello {
+                        release,
+                        module: module.clone(),
+                        extra_modules: extra_modules.clone(),
+                    },
+                )?;
             }
             Ok(Some(HostMsg::Shutdown)) => {
                 agent_io::send(&mut w, &GuestMsg::Bye)?;

@@ -7,6 +7,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
 use clap::Args;
+use lockstep_core::case::Case;
 use lockstep_vm::guest::Timeouts;
 use lockstep_vm::qemu::Accel;
 use serde::Serialize;
@@ -29,6 +30,9 @@ pub struct GuestBenchArgs {
     /// Skip the virtme-ng reference.
     #[arg(long)]
     pub no_vng: bool,
+    /// Skip the restored-guest measurement.
+    #[arg(long)]
+    pub no_restore: bool,
 }
 
 /// One kernel's numbers.
@@ -49,6 +53,14 @@ struct GuestBench {
     mean_round_trip_ms: f64,
     /// Mean of the kernel's own `verification time` (log stats) per program.
     mean_kernel_verification_us: Option<f64>,
+    /// Mean round trip over mean kernel verification time (1.0: no overhead at all).
+    round_trip_over_verification: Option<f64>,
+    /// A guest restored from its snapshot (`guest::snapshot`): QEMU start to the agent's fresh
+    /// `Hello`, and to the first verdict.
+    restore_to_hello_s: Option<f64>,
+    restore_to_first_verdict_s: Option<f64>,
+    /// Why there is no restore figure, or what happened to the snapshot.
+    restore_note: Option<String>,
     /// virtme-ng booting the same kernel to run `true`, or why not.
     vng_boot_to_command_s: Option<f64>,
     vng_note: Option<String>,
@@ -68,6 +80,7 @@ pub fn guest(a: GuestBenchArgs) -> Result<u8> {
         timeouts: Timeouts::default(),
         want_log: false,
         module: true,
+        snapshots: false,
         console_dir: None,
         extra_cmdline: Vec::new(),
         module_ko: None,
@@ -101,6 +114,8 @@ pub fn guest(a: GuestBenchArgs) -> Result<u8> {
         let accel = session.accel;
         session.close();
         let in_passes = verdicts.saturating_sub(1);
+        let restore =
+            if a.no_restore { Err("skipped".into()) } else { restore(&target, &opts, &corpus[..1]) };
         let (vng_boot_to_command_s, vng_note) =
             if a.no_vng { (None, Some("skipped".into())) } else { vng(k, accel) };
         let b = GuestBench {
@@ -114,12 +129,45 @@ pub fn guest(a: GuestBenchArgs) -> Result<u8> {
             verdicts_per_s: in_passes as f64 / secs,
             mean_round_trip_ms: secs * 1000.0 / in_passes.max(1) as f64,
             mean_kernel_verification_us: (usec.1 > 0).then(|| usec.0 as f64 / usec.1 as f64),
+            round_trip_over_verification: (usec.1 > 0 && usec.0 > 0)
+                .then(|| secs * 1e6 / in_passes.max(1) as f64 / (usec.0 as f64 / usec.1 as f64)),
+            restore_to_hello_s: restore.as_ref().ok().map(|r| r.0),
+            restore_to_first_verdict_s: restore.as_ref().ok().map(|r| r.1),
+            restore_note: restore.err(),
             vng_boot_to_command_s,
             vng_note,
         };
         println!("{}", serde_json::to_string(&b)?);
     }
     Ok(0)
+}
+
+/// A guest of `target` restored from its snapshot (saved first by a booted guest if the cache has
+/// none): seconds from QEMU start to `Hello` and to the first verdict of `cases`.
+fn restore(target: &KernelTarget, opts: &RunnerOptions, cases: &[Case]) -> Result<(f64, f64), String> {
+    let opts = RunnerOptions { snapshots: true, ..opts.clone() };
+    let mut measured = None;
+    for _ in 0..2 {
+        let mut session = KernelSession::start(target, &opts).map_err(|e| format!("{e:#}"))?;
+        let start = Instant::now();
+        let (mut hello, mut first) = (None::<f64>, None::<f64>);
+        session
+            .run(cases, false, &mut |ev| match ev {
+                CaseEvent::Booted { boot_time, .. } => hello = Some(boot_time.as_secs_f64()),
+                CaseEvent::Result { .. } => {
+                    first.get_or_insert(start.elapsed().as_secs_f64());
+                }
+                _ => {}
+            })
+            .map_err(|e| format!("{e:#}"))?;
+        let restored = session.restored();
+        session.close();
+        if restored {
+            measured = hello.zip(first);
+            break;
+        }
+    }
+    measured.ok_or_else(|| "no guest was restored (the snapshot was not saved; see the warnings)".into())
 }
 
 /// Boots kernel `name` with virtme-ng to run `true`; the wall time, or why it could not.

@@ -61,6 +61,8 @@ pub struct RunnerOptions {
     pub module_ko: Option<PathBuf>,
     /// Whether to build and load the kernel tree's `bpf_testmod` too.
     pub testmod: TestmodChoice,
+    /// Restore guests from snapshots in the cache (saved after a first boot).
+    pub snapshots: bool,
 }
 
 /// The guest options of every command that boots kernels (`run`, `census`, `fuzz`), flattened
@@ -97,6 +99,10 @@ pub struct GuestArgs {
     /// Append each guest's console to DIR/console-<kernel>.log.
     #[arg(long, value_name = "DIR")]
     pub console_dir: Option<PathBuf>,
+    /// Always boot guests: neither restore them from nor save them as snapshots
+    /// (`~/.cache/lockstep/snapshots/`).
+    #[arg(long)]
+    pub no_snapshot: bool,
 }
 
 impl GuestArgs {
@@ -117,6 +123,7 @@ impl GuestArgs {
             extra_cmdline: self.append.clone(),
             module_ko: self.module_ko.clone(),
             testmod: if self.testmod { TestmodChoice::On } else { TestmodChoice::Off },
+            snapshots: !self.no_snapshot,
         }
     }
 }
@@ -426,6 +433,13 @@ impl KernelSession {
                 p.accel
             }
         };
+        if opts.snapshots {
+            // LOCKSTEP_SNAPSHOT_DIR: another store (tests use a private one).
+            cfg.snapshot_dir = match std::env::var_os("LOCKSTEP_SNAPSHOT_DIR") {
+                Some(d) => Some(PathBuf::from(d)),
+                None => Some(kernel::cache_root()?.join("snapshots")),
+            };
+        }
         let batch = BatchOptions { guest: cfg, want_log: opts.want_log, boot_attempts: 3 };
         let accel = Some(batch.guest.accel);
         Ok(KernelSession {
@@ -547,6 +561,14 @@ impl KernelSession {
                     )))
                 })
             }
+        }
+    }
+
+    /// Whether the live guest was restored from a snapshot rather than booted.
+    pub fn restored(&self) -> bool {
+        match &self.backend {
+            Backend::Guest { session, .. } => session.hello().is_some_and(|h| h.restored),
+            Backend::Host { .. } => false,
         }
     }
 

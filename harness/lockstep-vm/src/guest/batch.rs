@@ -180,13 +180,14 @@ impl Session {
         if let Some(o) = stop_before_boot(&self.opts.guest) {
             return Ok(Boot::Stop(o));
         }
-        let mut g = match GuestRun::start(&self.opts.guest) {
-            Ok(g) => g,
+        let started = match super::snapshot::start_guest(&self.opts.guest) {
+            Ok(s) => s,
             Err(GuestError::Stopped(o)) => return Ok(Boot::Stop(o)),
             Err(e) => return Err(e),
         };
+        let g = started.guest;
         summary.boots += 1;
-        match g.wait_hello() {
+        match started.hello {
             Ok(h) => {
                 plan.booted();
                 on_event(BatchEvent::Booted {
@@ -265,43 +266,45 @@ impl Session {
                 }
             }
             let guest = self.guest.as_mut().expect("booted");
-            match guest.run_case(&cases[i], self.opts.want_log) {
-                Ok(r) => {
-                    plan.completed(i);
-                    summary.results += 1;
-                    on_event(BatchEvent::Result {
-                        index: i,
-                        result: r.result,
-                        warnings: r.warnings,
-                        elapsed: r.elapsed,
-                    });
+            // Pipelined from case i on; a guest that dies stops it at the unanswered case.
+            let mut on_reply = |k: usize, r: super::CaseReply| {
+                plan.completed(i + k);
+                summary.results += 1;
+                on_event(BatchEvent::Result {
+                    index: i + k,
+                    result: r.result,
+                    warnings: r.warnings,
+                    elapsed: r.elapsed,
+                });
+            };
+            let window = super::pipeline::DEFAULT_WINDOW;
+            if let Err((k, outcome)) = guest.run_cases(&cases[i..], self.opts.want_log, window, &mut on_reply)
+            {
+                let i = i + k;
+                self.guest = None;
+                self.hello = None;
+                summary.last_outcome = Some(outcome.clone());
+                if let GuestOutcome::Interrupted { .. } = outcome {
+                    summary.unrun = plan.remaining().collect();
+                    summary.stopped = Some(outcome);
+                    return Ok(summary);
                 }
-                Err(outcome) => {
-                    self.guest = None;
-                    self.hello = None;
-                    summary.last_outcome = Some(outcome.clone());
-                    if let GuestOutcome::Interrupted { .. } = outcome {
+                if let GuestOutcome::Timeout { .. } = outcome {
+                    plan.completed(i);
+                    summary.timed_out.push(i);
+                    on_event(BatchEvent::TimedOut { index: i, outcome: outcome.clone() });
+                    if outcome.stops_the_run() {
                         summary.unrun = plan.remaining().collect();
                         summary.stopped = Some(outcome);
                         return Ok(summary);
                     }
-                    if let GuestOutcome::Timeout { .. } = outcome {
-                        plan.completed(i);
-                        summary.timed_out.push(i);
-                        on_event(BatchEvent::TimedOut { index: i, outcome: outcome.clone() });
-                        if outcome.stops_the_run() {
-                            summary.unrun = plan.remaining().collect();
-                            summary.stopped = Some(outcome);
-                            return Ok(summary);
-                        }
-                        continue;
-                    }
-                    match plan.crashed(i) {
-                        CrashDecision::Retry => on_event(BatchEvent::Retrying { index: i, outcome }),
-                        CrashDecision::GiveUp => {
-                            summary.crashed.push(i);
-                            on_event(BatchEvent::Crashed { index: i, outcome });
-                        }
+                    continue;
+                }
+                match plan.crashed(i) {
+                    CrashDecision::Retry => on_event(BatchEvent::Retrying { index: i, outcome }),
+                    CrashDecision::GiveUp => {
+                        summary.crashed.push(i);
+                        on_event(BatchEvent::Crashed { index: i, outcome });
                     }
                 }
             }

@@ -6,7 +6,9 @@
 
 pub mod batch;
 pub mod kvm;
+pub mod pipeline;
 pub mod process;
+pub mod snapshot;
 
 use std::fs::File;
 use std::io::{BufRead, BufReader, Read, Write};
@@ -113,6 +115,13 @@ pub struct GuestConfig {
     pub run_dir: PathBuf,
     /// The QEMU binary.
     pub qemu: String,
+    /// Restore guests from (and save them as) snapshots in this directory
+    /// ([`snapshot::start_guest`]); None: always boot.
+    pub snapshot_dir: Option<PathBuf>,
+    /// A QMP monitor socket for QEMU (set by [`snapshot`]).
+    pub qmp_socket: Option<PathBuf>,
+    /// Restore from this migration file instead of booting (set by [`snapshot`]).
+    pub incoming: Option<PathBuf>,
 }
 
 impl GuestConfig {
@@ -128,6 +137,9 @@ impl GuestConfig {
             console_log: None,
             run_dir: std::env::temp_dir(),
             qemu: "qemu-system-x86_64".into(),
+            snapshot_dir: None,
+            qmp_socket: None,
+            incoming: None,
         }
     }
 }
@@ -196,6 +208,8 @@ pub struct Hello {
     pub extra_modules: Vec<ModuleStatus>,
     /// From QEMU start to `Hello`.
     pub boot_time: Duration,
+    /// Restored from a snapshot rather than booted.
+    pub restored: bool,
 }
 
 /// One case's answer.
@@ -247,6 +261,8 @@ impl GuestRun {
         q.accel = cfg.accel;
         q.memory_mib = cfg.memory_mib;
         q.extra_cmdline = cfg.extra_cmdline.clone();
+        q.qmp_socket = cfg.qmp_socket.clone();
+        q.incoming = cfg.incoming.clone();
         let console_log = match &cfg.console_log {
             Some(p) => Some(
                 File::options()
@@ -330,7 +346,7 @@ impl GuestRun {
                 _ => None,
             })?;
         self.hello_seen = true;
-        Ok(Hello { release, module, extra_modules, boot_time: self.started.elapsed() })
+        Ok(Hello { release, module, extra_modules, boot_time: self.started.elapsed(), restored: false })
     }
 
     /// Runs one case and waits for its result (ids are assigned here).

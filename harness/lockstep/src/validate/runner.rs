@@ -60,6 +60,8 @@ impl CorpusRunner for GuestRunner {
             extra_cmdline: Vec::new(),
             module_ko: Some(module.to_path_buf()),
             testmod: Default::default(),
+            // Built kernels change with every series: their snapshots would only fill the cache.
+            snapshots: false,
         };
         let target = KernelTarget::prepare(&kernel.name, Some(profile), &opts)?;
         if let Some(e) = &target.module_error {
