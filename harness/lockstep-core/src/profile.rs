@@ -104,6 +104,15 @@ pub struct KernelProfile {
     pub ptr_off_in_var_off: bool,
     /// The kernel prints a structured diagnostic block after the error line (7.3).
     pub structured_diagnostics: bool,
+    /// `bpf_check()` refuses a program whose last slot starts an `ld_imm64` before any other pass
+    /// ("invalid bpf_ld_imm64 insn", 7.3); elsewhere `check_subprogs()` sees it first.
+    pub early_ld_imm64_check: bool,
+    /// `check_insn_fields()` refuses reserved fields for every instruction before the walk
+    /// (`check_and_resolve_insns()`, 7.x); 6.12 checks them where `do_check()` reaches the
+    /// instruction (its `resolve_pseudo_ldimm64()` checks only `BPF_LDX`).
+    pub insn_fields_in_prepass: bool,
+    /// `bpf_opcode_in_insntable()` knows `BPF_JMP | BPF_JA | BPF_X` (gotox, 7.x).
+    pub gotox: bool,
     /// Program types whose ctx allows `BPF_LD_[ABS|IND]` (`may_access_skb()`).
     pub ld_abs_prog_types: Vec<ProgType>,
     pub messages: Messages,

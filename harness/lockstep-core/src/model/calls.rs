@@ -133,7 +133,7 @@ impl Machine<'_> {
     fn kfunc_call(&mut self, st: &mut State, pc: usize, name: &str) -> Step<()> {
         let Some(k) = self.module.kfuncs.get(name).cloned() else {
             return Err(Stop::Unsupported(format!(
-                "vmlinux kfunc {name} outside a lock rule is not modelled"
+                "kfunc {name}: its arguments and return value are not modelled (only the lock rule for it)"
             )));
         };
         if !k.prog_types.contains(&self.case.prog_type) {
@@ -205,8 +205,9 @@ impl Machine<'_> {
     }
 
     fn helper_call(&mut self, st: &mut State, pc: usize, id: i32) -> Step<()> {
-        let name = crate::helpers::helper_name(id)
-            .ok_or_else(|| Stop::Unsupported(format!("helper #{id} is unknown")))?;
+        let name = crate::helpers::helper_name(id).ok_or_else(|| {
+            Stop::Unsupported(format!("helper call #{id} (not in lockstep's helper table)"))
+        })?;
         match name {
             "bpf_spin_lock" | "bpf_spin_unlock" => {
                 let r1 = self.read_reg(st, pc, 1)?;

@@ -8,7 +8,9 @@
 
 mod access;
 mod calls;
+mod cfg;
 mod exec;
+mod fields;
 mod scalar;
 mod state;
 
@@ -132,3 +134,5 @@ pub fn check_with(
 
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod tests_insns;
