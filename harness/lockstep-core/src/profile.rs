@@ -36,6 +36,15 @@ pub struct Messages {
     pub double_lock: String,
     pub unlock_without_lock: String,
     pub unlock_different_lock: String,
+    /// `process_spin_lock()` (7.x): an unlock of a held lock that is not the last taken.
+    #[serde(default)]
+    pub unlock_out_of_order: String,
+    /// `process_spin_lock()` (7.x): a `bpf_res_spin_lock` already held on this path.
+    #[serde(default)]
+    pub aa_deadlock: String,
+    /// `check_kfunc_args()`: a maybe-null pointer for a kfunc argument that must not be NULL.
+    #[serde(default)]
+    pub kfunc_arg_maybe_null: String,
     pub non_const_offset: String,
     pub map_without_btf: String,
     pub no_lock_in_map: String,

@@ -3,7 +3,7 @@
 
 use super::exec::{kernel_map_name, Flow, Machine};
 use super::scalar::Scalar;
-use super::state::{ActiveLock, Frame, Reg, State};
+use super::state::{ActiveLock, Frame, LockKind, Reg, State};
 use super::{Rule, Step, Stop};
 use crate::case::{FieldKind, MapType};
 use crate::insn::*;
@@ -46,7 +46,7 @@ pub fn kfunc_allowed_under_lock(
 impl Machine<'_> {
     pub(super) fn call(&mut self, st: &mut State, pc: usize, insn: Insn) -> Step<Flow> {
         let name = self.case.program.call_name(pc).map(str::to_string);
-        if st.lock.is_some()
+        if !st.locks.is_empty()
             && self.on(Rule::CallUnderLock)
             && !self.call_allowed_under_lock(insn, name.as_deref())?
         {
@@ -57,6 +57,9 @@ impl Machine<'_> {
             BPF_PSEUDO_KFUNC_CALL => {
                 let name =
                     name.ok_or_else(|| Stop::Unsupported(format!("kfunc call at {pc} without a name")))?;
+                if self.profile.res_spin_lock && name.starts_with("bpf_res_spin_") {
+                    return self.res_spin_lock_call(st, pc, &name);
+                }
                 self.kfunc_call(st, pc, &name)?;
                 Ok(Flow::Next(pc + 1))
             }
@@ -103,7 +106,7 @@ impl Machine<'_> {
                     return self.reject(pc, msg);
                 }
             }
-            if st.lock.is_some() && self.on(Rule::GlobalCallUnderLock) {
+            if !st.locks.is_empty() && self.on(Rule::GlobalCallUnderLock) {
                 return self.reject(pc, self.profile.messages.global_call_under_lock.clone());
             }
             if !st.refs.is_empty() {
@@ -240,8 +243,62 @@ impl Machine<'_> {
         Ok(())
     }
 
+    /// `bpf_res_spin_lock` / `bpf_res_spin_unlock` (7.x, `check_kfunc_call()`): the lock kfuncs
+    /// fork first, before their argument is checked: a pushed state continues after the call with
+    /// R0 in [-MAX_ERRNO, -1] (`__mark_reg_s32_range()`), R1-R5 cleared and no lock taken; on
+    /// this path `check_kfunc_args()` -> `KF_ARG_PTR_TO_RES_SPIN_LOCK` -> `process_spin_lock()`
+    /// takes the lock and R0 is 0. The `_irqsave` / `_irqrestore` forms (irq flag stack slots,
+    /// `process_irq_flag()`) are not modelled.
+    fn res_spin_lock_call(&mut self, st: &mut State, pc: usize, name: &str) -> Step<Flow> {
+        let is_lock = match name {
+            "bpf_res_spin_lock" => true,
+            "bpf_res_spin_unlock" => false,
+            _ => {
+                return Err(Stop::Unsupported(format!(
+                    "kfunc {name}: irq flag stack slots (process_irq_flag()) are not modelled"
+                )))
+            }
+        };
+        let mut failed = None;
+        if is_lock {
+            let mut branch = st.clone();
+            let regs = &mut branch.cur().regs;
+            for r in regs.iter_mut().take(6) {
+                *r = Reg::NotInit;
+            }
+            regs[0] = Reg::Scalar(Scalar { smin: -4095, smax: -1, umin: (-4095i64) as u64, umax: u64::MAX });
+            branch.pc = pc + 1;
+            failed = Some(Box::new(branch));
+        }
+        let r1 = self.read_reg(st, pc, 1)?;
+        match &r1 {
+            Reg::MapValue { null: false, .. } => {}
+            Reg::MapValue { null: true, .. } => {
+                let args = [("reg", "R1".to_string())];
+                return self.reject(pc, self.msg(&self.profile.messages.kfunc_arg_maybe_null, &args));
+            }
+            other => {
+                return Err(Stop::Unsupported(format!(
+                    "kfunc {name} with R1 of type {} is not modelled",
+                    other.type_str()
+                )))
+            }
+        }
+        self.lock_arg(st, pc, &r1, is_lock, LockKind::Res)?;
+        self.clobber(st, if is_lock { Reg::Scalar(Scalar::known(0)) } else { Reg::NotInit });
+        Ok(match failed {
+            Some(b) => Flow::Branch(pc + 1, b),
+            None => Flow::Next(pc + 1),
+        })
+    }
+
     /// `check_func_arg()` for `ARG_PTR_TO_SPIN_LOCK`: `check_reg_type()` then `process_spin_lock()`.
     fn spin_lock_arg(&mut self, st: &mut State, pc: usize, r1: &Reg, is_lock: bool) -> Step<()> {
+        self.lock_arg(st, pc, r1, is_lock, LockKind::Spin)
+    }
+
+    /// `process_spin_lock()` for a `bpf_spin_lock` (`kind` Spin) or `bpf_res_spin_lock` (Res) argument.
+    fn lock_arg(&mut self, st: &mut State, pc: usize, r1: &Reg, is_lock: bool, kind: LockKind) -> Step<()> {
         let m = &self.profile.messages;
         let Reg::MapValue { map, off, var, id, null: false } = r1 else {
             if matches!(
@@ -262,7 +319,8 @@ impl Machine<'_> {
             }
             return Err(Stop::Unsupported(format!("spin lock argument of type {}", r1.type_str())));
         };
-        let lock = "bpf_spin".to_string();
+        let lock = if kind == LockKind::Res { "bpf_res_spin" } else { "bpf_spin" }.to_string();
+        let field_kind = if kind == LockKind::Res { FieldKind::ResSpinLock } else { FieldKind::SpinLock };
         if var.is_some_and(|v| v.konst().is_none()) && self.on(Rule::LockOffset) {
             return self.reject(pc, self.msg(&m.non_const_offset, &[("reg", "R1".into()), ("lock", lock)]));
         }
@@ -272,7 +330,7 @@ impl Machine<'_> {
         if !spec.btf {
             return self.reject(pc, self.msg(&m.map_without_btf, &[("map", mname), ("lock", lock)]));
         }
-        let Some(field) = spec.value.field_of(FieldKind::SpinLock) else {
+        let Some(field) = spec.value.field_of(field_kind) else {
             return self.reject(pc, self.msg(&m.no_lock_in_map, &[("map", mname), ("lock", lock)]));
         };
         if field.offset as i64 != total && self.on(Rule::LockOffset) {
@@ -284,21 +342,43 @@ impl Machine<'_> {
                 ),
             );
         }
-        let this = ActiveLock { map: *map, id: *id };
+        let this = ActiveLock { map: *map, id: *id, kind };
         if is_lock {
-            if st.lock.is_some() && self.on(Rule::DoubleLock) {
+            // 6.12 keeps one active_lock: any second lock is refused. 7.x: a second bpf_spin_lock
+            // while one is held; a res lock that is already held (same id and map), as an AA deadlock.
+            let spin_held = st.locks.iter().any(|l| l.kind == LockKind::Spin);
+            let double = match kind {
+                LockKind::Spin => spin_held || (!self.profile.res_spin_lock && !st.locks.is_empty()),
+                LockKind::Res => false,
+            };
+            if double && self.on(Rule::DoubleLock) {
                 return self.reject(pc, m.double_lock.clone());
             }
-            st.lock = Some(this);
+            if kind == LockKind::Res
+                && st.locks.iter().any(|l| l.kind == LockKind::Res && l.map == this.map && l.id == this.id)
+            {
+                return self.reject(pc, m.aa_deadlock.clone());
+            }
+            st.locks.push(this);
         } else {
-            match st.lock {
-                None if self.on(Rule::UnlockWithoutLock) => {
+            // find_lock_state(cur, type, id, ptr), then the LIFO check against active_lock_id/ptr.
+            let found = st.locks.iter().rposition(|l| *l == this);
+            match (st.locks.last(), found) {
+                (None, _) if self.on(Rule::UnlockWithoutLock) => {
                     return self.reject(pc, self.msg(&m.unlock_without_lock, &[("lock", lock)]))
                 }
-                Some(l) if l != this && self.on(Rule::UnlockDifferentLock) => {
+                (Some(_), None) if self.on(Rule::UnlockDifferentLock) => {
                     return self.reject(pc, self.msg(&m.unlock_different_lock, &[("lock", lock)]))
                 }
-                _ => st.lock = None,
+                (Some(last), Some(_)) if (last.map, last.id) != (this.map, this.id) => {
+                    return self.reject(pc, self.msg(&m.unlock_out_of_order, &[("lock", lock)]))
+                }
+                (_, Some(i)) => {
+                    st.locks.remove(i);
+                }
+                _ => {
+                    st.locks.pop();
+                }
             }
         }
         Ok(())

@@ -86,7 +86,7 @@ impl<'a> Machine<'a> {
     pub fn run(&mut self) -> Step<()> {
         self.prepass()?;
         // do_check_main()
-        let mut st = State { frames: vec![Frame::new(0, 0, 0)], lock: None, refs: vec![], pc: 0 };
+        let mut st = State { frames: vec![Frame::new(0, 0, 0)], locks: vec![], refs: vec![], pc: 0 };
         st.frames[0].regs[1] = Reg::Ctx;
         self.walk(st)?;
         // do_check_subprogs(): each global function on its own, arguments as declared, but only
@@ -102,7 +102,7 @@ impl<'a> Machine<'a> {
                 }
                 let sub = self.subprogs.iter().position(|s| *s == start).unwrap_or(0);
                 let mut st =
-                    State { frames: vec![Frame::new(0, sub, 0)], lock: None, refs: vec![], pc: start };
+                    State { frames: vec![Frame::new(0, sub, 0)], locks: vec![], refs: vec![], pc: start };
                 for r in 1..=args as usize {
                     st.frames[0].regs[r] = Reg::Scalar(Scalar::unknown());
                 }
@@ -509,7 +509,7 @@ impl<'a> Machine<'a> {
             self.read_reg(st, pc, insn.src)?;
         }
         let r6 = self.read_reg(st, pc, 6)?;
-        if st.lock.is_some() && self.on(Rule::LdAbsUnderLock) {
+        if !st.locks.is_empty() && self.on(Rule::LdAbsUnderLock) {
             return self.reject(pc, m.ld_abs_under_lock.clone());
         }
         if r6 != Reg::Ctx {
@@ -811,7 +811,7 @@ impl<'a> Machine<'a> {
             }
             return Ok(Flow::Next(callee.callsite + 1));
         }
-        if st.lock.is_some() && self.on(Rule::ExitWithLock) {
+        if !st.locks.is_empty() && self.on(Rule::ExitWithLock) {
             return self.reject(pc, self.profile.messages.exit_with_lock.clone());
         }
         // check_resource_leak(): after the lock, check_reference_leak() logs "Unreleased reference

@@ -16,7 +16,7 @@ mod state;
 
 pub use calls::kfunc_allowed_under_lock;
 pub use scalar::{CmpOp, Scalar};
-pub use state::{ActiveLock, Frame, Reg, Stack, State};
+pub use state::{ActiveLock, Frame, LockKind, Reg, Stack, State};
 
 use crate::case::Case;
 use crate::profile::{KernelProfile, ModuleKfuncs};
@@ -136,3 +136,5 @@ pub fn check_with(
 mod tests;
 #[cfg(test)]
 mod tests_insns;
+#[cfg(test)]
+mod tests_res_lock;

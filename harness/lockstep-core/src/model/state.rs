@@ -170,18 +170,30 @@ impl Frame {
     }
 }
 
-/// The lock held (`active_locks` with its `ptr` = map and `id`).
+/// What kind of lock a held lock is (`REF_TYPE_LOCK` / `REF_TYPE_RES_LOCK`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum LockKind {
+    /// `bpf_spin_lock()`.
+    Spin,
+    /// `bpf_res_spin_lock()` (7.x).
+    Res,
+}
+
+/// A lock held (a lock entry of `refs[]`: its `ptr` = map, `id` and type).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct ActiveLock {
     pub map: usize,
     pub id: u32,
+    pub kind: LockKind,
 }
 
 /// A whole verifier state on one path.
 #[derive(Clone, Debug, PartialEq)]
 pub struct State {
     pub frames: Vec<Frame>,
-    pub lock: Option<ActiveLock>,
+    /// The locks held, in acquisition order (`active_locks`; the last is `active_lock_id` /
+    /// `active_lock_ptr`). 6.12 holds at most one.
+    pub locks: Vec<ActiveLock>,
     /// Acquired references (`acquire_reference()`: their ids), in acquisition order.
     pub refs: Vec<u32>,
     pub pc: usize,
