@@ -798,10 +798,12 @@ impl<'a> Machine<'a> {
     /// `BPF_EXIT`: `process_bpf_exit_full()` (7.x) / `do_check()` (6.12).
     fn exit(&mut self, st: &mut State, pc: usize) -> Step<Flow> {
         if st.frames.len() > 1 {
-            // prepare_func_exit(): back to the caller; the lock state is the verifier state's.
+            // prepare_func_exit(): back to the caller; the lock state is the verifier state's. R0
+            // is copied as it is: NOT_INIT is only an error where the caller reads it ("R0
+            // !read_ok"); a stack pointer is refused whatever frame it points into.
             let r0 = st.cur_ref().regs[0].clone();
-            if r0 == Reg::NotInit {
-                return Err(Stop::Unsupported("static subprogram exits with R0 not initialised".into()));
+            if matches!(r0, Reg::Stack { .. }) {
+                return self.reject(pc, "cannot return stack pointer to the caller".into());
             }
             let callee = st.frames.pop().expect("callee frame");
             let caller = st.cur();

@@ -176,3 +176,16 @@ fn a_program_ending_in_ld_imm64() {
         assert_eq!(v.message.as_deref(), Some(want), "{p}");
     }
 }
+
+#[test]
+fn static_subprog_r0_is_checked_where_the_caller_reads_it() {
+    // prepare_func_exit(): no R0 check for a static subprogram; the caller's read fails.
+    let unread = text_case(ProgType::SchedCls, "call sub\n r0 = 0\n exit\nsub:\n exit");
+    for (p, v) in verdicts(&unread) {
+        assert_eq!(v.verdict, VerdictKind::Accept, "{p}: {v:?}");
+    }
+    let read = text_case(ProgType::SchedCls, "call sub\n exit\nsub:\n exit");
+    assert_all(&read, Some(1), "R0 !read_ok");
+    let stack = text_case(ProgType::SchedCls, "call sub\n r0 = 0\n exit\nsub:\n r0 = r10\n exit");
+    assert_all(&stack, Some(4), "cannot return stack pointer to the caller");
+}
