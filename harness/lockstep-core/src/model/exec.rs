@@ -29,6 +29,9 @@ pub(crate) struct Machine<'a> {
     pub steps: usize,
     /// Global subprograms (by start) a verified call reached (`sub_aux->called`).
     pub called: std::collections::BTreeSet<usize>,
+    /// States met at each `bpf_iter_num_next` call with an ACTIVE iterator (the checkpoints of
+    /// `is_state_visited()`), reduced to what the call keeps (see `calls::iter_checkpoint`).
+    pub iter_seen: BTreeMap<usize, Vec<State>>,
 }
 
 /// The kernel truncates map names to `BPF_OBJ_NAME_LEN - 1` characters.
@@ -62,6 +65,7 @@ impl<'a> Machine<'a> {
             id_gen: 0,
             steps: 0,
             called: Default::default(),
+            iter_seen: Default::default(),
         }
     }
 
@@ -86,7 +90,13 @@ impl<'a> Machine<'a> {
     pub fn run(&mut self) -> Step<()> {
         self.prepass()?;
         // do_check_main()
-        let mut st = State { frames: vec![Frame::new(0, 0, 0)], locks: vec![], refs: vec![], pc: 0 };
+        let mut st = State {
+            frames: vec![Frame::new(0, 0, 0)],
+            locks: vec![],
+            refs: vec![],
+            iters: Default::default(),
+            pc: 0,
+        };
         st.frames[0].regs[1] = Reg::Ctx;
         self.walk(st)?;
         // do_check_subprogs(): each global function on its own, arguments as declared, but only
@@ -101,8 +111,13 @@ impl<'a> Machine<'a> {
                     continue;
                 }
                 let sub = self.subprogs.iter().position(|s| *s == start).unwrap_or(0);
-                let mut st =
-                    State { frames: vec![Frame::new(0, sub, 0)], locks: vec![], refs: vec![], pc: start };
+                let mut st = State {
+                    frames: vec![Frame::new(0, sub, 0)],
+                    locks: vec![],
+                    refs: vec![],
+                    iters: Default::default(),
+                    pc: start,
+                };
                 for r in 1..=args as usize {
                     st.frames[0].regs[r] = Reg::Scalar(Scalar::unknown());
                 }
@@ -516,7 +531,7 @@ impl<'a> Machine<'a> {
             return self.reject(pc, m.ld_abs_r6.clone());
         }
         if !st.refs.is_empty() {
-            return Err(Stop::Unsupported("BPF_LD_[ABS|IND] with an acquired reference".into()));
+            return Err(Stop::Unsupported(format!("BPF_LD_[ABS|IND] with {}", st.refs_str())));
         }
         for r in 1..=5 {
             st.cur().regs[r] = Reg::NotInit;
@@ -597,6 +612,9 @@ impl<'a> Machine<'a> {
         match base {
             Reg::Stack { frame, off: o } => {
                 let at = o + off;
+                if st.iters.keys().any(|(f, s)| f == frame && at < s + 8 && *s < at + size as i64) {
+                    return Err(Stop::Unsupported("load or store on an iterator's stack slot".into()));
+                }
                 if at < -512 || at + size as i64 > 0 || at % size as i64 != 0 {
                     return Err(Stop::Unsupported(format!(
                         "stack access at {at} size {size} is out of range or misaligned"
@@ -820,9 +838,10 @@ impl<'a> Machine<'a> {
         // id=%d alloc_insn=%d" per reference; its ids follow env->id_gen, which also numbers
         // scalars the model does not track.
         if !st.refs.is_empty() {
-            return Err(Stop::Unsupported(
-                "exit with an unreleased reference (the message's ids are not modelled)".into(),
-            ));
+            return Err(Stop::Unsupported(format!(
+                "exit with {} unreleased (the message's ids are not modelled)",
+                st.refs_str()
+            )));
         }
         let r0 = self.read_reg(st, pc, 0)?;
         if self.case.prog_type == ProgType::CgroupSkb && !matches!(&r0, Reg::Scalar(s) if s.umax <= 1) {

@@ -196,6 +196,9 @@ pub struct State {
     pub locks: Vec<ActiveLock>,
     /// Acquired references (`acquire_reference()`: their ids), in acquisition order.
     pub refs: Vec<u32>,
+    /// Open-coded `bpf_iter_num` iterators on the stack, by (frame, slot offset): the reference id
+    /// `mark_stack_slots_iter()` took and whether the iterator is ACTIVE (else DRAINED).
+    pub iters: BTreeMap<(usize, i64), (u32, bool)>,
     pub pc: usize,
 }
 
@@ -203,6 +206,15 @@ impl State {
     /// The innermost frame.
     pub fn cur(&mut self) -> &mut Frame {
         self.frames.last_mut().expect("at least one frame")
+    }
+    /// What the live references are, for `unsupported` reasons: "an acquired reference", or
+    /// "a live bpf_iter_num iterator" when every one is an iterator's.
+    pub fn refs_str(&self) -> &'static str {
+        if self.refs.iter().all(|r| self.iters.values().any(|(id, _)| id == r)) {
+            "a live bpf_iter_num iterator"
+        } else {
+            "an acquired reference"
+        }
     }
     /// The innermost frame, read-only.
     pub fn cur_ref(&self) -> &Frame {

@@ -189,3 +189,25 @@ fn static_subprog_r0_is_checked_where_the_caller_reads_it() {
     let stack = text_case(ProgType::SchedCls, "call sub\n r0 = 0\n exit\nsub:\n r0 = r10\n exit");
     assert_all(&stack, Some(4), "cannot return stack pointer to the caller");
 }
+
+fn iter_case(body: &str) -> Case {
+    let text = format!(
+        "r6 = 0\n r1 = r10\n r1 += -24\n r2 = 0\n r3 = 3\n call bpf_iter_num_new\nhead:\n r1 = r10\n r1 += -24\n call bpf_iter_num_next\n if r0 == 0 goto done\n{body}\n goto head\ndone:\n r1 = r10\n r1 += -24\n call bpf_iter_num_destroy\n r0 = 0\n exit"
+    );
+    let kfuncs = ["bpf_iter_num_new", "bpf_iter_num_next", "bpf_iter_num_destroy"].map(String::from).into();
+    let program = assemble(&text, &Symbols { maps: vec![], kfuncs }).expect("test program assembles");
+    Case::new("t", ProgType::SchedCls, program, text)
+}
+
+#[test]
+fn iter_num_loop_converges_at_the_next_call() {
+    // process_iter_next_call() + is_state_visited(): the second visit of bpf_iter_num_next with an
+    // equal state is pruned, so the loop is judged, not cut off by the step budget.
+    for (p, v) in verdicts(&iter_case("r6 = 1")) {
+        assert_eq!(v.verdict, VerdictKind::Accept, "{p}: {v:?}");
+    }
+    // A counter that grows every iteration never meets an equal state: unsupported, never a guess.
+    for (p, v) in verdicts(&iter_case("r6 += 1")) {
+        assert_ne!(v.verdict, VerdictKind::Reject, "{p}: {v:?}");
+    }
+}
