@@ -86,29 +86,27 @@ pub(crate) fn check_abnormal_return(insns: &[Insn], starts: &[usize]) -> Step<()
     Ok(())
 }
 
-/// The instructions `visit_insn()` pushes after `pc` (fall-through and branch targets).
-fn successors(insns: &[Insn], pc: usize) -> Step<Vec<i64>> {
+/// The instructions `visit_insn()` pushes after `pc` (fall-through and branch targets): up to
+/// two, as an array and a count (no allocation: this runs on every check).
+fn successors(insns: &[Insn], pc: usize) -> Step<([i64; 2], usize)> {
     let insn = &insns[pc];
     let next = pc as i64 + 1;
+    let callee = pc as i64 + insn.imm as i64 + 1;
     if insn.is_ld_imm64() {
-        let mut s = vec![next + 1];
-        if insn.src == BPF_PSEUDO_FUNC {
-            s.push(pc as i64 + insn.imm as i64 + 1);
-        }
-        return Ok(s);
+        return Ok(if insn.src == BPF_PSEUDO_FUNC { ([next + 1, callee], 2) } else { ([next + 1, 0], 1) });
     }
     if !matches!(insn.class(), BPF_JMP | BPF_JMP32) {
-        return Ok(vec![next]);
+        return Ok(([next, 0], 1));
     }
     Ok(match insn.op() {
-        BPF_EXIT => vec![],
-        BPF_CALL if insn.is_pseudo_call() => vec![next, pc as i64 + insn.imm as i64 + 1],
-        BPF_CALL => vec![next],
+        BPF_EXIT => ([0, 0], 0),
+        BPF_CALL if insn.is_pseudo_call() => ([next, callee], 2),
+        BPF_CALL => ([next, 0], 1),
         BPF_JA if insn.source() == BPF_X => {
             return Err(Stop::Unsupported(format!("indirect jump (gotox) at {pc}")));
         }
-        BPF_JA => vec![jump_target(pc, insn)],
-        _ => vec![next, jump_target(pc, insn)],
+        BPF_JA => ([jump_target(pc, insn), 0], 1),
+        _ => ([next, jump_target(pc, insn)], 2),
     })
 }
 
@@ -122,7 +120,8 @@ pub(crate) fn check_cfg(insns: &[Insn]) -> Step<()> {
     let mut stack = vec![0usize];
     seen[0] = true;
     while let Some(t) = stack.pop() {
-        for w in successors(insns, t)? {
+        let (succ, count) = successors(insns, t)?;
+        for &w in &succ[..count] {
             if w < 0 || w >= n as i64 {
                 return reject(format!("jump out of range from insn {t} to {w}"));
             }
