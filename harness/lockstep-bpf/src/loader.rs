@@ -8,7 +8,7 @@ use lockstep_core::asm::Reloc;
 use lockstep_core::case::{Case, ProgType};
 use lockstep_core::insn::{Insn, BPF_PSEUDO_MAP_FD, BPF_PSEUDO_MAP_VALUE};
 use lockstep_core::proto::KernelResult;
-use lockstep_core::verdict::Verdict;
+use lockstep_core::verdict::{map_create_refused, Verdict, EOPNOTSUPP};
 use nix::errno::Errno;
 
 use crate::log::parse_verifier_log;
@@ -205,7 +205,23 @@ impl Loader {
             Some(p) => Some(load_btf(&mut p.btf)?),
             None => None,
         };
-        let maps = self.create_maps(case, prog_btf.as_ref(), btf_fd.as_ref())?;
+        let maps = match self.create_maps(case, prog_btf.as_ref(), btf_fd.as_ref()) {
+            // map_check_btf() refuses the map's special fields for its type: the kernel's verdict
+            // on the case (the model predicts it), not a setup failure.
+            Err(SetupError::Map { name, source }) if source.errno as i32 == EOPNOTSUPP => {
+                let msg = map_create_refused(&name, EOPNOTSUPP);
+                return Ok(KernelResult {
+                    case: case.name.clone(),
+                    verdict: Verdict::reject(None, msg),
+                    errno: EOPNOTSUPP,
+                    log: None,
+                    verification_usec: None,
+                    insns_processed: None,
+                    setup_error: None,
+                });
+            }
+            r => r?,
+        };
         let (insns, fd_array) = self.relocate(case, &maps)?;
         let func_info: &[(u32, u32)] = prog_btf.as_ref().map_or(&[], |p| &p.func_info);
         let name = obj_name(&ident(&case.name));

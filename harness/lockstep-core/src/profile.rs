@@ -36,6 +36,15 @@ pub struct Messages {
     pub double_lock: String,
     pub unlock_without_lock: String,
     pub unlock_different_lock: String,
+    /// `process_spin_lock()` (7.x): an unlock of a held lock that is not the last taken.
+    #[serde(default)]
+    pub unlock_out_of_order: String,
+    /// `process_spin_lock()` (7.x): a `bpf_res_spin_lock` already held on this path.
+    #[serde(default)]
+    pub aa_deadlock: String,
+    /// `check_kfunc_args()`: a maybe-null pointer for a kfunc argument that must not be NULL.
+    #[serde(default)]
+    pub kfunc_arg_maybe_null: String,
     pub non_const_offset: String,
     pub map_without_btf: String,
     pub no_lock_in_map: String,
@@ -104,6 +113,15 @@ pub struct KernelProfile {
     pub ptr_off_in_var_off: bool,
     /// The kernel prints a structured diagnostic block after the error line (7.3).
     pub structured_diagnostics: bool,
+    /// `bpf_check()` refuses a program whose last slot starts an `ld_imm64` before any other pass
+    /// ("invalid bpf_ld_imm64 insn", 7.3); elsewhere `check_subprogs()` sees it first.
+    pub early_ld_imm64_check: bool,
+    /// `check_insn_fields()` refuses reserved fields for every instruction before the walk
+    /// (`check_and_resolve_insns()`, 7.x); 6.12 checks them where `do_check()` reaches the
+    /// instruction (its `resolve_pseudo_ldimm64()` checks only `BPF_LDX`).
+    pub insn_fields_in_prepass: bool,
+    /// `bpf_opcode_in_insntable()` knows `BPF_JMP | BPF_JA | BPF_X` (gotox, 7.x).
+    pub gotox: bool,
     /// Program types whose ctx allows `BPF_LD_[ABS|IND]` (`may_access_skb()`).
     pub ld_abs_prog_types: Vec<ProgType>,
     pub messages: Messages,

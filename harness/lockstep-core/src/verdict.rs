@@ -47,3 +47,17 @@ impl Verdict {
         Verdict { verdict: VerdictKind::Unsupported, insn: None, message: Some(reason.into()) }
     }
 }
+
+/// `EOPNOTSUPP`: the errno `map_check_btf()` (kernel/bpf/syscall.c) returns for a map type that
+/// may not hold a special field it has (a `bpf_spin_lock` in a per-cpu or LRU map).
+pub const EOPNOTSUPP: i32 = 95;
+
+/// The message of a rejection at `BPF_MAP_CREATE` (before any program is loaded), as both the
+/// model and the kernel loader report it: the map's name and the errno's symbolic name.
+pub fn map_create_refused(map: &str, errno: i32) -> String {
+    let name = match errno {
+        EOPNOTSUPP => "EOPNOTSUPP".to_string(),
+        n => format!("errno {n}"),
+    };
+    format!("BPF_MAP_CREATE refused map '{map}': {name}")
+}

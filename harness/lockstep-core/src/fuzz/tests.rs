@@ -307,7 +307,12 @@ fn ir_round_trips_the_corpus() {
         }
         let src = std::fs::read_to_string(&path).unwrap();
         for c in crate::corpus::load_text("corpus", &src, &module).unwrap() {
-            let sym = SymProgram::from_program(&c.program).unwrap();
+            // Programs that jump outside themselves or into an ld_imm64 (tests/corpus/insns-cfg.toml)
+            // have no IR form: the IR names every target by label.
+            if c.tags.iter().any(|t| t == "malformed-cfg") {
+                continue;
+            }
+            let sym = SymProgram::from_program(&c.program).unwrap_or_else(|e| panic!("{}: {e:?}", c.name));
             assert_eq!(sym.lower().unwrap().insns, c.program.insns, "{}", c.name);
             let text = sym.render().unwrap();
             let mut syms = symbols(&c);

@@ -3,7 +3,7 @@
 
 use super::exec::{kernel_map_name, Flow, Machine};
 use super::scalar::Scalar;
-use super::state::{ActiveLock, Frame, Reg, State};
+use super::state::{ActiveLock, Frame, LockKind, Reg, State};
 use super::{Rule, Step, Stop};
 use crate::case::{FieldKind, MapType};
 use crate::insn::*;
@@ -11,6 +11,9 @@ use crate::profile::{KfuncLockRule, KF_ACQUIRE, KF_RELEASE, KF_RET_NULL};
 
 /// The deepest call chain the verifier allows (`MAX_CALL_FRAMES`).
 const MAX_CALL_FRAMES: usize = 8;
+
+/// States kept per `bpf_iter_num_next` call before the model gives up on convergence.
+const MAX_ITER_CHECKPOINTS: usize = 32;
 
 /// The lock rule for a kfunc call made while a lock is held (`do_check_insn()` and
 /// `kfunc_spin_allowed()`): whether `profile` lets kfunc `name` through in a program of type
@@ -46,7 +49,7 @@ pub fn kfunc_allowed_under_lock(
 impl Machine<'_> {
     pub(super) fn call(&mut self, st: &mut State, pc: usize, insn: Insn) -> Step<Flow> {
         let name = self.case.program.call_name(pc).map(str::to_string);
-        if st.lock.is_some()
+        if !st.locks.is_empty()
             && self.on(Rule::CallUnderLock)
             && !self.call_allowed_under_lock(insn, name.as_deref())?
         {
@@ -57,6 +60,12 @@ impl Machine<'_> {
             BPF_PSEUDO_KFUNC_CALL => {
                 let name =
                     name.ok_or_else(|| Stop::Unsupported(format!("kfunc call at {pc} without a name")))?;
+                if name.starts_with("bpf_iter_num_") {
+                    return self.iter_num_call(st, pc, &name);
+                }
+                if self.profile.res_spin_lock && name.starts_with("bpf_res_spin_") {
+                    return self.res_spin_lock_call(st, pc, &name);
+                }
                 self.kfunc_call(st, pc, &name)?;
                 Ok(Flow::Next(pc + 1))
             }
@@ -103,11 +112,11 @@ impl Machine<'_> {
                     return self.reject(pc, msg);
                 }
             }
-            if st.lock.is_some() && self.on(Rule::GlobalCallUnderLock) {
+            if !st.locks.is_empty() && self.on(Rule::GlobalCallUnderLock) {
                 return self.reject(pc, self.profile.messages.global_call_under_lock.clone());
             }
             if !st.refs.is_empty() {
-                return Err(Stop::Unsupported("global function call with an acquired reference".into()));
+                return Err(Stop::Unsupported(format!("global function call with {}", st.refs_str())));
             }
             // check_func_call(): "mark global subprog for verifying after main prog".
             self.called.insert(target);
@@ -133,7 +142,7 @@ impl Machine<'_> {
     fn kfunc_call(&mut self, st: &mut State, pc: usize, name: &str) -> Step<()> {
         let Some(k) = self.module.kfuncs.get(name).cloned() else {
             return Err(Stop::Unsupported(format!(
-                "vmlinux kfunc {name} outside a lock rule is not modelled"
+                "kfunc {name}: its arguments and return value are not modelled (only the lock rule for it)"
             )));
         };
         if !k.prog_types.contains(&self.case.prog_type) {
@@ -205,8 +214,9 @@ impl Machine<'_> {
     }
 
     fn helper_call(&mut self, st: &mut State, pc: usize, id: i32) -> Step<()> {
-        let name = crate::helpers::helper_name(id)
-            .ok_or_else(|| Stop::Unsupported(format!("helper #{id} is unknown")))?;
+        let name = crate::helpers::helper_name(id).ok_or_else(|| {
+            Stop::Unsupported(format!("helper call #{id} (not in lockstep's helper table)"))
+        })?;
         match name {
             "bpf_spin_lock" | "bpf_spin_unlock" => {
                 let r1 = self.read_reg(st, pc, 1)?;
@@ -230,7 +240,7 @@ impl Machine<'_> {
                     return Err(Stop::Unsupported("bpf_tail_call with other argument types".into()));
                 }
                 if !st.refs.is_empty() {
-                    return Err(Stop::Unsupported("bpf_tail_call with an acquired reference".into()));
+                    return Err(Stop::Unsupported(format!("bpf_tail_call with {}", st.refs_str())));
                 }
                 self.clobber(st, Reg::NotInit);
             }
@@ -239,8 +249,138 @@ impl Machine<'_> {
         Ok(())
     }
 
+    /// `bpf_res_spin_lock` / `bpf_res_spin_unlock` (7.x, `check_kfunc_call()`): the lock kfuncs
+    /// fork first, before their argument is checked: a pushed state continues after the call with
+    /// R0 in [-MAX_ERRNO, -1] (`__mark_reg_s32_range()`), R1-R5 cleared and no lock taken; on
+    /// this path `check_kfunc_args()` -> `KF_ARG_PTR_TO_RES_SPIN_LOCK` -> `process_spin_lock()`
+    /// takes the lock and R0 is 0. The `_irqsave` / `_irqrestore` forms (irq flag stack slots,
+    /// `process_irq_flag()`) are not modelled.
+    fn res_spin_lock_call(&mut self, st: &mut State, pc: usize, name: &str) -> Step<Flow> {
+        let is_lock = match name {
+            "bpf_res_spin_lock" => true,
+            "bpf_res_spin_unlock" => false,
+            _ => {
+                return Err(Stop::Unsupported(format!(
+                    "kfunc {name}: irq flag stack slots (process_irq_flag()) are not modelled"
+                )))
+            }
+        };
+        let mut failed = None;
+        if is_lock {
+            let mut branch = st.clone();
+            let regs = &mut branch.cur().regs;
+            for r in regs.iter_mut().take(6) {
+                *r = Reg::NotInit;
+            }
+            regs[0] = Reg::Scalar(Scalar { smin: -4095, smax: -1, umin: (-4095i64) as u64, umax: u64::MAX });
+            branch.pc = pc + 1;
+            failed = Some(Box::new(branch));
+        }
+        // check_kfunc_args() does not check_reg_arg() its arguments: an uninitialised R1 meets
+        // other checks (a fuzz finding: "variable ? access var_off=... disallowed" on 7.3), which
+        // the model leaves unsupported.
+        let r1 = st.cur_ref().regs[1].clone();
+        match &r1 {
+            Reg::MapValue { null: false, .. } => {}
+            Reg::MapValue { null: true, .. } => {
+                let args = [("reg", "R1".to_string())];
+                return self.reject(pc, self.msg(&self.profile.messages.kfunc_arg_maybe_null, &args));
+            }
+            other => {
+                return Err(Stop::Unsupported(format!(
+                    "kfunc {name} with R1 of type {} is not modelled",
+                    other.type_str()
+                )))
+            }
+        }
+        self.lock_arg(st, pc, &r1, is_lock, LockKind::Res)?;
+        self.clobber(st, if is_lock { Reg::Scalar(Scalar::known(0)) } else { Reg::NotInit });
+        Ok(match failed {
+            Some(b) => Flow::Branch(pc + 1, b),
+            None => Flow::Next(pc + 1),
+        })
+    }
+
+    /// Open-coded `bpf_iter_num` iterators (`process_iter_arg()`, `process_iter_next_call()`), for
+    /// the plain shape only: R1 an 8-aligned stack slot, `_new`'s bounds scalars. `_new` takes a
+    /// reference for the iterator (`mark_stack_slots_iter()`), `_destroy` releases it. `_next` on an
+    /// ACTIVE iterator pushes the state that continues the loop (ACTIVE, R0 a non-null pointer) and
+    /// goes on DRAINED with R0 = 0; the loop converges where `is_state_visited()` finds the same
+    /// state at the call again (here: equal in everything the call does not overwrite, R0 and
+    /// R2-R5 being dead there). Other shapes and messages are unsupported.
+    fn iter_num_call(&mut self, st: &mut State, pc: usize, name: &str) -> Step<Flow> {
+        let unsupported =
+            |what: &str| Err(Stop::Unsupported(format!("kfunc {name}: {what} is not modelled")));
+        let Reg::Stack { frame, off } = st.cur_ref().regs[1].clone() else {
+            return unsupported("an iterator argument other than a stack pointer");
+        };
+        if off % 8 != 0 || !(-512..=-8).contains(&off) {
+            return unsupported("a misaligned or out-of-range iterator slot");
+        }
+        let slot = (frame, off);
+        let it = st.iters.get(&slot).copied();
+        match (name, it) {
+            ("bpf_iter_num_new", None) => {
+                for r in [2u8, 3] {
+                    if !matches!(st.cur_ref().regs[r as usize], Reg::Scalar(_)) {
+                        return unsupported("a bound that is not a scalar");
+                    }
+                }
+                if st.frames[frame]
+                    .stack
+                    .bytes
+                    .range(off..off + 8)
+                    .any(|(_, b)| *b == super::state::StackByte::Spill)
+                {
+                    return unsupported("an iterator over a spilled register");
+                }
+                let id = self.fresh_id();
+                st.refs.push(id);
+                st.iters.insert(slot, (id, true));
+                self.clobber(st, Reg::Scalar(Scalar::unknown()));
+                Ok(Flow::Next(pc + 1))
+            }
+            ("bpf_iter_num_destroy", Some((id, _))) => {
+                st.iters.remove(&slot);
+                st.refs.retain(|r| *r != id);
+                self.clobber(st, Reg::NotInit);
+                Ok(Flow::Next(pc + 1))
+            }
+            ("bpf_iter_num_next", Some((id, active))) => {
+                if !active {
+                    self.clobber(st, Reg::Scalar(Scalar::known(0)));
+                    return Ok(Flow::Next(pc + 1));
+                }
+                let key = iter_checkpoint(st, pc);
+                let seen = self.iter_seen.entry(pc).or_default();
+                if seen.contains(&key) {
+                    return Ok(Flow::Done);
+                }
+                if seen.len() >= MAX_ITER_CHECKPOINTS {
+                    return Err(Stop::Unsupported(format!(
+                        "bpf_iter_num loop at {pc} did not converge in {MAX_ITER_CHECKPOINTS} iterations (the kernel's widening is not modelled)"
+                    )));
+                }
+                seen.push(key);
+                let mut more = st.clone();
+                more.iters.insert(slot, (id, true));
+                self.clobber(&mut more, Reg::BtfPtr { id: 0, ref_obj_id: 0, null: false });
+                more.pc = pc + 1;
+                st.iters.insert(slot, (id, false));
+                self.clobber(st, Reg::Scalar(Scalar::known(0)));
+                Ok(Flow::Branch(pc + 1, Box::new(more)))
+            }
+            _ => unsupported("an iterator slot in this state (uninitialised, or re-initialised)"),
+        }
+    }
+
     /// `check_func_arg()` for `ARG_PTR_TO_SPIN_LOCK`: `check_reg_type()` then `process_spin_lock()`.
     fn spin_lock_arg(&mut self, st: &mut State, pc: usize, r1: &Reg, is_lock: bool) -> Step<()> {
+        self.lock_arg(st, pc, r1, is_lock, LockKind::Spin)
+    }
+
+    /// `process_spin_lock()` for a `bpf_spin_lock` (`kind` Spin) or `bpf_res_spin_lock` (Res) argument.
+    fn lock_arg(&mut self, st: &mut State, pc: usize, r1: &Reg, is_lock: bool, kind: LockKind) -> Step<()> {
         let m = &self.profile.messages;
         let Reg::MapValue { map, off, var, id, null: false } = r1 else {
             if matches!(
@@ -261,7 +401,8 @@ impl Machine<'_> {
             }
             return Err(Stop::Unsupported(format!("spin lock argument of type {}", r1.type_str())));
         };
-        let lock = "bpf_spin".to_string();
+        let lock = if kind == LockKind::Res { "bpf_res_spin" } else { "bpf_spin" }.to_string();
+        let field_kind = if kind == LockKind::Res { FieldKind::ResSpinLock } else { FieldKind::SpinLock };
         if var.is_some_and(|v| v.konst().is_none()) && self.on(Rule::LockOffset) {
             return self.reject(pc, self.msg(&m.non_const_offset, &[("reg", "R1".into()), ("lock", lock)]));
         }
@@ -271,7 +412,7 @@ impl Machine<'_> {
         if !spec.btf {
             return self.reject(pc, self.msg(&m.map_without_btf, &[("map", mname), ("lock", lock)]));
         }
-        let Some(field) = spec.value.field_of(FieldKind::SpinLock) else {
+        let Some(field) = spec.value.field_of(field_kind) else {
             return self.reject(pc, self.msg(&m.no_lock_in_map, &[("map", mname), ("lock", lock)]));
         };
         if field.offset as i64 != total && self.on(Rule::LockOffset) {
@@ -283,21 +424,43 @@ impl Machine<'_> {
                 ),
             );
         }
-        let this = ActiveLock { map: *map, id: *id };
+        let this = ActiveLock { map: *map, id: *id, kind };
         if is_lock {
-            if st.lock.is_some() && self.on(Rule::DoubleLock) {
+            // 6.12 keeps one active_lock: any second lock is refused. 7.x: a second bpf_spin_lock
+            // while one is held; a res lock that is already held (same id and map), as an AA deadlock.
+            let spin_held = st.locks.iter().any(|l| l.kind == LockKind::Spin);
+            let double = match kind {
+                LockKind::Spin => spin_held || (!self.profile.res_spin_lock && !st.locks.is_empty()),
+                LockKind::Res => false,
+            };
+            if double && self.on(Rule::DoubleLock) {
                 return self.reject(pc, m.double_lock.clone());
             }
-            st.lock = Some(this);
+            if kind == LockKind::Res
+                && st.locks.iter().any(|l| l.kind == LockKind::Res && l.map == this.map && l.id == this.id)
+            {
+                return self.reject(pc, m.aa_deadlock.clone());
+            }
+            st.locks.push(this);
         } else {
-            match st.lock {
-                None if self.on(Rule::UnlockWithoutLock) => {
+            // find_lock_state(cur, type, id, ptr), then the LIFO check against active_lock_id/ptr.
+            let found = st.locks.iter().rposition(|l| *l == this);
+            match (st.locks.last(), found) {
+                (None, _) if self.on(Rule::UnlockWithoutLock) => {
                     return self.reject(pc, self.msg(&m.unlock_without_lock, &[("lock", lock)]))
                 }
-                Some(l) if l != this && self.on(Rule::UnlockDifferentLock) => {
+                (Some(_), None) if self.on(Rule::UnlockDifferentLock) => {
                     return self.reject(pc, self.msg(&m.unlock_different_lock, &[("lock", lock)]))
                 }
-                _ => st.lock = None,
+                (Some(last), Some(_)) if (last.map, last.id) != (this.map, this.id) => {
+                    return self.reject(pc, self.msg(&m.unlock_out_of_order, &[("lock", lock)]))
+                }
+                (_, Some(i)) => {
+                    st.locks.remove(i);
+                }
+                _ => {
+                    st.locks.pop();
+                }
             }
         }
         Ok(())
@@ -336,4 +499,16 @@ impl Machine<'_> {
         }
         Ok(Reg::MapValue { map, off: 0, var: None, id, null: !elide })
     }
+}
+
+/// The part of `st` a `bpf_iter_num_next` call at `pc` keeps: R0 and R2-R5 are overwritten by the
+/// call without being read, so they are dead at the checkpoint.
+fn iter_checkpoint(st: &State, pc: usize) -> State {
+    let mut key = st.clone();
+    key.pc = pc;
+    let cur = key.cur();
+    for r in [0usize, 2, 3, 4, 5] {
+        cur.regs[r] = Reg::NotInit;
+    }
+    key
 }

@@ -5,11 +5,13 @@ use std::collections::BTreeMap;
 use super::access::{check_region, is_aligned, tnum_const_str, Region, RegionError, BPF_MAX_VAR_OFF};
 use super::scalar::{CmpOp, Scalar};
 use super::state::{Frame, Reg, State};
+use super::{cfg, fields};
 use super::{ModelOptions, Rule, Step, Stop, STEP_BUDGET};
 use crate::asm::Reloc;
-use crate::case::{Case, FieldKind, MapSpec, ProgType};
+use crate::case::{Case, FieldKind, MapSpec, MapType, ProgType};
 use crate::insn::*;
 use crate::profile::{render, KernelProfile, ModuleKfuncs};
+use crate::verdict::{map_create_refused, EOPNOTSUPP};
 
 /// The model's machine for one case on one profile.
 pub(crate) struct Machine<'a> {
@@ -27,6 +29,9 @@ pub(crate) struct Machine<'a> {
     pub steps: usize,
     /// Global subprograms (by start) a verified call reached (`sub_aux->called`).
     pub called: std::collections::BTreeSet<usize>,
+    /// States met at each `bpf_iter_num_next` call with an ACTIVE iterator (the checkpoints of
+    /// `is_state_visited()`), reduced to what the call keeps (see `calls::iter_checkpoint`).
+    pub iter_seen: BTreeMap<usize, Vec<State>>,
 }
 
 /// The kernel truncates map names to `BPF_OBJ_NAME_LEN - 1` characters.
@@ -60,6 +65,7 @@ impl<'a> Machine<'a> {
             id_gen: 0,
             steps: 0,
             called: Default::default(),
+            iter_seen: Default::default(),
         }
     }
 
@@ -84,7 +90,13 @@ impl<'a> Machine<'a> {
     pub fn run(&mut self) -> Step<()> {
         self.prepass()?;
         // do_check_main()
-        let mut st = State { frames: vec![Frame::new(0, 0, 0)], lock: None, refs: vec![], pc: 0 };
+        let mut st = State {
+            frames: vec![Frame::new(0, 0, 0)],
+            locks: vec![],
+            refs: vec![],
+            iters: Default::default(),
+            pc: 0,
+        };
         st.frames[0].regs[1] = Reg::Ctx;
         self.walk(st)?;
         // do_check_subprogs(): each global function on its own, arguments as declared, but only
@@ -99,8 +111,13 @@ impl<'a> Machine<'a> {
                     continue;
                 }
                 let sub = self.subprogs.iter().position(|s| *s == start).unwrap_or(0);
-                let mut st =
-                    State { frames: vec![Frame::new(0, sub, 0)], lock: None, refs: vec![], pc: start };
+                let mut st = State {
+                    frames: vec![Frame::new(0, sub, 0)],
+                    locks: vec![],
+                    refs: vec![],
+                    iters: Default::default(),
+                    pc: start,
+                };
                 for r in 1..=args as usize {
                     st.frames[0].regs[r] = Reg::Scalar(Scalar::unknown());
                 }
@@ -114,11 +131,28 @@ impl<'a> Machine<'a> {
         }
     }
 
-    /// Checks done before the main walk, in the kernel's order; none prints an instruction.
+    /// Checks done before the main walk, in the kernel's order (`bpf_check()`); none prints an
+    /// instruction.
     fn prepass(&mut self) -> Step<()> {
         let insns = &self.case.program.insns;
-        if self.case.prog_type == ProgType::Syscall && !self.case.sleepable {
-            return Err(Stop::Reject(None, self.profile.messages.syscall_not_sleepable.clone()));
+        // The loader creates the maps first: map_check_btf() (kernel/bpf/syscall.c) refuses a
+        // bpf_spin_lock / bpf_res_spin_lock in any map but hash, array, cgroup and sk storage
+        // (-EOPNOTSUPP), the same on every profile (a kernel without bpf_res_spin_lock sees a
+        // plain struct there).
+        let res = self.profile.res_spin_lock;
+        for m in &self.case.maps {
+            let locked = m.btf
+                && m.value
+                    .fields
+                    .iter()
+                    .any(|f| f.kind == FieldKind::SpinLock || (res && f.kind == FieldKind::ResSpinLock));
+            let allowed = matches!(
+                m.map_type,
+                MapType::Hash | MapType::Array | MapType::CgroupStorage | MapType::SkStorage
+            );
+            if locked && !allowed {
+                return Err(Stop::Reject(None, map_create_refused(&m.name, EOPNOTSUPP)));
+            }
         }
         if self.case.sleepable && self.case.prog_type != ProgType::Syscall {
             return Err(Stop::Unsupported("sleepable is modelled for the syscall program type only".into()));
@@ -133,6 +167,9 @@ impl<'a> Machine<'a> {
                 self.case.prog_flags
             )));
         }
+        if insns.is_empty() {
+            return Err(Stop::Unsupported("empty program".into()));
+        }
         for (pc, reloc) in &self.case.program.relocs {
             match reloc {
                 Reloc::Kfunc { name } => self.kfunc_exists(name)?,
@@ -142,42 +179,91 @@ impl<'a> Machine<'a> {
                 _ => {}
             }
         }
-        // resolve_pseudo_ldimm64() -> add_used_map() -> check_map_prog_compatibility(), in insn order.
-        for reloc in self.case.program.relocs.values() {
-            let name = match reloc {
-                Reloc::Map { name } | Reloc::MapValue { name, .. } => name,
-                _ => continue,
-            };
-            let Some(&mi) = self.maps.get(name.as_str()) else {
-                return Err(Stop::Unsupported(format!("unknown map `{name}`")));
-            };
-            let m = self.map(mi);
-            let has = |k| m.btf && m.value.field_of(k).is_some();
-            if (has(FieldKind::SpinLock) || has(FieldKind::ResSpinLock))
-                && self.case.prog_type == ProgType::SocketFilter
-                && self.on(Rule::ProgTypeCompat)
-            {
-                return Err(Stop::Reject(None, self.profile.messages.socket_filter_lock.clone()));
-            }
-            if has(FieldKind::ResSpinLock) && !self.profile.res_spin_lock {
-                return Err(Stop::Unsupported("struct bpf_res_spin_lock is unknown to this kernel".into()));
-            }
-            let traced = has(FieldKind::SpinLock)
-                || (self.profile.tracing_res_spin_lock && has(FieldKind::ResSpinLock));
-            if traced
-                && self.profile.tracing_prog_types.contains(&self.case.prog_type)
-                && self.on(Rule::ProgTypeCompat)
-            {
-                return Err(Stop::Reject(None, self.profile.messages.tracing_lock.clone()));
-            }
-            if m.btf && m.value.fields.iter().filter(|f| f.kind != FieldKind::Int).count() > 1 {
-                return Err(Stop::Unsupported(
-                    "a map value with more than one lock fails map creation".into(),
-                ));
-            }
+        // bpf_check() (7.3): a program ending in the first slot of an ld_imm64.
+        if self.profile.early_ld_imm64_check && insns.last().is_some_and(|i| i.is_ld_imm64()) {
+            return Err(Stop::Reject(None, "invalid bpf_ld_imm64 insn".into()));
         }
-        if self.case.program.insns.is_empty() {
-            return Err(Stop::Unsupported("empty program".into()));
+        // add_subprogs() / add_subprog_and_kfunc(), check_subprogs(), then check_btf_info():
+        // lockstep passes func_info only for a case with global functions.
+        cfg::check_call_targets(insns)?;
+        cfg::check_subprogs(insns, &self.subprogs)?;
+        if self.case.globals.is_empty() {
+            cfg::check_abnormal_return(insns, &self.subprogs)?;
+        }
+        self.check_and_resolve_insns()?;
+        cfg::check_cfg(insns)?;
+        // check_attach_btf_id() runs after check_cfg().
+        if self.case.prog_type == ProgType::Syscall && !self.case.sleepable {
+            return Err(Stop::Reject(None, self.profile.messages.syscall_not_sleepable.clone()));
+        }
+        Ok(())
+    }
+
+    /// `check_and_resolve_insns()` (7.x; `resolve_pseudo_ldimm64()` before): in instruction
+    /// order, the `ld_imm64` checks and `add_used_map()` -> `check_map_prog_compatibility()` for
+    /// map references, the opcode table and `check_insn_fields()` for the others.
+    fn check_and_resolve_insns(&self) -> Step<()> {
+        let insns = &self.case.program.insns;
+        let mut pc = 0;
+        while pc < insns.len() {
+            let insn = &insns[pc];
+            if insn.dst > 10 || insn.src > 10 {
+                return Err(Stop::Unsupported(format!(
+                    "register r{} at {pc} (stack arguments) is not modelled",
+                    insn.dst.max(insn.src)
+                )));
+            }
+            let fields_now = self.profile.insn_fields_in_prepass;
+            if !fields_now {
+                fields::check_ldx_fields(insn).map_err(|m| Stop::Reject(None, m))?;
+            }
+            if insn.is_ld_imm64() {
+                fields::check_ld_imm64(insn, insns.get(pc + 1)).map_err(|m| Stop::Reject(None, m))?;
+                if let Some(Reloc::Map { name } | Reloc::MapValue { name, .. }) =
+                    self.case.program.relocs.get(&pc)
+                {
+                    self.check_map_prog_compatibility(name)?;
+                }
+                pc += 2;
+                continue;
+            }
+            if !fields::in_insntable(insn.code, self.profile.gotox) {
+                return Err(Stop::Reject(None, format!("unknown opcode {:02x}", insn.code)));
+            }
+            if fields_now {
+                fields::check_insn_fields(insn).map_err(|m| Stop::Reject(None, m))?;
+            }
+            pc += 1;
+        }
+        Ok(())
+    }
+
+    /// `add_used_map()` -> `check_map_prog_compatibility()` for the map `name`.
+    fn check_map_prog_compatibility(&self, name: &str) -> Step<()> {
+        let Some(&mi) = self.maps.get(name) else {
+            return Err(Stop::Unsupported(format!("unknown map `{name}`")));
+        };
+        let m = self.map(mi);
+        let has = |k| m.btf && m.value.field_of(k).is_some();
+        if (has(FieldKind::SpinLock) || has(FieldKind::ResSpinLock))
+            && self.case.prog_type == ProgType::SocketFilter
+            && self.on(Rule::ProgTypeCompat)
+        {
+            return Err(Stop::Reject(None, self.profile.messages.socket_filter_lock.clone()));
+        }
+        if has(FieldKind::ResSpinLock) && !self.profile.res_spin_lock {
+            return Err(Stop::Unsupported("struct bpf_res_spin_lock is unknown to this kernel".into()));
+        }
+        let traced =
+            has(FieldKind::SpinLock) || (self.profile.tracing_res_spin_lock && has(FieldKind::ResSpinLock));
+        if traced
+            && self.profile.tracing_prog_types.contains(&self.case.prog_type)
+            && self.on(Rule::ProgTypeCompat)
+        {
+            return Err(Stop::Reject(None, self.profile.messages.tracing_lock.clone()));
+        }
+        if m.btf && m.value.fields.iter().filter(|f| f.kind != FieldKind::Int).count() > 1 {
+            return Err(Stop::Unsupported("a map value with more than one lock fails map creation".into()));
         }
         Ok(())
     }
@@ -247,6 +333,14 @@ impl<'a> Machine<'a> {
         let Some(insn) = self.case.program.insns.get(pc).copied() else {
             return Err(Stop::Unsupported(format!("control reaches insn {pc}, past the end")));
         };
+        // 6.12: reserved fields are refused where do_check() meets the instruction (check_alu_op(),
+        // the BPF_STX / BPF_ST / BPF_JMP arms of do_check(), check_cond_jmp_op()); LD_ABS/IND in
+        // check_ld_abs(), after its program-type check.
+        if !self.profile.insn_fields_in_prepass && insn.class() != BPF_LD {
+            if let Err(m) = fields::check_insn_fields(&insn) {
+                return self.reject(pc, m);
+            }
+        }
         match insn.class() {
             BPF_ALU | BPF_ALU64 => self.alu(st, pc, insn).map(|_| Flow::Next(pc + 1)),
             BPF_LD if insn.is_ld_imm64() => self.ld_imm64(st, pc, insn).map(|_| Flow::Next(pc + 2)),
@@ -278,8 +372,8 @@ impl<'a> Machine<'a> {
             BPF_STX if insn.mode() == BPF_ATOMIC => self.atomic(st, pc, insn).map(|_| Flow::Next(pc + 1)),
             BPF_JMP | BPF_JMP32 => self.jmp(st, pc, insn),
             _ => Err(Stop::Unsupported(format!(
-                "instruction {:#04x} at {pc} is outside the modelled subset",
-                insn.code
+                "{} at {pc} is outside the modelled subset",
+                fields::describe(&insn)
             ))),
         }
     }
@@ -287,11 +381,11 @@ impl<'a> Machine<'a> {
     fn alu(&mut self, st: &mut State, pc: usize, insn: Insn) -> Step<()> {
         let is64 = insn.class() == BPF_ALU64;
         let op = insn.op();
-        if op == BPF_END
-            || (op == BPF_MOV && insn.off != 0)
-            || (matches!(op, BPF_DIV | BPF_MOD) && insn.off != 0)
-        {
-            // Byte swaps, movsx, sdiv/smod: the result is an unknown scalar when the input is one.
+        if is64 && op == BPF_MOV && insn.source() == BPF_X && insn.off == 1 {
+            return Err(Stop::Unsupported("addr_space_cast (arena pointers) is not modelled".into()));
+        }
+        if op == BPF_END || (op == BPF_MOV && insn.off != 0) {
+            // Byte swaps, movsx: the result is an unknown scalar when the input is one.
             let d = self.read_reg(st, pc, insn.dst);
             let src = if op == BPF_MOV { insn.src } else { insn.dst };
             let v = if op == BPF_MOV && insn.source() == BPF_X { self.read_reg(st, pc, src)? } else { d? };
@@ -318,7 +412,24 @@ impl<'a> Machine<'a> {
             return self.write_reg(st, insn.dst, v);
         }
         let dst = self.read_reg(st, pc, insn.dst)?;
+        // check_alu_op(): after both operands are read, a constant divisor of zero and a constant
+        // shift of at least the operand width are refused (a register divisor of zero is defined
+        // at run time: the result is 0, or the dividend for a modulo).
+        if insn.source() == BPF_K {
+            if matches!(op, BPF_DIV | BPF_MOD) && insn.imm == 0 {
+                return self.reject(pc, "div by zero".into());
+            }
+            let width = if is64 { 64 } else { 32 };
+            if matches!(op, BPF_LSH | BPF_RSH | BPF_ARSH) && !(0..width).contains(&insn.imm) {
+                return self.reject(pc, format!("invalid shift {}", insn.imm));
+            }
+        }
+        let signed_div = matches!(op, BPF_DIV | BPF_MOD) && insn.off == 1;
         let res = match (&dst, &src) {
+            // sdiv / smod: an unknown scalar.
+            (Reg::Scalar(_), Reg::Scalar(_)) if signed_div => {
+                Reg::Scalar(if is64 { Scalar::unknown() } else { Scalar::below(u32::MAX as u64) })
+            }
             (Reg::Scalar(a), Reg::Scalar(b)) => {
                 let r = scalar_op(op, *a, *b, is64);
                 Reg::Scalar(if is64 { r } else { r.zext32() })
@@ -329,8 +440,8 @@ impl<'a> Machine<'a> {
             }
             _ => {
                 return Err(Stop::Unsupported(format!(
-                    "ALU op {:#04x} on {} and {} at {pc}",
-                    insn.code,
+                    "{} on {} and {} at {pc}",
+                    fields::describe(&insn),
                     dst.type_str(),
                     src.type_str()
                 )))
@@ -407,18 +518,23 @@ impl<'a> Machine<'a> {
         if !self.profile.ld_abs_prog_types.contains(&self.case.prog_type) {
             return self.reject(pc, m.ld_abs_prog_type.clone());
         }
+        if !self.profile.insn_fields_in_prepass {
+            if let Err(msg) = fields::check_insn_fields(&insn) {
+                return self.reject(pc, msg);
+            }
+        }
         if insn.mode() == BPF_IND {
             self.read_reg(st, pc, insn.src)?;
         }
         let r6 = self.read_reg(st, pc, 6)?;
-        if st.lock.is_some() && self.on(Rule::LdAbsUnderLock) {
+        if !st.locks.is_empty() && self.on(Rule::LdAbsUnderLock) {
             return self.reject(pc, m.ld_abs_under_lock.clone());
         }
         if r6 != Reg::Ctx {
             return self.reject(pc, m.ld_abs_r6.clone());
         }
         if !st.refs.is_empty() {
-            return Err(Stop::Unsupported("BPF_LD_[ABS|IND] with an acquired reference".into()));
+            return Err(Stop::Unsupported(format!("BPF_LD_[ABS|IND] with {}", st.refs_str())));
         }
         for r in 1..=5 {
             st.cur().regs[r] = Reg::NotInit;
@@ -499,6 +615,9 @@ impl<'a> Machine<'a> {
         match base {
             Reg::Stack { frame, off: o } => {
                 let at = o + off;
+                if st.iters.keys().any(|(f, s)| f == frame && at < s + 8 && *s < at + size as i64) {
+                    return Err(Stop::Unsupported("load or store on an iterator's stack slot".into()));
+                }
                 if at < -512 || at + size as i64 > 0 || at % size as i64 != 0 {
                     return Err(Stop::Unsupported(format!(
                         "stack access at {at} size {size} is out of range or misaligned"
@@ -596,7 +715,7 @@ impl<'a> Machine<'a> {
             _ => {}
         }
         let Some(cmp) = CmpOp::from_op(op) else {
-            return Err(Stop::Unsupported(format!("jump op {:#04x} at {pc}", insn.code)));
+            return Err(Stop::Unsupported(format!("{} at {pc}", fields::describe(&insn))));
         };
         let target = (pc as i64 + insn.off as i64 + 1) as usize;
         let is32 = insn.class() == BPF_JMP32;
@@ -700,10 +819,12 @@ impl<'a> Machine<'a> {
     /// `BPF_EXIT`: `process_bpf_exit_full()` (7.x) / `do_check()` (6.12).
     fn exit(&mut self, st: &mut State, pc: usize) -> Step<Flow> {
         if st.frames.len() > 1 {
-            // prepare_func_exit(): back to the caller; the lock state is the verifier state's.
+            // prepare_func_exit(): back to the caller; the lock state is the verifier state's. R0
+            // is copied as it is: NOT_INIT is only an error where the caller reads it ("R0
+            // !read_ok"); a stack pointer is refused whatever frame it points into.
             let r0 = st.cur_ref().regs[0].clone();
-            if r0 == Reg::NotInit {
-                return Err(Stop::Unsupported("static subprogram exits with R0 not initialised".into()));
+            if matches!(r0, Reg::Stack { .. }) {
+                return self.reject(pc, "cannot return stack pointer to the caller".into());
             }
             let callee = st.frames.pop().expect("callee frame");
             let caller = st.cur();
@@ -713,16 +834,17 @@ impl<'a> Machine<'a> {
             }
             return Ok(Flow::Next(callee.callsite + 1));
         }
-        if st.lock.is_some() && self.on(Rule::ExitWithLock) {
+        if !st.locks.is_empty() && self.on(Rule::ExitWithLock) {
             return self.reject(pc, self.profile.messages.exit_with_lock.clone());
         }
         // check_resource_leak(): after the lock, check_reference_leak() logs "Unreleased reference
         // id=%d alloc_insn=%d" per reference; its ids follow env->id_gen, which also numbers
         // scalars the model does not track.
         if !st.refs.is_empty() {
-            return Err(Stop::Unsupported(
-                "exit with an unreleased reference (the message's ids are not modelled)".into(),
-            ));
+            return Err(Stop::Unsupported(format!(
+                "exit with {} unreleased (the message's ids are not modelled)",
+                st.refs_str()
+            )));
         }
         let r0 = self.read_reg(st, pc, 0)?;
         if self.case.prog_type == ProgType::CgroupSkb && !matches!(&r0, Reg::Scalar(s) if s.umax <= 1) {

@@ -8,13 +8,15 @@
 
 mod access;
 mod calls;
+mod cfg;
 mod exec;
+mod fields;
 mod scalar;
 mod state;
 
 pub use calls::kfunc_allowed_under_lock;
 pub use scalar::{CmpOp, Scalar};
-pub use state::{ActiveLock, Frame, Reg, Stack, State};
+pub use state::{ActiveLock, Frame, LockKind, Reg, Stack, State};
 
 use crate::case::Case;
 use crate::profile::{KernelProfile, ModuleKfuncs};
@@ -136,3 +138,7 @@ pub fn check_with(
 
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod tests_insns;
+#[cfg(test)]
+mod tests_res_lock;

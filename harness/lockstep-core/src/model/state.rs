@@ -170,20 +170,35 @@ impl Frame {
     }
 }
 
-/// The lock held (`active_locks` with its `ptr` = map and `id`).
+/// What kind of lock a held lock is (`REF_TYPE_LOCK` / `REF_TYPE_RES_LOCK`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum LockKind {
+    /// `bpf_spin_lock()`.
+    Spin,
+    /// `bpf_res_spin_lock()` (7.x).
+    Res,
+}
+
+/// A lock held (a lock entry of `refs[]`: its `ptr` = map, `id` and type).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct ActiveLock {
     pub map: usize,
     pub id: u32,
+    pub kind: LockKind,
 }
 
 /// A whole verifier state on one path.
 #[derive(Clone, Debug, PartialEq)]
 pub struct State {
     pub frames: Vec<Frame>,
-    pub lock: Option<ActiveLock>,
+    /// The locks held, in acquisition order (`active_locks`; the last is `active_lock_id` /
+    /// `active_lock_ptr`). 6.12 holds at most one.
+    pub locks: Vec<ActiveLock>,
     /// Acquired references (`acquire_reference()`: their ids), in acquisition order.
     pub refs: Vec<u32>,
+    /// Open-coded `bpf_iter_num` iterators on the stack, by (frame, slot offset): the reference id
+    /// `mark_stack_slots_iter()` took and whether the iterator is ACTIVE (else DRAINED).
+    pub iters: BTreeMap<(usize, i64), (u32, bool)>,
     pub pc: usize,
 }
 
@@ -191,6 +206,15 @@ impl State {
     /// The innermost frame.
     pub fn cur(&mut self) -> &mut Frame {
         self.frames.last_mut().expect("at least one frame")
+    }
+    /// What the live references are, for `unsupported` reasons: "an acquired reference", or
+    /// "a live bpf_iter_num iterator" when every one is an iterator's.
+    pub fn refs_str(&self) -> &'static str {
+        if self.refs.iter().all(|r| self.iters.values().any(|(id, _)| id == r)) {
+            "a live bpf_iter_num iterator"
+        } else {
+            "an acquired reference"
+        }
     }
     /// The innermost frame, read-only.
     pub fn cur_ref(&self) -> &Frame {

@@ -1,0 +1,149 @@
+//! The program-layout passes that run before `do_check()`: `add_subprogs()` (call targets),
+//! `check_subprogs()` (jumps stay inside their subprogram, no fall-through into the next),
+//! `check_abnormal_return()` (LD_ABS / tail calls in subprograms without BTF func_info) and
+//! `check_cfg()` (every instruction reachable, no jump into an `ld_imm64`'s second slot).
+//!
+//! Pure functions of the instructions; each returns the kernel's error line. None of them prints
+//! an instruction index (`Stop::Reject(None, ..)`).
+
+use super::{Step, Stop};
+use crate::helpers::helper_id;
+use crate::insn::*;
+
+/// The jump target of a JA / conditional jump (`bpf_jmp_offset()`: JMP32 JA uses `imm`).
+fn jump_target(pc: usize, insn: &Insn) -> i64 {
+    let off = if insn.code == (BPF_JMP32 | BPF_JA) { insn.imm as i64 } else { insn.off as i64 };
+    pc as i64 + off + 1
+}
+
+fn reject<T>(msg: String) -> Step<T> {
+    Err(Stop::Reject(None, msg))
+}
+
+/// `add_subprogs()` -> `add_subprog()`: a bpf-to-bpf call or a `BPF_PSEUDO_FUNC` load whose
+/// target lies outside the program ("call to invalid destination").
+pub(crate) fn check_call_targets(insns: &[Insn]) -> Step<()> {
+    for (pc, insn) in insns.iter().enumerate() {
+        let func_ref = insn.is_ld_imm64() && insn.src == BPF_PSEUDO_FUNC;
+        if !(insn.is_pseudo_call() || func_ref) {
+            continue;
+        }
+        let t = pc as i64 + insn.imm as i64 + 1;
+        if t < 0 || t >= insns.len() as i64 {
+            return reject("call to invalid destination".into());
+        }
+    }
+    Ok(())
+}
+
+/// `check_subprogs()`: every jump of a subprogram lands inside it, and its last instruction is an
+/// exit or an unconditional jump. `starts` are the subprogram starts (main first).
+pub(crate) fn check_subprogs(insns: &[Insn], starts: &[usize]) -> Step<()> {
+    let mut cur = 0;
+    let end_of = |cur: usize| starts.get(cur + 1).copied().unwrap_or(insns.len());
+    let (mut start, mut end) = (starts[0], end_of(0));
+    for (i, insn) in insns.iter().enumerate() {
+        let code = insn.code;
+        let jmp = matches!(insn.class(), BPF_JMP | BPF_JMP32);
+        let gotox = code == (BPF_JMP | BPF_JA | BPF_X);
+        if jmp && !matches!(insn.op(), BPF_CALL | BPF_EXIT) && !gotox {
+            let off = jump_target(i, insn);
+            if off < start as i64 || off >= end as i64 {
+                return reject(format!("jump out of range from insn {i} to {off}"));
+            }
+        }
+        if i == end - 1 {
+            if code != (BPF_JMP | BPF_EXIT)
+                && code != (BPF_JMP32 | BPF_JA)
+                && code != (BPF_JMP | BPF_JA)
+                && !gotox
+            {
+                return reject("last insn is not an exit or jmp".into());
+            }
+            cur += 1;
+            start = end;
+            end = end_of(cur);
+        }
+    }
+    Ok(())
+}
+
+/// `check_abnormal_return()` (from `check_btf_info()` when the program is loaded without
+/// func_info, as lockstep loads a case without global functions): LD_ABS/IND or a tail call in a
+/// subprogram other than the main program.
+pub(crate) fn check_abnormal_return(insns: &[Insn], starts: &[usize]) -> Step<()> {
+    let tail_call = helper_id("bpf_tail_call");
+    for (n, &s) in starts.iter().enumerate().skip(1) {
+        let end = starts.get(n + 1).copied().unwrap_or(insns.len());
+        let body = &insns[s.min(end)..end];
+        if body.iter().any(|i| i.class() == BPF_LD && matches!(i.mode(), BPF_ABS | BPF_IND)) {
+            return reject("LD_ABS is not allowed in subprogs without BTF".into());
+        }
+        if body.iter().any(|i| i.is_helper_call() && Some(i.imm) == tail_call) {
+            return reject("tail_call is not allowed in subprogs without BTF".into());
+        }
+    }
+    Ok(())
+}
+
+/// The instructions `visit_insn()` pushes after `pc` (fall-through and branch targets): up to
+/// two, as an array and a count (no allocation: this runs on every check).
+fn successors(insns: &[Insn], pc: usize) -> Step<([i64; 2], usize)> {
+    let insn = &insns[pc];
+    let next = pc as i64 + 1;
+    let callee = pc as i64 + insn.imm as i64 + 1;
+    if insn.is_ld_imm64() {
+        return Ok(if insn.src == BPF_PSEUDO_FUNC { ([next + 1, callee], 2) } else { ([next + 1, 0], 1) });
+    }
+    if !matches!(insn.class(), BPF_JMP | BPF_JMP32) {
+        return Ok(([next, 0], 1));
+    }
+    Ok(match insn.op() {
+        BPF_EXIT => ([0, 0], 0),
+        BPF_CALL if insn.is_pseudo_call() => ([next, callee], 2),
+        BPF_CALL => ([next, 0], 1),
+        BPF_JA if insn.source() == BPF_X => {
+            return Err(Stop::Unsupported(format!("indirect jump (gotox) at {pc}")));
+        }
+        BPF_JA => ([jump_target(pc, insn), 0], 1),
+        _ => ([next, jump_target(pc, insn)], 2),
+    })
+}
+
+/// `check_cfg()`: a depth-first walk from insn 0 (callees and callbacks included); every
+/// instruction must be reached ("unreachable insn N"), no jump may land on the second slot of an
+/// `ld_imm64` ("jump into the middle of ldimm64 insn N"). Back-edges are allowed: lockstep loads
+/// with CAP_BPF (`env->bpf_capable`).
+pub(crate) fn check_cfg(insns: &[Insn]) -> Step<()> {
+    let n = insns.len();
+    let mut seen = vec![false; n];
+    let mut stack = vec![0usize];
+    seen[0] = true;
+    while let Some(t) = stack.pop() {
+        let (succ, count) = successors(insns, t)?;
+        for &w in &succ[..count] {
+            if w < 0 || w >= n as i64 {
+                return reject(format!("jump out of range from insn {t} to {w}"));
+            }
+            let w = w as usize;
+            if !seen[w] {
+                seen[w] = true;
+                stack.push(w);
+            }
+        }
+    }
+    let mut i = 0;
+    while i < n {
+        if !seen[i] {
+            return reject(format!("unreachable insn {i}"));
+        }
+        if insns[i].is_ld_imm64() {
+            if seen.get(i + 1).copied().unwrap_or(false) {
+                return reject(format!("jump into the middle of ldimm64 insn {i}"));
+            }
+            i += 1;
+        }
+        i += 1;
+    }
+    Ok(())
+}
