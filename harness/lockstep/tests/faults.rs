@@ -297,7 +297,14 @@ fn sigkill_of_lockstep_takes_qemu_with_it() {
         .env("TMPDIR", run.path("tmp"))
         .output()
         .unwrap();
-    assert_eq!(next.status.code(), Some(5), "{}", String::from_utf8_lossy(&next.stderr));
+    // A restored guest may finish the four cases within the 5 s (exit 0); a cold boot runs out
+    // of time (exit 5). Either way the run ended by itself and cleaned up.
+    assert!(
+        matches!(next.status.code(), Some(0) | Some(5)),
+        "{:?}: {}",
+        next.status.code(),
+        String::from_utf8_lossy(&next.stderr)
+    );
     assert_eq!(left(), 0, "the next run removed the dead run's directory, and its own");
 }
 
