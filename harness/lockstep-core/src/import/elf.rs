@@ -429,18 +429,7 @@ fn scalar_args(btf: &Btf, proto: u32) -> Result<u8, String> {
 
 /// The map type with uapi number `t`.
 fn map_type(t: u32) -> Option<MapType> {
-    [
-        MapType::Hash,
-        MapType::Array,
-        MapType::ProgArray,
-        MapType::PercpuHash,
-        MapType::PercpuArray,
-        MapType::LruHash,
-        MapType::CgroupStorage,
-        MapType::SkStorage,
-    ]
-    .into_iter()
-    .find(|m| m.uapi() == t)
+    MapType::ALL.into_iter().find(|m| m.uapi() == t)
 }
 
 /// A map of the object as lockstep creates it.
