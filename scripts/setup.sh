@@ -60,13 +60,25 @@ if ((${#missing[@]})); then
   $SUDO apt-get update
   plan=$(LC_ALL=C $SUDO apt-get -s install --no-install-recommends "${missing[@]}")
   removals=$(awk '$1 == "Remv" {print $2}' <<<"$plan")
+  # A machine image may carry a newer qemu-utils than Debian 12's qemu-system-x86 goes with; apt
+  # would remove it. Keep each such QEMU package installed instead, at the version of the
+  # qemu-system-x86 being installed (a downgrade, said here), and plan again.
+  extra=()
+  if [[ -n $removals ]] && ! grep -qv '^qemu-' <<<"$removals"; then
+    qemu_ver=$(LC_ALL=C apt-cache policy qemu-system-x86 | awk '/Candidate:/ {print $2}')
+    for r in $removals; do extra+=("$r=$qemu_ver"); done
+    echo "setup.sh: keeping ${removals//$'\n'/ } installed at QEMU $qemu_ver (the version qemu-system-x86 needs) instead of removing it"
+    plan=$(LC_ALL=C $SUDO apt-get -s install --no-install-recommends --allow-downgrades "${missing[@]}" "${extra[@]}")
+    removals=$(awk '$1 == "Remv" {print $2}' <<<"$plan")
+  fi
   if [[ -n $removals ]]; then
     echo "setup.sh: refusing to install ${missing[*]}: apt would remove these installed packages:" >&2
     sed 's/^/  /' <<<"$removals" >&2
     echo "nothing was installed or removed; resolve the conflict by hand, then run setup.sh again" >&2
     exit 3
   fi
-  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y --no-install-recommends --no-remove "${missing[@]}"
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y --no-install-recommends --no-remove \
+    ${extra[@]:+--allow-downgrades} "${missing[@]}" "${extra[@]}"
 else
   echo "all system packages already installed"
 fi
