@@ -137,6 +137,7 @@ pub fn check_object(elf: &object::File<'_>) -> Result<(), String> {
     }
     for s in elf.sections().filter(|s| s.kind() == SectionKind::Text) {
         let name = s.name().unwrap_or("?");
+        let code = s.data().unwrap_or(&[]);
         for (off, rel) in s.relocations() {
             if off.checked_add(8).is_none_or(|e| e > s.size()) {
                 return Err(format!(
@@ -163,20 +164,22 @@ pub fn check_object(elf: &object::File<'_>) -> Result<(), String> {
                     ));
                 }
                 // A reference to a map or global data section patches an ld_imm64, both of its
-                // slots (aya-obj's relocate_maps writes the second one unchecked).
+                // slots (aya-obj's relocate_maps writes the second one unchecked), and aya-obj cuts
+                // the code into functions at their symbols: both slots must lie in the function
+                // holding the first.
                 let in_data = sym.section_index().is_some() && !in_text;
-                let code = s.data().unwrap_or(&[]);
-                let ld_imm64 = code.get(off as usize) == Some(&0x18) && off + 16 <= s.size();
-                // ... and aya-obj cuts the code into functions at their symbols: both slots must
-                // lie in the function holding the first.
-                let cut = elf.symbols().any(|f| {
-                    f.section_index() == Some(s.index())
-                        && f.kind() == SymbolKind::Text
-                        && f.size() > 0
-                        && (f.address()..f.address() + f.size()).contains(&off)
-                        && off + 16 > f.address() + f.size()
-                });
-                if in_data && (!ld_imm64 || cut) {
+                let whole_ld_imm64 = || {
+                    code.get(off as usize) == Some(&0x18)
+                        && off + 16 <= s.size()
+                        && !elf.symbols().any(|f| {
+                            f.section_index() == Some(s.index())
+                                && f.kind() == SymbolKind::Text
+                                && f.size() > 0
+                                && (f.address()..f.address() + f.size()).contains(&off)
+                                && off + 16 > f.address() + f.size()
+                        })
+                };
+                if in_data && !whole_ld_imm64() {
                     return Err(format!(
                         "a relocation in section `{name}` at offset {off} names data symbol `{}` but does not patch a whole ld_imm64",
                         sym.name().unwrap_or("?")
