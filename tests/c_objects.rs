@@ -44,9 +44,13 @@ fn compile() -> Option<Objects> {
     for src in srcs {
         let stem = src.file_name().unwrap().to_string_lossy().trim_end_matches(".c").to_string();
         let obj = out.join(format!("{stem}.o"));
+        // Compiled from tests/c by file name with a fixed debug directory: the object's bytes do
+        // not depend on where the repository is cloned, so the mutation test below mutates the
+        // same bytes on every machine with the same clang.
         let st = Command::new("clang")
-            .args(["-O2", "-g", "-target", "bpf", "-c"])
-            .arg(&src)
+            .current_dir(c_dir())
+            .args(["-O2", "-g", "-target", "bpf", "-fdebug-compilation-dir=/lockstep", "-c"])
+            .arg(src.file_name().unwrap())
             .arg("-o")
             .arg(&obj)
             .status()
@@ -378,4 +382,41 @@ fn relocation_past_its_section_is_an_error() {
     let err = cases_from_object("map_lock.bpf.o", &bad, &[]).unwrap_err().0;
     assert!(err.starts_with("map_lock.bpf.o: malformed object: a relocation at offset 1048576"), "{err}");
     assert!(err.contains(&format!("past the end of section `{target}`")), "{err}");
+}
+
+/// A call through a section symbol whose `imm` points before or past the callee's section is an
+/// error naming both sections (aya-obj computed the callee from it with unchecked arithmetic and
+/// panicked in debug builds: the CI failure of 2026-12-03).
+#[test]
+fn call_past_its_callee_section_is_an_error() {
+    use object::{Object as _, ObjectSection as _, ObjectSymbol as _};
+    let Some(objs) = compile_all() else { return };
+    let (_, obj) = objs.iter().find(|(s, _)| s == "subprog.bpf").expect("subprog example");
+    let elf = object::File::parse(&obj[..]).unwrap();
+    // The call to the static subprogram: an R_BPF_64_32 against the `.text` section symbol.
+    let (sec, off) = elf
+        .sections()
+        .filter(|s| s.kind() == object::SectionKind::Text)
+        .find_map(|s| {
+            let (off, _) = s.relocations().find(|(_, r)| match r.target() {
+                object::RelocationTarget::Symbol(i) => {
+                    elf.symbol_by_index(i).is_ok_and(|y| y.kind() == object::SymbolKind::Section)
+                }
+                _ => false,
+            })?;
+            Some((s, off))
+        })
+        .expect("a call through the .text section symbol");
+    let (start, _) = sec.file_range().unwrap();
+    let name = sec.name().unwrap().to_string();
+    for imm in [-5i32, i32::MAX, 0x10_0000] {
+        let mut bad = obj.clone();
+        let at = (start + off + 4) as usize;
+        bad[at..at + 4].copy_from_slice(&imm.to_le_bytes());
+        let err = cases_from_object("subprog.bpf.o", &bad, &[]).unwrap_err().0;
+        assert!(
+            err.contains(&format!("a relocation in section `{name}` at offset {off} (imm {imm}) points past the code of section `.text`")),
+            "{err}"
+        );
+    }
 }

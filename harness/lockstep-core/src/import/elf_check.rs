@@ -61,10 +61,19 @@ fn check_info_block(block: &[u8], min_rec: usize, what: &str, strings: &[u8]) ->
             return Err(bad(format!("section name offset {name} is not a .BTF string")));
         }
         let len = (n as usize).checked_mul(rec).ok_or_else(|| bad(format!("{n} records overflow")))?;
-        at = (at + 8)
+        let end = (at + 8)
             .checked_add(len)
             .filter(|e| *e <= block.len())
             .ok_or_else(|| bad(format!("{n} records of {rec} bytes past the end of the block")))?;
+        // Line records rebase on the first one of each function (aya-obj subtracts it): their
+        // instruction offsets must not go down (the kernel wants them increasing).
+        if what == "line_info" {
+            let offs: Vec<u32> = (at + 8..end).step_by(rec).filter_map(|r| u32_at(block, r)).collect();
+            if let Some(w) = offs.windows(2).find(|w| w[1] < w[0]) {
+                return Err(bad(format!("instruction offset {} after {} (not in order)", w[1], w[0])));
+            }
+        }
+        at = end;
     }
     Ok(())
 }
@@ -182,6 +191,39 @@ pub fn check_object(elf: &object::File<'_>) -> Result<(), String> {
                 if in_data && !whole_ld_imm64() {
                     return Err(format!(
                         "a relocation in section `{name}` at offset {off} names data symbol `{}` but does not patch a whole ld_imm64",
+                        sym.name().unwrap_or("?")
+                    ));
+                }
+                // A call or function reference through a section symbol: aya-obj computes the
+                // callee's byte offset from the instruction's imm (R_BPF_64_32: (imm + 1) * 8,
+                // R_BPF_64_64: imm) unchecked; it must land inside the callee's section.
+                if in_text && sym.kind() == SymbolKind::Section {
+                    let imm = code
+                        .get(off as usize + 4..off as usize + 8)
+                        .map_or(0, |b| i32::from_le_bytes([b[0], b[1], b[2], b[3]]));
+                    let delta = match r_type {
+                        10 => imm
+                            .checked_add(1)
+                            .and_then(|n| u64::try_from(n).ok())
+                            .and_then(|n| n.checked_mul(8)),
+                        _ => u64::try_from(imm).ok(),
+                    };
+                    let callee = sym.section_index().and_then(|i| elf.section_by_index(i).ok());
+                    let inside = delta.and_then(|d| sym.address().checked_add(d)).is_some_and(|to| {
+                        callee.as_ref().is_some_and(|c| to >= c.address() && to < c.address() + c.size())
+                    });
+                    if !inside {
+                        return Err(format!(
+                            "a relocation in section `{name}` at offset {off} (imm {imm}) points past the code of section `{}`",
+                            callee.as_ref().and_then(|c| c.name().ok()).unwrap_or("?")
+                        ));
+                    }
+                }
+                // An extern is NOTYPE (libbpf's sym_is_extern); an undefined function symbol is a
+                // callee aya-obj looks for in a section that does not exist.
+                if sym.kind() == SymbolKind::Text && sym.section_index().is_none() {
+                    return Err(format!(
+                        "a relocation in section `{name}` at offset {off} names `{}`, an undefined function symbol (an extern is NOTYPE)",
                         sym.name().unwrap_or("?")
                     ));
                 }
