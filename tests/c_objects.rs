@@ -288,20 +288,9 @@ fn imported_selftests_match_the_compiled_selftest_objects() {
     }
 }
 
-/// A small deterministic generator (xorshift64*) for the mutation fuzz test.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
-    }
-    fn below(&mut self, n: usize) -> usize {
-        (self.next() % n as u64) as usize
-    }
-}
+#[path = "support/rng.rs"]
+mod rng;
+use rng::Rng;
 
 /// One to four bytes of `obj` changed: a random byte, a flipped bit, or an "interesting" value
 /// (0, 0xff, 0x7f, 0x80) that tends to turn sizes and offsets into edge cases.

@@ -81,15 +81,7 @@ mod tests {
     use super::*;
 
     fn kr(v: Verdict) -> KernelResult {
-        KernelResult {
-            case: "c".into(),
-            verdict: v,
-            errno: 0,
-            log: None,
-            verification_usec: None,
-            insns_processed: None,
-            setup_error: None,
-        }
+        crate::proto::test_support::kernel_result("c", v)
     }
 
     #[test]

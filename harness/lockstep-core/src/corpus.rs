@@ -156,6 +156,7 @@ pub fn snapshot_text(rows: &[CheckRow]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::proto::test_support::kernel_result;
     use crate::proto::KernelResult;
 
     fn case_with(verdict: VerdictKind, msgs: &[&str]) -> Case {
@@ -209,13 +210,8 @@ mod tests {
         assert_eq!(meets_expectation(&c, "7.3", &Verdict::accept()), Some(true));
         assert_eq!(log_only_msgs(&c, "7.3"), ["29: safe".to_string()]);
         let r = |log: Option<&str>| KernelResult {
-            case: "c".into(),
-            verdict: Verdict::accept(),
-            errno: 0,
             log: log.map(str::to_string),
-            verification_usec: None,
-            insns_processed: None,
-            setup_error: None,
+            ..kernel_result("c", Verdict::accept())
         };
         assert_eq!(kernel_meets_expectation(&c, "7.3", &r(Some("28: (bf) r1 = r9\n29: safe\n"))), Some(true));
         assert_eq!(kernel_meets_expectation(&c, "7.3", &r(Some("28: (bf) r1 = r9\n"))), Some(false));
@@ -225,15 +221,7 @@ mod tests {
     #[test]
     fn an_unsupported_expectation_is_about_the_model_only() {
         let c = case_with(VerdictKind::Unsupported, &[]);
-        let kernel = KernelResult {
-            case: "c".into(),
-            verdict: Verdict::accept(),
-            errno: 0,
-            log: None,
-            verification_usec: None,
-            insns_processed: None,
-            setup_error: None,
-        };
+        let kernel = kernel_result("c", Verdict::accept());
         assert_eq!(kernel_meets_expectation(&c, "7.3", &kernel), None);
         assert_eq!(
             kernel_meets_expectation(&c, "7.3", &KernelResult { log: Some(String::new()), ..kernel }),

@@ -101,6 +101,27 @@ pub struct KernelResult {
     pub setup_error: Option<String>,
 }
 
+/// Builders of [`KernelResult`] for tests: this crate's, and the other crates' through the
+/// `test-support` feature (enabled in their dev-dependencies only).
+#[cfg(any(test, feature = "test-support"))]
+pub mod test_support {
+    use super::KernelResult;
+    use crate::verdict::Verdict;
+
+    /// The kernel's `verdict` on `case`: errno 0, no log, no timings, no setup error.
+    pub fn kernel_result(case: &str, verdict: Verdict) -> KernelResult {
+        KernelResult {
+            case: case.into(),
+            verdict,
+            errno: 0,
+            log: None,
+            verification_usec: None,
+            insns_processed: None,
+            setup_error: None,
+        }
+    }
+}
+
 /// A message from the guest agent to the host.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "msg", rename_all = "snake_case")]

@@ -46,15 +46,7 @@ fn model(cases: &[Case], profile: &str) -> Vec<Verdict> {
 }
 
 fn result(case: &str, v: Verdict) -> KernelResult {
-    KernelResult {
-        case: case.into(),
-        verdict: v,
-        errno: 0,
-        log: None,
-        verification_usec: None,
-        insns_processed: None,
-        setup_error: None,
-    }
+    lockstep_core::proto::test_support::kernel_result(case, v)
 }
 
 /// Kernel results that follow the model where it judges; `fallback` answers where it does not.

@@ -165,15 +165,7 @@ fn written_case_files_parse_back_to_the_same_case() {
 }
 
 fn result(v: Verdict) -> crate::proto::KernelResult {
-    crate::proto::KernelResult {
-        case: "c".into(),
-        verdict: v,
-        errno: 0,
-        log: None,
-        verification_usec: None,
-        insns_processed: None,
-        setup_error: None,
-    }
+    crate::proto::test_support::kernel_result("c", v)
 }
 
 #[test]

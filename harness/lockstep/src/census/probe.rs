@@ -249,15 +249,7 @@ mod tests {
     use lockstep_core::verdict::Verdict;
 
     fn kr(v: Verdict) -> KernelResult {
-        KernelResult {
-            case: "c".into(),
-            verdict: v,
-            errno: 22,
-            log: None,
-            verification_usec: None,
-            insns_processed: None,
-            setup_error: None,
-        }
+        KernelResult { errno: 22, ..lockstep_core::proto::test_support::kernel_result("c", v) }
     }
 
     #[test]

@@ -242,15 +242,7 @@ mod tests {
         }
     }
     fn kr(name: &str, v: Verdict) -> KernelResult {
-        KernelResult {
-            case: name.into(),
-            verdict: v,
-            errno: 0,
-            log: None,
-            verification_usec: None,
-            insns_processed: None,
-            setup_error: None,
-        }
+        lockstep_core::proto::test_support::kernel_result(name, v)
     }
     fn rej() -> Verdict {
         Verdict::reject(Some(9), "function calls are not allowed while holding a lock")
