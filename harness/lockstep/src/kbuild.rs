@@ -72,7 +72,7 @@ pub fn map_err(e: KbuildError) -> anyhow::Error {
 
 /// Runs `lockstep kernel build`.
 pub fn build_cmd(a: &BuildArgs) -> Result<u8> {
-    let kb = crate::kernel::kbuild()?;
+    let kb = crate::cache::kbuild()?;
     let req = a.request()?;
     if a.dry_run {
         let mut ui = Ui::new(&format!("plan {}", a.source));
@@ -188,7 +188,7 @@ fn print_record(r: &BuildRecord) {
 
 /// Prints the built kernels (`lockstep kernel list`).
 pub fn list_builds(json: bool) -> Result<u8> {
-    let kb = crate::kernel::kbuild()?;
+    let kb = crate::cache::kbuild()?;
     let mut out = std::io::stdout().lock();
     for r in kb.list() {
         if json {
@@ -215,7 +215,7 @@ pub fn list_builds(json: bool) -> Result<u8> {
 /// Resolves and prints a kernel name (`lockstep kernel show`).
 pub fn show(name: &str) -> Result<u8> {
     let n: KernelName = name.parse().map_err(BadInput)?;
-    let root = crate::kernel::cache_root()?;
+    let root = crate::cache::cache_root()?;
     let k = kernel::resolve(&n, &root, false).map_err(|e| match e {
         kernel::ResolveError::Build(b) => map_err(b),
         e if e.is_bad_input() => BadInput(e.to_string()).into(),

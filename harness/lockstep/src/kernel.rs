@@ -12,6 +12,7 @@ use lockstep_core::profile::{KernelProfile, ModuleKfuncs};
 use lockstep_vm::debian::{FetchParts, KernelCache, KernelRef, Progress, KERNELS};
 use lockstep_vm::kernel::{KernelName, ModuleTarget, ResolvedKernel};
 
+pub use crate::cache::{cache_root, kbuild};
 use crate::exit::BadInput;
 
 /// `lockstep kernel ...`.
@@ -142,16 +143,6 @@ pub fn resolve(name: &str) -> Result<ResolvedKernel> {
 /// `LOCKSTEP_CACHE`.
 pub fn cache() -> Result<KernelCache> {
     Ok(KernelCache::new(cache_root()?))
-}
-
-/// The cache root; no cache directory is bad input asking for `LOCKSTEP_CACHE`.
-pub fn cache_root() -> Result<PathBuf> {
-    lockstep_vm::cache_root::from_env().map_err(|e| BadInput(e.to_string()).into())
-}
-
-/// The cache of kernels built from source, at [`cache_root`].
-pub fn kbuild() -> Result<lockstep_vm::kbuild::Kbuild> {
-    Ok(lockstep_vm::kbuild::Kbuild::new(cache_root()?))
 }
 
 /// A kernel built from source, by name (bad input if there is none).

@@ -11,7 +11,7 @@ use lockstep_core::compare::{classify_verdicts, first_line, Agreement};
 use lockstep_core::verdict::{Verdict, VerdictKind};
 use serde::Serialize;
 
-use crate::report::RunRow;
+use crate::run_row::RunRow;
 
 /// How the model accounts for a difference between kernels.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
@@ -161,7 +161,7 @@ mod tests {
             profile: kernel.trim_start_matches("debian:").into(),
             kernel_message: msg.map(str::to_string),
             kernel_insn: msg.map(|_| 7),
-            ..crate::report::test_row(case, kernel, v, a)
+            ..crate::run_row::test_row(case, kernel, v, a)
         }
     }
 

@@ -3,6 +3,7 @@
 
 mod agent;
 mod bench;
+mod cache;
 mod cases;
 mod census;
 mod check;
@@ -20,6 +21,7 @@ mod output;
 mod report;
 mod run;
 mod run_files;
+mod run_row;
 mod runner;
 mod validate;
 

@@ -6,7 +6,6 @@ use std::collections::BTreeMap;
 use super::annot::macro_key;
 use super::clex::{self, lex, matching, split_commas, CSource, Tok};
 use super::ctypes::{show, CDefs, CType};
-use super::selftests::uses_lock_text;
 use crate::case::{Field, FieldKind, MapSpec, MapType, ValueLayout};
 
 /// An `asm volatile` input operand.
@@ -189,6 +188,12 @@ pub(crate) fn parse_func(
         asm,
         body_mentions_lock: uses_lock_text(body_text),
     })
+}
+
+/// Whether a function's text mentions taking or releasing a spin lock (selftests import only
+/// those functions).
+pub(super) fn uses_lock_text(asm: &str) -> bool {
+    asm.contains("spin_lock") || asm.contains("spin_unlock")
 }
 
 /// The asm string and operands of a body that is one `asm volatile (...)` statement.

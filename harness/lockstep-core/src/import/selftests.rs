@@ -18,7 +18,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::fmt::Write;
 
 use super::annot::TestSpec;
-use super::cfile::{parse_file, FileDefs, Func, Operand};
+use super::cfile::{parse_file, uses_lock_text, FileDefs, Func, Operand};
 use super::clex::{lex, CSource, Tok};
 use super::ctypes::{show, CDefs, CType};
 use super::sec::prog_type_of_section;
@@ -286,10 +286,6 @@ fn is_lock_call(name: &str) -> bool {
             | "bpf_res_spin_lock_irqsave"
             | "bpf_res_spin_unlock_irqrestore"
     )
-}
-
-pub(super) fn uses_lock_text(asm: &str) -> bool {
-    asm.contains("spin_lock") || asm.contains("spin_unlock")
 }
 
 /// Names after `call` (not `call pc+N`, `call %[...]` is already substituted).
