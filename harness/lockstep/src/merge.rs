@@ -27,15 +27,8 @@ pub struct MergeArgs {
     /// The shards' JSON-lines files (`lockstep run --shard K/N --json FILE`).
     #[arg(required = true)]
     pub files: Vec<PathBuf>,
-    /// Write the merged JSON lines to FILE (or stdout with `--json` alone, instead of the matrix).
-    #[arg(long, value_name = "FILE", num_args = 0..=1, default_missing_value = "-")]
-    pub json: Option<PathBuf>,
-    /// Write a JUnit XML report.
-    #[arg(long, value_name = "FILE")]
-    pub junit: Option<PathBuf>,
-    /// Write a Markdown report (with the kernel-against-kernel section).
-    #[arg(long, value_name = "FILE")]
-    pub markdown: Option<PathBuf>,
+    #[command(flatten)]
+    pub output: output::OutputArgs,
     /// Print GitHub Actions annotations for disagreements (automatic when GITHUB_ACTIONS=true).
     #[arg(long)]
     pub github: bool,
@@ -128,12 +121,12 @@ pub fn run(cmd: ReportCmd) -> Result<u8> {
     let shards = names.iter().zip(&texts).map(|(n, t)| parse_rows(n, t)).collect::<Result<Vec<_>, _>>();
     let shards = shards.map_err(BadInput)?;
     let rows = merge_rows(&names, shards).map_err(BadInput)?;
-    output::json_or_text(a.json.as_deref(), || report::json_lines(&rows), || report::matrix(&rows))?;
-    if let Some(p) = &a.junit {
+    output::json_or_text(a.output.json.as_deref(), || report::json_lines(&rows), || report::matrix(&rows))?;
+    if let Some(p) = &a.output.junit {
         output::write_file(p, &report::junit(&rows))?;
     }
     let diffs = kernel_diff::differences(&rows);
-    if let Some(p) = &a.markdown {
+    if let Some(p) = &a.output.markdown {
         output::write_file(p, &(report::markdown(&rows) + &report::markdown_differences(&diffs)))
             .context("writing the merged Markdown")?;
     }
@@ -141,7 +134,7 @@ pub fn run(cmd: ReportCmd) -> Result<u8> {
     if rows.iter().any(|r| r.kernel != rows[0].kernel) {
         eprint!("{}", kernel_diff::render_unexplained(&diffs));
     }
-    crate::github::emit(a.github, a.json.as_deref().is_some_and(|p| p.as_os_str() == "-"), &rows);
+    crate::github::emit(a.github, output::is_stdout(a.output.json.as_deref()), &rows);
     let out = crate::run::RunOutput { rows, infra: Vec::new(), allow_skips: false, stopped: None };
     Ok(out.exit_code())
 }
@@ -156,7 +149,7 @@ fn merge_fuzz(a: &MergeArgs, names: &[String], texts: &[String]) -> Result<u8> {
         .map_err(BadInput)?;
     let m = fuzz_merge::merge(names, parts).map_err(BadInput)?;
     let line = serde_json::to_string(&m)? + "\n";
-    match a.json.as_deref() {
+    match a.output.json.as_deref() {
         Some(p) if p.as_os_str() != "-" => output::write_file(p, &line)?,
         _ => print!("{line}"),
     }

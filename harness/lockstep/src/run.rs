@@ -30,15 +30,8 @@ pub struct RunArgs {
     pub kernels: KernelArgs,
     #[command(flatten)]
     pub guest: GuestArgs,
-    /// Write JSON lines (one per case and kernel) to FILE, or to stdout instead of the matrix.
-    #[arg(long, value_name = "FILE", num_args = 0..=1, default_missing_value = "-")]
-    pub json: Option<PathBuf>,
-    /// Write a JUnit XML report.
-    #[arg(long, value_name = "FILE")]
-    pub junit: Option<PathBuf>,
-    /// Write a Markdown report.
-    #[arg(long, value_name = "FILE")]
-    pub markdown: Option<PathBuf>,
+    #[command(flatten)]
+    pub output: crate::output::OutputArgs,
     /// Write the kernel-against-kernel differences (cases whose verdict differs between the
     /// kernels, each judged by the model) as text; stderr gets the count and the unexplained ones.
     #[arg(long, value_name = "FILE")]
@@ -515,9 +508,9 @@ pub fn run(args: RunArgs) -> Result<u8> {
     let paths = if args.paths.is_empty() { vec![cases::default_corpus()] } else { args.paths.clone() };
     let cases = cases::load(&paths, &module)?;
     let mut files = RunFiles::open(
-        args.json.as_deref(),
-        args.junit.as_deref(),
-        args.markdown.as_deref(),
+        args.output.json.as_deref(),
+        args.output.junit.as_deref(),
+        args.output.markdown.as_deref(),
         args.differences.as_deref(),
         args.guest.console_dir.as_deref(),
     )?;
@@ -576,7 +569,11 @@ pub fn run(args: RunArgs) -> Result<u8> {
     if let Some(e) = errors.into_iter().next() {
         return Err(e);
     }
-    crate::github::emit(args.github, args.json.as_deref().is_some_and(|p| p.as_os_str() == "-"), &out.rows);
+    crate::github::emit(
+        args.github,
+        args.output.json.as_deref().is_some_and(|p| p.as_os_str() == "-"),
+        &out.rows,
+    );
     Ok(out.exit_code())
 }
 

@@ -80,17 +80,16 @@ fn write(dir: &Path, base: &[Option<KernelResult>], patched: &[Option<KernelResu
 }
 
 fn validate(dir: &Path, series: &str) -> (i32, serde_json::Value, String) {
+    validate_with(dir, series, &["--format", "json"])
+}
+
+/// `validate` with `stdout_flags` asking for the JSON on stdout (the old `--format json` or
+/// the shared `--json` alone).
+fn validate_with(dir: &Path, series: &str, stdout_flags: &[&str]) -> (i32, serde_json::Value, String) {
     let md = dir.join("report.md");
     let out = Command::new(env!("CARGO_BIN_EXE_lockstep"))
-        .args([
-            "validate-series",
-            "--base",
-            "debian-src:7.2",
-            "--profile",
-            "7.2+kf-spin-lock",
-            "--format",
-            "json",
-        ])
+        .args(["validate-series", "--base", "debian-src:7.2", "--profile", "7.2+kf-spin-lock"])
+        .args(stdout_flags)
         .arg("--series")
         .arg(repo().join("tests/series").join(series))
         .arg("--results-from")
@@ -209,4 +208,24 @@ fn a_case_without_a_result_fails() {
     let (code, json, _) = validate(d.path(), "kf-spin-lock-rfc-v2");
     assert_eq!(code, 1);
     assert_eq!(cases_in(&json, "no-result"), [dropped]);
+}
+
+/// The old `--format json` and the shared `--json` (alone) print the same report (but for the
+/// stage times), and both still write the `--markdown` file.
+#[test]
+fn the_old_format_flag_and_the_shared_json_flag_print_the_same_report() {
+    let cases = corpus();
+    let m72 = model(&cases, "7.2");
+    let d = tempfile::tempdir().unwrap();
+    write(d.path(), &as_kernel(&cases, &m72, &m72), &as_kernel(&cases, &m72, &m72));
+    let (code_old, mut old, md_old) = validate_with(d.path(), "kf-spin-lock-rfc-v2", &["--format", "json"]);
+    let (code_new, mut new, md_new) = validate_with(d.path(), "kf-spin-lock-rfc-v2", &["--json"]);
+    assert_eq!(code_old, code_new);
+    for j in [&mut old, &mut new] {
+        j["timings"] = serde_json::Value::Null;
+    }
+    assert_eq!(old, new);
+    assert!(old["rows"].as_array().is_some_and(|r| r.len() == cases.len()), "{old:#}");
+    let before_times = |md: &str| md.split("| stage | seconds |").next().unwrap().to_string();
+    assert_eq!(before_times(&md_old), before_times(&md_new));
 }

@@ -14,7 +14,7 @@ use lockstep_core::proto::{KernelResult, ModuleStatus};
 use lockstep_vm::guest::Timeouts;
 use lockstep_vm::kernel::ResolvedKernel;
 
-use crate::runner::{AccelChoice, CaseEvent, KernelSession, KernelTarget, RunnerOptions};
+use crate::runner::{CaseEvent, GuestArgs, KernelSession, KernelTarget, RunnerOptions};
 
 /// Runs cases on a kernel.
 pub trait CorpusRunner {
@@ -31,16 +31,84 @@ pub trait CorpusRunner {
 }
 
 /// WIRING POINT: the runner `lockstep validate-series` uses.
-pub fn default_runner(accel: AccelChoice, console_dir: Option<PathBuf>) -> Box<dyn CorpusRunner> {
-    Box::new(GuestRunner { accel, timeouts: Timeouts::default(), console_dir })
+pub fn default_runner(guest: GuestArgs) -> Box<dyn CorpusRunner> {
+    Box::new(GuestRunner { guest })
 }
 
 /// Runs the cases in a QEMU guest with `crate::runner` (as `lockstep run` does).
 pub struct GuestRunner {
-    pub accel: AccelChoice,
-    pub timeouts: Timeouts,
-    /// Append each guest's console to a file in this directory.
-    pub console_dir: Option<PathBuf>,
+    /// The shared guest flags (accelerator, time limits, consoles, extra parameters).
+    pub guest: GuestArgs,
+}
+
+/// The runner options of one kernel: the guest flags, with the test module `module` always
+/// loaded and no snapshots (built kernels change with every series: their snapshots would only
+/// fill the cache).
+fn options(guest: &GuestArgs, module: &Path) -> RunnerOptions {
+    RunnerOptions {
+        module: true,
+        module_ko: Some(module.to_path_buf()),
+        snapshots: false,
+        ..guest.options(false, Timeouts::default().overall)
+    }
+}
+
+/// One kernel's run as its events arrive: the results by case, the first reason the run cannot
+/// count (the wrong kernel booted, the test module not loaded). Pure: events in, lines for
+/// stderr out.
+struct SideEvents<'a> {
+    kernel: &'a ResolvedKernel,
+    cases: &'a [Case],
+    results: Vec<Option<KernelResult>>,
+    problem: Option<String>,
+}
+
+impl<'a> SideEvents<'a> {
+    fn new(kernel: &'a ResolvedKernel, cases: &'a [Case]) -> Self {
+        SideEvents { kernel, cases, results: vec![None; cases.len()], problem: None }
+    }
+
+    /// Takes one event; what to tell the user about it, if anything.
+    fn take(&mut self, ev: CaseEvent) -> Option<String> {
+        let (kernel, cases) = (self.kernel, self.cases);
+        let k = &kernel.name;
+        let name = |index: usize| &cases[index].name;
+        match ev {
+            CaseEvent::Booted { release, module, boot_time, .. } => {
+                if release != kernel.release {
+                    self.problem
+                        .get_or_insert(format!("the guest runs {release}, not {} ({k})", kernel.release));
+                }
+                if !matches!(module, ModuleStatus::Loaded { .. }) {
+                    self.problem
+                        .get_or_insert(format!("the test module is not loaded in the guest: {module:?}"));
+                }
+                Some(format!("{k}: booted {release} in {:.1}s, module {module:?}", boot_time.as_secs_f64()))
+            }
+            CaseEvent::BootFailed { excerpt, will_retry } => {
+                Some(format!("{k}: boot failed{}:\n{excerpt}", if will_retry { " (retrying)" } else { "" }))
+            }
+            CaseEvent::Result { index, result, warnings } => {
+                let line = (!warnings.is_empty())
+                    .then(|| format!("{k}: kernel WARN during {}:\n{}", result.case, warnings.join("\n")));
+                self.results[index] = Some(result);
+                line
+            }
+            CaseEvent::Retrying { index, excerpt } => {
+                Some(format!("{k}: {} crashed the guest, retrying:\n{excerpt}", name(index)))
+            }
+            CaseEvent::Crashed { index, excerpt } => {
+                Some(format!("{k}: {} crashed the guest twice:\n{excerpt}", name(index)))
+            }
+            CaseEvent::Lost { index, excerpt } => {
+                Some(format!("{k}: {} lost the guest twice:\n{excerpt}", name(index)))
+            }
+            CaseEvent::TimedOut { index, excerpt } => {
+                Some(format!("{k}: {} timed out: {excerpt}", name(index)))
+            }
+            CaseEvent::NotRun { index, reason } => Some(format!("{k}: {} not run: {reason}", name(index))),
+        }
+    }
 }
 
 impl CorpusRunner for GuestRunner {
@@ -51,89 +119,31 @@ impl CorpusRunner for GuestRunner {
         module: &Path,
         cases: &[Case],
     ) -> Result<Vec<Option<KernelResult>>> {
-        let opts = RunnerOptions {
-            accel: self.accel,
-            timeouts: self.timeouts,
-            want_log: false,
-            module: true,
-            console_dir: self.console_dir.clone(),
-            extra_cmdline: Vec::new(),
-            module_ko: Some(module.to_path_buf()),
-            testmod: Default::default(),
-            // Built kernels change with every series: their snapshots would only fill the cache.
-            snapshots: false,
-        };
+        let opts = options(&self.guest, module);
         let target = KernelTarget::prepare(&kernel.name, Some(profile), &opts)?;
         if let Some(e) = &target.module_error {
             bail!(crate::exit::InfraError(format!("{}: {e}", kernel.name)));
         }
         let mut session = KernelSession::start(&target, &opts)?;
-        let mut results: Vec<Option<KernelResult>> = vec![None; cases.len()];
-        let mut problem: Option<String> = None;
+        let mut side = SideEvents::new(kernel, cases);
         let started = std::time::Instant::now();
-        session.run(cases, false, &mut |ev| match ev {
-            CaseEvent::Booted { release, module, boot_time, .. } => {
-                eprintln!(
-                    "{}: booted {release} in {:.1}s, module {module:?}",
-                    kernel.name,
-                    boot_time.as_secs_f64()
-                );
-                if release != kernel.release {
-                    problem.get_or_insert(format!(
-                        "the guest runs {release}, not {} ({})",
-                        kernel.release, kernel.name
-                    ));
-                }
-                if !matches!(module, ModuleStatus::Loaded { .. }) {
-                    problem.get_or_insert(format!("the test module is not loaded in the guest: {module:?}"));
-                }
-            }
-            CaseEvent::BootFailed { excerpt, will_retry } => {
-                eprintln!(
-                    "{}: boot failed{}:\n{excerpt}",
-                    kernel.name,
-                    if will_retry { " (retrying)" } else { "" }
-                );
-            }
-            CaseEvent::Result { index, result, warnings } => {
-                if !warnings.is_empty() {
-                    eprintln!(
-                        "{}: kernel WARN during {}:\n{}",
-                        kernel.name,
-                        result.case,
-                        warnings.join("\n")
-                    );
-                }
-                results[index] = Some(result);
-            }
-            CaseEvent::Retrying { index, excerpt } => {
-                eprintln!("{}: {} crashed the guest, retrying:\n{excerpt}", kernel.name, cases[index].name)
-            }
-            CaseEvent::Crashed { index, excerpt } => {
-                eprintln!("{}: {} crashed the guest twice:\n{excerpt}", kernel.name, cases[index].name)
-            }
-            CaseEvent::Lost { index, excerpt } => {
-                eprintln!("{}: {} lost the guest twice:\n{excerpt}", kernel.name, cases[index].name)
-            }
-            CaseEvent::TimedOut { index, excerpt } => {
-                eprintln!("{}: {} timed out: {excerpt}", kernel.name, cases[index].name)
-            }
-            CaseEvent::NotRun { index, reason } => {
-                eprintln!("{}: {} not run: {reason}", kernel.name, cases[index].name)
+        session.run(cases, false, &mut |ev| {
+            if let Some(line) = side.take(ev) {
+                eprintln!("{line}");
             }
         })?;
         session.close();
-        if let Some(p) = problem {
+        if let Some(p) = side.problem {
             bail!(crate::exit::InfraError(p));
         }
         eprintln!(
             "{}: {} of {} cases in {:.1}s",
             kernel.name,
-            results.iter().flatten().count(),
+            side.results.iter().flatten().count(),
             cases.len(),
             started.elapsed().as_secs_f64()
         );
-        Ok(results)
+        Ok(side.results)
     }
 }
 
@@ -209,5 +219,77 @@ impl CorpusRunner for Replay {
             }
         }
         Ok(r)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use lockstep_core::case::ProgType;
+    use lockstep_core::proto::test_support::kernel_result;
+    use lockstep_core::verdict::Verdict;
+    use std::time::Duration;
+
+    fn kernel() -> ResolvedKernel {
+        serde_json::from_value(serde_json::json!({"name": "build:aaaaaaaaaaaa", "vmlinuz": "/x/bzImage",
+            "config": "/x/config", "module_target": {"kind": "tree", "dir": "/x/tree"},
+            "release": "7.2.13-lockstep", "identity": "7.2.13-1+lockstep.aaaaaaaaaaaa"}))
+        .unwrap()
+    }
+
+    fn booted(release: &str, module: ModuleStatus) -> CaseEvent {
+        CaseEvent::Booted {
+            release: release.into(),
+            module,
+            extra_modules: vec![],
+            boot_time: Duration::ZERO,
+        }
+    }
+
+    #[test]
+    fn results_land_at_their_case_and_the_wrong_kernel_or_no_module_is_a_problem() {
+        let k = kernel();
+        let cases = vec![
+            Case::new("a", ProgType::SchedCls, Default::default(), ""),
+            Case::new("b", ProgType::SchedCls, Default::default(), ""),
+        ];
+        let loaded = ModuleStatus::Loaded { name: "lockstep_test".into(), btf_id: 1 };
+        let mut side = SideEvents::new(&k, &cases);
+        assert!(side
+            .take(booted("7.2.13-lockstep", loaded.clone()))
+            .unwrap()
+            .contains("booted 7.2.13-lockstep"));
+        let r =
+            CaseEvent::Result { index: 1, result: kernel_result("b", Verdict::accept()), warnings: vec![] };
+        assert_eq!(side.take(r), None);
+        let line = side.take(CaseEvent::Crashed { index: 0, excerpt: "BUG".into() }).unwrap();
+        assert_eq!(line, "build:aaaaaaaaaaaa: a crashed the guest twice:\nBUG");
+        assert_eq!(side.results, [None, Some(kernel_result("b", Verdict::accept()))]);
+        assert_eq!(side.problem, None);
+
+        let mut side = SideEvents::new(&k, &cases);
+        side.take(booted("7.2.0-other", ModuleStatus::Absent));
+        assert_eq!(
+            side.problem.as_deref(),
+            Some("the guest runs 7.2.0-other, not 7.2.13-lockstep (build:aaaaaaaaaaaa)")
+        );
+        let mut side = SideEvents::new(&k, &cases);
+        side.take(booted("7.2.13-lockstep", ModuleStatus::Absent));
+        assert_eq!(side.problem.as_deref(), Some("the test module is not loaded in the guest: Absent"));
+    }
+
+    #[test]
+    fn the_built_module_is_always_loaded_and_no_snapshot_is_taken() {
+        use clap::Parser;
+        #[derive(Parser)]
+        struct Cli {
+            #[command(flatten)]
+            guest: GuestArgs,
+        }
+        let g = Cli::parse_from(["x", "--accel", "tcg", "--boot-timeout", "7"]).guest;
+        let o = options(&g, Path::new("/m.ko"));
+        assert_eq!((o.module, o.module_ko.as_deref(), o.snapshots), (true, Some(Path::new("/m.ko")), false));
+        assert_eq!((o.accel, o.timeouts.boot), (crate::runner::AccelChoice::Tcg, Duration::from_secs(7)));
+        assert_eq!(o.timeouts.overall, Timeouts::default().overall);
     }
 }
