@@ -185,56 +185,11 @@ fn census_kernel(
     let mut kf: Vec<Probing> = entries.into_iter().map(Probing::new).collect();
 
     let t1 = Instant::now();
-    // Registration: lockable types in order (all of them with --all-prog-types), then the
-    // unlockable ones for the kfuncs no lockable type takes.
-    for t in LOCKABLE.into_iter().chain(UNLOCKABLE) {
-        let todo = plan::registration_round(&kf, t, args.all_prog_types);
-        if todo.is_empty() {
-            continue;
-        }
-        let cases: Vec<Case> =
-            todo.iter().map(|&i| probe::probe_case(&kf[i].entry.name, t, Probe::Registration)).collect();
-        bar.inc_length(cases.len() as u64);
-        let results = g.run(&cases, &format!("registration on {}", t.name()))?;
-        for ((&i, c), r) in todo.iter().zip(&cases).zip(results) {
-            let answer = match r {
-                Ok(r) => probe::read_registration(&kf[i].entry.name, &r, probe::call_insn(c)),
-                Err(why) => Registration::Refused(format!("no answer: {why}")),
-            };
-            kf[i].registration.insert(t, answer);
-        }
-    }
-    // The lock probe, on the first (or every) lockable type that registers the kfunc.
-    let todo = plan::lock_round(&kf, args.all_prog_types);
-    let cases: Vec<Case> =
-        todo.iter().map(|&(i, t)| probe::probe_case(&kf[i].entry.name, t, Probe::Lock)).collect();
-    bar.inc_length(cases.len() as u64);
-    let results = g.run(&cases, "lock probes")?;
-    for ((&(i, t), c), r) in todo.iter().zip(&cases).zip(results) {
-        let answer = match r {
-            Ok(r) => probe::read_lock_probe(&r, probe::call_insn(c)),
-            Err(why) => (LockStatus::NotCallable, format!("no answer: {why}")),
-        };
-        kf[i].per_type.insert(t, answer);
-    }
+    probe_registrations(&mut g, &mut kf, args.all_prog_types)?;
+    probe_locks(&mut g, &mut kf, args.all_prog_types)?;
     let seconds_probes = t1.elapsed().as_secs_f64();
 
-    let rows: Vec<KfuncRow> = kf
-        .into_iter()
-        .map(|k| {
-            let mut row = to_row(k, target, &module_kfuncs);
-            if let Some(m) = module_kfuncs
-                .kfuncs
-                .get(&row.name)
-                .filter(|_| row.module.is_some() && target.module.is_some())
-            {
-                row.compiled_flags.insert(module_kfuncs.module.clone(), m.flags);
-            } else if let Ok(f) = &static_flags {
-                row.compiled_flags = f.get(&row.name).cloned().unwrap_or_default();
-            }
-            row
-        })
-        .collect();
+    let rows = kfunc_rows(kf, target, &module_kfuncs, &static_flags);
     warnings.extend(plan::type_dependence_warnings(&rows));
     let mut c = KernelCensus {
         kernel: target.name.clone(),
@@ -256,6 +211,58 @@ fn census_kernel(
     g.session.close();
     c.seconds_total = t0.elapsed().as_secs_f64();
     Ok((c, g.crashes))
+}
+
+/// Registration probes: lockable types in order (all of them with `all_types`), then the
+/// unlockable ones for the kfuncs no lockable type takes.
+fn probe_registrations(g: &mut Guest, kf: &mut [Probing], all_types: bool) -> Result<()> {
+    for t in LOCKABLE.into_iter().chain(UNLOCKABLE) {
+        let todo: Vec<(usize, ProgType)> =
+            plan::registration_round(kf, t, all_types).into_iter().map(|i| (i, t)).collect();
+        if todo.is_empty() {
+            continue;
+        }
+        let cases = plan::probe_cases(kf, &todo, Probe::Registration);
+        g.bar.inc_length(cases.len() as u64);
+        let results = g.run(&cases, &format!("registration on {}", t.name()))?;
+        plan::record_registrations(kf, &todo, &cases, results);
+    }
+    Ok(())
+}
+
+/// The lock probe, on the first (or every) lockable type that registers each kfunc.
+fn probe_locks(g: &mut Guest, kf: &mut [Probing], all_types: bool) -> Result<()> {
+    let todo = plan::lock_round(kf, all_types);
+    let cases = plan::probe_cases(kf, &todo, Probe::Lock);
+    g.bar.inc_length(cases.len() as u64);
+    let results = g.run(&cases, "lock probes")?;
+    plan::record_lock_probes(kf, &todo, &cases, results);
+    Ok(())
+}
+
+/// The rows of the probed kfuncs, with their compiled flags: the test module's from its `.ko`
+/// (when it is loaded), the others' from the headers' vmlinux.
+fn kfunc_rows(
+    kf: Vec<Probing>,
+    target: &KernelTarget,
+    module_kfuncs: &lockstep_core::profile::ModuleKfuncs,
+    static_flags: &Result<plan::StaticFlags, String>,
+) -> Vec<KfuncRow> {
+    kf.into_iter()
+        .map(|k| {
+            let mut row = to_row(k, target, module_kfuncs);
+            if let Some(m) = module_kfuncs
+                .kfuncs
+                .get(&row.name)
+                .filter(|_| row.module.is_some() && target.module.is_some())
+            {
+                row.compiled_flags.insert(module_kfuncs.module.clone(), m.flags);
+            } else if let Ok(f) = static_flags {
+                row.compiled_flags = f.get(&row.name).cloned().unwrap_or_default();
+            }
+            row
+        })
+        .collect()
 }
 
 /// The row of one kfunc: the lock probe's answer on the first registered type, or why none ran.

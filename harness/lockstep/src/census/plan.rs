@@ -1,14 +1,17 @@
 //! The pure bookkeeping of one kernel's census: which kfuncs to probe (the guest's listing, the
 //! module's `.ko`, the headers' `.BTF_ids`), which probes each round runs, and the warnings drawn
-//! from the answers. [`super::census_kernel`] is the I/O loop around it.
+//! from the answers, and what each answer says of its kfunc. [`super::census_kernel`] is the I/O
+//! loop around it.
 
 use std::collections::BTreeMap;
 
-use lockstep_core::case::ProgType;
+use lockstep_core::case::{Case, ProgType};
 use lockstep_core::profile::ModuleKfuncs;
-use lockstep_core::proto::{KfuncEntry, KfuncListing, ModuleStatus};
+use lockstep_core::proto::{KernelResult, KfuncEntry, KfuncListing, ModuleStatus};
 
-use super::probe::{LockStatus, Registration, LOCKABLE};
+use super::probe::{
+    call_insn, probe_case, read_lock_probe, read_registration, LockStatus, Probe, Registration, LOCKABLE,
+};
 use super::result::KfuncRow;
 
 /// Kfunc name -> id set -> flags word (the compiled flags of a kernel's vmlinux).
@@ -108,6 +111,43 @@ pub fn lock_round(kf: &[Probing], all_types: bool) -> Vec<(usize, ProgType)> {
     todo
 }
 
+/// The probe programs of a round: `probe` of each kfunc `todo` names, on its program type.
+pub fn probe_cases(kf: &[Probing], todo: &[(usize, ProgType)], probe: Probe) -> Vec<Case> {
+    todo.iter().map(|&(i, t)| probe_case(&kf[i].entry.name, t, probe)).collect()
+}
+
+/// Records a registration round's answers (`Err`: why a probe gave none, taken as refused).
+pub fn record_registrations(
+    kf: &mut [Probing],
+    todo: &[(usize, ProgType)],
+    cases: &[Case],
+    results: Vec<Result<KernelResult, String>>,
+) {
+    for ((&(i, t), c), r) in todo.iter().zip(cases).zip(results) {
+        let answer = match r {
+            Ok(r) => read_registration(&kf[i].entry.name, &r, call_insn(c)),
+            Err(why) => Registration::Refused(format!("no answer: {why}")),
+        };
+        kf[i].registration.insert(t, answer);
+    }
+}
+
+/// Records the lock probes' answers (`Err`: why a probe gave none, taken as not callable).
+pub fn record_lock_probes(
+    kf: &mut [Probing],
+    todo: &[(usize, ProgType)],
+    cases: &[Case],
+    results: Vec<Result<KernelResult, String>>,
+) {
+    for ((&(i, t), c), r) in todo.iter().zip(cases).zip(results) {
+        let answer = match r {
+            Ok(r) => read_lock_probe(&r, call_insn(c)),
+            Err(why) => (LockStatus::NotCallable, format!("no answer: {why}")),
+        };
+        kf[i].per_type.insert(t, answer);
+    }
+}
+
 /// A warning for each kfunc whose lock status differs between the program types probed.
 pub fn type_dependence_warnings(rows: &[KfuncRow]) -> Vec<String> {
     rows.iter()
@@ -124,6 +164,7 @@ pub fn type_dependence_warnings(rows: &[KfuncRow]) -> Vec<String> {
 mod tests {
     use super::*;
     use lockstep_core::proto::BtfSource;
+    use lockstep_core::verdict::Verdict;
 
     fn entry(name: &str, module: Option<&str>) -> KfuncEntry {
         KfuncEntry { name: name.into(), btf_id: 1, module: module.map(str::to_string) }
@@ -187,5 +228,24 @@ mod tests {
         let both = vec![registered("c", &LOCKABLE[..2])];
         assert_eq!(lock_round(&both, false).len(), 1);
         assert_eq!(lock_round(&both, true).len(), 2);
+    }
+
+    #[test]
+    fn answers_land_on_their_kfunc_and_type_and_no_answer_is_a_refusal() {
+        let (t0, t1) = (LOCKABLE[0], LOCKABLE[1]);
+        let mut kf = vec![registered("bpf_a", &[]), registered("bpf_b", &[])];
+        let todo = [(0, t0), (1, t0)];
+        let cases = probe_cases(&kf, &todo, Probe::Registration);
+        assert_eq!(cases[1], probe_case("bpf_b", t0, Probe::Registration));
+        let accepted = lockstep_core::proto::test_support::kernel_result("p", Verdict::accept());
+        record_registrations(&mut kf, &todo, &cases, vec![Ok(accepted.clone()), Err("crashed".into())]);
+        assert_eq!(kf[0].registration[&t0], Registration::Registered);
+        assert_eq!(kf[1].registration[&t0], Registration::Refused("no answer: crashed".into()));
+
+        let todo = [(0, t1), (1, t0)];
+        let cases = probe_cases(&kf, &todo, Probe::Lock);
+        record_lock_probes(&mut kf, &todo, &cases, vec![Ok(accepted), Err("timed out".into())]);
+        assert_eq!(kf[0].per_type[&t1].0, LockStatus::LockSafe);
+        assert_eq!(kf[1].per_type[&t0], (LockStatus::NotCallable, "no answer: timed out".into()));
     }
 }
