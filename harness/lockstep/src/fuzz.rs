@@ -6,6 +6,7 @@
 //! ([`guest::GuestOracle`]), or `model:<profile>[:-rule,...]`, the model as a pseudo-kernel.
 
 mod guest;
+mod tally;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -118,7 +119,7 @@ struct Params {
 }
 
 /// Seconds spent per stage.
-#[derive(Default, Serialize)]
+#[derive(Debug, Default, Serialize)]
 struct Times {
     generate: f64,
     model: f64,
@@ -360,7 +361,30 @@ impl Progress {
     }
 }
 
-/// The campaign loop.
+/// What a campaign works with: the kernel, the model's side, the parameters, the findings already
+/// written.
+struct Campaign<'a> {
+    oracle: &'a mut dyn Oracle,
+    kernel: String,
+    profile: &'a KernelProfile,
+    module: &'a ModuleKfuncs,
+    opts: &'a ModelOptions,
+    p: &'a Params,
+    known: BTreeMap<String, bool>,
+    progress: Progress,
+}
+
+/// What a campaign has found so far.
+#[derive(Default)]
+struct Findings {
+    counts: tally::Counts,
+    classes: BTreeMap<Signature, Class>,
+    times: Times,
+    /// Why the kernel stopped answering, if it did.
+    infra_error: Option<String>,
+}
+
+/// The campaign loop: batches until the limit (or the kernel stops answering), then the summary.
 fn campaign(
     oracle: &mut dyn Oracle,
     profile: &KernelProfile,
@@ -370,196 +394,158 @@ fn campaign(
     command: &'static str,
 ) -> Result<Summary> {
     let kernel = oracle.kernel().to_string();
-    let gen = Generator::new(module);
     let known = p.out.as_deref().map(known_digests).unwrap_or_default();
     let progress = Progress::new(p.limit, p.progress);
+    let mut c = Campaign { oracle, kernel, profile, module, opts, p, known, progress };
+    let gen = Generator::new(module);
     let started = Instant::now();
-    let mut t = Times::default();
-    let (mut agree, mut disagree, mut unsupported, mut inconclusive, mut crashes, mut programs) =
-        (0u64, 0u64, 0u64, 0u64, 0u64, 0u64);
-    let mut supported = 0u64;
-    let mut infra_error: Option<String> = None;
-    let mut reasons: BTreeMap<String, u64> = BTreeMap::new();
-    let mut classes: BTreeMap<Signature, Class> = BTreeMap::new();
+    let mut f = Findings::default();
     let mut next = p.start;
     loop {
-        let n = match p.limit {
-            Limit::Count(c) => (c - programs).min(p.batch as u64),
-            Limit::Time(d) if started.elapsed() >= d => 0,
-            Limit::Time(_) => p.batch as u64,
-        };
+        let n = tally::batch_len(p.limit, f.counts.programs, p.batch, started.elapsed());
         if n == 0 {
             break;
         }
         let t0 = Instant::now();
         let cases: Vec<Case> = (next..next + n).map(|i| gen.case(p.seed, i)).collect();
         next += n;
+        f.times.generate += t0.elapsed().as_secs_f64();
+        if !c.batch(&cases, &mut f)? {
+            break;
+        }
+        f.counts.programs += n;
+        c.progress.bar.inc(n);
+        c.progress.bar.set_message(f.counts.progress_message(f.classes.len()));
+    }
+    c.progress.bar.finish_and_clear();
+    if let Some(e) = &f.infra_error {
+        tracing::error!("campaign stopped after {} programs: {e}", f.counts.programs);
+    }
+    Ok(c.summary(command, f, started.elapsed().as_secs_f64()))
+}
+
+impl Campaign<'_> {
+    /// Judges one batch with the model, sends it to the kernel and takes each program's fate;
+    /// false when the kernel could not answer (the batch is not counted).
+    fn batch(&mut self, cases: &[Case], f: &mut Findings) -> Result<bool> {
         let t1 = Instant::now();
-        let verdicts: Vec<Verdict> = cases.iter().map(|c| check_with(c, profile, module, opts)).collect();
+        let verdicts: Vec<Verdict> =
+            cases.iter().map(|c| check_with(c, self.profile, self.module, self.opts)).collect();
         let t2 = Instant::now();
-        t.generate += (t1 - t0).as_secs_f64();
-        t.model += (t2 - t1).as_secs_f64();
-        let send: Vec<usize> = (0..cases.len())
-            .filter(|&i| p.send_unsupported || verdicts[i].verdict != VerdictKind::Unsupported)
-            .collect();
+        f.times.model += (t2 - t1).as_secs_f64();
+        let send = tally::to_send(&verdicts, self.p.send_unsupported);
         let batch: Vec<Case> = send.iter().map(|&i| cases[i].clone()).collect();
-        let answers = match oracle.run(&batch) {
+        let answers = match self.oracle.run(&batch) {
             Ok(a) if a.len() == batch.len() => a,
             Ok(a) => {
-                infra_error =
-                    Some(format!("kernel {kernel}: {} answers for {} programs", a.len(), batch.len()));
-                break;
+                let why = format!("kernel {}: {} answers for {} programs", self.kernel, a.len(), batch.len());
+                f.infra_error = Some(why);
+                return Ok(false);
             }
             Err(e) => {
                 // Stop, but keep what was found so far (the summary says why it stopped).
-                infra_error = Some(format!("kernel {kernel}: {e}"));
-                break;
+                f.infra_error = Some(format!("kernel {}: {e}", self.kernel));
+                return Ok(false);
             }
         };
-        t.oracle += t2.elapsed().as_secs_f64();
-        supported += verdicts.iter().filter(|v| v.verdict != VerdictKind::Unsupported).count() as u64;
-        // Every program lands in exactly one of: crash, unsupported, inconclusive, agree, disagree.
-        let mut answer_of: Vec<Option<&Answer>> = vec![None; cases.len()];
-        for (k, &i) in send.iter().enumerate() {
-            answer_of[i] = Some(&answers[k]);
-        }
-        for i in 0..cases.len() {
-            if let Some(Answer::Crashed(excerpt)) = answer_of[i] {
-                crashes += 1;
-                tracing::error!("kernel crash on {}: {excerpt}", cases[i].name);
-                if let Some(out) = &p.out {
-                    let dir = out.join("crashes");
-                    std::fs::create_dir_all(&dir)?;
-                    let header =
-                        format!("A program that crashed kernel {kernel} during lockstep fuzz:\n{excerpt}");
-                    std::fs::write(
-                        dir.join(format!("{}.toml", cases[i].name)),
-                        lockstep_core::case::write::case_file(&header, std::slice::from_ref(&cases[i])),
-                    )?;
-                }
-                continue;
-            }
-            if verdicts[i].verdict == VerdictKind::Unsupported {
-                unsupported += 1;
-                *reasons
-                    .entry(fuzz::reason_class(verdicts[i].message.as_deref().unwrap_or("")))
-                    .or_default() += 1;
-                continue;
-            }
-            let r = match answer_of[i] {
-                Some(Answer::Result(r)) => r,
-                Some(Answer::NotRun(why)) => {
-                    inconclusive += 1;
-                    tracing::warn!("{} did not run: {why}", cases[i].name);
-                    continue;
-                }
-                _ => unreachable!("supported programs are always sent; crashes are handled above"),
-            };
-            t.kernel_verification += r.verification_usec.unwrap_or(0) as f64 / 1e6;
-            match compare(&kernel, &profile.name, &verdicts[i], r) {
-                Comparison::Agree => agree += 1,
-                Comparison::ModelUnsupported(_) => {}
-                Comparison::KernelInconclusive(_) => inconclusive += 1,
-                Comparison::Disagree(sig) => {
-                    disagree += 1;
-                    if let Some(c) = classes.get_mut(&sig) {
-                        c.count += 1;
-                        continue;
+        f.times.oracle += t2.elapsed().as_secs_f64();
+        f.counts.supported +=
+            verdicts.iter().filter(|v| v.verdict != VerdictKind::Unsupported).count() as u64;
+        let answer_of = tally::answers_by_program(cases.len(), &send, &answers);
+        for (i, case) in cases.iter().enumerate() {
+            let fate = tally::fate(&verdicts[i], answer_of[i], &self.kernel, &self.profile.name);
+            f.counts.count(&fate, &verdicts[i]);
+            match fate {
+                tally::Fate::Crashed(excerpt) => self.save_crash(case, excerpt)?,
+                tally::Fate::NotRun(why) => tracing::warn!("{} did not run: {why}", case.name),
+                tally::Fate::Judged(cmp, seconds) => {
+                    f.times.kernel_verification += seconds;
+                    if let Comparison::Disagree(sig) = cmp {
+                        self.disagreement(sig, case, f)?;
                     }
-                    let digest = sig.digest();
-                    let mut class = Class {
-                        description: sig.describe(),
-                        signature: sig.clone(),
-                        count: 1,
-                        first_case: cases[i].name.clone(),
-                        original_slots: cases[i].program.insns.len(),
-                        minimized_slots: None,
-                        oracle_calls: None,
-                        file: None,
-                        explained: false,
-                    };
-                    if let Some(out) = &p.out {
-                        if let Some(&explained) = known.get(&digest) {
-                            class.explained = explained;
-                            class.file = Some(out.join(format!("fuzz-{digest}.toml")).display().to_string());
-                        } else {
-                            progress.bar.set_message(format!("minimising {}", cases[i].name));
-                            let tm = Instant::now();
-                            let min = minimize_with(
-                                oracle,
-                                profile,
-                                module,
-                                opts,
-                                &kernel,
-                                &cases[i],
-                                p.min_budget,
-                            );
-                            t.minimize += tm.elapsed().as_secs_f64();
-                            let tw = Instant::now();
-                            let file =
-                                write_finding(out, oracle, &sig, &cases[i], &min, profile, module, opts, p)?;
-                            t.write += tw.elapsed().as_secs_f64();
-                            class.minimized_slots = Some(min.slots_after);
-                            class.oracle_calls = Some(min.oracle_calls);
-                            class.file = Some(file.display().to_string());
-                        }
-                    }
-                    classes.insert(sig, class);
                 }
+                tally::Fate::Unsupported => {}
             }
         }
-        programs += n;
-        progress.bar.inc(n);
-        progress.bar.set_message(format!(
-            "agree {agree} · disagree {disagree} ({} classes) · unsupported {unsupported} · inconclusive {inconclusive}{}",
-            classes.len(),
-            if crashes > 0 { format!(" · CRASHES {crashes}") } else { String::new() }
-        ));
+        Ok(true)
     }
-    progress.bar.finish_and_clear();
-    if let Some(e) = &infra_error {
-        tracing::error!("campaign stopped after {programs} programs: {e}");
+
+    /// Logs a program that crashed the kernel and writes it to `<out>/crashes/`.
+    fn save_crash(&self, case: &Case, excerpt: &str) -> Result<()> {
+        tracing::error!("kernel crash on {}: {excerpt}", case.name);
+        let Some(out) = &self.p.out else { return Ok(()) };
+        let dir = out.join("crashes");
+        std::fs::create_dir_all(&dir)?;
+        let header =
+            format!("A program that crashed kernel {} during lockstep fuzz:\n{excerpt}", self.kernel);
+        std::fs::write(
+            dir.join(format!("{}.toml", case.name)),
+            lockstep_core::case::write::case_file(&header, std::slice::from_ref(case)),
+        )?;
+        Ok(())
     }
-    let seconds = started.elapsed().as_secs_f64();
-    let mut shares = BTreeMap::new();
-    if seconds > 0.0 {
-        shares.insert("generate", t.generate / seconds);
-        shares.insert("model", t.model / seconds);
-        shares.insert("oracle", t.oracle / seconds);
-        shares.insert("kernel_verification", t.kernel_verification / seconds);
-        // For a guest: the oracle's time outside the verifier (transport, loading, agent).
-        shares.insert("oracle_other", (t.oracle - t.kernel_verification).max(0.0) / seconds);
-        shares.insert("minimize", t.minimize / seconds);
-        shares.insert("write", t.write / seconds);
+
+    /// Counts a disagreement in its class; a new class's first program is minimised and written
+    /// (unless a file for it is there already).
+    fn disagreement(&mut self, sig: Signature, case: &Case, f: &mut Findings) -> Result<()> {
+        if let Some(class) = f.classes.get_mut(&sig) {
+            class.count += 1;
+            return Ok(());
+        }
+        let mut class = tally::new_class(&sig, case);
+        if let Some(out) = &self.p.out {
+            let digest = sig.digest();
+            if let Some(&explained) = self.known.get(&digest) {
+                class.explained = explained;
+                class.file = Some(out.join(format!("fuzz-{digest}.toml")).display().to_string());
+            } else {
+                self.progress.bar.set_message(format!("minimising {}", case.name));
+                let tm = Instant::now();
+                let (profile, module, opts) = (self.profile, self.module, self.opts);
+                let min =
+                    minimize_with(self.oracle, profile, module, opts, &self.kernel, case, self.p.min_budget);
+                f.times.minimize += tm.elapsed().as_secs_f64();
+                let tw = Instant::now();
+                let file = write_finding(out, self.oracle, &sig, case, &min, profile, module, opts, self.p)?;
+                f.times.write += tw.elapsed().as_secs_f64();
+                class.minimized_slots = Some(min.slots_after);
+                class.oracle_calls = Some(min.oracle_calls);
+                class.file = Some(file.display().to_string());
+            }
+        }
+        f.classes.insert(sig, class);
+        Ok(())
     }
-    let mut unsupported_reasons: Vec<(String, u64)> = reasons.into_iter().collect();
-    unsupported_reasons.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(&b.0)));
-    unsupported_reasons.truncate(12);
-    let mut classes: Vec<Class> = classes.into_values().collect();
-    classes.sort_by_key(|c| std::cmp::Reverse(c.count));
-    Ok(Summary {
-        command,
-        kernel,
-        profile: profile.name.clone(),
-        disabled_rules: opts.disabled.iter().map(|r| r.name()).collect(),
-        seed: p.seed,
-        start: p.start,
-        programs,
-        supported,
-        supported_share: if programs > 0 { supported as f64 / programs as f64 } else { 0.0 },
-        agree,
-        disagree,
-        unsupported,
-        inconclusive,
-        crashes,
-        seconds,
-        programs_per_second: if seconds > 0.0 { programs as f64 / seconds } else { 0.0 },
-        times: t,
-        shares,
-        unsupported_reasons,
-        classes,
-        infra_error,
-    })
+
+    /// The campaign's report.
+    fn summary(self, command: &'static str, f: Findings, seconds: f64) -> Summary {
+        let c = f.counts;
+        let mut classes: Vec<Class> = f.classes.into_values().collect();
+        classes.sort_by_key(|c| std::cmp::Reverse(c.count));
+        Summary {
+            command,
+            kernel: self.kernel,
+            profile: self.profile.name.clone(),
+            disabled_rules: self.opts.disabled.iter().map(|r| r.name()).collect(),
+            seed: self.p.seed,
+            start: self.p.start,
+            programs: c.programs,
+            supported: c.supported,
+            supported_share: tally::ratio(c.supported as f64, c.programs as f64),
+            agree: c.agree,
+            disagree: c.disagree,
+            unsupported: c.unsupported,
+            inconclusive: c.inconclusive,
+            crashes: c.crashes,
+            seconds,
+            programs_per_second: tally::ratio(c.programs as f64, seconds),
+            shares: tally::shares(&f.times, seconds),
+            times: f.times,
+            unsupported_reasons: tally::top_reasons(c.reasons),
+            classes,
+            infra_error: f.infra_error,
+        }
+    }
 }
 
 /// The signature of one case (None: agreement, unsupported, or no answer).
