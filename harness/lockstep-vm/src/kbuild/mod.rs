@@ -22,6 +22,7 @@
 pub mod config;
 pub mod key;
 pub mod progress;
+pub mod recipe;
 pub mod series;
 pub mod source;
 pub mod tools;
@@ -235,9 +236,6 @@ fn io(path: &Path) -> impl FnOnce(std::io::Error) -> KbuildError + '_ {
     move |e| KbuildError::Io(path.to_path_buf(), e)
 }
 
-/// The C compiler.
-const CC: &str = "gcc";
-
 impl Kbuild {
     /// A cache rooted at `root` (the same root as [`crate::debian::KernelCache`]).
     pub fn new(root: impl Into<PathBuf>) -> Self {
@@ -310,7 +308,7 @@ impl Kbuild {
         let layers = config::layers(user);
         let merged = config::merge(&layers);
         on_event(BuildEvent::Phase(Phase::Tools));
-        let compiler = tools::compiler_identity(CC)?;
+        let compiler = tools::compiler_identity(recipe::CC)?;
         let pahole = tools::pahole(&self.root, false, &mut |m| on_event(BuildEvent::Info(m)))?;
         let key = key::KeyInputs {
             source_spec: source.spec.clone(),
@@ -405,176 +403,110 @@ impl Kbuild {
         }
         let mut timings = Vec::new();
         let mut t = Instant::now();
-        let lap = |phase: Phase, t: &mut Instant, timings: &mut Vec<PhaseTime>| {
-            timings.push(PhaseTime { phase, seconds: t.elapsed().as_secs_f64() });
-            *t = Instant::now();
-        };
         let (work, _lock, mut state) = self.open_work(req, plan, on_event)?;
-        lap(Phase::Source, &mut t, &mut timings);
-
-        // Series.
+        lap(&mut timings, Phase::Source, &mut t);
         on_event(BuildEvent::Phase(Phase::Series));
-        let want: Vec<(String, String)> = plan.key.patches.clone();
-        let have = state.applied.as_ref().map(|a| a.patches.clone()).unwrap_or_default();
-        if want != have || (plan.series.is_none() && state.applied.is_some()) {
+        if recipe::needs_switch(&plan.key.patches, state.applied.as_ref(), plan.series.is_some()) {
             work.switch(&mut state, plan.series.as_ref(), &mut |p| {
                 on_event(BuildEvent::Info(format!("applying {} ({})", p.file_name, p.title())))
             })?;
         }
-        lap(Phase::Series, &mut t, &mut timings);
-
-        // Configure.
-        on_event(BuildEvent::Phase(Phase::Configure));
-        let obj = work.obj();
-        fs::create_dir_all(&obj).map_err(io(&obj))?;
-        let ccache = tools::ccache();
-        let cc = match &ccache {
-            Some(_) => format!("ccache {CC}"),
-            None => CC.to_string(),
-        };
-        let jobs = req.jobs.unwrap_or_else(|| std::thread::available_parallelism().map_or(2, |n| n.get()));
-        let make = |targets: &[&str]| {
-            let mut c = Command::new("make");
-            c.arg("-C").arg(work.src()).arg(format!("O={}", obj.display()));
-            c.arg(format!("-j{jobs}"));
-            c.arg(format!("PAHOLE={}", plan.pahole.path.display()));
-            c.arg(format!("CC={cc}")).arg(format!("HOSTCC={cc}"));
-            c.args(targets);
-            c.env("KBUILD_BUILD_TIMESTAMP", "Thu Jan  1 00:00:00 UTC 2026")
-                .env("KBUILD_BUILD_USER", "lockstep")
-                .env("KBUILD_BUILD_HOST", "lockstep")
-                .env("KBUILD_BUILD_VERSION", "1");
-            if ccache.is_some() {
-                if std::env::var_os("CCACHE_DIR").is_none() {
-                    c.env("CCACHE_DIR", self.root.join("ccache"));
-                }
-                if std::env::var_os("CCACHE_MAXSIZE").is_none() {
-                    c.env("CCACHE_MAXSIZE", "5G");
-                }
-            }
-            c
-        };
-        let log_path = work.dir.join("build.log");
-        let mut log = fs::File::create(&log_path).map_err(io(&log_path))?;
-        run_logged(make(&["tinyconfig"]), &mut log, &log_path, "tinyconfig", &mut |_| {})?;
-        let dot = obj.join(".config");
-        let tiny = fs::read_to_string(&dot).map_err(io(&dot))?;
-        fs::write(&dot, config::apply(&tiny, &plan.merged)).map_err(io(&dot))?;
-        run_logged(make(&["olddefconfig"]), &mut log, &log_path, "olddefconfig", &mut |_| {})?;
-        let final_config = fs::read_to_string(&dot).map_err(io(&dot))?;
-        let mismatches = config::check(&final_config, &plan.merged);
-        let (fatal, warn): (Vec<_>, Vec<_>) =
-            mismatches.into_iter().partition(|m| m.layer == config::MANDATORY_LAYER);
-        for m in &warn {
-            on_event(BuildEvent::Warning(m.to_string()));
-        }
-        if !fatal.is_empty() {
-            return Err(KbuildError::Config(fatal));
-        }
-        lap(Phase::Configure, &mut t, &mut timings);
-
-        // Make.
-        on_event(BuildEvent::Phase(Phase::Make));
-        let cold = !obj.join("vmlinux").exists();
-        let expected = progress::expected_steps(state.last_full_steps, !cold);
-        let mut steps = 0u64;
-        let make_start = Instant::now();
-        let mut link_start: Option<Instant> = None;
-        run_logged(make(&["all"]), &mut log, &log_path, "all", &mut |line| {
-            if let progress::MakeLine::Step { target, .. } = progress::classify(line) {
-                if target == "vmlinux.o" && link_start.is_none() {
-                    link_start = Some(Instant::now());
-                }
-                steps += 1;
-                on_event(BuildEvent::Step { done: steps, expected, line: line.trim().to_string() });
-            }
-        })?;
-        if cold {
-            state.last_full_steps = Some(steps);
-            work.save(&state)?;
-        }
-        let link = link_start.map_or(0.0, |l| l.elapsed().as_secs_f64());
-        timings.push(PhaseTime { phase: Phase::Make, seconds: make_start.elapsed().as_secs_f64() - link });
-        timings.push(PhaseTime { phase: Phase::Link, seconds: link });
+        lap(&mut timings, Phase::Series, &mut t);
+        let ccache = tools::ccache().is_some();
+        let make = self.make_cmd(req, plan, &work, ccache);
+        let mut log = BuildLog::create(work.dir.join("build.log"))?;
+        configure(&make, &mut log, plan, on_event)?;
+        lap(&mut timings, Phase::Configure, &mut t);
+        let steps = make_all(&make, &work, &mut state, &mut log, &mut timings, on_event)?;
         t = Instant::now();
-
-        // Install.
-        on_event(BuildEvent::Phase(Phase::Install));
+        let (tmp, release) = self.install(&make, plan, log, on_event)?;
+        lap(&mut timings, Phase::Install, &mut t);
         let dir = self.builds_dir().join(&plan.hash);
-        let tmp = self.builds_dir().join(format!("{}.tmp", plan.hash));
-        let _ = fs::remove_dir_all(&tmp);
-        let tree_tmp = tmp.join("tree");
-        fs::create_dir_all(&tmp).map_err(io(&tmp))?;
-        let cmd = format!("$(srctree)/scripts/package/install-extmod-build {}", tree_tmp.display());
-        run_logged(
-            make(&["run-command", &format!("KBUILD_RUN_COMMAND={cmd}")]),
-            &mut log,
-            &log_path,
-            "run-command (install-extmod-build)",
-            &mut |_| {},
-        )?;
-        for (from, to) in [
-            (obj.join("arch/x86/boot/bzImage"), tmp.join("bzImage")),
-            (obj.join(".config"), tmp.join("config")),
-            (obj.join(".config"), tree_tmp.join(".config")),
-            (obj.join("System.map"), tmp.join("System.map")),
-            (obj.join("vmlinux"), tree_tmp.join("vmlinux")),
-        ] {
-            fs::copy(&from, &to).map_err(io(&from))?;
+        let record = recipe::record(
+            req,
+            plan,
+            recipe::Outcome {
+                release,
+                dir: dir.clone(),
+                timings,
+                make_steps: steps,
+                ccache,
+                built_at_unix: SystemTime::now()
+                    .duration_since(SystemTime::UNIX_EPOCH)
+                    .map_or(0, |d| d.as_secs()),
+            },
+        );
+        self.commit(&tmp, &dir, plan, record)
+    }
+
+    /// How `make` runs for `plan` in `work` (ccache's directory under the cache root unless the
+    /// environment names one).
+    fn make_cmd(&self, req: &BuildRequest, plan: &Plan, work: &work::Work, ccache: bool) -> recipe::MakeCmd {
+        recipe::MakeCmd {
+            src: work.src(),
+            obj: work.obj(),
+            jobs: req.jobs.unwrap_or_else(|| std::thread::available_parallelism().map_or(2, |n| n.get())),
+            pahole: plan.pahole.path.clone(),
+            cc: recipe::compiler(ccache),
+            extra_env: recipe::ccache_env(
+                ccache,
+                std::env::var_os("CCACHE_DIR").is_some(),
+                std::env::var_os("CCACHE_MAXSIZE").is_some(),
+                &self.root,
+            ),
         }
-        drop(log);
-        fs::copy(&log_path, tmp.join("build.log")).map_err(io(&log_path))?;
-        let release_path = obj.join("include/config/kernel.release");
-        let release = fs::read_to_string(&release_path).map_err(io(&release_path))?.trim().to_string();
-        let identity = match &plan.series {
-            Some(s) => format!("{}+{}+lockstep.{}", plan.source.version, s.name, key::short(&plan.hash)),
-            None => format!("{}+lockstep.{}", plan.source.version, key::short(&plan.hash)),
-        };
-        lap(Phase::Install, &mut t, &mut timings);
-        let record = BuildRecord {
-            hash: plan.hash.clone(),
-            aliases: vec![],
-            source: plan.source.clone(),
-            series: plan.series.as_ref().map(|s| SeriesRecord {
-                name: s.name.clone(),
-                dir: s.dir.clone(),
-                patches: s
-                    .patches
-                    .iter()
-                    .map(|p| PatchRecord {
-                        file_name: p.file_name.clone(),
-                        subject: p.subject.clone(),
-                        sha256: p.sha256.clone(),
-                    })
-                    .collect(),
-            }),
-            user_fragments: req.fragments.iter().map(|p| p.display().to_string()).collect(),
-            fragment: plan.merged.render(),
-            compiler: plan.compiler.clone(),
-            pahole: plan.pahole.version.clone(),
-            release,
-            identity,
-            dir: dir.clone(),
-            bzimage: dir.join("bzImage"),
-            config: dir.join("config"),
-            tree: dir.join("tree"),
-            built_at_unix: SystemTime::now()
-                .duration_since(SystemTime::UNIX_EPOCH)
-                .map_or(0, |d| d.as_secs()),
-            timings,
-            make_steps: steps,
-            ccache: ccache.is_some(),
-        };
+    }
+
+    /// Writes `record` into the installed `tmp`, moves it to `dir` (replacing an older build of the
+    /// same hash) and points the plan's aliases at it.
+    fn commit(
+        &self,
+        tmp: &Path,
+        dir: &Path,
+        plan: &Plan,
+        record: BuildRecord,
+    ) -> Result<BuildRecord, KbuildError> {
         source::write_atomic(
             &tmp.join("build.json"),
             &serde_json::to_vec_pretty(&record).expect("record serialises"),
         )?;
-        let _ = fs::remove_dir_all(&dir);
-        fs::rename(&tmp, &dir).map_err(io(&dir))?;
+        let _ = fs::remove_dir_all(dir);
+        fs::rename(tmp, dir).map_err(io(dir))?;
         for a in &plan.aliases {
             self.set_alias(a, &plan.hash)?;
         }
         Ok(read_record(&dir.join("build.json")).unwrap_or(record))
+    }
+
+    /// Installs the build into `<builds>/<hash>.tmp` (the image, the config, `System.map`, the
+    /// external-module tree, the log); its kernel release.
+    fn install(
+        &self,
+        make: &recipe::MakeCmd,
+        plan: &Plan,
+        mut log: BuildLog,
+        on_event: &mut dyn FnMut(BuildEvent),
+    ) -> Result<(PathBuf, String), KbuildError> {
+        on_event(BuildEvent::Phase(Phase::Install));
+        let tmp = self.builds_dir().join(format!("{}.tmp", plan.hash));
+        let _ = fs::remove_dir_all(&tmp);
+        fs::create_dir_all(&tmp).map_err(io(&tmp))?;
+        let cmd = format!("$(srctree)/scripts/package/install-extmod-build {}", tmp.join("tree").display());
+        let run_command = format!("KBUILD_RUN_COMMAND={cmd}");
+        log.run(
+            make.command(&["run-command", &run_command]),
+            "run-command (install-extmod-build)",
+            &mut |_| {},
+        )?;
+        for (from, to) in recipe::install_copies(&make.obj, &tmp) {
+            fs::copy(&from, &to).map_err(io(&from))?;
+        }
+        let log_path = log.path;
+        drop(log.file);
+        fs::copy(&log_path, tmp.join("build.log")).map_err(io(&log_path))?;
+        let release_path = make.obj.join("include/config/kernel.release");
+        let release = fs::read_to_string(&release_path).map_err(io(&release_path))?.trim().to_string();
+        Ok((tmp, release))
     }
 
     /// Locks the work tree of `plan`'s source and makes its `src/` hold that source.
@@ -659,6 +591,91 @@ impl Kbuild {
 
 fn read_record(path: &Path) -> Option<BuildRecord> {
     serde_json::from_str(&fs::read_to_string(path).ok()?).ok()
+}
+
+/// Records the time since `t` as `phase` and restarts `t`.
+fn lap(timings: &mut Vec<PhaseTime>, phase: Phase, t: &mut Instant) {
+    timings.push(PhaseTime { phase, seconds: t.elapsed().as_secs_f64() });
+    *t = Instant::now();
+}
+
+/// A build's log file, which every `make` of the build appends to.
+struct BuildLog {
+    path: PathBuf,
+    file: fs::File,
+}
+
+impl BuildLog {
+    fn create(path: PathBuf) -> Result<Self, KbuildError> {
+        let file = fs::File::create(&path).map_err(io(&path))?;
+        Ok(BuildLog { path, file })
+    }
+
+    /// Runs `cmd` with its output in the log ([`run_logged`]).
+    fn run(&mut self, cmd: Command, target: &str, on_line: &mut dyn FnMut(&str)) -> Result<(), KbuildError> {
+        run_logged(cmd, &mut self.file, &self.path, target, on_line)
+    }
+}
+
+/// `tinyconfig`, the plan's merged fragments on top, `olddefconfig`; a mandatory option that did
+/// not stick stops the build, another is a warning.
+fn configure(
+    make: &recipe::MakeCmd,
+    log: &mut BuildLog,
+    plan: &Plan,
+    on_event: &mut dyn FnMut(BuildEvent),
+) -> Result<(), KbuildError> {
+    on_event(BuildEvent::Phase(Phase::Configure));
+    fs::create_dir_all(&make.obj).map_err(io(&make.obj))?;
+    log.run(make.command(&["tinyconfig"]), "tinyconfig", &mut |_| {})?;
+    let dot = make.obj.join(".config");
+    let tiny = fs::read_to_string(&dot).map_err(io(&dot))?;
+    fs::write(&dot, config::apply(&tiny, &plan.merged)).map_err(io(&dot))?;
+    log.run(make.command(&["olddefconfig"]), "olddefconfig", &mut |_| {})?;
+    let final_config = fs::read_to_string(&dot).map_err(io(&dot))?;
+    let (fatal, warn) = recipe::split_mismatches(config::check(&final_config, &plan.merged));
+    for m in &warn {
+        on_event(BuildEvent::Warning(m.to_string()));
+    }
+    if !fatal.is_empty() {
+        return Err(KbuildError::Config(fatal));
+    }
+    Ok(())
+}
+
+/// `make all` with progress (the expected steps from the last full build); its make and link
+/// phases go to `timings`; the steps it took.
+fn make_all(
+    make: &recipe::MakeCmd,
+    work: &work::Work,
+    state: &mut work::WorkState,
+    log: &mut BuildLog,
+    timings: &mut Vec<PhaseTime>,
+    on_event: &mut dyn FnMut(BuildEvent),
+) -> Result<u64, KbuildError> {
+    on_event(BuildEvent::Phase(Phase::Make));
+    let cold = !make.obj.join("vmlinux").exists();
+    let expected = progress::expected_steps(state.last_full_steps, !cold);
+    let mut steps = 0u64;
+    let make_start = Instant::now();
+    let mut link_start: Option<Instant> = None;
+    log.run(make.command(&["all"]), "all", &mut |line| {
+        if let progress::MakeLine::Step { target, .. } = progress::classify(line) {
+            if target == "vmlinux.o" && link_start.is_none() {
+                link_start = Some(Instant::now());
+            }
+            steps += 1;
+            on_event(BuildEvent::Step { done: steps, expected, line: line.trim().to_string() });
+        }
+    })?;
+    if cold {
+        state.last_full_steps = Some(steps);
+        work.save(state)?;
+    }
+    let link = link_start.map_or(0.0, |l| l.elapsed().as_secs_f64());
+    timings.push(PhaseTime { phase: Phase::Make, seconds: make_start.elapsed().as_secs_f64() - link });
+    timings.push(PhaseTime { phase: Phase::Link, seconds: link });
+    Ok(steps)
 }
 
 /// Runs `cmd` with stdout and stderr merged into `log`, each line passed to `on_line`; on failure
