@@ -225,7 +225,7 @@ fn probe_registrations(g: &mut Guest, kf: &mut [Probing], all_types: bool) -> Re
         let cases = plan::probe_cases(kf, &todo, Probe::Registration);
         g.bar.inc_length(cases.len() as u64);
         let results = g.run(&cases, &format!("registration on {}", t.name()))?;
-        plan::record_registrations(kf, &todo, &cases, results);
+        plan::record_answers(kf, &todo, &cases, results, Probe::Registration);
     }
     Ok(())
 }
@@ -236,7 +236,7 @@ fn probe_locks(g: &mut Guest, kf: &mut [Probing], all_types: bool) -> Result<()>
     let cases = plan::probe_cases(kf, &todo, Probe::Lock);
     g.bar.inc_length(cases.len() as u64);
     let results = g.run(&cases, "lock probes")?;
-    plan::record_lock_probes(kf, &todo, &cases, results);
+    plan::record_answers(kf, &todo, &cases, results, Probe::Lock);
     Ok(())
 }
 

@@ -116,35 +116,33 @@ pub fn probe_cases(kf: &[Probing], todo: &[(usize, ProgType)], probe: Probe) -> 
     todo.iter().map(|&(i, t)| probe_case(&kf[i].entry.name, t, probe)).collect()
 }
 
-/// Records a registration round's answers (`Err`: why a probe gave none, taken as refused).
-pub fn record_registrations(
+/// Records a round's answers on their kfunc and program type: registrations (no answer:
+/// refused) or lock probes (no answer: not callable). `Err` in `results`: why a probe gave none.
+pub fn record_answers(
     kf: &mut [Probing],
     todo: &[(usize, ProgType)],
     cases: &[Case],
     results: Vec<Result<KernelResult, String>>,
+    probe: Probe,
 ) {
     for ((&(i, t), c), r) in todo.iter().zip(cases).zip(results) {
-        let answer = match r {
-            Ok(r) => read_registration(&kf[i].entry.name, &r, call_insn(c)),
-            Err(why) => Registration::Refused(format!("no answer: {why}")),
-        };
-        kf[i].registration.insert(t, answer);
-    }
-}
-
-/// Records the lock probes' answers (`Err`: why a probe gave none, taken as not callable).
-pub fn record_lock_probes(
-    kf: &mut [Probing],
-    todo: &[(usize, ProgType)],
-    cases: &[Case],
-    results: Vec<Result<KernelResult, String>>,
-) {
-    for ((&(i, t), c), r) in todo.iter().zip(cases).zip(results) {
-        let answer = match r {
-            Ok(r) => read_lock_probe(&r, call_insn(c)),
-            Err(why) => (LockStatus::NotCallable, format!("no answer: {why}")),
-        };
-        kf[i].per_type.insert(t, answer);
+        let no_answer = |why: String| format!("no answer: {why}");
+        match probe {
+            Probe::Registration => {
+                let answer = match r {
+                    Ok(r) => read_registration(&kf[i].entry.name, &r, call_insn(c)),
+                    Err(why) => Registration::Refused(no_answer(why)),
+                };
+                kf[i].registration.insert(t, answer);
+            }
+            Probe::Lock => {
+                let answer = match r {
+                    Ok(r) => read_lock_probe(&r, call_insn(c)),
+                    Err(why) => (LockStatus::NotCallable, no_answer(why)),
+                };
+                kf[i].per_type.insert(t, answer);
+            }
+        }
     }
 }
 
@@ -238,13 +236,19 @@ mod tests {
         let cases = probe_cases(&kf, &todo, Probe::Registration);
         assert_eq!(cases[1], probe_case("bpf_b", t0, Probe::Registration));
         let accepted = lockstep_core::proto::test_support::kernel_result("p", Verdict::accept());
-        record_registrations(&mut kf, &todo, &cases, vec![Ok(accepted.clone()), Err("crashed".into())]);
+        record_answers(
+            &mut kf,
+            &todo,
+            &cases,
+            vec![Ok(accepted.clone()), Err("crashed".into())],
+            Probe::Registration,
+        );
         assert_eq!(kf[0].registration[&t0], Registration::Registered);
         assert_eq!(kf[1].registration[&t0], Registration::Refused("no answer: crashed".into()));
 
         let todo = [(0, t1), (1, t0)];
         let cases = probe_cases(&kf, &todo, Probe::Lock);
-        record_lock_probes(&mut kf, &todo, &cases, vec![Ok(accepted), Err("timed out".into())]);
+        record_answers(&mut kf, &todo, &cases, vec![Ok(accepted), Err("timed out".into())], Probe::Lock);
         assert_eq!(kf[0].per_type[&t1].0, LockStatus::LockSafe);
         assert_eq!(kf[1].per_type[&t0], (LockStatus::NotCallable, "no answer: timed out".into()));
     }
