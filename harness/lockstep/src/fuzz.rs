@@ -237,7 +237,22 @@ fn open_oracle(c: &Common) -> Result<(Box<dyn Oracle>, KernelProfile, ModuleKfun
 /// answering, 4 on a kernel crash.
 pub fn run(a: FuzzArgs) -> Result<u8> {
     let opts = rules(&a.common.disable_rule)?;
+    let params = fuzz_params(&a)?;
     let (mut oracle, profile, module) = open_oracle(&a.common)?;
+    let summary = campaign(oracle.as_mut(), &profile, &module, &opts, &params, "fuzz")?;
+    let line = serde_json::to_string(&summary)?;
+    println!("{line}");
+    if let Some(out) = &params.out {
+        std::fs::create_dir_all(out).with_context(|| format!("creating {}", out.display()))?;
+        std::fs::write(out.join("summary.json"), serde_json::to_string_pretty(&summary)? + "\n")?;
+    }
+    eprint!("{}", summary_text(&summary));
+    Ok(exit_code(&summary))
+}
+
+/// The campaign `lockstep fuzz` asks for: `--count` (10000 by default) or `--duration`, narrowed
+/// to `--shard`'s part of the program indices.
+fn fuzz_params(a: &FuzzArgs) -> Result<Params> {
     let count = a.duration.is_none().then(|| a.count.unwrap_or(10_000));
     let (start, count) =
         a.shard.unwrap_or(lockstep_core::shard::Shard::ALL).index_range(a.common.start, count);
@@ -245,7 +260,7 @@ pub fn run(a: FuzzArgs) -> Result<u8> {
         (Some(d), _) => Limit::Time(parse_duration(d).map_err(BadInput)?),
         (None, c) => Limit::Count(c.unwrap_or(10_000)),
     };
-    let params = Params {
+    Ok(Params {
         seed: a.common.seed,
         start,
         limit,
@@ -254,16 +269,13 @@ pub fn run(a: FuzzArgs) -> Result<u8> {
         out: (!a.no_minimize).then(|| a.out.clone()),
         min_budget: a.min_budget,
         progress: true,
-    };
-    let summary = campaign(oracle.as_mut(), &profile, &module, &opts, &params, "fuzz")?;
-    let line = serde_json::to_string(&summary)?;
-    println!("{line}");
-    if let Some(out) = &params.out {
-        std::fs::create_dir_all(out).with_context(|| format!("creating {}", out.display()))?;
-        std::fs::write(out.join("summary.json"), serde_json::to_string_pretty(&summary)? + "\n")?;
-    }
-    eprintln!(
-        "{} programs in {:.1}s ({:.0}/s): {} agree, {} disagree in {} classes, {} unsupported ({:.1}% supported), {} inconclusive, {} crashes",
+    })
+}
+
+/// The campaign for people (stderr): the counts, then one line per class.
+fn summary_text(summary: &Summary) -> String {
+    let mut out = format!(
+        "{} programs in {:.1}s ({:.0}/s): {} agree, {} disagree in {} classes, {} unsupported ({:.1}% supported), {} inconclusive, {} crashes\n",
         summary.programs,
         summary.seconds,
         summary.programs_per_second,
@@ -283,17 +295,19 @@ pub fn run(a: FuzzArgs) -> Result<u8> {
         } else {
             "unexplained"
         };
-        eprintln!(
-            "  {:>6} x [{state}] {}{}",
-            c.count,
-            c.description,
-            c.file.as_deref().map(|f| format!(" -> {f}")).unwrap_or_default()
-        );
+        let file = c.file.as_deref().map(|f| format!(" -> {f}")).unwrap_or_default();
+        out += &format!("  {:>6} x [{state}] {}{file}\n", c.count, c.description);
     }
     if let Some(e) = &summary.infra_error {
-        eprintln!("lockstep: stopped early: {e}");
+        out += &format!("lockstep: stopped early: {e}\n");
     }
-    Ok(if summary.crashes > 0 {
+    out
+}
+
+/// The exit code of a campaign: a kernel crash, else the kernel stopping, else an unexplained
+/// disagreement class, else 0.
+fn exit_code(summary: &Summary) -> u8 {
+    if summary.crashes > 0 {
         crate::exit::EXIT_CRASH
     } else if summary.infra_error.is_some() {
         crate::exit::EXIT_INFRA
@@ -301,7 +315,7 @@ pub fn run(a: FuzzArgs) -> Result<u8> {
         crate::exit::EXIT_DISAGREE
     } else {
         0
-    })
+    }
 }
 
 /// Runs `lockstep bench fuzz`: the pipeline without minimisation, one JSON line.
@@ -602,12 +616,7 @@ fn write_finding(
     let answer = oracle.run(std::slice::from_ref(&case)).ok().and_then(|mut a| a.pop());
     let kr = answer.as_ref().and_then(Answer::result);
     let model = check_with(&case, profile, module, opts);
-    let first = |m: &Option<String>| m.as_deref().map(|s| s.lines().next().unwrap_or("").to_string());
-    let rules = if opts.disabled.is_empty() {
-        String::new()
-    } else {
-        opts.disabled.iter().map(|r| format!(" --disable-rule {}", r.name())).collect::<String>()
-    };
+    let rules: String = opts.disabled.iter().map(|r| format!(" --disable-rule {}", r.name())).collect();
     case.description = Some(format!(
         "{}. Model: {}. Found by `lockstep fuzz --kernel {} --profile {} --seed {}{rules}` as {} ({} instructions), minimised to {} in {} kernel runs. {UNEXPLAINED}",
         sig.describe(),
@@ -624,17 +633,41 @@ fn write_finding(
     case.expect.clear();
     match kr {
         Some(kr) => {
-            let e = Expectation {
-                verdict: kr.verdict.verdict,
-                insn: if kr.verdict.verdict == VerdictKind::Reject { kr.verdict.insn } else { None },
-                message: if kr.verdict.verdict == VerdictKind::Reject { first(&kr.verdict.message) } else { None },
-                source: Some(format!("{} (lockstep fuzz)", oracle.kernel())),
-                msgs: Vec::new(),
-            };
-            case.expect.insert(profile.name.clone(), e);
+            case.expect.insert(profile.name.clone(), kernel_expectation(kr, oracle.kernel()));
         }
         None => tracing::warn!("{stem}: the kernel gave no verdict on the minimised case ({answer:?}); written without an expectation"),
     }
+    write_finding_files(out, &stem, sig, &case, original, module)?;
+    Ok(out.join(format!("{stem}.toml")))
+}
+
+/// The expectation a finding gets: `kernel`'s verdict on it (a rejection's instruction and the
+/// first line of its message).
+fn kernel_expectation(kr: &lockstep_core::proto::KernelResult, kernel: &str) -> Expectation {
+    let reject = kr.verdict.verdict == VerdictKind::Reject;
+    Expectation {
+        verdict: kr.verdict.verdict,
+        insn: if reject { kr.verdict.insn } else { None },
+        message: if reject {
+            kr.verdict.message.as_deref().map(|s| s.lines().next().unwrap_or("").to_string())
+        } else {
+            None
+        },
+        source: Some(format!("{kernel} (lockstep fuzz)")),
+        msgs: Vec::new(),
+    }
+}
+
+/// Writes a finding: `<stem>.toml` (the minimised `case`), its model snapshot, and the original
+/// program under `original/`.
+fn write_finding_files(
+    out: &Path,
+    stem: &str,
+    sig: &Signature,
+    case: &Case,
+    original: &Case,
+    module: &ModuleKfuncs,
+) -> Result<()> {
     std::fs::create_dir_all(out.join("snapshots")).with_context(|| format!("creating {}", out.display()))?;
     std::fs::create_dir_all(out.join("original"))?;
     let header = format!(
@@ -642,10 +675,10 @@ fn write_finding(
         sig.describe()
     );
     let file = out.join(format!("{stem}.toml"));
-    std::fs::write(&file, lockstep_core::case::write::case_file(&header, std::slice::from_ref(&case)))?;
+    std::fs::write(&file, lockstep_core::case::write::case_file(&header, std::slice::from_ref(case)))?;
     std::fs::write(
         out.join("snapshots").join(format!("model__{stem}.snap")),
-        fuzz::write::snapshot_file(std::slice::from_ref(&case), module),
+        fuzz::write::snapshot_file(std::slice::from_ref(case), module),
     )?;
     let mut orig = original.clone();
     orig.expect.clear();
@@ -653,7 +686,7 @@ fn write_finding(
         out.join("original").join(format!("{stem}.toml")),
         lockstep_core::case::write::case_file("The program the fuzzer found, before minimisation.", &[orig]),
     )?;
-    Ok(file)
+    Ok(())
 }
 
 fn verdict_text(v: &Verdict) -> String {
@@ -670,6 +703,75 @@ fn verdict_text(v: &Verdict) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn fuzz_flags_give_the_campaign_parameters() {
+        use clap::Parser;
+        #[derive(Parser)]
+        struct Cli {
+            #[command(flatten)]
+            a: FuzzArgs,
+        }
+        let params = |extra: &[&str]| {
+            let argv = ["x", "--kernel", "model:7.3"].iter().chain(extra).copied();
+            fuzz_params(&Cli::try_parse_from(argv).unwrap().a).unwrap()
+        };
+        let p = params(&[]);
+        assert!(matches!(p.limit, Limit::Count(10_000)));
+        assert_eq!((p.start, p.batch, p.out.is_some()), (0, 256, true));
+        let p = params(&["--count", "1000", "--shard", "2/4", "--batch", "0", "--no-minimize"]);
+        assert!(matches!(p.limit, Limit::Count(250)), "{:?}", p.limit);
+        assert_eq!((p.start, p.batch, p.out.is_some()), (250, 1, false));
+        assert!(
+            matches!(params(&["--duration", "2m"]).limit, Limit::Time(d) if d == Duration::from_secs(120))
+        );
+        let bad = Cli::try_parse_from(["x", "--kernel", "model:7.3", "--duration", "soon"]).unwrap().a;
+        assert!(fuzz_params(&bad).is_err());
+    }
+
+    #[test]
+    fn a_finding_expects_the_kernel_verdict_and_the_exit_code_ranks_crashes_first() {
+        use lockstep_core::proto::test_support::kernel_result;
+        let rej = kernel_result("c", Verdict::reject(Some(4), "calls are not allowed\nmore"));
+        let e = kernel_expectation(&rej, "debian:7.3");
+        assert_eq!(
+            (e.verdict, e.insn, e.message.as_deref()),
+            (VerdictKind::Reject, Some(4), Some("calls are not allowed"))
+        );
+        assert_eq!(e.source.as_deref(), Some("debian:7.3 (lockstep fuzz)"));
+        let acc = kernel_expectation(&kernel_result("c", Verdict::accept()), "k");
+        assert_eq!((acc.verdict, acc.insn, acc.message), (VerdictKind::Accept, None, None));
+
+        let module = lockstep_core::module_src::bundled();
+        let profile = KernelProfile::by_name("7.3").unwrap();
+        let mut oracle = ModelOracle::parse("model:7.3", &module).unwrap();
+        let opts = ModelOptions { disabled: vec![Rule::CallUnderLock] };
+        let p = Params {
+            seed: 7,
+            start: 0,
+            limit: Limit::Count(300),
+            batch: 100,
+            send_unsupported: false,
+            out: None,
+            min_budget: 0,
+            progress: false,
+        };
+        let mut s = campaign(&mut oracle, &profile, &module, &opts, &p, "fuzz").unwrap();
+        assert!(!s.classes.is_empty());
+        assert_eq!(exit_code(&s), crate::exit::EXIT_DISAGREE);
+        let text = summary_text(&s);
+        assert!(text.starts_with("300 programs in "), "{text}");
+        assert!(text.contains(" x [unexplained] "), "{text}");
+        s.infra_error = Some("gone".into());
+        assert_eq!(exit_code(&s), crate::exit::EXIT_INFRA);
+        assert!(summary_text(&s).ends_with("lockstep: stopped early: gone\n"));
+        s.crashes = 1;
+        assert_eq!(exit_code(&s), crate::exit::EXIT_CRASH);
+        s.crashes = 0;
+        s.infra_error = None;
+        s.classes.iter_mut().for_each(|c| c.explained = true);
+        assert_eq!(exit_code(&s), 0);
+    }
 
     #[test]
     fn durations_parse() {
