@@ -1,8 +1,8 @@
 //! Integer constant expressions (`offsetof`, `sizeof`, casts, macros, enum constants, the usual
-//! operators) as in `__imm_const(...)` and map definitions, evaluated against [`CDefs`].
+//! operators) as in `__imm_const(...)` and map definitions, evaluated against a [`Scope`] (the
+//! definitions of `ctypes::CDefs`, which implements it: this module depends on no type code).
 
-use super::clex::{lex, matching, split_commas, Tok};
-use super::ctypes::{show, CDefs, CError, CType};
+use super::clex::{lex, matching, show, split_commas, CError, Tok};
 
 fn err<T>(s: impl Into<String>) -> Result<T, CError> {
     Err(CError(s.into()))
@@ -26,8 +26,27 @@ const BUILTIN_CONSTANTS: &[(&str, i64)] = &[
     ("NULL", 0),
 ];
 
+/// What an expression needs of the C definitions around it.
+pub(super) trait Scope {
+    /// The type `toks` name (an error if they name none).
+    fn type_info(&self, toks: &[Tok]) -> Result<TypeInfo, CError>;
+    /// `offsetof(ty, path)`.
+    fn offsetof(&self, ty: &[Tok], path: &[Tok]) -> Result<i64, CError>;
+    /// An enum constant's value.
+    fn enum_value(&self, name: &str) -> Option<i64>;
+    /// An object-like macro's text.
+    fn macro_text(&self, name: &str) -> Option<&str>;
+}
+
+/// What a cast or `sizeof` needs of a type.
+pub(super) struct TypeInfo {
+    pub(super) size: u64,
+    /// An integer type's size and signedness.
+    pub(super) int: Option<(u64, bool)>,
+}
+
 pub(super) struct Parser<'a> {
-    pub(super) defs: &'a CDefs,
+    pub(super) defs: &'a dyn Scope,
     pub(super) toks: &'a [Tok],
     pub(super) pos: usize,
     pub(super) depth: u32,
@@ -94,10 +113,10 @@ impl Parser<'_> {
     fn is_type(&self, from: usize, close: usize) -> bool {
         let t = &self.toks[from..close];
         !t.is_empty()
-            && self.defs.type_of(t).is_ok()
+            && self.defs.type_info(t).is_ok()
             && t[0]
                 .ident()
-                .is_some_and(|s| !self.defs.macros.contains_key(s) && !self.defs.enums.contains_key(s))
+                .is_some_and(|s| self.defs.macro_text(s).is_none() && self.defs.enum_value(s).is_none())
     }
 
     fn unary(&mut self) -> Result<i64, CError> {
@@ -115,11 +134,11 @@ impl Parser<'_> {
                     .ok_or_else(|| CError("unbalanced parentheses".into()))?;
                 if self.is_type(self.pos, close) {
                     // A cast: truncate to the type's width.
-                    let ty = self.defs.type_of(&self.toks[self.pos..close])?;
+                    let ty = self.defs.type_info(&self.toks[self.pos..close])?;
                     self.pos = close + 1;
                     let v = self.unary()?;
-                    return Ok(match ty {
-                        CType::Int { size, signed } if size < 8 => {
+                    return Ok(match ty.int {
+                        Some((size, signed)) if size < 8 => {
                             let bits = size * 8;
                             let m = v & ((1i64 << bits) - 1);
                             if signed && m >> (bits - 1) & 1 == 1 {
@@ -144,9 +163,9 @@ impl Parser<'_> {
                 }
                 let close =
                     matching(self.toks, self.pos).ok_or_else(|| CError("unbalanced sizeof".into()))?;
-                let ty = self.defs.type_of(&self.toks[self.pos + 1..close])?;
+                let ty = self.defs.type_info(&self.toks[self.pos + 1..close])?;
                 self.pos = close + 1;
-                Ok(ty.size() as i64)
+                Ok(ty.size as i64)
             }
             Tok::Ident(id) if id == "offsetof" || id == "__builtin_offsetof" => {
                 if !self.peek().is_some_and(|t| t.is("(")) {
@@ -162,10 +181,10 @@ impl Parser<'_> {
                 self.defs.offsetof(&args[0], &args[1])
             }
             Tok::Ident(id) => {
-                if let Some(v) = self.defs.enums.get(&id) {
-                    return Ok(*v);
+                if let Some(v) = self.defs.enum_value(&id) {
+                    return Ok(v);
                 }
-                if let Some(body) = self.defs.macros.get(&id) {
+                if let Some(body) = self.defs.macro_text(&id) {
                     if self.depth > 16 {
                         return err(format!("macro `{id}` expands too deeply"));
                     }

@@ -4,8 +4,8 @@
 use std::collections::BTreeMap;
 
 use super::annot::macro_key;
-use super::clex::{self, lex, matching, split_commas, CSource, Tok};
-use super::ctypes::{show, CDefs, CType};
+use super::clex::{self, lex, matching, show, split_commas, CSource, Tok};
+use super::ctypes::{CDefs, CType};
 use crate::case::{Field, FieldKind, MapSpec, MapType, ValueLayout};
 
 /// An `asm volatile` input operand.

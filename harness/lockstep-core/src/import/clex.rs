@@ -4,6 +4,24 @@
 
 use std::collections::BTreeMap;
 
+/// An error evaluating a type or an expression: what could not be understood.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct CError(pub String);
+
+/// Tokens back to text (for messages).
+pub fn show(toks: &[Tok]) -> String {
+    let parts: Vec<String> = toks
+        .iter()
+        .map(|t| match t {
+            Tok::Ident(s) | Tok::Num(s) | Tok::Punct(s) => s.clone(),
+            Tok::Str(s) => format!("{s:?}"),
+            Tok::Char(c) => format!("'{}'", char::from_u32(*c as u32).unwrap_or('?')),
+        })
+        .collect();
+    parts.join(" ")
+}
+
 /// A C source with comments and preprocessor lines replaced by spaces (byte offsets and line
 /// numbers unchanged), and the object-like `#define NAME VALUE` macros it defines.
 #[derive(Clone, Debug)]

@@ -5,8 +5,8 @@
 use std::collections::BTreeMap;
 
 pub use super::cexpr::parse_number;
-use super::cexpr::Parser;
-use super::clex::{lex, matching, split_commas, Tok};
+use super::cexpr::{Parser, Scope, TypeInfo};
+use super::clex::{lex, matching, show, split_commas, CError, Tok};
 
 /// A resolved C type.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -132,11 +132,6 @@ const QUALIFIERS: &[&str] = &[
     "__ksym",
     "__weak",
 ];
-
-/// An error evaluating a type or an expression: what could not be understood.
-#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
-#[error("{0}")]
-pub struct CError(pub String);
 
 fn err<T>(s: impl Into<String>) -> Result<T, CError> {
     Err(CError(s.into()))
@@ -551,15 +546,26 @@ pub fn strip_attributes(toks: &[Tok]) -> (Vec<(String, Vec<Vec<Tok>>)>, Vec<Tok>
     (attrs, out)
 }
 
-/// Tokens back to text (for messages).
-pub fn show(toks: &[Tok]) -> String {
-    let parts: Vec<String> = toks
-        .iter()
-        .map(|t| match t {
-            Tok::Ident(s) | Tok::Num(s) | Tok::Punct(s) => s.clone(),
-            Tok::Str(s) => format!("{s:?}"),
-            Tok::Char(c) => format!("'{}'", char::from_u32(*c as u32).unwrap_or('?')),
-        })
-        .collect();
-    parts.join(" ")
+/// What the expression parser reads of the definitions.
+impl Scope for CDefs {
+    fn type_info(&self, toks: &[Tok]) -> Result<TypeInfo, CError> {
+        let ty = self.type_of(toks)?;
+        let int = match ty {
+            CType::Int { size, signed } => Some((size, signed)),
+            _ => None,
+        };
+        Ok(TypeInfo { size: ty.size(), int })
+    }
+
+    fn offsetof(&self, ty: &[Tok], path: &[Tok]) -> Result<i64, CError> {
+        CDefs::offsetof(self, ty, path)
+    }
+
+    fn enum_value(&self, name: &str) -> Option<i64> {
+        self.enums.get(name).copied()
+    }
+
+    fn macro_text(&self, name: &str) -> Option<&str> {
+        self.macros.get(name).map(String::as_str)
+    }
 }

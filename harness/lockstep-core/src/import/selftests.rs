@@ -19,8 +19,8 @@ use std::fmt::Write;
 
 use super::annot::TestSpec;
 use super::cfile::{parse_file, uses_lock_text, FileDefs, Func, Operand};
-use super::clex::{lex, CSource, Tok};
-use super::ctypes::{show, CDefs, CType};
+use super::clex::{lex, show, CSource, Tok};
+use super::ctypes::{CDefs, CType};
 use super::sec::prog_type_of_section;
 use crate::asm::Program;
 use crate::case::write::case_toml;
