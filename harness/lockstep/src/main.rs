@@ -20,6 +20,8 @@ mod output;
 mod report;
 mod run;
 mod run_files;
+mod run_plan;
+mod run_rows;
 mod runner;
 mod validate;
 
