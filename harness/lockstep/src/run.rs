@@ -63,6 +63,11 @@ pub struct RunArgs {
     /// crashes, at the case's line (automatic when GITHUB_ACTIONS=true).
     #[arg(long)]
     pub github: bool,
+    /// Guests at a time: the kernels run in parallel, and when there are fewer kernels than jobs
+    /// a kernel's cases are split over several guests (default: the number of cores; lowered to
+    /// what the available memory holds).
+    #[arg(long, short = 'j', value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
+    pub jobs: Option<u32>,
     /// Case files or directories (default: the bundled corpus).
     pub paths: Vec<PathBuf>,
 }
@@ -393,6 +398,28 @@ fn run_guest(sh: &Shared, unit: usize, work: &GuestWork, tx: &mpsc::Sender<Repor
     bar.finish_and_clear();
 }
 
+/// The guests to run at once: `--jobs` or the number of cores, at most what the available memory
+/// holds (said on stderr when it lowers them).
+pub fn jobs(requested: Option<u32>) -> usize {
+    let requested =
+        requested.map_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()), |n| n as usize);
+    let ram = lockstep_vm::guest::GuestConfig::new("", "").memory_mib;
+    let (jobs, note) =
+        run_plan::jobs_for_memory(requested, mem_available_mib(), run_plan::guest_footprint_mib(ram.into()));
+    if let Some(n) = note {
+        eprintln!("lockstep: {n}");
+    }
+    jobs
+}
+
+/// `MemAvailable` of `/proc/meminfo`, in MiB (None when unreadable).
+fn mem_available_mib() -> Option<u64> {
+    let text = std::fs::read_to_string("/proc/meminfo").ok()?;
+    let line = text.lines().find(|l| l.starts_with("MemAvailable:"))?;
+    let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kib / 1024)
+}
+
 /// `lockstep run`: output files opened first, JSON lines streamed, reports written at the end
 /// (also after SIGINT/SIGTERM or the run's time limit, with what was collected).
 pub fn run(args: RunArgs) -> Result<u8> {
@@ -408,8 +435,21 @@ pub fn run(args: RunArgs) -> Result<u8> {
         args.differences.as_deref(),
         args.guest.console_dir.as_deref(),
     )?;
-    let out = run_cases(&args, &cases, 1, deadline, files.json_on_stdout(), &mut |row| files.row(row))?;
+    let jobs = jobs(args.jobs);
+    let mut streamed: Vec<(String, usize)> = Vec::new();
+    let out = run_cases(&args, &cases, jobs, deadline, files.json_on_stdout(), &mut |row| {
+        streamed.push((row.kernel.clone(), row.index));
+        files.row(row)
+    })?;
     let mut errors: Vec<anyhow::Error> = Vec::new();
+    // Rows streamed as they came are put in the run's order (the order `--jobs 1` gives).
+    let in_order = streamed
+        .iter()
+        .map(|(k, i)| (k.as_str(), *i))
+        .eq(out.rows.iter().map(|r| (r.kernel.as_str(), r.index)));
+    if !in_order {
+        errors.extend(files.rewrite_json(&out.rows).err());
+    }
     errors.extend(files.finish_json().err());
     if let Some(f) = files.junit.take() {
         errors.extend(f.write(&report::junit(&out.rows)).err());

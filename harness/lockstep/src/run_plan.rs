@@ -90,6 +90,34 @@ pub fn plan_guests(cases_per_kernel: &[Vec<usize>], jobs: usize) -> Vec<GuestWor
     out
 }
 
+/// What each guest is counted as in memory: its RAM and QEMU's own (TCG translation cache,
+/// devices, I/O buffers), in MiB.
+pub fn guest_footprint_mib(guest_ram_mib: u64) -> u64 {
+    guest_ram_mib + 256
+}
+
+/// The guests that may run at once: `requested`, at most what `available_mib` (the host's
+/// `MemAvailable`, None when unknown) holds at `per_guest_mib` each, and at least one; with the
+/// reason when memory lowered it.
+pub fn jobs_for_memory(
+    requested: usize,
+    available_mib: Option<u64>,
+    per_guest_mib: u64,
+) -> (usize, Option<String>) {
+    let requested = requested.max(1);
+    let Some(avail) = available_mib else { return (requested, None) };
+    let fit = (avail / per_guest_mib.max(1)) as usize;
+    if fit >= requested {
+        return (requested, None);
+    }
+    let jobs = fit.max(1);
+    let note = format!(
+        "{requested} jobs lowered to {jobs}: {avail} MiB of memory available, {per_guest_mib} MiB per guest \
+         (its RAM plus QEMU's own)"
+    );
+    (jobs, Some(note))
+}
+
 /// Rows arriving in any order, handed out in key order as soon as every row before them arrived:
 /// the order of a serial run, for a consumer that cannot re-sort (JSON lines on stdout).
 pub struct ReorderBuffer<T> {
@@ -268,6 +296,18 @@ mod tests {
         assert_eq!(plan_guests(&[vec![], vec![]], 2), vec![]);
         assert_eq!(plan[0].label("debian:7.3"), "debian:7.3");
         assert_eq!(plan[2].label("debian:7.3"), "debian:7.3 2/2");
+    }
+
+    #[test]
+    fn memory_caps_the_jobs_and_says_why() {
+        assert_eq!(jobs_for_memory(2, Some(20_000), 768), (2, None));
+        assert_eq!(jobs_for_memory(4, None, 768), (4, None));
+        let (jobs, note) = jobs_for_memory(8, Some(2_000), 768);
+        assert_eq!(jobs, 2);
+        assert!(note.unwrap().contains("2000 MiB of memory available, 768 MiB per guest"));
+        assert_eq!(jobs_for_memory(2, Some(100), 768).0, 1, "one guest runs whatever the memory");
+        assert_eq!(jobs_for_memory(0, Some(20_000), 768), (1, None));
+        assert_eq!(guest_footprint_mib(512), 768);
     }
 
     fn key(kernel: usize, position: usize) -> RowKey {
