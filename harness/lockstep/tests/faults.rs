@@ -276,6 +276,35 @@ fn signalled(sig: i32, code: i32) {
 
 #[test]
 #[cfg_attr(not(lockstep_vm_tests), ignore = "set LOCKSTEP_VM_TESTS=1")]
+fn sigint_stops_every_parallel_guest() {
+    let _g = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    // Two kernels, two jobs: a guest each, both in the slow case when the signal comes.
+    let mut run = Run::start(&["--kernel", "debian:7.2"]);
+    run.wait_rows(2 * QUICK_CASES, Duration::from_secs(300));
+    std::thread::sleep(Duration::from_secs(1));
+    assert_eq!(run.qemus().len(), 2, "one guest per kernel, at the same time");
+    run.signal(2);
+    assert_eq!(run.wait(Duration::from_secs(30)), Some(130));
+    let rows = run.rows();
+    assert_eq!(rows.len(), 2 * (QUICK_CASES + 1), "{rows:?}");
+    for kernel in ["debian:7.3", "debian:7.2"] {
+        let mine: Vec<Value> = rows.iter().filter(|r| r["kernel"] == kernel).cloned().collect();
+        assert_quick_results(&mine);
+        assert_eq!(row(&mine, "slow_loop")["outcome"], "not_run", "{mine:?}");
+    }
+    // The file is in the run's order (kernel as given, then case), whichever guest was first.
+    let order: Vec<(String, u64)> = rows
+        .iter()
+        .map(|r| (r["kernel"].as_str().unwrap().to_string(), r["index"].as_u64().unwrap()))
+        .collect();
+    let mut sorted = order.clone();
+    sorted.sort_by_key(|(k, i)| (k != "debian:7.3", *i));
+    assert_eq!(order, sorted);
+    run.assert_clean(true);
+}
+
+#[test]
+#[cfg_attr(not(lockstep_vm_tests), ignore = "set LOCKSTEP_VM_TESTS=1")]
 fn sigkill_of_lockstep_takes_qemu_with_it() {
     let _g = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
     let mut run = Run::start(&[]);
