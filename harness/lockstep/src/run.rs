@@ -218,6 +218,8 @@ pub fn run_cases(
     let kernels = args.kernels.names();
     let per_kernel: Vec<Vec<usize>> =
         kernels.iter().map(|k| run_plan::shard_positions(cases, k, args.shard)).collect();
+    // The host's kernel is this process's: one loader, never split.
+    let jobs = if args.kernels.host { 1 } else { jobs };
     let plan = run_plan::plan_guests(&per_kernel, jobs);
     let shared = Shared {
         args,
