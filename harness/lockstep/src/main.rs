@@ -3,6 +3,7 @@
 
 mod agent;
 mod bench;
+mod bench_run;
 mod cache;
 mod cases;
 mod census;
@@ -21,7 +22,9 @@ mod output;
 mod report;
 mod run;
 mod run_files;
+mod run_plan;
 mod run_row;
+mod run_rows;
 mod runner;
 mod validate;
 
@@ -96,6 +99,8 @@ enum BenchCmd {
     Fuzz(fuzz::BenchArgs),
     /// validate-series wall time, warm and (--cold) from an empty cache, with its stage times.
     Validate(validate::bench::ValidateBenchArgs),
+    /// `run` wall time with --jobs N (default: the cores) against --jobs 1, repeated, with the load.
+    Run(bench_run::RunBenchArgs),
 }
 
 fn main() -> ExitCode {
@@ -122,6 +127,7 @@ fn main() -> ExitCode {
         Cmd::Bench { what: BenchCmd::Guest(a) } => bench::guest(a),
         Cmd::Bench { what: BenchCmd::Fuzz(a) } => fuzz::bench(a),
         Cmd::Bench { what: BenchCmd::Validate(a) } => validate::bench::run(a),
+        Cmd::Bench { what: BenchCmd::Run(a) } => bench_run::run(a),
         Cmd::Fuzz(a) => fuzz::run(a),
         Cmd::Profiles { cmd } => derive::run(cmd),
         Cmd::Run(a) => run::run(a),

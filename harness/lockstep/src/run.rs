@@ -1,27 +1,29 @@
-//! `lockstep run`: the cases on real kernels, compared with the model.
+//! `lockstep run`: the cases on real kernels, compared with the model. The plan (which guest
+//! runs which cases, the rows' order, the exit code) is [`crate::run_plan`], the rows
+//! [`crate::run_rows`]; here are the kernels, guests, threads and files.
 
-use std::collections::BTreeSet;
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{mpsc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
 use clap::Args;
-use indicatif::{ProgressBar, ProgressStyle};
-use lockstep_core::asm::Reloc;
+use indicatif::{MultiProgress, ProgressBar, ProgressStyle};
 use lockstep_core::case::Case;
-use lockstep_core::compare::{classify, Agreement};
 use lockstep_core::proto::ModuleStatus;
 use lockstep_core::shard::Shard;
-use lockstep_core::verdict::Verdict;
 use lockstep_vm::guest::Timeouts;
 
-use crate::exit::{EXIT_CRASH, EXIT_DISAGREE, EXIT_INFRA, EXIT_TIMEOUT, EXIT_UNJUDGED};
 use crate::report::{self, Outcome, RunRow};
 use crate::run_files::{self, RunFiles};
+use crate::run_plan::{GuestWork, ReorderBuffer, RowKey};
+pub use crate::run_plan::{RunOutput, Stop};
+use crate::run_rows::{self, GuestModules};
 use crate::runner::{
     CaseEvent, GuestArgs, KernelArgs, KernelSession, KernelTarget, RunnerOptions, TestmodChoice,
 };
-use crate::{cases, kernel_diff};
+use crate::{cases, kernel_diff, run_plan};
 
 /// Arguments of `lockstep run`.
 #[derive(Args, Clone, Debug)]
@@ -54,6 +56,11 @@ pub struct RunArgs {
     /// crashes, at the case's line (automatic when GITHUB_ACTIONS=true).
     #[arg(long)]
     pub github: bool,
+    /// Guests at a time: the kernels run in parallel, and when there are fewer kernels than jobs
+    /// a kernel's cases are split over several guests (default: the number of cores; lowered to
+    /// what the available memory holds).
+    #[arg(long, short = 'j', value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
+    pub jobs: Option<u32>,
     /// Case files or directories (default: the bundled corpus).
     pub paths: Vec<PathBuf>,
 }
@@ -63,114 +70,12 @@ pub fn parse_shard(s: &str) -> Result<Shard, String> {
     s.parse().map_err(|e: lockstep_core::shard::ShardError| e.to_string())
 }
 
-/// The cases of `cases` that shard `shard` runs on `kernel`, with their positions in `cases`.
-fn shard_cases(cases: &[Case], kernel: &str, shard: Option<Shard>) -> (Vec<usize>, Vec<Case>) {
-    let shard = shard.unwrap_or(Shard::ALL);
-    (0..cases.len())
-        .filter(|&i| shard.owns_pair(&cases[i].name, kernel))
-        .map(|i| (i, cases[i].clone()))
-        .unzip()
-}
-
-/// The names of the module kfuncs a case calls.
-fn module_kfuncs_used(case: &Case, module: &lockstep_core::profile::ModuleKfuncs) -> Vec<String> {
-    case.program
-        .relocs
-        .values()
-        .filter_map(|r| match r {
-            Reloc::Kfunc { name } if module.kfuncs.contains_key(name) => Some(name.clone()),
-            _ => None,
-        })
-        .collect()
-}
-
-/// The kfuncs the cases call that the test module does not have (vmlinux's, `bpf_testmod`'s, ...).
-fn other_kfuncs_called(cases: &[Case], module: &lockstep_core::profile::ModuleKfuncs) -> BTreeSet<String> {
-    cases
-        .iter()
-        .flat_map(|c| c.program.relocs.values())
-        .filter_map(|r| match r {
-            Reloc::Kfunc { name } if !module.kfuncs.contains_key(name) => Some(name.clone()),
-            _ => None,
-        })
-        .collect()
-}
-
-/// Why a kfunc the kernel did not know may be missing: what happened to `bpf_testmod`.
-fn testmod_note(extra: &[ModuleStatus], target: &KernelTarget) -> String {
-    let failed = extra.iter().find_map(|m| match m {
-        ModuleStatus::Failed { name, error } if name == "bpf_testmod" => Some(error.clone()),
-        _ => None,
-    });
-    match (failed, &target.testmod, &target.testmod_error) {
-        (Some(e), _, _) => format!("bpf_testmod failed to load: {e}"),
-        (None, _, Some(e)) => e.clone(),
-        (None, Some(_), None) => "bpf_testmod is loaded and has no such kfunc".into(),
-        (None, None, None) => "bpf_testmod not loaded (--testmod loads it)".into(),
-    }
-}
-
-/// Why a run stopped before its end.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Stop {
-    /// SIGINT or SIGTERM (the signal number).
-    Interrupted(i32),
-    /// The run's time limit (`--timeout`).
-    TimedOut,
-}
-
-/// Everything `run` produced, plus what it means for the exit code.
-pub struct RunOutput {
-    pub rows: Vec<RunRow>,
-    /// Kernels that could not be prepared or booted, with the reason.
-    pub infra: Vec<String>,
-    /// Programs of object inputs judged by neither side do not change the exit code.
-    pub allow_skips: bool,
-    /// Why the run stopped early, if it did.
-    pub stopped: Option<Stop>,
-}
-
-impl RunOutput {
-    /// The exit code: interrupted (128 + signal) > timeout > crash > infrastructure > programs
-    /// of an object not judged at all (unless `allow_skips`) > disagreement (with the model, or a
-    /// kernel missing a case's own expectation) > success.
-    pub fn exit_code(&self) -> u8 {
-        let s = report::summarize(&self.rows);
-        let infra_row = |r: &RunRow| r.agreement == Agreement::Infra && !report::unjudged(r);
-        if let Some(Stop::Interrupted(sig)) = self.stopped {
-            (128 + sig) as u8
-        } else if s.timeouts > 0 || self.stopped == Some(Stop::TimedOut) {
-            EXIT_TIMEOUT
-        } else if s.crashes > 0 || s.warnings > 0 {
-            EXIT_CRASH
-        } else if !self.infra.is_empty() || self.rows.iter().any(infra_row) {
-            EXIT_INFRA
-        } else if s.object_unjudged > 0 && !self.allow_skips {
-            EXIT_UNJUDGED
-        } else if self.rows.iter().any(|r| r.agreement.is_disagreement() || r.kernel_expected == Some(false))
-        {
-            EXIT_DISAGREE
-        } else {
-            0
-        }
-    }
-}
-
 /// Why the run must not go on, checked between kernels: a signal, or the deadline passed.
 fn stop_now(deadline: Instant) -> Option<Stop> {
     if let Some(sig) = lockstep_vm::interrupt::pending() {
         return Some(Stop::Interrupted(sig as i32));
     }
     (Instant::now() >= deadline).then_some(Stop::TimedOut)
-}
-
-fn stop_reason(stop: Stop, timeout: u64) -> String {
-    match stop {
-        Stop::Interrupted(sig) => format!("not run ({})", crate::exit::Interrupted { signal: sig }),
-        Stop::TimedOut => {
-            format!("not run (timeout: the run's time limit, --timeout {timeout} s, ran out: raise it with --timeout SECS)")
-        }
-    }
 }
 
 /// [`KernelTarget::prepare`] (kernel fetch, test module build) on a helper thread, so that the
@@ -202,301 +107,312 @@ fn prepare_bounded(
     }
 }
 
+/// A kernel once prepared, shared by the guests its cases are split over.
+enum Prepared {
+    Ready(Box<KernelTarget>),
+    /// Not usable: the infrastructure message.
+    Failed(String),
+    /// The run stopped while it was being prepared.
+    Stopped,
+    /// Bad input (the error is the run's).
+    Bad,
+}
+
+/// What a guest's worker hands the thread that collects the rows.
+enum Report {
+    Row(RowKey, Box<RunRow>),
+    /// A guest is done: no more rows will come for these keys (the ones that did not come are
+    /// missing because the kernel could not be prepared or its guest could not start).
+    Done(Vec<RowKey>),
+    /// An infrastructure problem of guest `unit` (an index into the plan).
+    Infra(usize, String),
+}
+
+/// What the guests of one run share: the inputs, the kernels prepared so far, and why the run
+/// stops (a signal, the deadline, bad input).
+struct Shared<'a> {
+    args: &'a RunArgs,
+    cases: &'a [Case],
+    kernels: &'a [String],
+    opts: RunnerOptions,
+    deadline: Instant,
+    targets: Vec<OnceLock<Prepared>>,
+    stopped: Mutex<Option<Stop>>,
+    fatal: Mutex<Option<anyhow::Error>>,
+    progress: MultiProgress,
+}
+
+impl Shared<'_> {
+    /// Why the run stops, if it does: recorded first, else a signal or the deadline now.
+    fn stop(&self) -> Option<Stop> {
+        let mut s = self.stopped.lock().unwrap_or_else(|e| e.into_inner());
+        if s.is_none() {
+            *s = stop_now(self.deadline);
+        }
+        *s
+    }
+
+    fn set_stop(&self, stop: Stop) {
+        self.stopped.lock().unwrap_or_else(|e| e.into_inner()).get_or_insert(stop);
+    }
+
+    fn has_fatal(&self) -> bool {
+        self.fatal.lock().unwrap_or_else(|e| e.into_inner()).is_some()
+    }
+
+    fn say(&self, text: String) {
+        self.progress.suspend(|| eprintln!("{text}"));
+    }
+
+    /// Kernel `k`, prepared by the first guest that needs it (the others of the kernel wait).
+    fn target(&self, k: usize) -> &Prepared {
+        let name = &self.kernels[k];
+        self.targets[k].get_or_init(|| {
+            match prepare_bounded(name, self.args.kernels.profile.as_deref(), &self.opts, self.deadline) {
+                Err(stop) => {
+                    self.set_stop(stop);
+                    Prepared::Stopped
+                }
+                Ok(Ok(t)) => Prepared::Ready(Box::new(t)),
+                Ok(Err(e)) if e.downcast_ref::<crate::exit::BadInput>().is_some() => {
+                    self.fatal.lock().unwrap_or_else(|e| e.into_inner()).get_or_insert(e);
+                    Prepared::Bad
+                }
+                Ok(Err(e)) => {
+                    self.say(format!("lockstep: {name}: {e:#}"));
+                    Prepared::Failed(format!("{name}: {e:#}"))
+                }
+            }
+        })
+    }
+}
+
 /// Runs `cases` on every kernel of `args` until `deadline` (the engine of `lockstep run`, used by
-/// tests too), handing each row to `on_row` as soon as it exists.
+/// tests too), `jobs` guests at a time ([`run_plan::plan_guests`]). Each row goes to `on_row` as
+/// soon as it exists, or, with `ordered`, as soon as every row before it in the run's order did;
+/// the returned rows are in the run's order (kernel, then case) whatever finished first.
 pub fn run_cases(
     args: &RunArgs,
     cases: &[Case],
+    jobs: usize,
     deadline: Instant,
+    ordered: bool,
     on_row: &mut dyn FnMut(&RunRow),
 ) -> Result<RunOutput> {
     crate::runner::remove_stale_run_dirs(&std::env::temp_dir());
     let mut opts = args.guest.options(args.log, Timeouts::default().overall);
     opts.timeouts.run_deadline = Some(deadline);
     if opts.testmod == TestmodChoice::Off && !args.guest.no_testmod {
-        let called = other_kfuncs_called(cases, &lockstep_core::module_src::bundled());
+        let called = run_rows::other_kfuncs_called(cases, &lockstep_core::module_src::bundled());
         if !called.is_empty() {
             opts.testmod = TestmodChoice::IfCalled(called);
         }
     }
     let kernels = args.kernels.names();
-    let all_cases = cases;
-    let pairs: usize = kernels.iter().map(|k| shard_cases(all_cases, k, args.shard).0.len()).sum();
-    let bar = ProgressBar::new(pairs as u64);
+    let per_kernel: Vec<Vec<usize>> =
+        kernels.iter().map(|k| run_plan::shard_positions(cases, k, args.shard)).collect();
+    // The host's kernel is this process's: one loader, never split.
+    let jobs = if args.kernels.host { 1 } else { jobs };
+    let plan = run_plan::plan_guests(&per_kernel, jobs);
+    let shared = Shared {
+        args,
+        cases,
+        kernels: &kernels,
+        opts,
+        deadline,
+        targets: kernels.iter().map(|_| OnceLock::new()).collect(),
+        stopped: Mutex::new(None),
+        fatal: Mutex::new(None),
+        progress: MultiProgress::new(),
+    };
+    let mut order = ReorderBuffer::new(plan.iter().flat_map(GuestWork::keys));
+    let mut rows: Vec<(RowKey, RunRow)> = Vec::new();
+    let mut infra: Vec<(usize, String)> = Vec::new();
+    let (tx, rx) = mpsc::channel::<Report>();
+    let next = AtomicUsize::new(0);
+    std::thread::scope(|s| {
+        for _ in 0..jobs.clamp(1, plan.len().max(1)) {
+            let (tx, shared, plan, next) = (tx.clone(), &shared, &plan, &next);
+            s.spawn(move || loop {
+                let i = next.fetch_add(1, Ordering::SeqCst);
+                let Some(work) = plan.get(i) else { break };
+                if shared.has_fatal() {
+                    break;
+                }
+                run_guest(shared, i, work, &tx);
+                let _ = tx.send(Report::Done(work.keys().collect()));
+            });
+        }
+        drop(tx);
+        for report in rx {
+            let ready = match report {
+                Report::Row(key, row) => {
+                    let row = run_rows::finish_row(*row, key.position);
+                    let ready = if ordered { order.push(key, row.clone()) } else { vec![row.clone()] };
+                    rows.push((key, row));
+                    ready
+                }
+                Report::Done(keys) => order.skip(keys),
+                Report::Infra(unit, text) => {
+                    infra.push((unit, text));
+                    Vec::new()
+                }
+            };
+            ready.iter().for_each(&mut *on_row);
+        }
+    });
+    if ordered {
+        order.finish().iter().for_each(&mut *on_row);
+    }
+    shared.progress.clear().ok();
+    if let Some(e) = shared.fatal.into_inner().unwrap_or_else(|e| e.into_inner()) {
+        return Err(e);
+    }
+    rows.sort_by_key(|(k, _)| *k);
+    infra.sort_by_key(|(unit, _)| *unit);
+    Ok(RunOutput {
+        rows: rows.into_iter().map(|(_, r)| r).collect(),
+        infra: infra.into_iter().map(|(_, t)| t).collect(),
+        allow_skips: args.allow_skips,
+        stopped: shared.stopped.into_inner().unwrap_or_else(|e| e.into_inner()),
+    })
+}
+
+/// Runs the cases of `work` (guest `unit` of the plan) in one guest (booted again after a crash),
+/// sending each row to `tx` as it arrives (a kernel that could not be prepared or booted gives
+/// no rows but an infrastructure message, as when serial).
+fn run_guest(sh: &Shared, unit: usize, work: &GuestWork, tx: &mpsc::Sender<Report>) {
+    let name = sh.kernels[work.kernel].as_str();
+    let cases: Vec<Case> = work.positions.iter().map(|&p| sh.cases[p].clone()).collect();
+    let cases = &cases[..];
+    let keys: Vec<RowKey> = work.keys().collect();
+    let bar = sh.progress.add(ProgressBar::new(cases.len() as u64));
     bar.set_style(
-        ProgressStyle::with_template("{prefix:>12} [{bar:30}] {pos}/{len} {wide_msg}")
+        ProgressStyle::with_template("{prefix:>16} [{bar:30}] {pos}/{len} {wide_msg}")
             .expect("template")
             .progress_chars("=> "),
     );
-    let mut out =
-        RunOutput { rows: Vec::new(), infra: Vec::new(), allow_skips: args.allow_skips, stopped: None };
-    // `pos`: the case's position in all the cases (rows of shards merge back in that order).
-    let mut emit = |out: &mut RunOutput, mut row: RunRow, pos: usize| {
-        row.index = pos;
-        let has = row.expected.is_some();
-        row.kernel_met = report::ExpectationMet::of(has, row.kernel_expected);
-        let model_judged = row.model_verdict != lockstep_core::verdict::VerdictKind::Unsupported;
-        row.model_met = report::ExpectationMet::of(has, row.model_expected.filter(|_| model_judged));
-        on_row(&row);
-        out.rows.push(row);
+    bar.set_prefix(work.label(name));
+    bar.set_message("preparing");
+    let send = |i: usize, row: RunRow| {
+        bar.inc(1);
+        let _ = tx.send(Report::Row(keys[i], Box::new(row)));
     };
-    for name in &kernels {
-        // This shard's cases on this kernel (all of them without --shard).
-        let (positions, mine) = shard_cases(all_cases, name, args.shard);
-        if mine.is_empty() {
-            continue;
+    let no_rows = |text: Option<String>| {
+        if let Some(t) = text {
+            let _ = tx.send(Report::Infra(unit, t));
         }
-        let cases = &mine[..];
-        bar.set_prefix(name.clone());
-        bar.set_message("preparing");
-        if out.stopped.is_none() {
-            out.stopped = stop_now(deadline);
-        }
-        let target = if out.stopped.is_some() {
-            None
-        } else {
-            match prepare_bounded(name, args.kernels.profile.as_deref(), &opts, deadline) {
-                Err(stop) => {
-                    out.stopped = Some(stop);
-                    None
-                }
-                Ok(Ok(t)) => Some(t),
-                Ok(Err(e)) if e.downcast_ref::<crate::exit::BadInput>().is_some() => return Err(e),
-                Ok(Err(e)) => {
-                    bar.suspend(|| eprintln!("lockstep: {name}: {e:#}"));
-                    out.infra.push(format!("{name}: {e:#}"));
-                    bar.inc(cases.len() as u64);
-                    continue;
-                }
-            }
-        };
-        if out.stopped.is_none() {
-            out.stopped = stop_now(deadline);
-        }
-        let (Some(target), None) = (target, out.stopped) else {
+        bar.finish_and_clear();
+    };
+    let prepared = match sh.stop() {
+        Some(_) => None,
+        None => Some(sh.target(work.kernel)),
+    };
+    let target = match prepared {
+        Some(Prepared::Ready(t)) if sh.stop().is_none() => t,
+        Some(Prepared::Bad) => return no_rows(None),
+        // The kernel's failure is reported once, by its first guest.
+        Some(Prepared::Failed(text)) => return no_rows((work.part == 0).then(|| text.clone())),
+        _ => {
             // Stopped: the kernel's cases are accounted for, not silently dropped.
-            let reason = stop_reason(out.stopped.expect("stopped"), args.timeout);
+            let reason = run_plan::stop_reason(sh.stop().expect("stopped"), sh.args.timeout);
             for (i, c) in cases.iter().enumerate() {
-                emit(&mut out, unrun_row(c, name, None, "", Outcome::NotRun, reason.clone()), positions[i]);
+                send(i, run_rows::unrun_row(c, name, None, "", Outcome::NotRun, reason.clone()));
             }
-            continue;
-        };
-        let mut left = opts.clone();
-        left.timeouts.overall = deadline.saturating_duration_since(Instant::now());
-        let mut session = match KernelSession::start(&target, &left) {
-            Ok(s) => s,
-            Err(e) => {
-                bar.suspend(|| eprintln!("lockstep: {name}: {e:#}"));
-                out.infra.push(format!("{name}: {e:#}"));
-                bar.inc(cases.len() as u64);
-                continue;
-            }
-        };
-        let module = target.module_kfuncs();
-        let mut release = String::new();
-        let mut module_status = ModuleStatus::Absent;
-        let mut extra_status: Vec<ModuleStatus> = Vec::new();
-        let mut boot_problem: Option<String> = None;
-        let target = &target;
-        let result = session.run(cases, args.log, &mut |ev| match ev {
-            CaseEvent::Booted { release: r, module: m, extra_modules, boot_time } => {
-                tracing::info!(kernel = %name, release = %r, module = ?m, extra = ?extra_modules, boot_s = boot_time.as_secs_f64(), "guest booted");
-                bar.set_message(format!("booted {r} in {:.1}s", boot_time.as_secs_f64()));
-                for e in &extra_modules {
-                    if let ModuleStatus::Failed { name: m, error } = e {
-                        bar.suspend(|| eprintln!("lockstep: {name}: module {m} not loaded: {error}"));
-                    }
-                }
-                release = r;
-                module_status = m;
-                extra_status = extra_modules;
-            }
-            CaseEvent::BootFailed { excerpt, will_retry } => {
-                bar.suspend(|| eprintln!("lockstep: {name}: boot failed{}:\n{excerpt}", if will_retry { " (retrying)" } else { "" }));
-                if !will_retry {
-                    boot_problem = Some(excerpt);
+            bar.finish_and_clear();
+            return;
+        }
+    };
+    let mut left = sh.opts.clone();
+    left.timeouts.overall = sh.deadline.saturating_duration_since(Instant::now());
+    // The console of a kernel's second, third ... guest goes to a file of its own.
+    let mut guest_target = target.clone();
+    if work.part > 0 {
+        guest_target.name = format!("{name}.{}", work.part + 1);
+    }
+    let mut session = match KernelSession::start(&guest_target, &left) {
+        Ok(s) => s,
+        Err(e) => {
+            sh.say(format!("lockstep: {name}: {e:#}"));
+            return no_rows(Some(format!("{name}: {e:#}")));
+        }
+    };
+    let module = target.module_kfuncs();
+    let mut guest = GuestModules::default();
+    let mut boot_problem: Option<String> = None;
+    let result = session.run(cases, sh.args.log, &mut |ev| match ev {
+        CaseEvent::Booted { release: r, module: m, extra_modules, boot_time } => {
+            tracing::info!(kernel = %name, release = %r, module = ?m, extra = ?extra_modules, boot_s = boot_time.as_secs_f64(), "guest booted");
+            bar.set_message(format!("booted {r} in {:.1}s", boot_time.as_secs_f64()));
+            for e in &extra_modules {
+                if let ModuleStatus::Failed { name: m, error } = e {
+                    sh.say(format!("lockstep: {name}: module {m} not loaded: {error}"));
                 }
             }
-            CaseEvent::Retrying { index, excerpt } => {
-                bar.suspend(|| eprintln!("lockstep: {name}: the guest ended while case {} ran; retrying it in a fresh one:\n{excerpt}", cases[index].name));
-            }
-            CaseEvent::Result { index, result, warnings } => {
-                let c = &cases[index];
-                let model = lockstep_core::model::check(c, &target.profile, &module);
-                let used = module_kfuncs_used(c, &module);
-                let module_missing = !used.is_empty() && !matches!(module_status, ModuleStatus::Loaded { .. });
-                let mut agreement = classify(&model, &result);
-                let mut note = result.setup_error.clone();
-                if let Some(e) = result.setup_error.as_deref().filter(|e| e.starts_with("unknown kfunc")) {
-                    note = Some(format!("{e} ({})", testmod_note(&extra_status, target)));
-                }
-                let mut outcome = Outcome::Ran;
-                if module_missing {
-                    agreement = Agreement::Infra;
-                    outcome = Outcome::NotRun;
-                    note = Some(format!("needs the test module ({}), which is not loaded: {}", used.join(", "), module_note(&module_status, target)));
-                }
-                if !warnings.is_empty() {
-                    outcome = Outcome::Warn;
-                    note = Some(format!("kernel WARN while the case ran:\n{}", warnings.join("\n")));
-                }
-                bar.inc(1);
-                let mut row = base_row(c, name, target, &release, model, outcome, agreement, note);
-                if result.setup_error.is_none() && outcome != Outcome::NotRun {
-                    row.kernel_verdict = Some(result.verdict.verdict);
-                    // An `unsupported` expectation is about the model only (the kernel always judges).
-                    let model_only = lockstep_core::corpus::expectation(c, &target.profile.name)
-                        .is_some_and(|e| e.verdict == lockstep_core::verdict::VerdictKind::Unsupported);
-                    row.kernel_expected = if model_only {
-                        None
-                    } else {
-                        lockstep_core::corpus::kernel_meets_expectation(c, &target.profile.name, &result)
-                    };
-                }
-                row.kernel_message = result.verdict.message;
-                row.kernel_insn = result.verdict.insn;
-                row.kernel_errno = Some(result.errno);
-                row.verification_usec = result.verification_usec;
-                row.insns_processed = result.insns_processed;
-                // An object program's log comes back for its __msg patterns: kept only when asked.
-                row.log = result.log.filter(|_| args.log || !row.from_object || result.setup_error.is_some());
-                emit(&mut out, row, positions[index]);
-            }
-            CaseEvent::Crashed { index, excerpt } => {
-                bar.inc(1);
-                emit(&mut out, unrun_row(&cases[index], name, Some(target), &release, Outcome::Crash, format!("the case crashed the kernel twice:\n{excerpt}")), positions[index]);
-            }
-            CaseEvent::Lost { index, excerpt } => {
-                bar.inc(1);
-                emit(&mut out, unrun_row(&cases[index], name, Some(target), &release, Outcome::Infra, format!("the guest ended twice while the case ran, the second time without a kernel message (not a kernel crash):\n{excerpt}")), positions[index]);
-            }
-            CaseEvent::TimedOut { index, excerpt } => {
-                bar.inc(1);
-                emit(&mut out, unrun_row(&cases[index], name, Some(target), &release, Outcome::Timeout, excerpt), positions[index]);
-            }
-            CaseEvent::NotRun { index, reason } => {
-                bar.inc(1);
-                emit(&mut out, unrun_row(&cases[index], name, Some(target), &release, Outcome::NotRun, reason), positions[index]);
-            }
-        });
-        session.close();
-        match result {
-            Ok(()) => {}
-            Err(e) => {
-                if let Some(i) = e.downcast_ref::<crate::exit::Interrupted>() {
-                    out.stopped = Some(Stop::Interrupted(i.signal));
-                } else if e.downcast_ref::<crate::exit::RunTimedOut>().is_some() {
-                    out.stopped = Some(Stop::TimedOut);
-                } else {
-                    bar.suspend(|| eprintln!("lockstep: {name}: {e:#}"));
-                    out.infra.push(format!("{name}: {e:#}"));
-                }
+            guest = GuestModules { release: r, module: m, extra: extra_modules };
+        }
+        CaseEvent::BootFailed { excerpt, will_retry } => {
+            sh.say(format!("lockstep: {name}: boot failed{}:\n{excerpt}", if will_retry { " (retrying)" } else { "" }));
+            if !will_retry {
+                boot_problem = Some(excerpt);
             }
         }
-        if let Some(p) = boot_problem {
-            out.infra.push(format!("{name}: the guest did not boot:\n{p}"));
+        CaseEvent::Retrying { index, excerpt } => {
+            sh.say(format!("lockstep: {name}: the guest ended while case {} ran; retrying it in a fresh one:\n{excerpt}", cases[index].name));
         }
+        CaseEvent::Result { index, result, warnings } => {
+            send(index, run_rows::result_row(&cases[index], name, target, &module, &guest, result, &warnings, sh.args.log));
+        }
+        CaseEvent::Crashed { index, excerpt } => {
+            send(index, run_rows::unrun_row(&cases[index], name, Some(target), &guest.release, Outcome::Crash, format!("the case crashed the kernel twice:\n{excerpt}")));
+        }
+        CaseEvent::Lost { index, excerpt } => {
+            send(index, run_rows::unrun_row(&cases[index], name, Some(target), &guest.release, Outcome::Infra, format!("the guest ended twice while the case ran, the second time without a kernel message (not a kernel crash):\n{excerpt}")));
+        }
+        CaseEvent::TimedOut { index, excerpt } => {
+            send(index, run_rows::unrun_row(&cases[index], name, Some(target), &guest.release, Outcome::Timeout, excerpt));
+        }
+        CaseEvent::NotRun { index, reason } => {
+            send(index, run_rows::unrun_row(&cases[index], name, Some(target), &guest.release, Outcome::NotRun, reason));
+        }
+    });
+    session.close();
+    if let Err(e) = result {
+        if let Some(i) = e.downcast_ref::<crate::exit::Interrupted>() {
+            sh.set_stop(Stop::Interrupted(i.signal));
+        } else if e.downcast_ref::<crate::exit::RunTimedOut>().is_some() {
+            sh.set_stop(Stop::TimedOut);
+        } else {
+            sh.say(format!("lockstep: {name}: {e:#}"));
+            let _ = tx.send(Report::Infra(unit, format!("{name}: {e:#}")));
+        }
+    }
+    if let Some(p) = boot_problem {
+        let _ = tx.send(Report::Infra(unit, format!("{name}: the guest did not boot:\n{p}")));
     }
     bar.finish_and_clear();
-    Ok(out)
 }
 
-fn module_note(status: &ModuleStatus, target: &KernelTarget) -> String {
-    match status {
-        ModuleStatus::Failed { error, .. } => error.clone(),
-        _ => target.module_error.clone().unwrap_or_else(|| "no module in the guest".into()),
+/// The guests to run at once: `--jobs` or the number of cores, at most what the available memory
+/// holds (said on stderr when it lowers them).
+pub fn jobs(requested: Option<u32>) -> usize {
+    let requested =
+        requested.map_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()), |n| n as usize);
+    let ram = lockstep_vm::guest::GuestConfig::new("", "").memory_mib;
+    let (jobs, note) =
+        run_plan::jobs_for_memory(requested, mem_available_mib(), run_plan::guest_footprint_mib(ram.into()));
+    if let Some(n) = note {
+        eprintln!("lockstep: {n}");
     }
+    jobs
 }
 
-/// A row with the case, kernel and model filled in and no kernel verdict yet.
-#[allow(clippy::too_many_arguments)]
-fn base_row(
-    c: &Case,
-    kernel: &str,
-    target: &KernelTarget,
-    release: &str,
-    model: Verdict,
-    outcome: Outcome,
-    agreement: Agreement,
-    note: Option<String>,
-) -> RunRow {
-    let model_expected = lockstep_core::corpus::meets_expectation(c, &target.profile.name, &model);
-    RunRow {
-        index: 0,
-        case: c.name.clone(),
-        file: c.file.clone(),
-        line: c.line,
-        kernel: kernel.into(),
-        package_version: target.package_version.clone(),
-        release: release.into(),
-        profile: target.profile.name.clone(),
-        outcome,
-        kernel_verdict: None,
-        kernel_message: None,
-        kernel_insn: None,
-        kernel_errno: None,
-        model_verdict: model.verdict,
-        model_message: model.message,
-        model_insn: model.insn,
-        agreement,
-        kernel_expected: None,
-        model_expected,
-        expected: lockstep_core::corpus::expectation(c, &target.profile.name).cloned(),
-        kernel_met: None,
-        model_met: None,
-        from_object: c.object.is_some(),
-        note,
-        verification_usec: None,
-        insns_processed: None,
-        log: None,
-    }
-}
-
-/// A case without a kernel verdict (crashed, timed out, or never ran); `target` is None for a
-/// kernel never prepared (the model then judges under the kernel's default profile, if known).
-fn unrun_row(
-    c: &Case,
-    kernel: &str,
-    target: Option<&KernelTarget>,
-    release: &str,
-    outcome: Outcome,
-    note: String,
-) -> RunRow {
-    match target {
-        Some(t) => {
-            let model = lockstep_core::model::check(c, &t.profile, &t.module_kfuncs());
-            base_row(c, kernel, t, release, model, outcome, Agreement::Infra, Some(note))
-        }
-        None => RunRow {
-            index: 0,
-            case: c.name.clone(),
-            file: c.file.clone(),
-            line: c.line,
-            kernel: kernel.into(),
-            package_version: String::new(),
-            release: String::new(),
-            profile: String::new(),
-            outcome,
-            kernel_verdict: None,
-            kernel_message: None,
-            kernel_insn: None,
-            kernel_errno: None,
-            model_verdict: lockstep_core::verdict::VerdictKind::Unsupported,
-            model_message: Some("not judged: the kernel was never prepared".into()),
-            model_insn: None,
-            agreement: Agreement::Infra,
-            kernel_expected: None,
-            model_expected: None,
-            expected: None,
-            kernel_met: None,
-            model_met: None,
-            from_object: c.object.is_some(),
-            note: Some(note),
-            verification_usec: None,
-            insns_processed: None,
-            log: None,
-        },
-    }
+/// `MemAvailable` of `/proc/meminfo`, in MiB (None when unreadable).
+fn mem_available_mib() -> Option<u64> {
+    let text = std::fs::read_to_string("/proc/meminfo").ok()?;
+    let line = text.lines().find(|l| l.starts_with("MemAvailable:"))?;
+    let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kib / 1024)
 }
 
 /// `lockstep run`: output files opened first, JSON lines streamed, reports written at the end
@@ -514,8 +430,21 @@ pub fn run(args: RunArgs) -> Result<u8> {
         args.differences.as_deref(),
         args.guest.console_dir.as_deref(),
     )?;
-    let out = run_cases(&args, &cases, deadline, &mut |row| files.row(row))?;
+    let jobs = jobs(args.jobs);
+    let mut streamed: Vec<(String, usize)> = Vec::new();
+    let out = run_cases(&args, &cases, jobs, deadline, files.json_on_stdout(), &mut |row| {
+        streamed.push((row.kernel.clone(), row.index));
+        files.row(row)
+    })?;
     let mut errors: Vec<anyhow::Error> = Vec::new();
+    // Rows streamed as they came are put in the run's order (the order `--jobs 1` gives).
+    let in_order = streamed
+        .iter()
+        .map(|(k, i)| (k.as_str(), *i))
+        .eq(out.rows.iter().map(|r| (r.kernel.as_str(), r.index)));
+    if !in_order {
+        errors.extend(files.rewrite_json(&out.rows).err());
+    }
     errors.extend(files.finish_json().err());
     if let Some(f) = files.junit.take() {
         errors.extend(f.write(&report::junit(&out.rows)).err());
@@ -575,35 +504,4 @@ pub fn run(args: RunArgs) -> Result<u8> {
         &out.rows,
     );
     Ok(out.exit_code())
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use lockstep_core::verdict::VerdictKind;
-
-    fn out(rows: Vec<RunRow>, stopped: Option<Stop>) -> RunOutput {
-        RunOutput { rows, infra: Vec::new(), allow_skips: false, stopped }
-    }
-
-    fn with(outcome: Outcome, agreement: Agreement) -> RunRow {
-        RunRow { outcome, ..report::test_row("c", "k", VerdictKind::Accept, agreement) }
-    }
-
-    #[test]
-    fn exit_codes_name_what_happened() {
-        let ok = with(Outcome::Ran, Agreement::Agree);
-        assert_eq!(out(vec![ok.clone()], None).exit_code(), 0);
-        let missed = RunRow { kernel_expected: Some(false), ..ok.clone() };
-        assert_eq!(out(vec![ok.clone(), missed], None).exit_code(), EXIT_DISAGREE);
-        let lost = with(Outcome::Infra, Agreement::Infra);
-        assert_eq!(out(vec![ok.clone(), lost.clone()], None).exit_code(), EXIT_INFRA);
-        let crash = with(Outcome::Crash, Agreement::Infra);
-        assert_eq!(out(vec![lost, crash.clone()], None).exit_code(), EXIT_CRASH);
-        let timeout = with(Outcome::Timeout, Agreement::Infra);
-        assert_eq!(out(vec![crash.clone(), timeout], None).exit_code(), EXIT_TIMEOUT);
-        assert_eq!(out(vec![ok.clone()], Some(Stop::TimedOut)).exit_code(), EXIT_TIMEOUT);
-        assert_eq!(out(vec![crash], Some(Stop::Interrupted(15))).exit_code(), 143);
-        assert_eq!(out(vec![ok], Some(Stop::Interrupted(2))).exit_code(), 130);
-    }
 }

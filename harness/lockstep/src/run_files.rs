@@ -110,6 +110,29 @@ impl RunFiles {
         self.json_error = r.err();
     }
 
+    /// Replaces the streamed JSON file with `rows` (the run's final order): written to a temporary
+    /// file beside it and renamed over it, so that a failure leaves the streamed file (every row,
+    /// in arrival order) as it was. Nothing for stdout or a file that is not a regular file
+    /// (`/dev/...`), nor after a streaming failure.
+    pub fn rewrite_json(&mut self, rows: &[RunRow]) -> Result<()> {
+        let Some(JsonSink::File(f)) = &self.json else { return Ok(()) };
+        if self.json_error.is_some() || !std::fs::metadata(&f.path).is_ok_and(|m| m.is_file()) {
+            return Ok(());
+        }
+        let path =
+            std::fs::canonicalize(&f.path).with_context(|| format!("resolving {}", f.path.display()))?;
+        let mut tmp = path.clone().into_os_string();
+        tmp.push(format!(".lockstep-{}.tmp", std::process::id()));
+        let tmp = PathBuf::from(tmp);
+        let written = std::fs::write(&tmp, report::json_lines(rows))
+            .and_then(|_| std::fs::rename(&tmp, &path))
+            .with_context(|| format!("writing {} in the run's order", path.display()));
+        if written.is_err() {
+            let _ = std::fs::remove_file(&tmp);
+        }
+        written
+    }
+
     /// The first error of streaming the JSON lines, if any.
     pub fn finish_json(&mut self) -> Result<()> {
         self.json_error.take().map_or(Ok(()), Err)
@@ -159,6 +182,32 @@ mod tests {
         assert_eq!(text.lines().count(), 1, "{text}");
         assert!(text.contains("\"case\":\"a\""), "{text}");
         f.finish_json().unwrap();
+    }
+
+    #[test]
+    fn the_json_file_is_rewritten_in_the_given_order_and_dev_files_are_left_alone() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("r.json");
+        let mut f = RunFiles::open(Some(&p), None, None, None, None).unwrap();
+        let row = |name: &str| {
+            report::test_row(
+                name,
+                "k",
+                lockstep_core::verdict::VerdictKind::Accept,
+                lockstep_core::compare::Agreement::Agree,
+            )
+        };
+        let (a, b) = (row("a"), row("b"));
+        f.row(&b);
+        f.row(&a);
+        f.rewrite_json(&[a.clone(), b.clone()]).unwrap();
+        let text = std::fs::read_to_string(&p).unwrap();
+        assert_eq!(text, report::json_lines(&[a.clone(), b]), "{text}");
+        assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 1, "no temporary file left");
+        let mut null = RunFiles::open(Some(Path::new("/dev/null")), None, None, None, None).unwrap();
+        null.rewrite_json(&[a]).unwrap();
+        use std::os::unix::fs::FileTypeExt;
+        assert!(Path::new("/dev/null").metadata().unwrap().file_type().is_char_device());
     }
 
     #[test]

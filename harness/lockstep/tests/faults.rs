@@ -5,6 +5,9 @@
 //! names the test's own temporary directory, where lockstep's run directory and so QEMU's
 //! initramfs live).
 //!
+//! Every run has `--jobs 2` (its five cases are too few to split, so one guest runs them; the
+//! workers, the collecting thread and the stop they share are those of parallel runs).
+//!
 //! Ignored unless built with `LOCKSTEP_VM_TESTS=1`; needs debian:7.3 in the cache (the first run
 //! fetches it). About 10 guest boots in all.
 
@@ -89,7 +92,7 @@ impl Run {
         std::fs::write(dir.path().join("z-slow.toml"), SLOW).unwrap();
         std::fs::create_dir(dir.path().join("tmp")).unwrap();
         let mut args: Vec<String> =
-            ["run", "--kernel", "debian:7.3", "--no-module", "--accel", "tcg", "--json"]
+            ["run", "--kernel", "debian:7.3", "--no-module", "--accel", "tcg", "--jobs", "2", "--json"]
                 .iter()
                 .map(|s| s.to_string())
                 .collect();
@@ -268,6 +271,35 @@ fn signalled(sig: i32, code: i32) {
     let x = std::fs::read_to_string(junit.path()).unwrap();
     assert_eq!(x.matches("<testcase ").count(), QUICK_CASES + 1, "JUnit from the collected rows:\n{x}");
     assert!(run.stderr().contains("interrupted by"), "{}", run.stderr());
+    run.assert_clean(true);
+}
+
+#[test]
+#[cfg_attr(not(lockstep_vm_tests), ignore = "set LOCKSTEP_VM_TESTS=1")]
+fn sigint_stops_every_parallel_guest() {
+    let _g = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    // Two kernels, two jobs: a guest each, both in the slow case when the signal comes.
+    let mut run = Run::start(&["--kernel", "debian:7.2"]);
+    run.wait_rows(2 * QUICK_CASES, Duration::from_secs(300));
+    std::thread::sleep(Duration::from_secs(1));
+    assert_eq!(run.qemus().len(), 2, "one guest per kernel, at the same time");
+    run.signal(2);
+    assert_eq!(run.wait(Duration::from_secs(30)), Some(130));
+    let rows = run.rows();
+    assert_eq!(rows.len(), 2 * (QUICK_CASES + 1), "{rows:?}");
+    for kernel in ["debian:7.3", "debian:7.2"] {
+        let mine: Vec<Value> = rows.iter().filter(|r| r["kernel"] == kernel).cloned().collect();
+        assert_quick_results(&mine);
+        assert_eq!(row(&mine, "slow_loop")["outcome"], "not_run", "{mine:?}");
+    }
+    // The file is in the run's order (kernel as given, then case), whichever guest was first.
+    let order: Vec<(String, u64)> = rows
+        .iter()
+        .map(|r| (r["kernel"].as_str().unwrap().to_string(), r["index"].as_u64().unwrap()))
+        .collect();
+    let mut sorted = order.clone();
+    sorted.sort_by_key(|(k, i)| (k != "debian:7.3", *i));
+    assert_eq!(order, sorted);
     run.assert_clean(true);
 }
 

@@ -267,7 +267,10 @@ fn save(guest: &mut GuestRun, qmp: &Path, store: &SnapshotStore, key: &SnapshotK
     let t = Instant::now();
     std::fs::create_dir_all(&store.dir).map_err(|e| format!("creating {}: {e}", store.dir.display()))?;
     let dest = store.path(key);
-    let tmp = dest.with_extension(format!("tmp-{}", std::process::id()));
+    // Unique per guest: the guests of one process (`run --jobs`) may save the same key at once.
+    static SAVES: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let n = SAVES.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let tmp = dest.with_extension(format!("tmp-{}-{n}", std::process::id()));
     let mut m = Qmp::connect(qmp)?;
     m.execute("stop", serde_json::json!({}))?;
     let result = (|| {

@@ -1,0 +1,158 @@
+//! `lockstep bench run`: the wall time of `lockstep run` with `--jobs N` against `--jobs 1` on the
+//! same kernels and cases, repeated, with the machine's load beside each figure (the guests share
+//! the cores with whatever else runs).
+
+use std::time::{Duration, Instant};
+
+use anyhow::Result;
+use clap::Args;
+use serde::Serialize;
+
+use crate::run::{self, RunArgs};
+use crate::runner::KernelArgs;
+
+/// Arguments of `bench run`: those of `run` (`--jobs N`: the parallel side, default the cores)
+/// and how often to measure.
+#[derive(Args, Clone, Debug)]
+pub struct RunBenchArgs {
+    #[command(flatten)]
+    pub run: RunArgs,
+    /// Pairs of runs (`--jobs 1` and `--jobs N`, alternating which goes first).
+    #[arg(long, default_value_t = 3)]
+    pub repeat: u32,
+    /// Do not run once unmeasured first (which fetches, builds modules and saves snapshots).
+    #[arg(long)]
+    pub no_warmup: bool,
+}
+
+/// The kernels `bench run` uses without `--kernel`.
+pub const BENCH_KERNELS: [&str; 3] = ["debian:6.12", "debian:7.2", "debian:7.3"];
+
+/// One measured run.
+#[derive(Debug, Serialize)]
+struct RunMeasure {
+    bench: &'static str,
+    kernels: Vec<String>,
+    cases: usize,
+    jobs: usize,
+    wall_s: f64,
+    rows: usize,
+    exit_code: u8,
+    /// 1-minute load average before and after the run (`/proc/loadavg`).
+    load_before: Option<f64>,
+    load_after: Option<f64>,
+}
+
+/// The pairs summed up.
+#[derive(Debug, Serialize, PartialEq)]
+struct RunBenchSummary {
+    bench: &'static str,
+    jobs: usize,
+    serial_s: Vec<f64>,
+    parallel_s: Vec<f64>,
+    /// parallel / serial wall time of each pair.
+    ratios: Vec<f64>,
+    median_ratio: f64,
+    min_ratio: f64,
+    max_ratio: f64,
+}
+
+/// The summary of pairs of (serial, parallel) wall times.
+fn summarize(jobs: usize, pairs: &[(f64, f64)]) -> RunBenchSummary {
+    let ratios: Vec<f64> = pairs.iter().map(|(s, p)| p / s).collect();
+    let mut sorted = ratios.clone();
+    sorted.sort_by(f64::total_cmp);
+    let median = match sorted.len() {
+        0 => f64::NAN,
+        n if n % 2 == 1 => sorted[n / 2],
+        n => (sorted[n / 2 - 1] + sorted[n / 2]) / 2.0,
+    };
+    RunBenchSummary {
+        bench: "run-summary",
+        jobs,
+        serial_s: pairs.iter().map(|p| p.0).collect(),
+        parallel_s: pairs.iter().map(|p| p.1).collect(),
+        median_ratio: median,
+        min_ratio: sorted.first().copied().unwrap_or(f64::NAN),
+        max_ratio: sorted.last().copied().unwrap_or(f64::NAN),
+        ratios,
+    }
+}
+
+fn load_average() -> Option<f64> {
+    std::fs::read_to_string("/proc/loadavg").ok()?.split_whitespace().next()?.parse().ok()
+}
+
+/// Runs `bench run`: a JSON line per measured run, then one with the ratios.
+pub fn run(a: RunBenchArgs) -> Result<u8> {
+    let mut args = a.run.clone();
+    if args.kernels.kernels.is_empty() && !args.kernels.host {
+        args.kernels =
+            KernelArgs { kernels: BENCH_KERNELS.iter().map(|s| s.to_string()).collect(), ..args.kernels };
+    }
+    lockstep_vm::interrupt::install()?;
+    let module = lockstep_core::module_src::bundled();
+    let paths = if args.paths.is_empty() { vec![crate::cases::default_corpus()] } else { args.paths.clone() };
+    let cases = crate::cases::load(&paths, &module)?;
+    let parallel = run::jobs(args.jobs);
+    let once = |jobs: usize| -> Result<RunMeasure> {
+        let load_before = load_average();
+        let t = Instant::now();
+        let deadline = t + Duration::from_secs(args.timeout);
+        let out = run::run_cases(&args, &cases, jobs, deadline, false, &mut |_| {})?;
+        let m = RunMeasure {
+            bench: "run",
+            kernels: args.kernels.names(),
+            cases: cases.len(),
+            jobs,
+            wall_s: t.elapsed().as_secs_f64(),
+            rows: out.rows.len(),
+            exit_code: out.exit_code(),
+            load_before,
+            load_after: load_average(),
+        };
+        println!("{}", serde_json::to_string(&m)?);
+        if let Some(stop) = out.stopped {
+            anyhow::bail!("the run stopped ({stop:?}): no figure");
+        }
+        Ok(m)
+    };
+    if !a.no_warmup {
+        eprintln!("lockstep: warm-up run (not measured)");
+        run::run_cases(
+            &args,
+            &cases,
+            parallel,
+            Instant::now() + Duration::from_secs(args.timeout),
+            false,
+            &mut |_| {},
+        )?;
+    }
+    let mut pairs = Vec::new();
+    for i in 0..a.repeat {
+        let (s, p) = if i % 2 == 0 {
+            let s = once(1)?;
+            (s, once(parallel)?)
+        } else {
+            let p = once(parallel)?;
+            (once(1)?, p)
+        };
+        pairs.push((s.wall_s, p.wall_s));
+    }
+    println!("{}", serde_json::to_string(&summarize(parallel, &pairs))?);
+    Ok(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_summary_has_each_pairs_ratio_and_their_median_and_spread() {
+        let s = summarize(2, &[(100.0, 60.0), (90.0, 45.0), (120.0, 84.0)]);
+        assert_eq!(s.ratios, vec![0.6, 0.5, 0.7]);
+        assert_eq!((s.median_ratio, s.min_ratio, s.max_ratio), (0.6, 0.5, 0.7));
+        assert_eq!(summarize(2, &[(10.0, 5.0), (10.0, 7.0)]).median_ratio, 0.6);
+        assert!(summarize(2, &[]).median_ratio.is_nan());
+    }
+}
