@@ -4,7 +4,7 @@ use std::collections::BTreeMap;
 
 use super::access::{check_region, is_aligned, tnum_const_str, Region, RegionError, BPF_MAX_VAR_OFF};
 use super::scalar::{CmpOp, Scalar};
-use super::special::{self, FieldAccess};
+use super::special::{self, FieldAccess, KptrError};
 use super::state::{Frame, Reg, State};
 use super::{cfg, fields};
 use super::{ModelOptions, Rule, Step, Stop, STEP_BUDGET};
@@ -685,10 +685,22 @@ impl<'a> Machine<'a> {
                     let locks = self.on(Rule::DirectAccess);
                     match special::check_access(spec, lo, hi, var_const, size, locks) {
                         FieldAccess::Plain => {}
-                        FieldAccess::Refused { direct: Some(kind), .. } => {
+                        FieldAccess::Direct(kind) => {
                             return self.reject(pc, self.msg(&m.direct_access, &[("kind", kind.into())]));
                         }
-                        FieldAccess::Refused { message, .. } => return self.reject(pc, message),
+                        FieldAccess::BadKptr { kind, error } => {
+                            let (fmt, args) = match error {
+                                KptrError::VarOff => (&m.kptr_var_off, vec![]),
+                                KptrError::Misaligned { expected, off } => (
+                                    &m.kptr_misaligned,
+                                    vec![("expected", expected.to_string()), ("off", off.to_string())],
+                                ),
+                                KptrError::Size => (&m.kptr_size, vec![]),
+                            };
+                            let mut args = args;
+                            args.push(("kind", kind.to_string()));
+                            return self.reject(pc, self.msg(fmt, &args));
+                        }
                         FieldAccess::Kptr(at) => {
                             return Err(Stop::Unsupported(format!(
                                 "{} of the kptr field at offset {at} (check_map_kptr_access) is not modelled",

@@ -68,6 +68,17 @@ pub(crate) fn record_error(layout: &ValueLayout, types: &[ObjType]) -> Option<St
     None
 }
 
+/// A malformed access to a kptr field (`check_map_access()`, its `BPF_KPTR_*` branch, in order).
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) enum KptrError {
+    /// `... access cannot have variable offset`.
+    VarOff,
+    /// `... access misaligned expected=<field offset> off=<access offset>`.
+    Misaligned { expected: u32, off: i64 },
+    /// `... access size must be BPF_DW`.
+    Size,
+}
+
 /// The outcome of `check_map_access()`'s field loop for a direct load/store.
 #[derive(Debug, PartialEq, Eq)]
 pub(crate) enum FieldAccess {
@@ -75,8 +86,10 @@ pub(crate) enum FieldAccess {
     Plain,
     /// A well-formed access to the kptr field at this offset (`check_map_kptr_access()` follows).
     Kptr(u32),
-    /// The kernel's error line; `direct` is set for "`<kind>` cannot be accessed directly".
-    Refused { message: String, direct: Option<&'static str> },
+    /// "`<kind>` cannot be accessed directly by load/store".
+    Direct(&'static str),
+    /// A malformed kptr access; `kind` is `btf_field_type_name()` (7.x prints it, 6.12 `kptr`).
+    BadKptr { kind: &'static str, error: KptrError },
 }
 
 /// `check_map_access()` over the special fields of `spec` for a direct access covering
@@ -96,21 +109,21 @@ pub(crate) fn check_access(
         if !(lo < p + f.size as i64 && p < hi) {
             continue;
         }
-        let name = f.kind.kernel_name().expect("a special field");
+        let kind = f.kind.kernel_name().expect("a special field");
         if !f.kind.is_kptr() {
-            return FieldAccess::Refused { message: String::new(), direct: Some(name) };
+            return FieldAccess::Direct(kind);
         }
-        let message = if !var_const {
-            format!("{name} access cannot have variable offset")
+        let error = if !var_const {
+            KptrError::VarOff
         } else if p != lo {
-            format!("{name} access misaligned expected={p} off={lo}")
+            KptrError::Misaligned { expected: f.offset, off: lo }
         } else if size != 8 {
-            format!("{name} access size must be BPF_DW")
+            KptrError::Size
         } else {
             kptr = Some(f.offset);
             continue;
         };
-        return FieldAccess::Refused { message, direct: None };
+        return FieldAccess::BadKptr { kind, error };
     }
     kptr.map_or(FieldAccess::Plain, FieldAccess::Kptr)
 }
@@ -185,10 +198,7 @@ mod tests {
     #[test]
     fn touching_a_graph_root_is_a_direct_access_error_and_a_node_in_a_map_is_plain_memory() {
         let m = map(vec![head(0, Some(("foo", "node"))), Field::new("n", FieldKind::ListNode, 24, 24)]);
-        assert_eq!(
-            check_access(&m, 8, 12, true, 4, true),
-            FieldAccess::Refused { message: String::new(), direct: Some("bpf_list_head") }
-        );
+        assert_eq!(check_access(&m, 8, 12, true, 4, true), FieldAccess::Direct("bpf_list_head"));
         assert_eq!(check_access(&m, 24, 32, true, 8, true), FieldAccess::Plain);
     }
 
@@ -200,19 +210,13 @@ mod tests {
             ..Field::new("k", FieldKind::Kptr, 8, 8)
         };
         let m = map(vec![k]);
-        let refused = |a| match a {
-            FieldAccess::Refused { message, .. } => message,
-            other => panic!("{other:?}"),
-        };
+        let bad = |error| FieldAccess::BadKptr { kind: "kptr", error };
+        assert_eq!(check_access(&m, 8, 16, false, 8, true), bad(KptrError::VarOff));
         assert_eq!(
-            refused(check_access(&m, 8, 16, false, 8, true)),
-            "kptr access cannot have variable offset"
+            check_access(&m, 12, 16, true, 4, true),
+            bad(KptrError::Misaligned { expected: 8, off: 12 })
         );
-        assert_eq!(
-            refused(check_access(&m, 12, 16, true, 4, true)),
-            "kptr access misaligned expected=8 off=12"
-        );
-        assert_eq!(refused(check_access(&m, 8, 12, true, 4, true)), "kptr access size must be BPF_DW");
+        assert_eq!(check_access(&m, 8, 12, true, 4, true), bad(KptrError::Size));
         assert_eq!(check_access(&m, 8, 16, true, 8, true), FieldAccess::Kptr(8));
         assert_eq!(check_access(&m, 0, 8, true, 8, true), FieldAccess::Plain);
     }
