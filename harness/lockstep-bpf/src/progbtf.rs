@@ -252,3 +252,87 @@ pub fn build(case: &Case) -> Result<Option<ProgBtf>, SysError> {
     }
     Ok(Some(ProgBtf { btf, maps, func_info }))
 }
+
+#[cfg(test)]
+mod tests {
+    use lockstep_core::case::parse::parse_cases;
+    use lockstep_core::import::btf::{Btf as RawBtf, Kind};
+    use lockstep_core::import::special::{contained_types, struct_fields, var_fields};
+
+    use super::*;
+
+    const CASE: &str = r#"
+[[case]]
+name = "g"
+prog_type = "sched_cls"
+text = '''
+r0 = 0
+exit
+'''
+
+[[case.map]]
+name = "m"
+fields = [
+    { name = "lock", kind = "spin_lock" },
+    { name = "obj", kind = "kptr", pointee = "node_data" },
+    { name = "task", kind = "kptr_untrusted", pointee = "task_struct" },
+    { name = "head", kind = "list_head", contains = "node_data:l" },
+    { name = "root", kind = "rb_root", contains = "node_data:r" },
+]
+
+[[case.global]]
+section = ".bss"
+fields = [{ name = "glock", kind = "spin_lock" }, { name = "ghead", kind = "list_head", contains = "node_data:l" }]
+
+[[case.type]]
+name = "pc_val"
+fields = [{ name = "a", kind = "int", size = 8 }]
+
+[[case.type]]
+name = "node_data"
+fields = [
+    { name = "key", kind = "int", size = 8 },
+    { name = "ref", kind = "refcount" },
+    { name = "l", kind = "list_node" },
+    { name = "r", kind = "rb_node" },
+    { name = "pc", kind = "percpu_kptr", pointee = "pc_val" },
+]
+"#;
+
+    /// The program BTF lockstep writes for the special field kinds reads back, through the same
+    /// reader the ELF import uses on clang's BTF, as the case's own layouts.
+    #[test]
+    fn special_fields_round_trip_through_the_program_btf() {
+        let case = &parse_cases("t.toml", CASE, &[]).unwrap()[0];
+        let mut p = build(case).unwrap().expect("BTF");
+        let btf = RawBtf::parse(&p.btf.raw_data()).unwrap();
+        let special = |l: &ValueLayout| -> Vec<Field> {
+            l.fields
+                .iter()
+                .filter(|f| !matches!(f.kind, FieldKind::Int | FieldKind::SpinLock))
+                .cloned()
+                .collect()
+        };
+        // The map value struct: its kptrs and graph roots, with pointees and __contains.
+        let (_, value) = p.maps[0].unwrap();
+        assert_eq!(struct_fields(&btf, value, 0, None), special(&case.maps[0].value));
+        // The .bss DATASEC: the list head is a VAR with the decl tag on the VAR itself.
+        let (_, sec) = p.maps[1].unwrap();
+        let Some(Kind::Datasec { entries }) = btf.get(sec).map(|t| &t.kind) else { panic!("a datasec") };
+        let got: Vec<Field> = entries
+            .iter()
+            .flat_map(|&(var, off, _)| {
+                let t = btf.get(var).unwrap();
+                let Kind::Var { ty } = t.kind else { panic!("a var") };
+                var_fields(&btf, var, &t.name, ty, off)
+            })
+            .collect();
+        assert_eq!(got, special(&case.maps[1].value));
+        // The local type the roots contain, found by name as the kernel does.
+        let maps: Vec<MapSpec> = case.maps.clone();
+        let types = contained_types(&btf, &maps).unwrap();
+        assert_eq!(types.len(), 1);
+        assert_eq!(special(&types[0].layout), special(&case.types[1].layout));
+        assert_eq!(types[0].layout.size, case.types[1].layout.size);
+    }
+}

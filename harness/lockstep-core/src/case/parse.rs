@@ -286,6 +286,23 @@ fn convert_case(ctx: &Ctx, src: &str, rc: RawCase, known_kfuncs: &[String]) -> R
             return Err(ctx.err(t.name.span(), format!("type `{name}` declared twice")));
         }
         let layout = convert_layout(ctx, &t.fields, t.size, t.name.span())?;
+        // The program BTF is written in declaration order: a kptr in a local type may point to a
+        // type declared before it (or a kernel type), not to itself or a later one.
+        let later =
+            |p: &str| p == name || rc.types.iter().skip(types.len() + 1).any(|o| o.name.get_ref() == p);
+        for f in &layout.fields {
+            if let Some(FieldTarget::Pointee(p)) = &f.target {
+                if later(p) {
+                    return Err(ctx.err(
+                        t.name.span(),
+                        format!(
+                            "type `{name}`: kptr `{}` points to `{p}`, which is not declared before `{name}`",
+                            f.name
+                        ),
+                    ));
+                }
+            }
+        }
         types.push(ObjType { name: name.clone(), layout });
     }
     for (i, m) in maps.iter().enumerate() {

@@ -20,7 +20,7 @@ pub mod elf;
 mod elf_check;
 pub mod sec;
 pub mod selftests;
-mod special;
+pub mod special;
 
 use ctypes::CDefs;
 

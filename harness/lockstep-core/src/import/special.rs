@@ -67,7 +67,7 @@ fn field_of(btf: &Btf, ty: u32, name: &str, offset: u32, tags: &[&str]) -> Optio
 
 /// The special fields of struct `id` (its direct members; nested structs and arrays are not
 /// descended into), at `base` bytes, each named `<prefix>_<member>` (or `<member>`).
-pub(crate) fn struct_fields(btf: &Btf, id: u32, base: u32, prefix: Option<&str>) -> Vec<Field> {
+pub fn struct_fields(btf: &Btf, id: u32, base: u32, prefix: Option<&str>) -> Vec<Field> {
     let id = btf.resolve(id);
     let Some(Kind::Struct { members, .. }) = btf.get(id).map(|t| &t.kind) else { return Vec::new() };
     let mut out = Vec::new();
@@ -90,7 +90,7 @@ pub(crate) fn struct_fields(btf: &Btf, id: u32, base: u32, prefix: Option<&str>)
 /// The special fields of a global variable `var` (a `VAR` of a `DATASEC`) of type `ty` at
 /// `offset`: the variable itself (`struct bpf_list_head ghead __contains(foo, node)`) or the
 /// members of its struct type.
-pub(crate) fn var_fields(btf: &Btf, var: u32, name: &str, ty: u32, offset: u32) -> Vec<Field> {
+pub fn var_fields(btf: &Btf, var: u32, name: &str, ty: u32, offset: u32) -> Vec<Field> {
     match field_of(btf, ty, name, offset, &btf.decl_tags(var)) {
         Some(f) => vec![f],
         None => struct_fields(btf, ty, offset, Some(name)),
@@ -99,7 +99,7 @@ pub(crate) fn var_fields(btf: &Btf, var: u32, name: &str, ty: u32, offset: u32) 
 
 /// Adds `extra` to `layout`: an integer field they overlap (a kptr was read as an 8-byte
 /// pointer) is replaced; fields stay in offset order.
-pub(crate) fn merge(layout: &mut ValueLayout, extra: Vec<Field>) {
+pub fn merge(layout: &mut ValueLayout, extra: Vec<Field>) {
     if extra.is_empty() {
         return;
     }
@@ -120,7 +120,7 @@ fn type_layout(btf: &Btf, id: u32) -> Result<ValueLayout, String> {
 
 /// The local object types the graph roots of `maps` contain, and those their own graph roots
 /// contain, in discovery order. A type the BTF lacks is left out (the kernel then refuses the map).
-pub(crate) fn contained_types(btf: &Btf, maps: &[MapSpec]) -> Result<Vec<ObjType>, String> {
+pub fn contained_types(btf: &Btf, maps: &[MapSpec]) -> Result<Vec<ObjType>, String> {
     let mut todo: Vec<String> = Vec::new();
     let roots = |l: &ValueLayout, todo: &mut Vec<String>| {
         for f in &l.fields {

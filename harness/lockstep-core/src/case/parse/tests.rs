@@ -209,3 +209,16 @@ fn a_type_declared_twice_is_an_error() {
     let e = parse(&src).unwrap_err();
     assert!(e.message.contains("type `t` declared twice"), "{e}");
 }
+
+#[test]
+fn a_kptr_to_its_own_or_a_later_local_type_is_an_error() {
+    let t = |ty: &str, pointee: &str| {
+        format!("\n[[case.type]]\nname = \"{ty}\"\nfields = [{{ name = \"k\", kind = \"kptr\", pointee = \"{pointee}\" }}]\n")
+    };
+    let ok = format!("{GOOD}{}{}", t("a", "task_struct"), t("b", "a"));
+    assert!(parse(&ok).is_ok());
+    let e = parse(&format!("{GOOD}{}", t("a", "a"))).unwrap_err();
+    assert!(e.message.contains("type `a`: kptr `k` points to `a`, which is not declared before `a`"), "{e}");
+    let e = parse(&format!("{GOOD}{}{}", t("a", "b"), t("b", "task_struct"))).unwrap_err();
+    assert!(e.message.contains("points to `b`"), "{e}");
+}
