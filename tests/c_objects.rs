@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use lockstep_core::asm::{assemble, Reloc, Symbols};
-use lockstep_core::case::{Case, FieldKind, MapType};
+use lockstep_core::case::{Case, FieldKind, FieldTarget, MapType};
 use lockstep_core::corpus::{check_all, known_kfuncs};
 use lockstep_core::import::elf::cases_from_object;
 use lockstep_core::module_src::bundled;
@@ -134,6 +134,36 @@ fn global_data_lock() {
         .relocs
         .values()
         .any(|r| *r == Reloc::MapValue { name: ".data.lock".into(), offset: lock.offset }));
+}
+
+#[test]
+fn graph_roots_contains_and_local_types_come_from_the_btf() {
+    let Some(objs) = compile_all() else { return };
+    let objs: &[(String, Vec<u8>)] = objs;
+    let cs = cases(objs, "graph_fields.bpf");
+    let c = case(&cs, "graph_map_lock_ok");
+    let m = c.maps.iter().find(|m| m.name == "gvals").unwrap();
+    let kinds: Vec<(FieldKind, u32)> = m.value.fields.iter().map(|f| (f.kind, f.offset)).collect();
+    // struct gval: lock, cnt, then the 8-aligned 16-byte bpf_list_head and bpf_rb_root.
+    assert_eq!(
+        kinds,
+        [(FieldKind::SpinLock, 0), (FieldKind::Int, 4), (FieldKind::ListHead, 8), (FieldKind::RbRoot, 24)]
+    );
+    assert_eq!(
+        m.value.fields[2].target,
+        Some(FieldTarget::Contains { type_name: "ls_obj".into(), node: "lnode".into() })
+    );
+    assert_eq!(
+        m.value.fields[3].target,
+        Some(FieldTarget::Contains { type_name: "ls_obj".into(), node: "rnode".into() })
+    );
+    // The contained type, with its nodes and bpf_refcount, is a local type of the case.
+    let t = c.types.iter().find(|t| t.name == "ls_obj").expect("ls_obj is a local type");
+    let kinds: Vec<(FieldKind, u32)> = t.layout.fields.iter().map(|f| (f.kind, f.offset)).collect();
+    assert_eq!(
+        kinds,
+        [(FieldKind::Int, 0), (FieldKind::Refcount, 4), (FieldKind::ListNode, 8), (FieldKind::RbNode, 32)]
+    );
 }
 
 #[test]

@@ -19,6 +19,33 @@ struct bpf_spin_lock {
 	__u32 val;
 };
 
+/* Graph roots and nodes, bpf_refcount (include/uapi/linux/bpf.h); kptr and __contains tags as
+ * tools/testing/selftests/bpf/bpf_experimental.h and bpf_helpers.h write them. */
+struct bpf_list_head {
+	__u64 __opaque[2];
+} __attribute__((aligned(8)));
+
+struct bpf_list_node {
+	__u64 __opaque[3];
+} __attribute__((aligned(8)));
+
+struct bpf_rb_root {
+	__u64 __opaque[2];
+} __attribute__((aligned(8)));
+
+struct bpf_rb_node {
+	__u64 __opaque[4];
+} __attribute__((aligned(8)));
+
+struct bpf_refcount {
+	__u32 __opaque[1];
+} __attribute__((aligned(4)));
+
+#define __kptr __attribute__((btf_type_tag("kptr")))
+#define __kptr_untrusted __attribute__((btf_type_tag("kptr_untrusted")))
+#define __percpu_kptr __attribute__((btf_type_tag("percpu_kptr")))
+#define __contains(name, node) __attribute__((btf_decl_tag("contains:" #name ":" #node)))
+
 struct __sk_buff;
 
 enum {

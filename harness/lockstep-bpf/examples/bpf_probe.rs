@@ -20,8 +20,8 @@ fn main() {
     let value = ValueLayout {
         size: 8,
         fields: vec![
-            Field { name: "cnt".into(), kind: FieldKind::Int, offset: 0, size: 4 },
-            Field { name: "lock".into(), kind: FieldKind::SpinLock, offset: 4, size: 4 },
+            Field { name: "cnt".into(), kind: FieldKind::Int, offset: 0, size: 4, target: None },
+            Field { name: "lock".into(), kind: FieldKind::SpinLock, offset: 4, size: 4, target: None },
         ],
     };
     let map = MapSpec {

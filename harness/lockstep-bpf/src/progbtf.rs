@@ -1,11 +1,14 @@
 //! The program BTF of a case: map key/value types (with `struct bpf_spin_lock` /
 //! `struct bpf_res_spin_lock` recognised by name and size), data sections for global data maps
 //! (one `VAR` per field, as clang emits for C globals and libbpf loads for `.data`/`.bss`), and
-//! `FUNC`/`FUNC_PROTO` records for `func_info` when the case declares global functions.
+//! `FUNC`/`FUNC_PROTO` records for `func_info` when the case declares global functions. Graph
+//! roots and nodes, `bpf_refcount` and kptrs are written as clang writes them from
+//! `bpf_experimental.h` (the uapi struct by name and size, `contains:<type>:<node>` decl tags,
+//! `PTR -> TYPE_TAG("kptr") -> STRUCT`), and the case's local object types as structs.
 
 use std::collections::HashMap;
 
-use lockstep_core::case::{Case, FieldKind, MapSpec, ValueLayout};
+use lockstep_core::case::{Case, Field, FieldKind, FieldTarget, MapSpec, ValueLayout};
 
 use crate::sys::{Btf, SysError};
 
@@ -37,11 +40,16 @@ pub fn subprog_starts(case: &Case) -> Vec<usize> {
 }
 
 /// Type ids shared by everything in one BTF (ints by size, the lock structs).
+#[derive(Default)]
 struct Types {
     ints: HashMap<u32, u32>,
     u8_ty: Option<u32>,
     spin_lock: Option<u32>,
     res_spin_lock: Option<u32>,
+    /// The uapi structs of graph roots / nodes and `bpf_refcount`, by kind.
+    specials: HashMap<FieldKind, u32>,
+    /// Structs by name: the case's local object types and kptr pointees.
+    structs: HashMap<String, u32>,
 }
 
 impl Types {
@@ -100,23 +108,79 @@ impl Types {
         Ok(id)
     }
 
-    fn field(&mut self, btf: &mut Btf, kind: FieldKind, size: u32) -> Result<u32, SysError> {
-        match kind {
-            FieldKind::Int => self.scalar(btf, size),
+    /// `struct bpf_list_head { __u64 __opaque[2]; }` and the like (include/uapi/linux/bpf.h):
+    /// btf.c matches the name and the size.
+    fn special(&mut self, btf: &mut Btf, kind: FieldKind) -> Result<u32, SysError> {
+        if let Some(&id) = self.specials.get(&kind) {
+            return Ok(id);
+        }
+        let (size, align) = kind.size_align().expect("a special kind");
+        let elem = self.int(btf, align)?;
+        let index = self.int(btf, 4)?;
+        let arr = btf.add_array(index, elem, size / align)?;
+        let id = btf.add_struct(kind.struct_name().expect("a struct kind"), size)?;
+        btf.add_field("__opaque", arr, 0)?;
+        self.specials.insert(kind, id);
+        Ok(id)
+    }
+
+    /// The struct named `name`: a local object type already written, else an empty struct of that
+    /// name (a kernel type: btf.c looks a kptr's pointee up in vmlinux by name first).
+    fn named_struct(&mut self, btf: &mut Btf, name: &str) -> Result<u32, SysError> {
+        if let Some(&id) = self.structs.get(name) {
+            return Ok(id);
+        }
+        let id = btf.add_struct(name, 0)?;
+        self.structs.insert(name.to_string(), id);
+        Ok(id)
+    }
+
+    fn field(&mut self, btf: &mut Btf, f: &Field) -> Result<u32, SysError> {
+        match f.kind {
+            FieldKind::Int => self.scalar(btf, f.size),
             FieldKind::SpinLock => self.spin_lock(btf),
             FieldKind::ResSpinLock => self.res_spin_lock(btf),
+            k if k.is_kptr() => {
+                let pointee = match &f.target {
+                    Some(FieldTarget::Pointee(p)) => p.as_str(),
+                    _ => "__lockstep_unknown",
+                };
+                let to = self.named_struct(btf, pointee)?;
+                let tag = btf.add_type_tag(k.name(), to)?;
+                btf.add_ptr(tag)
+            }
+            k => self.special(btf, k),
         }
     }
 }
 
-/// The value struct of a map: one member per field at its offset; gaps stay padding.
-fn value_struct(btf: &mut Btf, t: &mut Types, name: &str, v: &ValueLayout) -> Result<u32, SysError> {
-    let tys: Vec<u32> = v.fields.iter().map(|f| t.field(btf, f.kind, f.size)).collect::<Result<_, _>>()?;
-    let id = btf.add_struct(&format!("{}_value", ident(name)), v.size)?;
+/// The `contains:<type>:<node>` decl tag of a graph root.
+fn contains_tag(f: &Field) -> Option<String> {
+    match &f.target {
+        Some(FieldTarget::Contains { type_name, node }) => Some(format!("contains:{type_name}:{node}")),
+        _ => None,
+    }
+}
+
+/// A struct named `name` of `v`'s size with one member per field at its offset (gaps stay
+/// padding), then the decl tags of its graph roots.
+fn layout_struct(btf: &mut Btf, t: &mut Types, name: &str, v: &ValueLayout) -> Result<u32, SysError> {
+    let tys: Vec<u32> = v.fields.iter().map(|f| t.field(btf, f)).collect::<Result<_, _>>()?;
+    let id = btf.add_struct(name, v.size)?;
     for (f, ty) in v.fields.iter().zip(tys) {
         btf.add_field(&ident(&f.name), ty, f.offset)?;
     }
+    for (i, f) in v.fields.iter().enumerate() {
+        if let Some(tag) = contains_tag(f) {
+            btf.add_decl_tag(&tag, id, i as i32)?;
+        }
+    }
     Ok(id)
+}
+
+/// The value struct of a map: one member per field at its offset; gaps stay padding.
+fn value_struct(btf: &mut Btf, t: &mut Types, name: &str, v: &ValueLayout) -> Result<u32, SysError> {
+    layout_struct(btf, t, &format!("{}_value", ident(name)), v)
 }
 
 /// A `DATASEC` named after the section with one `VAR` per field (what libbpf passes as the value
@@ -124,9 +188,13 @@ fn value_struct(btf: &mut Btf, t: &mut Types, name: &str, v: &ValueLayout) -> Re
 fn datasec(btf: &mut Btf, t: &mut Types, m: &MapSpec) -> Result<u32, SysError> {
     let mut vars = Vec::new();
     for f in &m.value.fields {
-        let ty = t.field(btf, f.kind, f.size)?;
-        let size = if f.kind == FieldKind::Int { f.size } else { 4 };
-        vars.push((btf.add_var(&ident(&f.name), ty)?, f.offset, size));
+        let ty = t.field(btf, f)?;
+        let size = f.kind.size_align().map_or(f.size, |(s, _)| s);
+        let var = btf.add_var(&ident(&f.name), ty)?;
+        if let Some(tag) = contains_tag(f) {
+            btf.add_decl_tag(&tag, var, -1)?;
+        }
+        vars.push((var, f.offset, size));
     }
     if vars.is_empty() {
         let ty = t.scalar(btf, m.value.size.max(1))?;
@@ -142,11 +210,15 @@ fn datasec(btf: &mut Btf, t: &mut Types, m: &MapSpec) -> Result<u32, SysError> {
 /// Builds the program BTF of a case, or None when nothing needs BTF (no map with BTF, no globals).
 pub fn build(case: &Case) -> Result<Option<ProgBtf>, SysError> {
     let any_map_btf = case.maps.iter().any(|m| m.btf);
-    if !any_map_btf && case.globals.is_empty() {
+    if !any_map_btf && case.globals.is_empty() && case.types.is_empty() {
         return Ok(None);
     }
     let mut btf = Btf::new_empty()?;
-    let mut t = Types { ints: HashMap::new(), u8_ty: None, spin_lock: None, res_spin_lock: None };
+    let mut t = Types::default();
+    for o in &case.types {
+        let id = layout_struct(&mut btf, &mut t, &ident(&o.name), &o.layout)?;
+        t.structs.insert(o.name.clone(), id);
+    }
     let mut maps = Vec::with_capacity(case.maps.len());
     for m in &case.maps {
         if !m.btf {
@@ -179,4 +251,88 @@ pub fn build(case: &Case) -> Result<Option<ProgBtf>, SysError> {
         }
     }
     Ok(Some(ProgBtf { btf, maps, func_info }))
+}
+
+#[cfg(test)]
+mod tests {
+    use lockstep_core::case::parse::parse_cases;
+    use lockstep_core::import::btf::{Btf as RawBtf, Kind};
+    use lockstep_core::import::special::{contained_types, struct_fields, var_fields};
+
+    use super::*;
+
+    const CASE: &str = r#"
+[[case]]
+name = "g"
+prog_type = "sched_cls"
+text = '''
+r0 = 0
+exit
+'''
+
+[[case.map]]
+name = "m"
+fields = [
+    { name = "lock", kind = "spin_lock" },
+    { name = "obj", kind = "kptr", pointee = "node_data" },
+    { name = "task", kind = "kptr_untrusted", pointee = "task_struct" },
+    { name = "head", kind = "list_head", contains = "node_data:l" },
+    { name = "root", kind = "rb_root", contains = "node_data:r" },
+]
+
+[[case.global]]
+section = ".bss"
+fields = [{ name = "glock", kind = "spin_lock" }, { name = "ghead", kind = "list_head", contains = "node_data:l" }]
+
+[[case.type]]
+name = "pc_val"
+fields = [{ name = "a", kind = "int", size = 8 }]
+
+[[case.type]]
+name = "node_data"
+fields = [
+    { name = "key", kind = "int", size = 8 },
+    { name = "ref", kind = "refcount" },
+    { name = "l", kind = "list_node" },
+    { name = "r", kind = "rb_node" },
+    { name = "pc", kind = "percpu_kptr", pointee = "pc_val" },
+]
+"#;
+
+    /// The program BTF lockstep writes for the special field kinds reads back, through the same
+    /// reader the ELF import uses on clang's BTF, as the case's own layouts.
+    #[test]
+    fn special_fields_round_trip_through_the_program_btf() {
+        let case = &parse_cases("t.toml", CASE, &[]).unwrap()[0];
+        let mut p = build(case).unwrap().expect("BTF");
+        let btf = RawBtf::parse(&p.btf.raw_data()).unwrap();
+        let special = |l: &ValueLayout| -> Vec<Field> {
+            l.fields
+                .iter()
+                .filter(|f| !matches!(f.kind, FieldKind::Int | FieldKind::SpinLock))
+                .cloned()
+                .collect()
+        };
+        // The map value struct: its kptrs and graph roots, with pointees and __contains.
+        let (_, value) = p.maps[0].unwrap();
+        assert_eq!(struct_fields(&btf, value, 0, None), special(&case.maps[0].value));
+        // The .bss DATASEC: the list head is a VAR with the decl tag on the VAR itself.
+        let (_, sec) = p.maps[1].unwrap();
+        let Some(Kind::Datasec { entries }) = btf.get(sec).map(|t| &t.kind) else { panic!("a datasec") };
+        let got: Vec<Field> = entries
+            .iter()
+            .flat_map(|&(var, off, _)| {
+                let t = btf.get(var).unwrap();
+                let Kind::Var { ty } = t.kind else { panic!("a var") };
+                var_fields(&btf, var, &t.name, ty, off)
+            })
+            .collect();
+        assert_eq!(got, special(&case.maps[1].value));
+        // The local type the roots contain, found by name as the kernel does.
+        let maps: Vec<MapSpec> = case.maps.clone();
+        let types = contained_types(&btf, &maps).unwrap();
+        assert_eq!(types.len(), 1);
+        assert_eq!(special(&types[0].layout), special(&case.types[1].layout));
+        assert_eq!(types[0].layout.size, case.types[1].layout.size);
+    }
 }

@@ -141,6 +141,30 @@ impl Btf {
         .map(drop)
     }
 
+    /// Adds a pointer to `to`.
+    pub fn add_ptr(&mut self, to: u32) -> Result<u32, SysError> {
+        // SAFETY: valid btf.
+        check("btf__add_ptr", unsafe { libbpf_sys::btf__add_ptr(self.0.as_ptr(), to as i32) })
+    }
+
+    /// Adds a type tag `tag` on `to` (`__attribute__((btf_type_tag(tag)))`).
+    pub fn add_type_tag(&mut self, tag: &str, to: u32) -> Result<u32, SysError> {
+        let n = cstr(tag);
+        // SAFETY: valid btf and tag.
+        check("btf__add_type_tag", unsafe {
+            libbpf_sys::btf__add_type_tag(self.0.as_ptr(), n.as_ptr(), to as i32)
+        })
+    }
+
+    /// Adds a decl tag `tag` on type `target` (member `component`, or -1 for the type itself).
+    pub fn add_decl_tag(&mut self, tag: &str, target: u32, component: i32) -> Result<u32, SysError> {
+        let n = cstr(tag);
+        // SAFETY: valid btf and tag.
+        check("btf__add_decl_tag", unsafe {
+            libbpf_sys::btf__add_decl_tag(self.0.as_ptr(), n.as_ptr(), target as i32, component)
+        })
+    }
+
     /// Adds a function prototype returning `ret`; parameters follow with [`Btf::add_func_param`].
     pub fn add_func_proto(&mut self, ret: u32) -> Result<u32, SysError> {
         // SAFETY: valid btf.

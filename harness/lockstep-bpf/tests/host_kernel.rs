@@ -42,8 +42,8 @@ fn lock_value() -> ValueLayout {
     ValueLayout {
         size: 8,
         fields: vec![
-            Field { name: "cnt".into(), kind: FieldKind::Int, offset: 0, size: 4 },
-            Field { name: "lock".into(), kind: FieldKind::SpinLock, offset: 4, size: 4 },
+            Field { name: "cnt".into(), kind: FieldKind::Int, offset: 0, size: 4, target: None },
+            Field { name: "lock".into(), kind: FieldKind::SpinLock, offset: 4, size: 4, target: None },
         ],
     }
 }
@@ -241,8 +241,8 @@ fn res_lock_map(off: u32) -> MapSpec {
     m.value = ValueLayout {
         size: off + 4,
         fields: vec![
-            Field { name: "cnt".into(), kind: FieldKind::Int, offset: 0, size: off },
-            Field { name: "lock".into(), kind: FieldKind::ResSpinLock, offset: off, size: 4 },
+            Field { name: "cnt".into(), kind: FieldKind::Int, offset: 0, size: off, target: None },
+            Field { name: "lock".into(), kind: FieldKind::ResSpinLock, offset: off, size: 4, target: None },
         ],
     };
     m

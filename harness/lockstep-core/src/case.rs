@@ -150,7 +150,7 @@ impl MapType {
     }
 }
 
-/// What kind of field of a map value (or global data section) a [`Field`] is.
+/// What kind of field of a map value, global data section or local object type a [`Field`] is.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum FieldKind {
@@ -160,17 +160,125 @@ pub enum FieldKind {
     SpinLock,
     /// `struct bpf_res_spin_lock { u32 val; }` (4 bytes, 4-aligned; include/asm-generic/rqspinlock.h), kernels that have it.
     ResSpinLock,
+    /// `struct bpf_list_head` (16 bytes, 8-aligned), with its `__contains(type, node)` target.
+    ListHead,
+    /// `struct bpf_list_node` (24 bytes, 8-aligned).
+    ListNode,
+    /// `struct bpf_rb_root` (16 bytes, 8-aligned), with its `__contains(type, node)` target.
+    RbRoot,
+    /// `struct bpf_rb_node` (32 bytes, 8-aligned).
+    RbNode,
+    /// `struct bpf_refcount` (4 bytes, 4-aligned).
+    Refcount,
+    /// A pointer tagged `__kptr` (referenced kptr, 8 bytes), with its pointee struct.
+    Kptr,
+    /// A pointer tagged `__kptr_untrusted` (unreferenced kptr, 8 bytes), with its pointee struct.
+    KptrUntrusted,
+    /// A pointer tagged `__percpu_kptr` (8 bytes), with its pointee struct.
+    PercpuKptr,
 }
 
 impl FieldKind {
+    /// Every field kind.
+    pub const ALL: [FieldKind; 11] = [
+        FieldKind::Int,
+        FieldKind::SpinLock,
+        FieldKind::ResSpinLock,
+        FieldKind::ListHead,
+        FieldKind::ListNode,
+        FieldKind::RbRoot,
+        FieldKind::RbNode,
+        FieldKind::Refcount,
+        FieldKind::Kptr,
+        FieldKind::KptrUntrusted,
+        FieldKind::PercpuKptr,
+    ];
+
     /// The name used in case files (`kind = "..."`).
     pub fn name(self) -> &'static str {
         match self {
             FieldKind::Int => "int",
             FieldKind::SpinLock => "spin_lock",
             FieldKind::ResSpinLock => "res_spin_lock",
+            FieldKind::ListHead => "list_head",
+            FieldKind::ListNode => "list_node",
+            FieldKind::RbRoot => "rb_root",
+            FieldKind::RbNode => "rb_node",
+            FieldKind::Refcount => "refcount",
+            FieldKind::Kptr => "kptr",
+            FieldKind::KptrUntrusted => "kptr_untrusted",
+            FieldKind::PercpuKptr => "percpu_kptr",
         }
     }
+
+    /// The kernel's name of the field type in messages (`btf_field_type_name()`,
+    /// include/linux/bpf.h; None for a plain integer).
+    pub fn kernel_name(self) -> Option<&'static str> {
+        Some(match self {
+            FieldKind::Int => return None,
+            FieldKind::SpinLock => "bpf_spin_lock",
+            FieldKind::ResSpinLock => "bpf_res_spin_lock",
+            FieldKind::ListHead => "bpf_list_head",
+            FieldKind::ListNode => "bpf_list_node",
+            FieldKind::RbRoot => "bpf_rb_root",
+            FieldKind::RbNode => "bpf_rb_node",
+            FieldKind::Refcount => "bpf_refcount",
+            FieldKind::Kptr | FieldKind::KptrUntrusted => "kptr",
+            FieldKind::PercpuKptr => "percpu_kptr",
+        })
+    }
+
+    /// The BTF struct the kernel recognises by name and size (`btf_get_field_type()`), for the
+    /// kinds that are structs (not kptrs or ints).
+    pub fn struct_name(self) -> Option<&'static str> {
+        match self {
+            FieldKind::Int | FieldKind::Kptr | FieldKind::KptrUntrusted | FieldKind::PercpuKptr => None,
+            k => k.kernel_name(),
+        }
+    }
+
+    /// `(size, alignment)` of a non-integer kind (include/uapi/linux/bpf.h); None for `Int`.
+    pub fn size_align(self) -> Option<(u32, u32)> {
+        Some(match self {
+            FieldKind::Int => return None,
+            FieldKind::SpinLock | FieldKind::ResSpinLock | FieldKind::Refcount => (4, 4),
+            FieldKind::ListHead | FieldKind::RbRoot => (16, 8),
+            FieldKind::ListNode => (24, 8),
+            FieldKind::RbNode => (32, 8),
+            FieldKind::Kptr | FieldKind::KptrUntrusted | FieldKind::PercpuKptr => (8, 8),
+        })
+    }
+
+    /// A `bpf_spin_lock` or `bpf_res_spin_lock`.
+    pub fn is_lock(self) -> bool {
+        matches!(self, FieldKind::SpinLock | FieldKind::ResSpinLock)
+    }
+
+    /// A `bpf_list_head` or `bpf_rb_root` (a graph root, which carries a `__contains` target).
+    pub fn is_graph_root(self) -> bool {
+        matches!(self, FieldKind::ListHead | FieldKind::RbRoot)
+    }
+
+    /// A `bpf_list_node` or `bpf_rb_node`.
+    pub fn is_graph_node(self) -> bool {
+        matches!(self, FieldKind::ListNode | FieldKind::RbNode)
+    }
+
+    /// A kptr of any flavour (a pointer field, which names its pointee struct).
+    pub fn is_kptr(self) -> bool {
+        matches!(self, FieldKind::Kptr | FieldKind::KptrUntrusted | FieldKind::PercpuKptr)
+    }
+}
+
+/// What a graph root or a kptr field refers to.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum FieldTarget {
+    /// `__contains(type, node)` of a `bpf_list_head` / `bpf_rb_root`: the decl tag
+    /// `contains:<type>:<node>` (btf.c `btf_find_graph_root()`).
+    Contains { type_name: String, node: String },
+    /// The struct a kptr points to: a local object type of the case, or a kernel type (by name).
+    Pointee(String),
 }
 
 /// One named field of a value layout.
@@ -180,6 +288,25 @@ pub struct Field {
     pub kind: FieldKind,
     pub offset: u32,
     pub size: u32,
+    /// For a graph root: its `__contains`; for a kptr: its pointee; None otherwise.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub target: Option<FieldTarget>,
+}
+
+impl Field {
+    /// A field without a target (an integer or a lock).
+    pub fn new(name: impl Into<String>, kind: FieldKind, offset: u32, size: u32) -> Field {
+        Field { name: name.into(), kind, offset, size, target: None }
+    }
+}
+
+/// A struct type of the program's BTF that objects are allocated from (`bpf_obj_new(struct foo)`)
+/// or that a graph root contains / a kptr points to.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ObjType {
+    /// The struct's name (a C identifier).
+    pub name: String,
+    pub layout: ValueLayout,
 }
 
 /// The layout of a map value or a global data section.
@@ -195,6 +322,11 @@ impl ValueLayout {
     /// The first field of the given kind.
     pub fn field_of(&self, kind: FieldKind) -> Option<&Field> {
         self.fields.iter().find(|f| f.kind == kind)
+    }
+
+    /// Whether any field is a lock (`bpf_spin_lock` or `bpf_res_spin_lock`).
+    pub fn has_lock(&self) -> bool {
+        self.fields.iter().any(|f| f.kind.is_lock())
     }
 }
 
@@ -258,6 +390,10 @@ pub struct Case {
     pub log_level: u32,
     pub maps: Vec<MapSpec>,
     pub globals: Vec<GlobalFunc>,
+    /// Local object types (`[[case.type]]`): structs of the program's BTF that graph roots
+    /// contain, kptrs point to, or `bpf_obj_new` allocates.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub types: Vec<ObjType>,
     /// Kfuncs the program calls that the model does not know (declared to pass the name check).
     pub extern_kfuncs: Vec<String>,
     pub program: Program,
@@ -354,6 +490,7 @@ impl Case {
             log_level: 0,
             maps: vec![],
             globals: vec![],
+            types: vec![],
             extern_kfuncs: vec![],
             program,
             text: text.into(),

@@ -52,6 +52,12 @@ pub struct Messages {
     pub socket_filter_lock: String,
     pub tracing_lock: String,
     pub direct_access: String,
+    /// `check_map_access()`, kptr fields (`{kind}`: `btf_field_type_name()`; 6.12 prints `kptr`).
+    pub kptr_var_off: String,
+    /// `check_map_access()`: `{expected}` is the field's offset, `{off}` the access's.
+    pub kptr_misaligned: String,
+    /// `check_map_access()`: a kptr load/store of another size than 8.
+    pub kptr_size: String,
     pub reg_type_mismatch: String,
     /// `btf_check_func_arg_match()`: a global function's int argument is not a scalar.
     pub global_arg_not_scalar: String,

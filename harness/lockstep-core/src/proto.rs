@@ -167,6 +167,7 @@ mod tests {
                 log_level: 0,
                 maps: Vec::new(),
                 globals: Vec::new(),
+                types: Vec::new(),
                 extern_kfuncs: Vec::new(),
                 program,
                 text: text.into(),

@@ -6,7 +6,10 @@ use std::ops::Range;
 use serde::Deserialize;
 use toml::Spanned;
 
-use super::{Case, Expectation, Field, FieldKind, GlobalFunc, MapSpec, MapType, ProgType, ValueLayout};
+use super::{
+    Case, Expectation, Field, FieldKind, FieldTarget, GlobalFunc, MapSpec, MapType, ObjType, ProgType,
+    ValueLayout,
+};
 use crate::asm::{self, Symbols};
 use crate::verdict::VerdictKind;
 
@@ -49,6 +52,9 @@ struct RawCase {
     global: Vec<RawGlobalSection>,
     #[serde(default)]
     globals: Vec<RawGlobalFunc>,
+    /// Local object types (`[[case.type]]`).
+    #[serde(default, rename = "type")]
+    types: Vec<RawType>,
     #[serde(default)]
     kfuncs: Vec<String>,
     text: Spanned<String>,
@@ -86,6 +92,16 @@ struct RawGlobalSection {
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
+struct RawType {
+    name: Spanned<String>,
+    #[serde(default)]
+    size: Option<u32>,
+    #[serde(default)]
+    fields: Vec<Spanned<RawField>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
 struct RawField {
     name: String,
     kind: String,
@@ -93,6 +109,12 @@ struct RawField {
     size: Option<u32>,
     #[serde(default)]
     offset: Option<u32>,
+    /// A graph root's `__contains(type, node)`, written `"type:node"`.
+    #[serde(default)]
+    contains: Option<String>,
+    /// A kptr's pointee struct.
+    #[serde(default)]
+    pointee: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -254,6 +276,35 @@ fn convert_case(ctx: &Ctx, src: &str, rc: RawCase, known_kfuncs: &[String]) -> R
             flags: 0,
         });
     }
+    let mut types: Vec<ObjType> = Vec::new();
+    for t in &rc.types {
+        let name = t.name.get_ref();
+        if !is_ident(name) {
+            return Err(ctx.err(t.name.span(), format!("type name `{name}` is not a C identifier")));
+        }
+        if types.iter().any(|o| &o.name == name) {
+            return Err(ctx.err(t.name.span(), format!("type `{name}` declared twice")));
+        }
+        let layout = convert_layout(ctx, &t.fields, t.size, t.name.span())?;
+        // The program BTF is written in declaration order: a kptr in a local type may point to a
+        // type declared before it (or a kernel type), not to itself or a later one.
+        let later =
+            |p: &str| p == name || rc.types.iter().skip(types.len() + 1).any(|o| o.name.get_ref() == p);
+        for f in &layout.fields {
+            if let Some(FieldTarget::Pointee(p)) = &f.target {
+                if later(p) {
+                    return Err(ctx.err(
+                        t.name.span(),
+                        format!(
+                            "type `{name}`: kptr `{}` points to `{p}`, which is not declared before `{name}`",
+                            f.name
+                        ),
+                    ));
+                }
+            }
+        }
+        types.push(ObjType { name: name.clone(), layout });
+    }
     for (i, m) in maps.iter().enumerate() {
         if maps[..i].iter().any(|o| o.name == m.name) {
             return Err(ctx.err(
@@ -347,6 +398,7 @@ fn convert_case(ctx: &Ctx, src: &str, rc: RawCase, known_kfuncs: &[String]) -> R
         log_level: rc.log_level,
         maps,
         globals,
+        types,
         extern_kfuncs: rc.kfuncs,
         program,
         text: rc.text.into_inner(),
@@ -386,7 +438,7 @@ fn convert_map(ctx: &Ctx, m: &RawMap) -> Result<MapSpec, CaseError> {
         }
         ValueLayout {
             size: 4,
-            fields: vec![Field { name: "fd".into(), kind: FieldKind::Int, offset: 0, size: 4 }],
+            fields: vec![Field { name: "fd".into(), kind: FieldKind::Int, offset: 0, size: 4, target: None }],
         }
     } else {
         convert_layout(ctx, &m.fields, m.value_size, m.name.span())?
@@ -418,17 +470,13 @@ fn convert_layout(
     for f in fields {
         let span = f.span();
         let f = f.get_ref();
-        let (kind, natural, align) = match f.kind.as_str() {
-            "int" => (FieldKind::Int, f.size.unwrap_or(4), f.size.unwrap_or(4)),
-            "spin_lock" => (FieldKind::SpinLock, 4, 4),
-            "res_spin_lock" => (FieldKind::ResSpinLock, 4, 4),
-            other => {
-                return Err(ctx.err(
-                    span,
-                    format!("unknown field kind `{other}` (expected int, spin_lock or res_spin_lock)"),
-                ))
-            }
+        let Some(kind) = FieldKind::ALL.into_iter().find(|k| k.name() == f.kind) else {
+            let known: Vec<&str> = FieldKind::ALL.iter().map(|k| k.name()).collect();
+            return Err(
+                ctx.err(span, format!("unknown field kind `{}` (expected {})", f.kind, known.join(", ")))
+            );
         };
+        let (natural, align) = kind.size_align().unwrap_or((f.size.unwrap_or(4), f.size.unwrap_or(4)));
         if kind == FieldKind::Int && ![1, 2, 4, 8].contains(&natural) {
             return Err(
                 ctx.err(span, format!("field `{}`: int size must be 1, 2, 4 or 8, not {natural}", f.name))
@@ -437,6 +485,7 @@ fn convert_layout(
         if kind != FieldKind::Int && f.size.is_some_and(|s| s != natural) {
             return Err(ctx.err(span, format!("field `{}`: a {} is {natural} bytes", f.name, f.kind)));
         }
+        let target = field_target(kind, f).map_err(|m| ctx.err(span.clone(), m))?;
         let offset = f.offset.unwrap_or_else(|| next.div_ceil(align) * align);
         if offset % align != 0 {
             return Err(
@@ -454,7 +503,7 @@ fn convert_layout(
         }
         next = offset + natural;
         max_align = max_align.max(align);
-        out.push(Field { name: f.name.clone(), kind, offset, size: natural });
+        out.push(Field { name: f.name.clone(), kind, offset, size: natural, target });
     }
     let size = match value_size {
         Some(s) if s < next => {
@@ -466,6 +515,42 @@ fn convert_layout(
         None => next.div_ceil(max_align).max(1) * max_align,
     };
     Ok(ValueLayout { size, fields: out })
+}
+
+/// The `contains` / `pointee` of a field: required for graph roots and kptrs, refused elsewhere.
+fn field_target(kind: FieldKind, f: &RawField) -> Result<Option<FieldTarget>, String> {
+    let name = &f.name;
+    match (&f.contains, &f.pointee) {
+        (Some(_), _) if !kind.is_graph_root() => {
+            Err(format!("field `{name}`: `contains` is for list_head and rb_root fields"))
+        }
+        (_, Some(_)) if !kind.is_kptr() => {
+            Err(format!("field `{name}`: `pointee` is for kptr, kptr_untrusted and percpu_kptr fields"))
+        }
+        (Some(c), _) => match c.split_once(':') {
+            Some((t, n)) if is_ident(t) && is_ident(n) => {
+                Ok(Some(FieldTarget::Contains { type_name: t.into(), node: n.into() }))
+            }
+            _ => Err(format!("field `{name}`: contains = \"{c}\" (expected \"type:node_field\")")),
+        },
+        (None, Some(p)) if is_ident(p) => Ok(Some(FieldTarget::Pointee(p.clone()))),
+        (None, Some(p)) => Err(format!("field `{name}`: pointee `{p}` is not a C identifier")),
+        (None, None) if kind.is_graph_root() => Err(format!(
+            "field `{name}`: a {} needs `contains = \"type:node_field\"` (its __contains)",
+            kind.name()
+        )),
+        (None, None) if kind.is_kptr() => {
+            Err(format!("field `{name}`: a {} needs `pointee = \"struct_name\"`", kind.name()))
+        }
+        (None, None) => Ok(None),
+    }
+}
+
+/// A C identifier (BTF names of local types and fields must be).
+fn is_ident(s: &str) -> bool {
+    let mut c = s.chars();
+    c.next().is_some_and(|x| x.is_ascii_alphabetic() || x == '_')
+        && c.all(|x| x.is_ascii_alphanumeric() || x == '_')
 }
 
 #[cfg(test)]

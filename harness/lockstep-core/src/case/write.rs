@@ -4,7 +4,7 @@
 
 use std::fmt::Write;
 
-use super::{Case, FieldKind, MapType, ValueLayout, PROG_FLAGS};
+use super::{Case, FieldKind, FieldTarget, MapType, ValueLayout, PROG_FLAGS};
 
 /// A TOML basic string.
 fn q(s: &str) -> String {
@@ -29,7 +29,16 @@ fn fields(v: &ValueLayout) -> String {
                 f.size,
                 f.offset
             ),
-            k => format!("{{ name = {}, kind = \"{}\", offset = {} }}", q(&f.name), k.name(), f.offset),
+            k => {
+                let target = match &f.target {
+                    Some(FieldTarget::Contains { type_name, node }) => {
+                        format!(", contains = {}", q(&format!("{type_name}:{node}")))
+                    }
+                    Some(FieldTarget::Pointee(p)) => format!(", pointee = {}", q(p)),
+                    None => String::new(),
+                };
+                format!("{{ name = {}, kind = \"{}\", offset = {}{target} }}", q(&f.name), k.name(), f.offset)
+            }
         })
         .collect();
     format!("[{}]", fs.join(", "))
@@ -99,6 +108,12 @@ pub fn case_toml(c: &Case, comments: &[String]) -> String {
         let _ = writeln!(o, "\n[[case.global]]");
         let _ = writeln!(o, "section = {}", q(&m.name));
         let _ = writeln!(o, "fields = {}", fields(&m.value));
+    }
+    for t in &c.types {
+        let _ = writeln!(o, "\n[[case.type]]");
+        let _ = writeln!(o, "name = {}", q(&t.name));
+        let _ = writeln!(o, "size = {}", t.layout.size);
+        let _ = writeln!(o, "fields = {}", fields(&t.layout));
     }
     for (p, e) in &c.expect {
         let _ = writeln!(o, "\n[case.expect.{}]", q(p));

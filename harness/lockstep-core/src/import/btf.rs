@@ -12,7 +12,10 @@ pub enum Kind {
         size: u32,
         signed: bool,
     },
-    Ptr,
+    /// A pointer to type `to`.
+    Ptr {
+        to: u32,
+    },
     Array {
         elem: u32,
         nelems: u32,
@@ -29,8 +32,10 @@ pub enum Kind {
         size: u32,
     },
     Fwd,
-    /// Typedef, volatile, const, restrict, type tag: a reference to another type.
+    /// Typedef, volatile, const, restrict: a reference to another type.
     Modifier(u32),
+    /// A type tag (`__attribute__((btf_type_tag("kptr")))`; the tag is the type's name) on `u32`.
+    TypeTag(u32),
     Func {
         proto: u32,
         global: bool,
@@ -138,7 +143,7 @@ impl Btf {
                     let extra = r.u32()?;
                     Kind::Int { size: size_type, signed: (extra >> 24) & 1 == 1 }
                 }
-                2 => Kind::Ptr,
+                2 => Kind::Ptr { to: size_type },
                 3 => {
                     let elem = r.u32()?;
                     let _index = r.u32()?;
@@ -165,7 +170,8 @@ impl Btf {
                     Kind::Enum { size: size_type }
                 }
                 7 => Kind::Fwd,
-                8..=11 | 18 => Kind::Modifier(size_type),
+                8..=11 => Kind::Modifier(size_type),
+                18 => Kind::TypeTag(size_type),
                 12 => Kind::Func { proto: size_type, global: vlen == 1 },
                 13 => {
                     let mut params = Vec::new();
@@ -214,7 +220,7 @@ impl Btf {
     pub fn resolve(&self, mut id: u32) -> u32 {
         for _ in 0..32 {
             match self.get(id).map(|t| &t.kind) {
-                Some(Kind::Modifier(t)) => id = *t,
+                Some(Kind::Modifier(t) | Kind::TypeTag(t)) => id = *t,
                 _ => break,
             }
         }
@@ -246,6 +252,23 @@ impl Btf {
             .collect()
     }
 
+    /// The decl tags on member `component` of struct `id` (or on a `VAR` with component -1), in order.
+    pub fn member_decl_tags(&self, id: u32, component: i32) -> Vec<&str> {
+        self.types
+            .iter()
+            .filter(|t| matches!(t.kind, Kind::DeclTag { target, component: c } if target == id && c == component))
+            .map(|t| t.name.as_str())
+            .collect()
+    }
+
+    /// The id of the struct named `name`, if the BTF has one.
+    pub fn struct_named(&self, name: &str) -> Option<u32> {
+        self.types
+            .iter()
+            .position(|t| t.name == name && matches!(t.kind, Kind::Struct { .. }))
+            .map(|i| i as u32)
+    }
+
     /// The C type of `id` (sizes and member offsets as BTF gives them).
     pub fn ctype(&self, id: u32) -> Result<CType, BtfError> {
         self.ctype_depth(id, 0)
@@ -260,7 +283,7 @@ impl Btf {
         Ok(match &t.kind {
             Kind::Int { size, signed } => CType::Int { size: *size as u64, signed: *signed },
             Kind::Enum { size } | Kind::Float { size } => CType::Int { size: *size as u64, signed: false },
-            Kind::Ptr => CType::Ptr,
+            Kind::Ptr { .. } => CType::Ptr,
             Kind::Array { elem, nelems } => {
                 CType::Array { elem: Box::new(self.ctype_depth(*elem, depth + 1)?), len: *nelems as u64 }
             }

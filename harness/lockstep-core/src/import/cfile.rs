@@ -369,14 +369,19 @@ pub(crate) fn map_spec(defs: &CDefs, name: &str, body: &[Tok]) -> Result<MapSpec
 pub fn value_layout(t: &CType) -> Result<ValueLayout, String> {
     let mut fields = Vec::new();
     match t {
-        CType::Int { size, .. } if matches!(size, 1 | 2 | 4 | 8) => {
-            fields.push(Field { name: "value".into(), kind: FieldKind::Int, offset: 0, size: *size as u32 })
-        }
+        CType::Int { size, .. } if matches!(size, 1 | 2 | 4 | 8) => fields.push(Field {
+            name: "value".into(),
+            kind: FieldKind::Int,
+            offset: 0,
+            size: *size as u32,
+            target: None,
+        }),
         CType::Record { .. } if lock_kind(t).is_some() => fields.push(Field {
             name: "lock".into(),
             kind: lock_kind(t).expect("checked"),
             offset: 0,
             size: 4,
+            target: None,
         }),
         CType::Record { members, .. } => {
             for m in members {
@@ -390,15 +395,21 @@ pub fn value_layout(t: &CType) -> Result<ValueLayout, String> {
                         kind: FieldKind::Int,
                         offset: m.offset as u32,
                         size: *size as u32,
+                        target: None,
                     }),
-                    CType::Ptr => {
-                        fields.push(Field { name, kind: FieldKind::Int, offset: m.offset as u32, size: 8 })
-                    }
+                    CType::Ptr => fields.push(Field {
+                        name,
+                        kind: FieldKind::Int,
+                        offset: m.offset as u32,
+                        size: 8,
+                        target: None,
+                    }),
                     r @ CType::Record { .. } if lock_kind(r).is_some() => fields.push(Field {
                         name,
                         kind: lock_kind(r).expect("checked"),
                         offset: m.offset as u32,
                         size: 4,
+                        target: None,
                     }),
                     other if contains_lock(other) => {
                         return Err(format!(

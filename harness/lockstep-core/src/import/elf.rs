@@ -350,6 +350,7 @@ fn program_case(
         v.dedup();
         v
     };
+    let types = super::special::contained_types(btf, &maps)?;
     Ok(Case {
         name: name.to_string(),
         file: file.to_string(),
@@ -360,6 +361,7 @@ fn program_case(
         log_level,
         maps,
         globals,
+        types,
         extern_kfuncs,
         text: disassemble(&program),
         program,
@@ -471,6 +473,7 @@ fn map_spec(
     };
     let value = if value_id != 0 {
         let mut v = value_layout(&btf.ctype(value_id).map_err(|x| x.to_string())?)?;
+        super::special::merge(&mut v, super::special::struct_fields(btf, value_id, 0, None));
         v.size = m.value_size();
         v
     } else {
@@ -498,6 +501,7 @@ fn datasec_layout(
 ) -> Result<ValueLayout, String> {
     let Some(Kind::Datasec { entries }) = btf.get(id).map(|t| &t.kind) else { unreachable!("a datasec id") };
     let mut fields = Vec::new();
+    let mut special = Vec::new();
     for &(var, off, _size) in entries {
         let Some(t) = btf.get(var) else { continue };
         let Kind::Var { ty } = t.kind else { continue };
@@ -508,9 +512,12 @@ fn datasec_layout(
             let name = if single { t.name.clone() } else { format!("{}_{}", t.name, f.name) };
             fields.push(Field { name, offset: f.offset + off, ..f });
         }
+        special.extend(super::special::var_fields(btf, var, &t.name, ty, off));
     }
     fields.sort_by_key(|f| f.offset);
-    Ok(ValueLayout { size, fields })
+    let mut layout = ValueLayout { size, fields };
+    super::special::merge(&mut layout, special);
+    Ok(layout)
 }
 
 /// A copy of the ELF64 little-endian `bytes` with sections `which` renamed to `new_name`: the

@@ -20,6 +20,7 @@ pub mod elf;
 mod elf_check;
 pub mod sec;
 pub mod selftests;
+pub mod special;
 
 use ctypes::CDefs;
 

@@ -264,6 +264,7 @@ fn convert(
         log_level: spec.log_level.as_deref().and_then(|l| l.parse().ok()).filter(|l| *l <= 2).unwrap_or(0),
         maps,
         globals,
+        types: Vec::new(),
         extern_kfuncs: kfuncs,
         program: Program::default(),
         text,

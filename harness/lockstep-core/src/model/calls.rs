@@ -492,7 +492,7 @@ impl Machine<'_> {
                 .stack
                 .constant_key(off, spec.key_size)
                 .is_some_and(|k| k >= 0 && k < spec.max_entries as i64);
-        let has_lock = spec.btf && spec.value.fields.iter().any(|f| f.kind != FieldKind::Int);
+        let has_lock = spec.btf && spec.value.has_lock();
         let id = if !elide || has_lock { self.fresh_id() } else { 0 };
         if matches!(spec.map_type, MapType::ProgArray) {
             return Err(Stop::Unsupported("lookup in a prog_array".into()));

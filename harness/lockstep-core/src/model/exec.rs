@@ -4,6 +4,7 @@ use std::collections::BTreeMap;
 
 use super::access::{check_region, is_aligned, tnum_const_str, Region, RegionError, BPF_MAX_VAR_OFF};
 use super::scalar::{CmpOp, Scalar};
+use super::special::{self, FieldAccess, KptrError};
 use super::state::{Frame, Reg, State};
 use super::{cfg, fields};
 use super::{ModelOptions, Rule, Step, Stop, STEP_BUDGET};
@@ -153,6 +154,21 @@ impl<'a> Machine<'a> {
             if locked && !allowed {
                 return Err(Stop::Reject(None, map_create_refused(&m.name, EOPNOTSUPP)));
             }
+            // btf_parse_fields() fails before map_check_btf() looks at the map type: an error record.
+            if let Some(why) = m.btf.then(|| special::record_error(&m.value, &self.case.types)).flatten() {
+                return Err(Stop::Unsupported(format!(
+                    "map `{}` has an error BTF record (not modelled): {why}",
+                    m.name
+                )));
+            }
+            let refused = m.value.fields.iter().any(|f| {
+                special::in_map_record(f.kind)
+                    && !f.kind.is_lock()
+                    && !special::map_type_allows(f.kind, m.map_type)
+            });
+            if m.btf && refused {
+                return Err(Stop::Reject(None, map_create_refused(&m.name, EOPNOTSUPP)));
+            }
         }
         if self.case.sleepable && self.case.prog_type != ProgType::Syscall {
             return Err(Stop::Unsupported("sleepable is modelled for the syscall program type only".into()));
@@ -245,6 +261,12 @@ impl<'a> Machine<'a> {
         };
         let m = self.map(mi);
         let has = |k| m.btf && m.value.field_of(k).is_some();
+        if (has(FieldKind::ListHead) || has(FieldKind::RbRoot))
+            && self.profile.tracing_prog_types.contains(&self.case.prog_type)
+            && self.on(Rule::ProgTypeCompat)
+        {
+            return Err(Stop::Reject(None, special::TRACING_GRAPH_ROOT.into()));
+        }
         if (has(FieldKind::SpinLock) || has(FieldKind::ResSpinLock))
             && self.case.prog_type == ProgType::SocketFilter
             && self.on(Rule::ProgTypeCompat)
@@ -262,7 +284,7 @@ impl<'a> Machine<'a> {
         {
             return Err(Stop::Reject(None, self.profile.messages.tracing_lock.clone()));
         }
-        if m.btf && m.value.fields.iter().filter(|f| f.kind != FieldKind::Int).count() > 1 {
+        if m.btf && m.value.fields.iter().filter(|f| f.kind.is_lock()).count() > 1 {
             return Err(Stop::Unsupported("a map value with more than one lock fails map creation".into()));
         }
         Ok(())
@@ -659,15 +681,31 @@ impl<'a> Machine<'a> {
                         return self.reject(pc, self.msg(&m.map_value_oob, &args));
                     }
                 };
-                if spec.btf && self.on(Rule::DirectAccess) {
-                    for f in &spec.value.fields {
-                        let kind = match f.kind {
-                            FieldKind::SpinLock => "bpf_spin_lock",
-                            FieldKind::ResSpinLock => "bpf_res_spin_lock",
-                            FieldKind::Int => continue,
-                        };
-                        if lo < (f.offset + f.size) as i64 && (f.offset as i64) < hi {
+                if spec.btf {
+                    let locks = self.on(Rule::DirectAccess);
+                    match special::check_access(spec, lo, hi, var_const, size, locks) {
+                        FieldAccess::Plain => {}
+                        FieldAccess::Direct(kind) => {
                             return self.reject(pc, self.msg(&m.direct_access, &[("kind", kind.into())]));
+                        }
+                        FieldAccess::BadKptr { kind, error } => {
+                            let (fmt, args) = match error {
+                                KptrError::VarOff => (&m.kptr_var_off, vec![]),
+                                KptrError::Misaligned { expected, off } => (
+                                    &m.kptr_misaligned,
+                                    vec![("expected", expected.to_string()), ("off", off.to_string())],
+                                ),
+                                KptrError::Size => (&m.kptr_size, vec![]),
+                            };
+                            let mut args = args;
+                            args.push(("kind", kind.to_string()));
+                            return self.reject(pc, self.msg(fmt, &args));
+                        }
+                        FieldAccess::Kptr(at) => {
+                            return Err(Stop::Unsupported(format!(
+                                "{} of the kptr field at offset {at} (check_map_kptr_access) is not modelled",
+                                if value.is_some() { "store" } else { "load" }
+                            )))
                         }
                     }
                 }
@@ -805,7 +843,7 @@ impl<'a> Machine<'a> {
         match r {
             Reg::MapValue { map, .. } => {
                 let m = self.map(*map);
-                m.btf && m.value.fields.iter().any(|f| f.kind != FieldKind::Int)
+                m.btf && m.value.has_lock()
             }
             _ => false,
         }

@@ -12,6 +12,7 @@ mod cfg;
 mod exec;
 mod fields;
 mod scalar;
+mod special;
 mod state;
 
 pub use calls::kfunc_allowed_under_lock;

@@ -15,8 +15,8 @@ fn lock_map(name: &str, btf: bool) -> MapSpec {
         value: ValueLayout {
             size: 8,
             fields: vec![
-                Field { name: "cnt".into(), kind: FieldKind::Int, offset: 0, size: 4 },
-                Field { name: "lock".into(), kind: FieldKind::SpinLock, offset: 4, size: 4 },
+                Field { name: "cnt".into(), kind: FieldKind::Int, offset: 0, size: 4, target: None },
+                Field { name: "lock".into(), kind: FieldKind::SpinLock, offset: 4, size: 4, target: None },
             ],
         },
         btf,

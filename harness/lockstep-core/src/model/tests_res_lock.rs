@@ -15,8 +15,8 @@ fn res_map(name: &str, kind: FieldKind) -> MapSpec {
         value: ValueLayout {
             size: 8,
             fields: vec![
-                Field { name: "cnt".into(), kind: FieldKind::Int, offset: 0, size: 4 },
-                Field { name: "lock".into(), kind, offset: 4, size: 4 },
+                Field { name: "cnt".into(), kind: FieldKind::Int, offset: 0, size: 4, target: None },
+                Field { name: "lock".into(), kind, offset: 4, size: 4, target: None },
             ],
         },
         btf: true,

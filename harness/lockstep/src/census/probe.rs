@@ -115,6 +115,7 @@ pub fn probe_case(kfunc: &str, prog_type: ProgType, probe: Probe) -> Case {
         log_level: 0,
         maps,
         globals: Vec::new(),
+        types: Vec::new(),
         extern_kfuncs: Vec::new(),
         program,
         text: template.replace(PLACEHOLDER, kfunc),
@@ -136,8 +137,8 @@ fn lock_map() -> MapSpec {
         value: ValueLayout {
             size: 8,
             fields: vec![
-                Field { name: "cnt".into(), kind: FieldKind::Int, offset: 0, size: 4 },
-                Field { name: "lock".into(), kind: FieldKind::SpinLock, offset: 4, size: 4 },
+                Field { name: "cnt".into(), kind: FieldKind::Int, offset: 0, size: 4, target: None },
+                Field { name: "lock".into(), kind: FieldKind::SpinLock, offset: 4, size: 4, target: None },
             ],
         },
         btf: true,

@@ -109,3 +109,116 @@ proptest::proptest! {
         let _ = parse(&src);
     }
 }
+
+const GRAPH: &str = r#"
+[[case]]
+name = "graph"
+prog_type = "sched_cls"
+text = '''
+r0 = 0
+exit
+'''
+
+[[case.map]]
+name = "m"
+fields = [
+    { name = "lock", kind = "spin_lock" },
+    { name = "obj", kind = "kptr", pointee = "node_data" },
+    { name = "head", kind = "list_head", contains = "node_data:l" },
+    { name = "root", kind = "rb_root", contains = "node_data:r" },
+]
+
+[[case.type]]
+name = "node_data"
+fields = [
+    { name = "key", kind = "int", size = 8 },
+    { name = "ref", kind = "refcount" },
+    { name = "l", kind = "list_node" },
+    { name = "r", kind = "rb_node" },
+    { name = "u", kind = "kptr_untrusted", pointee = "task_struct" },
+    { name = "p", kind = "percpu_kptr", pointee = "val_t" },
+]
+"#;
+
+#[test]
+fn graph_roots_kptrs_and_local_types_take_their_uapi_sizes_and_alignments() {
+    let c = &parse(GRAPH).unwrap()[0];
+    let offs: Vec<(FieldKind, u32, u32)> =
+        c.maps[0].value.fields.iter().map(|f| (f.kind, f.offset, f.size)).collect();
+    // include/uapi/linux/bpf.h: bpf_list_head / bpf_rb_root are 16 bytes, 8-aligned.
+    assert_eq!(
+        offs,
+        [
+            (FieldKind::SpinLock, 0, 4),
+            (FieldKind::Kptr, 8, 8),
+            (FieldKind::ListHead, 16, 16),
+            (FieldKind::RbRoot, 32, 16)
+        ]
+    );
+    assert_eq!(c.maps[0].value.size, 48);
+    let head = &c.maps[0].value.fields[2];
+    assert_eq!(head.target, Some(FieldTarget::Contains { type_name: "node_data".into(), node: "l".into() }));
+    assert_eq!(c.maps[0].value.fields[1].target, Some(FieldTarget::Pointee("node_data".into())));
+    let t = &c.types[0];
+    assert_eq!(t.name, "node_data");
+    let offs: Vec<(FieldKind, u32)> = t.layout.fields.iter().map(|f| (f.kind, f.offset)).collect();
+    // bpf_refcount is 4 bytes, bpf_list_node 24, bpf_rb_node 32 (8-aligned).
+    assert_eq!(
+        offs,
+        [
+            (FieldKind::Int, 0),
+            (FieldKind::Refcount, 8),
+            (FieldKind::ListNode, 16),
+            (FieldKind::RbNode, 40),
+            (FieldKind::KptrUntrusted, 72),
+            (FieldKind::PercpuKptr, 80),
+        ]
+    );
+    assert_eq!(t.layout.size, 88);
+}
+
+#[test]
+fn graph_fields_round_trip_through_the_writer() {
+    let c = &parse(GRAPH).unwrap()[0];
+    let again = parse(&crate::case::write::case_toml(c, &[])).unwrap();
+    assert_eq!((&again[0].maps, &again[0].types), (&c.maps, &c.types));
+}
+
+#[test]
+fn a_graph_root_without_contains_and_misplaced_targets_are_located_errors() {
+    let field = |f: &str| GOOD.replace(r#"{ name = "lock", kind = "spin_lock" }"#, f);
+    let e = parse(&field(r#"{ name = "h", kind = "list_head" }"#)).unwrap_err();
+    assert!(e.message.contains("needs `contains"), "{e}");
+    assert_eq!(e.line, 12, "the `fields` line");
+    let e = parse(&field(r#"{ name = "h", kind = "list_head", contains = "foo" }"#)).unwrap_err();
+    assert!(e.message.contains("expected \"type:node_field\""), "{e}");
+    let e = parse(&field(r#"{ name = "k", kind = "kptr" }"#)).unwrap_err();
+    assert!(e.message.contains("needs `pointee"), "{e}");
+    let e = parse(&field(r#"{ name = "l", kind = "spin_lock", pointee = "x" }"#)).unwrap_err();
+    assert!(e.message.contains("`pointee` is for kptr"), "{e}");
+    let e = parse(&field(r#"{ name = "l", kind = "list_node", size = 16 }"#)).unwrap_err();
+    assert!(e.message.contains("a list_node is 24 bytes"), "{e}");
+    let e = parse(&field(r#"{ name = "l", kind = "list_nod" }"#)).unwrap_err();
+    assert!(e.message.contains("unknown field kind `list_nod`"), "{e}");
+}
+
+#[test]
+fn a_type_declared_twice_is_an_error() {
+    let src = format!("{GOOD}\n[[case.type]]\nname = \"t\"\n\n[[case.type]]\nname = \"t\"\n");
+    // The [[case.type]] tables after [case.expect."7.3"] still belong to the case.
+    let e = parse(&src).unwrap_err();
+    assert!(e.message.contains("type `t` declared twice"), "{e}");
+}
+
+#[test]
+fn a_kptr_to_its_own_or_a_later_local_type_is_an_error() {
+    let t = |ty: &str, pointee: &str| {
+        format!("\n[[case.type]]\nname = \"{ty}\"\nfields = [{{ name = \"k\", kind = \"kptr\", pointee = \"{pointee}\" }}]\n")
+    };
+    let ok = format!("{GOOD}{}{}", t("a", "task_struct"), t("b", "a"));
+    assert!(parse(&ok).is_ok());
+    let e = parse(&format!("{GOOD}{}", t("a", "a"))).unwrap_err();
+    assert!(e.message.contains("type `a`: kptr `k` points to `a`, which is not declared before `a`"), "{e}");
+    let e = parse(&format!("{GOOD}{}{}", t("a", "b"), t("b", "task_struct"))).unwrap_err();
+    assert!(e.message.contains("points to `b`"), "{e}");
+}

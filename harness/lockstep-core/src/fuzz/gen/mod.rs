@@ -77,6 +77,7 @@ impl Generator {
             log_level: 0,
             maps: b.maps,
             globals: b.globals,
+            types: Vec::new(),
             extern_kfuncs: vec![],
             program,
             text,
@@ -406,7 +407,7 @@ fn lock_capable(t: ProgType) -> bool {
 }
 
 fn field(name: &str, kind: FieldKind, offset: u32, size: u32) -> Field {
-    Field { name: name.into(), kind, offset, size }
+    Field::new(name, kind, offset, size)
 }
 
 /// A value layout with one lock (of `kind`) among int fields.

@@ -61,8 +61,14 @@ fn map_with_lock_in_value() {
     assert_eq!((m.key_size, m.max_entries, m.value.size), (4, 1, 8));
     assert!(m.btf);
     // struct val { int cnt; struct bpf_spin_lock l; };
-    assert_eq!(m.value.fields[0], Field { name: "cnt".into(), kind: FieldKind::Int, offset: 0, size: 4 });
-    assert_eq!(m.value.fields[1], Field { name: "l".into(), kind: FieldKind::SpinLock, offset: 4, size: 4 });
+    assert_eq!(
+        m.value.fields[0],
+        Field { name: "cnt".into(), kind: FieldKind::Int, offset: 0, size: 4, target: None }
+    );
+    assert_eq!(
+        m.value.fields[1],
+        Field { name: "l".into(), kind: FieldKind::SpinLock, offset: 4, size: 4, target: None }
+    );
 }
 
 #[test]
