@@ -235,7 +235,8 @@ pub struct Expectation {
     /// Where the expectation comes from (a verifier.c function, a kernel run).
     pub source: Option<String>,
     /// Selftest `__msg` patterns: each must occur in the verifier's output, in this order
-    /// (substring match, as `test_loader.c` does on the log). See [`crate::corpus::msgs_match`].
+    /// (substring, or verbatim text with `{{regex}}` parts, as `test_loader.c` matches the log).
+    /// See [`crate::msgpat`].
     #[serde(default)]
     pub msgs: Vec<String>,
 }

@@ -108,16 +108,10 @@ pub fn log_only_msgs<'a>(case: &'a Case, profile: &str) -> &'a [String] {
 }
 
 /// Whether every pattern occurs in `text`, in order, each after the end of the previous one
-/// (`test_loader.c`'s `validate_msgs()` for plain-substring `__msg` patterns).
+/// (`test_loader.c`'s `validate_msgs()`: plain substrings, or `{{regex}}` parts; see
+/// [`crate::msgpat`]).
 pub fn msgs_match(patterns: &[String], text: &str) -> bool {
-    let mut rest = text;
-    for p in patterns {
-        match rest.find(p.as_str()) {
-            Some(i) => rest = &rest[i + p.len()..],
-            None => return false,
-        }
-    }
-    true
+    crate::msgpat::all_match_in_order(patterns, text)
 }
 
 /// Runs the model on every case for every profile.

@@ -16,9 +16,10 @@ use crate::verdict::VerdictKind;
 pub struct ModeSpec {
     /// `Some(true)`: `__failure`; `Some(false)`: `__success`.
     pub failure: Option<bool>,
-    /// `__msg` patterns, in order.
+    /// `__msg` patterns, in order (a `__regex(r)` is stored as `{{r}}`, see [`crate::msgpat`]).
     pub msgs: Vec<String>,
-    /// Whether a pattern uses a regular expression (`__regex`, or `{{...}}` in `__msg`).
+    /// Whether a pattern uses a regular expression (`__regex`, or `{{...}}` in `__msg`); the
+    /// patterns are matched as `test_loader.c` does ([`crate::msgpat`]).
     pub regex: bool,
     /// `__retval(...)` as written.
     pub retval: Option<String>,
@@ -172,8 +173,15 @@ impl TestSpec {
                     s.unprivileged.regex |= has_regex;
                     s.unprivileged.msgs.push(v);
                 }
-                "test_expect_regex" => s.privileged.regex = true,
-                "test_expect_regex_unpriv" => s.unprivileged.regex = true,
+                // 6.12's `__regex("r")`: one whole regex, test_loader compiles it as `{{r}}`
+                "test_expect_regex" => {
+                    s.privileged.regex = true;
+                    s.privileged.msgs.push(crate::msgpat::whole_regex(&v));
+                }
+                "test_expect_regex_unpriv" => {
+                    s.unprivileged.regex = true;
+                    s.unprivileged.msgs.push(crate::msgpat::whole_regex(&v));
+                }
                 "test_description" => s.description = Some(v),
                 "test_retval" => s.privileged.retval = Some(v),
                 "test_retval_unpriv" => s.unprivileged.retval = Some(v),
@@ -247,7 +255,7 @@ impl TestSpec {
 
     /// The privileged-mode expectations: `default_profile`'s from the selftest annotations (if
     /// the test runs privileged), overridden per profile by lockstep's own annotations.
-    /// Err if a pattern needs a regular expression.
+    /// Err if a pattern does not compile (test_loader fails such a test too).
     pub fn expectations(
         &self,
         default_profile: &str,
@@ -255,9 +263,7 @@ impl TestSpec {
     ) -> Result<BTreeMap<String, Expectation>, String> {
         let mut out = BTreeMap::new();
         let to_exp = |m: &ModeSpec, src: String| -> Result<Expectation, String> {
-            if m.regex {
-                return Err("a __msg/__regex pattern is a regular expression (not supported)".into());
-            }
+            crate::msgpat::validate(&m.msgs).map_err(|e| format!("__msg: {e}"))?;
             let verdict = if m.failure == Some(true) { VerdictKind::Reject } else { VerdictKind::Accept };
             Ok(Expectation {
                 verdict,
@@ -385,9 +391,24 @@ mod tests {
     }
 
     #[test]
-    fn regex_patterns_are_refused() {
-        let s = TestSpec::from_annotations(["test_expect_failure", "test_expect_msg=R{{[0-9]}} invalid"]);
-        assert!(s.expectations("7.3", "f").unwrap_err().contains("regular expression"));
+    fn regex_patterns_are_expectations() {
+        // progs/refcounted_kptr_fail.c:79
+        let s = TestSpec::from_annotations([
+            "test_expect_failure",
+            "test_expect_msg=Unreleased reference id=4 alloc_insn={{[0-9]+}}",
+        ]);
+        assert!(s.privileged.regex);
+        let e = s.expectations("7.3", "f").unwrap();
+        assert_eq!(e["7.3"].msgs, vec!["Unreleased reference id=4 alloc_insn={{[0-9]+}}"]);
+        assert!(crate::corpus::msgs_match(&e["7.3"].msgs, "Unreleased reference id=4 alloc_insn=17"));
+        // 6.12's __regex: one whole regex
+        let s = TestSpec::from_annotations(["test_expect_failure", "test_expect_regex=R[0-9] !read_ok"]);
+        let e = s.expectations("6.12", "f").unwrap();
+        assert_eq!(e["6.12"].msgs, vec!["{{R[0-9] !read_ok}}"]);
+        assert!(crate::corpus::msgs_match(&e["6.12"].msgs, "R7 !read_ok"));
+        // a pattern test_loader cannot compile is an error, not a silent pass
+        let s = TestSpec::from_annotations(["test_expect_failure", "test_expect_msg=R{{[0-9] invalid"]);
+        assert!(s.expectations("7.3", "f").unwrap_err().contains("closing"));
     }
 
     #[test]
