@@ -86,8 +86,62 @@ pub fn kernel_meets_expectation(case: &Case, profile: &str, r: &crate::proto::Ke
     if e.verdict == VerdictKind::Unsupported {
         return None;
     }
-    let Some(log) = &r.log else { return meets_expectation(case, profile, &r.verdict) };
-    Some(meets_verdict(e, &r.verdict) && msgs_match(&e.msgs, log))
+    let retval_ok = !matches!(retval_met(e, r), RetvalMet::NotMet { .. });
+    let Some(log) = &r.log else { return Some(meets_expectation(case, profile, &r.verdict)? && retval_ok) };
+    Some(meets_verdict(e, &r.verdict) && msgs_match(&e.msgs, log) && retval_ok)
+}
+
+/// Whether a kernel result meets an expectation's `__retval` (test_loader.c: checked only when
+/// the test run happened; a run the kernel refused is reported, not counted as a mismatch).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum RetvalMet {
+    /// No `__retval` expected.
+    NotExpected,
+    /// The program returned the expected value (or any value, for `POINTER_VALUE`).
+    Met { retval: i64 },
+    /// It returned another value.
+    NotMet { retval: i64, expected: i64 },
+    /// It was not run: why.
+    NotRun(String),
+}
+
+impl RetvalMet {
+    /// The row's text: `met (0)`, `not met: returned 1, expected 0`, `not run: ...`.
+    pub fn describe(&self) -> Option<String> {
+        match self {
+            RetvalMet::NotExpected => None,
+            RetvalMet::Met { retval } => Some(format!("met ({retval})")),
+            RetvalMet::NotMet { retval, expected } => {
+                Some(format!("not met: returned {retval}, expected {expected}"))
+            }
+            RetvalMet::NotRun(why) => Some(format!("not run: {why}")),
+        }
+    }
+}
+
+/// [`RetvalMet`] of kernel result `r` against expectation `e`. The return value is compared as
+/// test_loader.c does: as a C `int` (`0xffffffff` is `-1`).
+pub fn retval_met(e: &Expectation, r: &crate::proto::KernelResult) -> RetvalMet {
+    use crate::proto::TestRun;
+    let Some(expected) = e.retval else { return RetvalMet::NotExpected };
+    match &r.test_run {
+        Some(TestRun::Ran { retval }) => {
+            let got = *retval as i32 as i64;
+            let expected_int = expected as u32 as i32 as i64;
+            if expected == crate::case::RETVAL_ANY || got == expected_int {
+                RetvalMet::Met { retval: got }
+            } else {
+                RetvalMet::NotMet { retval: got, expected }
+            }
+        }
+        Some(TestRun::Refused { errno, errno_name }) => {
+            RetvalMet::NotRun(format!("BPF_PROG_TEST_RUN failed: {errno_name} ({errno})"))
+        }
+        None if r.verdict.verdict != VerdictKind::Accept => {
+            RetvalMet::NotRun("the program did not load".into())
+        }
+        None => RetvalMet::NotRun("the loader ran no test (not an object program)".into()),
+    }
 }
 
 /// Verdict, instruction and first message line (the parts a verdict always carries).
@@ -170,6 +224,42 @@ mod tests {
     }
 
     #[test]
+    fn retvals_compare_as_c_ints() {
+        use crate::proto::{KernelResult, TestRun};
+        let e = |retval: i64| Expectation {
+            verdict: VerdictKind::Accept,
+            insn: None,
+            message: None,
+            source: None,
+            msgs: vec![],
+            retval: Some(retval),
+        };
+        let r = |t: Option<TestRun>| KernelResult {
+            case: "c".into(),
+            verdict: Verdict::accept(),
+            errno: 0,
+            log: None,
+            verification_usec: None,
+            insns_processed: None,
+            setup_error: None,
+            test_run: t,
+        };
+        let ran = |v: u32| r(Some(TestRun::Ran { retval: v }));
+        assert_eq!(retval_met(&e(0), &ran(0)), RetvalMet::Met { retval: 0 });
+        assert_eq!(retval_met(&e(-1), &ran(u32::MAX)), RetvalMet::Met { retval: -1 });
+        assert_eq!(retval_met(&e(579), &ran(84)), RetvalMet::NotMet { retval: 84, expected: 579 });
+        assert_eq!(retval_met(&e(crate::case::RETVAL_ANY), &ran(7)), RetvalMet::Met { retval: 7 });
+        let refused = r(Some(TestRun::Refused { errno: 524, errno_name: "ENOTSUPP".into() }));
+        assert!(matches!(retval_met(&e(0), &refused), RetvalMet::NotRun(w) if w.contains("ENOTSUPP")));
+        let no_retval = Expectation { retval: None, ..e(0) };
+        assert_eq!(retval_met(&no_retval, &ran(3)), RetvalMet::NotExpected);
+        assert_eq!(
+            RetvalMet::NotMet { retval: 84, expected: 579 }.describe().unwrap(),
+            "not met: returned 84, expected 579"
+        );
+    }
+
+    #[test]
     fn msgs_match_in_order() {
         let p = |v: &[&str]| v.iter().map(|s| s.to_string()).collect::<Vec<_>>();
         assert!(msgs_match(
@@ -210,6 +300,7 @@ mod tests {
             verification_usec: None,
             insns_processed: None,
             setup_error: None,
+            test_run: None,
         };
         assert_eq!(kernel_meets_expectation(&c, "7.3", &r(Some("28: (bf) r1 = r9\n29: safe\n"))), Some(true));
         assert_eq!(kernel_meets_expectation(&c, "7.3", &r(Some("28: (bf) r1 = r9\n"))), Some(false));
@@ -227,6 +318,7 @@ mod tests {
             verification_usec: None,
             insns_processed: None,
             setup_error: None,
+            test_run: None,
         };
         assert_eq!(kernel_meets_expectation(&c, "7.3", &kernel), None);
         assert_eq!(

@@ -644,6 +644,7 @@ fn write_finding(
                 message: if kr.verdict.verdict == VerdictKind::Reject { first(&kr.verdict.message) } else { None },
                 source: Some(format!("{} (lockstep fuzz)", oracle.kernel())),
                 msgs: Vec::new(),
+                retval: None,
             };
             case.expect.insert(profile.name.clone(), e);
         }

@@ -54,6 +54,7 @@ fn result(case: &str, v: Verdict) -> KernelResult {
         verification_usec: None,
         insns_processed: None,
         setup_error: None,
+        test_run: None,
     }
 }
 

@@ -336,7 +336,14 @@ fn convert_case(ctx: &Ctx, src: &str, rc: RawCase, known_kfuncs: &[String]) -> R
         }
         expect.insert(
             profile,
-            Expectation { verdict, insn: e.insn, message: e.message, source: e.source, msgs: e.msgs },
+            Expectation {
+                verdict,
+                insn: e.insn,
+                message: e.message,
+                source: e.source,
+                msgs: e.msgs,
+                retval: None,
+            },
         );
     }
     let (line, _) = ctx.index.locate(rc.name.span().start);

@@ -173,6 +173,7 @@ fn result(v: Verdict) -> crate::proto::KernelResult {
         verification_usec: None,
         insns_processed: None,
         setup_error: None,
+        test_run: None,
     }
 }
 

@@ -53,6 +53,33 @@ pub struct TestSpec {
     pub unknown: Vec<String>,
 }
 
+/// A `__retval(...)` value as test_loader.c's `parse_retval()` reads it: `_INT_MIN`, or an
+/// integer in C syntax (`strtol(.., 0)`: decimal, `0x` hex, leading `0` octal, a sign) that fits
+/// an `int`; test_loader's `POINTER_VALUE` (0xbadcafe) is [`crate::case::RETVAL_ANY`].
+pub fn parse_retval(s: &str) -> Result<i64, String> {
+    let t = s.trim();
+    if t == "_INT_MIN" {
+        return Ok(i32::MIN as i64);
+    }
+    let (neg, digits) = match t.strip_prefix('-') {
+        Some(d) => (true, d),
+        None => (false, t.strip_prefix('+').unwrap_or(t)),
+    };
+    let v = if let Some(h) = digits.strip_prefix("0x").or_else(|| digits.strip_prefix("0X")) {
+        i64::from_str_radix(h, 16)
+    } else if digits.len() > 1 && digits.starts_with('0') {
+        i64::from_str_radix(&digits[1..], 8)
+    } else {
+        digits.parse::<i64>()
+    }
+    .map_err(|_| format!("__retval({s}) is not an integer"))?;
+    let v = if neg { -v } else { v };
+    if v < i32::MIN as i64 || v > u32::MAX as i64 {
+        return Err(format!("__retval({s}) does not fit a 32-bit return value"));
+    }
+    Ok(v)
+}
+
 /// The decl-tag key a `bpf_misc.h` macro expands to, and whether it takes an argument.
 const MACROS: &[(&str, &str)] = &[
     ("__success", "test_expect_success"),
@@ -265,12 +292,18 @@ impl TestSpec {
         let to_exp = |m: &ModeSpec, src: String| -> Result<Expectation, String> {
             crate::msgpat::validate(&m.msgs).map_err(|e| format!("__msg: {e}"))?;
             let verdict = if m.failure == Some(true) { VerdictKind::Reject } else { VerdictKind::Accept };
+            // test_loader runs the program only after an expected successful load
+            let retval = match (&m.retval, verdict) {
+                (Some(r), VerdictKind::Accept) => Some(parse_retval(r)?),
+                _ => None,
+            };
             Ok(Expectation {
                 verdict,
                 insn: None,
                 message: None,
                 source: Some(src),
                 msgs: m.msgs.iter().filter(|s| !s.is_empty()).cloned().collect(),
+                retval,
             })
         };
         if self.runs_privileged() && (self.privileged.used() || self.per_profile.is_empty()) {
@@ -291,7 +324,7 @@ impl TestSpec {
                 failure,
                 msgs,
                 regex: self.privileged.regex && failure == self.privileged.failure,
-                retval: None,
+                retval: self.privileged.retval.clone().filter(|_| failure == self.privileged.failure),
             };
             out.insert(p.clone(), to_exp(&merged, format!("{source} (lockstep annotation for {p})"))?);
         }
@@ -409,6 +442,23 @@ mod tests {
         // a pattern test_loader cannot compile is an error, not a silent pass
         let s = TestSpec::from_annotations(["test_expect_failure", "test_expect_msg=R{{[0-9] invalid"]);
         assert!(s.expectations("7.3", "f").unwrap_err().contains("closing"));
+    }
+
+    #[test]
+    fn retvals_as_test_loader_parses_them() {
+        assert_eq!(parse_retval("0"), Ok(0));
+        assert_eq!(parse_retval("-1"), Ok(-1));
+        assert_eq!(parse_retval("579"), Ok(579)); // refcounted_kptr.c
+        assert_eq!(parse_retval("0xbadcafe"), Ok(crate::case::RETVAL_ANY));
+        assert_eq!(parse_retval("_INT_MIN"), Ok(i32::MIN as i64));
+        assert_eq!(parse_retval("010"), Ok(8));
+        assert!(parse_retval("TEST_DATA_LEN").is_err());
+        assert!(parse_retval("0x100000000").is_err());
+        // only an expected success carries its retval into the expectation
+        let s = TestSpec::from_annotations(["test_expect_success", "test_retval=84"]);
+        assert_eq!(s.expectations("*", "f").unwrap()["*"].retval, Some(84));
+        let s = TestSpec::from_annotations(["test_expect_failure", "test_retval=84"]);
+        assert_eq!(s.expectations("*", "f").unwrap()["*"].retval, None);
     }
 
     #[test]

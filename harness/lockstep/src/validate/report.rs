@@ -250,6 +250,7 @@ mod tests {
             verification_usec: None,
             insns_processed: None,
             setup_error: None,
+            test_run: None,
         }
     }
     fn rej() -> Verdict {
