@@ -24,6 +24,9 @@
 #   failed/NAME.log            the full compiler output of each file that failed
 #   programs.tsv               object, program, section, needs (what a program needs beyond a
 #                              BPF_PROG_LOAD: attach target, hardware or nothing; from its section)
+#   prog_tests.jsonl           expectations kept in prog_tests/*.c tables ({ "prog", "msg" },
+#                              success lists, kfunc_call.c's), read by lockstep beside the objects
+#                              for programs without annotations (scripts/extract-prog-tests.py)
 # Every file of the list is in MANIFEST.tsv: none is skipped silently. Exit 0 even if some fail
 # (they are listed on stderr); exit 3 when the toolchain or sources are missing.
 # Then: lockstep run --kernel debian:VERSION ~/.cache/lockstep/selftest-objs/VERSION/
@@ -185,4 +188,5 @@ with open(os.path.join(out, 'programs.tsv'), 'w') as f:
         f.write('\t'.join(r) + '\n')
 print(f"{len(rows)} programs in {len(set(r[0] for r in rows))} objects", file=sys.stderr)
 PY
+python3 "$REPO/scripts/extract-prog-tests.py" "$ST" "$OUT"
 log "$ok compiled, $failed failed (MANIFEST.tsv, failed/*.log) in $OUT"

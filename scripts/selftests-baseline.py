@@ -3,10 +3,10 @@
 
 Usage: selftests-baseline.py VERSION OBJS_DIR RUN_DIR SOURCE_PACKAGE_VERSION  (Markdown on stdout)
 
-A program "meets" when the kernel's result meets the expectation of its own annotations
-(__success / __failure / __msg, as lockstep's importer reads them: the run's `kernel_expected`).
-Programs without annotations have their expectation in prog_tests/*.c (success tables, retvals):
-they are counted apart with the kernel's verdict. Every program of programs.tsv is in exactly one
+A program "meets" when the kernel's result meets its expectation (the run's `kernel_expected`):
+its own annotations (__success / __failure / __msg with {{regex}} parts / __retval), or for a
+program without any, its entry in a prog_tests/*.c table (the build's prog_tests.jsonl sidecar).
+Programs with neither are counted apart with the kernel's verdict ("no annotation"). Every program of programs.tsv is in exactly one
 column: met, not met, no annotation, or not judged (unreadable object, skipped at import, setup
 error / not run).
 """
@@ -83,8 +83,12 @@ def classify(key, runs):
         return 'no annotation', f"kernel {r['kernel_verdict']}{msg}"
     if r['kernel_expected']:
         return 'met', ''
+    if (r.get('retval') or '').startswith('not met'):
+        return 'not met', 'retval ' + norm(r['retval'])
     msg = r.get('kernel_message') or r['kernel_verdict']
-    return 'not met', f"kernel {r['kernel_verdict']}: " + norm(msg)
+    src = (r.get('expected') or {}).get('source') or ''
+    table = ' [prog_tests table]' if src.startswith('prog_tests/') else ''
+    return 'not met', f"kernel {r['kernel_verdict']}{table}: " + norm(msg)
 
 
 modes = {m: rows(m) for m in ('no-testmod', 'testmod')}
@@ -97,13 +101,16 @@ w(f'# Spin-lock selftests of Debian linux-source-{version} through lockstep (bas
 w(f'Regenerate: `scripts/selftests-baseline.sh {version}` (compiles with '
   f'`scripts/build-selftest-objects.sh {version}` if needed, then runs `lockstep run --kernel '
   f'debian:{version}` over `~/.cache/lockstep/selftest-objs/{version}/` with `--no-testmod` and '
-  f'with `--testmod`). Source: linux-source-{version} {src_version}. Loader: lockstep\'s own '
-  '(aya-obj import, program BTF rebuilt by lockstep), which the libbpf loader of issue 13 replaces; '
-  'this table is what it is checked against.\n')
-w('Columns: **met** = the kernel\'s result meets the program\'s own annotations (`__success`, '
-  '`__failure`, `__msg`); **not met** = it does not; **no annotation** = the program has none '
-  '(its expectation lives in `prog_tests/*.c`), the kernel verdict is given; **not judged** = '
-  'lockstep could not load it (object unreadable, program skipped at import, setup error).\n')
+  f'with `--testmod`). Source: linux-source-{version} {src_version}. Loader: libbpf in the guest '
+  '(`harness/lockstep-bpf/src/objload.rs`: the object as compiled, only the program under test '
+  'autoloaded, as `test_loader.c` does).\n')
+w('Columns: **met** = the kernel\'s result meets the program\'s expectation: its own annotations '
+  '(`__success`, `__failure`, `__msg` with `{{regex}}` parts, matched in order over the full log; '
+  '`__retval` against `BPF_PROG_TEST_RUN` after a successful load), or, for a program without '
+  'annotations, its entry in a `prog_tests/*.c` table (`prog_tests.jsonl` beside the objects, '
+  '`scripts/extract-prog-tests.py`); **not met** = it does not; **no annotation** = neither, the '
+  'kernel verdict is given; **not judged** = no kernel verdict (object unreadable, setup error, '
+  'crash, no row).\n')
 
 files_ok = sum(1 for m in manifest if m[1] == 'ok')
 w(f'## Compilation\n\n{len(manifest)} files selected, {files_ok} compiled, '
@@ -134,6 +141,17 @@ for mode in ('no-testmod', 'testmod'):
         total['programs'] += len(progs)
         w(f'| `{o}` | {len(progs)} | ' + ' | '.join(str(c[x]) for x in cols) + ' |')
     w(f'| **total** | {total["programs"]} | ' + ' | '.join(f'**{total[x]}**' for x in cols) + ' |\n')
+    rv = collections.Counter()
+    for r in runs.values():
+        if r.get('retval'):
+            rv[norm(r['retval']) if not r['retval'].startswith('met') else 'met'] += 1
+    if rv:
+        w('`__retval` (BPF_PROG_TEST_RUN after a successful load): ' + ', '.join(
+            f'{n} {k}' for k, n in rv.most_common()) + '.\n')
+    extra = sorted(k for k in runs if k not in programs)
+    if extra:
+        w(f'Rows for {len(extra)} programs that programs.tsv does not list: ' + ', '.join(
+            f'`{o}:{p}`' for o, p in extra[:20]) + '.\n')
     w('Reasons per object (count, column, reason):\n')
     for o in objects:
         if not groups[o]:

@@ -2,8 +2,16 @@
 /* A bpf_spin_lock in global data (a .data map with BTF). */
 #include "lockstep.h"
 
-struct bpf_spin_lock glock SEC(".data.lock");
-int counter SEC(".data.lock") = 1;
+/*
+ * __hidden, as the selftests' globals next to a lock are (linked_list.h's `private()`): libbpf
+ * makes a global data map BPF_F_MMAPABLE when any variable in it is global and not hidden
+ * (libbpf.c map_is_mmapable()) and then mmap()s it, which the kernel refuses for a map whose
+ * value holds a bpf_spin_lock (syscall.c bpf_map_mmap(): -ENOTSUPP when map->record is set).
+ * Without __hidden, libbpf (and so lockstep's guest loader) fails to create `.data.lock`
+ * before any program is verified: the kernel's real answer, see docs/objects.md.
+ */
+struct bpf_spin_lock glock SEC(".data.lock") __hidden;
+int counter SEC(".data.lock") __hidden = 1;
 
 SEC("tc")
 __description("global lock, update, unlock")

@@ -58,6 +58,8 @@ enum {
 #define __type(name, val) typeof(val) *name
 #define __ksym __attribute__((section(".ksyms")))
 #define __noinline __attribute__((noinline))
+/* libbpf's bpf_helpers.h: a hidden global is static to libbpf (its BTF VAR is made static) */
+#define __hidden __attribute__((visibility("hidden")))
 
 /* Helpers: the call is to the helper id. */
 static void *(*bpf_map_lookup_elem)(void *map, const void *key) = (void *)1;

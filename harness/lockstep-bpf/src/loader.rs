@@ -193,6 +193,7 @@ impl Loader {
                     verification_usec: None,
                     insns_processed: None,
                     setup_error: Some(msg),
+                    test_run: None,
                 }
             }
         }
@@ -218,6 +219,7 @@ impl Loader {
                     verification_usec: None,
                     insns_processed: None,
                     setup_error: None,
+                    test_run: None,
                 });
             }
             r => r?,
@@ -262,6 +264,7 @@ impl Loader {
             verification_usec: parsed.verification_usec,
             insns_processed: parsed.insns_processed,
             setup_error: None,
+            test_run: None,
         })
     }
 

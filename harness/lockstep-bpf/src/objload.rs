@@ -3,7 +3,7 @@
 //! autoloaded, its verifier log at the case's level in a buffer of its own.
 
 use lockstep_core::case::{Case, ObjectSource};
-use lockstep_core::proto::KernelResult;
+use lockstep_core::proto::{KernelResult, TestRun};
 use lockstep_core::verdict::{Verdict, VerdictKind};
 
 use crate::log::parse_verifier_log;
@@ -68,10 +68,12 @@ fn infra(case: &Case, why: String, errno: i32, log: Option<String>) -> KernelRes
         verification_usec: None,
         insns_processed: None,
         setup_error: Some(why),
+        test_run: None,
     }
 }
 
-/// Loads `case`'s object program (see the module doc) and reports what the kernel said.
+/// Loads `case`'s object program (see the module doc) and reports what the kernel said; when
+/// the case asks for it (`__retval`), runs the loaded program once (`BPF_PROG_TEST_RUN`).
 ///
 /// The log comes back when asked for, and always when the case has `__msg` patterns: they are
 /// matched against the whole log, as `test_loader.c` does.
@@ -80,7 +82,7 @@ pub fn run_object(case: &Case, src: &ObjectSource, want_log: bool, first_log_siz
     let mut log_size = first_log_size;
     loop {
         match try_load(src, log_size) {
-            Attempt::Loaded { log } => {
+            Attempt::Loaded { log, test_run } => {
                 let parsed = parse_verifier_log(&log);
                 return KernelResult {
                     case: case.name.clone(),
@@ -90,6 +92,7 @@ pub fn run_object(case: &Case, src: &ObjectSource, want_log: bool, first_log_siz
                     verification_usec: parsed.verification_usec,
                     insns_processed: parsed.insns_processed,
                     setup_error: None,
+                    test_run,
                 };
             }
             Attempt::Failed { err, log } if err.errno == libc_enospc() && log_size < MAX_LOG_SIZE => {
@@ -102,6 +105,14 @@ pub fn run_object(case: &Case, src: &ObjectSource, want_log: bool, first_log_siz
     }
 }
 
+/// `EINVAL`, `ENOTSUPP` (the kernel's 524, which libc does not name), ...
+fn errno_name(errno: i32) -> String {
+    match errno {
+        524 => "ENOTSUPP".to_string(),
+        e => format!("{:?}", nix::errno::Errno::from_raw(e)),
+    }
+}
+
 fn libc_enospc() -> i32 {
     nix::errno::Errno::ENOSPC as i32
 }
@@ -110,6 +121,8 @@ fn libc_enospc() -> i32 {
 enum Attempt {
     Loaded {
         log: String,
+        /// `BPF_PROG_TEST_RUN`'s answer, when the case asks for a test run.
+        test_run: Option<TestRun>,
     },
     Failed {
         err: LibbpfError,
@@ -141,7 +154,13 @@ fn try_load(src: &ObjectSource, log_size: usize) -> Attempt {
         return Attempt::Setup(format!("{e}"), e.errno);
     }
     match obj.load() {
-        Ok(()) => Attempt::Loaded { log: obj.log_of(&src.program) },
+        Ok(()) => Attempt::Loaded {
+            log: obj.log_of(&src.program),
+            test_run: src.test_run.then(|| match obj.test_run(&src.program) {
+                Ok(retval) => TestRun::Ran { retval },
+                Err(errno) => TestRun::Refused { errno, errno_name: errno_name(errno) },
+            }),
+        },
         Err(err) => Attempt::Failed { log: obj.log_of(&src.program), err },
     }
 }
@@ -160,6 +179,7 @@ fn failed(case: &Case, src: &ObjectSource, want_log: bool, err: LibbpfError, log
             verification_usec: parsed.verification_usec,
             insns_processed: parsed.insns_processed,
             setup_error: None,
+            test_run: None,
         };
     }
     let libbpf_log = messages_without_log(&err.messages).join("\n");
@@ -172,6 +192,7 @@ fn failed(case: &Case, src: &ObjectSource, want_log: bool, err: LibbpfError, log
             verification_usec: None,
             insns_processed: None,
             setup_error: None,
+            test_run: None,
         },
         None => infra(
             case,

@@ -367,10 +367,18 @@ pub struct Expectation {
     /// Where the expectation comes from (a verifier.c function, a kernel run).
     pub source: Option<String>,
     /// Selftest `__msg` patterns: each must occur in the verifier's output, in this order
-    /// (substring match, as `test_loader.c` does on the log). See [`crate::corpus::msgs_match`].
+    /// (substring, or verbatim text with `{{regex}}` parts, as `test_loader.c` matches the log).
+    /// See [`crate::msgpat`].
     #[serde(default)]
     pub msgs: Vec<String>,
+    /// `__retval(N)`: what `BPF_PROG_TEST_RUN` must return after a successful load
+    /// ([`RETVAL_ANY`]: any value, test_loader's `POINTER_VALUE`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retval: Option<i64>,
 }
+
+/// test_loader.c's `POINTER_VALUE`: a `__retval` that any return value meets.
+pub const RETVAL_ANY: i64 = 0xbadcafe;
 
 /// One test case: a program with everything needed to load it.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -434,6 +442,10 @@ pub struct ObjectSource {
     /// libbpf's own as `test_loader.c` does.
     #[serde(default)]
     pub prog_flags: u32,
+    /// Run the program with `BPF_PROG_TEST_RUN` after a successful load (the test has a
+    /// `__retval`), as test_loader.c does.
+    #[serde(default)]
+    pub test_run: bool,
 }
 
 /// `Arc<[u8]>` as a lowercase hex string.

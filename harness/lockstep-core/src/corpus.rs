@@ -86,8 +86,62 @@ pub fn kernel_meets_expectation(case: &Case, profile: &str, r: &crate::proto::Ke
     if e.verdict == VerdictKind::Unsupported {
         return None;
     }
-    let Some(log) = &r.log else { return meets_expectation(case, profile, &r.verdict) };
-    Some(meets_verdict(e, &r.verdict) && msgs_match(&e.msgs, log))
+    let retval_ok = !matches!(retval_met(e, r), RetvalMet::NotMet { .. });
+    let Some(log) = &r.log else { return Some(meets_expectation(case, profile, &r.verdict)? && retval_ok) };
+    Some(meets_verdict(e, &r.verdict) && msgs_match(&e.msgs, log) && retval_ok)
+}
+
+/// Whether a kernel result meets an expectation's `__retval` (test_loader.c: checked only when
+/// the test run happened; a run the kernel refused is reported, not counted as a mismatch).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum RetvalMet {
+    /// No `__retval` expected.
+    NotExpected,
+    /// The program returned the expected value (or any value, for `POINTER_VALUE`).
+    Met { retval: i64 },
+    /// It returned another value.
+    NotMet { retval: i64, expected: i64 },
+    /// It was not run: why.
+    NotRun(String),
+}
+
+impl RetvalMet {
+    /// The row's text: `met (0)`, `not met: returned 1, expected 0`, `not run: ...`.
+    pub fn describe(&self) -> Option<String> {
+        match self {
+            RetvalMet::NotExpected => None,
+            RetvalMet::Met { retval } => Some(format!("met ({retval})")),
+            RetvalMet::NotMet { retval, expected } => {
+                Some(format!("not met: returned {retval}, expected {expected}"))
+            }
+            RetvalMet::NotRun(why) => Some(format!("not run: {why}")),
+        }
+    }
+}
+
+/// [`RetvalMet`] of kernel result `r` against expectation `e`. The return value is compared as
+/// test_loader.c does: as a C `int` (`0xffffffff` is `-1`).
+pub fn retval_met(e: &Expectation, r: &crate::proto::KernelResult) -> RetvalMet {
+    use crate::proto::TestRun;
+    let Some(expected) = e.retval else { return RetvalMet::NotExpected };
+    match &r.test_run {
+        Some(TestRun::Ran { retval }) => {
+            let got = *retval as i32 as i64;
+            let expected_int = expected as u32 as i32 as i64;
+            if expected == crate::case::RETVAL_ANY || got == expected_int {
+                RetvalMet::Met { retval: got }
+            } else {
+                RetvalMet::NotMet { retval: got, expected }
+            }
+        }
+        Some(TestRun::Refused { errno, errno_name }) => {
+            RetvalMet::NotRun(format!("BPF_PROG_TEST_RUN failed: {errno_name} ({errno})"))
+        }
+        None if r.verdict.verdict != VerdictKind::Accept => {
+            RetvalMet::NotRun("the program did not load".into())
+        }
+        None => RetvalMet::NotRun("the loader ran no test (not an object program)".into()),
+    }
 }
 
 /// Verdict, instruction and first message line (the parts a verdict always carries).
@@ -108,16 +162,10 @@ pub fn log_only_msgs<'a>(case: &'a Case, profile: &str) -> &'a [String] {
 }
 
 /// Whether every pattern occurs in `text`, in order, each after the end of the previous one
-/// (`test_loader.c`'s `validate_msgs()` for plain-substring `__msg` patterns).
+/// (`test_loader.c`'s `validate_msgs()`: plain substrings, or `{{regex}}` parts; see
+/// [`crate::msgpat`]).
 pub fn msgs_match(patterns: &[String], text: &str) -> bool {
-    let mut rest = text;
-    for p in patterns {
-        match rest.find(p.as_str()) {
-            Some(i) => rest = &rest[i + p.len()..],
-            None => return false,
-        }
-    }
-    true
+    crate::msgpat::all_match_in_order(patterns, text)
 }
 
 /// Runs the model on every case for every profile.
@@ -174,6 +222,42 @@ mod tests {
         assert_eq!((e.file.as_str(), e.line, e.column), ("x.toml", 2, 10), "{e}");
         assert!(e.message.contains("invalid UTF-8 (byte 0xff)"), "{e}");
         assert_eq!(decode_utf8("x", "é\n".as_bytes()).unwrap(), "é\n");
+    }
+
+    #[test]
+    fn retvals_compare_as_c_ints() {
+        use crate::proto::{KernelResult, TestRun};
+        let e = |retval: i64| Expectation {
+            verdict: VerdictKind::Accept,
+            insn: None,
+            message: None,
+            source: None,
+            msgs: vec![],
+            retval: Some(retval),
+        };
+        let r = |t: Option<TestRun>| KernelResult {
+            case: "c".into(),
+            verdict: Verdict::accept(),
+            errno: 0,
+            log: None,
+            verification_usec: None,
+            insns_processed: None,
+            setup_error: None,
+            test_run: t,
+        };
+        let ran = |v: u32| r(Some(TestRun::Ran { retval: v }));
+        assert_eq!(retval_met(&e(0), &ran(0)), RetvalMet::Met { retval: 0 });
+        assert_eq!(retval_met(&e(-1), &ran(u32::MAX)), RetvalMet::Met { retval: -1 });
+        assert_eq!(retval_met(&e(579), &ran(84)), RetvalMet::NotMet { retval: 84, expected: 579 });
+        assert_eq!(retval_met(&e(crate::case::RETVAL_ANY), &ran(7)), RetvalMet::Met { retval: 7 });
+        let refused = r(Some(TestRun::Refused { errno: 524, errno_name: "ENOTSUPP".into() }));
+        assert!(matches!(retval_met(&e(0), &refused), RetvalMet::NotRun(w) if w.contains("ENOTSUPP")));
+        let no_retval = Expectation { retval: None, ..e(0) };
+        assert_eq!(retval_met(&no_retval, &ran(3)), RetvalMet::NotExpected);
+        assert_eq!(
+            RetvalMet::NotMet { retval: 84, expected: 579 }.describe().unwrap(),
+            "not met: returned 84, expected 579"
+        );
     }
 
     #[test]

@@ -9,6 +9,7 @@
 //! - [`verdict`]: verdicts and their comparison (agreement classes).
 //! - [`flips`]: judging a patch series: verdict flips base -> patched against the model.
 //! - [`fuzz`]: differential fuzzing: program generator, minimiser, disagreement signatures.
+//! - [`msgpat`]: `__msg` patterns (substring, or test_loader's `{{regex}}` syntax) matched on a log.
 //! - [`import`]: kernel selftests (C) and BPF objects (ELF) as cases.
 
 pub mod asm;
@@ -24,6 +25,7 @@ pub mod insn;
 pub mod model;
 pub mod module_ko;
 pub mod module_src;
+pub mod msgpat;
 pub mod profile;
 pub mod profile_derive;
 pub mod proto;

@@ -99,6 +99,20 @@ pub struct KernelResult {
     /// Set when the case could not be set up (map creation, BTF, kfunc resolution): the verdict is
     /// then not the verifier's.
     pub setup_error: Option<String>,
+    /// `BPF_PROG_TEST_RUN` after a successful load, for an object program whose test has a
+    /// `__retval` (None: not asked for, or the load failed).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub test_run: Option<TestRun>,
+}
+
+/// What `BPF_PROG_TEST_RUN` gave.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum TestRun {
+    /// The program ran; its return value (`bpf_test_run_opts.retval`).
+    Ran { retval: u32 },
+    /// The kernel did not run it (`ENOTSUPP`: no test run for this program type, ...).
+    Refused { errno: i32, errno_name: String },
 }
 
 /// Builders of [`KernelResult`] for tests: this crate's, and the other crates' through the
@@ -118,6 +132,7 @@ pub mod test_support {
             verification_usec: None,
             insns_processed: None,
             setup_error: None,
+            test_run: None,
         }
     }
 }

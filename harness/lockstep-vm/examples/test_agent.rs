@@ -50,6 +50,7 @@ fn run() -> io::Result<()> {
                     verification_usec: None,
                     insns_processed: None,
                     setup_error: Some("transport test agent: no verdict".into()),
+                    test_run: None,
                 };
                 agent_io::send(&mut w, &GuestMsg::Result { id, result })?;
             }

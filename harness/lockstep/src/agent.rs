@@ -127,5 +127,6 @@ fn no_loader(case: &str, error: &str) -> KernelResult {
         verification_usec: None,
         insns_processed: None,
         setup_error: Some(error.to_string()),
+        test_run: None,
     }
 }

@@ -115,6 +115,20 @@ pub fn expand(paths: &[PathBuf]) -> anyhow::Result<Vec<PathBuf>> {
     Ok(found.files)
 }
 
+/// The `prog_tests/*.c` table entries of the sidecar beside object `obj`
+/// ([`lockstep_core::import::prog_tests::SIDECAR`]), if there is one; a malformed one is bad input.
+fn sidecar_beside(obj: &Path) -> anyhow::Result<Option<Vec<lockstep_core::import::prog_tests::TableEntry>>> {
+    let path = obj.with_file_name(lockstep_core::import::prog_tests::SIDECAR);
+    let text = match fs::read_to_string(&path) {
+        Ok(t) => t,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(BadInput(format!("{}: {e}", path.display())).into()),
+    };
+    let entries = lockstep_core::import::prog_tests::parse(&path.display().to_string(), &text)
+        .map_err(|e| BadInput(e.to_string()))?;
+    Ok(Some(entries))
+}
+
 /// Reads and parses every case under `paths`; the first malformed file is a [`BadInput`].
 pub fn load(paths: &[PathBuf], module: &ModuleKfuncs) -> anyhow::Result<Vec<Case>> {
     let known = lockstep_core::corpus::known_kfuncs(module);
@@ -128,7 +142,12 @@ pub fn load(paths: &[PathBuf], module: &ModuleKfuncs) -> anyhow::Result<Vec<Case
             for (prog, why) in &got.skipped {
                 eprintln!("{name}: program {prog}: the model cannot judge it: {why}");
             }
-            cases.extend(got.cases);
+            let mut got_cases = got.cases;
+            if let Some(entries) = sidecar_beside(&f)? {
+                let file_name = f.file_name().map(|n| n.to_string_lossy().to_string()).unwrap_or_default();
+                lockstep_core::import::prog_tests::apply(&mut got_cases, &file_name, &entries);
+            }
+            cases.extend(got_cases);
             continue;
         }
         let parsed =

@@ -655,6 +655,7 @@ fn kernel_expectation(kr: &lockstep_core::proto::KernelResult, kernel: &str) -> 
         },
         source: Some(format!("{kernel} (lockstep fuzz)")),
         msgs: Vec::new(),
+        retval: None,
     }
 }
 

@@ -358,6 +358,7 @@ mod tests {
     fn object_programs_judged_by_neither_side_are_counted_apart() {
         let obj = |case: &str, a: Agreement, model: VerdictKind| RunRow {
             from_object: true,
+            retval: None,
             model_verdict: model,
             ..row(case, "k1", a, Outcome::Ran)
         };

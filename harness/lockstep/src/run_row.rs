@@ -79,6 +79,10 @@ pub struct RunRow {
     pub model_met: Option<ExpectationMet>,
     /// The case is a program of a BPF object (loaded in the guest through libbpf).
     pub from_object: bool,
+    /// The expectation's `__retval` against `BPF_PROG_TEST_RUN`: `met (N)`, `not met: returned
+    /// N, expected M`, or `not run: why` (None: no `__retval` expected).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retval: Option<String>,
     /// Why there is no kernel verdict, the console excerpt of a crash, or a setup error.
     pub note: Option<String>,
     pub verification_usec: Option<u64>,
@@ -143,6 +147,7 @@ pub(crate) fn test_row(case: &str, kernel: &str, v: VerdictKind, a: Agreement) -
         kernel_met: None,
         model_met: None,
         from_object: false,
+        retval: None,
         note: None,
         verification_usec: None,
         insns_processed: None,

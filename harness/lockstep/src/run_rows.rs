@@ -123,6 +123,8 @@ pub fn result_row(
             lockstep_core::corpus::kernel_meets_expectation(c, &target.profile.name, &result)
         };
     }
+    row.retval = lockstep_core::corpus::expectation(c, &target.profile.name)
+        .and_then(|e| lockstep_core::corpus::retval_met(e, &result).describe());
     row.kernel_message = result.verdict.message;
     row.kernel_insn = result.verdict.insn;
     row.kernel_errno = Some(result.errno);
@@ -170,6 +172,7 @@ fn base_row(
         kernel_met: None,
         model_met: None,
         from_object: c.object.is_some(),
+        retval: None,
         note,
         verification_usec: None,
         insns_processed: None,
@@ -216,6 +219,7 @@ pub fn unrun_row(
             kernel_met: None,
             model_met: None,
             from_object: c.object.is_some(),
+            retval: None,
             note: Some(note),
             verification_usec: None,
             insns_processed: None,
@@ -251,6 +255,7 @@ mod tests {
             insn: None,
             source: None,
             msgs: Vec::new(),
+            retval: None,
         };
         let judged = RunRow {
             expected: Some(expected.clone()),

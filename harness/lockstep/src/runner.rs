@@ -165,7 +165,12 @@ impl KernelArgs {
 /// Where cases run.
 #[derive(Clone, Debug)]
 enum Place {
-    Guest { vmlinuz: PathBuf },
+    /// `config`: the kernel's `.config` and the release it goes under in the guest
+    /// (`/boot/config-<release>`, where libbpf reads it for `__kconfig` externs).
+    Guest {
+        vmlinuz: PathBuf,
+        config: Option<(String, PathBuf)>,
+    },
     Host,
 }
 
@@ -255,7 +260,13 @@ impl KernelTarget {
             module_error,
             testmod,
             testmod_error,
-            place: Place::Guest { vmlinuz: resolved.vmlinuz.clone() },
+            place: Place::Guest {
+                vmlinuz: resolved.vmlinuz.clone(),
+                config: resolved
+                    .config
+                    .is_file()
+                    .then(|| (resolved.release.clone(), resolved.config.clone())),
+            },
         })
     }
 
@@ -385,12 +396,12 @@ fn stop_error(o: &GuestOutcome) -> anyhow::Error {
 impl KernelSession {
     /// Prepares the guest (initramfs with this binary as `/init` and the module; accelerator).
     pub fn start(target: &KernelTarget, opts: &RunnerOptions) -> Result<KernelSession> {
-        let vmlinuz = match &target.place {
+        let (vmlinuz, config) = match &target.place {
             Place::Host => {
                 let loader = lockstep_bpf::Loader::new().map_err(|e| e.to_string());
                 return Ok(KernelSession { backend: Backend::Host { loader }, accel: None });
             }
-            Place::Guest { vmlinuz } => vmlinuz.clone(),
+            Place::Guest { vmlinuz, config } => (vmlinuz.clone(), config.clone()),
         };
         lockstep_vm::interrupt::install().context("installing the SIGINT/SIGTERM handlers")?;
         let exe = std::env::current_exe().context("finding the lockstep binary")?;
@@ -405,7 +416,11 @@ impl KernelSession {
             init: exe,
             module: target.module.as_ref().map(|m| m.ko.clone()),
             extra_modules: target.testmod.iter().map(|t| t.ko.clone()).collect(),
-            extra: Vec::new(),
+            // As on a Debian system: libbpf resolves `__kconfig` externs from /boot/config-$(uname -r).
+            extra: config
+                .into_iter()
+                .map(|(release, path)| (format!("boot/config-{release}"), path))
+                .collect(),
         };
         initramfs::build(&spec, &initrd).with_context(|| format!("building {}", initrd.display()))?;
         let mut cfg = GuestConfig::new(&vmlinuz, &initrd);

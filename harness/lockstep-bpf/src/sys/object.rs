@@ -193,6 +193,40 @@ impl BpfObject {
         Ok(())
     }
 
+    /// Runs loaded program `name` once with `BPF_PROG_TEST_RUN` as test_loader.c's
+    /// `do_prog_test_run()` does: 64 zero bytes of input data and room for 256 bytes of output,
+    /// or no options at all for a `BPF_PROG_TYPE_SYSCALL` program. Ok(return value) or Err(errno).
+    pub fn test_run(&self, name: &str) -> Result<u32, i32> {
+        let Some(p) = self.programs_raw().into_iter().find(|p| Self::prog_name(*p) == name) else {
+            return Err(nix::errno::Errno::ENOENT as i32);
+        };
+        // SAFETY: a program of a live, loaded object.
+        let (fd, ty) =
+            unsafe { (libbpf_sys::bpf_program__fd(p.as_ptr()), libbpf_sys::bpf_program__type(p.as_ptr())) };
+        if fd < 0 {
+            return Err(fd.unsigned_abs() as i32);
+        }
+        let data_in = [0u8; 64];
+        let mut data_out = [0u8; 256];
+        let mut opts = libbpf_sys::bpf_test_run_opts {
+            sz: std::mem::size_of::<libbpf_sys::bpf_test_run_opts>() as libbpf_sys::size_t,
+            ..Default::default()
+        };
+        if ty != libbpf_sys::BPF_PROG_TYPE_SYSCALL {
+            opts.data_in = data_in.as_ptr().cast();
+            opts.data_size_in = data_in.len() as u32;
+            opts.data_out = data_out.as_mut_ptr().cast();
+            opts.data_size_out = data_out.len() as u32;
+            opts.repeat = 1;
+        }
+        // SAFETY: `fd` is a loaded program; the buffers outlive the call and their sizes are given.
+        let r = unsafe { libbpf_sys::bpf_prog_test_run_opts(fd, &mut opts) };
+        if r != 0 {
+            return Err(std::io::Error::last_os_error().raw_os_error().unwrap_or(r.unsigned_abs() as i32));
+        }
+        Ok(opts.retval)
+    }
+
     /// The verifier log of program `name` (empty if it had no log buffer or was not loaded).
     pub fn log_of(&self, name: &str) -> String {
         self.logs

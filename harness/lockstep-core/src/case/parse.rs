@@ -382,9 +382,19 @@ fn convert_case(ctx: &Ctx, src: &str, rc: RawCase, known_kfuncs: &[String]) -> R
         if e.msgs.iter().any(|m| m.is_empty()) {
             return Err(ctx.err(span, "an empty `msgs` pattern matches everything; leave it out"));
         }
+        if let Err(e) = crate::msgpat::validate(&e.msgs) {
+            return Err(ctx.err(span, e.to_string()));
+        }
         expect.insert(
             profile,
-            Expectation { verdict, insn: e.insn, message: e.message, source: e.source, msgs: e.msgs },
+            Expectation {
+                verdict,
+                insn: e.insn,
+                message: e.message,
+                source: e.source,
+                msgs: e.msgs,
+                retval: None,
+            },
         );
     }
     let (line, _) = ctx.index.locate(rc.name.span().start);

@@ -103,6 +103,7 @@ impl ModelOracle {
             verification_usec: None,
             insns_processed: None,
             setup_error: None,
+            test_run: None,
         }
     }
 

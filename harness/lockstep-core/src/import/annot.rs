@@ -16,9 +16,10 @@ use crate::verdict::VerdictKind;
 pub struct ModeSpec {
     /// `Some(true)`: `__failure`; `Some(false)`: `__success`.
     pub failure: Option<bool>,
-    /// `__msg` patterns, in order.
+    /// `__msg` patterns, in order (a `__regex(r)` is stored as `{{r}}`, see [`crate::msgpat`]).
     pub msgs: Vec<String>,
-    /// Whether a pattern uses a regular expression (`__regex`, or `{{...}}` in `__msg`).
+    /// Whether a pattern uses a regular expression (`__regex`, or `{{...}}` in `__msg`); the
+    /// patterns are matched as `test_loader.c` does ([`crate::msgpat`]).
     pub regex: bool,
     /// `__retval(...)` as written.
     pub retval: Option<String>,
@@ -50,6 +51,33 @@ pub struct TestSpec {
     pub per_profile: BTreeMap<String, ModeSpec>,
     /// Annotations not understood (kept for the report).
     pub unknown: Vec<String>,
+}
+
+/// A `__retval(...)` value as test_loader.c's `parse_retval()` reads it: `_INT_MIN`, or an
+/// integer in C syntax (`strtol(.., 0)`: decimal, `0x` hex, leading `0` octal, a sign) that fits
+/// an `int`; test_loader's `POINTER_VALUE` (0xbadcafe) is [`crate::case::RETVAL_ANY`].
+pub fn parse_retval(s: &str) -> Result<i64, String> {
+    let t = s.trim();
+    if t == "_INT_MIN" {
+        return Ok(i32::MIN as i64);
+    }
+    let (neg, digits) = match t.strip_prefix('-') {
+        Some(d) => (true, d),
+        None => (false, t.strip_prefix('+').unwrap_or(t)),
+    };
+    let v = if let Some(h) = digits.strip_prefix("0x").or_else(|| digits.strip_prefix("0X")) {
+        i64::from_str_radix(h, 16)
+    } else if digits.len() > 1 && digits.starts_with('0') {
+        i64::from_str_radix(&digits[1..], 8)
+    } else {
+        digits.parse::<i64>()
+    }
+    .map_err(|_| format!("__retval({s}) is not an integer"))?;
+    let v = if neg { -v } else { v };
+    if v < i32::MIN as i64 || v > u32::MAX as i64 {
+        return Err(format!("__retval({s}) does not fit a 32-bit return value"));
+    }
+    Ok(v)
 }
 
 /// The decl-tag key a `bpf_misc.h` macro expands to, and whether it takes an argument.
@@ -172,8 +200,15 @@ impl TestSpec {
                     s.unprivileged.regex |= has_regex;
                     s.unprivileged.msgs.push(v);
                 }
-                "test_expect_regex" => s.privileged.regex = true,
-                "test_expect_regex_unpriv" => s.unprivileged.regex = true,
+                // 6.12's `__regex("r")`: one whole regex, test_loader compiles it as `{{r}}`
+                "test_expect_regex" => {
+                    s.privileged.regex = true;
+                    s.privileged.msgs.push(crate::msgpat::whole_regex(&v));
+                }
+                "test_expect_regex_unpriv" => {
+                    s.unprivileged.regex = true;
+                    s.unprivileged.msgs.push(crate::msgpat::whole_regex(&v));
+                }
                 "test_description" => s.description = Some(v),
                 "test_retval" => s.privileged.retval = Some(v),
                 "test_retval_unpriv" => s.unprivileged.retval = Some(v),
@@ -247,7 +282,7 @@ impl TestSpec {
 
     /// The privileged-mode expectations: `default_profile`'s from the selftest annotations (if
     /// the test runs privileged), overridden per profile by lockstep's own annotations.
-    /// Err if a pattern needs a regular expression.
+    /// Err if a pattern does not compile (test_loader fails such a test too).
     pub fn expectations(
         &self,
         default_profile: &str,
@@ -255,16 +290,20 @@ impl TestSpec {
     ) -> Result<BTreeMap<String, Expectation>, String> {
         let mut out = BTreeMap::new();
         let to_exp = |m: &ModeSpec, src: String| -> Result<Expectation, String> {
-            if m.regex {
-                return Err("a __msg/__regex pattern is a regular expression (not supported)".into());
-            }
+            crate::msgpat::validate(&m.msgs).map_err(|e| format!("__msg: {e}"))?;
             let verdict = if m.failure == Some(true) { VerdictKind::Reject } else { VerdictKind::Accept };
+            // test_loader runs the program only after an expected successful load
+            let retval = match (&m.retval, verdict) {
+                (Some(r), VerdictKind::Accept) => Some(parse_retval(r)?),
+                _ => None,
+            };
             Ok(Expectation {
                 verdict,
                 insn: None,
                 message: None,
                 source: Some(src),
                 msgs: m.msgs.iter().filter(|s| !s.is_empty()).cloned().collect(),
+                retval,
             })
         };
         if self.runs_privileged() && (self.privileged.used() || self.per_profile.is_empty()) {
@@ -285,7 +324,7 @@ impl TestSpec {
                 failure,
                 msgs,
                 regex: self.privileged.regex && failure == self.privileged.failure,
-                retval: None,
+                retval: self.privileged.retval.clone().filter(|_| failure == self.privileged.failure),
             };
             out.insert(p.clone(), to_exp(&merged, format!("{source} (lockstep annotation for {p})"))?);
         }
@@ -385,9 +424,41 @@ mod tests {
     }
 
     #[test]
-    fn regex_patterns_are_refused() {
-        let s = TestSpec::from_annotations(["test_expect_failure", "test_expect_msg=R{{[0-9]}} invalid"]);
-        assert!(s.expectations("7.3", "f").unwrap_err().contains("regular expression"));
+    fn regex_patterns_are_expectations() {
+        // progs/refcounted_kptr_fail.c:79
+        let s = TestSpec::from_annotations([
+            "test_expect_failure",
+            "test_expect_msg=Unreleased reference id=4 alloc_insn={{[0-9]+}}",
+        ]);
+        assert!(s.privileged.regex);
+        let e = s.expectations("7.3", "f").unwrap();
+        assert_eq!(e["7.3"].msgs, vec!["Unreleased reference id=4 alloc_insn={{[0-9]+}}"]);
+        assert!(crate::corpus::msgs_match(&e["7.3"].msgs, "Unreleased reference id=4 alloc_insn=17"));
+        // 6.12's __regex: one whole regex
+        let s = TestSpec::from_annotations(["test_expect_failure", "test_expect_regex=R[0-9] !read_ok"]);
+        let e = s.expectations("6.12", "f").unwrap();
+        assert_eq!(e["6.12"].msgs, vec!["{{R[0-9] !read_ok}}"]);
+        assert!(crate::corpus::msgs_match(&e["6.12"].msgs, "R7 !read_ok"));
+        // a pattern test_loader cannot compile is an error, not a silent pass
+        let s = TestSpec::from_annotations(["test_expect_failure", "test_expect_msg=R{{[0-9] invalid"]);
+        assert!(s.expectations("7.3", "f").unwrap_err().contains("closing"));
+    }
+
+    #[test]
+    fn retvals_as_test_loader_parses_them() {
+        assert_eq!(parse_retval("0"), Ok(0));
+        assert_eq!(parse_retval("-1"), Ok(-1));
+        assert_eq!(parse_retval("579"), Ok(579)); // refcounted_kptr.c
+        assert_eq!(parse_retval("0xbadcafe"), Ok(crate::case::RETVAL_ANY));
+        assert_eq!(parse_retval("_INT_MIN"), Ok(i32::MIN as i64));
+        assert_eq!(parse_retval("010"), Ok(8));
+        assert!(parse_retval("TEST_DATA_LEN").is_err());
+        assert!(parse_retval("0x100000000").is_err());
+        // only an expected success carries its retval into the expectation
+        let s = TestSpec::from_annotations(["test_expect_success", "test_retval=84"]);
+        assert_eq!(s.expectations("*", "f").unwrap()["*"].retval, Some(84));
+        let s = TestSpec::from_annotations(["test_expect_failure", "test_retval=84"]);
+        assert_eq!(s.expectations("*", "f").unwrap()["*"].retval, None);
     }
 
     #[test]

@@ -6,6 +6,7 @@
 //!   expressions) for the selftest sources and the uapi header.
 //! - `cfile`: a selftest C file's functions, maps and globals.
 //! - [`annot`]: the selftests' `__success`/`__failure`/`__msg` annotations, from C or BTF decl tags.
+//! - [`prog_tests`]: expectations from `prog_tests/*.c` tables (a sidecar beside the objects).
 //! - [`sec`]: ELF section names to program types (libbpf's rules).
 //! - [`render`]: cases back to case-file TOML.
 //! - [`btf`]: raw BTF (struct layouts, functions, data sections, decl tags) for [`elf`].
@@ -18,6 +19,7 @@ pub mod clex;
 pub mod ctypes;
 pub mod elf;
 mod elf_check;
+pub mod prog_tests;
 pub mod sec;
 pub mod selftests;
 pub mod special;
