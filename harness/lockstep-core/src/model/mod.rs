@@ -16,7 +16,7 @@ mod state;
 
 pub use calls::kfunc_allowed_under_lock;
 pub use scalar::{CmpOp, Scalar};
-pub use state::{ActiveLock, Frame, LockKind, Reg, Stack, State};
+pub use state::{ActiveLock, Frame, LockKind, Reg, Stack, StackBytes, State};
 
 use crate::case::Case;
 use crate::profile::{KernelProfile, ModuleKfuncs};
@@ -142,3 +142,5 @@ mod tests;
 mod tests_insns;
 #[cfg(test)]
 mod tests_res_lock;
+#[cfg(test)]
+mod tests_speed;
