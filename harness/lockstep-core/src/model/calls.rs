@@ -246,6 +246,9 @@ impl Machine<'_> {
                 }
                 self.clobber(st, Reg::NotInit);
             }
+            other if super::callbacks::takes_callback(other) => {
+                return Err(super::callbacks::callback_unsupported(other))
+            }
             other => return Err(Stop::Unsupported(format!("helper {other} is outside the modelled subset"))),
         }
         Ok(())

@@ -510,6 +510,11 @@ impl<'a> Machine<'a> {
                     null: false,
                 }
             }
+            (BPF_PSEUDO_FUNC, _) => {
+                super::callbacks::func_ref(pc, insn, !self.case.globals.is_empty(), |s| {
+                    self.globals.contains_key(&s)
+                })?
+            }
             _ => return Err(Stop::Unsupported(format!("ld_imm64 form src={} at {pc}", insn.src))),
         };
         self.write_reg(st, insn.dst, v)

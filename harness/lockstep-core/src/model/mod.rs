@@ -7,6 +7,7 @@
 //! `docs/verifier-lock-rules.md`.
 
 mod access;
+mod callbacks;
 mod calls;
 mod cfg;
 mod exec;
@@ -138,6 +139,8 @@ pub fn check_with(
 
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod tests_callbacks;
 #[cfg(test)]
 mod tests_insns;
 #[cfg(test)]

@@ -24,6 +24,9 @@ pub enum Reg {
     /// `PTR_TO_BTF_ID` returned by a module kfunc (`null`: `PTR_MAYBE_NULL`; `id` for the null
     /// check, `ref_obj_id` the acquired reference it carries, 0 for none).
     BtfPtr { id: u32, ref_obj_id: u32, null: bool },
+    /// `PTR_TO_FUNC`: a callback's address (`ld_imm64` with `BPF_PSEUDO_FUNC`), by the
+    /// subprogram's first instruction.
+    Func { start: usize },
 }
 
 impl Reg {
@@ -39,6 +42,7 @@ impl Reg {
             Reg::MapValue { .. } => "map_value",
             Reg::BtfPtr { null: true, .. } => "ptr_or_null_",
             Reg::BtfPtr { .. } => "ptr_",
+            Reg::Func { .. } => "func",
         }
     }
     /// `PTR_MAYBE_NULL`: a pointer not yet checked against NULL.
