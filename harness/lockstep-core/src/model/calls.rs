@@ -229,6 +229,7 @@ impl Machine<'_> {
                 let r0 = self.map_lookup(st, pc)?;
                 self.clobber(st, r0);
             }
+            "bpf_map_update_elem" | "bpf_map_delete_elem" => self.map_update_delete(st, pc, name)?,
             "bpf_get_prandom_u32" | "bpf_ktime_get_ns" | "bpf_get_smp_processor_id" => {
                 self.clobber(st, Reg::Scalar(Scalar::unknown()));
             }

@@ -12,6 +12,7 @@ mod calls;
 mod cfg;
 mod exec;
 mod fields;
+mod helpers_more;
 mod scalar;
 mod state;
 
@@ -141,6 +142,8 @@ pub fn check_with(
 mod tests;
 #[cfg(test)]
 mod tests_callbacks;
+#[cfg(test)]
+mod tests_helpers_more;
 #[cfg(test)]
 mod tests_insns;
 #[cfg(test)]
