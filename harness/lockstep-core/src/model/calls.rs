@@ -230,6 +230,7 @@ impl Machine<'_> {
                 self.clobber(st, r0);
             }
             "bpf_map_update_elem" | "bpf_map_delete_elem" => self.map_update_delete(st, pc, name)?,
+            "bpf_probe_read_kernel" => self.probe_read_kernel(st, pc)?,
             "bpf_get_prandom_u32" | "bpf_ktime_get_ns" | "bpf_get_smp_processor_id" => {
                 self.clobber(st, Reg::Scalar(Scalar::unknown()));
             }

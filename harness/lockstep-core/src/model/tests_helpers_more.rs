@@ -67,3 +67,20 @@ fn map_update_shapes_outside_the_model_are_unsupported_by_name() {
         assert!(v.message.as_deref().unwrap_or("").starts_with("helper bpf_map_update_elem:"), "{p}: {v:?}");
     }
 }
+
+#[test]
+fn probe_read_kernel_into_the_stack() {
+    // Accepted on debian:6.12, 7.2 and 7.3 (tests/corpus/helpers-more.toml); the buffer's bytes
+    // are written (STACK_MISC), so a later 8-byte load of it is an unknown scalar.
+    let text = "r1 = r10\n r1 += -8\n r2 = 8\n r3 = 0\n call bpf_probe_read_kernel\n r0 = *(u64 *)(r10 - 8)\n r0 = 0\n exit";
+    for (p, v) in verdicts(text, map(MapType::Hash)) {
+        assert_eq!(v.verdict, VerdictKind::Accept, "{p}: {v:?}");
+    }
+    // A buffer past the stack: the kernels' messages differ (6.12 "invalid indirect access to
+    // stack", 7.x "invalid write to stack"), not modelled.
+    let text = "r1 = r10\n r1 += -8\n r2 = 16\n r3 = 0\n call bpf_probe_read_kernel\n r0 = 0\n exit";
+    for (p, v) in verdicts(text, map(MapType::Hash)) {
+        assert_eq!(v.verdict, VerdictKind::Unsupported, "{p}: {v:?}");
+        assert!(v.message.as_deref().unwrap_or("").contains("bpf_probe_read_kernel"), "{p}: {v:?}");
+    }
+}
