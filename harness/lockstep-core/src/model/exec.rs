@@ -721,6 +721,9 @@ impl<'a> Machine<'a> {
             }
             BPF_CALL => return self.call(st, pc, insn),
             BPF_EXIT => return self.exit(st, pc),
+            BPF_JCOND if insn.code == (BPF_JMP | BPF_JCOND) && insn.src == 0 => {
+                return self.may_goto(st, pc, insn)
+            }
             _ => {}
         }
         let Some(cmp) = CmpOp::from_op(op) else {

@@ -13,6 +13,7 @@ mod cfg;
 mod exec;
 mod fields;
 mod helpers_more;
+mod loops;
 mod scalar;
 mod state;
 
@@ -146,6 +147,8 @@ mod tests_callbacks;
 mod tests_helpers_more;
 #[cfg(test)]
 mod tests_insns;
+#[cfg(test)]
+mod tests_loops;
 #[cfg(test)]
 mod tests_res_lock;
 #[cfg(test)]
