@@ -48,10 +48,11 @@ pub fn kfunc_allowed_under_lock(
 
 impl Machine<'_> {
     pub(super) fn call(&mut self, st: &mut State, pc: usize, insn: Insn) -> Step<Flow> {
-        let name = self.case.program.call_name(pc).map(str::to_string);
+        let case = self.case;
+        let name = case.program.call_name(pc);
         if !st.locks.is_empty()
             && self.on(Rule::CallUnderLock)
-            && !self.call_allowed_under_lock(insn, name.as_deref())?
+            && !self.call_allowed_under_lock(insn, name)?
         {
             return self.reject(pc, self.profile.messages.call_under_lock.clone());
         }
@@ -61,12 +62,12 @@ impl Machine<'_> {
                 let name =
                     name.ok_or_else(|| Stop::Unsupported(format!("kfunc call at {pc} without a name")))?;
                 if name.starts_with("bpf_iter_num_") {
-                    return self.iter_num_call(st, pc, &name);
+                    return self.iter_num_call(st, pc, name);
                 }
                 if self.profile.res_spin_lock && name.starts_with("bpf_res_spin_") {
-                    return self.res_spin_lock_call(st, pc, &name);
+                    return self.res_spin_lock_call(st, pc, name);
                 }
-                self.kfunc_call(st, pc, &name)?;
+                self.kfunc_call(st, pc, name)?;
                 Ok(Flow::Next(pc + 1))
             }
             0 => {
@@ -99,7 +100,7 @@ impl Machine<'_> {
 
     fn subprog_call(&mut self, st: &mut State, pc: usize, insn: Insn) -> Step<Flow> {
         let target = (pc as i64 + insn.imm as i64 + 1) as usize;
-        if let Some((_, args)) = self.globals.get(&target).cloned() {
+        if let Some(&args) = self.globals.get(&target) {
             // check_func_call(): a global function is verified on its own; here only the call.
             // btf_check_subprog_call() -> btf_check_func_arg_match() runs first and logs
             // "R%d is not a scalar" for an int argument that is not (also NOT_INIT: no
@@ -140,7 +141,8 @@ impl Machine<'_> {
     }
 
     fn kfunc_call(&mut self, st: &mut State, pc: usize, name: &str) -> Step<()> {
-        let Some(k) = self.module.kfuncs.get(name).cloned() else {
+        let module = self.module;
+        let Some(k) = module.kfuncs.get(name) else {
             return Err(Stop::Unsupported(format!(
                 "kfunc {name}: its arguments and return value are not modelled (only the lock rule for it)"
             )));
@@ -227,6 +229,8 @@ impl Machine<'_> {
                 let r0 = self.map_lookup(st, pc)?;
                 self.clobber(st, r0);
             }
+            "bpf_map_update_elem" | "bpf_map_delete_elem" => self.map_update_delete(st, pc, name)?,
+            "bpf_probe_read_kernel" => self.probe_read_kernel(st, pc)?,
             "bpf_get_prandom_u32" | "bpf_ktime_get_ns" | "bpf_get_smp_processor_id" => {
                 self.clobber(st, Reg::Scalar(Scalar::unknown()));
             }
@@ -243,6 +247,9 @@ impl Machine<'_> {
                     return Err(Stop::Unsupported(format!("bpf_tail_call with {}", st.refs_str())));
                 }
                 self.clobber(st, Reg::NotInit);
+            }
+            other if super::callbacks::takes_callback(other) => {
+                return Err(super::callbacks::callback_unsupported(other))
             }
             other => return Err(Stop::Unsupported(format!("helper {other} is outside the modelled subset"))),
         }
@@ -274,7 +281,7 @@ impl Machine<'_> {
             }
             regs[0] = Reg::Scalar(Scalar { smin: -4095, smax: -1, umin: (-4095i64) as u64, umax: u64::MAX });
             branch.pc = pc + 1;
-            failed = Some(Box::new(branch));
+            failed = Some(branch);
         }
         // check_kfunc_args() does not check_reg_arg() its arguments: an uninitialised R1 meets
         // other checks (a fuzz finding: "variable ? access var_off=... disallowed" on 7.3), which
@@ -368,7 +375,7 @@ impl Machine<'_> {
                 more.pc = pc + 1;
                 st.iters.insert(slot, (id, false));
                 self.clobber(st, Reg::Scalar(Scalar::known(0)));
-                Ok(Flow::Branch(pc + 1, Box::new(more)))
+                Ok(Flow::Branch(pc + 1, more))
             }
             _ => unsupported("an iterator slot in this state (uninitialised, or re-initialised)"),
         }
@@ -401,26 +408,27 @@ impl Machine<'_> {
             }
             return Err(Stop::Unsupported(format!("spin lock argument of type {}", r1.type_str())));
         };
-        let lock = if kind == LockKind::Res { "bpf_res_spin" } else { "bpf_spin" }.to_string();
+        // Strings for the messages are built only when one is printed.
+        let lock = || if kind == LockKind::Res { "bpf_res_spin" } else { "bpf_spin" }.to_string();
         let field_kind = if kind == LockKind::Res { FieldKind::ResSpinLock } else { FieldKind::SpinLock };
         if var.is_some_and(|v| v.konst().is_none()) && self.on(Rule::LockOffset) {
-            return self.reject(pc, self.msg(&m.non_const_offset, &[("reg", "R1".into()), ("lock", lock)]));
+            return self.reject(pc, self.msg(&m.non_const_offset, &[("reg", "R1".into()), ("lock", lock())]));
         }
         let total = off + var.and_then(|v| v.konst()).unwrap_or(0);
         let spec = self.map(*map);
-        let mname = kernel_map_name(&spec.name);
+        let mname = || kernel_map_name(&spec.name);
         if !spec.btf {
-            return self.reject(pc, self.msg(&m.map_without_btf, &[("map", mname), ("lock", lock)]));
+            return self.reject(pc, self.msg(&m.map_without_btf, &[("map", mname()), ("lock", lock())]));
         }
         let Some(field) = spec.value.field_of(field_kind) else {
-            return self.reject(pc, self.msg(&m.no_lock_in_map, &[("map", mname), ("lock", lock)]));
+            return self.reject(pc, self.msg(&m.no_lock_in_map, &[("map", mname()), ("lock", lock())]));
         };
         if field.offset as i64 != total && self.on(Rule::LockOffset) {
             return self.reject(
                 pc,
                 self.msg(
                     &m.wrong_lock_offset,
-                    &[("off", total.to_string()), ("lock", lock), ("lock_off", field.offset.to_string())],
+                    &[("off", total.to_string()), ("lock", lock()), ("lock_off", field.offset.to_string())],
                 ),
             );
         }
@@ -447,13 +455,13 @@ impl Machine<'_> {
             let found = st.locks.iter().rposition(|l| *l == this);
             match (st.locks.last(), found) {
                 (None, _) if self.on(Rule::UnlockWithoutLock) => {
-                    return self.reject(pc, self.msg(&m.unlock_without_lock, &[("lock", lock)]))
+                    return self.reject(pc, self.msg(&m.unlock_without_lock, &[("lock", lock())]))
                 }
                 (Some(_), None) if self.on(Rule::UnlockDifferentLock) => {
-                    return self.reject(pc, self.msg(&m.unlock_different_lock, &[("lock", lock)]))
+                    return self.reject(pc, self.msg(&m.unlock_different_lock, &[("lock", lock())]))
                 }
                 (Some(last), Some(_)) if (last.map, last.id) != (this.map, this.id) => {
-                    return self.reject(pc, self.msg(&m.unlock_out_of_order, &[("lock", lock)]))
+                    return self.reject(pc, self.msg(&m.unlock_out_of_order, &[("lock", lock())]))
                 }
                 (_, Some(i)) => {
                     st.locks.remove(i);

@@ -72,6 +72,9 @@ pub(crate) fn check_subprogs(insns: &[Insn], starts: &[usize]) -> Step<()> {
 /// func_info, as lockstep loads a case without global functions): LD_ABS/IND or a tail call in a
 /// subprogram other than the main program.
 pub(crate) fn check_abnormal_return(insns: &[Insn], starts: &[usize]) -> Step<()> {
+    if starts.len() < 2 {
+        return Ok(());
+    }
     let tail_call = helper_id("bpf_tail_call");
     for (n, &s) in starts.iter().enumerate().skip(1) {
         let end = starts.get(n + 1).copied().unwrap_or(insns.len());
@@ -86,27 +89,30 @@ pub(crate) fn check_abnormal_return(insns: &[Insn], starts: &[usize]) -> Step<()
     Ok(())
 }
 
+/// No successor (`Succ` slot unused).
+const NONE: i64 = i64::MIN;
+
 /// The instructions `visit_insn()` pushes after `pc` (fall-through and branch targets): up to
-/// two, as an array and a count (no allocation: this runs on every check).
-fn successors(insns: &[Insn], pc: usize) -> Step<([i64; 2], usize)> {
+/// two, [`NONE`] for an unused slot (two scalars, no allocation: this runs on every check).
+fn successors(insns: &[Insn], pc: usize) -> Step<(i64, i64)> {
     let insn = &insns[pc];
     let next = pc as i64 + 1;
     let callee = pc as i64 + insn.imm as i64 + 1;
     if insn.is_ld_imm64() {
-        return Ok(if insn.src == BPF_PSEUDO_FUNC { ([next + 1, callee], 2) } else { ([next + 1, 0], 1) });
+        return Ok(if insn.src == BPF_PSEUDO_FUNC { (next + 1, callee) } else { (next + 1, NONE) });
     }
     if !matches!(insn.class(), BPF_JMP | BPF_JMP32) {
-        return Ok(([next, 0], 1));
+        return Ok((next, NONE));
     }
     Ok(match insn.op() {
-        BPF_EXIT => ([0, 0], 0),
-        BPF_CALL if insn.is_pseudo_call() => ([next, callee], 2),
-        BPF_CALL => ([next, 0], 1),
+        BPF_EXIT => (NONE, NONE),
+        BPF_CALL if insn.is_pseudo_call() => (next, callee),
+        BPF_CALL => (next, NONE),
         BPF_JA if insn.source() == BPF_X => {
             return Err(Stop::Unsupported(format!("indirect jump (gotox) at {pc}")));
         }
-        BPF_JA => ([jump_target(pc, insn), 0], 1),
-        _ => ([next, jump_target(pc, insn)], 2),
+        BPF_JA => (jump_target(pc, insn), NONE),
+        _ => (next, jump_target(pc, insn)),
     })
 }
 
@@ -115,20 +121,37 @@ fn successors(insns: &[Insn], pc: usize) -> Step<([i64; 2], usize)> {
 /// `ld_imm64` ("jump into the middle of ldimm64 insn N"). Back-edges are allowed: lockstep loads
 /// with CAP_BPF (`env->bpf_capable`).
 pub(crate) fn check_cfg(insns: &[Insn]) -> Step<()> {
+    // Programs up to CFG_INLINE instructions walk with buffers on the stack (no allocation: this
+    // runs on every check); each instruction is pushed at most once, so `n` slots suffice.
+    const CFG_INLINE: usize = 256;
     let n = insns.len();
-    let mut seen = vec![false; n];
-    let mut stack = vec![0usize];
+    let (mut seen_inline, mut todo_inline) = ([false; CFG_INLINE], [0u32; CFG_INLINE]);
+    let (mut seen_heap, mut todo_heap) = (Vec::new(), Vec::new());
+    let (seen, todo): (&mut [bool], &mut [u32]) = if n <= CFG_INLINE {
+        (&mut seen_inline[..n], &mut todo_inline[..n])
+    } else {
+        seen_heap.resize(n, false);
+        todo_heap.resize(n, 0);
+        (&mut seen_heap, &mut todo_heap)
+    };
     seen[0] = true;
-    while let Some(t) = stack.pop() {
-        let (succ, count) = successors(insns, t)?;
-        for &w in &succ[..count] {
+    let mut depth = 1;
+    while depth > 0 {
+        depth -= 1;
+        let t = todo[depth] as usize;
+        let (first, second) = successors(insns, t)?;
+        for w in [first, second] {
+            if w == NONE {
+                continue;
+            }
             if w < 0 || w >= n as i64 {
                 return reject(format!("jump out of range from insn {t} to {w}"));
             }
             let w = w as usize;
             if !seen[w] {
                 seen[w] = true;
-                stack.push(w);
+                todo[depth] = w as u32;
+                depth += 1;
             }
         }
     }

@@ -20,12 +20,10 @@ pub(crate) struct Machine<'a> {
     pub profile: &'a KernelProfile,
     pub module: &'a ModuleKfuncs,
     pub opts: &'a ModelOptions,
-    /// Map index by name.
-    pub maps: BTreeMap<&'a str, usize>,
     /// Subprogram starts (index 0 = main).
     pub subprogs: Vec<usize>,
-    /// Global subprograms by start instruction: (label, scalar args).
-    pub globals: BTreeMap<usize, (String, u8)>,
+    /// Global subprograms by start instruction: their number of scalar args.
+    pub globals: BTreeMap<usize, u8>,
     pub id_gen: u32,
     pub steps: usize,
     /// Global subprograms (by start) a verified call reached (`sub_aux->called`).
@@ -47,12 +45,11 @@ impl<'a> Machine<'a> {
         module: &'a ModuleKfuncs,
         opts: &'a ModelOptions,
     ) -> Self {
-        let maps = case.maps.iter().enumerate().map(|(i, m)| (m.name.as_str(), i)).collect();
         let subprogs = case.program.subprog_starts();
         let mut globals = BTreeMap::new();
         for g in &case.globals {
             if let Some((&idx, _)) = case.program.labels.iter().find(|(_, l)| **l == g.label) {
-                globals.insert(idx, (g.label.clone(), g.args));
+                globals.insert(idx, g.args);
             }
         }
         Machine {
@@ -60,7 +57,6 @@ impl<'a> Machine<'a> {
             profile,
             module,
             opts,
-            maps,
             subprogs,
             globals,
             id_gen: 0,
@@ -87,6 +83,11 @@ impl<'a> Machine<'a> {
         &self.case.maps[idx]
     }
 
+    /// The index of the map named `name` (a case has a handful: a linear search, no index built).
+    pub fn map_index(&self, name: &str) -> Option<usize> {
+        self.case.maps.iter().position(|m| m.name == name)
+    }
+
     /// The whole check: `bpf_check()` order of the passes the model covers.
     pub fn run(&mut self) -> Step<()> {
         self.prepass()?;
@@ -103,7 +104,7 @@ impl<'a> Machine<'a> {
         // do_check_subprogs(): each global function on its own, arguments as declared, but only
         // once a verified path called it (`if (!sub_aux->called || sub_aux->verified) continue;`),
         // in subprogram order, again until a pass verifies none.
-        let globals: Vec<(usize, u8)> = self.globals.iter().map(|(i, (_, a))| (*i, *a)).collect();
+        let globals: Vec<(usize, u8)> = self.globals.iter().map(|(i, a)| (*i, *a)).collect();
         let mut verified = std::collections::BTreeSet::new();
         loop {
             let mut new = 0;
@@ -256,7 +257,7 @@ impl<'a> Machine<'a> {
 
     /// `add_used_map()` -> `check_map_prog_compatibility()` for the map `name`.
     fn check_map_prog_compatibility(&self, name: &str) -> Step<()> {
-        let Some(&mi) = self.maps.get(name) else {
+        let Some(mi) = self.map_index(name) else {
             return Err(Stop::Unsupported(format!("unknown map `{name}`")));
         };
         let m = self.map(mi);
@@ -315,7 +316,7 @@ impl<'a> Machine<'a> {
                 match self.step(&mut st)? {
                     Flow::Next(pc) => st.pc = pc,
                     Flow::Branch(pc, other) => {
-                        pending.push(*other);
+                        pending.push(other);
                         st.pc = pc;
                     }
                     Flow::Done => break,
@@ -518,16 +519,23 @@ impl<'a> Machine<'a> {
                 let hi = self.case.program.insns.get(pc + 1).map_or(0, |n| n.imm as u32 as u64);
                 Reg::Scalar(Scalar::known(((hi << 32) | insn.imm as u32 as u64) as i64))
             }
-            (BPF_PSEUDO_MAP_FD, Some(Reloc::Map { name })) => Reg::MapPtr { map: self.maps[name.as_str()] },
+            (BPF_PSEUDO_MAP_FD, Some(Reloc::Map { name })) => {
+                Reg::MapPtr { map: self.map_index(name).expect("checked before the walk") }
+            }
             (BPF_PSEUDO_MAP_VALUE, Some(Reloc::MapValue { name, offset })) => {
                 // check_ld_imm(): reg->id stays 0, the value is not distinct.
                 Reg::MapValue {
-                    map: self.maps[name.as_str()],
+                    map: self.map_index(name).expect("checked before the walk"),
                     off: *offset as i64,
                     var: None,
                     id: 0,
                     null: false,
                 }
+            }
+            (BPF_PSEUDO_FUNC, _) => {
+                super::callbacks::func_ref(pc, insn, !self.case.globals.is_empty(), |s| {
+                    self.globals.contains_key(&s)
+                })?
             }
             _ => return Err(Stop::Unsupported(format!("ld_imm64 form src={} at {pc}", insn.src))),
         };
@@ -633,7 +641,8 @@ impl<'a> Machine<'a> {
         value: Option<Reg>,
     ) -> Step<Reg> {
         let m = &self.profile.messages;
-        let reg = format!("R{regno}");
+        // Built only for a message (a store or load that passes needs no string).
+        let reg = || format!("R{regno}");
         match base {
             Reg::Stack { frame, off: o } => {
                 let at = o + off;
@@ -667,10 +676,10 @@ impl<'a> Machine<'a> {
                         ));
                     }
                     Err(RegionError::MinNegative) => {
-                        return self.reject(pc, self.msg(&m.min_negative, &[("reg", reg)]))
+                        return self.reject(pc, self.msg(&m.min_negative, &[("reg", reg())]))
                     }
                     Err(RegionError::Unbounded) => {
-                        return self.reject(pc, self.msg(&m.unbounded_access, &[("reg", reg)]))
+                        return self.reject(pc, self.msg(&m.unbounded_access, &[("reg", reg())]))
                     }
                     Err(RegionError::OutOfBounds(at)) => {
                         let args = [
@@ -732,7 +741,7 @@ impl<'a> Machine<'a> {
             }
             Reg::MapValue { null: true, .. } | Reg::Scalar(_) => self.reject(
                 pc,
-                self.msg(&m.invalid_mem_access, &[("reg", reg), ("type", base.type_str().into())]),
+                self.msg(&m.invalid_mem_access, &[("reg", reg()), ("type", base.type_str().into())]),
             ),
             _ => Err(Stop::Unsupported(format!(
                 "memory access through {} is outside the modelled subset",
@@ -750,6 +759,9 @@ impl<'a> Machine<'a> {
             }
             BPF_CALL => return self.call(st, pc, insn),
             BPF_EXIT => return self.exit(st, pc),
+            BPF_JCOND if insn.code == (BPF_JMP | BPF_JCOND) && insn.src == 0 => {
+                return self.may_goto(st, pc, insn)
+            }
             _ => {}
         }
         let Some(cmp) = CmpOp::from_op(op) else {
@@ -798,7 +810,7 @@ impl<'a> Machine<'a> {
                     if cmp == CmpOp::Eq { (null_st, st.clone()) } else { (st.clone(), null_st) };
                 taken.pc = target;
                 *st = fall;
-                Ok(Flow::Branch(pc + 1, Box::new(taken)))
+                Ok(Flow::Branch(pc + 1, taken))
             }
             // is_branch_taken(): a non-null pointer against 0.
             (p, Some(0)) if p.is_pointer() && !p.maybe_null() && matches!(cmp, CmpOp::Eq | CmpOp::Ne) => {
@@ -824,7 +836,7 @@ impl<'a> Machine<'a> {
                             }
                         }
                         taken.pc = target;
-                        Ok(Flow::Branch(pc + 1, Box::new(taken)))
+                        Ok(Flow::Branch(pc + 1, taken))
                     }
                 }
             }
@@ -836,7 +848,7 @@ impl<'a> Machine<'a> {
     fn both(&self, st: &mut State, pc: usize, target: usize) -> Step<Flow> {
         let mut taken = st.clone();
         taken.pc = target;
-        Ok(Flow::Branch(pc + 1, Box::new(taken)))
+        Ok(Flow::Branch(pc + 1, taken))
     }
 
     fn map_has_lock(&self, r: &Reg) -> bool {
@@ -899,8 +911,9 @@ impl<'a> Machine<'a> {
 pub(crate) enum Flow {
     /// Continue at this instruction.
     Next(usize),
-    /// Continue at the first; the second state is pushed for later (`push_stack()`).
-    Branch(usize, Box<State>),
+    /// Continue at the first; the second state is pushed for later (`push_stack()`). Not boxed:
+    /// moving a `State` is cheaper than allocating for it at every branch.
+    Branch(usize, State),
     /// This path is finished.
     Done,
 }

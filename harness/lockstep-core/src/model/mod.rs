@@ -7,17 +7,20 @@
 //! `docs/verifier-lock-rules.md`.
 
 mod access;
+mod callbacks;
 mod calls;
 mod cfg;
 mod exec;
 mod fields;
+mod helpers_more;
+mod loops;
 mod scalar;
 mod special;
 mod state;
 
 pub use calls::kfunc_allowed_under_lock;
 pub use scalar::{CmpOp, Scalar};
-pub use state::{ActiveLock, Frame, LockKind, Reg, Stack, State};
+pub use state::{ActiveLock, Frame, LockKind, Reg, Stack, StackBytes, State};
 
 use crate::case::Case;
 use crate::profile::{KernelProfile, ModuleKfuncs};
@@ -140,6 +143,14 @@ pub fn check_with(
 #[cfg(test)]
 mod tests;
 #[cfg(test)]
+mod tests_callbacks;
+#[cfg(test)]
+mod tests_helpers_more;
+#[cfg(test)]
 mod tests_insns;
 #[cfg(test)]
+mod tests_loops;
+#[cfg(test)]
 mod tests_res_lock;
+#[cfg(test)]
+mod tests_speed;

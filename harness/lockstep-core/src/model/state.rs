@@ -24,6 +24,9 @@ pub enum Reg {
     /// `PTR_TO_BTF_ID` returned by a module kfunc (`null`: `PTR_MAYBE_NULL`; `id` for the null
     /// check, `ref_obj_id` the acquired reference it carries, 0 for none).
     BtfPtr { id: u32, ref_obj_id: u32, null: bool },
+    /// `PTR_TO_FUNC`: a callback's address (`ld_imm64` with `BPF_PSEUDO_FUNC`), by the
+    /// subprogram's first instruction.
+    Func { start: usize },
 }
 
 impl Reg {
@@ -39,6 +42,7 @@ impl Reg {
             Reg::MapValue { .. } => "map_value",
             Reg::BtfPtr { null: true, .. } => "ptr_or_null_",
             Reg::BtfPtr { .. } => "ptr_",
+            Reg::Func { .. } => "func",
         }
     }
     /// `PTR_MAYBE_NULL`: a pointer not yet checked against NULL.
@@ -61,16 +65,65 @@ impl Reg {
 /// What one byte of a stack slot holds (`enum bpf_stack_slot_type`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum StackByte {
+    /// `STACK_MISC`.
     Misc,
+    /// `STACK_ZERO`.
     Zero,
+    /// `STACK_SPILL`.
     Spill,
+}
+
+/// `MAX_BPF_STACK`: a frame's stack bytes are at offsets -512..0.
+const STACK_SIZE: usize = 512;
+
+/// What each byte of a frame's stack holds, by (negative) offset, `None` where nothing was
+/// written (`STACK_INVALID`). A fixed array, not a map: a state is cloned at every branch, and
+/// cloning this is a copy, not an allocation per node. The methods take offsets as a map would.
+#[derive(Clone, PartialEq)]
+pub struct StackBytes([Option<StackByte>; STACK_SIZE]);
+
+impl Default for StackBytes {
+    fn default() -> Self {
+        StackBytes([None; STACK_SIZE])
+    }
+}
+
+impl std::fmt::Debug for StackBytes {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_map().entries(self.range(-(STACK_SIZE as i64)..0)).finish()
+    }
+}
+
+impl StackBytes {
+    fn index(off: i64) -> Option<usize> {
+        usize::try_from(off + STACK_SIZE as i64).ok().filter(|i| *i < STACK_SIZE)
+    }
+    /// The byte at `off`, if written.
+    pub fn get(&self, off: &i64) -> Option<&StackByte> {
+        Self::index(*off).and_then(|i| self.0[i].as_ref())
+    }
+    /// Whether the byte at `off` was written.
+    pub fn contains_key(&self, off: &i64) -> bool {
+        self.get(off).is_some()
+    }
+    /// Records the byte at `off` (offsets outside the stack are checked before any store).
+    pub fn insert(&mut self, off: i64, b: StackByte) {
+        debug_assert!(Self::index(off).is_some(), "stack offset {off} outside the stack");
+        if let Some(i) = Self::index(off) {
+            self.0[i] = Some(b);
+        }
+    }
+    /// The written bytes at offsets in `r`, in offset order.
+    pub fn range(&self, r: std::ops::Range<i64>) -> impl Iterator<Item = (i64, &StackByte)> + '_ {
+        r.filter_map(move |off| self.get(&off).map(|b| (off, b)))
+    }
 }
 
 /// One frame's stack: bytes by (negative) offset, spilled registers by slot base offset with the
 /// spill size.
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct Stack {
-    pub bytes: BTreeMap<i64, StackByte>,
+    pub bytes: StackBytes,
     pub spills: BTreeMap<i64, (Reg, u8)>,
 }
 
