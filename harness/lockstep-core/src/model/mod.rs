@@ -141,6 +141,8 @@ pub fn check_with(
 }
 
 #[cfg(test)]
+mod test_fixtures;
+#[cfg(test)]
 mod tests;
 #[cfg(test)]
 mod tests_callbacks;

@@ -1,28 +1,14 @@
 //! Unit tests per rule: each program is checked on every profile and the expectation comes from
 //! the verifier.c function named in the test.
 
+use super::test_fixtures::*;
 use super::*;
 use crate::asm::{assemble, Symbols};
-use crate::case::{Case, Field, FieldKind, MapSpec, MapType, ProgType, ValueLayout};
+use crate::case::{Case, FieldKind, MapSpec, MapType, ProgType};
 use crate::verdict::VerdictKind;
 
 fn lock_map(name: &str, btf: bool) -> MapSpec {
-    MapSpec {
-        name: name.into(),
-        map_type: MapType::Array,
-        key_size: 4,
-        max_entries: 1,
-        value: ValueLayout {
-            size: 8,
-            fields: vec![
-                Field { name: "cnt".into(), kind: FieldKind::Int, offset: 0, size: 4, target: None },
-                Field { name: "lock".into(), kind: FieldKind::SpinLock, offset: 4, size: 4, target: None },
-            ],
-        },
-        btf,
-        global_section: false,
-        flags: 0,
-    }
+    cnt_lock_map(name, MapType::Array, FieldKind::SpinLock, btf)
 }
 
 fn case(prog_type: ProgType, maps: Vec<MapSpec>, text: &str) -> Case {
@@ -33,11 +19,6 @@ fn case(prog_type: ProgType, maps: Vec<MapSpec>, text: &str) -> Case {
     };
     let program = assemble(text, &symbols).expect("test program assembles");
     Case { maps, ..Case::new("t", prog_type, program, text) }
-}
-
-fn verdicts(c: &Case) -> Vec<(String, Verdict)> {
-    let module = crate::module_src::bundled();
-    KernelProfile::all().iter().map(|p| (p.name.clone(), check(c, p, &module))).collect()
 }
 
 /// Looks up element 0 of `m` into r0 (null-checked), r1 = &lock.
@@ -65,7 +46,7 @@ fn lock_then_unlock_is_accepted_everywhere() {
         vec![lock_map("m", true)],
         &with_prologue("call bpf_spin_lock\n r1 = r6\n r1 += 4\n call bpf_spin_unlock"),
     );
-    for (p, v) in verdicts(&c) {
+    for (p, v) in verdicts_on_all_profiles(&c) {
         assert_eq!(v.verdict, VerdictKind::Accept, "{p}: {v:?}");
     }
 }
@@ -78,7 +59,7 @@ fn exit_with_lock_held_message_differs_by_kernel() {
         vec![lock_map("m", true)],
         &with_prologue("call bpf_spin_lock\n r0 = 0\n exit"),
     );
-    for (p, v) in verdicts(&c) {
+    for (p, v) in verdicts_on_all_profiles(&c) {
         assert_eq!(v.verdict, VerdictKind::Reject, "{p}");
         assert_eq!(v.insn, Some(13), "{p}");
         let want = if p == "6.12" {
@@ -97,7 +78,7 @@ fn helper_under_lock_is_rejected() {
         vec![lock_map("m", true)],
         &with_prologue("call bpf_spin_lock\n call bpf_get_prandom_u32"),
     );
-    for (p, v) in verdicts(&c) {
+    for (p, v) in verdicts_on_all_profiles(&c) {
         assert_eq!(v.message.as_deref(), Some("function calls are not allowed while holding a lock"), "{p}");
         assert_eq!(v.insn, Some(12), "{p}");
     }
@@ -107,7 +88,7 @@ fn helper_under_lock_is_rejected() {
 fn flagged_module_kfunc_under_lock_depends_on_profile() {
     let body = "call bpf_spin_lock\n r1 = 1\n call lockstep_safe\n r1 = r6\n r1 += 4\n call bpf_spin_unlock";
     let c = case(ProgType::SchedCls, vec![lock_map("m", true)], &with_prologue(body));
-    for (p, v) in verdicts(&c) {
+    for (p, v) in verdicts_on_all_profiles(&c) {
         let want = if p == "6.12" || p == "7.2" { VerdictKind::Reject } else { VerdictKind::Accept };
         assert_eq!(v.verdict, want, "{p}: {v:?}");
     }
@@ -116,7 +97,7 @@ fn flagged_module_kfunc_under_lock_depends_on_profile() {
         vec![lock_map("m", true)],
         &with_prologue(&body.replace("lockstep_safe", "lockstep_unsafe")),
     );
-    for (p, v) in verdicts(&c) {
+    for (p, v) in verdicts_on_all_profiles(&c) {
         assert_eq!(v.verdict, VerdictKind::Reject, "{p}: {v:?}");
     }
     // Registered for XDP only: fetch_kfunc_meta() finds no flags for sched_cls.
@@ -125,7 +106,7 @@ fn flagged_module_kfunc_under_lock_depends_on_profile() {
         vec![lock_map("m", true)],
         &with_prologue(&body.replace("lockstep_safe", "lockstep_xdp_only_safe")),
     );
-    for (p, v) in verdicts(&c) {
+    for (p, v) in verdicts_on_all_profiles(&c) {
         assert_eq!(v.message.as_deref(), Some("function calls are not allowed while holding a lock"), "{p}");
     }
 }
@@ -139,11 +120,11 @@ fn double_lock_and_unlock_without_lock() {
         vec![lock_map("m", true)],
         &with_prologue("call bpf_spin_lock\n r1 = r6\n r1 += 4\n call bpf_spin_lock"),
     );
-    for (p, v) in verdicts(&c) {
+    for (p, v) in verdicts_on_all_profiles(&c) {
         assert_eq!(v.message.as_deref(), Some("function calls are not allowed while holding a lock"), "{p}");
     }
     let c = case(ProgType::SchedCls, vec![lock_map("m", true)], &with_prologue("call bpf_spin_unlock"));
-    for (p, v) in verdicts(&c) {
+    for (p, v) in verdicts_on_all_profiles(&c) {
         assert_eq!(v.message.as_deref(), Some("bpf_spin_unlock without taking a lock"), "{p}");
     }
 }
@@ -151,7 +132,7 @@ fn double_lock_and_unlock_without_lock() {
 #[test]
 fn map_without_btf_and_wrong_offset() {
     let c = case(ProgType::SchedCls, vec![lock_map("m", false)], &with_prologue("call bpf_spin_lock"));
-    for (p, v) in verdicts(&c) {
+    for (p, v) in verdicts_on_all_profiles(&c) {
         assert_eq!(
             v.message.as_deref(),
             Some("map 'm' has to have BTF in order to use bpf_spin_lock"),
@@ -160,7 +141,7 @@ fn map_without_btf_and_wrong_offset() {
     }
     let c =
         case(ProgType::SchedCls, vec![lock_map("m", true)], &with_prologue("r1 = r6\n call bpf_spin_lock"));
-    for (p, v) in verdicts(&c) {
+    for (p, v) in verdicts_on_all_profiles(&c) {
         assert_eq!(
             v.message.as_deref(),
             Some("off 0 doesn't point to 'struct bpf_spin_lock' that is at 4"),
@@ -172,7 +153,7 @@ fn map_without_btf_and_wrong_offset() {
 #[test]
 fn prog_type_compatibility_is_checked_before_the_walk() {
     let c = case(ProgType::SocketFilter, vec![lock_map("m", true)], &with_prologue("call bpf_spin_lock"));
-    for (p, v) in verdicts(&c) {
+    for (p, v) in verdicts_on_all_profiles(&c) {
         assert_eq!(
             (v.insn, v.message.as_deref()),
             (None, Some("socket filter progs cannot use bpf_spin_lock yet")),
@@ -180,7 +161,7 @@ fn prog_type_compatibility_is_checked_before_the_walk() {
         );
     }
     let c = case(ProgType::Kprobe, vec![lock_map("m", true)], &with_prologue("call bpf_spin_lock"));
-    for (p, v) in verdicts(&c) {
+    for (p, v) in verdicts_on_all_profiles(&c) {
         assert_eq!(v.message.as_deref(), Some("tracing progs cannot use bpf_spin_lock yet"), "{p}");
     }
 }
@@ -188,7 +169,7 @@ fn prog_type_compatibility_is_checked_before_the_walk() {
 #[test]
 fn direct_access_to_the_lock_field() {
     let c = case(ProgType::SchedCls, vec![lock_map("m", true)], &with_prologue("r1 = *(u32 *)(r6 + 4)"));
-    for (p, v) in verdicts(&c) {
+    for (p, v) in verdicts_on_all_profiles(&c) {
         assert_eq!(
             v.message.as_deref(),
             Some("bpf_spin_lock cannot be accessed directly by load/store"),
@@ -203,7 +184,7 @@ fn array_lookup_nullness_elision_changes_the_null_check_path() {
     // before any null check is accepted; 6.12 rejects it as map_value_or_null.
     let text = "r1 = 0\n *(u32 *)(r10 - 4) = r1\n r2 = r10\n r2 += -4\n r1 = m ll\n call bpf_map_lookup_elem\n r1 = *(u32 *)(r0 + 0)\n r0 = 0\n exit";
     let c = case(ProgType::SchedCls, vec![lock_map("m", true)], text);
-    for (p, v) in verdicts(&c) {
+    for (p, v) in verdicts_on_all_profiles(&c) {
         if p == "6.12" {
             assert_eq!(v.message.as_deref(), Some("R0 invalid mem access 'map_value_or_null'"), "{p}");
         } else {
@@ -216,7 +197,7 @@ fn array_lookup_nullness_elision_changes_the_null_check_path() {
 fn unmodelled_helper_is_unsupported_not_guessed() {
     let c =
         case(ProgType::SchedCls, vec![lock_map("m", true)], "call bpf_get_current_pid_tgid\n r0 = 0\n exit");
-    for (p, v) in verdicts(&c) {
+    for (p, v) in verdicts_on_all_profiles(&c) {
         assert_eq!(v.verdict, VerdictKind::Unsupported, "{p}");
     }
 }
@@ -248,12 +229,12 @@ fn skb_ctx_reads_give_a_u32_and_the_rest_of_ctx_is_unsupported() {
     let body = "r7 = *(u32 *)(r9 + 8)\n if r7 == 0 goto skip\n call bpf_spin_lock\n r1 = r6\n r1 += 4\n call bpf_spin_unlock\nskip:";
     let c =
         case(ProgType::CgroupSkb, vec![lock_map("m", true)], &format!("r9 = r1\n{}", with_prologue(body)));
-    for (p, v) in verdicts(&c) {
+    for (p, v) in verdicts_on_all_profiles(&c) {
         assert_eq!(v.verdict, VerdictKind::Accept, "{p}: {v:?}");
     }
     // a scalar: no lock pointer can come from it
     let c = case(ProgType::SchedCls, vec![], "r1 = *(u32 *)(r1 + 8)\n call bpf_spin_lock\n r0 = 0\n exit");
-    for (p, v) in verdicts(&c) {
+    for (p, v) in verdicts_on_all_profiles(&c) {
         assert_eq!(v.message.as_deref(), Some("R1 type=scalar expected=map_value, ptr_"), "{p}");
     }
     // data (76) is a packet pointer, writes and other program types are not modelled
@@ -263,7 +244,7 @@ fn skb_ctx_reads_give_a_u32_and_the_rest_of_ctx_is_unsupported() {
         (ProgType::SchedCls, "r2 = *(u16 *)(r1 + 8)\n r0 = 0\n exit"),
         (ProgType::Xdp, "r2 = *(u32 *)(r1 + 8)\n r0 = 0\n exit"),
     ] {
-        for (p, v) in verdicts(&case(t, vec![], text)) {
+        for (p, v) in verdicts_on_all_profiles(&case(t, vec![], text)) {
             assert_eq!(v.verdict, VerdictKind::Unsupported, "{p} {text}: {v:?}");
         }
     }
@@ -276,7 +257,7 @@ fn res_spin_lock_map_in_a_tracing_program() {
     let mut m = lock_map("m", true);
     m.value.fields[1].kind = FieldKind::ResSpinLock;
     let c = case(ProgType::Kprobe, vec![m], "r1 = m ll\n r0 = 0\n exit");
-    for (p, v) in verdicts(&c) {
+    for (p, v) in verdicts_on_all_profiles(&c) {
         match p.as_str() {
             "7.2" | "7.2+kf-spin-lock" => {
                 assert_eq!(v, Verdict::reject(None, "tracing progs cannot use bpf_spin_lock yet"), "{p}")
@@ -296,7 +277,7 @@ fn negative_map_value_offset_then_access() {
         vec![lock_map("m", true)],
         &with_prologue("r1 = r6\n r1 += -4\n r2 = *(u32 *)(r1 + 4)"),
     );
-    for (p, v) in verdicts(&c) {
+    for (p, v) in verdicts_on_all_profiles(&c) {
         if p == "6.12" {
             assert_eq!(v.verdict, VerdictKind::Accept, "{p}: {v:?}");
         } else {
@@ -315,7 +296,7 @@ fn negative_map_value_offset_then_access() {
         vec![lock_map("m", true)],
         &with_prologue("r1 = r6\n r1 += -4\n r2 = *(u32 *)(r1 + 0)"),
     );
-    for (p, v) in verdicts(&c) {
+    for (p, v) in verdicts_on_all_profiles(&c) {
         let want = if p == "6.12" {
             "invalid access to map value, value_size=8 off=-4 size=4"
         } else {
@@ -334,7 +315,7 @@ fn misaligned_atomic_on_a_map_value() {
         vec![lock_map("m", true)],
         &with_prologue("r1 = r6\n r1 += -4\n r2 = 1\n lock *(u32 *)(r1 + 10) += r2"),
     );
-    for (p, v) in verdicts(&c) {
+    for (p, v) in verdicts_on_all_profiles(&c) {
         let want = if p == "6.12" {
             "misaligned value access off 0+-4+10 size 4"
         } else {
@@ -353,11 +334,11 @@ fn branches_decided_by_bounds_prune_dead_paths() {
             "call bpf_get_prandom_u32\n {cond}\n r0 = 0\n exit\nbad:\n r1 = 0\n r0 = *(u32 *)(r1 + 0)\n exit"
         );
         let c = case(ProgType::SchedCls, vec![lock_map("m", true)], &text);
-        for (p, v) in verdicts(&c) {
+        for (p, v) in verdicts_on_all_profiles(&c) {
             assert_eq!(v.verdict, VerdictKind::Accept, "{cond} on {p}: {v:?}");
         }
         let live = text.replace(" & 0 ", " & 1 ").replace("w0 < 0", "w0 < 1");
-        for (p, v) in verdicts(&case(ProgType::SchedCls, vec![lock_map("m", true)], &live)) {
+        for (p, v) in verdicts_on_all_profiles(&case(ProgType::SchedCls, vec![lock_map("m", true)], &live)) {
             assert_eq!(v, Verdict::reject(Some(5), "R1 invalid mem access 'scalar'"), "{live} on {p}");
         }
     }
@@ -372,7 +353,7 @@ fn global_functions_are_verified_only_when_called() {
         let text = format!("r0 = 0\n {cond}\n exit\ndo_call:\n call gsub\n exit\ngsub:\n exit");
         let mut c = case(ProgType::SchedCls, vec![], &text);
         c.globals = vec![crate::case::GlobalFunc { label: "gsub".into(), args: 0 }];
-        for (p, v) in verdicts(&c) {
+        for (p, v) in verdicts_on_all_profiles(&c) {
             if called {
                 assert_eq!(v, Verdict::reject(Some(5), "R0 !read_ok"), "{p}");
             } else {
@@ -393,11 +374,11 @@ fn global_function_argument_is_checked_before_the_lock() {
     data.global_section = true;
     let mut c = case(ProgType::SchedCls, vec![data], text);
     c.globals = vec![crate::case::GlobalFunc { label: "gsub".into(), args: 1 }];
-    for (p, v) in verdicts(&c) {
+    for (p, v) in verdicts_on_all_profiles(&c) {
         assert_eq!(v, Verdict::reject(Some(5), "R1 is not a scalar"), "{p}");
     }
     c.globals[0].args = 0;
-    for (p, v) in verdicts(&c) {
+    for (p, v) in verdicts_on_all_profiles(&c) {
         assert_eq!(v.insn, Some(5), "{p}: {v:?}");
         assert!(
             v.message
@@ -417,7 +398,7 @@ const ACQUIRE_RELEASE: &str = "r1 = 1\n call lockstep_safe_acquire\n if r0 == 0 
 #[test]
 fn acquire_null_check_release_is_accepted_outside_a_lock_everywhere() {
     let c = case(ProgType::SchedCls, vec![lock_map("m", true)], &with_prologue(ACQUIRE_RELEASE));
-    for (p, v) in verdicts(&c) {
+    for (p, v) in verdicts_on_all_profiles(&c) {
         assert_eq!(v.verdict, VerdictKind::Accept, "{p}: {v:?}");
     }
 }
@@ -426,7 +407,7 @@ fn acquire_null_check_release_is_accepted_outside_a_lock_everywhere() {
 fn acquire_release_under_a_lock_follows_the_lock_rule() {
     let body = format!("call bpf_spin_lock\n {ACQUIRE_RELEASE}\n r1 = r6\n r1 += 4\n call bpf_spin_unlock");
     let c = case(ProgType::SchedCls, vec![lock_map("m", true)], &with_prologue(&body));
-    for (p, v) in verdicts(&c) {
+    for (p, v) in verdicts_on_all_profiles(&c) {
         if p == "6.12" || p == "7.2" {
             assert_eq!(
                 (v.insn, v.message.as_deref()),
@@ -447,7 +428,7 @@ fn a_maybe_null_return_left_unchecked_is_fine_and_a_leak_is_not_modelled() {
         vec![lock_map("m", true)],
         &with_prologue("r1 = 1\n call lockstep_safe_ret_null"),
     );
-    for (p, v) in verdicts(&c) {
+    for (p, v) in verdicts_on_all_profiles(&c) {
         assert_eq!(v.verdict, VerdictKind::Accept, "{p}: {v:?}");
     }
     // An acquired reference still held at exit: check_reference_leak()'s ids follow id_gen.
@@ -456,7 +437,7 @@ fn a_maybe_null_return_left_unchecked_is_fine_and_a_leak_is_not_modelled() {
         vec![lock_map("m", true)],
         &with_prologue("r1 = 1\n call lockstep_safe_acquire\n r7 = r0"),
     );
-    for (p, v) in verdicts(&c) {
+    for (p, v) in verdicts_on_all_profiles(&c) {
         assert_eq!(v.verdict, VerdictKind::Unsupported, "{p}: {v:?}");
     }
     // ... but only the non-null path holds it: the NULL branch released it.
@@ -465,11 +446,11 @@ fn a_maybe_null_return_left_unchecked_is_fine_and_a_leak_is_not_modelled() {
         vec![lock_map("m", true)],
         &with_prologue("r1 = 1\n call lockstep_safe_acquire\n if r0 != 0 goto out"),
     );
-    for (p, v) in verdicts(&c) {
+    for (p, v) in verdicts_on_all_profiles(&c) {
         assert_eq!(v.verdict, VerdictKind::Unsupported, "{p}: {v:?}");
     }
     let c = case(ProgType::SchedCls, vec![lock_map("m", true)], &with_prologue("r1 = 1\n call lockstep_safe_acquire\n if r0 == 0 goto out\n r1 = r0\n call lockstep_safe_release"));
-    for (p, v) in verdicts(&c) {
+    for (p, v) in verdicts_on_all_profiles(&c) {
         assert_eq!(v.verdict, VerdictKind::Accept, "{p}: {v:?}");
     }
 }
@@ -479,7 +460,7 @@ fn a_released_pointer_is_no_longer_a_reference() {
     // release_reference() invalidates every copy; releasing a copy again is outside the model.
     let body = "r1 = 1\n call lockstep_safe_acquire\n if r0 == 0 goto out\n r7 = r0\n r1 = r0\n call lockstep_safe_release\n r1 = r7\n call lockstep_safe_release";
     let c = case(ProgType::SchedCls, vec![lock_map("m", true)], &with_prologue(body));
-    for (p, v) in verdicts(&c) {
+    for (p, v) in verdicts_on_all_profiles(&c) {
         assert_eq!(v.verdict, VerdictKind::Unsupported, "{p}: {v:?}");
     }
 }
@@ -489,7 +470,7 @@ fn a_released_pointer_is_no_longer_a_reference() {
 #[test]
 fn a_write_to_r11_is_reported_as_r11_not_r10() {
     for (text, want) in [("r11 = 0\nr0 = 0\nexit", "r11"), ("r10 = 0\nr0 = 0\nexit", "r10")] {
-        for (p, v) in verdicts(&case(ProgType::SocketFilter, vec![], text)) {
+        for (p, v) in verdicts_on_all_profiles(&case(ProgType::SocketFilter, vec![], text)) {
             assert_eq!(v.verdict, VerdictKind::Unsupported, "{p}: {text}");
             let m = v.message.unwrap_or_default();
             assert!(m.contains(want) && !(want == "r11" && m.contains("r10")), "{p}: {m}");

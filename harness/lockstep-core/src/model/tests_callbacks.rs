@@ -3,28 +3,14 @@
 //! `do_check_insn()`'s rule for a helper call with a lock held, which runs before
 //! `check_helper_call()` (so before the callback is looked at).
 
+use super::test_fixtures::*;
 use super::*;
 use crate::asm::{assemble, Symbols};
-use crate::case::{Case, Field, FieldKind, GlobalFunc, MapSpec, MapType, ProgType, ValueLayout};
+use crate::case::{Case, FieldKind, GlobalFunc, MapSpec, MapType, ProgType};
 use crate::verdict::VerdictKind;
 
 fn lock_map() -> MapSpec {
-    MapSpec {
-        name: "m".into(),
-        map_type: MapType::Hash,
-        key_size: 4,
-        max_entries: 1,
-        value: ValueLayout {
-            size: 8,
-            fields: vec![
-                Field { name: "cnt".into(), kind: FieldKind::Int, offset: 0, size: 4, target: None },
-                Field { name: "lock".into(), kind: FieldKind::SpinLock, offset: 4, size: 4, target: None },
-            ],
-        },
-        btf: true,
-        global_section: false,
-        flags: 0,
-    }
+    cnt_lock_map("m", MapType::Hash, FieldKind::SpinLock, true)
 }
 
 /// A case over map `m`; with `func_info`, a global function `gsub` (called first) makes the
@@ -44,11 +30,6 @@ fn case(text: &str, func_info: bool) -> Case {
     c
 }
 
-fn verdicts(c: &Case) -> Vec<(String, Verdict)> {
-    let module = crate::module_src::bundled();
-    KernelProfile::all().iter().map(|p| (p.name.clone(), check(c, p, &module))).collect()
-}
-
 /// Takes the lock of element 0 of `m` (r6 = the element), runs `body`, unlocks; `cb` is a
 /// static callback.
 fn locked(body: &str) -> String {
@@ -64,7 +45,7 @@ fn callback_reference_without_func_info_is_refused_at_the_ld_imm64() {
     // check_ld_imm(): "missing btf func_info" at insn 12, the ld_imm64 after bpf_spin_lock
     // (debian:6.12, 7.2 and 7.3 say the same: tests/corpus/callbacks.toml).
     let c = case(&locked("r2 = cb ll"), false);
-    for (p, v) in verdicts(&c) {
+    for (p, v) in verdicts_on_all_profiles(&c) {
         assert_eq!(v, Verdict::reject(Some(12), "missing btf func_info"), "{p}");
     }
 }
@@ -73,7 +54,7 @@ fn callback_reference_without_func_info_is_refused_at_the_ld_imm64() {
 fn callback_reference_with_func_info_is_a_func_pointer() {
     // Loading a static callback's address under the lock is no call: accepted.
     let c = case(&locked("r2 = cb ll"), true);
-    for (p, v) in verdicts(&c) {
+    for (p, v) in verdicts_on_all_profiles(&c) {
         assert_eq!(v.verdict, VerdictKind::Accept, "{p}: {v:?}");
     }
 }
@@ -85,7 +66,7 @@ fn callback_helpers_under_a_lock_are_refused_by_the_call_rule() {
     for helper in ["bpf_loop", "bpf_for_each_map_elem"] {
         let body = format!("r1 = 4\n r2 = cb ll\n r3 = 0\n r4 = 0\n call {helper}");
         let c = case(&locked(&body), true);
-        for (p, v) in verdicts(&c) {
+        for (p, v) in verdicts_on_all_profiles(&c) {
             assert_eq!(
                 v,
                 Verdict::reject(Some(19), "function calls are not allowed while holding a lock"),
@@ -101,7 +82,7 @@ fn callback_helpers_outside_a_lock_are_unsupported_by_name() {
         "r1 = 4\n r2 = cb ll\n r3 = 0\n r4 = 0\n call bpf_loop\n r0 = 0\n exit\ncb:\n r0 = 0\n exit",
         true,
     );
-    for (p, v) in verdicts(&c) {
+    for (p, v) in verdicts_on_all_profiles(&c) {
         assert_eq!(v.verdict, VerdictKind::Unsupported, "{p}: {v:?}");
         assert!(
             v.message.as_deref().unwrap_or("").starts_with("helper bpf_loop: its callback"),
@@ -114,7 +95,7 @@ fn callback_helpers_outside_a_lock_are_unsupported_by_name() {
 fn callback_reference_to_a_global_function_or_main_is_refused() {
     // check_ld_imm(): "callback function not static" for a global target.
     let c = case("r2 = gsub ll\n r0 = 0\n exit", true);
-    for (p, v) in verdicts(&c) {
+    for (p, v) in verdicts_on_all_profiles(&c) {
         assert_eq!(v, Verdict::reject(Some(2), "callback function not static"), "{p}");
     }
 }

@@ -3,36 +3,21 @@
 //! `check_reg_type()` "R1 type=%s expected=%s"; `do_check_insn()`'s gate under a lock), the
 //! same on debian:6.12, 7.2 and 7.3 (`tests/corpus/helpers-more.toml`).
 
+use super::test_fixtures::*;
 use super::*;
 use crate::asm::{assemble, Symbols};
-use crate::case::{Case, Field, FieldKind, MapSpec, MapType, ProgType, ValueLayout};
+use crate::case::{Case, FieldKind, MapSpec, MapType, ProgType};
 use crate::verdict::VerdictKind;
 
 fn map(map_type: MapType) -> MapSpec {
-    MapSpec {
-        name: "m".into(),
-        map_type,
-        key_size: 4,
-        max_entries: 1,
-        value: ValueLayout {
-            size: 8,
-            fields: vec![
-                Field { name: "cnt".into(), kind: FieldKind::Int, offset: 0, size: 4, target: None },
-                Field { name: "lock".into(), kind: FieldKind::SpinLock, offset: 4, size: 4, target: None },
-            ],
-        },
-        btf: true,
-        global_section: false,
-        flags: 0,
-    }
+    cnt_lock_map("m", map_type, FieldKind::SpinLock, true)
 }
 
 fn verdicts(text: &str, m: MapSpec) -> Vec<(String, Verdict)> {
     let symbols = Symbols { maps: vec!["m".into()], kfuncs: vec![] };
     let program = assemble(text, &symbols).expect("test program assembles");
     let c = Case { maps: vec![m], ..Case::new("t", ProgType::SchedCls, program, text) };
-    let module = crate::module_src::bundled();
-    KernelProfile::all().iter().map(|p| (p.name.clone(), check(&c, p, &module))).collect()
+    verdicts_on_all_profiles(&c)
 }
 
 const UPDATE: &str = "r1 = 0\n *(u32 *)(r10 - 4) = r1\n *(u64 *)(r10 - 16) = r1\n r2 = r10\n r2 += -4\n \

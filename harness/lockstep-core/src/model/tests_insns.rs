@@ -2,7 +2,7 @@
 //! `check_cfg()`, `check_and_resolve_insns()` (opcode table, reserved fields) and the constant
 //! operand checks of `check_alu_op()`. Expectations from the 6.12, 7.2 and 7.3 verifier sources.
 
-use super::*;
+use super::test_fixtures::*;
 use crate::asm::{assemble, Symbols};
 use crate::case::{Case, ProgType};
 use crate::insn::*;
@@ -18,14 +18,8 @@ fn raw_case(insns: Vec<Insn>) -> Case {
     Case::new("t", ProgType::SchedCls, program, "")
 }
 
-/// (profile, verdict) for every profile.
-fn verdicts(c: &Case) -> Vec<(String, Verdict)> {
-    let module = crate::module_src::bundled();
-    KernelProfile::all().iter().map(|p| (p.name.clone(), check(c, p, &module))).collect()
-}
-
 fn assert_all(c: &Case, insn: Option<usize>, msg: &str) {
-    for (p, v) in verdicts(c) {
+    for (p, v) in verdicts_on_all_profiles(c) {
         assert_eq!(v.verdict, VerdictKind::Reject, "{p}: {v:?}");
         assert_eq!(v.message.as_deref(), Some(msg), "{p}");
         assert_eq!(v.insn, insn, "{p}");
@@ -92,7 +86,7 @@ fn jump_into_ld_imm64_is_rejected() {
 fn back_edges_are_allowed_for_a_privileged_loader() {
     // push_insn(): env->bpf_capable accepts a back-edge; a bounded loop verifies.
     let text = "r1 = 0\nl:\n r1 += 1\n if r1 < 3 goto l\n r0 = 0\n exit";
-    for (p, v) in verdicts(&text_case(ProgType::SchedCls, text)) {
+    for (p, v) in verdicts_on_all_profiles(&text_case(ProgType::SchedCls, text)) {
         assert_eq!(v.verdict, VerdictKind::Accept, "{p}: {v:?}");
     }
 }
@@ -120,7 +114,7 @@ fn division_by_constant_zero_is_rejected_at_the_insn() {
 fn division_by_a_zero_register_is_allowed() {
     // Defined at run time (result 0); the verifier does not refuse it.
     let c = text_case(ProgType::SchedCls, "r0 = 5\n r1 = 0\n r0 /= r1\n r0 %= r1\n exit");
-    for (p, v) in verdicts(&c) {
+    for (p, v) in verdicts_on_all_profiles(&c) {
         assert_eq!(v.verdict, VerdictKind::Accept, "{p}: {v:?}");
     }
 }
@@ -131,7 +125,7 @@ fn constant_shift_of_the_width_or_more_is_rejected() {
     assert_all(&text_case(ProgType::SchedCls, "r0 = 1\n r0 <<= 200\n exit"), Some(1), "invalid shift 200");
     assert_all(&text_case(ProgType::SchedCls, "w0 = 1\n w0 >>= 32\n exit"), Some(1), "invalid shift 32");
     let ok = text_case(ProgType::SchedCls, "r0 = 1\n r0 s>>= 63\n w0 <<= 31\n exit");
-    for (p, v) in verdicts(&ok) {
+    for (p, v) in verdicts_on_all_profiles(&ok) {
         assert_eq!(v.verdict, VerdictKind::Accept, "{p}: {v:?}");
     }
 }
@@ -152,16 +146,16 @@ fn unknown_opcode_is_rejected_before_the_walk() {
 fn reserved_fields_before_the_walk_on_7x_and_at_the_insn_on_6_12() {
     // 7.x check_and_resolve_insns() -> check_insn_fields(); 6.12 check_alu_op() when reached.
     let c = raw_case(vec![MOV0, Insn::new(BPF_ALU64 | BPF_ADD | BPF_K, 0, 3, 0, 1), EXIT]);
-    for (p, v) in verdicts(&c) {
+    for (p, v) in verdicts_on_all_profiles(&c) {
         assert_eq!(v.message.as_deref(), Some("BPF_ALU uses reserved fields"), "{p}");
         assert_eq!(v.insn, if p == "6.12" { Some(1) } else { None }, "{p}");
     }
     let c = raw_case(vec![MOV0, Insn::new(BPF_JMP | BPF_EXIT, 0, 0, 0, 7)]);
-    for (p, v) in verdicts(&c) {
+    for (p, v) in verdicts_on_all_profiles(&c) {
         assert_eq!(v.message.as_deref(), Some("BPF_EXIT uses reserved fields"), "{p}");
     }
     let c = raw_case(vec![MOV0, Insn::new(BPF_ALU64 | BPF_NEG, 0, 0, 0, 1), EXIT]);
-    for (p, v) in verdicts(&c) {
+    for (p, v) in verdicts_on_all_profiles(&c) {
         assert_eq!(v.message.as_deref(), Some("BPF_NEG uses reserved fields"), "{p}");
     }
 }
@@ -171,7 +165,7 @@ fn a_program_ending_in_ld_imm64() {
     // 7.3 bpf_check(): "invalid bpf_ld_imm64 insn" first; 7.2 / 6.12 check_subprogs() sees the
     // last insn is not an exit.
     let c = raw_case(vec![MOV0, EXIT, Insn::new(BPF_LD | BPF_DW | BPF_IMM, 1, 0, 0, 0)]);
-    for (p, v) in verdicts(&c) {
+    for (p, v) in verdicts_on_all_profiles(&c) {
         let want = if p == "7.3" { "invalid bpf_ld_imm64 insn" } else { "last insn is not an exit or jmp" };
         assert_eq!(v.message.as_deref(), Some(want), "{p}");
     }
@@ -181,7 +175,7 @@ fn a_program_ending_in_ld_imm64() {
 fn static_subprog_r0_is_checked_where_the_caller_reads_it() {
     // prepare_func_exit(): no R0 check for a static subprogram; the caller's read fails.
     let unread = text_case(ProgType::SchedCls, "call sub\n r0 = 0\n exit\nsub:\n exit");
-    for (p, v) in verdicts(&unread) {
+    for (p, v) in verdicts_on_all_profiles(&unread) {
         assert_eq!(v.verdict, VerdictKind::Accept, "{p}: {v:?}");
     }
     let read = text_case(ProgType::SchedCls, "call sub\n exit\nsub:\n exit");
@@ -203,11 +197,11 @@ fn iter_case(body: &str) -> Case {
 fn iter_num_loop_converges_at_the_next_call() {
     // process_iter_next_call() + is_state_visited(): the second visit of bpf_iter_num_next with an
     // equal state is pruned, so the loop is judged, not cut off by the step budget.
-    for (p, v) in verdicts(&iter_case("r6 = 1")) {
+    for (p, v) in verdicts_on_all_profiles(&iter_case("r6 = 1")) {
         assert_eq!(v.verdict, VerdictKind::Accept, "{p}: {v:?}");
     }
     // A counter that grows every iteration never meets an equal state: unsupported, never a guess.
-    for (p, v) in verdicts(&iter_case("r6 += 1")) {
+    for (p, v) in verdicts_on_all_profiles(&iter_case("r6 += 1")) {
         assert_ne!(v.verdict, VerdictKind::Reject, "{p}: {v:?}");
     }
 }

@@ -2,33 +2,18 @@
 //! target is walked first, the fall-through pushed) and `is_state_visited()` (a loop converges at
 //! the `may_goto`), the same on debian:6.12, 7.2 and 7.3 (`tests/corpus/may-goto.toml`).
 
+use super::test_fixtures::*;
 use super::*;
 use crate::asm::{assemble, Symbols};
-use crate::case::{Case, Field, FieldKind, MapSpec, MapType, ProgType, ValueLayout};
+use crate::case::{Case, FieldKind, MapType, ProgType};
 use crate::verdict::VerdictKind;
 
 fn verdicts(text: &str) -> Vec<(String, Verdict)> {
-    let m = MapSpec {
-        name: "m".into(),
-        map_type: MapType::Hash,
-        key_size: 4,
-        max_entries: 1,
-        value: ValueLayout {
-            size: 8,
-            fields: vec![
-                Field { name: "cnt".into(), kind: FieldKind::Int, offset: 0, size: 4, target: None },
-                Field { name: "lock".into(), kind: FieldKind::SpinLock, offset: 4, size: 4, target: None },
-            ],
-        },
-        btf: true,
-        global_section: false,
-        flags: 0,
-    };
+    let m = cnt_lock_map("m", MapType::Hash, FieldKind::SpinLock, true);
     let symbols = Symbols { maps: vec!["m".into()], kfuncs: vec![] };
     let program = assemble(text, &symbols).expect("test program assembles");
     let c = Case { maps: vec![m], ..Case::new("t", ProgType::SchedCls, program, text) };
-    let module = crate::module_src::bundled();
-    KernelProfile::all().iter().map(|p| (p.name.clone(), check(&c, p, &module))).collect()
+    verdicts_on_all_profiles(&c)
 }
 
 /// Lookup of element 0 into r6 (8 slots), then `body`, then `out: r0 = 0; exit`.

@@ -1,28 +1,14 @@
 //! Unit tests for `bpf_res_spin_lock` / `bpf_res_spin_unlock` (7.2, 7.3: `process_spin_lock()`
 //! with `PROCESS_RES_LOCK`, the failed-acquisition fork of `check_kfunc_call()`).
 
+use super::test_fixtures::*;
 use super::*;
 use crate::asm::{assemble, Symbols};
-use crate::case::{Case, Field, FieldKind, MapSpec, MapType, ProgType, ValueLayout};
+use crate::case::{Case, FieldKind, MapSpec, MapType, ProgType};
 use crate::verdict::VerdictKind;
 
 fn res_map(name: &str, kind: FieldKind) -> MapSpec {
-    MapSpec {
-        name: name.into(),
-        map_type: MapType::Hash,
-        key_size: 4,
-        max_entries: 1,
-        value: ValueLayout {
-            size: 8,
-            fields: vec![
-                Field { name: "cnt".into(), kind: FieldKind::Int, offset: 0, size: 4, target: None },
-                Field { name: "lock".into(), kind, offset: 4, size: 4, target: None },
-            ],
-        },
-        btf: true,
-        global_section: false,
-        flags: 0,
-    }
+    cnt_lock_map(name, MapType::Hash, kind, true)
 }
 
 /// Looks up element 0 of `a` into r6 and of `b` into r7, then runs `body`.
