@@ -209,17 +209,7 @@ fn read_object(
             Ok(c) => out.cases.push(Case { object: Some(object), ..c }),
             Err(why) => {
                 // The kernel still judges it (through libbpf); the model says why it cannot.
-                let mut c = Case::new(name.clone(), ProgType::SocketFilter, Program::default(), "");
-                c.file = file.to_string();
-                if let Ok(a) = &annotations {
-                    c.expect = a.expect.clone();
-                    c.description = a.description.clone();
-                    c.tags = a.tags.clone();
-                    c.log_level = a.log_level;
-                }
-                c.object = Some(object);
-                c.model_unsupported = Some(why.clone());
-                out.cases.push(c);
+                out.cases.push(kernel_only_case(file, name, annotations.as_ref().ok(), object, &why));
                 out.skipped.push((name.clone(), why));
             }
         }
@@ -255,15 +245,7 @@ fn programs_for_kernel_only(
     let mut out = ObjectCases::default();
     for (_, _, name) in syms {
         let annotations = Annotations::read(file, &name, btf);
-        let mut c = Case::new(name.clone(), ProgType::SocketFilter, Program::default(), "");
-        c.file = file.to_string();
-        if let Ok(a) = &annotations {
-            c.expect = a.expect.clone();
-            c.description = a.description.clone();
-            c.tags = a.tags.clone();
-            c.log_level = a.log_level;
-        }
-        c.object = Some(ObjectSource {
+        let object = ObjectSource {
             file_name: file_name.clone(),
             bytes: shared.clone(),
             program: name.clone(),
@@ -271,12 +253,33 @@ fn programs_for_kernel_only(
             log_level: annotations.as_ref().map_or(0, |a| a.log_level).max(1),
             prog_flags: annotations.as_ref().map_or(0, |a| a.flags.0 | if a.flags.1 { 1 << 4 } else { 0 }),
             test_run: annotations.as_ref().is_ok_and(|a| a.expect.values().any(|e| e.retval.is_some())),
-        });
-        c.model_unsupported = Some(why.to_string());
-        out.cases.push(c);
+        };
+        out.cases.push(kernel_only_case(file, &name, annotations.as_ref().ok(), object, why));
         out.skipped.push((name, why.to_string()));
     }
     out
+}
+
+/// The case of program `name` that only the kernel judges (through libbpf): its annotations as
+/// expectations, the model `unsupported` with `why`.
+fn kernel_only_case(
+    file: &str,
+    name: &str,
+    annotations: Option<&Annotations>,
+    object: ObjectSource,
+    why: &str,
+) -> Case {
+    let mut c = Case::new(name.to_string(), ProgType::SocketFilter, Program::default(), "");
+    c.file = file.to_string();
+    if let Some(a) = annotations {
+        c.expect = a.expect.clone();
+        c.description = a.description.clone();
+        c.tags = a.tags.clone();
+        c.log_level = a.log_level;
+    }
+    c.object = Some(object);
+    c.model_unsupported = Some(why.to_string());
+    c
 }
 
 #[allow(clippy::too_many_arguments)]
