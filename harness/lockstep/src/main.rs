@@ -3,6 +3,7 @@
 
 mod agent;
 mod bench;
+mod bisect;
 mod cases;
 mod census;
 mod check;
@@ -63,6 +64,8 @@ enum Cmd {
     Census(census::CensusArgs),
     /// Build a base and a patched kernel, run the corpus on both and judge every verdict flip.
     ValidateSeries(validate::ValidateArgs),
+    /// git bisect in a kernel tree: build and boot each step, judge the given cases' verdicts.
+    Bisect(bisect::BisectArgs),
     /// Reports of earlier runs: `report merge` joins the JSON of `run --shard K/N` runs.
     Report {
         #[command(subcommand)]
@@ -130,6 +133,7 @@ fn main() -> ExitCode {
         Cmd::Disasm { paths } => check::disasm(&paths),
         Cmd::ImportSelftests(a) => import::run(a),
         Cmd::ValidateSeries(a) => validate::run(a),
+        Cmd::Bisect(a) => bisect::run(a),
     };
     let code = match result {
         Ok(code) => code,
