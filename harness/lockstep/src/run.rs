@@ -273,6 +273,15 @@ pub fn run_cases(
                     bar.suspend(|| eprintln!("lockstep: {name}: {e:#}"));
                     out.infra.push(format!("{name}: {e:#}"));
                     bar.inc(cases.len() as u64);
+                    // One row per case, so that a shard's JSON (and `report merge`) counts it too.
+                    let why = format!("not run: the kernel could not be prepared: {e:#}");
+                    for (i, c) in cases.iter().enumerate() {
+                        emit(
+                            &mut out,
+                            unrun_row(c, name, None, "", Outcome::NotRun, why.clone()),
+                            positions[i],
+                        );
+                    }
                     continue;
                 }
             }
@@ -296,6 +305,14 @@ pub fn run_cases(
                 bar.suspend(|| eprintln!("lockstep: {name}: {e:#}"));
                 out.infra.push(format!("{name}: {e:#}"));
                 bar.inc(cases.len() as u64);
+                let why = format!("not run: the guest could not be started: {e:#}");
+                for (i, c) in cases.iter().enumerate() {
+                    emit(
+                        &mut out,
+                        unrun_row(c, name, Some(&target), "", Outcome::NotRun, why.clone()),
+                        positions[i],
+                    );
+                }
                 continue;
             }
         };
@@ -541,8 +558,8 @@ pub fn run(args: RunArgs) -> Result<u8> {
     if out.rows.iter().any(|r| r.kernel != out.rows[0].kernel) {
         eprint!("{}", kernel_diff::render_unexplained(&diffs));
     }
-    // Kernels that did not boot are reported once, below, not per case.
-    let unbooted = |k: &str| out.infra.iter().any(|i| i.starts_with(&format!("{k}: the guest did not boot")));
+    // Kernels that were not prepared or did not boot are reported once, below, not per case.
+    let unbooted = |k: &str| out.infra.iter().any(|i| i.starts_with(&format!("{k}: ")));
     for r in out.rows.iter().filter(|r| r.agreement.is_disagreement() || r.outcome != Outcome::Ran) {
         if r.outcome == Outcome::NotRun && (unbooted(&r.kernel) || out.stopped.is_some()) {
             continue;
