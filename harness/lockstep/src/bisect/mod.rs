@@ -244,66 +244,68 @@ impl StepTester for KernelStep {
         };
         let name = built.record.name();
         let obj = self.obj_dir(&built.record);
-        let kernel = obj.display().to_string();
-        let opts = RunnerOptions {
-            accel: self.accel,
-            timeouts: Default::default(),
-            want_log: false,
-            module: true,
-            console_dir: None,
-            extra_cmdline: Vec::new(),
-            module_ko: None,
-            testmod: TestmodChoice::Off,
-            // Every step is another kernel: a snapshot would only fill the cache.
-            snapshots: false,
-        };
-        // The model is not consulted: any profile satisfies the runner.
-        let target = match KernelTarget::prepare(&kernel, Some("7.2"), &opts) {
-            Ok(t) => t,
-            Err(e) => return Ok((StepOutcome::BootFailed { error: format!("{kernel}: {e:#}") }, Some(name))),
-        };
-        if let Some(e) = &target.module_error {
-            return Ok((StepOutcome::BootFailed { error: format!("{kernel}: {e}") }, Some(name)));
-        }
-        let mut session = KernelSession::start(&target, &opts)?;
-        let mut verdicts: Verdicts =
-            self.cases.iter().map(|c| (c.name.clone(), CaseVerdict::NoResult)).collect();
-        let mut boot_error: Option<String> = None;
-        let cases = &self.cases;
-        let ran = session.run(cases, false, &mut |ev| match ev {
-            CaseEvent::Booted { release, boot_time, .. } => {
-                eprintln!("{name}: booted {release} from {kernel} in {:.1}s", boot_time.as_secs_f64())
-            }
-            CaseEvent::BootFailed { excerpt, will_retry: false } => boot_error = Some(excerpt),
-            CaseEvent::Result { index, result, .. } => {
-                let v = case_verdict(&result);
-                eprintln!(
-                    "  {}: {v}{}",
-                    cases[index].name,
-                    result.verdict.message.as_deref().map_or(String::new(), |m| format!(" ({m})"))
-                );
-                verdicts.insert(cases[index].name.clone(), v);
-            }
-            CaseEvent::Crashed { index, excerpt }
-            | CaseEvent::Lost { index, excerpt }
-            | CaseEvent::TimedOut { index, excerpt } => {
-                eprintln!("  {}: no result: {}", cases[index].name, first_lines(&excerpt, 3))
-            }
-            CaseEvent::NotRun { index, reason } => eprintln!("  {}: not run: {reason}", cases[index].name),
-            _ => {}
-        });
-        session.close();
-        if let Some(signal) = lockstep_vm::interrupt::pending() {
-            bail!(crate::exit::Interrupted { signal: signal as i32 });
-        }
-        if let Err(e) = ran {
-            return Ok((StepOutcome::BootFailed { error: format!("{e:#}") }, Some(name)));
-        }
-        if let Some(e) = boot_error {
-            return Ok((StepOutcome::BootFailed { error: first_lines(&e, 12) }, Some(name)));
-        }
-        Ok((StepOutcome::Ran { verdicts }, Some(name)))
+        Ok((run_on_tree(&obj, &name, &self.cases, self.accel)?, Some(name)))
     }
+}
+
+/// Boots the built kernel tree `obj` through `--kernel PATH` (the test module built against it)
+/// and runs `cases`: their verdicts, or why the guest could not give them. `Err` only for the
+/// machine's failures and interrupts.
+pub fn run_on_tree(obj: &Path, name: &str, cases: &[Case], accel: AccelChoice) -> Result<StepOutcome> {
+    let kernel = obj.display().to_string();
+    let opts = RunnerOptions {
+        accel,
+        timeouts: Default::default(),
+        want_log: false,
+        module: true,
+        console_dir: None,
+        extra_cmdline: Vec::new(),
+        module_ko: None,
+        testmod: TestmodChoice::Off,
+        // Every step is another kernel: a snapshot would only fill the cache.
+        snapshots: false,
+    };
+    // The model is not consulted: any profile satisfies the runner.
+    let target = match KernelTarget::prepare(&kernel, Some("7.2"), &opts) {
+        Ok(t) => t,
+        Err(e) => return Ok(StepOutcome::BootFailed { error: format!("{kernel}: {e:#}") }),
+    };
+    if let Some(e) = &target.module_error {
+        return Ok(StepOutcome::BootFailed { error: format!("{kernel}: {e}") });
+    }
+    let mut session = KernelSession::start(&target, &opts)?;
+    let mut verdicts: Verdicts = cases.iter().map(|c| (c.name.clone(), CaseVerdict::NoResult)).collect();
+    let mut boot_error: Option<String> = None;
+    let ran = session.run(cases, false, &mut |ev| match ev {
+        CaseEvent::Booted { release, boot_time, .. } => {
+            eprintln!("{name}: booted {release} from {kernel} in {:.1}s", boot_time.as_secs_f64())
+        }
+        CaseEvent::BootFailed { excerpt, will_retry: false } => boot_error = Some(excerpt),
+        CaseEvent::Result { index, result, .. } => {
+            let v = case_verdict(&result);
+            let message = result.verdict.message.as_deref().map_or(String::new(), |m| format!(" ({m})"));
+            eprintln!("  {}: {v}{message}", cases[index].name);
+            verdicts.insert(cases[index].name.clone(), v);
+        }
+        CaseEvent::Crashed { index, excerpt }
+        | CaseEvent::Lost { index, excerpt }
+        | CaseEvent::TimedOut { index, excerpt } => {
+            eprintln!("  {}: no result: {}", cases[index].name, first_lines(&excerpt, 3))
+        }
+        CaseEvent::NotRun { index, reason } => eprintln!("  {}: not run: {reason}", cases[index].name),
+        _ => {}
+    });
+    session.close();
+    if let Some(signal) = lockstep_vm::interrupt::pending() {
+        bail!(crate::exit::Interrupted { signal: signal as i32 });
+    }
+    if let Err(e) = ran {
+        return Ok(StepOutcome::BootFailed { error: format!("{e:#}") });
+    }
+    if let Some(e) = boot_error {
+        return Ok(StepOutcome::BootFailed { error: first_lines(&e, 12) });
+    }
+    Ok(StepOutcome::Ran { verdicts })
 }
 
 fn first_lines(s: &str, n: usize) -> String {
