@@ -233,7 +233,12 @@ impl KernelStep {
 
 impl StepTester for KernelStep {
     fn test(&mut self, _commit: &str) -> Result<(StepOutcome, Option<String>)> {
-        let built = match crate::kbuild::try_build(&self.kbuild, &self.request) {
+        let built = crate::kbuild::try_build(&self.kbuild, &self.request);
+        // Ctrl-C reaches make too: its failure is then the interrupt's, not the commit's.
+        if let Some(signal) = lockstep_vm::interrupt::pending() {
+            bail!(crate::exit::Interrupted { signal: signal as i32 });
+        }
+        let built = match built {
             Ok(b) => b,
             // The commit's fault: make failed, the config lost a mandatory item, no kernel Makefile.
             Err(e @ (KbuildError::Make { .. } | KbuildError::Config(_) | KbuildError::BadRequest(_))) => {
