@@ -141,11 +141,17 @@ pub struct Built {
 }
 
 pub fn build(kb: &Kbuild, req: &BuildRequest) -> Result<Built> {
+    try_build(kb, req).map_err(map_err)
+}
+
+/// [`build`] with the library's error, for callers that tell a failed `make` (the tree's fault:
+/// `lockstep bisect` skips that commit) from the machine's failures.
+pub fn try_build(kb: &Kbuild, req: &BuildRequest) -> Result<Built, KbuildError> {
     let t = Instant::now();
     let mut ui = Ui::new(&req.source.to_string());
-    let plan = kb.plan(req, &mut |e| ui.event(e)).map_err(map_err)?;
+    let plan = kb.plan(req, &mut |e| ui.event(e))?;
     let hit = plan.cached.is_some() && !req.force;
-    let rec = kb.build_plan(req, &plan, &mut |e| ui.event(e)).map_err(map_err)?;
+    let rec = kb.build_plan(req, &plan, &mut |e| ui.event(e))?;
     ui.finish();
     let what = if hit { "cache hit" } else { "built" };
     eprintln!(

@@ -4,6 +4,7 @@
 mod agent;
 mod bench;
 mod bench_run;
+mod bisect;
 mod cache;
 mod cases;
 mod census;
@@ -68,6 +69,8 @@ enum Cmd {
     Census(census::CensusArgs),
     /// Build a base and a patched kernel, run the corpus on both and judge every verdict flip.
     ValidateSeries(validate::ValidateArgs),
+    /// git bisect in a kernel tree: build and boot each step, judge the given cases' verdicts.
+    Bisect(bisect::BisectArgs),
     /// Reports of earlier runs: `report merge` joins the JSON of `run --shard K/N` runs.
     Report {
         #[command(subcommand)]
@@ -138,6 +141,7 @@ fn main() -> ExitCode {
         Cmd::Disasm { paths } => check::disasm(&paths),
         Cmd::ImportSelftests(a) => import::run(a),
         Cmd::ValidateSeries(a) => validate::run(a),
+        Cmd::Bisect(a) => bisect::run(a),
     };
     let code = match result {
         Ok(code) => code,

@@ -32,6 +32,10 @@ pub struct MergeArgs {
     /// Print GitHub Actions annotations for disagreements (automatic when GITHUB_ACTIONS=true).
     #[arg(long)]
     pub github: bool,
+    /// As `run --allow-skips`: programs of BPF object inputs that nothing judged do not make the
+    /// exit code 6.
+    #[arg(long)]
+    pub allow_skips: bool,
 }
 
 /// Reads one shard's JSON lines; an error names `name:line`.
@@ -135,7 +139,7 @@ pub fn run(cmd: ReportCmd) -> Result<u8> {
         eprint!("{}", kernel_diff::render_unexplained(&diffs));
     }
     crate::github::emit(a.github, output::is_stdout(a.output.json.as_deref()), &rows);
-    let out = crate::run::RunOutput { rows, infra: Vec::new(), allow_skips: false, stopped: None };
+    let out = crate::run::RunOutput { rows, infra: Vec::new(), allow_skips: a.allow_skips, stopped: None };
     Ok(out.exit_code())
 }
 
@@ -237,6 +241,56 @@ mod tests {
             all.iter().filter(|r| r.index >= 3 && r.kernel == "debian:7.3").cloned().collect();
         let merged = merge_rows(&["2".into(), "3".into(), "1".into()], vec![second, third, first]).unwrap();
         assert_eq!(merged, all);
+    }
+
+    #[test]
+    fn allow_skips_means_what_it_means_for_run() {
+        // Shard 1: an object program nothing judged (lockstep could not load it, the model cannot
+        // judge it); shard 2: an agreeing case.
+        let unjudged = RunRow {
+            from_object: true,
+            outcome: report::Outcome::NotRun,
+            kernel_verdict: None,
+            model_verdict: VerdictKind::Unsupported,
+            ..test_row("prog", "debian:7.3", VerdictKind::Accept, Agreement::Infra)
+        };
+        let agree =
+            RunRow { index: 1, ..test_row("c1", "debian:7.3", VerdictKind::Accept, Agreement::Agree) };
+        let d = tempfile::tempdir().unwrap();
+        let files: Vec<PathBuf> = [("s1.jsonl", vec![unjudged.clone()]), ("s2.jsonl", vec![agree.clone()])]
+            .into_iter()
+            .map(|(n, rows)| {
+                let p = d.path().join(n);
+                std::fs::write(&p, report::json_lines(&rows)).unwrap();
+                p
+            })
+            .collect();
+        let merge = |allow_skips: bool| {
+            run(ReportCmd::Merge(MergeArgs {
+                files: files.clone(),
+                output: crate::output::OutputArgs {
+                    json: Some(d.path().join("merged.jsonl")),
+                    junit: None,
+                    markdown: None,
+                },
+                github: false,
+                allow_skips,
+            }))
+            .unwrap()
+        };
+        let unsharded = |allow_skips: bool| {
+            crate::run::RunOutput {
+                rows: vec![unjudged.clone(), agree.clone()],
+                infra: vec![],
+                allow_skips,
+                stopped: None,
+            }
+            .exit_code()
+        };
+        assert_eq!(merge(false), crate::exit::EXIT_UNJUDGED);
+        assert_eq!(merge(false), unsharded(false));
+        assert_eq!(merge(true), 0);
+        assert_eq!(merge(true), unsharded(true));
     }
 
     #[test]

@@ -280,7 +280,7 @@ pub fn run_cases(
 
 /// Runs the cases of `work` (guest `unit` of the plan) in one guest (booted again after a crash),
 /// sending each row to `tx` as it arrives (a kernel that could not be prepared or booted gives
-/// no rows but an infrastructure message, as when serial).
+/// a `not_run` row per case and one infrastructure message).
 fn run_guest(sh: &Shared, unit: usize, work: &GuestWork, tx: &mpsc::Sender<Report>) {
     let name = sh.kernels[work.kernel].as_str();
     let cases: Vec<Case> = work.positions.iter().map(|&p| sh.cases[p].clone()).collect();
@@ -311,8 +311,16 @@ fn run_guest(sh: &Shared, unit: usize, work: &GuestWork, tx: &mpsc::Sender<Repor
     let target = match prepared {
         Some(Prepared::Ready(t)) if sh.stop().is_none() => t,
         Some(Prepared::Bad) => return no_rows(None),
-        // The kernel's failure is reported once, by its first guest.
-        Some(Prepared::Failed(text)) => return no_rows((work.part == 0).then(|| text.clone())),
+        // The kernel's failure is reported once, by its first guest, and each of its cases gets
+        // a row, so that a shard's JSON (and `report merge`) counts it too.
+        Some(Prepared::Failed(text)) => {
+            let e = text.strip_prefix(&format!("{name}: ")).unwrap_or(text);
+            let why = format!("not run: the kernel could not be prepared: {e}");
+            for (i, c) in cases.iter().enumerate() {
+                send(i, run_rows::unrun_row(c, name, None, "", Outcome::NotRun, why.clone()));
+            }
+            return no_rows((work.part == 0).then(|| text.clone()));
+        }
         _ => {
             // Stopped: the kernel's cases are accounted for, not silently dropped.
             let reason = run_plan::stop_reason(sh.stop().expect("stopped"), sh.args.timeout);
@@ -334,6 +342,10 @@ fn run_guest(sh: &Shared, unit: usize, work: &GuestWork, tx: &mpsc::Sender<Repor
         Ok(s) => s,
         Err(e) => {
             sh.say(format!("lockstep: {name}: {e:#}"));
+            let why = format!("not run: the guest could not be started: {e:#}");
+            for (i, c) in cases.iter().enumerate() {
+                send(i, run_rows::unrun_row(c, name, Some(target), "", Outcome::NotRun, why.clone()));
+            }
             return no_rows(Some(format!("{name}: {e:#}")));
         }
     };
@@ -463,8 +475,8 @@ pub fn run(args: RunArgs) -> Result<u8> {
     if out.rows.iter().any(|r| r.kernel != out.rows[0].kernel) {
         eprint!("{}", kernel_diff::render_unexplained(&diffs));
     }
-    // Kernels that did not boot are reported once, below, not per case.
-    let unbooted = |k: &str| out.infra.iter().any(|i| i.starts_with(&format!("{k}: the guest did not boot")));
+    // Kernels that were not prepared or did not boot are reported once, below, not per case.
+    let unbooted = |k: &str| out.infra.iter().any(|i| i.starts_with(&format!("{k}: ")));
     for r in out.rows.iter().filter(|r| r.agreement.is_disagreement() || r.outcome != Outcome::Ran) {
         if r.outcome == Outcome::NotRun && (unbooted(&r.kernel) || out.stopped.is_some()) {
             continue;

@@ -216,3 +216,50 @@ fn without_home_the_cache_is_bad_input_asking_for_lockstep_cache() {
     assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
     assert!(stderr(&o).contains("set LOCKSTEP_CACHE"), "{}", stderr(&o));
 }
+
+/// `lockstep bisect` in a git tree that is not a kernel: the `--good` end cannot build, which is
+/// recorded in the log and named (exit 2), and git's bisection is reset.
+#[test]
+fn bisect_of_a_tree_that_is_no_kernel_names_the_unbuildable_good_end() {
+    let d = tempfile::tempdir().unwrap();
+    let tree = d.path().join("tree");
+    std::fs::create_dir(&tree).unwrap();
+    let git = |args: &[&str]| {
+        let o = std::process::Command::new("git")
+            .arg("-C")
+            .arg(&tree)
+            .args(["-c", "user.name=t", "-c", "user.email=t@t"])
+            .args(args)
+            .output()
+            .unwrap();
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        String::from_utf8_lossy(&o.stdout).trim().to_string()
+    };
+    git(&["init", "-q", "-b", "main"]);
+    for i in 0..2 {
+        std::fs::write(tree.join("Makefile"), format!("all:\n\t@echo {i}\n")).unwrap();
+        git(&["add", "Makefile"]);
+        git(&["commit", "-q", "-m", &format!("change {i}")]);
+    }
+    let good = git(&["rev-parse", "HEAD~1"]);
+    let log = d.path().join("bisect.log");
+    let o = std::process::Command::new(env!("CARGO_BIN_EXE_lockstep"))
+        .env("LOCKSTEP_CACHE", d.path().join("cache"))
+        .args(["bisect", "--tree", tree.to_str().unwrap(), "--good", "HEAD~1", "--bad", "HEAD"])
+        .args(["--log", log.to_str().unwrap(), "call_module_safe_syscall"])
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains(&format!("the --good revision {good} did not give verdicts: the build failed"))
+            && stderr(&o).contains("is not a kernel tree"),
+        "{}",
+        stderr(&o)
+    );
+    let line: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&log).unwrap()).unwrap();
+    assert_eq!(
+        (line["commit"].as_str(), line["outcome"].as_str()),
+        (Some(good.as_str()), Some("build_failed"))
+    );
+    assert_eq!(git(&["symbolic-ref", "HEAD"]), "refs/heads/main", "git bisect was reset");
+}
