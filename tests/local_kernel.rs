@@ -3,8 +3,8 @@
 //! `O=` directory under `~/.cache/lockstep/builds/work/*/obj`, matched to its build by an equal
 //! `vmlinux` (the build's `tree/vmlinux` is a copy of it); the module is built against each.
 //!
-//! Ignored unless built with `LOCKSTEP_VM_TESTS=1`; needs one cached build whose work tree was not
-//! rebuilt since (e.g. after `lockstep kernel build --source debian-src:7.2`).
+//! Ignored unless built with `LOCKSTEP_VM_TESTS=1`. Uses a cached build whose work tree was not
+//! rebuilt since; with none, it first runs `lockstep kernel build --source debian-src:7.2`.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -24,8 +24,11 @@ fn built_tree() -> Option<(PathBuf, String)> {
         let (Ok(ma), Ok(mb)) = (a.metadata(), b.metadata()) else { return false };
         ma.len() == mb.len() && std::fs::read(a).ok() == std::fs::read(b).ok()
     };
-    for work in std::fs::read_dir(builds.join("work")).ok()?.flatten() {
-        let obj = work.path().join("obj");
+    let mut works: Vec<PathBuf> =
+        std::fs::read_dir(builds.join("work")).ok()?.flatten().map(|e| e.path()).collect();
+    works.sort();
+    for work in works {
+        let obj = work.join("obj");
         if !obj.join("vmlinux").is_file() {
             continue;
         }
@@ -72,8 +75,17 @@ fn run(kernel: &str, json: &Path) -> (Option<i32>, Vec<Value>) {
 #[test]
 #[cfg_attr(not(lockstep_vm_tests), ignore = "set LOCKSTEP_VM_TESTS=1")]
 fn a_built_tree_by_path_gives_the_verdicts_of_its_build() {
+    // On a fresh machine nothing is built yet: build Debian's 7.2 (the base kernel that
+    // validate-series builds too, so the build is a cache hit there).
+    if built_tree().is_none() {
+        let st = Command::new(env!("CARGO_BIN_EXE_lockstep"))
+            .args(["kernel", "build", "--source", "debian-src:7.2"])
+            .status()
+            .expect("run lockstep kernel build");
+        assert!(st.success(), "lockstep kernel build --source debian-src:7.2: {st}");
+    }
     let (obj, build) = built_tree().expect(
-        "no work tree under ~/.cache/lockstep/builds/work holds a cached build (run `lockstep kernel build --source debian-src:7.2` first)",
+        "no work tree under ~/.cache/lockstep/builds/work holds a cached build (after `lockstep kernel build --source debian-src:7.2`)",
     );
     eprintln!("{} is {build}", obj.display());
     let d = tempfile::tempdir().unwrap();
