@@ -249,15 +249,27 @@ impl StepTester for KernelStep {
         };
         let name = built.record.name();
         let obj = self.obj_dir(&built.record);
-        Ok((run_on_tree(&obj, &name, &self.cases, self.accel)?, Some(name)))
+        // Every commit of the tree builds in the same work tree: after a cache hit its `O=`
+        // directory may hold another commit's kernel, and then the cached build is booted.
+        let kernel = if obj_holds(&obj, &built.record) { obj.display().to_string() } else { name.clone() };
+        Ok((run_on_tree(&kernel, &name, &self.cases, self.accel)?, Some(name)))
     }
 }
 
-/// Boots the built kernel tree `obj` through `--kernel PATH` (the test module built against it)
-/// and runs `cases`: their verdicts, or why the guest could not give them. `Err` only for the
-/// machine's failures and interrupts.
-pub fn run_on_tree(obj: &Path, name: &str, cases: &[Case], accel: AccelChoice) -> Result<StepOutcome> {
-    let kernel = obj.display().to_string();
+/// Whether the `O=` directory `obj` still holds the kernel of `record`: its `vmlinux` is the
+/// one the build copied into its module tree.
+fn obj_holds(obj: &Path, record: &lockstep_vm::kbuild::BuildRecord) -> bool {
+    let (a, b) = (obj.join("vmlinux"), record.tree.join("vmlinux"));
+    match (a.metadata(), b.metadata()) {
+        (Ok(ma), Ok(mb)) if ma.len() == mb.len() => std::fs::read(&a).ok() == std::fs::read(&b).ok(),
+        _ => false,
+    }
+}
+
+/// Boots `kernel` (a built kernel tree for `--kernel PATH`, or a `build:` name), the test module
+/// built against it, and runs `cases`: their verdicts, or why the guest could not give them.
+/// `Err` only for the machine's failures and interrupts.
+pub fn run_on_tree(kernel: &str, name: &str, cases: &[Case], accel: AccelChoice) -> Result<StepOutcome> {
     let opts = RunnerOptions {
         accel,
         timeouts: Default::default(),
@@ -271,7 +283,7 @@ pub fn run_on_tree(obj: &Path, name: &str, cases: &[Case], accel: AccelChoice) -
         snapshots: false,
     };
     // The model is not consulted: any profile satisfies the runner.
-    let target = match KernelTarget::prepare(&kernel, Some("7.2"), &opts) {
+    let target = match KernelTarget::prepare(kernel, Some("7.2"), &opts) {
         Ok(t) => t,
         Err(e) => return Ok(StepOutcome::BootFailed { error: format!("{kernel}: {e:#}") }),
     };
