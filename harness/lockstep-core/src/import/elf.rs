@@ -174,16 +174,7 @@ fn read_object(
     for (name, p) in programs {
         let sec = prog_secs.get(&p.section_index).cloned().unwrap_or_default();
         let annotations = Annotations::read(file, name, &btf);
-        let object = ObjectSource {
-            file_name: file_name.clone(),
-            bytes: shared.clone(),
-            program: name.clone(),
-            autoload: vec![name.clone()],
-            log_level: annotations.as_ref().map_or(0, |a| a.log_level).max(1),
-            // BPF_F_SLEEPABLE is 1 << 4.
-            prog_flags: annotations.as_ref().map_or(0, |a| a.flags.0 | if a.flags.1 { 1 << 4 } else { 0 }),
-            test_run: annotations.as_ref().is_ok_and(|a| a.expect.values().any(|e| e.retval.is_some())),
-        };
+        let object = object_source(&file_name, &shared, name, annotations.as_ref().ok());
         let case = obj
             .functions
             .get(&p.function_key())
@@ -245,19 +236,32 @@ fn programs_for_kernel_only(
     let mut out = ObjectCases::default();
     for (_, _, name) in syms {
         let annotations = Annotations::read(file, &name, btf);
-        let object = ObjectSource {
-            file_name: file_name.clone(),
-            bytes: shared.clone(),
-            program: name.clone(),
-            autoload: vec![name.clone()],
-            log_level: annotations.as_ref().map_or(0, |a| a.log_level).max(1),
-            prog_flags: annotations.as_ref().map_or(0, |a| a.flags.0 | if a.flags.1 { 1 << 4 } else { 0 }),
-            test_run: annotations.as_ref().is_ok_and(|a| a.expect.values().any(|e| e.retval.is_some())),
-        };
+        let object = object_source(&file_name, &shared, &name, annotations.as_ref().ok());
         out.cases.push(kernel_only_case(file, &name, annotations.as_ref().ok(), object, why));
         out.skipped.push((name, why.to_string()));
     }
     out
+}
+
+/// How the guest loads program `name` of the object (`bytes`, named `file_name`) through libbpf:
+/// only it autoloaded, the log level and program flags of its annotations, a test run when it
+/// expects a `__retval`.
+fn object_source(
+    file_name: &str,
+    bytes: &std::sync::Arc<[u8]>,
+    name: &str,
+    annotations: Option<&Annotations>,
+) -> ObjectSource {
+    ObjectSource {
+        file_name: file_name.to_string(),
+        bytes: bytes.clone(),
+        program: name.to_string(),
+        autoload: vec![name.to_string()],
+        log_level: annotations.map_or(0, |a| a.log_level).max(1),
+        // BPF_F_SLEEPABLE is 1 << 4.
+        prog_flags: annotations.map_or(0, |a| a.flags.0 | if a.flags.1 { 1 << 4 } else { 0 }),
+        test_run: annotations.is_some_and(|a| a.expect.values().any(|e| e.retval.is_some())),
+    }
 }
 
 /// The case of program `name` that only the kernel judges (through libbpf): its annotations as
