@@ -21,6 +21,9 @@ pub enum Agreement {
     Unsupported,
     /// The kernel gave no verifier verdict: setup failure, crash, hang, module not loaded.
     Infra,
+    /// The program calls a kfunc this kernel does not have, and the model's profile says so too:
+    /// it cannot be built for this kernel (neither a disagreement nor a harness failure).
+    Absent,
 }
 
 impl Agreement {
@@ -33,6 +36,7 @@ impl Agreement {
             Agreement::Insn => "insn",
             Agreement::Unsupported => "unsupported",
             Agreement::Infra => "infra",
+            Agreement::Absent => "absent",
         }
     }
 
@@ -42,12 +46,30 @@ impl Agreement {
     }
 }
 
-/// Classifies `model` against `kernel` (a kernel result with `setup_error` is [`Agreement::Infra`]).
+/// Classifies `model` against `kernel` (a kernel result with `setup_error` is [`Agreement::Infra`],
+/// unless the kernel lacks a kfunc the model's profile also says is absent: [`Agreement::Absent`]).
 pub fn classify(model: &Verdict, kernel: &KernelResult) -> Agreement {
+    if let Some(name) = kernel.setup_error.as_deref().and_then(missing_kfunc) {
+        let absent = model.verdict == VerdictKind::Unsupported
+            && model.message.as_deref().is_some_and(|m| m.starts_with(&absent_kfunc_reason(name, "")));
+        return if absent { Agreement::Absent } else { Agreement::Infra };
+    }
     if kernel.setup_error.is_some() || kernel.verdict.verdict == VerdictKind::Unsupported {
         return Agreement::Infra;
     }
     classify_verdicts(model, &kernel.verdict)
+}
+
+/// The model's `unsupported` reason for a kfunc its profile says the kernel does not have.
+pub fn absent_kfunc_reason(name: &str, profile: &str) -> String {
+    format!("kfunc {name} does not exist in {profile}")
+}
+
+/// The kfunc a loader's setup error says the kernel does not have (`unknown kfunc NAME: ...`,
+/// `lockstep_bpf`'s `UnknownKfunc`).
+pub fn missing_kfunc(setup_error: &str) -> Option<&str> {
+    let rest = setup_error.strip_prefix("unknown kfunc ")?;
+    rest.split([':', ' ']).next().filter(|n| !n.is_empty())
 }
 
 /// Classifies two verdicts (`kernel` is a verifier verdict: accept or reject).
@@ -98,6 +120,24 @@ mod tests {
         setup.setup_error = Some("map".into());
         assert_eq!(classify(&Verdict::accept(), &setup), Agreement::Infra);
         assert!(Agreement::Insn.is_disagreement() && !Agreement::Infra.is_disagreement());
+    }
+
+    #[test]
+    fn a_kfunc_both_sides_call_absent_is_absent_else_infra() {
+        let mut lacks = kr(Verdict::unsupported("setup error"));
+        lacks.setup_error = Some(
+            "unknown kfunc bpf_res_spin_lock: not a BTF function of vmlinux or any loaded module".into(),
+        );
+        assert_eq!(missing_kfunc(lacks.setup_error.as_deref().unwrap()), Some("bpf_res_spin_lock"));
+        assert_eq!(missing_kfunc("map x: creation failed"), None);
+        let absent = Verdict::unsupported(absent_kfunc_reason("bpf_res_spin_lock", "6.12"));
+        assert_eq!(classify(&absent, &lacks), Agreement::Absent);
+        // The model says another kfunc is absent, or judges the program: the kernel's missing
+        // kfunc is then a harness/profile problem, shown as infra.
+        let other = Verdict::unsupported(absent_kfunc_reason("bpf_res_spin_lock_irqsave", "6.12"));
+        assert_eq!(classify(&other, &lacks), Agreement::Infra);
+        assert_eq!(classify(&Verdict::accept(), &lacks), Agreement::Infra);
+        assert!(!Agreement::Absent.is_disagreement());
     }
 
     #[test]

@@ -111,6 +111,12 @@ pub struct KernelProfile {
     pub tracing_prog_types: Vec<ProgType>,
     /// Whether `struct bpf_res_spin_lock` and its kfuncs exist.
     pub res_spin_lock: bool,
+    /// Other kfuncs a case may name that this kernel has in neither vmlinux nor its own tree's
+    /// `bpf_testmod` (the module's source of that kernel version, read by hand): a program calling
+    /// one cannot be built for the kernel (`add_kfunc_call()` finds no BTF id), and the model says
+    /// so instead of judging it.
+    #[serde(default)]
+    pub absent_kfuncs: Vec<String>,
     /// `bpf_map_lookup_elem()` on an array map with a constant in-range key returns a non-null
     /// `map_value` (`can_elide_value_nullness()`, 6.14+).
     pub elide_array_lookup_null: bool,

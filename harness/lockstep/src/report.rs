@@ -72,6 +72,7 @@ fn cell(r: &RunRow) -> String {
         Agreement::Agree => "ok",
         Agreement::Unsupported => "~",
         Agreement::Infra => "!",
+        Agreement::Absent => "n/a",
         _ => "DIFF",
     };
     format!("{k} / {m} {mark}")
@@ -193,7 +194,7 @@ fn is_error(r: &RunRow) -> bool {
 }
 
 /// JUnit XML: a test suite per kernel, a test case per case; disagreements are failures, crashes
-/// and infrastructure problems errors, unsupported cases skipped.
+/// and infrastructure problems errors, unsupported cases and kfuncs absent from the kernel skipped.
 pub fn junit(rows: &[RunRow]) -> String {
     let mut out =
         String::from("<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<testsuites name=\"lockstep run\">\n");
@@ -201,7 +202,8 @@ pub fn junit(rows: &[RunRow]) -> String {
         let mine: Vec<&RunRow> = rows.iter().filter(|r| r.kernel == k).collect();
         let failures = mine.iter().filter(|r| r.agreement.is_disagreement()).count();
         let errors = mine.iter().filter(|r| is_error(r)).count();
-        let skipped = mine.iter().filter(|r| r.agreement == Agreement::Unsupported).count();
+        let skipped =
+            mine.iter().filter(|r| matches!(r.agreement, Agreement::Unsupported | Agreement::Absent)).count();
         let _ = writeln!(
             out,
             "  <testsuite name=\"{}\" tests=\"{}\" failures=\"{failures}\" errors=\"{errors}\" skipped=\"{skipped}\">",
@@ -227,6 +229,11 @@ pub fn junit(rows: &[RunRow]) -> String {
                 );
             } else if r.agreement == Agreement::Unsupported {
                 let _ = writeln!(out, ">\n      <skipped message=\"model: unsupported\"/>\n    </testcase>");
+            } else if r.agreement == Agreement::Absent {
+                let _ = writeln!(
+                    out,
+                    ">\n      <skipped message=\"kfunc absent from this kernel\">{body}</skipped>\n    </testcase>"
+                );
             } else {
                 out.push_str("/>\n");
             }
@@ -331,9 +338,11 @@ mod tests {
             row("c", "k1", Agreement::Infra, Outcome::Crash),
             row("d", "k1", Agreement::Unsupported, Outcome::Ran),
             row("e", "k1", Agreement::Infra, Outcome::Timeout),
+            row("f", "k1", Agreement::Absent, Outcome::Ran),
         ];
         let x = junit(&rows);
-        assert!(x.contains("tests=\"5\" failures=\"1\" errors=\"2\" skipped=\"1\""), "{x}");
+        assert!(x.contains("tests=\"6\" failures=\"1\" errors=\"2\" skipped=\"2\""), "{x}");
+        assert!(x.contains("<skipped message=\"kfunc absent from this kernel\">"), "{x}");
         assert!(x.contains("<error message=\"timeout\">") && x.contains("<error message=\"crash\">"), "{x}");
         assert!(x.contains("a &lt;b&gt; &amp; c"));
         assert!(!x.contains("a <b>"));

@@ -442,8 +442,12 @@ impl KernelSession {
             AccelChoice::Kvm => Accel::Kvm,
             AccelChoice::Auto => {
                 let p = kvm::probe_kvm(&cfg, &crate::kernel::cache_root()?, false);
+                // Once per process: with several kernels or `--jobs` every guest would repeat it.
+                static TCG_WARNING: std::sync::Once = std::sync::Once::new();
                 if p.accel == Accel::Tcg {
-                    tracing::warn!("KVM not usable here ({}): using TCG (slower)", p.reason);
+                    TCG_WARNING.call_once(|| {
+                        tracing::warn!("KVM not usable here ({}): using TCG (slower)", p.reason)
+                    });
                 }
                 p.accel
             }

@@ -117,7 +117,9 @@ pub fn compare(kernel: &str, profile: &str, model: &Verdict, result: &KernelResu
     match classify(model, result) {
         Agreement::Agree => Comparison::Agree,
         Agreement::Unsupported => Comparison::ModelUnsupported(model.message.clone().unwrap_or_default()),
-        Agreement::Infra => Comparison::KernelInconclusive(match &result.setup_error {
+        // A kfunc absent from the kernel (and, per the profile, from the model's view): no
+        // verifier verdict to compare, as for any other setup error.
+        Agreement::Infra | Agreement::Absent => Comparison::KernelInconclusive(match &result.setup_error {
             Some(e) => format!("setup: {e}"),
             None => result.verdict.message.clone().unwrap_or_default(),
         }),

@@ -292,12 +292,17 @@ impl<'a> Machine<'a> {
     }
 
     fn kfunc_exists(&self, name: &str) -> Step<()> {
+        // A kfunc the profile says this kernel lacks (vmlinux and its own bpf_testmod), even where
+        // the case declares it as a kernel kfunc to resolve.
+        if self.profile.absent_kfuncs.iter().any(|k| k == name) {
+            return Err(Stop::Unsupported(crate::compare::absent_kfunc_reason(name, &self.profile.name)));
+        }
         if self.module.kfuncs.contains_key(name) || self.case.extern_kfuncs.iter().any(|k| k == name) {
             return Ok(());
         }
         let res = name.starts_with("bpf_res_spin_");
         if res && !self.profile.res_spin_lock {
-            return Err(Stop::Unsupported(format!("kfunc {name} does not exist in {}", self.profile.name)));
+            return Err(Stop::Unsupported(crate::compare::absent_kfunc_reason(name, &self.profile.name)));
         }
         Ok(())
     }

@@ -453,6 +453,7 @@ impl Kbuild {
                 std::env::var_os("CCACHE_DIR").is_some(),
                 std::env::var_os("CCACHE_MAXSIZE").is_some(),
                 &self.root,
+                &work.dir,
             ),
         }
     }

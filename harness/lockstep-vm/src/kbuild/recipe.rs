@@ -72,14 +72,21 @@ pub fn compiler(ccache: bool) -> String {
 }
 
 /// ccache's environment: its directory under the cache root and a 5G limit, unless the user's
-/// environment sets them (`dir_set`, `maxsize_set`); nothing without ccache.
+/// environment sets them (`dir_set`, `maxsize_set`); nothing without ccache. Paths under the work
+/// directory `base` are hashed relative to it and the compiler's working directory is left out of
+/// the hash, so two work trees of the same source (a bisect's steps, a second clone) share hits.
 pub fn ccache_env(
     ccache: bool,
     dir_set: bool,
     maxsize_set: bool,
     root: &Path,
+    base: &Path,
 ) -> Vec<(&'static str, String)> {
     let mut e = Vec::new();
+    if ccache {
+        e.push(("CCACHE_BASEDIR", base.display().to_string()));
+        e.push(("CCACHE_NOHASHDIR", "1".to_string()));
+    }
     if ccache && !dir_set {
         e.push(("CCACHE_DIR", root.join("ccache").display().to_string()));
     }
@@ -195,7 +202,7 @@ mod tests {
             jobs: 2,
             pahole: "/c/pahole".into(),
             cc: compiler(true),
-            extra_env: ccache_env(true, false, true, Path::new("/c")),
+            extra_env: ccache_env(true, false, true, Path::new("/c"), Path::new("/w")),
         };
         assert_eq!(
             m.args(&["all"]),
@@ -213,10 +220,17 @@ mod tests {
         let env = m.env();
         assert_eq!(env[0], ("KBUILD_BUILD_TIMESTAMP", "Thu Jan  1 00:00:00 UTC 2026".to_string()));
         assert_eq!(env.last(), Some(&("CCACHE_DIR", "/c/ccache".to_string())));
-        assert_eq!(env.len(), 5);
+        assert_eq!(env.len(), 7);
         assert_eq!(compiler(false), "gcc");
-        assert!(ccache_env(false, false, false, Path::new("/c")).is_empty());
-        assert_eq!(ccache_env(true, true, false, Path::new("/c")), [("CCACHE_MAXSIZE", "5G".to_string())]);
+        assert!(ccache_env(false, false, false, Path::new("/c"), Path::new("/w")).is_empty());
+        assert_eq!(
+            ccache_env(true, true, false, Path::new("/c"), Path::new("/w")),
+            [
+                ("CCACHE_BASEDIR", "/w".to_string()),
+                ("CCACHE_NOHASHDIR", "1".to_string()),
+                ("CCACHE_MAXSIZE", "5G".to_string())
+            ]
+        );
     }
 
     #[test]
