@@ -201,10 +201,10 @@ impl<'a> Machine<'a> {
             return Err(Stop::Reject(None, "invalid bpf_ld_imm64 insn".into()));
         }
         // add_subprogs() / add_subprog_and_kfunc(), check_subprogs(), then check_btf_info():
-        // lockstep passes func_info only for a case with global functions.
+        // func_info only for a case with global functions or a program of a BPF object.
         cfg::check_call_targets(insns)?;
         cfg::check_subprogs(insns, &self.subprogs)?;
-        if self.case.globals.is_empty() {
+        if !super::callbacks::has_btf_func_info(self.case) {
             cfg::check_abnormal_return(insns, &self.subprogs)?;
         }
         self.check_and_resolve_insns()?;
@@ -533,7 +533,7 @@ impl<'a> Machine<'a> {
                 }
             }
             (BPF_PSEUDO_FUNC, _) => {
-                super::callbacks::func_ref(pc, insn, !self.case.globals.is_empty(), |s| {
+                super::callbacks::func_ref(pc, insn, super::callbacks::has_btf_func_info(self.case), |s| {
                     self.globals.contains_key(&s)
                 })?
             }

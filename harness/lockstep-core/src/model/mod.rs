@@ -147,6 +147,8 @@ mod tests;
 #[cfg(test)]
 mod tests_callbacks;
 #[cfg(test)]
+mod tests_flow;
+#[cfg(test)]
 mod tests_helpers_more;
 #[cfg(test)]
 mod tests_insns;
