@@ -302,6 +302,12 @@ fn program_case(
     annotations: &Annotations,
 ) -> Result<Case, String> {
     let st = prog_type_of_section(sec)?;
+    // `__exception_cb(f)`: an `exception_callback:f` decl tag on the program, which the verifier
+    // reads in bpf_find_exception_callback_insn_off() and verifies as an exception callback.
+    if btf.func(name).is_some_and(|id| btf.decl_tags(id).iter().any(|t| t.starts_with("exception_callback:")))
+    {
+        return Err("an exception callback (`exception_callback:` decl tag) is not modelled".into());
+    }
     let mut insns: Vec<Insn> = func
         .instructions
         .iter()

@@ -64,16 +64,22 @@ impl Machine<'_> {
                 if name.starts_with("bpf_iter_num_") {
                     return self.iter_num_call(st, pc, name);
                 }
+                if name == "bpf_throw" {
+                    return self.throw_call(st, pc);
+                }
                 if self.profile.res_spin_lock && name.starts_with("bpf_res_spin_") {
                     return self.res_spin_lock_call(st, pc, name);
                 }
                 self.kfunc_call(st, pc, name)?;
                 Ok(Flow::Next(pc + 1))
             }
-            0 => {
-                self.helper_call(st, pc, insn.imm)?;
-                Ok(Flow::Next(pc + 1))
-            }
+            0 => match crate::helpers::helper_name(insn.imm) {
+                Some(h) if super::callback_walk::walks_callback(h) => self.sync_callback_call(st, pc, h),
+                _ => {
+                    self.helper_call(st, pc, insn.imm)?;
+                    Ok(Flow::Next(pc + 1))
+                }
+            },
             s => Err(Stop::Unsupported(format!("call with src_reg {s} at {pc}"))),
         }
     }
@@ -88,6 +94,8 @@ impl Machine<'_> {
                 Ok(p.helpers_under_lock.iter().any(|a| a == h))
             }
             BPF_PSEUDO_CALL => Ok(p.static_calls_under_lock),
+            // bpf_throw: BTF_ID_FLAGS(func, bpf_throw) with no flags (7.x), in no 6.12 list.
+            BPF_PSEUDO_KFUNC_CALL if name == Some("bpf_throw") => Ok(false),
             BPF_PSEUDO_KFUNC_CALL => {
                 let name = name.unwrap_or("");
                 let extern_declared = self.case.extern_kfuncs.iter().any(|k| k == name);

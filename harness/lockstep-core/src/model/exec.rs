@@ -31,6 +31,8 @@ pub(crate) struct Machine<'a> {
     /// States met at each `bpf_iter_num_next` call with an ACTIVE iterator (the checkpoints of
     /// `is_state_visited()`), reduced to what the call keeps (see `calls::iter_checkpoint`).
     pub iter_seen: BTreeMap<usize, Vec<State>>,
+    /// Subprograms (by index) a verified path passed to a callback helper (`is_cb`).
+    pub callback_subprogs: std::collections::BTreeSet<usize>,
 }
 
 /// The kernel truncates map names to `BPF_OBJ_NAME_LEN - 1` characters.
@@ -63,6 +65,7 @@ impl<'a> Machine<'a> {
             steps: 0,
             called: Default::default(),
             iter_seen: Default::default(),
+            callback_subprogs: Default::default(),
         }
     }
 
@@ -128,7 +131,8 @@ impl<'a> Machine<'a> {
                 new += 1;
             }
             if new == 0 {
-                return Ok(());
+                // check_max_stack_depth(), after do_check_subprogs().
+                return self.check_throw_in_callbacks();
             }
         }
     }
@@ -868,6 +872,9 @@ impl<'a> Machine<'a> {
 
     /// `BPF_EXIT`: `process_bpf_exit_full()` (7.x) / `do_check()` (6.12).
     fn exit(&mut self, st: &mut State, pc: usize) -> Step<Flow> {
+        if self.in_callback(st) {
+            return self.callback_exit(st, pc);
+        }
         if st.frames.len() > 1 {
             // prepare_func_exit(): back to the caller; the lock state is the verifier state's. R0
             // is copied as it is: NOT_INIT is only an error where the caller reads it ("R0

@@ -7,6 +7,7 @@
 //! `docs/verifier-lock-rules.md`.
 
 mod access;
+mod callback_walk;
 mod callbacks;
 mod calls;
 mod cfg;
@@ -17,6 +18,7 @@ mod loops;
 mod scalar;
 mod special;
 mod state;
+mod throw;
 
 pub use calls::kfunc_allowed_under_lock;
 pub use scalar::{CmpOp, Scalar};

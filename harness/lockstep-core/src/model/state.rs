@@ -24,6 +24,9 @@ pub enum Reg {
     /// `PTR_TO_BTF_ID` returned by a module kfunc (`null`: `PTR_MAYBE_NULL`; `id` for the null
     /// check, `ref_obj_id` the acquired reference it carries, 0 for none).
     BtfPtr { id: u32, ref_obj_id: u32, null: bool },
+    /// `PTR_TO_MAP_KEY`: the key `bpf_for_each_map_elem` passes its callback (accesses through it
+    /// are not modelled).
+    MapKey { map: usize },
     /// `PTR_TO_FUNC`: a callback's address (`ld_imm64` with `BPF_PSEUDO_FUNC`), by the
     /// subprogram's first instruction.
     Func { start: usize },
@@ -42,6 +45,7 @@ impl Reg {
             Reg::MapValue { .. } => "map_value",
             Reg::BtfPtr { null: true, .. } => "ptr_or_null_",
             Reg::BtfPtr { .. } => "ptr_",
+            Reg::MapKey { .. } => "map_key",
             Reg::Func { .. } => "func",
         }
     }
