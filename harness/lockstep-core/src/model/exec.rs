@@ -100,6 +100,7 @@ impl<'a> Machine<'a> {
             locks: vec![],
             refs: vec![],
             iters: Default::default(),
+            irq: Vec::new(),
             pc: 0,
         };
         st.frames[0].regs[1] = Reg::Ctx;
@@ -121,6 +122,7 @@ impl<'a> Machine<'a> {
                     locks: vec![],
                     refs: vec![],
                     iters: Default::default(),
+                    irq: Vec::new(),
                     pc: start,
                 };
                 for r in 1..=args as usize {
@@ -653,6 +655,7 @@ impl<'a> Machine<'a> {
                 if st.iters.keys().any(|(f, s)| f == frame && at < s + 8 && *s < at + size as i64) {
                     return Err(Stop::Unsupported("load or store on an iterator's stack slot".into()));
                 }
+                self.irq_slot_access(st, *frame, at, size, value.is_some())?;
                 if at < -512 || at + size as i64 > 0 || at % size as i64 != 0 {
                     return Err(Stop::Unsupported(format!(
                         "stack access at {at} size {size} is out of range or misaligned"
@@ -903,6 +906,7 @@ impl<'a> Machine<'a> {
                 st.refs_str()
             )));
         }
+        self.irq_exit_check(st, pc)?;
         let r0 = self.read_reg(st, pc, 0)?;
         if self.case.prog_type == ProgType::CgroupSkb && !matches!(&r0, Reg::Scalar(s) if s.umax <= 1) {
             return Err(Stop::Unsupported("cgroup_skb return value range check is not modelled".into()));

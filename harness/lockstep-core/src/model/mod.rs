@@ -14,6 +14,7 @@ mod cfg;
 mod exec;
 mod fields;
 mod helpers_more;
+mod irq;
 mod loops;
 mod scalar;
 mod special;
@@ -22,7 +23,7 @@ mod throw;
 
 pub use calls::kfunc_allowed_under_lock;
 pub use scalar::{CmpOp, Scalar};
-pub use state::{ActiveLock, Frame, LockKind, Reg, Stack, StackBytes, State};
+pub use state::{ActiveLock, Frame, IrqFlag, LockKind, Reg, Stack, StackBytes, State};
 
 use crate::case::Case;
 use crate::profile::{KernelProfile, ModuleKfuncs};
@@ -154,6 +155,8 @@ mod tests_flow;
 mod tests_helpers_more;
 #[cfg(test)]
 mod tests_insns;
+#[cfg(test)]
+mod tests_irq;
 #[cfg(test)]
 mod tests_loops;
 #[cfg(test)]

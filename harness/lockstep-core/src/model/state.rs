@@ -234,6 +234,18 @@ pub enum LockKind {
     Spin,
     /// `bpf_res_spin_lock()` (7.x).
     Res,
+    /// `bpf_res_spin_lock_irqsave()` (7.x, `REF_TYPE_RES_LOCK_IRQ`: found only by the irqrestore form).
+    ResIrq,
+}
+
+/// An IRQ flag saved and not yet restored (`REF_TYPE_IRQ`): its reference id, its stack slot
+/// (frame, offset) while the slot is still `STACK_IRQ_FLAG`, and its kfunc class.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct IrqFlag {
+    pub id: u32,
+    pub slot: Option<(usize, i64)>,
+    /// Saved by `bpf_local_irq_save` (`IRQ_NATIVE_KFUNC`), else by `bpf_res_spin_lock_irqsave`.
+    pub native: bool,
 }
 
 /// A lock held (a lock entry of `refs[]`: its `ptr` = map, `id` and type).
@@ -256,6 +268,8 @@ pub struct State {
     /// Open-coded `bpf_iter_num` iterators on the stack, by (frame, slot offset): the reference id
     /// `mark_stack_slots_iter()` took and whether the iterator is ACTIVE (else DRAINED).
     pub iters: BTreeMap<(usize, i64), (u32, bool)>,
+    /// IRQ flags saved, in order (`active_irq_id` is the last one's).
+    pub irq: Vec<IrqFlag>,
     pub pc: usize,
 }
 
