@@ -70,6 +70,9 @@ impl Machine<'_> {
                 if super::irq::is_native_irq_kfunc(name) {
                     return self.native_irq_call(st, pc, name);
                 }
+                if super::rcu::is_region_kfunc(name) {
+                    return self.region_call(st, pc, name);
+                }
                 if self.profile.res_spin_lock && name.starts_with("bpf_res_spin_") {
                     return self.res_spin_lock_call(st, pc, name);
                 }
@@ -97,10 +100,12 @@ impl Machine<'_> {
                 Ok(p.helpers_under_lock.iter().any(|a| a == h))
             }
             BPF_PSEUDO_CALL => Ok(p.static_calls_under_lock),
-            // bpf_throw, bpf_local_irq_save/restore: BTF_ID_FLAGS(func, ...) with no flags (7.x),
-            // in no 6.12 list.
+            // bpf_throw, the irq, rcu and preempt kfuncs: BTF_ID_FLAGS(func, ...) with no flags
+            // (7.x), in no 6.12 list.
             BPF_PSEUDO_KFUNC_CALL
-                if matches!(name, Some("bpf_throw" | "bpf_local_irq_save" | "bpf_local_irq_restore")) =>
+                if name.is_some_and(|n| {
+                    n == "bpf_throw" || super::irq::is_native_irq_kfunc(n) || super::rcu::is_region_kfunc(n)
+                }) =>
             {
                 Ok(false)
             }
@@ -263,6 +268,8 @@ impl Machine<'_> {
                 if !st.refs.is_empty() {
                     return Err(Stop::Unsupported(format!("bpf_tail_call with {}", st.refs_str())));
                 }
+                // check_resource_leak(env, false, true, "tail_call"), after the references.
+                self.region_leak(st, pc, "tail_call")?;
                 self.clobber(st, Reg::NotInit);
             }
             other if super::callbacks::takes_callback(other) => {

@@ -101,6 +101,8 @@ impl<'a> Machine<'a> {
             refs: vec![],
             iters: Default::default(),
             irq: Vec::new(),
+            rcu: 0,
+            preempt: 0,
             pc: 0,
         };
         st.frames[0].regs[1] = Reg::Ctx;
@@ -123,6 +125,8 @@ impl<'a> Machine<'a> {
                     refs: vec![],
                     iters: Default::default(),
                     irq: Vec::new(),
+                    rcu: 0,
+                    preempt: 0,
                     pc: start,
                 };
                 for r in 1..=args as usize {
@@ -906,7 +910,7 @@ impl<'a> Machine<'a> {
                 st.refs_str()
             )));
         }
-        self.irq_exit_check(st, pc)?;
+        self.region_leak(st, pc, "BPF_EXIT instruction in main prog")?;
         let r0 = self.read_reg(st, pc, 0)?;
         if self.case.prog_type == ProgType::CgroupSkb && !matches!(&r0, Reg::Scalar(s) if s.umax <= 1) {
             return Err(Stop::Unsupported("cgroup_skb return value range check is not modelled".into()));

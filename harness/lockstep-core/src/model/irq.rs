@@ -6,7 +6,7 @@
 //! (`unmark_stack_slot_irq_flag()`), and the most recent save (`release_irq_state()`). A plain
 //! store into the slot scrubs it (`scrub_special_slot()`) and leaves the reference. A main program
 //! exit with one held: `check_resource_leak()`'s "BPF_EXIT instruction in main prog cannot be
-//! used inside bpf_local_irq_save-ed region" (after the lock and reference checks).
+//! used inside bpf_local_irq_save-ed region" (after the lock and reference checks; rcu.rs).
 //!
 //! Not modelled (`unsupported`): the out-of-order message (its ids follow `env->id_gen`, which
 //! also numbers scalars the model does not track), sleepable helpers / kfuncs / global functions
@@ -127,23 +127,13 @@ impl Machine<'_> {
         Ok(())
     }
 
-    /// `check_resource_leak()` at a main program exit, after the lock and reference checks.
-    pub(super) fn irq_exit_check(&self, st: &State, pc: usize) -> Step<()> {
-        if st.irq.is_empty() {
-            return Ok(());
-        }
-        self.reject(
-            pc,
-            "BPF_EXIT instruction in main prog cannot be used inside bpf_local_irq_save-ed region".into(),
-        )
-    }
-
-    /// A global function called with an IRQ flag held: `check_func_call()` refuses a sleepable
-    /// one ("sleepable global function ... called in IRQ-disabled region"). The model accepts
+    /// A global function called with an IRQ flag held (or in an RCU / preemption region, rcu.rs):
+    /// `check_func_call()` refuses a sleepable one ("sleepable global function ... called in
+    /// IRQ-disabled region"). The model accepts
     /// the call only when everything the function reaches calls nothing but the irq kfuncs and
     /// bpf-to-bpf functions.
     pub(super) fn global_call_with_irq(&self, st: &State, target: usize) -> Step<()> {
-        if st.irq.is_empty() {
+        if st.irq.is_empty() && st.rcu == 0 && st.preempt == 0 {
             return Ok(());
         }
         let insns = &self.case.program.insns;

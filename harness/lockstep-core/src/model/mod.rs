@@ -16,6 +16,7 @@ mod fields;
 mod helpers_more;
 mod irq;
 mod loops;
+mod rcu;
 mod scalar;
 mod special;
 mod state;
@@ -159,6 +160,8 @@ mod tests_insns;
 mod tests_irq;
 #[cfg(test)]
 mod tests_loops;
+#[cfg(test)]
+mod tests_rcu;
 #[cfg(test)]
 mod tests_res_lock;
 #[cfg(test)]

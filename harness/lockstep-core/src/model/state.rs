@@ -270,6 +270,9 @@ pub struct State {
     pub iters: BTreeMap<(usize, i64), (u32, bool)>,
     /// IRQ flags saved, in order (`active_irq_id` is the last one's).
     pub irq: Vec<IrqFlag>,
+    /// `active_rcu_locks` and `active_preempt_locks` (7.x).
+    pub rcu: u32,
+    pub preempt: u32,
     pub pc: usize,
 }
 

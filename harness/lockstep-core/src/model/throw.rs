@@ -29,9 +29,7 @@ impl Machine<'_> {
         if !st.refs.is_empty() {
             return unsupported(&format!("bpf_throw with {} (the leak message's ids)", st.refs_str()));
         }
-        if !st.irq.is_empty() {
-            return self.reject(pc, "bpf_throw cannot be used inside bpf_local_irq_save-ed region".into());
-        }
+        self.region_leak(st, pc, "bpf_throw")?;
         Ok(Flow::Done)
     }
 }
