@@ -127,7 +127,15 @@ impl Machine<'_> {
             // "R%d is not a scalar" for an int argument that is not (also NOT_INIT: no
             // check_reg_arg() here); its error is returned after the lock check, but its line
             // comes first in the log.
+            let ctx = self.global_ctx_args.get(&target).copied().unwrap_or(0);
             for r in 1..=args {
+                // ARG_PTR_TO_CTX: "R%d expects pointer to ctx" (the model's ctx is at offset 0).
+                if ctx & (1 << (r - 1)) != 0 {
+                    if st.cur_ref().regs[r as usize] != Reg::Ctx {
+                        return self.reject(pc, format!("R{r} expects pointer to ctx"));
+                    }
+                    continue;
+                }
                 if !matches!(st.cur_ref().regs[r as usize], Reg::Scalar(_)) {
                     let msg =
                         self.msg(&self.profile.messages.global_arg_not_scalar, &[("reg", format!("R{r}"))]);

@@ -22,8 +22,10 @@ pub(crate) struct Machine<'a> {
     pub opts: &'a ModelOptions,
     /// Subprogram starts (index 0 = main).
     pub subprogs: Vec<usize>,
-    /// Global subprograms by start instruction: their number of scalar args.
+    /// Global subprograms by start instruction: their number of args.
     pub globals: BTreeMap<usize, u8>,
+    /// Global subprograms by start instruction: which args (bit 0: R1) are `ARG_PTR_TO_CTX`.
+    pub global_ctx_args: BTreeMap<usize, u8>,
     pub id_gen: u32,
     pub steps: usize,
     /// Global subprograms (by start) a verified call reached (`sub_aux->called`).
@@ -49,9 +51,11 @@ impl<'a> Machine<'a> {
     ) -> Self {
         let subprogs = case.program.subprog_starts();
         let mut globals = BTreeMap::new();
+        let mut global_ctx_args = BTreeMap::new();
         for g in &case.globals {
             if let Some((&idx, _)) = case.program.labels.iter().find(|(_, l)| **l == g.label) {
                 globals.insert(idx, g.args);
+                global_ctx_args.insert(idx, g.ctx_args);
             }
         }
         Machine {
@@ -61,6 +65,7 @@ impl<'a> Machine<'a> {
             opts,
             subprogs,
             globals,
+            global_ctx_args,
             id_gen: 0,
             steps: 0,
             called: Default::default(),
@@ -129,8 +134,11 @@ impl<'a> Machine<'a> {
                     preempt: 0,
                     pc: start,
                 };
+                // btf_prepare_func_args(): PTR_TO_CTX for a context argument, else a scalar.
+                let ctx = self.global_ctx_args.get(&start).copied().unwrap_or(0);
                 for r in 1..=args as usize {
-                    st.frames[0].regs[r] = Reg::Scalar(Scalar::unknown());
+                    st.frames[0].regs[r] =
+                        if ctx & (1 << (r - 1)) != 0 { Reg::Ctx } else { Reg::Scalar(Scalar::unknown()) };
                 }
                 self.walk(st)?;
                 verified.insert(start);

@@ -25,7 +25,7 @@ fn case(text: &str, func_info: bool) -> Case {
     let program = assemble(&text, &symbols).expect("test program assembles");
     let mut c = Case { maps: vec![lock_map()], ..Case::new("t", ProgType::SchedCls, program, &text) };
     if func_info {
-        c.globals = vec![GlobalFunc { label: "gsub".into(), args: 1 }];
+        c.globals = vec![GlobalFunc { label: "gsub".into(), args: 1, ctx_args: 0 }];
     }
     c
 }

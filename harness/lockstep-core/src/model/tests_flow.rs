@@ -42,7 +42,7 @@ mod callback_bodies {
         let program = assemble(&text, &symbols).expect("test program assembles");
         let map = cnt_lock_map("m", MapType::Hash, FieldKind::SpinLock, true);
         let mut c = Case { maps: vec![map], ..Case::new("t", ProgType::SchedCls, program, &text) };
-        c.globals = vec![GlobalFunc { label: "gsub".into(), args: 1 }];
+        c.globals = vec![GlobalFunc { label: "gsub".into(), args: 1, ctx_args: 0 }];
         c.extern_kfuncs = vec!["bpf_throw".into()];
         c
     }
@@ -106,6 +106,40 @@ mod callback_bodies {
                 Verdict::reject(Some(15), "function calls are not allowed while holding a lock"),
                 "{p}"
             );
+        }
+    }
+}
+
+mod global_ctx_args {
+    //! Global functions taking the program's context (`btf_prepare_func_args()`:
+    //! `ARG_PTR_TO_CTX`; `btf_check_func_arg_match()`: "R%d expects pointer to ctx").
+
+    use super::super::test_fixtures::*;
+    use super::super::*;
+    use crate::asm::{assemble, Symbols};
+    use crate::case::{Case, GlobalFunc, ProgType};
+    use crate::verdict::VerdictKind;
+
+    /// `main`, then a global `g(struct __sk_buff *ctx)` reading `ctx->len`.
+    fn case(main: &str) -> Case {
+        let text = format!("{main}\ng:\n r0 = *(u32 *)(r1 + 0)\n exit\n");
+        let program = assemble(&text, &Symbols::default()).expect("assembles");
+        let mut c = Case::new("t", ProgType::SchedCls, program, &text);
+        c.globals = vec![GlobalFunc { label: "g".into(), args: 1, ctx_args: 1 }];
+        c
+    }
+
+    #[test]
+    fn the_context_passes_and_the_body_sees_ptr_to_ctx() {
+        for (p, v) in verdicts_on_all_profiles(&case("call g\n r0 = 0\n exit")) {
+            assert_eq!(v.verdict, VerdictKind::Accept, "{p}: {v:?}");
+        }
+    }
+
+    #[test]
+    fn a_scalar_for_a_context_argument_is_refused() {
+        for (p, v) in verdicts_on_all_profiles(&case("r1 = 0\n call g\n r0 = 0\n exit")) {
+            assert_eq!(v, Verdict::reject(Some(1), "R1 expects pointer to ctx"), "{p}");
         }
     }
 }
