@@ -211,7 +211,7 @@ fn global_function_with_func_info() {
         "{LOOKUP}call bpf_spin_lock\nr1 = 1\ncall g\nr1 = r6\nr1 += 4\ncall bpf_spin_unlock\nout:\nr0 = 0\nexit\ng:\nr0 = r1\nexit\n"
     );
     let mut c = case("global_func_lock", ProgType::SchedCls, vec![map("m", MapType::Array, true)], &text);
-    c.globals = vec![GlobalFunc { label: "g".into(), args: 1 }];
+    c.globals = vec![GlobalFunc { label: "g".into(), args: 1, ctx_args: 0 }];
     let r = run(l, &c);
     assert_eq!(r.setup_error, None);
     assert_eq!(r.verdict.verdict, VerdictKind::Reject, "{}", r.log.as_deref().unwrap_or(""));

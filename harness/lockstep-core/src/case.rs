@@ -352,8 +352,16 @@ pub struct MapSpec {
 pub struct GlobalFunc {
     /// The label that starts the subprogram.
     pub label: String,
-    /// Number of scalar (`int`) arguments, 0 to 5.
+    /// Number of arguments, 0 to 5: scalars (`int`), except those in `ctx_args`.
     pub args: u8,
+    /// The arguments (bit 0: R1) that point to the program type's context (`btf_is_prog_ctx_type()`:
+    /// `ARG_PTR_TO_CTX`); 0 in case files.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub ctx_args: u8,
+}
+
+fn is_zero(v: &u8) -> bool {
+    *v == 0
 }
 
 /// The expected verdict of a case on one profile.

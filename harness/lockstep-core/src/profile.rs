@@ -134,6 +134,10 @@ pub struct KernelProfile {
     pub insn_fields_in_prepass: bool,
     /// `bpf_opcode_in_insntable()` knows `BPF_JMP | BPF_JA | BPF_X` (gotox, 7.x).
     pub gotox: bool,
+    /// `map_set_for_each_callback_args()` gives the callback's map value (R3) a fresh id (7.3;
+    /// before, id 0: two callbacks' values of one map hold "the same" lock).
+    #[serde(default)]
+    pub callback_value_id: bool,
     /// Program types whose ctx allows `BPF_LD_[ABS|IND]` (`may_access_skb()`).
     pub ld_abs_prog_types: Vec<ProgType>,
     pub messages: Messages,

@@ -346,7 +346,7 @@ fn convert_case(ctx: &Ctx, src: &str, rc: RawCase, known_kfuncs: &[String]) -> R
                 ),
             ));
         }
-        globals.push(GlobalFunc { label: g.label, args: g.args });
+        globals.push(GlobalFunc { label: g.label, args: g.args, ctx_args: 0 });
     }
     let mut expect = BTreeMap::new();
     let profiles = crate::profile::KernelProfile::names();

@@ -302,6 +302,12 @@ fn program_case(
     annotations: &Annotations,
 ) -> Result<Case, String> {
     let st = prog_type_of_section(sec)?;
+    // `__exception_cb(f)`: an `exception_callback:f` decl tag on the program, which the verifier
+    // reads in bpf_find_exception_callback_insn_off() and verifies as an exception callback.
+    if btf.func(name).is_some_and(|id| btf.decl_tags(id).iter().any(|t| t.starts_with("exception_callback:")))
+    {
+        return Err("an exception callback (`exception_callback:` decl tag) is not modelled".into());
+    }
     let mut insns: Vec<Insn> = func
         .instructions
         .iter()
@@ -397,7 +403,8 @@ fn program_case(
         }
         if let Some((_, id)) = names.get(&start) {
             if let Some(Kind::Func { proto, global: true }) = btf.get(*id).map(|t| &t.kind) {
-                globals.push(GlobalFunc { label, args: scalar_args(btf, *proto)? });
+                let (args, ctx_args) = global_args(btf, *proto, st.prog_type)?;
+                globals.push(GlobalFunc { label, args, ctx_args });
             }
         }
     }
@@ -484,16 +491,38 @@ fn label_of(names: &BTreeMap<usize, (String, u32)>, at: usize) -> String {
 }
 
 /// The argument count of a global function whose arguments are all integers.
-fn scalar_args(btf: &Btf, proto: u32) -> Result<u8, String> {
+fn global_args(btf: &Btf, proto: u32, prog_type: ProgType) -> Result<(u8, u8), String> {
     let Some(Kind::FuncProto { params, .. }) = btf.get(proto).map(|t| &t.kind) else {
         return Err("global function without a prototype".into());
     };
-    for p in params {
-        if !matches!(btf.get(btf.resolve(*p)).map(|t| &t.kind), Some(Kind::Int { .. } | Kind::Enum { .. })) {
+    // btf_prepare_func_args(): a pointer to the program type's context struct is ARG_PTR_TO_CTX
+    // (btf_is_prog_ctx_type(); only the __sk_buff programs' here); `__arg_*` decl tags are not read.
+    let ctx_struct = match prog_type {
+        ProgType::SocketFilter | ProgType::SchedCls | ProgType::SchedAct | ProgType::CgroupSkb => {
+            Some("__sk_buff")
+        }
+        _ => None,
+    };
+    let mut ctx_args = 0u8;
+    for (i, p) in params.iter().enumerate() {
+        let t = btf.get(btf.resolve(*p)).map(|t| &t.kind);
+        if matches!(t, Some(Kind::Int { .. } | Kind::Enum { .. })) {
+            continue;
+        }
+        let pointee = match t {
+            Some(Kind::Ptr { to }) => btf.get(btf.resolve(*to)),
+            _ => None,
+        };
+        let is_ctx = pointee.is_some_and(|t| {
+            matches!(t.kind, Kind::Struct { .. } | Kind::Fwd) && Some(t.name.as_str()) == ctx_struct
+        });
+        if !is_ctx || i >= 5 {
             return Err("a global function takes a non-integer argument (not modelled)".into());
         }
+        ctx_args |= 1 << i;
     }
-    u8::try_from(params.len()).map_err(|_| "too many arguments".into())
+    let args = u8::try_from(params.len()).map_err(|_| "too many arguments".to_string())?;
+    Ok((args, ctx_args))
 }
 
 /// The map type with uapi number `t`.

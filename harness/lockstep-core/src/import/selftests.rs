@@ -186,7 +186,7 @@ fn convert(
         if !callee.is_static {
             let args = scalar_params(fd, &callee.params)
                 .map_err(|e| (format!("global function `{n}`: {e}"), true))?;
-            globals.push(GlobalFunc { label: n.clone(), args });
+            globals.push(GlobalFunc { label: n.clone(), args, ctx_args: 0 });
         }
         let _ = write!(text, "{n}:\n{}", tidy(&ctext));
         let more = called_names(&ctext);

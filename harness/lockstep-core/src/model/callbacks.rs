@@ -5,8 +5,8 @@
 //!
 //! The lock rule for these calls is the one for every helper (`do_check_insn()`: a call with a
 //! lock held is refused before `check_helper_call()` looks at the callback), which
-//! `calls.rs` applies. Walking the callback body (`push_callback_call()`, the callback's return
-//! range, its lock state) is not modelled: a callback helper called without a lock held is
+//! `calls.rs` applies. The bodies of `bpf_loop` and `bpf_for_each_map_elem` callbacks are walked
+//! (`callback_walk.rs`); the other callback helpers called without a lock held are
 //! `unsupported`, naming the helper.
 
 use super::state::Reg;
@@ -30,8 +30,15 @@ pub(crate) fn callback_unsupported(name: &str) -> Stop {
     ))
 }
 
+/// Whether the kernel gets BTF func_info with `case`: lockstep's loader passes it for a case with
+/// global functions; libbpf passes the object's `.BTF.ext` func_info for every program of a
+/// clang-compiled object.
+pub(crate) fn has_btf_func_info(case: &crate::case::Case) -> bool {
+    !case.globals.is_empty() || case.object.is_some()
+}
+
 /// `check_ld_imm()` for `BPF_PSEUDO_FUNC` (the same in 6.12, 7.2 and 7.3): without BTF
-/// func_info (lockstep passes it only for a case with global functions) "missing btf
+/// func_info ([`has_btf_func_info`]) "missing btf
 /// func_info"; a global target "callback function not static"; the main program "callback
 /// function cannot be the main program"; else `PTR_TO_FUNC` pointing at the subprogram
 /// `pc + imm + 1` (`add_subprog()` checked the target before the walk). `has_func_info`: the

@@ -64,16 +64,28 @@ impl Machine<'_> {
                 if name.starts_with("bpf_iter_num_") {
                     return self.iter_num_call(st, pc, name);
                 }
+                if name == "bpf_throw" {
+                    return self.throw_call(st, pc);
+                }
+                if super::irq::is_native_irq_kfunc(name) {
+                    return self.native_irq_call(st, pc, name);
+                }
+                if super::rcu::is_region_kfunc(name) {
+                    return self.region_call(st, pc, name);
+                }
                 if self.profile.res_spin_lock && name.starts_with("bpf_res_spin_") {
                     return self.res_spin_lock_call(st, pc, name);
                 }
                 self.kfunc_call(st, pc, name)?;
                 Ok(Flow::Next(pc + 1))
             }
-            0 => {
-                self.helper_call(st, pc, insn.imm)?;
-                Ok(Flow::Next(pc + 1))
-            }
+            0 => match crate::helpers::helper_name(insn.imm) {
+                Some(h) if super::callback_walk::walks_callback(h) => self.sync_callback_call(st, pc, h),
+                _ => {
+                    self.helper_call(st, pc, insn.imm)?;
+                    Ok(Flow::Next(pc + 1))
+                }
+            },
             s => Err(Stop::Unsupported(format!("call with src_reg {s} at {pc}"))),
         }
     }
@@ -88,6 +100,15 @@ impl Machine<'_> {
                 Ok(p.helpers_under_lock.iter().any(|a| a == h))
             }
             BPF_PSEUDO_CALL => Ok(p.static_calls_under_lock),
+            // bpf_throw, the irq, rcu and preempt kfuncs: BTF_ID_FLAGS(func, ...) with no flags
+            // (7.x), in no 6.12 list.
+            BPF_PSEUDO_KFUNC_CALL
+                if name.is_some_and(|n| {
+                    n == "bpf_throw" || super::irq::is_native_irq_kfunc(n) || super::rcu::is_region_kfunc(n)
+                }) =>
+            {
+                Ok(false)
+            }
             BPF_PSEUDO_KFUNC_CALL => {
                 let name = name.unwrap_or("");
                 let extern_declared = self.case.extern_kfuncs.iter().any(|k| k == name);
@@ -106,7 +127,15 @@ impl Machine<'_> {
             // "R%d is not a scalar" for an int argument that is not (also NOT_INIT: no
             // check_reg_arg() here); its error is returned after the lock check, but its line
             // comes first in the log.
+            let ctx = self.global_ctx_args.get(&target).copied().unwrap_or(0);
             for r in 1..=args {
+                // ARG_PTR_TO_CTX: "R%d expects pointer to ctx" (the model's ctx is at offset 0).
+                if ctx & (1 << (r - 1)) != 0 {
+                    if st.cur_ref().regs[r as usize] != Reg::Ctx {
+                        return self.reject(pc, format!("R{r} expects pointer to ctx"));
+                    }
+                    continue;
+                }
                 if !matches!(st.cur_ref().regs[r as usize], Reg::Scalar(_)) {
                     let msg =
                         self.msg(&self.profile.messages.global_arg_not_scalar, &[("reg", format!("R{r}"))]);
@@ -116,6 +145,7 @@ impl Machine<'_> {
             if !st.locks.is_empty() && self.on(Rule::GlobalCallUnderLock) {
                 return self.reject(pc, self.profile.messages.global_call_under_lock.clone());
             }
+            self.global_call_with_irq(st, target)?;
             if !st.refs.is_empty() {
                 return Err(Stop::Unsupported(format!("global function call with {}", st.refs_str())));
             }
@@ -246,6 +276,8 @@ impl Machine<'_> {
                 if !st.refs.is_empty() {
                     return Err(Stop::Unsupported(format!("bpf_tail_call with {}", st.refs_str())));
                 }
+                // check_resource_leak(env, false, true, "tail_call"), after the references.
+                self.region_leak(st, pc, "tail_call")?;
                 self.clobber(st, Reg::NotInit);
             }
             other if super::callbacks::takes_callback(other) => {
@@ -260,17 +292,15 @@ impl Machine<'_> {
     /// fork first, before their argument is checked: a pushed state continues after the call with
     /// R0 in [-MAX_ERRNO, -1] (`__mark_reg_s32_range()`), R1-R5 cleared and no lock taken; on
     /// this path `check_kfunc_args()` -> `KF_ARG_PTR_TO_RES_SPIN_LOCK` -> `process_spin_lock()`
-    /// takes the lock and R0 is 0. The `_irqsave` / `_irqrestore` forms (irq flag stack slots,
-    /// `process_irq_flag()`) are not modelled.
+    /// takes the lock and R0 is 0. The `_irqsave` / `_irqrestore` forms take the lock as
+    /// `REF_TYPE_RES_LOCK_IRQ`, then save / restore the flag in R2 (`process_irq_flag()`, irq.rs).
     fn res_spin_lock_call(&mut self, st: &mut State, pc: usize, name: &str) -> Step<Flow> {
-        let is_lock = match name {
-            "bpf_res_spin_lock" => true,
-            "bpf_res_spin_unlock" => false,
-            _ => {
-                return Err(Stop::Unsupported(format!(
-                    "kfunc {name}: irq flag stack slots (process_irq_flag()) are not modelled"
-                )))
-            }
+        let (is_lock, irq) = match name {
+            "bpf_res_spin_lock" => (true, false),
+            "bpf_res_spin_unlock" => (false, false),
+            "bpf_res_spin_lock_irqsave" => (true, true),
+            "bpf_res_spin_unlock_irqrestore" => (false, true),
+            _ => return Err(Stop::Unsupported(format!("kfunc {name} is not modelled"))),
         };
         let mut failed = None;
         if is_lock {
@@ -300,7 +330,11 @@ impl Machine<'_> {
                 )))
             }
         }
-        self.lock_arg(st, pc, &r1, is_lock, LockKind::Res)?;
+        self.lock_arg(st, pc, &r1, is_lock, if irq { LockKind::ResIrq } else { LockKind::Res })?;
+        if irq {
+            let r2 = st.cur_ref().regs[2].clone();
+            self.irq_flag_arg(st, pc, 2, &r2, is_lock, false)?;
+        }
         self.clobber(st, if is_lock { Reg::Scalar(Scalar::known(0)) } else { Reg::NotInit });
         Ok(match failed {
             Some(b) => Flow::Branch(pc + 1, b),
@@ -409,8 +443,8 @@ impl Machine<'_> {
             return Err(Stop::Unsupported(format!("spin lock argument of type {}", r1.type_str())));
         };
         // Strings for the messages are built only when one is printed.
-        let lock = || if kind == LockKind::Res { "bpf_res_spin" } else { "bpf_spin" }.to_string();
-        let field_kind = if kind == LockKind::Res { FieldKind::ResSpinLock } else { FieldKind::SpinLock };
+        let lock = || if kind == LockKind::Spin { "bpf_spin" } else { "bpf_res_spin" }.to_string();
+        let field_kind = if kind == LockKind::Spin { FieldKind::SpinLock } else { FieldKind::ResSpinLock };
         if var.is_some_and(|v| v.konst().is_none()) && self.on(Rule::LockOffset) {
             return self.reject(pc, self.msg(&m.non_const_offset, &[("reg", "R1".into()), ("lock", lock())]));
         }
@@ -439,13 +473,13 @@ impl Machine<'_> {
             let spin_held = st.locks.iter().any(|l| l.kind == LockKind::Spin);
             let double = match kind {
                 LockKind::Spin => spin_held || (!self.profile.res_spin_lock && !st.locks.is_empty()),
-                LockKind::Res => false,
+                LockKind::Res | LockKind::ResIrq => false,
             };
             if double && self.on(Rule::DoubleLock) {
                 return self.reject(pc, m.double_lock.clone());
             }
-            if kind == LockKind::Res
-                && st.locks.iter().any(|l| l.kind == LockKind::Res && l.map == this.map && l.id == this.id)
+            if kind != LockKind::Spin
+                && st.locks.iter().any(|l| l.kind != LockKind::Spin && l.map == this.map && l.id == this.id)
             {
                 return self.reject(pc, m.aa_deadlock.clone());
             }

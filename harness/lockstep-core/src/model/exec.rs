@@ -22,8 +22,10 @@ pub(crate) struct Machine<'a> {
     pub opts: &'a ModelOptions,
     /// Subprogram starts (index 0 = main).
     pub subprogs: Vec<usize>,
-    /// Global subprograms by start instruction: their number of scalar args.
+    /// Global subprograms by start instruction: their number of args.
     pub globals: BTreeMap<usize, u8>,
+    /// Global subprograms by start instruction: which args (bit 0: R1) are `ARG_PTR_TO_CTX`.
+    pub global_ctx_args: BTreeMap<usize, u8>,
     pub id_gen: u32,
     pub steps: usize,
     /// Global subprograms (by start) a verified call reached (`sub_aux->called`).
@@ -31,6 +33,8 @@ pub(crate) struct Machine<'a> {
     /// States met at each `bpf_iter_num_next` call with an ACTIVE iterator (the checkpoints of
     /// `is_state_visited()`), reduced to what the call keeps (see `calls::iter_checkpoint`).
     pub iter_seen: BTreeMap<usize, Vec<State>>,
+    /// Subprograms (by index) a verified path passed to a callback helper (`is_cb`).
+    pub callback_subprogs: std::collections::BTreeSet<usize>,
 }
 
 /// The kernel truncates map names to `BPF_OBJ_NAME_LEN - 1` characters.
@@ -47,9 +51,11 @@ impl<'a> Machine<'a> {
     ) -> Self {
         let subprogs = case.program.subprog_starts();
         let mut globals = BTreeMap::new();
+        let mut global_ctx_args = BTreeMap::new();
         for g in &case.globals {
             if let Some((&idx, _)) = case.program.labels.iter().find(|(_, l)| **l == g.label) {
                 globals.insert(idx, g.args);
+                global_ctx_args.insert(idx, g.ctx_args);
             }
         }
         Machine {
@@ -59,10 +65,12 @@ impl<'a> Machine<'a> {
             opts,
             subprogs,
             globals,
+            global_ctx_args,
             id_gen: 0,
             steps: 0,
             called: Default::default(),
             iter_seen: Default::default(),
+            callback_subprogs: Default::default(),
         }
     }
 
@@ -97,6 +105,9 @@ impl<'a> Machine<'a> {
             locks: vec![],
             refs: vec![],
             iters: Default::default(),
+            irq: Vec::new(),
+            rcu: 0,
+            preempt: 0,
             pc: 0,
         };
         st.frames[0].regs[1] = Reg::Ctx;
@@ -118,17 +129,24 @@ impl<'a> Machine<'a> {
                     locks: vec![],
                     refs: vec![],
                     iters: Default::default(),
+                    irq: Vec::new(),
+                    rcu: 0,
+                    preempt: 0,
                     pc: start,
                 };
+                // btf_prepare_func_args(): PTR_TO_CTX for a context argument, else a scalar.
+                let ctx = self.global_ctx_args.get(&start).copied().unwrap_or(0);
                 for r in 1..=args as usize {
-                    st.frames[0].regs[r] = Reg::Scalar(Scalar::unknown());
+                    st.frames[0].regs[r] =
+                        if ctx & (1 << (r - 1)) != 0 { Reg::Ctx } else { Reg::Scalar(Scalar::unknown()) };
                 }
                 self.walk(st)?;
                 verified.insert(start);
                 new += 1;
             }
             if new == 0 {
-                return Ok(());
+                // check_max_stack_depth(), after do_check_subprogs().
+                return self.check_throw_in_callbacks();
             }
         }
     }
@@ -201,10 +219,10 @@ impl<'a> Machine<'a> {
             return Err(Stop::Reject(None, "invalid bpf_ld_imm64 insn".into()));
         }
         // add_subprogs() / add_subprog_and_kfunc(), check_subprogs(), then check_btf_info():
-        // lockstep passes func_info only for a case with global functions.
+        // func_info only for a case with global functions or a program of a BPF object.
         cfg::check_call_targets(insns)?;
         cfg::check_subprogs(insns, &self.subprogs)?;
-        if self.case.globals.is_empty() {
+        if !super::callbacks::has_btf_func_info(self.case) {
             cfg::check_abnormal_return(insns, &self.subprogs)?;
         }
         self.check_and_resolve_insns()?;
@@ -538,7 +556,7 @@ impl<'a> Machine<'a> {
                 }
             }
             (BPF_PSEUDO_FUNC, _) => {
-                super::callbacks::func_ref(pc, insn, !self.case.globals.is_empty(), |s| {
+                super::callbacks::func_ref(pc, insn, super::callbacks::has_btf_func_info(self.case), |s| {
                     self.globals.contains_key(&s)
                 })?
             }
@@ -654,6 +672,7 @@ impl<'a> Machine<'a> {
                 if st.iters.keys().any(|(f, s)| f == frame && at < s + 8 && *s < at + size as i64) {
                     return Err(Stop::Unsupported("load or store on an iterator's stack slot".into()));
                 }
+                self.irq_slot_access(st, *frame, at, size, value.is_some())?;
                 if at < -512 || at + size as i64 > 0 || at % size as i64 != 0 {
                     return Err(Stop::Unsupported(format!(
                         "stack access at {at} size {size} is out of range or misaligned"
@@ -873,6 +892,9 @@ impl<'a> Machine<'a> {
 
     /// `BPF_EXIT`: `process_bpf_exit_full()` (7.x) / `do_check()` (6.12).
     fn exit(&mut self, st: &mut State, pc: usize) -> Step<Flow> {
+        if self.in_callback(st) {
+            return self.callback_exit(st, pc);
+        }
         if st.frames.len() > 1 {
             // prepare_func_exit(): back to the caller; the lock state is the verifier state's. R0
             // is copied as it is: NOT_INIT is only an error where the caller reads it ("R0
@@ -901,6 +923,7 @@ impl<'a> Machine<'a> {
                 st.refs_str()
             )));
         }
+        self.region_leak(st, pc, "BPF_EXIT instruction in main prog")?;
         let r0 = self.read_reg(st, pc, 0)?;
         if self.case.prog_type == ProgType::CgroupSkb && !matches!(&r0, Reg::Scalar(s) if s.umax <= 1) {
             return Err(Stop::Unsupported("cgroup_skb return value range check is not modelled".into()));

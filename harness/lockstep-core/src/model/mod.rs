@@ -7,20 +7,24 @@
 //! `docs/verifier-lock-rules.md`.
 
 mod access;
+mod callback_walk;
 mod callbacks;
 mod calls;
 mod cfg;
 mod exec;
 mod fields;
 mod helpers_more;
+mod irq;
 mod loops;
+mod rcu;
 mod scalar;
 mod special;
 mod state;
+mod throw;
 
 pub use calls::kfunc_allowed_under_lock;
 pub use scalar::{CmpOp, Scalar};
-pub use state::{ActiveLock, Frame, LockKind, Reg, Stack, StackBytes, State};
+pub use state::{ActiveLock, Frame, IrqFlag, LockKind, Reg, Stack, StackBytes, State};
 
 use crate::case::Case;
 use crate::profile::{KernelProfile, ModuleKfuncs};
@@ -147,11 +151,17 @@ mod tests;
 #[cfg(test)]
 mod tests_callbacks;
 #[cfg(test)]
+mod tests_flow;
+#[cfg(test)]
 mod tests_helpers_more;
 #[cfg(test)]
 mod tests_insns;
 #[cfg(test)]
+mod tests_irq;
+#[cfg(test)]
 mod tests_loops;
+#[cfg(test)]
+mod tests_rcu;
 #[cfg(test)]
 mod tests_res_lock;
 #[cfg(test)]

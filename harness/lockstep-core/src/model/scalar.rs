@@ -49,11 +49,17 @@ impl Scalar {
         }
         (self.smin <= self.smax && self.umin <= self.umax).then_some(self)
     }
-    /// Truncates to 32 bits, zero-extended (`w` register results).
+    /// Truncates to 32 bits, zero-extended (`w` register results). A 64-bit unsigned range
+    /// within one 2^32 block keeps its low halves (`zext_32_to_64()` keeps the u32 bounds: a
+    /// failed `bpf_res_spin_lock()`'s R0 in [-4095, -1] copied with `w8 = w0` stays non-zero).
     pub fn zext32(self) -> Self {
         match self.konst() {
             Some(v) => Scalar::known(v as u32 as i64),
             None if self.umax <= u32::MAX as u64 => self,
+            None if self.umin >> 32 == self.umax >> 32 => {
+                let (lo, hi) = (self.umin as u32 as u64, self.umax as u32 as u64);
+                Scalar { smin: lo as i64, smax: hi as i64, umin: lo, umax: hi }
+            }
             None => Scalar::below(u32::MAX as u64),
         }
     }

@@ -24,6 +24,9 @@ pub enum Reg {
     /// `PTR_TO_BTF_ID` returned by a module kfunc (`null`: `PTR_MAYBE_NULL`; `id` for the null
     /// check, `ref_obj_id` the acquired reference it carries, 0 for none).
     BtfPtr { id: u32, ref_obj_id: u32, null: bool },
+    /// `PTR_TO_MAP_KEY`: the key `bpf_for_each_map_elem` passes its callback (accesses through it
+    /// are not modelled).
+    MapKey { map: usize },
     /// `PTR_TO_FUNC`: a callback's address (`ld_imm64` with `BPF_PSEUDO_FUNC`), by the
     /// subprogram's first instruction.
     Func { start: usize },
@@ -42,6 +45,7 @@ impl Reg {
             Reg::MapValue { .. } => "map_value",
             Reg::BtfPtr { null: true, .. } => "ptr_or_null_",
             Reg::BtfPtr { .. } => "ptr_",
+            Reg::MapKey { .. } => "map_key",
             Reg::Func { .. } => "func",
         }
     }
@@ -230,6 +234,18 @@ pub enum LockKind {
     Spin,
     /// `bpf_res_spin_lock()` (7.x).
     Res,
+    /// `bpf_res_spin_lock_irqsave()` (7.x, `REF_TYPE_RES_LOCK_IRQ`: found only by the irqrestore form).
+    ResIrq,
+}
+
+/// An IRQ flag saved and not yet restored (`REF_TYPE_IRQ`): its reference id, its stack slot
+/// (frame, offset) while the slot is still `STACK_IRQ_FLAG`, and its kfunc class.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct IrqFlag {
+    pub id: u32,
+    pub slot: Option<(usize, i64)>,
+    /// Saved by `bpf_local_irq_save` (`IRQ_NATIVE_KFUNC`), else by `bpf_res_spin_lock_irqsave`.
+    pub native: bool,
 }
 
 /// A lock held (a lock entry of `refs[]`: its `ptr` = map, `id` and type).
@@ -252,6 +268,11 @@ pub struct State {
     /// Open-coded `bpf_iter_num` iterators on the stack, by (frame, slot offset): the reference id
     /// `mark_stack_slots_iter()` took and whether the iterator is ACTIVE (else DRAINED).
     pub iters: BTreeMap<(usize, i64), (u32, bool)>,
+    /// IRQ flags saved, in order (`active_irq_id` is the last one's).
+    pub irq: Vec<IrqFlag>,
+    /// `active_rcu_locks` and `active_preempt_locks` (7.x).
+    pub rcu: u32,
+    pub preempt: u32,
     pub pc: usize,
 }
 

@@ -352,7 +352,7 @@ fn global_functions_are_verified_only_when_called() {
     for (cond, called) in [("if r0 s> 6 goto do_call", false), ("if r0 s< 6 goto do_call", true)] {
         let text = format!("r0 = 0\n {cond}\n exit\ndo_call:\n call gsub\n exit\ngsub:\n exit");
         let mut c = case(ProgType::SchedCls, vec![], &text);
-        c.globals = vec![crate::case::GlobalFunc { label: "gsub".into(), args: 0 }];
+        c.globals = vec![crate::case::GlobalFunc { label: "gsub".into(), args: 0, ctx_args: 0 }];
         for (p, v) in verdicts_on_all_profiles(&c) {
             if called {
                 assert_eq!(v, Verdict::reject(Some(5), "R0 !read_ok"), "{p}");
@@ -373,7 +373,7 @@ fn global_function_argument_is_checked_before_the_lock() {
     let mut data = lock_map(".data", true);
     data.global_section = true;
     let mut c = case(ProgType::SchedCls, vec![data], text);
-    c.globals = vec![crate::case::GlobalFunc { label: "gsub".into(), args: 1 }];
+    c.globals = vec![crate::case::GlobalFunc { label: "gsub".into(), args: 1, ctx_args: 0 }];
     for (p, v) in verdicts_on_all_profiles(&c) {
         assert_eq!(v, Verdict::reject(Some(5), "R1 is not a scalar"), "{p}");
     }

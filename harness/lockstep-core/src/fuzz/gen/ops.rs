@@ -587,7 +587,7 @@ impl Builder<'_> {
                 b
             }
         };
-        self.globals.push(GlobalFunc { label: label.clone(), args });
+        self.globals.push(GlobalFunc { label: label.clone(), args, ctx_args: 0 });
         self.subs.push(Sub { label, body, kind, global: Some(args) });
         self.subs.len() - 1
     }

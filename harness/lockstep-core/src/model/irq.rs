@@ -1,0 +1,163 @@
+//! IRQ flags (7.2, 7.3; 6.12 has no irq kfuncs): `bpf_local_irq_save` / `bpf_local_irq_restore`
+//! and the flag argument of `bpf_res_spin_lock_irqsave` / `bpf_res_spin_unlock_irqrestore`
+//! (`process_irq_flag()`): the flag is an 8-byte stack slot marked `STACK_IRQ_FLAG` with the id
+//! of an IRQ reference (`mark_stack_slot_irq_flag()`, `acquire_irq_state()`); a restore needs
+//! such a slot (`is_irq_flag_reg_valid_init()`), of the same kfunc class
+//! (`unmark_stack_slot_irq_flag()`), and the most recent save (`release_irq_state()`). A plain
+//! store into the slot scrubs it (`scrub_special_slot()`) and leaves the reference. A main program
+//! exit with one held: `check_resource_leak()`'s "BPF_EXIT instruction in main prog cannot be
+//! used inside bpf_local_irq_save-ed region" (after the lock and reference checks; rcu.rs).
+//!
+//! Not modelled (`unsupported`): the out-of-order message (its ids follow `env->id_gen`, which
+//! also numbers scalars the model does not track), sleepable helpers / kfuncs / global functions
+//! in an IRQ-disabled region, a flag slot over an iterator or a spilled register.
+
+use super::exec::{Flow, Machine};
+use super::state::{IrqFlag, Reg, StackByte, State};
+use super::{Step, Stop};
+
+/// `bpf_local_irq_save` and `bpf_local_irq_restore`.
+pub(crate) fn is_native_irq_kfunc(name: &str) -> bool {
+    matches!(name, "bpf_local_irq_save" | "bpf_local_irq_restore")
+}
+
+impl Machine<'_> {
+    /// `bpf_local_irq_save(&flags)` / `bpf_local_irq_restore(&flags)` at `pc`.
+    pub(super) fn native_irq_call(&mut self, st: &mut State, pc: usize, name: &str) -> Step<Flow> {
+        if !self.profile.res_spin_lock {
+            return Err(Stop::Unsupported(format!("kfunc {name} does not exist in {}", self.profile.name)));
+        }
+        let r1 = st.cur_ref().regs[1].clone();
+        self.irq_flag_arg(st, pc, 1, &r1, name == "bpf_local_irq_save", true)?;
+        let cur = st.cur();
+        for r in 1..=5 {
+            cur.regs[r] = Reg::NotInit;
+        }
+        cur.regs[0] = Reg::NotInit;
+        Ok(Flow::Next(pc + 1))
+    }
+
+    /// `check_kfunc_args()` for a `KF_ARG_PTR_TO_IRQ_FLAG` argument in `R{regno}`, then
+    /// `process_irq_flag()`; `native`: the `bpf_local_irq_*` class, else the res-lock class.
+    pub(super) fn irq_flag_arg(
+        &mut self,
+        st: &mut State,
+        pc: usize,
+        regno: u8,
+        reg: &Reg,
+        save: bool,
+        native: bool,
+    ) -> Step<()> {
+        let arg = format!("R{regno}");
+        let Reg::Stack { frame, off } = *reg else {
+            if matches!(reg, Reg::NotInit) {
+                return Err(Stop::Unsupported(format!("an uninitialised irq flag argument {arg}")));
+            }
+            return self.reject(pc, format!("{arg} doesn't point to an irq flag on stack"));
+        };
+        // stack_slot_obj_get_spi(): the messages for a misaligned slot are not modelled.
+        if off % 8 != 0 || !(-512..=-8).contains(&off) {
+            return Err(Stop::Unsupported("a misaligned or out-of-range irq flag slot".into()));
+        }
+        let live = st.irq.iter().position(|f| f.slot == Some((frame, off)));
+        let special = st.frames[frame].stack.spills.contains_key(&off)
+            || st.iters.contains_key(&(frame, off))
+            || st.frames[frame].stack.bytes.range(off..off + 8).any(|(_, b)| *b == StackByte::Spill);
+        if save {
+            // is_irq_flag_reg_valid_uninit(), then check_mem_access() (an 8-byte stack write).
+            if live.is_some() {
+                return self.reject(pc, format!("expected uninitialized irq flag as {arg}"));
+            }
+            if special {
+                return Err(Stop::Unsupported(
+                    "an irq flag saved over a spilled register or iterator".into(),
+                ));
+            }
+            let id = self.fresh_id();
+            // Bytes misc, no spill: the slot's marking is st.irq.
+            st.frames[frame].stack.write(off, 8, &Reg::NotInit);
+            st.irq.push(IrqFlag { id, slot: Some((frame, off)), native });
+            return Ok(());
+        }
+        // is_irq_flag_reg_valid_init().
+        let Some(i) = live else {
+            return self.reject(pc, format!("expected an initialized irq flag as {arg}"));
+        };
+        // unmark_stack_slot_irq_flag(): the kfunc class, then release_irq_state().
+        if st.irq[i].native != native {
+            let class = |n: bool| if n { "native" } else { "lock" };
+            return self.reject(
+                pc,
+                format!(
+                    "irq flag acquired by {} kfuncs cannot be restored with {} kfuncs",
+                    class(st.irq[i].native),
+                    class(native)
+                ),
+            );
+        }
+        if i + 1 != st.irq.len() {
+            return Err(Stop::Unsupported(
+                "an irq restore out of order (the message's ids follow env->id_gen, not modelled)".into(),
+            ));
+        }
+        st.irq.pop();
+        Ok(())
+    }
+
+    /// A load or store of `size` bytes at `at` in `frame`'s stack touching an irq flag slot: a
+    /// store scrubs the slot (`scrub_special_slot()`: the reference stays), a load is not
+    /// modelled.
+    pub(super) fn irq_slot_access(
+        &self,
+        st: &mut State,
+        frame: usize,
+        at: i64,
+        size: u8,
+        store: bool,
+    ) -> Step<()> {
+        for f in st.irq.iter_mut() {
+            let Some((fr, off)) = f.slot else { continue };
+            if fr == frame && at < off + 8 && off < at + size as i64 {
+                if !store {
+                    return Err(Stop::Unsupported("a load from an irq flag stack slot".into()));
+                }
+                f.slot = None;
+            }
+        }
+        Ok(())
+    }
+
+    /// A global function called with an IRQ flag held (or in an RCU / preemption region, rcu.rs):
+    /// `check_func_call()` refuses a sleepable one ("sleepable global function ... called in
+    /// IRQ-disabled region"). The model accepts
+    /// the call only when everything the function reaches calls nothing but the irq kfuncs and
+    /// bpf-to-bpf functions.
+    pub(super) fn global_call_with_irq(&self, st: &State, target: usize) -> Step<()> {
+        if st.irq.is_empty() && st.rcu == 0 && st.preempt == 0 {
+            return Ok(());
+        }
+        let insns = &self.case.program.insns;
+        let mut todo = vec![target];
+        let mut seen = std::collections::BTreeSet::new();
+        while let Some(start) = todo.pop() {
+            if !seen.insert(start) {
+                continue;
+            }
+            let idx = self.subprogs.iter().position(|s| *s == start).unwrap_or(0);
+            let end = self.subprogs.get(idx + 1).copied().unwrap_or(insns.len());
+            for (i, insn) in insns.iter().enumerate().take(end).skip(start) {
+                if insn.is_pseudo_call() {
+                    todo.push((i as i64 + insn.imm as i64 + 1) as usize);
+                } else if insn.code == (crate::insn::BPF_JMP | crate::insn::BPF_CALL)
+                    && !self.case.program.call_name(i).is_some_and(is_native_irq_kfunc)
+                {
+                    return Err(Stop::Unsupported(
+                        "a global function that may sleep, called in an IRQ-disabled region (not modelled)"
+                            .into(),
+                    ));
+                }
+            }
+        }
+        Ok(())
+    }
+}
