@@ -303,7 +303,7 @@ fn convert_case(ctx: &Ctx, src: &str, rc: RawCase, known_kfuncs: &[String]) -> R
                 }
             }
         }
-        types.push(ObjType { name: name.clone(), layout });
+        types.push(ObjType::new(name.clone(), layout));
     }
     for (i, m) in maps.iter().enumerate() {
         if maps[..i].iter().any(|o| o.name == m.name) {

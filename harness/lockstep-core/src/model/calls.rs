@@ -67,6 +67,16 @@ impl Machine<'_> {
                 if self.profile.res_spin_lock && name.starts_with("bpf_res_spin_") {
                     return self.res_spin_lock_call(st, pc, name);
                 }
+                if let Some((k, implied)) = super::alloc::AllocKfunc::of(name) {
+                    if !implied && !self.profile.res_spin_lock {
+                        return Err(Stop::Unsupported(format!(
+                            "kfunc {name} does not exist in {}",
+                            self.profile.name
+                        )));
+                    }
+                    self.alloc_call(st, pc, name, k)?;
+                    return Ok(Flow::Next(pc + 1));
+                }
                 self.kfunc_call(st, pc, name)?;
                 Ok(Flow::Next(pc + 1))
             }
@@ -389,6 +399,9 @@ impl Machine<'_> {
     /// `process_spin_lock()` for a `bpf_spin_lock` (`kind` Spin) or `bpf_res_spin_lock` (Res) argument.
     fn lock_arg(&mut self, st: &mut State, pc: usize, r1: &Reg, is_lock: bool, kind: LockKind) -> Step<()> {
         let m = &self.profile.messages;
+        if let Reg::Alloc { .. } = r1 {
+            return self.alloc_lock_arg(st, pc, r1, is_lock, kind);
+        }
         let Reg::MapValue { map, off, var, id, null: false } = r1 else {
             if matches!(
                 r1,
@@ -432,7 +445,21 @@ impl Machine<'_> {
                 ),
             );
         }
-        let this = ActiveLock { map: *map, id: *id, kind };
+        self.lock_state(st, pc, ActiveLock { map: *map, id: *id, kind }, is_lock)
+    }
+
+    /// `process_spin_lock()` once the lock is resolved: take it (`acquire_lock_state()`) or
+    /// release it (`find_lock_state()` and the LIFO check), with the kernel's messages.
+    pub(super) fn lock_state(
+        &mut self,
+        st: &mut State,
+        pc: usize,
+        this: ActiveLock,
+        is_lock: bool,
+    ) -> Step<()> {
+        let m = &self.profile.messages;
+        let kind = this.kind;
+        let lock = || if kind == LockKind::Res { "bpf_res_spin" } else { "bpf_spin" }.to_string();
         if is_lock {
             // 6.12 keeps one active_lock: any second lock is refused. 7.x: a second bpf_spin_lock
             // while one is held; a res lock that is already held (same id and map), as an AA deadlock.

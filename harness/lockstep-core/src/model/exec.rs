@@ -31,6 +31,11 @@ pub(crate) struct Machine<'a> {
     /// States met at each `bpf_iter_num_next` call with an ACTIVE iterator (the checkpoints of
     /// `is_state_visited()`), reduced to what the call keeps (see `calls::iter_checkpoint`).
     pub iter_seen: BTreeMap<usize, Vec<State>>,
+    /// The instruction that took each reference (`alloc_insn`), by id (ids are never reused).
+    pub ref_insns: BTreeMap<u32, usize>,
+    /// Set once a move or spill may have given a scalar an id (`assign_scalar_id_before_mov()`),
+    /// which the model does not number: reference ids printed after that are not known.
+    pub scalar_ids: std::cell::Cell<bool>,
 }
 
 /// The kernel truncates map names to `BPF_OBJ_NAME_LEN - 1` characters.
@@ -63,6 +68,8 @@ impl<'a> Machine<'a> {
             steps: 0,
             called: Default::default(),
             iter_seen: Default::default(),
+            ref_insns: Default::default(),
+            scalar_ids: Default::default(),
         }
     }
 
@@ -86,6 +93,12 @@ impl<'a> Machine<'a> {
     /// The index of the map named `name` (a case has a handful: a linear search, no index built).
     pub fn map_index(&self, name: &str) -> Option<usize> {
         self.case.maps.iter().position(|m| m.name == name)
+    }
+
+    /// Whether the program is loaded with BTF `func_info`: a case file's only when it has global
+    /// functions; a BPF object's always (libbpf passes its `.BTF.ext`).
+    fn has_func_info(&self) -> bool {
+        !self.case.globals.is_empty() || self.case.object.is_some()
     }
 
     /// The whole check: `bpf_check()` order of the passes the model covers.
@@ -201,10 +214,11 @@ impl<'a> Machine<'a> {
             return Err(Stop::Reject(None, "invalid bpf_ld_imm64 insn".into()));
         }
         // add_subprogs() / add_subprog_and_kfunc(), check_subprogs(), then check_btf_info():
-        // lockstep passes func_info only for a case with global functions.
+        // lockstep passes func_info only for a case with global functions (libbpf always, for a
+        // program of a BPF object).
         cfg::check_call_targets(insns)?;
         cfg::check_subprogs(insns, &self.subprogs)?;
-        if self.case.globals.is_empty() {
+        if !self.has_func_info() {
             cfg::check_abnormal_return(insns, &self.subprogs)?;
         }
         self.check_and_resolve_insns()?;
@@ -427,6 +441,9 @@ impl<'a> Machine<'a> {
             Reg::Scalar(Scalar::known(if is64 { insn.imm as i64 } else { insn.imm as u32 as i64 }))
         };
         if op == BPF_MOV {
+            if insn.source() == BPF_X && matches!(&src, Reg::Scalar(s) if s.konst().is_none()) {
+                self.scalar_ids.set(true);
+            }
             let v = match (&src, is64) {
                 (_, true) => src.clone(),
                 (Reg::Scalar(s), false) => Reg::Scalar(s.zext32()),
@@ -481,6 +498,15 @@ impl<'a> Machine<'a> {
                 self.reject(pc, self.msg(&self.profile.messages.ptr_arith_null, &args))
             }
             (Reg::Stack { frame, off }, Some(c)) => Ok(Reg::Stack { frame: *frame, off: off + c }),
+            // adjust_ptr_min_max_vals(): a constant added to an allocated object's pointer (a
+            // maybe-null one is refused as for a map value).
+            (Reg::Alloc { null: true, .. }, _) => {
+                let args = [("reg", format!("R{dst}")), ("type", p.type_str().to_string())];
+                self.reject(pc, self.msg(&self.profile.messages.ptr_arith_null, &args))
+            }
+            (Reg::Alloc { ty, off, id, null: false, percpu }, Some(c)) if c.abs() < BPF_MAX_VAR_OFF => {
+                Ok(Reg::Alloc { ty: *ty, off: off + c, id: *id, null: false, percpu: *percpu })
+            }
             (Reg::MapValue { null: false, map, off, var, id }, Some(c)) => {
                 // check_reg_sane_offset_scalar() / _ptr(): offsets beyond BPF_MAX_VAR_OFF.
                 if c.abs() >= BPF_MAX_VAR_OFF || (off + c).abs() >= BPF_MAX_VAR_OFF {
@@ -533,9 +559,7 @@ impl<'a> Machine<'a> {
                 }
             }
             (BPF_PSEUDO_FUNC, _) => {
-                super::callbacks::func_ref(pc, insn, !self.case.globals.is_empty(), |s| {
-                    self.globals.contains_key(&s)
-                })?
+                super::callbacks::func_ref(pc, insn, self.has_func_info(), |s| self.globals.contains_key(&s))?
             }
             _ => return Err(Stop::Unsupported(format!("ld_imm64 form src={} at {pc}", insn.src))),
         };
@@ -657,6 +681,9 @@ impl<'a> Machine<'a> {
                 let fr = &mut st.frames[*frame];
                 match value {
                     Some(v) => {
+                        if matches!(&v, Reg::Scalar(s) if s.konst().is_none()) {
+                            self.scalar_ids.set(true);
+                        }
                         fr.stack.write(at, size, &v);
                         Ok(Reg::NotInit)
                     }
@@ -739,6 +766,7 @@ impl<'a> Machine<'a> {
             {
                 Ok(Reg::Scalar(Scalar::of_size(4)))
             }
+            Reg::Alloc { .. } => self.alloc_access(regno, base, off, size, value.as_ref(), pc),
             Reg::MapValue { null: true, .. } | Reg::Scalar(_) => self.reject(
                 pc,
                 self.msg(&m.invalid_mem_access, &[("reg", reg()), ("type", base.type_str().into())]),
@@ -802,7 +830,7 @@ impl<'a> Machine<'a> {
                                 *id = 0;
                             }
                         }
-                        Reg::BtfPtr { null, .. } => *null = false,
+                        Reg::BtfPtr { null, .. } | Reg::Alloc { null, .. } => *null = false,
                         _ => unreachable!("only pointers have a maybe-null id"),
                     }
                 });
@@ -890,12 +918,7 @@ impl<'a> Machine<'a> {
         // check_resource_leak(): after the lock, check_reference_leak() logs "Unreleased reference
         // id=%d alloc_insn=%d" per reference; its ids follow env->id_gen, which also numbers
         // scalars the model does not track.
-        if !st.refs.is_empty() {
-            return Err(Stop::Unsupported(format!(
-                "exit with {} unreleased (the message's ids are not modelled)",
-                st.refs_str()
-            )));
-        }
+        self.reference_leak(st, pc)?;
         let r0 = self.read_reg(st, pc, 0)?;
         if self.case.prog_type == ProgType::CgroupSkb && !matches!(&r0, Reg::Scalar(s) if s.umax <= 1) {
             return Err(Stop::Unsupported("cgroup_skb return value range check is not modelled".into()));

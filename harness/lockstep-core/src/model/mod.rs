@@ -7,6 +7,7 @@
 //! `docs/verifier-lock-rules.md`.
 
 mod access;
+mod alloc;
 mod callbacks;
 mod calls;
 mod cfg;
@@ -144,6 +145,8 @@ pub fn check_with(
 mod test_fixtures;
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod tests_alloc;
 #[cfg(test)]
 mod tests_callbacks;
 #[cfg(test)]

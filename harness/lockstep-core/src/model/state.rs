@@ -24,6 +24,11 @@ pub enum Reg {
     /// `PTR_TO_BTF_ID` returned by a module kfunc (`null`: `PTR_MAYBE_NULL`; `id` for the null
     /// check, `ref_obj_id` the acquired reference it carries, 0 for none).
     BtfPtr { id: u32, ref_obj_id: u32, null: bool },
+    /// `PTR_TO_BTF_ID | MEM_ALLOC` (`| MEM_PERCPU` when `percpu`): an object of the case's local
+    /// type `ty` (index into `Case::types`) from `bpf_obj_new()` / `bpf_percpu_obj_new()` /
+    /// `bpf_refcount_acquire()`, at constant offset `off`. `id` is the null-check id and the
+    /// reference it owns (`acquire_reference()`), `null` is `PTR_MAYBE_NULL`. See `alloc.rs`.
+    Alloc { ty: usize, off: i64, id: u32, null: bool, percpu: bool },
     /// `PTR_TO_FUNC`: a callback's address (`ld_imm64` with `BPF_PSEUDO_FUNC`), by the
     /// subprogram's first instruction.
     Func { start: usize },
@@ -42,6 +47,10 @@ impl Reg {
             Reg::MapValue { .. } => "map_value",
             Reg::BtfPtr { null: true, .. } => "ptr_or_null_",
             Reg::BtfPtr { .. } => "ptr_",
+            Reg::Alloc { null: true, percpu: true, .. } => "percpu_ptr_or_null_",
+            Reg::Alloc { null: true, .. } => "ptr_or_null_",
+            Reg::Alloc { percpu: true, .. } => "percpu_ptr_",
+            Reg::Alloc { .. } => "ptr_",
             Reg::Func { .. } => "func",
         }
     }
@@ -52,7 +61,9 @@ impl Reg {
     /// The id a maybe-null pointer shares with its copies (what `mark_ptr_or_null_regs()` matches).
     pub fn maybe_null_id(&self) -> Option<u32> {
         match self {
-            Reg::MapValue { null: true, id, .. } | Reg::BtfPtr { null: true, id, .. } => Some(*id),
+            Reg::MapValue { null: true, id, .. }
+            | Reg::BtfPtr { null: true, id, .. }
+            | Reg::Alloc { null: true, id, .. } => Some(*id),
             _ => None,
         }
     }
