@@ -136,7 +136,7 @@ impl Machine<'_> {
         }
         let _null_id = self.fresh_id();
         let id = self.acquire_ref(st, pc);
-        Ok(Reg::Alloc { ty, off: 0, id, null: true, percpu })
+        Ok(Reg::Alloc { ty, off: 0, id, null: true, percpu, non_owning: false })
     }
 
     /// `bpf_obj_drop(p__alloc)`: `check_kfunc_args()` on R1 in its order (NULL, referenced, zero
@@ -214,7 +214,7 @@ impl Machine<'_> {
         if !self.regs_named() {
             return self.not_on_6_12("bpf_refcount_acquire");
         }
-        let Reg::Alloc { ty, off, id, null, percpu: false } = r1 else {
+        let Reg::Alloc { ty, off, id, null, percpu: false, non_owning } = r1 else {
             return Err(Stop::Unsupported(format!("bpf_refcount_acquire with R1 of type {}", r1.type_str())));
         };
         if null {
@@ -226,12 +226,16 @@ impl Machine<'_> {
         if self.case.types[ty].layout.field_of(FieldKind::Refcount).is_none() {
             return self.reject(pc, "R1 doesn't point to a type with bpf_refcount field".into());
         }
-        let owning = st.refs.contains(&id);
+        let owning = !non_owning && st.refs.contains(&id);
+        if !owning && !non_owning {
+            return Err(Stop::Unsupported("bpf_refcount_acquire of a released object".into()));
+        }
+        // is_kfunc_ret_null(): not for an owning argument.
         if !owning {
-            return Err(Stop::Unsupported("bpf_refcount_acquire of a non-owning reference".into()));
+            self.fresh_id();
         }
         let id = self.acquire_ref(st, pc);
-        Ok(Reg::Alloc { ty, off: 0, id, null: false, percpu: false })
+        Ok(Reg::Alloc { ty, off: 0, id, null: !owning, percpu: false, non_owning: false })
     }
 
     /// `check_ptr_to_btf_access()` -> `btf_struct_access()` for an allocated object: the special
@@ -311,7 +315,7 @@ impl Machine<'_> {
         is_lock: bool,
         kind: LockKind,
     ) -> Step<()> {
-        let Reg::Alloc { ty, off, id, null, percpu } = *r1 else { unreachable!("an allocated object") };
+        let Reg::Alloc { ty, off, id, null, percpu, .. } = *r1 else { unreachable!("an allocated object") };
         let m = &self.profile.messages;
         if percpu {
             return Err(Stop::Unsupported("a lock argument in a per-cpu object".into()));

@@ -67,6 +67,10 @@ impl Machine<'_> {
                 if self.profile.res_spin_lock && name.starts_with("bpf_res_spin_") {
                     return self.res_spin_lock_call(st, pc, name);
                 }
+                if let Some(k) = super::graph::GraphKfunc::of(name) {
+                    self.graph_call(st, pc, name, k)?;
+                    return Ok(Flow::Next(pc + 1));
+                }
                 if let Some((k, implied)) = super::alloc::AllocKfunc::of(name) {
                     if !implied && !self.profile.res_spin_lock {
                         return Err(Stop::Unsupported(format!(
@@ -497,6 +501,8 @@ impl Machine<'_> {
                     st.locks.pop();
                 }
             }
+            // invalidate_non_owning_refs() after every unlock (6.12, 7.x: process_spin_lock()).
+            super::graph::invalidate_non_owning(st);
         }
         Ok(())
     }

@@ -504,8 +504,12 @@ impl<'a> Machine<'a> {
                 let args = [("reg", format!("R{dst}")), ("type", p.type_str().to_string())];
                 self.reject(pc, self.msg(&self.profile.messages.ptr_arith_null, &args))
             }
-            (Reg::Alloc { ty, off, id, null: false, percpu }, Some(c)) if c.abs() < BPF_MAX_VAR_OFF => {
-                Ok(Reg::Alloc { ty: *ty, off: off + c, id: *id, null: false, percpu: *percpu })
+            (a @ Reg::Alloc { off, null: false, .. }, Some(c)) if c.abs() < BPF_MAX_VAR_OFF => {
+                let mut a = a.clone();
+                if let Reg::Alloc { off: o, .. } = &mut a {
+                    *o = off + c;
+                }
+                Ok(a)
             }
             (Reg::MapValue { null: false, map, off, var, id }, Some(c)) => {
                 // check_reg_sane_offset_scalar() / _ptr(): offsets beyond BPF_MAX_VAR_OFF.

@@ -13,6 +13,7 @@ mod calls;
 mod cfg;
 mod exec;
 mod fields;
+mod graph;
 mod helpers_more;
 mod loops;
 mod scalar;
@@ -149,6 +150,8 @@ mod tests;
 mod tests_alloc;
 #[cfg(test)]
 mod tests_callbacks;
+#[cfg(test)]
+mod tests_graph;
 #[cfg(test)]
 mod tests_helpers_more;
 #[cfg(test)]

@@ -27,8 +27,9 @@ pub enum Reg {
     /// `PTR_TO_BTF_ID | MEM_ALLOC` (`| MEM_PERCPU` when `percpu`): an object of the case's local
     /// type `ty` (index into `Case::types`) from `bpf_obj_new()` / `bpf_percpu_obj_new()` /
     /// `bpf_refcount_acquire()`, at constant offset `off`. `id` is the null-check id and the
-    /// reference it owns (`acquire_reference()`), `null` is `PTR_MAYBE_NULL`. See `alloc.rs`.
-    Alloc { ty: usize, off: i64, id: u32, null: bool, percpu: bool },
+    /// reference it owns (`acquire_reference()`), `null` is `PTR_MAYBE_NULL`; `non_owning`:
+    /// `NON_OWN_REF`, a node a graph kfunc took or returned under a lock (`graph.rs`). See `alloc.rs`.
+    Alloc { ty: usize, off: i64, id: u32, null: bool, percpu: bool, non_owning: bool },
     /// `PTR_TO_FUNC`: a callback's address (`ld_imm64` with `BPF_PSEUDO_FUNC`), by the
     /// subprogram's first instruction.
     Func { start: usize },
