@@ -96,9 +96,12 @@ impl<'a> Machine<'a> {
     }
 
     /// Whether the program is loaded with BTF `func_info`: a case file's only when it has global
-    /// functions; a BPF object's always (libbpf passes its `.BTF.ext`).
+    /// functions or names a local type's id (lockstep-bpf's `progbtf`); a BPF object's always
+    /// (libbpf passes its `.BTF.ext`).
     fn has_func_info(&self) -> bool {
-        !self.case.globals.is_empty() || self.case.object.is_some()
+        !self.case.globals.is_empty()
+            || self.case.object.is_some()
+            || self.case.types.iter().any(|t| t.btf_id.is_some())
     }
 
     /// The whole check: `bpf_check()` order of the passes the model covers.
@@ -214,8 +217,7 @@ impl<'a> Machine<'a> {
             return Err(Stop::Reject(None, "invalid bpf_ld_imm64 insn".into()));
         }
         // add_subprogs() / add_subprog_and_kfunc(), check_subprogs(), then check_btf_info():
-        // lockstep passes func_info only for a case with global functions (libbpf always, for a
-        // program of a BPF object).
+        // func_info: see has_func_info().
         cfg::check_call_targets(insns)?;
         cfg::check_subprogs(insns, &self.subprogs)?;
         if !self.has_func_info() {
