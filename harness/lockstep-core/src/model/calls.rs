@@ -245,6 +245,10 @@ impl Machine<'_> {
             }
             "bpf_map_update_elem" | "bpf_map_delete_elem" => self.map_update_delete(st, pc, name)?,
             "bpf_probe_read_kernel" => self.probe_read_kernel(st, pc)?,
+            "bpf_kptr_xchg" => {
+                let r0 = self.kptr_xchg(st, pc)?;
+                self.clobber(st, r0);
+            }
             "bpf_get_prandom_u32" | "bpf_ktime_get_ns" | "bpf_get_smp_processor_id" => {
                 self.clobber(st, Reg::Scalar(Scalar::unknown()));
             }

@@ -15,6 +15,7 @@ mod exec;
 mod fields;
 mod graph;
 mod helpers_more;
+mod kptr;
 mod loops;
 mod scalar;
 mod special;

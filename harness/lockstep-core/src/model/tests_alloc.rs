@@ -176,3 +176,53 @@ fn percpu_objects_must_be_plain_scalars() {
         &Verdict::reject(Some(3), "bpf_percpu_obj_new type ID argument must not contain special fields"),
     );
 }
+
+/// `case()` plus map `km`: `{ struct obj __kptr *p; }` (array, one entry); r7 = its value.
+fn kptr_case(body: &str) -> Case {
+    use crate::case::{FieldTarget, MapSpec, MapType};
+    let text = format!(
+        "r1 = 0\n *(u32 *)(r10 - 4) = r1\n r2 = r10\n r2 += -4\n r1 = km ll\n call bpf_map_lookup_elem\n\
+         if r0 == 0 goto out\n r7 = r0\n{NEW6}{body}{OUT}"
+    );
+    let kfuncs = KFUNCS.map(String::from).into_iter().collect();
+    let program = assemble(&text, &Symbols { maps: vec!["km".into()], kfuncs }).expect("assembles");
+    let p =
+        Field { target: Some(FieldTarget::Pointee("obj".into())), ..Field::new("p", FieldKind::Kptr, 0, 8) };
+    let map = MapSpec {
+        name: "km".into(),
+        map_type: MapType::Array,
+        key_size: 4,
+        max_entries: 1,
+        value: ValueLayout { size: 8, fields: vec![p] },
+        btf: true,
+        global_section: false,
+        flags: 0,
+    };
+    Case {
+        maps: vec![map],
+        types: vec![obj_type()],
+        extern_kfuncs: KFUNCS.map(String::from).to_vec(),
+        ..Case::new("t", ProgType::SchedCls, program, text)
+    }
+}
+
+#[test]
+fn kptr_xchg_stashes_the_object_and_returns_the_old_one() {
+    // The stashed object's reference goes with it; the old one (R0) must be dropped.
+    let xchg = "r1 = r7\n r2 = r6\n call bpf_kptr_xchg\n";
+    let ok = kptr_case(&format!("{xchg} if r0 == 0 goto out\n r1 = r0\n call bpf_obj_drop_impl\n"));
+    assert_all(&ok, &Verdict::accept());
+    // ids: the lookup 1 on 6.12 (7.x elides its NULL check: no id), obj_new two, the xchg two.
+    let leak = kptr_case(xchg);
+    for (p, v) in verdicts(&leak) {
+        let id = if p == "6.12" { 5 } else { 4 };
+        assert_eq!(
+            v,
+            Verdict::reject(Some(19), format!("Unreleased reference id={id} alloc_insn=17")),
+            "{p}"
+        );
+    }
+    let after = kptr_case(&format!("{xchg} r0 = *(u64 *)(r6 + 0)\n"));
+    // R6 is invalid after the xchg, checked before the leak at exit.
+    assert_all(&after, &Verdict::reject(Some(18), "R6 invalid mem access 'scalar'"));
+}
