@@ -19,8 +19,11 @@ pub struct ProgBtf {
     pub btf: Btf,
     /// Per map of the case (same order): (key type id, value type id) when the map has BTF.
     pub maps: Vec<Option<(u32, u32)>>,
-    /// `func_info` records (insn_off, FUNC type id); empty unless the case has globals.
+    /// `func_info` records (insn_off, FUNC type id); empty unless the case has globals or names a
+    /// local type's id (`btf_id`).
     pub func_info: Vec<(u32, u32)>,
+    /// The type id of each of the case's local object types (same order).
+    pub types: Vec<u32>,
 }
 
 /// A C identifier made from `s` (BTF names of structs, vars, funcs must be identifiers).
@@ -215,9 +218,18 @@ pub fn build(case: &Case) -> Result<Option<ProgBtf>, SysError> {
     }
     let mut btf = Btf::new_empty()?;
     let mut t = Types::default();
+    let mut types = Vec::with_capacity(case.types.len());
     for o in &case.types {
         let id = layout_struct(&mut btf, &mut t, &ident(&o.name), &o.layout)?;
+        // A case names its type's id (`btf_id`, for bpf_obj_new()): it must be the one written.
+        if o.btf_id.is_some_and(|want| want != id) {
+            return Err(SysError {
+                op: "case type btf_id (not the id lockstep's BTF gives it)",
+                errno: nix::errno::Errno::EINVAL,
+            });
+        }
         t.structs.insert(o.name.clone(), id);
+        types.push(id);
     }
     let mut maps = Vec::with_capacity(case.maps.len());
     for m in &case.maps {
@@ -232,7 +244,9 @@ pub fn build(case: &Case) -> Result<Option<ProgBtf>, SysError> {
         }
     }
     let mut func_info = Vec::new();
-    if !case.globals.is_empty() {
+    // The kernel keeps the program BTF (prog->aux->btf, which bpf_obj_new() needs) only with
+    // func_info: written for global functions and for local types the program names by id.
+    if !case.globals.is_empty() || case.types.iter().any(|t| t.btf_id.is_some()) {
         let int_ty = btf.add_int("int", 4, true)?;
         for start in subprog_starts(case) {
             let label = case.program.labels.get(&start);
@@ -250,7 +264,7 @@ pub fn build(case: &Case) -> Result<Option<ProgBtf>, SysError> {
             func_info.push((start as u32, func));
         }
     }
-    Ok(Some(ProgBtf { btf, maps, func_info }))
+    Ok(Some(ProgBtf { btf, maps, func_info, types }))
 }
 
 #[cfg(test)]
@@ -334,5 +348,40 @@ fields = [
         assert_eq!(types.len(), 1);
         assert_eq!(special(&types[0].layout), special(&case.types[1].layout));
         assert_eq!(types[0].layout.size, case.types[1].layout.size);
+    }
+}
+
+#[cfg(test)]
+mod corpus_ids {
+    use lockstep_core::case::parse::parse_cases;
+
+    /// Every `btf_id` a corpus case gives a local type is the id this BTF writer gives it.
+    #[test]
+    fn corpus_type_ids_are_the_written_ones() {
+        let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/../../tests/corpus");
+        for e in std::fs::read_dir(dir).unwrap() {
+            let path = e.unwrap().path();
+            if path.extension().is_none_or(|x| x != "toml") {
+                continue;
+            }
+            let text = std::fs::read_to_string(&path).unwrap();
+            let kfuncs = lockstep_core::corpus::known_kfuncs(&lockstep_core::module_src::bundled());
+            for mut case in parse_cases(&path.display().to_string(), &text, &kfuncs).unwrap() {
+                if case.types.iter().all(|t| t.btf_id.is_none()) {
+                    continue;
+                }
+                let want: Vec<Option<u32>> = case.types.iter().map(|t| t.btf_id).collect();
+                case.types.iter_mut().for_each(|t| t.btf_id = None);
+                let got = super::build(&case).unwrap().expect("BTF").types;
+                for (w, g) in want.iter().zip(&got) {
+                    assert!(
+                        w.is_none_or(|w| w == *g),
+                        "{}: case {}: btf_id {w:?}, written as {g}",
+                        path.display(),
+                        case.name
+                    );
+                }
+            }
+        }
     }
 }

@@ -307,6 +307,20 @@ pub struct ObjType {
     /// The struct's name (a C identifier).
     pub name: String,
     pub layout: ValueLayout,
+    /// Its type id in the program BTF, when known (a BPF object's; what `bpf_obj_new()`'s
+    /// `local_type_id__k` argument names).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub btf_id: Option<u32>,
+    /// Offsets of its pointer members (a load of one is not a plain scalar in every case).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub pointers: Vec<u32>,
+}
+
+impl ObjType {
+    /// A type known by name and layout only.
+    pub fn new(name: impl Into<String>, layout: ValueLayout) -> ObjType {
+        ObjType { name: name.into(), layout, btf_id: None, pointers: Vec::new() }
+    }
 }
 
 /// The layout of a map value or a global data section.

@@ -96,6 +96,9 @@ struct RawType {
     name: Spanned<String>,
     #[serde(default)]
     size: Option<u32>,
+    /// The id lockstep's program BTF gives the type (what `bpf_obj_new()` is passed).
+    #[serde(default)]
+    btf_id: Option<u32>,
     #[serde(default)]
     fields: Vec<Spanned<RawField>>,
 }
@@ -303,7 +306,7 @@ fn convert_case(ctx: &Ctx, src: &str, rc: RawCase, known_kfuncs: &[String]) -> R
                 }
             }
         }
-        types.push(ObjType { name: name.clone(), layout });
+        types.push(ObjType { btf_id: t.btf_id, ..ObjType::new(name.clone(), layout) });
     }
     for (i, m) in maps.iter().enumerate() {
         if maps[..i].iter().any(|o| o.name == m.name) {

@@ -424,7 +424,16 @@ fn program_case(
         v.dedup();
         v
     };
-    let types = super::special::contained_types(btf, &maps)?;
+    let mut types = super::special::contained_types(btf, &maps)?;
+    // Constants loaded with ld_imm64 (src 0): the candidates for bpf_obj_new()'s type id.
+    let consts: Vec<u64> = (0..program.insns.len())
+        .filter(|&i| program.insns[i].is_ld_imm64() && program.insns[i].src == 0)
+        .map(|i| {
+            let hi = program.insns.get(i + 1).map_or(0, |n| n.imm as u32 as u64);
+            (hi << 32) | program.insns[i].imm as u32 as u64
+        })
+        .collect();
+    super::special::allocated_types(btf, &consts, &mut types);
     Ok(Case {
         name: name.to_string(),
         file: file.to_string(),

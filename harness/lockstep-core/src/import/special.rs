@@ -140,7 +140,52 @@ pub fn contained_types(btf: &Btf, maps: &[MapSpec]) -> Result<Vec<ObjType>, Stri
         let Some(id) = btf.struct_named(&name) else { continue };
         let layout = type_layout(btf, id).map_err(|e| format!("type `{name}`: {e}"))?;
         roots(&layout, &mut todo);
-        out.push(ObjType { name, layout });
+        out.push(ObjType {
+            btf_id: Some(id),
+            pointers: pointer_offsets(btf, id),
+            ..ObjType::new(name, layout)
+        });
     }
     Ok(out)
+}
+
+/// Byte offsets of the pointer members of struct `id` (not descending into nested structs).
+fn pointer_offsets(btf: &Btf, id: u32) -> Vec<u32> {
+    let Some(Kind::Struct { members, .. }) = btf.get(btf.resolve(id)).map(|t| &t.kind) else {
+        return Vec::new();
+    };
+    members
+        .iter()
+        .filter(|m| m.bit_offset % 8 == 0)
+        .filter(|m| matches!(btf.get(btf.resolve(m.ty)).map(|t| &t.kind), Some(Kind::Ptr { .. })))
+        .map(|m| m.bit_offset / 8)
+        .collect()
+}
+
+/// Adds to `types` the local struct types a program may allocate: `bpf_obj_new(T)` is
+/// `bpf_obj_new_impl(bpf_core_type_id_local(T), NULL)`, which clang emits as an `ld_imm64` of the
+/// type's id in the program BTF (`consts`: those constants). A constant that is the id of a struct
+/// becomes that type with its id; a type already there gets the id. A struct whose layout lockstep
+/// cannot represent is left out (the model then says the type is unknown).
+pub fn allocated_types(btf: &Btf, consts: &[u64], types: &mut Vec<ObjType>) {
+    for &c in consts {
+        let Ok(id) = u32::try_from(c) else { continue };
+        if id == 0 || types.iter().any(|t| t.btf_id == Some(id)) {
+            continue;
+        }
+        let Some(t) = btf.get(id) else { continue };
+        if !matches!(t.kind, Kind::Struct { .. }) || t.name.is_empty() {
+            continue;
+        }
+        if let Some(known) = types.iter_mut().find(|o| o.name == t.name && o.btf_id.is_none()) {
+            known.btf_id = Some(id);
+            continue;
+        }
+        let Ok(layout) = type_layout(btf, id) else { continue };
+        types.push(ObjType {
+            btf_id: Some(id),
+            pointers: pointer_offsets(btf, id),
+            ..ObjType::new(t.name.clone(), layout)
+        });
+    }
 }

@@ -76,6 +76,20 @@ impl Machine<'_> {
                 if self.profile.res_spin_lock && name.starts_with("bpf_res_spin_") {
                     return self.res_spin_lock_call(st, pc, name);
                 }
+                if let Some(k) = super::graph::GraphKfunc::of(name) {
+                    self.graph_call(st, pc, name, k)?;
+                    return Ok(Flow::Next(pc + 1));
+                }
+                if let Some((k, implied)) = super::alloc::AllocKfunc::of(name) {
+                    if !implied && !self.profile.res_spin_lock {
+                        return Err(Stop::Unsupported(format!(
+                            "kfunc {name} does not exist in {}",
+                            self.profile.name
+                        )));
+                    }
+                    self.alloc_call(st, pc, name, k)?;
+                    return Ok(Flow::Next(pc + 1));
+                }
                 self.kfunc_call(st, pc, name)?;
                 Ok(Flow::Next(pc + 1))
             }
@@ -261,6 +275,10 @@ impl Machine<'_> {
             }
             "bpf_map_update_elem" | "bpf_map_delete_elem" => self.map_update_delete(st, pc, name)?,
             "bpf_probe_read_kernel" => self.probe_read_kernel(st, pc)?,
+            "bpf_kptr_xchg" => {
+                let r0 = self.kptr_xchg(st, pc)?;
+                self.clobber(st, r0);
+            }
             "bpf_get_prandom_u32" | "bpf_ktime_get_ns" | "bpf_get_smp_processor_id" => {
                 self.clobber(st, Reg::Scalar(Scalar::unknown()));
             }
@@ -423,6 +441,9 @@ impl Machine<'_> {
     /// `process_spin_lock()` for a `bpf_spin_lock` (`kind` Spin) or `bpf_res_spin_lock` (Res) argument.
     fn lock_arg(&mut self, st: &mut State, pc: usize, r1: &Reg, is_lock: bool, kind: LockKind) -> Step<()> {
         let m = &self.profile.messages;
+        if let Reg::Alloc { .. } = r1 {
+            return self.alloc_lock_arg(st, pc, r1, is_lock, kind);
+        }
         let Reg::MapValue { map, off, var, id, null: false } = r1 else {
             if matches!(
                 r1,
@@ -466,7 +487,21 @@ impl Machine<'_> {
                 ),
             );
         }
-        let this = ActiveLock { map: *map, id: *id, kind };
+        self.lock_state(st, pc, ActiveLock { map: *map, id: *id, kind }, is_lock)
+    }
+
+    /// `process_spin_lock()` once the lock is resolved: take it (`acquire_lock_state()`) or
+    /// release it (`find_lock_state()` and the LIFO check), with the kernel's messages.
+    pub(super) fn lock_state(
+        &mut self,
+        st: &mut State,
+        pc: usize,
+        this: ActiveLock,
+        is_lock: bool,
+    ) -> Step<()> {
+        let m = &self.profile.messages;
+        let kind = this.kind;
+        let lock = || if kind == LockKind::Spin { "bpf_spin" } else { "bpf_res_spin" }.to_string();
         if is_lock {
             // 6.12 keeps one active_lock: any second lock is refused. 7.x: a second bpf_spin_lock
             // while one is held; a res lock that is already held (same id and map), as an AA deadlock.
@@ -504,6 +539,8 @@ impl Machine<'_> {
                     st.locks.pop();
                 }
             }
+            // invalidate_non_owning_refs() after every unlock (6.12, 7.x: process_spin_lock()).
+            super::graph::invalidate_non_owning(st);
         }
         Ok(())
     }

@@ -35,6 +35,11 @@ pub(crate) struct Machine<'a> {
     pub iter_seen: BTreeMap<usize, Vec<State>>,
     /// Subprograms (by index) a verified path passed to a callback helper (`is_cb`).
     pub callback_subprogs: std::collections::BTreeSet<usize>,
+    /// The instruction that took each reference (`alloc_insn`), by id (ids are never reused).
+    pub ref_insns: BTreeMap<u32, usize>,
+    /// Set once a move or spill may have given a scalar an id (`assign_scalar_id_before_mov()`),
+    /// which the model does not number: reference ids printed after that are not known.
+    pub scalar_ids: std::cell::Cell<bool>,
 }
 
 /// The kernel truncates map names to `BPF_OBJ_NAME_LEN - 1` characters.
@@ -71,6 +76,8 @@ impl<'a> Machine<'a> {
             called: Default::default(),
             iter_seen: Default::default(),
             callback_subprogs: Default::default(),
+            ref_insns: Default::default(),
+            scalar_ids: Default::default(),
         }
     }
 
@@ -450,6 +457,9 @@ impl<'a> Machine<'a> {
             Reg::Scalar(Scalar::known(if is64 { insn.imm as i64 } else { insn.imm as u32 as i64 }))
         };
         if op == BPF_MOV {
+            if insn.source() == BPF_X && matches!(&src, Reg::Scalar(s) if s.konst().is_none()) {
+                self.scalar_ids.set(true);
+            }
             let v = match (&src, is64) {
                 (_, true) => src.clone(),
                 (Reg::Scalar(s), false) => Reg::Scalar(s.zext32()),
@@ -504,6 +514,19 @@ impl<'a> Machine<'a> {
                 self.reject(pc, self.msg(&self.profile.messages.ptr_arith_null, &args))
             }
             (Reg::Stack { frame, off }, Some(c)) => Ok(Reg::Stack { frame: *frame, off: off + c }),
+            // adjust_ptr_min_max_vals(): a constant added to an allocated object's pointer (a
+            // maybe-null one is refused as for a map value).
+            (Reg::Alloc { null: true, .. }, _) => {
+                let args = [("reg", format!("R{dst}")), ("type", p.type_str().to_string())];
+                self.reject(pc, self.msg(&self.profile.messages.ptr_arith_null, &args))
+            }
+            (a @ Reg::Alloc { off, null: false, .. }, Some(c)) if c.abs() < BPF_MAX_VAR_OFF => {
+                let mut a = a.clone();
+                if let Reg::Alloc { off: o, .. } = &mut a {
+                    *o = off + c;
+                }
+                Ok(a)
+            }
             (Reg::MapValue { null: false, map, off, var, id }, Some(c)) => {
                 // check_reg_sane_offset_scalar() / _ptr(): offsets beyond BPF_MAX_VAR_OFF.
                 if c.abs() >= BPF_MAX_VAR_OFF || (off + c).abs() >= BPF_MAX_VAR_OFF {
@@ -681,6 +704,9 @@ impl<'a> Machine<'a> {
                 let fr = &mut st.frames[*frame];
                 match value {
                     Some(v) => {
+                        if matches!(&v, Reg::Scalar(s) if s.konst().is_none()) {
+                            self.scalar_ids.set(true);
+                        }
                         fr.stack.write(at, size, &v);
                         Ok(Reg::NotInit)
                     }
@@ -763,6 +789,7 @@ impl<'a> Machine<'a> {
             {
                 Ok(Reg::Scalar(Scalar::of_size(4)))
             }
+            Reg::Alloc { .. } => self.alloc_access(regno, base, off, size, value.as_ref(), pc),
             Reg::MapValue { null: true, .. } | Reg::Scalar(_) => self.reject(
                 pc,
                 self.msg(&m.invalid_mem_access, &[("reg", reg()), ("type", base.type_str().into())]),
@@ -826,7 +853,7 @@ impl<'a> Machine<'a> {
                                 *id = 0;
                             }
                         }
-                        Reg::BtfPtr { null, .. } => *null = false,
+                        Reg::BtfPtr { null, .. } | Reg::Alloc { null, .. } => *null = false,
                         _ => unreachable!("only pointers have a maybe-null id"),
                     }
                 });
@@ -917,12 +944,7 @@ impl<'a> Machine<'a> {
         // check_resource_leak(): after the lock, check_reference_leak() logs "Unreleased reference
         // id=%d alloc_insn=%d" per reference; its ids follow env->id_gen, which also numbers
         // scalars the model does not track.
-        if !st.refs.is_empty() {
-            return Err(Stop::Unsupported(format!(
-                "exit with {} unreleased (the message's ids are not modelled)",
-                st.refs_str()
-            )));
-        }
+        self.reference_leak(st, pc)?;
         self.region_leak(st, pc, "BPF_EXIT instruction in main prog")?;
         let r0 = self.read_reg(st, pc, 0)?;
         if self.case.prog_type == ProgType::CgroupSkb && !matches!(&r0, Reg::Scalar(s) if s.umax <= 1) {

@@ -8,13 +8,16 @@
 
 mod access;
 mod callback_walk;
+mod alloc;
 mod callbacks;
 mod calls;
 mod cfg;
 mod exec;
 mod fields;
+mod graph;
 mod helpers_more;
 mod irq;
+mod kptr;
 mod loops;
 mod rcu;
 mod scalar;
@@ -149,9 +152,13 @@ mod test_fixtures;
 #[cfg(test)]
 mod tests;
 #[cfg(test)]
+mod tests_alloc;
+#[cfg(test)]
 mod tests_callbacks;
 #[cfg(test)]
 mod tests_flow;
+#[cfg(test)]
+mod tests_graph;
 #[cfg(test)]
 mod tests_helpers_more;
 #[cfg(test)]

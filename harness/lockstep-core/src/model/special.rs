@@ -145,10 +145,7 @@ mod tests {
     }
 
     fn foo(node: FieldKind) -> ObjType {
-        ObjType {
-            name: "foo".into(),
-            layout: ValueLayout { size: 32, fields: vec![Field::new("node", node, 0, 24)] },
-        }
+        ObjType::new("foo", ValueLayout { size: 32, fields: vec![Field::new("node", node, 0, 24)] })
     }
 
     fn map(fields: Vec<Field>) -> MapSpec {

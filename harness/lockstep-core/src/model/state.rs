@@ -27,6 +27,12 @@ pub enum Reg {
     /// `PTR_TO_MAP_KEY`: the key `bpf_for_each_map_elem` passes its callback (accesses through it
     /// are not modelled).
     MapKey { map: usize },
+    /// `PTR_TO_BTF_ID | MEM_ALLOC` (`| MEM_PERCPU` when `percpu`): an object of the case's local
+    /// type `ty` (index into `Case::types`) from `bpf_obj_new()` / `bpf_percpu_obj_new()` /
+    /// `bpf_refcount_acquire()`, at constant offset `off`. `id` is the null-check id and the
+    /// reference it owns (`acquire_reference()`), `null` is `PTR_MAYBE_NULL`; `non_owning`:
+    /// `NON_OWN_REF`, a node a graph kfunc took or returned under a lock (`graph.rs`). See `alloc.rs`.
+    Alloc { ty: usize, off: i64, id: u32, null: bool, percpu: bool, non_owning: bool },
     /// `PTR_TO_FUNC`: a callback's address (`ld_imm64` with `BPF_PSEUDO_FUNC`), by the
     /// subprogram's first instruction.
     Func { start: usize },
@@ -46,6 +52,10 @@ impl Reg {
             Reg::BtfPtr { null: true, .. } => "ptr_or_null_",
             Reg::BtfPtr { .. } => "ptr_",
             Reg::MapKey { .. } => "map_key",
+            Reg::Alloc { null: true, percpu: true, .. } => "percpu_ptr_or_null_",
+            Reg::Alloc { null: true, .. } => "ptr_or_null_",
+            Reg::Alloc { percpu: true, .. } => "percpu_ptr_",
+            Reg::Alloc { .. } => "ptr_",
             Reg::Func { .. } => "func",
         }
     }
@@ -56,7 +66,9 @@ impl Reg {
     /// The id a maybe-null pointer shares with its copies (what `mark_ptr_or_null_regs()` matches).
     pub fn maybe_null_id(&self) -> Option<u32> {
         match self {
-            Reg::MapValue { null: true, id, .. } | Reg::BtfPtr { null: true, id, .. } => Some(*id),
+            Reg::MapValue { null: true, id, .. }
+            | Reg::BtfPtr { null: true, id, .. }
+            | Reg::Alloc { null: true, id, .. } => Some(*id),
             _ => None,
         }
     }

@@ -1,0 +1,247 @@
+//! The linked-list graph API under its lock (issue 14, item 3): `bpf_list_push_front/back`
+//! (and `_impl`), `bpf_list_pop_front/back`, `bpf_list_front/back`. From kernel/bpf/verifier.c:
+//! `check_kfunc_args()` (`KF_ARG_PTR_TO_LIST_HEAD` / `_LIST_NODE`),
+//! `__process_kf_arg_ptr_to_graph_root()` with `check_reg_allocation_locked()` ("bpf_spin_lock at
+//! off=N must be held for bpf_list_head"), `__process_kf_arg_ptr_to_graph_node()` (the
+//! `__contains` type and node offset), `ref_convert_owning_non_owning()` after a push,
+//! `mark_reg_graph_node()` for what pop / front / back return and `invalidate_non_owning_refs()`
+//! at every unlock. The same in 6.12, 7.2 and 7.3 except the argument messages (`R1` in 7.x,
+//! `arg#0` in 6.12: those paths are `unsupported` on 6.12) and `bpf_list_front/back` and the
+//! non-`_impl` push names, which only 7.x has. The rbtree kfuncs are not modelled.
+
+use super::alloc::ALLOC_LOCK_OWNER;
+use super::exec::Machine;
+use super::scalar::Scalar;
+use super::state::{Reg, State};
+use super::{Step, Stop};
+use crate::case::{FieldKind, FieldTarget, ValueLayout};
+
+/// A list kfunc of this module.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum GraphKfunc {
+    /// `bpf_list_push_front/back` (`implied`: the `KF_IMPLICIT_ARGS` name, 7.x) or `_impl`.
+    Push { implied: bool },
+    /// `bpf_list_pop_front/back`: `KF_ACQUIRE | KF_RET_NULL`, an owning node.
+    Pop,
+    /// `bpf_list_front/back` (7.x): `KF_RET_NULL`, a non-owning node.
+    Peek,
+}
+
+impl GraphKfunc {
+    /// The list kfunc `name` is.
+    pub(crate) fn of(name: &str) -> Option<GraphKfunc> {
+        Some(match name {
+            "bpf_list_push_front" | "bpf_list_push_back" => GraphKfunc::Push { implied: true },
+            "bpf_list_push_front_impl" | "bpf_list_push_back_impl" => GraphKfunc::Push { implied: false },
+            "bpf_list_pop_front" | "bpf_list_pop_back" => GraphKfunc::Pop,
+            "bpf_list_front" | "bpf_list_back" => GraphKfunc::Peek,
+            _ => return None,
+        })
+    }
+}
+
+/// `invalidate_non_owning_refs()`: every non-owning reference becomes an unknown scalar
+/// (`mark_reg_invalid()` with allow_ptr_leaks).
+pub(crate) fn invalidate_non_owning(st: &mut State) {
+    st.for_each_reg(|r| {
+        if matches!(r, Reg::Alloc { non_owning: true, .. }) {
+            *r = Reg::Scalar(Scalar::unknown());
+        }
+    });
+}
+
+/// Whether byte `off` lies in a field of `layout` the import read (elsewhere an array or nested
+/// struct may hold fields the model does not know).
+fn covered(layout: &ValueLayout, off: i64) -> bool {
+    layout.fields.iter().any(|f| f.offset as i64 <= off && off < f.offset as i64 + f.size as i64)
+}
+
+/// The list head a call works on: where its record is, the lock that must be held, and the
+/// type and node offset its `__contains` names.
+struct Head {
+    /// Index of the contained type in `Case::types`.
+    ty: usize,
+    /// The node's offset in it (`graph_root.node_offset`).
+    node_off: i64,
+}
+
+impl Machine<'_> {
+    fn graph_unsupported<T>(&self, what: &str) -> Step<T> {
+        Err(Stop::Unsupported(format!("{what} (graph API) is not modelled")))
+    }
+
+    /// `check_kfunc_call()` for a list kfunc.
+    pub(super) fn graph_call(&mut self, st: &mut State, pc: usize, name: &str, k: GraphKfunc) -> Step<()> {
+        let x7 = self.profile.res_spin_lock;
+        if !x7 && matches!(k, GraphKfunc::Peek | GraphKfunc::Push { implied: true }) {
+            return Err(Stop::Unsupported(format!("kfunc {name} does not exist in {}", self.profile.name)));
+        }
+        if !x7 {
+            return self.graph_unsupported("the list kfuncs on 6.12 (argument messages name arg#N)");
+        }
+        let head = self.list_head_arg(st, pc)?;
+        let r0 = match k {
+            GraphKfunc::Push { implied } => {
+                let id = self.list_node_arg(st, pc, &head)?;
+                if !implied && !matches!(&st.cur_ref().regs[4], Reg::Scalar(s) if s.konst().is_some()) {
+                    return self.graph_unsupported("a push whose off__k is not a known constant");
+                }
+                // ref_convert_owning_non_owning(): the reference goes (release_reference_nomark())
+                // and each register holding the node keeps pointing at it, non-owning, id 0.
+                st.refs.retain(|r| *r != id);
+                st.for_each_reg(|r| {
+                    if let Reg::Alloc { id: i, non_owning, .. } = r {
+                        if *i == id {
+                            *i = 0;
+                            *non_owning = true;
+                        }
+                    }
+                });
+                Reg::Scalar(Scalar::unknown())
+            }
+            GraphKfunc::Pop => {
+                // mark_reg_graph_node(), then PTR_MAYBE_NULL with id = ++id_gen, then
+                // acquire_reference(): R0 carries the reference's id.
+                self.fresh_id();
+                let id = self.acquire_ref(st, pc);
+                Reg::Alloc {
+                    ty: head.ty,
+                    off: head.node_off,
+                    id,
+                    null: true,
+                    percpu: false,
+                    non_owning: false,
+                }
+            }
+            GraphKfunc::Peek => {
+                // ref_set_non_owning() on the maybe-null node (its id for the NULL check).
+                let id = self.fresh_id();
+                Reg::Alloc {
+                    ty: head.ty,
+                    off: head.node_off,
+                    id,
+                    null: true,
+                    percpu: false,
+                    non_owning: true,
+                }
+            }
+        };
+        let cur = st.cur();
+        for r in 1..=5 {
+            cur.regs[r] = Reg::NotInit;
+        }
+        cur.regs[0] = r0;
+        Ok(())
+    }
+
+    /// R1 of a list kfunc: `KF_ARG_PTR_TO_LIST_HEAD` (a map value or an owned allocated object),
+    /// then `__process_kf_arg_ptr_to_graph_root()`.
+    fn list_head_arg(&self, st: &State, pc: usize) -> Step<Head> {
+        let r1 = st.cur_ref().regs[1].clone();
+        if r1.maybe_null() {
+            return self.reject(pc, "Possibly NULL pointer passed to trusted R1".into());
+        }
+        let (layout, lock, off): (&ValueLayout, (usize, u32), i64) = match &r1 {
+            Reg::MapValue { map, off, var, id, .. } => {
+                let spec = self.map(*map);
+                if !spec.btf {
+                    return self.graph_unsupported("a list head in a map without BTF");
+                }
+                let Some(total) = (match var {
+                    None => Some(*off),
+                    Some(v) => v.konst().map(|c| off + c),
+                }) else {
+                    return self.reject(
+                        pc,
+                        "R1 doesn't have constant offset. bpf_list_head has to be at the constant offset"
+                            .into(),
+                    );
+                };
+                (&spec.value, (*map, *id), total)
+            }
+            Reg::Alloc { ty, off, id, non_owning: false, percpu: false, .. } if st.refs.contains(id) => {
+                (&self.case.types[*ty].layout, (ALLOC_LOCK_OWNER, *id), *off)
+            }
+            other => {
+                return self.graph_unsupported(&format!("a list head argument of type {}", other.type_str()))
+            }
+        };
+        let Some(field) =
+            layout.fields.iter().find(|f| f.kind == FieldKind::ListHead && f.offset as i64 == off)
+        else {
+            if !covered(layout, off) {
+                // An array of heads, a nested struct: btf.c finds fields there the import skips.
+                return self.graph_unsupported("a list head at an offset the import did not read");
+            }
+            return self.reject(pc, format!("bpf_list_head not found at offset={off}"));
+        };
+        let spin_lock_off = layout.field_of(FieldKind::SpinLock).map_or(-1, |f| f.offset as i64);
+        // check_reg_allocation_locked(): a lock with this (ptr, id), of any kind.
+        if !st.locks.iter().any(|l| (l.map, l.id) == lock) {
+            let msg = if st.locks.is_empty() {
+                format!("bpf_spin_lock at off={spin_lock_off} must be held for bpf_list_head")
+            } else {
+                "held lock and object are not in the same allocation".to_string()
+            };
+            return self.reject(pc, msg);
+        }
+        let Some(FieldTarget::Contains { type_name, node }) = &field.target else {
+            return self.graph_unsupported("a list head without __contains");
+        };
+        let Some(ty) = self.case.types.iter().position(|t| &t.name == type_name) else {
+            return self.graph_unsupported("a list head whose __contains type was not read");
+        };
+        let Some(n) = self.case.types[ty].layout.fields.iter().find(|f| &f.name == node) else {
+            return self.graph_unsupported("a list head whose __contains node was not read");
+        };
+        Ok(Head { ty, node_off: n.offset as i64 })
+    }
+
+    /// R2 of a push: `KF_ARG_PTR_TO_LIST_NODE` (an owned allocated object), then
+    /// `__process_kf_arg_ptr_to_graph_node()`. Returns the node's reference id.
+    fn list_node_arg(&self, st: &State, pc: usize, head: &Head) -> Step<u32> {
+        let r2 = st.cur_ref().regs[2].clone();
+        if r2.maybe_null() {
+            return self.reject(pc, "Possibly NULL pointer passed to trusted R2".into());
+        }
+        let (ty, off, id) = match &r2 {
+            Reg::Alloc { non_owning: true, .. } | Reg::MapValue { .. } => {
+                return self.reject(pc, "R2 expected pointer to allocated object".into())
+            }
+            Reg::Alloc { ty, off, id, percpu: false, .. } => (*ty, *off, *id),
+            other => {
+                return self.graph_unsupported(&format!("a list node argument of type {}", other.type_str()))
+            }
+        };
+        if !st.refs.contains(&id) {
+            return self.reject(pc, "allocated object must be referenced".into());
+        }
+        let t = &self.case.types[ty];
+        if !t.layout.fields.iter().any(|f| f.kind == FieldKind::ListNode && f.offset as i64 == off) {
+            if !covered(&t.layout, off) {
+                return self.graph_unsupported("a list node at an offset the import did not read");
+            }
+            return self.reject(pc, format!("bpf_list_node not found at offset={off}"));
+        }
+        let want = &self.case.types[head.ty].name;
+        if ty != head.ty {
+            return self.reject(
+                pc,
+                format!(
+                    "operation on bpf_list_head expects arg#1 bpf_list_node at offset={} in struct {want}, but arg is at offset={off} in struct {}",
+                    head.node_off, t.name
+                ),
+            );
+        }
+        if off != head.node_off {
+            return self.reject(
+                pc,
+                format!(
+                    "arg#1 offset={off}, but expected bpf_list_node at offset={} in struct {want}",
+                    head.node_off
+                ),
+            );
+        }
+        Ok(id)
+    }
+}

@@ -1,0 +1,127 @@
+//! Unit tests for the list API under its lock (`graph.rs`). Expected lines are the kernel's
+//! (verifier.c of 7.2 / 7.3; 6.12 says `unsupported`, its argument messages differ); the shapes
+//! are those of the 7.3 selftests `linked_list_fail.c` checked on debian:7.3 (`/work/runs`).
+
+use super::*;
+use crate::asm::{assemble, Symbols};
+use crate::case::{Case, Field, FieldKind, FieldTarget, MapSpec, MapType, ObjType, ProgType, ValueLayout};
+use crate::verdict::VerdictKind;
+
+const KFUNCS: [&str; 6] = [
+    "bpf_obj_new_impl",
+    "bpf_obj_drop_impl",
+    "bpf_list_push_front",
+    "bpf_list_pop_front",
+    "bpf_list_front",
+    "bpf_list_push_front_impl",
+];
+
+/// Map `m`: `{ struct bpf_spin_lock lock; struct bpf_list_head head __contains(obj, node); }`
+/// (head at 8); `struct obj { long key; struct bpf_list_node node; }` (node at 8), BTF id 30.
+fn case(body: &str) -> Case {
+    let head = Field {
+        target: Some(FieldTarget::Contains { type_name: "obj".into(), node: "node".into() }),
+        ..Field::new("head", FieldKind::ListHead, 8, 16)
+    };
+    let map = MapSpec {
+        name: "m".into(),
+        map_type: MapType::Array,
+        key_size: 4,
+        max_entries: 1,
+        value: ValueLayout { size: 24, fields: vec![Field::new("lock", FieldKind::SpinLock, 0, 4), head] },
+        btf: true,
+        global_section: false,
+        flags: 0,
+    };
+    let obj = ObjType {
+        btf_id: Some(30),
+        ..ObjType::new(
+            "obj",
+            ValueLayout {
+                size: 32,
+                fields: vec![
+                    Field::new("key", FieldKind::Int, 0, 8),
+                    Field::new("node", FieldKind::ListNode, 8, 24),
+                ],
+            },
+        )
+    };
+    // r7 = the map value (insns 0-7), r6 = a new obj (8-13).
+    let text = format!(
+        "r1 = 0\n *(u32 *)(r10 - 4) = r1\n r2 = r10\n r2 += -4\n r1 = m ll\n call bpf_map_lookup_elem\n\
+         if r0 == 0 goto out\n r7 = r0\n r1 = 30 ll\n r2 = 0\n call bpf_obj_new_impl\n\
+         if r0 == 0 goto out\n r6 = r0\n{body}\nout:\n r0 = 0\n exit\n"
+    );
+    let symbols = Symbols { maps: vec!["m".into()], kfuncs: KFUNCS.map(String::from).into_iter().collect() };
+    let program = assemble(&text, &symbols).expect("test program assembles");
+    Case {
+        maps: vec![map],
+        types: vec![obj],
+        extern_kfuncs: KFUNCS.map(String::from).to_vec(),
+        ..Case::new("t", ProgType::SchedCls, program, text)
+    }
+}
+
+const LOCK: &str = "r1 = r7\n call bpf_spin_lock\n";
+const UNLOCK: &str = "r1 = r7\n call bpf_spin_unlock\n";
+const PUSH: &str =
+    "r1 = r7\n r1 += 8\n r2 = r6\n r2 += 8\n r3 = 0\n r4 = 0\n call bpf_list_push_front_impl\n";
+
+fn assert_7x(c: &Case, want: &Verdict) {
+    let module = crate::module_src::bundled();
+    for p in KernelProfile::all() {
+        let v = check(c, &p, &module);
+        if p.res_spin_lock {
+            assert_eq!(&v, want, "{}", p.name);
+        } else {
+            assert_eq!(v.verdict, VerdictKind::Unsupported, "{}: {v:?}", p.name);
+        }
+    }
+}
+
+#[test]
+fn push_under_the_lock_hands_the_node_to_the_list() {
+    assert_7x(&case(&format!("{LOCK}{PUSH}{UNLOCK}")), &Verdict::accept());
+}
+
+#[test]
+fn push_without_the_lock_is_refused() {
+    // check_reg_allocation_locked(): insn 21 is the push.
+    let c = case(&format!("{PUSH}{LOCK}{UNLOCK}"));
+    assert_7x(&c, &Verdict::reject(Some(21), "bpf_spin_lock at off=0 must be held for bpf_list_head"));
+}
+
+#[test]
+fn a_pushed_node_is_non_owning_until_the_unlock() {
+    // Readable under the lock; after bpf_spin_unlock, invalidate_non_owning_refs().
+    let ok = case(&format!("{LOCK}{PUSH} r0 = *(u64 *)(r6 + 0)\n{UNLOCK}"));
+    assert_7x(&ok, &Verdict::accept());
+    let after = case(&format!("{LOCK}{PUSH}{UNLOCK} r0 = *(u64 *)(r6 + 0)\n"));
+    assert_7x(&after, &Verdict::reject(Some(26), "R6 invalid mem access 'scalar'"));
+    let twice = case(&format!("{LOCK}{PUSH}{PUSH}{UNLOCK}"));
+    assert_7x(&twice, &Verdict::reject(Some(30), "R2 expected pointer to allocated object"));
+}
+
+#[test]
+fn node_offsets_are_checked() {
+    let c = case(&format!(
+        "{LOCK} r1 = r7\n r1 += 8\n r2 = r6\n r3 = 0\n r4 = 0\n call bpf_list_push_front_impl\n{UNLOCK}"
+    ));
+    assert_7x(&c, &Verdict::reject(Some(22), "bpf_list_node not found at offset=0"));
+    let head = case(&format!(
+        "{LOCK} r1 = r7\n r2 = r6\n r2 += 8\n r3 = 0\n r4 = 0\n call bpf_list_push_front_impl\n{UNLOCK}"
+    ));
+    assert_7x(&head, &Verdict::reject(Some(22), "bpf_list_head not found at offset=0"));
+}
+
+#[test]
+fn a_popped_node_is_owned_and_must_be_dropped() {
+    let pop = "r1 = r7\n r1 += 8\n call bpf_list_pop_front\n r8 = r0\n";
+    let ok = case(&format!(
+        "{LOCK}{PUSH}{pop}{UNLOCK} if r8 == 0 goto out\n r1 = r8\n r1 += -8\n call bpf_obj_drop_impl\n"
+    ));
+    assert_7x(&ok, &Verdict::accept());
+    // ids: lookup 1, obj_new 2 and 3 (the reference), pop 4 and 5.
+    let leak = case(&format!("{LOCK}{PUSH}{pop}{UNLOCK}"));
+    assert_7x(&leak, &Verdict::reject(Some(31), "Unreleased reference id=5 alloc_insn=26"));
+}
