@@ -5,9 +5,9 @@
 //! off=N must be held for bpf_list_head"), `__process_kf_arg_ptr_to_graph_node()` (the
 //! `__contains` type and node offset), `ref_convert_owning_non_owning()` after a push,
 //! `mark_reg_graph_node()` for what pop / front / back return and `invalidate_non_owning_refs()`
-//! at every unlock. The same in 6.12, 7.2 and 7.3 except the argument messages (`R1` in 7.x,
-//! `arg#0` in 6.12: those paths are `unsupported` on 6.12) and `bpf_list_front/back` and the
-//! non-`_impl` push names, which only 7.x has. The rbtree kfuncs are not modelled.
+//! at every unlock. The same in 6.12, 7.2 and 7.3 except some argument messages (`R2` in 7.x,
+//! `arg#1` in 6.12; 6.12's NULL and reference lines are `unsupported`) and `bpf_list_front/back`
+//! and the non-`_impl` push names, which only 7.x has. The rbtree kfuncs are not modelled.
 
 use super::alloc::ALLOC_LOCK_OWNER;
 use super::exec::Machine;
@@ -76,9 +76,27 @@ impl Machine<'_> {
         if !x7 && matches!(k, GraphKfunc::Peek | GraphKfunc::Push { implied: true }) {
             return Err(Stop::Unsupported(format!("kfunc {name} does not exist in {}", self.profile.name)));
         }
-        if !x7 {
-            return self.graph_unsupported("the list kfuncs on 6.12 (argument messages name arg#N)");
+        if x7 {
+            return self.graph_call_args(st, pc, k);
         }
+        // 6.12's check_kfunc_args() names arguments by index and checks NULL only for
+        // KF_TRUSTED_ARGS kfuncs: its lines that differ are left unsupported; "R2 expected pointer
+        // to allocated object" is "arg#1 ..." there (seen on debian:6.12).
+        match self.graph_call_args(st, pc, k) {
+            Err(Stop::Reject(at, m)) if m == "R2 expected pointer to allocated object" => {
+                Err(Stop::Reject(at, "arg#1 expected pointer to allocated object".into()))
+            }
+            Err(Stop::Reject(_, m))
+                if m.starts_with("Possibly NULL") || m.starts_with("allocated object must be referenced") =>
+            {
+                self.graph_unsupported(&format!("6.12's line for \"{m}\""))
+            }
+            other => other,
+        }
+    }
+
+    /// [`Machine::graph_call`]'s argument checks and effects, with the 7.x lines.
+    fn graph_call_args(&mut self, st: &mut State, pc: usize, k: GraphKfunc) -> Step<()> {
         let head = self.list_head_arg(st, pc)?;
         let r0 = match k {
             GraphKfunc::Push { implied } => {

@@ -1,11 +1,10 @@
 //! Unit tests for the list API under its lock (`graph.rs`). Expected lines are the kernel's
-//! (verifier.c of 7.2 / 7.3; 6.12 says `unsupported`, its argument messages differ); the shapes
+//! (verifier.c of 6.12 / 7.2 / 7.3; alloc-graph.toml has them from kernel runs); the shapes
 //! are those of the 7.3 selftests `linked_list_fail.c` checked on debian:7.3 (`/work/runs`).
 
 use super::*;
 use crate::asm::{assemble, Symbols};
 use crate::case::{Case, Field, FieldKind, FieldTarget, MapSpec, MapType, ObjType, ProgType, ValueLayout};
-use crate::verdict::VerdictKind;
 
 const KFUNCS: [&str; 6] = [
     "bpf_obj_new_impl",
@@ -67,15 +66,16 @@ const UNLOCK: &str = "r1 = r7\n call bpf_spin_unlock\n";
 const PUSH: &str =
     "r1 = r7\n r1 += 8\n r2 = r6\n r2 += 8\n r3 = 0\n r4 = 0\n call bpf_list_push_front_impl\n";
 
+/// The same verdict on every profile (6.12's "arg#1" for 7.x's "R2" in the one line that differs).
 fn assert_7x(c: &Case, want: &Verdict) {
     let module = crate::module_src::bundled();
     for p in KernelProfile::all() {
         let v = check(c, &p, &module);
-        if p.res_spin_lock {
-            assert_eq!(&v, want, "{}", p.name);
-        } else {
-            assert_eq!(v.verdict, VerdictKind::Unsupported, "{}: {v:?}", p.name);
+        let mut want = want.clone();
+        if !p.res_spin_lock && want.message.as_deref() == Some("R2 expected pointer to allocated object") {
+            want.message = Some("arg#1 expected pointer to allocated object".into());
         }
+        assert_eq!(v, want, "{}", p.name);
     }
 }
 
