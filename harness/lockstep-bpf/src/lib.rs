@@ -16,6 +16,7 @@ pub mod log;
 pub mod module;
 pub mod objload;
 pub mod progbtf;
+mod reuse;
 pub mod sys;
 
 use nix::errno::Errno;

@@ -3,6 +3,7 @@
 
 use std::collections::HashMap;
 use std::os::fd::{AsFd, AsRawFd, OwnedFd};
+use std::sync::Arc;
 
 use lockstep_core::asm::Reloc;
 use lockstep_core::case::{Case, ProgType};
@@ -14,6 +15,7 @@ use nix::errno::Errno;
 use crate::log::parse_verifier_log;
 use crate::module::{kernel_btf_objects, KernelBtfObject};
 use crate::progbtf::{self, ident};
+use crate::reuse::{reusable_type, small_enough, BtfSlot, MapKey, SetupCache};
 use crate::sys::{self, Btf, MapBtf, MapCreate, ProgLoad, SysError};
 use crate::{LoadError, SetupError};
 
@@ -82,6 +84,8 @@ pub struct Loader {
     log_size: usize,
     /// The verifier log buffer, kept across cases (see [`LogBuffer`]).
     log_buf: std::sync::Mutex<LogBuffer>,
+    /// Program BTF and maps kept across cases (see [`crate::reuse`]).
+    setup: std::sync::Mutex<SetupCache>,
 }
 
 /// The expected_attach_type a program type needs to load without an attach target.
@@ -138,7 +142,15 @@ impl Loader {
         let release = nix::sys::utsname::uname()
             .map(|u| u.release().to_string_lossy().into_owned())
             .unwrap_or_default();
-        Ok(Loader { kfuncs, modules, vmlinux, release, log_size: LOG_SIZE, log_buf: Default::default() })
+        Ok(Loader {
+            kfuncs,
+            modules,
+            vmlinux,
+            release,
+            log_size: LOG_SIZE,
+            log_buf: Default::default(),
+            setup: Default::default(),
+        })
     }
 
     /// Sets the first verifier log buffer size (default 16 MiB; grown on `ENOSPC`).
@@ -200,13 +212,18 @@ impl Loader {
     }
 
     fn try_run(&self, case: &Case, want_log: bool) -> Result<KernelResult, SetupError> {
-        // Fds live until the end of this function: BTF, maps, then the program.
+        // The program's fd lives until the end of this function; BTF and maps of reusable types
+        // stay in the setup cache for the next cases (`crate::reuse`), the others are closed here.
         let mut prog_btf = progbtf::build(case).map_err(SetupError::BtfBuild)?;
-        let btf_fd = match &mut prog_btf {
-            Some(p) => Some(load_btf(&mut p.btf)?),
-            None => None,
+        let mut setup = self.setup.lock().unwrap_or_else(|e| e.into_inner());
+        let (slot, btf_fd) = match &mut prog_btf {
+            Some(p) => {
+                let (slot, fd) = setup.btf(p.btf.raw_data(), load_btf)?;
+                (slot, Some(fd))
+            }
+            None => (BtfSlot::None, None),
         };
-        let maps = match self.create_maps(case, prog_btf.as_ref(), btf_fd.as_ref()) {
+        let maps = match self.create_maps(case, &mut setup, slot, prog_btf.as_ref(), btf_fd.as_deref()) {
             // map_check_btf() refuses the map's special fields for its type: the kernel's verdict
             // on the case (the model predicts it), not a setup failure.
             Err(SetupError::Map { name, source }) if source.errno as i32 == EOPNOTSUPP => {
@@ -268,13 +285,17 @@ impl Loader {
         })
     }
 
+    /// The case's maps, in its order: kept ones from `setup` where the type allows
+    /// ([`reusable_type`]), else created for this case alone.
     fn create_maps(
         &self,
         case: &Case,
+        setup: &mut SetupCache,
+        slot: BtfSlot,
         prog_btf: Option<&progbtf::ProgBtf>,
         btf_fd: Option<&OwnedFd>,
-    ) -> Result<Vec<OwnedFd>, SetupError> {
-        let mut fds = Vec::with_capacity(case.maps.len());
+    ) -> Result<Vec<Arc<OwnedFd>>, SetupError> {
+        let mut fds: Vec<Arc<OwnedFd>> = Vec::with_capacity(case.maps.len());
         for (i, m) in case.maps.iter().enumerate() {
             let ids = prog_btf.and_then(|p| p.maps[i]);
             let btf = match (ids, btf_fd) {
@@ -293,15 +314,30 @@ impl Loader {
                 map_flags: m.flags | if m.global_section { BPF_F_MMAPABLE } else { 0 },
                 btf,
             };
-            let fd =
-                sys::map_create(&spec).map_err(|e| SetupError::Map { name: m.name.clone(), source: e })?;
+            let create =
+                || sys::map_create(&spec).map_err(|e| SetupError::Map { name: m.name.clone(), source: e });
+            let key = MapKey {
+                map_type: spec.map_type,
+                name: name.clone(),
+                key_size: spec.key_size,
+                value_size: spec.value_size,
+                max_entries: spec.max_entries,
+                map_flags: spec.map_flags,
+                btf_ids: ids.unwrap_or((0, 0)),
+            };
+            let fd = if reusable_type(m.map_type) && small_enough(&key) {
+                let slot = if spec.btf.is_some() { slot } else { BtfSlot::None };
+                setup.map(slot, key, &fds, create)?
+            } else {
+                Arc::new(create()?)
+            };
             fds.push(fd);
         }
         Ok(fds)
     }
 
     /// Patches map fds and kfunc ids into a copy of the program; returns it with its fd_array.
-    fn relocate(&self, case: &Case, maps: &[OwnedFd]) -> Result<(Vec<Insn>, Vec<i32>), SetupError> {
+    fn relocate(&self, case: &Case, maps: &[Arc<OwnedFd>]) -> Result<(Vec<Insn>, Vec<i32>), SetupError> {
         let mut insns = case.program.insns.clone();
         let mut fd_array = FdArray::default();
         let map_fd = |name: &str| -> Result<i32, SetupError> {
@@ -343,14 +379,13 @@ impl Loader {
     }
 }
 
-/// Loads program BTF, with the kernel's BTF log on failure.
-fn load_btf(btf: &mut Btf) -> Result<OwnedFd, SetupError> {
-    let raw = btf.raw_data();
-    match sys::btf_load(&raw, &mut []) {
+/// Loads program BTF (its raw bytes), with the kernel's BTF log on failure.
+fn load_btf(raw: &[u8]) -> Result<OwnedFd, SetupError> {
+    match sys::btf_load(raw, &mut []) {
         Ok(fd) => Ok(fd),
         Err(_) => {
             let mut log = vec![0u8; 1 << 20];
-            let e = sys::btf_load(&raw, &mut log).err();
+            let e = sys::btf_load(raw, &mut log).err();
             let source = e.unwrap_or(SysError { op: "bpf_btf_load", errno: Errno::UnknownErrno });
             Err(SetupError::BtfLoad { source, log: c_string(&log) })
         }

@@ -135,7 +135,8 @@ pub fn open_control_port() -> io::Result<(BufReader<File>, File)> {
     }
     let f = OpenOptions::new().read(true).write(true).open(&node)?;
     let w = f.try_clone()?;
-    Ok((BufReader::new(f), w))
+    // Large enough for several pipelined cases per read.
+    Ok((BufReader::with_capacity(1 << 16, f), w))
 }
 
 /// Writes one message as a JSON line and flushes it.

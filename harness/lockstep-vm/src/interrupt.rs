@@ -4,7 +4,7 @@
 //! itself, so a second signal of the same kind ends the process at once (QEMU still dies with it:
 //! its parent-death signal, see [`crate::guest`]).
 
-use std::sync::atomic::{AtomicI32, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI32, Ordering};
 
 use nix::libc::c_int;
 use nix::sys::signal::{sigaction, SaFlags, SigAction, SigHandler, SigSet, Signal};
@@ -42,6 +42,25 @@ pub fn pending() -> Option<Signal> {
         0 => None,
         n => Signal::try_from(n).ok(),
     }
+}
+
+/// Set by [`request_stop`]: lockstep itself ends the run (no signal).
+static STOP_REQUESTED: AtomicBool = AtomicBool::new(false);
+
+/// Asks every guest of this process to stop as a signal would (QEMU killed, the cases not run
+/// handed back): a run that found bad input while guests were running ends with them.
+pub fn request_stop() {
+    STOP_REQUESTED.store(true, Ordering::SeqCst);
+}
+
+/// Forgets a [`request_stop`] (at the start of a run).
+pub fn clear_stop() {
+    STOP_REQUESTED.store(false, Ordering::SeqCst);
+}
+
+/// Whether [`request_stop`] was called since the last [`clear_stop`].
+pub fn stop_requested() -> bool {
+    STOP_REQUESTED.load(Ordering::SeqCst)
 }
 
 /// The conventional exit status of a process ended by `signal` (130 for SIGINT, 143 for SIGTERM).

@@ -104,8 +104,9 @@ fn serve() -> io::Result<()> {
             Ok(None) => {}
             Err(e) => {
                 // Answer a `Run` that did not decode, so the host does not wait for it.
-                let id =
-                    serde_json::from_str::<serde_json::Value>(&line).ok().and_then(|v| v.get("id")?.as_u64());
+                let id = serde_json::from_str::<serde_json::Value>(&line)
+                    .ok()
+                    .and_then(|v| v.get("body")?.get("id")?.as_u64());
                 eprintln!("lockstep agent: bad line from host: {e}");
                 if let Some(id) = id {
                     let result = no_loader("?", &format!("the agent could not decode the case: {e}"));

@@ -47,6 +47,12 @@ pub struct Interrupted {
     pub signal: i32,
 }
 
+/// lockstep stopped a guest itself because the run ends on an error found elsewhere (bad
+/// input); that error, not this one, gives the exit code.
+#[derive(Debug, thiserror::Error)]
+#[error("stopped: the run ended on bad input")]
+pub struct Cancelled;
+
 /// The run's time limit (`--timeout`) ran out: exit code 5.
 #[derive(Debug, thiserror::Error)]
 #[error("{0}")]

@@ -176,6 +176,9 @@ impl Shared<'_> {
                 Ok(Ok(t)) => Prepared::Ready(Box::new(t)),
                 Ok(Err(e)) if e.downcast_ref::<crate::exit::BadInput>().is_some() => {
                     self.fatal.lock().unwrap_or_else(|e| e.into_inner()).get_or_insert(e);
+                    // The guests already running stop now (QEMU killed, their rows so far kept),
+                    // as with `--jobs 1`, where no other guest runs when bad input is found.
+                    lockstep_vm::interrupt::request_stop();
                     Prepared::Bad
                 }
                 Ok(Err(e)) => {
@@ -200,6 +203,7 @@ pub fn run_cases(
     on_row: &mut dyn FnMut(&RunRow),
 ) -> Result<RunOutput> {
     crate::runner::remove_stale_run_dirs(&std::env::temp_dir());
+    lockstep_vm::interrupt::clear_stop();
     let mut opts = args.guest.options(args.log, Timeouts::default().overall);
     opts.timeouts.run_deadline = Some(deadline);
     if opts.testmod == TestmodChoice::Off && !args.guest.no_testmod {
@@ -394,6 +398,8 @@ fn run_guest(sh: &Shared, unit: usize, work: &GuestWork, tx: &mpsc::Sender<Repor
             sh.set_stop(Stop::Interrupted(i.signal));
         } else if e.downcast_ref::<crate::exit::RunTimedOut>().is_some() {
             sh.set_stop(Stop::TimedOut);
+        } else if e.downcast_ref::<crate::exit::Cancelled>().is_some() {
+            // The run's error (bad input) is reported once, by the run.
         } else {
             sh.say(format!("lockstep: {name}: {e:#}"));
             let _ = tx.send(Report::Infra(unit, format!("{name}: {e:#}")));

@@ -376,6 +376,7 @@ pub fn excerpt(o: &GuestOutcome) -> String {
             }
         }
         GuestOutcome::Interrupted { signal } => format!("interrupted by {}", signal_name(*signal)),
+        GuestOutcome::Cancelled => "stopped: the run ended on bad input".to_string(),
         GuestOutcome::Completed => String::new(),
     }
 }
@@ -389,6 +390,7 @@ fn signal_name(signal: i32) -> String {
 fn stop_error(o: &GuestOutcome) -> anyhow::Error {
     match o {
         GuestOutcome::Interrupted { signal } => crate::exit::Interrupted { signal: *signal }.into(),
+        GuestOutcome::Cancelled => crate::exit::Cancelled.into(),
         other => crate::exit::RunTimedOut(excerpt(other)).into(),
     }
 }

@@ -87,12 +87,17 @@ impl Run {
 
     /// `slow`: with the slow case; `stdout`: where lockstep's stdout goes (default: a file).
     fn start_with(extra: &[&str], slow: bool, stdout: Option<&Path>) -> Run {
+        Run::start_jobs(extra, slow, stdout, "2")
+    }
+
+    /// [`Run::start_with`] with `--jobs jobs`.
+    fn start_jobs(extra: &[&str], slow: bool, stdout: Option<&Path>, jobs: &str) -> Run {
         let dir = tempfile::tempdir().unwrap();
         std::fs::write(dir.path().join("a-quick.toml"), QUICK).unwrap();
         std::fs::write(dir.path().join("z-slow.toml"), SLOW).unwrap();
         std::fs::create_dir(dir.path().join("tmp")).unwrap();
         let mut args: Vec<String> =
-            ["run", "--kernel", "debian:7.3", "--no-module", "--accel", "tcg", "--jobs", "2", "--json"]
+            ["run", "--kernel", "debian:7.3", "--no-module", "--accel", "tcg", "--jobs", jobs, "--json"]
                 .iter()
                 .map(|s| s.to_string())
                 .collect();
@@ -413,6 +418,73 @@ fn a_boot_panic_is_infrastructure_with_the_console() {
     assert!(rows.iter().all(|r| r["outcome"] == "not_run"), "{rows:?}");
     assert!(run.stderr().contains("Kernel panic"), "{}", run.stderr());
     run.assert_clean(true);
+}
+
+/// A case debian:7.2 rejects at once (a tracing program with a map holding a
+/// `bpf_res_spin_lock`: "tracing progs cannot use bpf_spin_lock yet", before the walk) and
+/// debian:7.3 takes over a minute on (the map check passes, then [`SLOW`]'s loop).
+const SLOW_ON_7_3: &str = r#"
+[[case]]
+name = "slow_on_7_3"
+prog_type = "raw_tracepoint"
+log_level = 2
+text = '''
+    r2 = vals ll
+    r1 = 0
+loop:
+    r1 += 1
+    if r1 < 2000000 goto loop
+    r0 = 0
+    exit
+'''
+
+[[case.map]]
+name = "vals"
+type = "array"
+key_size = 4
+max_entries = 1
+btf = true
+value_size = 8
+fields = [{ name = "a", kind = "int", size = 4, offset = 0 }, { name = "lock", kind = "res_spin_lock", offset = 4 }]
+"#;
+
+/// Bad input found while a guest runs: three kernels on two jobs, the third a path that holds no
+/// kernel. debian:7.3 and debian:7.2 run first; debian:7.2 is done in seconds (it rejects
+/// [`SLOW_ON_7_3`] at once), so the third kernel is prepared while debian:7.3's guest is in that
+/// case, and its bad input stops that guest at once (QEMU killed, the case `not_run` saying why).
+/// Exit 2 as with `--jobs 1` (which runs both kernels first), the rows collected are in the JSON
+/// file, and no QEMU or run directory is left.
+#[test]
+#[cfg_attr(not(lockstep_vm_tests), ignore = "set LOCKSTEP_VM_TESTS=1")]
+fn bad_input_found_while_a_guest_runs_stops_it_with_the_serial_exit_code() {
+    let _g = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let bad = ["--kernel", "debian:7.2", "--kernel", "/nonexistent/kernel"];
+    let mut serial = Run::start_jobs(&bad, false, None, "1");
+    assert_eq!(serial.wait(Duration::from_secs(600)), Some(2), "--jobs 1");
+    assert!(serial.stderr().contains("/nonexistent/kernel"), "names the path: {}", serial.stderr());
+    assert_eq!(serial.rows().len(), 8, "the quick cases of both kernels before the bad one");
+    serial.assert_clean(true);
+
+    let cases = tempfile::tempdir().unwrap();
+    let slow = cases.path().join("z-slow-on-7.3.toml");
+    std::fs::write(&slow, SLOW_ON_7_3).unwrap();
+    let slow = slow.display().to_string();
+    let mut run = Run::start_with(&[bad[0], bad[1], bad[2], bad[3], &slow], false, None);
+    let code = run.wait(Duration::from_secs(600));
+    let rows = run.rows();
+    assert_eq!(code, Some(2), "--jobs 2");
+    assert!(run.stderr().contains("/nonexistent/kernel"), "names the path: {}", run.stderr());
+    run.assert_clean(true);
+    let ran = |kernel: &str| rows.iter().filter(|r| r["kernel"] == kernel && r["outcome"] == "ran").count();
+    assert_eq!(ran("debian:7.2"), 5, "debian:7.2 ran everything: {rows:?}");
+    assert_eq!(ran("debian:7.3"), 4, "debian:7.3 ran the quick cases: {rows:?}");
+    let stopped = rows
+        .iter()
+        .find(|r| r["case"] == "slow_on_7_3" && r["kernel"] == "debian:7.3")
+        .unwrap_or_else(|| panic!("no debian:7.3 row of slow_on_7_3: {rows:?}"));
+    assert_eq!(stopped["outcome"], "not_run", "{stopped}");
+    let note = stopped["note"].as_str().unwrap_or_default();
+    assert!(note.contains("bad input"), "the stopped case says why: {stopped}");
 }
 
 #[test]

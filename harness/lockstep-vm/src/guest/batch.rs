@@ -129,9 +129,15 @@ enum Boot {
 }
 
 impl GuestOutcome {
-    /// Whether this ends the whole run rather than one guest (a signal, the run's deadline).
+    /// Whether this ends the whole run rather than one guest (a signal, the run's deadline,
+    /// lockstep's own stop).
     pub fn stops_the_run(&self) -> bool {
-        matches!(self, GuestOutcome::Interrupted { .. } | GuestOutcome::Timeout { limit: Limit::Run, .. })
+        matches!(
+            self,
+            GuestOutcome::Interrupted { .. }
+                | GuestOutcome::Cancelled
+                | GuestOutcome::Timeout { limit: Limit::Run, .. }
+        )
     }
 }
 
@@ -139,6 +145,9 @@ impl GuestOutcome {
 fn stop_before_boot(cfg: &GuestConfig) -> Option<GuestOutcome> {
     if let Some(sig) = crate::interrupt::pending() {
         return Some(GuestOutcome::Interrupted { signal: sig as i32 });
+    }
+    if crate::interrupt::stop_requested() {
+        return Some(GuestOutcome::Cancelled);
     }
     cfg.timeouts.run_deadline.filter(|&d| std::time::Instant::now() >= d).map(|_| GuestOutcome::Timeout {
         stage: Stage::Boot,
@@ -284,7 +293,7 @@ impl Session {
                 self.guest = None;
                 self.hello = None;
                 summary.last_outcome = Some(outcome.clone());
-                if let GuestOutcome::Interrupted { .. } = outcome {
+                if let GuestOutcome::Interrupted { .. } | GuestOutcome::Cancelled = outcome {
                     summary.unrun = plan.remaining().collect();
                     summary.stopped = Some(outcome);
                     return Ok(summary);

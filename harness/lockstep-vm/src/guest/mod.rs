@@ -175,6 +175,9 @@ pub enum GuestOutcome {
     Timeout { stage: Stage, limit: Limit, after: Duration, excerpt: String },
     /// lockstep received `signal` (SIGINT, SIGTERM); QEMU was killed.
     Interrupted { signal: i32 },
+    /// lockstep stopped the run itself ([`crate::interrupt::request_stop`]: bad input found
+    /// while this guest ran); QEMU was killed.
+    Cancelled,
     /// KVM could not run the guest ("KVM internal error"); QEMU was killed.
     KvmFailure { excerpt: String },
     /// The guest died before `Hello` (bad kernel, bad init, boot-time oops).
@@ -439,6 +442,11 @@ impl GuestRun {
                 self.drain(Duration::from_millis(200));
                 return Err(self.set(GuestOutcome::Interrupted { signal: sig as i32 }));
             }
+            if crate::interrupt::stop_requested() {
+                self.kill();
+                self.drain(Duration::from_millis(200));
+                return Err(self.set(GuestOutcome::Cancelled));
+            }
             let now = Instant::now();
             match self.events.recv_timeout(Duration::from_millis(100)) {
                 Ok(Event::Console(line)) => {
@@ -605,6 +613,9 @@ fn accept(
         if let Some(sig) = crate::interrupt::pending() {
             return Err(Accept::Stopped(GuestOutcome::Interrupted { signal: sig as i32 }));
         }
+        if crate::interrupt::stop_requested() {
+            return Err(Accept::Stopped(GuestOutcome::Cancelled));
+        }
         let now = Instant::now();
         if run_deadline.is_some_and(|d| now >= d) {
             return Err(Accept::Stopped(GuestOutcome::Timeout {
@@ -701,6 +712,7 @@ mod tests {
             excerpt: String::new(),
         };
         assert!(GuestOutcome::Interrupted { signal: 2 }.stops_the_run());
+        assert!(GuestOutcome::Cancelled.stops_the_run());
         assert!(t(Limit::Run).stops_the_run());
         assert!(!t(Limit::Case).stops_the_run());
         assert!(!t(Limit::Boot).stops_the_run());
