@@ -7,8 +7,8 @@
 //! `docs/verifier-lock-rules.md`.
 
 mod access;
-mod callback_walk;
 mod alloc;
+mod callback_walk;
 mod callbacks;
 mod calls;
 mod cfg;
