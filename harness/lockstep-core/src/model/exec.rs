@@ -108,6 +108,7 @@ impl<'a> Machine<'a> {
             irq: Vec::new(),
             rcu: 0,
             preempt: 0,
+            ids_exact: true,
             pc: 0,
         };
         st.frames[0].regs[1] = Reg::Ctx;
@@ -132,6 +133,7 @@ impl<'a> Machine<'a> {
                     irq: Vec::new(),
                     rcu: 0,
                     preempt: 0,
+                    ids_exact: false,
                     pc: start,
                 };
                 // btf_prepare_func_args(): PTR_TO_CTX for a context argument, else a scalar.
@@ -333,7 +335,8 @@ impl<'a> Machine<'a> {
                 }
                 match self.step(&mut st)? {
                     Flow::Next(pc) => st.pc = pc,
-                    Flow::Branch(pc, other) => {
+                    Flow::Branch(pc, mut other) => {
+                        other.ids_exact = false;
                         pending.push(other);
                         st.pc = pc;
                     }
@@ -445,6 +448,9 @@ impl<'a> Machine<'a> {
             Reg::Scalar(Scalar::known(if is64 { insn.imm as i64 } else { insn.imm as u32 as i64 }))
         };
         if op == BPF_MOV {
+            if matches!(&src, Reg::Scalar(s) if s.konst().is_none()) && insn.source() == BPF_X {
+                st.ids_exact = false;
+            }
             let v = match (&src, is64) {
                 (_, true) => src.clone(),
                 (Reg::Scalar(s), false) => Reg::Scalar(s.zext32()),
@@ -672,6 +678,17 @@ impl<'a> Machine<'a> {
                     return Err(Stop::Unsupported(format!(
                         "stack access at {at} size {size} is out of range or misaligned"
                     )));
+                }
+                // A spill or fill of an unknown scalar may take an id in the kernel.
+                let spill = matches!(&value, Some(Reg::Scalar(s)) if s.konst().is_none());
+                let fill = value.is_none()
+                    && st.frames[*frame]
+                        .stack
+                        .spills
+                        .get(&(at.div_euclid(8) * 8))
+                        .is_some_and(|(r, _)| matches!(r, Reg::Scalar(s) if s.konst().is_none()));
+                if spill || fill {
+                    st.ids_exact = false;
                 }
                 let fr = &mut st.frames[*frame];
                 match value {
