@@ -115,6 +115,7 @@ impl<'a> Machine<'a> {
             irq: Vec::new(),
             rcu: 0,
             preempt: 0,
+            ids_exact: true,
             pc: 0,
         };
         st.frames[0].regs[1] = Reg::Ctx;
@@ -139,6 +140,7 @@ impl<'a> Machine<'a> {
                     irq: Vec::new(),
                     rcu: 0,
                     preempt: 0,
+                    ids_exact: false,
                     pc: start,
                 };
                 // btf_prepare_func_args(): PTR_TO_CTX for a context argument, else a scalar.
@@ -345,7 +347,8 @@ impl<'a> Machine<'a> {
                 }
                 match self.step(&mut st)? {
                     Flow::Next(pc) => st.pc = pc,
-                    Flow::Branch(pc, other) => {
+                    Flow::Branch(pc, mut other) => {
+                        other.ids_exact = false;
                         pending.push(other);
                         st.pc = pc;
                     }
@@ -458,7 +461,10 @@ impl<'a> Machine<'a> {
         };
         if op == BPF_MOV {
             if insn.source() == BPF_X && matches!(&src, Reg::Scalar(s) if s.konst().is_none()) {
+                // Both mark that env->id_gen may have moved: alloc.rs's reference ids (for the
+                // whole check) and irq.rs's flag ids (this path).
                 self.scalar_ids.set(true);
+                st.ids_exact = false;
             }
             let v = match (&src, is64) {
                 (_, true) => src.clone(),
@@ -700,6 +706,17 @@ impl<'a> Machine<'a> {
                     return Err(Stop::Unsupported(format!(
                         "stack access at {at} size {size} is out of range or misaligned"
                     )));
+                }
+                // A spill or fill of an unknown scalar may take an id in the kernel.
+                let spill = matches!(&value, Some(Reg::Scalar(s)) if s.konst().is_none());
+                let fill = value.is_none()
+                    && st.frames[*frame]
+                        .stack
+                        .spills
+                        .get(&(at.div_euclid(8) * 8))
+                        .is_some_and(|(r, _)| matches!(r, Reg::Scalar(s) if s.konst().is_none()));
+                if spill || fill {
+                    st.ids_exact = false;
                 }
                 let fr = &mut st.frames[*frame];
                 match value {

@@ -8,8 +8,8 @@
 //! exit with one held: `check_resource_leak()`'s "BPF_EXIT instruction in main prog cannot be
 //! used inside bpf_local_irq_save-ed region" (after the lock and reference checks; rcu.rs).
 //!
-//! Not modelled (`unsupported`): the out-of-order message (its ids follow `env->id_gen`, which
-//! also numbers scalars the model does not track), sleepable helpers / kfuncs / global functions
+//! Not modelled (`unsupported`): the out-of-order message where the model's ids may differ from
+//! `env->id_gen` (which also numbers scalars the model does not track; `State::ids_exact`), sleepable helpers / kfuncs / global functions
 //! in an IRQ-disabled region, a flag slot over an iterator or a spilled register.
 
 use super::exec::{Flow, Machine};
@@ -76,7 +76,7 @@ impl Machine<'_> {
             let id = self.fresh_id();
             // Bytes misc, no spill: the slot's marking is st.irq.
             st.frames[frame].stack.write(off, 8, &Reg::NotInit);
-            st.irq.push(IrqFlag { id, slot: Some((frame, off)), native });
+            st.irq.push(IrqFlag { id, insn: pc, slot: Some((frame, off)), native });
             return Ok(());
         }
         // is_irq_flag_reg_valid_init().
@@ -95,10 +95,23 @@ impl Machine<'_> {
                 ),
             );
         }
+        // release_irq_state(): not the active (last) flag. The message names the active one's id,
+        // which follows env->id_gen: printed only where the model's ids are the kernel's.
         if i + 1 != st.irq.len() {
-            return Err(Stop::Unsupported(
-                "an irq restore out of order (the message's ids follow env->id_gen, not modelled)".into(),
-            ));
+            let active = st.irq[st.irq.len() - 1];
+            if !st.ids_exact || !st.refs.is_empty() || !st.iters.is_empty() {
+                return Err(Stop::Unsupported(
+                    "an irq restore out of order (the message's ids follow env->id_gen, not modelled here)"
+                        .into(),
+                ));
+            }
+            return self.reject(
+                pc,
+                format!(
+                    "cannot restore irq state out of order, expected id={} acquired at insn_idx={}",
+                    active.id, active.insn
+                ),
+            );
         }
         st.irq.pop();
         Ok(())

@@ -255,6 +255,8 @@ pub enum LockKind {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct IrqFlag {
     pub id: u32,
+    /// The save's instruction (`acquire_reference_state()`'s `insn_idx`).
+    pub insn: usize,
     pub slot: Option<(usize, i64)>,
     /// Saved by `bpf_local_irq_save` (`IRQ_NATIVE_KFUNC`), else by `bpf_res_spin_lock_irqsave`.
     pub native: bool,
@@ -285,6 +287,11 @@ pub struct State {
     /// `active_rcu_locks` and `active_preempt_locks` (7.x).
     pub rcu: u32,
     pub preempt: u32,
+    /// Whether the model's ids equal the kernel's `env->id_gen` numbering on this path: true on
+    /// the main program's first path (explored before any pushed state, as `do_check()` does)
+    /// until an instruction that may take a scalar id in the kernel (`assign_scalar_id_before_mov()`:
+    /// a move, spill or fill of an unknown scalar), which the model does not number.
+    pub ids_exact: bool,
     pub pc: usize,
 }
 

@@ -89,7 +89,7 @@ fn a_store_into_the_flag_slot_scrubs_it() {
 }
 
 #[test]
-fn the_lock_kfunc_restore_unlocks_first_and_out_of_order_is_unsupported() {
+fn the_lock_kfunc_restore_unlocks_first_and_out_of_order_names_the_active_flag() {
     let lock = "r1 = 0\n *(u32 *)(r10 - 4) = r1\n r2 = r10\n r2 += -4\n r1 = a ll\n call bpf_map_lookup_elem\n if r0 == 0 goto out\n r6 = r0\n";
     let body = format!(
         "{lock}{}r1 = r6\n r1 += 4\n r2 = r10\n r2 += -16\n call bpf_res_spin_unlock_irqrestore\n",
@@ -97,7 +97,13 @@ fn the_lock_kfunc_restore_unlocks_first_and_out_of_order_is_unsupported() {
     );
     // The unlock fails first: the res lock is not held.
     assert_all(&case(&body), Verdict::reject(Some(16), "bpf_res_spin_unlock without taking a lock"));
+    // release_irq_state(): the active flag is id 2, saved at insn 5 (ids as env->id_gen).
     let c = case(&format!("{}{}{}", save(-8), save(-16), restore(-8)));
+    let msg = "cannot restore irq state out of order, expected id=2 acquired at insn_idx=5";
+    assert_all(&c, Verdict::reject(Some(8), msg));
+    // A move of an unknown scalar may take an id in the kernel (assign_scalar_id_before_mov()):
+    // the ids are no longer the kernel's, the message is unsupported.
+    let c = case(&format!("call bpf_get_prandom_u32\n r2 = r0\n{}{}{}", save(-8), save(-16), restore(-8)));
     for (p, v) in verdicts(&c) {
         assert_eq!(v.verdict, VerdictKind::Unsupported, "{p}: {v:?}");
     }
