@@ -3,6 +3,7 @@
 use std::collections::BTreeMap;
 
 use super::access::{check_region, is_aligned, tnum_const_str, Region, RegionError, BPF_MAX_VAR_OFF};
+use super::attach::ReturnRule;
 use super::scalar::{CmpOp, Scalar};
 use super::special::{self, FieldAccess, KptrError};
 use super::state::{Frame, Reg, State};
@@ -33,11 +34,6 @@ pub(crate) struct Machine<'a> {
     pub iter_seen: BTreeMap<usize, Vec<State>>,
 }
 
-/// The kernel truncates map names to `BPF_OBJ_NAME_LEN - 1` characters.
-pub(crate) fn kernel_map_name(name: &str) -> String {
-    name.chars().take(15).collect()
-}
-
 impl<'a> Machine<'a> {
     pub fn new(
         case: &'a Case,
@@ -64,6 +60,24 @@ impl<'a> Machine<'a> {
             called: Default::default(),
             iter_seen: Default::default(),
         }
+    }
+
+    /// The map's name as the kernel has it: truncated to `BPF_OBJ_NAME_LEN - 1` characters, and
+    /// for a global data map of an object, libbpf's `internal_map_name()` (`res_spin.bss`).
+    pub fn kernel_map_name(&self, spec: &MapSpec) -> String {
+        use crate::import::map_name::{internal_map_name, libbpf_object_name};
+        match &self.case.object {
+            Some(o) if spec.global_section => {
+                internal_map_name(&libbpf_object_name(&o.file_name), &spec.name)
+            }
+            _ => spec.name.chars().take(15).collect(),
+        }
+    }
+
+    /// Whether the program is loaded with BTF func_info: lockstep's loader passes it only for a
+    /// case with global functions; libbpf passes an object's whenever it has `.BTF.ext`.
+    pub fn has_func_info(&self) -> bool {
+        !self.case.globals.is_empty() || self.case.object.as_ref().is_some_and(|o| o.func_info)
     }
 
     /// Whether `rule` is checked (see [`ModelOptions`]).
@@ -171,6 +185,7 @@ impl<'a> Machine<'a> {
                 return Err(Stop::Reject(None, map_create_refused(&m.name, EOPNOTSUPP)));
             }
         }
+        self.attach_unsupported()?;
         if self.case.sleepable && self.case.prog_type != ProgType::Syscall {
             return Err(Stop::Unsupported("sleepable is modelled for the syscall program type only".into()));
         }
@@ -204,7 +219,7 @@ impl<'a> Machine<'a> {
         // lockstep passes func_info only for a case with global functions.
         cfg::check_call_targets(insns)?;
         cfg::check_subprogs(insns, &self.subprogs)?;
-        if self.case.globals.is_empty() {
+        if !self.has_func_info() {
             cfg::check_abnormal_return(insns, &self.subprogs)?;
         }
         self.check_and_resolve_insns()?;
@@ -213,6 +228,7 @@ impl<'a> Machine<'a> {
         if self.case.prog_type == ProgType::Syscall && !self.case.sleepable {
             return Err(Stop::Reject(None, self.profile.messages.syscall_not_sleepable.clone()));
         }
+        self.check_attach_btf_id()?;
         Ok(())
     }
 
@@ -533,9 +549,7 @@ impl<'a> Machine<'a> {
                 }
             }
             (BPF_PSEUDO_FUNC, _) => {
-                super::callbacks::func_ref(pc, insn, !self.case.globals.is_empty(), |s| {
-                    self.globals.contains_key(&s)
-                })?
+                super::callbacks::func_ref(pc, insn, self.has_func_info(), |s| self.globals.contains_key(&s))?
             }
             _ => return Err(Stop::Unsupported(format!("ld_imm64 form src={} at {pc}", insn.src))),
         };
@@ -743,6 +757,7 @@ impl<'a> Machine<'a> {
                 pc,
                 self.msg(&m.invalid_mem_access, &[("reg", reg()), ("type", base.type_str().into())]),
             ),
+            Reg::Ctx => Err(self.ctx_unsupported()),
             _ => Err(Stop::Unsupported(format!(
                 "memory access through {} is outside the modelled subset",
                 base.type_str()
@@ -895,6 +910,11 @@ impl<'a> Machine<'a> {
                 "exit with {} unreleased (the message's ids are not modelled)",
                 st.refs_str()
             )));
+        }
+        let rule = self.return_rule();
+        if rule != ReturnRule::Base {
+            self.check_attach_return(st, pc, rule)?;
+            return Ok(Flow::Done);
         }
         let r0 = self.read_reg(st, pc, 0)?;
         if self.case.prog_type == ProgType::CgroupSkb && !matches!(&r0, Reg::Scalar(s) if s.umax <= 1) {

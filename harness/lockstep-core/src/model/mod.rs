@@ -7,6 +7,7 @@
 //! `docs/verifier-lock-rules.md`.
 
 mod access;
+mod attach;
 mod callbacks;
 mod calls;
 mod cfg;
@@ -14,6 +15,7 @@ mod exec;
 mod fields;
 mod helpers_more;
 mod loops;
+mod map_compat;
 mod scalar;
 mod special;
 mod state;
@@ -144,6 +146,8 @@ pub fn check_with(
 mod test_fixtures;
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod tests_attach;
 #[cfg(test)]
 mod tests_callbacks;
 #[cfg(test)]
