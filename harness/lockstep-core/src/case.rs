@@ -11,7 +11,9 @@ use serde::{Deserialize, Serialize};
 
 use crate::asm::Program;
 
-/// BPF program types lockstep can load without an attach target.
+/// BPF program types: those lockstep can load without an attach target ([`ProgType::ALL`]) and
+/// those only an object carries, which the guest loads through libbpf with the attach target or
+/// attach type its section names ([`ProgType::ATTACHED`]).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum ProgType {
@@ -27,6 +29,22 @@ pub enum ProgType {
     LwtIn,
     FlowDissector,
     Syscall,
+    /// `BPF_PROG_TYPE_CGROUP_SOCK` (`cgroup/sock_create`, `cgroup/post_bind4`, ...).
+    CgroupSock,
+    /// `BPF_PROG_TYPE_SK_SKB` (`sk_skb`, `sk_skb/stream_parser`, ...).
+    SkSkb,
+    /// `BPF_PROG_TYPE_SK_REUSEPORT` (`sk_reuseport`, `sk_reuseport/migrate`).
+    SkReuseport,
+    /// `BPF_PROG_TYPE_RAW_TRACEPOINT_WRITABLE` (`raw_tp.w/...`).
+    RawTracepointWritable,
+    /// `BPF_PROG_TYPE_TRACING` (`fentry/`, `fexit/`, `fmod_ret/`, `tp_btf/`, `iter/`, ...).
+    Tracing,
+    /// `BPF_PROG_TYPE_STRUCT_OPS` (`struct_ops/...`).
+    StructOps,
+    /// `BPF_PROG_TYPE_EXT` (`freplace/...`).
+    Ext,
+    /// `BPF_PROG_TYPE_LSM` (`lsm/...`, `lsm.s/...`).
+    Lsm,
 }
 
 impl ProgType {
@@ -46,6 +64,20 @@ impl ProgType {
         ProgType::Syscall,
     ];
 
+    /// Program types only an object's section gives (an attach target or an attach type a case
+    /// file cannot carry): not in [`ProgType::ALL`], so case files, the fuzzer and the census
+    /// never use them.
+    pub const ATTACHED: [ProgType; 8] = [
+        ProgType::CgroupSock,
+        ProgType::SkSkb,
+        ProgType::SkReuseport,
+        ProgType::RawTracepointWritable,
+        ProgType::Tracing,
+        ProgType::StructOps,
+        ProgType::Ext,
+        ProgType::Lsm,
+    ];
+
     /// The `enum bpf_prog_type` value (include/uapi/linux/bpf.h).
     pub const fn uapi(self) -> u32 {
         match self {
@@ -61,6 +93,14 @@ impl ProgType {
             ProgType::RawTracepoint => 17,
             ProgType::FlowDissector => 22,
             ProgType::Syscall => 31,
+            ProgType::CgroupSock => 9,
+            ProgType::SkSkb => 14,
+            ProgType::SkReuseport => 21,
+            ProgType::RawTracepointWritable => 24,
+            ProgType::Tracing => 26,
+            ProgType::StructOps => 27,
+            ProgType::Ext => 28,
+            ProgType::Lsm => 29,
         }
     }
 
@@ -79,6 +119,14 @@ impl ProgType {
             ProgType::LwtIn => "lwt_in",
             ProgType::FlowDissector => "flow_dissector",
             ProgType::Syscall => "syscall",
+            ProgType::CgroupSock => "cgroup_sock",
+            ProgType::SkSkb => "sk_skb",
+            ProgType::SkReuseport => "sk_reuseport",
+            ProgType::RawTracepointWritable => "raw_tracepoint_writable",
+            ProgType::Tracing => "tracing",
+            ProgType::StructOps => "struct_ops",
+            ProgType::Ext => "ext",
+            ProgType::Lsm => "lsm",
         }
     }
 }
@@ -456,6 +504,15 @@ pub struct ObjectSource {
     pub bytes: std::sync::Arc<[u8]>,
     /// The program under test (its function name).
     pub program: String,
+    /// The program's ELF section (`SEC("...")`, a leading `?` included): libbpf takes the
+    /// program type, expected attach type and attach target from it ([`crate::import::sec`]).
+    #[serde(default)]
+    pub section: String,
+    /// Whether the object has BTF func_info (`.BTF.ext`), which libbpf passes with every program
+    /// (`BPF_PROG_LOAD`'s `func_info`): the verifier's checks for subprograms without BTF then
+    /// do not apply.
+    #[serde(default)]
+    pub func_info: bool,
     /// The programs autoloaded: the program under test (a `SEC("?...")` one included).
     pub autoload: Vec<String>,
     /// The verifier log level: `__log_level(N)`, else 1.

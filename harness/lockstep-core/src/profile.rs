@@ -141,6 +141,25 @@ pub struct KernelProfile {
     /// Program types whose ctx allows `BPF_LD_[ABS|IND]` (`may_access_skb()`).
     pub ld_abs_prog_types: Vec<ProgType>,
     pub messages: Messages,
+    /// `check_attach_btf_id()`'s deny lists and messages (programs with an attach target).
+    #[serde(default)]
+    pub attach: AttachRules,
+}
+
+/// `check_attach_btf_id()`: attach targets a tracing program may not have, as the kernel's
+/// config builds the `BTF_SET`s (Debian's: `CONFIG_SMP`, `CONFIG_PREEMPT_RCU`,
+/// `CONFIG_IA32_EMULATION`, `CONFIG_MODULES`; no `CONFIG_DEBUG_PREEMPT`, `CONFIG_KUNIT`).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AttachRules {
+    /// `btf_id_deny`: functions no `BPF_PROG_TYPE_TRACING` program attaches to.
+    pub tracing_deny: Vec<String>,
+    /// Its message (`{name}`: the function); empty where the kernel logs none (6.12).
+    pub tracing_deny_message: String,
+    /// `noreturn_deny`: `__noreturn` functions no fexit / fmod_ret program attaches to.
+    pub noreturn_deny: Vec<String>,
+    /// Its message (`{name}`: the function).
+    pub noreturn_deny_message: String,
 }
 
 /// Errors loading a profile.

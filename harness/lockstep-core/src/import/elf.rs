@@ -169,12 +169,12 @@ fn read_object(
     let mut programs: Vec<(&String, &aya_obj::Program)> = obj.programs.iter().collect();
     programs.sort_by_key(|(_, p)| (p.section_index, p.address));
     let file_name = file.rsplit('/').next().unwrap_or(file).to_string();
-    let shared: std::sync::Arc<[u8]> = bytes.into();
+    let shared = Shared { file_name: &file_name, bytes: bytes.into(), func_info: has_func_info(elf) };
     let mut out = ObjectCases::default();
     for (name, p) in programs {
         let sec = prog_secs.get(&p.section_index).cloned().unwrap_or_default();
         let annotations = Annotations::read(file, name, &btf);
-        let object = object_source(&file_name, &shared, name, annotations.as_ref().ok());
+        let object = object_source(&shared, name, &sec, annotations.as_ref().ok());
         let case = obj
             .functions
             .get(&p.function_key())
@@ -220,7 +220,7 @@ fn programs_for_kernel_only(
     why: &str,
 ) -> ObjectCases {
     let file_name = file.rsplit('/').next().unwrap_or(file).to_string();
-    let shared: std::sync::Arc<[u8]> = bytes.into();
+    let shared = Shared { file_name: &file_name, bytes: bytes.into(), func_info: has_func_info(elf) };
     let mut syms: Vec<(usize, u64, String)> = elf
         .symbols()
         .filter(|s| s.kind() == object::SymbolKind::Text && s.size() > 0)
@@ -234,28 +234,44 @@ fn programs_for_kernel_only(
         .collect();
     syms.sort();
     let mut out = ObjectCases::default();
-    for (_, _, name) in syms {
+    for (sec, _, name) in syms {
         let annotations = Annotations::read(file, &name, btf);
-        let object = object_source(&file_name, &shared, &name, annotations.as_ref().ok());
+        let section = prog_secs.get(&sec).map_or("", String::as_str);
+        let object = object_source(&shared, &name, section, annotations.as_ref().ok());
         out.cases.push(kernel_only_case(file, &name, annotations.as_ref().ok(), object, why));
         out.skipped.push((name, why.to_string()));
     }
     out
 }
 
+/// What every program of one object shares in its [`ObjectSource`].
+struct Shared<'a> {
+    file_name: &'a str,
+    bytes: std::sync::Arc<[u8]>,
+    func_info: bool,
+}
+
+/// Whether the object has a `.BTF.ext` section (func_info / line_info), which libbpf passes
+/// with each program it loads (clang writes it with `-g`).
+fn has_func_info(elf: &object::File<'_>) -> bool {
+    elf.section_by_name(".BTF.ext").is_some_and(|s| s.size() > 0)
+}
+
 /// How the guest loads program `name` of the object (`bytes`, named `file_name`) through libbpf:
 /// only it autoloaded, the log level and program flags of its annotations, a test run when it
 /// expects a `__retval`.
 fn object_source(
-    file_name: &str,
-    bytes: &std::sync::Arc<[u8]>,
+    shared: &Shared<'_>,
     name: &str,
+    section: &str,
     annotations: Option<&Annotations>,
 ) -> ObjectSource {
     ObjectSource {
-        file_name: file_name.to_string(),
-        bytes: bytes.clone(),
+        file_name: shared.file_name.to_string(),
+        bytes: shared.bytes.clone(),
         program: name.to_string(),
+        section: section.to_string(),
+        func_info: shared.func_info,
         autoload: vec![name.to_string()],
         log_level: annotations.map_or(0, |a| a.log_level).max(1),
         // BPF_F_SLEEPABLE is 1 << 4.
@@ -302,11 +318,16 @@ fn program_case(
     annotations: &Annotations,
 ) -> Result<Case, String> {
     let st = prog_type_of_section(sec)?;
-    // `__exception_cb(f)`: an `exception_callback:f` decl tag on the program, which the verifier
-    // reads in bpf_find_exception_callback_insn_off() and verifies as an exception callback.
-    if btf.func(name).is_some_and(|id| btf.decl_tags(id).iter().any(|t| t.starts_with("exception_callback:")))
+    // `__exception_cb(f)`: libbpf appends `f` and the kernel verifies it as the program's
+    // exception callback (check_btf_info() / add_subprog_and_kfunc(): exception_callback_subprog,
+    // its return value checked as the main program's).
+    if let Some(cb) = btf
+        .func(name)
+        .into_iter()
+        .flat_map(|id| btf.decl_tags(id))
+        .find_map(|t| t.strip_prefix("exception_callback:"))
     {
-        return Err("an exception callback (`exception_callback:` decl tag) is not modelled".into());
+        return Err(format!("an exception callback (`__exception_cb({cb})`) is not modelled"));
     }
     let mut insns: Vec<Insn> = func
         .instructions

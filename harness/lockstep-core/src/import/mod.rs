@@ -19,6 +19,7 @@ pub mod clex;
 pub mod ctypes;
 pub mod elf;
 mod elf_check;
+pub mod map_name;
 pub mod prog_tests;
 pub mod sec;
 pub mod selftests;

@@ -116,6 +116,8 @@ mod tests {
             file_name: file.to_string(),
             bytes: std::sync::Arc::from(&[][..]),
             program: prog.to_string(),
+            section: String::new(),
+            func_info: false,
             autoload: vec![prog.to_string()],
             log_level: 1,
             prog_flags: 0,

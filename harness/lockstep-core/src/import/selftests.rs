@@ -24,7 +24,7 @@ use super::ctypes::{CDefs, CType};
 use super::sec::prog_type_of_section;
 use crate::asm::Program;
 use crate::case::write::case_toml;
-use crate::case::{Case, GlobalFunc};
+use crate::case::{Case, GlobalFunc, ProgType};
 
 /// What an import is for: the profile the annotations are expectations of, and where the
 /// sources come from (written into each case's `source`).
@@ -213,6 +213,13 @@ fn convert(
     }
     let sec = f.sec.as_deref().unwrap_or_default();
     let st = prog_type_of_section(sec).map_err(|e| (e, true))?;
+    // A text case is loaded by lockstep's own loader, which has no attach target to give.
+    if ProgType::ATTACHED.contains(&st.prog_type) {
+        return Err((
+            format!("section `{sec}` is not a program type lockstep loads (needs an attach target or attach type)"),
+            true,
+        ));
+    }
     let (flags, sleepable) = spec.prog_flags().map_err(|e| (e, true))?;
     let source = format!("selftest {file_name}:{} ({})", f.line, opts.origin);
     let expect = spec.expectations(&opts.profile, &source).map_err(|e| (e, true))?;

@@ -31,10 +31,12 @@ pub(crate) fn callback_unsupported(name: &str) -> Stop {
 }
 
 /// Whether the kernel gets BTF func_info with `case`: lockstep's loader passes it for a case with
-/// global functions or one naming a local type's id (lockstep-bpf's `progbtf`); libbpf passes the
-/// object's `.BTF.ext` func_info for every program of a clang-compiled object.
+/// global functions or one naming a local type's id (lockstep-bpf's `progbtf`); libbpf passes an
+/// object's `.BTF.ext` func_info for every program whenever the object has it.
 pub(crate) fn has_btf_func_info(case: &crate::case::Case) -> bool {
-    !case.globals.is_empty() || case.object.is_some() || case.types.iter().any(|t| t.btf_id.is_some())
+    !case.globals.is_empty()
+        || case.object.as_ref().is_some_and(|o| o.func_info)
+        || case.types.iter().any(|t| t.btf_id.is_some())
 }
 
 /// `check_ld_imm()` for `BPF_PSEUDO_FUNC` (the same in 6.12, 7.2 and 7.3): without BTF

@@ -1,7 +1,7 @@
 //! `BPF_CALL`: the lock rule for calls (`do_check_insn()`), then helpers (`check_helper_call()`),
 //! kfuncs (`check_kfunc_call()`) and bpf-to-bpf calls (`check_func_call()`).
 
-use super::exec::{kernel_map_name, Flow, Machine};
+use super::exec::{Flow, Machine};
 use super::scalar::Scalar;
 use super::state::{ActiveLock, Frame, LockKind, Reg, State};
 use super::{Rule, Step, Stop};
@@ -471,7 +471,7 @@ impl Machine<'_> {
         }
         let total = off + var.and_then(|v| v.konst()).unwrap_or(0);
         let spec = self.map(*map);
-        let mname = || kernel_map_name(&spec.name);
+        let mname = || self.kernel_map_name(spec);
         if !spec.btf {
             return self.reject(pc, self.msg(&m.map_without_btf, &[("map", mname()), ("lock", lock())]));
         }
@@ -571,11 +571,11 @@ impl Machine<'_> {
                 .stack
                 .constant_key(off, spec.key_size)
                 .is_some_and(|k| k >= 0 && k < spec.max_entries as i64);
+        if let Some(msg) = super::map_compat::map_func_incompatible(spec.map_type, "bpf_map_lookup_elem", 1) {
+            return self.reject(pc, msg);
+        }
         let has_lock = spec.btf && spec.value.has_lock();
         let id = if !elide || has_lock { self.fresh_id() } else { 0 };
-        if matches!(spec.map_type, MapType::ProgArray) {
-            return Err(Stop::Unsupported("lookup in a prog_array".into()));
-        }
         Ok(Reg::MapValue { map, off: 0, var: None, id, null: !elide })
     }
 }

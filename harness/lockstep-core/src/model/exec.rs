@@ -3,6 +3,7 @@
 use std::collections::BTreeMap;
 
 use super::access::{check_region, is_aligned, tnum_const_str, Region, RegionError, BPF_MAX_VAR_OFF};
+use super::attach::ReturnRule;
 use super::scalar::{CmpOp, Scalar};
 use super::special::{self, FieldAccess, KptrError};
 use super::state::{Frame, Reg, State};
@@ -42,11 +43,6 @@ pub(crate) struct Machine<'a> {
     pub scalar_ids: std::cell::Cell<bool>,
 }
 
-/// The kernel truncates map names to `BPF_OBJ_NAME_LEN - 1` characters.
-pub(crate) fn kernel_map_name(name: &str) -> String {
-    name.chars().take(15).collect()
-}
-
 impl<'a> Machine<'a> {
     pub fn new(
         case: &'a Case,
@@ -78,6 +74,18 @@ impl<'a> Machine<'a> {
             callback_subprogs: Default::default(),
             ref_insns: Default::default(),
             scalar_ids: Default::default(),
+        }
+    }
+
+    /// The map's name as the kernel has it: truncated to `BPF_OBJ_NAME_LEN - 1` characters, and
+    /// for a global data map of an object, libbpf's `internal_map_name()` (`res_spin.bss`).
+    pub fn kernel_map_name(&self, spec: &MapSpec) -> String {
+        use crate::import::map_name::{internal_map_name, libbpf_object_name};
+        match &self.case.object {
+            Some(o) if spec.global_section => {
+                internal_map_name(&libbpf_object_name(&o.file_name), &spec.name)
+            }
+            _ => spec.name.chars().take(15).collect(),
         }
     }
 
@@ -198,6 +206,7 @@ impl<'a> Machine<'a> {
                 return Err(Stop::Reject(None, map_create_refused(&m.name, EOPNOTSUPP)));
             }
         }
+        self.attach_unsupported()?;
         if self.case.sleepable && self.case.prog_type != ProgType::Syscall {
             return Err(Stop::Unsupported("sleepable is modelled for the syscall program type only".into()));
         }
@@ -240,6 +249,7 @@ impl<'a> Machine<'a> {
         if self.case.prog_type == ProgType::Syscall && !self.case.sleepable {
             return Err(Stop::Reject(None, self.profile.messages.syscall_not_sleepable.clone()));
         }
+        self.check_attach_btf_id()?;
         Ok(())
     }
 
@@ -811,6 +821,7 @@ impl<'a> Machine<'a> {
                 pc,
                 self.msg(&m.invalid_mem_access, &[("reg", reg()), ("type", base.type_str().into())]),
             ),
+            Reg::Ctx => Err(self.ctx_unsupported()),
             _ => Err(Stop::Unsupported(format!(
                 "memory access through {} is outside the modelled subset",
                 base.type_str()
@@ -963,6 +974,11 @@ impl<'a> Machine<'a> {
         // scalars the model does not track.
         self.reference_leak(st, pc)?;
         self.region_leak(st, pc, "BPF_EXIT instruction in main prog")?;
+        let rule = self.return_rule();
+        if rule != ReturnRule::Base {
+            self.check_attach_return(st, pc, rule)?;
+            return Ok(Flow::Done);
+        }
         let r0 = self.read_reg(st, pc, 0)?;
         if self.case.prog_type == ProgType::CgroupSkb && !matches!(&r0, Reg::Scalar(s) if s.umax <= 1) {
             return Err(Stop::Unsupported("cgroup_skb return value range check is not modelled".into()));

@@ -8,7 +8,7 @@ use super::exec::Machine;
 use super::scalar::Scalar;
 use super::state::{Reg, StackByte, State};
 use super::{Step, Stop};
-use crate::case::{MapType, ProgType};
+use crate::case::ProgType;
 
 impl Machine<'_> {
     /// `bpf_map_update_elem(map, key, value, flags)` / `bpf_map_delete_elem(map, key)`:
@@ -25,14 +25,6 @@ impl Machine<'_> {
             return self.reject(pc, self.msg(&self.profile.messages.reg_type_mismatch, &args));
         };
         let spec = self.map(map);
-        // check_map_func_compatibility(): a prog_array takes no helper but bpf_tail_call; the
-        // other map types' rules are not modelled.
-        if !matches!(
-            spec.map_type,
-            MapType::Hash | MapType::Array | MapType::PercpuHash | MapType::PercpuArray | MapType::LruHash
-        ) {
-            return unsupported(format!("a map of type {}", spec.map_type.name()));
-        }
         let update = name == "bpf_map_update_elem";
         let sizes = [(2u8, spec.key_size), (3, spec.value.size)];
         for &(r, size) in &sizes[..if update { 2 } else { 1 }] {
@@ -45,6 +37,12 @@ impl Machine<'_> {
         }
         if update && !matches!(self.read_reg(st, pc, 4)?, Reg::Scalar(_)) {
             return unsupported("flags in R4 that are not a scalar".into());
+        }
+        // check_map_func_compatibility(), after the arguments: prog_array, cgroup and sk storage
+        // take their own helpers only.
+        let id = if update { 2 } else { 3 };
+        if let Some(msg) = super::map_compat::map_func_incompatible(spec.map_type, name, id) {
+            return self.reject(pc, msg);
         }
         let cur = st.cur();
         for r in 1..=5 {

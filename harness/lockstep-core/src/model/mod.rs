@@ -8,6 +8,7 @@
 
 mod access;
 mod alloc;
+mod attach;
 mod callback_walk;
 mod callbacks;
 mod calls;
@@ -19,6 +20,7 @@ mod helpers_more;
 mod irq;
 mod kptr;
 mod loops;
+mod map_compat;
 mod rcu;
 mod scalar;
 mod special;
@@ -153,6 +155,8 @@ mod test_fixtures;
 mod tests;
 #[cfg(test)]
 mod tests_alloc;
+#[cfg(test)]
+mod tests_attach;
 #[cfg(test)]
 mod tests_callbacks;
 #[cfg(test)]

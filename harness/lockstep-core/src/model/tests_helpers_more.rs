@@ -43,13 +43,18 @@ fn map_delete_without_a_map_pointer_is_a_type_mismatch() {
 }
 
 #[test]
-fn map_update_shapes_outside_the_model_are_unsupported_by_name() {
+fn map_update_of_a_prog_array_is_refused_by_map_type() {
     // A prog_array (without BTF: map_check_btf() refuses one with a lock) takes no helper but
-    // bpf_tail_call (check_map_func_compatibility()): not modelled.
+    // bpf_tail_call: check_map_func_compatibility(), after the arguments (verifier.c, 6.12 / 7.2
+    // / 7.3: "cannot pass map_type %d into func %s#%d"), at the call.
     let prog_array = MapSpec { btf: false, ..map(MapType::ProgArray) };
     for (p, v) in verdicts(UPDATE, prog_array) {
-        assert_eq!(v.verdict, VerdictKind::Unsupported, "{p}: {v:?}");
-        assert!(v.message.as_deref().unwrap_or("").starts_with("helper bpf_map_update_elem:"), "{p}: {v:?}");
+        assert_eq!(v.verdict, VerdictKind::Reject, "{p}: {v:?}");
+        assert_eq!(
+            v.message.as_deref(),
+            Some("cannot pass map_type 3 into func bpf_map_update_elem#2"),
+            "{p}"
+        );
     }
 }
 
