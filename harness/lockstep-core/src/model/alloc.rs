@@ -55,8 +55,18 @@ impl AllocKfunc {
 
 /// Whether a program type is one `check_kfunc_call()` refuses `bpf_obj_drop()` of a type with
 /// NMI-unsafe fields in (`is_tracing_prog_type()`); the model leaves those calls unsupported.
+/// `is_tracing_prog_type()` and, as `check_kfunc_call()` adds for obj_drop, `BPF_PROG_TYPE_TRACING`
+/// (whose iterator / sleepable exceptions the model does not separate: all of it counts here).
 fn tracing(p: ProgType) -> bool {
-    matches!(p, ProgType::Kprobe | ProgType::Tracepoint | ProgType::PerfEvent | ProgType::RawTracepoint)
+    matches!(
+        p,
+        ProgType::Kprobe
+            | ProgType::Tracepoint
+            | ProgType::PerfEvent
+            | ProgType::RawTracepoint
+            | ProgType::RawTracepointWritable
+            | ProgType::Tracing
+    )
 }
 
 impl Machine<'_> {
