@@ -76,6 +76,10 @@ impl Machine<'_> {
                 if self.profile.res_spin_lock && name.starts_with("bpf_res_spin_") {
                     return self.res_spin_lock_call(st, pc, name);
                 }
+                if let Some(k) = super::rbtree::RbKfunc::of(name) {
+                    self.rbtree_call(st, pc, name, k)?;
+                    return Ok(Flow::Next(pc + 1));
+                }
                 if let Some(k) = super::graph::GraphKfunc::of(name) {
                     self.graph_call(st, pc, name, k)?;
                     return Ok(Flow::Next(pc + 1));

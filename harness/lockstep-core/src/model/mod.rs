@@ -7,8 +7,8 @@
 //! `docs/verifier-lock-rules.md`.
 
 mod access;
-mod callback_walk;
 mod alloc;
+mod callback_walk;
 mod callbacks;
 mod calls;
 mod cfg;
@@ -19,6 +19,7 @@ mod helpers_more;
 mod irq;
 mod kptr;
 mod loops;
+mod rbtree;
 mod rcu;
 mod scalar;
 mod special;
@@ -167,6 +168,8 @@ mod tests_insns;
 mod tests_irq;
 #[cfg(test)]
 mod tests_loops;
+#[cfg(test)]
+mod tests_rbtree;
 #[cfg(test)]
 mod tests_rcu;
 #[cfg(test)]
