@@ -7,18 +7,26 @@
 //! `mark_reg_graph_node()` for what remove / first / root / left / right return (remove:
 //! `KF_ACQUIRE`, an owning node; the others a non-owning one).
 //!
-//! `bpf_rbtree_add`'s `less` callback (`push_callback_call()` with
-//! `set_rbtree_add_callback_state()`) is not walked: an add whose arguments pass is
-//! `unsupported`. 6.12 names arguments by index (`arg#1`), has only `bpf_rbtree_add_impl`,
+//! `bpf_rbtree_add`'s `less` callback is walked (`push_callback_call()` with
+//! `set_rbtree_add_callback_state()`); in it (`in_rbtree_lock_required_cb()`) lock calls and
+//! remove / left / right are refused. 6.12 names arguments by index (`arg#1`), has only `bpf_rbtree_add_impl`,
 //! `_remove` and `_first`, and its remove takes only a non-owning node ("rbtree_remove node
 //! input must be non-owning ref"); its NULL and reference lines are left unsupported.
 
 use super::alloc::ALLOC_LOCK_OWNER;
-use super::exec::Machine;
+use super::exec::{Flow, Machine};
 use super::graph::covered;
-use super::state::{Reg, State};
+use super::scalar::Scalar;
+use super::state::{Frame, Reg, State};
 use super::{Step, Stop};
 use crate::case::{FieldKind, FieldTarget, ValueLayout};
+use crate::insn::{BPF_CALL, BPF_JMP, BPF_PSEUDO_KFUNC_CALL};
+
+/// States kept per `bpf_rbtree_add` call before the model gives up on convergence.
+const MAX_ADD_CHECKPOINTS: usize = 32;
+
+/// The deepest call chain the verifier allows (`MAX_CALL_FRAMES`).
+const MAX_CALL_FRAMES: usize = 8;
 
 /// An rbtree kfunc of this module.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -66,7 +74,7 @@ impl Machine<'_> {
     }
 
     /// `check_kfunc_call()` for an rbtree kfunc.
-    pub(super) fn rbtree_call(&mut self, st: &mut State, pc: usize, name: &str, k: RbKfunc) -> Step<()> {
+    pub(super) fn rbtree_call(&mut self, st: &mut State, pc: usize, name: &str, k: RbKfunc) -> Step<Flow> {
         let x7 = self.profile.res_spin_lock;
         if !x7 && k.x7_only() {
             return Err(Stop::Unsupported(format!("kfunc {name} does not exist in {}", self.profile.name)));
@@ -89,14 +97,10 @@ impl Machine<'_> {
     }
 
     /// [`Machine::rbtree_call`]'s argument checks and effects, with the 7.x lines.
-    fn rbtree_call_args(&mut self, st: &mut State, pc: usize, name: &str, k: RbKfunc) -> Step<()> {
+    fn rbtree_call_args(&mut self, st: &mut State, pc: usize, name: &str, k: RbKfunc) -> Step<Flow> {
         let root = self.rb_root_arg(st, pc)?;
         let r0 = match k {
-            RbKfunc::Add { .. } => {
-                self.rb_node_arg(st, pc, name, &root, true)?;
-                return self
-                    .rb_unsupported("the less callback of bpf_rbtree_add (set_rbtree_add_callback_state())");
-            }
+            RbKfunc::Add { implied } => return self.rbtree_add(st, pc, name, &root, implied),
             RbKfunc::Remove => {
                 self.rb_node_arg(st, pc, name, &root, false)?;
                 // mark_reg_graph_node(), PTR_MAYBE_NULL with id = ++id_gen, then
@@ -133,7 +137,90 @@ impl Machine<'_> {
             cur.regs[r] = Reg::NotInit;
         }
         cur.regs[0] = r0;
-        Ok(())
+        Ok(Flow::Next(pc + 1))
+    }
+
+    /// `bpf_rbtree_add(_impl)` after its root: the node (R2), the `less` callback (R3), then
+    /// `push_callback_call()` with `set_rbtree_add_callback_state()` (R1 and R2 non-owning nodes of
+    /// the root's `__contains` type, R3-R5 not initialised; the state is the caller's before the
+    /// call's effects), then `ref_convert_owning_non_owning()` of the node in the caller. The
+    /// callback comes back to the call as for `bpf_loop` (`callback_walk.rs`).
+    fn rbtree_add(
+        &mut self,
+        st: &mut State,
+        pc: usize,
+        name: &str,
+        root: &Root,
+        implied: bool,
+    ) -> Step<Flow> {
+        let id = self.rb_node_arg(st, pc, name, root, true)?;
+        let Reg::Func { start } = st.cur_ref().regs[3] else {
+            return self
+                .rb_unsupported(&format!("a less callback R3 of type {}", st.cur_ref().regs[3].type_str()));
+        };
+        if !implied && !matches!(&st.cur_ref().regs[5], Reg::Scalar(s) if s.konst().is_some()) {
+            return self.rb_unsupported("an add whose off is not a known constant");
+        }
+        // is_state_visited() at the call (as callback_walk.rs keys it).
+        let mut key = st.clone();
+        key.pc = pc;
+        key.cur().regs[0] = Reg::NotInit;
+        let seen = self.iter_seen.entry(pc).or_default();
+        if seen.contains(&key) {
+            return Ok(Flow::Done);
+        }
+        if seen.len() >= MAX_ADD_CHECKPOINTS {
+            return self.rb_unsupported("a less callback whose states did not converge");
+        }
+        seen.push(key);
+        if st.frames.len() >= MAX_CALL_FRAMES {
+            return self.rb_unsupported("a less callback deeper than MAX_CALL_FRAMES");
+        }
+        let sub = self.subprogs.iter().position(|s| *s == start).unwrap_or(0);
+        self.callback_subprogs.insert(sub);
+        let mut callback = st.clone();
+        let mut frame = Frame::new(callback.frames.len(), sub, pc);
+        let node = Reg::Alloc {
+            ty: root.ty,
+            off: root.node_off,
+            id: 0,
+            null: false,
+            percpu: false,
+            non_owning: true,
+        };
+        frame.regs[1] = node.clone();
+        frame.regs[2] = node;
+        callback.frames.push(frame);
+        callback.pc = start;
+        // ref_convert_owning_non_owning(), as after a list push.
+        st.refs.retain(|r| *r != id);
+        st.for_each_reg(|r| {
+            if let Reg::Alloc { id: i, non_owning, .. } = r {
+                if *i == id {
+                    *i = 0;
+                    *non_owning = true;
+                }
+            }
+        });
+        let cur = st.cur();
+        for r in 1..=5 {
+            cur.regs[r] = Reg::NotInit;
+        }
+        cur.regs[0] = Reg::Scalar(Scalar::unknown());
+        Ok(Flow::Branch(pc + 1, callback))
+    }
+
+    /// `in_rbtree_lock_required_cb()`: whether a frame of `st` was entered from a
+    /// `bpf_rbtree_add(_impl)` call (its `less` callback).
+    pub(super) fn in_rbtree_cb(&self, st: &State) -> bool {
+        st.frames.iter().skip(1).any(|f| self.is_rbtree_add_call(f.callsite))
+    }
+
+    /// Whether instruction `pc` is a kfunc call to `bpf_rbtree_add(_impl)`.
+    pub(super) fn is_rbtree_add_call(&self, pc: usize) -> bool {
+        let p = &self.case.program;
+        p.insns.get(pc).is_some_and(|i| i.code == (BPF_JMP | BPF_CALL) && i.src == BPF_PSEUDO_KFUNC_CALL)
+            && matches!(p.call_name(pc), Some("bpf_rbtree_add" | "bpf_rbtree_add_impl"))
     }
 
     /// R1: `KF_ARG_PTR_TO_RB_ROOT` (a map value or an owned allocated object), then
@@ -199,7 +286,7 @@ impl Machine<'_> {
 
     /// R2: `KF_ARG_PTR_TO_RB_NODE` (`add`: an owned allocated object; remove / left / right: a
     /// non-owning or referenced node), then `__process_kf_arg_ptr_to_graph_node()`.
-    fn rb_node_arg(&self, st: &State, pc: usize, name: &str, root: &Root, add: bool) -> Step<()> {
+    fn rb_node_arg(&self, st: &State, pc: usize, name: &str, root: &Root, add: bool) -> Step<u32> {
         let r2 = st.cur_ref().regs[2].clone();
         if r2.maybe_null() {
             return self.reject(pc, "Possibly NULL pointer passed to trusted R2".into());
@@ -230,6 +317,10 @@ impl Machine<'_> {
             return self
                 .reject(pc, format!("{name} can only take non-owning or refcounted bpf_rb_node pointer"));
         }
+        if !add && self.in_rbtree_cb(st) {
+            let what = if self.profile.res_spin_lock { name } else { "rbtree_remove" };
+            return self.reject(pc, format!("{what} not allowed in rbtree cb"));
+        }
         let t = &self.case.types[ty];
         if !t.layout.fields.iter().any(|f| f.kind == FieldKind::RbNode && f.offset as i64 == off) {
             if !covered(&t.layout, off) {
@@ -256,6 +347,6 @@ impl Machine<'_> {
                 ),
             );
         }
-        Ok(())
+        Ok(id)
     }
 }
