@@ -12,6 +12,11 @@ const KFUNCS: [&str; 5] =
 /// Map `m`: `{ struct bpf_spin_lock lock; struct bpf_rb_root root __contains(obj, node); }`
 /// (head at 8); `struct obj { long key; struct bpf_rb_node node; }` (node at 8), BTF id 30.
 fn case(body: &str) -> Case {
+    case_tail(body, "")
+}
+
+/// [`case`] with `tail` (a callback subprogram) after the main program.
+fn case_tail(body: &str, tail: &str) -> Case {
     let head = Field {
         target: Some(FieldTarget::Contains { type_name: "obj".into(), node: "node".into() }),
         ..Field::new("head", FieldKind::RbRoot, 8, 16)
@@ -43,7 +48,7 @@ fn case(body: &str) -> Case {
     let text = format!(
         "r1 = 0\n *(u32 *)(r10 - 4) = r1\n r2 = r10\n r2 += -4\n r1 = m ll\n call bpf_map_lookup_elem\n\
          if r0 == 0 goto out\n r7 = r0\n r1 = 30 ll\n r2 = 0\n call bpf_obj_new_impl\n\
-         if r0 == 0 goto out\n r6 = r0\n{body}\nout:\n r0 = 0\n exit\n"
+         if r0 == 0 goto out\n r6 = r0\n{body}\nout:\n r0 = 0\n exit\n{tail}"
     );
     let symbols = Symbols { maps: vec!["m".into()], kfuncs: KFUNCS.map(String::from).into_iter().collect() };
     let program = assemble(&text, &symbols).expect("test program assembles");
@@ -115,4 +120,16 @@ fn add_checks_its_arguments_then_is_unsupported() {
         let v = check(&locked, &p, &crate::module_src::bundled());
         assert_eq!(v.verdict, crate::verdict::VerdictKind::Unsupported, "{}: {v:?}", p.name);
     }
+}
+
+#[test]
+fn add_walks_its_less_callback_and_the_node_becomes_non_owning() {
+    let add =
+        "r1 = r7\n r1 += 8\n r2 = r6\n r2 += 8\n r3 = less ll\n r4 = 0\n r5 = 0\n call bpf_rbtree_add_impl\n";
+    let less = "less:\n r0 = 0\n exit\n";
+    let ok = case_tail(&format!("{LOCK}{add} r0 = *(u64 *)(r6 + 0)\n{UNLOCK}"), less);
+    assert_7x(&ok, &Verdict::accept());
+    // After the unlock the node is gone (invalidate_non_owning_refs()): insn 28 reads it.
+    let after = case_tail(&format!("{LOCK}{add}{UNLOCK} r0 = *(u64 *)(r6 + 0)\n"), less);
+    assert_7x(&after, &Verdict::reject(Some(28), "R6 invalid mem access 'scalar'"));
 }
