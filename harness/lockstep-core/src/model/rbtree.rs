@@ -296,6 +296,14 @@ impl Machine<'_> {
             Reg::MapValue { .. } if add => {
                 return self.reject(pc, "R2 expected pointer to allocated object".into())
             }
+            // A non-NULL scalar (a node invalidated at an unlock) is neither non-owning nor
+            // referenced: the 7.x line (7.3's rbtree_fail.c *_release_unlock_escape).
+            Reg::Scalar(v) if !add && self.profile.res_spin_lock && v.konst() != Some(0) => {
+                return self.reject(
+                    pc,
+                    format!("{name} can only take non-owning or refcounted bpf_rb_node pointer"),
+                );
+            }
             other => {
                 return self.rb_unsupported(&format!("an rbtree node argument of type {}", other.type_str()))
             }
