@@ -110,7 +110,8 @@ impl Machine<'_> {
     /// call, not a bpf-to-bpf call).
     pub(super) fn in_callback(&self, st: &State) -> bool {
         st.frames.len() > 1
-            && self.case.program.insns.get(st.cur_ref().callsite).is_some_and(|i| i.is_helper_call())
+            && (self.case.program.insns.get(st.cur_ref().callsite).is_some_and(|i| i.is_helper_call())
+                || self.is_rbtree_add_call(st.cur_ref().callsite))
     }
 
     /// `prepare_func_exit()` for a callback frame (`callee->in_callback_fn`): R0 must be a scalar

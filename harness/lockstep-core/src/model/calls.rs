@@ -74,7 +74,13 @@ impl Machine<'_> {
                     return self.region_call(st, pc, name);
                 }
                 if self.profile.res_spin_lock && name.starts_with("bpf_res_spin_") {
+                    if self.in_rbtree_cb(st) {
+                        return Err(Stop::Unsupported("a bpf_res_spin_lock call in an rbtree cb".into()));
+                    }
                     return self.res_spin_lock_call(st, pc, name);
+                }
+                if let Some(k) = super::rbtree::RbKfunc::of(name) {
+                    return self.rbtree_call(st, pc, name, k);
                 }
                 if let Some(k) = super::graph::GraphKfunc::of(name) {
                     self.graph_call(st, pc, name, k)?;
@@ -266,6 +272,13 @@ impl Machine<'_> {
         match name {
             "bpf_spin_lock" | "bpf_spin_unlock" => {
                 let r1 = self.read_reg(st, pc, 1)?;
+                if self.in_rbtree_cb(st) {
+                    // check_func_arg(): ARG_PTR_TO_SPIN_LOCK, after R1's type check.
+                    if !matches!(r1, Reg::MapValue { null: false, .. } | Reg::Alloc { null: false, .. }) {
+                        return Err(Stop::Unsupported("a lock argument in an rbtree cb".into()));
+                    }
+                    return self.reject(pc, "can't spin_{lock,unlock} in rbtree cb".into());
+                }
                 self.spin_lock_arg(st, pc, &r1, name == "bpf_spin_lock")?;
                 self.clobber(st, Reg::NotInit);
             }

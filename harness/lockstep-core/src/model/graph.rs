@@ -7,7 +7,7 @@
 //! `mark_reg_graph_node()` for what pop / front / back return and `invalidate_non_owning_refs()`
 //! at every unlock. The same in 6.12, 7.2 and 7.3 except some argument messages (`R2` in 7.x,
 //! `arg#1` in 6.12; 6.12's NULL and reference lines are `unsupported`) and `bpf_list_front/back`
-//! and the non-`_impl` push names, which only 7.x has. The rbtree kfuncs are not modelled.
+//! and the non-`_impl` push names, which only 7.x has. The rbtree kfuncs are in `rbtree.rs`.
 
 use super::alloc::ALLOC_LOCK_OWNER;
 use super::exec::Machine;
@@ -52,7 +52,7 @@ pub(crate) fn invalidate_non_owning(st: &mut State) {
 
 /// Whether byte `off` lies in a field of `layout` the import read (elsewhere an array or nested
 /// struct may hold fields the model does not know).
-fn covered(layout: &ValueLayout, off: i64) -> bool {
+pub(super) fn covered(layout: &ValueLayout, off: i64) -> bool {
     layout.fields.iter().any(|f| f.offset as i64 <= off && off < f.offset as i64 + f.size as i64)
 }
 

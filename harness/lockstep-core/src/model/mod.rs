@@ -21,6 +21,7 @@ mod irq;
 mod kptr;
 mod loops;
 mod map_compat;
+mod rbtree;
 mod rcu;
 mod scalar;
 mod special;
@@ -171,6 +172,8 @@ mod tests_insns;
 mod tests_irq;
 #[cfg(test)]
 mod tests_loops;
+#[cfg(test)]
+mod tests_rbtree;
 #[cfg(test)]
 mod tests_rcu;
 #[cfg(test)]
