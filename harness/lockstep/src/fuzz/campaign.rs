@@ -127,7 +127,12 @@ pub(super) fn run(
     sh.plan_minimization();
     on_each(&mut oracles, |o| sh.minimize_queued(o));
     sh.bar.finish_and_clear();
-    let f = sh.findings.into_inner().unwrap_or_else(|e| e.into_inner());
+    let mut f = sh.findings.into_inner().unwrap_or_else(|e| e.into_inner());
+    if let (None, Some(sig)) = (&f.infra_error, lockstep_vm::interrupt::pending()) {
+        f.infra_error = Some(format!(
+            "interrupted by {sig}: the batches in flight are counted, their unrun programs inconclusive"
+        ));
+    }
     if let Some(e) = &f.infra_error {
         tracing::error!("campaign stopped after {} programs: {e}", f.counts.programs);
     }
