@@ -5,19 +5,19 @@
 //! The kernel side is a [`lockstep_core::fuzz::Oracle`]: a real kernel in one long-lived guest
 //! ([`guest::GuestOracle`]), or `model:<profile>[:-rule,...]`, the model as a pseudo-kernel.
 
+mod campaign;
 mod guest;
 mod tally;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use anyhow::{Context, Result};
 use clap::Args;
-use indicatif::{ProgressBar, ProgressStyle};
 use lockstep_core::case::{Case, Expectation};
 use lockstep_core::fuzz::{
-    self, compare, minimize, Answer, Comparison, Generator, Minimized, ModelOracle, Oracle, Signature,
+    self, compare, minimize, Answer, Comparison, Minimized, ModelOracle, Oracle, Signature,
 };
 use lockstep_core::model::{check_with, ModelOptions, Rule};
 use lockstep_core::profile::{KernelProfile, ModuleKfuncs};
@@ -90,6 +90,10 @@ struct Common {
     /// Also send programs the model cannot judge to the kernel (counted, never compared).
     #[arg(long)]
     send_unsupported: bool,
+    /// Guests (or model oracles) sharing the campaign, each taking the next batch of program
+    /// indices; default: the cores, lowered to what the available memory holds (as `run --jobs`).
+    #[arg(long, short = 'j')]
+    jobs: Option<u32>,
     #[command(flatten)]
     guest: GuestArgs,
 }
@@ -131,6 +135,18 @@ struct Times {
     write: f64,
 }
 
+impl Times {
+    /// Adds another worker's times.
+    fn add(&mut self, o: &Times) {
+        self.generate += o.generate;
+        self.model += o.model;
+        self.oracle += o.oracle;
+        self.kernel_verification += o.kernel_verification;
+        self.minimize += o.minimize;
+        self.write += o.write;
+    }
+}
+
 /// One disagreement class of a campaign.
 #[derive(Serialize)]
 struct Class {
@@ -140,6 +156,9 @@ struct Class {
     count: u64,
     /// The first program with it.
     first_case: String,
+    /// That program's index in the campaign.
+    #[serde(skip)]
+    first_index: u64,
     /// Slots before and after minimisation (when minimised in this run).
     original_slots: usize,
     minimized_slots: Option<usize>,
@@ -159,6 +178,8 @@ struct Summary {
     disabled_rules: Vec<&'static str>,
     seed: u64,
     start: u64,
+    /// Guests (or model oracles) that shared the campaign.
+    jobs: usize,
     programs: u64,
     /// Programs the model judged (not unsupported), whatever the kernel did.
     supported: u64,
@@ -171,10 +192,14 @@ struct Summary {
     inconclusive: u64,
     /// Programs that crashed the kernel (written to `crashes/`).
     crashes: u64,
+    /// Programs sent to the kernel (the model judged them, or `--send-unsupported`).
+    sent: u64,
     seconds: f64,
     programs_per_second: f64,
+    /// The end-to-end rate of programs sent against what the guests alone answered.
+    rates: tally::Rates,
     times: Times,
-    /// Share of wall time per stage.
+    /// Share of the workers' summed wall time per stage.
     shares: BTreeMap<&'static str, f64>,
     unsupported_reasons: Vec<(String, u64)>,
     classes: Vec<Class>,
@@ -213,23 +238,39 @@ fn rules(names: &[String]) -> Result<ModelOptions> {
     Ok(opts)
 }
 
-/// The oracle for `--kernel`, the model's profile, and the test module's kfuncs as that kernel
-/// sees them.
-fn open_oracle(c: &Common) -> Result<(Box<dyn Oracle>, KernelProfile, ModuleKfuncs)> {
+/// The oracles of a campaign on `--kernel` (one per job), the model's profile, and the test
+/// module's kfuncs as that kernel sees them.
+type Oracles = (Vec<Box<dyn Oracle + Send>>, KernelProfile, ModuleKfuncs);
+
+/// Opens `--jobs` oracles for `--kernel`: model oracles, or guests of one prepared kernel (each
+/// boots on its first batch).
+fn open_oracles(c: &Common) -> Result<Oracles> {
     if c.kernel.starts_with("model:") {
         let module = lockstep_core::module_src::bundled();
         let o = ModelOracle::parse(&c.kernel, &module).map_err(BadInput)?;
         let name = c.profile.clone().unwrap_or_else(|| o.profile().name.clone());
         let profile = KernelProfile::by_name(&name).map_err(|e| BadInput(e.to_string()))?;
-        return Ok((Box::new(o), profile, module));
+        let jobs = c
+            .jobs
+            .map_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()), |n| n as usize);
+        let oracles = (0..jobs.max(1)).map(|_| Box::new(o.clone()) as Box<dyn Oracle + Send>).collect();
+        return Ok((oracles, profile, module));
     }
-    // One guest serves the whole campaign.
+    let jobs = crate::run::jobs(c.jobs);
     let opts = c.guest.options(false, Duration::from_secs(30 * 86_400));
     let target = KernelTarget::prepare(&c.kernel, c.profile.as_deref(), &opts)?;
     let module = target.module_kfuncs();
     let profile = target.profile.clone();
-    let oracle = guest::GuestOracle::start(&target, &opts)?;
-    Ok((Box::new(oracle), profile, module))
+    let mut oracles: Vec<Box<dyn Oracle + Send>> = Vec::new();
+    for _ in 0..jobs {
+        oracles.push(Box::new(guest::GuestOracle::start(&target, &opts)?));
+    }
+    Ok((oracles, profile, module))
+}
+
+/// The oracles as the campaign takes them.
+fn borrowed(oracles: &mut [Box<dyn Oracle + Send>]) -> Vec<&mut (dyn Oracle + Send)> {
+    oracles.iter_mut().map(|o| &mut **o as &mut (dyn Oracle + Send)).collect()
 }
 
 /// Runs `lockstep fuzz`: exit 0 when every disagreement is of an explained class (a file in
@@ -238,8 +279,13 @@ fn open_oracle(c: &Common) -> Result<(Box<dyn Oracle>, KernelProfile, ModuleKfun
 pub fn run(a: FuzzArgs) -> Result<u8> {
     let opts = rules(&a.common.disable_rule)?;
     let params = fuzz_params(&a)?;
-    let (mut oracle, profile, module) = open_oracle(&a.common)?;
-    let summary = campaign(oracle.as_mut(), &profile, &module, &opts, &params, "fuzz")?;
+    if let Some(out) = &params.out {
+        campaign::check_out_dir(out)
+            .map_err(|e| BadInput(format!("--out {}: cannot write findings there: {e}", out.display())))?;
+    }
+    let (mut oracles, profile, module) = open_oracles(&a.common)?;
+    let summary = campaign::run(borrowed(&mut oracles), &profile, &module, &opts, &params, "fuzz")?;
+    drop(oracles);
     let line = serde_json::to_string(&summary)?;
     println!("{line}");
     if let Some(out) = &params.out {
@@ -321,7 +367,7 @@ fn exit_code(summary: &Summary) -> u8 {
 /// Runs `lockstep bench fuzz`: the pipeline without minimisation, one JSON line.
 pub fn bench(a: BenchArgs) -> Result<u8> {
     let opts = rules(&a.common.disable_rule)?;
-    let (mut oracle, profile, module) = open_oracle(&a.common)?;
+    let (mut oracles, profile, module) = open_oracles(&a.common)?;
     let params = Params {
         seed: a.common.seed,
         start: a.common.start,
@@ -332,7 +378,8 @@ pub fn bench(a: BenchArgs) -> Result<u8> {
         min_budget: 0,
         progress: false,
     };
-    let mut summary = campaign(oracle.as_mut(), &profile, &module, &opts, &params, "bench fuzz")?;
+    let mut summary = campaign::run(borrowed(&mut oracles), &profile, &module, &opts, &params, "bench fuzz")?;
+    drop(oracles);
     summary.classes.truncate(0);
     println!("{}", serde_json::to_string(&summary)?);
     Ok(0)
@@ -355,211 +402,17 @@ fn known_digests(out: &Path) -> BTreeMap<String, bool> {
         .collect()
 }
 
-struct Progress {
-    bar: ProgressBar,
-}
-
-impl Progress {
-    fn new(limit: Limit, show: bool) -> Self {
-        let bar = match (show, limit) {
-            (false, _) => ProgressBar::hidden(),
-            (true, Limit::Count(n)) => ProgressBar::new(n),
-            (true, Limit::Time(_)) => ProgressBar::new_spinner(),
-        };
-        let template = match limit {
-            Limit::Count(_) => "{elapsed_precise} [{bar:30}] {pos}/{len} {per_sec} {msg}",
-            Limit::Time(_) => "{elapsed_precise} {spinner} {pos} programs {per_sec} {msg}",
-        };
-        bar.set_style(ProgressStyle::with_template(template).expect("valid template").progress_chars("=> "));
-        Progress { bar }
-    }
-}
-
-/// What a campaign works with: the kernel, the model's side, the parameters, the findings already
-/// written.
-struct Campaign<'a> {
-    oracle: &'a mut dyn Oracle,
-    kernel: String,
-    profile: &'a KernelProfile,
-    module: &'a ModuleKfuncs,
-    opts: &'a ModelOptions,
-    p: &'a Params,
-    known: BTreeMap<String, bool>,
-    progress: Progress,
-}
-
-/// What a campaign has found so far.
-#[derive(Default)]
-struct Findings {
-    counts: tally::Counts,
-    classes: BTreeMap<Signature, Class>,
-    times: Times,
-    /// Why the kernel stopped answering, if it did.
-    infra_error: Option<String>,
-}
-
-/// The campaign loop: batches until the limit (or the kernel stops answering), then the summary.
+/// Runs a campaign on one oracle (see [`campaign::run`] for several).
+#[cfg(test)]
 fn campaign(
-    oracle: &mut dyn Oracle,
+    oracle: &mut (dyn Oracle + Send),
     profile: &KernelProfile,
     module: &ModuleKfuncs,
     opts: &ModelOptions,
     p: &Params,
     command: &'static str,
 ) -> Result<Summary> {
-    let kernel = oracle.kernel().to_string();
-    let known = p.out.as_deref().map(known_digests).unwrap_or_default();
-    let progress = Progress::new(p.limit, p.progress);
-    let mut c = Campaign { oracle, kernel, profile, module, opts, p, known, progress };
-    let gen = Generator::new(module);
-    let started = Instant::now();
-    let mut f = Findings::default();
-    let mut next = p.start;
-    loop {
-        let n = tally::batch_len(p.limit, f.counts.programs, p.batch, started.elapsed());
-        if n == 0 {
-            break;
-        }
-        let t0 = Instant::now();
-        let cases: Vec<Case> = (next..next + n).map(|i| gen.case(p.seed, i)).collect();
-        next += n;
-        f.times.generate += t0.elapsed().as_secs_f64();
-        if !c.batch(&cases, &mut f)? {
-            break;
-        }
-        f.counts.programs += n;
-        c.progress.bar.inc(n);
-        c.progress.bar.set_message(f.counts.progress_message(f.classes.len()));
-    }
-    c.progress.bar.finish_and_clear();
-    if let Some(e) = &f.infra_error {
-        tracing::error!("campaign stopped after {} programs: {e}", f.counts.programs);
-    }
-    Ok(c.summary(command, f, started.elapsed().as_secs_f64()))
-}
-
-impl Campaign<'_> {
-    /// Judges one batch with the model, sends it to the kernel and takes each program's fate;
-    /// false when the kernel could not answer (the batch is not counted).
-    fn batch(&mut self, cases: &[Case], f: &mut Findings) -> Result<bool> {
-        let t1 = Instant::now();
-        let verdicts: Vec<Verdict> =
-            cases.iter().map(|c| check_with(c, self.profile, self.module, self.opts)).collect();
-        let t2 = Instant::now();
-        f.times.model += (t2 - t1).as_secs_f64();
-        let send = tally::to_send(&verdicts, self.p.send_unsupported);
-        let batch: Vec<Case> = send.iter().map(|&i| cases[i].clone()).collect();
-        let answers = match self.oracle.run(&batch) {
-            Ok(a) if a.len() == batch.len() => a,
-            Ok(a) => {
-                let why = format!("kernel {}: {} answers for {} programs", self.kernel, a.len(), batch.len());
-                f.infra_error = Some(why);
-                return Ok(false);
-            }
-            Err(e) => {
-                // Stop, but keep what was found so far (the summary says why it stopped).
-                f.infra_error = Some(format!("kernel {}: {e}", self.kernel));
-                return Ok(false);
-            }
-        };
-        f.times.oracle += t2.elapsed().as_secs_f64();
-        f.counts.supported +=
-            verdicts.iter().filter(|v| v.verdict != VerdictKind::Unsupported).count() as u64;
-        let answer_of = tally::answers_by_program(cases.len(), &send, &answers);
-        for (i, case) in cases.iter().enumerate() {
-            let fate = tally::fate(&verdicts[i], answer_of[i], &self.kernel, &self.profile.name);
-            f.counts.count(&fate, &verdicts[i]);
-            match fate {
-                tally::Fate::Crashed(excerpt) => self.save_crash(case, excerpt)?,
-                tally::Fate::NotRun(why) => tracing::warn!("{} did not run: {why}", case.name),
-                tally::Fate::Judged(cmp, seconds) => {
-                    f.times.kernel_verification += seconds;
-                    if let Comparison::Disagree(sig) = cmp {
-                        self.disagreement(sig, case, f)?;
-                    }
-                }
-                tally::Fate::Unsupported => {}
-            }
-        }
-        Ok(true)
-    }
-
-    /// Logs a program that crashed the kernel and writes it to `<out>/crashes/`.
-    fn save_crash(&self, case: &Case, excerpt: &str) -> Result<()> {
-        tracing::error!("kernel crash on {}: {excerpt}", case.name);
-        let Some(out) = &self.p.out else { return Ok(()) };
-        let dir = out.join("crashes");
-        std::fs::create_dir_all(&dir)?;
-        let header =
-            format!("A program that crashed kernel {} during lockstep fuzz:\n{excerpt}", self.kernel);
-        std::fs::write(
-            dir.join(format!("{}.toml", case.name)),
-            lockstep_core::case::write::case_file(&header, std::slice::from_ref(case)),
-        )?;
-        Ok(())
-    }
-
-    /// Counts a disagreement in its class; a new class's first program is minimised and written
-    /// (unless a file for it is there already).
-    fn disagreement(&mut self, sig: Signature, case: &Case, f: &mut Findings) -> Result<()> {
-        if let Some(class) = f.classes.get_mut(&sig) {
-            class.count += 1;
-            return Ok(());
-        }
-        let mut class = tally::new_class(&sig, case);
-        if let Some(out) = &self.p.out {
-            let digest = sig.digest();
-            if let Some(&explained) = self.known.get(&digest) {
-                class.explained = explained;
-                class.file = Some(out.join(format!("fuzz-{digest}.toml")).display().to_string());
-            } else {
-                self.progress.bar.set_message(format!("minimising {}", case.name));
-                let tm = Instant::now();
-                let (profile, module, opts) = (self.profile, self.module, self.opts);
-                let min =
-                    minimize_with(self.oracle, profile, module, opts, &self.kernel, case, self.p.min_budget);
-                f.times.minimize += tm.elapsed().as_secs_f64();
-                let tw = Instant::now();
-                let file = write_finding(out, self.oracle, &sig, case, &min, profile, module, opts, self.p)?;
-                f.times.write += tw.elapsed().as_secs_f64();
-                class.minimized_slots = Some(min.slots_after);
-                class.oracle_calls = Some(min.oracle_calls);
-                class.file = Some(file.display().to_string());
-            }
-        }
-        f.classes.insert(sig, class);
-        Ok(())
-    }
-
-    /// The campaign's report.
-    fn summary(self, command: &'static str, f: Findings, seconds: f64) -> Summary {
-        let c = f.counts;
-        let mut classes: Vec<Class> = f.classes.into_values().collect();
-        classes.sort_by_key(|c| std::cmp::Reverse(c.count));
-        Summary {
-            command,
-            kernel: self.kernel,
-            profile: self.profile.name.clone(),
-            disabled_rules: self.opts.disabled.iter().map(|r| r.name()).collect(),
-            seed: self.p.seed,
-            start: self.p.start,
-            programs: c.programs,
-            supported: c.supported,
-            supported_share: tally::ratio(c.supported as f64, c.programs as f64),
-            agree: c.agree,
-            disagree: c.disagree,
-            unsupported: c.unsupported,
-            inconclusive: c.inconclusive,
-            crashes: c.crashes,
-            seconds,
-            programs_per_second: tally::ratio(c.programs as f64, seconds),
-            shares: tally::shares(&f.times, seconds),
-            times: f.times,
-            unsupported_reasons: tally::top_reasons(c.reasons),
-            classes,
-            infra_error: f.infra_error,
-        }
-    }
+    campaign::run(vec![oracle], profile, module, opts, p, command)
 }
 
 /// The signature of one case (None: agreement, unsupported, or no answer).
@@ -774,6 +627,64 @@ mod tests {
         assert_eq!(exit_code(&s), 0);
     }
 
+    /// The same campaign on one, two and three workers: the same counts, the same classes with
+    /// the same first programs and counts, and the same minimised files.
+    #[test]
+    fn a_campaign_over_several_workers_finds_what_one_finds() {
+        let module = lockstep_core::module_src::bundled();
+        let profile = KernelProfile::by_name("7.3").unwrap();
+        let opts = ModelOptions { disabled: vec![Rule::CallUnderLock] };
+        let run = |jobs: usize| {
+            let dir = tempfile::tempdir().unwrap();
+            let p = Params {
+                seed: 11,
+                start: 5,
+                limit: Limit::Count(1000),
+                batch: 64,
+                send_unsupported: false,
+                out: Some(dir.path().to_path_buf()),
+                min_budget: 500,
+                progress: false,
+            };
+            let mut oracles: Vec<Box<dyn Oracle + Send>> = (0..jobs)
+                .map(|_| {
+                    Box::new(ModelOracle::parse("model:7.3", &module).unwrap()) as Box<dyn Oracle + Send>
+                })
+                .collect();
+            let s = campaign::run(borrowed(&mut oracles), &profile, &module, &opts, &p, "fuzz").unwrap();
+            let mut files: Vec<(String, String)> = std::fs::read_dir(dir.path())
+                .unwrap()
+                .map(|e| e.unwrap().path())
+                .filter(|f| f.is_file())
+                .map(|f| {
+                    (f.file_name().unwrap().to_string_lossy().into(), std::fs::read_to_string(&f).unwrap())
+                })
+                .collect();
+            files.sort();
+            (s, files)
+        };
+        let (one, one_files) = run(1);
+        assert_eq!(one.jobs, 1);
+        assert_eq!(one.programs, 1000);
+        assert!(one.disagree > 0 && one.classes.len() > 1, "{}", summary_text(&one));
+        assert!(!one_files.is_empty());
+        let key = |s: &Summary| {
+            let classes: Vec<_> = s
+                .classes
+                .iter()
+                .map(|c| (c.signature.clone(), c.count, c.first_case.clone(), c.minimized_slots))
+                .collect();
+            (s.programs, s.supported, s.agree, s.disagree, s.unsupported, s.inconclusive, s.sent, classes)
+        };
+        for jobs in [2, 3] {
+            let (s, files) = run(jobs);
+            assert_eq!(s.jobs, jobs);
+            assert_eq!(key(&s), key(&one), "{jobs} workers");
+            assert_eq!(s.unsupported_reasons, one.unsupported_reasons);
+            assert_eq!(files, one_files, "{jobs} workers wrote other findings");
+        }
+    }
+
     #[test]
     fn durations_parse() {
         assert_eq!(parse_duration("90s"), Ok(Duration::from_secs(90)));
@@ -922,7 +833,7 @@ mod tests {
         let s = campaign(&mut oracle, &profile, &module, &ModelOptions::default(), &p, "fuzz").unwrap();
         assert_eq!((s.crashes, s.disagree), (10, 0));
         // Every program the kernel never ran (index % 10 == 5) that the model judges is inconclusive.
-        let gen = Generator::new(&module);
+        let gen = lockstep_core::fuzz::Generator::new(&module);
         let unrun_judged = (0..100u64)
             .filter(|i| i % 10 == 5)
             .filter(|&i| {

@@ -73,6 +73,38 @@ fn most_generated_programs_are_inside_the_model_subset() {
     }
 }
 
+/// The intended shares of programs using the constructs of `gen/extra.rs` (seed 9, 4000 programs):
+/// a `bpf_res_spin_lock` section 6-25%, `may_goto` 8-25%, a map update or delete 10-35%; and
+/// none of them pushes out the spin-lock core: 60% or more of the programs still call
+/// `bpf_spin_lock`.
+#[test]
+fn new_constructs_have_their_intended_shares() {
+    let g = Generator::new(&bundled());
+    let n = 4000;
+    let mut count: BTreeMap<&str, usize> = BTreeMap::new();
+    for i in 0..n {
+        let c = g.case(9, i);
+        for (key, has) in [
+            ("res-lock", c.tags.iter().any(|t| t == "res-lock")),
+            ("may-goto", c.tags.iter().any(|t| t == "may-goto")),
+            ("map-write", c.tags.iter().any(|t| t == "map-update" || t == "map-delete")),
+            ("spin-lock", c.text.contains("call bpf_spin_lock")),
+        ] {
+            *count.entry(key).or_default() += usize::from(has);
+        }
+    }
+    let share = |k: &str| count[k] as f64 / n as f64;
+    eprintln!("{count:?}");
+    for (k, lo, hi) in [
+        ("res-lock", 0.06, 0.25),
+        ("may-goto", 0.08, 0.25),
+        ("map-write", 0.10, 0.35),
+        ("spin-lock", 0.60, 1.0),
+    ] {
+        assert!((lo..=hi).contains(&share(k)), "{k}: share {:.3} outside {lo}..={hi}", share(k));
+    }
+}
+
 #[test]
 fn generator_covers_its_features() {
     let g = Generator::new(&bundled());
@@ -94,7 +126,13 @@ fn generator_covers_its_features() {
         "ld_abs",
         "tail-call",
         "kfunc-module",
-        "kfunc-vmlinux",
+        "res-lock",
+        "res-lock-unchecked",
+        "res-lock-call",
+        "res-lock-held",
+        "may-goto",
+        "map-update",
+        "map-delete",
         "helper",
         "double-lock",
         "other-lock",
@@ -255,8 +293,15 @@ fn minimiser_shrinks_a_synthetic_disagreement() {
         assert!(m.slots_after < m.slots_before);
         sizes.push(m.slots_after);
         if s.mismatch == Agreement::Verdict {
-            // Lookup (6 slots) + r7 = r0 + lock (3) + call + unlock (3) + r0 = 0; exit, or less.
-            assert!(m.slots_after <= 16, "accept-vs-reject class minimised to {} slots", m.slots_after);
+            // Lookup (6 slots) + r7 = r0 + lock (3) + call + unlock (3) + r0 = 0; exit, or less;
+            // a map update or delete as the call adds its map (2) and key pointer (2) arguments,
+            // a reference release its acquisition, null check, spill and fill (5).
+            let wider =
+                ["call bpf_map_update_elem", "call bpf_map_delete_elem", "call lockstep_safe_release"]
+                    .iter()
+                    .any(|c| m.case.text.contains(c));
+            let most = if wider { 21 } else { 16 };
+            assert!(m.slots_after <= most, "accept-vs-reject class minimised to {} slots", m.slots_after);
         }
     }
     // The main class on a program whose lock is in a global section (no lookup needed):
@@ -278,7 +323,9 @@ fn minimiser_shrinks_a_synthetic_disagreement() {
     );
     sizes.sort_unstable();
     eprintln!("minimised sizes: {sizes:?}");
-    assert!(sizes[sizes.len() - 1] <= 21, "largest minimised case: {sizes:?}");
+    // The largest classes carry a reference pattern or a map write besides the lock (measured:
+    // 23 slots with the res-lock / may_goto / map-write generator, 21 before).
+    assert!(sizes[sizes.len() - 1] <= 24, "largest minimised case: {sizes:?}");
     // The 7.x bounds classes ("unbounded memory access", "misaligned value access") need a lookup,
     // pointer arithmetic and an access besides the lock and call: 14 slots each.
     assert!(sizes[sizes.len() / 2] <= 14, "median minimised case: {sizes:?}");

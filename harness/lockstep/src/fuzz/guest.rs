@@ -52,8 +52,7 @@ impl Oracle for GuestOracle {
         let name = self.name.clone();
         let (status, module_error) = (&mut self.module_status, &self.module_error);
         let session = self.session.as_mut().ok_or_else(|| OracleError::Infra("session closed".into()))?;
-        session
-            .run(cases, false, &mut |ev| match ev {
+        let ran = session.run(cases, false, &mut |ev| match ev {
                 CaseEvent::Booted { release, module, boot_time, .. } => {
                     tracing::info!(kernel = %name, %release, ?module, boot_s = boot_time.as_secs_f64(), "guest booted");
                     *status = module;
@@ -81,8 +80,14 @@ impl Oracle for GuestOracle {
                 CaseEvent::Lost { index, excerpt } | CaseEvent::TimedOut { index, excerpt } => {
                     answers[index] = Some(Answer::NotRun(excerpt))
                 }
-            })
-            .map_err(|e| OracleError::Infra(format!("{e:#}")))?;
+            });
+        // Interrupted (SIGINT/SIGTERM): the batch's answers so far are kept, its unrun programs
+        // came as not run; the campaign claims no further batch. Anything else ends the oracle.
+        if let Err(e) = ran {
+            if e.downcast_ref::<crate::exit::Interrupted>().is_none() {
+                return Err(OracleError::Infra(format!("{e:#}")));
+            }
+        }
         Ok(answers
             .into_iter()
             .map(|a| a.unwrap_or_else(|| Answer::NotRun("no answer from the guest".into())))

@@ -11,12 +11,13 @@ use lockstep_core::verdict::{Verdict, VerdictKind};
 
 use super::{Class, Limit, Times};
 
-/// How many programs the next batch takes (0: the campaign is over).
-pub(super) fn batch_len(limit: Limit, programs: u64, batch: usize, elapsed: Duration) -> u64 {
+/// How many programs the batch starting `from` programs into the campaign takes (0: the campaign
+/// is over).
+pub(super) fn claim_len(limit: Limit, from: u64, batch: u64, elapsed: Duration) -> u64 {
     match limit {
-        Limit::Count(c) => (c - programs).min(batch as u64),
+        Limit::Count(c) => c.saturating_sub(from).min(batch),
         Limit::Time(d) if elapsed >= d => 0,
-        Limit::Time(_) => batch as u64,
+        Limit::Time(_) => batch,
     }
 }
 
@@ -90,6 +91,20 @@ pub(super) struct Counts {
 }
 
 impl Counts {
+    /// Adds another worker's counts.
+    pub fn add(&mut self, o: Counts) {
+        self.programs += o.programs;
+        self.supported += o.supported;
+        self.agree += o.agree;
+        self.disagree += o.disagree;
+        self.unsupported += o.unsupported;
+        self.inconclusive += o.inconclusive;
+        self.crashes += o.crashes;
+        for (reason, n) in o.reasons {
+            *self.reasons.entry(reason).or_default() += n;
+        }
+    }
+
     /// Counts one program's fate (`verdict`: the model's, for the unsupported reason).
     pub fn count(&mut self, fate: &Fate, verdict: &Verdict) {
         match fate {
@@ -121,13 +136,14 @@ impl Counts {
     }
 }
 
-/// A new disagreement class, first seen on `case` (not minimised, no file yet).
-pub(super) fn new_class(sig: &Signature, case: &Case) -> Class {
+/// A new disagreement class, first seen on `case`, program `index` (not minimised, no file yet).
+pub(super) fn new_class(sig: &Signature, case: &Case, index: u64) -> Class {
     Class {
         description: sig.describe(),
         signature: sig.clone(),
         count: 1,
         first_case: case.name.clone(),
+        first_index: index,
         original_slots: case.program.insns.len(),
         minimized_slots: None,
         oracle_calls: None,
@@ -151,6 +167,33 @@ pub(super) fn shares(t: &Times, seconds: f64) -> BTreeMap<&'static str, f64> {
         ("minimize", t.minimize / seconds),
         ("write", t.write / seconds),
     ])
+}
+
+/// The end-to-end rate of a campaign beside the rate its guests answered at.
+#[derive(Debug, Default, PartialEq, serde::Serialize)]
+pub(super) struct Rates {
+    /// Programs sent to the kernel per wall second, end to end.
+    pub sent_per_second: f64,
+    /// Programs the guests answered per second of their own time (the oracle's time, summed over
+    /// workers, divided by the workers): the rate if the host side cost nothing.
+    pub guest_per_second: f64,
+    /// `sent_per_second / guest_per_second`: the share of the time the guests were busy.
+    pub end_to_end_vs_guest: f64,
+    /// Programs per second of the kernel's own verification time (over the workers).
+    pub verifier_per_second: f64,
+}
+
+/// The rates of `sent` programs judged in `seconds` by `jobs` workers.
+pub(super) fn rates(sent: u64, t: &Times, seconds: f64, jobs: usize) -> Rates {
+    let jobs = jobs.max(1) as f64;
+    let sent_per_second = ratio(sent as f64, seconds);
+    let guest_per_second = ratio(sent as f64, t.oracle / jobs);
+    Rates {
+        sent_per_second,
+        guest_per_second,
+        end_to_end_vs_guest: ratio(sent_per_second, guest_per_second),
+        verifier_per_second: ratio(sent as f64, t.kernel_verification / jobs),
+    }
 }
 
 /// The twelve most frequent unsupported reasons, most frequent first (then by name).
@@ -177,12 +220,24 @@ mod tests {
 
     #[test]
     fn batches_stop_at_the_count_or_the_time() {
-        assert_eq!(batch_len(Limit::Count(600), 0, 256, Duration::ZERO), 256);
-        assert_eq!(batch_len(Limit::Count(600), 512, 256, Duration::ZERO), 88);
-        assert_eq!(batch_len(Limit::Count(600), 600, 256, Duration::ZERO), 0);
+        assert_eq!(claim_len(Limit::Count(600), 0, 256, Duration::ZERO), 256);
+        assert_eq!(claim_len(Limit::Count(600), 512, 256, Duration::ZERO), 88);
+        assert_eq!(claim_len(Limit::Count(600), 600, 256, Duration::ZERO), 0);
+        // A worker claiming past the end (another took the last batch) gets nothing.
+        assert_eq!(claim_len(Limit::Count(600), 768, 256, Duration::ZERO), 0);
         let minute = Duration::from_secs(60);
-        assert_eq!(batch_len(Limit::Time(minute), 9999, 256, Duration::from_secs(59)), 256);
-        assert_eq!(batch_len(Limit::Time(minute), 0, 256, minute), 0);
+        assert_eq!(claim_len(Limit::Time(minute), 9999, 256, Duration::from_secs(59)), 256);
+        assert_eq!(claim_len(Limit::Time(minute), 0, 256, minute), 0);
+    }
+
+    #[test]
+    fn rates_compare_the_end_to_end_rate_with_the_guests_own() {
+        // Two guests, each busy 8 of 10 s (16 s summed), 800 programs sent.
+        let t = Times { oracle: 16.0, kernel_verification: 2.0, ..Times::default() };
+        let r = rates(800, &t, 10.0, 2);
+        assert_eq!((r.sent_per_second, r.guest_per_second, r.verifier_per_second), (80.0, 100.0, 800.0));
+        assert!((r.end_to_end_vs_guest - 0.8).abs() < 1e-12);
+        assert_eq!(rates(0, &Times::default(), 0.0, 1), Rates::default());
     }
 
     #[test]

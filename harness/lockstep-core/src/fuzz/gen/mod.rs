@@ -2,8 +2,9 @@
 //!
 //! A case is a pure function of `(seed, index)` ([`Generator::case`]). Each program follows the
 //! lock state machine (lock, unlock, double lock, a second lock, exits, subprogram returns) and mixes
-//! in what the verifier treats specially around a lock: helper, kfunc (test module, flagged or not;
-//! vmlinux), static and global subprogram calls, `ld_abs`/`ld_ind`, tail calls, branches on unknown
+//! in what the verifier treats specially around a lock: helper, test-module kfunc (flagged or not),
+//! static and global subprogram calls, `bpf_res_spin_lock` sections, `may_goto`, map update /
+//! delete ([`extra`]), `ld_abs`/`ld_ind`, tail calls, branches on unknown
 //! scalars, bounded and `bpf_iter_num` loops, pointer arithmetic on and spills of the lock pointer,
 //! direct accesses next to and onto the lock, and test-module kfunc references (acquired,
 //! null-checked, released: [`refs`]). Program types and map layouts are drawn from
@@ -15,6 +16,7 @@
 //! `ld_abs` works), `r7`/`r8` = the two lock-pointer slots, `r9` = loop counter; stack `-4` map
 //! key, `-16` spill slot, `-24` iterator, `-32` a spilled kfunc reference.
 
+mod extra;
 mod ops;
 mod refs;
 

@@ -22,7 +22,6 @@ enum Op {
     Helper,
     Kfunc,
     KfuncRef,
-    VmlinuxKfunc,
     StaticCall,
     GlobalCall,
     LdAbs,
@@ -37,6 +36,9 @@ enum Op {
     Copy,
     Relookup,
     Exit,
+    ResLock,
+    MayGoto,
+    MapWrite,
 }
 
 /// The forms of the lock argument.
@@ -57,8 +59,6 @@ enum ArgForm {
 }
 
 const HELPERS: &[&str] = &["bpf_get_prandom_u32", "bpf_ktime_get_ns", "bpf_get_smp_processor_id"];
-const VMLINUX_KFUNCS: &[&str] =
-    &["bpf_iter_num_destroy", "bpf_list_pop_front", "bpf_rbtree_first", "bpf_res_spin_unlock"];
 const CMPS: &[&str] = &["==", "!=", ">", "<", ">=", "s>", "&"];
 
 /// A memory operand `(rN + off)` / `(rN - off)`.
@@ -81,7 +81,7 @@ impl Builder<'_> {
     }
 
     /// Brings the lock state back to `before` (lock or unlock on a slot holding the lock).
-    fn restore(&mut self, before: Option<u32>) {
+    pub(super) fn restore(&mut self, before: Option<u32>) {
         if self.held == before {
             return;
         }
@@ -113,7 +113,6 @@ impl Builder<'_> {
             (w(free, 6), Op::Helper),
             (6, Op::Kfunc),
             (w(self.has_ref_kfuncs(wild), 4), Op::KfuncRef),
-            (w(free, 1), Op::VmlinuxKfunc),
             (6, Op::StaticCall),
             (w(free, 3), Op::GlobalCall),
             (w(free && (skb || wild), 4), Op::LdAbs),
@@ -128,6 +127,9 @@ impl Builder<'_> {
             (w(top, 2), Op::Copy),
             (w(top && free, 2), Op::Relookup),
             (w(may_exit && free, 10), Op::Exit),
+            (w(top && (!held || wild), 3), Op::ResLock),
+            (w(nest && !in_loop, 2), Op::MayGoto),
+            (w(free, 3), Op::MapWrite),
         ];
         match *self.rng.weighted(&table) {
             Op::Lock => {
@@ -148,11 +150,6 @@ impl Builder<'_> {
             }
             Op::Kfunc => self.kfunc(wild),
             Op::KfuncRef => self.kfunc_ref(wild),
-            Op::VmlinuxKfunc => {
-                let k = *self.rng.pick(VMLINUX_KFUNCS);
-                self.tags.insert("kfunc-vmlinux");
-                self.emit(&format!("call {k}"));
-            }
             Op::StaticCall => self.static_call(wild),
             Op::GlobalCall => self.global_call(wild),
             Op::LdAbs => self.ld_abs(),
@@ -200,6 +197,9 @@ impl Builder<'_> {
                     }
                 }
             }
+            Op::ResLock => self.res_lock_section(wild),
+            Op::MayGoto => self.may_goto_block(depth, wild),
+            Op::MapWrite => self.map_write(),
             Op::Exit => {
                 self.tags.insert("early-exit");
                 let r0 = self.rng.range(0, 1);
