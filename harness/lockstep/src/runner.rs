@@ -426,6 +426,8 @@ impl KernelSession {
         };
         initramfs::build(&spec, &initrd).with_context(|| format!("building {}", initrd.display()))?;
         let mut cfg = GuestConfig::new(&vmlinuz, &initrd);
+        let initrd_bytes = std::fs::metadata(&initrd).map(|m| m.len()).unwrap_or(0);
+        cfg.memory_mib = lockstep_vm::guest::memory_for_initramfs(initrd_bytes);
         cfg.timeouts = opts.timeouts;
         cfg.extra_cmdline = opts.extra_cmdline.clone();
         cfg.run_dir = dir.path().to_path_buf();

@@ -124,6 +124,15 @@ pub struct GuestConfig {
     pub incoming: Option<PathBuf>,
 }
 
+/// Guest memory for an initramfs of `initramfs_bytes`: 512 MiB, or more when the archive is large.
+/// The kernel holds the archive and its unpacked files at once while it unpacks it (plus itself),
+/// and a short write there ("Initramfs unpacking failed: write error") leaves the last files - the
+/// modules - truncated (`finit_module` then says ENOEXEC): a debug build's agent is ~155 MB.
+pub fn memory_for_initramfs(initramfs_bytes: u64) -> u32 {
+    let mib = initramfs_bytes.div_ceil(1 << 20);
+    u32::try_from(384 + 2 * mib).unwrap_or(u32::MAX).max(512)
+}
+
 impl GuestConfig {
     /// Defaults: TCG, 512 MiB, default timeouts, no console log, sockets in the temp dir.
     pub fn new(kernel: impl Into<PathBuf>, initramfs: impl Into<PathBuf>) -> Self {
@@ -712,6 +721,9 @@ mod tests {
             excerpt: String::new(),
         };
         assert!(GuestOutcome::Interrupted { signal: 2 }.stops_the_run());
+        // A release agent's initramfs (~20 MB) keeps 512 MiB; a debug one's (~160 MB) gets more.
+        assert_eq!(memory_for_initramfs(20 << 20), 512);
+        assert_eq!(memory_for_initramfs(160 << 20), 704);
         assert!(GuestOutcome::Cancelled.stops_the_run());
         assert!(t(Limit::Run).stops_the_run());
         assert!(!t(Limit::Case).stops_the_run());
