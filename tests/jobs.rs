@@ -9,22 +9,13 @@
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use serde_json::Value;
-
 fn root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
 }
 
-/// The rows of JSON lines, without the kernel's timing (which differs run to run).
-fn rows(text: &str) -> Vec<Value> {
-    text.lines()
-        .map(|l| {
-            let mut v: Value = serde_json::from_str(l).unwrap_or_else(|e| panic!("bad JSON line {l:?}: {e}"));
-            v.as_object_mut().unwrap().remove("verification_usec");
-            v
-        })
-        .collect()
-}
+#[path = "support/rows.rs"]
+mod rows;
+use rows::rows_without_timings as rows;
 
 #[test]
 #[cfg_attr(not(lockstep_vm_tests), ignore = "set LOCKSTEP_VM_TESTS=1")]

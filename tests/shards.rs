@@ -21,17 +21,11 @@ fn lockstep(args: &[&str]) -> String {
     stderr
 }
 
-/// The rows of a JSON-lines file, without the kernel's timing (which differs run to run).
+#[path = "support/rows.rs"]
+mod rows;
+
 fn rows(path: &Path) -> Vec<Value> {
-    std::fs::read_to_string(path)
-        .unwrap()
-        .lines()
-        .map(|l| {
-            let mut v: Value = serde_json::from_str(l).unwrap();
-            v.as_object_mut().unwrap().remove("verification_usec");
-            v
-        })
-        .collect()
+    rows::rows_without_timings(&std::fs::read_to_string(path).unwrap())
 }
 
 #[test]
