@@ -82,19 +82,20 @@ struct Run {
 
 impl Run {
     fn start(extra: &[&str]) -> Run {
-        Run::start_with(extra, true, None)
+        Run::start_with(extra, Some(SLOW), None)
     }
 
-    /// `slow`: with the slow case; `stdout`: where lockstep's stdout goes (default: a file).
-    fn start_with(extra: &[&str], slow: bool, stdout: Option<&Path>) -> Run {
+    /// `slow`: the slow case file's text, written as `z-slow.toml` beside `a-quick.toml` so its
+    /// cases always come last (cases run in path order); `stdout`: where lockstep's stdout goes
+    /// (default: a file).
+    fn start_with(extra: &[&str], slow: Option<&str>, stdout: Option<&Path>) -> Run {
         Run::start_jobs(extra, slow, stdout, "2")
     }
 
     /// [`Run::start_with`] with `--jobs jobs`.
-    fn start_jobs(extra: &[&str], slow: bool, stdout: Option<&Path>, jobs: &str) -> Run {
+    fn start_jobs(extra: &[&str], slow: Option<&str>, stdout: Option<&Path>, jobs: &str) -> Run {
         let dir = tempfile::tempdir().unwrap();
         std::fs::write(dir.path().join("a-quick.toml"), QUICK).unwrap();
-        std::fs::write(dir.path().join("z-slow.toml"), SLOW).unwrap();
         std::fs::create_dir(dir.path().join("tmp")).unwrap();
         let mut args: Vec<String> =
             ["run", "--kernel", "debian:7.3", "--no-module", "--accel", "tcg", "--jobs", jobs, "--json"]
@@ -104,7 +105,8 @@ impl Run {
         args.push(dir.path().join("r.json").display().to_string());
         args.extend(extra.iter().map(|s| s.to_string()));
         args.push(dir.path().join("a-quick.toml").display().to_string());
-        if slow {
+        if let Some(slow) = slow {
+            std::fs::write(dir.path().join("z-slow.toml"), slow).unwrap();
             args.push(dir.path().join("z-slow.toml").display().to_string());
         }
         let stdout = match stdout {
@@ -459,17 +461,15 @@ fields = [{ name = "a", kind = "int", size = 4, offset = 0 }, { name = "lock", k
 fn bad_input_found_while_a_guest_runs_stops_it_with_the_serial_exit_code() {
     let _g = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
     let bad = ["--kernel", "debian:7.2", "--kernel", "/nonexistent/kernel"];
-    let mut serial = Run::start_jobs(&bad, false, None, "1");
+    let mut serial = Run::start_jobs(&bad, None, None, "1");
     assert_eq!(serial.wait(Duration::from_secs(600)), Some(2), "--jobs 1");
     assert!(serial.stderr().contains("/nonexistent/kernel"), "names the path: {}", serial.stderr());
     assert_eq!(serial.rows().len(), 8, "the quick cases of both kernels before the bad one");
     serial.assert_clean(true);
 
-    let cases = tempfile::tempdir().unwrap();
-    let slow = cases.path().join("z-slow-on-7.3.toml");
-    std::fs::write(&slow, SLOW_ON_7_3).unwrap();
-    let slow = slow.display().to_string();
-    let mut run = Run::start_with(&[bad[0], bad[1], bad[2], bad[3], &slow], false, None);
+    // The slow case sits beside the quick ones so it runs last: a file in another temporary
+    // directory sorted first or last by that directory's random name.
+    let mut run = Run::start_with(&bad, Some(SLOW_ON_7_3), None);
     let code = run.wait(Duration::from_secs(600));
     let rows = run.rows();
     assert_eq!(code, Some(2), "--jobs 2");
@@ -511,7 +511,7 @@ fn an_unwritable_output_path_is_bad_input_before_any_boot() {
 #[cfg_attr(not(lockstep_vm_tests), ignore = "set LOCKSTEP_VM_TESTS=1")]
 fn a_full_stdout_is_an_error_not_a_panic_and_keeps_the_json() {
     let _g = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
-    let mut run = Run::start_with(&[], false, Some(Path::new("/dev/full")));
+    let mut run = Run::start_with(&[], None, Some(Path::new("/dev/full")));
     assert_eq!(run.wait(Duration::from_secs(300)), Some(3));
     let err = run.stderr();
     assert!(err.contains("writing to stdout") && !err.contains("panicked"), "{err}");
