@@ -453,7 +453,8 @@ fields = [{ name = "a", kind = "int", size = 4, offset = 0 }, { name = "lock", k
 /// Bad input found while a guest runs: three kernels on two jobs, the third a path that holds no
 /// kernel. debian:7.3 and debian:7.2 run first; debian:7.2 is done in seconds (it rejects
 /// [`SLOW_ON_7_3`] at once), so the third kernel is prepared while debian:7.3's guest is in that
-/// case, and its bad input stops that guest at once (QEMU killed, the case `not_run` saying why).
+/// case (or, on a loaded machine, still booting), and its bad input stops that guest at once
+/// (QEMU killed, the case `not_run` saying why).
 /// Exit 2 as with `--jobs 1` (which runs both kernels first), the rows collected are in the JSON
 /// file, and no QEMU or run directory is left.
 #[test]
@@ -477,7 +478,16 @@ fn bad_input_found_while_a_guest_runs_stops_it_with_the_serial_exit_code() {
     run.assert_clean(true);
     let ran = |kernel: &str| rows.iter().filter(|r| r["kernel"] == kernel && r["outcome"] == "ran").count();
     assert_eq!(ran("debian:7.2"), 5, "debian:7.2 ran everything: {rows:?}");
-    assert_eq!(ran("debian:7.3"), 4, "debian:7.3 ran the quick cases: {rows:?}");
+    // debian:7.3's guest is stopped wherever it is: in the slow case, or (a loaded machine, a cold
+    // boot) still booting, when debian:7.2 is done first; each of its quick cases ran or says why not.
+    for r in rows.iter().filter(|r| r["kernel"] == "debian:7.3" && r["case"] != "slow_on_7_3") {
+        match r["outcome"].as_str() {
+            Some("ran") => assert!(r["kernel_verdict"].is_string(), "{r}"),
+            Some("not_run") => assert!(r["note"].as_str().unwrap_or_default().contains("bad input"), "{r}"),
+            _ => panic!("a quick case of debian:7.3 neither ran nor was stopped: {r}"),
+        }
+    }
+    assert_eq!(rows.iter().filter(|r| r["kernel"] == "debian:7.3").count(), 5, "{rows:?}");
     let stopped = rows
         .iter()
         .find(|r| r["case"] == "slow_on_7_3" && r["kernel"] == "debian:7.3")
