@@ -174,10 +174,13 @@ pub fn allocated_types(btf: &Btf, consts: &[u64], types: &mut Vec<ObjType>) {
             continue;
         }
         let Some(t) = btf.get(id) else { continue };
-        if !matches!(t.kind, Kind::Struct { .. }) || t.name.is_empty() {
+        if !matches!(t.kind, Kind::Struct { .. }) {
             continue;
         }
-        if let Some(known) = types.iter_mut().find(|o| o.name == t.name && o.btf_id.is_none()) {
+        // An anonymous struct (`bpf_obj_new(struct { int data; })` in the selftests) keeps its
+        // empty name, as btf_type_name() prints it; nothing refers to it by name.
+        let named = !t.name.is_empty();
+        if let Some(known) = types.iter_mut().find(|o| named && o.name == t.name && o.btf_id.is_none()) {
             known.btf_id = Some(id);
             continue;
         }

@@ -292,8 +292,20 @@ impl Machine<'_> {
                 let r0 = self.kptr_xchg(st, pc)?;
                 self.clobber(st, r0);
             }
-            "bpf_get_prandom_u32" | "bpf_ktime_get_ns" | "bpf_get_smp_processor_id" => {
+            // bpf_get_current_pid_tgid: in bpf_base_func_proto()'s unprivileged list (6.12, 7.x).
+            "bpf_get_prandom_u32"
+            | "bpf_ktime_get_ns"
+            | "bpf_get_smp_processor_id"
+            | "bpf_get_current_pid_tgid" => {
                 self.clobber(st, Reg::Scalar(Scalar::unknown()));
+            }
+            "bpf_ktime_get_coarse_ns" => {
+                let r0 = self.ktime_get_coarse_ns(pc)?;
+                self.clobber(st, r0);
+            }
+            "bpf_this_cpu_ptr" => {
+                let r0 = self.this_cpu_ptr(st, pc)?;
+                self.clobber(st, r0);
             }
             "bpf_tail_call" => {
                 let r1 = self.read_reg(st, pc, 1)?;

@@ -787,6 +787,9 @@ impl<'a> Machine<'a> {
                             args.push(("kind", kind.to_string()));
                             return self.reject(pc, self.msg(fmt, &args));
                         }
+                        FieldAccess::Kptr(at) if value.is_some() => {
+                            self.kptr_field_store(pc, spec, at, value.as_ref().expect("a store"))?;
+                        }
                         FieldAccess::Kptr(at) => {
                             return Err(Stop::Unsupported(format!(
                                 "{} of the kptr field at offset {at} (check_map_kptr_access) is not modelled",

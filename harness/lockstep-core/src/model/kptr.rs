@@ -1,11 +1,15 @@
-//! `bpf_kptr_xchg()` into a map value's referenced kptr field (issue 14, item 2, the part
-//! modelled): `check_func_arg()` -> `process_kptr_func()` for R1 (`ARG_KPTR_XCHG_DEST`: a map
-//! value pointing exactly at a `__kptr` field whose pointee is a local type), R2 an owned object
-//! of that type or NULL (`ARG_PTR_TO_BTF_ID_OR_NULL | OBJ_RELEASE`), then `check_helper_call()`:
-//! R2's reference is released (`release_reg()`), R0 is the field's old object,
-//! `PTR_TO_BTF_ID | MEM_ALLOC | PTR_MAYBE_NULL` with an id for the NULL check and a new
-//! reference (`is_acquire_function()`). The same in 6.12, 7.2 and 7.3. Error paths, kernel
-//! pointees, per-cpu kptrs, kptrs inside allocated objects and kptr loads
+//! `bpf_kptr_xchg()` into a map value's referenced or per-cpu kptr field (issue 14, items 1-2,
+//! the part modelled): `check_func_arg()` -> `check_reg_type()` for R1 (`kptr_xchg_dest_types`:
+//! anything else is "R1 type=... expected=...", the list longer in 7.x), `process_kptr_func()`
+//! (`ARG_KPTR_XCHG_DEST`: a map value pointing exactly at a `__kptr` / `__percpu_kptr` field whose
+//! pointee is a local type), R2 an owned object of that type or NULL
+//! (`ARG_PTR_TO_BTF_ID_OR_NULL | OBJ_RELEASE`, `map_kptr_match_type()`: "invalid kptr access, R2
+//! type=... expected=ptr_<pointee>" for a per-cpu object into a plain field or another type), then
+//! `check_helper_call()`: R2's reference is released (`release_reg()`), R0 is the field's old
+//! object, `PTR_TO_BTF_ID | MEM_ALLOC | PTR_MAYBE_NULL` (`| MEM_PERCPU` for a per-cpu field) with
+//! an id for the NULL check and a new reference (`is_acquire_function()`). The same in 6.12, 7.2
+//! and 7.3. Error paths of `process_kptr_func()`, kernel pointees, a plain object into a per-cpu
+//! field (7.x refuses it, 6.12 does not), kptrs inside allocated objects and kptr loads
 //! (`check_map_kptr_access()`) are `unsupported`.
 
 use super::exec::Machine;
@@ -21,10 +25,19 @@ impl Machine<'_> {
     /// `bpf_kptr_xchg(dst, ptr)`: the new R0 (R1-R5 are cleared by the caller).
     pub(super) fn kptr_xchg(&mut self, st: &mut State, pc: usize) -> Step<Reg> {
         let r1 = self.read_reg(st, pc, 1)?;
-        let r2 = self.read_reg(st, pc, 2)?;
+        if kptr_xchg_dest_refused(&r1) {
+            // check_func_arg() -> check_reg_type() for ARG_KPTR_XCHG_DEST, before R2 is read.
+            let args = [
+                ("reg", "R1".to_string()),
+                ("type", r1.type_str().to_string()),
+                ("expected", kptr_xchg_dest_types(&self.profile.name).to_string()),
+            ];
+            return self.reject(pc, self.msg(&self.profile.messages.reg_type_mismatch, &args));
+        }
         let Reg::MapValue { map, off, var, null: false, .. } = r1 else {
             return self.kptr_unsupported(&format!("R1 of type {}", r1.type_str()));
         };
+        let r2 = self.read_reg(st, pc, 2)?;
         let spec = self.map(map);
         let Some(at) = (match var {
             None => Some(off),
@@ -32,10 +45,15 @@ impl Machine<'_> {
         }) else {
             return self.kptr_unsupported("a variable offset");
         };
-        let field = spec.value.fields.iter().find(|f| f.kind == FieldKind::Kptr && f.offset as i64 == at);
+        let field = spec
+            .value
+            .fields
+            .iter()
+            .find(|f| matches!(f.kind, FieldKind::Kptr | FieldKind::PercpuKptr) && f.offset as i64 == at);
         let (Some(field), true) = (field, spec.btf) else {
             return self.kptr_unsupported("R1 not at a referenced kptr field");
         };
+        let percpu = field.kind == FieldKind::PercpuKptr;
         let Some(FieldTarget::Pointee(pointee)) = &field.target else {
             return self.kptr_unsupported("a kptr without a pointee");
         };
@@ -44,9 +62,25 @@ impl Machine<'_> {
         };
         match r2 {
             Reg::Scalar(s) if s.konst() == Some(0) => {}
-            Reg::Alloc { ty: t2, off: 0, id, null: false, percpu: false, non_owning: false }
-                if t2 == ty && st.refs.contains(&id) =>
+            Reg::Alloc { ty: t2, off: 0, id, null: false, percpu: p2, non_owning: false }
+                if st.refs.contains(&id) && (p2 || !percpu) =>
             {
+                // map_kptr_match_type(): MEM_PERCPU only for a per-cpu field (reg_name still
+                // empty), then the strict type match (btf_struct_ids_match()).
+                let reg_name = if p2 && !percpu {
+                    Some("")
+                } else if t2 != ty {
+                    Some(self.case.types[t2].name.as_str())
+                } else {
+                    None
+                };
+                if let Some(reg_name) = reg_name {
+                    let msg = format!(
+                        "invalid kptr access, R2 type={}{reg_name} expected=ptr_{pointee}",
+                        r2.type_str()
+                    );
+                    return self.reject(pc, msg);
+                }
                 // release_reg(): the reference goes, every copy of R2 becomes invalid.
                 self.release_ref(st, id);
             }
@@ -54,6 +88,35 @@ impl Machine<'_> {
         }
         let _null_id = self.fresh_id();
         let id = self.acquire_ref(st, pc);
-        Ok(Reg::Alloc { ty, off: 0, id, null: true, percpu: false, non_owning: false })
+        Ok(Reg::Alloc { ty, off: 0, id, null: true, percpu, non_owning: false })
+    }
+}
+
+/// Whether `check_reg_type()` refuses `r1` as `bpf_kptr_xchg()`'s destination
+/// (`kptr_xchg_dest_types`: a map value or an allocated object, never `PTR_MAYBE_NULL` or
+/// `MEM_PERCPU`). Kernel pointers (`BtfPtr`, whose flags the model does not keep) are left to the
+/// caller.
+fn kptr_xchg_dest_refused(r1: &Reg) -> bool {
+    match r1 {
+        Reg::Scalar(_)
+        | Reg::Ctx
+        | Reg::Stack { .. }
+        | Reg::MapPtr { .. }
+        | Reg::MapKey { .. }
+        | Reg::Func { .. } => true,
+        Reg::MapValue { null, .. } => *null,
+        Reg::Alloc { null, percpu, .. } => *null || *percpu,
+        Reg::NotInit | Reg::BtfPtr { .. } => false,
+    }
+}
+
+/// `kptr_xchg_dest_types` (verifier.c) as `reg_type_str()` prints it: 6.12 has `PTR_TO_MAP_VALUE`
+/// and `PTR_TO_BTF_ID | MEM_ALLOC`; 7.2 and 7.3 add `| NON_OWN_REF` and `| NON_OWN_REF | MEM_RCU`
+/// (seen on debian:7.2 and 7.3: `rbtree_search_kptr` `non_own_ref_kptr_xchg_no_lock`).
+fn kptr_xchg_dest_types(profile: &str) -> &'static str {
+    if profile.starts_with("6.") {
+        "map_value, ptr_"
+    } else {
+        "map_value, ptr_, ptr_, rcu_ptr_"
     }
 }

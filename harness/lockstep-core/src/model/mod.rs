@@ -17,8 +17,10 @@ mod exec;
 mod fields;
 mod graph;
 mod helpers_more;
+mod helpers_plain;
 mod irq;
 mod kptr;
+mod kptr_store;
 mod loops;
 mod map_compat;
 mod rbtree;
@@ -167,9 +169,13 @@ mod tests_graph;
 #[cfg(test)]
 mod tests_helpers_more;
 #[cfg(test)]
+mod tests_helpers_plain;
+#[cfg(test)]
 mod tests_insns;
 #[cfg(test)]
 mod tests_irq;
+#[cfg(test)]
+mod tests_kptr_xchg;
 #[cfg(test)]
 mod tests_loops;
 #[cfg(test)]

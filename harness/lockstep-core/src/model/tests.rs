@@ -195,8 +195,7 @@ fn array_lookup_nullness_elision_changes_the_null_check_path() {
 
 #[test]
 fn unmodelled_helper_is_unsupported_not_guessed() {
-    let c =
-        case(ProgType::SchedCls, vec![lock_map("m", true)], "call bpf_get_current_pid_tgid\n r0 = 0\n exit");
+    let c = case(ProgType::SchedCls, vec![lock_map("m", true)], "call bpf_get_numa_node_id\n r0 = 0\n exit");
     for (p, v) in verdicts_on_all_profiles(&c) {
         assert_eq!(v.verdict, VerdictKind::Unsupported, "{p}");
     }
