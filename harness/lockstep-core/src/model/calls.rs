@@ -311,6 +311,10 @@ impl Machine<'_> {
                 self.region_leak(st, pc, "tail_call")?;
                 self.clobber(st, Reg::NotInit);
             }
+            sock if super::sock::is_sock_helper(sock) => {
+                let r0 = self.sock_helper(st, pc, sock)?;
+                self.clobber(st, r0);
+            }
             other if super::callbacks::takes_callback(other) => {
                 return Err(super::callbacks::callback_unsupported(other))
             }
