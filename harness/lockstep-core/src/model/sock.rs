@@ -4,16 +4,17 @@
 //! `bpf_sock_is_valid_access()`, `bpf_tcp_sock_is_valid_access()`,
 //! `bpf_xdp_sock_is_valid_access()` of net/core/filter.c) and the helpers `bpf_sk_fullsock`,
 //! `bpf_tcp_sock`, `bpf_skc_to_*` and `bpf_sk_release` in the program types whose func_proto has
-//! them (sched_cls, sched_act, cgroup_skb). Referenced sockets (`bpf_sk_lookup_*`, sockmap
-//! lookups) are not modelled yet: a cast of one, or a field access through a `bpf_skc_to_*`
-//! result (`btf_struct_access()`), is `unsupported`.
+//! them (sched_cls, sched_act, cgroup_skb; `bpf_sk_release` also sk_skb and xdp); lookups in
+//! sockmap / sockhash (a referenced socket) and xskmap maps, and `bpf_sk_select_reuseport`.
+//! `bpf_sk_lookup_*` is not modelled; a cast of a referenced socket, or a field access through a
+//! `bpf_skc_to_*` result (`btf_struct_access()`), is `unsupported`.
 
 use super::ctx::{bpf_sock_valid, sock};
 use super::exec::Machine;
 use super::scalar::Scalar;
 use super::state::{Reg, State};
 use super::{Step, Stop};
-use crate::case::ProgType;
+use crate::case::{MapType, ProgType};
 
 /// Which socket pointer type a [`Reg::Sock`] is.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -85,6 +86,12 @@ pub(crate) fn sock_common_or_null() -> Reg {
 /// `sock_types` (verifier.c), as `check_reg_type()` lists them.
 const SOCK_TYPES: &str = "sock_common, sock, tcp_sock, xdp_sock";
 
+/// The map types whose lookups give socket pointers, and the reuseport array: their rules are
+/// this module's.
+pub(crate) fn is_sock_map(t: MapType) -> bool {
+    matches!(t, MapType::SockMap | MapType::XskMap | MapType::SockHash | MapType::ReuseportSockarray)
+}
+
 /// The socket helpers this module models.
 pub(crate) fn is_sock_helper(name: &str) -> bool {
     matches!(name, "bpf_sk_fullsock" | "bpf_tcp_sock" | "bpf_sk_release") || name.starts_with("bpf_skc_to_")
@@ -134,11 +141,57 @@ impl Machine<'_> {
         Ok(Reg::Scalar(Scalar::of_size(size)))
     }
 
+    /// `bpf_map_lookup_elem()` on an xskmap, sockmap or sockhash (`refine_map_lookup_value()`):
+    /// `PTR_TO_XDP_SOCK_OR_NULL`, or `PTR_TO_SOCKET_OR_NULL` carrying a reference
+    /// (`is_acquire_function()`: `acquire_reference()` takes the next id after R0's own).
+    pub(crate) fn sock_map_lookup(&mut self, st: &mut State, pc: usize, t: MapType) -> Step<Reg> {
+        match t {
+            MapType::XskMap => {
+                Ok(Reg::Sock { kind: SockKind::Xdp, id: self.fresh_id(), ref_obj_id: 0, null: true })
+            }
+            MapType::SockMap | MapType::SockHash => {
+                // `regs[BPF_REG_0].id = ++env->id_gen`, then replaced by the reference's id.
+                self.fresh_id();
+                let id = self.fresh_id();
+                st.refs.push(id);
+                self.ref_insns.insert(id, pc);
+                Ok(Reg::Sock { kind: SockKind::Sock, id, ref_obj_id: id, null: true })
+            }
+            other => Err(Stop::Unsupported(format!("bpf_map_lookup_elem on a {} map", other.name()))),
+        }
+    }
+
+    /// `bpf_sk_select_reuseport(ctx, map, key, flags)` (sk_reuseport programs): `ARG_PTR_TO_CTX`,
+    /// a reuseport array, sockmap or sockhash (`check_map_func_compatibility()`), a key on the
+    /// stack, `ARG_ANYTHING`; R0 an unknown scalar. Other argument shapes are unsupported.
+    pub(crate) fn sk_select_reuseport(&mut self, st: &mut State, pc: usize) -> Step<Reg> {
+        let unsupported = |what: &str| {
+            Err(Stop::Unsupported(format!("helper bpf_sk_select_reuseport with {what} is not modelled")))
+        };
+        if self.case.prog_type != ProgType::SkReuseport {
+            return unsupported("a program type other than sk_reuseport");
+        }
+        let regs: Vec<Reg> = (1..=4).map(|r| self.read_reg(st, pc, r)).collect::<Step<_>>()?;
+        let Reg::MapPtr { map } = regs[1] else { return unsupported("R2 not a map pointer") };
+        let spec = self.map(map);
+        if !matches!(spec.map_type, MapType::ReuseportSockarray | MapType::SockMap | MapType::SockHash) {
+            return unsupported("another map type");
+        }
+        let key_on_stack =
+            matches!(regs[2], Reg::Stack { off, .. } if off >= -512 && off + spec.key_size as i64 <= 0);
+        if regs[0] != Reg::Ctx || !key_on_stack || !matches!(regs[3], Reg::Scalar(_)) {
+            return unsupported("these argument types");
+        }
+        Ok(Reg::Scalar(Scalar::unknown()))
+    }
+
     /// `bpf_sk_fullsock`, `bpf_tcp_sock`, `bpf_skc_to_*` and `bpf_sk_release`
     /// (`check_helper_call()`): R0 as the helper returns it; R1-R5 are cleared by the caller.
     pub(crate) fn sock_helper(&mut self, st: &mut State, pc: usize, name: &str) -> Step<Reg> {
         let t = self.case.prog_type;
-        if !matches!(t, ProgType::SchedCls | ProgType::SchedAct | ProgType::CgroupSkb) {
+        // cg_skb_func_proto(), tc_cls_act_func_proto(); bpf_sk_release also in sk_skb and xdp.
+        let release_too = name == "bpf_sk_release" && matches!(t, ProgType::SkSkb | ProgType::Xdp);
+        if !matches!(t, ProgType::SchedCls | ProgType::SchedAct | ProgType::CgroupSkb) && !release_too {
             return Err(Stop::Unsupported(format!(
                 "helper {name} in a {} program (its func_proto) is not modelled",
                 t.name()
@@ -180,9 +233,21 @@ impl Machine<'_> {
     }
 
     /// `bpf_sk_release(ARG_PTR_TO_BTF_ID_SOCK_COMMON | OBJ_RELEASE)`: an unreferenced socket is
-    /// refused (the profile's `release_unreferenced`); a referenced one is not modelled yet.
-    fn sk_release(&mut self, _st: &mut State, pc: usize, r1: &Reg) -> Step<Reg> {
+    /// refused (the profile's `release_unreferenced`); a referenced one is released
+    /// (`release_reference()`: every copy becomes an unknown scalar, `mark_reg_invalid()` with
+    /// pointer leaks allowed, as for root).
+    fn sk_release(&mut self, st: &mut State, pc: usize, r1: &Reg) -> Step<Reg> {
         match r1 {
+            Reg::Sock { kind, null: false, ref_obj_id, .. } if *kind != SockKind::Btf && *ref_obj_id != 0 => {
+                let r = *ref_obj_id;
+                st.refs.retain(|x| *x != r);
+                st.for_each_reg(|reg| {
+                    if matches!(reg, Reg::Sock { ref_obj_id, .. } if *ref_obj_id == r) {
+                        *reg = Reg::Scalar(Scalar::unknown());
+                    }
+                });
+                Ok(Reg::Scalar(Scalar::unknown()))
+            }
             Reg::Sock { kind, null: false, ref_obj_id: 0, .. } if *kind != SockKind::Btf => {
                 let args = [("func", "bpf_sk_release".to_string()), ("reg", "R1".to_string())];
                 self.reject(pc, self.msg(&self.profile.messages.release_unreferenced, &args))

@@ -191,3 +191,73 @@ fn ctx_tables() {
     assert_eq!(sock(AttachType::CgroupInetSockCreate, 16, 4), scalar);
     assert!(matches!(ctx_access(ProgType::CgroupSock, None, None, 4, 4, false), CtxAccess::Unsupported(_)));
 }
+
+fn sock_map(map_type: crate::case::MapType) -> crate::case::MapSpec {
+    crate::case::MapSpec {
+        name: "socks".into(),
+        map_type,
+        key_size: 4,
+        max_entries: 1,
+        value: crate::case::ValueLayout { size: 4, fields: vec![] },
+        btf: false,
+        global_section: false,
+        flags: 0,
+    }
+}
+
+fn map_verdicts(prog_type: ProgType, map_type: crate::case::MapType, text: &str) -> Vec<(String, Verdict)> {
+    let symbols = Symbols { maps: vec!["socks".into()], kfuncs: vec![] };
+    let program = assemble(text, &symbols).expect("test program assembles");
+    let c = Case { maps: vec![sock_map(map_type)], ..Case::new("t", prog_type, program, text) };
+    verdicts_on_all_profiles(&c)
+}
+
+const LOOKUP: &str =
+    "r1 = 0\n *(u32 *)(r10 - 4) = r1\n r2 = r10\n r2 += -4\n r1 = socks ll\n call bpf_map_lookup_elem\n";
+
+#[test]
+fn sockmap_lookups_take_a_reference() {
+    use crate::case::MapType;
+    // map_lookup_elem_sockmap_key / _sockhash_key (kernel: reject at 8, id 2: R0's own id, then
+    // acquire_reference()'s).
+    for t in [MapType::SockMap, MapType::SockHash] {
+        for (p, v) in map_verdicts(ProgType::SchedCls, t, &format!("{LOOKUP} r0 = 0\n exit")) {
+            assert_eq!(v, Verdict::reject(Some(8), "Unreleased reference id=2 alloc_insn=6"), "{t:?} on {p}");
+        }
+        // field_bpf_sk_release_sk_1 / _2: a full-socket field, then the release: accepted.
+        let text = format!("{LOOKUP} if r0 != 0 goto +1\n exit\n r1 = r0\n r0 = *(u32 *)(r0 + 8)\n call bpf_sk_release\n exit");
+        for (p, v) in map_verdicts(ProgType::SchedCls, t, &text) {
+            assert_eq!(v.verdict, VerdictKind::Accept, "{t:?} on {p}: {v:?}");
+        }
+    }
+    // An update of a sockmap takes a socket as its value (resolve_map_arg_type()): not modelled.
+    let text = format!("{LOOKUP} r0 = 0\n exit")
+        .replace("call bpf_map_lookup_elem", "r3 = r10\n r3 += -4\n r4 = 0\n call bpf_map_update_elem");
+    for (p, v) in map_verdicts(ProgType::SchedCls, MapType::SockMap, &text) {
+        assert_eq!(v.verdict, VerdictKind::Unsupported, "{p}: {v:?}");
+    }
+}
+
+#[test]
+fn xskmap_lookups_give_an_xdp_sock() {
+    use crate::case::MapType;
+    // xskmap_key_xs_queue_id: accepted; a store through it: "R0 cannot write into xdp_sock".
+    let read = format!("{LOOKUP} if r0 != 0 goto +1\n exit\n r0 = *(u32 *)(r0 + 0)\n r0 = 0\n exit");
+    for (p, v) in map_verdicts(ProgType::Xdp, MapType::XskMap, &read) {
+        assert_eq!(v.verdict, VerdictKind::Accept, "{p}: {v:?}");
+    }
+    let write = format!("{LOOKUP} if r0 != 0 goto +1\n exit\n *(u32 *)(r0 + 0) = 1\n r0 = 0\n exit");
+    for (p, v) in map_verdicts(ProgType::Xdp, MapType::XskMap, &write) {
+        assert_eq!(v, Verdict::reject(Some(9), "R0 cannot write into xdp_sock"), "{p}");
+    }
+    // check_map_func_compatibility(): a reuseport array takes only bpf_sk_select_reuseport.
+    for (p, v) in
+        map_verdicts(ProgType::SchedCls, MapType::ReuseportSockarray, &format!("{LOOKUP} r0 = 0\n exit"))
+    {
+        assert_eq!(
+            v,
+            Verdict::reject(Some(6), "cannot pass map_type 20 into func bpf_map_lookup_elem#1"),
+            "{p}"
+        );
+    }
+}
