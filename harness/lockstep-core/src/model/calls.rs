@@ -311,6 +311,10 @@ impl Machine<'_> {
                 self.region_leak(st, pc, "tail_call")?;
                 self.clobber(st, Reg::NotInit);
             }
+            "bpf_sk_storage_get" => {
+                let r0 = self.sk_storage_get(st, pc)?;
+                self.clobber(st, r0);
+            }
             "bpf_sk_select_reuseport" => {
                 let r0 = self.sk_select_reuseport(st, pc)?;
                 self.clobber(st, r0);

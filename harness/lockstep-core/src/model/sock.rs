@@ -185,6 +185,47 @@ impl Machine<'_> {
         Ok(Reg::Scalar(Scalar::unknown()))
     }
 
+    /// `bpf_sk_storage_get(map, sk, value, flags)` (tc, cgroup_skb; `check_func_arg()` in order):
+    /// `ARG_CONST_MAP_PTR` of an sk_storage map, `ARG_PTR_TO_BTF_ID_SOCK_COMMON` (a non-null
+    /// socket), `ARG_PTR_TO_MAP_VALUE | PTR_MAYBE_NULL` (NULL, or a stack pointer with the whole
+    /// value inside the stack; another scalar is "R3 type=scalar expected=<mem_types>"),
+    /// `ARG_ANYTHING`. R0: `PTR_TO_MAP_VALUE_OR_NULL` with a fresh id.
+    pub(crate) fn sk_storage_get(&mut self, st: &mut State, pc: usize) -> Step<Reg> {
+        let unsupported = |what: &str| {
+            Err(Stop::Unsupported(format!("helper bpf_sk_storage_get with {what} is not modelled")))
+        };
+        if !matches!(self.case.prog_type, ProgType::SchedCls | ProgType::SchedAct | ProgType::CgroupSkb) {
+            return unsupported("this program type");
+        }
+        let r1 = self.read_reg(st, pc, 1)?;
+        let Reg::MapPtr { map } = r1 else { return unsupported("R1 not a map pointer") };
+        let spec = self.map(map);
+        if spec.map_type != MapType::SkStorage {
+            return unsupported("a map other than sk_storage");
+        }
+        let r2 = self.read_reg(st, pc, 2)?;
+        if !matches!(r2, Reg::Sock { kind, null: false, .. } if kind != SockKind::Btf) {
+            return unsupported(&format!("R2 of type {}", r2.type_str()));
+        }
+        match self.read_reg(st, pc, 3)? {
+            Reg::Scalar(s) if s.konst() == Some(0) => {}
+            Reg::Scalar(_) => {
+                let args = [
+                    ("reg", "R3".to_string()),
+                    ("type", "scalar".to_string()),
+                    ("expected", self.profile.messages.mem_types.clone()),
+                ];
+                return self.reject(pc, self.msg(&self.profile.messages.reg_type_mismatch, &args));
+            }
+            Reg::Stack { off, .. } if off >= -512 && off + spec.value.size as i64 <= 0 => {}
+            other => return unsupported(&format!("R3 of type {}", other.type_str())),
+        }
+        if !matches!(self.read_reg(st, pc, 4)?, Reg::Scalar(_)) {
+            return unsupported("flags that are not a scalar");
+        }
+        Ok(Reg::MapValue { map, off: 0, var: None, id: self.fresh_id(), null: true })
+    }
+
     /// `bpf_sk_fullsock`, `bpf_tcp_sock`, `bpf_skc_to_*` and `bpf_sk_release`
     /// (`check_helper_call()`): R0 as the helper returns it; R1-R5 are cleared by the caller.
     pub(crate) fn sock_helper(&mut self, st: &mut State, pc: usize, name: &str) -> Step<Reg> {

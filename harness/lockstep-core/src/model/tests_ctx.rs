@@ -261,3 +261,36 @@ fn xskmap_lookups_give_an_xdp_sock() {
         );
     }
 }
+
+#[test]
+fn sk_storage_get_arguments() {
+    use crate::case::{FieldKind, MapType};
+    let storage = crate::case::MapSpec {
+        max_entries: 0,
+        flags: 1,
+        ..cnt_lock_map("socks", MapType::SkStorage, FieldKind::SpinLock, true)
+    };
+    let call = |r3: &str| {
+        after_fullsock(&format!(
+            "r4 = 1\n r3 = {r3}\n r2 = r0\n r1 = socks ll\n call bpf_sk_storage_get\n r0 = 0\n exit"
+        ))
+    };
+    let symbols = Symbols { maps: vec!["socks".into()], kfuncs: vec![] };
+    let run = |text: &str| {
+        let program = assemble(text, &symbols).expect("test program assembles");
+        verdicts_on_all_profiles(&Case {
+            maps: vec![storage.clone()],
+            ..Case::new("t", ProgType::SchedCls, program, text)
+        })
+    };
+    // sk_null_0_value_null: accepted; sk_1_1_value_1: reject at 13, with 7.x's mem_types
+    // ending in ctx and 6.12's without it (debian:6.12, 7.2, 7.3 runs; tests/corpus/ctx-access.toml).
+    for (p, v) in run(&call("0")) {
+        assert_eq!(v.verdict, VerdictKind::Accept, "{p}: {v:?}");
+    }
+    for (p, v) in run(&call("1")) {
+        let types = "fp, pkt, pkt_meta, map_key, map_value, mem, ringbuf_mem, buf, trusted_ptr_";
+        let want = if p == "6.12" { types.to_string() } else { format!("{types}, ctx") };
+        assert_eq!(v, Verdict::reject(Some(13), format!("R3 type=scalar expected={want}")), "{p}");
+    }
+}
