@@ -1,7 +1,8 @@
 //! Context (`PTR_TO_CTX`) accesses: `check_ctx_access()` -> `env->ops->is_valid_access()` per
 //! program type, as data tables and small predicates transcribed from net/core/filter.c (the same
 //! in the 6.12, 7.2 and 7.3 sources): which offsets and sizes of `struct __sk_buff`, `struct
-//! xdp_md` and `struct bpf_sock` a program may read or write, and what a load gives
+//! xdp_md` and `struct bpf_sock` a program may read or write (and a syscall program's ctx, from
+//! kernel/bpf/syscall.c), and what a load gives
 //! (`info->reg_type`). An access no predicate accepts is `"invalid bpf_context access off=%d
 //! size=%d"` (`__check_ctx_access()`). Packet pointers (`data`, `data_end`, `data_meta`) are not
 //! modelled: loading one is `unsupported`, naming it.
@@ -335,6 +336,15 @@ pub(crate) fn ctx_access(
                 "cgroup/sock ctx access without the section naming the attach type is not modelled".into(),
             ),
         },
+        // syscall_prog_is_valid_access() (kernel/bpf/syscall.c): any offset below U16_MAX; 6.12
+        // also asks `off % size == 0`, 7.x instead checks the region [0, U16_MAX)
+        // (check_ctx_access() -> check_mem_region_access()). Where they differ: unsupported.
+        ProgType::Syscall if off >= 0 && off + size as i64 <= u16::MAX as i64 && off % size as i64 == 0 => {
+            CtxAccess::Valid(CtxLoad::Scalar)
+        }
+        ProgType::Syscall => CtxAccess::Unsupported(
+            "a syscall ctx access that is misaligned or reaches U16_MAX (6.12 and 7.x differ) is not modelled".into(),
+        ),
         _ => CtxAccess::Unsupported(String::new()),
     }
 }

@@ -190,6 +190,11 @@ fn ctx_tables() {
     assert_eq!(sock(AttachType::CgroupInet4PostBind, 24, 2), scalar);
     assert_eq!(sock(AttachType::CgroupInetSockCreate, 16, 4), scalar);
     assert!(matches!(ctx_access(ProgType::CgroupSock, None, None, 4, 4, false), CtxAccess::Unsupported(_)));
+    // syscall programs: any aligned access below U16_MAX is a scalar.
+    assert_eq!(f(ProgType::Syscall, 8, 4, false), scalar);
+    assert_eq!(f(ProgType::Syscall, 65528, 4, true), scalar);
+    assert!(matches!(f(ProgType::Syscall, 6, 4, false), CtxAccess::Unsupported(_)));
+    assert!(matches!(f(ProgType::Syscall, 65532, 4, false), CtxAccess::Unsupported(_)));
 }
 
 fn sock_map(map_type: crate::case::MapType) -> crate::case::MapSpec {
