@@ -48,7 +48,13 @@ pub(crate) fn reusable_type(t: MapType) -> bool {
             true
         }
         // Bind to their first program (owner type, storage cookie) or hold programs.
-        MapType::ProgArray | MapType::CgroupStorage | MapType::SkStorage => false,
+        MapType::ProgArray
+        | MapType::CgroupStorage
+        | MapType::SkStorage
+        | MapType::SockMap
+        | MapType::XskMap
+        | MapType::SockHash
+        | MapType::ReuseportSockarray => false,
     }
 }
 

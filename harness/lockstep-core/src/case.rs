@@ -154,11 +154,19 @@ pub enum MapType {
     LruHash,
     CgroupStorage,
     SkStorage,
+    /// `BPF_MAP_TYPE_SOCKMAP`: a lookup gives a referenced `sock_or_null` (model/sock.rs).
+    SockMap,
+    /// `BPF_MAP_TYPE_XSKMAP`: a lookup gives an `xdp_sock_or_null`.
+    XskMap,
+    /// `BPF_MAP_TYPE_SOCKHASH`: as `SockMap`.
+    SockHash,
+    /// `BPF_MAP_TYPE_REUSEPORT_SOCKARRAY`: only `bpf_sk_select_reuseport` takes it.
+    ReuseportSockarray,
 }
 
 impl MapType {
     /// Every map type a case may declare.
-    pub const ALL: [MapType; 8] = [
+    pub const ALL: [MapType; 12] = [
         MapType::Hash,
         MapType::Array,
         MapType::ProgArray,
@@ -167,6 +175,10 @@ impl MapType {
         MapType::LruHash,
         MapType::CgroupStorage,
         MapType::SkStorage,
+        MapType::SockMap,
+        MapType::XskMap,
+        MapType::SockHash,
+        MapType::ReuseportSockarray,
     ];
 
     /// The snake_case name used in case files (`type = "..."`).
@@ -180,6 +192,10 @@ impl MapType {
             MapType::LruHash => "lru_hash",
             MapType::CgroupStorage => "cgroup_storage",
             MapType::SkStorage => "sk_storage",
+            MapType::SockMap => "sockmap",
+            MapType::XskMap => "xskmap",
+            MapType::SockHash => "sockhash",
+            MapType::ReuseportSockarray => "reuseport_sockarray",
         }
     }
 
@@ -194,6 +210,10 @@ impl MapType {
             MapType::LruHash => 9,
             MapType::CgroupStorage => 19,
             MapType::SkStorage => 24,
+            MapType::SockMap => 15,
+            MapType::XskMap => 17,
+            MapType::SockHash => 18,
+            MapType::ReuseportSockarray => 20,
         }
     }
 }

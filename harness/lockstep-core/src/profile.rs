@@ -70,6 +70,10 @@ pub struct Messages {
     /// `check_generic_ptr_alignment()` for a map value under strict alignment (atomics).
     pub misaligned_access: String,
     pub invalid_mem_access: String,
+    /// `check_func_arg()`: an unreferenced pointer passed to a release helper (`bpf_sk_release`).
+    pub release_unreferenced: String,
+    /// `mem_types` as `check_reg_type()` lists them after "expected=" (7.x adds `ctx`).
+    pub mem_types: String,
     pub stack_read_uninit: String,
     pub stack_indirect_uninit: String,
     pub ptr_unbounded_min: String,

@@ -296,6 +296,10 @@ pub(crate) const MAP_TYPES: &[(&str, MapType)] = &[
     ("BPF_MAP_TYPE_LRU_HASH", MapType::LruHash),
     ("BPF_MAP_TYPE_CGROUP_STORAGE", MapType::CgroupStorage),
     ("BPF_MAP_TYPE_SK_STORAGE", MapType::SkStorage),
+    ("BPF_MAP_TYPE_SOCKMAP", MapType::SockMap),
+    ("BPF_MAP_TYPE_XSKMAP", MapType::XskMap),
+    ("BPF_MAP_TYPE_SOCKHASH", MapType::SockHash),
+    ("BPF_MAP_TYPE_REUSEPORT_SOCKARRAY", MapType::ReuseportSockarray),
 ];
 
 /// `struct { __uint(type, ...); ... } name SEC(".maps");`

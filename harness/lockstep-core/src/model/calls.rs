@@ -323,6 +323,18 @@ impl Machine<'_> {
                 self.region_leak(st, pc, "tail_call")?;
                 self.clobber(st, Reg::NotInit);
             }
+            "bpf_sk_storage_get" => {
+                let r0 = self.sk_storage_get(st, pc)?;
+                self.clobber(st, r0);
+            }
+            "bpf_sk_select_reuseport" => {
+                let r0 = self.sk_select_reuseport(st, pc)?;
+                self.clobber(st, r0);
+            }
+            sock if super::sock::is_sock_helper(sock) => {
+                let r0 = self.sock_helper(st, pc, sock)?;
+                self.clobber(st, r0);
+            }
             other if super::callbacks::takes_callback(other) => {
                 return Err(super::callbacks::callback_unsupported(other))
             }
@@ -598,6 +610,9 @@ impl Machine<'_> {
                 .is_some_and(|k| k >= 0 && k < spec.max_entries as i64);
         if let Some(msg) = super::map_compat::map_func_incompatible(spec.map_type, "bpf_map_lookup_elem", 1) {
             return self.reject(pc, msg);
+        }
+        if super::sock::is_sock_map(spec.map_type) {
+            return self.sock_map_lookup(st, pc, spec.map_type);
         }
         let has_lock = spec.btf && spec.value.has_lock();
         let id = if !elide || has_lock { self.fresh_id() } else { 0 };

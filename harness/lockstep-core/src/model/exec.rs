@@ -420,6 +420,7 @@ impl<'a> Machine<'a> {
                 }
                 let base = st.cur_ref().regs[insn.src as usize].clone();
                 let v = self.mem_access(st, pc, insn.src, &base, insn.off as i64, insn.size_bytes(), None)?;
+                let v = self.number_loaded_sock(v);
                 self.write_reg(st, insn.dst, v)?;
                 Ok(Flow::Next(pc + 1))
             }
@@ -800,31 +801,16 @@ impl<'a> Machine<'a> {
                 }
                 Ok(if value.is_some() { Reg::NotInit } else { Reg::Scalar(Scalar::of_size(size)) })
             }
-            // check_ctx_access() -> {sk_filter,tc_cls_act,cg_skb}_is_valid_access() ->
-            // bpf_skb_is_valid_access() (net/core/filter.c): in every skb program type, a 4-byte
-            // aligned read of __sk_buff's len .. tc_index (offsets 0..48) or cb[0..4] (48..68)
-            // is valid and gives an unknown u32. Other ctx accesses are not modelled.
-            Reg::Ctx
-                if value.is_none()
-                    && size == 4
-                    && (0..68).contains(&off)
-                    && off % 4 == 0
-                    && matches!(
-                        self.case.prog_type,
-                        ProgType::SocketFilter
-                            | ProgType::SchedCls
-                            | ProgType::SchedAct
-                            | ProgType::CgroupSkb
-                    ) =>
-            {
-                Ok(Reg::Scalar(Scalar::of_size(4)))
+            // check_ctx_access() -> the program type's is_valid_access() (ctx.rs).
+            Reg::Ctx => self.ctx_mem_access(pc, off, size, value.as_ref()),
+            Reg::Sock { kind, null: false, .. } => {
+                self.sock_access(pc, regno, *kind, off, size, value.is_some())
             }
             Reg::Alloc { .. } => self.alloc_access(regno, base, off, size, value.as_ref(), pc),
-            Reg::MapValue { null: true, .. } | Reg::Scalar(_) => self.reject(
+            Reg::MapValue { null: true, .. } | Reg::Sock { null: true, .. } | Reg::Scalar(_) => self.reject(
                 pc,
                 self.msg(&m.invalid_mem_access, &[("reg", reg()), ("type", base.type_str().into())]),
             ),
-            Reg::Ctx => Err(self.ctx_unsupported()),
             _ => Err(Stop::Unsupported(format!(
                 "memory access through {} is outside the modelled subset",
                 base.type_str()
@@ -884,7 +870,9 @@ impl<'a> Machine<'a> {
                                 *id = 0;
                             }
                         }
-                        Reg::BtfPtr { null, .. } | Reg::Alloc { null, .. } => *null = false,
+                        Reg::BtfPtr { null, .. } | Reg::Alloc { null, .. } | Reg::Sock { null, .. } => {
+                            *null = false
+                        }
                         _ => unreachable!("only pointers have a maybe-null id"),
                     }
                 });

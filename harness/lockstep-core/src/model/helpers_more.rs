@@ -25,6 +25,12 @@ impl Machine<'_> {
             return self.reject(pc, self.msg(&self.profile.messages.reg_type_mismatch, &args));
         };
         let spec = self.map(map);
+        if super::sock::is_sock_map(spec.map_type) {
+            return unsupported(format!(
+                "a {} map (resolve_map_arg_type(), may_update_sockmap())",
+                spec.map_type.name()
+            ));
+        }
         let update = name == "bpf_map_update_elem";
         let sizes = [(2u8, spec.key_size), (3, spec.value.size)];
         for &(r, size) in &sizes[..if update { 2 } else { 1 }] {

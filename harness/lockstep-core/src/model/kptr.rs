@@ -103,7 +103,8 @@ fn kptr_xchg_dest_refused(r1: &Reg) -> bool {
         | Reg::Stack { .. }
         | Reg::MapPtr { .. }
         | Reg::MapKey { .. }
-        | Reg::Func { .. } => true,
+        | Reg::Func { .. }
+        | Reg::Sock { .. } => true,
         Reg::MapValue { null, .. } => *null,
         Reg::Alloc { null, percpu, .. } => *null || *percpu,
         Reg::NotInit | Reg::BtfPtr { .. } => false,

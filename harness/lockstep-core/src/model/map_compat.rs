@@ -11,6 +11,24 @@ pub(crate) fn map_func_incompatible(map_type: MapType, helper: &str, id: i32) ->
         MapType::ProgArray => &["bpf_tail_call"],
         MapType::CgroupStorage => &["bpf_get_local_storage"],
         MapType::SkStorage => &["bpf_sk_storage_get", "bpf_sk_storage_delete", "bpf_kptr_xchg"],
+        MapType::XskMap => &["bpf_redirect_map", "bpf_map_lookup_elem"],
+        // may_update_sockmap() (update/delete by program type) is not listed: those helpers on a
+        // sockmap stay unsupported in helpers_more.rs.
+        MapType::SockMap => &[
+            "bpf_sk_redirect_map",
+            "bpf_sock_map_update",
+            "bpf_msg_redirect_map",
+            "bpf_sk_select_reuseport",
+            "bpf_map_lookup_elem",
+        ],
+        MapType::SockHash => &[
+            "bpf_sk_redirect_hash",
+            "bpf_sock_hash_update",
+            "bpf_msg_redirect_hash",
+            "bpf_sk_select_reuseport",
+            "bpf_map_lookup_elem",
+        ],
+        MapType::ReuseportSockarray => &["bpf_sk_select_reuseport"],
         MapType::Hash | MapType::Array | MapType::PercpuHash | MapType::PercpuArray | MapType::LruHash => {
             return None
         }

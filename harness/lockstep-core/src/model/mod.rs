@@ -13,6 +13,7 @@ mod callback_walk;
 mod callbacks;
 mod calls;
 mod cfg;
+mod ctx;
 mod exec;
 mod fields;
 mod graph;
@@ -26,12 +27,14 @@ mod map_compat;
 mod rbtree;
 mod rcu;
 mod scalar;
+mod sock;
 mod special;
 mod state;
 mod throw;
 
 pub use calls::kfunc_allowed_under_lock;
 pub use scalar::{CmpOp, Scalar};
+pub use sock::SockKind;
 pub use state::{ActiveLock, Frame, IrqFlag, LockKind, Reg, Stack, StackBytes, State};
 
 use crate::case::Case;
@@ -162,6 +165,8 @@ mod tests_alloc;
 mod tests_attach;
 #[cfg(test)]
 mod tests_callbacks;
+#[cfg(test)]
+mod tests_ctx;
 #[cfg(test)]
 mod tests_flow;
 #[cfg(test)]

@@ -33,6 +33,10 @@ pub enum Reg {
     /// reference it owns (`acquire_reference()`), `null` is `PTR_MAYBE_NULL`; `non_owning`:
     /// `NON_OWN_REF`, a node a graph kfunc took or returned under a lock (`graph.rs`). See `alloc.rs`.
     Alloc { ty: usize, off: i64, id: u32, null: bool, percpu: bool, non_owning: bool },
+    /// A socket pointer (`sock.rs`): `PTR_TO_SOCK_COMMON`, `PTR_TO_SOCKET`, `PTR_TO_TCP_SOCK`,
+    /// `PTR_TO_XDP_SOCK` or a `bpf_skc_to_*` `PTR_TO_BTF_ID` (`null`: `PTR_MAYBE_NULL`; `id` the
+    /// null-check id, `ref_obj_id` the reference it carries, 0 for none).
+    Sock { kind: super::sock::SockKind, id: u32, ref_obj_id: u32, null: bool },
     /// `PTR_TO_FUNC`: a callback's address (`ld_imm64` with `BPF_PSEUDO_FUNC`), by the
     /// subprogram's first instruction.
     Func { start: usize },
@@ -57,6 +61,7 @@ impl Reg {
             Reg::Alloc { percpu: true, .. } => "percpu_ptr_",
             Reg::Alloc { .. } => "ptr_",
             Reg::Func { .. } => "func",
+            Reg::Sock { kind, null, .. } => kind.type_str(*null),
         }
     }
     /// `PTR_MAYBE_NULL`: a pointer not yet checked against NULL.
@@ -68,7 +73,8 @@ impl Reg {
         match self {
             Reg::MapValue { null: true, id, .. }
             | Reg::BtfPtr { null: true, id, .. }
-            | Reg::Alloc { null: true, id, .. } => Some(*id),
+            | Reg::Alloc { null: true, id, .. }
+            | Reg::Sock { null: true, id, .. } => Some(*id),
             _ => None,
         }
     }

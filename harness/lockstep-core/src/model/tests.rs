@@ -222,7 +222,7 @@ fn switched_off_rules_are_skipped() {
 }
 
 #[test]
-fn skb_ctx_reads_give_a_u32_and_the_rest_of_ctx_is_unsupported() {
+fn skb_ctx_reads_give_a_u32_and_packet_pointers_are_unsupported() {
     // bpf_skb_is_valid_access(): __sk_buff->mark (offset 8) is readable in every skb type; the
     // loaded value is a scalar, so comparing it branches both ways.
     let body = "r7 = *(u32 *)(r9 + 8)\n if r7 == 0 goto skip\n call bpf_spin_lock\n r1 = r6\n r1 += 4\n call bpf_spin_unlock\nskip:";
@@ -236,12 +236,18 @@ fn skb_ctx_reads_give_a_u32_and_the_rest_of_ctx_is_unsupported() {
     for (p, v) in verdicts_on_all_profiles(&c) {
         assert_eq!(v.message.as_deref(), Some("R1 type=scalar expected=map_value, ptr_"), "{p}");
     }
-    // data (76) is a packet pointer, writes and other program types are not modelled
+    // tc_cls_act_is_valid_access(): a 4-byte write of mark and a narrow read of it are valid
+    // (model/ctx.rs; tests_ctx.rs has the tables).
+    for text in ["r2 = 1\n *(u32 *)(r1 + 8) = r2\n r0 = 0\n exit", "r2 = *(u16 *)(r1 + 8)\n r0 = 0\n exit"] {
+        for (p, v) in verdicts_on_all_profiles(&case(ProgType::SchedCls, vec![], text)) {
+            assert_eq!(v.verdict, VerdictKind::Accept, "{p} {text}: {v:?}");
+        }
+    }
+    // data (76) and xdp_md->data_meta (8) are packet pointers, a kprobe's ctx is not modelled
     for (t, text) in [
         (ProgType::SchedCls, "r2 = *(u32 *)(r1 + 76)\n r0 = 0\n exit"),
-        (ProgType::SchedCls, "r2 = 1\n *(u32 *)(r1 + 8) = r2\n r0 = 0\n exit"),
-        (ProgType::SchedCls, "r2 = *(u16 *)(r1 + 8)\n r0 = 0\n exit"),
         (ProgType::Xdp, "r2 = *(u32 *)(r1 + 8)\n r0 = 0\n exit"),
+        (ProgType::Kprobe, "r2 = *(u64 *)(r1 + 8)\n r0 = 0\n exit"),
     ] {
         for (p, v) in verdicts_on_all_profiles(&case(t, vec![], text)) {
             assert_eq!(v.verdict, VerdictKind::Unsupported, "{p} {text}: {v:?}");
