@@ -17,6 +17,7 @@ mod exec;
 mod fields;
 mod graph;
 mod helpers_more;
+mod inner;
 mod irq;
 mod kptr;
 mod loops;
