@@ -498,7 +498,11 @@ fn convert_map(ctx: &Ctx, m: &RawMap) -> Result<MapSpec, CaseError> {
         (None, true) => {
             return Err(ctx.err(
                 m.name.span(),
-                format!("a {} map needs its inner map ([case.map.inner])", map_type.name()),
+                format!(
+                    "map `{}` of type {} needs its inner map ([case.map.inner])",
+                    m.name.get_ref(),
+                    map_type.name()
+                ),
             ))
         }
         (Some(i), false) => {

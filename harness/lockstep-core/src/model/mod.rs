@@ -168,6 +168,8 @@ mod tests_graph;
 #[cfg(test)]
 mod tests_helpers_more;
 #[cfg(test)]
+mod tests_inner;
+#[cfg(test)]
 mod tests_insns;
 #[cfg(test)]
 mod tests_irq;
