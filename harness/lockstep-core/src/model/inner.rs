@@ -5,9 +5,10 @@
 //! at the call) turns the outer lookup's `PTR_TO_MAP_VALUE` into `CONST_PTR_TO_MAP` with
 //! `map_ptr = map->inner_map_meta`: one meta per outer map, so every inner map of one outer map
 //! is the same map to the verifier, and a value's lock is told apart by the lookup's `reg->id`
-//! alone (`process_spin_lock()` compares `map_ptr` and `id`). `map_uid` (the outer lookup's id)
-//! only matters to timers, workqueues and task_work (`process_map_ptr_arg()`,
-//! `check_map_field_pointer()`), which the model does not represent.
+//! alone (`process_spin_lock()` compares `map_ptr` and `id`). `map_uid` (the outer lookup's id;
+//! 7.3 sets it on every outer lookup, 7.2 and 6.12 only for inner maps holding a timer or
+//! workqueue) only matters to those fields (`process_map_ptr_arg()`, `check_map_field_pointer()`),
+//! which the model does not represent.
 //!
 //! In the model the inner map of outer map `i` is the map index `case.maps.len() + i`
 //! ([`Machine::map`] resolves it to [`MapSpec::inner`]). The kernel's `inner_map_meta` has no
