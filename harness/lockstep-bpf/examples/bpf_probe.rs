@@ -33,6 +33,7 @@ fn main() {
         btf: true,
         global_section: true,
         flags: 0,
+        inner: None,
     };
     let case = Case { maps: vec![map], ..Case::new("bpf_probe", ProgType::SchedCls, program, text) };
     let result = loader.run_case(&case, false);

@@ -6,7 +6,7 @@ use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::sync::Arc;
 
 use lockstep_core::asm::Reloc;
-use lockstep_core::case::{Case, ProgType};
+use lockstep_core::case::{Case, MapSpec, ProgType};
 use lockstep_core::insn::{Insn, BPF_PSEUDO_MAP_FD, BPF_PSEUDO_MAP_VALUE};
 use lockstep_core::proto::KernelResult;
 use lockstep_core::verdict::{map_create_refused, Verdict, EOPNOTSUPP};
@@ -304,6 +304,11 @@ impl Loader {
                 }
                 _ => None,
             };
+            // libbpf's order for a map-in-map: the inner map first, then the outer map with its fd.
+            let inner_fd = match m.inner.as_deref() {
+                Some(inner) => Some(self.create_inner(inner, prog_btf.and_then(|p| p.inner[i]), btf_fd)?),
+                None => None,
+            };
             let name = obj_name(&m.name);
             let spec = MapCreate {
                 map_type: m.map_type.uapi(),
@@ -313,6 +318,7 @@ impl Loader {
                 max_entries: m.max_entries,
                 map_flags: m.flags | if m.global_section { BPF_F_MMAPABLE } else { 0 },
                 btf,
+                inner_map_fd: inner_fd.as_ref().map(|f| f.as_fd()),
             };
             let create =
                 || sys::map_create(&spec).map_err(|e| SetupError::Map { name: m.name.clone(), source: e });
@@ -334,6 +340,33 @@ impl Loader {
             fds.push(fd);
         }
         Ok(fds)
+    }
+
+    /// A map-in-map's inner map (`<outer>.inner`, with its BTF), created for the case alone.
+    fn create_inner(
+        &self,
+        inner: &MapSpec,
+        ids: Option<(u32, u32)>,
+        btf_fd: Option<&OwnedFd>,
+    ) -> Result<OwnedFd, SetupError> {
+        let btf = match (ids, btf_fd) {
+            (Some((key_type_id, value_type_id)), Some(fd)) => {
+                Some(MapBtf { fd: fd.as_fd(), key_type_id, value_type_id })
+            }
+            _ => None,
+        };
+        let name = obj_name(&inner.name);
+        let spec = MapCreate {
+            map_type: inner.map_type.uapi(),
+            name: &name,
+            key_size: inner.key_size,
+            value_size: inner.value.size,
+            max_entries: inner.max_entries,
+            map_flags: inner.flags,
+            btf,
+            inner_map_fd: None,
+        };
+        sys::map_create(&spec).map_err(|e| SetupError::Map { name: inner.name.clone(), source: e })
     }
 
     /// Patches map fds and kfunc ids into a copy of the program; returns it with its fd_array.

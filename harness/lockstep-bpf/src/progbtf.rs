@@ -19,6 +19,9 @@ pub struct ProgBtf {
     pub btf: Btf,
     /// Per map of the case (same order): (key type id, value type id) when the map has BTF.
     pub maps: Vec<Option<(u32, u32)>>,
+    /// Per map of the case (same order): the inner map's (key, value) type ids, for a map-in-map
+    /// whose inner map has BTF.
+    pub inner: Vec<Option<(u32, u32)>>,
     /// `func_info` records (insn_off, FUNC type id); empty unless the case has globals or names a
     /// local type's id (`btf_id`).
     pub func_info: Vec<(u32, u32)>,
@@ -212,7 +215,7 @@ fn datasec(btf: &mut Btf, t: &mut Types, m: &MapSpec) -> Result<u32, SysError> {
 
 /// Builds the program BTF of a case, or None when nothing needs BTF (no map with BTF, no globals).
 pub fn build(case: &Case) -> Result<Option<ProgBtf>, SysError> {
-    let any_map_btf = case.maps.iter().any(|m| m.btf);
+    let any_map_btf = case.maps.iter().any(|m| m.btf || m.inner.as_ref().is_some_and(|i| i.btf));
     if !any_map_btf && case.globals.is_empty() && case.types.is_empty() {
         return Ok(None);
     }
@@ -243,6 +246,16 @@ pub fn build(case: &Case) -> Result<Option<ProgBtf>, SysError> {
             maps.push(Some((key, value)));
         }
     }
+    let mut inner = Vec::with_capacity(case.maps.len());
+    for m in &case.maps {
+        match m.inner.as_deref().filter(|i| i.btf) {
+            Some(i) => {
+                let key = t.scalar(&mut btf, i.key_size)?;
+                inner.push(Some((key, value_struct(&mut btf, &mut t, &i.name, &i.value)?)));
+            }
+            None => inner.push(None),
+        }
+    }
     let mut func_info = Vec::new();
     // The kernel keeps the program BTF (prog->aux->btf, which bpf_obj_new() needs) only with
     // func_info: written for global functions and for local types the program names by id.
@@ -264,7 +277,7 @@ pub fn build(case: &Case) -> Result<Option<ProgBtf>, SysError> {
             func_info.push((start as u32, func));
         }
     }
-    Ok(Some(ProgBtf { btf, maps, func_info, types }))
+    Ok(Some(ProgBtf { btf, maps, inner, func_info, types }))
 }
 
 #[cfg(test)]

@@ -55,6 +55,8 @@ pub(crate) fn reusable_type(t: MapType) -> bool {
         | MapType::XskMap
         | MapType::SockHash
         | MapType::ReuseportSockarray => false,
+        // Created with an inner map made for the case.
+        MapType::ArrayOfMaps | MapType::HashOfMaps => false,
     }
 }
 

@@ -303,6 +303,8 @@ pub struct MapCreate<'a> {
     pub max_entries: u32,
     pub map_flags: u32,
     pub btf: Option<MapBtf<'a>>,
+    /// For a map-in-map: a map of the inner map's spec (`inner_map_fd`).
+    pub inner_map_fd: Option<BorrowedFd<'a>>,
 }
 
 /// Creates a map (`BPF_MAP_CREATE`).
@@ -316,6 +318,9 @@ pub fn map_create(m: &MapCreate<'_>) -> Result<OwnedFd, SysError> {
         opts.btf_fd = b.fd.as_raw_fd() as u32;
         opts.btf_key_type_id = b.key_type_id;
         opts.btf_value_type_id = b.value_type_id;
+    }
+    if let Some(fd) = m.inner_map_fd {
+        opts.inner_map_fd = fd.as_raw_fd() as u32;
     }
     let name = cstr(m.name);
     // SAFETY: name and opts outlive the call; the BTF fd is borrowed for its duration.

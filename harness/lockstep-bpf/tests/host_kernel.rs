@@ -58,6 +58,7 @@ fn map(name: &str, map_type: MapType, btf: bool) -> MapSpec {
         btf,
         global_section: false,
         flags: 0,
+        inner: None,
     }
 }
 
@@ -71,6 +72,7 @@ fn data_section() -> MapSpec {
         btf: true,
         global_section: true,
         flags: 0,
+        inner: None,
     }
 }
 

@@ -162,11 +162,15 @@ pub enum MapType {
     SockHash,
     /// `BPF_MAP_TYPE_REUSEPORT_SOCKARRAY`: only `bpf_sk_select_reuseport` takes it.
     ReuseportSockarray,
+    /// `BPF_MAP_TYPE_ARRAY_OF_MAPS`: values are inner maps ([`MapSpec::inner`]).
+    ArrayOfMaps,
+    /// `BPF_MAP_TYPE_HASH_OF_MAPS`: values are inner maps ([`MapSpec::inner`]).
+    HashOfMaps,
 }
 
 impl MapType {
     /// Every map type a case may declare.
-    pub const ALL: [MapType; 12] = [
+    pub const ALL: [MapType; 14] = [
         MapType::Hash,
         MapType::Array,
         MapType::ProgArray,
@@ -179,6 +183,8 @@ impl MapType {
         MapType::XskMap,
         MapType::SockHash,
         MapType::ReuseportSockarray,
+        MapType::ArrayOfMaps,
+        MapType::HashOfMaps,
     ];
 
     /// The snake_case name used in case files (`type = "..."`).
@@ -196,6 +202,8 @@ impl MapType {
             MapType::XskMap => "xskmap",
             MapType::SockHash => "sockhash",
             MapType::ReuseportSockarray => "reuseport_sockarray",
+            MapType::ArrayOfMaps => "array_of_maps",
+            MapType::HashOfMaps => "hash_of_maps",
         }
     }
 
@@ -214,7 +222,14 @@ impl MapType {
             MapType::XskMap => 17,
             MapType::SockHash => 18,
             MapType::ReuseportSockarray => 20,
+            MapType::ArrayOfMaps => 12,
+            MapType::HashOfMaps => 13,
         }
+    }
+
+    /// A map-in-map type (its values are maps, `bpf_map_meta_alloc()` keeps the inner map's spec).
+    pub fn is_map_in_map(self) -> bool {
+        matches!(self, MapType::ArrayOfMaps | MapType::HashOfMaps)
     }
 }
 
@@ -427,6 +442,11 @@ pub struct MapSpec {
     pub global_section: bool,
     /// `map_flags` to create the map with (besides those implied by `global_section`).
     pub flags: u32,
+    /// For a map-in-map: the inner map's spec (libbpf's `<outer>.inner`, from the object's
+    /// `__array(values, struct inner)`), which the outer map is created with (`inner_map_fd`)
+    /// and which every map a lookup in it returns has. None for other maps.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub inner: Option<Box<MapSpec>>,
 }
 
 /// A subprogram declared as global (BTF linkage `BTF_FUNC_GLOBAL`); the others are static.

@@ -80,6 +80,29 @@ struct RawMap {
     flags: u32,
     #[serde(default)]
     fields: Vec<Spanned<RawField>>,
+    /// A map-in-map's inner map (`[case.map.inner]`).
+    #[serde(default)]
+    inner: Option<Spanned<RawInnerMap>>,
+}
+
+/// The inner map of an `array_of_maps` / `hash_of_maps` (named `<outer>.inner`, as libbpf does).
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawInnerMap {
+    #[serde(default = "default_map_type", rename = "type")]
+    map_type: Spanned<String>,
+    #[serde(default = "default_key_size")]
+    key_size: u32,
+    #[serde(default = "default_max_entries")]
+    max_entries: u32,
+    #[serde(default = "default_true")]
+    btf: bool,
+    #[serde(default)]
+    value_size: Option<u32>,
+    #[serde(default)]
+    flags: u32,
+    #[serde(default)]
+    fields: Vec<Spanned<RawField>>,
 }
 
 #[derive(Deserialize)]
@@ -277,6 +300,7 @@ fn convert_case(ctx: &Ctx, src: &str, rc: RawCase, known_kfuncs: &[String]) -> R
             btf: true,
             global_section: true,
             flags: 0,
+            inner: None,
         });
     }
     let mut types: Vec<ObjType> = Vec::new();
@@ -436,14 +460,16 @@ fn text_start_line(src: &str, span: Range<usize>, index: &LineIndex) -> usize {
     }
 }
 
-fn convert_map(ctx: &Ctx, m: &RawMap) -> Result<MapSpec, CaseError> {
-    let name = m.map_type.get_ref().as_str();
-    let Some(map_type) = MapType::ALL.into_iter().find(|t| t.name() == name) else {
+fn map_type_named(ctx: &Ctx, t: &Spanned<String>) -> Result<MapType, CaseError> {
+    let name = t.get_ref().as_str();
+    MapType::ALL.into_iter().find(|m| m.name() == name).ok_or_else(|| {
         let known: Vec<&str> = MapType::ALL.iter().map(|t| t.name()).collect();
-        return Err(
-            ctx.err(m.map_type.span(), format!("unknown map type `{name}` (expected {})", known.join(", ")))
-        );
-    };
+        ctx.err(t.span(), format!("unknown map type `{name}` (expected {})", known.join(", ")))
+    })
+}
+
+fn convert_map(ctx: &Ctx, m: &RawMap) -> Result<MapSpec, CaseError> {
+    let map_type = map_type_named(ctx, &m.map_type)?;
     let value = if map_type == MapType::ProgArray {
         if !m.fields.is_empty() {
             return Err(ctx
@@ -453,21 +479,72 @@ fn convert_map(ctx: &Ctx, m: &RawMap) -> Result<MapSpec, CaseError> {
             size: 4,
             fields: vec![Field { name: "fd".into(), kind: FieldKind::Int, offset: 0, size: 4, target: None }],
         }
+    } else if map_type.is_map_in_map() {
+        if !m.fields.is_empty() {
+            return Err(ctx.err(
+                m.name.span(),
+                "a map-in-map has no value fields (its value is an inner map's fd; declare [case.map.inner])",
+            ));
+        }
+        ValueLayout { size: 4, fields: Vec::new() }
     } else {
         convert_layout(ctx, &m.fields, m.value_size, m.name.span())?
     };
     if ![1, 2, 4, 8, 16].contains(&m.key_size) && m.key_size > 64 {
         return Err(ctx.err(m.name.span(), format!("key_size {} is out of range", m.key_size)));
     }
+    let inner = match (&m.inner, map_type.is_map_in_map()) {
+        (Some(i), true) => Some(Box::new(convert_inner(ctx, m.name.get_ref(), i)?)),
+        (None, true) => {
+            return Err(ctx.err(
+                m.name.span(),
+                format!(
+                    "map `{}` of type {} needs its inner map ([case.map.inner])",
+                    m.name.get_ref(),
+                    map_type.name()
+                ),
+            ))
+        }
+        (Some(i), false) => {
+            return Err(ctx.err(i.span(), "only an array_of_maps or hash_of_maps map has an inner map"))
+        }
+        (None, false) => None,
+    };
     Ok(MapSpec {
         name: m.name.get_ref().clone(),
         map_type,
         key_size: m.key_size,
         max_entries: m.max_entries,
         value,
-        btf: m.btf,
+        // libbpf creates a map-in-map without BTF (bpf_object__create_map()).
+        btf: m.btf && inner.is_none(),
         global_section: false,
         flags: m.flags,
+        inner,
+    })
+}
+
+/// `[case.map.inner]` of map `outer`.
+fn convert_inner(ctx: &Ctx, outer: &str, raw: &Spanned<RawInnerMap>) -> Result<MapSpec, CaseError> {
+    let i = raw.get_ref();
+    let map_type = map_type_named(ctx, &i.map_type)?;
+    // bpf_map_meta_alloc(): an inner map-in-map is -EINVAL; a prog_array inner map needs a
+    // program owner the model does not follow.
+    if map_type.is_map_in_map() || map_type == MapType::ProgArray {
+        return Err(
+            ctx.err(i.map_type.span(), format!("an inner map of type {} is not supported", map_type.name()))
+        );
+    }
+    Ok(MapSpec {
+        name: format!("{outer}.inner"),
+        map_type,
+        key_size: i.key_size,
+        max_entries: i.max_entries,
+        value: convert_layout(ctx, &i.fields, i.value_size, raw.span())?,
+        btf: i.btf,
+        global_section: false,
+        flags: i.flags,
+        inner: None,
     })
 }
 

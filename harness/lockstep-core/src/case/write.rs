@@ -99,9 +99,23 @@ pub fn case_toml(c: &Case, comments: &[String]) -> String {
         if m.flags != 0 {
             let _ = writeln!(o, "flags = {}", m.flags);
         }
-        if m.map_type != MapType::ProgArray {
+        if m.map_type != MapType::ProgArray && !m.map_type.is_map_in_map() {
             let _ = writeln!(o, "value_size = {}", m.value.size);
             let _ = writeln!(o, "fields = {}", fields(&m.value));
+        }
+        if let Some(i) = &m.inner {
+            let _ = writeln!(o, "\n[case.map.inner]");
+            let _ = writeln!(o, "type = {}", q(i.map_type.name()));
+            let _ = writeln!(o, "key_size = {}", i.key_size);
+            let _ = writeln!(o, "max_entries = {}", i.max_entries);
+            if !i.btf {
+                let _ = writeln!(o, "btf = false");
+            }
+            if i.flags != 0 {
+                let _ = writeln!(o, "flags = {}", i.flags);
+            }
+            let _ = writeln!(o, "value_size = {}", i.value.size);
+            let _ = writeln!(o, "fields = {}", fields(&i.value));
         }
     }
     for m in c.maps.iter().filter(|m| m.global_section) {

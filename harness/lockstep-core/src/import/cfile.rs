@@ -365,6 +365,7 @@ pub(crate) fn map_spec(defs: &CDefs, name: &str, body: &[Tok]) -> Result<MapSpec
         btf,
         global_section: false,
         flags,
+        inner: None,
     })
 }
 

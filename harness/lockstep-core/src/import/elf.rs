@@ -584,36 +584,59 @@ fn map_spec(
             value,
             global_section: true,
             flags,
+            inner: None,
         });
     }
-    let map_type = map_type(m.map_type()).ok_or_else(|| match m.map_type() {
-        12 | 13 => format!(
-            "a map-in-map ({}): the model does not represent inner maps",
-            if m.map_type() == 12 { "BPF_MAP_TYPE_ARRAY_OF_MAPS" } else { "BPF_MAP_TYPE_HASH_OF_MAPS" }
-        ),
-        t => format!("map type {t} is not one the model represents"),
-    })?;
+    let map_type = map_type(m.map_type())
+        .ok_or_else(|| format!("map type {} is not one the model represents", m.map_type()))?;
     let value_id = match m {
         aya_obj::Map::Btf(b) => b.def.btf_value_type_id,
         aya_obj::Map::Legacy(_) => 0,
     };
-    let value = if value_id != 0 {
-        let mut v = value_layout(&btf.ctype(value_id).map_err(|x| x.to_string())?)?;
-        super::special::merge(&mut v, super::special::struct_fields(btf, value_id, 0, None));
-        v.size = m.value_size();
-        v
-    } else {
-        ValueLayout { size: m.value_size(), fields: Vec::new() }
-    };
+    // libbpf creates a map-in-map without value BTF (its value is an inner map's fd) and first
+    // creates the inner map `<outer>.inner` from the `__array(values, ...)` definition.
+    let inner = if map_type.is_map_in_map() { Some(Box::new(inner_spec(name, btf)?)) } else { None };
+    let value_id = if inner.is_some() { 0 } else { value_id };
     Ok(MapSpec {
         name: name.to_string(),
         map_type,
         key_size: m.key_size(),
         max_entries: m.max_entries(),
-        value,
+        value: btf_value_layout(btf, value_id, m.value_size())?,
         btf: value_id != 0,
         global_section: false,
         flags: m.map_flags(),
+        inner,
+    })
+}
+
+/// A map value's layout from its BTF type (`value_id` 0: no BTF, no fields).
+fn btf_value_layout(btf: &Btf, value_id: u32, size: u32) -> Result<ValueLayout, String> {
+    if value_id == 0 {
+        return Ok(ValueLayout { size, fields: Vec::new() });
+    }
+    let mut v = value_layout(&btf.ctype(value_id).map_err(|x| x.to_string())?)?;
+    super::special::merge(&mut v, super::special::struct_fields(btf, value_id, 0, None));
+    v.size = size;
+    Ok(v)
+}
+
+/// The inner map of map-in-map `outer` as libbpf creates it (`<outer>.inner`, with BTF).
+fn inner_spec(outer: &str, btf: &Btf) -> Result<MapSpec, String> {
+    let d = super::inner_map::inner_def(btf, outer).map_err(|e| format!("map-in-map inner map: {e}"))?;
+    let map_type = map_type(d.map_type).filter(|t| !t.is_map_in_map()).ok_or_else(|| {
+        format!("map-in-map inner map: map type {} is not one the model represents", d.map_type)
+    })?;
+    Ok(MapSpec {
+        name: format!("{outer}.inner"),
+        map_type,
+        key_size: d.key_size,
+        max_entries: d.max_entries,
+        value: btf_value_layout(btf, d.value_type, d.value_size)?,
+        btf: d.value_type != 0,
+        global_section: false,
+        flags: d.map_flags,
+        inner: None,
     })
 }
 

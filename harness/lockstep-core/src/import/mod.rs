@@ -9,6 +9,7 @@
 //! - [`prog_tests`]: expectations from `prog_tests/*.c` tables (a sidecar beside the objects).
 //! - [`sec`]: ELF section names to program types (libbpf's rules).
 //! - [`render`]: cases back to case-file TOML.
+//! - [`inner_map`]: a map-in-map's inner map definition, from BTF.
 //! - [`btf`]: raw BTF (struct layouts, functions, data sections, decl tags) for [`elf`].
 
 pub mod annot;
@@ -19,6 +20,7 @@ pub mod clex;
 pub mod ctypes;
 pub mod elf;
 mod elf_check;
+pub mod inner_map;
 pub mod map_name;
 pub mod prog_tests;
 pub mod sec;

@@ -129,7 +129,7 @@ pub fn contained_types(btf: &Btf, maps: &[MapSpec]) -> Result<Vec<ObjType>, Stri
             }
         }
     };
-    for m in maps {
+    for m in maps.iter().flat_map(|m| std::iter::once(m).chain(m.inner.as_deref())) {
         roots(&m.value, &mut todo);
     }
     let mut out: Vec<ObjType> = Vec::new();

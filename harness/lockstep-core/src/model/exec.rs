@@ -82,6 +82,7 @@ impl<'a> Machine<'a> {
     pub fn kernel_map_name(&self, spec: &MapSpec) -> String {
         use crate::import::map_name::{internal_map_name, libbpf_object_name};
         match &self.case.object {
+            _ if self.is_inner_map(spec) => String::new(),
             Some(o) if spec.global_section => {
                 internal_map_name(&libbpf_object_name(&o.file_name), &spec.name)
             }
@@ -102,8 +103,9 @@ impl<'a> Machine<'a> {
         Err(Stop::Reject(Some(pc), msg))
     }
 
+    /// The map with index `idx`: a case map, or an inner map (`inner.rs`).
     pub fn map(&self, idx: usize) -> &'a MapSpec {
-        &self.case.maps[idx]
+        super::inner::spec(self.case, idx)
     }
 
     /// The index of the map named `name` (a case has a handful: a linear search, no index built).
@@ -177,7 +179,8 @@ impl<'a> Machine<'a> {
         // (-EOPNOTSUPP), the same on every profile (a kernel without bpf_res_spin_lock sees a
         // plain struct there).
         let res = self.profile.res_spin_lock;
-        for m in &self.case.maps {
+        // libbpf creates an inner map before its outer map (map_check_btf() on it too).
+        for m in self.case.maps.iter().flat_map(|m| std::iter::once(m).chain(m.inner.as_deref())) {
             let locked = m.btf
                 && m.value
                     .fields
@@ -859,8 +862,13 @@ impl<'a> Machine<'a> {
                     }
                 });
                 let keep_map_id = self.map_has_lock(&dst);
+                let case = self.case;
                 st.for_each_reg(|r| {
                     if r.maybe_null_id() != id {
+                        return;
+                    }
+                    if let Some(inner) = super::inner::not_null_inner(case, r) {
+                        *r = inner;
                         return;
                     }
                     match r {

@@ -19,6 +19,7 @@ mod fields;
 mod graph;
 mod helpers_more;
 mod helpers_plain;
+mod inner;
 mod irq;
 mod kptr;
 mod kptr_store;
@@ -175,6 +176,8 @@ mod tests_graph;
 mod tests_helpers_more;
 #[cfg(test)]
 mod tests_helpers_plain;
+#[cfg(test)]
+mod tests_inner;
 #[cfg(test)]
 mod tests_insns;
 #[cfg(test)]

@@ -158,6 +158,7 @@ mod tests {
             btf: true,
             global_section: false,
             flags: 0,
+            inner: None,
         }
     }
 

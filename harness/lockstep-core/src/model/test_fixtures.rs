@@ -22,6 +22,7 @@ pub(super) fn cnt_lock_map(name: &str, map_type: MapType, lock: FieldKind, btf: 
         btf,
         global_section: false,
         flags: 0,
+        inner: None,
     }
 }
 

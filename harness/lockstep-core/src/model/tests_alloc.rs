@@ -197,6 +197,7 @@ fn kptr_case(body: &str) -> Case {
         btf: true,
         global_section: false,
         flags: 0,
+        inner: None,
     };
     Case {
         maps: vec![map],

@@ -31,6 +31,7 @@ fn case(body: &str) -> Case {
         btf: true,
         global_section: false,
         flags: 0,
+        inner: None,
     };
     let obj = ObjType {
         btf_id: Some(30),

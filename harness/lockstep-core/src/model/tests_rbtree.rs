@@ -30,6 +30,7 @@ fn case_tail(body: &str, tail: &str) -> Case {
         btf: true,
         global_section: false,
         flags: 0,
+        inner: None,
     };
     let obj = ObjType {
         btf_id: Some(30),

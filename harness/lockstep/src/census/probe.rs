@@ -144,6 +144,7 @@ fn lock_map() -> MapSpec {
         btf: true,
         global_section: false,
         flags: 0,
+        inner: None,
     }
 }
 

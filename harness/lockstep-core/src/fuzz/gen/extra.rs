@@ -130,5 +130,6 @@ fn res_lock_map(rng: &mut crate::fuzz::rng::Rng) -> MapSpec {
         btf: true,
         global_section: false,
         flags: 0,
+        inner: None,
     }
 }

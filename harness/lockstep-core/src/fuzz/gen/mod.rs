@@ -450,6 +450,7 @@ fn lock_map(rng: &mut Rng, name: &str, wild: bool) -> MapSpec {
         btf: !(wild && rng.chance(40)),
         global_section: false,
         flags: 0,
+        inner: None,
     }
 }
 
@@ -464,6 +465,7 @@ fn global_section(rng: &mut Rng, name: &str) -> MapSpec {
         btf: true,
         global_section: true,
         flags: 0,
+        inner: None,
     }
 }
 
@@ -482,6 +484,7 @@ fn plain_map(rng: &mut Rng, name: &str) -> MapSpec {
         btf: true,
         global_section: false,
         flags: 0,
+        inner: None,
     }
 }
 
@@ -496,5 +499,6 @@ fn prog_array() -> MapSpec {
         btf: true,
         global_section: false,
         flags: 0,
+        inner: None,
     }
 }
