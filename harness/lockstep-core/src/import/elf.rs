@@ -128,8 +128,14 @@ fn read_object(
             }
         }
     }
-    let patched =
+    let mut patched =
         rename_sections(bytes, &prog_secs.keys().copied().collect::<Vec<_>>(), RENAMED).map_err(e)?;
+    // `.maps` fields aya-obj cannot read (`__ulong(map_extra, ...)`) hidden in its copy of the BTF.
+    if let Some((at, len)) = elf.section_by_name(".BTF").and_then(|s| s.file_range()) {
+        let blob =
+            patched.get_mut(at as usize..(at + len) as usize).ok_or_else(|| e(".BTF out of range".into()))?;
+        super::btf_sanitize::hide_unreadable_map_fields(blob).map_err(|x| e(x.to_string()))?;
+    }
     let mut obj = match aya_obj::Object::parse(&patched) {
         Ok(o) => o,
         // aya-obj's limits (BTF kinds it does not know, ...) are the model's, not the object's:

@@ -10,9 +10,11 @@
 //! - [`sec`]: ELF section names to program types (libbpf's rules).
 //! - [`render`]: cases back to case-file TOML.
 //! - [`btf`]: raw BTF (struct layouts, functions, data sections, decl tags) for [`elf`].
+//! - `btf_sanitize`: the copy of `.BTF` aya-obj is given (fields it cannot read hidden).
 
 pub mod annot;
 pub mod btf;
+mod btf_sanitize;
 mod cexpr;
 mod cfile;
 pub mod clex;
