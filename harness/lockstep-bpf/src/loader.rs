@@ -6,7 +6,7 @@ use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::sync::Arc;
 
 use lockstep_core::asm::Reloc;
-use lockstep_core::case::{Case, ProgType};
+use lockstep_core::case::{Case, MapType, ProgType};
 use lockstep_core::insn::{Insn, BPF_PSEUDO_MAP_FD, BPF_PSEUDO_MAP_VALUE};
 use lockstep_core::proto::KernelResult;
 use lockstep_core::verdict::{map_create_refused, Verdict, EOPNOTSUPP};
@@ -312,6 +312,11 @@ impl Loader {
                 value_size: m.value.size,
                 max_entries: m.max_entries,
                 map_flags: m.flags | if m.global_section { BPF_F_MMAPABLE } else { 0 },
+                map_extra: if m.map_type == MapType::Arena {
+                    lockstep_core::case::ARENA_USER_VM_START
+                } else {
+                    0
+                },
                 btf,
             };
             let create =

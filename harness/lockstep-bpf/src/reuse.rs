@@ -49,6 +49,8 @@ pub(crate) fn reusable_type(t: MapType) -> bool {
         }
         // Bind to their first program (owner type, storage cookie) or hold programs.
         MapType::ProgArray | MapType::CgroupStorage | MapType::SkStorage => false,
+        // Holds the pages its programs allocated.
+        MapType::Arena => false,
     }
 }
 

@@ -154,11 +154,19 @@ pub enum MapType {
     LruHash,
     CgroupStorage,
     SkStorage,
+    /// `BPF_MAP_TYPE_ARENA`: pages shared with user space (`key_size` and value size 0,
+    /// `max_entries` pages, `flags` with `BPF_F_MMAPABLE`; lockstep creates it with `map_extra`
+    /// [`ARENA_USER_VM_START`]).
+    Arena,
 }
+
+/// The user address lockstep gives a case file's arena (`map_extra`, the start of its mmap()
+/// region; the verifier refuses an arena without one): the selftests' `1ull << 44`.
+pub const ARENA_USER_VM_START: u64 = 1 << 44;
 
 impl MapType {
     /// Every map type a case may declare.
-    pub const ALL: [MapType; 8] = [
+    pub const ALL: [MapType; 9] = [
         MapType::Hash,
         MapType::Array,
         MapType::ProgArray,
@@ -167,6 +175,7 @@ impl MapType {
         MapType::LruHash,
         MapType::CgroupStorage,
         MapType::SkStorage,
+        MapType::Arena,
     ];
 
     /// The snake_case name used in case files (`type = "..."`).
@@ -180,6 +189,7 @@ impl MapType {
             MapType::LruHash => "lru_hash",
             MapType::CgroupStorage => "cgroup_storage",
             MapType::SkStorage => "sk_storage",
+            MapType::Arena => "arena",
         }
     }
 
@@ -194,6 +204,7 @@ impl MapType {
             MapType::LruHash => 9,
             MapType::CgroupStorage => 19,
             MapType::SkStorage => 24,
+            MapType::Arena => 33,
         }
     }
 }

@@ -134,7 +134,9 @@ fn read_object(
     if let Some((at, len)) = elf.section_by_name(".BTF").and_then(|s| s.file_range()) {
         let blob =
             patched.get_mut(at as usize..(at + len) as usize).ok_or_else(|| e(".BTF out of range".into()))?;
-        super::btf_sanitize::hide_unreadable_map_fields(blob).map_err(|x| e(x.to_string()))?;
+        // A blob the sanitizer cannot walk goes to aya-obj as it is: its refusal then makes every
+        // program a kernel-only case, named with the reason (programs_for_kernel_only()).
+        let _ = super::btf_sanitize::hide_unreadable_map_fields(blob);
     }
     let mut obj = match aya_obj::Object::parse(&patched) {
         Ok(o) => o,

@@ -11,9 +11,12 @@ pub(crate) fn map_func_incompatible(map_type: MapType, helper: &str, id: i32) ->
         MapType::ProgArray => &["bpf_tail_call"],
         MapType::CgroupStorage => &["bpf_get_local_storage"],
         MapType::SkStorage => &["bpf_sk_storage_get", "bpf_sk_storage_delete", "bpf_kptr_xchg"],
-        MapType::Hash | MapType::Array | MapType::PercpuHash | MapType::PercpuArray | MapType::LruHash => {
-            return None
-        }
+        MapType::Hash
+        | MapType::Array
+        | MapType::PercpuHash
+        | MapType::PercpuArray
+        | MapType::LruHash
+        | MapType::Arena => return None,
     };
     (!allowed.contains(&helper))
         .then(|| format!("cannot pass map_type {} into func {helper}#{id}", map_type.uapi()))

@@ -33,6 +33,8 @@ pub enum Reg {
     /// reference it owns (`acquire_reference()`), `null` is `PTR_MAYBE_NULL`; `non_owning`:
     /// `NON_OWN_REF`, a node a graph kfunc took or returned under a lock (`graph.rs`). See `alloc.rs`.
     Alloc { ty: usize, off: i64, id: u32, null: bool, percpu: bool, non_owning: bool },
+    /// `PTR_TO_ARENA`: a pointer into the program's arena (`addr_space_cast`, `arena.rs`).
+    Arena,
     /// `PTR_TO_FUNC`: a callback's address (`ld_imm64` with `BPF_PSEUDO_FUNC`), by the
     /// subprogram's first instruction.
     Func { start: usize },
@@ -57,6 +59,7 @@ impl Reg {
             Reg::Alloc { percpu: true, .. } => "percpu_ptr_",
             Reg::Alloc { .. } => "ptr_",
             Reg::Func { .. } => "func",
+            Reg::Arena => "arena",
         }
     }
     /// `PTR_MAYBE_NULL`: a pointer not yet checked against NULL.
