@@ -51,11 +51,18 @@ struct __sk_buff;
 enum {
 	BPF_MAP_TYPE_HASH = 1,
 	BPF_MAP_TYPE_ARRAY = 2,
+	BPF_MAP_TYPE_ARENA = 33,
 };
+
+#define BPF_F_MMAPABLE (1U << 10)
 
 #define SEC(name) __attribute__((section(name), used))
 #define __uint(name, val) int (*name)[val]
 #define __type(name, val) typeof(val) *name
+/* libbpf's __ulong: a 64-bit map field as an enum (enum64 in BTF) whose one value is val */
+#define ___concat(a, b) a##b
+#define __concat(a, b) ___concat(a, b)
+#define __ulong(name, val) enum { __concat(__unique_value, __COUNTER__) = val } name
 #define __ksym __attribute__((section(".ksyms")))
 #define __noinline __attribute__((noinline))
 /* libbpf's bpf_helpers.h: a hidden global is static to libbpf (its BTF VAR is made static) */

@@ -6,7 +6,7 @@ use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::sync::Arc;
 
 use lockstep_core::asm::Reloc;
-use lockstep_core::case::{Case, MapSpec, ProgType};
+use lockstep_core::case::{Case, MapSpec, MapType, ProgType};
 use lockstep_core::insn::{Insn, BPF_PSEUDO_MAP_FD, BPF_PSEUDO_MAP_VALUE};
 use lockstep_core::proto::KernelResult;
 use lockstep_core::verdict::{map_create_refused, Verdict, EOPNOTSUPP};
@@ -317,6 +317,11 @@ impl Loader {
                 value_size: m.value.size,
                 max_entries: m.max_entries,
                 map_flags: m.flags | if m.global_section { BPF_F_MMAPABLE } else { 0 },
+                map_extra: if m.map_type == MapType::Arena {
+                    lockstep_core::case::ARENA_USER_VM_START
+                } else {
+                    0
+                },
                 btf,
                 inner_map_fd: inner_fd.as_ref().map(|f| f.as_fd()),
             };
@@ -365,6 +370,7 @@ impl Loader {
             map_flags: inner.flags,
             btf,
             inner_map_fd: None,
+            map_extra: 0,
         };
         sys::map_create(&spec).map_err(|e| SetupError::Map { name: inner.name.clone(), source: e })
     }

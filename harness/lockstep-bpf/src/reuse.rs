@@ -57,6 +57,8 @@ pub(crate) fn reusable_type(t: MapType) -> bool {
         | MapType::ReuseportSockarray => false,
         // Created with an inner map made for the case.
         MapType::ArrayOfMaps | MapType::HashOfMaps => false,
+        // Holds the pages its programs allocated.
+        MapType::Arena => false,
     }
 }
 

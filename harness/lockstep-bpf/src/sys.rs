@@ -302,6 +302,8 @@ pub struct MapCreate<'a> {
     pub value_size: u32,
     pub max_entries: u32,
     pub map_flags: u32,
+    /// `map_extra` (an arena's user address).
+    pub map_extra: u64,
     pub btf: Option<MapBtf<'a>>,
     /// For a map-in-map: a map of the inner map's spec (`inner_map_fd`).
     pub inner_map_fd: Option<BorrowedFd<'a>>,
@@ -312,6 +314,7 @@ pub fn map_create(m: &MapCreate<'_>) -> Result<OwnedFd, SysError> {
     let mut opts = libbpf_sys::bpf_map_create_opts {
         sz: std::mem::size_of::<libbpf_sys::bpf_map_create_opts>() as _,
         map_flags: m.map_flags,
+        map_extra: m.map_extra,
         ..Default::default()
     };
     if let Some(b) = m.btf {

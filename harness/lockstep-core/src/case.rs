@@ -166,11 +166,19 @@ pub enum MapType {
     ArrayOfMaps,
     /// `BPF_MAP_TYPE_HASH_OF_MAPS`: values are inner maps ([`MapSpec::inner`]).
     HashOfMaps,
+    /// `BPF_MAP_TYPE_ARENA`: pages shared with user space (`key_size` and value size 0,
+    /// `max_entries` pages, `flags` with `BPF_F_MMAPABLE`; lockstep creates it with `map_extra`
+    /// [`ARENA_USER_VM_START`]).
+    Arena,
 }
+
+/// The user address lockstep gives a case file's arena (`map_extra`, the start of its mmap()
+/// region; the verifier refuses an arena without one): the selftests' `1ull << 44`.
+pub const ARENA_USER_VM_START: u64 = 1 << 44;
 
 impl MapType {
     /// Every map type a case may declare.
-    pub const ALL: [MapType; 14] = [
+    pub const ALL: [MapType; 15] = [
         MapType::Hash,
         MapType::Array,
         MapType::ProgArray,
@@ -185,6 +193,7 @@ impl MapType {
         MapType::ReuseportSockarray,
         MapType::ArrayOfMaps,
         MapType::HashOfMaps,
+        MapType::Arena,
     ];
 
     /// The snake_case name used in case files (`type = "..."`).
@@ -204,6 +213,7 @@ impl MapType {
             MapType::ReuseportSockarray => "reuseport_sockarray",
             MapType::ArrayOfMaps => "array_of_maps",
             MapType::HashOfMaps => "hash_of_maps",
+            MapType::Arena => "arena",
         }
     }
 
@@ -224,6 +234,7 @@ impl MapType {
             MapType::ReuseportSockarray => 20,
             MapType::ArrayOfMaps => 12,
             MapType::HashOfMaps => 13,
+            MapType::Arena => 33,
         }
     }
 

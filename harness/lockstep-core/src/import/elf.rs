@@ -47,6 +47,8 @@ const FD_BASE: i32 = 0x4c00_0000;
 const KFUNC_TAG: i32 = 0x4b00_0000;
 /// `src_reg` marking an `ld_imm64` of an extern variable (not a real pseudo value).
 const EXTERN_VAR_SRC: u8 = 7;
+/// The section of an object's arena global variables (libbpf's `ARENA_SEC`).
+const ARENA_SEC: &str = ".addr_space.1";
 /// The section name aya-obj is given for every program section (it accepts `socket/...`).
 const RENAMED: &str = "socket/__lockstep";
 
@@ -128,8 +130,16 @@ fn read_object(
             }
         }
     }
-    let patched =
+    let mut patched =
         rename_sections(bytes, &prog_secs.keys().copied().collect::<Vec<_>>(), RENAMED).map_err(e)?;
+    // `.maps` fields aya-obj cannot read (`__ulong(map_extra, ...)`) hidden in its copy of the BTF.
+    if let Some((at, len)) = elf.section_by_name(".BTF").and_then(|s| s.file_range()) {
+        let blob =
+            patched.get_mut(at as usize..(at + len) as usize).ok_or_else(|| e(".BTF out of range".into()))?;
+        // A blob the sanitizer cannot walk goes to aya-obj as it is: its refusal then makes every
+        // program a kernel-only case, named with the reason (programs_for_kernel_only()).
+        let _ = super::btf_sanitize::hide_unreadable_map_fields(blob);
+    }
     let mut obj = match aya_obj::Object::parse(&patched) {
         Ok(o) => o,
         // aya-obj's limits (BTF kinds it does not know, ...) are the model's, not the object's:
@@ -161,8 +171,18 @@ fn read_object(
         // relocate_maps borrows obj mutably and the maps immutably: work on a clone of the maps.
         let owned: Vec<(String, i32, aya_obj::Map)> =
             maps.map(|(n, fd, m)| (n.to_string(), fd, m.clone())).collect();
-        obj.relocate_maps(owned.iter().map(|(n, fd, m)| (n.as_str(), *fd, m)), &text_sections)
-            .map_err(|x| e(format!("aya-obj map relocation: {x}")))?;
+        let relocated =
+            obj.relocate_maps(owned.iter().map(|(n, fd, m)| (n.as_str(), *fd, m)), &text_sections);
+        match relocated {
+            // Arena globals (`__arena` variables): libbpf relocates references to `.addr_space.1`
+            // into the object's arena (bpf_object__init_arena_map / ARENA_SEC), aya-obj 0.3 knows
+            // no such section. The kernel judges each program through libbpf; the model cannot.
+            Err(x) if elf.section_by_name(ARENA_SEC).is_some() => {
+                let why = format!("arena global variables ({ARENA_SEC}) are not read by aya-obj: {x}");
+                return Ok(programs_for_kernel_only(file, bytes, elf, &prog_secs, &btf, &why));
+            }
+            r => r.map_err(|x| e(format!("aya-obj map relocation: {x}")))?,
+        }
     }
     obj.relocate_calls(&text_sections).map_err(|x| e(format!("aya-obj call relocation: {x}")))?;
 

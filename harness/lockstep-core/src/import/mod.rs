@@ -11,9 +11,11 @@
 //! - [`render`]: cases back to case-file TOML.
 //! - [`inner_map`]: a map-in-map's inner map definition, from BTF.
 //! - [`btf`]: raw BTF (struct layouts, functions, data sections, decl tags) for [`elf`].
+//! - `btf_sanitize`: the copy of `.BTF` aya-obj is given (fields it cannot read hidden).
 
 pub mod annot;
 pub mod btf;
+mod btf_sanitize;
 mod cexpr;
 mod cfile;
 pub mod clex;

@@ -96,6 +96,10 @@ impl Machine<'_> {
                     self.alloc_call(st, pc, name, k)?;
                     return Ok(Flow::Next(pc + 1));
                 }
+                if let Some(r0) = self.arena_kfunc_call(st, pc, name)? {
+                    self.clobber(st, r0);
+                    return Ok(Flow::Next(pc + 1));
+                }
                 self.kfunc_call(st, pc, name)?;
                 Ok(Flow::Next(pc + 1))
             }

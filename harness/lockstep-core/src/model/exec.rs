@@ -41,6 +41,8 @@ pub(crate) struct Machine<'a> {
     /// Set once a move or spill may have given a scalar an id (`assign_scalar_id_before_mov()`),
     /// which the model does not number: reference ids printed after that are not known.
     pub scalar_ids: std::cell::Cell<bool>,
+    /// Per-instruction arena records (`arena.rs`).
+    pub arena_aux: super::arena::ArenaAuxTable,
 }
 
 impl<'a> Machine<'a> {
@@ -74,6 +76,7 @@ impl<'a> Machine<'a> {
             callback_subprogs: Default::default(),
             ref_insns: Default::default(),
             scalar_ids: Default::default(),
+            arena_aux: Default::default(),
         }
     }
 
@@ -209,6 +212,7 @@ impl<'a> Machine<'a> {
                 return Err(Stop::Reject(None, map_create_refused(&m.name, EOPNOTSUPP)));
             }
         }
+        self.check_arenas()?;
         self.attach_unsupported()?;
         if self.case.sleepable && self.case.prog_type != ProgType::Syscall {
             return Err(Stop::Unsupported("sleepable is modelled for the syscall program type only".into()));
@@ -424,6 +428,7 @@ impl<'a> Machine<'a> {
                 let base = st.cur_ref().regs[insn.src as usize].clone();
                 let v = self.mem_access(st, pc, insn.src, &base, insn.off as i64, insn.size_bytes(), None)?;
                 let v = self.number_loaded_sock(v);
+                self.save_arena_ptr_type(pc, &base, false)?;
                 self.write_reg(st, insn.dst, v)?;
                 Ok(Flow::Next(pc + 1))
             }
@@ -431,12 +436,14 @@ impl<'a> Machine<'a> {
                 let v = self.read_reg(st, pc, insn.src)?;
                 let base = self.read_reg(st, pc, insn.dst)?;
                 self.mem_access(st, pc, insn.dst, &base, insn.off as i64, insn.size_bytes(), Some(v))?;
+                self.save_arena_ptr_type(pc, &base, false)?;
                 Ok(Flow::Next(pc + 1))
             }
             BPF_ST if insn.mode() == BPF_MEM => {
                 let base = self.read_reg(st, pc, insn.dst)?;
                 let v = Reg::Scalar(Scalar::known(insn.imm as i64));
                 self.mem_access(st, pc, insn.dst, &base, insn.off as i64, insn.size_bytes(), Some(v))?;
+                self.save_arena_ptr_type(pc, &base, false)?;
                 Ok(Flow::Next(pc + 1))
             }
             BPF_STX if insn.mode() == BPF_ATOMIC => self.atomic(st, pc, insn).map(|_| Flow::Next(pc + 1)),
@@ -451,8 +458,9 @@ impl<'a> Machine<'a> {
     fn alu(&mut self, st: &mut State, pc: usize, insn: Insn) -> Step<()> {
         let is64 = insn.class() == BPF_ALU64;
         let op = insn.op();
-        if is64 && op == BPF_MOV && insn.source() == BPF_X && insn.off == 1 {
-            return Err(Stop::Unsupported("addr_space_cast (arena pointers) is not modelled".into()));
+        if super::arena::is_addr_space_cast(&insn) {
+            let v = self.addr_space_cast(st, pc, insn)?;
+            return self.write_reg(st, insn.dst, v);
         }
         if op == BPF_END || (op == BPF_MOV && insn.off != 0) {
             // Byte swaps, movsx: the result is an unknown scalar when the input is one.
@@ -499,6 +507,9 @@ impl<'a> Machine<'a> {
             if matches!(op, BPF_LSH | BPF_RSH | BPF_ARSH) && !(0..width).contains(&insn.imm) {
                 return self.reject(pc, format!("invalid shift {}", insn.imm));
             }
+        }
+        if let Some(r) = self.arena_alu(pc, insn, &dst, &src)? {
+            return self.write_reg(st, insn.dst, r);
         }
         let signed_div = matches!(op, BPF_DIV | BPF_MOD) && insn.off == 1;
         let res = match (&dst, &src) {
@@ -588,6 +599,11 @@ impl<'a> Machine<'a> {
             (BPF_PSEUDO_MAP_FD, Some(Reloc::Map { name })) => {
                 Reg::MapPtr { map: self.map_index(name).expect("checked before the walk") }
             }
+            (BPF_PSEUDO_MAP_VALUE, Some(Reloc::MapValue { name, .. }))
+                if self.arena_map_value(name).is_some() =>
+            {
+                self.arena_map_value(name).expect("an arena")
+            }
             (BPF_PSEUDO_MAP_VALUE, Some(Reloc::MapValue { name, offset })) => {
                 // check_ld_imm(): reg->id stays 0, the value is not distinct.
                 Reg::MapValue {
@@ -648,11 +664,13 @@ impl<'a> Machine<'a> {
             self.read_reg(st, pc, 0)?;
         }
         let base = self.read_reg(st, pc, insn.dst)?;
-        if !matches!(base, Reg::MapValue { null: false, .. }) {
+        let arena_ok = base == Reg::Arena && super::arena::arena_atomic_supported(insn.imm);
+        if !matches!(base, Reg::MapValue { null: false, .. }) && !arena_ok {
             return Err(Stop::Unsupported(format!("atomic on {}", base.type_str())));
         }
         self.atomic_alignment(pc, &base, insn.off as i64, insn.size_bytes())?;
         self.mem_access(st, pc, insn.dst, &base, insn.off as i64, insn.size_bytes(), Some(v))?;
+        self.save_arena_ptr_type(pc, &base, true)?;
         if insn.imm == BPF_CMPXCHG {
             st.cur().regs[0] = Reg::Scalar(Scalar::of_size(insn.size_bytes()));
         } else if insn.imm & BPF_FETCH != 0 {
@@ -710,6 +728,8 @@ impl<'a> Machine<'a> {
         // Built only for a message (a store or load that passes needs no string).
         let reg = || format!("R{regno}");
         match base {
+            // check_mem_access(): no bounds on an arena (the JIT checks them); a load is unknown.
+            Reg::Arena => Ok(if value.is_none() { Reg::Scalar(Scalar::of_size(size)) } else { Reg::NotInit }),
             Reg::Stack { frame, off: o } => {
                 let at = o + off;
                 if st.iters.keys().any(|(f, s)| f == frame && at < s + 8 && *s < at + size as i64) {

@@ -104,7 +104,8 @@ fn kptr_xchg_dest_refused(r1: &Reg) -> bool {
         | Reg::MapPtr { .. }
         | Reg::MapKey { .. }
         | Reg::Func { .. }
-        | Reg::Sock { .. } => true,
+        | Reg::Sock { .. }
+        | Reg::Arena => true,
         Reg::MapValue { null, .. } => *null,
         Reg::Alloc { null, percpu, .. } => *null || *percpu,
         Reg::NotInit | Reg::BtfPtr { .. } => false,

@@ -31,9 +31,12 @@ pub(crate) fn map_func_incompatible(map_type: MapType, helper: &str, id: i32) ->
         MapType::ReuseportSockarray => &["bpf_sk_select_reuseport"],
         // `case BPF_MAP_TYPE_ARRAY_OF_MAPS: case BPF_MAP_TYPE_HASH_OF_MAPS:` (6.12, 7.2, 7.3).
         MapType::ArrayOfMaps | MapType::HashOfMaps => &["bpf_map_lookup_elem"],
-        MapType::Hash | MapType::Array | MapType::PercpuHash | MapType::PercpuArray | MapType::LruHash => {
-            return None
-        }
+        MapType::Hash
+        | MapType::Array
+        | MapType::PercpuHash
+        | MapType::PercpuArray
+        | MapType::LruHash
+        | MapType::Arena => return None,
     };
     (!allowed.contains(&helper))
         .then(|| format!("cannot pass map_type {} into func {helper}#{id}", map_type.uapi()))

@@ -8,6 +8,7 @@
 
 mod access;
 mod alloc;
+mod arena;
 mod attach;
 mod callback_walk;
 mod callbacks;
@@ -162,6 +163,8 @@ mod test_fixtures;
 mod tests;
 #[cfg(test)]
 mod tests_alloc;
+#[cfg(test)]
+mod tests_arena;
 #[cfg(test)]
 mod tests_attach;
 #[cfg(test)]

@@ -37,6 +37,8 @@ pub enum Reg {
     /// `PTR_TO_XDP_SOCK` or a `bpf_skc_to_*` `PTR_TO_BTF_ID` (`null`: `PTR_MAYBE_NULL`; `id` the
     /// null-check id, `ref_obj_id` the reference it carries, 0 for none).
     Sock { kind: super::sock::SockKind, id: u32, ref_obj_id: u32, null: bool },
+    /// `PTR_TO_ARENA`: a pointer into the program's arena (`addr_space_cast`, `arena.rs`).
+    Arena,
     /// `PTR_TO_FUNC`: a callback's address (`ld_imm64` with `BPF_PSEUDO_FUNC`), by the
     /// subprogram's first instruction.
     Func { start: usize },
@@ -62,6 +64,7 @@ impl Reg {
             Reg::Alloc { .. } => "ptr_",
             Reg::Func { .. } => "func",
             Reg::Sock { kind, null, .. } => kind.type_str(*null),
+            Reg::Arena => "arena",
         }
     }
     /// `PTR_MAYBE_NULL`: a pointer not yet checked against NULL.
