@@ -224,11 +224,15 @@ pub enum FieldKind {
     KptrUntrusted,
     /// A pointer tagged `__percpu_kptr` (8 bytes), with its pointee struct.
     PercpuKptr,
+    /// `struct bpf_timer` (16 bytes, 8-aligned).
+    Timer,
+    /// `struct bpf_wq` (16 bytes, 8-aligned).
+    Wq,
 }
 
 impl FieldKind {
     /// Every field kind.
-    pub const ALL: [FieldKind; 11] = [
+    pub const ALL: [FieldKind; 13] = [
         FieldKind::Int,
         FieldKind::SpinLock,
         FieldKind::ResSpinLock,
@@ -240,6 +244,8 @@ impl FieldKind {
         FieldKind::Kptr,
         FieldKind::KptrUntrusted,
         FieldKind::PercpuKptr,
+        FieldKind::Timer,
+        FieldKind::Wq,
     ];
 
     /// The name used in case files (`kind = "..."`).
@@ -256,6 +262,8 @@ impl FieldKind {
             FieldKind::Kptr => "kptr",
             FieldKind::KptrUntrusted => "kptr_untrusted",
             FieldKind::PercpuKptr => "percpu_kptr",
+            FieldKind::Timer => "timer",
+            FieldKind::Wq => "wq",
         }
     }
 
@@ -273,6 +281,8 @@ impl FieldKind {
             FieldKind::Refcount => "bpf_refcount",
             FieldKind::Kptr | FieldKind::KptrUntrusted => "kptr",
             FieldKind::PercpuKptr => "percpu_kptr",
+            FieldKind::Timer => "bpf_timer",
+            FieldKind::Wq => "bpf_wq",
         })
     }
 
@@ -290,7 +300,7 @@ impl FieldKind {
         Some(match self {
             FieldKind::Int => return None,
             FieldKind::SpinLock | FieldKind::ResSpinLock | FieldKind::Refcount => (4, 4),
-            FieldKind::ListHead | FieldKind::RbRoot => (16, 8),
+            FieldKind::ListHead | FieldKind::RbRoot | FieldKind::Timer | FieldKind::Wq => (16, 8),
             FieldKind::ListNode => (24, 8),
             FieldKind::RbNode => (32, 8),
             FieldKind::Kptr | FieldKind::KptrUntrusted | FieldKind::PercpuKptr => (8, 8),

@@ -138,6 +138,10 @@ pub struct KernelProfile {
     /// before, id 0: two callbacks' values of one map hold "the same" lock).
     #[serde(default)]
     pub callback_value_id: bool,
+    /// `check_map_prog_compatibility()` refuses a map holding a `bpf_timer` / `bpf_wq` in a
+    /// tracing program ("tracing progs cannot use bpf_timer yet", 6.12; gone in 7.2 and 7.3).
+    #[serde(default)]
+    pub tracing_timer_refused: bool,
     /// Program types whose ctx allows `BPF_LD_[ABS|IND]` (`may_access_skb()`).
     pub ld_abs_prog_types: Vec<ProgType>,
     pub messages: Messages,

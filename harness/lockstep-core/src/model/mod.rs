@@ -27,6 +27,7 @@ mod scalar;
 mod special;
 mod state;
 mod throw;
+mod timer;
 
 pub use calls::kfunc_allowed_under_lock;
 pub use scalar::{CmpOp, Scalar};
@@ -156,6 +157,8 @@ mod test_fixtures;
 mod tests;
 #[cfg(test)]
 mod tests_alloc;
+#[cfg(test)]
+mod tests_async;
 #[cfg(test)]
 mod tests_attach;
 #[cfg(test)]
