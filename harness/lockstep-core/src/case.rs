@@ -499,6 +499,40 @@ pub struct Case {
     /// lockstep does not represent yet); the kernel still judges it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub model_unsupported: Option<String>,
+    /// The main program's `__exception_cb(f)` (decl tag `exception_callback:f`), as the object's
+    /// BTF declares `f`; the body, which libbpf appends, is not part of `program`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub exception_cb: Option<ExceptionCb>,
+}
+
+/// An exception callback as its BTF declares it (`find_exception_callback_insn_off()`,
+/// `btf_prepare_func_args()`).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ExceptionCb {
+    /// The function's name.
+    pub name: String,
+    /// How many `exception_callback:` decl tags the main program carries.
+    pub tags: u8,
+    /// Whether the function has global linkage.
+    pub global: bool,
+    /// Its return type: `void`, a scalar (int or enum), or something else.
+    pub ret: CbReturn,
+    /// Its number of parameters.
+    pub args: u8,
+    /// Whether every parameter is a scalar (int or enum: `ARG_ANYTHING`).
+    pub args_scalar: bool,
+}
+
+/// The return type of a BTF function prototype, as `btf_validate_return_type()` sees it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum CbReturn {
+    /// `void`.
+    Void,
+    /// An int or enum.
+    Scalar,
+    /// A pointer, struct or anything else.
+    Other,
 }
 
 /// A program of a BPF object as libbpf loads it: the object's bytes, unchanged, and which of
@@ -600,6 +634,7 @@ impl Case {
             tags: vec![],
             object: None,
             model_unsupported: None,
+            exception_cb: None,
         }
     }
 }

@@ -165,7 +165,8 @@ impl<'a> Machine<'a> {
                 new += 1;
             }
             if new == 0 {
-                // check_max_stack_depth(), after do_check_subprogs().
+                // The exception callback (marked called), then check_max_stack_depth().
+                self.exception_cb_checks()?;
                 return self.check_throw_in_callbacks();
             }
         }
@@ -241,6 +242,7 @@ impl<'a> Machine<'a> {
         }
         // add_subprogs() / add_subprog_and_kfunc(), check_subprogs(), then check_btf_info():
         // func_info only for a case with global functions or a program of a BPF object.
+        self.exception_cb_tags()?;
         cfg::check_call_targets(insns)?;
         cfg::check_subprogs(insns, &self.subprogs)?;
         if !super::callbacks::has_btf_func_info(self.case) {

@@ -13,6 +13,7 @@ mod callback_walk;
 mod callbacks;
 mod calls;
 mod cfg;
+mod exception_cb;
 mod exec;
 mod fields;
 mod graph;

@@ -162,3 +162,48 @@ fn bpf_throw_in_an_async_callback_is_refused_after_the_walk() {
         );
     }
 }
+
+/// A tc program that throws (`bpf_throw(0)`), with the exception callback `cb` declared as given.
+fn throwing_with_cb(tags: u8, ret: crate::case::CbReturn, args: u8) -> Case {
+    let text = "r1 = 0\ncall bpf_throw\nr0 = 0\nexit\n";
+    let symbols = Symbols { maps: vec![], kfuncs: vec!["bpf_throw".into()] };
+    let program = assemble(text, &symbols).expect("test program assembles");
+    let mut c = Case::new("t", ProgType::SchedCls, program, text);
+    c.exception_cb = Some(crate::case::ExceptionCb {
+        name: "cb".into(),
+        tags,
+        global: true,
+        ret,
+        args,
+        args_scalar: true,
+    });
+    c
+}
+
+#[test]
+fn exception_callback_declarations_are_checked_as_the_kernel_orders_them() {
+    use crate::case::CbReturn;
+    // exceptions_fail.c reject_multiple_exception_cb (debian:7.2 and 7.3; the same check in 6.12).
+    for (p, v) in verdicts_on_all_profiles(&throwing_with_cb(2, CbReturn::Scalar, 1)) {
+        assert_eq!(v, Verdict::reject(None, "multiple exception callback tags for main subprog"), "{p}");
+    }
+    // reject_exception_cb_type_1 (a `void *` return), type_5 (void), type_2 / type_3 (0 or 2
+    // parameters): debian:7.2 and 7.3; 6.12's return-type checks differ (not modelled).
+    let other = throwing_with_cb(1, CbReturn::Other, 1);
+    let void = throwing_with_cb(1, CbReturn::Void, 1);
+    for p in ["7.2", "7.3"] {
+        let msg = "Global function cb() return value not void or scalar. Only those are supported.";
+        assert_eq!(on(&other, p), Verdict::reject(None, msg), "{p}");
+        assert_eq!(on(&void, p), Verdict::reject(None, "exception cb cannot return void"), "{p}");
+    }
+    assert_eq!(on(&other, "6.12").verdict, VerdictKind::Unsupported);
+    for args in [0, 2] {
+        for (p, v) in verdicts_on_all_profiles(&throwing_with_cb(1, CbReturn::Scalar, args)) {
+            assert_eq!(v, Verdict::reject(None, "exception cb only supports single integer argument"), "{p}");
+        }
+    }
+    // A well-declared callback: its body is not imported, so no verdict.
+    for (p, v) in verdicts_on_all_profiles(&throwing_with_cb(1, CbReturn::Scalar, 1)) {
+        assert_eq!(v.verdict, VerdictKind::Unsupported, "{p}: {v:?}");
+    }
+}
