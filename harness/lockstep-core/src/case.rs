@@ -270,11 +270,15 @@ pub enum FieldKind {
     KptrUntrusted,
     /// A pointer tagged `__percpu_kptr` (8 bytes), with its pointee struct.
     PercpuKptr,
+    /// `struct bpf_timer` (16 bytes, 8-aligned).
+    Timer,
+    /// `struct bpf_wq` (16 bytes, 8-aligned).
+    Wq,
 }
 
 impl FieldKind {
     /// Every field kind.
-    pub const ALL: [FieldKind; 11] = [
+    pub const ALL: [FieldKind; 13] = [
         FieldKind::Int,
         FieldKind::SpinLock,
         FieldKind::ResSpinLock,
@@ -286,6 +290,8 @@ impl FieldKind {
         FieldKind::Kptr,
         FieldKind::KptrUntrusted,
         FieldKind::PercpuKptr,
+        FieldKind::Timer,
+        FieldKind::Wq,
     ];
 
     /// The name used in case files (`kind = "..."`).
@@ -302,6 +308,8 @@ impl FieldKind {
             FieldKind::Kptr => "kptr",
             FieldKind::KptrUntrusted => "kptr_untrusted",
             FieldKind::PercpuKptr => "percpu_kptr",
+            FieldKind::Timer => "timer",
+            FieldKind::Wq => "wq",
         }
     }
 
@@ -319,6 +327,8 @@ impl FieldKind {
             FieldKind::Refcount => "bpf_refcount",
             FieldKind::Kptr | FieldKind::KptrUntrusted => "kptr",
             FieldKind::PercpuKptr => "percpu_kptr",
+            FieldKind::Timer => "bpf_timer",
+            FieldKind::Wq => "bpf_wq",
         })
     }
 
@@ -336,7 +346,7 @@ impl FieldKind {
         Some(match self {
             FieldKind::Int => return None,
             FieldKind::SpinLock | FieldKind::ResSpinLock | FieldKind::Refcount => (4, 4),
-            FieldKind::ListHead | FieldKind::RbRoot => (16, 8),
+            FieldKind::ListHead | FieldKind::RbRoot | FieldKind::Timer | FieldKind::Wq => (16, 8),
             FieldKind::ListNode => (24, 8),
             FieldKind::RbNode => (32, 8),
             FieldKind::Kptr | FieldKind::KptrUntrusted | FieldKind::PercpuKptr => (8, 8),
@@ -540,6 +550,40 @@ pub struct Case {
     /// lockstep does not represent yet); the kernel still judges it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub model_unsupported: Option<String>,
+    /// The main program's `__exception_cb(f)` (decl tag `exception_callback:f`), as the object's
+    /// BTF declares `f`; the body, which libbpf appends, is not part of `program`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub exception_cb: Option<ExceptionCb>,
+}
+
+/// An exception callback as its BTF declares it (`find_exception_callback_insn_off()`,
+/// `btf_prepare_func_args()`).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ExceptionCb {
+    /// The function's name.
+    pub name: String,
+    /// How many `exception_callback:` decl tags the main program carries.
+    pub tags: u8,
+    /// Whether the function has global linkage.
+    pub global: bool,
+    /// Its return type: `void`, a scalar (int or enum), or something else.
+    pub ret: CbReturn,
+    /// Its number of parameters.
+    pub args: u8,
+    /// Whether every parameter is a scalar (int or enum: `ARG_ANYTHING`).
+    pub args_scalar: bool,
+}
+
+/// The return type of a BTF function prototype, as `btf_validate_return_type()` sees it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum CbReturn {
+    /// `void`.
+    Void,
+    /// An int or enum.
+    Scalar,
+    /// A pointer, struct or anything else.
+    Other,
 }
 
 /// A program of a BPF object as libbpf loads it: the object's bytes, unchanged, and which of
@@ -641,6 +685,7 @@ impl Case {
             tags: vec![],
             object: None,
             model_unsupported: None,
+            exception_cb: None,
         }
     }
 }

@@ -142,6 +142,15 @@ pub struct KernelProfile {
     /// before, id 0: two callbacks' values of one map hold "the same" lock).
     #[serde(default)]
     pub callback_value_id: bool,
+    /// `check_map_prog_compatibility()` refuses a map holding a `bpf_timer` / `bpf_wq` in a
+    /// tracing program ("tracing progs cannot use bpf_timer yet", 6.12; gone in 7.2 and 7.3).
+    #[serde(default)]
+    pub tracing_timer_refused: bool,
+    /// `btf_prepare_func_args()` refuses a global function returning neither void nor a scalar
+    /// ("Global function %s() return value not void or scalar. ...") and an exception callback
+    /// returning void ("exception cb cannot return void"): 7.2 and 7.3 (6.12 checks neither so).
+    #[serde(default)]
+    pub exception_cb_return_checks: bool,
     /// Program types whose ctx allows `BPF_LD_[ABS|IND]` (`may_access_skb()`).
     pub ld_abs_prog_types: Vec<ProgType>,
     pub messages: Messages,

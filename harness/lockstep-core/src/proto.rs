@@ -194,6 +194,7 @@ mod tests {
                 tags: Vec::new(),
                 object: None,
                 model_unsupported: None,
+                exception_cb: None,
             }),
             want_log: false,
         };

@@ -444,6 +444,7 @@ fn convert_case(ctx: &Ctx, src: &str, rc: RawCase, known_kfuncs: &[String]) -> R
         tags: rc.tags,
         object: None,
         model_unsupported: None,
+        exception_cb: None,
     })
 }
 

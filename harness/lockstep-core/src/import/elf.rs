@@ -341,14 +341,7 @@ fn program_case(
     // `__exception_cb(f)`: libbpf appends `f` and the kernel verifies it as the program's
     // exception callback (check_btf_info() / add_subprog_and_kfunc(): exception_callback_subprog,
     // its return value checked as the main program's).
-    if let Some(cb) = btf
-        .func(name)
-        .into_iter()
-        .flat_map(|id| btf.decl_tags(id))
-        .find_map(|t| t.strip_prefix("exception_callback:"))
-    {
-        return Err(format!("an exception callback (`__exception_cb({cb})`) is not modelled"));
-    }
+    let exception_cb = exception_cb_of(btf, name);
     let mut insns: Vec<Insn> = func
         .instructions
         .iter()
@@ -494,7 +487,48 @@ fn program_case(
         tags,
         object: None,
         model_unsupported: None,
+        exception_cb,
     })
+}
+
+/// The `__exception_cb(f)` of program `name` (its `exception_callback:` decl tags) and how the
+/// BTF declares `f`. A tag naming no function gives a callback without parameters or linkage
+/// that the model reports as unsupported.
+fn exception_cb_of(btf: &Btf, name: &str) -> Option<crate::case::ExceptionCb> {
+    use crate::case::{CbReturn, ExceptionCb};
+    let tags: Vec<String> = btf
+        .func(name)
+        .into_iter()
+        .flat_map(|id| btf.decl_tags(id))
+        .filter_map(|t| t.strip_prefix("exception_callback:").map(str::to_string))
+        .collect();
+    let cb = tags.first()?.clone();
+    let mut out = ExceptionCb {
+        name: cb.clone(),
+        tags: u8::try_from(tags.len()).unwrap_or(u8::MAX),
+        global: false,
+        ret: CbReturn::Other,
+        args: u8::MAX,
+        args_scalar: false,
+    };
+    let Some(Kind::Func { proto, global }) = btf.func(&cb).and_then(|id| btf.get(id)).map(|t| &t.kind) else {
+        return Some(out);
+    };
+    out.global = *global;
+    if let Some(Kind::FuncProto { ret, params }) = btf.get(*proto).map(|t| &t.kind) {
+        let scalar = |id: u32| {
+            matches!(btf.get(btf.resolve(id)).map(|t| &t.kind), Some(Kind::Int { .. } | Kind::Enum { .. }))
+        };
+        out.ret = match btf.get(btf.resolve(*ret)).map(|t| &t.kind) {
+            _ if *ret == 0 => CbReturn::Void,
+            Some(Kind::Void) => CbReturn::Void,
+            _ if scalar(*ret) => CbReturn::Scalar,
+            _ => CbReturn::Other,
+        };
+        out.args = u8::try_from(params.len()).unwrap_or(u8::MAX);
+        out.args_scalar = params.iter().all(|p| scalar(*p));
+    }
+    Some(out)
 }
 
 /// What a program's test annotations (BTF decl tags) say.

@@ -280,6 +280,7 @@ fn convert(
         tags,
         object: None,
         model_unsupported: None,
+        exception_cb: None,
     }))
 }
 

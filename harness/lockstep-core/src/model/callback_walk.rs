@@ -140,6 +140,11 @@ impl Machine<'_> {
         if self.callback_subprogs.is_empty() {
             return Ok(());
         }
+        // check_max_stack_depth(): from the last subprogram down, each async callback is a root
+        // of its own, the main program last.
+        for &cb in self.async_callbacks.iter().rev() {
+            self.throw_walk(&mut vec![cb])?;
+        }
         let mut chain = vec![0usize];
         self.throw_walk(&mut chain)
     }
@@ -169,6 +174,10 @@ impl Machine<'_> {
             }
             let target = (i as i64 + insn.imm as i64 + 1) as usize;
             let Some(sidx) = self.subprogs.iter().position(|s| *s == target) else { continue };
+            // An async callback's reference is not followed (walked as a root).
+            if func_ref && self.async_callbacks.contains(&sidx) {
+                continue;
+            }
             chain.push(sidx);
             self.throw_walk(chain)?;
             chain.pop();

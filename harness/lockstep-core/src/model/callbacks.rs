@@ -6,8 +6,8 @@
 //! The lock rule for these calls is the one for every helper (`do_check_insn()`: a call with a
 //! lock held is refused before `check_helper_call()` looks at the callback), which
 //! `calls.rs` applies. The bodies of `bpf_loop` and `bpf_for_each_map_elem` callbacks are walked
-//! (`callback_walk.rs`); the other callback helpers called without a lock held are
-//! `unsupported`, naming the helper.
+//! (`callback_walk.rs`), `bpf_timer_set_callback`'s async callback too (`timer.rs`); the other
+//! callback helpers called without a lock held are `unsupported`, naming the helper.
 
 use super::state::Reg;
 use super::{Step, Stop};

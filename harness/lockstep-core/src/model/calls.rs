@@ -105,6 +105,7 @@ impl Machine<'_> {
             }
             0 => match crate::helpers::helper_name(insn.imm) {
                 Some(h) if super::callback_walk::walks_callback(h) => self.sync_callback_call(st, pc, h),
+                Some("bpf_timer_set_callback") => self.timer_set_callback(st, pc),
                 _ => {
                     self.helper_call(st, pc, insn.imm)?;
                     Ok(Flow::Next(pc + 1))
@@ -339,6 +340,7 @@ impl Machine<'_> {
                 let r0 = self.sock_helper(st, pc, sock)?;
                 self.clobber(st, r0);
             }
+            t if super::timer::is_timer_helper(t) => self.timer_helper(st, pc, t)?,
             other if super::callbacks::takes_callback(other) => {
                 return Err(super::callbacks::callback_unsupported(other))
             }

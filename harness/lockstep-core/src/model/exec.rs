@@ -36,6 +36,8 @@ pub(crate) struct Machine<'a> {
     pub iter_seen: BTreeMap<usize, Vec<State>>,
     /// Subprograms (by index) a verified path passed to a callback helper (`is_cb`).
     pub callback_subprogs: std::collections::BTreeSet<usize>,
+    /// Subprograms (by index) passed to `bpf_timer_set_callback` (`is_async_cb`; timer.rs).
+    pub async_callbacks: std::collections::BTreeSet<usize>,
     /// The instruction that took each reference (`alloc_insn`), by id (ids are never reused).
     pub ref_insns: BTreeMap<u32, usize>,
     /// Set once a move or spill may have given a scalar an id (`assign_scalar_id_before_mov()`),
@@ -74,6 +76,7 @@ impl<'a> Machine<'a> {
             called: Default::default(),
             iter_seen: Default::default(),
             callback_subprogs: Default::default(),
+            async_callbacks: Default::default(),
             ref_insns: Default::default(),
             scalar_ids: Default::default(),
             arena_aux: Default::default(),
@@ -167,7 +170,8 @@ impl<'a> Machine<'a> {
                 new += 1;
             }
             if new == 0 {
-                // check_max_stack_depth(), after do_check_subprogs().
+                // The exception callback (marked called), then check_max_stack_depth().
+                self.exception_cb_checks()?;
                 return self.check_throw_in_callbacks();
             }
         }
@@ -245,6 +249,7 @@ impl<'a> Machine<'a> {
         }
         // add_subprogs() / add_subprog_and_kfunc(), check_subprogs(), then check_btf_info():
         // func_info only for a case with global functions or a program of a BPF object.
+        self.exception_cb_tags()?;
         cfg::check_call_targets(insns)?;
         cfg::check_subprogs(insns, &self.subprogs)?;
         if !super::callbacks::has_btf_func_info(self.case) {
@@ -329,6 +334,9 @@ impl<'a> Machine<'a> {
         {
             return Err(Stop::Reject(None, self.profile.messages.tracing_lock.clone()));
         }
+        let tracing =
+            self.profile.tracing_prog_types.contains(&self.case.prog_type) && self.on(Rule::ProgTypeCompat);
+        super::timer::timer_prog_compat(m, tracing, self.profile.tracing_timer_refused)?;
         if m.btf && m.value.fields.iter().filter(|f| f.kind.is_lock()).count() > 1 {
             return Err(Stop::Unsupported("a map value with more than one lock fails map creation".into()));
         }
@@ -993,6 +1001,9 @@ impl<'a> Machine<'a> {
         // scalars the model does not track.
         self.reference_leak(st, pc)?;
         self.region_leak(st, pc, "BPF_EXIT instruction in main prog")?;
+        if self.in_async_callback(st) {
+            return self.async_callback_return(st, pc);
+        }
         let rule = self.return_rule();
         if rule != ReturnRule::Base {
             self.check_attach_return(st, pc, rule)?;

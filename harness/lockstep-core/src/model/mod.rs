@@ -15,6 +15,7 @@ mod callbacks;
 mod calls;
 mod cfg;
 mod ctx;
+mod exception_cb;
 mod exec;
 mod fields;
 mod graph;
@@ -33,6 +34,7 @@ mod sock;
 mod special;
 mod state;
 mod throw;
+mod timer;
 
 pub use calls::kfunc_allowed_under_lock;
 pub use scalar::{CmpOp, Scalar};
@@ -165,6 +167,8 @@ mod tests;
 mod tests_alloc;
 #[cfg(test)]
 mod tests_arena;
+#[cfg(test)]
+mod tests_async;
 #[cfg(test)]
 mod tests_attach;
 #[cfg(test)]

@@ -25,6 +25,8 @@ pub(crate) fn map_type_allows(kind: FieldKind, t: MapType) -> bool {
         FieldKind::Kptr | FieldKind::KptrUntrusted | FieldKind::PercpuKptr | FieldKind::Refcount => {
             matches!(t, Hash | PercpuHash | LruHash | Array | PercpuArray | SkStorage)
         }
+        // map_check_btf(): BPF_TIMER / BPF_WORKQUEUE (6.12, 7.2 and 7.3).
+        FieldKind::Timer | FieldKind::Wq => matches!(t, Hash | LruHash | Array),
         _ => true,
     }
 }

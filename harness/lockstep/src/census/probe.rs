@@ -124,6 +124,7 @@ pub fn probe_case(kfunc: &str, prog_type: ProgType, probe: Probe) -> Case {
         tags: vec!["census".into()],
         object: None,
         model_unsupported: None,
+        exception_cb: None,
     }
 }
 

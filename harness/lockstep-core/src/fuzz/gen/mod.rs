@@ -88,6 +88,7 @@ impl Generator {
             tags: b.tags.into_iter().map(str::to_string).collect(),
             object: None,
             model_unsupported: None,
+            exception_cb: None,
         }
     }
 }

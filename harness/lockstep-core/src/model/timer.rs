@@ -1,0 +1,198 @@
+//! `struct bpf_timer` in map values and its helpers (`bpf_timer_init`, `bpf_timer_set_callback`,
+//! `bpf_timer_start`, `bpf_timer_cancel`), the same rules in the 6.12, 7.2 and 7.3 verifiers:
+//!
+//! - `check_map_prog_compatibility()`: 6.12 refuses a map with a `bpf_timer` / `bpf_wq` in a
+//!   tracing program ("tracing progs cannot use bpf_timer yet"); 7.2 and 7.3 allow it
+//!   (the profile's `tracing_timer_refused`).
+//! - `check_func_arg()` -> `ARG_PTR_TO_TIMER`: R1 must be a non-null `map_value`
+//!   (`check_reg_type()`), then `process_timer_func()` -> `check_map_field_pointer()`: a constant
+//!   offset equal to the map's `timer_off`, a map with BTF and a timer; `bpf_timer_init()`'s
+//!   `ARG_CONST_MAP_PTR` must be the timer's map (`process_map_ptr_arg()`).
+//! - `bpf_timer_set_callback()` -> `push_callback_call()` -> `push_async_cb()`: the callback is
+//!   verified as a state of its own (frame 0 of the callback subprogram, no lock, reference or
+//!   region held), pushed like a branch; `set_timer_callback_state()` gives it R1 the map, R2 a
+//!   key pointer, R3 the value (a fresh id) and `callback_ret_range` [0, 0].
+//! - Its `BPF_EXIT` is a main-program exit (`process_bpf_exit_full()`, `check_resource_leak()`),
+//!   then `check_return_code()` with "At async callback return" and the range [0, 0].
+//!
+//! `bpf_wq` kfuncs are not modelled (`unsupported` naming the kfunc, as before).
+
+use super::exec::{Flow, Machine};
+use super::scalar::Scalar;
+use super::state::{Frame, Reg, State};
+use super::{Step, Stop};
+use crate::case::{FieldKind, MapSpec};
+
+/// `check_map_prog_compatibility()`'s timer / workqueue rule for a map used by the program.
+pub(crate) fn timer_prog_compat(spec: &MapSpec, tracing: bool, refused: bool) -> Step<()> {
+    if !(spec.btf && tracing && refused) {
+        return Ok(());
+    }
+    for (kind, msg) in [
+        (FieldKind::Timer, "tracing progs cannot use bpf_timer yet"),
+        (FieldKind::Wq, "tracing progs cannot use bpf_wq yet"),
+    ] {
+        if spec.value.field_of(kind).is_some() {
+            return Err(Stop::Reject(None, msg.into()));
+        }
+    }
+    Ok(())
+}
+
+/// The helpers whose R1 is a `struct bpf_timer *` (`ARG_PTR_TO_TIMER`).
+pub(crate) fn is_timer_helper(name: &str) -> bool {
+    matches!(name, "bpf_timer_init" | "bpf_timer_set_callback" | "bpf_timer_start" | "bpf_timer_cancel")
+}
+
+/// The `verbose_invalid_scalar()` text for `s`, or None where the model's bounds may not be the
+/// kernel's (only a constant or a wholly unknown scalar is printed).
+pub(crate) fn invalid_scalar_str(s: &Scalar) -> Option<String> {
+    if let Some(k) = s.konst() {
+        return Some(format!("smin={k} smax={k}"));
+    }
+    (s.smin == i64::MIN && s.smax == i64::MAX).then(|| "unknown scalar value".to_string())
+}
+
+impl Machine<'_> {
+    /// `ARG_PTR_TO_TIMER` in R1 (`check_reg_type()`, then `check_map_field_pointer()`): the map.
+    fn timer_arg(&self, st: &State, pc: usize) -> Step<usize> {
+        let r1 = self.read_reg(st, pc, 1)?;
+        let (map, off, var) = match &r1 {
+            Reg::MapValue { map, off, var, null: false, .. } => (*map, *off, var),
+            other => {
+                let args = [
+                    ("reg", "R1".into()),
+                    ("type", other.type_str().into()),
+                    ("expected", "map_value".into()),
+                ];
+                return self.reject(pc, self.msg(&self.profile.messages.reg_type_mismatch, &args));
+            }
+        };
+        let spec = self.map(map);
+        let name = self.kernel_map_name(spec);
+        if var.as_ref().is_some_and(|v| v.konst().is_none()) {
+            return self.reject(
+                pc,
+                "R1 doesn't have constant offset. bpf_timer has to be at the constant offset".into(),
+            );
+        }
+        if !spec.btf {
+            return self.reject(pc, format!("map '{name}' has to have BTF in order to use bpf_timer"));
+        }
+        let Some(field) = spec.value.field_of(FieldKind::Timer) else {
+            return self.reject(pc, format!("map '{name}' has no valid bpf_timer"));
+        };
+        let val = off + var.as_ref().and_then(|v| v.konst()).unwrap_or(0);
+        if val != field.offset as i64 {
+            return self.reject(
+                pc,
+                format!("off {val} doesn't point to 'struct bpf_timer' that is at {}", field.offset),
+            );
+        }
+        Ok(map)
+    }
+
+    /// `bpf_timer_init(timer, map, flags)`, `bpf_timer_start(timer, nsecs, flags)`,
+    /// `bpf_timer_cancel(timer)`: the arguments in order; R0 an unknown integer, R1-R5 cleared.
+    pub(super) fn timer_helper(&mut self, st: &mut State, pc: usize, name: &str) -> Step<()> {
+        let map = self.timer_arg(st, pc)?;
+        let scalars: &[u8] = match name {
+            "bpf_timer_init" => {
+                let r2 = self.read_reg(st, pc, 2)?;
+                let Reg::MapPtr { map: m2 } = r2 else {
+                    let args = [
+                        ("reg", "R2".into()),
+                        ("type", r2.type_str().into()),
+                        ("expected", "map_ptr".into()),
+                    ];
+                    return self.reject(pc, self.msg(&self.profile.messages.reg_type_mismatch, &args));
+                };
+                if m2 != map {
+                    // Maps of a case are never inner maps: map_uid is 0 on both sides.
+                    return self.reject(
+                        pc,
+                        "timer pointer in R1 map_uid=0 doesn't match map pointer in R2 map_uid=0".into(),
+                    );
+                }
+                &[3]
+            }
+            "bpf_timer_start" => &[2, 3],
+            _ => &[],
+        };
+        for &r in scalars {
+            // ARG_ANYTHING: only initialised (check_reg_arg()).
+            self.read_reg(st, pc, r)?;
+        }
+        let cur = st.cur();
+        for r in 1..=5 {
+            cur.regs[r] = Reg::NotInit;
+        }
+        cur.regs[0] = Reg::Scalar(Scalar::unknown());
+        Ok(())
+    }
+
+    /// `bpf_timer_set_callback(timer, callback_fn)`: R1 the timer, R2 `ARG_PTR_TO_FUNC`, then
+    /// `push_async_cb()` (the callback's state, pushed) and the caller goes on with R0 an unknown
+    /// integer.
+    pub(super) fn timer_set_callback(&mut self, st: &mut State, pc: usize) -> Step<Flow> {
+        let map = self.timer_arg(st, pc)?;
+        let r2 = self.read_reg(st, pc, 2)?;
+        let Reg::Func { start } = r2 else {
+            let args = [("reg", "R2".into()), ("type", r2.type_str().into()), ("expected", "func".into())];
+            return self.reject(pc, self.msg(&self.profile.messages.reg_type_mismatch, &args));
+        };
+        let sub = self.subprogs.iter().position(|s| *s == start).unwrap_or(0);
+        self.callback_subprogs.insert(sub);
+        self.async_callbacks.insert(sub);
+        let mut frame = Frame::new(0, sub, pc);
+        frame.regs[1] = Reg::MapPtr { map };
+        frame.regs[2] = Reg::MapKey { map };
+        let id = self.fresh_id();
+        frame.regs[3] = Reg::MapValue { map, off: 0, var: None, id, null: false };
+        let callback = State {
+            frames: vec![frame],
+            locks: vec![],
+            refs: vec![],
+            iters: Default::default(),
+            irq: Vec::new(),
+            rcu: 0,
+            preempt: 0,
+            ids_exact: st.ids_exact,
+            pc: start,
+        };
+        let cur = st.cur();
+        for r in 1..=5 {
+            cur.regs[r] = Reg::NotInit;
+        }
+        cur.regs[0] = Reg::Scalar(Scalar::unknown());
+        Ok(Flow::Branch(pc + 1, callback))
+    }
+
+    /// Whether `st` is in an async callback's own state (`frame[0]->in_async_callback_fn`).
+    pub(super) fn in_async_callback(&self, st: &State) -> bool {
+        st.frames.len() == 1 && self.async_callbacks.contains(&st.frames[0].subprog)
+    }
+
+    /// `check_return_code()` at an async callback's exit (after the resource checks): R0 a
+    /// scalar in [0, 0].
+    pub(super) fn async_callback_return(&self, st: &State, pc: usize) -> Step<Flow> {
+        let r0 = self.read_reg(st, pc, 0)?;
+        let s = match r0 {
+            Reg::Scalar(s) => s,
+            // Loaded as root (allow_ptr_leaks): "... is not a known value (<type>)", not modelled.
+            _ => return Err(Stop::Unsupported("an async callback returning a pointer".into())),
+        };
+        if s.konst() == Some(0) {
+            return Ok(Flow::Done);
+        }
+        match invalid_scalar_str(&s) {
+            Some(v) => self.reject(
+                pc,
+                format!("At async callback return the register R0 has {v} should have been in [0, 0]"),
+            ),
+            None => Err(Stop::Unsupported(
+                "an async callback's R0 with bounds the model may not share with the kernel".into(),
+            )),
+        }
+    }
+}
