@@ -606,6 +606,21 @@ impl<'a> Machine<'a> {
             self.read_reg(st, pc, 0)?;
         }
         let base = self.read_reg(st, pc, insn.dst)?;
+        // A map value not yet checked against NULL: check_atomic_rmw() (7.x; check_atomic() in
+        // 6.12) passes it to check_mem_access(), which refuses it as it refuses a load
+        // ("invalid mem access 'map_value_or_null'"), after the "leaks addr into mem" checks and
+        // check_ptr_alignment() (strict for atomics), which the model leaves out.
+        if let Reg::MapValue { null: true, off, var: None, .. } = base {
+            let r0_pointer = insn.imm == BPF_CMPXCHG && st.cur_ref().regs[0].is_pointer();
+            if v.is_pointer() || r0_pointer || !is_aligned(off + insn.off as i64, insn.size_bytes()) {
+                return Err(Stop::Unsupported(
+                    "atomic on map_value_or_null with a pointer operand or a misaligned offset".into(),
+                ));
+            }
+            return self
+                .mem_access(st, pc, insn.dst, &base, insn.off as i64, insn.size_bytes(), None)
+                .map(drop);
+        }
         if !matches!(base, Reg::MapValue { null: false, .. }) {
             return Err(Stop::Unsupported(format!("atomic on {}", base.type_str())));
         }

@@ -190,6 +190,8 @@ mod tests_rbtree;
 #[cfg(test)]
 mod tests_rcu;
 #[cfg(test)]
+mod tests_refs_atomics;
+#[cfg(test)]
 mod tests_res_lock;
 #[cfg(test)]
 mod tests_speed;
