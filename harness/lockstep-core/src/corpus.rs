@@ -172,8 +172,9 @@ pub fn msgs_match(patterns: &[String], text: &str) -> bool {
 pub fn check_all(cases: &[Case], profiles: &[KernelProfile], module: &ModuleKfuncs) -> Vec<CheckRow> {
     let mut rows = Vec::new();
     for c in cases {
+        let prep = crate::model::Prepared::new(c);
         for p in profiles {
-            let v = crate::model::check(c, p, module);
+            let v = crate::model::check_prepared(&prep, p, module, &Default::default());
             rows.push(CheckRow {
                 case: c.name.clone(),
                 file: c.file.clone(),

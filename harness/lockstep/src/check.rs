@@ -181,42 +181,96 @@ fn matrix(
     o
 }
 
-/// Runs `bench model`: programs checked per second.
+/// Runs `bench model`: programs checked per second, measured twice. First as `check` checks a
+/// corpus (`corpus::check_all`): each case prepared once (`model::Prepared`: the passes that do
+/// not depend on the profile) and checked under every profile in a row. Then one `model::check`
+/// per (profile, case), profile by profile, each check preparing its case again: what a fuzz
+/// campaign or `run` on one kernel does per program (`single_*`).
 pub fn bench(a: BenchArgs) -> Result<u8> {
+    use lockstep_core::model::{check, check_prepared, ModelOptions, Prepared};
     let profiles = KernelProfile::all();
     let module = lockstep_core::module_src::bundled();
     let load = Instant::now();
     let cases = cases::load(&paths_or_corpus(&a.paths), &module)?;
     let load_secs = load.elapsed().as_secs_f64();
-    let start = Instant::now();
-    let cpu_start = thread_cpu_seconds();
-    let mut n = 0u64;
-    for _ in 0..a.iterations {
-        for p in &profiles {
+    let opts = ModelOptions::default();
+    let per_case = measure(|| {
+        let mut n = 0u64;
+        for _ in 0..a.iterations {
             for c in &cases {
-                std::hint::black_box(lockstep_core::model::check(c, p, &module));
-                n += 1;
+                let prep = Prepared::new(c);
+                for p in &profiles {
+                    std::hint::black_box(check_prepared(&prep, p, &module, &opts));
+                    n += 1;
+                }
             }
         }
-    }
-    let secs = start.elapsed().as_secs_f64();
-    // On a shared machine the wall clock also counts other processes' turns; the thread's own
-    // CPU time does not (null where /proc does not tell it).
-    let cpu = match (cpu_start, thread_cpu_seconds()) {
-        (Some(a), Some(b)) if b > a => {
-            format!("\"cpu_seconds\":{:.4},\"checks_per_cpu_second\":{:.0}", b - a, n as f64 / (b - a))
+        n
+    });
+    let single = measure(|| {
+        let mut n = 0u64;
+        for _ in 0..a.iterations {
+            for p in &profiles {
+                for c in &cases {
+                    std::hint::black_box(check(c, p, &module));
+                    n += 1;
+                }
+            }
         }
-        _ => "\"cpu_seconds\":null,\"checks_per_cpu_second\":null".to_string(),
-    };
+        n
+    });
     writeln!(
         std::io::stdout(),
-        "{{\"bench\":\"model\",\"cases\":{},\"load_seconds\":{load_secs:.4},\"profiles\":{},\"checks\":{n},\"seconds\":{secs:.4},\"checks_per_second\":{:.0},{cpu}}}",
+        "{{\"bench\":\"model\",\"cases\":{},\"load_seconds\":{load_secs:.4},\"profiles\":{},{},{}}}",
         cases.len(),
         profiles.len(),
-        n as f64 / secs
+        per_case.json(""),
+        single.json("single_"),
     )
     .context("writing to stdout")?;
     Ok(0)
+}
+
+/// One timed loop of `bench model`: checks, wall seconds and (where /proc tells it) the thread's
+/// CPU seconds.
+struct Measured {
+    checks: u64,
+    seconds: f64,
+    cpu_seconds: Option<f64>,
+}
+
+/// Times `run`, which returns the number of checks it made.
+fn measure(run: impl FnOnce() -> u64) -> Measured {
+    let start = Instant::now();
+    let cpu_start = thread_cpu_seconds();
+    let checks = run();
+    let seconds = start.elapsed().as_secs_f64();
+    // On a shared machine the wall clock also counts other processes' turns; the thread's own
+    // CPU time does not (null where /proc does not tell it).
+    let cpu_seconds = match (cpu_start, thread_cpu_seconds()) {
+        (Some(a), Some(b)) if b > a => Some(b - a),
+        _ => None,
+    };
+    Measured { checks, seconds, cpu_seconds }
+}
+
+impl Measured {
+    /// The JSON fields, each name after `prefix`.
+    fn json(&self, prefix: &str) -> String {
+        let n = self.checks as f64;
+        let cpu = match self.cpu_seconds {
+            Some(c) => {
+                format!("\"{prefix}cpu_seconds\":{c:.4},\"{prefix}checks_per_cpu_second\":{:.0}", n / c)
+            }
+            None => format!("\"{prefix}cpu_seconds\":null,\"{prefix}checks_per_cpu_second\":null"),
+        };
+        format!(
+            "\"{prefix}checks\":{},\"{prefix}seconds\":{:.4},\"{prefix}checks_per_second\":{:.0},{cpu}",
+            self.checks,
+            self.seconds,
+            n / self.seconds
+        )
+    }
 }
 
 /// The calling thread's CPU time so far (`/proc/thread-self/schedstat`: nanoseconds on a CPU).

@@ -4,13 +4,14 @@ use std::collections::BTreeMap;
 
 use super::access::{check_region, is_aligned, tnum_const_str, Region, RegionError, BPF_MAX_VAR_OFF};
 use super::attach::ReturnRule;
+use super::fields;
+use super::prepared::Prepared;
 use super::scalar::{CmpOp, Scalar};
 use super::special::{self, FieldAccess, KptrError};
 use super::state::{Frame, Reg, State};
-use super::{cfg, fields};
 use super::{ModelOptions, Rule, Step, Stop, STEP_BUDGET};
 use crate::asm::Reloc;
-use crate::case::{Case, FieldKind, MapSpec, MapType, ProgType};
+use crate::case::{Case, FieldKind, MapSpec, ProgType};
 use crate::insn::*;
 use crate::profile::{render, KernelProfile, ModuleKfuncs};
 use crate::verdict::{map_create_refused, EOPNOTSUPP};
@@ -21,12 +22,14 @@ pub(crate) struct Machine<'a> {
     pub profile: &'a KernelProfile,
     pub module: &'a ModuleKfuncs,
     pub opts: &'a ModelOptions,
+    /// What the passes before the walk found whatever the profile (shared by the profiles).
+    pub prep: &'a Prepared<'a>,
     /// Subprogram starts (index 0 = main).
-    pub subprogs: Vec<usize>,
+    pub subprogs: &'a [usize],
     /// Global subprograms by start instruction: their number of args.
-    pub globals: BTreeMap<usize, u8>,
+    pub globals: &'a BTreeMap<usize, u8>,
     /// Global subprograms by start instruction: which args (bit 0: R1) are `ARG_PTR_TO_CTX`.
-    pub global_ctx_args: BTreeMap<usize, u8>,
+    pub global_ctx_args: &'a BTreeMap<usize, u8>,
     pub id_gen: u32,
     pub steps: usize,
     /// Global subprograms (by start) a verified call reached (`sub_aux->called`).
@@ -49,28 +52,20 @@ pub(crate) struct Machine<'a> {
 
 impl<'a> Machine<'a> {
     pub fn new(
-        case: &'a Case,
+        prep: &'a Prepared<'a>,
         profile: &'a KernelProfile,
         module: &'a ModuleKfuncs,
         opts: &'a ModelOptions,
     ) -> Self {
-        let subprogs = case.program.subprog_starts();
-        let mut globals = BTreeMap::new();
-        let mut global_ctx_args = BTreeMap::new();
-        for g in &case.globals {
-            if let Some((&idx, _)) = case.program.labels.iter().find(|(_, l)| **l == g.label) {
-                globals.insert(idx, g.args);
-                global_ctx_args.insert(idx, g.ctx_args);
-            }
-        }
         Machine {
-            case,
+            case: prep.case(),
             profile,
             module,
             opts,
-            subprogs,
-            globals,
-            global_ctx_args,
+            prep,
+            subprogs: &prep.subprogs,
+            globals: &prep.globals,
+            global_ctx_args: &prep.global_ctx_args,
             id_gen: 0,
             steps: 0,
             called: Default::default(),
@@ -185,34 +180,23 @@ impl<'a> Machine<'a> {
         // bpf_spin_lock / bpf_res_spin_lock in any map but hash, array, cgroup and sk storage
         // (-EOPNOTSUPP), the same on every profile (a kernel without bpf_res_spin_lock sees a
         // plain struct there).
+        // (The per-map facts, whatever the profile, are in `Prepared::maps`.)
         let res = self.profile.res_spin_lock;
-        // libbpf creates an inner map before its outer map (map_check_btf() on it too).
-        for m in self.case.maps.iter().flat_map(|m| std::iter::once(m).chain(m.inner.as_deref())) {
-            let locked = m.btf
-                && m.value
-                    .fields
-                    .iter()
-                    .any(|f| f.kind == FieldKind::SpinLock || (res && f.kind == FieldKind::ResSpinLock));
-            let allowed = matches!(
-                m.map_type,
-                MapType::Hash | MapType::Array | MapType::CgroupStorage | MapType::SkStorage
-            );
-            if locked && !allowed {
+        // libbpf creates an inner map before its outer map (map_check_btf() on it too);
+        // `Prepared::maps` holds each map followed by its inner map.
+        for (m, f) in super::prepared::maps_with_inner(self.case).zip(&self.prep.maps) {
+            let locked = f.spin_lock || (res && f.res_spin_lock);
+            if locked && !f.lock_allowed {
                 return Err(Stop::Reject(None, map_create_refused(&m.name, EOPNOTSUPP)));
             }
             // btf_parse_fields() fails before map_check_btf() looks at the map type: an error record.
-            if let Some(why) = m.btf.then(|| special::record_error(&m.value, &self.case.types)).flatten() {
+            if let Some(why) = &f.record_error {
                 return Err(Stop::Unsupported(format!(
                     "map `{}` has an error BTF record (not modelled): {why}",
                     m.name
                 )));
             }
-            let refused = m.value.fields.iter().any(|f| {
-                special::in_map_record(f.kind)
-                    && !f.kind.is_lock()
-                    && !special::map_type_allows(f.kind, m.map_type)
-            });
-            if m.btf && refused {
+            if f.field_refused {
                 return Err(Stop::Reject(None, map_create_refused(&m.name, EOPNOTSUPP)));
             }
         }
@@ -250,13 +234,11 @@ impl<'a> Machine<'a> {
         // add_subprogs() / add_subprog_and_kfunc(), check_subprogs(), then check_btf_info():
         // func_info only for a case with global functions or a program of a BPF object.
         self.exception_cb_tags()?;
-        cfg::check_call_targets(insns)?;
-        cfg::check_subprogs(insns, &self.subprogs)?;
-        if !super::callbacks::has_btf_func_info(self.case) {
-            cfg::check_abnormal_return(insns, &self.subprogs)?;
-        }
+        // (`cfg::check_call_targets`, `check_subprogs`, `check_abnormal_return`, computed once
+        // per case: `Prepared::layout`.)
+        self.prep.layout()?;
         self.check_and_resolve_insns()?;
-        cfg::check_cfg(insns)?;
+        self.prep.cfg()?;
         // check_attach_btf_id() runs after check_cfg().
         if self.case.prog_type == ProgType::Syscall && !self.case.sleepable {
             return Err(Stop::Reject(None, self.profile.messages.syscall_not_sleepable.clone()));
@@ -268,40 +250,23 @@ impl<'a> Machine<'a> {
     /// `check_and_resolve_insns()` (7.x; `resolve_pseudo_ldimm64()` before): in instruction
     /// order, the `ld_imm64` checks and `add_used_map()` -> `check_map_prog_compatibility()` for
     /// map references, the opcode table and `check_insn_fields()` for the others.
+    ///
+    /// The instruction checks of its own are the same for every profile with the same switches
+    /// (`Prepared::insn_scan`: the first instruction they refuse); the map references before that
+    /// instruction are checked here, in order.
     fn check_and_resolve_insns(&self) -> Step<()> {
-        let insns = &self.case.program.insns;
-        let mut pc = 0;
-        while pc < insns.len() {
-            let insn = &insns[pc];
-            if insn.dst > 10 || insn.src > 10 {
-                return Err(Stop::Unsupported(format!(
-                    "register r{} at {pc} (stack arguments) is not modelled",
-                    insn.dst.max(insn.src)
-                )));
+        let refused = self.prep.insn_scan(self.profile.insn_fields_in_prepass, self.profile.gotox);
+        let end = refused.map_or(usize::MAX, |(pc, _)| *pc);
+        for &(pc, name) in &self.prep.map_refs {
+            if pc >= end {
+                break;
             }
-            let fields_now = self.profile.insn_fields_in_prepass;
-            if !fields_now {
-                fields::check_ldx_fields(insn).map_err(|m| Stop::Reject(None, m))?;
-            }
-            if insn.is_ld_imm64() {
-                fields::check_ld_imm64(insn, insns.get(pc + 1)).map_err(|m| Stop::Reject(None, m))?;
-                if let Some(Reloc::Map { name } | Reloc::MapValue { name, .. }) =
-                    self.case.program.relocs.get(&pc)
-                {
-                    self.check_map_prog_compatibility(name)?;
-                }
-                pc += 2;
-                continue;
-            }
-            if !fields::in_insntable(insn.code, self.profile.gotox) {
-                return Err(Stop::Reject(None, format!("unknown opcode {:02x}", insn.code)));
-            }
-            if fields_now {
-                fields::check_insn_fields(insn).map_err(|m| Stop::Reject(None, m))?;
-            }
-            pc += 1;
+            self.check_map_prog_compatibility(name)?;
         }
-        Ok(())
+        match refused {
+            Some((_, stop)) => Err(stop.clone()),
+            None => Ok(()),
+        }
     }
 
     /// `add_used_map()` -> `check_map_prog_compatibility()` for the map `name`.
@@ -623,9 +588,7 @@ impl<'a> Machine<'a> {
                 }
             }
             (BPF_PSEUDO_FUNC, _) => {
-                super::callbacks::func_ref(pc, insn, super::callbacks::has_btf_func_info(self.case), |s| {
-                    self.globals.contains_key(&s)
-                })?
+                super::callbacks::func_ref(pc, insn, self.prep.func_info, |s| self.globals.contains_key(&s))?
             }
             _ => return Err(Stop::Unsupported(format!("ld_imm64 form src={} at {pc}", insn.src))),
         };
@@ -672,6 +635,21 @@ impl<'a> Machine<'a> {
             self.read_reg(st, pc, 0)?;
         }
         let base = self.read_reg(st, pc, insn.dst)?;
+        // A map value not yet checked against NULL: check_atomic_rmw() (7.x; check_atomic() in
+        // 6.12) passes it to check_mem_access(), which refuses it as it refuses a load
+        // ("invalid mem access 'map_value_or_null'"), after the "leaks addr into mem" checks and
+        // check_ptr_alignment() (strict for atomics), which the model leaves out.
+        if let Reg::MapValue { null: true, off, var: None, .. } = base {
+            let r0_pointer = insn.imm == BPF_CMPXCHG && st.cur_ref().regs[0].is_pointer();
+            if v.is_pointer() || r0_pointer || !is_aligned(off + insn.off as i64, insn.size_bytes()) {
+                return Err(Stop::Unsupported(
+                    "atomic on map_value_or_null with a pointer operand or a misaligned offset".into(),
+                ));
+            }
+            return self
+                .mem_access(st, pc, insn.dst, &base, insn.off as i64, insn.size_bytes(), None)
+                .map(drop);
+        }
         let arena_ok = base == Reg::Arena && super::arena::arena_atomic_supported(insn.imm);
         if !matches!(base, Reg::MapValue { null: false, .. }) && !arena_ok {
             return Err(Stop::Unsupported(format!("atomic on {}", base.type_str())));

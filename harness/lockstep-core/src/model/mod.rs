@@ -27,6 +27,7 @@ mod kptr;
 mod kptr_store;
 mod loops;
 mod map_compat;
+mod prepared;
 mod rbtree;
 mod rcu;
 mod scalar;
@@ -37,6 +38,7 @@ mod throw;
 mod timer;
 
 pub use calls::kfunc_allowed_under_lock;
+pub use prepared::Prepared;
 pub use scalar::{CmpOp, Scalar};
 pub use sock::SockKind;
 pub use state::{ActiveLock, Frame, IrqFlag, LockKind, Reg, Stack, StackBytes, State};
@@ -148,11 +150,22 @@ pub fn check_with(
     module: &ModuleKfuncs,
     opts: &ModelOptions,
 ) -> Verdict {
+    check_prepared(&Prepared::new(case), profile, module, opts)
+}
+
+/// [`check_with`] on a case [`Prepared`] once for the checks under several profiles (the passes
+/// that do not depend on the profile run once).
+pub fn check_prepared(
+    prep: &Prepared<'_>,
+    profile: &KernelProfile,
+    module: &ModuleKfuncs,
+    opts: &ModelOptions,
+) -> Verdict {
     // A program of an object whose import found a construct lockstep does not represent.
-    if let Some(why) = &case.model_unsupported {
+    if let Some(why) = &prep.case().model_unsupported {
         return Verdict::unsupported(why.clone());
     }
-    match exec::Machine::new(case, profile, module, opts).run() {
+    match exec::Machine::new(prep, profile, module, opts).run() {
         Ok(()) => Verdict::accept(),
         Err(Stop::Reject(insn, msg)) => Verdict::reject(insn, msg),
         Err(Stop::Unsupported(why)) => Verdict::unsupported(why),
@@ -197,6 +210,8 @@ mod tests_loops;
 mod tests_rbtree;
 #[cfg(test)]
 mod tests_rcu;
+#[cfg(test)]
+mod tests_refs_atomics;
 #[cfg(test)]
 mod tests_res_lock;
 #[cfg(test)]

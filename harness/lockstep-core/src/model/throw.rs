@@ -9,8 +9,20 @@ use super::exec::{Flow, Machine};
 use super::state::{Reg, State};
 use super::{Step, Stop};
 use crate::case::ProgType;
+use crate::insn::{BPF_CALL, BPF_JMP, BPF_PSEUDO_KFUNC_CALL};
 
 impl Machine<'_> {
+    /// Whether the program calls `bpf_throw` anywhere (a global function that may throw ends its
+    /// caller's path in an exception exit: `check_func_call()`'s `might_throw`).
+    pub(super) fn program_throws(&self) -> bool {
+        let p = &self.case.program;
+        p.insns.iter().enumerate().any(|(i, insn)| {
+            insn.code == (BPF_JMP | BPF_CALL)
+                && insn.src == BPF_PSEUDO_KFUNC_CALL
+                && p.call_name(i) == Some("bpf_throw")
+        })
+    }
+
     /// `bpf_throw(cookie)` at `pc`.
     pub(super) fn throw_call(&mut self, st: &mut State, pc: usize) -> Step<Flow> {
         let unsupported =

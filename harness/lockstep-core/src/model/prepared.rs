@@ -1,0 +1,194 @@
+//! What the passes before the walk find in a program whatever the kernel profile: subprogram
+//! starts, global functions, the layout passes (`add_subprogs()`, `check_subprogs()`,
+//! `check_abnormal_return()`), `check_cfg()`, the instruction checks of
+//! `check_and_resolve_insns()` and the map facts `map_check_btf()` looks at. Computed once per
+//! case (the layout, cfg and instruction results lazily, at the first check that reaches them)
+//! and shared by the checks of that case under every profile ([`super::check_prepared`]).
+//!
+//! Pure functions of the case: the results are the ones the passes return when run in place,
+//! kept as [`Step`]s and replayed at the pass's position, so the order of the checks (and which
+//! error a program meets first) is the kernel's, as in `exec.rs`.
+
+use std::cell::OnceCell;
+use std::collections::BTreeMap;
+
+use super::{callbacks, cfg, fields, special, Step, Stop};
+use crate::asm::Reloc;
+use crate::case::{Case, FieldKind, MapSpec, MapType};
+
+/// What `map_check_btf()` and `btf_parse_fields()` look at in one map, whatever the profile.
+#[derive(Debug)]
+pub(crate) struct MapFacts {
+    /// The value (with BTF) holds a `bpf_spin_lock`.
+    pub spin_lock: bool,
+    /// The value (with BTF) holds a `bpf_res_spin_lock` (a plain struct on a kernel without it).
+    pub res_spin_lock: bool,
+    /// The map type may hold a lock (hash, array, cgroup and sk storage).
+    pub lock_allowed: bool,
+    /// `btf_parse_fields()`'s error record, if any (`special::record_error`).
+    pub record_error: Option<String>,
+    /// A special field other than a lock this map type may not hold (`map_check_btf()`).
+    pub field_refused: bool,
+}
+
+/// The maps of `case` as the loader creates them: each map, then its inner map (map-in-map).
+pub(crate) fn maps_with_inner(case: &Case) -> impl Iterator<Item = &MapSpec> {
+    case.maps.iter().flat_map(|m| std::iter::once(m).chain(m.inner.as_deref()))
+}
+
+/// The first instruction `check_and_resolve_insns()` refuses for reasons of its own (register
+/// numbers, the `ld_imm64` form, the opcode table, reserved fields), or none.
+type InsnScan = Option<(usize, Stop)>;
+
+/// A case prepared for checks under several profiles (see the module documentation).
+pub struct Prepared<'a> {
+    case: &'a Case,
+    /// Subprogram starts (index 0 = main): `Program::subprog_starts()`.
+    pub(crate) subprogs: Vec<usize>,
+    /// Global subprograms by start instruction: their number of args.
+    pub(crate) globals: BTreeMap<usize, u8>,
+    /// Global subprograms by start instruction: which args (bit 0: R1) are `ARG_PTR_TO_CTX`.
+    pub(crate) global_ctx_args: BTreeMap<usize, u8>,
+    /// `callbacks::has_btf_func_info()`.
+    pub(crate) func_info: bool,
+    /// Per map of the case, in order, each followed by its inner map ([`maps_with_inner`]).
+    pub(crate) maps: Vec<MapFacts>,
+    /// `ld_imm64` instructions with a map reference, in instruction order, as
+    /// `check_and_resolve_insns()` meets them (a second slot is never a first).
+    pub(crate) map_refs: Vec<(usize, &'a str)>,
+    layout: OnceCell<Step<()>>,
+    cfg: OnceCell<Step<()>>,
+    /// By `insn_fields_in_prepass` (bit 1) and `gotox` (bit 0) of the profile.
+    insn_scans: [OnceCell<InsnScan>; 4],
+}
+
+impl<'a> Prepared<'a> {
+    /// Prepares `case`: the cheap facts now, the passes over the instructions when first asked.
+    pub fn new(case: &'a Case) -> Self {
+        let program = &case.program;
+        let mut globals = BTreeMap::new();
+        let mut global_ctx_args = BTreeMap::new();
+        for g in &case.globals {
+            if let Some((&idx, _)) = program.labels.iter().find(|(_, l)| **l == g.label) {
+                globals.insert(idx, g.args);
+                global_ctx_args.insert(idx, g.ctx_args);
+            }
+        }
+        let maps = maps_with_inner(case)
+            .map(|m| {
+                let has = |k| m.btf && m.value.fields.iter().any(|f| f.kind == k);
+                MapFacts {
+                    spin_lock: has(FieldKind::SpinLock),
+                    res_spin_lock: has(FieldKind::ResSpinLock),
+                    lock_allowed: matches!(
+                        m.map_type,
+                        MapType::Hash | MapType::Array | MapType::CgroupStorage | MapType::SkStorage
+                    ),
+                    record_error: m.btf.then(|| special::record_error(&m.value, &case.types)).flatten(),
+                    field_refused: m.btf
+                        && m.value.fields.iter().any(|f| {
+                            special::in_map_record(f.kind)
+                                && !f.kind.is_lock()
+                                && !special::map_type_allows(f.kind, m.map_type)
+                        }),
+                }
+            })
+            .collect();
+        let insns = &program.insns;
+        let mut map_refs = Vec::new();
+        let mut pc = 0;
+        while pc < insns.len() {
+            if insns[pc].is_ld_imm64() {
+                if let Some(Reloc::Map { name } | Reloc::MapValue { name, .. }) = program.relocs.get(&pc) {
+                    map_refs.push((pc, name.as_str()));
+                }
+                pc += 2;
+            } else {
+                pc += 1;
+            }
+        }
+        Prepared {
+            case,
+            subprogs: program.subprog_starts(),
+            globals,
+            global_ctx_args,
+            func_info: callbacks::has_btf_func_info(case),
+            maps,
+            map_refs,
+            layout: OnceCell::new(),
+            cfg: OnceCell::new(),
+            insn_scans: Default::default(),
+        }
+    }
+
+    /// The case.
+    pub fn case(&self) -> &'a Case {
+        self.case
+    }
+
+    /// `add_subprogs()` (call targets), `check_subprogs()`, then, without BTF func_info,
+    /// `check_abnormal_return()`: run back to back in `bpf_check()`. Only for a program with
+    /// instructions.
+    pub(crate) fn layout(&self) -> Step<()> {
+        self.layout
+            .get_or_init(|| {
+                let insns = &self.case.program.insns;
+                cfg::check_call_targets(insns)?;
+                cfg::check_subprogs(insns, &self.subprogs)?;
+                if !self.func_info {
+                    cfg::check_abnormal_return(insns, &self.subprogs)?;
+                }
+                Ok(())
+            })
+            .clone()
+    }
+
+    /// `check_cfg()`. Only for a program with instructions.
+    pub(crate) fn cfg(&self) -> Step<()> {
+        self.cfg.get_or_init(|| cfg::check_cfg(&self.case.program.insns)).clone()
+    }
+
+    /// The first instruction `check_and_resolve_insns()` refuses for its own reasons under a
+    /// profile with these switches (the map checks at `ld_imm64`s before it are the caller's).
+    pub(crate) fn insn_scan(&self, fields_in_prepass: bool, gotox: bool) -> Option<&(usize, Stop)> {
+        let slot = &self.insn_scans[usize::from(fields_in_prepass) * 2 + usize::from(gotox)];
+        slot.get_or_init(|| first_refused_insn(&self.case.program.insns, fields_in_prepass, gotox)).as_ref()
+    }
+}
+
+/// The instruction checks of `check_and_resolve_insns()`, in its order, without the map
+/// references (see [`Prepared::insn_scan`]).
+fn first_refused_insn(insns: &[crate::insn::Insn], fields_now: bool, gotox: bool) -> InsnScan {
+    let mut pc = 0;
+    while pc < insns.len() {
+        let insn = &insns[pc];
+        let refused = |m: String| Some((pc, Stop::Reject(None, m)));
+        if insn.dst > 10 || insn.src > 10 {
+            let why =
+                format!("register r{} at {pc} (stack arguments) is not modelled", insn.dst.max(insn.src));
+            return Some((pc, Stop::Unsupported(why)));
+        }
+        if !fields_now {
+            if let Err(m) = fields::check_ldx_fields(insn) {
+                return refused(m);
+            }
+        }
+        if insn.is_ld_imm64() {
+            if let Err(m) = fields::check_ld_imm64(insn, insns.get(pc + 1)) {
+                return refused(m);
+            }
+            pc += 2;
+            continue;
+        }
+        if !fields::in_insntable(insn.code, gotox) {
+            return refused(format!("unknown opcode {:02x}", insn.code));
+        }
+        if fields_now {
+            if let Err(m) = fields::check_insn_fields(insn) {
+                return refused(m);
+            }
+        }
+        pc += 1;
+    }
+    None
+}
