@@ -821,6 +821,9 @@ impl<'a> Machine<'a> {
                 pc,
                 self.msg(&m.invalid_mem_access, &[("reg", reg()), ("type", base.type_str().into())]),
             ),
+            Reg::Ctx if matches!(self.case.prog_type, ProgType::Tracing | ProgType::Lsm) => {
+                self.tracing_ctx_access(off, size, value.is_some(), pc)
+            }
             Reg::Ctx => Err(self.ctx_unsupported()),
             _ => Err(Stop::Unsupported(format!(
                 "memory access through {} is outside the modelled subset",
@@ -881,7 +884,9 @@ impl<'a> Machine<'a> {
                                 *id = 0;
                             }
                         }
-                        Reg::BtfPtr { null, .. } | Reg::Alloc { null, .. } => *null = false,
+                        Reg::BtfPtr { null, .. } | Reg::Alloc { null, .. } | Reg::Kernel { null, .. } => {
+                            *null = false
+                        }
                         _ => unreachable!("only pointers have a maybe-null id"),
                     }
                 });

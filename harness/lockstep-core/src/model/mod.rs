@@ -18,6 +18,7 @@ mod fields;
 mod graph;
 mod helpers_more;
 mod irq;
+mod kobj;
 mod kptr;
 mod loops;
 mod map_compat;
@@ -27,10 +28,11 @@ mod scalar;
 mod special;
 mod state;
 mod throw;
+mod tracing;
 
 pub use calls::kfunc_allowed_under_lock;
 pub use scalar::{CmpOp, Scalar};
-pub use state::{ActiveLock, Frame, IrqFlag, LockKind, Reg, Stack, StackBytes, State};
+pub use state::{ActiveLock, Frame, IrqFlag, LockKind, Reg, Stack, StackBytes, State, Trust};
 
 use crate::case::Case;
 use crate::profile::{KernelProfile, ModuleKfuncs};
@@ -180,3 +182,5 @@ mod tests_rcu;
 mod tests_res_lock;
 #[cfg(test)]
 mod tests_speed;
+#[cfg(test)]
+mod tests_tracing;
