@@ -36,17 +36,18 @@ pub fn cached_for(profile: &KernelProfile) -> Option<PathBuf> {
     crate::kernel::headers_vmlinux(profile.kernel.as_deref()?)
 }
 
-/// Gives each profile its kernel BTF: `explicit` for all of them, else each profile's cached
-/// kernel's. Only when some case is a tracing / LSM program (the only ones that read it).
+/// Gives each profile its kernel BTF: `explicit` for all of them (read even when no case needs
+/// it, so a bad file is always bad input), else, when some case is a tracing / LSM program (the
+/// only ones that read it), each profile's cached kernel's.
 pub fn attach(profiles: &mut [KernelProfile], cases: &[Case], explicit: Option<&Path>) -> Result<()> {
-    if !cases.iter().any(|c| matches!(c.prog_type, ProgType::Tracing | ProgType::Lsm)) {
-        return Ok(());
-    }
     if let Some(path) = explicit {
         let k = load(path)?;
         for p in profiles.iter_mut() {
             p.kernel_btf = KernelBtfRef(Some(k.clone()));
         }
+        return Ok(());
+    }
+    if !cases.iter().any(|c| matches!(c.prog_type, ProgType::Tracing | ProgType::Lsm)) {
         return Ok(());
     }
     for p in profiles.iter_mut() {
