@@ -178,8 +178,10 @@ impl Machine<'_> {
         Ok((flags & KF_RELEASE != 0).then_some(ref_obj_id))
     }
 
-    /// `bpf_get_current_task_btf()`: `RET_PTR_TO_BTF_ID_TRUSTED` to `task_struct`, never NULL;
-    /// in the program types whose helpers come from `bpf_tracing_func_proto()`.
+    /// `bpf_get_current_task_btf()`: `RET_PTR_TO_BTF_ID_TRUSTED` to `task_struct`, never NULL.
+    /// `bpf_base_func_proto()` (helpers.c, CAP_PERFMON) has it; the model allows it in the
+    /// tracing program types and in syscall programs (`syscall_prog_func_proto()` falls back to
+    /// `tracing_prog_func_proto()`), and leaves the others unsupported.
     pub(super) fn current_task_btf(&mut self, st: &mut State) -> Step<()> {
         if !matches!(
             self.case.prog_type,
@@ -189,6 +191,7 @@ impl Machine<'_> {
                 | ProgType::Tracepoint
                 | ProgType::RawTracepoint
                 | ProgType::PerfEvent
+                | ProgType::Syscall
         ) {
             return Err(Stop::Unsupported(format!(
                 "helper bpf_get_current_task_btf in a {:?} program",
