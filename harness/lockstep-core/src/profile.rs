@@ -93,6 +93,10 @@ pub struct Messages {
 pub struct KernelProfile {
     /// `6.12`, `7.2`, `7.2+kf-spin-lock`, `7.3`.
     pub name: String,
+    /// The kernel's BTF, when the caller has it (`lockstep check --kernel-btf`, or the profile's
+    /// cached kernel): the attach functions of tracing / LSM programs (`kernel_btf.rs`).
+    #[serde(skip)]
+    pub kernel_btf: crate::kernel_btf::KernelBtfRef,
     /// What kernel source the profile was taken from.
     pub source: String,
     /// The Debian kernel name whose verdicts this profile predicts (`debian:7.2`), if any.
@@ -173,6 +177,14 @@ pub struct AttachRules {
     pub noreturn_deny: Vec<String>,
     /// Its message (`{name}`: the function).
     pub noreturn_deny_message: String,
+    /// `untrusted_lsm_hooks` (bpf_lsm.c): LSM hooks whose arguments are not `PTR_TRUSTED`
+    /// (`bpf_lsm_is_trusted()`), as `bpf_lsm_<hook>` names.
+    #[serde(default)]
+    pub untrusted_lsm_hooks: Vec<String>,
+    /// `raw_tp_null_args[]` (btf.c): tracepoints whose pointer arguments may be NULL (bit 0x1 of
+    /// argument i's nibble, `mask >> 4*i`) or an error pointer (bit 0x2), with the mask.
+    #[serde(default)]
+    pub raw_tp_null_args: Vec<(String, u64)>,
 }
 
 /// Errors loading a profile.

@@ -31,6 +31,10 @@ pub struct CheckArgs {
     /// the exit code 5.
     #[arg(long)]
     allow_skips: bool,
+    /// The kernel BTF (a vmlinux with `.BTF`, or raw BTF) typing tracing / LSM programs' ctx, for
+    /// every profile; default: each profile's cached Debian kernel headers' `vmlinux`.
+    #[arg(long, value_name = "FILE")]
+    kernel_btf: Option<PathBuf>,
     /// Case files or directories (default: the bundled corpus).
     paths: Vec<PathBuf>,
 }
@@ -62,9 +66,10 @@ fn paths_or_corpus(paths: &[PathBuf]) -> Vec<PathBuf> {
 
 /// Runs `check`: exit 0 when every expectation is met, 1 otherwise.
 pub fn run(a: CheckArgs) -> Result<u8> {
-    let profiles = profiles_of(&a.profiles)?;
+    let mut profiles = profiles_of(&a.profiles)?;
     let module = lockstep_core::module_src::bundled();
     let cases = cases::load(&paths_or_corpus(&a.paths), &module)?;
+    crate::kernel_btf::attach(&mut profiles, &cases, a.kernel_btf.as_deref())?;
     let rows = check_all(&cases, &profiles, &module);
     write_rows(&mut std::io::stdout().lock(), &rows, a.json).context("writing to stdout")?;
     let count = |k| rows.iter().filter(|r| r.verdict == k).count();

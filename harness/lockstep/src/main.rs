@@ -17,6 +17,7 @@ mod github;
 mod import;
 mod kbuild;
 mod kernel;
+mod kernel_btf;
 mod kernel_diff;
 mod merge;
 mod output;

@@ -235,7 +235,15 @@ impl KernelTarget {
                 .into())
             }
         };
-        let profile = kernel::profile(&pname)?;
+        let mut profile = kernel::profile(&pname)?;
+        // The booted kernel's own BTF types tracing / LSM programs' ctx for the model
+        // (docs/kernel-btf.md); without it the model says which BTF is missing.
+        if let Some(v) = kernel::kernel_vmlinux(&resolved) {
+            match crate::kernel_btf::load(&v) {
+                Ok(k) => profile.kernel_btf = lockstep_core::kernel_btf::KernelBtfRef(Some(k)),
+                Err(e) => tracing::warn!("{name}: {e:#}"),
+            }
+        }
         let (module, module_error) = if opts.module {
             let built = match &opts.module_ko {
                 Some(ko) => kernel::module_from_ko(ko, kernel::kernel_vmlinux(&resolved).as_deref()),

@@ -41,6 +41,21 @@ fn a_malformed_case_file_names_file_and_line() {
     assert!(stderr(&o).contains("bad.toml:6"), "{}", stderr(&o));
 }
 
+#[test]
+fn a_bad_kernel_btf_file_is_bad_input_naming_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let missing = dir.path().join("no-such-vmlinux");
+    let o = lockstep(&["check", "--profile", "7.3", "--kernel-btf", missing.to_str().unwrap()]);
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+    assert!(stderr(&o).contains("no-such-vmlinux"), "{}", stderr(&o));
+    // A file that is neither raw BTF nor an ELF with .BTF.
+    let junk = dir.path().join("junk.btf");
+    std::fs::write(&junk, b"not btf at all").unwrap();
+    let o = lockstep(&["check", "--profile", "7.3", "--kernel-btf", junk.to_str().unwrap()]);
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+    assert!(stderr(&o).contains("junk.btf"), "{}", stderr(&o));
+}
+
 /// Runs `sh -c script lockstep` (or `lockstep args` when `script` is empty) in a fresh user, pid and
 /// mount namespace: a broken agent guard could then neither power this machine off nor mount over
 /// its /proc.

@@ -43,6 +43,8 @@ pub enum Kind {
     FuncProto {
         ret: u32,
         params: Vec<u32>,
+        /// The parameters' names (empty strings where BTF has none).
+        names: Vec<String>,
     },
     Var {
         ty: u32,
@@ -175,11 +177,12 @@ impl Btf {
                 12 => Kind::Func { proto: size_type, global: vlen == 1 },
                 13 => {
                     let mut params = Vec::new();
+                    let mut names = Vec::new();
                     for _ in 0..vlen {
-                        let _n = r.u32()?;
+                        names.push(name(r.u32()?));
                         params.push(r.u32()?);
                     }
-                    Kind::FuncProto { ret: size_type, params }
+                    Kind::FuncProto { ret: size_type, params, names }
                 }
                 14 => {
                     let _linkage = r.u32()?;

@@ -515,7 +515,7 @@ fn exception_cb_of(btf: &Btf, name: &str) -> Option<crate::case::ExceptionCb> {
         return Some(out);
     };
     out.global = *global;
-    if let Some(Kind::FuncProto { ret, params }) = btf.get(*proto).map(|t| &t.kind) {
+    if let Some(Kind::FuncProto { ret, params, .. }) = btf.get(*proto).map(|t| &t.kind) {
         let scalar = |id: u32| {
             matches!(btf.get(btf.resolve(id)).map(|t| &t.kind), Some(Kind::Int { .. } | Kind::Enum { .. }))
         };

@@ -100,6 +100,10 @@ impl Machine<'_> {
                     self.clobber(st, r0);
                     return Ok(Flow::Next(pc + 1));
                 }
+                if let Some(k) = super::kobj::KobjKfunc::of(name) {
+                    self.kobj_call(st, pc, name, k)?;
+                    return Ok(Flow::Next(pc + 1));
+                }
                 self.kfunc_call(st, pc, name)?;
                 Ok(Flow::Next(pc + 1))
             }
@@ -304,6 +308,7 @@ impl Machine<'_> {
                 let r0 = self.kptr_xchg(st, pc)?;
                 self.clobber(st, r0);
             }
+            "bpf_get_current_task_btf" => self.current_task_btf(st)?,
             // bpf_get_current_pid_tgid: in bpf_base_func_proto()'s unprivileged list (6.12, 7.x).
             "bpf_get_prandom_u32"
             | "bpf_ktime_get_ns"

@@ -811,6 +811,9 @@ impl<'a> Machine<'a> {
                 Ok(if value.is_some() { Reg::NotInit } else { Reg::Scalar(Scalar::of_size(size)) })
             }
             // check_ctx_access() -> the program type's is_valid_access() (ctx.rs).
+            Reg::Ctx if matches!(self.case.prog_type, ProgType::Tracing | ProgType::Lsm) => {
+                self.tracing_ctx_access(off, size, value.is_some(), pc)
+            }
             Reg::Ctx => self.ctx_mem_access(pc, off, size, value.as_ref()),
             Reg::Sock { kind, null: false, .. } => {
                 self.sock_access(pc, regno, *kind, off, size, value.is_some())
@@ -884,7 +887,10 @@ impl<'a> Machine<'a> {
                                 *id = 0;
                             }
                         }
-                        Reg::BtfPtr { null, .. } | Reg::Alloc { null, .. } | Reg::Sock { null, .. } => {
+                        Reg::BtfPtr { null, .. }
+                        | Reg::Alloc { null, .. }
+                        | Reg::Sock { null, .. }
+                        | Reg::Kernel { null, .. } => {
                             *null = false
                         }
                         _ => unreachable!("only pointers have a maybe-null id"),

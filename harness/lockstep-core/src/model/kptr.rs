@@ -108,7 +108,7 @@ fn kptr_xchg_dest_refused(r1: &Reg) -> bool {
         | Reg::Arena => true,
         Reg::MapValue { null, .. } => *null,
         Reg::Alloc { null, percpu, .. } => *null || *percpu,
-        Reg::NotInit | Reg::BtfPtr { .. } => false,
+        Reg::NotInit | Reg::BtfPtr { .. } | Reg::Kernel { .. } => false,
     }
 }
 

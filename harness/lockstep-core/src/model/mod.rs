@@ -23,6 +23,7 @@ mod helpers_more;
 mod helpers_plain;
 mod inner;
 mod irq;
+mod kobj;
 mod kptr;
 mod kptr_store;
 mod loops;
@@ -36,12 +37,13 @@ mod special;
 mod state;
 mod throw;
 mod timer;
+mod tracing;
 
 pub use calls::kfunc_allowed_under_lock;
 pub use prepared::Prepared;
 pub use scalar::{CmpOp, Scalar};
 pub use sock::SockKind;
-pub use state::{ActiveLock, Frame, IrqFlag, LockKind, Reg, Stack, StackBytes, State};
+pub use state::{ActiveLock, Frame, IrqFlag, LockKind, Reg, Stack, StackBytes, State, Trust};
 
 use crate::case::Case;
 use crate::profile::{KernelProfile, ModuleKfuncs};
@@ -216,3 +218,5 @@ mod tests_refs_atomics;
 mod tests_res_lock;
 #[cfg(test)]
 mod tests_speed;
+#[cfg(test)]
+mod tests_tracing;

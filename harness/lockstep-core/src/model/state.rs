@@ -39,6 +39,10 @@ pub enum Reg {
     Sock { kind: super::sock::SockKind, id: u32, ref_obj_id: u32, null: bool },
     /// `PTR_TO_ARENA`: a pointer into the program's arena (`addr_space_cast`, `arena.rs`).
     Arena,
+    /// `PTR_TO_BTF_ID` of a kernel struct (vmlinux BTF id `btf_id`): a tracing / LSM ctx argument
+    /// (`btf_ctx_access()`), a kernel object kfunc's or helper's return value (`tracing.rs`).
+    /// `id` is the null-check id, `ref_obj_id` the acquired reference (0: none).
+    Kernel { btf_id: u32, id: u32, ref_obj_id: u32, null: bool, trust: Trust },
     /// `PTR_TO_FUNC`: a callback's address (`ld_imm64` with `BPF_PSEUDO_FUNC`), by the
     /// subprogram's first instruction.
     Func { start: usize },
@@ -65,6 +69,7 @@ impl Reg {
             Reg::Func { .. } => "func",
             Reg::Sock { kind, null, .. } => kind.type_str(*null),
             Reg::Arena => "arena",
+            Reg::Kernel { null, trust, .. } => trust.type_str(*null),
         }
     }
     /// `PTR_MAYBE_NULL`: a pointer not yet checked against NULL.
@@ -78,12 +83,43 @@ impl Reg {
             | Reg::BtfPtr { null: true, id, .. }
             | Reg::Alloc { null: true, id, .. }
             | Reg::Sock { null: true, id, .. } => Some(*id),
+            | Reg::Kernel { null: true, id, .. } => Some(*id),
             _ => None,
         }
     }
     /// True for any pointer type.
     pub fn is_pointer(&self) -> bool {
         !matches!(self, Reg::NotInit | Reg::Scalar(_))
+    }
+}
+
+/// The trust flags of a [`Reg::Kernel`] pointer (`PTR_TRUSTED`, `MEM_RCU`, `PTR_UNTRUSTED`, or
+/// none: a legacy `PTR_TO_BTF_ID`, as fentry arguments are).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Trust {
+    /// `PTR_TRUSTED` (or a referenced pointer, which `is_trusted_reg()` counts as trusted).
+    Trusted,
+    /// `MEM_RCU`.
+    Rcu,
+    /// No flag.
+    Legacy,
+    /// `PTR_UNTRUSTED`.
+    Untrusted,
+}
+
+impl Trust {
+    /// `reg_type_str()` of a `PTR_TO_BTF_ID` with this flag (`null`: `PTR_MAYBE_NULL`).
+    pub fn type_str(self, null: bool) -> &'static str {
+        match (self, null) {
+            (Trust::Trusted, false) => "trusted_ptr_",
+            (Trust::Trusted, true) => "trusted_ptr_or_null_",
+            (Trust::Rcu, false) => "rcu_ptr_",
+            (Trust::Rcu, true) => "rcu_ptr_or_null_",
+            (Trust::Legacy, false) => "ptr_",
+            (Trust::Legacy, true) => "ptr_or_null_",
+            (Trust::Untrusted, false) => "untrusted_ptr_",
+            (Trust::Untrusted, true) => "untrusted_ptr_or_null_",
+        }
     }
 }
 

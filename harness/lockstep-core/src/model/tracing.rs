@@ -1,0 +1,130 @@
+//! Tracing and LSM programs (issue 14): their ctx, the attach function's arguments
+//! (`btf_ctx_access()` in btf.c, after `bpf_tracing_ctx_access()` for `BPF_PROG_TYPE_TRACING`;
+//! LSM programs go to `btf_ctx_access()` directly, `lsm_verifier_ops`). The prototype comes from
+//! the kernel BTF the profile carries ([`crate::kernel_btf`]); without one the model says which
+//! BTF is missing. Same in 6.12, 7.2 and 7.3 for what is modelled here.
+
+use super::exec::Machine;
+use super::scalar::Scalar;
+use super::state::{Reg, Trust};
+use super::{Step, Stop};
+use crate::case::ProgType;
+use crate::import::sec::AttachType;
+use crate::kernel_btf::{ArgKind, AttachProto, MAX_BPF_FUNC_ARGS};
+
+impl Machine<'_> {
+    /// The attach function's prototype, or why the model does not have it.
+    fn attach_proto(&self) -> Step<(AttachType, String, AttachProto)> {
+        let sec = self.sec_type().ok_or_else(|| {
+            Stop::Unsupported("a tracing/LSM program without the object section naming its target".into())
+        })?;
+        let target = sec.target.clone().unwrap_or_default();
+        let Some(kbtf) = &self.profile.kernel_btf.0 else {
+            return Err(Stop::Unsupported(format!(
+                "ctx access of a tracing/LSM program (btf_ctx_access(): the attach function's arguments) needs the kernel's BTF, which profile {} was not given (lockstep check --kernel-btf FILE, or the profile's cached kernel headers)",
+                self.profile.name
+            )));
+        };
+        let proto = kbtf.attach_proto(sec.attach, &target).map_err(|e| {
+            Stop::Unsupported(format!("attach target of {}: {e} ({})", self.case.name, kbtf.source))
+        })?;
+        Ok((sec.attach, target, proto))
+    }
+
+    /// `prog_args_trusted()`: `tp_btf/` (and iterator) arguments are `PTR_TRUSTED`, LSM ones
+    /// unless the hook is in `untrusted_lsm_hooks`; fentry / fexit / fmod_ret ones are not.
+    fn args_trusted(&self, attach: AttachType, func_name: &str) -> bool {
+        match self.case.prog_type {
+            ProgType::Tracing => matches!(attach, AttachType::TraceRawTp | AttachType::TraceIter),
+            ProgType::Lsm => !self.profile.attach.untrusted_lsm_hooks.iter().any(|h| h == func_name),
+            _ => false,
+        }
+    }
+
+    /// A load or store through the ctx of a tracing / LSM program at constant offset `off`.
+    pub(super) fn tracing_ctx_access(&self, off: i64, size: u8, store: bool, pc: usize) -> Step<Reg> {
+        let invalid = || self.reject(pc, format!("invalid bpf_context access off={off} size={size}"));
+        // bpf_tracing_ctx_access() (include/linux/bpf.h), BPF_PROG_TYPE_TRACING only.
+        if self.case.prog_type == ProgType::Tracing
+            && (off < 0 || off >= 8 * MAX_BPF_FUNC_ARGS as i64 || store || off % size as i64 != 0)
+        {
+            return invalid();
+        }
+        if store {
+            return Err(Stop::Unsupported("a store into an LSM program's ctx is not modelled".into()));
+        }
+        if off < 0 {
+            return Err(Stop::Unsupported("a negative offset into an LSM program's ctx".into()));
+        }
+        let (attach, _target, proto) = self.attach_proto()?;
+        let tname = &proto.func_name;
+        // btf_ctx_access(): the error line, then check_ctx_access()'s.
+        let refuse = |first: String| {
+            self.reject(pc, format!("{first}\ninvalid bpf_context access off={off} size={size}"))
+        };
+        if off % 8 != 0 {
+            return refuse(format!("func '{tname}' offset {off} is not multiple of 8"));
+        }
+        if proto.args.contains(&ArgKind::StructByValue) {
+            return Err(Stop::Unsupported(format!(
+                "an attach function ({tname}) with a struct argument by value (btf_ctx_arg_idx()) is not modelled"
+            )));
+        }
+        let arg = (off / 8) as usize;
+        let nr_args = proto.args.len();
+        if arg > nr_args {
+            return refuse(format!("func '{tname}' doesn't have {}-th argument", arg + 1));
+        }
+        let kind = if arg == nr_args {
+            match attach {
+                AttachType::LsmMac | AttachType::TraceFexit | AttachType::ModifyReturn => {
+                    return Err(Stop::Unsupported(format!(
+                        "reading the return value of {tname} from the ctx is not modelled"
+                    )))
+                }
+                _ => return refuse(format!("func '{tname}' doesn't have {}-th argument", arg + 1)),
+            }
+        } else {
+            &proto.args[arg]
+        };
+        match kind {
+            ArgKind::Scalar => Ok(Reg::Scalar(Scalar::of_size(size))),
+            ArgKind::StructPtr { btf_id, nullable, .. } => {
+                if size != 8 {
+                    return refuse(format!("func '{tname}' size {size} must be 8"));
+                }
+                if *nullable {
+                    return Err(Stop::Unsupported(format!(
+                        "a __nullable argument of {tname} (its null-check id) is not modelled"
+                    )));
+                }
+                if attach == AttachType::TraceRawTp {
+                    // raw_tp_null_args[] (btf.c): the argument's nibble of the tracepoint's mask.
+                    let tp = tname.strip_prefix("btf_trace_").unwrap_or(tname);
+                    let rules = &self.profile.attach.raw_tp_null_args;
+                    let mask = rules.iter().find(|(n, _)| n == tp).map_or(0, |(_, m)| *m);
+                    let nibble = mask.checked_shr(4 * arg as u32).unwrap_or(0) & 0xf;
+                    if nibble & 0x2 != 0 {
+                        // "marking pointer arg%d as scalar as it may encode error".
+                        return Ok(Reg::Scalar(Scalar::unknown()));
+                    }
+                    if nibble & 0x1 != 0 {
+                        return Err(Stop::Unsupported(format!(
+                            "a tp_btf argument that may be NULL (raw_tp_null_args: {tp}) is not modelled"
+                        )));
+                    }
+                }
+                self.ctx_ptr(*btf_id, attach, tname)
+            }
+            ArgKind::StructByValue => unreachable!("refused above"),
+            ArgKind::Other(what) => {
+                Err(Stop::Unsupported(format!("ctx argument {arg} of {tname} ({what}) is not modelled")))
+            }
+        }
+    }
+
+    fn ctx_ptr(&self, btf_id: u32, attach: AttachType, tname: &str) -> Step<Reg> {
+        let trust = if self.args_trusted(attach, tname) { Trust::Trusted } else { Trust::Legacy };
+        Ok(Reg::Kernel { btf_id, id: 0, ref_obj_id: 0, null: false, trust })
+    }
+}
