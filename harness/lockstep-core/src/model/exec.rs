@@ -890,9 +890,7 @@ impl<'a> Machine<'a> {
                         Reg::BtfPtr { null, .. }
                         | Reg::Alloc { null, .. }
                         | Reg::Sock { null, .. }
-                        | Reg::Kernel { null, .. } => {
-                            *null = false
-                        }
+                        | Reg::Kernel { null, .. } => *null = false,
                         _ => unreachable!("only pointers have a maybe-null id"),
                     }
                 });

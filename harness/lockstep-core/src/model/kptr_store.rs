@@ -56,6 +56,7 @@ mod tests {
     fn kptr_map(kind: FieldKind) -> MapSpec {
         let ptr = FieldTarget::Pointee("task_struct".into());
         MapSpec {
+            inner: None,
             name: "m".into(),
             map_type: MapType::Array,
             key_size: 4,

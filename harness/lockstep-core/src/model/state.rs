@@ -83,7 +83,7 @@ impl Reg {
             | Reg::BtfPtr { null: true, id, .. }
             | Reg::Alloc { null: true, id, .. }
             | Reg::Sock { null: true, id, .. } => Some(*id),
-            | Reg::Kernel { null: true, id, .. } => Some(*id),
+            Reg::Kernel { null: true, id, .. } => Some(*id),
             _ => None,
         }
     }

@@ -11,6 +11,7 @@ use crate::verdict::VerdictKind;
 /// An arena of 4 pages as `arena_map_alloc()` takes it (`BPF_F_MMAPABLE`, no key or value).
 fn arena_map() -> MapSpec {
     MapSpec {
+        inner: None,
         name: "arena".into(),
         map_type: MapType::Arena,
         key_size: 0,

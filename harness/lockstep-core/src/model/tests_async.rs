@@ -13,6 +13,7 @@ use crate::verdict::VerdictKind;
 /// Map `t`: `{ int cnt; <pad>; struct bpf_timer timer; }` (the timer at offset 8), array, one entry.
 fn timer_map(name: &str, btf: bool) -> MapSpec {
     MapSpec {
+        inner: None,
         name: name.into(),
         map_type: MapType::Array,
         key_size: 4,

@@ -199,6 +199,7 @@ fn ctx_tables() {
 
 fn sock_map(map_type: crate::case::MapType) -> crate::case::MapSpec {
     crate::case::MapSpec {
+        inner: None,
         name: "socks".into(),
         map_type,
         key_size: 4,
