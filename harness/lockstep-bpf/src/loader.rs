@@ -99,6 +99,17 @@ fn expected_attach_type(t: ProgType) -> u32 {
     }
 }
 
+/// A map's BTF for `BPF_MAP_CREATE`: its key and value type ids in the program BTF `btf_fd`, when
+/// both are there.
+fn map_btf(ids: Option<(u32, u32)>, btf_fd: Option<&OwnedFd>) -> Option<MapBtf<'_>> {
+    match (ids, btf_fd) {
+        (Some((key_type_id, value_type_id)), Some(fd)) => {
+            Some(MapBtf { fd: fd.as_fd(), key_type_id, value_type_id })
+        }
+        _ => None,
+    }
+}
+
 /// A kernel object name: at most 15 characters of `[A-Za-z0-9_.]`.
 fn obj_name(s: &str) -> String {
     s.chars()
@@ -298,12 +309,7 @@ impl Loader {
         let mut fds: Vec<Arc<OwnedFd>> = Vec::with_capacity(case.maps.len());
         for (i, m) in case.maps.iter().enumerate() {
             let ids = prog_btf.and_then(|p| p.maps[i]);
-            let btf = match (ids, btf_fd) {
-                (Some((key_type_id, value_type_id)), Some(fd)) => {
-                    Some(MapBtf { fd: fd.as_fd(), key_type_id, value_type_id })
-                }
-                _ => None,
-            };
+            let btf = map_btf(ids, btf_fd);
             // libbpf's order for a map-in-map: the inner map first, then the outer map with its fd.
             let inner_fd = match m.inner.as_deref() {
                 Some(inner) => Some(self.create_inner(inner, prog_btf.and_then(|p| p.inner[i]), btf_fd)?),
@@ -354,12 +360,7 @@ impl Loader {
         ids: Option<(u32, u32)>,
         btf_fd: Option<&OwnedFd>,
     ) -> Result<OwnedFd, SetupError> {
-        let btf = match (ids, btf_fd) {
-            (Some((key_type_id, value_type_id)), Some(fd)) => {
-                Some(MapBtf { fd: fd.as_fd(), key_type_id, value_type_id })
-            }
-            _ => None,
-        };
+        let btf = map_btf(ids, btf_fd);
         let name = obj_name(&inner.name);
         let spec = MapCreate {
             map_type: inner.map_type.uapi(),

@@ -98,11 +98,7 @@ impl Machine<'_> {
         callback.frames.push(frame);
         callback.pc = start;
         // The caller goes on: R0 an unknown integer (RET_INTEGER), R1-R5 cleared.
-        let cur = st.cur();
-        for r in 1..=5 {
-            cur.regs[r] = Reg::NotInit;
-        }
-        cur.regs[0] = Reg::Scalar(Scalar::unknown());
+        self.clobber(st, Reg::Scalar(Scalar::unknown()));
         Ok(Flow::Branch(pc + 1, callback))
     }
 

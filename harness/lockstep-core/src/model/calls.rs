@@ -273,7 +273,8 @@ impl Machine<'_> {
         Ok(())
     }
 
-    fn clobber(&self, st: &mut State, r0: Reg) {
+    /// After a call: R1-R5 cleared (`NOT_INIT`), R0 as given.
+    pub(super) fn clobber(&self, st: &mut State, r0: Reg) {
         let cur = st.cur();
         for r in 1..=5 {
             cur.regs[r] = Reg::NotInit;

@@ -118,17 +118,7 @@ impl<'a> Machine<'a> {
     pub fn run(&mut self) -> Step<()> {
         self.prepass()?;
         // do_check_main()
-        let mut st = State {
-            frames: vec![Frame::new(0, 0, 0)],
-            locks: vec![],
-            refs: vec![],
-            iters: Default::default(),
-            irq: Vec::new(),
-            rcu: 0,
-            preempt: 0,
-            ids_exact: true,
-            pc: 0,
-        };
+        let mut st = State::entry(Frame::new(0, 0, 0), true, 0);
         st.frames[0].regs[1] = Reg::Ctx;
         self.walk(st)?;
         // do_check_subprogs(): each global function on its own, arguments as declared, but only
@@ -143,17 +133,7 @@ impl<'a> Machine<'a> {
                     continue;
                 }
                 let sub = self.subprogs.iter().position(|s| *s == start).unwrap_or(0);
-                let mut st = State {
-                    frames: vec![Frame::new(0, sub, 0)],
-                    locks: vec![],
-                    refs: vec![],
-                    iters: Default::default(),
-                    irq: Vec::new(),
-                    rcu: 0,
-                    preempt: 0,
-                    ids_exact: false,
-                    pc: start,
-                };
+                let mut st = State::entry(Frame::new(0, sub, 0), false, start);
                 // btf_prepare_func_args(): PTR_TO_CTX for a context argument, else a scalar.
                 let ctx = self.global_ctx_args.get(&start).copied().unwrap_or(0);
                 for r in 1..=args as usize {

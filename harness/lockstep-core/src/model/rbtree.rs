@@ -202,11 +202,7 @@ impl Machine<'_> {
                 }
             }
         });
-        let cur = st.cur();
-        for r in 1..=5 {
-            cur.regs[r] = Reg::NotInit;
-        }
-        cur.regs[0] = Reg::Scalar(Scalar::unknown());
+        self.clobber(st, Reg::Scalar(Scalar::unknown()));
         Ok(Flow::Branch(pc + 1, callback))
     }
 

@@ -341,6 +341,22 @@ pub struct State {
 }
 
 impl State {
+    /// The state a walk starts from: one frame, nothing held, the walk at `pc`; `ids_exact` as
+    /// the caller's (the main program's walk starts exact).
+    pub fn entry(frame: Frame, ids_exact: bool, pc: usize) -> State {
+        State {
+            frames: vec![frame],
+            locks: vec![],
+            refs: vec![],
+            iters: Default::default(),
+            irq: Vec::new(),
+            rcu: 0,
+            preempt: 0,
+            ids_exact,
+            pc,
+        }
+    }
+
     /// The innermost frame.
     pub fn cur(&mut self) -> &mut Frame {
         self.frames.last_mut().expect("at least one frame")

@@ -149,22 +149,8 @@ impl Machine<'_> {
         frame.regs[2] = Reg::MapKey { map };
         let id = self.fresh_id();
         frame.regs[3] = Reg::MapValue { map, off: 0, var: None, id, null: false };
-        let callback = State {
-            frames: vec![frame],
-            locks: vec![],
-            refs: vec![],
-            iters: Default::default(),
-            irq: Vec::new(),
-            rcu: 0,
-            preempt: 0,
-            ids_exact: st.ids_exact,
-            pc: start,
-        };
-        let cur = st.cur();
-        for r in 1..=5 {
-            cur.regs[r] = Reg::NotInit;
-        }
-        cur.regs[0] = Reg::Scalar(Scalar::unknown());
+        let callback = State::entry(frame, st.ids_exact, start);
+        self.clobber(st, Reg::Scalar(Scalar::unknown()));
         Ok(Flow::Branch(pc + 1, callback))
     }
 
