@@ -59,6 +59,8 @@ fn is_noise(line: &str) -> bool {
     matches!(t, "caller:" | "callee:" | "returning from callee:")
         || t.starts_with("to caller at ")
         || (t.starts_with("Func#") && t.ends_with("is global and assumed valid."))
+        // do_check_subprogs(): a global subprog verified on its own (not an error).
+        || (t.starts_with("Func#") && t.contains("is safe for any args"))
         || t.starts_with("Validating ")
         || t.starts_with("mark_precise: ")
         || t.starts_with("Live regs before insn:")
@@ -71,7 +73,16 @@ fn number_after(line: &str, prefix: &str) -> Option<u64> {
 
 /// Parses a verifier log (see [`ParsedLog`]).
 pub fn parse_verifier_log(log: &str) -> ParsedLog {
-    let lines: Vec<&str> = log.lines().map(|l| l.trim_end_matches('\r')).collect();
+    // Some errors are printed without a newline ("insn 3 cannot call exception cb directly", 7.3's
+    // check_cfg()), so the statistics that follow share their line: split them off.
+    let lines: Vec<&str> = log
+        .lines()
+        .map(|l| l.trim_end_matches('\r'))
+        .flat_map(|l| match l.find("verification time ") {
+            Some(i) if i > 0 => vec![&l[..i], &l[i..]],
+            _ => vec![l],
+        })
+        .collect();
     let mut out = ParsedLog::default();
     for l in &lines {
         if let Some(n) = number_after(l, "processed ") {
@@ -127,5 +138,36 @@ mod tests {
         assert_eq!(p.error.as_deref(), Some("function calls are not allowed while holding a lock"));
         assert_eq!(p.insn, Some(3));
         assert_eq!(p.tail.len(), 3);
+    }
+
+    /// debian:7.3 (7.3.4-1~bpo13+1), `exceptions_fail.bpf.o` `reject_throwing_exception_cb`: the
+    /// global exception callback verified first ("is safe for any args") is not the error.
+    #[test]
+    fn a_verified_global_subprog_is_not_the_error() {
+        let log = "Func#1 ('throwing_exception_cb') is safe for any args that match its prototype\n\
+                   bpf_throw kfunc (insn 4) cannot be called from callback subprog 1\n\
+                   verification time 2526 usec\n\
+                   stack depth max 0\n\
+                   processed 5 insns (limit 1000000) max_states_per_insn 0 total_states 0 peak_states 0 mark_read 0\n";
+        let p = parse_verifier_log(log);
+        assert_eq!(
+            p.error.as_deref(),
+            Some("bpf_throw kfunc (insn 4) cannot be called from callback subprog 1")
+        );
+        assert_eq!(p.verification_usec, Some(2526));
+    }
+
+    /// debian:7.3, `exceptions_fail.bpf.o` `reject_exception_cb_call_global_func`: the error has no
+    /// newline, the statistics go on on its line.
+    #[test]
+    fn an_error_without_its_newline_is_split_from_the_statistics() {
+        let log = "Func#2 ('exception_cb1') is safe for any args that match its prototype\n\
+                   insn 3 cannot call exception cb directlyverification time 3231 usec\n\
+                   stack depth max 0\n\
+                   processed 7 insns (limit 1000000) max_states_per_insn 0 total_states 0 peak_states 0 mark_read 0\n";
+        let p = parse_verifier_log(log);
+        assert_eq!(p.error.as_deref(), Some("insn 3 cannot call exception cb directly"));
+        assert_eq!(p.verification_usec, Some(3231));
+        assert_eq!(p.insns_processed, Some(7));
     }
 }
