@@ -155,6 +155,23 @@ pub struct KernelProfile {
     /// returning void ("exception cb cannot return void"): 7.2 and 7.3 (6.12 checks neither so).
     #[serde(default)]
     pub exception_cb_return_checks: bool,
+    /// `check_alu_op()` refuses a 64-bit ALU instruction seen with an arena operand on one path
+    /// and without on another ("same insn cannot be used with and without arena pointer", 7.3).
+    #[serde(default)]
+    pub arena_mixed_alu_check: bool,
+    /// `save_aux_ptr_type()` records an atomic's pointer type whatever it is (7.2, 7.3; 6.12 only
+    /// for an arena pointer).
+    #[serde(default)]
+    pub atomic_ptr_type_saved: bool,
+    /// `bpf_arena_reserve_pages` exists (7.2 on).
+    #[serde(default)]
+    pub arena_reserve_pages: bool,
+    /// `bpf_arena_alloc_pages` / `bpf_arena_free_pages` are `KF_SLEEPABLE` (6.12).
+    #[serde(default)]
+    pub arena_kfuncs_sleepable: bool,
+    /// `kptr_xchg_dest_types` as `reg_type_str()` prints them in the "R1 type=... expected=..."
+    /// message (6.12: `map_value, ptr_`; 7.x adds the non-owning forms).
+    pub kptr_xchg_dest_types: String,
     /// Program types whose ctx allows `BPF_LD_[ABS|IND]` (`may_access_skb()`).
     pub ld_abs_prog_types: Vec<ProgType>,
     pub messages: Messages,

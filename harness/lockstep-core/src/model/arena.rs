@@ -124,7 +124,7 @@ impl Machine<'_> {
         if insn.op() == BPF_NEG {
             return Ok(None);
         }
-        let checked = self.profile.name == "7.3" && is64;
+        let checked = self.profile.arena_mixed_alu_check && is64;
         if !arena && (!checked || self.arena().is_none()) {
             return Ok(None);
         }
@@ -149,7 +149,7 @@ impl Machine<'_> {
     /// pointer only when it is an arena.
     pub(super) fn save_arena_ptr_type(&self, pc: usize, base: &Reg, atomic: bool) -> Step<()> {
         let is_arena = *base == Reg::Arena;
-        if atomic && self.profile.name == "6.12" && !is_arena {
+        if atomic && !self.profile.atomic_ptr_type_saved && !is_arena {
             return Ok(());
         }
         let mut t = self.arena_aux.borrow_mut();
@@ -173,10 +173,12 @@ impl Machine<'_> {
         let (args, ret) = match name {
             "bpf_arena_alloc_pages" => (5u8, Reg::Scalar(Scalar::unknown())),
             "bpf_arena_free_pages" => (3, Reg::NotInit),
-            "bpf_arena_reserve_pages" if self.profile.name != "6.12" => (3, Reg::Scalar(Scalar::unknown())),
+            "bpf_arena_reserve_pages" if self.profile.arena_reserve_pages => {
+                (3, Reg::Scalar(Scalar::unknown()))
+            }
             _ => return Ok(None),
         };
-        if self.profile.name == "6.12" && !self.case.sleepable {
+        if self.profile.arena_kfuncs_sleepable && !self.case.sleepable {
             return self.reject(pc, format!("program must be sleepable to call sleepable kfunc {name}"));
         }
         // check_kfunc_args(): p__map a CONST_PTR_TO_MAP, the `__ign` argument skipped, the rest scalars.

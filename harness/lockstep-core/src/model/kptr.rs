@@ -30,7 +30,7 @@ impl Machine<'_> {
             let args = [
                 ("reg", "R1".to_string()),
                 ("type", r1.type_str().to_string()),
-                ("expected", kptr_xchg_dest_types(&self.profile.name).to_string()),
+                ("expected", self.profile.kptr_xchg_dest_types.clone()),
             ];
             return self.reject(pc, self.msg(&self.profile.messages.reg_type_mismatch, &args));
         }
@@ -109,16 +109,5 @@ fn kptr_xchg_dest_refused(r1: &Reg) -> bool {
         Reg::MapValue { null, .. } => *null,
         Reg::Alloc { null, percpu, .. } => *null || *percpu,
         Reg::NotInit | Reg::BtfPtr { .. } | Reg::Kernel { .. } => false,
-    }
-}
-
-/// `kptr_xchg_dest_types` (verifier.c) as `reg_type_str()` prints it: 6.12 has `PTR_TO_MAP_VALUE`
-/// and `PTR_TO_BTF_ID | MEM_ALLOC`; 7.2 and 7.3 add `| NON_OWN_REF` and `| NON_OWN_REF | MEM_RCU`
-/// (seen on debian:7.2 and 7.3: `rbtree_search_kptr` `non_own_ref_kptr_xchg_no_lock`).
-fn kptr_xchg_dest_types(profile: &str) -> &'static str {
-    if profile.starts_with("6.") {
-        "map_value, ptr_"
-    } else {
-        "map_value, ptr_, ptr_, rcu_ptr_"
     }
 }
