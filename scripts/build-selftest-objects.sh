@@ -14,7 +14,7 @@
 # bpf_helper_defs.h and the selftests' headers (bpf_misc.h, bpf_experimental.h, test_kmods/...)
 # come from the same source tarball; the compiler is the newest Debian clang installed
 # (clang-19 if present; $CLANG overrides), with
-#   -g -O2 --target=bpfel -mcpu=v3 -D__TARGET_ARCH_x86 -std=gnu11 -fno-strict-aliasing -fms-extensions
+#   -g -O2 --target=bpfel -mcpu=v3 -D__TARGET_ARCH_x86 -DENABLE_ATOMICS_TESTS -std=gnu11 -fno-strict-aliasing -fms-extensions
 #   -Wno-compare-distinct-pointer-types ... -I<selftests> -I<libarena/include> -I<tools/include>
 #   (BPF_CFLAGS of the Makefile without -Wall -Werror: warnings do not fail a file)
 #
@@ -114,7 +114,9 @@ if ((${#FILES[@]} == 0)); then
       for h in $(grep -lE 'bpf_(res_)?spin_lock' -- *.h 2>/dev/null); do grep -lF "\"$h\"" -- *.c; done
     } | sort -u)
 fi
-CFLAGS=(-g -O2 --target=bpfel -mcpu=v3 -D__TARGET_ARCH_x86 -std=gnu11 -fno-strict-aliasing
+# -DENABLE_ATOMICS_TESTS as test_progs' TRUNNER_BPF_CFLAGS: without it arena_spin_lock.c (and the
+# atomics tests) compile to stubs.
+CFLAGS=(-g -O2 --target=bpfel -mcpu=v3 -D__TARGET_ARCH_x86 -DENABLE_ATOMICS_TESTS -std=gnu11 -fno-strict-aliasing
   -fms-extensions -Wno-microsoft-anon-tag -Wno-compare-distinct-pointer-types -Wno-initializer-overrides
   -I"$INC" -I"$ST" -I"$TREE/tools/include/uapi" -I"$TREE/tools/include" -I"$ST/libarena/include"
   -I"$PROGS" -idirafter /usr/include/x86_64-linux-gnu -idirafter /usr/include)
