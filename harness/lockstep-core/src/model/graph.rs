@@ -56,13 +56,53 @@ pub(super) fn covered(layout: &ValueLayout, off: i64) -> bool {
     layout.fields.iter().any(|f| f.offset as i64 <= off && off < f.offset as i64 + f.size as i64)
 }
 
-/// The list head a call works on: where its record is, the lock that must be held, and the
-/// type and node offset its `__contains` names.
-struct Head {
+/// The graph root (list head or rbtree root) a call works on: the type and node offset its
+/// `__contains` names.
+pub(super) struct GraphRoot {
     /// Index of the contained type in `Case::types`.
-    ty: usize,
+    pub(super) ty: usize,
     /// The node's offset in it (`graph_root.node_offset`).
-    node_off: i64,
+    pub(super) node_off: i64,
+}
+
+/// Which graph root a kfunc's R1 is (`KF_ARG_PTR_TO_LIST_HEAD` / `KF_ARG_PTR_TO_RB_ROOT`).
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub(super) enum RootKind {
+    ListHead,
+    RbRoot,
+}
+
+impl RootKind {
+    fn field(self) -> FieldKind {
+        match self {
+            RootKind::ListHead => FieldKind::ListHead,
+            RootKind::RbRoot => FieldKind::RbRoot,
+        }
+    }
+
+    /// The kernel's type name in messages.
+    fn c_name(self) -> &'static str {
+        match self {
+            RootKind::ListHead => "bpf_list_head",
+            RootKind::RbRoot => "bpf_rb_root",
+        }
+    }
+
+    /// What an `unsupported` reason calls it.
+    fn what(self) -> &'static str {
+        match self {
+            RootKind::ListHead => "a list head",
+            RootKind::RbRoot => "an rbtree root",
+        }
+    }
+
+    fn unsupported<T>(self, why: &str) -> Step<T> {
+        let api = match self {
+            RootKind::ListHead => "graph API",
+            RootKind::RbRoot => "rbtree API",
+        };
+        Err(Stop::Unsupported(format!("{} {why} ({api}) is not modelled", self.what())))
+    }
 }
 
 impl Machine<'_> {
@@ -97,7 +137,7 @@ impl Machine<'_> {
 
     /// [`Machine::graph_call`]'s argument checks and effects, with the 7.x lines.
     fn graph_call_args(&mut self, st: &mut State, pc: usize, k: GraphKfunc) -> Step<()> {
-        let head = self.list_head_arg(st, pc)?;
+        let head = self.graph_root_arg(st, pc, RootKind::ListHead)?;
         let r0 = match k {
             GraphKfunc::Push { implied } => {
                 let id = self.list_node_arg(st, pc, &head)?;
@@ -152,9 +192,10 @@ impl Machine<'_> {
         Ok(())
     }
 
-    /// R1 of a list kfunc: `KF_ARG_PTR_TO_LIST_HEAD` (a map value or an owned allocated object),
-    /// then `__process_kf_arg_ptr_to_graph_root()`.
-    fn list_head_arg(&self, st: &State, pc: usize) -> Step<Head> {
+    /// R1 of a graph kfunc: `KF_ARG_PTR_TO_LIST_HEAD` / `KF_ARG_PTR_TO_RB_ROOT` (a map value or an
+    /// owned allocated object), then `__process_kf_arg_ptr_to_graph_root()`.
+    pub(super) fn graph_root_arg(&self, st: &State, pc: usize, kind: RootKind) -> Step<GraphRoot> {
+        let c_name = kind.c_name();
         let r1 = st.cur_ref().regs[1].clone();
         if r1.maybe_null() {
             return self.reject(pc, "Possibly NULL pointer passed to trusted R1".into());
@@ -163,7 +204,7 @@ impl Machine<'_> {
             Reg::MapValue { map, off, var, id, .. } => {
                 let spec = self.map(*map);
                 if !spec.btf {
-                    return self.graph_unsupported("a list head in a map without BTF");
+                    return kind.unsupported("in a map without BTF");
                 }
                 let Some(total) = (match var {
                     None => Some(*off),
@@ -171,8 +212,7 @@ impl Machine<'_> {
                 }) else {
                     return self.reject(
                         pc,
-                        "R1 doesn't have constant offset. bpf_list_head has to be at the constant offset"
-                            .into(),
+                        format!("R1 doesn't have constant offset. {c_name} has to be at the constant offset"),
                     );
                 };
                 (&spec.value, (*map, *id), total)
@@ -180,44 +220,45 @@ impl Machine<'_> {
             Reg::Alloc { ty, off, id, non_owning: false, percpu: false, .. } if st.refs.contains(id) => {
                 (&self.case.types[*ty].layout, (ALLOC_LOCK_OWNER, *id), *off)
             }
-            other => {
-                return self.graph_unsupported(&format!("a list head argument of type {}", other.type_str()))
-            }
+            other => return kind.unsupported(&format!("argument of type {}", other.type_str())),
         };
-        let Some(field) =
-            layout.fields.iter().find(|f| f.kind == FieldKind::ListHead && f.offset as i64 == off)
+        let Some(field) = layout.fields.iter().find(|f| f.kind == kind.field() && f.offset as i64 == off)
         else {
             if !covered(layout, off) {
                 // An array of heads, a nested struct: btf.c finds fields there the import skips.
-                return self.graph_unsupported("a list head at an offset the import did not read");
+                return kind.unsupported("at an offset the import did not read");
             }
-            return self.reject(pc, format!("bpf_list_head not found at offset={off}"));
+            return self.reject(pc, format!("{c_name} not found at offset={off}"));
         };
         let spin_lock_off = layout.field_of(FieldKind::SpinLock).map_or(-1, |f| f.offset as i64);
         // check_reg_allocation_locked(): a lock with this (ptr, id), of any kind.
         if !st.locks.iter().any(|l| (l.map, l.id) == lock) {
-            let msg = if st.locks.is_empty() {
-                format!("bpf_spin_lock at off={spin_lock_off} must be held for bpf_list_head")
-            } else {
-                "held lock and object are not in the same allocation".to_string()
+            if st.locks.is_empty() {
+                return self
+                    .reject(pc, format!("bpf_spin_lock at off={spin_lock_off} must be held for {c_name}"));
+            }
+            return match kind {
+                RootKind::ListHead => {
+                    self.reject(pc, "held lock and object are not in the same allocation".into())
+                }
+                RootKind::RbRoot => kind.unsupported("under another lock"),
             };
-            return self.reject(pc, msg);
         }
         let Some(FieldTarget::Contains { type_name, node }) = &field.target else {
-            return self.graph_unsupported("a list head without __contains");
+            return kind.unsupported("without __contains");
         };
         let Some(ty) = self.case.types.iter().position(|t| &t.name == type_name) else {
-            return self.graph_unsupported("a list head whose __contains type was not read");
+            return kind.unsupported("whose __contains type was not read");
         };
         let Some(n) = self.case.types[ty].layout.fields.iter().find(|f| &f.name == node) else {
-            return self.graph_unsupported("a list head whose __contains node was not read");
+            return kind.unsupported("whose __contains node was not read");
         };
-        Ok(Head { ty, node_off: n.offset as i64 })
+        Ok(GraphRoot { ty, node_off: n.offset as i64 })
     }
 
     /// R2 of a push: `KF_ARG_PTR_TO_LIST_NODE` (an owned allocated object), then
     /// `__process_kf_arg_ptr_to_graph_node()`. Returns the node's reference id.
-    fn list_node_arg(&self, st: &State, pc: usize, head: &Head) -> Step<u32> {
+    fn list_node_arg(&self, st: &State, pc: usize, head: &GraphRoot) -> Step<u32> {
         let r2 = st.cur_ref().regs[2].clone();
         if r2.maybe_null() {
             return self.reject(pc, "Possibly NULL pointer passed to trusted R2".into());

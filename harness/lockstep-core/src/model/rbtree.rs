@@ -13,13 +13,12 @@
 //! `_remove` and `_first`, and its remove takes only a non-owning node ("rbtree_remove node
 //! input must be non-owning ref"); its NULL and reference lines are left unsupported.
 
-use super::alloc::ALLOC_LOCK_OWNER;
 use super::exec::{Flow, Machine};
-use super::graph::covered;
+use super::graph::{covered, GraphRoot, RootKind};
 use super::scalar::Scalar;
 use super::state::{Frame, Reg, State};
 use super::{Step, Stop};
-use crate::case::{FieldKind, FieldTarget, ValueLayout};
+use crate::case::FieldKind;
 use crate::insn::{BPF_CALL, BPF_JMP, BPF_PSEUDO_KFUNC_CALL};
 
 /// States kept per `bpf_rbtree_add` call before the model gives up on convergence.
@@ -60,14 +59,6 @@ impl RbKfunc {
     }
 }
 
-/// The tree root a call works on: the type and node offset its `__contains` names.
-struct Root {
-    /// Index of the contained type in `Case::types`.
-    ty: usize,
-    /// The node's offset in it (`graph_root.node_offset`).
-    node_off: i64,
-}
-
 impl Machine<'_> {
     fn rb_unsupported<T>(&self, what: &str) -> Step<T> {
         Err(Stop::Unsupported(format!("{what} (rbtree API) is not modelled")))
@@ -98,7 +89,7 @@ impl Machine<'_> {
 
     /// [`Machine::rbtree_call`]'s argument checks and effects, with the 7.x lines.
     fn rbtree_call_args(&mut self, st: &mut State, pc: usize, name: &str, k: RbKfunc) -> Step<Flow> {
-        let root = self.rb_root_arg(st, pc)?;
+        let root = self.graph_root_arg(st, pc, RootKind::RbRoot)?;
         let r0 = match k {
             RbKfunc::Add { implied } => return self.rbtree_add(st, pc, name, &root, implied),
             RbKfunc::Remove => {
@@ -150,7 +141,7 @@ impl Machine<'_> {
         st: &mut State,
         pc: usize,
         name: &str,
-        root: &Root,
+        root: &GraphRoot,
         implied: bool,
     ) -> Step<Flow> {
         let id = self.rb_node_arg(st, pc, name, root, true)?;
@@ -219,70 +210,9 @@ impl Machine<'_> {
             && matches!(p.call_name(pc), Some("bpf_rbtree_add" | "bpf_rbtree_add_impl"))
     }
 
-    /// R1: `KF_ARG_PTR_TO_RB_ROOT` (a map value or an owned allocated object), then
-    /// `__process_kf_arg_ptr_to_graph_root()`.
-    fn rb_root_arg(&self, st: &State, pc: usize) -> Step<Root> {
-        let r1 = st.cur_ref().regs[1].clone();
-        if r1.maybe_null() {
-            return self.reject(pc, "Possibly NULL pointer passed to trusted R1".into());
-        }
-        let (layout, lock, off): (&ValueLayout, (usize, u32), i64) = match &r1 {
-            Reg::MapValue { map, off, var, id, .. } => {
-                let spec = self.map(*map);
-                if !spec.btf {
-                    return self.rb_unsupported("an rbtree root in a map without BTF");
-                }
-                let Some(total) = (match var {
-                    None => Some(*off),
-                    Some(v) => v.konst().map(|c| off + c),
-                }) else {
-                    return self.reject(
-                        pc,
-                        "R1 doesn't have constant offset. bpf_rb_root has to be at the constant offset"
-                            .into(),
-                    );
-                };
-                (&spec.value, (*map, *id), total)
-            }
-            Reg::Alloc { ty, off, id, non_owning: false, percpu: false, .. } if st.refs.contains(id) => {
-                (&self.case.types[*ty].layout, (ALLOC_LOCK_OWNER, *id), *off)
-            }
-            other => {
-                return self.rb_unsupported(&format!("an rbtree root argument of type {}", other.type_str()))
-            }
-        };
-        let Some(field) =
-            layout.fields.iter().find(|f| f.kind == FieldKind::RbRoot && f.offset as i64 == off)
-        else {
-            if !covered(layout, off) {
-                return self.rb_unsupported("an rbtree root at an offset the import did not read");
-            }
-            return self.reject(pc, format!("bpf_rb_root not found at offset={off}"));
-        };
-        let spin_lock_off = layout.field_of(FieldKind::SpinLock).map_or(-1, |f| f.offset as i64);
-        // check_reg_allocation_locked(): a lock with this (ptr, id), of any kind.
-        if !st.locks.iter().any(|l| (l.map, l.id) == lock) {
-            if !st.locks.is_empty() {
-                return self.rb_unsupported("an rbtree root under another lock");
-            }
-            return self
-                .reject(pc, format!("bpf_spin_lock at off={spin_lock_off} must be held for bpf_rb_root"));
-        }
-        let Some(FieldTarget::Contains { type_name, node }) = &field.target else {
-            return self.rb_unsupported("an rbtree root without __contains");
-        };
-        let Some(ty) = self.case.types.iter().position(|t| &t.name == type_name) else {
-            return self.rb_unsupported("an rbtree root whose __contains type was not read");
-        };
-        let Some(n) = self.case.types[ty].layout.fields.iter().find(|f| &f.name == node) else {
-            return self.rb_unsupported("an rbtree root whose __contains node was not read");
-        };
-        Ok(Root { ty, node_off: n.offset as i64 })
-    }
-
     /// R2: `KF_ARG_PTR_TO_RB_NODE` (`add`: an owned allocated object; remove / left / right: a
     /// non-owning or referenced node), then `__process_kf_arg_ptr_to_graph_node()`.
-    fn rb_node_arg(&self, st: &State, pc: usize, name: &str, root: &Root, add: bool) -> Step<u32> {
+    fn rb_node_arg(&self, st: &State, pc: usize, name: &str, root: &GraphRoot, add: bool) -> Step<u32> {
         let r2 = st.cur_ref().regs[2].clone();
         if r2.maybe_null() {
             return self.reject(pc, "Possibly NULL pointer passed to trusted R2".into());
