@@ -31,3 +31,24 @@ pub(super) fn verdicts_on_all_profiles(c: &Case) -> Vec<(String, Verdict)> {
     let module = crate::module_src::bundled();
     KernelProfile::all().iter().map(|p| (p.name.clone(), check(c, p, &module))).collect()
 }
+
+/// A case of program `t` in section `sec` of an object (`t.bpf.o`, with BTF func_info), as the
+/// import gives it: program type and sleepable from the section, `text` assembled with `symbols`.
+pub(super) fn object_case_in(sec: &str, text: &str, symbols: &crate::asm::Symbols) -> Case {
+    let st = crate::import::sec::prog_type_of_section(sec).expect("a section libbpf knows");
+    let program = crate::asm::assemble(text, symbols).expect("test program assembles");
+    let mut c = Case::new("t", st.prog_type, program, text);
+    c.sleepable = st.sleepable;
+    c.object = Some(crate::case::ObjectSource {
+        file_name: "t.bpf.o".into(),
+        bytes: std::sync::Arc::from(&[][..]),
+        program: "t".into(),
+        section: sec.into(),
+        func_info: true,
+        autoload: vec!["t".into()],
+        log_level: 1,
+        prog_flags: 0,
+        test_run: false,
+    });
+    c
+}

@@ -4,31 +4,16 @@
 
 use super::test_fixtures::*;
 use super::*;
-use crate::asm::{assemble, Symbols};
-use crate::case::{Case, FieldKind, MapType, ObjectSource};
-use crate::import::sec::prog_type_of_section;
+use crate::asm::Symbols;
+use crate::case::{Case, FieldKind, MapType};
 use crate::verdict::VerdictKind;
 
 /// A case of an object program in section `sec` (type and sleepable from it) running `text`,
 /// with map `m` (`{ int cnt; bpf_spin_lock lock; }`, hash).
 fn object_case(sec: &str, text: &str) -> Case {
-    let st = prog_type_of_section(sec).expect("a section libbpf knows");
     let symbols = Symbols { maps: vec!["m".into()], kfuncs: Default::default() };
-    let program = assemble(text, &symbols).expect("test program assembles");
-    let mut c = Case::new("t", st.prog_type, program, text);
-    c.sleepable = st.sleepable;
+    let mut c = object_case_in(sec, text, &symbols);
     c.maps = vec![cnt_lock_map("m", MapType::Hash, FieldKind::SpinLock, true)];
-    c.object = Some(ObjectSource {
-        file_name: "t.bpf.o".into(),
-        bytes: std::sync::Arc::from(&[][..]),
-        program: "t".into(),
-        section: sec.into(),
-        func_info: true,
-        autoload: vec!["t".into()],
-        log_level: 1,
-        prog_flags: 0,
-        test_run: false,
-    });
     c
 }
 

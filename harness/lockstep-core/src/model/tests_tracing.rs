@@ -8,28 +8,13 @@ use std::sync::Arc;
 
 use super::*;
 use crate::asm::{assemble, Symbols};
-use crate::case::{Case, ObjectSource};
+use crate::case::Case;
 use crate::import::sec::prog_type_of_section;
 use crate::kernel_btf::{fixture::sample, KernelBtf, KernelBtfRef};
 use crate::verdict::VerdictKind;
 
 fn object_case(sec: &str, text: &str) -> Case {
-    let st = prog_type_of_section(sec).expect("a section libbpf knows");
-    let program = assemble(text, &Symbols::default()).expect("test program assembles");
-    let mut c = Case::new("t", st.prog_type, program, text);
-    c.sleepable = st.sleepable;
-    c.object = Some(ObjectSource {
-        file_name: "t.bpf.o".into(),
-        bytes: Arc::from(&[][..]),
-        program: "t".into(),
-        section: sec.into(),
-        func_info: true,
-        autoload: vec!["t".into()],
-        log_level: 1,
-        prog_flags: 0,
-        test_run: false,
-    });
-    c
+    super::test_fixtures::object_case_in(sec, text, &Symbols::default())
 }
 
 /// `c`'s verdict on every profile given the sample kernel BTF (or none).
