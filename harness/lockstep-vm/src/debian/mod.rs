@@ -7,6 +7,7 @@
 //!     kernel.json            the KernelRef (written last: its presence marks a complete entry)
 //!     root/                  the unpacked packages (as `dpkg-deb -x` would)
 //!     vmlinuz, config        copies of the image and its config
+//! <cache>/kernels/.debian_7.3.lock   held (flock) while a process fetches that name
 //! ```
 
 pub(crate) mod apt;
@@ -20,6 +21,7 @@ use std::collections::BTreeMap;
 use std::fs;
 use std::path::{Path, PathBuf};
 
+use nix::fcntl::{Flock, FlockArg};
 use serde::{Deserialize, Serialize};
 
 pub use names::{KernelSpec, KERNELS};
@@ -206,6 +208,7 @@ impl KernelCache {
         progress: &dyn Fn(Progress),
     ) -> Result<KernelRef, FetchError> {
         let spec = names::spec_for(name).ok_or_else(|| FetchError::UnknownKernel(name.to_string()))?;
+        let _lock = self.fetch_lock(name)?;
         if !self.refresh {
             if let Some(k) = self.lookup(name) {
                 if k.headers.is_some() || !parts.headers {
@@ -275,6 +278,23 @@ impl KernelCache {
         write_ref(&k)?;
         progress(Progress::Done);
         Ok(k)
+    }
+
+    /// The cache's fetch lock of kernel `name`, held until dropped: two lockstep processes
+    /// fetching one kernel (two CI jobs, a run beside the VM tests) would otherwise unpack into
+    /// the same directory and write the same `kernel.json.tmp`. The second waits, then finds the
+    /// first one's entry in the cache.
+    fn fetch_lock(&self, name: &str) -> Result<Flock<fs::File>, FetchError> {
+        let dir = self.kernels_dir();
+        fs::create_dir_all(&dir).map_err(|e| FetchError::io(&dir, e))?;
+        let path = dir.join(format!(".{}.lock", name.replace(['/', ':'], "_")));
+        let file = fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&path)
+            .map_err(|e| FetchError::io(&path, e))?;
+        Flock::lock(file, FlockArg::LockExclusive).map_err(|(_, errno)| FetchError::io(&path, errno.into()))
     }
 
     fn apt(
@@ -491,5 +511,29 @@ mod tests {
             Err(FetchError::UnknownKernel(_))
         ));
         assert_eq!(k.release(), "7.2.13+deb14-amd64");
+    }
+
+    #[test]
+    fn a_fetch_waits_for_another_fetch_of_the_same_kernel() {
+        let t = tempfile::tempdir().unwrap();
+        fake(t.path(), "debian:7.2", "7.2.13-1");
+        let c = KernelCache::new(t.path());
+        let held = c.fetch_lock("debian:7.2").unwrap();
+        let (tx, rx) = std::sync::mpsc::channel();
+        let root = t.path().to_path_buf();
+        let waiter = std::thread::spawn(move || {
+            let k = KernelCache::new(root).fetch("debian:7.2", FetchParts::default(), &|_| {});
+            tx.send(k.map(|k| k.package_version)).unwrap();
+        });
+        // Another kernel's lock is independent.
+        drop(c.fetch_lock("debian:7.3").unwrap());
+        assert!(rx.recv_timeout(std::time::Duration::from_millis(300)).is_err(), "fetch did not wait");
+        drop(held);
+        let got =
+            rx.recv_timeout(std::time::Duration::from_secs(10)).expect("fetch ran once the lock was free");
+        assert_eq!(got.unwrap(), "7.2.13-1");
+        waiter.join().unwrap();
+        assert!(t.path().join("kernels/.debian_7.2.lock").exists());
+        assert_eq!(c.list().len(), 1, "the lock file is not a kernel");
     }
 }
