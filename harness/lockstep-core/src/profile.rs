@@ -45,6 +45,9 @@ pub struct Messages {
     /// `check_kfunc_args()`: a maybe-null pointer for a kfunc argument that must not be NULL.
     #[serde(default)]
     pub kfunc_arg_maybe_null: String,
+    /// `check_kfunc_args()` (7.x): a `KF_RELEASE` kfunc's argument carries no reference.
+    #[serde(default)]
+    pub kfunc_release_unreferenced: String,
     pub non_const_offset: String,
     pub map_without_btf: String,
     pub no_lock_in_map: String,

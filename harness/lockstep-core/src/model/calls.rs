@@ -231,6 +231,7 @@ impl Machine<'_> {
                     released = Some(ref_obj_id);
                 }
                 Ok(Reg::Scalar(_)) if !(release && r == 1) => {}
+                Ok(reg) if release && r == 1 => return self.release_arg_refused(pc, name, &reg),
                 _ => {
                     return Err(Stop::Unsupported(format!(
                         "kfunc {name} argument R{r} is outside the modelled subset"
@@ -271,6 +272,36 @@ impl Machine<'_> {
         };
         self.clobber(st, r0);
         Ok(())
+    }
+
+    /// check_kfunc_args() (7.2, 7.3) on a `KF_RELEASE` kfunc's first argument when it carries no
+    /// live reference, in the kernel's order: a NULL or maybe-NULL pointer is "Possibly NULL
+    /// pointer passed to trusted R1" (the argument has no `__nullable` suffix), then an argument
+    /// without a reference (`!reg_is_referenced()`: a pointer of a `KF_RET_NULL` kfunc, a scalar
+    /// such as what a first release left in a copy of the pointer) is "release kfunc %s expects
+    /// referenced PTR_TO_BTF_ID passed to R1", both before the argument's type is checked.
+    /// 6.12 checks NULL only for `KF_TRUSTED_ARGS` / `KF_RCU` kfuncs and the reference later
+    /// (check_func_arg_reg_off()): its profile has no `kfunc_release_unreferenced`, so unsupported.
+    fn release_arg_refused(&self, pc: usize, name: &str, reg: &Reg) -> Step<()> {
+        let m = &self.profile.messages;
+        let maybe_null = match reg {
+            Reg::Scalar(s) => s.konst() == Some(0),
+            Reg::BtfPtr { null, .. } => *null,
+            _ => {
+                return Err(Stop::Unsupported(format!(
+                    "kfunc {name} argument R1 of type {} is outside the modelled subset",
+                    reg.type_str()
+                )))
+            }
+        };
+        let args = [("reg", "R1".to_string()), ("name", name.to_string())];
+        let msg = if maybe_null { &m.kfunc_arg_maybe_null } else { &m.kfunc_release_unreferenced };
+        if msg.is_empty() || m.kfunc_release_unreferenced.is_empty() {
+            return Err(Stop::Unsupported(format!(
+                "kfunc {name}: a release argument without a reference in this profile (check_kfunc_args()) is not modelled"
+            )));
+        }
+        self.reject(pc, self.msg(msg, &args))
     }
 
     /// After a call: R1-R5 cleared (`NOT_INIT`), R0 as given.
