@@ -166,6 +166,25 @@ pub struct KernelProfile {
     /// for an arena pointer).
     #[serde(default)]
     pub atomic_ptr_type_saved: bool,
+    /// `check_kfunc_call()` refuses `bpf_obj_drop()` / `bpf_percpu_obj_drop()` in a tracing
+    /// program of a type with NMI-unsafe fields ("... cannot be used in tracing programs on types
+    /// with NMI unsafe fields", 7.2 and 7.3; 6.12 has no such check, measured on debian:6.12).
+    #[serde(default)]
+    pub obj_drop_nmi_check: bool,
+    /// `rcu_protected_types` (verifier.c, Debian's config): the kernel structs whose referenced
+    /// kptrs load as `MEM_RCU` inside an RCU section (`rcu_safe_kptr()`); empty where the model
+    /// leaves kptr loads unsupported (6.12).
+    #[serde(default)]
+    pub kptr_rcu_types: Vec<String>,
+    /// `in_rcu_cs()` counts `bpf_preempt_disable()` and IRQ-disabled regions (7.3), and
+    /// `bpf_rcu_read_unlock()` invalidates `MEM_RCU` pointers only when the state leaves
+    /// `in_rcu_cs()` (7.3; 7.2: when the RCU count reaches 0).
+    #[serde(default)]
+    pub rcu_cs_preempt_irq: bool,
+    /// `map_kptr_match_type()` requires `MEM_PERCPU` exactly when the kptr field is per-cpu (7.2,
+    /// 7.3; 6.12 lets a plain pointer into a per-cpu field).
+    #[serde(default)]
+    pub kptr_percpu_match: bool,
     /// `bpf_arena_reserve_pages` exists (7.2 on).
     #[serde(default)]
     pub arena_reserve_pages: bool,

@@ -53,10 +53,31 @@ impl AllocKfunc {
     }
 }
 
-/// Whether a program type is one `check_kfunc_call()` refuses `bpf_obj_drop()` of a type with
-/// NMI-unsafe fields in (`is_tracing_prog_type()`); the model leaves those calls unsupported.
-/// `is_tracing_prog_type()` and, as `check_kfunc_call()` adds for obj_drop, `BPF_PROG_TYPE_TRACING`
-/// (whose iterator / sleepable exceptions the model does not separate: all of it counts here).
+/// Whether `check_kfunc_call()` applies its NMI-unsafe field check to `bpf_obj_drop()` /
+/// `bpf_percpu_obj_drop()` in a program of this type: `is_tracing_prog_type()`, and
+/// `BPF_PROG_TYPE_TRACING` unless it is an iterator or sleepable (both of which
+/// `attach_unsupported()` leaves unsupported before the walk, so every tracing program the model
+/// walks counts here).
+/// `btf_field_is_nmi_safe()` (include/linux/bpf.h, the same in 7.2 and 7.3) for the fields a
+/// local type's record holds; integers are no field of the record.
+fn nmi_safe(k: FieldKind) -> bool {
+    match k {
+        FieldKind::Int
+        | FieldKind::SpinLock
+        | FieldKind::ResSpinLock
+        | FieldKind::Timer
+        | FieldKind::Wq
+        | FieldKind::KptrUntrusted
+        | FieldKind::Refcount => true,
+        FieldKind::ListHead
+        | FieldKind::ListNode
+        | FieldKind::RbRoot
+        | FieldKind::RbNode
+        | FieldKind::Kptr
+        | FieldKind::PercpuKptr => false,
+    }
+}
+
 fn tracing(p: ProgType) -> bool {
     matches!(
         p,
@@ -153,11 +174,6 @@ impl Machine<'_> {
     /// offset, `KF_ARG_PTR_TO_ALLOC_BTF_ID`), then `release_reg()`: the reference goes and every
     /// register carrying it becomes an unknown scalar (`mark_reg_invalid()` with allow_ptr_leaks).
     fn obj_drop(&mut self, st: &mut State, pc: usize, name: &str, percpu: bool) -> Step<()> {
-        if tracing(self.case.prog_type) {
-            return Err(Stop::Unsupported(format!(
-                "kfunc {name} in a tracing program (the NMI-unsafe field check is not modelled)"
-            )));
-        }
         let r1 = st.cur_ref().regs[1].clone();
         let named = self.regs_named();
         match &r1 {
@@ -181,7 +197,7 @@ impl Machine<'_> {
                 return Err(Stop::Unsupported(format!("kfunc {name} with R1 of type {}", other.type_str())))
             }
         }
-        let Reg::Alloc { off, id, percpu: p, .. } = r1 else { unreachable!("matched above") };
+        let Reg::Alloc { ty, off, id, percpu: p, .. } = r1 else { unreachable!("matched above") };
         if !st.refs.contains(&id) {
             return Err(Stop::Unsupported(format!(
                 "kfunc {name} on an allocated object without a reference"
@@ -199,6 +215,20 @@ impl Machine<'_> {
             }
             let which = if p { "bpf_percpu_obj_drop" } else { "bpf_obj_drop" };
             return self.reject(pc, format!("R1 expected for {which}()"));
+        }
+        // check_kfunc_call(), after check_kfunc_args(): in a tracing program, a type whose
+        // struct meta record (btf_parse_struct_metas(): locks, graph fields, refcount, kptrs)
+        // holds a field btf_field_is_nmi_safe() does not list (graph roots and nodes, referenced
+        // and per-cpu kptrs) may not be dropped. 7.2 and 7.3 (`obj_drop_nmi_check`); 6.12 has
+        // no such check (a list node type dropped in a tracepoint program loads on debian:6.12).
+        if tracing(self.case.prog_type)
+            && self.profile.obj_drop_nmi_check
+            && self.case.types[ty].layout.fields.iter().any(|f| !nmi_safe(f.kind))
+        {
+            return self.reject(
+                pc,
+                format!("{name} cannot be used in tracing programs on types with NMI unsafe fields"),
+            );
         }
         self.release_ref(st, id);
         Ok(())

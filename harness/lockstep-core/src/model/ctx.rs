@@ -367,7 +367,7 @@ impl Machine<'_> {
             CtxAccess::Valid(_) if value.is_some() => Ok(Reg::NotInit),
             CtxAccess::Valid(CtxLoad::Scalar) => Ok(Reg::Scalar(super::scalar::Scalar::of_size(size))),
             // mark_reg_known_zero(), type PTR_TO_SOCK_COMMON_OR_NULL; its id (++env->id_gen) is
-            // given by the load (`Machine::number_loaded_sock`).
+            // given by the load (`Machine::number_loaded_ptr`).
             CtxAccess::Valid(CtxLoad::SockCommonOrNull) => Ok(super::sock::sock_common_or_null()),
             CtxAccess::Valid(CtxLoad::Packet(field)) => Err(Stop::Unsupported(format!(
                 "packet pointers (PTR_TO_PACKET from {field}) are not modelled"

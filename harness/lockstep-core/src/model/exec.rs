@@ -380,7 +380,7 @@ impl<'a> Machine<'a> {
                 }
                 let base = st.cur_ref().regs[insn.src as usize].clone();
                 let v = self.mem_access(st, pc, insn.src, &base, insn.off as i64, insn.size_bytes(), None)?;
-                let v = self.number_loaded_sock(v);
+                let v = self.number_loaded_ptr(v);
                 self.save_arena_ptr_type(pc, &base, false)?;
                 self.write_reg(st, insn.dst, v)?;
                 Ok(Flow::Next(pc + 1))
@@ -780,12 +780,7 @@ impl<'a> Machine<'a> {
                         FieldAccess::Kptr(at) if value.is_some() => {
                             self.kptr_field_store(pc, spec, at, value.as_ref().expect("a store"))?;
                         }
-                        FieldAccess::Kptr(at) => {
-                            return Err(Stop::Unsupported(format!(
-                                "{} of the kptr field at offset {at} (check_map_kptr_access) is not modelled",
-                                if value.is_some() { "store" } else { "load" }
-                            )))
-                        }
+                        FieldAccess::Kptr(at) => return self.kptr_field_load(st, pc, spec, at),
                     }
                 }
                 Ok(if value.is_some() { Reg::NotInit } else { Reg::Scalar(Scalar::of_size(size)) })

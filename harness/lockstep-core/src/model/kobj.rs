@@ -71,8 +71,20 @@ impl KobjKfunc {
 }
 
 impl Machine<'_> {
+    /// The kernel BTF id of a kptr field's pointee `name` that is no local type of the case:
+    /// [`Self::kernel_struct`], saying which pointee when the kernel BTF lacks it (a program
+    /// type the import did not read, as the kernel finds it in the program BTF).
+    pub(super) fn kptr_kernel_pointee(&self, name: &str) -> Step<u32> {
+        match self.kernel_struct(name) {
+            Err(Stop::Unsupported(why)) if why.contains("is not in the kernel BTF") => Err(Stop::Unsupported(format!(
+                "kptr pointee struct {name}: neither a local type lockstep read from the program BTF nor a kernel struct"
+            ))),
+            r => r,
+        }
+    }
+
     /// The kernel BTF id of struct `name`, or why the model cannot type it.
-    fn kernel_struct(&self, name: &str) -> Step<u32> {
+    pub(super) fn kernel_struct(&self, name: &str) -> Step<u32> {
         let k = self.profile.kernel_btf.0.as_ref().ok_or_else(|| {
             Stop::Unsupported(format!(
                 "a kernel-object pointer (struct {name}) needs the kernel's BTF, which profile {} was not given",

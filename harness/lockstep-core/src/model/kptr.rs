@@ -8,12 +8,15 @@
 //! `check_helper_call()`: R2's reference is released (`release_reg()`), R0 is the field's old
 //! object, `PTR_TO_BTF_ID | MEM_ALLOC | PTR_MAYBE_NULL` (`| MEM_PERCPU` for a per-cpu field) with
 //! an id for the NULL check and a new reference (`is_acquire_function()`). The same in 6.12, 7.2
-//! and 7.3. Error paths of `process_kptr_func()`, kernel pointees, a plain object into a per-cpu
-//! field (7.x refuses it, 6.12 does not), kptrs inside allocated objects and kptr loads
-//! (`check_map_kptr_access()`) are `unsupported`.
+//! and 7.3. R1 may also point into an owning allocated object (its type's record). Kernel
+//! pointees: R2 NULL or a referenced pointer to the same struct, R0 a referenced
+//! `PTR_TO_BTF_ID | PTR_MAYBE_NULL` ([`Machine::kptr_xchg_kernel`]). Error paths of
+//! `process_kptr_func()`, a plain object into a per-cpu field (7.x refuses it, 6.12 does not)
+//! and non-owning destinations are `unsupported`.
 
 use super::exec::Machine;
-use super::state::{Reg, State};
+use super::scalar::Scalar;
+use super::state::{Reg, State, Trust};
 use super::{Step, Stop};
 use crate::case::{FieldKind, FieldTarget};
 
@@ -34,23 +37,31 @@ impl Machine<'_> {
             ];
             return self.reject(pc, self.msg(&self.profile.messages.reg_type_mismatch, &args));
         }
-        let Reg::MapValue { map, off, var, null: false, .. } = r1 else {
-            return self.kptr_unsupported(&format!("R1 of type {}", r1.type_str()));
+        // process_kptr_func(): the record is the map's, or the allocated object's type's
+        // (type_is_ptr_alloc_obj(); an owning object only: non-owning destinations are 7.x's
+        // and not modelled).
+        let case = self.case;
+        let (fields, off, var, btf) = match &r1 {
+            Reg::MapValue { map, off, var, null: false, .. } => {
+                let spec = self.map(*map);
+                (&spec.value.fields, *off, *var, spec.btf)
+            }
+            Reg::Alloc { ty, off, null: false, percpu: false, non_owning: false, .. } => {
+                (&case.types[*ty].layout.fields, *off, None, true)
+            }
+            _ => return self.kptr_unsupported(&format!("R1 of type {}", r1.type_str())),
         };
         let r2 = self.read_reg(st, pc, 2)?;
-        let spec = self.map(map);
         let Some(at) = (match var {
             None => Some(off),
             Some(v) => v.konst().map(|c| off + c),
         }) else {
             return self.kptr_unsupported("a variable offset");
         };
-        let field = spec
-            .value
-            .fields
+        let field = fields
             .iter()
             .find(|f| matches!(f.kind, FieldKind::Kptr | FieldKind::PercpuKptr) && f.offset as i64 == at);
-        let (Some(field), true) = (field, spec.btf) else {
+        let (Some(field), true) = (field, btf) else {
             return self.kptr_unsupported("R1 not at a referenced kptr field");
         };
         let percpu = field.kind == FieldKind::PercpuKptr;
@@ -58,7 +69,7 @@ impl Machine<'_> {
             return self.kptr_unsupported("a kptr without a pointee");
         };
         let Some(ty) = self.case.types.iter().position(|t| &t.name == pointee) else {
-            return self.kptr_unsupported("a kernel pointee type");
+            return self.kptr_xchg_kernel(st, pc, pointee, percpu);
         };
         match r2 {
             Reg::Scalar(s) if s.konst() == Some(0) => {}
@@ -89,6 +100,48 @@ impl Machine<'_> {
         let _null_id = self.fresh_id();
         let id = self.acquire_ref(st, pc);
         Ok(Reg::Alloc { ty, off: 0, id, null: true, percpu, non_owning: false })
+    }
+
+    /// `bpf_kptr_xchg()` into a field whose pointee is kernel struct `pointee`: R2 NULL, or
+    /// `map_kptr_match_type()` on a `PTR_TO_BTF_ID` of the kernel's BTF (flags within
+    /// `PTR_MAYBE_NULL | PTR_TRUSTED | MEM_RCU`, `MEM_PERCPU` exactly when the field is per-cpu
+    /// (`kptr_percpu_match`, 7.x), which no kernel pointer the model has carries: "invalid kptr
+    /// access, R2 type=... expected=ptr_<pointee>" with an empty register type name), then the
+    /// strict type match.
+    /// R0 is `PTR_TO_BTF_ID | PTR_MAYBE_NULL` to the pointee (no `MEM_ALLOC`: a kernel type),
+    /// carrying a new reference. Other R2 (unreferenced, another struct) stay unsupported.
+    fn kptr_xchg_kernel(&mut self, st: &mut State, pc: usize, pointee: &str, percpu: bool) -> Step<Reg> {
+        let btf_id = self.kptr_kernel_pointee(pointee)?;
+        let r2 = self.read_reg(st, pc, 2)?;
+        match r2 {
+            Reg::Scalar(s) if s.konst() == Some(0) => {}
+            // check_reg_type() lets a trusted / RCU / plain PTR_TO_BTF_ID through to
+            // map_kptr_match_type() (PTR_UNTRUSTED meets its type list first: not modelled).
+            Reg::Kernel { null: false, trust, .. }
+                if percpu && trust != Trust::Untrusted && self.profile.kptr_percpu_match =>
+            {
+                let msg = format!("invalid kptr access, R2 type={} expected=ptr_{pointee}", r2.type_str());
+                return self.reject(pc, msg);
+            }
+            Reg::Kernel { btf_id: b2, ref_obj_id, null: false, .. }
+                if b2 == btf_id && ref_obj_id != 0 && st.refs.contains(&ref_obj_id) =>
+            {
+                // release_reg(): the reference and every register carrying it go.
+                st.refs.retain(|r| *r != ref_obj_id);
+                st.for_each_reg(|r| {
+                    if matches!(r, Reg::Kernel { ref_obj_id: i, .. } if *i == ref_obj_id) {
+                        *r = Reg::Scalar(Scalar::unknown());
+                    }
+                });
+            }
+            other => {
+                return self
+                    .kptr_unsupported(&format!("a kernel pointee and R2 of type {}", other.type_str()))
+            }
+        }
+        let _null_id = self.fresh_id();
+        let id = self.acquire_ref(st, pc);
+        Ok(Reg::Kernel { btf_id, id, ref_obj_id: id, null: true, trust: Trust::Legacy })
     }
 }
 

@@ -2,14 +2,16 @@
 //! `check_map_kptr_access()` after `check_map_access()` found a well-formed 8-byte access at the
 //! field. The same in 6.12, 7.2 and 7.3: only `BPF_MEM` mode; no store at all into a referenced
 //! (`__kptr`) or per-cpu (`__percpu_kptr`) field; into an unreferenced (`__kptr_untrusted`) one a
-//! `BPF_ST` of 0 or a `BPF_STX` of a NULL register. Loads (`btf_ld_kptr_type()`: MEM_RCU / MEM_ALLOC
-//! / NON_OWN_REF or PTR_UNTRUSTED by RCU section and pointee) and `BPF_STX` of a pointer into an
-//! unreferenced field (`map_kptr_match_type()`) are `unsupported`.
+//! `BPF_ST` of 0 or a `BPF_STX` of a NULL register. A load of a field whose pointee is a kernel
+//! struct gives `PTR_TO_BTF_ID | PTR_MAYBE_NULL` with `MEM_RCU` or `PTR_UNTRUSTED`
+//! (`btf_ld_kptr_type()`, see [`Machine::kptr_field_load`]); loads of local (`MEM_ALLOC`) or
+//! per-cpu pointees and `BPF_STX` of a pointer into an unreferenced field
+//! (`map_kptr_match_type()`) are `unsupported`.
 
 use super::exec::Machine;
-use super::state::Reg;
+use super::state::{Reg, State, Trust};
 use super::{Step, Stop};
-use crate::case::{FieldKind, MapSpec};
+use crate::case::{FieldKind, FieldTarget, MapSpec};
 use crate::insn::*;
 
 impl Machine<'_> {
@@ -43,6 +45,70 @@ impl Machine<'_> {
             _ if matches!(value, Reg::Scalar(s) if s.konst() == Some(0)) => Ok(()),
             _ => unsupported("a BPF_STX of a value that is not NULL (map_kptr_match_type)"),
         }
+    }
+
+    /// `check_map_kptr_access()` for a `BPF_LDX` at `pc` of the kptr field at offset `at` of a
+    /// value of `spec`: `mark_btf_ld_reg(PTR_TO_BTF_ID, btf_ld_kptr_type())`. The loaded
+    /// register is `PTR_MAYBE_NULL` (its id, `++env->id_gen`, is given by the caller:
+    /// `number_loaded_ptr()`); `btf_ld_kptr_type()` adds `MEM_RCU` when the field is
+    /// `rcu_safe_kptr()` (a referenced kptr to a struct of `rcu_protected_types`, or a per-cpu
+    /// kptr) and `in_rcu_cs()`, else `PTR_UNTRUSTED`. Only kernel pointees are modelled (a local
+    /// pointee would be `MEM_ALLOC`, with `NON_OWN_REF` for graph nodes; a per-cpu one
+    /// `MEM_PERCPU`); a profile without `kptr_rcu_types` (6.12) leaves loads unsupported.
+    pub(super) fn kptr_field_load(&self, st: &State, pc: usize, spec: &MapSpec, at: u32) -> Step<Reg> {
+        let unsupported = |what: &str| {
+            Err(Stop::Unsupported(format!(
+                "load of the kptr field at offset {at} (check_map_kptr_access) {what} is not modelled"
+            )))
+        };
+        let Some(insn) = self.case.program.insns.get(pc).copied() else {
+            return unsupported("outside the program");
+        };
+        if insn.mode() != BPF_MEM {
+            return unsupported("with a mode other than BPF_MEM");
+        }
+        let Some(field) = spec.value.fields.iter().find(|f| f.offset == at && f.kind.is_kptr()) else {
+            return unsupported("of an unknown field");
+        };
+        let Some(FieldTarget::Pointee(pointee)) = &field.target else {
+            return unsupported("of a kptr without a pointee");
+        };
+        if self.profile.kptr_rcu_types.is_empty() {
+            return unsupported(&format!("on profile {}", self.profile.name));
+        }
+        if field.kind == FieldKind::PercpuKptr {
+            return unsupported("of a per-cpu kptr (MEM_PERCPU)");
+        }
+        if self.case.types.iter().any(|t| &t.name == pointee) {
+            return unsupported(&format!("of a local type {pointee} (MEM_ALLOC)"));
+        }
+        let btf_id = self.kptr_kernel_pointee(pointee)?;
+        // rcu_safe_kptr(): BPF_KPTR_REF to a rcu_protected_object(); BPF_KPTR_UNREF never.
+        let rcu_safe =
+            field.kind == FieldKind::Kptr && self.profile.kptr_rcu_types.iter().any(|t| t == pointee);
+        let trust = if rcu_safe && self.in_rcu_cs(st) { Trust::Rcu } else { Trust::Untrusted };
+        if trust == Trust::Rcu && self.in_sleepable(st) {
+            // A sleepable program leaves in_rcu_cs() at a spin unlock, preempt enable or IRQ
+            // restore too (invalidate_rcu_protected_refs() there): only rcu.rs's is modelled.
+            return unsupported("as MEM_RCU in a sleepable program");
+        }
+        Ok(Reg::Kernel { btf_id, id: 0, ref_obj_id: 0, null: true, trust })
+    }
+
+    /// `in_sleepable()`: the state's `in_sleepable`, the program's flag except in a timer
+    /// callback and what it calls (`push_async_cb()` walks it non-sleepable, from frame 0).
+    fn in_sleepable(&self, st: &State) -> bool {
+        self.case.sleepable && !self.async_callbacks.contains(&st.frames[0].subprog)
+    }
+
+    /// `in_rcu_cs()`: inside `bpf_rcu_read_lock()`, holding a spin lock, or not
+    /// `in_sleepable()`; 7.3 adds `bpf_preempt_disable()` and IRQ-disabled regions
+    /// (`rcu_cs_preempt_irq`).
+    pub(super) fn in_rcu_cs(&self, st: &State) -> bool {
+        st.rcu > 0
+            || !st.locks.is_empty()
+            || !self.in_sleepable(st)
+            || (self.profile.rcu_cs_preempt_irq && (st.preempt > 0 || !st.irq.is_empty()))
     }
 }
 

@@ -3,11 +3,11 @@
 //! `active_rcu_lock` and refuses nesting: not modelled there). `bpf_rcu_read_unlock` /
 //! `bpf_preempt_enable` without a matching lock are refused; a main exit, `bpf_throw` or a tail
 //! call inside a region meets `check_resource_leak()` (after the lock, reference and IRQ checks,
-//! in this order: IRQ, RCU, preemption). What RCU protects (`MEM_RCU` pointers,
-//! `invalidate_rcu_protected_refs()`) is not modelled.
+//! in this order: IRQ, RCU, preemption). `invalidate_rcu_protected_refs()` turns the `MEM_RCU`
+//! kernel pointers the model has (kptr loads) untrusted.
 
 use super::exec::{Flow, Machine};
-use super::state::{Reg, State};
+use super::state::{Reg, State, Trust};
 use super::{Step, Stop};
 
 /// The four region kfuncs.
@@ -34,7 +34,23 @@ impl Machine<'_> {
                 return self
                     .reject(pc, format!("unmatched attempt to enable preemption (kernel function {name})"))
             }
-            "bpf_rcu_read_unlock" => st.rcu -= 1,
+            "bpf_rcu_read_unlock" => {
+                st.rcu -= 1;
+                // invalidate_rcu_protected_refs(): 7.3 when the state leaves in_rcu_cs(), 7.2
+                // when the count reaches 0 (even in a non-sleepable program). MEM_RCU pointers
+                // (kernel structs loaded from kptr fields, kptr_store.rs) become PTR_UNTRUSTED,
+                // no longer PTR_MAYBE_NULL.
+                let invalidate =
+                    if self.profile.rcu_cs_preempt_irq { !self.in_rcu_cs(st) } else { st.rcu == 0 };
+                if invalidate {
+                    st.for_each_reg(|r| {
+                        if let Reg::Kernel { trust: trust @ Trust::Rcu, null, .. } = r {
+                            *trust = Trust::Untrusted;
+                            *null = false;
+                        }
+                    });
+                }
+            }
             _ => st.preempt -= 1,
         }
         let cur = st.cur();

@@ -78,7 +78,7 @@ pub(crate) fn sock_common_valid(off: i64, size: u8) -> bool {
 }
 
 /// The register a ctx load of `__sk_buff->sk` gives, before its id is taken
-/// ([`Machine::number_loaded_sock`]).
+/// ([`Machine::number_loaded_ptr`]).
 pub(crate) fn sock_common_or_null() -> Reg {
     Reg::Sock { kind: SockKind::Common, id: 0, ref_obj_id: 0, null: true }
 }
@@ -98,11 +98,15 @@ pub(crate) fn is_sock_helper(name: &str) -> bool {
 }
 
 impl Machine<'_> {
-    /// The id `check_mem_access()` gives a maybe-null pointer loaded from ctx (`++env->id_gen`).
-    pub(crate) fn number_loaded_sock(&mut self, v: Reg) -> Reg {
+    /// The id `check_mem_access()` gives a maybe-null pointer loaded from ctx or from a map
+    /// value's kptr field (`++env->id_gen`).
+    pub(crate) fn number_loaded_ptr(&mut self, v: Reg) -> Reg {
         match v {
             Reg::Sock { kind, id: 0, ref_obj_id, null: true } => {
                 Reg::Sock { kind, id: self.fresh_id(), ref_obj_id, null: true }
+            }
+            Reg::Kernel { btf_id, id: 0, ref_obj_id, null: true, trust } => {
+                Reg::Kernel { btf_id, id: self.fresh_id(), ref_obj_id, null: true, trust }
             }
             v => v,
         }

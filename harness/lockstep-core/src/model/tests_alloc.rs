@@ -227,3 +227,36 @@ fn kptr_xchg_stashes_the_object_and_returns_the_old_one() {
     // R6 is invalid after the xchg, checked before the leak at exit.
     assert_all(&after, &Verdict::reject(Some(18), "R6 invalid mem access 'scalar'"));
 }
+
+/// `case()` as an fentry program (`BPF_PROG_TYPE_TRACING`, not sleepable) on `ty`.
+fn fentry_case(text: &str, ty: ObjType) -> Case {
+    let kfuncs = KFUNCS.map(String::from).into_iter().collect();
+    let symbols = Symbols { maps: vec![], kfuncs };
+    let mut c = super::test_fixtures::object_case_in("fentry/bpf_fentry_test1", text, &symbols);
+    c.types = vec![ty];
+    c.extern_kfuncs = KFUNCS.map(String::from).to_vec();
+    c
+}
+
+#[test]
+fn obj_drop_in_a_tracing_program_refuses_nmi_unsafe_fields() {
+    // check_kfunc_call(): spin lock and refcount are NMI-safe (preempted_bpf_ma_op's fentry
+    // programs drop such objects and load on debian:7.3); a graph node or a referenced kptr is
+    // not (kptr-loads.toml on debian:7.2 / 7.3). 6.12 has no such check: the list node type is
+    // dropped there (debian:6.12).
+    let text = format!("{NEW6} r1 = r6\n call bpf_obj_drop_impl\n{OUT}");
+    for (p, v) in verdicts(&fentry_case(&text, obj_type())) {
+        assert_eq!(v, Verdict::accept(), "{p}");
+    }
+    let mut node = obj_type();
+    node.layout.size = 40;
+    node.layout.fields.push(Field::new("node", FieldKind::ListNode, 16, 24));
+    for (p, v) in verdicts(&fentry_case(&text, node)) {
+        if p == "6.12" {
+            assert_eq!(v, Verdict::accept(), "{p}");
+        } else {
+            let msg = "bpf_obj_drop_impl cannot be used in tracing programs on types with NMI unsafe fields";
+            assert_eq!(v, Verdict::reject(Some(7), msg), "{p}");
+        }
+    }
+}

@@ -201,3 +201,80 @@ fn current_task_btf_is_trusted_and_never_null() {
         assert_eq!(v, Verdict::accept(), "{p}");
     }
 }
+
+/// `kfunc_case` with map `m`: an array of `{ long cnt; struct task_struct <kind> *task; }`.
+fn kptr_map_case(sec: &str, kind: crate::case::FieldKind, text: &str) -> Case {
+    use crate::case::{Field, FieldKind, FieldTarget, MapSpec, MapType, ValueLayout};
+    let task =
+        Field { target: Some(FieldTarget::Pointee("task_struct".into())), ..Field::new("task", kind, 8, 8) };
+    let map = MapSpec {
+        inner: None,
+        name: "m".into(),
+        map_type: MapType::Array,
+        key_size: 4,
+        max_entries: 1,
+        value: ValueLayout { size: 16, fields: vec![Field::new("cnt", FieldKind::Int, 0, 8), task] },
+        btf: true,
+        global_section: false,
+        flags: 0,
+    };
+    let kfuncs: Vec<String> = ["bpf_task_acquire", "bpf_task_release"].map(String::from).to_vec();
+    let symbols = Symbols { maps: vec!["m".into()], kfuncs: kfuncs.clone() };
+    let mut c = kfunc_case(sec, "r0 = 0\nexit\n");
+    c.program = assemble(text, &symbols).expect("test program assembles");
+    c.text = text.into();
+    c.maps = vec![map];
+    c.extern_kfuncs = kfuncs;
+    c
+}
+
+/// Looks up `m`'s value into r6 (insns 0-7), loads its kptr into r1 (insn 8).
+const LOAD_KPTR: &str = "r1 = 0\n *(u32 *)(r10 - 4) = r1\n r2 = r10\n r2 += -4\n r1 = m ll\n \
+     call bpf_map_lookup_elem\n if r0 == 0 goto out\n r6 = r0\n r1 = *(u64 *)(r6 + 8)\n";
+
+#[test]
+fn a_referenced_task_kptr_loads_as_rcu_in_a_non_sleepable_program() {
+    use crate::case::FieldKind;
+    // btf_ld_kptr_type(): task_struct is in rcu_protected_types and an fentry program is not
+    // sleepable: PTR_TO_BTF_ID | MEM_RCU | PTR_MAYBE_NULL (task_kfunc_success's
+    // task_kfunc_acquire_after_spin_unlock_non_sleepable loads on debian:7.3).
+    let checked = format!(
+        "{LOAD_KPTR} if r1 == 0 goto out\n call bpf_task_acquire\n if r0 == 0 goto out\n \
+         r1 = r0\n call bpf_task_release\nout:\n r0 = 0\n exit\n"
+    );
+    for (p, v) in verdicts(&kptr_map_case("fentry/free_task", FieldKind::Kptr, &checked), true) {
+        let want = if p == "6.12" { VerdictKind::Unsupported } else { VerdictKind::Accept };
+        assert_eq!(v.verdict, want, "{p}: {v:?}");
+    }
+    let unchecked = format!("{LOAD_KPTR} call bpf_task_acquire\nout:\n r0 = 0\n exit\n");
+    for (p, v) in verdicts(&kptr_map_case("fentry/free_task", FieldKind::Kptr, &unchecked), true) {
+        if p != "6.12" {
+            assert_eq!(v, Verdict::reject(Some(10), "Possibly NULL pointer passed to trusted R1"), "{p}");
+        }
+    }
+    // An unreferenced kptr is PTR_UNTRUSTED: not an RCU pointer for bpf_task_acquire (KF_RCU).
+    for (p, v) in verdicts(&kptr_map_case("fentry/free_task", FieldKind::KptrUntrusted, &checked), true) {
+        if p != "6.12" {
+            assert_eq!(v, Verdict::reject(Some(11), "R1 must be a rcu pointer"), "{p}");
+        }
+    }
+}
+
+#[test]
+fn a_kernel_pointer_into_a_percpu_kptr_is_refused() {
+    use crate::case::FieldKind;
+    // map_kptr_match_type(): MEM_PERCPU must match the field (percpu_alloc_fail's
+    // reject_kernel_ptr_into_percpu_kptr on debian:7.3, the register type name left empty).
+    let text = "call bpf_get_current_task_btf\n r7 = r0\n r1 = 0\n *(u32 *)(r10 - 4) = r1\n r2 = r10\n \
+         r2 += -4\n r1 = m ll\n call bpf_map_lookup_elem\n if r0 == 0 goto out\n r1 = r0\n r1 += 8\n \
+         r2 = r7\n call bpf_kptr_xchg\n if r0 == 0 goto out\n r1 = r0\n call bpf_task_release\n\
+         out:\n r0 = 0\n exit\n";
+    for (p, v) in verdicts(&kptr_map_case("fentry/free_task", FieldKind::PercpuKptr, text), true) {
+        if p == "6.12" {
+            assert_eq!(v.verdict, VerdictKind::Unsupported, "{p}: {v:?}");
+        } else {
+            let msg = "invalid kptr access, R2 type=trusted_ptr_ expected=ptr_task_struct";
+            assert_eq!(v, Verdict::reject(Some(13), msg), "{p}");
+        }
+    }
+}
