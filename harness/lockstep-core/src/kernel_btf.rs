@@ -495,17 +495,17 @@ impl Eq for KernelBtfRef {}
 /// A small raw BTF for unit tests (the model's included).
 #[cfg(test)]
 pub(crate) mod fixture {
-    /// Raw BTF with: 1 int, 2 struct task_struct (40 bytes: `u32 pid` at 0, `char comm[16]` at
-    /// 8, `struct task_struct *group_leader` at 24, `*real_parent` at 32), 3 ptr->2, 4
+    /// Raw BTF with: 1 int, 2 struct task_struct (48 bytes: `u32 pid` at 0, `char comm[16]` at
+    /// 8, `struct task_struct *group_leader` at 24, `*real_parent` at 32, `*parent` at 40), 3 ptr->2, 4
     /// FUNC_PROTO(int; task*, u64 flags), 5 FUNC free_task -> 4, 6 ptr->4 ... as a tracepoint: 7
     /// FUNC_PROTO(void; void *__data, task* p, int x), 8 ptr->7, 9 typedef btf_trace_task_newtask
     /// -> 8, 10-11 bpf_lsm_task_free; 12 u32, 13 char, 14 char[16], 15 struct
     /// task_struct__safe_trusted { group_leader }, 16 struct bpf_map (16 bytes: `u32 map_type`,
     /// `u32 max_entries`, `struct bpf_map *inner_map_meta` at 8), 17 ptr->16, 18 struct bpf_array
     /// { struct bpf_map map; u32 elem_size at 16 } (24 bytes), 19 struct bpf_arena { struct bpf_map
-    /// map; u64 user_vm_start at 16 } (24 bytes).
+    /// map; u64 user_vm_start at 16 } (24 bytes), 20 struct task_struct__safe_rcu { real_parent }.
     pub(crate) fn sample() -> Vec<u8> {
-        let mut strs = b"\0int\0task_struct\0free_task\0p\0clone_flags\0btf_trace_task_newtask\0__data\0x\0bpf_lsm_task_free\0task__nullable\0u32\0char\0pid\0comm\0group_leader\0real_parent\0task_struct__safe_trusted\0bpf_map\0map_type\0max_entries\0inner_map_meta\0bpf_array\0map\0elem_size\0bpf_arena\0user_vm_start\0".to_vec();
+        let mut strs = b"\0int\0task_struct\0free_task\0p\0clone_flags\0btf_trace_task_newtask\0__data\0x\0bpf_lsm_task_free\0task__nullable\0u32\0char\0pid\0comm\0group_leader\0real_parent\0task_struct__safe_trusted\0bpf_map\0map_type\0max_entries\0inner_map_meta\0bpf_array\0map\0elem_size\0bpf_arena\0user_vm_start\0parent\0task_struct__safe_rcu\0".to_vec();
         let off = |s: &str, strs: &[u8]| {
             let needle = format!("\0{s}\0");
             strs.windows(needle.len()).position(|w| w == needle.as_bytes()).unwrap() as u32 + 1
@@ -515,9 +515,10 @@ pub(crate) mod fixture {
         let info = |kind: u32, vlen: u32| (kind << 24) | vlen;
         // 1 int
         t.extend([o("int"), info(1, 0), 8, 64]);
-        // 2 struct task_struct, size 40
-        t.extend([o("task_struct"), info(4, 4), 40]);
+        // 2 struct task_struct, size 48
+        t.extend([o("task_struct"), info(4, 5), 48]);
         t.extend([o("pid"), 12, 0, o("comm"), 14, 64, o("group_leader"), 3, 192, o("real_parent"), 3, 256]);
+        t.extend([o("parent"), 3, 320]);
         // 3 ptr -> 2
         t.extend([0, info(2, 0), 2]);
         // 4 FUNC_PROTO ret int, (p: task*, clone_flags: int)
@@ -549,6 +550,8 @@ pub(crate) mod fixture {
         // 18 struct bpf_array, 19 struct bpf_arena
         t.extend([o("bpf_array"), info(4, 2), 24, o("map"), 16, 0, o("elem_size"), 12, 128]);
         t.extend([o("bpf_arena"), info(4, 2), 24, o("map"), 16, 0, o("user_vm_start"), 1, 128]);
+        // 20 struct task_struct__safe_rcu { struct task_struct *real_parent; }
+        t.extend([o("task_struct__safe_rcu"), info(4, 1), 8, o("real_parent"), 3, 0]);
         let types: Vec<u8> = t.iter().flat_map(|v| v.to_le_bytes()).collect();
         strs.push(0);
         let mut b = Vec::new();
@@ -635,5 +638,6 @@ mod tests {
         assert!(k.nested_type_is_trusted(2, "group_leader", 2, "__safe_trusted"));
         assert!(!k.nested_type_is_trusted(2, "real_parent", 2, "__safe_trusted"));
         assert!(!k.nested_type_is_trusted(2, "group_leader", 2, "__safe_rcu"));
+        assert!(k.nested_type_is_trusted(2, "real_parent", 2, "__safe_rcu"));
     }
 }

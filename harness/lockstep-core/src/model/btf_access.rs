@@ -7,11 +7,12 @@
 //! Modelled: reads giving a scalar; a pointer member read through a map pointer (a plain
 //! `PTR_TO_BTF_ID`) or through a non-null `PTR_TO_BTF_ID` of a non-sleepable program, typed as
 //! `check_ptr_to_btf_access()` types it (`BTF_TYPE_SAFE_TRUSTED` -> `PTR_TRUSTED`, an untrusted
-//! parent or a union walk -> `PTR_UNTRUSTED`, others the legacy `PTR_TO_BTF_ID`); writes (refused
-//! as the kernel refuses them). Left unsupported, each named: `MEM_RCU` / maybe-null results
-//! (their invalidation at `bpf_rcu_read_unlock()` is not modelled), `__user` / `__percpu`
-//! members, pointers to non-structs (`PTR_TO_MEM`), sleepable programs' walks, and program
-//! types with their own `btf_struct_access` (tc, XDP).
+//! parent or a union walk -> `PTR_UNTRUSTED`, `BTF_TYPE_SAFE_RCU` -> `MEM_RCU`, others the legacy
+//! `PTR_TO_BTF_ID`); writes (refused as the kernel refuses them). Left unsupported, each named:
+//! maybe-null results (`__rcu` tags, `*_OR_NULL` lists), `bpf_rcu_read_unlock()` while a
+//! `MEM_RCU` pointer is live (its invalidation differs by kernel), `__user` / `__percpu`
+//! members, pointers to non-structs (`PTR_TO_MEM`), sleepable programs' walks, and program types
+//! with their own `btf_struct_access` (tc, XDP).
 
 use super::exec::Machine;
 use super::scalar::Scalar;
@@ -148,11 +149,18 @@ impl Machine<'_> {
                     Trust::Trusted
                 } else if k.nested_type_is_trusted(btf_id, &field, target, "__safe_trusted_or_null") {
                     return unsupported("PTR_TRUSTED | PTR_MAYBE_NULL");
-                } else if k.nested_type_is_trusted(btf_id, &field, target, "__safe_rcu")
-                    || flags.tag == Some("rcu")
+                } else if k.nested_type_is_trusted(btf_id, &field, target, "__safe_rcu") {
+                    // in_rcu_cs() (a non-sleepable program) and a non-null parent: MEM_RCU (an
+                    // `__rcu` tag ignored). rcu.rs leaves bpf_rcu_read_unlock() unsupported
+                    // while such a pointer is live.
+                    if flags.untrusted {
+                        return unsupported("MEM_RCU after a union walk");
+                    }
+                    Trust::Rcu
+                } else if flags.tag == Some("rcu")
                     || k.nested_type_is_trusted(btf_id, &field, target, "__safe_rcu_or_null")
                 {
-                    return unsupported("MEM_RCU");
+                    return unsupported("MEM_RCU | PTR_MAYBE_NULL");
                 } else if flags.untrusted {
                     // clear_trusted_flags() leaves the union walk's PTR_UNTRUSTED.
                     Trust::Untrusted

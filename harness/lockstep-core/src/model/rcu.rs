@@ -7,7 +7,7 @@
 //! `invalidate_rcu_protected_refs()`) is not modelled.
 
 use super::exec::{Flow, Machine};
-use super::state::{Reg, State};
+use super::state::{Reg, State, Trust};
 use super::{Step, Stop};
 
 /// The four region kfuncs.
@@ -34,7 +34,19 @@ impl Machine<'_> {
                 return self
                     .reject(pc, format!("unmatched attempt to enable preemption (kernel function {name})"))
             }
-            "bpf_rcu_read_unlock" => st.rcu -= 1,
+            "bpf_rcu_read_unlock" => {
+                // invalidate_rcu_protected_refs() turns MEM_RCU pointers PTR_UNTRUSTED: 7.2 when
+                // the count drops to 0, 7.3 only outside any RCU section (never in a
+                // non-sleepable program). Not modelled: refused while one is live.
+                let mut rcu_live = false;
+                st.for_each_reg(|r| rcu_live |= matches!(r, Reg::Kernel { trust: Trust::Rcu, .. }));
+                if rcu_live {
+                    return Err(Stop::Unsupported(format!(
+                        "{name} with a MEM_RCU pointer live (invalidate_rcu_protected_refs()) is not modelled"
+                    )));
+                }
+                st.rcu -= 1
+            }
             _ => st.preempt -= 1,
         }
         let cur = st.cur();

@@ -150,9 +150,37 @@ fn walked_pointers_take_the_safe_lists_trust() {
     for (p, v) in tp_all(text).into_iter().filter(|(p, _)| p != "6.12") {
         assert_eq!(v, Verdict::accept(), "{p}");
     }
-    // task->real_parent is on no list: a legacy PTR_TO_BTF_ID, neither trusted nor MEM_RCU.
-    let text = "r1 = *(u64 *)(r1 + 0)\n r1 = *(u64 *)(r1 + 32)\n call bpf_task_acquire\n r0 = 0\n exit\n";
+    // task->parent is on no list: a legacy PTR_TO_BTF_ID, neither trusted nor MEM_RCU.
+    let text = "r1 = *(u64 *)(r1 + 0)\n r1 = *(u64 *)(r1 + 40)\n call bpf_task_acquire\n r0 = 0\n exit\n";
     for (p, v) in tp_all(text).into_iter().filter(|(p, _)| p != "6.12") {
         assert_eq!(v, Verdict::reject(Some(2), "R1 must be a rcu pointer"), "{p}");
+    }
+}
+
+#[test]
+fn safe_rcu_members_are_mem_rcu_and_rcu_unlock_with_one_live_is_unsupported() {
+    // task->real_parent is BTF_TYPE_SAFE_RCU: MEM_RCU in a non-sleepable program, which
+    // bpf_task_acquire (KF_RCU) takes.
+    let acquire = "r1 = *(u64 *)(r1 + 0)\n r1 = *(u64 *)(r1 + 32)\n call bpf_task_acquire\n \
+                   if r0 == 0 goto out\n r1 = r0\n call bpf_task_release\nout:\n r0 = 0\n exit\n";
+    for (p, v) in tp_all(acquire).into_iter().filter(|(p, _)| p != "6.12") {
+        assert_eq!(v, Verdict::accept(), "{p}");
+    }
+    // It is a pointer the kernel types as rcu_ptr_: a store through it is refused.
+    let store = "r1 = *(u64 *)(r1 + 0)\n r1 = *(u64 *)(r1 + 32)\n *(u32 *)(r1 + 0) = 0\n r0 = 0\n exit\n";
+    for (p, v) in tp_all(store) {
+        assert_eq!(v, Verdict::reject(Some(2), "only read is supported"), "{p}");
+    }
+    let mut c = tp_case("r1 = *(u64 *)(r1 + 0)\n r0 = 0\n exit\n");
+    let symbols =
+        Symbols { maps: vec![], kfuncs: vec!["bpf_rcu_read_lock".into(), "bpf_rcu_read_unlock".into()] };
+    let text = "r6 = *(u64 *)(r1 + 0)\n call bpf_rcu_read_lock\n r7 = *(u64 *)(r6 + 32)\n \
+                call bpf_rcu_read_unlock\n r0 = 0\n exit\n";
+    c.program = assemble(text, &symbols).expect("test program assembles");
+    c.text = text.into();
+    c.extern_kfuncs = symbols.kfuncs.clone();
+    for (p, v) in with_btf(&c, true).into_iter().filter(|(p, _)| p != "6.12") {
+        assert_eq!(v.verdict, VerdictKind::Unsupported, "{p}");
+        assert!(v.message.as_deref().unwrap_or("").contains("MEM_RCU pointer live"), "{p}: {v:?}");
     }
 }
