@@ -173,6 +173,254 @@ impl KernelBtf {
         id
     }
 
+    /// `btf_struct_access()` (kernel/bpf/btf.c) on a kernel struct (not a program-allocated
+    /// object): `btf_struct_walk()` over struct `id` at `off` for `size` bytes, diving into nested
+    /// structs (`WALK_STRUCT`) until a scalar or a pointer member. The error is the line the
+    /// kernel logs (`bpf_log()`), which is the verifier's message; the walk is the same in 6.12,
+    /// 7.2 and 7.3.
+    pub fn struct_access(&self, id: u32, off: u32, size: u32) -> Result<Walk, String> {
+        let mut flags = WalkFlags::default();
+        let (mut t, mut off) = (id, off);
+        // The kernel's do { } while (t): each WALK_STRUCT goes one struct deeper.
+        for _ in 0..64 {
+            match self.struct_walk(t, off, size, &mut flags)? {
+                WalkStep::Struct(next) => {
+                    t = next;
+                    off = 0;
+                }
+                WalkStep::Scalar => return Ok(Walk::Scalar),
+                WalkStep::Ptr { btf_id, field } => return Ok(Walk::Ptr { btf_id, field, flags }),
+                WalkStep::PtrToMem => return Ok(Walk::PtrToMem),
+                WalkStep::Unmodelled(why) => return Ok(Walk::Unmodelled(why)),
+            }
+        }
+        Err(format!("struct {} nests too deep", self.name_of(id)))
+    }
+
+    /// One `btf_struct_walk()` (walk_flex_arrays set: not an allocated object).
+    fn struct_walk(&self, id: u32, off: u32, size: u32, flags: &mut WalkFlags) -> Result<WalkStep, String> {
+        let (mut t, mut off) = (id, off);
+        'again: for _ in 0..64 {
+            t = self.skip_modifiers_tags(t);
+            let tname = self.name_of(t).to_string();
+            let (tsize, members, union) = match self.btf.get(t).map(|x| &x.kind) {
+                Some(Kind::Struct { size, members }) => (*size, members, false),
+                Some(Kind::Union { size, members }) => (*size, members, true),
+                _ => return Err(format!("Type '{tname}' is not a struct")),
+            };
+            // Walking a union of more than one member yields untrusted pointers.
+            if union && members.len() != 1 {
+                flags.untrusted = true;
+            }
+            if off + size > tsize {
+                // A trailing flexible array of ints or structs may be walked past the end.
+                let beyond = || format!("access beyond struct {tname} at off {off} size {size}");
+                let Some(last) = members.last() else { return Err(beyond()) };
+                let Some(Kind::Array { elem, nelems: 0 }) = self.kind(self.skip_modifiers_tags(last.ty))
+                else {
+                    return Err(beyond());
+                };
+                let moff = last.bit_offset / 8;
+                if off < moff {
+                    return Err(beyond());
+                }
+                let et = self.skip_modifiers_tags(*elem);
+                match self.kind(et) {
+                    Some(Kind::Int { .. }) => return Ok(WalkStep::Scalar),
+                    // 6.12 lacks the `!t->size` test (and divides by it): not modelled.
+                    Some(Kind::Struct { size: 0, .. } | Kind::Union { size: 0, .. }) => {
+                        return Ok(WalkStep::Unmodelled("a flexible array of empty structs".into()))
+                    }
+                    Some(Kind::Struct { size: s, .. } | Kind::Union { size: s, .. }) => {
+                        off = (off - moff) % s;
+                        t = et;
+                        continue 'again;
+                    }
+                    _ => return Err(beyond()),
+                }
+            }
+            for m in members {
+                let mut moff = m.bit_offset / 8;
+                if off + size <= moff {
+                    break;
+                }
+                if m.bit_size != 0 {
+                    let end_bit = m.bit_offset + m.bit_size;
+                    if off <= moff && end_bit.div_ceil(8) <= off + size {
+                        return Ok(WalkStep::Scalar);
+                    }
+                    continue;
+                }
+                if off < moff {
+                    break;
+                }
+                let Some(r) = self.resolve_size(m.ty) else {
+                    return Err(format!("field {} doesn't have size", m.name));
+                };
+                let mut msize = r.size;
+                let mtrue_end = moff + msize;
+                if off >= mtrue_end {
+                    continue;
+                }
+                let mut mtype = r.ty;
+                if r.array {
+                    if moff == mtrue_end {
+                        continue;
+                    }
+                    msize /= r.nelems;
+                    moff += (off - moff) / msize * msize;
+                    mtype = r.elem;
+                }
+                match self.kind(mtype) {
+                    Some(Kind::Struct { .. } | Kind::Union { .. }) => {
+                        if off == moff {
+                            return Ok(WalkStep::Struct(mtype));
+                        }
+                        off -= moff;
+                        t = mtype;
+                        continue 'again;
+                    }
+                    Some(Kind::Ptr { to }) => {
+                        if msize != size || off != moff {
+                            return Err(format!(
+                                "cannot access ptr member {} with moff {moff} in struct {tname} with off {off} size {size}",
+                                m.name
+                            ));
+                        }
+                        // btf_type_tag_walk(): the `user` / `percpu` / `rcu` tags on the pointee.
+                        let (target, tag) = match self.tag_walk(*to) {
+                            Ok(t) => t,
+                            Err(why) => return Ok(WalkStep::Unmodelled(why)),
+                        };
+                        if matches!(self.kind(target), Some(Kind::Struct { .. } | Kind::Union { .. })) {
+                            if tag.is_some() {
+                                flags.tag = tag;
+                            }
+                            return Ok(WalkStep::Ptr { btf_id: target, field: m.name.clone() });
+                        }
+                        return Ok(WalkStep::PtrToMem);
+                    }
+                    _ => {}
+                }
+                if off + size > mtrue_end && !flags.untrusted {
+                    return Err(format!(
+                        "access beyond the end of member {} (mend:{mtrue_end}) in struct {tname} with off {off} size {size}",
+                        m.name
+                    ));
+                }
+                return Ok(WalkStep::Scalar);
+            }
+            return Err(format!("struct {tname} doesn't have field at offset {off}"));
+        }
+        Err(format!("struct {} nests too deep", self.name_of(id)))
+    }
+
+    fn kind(&self, id: u32) -> Option<&Kind> {
+        self.btf.get(id).map(|t| &t.kind)
+    }
+
+    /// `btf_type_skip_modifiers()`: typedef, volatile, const, restrict and type tags.
+    fn skip_modifiers_tags(&self, mut id: u32) -> u32 {
+        for _ in 0..32 {
+            match self.kind(id) {
+                Some(Kind::Modifier(t) | Kind::TypeTag(t)) => id = *t,
+                _ => break,
+            }
+        }
+        id
+    }
+
+    /// `btf_type_tag_walk()` from a pointer's target: the first type that is no modifier, and
+    /// the one walk tag found. `Err` (not modelled) for several tags (7.x: "has multiple type
+    /// tags"; 6.12 took the first) and for a tag behind another modifier (6.12 looks only at the
+    /// pointer's immediate target, 7.x through all modifiers).
+    fn tag_walk(&self, mut id: u32) -> Result<(u32, Option<&'static str>), String> {
+        let mut tags: Vec<&'static str> = Vec::new();
+        let mut behind_modifier = false;
+        for _ in 0..32 {
+            match self.btf.get(id) {
+                Some(t) => match &t.kind {
+                    Kind::Modifier(n) => {
+                        behind_modifier = true;
+                        id = *n;
+                    }
+                    Kind::TypeTag(n) => {
+                        if behind_modifier {
+                            return Err("a pointer member whose type tag follows another modifier".into());
+                        }
+                        if let Some(tag) = ["user", "percpu", "rcu"].into_iter().find(|x| *x == t.name) {
+                            if !tags.contains(&tag) {
+                                tags.push(tag);
+                            }
+                        }
+                        id = *n;
+                    }
+                    _ => break,
+                },
+                None => break,
+            }
+        }
+        if tags.len() > 1 {
+            return Err("a pointer member with several type tags".into());
+        }
+        Ok((id, tags.first().copied()))
+    }
+
+    /// `__btf_resolve_size()`: modifiers skipped, arrays linearised.
+    fn resolve_size(&self, mut id: u32) -> Option<Resolved> {
+        let mut array = None;
+        let mut nelems: u32 = 1;
+        for _ in 0..32 {
+            let size = match self.kind(id)? {
+                Kind::Int { size, .. }
+                | Kind::Struct { size, .. }
+                | Kind::Union { size, .. }
+                | Kind::Enum { size }
+                | Kind::Float { size } => *size,
+                Kind::Ptr { .. } => 8,
+                Kind::Modifier(t) | Kind::TypeTag(t) => {
+                    id = *t;
+                    continue;
+                }
+                Kind::Array { elem, nelems: n } => {
+                    array.get_or_insert(id);
+                    nelems = nelems.checked_mul(*n)?;
+                    id = *elem;
+                    continue;
+                }
+                _ => return None,
+            };
+            return Some(Resolved {
+                ty: array.unwrap_or(id),
+                size: nelems.checked_mul(size)?,
+                array: array.is_some(),
+                elem: id,
+                nelems,
+            });
+        }
+        None
+    }
+
+    /// `btf_nested_type_is_trusted()`: struct `<name of walked><suffix>` (e.g.
+    /// `task_struct__safe_trusted`, emitted into the kernel's BTF by verifier.c's
+    /// `BTF_TYPE_SAFE_*` lists) has a pointer member named `field` to type `target`.
+    pub fn nested_type_is_trusted(&self, walked: u32, field: &str, target: u32, suffix: &str) -> bool {
+        let Some(w) = self.btf.get(walked) else { return false };
+        let name = format!("{}{suffix}", w.name);
+        if name.len() >= 64 {
+            return false;
+        }
+        let same_kind = |k: &Kind| std::mem::discriminant(k) == std::mem::discriminant(&w.kind);
+        let Some(safe) = self.named(&name, same_kind) else { return false };
+        let (Some(Kind::Struct { members, .. }) | Some(Kind::Union { members, .. })) = self.kind(safe) else {
+            return false;
+        };
+        members.iter().any(|m| match self.kind(m.ty) {
+            Some(Kind::Ptr { to }) => m.name == field && self.skip_modifiers_tags(*to) == target,
+            _ => false,
+        })
+    }
+
     fn has_type_tag(&self, mut id: u32) -> bool {
         for _ in 0..32 {
             match self.btf.get(id).map(|t| &t.kind) {
@@ -183,6 +431,48 @@ impl KernelBtf {
         }
         false
     }
+}
+
+/// What `btf_struct_access()` found.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Walk {
+    /// `SCALAR_VALUE`.
+    Scalar,
+    /// `PTR_TO_BTF_ID` to struct `btf_id`, through the pointer member `field`; `flags` as the
+    /// walk left them.
+    Ptr { btf_id: u32, field: String, flags: WalkFlags },
+    /// `WALK_PTR_UNTRUSTED`: a pointer to a non-struct (`PTR_TO_MEM | MEM_RDONLY | PTR_UNTRUSTED`
+    /// in 7.x; 6.12 walked on and gave a scalar).
+    PtrToMem,
+    /// A walk the model does not follow (why).
+    Unmodelled(String),
+}
+
+/// The `bpf_type_flag`s a walk sets: `PTR_UNTRUSTED` (a union of several members was walked)
+/// and the pointer member's type tag (`MEM_USER`, `MEM_PERCPU`, `MEM_RCU`).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct WalkFlags {
+    pub untrusted: bool,
+    pub tag: Option<&'static str>,
+}
+
+enum WalkStep {
+    Scalar,
+    Struct(u32),
+    Ptr { btf_id: u32, field: String },
+    PtrToMem,
+    Unmodelled(String),
+}
+
+struct Resolved {
+    /// The member's type after modifiers (the outer array for an array).
+    ty: u32,
+    /// Its size in bytes (all elements of an array).
+    size: u32,
+    array: bool,
+    /// The element type of an array after modifiers (`ty` otherwise).
+    elem: u32,
+    nelems: u32,
 }
 
 /// The kernel BTF a profile carries for the model (none: the model says which BTF is missing).
@@ -205,11 +495,17 @@ impl Eq for KernelBtfRef {}
 /// A small raw BTF for unit tests (the model's included).
 #[cfg(test)]
 pub(crate) mod fixture {
-    /// Raw BTF with: 1 int, 2 struct task_struct, 3 ptr->2, 4 FUNC_PROTO(int; task*, u64 flags),
-    /// 5 FUNC free_task -> 4, 6 ptr->4 ... as a tracepoint: 7 FUNC_PROTO(void; void *__data,
-    /// task* p, int x), 8 ptr->7, 9 typedef btf_trace_task_newtask -> 8.
+    /// Raw BTF with: 1 int, 2 struct task_struct (48 bytes: `u32 pid` at 0, `char comm[16]` at
+    /// 8, `struct task_struct *group_leader` at 24, `*real_parent` at 32, `*parent` at 40), 3 ptr->2, 4
+    /// FUNC_PROTO(int; task*, u64 flags), 5 FUNC free_task -> 4, 6 ptr->4 ... as a tracepoint: 7
+    /// FUNC_PROTO(void; void *__data, task* p, int x), 8 ptr->7, 9 typedef btf_trace_task_newtask
+    /// -> 8, 10-11 bpf_lsm_task_free; 12 u32, 13 char, 14 char[16], 15 struct
+    /// task_struct__safe_trusted { group_leader }, 16 struct bpf_map (16 bytes: `u32 map_type`,
+    /// `u32 max_entries`, `struct bpf_map *inner_map_meta` at 8), 17 ptr->16, 18 struct bpf_array
+    /// { struct bpf_map map; u32 elem_size at 16 } (24 bytes), 19 struct bpf_arena { struct bpf_map
+    /// map; u64 user_vm_start at 16 } (24 bytes), 20 struct task_struct__safe_rcu { real_parent }.
     pub(crate) fn sample() -> Vec<u8> {
-        let mut strs = b"\0int\0task_struct\0free_task\0p\0clone_flags\0btf_trace_task_newtask\0__data\0x\0bpf_lsm_task_free\0task__nullable\0".to_vec();
+        let mut strs = b"\0int\0task_struct\0free_task\0p\0clone_flags\0btf_trace_task_newtask\0__data\0x\0bpf_lsm_task_free\0task__nullable\0u32\0char\0pid\0comm\0group_leader\0real_parent\0task_struct__safe_trusted\0bpf_map\0map_type\0max_entries\0inner_map_meta\0bpf_array\0map\0elem_size\0bpf_arena\0user_vm_start\0parent\0task_struct__safe_rcu\0".to_vec();
         let off = |s: &str, strs: &[u8]| {
             let needle = format!("\0{s}\0");
             strs.windows(needle.len()).position(|w| w == needle.as_bytes()).unwrap() as u32 + 1
@@ -219,8 +515,10 @@ pub(crate) mod fixture {
         let info = |kind: u32, vlen: u32| (kind << 24) | vlen;
         // 1 int
         t.extend([o("int"), info(1, 0), 8, 64]);
-        // 2 struct task_struct, size 16, no members
-        t.extend([o("task_struct"), info(4, 0), 16]);
+        // 2 struct task_struct, size 48
+        t.extend([o("task_struct"), info(4, 5), 48]);
+        t.extend([o("pid"), 12, 0, o("comm"), 14, 64, o("group_leader"), 3, 192, o("real_parent"), 3, 256]);
+        t.extend([o("parent"), 3, 320]);
         // 3 ptr -> 2
         t.extend([0, info(2, 0), 2]);
         // 4 FUNC_PROTO ret int, (p: task*, clone_flags: int)
@@ -239,6 +537,21 @@ pub(crate) mod fixture {
         t.extend([0, info(13, 1), 1, o("task__nullable"), 3]);
         // 11 FUNC bpf_lsm_task_free -> 10
         t.extend([o("bpf_lsm_task_free"), info(12, 1), 10]);
+        // 12 u32, 13 char, 14 char[16]
+        t.extend([o("u32"), info(1, 0), 4, 32]);
+        t.extend([o("char"), info(1, 0), 1, 8]);
+        t.extend([0, info(3, 0), 0, 13, 12, 16]);
+        // 15 struct task_struct__safe_trusted { struct task_struct *group_leader; }
+        t.extend([o("task_struct__safe_trusted"), info(4, 1), 8, o("group_leader"), 3, 0]);
+        // 16 struct bpf_map, 17 ptr->16
+        t.extend([o("bpf_map"), info(4, 3), 16]);
+        t.extend([o("map_type"), 12, 0, o("max_entries"), 12, 32, o("inner_map_meta"), 17, 64]);
+        t.extend([0, info(2, 0), 16]);
+        // 18 struct bpf_array, 19 struct bpf_arena
+        t.extend([o("bpf_array"), info(4, 2), 24, o("map"), 16, 0, o("elem_size"), 12, 128]);
+        t.extend([o("bpf_arena"), info(4, 2), 24, o("map"), 16, 0, o("user_vm_start"), 1, 128]);
+        // 20 struct task_struct__safe_rcu { struct task_struct *real_parent; }
+        t.extend([o("task_struct__safe_rcu"), info(4, 1), 8, o("real_parent"), 3, 0]);
         let types: Vec<u8> = t.iter().flat_map(|v| v.to_le_bytes()).collect();
         strs.push(0);
         let mut b = Vec::new();
@@ -281,5 +594,50 @@ mod tests {
             Err(AttachError::NotFound("function nope".into()))
         );
         assert_eq!(k.struct_id("task_struct"), Some(2));
+    }
+
+    #[test]
+    fn struct_access_walks_as_btf_struct_walk() {
+        let k = KernelBtf::parse("sample", &sample()).unwrap();
+        let array = k.struct_id("bpf_array").unwrap();
+        assert_eq!(
+            k.struct_access(array, 4, 4),
+            Ok(Walk::Scalar),
+            "map.max_entries, through the nested struct"
+        );
+        assert_eq!(k.struct_access(array, 16, 4), Ok(Walk::Scalar));
+        assert_eq!(
+            k.struct_access(array, 8, 8),
+            Ok(Walk::Ptr { btf_id: 16, field: "inner_map_meta".into(), flags: WalkFlags::default() })
+        );
+        assert_eq!(
+            k.struct_access(array, 8, 4),
+            Err("cannot access ptr member inner_map_meta with moff 8 in struct bpf_map with off 8 size 4"
+                .into())
+        );
+        assert_eq!(
+            k.struct_access(array, 20, 4),
+            Err("struct bpf_array doesn't have field at offset 20".into())
+        );
+        assert_eq!(
+            k.struct_access(array, 24, 4),
+            Err("access beyond struct bpf_array at off 24 size 4".into())
+        );
+        assert_eq!(
+            k.struct_access(array, 2, 4),
+            Err("access beyond the end of member map_type (mend:4) in struct bpf_map with off 2 size 4"
+                .into())
+        );
+        // An int array may be read anywhere inside it, not past it.
+        assert_eq!(k.struct_access(2, 20, 4), Ok(Walk::Scalar), "comm[12..16]");
+        assert_eq!(
+            k.struct_access(2, 22, 4),
+            Err("access beyond the end of member comm (mend:24) in struct task_struct with off 22 size 4"
+                .into())
+        );
+        assert!(k.nested_type_is_trusted(2, "group_leader", 2, "__safe_trusted"));
+        assert!(!k.nested_type_is_trusted(2, "real_parent", 2, "__safe_trusted"));
+        assert!(!k.nested_type_is_trusted(2, "group_leader", 2, "__safe_rcu"));
+        assert!(k.nested_type_is_trusted(2, "real_parent", 2, "__safe_rcu"));
     }
 }

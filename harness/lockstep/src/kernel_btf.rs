@@ -37,8 +37,9 @@ pub fn cached_for(profile: &KernelProfile) -> Option<PathBuf> {
 }
 
 /// Gives each profile its kernel BTF: `explicit` for all of them (read even when no case needs
-/// it, so a bad file is always bad input), else, when some case is a tracing / LSM program (the
-/// only ones that read it), each profile's cached kernel's.
+/// it, so a bad file is always bad input), else, when some case may read it (a tracing / LSM
+/// program, or a program with a map: a load through its map pointer is typed by the map's
+/// kernel struct, `check_ptr_to_map_access()`), each profile's cached kernel's.
 pub fn attach(profiles: &mut [KernelProfile], cases: &[Case], explicit: Option<&Path>) -> Result<()> {
     if let Some(path) = explicit {
         let k = load(path)?;
@@ -47,7 +48,7 @@ pub fn attach(profiles: &mut [KernelProfile], cases: &[Case], explicit: Option<&
         }
         return Ok(());
     }
-    if !cases.iter().any(|c| matches!(c.prog_type, ProgType::Tracing | ProgType::Lsm)) {
+    if !cases.iter().any(|c| matches!(c.prog_type, ProgType::Tracing | ProgType::Lsm) || !c.maps.is_empty()) {
         return Ok(());
     }
     for p in profiles.iter_mut() {

@@ -476,7 +476,7 @@ impl<'a> Machine<'a> {
             }
             (p, Reg::Scalar(b)) if p.is_pointer() && is64 && matches!(op, BPF_ADD | BPF_SUB) => {
                 let b = if op == BPF_SUB { -*b } else { *b };
-                self.ptr_add(pc, insn.dst, p, b)?
+                self.ptr_add(pc, insn.dst, p, b, op == BPF_SUB)?
             }
             _ => {
                 return Err(Stop::Unsupported(format!(
@@ -491,13 +491,19 @@ impl<'a> Machine<'a> {
     }
 
     /// `adjust_ptr_min_max_vals()` for pointer += scalar.
-    fn ptr_add(&self, pc: usize, dst: u8, p: &Reg, b: Scalar) -> Step<Reg> {
+    fn ptr_add(&self, pc: usize, dst: u8, p: &Reg, b: Scalar, sub: bool) -> Step<Reg> {
         match (p, b.konst()) {
             (Reg::MapValue { null: true, .. }, _) => {
                 let args = [("reg", format!("R{dst}")), ("type", p.type_str().to_string())];
                 self.reject(pc, self.msg(&self.profile.messages.ptr_arith_null, &args))
             }
             (Reg::Stack { frame, off }, Some(c)) => Ok(Reg::Stack { frame: *frame, off: off + c }),
+            // CONST_PTR_TO_MAP: only `+= 0` (a known zero) keeps the map pointer; anything else is
+            // refused (same text in 6.12, 7.2 and 7.3).
+            (Reg::MapPtr { .. }, Some(0)) if !sub => Ok(p.clone()),
+            (Reg::MapPtr { .. }, _) => {
+                self.reject(pc, format!("R{dst} pointer arithmetic on {} prohibited", p.type_str()))
+            }
             // adjust_ptr_min_max_vals(): a constant added to an allocated object's pointer (a
             // maybe-null one is refused as for a map value).
             (Reg::Alloc { null: true, .. }, _) => {
@@ -794,7 +800,15 @@ impl<'a> Machine<'a> {
                 self.sock_access(pc, regno, *kind, off, size, value.is_some())
             }
             Reg::Alloc { .. } => self.alloc_access(regno, base, off, size, value.as_ref(), pc),
-            Reg::MapValue { null: true, .. } | Reg::Sock { null: true, .. } | Reg::Scalar(_) => self.reject(
+            // check_ptr_to_map_access() / check_ptr_to_btf_access() (btf_access.rs).
+            Reg::MapPtr { map } => self.map_ptr_access(pc, regno, *map, off, size, value.is_some()),
+            Reg::Kernel { btf_id, trust, ref_obj_id, null: false, .. } => {
+                self.btf_ptr_access(pc, regno, *btf_id, *trust, *ref_obj_id != 0, off, size, value.is_some())
+            }
+            Reg::MapValue { null: true, .. }
+            | Reg::Sock { null: true, .. }
+            | Reg::Kernel { null: true, .. }
+            | Reg::Scalar(_) => self.reject(
                 pc,
                 self.msg(&m.invalid_mem_access, &[("reg", reg()), ("type", base.type_str().into())]),
             ),

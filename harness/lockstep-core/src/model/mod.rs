@@ -10,6 +10,7 @@ mod access;
 mod alloc;
 mod arena;
 mod attach;
+mod btf_access;
 mod callback_walk;
 mod callbacks;
 mod calls;
@@ -186,6 +187,8 @@ mod tests_arena;
 mod tests_async;
 #[cfg(test)]
 mod tests_attach;
+#[cfg(test)]
+mod tests_btf_access;
 #[cfg(test)]
 mod tests_callbacks;
 #[cfg(test)]
