@@ -163,6 +163,11 @@ pub struct KernelProfile {
     /// for an arena pointer).
     #[serde(default)]
     pub atomic_ptr_type_saved: bool,
+    /// The `bpf_wq` kfuncs' argument checks as 7.2 and 7.3 have them (`check_kfunc_args()`:
+    /// `KF_ARG_PTR_TO_WORKQUEUE` -> `check_map_field_pointer()`, `bpf_wq_set_callback` with
+    /// `KF_IMPLICIT_ARGS`); false: not read from this kernel's verifier.c (6.12), `unsupported`.
+    #[serde(default)]
+    pub wq_kfunc_checks: bool,
     /// `bpf_arena_reserve_pages` exists (7.2 on).
     #[serde(default)]
     pub arena_reserve_pages: bool,
