@@ -171,7 +171,7 @@ impl Machine<'_> {
             Reg::MapValue { null: true, .. } => {
                 return self.reject(pc, "Possibly NULL pointer passed to trusted R1".into())
             }
-            Reg::MapValue { map, off, var, .. } => (*map, *off, var.clone()),
+            Reg::MapValue { map, off, var, .. } => (*map, *off, *var),
             other => {
                 return Err(Stop::Unsupported(format!(
                     "kfunc bpf_timer_cancel_async with R1 of type {} is not modelled",
@@ -198,7 +198,7 @@ impl Machine<'_> {
             Reg::MapValue { null: true, .. } => {
                 return self.reject(pc, "Possibly NULL pointer passed to trusted R1".into())
             }
-            Reg::MapValue { map, off, var, .. } => (*map, *off, var.clone()),
+            Reg::MapValue { map, off, var, .. } => (*map, *off, *var),
             other => return unsupported(&format!("R1 of type {}", other.type_str())),
         };
         self.map_field(pc, map, off, &var, FieldKind::Wq)?;
