@@ -6,9 +6,11 @@ use crate::case::{Case, Expectation};
 use crate::profile::{KernelProfile, ModuleKfuncs};
 use crate::verdict::{Verdict, VerdictKind};
 
-/// Every kfunc name a case may call: the test module's, and the vmlinux kfuncs the profiles know.
+/// Every kfunc name a case may call: the test module's, the vmlinux kfuncs the profiles know and
+/// those the model handles by name.
 pub fn known_kfuncs(module: &ModuleKfuncs) -> Vec<String> {
     let mut v: Vec<String> = module.kfuncs.keys().cloned().collect();
+    v.extend(crate::model::modelled_kfuncs());
     for p in KernelProfile::all() {
         v.extend(p.kfuncs_under_lock.iter().cloned());
     }

@@ -185,6 +185,11 @@ pub struct KernelProfile {
     /// 7.3; 6.12 lets a plain pointer into a per-cpu field).
     #[serde(default)]
     pub kptr_percpu_match: bool,
+    /// The `bpf_wq` kfuncs' argument checks as 7.2 and 7.3 have them (`check_kfunc_args()`:
+    /// `KF_ARG_PTR_TO_WORKQUEUE` -> `check_map_field_pointer()`, `bpf_wq_set_callback` with
+    /// `KF_IMPLICIT_ARGS`); false: not read from this kernel's verifier.c (6.12), `unsupported`.
+    #[serde(default)]
+    pub wq_kfunc_checks: bool,
     /// `bpf_arena_reserve_pages` exists (7.2 on).
     #[serde(default)]
     pub arena_reserve_pages: bool,

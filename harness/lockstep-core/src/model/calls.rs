@@ -12,9 +12,6 @@ use crate::profile::{KfuncLockRule, KF_ACQUIRE, KF_RELEASE, KF_RET_NULL};
 /// The deepest call chain the verifier allows (`MAX_CALL_FRAMES`).
 const MAX_CALL_FRAMES: usize = 8;
 
-/// States kept per `bpf_iter_num_next` call before the model gives up on convergence.
-const MAX_ITER_CHECKPOINTS: usize = 32;
-
 /// The lock rule for a kfunc call made while a lock is held (`do_check_insn()` and
 /// `kfunc_spin_allowed()`): whether `profile` lets kfunc `name` through in a program of type
 /// `prog_type`. Module kfuncs (in `module`) are called with `insn->off != 0` and judged by their
@@ -61,8 +58,16 @@ impl Machine<'_> {
             BPF_PSEUDO_KFUNC_CALL => {
                 let name =
                     name.ok_or_else(|| Stop::Unsupported(format!("kfunc call at {pc} without a name")))?;
-                if name.starts_with("bpf_iter_num_") {
-                    return self.iter_num_call(st, pc, name);
+                if let Some((ty, op)) = super::loops::iter_kfunc(name) {
+                    return self.iter_call(st, pc, name, ty, op);
+                }
+                if super::timer::is_wq_kfunc(name) {
+                    self.wq_call(st, pc, name)?;
+                    return Ok(Flow::Next(pc + 1));
+                }
+                if name == "bpf_timer_cancel_async" {
+                    self.timer_cancel_async(st, pc)?;
+                    return Ok(Flow::Next(pc + 1));
                 }
                 if name == "bpf_throw" {
                     return self.throw_call(st, pc);
@@ -447,79 +452,6 @@ impl Machine<'_> {
         })
     }
 
-    /// Open-coded `bpf_iter_num` iterators (`process_iter_arg()`, `process_iter_next_call()`), for
-    /// the plain shape only: R1 an 8-aligned stack slot, `_new`'s bounds scalars. `_new` takes a
-    /// reference for the iterator (`mark_stack_slots_iter()`), `_destroy` releases it. `_next` on an
-    /// ACTIVE iterator pushes the state that continues the loop (ACTIVE, R0 a non-null pointer) and
-    /// goes on DRAINED with R0 = 0; the loop converges where `is_state_visited()` finds the same
-    /// state at the call again (here: equal in everything the call does not overwrite, R0 and
-    /// R2-R5 being dead there). Other shapes and messages are unsupported.
-    fn iter_num_call(&mut self, st: &mut State, pc: usize, name: &str) -> Step<Flow> {
-        let unsupported =
-            |what: &str| Err(Stop::Unsupported(format!("kfunc {name}: {what} is not modelled")));
-        let Reg::Stack { frame, off } = st.cur_ref().regs[1].clone() else {
-            return unsupported("an iterator argument other than a stack pointer");
-        };
-        if off % 8 != 0 || !(-512..=-8).contains(&off) {
-            return unsupported("a misaligned or out-of-range iterator slot");
-        }
-        let slot = (frame, off);
-        let it = st.iters.get(&slot).copied();
-        match (name, it) {
-            ("bpf_iter_num_new", None) => {
-                for r in [2u8, 3] {
-                    if !matches!(st.cur_ref().regs[r as usize], Reg::Scalar(_)) {
-                        return unsupported("a bound that is not a scalar");
-                    }
-                }
-                if st.frames[frame]
-                    .stack
-                    .bytes
-                    .range(off..off + 8)
-                    .any(|(_, b)| *b == super::state::StackByte::Spill)
-                {
-                    return unsupported("an iterator over a spilled register");
-                }
-                let id = self.fresh_id();
-                st.refs.push(id);
-                st.iters.insert(slot, (id, true));
-                self.clobber(st, Reg::Scalar(Scalar::unknown()));
-                Ok(Flow::Next(pc + 1))
-            }
-            ("bpf_iter_num_destroy", Some((id, _))) => {
-                st.iters.remove(&slot);
-                st.refs.retain(|r| *r != id);
-                self.clobber(st, Reg::NotInit);
-                Ok(Flow::Next(pc + 1))
-            }
-            ("bpf_iter_num_next", Some((id, active))) => {
-                if !active {
-                    self.clobber(st, Reg::Scalar(Scalar::known(0)));
-                    return Ok(Flow::Next(pc + 1));
-                }
-                let key = iter_checkpoint(st, pc);
-                let seen = self.iter_seen.entry(pc).or_default();
-                if seen.contains(&key) {
-                    return Ok(Flow::Done);
-                }
-                if seen.len() >= MAX_ITER_CHECKPOINTS {
-                    return Err(Stop::Unsupported(format!(
-                        "bpf_iter_num loop at {pc} did not converge in {MAX_ITER_CHECKPOINTS} iterations (the kernel's widening is not modelled)"
-                    )));
-                }
-                seen.push(key);
-                let mut more = st.clone();
-                more.iters.insert(slot, (id, true));
-                self.clobber(&mut more, Reg::BtfPtr { id: 0, ref_obj_id: 0, null: false });
-                more.pc = pc + 1;
-                st.iters.insert(slot, (id, false));
-                self.clobber(st, Reg::Scalar(Scalar::known(0)));
-                Ok(Flow::Branch(pc + 1, more))
-            }
-            _ => unsupported("an iterator slot in this state (uninitialised, or re-initialised)"),
-        }
-    }
-
     /// `check_func_arg()` for `ARG_PTR_TO_SPIN_LOCK`: `check_reg_type()` then `process_spin_lock()`.
     fn spin_lock_arg(&mut self, st: &mut State, pc: usize, r1: &Reg, is_lock: bool) -> Step<()> {
         self.lock_arg(st, pc, r1, is_lock, LockKind::Spin)
@@ -668,16 +600,4 @@ impl Machine<'_> {
         let id = if !elide || has_lock { self.fresh_id() } else { 0 };
         Ok(Reg::MapValue { map, off: 0, var: None, id, null: !elide })
     }
-}
-
-/// The part of `st` a `bpf_iter_num_next` call at `pc` keeps: R0 and R2-R5 are overwritten by the
-/// call without being read, so they are dead at the checkpoint.
-fn iter_checkpoint(st: &State, pc: usize) -> State {
-    let mut key = st.clone();
-    key.pc = pc;
-    let cur = key.cur();
-    for r in [0usize, 2, 3, 4, 5] {
-        cur.regs[r] = Reg::NotInit;
-    }
-    key
 }

@@ -34,8 +34,8 @@ pub(crate) struct Machine<'a> {
     pub steps: usize,
     /// Global subprograms (by start) a verified call reached (`sub_aux->called`).
     pub called: std::collections::BTreeSet<usize>,
-    /// States met at each `bpf_iter_num_next` call with an ACTIVE iterator (the checkpoints of
-    /// `is_state_visited()`), reduced to what the call keeps (see `calls::iter_checkpoint`).
+    /// States met at each iterator `_next` call with an ACTIVE iterator (the checkpoints of
+    /// `is_state_visited()`), reduced to what the call keeps (see `loops::iter_checkpoint`).
     pub iter_seen: BTreeMap<usize, Vec<State>>,
     /// Subprograms (by index) a verified path passed to a callback helper (`is_cb`).
     pub callback_subprogs: std::collections::BTreeSet<usize>,
@@ -704,7 +704,7 @@ impl<'a> Machine<'a> {
             Reg::Arena => Ok(if value.is_none() { Reg::Scalar(Scalar::of_size(size)) } else { Reg::NotInit }),
             Reg::Stack { frame, off: o } => {
                 let at = o + off;
-                if st.iters.keys().any(|(f, s)| f == frame && at < s + 8 && *s < at + size as i64) {
+                if st.iter_overlaps(*frame, at, size as i64) {
                     return Err(Stop::Unsupported("load or store on an iterator's stack slot".into()));
                 }
                 self.irq_slot_access(st, *frame, at, size, value.is_some())?;

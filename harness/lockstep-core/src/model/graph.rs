@@ -25,6 +25,16 @@ pub(crate) enum GraphKfunc {
     Pop,
     /// `bpf_list_front/back` (7.x): `KF_RET_NULL`, a non-owning node.
     Peek,
+    /// `bpf_list_add(head, new, prev__nonown_allowed)` (7.2, 7.3; `KF_IMPLICIT_ARGS`): a push
+    /// after `prev` (`is_bpf_list_push_kfunc()`), R0 an integer.
+    Add,
+    /// `bpf_list_del(head, node__nonown_allowed)` (7.2, 7.3): `KF_ACQUIRE | KF_RET_NULL`, an
+    /// owning node, as a pop.
+    Del,
+    /// `bpf_list_is_first/is_last(head, node__nonown_allowed)` (7.2, 7.3): R0 an integer (bool).
+    IsEdge,
+    /// `bpf_list_empty(head)` (7.2, 7.3): R0 an integer (bool).
+    Empty,
 }
 
 impl GraphKfunc {
@@ -35,6 +45,10 @@ impl GraphKfunc {
             "bpf_list_push_front_impl" | "bpf_list_push_back_impl" => GraphKfunc::Push { implied: false },
             "bpf_list_pop_front" | "bpf_list_pop_back" => GraphKfunc::Pop,
             "bpf_list_front" | "bpf_list_back" => GraphKfunc::Peek,
+            "bpf_list_add" => GraphKfunc::Add,
+            "bpf_list_del" => GraphKfunc::Del,
+            "bpf_list_is_first" | "bpf_list_is_last" => GraphKfunc::IsEdge,
+            "bpf_list_empty" => GraphKfunc::Empty,
             _ => return None,
         })
     }
@@ -113,6 +127,8 @@ impl Machine<'_> {
     /// `check_kfunc_call()` for a list kfunc.
     pub(super) fn graph_call(&mut self, st: &mut State, pc: usize, name: &str, k: GraphKfunc) -> Step<()> {
         let x7 = self.profile.res_spin_lock;
+        // bpf_list_add/del/is_first/is_last/empty are in 6.12's absent_kfuncs (its helpers.c has
+        // none of them), so only 7.x reaches them here.
         if !x7 && matches!(k, GraphKfunc::Peek | GraphKfunc::Push { implied: true }) {
             return Err(Stop::Unsupported(format!("kfunc {name} does not exist in {}", self.profile.name)));
         }
@@ -139,10 +155,17 @@ impl Machine<'_> {
     fn graph_call_args(&mut self, st: &mut State, pc: usize, k: GraphKfunc) -> Step<()> {
         let head = self.graph_root_arg(st, pc, RootKind::ListHead)?;
         let r0 = match k {
-            GraphKfunc::Push { implied } => {
-                let id = self.list_node_arg(st, pc, &head)?;
-                if !implied && !matches!(&st.cur_ref().regs[4], Reg::Scalar(s) if s.konst().is_some()) {
+            GraphKfunc::Push { .. } | GraphKfunc::Add => {
+                let id = self.list_node_arg(st, pc, &head, 2, false)?;
+                if k == (GraphKfunc::Push { implied: false })
+                    && !matches!(&st.cur_ref().regs[4], Reg::Scalar(s) if s.konst().is_some())
+                {
                     return self.graph_unsupported("a push whose off__k is not a known constant");
+                }
+                if k == GraphKfunc::Add {
+                    // prev__nonown_allowed: KF_ARG_PTR_TO_LIST_NODE, after `new` (check_kfunc_args()
+                    // takes the arguments in order).
+                    self.list_node_arg(st, pc, &head, 3, true)?;
                 }
                 // ref_convert_owning_non_owning(): the reference goes (release_reference_nomark())
                 // and each register holding the node keeps pointing at it, non-owning, id 0.
@@ -157,7 +180,11 @@ impl Machine<'_> {
                 });
                 Reg::Scalar(Scalar::unknown())
             }
-            GraphKfunc::Pop => {
+            GraphKfunc::Pop | GraphKfunc::Del => {
+                if k == GraphKfunc::Del {
+                    // The node stays where it is: bpf_list_del() is no release kfunc.
+                    self.list_node_arg(st, pc, &head, 2, true)?;
+                }
                 // mark_reg_graph_node(), then PTR_MAYBE_NULL with id = ++id_gen, then
                 // acquire_reference(): R0 carries the reference's id.
                 self.fresh_id();
@@ -170,6 +197,13 @@ impl Machine<'_> {
                     percpu: false,
                     non_owning: false,
                 }
+            }
+            GraphKfunc::IsEdge | GraphKfunc::Empty => {
+                if k == GraphKfunc::IsEdge {
+                    self.list_node_arg(st, pc, &head, 2, true)?;
+                }
+                // check_kfunc_call(): a scalar return type is mark_reg_unknown() (bool too).
+                Reg::Scalar(Scalar::unknown())
             }
             GraphKfunc::Peek => {
                 // ref_set_non_owning() on the maybe-null node (its id for the NULL check).
@@ -256,25 +290,42 @@ impl Machine<'_> {
         Ok(GraphRoot { ty, node_off: n.offset as i64 })
     }
 
-    /// R2 of a push: `KF_ARG_PTR_TO_LIST_NODE` (an owned allocated object), then
-    /// `__process_kf_arg_ptr_to_graph_node()`. Returns the node's reference id.
-    fn list_node_arg(&self, st: &State, pc: usize, head: &GraphRoot) -> Step<u32> {
-        let r2 = st.cur_ref().regs[2].clone();
-        if r2.maybe_null() {
-            return self.reject(pc, "Possibly NULL pointer passed to trusted R2".into());
+    /// A list node argument in `reg` (R2 of a push, R2 / R3 of the 7.x list kfuncs):
+    /// `KF_ARG_PTR_TO_LIST_NODE` (an owned allocated object; with `nonown_allowed`, the
+    /// `__nonown_allowed` suffix, also a non-owning reference that holds no reference), then
+    /// `__process_kf_arg_ptr_to_graph_node()`. Returns the node's reference id (0 for a
+    /// non-owning node).
+    fn list_node_arg(
+        &self,
+        st: &State,
+        pc: usize,
+        head: &GraphRoot,
+        reg: u8,
+        nonown_allowed: bool,
+    ) -> Step<u32> {
+        let r = st.cur_ref().regs[reg as usize].clone();
+        if r.maybe_null() {
+            return self.reject(pc, format!("Possibly NULL pointer passed to trusted R{reg}"));
         }
-        let (ty, off, id) = match &r2 {
-            Reg::Alloc { non_owning: true, .. } | Reg::MapValue { .. } => {
-                return self.reject(pc, "R2 expected pointer to allocated object".into())
+        let (ty, off, id) = match &r {
+            // check_kfunc_args(): type_is_non_owning_ref() && !reg_is_referenced() -> check_ok.
+            Reg::Alloc { ty, off, id, non_owning: true, percpu: false, .. }
+                if nonown_allowed && !st.refs.contains(id) =>
+            {
+                (*ty, *off, None)
             }
-            Reg::Alloc { ty, off, id, percpu: false, .. } => (*ty, *off, *id),
+            Reg::Alloc { non_owning: true, .. } | Reg::MapValue { .. } => {
+                return self.reject(pc, format!("R{reg} expected pointer to allocated object"))
+            }
+            Reg::Alloc { ty, off, id, percpu: false, .. } => (*ty, *off, Some(*id)),
             other => {
                 return self.graph_unsupported(&format!("a list node argument of type {}", other.type_str()))
             }
         };
-        if !st.refs.contains(&id) {
+        if id.is_some_and(|id| !st.refs.contains(&id)) {
             return self.reject(pc, "allocated object must be referenced".into());
         }
+        let id = id.unwrap_or(0);
         let t = &self.case.types[ty];
         if !t.layout.fields.iter().any(|f| f.kind == FieldKind::ListNode && f.offset as i64 == off) {
             if !covered(&t.layout, off) {

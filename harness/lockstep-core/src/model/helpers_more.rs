@@ -84,7 +84,7 @@ impl Machine<'_> {
         if off < -512 || off + size > 0 {
             return unsupported("a buffer past the stack");
         }
-        if st.iters.keys().any(|(f, s)| *f == frame && off < s + 8 && *s < off + size) {
+        if st.iter_overlaps(frame, off, size) {
             return unsupported("a buffer over an iterator's stack slot");
         }
         self.read_reg(st, pc, 3)?;

@@ -61,7 +61,7 @@ impl Machine<'_> {
         }
         let live = st.irq.iter().position(|f| f.slot == Some((frame, off)));
         let special = st.frames[frame].stack.spills.contains_key(&off)
-            || st.iters.contains_key(&(frame, off))
+            || st.iter_overlaps(frame, off, 8)
             || st.frames[frame].stack.bytes.range(off..off + 8).any(|(_, b)| *b == StackByte::Spill);
         if save {
             // is_irq_flag_reg_valid_uninit(), then check_mem_access() (an 8-byte stack write).

@@ -5,11 +5,89 @@
 //! states met at each `may_goto` and stops a path that repeats one. The kernel's widening of
 //! imprecise scalars (`widen_imprecise_scalars()`) is not modelled: a loop whose state keeps
 //! changing gives up, `unsupported` naming `may_goto`.
+//!
+//! Open-coded iterators (`is_iter_kfunc()`: `KF_ITER_NEW` / `KF_ITER_NEXT` / `KF_ITER_DESTROY`),
+//! the same in 6.12, 7.2 and 7.3 for the shapes modelled: `process_iter_arg()` takes R1 as an
+//! 8-aligned stack pointer to the iterator struct (`nr_slots` = its size / 8); `_new` wants the
+//! slots uninitialised (`is_iter_reg_valid_uninit()`) and marks them `STACK_ITER` with a
+//! reference (`mark_stack_slots_iter()`), `_destroy` releases it (`unmark_stack_slots_iter()`),
+//! `_next` on an ACTIVE iterator pushes the state that continues the loop (ACTIVE, R0 a non-null
+//! pointer) and goes on DRAINED with R0 = 0 (`process_iter_next_call()`); the loop converges where
+//! `is_state_visited()` finds the same state at the call again (here: equal in everything the
+//! call does not overwrite, R0 and R2-R5 being dead there). The iterator types are a table
+//! ([`ITER_TYPES`]: the struct's size and `_new`'s arguments from kernel/bpf/helpers.c); other
+//! shapes and the messages for a bad iterator argument are `unsupported`.
 
 use super::exec::{Flow, Machine};
-use super::state::State;
+use super::scalar::Scalar;
+use super::state::{IterSlot, Reg, StackByte, State};
 use super::{Step, Stop};
 use crate::insn::Insn;
+
+/// States kept per iterator `_next` call before the model gives up on convergence.
+const MAX_ITER_CHECKPOINTS: usize = 32;
+
+/// What `bpf_iter_<type>_new()` takes after the iterator (`check_kfunc_args()`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum IterArg {
+    /// A scalar argument (`KF_ARG_ANYTHING`): "is not a scalar" for anything else, not modelled.
+    Scalar,
+    /// An `__ign` argument (`is_kfunc_arg_ignore()`): skipped, whatever the register holds.
+    Ignored,
+}
+
+/// An open-coded iterator type: `struct bpf_iter_<name>` and its three kfuncs.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) struct IterType {
+    pub(crate) name: &'static str,
+    /// `sizeof(struct bpf_iter_<name>) / 8`.
+    pub(crate) slots: u8,
+    /// `_new`'s arguments from R2 on.
+    pub(crate) new_args: &'static [IterArg],
+}
+
+/// The iterator types modelled, from kernel/bpf/helpers.c (6.12, 7.2, 7.3 alike):
+/// `bpf_iter_num_new(struct bpf_iter_num *it, int start, int end)` (`__u64 __opaque[1]`),
+/// `bpf_iter_bits_new(struct bpf_iter_bits *it, const u64 *unsafe_ptr__ign, u32 nr_words)`
+/// (`__u64 __opaque[2]`).
+pub(crate) const ITER_TYPES: &[IterType] = &[
+    IterType { name: "num", slots: 1, new_args: &[IterArg::Scalar, IterArg::Scalar] },
+    IterType { name: "bits", slots: 2, new_args: &[IterArg::Ignored, IterArg::Scalar] },
+];
+
+/// Which iterator kfunc a call is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum IterOp {
+    New,
+    Next,
+    Destroy,
+}
+
+/// `is_iter_kfunc()` for the types of [`ITER_TYPES`]: the type and the operation of kfunc `name`.
+pub(crate) fn iter_kfunc(name: &str) -> Option<(&'static IterType, IterOp)> {
+    let rest = name.strip_prefix("bpf_iter_")?;
+    ITER_TYPES.iter().find_map(|t| {
+        let op = match rest.strip_prefix(t.name)?.strip_prefix('_')? {
+            "new" => IterOp::New,
+            "next" => IterOp::Next,
+            "destroy" => IterOp::Destroy,
+            _ => return None,
+        };
+        Some((t, op))
+    })
+}
+
+/// The part of `st` an iterator's `_next` call at `pc` keeps: R0 and R2-R5 are overwritten by
+/// the call without being read, so they are dead at the checkpoint.
+fn iter_checkpoint(st: &State, pc: usize) -> State {
+    let mut key = st.clone();
+    key.pc = pc;
+    let cur = key.cur();
+    for r in [0usize, 2, 3, 4, 5] {
+        cur.regs[r] = Reg::NotInit;
+    }
+    key
+}
 
 /// States kept per `may_goto` before the model gives up on convergence.
 const MAX_MAY_GOTO_CHECKPOINTS: usize = 32;
@@ -35,5 +113,82 @@ impl Machine<'_> {
         fall.pc = pc + 1;
         let target = (pc as i64 + insn.off as i64 + 1) as usize;
         Ok(Flow::Branch(target, fall))
+    }
+
+    /// An open-coded iterator kfunc (`process_iter_arg()`, `process_iter_next_call()`; see the
+    /// module's comment).
+    pub(super) fn iter_call(
+        &mut self,
+        st: &mut State,
+        pc: usize,
+        name: &str,
+        ty: &IterType,
+        op: IterOp,
+    ) -> Step<Flow> {
+        let unsupported =
+            |what: &str| Err(Stop::Unsupported(format!("kfunc {name}: {what} is not modelled")));
+        let Reg::Stack { frame, off } = st.cur_ref().regs[1].clone() else {
+            return unsupported("an iterator argument other than a stack pointer");
+        };
+        let size = 8 * ty.slots as i64;
+        if off % 8 != 0 || off < -512 || off + size > 0 {
+            return unsupported("a misaligned or out-of-range iterator slot");
+        }
+        let slot = (frame, off);
+        let it = st.iters.get(&slot).copied().filter(|it| it.slots == ty.slots);
+        match (op, it) {
+            (IterOp::New, None) => {
+                if st.iter_overlaps(frame, off, size) {
+                    return unsupported("an iterator over another iterator's slots");
+                }
+                for (i, arg) in ty.new_args.iter().enumerate() {
+                    let r = i + 2;
+                    if *arg == IterArg::Scalar && !matches!(st.cur_ref().regs[r], Reg::Scalar(_)) {
+                        return unsupported(&format!("R{r} that is not a scalar"));
+                    }
+                }
+                if st.frames[frame].stack.bytes.range(off..off + size).any(|(_, b)| *b == StackByte::Spill) {
+                    return unsupported("an iterator over a spilled register");
+                }
+                // mark_stack_slots_iter(): acquire_reference(env, insn_idx), the leak message's
+                // alloc_insn.
+                let id = self.acquire_ref(st, pc);
+                st.iters.insert(slot, IterSlot { id, active: true, slots: ty.slots });
+                self.clobber(st, Reg::Scalar(Scalar::unknown()));
+                Ok(Flow::Next(pc + 1))
+            }
+            (IterOp::Destroy, Some(it)) => {
+                st.iters.remove(&slot);
+                st.refs.retain(|r| *r != it.id);
+                self.clobber(st, Reg::NotInit);
+                Ok(Flow::Next(pc + 1))
+            }
+            (IterOp::Next, Some(it)) => {
+                if !it.active {
+                    self.clobber(st, Reg::Scalar(Scalar::known(0)));
+                    return Ok(Flow::Next(pc + 1));
+                }
+                let key = iter_checkpoint(st, pc);
+                let seen = self.iter_seen.entry(pc).or_default();
+                if seen.contains(&key) {
+                    return Ok(Flow::Done);
+                }
+                if seen.len() >= MAX_ITER_CHECKPOINTS {
+                    return Err(Stop::Unsupported(format!(
+                        "bpf_iter_{} loop at {pc} did not converge in {MAX_ITER_CHECKPOINTS} iterations (the kernel's widening is not modelled)",
+                        ty.name
+                    )));
+                }
+                seen.push(key);
+                let mut more = st.clone();
+                more.iters.insert(slot, IterSlot { active: true, ..it });
+                self.clobber(&mut more, Reg::BtfPtr { id: 0, ref_obj_id: 0, null: false });
+                more.pc = pc + 1;
+                st.iters.insert(slot, IterSlot { active: false, ..it });
+                self.clobber(st, Reg::Scalar(Scalar::known(0)));
+                Ok(Flow::Branch(pc + 1, more))
+            }
+            _ => unsupported("an iterator slot in this state (uninitialised, or re-initialised)"),
+        }
     }
 }

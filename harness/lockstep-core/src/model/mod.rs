@@ -141,6 +141,20 @@ impl ModelOptions {
     }
 }
 
+/// vmlinux kfuncs the model handles by name that no profile's `kfuncs_under_lock` lists (so a case
+/// may call them without declaring them unknown): the open-coded iterators of
+/// [`loops::ITER_TYPES`], `bpf_timer_cancel_async` and the `bpf_wq` kfuncs.
+pub fn modelled_kfuncs() -> Vec<String> {
+    let mut v: Vec<String> = loops::ITER_TYPES
+        .iter()
+        .flat_map(|t| ["new", "next", "destroy"].map(|op| format!("bpf_iter_{}_{op}", t.name)))
+        .collect();
+    v.extend(
+        ["bpf_timer_cancel_async", "bpf_wq_init", "bpf_wq_start", "bpf_wq_set_callback"].map(String::from),
+    );
+    v
+}
+
 /// Predicts the verdict of `profile`'s verifier on `case`. `module` holds the test module's kfuncs.
 pub fn check(case: &Case, profile: &KernelProfile, module: &ModuleKfuncs) -> Verdict {
     check_with(case, profile, module, &ModelOptions::default())

@@ -307,6 +307,17 @@ pub struct IrqFlag {
     pub native: bool,
 }
 
+/// An open-coded iterator on the stack (`STACK_ITER` slots, `mark_stack_slots_iter()`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct IterSlot {
+    /// The reference `mark_stack_slots_iter()` took (`acquire_reference()`).
+    pub id: u32,
+    /// ACTIVE (else DRAINED: `bpf_iter_<type>_next` returned NULL on this path).
+    pub active: bool,
+    /// The iterator struct's size in 8-byte slots (`nr_slots` in `process_iter_arg()`).
+    pub slots: u8,
+}
+
 /// A lock held (a lock entry of `refs[]`: its `ptr` = map, `id` and type).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct ActiveLock {
@@ -324,9 +335,8 @@ pub struct State {
     pub locks: Vec<ActiveLock>,
     /// Acquired references (`acquire_reference()`: their ids), in acquisition order.
     pub refs: Vec<u32>,
-    /// Open-coded `bpf_iter_num` iterators on the stack, by (frame, slot offset): the reference id
-    /// `mark_stack_slots_iter()` took and whether the iterator is ACTIVE (else DRAINED).
-    pub iters: BTreeMap<(usize, i64), (u32, bool)>,
+    /// Open-coded iterators on the stack (`loops.rs`), by (frame, offset of the lowest slot).
+    pub iters: BTreeMap<(usize, i64), IterSlot>,
     /// IRQ flags saved, in order (`active_irq_id` is the last one's).
     pub irq: Vec<IrqFlag>,
     /// `active_rcu_locks` and `active_preempt_locks` (7.x).
@@ -362,13 +372,17 @@ impl State {
         self.frames.last_mut().expect("at least one frame")
     }
     /// What the live references are, for `unsupported` reasons: "an acquired reference", or
-    /// "a live bpf_iter_num iterator" when every one is an iterator's.
+    /// "a live open-coded iterator" when every one is an iterator's.
     pub fn refs_str(&self) -> &'static str {
-        if self.refs.iter().all(|r| self.iters.values().any(|(id, _)| id == r)) {
-            "a live bpf_iter_num iterator"
+        if self.refs.iter().all(|r| self.iters.values().any(|it| it.id == *r)) {
+            "a live open-coded iterator"
         } else {
             "an acquired reference"
         }
+    }
+    /// Whether bytes `[off, off + size)` of `frame`'s stack overlap an iterator's slots.
+    pub fn iter_overlaps(&self, frame: usize, off: i64, size: i64) -> bool {
+        self.iters.iter().any(|((f, s), it)| *f == frame && off < s + 8 * it.slots as i64 && *s < off + size)
     }
     /// The innermost frame, read-only.
     pub fn cur_ref(&self) -> &Frame {

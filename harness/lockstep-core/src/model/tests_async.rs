@@ -36,8 +36,12 @@ fn timer_map(name: &str, btf: bool) -> MapSpec {
 /// reference).
 fn case(prog_type: ProgType, text: &str) -> Case {
     let text = format!("r1 = 0\ncall gsub\n{text}\ngsub:\n r0 = 0\n exit\n");
-    let symbols =
-        Symbols { maps: vec!["t".into(), "u".into(), "m".into()], kfuncs: vec!["bpf_throw".into()] };
+    let symbols = Symbols {
+        maps: vec!["t".into(), "u".into(), "m".into()],
+        kfuncs: ["bpf_throw", "bpf_timer_cancel_async", "bpf_wq_init", "bpf_wq_start", "bpf_wq_set_callback"]
+            .map(String::from)
+            .into(),
+    };
     let program = assemble(&text, &symbols).expect("test program assembles");
     let maps = vec![
         timer_map("t", true),
@@ -122,6 +126,53 @@ fn timer_argument_checks_follow_check_map_field_pointer() {
         assert_eq!(v.verdict, VerdictKind::Reject, "{p}: {v:?}");
         assert!(v.message.as_deref().unwrap_or("").contains("expected=map_value"), "{p}: {v:?}");
     }
+}
+
+#[test]
+fn bpf_timer_cancel_async_takes_the_timer_field_on_7x_only() {
+    // A kfunc of 7.2 and 7.3 (check_kfunc_args(): KF_ARG_PTR_TO_TIMER -> process_timer_func()),
+    // absent from 6.12 (tests/corpus/async-callbacks.toml on debian:6.12 / 7.2 / 7.3).
+    let ok =
+        case(ProgType::SchedCls, &with_value("t", " r1 = r6\n r1 += 8\n call bpf_timer_cancel_async", ""));
+    let off = case(ProgType::SchedCls, &with_value("t", " r1 = r6\n call bpf_timer_cancel_async", ""));
+    let none = case(ProgType::SchedCls, &with_value("m", " r1 = r6\n call bpf_timer_cancel_async", ""));
+    for p in ["7.2", "7.3"] {
+        assert_eq!(on(&ok, p).verdict, VerdictKind::Accept, "{p}");
+        let want = Verdict::reject(Some(12), "off 0 doesn't point to 'struct bpf_timer' that is at 8");
+        assert_eq!(on(&off, p), want, "{p}");
+        assert_eq!(on(&none, p), Verdict::reject(Some(12), "map 'm' has no valid bpf_timer"), "{p}");
+    }
+    assert_eq!(on(&ok, "6.12").verdict, VerdictKind::Unsupported);
+}
+
+#[test]
+fn bpf_wq_kfuncs_check_the_wq_field_on_7x() {
+    // Map `u` with its timer field read as a bpf_wq (same offset 8, same size).
+    let mut c = case(
+        ProgType::SchedCls,
+        &with_value("u", " r1 = r6\n r1 += 8\n r2 = u ll\n r3 = 0\n call bpf_wq_init\n r1 = r6\n r1 += 8\n r2 = 0\n call bpf_wq_start", ""),
+    );
+    c.maps[1].value.fields[1].kind = FieldKind::Wq;
+    for p in ["7.2", "7.3"] {
+        assert_eq!(on(&c, p).verdict, VerdictKind::Accept, "{p}");
+    }
+    assert_eq!(on(&c, "6.12").verdict, VerdictKind::Unsupported);
+    // check_map_field_pointer(..., BPF_WORKQUEUE, ...): the value's start, a map without a bpf_wq.
+    let mut off = case(ProgType::SchedCls, &with_value("u", " r1 = r6\n r2 = 0\n call bpf_wq_start", ""));
+    off.maps[1].value.fields[1].kind = FieldKind::Wq;
+    let none = case(ProgType::SchedCls, &with_value("m", " r1 = r6\n r2 = 0\n call bpf_wq_start", ""));
+    for p in ["7.2", "7.3"] {
+        let want = Verdict::reject(Some(13), "off 0 doesn't point to 'struct bpf_wq' that is at 8");
+        assert_eq!(on(&off, p), want, "{p}");
+        assert_eq!(on(&none, p), Verdict::reject(Some(13), "map 'm' has no valid bpf_wq"), "{p}");
+    }
+    // The callback bpf_wq_set_callback pushes is sleepable: not walked.
+    let mut cb = case(
+        ProgType::SchedCls,
+        &with_value("u", " r1 = r6\n r1 += 8\n r2 = cb ll\n r3 = 0\n call bpf_wq_set_callback", " r0 = 0"),
+    );
+    cb.maps[1].value.fields[1].kind = FieldKind::Wq;
+    assert_eq!(on(&cb, "7.3").verdict, VerdictKind::Unsupported);
 }
 
 #[test]

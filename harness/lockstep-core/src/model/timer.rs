@@ -15,7 +15,18 @@
 //! - Its `BPF_EXIT` is a main-program exit (`process_bpf_exit_full()`, `check_resource_leak()`),
 //!   then `check_return_code()` with "At async callback return" and the range [0, 0].
 //!
-//! `bpf_wq` kfuncs are not modelled (`unsupported` naming the kfunc, as before).
+//! - `bpf_timer_cancel_async()` (a kfunc of 7.2 and 7.3): the same field checks on its R1
+//!   through `check_kfunc_args()` (`KF_ARG_PTR_TO_TIMER`).
+//!
+//! - `bpf_wq_init(wq, map, flags)`, `bpf_wq_start(wq, flags)`, `bpf_wq_set_callback(wq, cb,
+//!   flags)` (kfuncs; the profile's `wq_kfunc_checks`, 7.2 and 7.3): `check_kfunc_args()` on R1
+//!   ("Possibly NULL pointer passed to trusted R1", then `KF_ARG_PTR_TO_WORKQUEUE` ->
+//!   `check_map_field_pointer(..., BPF_WORKQUEUE, ...)`), `bpf_wq_init`'s map the wq's own (a
+//!   `CONST_PTR_TO_MAP`), the flags scalars; R0 an unknown integer. The callback
+//!   `bpf_wq_set_callback` pushes (`push_callback_call()` with `set_timer_callback_state()`) is a
+//!   sleepable async callback (`is_async_cb_sleepable()`), which the model does not walk:
+//!   `unsupported` after the arguments. Other argument types and the map mismatch messages (which
+//!   differ between 7.2's `KF_ARG_PTR_TO_MAP` and 7.3's `KF_ARG_CONST_MAP_PTR`) are `unsupported`.
 
 use super::exec::{Flow, Machine};
 use super::scalar::Scalar;
@@ -44,6 +55,11 @@ pub(crate) fn is_timer_helper(name: &str) -> bool {
     matches!(name, "bpf_timer_init" | "bpf_timer_set_callback" | "bpf_timer_start" | "bpf_timer_cancel")
 }
 
+/// The `bpf_wq` kfuncs of [`Machine::wq_call`].
+pub(crate) fn is_wq_kfunc(name: &str) -> bool {
+    matches!(name, "bpf_wq_init" | "bpf_wq_start" | "bpf_wq_set_callback")
+}
+
 /// The `verbose_invalid_scalar()` text for `s`, or None where the model's bounds may not be the
 /// kernel's (only a constant or a wholly unknown scalar is printed).
 pub(crate) fn invalid_scalar_str(s: &Scalar) -> Option<String> {
@@ -68,25 +84,39 @@ impl Machine<'_> {
                 return self.reject(pc, self.msg(&self.profile.messages.reg_type_mismatch, &args));
             }
         };
+        self.map_field(pc, map, off, var, FieldKind::Timer)
+    }
+
+    /// `check_map_field_pointer()` for the `kind` field (`bpf_timer`, `bpf_wq`) of R1, a map value
+    /// pointer at `off` (+ `var`).
+    fn map_field(
+        &self,
+        pc: usize,
+        map: usize,
+        off: i64,
+        var: &Option<Scalar>,
+        kind: FieldKind,
+    ) -> Step<usize> {
         let spec = self.map(map);
         let name = self.kernel_map_name(spec);
+        let field_name = kind.kernel_name().unwrap_or("?");
         if var.as_ref().is_some_and(|v| v.konst().is_none()) {
             return self.reject(
                 pc,
-                "R1 doesn't have constant offset. bpf_timer has to be at the constant offset".into(),
+                format!("R1 doesn't have constant offset. {field_name} has to be at the constant offset"),
             );
         }
         if !spec.btf {
-            return self.reject(pc, format!("map '{name}' has to have BTF in order to use bpf_timer"));
+            return self.reject(pc, format!("map '{name}' has to have BTF in order to use {field_name}"));
         }
-        let Some(field) = spec.value.field_of(FieldKind::Timer) else {
-            return self.reject(pc, format!("map '{name}' has no valid bpf_timer"));
+        let Some(field) = spec.value.field_of(kind) else {
+            return self.reject(pc, format!("map '{name}' has no valid {field_name}"));
         };
         let val = off + var.as_ref().and_then(|v| v.konst()).unwrap_or(0);
         if val != field.offset as i64 {
             return self.reject(
                 pc,
-                format!("off {val} doesn't point to 'struct bpf_timer' that is at {}", field.offset),
+                format!("off {val} doesn't point to 'struct {field_name}' that is at {}", field.offset),
             );
         }
         Ok(map)
@@ -128,6 +158,80 @@ impl Machine<'_> {
             cur.regs[r] = Reg::NotInit;
         }
         cur.regs[0] = Reg::Scalar(Scalar::unknown());
+        Ok(())
+    }
+
+    /// `bpf_timer_cancel_async(struct bpf_timer *timer)` (kfunc, 7.2 and 7.3; absent from 6.12):
+    /// `check_kfunc_args()` on R1: "Possibly NULL pointer passed to trusted R1" for a maybe-null
+    /// pointer, then `KF_ARG_PTR_TO_TIMER` (a map value, else "R1 doesn't point to a map value",
+    /// left unsupported here) and `process_timer_func()` -> `check_map_field_pointer()`; R0 an
+    /// unknown integer.
+    pub(super) fn timer_cancel_async(&mut self, st: &mut State, pc: usize) -> Step<()> {
+        let (map, off, var) = match &st.cur_ref().regs[1] {
+            Reg::MapValue { null: true, .. } => {
+                return self.reject(pc, "Possibly NULL pointer passed to trusted R1".into())
+            }
+            Reg::MapValue { map, off, var, .. } => (*map, *off, *var),
+            other => {
+                return Err(Stop::Unsupported(format!(
+                    "kfunc bpf_timer_cancel_async with R1 of type {} is not modelled",
+                    other.type_str()
+                )))
+            }
+        };
+        self.map_field(pc, map, off, &var, FieldKind::Timer)?;
+        self.clobber(st, Reg::Scalar(Scalar::unknown()));
+        Ok(())
+    }
+
+    /// `bpf_wq_init`, `bpf_wq_start`, `bpf_wq_set_callback` (see the module's comment).
+    pub(super) fn wq_call(&mut self, st: &mut State, pc: usize, name: &str) -> Step<()> {
+        let unsupported =
+            |what: &str| Err(Stop::Unsupported(format!("kfunc {name}: {what} is not modelled")));
+        if !self.profile.wq_kfunc_checks {
+            return Err(Stop::Unsupported(format!(
+                "kfunc {name}: its argument checks in {} are not modelled",
+                self.profile.name
+            )));
+        }
+        let (map, off, var) = match &st.cur_ref().regs[1] {
+            Reg::MapValue { null: true, .. } => {
+                return self.reject(pc, "Possibly NULL pointer passed to trusted R1".into())
+            }
+            Reg::MapValue { map, off, var, .. } => (*map, *off, *var),
+            other => return unsupported(&format!("R1 of type {}", other.type_str())),
+        };
+        self.map_field(pc, map, off, &var, FieldKind::Wq)?;
+        let scalar = |st: &State, r: usize| matches!(st.cur_ref().regs[r], Reg::Scalar(_));
+        match name {
+            "bpf_wq_init" => {
+                match st.cur_ref().regs[2] {
+                    Reg::MapPtr { map: m2 } if m2 == map => {}
+                    ref other => {
+                        return unsupported(&format!(
+                            "R2 of type {} (not the bpf_wq's map)",
+                            other.type_str()
+                        ))
+                    }
+                }
+                if !scalar(st, 3) {
+                    return unsupported("R3 that is not a scalar");
+                }
+            }
+            "bpf_wq_start" => {
+                if !scalar(st, 2) {
+                    return unsupported("R2 that is not a scalar");
+                }
+            }
+            _ => {
+                // bpf_wq_set_callback: KF_ARG_PTR_TO_CALLBACK, then the flags.
+                if !matches!(st.cur_ref().regs[2], Reg::Func { .. }) || !scalar(st, 3) {
+                    return unsupported("an argument other than a callback and scalar flags");
+                }
+                return unsupported("its callback (a sleepable async callback, is_async_cb_sleepable())");
+            }
+        }
+        self.clobber(st, Reg::Scalar(Scalar::unknown()));
         Ok(())
     }
 
