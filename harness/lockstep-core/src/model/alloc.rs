@@ -153,7 +153,12 @@ impl Machine<'_> {
     /// offset, `KF_ARG_PTR_TO_ALLOC_BTF_ID`), then `release_reg()`: the reference goes and every
     /// register carrying it becomes an unknown scalar (`mark_reg_invalid()` with allow_ptr_leaks).
     fn obj_drop(&mut self, st: &mut State, pc: usize, name: &str, percpu: bool) -> Step<()> {
-        if tracing(self.case.prog_type) {
+        // check_kfunc_call() (7.2, 7.3) leaves out a sleepable BPF_PROG_TYPE_TRACING program
+        // that is not an iterator (`!env->prog->sleepable`); 6.12 has no such check.
+        let sleepable_tracing = self.case.prog_type == ProgType::Tracing
+            && self.case.sleepable
+            && self.sec_type().is_some_and(|s| s.attach != crate::import::sec::AttachType::TraceIter);
+        if tracing(self.case.prog_type) && !sleepable_tracing {
             return Err(Stop::Unsupported(format!(
                 "kfunc {name} in a tracing program (the NMI-unsafe field check is not modelled)"
             )));

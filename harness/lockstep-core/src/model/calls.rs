@@ -104,6 +104,10 @@ impl Machine<'_> {
                     self.kobj_call(st, pc, name, k)?;
                     return Ok(Flow::Next(pc + 1));
                 }
+                if super::sleep::is_sleepable_kfunc(name) && !self.module.kfuncs.contains_key(name) {
+                    self.sleepable_kfunc_call(st, pc, name)?;
+                    return Ok(Flow::Next(pc + 1));
+                }
                 self.kfunc_call(st, pc, name)?;
                 Ok(Flow::Next(pc + 1))
             }
@@ -174,7 +178,7 @@ impl Machine<'_> {
             if !st.locks.is_empty() && self.on(Rule::GlobalCallUnderLock) {
                 return self.reject(pc, self.profile.messages.global_call_under_lock.clone());
             }
-            self.global_call_with_irq(st, target)?;
+            self.global_sleep_check(st, pc, target)?;
             // check_func_call() (6.12, 7.2, 7.3) checks no reference for a global function: the
             // caller's references stay acquired across the call and meet the leak check at its
             // exit. A global function that may throw ends the caller's path in an exception exit
@@ -185,8 +189,14 @@ impl Machine<'_> {
                     st.refs_str()
                 )));
             }
-            // check_func_call(): "mark global subprog for verifying after main prog".
-            self.called.insert(target);
+            // check_func_call(): "mark global subprog for verifying after main prog", in the
+            // caller's context (7.3: `sub_aux->called[in_sleepable_context(env)]`).
+            let ctx = if self.profile.sleep.global_contexts {
+                self.non_sleepable_context(st).is_none()
+            } else {
+                self.case.sleepable
+            };
+            self.called.insert((target, ctx));
             let cur = st.cur();
             cur.regs[0] = Reg::Scalar(Scalar::unknown());
             for r in 1..=5 {
@@ -310,6 +320,10 @@ impl Machine<'_> {
                 self.clobber(st, r0);
             }
             "bpf_get_current_task_btf" => self.current_task_btf(st)?,
+            "bpf_copy_from_user" => {
+                let r0 = self.copy_from_user(st, pc)?;
+                self.clobber(st, r0);
+            }
             // bpf_get_current_pid_tgid: in bpf_base_func_proto()'s unprivileged list (6.12, 7.x).
             "bpf_get_prandom_u32"
             | "bpf_ktime_get_ns"
@@ -595,8 +609,13 @@ impl Machine<'_> {
                     st.locks.pop();
                 }
             }
-            // invalidate_non_owning_refs() after every unlock (6.12, 7.x: process_spin_lock()).
+            // invalidate_non_owning_refs() after every unlock (6.12, 7.x: process_spin_lock()), and
+            // invalidate_rcu_protected_refs() where the unlock leaves the RCU critical section
+            // (7.2: `was_in_rcu_cs && !in_rcu_cs()`, 7.3: `!in_rcu_cs()`; a held lock is inside it).
             super::graph::invalidate_non_owning(st);
+            if !self.in_rcu_cs(st) {
+                self.invalidate_rcu_protected_refs(st);
+            }
         }
         Ok(())
     }

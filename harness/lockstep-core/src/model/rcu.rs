@@ -3,8 +3,8 @@
 //! `active_rcu_lock` and refuses nesting: not modelled there). `bpf_rcu_read_unlock` /
 //! `bpf_preempt_enable` without a matching lock are refused; a main exit, `bpf_throw` or a tail
 //! call inside a region meets `check_resource_leak()` (after the lock, reference and IRQ checks,
-//! in this order: IRQ, RCU, preemption). What RCU protects (`MEM_RCU` pointers,
-//! `invalidate_rcu_protected_refs()`) is not modelled.
+//! in this order: IRQ, RCU, preemption). The end of a region that leaves the RCU critical section
+//! turns `MEM_RCU` pointers untrusted (`invalidate_rcu_protected_refs()`, sleep.rs).
 
 use super::exec::{Flow, Machine};
 use super::state::{Reg, State};
@@ -34,8 +34,23 @@ impl Machine<'_> {
                 return self
                     .reject(pc, format!("unmatched attempt to enable preemption (kernel function {name})"))
             }
-            "bpf_rcu_read_unlock" => st.rcu -= 1,
-            _ => st.preempt -= 1,
+            "bpf_rcu_read_unlock" => {
+                st.rcu -= 1;
+                // invalidate_rcu_protected_refs(): 7.2 when the count drops to 0, whatever the
+                // program; 7.3 where that leaves the RCU critical section (`in_rcu_cs()`).
+                let out =
+                    if self.profile.sleep.rcu_cs_all_regions { !self.in_rcu_cs(st) } else { st.rcu == 0 };
+                if out {
+                    self.invalidate_rcu_protected_refs(st);
+                }
+            }
+            _ => {
+                st.preempt -= 1;
+                // 7.3 only: the end of a non-preemptible region may leave the RCU CS.
+                if self.profile.sleep.rcu_cs_all_regions && !self.in_rcu_cs(st) {
+                    self.invalidate_rcu_protected_refs(st);
+                }
+            }
         }
         let cur = st.cur();
         for r in 0..=5 {
