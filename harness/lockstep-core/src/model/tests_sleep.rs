@@ -62,7 +62,7 @@ fn can_be_sleepable_by_type() {
 
 #[test]
 fn sleepable_attach_targets() {
-    let not = |n: &str| Verdict::reject(None, &format!("{n} is not sleepable"));
+    let not = |n: &str| Verdict::reject(None, format!("{n} is not sleepable"));
     // No CONFIG_FUNCTION_ERROR_INJECTION: 7.x takes the syscall prefix, 6.12 nothing.
     let syscall = object("fentry.s/__x64_sys_getpgid", RET0);
     assert_eq!(on("7.3", &syscall), Verdict::accept());
@@ -113,15 +113,15 @@ fn copy_from_user_contexts() {
     assert_eq!(on("7.3", &plain), Verdict::accept());
     assert_eq!(on("6.12", &plain), Verdict::accept());
     let rcu = case(ProgType::Syscall, true, &format!("call bpf_rcu_read_lock\n{COPY}{RET0}"));
-    assert_eq!(on("7.3", &rcu), Verdict::reject(Some(5), &helper("rcu_read_lock region")));
+    assert_eq!(on("7.3", &rcu), Verdict::reject(Some(5), helper("rcu_read_lock region")));
     assert_eq!(on("6.12", &rcu).verdict, VerdictKind::Unsupported);
     let preempt = case(ProgType::Syscall, true, &format!("call bpf_preempt_disable\n{COPY}{RET0}"));
-    assert_eq!(on("7.2", &preempt), Verdict::reject(Some(5), &helper("non-preemptible region")));
+    assert_eq!(on("7.2", &preempt), Verdict::reject(Some(5), helper("non-preemptible region")));
     let irq = format!("r1 = r10\n r1 += -16\n call bpf_local_irq_save\n{COPY}{RET0}");
     let irq = case(ProgType::Syscall, true, &irq);
-    assert_eq!(on("7.3", &irq), Verdict::reject(Some(7), &helper("IRQ-disabled region")));
+    assert_eq!(on("7.3", &irq), Verdict::reject(Some(7), helper("IRQ-disabled region")));
     let kprobe = case(ProgType::Kprobe, false, &format!("{COPY}{RET0}"));
-    assert_eq!(on("7.3", &kprobe), Verdict::reject(Some(4), &helper("non-sleepable prog")));
+    assert_eq!(on("7.3", &kprobe), Verdict::reject(Some(4), helper("non-sleepable prog")));
     assert_eq!(
         on("6.12", &kprobe),
         Verdict::reject(Some(4), "helper call might sleep in a non-sleepable prog")
@@ -160,13 +160,13 @@ fn global_case(t: ProgType, sleepable: bool, before: &str) -> Case {
 fn global_functions_that_may_sleep() {
     let msg = |w: &str| format!("sleepable global function gsub() called in {w}");
     let rcu = global_case(ProgType::Syscall, true, "call bpf_rcu_read_lock\n");
-    assert_eq!(on("7.3", &rcu), Verdict::reject(Some(2), &msg("rcu_read_lock region")));
-    assert_eq!(on("7.2", &rcu), Verdict::reject(Some(2), &msg("rcu_read_lock region")));
+    assert_eq!(on("7.3", &rcu), Verdict::reject(Some(2), msg("rcu_read_lock region")));
+    assert_eq!(on("7.2", &rcu), Verdict::reject(Some(2), msg("rcu_read_lock region")));
     let ok = global_case(ProgType::Syscall, true, "");
     assert_eq!(on("7.3", &ok), Verdict::accept());
     // A program that does not sleep: 7.x at the call; 6.12 walks the function and meets the helper.
     let kprobe = global_case(ProgType::Kprobe, false, "");
-    assert_eq!(on("7.3", &kprobe), Verdict::reject(Some(1), &msg("non-sleepable prog")));
+    assert_eq!(on("7.3", &kprobe), Verdict::reject(Some(1), msg("non-sleepable prog")));
     assert_eq!(
         on("6.12", &kprobe),
         Verdict::reject(Some(9), "helper call might sleep in a non-sleepable prog")
