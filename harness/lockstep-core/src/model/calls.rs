@@ -229,6 +229,13 @@ impl Machine<'_> {
                 self.msg(&self.profile.messages.kfunc_not_allowed, &[("name", name.to_string())]),
             );
         }
+        // check_kfunc_call(): a KF_SLEEPABLE kfunc in a program that does not sleep, before the
+        // arguments (sleep.rs).
+        let sleepable = k.flags & super::sleep::KF_SLEEPABLE != 0;
+        if sleepable && !self.in_sleepable(st) {
+            let args = [("name", name.to_string())];
+            return self.reject(pc, crate::profile::render(&self.profile.sleep.kfunc_prog_message, &args));
+        }
         let release = k.flags & KF_RELEASE != 0;
         // check_kfunc_args(): a KF_RELEASE kfunc's first argument is the referenced pointer
         // (only a non-null one carrying a live reference is modelled), the others scalars.
@@ -247,6 +254,10 @@ impl Machine<'_> {
                     )))
                 }
             }
+        }
+        if sleepable {
+            // After the arguments: "kernel func %s is sleepable within %s".
+            self.kfunc_sleep_region(st, pc, name)?;
         }
         if let Some(ref_obj_id) = released {
             // release_reference(): the reference goes, and every register holding it is

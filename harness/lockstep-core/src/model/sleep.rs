@@ -269,6 +269,17 @@ impl Machine<'_> {
                 "kfunc {name} with a flags argument that is not a scalar"
             )));
         }
+        self.kfunc_sleep_region(st, pc, name)?;
+        Err(Stop::Unsupported(format!(
+            "kfunc {name}: what it writes to its buffer (KF_ARG_PTR_TO_MEM_SIZE) is not modelled"
+        )))
+    }
+
+    /// `check_kfunc_call()` after the arguments of a `KF_SLEEPABLE` kfunc: "kernel func %s is
+    /// sleepable within %s" outside a sleepable context (7.x `in_sleepable_context()`; 6.12's
+    /// RCU / preemption forms are not modelled, rcu.rs).
+    pub(super) fn kfunc_sleep_region(&self, st: &State, pc: usize, name: &str) -> Step<()> {
+        let rules = &self.profile.sleep;
         let where_ = if rules.sleepable_context {
             self.non_sleepable_context(st)
         } else if st.rcu > 0 || st.preempt > 0 {
@@ -276,13 +287,13 @@ impl Machine<'_> {
         } else {
             None
         };
-        if let Some(w) = where_ {
-            let args = [("name", name.to_string()), ("where", w.to_string())];
-            return self.reject(pc, render(&rules.kfunc_region_message, &args));
+        match where_ {
+            Some(w) => {
+                let args = [("name", name.to_string()), ("where", w.to_string())];
+                self.reject(pc, render(&rules.kfunc_region_message, &args))
+            }
+            None => Ok(()),
         }
-        Err(Stop::Unsupported(format!(
-            "kfunc {name}: what it writes to its buffer (KF_ARG_PTR_TO_MEM_SIZE) is not modelled"
-        )))
     }
 
     /// `check_func_call()` for a global function at `target` (after the lock check): "sleepable

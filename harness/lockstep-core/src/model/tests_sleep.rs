@@ -185,3 +185,62 @@ fn global_function_context_in_7_3() {
         assert_eq!(on(p, &c), Verdict::accept(), "{p}");
     }
 }
+
+#[test]
+fn module_kfunc_flagged_sleepable() {
+    // A module kfunc with KF_SLEEPABLE (bpf_testmod's bpf_kfunc_call_test_sleepable is one):
+    // refused in a program that does not sleep before its arguments, and in a region after them.
+    let mut module = crate::module_src::bundled();
+    let k = crate::profile::ModuleKfunc {
+        name: "sleepy".into(),
+        flags: super::sleep::KF_SLEEPABLE,
+        prog_types: vec![ProgType::Kprobe, ProgType::Syscall],
+        args: 0,
+        returns_scalar: true,
+        returns_void: false,
+    };
+    module.kfuncs.insert("sleepy".into(), k);
+    let with = |t: ProgType, sleepable: bool, text: &str| {
+        let symbols = Symbols { maps: vec![], kfuncs: vec!["sleepy".into(), "bpf_rcu_read_lock".into()] };
+        let program = assemble(text, &symbols).expect("assembles");
+        let mut c = Case::new("t", t, program, text);
+        c.sleepable = sleepable;
+        c.extern_kfuncs = vec!["bpf_rcu_read_lock".into()];
+        c
+    };
+    let p = KernelProfile::by_name("7.3").expect("7.3");
+    let kprobe = with(
+        ProgType::Kprobe,
+        false,
+        "call sleepy
+ r0 = 0
+ exit
+",
+    );
+    assert_eq!(
+        check(&kprobe, &p, &module),
+        Verdict::reject(Some(0), "program must be sleepable to call sleepable kfunc sleepy")
+    );
+    let rcu = with(
+        ProgType::Syscall,
+        true,
+        "call bpf_rcu_read_lock
+ call sleepy
+ r0 = 0
+ exit
+",
+    );
+    assert_eq!(
+        check(&rcu, &p, &module),
+        Verdict::reject(Some(1), "kernel func sleepy is sleepable within rcu_read_lock region")
+    );
+    let ok = with(
+        ProgType::Syscall,
+        true,
+        "call sleepy
+ r0 = 0
+ exit
+",
+    );
+    assert_eq!(check(&ok, &p, &module), Verdict::accept());
+}
