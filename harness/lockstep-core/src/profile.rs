@@ -176,11 +176,6 @@ pub struct KernelProfile {
     /// leaves kptr loads unsupported (6.12).
     #[serde(default)]
     pub kptr_rcu_types: Vec<String>,
-    /// `in_rcu_cs()` counts `bpf_preempt_disable()` and IRQ-disabled regions (7.3), and
-    /// `bpf_rcu_read_unlock()` invalidates `MEM_RCU` pointers only when the state leaves
-    /// `in_rcu_cs()` (7.3; 7.2: when the RCU count reaches 0).
-    #[serde(default)]
-    pub rcu_cs_preempt_irq: bool,
     /// `map_kptr_match_type()` requires `MEM_PERCPU` exactly when the kptr field is per-cpu (7.2,
     /// 7.3; 6.12 lets a plain pointer into a per-cpu field).
     #[serde(default)]
@@ -205,6 +200,73 @@ pub struct KernelProfile {
     /// `check_attach_btf_id()`'s deny lists and messages (programs with an attach target).
     #[serde(default)]
     pub attach: AttachRules,
+    /// Sleepable programs (`BPF_F_SLEEPABLE`): which may be, their attach targets, and what
+    /// `in_sleepable()` changes in the walk (`model/sleep.rs`).
+    pub sleep: SleepRules,
+}
+
+/// Sleepable programs, per kernel (`model/sleep.rs`; each key cites its verifier.c function).
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SleepRules {
+    /// `can_be_sleepable()`: the program types without an attach type that may be sleepable
+    /// (kprobe for uprobes; 7.x adds tracepoint and raw_tracepoint). Syscall programs must be
+    /// (`check_attach_btf_id()`); tracing and LSM programs follow `sleepable_raw_tp` and the
+    /// attach checks.
+    pub prog_types: Vec<ProgType>,
+    /// `can_be_sleepable()` lets a `BPF_TRACE_RAW_TP` (`tp_btf.s/`) program be sleepable (7.x).
+    pub raw_tp: bool,
+    /// `check_attach_btf_id()`: "Program of this type cannot be sleepable" (7.x; 6.12 names the
+    /// types: "Only fentry/fexit/fmod_ret, lsm, iter, uprobe, and struct_ops programs can be
+    /// sleepable").
+    pub prog_type_message: String,
+    /// `check_map_prog_compatibility()`: the map types a sleepable program may use (6.12 lacks
+    /// prog_array), and the message for the others.
+    pub map_types: Vec<crate::case::MapType>,
+    pub map_message: String,
+    /// `CONFIG_FUNCTION_ERROR_INJECTION` in the kernel's config: with it, `check_attach_sleepable()`
+    /// asks `within_error_injection_list()` (the `ALLOW_ERROR_INJECTION` list, not in BTF: the
+    /// model stops); without it (Debian's), a target may sleep when it has the arch syscall
+    /// prefix (`has_arch_syscall_prefix()`: `__x64_`).
+    pub error_injection: bool,
+    /// Without it: 7.x's `check_attach_sleepable()` takes `has_arch_syscall_prefix()` (`__x64_`);
+    /// 6.12 has no such branch (the stub `within_error_injection_list()` says no).
+    pub syscall_prefix: bool,
+    /// `btf_id_allow_sleepable()`: the fmodret id sets' `KF_SLEEPABLE` functions
+    /// (`btf_kfunc_is_modify_return()`; net/bpf/test_run.c `bpf_test_modify_return_ids`).
+    pub fmodret_sleepable: Vec<String>,
+    /// `sleepable_lsm_hooks` (kernel/bpf/bpf_lsm.c, `bpf_lsm_is_sleepable_hook()`), as
+    /// `bpf_lsm_<hook>` names, with Debian's `CONFIG_SECURITY_PATH` and `CONFIG_SECURITY_NETWORK`.
+    pub lsm_hooks: Vec<String>,
+    /// `bpf_check_attach_target()`: "%s is not sleepable" (`{name}`: the target).
+    pub target_message: String,
+    /// `in_rcu_cs()` counts preemption-disabled and IRQ-disabled regions too (7.3), not only RCU
+    /// read locks and spin locks.
+    pub rcu_cs_all_regions: bool,
+    /// `in_sleepable()` is `prog->sleepable || state->in_sleepable` (6.12): an async callback of
+    /// a sleepable program is sleepable; 7.x takes the callback's own (`is_async_cb_sleepable()`).
+    pub prog_sleepable_everywhere: bool,
+    /// `in_sleepable_context()` and `non_sleepable_context_description()` decide the sleep
+    /// checks of helpers and kfuncs (7.2, 7.3); 6.12 checks the program's `sleepable` and each
+    /// region on its own.
+    pub sleepable_context: bool,
+    /// `check_func_call()` refuses a global function that may sleep (`subprog_info->might_sleep`,
+    /// from `check_cfg()`) outside a sleepable context (7.2, 7.3).
+    pub global_might_sleep: bool,
+    /// `do_check_subprogs()` verifies a global function once per context it was called in,
+    /// sleepable or not (`sub_aux->called[in_sleepable_context()]`, 7.3); before, with the
+    /// program's `sleepable`.
+    pub global_contexts: bool,
+    /// `check_helper_call()`: a `might_sleep` helper outside a sleepable context (`{name}`,
+    /// `{id}`, `{where}`: `non_sleepable_context_description()`); 6.12 has one line for a
+    /// non-sleepable program ("helper call might sleep in a non-sleepable prog").
+    pub helper_message: String,
+    /// `check_kfunc_call()`: a `KF_SLEEPABLE` kfunc in a non-sleepable program (`{name}`).
+    pub kfunc_prog_message: String,
+    /// `check_kfunc_call()`: a `KF_SLEEPABLE` kfunc in a region (`{name}`, `{where}`).
+    pub kfunc_region_message: String,
+    /// `check_func_call()`: "sleepable global function %s() called in %s" (`{name}`, `{where}`).
+    pub global_message: String,
 }
 
 /// `check_attach_btf_id()`: attach targets a tracing program may not have, as the kernel's

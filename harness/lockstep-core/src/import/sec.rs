@@ -71,6 +71,8 @@ pub fn prog_type_of_section(sec: &str) -> Result<SecType, String> {
     match (kind, target) {
         ("socket", _) => plain(ProgType::SocketFilter),
         ("kprobe" | "kretprobe" | "uprobe" | "uretprobe", _) => plain(ProgType::Kprobe),
+        // SEC_DEF("uprobe.s+" / "uretprobe.s+", KPROBE, 0, SEC_SLEEPABLE)
+        ("uprobe.s" | "uretprobe.s", _) => with(ProgType::Kprobe, A::CgroupInetIngress, true),
         ("tc" | "classifier", None) | ("tc", Some("ingress" | "egress")) => plain(ProgType::SchedCls),
         ("action", _) => plain(ProgType::SchedAct),
         ("tracepoint" | "tp", _) => plain(ProgType::Tracepoint),
@@ -144,6 +146,8 @@ mod tests {
         assert_eq!((tp.attach, tp.sleepable), (AttachType::TraceRawTp, false));
         assert_eq!(prog_type_of_section("fexit/do_exit").unwrap().attach, AttachType::TraceFexit);
         assert_eq!(prog_type_of_section("iter/cgroup").unwrap().attach, AttachType::TraceIter);
+        let uprobe = prog_type_of_section("uprobe.s//proc/self/exe:trigger_func3").unwrap();
+        assert_eq!((uprobe.prog_type, uprobe.sleepable), (ProgType::Kprobe, true));
         let lsm = prog_type_of_section("lsm.s/task_free").unwrap();
         assert_eq!((lsm.prog_type, lsm.sleepable), (ProgType::Lsm, true));
         assert_eq!(prog_type_of_section("struct_ops").unwrap().prog_type, ProgType::StructOps);

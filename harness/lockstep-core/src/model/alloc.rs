@@ -55,9 +55,7 @@ impl AllocKfunc {
 
 /// Whether `check_kfunc_call()` applies its NMI-unsafe field check to `bpf_obj_drop()` /
 /// `bpf_percpu_obj_drop()` in a program of this type: `is_tracing_prog_type()`, and
-/// `BPF_PROG_TYPE_TRACING` unless it is an iterator or sleepable (both of which
-/// `attach_unsupported()` leaves unsupported before the walk, so every tracing program the model
-/// walks counts here).
+/// `BPF_PROG_TYPE_TRACING` unless it is sleepable and not an iterator (`obj_drop()`).
 /// `btf_field_is_nmi_safe()` (include/linux/bpf.h, the same in 7.2 and 7.3) for the fields a
 /// local type's record holds; integers are no field of the record.
 fn nmi_safe(k: FieldKind) -> bool {
@@ -174,6 +172,11 @@ impl Machine<'_> {
     /// offset, `KF_ARG_PTR_TO_ALLOC_BTF_ID`), then `release_reg()`: the reference goes and every
     /// register carrying it becomes an unknown scalar (`mark_reg_invalid()` with allow_ptr_leaks).
     fn obj_drop(&mut self, st: &mut State, pc: usize, name: &str, percpu: bool) -> Step<()> {
+        // check_kfunc_call() (7.2, 7.3) leaves a sleepable BPF_PROG_TYPE_TRACING program that is
+        // not an iterator out of the NMI-unsafe field check below (`!env->prog->sleepable`).
+        let sleepable_tracing = self.case.prog_type == ProgType::Tracing
+            && self.case.sleepable
+            && self.sec_type().is_some_and(|s| s.attach != crate::import::sec::AttachType::TraceIter);
         let r1 = st.cur_ref().regs[1].clone();
         let named = self.regs_named();
         match &r1 {
@@ -222,6 +225,7 @@ impl Machine<'_> {
         // and per-cpu kptrs) may not be dropped. 7.2 and 7.3 (`obj_drop_nmi_check`); 6.12 has
         // no such check (a list node type dropped in a tracepoint program loads on debian:6.12).
         if tracing(self.case.prog_type)
+            && !sleepable_tracing
             && self.profile.obj_drop_nmi_check
             && self.case.types[ty].layout.fields.iter().any(|f| !nmi_safe(f.kind))
         {

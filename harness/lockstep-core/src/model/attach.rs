@@ -63,11 +63,12 @@ impl Machine<'_> {
             }
             _ => {}
         }
-        if self.case.sleepable && matches!(t, ProgType::Tracing | ProgType::Lsm) {
-            // can_be_sleepable() and bpf_check_attach_target()'s sleepable checks (error-injection
-            // list, sleepable LSM hooks) need the kernel's function lists.
+        // Sleepable fentry / fexit / fmod_ret / LSM programs: sleep.rs (can_be_sleepable(),
+        // btf_id_allow_sleepable()). A sleepable tp_btf program that may be one meets
+        // bpf_check_attach_target()'s faultable-tracepoint check.
+        if self.case.sleepable && sec.attach == AttachType::TraceRawTp && self.profile.sleep.raw_tp {
             return unsupported(
-                "sleepable tracing/LSM programs (bpf_check_attach_target(): may the attach target sleep) are not modelled",
+                "sleepable tp_btf programs (bpf_check_attach_target(): tracepoint_is_faultable()) are not modelled",
             );
         }
         match sec.attach {
@@ -104,6 +105,8 @@ impl Machine<'_> {
     /// `noreturn_deny`, is refused (no instruction). 6.12 logs nothing for `btf_id_deny`.
     pub(crate) fn check_attach_btf_id(&self) -> Step<()> {
         let Some(sec) = self.sec_type() else { return Ok(()) };
+        // bpf_check_attach_target(): may the target sleep (sleep.rs), before the deny lists.
+        self.sleepable_attach_target()?;
         let rules = &self.profile.attach;
         let target = sec.target.as_deref().unwrap_or("");
         // BPF_TRACE_RAW_TP and BPF_TRACE_ITER return before the deny lists; LSM programs meet

@@ -109,6 +109,10 @@ impl Machine<'_> {
                     self.kobj_call(st, pc, name, k)?;
                     return Ok(Flow::Next(pc + 1));
                 }
+                if super::sleep::is_sleepable_kfunc(name) && !self.module.kfuncs.contains_key(name) {
+                    self.sleepable_kfunc_call(st, pc, name)?;
+                    return Ok(Flow::Next(pc + 1));
+                }
                 self.kfunc_call(st, pc, name)?;
                 Ok(Flow::Next(pc + 1))
             }
@@ -179,7 +183,7 @@ impl Machine<'_> {
             if !st.locks.is_empty() && self.on(Rule::GlobalCallUnderLock) {
                 return self.reject(pc, self.profile.messages.global_call_under_lock.clone());
             }
-            self.global_call_with_irq(st, target)?;
+            self.global_sleep_check(st, pc, target)?;
             // check_func_call() (6.12, 7.2, 7.3) checks no reference for a global function: the
             // caller's references stay acquired across the call and meet the leak check at its
             // exit. A global function that may throw ends the caller's path in an exception exit
@@ -190,8 +194,14 @@ impl Machine<'_> {
                     st.refs_str()
                 )));
             }
-            // check_func_call(): "mark global subprog for verifying after main prog".
-            self.called.insert(target);
+            // check_func_call(): "mark global subprog for verifying after main prog", in the
+            // caller's context (7.3: `sub_aux->called[in_sleepable_context(env)]`).
+            let ctx = if self.profile.sleep.global_contexts {
+                self.non_sleepable_context(st).is_none()
+            } else {
+                self.case.sleepable
+            };
+            self.called.insert((target, ctx));
             let cur = st.cur();
             cur.regs[0] = Reg::Scalar(Scalar::unknown());
             for r in 1..=5 {
@@ -224,6 +234,13 @@ impl Machine<'_> {
                 self.msg(&self.profile.messages.kfunc_not_allowed, &[("name", name.to_string())]),
             );
         }
+        // check_kfunc_call(): a KF_SLEEPABLE kfunc in a program that does not sleep, before the
+        // arguments (sleep.rs).
+        let sleepable = k.flags & super::sleep::KF_SLEEPABLE != 0;
+        if sleepable && !self.in_sleepable(st) {
+            let args = [("name", name.to_string())];
+            return self.reject(pc, crate::profile::render(&self.profile.sleep.kfunc_prog_message, &args));
+        }
         let release = k.flags & KF_RELEASE != 0;
         // check_kfunc_args(): a KF_RELEASE kfunc's first argument is the referenced pointer
         // (only a non-null one carrying a live reference is modelled), the others scalars.
@@ -243,6 +260,10 @@ impl Machine<'_> {
                     )))
                 }
             }
+        }
+        if sleepable {
+            // After the arguments: "kernel func %s is sleepable within %s".
+            self.kfunc_sleep_region(st, pc, name)?;
         }
         if let Some(ref_obj_id) = released {
             // release_reference(): the reference goes, and every register holding it is
@@ -346,6 +367,10 @@ impl Machine<'_> {
                 self.clobber(st, r0);
             }
             "bpf_get_current_task_btf" => self.current_task_btf(st)?,
+            "bpf_copy_from_user" => {
+                let r0 = self.copy_from_user(st, pc)?;
+                self.clobber(st, r0);
+            }
             // bpf_get_current_pid_tgid: in bpf_base_func_proto()'s unprivileged list (6.12, 7.x).
             "bpf_get_prandom_u32"
             | "bpf_ktime_get_ns"
@@ -558,8 +583,13 @@ impl Machine<'_> {
                     st.locks.pop();
                 }
             }
-            // invalidate_non_owning_refs() after every unlock (6.12, 7.x: process_spin_lock()).
+            // invalidate_non_owning_refs() after every unlock (6.12, 7.x: process_spin_lock()), and
+            // invalidate_rcu_protected_refs() where the unlock leaves the RCU critical section
+            // (7.2: `was_in_rcu_cs && !in_rcu_cs()`, 7.3: `!in_rcu_cs()`; a held lock is inside it).
             super::graph::invalidate_non_owning(st);
+            if !self.in_rcu_cs(st) {
+                self.invalidate_rcu_protected_refs(st);
+            }
         }
         Ok(())
     }

@@ -32,8 +32,9 @@ pub(crate) struct Machine<'a> {
     pub global_ctx_args: &'a BTreeMap<usize, u8>,
     pub id_gen: u32,
     pub steps: usize,
-    /// Global subprograms (by start) a verified call reached (`sub_aux->called`).
-    pub called: std::collections::BTreeSet<usize>,
+    /// Global subprograms (by start) a verified call reached, with the context to verify them in
+    /// (`sub_aux->called[]`: sleepable or not in 7.3, else the program's `sleepable`).
+    pub called: std::collections::BTreeSet<(usize, bool)>,
     /// States met at each iterator `_next` call with an ACTIVE iterator (the checkpoints of
     /// `is_state_visited()`), reduced to what the call keeps (see `loops::iter_checkpoint`).
     pub iter_seen: BTreeMap<usize, Vec<State>>,
@@ -120,20 +121,26 @@ impl<'a> Machine<'a> {
         // do_check_main()
         let mut st = State::entry(Frame::new(0, 0, 0), true, 0);
         st.frames[0].regs[1] = Reg::Ctx;
+        // do_check_common(env, 0, env->prog->sleepable).
+        st.sleepable = self.case.sleepable;
         self.walk(st)?;
         // do_check_subprogs(): each global function on its own, arguments as declared, but only
         // once a verified path called it (`if (!sub_aux->called || sub_aux->verified) continue;`),
-        // in subprogram order, again until a pass verifies none.
+        // in subprogram order, again until a pass verifies none. 7.3 verifies a global function
+        // once per context it was called in, non-sleepable first (`sub_aux->called[context]`,
+        // `do_check_common(env, i, context)`); before, once, with the program's `sleepable`
+        // (`Machine::called` holds the calls' contexts, `model/sleep.rs`).
         let globals: Vec<(usize, u8)> = self.globals.iter().map(|(i, a)| (*i, *a)).collect();
         let mut verified = std::collections::BTreeSet::new();
         loop {
             let mut new = 0;
-            for &(start, args) in &globals {
-                if !self.called.contains(&start) || verified.contains(&start) {
+            for (&(start, args), context) in globals.iter().flat_map(|g| [(g, false), (g, true)]) {
+                if !self.called.contains(&(start, context)) || verified.contains(&(start, context)) {
                     continue;
                 }
                 let sub = self.subprogs.iter().position(|s| *s == start).unwrap_or(0);
                 let mut st = State::entry(Frame::new(0, sub, 0), false, start);
+                st.sleepable = context;
                 // btf_prepare_func_args(): PTR_TO_CTX for a context argument, else a scalar.
                 let ctx = self.global_ctx_args.get(&start).copied().unwrap_or(0);
                 for r in 1..=args as usize {
@@ -141,7 +148,7 @@ impl<'a> Machine<'a> {
                         if ctx & (1 << (r - 1)) != 0 { Reg::Ctx } else { Reg::Scalar(Scalar::unknown()) };
                 }
                 self.walk(st)?;
-                verified.insert(start);
+                verified.insert((start, context));
                 new += 1;
             }
             if new == 0 {
@@ -182,9 +189,6 @@ impl<'a> Machine<'a> {
         }
         self.check_arenas()?;
         self.attach_unsupported()?;
-        if self.case.sleepable && self.case.prog_type != ProgType::Syscall {
-            return Err(Stop::Unsupported("sleepable is modelled for the syscall program type only".into()));
-        }
         // BPF_F_ANY_ALIGNMENT, BPF_F_TEST_RND_HI32, BPF_F_TEST_STATE_FREQ and
         // BPF_F_TEST_REG_INVARIANTS leave the lock rules alone (x86-64 has efficient unaligned
         // access, so alignment is only checked under BPF_F_STRICT_ALIGNMENT: check_ptr_alignment()).
@@ -223,6 +227,7 @@ impl<'a> Machine<'a> {
         if self.case.prog_type == ProgType::Syscall && !self.case.sleepable {
             return Err(Stop::Reject(None, self.profile.messages.syscall_not_sleepable.clone()));
         }
+        self.can_be_sleepable()?;
         self.check_attach_btf_id()?;
         Ok(())
     }
@@ -285,7 +290,7 @@ impl<'a> Machine<'a> {
         if m.btf && m.value.fields.iter().filter(|f| f.kind.is_lock()).count() > 1 {
             return Err(Stop::Unsupported("a map value with more than one lock fails map creation".into()));
         }
-        Ok(())
+        self.sleepable_map_check(m)
     }
 
     fn kfunc_exists(&self, name: &str) -> Step<()> {

@@ -9,8 +9,9 @@
 //! used inside bpf_local_irq_save-ed region" (after the lock and reference checks; rcu.rs).
 //!
 //! Not modelled (`unsupported`): the out-of-order message where the model's ids may differ from
-//! `env->id_gen` (which also numbers scalars the model does not track; `State::ids_exact`), sleepable helpers / kfuncs / global functions
-//! in an IRQ-disabled region, a flag slot over an iterator or a spilled register.
+//! `env->id_gen` (which also numbers scalars the model does not track; `State::ids_exact`), a flag
+//! slot over an iterator or a spilled register. Sleepable helpers, kfuncs and global functions in
+//! an IRQ-disabled region are `sleep.rs`'s.
 
 use super::exec::{Flow, Machine};
 use super::state::{IrqFlag, Reg, StackByte, State};
@@ -114,6 +115,10 @@ impl Machine<'_> {
             );
         }
         st.irq.pop();
+        // process_irq_flag() (7.3): a restore that leaves the RCU critical section.
+        if self.profile.sleep.rcu_cs_all_regions && !self.in_rcu_cs(st) {
+            self.invalidate_rcu_protected_refs(st);
+        }
         Ok(())
     }
 
@@ -135,40 +140,6 @@ impl Machine<'_> {
                     return Err(Stop::Unsupported("a load from an irq flag stack slot".into()));
                 }
                 f.slot = None;
-            }
-        }
-        Ok(())
-    }
-
-    /// A global function called with an IRQ flag held (or in an RCU / preemption region, rcu.rs):
-    /// `check_func_call()` refuses a sleepable one ("sleepable global function ... called in
-    /// IRQ-disabled region"). The model accepts
-    /// the call only when everything the function reaches calls nothing but the irq kfuncs and
-    /// bpf-to-bpf functions.
-    pub(super) fn global_call_with_irq(&self, st: &State, target: usize) -> Step<()> {
-        if st.irq.is_empty() && st.rcu == 0 && st.preempt == 0 {
-            return Ok(());
-        }
-        let insns = &self.case.program.insns;
-        let mut todo = vec![target];
-        let mut seen = std::collections::BTreeSet::new();
-        while let Some(start) = todo.pop() {
-            if !seen.insert(start) {
-                continue;
-            }
-            let idx = self.subprogs.iter().position(|s| *s == start).unwrap_or(0);
-            let end = self.subprogs.get(idx + 1).copied().unwrap_or(insns.len());
-            for (i, insn) in insns.iter().enumerate().take(end).skip(start) {
-                if insn.is_pseudo_call() {
-                    todo.push((i as i64 + insn.imm as i64 + 1) as usize);
-                } else if insn.code == (crate::insn::BPF_JMP | crate::insn::BPF_CALL)
-                    && !self.case.program.call_name(i).is_some_and(is_native_irq_kfunc)
-                {
-                    return Err(Stop::Unsupported(
-                        "a global function that may sleep, called in an IRQ-disabled region (not modelled)"
-                            .into(),
-                    ));
-                }
             }
         }
         Ok(())

@@ -94,22 +94,6 @@ impl Machine<'_> {
         }
         Ok(Reg::Kernel { btf_id, id: 0, ref_obj_id: 0, null: true, trust })
     }
-
-    /// `in_sleepable()`: the state's `in_sleepable`, the program's flag except in a timer
-    /// callback and what it calls (`push_async_cb()` walks it non-sleepable, from frame 0).
-    fn in_sleepable(&self, st: &State) -> bool {
-        self.case.sleepable && !self.async_callbacks.contains(&st.frames[0].subprog)
-    }
-
-    /// `in_rcu_cs()`: inside `bpf_rcu_read_lock()`, holding a spin lock, or not
-    /// `in_sleepable()`; 7.3 adds `bpf_preempt_disable()` and IRQ-disabled regions
-    /// (`rcu_cs_preempt_irq`).
-    pub(super) fn in_rcu_cs(&self, st: &State) -> bool {
-        st.rcu > 0
-            || !st.locks.is_empty()
-            || !self.in_sleepable(st)
-            || (self.profile.rcu_cs_preempt_irq && (st.preempt > 0 || !st.irq.is_empty()))
-    }
 }
 
 #[cfg(test)]

@@ -33,6 +33,7 @@ mod prepared;
 mod rbtree;
 mod rcu;
 mod scalar;
+mod sleep;
 mod sock;
 mod special;
 mod state;
@@ -233,6 +234,8 @@ mod tests_rcu;
 mod tests_refs_atomics;
 #[cfg(test)]
 mod tests_res_lock;
+#[cfg(test)]
+mod tests_sleep;
 #[cfg(test)]
 mod tests_speed;
 #[cfg(test)]

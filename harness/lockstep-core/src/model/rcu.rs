@@ -3,11 +3,12 @@
 //! `active_rcu_lock` and refuses nesting: not modelled there). `bpf_rcu_read_unlock` /
 //! `bpf_preempt_enable` without a matching lock are refused; a main exit, `bpf_throw` or a tail
 //! call inside a region meets `check_resource_leak()` (after the lock, reference and IRQ checks,
-//! in this order: IRQ, RCU, preemption). `invalidate_rcu_protected_refs()` turns the `MEM_RCU`
-//! kernel pointers the model has (kptr loads) untrusted.
+//! in this order: IRQ, RCU, preemption). The end of a region that leaves the RCU critical section
+//! turns `MEM_RCU` pointers (kptr loads, walked pointers) untrusted (`invalidate_rcu_protected_refs()`,
+//! sleep.rs).
 
 use super::exec::{Flow, Machine};
-use super::state::{Reg, State, Trust};
+use super::state::{Reg, State};
 use super::{Step, Stop};
 
 /// The four region kfuncs.
@@ -36,22 +37,21 @@ impl Machine<'_> {
             }
             "bpf_rcu_read_unlock" => {
                 st.rcu -= 1;
-                // invalidate_rcu_protected_refs(): 7.3 when the state leaves in_rcu_cs(), 7.2
-                // when the count reaches 0 (even in a non-sleepable program). MEM_RCU pointers
-                // (kernel structs loaded from kptr fields, kptr_store.rs) become PTR_UNTRUSTED,
-                // no longer PTR_MAYBE_NULL.
-                let invalidate =
-                    if self.profile.rcu_cs_preempt_irq { !self.in_rcu_cs(st) } else { st.rcu == 0 };
-                if invalidate {
-                    st.for_each_reg(|r| {
-                        if let Reg::Kernel { trust: trust @ Trust::Rcu, null, .. } = r {
-                            *trust = Trust::Untrusted;
-                            *null = false;
-                        }
-                    });
+                // invalidate_rcu_protected_refs(): 7.2 when the count drops to 0, whatever the
+                // program; 7.3 where that leaves the RCU critical section (`in_rcu_cs()`).
+                let out =
+                    if self.profile.sleep.rcu_cs_all_regions { !self.in_rcu_cs(st) } else { st.rcu == 0 };
+                if out {
+                    self.invalidate_rcu_protected_refs(st);
                 }
             }
-            _ => st.preempt -= 1,
+            _ => {
+                st.preempt -= 1;
+                // 7.3 only: the end of a non-preemptible region may leave the RCU CS.
+                if self.profile.sleep.rcu_cs_all_regions && !self.in_rcu_cs(st) {
+                    self.invalidate_rcu_protected_refs(st);
+                }
+            }
         }
         let cur = st.cur();
         for r in 0..=5 {

@@ -342,6 +342,10 @@ pub struct State {
     /// `active_rcu_locks` and `active_preempt_locks` (7.x).
     pub rcu: u32,
     pub preempt: u32,
+    /// `in_sleepable` of the verifier state: the program's `BPF_F_SLEEPABLE` for the main walk,
+    /// the calling context for a global function (7.3), false for a timer callback (7.x;
+    /// `model/sleep.rs`).
+    pub sleepable: bool,
     /// Whether the model's ids equal the kernel's `env->id_gen` numbering on this path: true on
     /// the main program's first path (explored before any pushed state, as `do_check()` does)
     /// until an instruction that may take a scalar id in the kernel (`assign_scalar_id_before_mov()`:
@@ -362,6 +366,7 @@ impl State {
             irq: Vec::new(),
             rcu: 0,
             preempt: 0,
+            sleepable: false,
             ids_exact,
             pc,
         }

@@ -105,7 +105,7 @@ fn not_modelled_types_say_why() {
     };
     assert!(why("struct_ops/bpf_fifo_enqueue", RET0).contains("struct_ops"));
     assert!(why("freplace/handle_kprobe", RET0).contains("freplace"));
-    assert!(why("fentry.s/__x64_sys_getpgid", RET0).contains("sleepable"));
+    assert!(why("iter.s/cgroup", RET0).contains("iterator"));
     assert!(why("iter/cgroup", RET0).contains("iterator"));
     assert!(why("fentry/f", "r0 = *(u64 *)(r1 + 0)\nexit\n").contains("btf_ctx_access"));
     // A case file's program has no section: an attach type there is not judged.

@@ -253,6 +253,8 @@ impl Machine<'_> {
         frame.regs[2] = Reg::MapKey { map };
         let id = self.fresh_id();
         frame.regs[3] = Reg::MapValue { map, off: 0, var: None, id, null: false };
+        // push_async_cb(): a bpf_timer callback is never sleepable (`is_async_cb_sleepable()`;
+        // 6.12's in_sleepable() still takes the program's, sleep.rs).
         let callback = State::entry(frame, st.ids_exact, start);
         self.clobber(st, Reg::Scalar(Scalar::unknown()));
         Ok(Flow::Branch(pc + 1, callback))
