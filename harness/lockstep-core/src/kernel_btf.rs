@@ -77,6 +77,15 @@ impl KernelBtf {
         Ok(KernelBtf { source: source.to_string(), btf, by_name, kfuncs: Default::default() })
     }
 
+    /// The struct of the member at offset 0 of struct `id` (typedefs and qualifiers skipped), if
+    /// it is one: what `btf_struct_walk()` descends into for offset 0 (`btf_struct_ids_match()`).
+    pub fn first_member_struct(&self, id: u32) -> Option<u32> {
+        let Some(Kind::Struct { members, .. }) = self.btf.get(id).map(|t| &t.kind) else { return None };
+        let m = members.first().filter(|m| m.bit_offset == 0)?;
+        let t = self.skip_modifiers(m.ty);
+        matches!(self.btf.get(t).map(|t| &t.kind), Some(Kind::Struct { .. })).then_some(t)
+    }
+
     /// The number of types (void included): a module's own BTF ids start here.
     pub fn type_count(&self) -> u32 {
         self.btf.types.len() as u32

@@ -52,6 +52,11 @@ pub const SET_REGISTRATIONS: &[(&str, &[Hook], &str)] = &[
         "tools/testing/selftests/bpf/test_kmods/bpf_testmod.c:2142-2145 (SCHED_CLS, TRACING, SYSCALL, STRUCT_OPS)",
     ),
     ("test_sk_check_kfunc_ids", &[Hook::Tc, Hook::Tracing, Hook::Syscall], "net/bpf/test_run.c:1903-1905"),
+    (
+        "cpumask_kfunc_btf_ids",
+        &[Hook::Tracing, Hook::StructOps, Hook::Syscall],
+        "kernel/bpf/cpumask.c:526-528 (bpf_cpumask_create / acquire / release are kobj.rs's)",
+    ),
 ];
 
 /// One argument as `get_kfunc_arg_type()` classifies it, for the kinds the model judges; the

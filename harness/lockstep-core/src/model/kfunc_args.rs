@@ -171,7 +171,11 @@ impl Machine<'_> {
                                     return self.reject(pc, format!("R{r} must be a rcu pointer"));
                                 }
                             }
-                            if btf_id != kid {
+                            // process_kf_arg_ptr_to_btf_id(): btf_struct_ids_match(), strict for a
+                            // release of a referenced pointer, else walking the members at
+                            // offset 0 (a bpf_cpumask is a cpumask). A mismatch is not modelled.
+                            let strict = release && referenced.is_some();
+                            if !self.struct_ids_match(*btf_id, *kid, strict) {
                                 return unsupported(format!(
                                     "R{r} pointing to another struct than {sname} (btf_struct_ids_match())"
                                 ));
@@ -282,6 +286,25 @@ impl Machine<'_> {
         };
         self.clobber(st, r0);
         Ok(())
+    }
+
+    /// `btf_struct_ids_match()` for a register of struct `have` at offset 0 and an argument of
+    /// struct `want` (vmlinux ids; a module's are only matched by equality).
+    fn struct_ids_match(&self, mut have: u32, want: u32, strict: bool) -> bool {
+        let Some(k) = self.profile.kernel_btf.0.as_ref() else { return have == want };
+        for _ in 0..8 {
+            if have == want {
+                return true;
+            }
+            if strict {
+                return false;
+            }
+            match k.first_member_struct(have) {
+                Some(next) => have = next,
+                None => return false,
+            }
+        }
+        false
     }
 
     /// The vmlinux id of struct `name`, if the profile has the kernel's BTF.

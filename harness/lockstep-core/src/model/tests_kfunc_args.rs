@@ -135,10 +135,10 @@ fn ctx_arguments() {
 fn an_acquire_kfunc_returning_memory_and_size_arguments() {
     let body = format!("{ACQUIRE} r1 = r0\n r2 = 8\n call t_acq_mem");
     let v = on_7_3(&case(ProgType::SchedCls, &body));
-    assert_eq!(v, Verdict::reject(Some(9), "acquire kernel function does not return PTR_TO_BTF_ID"));
+    assert_eq!(v, Verdict::reject(Some(8), "acquire kernel function does not return PTR_TO_BTF_ID"));
     let body = format!("{ACQUIRE} r1 = r0\n r2 = -192 ll\n call t_acq_mem");
     let v = on_7_3(&case(ProgType::SchedCls, &body));
-    assert_eq!(v, Verdict::reject(Some(10), "R2 allocation size exceeds u32 max"));
+    assert_eq!(v, Verdict::reject(Some(9), "R2 allocation size exceeds u32 max"));
 }
 
 #[test]
@@ -158,5 +158,5 @@ fn the_lock_rule_reads_the_flags() {
     assert_eq!(on_7_3(&case(ProgType::SchedCls, &body)), Verdict::accept());
     let body = format!("{lookup} r1 = r6\n r1 += 4\n call bpf_spin_lock\n r1 = 1\n r2 = 2\n call t_scalar\n r1 = r6\n r1 += 4\n call bpf_spin_unlock");
     let v = on_7_3(&case(ProgType::SchedCls, &body));
-    assert_eq!(v, Verdict::reject(Some(15), "function calls are not allowed while holding a lock"));
+    assert_eq!(v, Verdict::reject(Some(14), "function calls are not allowed while holding a lock"));
 }
