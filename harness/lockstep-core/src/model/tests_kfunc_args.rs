@@ -105,13 +105,12 @@ fn acquire_with_stack_memory_then_release() {
         v.message.as_deref().unwrap_or("").starts_with("Unreleased reference id=2 alloc_insn=4"),
         "{v:?}"
     );
-    // The released pointer is invalid afterwards.
+    // The released pointer is an unknown scalar afterwards (mark_reg_invalid()): debian:7.3 says
+    // "release kfunc ... expects referenced PTR_TO_BTF_ID passed to R1", but the model's bounds
+    // may miss a zero the kernel knows ("Possibly NULL ..."), so it does not judge it.
     let body = format!("{ACQUIRE} r6 = r0\n r1 = r0\n call t_release\n r1 = r6\n call t_release");
     let v = on_7_3(&case(ProgType::SchedCls, &body));
-    assert_eq!(
-        v,
-        Verdict::reject(Some(11), "release kfunc t_release expects referenced PTR_TO_BTF_ID passed to R1")
-    );
+    assert_eq!(v.verdict, VerdictKind::Unsupported, "{v:?}");
 }
 
 #[test]
