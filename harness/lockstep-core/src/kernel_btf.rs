@@ -59,6 +59,9 @@ pub struct KernelBtf {
     pub source: String,
     btf: Btf,
     by_name: HashMap<String, Vec<u32>>,
+    /// Kfuncs described by BTF (`kfunc_btf.rs`): vmlinux's of the known sets, and those of the
+    /// modules added ([`KernelBtf::add_module_kfuncs`]).
+    pub kfuncs: std::collections::BTreeMap<String, crate::kfunc_btf::KfuncDesc>,
 }
 
 impl KernelBtf {
@@ -71,7 +74,45 @@ impl KernelBtf {
                 by_name.entry(t.name.clone()).or_default().push(i as u32);
             }
         }
-        Ok(KernelBtf { source: source.to_string(), btf, by_name })
+        Ok(KernelBtf { source: source.to_string(), btf, by_name, kfuncs: Default::default() })
+    }
+
+    /// The struct of the member at offset 0 of struct `id` (typedefs and qualifiers skipped), if
+    /// it is one: what `btf_struct_walk()` descends into for offset 0 (`btf_struct_ids_match()`).
+    pub fn first_member_struct(&self, id: u32) -> Option<u32> {
+        let Some(Kind::Struct { members, .. }) = self.btf.get(id).map(|t| &t.kind) else { return None };
+        let m = members.first().filter(|m| m.bit_offset == 0)?;
+        let t = self.skip_modifiers(m.ty);
+        matches!(self.btf.get(t).map(|t| &t.kind), Some(Kind::Struct { .. })).then_some(t)
+    }
+
+    /// The number of types (void included): a module's own BTF ids start here.
+    pub fn type_count(&self) -> u32 {
+        self.btf.types.len() as u32
+    }
+
+    /// Adds the vmlinux kfuncs of the sets `kfunc_btf::SET_REGISTRATIONS` knows, from the
+    /// kernel's `.BTF_ids` (`module_ko::vmlinux_kfunc_sets`: kfunc -> set -> flags).
+    pub fn add_vmlinux_kfuncs(
+        &mut self,
+        sets: &std::collections::BTreeMap<String, std::collections::BTreeMap<String, u32>>,
+    ) {
+        let found = crate::kfunc_btf::vmlinux_kfuncs(&self.btf, sets);
+        self.kfuncs.extend(found);
+    }
+
+    /// Adds the kfuncs of a module (its `.ko` bytes: `.BTF`, `.BTF.base` or else this vmlinux BTF
+    /// `vmlinux_raw` as the base, `.BTF_ids` for the flags). Returns how many were added.
+    pub fn add_module_kfuncs(&mut self, ko: &[u8], vmlinux_raw: &[u8]) -> Result<usize, String> {
+        let flags = crate::module_ko::kfunc_flags(ko, Some(vmlinux_raw)).map_err(|e| e.to_string())?;
+        let split = crate::module_ko::elf_section(ko, ".BTF").map_err(|e| e.to_string())?.ok_or("no .BTF")?;
+        let base =
+            crate::module_ko::elf_section(ko, ".BTF.base").map_err(|e| e.to_string())?.unwrap_or(vmlinux_raw);
+        let (module, base_count) = Btf::parse_split(split, base).map_err(|e| e.to_string())?;
+        let found = crate::kfunc_btf::module_kfuncs(&module, base_count, self, &flags);
+        let n = found.len();
+        self.kfuncs.extend(found);
+        Ok(n)
     }
 
     fn named(&self, name: &str, want: impl Fn(&Kind) -> bool) -> Option<u32> {

@@ -23,6 +23,7 @@ pub mod helpers;
 pub mod import;
 pub mod insn;
 pub mod kernel_btf;
+pub mod kfunc_btf;
 pub mod model;
 pub mod module_ko;
 pub mod module_src;

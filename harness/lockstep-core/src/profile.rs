@@ -188,6 +188,11 @@ pub struct KernelProfile {
     /// `bpf_arena_reserve_pages` exists (7.2 on).
     #[serde(default)]
     pub arena_reserve_pages: bool,
+    /// Kfuncs described by the kernel's (and `bpf_testmod`'s) BTF are judged by their prototype
+    /// and flags (`check_kfunc_args()` / `check_kfunc_call()` as read in 7.3's verifier.c,
+    /// `model/kfunc_args.rs`); off: unsupported, as before.
+    #[serde(default)]
+    pub kfunc_btf_args: bool,
     /// `bpf_arena_alloc_pages` / `bpf_arena_free_pages` are `KF_SLEEPABLE` (6.12).
     #[serde(default)]
     pub arena_kfuncs_sleepable: bool,

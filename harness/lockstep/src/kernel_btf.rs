@@ -16,6 +16,10 @@ use crate::exit::BadInput;
 
 /// Reads and parses the kernel BTF in `path` (bad input, naming the file, when it is neither).
 pub fn load(path: &Path) -> Result<Arc<KernelBtf>> {
+    Ok(Arc::new(load_parsed(path)?))
+}
+
+fn load_parsed(path: &Path) -> Result<KernelBtf> {
     let bad = |why: String| BadInput(format!("kernel BTF {}: {why}", path.display()));
     let bytes = std::fs::read(path).map_err(|e| bad(e.to_string()))?;
     let raw: &[u8] = if bytes.starts_with(&[0x9f, 0xeb]) {
@@ -27,8 +31,57 @@ pub fn load(path: &Path) -> Result<Arc<KernelBtf>> {
             Err(e) => return Err(bad(format!("neither raw BTF nor an ELF file ({e})")).into()),
         }
     };
-    let parsed = KernelBtf::parse(&path.display().to_string(), raw).map_err(|e| bad(e.to_string()))?;
-    Ok(Arc::new(parsed))
+    let mut parsed = KernelBtf::parse(&path.display().to_string(), raw).map_err(|e| bad(e.to_string()))?;
+    // A vmlinux ELF's .BTF_ids: the flags of its kfunc sets (kfunc_btf.rs describes the known ones).
+    if !bytes.starts_with(&[0x9f, 0xeb]) {
+        match lockstep_core::module_ko::vmlinux_kfunc_sets(&bytes) {
+            Ok(sets) => parsed.add_vmlinux_kfuncs(&sets),
+            Err(e) => tracing::debug!("{}: no kfunc sets: {e}", path.display()),
+        }
+    }
+    Ok(parsed)
+}
+
+/// Reads the kernel BTF in `path` and, when given, the kfuncs of the built `bpf_testmod.ko` at
+/// `testmod` (its split BTF and `.BTF_ids`; a module that cannot be read is a warning: its kfuncs
+/// stay unsupported).
+pub fn load_with(path: &Path, testmod: Option<&Path>) -> Result<Arc<KernelBtf>> {
+    let mut k = load_parsed(path)?;
+    if let Some(ko) = testmod {
+        let raw = std::fs::read(path).ok();
+        let raw = raw.as_deref().map(|b| match lockstep_core::module_ko::elf_section(b, ".BTF") {
+            Ok(Some(s)) => s,
+            _ => b,
+        });
+        match (std::fs::read(ko), raw) {
+            (Ok(bytes), Some(raw)) => match k.add_module_kfuncs(&bytes, raw) {
+                Ok(n) => tracing::debug!("{}: {n} kfuncs", ko.display()),
+                Err(e) => tracing::warn!("{}: {e}", ko.display()),
+            },
+            (Err(e), _) => tracing::warn!("{}: {e}", ko.display()),
+            _ => {}
+        }
+    }
+    Ok(Arc::new(k))
+}
+
+/// The cached `bpf_testmod.ko` built for `profile`'s Debian kernel (`lockstep run --testmod`,
+/// `scripts/build-module.sh --testmod`), for the same package version as its cached headers.
+pub fn cached_testmod(profile: &KernelProfile) -> Option<PathBuf> {
+    let kernel = profile.kernel.as_deref()?;
+    let vmlinux = crate::kernel::headers_vmlinux(kernel)?;
+    // <cache>/headers/<name>/<version>/root/usr/src/linux-headers-*/vmlinux
+    let version = vmlinux.ancestors().nth(5)?.file_name()?.to_str()?.to_string();
+    let dir = crate::cache::cache_root().ok()?.join("modules").join(kernel.replace(':', "-"));
+    let mut found: Vec<PathBuf> = std::fs::read_dir(dir)
+        .ok()?
+        .flatten()
+        .filter(|e| e.file_name().to_str().is_some_and(|n| n.starts_with(&format!("{version}-testmod-"))))
+        .map(|e| e.path().join("bpf_testmod.ko"))
+        .filter(|p| p.is_file())
+        .collect();
+    found.sort();
+    found.pop()
 }
 
 /// The cached kernel BTF of `profile`: its Debian kernel's headers' `vmlinux`, if unpacked.
@@ -48,12 +101,18 @@ pub fn attach(profiles: &mut [KernelProfile], cases: &[Case], explicit: Option<&
         }
         return Ok(());
     }
-    if !cases.iter().any(|c| matches!(c.prog_type, ProgType::Tracing | ProgType::Lsm) || !c.maps.is_empty()) {
+    // Tracing / LSM programs read it, so do loads through map pointers (btf_access.rs), and the
+    // programs of BPF objects (the kernel's selftests) call vmlinux and bpf_testmod kfuncs the
+    // model judges by their BTF (kfunc_btf.rs). The corpus's text cases without maps or tracing
+    // programs stay without it (the same verdicts as `cargo test`'s model_corpus).
+    let objects = cases.iter().any(|c| c.object.is_some());
+    if !objects && !cases.iter().any(|c| matches!(c.prog_type, ProgType::Tracing | ProgType::Lsm) || !c.maps.is_empty()) {
         return Ok(());
     }
     for p in profiles.iter_mut() {
         if let Some(path) = cached_for(p) {
-            match load(&path) {
+            let testmod = if objects { cached_testmod(p) } else { None };
+            match load_with(&path, testmod.as_deref()) {
                 Ok(k) => p.kernel_btf = KernelBtfRef(Some(k)),
                 // A damaged cache entry: the model says the BTF is missing, as without a cache.
                 Err(e) => tracing::warn!("profile {}: {e:#}", p.name),

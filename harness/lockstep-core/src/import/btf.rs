@@ -102,116 +102,149 @@ impl Reader<'_> {
     }
 }
 
+/// The type and string sections of a BTF blob.
+fn sections(b: &[u8]) -> Result<(&[u8], &[u8]), BtfError> {
+    let h = |o: usize| {
+        b.get(o..o + 4)
+            .map(|s| u32::from_le_bytes(s.try_into().expect("4 bytes")))
+            .ok_or_else(|| BtfError("truncated header".into()))
+    };
+    if b.len() < 24 || u16::from_le_bytes([b[0], b[1]]) != 0xeb9f {
+        return Err(BtfError("bad magic (big-endian or not BTF)".into()));
+    }
+    let hdr_len = h(4)? as usize;
+    let (type_off, type_len, str_off, str_len) =
+        (h(8)? as usize, h(12)? as usize, h(16)? as usize, h(20)? as usize);
+    let types_b = b
+        .get(hdr_len + type_off..hdr_len + type_off + type_len)
+        .ok_or_else(|| BtfError("type section out of range".into()))?;
+    let strs = b
+        .get(hdr_len + str_off..hdr_len + str_off + str_len)
+        .ok_or_else(|| BtfError("string section out of range".into()))?;
+    Ok((types_b, strs))
+}
+
+/// The string at `off` of a string section (Err: the offset is outside it, which makes the BTF
+/// invalid; aya-obj panics on one).
+fn lookup(strs: &[u8], off: u32) -> Result<String, u32> {
+    let s = strs.get(off as usize..).filter(|r| r.contains(&0)).ok_or(off)?;
+    let end = s.iter().position(|&c| c == 0).unwrap_or(s.len());
+    Ok(String::from_utf8_lossy(&s[..end]).into_owned())
+}
+
+/// Parses the types of `types_b` onto `types`, naming them through `name`.
+fn parse_types(
+    types_b: &[u8],
+    name: &dyn Fn(u32) -> Result<String, u32>,
+    types: &mut Vec<BtfType>,
+) -> Result<(), BtfError> {
+    let bad_name: std::cell::Cell<Option<u32>> = std::cell::Cell::new(None);
+    let name = |off: u32| -> String {
+        name(off).unwrap_or_else(|off| {
+            bad_name.set(Some(off));
+            String::new()
+        })
+    };
+    let mut r = Reader { b: types_b, pos: 0 };
+    while r.pos < types_b.len() {
+        let name_off = r.u32()?;
+        let info = r.u32()?;
+        let size_type = r.u32()?;
+        let vlen = info & 0xffff;
+        let kflag = info >> 31 == 1;
+        let kind = match (info >> 24) & 0x1f {
+            1 => {
+                let extra = r.u32()?;
+                Kind::Int { size: size_type, signed: (extra >> 24) & 1 == 1 }
+            }
+            2 => Kind::Ptr { to: size_type },
+            3 => {
+                let elem = r.u32()?;
+                let _index = r.u32()?;
+                Kind::Array { elem, nelems: r.u32()? }
+            }
+            k @ (4 | 5) => {
+                let mut members = Vec::new();
+                for _ in 0..vlen {
+                    let n = r.u32()?;
+                    let ty = r.u32()?;
+                    let off = r.u32()?;
+                    let (bit_offset, bit_size) = if kflag { (off & 0xff_ffff, off >> 24) } else { (off, 0) };
+                    members.push(BtfMember { name: name(n), ty, bit_offset, bit_size });
+                }
+                if k == 4 {
+                    Kind::Struct { size: size_type, members }
+                } else {
+                    Kind::Union { size: size_type, members }
+                }
+            }
+            6 => {
+                r.pos += 8 * vlen as usize;
+                Kind::Enum { size: size_type }
+            }
+            7 => Kind::Fwd,
+            8..=11 => Kind::Modifier(size_type),
+            18 => Kind::TypeTag(size_type),
+            12 => Kind::Func { proto: size_type, global: vlen == 1 },
+            13 => {
+                let mut params = Vec::new();
+                let mut names = Vec::new();
+                for _ in 0..vlen {
+                    names.push(name(r.u32()?));
+                    params.push(r.u32()?);
+                }
+                Kind::FuncProto { ret: size_type, params, names }
+            }
+            14 => {
+                let _linkage = r.u32()?;
+                Kind::Var { ty: size_type }
+            }
+            15 => {
+                let mut entries = Vec::new();
+                for _ in 0..vlen {
+                    entries.push((r.u32()?, r.u32()?, r.u32()?));
+                }
+                Kind::Datasec { entries }
+            }
+            16 => Kind::Float { size: size_type },
+            17 => Kind::DeclTag { target: size_type, component: r.u32()? as i32 },
+            19 => {
+                r.pos += 12 * vlen as usize;
+                Kind::Enum { size: size_type }
+            }
+            k => return Err(BtfError(format!("unknown BTF kind {k}"))),
+        };
+        types.push(BtfType { name: name(name_off), kind });
+    }
+    if let Some(off) = bad_name.get() {
+        return Err(BtfError(format!("name offset {off} outside the string section")));
+    }
+    Ok(())
+}
+
 impl Btf {
     /// Parses little-endian BTF.
     pub fn parse(b: &[u8]) -> Result<Btf, BtfError> {
-        let h = |o: usize| {
-            b.get(o..o + 4)
-                .map(|s| u32::from_le_bytes(s.try_into().expect("4 bytes")))
-                .ok_or_else(|| BtfError("truncated header".into()))
-        };
-        if b.len() < 24 || u16::from_le_bytes([b[0], b[1]]) != 0xeb9f {
-            return Err(BtfError("bad magic (big-endian or not BTF)".into()));
-        }
-        let hdr_len = h(4)? as usize;
-        let (type_off, type_len, str_off, str_len) =
-            (h(8)? as usize, h(12)? as usize, h(16)? as usize, h(20)? as usize);
-        let types_b = b
-            .get(hdr_len + type_off..hdr_len + type_off + type_len)
-            .ok_or_else(|| BtfError("type section out of range".into()))?;
-        let strs = b
-            .get(hdr_len + str_off..hdr_len + str_off + str_len)
-            .ok_or_else(|| BtfError("string section out of range".into()))?;
-        // A name offset outside the string section (aya-obj panics on one) makes the BTF invalid.
-        let bad_name: std::cell::Cell<Option<u32>> = std::cell::Cell::new(None);
-        let name = |off: u32| -> String {
-            if !strs.get(off as usize..).is_some_and(|r| r.contains(&0)) {
-                bad_name.set(Some(off));
-            }
-            let s = strs.get(off as usize..).unwrap_or(&[]);
-            let end = s.iter().position(|&c| c == 0).unwrap_or(s.len());
-            String::from_utf8_lossy(&s[..end]).into_owned()
-        };
-        let mut r = Reader { b: types_b, pos: 0 };
+        let (types_b, strs) = sections(b)?;
         let mut types = vec![BtfType { name: String::new(), kind: Kind::Void }];
-        while r.pos < types_b.len() {
-            let name_off = r.u32()?;
-            let info = r.u32()?;
-            let size_type = r.u32()?;
-            let vlen = info & 0xffff;
-            let kflag = info >> 31 == 1;
-            let kind = match (info >> 24) & 0x1f {
-                1 => {
-                    let extra = r.u32()?;
-                    Kind::Int { size: size_type, signed: (extra >> 24) & 1 == 1 }
-                }
-                2 => Kind::Ptr { to: size_type },
-                3 => {
-                    let elem = r.u32()?;
-                    let _index = r.u32()?;
-                    Kind::Array { elem, nelems: r.u32()? }
-                }
-                k @ (4 | 5) => {
-                    let mut members = Vec::new();
-                    for _ in 0..vlen {
-                        let n = r.u32()?;
-                        let ty = r.u32()?;
-                        let off = r.u32()?;
-                        let (bit_offset, bit_size) =
-                            if kflag { (off & 0xff_ffff, off >> 24) } else { (off, 0) };
-                        members.push(BtfMember { name: name(n), ty, bit_offset, bit_size });
-                    }
-                    if k == 4 {
-                        Kind::Struct { size: size_type, members }
-                    } else {
-                        Kind::Union { size: size_type, members }
-                    }
-                }
-                6 => {
-                    r.pos += 8 * vlen as usize;
-                    Kind::Enum { size: size_type }
-                }
-                7 => Kind::Fwd,
-                8..=11 => Kind::Modifier(size_type),
-                18 => Kind::TypeTag(size_type),
-                12 => Kind::Func { proto: size_type, global: vlen == 1 },
-                13 => {
-                    let mut params = Vec::new();
-                    let mut names = Vec::new();
-                    for _ in 0..vlen {
-                        names.push(name(r.u32()?));
-                        params.push(r.u32()?);
-                    }
-                    Kind::FuncProto { ret: size_type, params, names }
-                }
-                14 => {
-                    let _linkage = r.u32()?;
-                    Kind::Var { ty: size_type }
-                }
-                15 => {
-                    let mut entries = Vec::new();
-                    for _ in 0..vlen {
-                        entries.push((r.u32()?, r.u32()?, r.u32()?));
-                    }
-                    Kind::Datasec { entries }
-                }
-                16 => Kind::Float { size: size_type },
-                17 => Kind::DeclTag { target: size_type, component: r.u32()? as i32 },
-                19 => {
-                    r.pos += 12 * vlen as usize;
-                    Kind::Enum { size: size_type }
-                }
-                k => return Err(BtfError(format!("unknown BTF kind {k}"))),
-            };
-            types.push(BtfType { name: name(name_off), kind });
-        }
-        if let Some(off) = bad_name.get() {
-            return Err(BtfError(format!(
-                "name offset {off} outside the string section ({} bytes)",
-                strs.len()
-            )));
-        }
+        parse_types(types_b, &|off| lookup(strs, off), &mut types)?;
         Ok(Btf { types })
+    }
+
+    /// Parses split BTF (a module's `.BTF`) on top of its `base` (the module's `.BTF.base` or the
+    /// kernel's vmlinux `.BTF`), as `btf_parse_module()` does: the split's type ids continue after
+    /// the base's, its name offsets past the base's string section name its own strings. Returns
+    /// the combined types (base first) and the number of base types (void included).
+    pub fn parse_split(split: &[u8], base: &[u8]) -> Result<(Btf, u32), BtfError> {
+        let (base_types_b, base_strs) = sections(base)?;
+        let mut types = vec![BtfType { name: String::new(), kind: Kind::Void }];
+        parse_types(base_types_b, &|off| lookup(base_strs, off), &mut types)?;
+        let base_count = types.len() as u32;
+        let (types_b, strs) = sections(split)?;
+        let blen = base_strs.len() as u32;
+        let name = |off: u32| if off < blen { lookup(base_strs, off) } else { lookup(strs, off - blen) };
+        parse_types(types_b, &name, &mut types)?;
+        Ok((Btf { types }, base_count))
     }
 
     /// The type with id `id`.

@@ -113,6 +113,10 @@ impl Machine<'_> {
                     self.sleepable_kfunc_call(st, pc, name)?;
                     return Ok(Flow::Next(pc + 1));
                 }
+                if let Some(d) = self.btf_kfunc(name) {
+                    self.btf_kfunc_call(st, pc, name, &d)?;
+                    return Ok(Flow::Next(pc + 1));
+                }
                 self.kfunc_call(st, pc, name)?;
                 Ok(Flow::Next(pc + 1))
             }
@@ -149,6 +153,18 @@ impl Machine<'_> {
             }
             BPF_PSEUDO_KFUNC_CALL => {
                 let name = name.unwrap_or("");
+                if let Some(d) = self.btf_kfunc(name) {
+                    // kfunc_spin_allowed(): the flags fetch_kfunc_meta() finds for the program
+                    // type (the kfunc's BTF_ID_FLAGS word, kfunc_btf.rs).
+                    let listed = p.kfuncs_under_lock.iter().any(|k| k == name);
+                    let flagged =
+                        d.allowed_in(self.case.prog_type) && d.flags & p.kfunc_flag.unwrap_or(0) != 0;
+                    return Ok(match p.kfunc_rule {
+                        KfuncLockRule::VmlinuxList => !d.module && listed,
+                        KfuncLockRule::ListOrFlag => (!d.module && listed) || flagged,
+                        KfuncLockRule::Flag => flagged,
+                    });
+                }
                 let extern_declared = self.case.extern_kfuncs.iter().any(|k| k == name);
                 kfunc_allowed_under_lock(p, self.module, name, self.case.prog_type, extern_declared)
                     .map_err(Stop::Unsupported)

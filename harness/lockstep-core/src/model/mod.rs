@@ -24,6 +24,7 @@ mod helpers_more;
 mod helpers_plain;
 mod inner;
 mod irq;
+mod kfunc_args;
 mod kobj;
 mod kptr;
 mod kptr_store;
@@ -222,6 +223,8 @@ mod tests_inner;
 mod tests_insns;
 #[cfg(test)]
 mod tests_irq;
+#[cfg(test)]
+mod tests_kfunc_args;
 #[cfg(test)]
 mod tests_kptr_xchg;
 #[cfg(test)]
