@@ -106,7 +106,11 @@ pub fn attach(profiles: &mut [KernelProfile], cases: &[Case], explicit: Option<&
     // model judges by their BTF (kfunc_btf.rs). The corpus's text cases without maps or tracing
     // programs stay without it (the same verdicts as `cargo test`'s model_corpus).
     let objects = cases.iter().any(|c| c.object.is_some());
-    if !objects && !cases.iter().any(|c| matches!(c.prog_type, ProgType::Tracing | ProgType::Lsm) || !c.maps.is_empty()) {
+    if !objects
+        && !cases
+            .iter()
+            .any(|c| matches!(c.prog_type, ProgType::Tracing | ProgType::Lsm) || !c.maps.is_empty())
+    {
         return Ok(());
     }
     for p in profiles.iter_mut() {

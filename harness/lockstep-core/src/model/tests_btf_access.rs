@@ -158,7 +158,7 @@ fn walked_pointers_take_the_safe_lists_trust() {
 }
 
 #[test]
-fn safe_rcu_members_are_mem_rcu_and_rcu_unlock_with_one_live_is_unsupported() {
+fn safe_rcu_members_are_mem_rcu_and_survive_an_rcu_unlock_unused() {
     // task->real_parent is BTF_TYPE_SAFE_RCU: MEM_RCU in a non-sleepable program, which
     // bpf_task_acquire (KF_RCU) takes.
     let acquire = "r1 = *(u64 *)(r1 + 0)\n r1 = *(u64 *)(r1 + 32)\n call bpf_task_acquire\n \
@@ -179,8 +179,9 @@ fn safe_rcu_members_are_mem_rcu_and_rcu_unlock_with_one_live_is_unsupported() {
     c.program = assemble(text, &symbols).expect("test program assembles");
     c.text = text.into();
     c.extern_kfuncs = symbols.kfuncs.clone();
+    // bpf_rcu_read_unlock with it live: invalidate_rcu_protected_refs() turns it untrusted (7.2
+    // at count 0; 7.3 not in a non-sleepable program), unused afterwards: accepted.
     for (p, v) in with_btf(&c, true).into_iter().filter(|(p, _)| p != "6.12") {
-        assert_eq!(v.verdict, VerdictKind::Unsupported, "{p}");
-        assert!(v.message.as_deref().unwrap_or("").contains("MEM_RCU pointer live"), "{p}: {v:?}");
+        assert_eq!(v, Verdict::accept(), "{p}");
     }
 }
