@@ -376,8 +376,13 @@ impl Machine<'_> {
                 let r0 = self.map_lookup(st, pc)?;
                 self.clobber(st, r0);
             }
+            "bpf_map_lookup_percpu_elem" => {
+                let r0 = self.map_lookup_percpu(st, pc)?;
+                self.clobber(st, r0);
+            }
             "bpf_map_update_elem" | "bpf_map_delete_elem" => self.map_update_delete(st, pc, name)?,
             "bpf_probe_read_kernel" => self.probe_read_kernel(st, pc)?,
+            "bpf_trace_printk" => self.trace_printk(st, pc)?,
             "bpf_kptr_xchg" => {
                 let r0 = self.kptr_xchg(st, pc)?;
                 self.clobber(st, r0);
@@ -611,6 +616,36 @@ impl Machine<'_> {
     }
 
     /// `bpf_map_lookup_elem()`: map pointer and key checks, and the returned map value.
+    /// `bpf_map_lookup_percpu_elem(map, key, cpu)` (helpers.c `bpf_map_lookup_percpu_elem_proto`,
+    /// in `bpf_base_func_proto()` for every loader): `ARG_CONST_MAP_PTR`, `ARG_PTR_TO_MAP_KEY`,
+    /// `ARG_ANYTHING` (read: it must be initialised; lockstep loads as root, so a pointer is no
+    /// leak), `RET_PTR_TO_MAP_VALUE_OR_NULL` with a fresh id. The nullness is never elided
+    /// (`check_helper_call()` elides it for `BPF_FUNC_map_lookup_elem` only). Modelled for the
+    /// per-cpu maps `check_map_func_compatibility()` lets it take (`PERCPU_ARRAY`, `PERCPU_HASH`);
+    /// another map type (refused there with "cannot pass map_type ...") is `unsupported`.
+    fn map_lookup_percpu(&mut self, st: &mut State, pc: usize) -> Step<Reg> {
+        let name = "bpf_map_lookup_percpu_elem";
+        let unsupported =
+            |what: String| Err(Stop::Unsupported(format!("helper {name}: {what} is not modelled")));
+        let r1 = self.read_reg(st, pc, 1)?;
+        let Reg::MapPtr { map } = r1 else {
+            return unsupported(format!("R1 of type {}", r1.type_str()));
+        };
+        let spec = self.map(map);
+        if !matches!(spec.map_type, MapType::PercpuArray | MapType::PercpuHash) {
+            return unsupported(format!("a {} map", spec.map_type.name()));
+        }
+        let r2 = self.read_reg(st, pc, 2)?;
+        let Reg::Stack { off, .. } = r2 else {
+            return unsupported(format!("a map key in {}", r2.type_str()));
+        };
+        if off + (spec.key_size as i64) > 0 || off < -512 {
+            return unsupported("a map key outside the stack".into());
+        }
+        self.read_reg(st, pc, 3)?;
+        Ok(Reg::MapValue { map, off: 0, var: None, id: self.fresh_id(), null: true })
+    }
+
     fn map_lookup(&mut self, st: &mut State, pc: usize) -> Step<Reg> {
         let r1 = self.read_reg(st, pc, 1)?;
         let Reg::MapPtr { map } = r1 else {

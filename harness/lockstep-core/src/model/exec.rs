@@ -810,6 +810,21 @@ impl<'a> Machine<'a> {
             Reg::Kernel { btf_id, trust, ref_obj_id, null: false, .. } => {
                 self.btf_ptr_access(pc, regno, *btf_id, *trust, *ref_obj_id != 0, off, size, value.is_some())
             }
+            // check_mem_access() for PTR_TO_MAP_KEY (the key a timer or for_each callback gets;
+            // the same in 6.12, 7.2 and 7.3): a load is checked by check_mem_region_access()
+            // against the key size and gives an unknown scalar of the load's size
+            // (mark_reg_unknown(), then coerce_reg_to_size()). The register has no offset of its
+            // own (arithmetic on it is not modelled). Modelled for an aligned load inside the key;
+            // a load outside it, and a store ("write to change key ... not allowed"), are not.
+            Reg::MapKey { map } if value.is_none() => {
+                let key_size = self.map(*map).key_size as i64;
+                if off < 0 || off + size as i64 > key_size || off % size as i64 != 0 {
+                    return Err(Stop::Unsupported(format!(
+                        "a load through map_key at {off} size {size} (outside the key or misaligned)"
+                    )));
+                }
+                Ok(Reg::Scalar(Scalar::of_size(size)))
+            }
             Reg::MapValue { null: true, .. }
             | Reg::Sock { null: true, .. }
             | Reg::Kernel { null: true, .. }

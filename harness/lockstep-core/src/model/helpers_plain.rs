@@ -1,5 +1,5 @@
 //! Plain helpers outside a lock (issue 14, item 1): `bpf_get_current_pid_tgid`,
-//! `bpf_ktime_get_coarse_ns` and `bpf_this_cpu_ptr` (`check_helper_call()`). With a lock held the
+//! `bpf_ktime_get_coarse_ns`, `bpf_this_cpu_ptr` and `bpf_trace_printk` (`check_helper_call()`). With a lock held the
 //! gate of `do_check_insn()` refuses them first, in `calls.rs`. Only what the kernel sources
 //! and real runs settle is modelled; the rest is `unsupported` naming the helper.
 
@@ -19,7 +19,73 @@ const NO_KTIME_COARSE: [ProgType; 4] =
 /// `ARG_PTR_TO_PERCPU_BTF_ID` accepts.
 const PERCPU_BTF_PTR_TYPES: &str = "percpu_ptr_, percpu_rcu_ptr_, percpu_trusted_ptr_";
 
+/// The program types where lockstep loads `bpf_trace_printk` as root: their `get_func_proto()`
+/// (`bpf_tracing_func_proto()` for the tracing types, the networking protos otherwise) falls back
+/// to `bpf_base_func_proto()` (kernel/bpf/helpers.c), which offers `BPF_FUNC_trace_printk`
+/// (`bpf_get_trace_printk_proto()`) to a `CAP_PERFMON` loader, in 6.12, 7.2 and 7.3 alike.
+const TRACE_PRINTK_TYPES: [ProgType; 9] = [
+    ProgType::Tracing,
+    ProgType::Kprobe,
+    ProgType::Tracepoint,
+    ProgType::RawTracepoint,
+    ProgType::PerfEvent,
+    ProgType::SchedCls,
+    ProgType::SchedAct,
+    ProgType::Xdp,
+    ProgType::SocketFilter,
+];
+
+/// `BPF_F_WRONLY_PROG`: a map the program may not read (`check_map_access_type()`).
+const BPF_F_WRONLY_PROG: u32 = 1 << 8;
+
 impl Machine<'_> {
+    /// `bpf_trace_printk(fmt, fmt_size, ...)` (kernel/trace/bpf_trace.c `bpf_trace_printk_proto`:
+    /// `gpl_only` (lockstep loads as "GPL"), `ARG_PTR_TO_MEM | MEM_RDONLY`, `ARG_MEM_SIZE`, the
+    /// other arguments `ARG_DONTCARE` and not read; `RET_INTEGER`). Modelled for the format string
+    /// in a map value (`bpf_printk()`'s `static const char ___fmt[]` in `.rodata`) at a constant
+    /// offset with a known constant size of at least 1 wholly inside the value and over no special
+    /// field: `check_helper_mem_access()` -> `check_map_access_type()` (`BPF_READ`) and
+    /// `check_map_access()` then pass. Anything else is `unsupported` naming the helper.
+    pub(super) fn trace_printk(&mut self, st: &mut State, pc: usize) -> Step<()> {
+        let name = "bpf_trace_printk";
+        let unsupported =
+            |what: &str| Err(Stop::Unsupported(format!("helper {name}: {what} is not modelled")));
+        if !TRACE_PRINTK_TYPES.contains(&self.case.prog_type) {
+            return unsupported("this program type");
+        }
+        let Reg::MapValue { map, off, var: None, null: false, .. } = self.read_reg(st, pc, 1)? else {
+            return unsupported("a format string other than a map value at a constant offset");
+        };
+        let size = match self.read_reg(st, pc, 2)? {
+            Reg::Scalar(s) => s.konst().filter(|k| *k >= 1),
+            _ => None,
+        };
+        let Some(size) = size else {
+            return unsupported("a size that is not a known constant of at least 1");
+        };
+        let spec = self.map(map);
+        if spec.flags & BPF_F_WRONLY_PROG != 0 {
+            return unsupported("a write-only map");
+        }
+        if off < 0 || off + size > spec.value.size as i64 {
+            return unsupported("a format string past the map value");
+        }
+        let over_field = spec.value.fields.iter().any(|f| {
+            f.kind != crate::case::FieldKind::Int
+                && (f.offset as i64) < off + size
+                && off < (f.offset + f.size) as i64
+        });
+        if over_field {
+            return unsupported("a format string over a special field");
+        }
+        let cur = st.cur();
+        for r in 1..=5 {
+            cur.regs[r] = Reg::NotInit;
+        }
+        cur.regs[0] = Reg::Scalar(super::scalar::Scalar::unknown());
+        Ok(())
+    }
+
     /// `bpf_ktime_get_coarse_ns()`: `bpf_get_helper_proto()` finds no proto in the tracing
     /// program types ("program of this type cannot use helper %s#%d"); elsewhere not modelled.
     pub(super) fn ktime_get_coarse_ns(&self, pc: usize) -> Step<Reg> {

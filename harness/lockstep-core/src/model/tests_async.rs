@@ -259,3 +259,18 @@ fn exception_callback_declarations_are_checked_as_the_kernel_orders_them() {
         assert_eq!(v.verdict, VerdictKind::Unsupported, "{p}: {v:?}");
     }
 }
+
+// check_mem_access() for PTR_TO_MAP_KEY: the timer callback's R2 (the key, 4 bytes) may be read
+// inside the key (timer.bpf.o timer_cb1 reads `*key`); a load past it is not modelled.
+#[test]
+fn timer_callback_reads_its_key() {
+    let c = case(ProgType::SchedCls, &with_value("t", TIMER_WORK, " r0 = *(u32 *)(r2 + 0)\n r0 = 0"));
+    for (p, v) in verdicts_on_all_profiles(&c) {
+        assert_eq!(v.verdict, VerdictKind::Accept, "{p}: {v:?}");
+    }
+    let c = case(ProgType::SchedCls, &with_value("t", TIMER_WORK, " r0 = *(u32 *)(r2 + 4)\n r0 = 0"));
+    for (p, v) in verdicts_on_all_profiles(&c) {
+        assert_eq!(v.verdict, VerdictKind::Unsupported, "{p}: {v:?}");
+        assert!(v.message.as_deref().unwrap_or("").contains("map_key"), "{p}: {v:?}");
+    }
+}

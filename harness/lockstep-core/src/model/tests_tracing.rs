@@ -278,3 +278,23 @@ fn a_kernel_pointer_into_a_percpu_kptr_is_refused() {
         }
     }
 }
+
+// bpf_throw in an fentry program: check_return_code(env, BPF_REG_1, "R1") with the program's
+// range [0, 0] (exceptions_fail reject_set_exception_cb_bad_ret2 on debian:7.2 / 7.3: "At program
+// exit the register R1 has smin=64 smax=64 should have been in [0, 0]" at the call).
+#[test]
+fn bpf_throw_cookie_in_fentry_follows_the_exit_range() {
+    let symbols = Symbols { maps: vec![], kfuncs: vec!["bpf_throw".into()] };
+    let case = |text: &str| {
+        let mut c = super::test_fixtures::object_case_in("fentry/free_task", text, &symbols);
+        c.extern_kfuncs = vec!["bpf_throw".into()];
+        c
+    };
+    let msg = "At program exit the register R1 has smin=64 smax=64 should have been in [0, 0]";
+    for (p, v) in verdicts(&case("r1 = 64\n call bpf_throw\n r0 = 0\n exit\n"), true) {
+        assert_eq!(v, Verdict::reject(Some(1), msg), "{p}");
+    }
+    for (p, v) in verdicts(&case("r1 = 0\n call bpf_throw\n r0 = 0\n exit\n"), true) {
+        assert_eq!(v, Verdict::accept(), "{p}");
+    }
+}

@@ -3,7 +3,8 @@
 //! `process_bpf_exit_full(env, NULL, true)`: `check_resource_leak()` with `exception_exit` and the
 //! lock check on (`"bpf_throw cannot be used inside bpf_spin_lock-ed region"`, unreachable after
 //! the call rule of `do_check_insn()` refused the call with a lock held), then the path ends.
-//! Exception callbacks (`exception_callback:` decl tags) are not modelled.
+//! The cookie's range is checked in tc programs (none) and tracing programs (their exit's range).
+//! Exception callbacks (`exception_callback:` decl tags): see exception_cb.rs.
 
 use super::exec::{Flow, Machine};
 use super::state::{Reg, State};
@@ -28,18 +29,53 @@ impl Machine<'_> {
         let unsupported =
             |what: &str| Err(Stop::Unsupported(format!("kfunc bpf_throw: {what} is not modelled")));
         // return_retval_range() has no range for tc programs: check_return_code() only reads R1.
-        if !matches!(self.case.prog_type, ProgType::SchedCls | ProgType::SchedAct) {
-            return unsupported("the cookie's return-code check outside tc programs");
-        }
-        if !matches!(st.cur_ref().regs[1], Reg::Scalar(_)) {
+        // A tracing program's range is the one its exit has (fentry / fexit: [0, 0]); a cookie
+        // outside it is refused at the call with verbose_invalid_scalar()'s line, "At program
+        // exit" even in a global function (debian:7.2 / 7.3, exceptions_fail
+        // reject_set_exception_cb_bad_ret2, reject_out_of_range_global_throw).
+        let range = match (self.case.prog_type, self.return_rule()) {
+            (ProgType::SchedCls | ProgType::SchedAct, _) => None,
+            // Only with the default exception callback (no `exception_callback:` tag).
+            (ProgType::Tracing, super::attach::ReturnRule::Range(lo, hi))
+                if self.case.exception_cb.is_none() =>
+            {
+                Some((lo, hi))
+            }
+            _ => return unsupported("the cookie's return-code check outside tc and fentry/fexit programs"),
+        };
+        let Reg::Scalar(cookie) = st.cur_ref().regs[1] else {
             return unsupported("a cookie that is not a scalar");
+        };
+        // In an async callback check_return_code() uses the callback's range and "At async
+        // callback return" (the throw is refused after the walk, callback_walk.rs): only a
+        // cookie of 0, inside every range, is modelled there.
+        if self.async_callbacks.contains(&st.frames[0].subprog) && cookie.konst() != Some(0) {
+            return unsupported("a cookie other than 0 in an async callback");
+        }
+        if let Some((lo, hi)) = range {
+            if !(cookie.smin >= lo && cookie.smax <= hi) {
+                let Some(v) = super::timer::invalid_scalar_str(&cookie) else {
+                    return unsupported("a cookie with bounds the model may not share with the kernel");
+                };
+                let msg = format!("At program exit the register R1 has {v} should have been in [{lo}, {hi}]");
+                return self.reject(pc, msg);
+            }
         }
         if !st.locks.is_empty() {
             return self.reject(pc, "bpf_throw cannot be used inside bpf_spin_lock-ed region".into());
         }
-        // check_reference_leak(env, exception_exit = true): every frame's references.
+        // check_resource_leak(env, true, true, "bpf_throw") -> check_reference_leak(env,
+        // exception_exit = true): every reference of the state, whatever frame took it (7.x keeps
+        // them in the verifier state; 6.12 copies the caller's into the callee frame), logged as
+        // at the main program's exit ("Unreleased reference id=%d alloc_insn=%d", the first one
+        // first). Seen on debian:7.2 and 7.3 (exceptions_fail reject_with_reference,
+        // reject_with_cb_reference, reject_with_subprog_reference). An iterator's reference is
+        // not modelled here.
         if !st.refs.is_empty() {
-            return unsupported(&format!("bpf_throw with {} (the leak message's ids)", st.refs_str()));
+            if st.refs.iter().any(|r| st.iters.values().any(|it| it.id == *r)) {
+                return unsupported("bpf_throw with a live open-coded iterator (the leak message's ids)");
+            }
+            self.reference_leak(st, pc)?;
         }
         self.region_leak(st, pc, "bpf_throw")?;
         Ok(Flow::Done)
