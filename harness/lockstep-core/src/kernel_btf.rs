@@ -242,7 +242,7 @@ impl KernelBtf {
     fn struct_walk(&self, id: u32, off: u32, size: u32, flags: &mut WalkFlags) -> Result<WalkStep, String> {
         let (mut t, mut off) = (id, off);
         'again: for _ in 0..64 {
-            t = self.skip_modifiers_tags(t);
+            t = self.btf.resolve(t);
             let tname = self.name_of(t).to_string();
             let (tsize, members, union) = match self.btf.get(t).map(|x| &x.kind) {
                 Some(Kind::Struct { size, members }) => (*size, members, false),
@@ -257,15 +257,14 @@ impl KernelBtf {
                 // A trailing flexible array of ints or structs may be walked past the end.
                 let beyond = || format!("access beyond struct {tname} at off {off} size {size}");
                 let Some(last) = members.last() else { return Err(beyond()) };
-                let Some(Kind::Array { elem, nelems: 0 }) = self.kind(self.skip_modifiers_tags(last.ty))
-                else {
+                let Some(Kind::Array { elem, nelems: 0 }) = self.kind(self.btf.resolve(last.ty)) else {
                     return Err(beyond());
                 };
                 let moff = last.bit_offset / 8;
                 if off < moff {
                     return Err(beyond());
                 }
-                let et = self.skip_modifiers_tags(*elem);
+                let et = self.btf.resolve(*elem);
                 match self.kind(et) {
                     Some(Kind::Int { .. }) => return Ok(WalkStep::Scalar),
                     // 6.12 lacks the `!t->size` test (and divides by it): not modelled.
@@ -360,17 +359,6 @@ impl KernelBtf {
         self.btf.get(id).map(|t| &t.kind)
     }
 
-    /// `btf_type_skip_modifiers()`: typedef, volatile, const, restrict and type tags.
-    fn skip_modifiers_tags(&self, mut id: u32) -> u32 {
-        for _ in 0..32 {
-            match self.kind(id) {
-                Some(Kind::Modifier(t) | Kind::TypeTag(t)) => id = *t,
-                _ => break,
-            }
-        }
-        id
-    }
-
     /// `btf_type_tag_walk()` from a pointer's target: the first type that is no modifier, and
     /// the one walk tag found. `Err` (not modelled) for several tags (7.x: "has multiple type
     /// tags"; 6.12 took the first) and for a tag behind another modifier (6.12 looks only at the
@@ -457,7 +445,7 @@ impl KernelBtf {
             return false;
         };
         members.iter().any(|m| match self.kind(m.ty) {
-            Some(Kind::Ptr { to }) => m.name == field && self.skip_modifiers_tags(*to) == target,
+            Some(Kind::Ptr { to }) => m.name == field && self.btf.resolve(*to) == target,
             _ => false,
         })
     }

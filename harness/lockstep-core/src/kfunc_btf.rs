@@ -166,15 +166,6 @@ impl View<'_> {
     fn kind(&self, id: u32) -> Option<&Kind> {
         self.btf.get(id).map(|t| &t.kind)
     }
-    fn skip_mods(&self, mut id: u32) -> u32 {
-        for _ in 0..32 {
-            match self.kind(id) {
-                Some(Kind::Modifier(t) | Kind::TypeTag(t)) => id = *t,
-                _ => break,
-            }
-        }
-        id
-    }
     fn is_scalar(&self, id: u32) -> bool {
         matches!(self.kind(id), Some(Kind::Int { .. } | Kind::Enum { .. }))
     }
@@ -191,7 +182,7 @@ impl View<'_> {
     /// `get_kfunc_arg_type()` for parameter `i` of `params` / `names`.
     fn arg(&self, params: &[u32], names: &[String], i: usize) -> KfArg {
         let pname = names[i].as_str();
-        let t = self.skip_mods(params[i]);
+        let t = self.btf.resolve(params[i]);
         if self.is_scalar(t) {
             let after_mem = i > 0 && self.arg_is_mem_ptr(params, names, i - 1);
             if pname.ends_with("__sz") && !pname.ends_with("__szk") && after_mem {
@@ -213,8 +204,8 @@ impl View<'_> {
             return KfArg::Unsupported(format!("pointer argument `{pname}` (a suffix of its own)"));
         }
         let next_is_size = names.get(i + 1).is_some_and(|n| n.ends_with("__sz") || n.ends_with("__szk"))
-            && self.is_scalar(self.skip_mods(params[i + 1]));
-        let r = self.skip_mods(*to);
+            && self.is_scalar(self.btf.resolve(params[i + 1]));
+        let r = self.btf.resolve(*to);
         if next_is_size {
             let plain_sz = names[i + 1].ends_with("__sz") && !names[i + 1].ends_with("__szk");
             // Void or a scalar (a struct of scalars is not modelled).
@@ -252,7 +243,7 @@ impl View<'_> {
     fn scalar_struct_size(&self, id: u32, rec: u32) -> Option<u32> {
         let Some(Kind::Struct { size, members }) = self.kind(id) else { return None };
         for m in members {
-            let t = self.skip_mods(m.ty);
+            let t = self.btf.resolve(m.ty);
             match self.kind(t) {
                 Some(Kind::Struct { .. }) => {
                     if rec >= 3 {
@@ -261,7 +252,7 @@ impl View<'_> {
                     self.scalar_struct_size(t, rec + 1)?;
                 }
                 Some(Kind::Array { elem, nelems }) => {
-                    if *nelems == 0 || !self.is_scalar(self.skip_mods(*elem)) {
+                    if *nelems == 0 || !self.is_scalar(self.btf.resolve(*elem)) {
                         return None;
                     }
                 }
@@ -274,7 +265,7 @@ impl View<'_> {
 
     /// `check_kfunc_call()`'s typing of R0 by the return type.
     fn ret(&self, ret: u32) -> KfRet {
-        let t = self.skip_mods(ret);
+        let t = self.btf.resolve(ret);
         if ret == 0 || matches!(self.kind(t), Some(Kind::Void)) {
             return KfRet::Void;
         }
@@ -284,7 +275,7 @@ impl View<'_> {
         let Some(Kind::Ptr { to }) = self.kind(t) else {
             return KfRet::Unsupported("a return type that is neither a scalar nor a pointer".into());
         };
-        let r = self.skip_mods(*to);
+        let r = self.btf.resolve(*to);
         if r == 0 {
             // "kfunc returning 'void *' is equivalent to returning scalar"
             return KfRet::Scalar;
