@@ -101,7 +101,8 @@ impl Machine<'_> {
                 return unsupported(format!("R{r}, a scalar of unknown value, for a pointer argument"));
             }
             if is_ptr_arg && (konst == Some(0) || reg.maybe_null()) {
-                return self.reject(pc, format!("Possibly NULL pointer passed to trusted R{r}"));
+                let args = [("reg", format!("R{r}"))];
+                return self.reject(pc, self.msg(&self.profile.messages.kfunc_arg_maybe_null, &args));
             }
             let referenced = match &reg {
                 Reg::Kernel { ref_obj_id, .. } | Reg::Sock { ref_obj_id, .. } => {
@@ -111,10 +112,8 @@ impl Machine<'_> {
                 other => return unsupported(format!("R{r} of type {}", other.type_str())),
             };
             if release && r == 1 && referenced.is_none() && konst != Some(0) {
-                return self.reject(
-                    pc,
-                    format!("release kfunc {name} expects referenced PTR_TO_BTF_ID passed to R1"),
-                );
+                let args = [("reg", "R1".to_string()), ("name", name.to_string())];
+                return self.reject(pc, self.msg(&self.profile.messages.kfunc_release_unreferenced, &args));
             }
             if let Some(id) = referenced {
                 if ref_obj.is_some() {
