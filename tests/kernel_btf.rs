@@ -1,0 +1,96 @@
+//! `tests/kernel-btf/`: the cases whose model verdict needs each kernel's BTF (loads through map
+//! and kernel pointers, kernel-struct kptrs), kept out of `tests/corpus` because the corpus
+//! snapshot test has no kernel BTF.
+//!
+//! 1. `lockstep check tests/kernel-btf` with the cached Debian headers' `vmlinux` (fetched here
+//!    when missing) meets every expectation on 7.2 and 7.3: the model with the kernel's BTF.
+//! 2. `lockstep run` of the same files on debian:7.2 and debian:7.3: every kernel verdict meets its
+//!    expectation (they were written from real runs of these kernels) and no row is a
+//!    disagreement between model and kernel.
+//!
+//! Ignored unless built with `LOCKSTEP_VM_TESTS=1` (first run: kernel headers, ~100 MB).
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use serde_json::Value;
+
+fn root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
+}
+
+fn lockstep(args: &[&str]) -> std::process::Output {
+    Command::new(env!("CARGO_BIN_EXE_lockstep")).args(args).current_dir(root()).output().unwrap()
+}
+
+fn json_rows(text: &str) -> Vec<Value> {
+    text.lines().filter(|l| l.starts_with('{')).map(|l| serde_json::from_str(l).unwrap()).collect()
+}
+
+fn fetch_headers() {
+    let o = lockstep(&["kernel", "fetch", "--headers", "debian:7.2", "debian:7.3"]);
+    assert!(o.status.success(), "kernel fetch failed:\n{}", String::from_utf8_lossy(&o.stderr));
+}
+
+#[test]
+#[cfg_attr(not(lockstep_vm_tests), ignore = "set LOCKSTEP_VM_TESTS=1")]
+fn the_model_with_each_kernels_btf_meets_the_kernel_btf_expectations() {
+    fetch_headers();
+    let o = lockstep(&["check", "--json", "tests/kernel-btf"]);
+    let stderr = String::from_utf8_lossy(&o.stderr);
+    assert!(o.status.success(), "check tests/kernel-btf: {:?}\n{stderr}", o.status);
+    let rows = json_rows(&String::from_utf8_lossy(&o.stdout));
+    for profile in ["7.2", "7.3"] {
+        let of: Vec<&Value> = rows.iter().filter(|r| r["profile"] == profile).collect();
+        let checked: Vec<&&Value> = of.iter().filter(|r| !r["expected"].is_null()).collect();
+        assert!(!checked.is_empty(), "no expectation checked on {profile}:\n{stderr}");
+        let missed: Vec<_> = checked.iter().filter(|r| r["expected"] == false).map(|r| &r["case"]).collect();
+        assert!(missed.is_empty(), "expectations not met on {profile}: {missed:?}");
+        // The cases are there because the model judges them with the kernel's BTF: a profile
+        // whose headers were not found would leave them all unsupported.
+        let judged = of.iter().filter(|r| r["verdict"] != "unsupported").count();
+        assert!(judged * 2 > of.len(), "{profile}: only {judged} of {} rows judged:\n{stderr}", of.len());
+    }
+}
+
+#[test]
+#[cfg_attr(not(lockstep_vm_tests), ignore = "set LOCKSTEP_VM_TESTS=1")]
+fn the_kernel_btf_cases_on_debian_7_2_and_7_3_meet_their_expectations_and_agree_with_the_model() {
+    let dir = tempfile::tempdir().unwrap();
+    let json = dir.path().join("run.json");
+    let o = lockstep(&[
+        "run",
+        "-k",
+        "debian:7.2",
+        "-k",
+        "debian:7.3",
+        "--jobs",
+        "1",
+        "--json",
+        json.to_str().unwrap(),
+        "tests/kernel-btf",
+    ]);
+    let stderr = String::from_utf8_lossy(&o.stderr);
+    let rows = json_rows(&std::fs::read_to_string(&json).unwrap_or_default());
+    assert!(!rows.is_empty(), "no rows: {:?}\n{stderr}", o.status);
+    for kernel in ["debian:7.2", "debian:7.3"] {
+        let of: Vec<&Value> = rows.iter().filter(|r| r["kernel"] == kernel).collect();
+        assert!(!of.is_empty(), "no rows for {kernel}:\n{stderr}");
+        for r in &of {
+            assert_eq!(r["outcome"], "ran", "{kernel} {}: {r}", r["case"]);
+            assert_ne!(
+                r["kernel_met"], "not_met",
+                "{kernel} {}: kernel misses the expectation: {r}",
+                r["case"]
+            );
+            let a = r["agreement"].as_str().unwrap_or_default();
+            assert!(
+                matches!(a, "agree" | "unsupported"),
+                "{kernel} {}: model and kernel disagree ({a}): {r}",
+                r["case"]
+            );
+        }
+        assert!(of.iter().any(|r| r["agreement"] == "agree"), "{kernel}: no agreement at all");
+    }
+    assert!(o.status.success(), "lockstep run: {:?}\n{stderr}", o.status);
+}
