@@ -30,6 +30,20 @@ pub const EXIT_UNJUDGED: u8 = 6;
 /// Exit code: stdout is a closed pipe (128 + SIGPIPE); no message is printed.
 pub const EXIT_BROKEN_PIPE: u8 = 141;
 
+/// The exit code of a fuzz campaign (`lockstep fuzz`, and `report merge` of its shards): a kernel
+/// crash, else the kernel stopping (infrastructure), else an unexplained disagreement class, else 0.
+pub fn fuzz_exit_code(crashes: u64, stopped_early: bool, unexplained_class: bool) -> u8 {
+    if crashes > 0 {
+        EXIT_CRASH
+    } else if stopped_early {
+        EXIT_INFRA
+    } else if unexplained_class {
+        EXIT_DISAGREE
+    } else {
+        0
+    }
+}
+
 /// A user-input error (malformed case file, unknown name, bad path): exit code 2.
 #[derive(Debug, thiserror::Error)]
 #[error("{0}")]
@@ -98,5 +112,13 @@ mod tests {
         assert_eq!(code_of(&Interrupted { signal: 2 }.into()), 130);
         assert_eq!(code_of(&Interrupted { signal: 15 }.into()), 143);
         assert_eq!(code_of(&anyhow::Error::from(Interrupted { signal: 15 }).context("running")), 143);
+    }
+
+    #[test]
+    fn a_fuzz_crash_outranks_a_stop_which_outranks_an_unexplained_class() {
+        assert_eq!(fuzz_exit_code(1, true, true), EXIT_CRASH);
+        assert_eq!(fuzz_exit_code(0, true, true), EXIT_INFRA);
+        assert_eq!(fuzz_exit_code(0, false, true), EXIT_DISAGREE);
+        assert_eq!(fuzz_exit_code(0, false, false), 0);
     }
 }

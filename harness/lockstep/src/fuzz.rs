@@ -350,18 +350,13 @@ fn summary_text(summary: &Summary) -> String {
     out
 }
 
-/// The exit code of a campaign: a kernel crash, else the kernel stopping, else an unexplained
-/// disagreement class, else 0.
+/// The exit code of a campaign ([`crate::exit::fuzz_exit_code`]).
 fn exit_code(summary: &Summary) -> u8 {
-    if summary.crashes > 0 {
-        crate::exit::EXIT_CRASH
-    } else if summary.infra_error.is_some() {
-        crate::exit::EXIT_INFRA
-    } else if summary.classes.iter().any(|c| !c.explained) {
-        crate::exit::EXIT_DISAGREE
-    } else {
-        0
-    }
+    crate::exit::fuzz_exit_code(
+        summary.crashes,
+        summary.infra_error.is_some(),
+        summary.classes.iter().any(|c| !c.explained),
+    )
 }
 
 /// Runs `lockstep bench fuzz`: the pipeline without minimisation, one JSON line.

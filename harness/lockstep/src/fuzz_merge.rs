@@ -50,15 +50,11 @@ fn one() -> u32 {
 impl FuzzSummary {
     /// The exit code `lockstep fuzz` gives for this summary.
     pub fn exit_code(&self) -> u8 {
-        if self.crashes > 0 {
-            crate::exit::EXIT_CRASH
-        } else if self.infra_error.is_some() {
-            crate::exit::EXIT_INFRA
-        } else if self.classes.iter().any(|c| !c.explained) {
-            crate::exit::EXIT_DISAGREE
-        } else {
-            0
-        }
+        crate::exit::fuzz_exit_code(
+            self.crashes,
+            self.infra_error.is_some(),
+            self.classes.iter().any(|c| !c.explained),
+        )
     }
 }
 
