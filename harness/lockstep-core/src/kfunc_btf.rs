@@ -53,11 +53,21 @@ pub const SET_REGISTRATIONS: &[(&str, &[Hook], &str)] = &[
     ),
     ("test_sk_check_kfunc_ids", &[Hook::Tc, Hook::Tracing, Hook::Syscall], "net/bpf/test_run.c:1903-1905"),
     (
+        "common_btf_ids",
+        &[Hook::Common],
+        "kernel/bpf/helpers.c:5007 of 7.3, 5006 of 7.2 (BPF_PROG_TYPE_UNSPEC); only the kfuncs of COMMON_SET_MODELLED",
+    ),
+    (
         "cpumask_kfunc_btf_ids",
         &[Hook::Tracing, Hook::StructOps, Hook::Syscall],
         "kernel/bpf/cpumask.c:526-528 (bpf_cpumask_create / acquire / release are kobj.rs's)",
     ),
 ];
+
+/// The kfuncs of `common_btf_ids` (kernel/bpf/helpers.c) judged by their BTF: the set also holds
+/// kfuncs `check_kfunc_call()` treats specially (`special_kfunc_list[]`: casts, RCU, dynptr
+/// slices, ...), which its generic rules would misjudge, so the others stay unsupported.
+pub const COMMON_SET_MODELLED: &[&str] = &["bpf_stream_print_stack"];
 
 /// One argument as `get_kfunc_arg_type()` classifies it, for the kinds the model judges; the
 /// others are [`KfArg::Unsupported`] with the construct named.
@@ -325,7 +335,11 @@ pub fn vmlinux_kfuncs(
     let mut out = BTreeMap::new();
     for (name, in_sets) in sets {
         // A kfunc in several known sets: not modelled (their flags may differ).
-        let known: Vec<_> = in_sets.iter().filter_map(|(s, f)| Some((s, *f, registration(s)?))).collect();
+        let known: Vec<_> = in_sets
+            .iter()
+            .filter(|(s, _)| *s != "common_btf_ids" || COMMON_SET_MODELLED.contains(&name.as_str()))
+            .filter_map(|(s, f)| Some((s, *f, registration(s)?)))
+            .collect();
         let [(set, flags, hooks)] = known.as_slice() else { continue };
         if let Some(d) = vmlinux.func(name).and_then(|f| view.desc(f, *flags, set, false, hooks)) {
             out.insert(name.clone(), d);

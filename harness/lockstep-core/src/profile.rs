@@ -88,6 +88,11 @@ pub struct Messages {
     pub kfunc_not_allowed: String,
     pub helper_prog_type: String,
     pub syscall_not_sleepable: String,
+    /// `check_kfunc_args()`: a `rdonly_buf_size` / `rdwr_buf_size` constant above `U32_MAX`
+    /// (7.2: "rdonly/rdwr_buf_size exceeds u32 max"; 7.3: "allocation size exceeds u32 max", in
+    /// `process_const_alloc_mem_size()`); empty: not read from this kernel, `unsupported`.
+    #[serde(default)]
+    pub kfunc_alloc_size_too_big: String,
 }
 
 /// A kernel profile.
@@ -193,6 +198,11 @@ pub struct KernelProfile {
     /// `model/kfunc_args.rs`); off: unsupported, as before.
     #[serde(default)]
     pub kfunc_btf_args: bool,
+    /// `check_kfunc_call()`: a zero `rdonly_buf_size` / `rdwr_buf_size` gives a zero-sized
+    /// `PTR_TO_MEM` (7.3's `meta.ret_mem.found`); false: 7.2's `!meta.r0_size` takes it for no
+    /// size and sizes R0 by the pointee type, `MEM_RDONLY` (not modelled, `unsupported`).
+    #[serde(default)]
+    pub kfunc_ret_mem_zero_size: bool,
     /// `bpf_arena_alloc_pages` / `bpf_arena_free_pages` are `KF_SLEEPABLE` (6.12).
     #[serde(default)]
     pub arena_kfuncs_sleepable: bool,

@@ -825,6 +825,9 @@ impl<'a> Machine<'a> {
                 }
                 Ok(Reg::Scalar(Scalar::of_size(size)))
             }
+            Reg::Mem { size: mem_size, rdonly, parent, null: false, .. } => {
+                self.kfunc_mem_access(st, pc, regno, *mem_size, *rdonly, *parent, off, size, value.as_ref())
+            }
             Reg::MapValue { null: true, .. }
             | Reg::Sock { null: true, .. }
             | Reg::Kernel { null: true, .. }
@@ -899,7 +902,8 @@ impl<'a> Machine<'a> {
                         Reg::BtfPtr { null, .. }
                         | Reg::Alloc { null, .. }
                         | Reg::Sock { null, .. }
-                        | Reg::Kernel { null, .. } => *null = false,
+                        | Reg::Kernel { null, .. }
+                        | Reg::Mem { null, .. } => *null = false,
                         _ => unreachable!("only pointers have a maybe-null id"),
                     }
                 });

@@ -1,8 +1,11 @@
 //! Kfuncs described by BTF (issue 14, `kfunc_btf.rs`): the kernel tree's `bpf_testmod` kfuncs
 //! (`bpf_kfunc_call_test*`, `bpf_testmod_*`, ...) and the vmlinux kfuncs of the id sets the model
 //! knows, judged by their prototype and flags as `check_kfunc_call()` / `check_kfunc_args()`
-//! (kernel/bpf/verifier.c, 7.3) judge them. Behind the profile switch `kfunc_btf_args` (7.3);
-//! elsewhere, or without the BTF, such a kfunc stays unsupported with its name.
+//! (kernel/bpf/verifier.c, 7.3) judge them. Behind the profile switch `kfunc_btf_args` (7.3, 7.2:
+//! 7.2's check_kfunc_args() classifies the arguments at the call, get_kfunc_ptr_arg_type(), where
+//! 7.3 does it once per kfunc, but for the rules modelled here the checks, their order and their
+//! messages are the same except `kfunc_alloc_size_too_big`); elsewhere (6.12: `arg#%d` messages),
+//! or without the BTF, such a kfunc stays unsupported with its name.
 //!
 //! Modelled: the program type's hook (`fetch_kfunc_meta()`), `KF_DESTRUCTIVE` (lockstep loads as
 //! root: `CAP_SYS_BOOT` holds), the NULL and release checks, `KF_ARG_ANYTHING`,
@@ -11,8 +14,9 @@
 //! `KF_ARG_PTR_TO_MEM | MEM_FIXED_SIZE` on initialised stack; returns of a scalar, `void`, a
 //! struct pointer (`PTR_TO_BTF_ID | PTR_TRUSTED`, `KF_RET_NULL`, `KF_ACQUIRE`) and the
 //! "acquire kernel function does not return PTR_TO_BTF_ID" refusal. Other argument kinds,
-//! `PTR_TO_MEM` returns, other flags (`KF_SLEEPABLE`, iterators, `KF_RCU_PROTECTED`,
-//! `KF_IMPLICIT_ARGS`) and registers outside these are unsupported, naming the kfunc.
+//! `KF_IMPLICIT_ARGS` (the visible prototype), `KF_PERFMON` (root). `PTR_TO_MEM` returns, other
+//! flags (`KF_SLEEPABLE`, iterators, `KF_RCU_PROTECTED`) and registers outside these are
+//! unsupported, naming the kfunc.
 
 use super::exec::Machine;
 use super::scalar::Scalar;
@@ -27,9 +31,23 @@ use crate::profile::{KF_ACQUIRE, KF_RELEASE, KF_RET_NULL};
 const KF_DESTRUCTIVE: u32 = 1 << 6;
 /// `KF_RCU` (7.3).
 const KF_RCU: u32 = 1 << 7;
+/// `KF_IMPLICIT_ARGS` (7.2, 7.3): the kfunc's BTF FUNC carries the BPF-visible prototype, the
+/// `_impl` FUNC the full one; `check_kfunc_args()` skips the arguments past the visible ones
+/// (`is_kfunc_arg_implicit()`), so the visible prototype (which `kfunc_btf.rs` reads) is what is
+/// judged.
+const KF_IMPLICIT_ARGS: u32 = 1 << 16;
+/// `KF_PERFMON` (7.3): `check_kfunc_call()` wants `env->allow_ptr_leaks` (`CAP_PERFMON`);
+/// lockstep loads as root, so it passes. 7.2 has no such bit.
+const KF_PERFMON: u32 = 1 << 18;
 /// The flags whose effect the model knows (the lock-safe flag only matters under a lock).
-const MODELLED_FLAGS: u32 =
-    KF_ACQUIRE | KF_RELEASE | KF_RET_NULL | KF_DESTRUCTIVE | KF_RCU | crate::module_src::LOCK_SAFE_FLAG;
+const MODELLED_FLAGS: u32 = KF_ACQUIRE
+    | KF_RELEASE
+    | KF_RET_NULL
+    | KF_DESTRUCTIVE
+    | KF_RCU
+    | crate::module_src::LOCK_SAFE_FLAG
+    | KF_IMPLICIT_ARGS
+    | KF_PERFMON;
 
 /// `btf_is_prog_ctx_type()` for the program types modelled here: the struct a kfunc argument
 /// must point to to be the program's ctx (`bpf_ctx_convert`'s user-visible ctx type).
@@ -77,7 +95,7 @@ impl Machine<'_> {
         }
         if d.flags & !MODELLED_FLAGS != 0 {
             return unsupported(format!(
-                "flags {:#x} (KF_SLEEPABLE, iterator, KF_RCU_PROTECTED, KF_IMPLICIT_ARGS, ...) are not modelled",
+                "flags {:#x} (KF_SLEEPABLE, iterator, KF_RCU_PROTECTED, KF_FASTCALL, arena, ...) are not modelled",
                 d.flags & !MODELLED_FLAGS
             ));
         }
@@ -87,7 +105,9 @@ impl Machine<'_> {
         }
         let release = d.flags & KF_RELEASE != 0;
         let mut ref_obj: Option<u32> = None;
-        let mut ret_mem = false;
+        // meta->ret_mem (7.3) / meta->r0_size (7.2): the rdonly_buf_size / rdwr_buf_size constant
+        // and whether it was rdonly_buf_size (meta->r0_rdonly).
+        let mut ret_mem: Option<(u32, bool)> = None;
         for (i, arg) in d.args.iter().enumerate() {
             let r = i + 1;
             let reg = st.cur_ref().regs[r].clone();
@@ -127,7 +147,7 @@ impl Machine<'_> {
                         return unsupported(format!("R{r} of type {} for a scalar argument", reg.type_str()));
                     }
                 }
-                KfArg::AllocSize { .. } => {
+                KfArg::AllocSize { rdonly } => {
                     let Reg::Scalar(s) = &reg else {
                         return unsupported(format!("R{r} of type {} for a size argument", reg.type_str()));
                     };
@@ -136,10 +156,20 @@ impl Machine<'_> {
                     let Some(v) = s.konst() else {
                         return unsupported(format!("R{r}, a size the model does not know as a constant"));
                     };
+                    // 7.2: check_kfunc_args(); 7.3: process_const_alloc_mem_size(). The
+                    // message differs (profile: kfunc_alloc_size_too_big).
                     if v as u64 > u32::MAX as u64 {
-                        return self.reject(pc, format!("R{r} allocation size exceeds u32 max"));
+                        let tmpl = &self.profile.messages.kfunc_alloc_size_too_big;
+                        if tmpl.is_empty() {
+                            return unsupported(format!("R{r}, a size above U32_MAX (message not read)"));
+                        }
+                        let args = [("reg", format!("R{r}"))];
+                        return self.reject(pc, self.msg(tmpl, &args));
                     }
-                    ret_mem = true;
+                    if ret_mem.is_some() {
+                        return unsupported("two rdonly/rdwr_buf_size arguments".into());
+                    }
+                    ret_mem = Some((v as u32, *rdonly));
                 }
                 KfArg::Struct { name: sname, kid, scalar_size } => {
                     if ctx_struct(self.case.prog_type) == Some(sname.as_str()) {
@@ -252,8 +282,12 @@ impl Machine<'_> {
                 return unsupported("a release of NULL".into());
             };
             st.refs.retain(|r| *r != id);
+            // release_reference(): the registers of the reference and those derived from it
+            // (parent_id, a kfunc's PTR_TO_MEM) become unknown scalars (mark_reg_invalid(), root).
             st.for_each_reg(|r| {
-                if matches!(r, Reg::Kernel { ref_obj_id: i, .. } | Reg::Sock { ref_obj_id: i, .. } if *i == id) {
+                if matches!(r, Reg::Kernel { ref_obj_id: i, .. } | Reg::Sock { ref_obj_id: i, .. } if *i == id)
+                    || matches!(r, Reg::Mem { parent, .. } if *parent == id)
+                {
                     *r = Reg::Scalar(Scalar::unknown());
                 }
             });
@@ -266,7 +300,7 @@ impl Machine<'_> {
             KfRet::Void => Reg::NotInit,
             KfRet::Scalar => Reg::Scalar(Scalar::unknown()),
             KfRet::Struct { kid, .. } => {
-                if ret_mem {
+                if ret_mem.is_some() {
                     return unsupported("a struct return beside a buffer size argument".into());
                 }
                 let null = d.flags & KF_RET_NULL != 0;
@@ -280,11 +314,72 @@ impl Machine<'_> {
                 }
                 Reg::Kernel { btf_id: *kid, id, ref_obj_id, null, trust: Trust::Trusted }
             }
-            KfRet::Mem => return unsupported("memory returns (PTR_TO_MEM) are not modelled".into()),
+            // check_kfunc_call(): a pointer to a non-struct is PTR_TO_MEM of the buffer-size
+            // argument's size (MEM_RDONLY for rdonly_buf_size), `| PTR_MAYBE_NULL` with an id for
+            // KF_RET_NULL, its parent_id the referenced argument's (release_reference()
+            // invalidates it with the parent, kfunc_mem_invalidate()). Without a size argument
+            // the pointee type's size (btf_resolve_size(), MEM_RDONLY) is not modelled; a zero
+            // size is one only where meta->ret_mem.found tells it from none (7.3; 7.2's
+            // `!meta.r0_size` falls back to the type's size: profile kfunc_ret_mem_zero_size).
+            KfRet::Mem => {
+                let Some((size, rdonly)) = ret_mem else {
+                    return unsupported(
+                        "a PTR_TO_MEM return sized by its type (no rdonly_buf_size / rdwr_buf_size argument)"
+                            .into(),
+                    );
+                };
+                if size == 0 && !self.profile.kfunc_ret_mem_zero_size {
+                    return unsupported(
+                        "a zero rdonly/rdwr_buf_size (the return is sized by its type)".into(),
+                    );
+                }
+                if release {
+                    return unsupported("a PTR_TO_MEM return of a release kfunc".into());
+                }
+                let null = d.flags & KF_RET_NULL != 0;
+                let id = if null { self.fresh_id() } else { 0 };
+                Reg::Mem { size, rdonly, id, parent: ref_obj.unwrap_or(0), null }
+            }
             KfRet::Unsupported(why) => return unsupported(why.clone()),
         };
         self.clobber(st, r0);
         Ok(())
+    }
+
+    /// `check_mem_access()` through a kfunc's `PTR_TO_MEM` (verifier.c of 7.2 and 7.3 alike):
+    /// a store into `MEM_RDONLY` -> "R%d cannot write into rdonly_mem"; then
+    /// `check_mem_region_access()` -> `__check_mem_access()`: "invalid access to memory,
+    /// mem_size=%u off=%d size=%d"; a load is an unknown scalar of its size. A store of a pointer
+    /// (root: allowed) and memory whose parent reference another path released are not modelled.
+    #[allow(clippy::too_many_arguments)]
+    pub(super) fn kfunc_mem_access(
+        &self,
+        st: &State,
+        pc: usize,
+        regno: u8,
+        mem_size: u32,
+        rdonly: bool,
+        parent: u32,
+        off: i64,
+        size: u8,
+        value: Option<&Reg>,
+    ) -> Step<Reg> {
+        if parent != 0 && !st.refs.contains(&parent) {
+            return Err(Stop::Unsupported(format!(
+                "an access through R{regno} (mem) whose parent reference was released outside kfunc_args.rs"
+            )));
+        }
+        if value.is_some() && rdonly {
+            return self.reject(pc, format!("R{regno} cannot write into rdonly_mem"));
+        }
+        if value.is_some_and(|v| v.is_pointer()) {
+            return Err(Stop::Unsupported(format!("a store of a pointer into R{regno} (mem)")));
+        }
+        if off < 0 || off + size as i64 > mem_size as i64 {
+            return self
+                .reject(pc, format!("invalid access to memory, mem_size={mem_size} off={off} size={size}"));
+        }
+        Ok(if value.is_some() { Reg::NotInit } else { Reg::Scalar(Scalar::of_size(size)) })
     }
 
     /// `btf_struct_ids_match()` for a register of struct `have` at offset 0 and an argument of

@@ -161,6 +161,7 @@ fn kptr_xchg_dest_refused(r1: &Reg) -> bool {
         | Reg::Arena => true,
         Reg::MapValue { null, .. } => *null,
         Reg::Alloc { null, percpu, .. } => *null || *percpu,
-        Reg::NotInit | Reg::BtfPtr { .. } | Reg::Kernel { .. } => false,
+        // A kfunc's PTR_TO_MEM: not modelled (left to the caller).
+        Reg::NotInit | Reg::BtfPtr { .. } | Reg::Kernel { .. } | Reg::Mem { .. } => false,
     }
 }

@@ -46,6 +46,11 @@ pub enum Reg {
     /// `PTR_TO_FUNC`: a callback's address (`ld_imm64` with `BPF_PSEUDO_FUNC`), by the
     /// subprogram's first instruction.
     Func { start: usize },
+    /// `PTR_TO_MEM` (`| MEM_RDONLY` when `rdonly`) a kfunc returned (`kfunc_args.rs`): `size`
+    /// bytes (`mem_size`) at offset 0 (arithmetic on it is not modelled). `id` is the null-check
+    /// id (`null`: `PTR_MAYBE_NULL`), `parent` the reference it derives from (`parent_id`: its
+    /// release invalidates the register; 0 for none).
+    Mem { size: u32, rdonly: bool, id: u32, parent: u32, null: bool },
 }
 
 impl Reg {
@@ -70,6 +75,10 @@ impl Reg {
             Reg::Sock { kind, null, .. } => kind.type_str(*null),
             Reg::Arena => "arena",
             Reg::Kernel { null, trust, .. } => trust.type_str(*null),
+            Reg::Mem { rdonly: true, null: true, .. } => "rdonly_mem_or_null",
+            Reg::Mem { rdonly: true, .. } => "rdonly_mem",
+            Reg::Mem { null: true, .. } => "mem_or_null",
+            Reg::Mem { .. } => "mem",
         }
     }
     /// `PTR_MAYBE_NULL`: a pointer not yet checked against NULL.
@@ -83,7 +92,7 @@ impl Reg {
             | Reg::BtfPtr { null: true, id, .. }
             | Reg::Alloc { null: true, id, .. }
             | Reg::Sock { null: true, id, .. } => Some(*id),
-            Reg::Kernel { null: true, id, .. } => Some(*id),
+            Reg::Kernel { null: true, id, .. } | Reg::Mem { null: true, id, .. } => Some(*id),
             _ => None,
         }
     }

@@ -1,7 +1,8 @@
 //! Kfuncs described by BTF (`kfunc_args.rs`, `kfunc_btf.rs`): hand-made descriptions on the
 //! sample kernel BTF (`kernel_btf::fixture`: struct task_struct is id 2), judged on 7.3 (the
 //! profile with `kfunc_btf_args`) as check_kfunc_call() / check_kfunc_args() of 7.3 judge them;
-//! the messages are 7.3's verifier.c lines. Other profiles leave such a kfunc unsupported.
+//! the messages are 7.3's verifier.c lines (7.2's where they differ). 6.12 leaves such a kfunc
+//! unsupported.
 
 use std::sync::Arc;
 
@@ -14,7 +15,18 @@ use crate::kfunc_btf::{Hook, KfArg, KfRet, KfuncDesc};
 use crate::profile::{KF_ACQUIRE, KF_RELEASE, KF_RET_NULL};
 use crate::verdict::VerdictKind;
 
-const KFUNCS: [&str; 7] = ["t_scalar", "t_acquire", "t_release", "t_ctx", "t_acq_mem", "t_safe", "t_sleep"];
+const KFUNCS: [&str; 10] = [
+    "t_scalar",
+    "t_acquire",
+    "t_release",
+    "t_ctx",
+    "t_acq_mem",
+    "t_safe",
+    "t_sleep",
+    "t_get_mem",
+    "t_get_ro",
+    "t_implicit",
+];
 
 fn desc(flags: u32, args: Vec<KfArg>, ret: KfRet) -> KfuncDesc {
     KfuncDesc { flags, set: "s".into(), module: true, hooks: vec![Hook::Tc], args, ret }
@@ -38,6 +50,18 @@ fn btf() -> Arc<KernelBtf> {
     k.kfuncs.insert("t_acq_mem".into(), desc(KF_ACQUIRE | KF_RET_NULL, vec![task(), size], KfRet::Mem));
     k.kfuncs.insert("t_safe".into(), desc(1 << 17, vec![KfArg::Anything], KfRet::Scalar));
     k.kfuncs.insert("t_sleep".into(), desc(1 << 5, vec![], KfRet::Void));
+    // bpf_kfunc_call_test_get_rdwr_mem / get_rdonly_mem (KF_RET_NULL, PTR_TO_MEM returns).
+    let rdwr = KfArg::AllocSize { rdonly: false };
+    k.kfuncs.insert("t_get_mem".into(), desc(KF_RET_NULL, vec![task(), rdwr], KfRet::Mem));
+    k.kfuncs.insert(
+        "t_get_ro".into(),
+        desc(KF_RET_NULL, vec![task(), KfArg::AllocSize { rdonly: true }], KfRet::Mem),
+    );
+    // bpf_stream_print_stack: KF_IMPLICIT_ARGS | KF_SPINLOCK_SAFE | KF_PERFMON, the visible prototype.
+    k.kfuncs.insert(
+        "t_implicit".into(),
+        desc((1 << 16) | (1 << 17) | (1 << 18), vec![KfArg::Anything], KfRet::Scalar),
+    );
     Arc::new(k)
 }
 
@@ -78,8 +102,9 @@ const ACQUIRE: &str =
 fn scalar_arguments_and_return() {
     let c = case(ProgType::SchedCls, "r1 = 1\n r2 = 2\n call t_scalar\n r0 &= 1");
     for (p, v) in verdicts(&c) {
-        if p == "7.3" {
-            assert_eq!(v, Verdict::accept());
+        if p != "6.12" {
+            // 7.3, 7.2 and 7.2+kf-spin-lock have kfunc_btf_args.
+            assert_eq!(v, Verdict::accept(), "{p}");
         } else {
             // Profiles without kfunc_btf_args: unsupported, naming the kfunc.
             assert_eq!(v.verdict, VerdictKind::Unsupported, "{p}: {v:?}");
@@ -138,6 +163,16 @@ fn an_acquire_kfunc_returning_memory_and_size_arguments() {
     let body = format!("{ACQUIRE} r1 = r0\n r2 = -192 ll\n call t_acq_mem");
     let v = on_7_3(&case(ProgType::SchedCls, &body));
     assert_eq!(v, Verdict::reject(Some(9), "R2 allocation size exceeds u32 max"));
+    // 7.2's check_kfunc_args() words it differently (debian:7.2, testmod/kfunc_args.toml).
+    for (p, v) in verdicts(&case(ProgType::SchedCls, &body)) {
+        match p.as_str() {
+            "7.2" | "7.2+kf-spin-lock" => {
+                assert_eq!(v, Verdict::reject(Some(9), "R2 rdonly/rdwr_buf_size exceeds u32 max"), "{p}")
+            }
+            "7.3" => assert_eq!(v, Verdict::reject(Some(9), "R2 allocation size exceeds u32 max")),
+            _ => assert_eq!(v.verdict, VerdictKind::Unsupported, "{p}: {v:?}"),
+        }
+    }
 }
 
 #[test]
@@ -158,4 +193,50 @@ fn the_lock_rule_reads_the_flags() {
     let body = format!("{lookup} r1 = r6\n r1 += 4\n call bpf_spin_lock\n r1 = 1\n r2 = 2\n call t_scalar\n r1 = r6\n r1 += 4\n call bpf_spin_unlock");
     let v = on_7_3(&case(ProgType::SchedCls, &body));
     assert_eq!(v, Verdict::reject(Some(14), "function calls are not allowed while holding a lock"));
+}
+
+/// ACQUIRE, then `r6` = the task, `r7` = `{kfunc}(r6, {size})`, `body` on the non-NULL path,
+/// the release at `rel`, then `after`.
+fn get_mem(kfunc: &str, size: i64, body: &str, after: &str) -> String {
+    format!(
+        "{ACQUIRE} r6 = r0\n r1 = r6\n r2 = {size}\n call {kfunc}\n r7 = r0\n if r0 == 0 goto rel\n{body}\nrel:\n r1 = r6\n call t_release\n{after}"
+    )
+}
+
+#[test]
+fn memory_returns() {
+    // check_kfunc_call(): PTR_TO_MEM of the rdwr_buf_size constant; loads and stores inside it.
+    let ok = get_mem("t_get_mem", 8, " r1 = 42\n *(u32 *)(r7 + 0) = r1\n r0 = *(u32 *)(r7 + 4)", "");
+    for (p, v) in verdicts(&case(ProgType::SchedCls, &ok)) {
+        if p != "6.12" {
+            assert_eq!(v, Verdict::accept(), "{p}");
+        }
+    }
+    // MEM_RDONLY (rdonly_buf_size): check_mem_access() refuses the store (pc 13).
+    let ro = get_mem("t_get_ro", 8, " r1 = 42\n *(u32 *)(r7 + 0) = r1", "");
+    let v = on_7_3(&case(ProgType::SchedCls, &ro));
+    assert_eq!(v, Verdict::reject(Some(13), "R7 cannot write into rdonly_mem"));
+    // __check_mem_access(): past mem_size.
+    let oob = get_mem("t_get_ro", 8, " r0 = *(u32 *)(r7 + 8)", "");
+    let v = on_7_3(&case(ProgType::SchedCls, &oob));
+    assert_eq!(v, Verdict::reject(Some(12), "invalid access to memory, mem_size=8 off=8 size=4"));
+    // release_reference(): the memory goes with its parent (R7 is 0 on the NULL path too).
+    let uaf = get_mem("t_get_mem", 8, "", " r0 = *(u32 *)(r7 + 0)");
+    let v = on_7_3(&case(ProgType::SchedCls, &uaf));
+    assert_eq!(v, Verdict::reject(Some(14), "R7 invalid mem access 'scalar'"));
+    // A zero size: 7.3 a zero-sized buffer; 7.2 sizes it by the pointee type (not modelled).
+    let zero = get_mem("t_get_mem", 0, " r0 = *(u32 *)(r7 + 0)", "");
+    for (p, v) in verdicts(&case(ProgType::SchedCls, &zero)) {
+        if p == "7.3" {
+            assert_eq!(v, Verdict::reject(Some(12), "invalid access to memory, mem_size=0 off=0 size=4"));
+        } else {
+            assert_eq!(v.verdict, VerdictKind::Unsupported, "{p}: {v:?}");
+        }
+    }
+}
+
+#[test]
+fn implicit_arguments_and_perfmon() {
+    // KF_IMPLICIT_ARGS: the visible prototype; KF_PERFMON passes as root; lock-safe (7.3's flag).
+    assert_eq!(on_7_3(&case(ProgType::SchedCls, "r1 = 1\n call t_implicit\n r0 = 0")), Verdict::accept());
 }
