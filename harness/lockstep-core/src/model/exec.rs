@@ -825,6 +825,18 @@ impl<'a> Machine<'a> {
                 }
                 Ok(Reg::Scalar(Scalar::of_size(size)))
             }
+            // check_mem_access() for PTR_TO_MEM (6.12, 7.2, 7.3): check_mem_region_access()
+            // against mem_size, then an unknown scalar of the load's size. Modelled for an aligned
+            // load inside the memory; a store into MEM_RDONLY memory ("cannot write into
+            // rdonly_mem") and other loads are not.
+            Reg::RdonlyMem { size: mem } if value.is_none() => {
+                if off < 0 || off + size as i64 > *mem as i64 || off % size as i64 != 0 {
+                    return Err(Stop::Unsupported(format!(
+                        "a load through rdonly_mem at {off} size {size} (outside the memory or misaligned)"
+                    )));
+                }
+                Ok(Reg::Scalar(Scalar::of_size(size)))
+            }
             Reg::MapValue { null: true, .. }
             | Reg::Sock { null: true, .. }
             | Reg::Kernel { null: true, .. }

@@ -158,7 +158,8 @@ fn kptr_xchg_dest_refused(r1: &Reg) -> bool {
         | Reg::MapKey { .. }
         | Reg::Func { .. }
         | Reg::Sock { .. }
-        | Reg::Arena => true,
+        | Reg::Arena
+        | Reg::RdonlyMem { .. } => true,
         Reg::MapValue { null, .. } => *null,
         Reg::Alloc { null, percpu, .. } => *null || *percpu,
         Reg::NotInit | Reg::BtfPtr { .. } | Reg::Kernel { .. } => false,

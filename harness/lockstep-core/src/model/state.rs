@@ -46,6 +46,9 @@ pub enum Reg {
     /// `PTR_TO_FUNC`: a callback's address (`ld_imm64` with `BPF_PSEUDO_FUNC`), by the
     /// subprogram's first instruction.
     Func { start: usize },
+    /// `PTR_TO_MEM | MEM_RDONLY` of `size` bytes at offset 0, never NULL: what an iterator's
+    /// `_next` kfunc returning `int *` gives on the path that continues the loop (`loops.rs`).
+    RdonlyMem { size: u32 },
 }
 
 impl Reg {
@@ -67,6 +70,7 @@ impl Reg {
             Reg::Alloc { percpu: true, .. } => "percpu_ptr_",
             Reg::Alloc { .. } => "ptr_",
             Reg::Func { .. } => "func",
+            Reg::RdonlyMem { .. } => "rdonly_mem",
             Reg::Sock { kind, null, .. } => kind.type_str(*null),
             Reg::Arena => "arena",
             Reg::Kernel { null, trust, .. } => trust.type_str(*null),
