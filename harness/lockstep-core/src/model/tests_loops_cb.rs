@@ -101,8 +101,8 @@ fn global_function_that_may_throw() {
     assert_reject(
         "loops_global_may_throw_with_reference",
         &SEVEN,
-        6,
-        "Unreleased reference id=2 alloc_insn=2",
+        7,
+        "Unreleased reference id=2 alloc_insn=3",
     );
     assert_eq!(verdict_on("loops_global_may_throw_with_reference", "6.12").verdict, VerdictKind::Unsupported);
     assert_accept("loops_global_may_throw_no_reference", &SEVEN);
