@@ -107,3 +107,9 @@ fn global_function_that_may_throw() {
     assert_eq!(verdict_on("loops_global_may_throw_with_reference", "6.12").verdict, VerdictKind::Unsupported);
     assert_accept("loops_global_may_throw_no_reference", &SEVEN);
 }
+
+#[test]
+fn irq_flag_saved_over_a_one_slot_iterator() {
+    // The flag's write scrubs the iterator's slot; its reference (id 1, taken at 5) leaks at exit.
+    assert_reject("loops_irq_save_over_iter", &SEVEN, 11, "Unreleased reference id=1 alloc_insn=5");
+}
