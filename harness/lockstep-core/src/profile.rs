@@ -163,6 +163,12 @@ pub struct KernelProfile {
     /// returning void ("exception cb cannot return void"): 7.2 and 7.3 (6.12 checks neither so).
     #[serde(default)]
     pub exception_cb_return_checks: bool,
+    /// `check_func_call()`: a global function that may throw (`subprog_info.might_throw`, set by
+    /// check_cfg() in cfg.c for a `bpf_throw` call in it or in a callee) pushes the path after the
+    /// call and ends the current one in an exception exit (`process_bpf_exit_full(.., true)`: the
+    /// reference and region checks of `bpf_throw`). 7.2 and 7.3; 6.12 has no `might_throw`.
+    #[serde(default)]
+    pub global_call_might_throw: bool,
     /// `check_alu_op()` refuses a 64-bit ALU instruction seen with an arena operand on one path
     /// and without on another ("same insn cannot be used with and without arena pointer", 7.3).
     #[serde(default)]

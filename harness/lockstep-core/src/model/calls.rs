@@ -62,8 +62,7 @@ impl Machine<'_> {
                     return self.iter_call(st, pc, name, ty, op);
                 }
                 if super::timer::is_wq_kfunc(name) {
-                    self.wq_call(st, pc, name)?;
-                    return Ok(Flow::Next(pc + 1));
+                    return self.wq_call(st, pc, name);
                 }
                 if name == "bpf_timer_cancel_async" {
                     self.timer_cancel_async(st, pc)?;
@@ -203,8 +202,12 @@ impl Machine<'_> {
             // check_func_call() (6.12, 7.2, 7.3) checks no reference for a global function: the
             // caller's references stay acquired across the call and meet the leak check at its
             // exit. A global function that may throw ends the caller's path in an exception exit
-            // whose leak check prints the references' ids: not modelled.
-            if !st.refs.is_empty() && self.program_throws() {
+            // (7.2, 7.3: throw.rs); 6.12 has no might_throw: not modelled there.
+            if self.profile.global_call_might_throw {
+                if self.subprog_might_throw(target) {
+                    self.global_call_exception_exit(st, pc)?;
+                }
+            } else if !st.refs.is_empty() && self.program_throws() {
                 return Err(Stop::Unsupported(format!(
                     "global function call with {} in a program that may throw",
                     st.refs_str()
@@ -388,13 +391,19 @@ impl Machine<'_> {
                 self.clobber(st, r0);
             }
             "bpf_get_current_task_btf" => self.current_task_btf(st)?,
+            "bpf_get_local_storage" => {
+                let r0 = self.get_local_storage(st, pc)?;
+                self.clobber(st, r0);
+            }
             "bpf_copy_from_user" => {
                 let r0 = self.copy_from_user(st, pc)?;
                 self.clobber(st, r0);
             }
-            // bpf_get_current_pid_tgid: in bpf_base_func_proto()'s unprivileged list (6.12, 7.x).
+            // bpf_get_current_pid_tgid, bpf_ktime_get_boot_ns: in bpf_base_func_proto()'s unprivileged
+            // list beside bpf_ktime_get_ns (6.12, 7.2, 7.3 helpers.c).
             "bpf_get_prandom_u32"
             | "bpf_ktime_get_ns"
+            | "bpf_ktime_get_boot_ns"
             | "bpf_get_smp_processor_id"
             | "bpf_get_current_pid_tgid" => {
                 self.clobber(st, Reg::Scalar(Scalar::unknown()));
@@ -416,8 +425,19 @@ impl Machine<'_> {
                 if r1 != Reg::Ctx || !prog_array || !matches!(r3, Reg::Scalar(_)) {
                     return Err(Stop::Unsupported("bpf_tail_call with other argument types".into()));
                 }
+                // check_reference_leak(env, false): "Unreleased reference id=%d alloc_insn=%d" per
+                // reference, the log's first line on every profile ("tail_call would lead to
+                // reference leak" follows: check_resource_leak() on 7.x, check_helper_call() on
+                // 6.12). Only in the main frame (a subprogram's frame returns 0 there); 6.12 also
+                // checks a callback's own references, which the model leaves unsupported.
                 if !st.refs.is_empty() {
-                    return Err(Stop::Unsupported(format!("bpf_tail_call with {}", st.refs_str())));
+                    if st.frames.len() > 1 || self.in_callback(st) {
+                        return Err(Stop::Unsupported(format!(
+                            "bpf_tail_call with {} in a subprogram or callback",
+                            st.refs_str()
+                        )));
+                    }
+                    self.reference_leak(st, pc)?;
                 }
                 // check_resource_leak(env, false, true, "tail_call"), after the references.
                 self.region_leak(st, pc, "tail_call")?;

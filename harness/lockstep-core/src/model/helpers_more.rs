@@ -36,6 +36,12 @@ impl Machine<'_> {
         for &(r, size) in &sizes[..if update { 2 } else { 1 }] {
             match self.read_reg(st, pc, r)? {
                 Reg::Stack { off, .. } if off >= -512 && off + size as i64 <= 0 => {}
+                // ARG_PTR_TO_MAP_KEY with a PTR_TO_MAP_KEY (a timer or for_each callback's key):
+                // in map_key_value_types (check_reg_type()), then check_helper_mem_access() ->
+                // check_mem_region_access() reads the target map's key_size bytes within the
+                // register's own map's key (6.12, 7.2, 7.3 alike; the register has no offset).
+                // A key too small for the target map is refused with a message not modelled.
+                Reg::MapKey { map: own } if r == 2 && size <= self.map(own).key_size => {}
                 other => {
                     return unsupported(format!("R{r} of type {} (or out of the stack)", other.type_str()))
                 }

@@ -23,7 +23,9 @@ const PERCPU_BTF_PTR_TYPES: &str = "percpu_ptr_, percpu_rcu_ptr_, percpu_trusted
 /// (`bpf_tracing_func_proto()` for the tracing types, the networking protos otherwise) falls back
 /// to `bpf_base_func_proto()` (kernel/bpf/helpers.c), which offers `BPF_FUNC_trace_printk`
 /// (`bpf_get_trace_printk_proto()`) to a `CAP_PERFMON` loader, in 6.12, 7.2 and 7.3 alike.
-const TRACE_PRINTK_TYPES: [ProgType; 9] = [
+/// Syscall programs: `syscall_prog_func_proto()` (kernel/bpf/syscall.c) -> `tracing_prog_func_proto()`
+/// -> `raw_tp_prog_func_proto()` -> `bpf_tracing_func_proto()`, the same chain.
+const TRACE_PRINTK_TYPES: [ProgType; 10] = [
     ProgType::Tracing,
     ProgType::Kprobe,
     ProgType::Tracepoint,
@@ -33,6 +35,7 @@ const TRACE_PRINTK_TYPES: [ProgType; 9] = [
     ProgType::SchedAct,
     ProgType::Xdp,
     ProgType::SocketFilter,
+    ProgType::Syscall,
 ];
 
 /// `BPF_F_WRONLY_PROG`: a map the program may not read (`check_map_access_type()`).
@@ -124,5 +127,41 @@ impl Machine<'_> {
             ("expected", PERCPU_BTF_PTR_TYPES.into()),
         ];
         self.reject(pc, self.msg(&self.profile.messages.reg_type_mismatch, &args))
+    }
+
+    /// `bpf_get_local_storage(map, flags)` (kernel/bpf/cgroup.c `bpf_get_local_storage_proto`:
+    /// `ARG_CONST_MAP_PTR`, `ARG_ANYTHING`, `RET_PTR_TO_MAP_VALUE`), offered to cgroup_skb programs
+    /// by `cg_skb_func_proto()` -> `cgroup_common_func_proto()` (6.12, 7.2, 7.3 alike). After the
+    /// arguments, `check_map_func_compatibility()` takes only a cgroup storage map ("cannot pass
+    /// map_type %d into func %s#%d" both ways); then `check_helper_call()` wants R2 known zero
+    /// ("get_local_storage() doesn't support non-zero flags", left unsupported) and R0 is a
+    /// map value never NULL, with an id only when the value holds a lock (`++env->id_gen`).
+    /// Modelled for cgroup_skb programs, a map pointer in R1 and a constant flags argument.
+    pub(super) fn get_local_storage(&mut self, st: &mut State, pc: usize) -> Step<Reg> {
+        let name = "bpf_get_local_storage";
+        let unsupported =
+            |what: String| Err(Stop::Unsupported(format!("helper {name}: {what} is not modelled")));
+        if self.case.prog_type != ProgType::CgroupSkb {
+            return unsupported("a program type other than cgroup_skb".into());
+        }
+        let r1 = self.read_reg(st, pc, 1)?;
+        let Reg::MapPtr { map } = r1 else {
+            return unsupported(format!("R1 of type {}", r1.type_str()));
+        };
+        let flags = match self.read_reg(st, pc, 2)? {
+            Reg::Scalar(s) => s.konst(),
+            _ => None,
+        };
+        let spec = self.map(map);
+        if spec.map_type != crate::case::MapType::CgroupStorage {
+            let msg = format!("cannot pass map_type {} into func {name}#81", spec.map_type.uapi());
+            return self.reject(pc, msg);
+        }
+        if flags != Some(0) {
+            return unsupported("flags other than a known 0".into());
+        }
+        let has_lock = spec.btf && spec.value.has_lock();
+        let id = if has_lock { self.fresh_id() } else { 0 };
+        Ok(Reg::MapValue { map, off: 0, var: None, id, null: false })
     }
 }

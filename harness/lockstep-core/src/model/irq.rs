@@ -10,7 +10,8 @@
 //!
 //! Not modelled (`unsupported`): the out-of-order message where the model's ids may differ from
 //! `env->id_gen` (which also numbers scalars the model does not track; `State::ids_exact`), a flag
-//! slot over an iterator or a spilled register. Sleepable helpers, kfuncs and global functions in
+//! slot over a spilled register or over an iterator other than a one-slot one at the same offset
+//! (which the flag's write scrubs, its reference left acquired). Sleepable helpers, kfuncs and global functions in
 //! an IRQ-disabled region are `sleep.rs`'s.
 
 use super::exec::{Flow, Machine};
@@ -70,9 +71,20 @@ impl Machine<'_> {
                 return self.reject(pc, format!("expected uninitialized irq flag as {arg}"));
             }
             if special {
-                return Err(Stop::Unsupported(
-                    "an irq flag saved over a spilled register or iterator".into(),
-                ));
+                // check_mem_access()'s 8-byte write -> check_stack_write_fixed_off() ->
+                // scrub_special_slot() (7.2, 7.3): a one-slot iterator exactly at the flag's slot
+                // becomes STACK_MISC and its reference stays acquired (the exit's leak check
+                // reports it; irq.c irq_save_iter). Other iterators and spilled registers are not
+                // modelled.
+                let spilled = st.frames[frame].stack.spills.contains_key(&off)
+                    || st.frames[frame].stack.bytes.range(off..off + 8).any(|(_, b)| *b == StackByte::Spill);
+                let one_slot = st.iters.get(&(frame, off)).is_some_and(|it| it.slots == 1);
+                if spilled || !one_slot {
+                    return Err(Stop::Unsupported(
+                        "an irq flag saved over a spilled register or iterator".into(),
+                    ));
+                }
+                st.iters.remove(&(frame, off));
             }
             let id = self.fresh_id();
             // Bytes misc, no spill: the slot's marking is st.irq.

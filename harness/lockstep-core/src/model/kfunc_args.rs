@@ -93,10 +93,18 @@ impl Machine<'_> {
             let args = [("name", name.to_string())];
             return self.reject(pc, self.msg(&self.profile.messages.kfunc_not_allowed, &args));
         }
-        if d.flags & !MODELLED_FLAGS != 0 {
+        // check_kfunc_call(): a KF_SLEEPABLE kfunc outside a sleepable state, before the
+        // arguments ("program must be sleepable to call sleepable kfunc %s": 6.12, 7.2, 7.3),
+        // then after them the region check (sleep.rs, as for the test module's kfuncs).
+        let sleepable = d.flags & super::sleep::KF_SLEEPABLE != 0;
+        if sleepable && !self.in_sleepable(st) {
+            let args = [("name", name.to_string())];
+            return self.reject(pc, crate::profile::render(&self.profile.sleep.kfunc_prog_message, &args));
+        }
+        if d.flags & !(MODELLED_FLAGS | super::sleep::KF_SLEEPABLE) != 0 {
             return unsupported(format!(
                 "flags {:#x} (KF_SLEEPABLE, iterator, KF_RCU_PROTECTED, KF_FASTCALL, arena, ...) are not modelled",
-                d.flags & !MODELLED_FLAGS
+                d.flags & !(MODELLED_FLAGS | super::sleep::KF_SLEEPABLE)
             ));
         }
         // is_kfunc_destructive() && !capable(CAP_SYS_BOOT): lockstep loads as root, so it passes.
@@ -275,6 +283,10 @@ impl Machine<'_> {
                 }
                 KfArg::Unsupported(why) => return unsupported(format!("argument R{r}: {why}")),
             }
+        }
+        if sleepable {
+            // After the arguments: "kernel func %s is sleepable within %s".
+            self.kfunc_sleep_region(st, pc, name)?;
         }
         // Release (release_reg()): the reference and every register carrying it go.
         if release {

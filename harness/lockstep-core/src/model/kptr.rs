@@ -158,7 +158,9 @@ fn kptr_xchg_dest_refused(r1: &Reg) -> bool {
         | Reg::MapKey { .. }
         | Reg::Func { .. }
         | Reg::Sock { .. }
-        | Reg::Arena => true,
+        | Reg::Arena
+        // An iterator's `_next` memory (rdonly_mem, no parent reference).
+        | Reg::Mem { rdonly: true, parent: 0, null: false, .. } => true,
         Reg::MapValue { null, .. } => *null,
         Reg::Alloc { null, percpu, .. } => *null || *percpu,
         // A kfunc's PTR_TO_MEM: not modelled (left to the caller).

@@ -165,6 +165,8 @@ impl Machine<'_> {
             }
             (IterOp::Next, Some(it)) => {
                 if !it.active {
+                    // KF_RET_NULL: R0's id (++env->id_gen) before process_iter_next_call().
+                    self.fresh_id();
                     self.clobber(st, Reg::Scalar(Scalar::known(0)));
                     return Ok(Flow::Next(pc + 1));
                 }
@@ -180,9 +182,14 @@ impl Machine<'_> {
                     )));
                 }
                 seen.push(key);
+                // check_kfunc_call(): `int *` (not a struct) is PTR_TO_MEM | MEM_RDONLY of the
+                // int's size, KF_RET_NULL gives it PTR_MAYBE_NULL and an id (++env->id_gen, on
+                // both paths); process_iter_next_call() then marks the pushed state's R0 not null
+                // and the current one's a constant 0 (6.12, 7.2, 7.3 alike).
+                self.fresh_id();
                 let mut more = st.clone();
                 more.iters.insert(slot, IterSlot { active: true, ..it });
-                self.clobber(&mut more, Reg::BtfPtr { id: 0, ref_obj_id: 0, null: false });
+                self.clobber(&mut more, Reg::Mem { size: 4, rdonly: true, id: 0, parent: 0, null: false });
                 more.pc = pc + 1;
                 st.iters.insert(slot, IterSlot { active: false, ..it });
                 self.clobber(st, Reg::Scalar(Scalar::known(0)));

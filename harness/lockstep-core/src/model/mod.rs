@@ -230,6 +230,8 @@ mod tests_kptr_xchg;
 #[cfg(test)]
 mod tests_loops;
 #[cfg(test)]
+mod tests_loops_cb;
+#[cfg(test)]
 mod tests_rbtree;
 #[cfg(test)]
 mod tests_rcu;

@@ -166,13 +166,13 @@ fn bpf_wq_kfuncs_check_the_wq_field_on_7x() {
         assert_eq!(on(&off, p), want, "{p}");
         assert_eq!(on(&none, p), Verdict::reject(Some(13), "map 'm' has no valid bpf_wq"), "{p}");
     }
-    // The callback bpf_wq_set_callback pushes is sleepable: not walked.
+    // The callback bpf_wq_set_callback pushes: walked as a sleepable async callback (timer.rs).
     let mut cb = case(
         ProgType::SchedCls,
         &with_value("u", " r1 = r6\n r1 += 8\n r2 = cb ll\n r3 = 0\n call bpf_wq_set_callback", " r0 = 0"),
     );
     cb.maps[1].value.fields[1].kind = FieldKind::Wq;
-    assert_eq!(on(&cb, "7.3").verdict, VerdictKind::Unsupported);
+    assert_eq!(on(&cb, "7.3").verdict, VerdictKind::Accept);
 }
 
 #[test]

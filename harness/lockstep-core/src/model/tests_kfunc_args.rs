@@ -179,9 +179,9 @@ fn an_acquire_kfunc_returning_memory_and_size_arguments() {
 fn uninitialised_stack_memory_and_unknown_flags_stay_unsupported() {
     let v = on_7_3(&case(ProgType::SchedCls, "r1 = r10\n r1 += -8\n call t_acquire"));
     assert_eq!(v.verdict, VerdictKind::Unsupported, "{v:?}");
+    // KF_SLEEPABLE: check_kfunc_call() refuses it outside a sleepable state, before the arguments.
     let v = on_7_3(&case(ProgType::SchedCls, "call t_sleep"));
-    assert_eq!(v.verdict, VerdictKind::Unsupported, "{v:?}");
-    assert!(v.message.as_deref().unwrap_or("").contains("t_sleep"), "{v:?}");
+    assert_eq!(v, Verdict::reject(Some(0), "program must be sleepable to call sleepable kfunc t_sleep"));
 }
 
 #[test]

@@ -10,7 +10,7 @@ use super::exec::{Flow, Machine};
 use super::state::{Reg, State};
 use super::{Step, Stop};
 use crate::case::ProgType;
-use crate::insn::{BPF_CALL, BPF_JMP, BPF_PSEUDO_KFUNC_CALL};
+use crate::insn::{BPF_CALL, BPF_JMP, BPF_PSEUDO_CALL, BPF_PSEUDO_KFUNC_CALL};
 
 impl Machine<'_> {
     /// Whether the program calls `bpf_throw` anywhere (a global function that may throw ends its
@@ -22,6 +22,64 @@ impl Machine<'_> {
                 && insn.src == BPF_PSEUDO_KFUNC_CALL
                 && p.call_name(i) == Some("bpf_throw")
         })
+    }
+
+    /// `subprog_info[].might_throw` of the subprogram starting at `start` (check_cfg() in cfg.c,
+    /// 7.2 and 7.3: `mark_subprog_might_throw()` for a `bpf_throw` call in it, then
+    /// `merge_callee_effects()` from every callee of a `BPF_PSEUDO_CALL`, transitively). Every
+    /// instruction of a verified program is reachable (check_cfg()'s "unreachable insn"), so the
+    /// instructions of the subprogram are what its DFS visits.
+    pub(super) fn subprog_might_throw(&self, start: usize) -> bool {
+        let p = &self.case.program;
+        let n = p.insns.len();
+        let range = |s: usize| {
+            let end = self.subprogs.iter().copied().filter(|x| *x > s).min().unwrap_or(n);
+            s..end
+        };
+        let mut seen = std::collections::BTreeSet::new();
+        let mut todo = vec![start];
+        while let Some(s) = todo.pop() {
+            if !seen.insert(s) {
+                continue;
+            }
+            for i in range(s) {
+                let Some(insn) = p.insns.get(i) else { break };
+                if insn.code != (BPF_JMP | BPF_CALL) {
+                    continue;
+                }
+                if insn.src == BPF_PSEUDO_KFUNC_CALL && p.call_name(i) == Some("bpf_throw") {
+                    return true;
+                }
+                if insn.src == BPF_PSEUDO_CALL {
+                    let target = i as i64 + insn.imm as i64 + 1;
+                    if target >= 0 {
+                        todo.push(target as usize);
+                    }
+                }
+            }
+        }
+        false
+    }
+
+    /// `check_func_call()` for a global function that may throw (the profile's
+    /// `global_call_might_throw`): the path after the call is pushed, the current one ends in
+    /// `process_bpf_exit_full(env, NULL, true)`, `bpf_throw`'s checks (the reference leak, then
+    /// the IRQ, RCU and preemption regions; a lock was refused before). The model checks them on
+    /// the current state, then goes on after the call as the popped state would.
+    pub(super) fn global_call_exception_exit(&mut self, st: &mut State, pc: usize) -> Step<()> {
+        if !st.refs.is_empty() {
+            if st.refs.iter().any(|r| st.iters.values().any(|it| it.id == *r)) {
+                return Err(Stop::Unsupported(
+                    "a global function that may throw called with a live open-coded iterator (the leak message's ids)"
+                        .into(),
+                ));
+            }
+            self.reference_leak(st, pc)?;
+        }
+        self.region_leak(st, pc, "bpf_throw")?;
+        // The path goes on from a pushed state (push_stack()).
+        st.ids_exact = false;
+        Ok(())
     }
 
     /// `bpf_throw(cookie)` at `pc`.

@@ -24,8 +24,8 @@
 //!   `check_map_field_pointer(..., BPF_WORKQUEUE, ...)`), `bpf_wq_init`'s map the wq's own (a
 //!   `CONST_PTR_TO_MAP`), the flags scalars; R0 an unknown integer. The callback
 //!   `bpf_wq_set_callback` pushes (`push_callback_call()` with `set_timer_callback_state()`) is a
-//!   sleepable async callback (`is_async_cb_sleepable()`), which the model does not walk:
-//!   `unsupported` after the arguments. Other argument types and the map mismatch messages (which
+//!   sleepable async callback (`is_async_cb_sleepable()`): walked as a timer callback's state
+//!   whose `in_sleepable` is set (sleep.rs: sleepable helpers and kfuncs allowed). Other argument types and the map mismatch messages (which
 //!   differ between 7.2's `KF_ARG_PTR_TO_MAP` and 7.3's `KF_ARG_CONST_MAP_PTR`) are `unsupported`.
 
 use super::exec::{Flow, Machine};
@@ -185,7 +185,7 @@ impl Machine<'_> {
     }
 
     /// `bpf_wq_init`, `bpf_wq_start`, `bpf_wq_set_callback` (see the module's comment).
-    pub(super) fn wq_call(&mut self, st: &mut State, pc: usize, name: &str) -> Step<()> {
+    pub(super) fn wq_call(&mut self, st: &mut State, pc: usize, name: &str) -> Step<Flow> {
         let unsupported =
             |what: &str| Err(Stop::Unsupported(format!("kfunc {name}: {what} is not modelled")));
         if !self.profile.wq_kfunc_checks {
@@ -228,11 +228,42 @@ impl Machine<'_> {
                 if !matches!(st.cur_ref().regs[2], Reg::Func { .. }) || !scalar(st, 3) {
                     return unsupported("an argument other than a callback and scalar flags");
                 }
-                return unsupported("its callback (a sleepable async callback, is_async_cb_sleepable())");
+                let Reg::Func { start } = st.cur_ref().regs[2] else { unreachable!("a callback") };
+                // check_kfunc_call() -> push_callback_call(.., set_timer_callback_state) ->
+                // push_async_cb(.., is_async_cb_sleepable()): a bpf_wq callback is always
+                // sleepable (7.2, 7.3: its state's in_sleepable), with the timer callback's
+                // arguments (R1 the map of R1's value, R2 its key, R3 the value with a fresh id)
+                // and return range [0, 0]; the caller goes on with R0 an unknown integer.
+                let callback = self.async_callback_state(st, pc, map, start, true);
+                self.clobber(st, Reg::Scalar(Scalar::unknown()));
+                return Ok(Flow::Branch(pc + 1, callback));
             }
         }
         self.clobber(st, Reg::Scalar(Scalar::unknown()));
-        Ok(())
+        Ok(Flow::Next(pc + 1))
+    }
+
+    /// `push_async_cb()` then `set_timer_callback_state()`: the callback's own state (frame 0 of
+    /// the callback subprogram, nothing held), `in_sleepable` as `is_async_cb_sleepable()` says.
+    fn async_callback_state(
+        &mut self,
+        st: &State,
+        pc: usize,
+        map: usize,
+        start: usize,
+        sleepable: bool,
+    ) -> State {
+        let sub = self.subprogs.iter().position(|s| *s == start).unwrap_or(0);
+        self.callback_subprogs.insert(sub);
+        self.async_callbacks.insert(sub);
+        let mut frame = Frame::new(0, sub, pc);
+        frame.regs[1] = Reg::MapPtr { map };
+        frame.regs[2] = Reg::MapKey { map };
+        let id = self.fresh_id();
+        frame.regs[3] = Reg::MapValue { map, off: 0, var: None, id, null: false };
+        let mut callback = State::entry(frame, st.ids_exact, start);
+        callback.sleepable = sleepable;
+        callback
     }
 
     /// `bpf_timer_set_callback(timer, callback_fn)`: R1 the timer, R2 `ARG_PTR_TO_FUNC`, then
@@ -245,17 +276,9 @@ impl Machine<'_> {
             let args = [("reg", "R2".into()), ("type", r2.type_str().into()), ("expected", "func".into())];
             return self.reject(pc, self.msg(&self.profile.messages.reg_type_mismatch, &args));
         };
-        let sub = self.subprogs.iter().position(|s| *s == start).unwrap_or(0);
-        self.callback_subprogs.insert(sub);
-        self.async_callbacks.insert(sub);
-        let mut frame = Frame::new(0, sub, pc);
-        frame.regs[1] = Reg::MapPtr { map };
-        frame.regs[2] = Reg::MapKey { map };
-        let id = self.fresh_id();
-        frame.regs[3] = Reg::MapValue { map, off: 0, var: None, id, null: false };
         // push_async_cb(): a bpf_timer callback is never sleepable (`is_async_cb_sleepable()`;
         // 6.12's in_sleepable() still takes the program's, sleep.rs).
-        let callback = State::entry(frame, st.ids_exact, start);
+        let callback = self.async_callback_state(st, pc, map, start, false);
         self.clobber(st, Reg::Scalar(Scalar::unknown()));
         Ok(Flow::Branch(pc + 1, callback))
     }
