@@ -354,7 +354,7 @@ pub(crate) fn ctx_access(
         }
         ProgType::Kprobe => {
             const PT_REGS_SIZE: i64 = 168;
-            if off < 0 || off >= PT_REGS_SIZE || off % size as i64 != 0 || off + size as i64 > PT_REGS_SIZE {
+            if !(0..PT_REGS_SIZE).contains(&off) || off % size as i64 != 0 || off + size as i64 > PT_REGS_SIZE {
                 CtxAccess::Invalid
             } else {
                 CtxAccess::Valid(CtxLoad::Scalar)
