@@ -77,7 +77,7 @@ impl Machine<'_> {
             // mark_btf_ld_reg(.., flag): the walk's own flags only (no trust).
             Ok(Walk::Ptr { btf_id, flags, .. }) if flags.tag.is_none() => {
                 let trust = if flags.untrusted { Trust::Untrusted } else { Trust::Legacy };
-                Ok(Reg::Kernel { btf_id, id: 0, ref_obj_id: 0, null: false, trust })
+                Ok(Reg::Kernel { off: 0, btf_id, id: 0, ref_obj_id: 0, null: false, trust })
             }
             Ok(w) => {
                 Err(Stop::Unsupported(format!("a load of {w:?} through map_ptr ({sname}) is not modelled")))
@@ -86,7 +86,7 @@ impl Machine<'_> {
     }
 
     /// `check_mem_access()` on a non-null `PTR_TO_BTF_ID` of a kernel struct:
-    /// `check_ptr_to_btf_access()` (the model's [`Reg::Kernel`] is always at offset 0).
+    /// `check_ptr_to_btf_access()` (`off`: the instruction's plus the register's constant offset).
     #[allow(clippy::too_many_arguments)]
     pub(super) fn btf_ptr_access(
         &self,
@@ -172,6 +172,6 @@ impl Machine<'_> {
             _ if flags.untrusted => Trust::Untrusted,
             _ => Trust::Legacy,
         };
-        Ok(Reg::Kernel { btf_id: target, id: 0, ref_obj_id: 0, null: false, trust })
+        Ok(Reg::Kernel { off: 0, btf_id: target, id: 0, ref_obj_id: 0, null: false, trust })
     }
 }

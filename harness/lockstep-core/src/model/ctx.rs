@@ -345,6 +345,21 @@ pub(crate) fn ctx_access(
         ProgType::Syscall => CtxAccess::Unsupported(
             "a syscall ctx access that is misaligned or reaches U16_MAX (6.12 and 7.x differ) is not modelled".into(),
         ),
+        // kprobe_prog_is_valid_access() (kernel/trace/bpf_trace.c): a read inside struct
+        // pt_regs (168 bytes on x86_64) at an offset aligned to its size gives a scalar (no
+        // convert_ctx_access()); others are "invalid bpf_context access". A write differs by
+        // kernel (refused in 6.12, allowed in 7.x as kprobe_write_ctx): not modelled.
+        ProgType::Kprobe if write => {
+            CtxAccess::Unsupported("a store into a kprobe ctx (struct pt_regs) is not modelled".into())
+        }
+        ProgType::Kprobe => {
+            const PT_REGS_SIZE: i64 = 168;
+            if !(0..PT_REGS_SIZE).contains(&off) || off % size as i64 != 0 || off + size as i64 > PT_REGS_SIZE {
+                CtxAccess::Invalid
+            } else {
+                CtxAccess::Valid(CtxLoad::Scalar)
+            }
+        }
         _ => CtxAccess::Unsupported(String::new()),
     }
 }

@@ -8,7 +8,7 @@ use super::fields;
 use super::prepared::Prepared;
 use super::scalar::{CmpOp, Scalar};
 use super::special::{self, FieldAccess, KptrError};
-use super::state::{Frame, Reg, State};
+use super::state::{Frame, Reg, State, Trust};
 use super::{ModelOptions, Rule, Step, Stop, STEP_BUDGET};
 use crate::asm::Reloc;
 use crate::case::{Case, FieldKind, MapSpec, ProgType};
@@ -550,6 +550,25 @@ impl<'a> Machine<'a> {
                 };
                 Ok(Reg::MapValue { map: *map, off: *off, var: Some(nv), id: *id, null: false })
             }
+            // adjust_ptr_min_max_vals() on PTR_TO_BTF_ID (trusted, MEM_RCU, legacy or untrusted;
+            // the same in 6.12, 7.2 and 7.3): a maybe-null one is refused as for a map value; a
+            // known constant moves the pointer (6.12 into reg->off, 7.x into a constant var_off;
+            // both are added to a load's offset by check_ptr_to_btf_access()). A variable offset
+            // is not modelled, nor a maybe-null legacy one (bpf_kptr_xchg()'s result, whose
+            // printed flags the model does not keep).
+            (Reg::Kernel { null: true, trust, .. }, _) if *trust != Trust::Legacy => {
+                let args = [("reg", format!("R{dst}")), ("type", p.type_str().to_string())];
+                self.reject(pc, self.msg(&self.profile.messages.ptr_arith_null, &args))
+            }
+            (k @ Reg::Kernel { off, null: false, .. }, Some(c))
+                if c.abs() < BPF_MAX_VAR_OFF && (off + c).abs() < BPF_MAX_VAR_OFF =>
+            {
+                let mut k = k.clone();
+                if let Reg::Kernel { off: o, .. } = &mut k {
+                    *o = off + c;
+                }
+                Ok(k)
+            }
             _ => Err(Stop::Unsupported(format!("pointer arithmetic on {} at {pc}", p.type_str()))),
         }
     }
@@ -807,7 +826,8 @@ impl<'a> Machine<'a> {
             Reg::Alloc { .. } => self.alloc_access(regno, base, off, size, value.as_ref(), pc),
             // check_ptr_to_map_access() / check_ptr_to_btf_access() (btf_access.rs).
             Reg::MapPtr { map } => self.map_ptr_access(pc, regno, *map, off, size, value.is_some()),
-            Reg::Kernel { btf_id, trust, ref_obj_id, null: false, .. } => {
+            Reg::Kernel { btf_id, off: koff, trust, ref_obj_id, null: false, .. } => {
+                let off = off + koff;
                 self.btf_ptr_access(pc, regno, *btf_id, *trust, *ref_obj_id != 0, off, size, value.is_some())
             }
             // check_mem_access() for PTR_TO_MAP_KEY (the key a timer or for_each callback gets;
@@ -912,6 +932,28 @@ impl<'a> Machine<'a> {
                 taken.pc = target;
                 *st = fall;
                 Ok(Flow::Branch(pc + 1, taken))
+            }
+            // is_branch_taken() -> reg_not_null(): a PTR_TO_BTF_ID is known non-null only when
+            // is_trusted_reg() (referenced, or PTR_TRUSTED alone); a MEM_RCU, legacy or untrusted
+            // one against 0 leaves both branches, the register unchanged in each (no
+            // PTR_MAYBE_NULL to mark). Same in 6.12, 7.2 and 7.3.
+            (Reg::Kernel { trust, ref_obj_id, null: false, .. }, Some(0))
+                if !is32
+                    && matches!(cmp, CmpOp::Eq | CmpOp::Ne)
+                    && *trust != Trust::Trusted
+                    && !(*ref_obj_id != 0 && st.refs.contains(ref_obj_id)) =>
+            {
+                self.both(st, pc, target)
+            }
+            // Two non-null PTR_TO_BTF_ID compared (`if (current != task)`): is_branch_taken()
+            // decides nothing for two pointers, and check_cond_jmp_op() marks nothing for
+            // PTR_TO_BTF_ID (its pointer == maybe-null pointer rule excludes them): both branches.
+            (Reg::Kernel { null: false, .. }, None)
+                if !is32
+                    && matches!(cmp, CmpOp::Eq | CmpOp::Ne)
+                    && matches!(&src, Some(Reg::Kernel { null: false, .. })) =>
+            {
+                self.both(st, pc, target)
             }
             // is_branch_taken(): a non-null pointer against 0.
             (p, Some(0)) if p.is_pointer() && !p.maybe_null() && matches!(cmp, CmpOp::Eq | CmpOp::Ne) => {

@@ -132,6 +132,12 @@ impl Machine<'_> {
                 let args = [("reg", format!("R{r}"))];
                 return self.reject(pc, self.msg(&self.profile.messages.kfunc_arg_maybe_null, &args));
             }
+            // check_func_arg_reg_off() / __check_ptr_off_reg(): a kernel pointer moved by a
+            // constant (a release argument must be at zero offset, a trusted one walks
+            // btf_struct_ids_match() at the offset) is not modelled.
+            if reg.kernel_off() {
+                return unsupported(format!("R{r}, a kernel pointer at a non-zero offset"));
+            }
             let referenced = match &reg {
                 Reg::Kernel { ref_obj_id, .. } | Reg::Sock { ref_obj_id, .. } => {
                     (*ref_obj_id != 0 && st.refs.contains(ref_obj_id)).then_some(*ref_obj_id)
@@ -324,7 +330,7 @@ impl Machine<'_> {
                     id = self.acquire_ref(st, pc);
                     ref_obj_id = id;
                 }
-                Reg::Kernel { btf_id: *kid, id, ref_obj_id, null, trust: Trust::Trusted }
+                Reg::Kernel { off: 0, btf_id: *kid, id, ref_obj_id, null, trust: Trust::Trusted }
             }
             // check_kfunc_call(): a pointer to a non-struct is PTR_TO_MEM of the buffer-size
             // argument's size (MEM_RDONLY for rdonly_buf_size), `| PTR_MAYBE_NULL` with an id for

@@ -135,7 +135,7 @@ impl Machine<'_> {
                     self.fresh_id();
                 }
                 let id = self.acquire_ref(st, pc);
-                Reg::Kernel { btf_id, id, ref_obj_id: id, null, trust: Trust::Trusted }
+                Reg::Kernel { off: 0, btf_id, id, ref_obj_id: id, null, trust: Trust::Trusted }
             }
         };
         let cur = st.cur();
@@ -153,6 +153,12 @@ impl Machine<'_> {
         let is_null = matches!(&r1, Reg::Scalar(s) if s.konst() == Some(0));
         if is_null || r1.maybe_null() {
             return self.reject(pc, "Possibly NULL pointer passed to trusted R1".into());
+        }
+        // check_func_arg_reg_off(): a kernel pointer moved by a constant is not modelled.
+        if r1.kernel_off() {
+            return Err(Stop::Unsupported(format!(
+                "kfunc {name} with R1, a kernel pointer at a non-zero offset"
+            )));
         }
         let referenced = match &r1 {
             Reg::Kernel { ref_obj_id, .. } => *ref_obj_id != 0 && st.refs.contains(ref_obj_id),
@@ -215,7 +221,8 @@ impl Machine<'_> {
         for r in 1..=5 {
             cur.regs[r] = Reg::NotInit;
         }
-        cur.regs[0] = Reg::Kernel { btf_id, id: 0, ref_obj_id: 0, null: false, trust: Trust::Trusted };
+        cur.regs[0] =
+            Reg::Kernel { off: 0, btf_id, id: 0, ref_obj_id: 0, null: false, trust: Trust::Trusted };
         Ok(())
     }
 }

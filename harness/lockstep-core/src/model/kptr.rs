@@ -115,6 +115,10 @@ impl Machine<'_> {
         let r2 = self.read_reg(st, pc, 2)?;
         match r2 {
             Reg::Scalar(s) if s.konst() == Some(0) => {}
+            // A kernel pointer moved by a constant (check_func_arg_reg_off()) is not modelled.
+            Reg::Kernel { off, .. } if off != 0 => {
+                return self.kptr_unsupported("a kernel pointee and R2 at a non-zero offset");
+            }
             // check_reg_type() lets a trusted / RCU / plain PTR_TO_BTF_ID through to
             // map_kptr_match_type() (PTR_UNTRUSTED meets its type list first: not modelled).
             Reg::Kernel { null: false, trust, .. }
@@ -141,7 +145,7 @@ impl Machine<'_> {
         }
         let _null_id = self.fresh_id();
         let id = self.acquire_ref(st, pc);
-        Ok(Reg::Kernel { btf_id, id, ref_obj_id: id, null: true, trust: Trust::Legacy })
+        Ok(Reg::Kernel { off: 0, btf_id, id, ref_obj_id: id, null: true, trust: Trust::Legacy })
     }
 }
 

@@ -86,13 +86,13 @@ impl Machine<'_> {
         // rcu_safe_kptr(): BPF_KPTR_REF to a rcu_protected_object(); BPF_KPTR_UNREF never.
         let rcu_safe =
             field.kind == FieldKind::Kptr && self.profile.kptr_rcu_types.iter().any(|t| t == pointee);
+        // In a sleepable program in_rcu_cs() holds inside bpf_rcu_read_lock(), a spin lock and
+        // (7.3, profile sleep.rcu_cs_all_regions) a non-preemptible or IRQ-disabled region; the
+        // end of each that leaves it turns the MEM_RCU pointer untrusted
+        // (invalidate_rcu_protected_refs(): rcu.rs, calls.rs's spin unlock, irq.rs), which
+        // task_kfunc_failure's `acquire_after_*` programs then pass to bpf_task_acquire().
         let trust = if rcu_safe && self.in_rcu_cs(st) { Trust::Rcu } else { Trust::Untrusted };
-        if trust == Trust::Rcu && self.in_sleepable(st) {
-            // A sleepable program leaves in_rcu_cs() at a spin unlock, preempt enable or IRQ
-            // restore too (invalidate_rcu_protected_refs() there): only rcu.rs's is modelled.
-            return unsupported("as MEM_RCU in a sleepable program");
-        }
-        Ok(Reg::Kernel { btf_id, id: 0, ref_obj_id: 0, null: true, trust })
+        Ok(Reg::Kernel { off: 0, btf_id, id: 0, ref_obj_id: 0, null: true, trust })
     }
 }
 

@@ -244,4 +244,6 @@ mod tests_sleep;
 #[cfg(test)]
 mod tests_speed;
 #[cfg(test)]
+mod tests_tasks;
+#[cfg(test)]
 mod tests_tracing;

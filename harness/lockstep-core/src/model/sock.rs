@@ -105,8 +105,8 @@ impl Machine<'_> {
             Reg::Sock { kind, id: 0, ref_obj_id, null: true } => {
                 Reg::Sock { kind, id: self.fresh_id(), ref_obj_id, null: true }
             }
-            Reg::Kernel { btf_id, id: 0, ref_obj_id, null: true, trust } => {
-                Reg::Kernel { btf_id, id: self.fresh_id(), ref_obj_id, null: true, trust }
+            Reg::Kernel { btf_id, off, id: 0, ref_obj_id, null: true, trust } => {
+                Reg::Kernel { btf_id, off, id: self.fresh_id(), ref_obj_id, null: true, trust }
             }
             v => v,
         }

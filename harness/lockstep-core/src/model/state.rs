@@ -41,8 +41,12 @@ pub enum Reg {
     Arena,
     /// `PTR_TO_BTF_ID` of a kernel struct (vmlinux BTF id `btf_id`): a tracing / LSM ctx argument
     /// (`btf_ctx_access()`), a kernel object kfunc's or helper's return value (`tracing.rs`).
-    /// `id` is the null-check id, `ref_obj_id` the acquired reference (0: none).
-    Kernel { btf_id: u32, id: u32, ref_obj_id: u32, null: bool, trust: Trust },
+    /// `id` is the null-check id, `ref_obj_id` the acquired reference (0: none). `off` is the
+    /// known constant added to the pointer (`adjust_ptr_min_max_vals()`: `reg->off` in 6.12, a
+    /// constant `var_off` in 7.x; accesses add it to the instruction's offset). Consumers that
+    /// do not model a non-zero `off` (kfunc / helper arguments, `bpf_kptr_xchg()`) leave it
+    /// unsupported.
+    Kernel { btf_id: u32, off: i64, id: u32, ref_obj_id: u32, null: bool, trust: Trust },
     /// `PTR_TO_FUNC`: a callback's address (`ld_imm64` with `BPF_PSEUDO_FUNC`), by the
     /// subprogram's first instruction.
     Func { start: usize },
@@ -95,6 +99,10 @@ impl Reg {
             Reg::Kernel { null: true, id, .. } | Reg::Mem { null: true, id, .. } => Some(*id),
             _ => None,
         }
+    }
+    /// A kernel pointer (`PTR_TO_BTF_ID`) with a non-zero constant offset.
+    pub fn kernel_off(&self) -> bool {
+        matches!(self, Reg::Kernel { off, .. } if *off != 0)
     }
     /// True for any pointer type.
     pub fn is_pointer(&self) -> bool {

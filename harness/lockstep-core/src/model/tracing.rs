@@ -125,6 +125,6 @@ impl Machine<'_> {
 
     fn ctx_ptr(&self, btf_id: u32, attach: AttachType, tname: &str) -> Step<Reg> {
         let trust = if self.args_trusted(attach, tname) { Trust::Trusted } else { Trust::Legacy };
-        Ok(Reg::Kernel { btf_id, id: 0, ref_obj_id: 0, null: false, trust })
+        Ok(Reg::Kernel { off: 0, btf_id, id: 0, ref_obj_id: 0, null: false, trust })
     }
 }
