@@ -338,8 +338,8 @@ impl<'a> Machine<'a> {
         if r > 10 {
             return Err(Stop::Unsupported(format!("register r{r} does not exist")));
         }
-        let reg = st.cur_ref().regs[r as usize].clone();
-        if reg == Reg::NotInit {
+        let reg = st.cur_ref().regs[r as usize];
+        if matches!(reg, Reg::NotInit) {
             return self
                 .reject(pc, self.msg(&self.profile.messages.not_read_ok, &[("regno", r.to_string())]));
         }
