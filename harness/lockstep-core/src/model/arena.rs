@@ -74,6 +74,10 @@ impl Machine<'_> {
                 )));
             }
         }
+        // Only arena maps count below: a case without one has nothing to check (no name lookups).
+        if !self.case.maps.iter().any(|m| m.map_type == MapType::Arena) {
+            return Ok(());
+        }
         let mut first: Option<&str> = None;
         for r in self.case.program.relocs.values() {
             let (Reloc::Map { name } | Reloc::MapValue { name, .. }) = r else { continue };

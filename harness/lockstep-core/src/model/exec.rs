@@ -242,11 +242,11 @@ impl<'a> Machine<'a> {
     fn check_and_resolve_insns(&self) -> Step<()> {
         let refused = self.prep.insn_scan(self.profile.insn_fields_in_prepass, self.profile.gotox);
         let end = refused.map_or(usize::MAX, |(pc, _)| *pc);
-        for &(pc, name) in &self.prep.map_refs {
+        for &(pc, name, index) in &self.prep.map_refs {
             if pc >= end {
                 break;
             }
-            self.check_map_prog_compatibility(name)?;
+            self.check_map_prog_compatibility(name, index)?;
         }
         match refused {
             Some((_, stop)) => Err(stop.clone()),
@@ -254,9 +254,10 @@ impl<'a> Machine<'a> {
         }
     }
 
-    /// `add_used_map()` -> `check_map_prog_compatibility()` for the map `name`.
-    fn check_map_prog_compatibility(&self, name: &str) -> Step<()> {
-        let Some(mi) = self.map_index(name) else {
+    /// `add_used_map()` -> `check_map_prog_compatibility()` for the map `name` (`index`: its
+    /// [`Machine::map_index`], found by `Prepared`).
+    fn check_map_prog_compatibility(&self, name: &str, index: Option<usize>) -> Step<()> {
+        let Some(mi) = index else {
             return Err(Stop::Unsupported(format!("unknown map `{name}`")));
         };
         let m = self.map(mi);
@@ -338,8 +339,8 @@ impl<'a> Machine<'a> {
         if r > 10 {
             return Err(Stop::Unsupported(format!("register r{r} does not exist")));
         }
-        let reg = st.cur_ref().regs[r as usize].clone();
-        if reg == Reg::NotInit {
+        let reg = st.cur_ref().regs[r as usize];
+        if matches!(reg, Reg::NotInit) {
             return self
                 .reject(pc, self.msg(&self.profile.messages.not_read_ok, &[("regno", r.to_string())]));
         }

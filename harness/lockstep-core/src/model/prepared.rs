@@ -54,8 +54,10 @@ pub struct Prepared<'a> {
     /// Per map of the case, in order, each followed by its inner map ([`maps_with_inner`]).
     pub(crate) maps: Vec<MapFacts>,
     /// `ld_imm64` instructions with a map reference, in instruction order, as
-    /// `check_and_resolve_insns()` meets them (a second slot is never a first).
-    pub(crate) map_refs: Vec<(usize, &'a str)>,
+    /// `check_and_resolve_insns()` meets them (a second slot is never a first), with the index
+    /// of the case map of that name (`None`: no such map), found once here rather than by name
+    /// at every check.
+    pub(crate) map_refs: Vec<(usize, &'a str, Option<usize>)>,
     layout: OnceCell<Step<()>>,
     cfg: OnceCell<Step<()>>,
     /// By `insn_fields_in_prepass` (bit 1) and `gotox` (bit 0) of the profile.
@@ -100,7 +102,7 @@ impl<'a> Prepared<'a> {
         while pc < insns.len() {
             if insns[pc].is_ld_imm64() {
                 if let Some(Reloc::Map { name } | Reloc::MapValue { name, .. }) = program.relocs.get(&pc) {
-                    map_refs.push((pc, name.as_str()));
+                    map_refs.push((pc, name.as_str(), case.maps.iter().position(|m| m.name == *name)));
                 }
                 pc += 2;
             } else {

@@ -5,8 +5,10 @@ use std::collections::BTreeMap;
 
 use super::scalar::Scalar;
 
-/// An abstract register (`struct bpf_reg_state`).
-#[derive(Clone, Debug, PartialEq)]
+/// An abstract register (`struct bpf_reg_state`). `Copy` (every variant is plain data): a
+/// state is cloned at every branch, and an array of `Copy` registers clones as one `memcpy`
+/// instead of a match per register (keep new variants `Copy`).
+#[derive(Clone, Copy, Debug, PartialEq)]
 pub enum Reg {
     /// `NOT_INIT`.
     NotInit,
