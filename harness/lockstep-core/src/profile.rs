@@ -88,6 +88,11 @@ pub struct Messages {
     pub kfunc_not_allowed: String,
     pub helper_prog_type: String,
     pub syscall_not_sleepable: String,
+    /// `process_iter_arg()` -> `is_iter_reg_valid_init()`: an iterator next / destroy on a stack
+    /// slot holding no iterator ({name}: the iterator's type, `bits`; {reg}: `R1`, {arg}: `0`):
+    /// "as arg #{arg}" in 6.12, "as {reg}" in 7.2 / 7.3. Empty: unsupported.
+    #[serde(default)]
+    pub iter_uninit: String,
 }
 
 /// A kernel profile.
