@@ -139,6 +139,9 @@ impl KernelBtf {
                 (target.to_string(), true)
             }
             AttachType::LsmMac => (format!("bpf_lsm_{target}"), true),
+            // bpf_iter_prog_supported() (bpf_iter.c): libbpf attaches `iter/<target>` to the FUNC
+            // `bpf_iter_<target>` (BPF_ITER_FUNC_PREFIX), whose prototype is the ctx.
+            AttachType::TraceIter => (format!("bpf_iter_{target}"), true),
             AttachType::TraceRawTp => (format!("btf_trace_{target}"), false),
             other => return Err(AttachError::NoProto(other)),
         };
@@ -532,9 +535,11 @@ pub(crate) mod fixture {
     /// task_struct__safe_trusted { group_leader }, 16 struct bpf_map (16 bytes: `u32 map_type`,
     /// `u32 max_entries`, `struct bpf_map *inner_map_meta` at 8), 17 ptr->16, 18 struct bpf_array
     /// { struct bpf_map map; u32 elem_size at 16 } (24 bytes), 19 struct bpf_arena { struct bpf_map
-    /// map; u64 user_vm_start at 16 } (24 bytes), 20 struct task_struct__safe_rcu { real_parent }.
+    /// map; u64 user_vm_start at 16 } (24 bytes), 20 struct task_struct__safe_rcu { real_parent },
+    /// 21 struct bpf_iter_meta { u64 seq_num } (8 bytes), 22 ptr->21, 23 FUNC_PROTO(int; struct
+    /// bpf_iter_meta *meta, task* task), 24 FUNC bpf_iter_task -> 23 (an iterator target).
     pub(crate) fn sample() -> Vec<u8> {
-        let mut strs = b"\0int\0task_struct\0free_task\0p\0clone_flags\0btf_trace_task_newtask\0__data\0x\0bpf_lsm_task_free\0task__nullable\0u32\0char\0pid\0comm\0group_leader\0real_parent\0task_struct__safe_trusted\0bpf_map\0map_type\0max_entries\0inner_map_meta\0bpf_array\0map\0elem_size\0bpf_arena\0user_vm_start\0parent\0task_struct__safe_rcu\0".to_vec();
+        let mut strs = b"\0int\0task_struct\0free_task\0p\0clone_flags\0btf_trace_task_newtask\0__data\0x\0bpf_lsm_task_free\0task__nullable\0u32\0char\0pid\0comm\0group_leader\0real_parent\0task_struct__safe_trusted\0bpf_map\0map_type\0max_entries\0inner_map_meta\0bpf_array\0map\0elem_size\0bpf_arena\0user_vm_start\0parent\0task_struct__safe_rcu\0bpf_iter_meta\0seq_num\0meta\0task\0bpf_iter_task\0".to_vec();
         let off = |s: &str, strs: &[u8]| {
             let needle = format!("\0{s}\0");
             strs.windows(needle.len()).position(|w| w == needle.as_bytes()).unwrap() as u32 + 1
@@ -581,6 +586,12 @@ pub(crate) mod fixture {
         t.extend([o("bpf_arena"), info(4, 2), 24, o("map"), 16, 0, o("user_vm_start"), 1, 128]);
         // 20 struct task_struct__safe_rcu { struct task_struct *real_parent; }
         t.extend([o("task_struct__safe_rcu"), info(4, 1), 8, o("real_parent"), 3, 0]);
+        // 21 struct bpf_iter_meta { u64 seq_num; }, 22 ptr->21
+        t.extend([o("bpf_iter_meta"), info(4, 1), 8, o("seq_num"), 1, 0]);
+        t.extend([0, info(2, 0), 21]);
+        // 23 FUNC_PROTO int (meta: bpf_iter_meta*, task: task*), 24 FUNC bpf_iter_task -> 23
+        t.extend([0, info(13, 2), 1, o("meta"), 22, o("task"), 3]);
+        t.extend([o("bpf_iter_task"), info(12, 1), 23]);
         let types: Vec<u8> = t.iter().flat_map(|v| v.to_le_bytes()).collect();
         strs.push(0);
         let mut b = Vec::new();

@@ -93,6 +93,11 @@ pub struct Messages {
     /// `process_const_alloc_mem_size()`); empty: not read from this kernel, `unsupported`.
     #[serde(default)]
     pub kfunc_alloc_size_too_big: String,
+    /// `process_iter_arg()` -> `is_iter_reg_valid_init()`: an iterator next / destroy on a stack
+    /// slot holding no iterator ({name}: the iterator's type, `bits`; {reg}: `R1`, {arg}: `0`):
+    /// "as arg #{arg}" in 6.12, "as {reg}" in 7.2 / 7.3. Empty: unsupported.
+    #[serde(default)]
+    pub iter_uninit: String,
 }
 
 /// A kernel profile.

@@ -72,8 +72,11 @@ impl Machine<'_> {
             );
         }
         match sec.attach {
-            // bpf_iter_prog_supported(): the iterator target must be registered.
-            AttachType::TraceIter => unsupported("iterator programs (bpf_iter_prog_supported(): the iterator target) are not modelled"),
+            // bpf_iter_prog_supported() (bpf_iter.c): the iterator target must be registered. The
+            // model takes a target whose `bpf_iter_<target>` FUNC is in the kernel's BTF as
+            // registered (DEFINE_BPF_ITER_FUNC() and bpf_iter_reg_target() come together); its ctx
+            // is then that FUNC's arguments (tracing.rs).
+            AttachType::TraceIter => self.iter_target(),
             // bpf_check_attach_target(): a >8-byte or struct return value is refused for fexit /
             // fmod_ret, which needs the target's BTF; the noreturn targets (void) pass it.
             AttachType::TraceFexit | AttachType::ModifyReturn

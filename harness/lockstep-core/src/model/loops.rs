@@ -23,6 +23,7 @@ use super::scalar::Scalar;
 use super::state::{IterSlot, Reg, StackByte, State};
 use super::{Step, Stop};
 use crate::insn::Insn;
+use crate::profile::render;
 
 /// States kept per iterator `_next` call before the model gives up on convergence.
 const MAX_ITER_CHECKPOINTS: usize = 32;
@@ -115,6 +116,19 @@ impl Machine<'_> {
         Ok(Flow::Branch(target, fall))
     }
 
+    /// Whether the stack slots `[off, off + size)` of `frame` hold data only: bytes, or spilled
+    /// scalars (whose `spilled_ptr` is never `PTR_UNTRUSTED`), no spilled pointer.
+    fn only_data_in(&self, st: &State, frame: usize, off: i64, size: i64) -> bool {
+        let stack = &st.frames[frame].stack;
+        (off..off + size).step_by(8).all(|slot| {
+            let spilled = stack.bytes.range(slot..slot + 8).any(|(_, b)| *b == StackByte::Spill);
+            match stack.spills.get(&slot) {
+                Some((r, _)) => matches!(r, Reg::Scalar(_)),
+                None => !spilled,
+            }
+        })
+    }
+
     /// An open-coded iterator kfunc (`process_iter_arg()`, `process_iter_next_call()`; see the
     /// module's comment).
     pub(super) fn iter_call(
@@ -194,6 +208,22 @@ impl Machine<'_> {
                 st.iters.insert(slot, IterSlot { active: false, ..it });
                 self.clobber(st, Reg::Scalar(Scalar::known(0)));
                 Ok(Flow::Branch(pc + 1, more))
+            }
+            // process_iter_arg() -> is_iter_reg_valid_init() (6.12, 7.2, 7.3): next / destroy on
+            // slots that hold no iterator (no STACK_ITER, spilled_ptr.id 0 or no iter btf_id) is
+            // -EINVAL; only a spilled PTR_UNTRUSTED pointer there is -EPROTO ("expected an RCU
+            // CS"), so slots with a spilled pointer, or another iterator's slots, stay
+            // unsupported, as does a second new (is_iter_reg_valid_uninit()).
+            (IterOp::Next | IterOp::Destroy, None)
+                if !self.profile.messages.iter_uninit.is_empty()
+                    && !st.iter_overlaps(frame, off, size)
+                    && self.only_data_in(st, frame, off, size) =>
+            {
+                let msg = render(
+                    &self.profile.messages.iter_uninit,
+                    &[("name", ty.name.to_string()), ("reg", "R1".into()), ("arg", "0".into())],
+                );
+                self.reject(pc, msg)
             }
             _ => unsupported("an iterator slot in this state (uninitialised, or re-initialised)"),
         }

@@ -84,3 +84,28 @@ fn bits_iterator_holds_a_reference_and_two_slots() {
         assert_eq!(v.verdict, VerdictKind::Unsupported, "{p}: {v:?}");
     }
 }
+
+#[test]
+fn next_or_destroy_without_an_iterator_is_refused() {
+    // process_iter_arg() -> is_iter_reg_valid_init(): -EINVAL on zeroed or never-written slots
+    // (verifier_bits_iter.c next_uninit / destroy_uninit); 6.12 names the argument "arg #0".
+    let expect = |p: &str| {
+        let arg = if p == "6.12" { "arg #0" } else { "R1" };
+        Verdict::reject(Some(14), format!("expected an initialized iter_bits as {arg}"))
+    };
+    let zeroed = " r1 = 0\n *(u64 *)(r10 - 24) = r1\n *(u64 *)(r10 - 16) = r1\n r1 = r10\n r1 += -24\n \
+                  call bpf_iter_bits_next\n";
+    for (p, v) in bits(zeroed) {
+        assert_eq!(v, expect(&p), "{p}");
+    }
+    let never = " r1 = 0\n r1 = 0\n r1 = 0\n r1 = r10\n r1 += -24\n call bpf_iter_bits_destroy\n";
+    for (p, v) in bits(never) {
+        assert_eq!(v, expect(&p), "{p}");
+    }
+    // A spilled pointer in the slot (its id; PTR_UNTRUSTED would be -EPROTO): not modelled.
+    let spilled =
+        " *(u64 *)(r10 - 24) = r6\n r1 = 0\n r1 = 0\n r1 = r10\n r1 += -24\n call bpf_iter_bits_next\n";
+    for (p, v) in bits(spilled) {
+        assert_eq!(v.verdict, VerdictKind::Unsupported, "{p}: {v:?}");
+    }
+}

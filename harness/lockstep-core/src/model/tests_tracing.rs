@@ -298,3 +298,42 @@ fn bpf_throw_cookie_in_fentry_follows_the_exit_range() {
         assert_eq!(v, Verdict::accept(), "{p}");
     }
 }
+
+// Iterator programs (`iter/<target>`): bpf_iter_prog_supported() finds the target by its
+// `bpf_iter_<target>` FUNC (the sample BTF's bpf_iter_task(meta, task)); the ctx is that FUNC's
+// arguments, `meta` a trusted pointer; the target's own argument (ctx_arg_info) is not modelled.
+
+#[test]
+fn an_iterator_program_on_a_known_target_is_verified() {
+    let text = "r2 = *(u64 *)(r1 + 0)\n r0 = 0\n exit\n";
+    for (p, v) in verdicts(&object_case("iter/task", text), true) {
+        assert_eq!(v, Verdict::accept(), "{p}");
+    }
+    // check_return_code(): BPF_TRACE_ITER keeps the default range [0, 1].
+    for (p, v) in verdicts(&object_case("iter/task", "r0 = 1\n exit\n"), true) {
+        assert_eq!(v, Verdict::accept(), "{p}");
+    }
+}
+
+#[test]
+fn an_iterator_target_argument_or_unknown_target_is_unsupported() {
+    let text = "r2 = *(u64 *)(r1 + 8)\n r0 = 0\n exit\n";
+    for (p, v) in verdicts(&object_case("iter/task", text), true) {
+        assert_eq!(v.verdict, VerdictKind::Unsupported, "{p}");
+        assert!(v.message.as_deref().unwrap_or("").contains("ctx_arg_info"), "{p}: {v:?}");
+    }
+    for (p, v) in verdicts(&object_case("iter/nope", "r0 = 0\n exit\n"), true) {
+        assert_eq!(v.verdict, VerdictKind::Unsupported, "{p}");
+        assert!(v.message.as_deref().unwrap_or("").contains("bpf_iter_nope"), "{p}: {v:?}");
+    }
+    for (p, v) in verdicts(&object_case("iter/task", "r0 = 0\n exit\n"), false) {
+        assert_eq!(v.verdict, VerdictKind::Unsupported, "{p}");
+    }
+    // One past the prototype: btf_ctx_access()'s default case (no return value to read).
+    all_reject(
+        "iter/task",
+        "r1 = *(u64 *)(r1 + 16)\n r0 = 0\n exit\n",
+        0,
+        "func 'bpf_iter_task' doesn't have 3-th argument\ninvalid bpf_context access off=16 size=8",
+    );
+}

@@ -31,6 +31,17 @@ impl Machine<'_> {
         Ok((sec.attach, target, proto))
     }
 
+    /// `bpf_iter_prog_supported()`: the `iter/<target>` program's target, known to the model when
+    /// the kernel's BTF has its `bpf_iter_<target>` FUNC; otherwise unsupported (naming it).
+    pub(super) fn iter_target(&self) -> Step<()> {
+        self.attach_proto().map(|_| ()).map_err(|e| match e {
+            Stop::Unsupported(why) => Stop::Unsupported(format!(
+                "iterator program (bpf_iter_prog_supported(): its target's bpf_iter_ FUNC): {why}"
+            )),
+            other => other,
+        })
+    }
+
     /// `prog_args_trusted()`: `tp_btf/` (and iterator) arguments are `PTR_TRUSTED`, LSM ones
     /// unless the hook is in `untrusted_lsm_hooks`; fentry / fexit / fmod_ret ones are not.
     fn args_trusted(&self, attach: AttachType, func_name: &str) -> bool {
@@ -72,6 +83,14 @@ impl Machine<'_> {
         }
         let arg = (off / 8) as usize;
         let nr_args = proto.args.len();
+        // bpf_iter_prog_supported() -> bpf_prog_ctx_arg_info_init(): an iterator's arguments after
+        // `meta` (arg 0) take their type from the target's registration (ctx_arg_info:
+        // PTR_TO_BTF_ID_OR_NULL | PTR_TRUSTED, PTR_TO_BUF_OR_NULL, ...), which the BTF does not carry.
+        if attach == AttachType::TraceIter && arg > 0 && arg < nr_args {
+            return Err(Stop::Unsupported(format!(
+                "ctx argument {arg} of iterator {tname} (bpf_iter_reg ctx_arg_info: its register type, e.g. PTR_TO_BTF_ID_OR_NULL) is not modelled"
+            )));
+        }
         if arg > nr_args {
             return refuse(format!("func '{tname}' doesn't have {}-th argument", arg + 1));
         }
