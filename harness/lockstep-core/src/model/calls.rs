@@ -475,6 +475,10 @@ impl Machine<'_> {
         let r1 = st.cur_ref().regs[1].clone();
         match &r1 {
             Reg::MapValue { null: false, .. } => {}
+            // KF_ARG_PTR_TO_RES_SPIN_LOCK: exactly PTR_TO_BTF_ID | MEM_ALLOC (an owning object,
+            // no MEM_PERCPU / NON_OWN_REF), then process_spin_lock() on its type's record
+            // (alloc_lock_arg(): "local 'kptr' has no valid bpf_res_spin_lock"; 7.2 and 7.3).
+            Reg::Alloc { null: false, percpu: false, non_owning: false, off, .. } if *off >= 0 => {}
             Reg::MapValue { null: true, .. } => {
                 let args = [("reg", "R1".to_string())];
                 return self.reject(pc, self.msg(&self.profile.messages.kfunc_arg_maybe_null, &args));

@@ -176,7 +176,8 @@ impl<'a> Machine<'a> {
             if locked && !f.lock_allowed {
                 return Err(Stop::Reject(None, map_create_refused(&m.name, EOPNOTSUPP)));
             }
-            // btf_parse_fields() fails before map_check_btf() looks at the map type: an error record.
+            // btf_parse_fields() fails before map_check_btf() looks at the map type: an error
+            // record, which check_prepared() models on a case without those maps' fields.
             if let Some(why) = &f.record_error {
                 return Err(Stop::Unsupported(format!(
                     "map `{}` has an error BTF record (not modelled): {why}",
