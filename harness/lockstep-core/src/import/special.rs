@@ -80,8 +80,7 @@ fn repeatable(kind: FieldKind) -> bool {
 /// named `<name>_<i>`.
 fn find_one(
     btf: &Btf,
-    holder: u32,
-    component: i32,
+    (holder, component): (u32, i32),
     ty: u32,
     name: &str,
     off: u32,
@@ -157,7 +156,7 @@ fn struct_members(
             Some(p) => format!("{p}_{}", m.name),
             None => m.name.clone(),
         };
-        find_one(btf, id, i as i32, m.ty, &name, base + m.bit_offset / 8, level, out)?;
+        find_one(btf, (id, i as i32), m.ty, &name, base + m.bit_offset / 8, level, out)?;
     }
     Ok(())
 }
@@ -175,7 +174,7 @@ pub fn struct_fields(btf: &Btf, id: u32, base: u32, prefix: Option<&str>) -> Res
 /// __contains(foo, node)`, or an array of them), or the members of its struct type.
 pub fn var_fields(btf: &Btf, var: u32, name: &str, ty: u32, offset: u32) -> Result<Vec<Field>, String> {
     let mut out = Vec::new();
-    find_one(btf, var, -1, ty, name, offset, 0, &mut out)?;
+    find_one(btf, (var, -1), ty, name, offset, 0, &mut out)?;
     Ok(out)
 }
 

@@ -189,8 +189,13 @@ pub fn check_prepared(
     // map-type checks, and every btf_record_has_field() on it is false afterwards (no lock, no
     // graph root, no kptr: check_map_access() sees plain memory, process_spin_lock() "map '%s'
     // has no valid bpf_spin_lock"). The model runs on a copy of the case whose such maps have no
-    // special field (their integer members stay).
-    if prep.maps.iter().any(|f| f.record_error.is_some()) {
+    // special field (their integer members stay). Only a global data section's: a struct
+    // with a special member and an error record fails BPF_BTF_LOAD already
+    // (btf_parse_struct_metas(), the same three kernels), which exec.rs leaves unsupported.
+    if prepared::maps_with_inner(prep.case())
+        .zip(&prep.maps)
+        .any(|(m, f)| m.global_section && f.record_error.is_some())
+    {
         let case = prepared::without_error_records(prep);
         return check_prepared(&Prepared::new(&case), profile, module, opts);
     }

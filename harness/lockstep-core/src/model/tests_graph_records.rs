@@ -1,15 +1,16 @@
 //! Unit tests for a map whose `btf_parse_fields()` fails (an error record, `check_prepared()`):
 //! the map is created and has no special field at all, so its lock is "no valid bpf_spin_lock"
-//! (the debian:6.12 / 7.2 / 7.3 lines of tests/corpus/graph-records.toml and of the 7.3
-//! selftests rbtree_btf_fail__*.bpf.o).
+//! (a global data section's: the debian:7.2 / 7.3 rows of the selftests
+//! rbtree_btf_fail__*.bpf.o; a map value struct's fails BPF_BTF_LOAD before).
 
 use super::*;
 use crate::asm::{assemble, Symbols};
 use crate::case::{Case, Field, FieldKind, FieldTarget, MapSpec, MapType, ObjType, ProgType, ValueLayout};
 
 /// Map `m`: `{ struct bpf_spin_lock lock; struct bpf_list_head head __contains(obj, node); }`
-/// with `types` the program's local types; the body locks and unlocks the value's lock.
-fn case(types: Vec<ObjType>) -> Case {
+/// (a global data section when `global_section`) with `types` the program's local types; the
+/// body locks and unlocks the value's lock.
+fn case(types: Vec<ObjType>, global_section: bool) -> Case {
     let head = Field {
         target: Some(FieldTarget::Contains { type_name: "obj".into(), node: "node".into() }),
         ..Field::new("head", FieldKind::ListHead, 8, 16)
@@ -21,7 +22,7 @@ fn case(types: Vec<ObjType>) -> Case {
         max_entries: 1,
         value: ValueLayout { size: 24, fields: vec![Field::new("lock", FieldKind::SpinLock, 0, 4), head] },
         btf: true,
-        global_section: false,
+        global_section,
         flags: 0,
         inner: None,
     };
@@ -48,14 +49,24 @@ fn an_error_record_has_no_lock() {
     let module = crate::module_src::bundled();
     // The __contains type is missing, or its `node` is an rb_node: btf_parse_fields() fails.
     for types in [vec![], vec![obj(FieldKind::RbNode)]] {
-        let c = case(types);
+        let c = case(types.clone(), true);
         for p in KernelProfile::all() {
             let v = check(&c, &p, &module);
             assert_eq!(v, Verdict::reject(Some(10), "map 'm' has no valid bpf_spin_lock"), "{}", p.name);
         }
+        // A map value struct's error record fails BPF_BTF_LOAD (btf_parse_struct_metas()).
+        let c = case(types, false);
+        for p in KernelProfile::all() {
+            assert_eq!(
+                check(&c, &p, &module).verdict,
+                crate::verdict::VerdictKind::Unsupported,
+                "{}",
+                p.name
+            );
+        }
     }
     // A well-formed record: the lock is there.
-    let c = case(vec![obj(FieldKind::ListNode)]);
+    let c = case(vec![obj(FieldKind::ListNode)], true);
     for p in KernelProfile::all() {
         assert_eq!(check(&c, &p, &module), Verdict::accept(), "{}", p.name);
     }
@@ -85,13 +96,20 @@ fn a_res_lock_inside_an_allocated_object() {
     let key = Field::new("key", FieldKind::Int, 0, 8);
     let lock = Field::new("lock", FieldKind::ResSpinLock, 8, 4);
     let no_lock = res_alloc_case(vec![key.clone()], "r1 = r6\n call bpf_res_spin_lock\n");
-    let ok = res_alloc_case(
+    let locked = res_alloc_case(
         vec![key, lock],
         "r1 = r6\n r1 += 8\n call bpf_res_spin_lock\n if r0 != 0 goto drop\n r1 = r6\n r1 += 8\n call bpf_res_spin_unlock\n",
     );
     for p in KernelProfile::all().iter().filter(|p| p.res_spin_lock) {
         let want = Verdict::reject(Some(7), "local 'kptr' has no valid bpf_res_spin_lock");
         assert_eq!(check(&no_lock, p, &module), want, "{}", p.name);
-        assert_eq!(check(&ok, p, &module), Verdict::accept(), "{}", p.name);
+        // A type with a bpf_res_spin_lock: whether it has a record is btf_parse_struct_metas()'s
+        // (debian:7.2 / 7.3 refuse this one, holding nothing else special): not modelled.
+        assert_eq!(
+            check(&locked, p, &module).verdict,
+            crate::verdict::VerdictKind::Unsupported,
+            "{}",
+            p.name
+        );
     }
 }
