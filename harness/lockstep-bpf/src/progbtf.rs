@@ -342,7 +342,7 @@ fields = [
         };
         // The map value struct: its kptrs and graph roots, with pointees and __contains.
         let (_, value) = p.maps[0].unwrap();
-        assert_eq!(struct_fields(&btf, value, 0, None), special(&case.maps[0].value));
+        assert_eq!(struct_fields(&btf, value, 0, None).unwrap(), special(&case.maps[0].value));
         // The .bss DATASEC: the list head is a VAR with the decl tag on the VAR itself.
         let (_, sec) = p.maps[1].unwrap();
         let Some(Kind::Datasec { entries }) = btf.get(sec).map(|t| &t.kind) else { panic!("a datasec") };
@@ -351,7 +351,7 @@ fields = [
             .flat_map(|&(var, off, _)| {
                 let t = btf.get(var).unwrap();
                 let Kind::Var { ty } = t.kind else { panic!("a var") };
-                var_fields(&btf, var, &t.name, ty, off)
+                var_fields(&btf, var, &t.name, ty, off).unwrap()
             })
             .collect();
         assert_eq!(got, special(&case.maps[1].value));

@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 
 use super::annot::macro_key;
 use super::clex::{self, lex, matching, show, split_commas, CSource, Tok};
-use super::ctypes::{CDefs, CType};
+use super::ctypes::{CDefs, CType, Member};
 use crate::case::{Field, FieldKind, MapSpec, MapType, ValueLayout};
 
 /// An `asm volatile` input operand.
@@ -370,7 +370,9 @@ pub(crate) fn map_spec(defs: &CDefs, name: &str, body: &[Tok]) -> Result<MapSpec
 }
 
 /// The lockstep layout of a C value type: its integer and lock members; arrays, bit-fields and
-/// other members stay padding. A lock inside a nested struct or array is refused.
+/// other members stay padding. A lock inside a nested struct is found where btf.c finds it
+/// (`btf_find_struct_field()` -> `btf_find_field_one()` -> `btf_find_nested_struct()`), with the
+/// integer members of that struct beside it; a lock inside an array is refused.
 pub fn value_layout(t: &CType) -> Result<ValueLayout, String> {
     let mut fields = Vec::new();
     match t {
@@ -388,47 +390,55 @@ pub fn value_layout(t: &CType) -> Result<ValueLayout, String> {
             size: 4,
             target: None,
         }),
-        CType::Record { members, .. } => {
-            for m in members {
-                let name = m.name.clone().unwrap_or_else(|| format!("anon_{}", m.offset));
-                if m.bits.is_some() {
-                    continue;
-                }
-                match &m.ty {
-                    CType::Int { size, .. } if matches!(size, 1 | 2 | 4 | 8) => fields.push(Field {
-                        name,
-                        kind: FieldKind::Int,
-                        offset: m.offset as u32,
-                        size: *size as u32,
-                        target: None,
-                    }),
-                    CType::Ptr => fields.push(Field {
-                        name,
-                        kind: FieldKind::Int,
-                        offset: m.offset as u32,
-                        size: 8,
-                        target: None,
-                    }),
-                    r @ CType::Record { .. } if lock_kind(r).is_some() => fields.push(Field {
-                        name,
-                        kind: lock_kind(r).expect("checked"),
-                        offset: m.offset as u32,
-                        size: 4,
-                        target: None,
-                    }),
-                    other if contains_lock(other) => {
-                        return Err(format!(
-                            "a lock inside member `{name}` (nested struct or array) is not converted"
-                        ))
-                    }
-                    _ => {}
-                }
-            }
-        }
+        CType::Record { members, .. } => record_fields(members, 0, None, &mut fields)?,
         other if contains_lock(other) => return Err("a lock inside an array is not converted".into()),
         _ => {}
     }
     Ok(ValueLayout { size: t.size() as u32, fields })
+}
+
+/// The integer and lock fields of a record's `members` at `base` bytes, named
+/// `<prefix>_<member>` inside a nested struct. A nested struct (not an array) holding a lock is
+/// descended into: `btf_find_nested_struct()` with `nelems` 1 (btf.c, the same in 7.2 and 7.3;
+/// an array of them, `btf_repeat_fields()`, refuses a lock with -EINVAL: not converted).
+fn record_fields(
+    members: &[Member],
+    base: u32,
+    prefix: Option<&str>,
+    fields: &mut Vec<Field>,
+) -> Result<(), String> {
+    for m in members {
+        let plain = m.name.clone().unwrap_or_else(|| format!("anon_{}", m.offset));
+        let name = match prefix {
+            Some(p) => format!("{p}_{plain}"),
+            None => plain,
+        };
+        if m.bits.is_some() {
+            continue;
+        }
+        let offset = base + m.offset as u32;
+        match &m.ty {
+            CType::Int { size, .. } if matches!(size, 1 | 2 | 4 | 8) => {
+                fields.push(Field { name, kind: FieldKind::Int, offset, size: *size as u32, target: None })
+            }
+            CType::Ptr => fields.push(Field { name, kind: FieldKind::Int, offset, size: 8, target: None }),
+            r @ CType::Record { .. } if lock_kind(r).is_some() => fields.push(Field {
+                name,
+                kind: lock_kind(r).expect("checked"),
+                offset,
+                size: 4,
+                target: None,
+            }),
+            CType::Record { members: inner, .. } if contains_lock(&m.ty) => {
+                record_fields(inner, offset, Some(&name), fields)?
+            }
+            other if contains_lock(other) => {
+                return Err(format!("a lock inside member `{name}` (an array) is not converted"))
+            }
+            _ => {}
+        }
+    }
+    Ok(())
 }
 
 pub(crate) fn lock_kind(t: &CType) -> Option<FieldKind> {

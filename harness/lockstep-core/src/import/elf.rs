@@ -670,7 +670,7 @@ fn btf_value_layout(btf: &Btf, value_id: u32, size: u32) -> Result<ValueLayout, 
         return Ok(ValueLayout { size, fields: Vec::new() });
     }
     let mut v = value_layout(&btf.ctype(value_id).map_err(|x| x.to_string())?)?;
-    super::special::merge(&mut v, super::special::struct_fields(btf, value_id, 0, None));
+    super::special::merge(&mut v, super::special::struct_fields(btf, value_id, 0, None)?);
     v.size = size;
     Ok(v)
 }
@@ -715,7 +715,7 @@ fn datasec_layout(
             let name = if single { t.name.clone() } else { format!("{}_{}", t.name, f.name) };
             fields.push(Field { name, offset: f.offset + off, ..f });
         }
-        special.extend(super::special::var_fields(btf, var, &t.name, ty, off));
+        special.extend(super::special::var_fields(btf, var, &t.name, ty, off)?);
     }
     fields.sort_by_key(|f| f.offset);
     let mut layout = ValueLayout { size, fields };

@@ -65,12 +65,89 @@ fn field_of(btf: &Btf, ty: u32, name: &str, offset: u32, tags: &[&str]) -> Optio
     Some(Field { name: name.into(), kind, offset, size, target })
 }
 
-/// The special fields of struct `id` (its direct members; nested structs and arrays are not
-/// descended into), at `base` bytes, each named `<prefix>_<member>` (or `<member>`).
-pub fn struct_fields(btf: &Btf, id: u32, base: u32, prefix: Option<&str>) -> Vec<Field> {
-    let id = btf.resolve(id);
-    let Some(Kind::Struct { members, .. }) = btf.get(id).map(|t| &t.kind) else { return Vec::new() };
-    let mut out = Vec::new();
+/// Whether `btf_repeat_fields()` repeats a field of this kind over an array's elements (kptrs,
+/// list heads and rbtree roots; any other kind in an array of more than one element is -EINVAL).
+fn repeatable(kind: FieldKind) -> bool {
+    kind.is_kptr() || kind.is_graph_root()
+}
+
+/// `btf_find_field_one()` (kernel/bpf/btf.c, the same in 7.2 and 7.3): the special fields of
+/// member `component` of `holder` (a struct, or a `VAR` with component -1) of type `ty`, named
+/// `name`, at `off` bytes. Arrays are flattened (`nelems`, the product of their lengths) and
+/// the element's fields repeated (`btf_repeat_fields()`, refusing other kinds than kptrs and
+/// graph roots); a struct that is no special field is descended into
+/// (`btf_find_nested_struct()`, its member fields named `<name>_<member>`). An array's copies are
+/// named `<name>_<i>`.
+fn find_one(
+    btf: &Btf,
+    (holder, component): (u32, i32),
+    ty: u32,
+    name: &str,
+    off: u32,
+    level: u32,
+    out: &mut Vec<Field>,
+) -> Result<(), String> {
+    let (mut elem, mut nelems) = (ty, 1u32);
+    for _ in 0..32 {
+        match btf.get(elem).map(|t| &t.kind) {
+            Some(Kind::Array { elem: e, nelems: n }) => {
+                nelems = nelems.saturating_mul(*n);
+                elem = *e;
+            }
+            _ => break,
+        }
+    }
+    if nelems == 0 {
+        return Ok(());
+    }
+    let tags = btf.member_decl_tags(holder, component);
+    let mut found = Vec::new();
+    let elem_size;
+    if let Some(f) = field_of(btf, elem, name, off, &tags) {
+        elem_size = f.size;
+        found.push(f);
+    } else if let Some(Kind::Struct { size, .. }) = btf.get(elem).map(|t| &t.kind) {
+        // btf_find_nested_struct(): `level` counts the nesting (MAX_RESOLVE_DEPTH, -E2BIG).
+        if level + 1 >= 32 {
+            return Err(format!("member `{name}`: structs nested too deep (-E2BIG)"));
+        }
+        elem_size = *size;
+        struct_members(btf, elem, off, Some(name), level + 1, &mut found)?;
+    } else {
+        return Ok(());
+    }
+    if nelems > 1 && !found.is_empty() {
+        if let Some(f) = found.iter().find(|f| !repeatable(f.kind)) {
+            return Err(format!(
+                "member `{name}`: a {} in an array (btf_repeat_fields(), -EINVAL) is not converted",
+                f.kind.struct_name().unwrap_or("special field")
+            ));
+        }
+        let one = std::mem::take(&mut found);
+        for i in 0..nelems {
+            for f in &one {
+                found.push(Field {
+                    name: format!("{}_{i}", f.name),
+                    offset: f.offset + i * elem_size,
+                    ..f.clone()
+                });
+            }
+        }
+    }
+    out.extend(found);
+    Ok(())
+}
+
+/// `btf_find_struct_field()`: the special fields of the members of struct `id` at `base` bytes.
+fn struct_members(
+    btf: &Btf,
+    id: u32,
+    base: u32,
+    prefix: Option<&str>,
+    level: u32,
+    out: &mut Vec<Field>,
+) -> Result<(), String> {
+    let Some(Kind::Struct { members, .. }) = btf.get(id).map(|t| &t.kind) else { return Ok(()) };
     for (i, m) in members.iter().enumerate() {
         if m.bit_offset % 8 != 0 {
             continue;
@@ -79,22 +156,26 @@ pub fn struct_fields(btf: &Btf, id: u32, base: u32, prefix: Option<&str>) -> Vec
             Some(p) => format!("{p}_{}", m.name),
             None => m.name.clone(),
         };
-        let tags = btf.member_decl_tags(id, i as i32);
-        if let Some(f) = field_of(btf, m.ty, &name, base + m.bit_offset / 8, &tags) {
-            out.push(f);
-        }
+        find_one(btf, (id, i as i32), m.ty, &name, base + m.bit_offset / 8, level, out)?;
     }
-    out
+    Ok(())
+}
+
+/// The special fields of struct `id` at `base` bytes, each named `<prefix>_<member>` (or
+/// `<member>`), nested structs and arrays included as btf.c finds them ([`find_one`]).
+pub fn struct_fields(btf: &Btf, id: u32, base: u32, prefix: Option<&str>) -> Result<Vec<Field>, String> {
+    let mut out = Vec::new();
+    struct_members(btf, btf.resolve(id), base, prefix, 0, &mut out)?;
+    Ok(out)
 }
 
 /// The special fields of a global variable `var` (a `VAR` of a `DATASEC`) of type `ty` at
-/// `offset`: the variable itself (`struct bpf_list_head ghead __contains(foo, node)`) or the
-/// members of its struct type.
-pub fn var_fields(btf: &Btf, var: u32, name: &str, ty: u32, offset: u32) -> Vec<Field> {
-    match field_of(btf, ty, name, offset, &btf.decl_tags(var)) {
-        Some(f) => vec![f],
-        None => struct_fields(btf, ty, offset, Some(name)),
-    }
+/// `offset` (`btf_find_datasec_var()`): the variable itself (`struct bpf_list_head ghead
+/// __contains(foo, node)`, or an array of them), or the members of its struct type.
+pub fn var_fields(btf: &Btf, var: u32, name: &str, ty: u32, offset: u32) -> Result<Vec<Field>, String> {
+    let mut out = Vec::new();
+    find_one(btf, (var, -1), ty, name, offset, 0, &mut out)?;
+    Ok(out)
 }
 
 /// Adds `extra` to `layout`: an integer field they overlap (a kptr was read as an 8-byte
@@ -114,7 +195,7 @@ pub fn merge(layout: &mut ValueLayout, extra: Vec<Field>) {
 /// The layout of the local object type `id` (locks, integers and special fields).
 fn type_layout(btf: &Btf, id: u32) -> Result<ValueLayout, String> {
     let mut layout = value_layout(&btf.ctype(id).map_err(|e| e.to_string())?)?;
-    merge(&mut layout, struct_fields(btf, id, 0, None));
+    merge(&mut layout, struct_fields(btf, id, 0, None)?);
     Ok(layout)
 }
 
@@ -122,17 +203,27 @@ fn type_layout(btf: &Btf, id: u32) -> Result<ValueLayout, String> {
 /// contain, in discovery order. A type the BTF lacks is left out (the kernel then refuses the map).
 pub fn contained_types(btf: &Btf, maps: &[MapSpec]) -> Result<Vec<ObjType>, String> {
     let mut todo: Vec<String> = Vec::new();
-    let roots = |l: &ValueLayout, todo: &mut Vec<String>| {
-        for f in &l.fields {
-            if let Some(FieldTarget::Contains { type_name, .. }) = &f.target {
-                todo.push(type_name.clone());
-            }
-        }
-    };
     for m in maps.iter().flat_map(|m| std::iter::once(m).chain(m.inner.as_deref())) {
         roots(&m.value, &mut todo);
     }
     let mut out: Vec<ObjType> = Vec::new();
+    add_contained(btf, todo, &mut out)?;
+    Ok(out)
+}
+
+/// The `__contains` type names of the graph roots of `l`, pushed on `todo`.
+fn roots(l: &ValueLayout, todo: &mut Vec<String>) {
+    for f in &l.fields {
+        if let Some(FieldTarget::Contains { type_name, .. }) = &f.target {
+            todo.push(type_name.clone());
+        }
+    }
+}
+
+/// Adds to `out` the local types named in `todo` and those their own graph roots contain (as
+/// `btf_parse_struct_metas()` gives every program struct its record). A type the BTF lacks is
+/// left out.
+fn add_contained(btf: &Btf, mut todo: Vec<String>, out: &mut Vec<ObjType>) -> Result<(), String> {
     while let Some(name) = todo.pop() {
         if out.iter().any(|t| t.name == name) {
             continue;
@@ -146,7 +237,7 @@ pub fn contained_types(btf: &Btf, maps: &[MapSpec]) -> Result<Vec<ObjType>, Stri
             ..ObjType::new(name, layout)
         });
     }
-    Ok(out)
+    Ok(())
 }
 
 /// Byte offsets of the pointer members of struct `id` (not descending into nested structs).
@@ -185,10 +276,78 @@ pub fn allocated_types(btf: &Btf, consts: &[u64], types: &mut Vec<ObjType>) {
             continue;
         }
         let Ok(layout) = type_layout(btf, id) else { continue };
+        // The types its own graph roots contain (`bpf_obj_new()` of a struct holding a
+        // `bpf_list_head __contains(foo, node)`: foo's record is the program's too).
+        let mut todo = Vec::new();
+        roots(&layout, &mut todo);
+        if add_contained(btf, todo, types).is_err() {
+            continue;
+        }
         types.push(ObjType {
             btf_id: Some(id),
             pointers: pointer_offsets(btf, id),
             ..ObjType::new(t.name.clone(), layout)
         });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::import::btf::{BtfMember, BtfType};
+
+    fn member(name: &str, ty: u32, byte: u32) -> BtfMember {
+        BtfMember { name: name.into(), ty, bit_offset: byte * 8, bit_size: 0 }
+    }
+
+    fn strukt(name: &str, size: u32, members: Vec<BtfMember>) -> BtfType {
+        BtfType { name: name.into(), kind: Kind::Struct { size, members } }
+    }
+
+    /// linked_list.c's shapes: `struct inner { struct bpf_spin_lock lock; struct bpf_list_head
+    /// head __contains(foo, node); }` inside `struct outer { int x; struct inner inner; }`, a
+    /// global `struct bpf_list_head ga[2] __contains(foo, node)`, and an array of `inner`.
+    fn btf() -> Btf {
+        let t = |name: &str, kind| BtfType { name: String::from(name), kind };
+        Btf {
+            types: vec![
+                t("", Kind::Void),
+                t("int", Kind::Int { size: 4, signed: true }),
+                strukt("bpf_spin_lock", 4, vec![member("val", 1, 0)]),
+                strukt("bpf_list_head", 16, vec![]),
+                strukt("inner", 24, vec![member("lock", 2, 0), member("head", 3, 8)]),
+                t("contains:foo:node", Kind::DeclTag { target: 4, component: 1 }),
+                strukt("outer", 32, vec![member("x", 1, 0), member("inner", 4, 8)]),
+                t("", Kind::Array { elem: 3, nelems: 2 }),
+                t("ga", Kind::Var { ty: 7 }),
+                t("contains:foo:node", Kind::DeclTag { target: 8, component: -1 }),
+                t("", Kind::Array { elem: 4, nelems: 2 }),
+                strukt("outer2", 48, vec![member("inners", 10, 0)]),
+            ],
+        }
+    }
+
+    #[test]
+    fn nested_structs_and_arrays_as_btf_c_finds_them() {
+        let btf = btf();
+        let contains = Some(FieldTarget::Contains { type_name: "foo".into(), node: "node".into() });
+        // btf_find_nested_struct(): the head of the nested struct, with its member's decl tag;
+        // the lock and the int from value_layout().
+        let f = struct_fields(&btf, 6, 0, None).unwrap();
+        assert_eq!(f.len(), 1);
+        assert_eq!((f[0].name.as_str(), f[0].kind, f[0].offset), ("inner_head", FieldKind::ListHead, 16));
+        assert_eq!(f[0].target, contains);
+        let l = value_layout(&btf.ctype(6).unwrap()).unwrap();
+        let kinds: Vec<_> = l.fields.iter().map(|f| (f.name.as_str(), f.kind, f.offset)).collect();
+        assert_eq!(kinds, vec![("x", FieldKind::Int, 0), ("inner_lock", FieldKind::SpinLock, 8)]);
+        // btf_repeat_fields(): an array of heads, the VAR's decl tag on each.
+        let g = var_fields(&btf, 8, "ga", 7, 100).unwrap();
+        let heads: Vec<_> = g.iter().map(|f| (f.name.as_str(), f.offset, f.target == contains)).collect();
+        assert_eq!(heads, vec![("ga_0", 100, true), ("ga_1", 116, true)]);
+        // An array of structs: their heads repeated; with a lock inside, -EINVAL (the locks are
+        // value_layout()'s: not converted).
+        let r: Vec<_> = struct_fields(&btf, 11, 0, None).unwrap().into_iter().map(|f| f.offset).collect();
+        assert_eq!(r, vec![8, 32]);
+        assert!(value_layout(&btf.ctype(11).unwrap()).unwrap_err().contains("an array"));
     }
 }

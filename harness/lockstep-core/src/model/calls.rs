@@ -79,6 +79,12 @@ impl Machine<'_> {
                 }
                 if self.profile.res_spin_lock && name.starts_with("bpf_res_spin_") {
                     if self.in_rbtree_cb(st) {
+                        // check_kfunc_args(): a non-NULL map value passes the generic checks
+                        // (__check_func_arg_reg_off() takes any PTR_TO_MAP_VALUE), then
+                        // KF_ARG_PTR_TO_RES_SPIN_LOCK refuses the call first thing (7.2, 7.3).
+                        if matches!(st.cur_ref().regs[1], Reg::MapValue { null: false, .. }) {
+                            return self.reject(pc, "can't res_spin_{lock,unlock} in rbtree cb".into());
+                        }
                         return Err(Stop::Unsupported("a bpf_res_spin_lock call in an rbtree cb".into()));
                     }
                     return self.res_spin_lock_call(st, pc, name);
@@ -495,6 +501,15 @@ impl Machine<'_> {
         let r1 = st.cur_ref().regs[1].clone();
         match &r1 {
             Reg::MapValue { null: false, .. } => {}
+            // KF_ARG_PTR_TO_RES_SPIN_LOCK: exactly PTR_TO_BTF_ID | MEM_ALLOC (an owning object,
+            // no MEM_PERCPU / NON_OWN_REF), then process_spin_lock() on its type's record
+            // (alloc_lock_arg(): "local 'kptr' has no valid bpf_res_spin_lock"; 7.2 and 7.3).
+            // That record is the type's btf_struct_meta, which btf_parse_struct_metas() (btf.c)
+            // makes only for a struct with a member among alloc_obj_fields (bpf_res_spin_lock is
+            // not one: debian:7.2 / 7.3 refuse a type holding only it) or a kptr: a type with a
+            // bpf_res_spin_lock is not modelled, one without is "no valid" either way.
+            Reg::Alloc { ty, null: false, percpu: false, non_owning: false, off, .. }
+                if *off >= 0 && self.case.types[*ty].layout.field_of(FieldKind::ResSpinLock).is_none() => {}
             Reg::MapValue { null: true, .. } => {
                 let args = [("reg", "R1".to_string())];
                 return self.reject(pc, self.msg(&self.profile.messages.kfunc_arg_maybe_null, &args));

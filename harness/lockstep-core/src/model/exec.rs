@@ -176,7 +176,9 @@ impl<'a> Machine<'a> {
             if locked && !f.lock_allowed {
                 return Err(Stop::Reject(None, map_create_refused(&m.name, EOPNOTSUPP)));
             }
-            // btf_parse_fields() fails before map_check_btf() looks at the map type: an error record.
+            // btf_parse_fields() fails before map_check_btf() looks at the map type: an error
+            // record, which check_prepared() models for global data sections; a map value
+            // struct's fails BPF_BTF_LOAD first (btf_parse_struct_metas()): not modelled.
             if let Some(why) = &f.record_error {
                 return Err(Stop::Unsupported(format!(
                     "map `{}` has an error BTF record (not modelled): {why}",

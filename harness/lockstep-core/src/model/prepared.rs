@@ -36,6 +36,26 @@ pub(crate) fn maps_with_inner(case: &Case) -> impl Iterator<Item = &MapSpec> {
     case.maps.iter().flat_map(|m| std::iter::once(m).chain(m.inner.as_deref()))
 }
 
+/// A copy of the prepared case whose global data sections with an error record
+/// (`MapFacts::record_error`, in [`maps_with_inner`] order) keep only their integer fields (see
+/// `check_prepared()`).
+pub(crate) fn without_error_records(prep: &Prepared<'_>) -> Case {
+    let mut case = prep.case().clone();
+    let mut facts = prep.maps.iter();
+    for m in case.maps.iter_mut() {
+        let strip = |m: &mut MapSpec, f: Option<&MapFacts>| {
+            if m.global_section && f.is_some_and(|f| f.record_error.is_some()) {
+                m.value.fields.retain(|x| x.kind == FieldKind::Int);
+            }
+        };
+        strip(m, facts.next());
+        if let Some(inner) = m.inner.as_deref_mut() {
+            strip(inner, facts.next());
+        }
+    }
+    case
+}
+
 /// The first instruction `check_and_resolve_insns()` refuses for reasons of its own (register
 /// numbers, the `ld_imm64` form, the opcode table, reserved fields), or none.
 type InsnScan = Option<(usize, Stop)>;

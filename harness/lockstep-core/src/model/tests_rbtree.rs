@@ -6,8 +6,14 @@ use super::*;
 use crate::asm::{assemble, Symbols};
 use crate::case::{Case, Field, FieldKind, FieldTarget, MapSpec, MapType, ObjType, ProgType, ValueLayout};
 
-const KFUNCS: [&str; 5] =
-    ["bpf_obj_new_impl", "bpf_obj_drop_impl", "bpf_rbtree_add_impl", "bpf_rbtree_first", "bpf_rbtree_remove"];
+const KFUNCS: [&str; 6] = [
+    "bpf_obj_new_impl",
+    "bpf_obj_drop_impl",
+    "bpf_rbtree_add_impl",
+    "bpf_rbtree_first",
+    "bpf_rbtree_remove",
+    "bpf_res_spin_unlock",
+];
 
 /// Map `m`: `{ struct bpf_spin_lock lock; struct bpf_rb_root root __contains(obj, node); }`
 /// (head at 8); `struct obj { long key; struct bpf_rb_node node; }` (node at 8), BTF id 30.
@@ -133,4 +139,19 @@ fn add_walks_its_less_callback_and_the_node_becomes_non_owning() {
     // After the unlock the node is gone (invalidate_non_owning_refs()): insn 28 reads it.
     let after = case_tail(&format!("{LOCK}{add}{UNLOCK} r0 = *(u64 *)(r6 + 0)\n"), less);
     assert_7x(&after, &Verdict::reject(Some(28), "R6 invalid mem access 'scalar'"));
+}
+
+#[test]
+fn a_res_lock_kfunc_in_the_less_callback() {
+    // 7.3's rbtree_api_add_bad_cb_res_spin_unlock: KF_ARG_PTR_TO_RES_SPIN_LOCK refuses any res
+    // lock kfunc in an rbtree callback (calls.rs); insn 32 is the cb's bpf_res_spin_unlock.
+    let add =
+        "r1 = r7\n r1 += 8\n r2 = r6\n r2 += 8\n r3 = less ll\n r4 = 0\n r5 = 0\n call bpf_rbtree_add_impl\n";
+    let less = "less:\n r1 = map[id:m][0]+0\n call bpf_res_spin_unlock\n r0 = 0\n exit\n";
+    let c = case_tail(&format!("{LOCK}{add}{UNLOCK}"), less);
+    let module = crate::module_src::bundled();
+    for p in KernelProfile::all().iter().filter(|p| p.res_spin_lock) {
+        let want = Verdict::reject(Some(32), "can't res_spin_{lock,unlock} in rbtree cb");
+        assert_eq!(check(&c, p, &module), want, "{}", p.name);
+    }
 }
