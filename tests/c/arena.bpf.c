@@ -33,3 +33,7 @@ int alloc_pages(struct __sk_buff *skb)
 {
 	return bpf_arena_alloc_pages(&arena, 0, 1, -1, 0) ? 1 : 0;
 }
+
+/* Without a license section libbpf passes "" and every kernel refuses the kfunc call
+ * ("cannot call kernel function from non-GPL compatible program", model/license.rs). */
+char _license[] SEC("license") = "GPL";

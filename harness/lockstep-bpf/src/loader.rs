@@ -265,6 +265,7 @@ impl Loader {
             func_info,
             fd_array: &fd_array,
             log_level: if case.log_level != 0 { case.log_level | 4 } else { LOG_LEVEL },
+            license: &case.license,
         };
         let (res, log) = {
             let mut buf = self.log_buf.lock().unwrap_or_else(|e| e.into_inner());

@@ -351,6 +351,8 @@ pub struct ProgLoad<'a> {
     pub fd_array: &'a [i32],
     /// Verifier log level (0 = none).
     pub log_level: u32,
+    /// The licence string (the kernel keeps `license_is_gpl_compatible()` of it).
+    pub license: &'a str,
 }
 
 /// Loads a program; the verifier's log goes to `log`. Returns the fd or the errno, and the
@@ -392,7 +394,7 @@ pub fn prog_load(p: &ProgLoad<'_>, log: &mut [u8]) -> (Result<OwnedFd, SysError>
         opts.log_size = log.len().min(u32::MAX as usize) as u32;
     }
     let name = cstr(p.name);
-    let license = cstr("GPL");
+    let license = cstr(p.license);
     // SAFETY: every pointer in opts (insns, func_info, fd_array, log) points into buffers that
     // outlive the call; opts.sz matches the struct.
     let ret = unsafe {

@@ -554,6 +554,30 @@ pub struct Case {
     /// BTF declares `f`; the body, which libbpf appends, is not part of `program`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub exception_cb: Option<ExceptionCb>,
+    /// The licence string `BPF_PROG_LOAD` carries (`license = "..."` in a case file, default
+    /// "GPL"; an object's `license` section as libbpf reads it, "" without one). The kernel
+    /// keeps `license_is_gpl_compatible()` of it (`prog->gpl_compatible`, syscall.c).
+    #[serde(default = "default_license", skip_serializing_if = "is_default_license")]
+    pub license: String,
+}
+
+/// The licence of a case that names none (the loader's default).
+pub const DEFAULT_LICENSE: &str = "GPL";
+
+fn default_license() -> String {
+    DEFAULT_LICENSE.into()
+}
+
+fn is_default_license(l: &str) -> bool {
+    l == DEFAULT_LICENSE
+}
+
+/// `license_is_gpl_compatible()` (include/linux/license.h, the same in 6.12, 7.2 and 7.3).
+pub fn license_is_gpl_compatible(license: &str) -> bool {
+    matches!(
+        license,
+        "GPL" | "GPL v2" | "GPL and additional rights" | "Dual BSD/GPL" | "Dual MIT/GPL" | "Dual MPL/GPL"
+    )
 }
 
 /// An exception callback as its BTF declares it (`find_exception_callback_insn_off()`,
@@ -686,6 +710,7 @@ impl Case {
             object: None,
             model_unsupported: None,
             exception_cb: None,
+            license: DEFAULT_LICENSE.into(),
         }
     }
 }

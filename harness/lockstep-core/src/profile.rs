@@ -222,6 +222,12 @@ pub struct KernelProfile {
     pub kptr_xchg_dest_types: String,
     /// Program types whose ctx allows `BPF_LD_[ABS|IND]` (`may_access_skb()`).
     pub ld_abs_prog_types: Vec<ProgType>,
+    /// A non-GPL program's first kfunc call is refused ("cannot call kernel function from
+    /// non-GPL compatible program", `bpf_add_kfunc_call()`) by `add_kfuncs()` after
+    /// `check_and_resolve_insns()` (7.3); before, by `add_subprog_and_kfunc()`, before
+    /// `check_subprogs()` (6.12, 7.2).
+    #[serde(default)]
+    pub kfunc_license_after_insns: bool,
     pub messages: Messages,
     /// `check_attach_btf_id()`'s deny lists and messages (programs with an attach target).
     #[serde(default)]

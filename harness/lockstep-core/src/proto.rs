@@ -195,6 +195,7 @@ mod tests {
                 object: None,
                 model_unsupported: None,
                 exception_cb: None,
+                license: crate::case::DEFAULT_LICENSE.into(),
             }),
             want_log: false,
         };

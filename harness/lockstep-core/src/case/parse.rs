@@ -41,6 +41,9 @@ struct RawCase {
     prog_flags: Vec<Spanned<String>>,
     #[serde(default)]
     log_level: u32,
+    /// The licence `BPF_PROG_LOAD` carries (default "GPL").
+    #[serde(default)]
+    license: Option<String>,
     #[serde(default)]
     description: Option<String>,
     #[serde(default)]
@@ -445,6 +448,7 @@ fn convert_case(ctx: &Ctx, src: &str, rc: RawCase, known_kfuncs: &[String]) -> R
         object: None,
         model_unsupported: None,
         exception_cb: None,
+        license: rc.license.unwrap_or_else(|| crate::case::DEFAULT_LICENSE.into()),
     })
 }
 

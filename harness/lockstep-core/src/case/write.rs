@@ -67,6 +67,9 @@ pub fn case_toml(c: &Case, comments: &[String]) -> String {
     if c.log_level != 0 {
         let _ = writeln!(o, "log_level = {}", c.log_level);
     }
+    if c.license != crate::case::DEFAULT_LICENSE {
+        let _ = writeln!(o, "license = {}", q(&c.license));
+    }
     if let Some(d) = &c.description {
         let _ = writeln!(o, "description = {}", q(d));
     }

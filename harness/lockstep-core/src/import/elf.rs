@@ -217,7 +217,7 @@ fn read_object(
                 )
             });
         match case {
-            Ok(c) => out.cases.push(Case { object: Some(object), ..c }),
+            Ok(c) => out.cases.push(Case { object: Some(object), license: object_license(elf), ..c }),
             Err(why) => {
                 // The kernel still judges it (through libbpf); the model says why it cannot.
                 out.cases.push(kernel_only_case(file, name, annotations.as_ref().ok(), object, &why));
@@ -262,6 +262,14 @@ fn programs_for_kernel_only(
         out.skipped.push((name, why.to_string()));
     }
     out
+}
+
+/// The licence libbpf passes with every program of the object (`bpf_object__init_license()`):
+/// the `license` section up to its first NUL, at most 63 bytes; "" without the section.
+pub(crate) fn object_license(elf: &object::File<'_>) -> String {
+    let data = elf.section_by_name("license").and_then(|s| s.data().ok()).unwrap_or_default();
+    let end = data.iter().position(|&b| b == 0).unwrap_or(data.len()).min(63);
+    String::from_utf8_lossy(&data[..end]).into_owned()
 }
 
 /// What every program of one object shares in its [`ObjectSource`].
@@ -488,6 +496,7 @@ fn program_case(
         object: None,
         model_unsupported: None,
         exception_cb,
+        license: crate::case::DEFAULT_LICENSE.into(),
     })
 }
 

@@ -281,6 +281,7 @@ fn convert(
         object: None,
         model_unsupported: None,
         exception_cb: None,
+        license: crate::case::DEFAULT_LICENSE.into(),
     }))
 }
 

@@ -101,6 +101,8 @@ impl Machine<'_> {
     ) -> Step<Reg> {
         let k = self.kernel_btf_for("memory access through a kernel pointer")?;
         let tname = k.name_of(btf_id).to_string();
+        // check_ptr_to_btf_access(): the licence before anything of the access (license.rs).
+        self.btf_access_license(pc, &tname)?;
         if off < 0 {
             return self.reject(pc, format!("R{regno} is ptr_{tname} invalid negative access: off={off}"));
         }

@@ -125,15 +125,26 @@ impl Machine<'_> {
                 self.kfunc_call(st, pc, name)?;
                 Ok(Flow::Next(pc + 1))
             }
-            0 => match crate::helpers::helper_name(insn.imm) {
-                Some(h) if super::callback_walk::walks_callback(h) => self.sync_callback_call(st, pc, h),
-                Some("bpf_timer_set_callback") => self.timer_set_callback(st, pc),
-                _ => {
-                    self.helper_call(st, pc, insn.imm)?;
-                    Ok(Flow::Next(pc + 1))
-                }
-            },
+            // check_helper_call(): gpl_only protos in a non-GPL program (license.rs).
+            0 if !self.gpl_compatible() && crate::helpers::helper_name(insn.imm).is_some() => {
+                let h = crate::helpers::helper_name(insn.imm).unwrap_or_default();
+                self.helper_license(pc, h)?;
+                self.call_helper_insn(st, pc, insn.imm)
+            }
+            0 => self.call_helper_insn(st, pc, insn.imm),
             s => Err(Stop::Unsupported(format!("call with src_reg {s} at {pc}"))),
+        }
+    }
+
+    /// A helper call instruction (`imm`: the helper id), by the helper.
+    fn call_helper_insn(&mut self, st: &mut State, pc: usize, imm: i32) -> Step<Flow> {
+        match crate::helpers::helper_name(imm) {
+            Some(h) if super::callback_walk::walks_callback(h) => self.sync_callback_call(st, pc, h),
+            Some("bpf_timer_set_callback") => self.timer_set_callback(st, pc),
+            _ => {
+                self.helper_call(st, pc, imm)?;
+                Ok(Flow::Next(pc + 1))
+            }
         }
     }
 

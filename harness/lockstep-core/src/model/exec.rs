@@ -217,6 +217,9 @@ impl<'a> Machine<'a> {
         if self.profile.early_ld_imm64_check && insns.last().is_some_and(|i| i.is_ld_imm64()) {
             return Err(Stop::Reject(None, "invalid bpf_ld_imm64 insn".into()));
         }
+        self.prog_type_license()?;
+        // add_subprog_and_kfunc() (6.12, 7.2): a non-GPL program's first kfunc (license.rs).
+        self.kfunc_license(false)?;
         // add_subprogs() / add_subprog_and_kfunc(), check_subprogs(), then check_btf_info():
         // func_info only for a case with global functions or a program of a BPF object.
         self.exception_cb_tags()?;
@@ -224,6 +227,8 @@ impl<'a> Machine<'a> {
         // per case: `Prepared::layout`.)
         self.prep.layout()?;
         self.check_and_resolve_insns()?;
+        // add_kfuncs() (7.3): a non-GPL program's first kfunc (license.rs).
+        self.kfunc_license(true)?;
         self.prep.cfg()?;
         // check_attach_btf_id() runs after check_cfg().
         if self.case.prog_type == ProgType::Syscall && !self.case.sleepable {

@@ -32,6 +32,7 @@ mod kfunc_args;
 mod kobj;
 mod kptr;
 mod kptr_store;
+mod license;
 mod loops;
 mod map_compat;
 mod prepared;
@@ -248,6 +249,8 @@ mod tests_irq;
 mod tests_kfunc_args;
 #[cfg(test)]
 mod tests_kptr_xchg;
+#[cfg(test)]
+mod tests_license;
 #[cfg(test)]
 mod tests_loops;
 #[cfg(test)]

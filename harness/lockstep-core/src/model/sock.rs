@@ -124,6 +124,13 @@ impl Machine<'_> {
         write: bool,
     ) -> Step<Reg> {
         let t = kind.type_str(false);
+        // check_ptr_to_btf_access() refuses a non-GPL program first (license.rs), with the
+        // name of the socket struct, which SockKind::Btf does not keep.
+        if kind == SockKind::Btf && !self.gpl_compatible() {
+            return Err(Stop::Unsupported(
+                "an access through a bpf_skc_to_* result in a non-GPL program is not modelled".into(),
+            ));
+        }
         if write {
             return self.reject(pc, format!("R{regno} cannot write into {t}"));
         }

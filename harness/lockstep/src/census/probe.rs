@@ -125,6 +125,7 @@ pub fn probe_case(kfunc: &str, prog_type: ProgType, probe: Probe) -> Case {
         object: None,
         model_unsupported: None,
         exception_cb: None,
+        license: lockstep_core::case::DEFAULT_LICENSE.into(),
     }
 }
 

@@ -89,6 +89,7 @@ impl Generator {
             object: None,
             model_unsupported: None,
             exception_cb: None,
+            license: crate::case::DEFAULT_LICENSE.into(),
         }
     }
 }
