@@ -413,6 +413,32 @@ impl Loader {
                     insn.imm = t.btf_id as i32;
                     insn.off = off;
                 }
+                // libbpf's bpf_object__relocate_data() for a __ksym function used as a value:
+                // the FUNC's id and its BTF object's fd (0: vmlinux), or, weak and not found,
+                // the constant 0. Prototype compatibility (bpf_core_types_are_compat()) is not
+                // checked here: a `___flavour` name, which needs it, is refused.
+                Reloc::KsymFunc { name, weak, .. } => {
+                    if name.contains("___") || idx + 1 >= insns.len() || !insns[idx].is_ld_imm64() {
+                        return Err(bad());
+                    }
+                    match self.kfuncs.get(name) {
+                        Some(t) => {
+                            insns[idx].src = lockstep_core::insn::BPF_PSEUDO_BTF_ID;
+                            insns[idx].imm = t.btf_id as i32;
+                            insns[idx + 1].imm = if t.object == 0 {
+                                0
+                            } else {
+                                self.modules[t.object - 1].object.fd.as_raw_fd()
+                            };
+                        }
+                        None if *weak => {
+                            insns[idx].src = 0;
+                            insns[idx].imm = 0;
+                            insns[idx + 1].imm = 0;
+                        }
+                        None => return Err(SetupError::UnknownKfunc(name.clone())),
+                    }
+                }
                 Reloc::Helper { .. } | Reloc::Subprog { .. } => {}
             }
         }

@@ -62,6 +62,9 @@ pub struct KernelBtf {
     /// Kfuncs described by BTF (`kfunc_btf.rs`): vmlinux's of the known sets, and those of the
     /// modules added ([`KernelBtf::add_module_kfuncs`]).
     pub kfuncs: std::collections::BTreeMap<String, crate::kfunc_btf::KfuncDesc>,
+    /// Every FUNC of the modules added (kfuncs or not), by name: its prototype's
+    /// [`Btf::compat_shape`] (`None`: no module read, module functions are unknown).
+    pub module_funcs: Option<std::collections::BTreeMap<String, String>>,
 }
 
 impl KernelBtf {
@@ -74,7 +77,13 @@ impl KernelBtf {
                 by_name.entry(t.name.clone()).or_default().push(i as u32);
             }
         }
-        Ok(KernelBtf { source: source.to_string(), btf, by_name, kfuncs: Default::default() })
+        Ok(KernelBtf {
+            source: source.to_string(),
+            btf,
+            by_name,
+            kfuncs: Default::default(),
+            module_funcs: None,
+        })
     }
 
     /// The struct of the member at offset 0 of struct `id` (typedefs and qualifiers skipped), if
@@ -110,6 +119,12 @@ impl KernelBtf {
             crate::module_ko::elf_section(ko, ".BTF.base").map_err(|e| e.to_string())?.unwrap_or(vmlinux_raw);
         let (module, base_count) = Btf::parse_split(split, base).map_err(|e| e.to_string())?;
         let found = crate::kfunc_btf::module_kfuncs(&module, base_count, self, &flags);
+        let funcs = self.module_funcs.get_or_insert_with(Default::default);
+        for t in module.types.iter().skip(base_count as usize) {
+            if let Kind::Func { proto, .. } = t.kind {
+                funcs.entry(t.name.clone()).or_insert_with(|| module.compat_shape(proto));
+            }
+        }
         let n = found.len();
         self.kfuncs.extend(found);
         Ok(n)
@@ -117,6 +132,21 @@ impl KernelBtf {
 
     fn named(&self, name: &str, want: impl Fn(&Kind) -> bool) -> Option<u32> {
         self.by_name.get(name)?.iter().copied().find(|&id| self.btf.get(id).is_some_and(|t| want(&t.kind)))
+    }
+
+    /// What libbpf's `find_ksym_btf_id(.., BTF_KIND_FUNC)` finds for `name` (vmlinux first, then
+    /// the modules): the FUNC's vmlinux id (`None` for a module's) and its prototype's
+    /// [`Btf::compat_shape`]. `Err(())`: not in vmlinux and no module BTF was read.
+    #[allow(clippy::result_unit_err)]
+    pub fn ksym_func(&self, name: &str) -> Result<Option<(Option<u32>, String)>, ()> {
+        if let Some(id) = self.named(name, |k| matches!(k, Kind::Func { .. })) {
+            let Some(Kind::Func { proto, .. }) = self.btf.get(id).map(|t| &t.kind) else { return Ok(None) };
+            return Ok(Some((Some(id), self.btf.compat_shape(*proto))));
+        }
+        match &self.module_funcs {
+            None => Err(()),
+            Some(m) => Ok(m.get(name).map(|s| (None, s.clone()))),
+        }
     }
 
     /// The id of struct `name` (`btf_find_by_name_kind(.., BTF_KIND_STRUCT)`).

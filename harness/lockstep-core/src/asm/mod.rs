@@ -36,6 +36,14 @@ pub enum Reloc {
     Kfunc { name: String },
     /// A bpf-to-bpf call to a label; `imm` already holds the relative offset.
     Subprog { label: String },
+    /// `ld_imm64` (`BPF_PSEUDO_BTF_ID`) of an `extern ... __ksym` function used as a value
+    /// (`bpf_ksym_exists(kfunc)`), as libbpf's `bpf_object__resolve_ksym_func_btf_id()` and
+    /// `bpf_object__relocate_data()` give it to the kernel: resolved by `name` without its
+    /// `___flavour` suffix to a kernel FUNC whose prototype is compatible
+    /// (`bpf_core_types_are_compat()`) with `proto` (the local prototype's
+    /// [`crate::import::btf::Btf::compat_shape`]): `BPF_PSEUDO_BTF_ID` with the FUNC's id;
+    /// otherwise, `weak`, the constant 0 (`src_reg` 0); not weak, the load fails.
+    KsymFunc { name: String, weak: bool, proto: String },
 }
 
 /// An assembled program.

@@ -263,6 +263,37 @@ impl Btf {
         id
     }
 
+    /// Type `id` as libbpf's `__bpf_core_types_are_compat()` compares it: modifiers and typedefs
+    /// skipped, kinds compared (enum and enum64 alike), pointers, arrays and function prototypes
+    /// followed, names ignored. Two types are compatible exactly when their shapes are equal.
+    pub fn compat_shape(&self, id: u32) -> String {
+        self.shape_at(id, 0)
+    }
+
+    fn shape_at(&self, id: u32, depth: u32) -> String {
+        if depth > 32 {
+            return "deep".into();
+        }
+        let id = self.resolve(id);
+        match self.get(id).map(|t| &t.kind) {
+            None => format!("bad{id}"),
+            Some(Kind::Void) => "void".into(),
+            Some(Kind::Int { .. }) => "int".into(),
+            Some(Kind::Ptr { to }) => format!("ptr({})", self.shape_at(*to, depth + 1)),
+            Some(Kind::Array { elem, .. }) => format!("array({})", self.shape_at(*elem, depth + 1)),
+            Some(Kind::Struct { .. }) => "struct".into(),
+            Some(Kind::Union { .. }) => "union".into(),
+            Some(Kind::Enum { .. }) => "enum".into(),
+            Some(Kind::Fwd) => "fwd".into(),
+            Some(Kind::Float { .. }) => "float".into(),
+            Some(Kind::FuncProto { ret, params, .. }) => {
+                let ps: Vec<String> = params.iter().map(|p| self.shape_at(*p, depth + 1)).collect();
+                format!("proto({};{})", self.shape_at(*ret, depth + 1), ps.join(","))
+            }
+            Some(k) => format!("{k:?}"),
+        }
+    }
+
     /// The id of the `FUNC` named `name`.
     pub fn func(&self, name: &str) -> Option<u32> {
         self.types

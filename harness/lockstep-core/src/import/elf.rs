@@ -39,6 +39,14 @@ pub struct ObjectCases {
 #[error("{0}")]
 pub struct ElfError(pub String);
 
+/// An undefined symbol a non-call instruction references: a `__ksym` / `__kconfig` extern.
+/// `func`: an `extern` function (its BTF FUNC), with whether the symbol is weak and its
+/// prototype's [`Btf::compat_shape`].
+struct Extern {
+    name: String,
+    func: Option<(bool, String)>,
+}
+
 /// `src_reg` of a kfunc call (`BPF_PSEUDO_KFUNC_CALL`).
 const PSEUDO_KFUNC_CALL: u8 = crate::insn::BPF_PSEUDO_KFUNC_CALL;
 /// Stand-in map fds start here (mapped back to names after relocation).
@@ -106,7 +114,7 @@ fn read_object(
     };
     // Undefined symbols referenced from code: kfunc calls and extern variables.
     let mut kfuncs: Vec<String> = Vec::new();
-    let mut externs: Vec<String> = Vec::new();
+    let mut externs: Vec<Extern> = Vec::new();
     let mut patches: Vec<(usize, u64, u8, i32)> = Vec::new(); // (section, byte offset, src_reg, imm)
     for s in elf.sections().filter(|s| s.kind() == SectionKind::Text) {
         let data = s.data().map_err(|x| e(x.to_string()))?;
@@ -125,7 +133,13 @@ fn read_object(
                 });
                 patches.push((s.index().0, off, PSEUDO_KFUNC_CALL, KFUNC_TAG + k as i32));
             } else {
-                externs.push(name);
+                // An `extern ... __ksym` function used as a value (`bpf_ksym_exists()`): its
+                // object BTF FUNC (linkage extern), the ELF symbol's binding (`__weak`).
+                let func = btf.func(&name).and_then(|id| match btf.get(id).map(|t| &t.kind) {
+                    Some(Kind::Func { proto, .. }) => Some((sym.is_weak(), btf.compat_shape(*proto))),
+                    _ => None,
+                });
+                externs.push(Extern { name, func });
                 patches.push((s.index().0, off, EXTERN_VAR_SRC, externs.len() as i32 - 1));
             }
         }
@@ -341,7 +355,7 @@ fn program_case(
     data_syms: &BTreeMap<String, u32>,
     map_names: &[String],
     kfuncs: &[String],
-    externs: &[String],
+    externs: &[Extern],
     known_kfuncs: &[String],
     annotations: &Annotations,
 ) -> Result<Case, String> {
@@ -397,12 +411,22 @@ fn program_case(
                         used_maps.push(m);
                     }
                 }
-                EXTERN_VAR_SRC => {
-                    return Err(format!(
-                        "uses extern variable `{}` (__ksym/__kconfig variables are not supported)",
-                        externs.get(ins.imm as usize).map_or("?", |s| s.as_str())
+                EXTERN_VAR_SRC => match externs.get(ins.imm as usize) {
+                    Some(Extern { name, func: Some((weak, proto)) }) => {
+                        program.relocs.insert(
+                            i,
+                            Reloc::KsymFunc { name: name.clone(), weak: *weak, proto: proto.clone() },
+                        );
+                        insns[i].src = crate::insn::BPF_PSEUDO_BTF_ID;
+                        insns[i].imm = 0;
+                    }
+                    e => {
+                        return Err(format!(
+                        "uses extern variable `{}` (typed __ksym and __kconfig variables are not supported)",
+                        e.map_or("?", |e| e.name.as_str())
                     ))
-                }
+                    }
+                },
                 BPF_PSEUDO_FUNC => {
                     let t = (i as i64 + ins.imm as i64 + 1) as usize;
                     program.relocs.insert(i, Reloc::Subprog { label: label_of(&names, t) });

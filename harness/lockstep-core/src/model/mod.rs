@@ -32,6 +32,7 @@ mod kfunc_args;
 mod kobj;
 mod kptr;
 mod kptr_store;
+mod ksym;
 mod license;
 mod loops;
 mod map_compat;
@@ -229,6 +230,8 @@ mod tests_btf_access;
 mod tests_callbacks;
 #[cfg(test)]
 mod tests_ctx;
+#[cfg(test)]
+mod tests_externs;
 #[cfg(test)]
 mod tests_flow;
 #[cfg(test)]

@@ -1,0 +1,59 @@
+//! `extern ... __ksym` functions used as values (`bpf_ksym_exists(kfunc)`): the `ld_imm64` the
+//! kernel receives from libbpf and the register `check_ld_imm()` gives it.
+//!
+//! libbpf (`bpf_object__resolve_ksym_func_btf_id()`): the extern's name without its `___flavour`
+//! suffix (`bpf_core_essential_name_len()`) is looked up as a FUNC in vmlinux BTF, then in the
+//! modules' (`find_ksym_btf_id()`); found, its prototype must be compatible with the local one
+//! (`bpf_core_types_are_compat()`). Resolved, `bpf_object__relocate_data()` writes
+//! `BPF_PSEUDO_BTF_ID` with the FUNC's id; not resolved and `__weak`, the constant 0; not resolved
+//! and strong, libbpf refuses the object (no kernel load at all).
+//!
+//! The kernel (`check_pseudo_btf_id()`, same in 6.12, 7.2, 7.3): a FUNC is `PTR_TO_MEM |
+//! MEM_RDONLY` with `mem_size` 0, never null (`reg_not_null()` lists `PTR_TO_MEM`), so
+//! `if (r == 0)` on it is decided by `is_branch_taken()`; the constant 0 is a known scalar.
+
+use super::scalar::Scalar;
+use super::state::Reg;
+use super::Stop;
+use crate::kernel_btf::KernelBtf;
+
+/// The name libbpf resolves: `name` up to its last `___flavour` separator
+/// (`bpf_core_essential_name_len()`: `x___y` where neither `x` nor `y` ends/starts with `_`).
+pub(super) fn essential_name(name: &str) -> &str {
+    let b = name.as_bytes();
+    let n = b.len();
+    if n >= 5 {
+        for i in (0..=n - 5).rev() {
+            if b[i] != b'_' && &b[i + 1..i + 4] == b"___" && b[i + 4] != b'_' {
+                return &name[..i + 1];
+            }
+        }
+    }
+    name
+}
+
+/// The register an `ld_imm64` of the `__ksym` function `name` loads on the kernel `kbtf`
+/// describes (`weak`: the extern is `__weak`; `proto`: its local prototype's
+/// [`crate::import::btf::Btf::compat_shape`]).
+pub(super) fn ksym_func_reg(
+    kbtf: Option<&KernelBtf>,
+    name: &str,
+    weak: bool,
+    proto: &str,
+) -> Result<Reg, Stop> {
+    let unsupported =
+        |why: String| Stop::Unsupported(format!("__ksym function `{name}` used as a value: {why}"));
+    let kbtf = kbtf.ok_or_else(|| unsupported("no kernel BTF to resolve it in".into()))?;
+    let essent = essential_name(name);
+    let found = kbtf
+        .ksym_func(essent)
+        .map_err(|()| unsupported(format!("`{essent}` is not a vmlinux FUNC and no module BTF was read")))?;
+    let resolved = found.is_some_and(|(_, shape)| shape == proto);
+    if resolved {
+        return Ok(Reg::Mem { size: 0, rdonly: true, id: 0, parent: 0, null: false });
+    }
+    if !weak {
+        return Err(unsupported("not resolved and not __weak (libbpf refuses the object)".into()));
+    }
+    Ok(Reg::Scalar(Scalar::known(0)))
+}
