@@ -6,7 +6,7 @@
 use super::test_fixtures::*;
 use super::*;
 use crate::asm::Symbols;
-use crate::case::{Case, FieldKind, MapSpec, MapType, ProgType, ValueLayout};
+use crate::case::{Case, FieldKind, MapSpec, MapType, ValueLayout};
 use crate::verdict::VerdictKind;
 
 /// A relocatable ELF64 (EM_BPF) holding only `sections` (name, bytes) and `.shstrtab`.
