@@ -67,7 +67,7 @@ pub const SET_REGISTRATIONS: &[(&str, &[Hook], &str)] = &[
 /// The kfuncs of `common_btf_ids` (kernel/bpf/helpers.c) judged by their BTF: the set also holds
 /// kfuncs `check_kfunc_call()` treats specially (`special_kfunc_list[]`: casts, RCU, dynptr
 /// slices, ...), which its generic rules would misjudge, so the others stay unsupported.
-pub const COMMON_SET_MODELLED: &[&str] = &["bpf_stream_print_stack"];
+pub const COMMON_SET_MODELLED: &[&str] = &["bpf_stream_print_stack", "bpf_stream_vprintk"];
 
 /// One argument as `get_kfunc_arg_type()` classifies it, for the kinds the model judges; the
 /// others are [`KfArg::Unsupported`] with the construct named.
@@ -89,6 +89,10 @@ pub enum KfArg {
     MemSize,
     /// A pointer to a scalar of `size` bytes: `KF_ARG_PTR_TO_MEM | MEM_FIXED_SIZE`.
     FixedMem { size: u32 },
+    /// A pointer named `*__str`: `KF_ARG_PTR_TO_CONST_STR` (`is_kfunc_arg_const_str()`, classified
+    /// after the ctx, allocated-object, dynptr, iterator and graph kinds, which a pointer to a
+    /// scalar or void is not), judged by `check_arg_const_str()` (`model/conststr.rs`).
+    ConstStr,
     /// Anything else (size pairs, constants, dynptrs, iterators, graph types, callbacks, ...).
     Unsupported(String),
 }
@@ -210,12 +214,15 @@ impl View<'_> {
         let Some(Kind::Ptr { to }) = self.kind(t) else {
             return KfArg::Unsupported(format!("argument `{pname}` that is neither a scalar nor a pointer"));
         };
+        let r = self.btf.resolve(*to);
+        if pname.ends_with("__str") && (r == 0 || self.is_scalar(r)) {
+            return KfArg::ConstStr;
+        }
         if SPECIAL_SUFFIXES.iter().any(|s| pname.ends_with(s)) {
             return KfArg::Unsupported(format!("pointer argument `{pname}` (a suffix of its own)"));
         }
         let next_is_size = names.get(i + 1).is_some_and(|n| n.ends_with("__sz") || n.ends_with("__szk"))
             && self.is_scalar(self.btf.resolve(params[i + 1]));
-        let r = self.btf.resolve(*to);
         if next_is_size {
             let plain_sz = names[i + 1].ends_with("__sz") && !names[i + 1].ends_with("__szk");
             // Void or a scalar (a struct of scalars is not modelled).
@@ -438,5 +445,21 @@ mod tests {
         let d3 = v3.desc(8, 0, "s", true, &[Hook::Common]).unwrap();
         assert_eq!(d3.ret, KfRet::Void);
         assert!(d3.allowed_in(ProgType::Xdp), "the common hook");
+    }
+
+    #[test]
+    fn a_str_pointer_is_a_const_string() {
+        // bpf_stream_vprintk's visible prototype: (int stream_id, const char *fmt__str,
+        // const void *args, u32 len__sz); here `unsigned long *` and `void *` (0) stand in.
+        let mut b = btf(vec![1, 4, 9, 1], &["stream_id", "fmt__str", "args", "len__sz"], 1);
+        b.types.push(t("", Kind::Ptr { to: 0 }));
+        let kid = |id: u32| Some(id + 100);
+        let v = View { btf: &b, kid: &kid };
+        let d = v.desc(8, 0, "s", true, &[Hook::Common]).unwrap();
+        assert_eq!(d.args, vec![KfArg::Anything, KfArg::ConstStr, KfArg::MemPtr, KfArg::MemSize]);
+        // A `__str` pointer to a struct (KF_ARG_PTR_TO_CONST_STR too, by suffix): not modelled.
+        let b = btf(vec![3], &["sk__str"], 1);
+        let v = View { btf: &b, kid: &kid };
+        assert!(matches!(v.desc(8, 0, "s", true, &[Hook::Common]).unwrap().args[0], KfArg::Unsupported(_)));
     }
 }

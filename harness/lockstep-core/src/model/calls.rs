@@ -403,6 +403,7 @@ impl Machine<'_> {
             "bpf_map_update_elem" | "bpf_map_delete_elem" => self.map_update_delete(st, pc, name)?,
             "bpf_probe_read_kernel" => self.probe_read_kernel(st, pc)?,
             "bpf_trace_printk" => self.trace_printk(st, pc)?,
+            "bpf_strncmp" => self.strncmp(st, pc)?,
             "bpf_kptr_xchg" => {
                 let r0 = self.kptr_xchg(st, pc)?;
                 self.clobber(st, r0);

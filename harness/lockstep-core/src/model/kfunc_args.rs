@@ -119,7 +119,10 @@ impl Machine<'_> {
         for (i, arg) in d.args.iter().enumerate() {
             let r = i + 1;
             let reg = st.cur_ref().regs[r].clone();
-            let is_ptr_arg = matches!(arg, KfArg::Struct { .. } | KfArg::FixedMem { .. } | KfArg::MemPtr);
+            let is_ptr_arg = matches!(
+                arg,
+                KfArg::Struct { .. } | KfArg::FixedMem { .. } | KfArg::MemPtr | KfArg::ConstStr
+            );
             // A scalar for a pointer argument: judged only when the model knows its value.
             let konst = match &reg {
                 Reg::Scalar(s) => s.konst(),
@@ -276,6 +279,11 @@ impl Machine<'_> {
                         Reg::Stack { .. } if s.konst().is_some_and(|k| k >= 1) => {
                             self.kfunc_fixed_mem(st, name, r - 1, &buf, s.umax as u32)?
                         }
+                        // check_mem_size_reg(zero_size_allowed): a known zero size on the stack
+                        // at a constant offset inside it passes check_stack_access_within_bounds()
+                        // (read, then write) and check_stack_range_initialized() reads no byte
+                        // (bpf_stream_printk() without arguments: `r3 = r10; r3 += -8; w4 = 0`).
+                        Reg::Stack { off, .. } if s.konst() == Some(0) && (-512..0).contains(&off) => {}
                         other => {
                             return unsupported(format!(
                                 "R{} of type {} with a size R{r} in [{}, {}]",
@@ -286,6 +294,13 @@ impl Machine<'_> {
                             ))
                         }
                     }
+                }
+                // KF_ARG_PTR_TO_CONST_STR: a map value, then check_arg_const_str() (conststr.rs).
+                KfArg::ConstStr => {
+                    if !matches!(reg, Reg::MapValue { .. }) {
+                        return unsupported(format!("R{r} of type {} for a constant string", reg.type_str()));
+                    }
+                    self.const_str_arg(pc, r, &reg, &format!("kfunc {name}"))?;
                 }
                 KfArg::Unsupported(why) => return unsupported(format!("argument R{r}: {why}")),
             }

@@ -19,6 +19,7 @@ mod callback_walk;
 mod callbacks;
 mod calls;
 mod cfg;
+mod conststr;
 mod ctx;
 mod exception_cb;
 mod exec;
@@ -228,6 +229,8 @@ mod tests_attach;
 mod tests_btf_access;
 #[cfg(test)]
 mod tests_callbacks;
+#[cfg(test)]
+mod tests_conststr;
 #[cfg(test)]
 mod tests_ctx;
 #[cfg(test)]

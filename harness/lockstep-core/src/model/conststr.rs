@@ -1,0 +1,144 @@
+//! Constant strings (issue 14, item 5): `ARG_PTR_TO_CONST_STR` (`bpf_strncmp`'s third argument)
+//! and `KF_ARG_PTR_TO_CONST_STR` (a kfunc's `__str` argument, `bpf_stream_vprintk`'s format),
+//! both judged by `check_arg_const_str()` (kernel/bpf/verifier.c, the same text in 7.2 and 7.3
+//! but for 7.3's percpu_array refusal, left unsupported): the register must be a map value of a
+//! frozen `BPF_F_RDONLY_PROG` map (`bpf_map_is_rdonly()`), at a constant offset inside the value,
+//! with a NUL between the offset and the value's end in the map's contents.
+//!
+//! The contents are known only for a BPF object's read-only global data maps (`.rodata*`), which
+//! libbpf fills from the ELF section and freezes (`bpf_object__populate_internal_map()`): the
+//! model reads the section from the object's bytes. A case file's maps are created by lockstep
+//! without contents or freezing: not modelled. Nothing of the format string is checked at
+//! verification time for `bpf_stream_vprintk` (its `bpf_bprintf_prepare()` runs at run time,
+//! kernel/bpf/stream.c), unlike `bpf_snprintf` (`check_bpf_snprintf_call()`, not modelled).
+
+use super::exec::Machine;
+use super::state::{Reg, State};
+use super::{Step, Stop};
+use crate::case::{FieldKind, MapType, ProgType};
+
+/// `BPF_F_RDONLY_PROG`.
+const BPF_F_RDONLY_PROG: u32 = 1 << 7;
+/// `BPF_F_WRONLY_PROG`.
+const BPF_F_WRONLY_PROG: u32 = 1 << 8;
+
+/// The program types whose `get_func_proto()` falls back to `bpf_base_func_proto()`
+/// (kernel/bpf/helpers.c), which offers `BPF_FUNC_strncmp` to every loader (its first,
+/// unprivileged list) in 6.12, 7.2 and 7.3: the same chains as `bpf_trace_printk`'s
+/// (`helpers_plain.rs`).
+const STRNCMP_TYPES: [ProgType; 10] = [
+    ProgType::Tracing,
+    ProgType::Kprobe,
+    ProgType::Tracepoint,
+    ProgType::RawTracepoint,
+    ProgType::PerfEvent,
+    ProgType::SchedCls,
+    ProgType::SchedAct,
+    ProgType::Xdp,
+    ProgType::SocketFilter,
+    ProgType::Syscall,
+];
+
+impl Machine<'_> {
+    /// The initial contents of global data map `map` of the case's object, when libbpf creates
+    /// it read-only and frozen: the ELF section of the map's name (`.rodata`, `.rodata.str1.1`).
+    fn frozen_rodata(&self, map: usize) -> Option<Vec<u8>> {
+        use object::{Object as _, ObjectSection as _};
+        let spec = self.map(map);
+        let obj = self.case.object.as_ref()?;
+        if !spec.global_section || spec.flags & BPF_F_RDONLY_PROG == 0 || !spec.name.starts_with(".rodata") {
+            return None;
+        }
+        let elf = object::File::parse(&obj.bytes[..]).ok()?;
+        let sec = elf.section_by_name(&spec.name)?;
+        sec.data().ok().map(<[u8]>::to_vec)
+    }
+
+    /// `check_arg_const_str()` for register `r` (`what`: the helper or kfunc, for messages of
+    /// the constructs not modelled). Returns `Ok` when the kernel passes it.
+    pub(super) fn const_str_arg(&self, pc: usize, r: usize, reg: &Reg, what: &str) -> Step<()> {
+        let unsupported = |why: &str| {
+            Err(Stop::Unsupported(format!("{what}: a constant string argument R{r} {why} is not modelled")))
+        };
+        let Reg::MapValue { map, off, var, null: false, .. } = reg else {
+            return unsupported(&format!("of type {}", reg.type_str()));
+        };
+        let spec = self.map(*map);
+        // 7.3 refuses a percpu_array first ("points to percpu_array map"), 7.2 does not.
+        if spec.map_type == MapType::PercpuArray {
+            return unsupported("in a percpu_array map");
+        }
+        let Some(bytes) = self.frozen_rodata(*map) else {
+            // bpf_map_is_rdonly(): BPF_F_RDONLY_PROG and frozen. Of an object's maps, libbpf
+            // creates only the `.rodata*` / `.kconfig` ones with BPF_F_RDONLY_PROG and freezes
+            // them (test_loader freezes none): a map without the flag is refused.
+            if self.case.object.is_some() && spec.flags & BPF_F_RDONLY_PROG == 0 {
+                return self.reject(pc, format!("R{r} does not point to a readonly map'"));
+            }
+            return unsupported("in a map whose contents or frozen state the model does not know");
+        };
+        if var.is_some() {
+            // tnum_is_const(): the model's variable part may be a constant the kernel knows.
+            return unsupported("at a variable offset");
+        }
+        let size = spec.value.size as i64;
+        // check_map_access(reg, 0, value_size - off): an offset outside the value is refused with
+        // messages not modelled here; a special field in a .rodata value does not occur.
+        if *off < 0 || *off >= size || bytes.len() as i64 != size {
+            return unsupported("outside the map value");
+        }
+        if spec.value.fields.iter().any(|f| f.kind != FieldKind::Int) {
+            return unsupported("in a map value with special fields");
+        }
+        // strnchr(str_ptr + map_off, value_size - map_off, 0)
+        if !bytes[*off as usize..].contains(&0) {
+            return self.reject(pc, "string is not zero-terminated".into());
+        }
+        Ok(())
+    }
+
+    /// `bpf_strncmp(s1, s1_sz, s2)` (kernel/bpf/helpers.c `bpf_strncmp_proto`: not `gpl_only`,
+    /// `ARG_PTR_TO_MEM | MEM_RDONLY`, `ARG_MEM_SIZE`, `ARG_PTR_TO_CONST_STR`, `RET_INTEGER`).
+    /// Modelled for `s1` in a map value at a constant offset with a known constant size of at
+    /// least 1 wholly inside the value and over no special field (`check_mem_size_reg()` ->
+    /// `check_helper_mem_access()` read pass), and `s2` as [`Self::const_str_arg`] judges it.
+    /// Other `s1` registers (the stack, kernel pointers: `task->comm`) are unsupported.
+    pub(super) fn strncmp(&mut self, st: &mut State, pc: usize) -> Step<()> {
+        let name = "helper bpf_strncmp";
+        let unsupported = |what: &str| Err(Stop::Unsupported(format!("{name}: {what} is not modelled")));
+        if !STRNCMP_TYPES.contains(&self.case.prog_type) {
+            return unsupported("this program type");
+        }
+        let r1 = self.read_reg(st, pc, 1)?;
+        let Reg::MapValue { map, off, var: None, null: false, .. } = r1 else {
+            return unsupported(&format!(
+                "R1 of type {} (other than a map value at a constant offset)",
+                r1.type_str()
+            ));
+        };
+        let size = match self.read_reg(st, pc, 2)? {
+            Reg::Scalar(s) => s.konst().filter(|k| *k >= 1),
+            _ => None,
+        };
+        let Some(size) = size else {
+            return unsupported("a size R2 that is not a known constant of at least 1");
+        };
+        let spec = self.map(map);
+        if spec.flags & BPF_F_WRONLY_PROG != 0 {
+            return unsupported("R1 in a write-only map");
+        }
+        if off < 0 || off + size > spec.value.size as i64 {
+            return unsupported("R1 past the map value");
+        }
+        let over_field = spec.value.fields.iter().any(|f| {
+            f.kind != FieldKind::Int && (f.offset as i64) < off + size && off < (f.offset + f.size) as i64
+        });
+        if over_field {
+            return unsupported("R1 over a special field");
+        }
+        let r3 = self.read_reg(st, pc, 3)?;
+        self.const_str_arg(pc, 3, &r3, name)?;
+        self.clobber(st, Reg::Scalar(super::scalar::Scalar::unknown()));
+        Ok(())
+    }
+}
