@@ -229,6 +229,8 @@ mod tests_callbacks;
 #[cfg(test)]
 mod tests_ctx;
 #[cfg(test)]
+mod tests_excb;
+#[cfg(test)]
 mod tests_flow;
 #[cfg(test)]
 mod tests_graph;
