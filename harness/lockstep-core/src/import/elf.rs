@@ -473,7 +473,8 @@ fn program_case(
         }
         if let Some((_, id)) = names.get(&start) {
             if let Some(Kind::Func { proto, global: true }) = btf.get(*id).map(|t| &t.kind) {
-                let (args, ctx_args) = global_args(btf, *proto, st.prog_type)?;
+                let (args, ctx_args) = global_args(btf, *proto, st.prog_type)
+                    .map_err(|why| format!("global function `{label}`: {why}"))?;
                 globals.push(GlobalFunc { label, args, ctx_args });
             }
         }
@@ -637,7 +638,15 @@ fn global_args(btf: &Btf, proto: u32, prog_type: ProgType) -> Result<(u8, u8), S
             matches!(t.kind, Kind::Struct { .. } | Kind::Fwd) && Some(t.name.as_str()) == ctx_struct
         });
         if !is_ctx || i >= 5 {
-            return Err("a global function takes a non-integer argument (not modelled)".into());
+            let what = match pointee {
+                Some(t) if !t.name.is_empty() => format!("a pointer to `{}`", t.name),
+                Some(_) => "a pointer".to_string(),
+                None => "neither an integer nor a pointer".to_string(),
+            };
+            return Err(format!(
+                "a global function takes a non-integer argument (argument {}, {what}: btf_prepare_func_args() not modelled)",
+                i + 1
+            ));
         }
         ctx_args |= 1 << i;
     }
