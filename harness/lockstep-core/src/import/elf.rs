@@ -376,6 +376,38 @@ fn program_case(
             names.insert(fi.insn_off as usize, (t.name.clone(), fi.type_id));
         }
     }
+    // libbpf's bpf_object__relocate(): once the program's calls are relocated, the exception
+    // callback is appended (bpf_object__append_subprog_code(), then bpf_object__reloc_code() on
+    // it) unless a call already appended it (`subprog->sub_insn_off`). Its own callees, which
+    // libbpf appends after it, are not (the program is then the kernel's alone).
+    let mut cb_start = None;
+    if let Some(cb) = exception_cb.as_ref().filter(|cb| cb.global) {
+        if let Some((&at, _)) = names.iter().find(|(_, (n, _))| *n == cb.name) {
+            cb_start = Some(at);
+        } else if let (Some(f), Some(id)) =
+            (obj.functions.values().find(|f| f.name == cb.name), btf.func(&cb.name))
+        {
+            let calls = f.instructions.iter().any(|i| {
+                (i.code == 0x85 && i.src_reg() == 1) || (i.code == 0x18 && i.src_reg() == BPF_PSEUDO_FUNC)
+            });
+            if calls {
+                return Err(format!(
+                    "exception callback `{}` calls subprograms (libbpf appends them after it): not modelled",
+                    cb.name
+                ));
+            }
+            let at = insns.len();
+            insns.extend(f.instructions.iter().map(|i| Insn {
+                code: i.code,
+                dst: i.dst_reg(),
+                src: i.src_reg(),
+                off: i.off,
+                imm: i.imm,
+            }));
+            names.insert(at, (cb.name.clone(), id));
+            cb_start = Some(at);
+        }
+    }
     let mut program = Program {
         insns: Vec::new(),
         relocs: BTreeMap::new(),
@@ -461,7 +493,11 @@ fn program_case(
     }
     program.insns = insns;
     let mut globals = Vec::new();
-    for start in program.subprog_starts() {
+    let mut starts = program.subprog_starts();
+    starts.extend(cb_start);
+    starts.sort_unstable();
+    starts.dedup();
+    for start in starts {
         let label = if start == 0 { name.to_string() } else { label_of(&names, start) };
         program.labels.insert(start, label.clone());
         if start == 0 {
@@ -469,7 +505,8 @@ fn program_case(
         }
         if let Some((_, id)) = names.get(&start) {
             if let Some(Kind::Func { proto, global: true }) = btf.get(*id).map(|t| &t.kind) {
-                let (args, ctx_args) = global_args(btf, *proto, st.prog_type)?;
+                let (args, ctx_args) = global_args(btf, *proto, st.prog_type)
+                    .map_err(|why| format!("global function `{label}`: {why}"))?;
                 globals.push(GlobalFunc { label, args, ctx_args });
             }
         }
@@ -634,7 +671,15 @@ fn global_args(btf: &Btf, proto: u32, prog_type: ProgType) -> Result<(u8, u8), S
             matches!(t.kind, Kind::Struct { .. } | Kind::Fwd) && Some(t.name.as_str()) == ctx_struct
         });
         if !is_ctx || i >= 5 {
-            return Err("a global function takes a non-integer argument (not modelled)".into());
+            let what = match pointee {
+                Some(t) if !t.name.is_empty() => format!("a pointer to `{}`", t.name),
+                Some(_) => "a pointer".to_string(),
+                None => "neither an integer nor a pointer".to_string(),
+            };
+            return Err(format!(
+                "a global function takes a non-integer argument (argument {}, {what}: btf_prepare_func_args() not modelled)",
+                i + 1
+            ));
         }
         ctx_args |= 1 << i;
     }

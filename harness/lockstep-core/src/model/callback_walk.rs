@@ -174,6 +174,10 @@ impl Machine<'_> {
             if func_ref && self.async_callbacks.contains(&sidx) {
                 continue;
             }
+            // A bpf-to-bpf call to the exception callback (exception_cb.rs).
+            if !func_ref && self.is_exception_cb(sidx) {
+                return Err(Stop::Reject(None, format!("insn {i} cannot call exception cb directly")));
+            }
             chain.push(sidx);
             self.throw_walk(chain)?;
             chain.pop();

@@ -119,8 +119,9 @@ fn successors(insns: &[Insn], pc: usize) -> Step<(i64, i64)> {
 /// `check_cfg()`: a depth-first walk from insn 0 (callees and callbacks included); every
 /// instruction must be reached ("unreachable insn N"), no jump may land on the second slot of an
 /// `ld_imm64` ("jump into the middle of ldimm64 insn N"). Back-edges are allowed: lockstep loads
-/// with CAP_BPF (`env->bpf_capable`).
-pub(crate) fn check_cfg(insns: &[Insn]) -> Step<()> {
+/// with CAP_BPF (`env->bpf_capable`). The exception callback (`ex_insn_beg`, 6.12, 7.2, 7.3) is
+/// walked after, from its start, when the walk from insn 0 did not reach it.
+pub(crate) fn check_cfg(insns: &[Insn], exception_cb: Option<usize>) -> Step<()> {
     // Programs up to CFG_INLINE instructions walk with buffers on the stack (no allocation: this
     // runs on every check); each instruction is pushed at most once, so `n` slots suffice.
     const CFG_INLINE: usize = 256;
@@ -136,7 +137,18 @@ pub(crate) fn check_cfg(insns: &[Insn]) -> Step<()> {
     };
     seen[0] = true;
     let mut depth = 1;
-    while depth > 0 {
+    let mut ex_root = exception_cb.filter(|&s| s > 0 && s < n);
+    loop {
+        if depth == 0 {
+            match ex_root.take() {
+                Some(s) if !seen[s] => {
+                    seen[s] = true;
+                    todo[0] = s as u32;
+                    depth = 1;
+                }
+                _ => break,
+            }
+        }
         depth -= 1;
         let t = todo[depth] as usize;
         let (first, second) = successors(insns, t)?;

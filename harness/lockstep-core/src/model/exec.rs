@@ -131,6 +131,12 @@ impl<'a> Machine<'a> {
         // `do_check_common(env, i, context)`); before, once, with the program's `sleepable`
         // (`Machine::called` holds the calls' contexts, `model/sleep.rs`).
         let globals: Vec<(usize, u8)> = self.globals.iter().map(|(i, a)| (*i, *a)).collect();
+        // The exception callback is "presumed to be always called", in the main program's
+        // context (7.3: `called[env->prog->sleepable]`; before: `called`).
+        let ex_cb = self.prep.exception_cb_start;
+        if let Some(start) = ex_cb {
+            self.called.insert((start, self.case.sleepable));
+        }
         let mut verified = std::collections::BTreeSet::new();
         loop {
             let mut new = 0;
@@ -139,6 +145,11 @@ impl<'a> Machine<'a> {
                     continue;
                 }
                 let sub = self.subprogs.iter().position(|s| *s == start).unwrap_or(0);
+                if ex_cb == Some(start) {
+                    // do_check_common() -> btf_prepare_func_args() and the exception
+                    // callback's own checks (exception_cb.rs).
+                    self.exception_cb_checks()?;
+                }
                 let mut st = State::entry(Frame::new(0, sub, 0), false, start);
                 st.sleepable = context;
                 // btf_prepare_func_args(): PTR_TO_CTX for a context argument, else a scalar.
@@ -152,8 +163,12 @@ impl<'a> Machine<'a> {
                 new += 1;
             }
             if new == 0 {
-                // The exception callback (marked called), then check_max_stack_depth().
-                self.exception_cb_checks()?;
+                // The exception callback (marked called; walked above when the program holds
+                // its body), then check_max_stack_depth().
+                if ex_cb.is_none() {
+                    self.exception_cb_checks()?;
+                }
+                self.mark_exception_cb();
                 return self.check_throw_in_callbacks();
             }
         }
@@ -1054,6 +1069,7 @@ impl<'a> Machine<'a> {
         }
         let rule = self.return_rule();
         if rule != ReturnRule::Base {
+            self.exception_cb_return(st, pc, rule)?;
             self.check_attach_return(st, pc, rule)?;
             return Ok(Flow::Done);
         }

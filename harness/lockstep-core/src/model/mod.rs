@@ -234,6 +234,8 @@ mod tests_conststr;
 #[cfg(test)]
 mod tests_ctx;
 #[cfg(test)]
+mod tests_excb;
+#[cfg(test)]
 mod tests_externs;
 #[cfg(test)]
 mod tests_flow;

@@ -65,6 +65,9 @@ pub struct Prepared<'a> {
     case: &'a Case,
     /// Subprogram starts (index 0 = main): `Program::subprog_starts()`.
     pub(crate) subprogs: Vec<usize>,
+    /// Where the exception callback's body starts when the program holds it (libbpf appended it:
+    /// import/elf.rs), a subprogram of its own (`add_subprog_and_kfunc()` adds it).
+    pub(crate) exception_cb_start: Option<usize>,
     /// Global subprograms by start instruction: their number of args.
     pub(crate) globals: BTreeMap<usize, u8>,
     /// Global subprograms by start instruction: which args (bit 0: R1) are `ARG_PTR_TO_CTX`.
@@ -129,9 +132,17 @@ impl<'a> Prepared<'a> {
                 pc += 1;
             }
         }
+        let exception_cb_start = case.exception_cb.as_ref().and_then(|cb| {
+            program.labels.iter().find(|(&at, l)| at != 0 && **l == cb.name).map(|(&at, _)| at)
+        });
+        let mut subprogs = program.subprog_starts();
+        subprogs.extend(exception_cb_start);
+        subprogs.sort_unstable();
+        subprogs.dedup();
         Prepared {
             case,
-            subprogs: program.subprog_starts(),
+            subprogs,
+            exception_cb_start,
             globals,
             global_ctx_args,
             func_info: callbacks::has_btf_func_info(case),
@@ -167,7 +178,7 @@ impl<'a> Prepared<'a> {
 
     /// `check_cfg()`. Only for a program with instructions.
     pub(crate) fn cfg(&self) -> Step<()> {
-        self.cfg.get_or_init(|| cfg::check_cfg(&self.case.program.insns)).clone()
+        self.cfg.get_or_init(|| cfg::check_cfg(&self.case.program.insns, self.exception_cb_start)).clone()
     }
 
     /// The first instruction `check_and_resolve_insns()` refuses for its own reasons under a
