@@ -401,6 +401,14 @@ impl Machine<'_> {
                 "exit with an unreleased reference after a scalar got an id (its id is not modelled)".into(),
             ));
         }
+        // Found by `lockstep fuzz` on debian:7.2 / 7.3 (fuzz_1_56551, seed 1): the kernel's id was
+        // one lower after an iterator loop the model walked twice where the kernel pruned.
+        if self.iter_loop_ids.get() {
+            return Err(Stop::Unsupported(
+                "exit with an unreleased reference after an iterator loop the model walked again (its id is not modelled)"
+                    .into(),
+            ));
+        }
         self.reject(pc, format!("Unreleased reference id={id} alloc_insn={insn}"))
     }
 }

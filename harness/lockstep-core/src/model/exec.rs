@@ -47,6 +47,10 @@ pub(crate) struct Machine<'a> {
     /// Set once a move or spill may have given a scalar an id (`assign_scalar_id_before_mov()`),
     /// which the model does not number: reference ids printed after that are not known.
     pub scalar_ids: std::cell::Cell<bool>,
+    /// An open-coded iterator's `_next` was walked again at a checkpoint the model did not prune:
+    /// the kernel's `is_state_visited()` (with liveness) may have pruned it, and each `_next` walk
+    /// takes an id (`++env->id_gen`), so later reference ids are not known exactly.
+    pub iter_loop_ids: std::cell::Cell<bool>,
     /// Per-instruction arena records (`arena.rs`).
     pub arena_aux: super::arena::ArenaAuxTable,
 }
@@ -75,6 +79,7 @@ impl<'a> Machine<'a> {
             async_callbacks: Default::default(),
             ref_insns: Default::default(),
             scalar_ids: Default::default(),
+            iter_loop_ids: Default::default(),
             arena_aux: Default::default(),
         }
     }

@@ -195,6 +195,9 @@ impl Machine<'_> {
                         ty.name
                     )));
                 }
+                if !seen.is_empty() {
+                    self.iter_loop_ids.set(true);
+                }
                 seen.push(key);
                 // check_kfunc_call(): `int *` (not a struct) is PTR_TO_MEM | MEM_RDONLY of the
                 // int's size, KF_RET_NULL gives it PTR_MAYBE_NULL and an id (++env->id_gen, on
