@@ -13,14 +13,13 @@
 //! kernel/bpf/stream.c), unlike `bpf_snprintf` (`check_bpf_snprintf_call()`, not modelled).
 
 use super::exec::Machine;
+use super::helpers_plain::MapValueArgGap;
 use super::state::{Reg, State};
 use super::{Step, Stop};
 use crate::case::{FieldKind, MapType, ProgType};
 
 /// `BPF_F_RDONLY_PROG`.
 const BPF_F_RDONLY_PROG: u32 = 1 << 7;
-/// `BPF_F_WRONLY_PROG`.
-const BPF_F_WRONLY_PROG: u32 = 1 << 8;
 
 /// The program types whose `get_func_proto()` falls back to `bpf_base_func_proto()`
 /// (kernel/bpf/helpers.c), which offers `BPF_FUNC_strncmp` to every loader (its first,
@@ -109,32 +108,19 @@ impl Machine<'_> {
         if !STRNCMP_TYPES.contains(&self.case.prog_type) {
             return unsupported("this program type");
         }
-        let r1 = self.read_reg(st, pc, 1)?;
-        let Reg::MapValue { map, off, var: None, null: false, .. } = r1 else {
-            return unsupported(&format!(
-                "R1 of type {} (other than a map value at a constant offset)",
-                r1.type_str()
-            ));
-        };
-        let size = match self.read_reg(st, pc, 2)? {
-            Reg::Scalar(s) => s.konst().filter(|k| *k >= 1),
-            _ => None,
-        };
-        let Some(size) = size else {
-            return unsupported("a size R2 that is not a known constant of at least 1");
-        };
-        let spec = self.map(map);
-        if spec.flags & BPF_F_WRONLY_PROG != 0 {
-            return unsupported("R1 in a write-only map");
-        }
-        if off < 0 || off + size > spec.value.size as i64 {
-            return unsupported("R1 past the map value");
-        }
-        let over_field = spec.value.fields.iter().any(|f| {
-            f.kind != FieldKind::Int && (f.offset as i64) < off + size && off < (f.offset + f.size) as i64
-        });
-        if over_field {
-            return unsupported("R1 over a special field");
+        match self.map_value_read_arg(st, pc)? {
+            Ok(()) => {}
+            Err(MapValueArgGap::NotMapValue(ty)) => {
+                return unsupported(&format!(
+                    "R1 of type {ty} (other than a map value at a constant offset)"
+                ));
+            }
+            Err(MapValueArgGap::Size) => {
+                return unsupported("a size R2 that is not a known constant of at least 1")
+            }
+            Err(MapValueArgGap::WriteOnly) => return unsupported("R1 in a write-only map"),
+            Err(MapValueArgGap::PastValue) => return unsupported("R1 past the map value"),
+            Err(MapValueArgGap::OverField) => return unsupported("R1 over a special field"),
         }
         let r3 = self.read_reg(st, pc, 3)?;
         self.const_str_arg(pc, 3, &r3, name)?;

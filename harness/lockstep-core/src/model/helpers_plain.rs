@@ -56,30 +56,17 @@ impl Machine<'_> {
         if !TRACE_PRINTK_TYPES.contains(&self.case.prog_type) {
             return unsupported("this program type");
         }
-        let Reg::MapValue { map, off, var: None, null: false, .. } = self.read_reg(st, pc, 1)? else {
-            return unsupported("a format string other than a map value at a constant offset");
-        };
-        let size = match self.read_reg(st, pc, 2)? {
-            Reg::Scalar(s) => s.konst().filter(|k| *k >= 1),
-            _ => None,
-        };
-        let Some(size) = size else {
-            return unsupported("a size that is not a known constant of at least 1");
-        };
-        let spec = self.map(map);
-        if spec.flags & BPF_F_WRONLY_PROG != 0 {
-            return unsupported("a write-only map");
-        }
-        if off < 0 || off + size > spec.value.size as i64 {
-            return unsupported("a format string past the map value");
-        }
-        let over_field = spec.value.fields.iter().any(|f| {
-            f.kind != crate::case::FieldKind::Int
-                && (f.offset as i64) < off + size
-                && off < (f.offset + f.size) as i64
-        });
-        if over_field {
-            return unsupported("a format string over a special field");
+        match self.map_value_read_arg(st, pc)? {
+            Ok(()) => {}
+            Err(MapValueArgGap::NotMapValue(_)) => {
+                return unsupported("a format string other than a map value at a constant offset");
+            }
+            Err(MapValueArgGap::Size) => {
+                return unsupported("a size that is not a known constant of at least 1")
+            }
+            Err(MapValueArgGap::WriteOnly) => return unsupported("a write-only map"),
+            Err(MapValueArgGap::PastValue) => return unsupported("a format string past the map value"),
+            Err(MapValueArgGap::OverField) => return unsupported("a format string over a special field"),
         }
         let cur = st.cur();
         for r in 1..=5 {
@@ -87,6 +74,36 @@ impl Machine<'_> {
         }
         cur.regs[0] = Reg::Scalar(super::scalar::Scalar::unknown());
         Ok(())
+    }
+
+    /// R1 / R2 as a read-only memory argument with its size (`check_mem_size_reg()` ->
+    /// `check_helper_mem_access()`, read pass) in the one shape the model judges: a map value at a
+    /// constant offset, a known constant size of at least 1, not a write-only map, wholly inside
+    /// the value and over no special field. `Err` names the first part outside that shape (the
+    /// callers word it: `bpf_trace_printk`'s format, `bpf_strncmp`'s `s1`).
+    pub(super) fn map_value_read_arg(&self, st: &State, pc: usize) -> Step<Result<(), MapValueArgGap>> {
+        let r1 = self.read_reg(st, pc, 1)?;
+        let Reg::MapValue { map, off, var: None, null: false, .. } = r1 else {
+            return Ok(Err(MapValueArgGap::NotMapValue(r1.type_str())));
+        };
+        let size = match self.read_reg(st, pc, 2)? {
+            Reg::Scalar(s) => s.konst().filter(|k| *k >= 1),
+            _ => None,
+        };
+        let Some(size) = size else { return Ok(Err(MapValueArgGap::Size)) };
+        let spec = self.map(map);
+        if spec.flags & BPF_F_WRONLY_PROG != 0 {
+            return Ok(Err(MapValueArgGap::WriteOnly));
+        }
+        if off < 0 || off + size > spec.value.size as i64 {
+            return Ok(Err(MapValueArgGap::PastValue));
+        }
+        let over_field = spec.value.fields.iter().any(|f| {
+            f.kind != crate::case::FieldKind::Int
+                && (f.offset as i64) < off + size
+                && off < (f.offset + f.size) as i64
+        });
+        Ok(if over_field { Err(MapValueArgGap::OverField) } else { Ok(()) })
     }
 
     /// `bpf_ktime_get_coarse_ns()`: `bpf_get_helper_proto()` finds no proto in the tracing
@@ -164,4 +181,19 @@ impl Machine<'_> {
         let id = if has_lock { self.fresh_id() } else { 0 };
         Ok(Reg::MapValue { map, off: 0, var: None, id, null: false })
     }
+}
+
+/// Why R1 / R2 are not the read-only map-value memory argument
+/// [`Machine::map_value_read_arg`] judges.
+pub(super) enum MapValueArgGap {
+    /// R1 is not a map value at a constant offset (its type string).
+    NotMapValue(&'static str),
+    /// R2 is not a known constant of at least 1.
+    Size,
+    /// The map is `BPF_F_WRONLY_PROG`.
+    WriteOnly,
+    /// The span leaves the map value.
+    PastValue,
+    /// The span covers a special field.
+    OverField,
 }
