@@ -53,6 +53,31 @@ fn the_model_with_each_kernels_btf_meets_the_kernel_btf_expectations() {
     }
 }
 
+/// A case's verdict depends on the case alone, not on the files checked beside it: each file of
+/// `tests/kernel-btf` checked by itself gives the rows it gives in the whole directory (until
+/// session 10 `check` loaded the kernel BTF only when some case of the run had a map, so
+/// `kfuncs-stream.toml` alone was unsupported).
+#[test]
+#[cfg_attr(not(lockstep_vm_tests), ignore = "set LOCKSTEP_VM_TESTS=1")]
+fn each_kernel_btf_file_checked_alone_gives_the_rows_it_gives_in_the_directory() {
+    fetch_headers();
+    let all = json_rows(&String::from_utf8_lossy(&lockstep(&["check", "--json", "tests/kernel-btf"]).stdout));
+    let mut files: Vec<PathBuf> = std::fs::read_dir(root().join("tests/kernel-btf"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == "toml"))
+        .collect();
+    files.sort();
+    assert!(files.len() > 1, "tests/kernel-btf holds {} files", files.len());
+    for f in &files {
+        let rel = format!("tests/kernel-btf/{}", f.file_name().unwrap().to_str().unwrap());
+        let alone = json_rows(&String::from_utf8_lossy(&lockstep(&["check", "--json", &rel]).stdout));
+        let within: Vec<&Value> = all.iter().filter(|r| r["file"] == rel.as_str()).collect();
+        assert!(!alone.is_empty(), "{rel}: no rows");
+        assert_eq!(alone.iter().collect::<Vec<_>>(), within, "{rel}: alone vs in tests/kernel-btf");
+    }
+}
+
 #[test]
 #[cfg_attr(not(lockstep_vm_tests), ignore = "set LOCKSTEP_VM_TESTS=1")]
 fn the_kernel_btf_cases_on_debian_7_2_and_7_3_meet_their_expectations_and_agree_with_the_model() {

@@ -13,6 +13,7 @@ use lockstep_core::verdict::VerdictKind;
 
 use crate::cases;
 use crate::exit::BadInput;
+use crate::kernel_btf::CheckProfiles;
 
 /// Arguments of `lockstep check`.
 #[derive(Args)]
@@ -66,11 +67,13 @@ fn paths_or_corpus(paths: &[PathBuf]) -> Vec<PathBuf> {
 
 /// Runs `check`: exit 0 when every expectation is met, 1 otherwise.
 pub fn run(a: CheckArgs) -> Result<u8> {
-    let mut profiles = profiles_of(&a.profiles)?;
     let module = lockstep_core::module_src::bundled();
     let cases = cases::load(&paths_or_corpus(&a.paths), &module)?;
-    crate::kernel_btf::attach(&mut profiles, &cases, a.kernel_btf.as_deref())?;
-    let rows = check_all(&cases, &profiles, &module);
+    let sets = CheckProfiles::new(profiles_of(&a.profiles)?, &cases, a.kernel_btf.as_deref())?;
+    // Each case with the kernel BTF it reads itself (`BtfNeed`), whatever else is in the run.
+    let rows: Vec<_> =
+        cases.iter().flat_map(|c| check_all(std::slice::from_ref(c), sets.for_case(c), &module)).collect();
+    let profiles = sets.names();
     write_rows(&mut std::io::stdout().lock(), &rows, a.json).context("writing to stdout")?;
     let count = |k| rows.iter().filter(|r| r.verdict == k).count();
     let missed: Vec<_> = rows.iter().filter(|r| r.expected == Some(false)).collect();

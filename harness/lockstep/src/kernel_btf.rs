@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use anyhow::Result;
-use lockstep_core::case::{Case, ProgType};
+use lockstep_core::case::Case;
 use lockstep_core::kernel_btf::{KernelBtf, KernelBtfRef};
 use lockstep_core::profile::KernelProfile;
 
@@ -89,39 +89,64 @@ pub fn cached_for(profile: &KernelProfile) -> Option<PathBuf> {
     crate::kernel::headers_vmlinux(profile.kernel.as_deref()?)
 }
 
-/// Gives each profile its kernel BTF: `explicit` for all of them (read even when no case needs
-/// it, so a bad file is always bad input), else, when some case may read it (a tracing / LSM
-/// program, or a program with a map: a load through its map pointer is typed by the map's
-/// kernel struct, `check_ptr_to_map_access()`), each profile's cached kernel's.
-pub fn attach(profiles: &mut [KernelProfile], cases: &[Case], explicit: Option<&Path>) -> Result<()> {
-    if let Some(path) = explicit {
-        let k = load(path)?;
-        for p in profiles.iter_mut() {
-            p.kernel_btf = KernelBtfRef(Some(k.clone()));
-        }
-        return Ok(());
-    }
-    // Tracing / LSM programs read it, so do loads through map pointers (btf_access.rs), and the
-    // programs of BPF objects (the kernel's selftests) call vmlinux and bpf_testmod kfuncs the
-    // model judges by their BTF (kfunc_btf.rs). The corpus's text cases without maps or tracing
-    // programs stay without it (the same verdicts as `cargo test`'s model_corpus).
-    let objects = cases.iter().any(|c| c.object.is_some());
-    if !objects
-        && !cases
-            .iter()
-            .any(|c| matches!(c.prog_type, ProgType::Tracing | ProgType::Lsm) || !c.maps.is_empty())
-    {
-        return Ok(());
-    }
-    for p in profiles.iter_mut() {
-        if let Some(path) = cached_for(p) {
-            let testmod = if objects { cached_testmod(p) } else { None };
-            match load_with(&path, testmod.as_deref()) {
-                Ok(k) => p.kernel_btf = KernelBtfRef(Some(k)),
-                // A damaged cache entry: the model says the BTF is missing, as without a cache.
-                Err(e) => tracing::warn!("profile {}: {e:#}", p.name),
+/// The profiles of a `lockstep check`, each with its kernel's BTF as `lockstep run` gives the
+/// model (tracing / LSM ctx, loads through map pointers and kernel pointers, kfunc prototypes),
+/// in two variants: the programs of BPF objects (the kernel's selftests, which call bpf_testmod
+/// kfuncs the model judges by their BTF) also read the cached `bpf_testmod.ko`'s split BTF.
+/// Which variant a case gets depends on the case alone, never on the other cases of the run,
+/// so a case gives the same verdict in any file set.
+pub struct CheckProfiles {
+    vmlinux: Vec<KernelProfile>,
+    with_testmod: Vec<KernelProfile>,
+}
+
+impl CheckProfiles {
+    /// `explicit` (`--kernel-btf FILE`) types every case on every profile; else each profile gets
+    /// its cached Debian kernel's BTF (a profile whose kernel is not cached, or whose cache entry
+    /// is damaged, stays without: the model then says the BTF is missing), and the testmod variant
+    /// is loaded only when `cases` hold an object program.
+    pub fn new(
+        profiles: Vec<KernelProfile>,
+        cases: &[Case],
+        explicit: Option<&Path>,
+    ) -> Result<CheckProfiles> {
+        if let Some(path) = explicit {
+            let k = load(path)?;
+            let mut all = profiles;
+            for p in all.iter_mut() {
+                p.kernel_btf = KernelBtfRef(Some(k.clone()));
             }
+            return Ok(CheckProfiles { vmlinux: all.clone(), with_testmod: all });
+        }
+        let with = |testmod: bool| {
+            let mut v = profiles.clone();
+            for p in v.iter_mut() {
+                if let Some(path) = cached_for(p) {
+                    let ko = if testmod { cached_testmod(p) } else { None };
+                    match load_with(&path, ko.as_deref()) {
+                        Ok(k) => p.kernel_btf = KernelBtfRef(Some(k)),
+                        Err(e) => tracing::warn!("profile {}: {e:#}", p.name),
+                    }
+                }
+            }
+            v
+        };
+        let objects = cases.iter().any(|c| c.object.is_some());
+        let with_testmod = if objects { with(true) } else { Vec::new() };
+        Ok(CheckProfiles { vmlinux: with(false), with_testmod })
+    }
+
+    /// The profiles `case` is checked against.
+    pub fn for_case(&self, case: &Case) -> &[KernelProfile] {
+        if case.object.is_some() {
+            &self.with_testmod
+        } else {
+            &self.vmlinux
         }
     }
-    Ok(())
+
+    /// The profiles (names and order are those of both variants).
+    pub fn names(&self) -> &[KernelProfile] {
+        &self.vmlinux
+    }
 }
