@@ -119,3 +119,58 @@ fn the_kernel_btf_cases_on_debian_7_2_and_7_3_meet_their_expectations_and_agree_
     }
     assert!(o.status.success(), "lockstep run: {:?}\n{stderr}", o.status);
 }
+
+/// `tests/externs/ksym_exists.bpf.c` (kept out of `tests/c`, whose test checks every profile
+/// without kernel BTF): compiled with the system clang as a user would, checked by the model with
+/// each kernel's cached BTF, and loaded into debian:7.2 and debian:7.3. Every expectation the C
+/// file writes (`__success`, `__failure __msg`, from real runs) is met by the model and by each
+/// kernel, and no row is a disagreement.
+#[test]
+#[cfg_attr(not(lockstep_vm_tests), ignore = "set LOCKSTEP_VM_TESTS=1")]
+fn the_ksym_exists_object_meets_its_expectations_in_the_model_and_the_kernels() {
+    fetch_headers();
+    let dir = tempfile::tempdir().unwrap();
+    let obj = dir.path().join("ksym_exists.bpf.o");
+    let src = root().join("tests/externs/ksym_exists.bpf.c");
+    let st = Command::new("clang")
+        .args(["-O2", "-g", "-target", "bpf", "-c"])
+        .arg(&src)
+        .arg("-o")
+        .arg(&obj)
+        .status()
+        .expect("clang (scripts/setup.sh installs it)");
+    assert!(st.success(), "clang failed on {}", src.display());
+    let obj = obj.to_str().unwrap();
+
+    let o = lockstep(&["check", "--json", "--profile", "7.2", "--profile", "7.3", obj]);
+    let stderr = String::from_utf8_lossy(&o.stderr);
+    let rows = json_rows(&String::from_utf8_lossy(&o.stdout));
+    assert_eq!(rows.len(), 4, "two programs x two profiles: {rows:?}\n{stderr}");
+    for r in &rows {
+        assert_eq!(r["expected"], true, "the model misses {} on {}: {r}", r["case"], r["profile"]);
+    }
+    assert!(o.status.success(), "lockstep check: {:?}\n{stderr}", o.status);
+
+    let json = dir.path().join("run.json");
+    let o = lockstep(&[
+        "run",
+        "-k",
+        "debian:7.2",
+        "-k",
+        "debian:7.3",
+        "--jobs",
+        "1",
+        "--json",
+        json.to_str().unwrap(),
+        obj,
+    ]);
+    let stderr = String::from_utf8_lossy(&o.stderr);
+    let rows = json_rows(&std::fs::read_to_string(&json).unwrap_or_default());
+    assert_eq!(rows.len(), 4, "two programs x two kernels: {rows:?}\n{stderr}");
+    for r in &rows {
+        assert_eq!(r["outcome"], "ran", "{}: {r}", r["case"]);
+        assert_eq!(r["kernel_met"], "met", "{} on {}: {r}", r["case"], r["kernel"]);
+        let a = r["agreement"].as_str().unwrap_or_default();
+        assert!(matches!(a, "agree" | "unsupported"), "{} on {}: {a}: {r}", r["case"], r["kernel"]);
+    }
+}

@@ -10,7 +10,9 @@
  * -k debian:7.3`, 2026-12-04): ksym_exists_present accept, ksym_exists_missing reject at insn 3
  * ("R9 !read_ok") on all three; the model (`lockstep check --profile 6.12|7.2|7.3`, cached BTF
  * and bpf_testmod) agrees on both; under `lockstep run` (no module BTF read) it leaves the
- * missing one unsupported (a FUNC not in vmlinux might be a module's). */
+ * missing one unsupported (a FUNC not in vmlinux might be a module's). tests/kernel_btf.rs
+ * (VM tests) compiles this file, checks it on 7.2 / 7.3 with the cached BTF and runs it on
+ * debian:7.2 / 7.3. */
 #include "../c/lockstep.h"
 
 /* A struct, not a forward declaration: bpf_core_types_are_compat() compares BTF kinds (libbpf's
