@@ -228,6 +228,12 @@ pub struct KernelProfile {
     /// `check_subprogs()` (6.12, 7.2).
     #[serde(default)]
     pub kfunc_license_after_insns: bool,
+    /// `is_branch_taken()` / `reg_not_null()` of 7.x: a 32-bit compare of a pointer against 0
+    /// decides nothing (its low 32 bits may be zero), a pointer whose bounds reach
+    /// `BPF_MAX_VAR_OFF` is not known non-null, and `PTR_TO_XDP_SOCK` / `PTR_TO_BUF` are (6.12:
+    /// none of the three).
+    #[serde(default)]
+    pub pointer_branch_7x: bool,
     pub messages: Messages,
     /// `check_attach_btf_id()`'s deny lists and messages (programs with an attach target).
     #[serde(default)]

@@ -986,8 +986,13 @@ impl<'a> Machine<'a> {
             {
                 self.both(st, pc, target)
             }
-            // is_branch_taken(): a non-null pointer against 0.
+            // is_branch_taken(): a pointer against 0 is decided only where reg_not_null() holds
+            // (and, 7.x, never in a 32-bit compare); otherwise both branches, the register
+            // unchanged in each (it has no PTR_MAYBE_NULL to mark).
             (p, Some(0)) if p.is_pointer() && !p.maybe_null() && matches!(cmp, CmpOp::Eq | CmpOp::Ne) => {
+                if (is32 && self.profile.pointer_branch_7x) || !self.reg_not_null(st, p) {
+                    return self.both(st, pc, target);
+                }
                 Ok(Flow::Next(if cmp == CmpOp::Ne { target } else { pc + 1 }))
             }
             (Reg::Scalar(s), Some(k)) => {
@@ -1016,6 +1021,35 @@ impl<'a> Machine<'a> {
             }
             (Reg::Scalar(_), None) => self.both(st, pc, target),
             _ => Err(Stop::Unsupported(format!("conditional jump on {} at {pc}", dst.type_str()))),
+        }
+    }
+
+    /// `reg_not_null()` for a pointer that is not maybe-null: PTR_TO_SOCKET, PTR_TO_TCP_SOCK,
+    /// PTR_TO_SOCK_COMMON, PTR_TO_MAP_VALUE, PTR_TO_MAP_KEY, CONST_PTR_TO_MAP, PTR_TO_MEM (not
+    /// untrusted), a trusted PTR_TO_BTF_ID (`is_trusted_reg()`: referenced, or PTR_TRUSTED /
+    /// MEM_ALLOC / NON_OWN_REF alone) and, 7.x, PTR_TO_XDP_SOCK; never PTR_TO_CTX, PTR_TO_STACK,
+    /// PTR_TO_FUNC, PTR_TO_ARENA or a legacy PTR_TO_BTF_ID (a module kfunc's non-acquired
+    /// return, a `bpf_skc_to_*()` result). 7.x: not when the bounds reach BPF_MAX_VAR_OFF.
+    fn reg_not_null(&self, st: &State, r: &Reg) -> bool {
+        use super::sock::SockKind;
+        let v7 = self.profile.pointer_branch_7x;
+        match r {
+            Reg::MapValue { off, var, .. } => {
+                let (lo, hi) =
+                    var.map_or((*off, *off), |v| (off.saturating_add(v.smin), off.saturating_add(v.smax)));
+                !(v7 && (lo <= -BPF_MAX_VAR_OFF || hi >= BPF_MAX_VAR_OFF))
+            }
+            Reg::MapKey { .. } | Reg::MapPtr { .. } | Reg::Mem { .. } | Reg::Alloc { .. } => true,
+            Reg::Sock { kind: SockKind::Xdp, .. } => v7,
+            Reg::Sock { kind: SockKind::Btf, ref_obj_id, .. } | Reg::BtfPtr { ref_obj_id, .. } => {
+                *ref_obj_id != 0 && st.refs.contains(ref_obj_id)
+            }
+            Reg::Sock { .. } => true,
+            // Kernel pointers have their own arm above (is_trusted_reg()).
+            Reg::Kernel { trust, ref_obj_id, .. } => {
+                *trust == Trust::Trusted || (*ref_obj_id != 0 && st.refs.contains(ref_obj_id))
+            }
+            _ => false,
         }
     }
 

@@ -143,3 +143,61 @@ mod global_ctx_args {
         }
     }
 }
+
+mod pointer_null_branches {
+    //! `is_branch_taken()` -> `reg_not_null()` (verifier.c of 6.12, 7.2, 7.3): which non-null
+    //! pointers a compare against 0 decides. Each branch that the kernel walks reads R9.
+
+    use super::super::test_fixtures::*;
+    use crate::asm::{assemble, Symbols};
+    use crate::case::{Case, FieldKind, MapType, ProgType};
+    use crate::verdict::VerdictKind;
+
+    fn verdicts(text: &str, map: bool) -> Vec<(String, VerdictKind)> {
+        let mut syms = Symbols::default();
+        if map {
+            syms.maps.push("m".into());
+        }
+        let mut c = Case::new("t", ProgType::SchedCls, assemble(text, &syms).unwrap(), text);
+        if map {
+            c.maps.push(cnt_lock_map("m", MapType::Hash, FieldKind::Int, true));
+        }
+        verdicts_on_all_profiles(&c).into_iter().map(|(p, v)| (p, v.verdict)).collect()
+    }
+
+    fn all(v: &[(String, VerdictKind)], k: VerdictKind) -> bool {
+        v.iter().all(|(_, x)| *x == k)
+    }
+
+    #[test]
+    fn ctx_and_stack_pointers_against_zero_walk_both_branches() {
+        let ctx = verdicts("if r1 == 0 goto bad\nr0 = 0\nexit\nbad:\nr0 = r9\nexit\n", false);
+        assert!(all(&ctx, VerdictKind::Reject), "{ctx:?}");
+        let stack =
+            verdicts("r2 = r10\nr2 += -8\nif r2 != 0 goto ok\nr0 = r9\nexit\nok:\nr0 = 0\nexit\n", false);
+        assert!(all(&stack, VerdictKind::Reject), "{stack:?}");
+    }
+
+    const LOOKUP: &str = "r1 = 0\n*(u32 *)(r10 - 4) = r1\nr2 = r10\nr2 += -4\nr1 = m ll\ncall bpf_map_lookup_elem\nif r0 == 0 goto out\n";
+
+    #[test]
+    fn a_non_null_map_value_against_zero_is_decided_in_64_bits() {
+        let v = verdicts(
+            &format!("{LOOKUP}if r0 == 0 goto bad\nout:\nr0 = 0\nexit\nbad:\nr0 = r9\nexit\n"),
+            true,
+        );
+        assert!(all(&v, VerdictKind::Accept), "{v:?}");
+    }
+
+    #[test]
+    fn a_32_bit_compare_of_a_map_value_is_decided_only_on_6_12() {
+        let v = verdicts(
+            &format!("{LOOKUP}if w0 == 0 goto bad\nout:\nr0 = 0\nexit\nbad:\nr0 = r9\nexit\n"),
+            true,
+        );
+        for (p, k) in &v {
+            let want = if p == "6.12" { VerdictKind::Accept } else { VerdictKind::Reject };
+            assert_eq!(*k, want, "{p}");
+        }
+    }
+}
