@@ -644,6 +644,23 @@ pub struct ObjectSource {
     /// `__retval`), as test_loader.c does.
     #[serde(default)]
     pub test_run: bool,
+    /// A struct_ops program: the struct_ops member a `.struct_ops` / `.struct_ops.link` map of
+    /// the object points at it (libbpf's `expected_attach_type` = member index, `attach_btf_id`
+    /// = the struct_ops type), read from the object's BTF.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub struct_ops: Option<StructOpsMember>,
+}
+
+/// The struct_ops member a program implements (from the object's BTF: libbpf matches the
+/// object's `struct <type>` to the kernel's by name, and the member by name).
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct StructOpsMember {
+    /// The struct_ops type (`Qdisc_ops`).
+    pub st: String,
+    /// The member (`enqueue`).
+    pub member: String,
+    /// The member's return type: `void`, `scalar` or `ptr`.
+    pub ret: String,
 }
 
 /// `Arc<[u8]>` as a lowercase hex string.

@@ -207,6 +207,69 @@ impl KernelBtf {
         Ok(AttachProto { func_name: name, args, ret })
     }
 
+    /// The prototype of struct_ops member `member` of the kernel's `struct <st>`
+    /// (`check_struct_ops_btf_id()`: `btf_type_resolve_func_ptr()` on the member's type), as
+    /// `btf_ctx_access()` reads it: `attach_func_name` is the member's name, `__nullable` comes
+    /// from the member prototype's parameter names (`btf_param_match_suffix()`).
+    pub fn struct_ops_proto(&self, st: &str, member: &str) -> Result<AttachProto, AttachError> {
+        let id = self.struct_id(st).ok_or_else(|| AttachError::NotFound(format!("struct {st}")))?;
+        let Some(Kind::Struct { members, .. }) = self.btf.get(id).map(|t| &t.kind) else {
+            return Err(AttachError::NotFound(format!("struct {st}")));
+        };
+        let m = members
+            .iter()
+            .find(|m| m.name == member)
+            .ok_or_else(|| AttachError::NotFound(format!("member {st}.{member}")))?;
+        let proto = match self.btf.get(self.skip_modifiers(m.ty)).map(|t| &t.kind) {
+            Some(Kind::Ptr { to }) => self.skip_modifiers(*to),
+            _ => return Err(AttachError::NotFound(format!("a function pointer member {st}.{member}"))),
+        };
+        let Some(Kind::FuncProto { ret, params, names }) = self.btf.get(proto).map(|t| &t.kind) else {
+            return Err(AttachError::NotFound(format!("the prototype of {st}.{member}")));
+        };
+        let args = params
+            .iter()
+            .zip(names)
+            .map(|(ty, pname)| self.arg_kind(*ty, pname.ends_with("__nullable")))
+            .collect();
+        let ret = if *ret == 0 { ArgKind::Other("void".into()) } else { self.arg_kind(*ret, false) };
+        Ok(AttachProto { func_name: member.to_string(), args, ret })
+    }
+
+    /// The byte offset of member `path` (`a.b`: nested members) of struct `id`, with its size.
+    pub fn member_offset(&self, id: u32, path: &str) -> Option<(u32, u32)> {
+        let mut id = id;
+        let mut off = 0;
+        let mut size = 0;
+        for name in path.split('.') {
+            let Some(Kind::Struct { members, .. } | Kind::Union { members, .. }) =
+                self.btf.get(self.skip_modifiers(id)).map(|t| &t.kind)
+            else {
+                return None;
+            };
+            let m = members.iter().find(|m| m.name == name)?;
+            if m.bit_size != 0 || m.bit_offset % 8 != 0 {
+                return None;
+            }
+            off += m.bit_offset / 8;
+            id = m.ty;
+            size = self.size_of(id)?;
+        }
+        Some((off, size))
+    }
+
+    fn size_of(&self, id: u32) -> Option<u32> {
+        match self.btf.get(self.btf.resolve(id)).map(|t| &t.kind)? {
+            Kind::Int { size, .. }
+            | Kind::Enum { size }
+            | Kind::Struct { size, .. }
+            | Kind::Union { size, .. } => Some(*size),
+            Kind::Ptr { .. } => Some(8),
+            Kind::Array { elem, nelems } => Some(self.size_of(*elem)? * nelems),
+            _ => None,
+        }
+    }
+
     /// `btf_ctx_access()`'s reading of one argument type: modifiers skipped, then scalar, struct
     /// by value, pointer to struct (`btf_type_is_struct_ptr()`), other pointers as scalars.
     fn arg_kind(&self, ty: u32, nullable: bool) -> ArgKind {
@@ -567,9 +630,11 @@ pub(crate) mod fixture {
     /// { struct bpf_map map; u32 elem_size at 16 } (24 bytes), 19 struct bpf_arena { struct bpf_map
     /// map; u64 user_vm_start at 16 } (24 bytes), 20 struct task_struct__safe_rcu { real_parent },
     /// 21 struct bpf_iter_meta { u64 seq_num } (8 bytes), 22 ptr->21, 23 FUNC_PROTO(int; struct
-    /// bpf_iter_meta *meta, task* task), 24 FUNC bpf_iter_task -> 23 (an iterator target).
+    /// bpf_iter_meta *meta, task* task), 24 FUNC bpf_iter_task -> 23 (an iterator target);
+    /// 25-33 a struct Qdisc (32 bytes: `flags`, `limit` at 4, `q.qlen` at 12, `qstats` 16-31) and
+    /// struct Qdisc_ops { int (*init)(struct Qdisc *sch, int arg); void (*destroy)(struct Qdisc *) }.
     pub(crate) fn sample() -> Vec<u8> {
-        let mut strs = b"\0int\0task_struct\0free_task\0p\0clone_flags\0btf_trace_task_newtask\0__data\0x\0bpf_lsm_task_free\0task__nullable\0u32\0char\0pid\0comm\0group_leader\0real_parent\0task_struct__safe_trusted\0bpf_map\0map_type\0max_entries\0inner_map_meta\0bpf_array\0map\0elem_size\0bpf_arena\0user_vm_start\0parent\0task_struct__safe_rcu\0bpf_iter_meta\0seq_num\0meta\0task\0bpf_iter_task\0".to_vec();
+        let mut strs = b"\0int\0task_struct\0free_task\0p\0clone_flags\0btf_trace_task_newtask\0__data\0x\0bpf_lsm_task_free\0task__nullable\0u32\0char\0pid\0comm\0group_leader\0real_parent\0task_struct__safe_trusted\0bpf_map\0map_type\0max_entries\0inner_map_meta\0bpf_array\0map\0elem_size\0bpf_arena\0user_vm_start\0parent\0task_struct__safe_rcu\0bpf_iter_meta\0seq_num\0meta\0task\0bpf_iter_task\0qdisc_skb_head\0pad\0qlen\0gnet_stats_queue\0backlog\0drops\0requeues\0Qdisc\0flags\0limit\0q\0qstats\0sch\0arg\0Qdisc_ops\0init\0destroy\0".to_vec();
         let off = |s: &str, strs: &[u8]| {
             let needle = format!("\0{s}\0");
             strs.windows(needle.len()).position(|w| w == needle.as_bytes()).unwrap() as u32 + 1
@@ -622,6 +687,22 @@ pub(crate) mod fixture {
         // 23 FUNC_PROTO int (meta: bpf_iter_meta*, task: task*), 24 FUNC bpf_iter_task -> 23
         t.extend([0, info(13, 2), 1, o("meta"), 22, o("task"), 3]);
         t.extend([o("bpf_iter_task"), info(12, 1), 23]);
+        // 25 struct qdisc_skb_head { u32 pad; u32 qlen; }, 26 struct gnet_stats_queue (4 u32s)
+        t.extend([o("qdisc_skb_head"), info(4, 2), 8, o("pad"), 12, 0, o("qlen"), 12, 32]);
+        t.extend([o("gnet_stats_queue"), info(4, 4), 16, o("qlen"), 12, 0, o("backlog"), 12, 32]);
+        t.extend([o("drops"), 12, 64, o("requeues"), 12, 96]);
+        // 27 struct Qdisc { u32 flags; u32 limit; qdisc_skb_head q; gnet_stats_queue qstats; }
+        t.extend([o("Qdisc"), info(4, 4), 32, o("flags"), 12, 0, o("limit"), 12, 32]);
+        t.extend([o("q"), 25, 64, o("qstats"), 26, 128]);
+        // 28 ptr->27, 29 FUNC_PROTO void (sch: Qdisc*), 30 ptr->29,
+        // 31 FUNC_PROTO int (sch: Qdisc*, arg: int), 32 ptr->31
+        t.extend([0, info(2, 0), 27]);
+        t.extend([0, info(13, 1), 0, o("sch"), 28]);
+        t.extend([0, info(2, 0), 29]);
+        t.extend([0, info(13, 2), 1, o("sch"), 28, o("arg"), 1]);
+        t.extend([0, info(2, 0), 31]);
+        // 33 struct Qdisc_ops { init: 32; destroy: 30; }
+        t.extend([o("Qdisc_ops"), info(4, 2), 16, o("init"), 32, 0, o("destroy"), 30, 64]);
         let types: Vec<u8> = t.iter().flat_map(|v| v.to_le_bytes()).collect();
         strs.push(0);
         let mut b = Vec::new();
@@ -664,6 +745,23 @@ mod tests {
             Err(AttachError::NotFound("function nope".into()))
         );
         assert_eq!(k.struct_id("task_struct"), Some(2));
+    }
+
+    #[test]
+    fn struct_ops_member_prototypes_and_offsets() {
+        let k = KernelBtf::parse("sample", &sample()).unwrap();
+        let sch = ArgKind::StructPtr { btf_id: 27, name: "Qdisc".into(), nullable: false };
+        let init = k.struct_ops_proto("Qdisc_ops", "init").unwrap();
+        assert_eq!(init.func_name, "init");
+        assert_eq!(init.args, vec![sch.clone(), ArgKind::Scalar]);
+        assert_eq!(init.ret, ArgKind::Scalar);
+        let destroy = k.struct_ops_proto("Qdisc_ops", "destroy").unwrap();
+        assert_eq!((destroy.args, destroy.ret), (vec![sch], ArgKind::Other("void".into())));
+        assert!(k.struct_ops_proto("Qdisc_ops", "peek").is_err());
+        assert_eq!(k.member_offset(27, "limit"), Some((4, 4)));
+        assert_eq!(k.member_offset(27, "q.qlen"), Some((12, 4)));
+        assert_eq!(k.member_offset(27, "qstats"), Some((16, 16)));
+        assert_eq!(k.member_offset(27, "nope"), None);
     }
 
     #[test]

@@ -329,6 +329,14 @@ pub struct AttachRules {
     /// argument i's nibble, `mask >> 4*i`) or an error pointer (bit 0x2), with the mask.
     #[serde(default)]
     pub raw_tp_null_args: Vec<(String, u64)>,
+    /// struct_ops members (`"<type>.<member>"`) the kernel registers with a cfi stub
+    /// (`bpf_struct_ops_supported()`), for the struct_ops types the model knows (structops.rs).
+    #[serde(default)]
+    pub struct_ops_members: Vec<String>,
+    /// Those of `struct_ops_members` with a `__ref` stub argument (`ctx_arg_info` refcounted:
+    /// do_check_common() acquires a reference for it).
+    #[serde(default)]
+    pub struct_ops_refcounted: Vec<String>,
 }
 
 /// Errors loading a profile.

@@ -112,6 +112,7 @@ fn read_object(
         Some(s) => Btf::parse(s.data().map_err(|x| e(x.to_string()))?).map_err(|x| e(x.to_string()))?,
         None => Btf::default(),
     };
+    let struct_ops = struct_ops_members(elf, &btf, &data_syms);
     // Undefined symbols referenced from code: kfunc calls and extern variables.
     let mut kfuncs: Vec<String> = Vec::new();
     let mut externs: Vec<Extern> = Vec::new();
@@ -208,7 +209,8 @@ fn read_object(
     for (name, p) in programs {
         let sec = prog_secs.get(&p.section_index).cloned().unwrap_or_default();
         let annotations = Annotations::read(file, name, &btf);
-        let object = object_source(&shared, name, &sec, annotations.as_ref().ok());
+        let mut object = object_source(&shared, name, &sec, annotations.as_ref().ok());
+        object.struct_ops = struct_ops.get(name.as_str()).cloned();
         let case = obj
             .functions
             .get(&p.function_key())
@@ -278,6 +280,69 @@ fn programs_for_kernel_only(
     out
 }
 
+/// The struct_ops member each program implements, by program name: libbpf's
+/// `bpf_object__collect_st_ops_relos()` takes the relocations of a `.struct_ops` /
+/// `.struct_ops.link` section (a function pointer member of a variable of `struct <type>`, the
+/// variable's offset from its symbol as `btf_fixup_datasec()` sets it) and loads the program
+/// with `expected_attach_type` = the member's index and `attach_btf_id` = the kernel's `<type>`.
+/// The member's return type is read from the object's BTF (its prototype is the kernel's:
+/// vmlinux.h).
+fn struct_ops_members(
+    elf: &object::File<'_>,
+    btf: &Btf,
+    data_syms: &BTreeMap<String, u32>,
+) -> BTreeMap<String, crate::case::StructOpsMember> {
+    let mut out = BTreeMap::new();
+    for sec_name in [".struct_ops", ".struct_ops.link"] {
+        let Some(sec) = elf.section_by_name(sec_name) else { continue };
+        let Some(Kind::Datasec { entries }) =
+            btf.datasec(sec_name).and_then(|id| btf.get(id)).map(|t| &t.kind)
+        else {
+            continue;
+        };
+        for (off, rel) in sec.relocations() {
+            let RelocationTarget::Symbol(si) = rel.target() else { continue };
+            let Ok(sym) = elf.symbol_by_index(si) else { continue };
+            if sym.kind() != object::SymbolKind::Text {
+                continue;
+            }
+            let Ok(prog) = sym.name() else { continue };
+            for &(var, var_off, size) in entries {
+                let Some(v) = btf.get(var) else { continue };
+                let Kind::Var { ty } = v.kind else { continue };
+                let start = data_syms.get(&v.name).copied().unwrap_or(var_off) as u64;
+                if off < start || off >= start + size as u64 {
+                    continue;
+                }
+                let st_id = btf.resolve(ty);
+                let Some(st) = btf.get(st_id) else { continue };
+                let Kind::Struct { members, .. } = &st.kind else { continue };
+                let Some(m) = members.iter().find(|m| m.bit_offset as u64 == (off - start) * 8) else {
+                    continue;
+                };
+                let Some(Kind::Ptr { to }) = btf.get(btf.resolve(m.ty)).map(|t| &t.kind) else { continue };
+                let Some(Kind::FuncProto { ret, .. }) = btf.get(btf.resolve(*to)).map(|t| &t.kind) else {
+                    continue;
+                };
+                let ret = match btf.get(btf.resolve(*ret)).map(|t| &t.kind) {
+                    Some(Kind::Void) => "void",
+                    Some(Kind::Ptr { .. }) => "ptr",
+                    _ => "scalar",
+                };
+                out.insert(
+                    prog.to_string(),
+                    crate::case::StructOpsMember {
+                        st: st.name.clone(),
+                        member: m.name.clone(),
+                        ret: ret.into(),
+                    },
+                );
+            }
+        }
+    }
+    out
+}
+
 /// The licence libbpf passes with every program of the object (`bpf_object__init_license()`):
 /// the `license` section up to its first NUL, at most 63 bytes; "" without the section.
 pub(crate) fn object_license(elf: &object::File<'_>) -> String {
@@ -319,6 +384,7 @@ fn object_source(
         // BPF_F_SLEEPABLE is 1 << 4.
         prog_flags: annotations.map_or(0, |a| a.flags.0 | if a.flags.1 { 1 << 4 } else { 0 }),
         test_run: annotations.is_some_and(|a| a.expect.values().any(|e| e.retval.is_some())),
+        struct_ops: None,
     }
 }
 

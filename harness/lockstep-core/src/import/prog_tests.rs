@@ -122,6 +122,7 @@ mod tests {
             log_level: 1,
             prog_flags: 0,
             test_run: false,
+            struct_ops: None,
         });
         c
     }

@@ -26,6 +26,8 @@ pub(crate) enum ReturnRule {
     /// LSM (`BPF_LSM_MAC`): the range (or none, for a void hook) follows the hook's prototype
     /// (`get_func_retval_range()`, `program_returns_void()`); 0 is within every one.
     Lsm,
+    /// struct_ops: the member's return type (`check_return_code()`, structops.rs).
+    StructOps,
 }
 
 impl Machine<'_> {
@@ -50,11 +52,9 @@ impl Machine<'_> {
         match t {
             // check_struct_ops_btf_id(): the member's prototype gives the ctx, the return type and
             // (bpf_struct_ops get_func_proto / the struct_ops kfunc filter) the calls allowed.
-            ProgType::StructOps => {
-                return unsupported(
-                    "struct_ops programs (check_struct_ops_btf_id(): ctx, calls and return value follow the struct_ops member) are not modelled",
-                )
-            }
+            // check_struct_ops_btf_id(): the member's prototype gives the ctx, the return type and
+            // (the type's get_func_proto / kfunc filter) the calls allowed: structops.rs.
+            ProgType::StructOps => return self.struct_ops_unsupported(),
             // check_attach_btf_id(): an EXT program takes its target program's type and attach type.
             ProgType::Ext => {
                 return unsupported(
@@ -95,6 +95,12 @@ impl Machine<'_> {
             ProgType::Tracing | ProgType::Lsm => {
                 "ctx access of a tracing/LSM program (btf_ctx_access(): the attach function's arguments) is not modelled".into()
             }
+            // btf_ctx_access() on the member's prototype, then the struct_ops type's
+            // is_valid_access (bpf_qdisc_is_valid_access()) and ctx_arg_info.
+            ProgType::StructOps => format!(
+                "ctx access of struct_ops member {} (btf_ctx_access(): the member's arguments) is not modelled",
+                self.struct_ops_member().map_or_else(|| "?".to_string(), |m| format!("{}.{}", m.st, m.member))
+            ),
             _ => "memory access through ctx is outside the modelled subset".into(),
         })
     }
@@ -152,6 +158,7 @@ impl Machine<'_> {
                 _ => ReturnRule::Range(0, 1),
             },
             ProgType::Lsm => ReturnRule::Lsm,
+            ProgType::StructOps => ReturnRule::StructOps,
             ProgType::CgroupSock => ReturnRule::Range(0, 1),
             ProgType::SkSkb | ProgType::SkReuseport | ProgType::RawTracepointWritable => ReturnRule::Any,
             _ => ReturnRule::Base,
@@ -169,6 +176,9 @@ impl Machine<'_> {
                     "an LSM program's return value other than 0 (the hook's range) is not modelled".into(),
                 )),
             };
+        }
+        if rule == ReturnRule::StructOps {
+            return self.struct_ops_return(st, pc);
         }
         let r0 = self.read_reg(st, pc, 0)?;
         let Reg::Scalar(s) = r0 else {

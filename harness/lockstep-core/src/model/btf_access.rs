@@ -106,6 +106,9 @@ impl Machine<'_> {
         if off < 0 {
             return self.reject(pc, format!("R{regno} is ptr_{tname} invalid negative access: off={off}"));
         }
+        if write && self.case.prog_type == ProgType::StructOps {
+            return self.struct_ops_write(btf_id, trust, off, size);
+        }
         if write {
             // Only tc and XDP programs have ops->btf_struct_access (filter.c); for the others
             // both arms refuse a write to a kernel struct.

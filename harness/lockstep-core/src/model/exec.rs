@@ -847,7 +847,10 @@ impl<'a> Machine<'a> {
                 Ok(if value.is_some() { Reg::NotInit } else { Reg::Scalar(Scalar::of_size(size)) })
             }
             // check_ctx_access() -> the program type's is_valid_access() (ctx.rs).
-            Reg::Ctx if matches!(self.case.prog_type, ProgType::Tracing | ProgType::Lsm) => {
+            Reg::Ctx
+                if matches!(self.case.prog_type, ProgType::Tracing | ProgType::Lsm)
+                    || self.struct_ops_btf_ctx() =>
+            {
                 self.tracing_ctx_access(off, size, value.is_some(), pc)
             }
             Reg::Ctx => self.ctx_mem_access(pc, off, size, value.as_ref()),

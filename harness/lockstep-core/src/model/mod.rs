@@ -45,6 +45,7 @@ mod sleep;
 mod sock;
 mod special;
 mod state;
+mod structops;
 mod throw;
 mod timer;
 mod tracing;
@@ -275,6 +276,8 @@ mod tests_res_lock;
 mod tests_sleep;
 #[cfg(test)]
 mod tests_speed;
+#[cfg(test)]
+mod tests_structops;
 #[cfg(test)]
 mod tests_tasks;
 #[cfg(test)]

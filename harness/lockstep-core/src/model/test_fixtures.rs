@@ -49,6 +49,7 @@ pub(super) fn object_case_in(sec: &str, text: &str, symbols: &crate::asm::Symbol
         log_level: 1,
         prog_flags: 0,
         test_run: false,
+        struct_ops: None,
     });
     c
 }

@@ -19,6 +19,9 @@ impl Machine<'_> {
             Stop::Unsupported("a tracing/LSM program without the object section naming its target".into())
         })?;
         let target = sec.target.clone().unwrap_or_default();
+        if self.case.prog_type == ProgType::StructOps {
+            return self.struct_ops_proto().map(|p| (sec.attach, p.func_name.clone(), p));
+        }
         let Some(kbtf) = &self.profile.kernel_btf.0 else {
             return Err(Stop::Unsupported(format!(
                 "ctx access of a tracing/LSM program (btf_ctx_access(): the attach function's arguments) needs the kernel's BTF, which profile {} was not given (lockstep check --kernel-btf FILE, or the profile's cached kernel headers)",
@@ -48,6 +51,7 @@ impl Machine<'_> {
         match self.case.prog_type {
             ProgType::Tracing => matches!(attach, AttachType::TraceRawTp | AttachType::TraceIter),
             ProgType::Lsm => !self.profile.attach.untrusted_lsm_hooks.iter().any(|h| h == func_name),
+            ProgType::StructOps => true,
             _ => false,
         }
     }
@@ -55,8 +59,9 @@ impl Machine<'_> {
     /// A load or store through the ctx of a tracing / LSM program at constant offset `off`.
     pub(super) fn tracing_ctx_access(&self, off: i64, size: u8, store: bool, pc: usize) -> Step<Reg> {
         let invalid = || self.reject(pc, format!("invalid bpf_context access off={off} size={size}"));
-        // bpf_tracing_ctx_access() (include/linux/bpf.h), BPF_PROG_TYPE_TRACING only.
-        if self.case.prog_type == ProgType::Tracing
+        // bpf_tracing_ctx_access() (include/linux/bpf.h), BPF_PROG_TYPE_TRACING, and the
+        // struct_ops types whose is_valid_access calls bpf_tracing_btf_ctx_access() (structops.rs).
+        if matches!(self.case.prog_type, ProgType::Tracing | ProgType::StructOps)
             && (off < 0 || off >= 8 * MAX_BPF_FUNC_ARGS as i64 || store || off % size as i64 != 0)
         {
             return invalid();
