@@ -418,12 +418,21 @@ pub struct ObjType {
     /// Offsets of its pointer members (a load of one is not a plain scalar in every case).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub pointers: Vec<u32>,
+    /// Read only as the pointee of a `__kptr` / `__percpu_kptr` field (a struct of the program
+    /// BTF nothing else names): `btf_parse_kptr()` takes the kernel's (or a module's) struct of
+    /// that name first, so the model treats it as a local type only once the kernel BTF lacks it.
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub kptr_pointee_only: bool,
+}
+
+fn is_false(b: &bool) -> bool {
+    !*b
 }
 
 impl ObjType {
     /// A type known by name and layout only.
     pub fn new(name: impl Into<String>, layout: ValueLayout) -> ObjType {
-        ObjType { name: name.into(), layout, btf_id: None, pointers: Vec::new() }
+        ObjType { name: name.into(), layout, btf_id: None, pointers: Vec::new(), kptr_pointee_only: false }
     }
 }
 
@@ -559,6 +568,11 @@ pub struct Case {
     /// keeps `license_is_gpl_compatible()` of it (`prog->gpl_compatible`, syscall.c).
     #[serde(default = "default_license", skip_serializing_if = "is_default_license")]
     pub license: String,
+    /// The constants the program loads with `ld_imm64` that name no struct of the program BTF
+    /// (a type of another kind, or no type): `bpf_obj_new()` refuses them as its type id. Read
+    /// from a BPF object's BTF; empty for a case file (lockstep writes that BTF).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub non_struct_type_ids: Vec<u32>,
 }
 
 /// The licence of a case that names none (the loader's default).
@@ -728,6 +742,7 @@ impl Case {
             model_unsupported: None,
             exception_cb: None,
             license: DEFAULT_LICENSE.into(),
+            non_struct_type_ids: Vec::new(),
         }
     }
 }

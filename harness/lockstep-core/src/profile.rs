@@ -234,6 +234,12 @@ pub struct KernelProfile {
     /// none of the three).
     #[serde(default)]
     pub pointer_branch_7x: bool,
+    /// `btf_struct_access()` walks an allocated object's type with `walk_flex_arrays = false`
+    /// (`!type_is_alloc(reg->type)`), so a load or store past its end is "access beyond struct
+    /// %s at off %u size %u" even into a trailing flexible array (7.2, 7.3); 6.12's
+    /// `btf_struct_walk()` walks the flexible array.
+    #[serde(default)]
+    pub alloc_no_flex_walk: bool,
     pub messages: Messages,
     /// `check_attach_btf_id()`'s deny lists and messages (programs with an attach target).
     #[serde(default)]

@@ -196,6 +196,7 @@ mod tests {
                 model_unsupported: None,
                 exception_cb: None,
                 license: crate::case::DEFAULT_LICENSE.into(),
+                non_struct_type_ids: Vec::new(),
             }),
             want_log: false,
         };

@@ -449,6 +449,7 @@ fn convert_case(ctx: &Ctx, src: &str, rc: RawCase, known_kfuncs: &[String]) -> R
         model_unsupported: None,
         exception_cb: None,
         license: rc.license.unwrap_or_else(|| crate::case::DEFAULT_LICENSE.into()),
+        non_struct_type_ids: Vec::new(),
     })
 }
 

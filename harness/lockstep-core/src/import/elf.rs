@@ -603,6 +603,8 @@ fn program_case(
         })
         .collect();
     super::special::allocated_types(btf, &consts, &mut types);
+    let non_struct_type_ids = super::special::non_struct_ids(btf, &consts);
+    super::special::kptr_pointee_types(btf, &maps, &mut types);
     Ok(Case {
         name: name.to_string(),
         file: file.to_string(),
@@ -624,6 +626,7 @@ fn program_case(
         model_unsupported: None,
         exception_cb,
         license: crate::case::DEFAULT_LICENSE.into(),
+        non_struct_type_ids,
     })
 }
 

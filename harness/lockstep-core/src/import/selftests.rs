@@ -282,6 +282,7 @@ fn convert(
         model_unsupported: None,
         exception_cb: None,
         license: crate::case::DEFAULT_LICENSE.into(),
+        non_struct_type_ids: Vec::new(),
     }))
 }
 

@@ -291,6 +291,57 @@ pub fn allocated_types(btf: &Btf, consts: &[u64], types: &mut Vec<ObjType>) {
     }
 }
 
+/// Adds to `types` the structs of the program BTF that a `__kptr` / `__percpu_kptr` field of a
+/// map value (or of a type already in `types`) points to and that are not there yet, marked
+/// [`ObjType::kptr_pointee_only`] and without an id (nothing allocates them by id). A struct the
+/// BTF lacks, or whose layout lockstep cannot represent, is left out.
+pub fn kptr_pointee_types(btf: &Btf, maps: &[MapSpec], types: &mut Vec<ObjType>) {
+    let mut names: Vec<String> = Vec::new();
+    let layouts = maps
+        .iter()
+        .flat_map(|m| std::iter::once(m).chain(m.inner.as_deref()))
+        .map(|m| &m.value)
+        .chain(types.iter().map(|t| &t.layout));
+    for l in layouts {
+        for f in &l.fields {
+            if let (FieldKind::Kptr | FieldKind::PercpuKptr, Some(FieldTarget::Pointee(n))) =
+                (f.kind, &f.target)
+            {
+                if !names.contains(n) {
+                    names.push(n.clone());
+                }
+            }
+        }
+    }
+    for name in names {
+        if types.iter().any(|t| t.name == name) {
+            continue;
+        }
+        let Some(id) = btf.struct_named(&name) else { continue };
+        let Ok(layout) = type_layout(btf, id) else { continue };
+        types.push(ObjType {
+            pointers: pointer_offsets(btf, id),
+            kptr_pointee_only: true,
+            ..ObjType::new(name, layout)
+        });
+    }
+}
+
+/// The constants of `consts` (u32 values) that name no struct of `btf`: a type of another kind
+/// (`int`, a union, a typedef: `__btf_type_is_struct()` is BTF_KIND_STRUCT only), which
+/// `check_special_kfunc()` refuses as `bpf_obj_new()`'s type id. An id past the BTF's last type
+/// is left out (libbpf may append types to what the kernel sees). Sorted, without duplicates.
+pub fn non_struct_ids(btf: &Btf, consts: &[u64]) -> Vec<u32> {
+    let mut v: Vec<u32> = consts
+        .iter()
+        .filter_map(|&c| u32::try_from(c).ok())
+        .filter(|&id| btf.get(id).is_some_and(|t| !matches!(t.kind, Kind::Struct { .. })))
+        .collect();
+    v.sort_unstable();
+    v.dedup();
+    v
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -349,5 +400,53 @@ mod tests {
         let r: Vec<_> = struct_fields(&btf, 11, 0, None).unwrap().into_iter().map(|f| f.offset).collect();
         assert_eq!(r, vec![8, 32]);
         assert!(value_layout(&btf.ctype(11).unwrap()).unwrap_err().contains("an array"));
+    }
+
+    #[test]
+    fn non_struct_ids_are_the_in_range_ids_of_other_kinds() {
+        // 0 (void), 1 (int), 7 (an array) are no struct; 4 is `inner`; 99 is past the BTF's end
+        // and u64::MAX no u32.
+        let got = non_struct_ids(&btf(), &[4, 1, 99, 7, 1, 0, u64::MAX]);
+        assert_eq!(got, vec![0, 1, 7]);
+    }
+
+    #[test]
+    fn kptr_pointees_of_map_values_become_pointee_only_types() {
+        // `struct node_data { int data; }` (id 12) and `struct inner` (id 4, already a type);
+        // a map value `{ struct node_data __kptr *a; struct inner __kptr *b; struct gone __kptr *c; }`.
+        let mut b = btf();
+        b.types.push(strukt("node_data", 4, vec![member("data", 1, 0)]));
+        let kptr = |name: &str, offset| Field {
+            name: name.into(),
+            kind: FieldKind::Kptr,
+            offset,
+            size: 8,
+            target: Some(FieldTarget::Pointee(name.into())),
+        };
+        let value =
+            ValueLayout { size: 24, fields: vec![kptr("node_data", 0), kptr("inner", 8), kptr("gone", 16)] };
+        let map = MapSpec {
+            name: "m".into(),
+            map_type: crate::case::MapType::Array,
+            key_size: 4,
+            max_entries: 1,
+            value,
+            btf: true,
+            global_section: false,
+            flags: 0,
+            inner: None,
+        };
+        let mut types = vec![ObjType {
+            btf_id: Some(4),
+            ..ObjType::new("inner", ValueLayout { size: 24, fields: vec![] })
+        }];
+        kptr_pointee_types(&b, &[map], &mut types);
+        assert_eq!(types.len(), 2);
+        assert!(!types[0].kptr_pointee_only);
+        let t = &types[1];
+        assert_eq!(
+            (t.name.as_str(), t.btf_id, t.kptr_pointee_only, t.layout.size),
+            ("node_data", None, true, 4)
+        );
     }
 }

@@ -143,6 +143,11 @@ impl Machine<'_> {
         if u32::try_from(value).is_err() {
             return m("local type ID argument must be in range [0, U32_MAX]");
         }
+        // check_special_kfunc() (6.12, 7.2, 7.3): `btf_type_by_id(prog BTF, id)` must be a
+        // BTF_KIND_STRUCT (`__btf_type_is_struct()`): an `int`, a union or a typedef is refused.
+        if self.case.non_struct_type_ids.contains(&(value as u32)) {
+            return m("bpf_obj_new/bpf_percpu_obj_new type ID argument must be of a struct");
+        }
         let Some(ty) = self.case.types.iter().position(|t| t.btf_id == Some(value as u32)) else {
             return Err(Stop::Unsupported(format!(
                 "kfunc {name}: type id {value} is not a struct lockstep read from the program BTF"
@@ -255,6 +260,20 @@ impl Machine<'_> {
     /// (`is_kfunc_ret_null()`).
     fn refcount_acquire(&mut self, st: &mut State, pc: usize) -> Step<Reg> {
         let r1 = st.cur_ref().regs[1].clone();
+        // check_kfunc_args(), KF_ARG_PTR_TO_REFCOUNTED_KPTR: a pointer that is no allocated
+        // object (`!type_is_ptr_alloc_obj()`) after the NULL check and the offset check (the ctx
+        // at offset 0, any stack or map-value offset and a scalar pass them), or a scalar that is
+        // not the constant 0 (`register_is_null()`). "R1 ..." in 7.2 / 7.3, "arg#0 ..." in 6.12
+        // (measured on debian:6.12, 7.2, 7.3 with the ctx, a stack pointer and a scalar).
+        let not_alloc = match &r1 {
+            Reg::Ctx | Reg::Stack { .. } | Reg::MapValue { null: false, .. } => true,
+            Reg::Scalar(s) => s.konst() != Some(0),
+            _ => false,
+        };
+        if not_alloc {
+            let arg = if self.regs_named() { "R1" } else { "arg#0" };
+            return self.reject(pc, format!("{arg} is neither owning or non-owning ref"));
+        }
         if !self.regs_named() {
             return self.not_on_6_12("bpf_refcount_acquire");
         }
@@ -317,6 +336,12 @@ impl Machine<'_> {
                 let kind = f.kind.kernel_name().expect("a special field");
                 return self.reject(pc, format!("direct access to {kind} is disallowed"));
             }
+        }
+        // btf_struct_access() -> btf_struct_walk(.., walk_flex_arrays = !type_is_alloc()): past
+        // the end of the type, even into a trailing flexible array (7.2, 7.3). The walk starts at
+        // the top-level struct, so this comes before any member is looked at.
+        if end > t.layout.size as i64 && self.profile.alloc_no_flex_walk {
+            return self.reject(pc, format!("access beyond struct {} at off {at} size {size}", t.name));
         }
         if end > t.layout.size as i64 {
             return Err(Stop::Unsupported(format!(

@@ -83,6 +83,32 @@ impl Machine<'_> {
         }
     }
 
+    /// The local type a kptr field's pointee `name` is, or None for a kernel struct
+    /// (`btf_parse_kptr()`: `bpf_find_btf_id()` takes vmlinux's or a loaded module's struct of
+    /// that name first; only without one is the pointee the program's type, `MEM_ALLOC`). A type
+    /// the import read only as a pointee ([`crate::case::ObjType::kptr_pointee_only`]) is local
+    /// once the kernel BTF lacks it; module structs are not in the model's kernel BTF, so a
+    /// pointee named for the selftests' module (`bpf_testmod_*`) stays unsupported. Other local
+    /// types are taken as they are (the rule before this one).
+    pub(super) fn local_pointee(&self, name: &str) -> Step<Option<usize>> {
+        let Some(ty) = self.case.types.iter().position(|t| t.name == name) else { return Ok(None) };
+        if !self.case.types[ty].kptr_pointee_only {
+            return Ok(Some(ty));
+        }
+        match self.kernel_struct(name) {
+            Ok(_) => Ok(None),
+            Err(Stop::Unsupported(why)) if why.contains("is not in the kernel BTF") => {
+                if name.starts_with("bpf_testmod") {
+                    return Err(Stop::Unsupported(format!(
+                        "kptr pointee struct {name}: a type of the test module's BTF (the model reads vmlinux's only)"
+                    )));
+                }
+                Ok(Some(ty))
+            }
+            Err(e) => Err(e),
+        }
+    }
+
     /// The kernel BTF id of struct `name`, or why the model cannot type it.
     pub(super) fn kernel_struct(&self, name: &str) -> Step<u32> {
         let k = self.profile.kernel_btf.0.as_ref().ok_or_else(|| {

@@ -68,7 +68,7 @@ impl Machine<'_> {
         let Some(FieldTarget::Pointee(pointee)) = &field.target else {
             return self.kptr_unsupported("a kptr without a pointee");
         };
-        let Some(ty) = self.case.types.iter().position(|t| &t.name == pointee) else {
+        let Some(ty) = self.local_pointee(pointee)? else {
             return self.kptr_xchg_kernel(st, pc, pointee, percpu);
         };
         match r2 {

@@ -79,7 +79,7 @@ impl Machine<'_> {
         if field.kind == FieldKind::PercpuKptr {
             return unsupported("of a per-cpu kptr (MEM_PERCPU)");
         }
-        if self.case.types.iter().any(|t| &t.name == pointee) {
+        if self.local_pointee(pointee)?.is_some() {
             return unsupported(&format!("of a local type {pointee} (MEM_ALLOC)"));
         }
         let btf_id = self.kptr_kernel_pointee(pointee)?;

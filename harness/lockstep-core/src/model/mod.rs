@@ -261,6 +261,8 @@ mod tests_kptr_xchg;
 #[cfg(test)]
 mod tests_license;
 #[cfg(test)]
+mod tests_localkptr;
+#[cfg(test)]
 mod tests_loops;
 #[cfg(test)]
 mod tests_loops_cb;

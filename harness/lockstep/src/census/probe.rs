@@ -126,6 +126,7 @@ pub fn probe_case(kfunc: &str, prog_type: ProgType, probe: Probe) -> Case {
         model_unsupported: None,
         exception_cb: None,
         license: lockstep_core::case::DEFAULT_LICENSE.into(),
+        non_struct_type_ids: Vec::new(),
     }
 }
 

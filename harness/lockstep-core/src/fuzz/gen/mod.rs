@@ -90,6 +90,7 @@ impl Generator {
             model_unsupported: None,
             exception_cb: None,
             license: crate::case::DEFAULT_LICENSE.into(),
+            non_struct_type_ids: Vec::new(),
         }
     }
 }
