@@ -434,6 +434,14 @@ impl Machine<'_> {
                     .into(),
             ));
         }
+        // prune.rs: a pruned subtree takes no ids here, where the kernel's own pruning (other
+        // prune points, states kept only now and then) may have walked it.
+        if self.pruned_paths.get() {
+            return Err(Stop::Unsupported(
+                "exit with an unreleased reference after the walk pruned a path (its id is not modelled)"
+                    .into(),
+            ));
+        }
         self.reject(pc, format!("Unreleased reference id={id} alloc_insn={insn}"))
     }
 }

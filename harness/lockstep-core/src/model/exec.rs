@@ -53,6 +53,18 @@ pub(crate) struct Machine<'a> {
     pub iter_loop_ids: std::cell::Cell<bool>,
     /// Per-instruction arena records (`arena.rs`).
     pub arena_aux: super::arena::ArenaAuxTable,
+    /// The locations that may become precise, per instruction (`precise.rs`), computed at the
+    /// first iterator loop.
+    pub precise: std::cell::OnceCell<Option<Vec<super::precise::Locs>>>,
+    /// Why the last widening at each iterator `_next` widened nothing (`loops.rs`), for the
+    /// message of a loop that does not converge.
+    pub widen_refused: BTreeMap<usize, String>,
+    /// Prune points and register liveness (`prune.rs`), computed at the first prune check.
+    pub prune: std::cell::OnceCell<Option<super::prune::PruneInfo>>,
+    /// States met at each prune point (`prune.rs`).
+    pub visited: BTreeMap<usize, Vec<State>>,
+    /// A path was pruned (`prune.rs`): later reference ids are not known exactly.
+    pub pruned_paths: std::cell::Cell<bool>,
 }
 
 impl<'a> Machine<'a> {
@@ -78,6 +90,11 @@ impl<'a> Machine<'a> {
             callback_subprogs: Default::default(),
             async_callbacks: Default::default(),
             ref_insns: Default::default(),
+            precise: Default::default(),
+            widen_refused: Default::default(),
+            prune: Default::default(),
+            visited: Default::default(),
+            pruned_paths: Default::default(),
             scalar_ids: Default::default(),
             iter_loop_ids: Default::default(),
             arena_aux: Default::default(),
@@ -342,6 +359,9 @@ impl<'a> Machine<'a> {
         let mut pending = vec![start];
         while let Some(mut st) = pending.pop() {
             loop {
+                if self.pruned(&st) {
+                    break;
+                }
                 self.steps += 1;
                 if self.steps > STEP_BUDGET {
                     return Err(Stop::Unsupported(format!(

@@ -19,9 +19,11 @@
 //! shapes and the messages for a bad iterator argument are `unsupported`.
 
 use super::exec::{Flow, Machine};
+use super::precise;
 use super::scalar::Scalar;
 use super::state::{IterSlot, Reg, StackByte, State};
 use super::{Step, Stop};
+use crate::case::ProgType;
 use crate::insn::Insn;
 use crate::profile::render;
 
@@ -116,6 +118,56 @@ impl Machine<'_> {
         Ok(Flow::Branch(target, fall))
     }
 
+    /// `widen_imprecise_scalars()` (verifier.c, 6.12 / 7.2 / 7.3 alike) on the state `cur` queued
+    /// at the iterator `_next` at `pc`, against `prev`, the path's previous visit there
+    /// (`find_prev_entry()`): R6-R9 scalars that differ (`maybe_widen_reg()`) and cannot be
+    /// precise ([`precise::precise_live`] after the call) become unknown. R0-R5 are the call's
+    /// (another type in `cur`: not widened). Left as before (no widening, the loop may then not
+    /// converge) for a loop in a called frame, a stack that differs (spilled scalars are widened
+    /// too, the model's spills of narrow stores are not the kernel's), a register that may be
+    /// precise, or a program the analysis does not follow.
+    fn widen_imprecise_scalars(&mut self, prev: &State, cur: &mut State, pc: usize) {
+        match self.imprecise_changed(prev, cur, pc) {
+            Ok(regs) => {
+                self.widen_refused.remove(&pc);
+                for r in regs {
+                    cur.frames[0].regs[r] = Reg::Scalar(Scalar::unknown());
+                }
+            }
+            Err(why) => {
+                self.widen_refused.insert(pc, why);
+            }
+        }
+    }
+
+    /// The registers [`Self::widen_imprecise_scalars`] widens, or why it widens none.
+    fn imprecise_changed(&self, prev: &State, cur: &State, pc: usize) -> Result<Vec<usize>, String> {
+        if prev.frames.len() != 1 || cur.frames.len() != 1 {
+            return Err("a loop in a called frame".into());
+        }
+        if prev.frames[0].stack != cur.frames[0].stack {
+            return Err("a stack slot that changes between iterations".into());
+        }
+        let insns = &self.case.program.insns;
+        let checked = self.case.prog_type != ProgType::Syscall;
+        let live = self.precise.get_or_init(|| precise::precise_live(insns, checked)).as_ref();
+        let Some(after) = live.and_then(|l| l.get(pc + 1)) else {
+            return Err("a program the precision analysis does not follow".into());
+        };
+        let mut widen = vec![];
+        for r in 6..=9 {
+            if let (Reg::Scalar(a), Reg::Scalar(b)) = (prev.frames[0].regs[r], cur.frames[0].regs[r]) {
+                if a != b {
+                    if after.has_reg(r) {
+                        return Err(format!("R{r} changes between iterations and may be precise"));
+                    }
+                    widen.push(r);
+                }
+            }
+        }
+        Ok(widen)
+    }
+
     /// Whether the stack slots `[off, off + size)` of `frame` hold data only: bytes, or spilled
     /// scalars (whose `spilled_ptr` is never `PTR_UNTRUSTED`), no spilled pointer.
     fn only_data_in(&self, st: &State, frame: usize, off: i64, size: i64) -> bool {
@@ -190,15 +242,20 @@ impl Machine<'_> {
                     return Ok(Flow::Done);
                 }
                 if seen.len() >= MAX_ITER_CHECKPOINTS {
+                    let why = self.widen_refused.get(&pc).map(|w| format!(": {w}")).unwrap_or_default();
                     return Err(Stop::Unsupported(format!(
-                        "bpf_iter_{} loop at {pc} did not converge in {MAX_ITER_CHECKPOINTS} iterations (the kernel's widening is not modelled)",
+                        "bpf_iter_{} loop at {pc} did not converge in {MAX_ITER_CHECKPOINTS} iterations (the kernel's widening is not modelled{why})",
                         ty.name
                     )));
                 }
                 if !seen.is_empty() {
                     self.iter_loop_ids.set(true);
                 }
+                let mut head = key.clone();
+                head.loop_heads = Default::default();
+                let head = std::sync::Arc::new(head);
                 seen.push(key);
+                let prev = st.loop_heads.get(pc);
                 // check_kfunc_call(): `int *` (not a struct) is PTR_TO_MEM | MEM_RDONLY of the
                 // int's size, KF_RET_NULL gives it PTR_MAYBE_NULL and an id (++env->id_gen, on
                 // both paths); process_iter_next_call() then marks the pushed state's R0 not null
@@ -208,6 +265,11 @@ impl Machine<'_> {
                 more.iters.insert(slot, IterSlot { active: true, ..it });
                 self.clobber(&mut more, Reg::Mem { size: 4, rdonly: true, id: 0, parent: 0, null: false });
                 more.pc = pc + 1;
+                if let Some(prev) = prev {
+                    self.widen_imprecise_scalars(&prev, &mut more, pc);
+                }
+                more.loop_heads.set(pc, head.clone());
+                st.loop_heads.set(pc, head);
                 st.iters.insert(slot, IterSlot { active: false, ..it });
                 self.clobber(st, Reg::Scalar(Scalar::known(0)));
                 Ok(Flow::Branch(pc + 1, more))

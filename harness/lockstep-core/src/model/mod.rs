@@ -37,7 +37,9 @@ mod ksym;
 mod license;
 mod loops;
 mod map_compat;
+mod precise;
 mod prepared;
+mod prune;
 mod rbtree;
 mod rcu;
 mod scalar;
@@ -226,6 +228,8 @@ mod tests_arena;
 mod tests_async;
 #[cfg(test)]
 mod tests_attach;
+#[cfg(test)]
+mod tests_bitsiter;
 #[cfg(test)]
 mod tests_btf_access;
 #[cfg(test)]

@@ -370,7 +370,31 @@ pub struct State {
     /// until an instruction that may take a scalar id in the kernel (`assign_scalar_id_before_mov()`:
     /// a move, spill or fill of an unknown scalar), which the model does not number.
     pub ids_exact: bool,
+    /// The state at the last visit of each iterator `_next` on this path (`loops.rs`).
+    pub loop_heads: LoopHeads,
     pub pc: usize,
+}
+
+/// The checkpoint a path left at each iterator `_next` it passed with an ACTIVE iterator, by
+/// instruction, most recent only: `find_prev_entry()`'s state for `widen_imprecise_scalars()`.
+/// Never compared: two states equal in all else are equal whatever their path.
+#[derive(Clone, Debug, Default)]
+pub struct LoopHeads(Vec<(usize, std::sync::Arc<State>)>);
+
+impl PartialEq for LoopHeads {
+    fn eq(&self, _: &Self) -> bool {
+        true
+    }
+}
+
+impl LoopHeads {
+    pub fn get(&self, pc: usize) -> Option<std::sync::Arc<State>> {
+        self.0.iter().find(|(p, _)| *p == pc).map(|(_, s)| s.clone())
+    }
+    pub fn set(&mut self, pc: usize, st: std::sync::Arc<State>) {
+        self.0.retain(|(p, _)| *p != pc);
+        self.0.push((pc, st));
+    }
 }
 
 impl State {
@@ -387,6 +411,7 @@ impl State {
             preempt: 0,
             sleepable: false,
             ids_exact,
+            loop_heads: Default::default(),
             pc,
         }
     }

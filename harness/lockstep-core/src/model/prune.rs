@@ -1,0 +1,250 @@
+//! Pruning of states met again (`is_state_visited()`): a path that reaches an instruction in a
+//! state the walk already met there stops. The kernel compares with `states_equal()` (`regsafe()`,
+//! `stacksafe()`, registers not live ignored: `compute_live_registers()` in 7.3, read marks in
+//! 6.12 / 7.2); the model prunes only where that surely holds, so pruning never changes a
+//! verdict, it only ends walks that repeat a subtree (a sequence of `if (val) ...` diamonds is
+//! 2^n paths without it):
+//!
+//! - the states are equal in everything, registers not live at the instruction excepted
+//!   ([`PruneInfo::live`]: an over-approximation of the registers read before being written on
+//!   some path, every call reading R1-R5);
+//! - only in the walk's own frame (one frame), at an instruction on no cycle of the
+//!   subprogram's control flow graph, with two or more predecessors (a join): a path cannot
+//!   meet such an instruction twice, so the state met before belongs to another path, whose
+//!   whole subtree from there the depth-first walk finished before popping the later path
+//!   (it found no error, or the walk would have stopped);
+//! - not in programs with `gotox` (indirect jumps: no graph).
+//!
+//! The ids a skipped subtree would have taken (`++env->id_gen`) are not taken, where the kernel
+//! (other prune points, states kept only now and then by `is_state_visited()`) may have walked
+//! it: after a pruned path, a reference leak's message (its id) is `unsupported`; the irq
+//! messages with ids already need the first path (`State::ids_exact`), which is never pruned.
+
+use super::exec::Machine;
+use super::state::{Reg, State};
+use crate::insn::*;
+
+/// States kept per instruction; later ones are not recorded (the walk then goes on as before).
+const MAX_PRUNE_STATES: usize = 64;
+
+/// Instructions walked before pruning starts: a walk that stays below walks as before, with no
+/// state kept (`lockstep bench model`: the corpus' programs are small). Starting late changes
+/// nothing: a state met before it is not kept, so nothing is pruned against it.
+const PRUNE_AFTER_STEPS: usize = 512;
+
+/// The prune points and register liveness of a program.
+pub(crate) struct PruneInfo {
+    /// Whether each instruction is a prune point (a join on no cycle).
+    points: Vec<bool>,
+    /// R0-R9 live before each instruction (bit r).
+    live: Vec<u16>,
+}
+
+impl PruneInfo {
+    /// Whether `pc` is a prune point.
+    pub(crate) fn point(&self, pc: usize) -> bool {
+        self.points.get(pc).copied().unwrap_or(false)
+    }
+    /// R0-R9 live before `pc` (bit r).
+    pub(crate) fn live_at(&self, pc: usize) -> u16 {
+        self.live.get(pc).copied().unwrap_or(0)
+    }
+}
+
+/// The successors of `pc` within its subprogram (calls fall through), None for `gotox`.
+fn successors(insns: &[Insn], pc: usize) -> Option<Vec<usize>> {
+    let insn = insns[pc];
+    let class = insn.class();
+    if insn.is_ld_imm64() {
+        return Some(vec![pc + 2]);
+    }
+    if !matches!(class, BPF_JMP | BPF_JMP32) {
+        return Some(vec![pc + 1]);
+    }
+    match insn.op() {
+        BPF_CALL => Some(vec![pc + 1]),
+        BPF_EXIT => Some(vec![]),
+        BPF_JA if insn.source() == BPF_X => None,
+        BPF_JA => {
+            let off = if class == BPF_JMP32 { insn.imm as i64 } else { insn.off as i64 };
+            Some(vec![usize::try_from(pc as i64 + off + 1).ok()?])
+        }
+        _ => Some(vec![pc + 1, usize::try_from(pc as i64 + insn.off as i64 + 1).ok()?]),
+    }
+}
+
+const ARGS: u16 = 0b11_1110;
+const CALL_CLOBBERED: u16 = 0b11_1111;
+
+/// (registers read, registers written) by `insn`; a register both read and written is read.
+fn uses_defs(insn: &Insn) -> (u16, u16) {
+    let bit = |r: u8| if r < 10 { 1u16 << r } else { 0 };
+    let (d, s) = (bit(insn.dst), bit(insn.src));
+    match insn.class() {
+        BPF_ALU | BPF_ALU64 => match (insn.op(), insn.source()) {
+            (BPF_MOV, BPF_X) => (s, d),
+            (BPF_MOV, _) => (0, d),
+            (BPF_NEG | BPF_END, _) => (d, 0),
+            (_, BPF_X) => (d | s, 0),
+            _ => (d, 0),
+        },
+        BPF_LD if insn.is_ld_imm64() => (0, d),
+        // LD_ABS / LD_IND: the ctx in R6 (and the index register), R0-R5 clobbered.
+        BPF_LD => (bit(6) | s, CALL_CLOBBERED),
+        BPF_LDX => (s, d),
+        BPF_ST => (d, 0),
+        // Atomics read their operands and may write R0 or src: nothing counted as written.
+        BPF_STX if insn.mode() == BPF_ATOMIC => (d | s | 1, 0),
+        BPF_STX => (d | s, 0),
+        _ => match insn.op() {
+            BPF_CALL => (ARGS, CALL_CLOBBERED),
+            BPF_EXIT => (1, 0),
+            BPF_JA => (0, 0),
+            // may_goto reads no register.
+            0xe0 => (0, 0),
+            _ if insn.source() == BPF_X => (d | s, 0),
+            _ => (d, 0),
+        },
+    }
+}
+
+/// The instructions on a cycle of the graph (iterative Tarjan: members of an SCC of two or more
+/// nodes, or with an edge to themselves).
+fn on_cycle(succ: &[Vec<usize>]) -> Vec<bool> {
+    let n = succ.len();
+    let mut index = vec![usize::MAX; n];
+    let mut low = vec![0usize; n];
+    let mut on_stack = vec![false; n];
+    let mut stack = vec![];
+    let mut cyc = vec![false; n];
+    let mut next = 0;
+    for root in 0..n {
+        if index[root] != usize::MAX {
+            continue;
+        }
+        let mut call: Vec<(usize, usize)> = vec![(root, 0)];
+        index[root] = next;
+        low[root] = next;
+        next += 1;
+        stack.push(root);
+        on_stack[root] = true;
+        while let Some(&mut (v, ref mut i)) = call.last_mut() {
+            if let Some(&w) = succ[v].get(*i) {
+                *i += 1;
+                if w >= n {
+                    continue;
+                }
+                if w == v {
+                    cyc[v] = true;
+                }
+                if index[w] == usize::MAX {
+                    index[w] = next;
+                    low[w] = next;
+                    next += 1;
+                    stack.push(w);
+                    on_stack[w] = true;
+                    call.push((w, 0));
+                } else if on_stack[w] {
+                    low[v] = low[v].min(index[w]);
+                }
+                continue;
+            }
+            call.pop();
+            if let Some(&(p, _)) = call.last() {
+                low[p] = low[p].min(low[v]);
+            }
+            if low[v] == index[v] {
+                let mut members = vec![];
+                while let Some(w) = stack.pop() {
+                    on_stack[w] = false;
+                    members.push(w);
+                    if w == v {
+                        break;
+                    }
+                }
+                if members.len() > 1 {
+                    for w in members {
+                        cyc[w] = true;
+                    }
+                }
+            }
+        }
+    }
+    cyc
+}
+
+/// The prune points and liveness of `insns`, None for a program the graph cannot be built of.
+pub(crate) fn prune_info(insns: &[Insn]) -> Option<PruneInfo> {
+    let n = insns.len();
+    let mut succ = vec![vec![]; n];
+    let mut is_insn = vec![false; n];
+    let mut pc = 0;
+    while pc < n {
+        succ[pc] = successors(insns, pc)?;
+        is_insn[pc] = true;
+        pc += if insns[pc].is_ld_imm64() { 2 } else { 1 };
+    }
+    let mut preds = vec![0u32; n];
+    for s in succ.iter() {
+        for &t in s {
+            if t < n {
+                preds[t] += 1;
+            }
+        }
+    }
+    let cyc = on_cycle(&succ);
+    let points = (0..n).map(|pc| is_insn[pc] && preds[pc] >= 2 && !cyc[pc]).collect();
+    let ud: Vec<(u16, u16)> = insns.iter().map(uses_defs).collect();
+    let mut live = vec![0u16; n];
+    loop {
+        let mut changed = false;
+        for pc in (0..n).rev().filter(|pc| is_insn[*pc]) {
+            let out = succ[pc].iter().filter_map(|t| live.get(*t)).fold(0, |a, l| a | l);
+            let (u, d) = ud[pc];
+            let l = (out & !d) | u;
+            if l != live[pc] {
+                live[pc] = l;
+                changed = true;
+            }
+        }
+        if !changed {
+            break;
+        }
+    }
+    Some(PruneInfo { points, live })
+}
+
+impl Machine<'_> {
+    /// Whether `st` repeats a state the walk met at its instruction (see the module's comment);
+    /// records it otherwise.
+    pub(super) fn pruned(&mut self, st: &State) -> bool {
+        if self.steps < PRUNE_AFTER_STEPS || st.frames.len() != 1 {
+            return false;
+        }
+        let pc = st.pc;
+        let insns = &self.case.program.insns;
+        let Some(info) = self.prune.get_or_init(|| prune_info(insns)).as_ref() else {
+            return false;
+        };
+        if !info.point(pc) {
+            return false;
+        }
+        let live = info.live_at(pc);
+        let mut key = st.clone();
+        key.ids_exact = false;
+        for (r, reg) in key.frames[0].regs.iter_mut().enumerate().take(10) {
+            if live & (1 << r) == 0 {
+                *reg = Reg::NotInit;
+            }
+        }
+        let seen = self.visited.entry(pc).or_default();
+        if seen.contains(&key) {
+            self.pruned_paths.set(true);
+            return true;
+        }
+        if seen.len() < MAX_PRUNE_STATES {
+            seen.push(key);
+        }
+        false
+    }
+}
