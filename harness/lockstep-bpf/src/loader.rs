@@ -169,6 +169,12 @@ impl Loader {
         self.log_size = bytes.clamp(64, MAX_LOG_SIZE);
     }
 
+    /// Sets how many fds (program BTF objects and maps) are kept across cases for reuse
+    /// ([`crate::reuse`]; default 256, for a process with the usual `RLIMIT_NOFILE` of 1024).
+    pub fn set_kept_fds(&mut self, n: usize) {
+        self.setup.get_mut().unwrap_or_else(|e| e.into_inner()).set_max_fds(n);
+    }
+
     /// `uname -r` of the running kernel.
     pub fn kernel_release(&self) -> String {
         self.release.clone()

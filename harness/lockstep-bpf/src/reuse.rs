@@ -18,12 +18,22 @@ use std::sync::Arc;
 
 use lockstep_core::case::MapType;
 
-/// Loaded program BTF blobs kept (least recently used dropped first, with their maps).
-const MAX_BTF: usize = 64;
+/// Loaded program BTF blobs kept at most (least recently used dropped first, with their maps).
+/// Room for every distinct BTF of the default corpus: with fewer entries than a pass meets,
+/// least-recently-used eviction drops each entry before its next use when the same cases come
+/// round again (`bench guest`'s passes, a long run), and the BTF is loaded and its maps created
+/// anew (64 were kept until session 10: docs/speed.md). The fd and memory budgets below bound it.
+const MAX_BTF: usize = 1024;
 /// Maps without BTF kept.
-const MAX_PLAIN_MAPS: usize = 64;
+const MAX_PLAIN_MAPS: usize = 256;
 /// Largest map (bytes of keys and values at `max_entries`) kept for reuse.
 const MAX_REUSED_MAP_BYTES: u64 = 1 << 20;
+/// Bytes of kept maps (by [`map_bytes`]) above which the least recently used BTF entries go.
+const MAX_KEPT_MAP_BYTES: u64 = 64 << 20;
+/// Default budget of kept file descriptors (BTF objects and maps): a quarter of the usual soft
+/// `RLIMIT_NOFILE` of 1024, so that a process that did not raise its limit (host mode) keeps room
+/// for the case's own fds. The agent raises its limit and the budget ([`SetupCache::set_max_fds`]).
+pub(crate) const DEFAULT_MAX_KEPT_FDS: usize = 256;
 
 /// What makes two maps interchangeable for the verifier (the BTF they were created with is
 /// the [`SetupCache`] entry they are kept in).
@@ -57,8 +67,12 @@ pub(crate) fn reusable_type(t: MapType) -> bool {
         | MapType::ReuseportSockarray => false,
         // Created with an inner map made for the case.
         MapType::ArrayOfMaps | MapType::HashOfMaps => false,
-        // Holds the pages its programs allocated.
-        MapType::Arena => false,
+        // Pages come into an arena only when a program runs (`bpf_arena_alloc_pages()`) or user
+        // space maps it, and the loader does neither: a kept arena is as empty as a new one, and
+        // nothing in it records the programs loaded with it (`check_map_prog_compatibility()`
+        // only sets the program's `aux->arena`). Creating one is costly:
+        // `populate_pgtable_except_pte()` allocates the page tables of its whole 4 GiB range.
+        MapType::Arena => true,
     }
 }
 
@@ -66,6 +80,19 @@ pub(crate) fn reusable_type(t: MapType) -> bool {
 pub(crate) fn small_enough(key: &MapKey) -> bool {
     (u64::from(key.key_size) + u64::from(key.value_size)) * u64::from(key.max_entries) <= MAX_REUSED_MAP_BYTES
 }
+
+/// The kernel memory a kept map of `key` holds, roughly: its keys and values plus 64 bytes of
+/// element overhead per entry (a preallocated hash map's `htab_elem`).
+fn map_bytes(key: &MapKey) -> u64 {
+    if key.map_type == ARENA_MAP_TYPE {
+        // The page tables of its 4 GiB kernel range (2048 pages), whatever its size.
+        return 8 << 20;
+    }
+    (u64::from(key.key_size) + u64::from(key.value_size) + 64) * u64::from(key.max_entries)
+}
+
+/// `BPF_MAP_TYPE_ARENA`.
+const ARENA_MAP_TYPE: u32 = 33;
 
 /// Maps of one BTF (or of none), each with its key.
 #[derive(Debug, Default)]
@@ -89,6 +116,8 @@ struct BtfEntry {
     raw: Vec<u8>,
     fd: Arc<OwnedFd>,
     maps: MapPool,
+    /// [`SetupCache::tick`] of its last use.
+    used: u64,
 }
 
 /// Which kept BTF a map belongs to.
@@ -101,11 +130,21 @@ pub(crate) enum BtfSlot {
 }
 
 /// Program BTF and maps kept across cases (see the module comment).
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub(crate) struct SetupCache {
-    /// Most recently used last.
+    /// In no particular order; each entry's `used` says when it last served a case.
     btfs: Vec<BtfEntry>,
     plain: MapPool,
+    /// Counts [`SetupCache::btf`] calls (the clock of `used`).
+    tick: u64,
+    /// Kept fds (BTF objects and maps, plain ones included) allowed before eviction.
+    max_fds: usize,
+}
+
+impl Default for SetupCache {
+    fn default() -> Self {
+        SetupCache { btfs: Vec::new(), plain: MapPool::default(), tick: 0, max_fds: DEFAULT_MAX_KEPT_FDS }
+    }
 }
 
 impl SetupCache {
@@ -115,18 +154,43 @@ impl SetupCache {
         raw: Vec<u8>,
         load: impl FnOnce(&[u8]) -> Result<OwnedFd, E>,
     ) -> Result<(BtfSlot, Arc<OwnedFd>), E> {
-        if let Some(i) = self.btfs.iter().position(|e| e.raw == raw) {
-            let e = self.btfs.remove(i);
-            self.btfs.push(e);
-        } else {
-            let fd = Arc::new(load(&raw)?);
-            if self.btfs.len() >= MAX_BTF {
-                self.btfs.remove(0);
+        self.tick += 1;
+        let i = match self.btfs.iter().position(|e| e.raw == raw) {
+            Some(i) => i,
+            None => {
+                let fd = Arc::new(load(&raw)?);
+                // Room for this entry and a case's maps: the least recently used entries go.
+                while !self.btfs.is_empty()
+                    && (self.btfs.len() >= MAX_BTF
+                        || self.kept_fds() + 8 > self.max_fds
+                        || self.kept_map_bytes() > MAX_KEPT_MAP_BYTES)
+                {
+                    let lru = (0..self.btfs.len()).min_by_key(|&j| self.btfs[j].used).unwrap_or(0);
+                    self.btfs.swap_remove(lru);
+                }
+                self.btfs.push(BtfEntry { raw, fd, maps: MapPool::default(), used: 0 });
+                self.btfs.len() - 1
             }
-            self.btfs.push(BtfEntry { raw, fd, maps: MapPool::default() });
-        }
-        let i = self.btfs.len() - 1;
+        };
+        self.btfs[i].used = self.tick;
         Ok((BtfSlot::Entry(i), self.btfs[i].fd.clone()))
+    }
+
+    /// Sets the budget of kept fds (BTF objects and maps): a process whose `RLIMIT_NOFILE` is
+    /// well above the default 1024 (the agent raises its own) keeps more.
+    pub fn set_max_fds(&mut self, n: usize) {
+        self.max_fds = n;
+    }
+
+    /// Fds held by kept BTF objects and maps.
+    fn kept_fds(&self) -> usize {
+        self.plain.maps.len() + self.btfs.iter().map(|e| 1 + e.maps.maps.len()).sum::<usize>()
+    }
+
+    /// Kernel memory of the kept maps ([`map_bytes`]).
+    fn kept_map_bytes(&self) -> u64 {
+        let pool = |p: &MapPool| p.maps.iter().map(|(k, _)| map_bytes(k)).sum::<u64>();
+        pool(&self.plain) + self.btfs.iter().map(|e| pool(&e.maps)).sum::<u64>()
     }
 
     /// A map of `key` in `slot`'s pool that `taken` (the maps the case has so far) does not
@@ -138,6 +202,7 @@ impl SetupCache {
         taken: &[Arc<OwnedFd>],
         create: impl FnOnce() -> Result<OwnedFd, E>,
     ) -> Result<Arc<OwnedFd>, E> {
+        let max_plain = MAX_PLAIN_MAPS.min(self.max_fds / 4).max(1);
         let pool = match slot {
             BtfSlot::None => &mut self.plain,
             BtfSlot::Entry(i) => &mut self.btfs[i].maps,
@@ -146,7 +211,7 @@ impl SetupCache {
             return Ok(fd);
         }
         let fd = Arc::new(create()?);
-        if slot == BtfSlot::None && pool.maps.len() >= MAX_PLAIN_MAPS {
+        if slot == BtfSlot::None && pool.maps.len() >= max_plain {
             pool.maps.remove(0);
         }
         pool.maps.push((key, fd.clone()));
@@ -216,6 +281,41 @@ mod tests {
         // Maps without BTF are another pool.
         let p = c.map::<()>(BtfSlot::None, key("m"), &[], || Ok(fd())).unwrap();
         assert!(!Arc::ptr_eq(&p, &m1));
+    }
+
+    #[test]
+    fn the_least_recently_used_btf_goes_when_the_fd_budget_is_spent() {
+        let mut c = SetupCache::default();
+        c.set_max_fds(11);
+        let (a, _) = c.btf::<()>(vec![1], |_| Ok(fd())).unwrap();
+        c.map::<()>(a, key("m"), &[], || Ok(fd())).unwrap();
+        c.btf::<()>(vec![2], |_| Ok(fd())).unwrap();
+        // [1] used again: [2] is now the least recently used.
+        c.btf::<()>(vec![1], |_| panic!("loaded again")).unwrap();
+        assert_eq!(c.kept_fds(), 3);
+        // 3 kept + 8 for the next case's maps fit in 11, 4 + 8 do not: [2] goes for [4].
+        c.btf::<()>(vec![3], |_| Ok(fd())).unwrap();
+        c.btf::<()>(vec![4], |_| Ok(fd())).unwrap();
+        assert!(c.btfs.iter().all(|e| e.raw != vec![2]), "the least recently used went");
+        let (a, _) = c.btf::<()>(vec![1], |_| panic!("[1] was used last, not dropped")).unwrap();
+        c.map::<()>(a, key("m"), &[], || panic!("its map was kept too")).unwrap();
+        assert!(c.kept_fds() <= 11);
+    }
+
+    #[test]
+    fn kept_arenas_count_their_page_tables() {
+        assert!(reusable_type(MapType::Arena));
+        let arena =
+            MapKey { map_type: ARENA_MAP_TYPE, key_size: 0, value_size: 0, max_entries: 1, ..key("a") };
+        assert!(small_enough(&arena));
+        assert_eq!(map_bytes(&arena), 8 << 20);
+        let mut c = SetupCache::default();
+        for i in 0..10u8 {
+            let (s, _) = c.btf::<()>(vec![i], |_| Ok(fd())).unwrap();
+            c.map::<()>(s, arena.clone(), &[], || Ok(fd())).unwrap();
+        }
+        // 64 MiB of kept maps at most, plus the newest case's.
+        assert!(c.kept_map_bytes() <= MAX_KEPT_MAP_BYTES + (8 << 20), "{}", c.kept_map_bytes());
     }
 
     #[test]

@@ -59,7 +59,11 @@ fn serve() -> io::Result<()> {
         }
     }
     // Read BTF after the module is in, so its kfuncs resolve.
-    let loader = Loader::new().map_err(|e| e.to_string());
+    let mut loader = Loader::new().map_err(|e| e.to_string());
+    if let Ok(l) = &mut loader {
+        // Half the fds for BTF objects and maps kept across cases, the rest for the case's own.
+        l.set_kept_fds((raise_nofile(NOFILE_WANTED) / 2).min(NOFILE_WANTED as usize / 2));
+    }
     if let Err(e) = &loader {
         eprintln!("lockstep agent: {e}");
     }
@@ -116,6 +120,21 @@ fn serve() -> io::Result<()> {
         }
     }
     Ok(())
+}
+
+/// The fds the agent asks for (`RLIMIT_NOFILE`): pid 1 starts with a soft limit of 1024.
+const NOFILE_WANTED: u64 = 8192;
+
+/// Raises `RLIMIT_NOFILE` to `want` (soft and hard; the agent is root), else the soft limit to
+/// the hard one; the soft limit in force after.
+fn raise_nofile(want: u64) -> usize {
+    use nix::sys::resource::{getrlimit, setrlimit, Resource};
+    if setrlimit(Resource::RLIMIT_NOFILE, want, want).is_err() {
+        if let Ok((_, hard)) = getrlimit(Resource::RLIMIT_NOFILE) {
+            let _ = setrlimit(Resource::RLIMIT_NOFILE, hard, hard);
+        }
+    }
+    getrlimit(Resource::RLIMIT_NOFILE).map_or(1024, |(soft, _)| soft as usize)
 }
 
 /// The result of every case when BTF could not be read: a setup error, not a verdict.
