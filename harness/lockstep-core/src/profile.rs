@@ -228,6 +228,12 @@ pub struct KernelProfile {
     /// `check_subprogs()` (6.12, 7.2).
     #[serde(default)]
     pub kfunc_license_after_insns: bool,
+    /// `check_helper_call()` for `bpf_tail_call`: in the main frame it keeps packet pointers
+    /// (`changes_data = false`), in a subprogram's frame it pushes the path after the call and
+    /// returns from the frame with the packet pointers cleared (7.2, 7.3). 6.12 clears them
+    /// (`bpf_helper_changes_pkt_data()`) and goes on, in any frame (`pkt.rs`).
+    #[serde(default)]
+    pub tail_call_frame_exit: bool,
     pub messages: Messages,
     /// `check_attach_btf_id()`'s deny lists and messages (programs with an attach target).
     #[serde(default)]

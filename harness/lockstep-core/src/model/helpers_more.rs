@@ -76,10 +76,22 @@ impl Machine<'_> {
             |what: &str| Err(Stop::Unsupported(format!("helper {name}: {what} is not modelled")));
         // Tracing programs (fentry / tp_btf): bpf_tracing_func_proto() gives the same proto
         // (task_kfunc_failure's tp_btf programs read `&task->pid` with it on debian:7.3).
-        if !matches!(self.case.prog_type, ProgType::SchedCls | ProgType::Kprobe | ProgType::Tracing) {
-            return unsupported("a program type other than sched_cls, kprobe and tracing");
+        // Syscall programs: syscall_prog_func_proto() -> tracing_prog_func_proto() (6.12, 7.2,
+        // 7.3), the same proto (task_kfunc_success test_task_xchg_release on debian:7.3).
+        if !matches!(
+            self.case.prog_type,
+            ProgType::SchedCls | ProgType::Kprobe | ProgType::Tracing | ProgType::Syscall
+        ) {
+            return unsupported("a program type other than sched_cls, kprobe, tracing and syscall");
         }
-        let Reg::Stack { frame, off } = self.read_reg(st, pc, 1)? else {
+        let r1 = self.read_reg(st, pc, 1)?;
+        if matches!(r1, Reg::Kernel { .. }) {
+            // ARG_PTR_TO_UNINIT_MEM is not MEM_RDONLY: a trusted kernel pointer is refused
+            // (kmem_arg.rs), others are not in mem_types.
+            self.kernel_mem_arg_type(pc, 1, &r1, name, false)?;
+            return unsupported("a kernel pointer destination");
+        }
+        let Reg::Stack { frame, off } = r1 else {
             return unsupported("a destination other than a stack pointer");
         };
         let size = match self.read_reg(st, pc, 2)? {

@@ -30,6 +30,7 @@ mod helpers_plain;
 mod inner;
 mod irq;
 mod kfunc_args;
+mod kmem_arg;
 mod kobj;
 mod kptr;
 mod kptr_store;
@@ -37,6 +38,7 @@ mod ksym;
 mod license;
 mod loops;
 mod map_compat;
+mod pkt;
 mod prepared;
 mod rbtree;
 mod rcu;
@@ -263,6 +265,8 @@ mod tests_license;
 mod tests_loops;
 #[cfg(test)]
 mod tests_loops_cb;
+#[cfg(test)]
+mod tests_pktmisc;
 #[cfg(test)]
 mod tests_rbtree;
 #[cfg(test)]
