@@ -67,8 +67,9 @@ impl Machine<'_> {
     /// `bpf_probe_read_kernel(dst, size, unsafe_ptr)`: `ARG_PTR_TO_UNINIT_MEM` + `ARG_CONST_SIZE_OR_ZERO`
     /// (`check_helper_mem_access()` marks the bytes written: `STACK_MISC`, spills in them gone),
     /// `ARG_ANYTHING`. Modelled for a stack buffer wholly inside the stack and a constant size
-    /// of at least 1, in sched_cls, kprobe and tracing programs (where debian:6.12, 7.2 and 7.3 were
-    /// asked); a buffer past the stack is refused with a message that differs between kernels
+    /// of at least 1, in sched_cls, kprobe, tracing and syscall programs (where debian:6.12, 7.2 and
+    /// 7.3 were asked); a trusted kernel pointer as `dst` is refused (`kmem_arg.rs`); a buffer past
+    /// the stack is refused with a message that differs between kernels
     /// ("invalid indirect access to stack" in 6.12, "invalid write to stack" in 7.x): not modelled.
     pub(super) fn probe_read_kernel(&mut self, st: &mut State, pc: usize) -> Step<()> {
         let name = "bpf_probe_read_kernel";

@@ -72,8 +72,8 @@ fn tail_calls_by_frame_and_profile() {
         checked(80, 76, "r1 = r6\n call sub\n *(u32 *)(r7 + 0) = 42")
     );
     for (text, main_frame) in [(main, true), (sub, false)] {
-        let program = assemble(&text, &syms).expect("test program assembles");
-        let mut c = Case::new("t", ProgType::SchedCls, program, &text);
+        // An object's program (with func_info: a tail call in a subprogram needs BTF).
+        let mut c = object_case_in("tc", &text, &syms);
         let jmp = cnt_lock_map("jmp", MapType::ProgArray, FieldKind::Int, false);
         c.maps = vec![MapSpec { value: ValueLayout { size: 4, fields: vec![] }, ..jmp }];
         for (p, v) in verdicts_on_all_profiles(&c) {
@@ -83,9 +83,50 @@ fn tail_calls_by_frame_and_profile() {
             if kept {
                 assert_eq!(v, Verdict::accept(), "{text} on {p}");
             } else {
-                let at = if main_frame { 10 } else { 8 };
+                let at = if main_frame { 11 } else { 8 };
                 assert_eq!(v, Verdict::reject(Some(at), "R7 invalid mem access 'scalar'"), "{text} on {p}");
             }
         }
+    }
+}
+
+/// `text` in a `tp_btf/task_newtask` program on every profile, given the sample kernel BTF
+/// (`kernel_btf::fixture`: `struct task_struct { u32 pid; char comm[16] at 8; ...; *parent at
+/// 40 (legacy) }`).
+fn task_verdicts(text: &str) -> Vec<(String, Verdict)> {
+    use crate::kernel_btf::{fixture::sample, KernelBtf, KernelBtfRef};
+    let c = object_case_in("tp_btf/task_newtask", text, &Symbols::default());
+    let module = crate::module_src::bundled();
+    let k = std::sync::Arc::new(KernelBtf::parse("sample", &sample()).expect("sample BTF parses"));
+    KernelProfile::all()
+        .into_iter()
+        .map(|mut p| {
+            p.kernel_btf = KernelBtfRef(Some(k.clone()));
+            (p.name.clone(), check(&c, &p, &module))
+        })
+        .collect()
+}
+
+#[test]
+fn a_kernel_pointer_as_helper_memory() {
+    // task_access_comm1: bpf_strncmp(task->comm, 17, ..) walks past comm (kmem_arg.rs).
+    let text = "r1 = *(u64 *)(r1 + 0)\n r1 += 8\n r2 = 17\n r3 = 0\n call bpf_strncmp\n r0 = 0\n exit\n";
+    let msg = "access beyond the end of member comm (mend:24) in struct task_struct with off 8 size 17";
+    for (p, v) in task_verdicts(text) {
+        assert_eq!(v, Verdict::reject(Some(4), msg), "{p}");
+    }
+    // task_access_comm3: bpf_probe_read_kernel's dst is not MEM_RDONLY.
+    let text =
+        "r1 = *(u64 *)(r1 + 0)\n r3 = r1\n r1 += 8\n r2 = 16\n call bpf_probe_read_kernel\n r0 = 0\n exit\n";
+    let msg = "bpf_probe_read_kernel() may write into memory pointed by R1 type=trusted_ptr_";
+    for (p, v) in task_verdicts(text) {
+        assert_eq!(v, Verdict::reject(Some(4), msg), "{p}");
+    }
+    // task_access_comm4: a legacy PTR_TO_BTF_ID (task->parent) is not in mem_types (7.x lists ctx).
+    let text = "r1 = *(u64 *)(r1 + 0)\n r1 = *(u64 *)(r1 + 40)\n r2 = 4\n r3 = 0\n call bpf_strncmp\n r0 = 0\n exit\n";
+    for (p, v) in task_verdicts(text) {
+        let types =
+            KernelProfile::all().into_iter().find(|q| q.name == p).expect("profile").messages.mem_types;
+        assert_eq!(v, Verdict::reject(Some(4), format!("R1 type=ptr_ expected={types}")), "{p}");
     }
 }
