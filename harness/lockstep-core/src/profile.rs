@@ -240,6 +240,12 @@ pub struct KernelProfile {
     /// `btf_struct_walk()` walks the flexible array.
     #[serde(default)]
     pub alloc_no_flex_walk: bool,
+    /// `check_helper_call()` for `bpf_tail_call`: in the main frame it keeps packet pointers
+    /// (`changes_data = false`), in a subprogram's frame it pushes the path after the call and
+    /// returns from the frame with the packet pointers cleared (7.2, 7.3). 6.12 clears them
+    /// (`bpf_helper_changes_pkt_data()`) and goes on, in any frame (`pkt.rs`).
+    #[serde(default)]
+    pub tail_call_frame_exit: bool,
     pub messages: Messages,
     /// `check_attach_btf_id()`'s deny lists and messages (programs with an attach target).
     #[serde(default)]

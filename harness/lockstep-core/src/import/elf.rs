@@ -719,11 +719,12 @@ fn global_args(btf: &Btf, proto: u32, prog_type: ProgType) -> Result<(u8, u8), S
         return Err("global function without a prototype".into());
     };
     // btf_prepare_func_args(): a pointer to the program type's context struct is ARG_PTR_TO_CTX
-    // (btf_is_prog_ctx_type(); only the __sk_buff programs' here); `__arg_*` decl tags are not read.
+    // (btf_is_prog_ctx_type(); the __sk_buff programs' and xdp's xdp_md here); `__arg_*` decl tags are not read.
     let ctx_struct = match prog_type {
         ProgType::SocketFilter | ProgType::SchedCls | ProgType::SchedAct | ProgType::CgroupSkb => {
             Some("__sk_buff")
         }
+        ProgType::Xdp => Some("xdp_md"),
         _ => None,
     };
     let mut ctx_args = 0u8;

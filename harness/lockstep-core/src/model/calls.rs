@@ -118,6 +118,10 @@ impl Machine<'_> {
                     self.sleepable_kfunc_call(st, pc, name)?;
                     return Ok(Flow::Next(pc + 1));
                 }
+                if super::pkt::kfunc_changes_pkt_data(name) {
+                    self.xdp_pull_data(st, pc)?;
+                    return Ok(Flow::Next(pc + 1));
+                }
                 if let Some(d) = self.btf_kfunc(name) {
                     self.btf_kfunc_call(st, pc, name, &d)?;
                     return Ok(Flow::Next(pc + 1));
@@ -141,6 +145,11 @@ impl Machine<'_> {
         match crate::helpers::helper_name(imm) {
             Some(h) if super::callback_walk::walks_callback(h) => self.sync_callback_call(st, pc, h),
             Some("bpf_timer_set_callback") => self.timer_set_callback(st, pc),
+            // The arguments and reference checks here, the rest in pkt.rs.
+            Some("bpf_tail_call") => {
+                self.helper_call(st, pc, imm)?;
+                self.tail_call_effects(st, pc)
+            }
             _ => {
                 self.helper_call(st, pc, imm)?;
                 Ok(Flow::Next(pc + 1))
@@ -238,6 +247,11 @@ impl Machine<'_> {
                 self.case.sleepable
             };
             self.called.insert((target, ctx));
+            // check_func_call(): clear_all_pkt_pointers() when the callee's
+            // subprog_info.changes_pkt_data (cfg.c; 6.12, 7.2, 7.3), before R1-R5 are cleared.
+            if self.subprog_changes_pkt_data(target) {
+                super::pkt::clear_all_pkt_pointers(st);
+            }
             let cur = st.cur();
             cur.regs[0] = Reg::Scalar(Scalar::unknown());
             for r in 1..=5 {
@@ -459,8 +473,8 @@ impl Machine<'_> {
                 }
                 // check_resource_leak(env, false, true, "tail_call"), after the references.
                 self.region_leak(st, pc, "tail_call")?;
-                self.clobber(st, Reg::NotInit);
             }
+            "bpf_skb_pull_data" => self.skb_pull_data(st, pc)?,
             "bpf_sk_storage_get" => {
                 let r0 = self.sk_storage_get(st, pc)?;
                 self.clobber(st, r0);

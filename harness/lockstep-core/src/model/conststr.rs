@@ -101,12 +101,30 @@ impl Machine<'_> {
     /// Modelled for `s1` in a map value at a constant offset with a known constant size of at
     /// least 1 wholly inside the value and over no special field (`check_mem_size_reg()` ->
     /// `check_helper_mem_access()` read pass), and `s2` as [`Self::const_str_arg`] judges it.
-    /// Other `s1` registers (the stack, kernel pointers: `task->comm`) are unsupported.
+    /// `s1` a kernel pointer (`task->comm`): `kmem_arg.rs`. Other `s1` registers (the stack) are
+    /// unsupported.
     pub(super) fn strncmp(&mut self, st: &mut State, pc: usize) -> Step<()> {
         let name = "helper bpf_strncmp";
         let unsupported = |what: &str| Err(Stop::Unsupported(format!("{name}: {what} is not modelled")));
         if !STRNCMP_TYPES.contains(&self.case.prog_type) {
             return unsupported("this program type");
+        }
+        // s1 a kernel pointer (task->comm): kmem_arg.rs.
+        let r1 = st.cur_ref().regs[1];
+        if matches!(r1, Reg::Kernel { .. }) {
+            self.kernel_mem_arg_type(pc, 1, &r1, "bpf_strncmp", true)?;
+            let size = match self.read_reg(st, pc, 2)? {
+                Reg::Scalar(s) => s.konst().filter(|k| *k >= 1),
+                _ => None,
+            };
+            let Some(size) = size else {
+                return unsupported("a size R2 that is not a known constant of at least 1");
+            };
+            self.kernel_mem_arg_read(pc, 1, &r1, size, "bpf_strncmp")?;
+            let r3 = self.read_reg(st, pc, 3)?;
+            self.const_str_arg(pc, 3, &r3, name)?;
+            self.clobber(st, Reg::Scalar(super::scalar::Scalar::unknown()));
+            return Ok(());
         }
         match self.map_value_read_arg(st, pc)? {
             Ok(()) => {}

@@ -4,8 +4,9 @@
 //! xdp_md` and `struct bpf_sock` a program may read or write (and a syscall program's ctx, from
 //! kernel/bpf/syscall.c), and what a load gives
 //! (`info->reg_type`). An access no predicate accepts is `"invalid bpf_context access off=%d
-//! size=%d"` (`__check_ctx_access()`). Packet pointers (`data`, `data_end`, `data_meta`) are not
-//! modelled: loading one is `unsupported`, naming it.
+//! size=%d"` (`__check_ctx_access()`). Packet pointers (`data`, `data_end`, `data_meta`) are
+//! followed in sched_cls / sched_act / xdp programs (`pkt.rs`); loading one elsewhere is
+//! `unsupported`, naming it.
 //!
 //! Assumed: the program is loaded by root (`bpf_capable()` / `bpf_token_capable()` true), not
 //! offloaded, and `is_ldsx` is false (the model walks `BPF_MEM` loads only).
@@ -384,6 +385,17 @@ impl Machine<'_> {
             // mark_reg_known_zero(), type PTR_TO_SOCK_COMMON_OR_NULL; its id (++env->id_gen) is
             // given by the load (`Machine::number_loaded_ptr`).
             CtxAccess::Valid(CtxLoad::SockCommonOrNull) => Ok(super::sock::sock_common_or_null()),
+            // check_mem_access(): mark_reg_known_zero() and the type; no id (it cannot be NULL).
+            CtxAccess::Valid(CtxLoad::Packet(field)) if super::pkt::pkt_prog_type(self.case.prog_type) => {
+                let kind = if field.ends_with("data_end") {
+                    super::pkt::PktKind::End
+                } else if field.ends_with("data_meta") {
+                    super::pkt::PktKind::Meta
+                } else {
+                    super::pkt::PktKind::Data
+                };
+                Ok(Reg::Packet { kind, off: 0, range: 0 })
+            }
             CtxAccess::Valid(CtxLoad::Packet(field)) => Err(Stop::Unsupported(format!(
                 "packet pointers (PTR_TO_PACKET from {field}) are not modelled"
             ))),

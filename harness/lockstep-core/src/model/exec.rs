@@ -546,6 +546,7 @@ impl<'a> Machine<'a> {
     /// `adjust_ptr_min_max_vals()` for pointer += scalar.
     fn ptr_add(&self, pc: usize, dst: u8, p: &Reg, b: Scalar, sub: bool) -> Step<Reg> {
         match (p, b.konst()) {
+            (Reg::Packet { .. }, _) => self.pkt_add(pc, p, b, sub),
             (Reg::MapValue { null: true, .. }, _) => {
                 let args = [("reg", format!("R{dst}")), ("type", p.type_str().to_string())];
                 self.reject(pc, self.msg(&self.profile.messages.ptr_arith_null, &args))
@@ -874,6 +875,7 @@ impl<'a> Machine<'a> {
                 self.tracing_ctx_access(off, size, value.is_some(), pc)
             }
             Reg::Ctx => self.ctx_mem_access(pc, off, size, value.as_ref()),
+            Reg::Packet { .. } => self.pkt_access(pc, base, off, size, value.as_ref()),
             Reg::Sock { kind, null: false, .. } => {
                 self.sock_access(pc, regno, *kind, off, size, value.is_some())
             }
@@ -937,6 +939,9 @@ impl<'a> Machine<'a> {
         let is32 = insn.class() == BPF_JMP32;
         let src = if insn.source() == BPF_X { Some(self.read_reg(st, pc, insn.src)?) } else { None };
         let dst = self.read_reg(st, pc, insn.dst)?;
+        if matches!(dst, Reg::Packet { .. }) || matches!(src, Some(Reg::Packet { .. })) {
+            return self.pkt_cmp(st, pc, insn, cmp, dst, src);
+        }
         let k = match &src {
             None => Some(insn.imm as i64),
             Some(Reg::Scalar(s)) => s.konst(),
@@ -1103,21 +1108,31 @@ impl<'a> Machine<'a> {
             return self.callback_exit(st, pc);
         }
         if st.frames.len() > 1 {
-            // prepare_func_exit(): back to the caller; the lock state is the verifier state's. R0
-            // is copied as it is: NOT_INIT is only an error where the caller reads it ("R0
-            // !read_ok"); a stack pointer is refused whatever frame it points into.
-            let r0 = st.cur_ref().regs[0].clone();
-            if matches!(r0, Reg::Stack { .. }) {
-                return self.reject(pc, "cannot return stack pointer to the caller".into());
-            }
-            let callee = st.frames.pop().expect("callee frame");
-            let caller = st.cur();
-            caller.regs[0] = r0;
-            for r in 1..=5 {
-                caller.regs[r] = Reg::NotInit;
-            }
-            return Ok(Flow::Next(callee.callsite + 1));
+            return self.frame_exit(st, pc);
         }
+        self.main_exit(st, pc)
+    }
+
+    /// `prepare_func_exit()` from a subprogram's frame (not a callback's).
+    pub(super) fn frame_exit(&mut self, st: &mut State, pc: usize) -> Step<Flow> {
+        // prepare_func_exit(): back to the caller; the lock state is the verifier state's. R0
+        // is copied as it is: NOT_INIT is only an error where the caller reads it ("R0
+        // !read_ok"); a stack pointer is refused whatever frame it points into.
+        let r0 = st.cur_ref().regs[0].clone();
+        if matches!(r0, Reg::Stack { .. }) {
+            return self.reject(pc, "cannot return stack pointer to the caller".into());
+        }
+        let callee = st.frames.pop().expect("callee frame");
+        let caller = st.cur();
+        caller.regs[0] = r0;
+        for r in 1..=5 {
+            caller.regs[r] = Reg::NotInit;
+        }
+        Ok(Flow::Next(callee.callsite + 1))
+    }
+
+    /// `BPF_EXIT` of the main frame.
+    fn main_exit(&mut self, st: &mut State, pc: usize) -> Step<Flow> {
         if !st.locks.is_empty() && self.on(Rule::ExitWithLock) {
             return self.reject(pc, self.profile.messages.exit_with_lock.clone());
         }

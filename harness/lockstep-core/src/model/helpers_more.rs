@@ -67,8 +67,9 @@ impl Machine<'_> {
     /// `bpf_probe_read_kernel(dst, size, unsafe_ptr)`: `ARG_PTR_TO_UNINIT_MEM` + `ARG_CONST_SIZE_OR_ZERO`
     /// (`check_helper_mem_access()` marks the bytes written: `STACK_MISC`, spills in them gone),
     /// `ARG_ANYTHING`. Modelled for a stack buffer wholly inside the stack and a constant size
-    /// of at least 1, in sched_cls, kprobe and tracing programs (where debian:6.12, 7.2 and 7.3 were
-    /// asked); a buffer past the stack is refused with a message that differs between kernels
+    /// of at least 1, in sched_cls, kprobe, tracing and syscall programs (where debian:6.12, 7.2 and
+    /// 7.3 were asked); a trusted kernel pointer as `dst` is refused (`kmem_arg.rs`); a buffer past
+    /// the stack is refused with a message that differs between kernels
     /// ("invalid indirect access to stack" in 6.12, "invalid write to stack" in 7.x): not modelled.
     pub(super) fn probe_read_kernel(&mut self, st: &mut State, pc: usize) -> Step<()> {
         let name = "bpf_probe_read_kernel";
@@ -76,10 +77,22 @@ impl Machine<'_> {
             |what: &str| Err(Stop::Unsupported(format!("helper {name}: {what} is not modelled")));
         // Tracing programs (fentry / tp_btf): bpf_tracing_func_proto() gives the same proto
         // (task_kfunc_failure's tp_btf programs read `&task->pid` with it on debian:7.3).
-        if !matches!(self.case.prog_type, ProgType::SchedCls | ProgType::Kprobe | ProgType::Tracing) {
-            return unsupported("a program type other than sched_cls, kprobe and tracing");
+        // Syscall programs: syscall_prog_func_proto() -> tracing_prog_func_proto() (6.12, 7.2,
+        // 7.3), the same proto (task_kfunc_success test_task_xchg_release on debian:7.3).
+        if !matches!(
+            self.case.prog_type,
+            ProgType::SchedCls | ProgType::Kprobe | ProgType::Tracing | ProgType::Syscall
+        ) {
+            return unsupported("a program type other than sched_cls, kprobe, tracing and syscall");
         }
-        let Reg::Stack { frame, off } = self.read_reg(st, pc, 1)? else {
+        let r1 = self.read_reg(st, pc, 1)?;
+        if matches!(r1, Reg::Kernel { .. }) {
+            // ARG_PTR_TO_UNINIT_MEM is not MEM_RDONLY: a trusted kernel pointer is refused
+            // (kmem_arg.rs), others are not in mem_types.
+            self.kernel_mem_arg_type(pc, 1, &r1, name, false)?;
+            return unsupported("a kernel pointer destination");
+        }
+        let Reg::Stack { frame, off } = r1 else {
             return unsupported("a destination other than a stack pointer");
         };
         let size = match self.read_reg(st, pc, 2)? {

@@ -163,6 +163,7 @@ fn kptr_xchg_dest_refused(r1: &Reg) -> bool {
         | Reg::Func { .. }
         | Reg::Sock { .. }
         | Reg::Arena
+        | Reg::Packet { .. }
         // An iterator's `_next` memory (rdonly_mem, no parent reference).
         | Reg::Mem { rdonly: true, parent: 0, null: false, .. } => true,
         Reg::MapValue { null, .. } => *null,

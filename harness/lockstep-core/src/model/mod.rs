@@ -30,6 +30,7 @@ mod helpers_plain;
 mod inner;
 mod irq;
 mod kfunc_args;
+mod kmem_arg;
 mod kobj;
 mod kptr;
 mod kptr_store;
@@ -38,6 +39,7 @@ mod license;
 mod loops;
 mod map_compat;
 mod precise;
+mod pkt;
 mod prepared;
 mod prune;
 mod rbtree;
@@ -270,6 +272,8 @@ mod tests_localkptr;
 mod tests_loops;
 #[cfg(test)]
 mod tests_loops_cb;
+#[cfg(test)]
+mod tests_pktmisc;
 #[cfg(test)]
 mod tests_rbtree;
 #[cfg(test)]

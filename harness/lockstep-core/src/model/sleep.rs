@@ -413,7 +413,8 @@ impl Machine<'_> {
                     || super::rbtree::RbKfunc::of(n).is_some()
                     || super::graph::GraphKfunc::of(n).is_some()
                     || super::alloc::AllocKfunc::of(n).is_some()
-                    || super::kobj::KobjKfunc::of(n).is_some();
+                    || super::kobj::KobjKfunc::of(n).is_some()
+                    || super::pkt::kfunc_changes_pkt_data(n);
                 if known {
                     return Ok(false);
                 }

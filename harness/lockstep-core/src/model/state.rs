@@ -57,6 +57,10 @@ pub enum Reg {
     /// id (`null`: `PTR_MAYBE_NULL`), `parent` the reference it derives from (`parent_id`: its
     /// release invalidates the register; 0 for none).
     Mem { size: u32, rdonly: bool, id: u32, parent: u32, null: bool },
+    /// `PTR_TO_PACKET` / `_META` / `_END` (`pkt.rs`): a ctx load's packet pointer plus the
+    /// constant `off`; `range` the bytes from the packet's start a compare against `pkt_end`
+    /// proved (`AT_PKT_END` / `BEYOND_PKT_END` when negative). All have id 0.
+    Packet { kind: super::pkt::PktKind, off: i64, range: i32 },
 }
 
 impl Reg {
@@ -85,6 +89,7 @@ impl Reg {
             Reg::Mem { rdonly: true, .. } => "rdonly_mem",
             Reg::Mem { null: true, .. } => "mem_or_null",
             Reg::Mem { .. } => "mem",
+            Reg::Packet { kind, .. } => kind.type_str(),
         }
     }
     /// `PTR_MAYBE_NULL`: a pointer not yet checked against NULL.

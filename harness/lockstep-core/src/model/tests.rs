@@ -222,7 +222,7 @@ fn switched_off_rules_are_skipped() {
 }
 
 #[test]
-fn skb_ctx_reads_give_a_u32_and_packet_pointers_are_unsupported() {
+fn skb_ctx_reads_give_a_u32_and_packet_pointers_by_program_type() {
     // bpf_skb_is_valid_access(): __sk_buff->mark (offset 8) is readable in every skb type; the
     // loaded value is a scalar, so comparing it branches both ways.
     let body = "r7 = *(u32 *)(r9 + 8)\n if r7 == 0 goto skip\n call bpf_spin_lock\n r1 = r6\n r1 += 4\n call bpf_spin_unlock\nskip:";
@@ -243,11 +243,18 @@ fn skb_ctx_reads_give_a_u32_and_packet_pointers_are_unsupported() {
             assert_eq!(v.verdict, VerdictKind::Accept, "{p} {text}: {v:?}");
         }
     }
-    // data (76) and xdp_md->data_meta (8) are packet pointers; a store into a kprobe's ctx is
-    // not modelled (its reads are: tests_tasks.rs)
+    // data (76) is a packet pointer: followed in sched_cls / xdp (pkt.rs, tests_pktmisc.rs), not
+    // in cgroup_skb; a store into a kprobe's ctx is not modelled (its reads are: tests_tasks.rs)
     for (t, text) in [
         (ProgType::SchedCls, "r2 = *(u32 *)(r1 + 76)\n r0 = 0\n exit"),
         (ProgType::Xdp, "r2 = *(u32 *)(r1 + 8)\n r0 = 0\n exit"),
+    ] {
+        for (p, v) in verdicts_on_all_profiles(&case(t, vec![], text)) {
+            assert_eq!(v.verdict, VerdictKind::Accept, "{p} {text}: {v:?}");
+        }
+    }
+    for (t, text) in [
+        (ProgType::CgroupSkb, "r2 = *(u32 *)(r1 + 76)\n r0 = 0\n exit"),
         (ProgType::Kprobe, "r2 = 0\n *(u64 *)(r1 + 8) = r2\n r0 = 0\n exit"),
     ] {
         for (p, v) in verdicts_on_all_profiles(&case(t, vec![], text)) {
