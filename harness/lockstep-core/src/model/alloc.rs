@@ -434,6 +434,16 @@ impl Machine<'_> {
                     .into(),
             ));
         }
+        // Found by `lockstep fuzz` on debian:7.3 (fuzz_1_26410, seed 1, generator with pointer
+        // branches): two paths of one branch each took an id before joining; the kernel pruned
+        // the second at the join (is_state_visited(): equal but for dead registers), so the
+        // reference acquired on the path walked after them was numbered one lower.
+        if st.id_trace.sibling_ids {
+            return Err(Stop::Unsupported(
+                "exit with an unreleased reference acquired after other paths took ids (the kernel may have pruned them: its id is not modelled)"
+                    .into(),
+            ));
+        }
         // prune.rs: a pruned subtree takes no ids here, where the kernel's own pruning (other
         // prune points, states kept only now and then) may have walked it.
         if self.pruned_paths.get() {

@@ -356,8 +356,13 @@ impl<'a> Machine<'a> {
 
     /// `do_check()` from one start state: explores fall-through first and pushed branches after.
     fn walk(&mut self, start: State) -> Step<()> {
+        let mut start = start;
+        start.id_trace.fork_ids = self.id_gen;
         let mut pending = vec![start];
         while let Some(mut st) = pending.pop() {
+            if st.id_trace.fork_ids != self.id_gen {
+                st.id_trace.sibling_ids = true;
+            }
             loop {
                 if self.pruned(&st) {
                     break;
@@ -372,6 +377,7 @@ impl<'a> Machine<'a> {
                     Flow::Next(pc) => st.pc = pc,
                     Flow::Branch(pc, mut other) => {
                         other.ids_exact = false;
+                        other.id_trace.fork_ids = self.id_gen;
                         pending.push(other);
                         st.pc = pc;
                     }
