@@ -142,6 +142,7 @@ fn generator_covers_its_features() {
         "var-offset",
         "kfunc-ref",
         "kfunc-ret-null",
+        "ptr-null-branch",
     ] {
         assert!(tags.contains(t), "no generated program has tag {t}");
     }
@@ -306,17 +307,19 @@ fn minimiser_shrinks_a_synthetic_disagreement() {
     }
     // The main class on a program whose lock is in a global section (no lookup needed):
     // `r7 = .data ll; r1 = r7; call bpf_spin_lock; call <helper>; r1 = r7; call bpf_spin_unlock;
-    // r0 = 0; exit` is 9 slots (lock at offset 0).
+    // r0 = 0; exit` is 9 slots with the lock at offset 0, 11 with an `r1 += off` before each call.
     let (c, s) = (0..3000)
         .map(|i| g.case(1, i))
         .filter(|c| c.maps.iter().all(|m| m.global_section))
+        // A released kfunc reference adds its acquisition, null check, spill and fill (7 slots).
+        .filter(|c| !c.text.contains("call lockstep_safe_release"))
         .find_map(|c| sig_of(&c).filter(|s| s.mismatch == Agreement::Verdict).map(|s| (c, s)))
         .expect("an accept-vs-reject disagreement on global data");
     let m = minimize(&c, &mut sig_of, 5000);
     assert_eq!(sig_of(&m.case), Some(s));
     eprintln!("{}: {} -> {} slots\n{}", c.name, m.slots_before, m.slots_after, m.case.text);
     assert!(
-        m.slots_after <= 10,
+        m.slots_after <= 11,
         "global-data accept-vs-reject class minimised to {} slots:\n{}",
         m.slots_after,
         m.case.text

@@ -619,8 +619,9 @@ impl Builder<'_> {
         self.emit("call bpf_tail_call");
     }
 
-    /// `if <scalar> <cmp> K goto else; then-arm; [goto end; else: else-arm;] end:`. Each arm ends
-    /// in the lock state the branch began with, unless wild.
+    /// `if <cond> goto else; then-arm; [goto end; else: else-arm;] end:`. Each arm ends
+    /// in the lock state the branch began with, unless wild. `<cond>`: a scalar against a constant
+    /// (`scalar_cond`) or, in about one branch of eight, a pointer against 0 (`pointer_cond`).
     fn branch(&mut self, depth: u32, in_loop: bool, wild: bool) -> bool {
         self.tags.insert("branch");
         let slot = self.slots.iter().enumerate().find_map(|(i, s)| s.clone().map(|s| (i, s)));
@@ -633,23 +634,13 @@ impl Builder<'_> {
                 .find(|f| f.kind == crate::case::FieldKind::Int)
                 .map(|f| (f.offset as i32 - s.delta, f.size))
         });
-        let held = self.held.is_some();
-        match (self.rng.below(100), int, &slot) {
-            (0..=54, Some((o, size)), Some((i, _))) => {
-                let ty = if size == 8 { "u64" } else { "u32" };
-                self.emit(&format!("r0 = *({ty} *){}", mem(7 + i, o)));
-            }
-            (55..=89, _, _) if !held || wild => self.emit("call bpf_get_prandom_u32"),
-            _ => {
-                let k = self.rng.range(0, 4);
-                self.emit(&format!("r0 = {k}"));
-            }
-        }
-        let reg = if self.rng.chance(80) { "r0" } else { "w0" };
-        let cmp = *self.rng.pick(CMPS);
-        let k = self.rng.range(0, 8);
+        let cond = if self.rng.chance(12) {
+            self.pointer_cond(slot.as_ref().map(|(i, _)| *i))
+        } else {
+            self.scalar_cond(int, slot.as_ref().map(|(i, _)| *i), wild)
+        };
         let l_else = self.label("else");
-        self.emit(&format!("if {reg} {cmp} {k} goto {l_else}"));
+        self.emit(&format!("if {cond} goto {l_else}"));
         let before = self.held;
         let n = self.rng.range(1, 3) as usize;
         let may_exit = !in_loop && self.rng.chance(35);
@@ -682,6 +673,45 @@ impl Builder<'_> {
             }
         }
         false
+    }
+
+    /// `<r0|w0> <cmp> K` after loading r0 from the slot's int field, a helper or a constant.
+    fn scalar_cond(&mut self, int: Option<(i32, u32)>, slot: Option<usize>, wild: bool) -> String {
+        let held = self.held.is_some();
+        match (self.rng.below(100), int, slot) {
+            (0..=54, Some((o, size)), Some(i)) => {
+                let ty = if size == 8 { "u64" } else { "u32" };
+                self.emit(&format!("r0 = *({ty} *){}", mem(7 + i, o)));
+            }
+            (55..=89, _, _) if !held || wild => self.emit("call bpf_get_prandom_u32"),
+            _ => {
+                let k = self.rng.range(0, 4);
+                self.emit(&format!("r0 = {k}"));
+            }
+        }
+        let reg = if self.rng.chance(80) { "r0" } else { "w0" };
+        let cmp = *self.rng.pick(CMPS);
+        let k = self.rng.range(0, 8);
+        format!("{reg} {cmp} {k}")
+    }
+
+    /// A non-null pointer against 0 (`is_branch_taken()` -> `reg_not_null()`): the lock slot's map
+    /// value (decided, but not in a 32-bit compare on 7.x), the ctx or a stack pointer (both
+    /// branches walked), in 64 or 32 bits.
+    fn pointer_cond(&mut self, slot: Option<usize>) -> String {
+        self.tags.insert("ptr-null-branch");
+        let reg = match (self.rng.below(3), slot) {
+            (0, Some(i)) => 7 + i,
+            (1, _) => {
+                self.emit("r0 = r10");
+                self.emit("r0 += -8");
+                0
+            }
+            _ => 6,
+        };
+        let w = if self.rng.chance(30) { "w" } else { "r" };
+        let cmp = if self.rng.chance(50) { "==" } else { "!=" };
+        format!("{w}{reg} {cmp} 0")
     }
 
     /// A bounded loop on a counter in `r9`; the body ends in the lock state it began with
