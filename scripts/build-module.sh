@@ -227,7 +227,21 @@ newest_version() {  # PKG [UPSTREAM_PREFIX]
 }
 
 # Sets ABI (e.g. 7.3.4+deb13) and KVER (package version) for the newest kernel of $SERIES.
+# The answer depends only on the private apt lists: it is kept in $APT_DIR/resolved-$SERIES under
+# their fingerprint (names, sizes, mtimes), so a later run with the same lists reads it back
+# instead of running apt-cache (which rebuilds its package cache each time: ~1-2 s per kernel,
+# before every guest; `apt update` or LOCKSTEP_REFRESH=1 changes the lists and the key).
 resolve_kernel() {
+  local memo=$APT_DIR/resolved-$SERIES key k
+  key=$(stat -c '%n %s %Y' "$APT_DIR"/state/lists/*_Packages* 2>/dev/null | sha256sum | cut -c1-64)
+  if [[ -s $memo ]] && read -r k ABI KVER <"$memo" && [[ $k == "$key" && -n $ABI && -n $KVER ]]; then
+    return 0
+  fi
+  resolve_kernel_apt
+  echo "$key $ABI $KVER" >"$memo.tmp.$$" && mv "$memo.tmp.$$" "$memo"
+}
+
+resolve_kernel_apt() {
   local re="^linux-headers-${SERIES//./\\.}\\.[0-9]+\\+deb[0-9]+-amd64\$" p v pkgs
   ABI= KVER=
   pkgs=$(aptc pkgnames "linux-headers-$SERIES." | grep -E "$re" || true)
