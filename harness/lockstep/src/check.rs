@@ -88,7 +88,7 @@ pub fn run(a: CheckArgs) -> Result<u8> {
         missed.len()
     );
     if a.matrix {
-        eprint!("{}", matrix(&cases, &rows, &profiles));
+        eprint!("{}", matrix(&cases, &rows, profiles));
     }
     for r in &missed {
         eprintln!("expectation not met: {}:{}: {} on {}", r.file, r.line, r.case, r.profile);
