@@ -30,7 +30,7 @@ use super::scalar::{CmpOp, Scalar};
 use super::state::{Reg, State};
 use super::{Step, Stop};
 use crate::case::ProgType;
-use crate::insn::{Insn, BPF_CALL, BPF_JMP, BPF_LD, BPF_PSEUDO_CALL, BPF_PSEUDO_FUNC, BPF_PSEUDO_KFUNC_CALL};
+use crate::insn::{Insn, BPF_CALL, BPF_JMP, BPF_PSEUDO_KFUNC_CALL};
 
 /// Which packet pointer a [`Reg::Packet`] is.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -116,40 +116,14 @@ impl Machine<'_> {
     /// (`visit_func_call_insn()` -> `merge_callee_effects()` for both), transitively.
     pub(super) fn subprog_changes_pkt_data(&self, start: usize) -> bool {
         let p = &self.case.program;
-        let n = p.insns.len();
-        let range = |s: usize| {
-            let end = self.subprogs.iter().copied().filter(|x| *x > s).min().unwrap_or(n);
-            s..end
-        };
-        let mut seen = std::collections::BTreeSet::new();
-        let mut todo = vec![start];
-        while let Some(s) = todo.pop() {
-            if !seen.insert(s) {
-                continue;
-            }
-            for i in range(s) {
-                let Some(insn) = p.insns.get(i) else { break };
-                let callee = |insn: &Insn| {
-                    let t = i as i64 + insn.imm as i64 + 1;
-                    (t >= 0).then_some(t as usize)
-                };
-                if insn.code == (BPF_JMP | BPF_CALL) {
-                    match insn.src {
-                        0 if crate::helpers::helper_name(insn.imm).is_some_and(helper_changes_pkt_data) => {
-                            return true
-                        }
-                        BPF_PSEUDO_KFUNC_CALL if p.call_name(i).is_some_and(kfunc_changes_pkt_data) => {
-                            return true
-                        }
-                        BPF_PSEUDO_CALL => todo.extend(callee(insn)),
-                        _ => {}
-                    }
-                } else if insn.class() == BPF_LD && insn.is_ld_imm64() && insn.src == BPF_PSEUDO_FUNC {
-                    todo.extend(callee(insn));
+        self.subprog_effect(start, true, |i, insn| {
+            insn.code == (BPF_JMP | BPF_CALL)
+                && match insn.src {
+                    0 => crate::helpers::helper_name(insn.imm).is_some_and(helper_changes_pkt_data),
+                    BPF_PSEUDO_KFUNC_CALL => p.call_name(i).is_some_and(kfunc_changes_pkt_data),
+                    _ => false,
                 }
-            }
-        }
-        false
+        })
     }
 
     /// `adjust_ptr_min_max_vals()` on a packet pointer plus a scalar (`b`, already negated for a

@@ -21,6 +21,7 @@
 //! Constructs the analysis does not follow (bpf-to-bpf calls, callbacks, atomics, LD_ABS/IND,
 //! `gotox`, a register subtraction) give no answer: the loop is then left as before (no widening).
 
+use super::prune::successors;
 use crate::insn::*;
 
 /// A set of locations of the program's frame: R0-R9 and the 64 stack slots (slot `i` holds
@@ -64,28 +65,6 @@ fn slot_mask(off: i64, size: u8) -> Option<u64> {
 /// An 8-byte aligned access of 8 bytes: a store of it overwrites the whole slot.
 fn whole_slot(off: i64, size: u8) -> bool {
     size == 8 && off % 8 == 0
-}
-
-/// The instructions after `pc` (None: a construct the analysis does not follow).
-fn successors(insns: &[Insn], pc: usize) -> Option<Vec<usize>> {
-    let insn = insns[pc];
-    let class = insn.class();
-    if insn.is_ld_imm64() {
-        return Some(vec![pc + 2]);
-    }
-    if !matches!(class, BPF_JMP | BPF_JMP32) {
-        return Some(vec![pc + 1]);
-    }
-    match insn.op() {
-        BPF_CALL => Some(vec![pc + 1]),
-        BPF_EXIT => Some(vec![]),
-        BPF_JA if insn.source() == BPF_X => None,
-        BPF_JA => {
-            let off = if class == BPF_JMP32 { insn.imm as i64 } else { insn.off as i64 };
-            Some(vec![usize::try_from(pc as i64 + off + 1).ok()?])
-        }
-        _ => Some(vec![pc + 1, usize::try_from(pc as i64 + insn.off as i64 + 1).ok()?]),
-    }
 }
 
 /// Whether the analysis follows `insn` (see the module's comment).

@@ -51,8 +51,9 @@ impl PruneInfo {
     }
 }
 
-/// The successors of `pc` within its subprogram (calls fall through), None for `gotox`.
-fn successors(insns: &[Insn], pc: usize) -> Option<Vec<usize>> {
+/// The successors of `pc` within its subprogram (calls fall through), None for `gotox` (also
+/// `precise.rs`'s).
+pub(super) fn successors(insns: &[Insn], pc: usize) -> Option<Vec<usize>> {
     let insn = insns[pc];
     let class = insn.class();
     if insn.is_ld_imm64() {

@@ -10,7 +10,7 @@ use super::exec::{Flow, Machine};
 use super::state::{Reg, State};
 use super::{Step, Stop};
 use crate::case::ProgType;
-use crate::insn::{BPF_CALL, BPF_JMP, BPF_PSEUDO_CALL, BPF_PSEUDO_KFUNC_CALL};
+use crate::insn::{BPF_CALL, BPF_JMP, BPF_PSEUDO_CALL, BPF_PSEUDO_FUNC, BPF_PSEUDO_KFUNC_CALL};
 
 impl Machine<'_> {
     /// Whether the program calls `bpf_throw` anywhere (a global function that may throw ends its
@@ -26,10 +26,28 @@ impl Machine<'_> {
 
     /// `subprog_info[].might_throw` of the subprogram starting at `start` (check_cfg() in cfg.c,
     /// 7.2 and 7.3: `mark_subprog_might_throw()` for a `bpf_throw` call in it, then
-    /// `merge_callee_effects()` from every callee of a `BPF_PSEUDO_CALL`, transitively). Every
-    /// instruction of a verified program is reachable (check_cfg()'s "unreachable insn"), so the
-    /// instructions of the subprogram are what its DFS visits.
+    /// `merge_callee_effects()` from every callee of a `BPF_PSEUDO_CALL`, transitively).
     pub(super) fn subprog_might_throw(&self, start: usize) -> bool {
+        let p = &self.case.program;
+        self.subprog_effect(start, false, |i, insn| {
+            insn.code == (BPF_JMP | BPF_CALL)
+                && insn.src == BPF_PSEUDO_KFUNC_CALL
+                && p.call_name(i) == Some("bpf_throw")
+        })
+    }
+
+    /// Whether `has(pc, insn)` holds for an instruction of the subprogram starting at `start` or
+    /// of a subprogram it calls (`BPF_PSEUDO_CALL`) or, with `callbacks`, takes as a callback
+    /// (a `BPF_PSEUDO_FUNC` ld_imm64), transitively: a `subprog_info[]` effect as check_cfg()'s
+    /// `merge_callee_effects()` gathers it (cfg.c). Every instruction of a verified program is
+    /// reachable (check_cfg()'s "unreachable insn"), so the instructions of a subprogram are what
+    /// its DFS visits.
+    pub(super) fn subprog_effect(
+        &self,
+        start: usize,
+        callbacks: bool,
+        has: impl Fn(usize, &crate::insn::Insn) -> bool,
+    ) -> bool {
         let p = &self.case.program;
         let n = p.insns.len();
         let range = |s: usize| {
@@ -44,13 +62,12 @@ impl Machine<'_> {
             }
             for i in range(s) {
                 let Some(insn) = p.insns.get(i) else { break };
-                if insn.code != (BPF_JMP | BPF_CALL) {
-                    continue;
-                }
-                if insn.src == BPF_PSEUDO_KFUNC_CALL && p.call_name(i) == Some("bpf_throw") {
+                if has(i, insn) {
                     return true;
                 }
-                if insn.src == BPF_PSEUDO_CALL {
+                let callee = insn.code == (BPF_JMP | BPF_CALL) && insn.src == BPF_PSEUDO_CALL;
+                let callback = callbacks && insn.is_ld_imm64() && insn.src == BPF_PSEUDO_FUNC;
+                if callee || callback {
                     let target = i as i64 + insn.imm as i64 + 1;
                     if target >= 0 {
                         todo.push(target as usize);
