@@ -13,30 +13,13 @@
 //! kernel/bpf/stream.c), unlike `bpf_snprintf` (`check_bpf_snprintf_call()`, not modelled).
 
 use super::exec::Machine;
-use super::helpers_plain::MapValueArgGap;
+use super::helpers_plain::{MapValueArgGap, BASE_FUNC_PROTO_TYPES};
 use super::state::{Reg, State};
 use super::{Step, Stop};
-use crate::case::{FieldKind, MapType, ProgType};
+use crate::case::{FieldKind, MapType};
 
 /// `BPF_F_RDONLY_PROG`.
 const BPF_F_RDONLY_PROG: u32 = 1 << 7;
-
-/// The program types whose `get_func_proto()` falls back to `bpf_base_func_proto()`
-/// (kernel/bpf/helpers.c), which offers `BPF_FUNC_strncmp` to every loader (its first,
-/// unprivileged list) in 6.12, 7.2 and 7.3: the same chains as `bpf_trace_printk`'s
-/// (`helpers_plain.rs`).
-const STRNCMP_TYPES: [ProgType; 10] = [
-    ProgType::Tracing,
-    ProgType::Kprobe,
-    ProgType::Tracepoint,
-    ProgType::RawTracepoint,
-    ProgType::PerfEvent,
-    ProgType::SchedCls,
-    ProgType::SchedAct,
-    ProgType::Xdp,
-    ProgType::SocketFilter,
-    ProgType::Syscall,
-];
 
 impl Machine<'_> {
     /// The initial contents of global data map `map` of the case's object, when libbpf creates
@@ -106,7 +89,7 @@ impl Machine<'_> {
     pub(super) fn strncmp(&mut self, st: &mut State, pc: usize) -> Step<()> {
         let name = "helper bpf_strncmp";
         let unsupported = |what: &str| Err(Stop::Unsupported(format!("{name}: {what} is not modelled")));
-        if !STRNCMP_TYPES.contains(&self.case.prog_type) {
+        if !BASE_FUNC_PROTO_TYPES.contains(&self.case.prog_type) {
             return unsupported("this program type");
         }
         // s1 a kernel pointer (task->comm): kmem_arg.rs.

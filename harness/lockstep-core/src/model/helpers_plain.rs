@@ -19,13 +19,14 @@ const NO_KTIME_COARSE: [ProgType; 4] =
 /// `ARG_PTR_TO_PERCPU_BTF_ID` accepts.
 const PERCPU_BTF_PTR_TYPES: &str = "percpu_ptr_, percpu_rcu_ptr_, percpu_trusted_ptr_";
 
-/// The program types where lockstep loads `bpf_trace_printk` as root: their `get_func_proto()`
-/// (`bpf_tracing_func_proto()` for the tracing types, the networking protos otherwise) falls back
-/// to `bpf_base_func_proto()` (kernel/bpf/helpers.c), which offers `BPF_FUNC_trace_printk`
-/// (`bpf_get_trace_printk_proto()`) to a `CAP_PERFMON` loader, in 6.12, 7.2 and 7.3 alike.
-/// Syscall programs: `syscall_prog_func_proto()` (kernel/bpf/syscall.c) -> `tracing_prog_func_proto()`
-/// -> `raw_tp_prog_func_proto()` -> `bpf_tracing_func_proto()`, the same chain.
-const TRACE_PRINTK_TYPES: [ProgType; 10] = [
+/// The program types whose `get_func_proto()` falls back to `bpf_base_func_proto()`
+/// (kernel/bpf/helpers.c), in 6.12, 7.2 and 7.3 alike: `bpf_tracing_func_proto()` for the tracing
+/// types, the networking protos otherwise; syscall programs through `syscall_prog_func_proto()`
+/// (kernel/bpf/syscall.c) -> `tracing_prog_func_proto()` -> `raw_tp_prog_func_proto()` ->
+/// `bpf_tracing_func_proto()`. It offers `BPF_FUNC_trace_printk` (`bpf_get_trace_printk_proto()`)
+/// to a `CAP_PERFMON` loader such as lockstep's (root) and `BPF_FUNC_strncmp` to every loader (its
+/// first, unprivileged list; `conststr.rs`).
+pub(super) const BASE_FUNC_PROTO_TYPES: [ProgType; 10] = [
     ProgType::Tracing,
     ProgType::Kprobe,
     ProgType::Tracepoint,
@@ -53,7 +54,7 @@ impl Machine<'_> {
         let name = "bpf_trace_printk";
         let unsupported =
             |what: &str| Err(Stop::Unsupported(format!("helper {name}: {what} is not modelled")));
-        if !TRACE_PRINTK_TYPES.contains(&self.case.prog_type) {
+        if !BASE_FUNC_PROTO_TYPES.contains(&self.case.prog_type) {
             return unsupported("this program type");
         }
         match self.map_value_read_arg(st, pc)? {
