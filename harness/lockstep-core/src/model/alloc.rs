@@ -438,7 +438,7 @@ impl Machine<'_> {
         // branches): two paths of one branch each took an id before joining; the kernel pruned
         // the second at the join (is_state_visited(): equal but for dead registers), so the
         // reference acquired on the path walked after them was numbered one lower.
-        if st.id_trace.sibling_ids {
+        if self.sibling_ids {
             return Err(Stop::Unsupported(
                 "exit with an unreleased reference acquired after other paths took ids (the kernel may have pruned them: its id is not modelled)"
                     .into(),

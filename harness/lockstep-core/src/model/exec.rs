@@ -65,6 +65,10 @@ pub(crate) struct Machine<'a> {
     pub visited: BTreeMap<usize, Vec<State>>,
     /// A path was pruned (`prune.rs`): later reference ids are not known exactly.
     pub pruned_paths: std::cell::Cell<bool>,
+    /// The path being walked, or one it forked from, was popped after other paths took ids
+    /// (`walk()`): the kernel may have pruned some of them (`is_state_visited()`) and then
+    /// numbers this path's references lower (`alloc.rs`).
+    pub sibling_ids: bool,
 }
 
 impl<'a> Machine<'a> {
@@ -95,6 +99,7 @@ impl<'a> Machine<'a> {
             prune: Default::default(),
             visited: Default::default(),
             pruned_paths: Default::default(),
+            sibling_ids: false,
             scalar_ids: Default::default(),
             iter_loop_ids: Default::default(),
             arena_aux: Default::default(),
@@ -355,13 +360,10 @@ impl<'a> Machine<'a> {
 
     /// `do_check()` from one start state: explores fall-through first and pushed branches after.
     fn walk(&mut self, start: State) -> Step<()> {
-        let mut start = start;
-        start.id_trace.fork_ids = self.id_gen;
-        let mut pending = vec![start];
-        while let Some(mut st) = pending.pop() {
-            if st.id_trace.fork_ids != self.id_gen {
-                st.id_trace.sibling_ids = true;
-            }
+        // Each pending state with env->id_gen at its fork and its path's `sibling_ids` then.
+        let mut pending = vec![(start, self.id_gen, false)];
+        while let Some((mut st, fork_ids, sibling_ids)) = pending.pop() {
+            self.sibling_ids = sibling_ids || fork_ids != self.id_gen;
             loop {
                 if self.pruned(&st) {
                     break;
@@ -376,8 +378,7 @@ impl<'a> Machine<'a> {
                     Flow::Next(pc) => st.pc = pc,
                     Flow::Branch(pc, mut other) => {
                         other.ids_exact = false;
-                        other.id_trace.fork_ids = self.id_gen;
-                        pending.push(other);
+                        pending.push((other, self.id_gen, self.sibling_ids));
                         st.pc = pc;
                     }
                     Flow::Done => break,
@@ -997,18 +998,6 @@ impl<'a> Machine<'a> {
                 *st = fall;
                 Ok(Flow::Branch(pc + 1, taken))
             }
-            // is_branch_taken() -> reg_not_null(): a PTR_TO_BTF_ID is known non-null only when
-            // is_trusted_reg() (referenced, or PTR_TRUSTED alone); a MEM_RCU, legacy or untrusted
-            // one against 0 leaves both branches, the register unchanged in each (no
-            // PTR_MAYBE_NULL to mark). Same in 6.12, 7.2 and 7.3.
-            (Reg::Kernel { trust, ref_obj_id, null: false, .. }, Some(0))
-                if !is32
-                    && matches!(cmp, CmpOp::Eq | CmpOp::Ne)
-                    && *trust != Trust::Trusted
-                    && !(*ref_obj_id != 0 && st.refs.contains(ref_obj_id)) =>
-            {
-                self.both(st, pc, target)
-            }
             // Two non-null PTR_TO_BTF_ID compared (`if (current != task)`): is_branch_taken()
             // decides nothing for two pointers, and check_cond_jmp_op() marks nothing for
             // PTR_TO_BTF_ID (its pointer == maybe-null pointer rule excludes them): both branches.
@@ -1078,7 +1067,7 @@ impl<'a> Machine<'a> {
                 *ref_obj_id != 0 && st.refs.contains(ref_obj_id)
             }
             Reg::Sock { .. } => true,
-            // Kernel pointers have their own arm above (is_trusted_reg()).
+            // is_trusted_reg(): a MEM_RCU, legacy or untrusted one is not (same in 6.12, 7.2, 7.3).
             Reg::Kernel { trust, ref_obj_id, .. } => {
                 *trust == Trust::Trusted || (*ref_obj_id != 0 && st.refs.contains(ref_obj_id))
             }

@@ -350,25 +350,6 @@ pub struct ActiveLock {
     pub kind: LockKind,
 }
 
-/// `env->id_gen` bookkeeping of a path: the value when the state was pushed at a branch
-/// (`walk()`), and whether, when it was popped, other paths had taken ids since (the kernel may
-/// have pruned some of them, `is_state_visited()`, and then numbers this path's references
-/// lower). Never part of a state's identity: any two compare equal, so loop heads and pruning
-/// compare states as before.
-#[derive(Clone, Copy, Debug, Default)]
-pub struct IdTrace {
-    /// `env->id_gen` at the fork.
-    pub fork_ids: u32,
-    /// Other paths took ids between the fork and this path's walk.
-    pub sibling_ids: bool,
-}
-
-impl PartialEq for IdTrace {
-    fn eq(&self, _: &IdTrace) -> bool {
-        true
-    }
-}
-
 /// A whole verifier state on one path.
 #[derive(Clone, Debug, PartialEq)]
 pub struct State {
@@ -394,8 +375,6 @@ pub struct State {
     /// until an instruction that may take a scalar id in the kernel (`assign_scalar_id_before_mov()`:
     /// a move, spill or fill of an unknown scalar), which the model does not number.
     pub ids_exact: bool,
-    /// Whether other paths took ids before this one was walked ([`IdTrace`]).
-    pub id_trace: IdTrace,
     /// The state at the last visit of each iterator `_next` on this path (`loops.rs`).
     pub loop_heads: LoopHeads,
     pub pc: usize,
@@ -437,7 +416,6 @@ impl State {
             preempt: 0,
             sleepable: false,
             ids_exact,
-            id_trace: IdTrace::default(),
             loop_heads: Default::default(),
             pc,
         }
