@@ -98,13 +98,15 @@ pub fn cached_for(profile: &KernelProfile) -> Option<PathBuf> {
 pub struct CheckProfiles {
     vmlinux: Vec<KernelProfile>,
     with_testmod: Vec<KernelProfile>,
+    /// The profiles as given (names and order are those of both variants).
+    names: Vec<KernelProfile>,
 }
 
 impl CheckProfiles {
     /// `explicit` (`--kernel-btf FILE`) types every case on every profile; else each profile gets
     /// its cached Debian kernel's BTF (a profile whose kernel is not cached, or whose cache entry
-    /// is damaged, stays without: the model then says the BTF is missing), and the testmod variant
-    /// is loaded only when `cases` hold an object program.
+    /// is damaged, stays without: the model then says the BTF is missing), and the vmlinux-only
+    /// and the testmod variants are each loaded only when `cases` hold a case that reads it.
     pub fn new(
         profiles: Vec<KernelProfile>,
         cases: &[Case],
@@ -116,7 +118,7 @@ impl CheckProfiles {
             for p in all.iter_mut() {
                 p.kernel_btf = KernelBtfRef(Some(k.clone()));
             }
-            return Ok(CheckProfiles { vmlinux: all.clone(), with_testmod: all });
+            return Ok(CheckProfiles { vmlinux: all.clone(), with_testmod: all.clone(), names: all });
         }
         let with = |testmod: bool| {
             let mut v = profiles.clone();
@@ -131,9 +133,12 @@ impl CheckProfiles {
             }
             v
         };
+        // Each variant only when a case reads it (each parses every profile's kernel BTF again).
         let objects = cases.iter().any(|c| c.object.is_some());
+        let texts = cases.iter().any(|c| c.object.is_none());
         let with_testmod = if objects { with(true) } else { Vec::new() };
-        Ok(CheckProfiles { vmlinux: with(false), with_testmod })
+        let vmlinux = if texts { with(false) } else { Vec::new() };
+        Ok(CheckProfiles { vmlinux, with_testmod, names: profiles })
     }
 
     /// The profiles `case` is checked against.
@@ -147,6 +152,6 @@ impl CheckProfiles {
 
     /// The profiles (names and order are those of both variants).
     pub fn names(&self) -> &[KernelProfile] {
-        &self.vmlinux
+        &self.names
     }
 }
