@@ -111,11 +111,39 @@ impl RootKind {
     }
 
     fn unsupported<T>(self, why: &str) -> Step<T> {
-        let api = match self {
+        Err(Stop::Unsupported(format!("{} {why} ({}) is not modelled", self.what(), self.api())))
+    }
+
+    /// What an `unsupported` reason calls the API.
+    fn api(self) -> &'static str {
+        match self {
             RootKind::ListHead => "graph API",
             RootKind::RbRoot => "rbtree API",
-        };
-        Err(Stop::Unsupported(format!("{} {why} ({api}) is not modelled", self.what())))
+        }
+    }
+
+    /// The node field of this root's graph.
+    fn node_field(self) -> FieldKind {
+        match self {
+            RootKind::ListHead => FieldKind::ListNode,
+            RootKind::RbRoot => FieldKind::RbNode,
+        }
+    }
+
+    /// The kernel's node type name in messages.
+    fn node_c_name(self) -> &'static str {
+        match self {
+            RootKind::ListHead => "bpf_list_node",
+            RootKind::RbRoot => "bpf_rb_node",
+        }
+    }
+
+    /// What an `unsupported` reason calls a node.
+    fn node_what(self) -> &'static str {
+        match self {
+            RootKind::ListHead => "a list node",
+            RootKind::RbRoot => "an rbtree node",
+        }
     }
 }
 
@@ -325,33 +353,56 @@ impl Machine<'_> {
         if id.is_some_and(|id| !st.refs.contains(&id)) {
             return self.reject(pc, "allocated object must be referenced".into());
         }
-        let id = id.unwrap_or(0);
+        self.graph_node_at(pc, RootKind::ListHead, head, ty, off)?;
+        Ok(id.unwrap_or(0))
+    }
+}
+
+impl Machine<'_> {
+    /// The tail of `__process_kf_arg_ptr_to_graph_node()`, lists and rbtrees alike: the node
+    /// argument at offset `off` of the allocated type `ty` must be a `kind` node field, and the
+    /// very node `root`'s `__contains` names (same type, same offset).
+    pub(super) fn graph_node_at(
+        &self,
+        pc: usize,
+        kind: RootKind,
+        root: &GraphRoot,
+        ty: usize,
+        off: i64,
+    ) -> Step<()> {
         let t = &self.case.types[ty];
-        if !t.layout.fields.iter().any(|f| f.kind == FieldKind::ListNode && f.offset as i64 == off) {
+        let node = kind.node_c_name();
+        if !t.layout.fields.iter().any(|f| f.kind == kind.node_field() && f.offset as i64 == off) {
             if !covered(&t.layout, off) {
-                return self.graph_unsupported("a list node at an offset the import did not read");
+                return Err(Stop::Unsupported(format!(
+                    "{} at an offset the import did not read ({}) is not modelled",
+                    kind.node_what(),
+                    kind.api()
+                )));
             }
-            return self.reject(pc, format!("bpf_list_node not found at offset={off}"));
+            return self.reject(pc, format!("{node} not found at offset={off}"));
         }
-        let want = &self.case.types[head.ty].name;
-        if ty != head.ty {
+        let want = &self.case.types[root.ty].name;
+        if ty != root.ty {
             return self.reject(
                 pc,
                 format!(
-                    "operation on bpf_list_head expects arg#1 bpf_list_node at offset={} in struct {want}, but arg is at offset={off} in struct {}",
-                    head.node_off, t.name
+                    "operation on {} expects arg#1 {node} at offset={} in struct {want}, but arg is at offset={off} in struct {}",
+                    kind.c_name(),
+                    root.node_off,
+                    t.name
                 ),
             );
         }
-        if off != head.node_off {
+        if off != root.node_off {
             return self.reject(
                 pc,
                 format!(
-                    "arg#1 offset={off}, but expected bpf_list_node at offset={} in struct {want}",
-                    head.node_off
+                    "arg#1 offset={off}, but expected {node} at offset={} in struct {want}",
+                    root.node_off
                 ),
             );
         }
-        Ok(id)
+        Ok(())
     }
 }

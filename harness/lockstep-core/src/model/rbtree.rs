@@ -14,11 +14,10 @@
 //! input must be non-owning ref"); its NULL and reference lines are left unsupported.
 
 use super::exec::{Flow, Machine};
-use super::graph::{covered, GraphRoot, RootKind};
+use super::graph::{GraphRoot, RootKind};
 use super::scalar::Scalar;
 use super::state::{Frame, Reg, State};
 use super::{Step, Stop};
-use crate::case::FieldKind;
 use crate::insn::{BPF_CALL, BPF_JMP, BPF_PSEUDO_KFUNC_CALL};
 
 /// States kept per `bpf_rbtree_add` call before the model gives up on convergence.
@@ -255,32 +254,7 @@ impl Machine<'_> {
             let what = if self.profile.res_spin_lock { name } else { "rbtree_remove" };
             return self.reject(pc, format!("{what} not allowed in rbtree cb"));
         }
-        let t = &self.case.types[ty];
-        if !t.layout.fields.iter().any(|f| f.kind == FieldKind::RbNode && f.offset as i64 == off) {
-            if !covered(&t.layout, off) {
-                return self.rb_unsupported("an rbtree node at an offset the import did not read");
-            }
-            return self.reject(pc, format!("bpf_rb_node not found at offset={off}"));
-        }
-        let want = &self.case.types[root.ty].name;
-        if ty != root.ty {
-            return self.reject(
-                pc,
-                format!(
-                    "operation on bpf_rb_root expects arg#1 bpf_rb_node at offset={} in struct {want}, but arg is at offset={off} in struct {}",
-                    root.node_off, t.name
-                ),
-            );
-        }
-        if off != root.node_off {
-            return self.reject(
-                pc,
-                format!(
-                    "arg#1 offset={off}, but expected bpf_rb_node at offset={} in struct {want}",
-                    root.node_off
-                ),
-            );
-        }
+        self.graph_node_at(pc, RootKind::RbRoot, root, ty, off)?;
         Ok(id)
     }
 }
