@@ -2,9 +2,9 @@
 //! (verifier.c of 6.12 / 7.2 / 7.3; alloc-graph.toml has them from kernel runs); the shapes
 //! are those of the 7.3 selftests `linked_list_fail.c` checked on debian:7.3 (`/work/runs`).
 
+use super::test_fixtures::graph_case;
 use super::*;
-use crate::asm::{assemble, Symbols};
-use crate::case::{Case, Field, FieldKind, FieldTarget, MapSpec, MapType, ObjType, ProgType, ValueLayout};
+use crate::case::{Case, FieldKind};
 
 const KFUNCS: [&str; 11] = [
     "bpf_obj_new_impl",
@@ -20,51 +20,9 @@ const KFUNCS: [&str; 11] = [
     "bpf_list_empty",
 ];
 
-/// Map `m`: `{ struct bpf_spin_lock lock; struct bpf_list_head head __contains(obj, node); }`
-/// (head at 8); `struct obj { long key; struct bpf_list_node node; }` (node at 8), BTF id 30.
+/// [`graph_case`] of a list: `struct bpf_list_head head`, `struct bpf_list_node node`.
 fn case(body: &str) -> Case {
-    let head = Field {
-        target: Some(FieldTarget::Contains { type_name: "obj".into(), node: "node".into() }),
-        ..Field::new("head", FieldKind::ListHead, 8, 16)
-    };
-    let map = MapSpec {
-        name: "m".into(),
-        map_type: MapType::Array,
-        key_size: 4,
-        max_entries: 1,
-        value: ValueLayout { size: 24, fields: vec![Field::new("lock", FieldKind::SpinLock, 0, 4), head] },
-        btf: true,
-        global_section: false,
-        flags: 0,
-        inner: None,
-    };
-    let obj = ObjType {
-        btf_id: Some(30),
-        ..ObjType::new(
-            "obj",
-            ValueLayout {
-                size: 32,
-                fields: vec![
-                    Field::new("key", FieldKind::Int, 0, 8),
-                    Field::new("node", FieldKind::ListNode, 8, 24),
-                ],
-            },
-        )
-    };
-    // r7 = the map value (insns 0-7), r6 = a new obj (8-13).
-    let text = format!(
-        "r1 = 0\n *(u32 *)(r10 - 4) = r1\n r2 = r10\n r2 += -4\n r1 = m ll\n call bpf_map_lookup_elem\n\
-         if r0 == 0 goto out\n r7 = r0\n r1 = 30 ll\n r2 = 0\n call bpf_obj_new_impl\n\
-         if r0 == 0 goto out\n r6 = r0\n{body}\nout:\n r0 = 0\n exit\n"
-    );
-    let symbols = Symbols { maps: vec!["m".into()], kfuncs: KFUNCS.map(String::from).into_iter().collect() };
-    let program = assemble(&text, &symbols).expect("test program assembles");
-    Case {
-        maps: vec![map],
-        types: vec![obj],
-        extern_kfuncs: KFUNCS.map(String::from).to_vec(),
-        ..Case::new("t", ProgType::SchedCls, program, text)
-    }
+    graph_case(FieldKind::ListHead, FieldKind::ListNode, &KFUNCS, body, "")
 }
 
 const LOCK: &str = "r1 = r7\n call bpf_spin_lock\n";
@@ -72,18 +30,7 @@ const UNLOCK: &str = "r1 = r7\n call bpf_spin_unlock\n";
 const PUSH: &str =
     "r1 = r7\n r1 += 8\n r2 = r6\n r2 += 8\n r3 = 0\n r4 = 0\n call bpf_list_push_front_impl\n";
 
-/// The same verdict on every profile (6.12's "arg#1" for 7.x's "R2" in the one line that differs).
-fn assert_7x(c: &Case, want: &Verdict) {
-    let module = crate::module_src::bundled();
-    for p in KernelProfile::all() {
-        let v = check(c, &p, &module);
-        let mut want = want.clone();
-        if !p.res_spin_lock && want.message.as_deref() == Some("R2 expected pointer to allocated object") {
-            want.message = Some("arg#1 expected pointer to allocated object".into());
-        }
-        assert_eq!(v, want, "{}", p.name);
-    }
-}
+use super::test_fixtures::assert_graph_verdict_7x as assert_7x;
 
 #[test]
 fn push_under_the_lock_hands_the_node_to_the_list() {

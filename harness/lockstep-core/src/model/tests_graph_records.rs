@@ -3,29 +3,16 @@
 //! (a global data section's: the debian:7.2 / 7.3 rows of the selftests
 //! rbtree_btf_fail__*.bpf.o; a map value struct's fails BPF_BTF_LOAD before).
 
+use super::test_fixtures::graph_map;
 use super::*;
 use crate::asm::{assemble, Symbols};
-use crate::case::{Case, Field, FieldKind, FieldTarget, MapSpec, MapType, ObjType, ProgType, ValueLayout};
+use crate::case::{Case, Field, FieldKind, ObjType, ProgType, ValueLayout};
 
 /// Map `m`: `{ struct bpf_spin_lock lock; struct bpf_list_head head __contains(obj, node); }`
 /// (a global data section when `global_section`) with `types` the program's local types; the
 /// body locks and unlocks the value's lock.
 fn case(types: Vec<ObjType>, global_section: bool) -> Case {
-    let head = Field {
-        target: Some(FieldTarget::Contains { type_name: "obj".into(), node: "node".into() }),
-        ..Field::new("head", FieldKind::ListHead, 8, 16)
-    };
-    let map = MapSpec {
-        name: "m".into(),
-        map_type: MapType::Array,
-        key_size: 4,
-        max_entries: 1,
-        value: ValueLayout { size: 24, fields: vec![Field::new("lock", FieldKind::SpinLock, 0, 4), head] },
-        btf: true,
-        global_section,
-        flags: 0,
-        inner: None,
-    };
+    let map = graph_map(FieldKind::ListHead, global_section);
     let text = "r1 = 0\n *(u32 *)(r10 - 4) = r1\n r2 = r10\n r2 += -4\n r1 = m ll\n call bpf_map_lookup_elem\n\
                 if r0 == 0 goto out\n r6 = r0\n r1 = r6\n call bpf_spin_lock\n r1 = r6\n call bpf_spin_unlock\n\
                 out:\n r0 = 0\n exit\n";

@@ -2,9 +2,9 @@
 //! (verifier.c of 6.12 / 7.2 / 7.3: `__process_kf_arg_ptr_to_graph_root()`, `check_kfunc_args()`;
 //! the lock line as 7.3's rbtree_fail.c `__msg`s have it).
 
+use super::test_fixtures::graph_case;
 use super::*;
-use crate::asm::{assemble, Symbols};
-use crate::case::{Case, Field, FieldKind, FieldTarget, MapSpec, MapType, ObjType, ProgType, ValueLayout};
+use crate::case::{Case, FieldKind};
 
 const KFUNCS: [&str; 6] = [
     "bpf_obj_new_impl",
@@ -21,66 +21,15 @@ fn case(body: &str) -> Case {
     case_tail(body, "")
 }
 
-/// [`case`] with `tail` (a callback subprogram) after the main program.
+/// [`case`] with `tail` (a callback subprogram) after the main program: [`graph_case`] of an
+/// rbtree (`struct bpf_rb_root head`, `struct bpf_rb_node node`).
 fn case_tail(body: &str, tail: &str) -> Case {
-    let head = Field {
-        target: Some(FieldTarget::Contains { type_name: "obj".into(), node: "node".into() }),
-        ..Field::new("head", FieldKind::RbRoot, 8, 16)
-    };
-    let map = MapSpec {
-        name: "m".into(),
-        map_type: MapType::Array,
-        key_size: 4,
-        max_entries: 1,
-        value: ValueLayout { size: 24, fields: vec![Field::new("lock", FieldKind::SpinLock, 0, 4), head] },
-        btf: true,
-        global_section: false,
-        flags: 0,
-        inner: None,
-    };
-    let obj = ObjType {
-        btf_id: Some(30),
-        ..ObjType::new(
-            "obj",
-            ValueLayout {
-                size: 32,
-                fields: vec![
-                    Field::new("key", FieldKind::Int, 0, 8),
-                    Field::new("node", FieldKind::RbNode, 8, 24),
-                ],
-            },
-        )
-    };
-    // r7 = the map value (insns 0-7), r6 = a new obj (8-13).
-    let text = format!(
-        "r1 = 0\n *(u32 *)(r10 - 4) = r1\n r2 = r10\n r2 += -4\n r1 = m ll\n call bpf_map_lookup_elem\n\
-         if r0 == 0 goto out\n r7 = r0\n r1 = 30 ll\n r2 = 0\n call bpf_obj_new_impl\n\
-         if r0 == 0 goto out\n r6 = r0\n{body}\nout:\n r0 = 0\n exit\n{tail}"
-    );
-    let symbols = Symbols { maps: vec!["m".into()], kfuncs: KFUNCS.map(String::from).into_iter().collect() };
-    let program = assemble(&text, &symbols).expect("test program assembles");
-    Case {
-        maps: vec![map],
-        types: vec![obj],
-        extern_kfuncs: KFUNCS.map(String::from).to_vec(),
-        ..Case::new("t", ProgType::SchedCls, program, text)
-    }
+    graph_case(FieldKind::RbRoot, FieldKind::RbNode, &KFUNCS, body, tail)
 }
 
 const LOCK: &str = "r1 = r7\n call bpf_spin_lock\n";
 const UNLOCK: &str = "r1 = r7\n call bpf_spin_unlock\n";
-/// The same verdict on every profile (6.12's "arg#1" for 7.x's "R2" in the one line that differs).
-fn assert_7x(c: &Case, want: &Verdict) {
-    let module = crate::module_src::bundled();
-    for p in KernelProfile::all() {
-        let v = check(c, &p, &module);
-        let mut want = want.clone();
-        if !p.res_spin_lock && want.message.as_deref() == Some("R2 expected pointer to allocated object") {
-            want.message = Some("arg#1 expected pointer to allocated object".into());
-        }
-        assert_eq!(v, want, "{}", p.name);
-    }
-}
+use super::test_fixtures::assert_graph_verdict_7x as assert_7x;
 
 const FIRST: &str = "r1 = r7\n r1 += 8\n call bpf_rbtree_first\n";
 const ADD: &str =
