@@ -78,25 +78,21 @@ fn each_kernel_btf_file_checked_alone_gives_the_rows_it_gives_in_the_directory()
     }
 }
 
+/// `lockstep run -k debian:7.2 -k debian:7.3 --jobs 1 --json FILE input`: its output and JSON rows.
+fn run_on_7_2_and_7_3(input: &str) -> (std::process::Output, Vec<Value>) {
+    let dir = tempfile::tempdir().unwrap();
+    let json = dir.path().join("run.json");
+    let json = json.to_str().unwrap();
+    let o = lockstep(&["run", "-k", "debian:7.2", "-k", "debian:7.3", "--jobs", "1", "--json", json, input]);
+    let rows = json_rows(&std::fs::read_to_string(json).unwrap_or_default());
+    (o, rows)
+}
+
 #[test]
 #[cfg_attr(not(lockstep_vm_tests), ignore = "set LOCKSTEP_VM_TESTS=1")]
 fn the_kernel_btf_cases_on_debian_7_2_and_7_3_meet_their_expectations_and_agree_with_the_model() {
-    let dir = tempfile::tempdir().unwrap();
-    let json = dir.path().join("run.json");
-    let o = lockstep(&[
-        "run",
-        "-k",
-        "debian:7.2",
-        "-k",
-        "debian:7.3",
-        "--jobs",
-        "1",
-        "--json",
-        json.to_str().unwrap(),
-        "tests/kernel-btf",
-    ]);
+    let (o, rows) = run_on_7_2_and_7_3("tests/kernel-btf");
     let stderr = String::from_utf8_lossy(&o.stderr);
-    let rows = json_rows(&std::fs::read_to_string(&json).unwrap_or_default());
     assert!(!rows.is_empty(), "no rows: {:?}\n{stderr}", o.status);
     for kernel in ["debian:7.2", "debian:7.3"] {
         let of: Vec<&Value> = rows.iter().filter(|r| r["kernel"] == kernel).collect();
@@ -151,21 +147,8 @@ fn the_ksym_exists_object_meets_its_expectations_in_the_model_and_the_kernels() 
     }
     assert!(o.status.success(), "lockstep check: {:?}\n{stderr}", o.status);
 
-    let json = dir.path().join("run.json");
-    let o = lockstep(&[
-        "run",
-        "-k",
-        "debian:7.2",
-        "-k",
-        "debian:7.3",
-        "--jobs",
-        "1",
-        "--json",
-        json.to_str().unwrap(),
-        obj,
-    ]);
+    let (o, rows) = run_on_7_2_and_7_3(obj);
     let stderr = String::from_utf8_lossy(&o.stderr);
-    let rows = json_rows(&std::fs::read_to_string(&json).unwrap_or_default());
     assert_eq!(rows.len(), 4, "two programs x two kernels: {rows:?}\n{stderr}");
     for r in &rows {
         assert_eq!(r["outcome"], "ran", "{}: {r}", r["case"]);
