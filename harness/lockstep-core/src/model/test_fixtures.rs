@@ -32,6 +32,56 @@ pub(super) fn verdicts_on_all_profiles(c: &Case) -> Vec<(String, Verdict)> {
     KernelProfile::all().iter().map(|p| (p.name.clone(), check(c, p, &module))).collect()
 }
 
+/// Asserts `want` on every profile.
+pub(super) fn assert_on_all_profiles(c: &Case, want: &Verdict) {
+    for (p, v) in verdicts_on_all_profiles(c) {
+        assert_eq!(&v, want, "{p}");
+    }
+}
+
+/// Asserts `want` on the 7.x profiles and `unsupported` on 6.12 (whose messages differ).
+pub(super) fn assert_on_7x_unsupported_on_612(c: &Case, want: &Verdict) {
+    for (p, v) in verdicts_on_all_profiles(c) {
+        if p == "6.12" {
+            assert_eq!(v.verdict, crate::verdict::VerdictKind::Unsupported, "{p}: {v:?}");
+        } else {
+            assert_eq!(&v, want, "{p}");
+        }
+    }
+}
+
+/// The verdicts on every profile of a program of `prog_type` assembled from `text` (no maps, no kfuncs).
+pub(super) fn text_verdicts(prog_type: ProgType, text: &str) -> Vec<(String, Verdict)> {
+    let program =
+        crate::asm::assemble(text, &crate::asm::Symbols::default()).expect("test program assembles");
+    verdicts_on_all_profiles(&Case::new("t", prog_type, program, text))
+}
+
+/// Asserts `want` on every profile for the program [`text_verdicts`] builds.
+pub(super) fn assert_text_on_all_profiles(prog_type: ProgType, text: &str, want: &Verdict) {
+    for (p, v) in text_verdicts(prog_type, text) {
+        assert_eq!(&v, want, "{text} on {p}");
+    }
+}
+
+/// An array map `m` (4-byte key, one entry, with BTF) of `{ long cnt; <kind> task; }` where `task`
+/// (at 8) points to a kernel `task_struct` (`__kptr`, `__kptr_untrusted`, ...).
+pub(super) fn task_kptr_map(kind: FieldKind) -> MapSpec {
+    let task =
+        Field { target: Some(FieldTarget::Pointee("task_struct".into())), ..Field::new("task", kind, 8, 8) };
+    MapSpec {
+        inner: None,
+        name: "m".into(),
+        map_type: MapType::Array,
+        key_size: 4,
+        max_entries: 1,
+        value: ValueLayout { size: 16, fields: vec![Field::new("cnt", FieldKind::Int, 0, 8), task] },
+        btf: true,
+        global_section: false,
+        flags: 0,
+    }
+}
+
 /// A case of program `t` in section `sec` of an object (`t.bpf.o`, with BTF func_info), as the
 /// import gives it: program type and sleepable from the section, `text` assembled with `symbols`.
 pub(super) fn object_case_in(sec: &str, text: &str, symbols: &crate::asm::Symbols) -> Case {
@@ -96,7 +146,7 @@ pub(super) fn graph_case(root: FieldKind, node: FieldKind, kfuncs: &[&str], body
          if r0 == 0 goto out\n r6 = r0\n{body}\nout:\n r0 = 0\n exit\n{tail}"
     );
     let kfuncs: Vec<String> = kfuncs.iter().map(|k| k.to_string()).collect();
-    let symbols = crate::asm::Symbols { maps: vec!["m".into()], kfuncs: kfuncs.iter().cloned().collect() };
+    let symbols = crate::asm::Symbols { maps: vec!["m".into()], kfuncs: kfuncs.to_vec() };
     let program = crate::asm::assemble(&text, &symbols).expect("test program assembles");
     Case {
         maps: vec![map],

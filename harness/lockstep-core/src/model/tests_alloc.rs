@@ -43,27 +43,10 @@ fn case(text: &str) -> Case {
 const NEW6: &str = "r1 = 30 ll\n r2 = 0\n call bpf_obj_new_impl\n if r0 == 0 goto out\n r6 = r0\n";
 const OUT: &str = "out:\n r0 = 0\n exit\n";
 
-fn verdicts(c: &Case) -> Vec<(String, Verdict)> {
-    let module = crate::module_src::bundled();
-    KernelProfile::all().iter().map(|p| (p.name.clone(), check(c, p, &module))).collect()
-}
-
-fn assert_all(c: &Case, want: &Verdict) {
-    for (p, v) in verdicts(c) {
-        assert_eq!(&v, want, "{p}");
-    }
-}
-
-/// The verdict on the 7.x profiles; 6.12 must say unsupported (its argument messages differ).
-fn assert_7x(c: &Case, want: &Verdict) {
-    for (p, v) in verdicts(c) {
-        if p == "6.12" {
-            assert_eq!(v.verdict, VerdictKind::Unsupported, "{p}: {v:?}");
-        } else {
-            assert_eq!(&v, want, "{p}");
-        }
-    }
-}
+use super::test_fixtures::{
+    assert_on_7x_unsupported_on_612 as assert_7x, assert_on_all_profiles as assert_all,
+    verdicts_on_all_profiles as verdicts,
+};
 
 #[test]
 fn new_then_drop_is_accepted() {

@@ -11,16 +11,7 @@ use crate::case::{Case, ProgType};
 use crate::import::sec::AttachType;
 use crate::verdict::VerdictKind;
 
-fn verdicts(prog_type: ProgType, text: &str) -> Vec<(String, Verdict)> {
-    let program = assemble(text, &Symbols::default()).expect("test program assembles");
-    verdicts_on_all_profiles(&Case::new("t", prog_type, program, text))
-}
-
-fn assert_all(prog_type: ProgType, text: &str, want: &Verdict) {
-    for (p, v) in verdicts(prog_type, text) {
-        assert_eq!(&v, want, "{text} on {p}");
-    }
-}
+use super::test_fixtures::{assert_text_on_all_profiles as assert_all, text_verdicts as verdicts};
 
 /// `r1 = skb->sk; if r1 != 0 goto +2; r0 = 0; exit;` then `tail`.
 fn after_sk_check(tail: &str) -> String {

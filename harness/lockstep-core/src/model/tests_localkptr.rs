@@ -30,21 +30,9 @@ fn case(text: &str) -> Case {
     }
 }
 
-fn verdicts(c: &Case) -> Vec<(String, Verdict)> {
-    let module = crate::module_src::bundled();
-    KernelProfile::all().iter().map(|p| (p.name.clone(), check(c, p, &module))).collect()
-}
-
-/// `want` on the 7.x profiles; 6.12 must say unsupported.
-fn assert_7x(c: &Case, want: &Verdict) {
-    for (p, v) in verdicts(c) {
-        if p == "6.12" {
-            assert_eq!(v.verdict, VerdictKind::Unsupported, "{p}: {v:?}");
-        } else {
-            assert_eq!(&v, want, "{p}");
-        }
-    }
-}
+use super::test_fixtures::{
+    assert_on_7x_unsupported_on_612 as assert_7x, verdicts_on_all_profiles as verdicts,
+};
 
 #[test]
 fn obj_new_of_a_type_id_that_is_no_struct_is_refused() {

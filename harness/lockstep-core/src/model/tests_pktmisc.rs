@@ -4,20 +4,11 @@
 
 use super::test_fixtures::*;
 use super::*;
-use crate::asm::{assemble, Symbols};
-use crate::case::{Case, FieldKind, MapSpec, MapType, ProgType, ValueLayout};
+use crate::asm::Symbols;
+use crate::case::{FieldKind, MapSpec, MapType, ProgType, ValueLayout};
 use crate::verdict::VerdictKind;
 
-fn verdicts(prog_type: ProgType, text: &str) -> Vec<(String, Verdict)> {
-    let program = assemble(text, &Symbols::default()).expect("test program assembles");
-    verdicts_on_all_profiles(&Case::new("t", prog_type, program, text))
-}
-
-fn assert_all(prog_type: ProgType, text: &str, want: &Verdict) {
-    for (p, v) in verdicts(prog_type, text) {
-        assert_eq!(&v, want, "{text} on {p}");
-    }
-}
+use super::test_fixtures::{assert_text_on_all_profiles as assert_all, text_verdicts as verdicts};
 
 /// data_end in r2, data in r7, `if data + 4 > data_end goto out`, then `body`, `out: r0 = 0; exit`.
 fn checked(data_end: i16, data: i16, body: &str) -> String {

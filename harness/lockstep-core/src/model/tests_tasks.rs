@@ -12,7 +12,7 @@ use std::sync::Arc;
 use super::test_fixtures::*;
 use super::*;
 use crate::asm::Symbols;
-use crate::case::{Case, Field, FieldKind, FieldTarget, MapSpec, MapType, ValueLayout};
+use crate::case::{Case, FieldKind, MapSpec};
 use crate::kernel_btf::{fixture::sample, KernelBtf, KernelBtfRef};
 use crate::verdict::VerdictKind;
 
@@ -21,21 +21,7 @@ const KFUNCS: [&str; 4] =
 
 /// Map `m`: an array of `{ long cnt; struct task_struct __kptr *task; }`.
 fn task_map() -> MapSpec {
-    let task = Field {
-        target: Some(FieldTarget::Pointee("task_struct".into())),
-        ..Field::new("task", FieldKind::Kptr, 8, 8)
-    };
-    MapSpec {
-        inner: None,
-        name: "m".into(),
-        map_type: MapType::Array,
-        key_size: 4,
-        max_entries: 1,
-        value: ValueLayout { size: 16, fields: vec![Field::new("cnt", FieldKind::Int, 0, 8), task] },
-        btf: true,
-        global_section: false,
-        flags: 0,
-    }
+    super::test_fixtures::task_kptr_map(FieldKind::Kptr)
 }
 
 fn case(sec: &str, text: &str) -> Case {

@@ -204,20 +204,7 @@ fn current_task_btf_is_trusted_and_never_null() {
 
 /// `kfunc_case` with map `m`: an array of `{ long cnt; struct task_struct <kind> *task; }`.
 fn kptr_map_case(sec: &str, kind: crate::case::FieldKind, text: &str) -> Case {
-    use crate::case::{Field, FieldKind, FieldTarget, MapSpec, MapType, ValueLayout};
-    let task =
-        Field { target: Some(FieldTarget::Pointee("task_struct".into())), ..Field::new("task", kind, 8, 8) };
-    let map = MapSpec {
-        inner: None,
-        name: "m".into(),
-        map_type: MapType::Array,
-        key_size: 4,
-        max_entries: 1,
-        value: ValueLayout { size: 16, fields: vec![Field::new("cnt", FieldKind::Int, 0, 8), task] },
-        btf: true,
-        global_section: false,
-        flags: 0,
-    };
+    let map = super::test_fixtures::task_kptr_map(kind);
     let kfuncs: Vec<String> = ["bpf_task_acquire", "bpf_task_release"].map(String::from).to_vec();
     let symbols = Symbols { maps: vec!["m".into()], kfuncs: kfuncs.clone() };
     let mut c = kfunc_case(sec, "r0 = 0\nexit\n");
