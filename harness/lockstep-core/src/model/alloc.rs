@@ -268,6 +268,9 @@ impl Machine<'_> {
         let not_alloc = match &r1 {
             Reg::Ctx | Reg::Stack { .. } | Reg::MapValue { null: false, .. } => true,
             Reg::Scalar(s) => s.konst() != Some(0),
+            // A kptr-loaded local object after its RCU section (MEM_ALLOC | PTR_UNTRUSTED):
+            // type_is_ptr_alloc_obj() is false for PTR_UNTRUSTED (7.2, 7.3).
+            Reg::AllocRcu { untrusted: true, .. } => true,
             _ => false,
         };
         if not_alloc {
@@ -276,6 +279,21 @@ impl Machine<'_> {
         }
         if !self.regs_named() {
             return self.not_on_6_12("bpf_refcount_acquire");
+        }
+        // A kptr-loaded local object in its RCU section (MEM_ALLOC | MEM_RCU, NON_OWN_REF or
+        // not): an allocated object without a reference, so meta->arg_owning_ref stays false
+        // and R0 is maybe-null (is_kfunc_ret_null()). Its offset is 0 (no arithmetic on it is
+        // modelled).
+        if let Reg::AllocRcu { ty, null, .. } = r1 {
+            if null {
+                return self.reject(pc, "Possibly NULL pointer passed to trusted R1".into());
+            }
+            if self.case.types[ty].layout.field_of(FieldKind::Refcount).is_none() {
+                return self.reject(pc, "R1 doesn't point to a type with bpf_refcount field".into());
+            }
+            self.fresh_id();
+            let id = self.acquire_ref(st, pc);
+            return Ok(Reg::Alloc { ty, off: 0, id, null: true, percpu: false, non_owning: false });
         }
         let Reg::Alloc { ty, off, id, null, percpu: false, non_owning } = r1 else {
             return Err(Stop::Unsupported(format!("bpf_refcount_acquire with R1 of type {}", r1.type_str())));

@@ -886,6 +886,20 @@ impl<'a> Machine<'a> {
                 self.sock_access(pc, regno, *kind, off, size, value.is_some())
             }
             Reg::Alloc { .. } => self.alloc_access(regno, base, off, size, value.as_ref(), pc),
+            // check_ptr_to_btf_access() for a local object loaded from a kptr field
+            // (`MEM_ALLOC | MEM_RCU`): type_is_ptr_alloc_obj(), so the same btf_struct_access()
+            // walk as an owned object, stores allowed (6.12 has no such loads; 7.2 and 7.3 alike).
+            Reg::AllocRcu { ty, id, null: false, non_owning, untrusted: false } => {
+                let alloc = Reg::Alloc {
+                    ty: *ty,
+                    off: 0,
+                    id: *id,
+                    null: false,
+                    percpu: false,
+                    non_owning: *non_owning,
+                };
+                self.alloc_access(regno, &alloc, off, size, value.as_ref(), pc)
+            }
             // check_ptr_to_map_access() / check_ptr_to_btf_access() (btf_access.rs).
             Reg::MapPtr { map } => self.map_ptr_access(pc, regno, *map, off, size, value.is_some()),
             Reg::Kernel { btf_id, off: koff, trust, ref_obj_id, null: false, .. } => {
@@ -913,6 +927,7 @@ impl<'a> Machine<'a> {
             Reg::MapValue { null: true, .. }
             | Reg::Sock { null: true, .. }
             | Reg::Kernel { null: true, .. }
+            | Reg::AllocRcu { null: true, .. }
             | Reg::Scalar(_) => self.reject(
                 pc,
                 self.msg(&m.invalid_mem_access, &[("reg", reg()), ("type", base.type_str().into())]),
@@ -986,6 +1001,7 @@ impl<'a> Machine<'a> {
                         }
                         Reg::BtfPtr { null, .. }
                         | Reg::Alloc { null, .. }
+                        | Reg::AllocRcu { null, .. }
                         | Reg::Sock { null, .. }
                         | Reg::Kernel { null, .. }
                         | Reg::Mem { null, .. } => *null = false,

@@ -58,7 +58,10 @@ impl GraphKfunc {
 /// (`mark_reg_invalid()` with allow_ptr_leaks).
 pub(crate) fn invalidate_non_owning(st: &mut State) {
     st.for_each_reg(|r| {
-        if matches!(r, Reg::Alloc { non_owning: true, .. }) {
+        if matches!(
+            r,
+            Reg::Alloc { non_owning: true, .. } | Reg::AllocRcu { non_owning: true, untrusted: false, .. }
+        ) {
             *r = Reg::Scalar(Scalar::unknown());
         }
     });

@@ -11,8 +11,9 @@
 //! and 7.3. R1 may also point into an owning allocated object (its type's record). Kernel
 //! pointees: R2 NULL or a referenced pointer to the same struct, R0 a referenced
 //! `PTR_TO_BTF_ID | PTR_MAYBE_NULL` ([`Machine::kptr_xchg_kernel`]). Error paths of
-//! `process_kptr_func()`, a plain object into a per-cpu field (7.x refuses it, 6.12 does not)
-//! and non-owning destinations are `unsupported`.
+//! `process_kptr_func()`, a plain object into a per-cpu field on 6.12 (7.x refuses it:
+//! `kptr_percpu_match`) and non-owning destinations on 6.12 (7.x lists them in
+//! `kptr_xchg_dest_types`) are `unsupported`.
 
 use super::exec::Machine;
 use super::scalar::Scalar;
@@ -38,15 +39,19 @@ impl Machine<'_> {
             return self.reject(pc, self.msg(&self.profile.messages.reg_type_mismatch, &args));
         }
         // process_kptr_func(): the record is the map's, or the allocated object's type's
-        // (type_is_ptr_alloc_obj(); an owning object only: non-owning destinations are 7.x's
-        // and not modelled).
+        // (type_is_ptr_alloc_obj(): an owning or a non-owning object).
         let case = self.case;
         let (fields, off, var, btf) = match &r1 {
             Reg::MapValue { map, off, var, null: false, .. } => {
                 let spec = self.map(*map);
                 (&spec.value.fields, *off, *var, spec.btf)
             }
-            Reg::Alloc { ty, off, null: false, percpu: false, non_owning: false, .. } => {
+            // A non-owning one (NON_OWN_REF, a node a graph kfunc gave under a lock) where
+            // kptr_xchg_dest_types lists it (7.2, 7.3: "map_value, ptr_, ptr_, rcu_ptr_"; 6.12:
+            // "map_value, ptr_", left unsupported there); process_kptr_func() is then the same.
+            Reg::Alloc { ty, off, null: false, percpu: false, non_owning, .. }
+                if !non_owning || self.profile.kptr_xchg_dest_types.contains("rcu_ptr_") =>
+            {
                 (&case.types[*ty].layout.fields, *off, None, true)
             }
             _ => return self.kptr_unsupported(&format!("R1 of type {}", r1.type_str())),
@@ -74,11 +79,13 @@ impl Machine<'_> {
         match r2 {
             Reg::Scalar(s) if s.konst() == Some(0) => {}
             Reg::Alloc { ty: t2, off: 0, id, null: false, percpu: p2, non_owning: false }
-                if st.refs.contains(&id) && (p2 || !percpu) =>
+                if st.refs.contains(&id) && (p2 || !percpu || self.profile.kptr_percpu_match) =>
             {
-                // map_kptr_match_type(): MEM_PERCPU only for a per-cpu field (reg_name still
-                // empty), then the strict type match (btf_struct_ids_match()).
-                let reg_name = if p2 && !percpu {
+                // map_kptr_match_type(): MEM_PERCPU only for a per-cpu field, and (7.x,
+                // kptr_percpu_match) exactly for one: a plain object into a per-cpu field
+                // (percpu_alloc_fail's reject_plain_alloc_into_percpu_kptr) is refused too, with
+                // reg_name still empty; then the strict type match (btf_struct_ids_match()).
+                let reg_name = if p2 != percpu {
                     Some("")
                 } else if t2 != ty {
                     Some(self.case.types[t2].name.as_str())
@@ -168,7 +175,7 @@ fn kptr_xchg_dest_refused(r1: &Reg) -> bool {
         | Reg::Mem { rdonly: true, parent: 0, null: false, .. } => true,
         Reg::MapValue { null, .. } => *null,
         Reg::Alloc { null, percpu, .. } => *null || *percpu,
-        // A kfunc's PTR_TO_MEM: not modelled (left to the caller).
-        Reg::NotInit | Reg::BtfPtr { .. } | Reg::Kernel { .. } | Reg::Mem { .. } => false,
+        // A kfunc's PTR_TO_MEM and a kptr-loaded local object: not modelled (left to the caller).
+        Reg::NotInit | Reg::BtfPtr { .. } | Reg::Kernel { .. } | Reg::Mem { .. } | Reg::AllocRcu { .. } => false,
     }
 }

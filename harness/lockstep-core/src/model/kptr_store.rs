@@ -4,9 +4,10 @@
 //! (`__kptr`) or per-cpu (`__percpu_kptr`) field; into an unreferenced (`__kptr_untrusted`) one a
 //! `BPF_ST` of 0 or a `BPF_STX` of a NULL register. A load of a field whose pointee is a kernel
 //! struct gives `PTR_TO_BTF_ID | PTR_MAYBE_NULL` with `MEM_RCU` or `PTR_UNTRUSTED`
-//! (`btf_ld_kptr_type()`, see [`Machine::kptr_field_load`]); loads of local (`MEM_ALLOC`) or
-//! per-cpu pointees and `BPF_STX` of a pointer into an unreferenced field
-//! (`map_kptr_match_type()`) are `unsupported`.
+//! (`btf_ld_kptr_type()`, see [`Machine::kptr_field_load`]); a referenced field whose pointee
+//! is a local type gives `MEM_ALLOC | MEM_RCU` in an RCU section ([`Reg::AllocRcu`]); other
+//! loads of local pointees, loads of per-cpu pointees and `BPF_STX` of a pointer into an
+//! unreferenced field (`map_kptr_match_type()`) are `unsupported`.
 
 use super::exec::Machine;
 use super::state::{Reg, State, Trust};
@@ -79,8 +80,23 @@ impl Machine<'_> {
         if field.kind == FieldKind::PercpuKptr {
             return unsupported("of a per-cpu kptr (MEM_PERCPU)");
         }
-        if self.local_pointee(pointee)?.is_some() {
-            return unsupported(&format!("of a local type {pointee} (MEM_ALLOC)"));
+        if let Some(ty) = self.local_pointee(pointee)? {
+            // btf_ld_kptr_type() (7.2 and 7.3 alike): rcu_protected_object() holds for every
+            // program-BTF type, so a referenced kptr loaded in_rcu_cs() is `MEM_RCU | MEM_ALLOC`,
+            // with `NON_OWN_REF` when the pointee's record has a graph node
+            // (kptr_pointee_btf_record()). Outside the RCU section (PTR_UNTRUSTED without
+            // MEM_ALLOC) and an unreferenced kptr stay unsupported.
+            if field.kind != FieldKind::Kptr || !self.in_rcu_cs(st) {
+                return unsupported(&format!(
+                    "of a local type {pointee} outside an RCU section (PTR_UNTRUSTED)"
+                ));
+            }
+            let non_owning = self.case.types[ty]
+                .layout
+                .fields
+                .iter()
+                .any(|f| matches!(f.kind, FieldKind::ListNode | FieldKind::RbNode));
+            return Ok(Reg::AllocRcu { ty, id: 0, null: true, non_owning, untrusted: false });
         }
         let btf_id = self.kptr_kernel_pointee(pointee)?;
         // rcu_safe_kptr(): BPF_KPTR_REF to a rcu_protected_object(); BPF_KPTR_UNREF never.

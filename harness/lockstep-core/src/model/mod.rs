@@ -265,6 +265,8 @@ mod tests_kfunc_args;
 #[cfg(test)]
 mod tests_kptr_xchg;
 #[cfg(test)]
+mod tests_kptrload;
+#[cfg(test)]
 mod tests_license;
 #[cfg(test)]
 mod tests_localkptr;

@@ -229,6 +229,15 @@ impl Machine<'_> {
                     format!("{name} can only take non-owning or refcounted bpf_rb_node pointer"),
                 );
             }
+            // A kptr-loaded local object after the RCU section ended (MEM_ALLOC | PTR_UNTRUSTED):
+            // type_is_non_owning_ref() is false for an untrusted pointer, and it has no reference
+            // (7.2, 7.3; 6.12 has no such loads).
+            Reg::AllocRcu { untrusted: true, .. } if !add && self.profile.res_spin_lock => {
+                return self.reject(
+                    pc,
+                    format!("{name} can only take non-owning or refcounted bpf_rb_node pointer"),
+                );
+            }
             other => {
                 return self.rb_unsupported(&format!("an rbtree node argument of type {}", other.type_str()))
             }

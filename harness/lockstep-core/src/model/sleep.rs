@@ -439,6 +439,13 @@ impl Machine<'_> {
                     *null = false;
                 }
             }
+            // A local object loaded from a kptr field: MEM_ALLOC | PTR_UNTRUSTED (7.3 also drops
+            // NON_OWN_REF, 7.2 keeps it; type_is_non_owning_ref() is false for both).
+            if let Reg::AllocRcu { null, non_owning, untrusted, .. } = r {
+                *untrusted = true;
+                *null = false;
+                *non_owning = false;
+            }
         });
     }
 }

@@ -108,6 +108,9 @@ impl Machine<'_> {
             Reg::Kernel { btf_id, off, id: 0, ref_obj_id, null: true, trust } => {
                 Reg::Kernel { btf_id, off, id: self.fresh_id(), ref_obj_id, null: true, trust }
             }
+            Reg::AllocRcu { ty, id: 0, null: true, non_owning, untrusted } => {
+                Reg::AllocRcu { ty, id: self.fresh_id(), null: true, non_owning, untrusted }
+            }
             v => v,
         }
     }

@@ -35,6 +35,13 @@ pub enum Reg {
     /// reference it owns (`acquire_reference()`), `null` is `PTR_MAYBE_NULL`; `non_owning`:
     /// `NON_OWN_REF`, a node a graph kfunc took or returned under a lock (`graph.rs`). See `alloc.rs`.
     Alloc { ty: usize, off: i64, id: u32, null: bool, percpu: bool, non_owning: bool },
+    /// A local-type (program BTF) object loaded from a referenced kptr field
+    /// (`check_map_kptr_access()` -> `btf_ld_kptr_type()`, `kptr_store.rs`), at offset 0:
+    /// `PTR_TO_BTF_ID | MEM_ALLOC | MEM_RCU` (`| NON_OWN_REF` when `non_owning`: the type has a
+    /// graph node; `| PTR_MAYBE_NULL` when `null`, `id` its null-check id), no reference of its
+    /// own. `untrusted`: `PTR_TO_BTF_ID | MEM_ALLOC | PTR_UNTRUSTED`, what
+    /// `invalidate_rcu_protected_refs()` leaves of it at the end of the RCU critical section.
+    AllocRcu { ty: usize, id: u32, null: bool, non_owning: bool, untrusted: bool },
     /// A socket pointer (`sock.rs`): `PTR_TO_SOCK_COMMON`, `PTR_TO_SOCKET`, `PTR_TO_TCP_SOCK`,
     /// `PTR_TO_XDP_SOCK` or a `bpf_skc_to_*` `PTR_TO_BTF_ID` (`null`: `PTR_MAYBE_NULL`; `id` the
     /// null-check id, `ref_obj_id` the reference it carries, 0 for none).
@@ -81,6 +88,10 @@ impl Reg {
             Reg::Alloc { null: true, .. } => "ptr_or_null_",
             Reg::Alloc { percpu: true, .. } => "percpu_ptr_",
             Reg::Alloc { .. } => "ptr_",
+            // reg_type_str(): MEM_ALLOC and NON_OWN_REF print nothing.
+            Reg::AllocRcu { untrusted: true, .. } => "untrusted_ptr_",
+            Reg::AllocRcu { null: true, .. } => "rcu_ptr_or_null_",
+            Reg::AllocRcu { .. } => "rcu_ptr_",
             Reg::Func { .. } => "func",
             Reg::Sock { kind, null, .. } => kind.type_str(*null),
             Reg::Arena => "arena",
@@ -102,6 +113,7 @@ impl Reg {
             Reg::MapValue { null: true, id, .. }
             | Reg::BtfPtr { null: true, id, .. }
             | Reg::Alloc { null: true, id, .. }
+            | Reg::AllocRcu { null: true, id, .. }
             | Reg::Sock { null: true, id, .. } => Some(*id),
             Reg::Kernel { null: true, id, .. } | Reg::Mem { null: true, id, .. } => Some(*id),
             _ => None,
