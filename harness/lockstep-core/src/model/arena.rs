@@ -156,6 +156,10 @@ impl Machine<'_> {
         if atomic && !self.profile.atomic_ptr_type_saved && !is_arena {
             return Ok(());
         }
+        // No arena pointer in the program: every entry would say "not arena", none can differ.
+        if !self.prep.arena_casts {
+            return Ok(());
+        }
         let mut t = self.arena_aux.borrow_mut();
         let a = t.entry(pc).or_default();
         match a.ptr_is_arena {

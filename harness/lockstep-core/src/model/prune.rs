@@ -223,8 +223,7 @@ impl Machine<'_> {
             return false;
         }
         let pc = st.pc;
-        let insns = &self.case.program.insns;
-        let Some(info) = self.prune.get_or_init(|| prune_info(insns)).as_ref() else {
+        let Some(info) = self.prep.prune_info() else {
             return false;
         };
         if !info.point(pc) {

@@ -8,7 +8,7 @@ use super::scalar::Scalar;
 /// An abstract register (`struct bpf_reg_state`). `Copy` (every variant is plain data): a
 /// state is cloned at every branch, and an array of `Copy` registers clones as one `memcpy`
 /// instead of a match per register (keep new variants `Copy`).
-#[derive(Clone, Copy, Debug, PartialEq)]
+#[derive(Clone, Copy, Debug, PartialEq, Hash)]
 pub enum Reg {
     /// `NOT_INIT`.
     NotInit,
@@ -119,7 +119,7 @@ impl Reg {
 
 /// The trust flags of a [`Reg::Kernel`] pointer (`PTR_TRUSTED`, `MEM_RCU`, `PTR_UNTRUSTED`, or
 /// none: a legacy `PTR_TO_BTF_ID`, as fentry arguments are).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum Trust {
     /// `PTR_TRUSTED` (or a referenced pointer, which `is_trusted_reg()` counts as trusted).
     Trusted,
@@ -162,15 +162,15 @@ pub enum StackByte {
 const STACK_SIZE: usize = 512;
 
 /// What each byte of a frame's stack holds, by (negative) offset, `None` where nothing was
-/// written (`STACK_INVALID`). A fixed array, not a map: a state is cloned at every branch, and
-/// cloning this is a copy, not an allocation per node. The methods take offsets as a map would.
-#[derive(Clone, PartialEq)]
-pub struct StackBytes([Option<StackByte>; STACK_SIZE]);
-
-impl Default for StackBytes {
-    fn default() -> Self {
-        StackBytes([None; STACK_SIZE])
-    }
+/// written (`STACK_INVALID`). Two bits a byte (`lo`, `hi`: none 00, misc 01, zero 10, spill 11)
+/// in fixed arrays, not a map: a state is cloned at every branch and compared at every prune
+/// point and loop checkpoint, and this is a 128-byte copy or compare (the 512-byte array of
+/// `Option<StackByte>` it replaces compared and copied the same contents four times the size).
+/// The methods take offsets as a map would.
+#[derive(Clone, Copy, PartialEq, Eq, Default)]
+pub struct StackBytes {
+    lo: [u64; STACK_SIZE / 64],
+    hi: [u64; STACK_SIZE / 64],
 }
 
 impl std::fmt::Debug for StackBytes {
@@ -185,7 +185,14 @@ impl StackBytes {
     }
     /// The byte at `off`, if written.
     pub fn get(&self, off: &i64) -> Option<&StackByte> {
-        Self::index(*off).and_then(|i| self.0[i].as_ref())
+        let i = Self::index(*off)?;
+        let (w, b) = (i / 64, i % 64);
+        match ((self.hi[w] >> b) & 1, (self.lo[w] >> b) & 1) {
+            (0, 0) => None,
+            (0, _) => Some(&StackByte::Misc),
+            (_, 0) => Some(&StackByte::Zero),
+            _ => Some(&StackByte::Spill),
+        }
     }
     /// Whether the byte at `off` was written.
     pub fn contains_key(&self, off: &i64) -> bool {
@@ -195,7 +202,14 @@ impl StackBytes {
     pub fn insert(&mut self, off: i64, b: StackByte) {
         debug_assert!(Self::index(off).is_some(), "stack offset {off} outside the stack");
         if let Some(i) = Self::index(off) {
-            self.0[i] = Some(b);
+            let (w, bit) = (i / 64, 1u64 << (i % 64));
+            let (hi, lo) = match b {
+                StackByte::Misc => (false, true),
+                StackByte::Zero => (true, false),
+                StackByte::Spill => (true, true),
+            };
+            self.hi[w] = if hi { self.hi[w] | bit } else { self.hi[w] & !bit };
+            self.lo[w] = if lo { self.lo[w] | bit } else { self.lo[w] & !bit };
         }
     }
     /// The written bytes at offsets in `r`, in offset order.
@@ -451,5 +465,91 @@ impl State {
                 f(r);
             }
         }
+    }
+}
+
+/// A small multiply-rotate hasher (FxHash's step) for [`State::quick_key`]: the key only sorts
+/// out states that cannot be equal, so it needs speed, not resistance to chosen inputs.
+#[derive(Default)]
+struct QuickHasher(u64);
+
+impl std::hash::Hasher for QuickHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        for c in bytes.chunks(8) {
+            let mut w = [0u8; 8];
+            w[..c.len()].copy_from_slice(c);
+            self.write_u64(u64::from_le_bytes(w));
+        }
+    }
+    fn write_u64(&mut self, v: u64) {
+        self.0 = (self.0.rotate_left(5) ^ v).wrapping_mul(0x51_7c_c1_b7_27_22_0a_95);
+    }
+    fn write_u8(&mut self, v: u8) {
+        self.write_u64(v as u64)
+    }
+    fn write_u32(&mut self, v: u32) {
+        self.write_u64(v as u64)
+    }
+    fn write_i64(&mut self, v: i64) {
+        self.write_u64(v as u64)
+    }
+    fn write_usize(&mut self, v: usize) {
+        self.write_u64(v as u64)
+    }
+    fn write_isize(&mut self, v: isize) {
+        self.write_u64(v as u64)
+    }
+}
+
+impl State {
+    /// A hash of the parts of the state that most often differ (pc, frames, their registers
+    /// and stack bytes, how many locks, references and iterators): equal states have equal
+    /// keys (`Reg`'s `Hash` is derived like its `PartialEq`), so two different keys tell two
+    /// states apart without comparing them ([`SeenStates`]).
+    pub fn quick_key(&self) -> u64 {
+        use std::hash::{Hash, Hasher};
+        let mut h = QuickHasher::default();
+        h.write_usize(self.pc);
+        h.write_usize(self.frames.len());
+        for f in &self.frames {
+            f.regs.hash(&mut h);
+            for w in f.stack.bytes.lo.iter().chain(&f.stack.bytes.hi) {
+                h.write_u64(*w);
+            }
+            h.write_usize(f.stack.spills.len());
+        }
+        h.write_usize(self.locks.len());
+        h.write_usize(self.refs.len());
+        h.write_usize(self.iters.len());
+        h.finish()
+    }
+}
+
+/// The states met at one instruction (prune points, loop checkpoints), each with its
+/// [`State::quick_key`]: a lookup compares whole states only where the keys are equal.
+#[derive(Debug, Default)]
+pub struct SeenStates(Vec<(u64, State)>);
+
+impl SeenStates {
+    /// Whether a state equal to `st` was met.
+    pub fn contains(&self, st: &State) -> bool {
+        let k = st.quick_key();
+        self.0.iter().any(|(h, s)| *h == k && s == st)
+    }
+    /// Records `st`.
+    pub fn push(&mut self, st: State) {
+        let k = st.quick_key();
+        self.0.push((k, st));
+    }
+    /// How many states were recorded.
+    pub fn len(&self) -> usize {
+        self.0.len()
+    }
+    /// Whether none was.
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
     }
 }
