@@ -129,7 +129,9 @@ impl Machine<'_> {
             return Ok(None);
         }
         let checked = self.profile.arena_mixed_alu_check && is64;
-        if !arena && (!checked || self.arena().is_none()) {
+        // Without an arena pointer in the program (`Prepared::arena_casts`) every instruction
+        // only ever records `prevent_zext`, which refuses nothing.
+        if !arena && (!checked || !self.prep.arena_casts || self.arena().is_none()) {
             return Ok(None);
         }
         if checked {

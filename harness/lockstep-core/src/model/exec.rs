@@ -358,7 +358,7 @@ impl<'a> Machine<'a> {
         while let Some((mut st, fork_ids, sibling_ids)) = pending.pop() {
             self.sibling_ids = sibling_ids || fork_ids != self.id_gen;
             loop {
-                if self.pruned(&st) {
+                if self.pruned(&mut st) {
                     break;
                 }
                 self.steps += 1;

@@ -248,10 +248,12 @@ impl Machine<'_> {
                 if !seen.is_empty() {
                     self.iter_loop_ids.set(true);
                 }
-                let mut head = key.clone();
+                // The checkpoint kept and the loop head are one state (its loop heads dropped:
+                // `LoopHeads` compare equal whatever they hold).
+                let mut head = key;
                 head.loop_heads = Default::default();
                 let head = std::sync::Arc::new(head);
-                seen.push(key);
+                seen.push_shared(head.clone());
                 let prev = st.loop_heads.get(pc);
                 // check_kfunc_call(): `int *` (not a struct) is PTR_TO_MEM | MEM_RDONLY of the
                 // int's size, KF_RET_NULL gives it PTR_MAYBE_NULL and an id (++env->id_gen, on

@@ -33,7 +33,7 @@ use crate::case::ProgType;
 use crate::insn::{Insn, BPF_CALL, BPF_JMP, BPF_PSEUDO_KFUNC_CALL};
 
 /// Which packet pointer a [`Reg::Packet`] is.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum PktKind {
     /// `PTR_TO_PACKET`.
     Data,

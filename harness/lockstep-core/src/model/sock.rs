@@ -17,7 +17,7 @@ use super::{Step, Stop};
 use crate::case::{MapType, ProgType};
 
 /// Which socket pointer type a [`Reg::Sock`] is.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum SockKind {
     /// `PTR_TO_SOCK_COMMON` (`__sk_buff->sk`).
     Common,

@@ -8,7 +8,7 @@ use super::scalar::Scalar;
 /// An abstract register (`struct bpf_reg_state`). `Copy` (every variant is plain data): a
 /// state is cloned at every branch, and an array of `Copy` registers clones as one `memcpy`
 /// instead of a match per register (keep new variants `Copy`).
-#[derive(Clone, Copy, Debug, PartialEq, Hash)]
+#[derive(Clone, Copy, Debug, PartialEq)]
 pub enum Reg {
     /// `NOT_INIT`.
     NotInit,
@@ -119,7 +119,7 @@ impl Reg {
 
 /// The trust flags of a [`Reg::Kernel`] pointer (`PTR_TRUSTED`, `MEM_RCU`, `PTR_UNTRUSTED`, or
 /// none: a legacy `PTR_TO_BTF_ID`, as fentry arguments are).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Trust {
     /// `PTR_TRUSTED` (or a referenced pointer, which `is_trusted_reg()` counts as trusted).
     Trusted,
@@ -468,79 +468,73 @@ impl State {
     }
 }
 
-/// A small multiply-rotate hasher (FxHash's step) for [`State::quick_key`]: the key only sorts
-/// out states that cannot be equal, so it needs speed, not resistance to chosen inputs.
-#[derive(Default)]
-struct QuickHasher(u64);
-
-impl std::hash::Hasher for QuickHasher {
-    fn finish(&self) -> u64 {
-        self.0
-    }
-    fn write(&mut self, bytes: &[u8]) {
-        for c in bytes.chunks(8) {
-            let mut w = [0u8; 8];
-            w[..c.len()].copy_from_slice(c);
-            self.write_u64(u64::from_le_bytes(w));
+impl State {
+    /// A key of the parts of the state that most often differ (pc, frames, their registers and
+    /// stack bytes, how many locks, references and iterators): equal states have equal keys
+    /// (each part is a function of fields `PartialEq` compares), so two different keys tell
+    /// two states apart without comparing them ([`SeenStates`]). A sum of independent products,
+    /// not a chained hash: it is computed at every prune point and loop checkpoint.
+    pub fn quick_key(&self) -> u64 {
+        const K: u64 = 0x9e37_79b9_7f4a_7c15;
+        let mut acc = (self.pc as u64)
+            ^ (self.frames.len() as u64) << 32
+            ^ (self.locks.len() as u64) << 40
+            ^ (self.refs.len() as u64) << 48
+            ^ (self.iters.len() as u64) << 56;
+        let mut k = K;
+        let mut add = |v: u64| {
+            acc = acc.wrapping_add(v.wrapping_mul(k));
+            k = k.wrapping_add(0x6a09_e667_f3bc_c909);
+        };
+        for f in &self.frames {
+            for r in &f.regs {
+                add(reg_key(r));
+            }
+            for (lo, hi) in f.stack.bytes.lo.iter().zip(&f.stack.bytes.hi) {
+                add(lo ^ hi.rotate_left(29));
+            }
+            add(f.stack.spills.len() as u64);
         }
-    }
-    fn write_u64(&mut self, v: u64) {
-        self.0 = (self.0.rotate_left(5) ^ v).wrapping_mul(0x51_7c_c1_b7_27_22_0a_95);
-    }
-    fn write_u8(&mut self, v: u8) {
-        self.write_u64(v as u64)
-    }
-    fn write_u32(&mut self, v: u32) {
-        self.write_u64(v as u64)
-    }
-    fn write_i64(&mut self, v: i64) {
-        self.write_u64(v as u64)
-    }
-    fn write_usize(&mut self, v: usize) {
-        self.write_u64(v as u64)
-    }
-    fn write_isize(&mut self, v: isize) {
-        self.write_u64(v as u64)
+        acc ^ acc >> 31
     }
 }
 
-impl State {
-    /// A hash of the parts of the state that most often differ (pc, frames, their registers
-    /// and stack bytes, how many locks, references and iterators): equal states have equal
-    /// keys (`Reg`'s `Hash` is derived like its `PartialEq`), so two different keys tell two
-    /// states apart without comparing them ([`SeenStates`]).
-    pub fn quick_key(&self) -> u64 {
-        use std::hash::{Hash, Hasher};
-        let mut h = QuickHasher::default();
-        h.write_usize(self.pc);
-        h.write_usize(self.frames.len());
-        for f in &self.frames {
-            f.regs.hash(&mut h);
-            for w in f.stack.bytes.lo.iter().chain(&f.stack.bytes.hi) {
-                h.write_u64(*w);
-            }
-            h.write_usize(f.stack.spills.len());
+/// A part of [`State::quick_key`]: a function of the register (equal registers, equal keys).
+fn reg_key(r: &Reg) -> u64 {
+    match r {
+        Reg::NotInit => 0,
+        Reg::Scalar(s) => {
+            1 ^ (s.smin as u64).rotate_left(7)
+                ^ (s.smax as u64).rotate_left(19)
+                ^ s.umin.rotate_left(37)
+                ^ s.umax.rotate_left(53)
         }
-        h.write_usize(self.locks.len());
-        h.write_usize(self.refs.len());
-        h.write_usize(self.iters.len());
-        h.finish()
+        Reg::Ctx => 2,
+        Reg::Stack { frame, off } => 3 ^ (*frame as u64) << 8 ^ (*off as u64) << 16,
+        Reg::MapValue { map, off, null, .. } => 4 ^ (*map as u64) << 8 ^ (*off as u64) << 16 ^ (*null as u64) << 7,
+        Reg::Packet { off, range, .. } => 5 ^ (*off as u64) << 8 ^ (*range as u64) << 32,
+        Reg::Kernel { btf_id, off, .. } => 6 ^ (*btf_id as u64) << 8 ^ (*off as u64) << 40,
+        _ => 7,
     }
 }
 
 /// The states met at one instruction (prune points, loop checkpoints), each with its
 /// [`State::quick_key`]: a lookup compares whole states only where the keys are equal.
 #[derive(Debug, Default)]
-pub struct SeenStates(Vec<(u64, State)>);
+pub struct SeenStates(Vec<(u64, std::sync::Arc<State>)>);
 
 impl SeenStates {
     /// Whether a state equal to `st` was met.
     pub fn contains(&self, st: &State) -> bool {
         let k = st.quick_key();
-        self.0.iter().any(|(h, s)| *h == k && s == st)
+        self.0.iter().any(|(h, s)| *h == k && **s == *st)
     }
     /// Records `st`.
     pub fn push(&mut self, st: State) {
+        self.push_shared(std::sync::Arc::new(st));
+    }
+    /// Records `st`, shared with its other holders (a loop head, `loops.rs`).
+    pub fn push_shared(&mut self, st: std::sync::Arc<State>) {
         let k = st.quick_key();
         self.0.push((k, st));
     }
