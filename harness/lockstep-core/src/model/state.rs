@@ -511,7 +511,9 @@ fn reg_key(r: &Reg) -> u64 {
         }
         Reg::Ctx => 2,
         Reg::Stack { frame, off } => 3 ^ (*frame as u64) << 8 ^ (*off as u64) << 16,
-        Reg::MapValue { map, off, null, .. } => 4 ^ (*map as u64) << 8 ^ (*off as u64) << 16 ^ (*null as u64) << 7,
+        Reg::MapValue { map, off, null, .. } => {
+            4 ^ (*map as u64) << 8 ^ (*off as u64) << 16 ^ (*null as u64) << 7
+        }
         Reg::Packet { off, range, .. } => 5 ^ (*off as u64) << 8 ^ (*range as u64) << 32,
         Reg::Kernel { btf_id, off, .. } => 6 ^ (*btf_id as u64) << 8 ^ (*off as u64) << 40,
         _ => 7,
