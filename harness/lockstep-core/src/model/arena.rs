@@ -129,7 +129,9 @@ impl Machine<'_> {
             return Ok(None);
         }
         let checked = self.profile.arena_mixed_alu_check && is64;
-        if !arena && (!checked || self.arena().is_none()) {
+        // Without an arena pointer in the program (`Prepared::arena_casts`) every instruction
+        // only ever records `prevent_zext`, which refuses nothing.
+        if !arena && (!checked || !self.prep.arena_casts || self.arena().is_none()) {
             return Ok(None);
         }
         if checked {
@@ -154,6 +156,10 @@ impl Machine<'_> {
     pub(super) fn save_arena_ptr_type(&self, pc: usize, base: &Reg, atomic: bool) -> Step<()> {
         let is_arena = *base == Reg::Arena;
         if atomic && !self.profile.atomic_ptr_type_saved && !is_arena {
+            return Ok(());
+        }
+        // No arena pointer in the program: every entry would say "not arena", none can differ.
+        if !self.prep.arena_casts {
             return Ok(());
         }
         let mut t = self.arena_aux.borrow_mut();

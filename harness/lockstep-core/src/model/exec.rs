@@ -37,7 +37,7 @@ pub(crate) struct Machine<'a> {
     pub called: std::collections::BTreeSet<(usize, bool)>,
     /// States met at each iterator `_next` call with an ACTIVE iterator (the checkpoints of
     /// `is_state_visited()`), reduced to what the call keeps (see `loops::iter_checkpoint`).
-    pub iter_seen: BTreeMap<usize, Vec<State>>,
+    pub iter_seen: BTreeMap<usize, super::state::SeenStates>,
     /// Subprograms (by index) a verified path passed to a callback helper (`is_cb`).
     pub callback_subprogs: std::collections::BTreeSet<usize>,
     /// Subprograms (by index) passed to `bpf_timer_set_callback` (`is_async_cb`; timer.rs).
@@ -53,16 +53,11 @@ pub(crate) struct Machine<'a> {
     pub iter_loop_ids: std::cell::Cell<bool>,
     /// Per-instruction arena records (`arena.rs`).
     pub arena_aux: super::arena::ArenaAuxTable,
-    /// The locations that may become precise, per instruction (`precise.rs`), computed at the
-    /// first iterator loop.
-    pub precise: std::cell::OnceCell<Option<Vec<super::precise::Locs>>>,
     /// Why the last widening at each iterator `_next` widened nothing (`loops.rs`), for the
     /// message of a loop that does not converge.
     pub widen_refused: BTreeMap<usize, String>,
-    /// Prune points and register liveness (`prune.rs`), computed at the first prune check.
-    pub prune: std::cell::OnceCell<Option<super::prune::PruneInfo>>,
     /// States met at each prune point (`prune.rs`).
-    pub visited: BTreeMap<usize, Vec<State>>,
+    pub visited: BTreeMap<usize, super::state::SeenStates>,
     /// A path was pruned (`prune.rs`): later reference ids are not known exactly.
     pub pruned_paths: std::cell::Cell<bool>,
     /// The path being walked, or one it forked from, was popped after other paths took ids
@@ -94,9 +89,7 @@ impl<'a> Machine<'a> {
             callback_subprogs: Default::default(),
             async_callbacks: Default::default(),
             ref_insns: Default::default(),
-            precise: Default::default(),
             widen_refused: Default::default(),
-            prune: Default::default(),
             visited: Default::default(),
             pruned_paths: Default::default(),
             sibling_ids: false,
@@ -365,7 +358,7 @@ impl<'a> Machine<'a> {
         while let Some((mut st, fork_ids, sibling_ids)) = pending.pop() {
             self.sibling_ids = sibling_ids || fork_ids != self.id_gen;
             loop {
-                if self.pruned(&st) {
+                if self.pruned(&mut st) {
                     break;
                 }
                 self.steps += 1;

@@ -53,7 +53,7 @@ pub(super) const HELPER_MSG: &str = "cannot call GPL-restricted function from no
 impl Machine<'_> {
     /// `env->prog->gpl_compatible`.
     pub(super) fn gpl_compatible(&self) -> bool {
-        crate::case::license_is_gpl_compatible(&self.case.license)
+        self.prep.gpl_compatible
     }
 
     /// Whether the program calls a kfunc (`bpf_pseudo_kfunc_call()` on any instruction).

@@ -19,7 +19,6 @@
 //! shapes and the messages for a bad iterator argument are `unsupported`.
 
 use super::exec::{Flow, Machine};
-use super::precise;
 use super::scalar::Scalar;
 use super::state::{IterSlot, Reg, StackByte, State};
 use super::{Step, Stop};
@@ -121,7 +120,7 @@ impl Machine<'_> {
     /// `widen_imprecise_scalars()` (verifier.c, 6.12 / 7.2 / 7.3 alike) on the state `cur` queued
     /// at the iterator `_next` at `pc`, against `prev`, the path's previous visit there
     /// (`find_prev_entry()`): R6-R9 scalars that differ (`maybe_widen_reg()`) and cannot be
-    /// precise ([`precise::precise_live`] after the call) become unknown. R0-R5 are the call's
+    /// precise ([`super::precise::precise_live`] after the call) become unknown. R0-R5 are the call's
     /// (another type in `cur`: not widened). Left as before (no widening, the loop may then not
     /// converge) for a loop in a called frame, a stack that differs (spilled scalars are widened
     /// too, the model's spills of narrow stores are not the kernel's), a register that may be
@@ -148,10 +147,8 @@ impl Machine<'_> {
         if prev.frames[0].stack != cur.frames[0].stack {
             return Err("a stack slot that changes between iterations".into());
         }
-        let insns = &self.case.program.insns;
         let checked = self.case.prog_type != ProgType::Syscall;
-        let live = self.precise.get_or_init(|| precise::precise_live(insns, checked)).as_ref();
-        let Some(after) = live.and_then(|l| l.get(pc + 1)) else {
+        let Some(after) = self.prep.precise_live(checked).and_then(|l| l.get(pc + 1)) else {
             return Err("a program the precision analysis does not follow".into());
         };
         let mut widen = vec![];
@@ -251,10 +248,12 @@ impl Machine<'_> {
                 if !seen.is_empty() {
                     self.iter_loop_ids.set(true);
                 }
-                let mut head = key.clone();
+                // The checkpoint kept and the loop head are one state (its loop heads dropped:
+                // `LoopHeads` compare equal whatever they hold).
+                let mut head = key;
                 head.loop_heads = Default::default();
                 let head = std::sync::Arc::new(head);
-                seen.push(key);
+                seen.push_shared(head.clone());
                 let prev = st.loop_heads.get(pc);
                 // check_kfunc_call(): `int *` (not a struct) is PTR_TO_MEM | MEM_RDONLY of the
                 // int's size, KF_RET_NULL gives it PTR_MAYBE_NULL and an id (++env->id_gen, on

@@ -74,6 +74,13 @@ pub struct Prepared<'a> {
     pub(crate) global_ctx_args: BTreeMap<usize, u8>,
     /// `callbacks::has_btf_func_info()`.
     pub(crate) func_info: bool,
+    /// `license_is_gpl_compatible()` of the case's licence (a string search: once per case,
+    /// not at every helper call).
+    pub(crate) gpl_compatible: bool,
+    /// Whether an instruction casts from the arena's address space (`addr_space_cast` with
+    /// `imm == 1`), the only source of a `PTR_TO_ARENA` (`arena.rs`): without one, no load,
+    /// store or atomic can meet an arena pointer and `save_aux_ptr_type()` has nothing to keep.
+    pub(crate) arena_casts: bool,
     /// Per map of the case, in order, each followed by its inner map ([`maps_with_inner`]).
     pub(crate) maps: Vec<MapFacts>,
     /// `ld_imm64` instructions with a map reference, in instruction order, as
@@ -85,6 +92,10 @@ pub struct Prepared<'a> {
     cfg: OnceCell<Step<()>>,
     /// By `insn_fields_in_prepass` (bit 1) and `gotox` (bit 0) of the profile.
     insn_scans: [OnceCell<InsnScan>; 4],
+    /// `prune::prune_info()` of the program (the same for every profile), at the first prune check.
+    prune: OnceCell<Option<super::prune::PruneInfo>>,
+    /// `precise::precise_live()` of the program, by its `return_checked`, at the first widening.
+    precise: [OnceCell<Option<Vec<super::precise::Locs>>>; 2],
 }
 
 impl<'a> Prepared<'a> {
@@ -146,11 +157,15 @@ impl<'a> Prepared<'a> {
             globals,
             global_ctx_args,
             func_info: callbacks::has_btf_func_info(case),
+            gpl_compatible: crate::case::license_is_gpl_compatible(&case.license),
+            arena_casts: insns.iter().any(|i| super::arena::is_addr_space_cast(i) && i.imm == 1),
             maps,
             map_refs,
             layout: OnceCell::new(),
             cfg: OnceCell::new(),
             insn_scans: Default::default(),
+            prune: OnceCell::new(),
+            precise: Default::default(),
         }
     }
 
@@ -186,6 +201,22 @@ impl<'a> Prepared<'a> {
     pub(crate) fn insn_scan(&self, fields_in_prepass: bool, gotox: bool) -> Option<&(usize, Stop)> {
         let slot = &self.insn_scans[usize::from(fields_in_prepass) * 2 + usize::from(gotox)];
         slot.get_or_init(|| first_refused_insn(&self.case.program.insns, fields_in_prepass, gotox)).as_ref()
+    }
+}
+
+impl Prepared<'_> {
+    /// The prune points and register liveness of the program (`prune.rs`), computed once per
+    /// case: a function of the instructions alone.
+    pub(crate) fn prune_info(&self) -> Option<&super::prune::PruneInfo> {
+        self.prune.get_or_init(|| super::prune::prune_info(&self.case.program.insns)).as_ref()
+    }
+
+    /// The locations that may become precise per instruction (`precise.rs`), computed once per
+    /// case and value of `return_checked`.
+    pub(crate) fn precise_live(&self, return_checked: bool) -> Option<&[super::precise::Locs]> {
+        self.precise[usize::from(return_checked)]
+            .get_or_init(|| super::precise::precise_live(&self.case.program.insns, return_checked))
+            .as_deref()
     }
 }
 

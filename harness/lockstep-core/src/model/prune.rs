@@ -218,34 +218,37 @@ pub(crate) fn prune_info(insns: &[Insn]) -> Option<PruneInfo> {
 impl Machine<'_> {
     /// Whether `st` repeats a state the walk met at its instruction (see the module's comment);
     /// records it otherwise.
-    pub(super) fn pruned(&mut self, st: &State) -> bool {
+    pub(super) fn pruned(&mut self, st: &mut State) -> bool {
         if self.steps < PRUNE_AFTER_STEPS || st.frames.len() != 1 {
             return false;
         }
         let pc = st.pc;
-        let insns = &self.case.program.insns;
-        let Some(info) = self.prune.get_or_init(|| prune_info(insns)).as_ref() else {
+        let Some(info) = self.prep.prune_info() else {
             return false;
         };
         if !info.point(pc) {
             return false;
         }
         let live = info.live_at(pc);
-        let mut key = st.clone();
-        key.ids_exact = false;
-        for (r, reg) in key.frames[0].regs.iter_mut().enumerate().take(10) {
+        // The key is `st` with `ids_exact` false and the registers not live `NOT_INIT`: made in
+        // place and undone after the lookup, so only a state kept is cloned.
+        let (regs, ids_exact) = (st.frames[0].regs, st.ids_exact);
+        st.ids_exact = false;
+        for (r, reg) in st.frames[0].regs.iter_mut().enumerate().take(10) {
             if live & (1 << r) == 0 {
                 *reg = Reg::NotInit;
             }
         }
         let seen = self.visited.entry(pc).or_default();
-        if seen.contains(&key) {
+        let found = seen.contains(st);
+        if !found && seen.len() < MAX_PRUNE_STATES {
+            seen.push(st.clone());
+        }
+        st.frames[0].regs = regs;
+        st.ids_exact = ids_exact;
+        if found {
             self.pruned_paths.set(true);
-            return true;
         }
-        if seen.len() < MAX_PRUNE_STATES {
-            seen.push(key);
-        }
-        false
+        found
     }
 }

@@ -174,15 +174,15 @@ pub enum StackByte {
 const STACK_SIZE: usize = 512;
 
 /// What each byte of a frame's stack holds, by (negative) offset, `None` where nothing was
-/// written (`STACK_INVALID`). A fixed array, not a map: a state is cloned at every branch, and
-/// cloning this is a copy, not an allocation per node. The methods take offsets as a map would.
-#[derive(Clone, PartialEq)]
-pub struct StackBytes([Option<StackByte>; STACK_SIZE]);
-
-impl Default for StackBytes {
-    fn default() -> Self {
-        StackBytes([None; STACK_SIZE])
-    }
+/// written (`STACK_INVALID`). Two bits a byte (`lo`, `hi`: none 00, misc 01, zero 10, spill 11)
+/// in fixed arrays, not a map: a state is cloned at every branch and compared at every prune
+/// point and loop checkpoint, and this is a 128-byte copy or compare (the 512-byte array of
+/// `Option<StackByte>` it replaces compared and copied the same contents four times the size).
+/// The methods take offsets as a map would.
+#[derive(Clone, Copy, PartialEq, Eq, Default)]
+pub struct StackBytes {
+    lo: [u64; STACK_SIZE / 64],
+    hi: [u64; STACK_SIZE / 64],
 }
 
 impl std::fmt::Debug for StackBytes {
@@ -197,7 +197,14 @@ impl StackBytes {
     }
     /// The byte at `off`, if written.
     pub fn get(&self, off: &i64) -> Option<&StackByte> {
-        Self::index(*off).and_then(|i| self.0[i].as_ref())
+        let i = Self::index(*off)?;
+        let (w, b) = (i / 64, i % 64);
+        match ((self.hi[w] >> b) & 1, (self.lo[w] >> b) & 1) {
+            (0, 0) => None,
+            (0, _) => Some(&StackByte::Misc),
+            (_, 0) => Some(&StackByte::Zero),
+            _ => Some(&StackByte::Spill),
+        }
     }
     /// Whether the byte at `off` was written.
     pub fn contains_key(&self, off: &i64) -> bool {
@@ -207,7 +214,14 @@ impl StackBytes {
     pub fn insert(&mut self, off: i64, b: StackByte) {
         debug_assert!(Self::index(off).is_some(), "stack offset {off} outside the stack");
         if let Some(i) = Self::index(off) {
-            self.0[i] = Some(b);
+            let (w, bit) = (i / 64, 1u64 << (i % 64));
+            let (hi, lo) = match b {
+                StackByte::Misc => (false, true),
+                StackByte::Zero => (true, false),
+                StackByte::Spill => (true, true),
+            };
+            self.hi[w] = if hi { self.hi[w] | bit } else { self.hi[w] & !bit };
+            self.lo[w] = if lo { self.lo[w] | bit } else { self.lo[w] & !bit };
         }
     }
     /// The written bytes at offsets in `r`, in offset order.
@@ -463,5 +477,87 @@ impl State {
                 f(r);
             }
         }
+    }
+}
+
+impl State {
+    /// A key of the parts of the state that most often differ (pc, frames, their registers and
+    /// stack bytes, how many locks, references and iterators): equal states have equal keys
+    /// (each part is a function of fields `PartialEq` compares), so two different keys tell
+    /// two states apart without comparing them ([`SeenStates`]). A sum of independent products,
+    /// not a chained hash: it is computed at every prune point and loop checkpoint.
+    pub fn quick_key(&self) -> u64 {
+        const K: u64 = 0x9e37_79b9_7f4a_7c15;
+        let mut acc = (self.pc as u64)
+            ^ (self.frames.len() as u64) << 32
+            ^ (self.locks.len() as u64) << 40
+            ^ (self.refs.len() as u64) << 48
+            ^ (self.iters.len() as u64) << 56;
+        let mut k = K;
+        let mut add = |v: u64| {
+            acc = acc.wrapping_add(v.wrapping_mul(k));
+            k = k.wrapping_add(0x6a09_e667_f3bc_c909);
+        };
+        for f in &self.frames {
+            for r in &f.regs {
+                add(reg_key(r));
+            }
+            for (lo, hi) in f.stack.bytes.lo.iter().zip(&f.stack.bytes.hi) {
+                add(lo ^ hi.rotate_left(29));
+            }
+            add(f.stack.spills.len() as u64);
+        }
+        acc ^ acc >> 31
+    }
+}
+
+/// A part of [`State::quick_key`]: a function of the register (equal registers, equal keys).
+fn reg_key(r: &Reg) -> u64 {
+    match r {
+        Reg::NotInit => 0,
+        Reg::Scalar(s) => {
+            1 ^ (s.smin as u64).rotate_left(7)
+                ^ (s.smax as u64).rotate_left(19)
+                ^ s.umin.rotate_left(37)
+                ^ s.umax.rotate_left(53)
+        }
+        Reg::Ctx => 2,
+        Reg::Stack { frame, off } => 3 ^ (*frame as u64) << 8 ^ (*off as u64) << 16,
+        Reg::MapValue { map, off, null, .. } => {
+            4 ^ (*map as u64) << 8 ^ (*off as u64) << 16 ^ (*null as u64) << 7
+        }
+        Reg::Packet { off, range, .. } => 5 ^ (*off as u64) << 8 ^ (*range as u64) << 32,
+        Reg::Kernel { btf_id, off, .. } => 6 ^ (*btf_id as u64) << 8 ^ (*off as u64) << 40,
+        _ => 7,
+    }
+}
+
+/// The states met at one instruction (prune points, loop checkpoints), each with its
+/// [`State::quick_key`]: a lookup compares whole states only where the keys are equal.
+#[derive(Debug, Default)]
+pub struct SeenStates(Vec<(u64, std::sync::Arc<State>)>);
+
+impl SeenStates {
+    /// Whether a state equal to `st` was met.
+    pub fn contains(&self, st: &State) -> bool {
+        let k = st.quick_key();
+        self.0.iter().any(|(h, s)| *h == k && **s == *st)
+    }
+    /// Records `st`.
+    pub fn push(&mut self, st: State) {
+        self.push_shared(std::sync::Arc::new(st));
+    }
+    /// Records `st`, shared with its other holders (a loop head, `loops.rs`).
+    pub fn push_shared(&mut self, st: std::sync::Arc<State>) {
+        let k = st.quick_key();
+        self.0.push((k, st));
+    }
+    /// How many states were recorded.
+    pub fn len(&self) -> usize {
+        self.0.len()
+    }
+    /// Whether none was.
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
     }
 }
