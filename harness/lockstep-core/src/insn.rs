@@ -221,7 +221,7 @@ pub mod hex_image {
     /// The slots of a hex image (lower or upper case digits).
     pub fn parse(s: &str) -> Result<Vec<Insn>, String> {
         let b = s.as_bytes();
-        if b.len() % 16 != 0 {
+        if !b.len().is_multiple_of(16) {
             return Err(format!("an instruction image of {} hex digits (not whole slots of 16)", b.len()));
         }
         let digit = |c: u8| -> Result<u8, String> {
