@@ -193,6 +193,57 @@ pub fn decode(bytes: &[u8]) -> Result<Vec<Insn>, DecodeError> {
     Ok(bytes.chunks_exact(8).map(|c| Insn::from_bytes(c.try_into().expect("chunk of 8"))).collect())
 }
 
+/// Serde for a `Vec<Insn>` as the hex string of its byte image ([`encode`]: 16 digits a slot),
+/// the form the protocol's `Run` carries: under TCG the agent decoded an array of five-field
+/// objects per instruction several times slower (docs/speed.md, session 11).
+pub mod hex_image {
+    use super::Insn;
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+
+    pub fn serialize<S: Serializer>(insns: &[Insn], s: S) -> Result<S::Ok, S::Error> {
+        let mut out = Vec::with_capacity(insns.len() * 16);
+        for i in insns {
+            for b in i.to_bytes() {
+                out.push(DIGITS[(b >> 4) as usize]);
+                out.push(DIGITS[(b & 15) as usize]);
+            }
+        }
+        s.serialize_str(std::str::from_utf8(&out).expect("hex digits are ASCII"))
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<Insn>, D::Error> {
+        let s = <std::borrow::Cow<'de, str>>::deserialize(d)?;
+        parse(&s).map_err(serde::de::Error::custom)
+    }
+
+    /// The slots of a hex image (lower or upper case digits).
+    pub fn parse(s: &str) -> Result<Vec<Insn>, String> {
+        let b = s.as_bytes();
+        if !b.len().is_multiple_of(16) {
+            return Err(format!("an instruction image of {} hex digits (not whole slots of 16)", b.len()));
+        }
+        let digit = |c: u8| -> Result<u8, String> {
+            match c {
+                b'0'..=b'9' => Ok(c - b'0'),
+                b'a'..=b'f' => Ok(c - b'a' + 10),
+                b'A'..=b'F' => Ok(c - b'A' + 10),
+                _ => Err(format!("{:?} is not a hex digit", c as char)),
+            }
+        };
+        let mut out = Vec::with_capacity(b.len() / 16);
+        for slot in b.chunks_exact(16) {
+            let mut raw = [0u8; 8];
+            for (k, r) in raw.iter_mut().enumerate() {
+                *r = digit(slot[2 * k])? << 4 | digit(slot[2 * k + 1])?;
+            }
+            out.push(Insn::from_bytes(raw));
+        }
+        Ok(out)
+    }
+}
+
 /// Errors decoding an instruction image.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum DecodeError {
@@ -209,6 +260,24 @@ mod tests {
         let i = Insn::new(BPF_STX | BPF_MEM | BPF_W, 10, 1, -4, 0);
         assert_eq!(Insn::from_bytes(i.to_bytes()), i);
         assert_eq!(i.to_bytes()[1], 0x1a);
+    }
+
+    #[test]
+    fn the_hex_image_round_trips_and_refuses_partial_slots() {
+        let insns = vec![
+            Insn::new(BPF_STX | BPF_MEM | BPF_W, 10, 1, -4, 0),
+            Insn::new(BPF_LD | BPF_DW | BPF_IMM, 1, BPF_PSEUDO_MAP_VALUE, 0, -1),
+            Insn::new(0, 0, 0, i16::MIN, i32::MIN),
+        ];
+        #[derive(serde::Serialize, serde::Deserialize)]
+        struct W(#[serde(with = "hex_image")] Vec<Insn>);
+        let json = serde_json::to_string(&W(insns.clone())).unwrap();
+        assert_eq!(json.len(), 2 + 16 * insns.len(), "{json}");
+        assert!(json.starts_with("\"631a"), "{json}");
+        assert_eq!(serde_json::from_str::<W>(&json).unwrap().0, insns);
+        assert_eq!(hex_image::parse(&json[1..json.len() - 1].to_uppercase()).unwrap(), insns);
+        assert!(hex_image::parse("631a").is_err());
+        assert!(hex_image::parse("631afcff0000000g").is_err());
     }
 
     #[test]

@@ -9,6 +9,14 @@ use crate::verdict::Verdict;
 /// Name of the virtio-serial port carrying the protocol (`/sys/class/virtio-ports/*/name`).
 pub const CONTROL_PORT_NAME: &str = "lockstep.0";
 
+/// The protocol's version, which the agent says in `Hello` (an agent without it says 0). The
+/// agent is the host's own binary and a restored guest's snapshot is keyed by the initramfs that
+/// holds it, so the two always agree; the host still refuses a `Hello` of another version
+/// (`guest::GuestRun::wait_hello`), and the snapshot key names it.
+/// 2 (session 11): instructions as one hex string ([`crate::insn::hex_image`]), results written
+/// in batches, [`GuestMsg::Busy`]. 1 (before): instructions as JSON objects, one write per result.
+pub const PROTOCOL_VERSION: u32 = 2;
+
 /// The kernel parameter the runner puts on every lockstep guest's command line: the agent runs
 /// only as pid 1 of a kernel booted with it (never on a host by mistake).
 pub const GUEST_CMDLINE_MARKER: &str = "lockstep.guest=1";
@@ -153,9 +161,18 @@ pub enum GuestMsg {
         /// `bpf_testmod`), in load order.
         #[serde(default)]
         extra_modules: Vec<ModuleStatus>,
+        /// [`PROTOCOL_VERSION`] of the agent (0: an agent older than the field).
+        #[serde(default)]
+        protocol: u32,
     },
-    /// The result of one `Run`.
+    /// The result of one `Run`. The agent answers in order but may hold finished results back
+    /// and write several at once (when more cases are waiting): a case without its result may
+    /// have finished.
     Result { id: u64, result: KernelResult },
+    /// Case `id` has been running for a while (tens of ms) and every result before it has been
+    /// written; its own result is written as soon as it is done. So if the guest dies while the
+    /// host's last message is this one, case `id` was running.
+    Busy { id: u64 },
     /// The answer to `ListKfuncs`.
     Kfuncs { id: u64, listing: KfuncListing },
     /// Sent right before power-off.

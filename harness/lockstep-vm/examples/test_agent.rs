@@ -27,7 +27,12 @@ fn run() -> io::Result<()> {
     let release = agent_io::kernel_release()?;
     agent_io::send(
         &mut w,
-        &GuestMsg::Hello { release, module: ModuleStatus::Absent, extra_modules: Vec::new() },
+        &GuestMsg::Hello {
+            release,
+            module: ModuleStatus::Absent,
+            extra_modules: Vec::new(),
+            protocol: lockstep_core::proto::PROTOCOL_VERSION,
+        },
     )?;
     for line in reader.lines() {
         let line = line?;
@@ -65,7 +70,12 @@ fn run() -> io::Result<()> {
                 let release = agent_io::kernel_release()?;
                 agent_io::send(
                     &mut w,
-                    &GuestMsg::Hello { release, module: ModuleStatus::Absent, extra_modules: Vec::new() },
+                    &GuestMsg::Hello {
+                        release,
+                        module: ModuleStatus::Absent,
+                        extra_modules: Vec::new(),
+                        protocol: lockstep_core::proto::PROTOCOL_VERSION,
+                    },
                 )?;
             }
             Ok(Some(HostMsg::Shutdown)) => {

@@ -42,6 +42,7 @@
 //! kernel twice is [`guest::batch::BatchEvent::Crashed`], never a verdict.
 
 pub mod agent_io;
+pub mod outbox;
 pub mod stream;
 
 #[cfg(feature = "host")]

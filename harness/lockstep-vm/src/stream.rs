@@ -83,6 +83,7 @@ mod tests {
             release: "7.3.4+deb13-amd64".into(),
             module: ModuleStatus::Absent,
             extra_modules: Vec::new(),
+            protocol: lockstep_core::proto::PROTOCOL_VERSION,
         };
         let line = encode_guest(&hello);
         assert!(line.ends_with('\n') && !line[..line.len() - 1].contains('\n'));

@@ -133,7 +133,10 @@ fn batch_resumes_after_panic_and_hang() {
     assert_eq!(results, [0, 2, 4]);
     assert_eq!(s.crashed, [1], "only the panic is a crash");
     assert_eq!(s.timed_out, [3], "the hang is a timeout, not retried");
-    assert_eq!(s.boots, 4);
+    // The panic leaves four cases unanswered (a finished one among them could have been held
+    // back by an agent that writes in batches): a fresh guest runs them one at a time, where the
+    // panic crashes twice alone (two more guests), then b and the hang (a timeout), then c.
+    assert_eq!(s.boots, 5);
     let crash = events
         .iter()
         .find_map(|e| match e {

@@ -6,14 +6,16 @@
 //! and module BTF once
 //! ([`lockstep_bpf::Loader`]), says `Hello` on the control port, then answers each `Run` with the
 //! kernel's verdict (and `ListKfuncs` with the kernel's kfuncs) until `Shutdown`, and powers the
-//! guest off. Nothing is written to disk.
+//! guest off. Results are written in batches while more cases wait ([`lockstep_vm::outbox`]).
+//! Nothing is written to disk.
 
-use std::io::{self, BufRead};
+use std::io;
 use std::path::Path;
 
 use lockstep_bpf::Loader;
-use lockstep_core::proto::{GuestMsg, HostMsg, KernelResult, ModuleStatus};
+use lockstep_core::proto::{GuestMsg, HostMsg, KernelResult, ModuleStatus, PROTOCOL_VERSION};
 use lockstep_core::verdict::Verdict;
+use lockstep_vm::outbox::{HostLines, Outbox};
 use lockstep_vm::{agent_io, initramfs, stream};
 
 /// Runs the agent and powers off; never returns when running as pid 1. Anywhere but pid 1 of a
@@ -50,7 +52,9 @@ fn load_extra_modules() -> Vec<ModuleStatus> {
 
 fn serve() -> io::Result<()> {
     agent_io::mount_basics()?;
-    let (reader, mut w) = agent_io::open_control_port()?;
+    let (reader, w) = agent_io::open_control_port()?;
+    let mut host = HostLines::new(reader.into_inner());
+    let out = Outbox::new(w);
     let module = load_test_module();
     let extra_modules = load_extra_modules();
     for m in std::iter::once(&module).chain(&extra_modules) {
@@ -67,42 +71,41 @@ fn serve() -> io::Result<()> {
     if let Err(e) = &loader {
         eprintln!("lockstep agent: {e}");
     }
-    let release = agent_io::kernel_release()?;
-    agent_io::send(
-        &mut w,
-        &GuestMsg::Hello { release, module: module.clone(), extra_modules: extra_modules.clone() },
-    )?;
-    for line in reader.lines() {
-        let line = line?;
+    let crash_case = crash_case_of(&std::fs::read_to_string("/proc/cmdline").unwrap_or_default());
+    let hello = |release| GuestMsg::Hello {
+        release,
+        module: module.clone(),
+        extra_modules: extra_modules.clone(),
+        protocol: PROTOCOL_VERSION,
+    };
+    out.send(&hello(agent_io::kernel_release()?))?;
+    while let Some(line) = host.next_line()? {
         match stream::decode_host(&line) {
             Ok(Some(HostMsg::Run { id, case, want_log })) => {
+                out.start_case(id);
+                if crash_case.as_deref() == Some(case.name.as_str()) {
+                    crash_now(&case.name);
+                }
                 let result = match &loader {
                     Ok(l) => l.run_case(&case, want_log),
                     Err(e) => no_loader(&case.name, e),
                 };
-                agent_io::send(&mut w, &GuestMsg::Result { id, result })?;
+                // Held back while the host has sent more (one write for several results).
+                out.finish_case(&GuestMsg::Result { id, result }, host.ready())?;
             }
             Ok(Some(HostMsg::ListKfuncs { id })) => {
                 let listing = lockstep_bpf::kfuncs::list_kfuncs(
                     Path::new(lockstep_bpf::kfuncs::SYS_BTF),
                     loader.as_ref().ok(),
                 );
-                agent_io::send(&mut w, &GuestMsg::Kfuncs { id, listing })?;
+                out.send(&GuestMsg::Kfuncs { id, listing })?;
             }
             Ok(Some(HostMsg::Ping)) => {
                 // A guest restored from a snapshot: greet again (the release is read afresh).
-                let release = agent_io::kernel_release()?;
-                agent_io::send(
-                    &mut w,
-                    &GuestMsg::Hello {
-                        release,
-                        module: module.clone(),
-                        extra_modules: extra_modules.clone(),
-                    },
-                )?;
+                out.send(&hello(agent_io::kernel_release()?))?;
             }
             Ok(Some(HostMsg::Shutdown)) => {
-                agent_io::send(&mut w, &GuestMsg::Bye)?;
+                out.send(&GuestMsg::Bye)?;
                 return Ok(());
             }
             Ok(None) => {}
@@ -114,12 +117,28 @@ fn serve() -> io::Result<()> {
                 eprintln!("lockstep agent: bad line from host: {e}");
                 if let Some(id) = id {
                     let result = no_loader("?", &format!("the agent could not decode the case: {e}"));
-                    agent_io::send(&mut w, &GuestMsg::Result { id, result })?;
+                    out.send(&GuestMsg::Result { id, result })?;
                 }
             }
         }
     }
-    Ok(())
+    out.flush()
+}
+
+/// The kernel parameter naming a case the agent crashes the kernel at (sysrq `c`) instead of
+/// running it: for the fault tests (`harness/lockstep/tests/faults.rs`, `--append`), which need a
+/// case that kills its guest. Nothing else sets it.
+const CRASH_CASE_PARAM: &str = "lockstep.test_crash_case=";
+
+/// The case named by [`CRASH_CASE_PARAM`] in the kernel command line `cmdline`, if any.
+fn crash_case_of(cmdline: &str) -> Option<String> {
+    cmdline.split_whitespace().find_map(|w| w.strip_prefix(CRASH_CASE_PARAM)).map(str::to_string)
+}
+
+/// Crashes the kernel (the fault tests' [`CRASH_CASE_PARAM`]).
+fn crash_now(case: &str) {
+    eprintln!("lockstep agent: crashing the kernel at case {case} ({CRASH_CASE_PARAM})");
+    let _ = std::fs::write("/proc/sysrq-trigger", "c");
 }
 
 /// The fds the agent asks for (`RLIMIT_NOFILE`): pid 1 starts with a soft limit of 1024.
@@ -148,5 +167,20 @@ fn no_loader(case: &str, error: &str) -> KernelResult {
         insns_processed: None,
         setup_error: Some(error.to_string()),
         test_run: None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_crash_case_comes_only_from_its_own_parameter() {
+        assert_eq!(
+            crash_case_of("console=ttyS0 lockstep.test_crash_case=boom quiet\n").as_deref(),
+            Some("boom")
+        );
+        assert_eq!(crash_case_of("console=ttyS0 xlockstep.test_crash_case=boom"), None);
+        assert_eq!(crash_case_of(""), None);
     }
 }

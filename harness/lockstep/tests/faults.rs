@@ -530,3 +530,58 @@ fn a_full_stdout_is_an_error_not_a_panic_and_keeps_the_json() {
     assert_quick_results(&rows);
     run.assert_clean(true);
 }
+
+/// A case the agent crashes the kernel at (`--append lockstep.test_crash_case=crash_here`: sysrq
+/// `c` instead of loading it), then a quick one.
+const CRASH: &str = r#"
+[[case]]
+name = "crash_here"
+prog_type = "sched_cls"
+text = '''
+    r0 = 0
+    exit
+'''
+
+[[case]]
+name = "accept_after_crash"
+prog_type = "sched_cls"
+text = '''
+    r0 = 1
+    exit
+'''
+"#;
+
+/// The agent writes results in batches: the quick cases finish and their results are held back
+/// while the crashing case (sent with them) runs, so the guest dies with several cases
+/// unanswered, finished ones among them. None is charged for that: a fresh guest runs them again one
+/// at a time, the quick cases get their verdicts, only the crashing case is charged (crashed
+/// twice when alone in flight: a crash row), and the case after it runs.
+#[test]
+#[cfg_attr(not(lockstep_vm_tests), ignore = "set LOCKSTEP_VM_TESTS=1")]
+fn a_crash_after_results_held_back_is_charged_to_the_crashing_case_only() {
+    let _g = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let mut run = Run::start_with(&["--append", "lockstep.test_crash_case=crash_here"], Some(CRASH), None);
+    assert_eq!(run.wait(Duration::from_secs(600)), Some(4), "a crash");
+    let rows = run.rows();
+    assert_eq!(rows.len(), QUICK_CASES + 2, "{rows:?}");
+    assert_quick_results(&rows);
+    let crash = row(&rows, "crash_here");
+    assert_eq!(crash["outcome"], "crash", "{crash}");
+    assert!(crash["note"].as_str().unwrap_or_default().contains("sysrq"), "{crash}");
+    let after = row(&rows, "accept_after_crash");
+    assert_eq!(after["outcome"], "ran", "{after}");
+    let err = run.stderr();
+    // "running cases K..6 again one at a time": quick cases (index < 4) among them had finished,
+    // their results held back (the first one may have been written before the others arrived).
+    let again = err
+        .split("running cases ")
+        .nth(1)
+        .and_then(|t| t.split("..").next())
+        .and_then(|k| k.parse::<usize>().ok())
+        .unwrap_or_else(|| panic!("no cases run again one at a time: {err}"));
+    assert!(again < QUICK_CASES && err.contains("again one at a time"), "held-back results: {err}");
+    // Charged only when alone in flight: retried once, then a crash; no quick case was retried.
+    assert_eq!(err.matches("retrying it in a fresh one").count(), 1, "{err}");
+    assert!(err.contains("case crash_here ran; retrying"), "{err}");
+    run.assert_clean(true);
+}

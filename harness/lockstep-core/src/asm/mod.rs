@@ -49,7 +49,9 @@ pub enum Reloc {
 /// An assembled program.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Program {
-    /// Instruction slots (an `ld_imm64` takes two).
+    /// Instruction slots (an `ld_imm64` takes two). In JSON (the protocol's `Run`): the
+    /// kernel's byte image as one hex string ([`crate::insn::hex_image`]).
+    #[serde(with = "crate::insn::hex_image")]
     pub insns: Vec<Insn>,
     /// Symbolic references keyed by instruction index.
     #[serde(with = "crate::serde_pairs")]
@@ -58,7 +60,9 @@ pub struct Program {
     #[serde(with = "crate::serde_pairs")]
     pub labels: BTreeMap<usize, String>,
     /// 1-based source line of each slot, relative to the start of the text (0 for a
-    /// second `ld_imm64` slot and for programs not assembled from text).
+    /// second `ld_imm64` slot and for programs not assembled from text). Not sent to the
+    /// guest (`guest::pipeline::for_guest` empties it): an empty list is left out of JSON.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub lines: Vec<usize>,
 }
 

@@ -8,6 +8,12 @@
 //! deadline and SIGINT/SIGTERM stop the batch: [`BatchSummary::stopped`]. Results are handed to the
 //! callback as they arrive, so nothing streamed is lost. Boot failures are retried up to
 //! `boot_attempts` times in a row.
+//!
+//! The agent writes results in batches, so a guest may end with several cases unanswered, some of
+//! them finished, without saying which one it was running ([`super::pipeline::Stopped::exact`]).
+//! Then no case is charged: a fresh guest runs those cases again one at a time (one in flight),
+//! where a case that kills its guest or outlives its limit is alone in flight and is charged as
+//! above, and the others get their verdicts.
 
 use std::time::Duration;
 
@@ -260,6 +266,8 @@ impl Session {
     ) -> Result<BatchSummary, GuestError> {
         let mut plan = BatchPlan::new(cases.len(), self.opts.boot_attempts.max(1));
         let mut summary = BatchSummary::default();
+        // Cases before this index run one at a time (after a guest ended with several unanswered).
+        let mut solo_until = 0usize;
         while let Some(i) = plan.next_case() {
             match self.boot(&mut plan, &mut summary, on_event)? {
                 Boot::Live => {}
@@ -275,7 +283,9 @@ impl Session {
                 }
             }
             let guest = self.guest.as_mut().expect("booted");
-            // Pipelined from case i on; a guest that dies stops it at the unanswered case.
+            // Pipelined from case i on, or one case at a time up to `solo_until` (see below).
+            let (window, end) =
+                if i < solo_until { (1, solo_until) } else { (super::pipeline::DEFAULT_WINDOW, cases.len()) };
             let mut on_reply = |k: usize, r: super::CaseReply| {
                 plan.completed(i + k);
                 summary.results += 1;
@@ -286,10 +296,9 @@ impl Session {
                     elapsed: r.elapsed,
                 });
             };
-            let window = super::pipeline::DEFAULT_WINDOW;
-            if let Err((k, outcome)) = guest.run_cases(&cases[i..], self.opts.want_log, window, &mut on_reply)
-            {
-                let i = i + k;
+            if let Err(stop) = guest.run_cases(&cases[i..end], self.opts.want_log, window, &mut on_reply) {
+                let outcome = stop.outcome;
+                let i = i + stop.index;
                 self.guest = None;
                 self.hello = None;
                 summary.last_outcome = Some(outcome.clone());
@@ -297,6 +306,20 @@ impl Session {
                     summary.unrun = plan.remaining().collect();
                     summary.stopped = Some(outcome);
                     return Ok(summary);
+                }
+                if !stop.exact && !outcome.stops_the_run() {
+                    // Several cases were unanswered and the agent may have finished some of them
+                    // (it writes results in batches): run them again one at a time in a fresh
+                    // guest, where a case that kills the guest or outlives its limit is alone in
+                    // flight and charged, and the others get their verdicts.
+                    solo_until = i + stop.in_flight;
+                    tracing::warn!(
+                        "the guest ended with {} cases unanswered ({}): running cases {i}..{solo_until} \
+                         again one at a time",
+                        stop.in_flight,
+                        outcome_kind(&outcome),
+                    );
+                    continue;
                 }
                 if let GuestOutcome::Timeout { .. } = outcome {
                     plan.completed(i);
@@ -325,6 +348,20 @@ impl Session {
     pub fn close(mut self) -> Option<GuestOutcome> {
         self.hello = None;
         self.guest.take().map(GuestRun::shutdown)
+    }
+}
+
+/// A word for how a guest ended (for the warning about running cases again).
+fn outcome_kind(o: &GuestOutcome) -> &'static str {
+    match o {
+        GuestOutcome::Completed => "completed",
+        GuestOutcome::Panic { .. } => "kernel panic",
+        GuestOutcome::Exited { .. } => "QEMU ended",
+        GuestOutcome::Timeout { .. } => "time limit",
+        GuestOutcome::Interrupted { .. } => "interrupted",
+        GuestOutcome::Cancelled => "cancelled",
+        GuestOutcome::KvmFailure { .. } => "KVM failure",
+        GuestOutcome::BootFailure { .. } => "boot failure",
     }
 }
 

@@ -19,7 +19,7 @@ use std::sync::mpsc::{channel, Receiver, RecvTimeoutError, Sender};
 use std::time::{Duration, Instant};
 
 use lockstep_core::case::Case;
-use lockstep_core::proto::{GuestMsg, HostMsg, KernelResult, KfuncListing, ModuleStatus};
+use lockstep_core::proto::{GuestMsg, HostMsg, KernelResult, KfuncListing, ModuleStatus, PROTOCOL_VERSION};
 use serde::{Deserialize, Serialize};
 
 use crate::console::{self, ConsoleScanner};
@@ -258,6 +258,12 @@ pub struct GuestRun {
     outcome: Option<GuestOutcome>,
     socket: PathBuf,
     next_id: u64,
+    /// The control socket reached its end (QEMU closed it).
+    control_closed: bool,
+    /// The console reached its end.
+    console_closed: bool,
+    /// The case the agent last said it was running ([`GuestMsg::Busy`]).
+    busy: Option<u64>,
 }
 
 impl GuestRun {
@@ -341,6 +347,9 @@ impl GuestRun {
             outcome: None,
             socket,
             next_id: 1,
+            control_closed: false,
+            console_closed: false,
+            busy: None,
         })
     }
 
@@ -352,11 +361,22 @@ impl GuestRun {
     /// Waits for the agent's `Hello`.
     pub fn wait_hello(&mut self) -> Result<Hello, GuestOutcome> {
         let deadline = self.started + self.timeouts.boot;
-        let (release, module, extra_modules) =
+        let (release, module, extra_modules, protocol) =
             self.wait_for(deadline, Limit::Boot, Stage::Boot, |m| match m {
-                GuestMsg::Hello { release, module, extra_modules } => Some((release, module, extra_modules)),
+                GuestMsg::Hello { release, module, extra_modules, protocol } => {
+                    Some((release, module, extra_modules, protocol))
+                }
                 _ => None,
             })?;
+        if protocol != PROTOCOL_VERSION {
+            // Never met in practice (the agent is this binary, and snapshots are keyed by it).
+            self.kill();
+            let excerpt = format!(
+                "the agent speaks protocol {protocol}, this lockstep {PROTOCOL_VERSION} \
+                 (an initramfs or snapshot of another lockstep build)"
+            );
+            return Err(self.set(GuestOutcome::BootFailure { excerpt }));
+        }
         self.hello_seen = true;
         Ok(Hello { release, module, extra_modules, boot_time: self.started.elapsed(), restored: false })
     }
@@ -404,11 +424,15 @@ impl GuestRun {
     }
 
     fn send(&mut self, msg: &HostMsg, stage: Stage) -> Result<(), GuestOutcome> {
+        self.send_lines(&stream::encode_host(msg), stage)
+    }
+
+    /// Writes encoded messages (whole lines) in one write.
+    fn send_lines(&mut self, lines: &str, stage: Stage) -> Result<(), GuestOutcome> {
         if let Some(o) = &self.outcome {
             return Err(o.clone());
         }
-        let line = stream::encode_host(msg);
-        if self.control.write_all(line.as_bytes()).and_then(|_| self.control.flush()).is_err() {
+        if self.control.write_all(lines.as_bytes()).and_then(|_| self.control.flush()).is_err() {
             // The guest is going away; let the event loop say how (bounded wait).
             let deadline = Instant::now() + self.timeouts.after_fatal;
             return match self.wait_for(deadline, Limit::Shutdown, stage, |_| None::<()>) {
@@ -476,22 +500,30 @@ impl GuestRun {
                         return Err(self.set(GuestOutcome::KvmFailure { excerpt }));
                     }
                 }
+                Ok(Event::Msg(GuestMsg::Busy { id })) => self.busy = Some(id),
                 Ok(Event::Msg(m)) => {
                     if let Some(t) = want(m) {
                         return Ok(t);
                     }
                 }
                 Ok(Event::BadLine(l)) => self.log(&format!("[control] {l}")),
-                Ok(Event::ControlClosed) | Ok(Event::ConsoleClosed) => {}
+                Ok(Event::ControlClosed) => self.control_closed = true,
+                Ok(Event::ConsoleClosed) => self.console_closed = true,
                 Err(RecvTimeoutError::Timeout) => {}
                 Err(RecvTimeoutError::Disconnected) => std::thread::sleep(Duration::from_millis(50)),
             }
             if matches!(self.child.try_wait(), Ok(Some(_))) {
+                if let Some(t) = self.delivered(&mut want) {
+                    return Ok(t);
+                }
                 return Err(self.finish_after_exit(stage));
             }
             let now = Instant::now();
             if self.fatal_since.is_some_and(|t| now > t + self.timeouts.after_fatal) {
                 self.kill();
+                if let Some(t) = self.delivered(&mut want) {
+                    return Ok(t);
+                }
                 return Err(self.finish_after_exit(stage));
             }
             if now > deadline {
@@ -501,6 +533,37 @@ impl GuestRun {
                 return Err(self.set(GuestOutcome::Timeout { stage, limit, after: now - began, excerpt }));
             }
         }
+    }
+
+    /// QEMU has ended: the messages the control socket still delivers (up to its end, at most
+    /// 1 s) count, as results written right before the guest died do. The first that `want`
+    /// accepts, if any; console and stderr lines on the way are kept as usual.
+    fn delivered<T>(&mut self, want: &mut impl FnMut(GuestMsg) -> Option<T>) -> Option<T> {
+        let end = Instant::now() + Duration::from_secs(1);
+        while !self.control_closed {
+            let left = end.checked_duration_since(Instant::now())?;
+            match self.events.recv_timeout(left) {
+                Ok(Event::Msg(GuestMsg::Busy { id })) => self.busy = Some(id),
+                Ok(Event::Msg(m)) => {
+                    if let Some(t) = want(m) {
+                        return Some(t);
+                    }
+                }
+                Ok(Event::Console(l)) => {
+                    self.log(&l);
+                    self.scanner.push_line(&l);
+                }
+                Ok(Event::Stderr(l)) => {
+                    self.log(&format!("[qemu] {l}"));
+                    self.stderr_tail.push(l);
+                }
+                Ok(Event::BadLine(l)) => self.log(&format!("[control] {l}")),
+                Ok(Event::ControlClosed) => self.control_closed = true,
+                Ok(Event::ConsoleClosed) => self.console_closed = true,
+                Err(_) => return None,
+            }
+        }
+        None
     }
 
     /// QEMU has exited (or was killed after a fatal line): classify.
@@ -530,7 +593,7 @@ impl GuestRun {
     /// Reads remaining output until the console closes or `max` passes.
     fn drain(&mut self, max: Duration) {
         let end = Instant::now() + max;
-        while let Some(left) = end.checked_duration_since(Instant::now()) {
+        while let Some(left) = end.checked_duration_since(Instant::now()).filter(|_| !self.console_closed) {
             match self.events.recv_timeout(left) {
                 Ok(Event::Console(l)) => {
                     self.log(&l);
@@ -540,7 +603,11 @@ impl GuestRun {
                     self.log(&format!("[qemu] {l}"));
                     self.stderr_tail.push(l);
                 }
-                Ok(Event::ConsoleClosed) | Err(_) => break,
+                Ok(Event::ConsoleClosed) => {
+                    self.console_closed = true;
+                    break;
+                }
+                Err(_) => break,
                 Ok(_) => {}
             }
         }

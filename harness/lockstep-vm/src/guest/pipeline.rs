@@ -1,8 +1,13 @@
 //! Pipelined cases: the host sends the next cases before the previous result arrives, so the
 //! agent always has work queued and the control-port round trip overlaps the kernel's work.
 //!
-//! The agent answers in order, so the first unanswered case is the one the guest was running
-//! when it died; [`GuestRun::run_cases`] reports that case with the guest's outcome.
+//! The agent answers in order but writes its results in batches ([`crate::outbox`]): while more
+//! cases wait it holds finished results back, up to 16 of them, and writes them in one syscall.
+//! So when the guest dies, the first unanswered case is the one that killed it only when it was
+//! the only case in flight, or when the agent said it was running it ([`GuestMsg::Busy`], after
+//! writing every result before it); otherwise finished cases may be among the unanswered ones,
+//! and [`GuestRun::run_cases`] says so ([`Stopped::exact`]): the caller runs them again one at a
+//! time (`guest::batch`).
 
 use std::time::Instant;
 
@@ -11,14 +16,30 @@ use lockstep_core::proto::{GuestMsg, HostMsg};
 
 use super::{case_limit, CaseReply, GuestOutcome, GuestRun, Limit, Stage};
 
-/// Cases in flight by default: enough to hide the round trip, few enough that a crash loses
-/// little queued work (the cases after the crashing one are sent again to the next guest).
-pub const DEFAULT_WINDOW: usize = 8;
+/// Cases in flight by default: twice the agent's batch ([`crate::outbox::MAX_RESULTS`]), so
+/// that while the host reads one batch of results and sends the next cases, the agent still has
+/// a batch of cases to run. A crash costs at most these cases run again one at a time.
+pub const DEFAULT_WINDOW: usize = 2 * crate::outbox::MAX_RESULTS;
 
-/// The case without what the agent never reads (source text, expectations, description, tags):
-/// less JSON to encode, carry and decode under TCG.
+/// How a guest stopped answering in [`GuestRun::run_cases`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Stopped {
+    /// Index (into the cases given) of the first unanswered case.
+    pub index: usize,
+    /// How the guest ended.
+    pub outcome: GuestOutcome,
+    /// Cases sent and unanswered (`index` and those after it).
+    pub in_flight: usize,
+    /// Whether case `index` is surely the one the guest was running: the only one in flight, or
+    /// named by the agent's last message ([`GuestMsg::Busy`]). Otherwise cases of the
+    /// `in_flight` may have finished with their results held back by the agent.
+    pub exact: bool,
+}
+
+/// The case without what the agent never reads (source text, expectations, description, tags,
+/// source lines): less JSON to encode, carry and decode under TCG.
 pub fn for_guest(case: &Case) -> Case {
-    Case {
+    let mut c = Case {
         text: String::new(),
         // Kept where the agent reads it: `__msg` patterns ask for the verifier log back.
         expect: if case.expect.values().any(|e| !e.msgs.is_empty()) {
@@ -29,20 +50,22 @@ pub fn for_guest(case: &Case) -> Case {
         description: None,
         tags: Vec::new(),
         ..case.clone()
-    }
+    };
+    c.program.lines = Vec::new();
+    c
 }
 
 impl GuestRun {
     /// Runs `cases` in order with up to `window` of them sent ahead, handing each reply (with
     /// its index into `cases`) to `on_reply` as it arrives. Each case's time limit ([`case_limit`])
-    /// runs from the previous reply. On the guest's end: `Err((index of the unanswered case, outcome))`.
+    /// runs from the previous reply. On the guest's end: `Err(`[`Stopped`]`)`.
     pub fn run_cases(
         &mut self,
         cases: &[Case],
         want_log: bool,
         window: usize,
         on_reply: &mut dyn FnMut(usize, CaseReply),
-    ) -> Result<(), (usize, GuestOutcome)> {
+    ) -> Result<(), Stopped> {
         let window = window.max(1);
         let first_id = self.next_id;
         self.next_id += cases.len() as u64;
@@ -50,21 +73,34 @@ impl GuestRun {
         self.scanner.take_warnings();
         let mut since = Instant::now();
         while done < cases.len() {
+            let stopped = |s: &Self, done: usize, sent: usize, outcome: GuestOutcome| {
+                let in_flight = sent.max(done + 1) - done;
+                let exact = in_flight == 1 || s.busy == Some(first_id + done as u64);
+                Stopped { index: done, outcome, in_flight, exact }
+            };
+            // Every case the window allows, in one write.
+            let mut lines = String::new();
             while sent < cases.len() && sent - done < window {
                 let id = first_id + sent as u64;
                 let msg = HostMsg::Run { id, case: Box::new(for_guest(&cases[sent])), want_log };
-                let stage = Stage::Case { id: first_id + done as u64 };
-                self.send(&msg, stage).map_err(|o| (done, o))?;
+                lines.push_str(&crate::stream::encode_host(&msg));
                 sent += 1;
+            }
+            if !lines.is_empty() {
+                let stage = Stage::Case { id: first_id + done as u64 };
+                if let Err(o) = self.send_lines(&lines, stage) {
+                    return Err(stopped(self, done, sent, o));
+                }
             }
             let id = first_id + done as u64;
             let limit = case_limit(self.timeouts.case, self.timeouts.scale_case, &cases[done], want_log);
-            let result = self
-                .wait_for(since + limit, Limit::Case, Stage::Case { id }, |m| match m {
-                    GuestMsg::Result { id: rid, result } if rid == id => Some(result),
-                    _ => None,
-                })
-                .map_err(|o| (done, o))?;
+            let result = match self.wait_for(since + limit, Limit::Case, Stage::Case { id }, |m| match m {
+                GuestMsg::Result { id: rid, result } if rid == id => Some(result),
+                _ => None,
+            }) {
+                Ok(r) => r,
+                Err(o) => return Err(stopped(self, done, sent, o)),
+            };
             let now = Instant::now();
             on_reply(
                 done,
@@ -74,5 +110,23 @@ impl GuestRun {
             done += 1;
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_guest_gets_no_source_lines() {
+        let text = "r0 = 0\nexit\n";
+        let program = lockstep_core::asm::assemble(text, &Default::default()).unwrap();
+        assert!(!program.lines.is_empty());
+        let c = Case::new("c", lockstep_core::case::ProgType::SocketFilter, program, text);
+        let g = for_guest(&c);
+        assert!(g.program.lines.is_empty() && g.text.is_empty());
+        assert_eq!(g.program.insns, c.program.insns);
+        let json = serde_json::to_string(&g).unwrap();
+        assert!(!json.contains("\"lines\""), "{json}");
     }
 }

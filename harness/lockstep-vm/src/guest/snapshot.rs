@@ -56,6 +56,8 @@ impl SnapshotKey {
 fn key_fields(cfg: &GuestConfig, qemu_version: &str) -> Vec<String> {
     vec![
         FORMAT.to_string(),
+        // Redundant with the initramfs's contents (the agent binary) but explicit.
+        format!("protocol {}", lockstep_core::proto::PROTOCOL_VERSION),
         qemu_version.trim().to_string(),
         format!("{:?}", cfg.accel),
         cfg.memory_mib.to_string(),

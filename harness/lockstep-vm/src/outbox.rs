@@ -1,0 +1,205 @@
+//! The agent's side of the control port with results written in batches.
+//!
+//! Each write to the virtio-serial port is a syscall whose buffer the guest kernel hands to QEMU
+//! and waits for (`__send_to_port()`): under TCG, 0.4-1.1 ms per result (docs/speed.md). The host
+//! keeps several cases in flight, so the agent holds a finished result back while another `Run`
+//! is already waiting ([`HostLines::ready`]) and writes what it holds in one syscall when no `Run`
+//! is waiting, or [`MAX_RESULTS`] / [`MAX_BYTES`] are reached.
+//!
+//! A case that runs long must not hold the results before it back (the host's time limits and
+//! what it shows as done would be off): a watchdog thread writes them, followed by
+//! [`GuestMsg::Busy`] naming the case, once a case has run for [`BUSY_AFTER`]; the result of a
+//! case named so is written as soon as it is done. So a guest that dies while the host's last
+//! message is `Busy { id }` died in case `id`; otherwise the cases without a result may include
+//! finished ones, and the host runs them again one at a time (`guest::batch`).
+
+use std::fs::File;
+use std::io::{self, Read, Write};
+use std::os::fd::AsRawFd;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use lockstep_core::proto::GuestMsg;
+
+/// Results held back at most before they are written.
+pub const MAX_RESULTS: usize = 16;
+/// Bytes held back at most (virtio_console's `port_fops_write()` takes 32 KiB per write).
+pub const MAX_BYTES: usize = 32 * 1024;
+/// How long a case runs before the watchdog writes what is held back, and `Busy`.
+pub const BUSY_AFTER: Duration = Duration::from_millis(30);
+/// How often the watchdog looks.
+const TICK: Duration = Duration::from_millis(10);
+
+/// The host's lines, read 64 KiB at a time (several pipelined cases per read).
+pub struct HostLines {
+    file: File,
+    buf: Vec<u8>,
+    /// Start of the bytes not yet returned.
+    start: usize,
+}
+
+impl HostLines {
+    /// Lines read from `file` (the control port).
+    pub fn new(file: File) -> Self {
+        HostLines { file, buf: Vec::with_capacity(1 << 16), start: 0 }
+    }
+
+    /// The next line without its `\n` (blocking); None at the end of the stream (a last line
+    /// without `\n` is returned first).
+    pub fn next_line(&mut self) -> io::Result<Option<String>> {
+        loop {
+            if let Some(n) = self.buf[self.start..].iter().position(|&b| b == b'\n') {
+                let line = String::from_utf8_lossy(&self.buf[self.start..self.start + n]).into_owned();
+                self.start += n + 1;
+                return Ok(Some(line));
+            }
+            if self.start > 0 {
+                self.buf.drain(..self.start);
+                self.start = 0;
+            }
+            let len = self.buf.len();
+            self.buf.resize(len + (1 << 16), 0);
+            let got = loop {
+                match self.file.read(&mut self.buf[len..]) {
+                    Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                    r => break r,
+                }
+            };
+            let got = match got {
+                Ok(n) => n,
+                Err(e) => {
+                    self.buf.truncate(len);
+                    return Err(e);
+                }
+            };
+            self.buf.truncate(len + got);
+            if got == 0 {
+                if self.buf.is_empty() {
+                    return Ok(None);
+                }
+                let line = String::from_utf8_lossy(&self.buf).into_owned();
+                self.buf.clear();
+                return Ok(Some(line));
+            }
+        }
+    }
+
+    /// Whether another line is waiting: a whole line buffered, or bytes readable now (`poll`
+    /// with timeout 0).
+    pub fn ready(&self) -> bool {
+        if self.buf[self.start..].contains(&b'\n') {
+            return true;
+        }
+        let mut p = nix::libc::pollfd { fd: self.file.as_raw_fd(), events: nix::libc::POLLIN, revents: 0 };
+        // SAFETY: one valid pollfd, timeout 0.
+        let n = unsafe { nix::libc::poll(&mut p, 1, 0) };
+        n > 0 && p.revents & nix::libc::POLLIN != 0
+    }
+}
+
+struct Pending {
+    w: File,
+    buf: Vec<u8>,
+    results: usize,
+    /// The case running and since when.
+    running: Option<(u64, Instant)>,
+    /// `Busy` was written for the running case.
+    busy_sent: bool,
+    /// A write of the watchdog that failed (returned by the next call of the main thread).
+    error: Option<io::Error>,
+}
+
+impl Pending {
+    fn flush(&mut self) -> io::Result<()> {
+        if !self.buf.is_empty() {
+            let r = self.w.write_all(&self.buf).and_then(|_| self.w.flush());
+            self.buf.clear();
+            self.results = 0;
+            r?;
+        }
+        Ok(())
+    }
+
+    fn push(&mut self, msg: &GuestMsg) {
+        self.buf.extend_from_slice(crate::stream::encode_guest(msg).as_bytes());
+    }
+
+    fn take_error(&mut self) -> io::Result<()> {
+        self.error.take().map_or(Ok(()), Err)
+    }
+}
+
+/// Messages to the host: results in batches, everything else at once (see the module docs).
+pub struct Outbox {
+    pending: Arc<Mutex<Pending>>,
+}
+
+impl Outbox {
+    /// Writes to `w` (the control port); starts the watchdog thread.
+    pub fn new(w: File) -> Self {
+        let pending = Arc::new(Mutex::new(Pending {
+            w,
+            buf: Vec::with_capacity(MAX_BYTES),
+            results: 0,
+            running: None,
+            busy_sent: false,
+            error: None,
+        }));
+        let p = Arc::downgrade(&pending);
+        std::thread::spawn(move || loop {
+            std::thread::sleep(TICK);
+            let Some(p) = p.upgrade() else { return };
+            let mut p = p.lock().unwrap_or_else(|e| e.into_inner());
+            if let Some((id, since)) = p.running {
+                if !p.busy_sent && since.elapsed() >= BUSY_AFTER {
+                    p.busy_sent = true;
+                    p.push(&GuestMsg::Busy { id });
+                    if let Err(e) = p.flush() {
+                        p.error = Some(e);
+                    }
+                }
+            }
+        });
+        Outbox { pending }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Pending> {
+        self.pending.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Writes `msg` now, after whatever is held back.
+    pub fn send(&self, msg: &GuestMsg) -> io::Result<()> {
+        let mut p = self.lock();
+        p.take_error()?;
+        p.push(msg);
+        p.flush()
+    }
+
+    /// Case `id` starts (for the watchdog).
+    pub fn start_case(&self, id: u64) {
+        let mut p = self.lock();
+        p.running = Some((id, Instant::now()));
+        p.busy_sent = false;
+    }
+
+    /// The result of the running case: held back while `more_waiting` (another `Run` is there,
+    /// [`HostLines::ready`]) within the limits, else written with what is held back.
+    pub fn finish_case(&self, result: &GuestMsg, more_waiting: bool) -> io::Result<()> {
+        let mut p = self.lock();
+        p.take_error()?;
+        p.running = None;
+        p.push(result);
+        p.results += 1;
+        if p.busy_sent || !more_waiting || p.results >= MAX_RESULTS || p.buf.len() >= MAX_BYTES {
+            p.flush()?;
+        }
+        Ok(())
+    }
+
+    /// Writes what is held back.
+    pub fn flush(&self) -> io::Result<()> {
+        let mut p = self.lock();
+        p.take_error()?;
+        p.flush()
+    }
+}
