@@ -437,7 +437,7 @@ fn guest_chunks<'a>(
                         sh.say(format!("lockstep: {name}: module {m} not loaded: {error}"));
                     }
                 }
-                sh.sched().guest_started(boot_time);
+                sh.sched().guest_started(k, boot_time);
                 since = Instant::now();
                 guest = GuestModules { release: r, module: m, extra: extra_modules };
             }

@@ -66,9 +66,9 @@ pub fn shard_positions(cases: &[Case], kernel: &str, shard: Option<Shard>) -> Ve
 /// measured). Each kernel's cases wait in a queue, in the run's order. A job with nothing to do
 /// asks [`Scheduler::next_guest`]: the next kernel no guest has started on, in the run's order;
 /// once every kernel has a guest, one more guest on the kernel whose unclaimed cases would take
-/// longest, if they would take longer than two restores (measured in this run: the slowest guest
-/// start and the kernel's own time per case; before anything was measured, at least
-/// 2 x [`MIN_CASES_PER_GUEST`] cases). A guest claims its kernel's cases a chunk at a time
+/// longest, if they would take longer than two guest starts (measured in this run: the kernel's
+/// latest start and its own time per case, else the run's; before the kernel's first guest
+/// started, at least 2 x [`MIN_CASES_PER_GUEST`] cases). A guest claims its kernel's cases a chunk at a time
 /// ([`Scheduler::claim`]), so the guests of a kernel, and with them the jobs, end together
 /// whichever kernel is slower on this machine today. With one job this is the serial run:
 /// kernel after kernel, each in one guest that claims all its cases at once.
@@ -83,8 +83,8 @@ pub struct Scheduler {
     /// Per kernel: cases done and the guests' time spent on them (after their start).
     done: Vec<usize>,
     busy: Vec<Duration>,
-    /// The slowest guest start (boot or restore) seen.
-    start_cost: Option<Duration>,
+    /// Per kernel: how long its latest guest took to start (boot or restore).
+    start_cost: Vec<Option<Duration>>,
 }
 
 impl Scheduler {
@@ -100,7 +100,7 @@ impl Scheduler {
             units: 0,
             done: vec![0; n],
             busy: vec![Duration::ZERO; n],
-            start_cost: None,
+            start_cost: vec![None; n],
         }
     }
 
@@ -151,7 +151,10 @@ impl Scheduler {
 
     fn worth_another_guest(&self, k: usize) -> bool {
         let left = self.queues[k].len();
-        match (self.per_case(k), self.start_cost) {
+        // One more guest of `k` would take as long to start as its latest one (a restore of the
+        // same snapshot, in the page cache by then). Not another kernel's: the first starts of
+        // a run, two at once, take several times as long as a later one alone.
+        match (self.per_case(k), self.start_cost[k]) {
             (Some(_), Some(start)) => self.left(k) > 2.0 * start.as_secs_f64(),
             _ => left >= 2 * MIN_CASES_PER_GUEST,
         }
@@ -173,9 +176,9 @@ impl Scheduler {
         self.queues[kernel].drain(..).collect()
     }
 
-    /// A guest started (booted or restored) in `took`.
-    pub fn guest_started(&mut self, took: Duration) {
-        self.start_cost = Some(self.start_cost.map_or(took, |s| s.max(took)));
+    /// A guest of `kernel` started (booted or restored) in `took`.
+    pub fn guest_started(&mut self, kernel: usize, took: Duration) {
+        self.start_cost[kernel] = Some(took);
     }
 
     /// A guest of `kernel` spent `busy` on `cases` cases (from its start or its previous claim).
@@ -402,14 +405,15 @@ mod tests {
         assert_eq!(s.claim(0), (0..64).collect::<Vec<_>>());
         assert_eq!(s.claim(0), (64..115).collect::<Vec<_>>());
         // Kernel 0's job is free first (its first guest ended): the fresh kernel 2.
-        s.guest_started(Duration::from_millis(300));
+        s.guest_started(0, Duration::from_millis(300));
+        s.guest_started(1, Duration::from_millis(900));
         s.measured(0, 266, Duration::from_secs(1));
         s.claim_all(0);
         s.guest_ended(0);
         let c = s.next_guest().unwrap();
         assert_eq!((c.kernel, c.part, c.unit), (2, 0, 2));
-        // Kernel 1's job is free next while kernel 2 has most of its cases left (202 x 3.8 ms,
-        // kernel 0's rate while kernel 2 has none yet, > 2 x 0.3 s): a second guest on kernel 2.
+        // Kernel 1's job is free next while kernel 2's first guest has not started yet: its
+        // 202 cases left are more than 2 x MIN_CASES_PER_GUEST, a second guest on kernel 2.
         s.claim_all(1);
         s.guest_ended(1);
         s.claim(2);
@@ -424,12 +428,15 @@ mod tests {
         let per_kernel: Vec<Vec<usize>> = vec![(0..300).collect(), (0..300).collect()];
         let mut s = Scheduler::new(&per_kernel, 2);
         let (_, _) = (s.next_guest().unwrap(), s.next_guest().unwrap());
-        s.guest_started(Duration::from_millis(500));
+        s.guest_started(0, Duration::from_millis(100));
+        s.guest_started(1, Duration::from_millis(2000));
+        s.guest_started(1, Duration::from_millis(500));
         assert_eq!(s.claim(1).len(), 64);
         s.measured(1, 100, Duration::from_millis(400));
         s.claim_all(0);
         s.guest_ended(0);
-        // 236 cases x 4 ms = 0.94 s left on kernel 1, under two starts (1 s): not worth a guest.
+        // 236 cases x 4 ms = 0.94 s left on kernel 1, under two of its latest start (1 s): not
+        // worth a guest.
         assert_eq!(s.next_guest(), None);
         // Measured slower: 236 x 10 ms = 2.4 s, worth one.
         s.measured(1, 0, Duration::from_millis(600));
