@@ -176,7 +176,8 @@ impl Scheduler {
         self.queues[kernel].drain(..).collect()
     }
 
-    /// A guest of `kernel` started (booted or restored) in `took`.
+    /// A guest of `kernel` started (booted or restored, and its first case, the slow one of a
+    /// fresh TCG guest) in `took`.
     pub fn guest_started(&mut self, kernel: usize, took: Duration) {
         self.start_cost[kernel] = Some(took);
     }
