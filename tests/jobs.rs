@@ -57,13 +57,18 @@ fn parallel_guests_give_the_serial_run_reports() {
     assert_eq!(read("2.xml"), read("1.xml"), "JUnit");
     assert_eq!(read("2.md"), read("1.md"), "Markdown");
     assert_eq!((two.0, three.0), (serial.0, serial.0), "exit codes");
-    // --jobs 3 split debian:7.2's cases over two guests: each has its console.
+    // --jobs 3 ran debian:7.2's cases on two guests from the start: each has its console. A job
+    // free later may start one more guest on a kernel whose cases left outweigh two guest starts
+    // as measured (on a loaded machine): its console is the kernel's next.
     let mut logs: Vec<String> = std::fs::read_dir(&consoles)
         .unwrap()
         .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
         .collect();
     logs.sort();
-    assert_eq!(logs, ["console-debian-7.2.2.log", "console-debian-7.2.log", "console-debian-7.3.log"]);
+    let first = ["console-debian-7.2.2.log", "console-debian-7.2.log", "console-debian-7.3.log"];
+    let more = ["console-debian-7.2.3.log", "console-debian-7.3.2.log", "console-debian-7.3.3.log"];
+    assert!(first.iter().all(|f| logs.iter().any(|l| l == f)), "{logs:?}");
+    assert!(logs.iter().all(|l| first.contains(&l.as_str()) || more.contains(&l.as_str())), "{logs:?}");
 }
 
 /// How many cases the files hold (`lockstep check` under one profile: one line per case).

@@ -3,7 +3,6 @@
 //! [`crate::run_rows`]; here are the kernels, guests, threads and files.
 
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{mpsc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
@@ -17,7 +16,7 @@ use lockstep_vm::guest::Timeouts;
 
 use crate::report::{self, Outcome, RunRow};
 use crate::run_files::{self, RunFiles};
-use crate::run_plan::{GuestWork, ReorderBuffer, RowKey};
+use crate::run_plan::{GuestSlot, ReorderBuffer, RowKey};
 pub use crate::run_plan::{RunOutput, Stop};
 use crate::run_rows::{self, GuestModules};
 use crate::runner::{
@@ -78,27 +77,39 @@ fn stop_now(deadline: Instant) -> Option<Stop> {
     (Instant::now() >= deadline).then_some(Stop::TimedOut)
 }
 
-/// [`KernelTarget::prepare`] (kernel fetch, test module build) on a helper thread, so that the
-/// run's deadline and SIGINT/SIGTERM bound it too: `Err` is why the wait was given up. A fetch or
-/// build given up on goes on in the background until lockstep exits, moments later.
-fn prepare_bounded(
+/// [`KernelTarget::prepare`] (kernel fetch, test module build) started on a helper thread: every
+/// kernel of a run is prepared at once when the run starts, beside the first guests' starts, and
+/// its guests wait for it ([`wait_prepared`]). A fetch or build given up on goes on in the
+/// background until lockstep exits, moments later.
+fn spawn_prepare(
     name: &str,
     profile: Option<&str>,
     opts: &RunnerOptions,
-    deadline: Instant,
-) -> Result<Result<KernelTarget>, Stop> {
-    let (tx, rx) = std::sync::mpsc::channel();
+) -> mpsc::Receiver<Result<KernelTarget>> {
+    let (tx, rx) = mpsc::channel();
     let (name, profile, opts) = (name.to_string(), profile.map(str::to_string), opts.clone());
     std::thread::spawn(move || {
-        let _ = tx.send(KernelTarget::prepare(&name, profile.as_deref(), &opts));
+        let t = Instant::now();
+        let r = KernelTarget::prepare(&name, profile.as_deref(), &opts);
+        tracing::debug!(kernel = %name, secs = t.elapsed().as_secs_f64(), ok = r.is_ok(), "kernel prepared");
+        let _ = tx.send(r);
     });
+    rx
+}
+
+/// Waits for a preparation, bounded by the run's deadline and SIGINT/SIGTERM: `Err` is why the
+/// wait was given up.
+fn wait_prepared(
+    rx: &mpsc::Receiver<Result<KernelTarget>>,
+    deadline: Instant,
+) -> Result<Result<KernelTarget>, Stop> {
     loop {
         match rx.recv_timeout(Duration::from_millis(100)) {
             Ok(r) => return Ok(r),
-            Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => {
+            Err(mpsc::RecvTimeoutError::Disconnected) => {
                 return Ok(Err(anyhow::anyhow!("preparing the kernel failed (the helper thread died)")))
             }
-            Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {
+            Err(mpsc::RecvTimeoutError::Timeout) => {
                 if let Some(stop) = stop_now(deadline) {
                     return Err(stop);
                 }
@@ -121,8 +132,8 @@ enum Prepared {
 /// What a guest's worker hands the thread that collects the rows.
 enum Report {
     Row(RowKey, Box<RunRow>),
-    /// A guest is done: no more rows will come for these keys (the ones that did not come are
-    /// missing because the kernel could not be prepared or its guest could not start).
+    /// A guest is done: no more rows will come for these keys, the ones it claimed (those that
+    /// did not come are missing because the run ended on bad input).
     Done(Vec<RowKey>),
     /// An infrastructure problem of guest `unit` (an index into the plan).
     Infra(usize, String),
@@ -136,7 +147,11 @@ struct Shared<'a> {
     kernels: &'a [String],
     opts: RunnerOptions,
     deadline: Instant,
+    /// The preparations started with the run, taken by the first guest of each kernel.
+    preparing: Vec<Mutex<Option<mpsc::Receiver<Result<KernelTarget>>>>>,
     targets: Vec<OnceLock<Prepared>>,
+    /// Which guest runs which cases, decided as the guests go.
+    sched: Mutex<run_plan::Scheduler>,
     stopped: Mutex<Option<Stop>>,
     fatal: Mutex<Option<anyhow::Error>>,
     progress: MultiProgress,
@@ -164,11 +179,21 @@ impl Shared<'_> {
         self.progress.suspend(|| eprintln!("{text}"));
     }
 
-    /// Kernel `k`, prepared by the first guest that needs it (the others of the kernel wait).
+    fn sched(&self) -> std::sync::MutexGuard<'_, run_plan::Scheduler> {
+        self.sched.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Kernel `k`, as its preparation (started with the run) ended, awaited by the first guest
+    /// that needs it (the others of the kernel wait). Its outcome counts from then on, as if it
+    /// was prepared only then: bad input found while preparing a later kernel stops the run
+    /// when that kernel's turn comes, as with `--jobs 1`.
     fn target(&self, k: usize) -> &Prepared {
         let name = &self.kernels[k];
         self.targets[k].get_or_init(|| {
-            match prepare_bounded(name, self.args.kernels.profile.as_deref(), &self.opts, self.deadline) {
+            let rx = self.preparing[k].lock().unwrap_or_else(|e| e.into_inner()).take();
+            let rx =
+                rx.unwrap_or_else(|| spawn_prepare(name, self.args.kernels.profile.as_deref(), &self.opts));
+            match wait_prepared(&rx, self.deadline) {
                 Err(stop) => {
                     self.set_stop(stop);
                     Prepared::Stopped
@@ -191,7 +216,7 @@ impl Shared<'_> {
 }
 
 /// Runs `cases` on every kernel of `args` until `deadline` (the engine of `lockstep run`, used by
-/// tests too), `jobs` guests at a time ([`run_plan::plan_guests`]). Each row goes to `on_row` as
+/// tests too), `jobs` guests at a time ([`run_plan::Scheduler`]). Each row goes to `on_row` as
 /// soon as it exists, or, with `ordered`, as soon as every row before it in the run's order did;
 /// the returned rows are in the run's order (kernel, then case) whatever finished first.
 pub fn run_cases(
@@ -217,34 +242,41 @@ pub fn run_cases(
         kernels.iter().map(|k| run_plan::shard_positions(cases, k, args.shard)).collect();
     // The host's kernel is this process's: one loader, never split.
     let jobs = if args.kernels.host { 1 } else { jobs };
-    let plan = run_plan::plan_guests(&per_kernel, jobs);
+    let sched = run_plan::Scheduler::new(&per_kernel, jobs);
+    let mut order = ReorderBuffer::new(sched.keys());
+    let preparing = per_kernel
+        .iter()
+        .zip(&kernels)
+        .map(|(p, name)| {
+            let start = !p.is_empty() && stop_now(deadline).is_none();
+            Mutex::new(start.then(|| spawn_prepare(name, args.kernels.profile.as_deref(), &opts)))
+        })
+        .collect();
     let shared = Shared {
         args,
         cases,
         kernels: &kernels,
         opts,
         deadline,
+        preparing,
         targets: kernels.iter().map(|_| OnceLock::new()).collect(),
+        sched: Mutex::new(sched),
         stopped: Mutex::new(None),
         fatal: Mutex::new(None),
         progress: MultiProgress::new(),
     };
-    let mut order = ReorderBuffer::new(plan.iter().flat_map(GuestWork::keys));
     let mut rows: Vec<(RowKey, RunRow)> = Vec::new();
     let mut infra: Vec<(usize, String)> = Vec::new();
     let (tx, rx) = mpsc::channel::<Report>();
-    let next = AtomicUsize::new(0);
     std::thread::scope(|s| {
-        for _ in 0..jobs.clamp(1, plan.len().max(1)) {
-            let (tx, shared, plan, next) = (tx.clone(), &shared, &plan, &next);
+        for _ in 0..jobs.max(1) {
+            let (tx, shared) = (tx.clone(), &shared);
             s.spawn(move || loop {
-                let i = next.fetch_add(1, Ordering::SeqCst);
-                let Some(work) = plan.get(i) else { break };
                 if shared.has_fatal() {
                     break;
                 }
-                run_guest(shared, i, work, &tx);
-                let _ = tx.send(Report::Done(work.keys().collect()));
+                let Some(slot) = shared.sched().next_guest() else { break };
+                run_guest(shared, slot, &tx);
             });
         }
         drop(tx);
@@ -282,118 +314,187 @@ pub fn run_cases(
     })
 }
 
-/// Runs the cases of `work` (guest `unit` of the plan) in one guest (booted again after a crash),
-/// sending each row to `tx` as it arrives (a kernel that could not be prepared or booted gives
-/// a `not_run` row per case and one infrastructure message).
-fn run_guest(sh: &Shared, unit: usize, work: &GuestWork, tx: &mpsc::Sender<Report>) {
-    let name = sh.kernels[work.kernel].as_str();
-    let cases: Vec<Case> = work.positions.iter().map(|&p| sh.cases[p].clone()).collect();
-    let cases = &cases[..];
-    let keys: Vec<RowKey> = work.keys().collect();
-    let bar = sh.progress.add(ProgressBar::new(cases.len() as u64));
+/// Runs guest `slot`: claims its kernel's cases a chunk at a time ([`run_plan::Scheduler::claim`])
+/// and runs them in one guest (booted again after a crash), sending each row to `tx` as it
+/// arrives. A kernel that could not be prepared or booted gives a `not_run` row per case and one
+/// infrastructure message; when the guest cannot go on (the run stops, the guest does not boot),
+/// the kernel's last guest to end gives the cases nobody claimed a `not_run` row with the reason.
+fn run_guest(sh: &Shared, slot: GuestSlot, tx: &mpsc::Sender<Report>) {
+    let k = slot.kernel;
+    let name = sh.kernels[k].as_str();
+    let bar = sh.progress.add(ProgressBar::new(0));
     bar.set_style(
         ProgressStyle::with_template("{prefix:>16} [{bar:30}] {pos}/{len} {wide_msg}")
             .expect("template")
             .progress_chars("=> "),
     );
-    bar.set_prefix(work.label(name));
+    bar.set_prefix(slot.label(name));
     bar.set_message("preparing");
-    let send = |i: usize, row: RunRow| {
-        bar.inc(1);
-        let _ = tx.send(Report::Row(keys[i], Box::new(row)));
-    };
-    let no_rows = |text: Option<String>| {
-        if let Some(t) = text {
-            let _ = tx.send(Report::Infra(unit, t));
+    let mut claimed: Vec<usize> = Vec::new();
+    let leftover = guest_chunks(sh, slot, tx, &bar, &mut claimed);
+    let left = sh.sched().guest_ended(k);
+    if let Some((target, release, note)) = leftover {
+        for &p in &left {
+            let row =
+                run_rows::unrun_row(&sh.cases[p], name, target, &release, Outcome::NotRun, note.clone());
+            let _ = tx.send(Report::Row(RowKey { kernel: k, position: p }, Box::new(row)));
         }
-        bar.finish_and_clear();
+    }
+    claimed.extend(left);
+    let _ =
+        tx.send(Report::Done(claimed.into_iter().map(|position| RowKey { kernel: k, position }).collect()));
+    bar.finish_and_clear();
+}
+
+/// Why the cases of a kernel nobody claimed did not run, for their rows: the kernel (when it was
+/// prepared), the guest's release and the note. None: no rows (the run ended on bad input).
+type Leftover<'a> = Option<(Option<&'a KernelTarget>, String, String)>;
+
+/// The work of [`run_guest`]: the cases it claimed go to `claimed`.
+fn guest_chunks<'a>(
+    sh: &'a Shared,
+    slot: GuestSlot,
+    tx: &mpsc::Sender<Report>,
+    bar: &ProgressBar,
+    claimed: &mut Vec<usize>,
+) -> Leftover<'a> {
+    let k = slot.kernel;
+    let name = sh.kernels[k].as_str();
+    let send = |position: usize, row: RunRow| {
+        bar.inc(1);
+        let _ = tx.send(Report::Row(RowKey { kernel: k, position }, Box::new(row)));
     };
     let prepared = match sh.stop() {
         Some(_) => None,
-        None => Some(sh.target(work.kernel)),
+        None => Some(sh.target(k)),
     };
     let target = match prepared {
         Some(Prepared::Ready(t)) if sh.stop().is_none() => t,
-        Some(Prepared::Bad) => return no_rows(None),
+        Some(Prepared::Bad) => return None,
         // The kernel's failure is reported once, by its first guest, and each of its cases gets
         // a row, so that a shard's JSON (and `report merge`) counts it too.
         Some(Prepared::Failed(text)) => {
+            if slot.part == 0 {
+                let _ = tx.send(Report::Infra(slot.unit, text.clone()));
+            }
             let e = text.strip_prefix(&format!("{name}: ")).unwrap_or(text);
-            let why = format!("not run: the kernel could not be prepared: {e}");
-            for (i, c) in cases.iter().enumerate() {
-                send(i, run_rows::unrun_row(c, name, None, "", Outcome::NotRun, why.clone()));
-            }
-            return no_rows((work.part == 0).then(|| text.clone()));
+            return Some((None, String::new(), format!("not run: the kernel could not be prepared: {e}")));
         }
+        // Stopped: the kernel's cases are accounted for, not silently dropped.
         _ => {
-            // Stopped: the kernel's cases are accounted for, not silently dropped.
-            let reason = run_plan::stop_reason(sh.stop().expect("stopped"), sh.args.timeout);
-            for (i, c) in cases.iter().enumerate() {
-                send(i, run_rows::unrun_row(c, name, None, "", Outcome::NotRun, reason.clone()));
-            }
-            bar.finish_and_clear();
-            return;
+            return Some((
+                None,
+                String::new(),
+                run_plan::stop_reason(sh.stop().expect("stopped"), sh.args.timeout),
+            ))
         }
     };
     let mut left = sh.opts.clone();
     left.timeouts.overall = sh.deadline.saturating_duration_since(Instant::now());
     // The console of a kernel's second, third ... guest goes to a file of its own.
     let mut guest_target = target.clone();
-    if work.part > 0 {
-        guest_target.name = format!("{name}.{}", work.part + 1);
+    if slot.part > 0 {
+        guest_target.name = format!("{name}.{}", slot.part + 1);
     }
     let mut session = match KernelSession::start(&guest_target, &left) {
         Ok(s) => s,
         Err(e) => {
             sh.say(format!("lockstep: {name}: {e:#}"));
-            let why = format!("not run: the guest could not be started: {e:#}");
-            for (i, c) in cases.iter().enumerate() {
-                send(i, run_rows::unrun_row(c, name, Some(target), "", Outcome::NotRun, why.clone()));
-            }
-            return no_rows(Some(format!("{name}: {e:#}")));
+            let _ = tx.send(Report::Infra(slot.unit, format!("{name}: {e:#}")));
+            return Some((
+                Some(target),
+                String::new(),
+                format!("not run: the guest could not be started: {e:#}"),
+            ));
         }
     };
     let module = target.module_kfuncs();
     let mut guest = GuestModules::default();
     let mut boot_problem: Option<String> = None;
-    let result = session.run(cases, sh.args.log, &mut |ev| match ev {
-        CaseEvent::Booted { release: r, module: m, extra_modules, boot_time } => {
-            tracing::info!(kernel = %name, release = %r, module = ?m, extra = ?extra_modules, boot_s = boot_time.as_secs_f64(), "guest booted");
-            bar.set_message(format!("booted {r} in {:.1}s", boot_time.as_secs_f64()));
-            for e in &extra_modules {
-                if let ModuleStatus::Failed { name: m, error } = e {
-                    sh.say(format!("lockstep: {name}: module {m} not loaded: {error}"));
+    let mut unrun: Option<String> = None;
+    let mut failure: Option<anyhow::Error> = None;
+    let started = Instant::now();
+    let mut verdicts = 0usize;
+    let mut fresh: Option<Duration> = None;
+    loop {
+        if sh.has_fatal() || sh.stop().is_some() {
+            break;
+        }
+        let chunk = sh.sched().claim(k);
+        if chunk.is_empty() {
+            break;
+        }
+        claimed.extend_from_slice(&chunk);
+        bar.inc_length(chunk.len() as u64);
+        let cases: Vec<Case> = chunk.iter().map(|&p| sh.cases[p].clone()).collect();
+        let mut since = Instant::now();
+        let mut results = 0usize;
+        let result = session.run(&cases, sh.args.log, &mut |ev| match ev {
+            CaseEvent::Booted { release: r, module: m, extra_modules, boot_time } => {
+                tracing::info!(kernel = %name, part = slot.part, release = %r, module = ?m, extra = ?extra_modules, boot_s = boot_time.as_secs_f64(), "guest booted");
+                bar.set_message(format!("booted {r} in {:.1}s", boot_time.as_secs_f64()));
+                for e in &extra_modules {
+                    if let ModuleStatus::Failed { name: m, error } = e {
+                        sh.say(format!("lockstep: {name}: module {m} not loaded: {error}"));
+                    }
+                }
+                fresh = Some(boot_time);
+                since = Instant::now();
+                guest = GuestModules { release: r, module: m, extra: extra_modules };
+            }
+            CaseEvent::BootFailed { excerpt, will_retry } => {
+                sh.say(format!("lockstep: {name}: boot failed{}:\n{excerpt}", if will_retry { " (retrying)" } else { "" }));
+                if !will_retry {
+                    boot_problem = Some(excerpt);
                 }
             }
-            guest = GuestModules { release: r, module: m, extra: extra_modules };
-        }
-        CaseEvent::BootFailed { excerpt, will_retry } => {
-            sh.say(format!("lockstep: {name}: boot failed{}:\n{excerpt}", if will_retry { " (retrying)" } else { "" }));
-            if !will_retry {
-                boot_problem = Some(excerpt);
+            CaseEvent::Retrying { index, excerpt } => {
+                sh.say(format!("lockstep: {name}: the guest ended while case {} ran; retrying it in a fresh one:\n{excerpt}", cases[index].name));
             }
+            CaseEvent::Result { index, result, warnings } => {
+                if verdicts == 0 {
+                    tracing::debug!(kernel = %name, part = slot.part, secs = started.elapsed().as_secs_f64(), "first verdict");
+                }
+                verdicts += 1;
+                // A guest's start is counted up to its first verdict: a restored TCG guest
+                // translates the verifier's code anew, and its first case takes tenths of a
+                // second whichever it is. The rate per case is measured after it.
+                match fresh.take() {
+                    Some(boot) => {
+                        sh.sched().guest_started(k, boot + since.elapsed());
+                        since = Instant::now();
+                    }
+                    None => results += 1,
+                }
+                send(chunk[index], run_rows::result_row(&cases[index], name, target, &module, &guest, result, &warnings, sh.args.log));
+            }
+            CaseEvent::Crashed { index, excerpt } => {
+                send(chunk[index], run_rows::unrun_row(&cases[index], name, Some(target), &guest.release, Outcome::Crash, format!("the case crashed the kernel twice:\n{excerpt}")));
+            }
+            CaseEvent::Lost { index, excerpt } => {
+                send(chunk[index], run_rows::unrun_row(&cases[index], name, Some(target), &guest.release, Outcome::Infra, format!("the guest ended twice while the case ran, the second time without a kernel message (not a kernel crash):\n{excerpt}")));
+            }
+            CaseEvent::TimedOut { index, excerpt } => {
+                send(chunk[index], run_rows::unrun_row(&cases[index], name, Some(target), &guest.release, Outcome::Timeout, excerpt));
+            }
+            CaseEvent::NotRun { index, reason } => {
+                unrun = Some(reason.clone());
+                send(chunk[index], run_rows::unrun_row(&cases[index], name, Some(target), &guest.release, Outcome::NotRun, reason));
+            }
+        });
+        sh.sched().measured(k, results, since.elapsed());
+        if let Err(e) = result {
+            failure = Some(e);
+            break;
         }
-        CaseEvent::Retrying { index, excerpt } => {
-            sh.say(format!("lockstep: {name}: the guest ended while case {} ran; retrying it in a fresh one:\n{excerpt}", cases[index].name));
+        if unrun.is_some() {
+            // The guest did not boot: it takes no more cases.
+            break;
         }
-        CaseEvent::Result { index, result, warnings } => {
-            send(index, run_rows::result_row(&cases[index], name, target, &module, &guest, result, &warnings, sh.args.log));
-        }
-        CaseEvent::Crashed { index, excerpt } => {
-            send(index, run_rows::unrun_row(&cases[index], name, Some(target), &guest.release, Outcome::Crash, format!("the case crashed the kernel twice:\n{excerpt}")));
-        }
-        CaseEvent::Lost { index, excerpt } => {
-            send(index, run_rows::unrun_row(&cases[index], name, Some(target), &guest.release, Outcome::Infra, format!("the guest ended twice while the case ran, the second time without a kernel message (not a kernel crash):\n{excerpt}")));
-        }
-        CaseEvent::TimedOut { index, excerpt } => {
-            send(index, run_rows::unrun_row(&cases[index], name, Some(target), &guest.release, Outcome::Timeout, excerpt));
-        }
-        CaseEvent::NotRun { index, reason } => {
-            send(index, run_rows::unrun_row(&cases[index], name, Some(target), &guest.release, Outcome::NotRun, reason));
-        }
-    });
+    }
     session.close();
-    if let Err(e) = result {
+    tracing::debug!(kernel = %name, part = slot.part, cases = claimed.len(), secs = started.elapsed().as_secs_f64(), "guest done");
+    if let Some(e) = failure {
         if let Some(i) = e.downcast_ref::<crate::exit::Interrupted>() {
             sh.set_stop(Stop::Interrupted(i.signal));
         } else if e.downcast_ref::<crate::exit::RunTimedOut>().is_some() {
@@ -402,13 +503,17 @@ fn run_guest(sh: &Shared, unit: usize, work: &GuestWork, tx: &mpsc::Sender<Repor
             // The run's error (bad input) is reported once, by the run.
         } else {
             sh.say(format!("lockstep: {name}: {e:#}"));
-            let _ = tx.send(Report::Infra(unit, format!("{name}: {e:#}")));
+            let _ = tx.send(Report::Infra(slot.unit, format!("{name}: {e:#}")));
         }
     }
     if let Some(p) = boot_problem {
-        let _ = tx.send(Report::Infra(unit, format!("{name}: the guest did not boot:\n{p}")));
+        let _ = tx.send(Report::Infra(slot.unit, format!("{name}: the guest did not boot:\n{p}")));
     }
-    bar.finish_and_clear();
+    let note = unrun.unwrap_or_else(|| match sh.stop() {
+        Some(stop) => run_plan::stop_reason(stop, sh.args.timeout),
+        None => format!("not run ({})", crate::runner::excerpt(&lockstep_vm::guest::GuestOutcome::Cancelled)),
+    });
+    Some((Some(target), guest.release, note))
 }
 
 /// The guests to run at once: `--jobs` or the number of cores, at most what the available memory

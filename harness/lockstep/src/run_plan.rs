@@ -3,6 +3,7 @@
 //! the exit code. No I/O here: `run.rs` does the kernels, guests and files.
 
 use std::collections::BTreeMap;
+use std::time::Duration;
 
 use lockstep_core::case::Case;
 use lockstep_core::compare::Agreement;
@@ -21,38 +22,39 @@ pub struct RowKey {
     pub position: usize,
 }
 
-/// One guest's share of a run: some cases of one kernel.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct GuestWork {
+/// One guest of a run: a kernel, and which of the kernel's guests it is (its cases are claimed
+/// from the kernel's queue as it goes, [`Scheduler::claim`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct GuestSlot {
     /// Index into the run's kernel list.
     pub kernel: usize,
-    /// Which part of the kernel's cases this is (0-based) ...
+    /// The kernel's guests started before this one (0: its first).
     pub part: usize,
-    /// ... of how many guests the kernel's cases are split over.
-    pub parts: usize,
-    /// The cases, as indices into the run's case list, in that list's order.
-    pub positions: Vec<usize>,
+    /// The run's guests started before this one (orders the infrastructure messages).
+    pub unit: usize,
 }
 
-impl GuestWork {
-    /// The keys of this guest's rows, in order.
-    pub fn keys(&self) -> impl Iterator<Item = RowKey> + '_ {
-        self.positions.iter().map(|&position| RowKey { kernel: self.kernel, position })
-    }
-
-    /// `debian:7.3`, or `debian:7.3 2/3` for the second of three guests of one kernel.
+impl GuestSlot {
+    /// `debian:7.3`, or `debian:7.3 #2` for the kernel's second guest.
     pub fn label(&self, kernel: &str) -> String {
-        if self.parts == 1 {
+        if self.part == 0 {
             kernel.to_string()
         } else {
-            format!("{kernel} {}/{}", self.part + 1, self.parts)
+            format!("{kernel} #{}", self.part + 1)
         }
     }
 }
 
-/// The fewest cases a kernel's cases are split down to per guest: below this an extra guest (a
-/// boot or a restore, seconds) costs more than the cases it would take over (milliseconds each).
+/// The fewest unclaimed cases a kernel must have for a job with nothing else to do to start one
+/// more guest on it while nothing was measured yet: below this an extra guest (a boot or a
+/// restore, seconds) costs more than the cases it would take over (milliseconds each).
 pub const MIN_CASES_PER_GUEST: usize = 16;
+
+/// The fewest and most cases a guest claims at a time when other guests could share its kernel
+/// (with one job a guest claims all its kernel's cases at once): small enough that the guests of
+/// a kernel end within a few cases of each other, large enough that the pause between two claims
+/// (the pipeline drains: about one round trip) stays rare.
+pub const CHUNK: (usize, usize) = (8, 64);
 
 /// The positions of the cases that shard `shard` runs on `kernel` (all of them without a shard).
 pub fn shard_positions(cases: &[Case], kernel: &str, shard: Option<Shard>) -> Vec<usize> {
@@ -60,34 +62,142 @@ pub fn shard_positions(cases: &[Case], kernel: &str, shard: Option<Shard>) -> Ve
     (0..cases.len()).filter(|&i| shard.owns_pair(&cases[i].name, kernel)).collect()
 }
 
-/// Splits the run into guests for `jobs` guests at a time: `cases_per_kernel[k]` are the case
-/// positions kernel `k` runs (kernels without cases get no guest). Every kernel gets one guest,
-/// except that the jobs a whole number of kernel rounds leaves idle are given to the kernels of the
-/// last, partial round, whose cases are then split into contiguous parts (at least
-/// [`MIN_CASES_PER_GUEST`] each). The guests are listed kernel by kernel, parts in order, which
-/// is the order they should start in.
-pub fn plan_guests(cases_per_kernel: &[Vec<usize>], jobs: usize) -> Vec<GuestWork> {
-    let jobs = jobs.max(1);
-    let live: Vec<usize> = (0..cases_per_kernel.len()).filter(|&k| !cases_per_kernel[k].is_empty()).collect();
-    let last_round = live.len() % jobs;
-    let first_of_last_round = live.len() - last_round;
-    let mut out = Vec::new();
-    for (rank, &k) in live.iter().enumerate() {
-        let positions = &cases_per_kernel[k];
-        let share = if rank < first_of_last_round {
-            1
-        } else {
-            let r = rank - first_of_last_round;
-            jobs / last_round + usize::from(r < jobs % last_round)
-        };
-        let parts = share.min(positions.len() / MIN_CASES_PER_GUEST).max(1);
-        let n = positions.len();
-        for part in 0..parts {
-            let chunk = positions[part * n / parts..(part + 1) * n / parts].to_vec();
-            out.push(GuestWork { kernel: k, part, parts, positions: chunk });
+/// Which guest runs which cases, decided as the run goes (pure: the caller reports what it
+/// measured). Each kernel's cases wait in a queue, in the run's order. A job with nothing to do
+/// asks [`Scheduler::next_guest`]: the next kernel no guest has started on, in the run's order;
+/// once every kernel has a guest, one more guest on the kernel whose unclaimed cases would take
+/// longest, if they would take longer than two guest starts (measured in this run: the kernel's
+/// latest start and its own time per case, else the run's; before the kernel's first guest
+/// started, at least 2 x [`MIN_CASES_PER_GUEST`] cases). A guest claims its kernel's cases a chunk at a time
+/// ([`Scheduler::claim`]), so the guests of a kernel, and with them the jobs, end together
+/// whichever kernel is slower on this machine today. With one job this is the serial run:
+/// kernel after kernel, each in one guest that claims all its cases at once.
+#[derive(Clone, Debug)]
+pub struct Scheduler {
+    jobs: usize,
+    queues: Vec<std::collections::VecDeque<usize>>,
+    /// Guests started per kernel, and of those the ones still running.
+    started: Vec<usize>,
+    running: Vec<usize>,
+    units: usize,
+    /// Per kernel: cases done and the guests' time spent on them (after their start).
+    done: Vec<usize>,
+    busy: Vec<Duration>,
+    /// Per kernel: how long its latest guest took to start (boot or restore).
+    start_cost: Vec<Option<Duration>>,
+}
+
+impl Scheduler {
+    /// `cases_per_kernel[k]`: the case positions kernel `k` runs (kernels without cases get no
+    /// guest); `jobs` guests at a time.
+    pub fn new(cases_per_kernel: &[Vec<usize>], jobs: usize) -> Scheduler {
+        let n = cases_per_kernel.len();
+        Scheduler {
+            jobs: jobs.max(1),
+            queues: cases_per_kernel.iter().map(|p| p.iter().copied().collect()).collect(),
+            started: vec![0; n],
+            running: vec![0; n],
+            units: 0,
+            done: vec![0; n],
+            busy: vec![Duration::ZERO; n],
+            start_cost: vec![None; n],
         }
     }
-    out
+
+    /// The key of every row the run will have.
+    pub fn keys(&self) -> Vec<RowKey> {
+        let mut keys = Vec::new();
+        for (kernel, q) in self.queues.iter().enumerate() {
+            keys.extend(q.iter().map(|&position| RowKey { kernel, position }));
+        }
+        keys
+    }
+
+    /// The next guest for a job with nothing to do, None when no guest is worth starting (the
+    /// job ends).
+    pub fn next_guest(&mut self) -> Option<GuestSlot> {
+        let n = self.queues.len();
+        let fresh = (0..n).find(|&k| self.started[k] == 0 && !self.queues[k].is_empty());
+        let kernel = fresh.or_else(|| {
+            (0..n)
+                .filter(|&k| self.running[k] > 0 && self.worth_another_guest(k))
+                // Fewest guests first (the kernel order among equals: the same choice at the
+                // start of every run), then the most work left.
+                .min_by(|&a, &b| {
+                    self.running[a]
+                        .cmp(&self.running[b])
+                        .then(self.left(b).total_cmp(&self.left(a)))
+                        .then(a.cmp(&b))
+                })
+        })?;
+        let slot = GuestSlot { kernel, part: self.started[kernel], unit: self.units };
+        self.started[kernel] += 1;
+        self.running[kernel] += 1;
+        self.units += 1;
+        Some(slot)
+    }
+
+    /// The estimated seconds of kernel `k`'s unclaimed cases (its measured time per case, else
+    /// the run's, else 0).
+    fn left(&self, k: usize) -> f64 {
+        self.queues[k].len() as f64 * self.per_case(k).unwrap_or(0.0)
+    }
+
+    /// Seconds per case on kernel `k` so far, else on all kernels so far.
+    fn per_case(&self, k: usize) -> Option<f64> {
+        let rate = |done: usize, busy: Duration| (done > 0).then(|| busy.as_secs_f64() / done as f64);
+        rate(self.done[k], self.busy[k]).or_else(|| rate(self.done.iter().sum(), self.busy.iter().sum()))
+    }
+
+    fn worth_another_guest(&self, k: usize) -> bool {
+        let left = self.queues[k].len();
+        // One more guest of `k` would take as long to start as its latest one (a restore of the
+        // same snapshot, in the page cache by then). Not another kernel's: the first starts of
+        // a run, two at once, take several times as long as a later one alone.
+        match (self.per_case(k), self.start_cost[k]) {
+            (Some(_), Some(start)) => self.left(k) > 2.0 * start.as_secs_f64(),
+            _ => left >= 2 * MIN_CASES_PER_GUEST,
+        }
+    }
+
+    /// The next cases for a guest of `kernel`, in the run's order (empty: none left).
+    pub fn claim(&mut self, kernel: usize) -> Vec<usize> {
+        let q = &mut self.queues[kernel];
+        let n = if self.jobs == 1 {
+            q.len()
+        } else {
+            q.len().div_ceil(2 * self.jobs).clamp(CHUNK.0, CHUNK.1).min(q.len())
+        };
+        q.drain(..n).collect()
+    }
+
+    /// Every unclaimed case of `kernel`.
+    pub fn claim_all(&mut self, kernel: usize) -> Vec<usize> {
+        self.queues[kernel].drain(..).collect()
+    }
+
+    /// A guest of `kernel` started (booted or restored, and its first case, the slow one of a
+    /// fresh TCG guest) in `took`.
+    pub fn guest_started(&mut self, kernel: usize, took: Duration) {
+        self.start_cost[kernel] = Some(took);
+    }
+
+    /// A guest of `kernel` spent `busy` on `cases` cases (from its start or its previous claim).
+    pub fn measured(&mut self, kernel: usize, cases: usize, busy: Duration) {
+        self.done[kernel] += cases;
+        self.busy[kernel] += busy;
+    }
+
+    /// A guest of `kernel` ended; when it was the kernel's last one running, the cases nobody
+    /// claimed (none, unless its guests could not go on), which no later guest will take.
+    pub fn guest_ended(&mut self, kernel: usize) -> Vec<usize> {
+        self.running[kernel] = self.running[kernel].saturating_sub(1);
+        if self.running[kernel] == 0 {
+            self.claim_all(kernel)
+        } else {
+            Vec::new()
+        }
+    }
 }
 
 /// What each guest is counted as in memory: its RAM and QEMU's own (TCG translation cache,
@@ -256,46 +366,120 @@ mod tests {
         assert_eq!(out(vec![ok], Some(Stop::Interrupted(2))).exit_code(), 130);
     }
 
-    fn sizes(plan: &[GuestWork]) -> Vec<(usize, usize)> {
-        plan.iter().map(|g| (g.kernel, g.positions.len())).collect()
+    /// Runs a plan to its end the way `run.rs` does, a job at a time: (kernel, part, cases)
+    /// of each claim, in claim order.
+    fn claims(s: &mut Scheduler) -> Vec<(usize, usize, usize)> {
+        let mut out = Vec::new();
+        while let Some(g) = s.next_guest() {
+            loop {
+                let c = s.claim(g.kernel);
+                if c.is_empty() {
+                    break;
+                }
+                out.push((g.kernel, g.part, c.len()));
+            }
+            s.guest_ended(g.kernel);
+        }
+        out
     }
 
     #[test]
-    fn one_job_is_one_guest_per_kernel_in_kernel_order() {
-        let per_kernel = vec![(0..100).collect(), (0..100).collect(), (0..100).collect()];
-        let plan = plan_guests(&per_kernel, 1);
-        assert_eq!(sizes(&plan), vec![(0, 100), (1, 100), (2, 100)]);
-        assert!(plan.iter().all(|g| g.parts == 1 && g.positions == (0..100).collect::<Vec<_>>()));
+    fn one_job_is_one_guest_per_kernel_in_kernel_order_claiming_everything() {
+        let per_kernel: Vec<Vec<usize>> = vec![(0..100).collect(); 3];
+        let mut s = Scheduler::new(&per_kernel, 1);
+        assert_eq!(s.keys().len(), 300);
+        let g = s.next_guest().unwrap();
+        assert_eq!((g.kernel, g.part, g.unit), (0, 0, 0));
+        assert_eq!(s.claim(0), (0..100).collect::<Vec<_>>());
+        assert!(s.claim(0).is_empty());
+        s.guest_ended(0);
+        assert_eq!(claims(&mut s), vec![(1, 0, 100), (2, 0, 100)]);
     }
 
     #[test]
-    fn the_last_partial_round_of_kernels_is_split_over_the_idle_jobs() {
+    fn every_kernel_gets_a_guest_first_then_idle_jobs_help_the_kernel_with_fewest_guests() {
         let per_kernel: Vec<Vec<usize>> = vec![(0..266).collect(); 3];
-        // Two kernels fill both jobs; the third would run alone: its cases go to two guests.
-        let plan = plan_guests(&per_kernel, 2);
-        assert_eq!(sizes(&plan), vec![(0, 266), (1, 266), (2, 133), (2, 133)]);
-        assert_eq!((plan[3].part, plan[3].parts), (1, 2));
-        assert_eq!(plan[2].positions, (0..133).collect::<Vec<_>>());
-        assert_eq!(plan[3].positions, (133..266).collect::<Vec<_>>());
-        // As many kernels as jobs: no split.
-        assert_eq!(sizes(&plan_guests(&per_kernel[..2], 2)), vec![(0, 266), (1, 266)]);
-        // One kernel, four jobs: four parts covering every case once, in order.
-        let plan = plan_guests(&per_kernel[..1], 4);
-        assert_eq!(sizes(&plan), vec![(0, 66), (0, 67), (0, 66), (0, 67)]);
-        let all: Vec<usize> = plan.iter().flat_map(|g| g.positions.clone()).collect();
-        assert_eq!(all, (0..266).collect::<Vec<_>>());
-        // Two kernels, three jobs: the first gets two guests, the second one.
-        assert_eq!(sizes(&plan_guests(&per_kernel[..2], 3)), vec![(0, 133), (0, 133), (1, 266)]);
+        let mut s = Scheduler::new(&per_kernel, 2);
+        let (a, b) = (s.next_guest().unwrap(), s.next_guest().unwrap());
+        assert_eq!((a.kernel, b.kernel), (0, 1));
+        // Chunks: a quarter of what is left per job pair, within CHUNK.
+        assert_eq!(s.claim(0), (0..64).collect::<Vec<_>>());
+        assert_eq!(s.claim(0), (64..115).collect::<Vec<_>>());
+        // Kernel 0's job is free first (its first guest ended): the fresh kernel 2.
+        s.guest_started(0, Duration::from_millis(300));
+        s.guest_started(1, Duration::from_millis(900));
+        s.measured(0, 266, Duration::from_secs(1));
+        s.claim_all(0);
+        s.guest_ended(0);
+        let c = s.next_guest().unwrap();
+        assert_eq!((c.kernel, c.part, c.unit), (2, 0, 2));
+        // Kernel 1's job is free next while kernel 2's first guest has not started yet: its
+        // 202 cases left are more than 2 x MIN_CASES_PER_GUEST, a second guest on kernel 2.
+        s.claim_all(1);
+        s.guest_ended(1);
+        s.claim(2);
+        let d = s.next_guest().unwrap();
+        assert_eq!((d.kernel, d.part, d.unit), (2, 1, 3));
+        assert_eq!(d.label("debian:7.3"), "debian:7.3 #2");
+        assert_eq!(c.label("debian:7.3"), "debian:7.3");
     }
 
     #[test]
-    fn few_cases_are_not_split_and_kernels_without_cases_get_no_guest() {
-        let per_kernel = vec![vec![], (0..5).collect(), (0..2 * MIN_CASES_PER_GUEST + 1).collect()];
-        let plan = plan_guests(&per_kernel, 8);
-        assert_eq!(sizes(&plan), vec![(1, 5), (2, MIN_CASES_PER_GUEST), (2, MIN_CASES_PER_GUEST + 1)]);
-        assert_eq!(plan_guests(&[vec![], vec![]], 2), vec![]);
-        assert_eq!(plan[0].label("debian:7.3"), "debian:7.3");
-        assert_eq!(plan[2].label("debian:7.3"), "debian:7.3 2/2");
+    fn a_kernel_nearly_done_gets_no_more_guests() {
+        let per_kernel: Vec<Vec<usize>> = vec![(0..300).collect(), (0..300).collect()];
+        let mut s = Scheduler::new(&per_kernel, 2);
+        let (_, _) = (s.next_guest().unwrap(), s.next_guest().unwrap());
+        s.guest_started(0, Duration::from_millis(100));
+        s.guest_started(1, Duration::from_millis(2000));
+        s.guest_started(1, Duration::from_millis(500));
+        assert_eq!(s.claim(1).len(), 64);
+        s.measured(1, 100, Duration::from_millis(400));
+        s.claim_all(0);
+        s.guest_ended(0);
+        // 236 cases x 4 ms = 0.94 s left on kernel 1, under two of its latest start (1 s): not
+        // worth a guest.
+        assert_eq!(s.next_guest(), None);
+        // Measured slower: 236 x 10 ms = 2.4 s, worth one.
+        s.measured(1, 0, Duration::from_millis(600));
+        assert_eq!(s.next_guest().map(|g| (g.kernel, g.part)), Some((1, 1)));
+    }
+
+    #[test]
+    fn before_any_measure_a_kernel_is_shared_from_twice_the_minimum_and_every_case_is_claimed_once() {
+        // Two kernels on three jobs: the third job helps the first kernel (as the kernel order
+        // says), not the second.
+        let per_kernel: Vec<Vec<usize>> = vec![(0..50).collect(), (0..50).collect()];
+        let mut s = Scheduler::new(&per_kernel, 3);
+        let g: Vec<(usize, usize)> =
+            (0..3).map(|_| s.next_guest().map(|g| (g.kernel, g.part)).unwrap()).collect();
+        assert_eq!(g, vec![(0, 0), (1, 0), (0, 1)]);
+        let mut all = Vec::new();
+        loop {
+            let c = s.claim(0);
+            if c.is_empty() {
+                break;
+            }
+            assert!(c.len() <= CHUNK.1);
+            all.extend(c);
+        }
+        assert_eq!(all, (0..50).collect::<Vec<_>>(), "in order, each once");
+        let few: Vec<Vec<usize>> = vec![vec![], (0..5).collect(), (0..2 * MIN_CASES_PER_GUEST - 1).collect()];
+        let mut s = Scheduler::new(&few, 8);
+        assert_eq!(claims(&mut s), vec![(1, 0, 5), (2, 0, 8), (2, 0, 8), (2, 0, 8), (2, 0, 7)]);
+        assert_eq!(Scheduler::new(&[vec![], vec![]], 2).next_guest(), None);
+    }
+
+    #[test]
+    fn the_last_guest_of_a_kernel_to_end_takes_what_nobody_claimed() {
+        let mut s = Scheduler::new(&[(0..100).collect()], 2);
+        let (a, b) = (s.next_guest().unwrap(), s.next_guest().unwrap());
+        assert_eq!((a.part, b.part), (0, 1));
+        assert_eq!(s.claim(0).len(), 25);
+        // The first guest could not go on: the other still runs and will claim the rest.
+        assert!(s.guest_ended(0).is_empty());
+        assert_eq!(s.claim(0).len(), 19);
+        assert_eq!(s.guest_ended(0), (44..100).collect::<Vec<_>>());
+        assert_eq!(s.next_guest(), None, "no guest starts on a kernel with none running");
     }
 
     #[test]

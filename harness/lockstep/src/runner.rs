@@ -6,7 +6,7 @@
 
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
 use lockstep_core::case::Case;
@@ -224,8 +224,15 @@ impl KernelTarget {
             });
         }
         let kname = kernel::parse(name)?;
+        // The timeline of `-v`: how long each step took.
+        let mut t = Instant::now();
+        let lap = |what: &str, t: &mut Instant| {
+            tracing::debug!(kernel = %name, secs = t.elapsed().as_secs_f64(), "prepared: {what}");
+            *t = Instant::now();
+        };
         // The kernel first: a path that holds no kernel is named before a missing --profile.
         let resolved = kernel::resolve(name)?;
+        lap("kernel resolved", &mut t);
         let pname = match profile.map(str::to_string).or_else(|| kernel::default_profile(&kname)) {
             Some(p) => p,
             None => {
@@ -236,30 +243,43 @@ impl KernelTarget {
             }
         };
         let mut profile = kernel::profile(&pname)?;
-        // The booted kernel's own BTF types tracing / LSM programs' ctx for the model
-        // (docs/kernel-btf.md); without it the model says which BTF is missing.
-        if let Some(v) = kernel::kernel_vmlinux(&resolved) {
-            match crate::kernel_btf::load(&v) {
-                Ok(k) => profile.kernel_btf = lockstep_core::kernel_btf::KernelBtfRef(Some(k)),
-                Err(e) => tracing::warn!("{name}: {e:#}"),
-            }
-        }
-        let (module, module_error) = if opts.module {
-            let built = match &opts.module_ko {
-                Some(ko) => kernel::module_from_ko(ko, kernel::kernel_vmlinux(&resolved).as_deref()),
-                None => kernel::build_module(&resolved),
-            };
-            match built {
-                Ok(m) => (Some(m), None),
-                Err(e) => {
-                    tracing::warn!("{name}: {e:#}");
-                    (None, Some(format!("test module not built: {e:#}")))
+        let vmlinux = kernel::kernel_vmlinux(&resolved);
+        let (kernel_btf, (module, module_error), (testmod, testmod_error)) = std::thread::scope(|s| {
+            // The booted kernel's own BTF types tracing / LSM programs' ctx for the model
+            // (docs/kernel-btf.md); without it the model says which BTF is missing. Parsed beside
+            // the module builds' cache checks (each takes tenths of a second; the guest needs only
+            // the modules, the model only the BTF).
+            let btf = s.spawn(|| {
+                let t = Instant::now();
+                let r = vmlinux.as_deref().map(crate::kernel_btf::load);
+                tracing::debug!(kernel = %name, secs = t.elapsed().as_secs_f64(), "prepared: kernel BTF");
+                r
+            });
+            let module = if opts.module {
+                let built = match &opts.module_ko {
+                    Some(ko) => kernel::module_from_ko(ko, vmlinux.as_deref()),
+                    None => kernel::build_module(&resolved),
+                };
+                match built {
+                    Ok(m) => (Some(m), None),
+                    Err(e) => {
+                        tracing::warn!("{name}: {e:#}");
+                        (None, Some(format!("test module not built: {e:#}")))
+                    }
                 }
-            }
-        } else {
-            (None, Some("test module disabled (--no-module)".into()))
-        };
-        let (testmod, testmod_error) = prepare_testmod(name, &opts.testmod);
+            } else {
+                (None, Some("test module disabled (--no-module)".into()))
+            };
+            lap("test module", &mut t);
+            let testmod = prepare_testmod(name, &opts.testmod);
+            lap("bpf_testmod", &mut t);
+            (btf.join().unwrap_or_else(|p| std::panic::resume_unwind(p)), module, testmod)
+        });
+        match kernel_btf {
+            Some(Ok(k)) => profile.kernel_btf = lockstep_core::kernel_btf::KernelBtfRef(Some(k)),
+            Some(Err(e)) => tracing::warn!("{name}: {e:#}"),
+            None => {}
+        }
         Ok(KernelTarget {
             name: name.into(),
             package_version: resolved.identity.clone(),

@@ -95,9 +95,18 @@ fn file_digest(path: &Path) -> std::io::Result<[u8; 32]> {
     Ok(d)
 }
 
+/// `qemu --version`'s first line, asked once per QEMU binary and process (every guest of a run
+/// computes its snapshot key).
 fn qemu_version(qemu: &str) -> std::io::Result<String> {
+    static MEMO: OnceLock<Mutex<HashMap<String, String>>> = OnceLock::new();
+    let memo = MEMO.get_or_init(Default::default);
+    if let Some(v) = memo.lock().unwrap_or_else(|e| e.into_inner()).get(qemu) {
+        return Ok(v.clone());
+    }
     let out = std::process::Command::new(qemu).arg("--version").output()?;
-    Ok(String::from_utf8_lossy(&out.stdout).lines().next().unwrap_or_default().to_string())
+    let v = String::from_utf8_lossy(&out.stdout).lines().next().unwrap_or_default().to_string();
+    memo.lock().unwrap_or_else(|e| e.into_inner()).insert(qemu.to_string(), v.clone());
+    Ok(v)
 }
 
 /// The snapshot files of one cache directory.
