@@ -446,6 +446,9 @@ impl Loader {
                     }
                 }
                 Reloc::Helper { .. } | Reloc::Subprog { .. } => {}
+                // Typed __ksym variables come only from objects, which the guest loads through
+                // libbpf (bpf_object__resolve_ksym_var_btf_id()): no case text writes one.
+                Reloc::KsymVar { .. } => return Err(bad()),
             }
         }
         Ok((insns, fd_array.fds))

@@ -149,6 +149,29 @@ impl KernelBtf {
         }
     }
 
+    /// What libbpf's `find_ksym_btf_id(.., BTF_KIND_VAR)` finds for a typed `__ksym` variable
+    /// in vmlinux (module variables are not looked up: `None`) and what
+    /// `__check_pseudo_btf_id()` (verifier.c, 6.12/7.2/7.3 alike) makes of it.
+    pub fn ksym_var(&self, name: &str) -> Option<KsymVar> {
+        let id = self.named(name, |k| matches!(k, Kind::Var { .. }))?;
+        let Some(Kind::Var { ty }) = self.btf.get(id).map(|t| &t.kind) else { return None };
+        // find_btf_percpu_datasec(): the DATASEC `.data..percpu` lists the variable.
+        let percpu = self.named(".data..percpu", |k| matches!(k, Kind::Datasec { .. })).is_some_and(|ds| {
+            matches!(self.btf.get(ds).map(|t| &t.kind), Some(Kind::Datasec { entries })
+                if entries.iter().any(|e| e.0 == id))
+        });
+        let t = self.skip_modifiers(*ty);
+        let is_struct = matches!(self.btf.get(t).map(|t| &t.kind), Some(Kind::Struct { .. }));
+        Some(KsymVar { ty: *ty, percpu, is_struct, size: self.size_of(t), shape: self.btf.compat_shape(*ty) })
+    }
+
+    /// The size `btf_resolve_size()` gives the type `id` after its modifiers (`None`: a type the
+    /// model does not size) and whether it is a struct (`btf_type_is_struct()`).
+    pub fn sized_type(&self, id: u32) -> (Option<u32>, bool) {
+        let t = self.skip_modifiers(id);
+        (self.size_of(t), matches!(self.btf.get(t).map(|t| &t.kind), Some(Kind::Struct { .. })))
+    }
+
     /// The id of struct `name` (`btf_find_by_name_kind(.., BTF_KIND_STRUCT)`).
     pub fn struct_id(&self, name: &str) -> Option<u32> {
         self.named(name, |k| matches!(k, Kind::Struct { .. }))
@@ -600,6 +623,21 @@ struct Resolved {
     nelems: u32,
 }
 
+/// A typed `__ksym` variable of vmlinux ([`KernelBtf::ksym_var`]).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct KsymVar {
+    /// The VAR's type (`t->type`, modifiers kept: the `btf_id` of a per-cpu pointer).
+    pub ty: u32,
+    /// Listed in the `.data..percpu` DATASEC.
+    pub percpu: bool,
+    /// The type after its modifiers is a struct (`btf_type_is_struct()`).
+    pub is_struct: bool,
+    /// `btf_resolve_size()` of the type (None: not sized by the model).
+    pub size: Option<u32>,
+    /// [`Btf::compat_shape`] of the type, for libbpf's `bpf_core_types_are_compat()`.
+    pub shape: String,
+}
+
 /// The kernel BTF a profile carries for the model (none: the model says which BTF is missing).
 /// Compared by identity: two profiles are equal in this field when they share the same parse.
 #[derive(Clone, Debug, Default)]
@@ -634,7 +672,7 @@ pub(crate) mod fixture {
     /// 25-33 a struct Qdisc (32 bytes: `flags`, `limit` at 4, `q.qlen` at 12, `qstats` 16-31) and
     /// struct Qdisc_ops { int (*init)(struct Qdisc *sch, int arg); void (*destroy)(struct Qdisc *) }.
     pub(crate) fn sample() -> Vec<u8> {
-        let mut strs = b"\0int\0task_struct\0free_task\0p\0clone_flags\0btf_trace_task_newtask\0__data\0x\0bpf_lsm_task_free\0task__nullable\0u32\0char\0pid\0comm\0group_leader\0real_parent\0task_struct__safe_trusted\0bpf_map\0map_type\0max_entries\0inner_map_meta\0bpf_array\0map\0elem_size\0bpf_arena\0user_vm_start\0parent\0task_struct__safe_rcu\0bpf_iter_meta\0seq_num\0meta\0task\0bpf_iter_task\0qdisc_skb_head\0pad\0qlen\0gnet_stats_queue\0backlog\0drops\0requeues\0Qdisc\0flags\0limit\0q\0qstats\0sch\0arg\0Qdisc_ops\0init\0destroy\0".to_vec();
+        let mut strs = b"\0int\0task_struct\0free_task\0p\0clone_flags\0btf_trace_task_newtask\0__data\0x\0bpf_lsm_task_free\0task__nullable\0u32\0char\0pid\0comm\0group_leader\0real_parent\0task_struct__safe_trusted\0bpf_map\0map_type\0max_entries\0inner_map_meta\0bpf_array\0map\0elem_size\0bpf_arena\0user_vm_start\0parent\0task_struct__safe_rcu\0bpf_iter_meta\0seq_num\0meta\0task\0bpf_iter_task\0qdisc_skb_head\0pad\0qlen\0gnet_stats_queue\0backlog\0drops\0requeues\0Qdisc\0flags\0limit\0q\0qstats\0sch\0arg\0Qdisc_ops\0init\0destroy\0bpf_prog_active\0some_counter\0.data..percpu\0".to_vec();
         let off = |s: &str, strs: &[u8]| {
             let needle = format!("\0{s}\0");
             strs.windows(needle.len()).position(|w| w == needle.as_bytes()).unwrap() as u32 + 1
@@ -703,6 +741,11 @@ pub(crate) mod fixture {
         t.extend([0, info(2, 0), 31]);
         // 33 struct Qdisc_ops { init: 32; destroy: 30; }
         t.extend([o("Qdisc_ops"), info(4, 2), 16, o("init"), 32, 0, o("destroy"), 30, 64]);
+        // 34 VAR bpf_prog_active -> int (per-cpu), 35 VAR some_counter -> u32,
+        // 36 DATASEC .data..percpu { bpf_prog_active }
+        t.extend([o("bpf_prog_active"), info(14, 0), 1, 1]);
+        t.extend([o("some_counter"), info(14, 0), 12, 1]);
+        t.extend([o(".data..percpu"), info(15, 1), 8, 34, 0, 8]);
         let types: Vec<u8> = t.iter().flat_map(|v| v.to_le_bytes()).collect();
         strs.push(0);
         let mut b = Vec::new();

@@ -44,6 +44,12 @@ pub enum Reloc {
     /// [`crate::import::btf::Btf::compat_shape`]): `BPF_PSEUDO_BTF_ID` with the FUNC's id;
     /// otherwise, `weak`, the constant 0 (`src_reg` 0); not weak, the load fails.
     KsymFunc { name: String, weak: bool, proto: String },
+    /// `ld_imm64` (`BPF_PSEUDO_BTF_ID`) of a typed `extern <type> name __ksym` variable, as
+    /// libbpf's `bpf_object__resolve_ksym_var_btf_id()` gives it to the kernel: the vmlinux VAR
+    /// `name` whose type is compatible (`bpf_core_types_are_compat()`) with the local type of
+    /// [`crate::import::btf::Btf::compat_shape`] `shape`. Not found, a `weak` extern is the
+    /// constant 0; otherwise libbpf refuses the object.
+    KsymVar { name: String, weak: bool, shape: String },
 }
 
 /// An assembled program.

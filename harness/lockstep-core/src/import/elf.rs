@@ -45,6 +45,9 @@ pub struct ElfError(pub String);
 struct Extern {
     name: String,
     func: Option<(bool, String)>,
+    /// A typed `extern <type> name __ksym` variable: its object BTF VAR's type's
+    /// [`Btf::compat_shape`] and the ELF symbol's binding (`__weak`).
+    var: Option<(bool, String)>,
 }
 
 /// `src_reg` of a kfunc call (`BPF_PSEUDO_KFUNC_CALL`).
@@ -140,7 +143,18 @@ fn read_object(
                     Some(Kind::Func { proto, .. }) => Some((sym.is_weak(), btf.compat_shape(*proto))),
                     _ => None,
                 });
-                externs.push(Extern { name, func });
+                // A typed `__ksym` variable: an extern VAR of the object's BTF (`.kconfig`
+                // variables, also extern VARs, are in the DATASEC `.kconfig`, not `.ksyms`).
+                let var = btf
+                    .types
+                    .iter()
+                    .find(|t| t.name == name && matches!(t.kind, Kind::Var { .. }))
+                    .filter(|_| ksyms_datasec_has(&btf, &name))
+                    .and_then(|t| match t.kind {
+                        Kind::Var { ty } => Some((sym.is_weak(), btf.compat_shape(ty))),
+                        _ => None,
+                    });
+                externs.push(Extern { name, func, var });
                 patches.push((s.index().0, off, EXTERN_VAR_SRC, externs.len() as i32 - 1));
             }
         }
@@ -510,10 +524,18 @@ fn program_case(
                     }
                 }
                 EXTERN_VAR_SRC => match externs.get(ins.imm as usize) {
-                    Some(Extern { name, func: Some((weak, proto)) }) => {
+                    Some(Extern { name, func: Some((weak, proto)), .. }) => {
                         program.relocs.insert(
                             i,
                             Reloc::KsymFunc { name: name.clone(), weak: *weak, proto: proto.clone() },
+                        );
+                        insns[i].src = crate::insn::BPF_PSEUDO_BTF_ID;
+                        insns[i].imm = 0;
+                    }
+                    Some(Extern { name, func: None, var: Some((weak, shape)) }) => {
+                        program.relocs.insert(
+                            i,
+                            Reloc::KsymVar { name: name.clone(), weak: *weak, shape: shape.clone() },
                         );
                         insns[i].src = crate::insn::BPF_PSEUDO_BTF_ID;
                         insns[i].imm = 0;
@@ -916,6 +938,16 @@ pub fn rename_sections(bytes: &[u8], which: &[usize], new_name: &str) -> Result<
         wr(&mut out, hdr(i), name_at as u64, 4);
     }
     Ok(out)
+}
+
+/// Whether the object's DATASEC `.ksyms` (where libbpf finds typed and typeless `__ksym`
+/// externs, `bpf_object__collect_externs()`) lists the VAR `name`.
+fn ksyms_datasec_has(btf: &Btf, name: &str) -> bool {
+    btf.types.iter().any(|t| {
+        t.name == ".ksyms"
+            && matches!(&t.kind, Kind::Datasec { entries }
+                if entries.iter().any(|e| btf.get(e.0).is_some_and(|v| v.name == name)))
+    })
 }
 
 #[cfg(test)]

@@ -448,6 +448,10 @@ impl Machine<'_> {
                 let r0 = self.this_cpu_ptr(st, pc)?;
                 self.clobber(st, r0);
             }
+            "bpf_per_cpu_ptr" => {
+                let r0 = self.per_cpu_ptr(st, pc)?;
+                self.clobber(st, r0);
+            }
             "bpf_tail_call" => {
                 let r1 = self.read_reg(st, pc, 1)?;
                 let r2 = self.read_reg(st, pc, 2)?;

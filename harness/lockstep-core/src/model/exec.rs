@@ -648,6 +648,9 @@ impl<'a> Machine<'a> {
             (BPF_PSEUDO_BTF_ID, Some(Reloc::KsymFunc { name, weak, proto })) => {
                 super::ksym::ksym_func_reg(self.profile.kernel_btf.0.as_deref(), name, *weak, proto)?
             }
+            (BPF_PSEUDO_BTF_ID, Some(Reloc::KsymVar { name, weak, shape })) => {
+                super::ksym::ksym_var_reg(self.profile.kernel_btf.0.as_deref(), name, *weak, shape)?
+            }
             (BPF_PSEUDO_FUNC, _) => {
                 super::callbacks::func_ref(pc, insn, self.prep.func_info, |s| self.globals.contains_key(&s))?
             }

@@ -128,6 +128,16 @@ impl Machine<'_> {
     /// depends on flags the model does not keep) are not modelled.
     pub(super) fn this_cpu_ptr(&self, st: &State, pc: usize) -> Step<Reg> {
         let r1 = self.read_reg(st, pc, 1)?;
+        if let Reg::Percpu { btf_id } = r1 {
+            // bpf_base_func_proto()'s CAP_PERFMON list, as bpf_per_cpu_ptr.
+            if !BASE_FUNC_PROTO_TYPES.contains(&self.case.prog_type) {
+                return Err(Stop::Unsupported(format!(
+                    "helper bpf_this_cpu_ptr in a {} program (its get_func_proto()) is not modelled",
+                    self.case.prog_type.name()
+                )));
+            }
+            return self.percpu_ksym_ret("bpf_this_cpu_ptr", btf_id);
+        }
         let refused = match &r1 {
             Reg::Alloc { percpu, non_owning, .. } => !percpu && !non_owning,
             Reg::Scalar(_) | Reg::Ctx | Reg::Stack { .. } | Reg::MapPtr { .. } | Reg::MapValue { .. } => true,
@@ -145,6 +155,53 @@ impl Machine<'_> {
             ("expected", PERCPU_BTF_PTR_TYPES.into()),
         ];
         self.reject(pc, self.msg(&self.profile.messages.reg_type_mismatch, &args))
+    }
+
+    /// `bpf_per_cpu_ptr(percpu_ptr, cpu)` (helpers.c `bpf_per_cpu_ptr_proto`:
+    /// `ARG_PTR_TO_PERCPU_BTF_ID`, `ARG_ANYTHING`, `RET_PTR_TO_MEM_OR_BTF_ID | PTR_MAYBE_NULL |
+    /// MEM_RDONLY`), offered by `bpf_base_func_proto()` to a `CAP_PERFMON` loader (6.12, 7.2,
+    /// 7.3 alike). R1 is checked as for `bpf_this_cpu_ptr()` (`check_reg_type()`), R2 must be
+    /// readable (`check_reg_arg()`), then R0 as for `bpf_this_cpu_ptr()` with `PTR_MAYBE_NULL`
+    /// and a fresh id (`check_helper_call()`: `regs[BPF_REG_0].id = ++env->id_gen`).
+    pub(super) fn per_cpu_ptr(&mut self, st: &State, pc: usize) -> Step<Reg> {
+        if !BASE_FUNC_PROTO_TYPES.contains(&self.case.prog_type) {
+            return Err(Stop::Unsupported(format!(
+                "helper bpf_per_cpu_ptr in a {} program (its get_func_proto()) is not modelled",
+                self.case.prog_type.name()
+            )));
+        }
+        let r1 = self.read_reg(st, pc, 1)?;
+        let Reg::Percpu { btf_id } = r1 else {
+            // check_reg_type() refuses R1 before R2 is read: the same rule as bpf_this_cpu_ptr.
+            return match self.this_cpu_ptr(st, pc) {
+                Err(Stop::Unsupported(_)) => Err(Stop::Unsupported(format!(
+                    "helper bpf_per_cpu_ptr with R1 of type {} is not modelled",
+                    r1.type_str()
+                ))),
+                other => other.map(|_| Reg::NotInit),
+            };
+        };
+        self.read_reg(st, pc, 2)?;
+        let Reg::Mem { size, rdonly, parent, .. } = self.percpu_ksym_ret("bpf_per_cpu_ptr", btf_id)? else {
+            unreachable!("percpu_ksym_ret gives PTR_TO_MEM");
+        };
+        let id = self.fresh_id();
+        Ok(Reg::Mem { size, rdonly, id, parent, null: true })
+    }
+
+    /// `check_helper_call()`'s `RET_PTR_TO_MEM_OR_BTF_ID` for a per-cpu `__ksym` variable of
+    /// type `btf_id`: not a struct, `PTR_TO_MEM | MEM_RDONLY` of `btf_resolve_size()` bytes; a
+    /// struct (`PTR_TO_BTF_ID`) is not modelled.
+    fn percpu_ksym_ret(&self, name: &str, btf_id: u32) -> Step<Reg> {
+        let kbtf = self.profile.kernel_btf.0.as_deref().ok_or_else(|| {
+            Stop::Unsupported(format!("helper {name} without the kernel's BTF is not modelled"))
+        })?;
+        match kbtf.sized_type(btf_id) {
+            (Some(size), false) => Ok(Reg::Mem { size, rdonly: true, id: 0, parent: 0, null: false }),
+            _ => Err(Stop::Unsupported(format!(
+                "helper {name} on a per-cpu variable of a struct or unsized type (PTR_TO_BTF_ID) is not modelled"
+            ))),
+        }
     }
 
     /// `bpf_get_local_storage(map, flags)` (kernel/bpf/cgroup.c `bpf_get_local_storage_proto`:

@@ -176,6 +176,11 @@ fn kptr_xchg_dest_refused(r1: &Reg) -> bool {
         Reg::MapValue { null, .. } => *null,
         Reg::Alloc { null, percpu, .. } => *null || *percpu,
         // A kfunc's PTR_TO_MEM and a kptr-loaded local object: not modelled (left to the caller).
-        Reg::NotInit | Reg::BtfPtr { .. } | Reg::Kernel { .. } | Reg::Mem { .. } | Reg::AllocRcu { .. } => false,
+        Reg::NotInit
+        | Reg::BtfPtr { .. }
+        | Reg::Kernel { .. }
+        | Reg::Mem { .. }
+        | Reg::AllocRcu { .. }
+        | Reg::Percpu { .. } => false,
     }
 }

@@ -57,3 +57,47 @@ pub(super) fn ksym_func_reg(
     }
     Ok(Reg::Scalar(Scalar::known(0)))
 }
+
+/// The register an `ld_imm64` of the typed `__ksym` variable `name` loads (`weak`: the extern is
+/// `__weak`; `shape`: its local type's [`crate::import::btf::Btf::compat_shape`]).
+///
+/// libbpf (`bpf_object__resolve_ksym_var_btf_id()`): the VAR `name` in vmlinux BTF (modules'
+/// variables are not looked up here: unsupported); found, its type must be compatible with the
+/// local one (`bpf_core_types_are_compat()`, else libbpf refuses the object); not found and
+/// `__weak`, the constant 0 (`bpf_object__relocate_data()`: an unresolved typed ksym is loaded
+/// as its address, 0). The kernel (`__check_pseudo_btf_id()`, same in 6.12, 7.2, 7.3): a variable
+/// of the `.data..percpu` DATASEC is `PTR_TO_BTF_ID | MEM_PERCPU` of the VAR's type
+/// ([`Reg::Percpu`]); another non-struct one `PTR_TO_MEM | MEM_RDONLY` of its size; a struct
+/// `PTR_TO_BTF_ID` (not modelled here).
+pub(super) fn ksym_var_reg(
+    kbtf: Option<&KernelBtf>,
+    name: &str,
+    weak: bool,
+    shape: &str,
+) -> Result<Reg, Stop> {
+    let unsupported =
+        |why: String| Stop::Unsupported(format!("typed __ksym variable `{name}`: {why} is not modelled"));
+    let kbtf = kbtf.ok_or_else(|| unsupported("without the kernel's BTF to resolve it in".into()))?;
+    let Some(var) = kbtf.ksym_var(name) else {
+        if weak {
+            return Ok(Reg::Scalar(Scalar::known(0)));
+        }
+        return Err(unsupported("a variable not in vmlinux BTF (a module's, or libbpf refuses it)".into()));
+    };
+    if var.shape != shape {
+        return Err(unsupported(format!(
+            "a local type ({shape}) other than the kernel's ({}) (bpf_core_types_are_compat())",
+            var.shape
+        )));
+    }
+    if var.percpu {
+        return Ok(Reg::Percpu { btf_id: var.ty });
+    }
+    match (var.is_struct, var.size) {
+        (false, Some(size)) => Ok(Reg::Mem { size, rdonly: true, id: 0, parent: 0, null: false }),
+        (true, _) => Err(unsupported("a struct (check_pseudo_btf_id(): PTR_TO_BTF_ID)".into())),
+        (false, None) => {
+            Err(unsupported("a type whose size the model does not resolve (btf_resolve_size())".into()))
+        }
+    }
+}

@@ -267,6 +267,8 @@ mod tests_kptr_xchg;
 #[cfg(test)]
 mod tests_kptrload;
 #[cfg(test)]
+mod tests_ksymvar;
+#[cfg(test)]
 mod tests_license;
 #[cfg(test)]
 mod tests_localkptr;

@@ -405,6 +405,11 @@ impl Machine<'_> {
                 if let Some(k) = self.module.kfuncs.get(n) {
                     return Ok(k.prog_types.contains(&self.case.prog_type) && k.flags & KF_SLEEPABLE != 0);
                 }
+                // A kfunc the kernel's BTF describes (kfunc_btf.rs: vmlinux sets, bpf_testmod's):
+                // fetch_kfunc_arg_meta() fails outside its hooks (not sleepable then).
+                if let Some(k) = self.profile.kernel_btf.0.as_deref().and_then(|b| b.kfuncs.get(n)) {
+                    return Ok(k.allowed_in(self.case.prog_type) && k.flags & KF_SLEEPABLE != 0);
+                }
                 let known = n.starts_with("bpf_iter_num_")
                     || n == "bpf_throw"
                     || super::irq::is_native_irq_kfunc(n)

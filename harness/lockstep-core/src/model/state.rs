@@ -68,6 +68,10 @@ pub enum Reg {
     /// constant `off`; `range` the bytes from the packet's start a compare against `pkt_end`
     /// proved (`AT_PKT_END` / `BEYOND_PKT_END` when negative). All have id 0.
     Packet { kind: super::pkt::PktKind, off: i64, range: i32 },
+    /// `PTR_TO_BTF_ID | MEM_PERCPU` of a typed per-cpu `__ksym` variable (`ksym.rs`,
+    /// `__check_pseudo_btf_id()`): the VAR's vmlinux type `btf_id`, at offset 0, id 0. Only
+    /// `bpf_this_cpu_ptr()` / `bpf_per_cpu_ptr()` take it in the model.
+    Percpu { btf_id: u32 },
 }
 
 impl Reg {
@@ -101,6 +105,7 @@ impl Reg {
             Reg::Mem { null: true, .. } => "mem_or_null",
             Reg::Mem { .. } => "mem",
             Reg::Packet { kind, .. } => kind.type_str(),
+            Reg::Percpu { .. } => "percpu_ptr_",
         }
     }
     /// `PTR_MAYBE_NULL`: a pointer not yet checked against NULL.
