@@ -549,14 +549,8 @@ impl GuestRun {
                         return Some(t);
                     }
                 }
-                Ok(Event::Console(l)) => {
-                    self.log(&l);
-                    self.scanner.push_line(&l);
-                }
-                Ok(Event::Stderr(l)) => {
-                    self.log(&format!("[qemu] {l}"));
-                    self.stderr_tail.push(l);
-                }
+                Ok(Event::Console(l)) => self.keep_console(l),
+                Ok(Event::Stderr(l)) => self.keep_stderr(l),
                 Ok(Event::BadLine(l)) => self.log(&format!("[control] {l}")),
                 Ok(Event::ControlClosed) => self.control_closed = true,
                 Ok(Event::ConsoleClosed) => self.console_closed = true,
@@ -564,6 +558,18 @@ impl GuestRun {
             }
         }
         None
+    }
+
+    /// A console line read while no case waits on it: logged and scanned for panics.
+    fn keep_console(&mut self, l: String) {
+        self.log(&l);
+        self.scanner.push_line(&l);
+    }
+
+    /// A QEMU stderr line: logged and kept for the outcome's excerpt.
+    fn keep_stderr(&mut self, l: String) {
+        self.log(&format!("[qemu] {l}"));
+        self.stderr_tail.push(l);
     }
 
     /// QEMU has exited (or was killed after a fatal line): classify.
@@ -595,14 +601,8 @@ impl GuestRun {
         let end = Instant::now() + max;
         while let Some(left) = end.checked_duration_since(Instant::now()).filter(|_| !self.console_closed) {
             match self.events.recv_timeout(left) {
-                Ok(Event::Console(l)) => {
-                    self.log(&l);
-                    self.scanner.push_line(&l);
-                }
-                Ok(Event::Stderr(l)) => {
-                    self.log(&format!("[qemu] {l}"));
-                    self.stderr_tail.push(l);
-                }
+                Ok(Event::Console(l)) => self.keep_console(l),
+                Ok(Event::Stderr(l)) => self.keep_stderr(l),
                 Ok(Event::ConsoleClosed) => {
                     self.console_closed = true;
                     break;
