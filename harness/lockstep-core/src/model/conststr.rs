@@ -104,8 +104,7 @@ impl Machine<'_> {
                 return unsupported("a size R2 that is not a known constant of at least 1");
             };
             self.kernel_mem_arg_read(pc, 1, &r1, size, "bpf_strncmp")?;
-            let r3 = self.read_reg(st, pc, 3)?;
-            self.const_str_arg(pc, 3, &r3, name)?;
+            self.strncmp_s2(st, pc)?;
             self.clobber(st, Reg::Scalar(super::scalar::Scalar::unknown()));
             return Ok(());
         }
@@ -123,9 +122,21 @@ impl Machine<'_> {
             Err(MapValueArgGap::PastValue) => return unsupported("R1 past the map value"),
             Err(MapValueArgGap::OverField) => return unsupported("R1 over a special field"),
         }
-        let r3 = self.read_reg(st, pc, 3)?;
-        self.const_str_arg(pc, 3, &r3, name)?;
+        self.strncmp_s2(st, pc)?;
         self.clobber(st, Reg::Scalar(super::scalar::Scalar::unknown()));
         Ok(())
+    }
+
+    /// `bpf_strncmp`'s `s2` (R3, `ARG_PTR_TO_CONST_STR`): `check_func_arg()` ->
+    /// `check_reg_type()` against `const_str_ptr_types` (`PTR_TO_MAP_VALUE` alone, not nullable:
+    /// the same in 6.12, 7.2 and 7.3) refuses a scalar, 0 included, as "R3 type=scalar
+    /// expected=map_value" (the kernel-btf case `kmem_strncmp_task_flags_then_const_str`, real
+    /// runs on debian:6.12 / 7.2 / 7.3); a map value goes on to [`Self::const_str_arg`].
+    fn strncmp_s2(&self, st: &State, pc: usize) -> Step<()> {
+        let r3 = self.read_reg(st, pc, 3)?;
+        if let Reg::Scalar(_) = r3 {
+            return self.reject(pc, "R3 type=scalar expected=map_value".into());
+        }
+        self.const_str_arg(pc, 3, &r3, "helper bpf_strncmp")
     }
 }

@@ -109,6 +109,15 @@ fn strncmp_takes_a_nul_terminated_rodata_string() {
 }
 
 #[test]
+fn strncmp_refuses_a_scalar_string() {
+    // check_reg_type(): ARG_PTR_TO_CONST_STR takes PTR_TO_MAP_VALUE alone, and 0 is no NULL for
+    // it (not nullable); insn 11 is the call.
+    for (p, v) in verdicts_on_all_profiles(&strncmp_case("r3 = 0")) {
+        assert_eq!(v, Verdict::reject(Some(11), "R3 type=scalar expected=map_value"), "{p}");
+    }
+}
+
+#[test]
 fn strncmp_refuses_a_string_of_a_writable_map() {
     for (p, v) in verdicts_on_all_profiles(&strncmp_case("r3 = .data ll")) {
         assert_eq!(v, Verdict::reject(Some(12), "R3 does not point to a readonly map'"), "{p}");
