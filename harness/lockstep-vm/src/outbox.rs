@@ -15,7 +15,7 @@
 
 use std::fs::File;
 use std::io::{self, Read, Write};
-use std::os::fd::AsRawFd;
+use std::os::fd::AsFd;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -90,10 +90,10 @@ impl HostLines {
         if self.buf[self.start..].contains(&b'\n') {
             return true;
         }
-        let mut p = nix::libc::pollfd { fd: self.file.as_raw_fd(), events: nix::libc::POLLIN, revents: 0 };
-        // SAFETY: one valid pollfd, timeout 0.
-        let n = unsafe { nix::libc::poll(&mut p, 1, 0) };
-        n > 0 && p.revents & nix::libc::POLLIN != 0
+        use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
+        let mut fds = [PollFd::new(self.file.as_fd(), PollFlags::POLLIN)];
+        poll(&mut fds, PollTimeout::ZERO).is_ok_and(|n| n > 0)
+            && fds[0].revents().is_some_and(|r| r.contains(PollFlags::POLLIN))
     }
 }
 
