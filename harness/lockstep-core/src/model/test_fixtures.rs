@@ -32,6 +32,27 @@ pub(super) fn verdicts_on_all_profiles(c: &Case) -> Vec<(String, Verdict)> {
     KernelProfile::all().iter().map(|p| (p.name.clone(), check(c, p, &module))).collect()
 }
 
+/// The model's verdict on `c` under every profile, each given `btf` as its kernel BTF (or none).
+pub(super) fn verdicts_with_kernel_btf(
+    c: &Case,
+    btf: Option<&std::sync::Arc<crate::kernel_btf::KernelBtf>>,
+) -> Vec<(String, Verdict)> {
+    let module = crate::module_src::bundled();
+    KernelProfile::all()
+        .into_iter()
+        .map(|mut p| {
+            p.kernel_btf = crate::kernel_btf::KernelBtfRef(btf.cloned());
+            (p.name.clone(), check(c, &p, &module))
+        })
+        .collect()
+}
+
+/// The sample kernel BTF (`kernel_btf::fixture::sample`), parsed.
+pub(super) fn sample_kernel_btf() -> std::sync::Arc<crate::kernel_btf::KernelBtf> {
+    let bytes = crate::kernel_btf::fixture::sample();
+    std::sync::Arc::new(crate::kernel_btf::KernelBtf::parse("sample", &bytes).expect("sample BTF parses"))
+}
+
 /// Asserts `want` on every profile.
 pub(super) fn assert_on_all_profiles(c: &Case, want: &Verdict) {
     for (p, v) in verdicts_on_all_profiles(c) {

@@ -8,7 +8,6 @@ use super::test_fixtures::*;
 use super::*;
 use crate::asm::{Reloc, Symbols};
 use crate::insn::BPF_PSEUDO_BTF_ID;
-use crate::kernel_btf::{fixture::sample, KernelBtf, KernelBtfRef};
 use crate::verdict::VerdictKind;
 
 /// `r1 = &name; if r1 != 0 goto ok; r0 = r9 (uninitialised); exit; ok: r0 = 0; exit`: accepted
@@ -19,19 +18,11 @@ fn verdicts(name: &str, weak: bool, proto: &str, with_btf: bool, modules: bool) 
     let mut c = object_case_in("socket", text, &Symbols::default());
     c.program.insns[0].src = BPF_PSEUDO_BTF_ID;
     c.program.relocs.insert(0, Reloc::KsymFunc { name: name.into(), weak, proto: proto.into() });
-    let module = crate::module_src::bundled();
-    let mut k = KernelBtf::parse("sample", &sample()).expect("sample BTF parses");
+    let mut k = sample_kernel_btf();
     if modules {
-        k.module_funcs = Some(Default::default());
+        Arc::get_mut(&mut k).expect("not shared yet").module_funcs = Some(Default::default());
     }
-    let k = Arc::new(k);
-    KernelProfile::all()
-        .into_iter()
-        .map(|mut p| {
-            p.kernel_btf = KernelBtfRef(with_btf.then(|| k.clone()));
-            (p.name.clone(), check(&c, &p, &module))
-        })
-        .collect()
+    verdicts_with_kernel_btf(&c, with_btf.then_some(&k))
 }
 
 const FREE_TASK: &str = "proto(int;ptr(struct),int)";

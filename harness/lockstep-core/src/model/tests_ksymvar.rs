@@ -4,13 +4,10 @@
 //! `bpf_prog_active` of the 8-byte `int`, listed in `.data..percpu`; VAR `some_counter` of the
 //! 4-byte `u32`, not per-cpu).
 
-use std::sync::Arc;
-
 use super::test_fixtures::*;
 use super::*;
 use crate::asm::{Reloc, Symbols};
 use crate::insn::BPF_PSEUDO_BTF_ID;
-use crate::kernel_btf::{fixture::sample, KernelBtf, KernelBtfRef};
 use crate::verdict::VerdictKind;
 
 /// The verdict on every profile of `text` (a sched_cls program whose first instruction is the
@@ -19,15 +16,8 @@ fn verdicts(text: &str, name: &str, weak: bool, shape: &str, with_btf: bool) -> 
     let mut c = object_case_in("tc", text, &Symbols::default());
     c.program.insns[0].src = BPF_PSEUDO_BTF_ID;
     c.program.relocs.insert(0, Reloc::KsymVar { name: name.into(), weak, shape: shape.into() });
-    let module = crate::module_src::bundled();
-    let k = Arc::new(KernelBtf::parse("sample", &sample()).expect("sample BTF parses"));
-    KernelProfile::all()
-        .into_iter()
-        .map(|mut p| {
-            p.kernel_btf = KernelBtfRef(with_btf.then(|| k.clone()));
-            (p.name.clone(), check(&c, &p, &module))
-        })
-        .collect()
+    let k = sample_kernel_btf();
+    verdicts_with_kernel_btf(&c, with_btf.then_some(&k))
 }
 
 fn assert_all(text: &str, name: &str, weak: bool, with_btf: bool, want: (VerdictKind, Option<usize>)) {

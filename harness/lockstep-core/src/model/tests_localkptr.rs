@@ -120,16 +120,7 @@ fn stash_case(pointee: &str) -> Case {
 }
 
 fn verdicts_with_kernel_btf(c: &Case) -> Vec<(String, Verdict)> {
-    use crate::kernel_btf::{fixture::sample, KernelBtf, KernelBtfRef};
-    let module = crate::module_src::bundled();
-    let k = std::sync::Arc::new(KernelBtf::parse("sample", &sample()).expect("sample BTF parses"));
-    KernelProfile::all()
-        .into_iter()
-        .map(|mut p| {
-            p.kernel_btf = KernelBtfRef(Some(k.clone()));
-            (p.name.clone(), check(c, &p, &module))
-        })
-        .collect()
+    super::test_fixtures::verdicts_with_kernel_btf(c, Some(&super::test_fixtures::sample_kernel_btf()))
 }
 
 #[test]

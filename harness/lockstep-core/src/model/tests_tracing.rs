@@ -4,13 +4,10 @@
 //! clone_flags)`, `bpf_lsm_task_free(struct task_struct *task__nullable)`). The messages are
 //! btf.c's and check_ctx_access()'s (7.3 source; the same lines in 6.12 and 7.2).
 
-use std::sync::Arc;
-
 use super::*;
 use crate::asm::{assemble, Symbols};
 use crate::case::Case;
 use crate::import::sec::prog_type_of_section;
-use crate::kernel_btf::{fixture::sample, KernelBtf, KernelBtfRef};
 use crate::verdict::VerdictKind;
 
 fn object_case(sec: &str, text: &str) -> Case {
@@ -19,17 +16,8 @@ fn object_case(sec: &str, text: &str) -> Case {
 
 /// `c`'s verdict on every profile given the sample kernel BTF (or none).
 fn verdicts(c: &Case, with_btf: bool) -> Vec<(String, Verdict)> {
-    let module = crate::module_src::bundled();
-    let k = Arc::new(KernelBtf::parse("sample", &sample()).expect("sample BTF parses"));
-    KernelProfile::all()
-        .into_iter()
-        .map(|mut p| {
-            if with_btf {
-                p.kernel_btf = KernelBtfRef(Some(k.clone()));
-            }
-            (p.name.clone(), check(c, &p, &module))
-        })
-        .collect()
+    let k = super::test_fixtures::sample_kernel_btf();
+    super::test_fixtures::verdicts_with_kernel_btf(c, with_btf.then_some(&k))
 }
 
 fn all_reject(sec: &str, text: &str, insn: usize, msg: &str) {
