@@ -4,6 +4,13 @@
 //!
 //! The parent-death signal follows the *thread* that spawned QEMU: guests are started from the
 //! thread that runs them (lockstep's main thread), never from a short-lived helper thread.
+//!
+//! QEMU runs without transparent huge pages (`PR_SET_THP_DISABLE`). QEMU advises its guest RAM
+//! `MADV_HUGEPAGE`, so with THP every page a restore writes (the snapshot's ~130 MiB, spread over
+//! the guest's 512 MiB) faults in and zeroes a whole 2 MiB page first: in a `--jobs 2` run on
+//! 3 kernels that zeroing (`clear_page_erms` under `do_huge_pmd_anonymous_page`) was a third of
+//! all CPU time (`perf record -a`). With 4 KiB pages only the pages written are zeroed; see
+//! docs/speed.md, "Session 12".
 
 use std::io;
 use std::os::unix::process::CommandExt;
@@ -12,7 +19,8 @@ use std::process::{Child, Command};
 use nix::sys::signal::{killpg, Signal};
 use nix::unistd::Pid;
 
-/// Spawns `cmd` (QEMU) in a new process group with `PR_SET_PDEATHSIG = SIGKILL`.
+/// Spawns `cmd` (QEMU) in a new process group with `PR_SET_PDEATHSIG = SIGKILL` and transparent
+/// huge pages off (`PR_SET_THP_DISABLE`, kept across exec).
 pub fn spawn_guarded(cmd: &mut Command) -> io::Result<Child> {
     let parent = std::process::id() as i32;
     cmd.process_group(0);
@@ -22,6 +30,7 @@ pub fn spawn_guarded(cmd: &mut Command) -> io::Result<Child> {
         cmd.pre_exec(move || {
             nix::sys::prctl::set_pdeathsig(Signal::SIGKILL)
                 .map_err(|e| io::Error::from_raw_os_error(e as i32))?;
+            nix::sys::prctl::set_thp_disable(true).map_err(|e| io::Error::from_raw_os_error(e as i32))?;
             // The parent may have died before prctl: then nobody would kill us.
             if nix::unistd::getppid().as_raw() != parent {
                 return Err(io::Error::from_raw_os_error(nix::libc::ESRCH));
@@ -59,6 +68,16 @@ mod tests {
         kill_group(&mut c);
         let st = c.try_wait().unwrap().expect("reaped");
         assert_eq!(std::os::unix::process::ExitStatusExt::signal(&st), Some(9));
+    }
+
+    #[test]
+    fn a_guarded_child_runs_without_transparent_huge_pages() {
+        let mut c = spawn_guarded(Command::new("sleep").arg("30")).unwrap();
+        let status = std::fs::read_to_string(format!("/proc/{}/status", c.id())).unwrap();
+        kill_group(&mut c);
+        // `THP_enabled` is in /proc/PID/status since Linux 5.0: 0 after PR_SET_THP_DISABLE.
+        let line = status.lines().find(|l| l.starts_with("THP_enabled:")).expect("THP_enabled in status");
+        assert_eq!(line.split_whitespace().nth(1), Some("0"), "{line}");
     }
 
     #[test]
