@@ -6,28 +6,15 @@
 //! check_ptr_to_map_access() / check_ptr_to_btf_access() / adjust_ptr_min_max_vals() and btf.c's
 //! btf_struct_walk() (7.3 source; the same lines in 6.12 and 7.2).
 
-use std::sync::Arc;
-
 use super::test_fixtures::*;
 use super::*;
 use crate::asm::{assemble, Symbols};
 use crate::case::{Case, FieldKind, MapType, ProgType};
 use crate::import::sec::prog_type_of_section;
-use crate::kernel_btf::{fixture::sample, KernelBtf, KernelBtfRef};
 use crate::verdict::VerdictKind;
 
 fn with_btf(c: &Case, btf: bool) -> Vec<(String, Verdict)> {
-    let module = crate::module_src::bundled();
-    let k = Arc::new(KernelBtf::parse("sample", &sample()).expect("sample BTF parses"));
-    KernelProfile::all()
-        .into_iter()
-        .map(|mut p| {
-            if btf {
-                p.kernel_btf = KernelBtfRef(Some(k.clone()));
-            }
-            (p.name.clone(), check(c, &p, &module))
-        })
-        .collect()
+    verdicts_with_kernel_btf(c, btf.then(sample_kernel_btf).as_ref())
 }
 
 /// A socket filter with an array map `m` (`bpf_array`).

@@ -6,11 +6,11 @@
 
 use std::sync::Arc;
 
-use super::test_fixtures::cnt_lock_map;
+use super::test_fixtures::{cnt_lock_map, verdicts_with_kernel_btf};
 use super::*;
 use crate::asm::{assemble, Symbols};
 use crate::case::{Case, FieldKind, MapType, ProgType};
-use crate::kernel_btf::{fixture::sample, KernelBtf, KernelBtfRef};
+use crate::kernel_btf::{fixture::sample, KernelBtf};
 use crate::kfunc_btf::{Hook, KfArg, KfRet, KfuncDesc};
 use crate::profile::{KF_ACQUIRE, KF_RELEASE, KF_RET_NULL};
 use crate::verdict::VerdictKind;
@@ -79,15 +79,7 @@ fn case(prog_type: ProgType, body: &str) -> Case {
 
 /// Each profile's verdict with the descriptions.
 fn verdicts(c: &Case) -> Vec<(String, Verdict)> {
-    let module = crate::module_src::bundled();
-    let k = btf();
-    KernelProfile::all()
-        .into_iter()
-        .map(|mut p| {
-            p.kernel_btf = KernelBtfRef(Some(k.clone()));
-            (p.name.clone(), check(c, &p, &module))
-        })
-        .collect()
+    verdicts_with_kernel_btf(c, Some(&btf()))
 }
 
 /// The 7.3 verdict with the descriptions.

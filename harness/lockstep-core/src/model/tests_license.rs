@@ -2,13 +2,10 @@
 //! bpf_add_kfunc_call(), check_helper_call() and check_ptr_to_btf_access() (6.12, 7.2, 7.3) and
 //! the real runs of tests/corpus/license.toml and tests/kernel-btf/license.toml.
 
-use std::sync::Arc;
-
 use super::test_fixtures::*;
 use super::*;
 use crate::asm::{assemble, Symbols};
 use crate::case::{license_is_gpl_compatible, Case, FieldKind, MapType, ProgType};
-use crate::kernel_btf::{fixture::sample, KernelBtf, KernelBtfRef};
 use crate::verdict::VerdictKind;
 
 fn case(text: &str, license: &str) -> Case {
@@ -80,11 +77,8 @@ fn a_non_gpl_load_through_a_kernel_pointer_is_refused() {
     let maps = vec![cnt_lock_map("m", MapType::Array, FieldKind::Int, false)];
     let c =
         Case { maps, license: "Proprietary".into(), ..Case::new("t", ProgType::SocketFilter, program, text) };
-    let module = crate::module_src::bundled();
-    let k = Arc::new(KernelBtf::parse("sample", &sample()).expect("sample BTF parses"));
-    for mut p in KernelProfile::all() {
-        p.kernel_btf = KernelBtfRef(Some(k.clone()));
-        let want = "Cannot access kernel 'struct bpf_map' from non-GPL compatible program";
-        assert_eq!(check(&c, &p, &module), Verdict::reject(Some(3), want), "{}", p.name);
+    let want = "Cannot access kernel 'struct bpf_map' from non-GPL compatible program";
+    for (profile, verdict) in verdicts_with_kernel_btf(&c, Some(&sample_kernel_btf())) {
+        assert_eq!(verdict, Verdict::reject(Some(3), want), "{profile}");
     }
 }

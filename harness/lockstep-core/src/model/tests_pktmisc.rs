@@ -85,17 +85,8 @@ fn tail_calls_by_frame_and_profile() {
 /// (`kernel_btf::fixture`: `struct task_struct { u32 pid; char comm[16] at 8; ...; *parent at
 /// 40 (legacy) }`).
 fn task_verdicts(text: &str) -> Vec<(String, Verdict)> {
-    use crate::kernel_btf::{fixture::sample, KernelBtf, KernelBtfRef};
     let c = object_case_in("tp_btf/task_newtask", text, &Symbols::default());
-    let module = crate::module_src::bundled();
-    let k = std::sync::Arc::new(KernelBtf::parse("sample", &sample()).expect("sample BTF parses"));
-    KernelProfile::all()
-        .into_iter()
-        .map(|mut p| {
-            p.kernel_btf = KernelBtfRef(Some(k.clone()));
-            (p.name.clone(), check(&c, &p, &module))
-        })
-        .collect()
+    verdicts_with_kernel_btf(&c, Some(&sample_kernel_btf()))
 }
 
 #[test]

@@ -7,13 +7,10 @@
 //! loaded in a sleepable program (btf_ld_kptr_type(), in_rcu_cs()). Messages from the 7.3 source
 //! (the same lines in 6.12 and 7.2).
 
-use std::sync::Arc;
-
 use super::test_fixtures::*;
 use super::*;
 use crate::asm::Symbols;
 use crate::case::{Case, FieldKind, MapSpec};
-use crate::kernel_btf::{fixture::sample, KernelBtf, KernelBtfRef};
 use crate::verdict::VerdictKind;
 
 const KFUNCS: [&str; 4] =
@@ -37,16 +34,7 @@ fn case(sec: &str, text: &str) -> Case {
 
 /// `text`'s verdict on every profile, given the sample kernel BTF.
 fn verdicts(sec: &str, text: &str) -> Vec<(String, Verdict)> {
-    let c = case(sec, text);
-    let module = crate::module_src::bundled();
-    let k = Arc::new(KernelBtf::parse("sample", &sample()).expect("sample BTF parses"));
-    KernelProfile::all()
-        .into_iter()
-        .map(|mut p| {
-            p.kernel_btf = KernelBtfRef(Some(k.clone()));
-            (p.name.clone(), check(&c, &p, &module))
-        })
-        .collect()
+    verdicts_with_kernel_btf(&case(sec, text), Some(&sample_kernel_btf()))
 }
 
 const TP: &str = "tp_btf/task_newtask";
