@@ -670,9 +670,11 @@ pub(crate) mod fixture {
     /// 21 struct bpf_iter_meta { u64 seq_num } (8 bytes), 22 ptr->21, 23 FUNC_PROTO(int; struct
     /// bpf_iter_meta *meta, task* task), 24 FUNC bpf_iter_task -> 23 (an iterator target);
     /// 25-33 a struct Qdisc (32 bytes: `flags`, `limit` at 4, `q.qlen` at 12, `qstats` 16-31) and
-    /// struct Qdisc_ops { int (*init)(struct Qdisc *sch, int arg); void (*destroy)(struct Qdisc *) }.
+    /// struct Qdisc_ops { int (*init)(struct Qdisc *sch, int arg); void (*destroy)(struct Qdisc *) };
+    /// 34-36 per-cpu VARs; 37 FUNC_PROTO(int; struct bpf_iter_meta *meta, struct bpf_map *map),
+    /// 38 FUNC bpf_iter_bpf_map -> 37 (an iterator target with a ctx_arg_info argument).
     pub(crate) fn sample() -> Vec<u8> {
-        let mut strs = b"\0int\0task_struct\0free_task\0p\0clone_flags\0btf_trace_task_newtask\0__data\0x\0bpf_lsm_task_free\0task__nullable\0u32\0char\0pid\0comm\0group_leader\0real_parent\0task_struct__safe_trusted\0bpf_map\0map_type\0max_entries\0inner_map_meta\0bpf_array\0map\0elem_size\0bpf_arena\0user_vm_start\0parent\0task_struct__safe_rcu\0bpf_iter_meta\0seq_num\0meta\0task\0bpf_iter_task\0qdisc_skb_head\0pad\0qlen\0gnet_stats_queue\0backlog\0drops\0requeues\0Qdisc\0flags\0limit\0q\0qstats\0sch\0arg\0Qdisc_ops\0init\0destroy\0bpf_prog_active\0some_counter\0.data..percpu\0".to_vec();
+        let mut strs = b"\0int\0task_struct\0free_task\0p\0clone_flags\0btf_trace_task_newtask\0__data\0x\0bpf_lsm_task_free\0task__nullable\0u32\0char\0pid\0comm\0group_leader\0real_parent\0task_struct__safe_trusted\0bpf_map\0map_type\0max_entries\0inner_map_meta\0bpf_array\0map\0elem_size\0bpf_arena\0user_vm_start\0parent\0task_struct__safe_rcu\0bpf_iter_meta\0seq_num\0meta\0task\0bpf_iter_task\0qdisc_skb_head\0pad\0qlen\0gnet_stats_queue\0backlog\0drops\0requeues\0Qdisc\0flags\0limit\0q\0qstats\0sch\0arg\0Qdisc_ops\0init\0destroy\0bpf_prog_active\0some_counter\0.data..percpu\0bpf_iter_bpf_map\0".to_vec();
         let off = |s: &str, strs: &[u8]| {
             let needle = format!("\0{s}\0");
             strs.windows(needle.len()).position(|w| w == needle.as_bytes()).unwrap() as u32 + 1
@@ -746,6 +748,9 @@ pub(crate) mod fixture {
         t.extend([o("bpf_prog_active"), info(14, 0), 1, 1]);
         t.extend([o("some_counter"), info(14, 0), 12, 1]);
         t.extend([o(".data..percpu"), info(15, 1), 8, 34, 0, 8]);
+        // 37 FUNC_PROTO int (meta: bpf_iter_meta*, map: bpf_map*), 38 FUNC bpf_iter_bpf_map -> 37
+        t.extend([0, info(13, 2), 1, o("meta"), 22, o("map"), 17]);
+        t.extend([o("bpf_iter_bpf_map"), info(12, 1), 37]);
         let types: Vec<u8> = t.iter().flat_map(|v| v.to_le_bytes()).collect();
         strs.push(0);
         let mut b = Vec::new();

@@ -6,11 +6,12 @@ use std::collections::BTreeMap;
 
 use super::exec::Machine;
 use super::scalar::Scalar;
-use super::state::{Reg, State};
+use super::state::{Reg, State, Trust};
 use super::{Step, Stop};
 use crate::asm::Reloc;
 use crate::case::{MapSpec, MapType};
 use crate::insn::*;
+use crate::kernel_btf::Walk;
 
 /// `BPF_F_MMAPABLE`.
 const BPF_F_MMAPABLE: u32 = 1 << 10;
@@ -196,6 +197,10 @@ impl Machine<'_> {
             let ok = match (r, self.read_reg(st, pc, r)) {
                 (2, _) => true,
                 (1, Ok(Reg::MapPtr { .. })) => true,
+                (1, Ok(k @ Reg::Kernel { .. })) => {
+                    self.arena_map_btf_arg(pc, name, &k)?;
+                    true
+                }
                 (_, Ok(Reg::Scalar(_))) => r != 1,
                 _ => false,
             };
@@ -206,6 +211,66 @@ impl Machine<'_> {
             }
         }
         Ok(Some(ret))
+    }
+}
+
+impl Machine<'_> {
+    /// `p__map` given a `PTR_TO_BTF_ID` (an iterator's `struct bpf_map *`): check_kfunc_args()
+    /// takes a `__map` argument as a pointer to `struct bpf_map` (6.12 and 7.2
+    /// `KF_ARG_PTR_TO_MAP`, falling through to `KF_ARG_PTR_TO_BTF_ID`; 7.3 `is_kfunc_arg_map()`:
+    /// `KF_ARG_PTR_TO_BTF_ID`). It must be trusted or referenced (`is_trusted_reg()`; the arena
+    /// kfuncs are not KF_RCU), "R1 must be referenced or trusted" otherwise, the same line in the
+    /// three (7.2 logs "pointer in R1 isn't map pointer" before it without failing; 7.3 adds its
+    /// diagnostic lines after it); then the struct must be bpf_map or start with one. A maybe-NULL
+    /// pointer ("Possibly NULL pointer passed to trusted") and a moved one are not modelled.
+    fn arena_map_btf_arg(&self, pc: usize, name: &str, reg: &Reg) -> Step<()> {
+        let Reg::Kernel { btf_id, off, ref_obj_id, null, trust, .. } = *reg else {
+            return Ok(());
+        };
+        let unsupported = |why: &str| Err(Stop::Unsupported(format!("{name} R1 ({why}) is not modelled")));
+        if null {
+            return unsupported("a maybe-NULL kernel pointer for p__map");
+        }
+        if off != 0 {
+            return unsupported("a kernel pointer at an offset for p__map");
+        }
+        if ref_obj_id == 0 && trust != Trust::Trusted {
+            return self.reject(pc, "R1 must be referenced or trusted".into());
+        }
+        let Some(k) = self.profile.kernel_btf.0.as_deref() else {
+            return unsupported("a kernel pointer for p__map without the kernel's BTF");
+        };
+        // process_kf_arg_ptr_to_btf_id(): btf_struct_ids_match(reg's struct, struct bpf_map, not
+        // strict) walks offset 0 (size 1) down the first members while they are structs.
+        let mut have = btf_id;
+        for _ in 0..8 {
+            if k.name_of(have) == "bpf_map" {
+                return Ok(());
+            }
+            match k.first_member_struct(have) {
+                Some(next) => have = next,
+                None => break,
+            }
+        }
+        // No match: the last walk's log line when it ends on a pointer member (btf_struct_walk():
+        // "cannot access ptr member ..."), none on a scalar; then the mismatch, "R1" in 7.2 and
+        // 7.3 (reg_arg_name()), "args#0" in 6.12, whose line is not modelled (6.12 has no
+        // res_spin_lock: the same switch kobj.rs takes for 6.12's kfunc argument messages).
+        let first = match k.struct_access(have, 0, 1) {
+            Err(msg) if msg.starts_with("cannot access ptr member") => format!("{msg}\n"),
+            Ok(Walk::Scalar) => String::new(),
+            _ => return unsupported("a p__map struct whose first member btf_struct_walk() walks otherwise"),
+        };
+        if !self.profile.res_spin_lock {
+            return unsupported("6.12's args#N mismatch line for p__map");
+        }
+        let tname = k.name_of(btf_id);
+        self.reject(
+            pc,
+            format!(
+                "{first}kernel function {name} R1 expected pointer to STRUCT bpf_map but R1 has a pointer to STRUCT {tname}"
+            ),
+        )
     }
 }
 

@@ -86,7 +86,8 @@ impl Machine<'_> {
     }
 
     /// `check_mem_access()` on a non-null `PTR_TO_BTF_ID` of a kernel struct:
-    /// `check_ptr_to_btf_access()` (`off`: the instruction's plus the register's constant offset).
+    /// `check_ptr_to_btf_access()` (`off`: the instruction's plus the register's constant offset;
+    /// `rcu_cs`: `in_rcu_cs()` at the access).
     #[allow(clippy::too_many_arguments)]
     pub(super) fn btf_ptr_access(
         &self,
@@ -98,6 +99,7 @@ impl Machine<'_> {
         off: i64,
         size: u8,
         write: bool,
+        rcu_cs: bool,
     ) -> Step<Reg> {
         let k = self.kernel_btf_for("memory access through a kernel pointer")?;
         let tname = k.name_of(btf_id).to_string();
@@ -142,10 +144,30 @@ impl Machine<'_> {
         }
         let trust = match trust {
             Trust::Untrusted => Trust::Untrusted,
-            // is_trusted_reg() || is_rcu_reg()
+            // is_trusted_reg() || is_rcu_reg(), outside in_rcu_cs():
+            // check_ptr_to_btf_access() outside in_rcu_cs() (a sleepable program, no RCU read
+            // lock nor spin lock held; sleep.rs): a `__safe_trusted` member stays PTR_TRUSTED,
+            // any other pointer is "aggressively" PTR_UNTRUSTED (`flag = PTR_UNTRUSTED`, its
+            // tags and the union walk's flags dropped). The same in 6.12, 7.2 and 7.3; what
+            // in_rcu_cs() counts differs (profile sleep.rcu_cs_all_regions).
+            t if !rcu_cs && (referenced || matches!(t, Trust::Trusted | Trust::Rcu)) => {
+                if k.nested_type_is_trusted(btf_id, &field, target, "__safe_trusted") {
+                    if flags.untrusted || flags.tag.is_some() {
+                        return unsupported("a trusted member with other flags");
+                    }
+                    Trust::Trusted
+                } else if k.nested_type_is_trusted(btf_id, &field, target, "__safe_trusted_or_null") {
+                    return unsupported("PTR_TRUSTED | PTR_MAYBE_NULL");
+                } else {
+                    Trust::Untrusted
+                }
+            }
+            // is_trusted_reg() || is_rcu_reg(), inside in_rcu_cs().
             t if referenced || matches!(t, Trust::Trusted | Trust::Rcu) => {
                 if self.case.sleepable {
-                    return unsupported("walked in a sleepable program: in_rcu_cs()");
+                    return unsupported(
+                        "walked in a sleepable program inside an RCU critical section: in_rcu_cs()",
+                    );
                 }
                 if k.nested_type_is_trusted(btf_id, &field, target, "__safe_trusted") {
                     if flags.untrusted || flags.tag.is_some() {

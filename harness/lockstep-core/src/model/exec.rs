@@ -899,8 +899,8 @@ impl<'a> Machine<'a> {
             // check_ptr_to_map_access() / check_ptr_to_btf_access() (btf_access.rs).
             Reg::MapPtr { map } => self.map_ptr_access(pc, regno, *map, off, size, value.is_some()),
             Reg::Kernel { btf_id, off: koff, trust, ref_obj_id, null: false, .. } => {
-                let off = off + koff;
-                self.btf_ptr_access(pc, regno, *btf_id, *trust, *ref_obj_id != 0, off, size, value.is_some())
+                let (off, write, rcu_cs) = (off + koff, value.is_some(), self.in_rcu_cs(st));
+                self.btf_ptr_access(pc, regno, *btf_id, *trust, *ref_obj_id != 0, off, size, write, rcu_cs)
             }
             // check_mem_access() for PTR_TO_MAP_KEY (the key a timer or for_each callback gets;
             // the same in 6.12, 7.2 and 7.3): a load is checked by check_mem_region_access()

@@ -74,6 +74,8 @@ impl Machine<'_> {
                 "helper {name}: a zero size over a kernel pointer is not modelled"
             )));
         }
-        self.btf_ptr_access(pc, regno, btf_id, trust, false, off, size, false).map(|_| ())
+        // No register is loaded (value_regno < 0): in_rcu_cs(), which only types the loaded
+        // pointer, does not matter.
+        self.btf_ptr_access(pc, regno, btf_id, trust, false, off, size, false, true).map(|_| ())
     }
 }

@@ -279,6 +279,8 @@ mod tests_loops_cb;
 #[cfg(test)]
 mod tests_pktmisc;
 #[cfg(test)]
+mod tests_qdisc73;
+#[cfg(test)]
 mod tests_rbtree;
 #[cfg(test)]
 mod tests_rcu;

@@ -90,11 +90,25 @@ impl Machine<'_> {
         let nr_args = proto.args.len();
         // bpf_iter_prog_supported() -> bpf_prog_ctx_arg_info_init(): an iterator's arguments after
         // `meta` (arg 0) take their type from the target's registration (ctx_arg_info:
-        // PTR_TO_BTF_ID_OR_NULL | PTR_TRUSTED, PTR_TO_BUF_OR_NULL, ...), which the BTF does not carry.
+        // PTR_TO_BTF_ID_OR_NULL | PTR_TRUSTED, PTR_TO_BUF_OR_NULL, ...), which the BTF does not
+        // carry: the targets the model knows are in iter_ctx_arg().
         if attach == AttachType::TraceIter && arg > 0 && arg < nr_args {
-            return Err(Stop::Unsupported(format!(
-                "ctx argument {arg} of iterator {tname} (bpf_iter_reg ctx_arg_info: its register type, e.g. PTR_TO_BTF_ID_OR_NULL) is not modelled"
-            )));
+            return match (iter_ctx_arg(tname, arg), &proto.args[arg]) {
+                (Some(IterCtxArg::TrustedOrNull(sname)), ArgKind::StructPtr { btf_id, .. })
+                    if self.profile.kernel_btf.0.as_ref().is_some_and(|k| k.name_of(*btf_id) == sname) =>
+                {
+                    // btf_ctx_access(): a pointer argument is read whole, before ctx_arg_info.
+                    if size != 8 {
+                        return refuse(format!("func '{tname}' size {size} must be 8"));
+                    }
+                    // check_mem_access() on the ctx: the type, and an id for the NULL check
+                    // (`++env->id_gen`, given by the load: Machine::number_loaded_ptr).
+                    Ok(Reg::Kernel { off: 0, btf_id: *btf_id, id: 0, ref_obj_id: 0, null: true, trust: Trust::Trusted })
+                }
+                _ => Err(Stop::Unsupported(format!(
+                    "ctx argument {arg} of iterator {tname} (bpf_iter_reg ctx_arg_info: its register type, e.g. PTR_TO_BUF_OR_NULL) is not modelled"
+                ))),
+            };
         }
         if arg > nr_args {
             return refuse(format!("func '{tname}' doesn't have {}-th argument", arg + 1));
@@ -150,5 +164,24 @@ impl Machine<'_> {
     fn ctx_ptr(&self, btf_id: u32, attach: AttachType, tname: &str) -> Step<Reg> {
         let trust = if self.args_trusted(attach, tname) { Trust::Trusted } else { Trust::Legacy };
         Ok(Reg::Kernel { off: 0, btf_id, id: 0, ref_obj_id: 0, null: false, trust })
+    }
+}
+
+/// The register type an iterator target registers for one of its ctx arguments
+/// (`bpf_iter_reg.ctx_arg_info`), for the targets the model knows.
+enum IterCtxArg {
+    /// `PTR_TO_BTF_ID_OR_NULL | PTR_TRUSTED` to the named kernel struct.
+    TrustedOrNull(&'static str),
+}
+
+/// `bpf_iter_reg.ctx_arg_info` by target (`bpf_iter_<target>`) and argument, the same in 6.12,
+/// 7.2 and 7.3: kernel/bpf/map_iter.c `bpf_map_reg_info` (`{ offsetof(struct bpf_iter__bpf_map,
+/// map), PTR_TO_BTF_ID_OR_NULL | PTR_TRUSTED }`, its btf_id `struct bpf_map`'s). The others
+/// (task, task_file, bpf_map_elem's PTR_TO_BUF | PTR_MAYBE_NULL key and value, ...) are not
+/// modelled.
+fn iter_ctx_arg(tname: &str, arg: usize) -> Option<IterCtxArg> {
+    match (tname.strip_prefix("bpf_iter_")?, arg) {
+        ("bpf_map", 1) => Some(IterCtxArg::TrustedOrNull("bpf_map")),
+        _ => None,
     }
 }
