@@ -105,28 +105,142 @@ pub fn write_newc<W: Write>(entries: &[Entry], mut w: W) -> io::Result<W> {
     cpio::newc::trailer(w)
 }
 
+/// The files of `spec` besides `/init` and the module: (guest path, host file), in archive order.
+fn extra_inputs(spec: &InitramfsSpec) -> Vec<(String, PathBuf)> {
+    spec.extra_modules
+        .iter()
+        .map(|h| (extra_module_path(h), h.clone()))
+        .chain(spec.extra.iter().cloned())
+        .collect()
+}
+
 /// Builds the initramfs described by `spec` into `out`.
 pub fn build(spec: &InitramfsSpec, out: &Path) -> io::Result<()> {
     let read = |p: &Path| fs::read(p).map_err(|e| io::Error::new(e.kind(), format!("{}: {e}", p.display())));
     let init = read(&spec.init)?;
     let module = spec.module.as_deref().map(read).transpose()?;
-    let extra = spec
-        .extra_modules
-        .iter()
-        .map(|h| (extra_module_path(h), h.clone()))
-        .chain(spec.extra.iter().cloned())
-        .map(|(g, h)| Ok((g, read(&h)?)))
-        .collect::<io::Result<Vec<_>>>()?;
+    let extra =
+        extra_inputs(spec).into_iter().map(|(g, h)| Ok((g, read(&h)?))).collect::<io::Result<Vec<_>>>()?;
     let tmp = out.with_extension("tmp");
     let f = io::BufWriter::new(fs::File::create(&tmp)?);
     write_newc(&entries(init, module, extra), f)?.flush()?;
     fs::rename(&tmp, out)
 }
 
+/// Bumped when what [`build`] writes for the same inputs changes in a way the builder's own
+/// binary (hashed into the key too) would not show.
+const CACHE_FORMAT: &str = "lockstep-initramfs-1";
+
+/// Archives kept in an initramfs cache: beyond this the least recently used are deleted.
+const CACHE_KEEP: usize = 16;
+
+/// The cache key of `spec`: the format, the builder's own binary, and each entry's guest path
+/// with its host file's SHA-256 ([`crate::digest::file_sha256`], remembered across runs).
+fn cache_key(spec: &InitramfsSpec) -> io::Result<String> {
+    use sha2::{Digest, Sha256};
+    let digest = |p: &Path| {
+        crate::digest::file_sha256(p).map_err(|e| io::Error::new(e.kind(), format!("{}: {e}", p.display())))
+    };
+    let mut h = Sha256::new();
+    h.update(CACHE_FORMAT.as_bytes());
+    h.update(digest(&std::env::current_exe()?)?);
+    let files = [("init".to_string(), spec.init.clone())]
+        .into_iter()
+        .chain(spec.module.iter().map(|m| (MODULE_PATH.to_string(), m.clone())))
+        .chain(extra_inputs(spec));
+    for (guest, host) in files {
+        h.update([0]);
+        h.update(guest.as_bytes());
+        h.update([0]);
+        h.update(digest(&host)?);
+    }
+    Ok(crate::digest::hex(&h.finalize()))
+}
+
+/// [`build`] through a cache directory: the archive of the same inputs (same contents, see
+/// [`cache_key`]) is built once into `cache` and hard-linked to `out` (built there when the link
+/// fails). A run's guests, and the runs after it, then neither write the archive (~15 MiB: the
+/// lockstep binary is `/init`) nor hash it for their snapshot key (the link is the same file,
+/// whose digest is remembered). `out` is a file of its own: pruning the cache does not touch it.
+pub fn build_cached(spec: &InitramfsSpec, cache: &Path, out: &Path) -> io::Result<()> {
+    let key = cache_key(spec)?;
+    let file = cache.join(format!("{key}.cpio"));
+    if file.is_file() {
+        // Used: the cache keeps the most recently used (the access time; the modification time
+        // is part of the file's identity for its remembered digest).
+        if let Ok(f) = fs::File::open(&file) {
+            let _ = f.set_times(fs::FileTimes::new().set_accessed(std::time::SystemTime::now()));
+        }
+    } else {
+        fs::create_dir_all(cache)?;
+        static SEQ: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+        let n = SEQ.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        // Unique per call: `build` writes `<name>.tmp` beside it first.
+        let part = cache.join(format!(".{key}-{}-{n}.part", std::process::id()));
+        let built = build(spec, &part).and_then(|()| fs::rename(&part, &file));
+        if built.is_err() {
+            let _ = fs::remove_file(&part);
+            let _ = fs::remove_file(part.with_extension("tmp"));
+            return build(spec, out);
+        }
+        prune_cache(cache);
+    }
+    let _ = fs::remove_file(out);
+    match fs::hard_link(&file, out) {
+        Ok(()) => Ok(()),
+        Err(_) => build(spec, out),
+    }
+}
+
+/// Deletes all but the [`CACHE_KEEP`] most recently used archives of `cache`.
+fn prune_cache(cache: &Path) {
+    let Ok(rd) = fs::read_dir(cache) else { return };
+    let mut files: Vec<(std::time::SystemTime, PathBuf)> = rd
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| p.extension().is_some_and(|x| x == "cpio"))
+        .filter_map(|p| {
+            let m = fs::metadata(&p).ok()?;
+            Some((m.accessed().ok()?.max(m.modified().ok()?), p))
+        })
+        .collect();
+    files.sort_by_key(|f| std::cmp::Reverse(f.0));
+    for (_, p) in files.into_iter().skip(CACHE_KEEP) {
+        let _ = fs::remove_file(p);
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use std::io::Read;
+
+    #[test]
+    fn cached_build_is_the_plain_build_linked() {
+        let dir = tempfile::tempdir().unwrap();
+        let (init, module, cache) =
+            (dir.path().join("init"), dir.path().join("m.ko"), dir.path().join("cache"));
+        fs::write(&init, b"#!init").unwrap();
+        fs::write(&module, b"module").unwrap();
+        let spec = InitramfsSpec { init: init.clone(), module: Some(module.clone()), ..Default::default() };
+        let (plain, a, b) = (dir.path().join("plain"), dir.path().join("a"), dir.path().join("b"));
+        build(&spec, &plain).unwrap();
+        build_cached(&spec, &cache, &a).unwrap();
+        build_cached(&spec, &cache, &b).unwrap();
+        assert_eq!(fs::read(&a).unwrap(), fs::read(&plain).unwrap());
+        use std::os::unix::fs::MetadataExt;
+        assert_eq!(fs::metadata(&a).unwrap().ino(), fs::metadata(&b).unwrap().ino(), "one archive, linked");
+        assert_eq!(fs::read_dir(&cache).unwrap().count(), 1, "no temporary files left");
+        // Other contents (a new file: builds write new files), another archive.
+        let m2 = dir.path().join("m2.ko");
+        fs::write(&m2, b"module 2").unwrap();
+        fs::rename(&m2, &module).unwrap();
+        build_cached(&spec, &cache, &b).unwrap();
+        build(&spec, &plain).unwrap();
+        assert_eq!(fs::read(&b).unwrap(), fs::read(&plain).unwrap());
+        assert_ne!(fs::read(&a).unwrap(), fs::read(&b).unwrap());
+        assert_eq!(fs::read_dir(&cache).unwrap().count(), 2);
+    }
 
     fn read_back(bytes: &[u8]) -> Vec<(String, u32, u32, u32, Vec<u8>)> {
         let mut out = Vec::new();

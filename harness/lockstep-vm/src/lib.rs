@@ -52,6 +52,8 @@ pub mod console;
 #[cfg(feature = "host")]
 pub mod debian;
 #[cfg(feature = "host")]
+pub mod digest;
+#[cfg(feature = "host")]
 pub mod guest;
 #[cfg(feature = "host")]
 pub mod initramfs;

@@ -452,7 +452,9 @@ impl KernelSession {
                 .map(|(release, path)| (format!("boot/config-{release}"), path))
                 .collect(),
         };
-        initramfs::build(&spec, &initrd).with_context(|| format!("building {}", initrd.display()))?;
+        // Built once per inputs into the cache and hard-linked here (`initramfs::build_cached`).
+        initramfs::build_cached(&spec, &kernel::cache_root()?.join("initramfs"), &initrd)
+            .with_context(|| format!("building {}", initrd.display()))?;
         let mut cfg = GuestConfig::new(&vmlinuz, &initrd);
         let initrd_bytes = std::fs::metadata(&initrd).map(|m| m.len()).unwrap_or(0);
         cfg.memory_mib = lockstep_vm::guest::memory_for_initramfs(initrd_bytes);

@@ -6,7 +6,7 @@
 //! warning.
 
 use std::collections::HashMap;
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{BufRead, BufReader, Write};
 use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
 use std::sync::{Mutex, OnceLock};
@@ -15,6 +15,7 @@ use std::time::{Duration, Instant, SystemTime};
 use lockstep_core::proto::HostMsg;
 use sha2::{Digest, Sha256};
 
+use crate::digest::hex;
 use crate::qemu::shell_quote;
 
 use super::{GuestConfig, GuestError, GuestOutcome, GuestRun, Hello, Stage};
@@ -65,34 +66,11 @@ fn key_fields(cfg: &GuestConfig, qemu_version: &str) -> Vec<String> {
     ]
 }
 
-fn hex(b: &[u8]) -> String {
-    b.iter().map(|x| format!("{x:02x}")).collect()
-}
-
-/// The SHA-256 of a file's contents, remembered per (path, size, mtime) for this process (a run
-/// boots a kernel's guest again after a crash; the initramfs holds the whole agent binary).
+/// The SHA-256 of a file's contents, remembered per file identity in this process and across
+/// runs ([`crate::digest`]: the kernel image and the cached initramfs are the same files run
+/// after run, and a kernel's guests share one initramfs).
 fn file_digest(path: &Path) -> std::io::Result<[u8; 32]> {
-    type Memo = HashMap<(PathBuf, u64, SystemTime), [u8; 32]>;
-    static MEMO: OnceLock<Mutex<Memo>> = OnceLock::new();
-    let meta = std::fs::metadata(path)?;
-    let id = (path.to_path_buf(), meta.len(), meta.modified()?);
-    let memo = MEMO.get_or_init(Default::default);
-    if let Some(d) = memo.lock().unwrap_or_else(|e| e.into_inner()).get(&id) {
-        return Ok(*d);
-    }
-    let mut h = Sha256::new();
-    let mut f = std::fs::File::open(path)?;
-    let mut buf = vec![0u8; 1 << 20];
-    loop {
-        let n = f.read(&mut buf)?;
-        if n == 0 {
-            break;
-        }
-        h.update(&buf[..n]);
-    }
-    let d: [u8; 32] = h.finalize().into();
-    memo.lock().unwrap_or_else(|e| e.into_inner()).insert(id, d);
-    Ok(d)
+    crate::digest::file_sha256(path)
 }
 
 /// `qemu --version`'s first line, asked once per QEMU binary and process (every guest of a run
