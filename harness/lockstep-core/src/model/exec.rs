@@ -533,6 +533,18 @@ impl<'a> Machine<'a> {
                 Reg::Scalar(if is64 { r } else { r.zext32() })
             }
             (p, Reg::Scalar(b)) if p.is_pointer() && is64 && matches!(op, BPF_ADD | BPF_SUB) => {
+                // check_reg_sane_offset_scalar() checks the subtrahend itself (its smin), which
+                // `-b` (unknown for a non-constant) loses: a bounded one from a map value is not
+                // modelled (debian:7.3 accepts `map_value -= x & 7`; 6.12 refuses a later access).
+                if op == BPF_SUB
+                    && matches!(p, Reg::MapValue { null: false, .. })
+                    && b.konst().is_none()
+                    && b.smin != i64::MIN
+                {
+                    return Err(Stop::Unsupported(format!(
+                        "map value pointer minus a bounded variable scalar at {pc}"
+                    )));
+                }
                 let b = if op == BPF_SUB { -*b } else { *b };
                 self.ptr_add(pc, insn.dst, p, b, op == BPF_SUB)?
             }

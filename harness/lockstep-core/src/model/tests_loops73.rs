@@ -90,3 +90,21 @@ fn a_map_value_head_with_a_wide_variable_offset_wants_a_constant_offset() {
         assert_eq!(check(&case(body), &p, &module), want, "{}", p.name);
     }
 }
+
+#[test]
+fn a_bounded_variable_subtrahend_from_a_map_value_is_unsupported() {
+    // check_reg_sane_offset_scalar() checks `x & 7` itself (smin 0): debian:7.2 / 7.3 accept
+    // `map_value -= x & 7` (loops73-varoff.toml); the model negates the scalar and cannot.
+    let body = "call bpf_get_prandom_u32\n r0 &= 7\n r1 = r7\n r1 += 8\n r1 -= r0\n";
+    let module = crate::module_src::bundled();
+    for p in KernelProfile::all() {
+        let v = check(&case(body), &p, &module);
+        assert_eq!(v.verdict, VerdictKind::Unsupported, "{}: {v:?}", p.name);
+    }
+    // An unbounded one is refused by its own smin, as before.
+    let body = "call bpf_get_prandom_u32\n r1 = r7\n r1 -= r0\n";
+    for p in KernelProfile::all() {
+        let v = check(&case(body), &p, &module);
+        assert_eq!(v.verdict, VerdictKind::Reject, "{}: {v:?}", p.name);
+    }
+}
