@@ -266,6 +266,8 @@ impl Machine<'_> {
             return self.reject(pc, "Possibly NULL pointer passed to trusted R1".into());
         }
         let (layout, lock, off): (&ValueLayout, (usize, u32), i64) = match &r1 {
+            // __check_func_arg_reg_off() -> __check_ptr_off_reg(), before the head checks.
+            Reg::AllocVar { .. } => return self.alloc_var_kfunc_arg(st, pc, &r1),
             Reg::MapValue { map, off, var, id, .. } => {
                 let spec = self.map(*map);
                 if !spec.btf {
@@ -339,6 +341,8 @@ impl Machine<'_> {
             return self.reject(pc, format!("Possibly NULL pointer passed to trusted R{reg}"));
         }
         let (ty, off, id) = match &r {
+            // __check_func_arg_reg_off() -> __check_ptr_off_reg(), before the node checks.
+            Reg::AllocVar { .. } => return self.alloc_var_kfunc_arg(st, pc, &r),
             // check_kfunc_args(): type_is_non_owning_ref() && !reg_is_referenced() -> check_ok.
             Reg::Alloc { ty, off, id, non_owning: true, percpu: false, .. }
                 if nonown_allowed && !st.refs.contains(id) =>

@@ -181,6 +181,7 @@ fn kptr_xchg_dest_refused(r1: &Reg) -> bool {
         | Reg::Kernel { .. }
         | Reg::Mem { .. }
         | Reg::AllocRcu { .. }
+        | Reg::AllocVar { .. }
         | Reg::Percpu { .. } => false,
     }
 }

@@ -53,6 +53,7 @@ mod structops;
 mod throw;
 mod timer;
 mod tracing;
+mod varoff;
 
 pub use calls::kfunc_allowed_under_lock;
 pub use prepared::Prepared;
@@ -274,6 +275,8 @@ mod tests_license;
 mod tests_localkptr;
 #[cfg(test)]
 mod tests_loops;
+#[cfg(test)]
+mod tests_loops73;
 #[cfg(test)]
 mod tests_loops_cb;
 #[cfg(test)]

@@ -35,6 +35,10 @@ pub enum Reg {
     /// reference it owns (`acquire_reference()`), `null` is `PTR_MAYBE_NULL`; `non_owning`:
     /// `NON_OWN_REF`, a node a graph kfunc took or returned under a lock (`graph.rs`). See `alloc.rs`.
     Alloc { ty: usize, off: i64, id: u32, null: bool, percpu: bool, non_owning: bool },
+    /// An owned, non-null [`Reg::Alloc`] after a scalar was added (`varoff.rs`): `value` / `mask`
+    /// its `var_off` tnum, `lo` / `hi` its bounds (non-negative), `off` 6.12's `reg->off` (0 in
+    /// 7.x, whose var_off holds the whole offset), `id` its reference.
+    AllocVar { ty: usize, id: u32, off: i64, value: u64, mask: u64, lo: i64, hi: i64 },
     /// A local-type (program BTF) object loaded from a referenced kptr field
     /// (`check_map_kptr_access()` -> `btf_ld_kptr_type()`, `kptr_store.rs`), at offset 0:
     /// `PTR_TO_BTF_ID | MEM_ALLOC | MEM_RCU` (`| NON_OWN_REF` when `non_owning`: the type has a
@@ -91,7 +95,7 @@ impl Reg {
             Reg::Alloc { null: true, percpu: true, .. } => "percpu_ptr_or_null_",
             Reg::Alloc { null: true, .. } => "ptr_or_null_",
             Reg::Alloc { percpu: true, .. } => "percpu_ptr_",
-            Reg::Alloc { .. } => "ptr_",
+            Reg::Alloc { .. } | Reg::AllocVar { .. } => "ptr_",
             // reg_type_str(): MEM_ALLOC and NON_OWN_REF print nothing.
             Reg::AllocRcu { untrusted: true, .. } => "untrusted_ptr_",
             Reg::AllocRcu { null: true, .. } => "rcu_ptr_or_null_",
