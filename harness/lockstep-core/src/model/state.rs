@@ -21,8 +21,8 @@ pub enum Reg {
     /// `CONST_PTR_TO_MAP`.
     MapPtr { map: usize },
     /// `PTR_TO_MAP_VALUE` (`null`: `PTR_MAYBE_NULL`). `off` is the constant offset, `var` the
-    /// variable part's bounds (`None` when known zero).
-    MapValue { map: usize, off: i64, var: Option<Scalar>, id: u32, null: bool },
+    /// variable part's bounds ([`VarOff::NONE`] when known zero).
+    MapValue { map: usize, off: i64, var: VarOff, id: u32, null: bool },
     /// `PTR_TO_BTF_ID` returned by a module kfunc (`null`: `PTR_MAYBE_NULL`; `id` for the null
     /// check, `ref_obj_id` the acquired reference it carries, 0 for none).
     BtfPtr { id: u32, ref_obj_id: u32, null: bool },
@@ -72,6 +72,67 @@ pub enum Reg {
     /// `__check_pseudo_btf_id()`): the VAR's vmlinux type `btf_id`, at offset 0, id 0. Only
     /// `bpf_this_cpu_ptr()` / `bpf_per_cpu_ptr()` take it in the model.
     Percpu { btf_id: u32 },
+}
+
+// Every frame copied at a branch and compared at a prune point holds 11 registers: keep `Reg`
+// small (a `Scalar` and the tag). A map value's variable offset is a [`VarOff`] for this.
+const _: () = assert!(std::mem::size_of::<Reg>() <= 40);
+
+/// A map value pointer's variable offset bounds (`Option<Scalar>`, `None` when known zero), as
+/// a 4-byte handle: the bounds are interned in a process-wide table, each distinct value once,
+/// so equal bounds have equal handles (`PartialEq` compares the handles) and `Reg` stays 40
+/// bytes instead of 64. Variable offsets on map values are rare; reading one takes a lock.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub struct VarOff(u32);
+
+struct VarOffTable {
+    ids: std::collections::HashMap<Scalar, u32>,
+    vals: Vec<Scalar>,
+}
+
+fn var_off_table() -> std::sync::MutexGuard<'static, VarOffTable> {
+    static TABLE: std::sync::LazyLock<std::sync::Mutex<VarOffTable>> = std::sync::LazyLock::new(|| {
+        std::sync::Mutex::new(VarOffTable { ids: Default::default(), vals: Vec::new() })
+    });
+    TABLE.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+impl VarOff {
+    /// Known zero (no variable part).
+    pub const NONE: VarOff = VarOff(0);
+
+    /// The handle of `v`'s bounds.
+    pub fn of(v: Option<Scalar>) -> VarOff {
+        let Some(v) = v else { return VarOff::NONE };
+        let mut t = var_off_table();
+        if let Some(&id) = t.ids.get(&v) {
+            return VarOff(id);
+        }
+        t.vals.push(v);
+        let id = u32::try_from(t.vals.len()).expect("fewer than 2^32 distinct variable offsets");
+        t.ids.insert(v, id);
+        VarOff(id)
+    }
+    /// The bounds (`None`: known zero).
+    pub fn get(self) -> Option<Scalar> {
+        if self.0 == 0 {
+            return None;
+        }
+        Some(var_off_table().vals[self.0 as usize - 1])
+    }
+    pub fn is_some(self) -> bool {
+        self.0 != 0
+    }
+    pub fn is_none(self) -> bool {
+        self.0 == 0
+    }
+}
+
+impl std::fmt::Debug for VarOff {
+    /// As the `Option<Scalar>` it stands for.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        std::fmt::Debug::fmt(&self.get(), f)
+    }
 }
 
 impl Reg {
