@@ -233,6 +233,27 @@ pub fn helper_name(id: i32) -> Option<&'static str> {
     usize::try_from(id).ok().and_then(|i| HELPERS.get(i)).copied()
 }
 
+/// The id of helper `name` (`bpf_`-prefixed, as in [`HELPERS`]), computed at compile time: for
+/// `match` arms on a call's helper id that keep the helper's name in the source (a name not in
+/// the table fails the build), where comparing names costs a string compare per arm per call.
+pub const fn id_of(name: &str) -> i32 {
+    let mut i = 0;
+    while i < HELPERS.len() {
+        let (a, b) = (HELPERS[i].as_bytes(), name.as_bytes());
+        if a.len() == b.len() {
+            let mut j = 0;
+            while j < a.len() && a[j] == b[j] {
+                j += 1;
+            }
+            if j == a.len() {
+                return i as i32;
+            }
+        }
+        i += 1;
+    }
+    panic!("not a helper name of HELPERS")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -259,6 +280,8 @@ mod tests {
         assert_eq!(helper_name(93), Some("bpf_spin_lock"));
         assert_eq!(helper_name(-1), None);
         assert_eq!(helper_name(212), None);
+        assert_eq!(id_of("bpf_spin_lock"), 93);
+        assert_eq!(id_of("bpf_cgrp_storage_delete"), 211);
         for id in 1..212 {
             assert_eq!(helper_id(helper_name(id).unwrap()), Some(id));
         }

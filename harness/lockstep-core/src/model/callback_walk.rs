@@ -12,7 +12,7 @@
 
 use super::exec::{Flow, Machine};
 use super::scalar::Scalar;
-use super::state::{Frame, Reg, State};
+use super::state::{Frame, Reg, State, VarOff};
 use super::{Step, Stop};
 use crate::case::MapType;
 use crate::insn::*;
@@ -91,7 +91,7 @@ impl Machine<'_> {
                 let id = if self.profile.callback_value_id { self.fresh_id() } else { 0 };
                 frame.regs[1] = Reg::MapPtr { map };
                 frame.regs[2] = Reg::MapKey { map };
-                frame.regs[3] = Reg::MapValue { map, off: 0, var: None, id, null: false };
+                frame.regs[3] = Reg::MapValue { map, off: 0, var: VarOff::NONE, id, null: false };
                 frame.regs[4] = args[2].clone();
             }
         }

@@ -3,7 +3,7 @@
 
 use super::exec::{Flow, Machine};
 use super::scalar::Scalar;
-use super::state::{ActiveLock, Frame, LockKind, Reg, State};
+use super::state::{ActiveLock, Frame, LockKind, Reg, State, VarOff};
 use super::{Rule, Step, Stop};
 use crate::case::{FieldKind, MapType};
 use crate::insn::*;
@@ -142,11 +142,15 @@ impl Machine<'_> {
 
     /// A helper call instruction (`imm`: the helper id), by the helper.
     fn call_helper_insn(&mut self, st: &mut State, pc: usize, imm: i32) -> Step<Flow> {
-        match crate::helpers::helper_name(imm) {
-            Some(h) if super::callback_walk::walks_callback(h) => self.sync_callback_call(st, pc, h),
-            Some("bpf_timer_set_callback") => self.timer_set_callback(st, pc),
+        match imm {
+            hid::LOOP | hid::FOR_EACH_MAP_ELEM => {
+                let h = crate::helpers::helper_name(imm).expect("in the table");
+                debug_assert!(super::callback_walk::walks_callback(h));
+                self.sync_callback_call(st, pc, h)
+            }
+            hid::TIMER_SET_CALLBACK => self.timer_set_callback(st, pc),
             // The arguments and reference checks here, the rest in pkt.rs.
-            Some("bpf_tail_call") => {
+            hid::TAIL_CALL => {
                 self.helper_call(st, pc, imm)?;
                 self.tail_call_effects(st, pc)
             }
@@ -393,8 +397,8 @@ impl Machine<'_> {
         let name = crate::helpers::helper_name(id).ok_or_else(|| {
             Stop::Unsupported(format!("helper call #{id} (not in lockstep's helper table)"))
         })?;
-        match name {
-            "bpf_spin_lock" | "bpf_spin_unlock" => {
+        match id {
+            hid::SPIN_LOCK | hid::SPIN_UNLOCK => {
                 let r1 = self.read_reg(st, pc, 1)?;
                 if self.in_rbtree_cb(st) {
                     // check_func_arg(): ARG_PTR_TO_SPIN_LOCK, after R1's type check.
@@ -403,56 +407,56 @@ impl Machine<'_> {
                     }
                     return self.reject(pc, "can't spin_{lock,unlock} in rbtree cb".into());
                 }
-                self.spin_lock_arg(st, pc, &r1, name == "bpf_spin_lock")?;
+                self.spin_lock_arg(st, pc, &r1, id == hid::SPIN_LOCK)?;
                 self.clobber(st, Reg::NotInit);
             }
-            "bpf_map_lookup_elem" => {
+            hid::MAP_LOOKUP_ELEM => {
                 let r0 = self.map_lookup(st, pc)?;
                 self.clobber(st, r0);
             }
-            "bpf_map_lookup_percpu_elem" => {
+            hid::MAP_LOOKUP_PERCPU_ELEM => {
                 let r0 = self.map_lookup_percpu(st, pc)?;
                 self.clobber(st, r0);
             }
-            "bpf_map_update_elem" | "bpf_map_delete_elem" => self.map_update_delete(st, pc, name)?,
-            "bpf_probe_read_kernel" => self.probe_read_kernel(st, pc)?,
-            "bpf_trace_printk" => self.trace_printk(st, pc)?,
-            "bpf_strncmp" => self.strncmp(st, pc)?,
-            "bpf_kptr_xchg" => {
+            hid::MAP_UPDATE_ELEM | hid::MAP_DELETE_ELEM => self.map_update_delete(st, pc, name)?,
+            hid::PROBE_READ_KERNEL => self.probe_read_kernel(st, pc)?,
+            hid::TRACE_PRINTK => self.trace_printk(st, pc)?,
+            hid::STRNCMP => self.strncmp(st, pc)?,
+            hid::KPTR_XCHG => {
                 let r0 = self.kptr_xchg(st, pc)?;
                 self.clobber(st, r0);
             }
-            "bpf_get_current_task_btf" => self.current_task_btf(st)?,
-            "bpf_get_local_storage" => {
+            hid::GET_CURRENT_TASK_BTF => self.current_task_btf(st)?,
+            hid::GET_LOCAL_STORAGE => {
                 let r0 = self.get_local_storage(st, pc)?;
                 self.clobber(st, r0);
             }
-            "bpf_copy_from_user" => {
+            hid::COPY_FROM_USER => {
                 let r0 = self.copy_from_user(st, pc)?;
                 self.clobber(st, r0);
             }
             // bpf_get_current_pid_tgid, bpf_ktime_get_boot_ns: in bpf_base_func_proto()'s unprivileged
             // list beside bpf_ktime_get_ns (6.12, 7.2, 7.3 helpers.c).
-            "bpf_get_prandom_u32"
-            | "bpf_ktime_get_ns"
-            | "bpf_ktime_get_boot_ns"
-            | "bpf_get_smp_processor_id"
-            | "bpf_get_current_pid_tgid" => {
+            hid::GET_PRANDOM_U32
+            | hid::KTIME_GET_NS
+            | hid::KTIME_GET_BOOT_NS
+            | hid::GET_SMP_PROCESSOR_ID
+            | hid::GET_CURRENT_PID_TGID => {
                 self.clobber(st, Reg::Scalar(Scalar::unknown()));
             }
-            "bpf_ktime_get_coarse_ns" => {
+            hid::KTIME_GET_COARSE_NS => {
                 let r0 = self.ktime_get_coarse_ns(pc)?;
                 self.clobber(st, r0);
             }
-            "bpf_this_cpu_ptr" => {
+            hid::THIS_CPU_PTR => {
                 let r0 = self.this_cpu_ptr(st, pc)?;
                 self.clobber(st, r0);
             }
-            "bpf_per_cpu_ptr" => {
+            hid::PER_CPU_PTR => {
                 let r0 = self.per_cpu_ptr(st, pc)?;
                 self.clobber(st, r0);
             }
-            "bpf_tail_call" => {
+            hid::TAIL_CALL => {
                 let r1 = self.read_reg(st, pc, 1)?;
                 let r2 = self.read_reg(st, pc, 2)?;
                 let r3 = self.read_reg(st, pc, 3)?;
@@ -478,24 +482,24 @@ impl Machine<'_> {
                 // check_resource_leak(env, false, true, "tail_call"), after the references.
                 self.region_leak(st, pc, "tail_call")?;
             }
-            "bpf_skb_pull_data" => self.skb_pull_data(st, pc)?,
-            "bpf_sk_storage_get" => {
+            hid::SKB_PULL_DATA => self.skb_pull_data(st, pc)?,
+            hid::SK_STORAGE_GET => {
                 let r0 = self.sk_storage_get(st, pc)?;
                 self.clobber(st, r0);
             }
-            "bpf_sk_select_reuseport" => {
+            hid::SK_SELECT_REUSEPORT => {
                 let r0 = self.sk_select_reuseport(st, pc)?;
                 self.clobber(st, r0);
             }
-            sock if super::sock::is_sock_helper(sock) => {
-                let r0 = self.sock_helper(st, pc, sock)?;
+            _ if super::sock::is_sock_helper(name) => {
+                let r0 = self.sock_helper(st, pc, name)?;
                 self.clobber(st, r0);
             }
-            t if super::timer::is_timer_helper(t) => self.timer_helper(st, pc, t)?,
-            other if super::callbacks::takes_callback(other) => {
-                return Err(super::callbacks::callback_unsupported(other))
+            _ if super::timer::is_timer_helper(name) => self.timer_helper(st, pc, name)?,
+            _ if super::callbacks::takes_callback(name) => {
+                return Err(super::callbacks::callback_unsupported(name))
             }
-            other => return Err(Stop::Unsupported(format!("helper {other} is outside the modelled subset"))),
+            _ => return Err(Stop::Unsupported(format!("helper {name} is outside the modelled subset"))),
         }
         Ok(())
     }
@@ -596,6 +600,7 @@ impl Machine<'_> {
         // Strings for the messages are built only when one is printed.
         let lock = || if kind == LockKind::Spin { "bpf_spin" } else { "bpf_res_spin" }.to_string();
         let field_kind = if kind == LockKind::Spin { FieldKind::SpinLock } else { FieldKind::ResSpinLock };
+        let var = var.get();
         if var.is_some_and(|v| v.konst().is_none()) && self.on(Rule::LockOffset) {
             return self.reject(pc, self.msg(&m.non_const_offset, &[("reg", "R1".into()), ("lock", lock())]));
         }
@@ -708,7 +713,7 @@ impl Machine<'_> {
             return unsupported("a map key outside the stack".into());
         }
         self.read_reg(st, pc, 3)?;
-        Ok(Reg::MapValue { map, off: 0, var: None, id: self.fresh_id(), null: true })
+        Ok(Reg::MapValue { map, off: 0, var: VarOff::NONE, id: self.fresh_id(), null: true })
     }
 
     fn map_lookup(&mut self, st: &mut State, pc: usize) -> Step<Reg> {
@@ -744,6 +749,40 @@ impl Machine<'_> {
         }
         let has_lock = spec.btf && spec.value.has_lock();
         let id = if !elide || has_lock { self.fresh_id() } else { 0 };
-        Ok(Reg::MapValue { map, off: 0, var: None, id, null: !elide })
+        Ok(Reg::MapValue { map, off: 0, var: VarOff::NONE, id, null: !elide })
     }
+}
+
+/// The helper ids `helper_call()` dispatches on, by name (`crate::helpers::id_of`, at compile
+/// time): an integer compare per arm instead of a string compare.
+mod hid {
+    use crate::helpers::id_of;
+    pub const LOOP: i32 = id_of("bpf_loop");
+    pub const FOR_EACH_MAP_ELEM: i32 = id_of("bpf_for_each_map_elem");
+    pub const TIMER_SET_CALLBACK: i32 = id_of("bpf_timer_set_callback");
+    pub const SPIN_LOCK: i32 = id_of("bpf_spin_lock");
+    pub const SPIN_UNLOCK: i32 = id_of("bpf_spin_unlock");
+    pub const MAP_LOOKUP_ELEM: i32 = id_of("bpf_map_lookup_elem");
+    pub const MAP_LOOKUP_PERCPU_ELEM: i32 = id_of("bpf_map_lookup_percpu_elem");
+    pub const MAP_UPDATE_ELEM: i32 = id_of("bpf_map_update_elem");
+    pub const MAP_DELETE_ELEM: i32 = id_of("bpf_map_delete_elem");
+    pub const PROBE_READ_KERNEL: i32 = id_of("bpf_probe_read_kernel");
+    pub const TRACE_PRINTK: i32 = id_of("bpf_trace_printk");
+    pub const STRNCMP: i32 = id_of("bpf_strncmp");
+    pub const KPTR_XCHG: i32 = id_of("bpf_kptr_xchg");
+    pub const GET_CURRENT_TASK_BTF: i32 = id_of("bpf_get_current_task_btf");
+    pub const GET_LOCAL_STORAGE: i32 = id_of("bpf_get_local_storage");
+    pub const COPY_FROM_USER: i32 = id_of("bpf_copy_from_user");
+    pub const GET_PRANDOM_U32: i32 = id_of("bpf_get_prandom_u32");
+    pub const KTIME_GET_NS: i32 = id_of("bpf_ktime_get_ns");
+    pub const KTIME_GET_BOOT_NS: i32 = id_of("bpf_ktime_get_boot_ns");
+    pub const GET_SMP_PROCESSOR_ID: i32 = id_of("bpf_get_smp_processor_id");
+    pub const GET_CURRENT_PID_TGID: i32 = id_of("bpf_get_current_pid_tgid");
+    pub const KTIME_GET_COARSE_NS: i32 = id_of("bpf_ktime_get_coarse_ns");
+    pub const THIS_CPU_PTR: i32 = id_of("bpf_this_cpu_ptr");
+    pub const PER_CPU_PTR: i32 = id_of("bpf_per_cpu_ptr");
+    pub const TAIL_CALL: i32 = id_of("bpf_tail_call");
+    pub const SKB_PULL_DATA: i32 = id_of("bpf_skb_pull_data");
+    pub const SK_STORAGE_GET: i32 = id_of("bpf_sk_storage_get");
+    pub const SK_SELECT_REUSEPORT: i32 = id_of("bpf_sk_select_reuseport");
 }

@@ -8,7 +8,7 @@ use super::fields;
 use super::prepared::Prepared;
 use super::scalar::{CmpOp, Scalar};
 use super::special::{self, FieldAccess, KptrError};
-use super::state::{Frame, Reg, State, Trust};
+use super::state::{Frame, Reg, State, Trust, VarOff};
 use super::{ModelOptions, Rule, Step, Stop, STEP_BUDGET};
 use crate::asm::Reloc;
 use crate::case::{Case, FieldKind, MapSpec, ProgType};
@@ -617,11 +617,11 @@ impl<'a> Machine<'a> {
                 // A larger smax passes (only smin is checked): the uses of the pointer check its
                 // bounds (check_mem_region_access(): "unbounded memory access"; a lock, kptr, timer
                 // or graph root argument wants a constant offset first).
-                let nv = match var {
-                    Some(v) => *v + b,
+                let nv = match var.get() {
+                    Some(v) => v + b,
                     None => b,
                 };
-                Ok(Reg::MapValue { map: *map, off: *off, var: Some(nv), id: *id, null: false })
+                Ok(Reg::MapValue { map: *map, off: *off, var: VarOff::of(Some(nv)), id: *id, null: false })
             }
             // adjust_ptr_min_max_vals() on PTR_TO_BTF_ID (trusted, MEM_RCU, legacy or untrusted;
             // the same in 6.12, 7.2 and 7.3): a maybe-null one is refused as for a map value; a
@@ -665,7 +665,7 @@ impl<'a> Machine<'a> {
                 Reg::MapValue {
                     map: self.map_index(name).expect("checked before the walk"),
                     off: *offset as i64,
-                    var: None,
+                    var: VarOff::NONE,
                     id: 0,
                     null: false,
                 }
@@ -728,7 +728,7 @@ impl<'a> Machine<'a> {
         // 6.12) passes it to check_mem_access(), which refuses it as it refuses a load
         // ("invalid mem access 'map_value_or_null'"), after the "leaks addr into mem" checks and
         // check_ptr_alignment() (strict for atomics), which the model leaves out.
-        if let Reg::MapValue { null: true, off, var: None, .. } = base {
+        if let Reg::MapValue { null: true, off, var: VarOff::NONE, .. } = base {
             let r0_pointer = insn.imm == BPF_CMPXCHG && st.cur_ref().regs[0].is_pointer();
             if v.is_pointer() || r0_pointer || !is_aligned(off + insn.off as i64, insn.size_bytes()) {
                 return Err(Stop::Unsupported(
@@ -759,7 +759,7 @@ impl<'a> Machine<'a> {
     /// atomic must be aligned to the access size, checked before bounds and special fields.
     fn atomic_alignment(&self, pc: usize, base: &Reg, off: i64, size: u8) -> Step<()> {
         let Reg::MapValue { off: o, var, .. } = base else { return Ok(()) };
-        let v = match var {
+        let v = match var.get() {
             None => 0,
             Some(v) => v
                 .konst()
@@ -842,8 +842,9 @@ impl<'a> Machine<'a> {
             Reg::MapValue { null: false, map, off: o, var, .. } => {
                 let spec = self.map(*map);
                 // check_map_access() -> check_mem_region_access().
+                let var = var.get();
                 let var_const = var.is_none_or(|v| v.konst().is_some());
-                let region = Region::new(self.profile.ptr_off_in_var_off, *o, *var, off);
+                let region = Region::new(self.profile.ptr_off_in_var_off, *o, var, off);
                 let (lo, hi) = match check_region(region, size, spec.value.size) {
                     Ok(r) => r,
                     Err(_) if !var_const => {
@@ -1094,8 +1095,9 @@ impl<'a> Machine<'a> {
         let v7 = self.profile.pointer_branch_7x;
         match r {
             Reg::MapValue { off, var, .. } => {
-                let (lo, hi) =
-                    var.map_or((*off, *off), |v| (off.saturating_add(v.smin), off.saturating_add(v.smax)));
+                let (lo, hi) = var
+                    .get()
+                    .map_or((*off, *off), |v| (off.saturating_add(v.smin), off.saturating_add(v.smax)));
                 !(v7 && (lo <= -BPF_MAX_VAR_OFF || hi >= BPF_MAX_VAR_OFF))
             }
             Reg::MapKey { .. } | Reg::MapPtr { .. } | Reg::Mem { .. } | Reg::Alloc { .. } => true,

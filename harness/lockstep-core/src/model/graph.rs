@@ -273,7 +273,7 @@ impl Machine<'_> {
                 if !spec.btf {
                     return kind.unsupported("in a map without BTF");
                 }
-                let Some(total) = (match var {
+                let Some(total) = (match var.get() {
                     None => Some(*off),
                     Some(v) => v.konst().map(|c| off + c),
                 }) else {

@@ -4,7 +4,7 @@
 //! and real runs settle is modelled; the rest is `unsupported` naming the helper.
 
 use super::exec::Machine;
-use super::state::{Reg, State};
+use super::state::{Reg, State, VarOff};
 use super::{Step, Stop};
 use crate::case::ProgType;
 
@@ -84,7 +84,7 @@ impl Machine<'_> {
     /// callers word it: `bpf_trace_printk`'s format, `bpf_strncmp`'s `s1`).
     pub(super) fn map_value_read_arg(&self, st: &State, pc: usize) -> Step<Result<(), MapValueArgGap>> {
         let r1 = self.read_reg(st, pc, 1)?;
-        let Reg::MapValue { map, off, var: None, null: false, .. } = r1 else {
+        let Reg::MapValue { map, off, var: VarOff::NONE, null: false, .. } = r1 else {
             return Ok(Err(MapValueArgGap::NotMapValue(r1.type_str())));
         };
         let size = match self.read_reg(st, pc, 2)? {
@@ -237,7 +237,7 @@ impl Machine<'_> {
         }
         let has_lock = spec.btf && spec.value.has_lock();
         let id = if has_lock { self.fresh_id() } else { 0 };
-        Ok(Reg::MapValue { map, off: 0, var: None, id, null: false })
+        Ok(Reg::MapValue { map, off: 0, var: VarOff::NONE, id, null: false })
     }
 }
 

@@ -44,7 +44,7 @@ impl Machine<'_> {
         let (fields, off, var, btf) = match &r1 {
             Reg::MapValue { map, off, var, null: false, .. } => {
                 let spec = self.map(*map);
-                (&spec.value.fields, *off, *var, spec.btf)
+                (&spec.value.fields, *off, var.get(), spec.btf)
             }
             // A non-owning one (NON_OWN_REF, a node a graph kfunc gave under a lock) where
             // kptr_xchg_dest_types lists it (7.2, 7.3: "map_value, ptr_, ptr_, rcu_ptr_"; 6.12:

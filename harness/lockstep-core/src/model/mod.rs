@@ -212,6 +212,8 @@ pub fn check_prepared(
         let case = prepared::without_error_records(prep);
         return check_prepared(&Prepared::new(&case), profile, module, opts);
     }
+    // Registers' interned values live as long as the outermost check on this thread.
+    let _scope = state::interned::CheckScope::enter();
     match exec::Machine::new(prep, profile, module, opts).run() {
         Ok(()) => Verdict::accept(),
         Err(Stop::Reject(insn, msg)) => Verdict::reject(insn, msg),

@@ -112,7 +112,24 @@ impl<'a> Prepared<'a> {
         }
         let maps = maps_with_inner(case)
             .map(|m| {
-                let has = |k| m.btf && m.value.fields.iter().any(|f| f.kind == k);
+                // One pass over the value's fields (a global data section may hold many): the
+                // kinds it holds, and whether a special field other than a lock is one the map
+                // type may not hold.
+                let (mut kinds, mut field_refused) = (0u32, false);
+                if m.btf {
+                    for f in &m.value.fields {
+                        kinds |= 1 << f.kind as u32;
+                        field_refused |= special::in_map_record(f.kind)
+                            && !f.kind.is_lock()
+                            && !special::map_type_allows(f.kind, m.map_type);
+                    }
+                }
+                let has = |k: FieldKind| kinds & 1 << k as u32 != 0;
+                // special::record_error() finds nothing without a graph root or with only one
+                // of the two graph node kinds.
+                let graph = has(FieldKind::ListHead)
+                    || has(FieldKind::RbRoot)
+                    || (has(FieldKind::ListNode) && has(FieldKind::RbNode));
                 MapFacts {
                     spin_lock: has(FieldKind::SpinLock),
                     res_spin_lock: has(FieldKind::ResSpinLock),
@@ -120,13 +137,10 @@ impl<'a> Prepared<'a> {
                         m.map_type,
                         MapType::Hash | MapType::Array | MapType::CgroupStorage | MapType::SkStorage
                     ),
-                    record_error: m.btf.then(|| special::record_error(&m.value, &case.types)).flatten(),
-                    field_refused: m.btf
-                        && m.value.fields.iter().any(|f| {
-                            special::in_map_record(f.kind)
-                                && !f.kind.is_lock()
-                                && !special::map_type_allows(f.kind, m.map_type)
-                        }),
+                    record_error: (m.btf && graph)
+                        .then(|| special::record_error(&m.value, &case.types))
+                        .flatten(),
+                    field_refused,
                 }
             })
             .collect();

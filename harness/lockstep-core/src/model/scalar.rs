@@ -1,7 +1,7 @@
 //! Scalar bounds: the part of `struct bpf_reg_state`'s min/max tracking the lock rules need.
 
 /// A scalar's signed and unsigned 64-bit bounds.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub struct Scalar {
     pub smin: i64,
     pub smax: i64,

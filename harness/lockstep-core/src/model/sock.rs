@@ -12,7 +12,7 @@
 use super::ctx::{bpf_sock_valid, sock};
 use super::exec::Machine;
 use super::scalar::Scalar;
-use super::state::{Reg, State};
+use super::state::{Reg, State, VarOff};
 use super::{Step, Stop};
 use crate::case::{MapType, ProgType};
 
@@ -237,7 +237,7 @@ impl Machine<'_> {
         if !matches!(self.read_reg(st, pc, 4)?, Reg::Scalar(_)) {
             return unsupported("flags that are not a scalar");
         }
-        Ok(Reg::MapValue { map, off: 0, var: None, id: self.fresh_id(), null: true })
+        Ok(Reg::MapValue { map, off: 0, var: VarOff::NONE, id: self.fresh_id(), null: true })
     }
 
     /// `bpf_sk_fullsock`, `bpf_tcp_sock`, `bpf_skc_to_*` and `bpf_sk_release`

@@ -21,8 +21,8 @@ pub enum Reg {
     /// `CONST_PTR_TO_MAP`.
     MapPtr { map: usize },
     /// `PTR_TO_MAP_VALUE` (`null`: `PTR_MAYBE_NULL`). `off` is the constant offset, `var` the
-    /// variable part's bounds (`None` when known zero).
-    MapValue { map: usize, off: i64, var: Option<Scalar>, id: u32, null: bool },
+    /// variable part's bounds ([`VarOff::NONE`] when known zero).
+    MapValue { map: usize, off: i64, var: VarOff, id: u32, null: bool },
     /// `PTR_TO_BTF_ID` returned by a module kfunc (`null`: `PTR_MAYBE_NULL`; `id` for the null
     /// check, `ref_obj_id` the acquired reference it carries, 0 for none).
     BtfPtr { id: u32, ref_obj_id: u32, null: bool },
@@ -38,7 +38,7 @@ pub enum Reg {
     /// An owned, non-null [`Reg::Alloc`] after a scalar was added (`varoff.rs`): `value` / `mask`
     /// its `var_off` tnum, `lo` / `hi` its bounds (non-negative), `off` 6.12's `reg->off` (0 in
     /// 7.x, whose var_off holds the whole offset), `id` its reference.
-    AllocVar { ty: usize, id: u32, off: i64, value: u64, mask: u64, lo: i64, hi: i64 },
+    AllocVar { ty: usize, id: u32, var: AllocOff },
     /// A local-type (program BTF) object loaded from a referenced kptr field
     /// (`check_map_kptr_access()` -> `btf_ld_kptr_type()`, `kptr_store.rs`), at offset 0:
     /// `PTR_TO_BTF_ID | MEM_ALLOC | MEM_RCU` (`| NON_OWN_REF` when `non_owning`: the type has a
@@ -76,6 +76,188 @@ pub enum Reg {
     /// `__check_pseudo_btf_id()`): the VAR's vmlinux type `btf_id`, at offset 0, id 0. Only
     /// `bpf_this_cpu_ptr()` / `bpf_per_cpu_ptr()` take it in the model.
     Percpu { btf_id: u32 },
+}
+
+// Every frame copied at a branch and compared at a prune point holds 11 registers: keep `Reg`
+// small (a `Scalar` and the tag). A map value's variable offset is a [`VarOff`] for this.
+const _: () = assert!(std::mem::size_of::<Reg>() <= 40);
+
+/// A map value pointer's variable offset bounds (`Option<Scalar>`, `None` when known zero), as
+/// a 4-byte handle into the thread's [`interned`] table, so equal bounds have equal handles
+/// (`PartialEq` compares the handles) and `Reg` stays 40 bytes instead of 64. Variable offsets
+/// on map values are rare.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub struct VarOff(u32);
+
+/// A [`Reg::AllocVar`]'s offset: `off` 6.12's `reg->off`, `value` / `mask` the `var_off` tnum,
+/// `lo` / `hi` the bounds (`varoff.rs`), kept out of `Reg` as a 4-byte [`AllocOff`] handle.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct AllocVarOff {
+    pub off: i64,
+    pub value: u64,
+    pub mask: u64,
+    pub lo: i64,
+    pub hi: i64,
+}
+
+/// A handle of an interned [`AllocVarOff`] (equal offsets, equal handles).
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub struct AllocOff(u32);
+
+/// The values registers keep behind 4-byte handles ([`VarOff`], [`AllocOff`]): one table per
+/// thread, each distinct value once, emptied when the outermost [`CheckScope`] on the thread
+/// ends (no register outlives its check), so a long fuzz campaign does not accumulate them and
+/// parallel checks share no lock.
+pub mod interned {
+    use std::cell::RefCell;
+    use std::collections::HashMap;
+
+    use super::{AllocVarOff, Scalar};
+
+    /// One kind of value: each distinct value once, its handle its index + 1 (0 is free for a
+    /// "none" handle).
+    pub(super) struct Interner<T> {
+        ids: HashMap<T, u32>,
+        vals: Vec<T>,
+    }
+
+    impl<T: Copy + Eq + std::hash::Hash> Interner<T> {
+        fn new() -> Self {
+            Interner { ids: HashMap::new(), vals: Vec::new() }
+        }
+        pub(super) fn id(&mut self, v: T) -> u32 {
+            if let Some(&id) = self.ids.get(&v) {
+                return id;
+            }
+            self.vals.push(v);
+            let id = u32::try_from(self.vals.len()).expect("fewer than 2^32 distinct interned values");
+            self.ids.insert(v, id);
+            id
+        }
+        pub(super) fn get(&self, id: u32) -> T {
+            self.vals[id as usize - 1]
+        }
+        fn clear(&mut self) {
+            self.ids.clear();
+            self.vals.clear();
+        }
+    }
+
+    pub(super) struct Tables {
+        pub(super) scalars: Interner<Scalar>,
+        pub(super) alloc_offs: Interner<AllocVarOff>,
+        depth: u32,
+    }
+
+    thread_local! {
+        static TABLES: RefCell<Tables> = RefCell::new(Tables {
+            scalars: Interner::new(),
+            alloc_offs: Interner::new(),
+            depth: 0,
+        });
+    }
+
+    /// Runs `f` on this thread's tables.
+    pub(super) fn with<R>(f: impl FnOnce(&mut Tables) -> R) -> R {
+        TABLES.with(|t| f(&mut t.borrow_mut()))
+    }
+
+    /// Held while a check runs (`model::check_prepared`); when the outermost one on the thread
+    /// is dropped, the tables are emptied.
+    pub struct CheckScope(());
+
+    impl CheckScope {
+        /// Enters a check.
+        pub fn enter() -> CheckScope {
+            with(|t| t.depth += 1);
+            CheckScope(())
+        }
+    }
+
+    impl Drop for CheckScope {
+        fn drop(&mut self) {
+            with(|t| {
+                t.depth -= 1;
+                if t.depth == 0 {
+                    t.scalars.clear();
+                    t.alloc_offs.clear();
+                }
+            });
+        }
+    }
+
+    #[cfg(test)]
+    mod tests {
+        use super::super::VarOff;
+        use super::*;
+
+        fn kept() -> usize {
+            with(|t| t.scalars.vals.len() + t.alloc_offs.vals.len())
+        }
+
+        #[test]
+        fn values_live_until_the_outermost_check_on_the_thread_ends() {
+            let outer = CheckScope::enter();
+            let a = VarOff::of(Some(Scalar::below(7)));
+            {
+                let _inner = CheckScope::enter();
+                assert_eq!(VarOff::of(Some(Scalar::below(7))), a, "same bounds, same handle");
+                VarOff::of(Some(Scalar::below(15)));
+            }
+            assert_eq!(kept(), 2, "an inner check's end keeps the outer check's values");
+            assert_eq!(a.get(), Some(Scalar::below(7)));
+            drop(outer);
+            assert_eq!(kept(), 0, "the outermost check's end empties the tables");
+        }
+    }
+}
+
+impl VarOff {
+    /// Known zero (no variable part).
+    pub const NONE: VarOff = VarOff(0);
+
+    /// The handle of `v`'s bounds.
+    pub fn of(v: Option<Scalar>) -> VarOff {
+        match v {
+            None => VarOff::NONE,
+            Some(v) => VarOff(interned::with(|t| t.scalars.id(v))),
+        }
+    }
+    /// The bounds (`None`: known zero).
+    pub fn get(self) -> Option<Scalar> {
+        (self.0 != 0).then(|| interned::with(|t| t.scalars.get(self.0)))
+    }
+    pub fn is_some(self) -> bool {
+        self.0 != 0
+    }
+    pub fn is_none(self) -> bool {
+        self.0 == 0
+    }
+}
+
+impl AllocOff {
+    /// The handle of `v`.
+    pub fn of(v: AllocVarOff) -> AllocOff {
+        AllocOff(interned::with(|t| t.alloc_offs.id(v)))
+    }
+    /// The offset it stands for.
+    pub fn get(self) -> AllocVarOff {
+        interned::with(|t| t.alloc_offs.get(self.0))
+    }
+}
+
+impl std::fmt::Debug for AllocOff {
+    /// As the [`AllocVarOff`] it stands for.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        std::fmt::Debug::fmt(&self.get(), f)
+    }
+}
+
+impl std::fmt::Debug for VarOff {
+    /// As the `Option<Scalar>` it stands for.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        std::fmt::Debug::fmt(&self.get(), f)
+    }
 }
 
 impl Reg {

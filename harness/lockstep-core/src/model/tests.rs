@@ -506,3 +506,20 @@ fn a_write_to_r11_is_reported_as_r11_not_r10() {
         }
     }
 }
+
+/// `VarOff` (a map value's variable offset, interned so `Reg` stays 40 bytes): equal bounds give
+/// equal handles, `get` gives the bounds back, `Debug` prints the `Option<Scalar>`.
+#[test]
+fn var_off_handles_compare_as_their_bounds() {
+    use super::scalar::Scalar;
+    use super::state::VarOff;
+    let (a, b) = (Scalar::below(7), Scalar::below(15));
+    assert_eq!(VarOff::of(Some(a)), VarOff::of(Some(a)));
+    assert_ne!(VarOff::of(Some(a)), VarOff::of(Some(b)));
+    assert_eq!(VarOff::of(None), VarOff::NONE);
+    assert_ne!(VarOff::of(Some(Scalar::known(0))), VarOff::NONE);
+    assert_eq!(VarOff::of(Some(b)).get(), Some(b));
+    assert_eq!(VarOff::NONE.get(), None);
+    assert_eq!(format!("{:?}", VarOff::of(Some(a))), format!("{:?}", Some(a)));
+    assert_eq!(format!("{:?}", VarOff::NONE), "None");
+}

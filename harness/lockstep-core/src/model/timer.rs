@@ -30,7 +30,7 @@
 
 use super::exec::{Flow, Machine};
 use super::scalar::Scalar;
-use super::state::{Frame, Reg, State};
+use super::state::{Frame, Reg, State, VarOff};
 use super::{Step, Stop};
 use crate::case::{FieldKind, MapSpec};
 
@@ -74,7 +74,7 @@ impl Machine<'_> {
     fn timer_arg(&self, st: &State, pc: usize) -> Step<usize> {
         let r1 = self.read_reg(st, pc, 1)?;
         let (map, off, var) = match &r1 {
-            Reg::MapValue { map, off, var, null: false, .. } => (*map, *off, var),
+            Reg::MapValue { map, off, var, null: false, .. } => (*map, *off, var.get()),
             other => {
                 let args = [
                     ("reg", "R1".into()),
@@ -84,7 +84,7 @@ impl Machine<'_> {
                 return self.reject(pc, self.msg(&self.profile.messages.reg_type_mismatch, &args));
             }
         };
-        self.map_field(pc, map, off, var, FieldKind::Timer)
+        self.map_field(pc, map, off, &var, FieldKind::Timer)
     }
 
     /// `check_map_field_pointer()` for the `kind` field (`bpf_timer`, `bpf_wq`) of R1, a map value
@@ -171,7 +171,7 @@ impl Machine<'_> {
             Reg::MapValue { null: true, .. } => {
                 return self.reject(pc, "Possibly NULL pointer passed to trusted R1".into())
             }
-            Reg::MapValue { map, off, var, .. } => (*map, *off, *var),
+            Reg::MapValue { map, off, var, .. } => (*map, *off, var.get()),
             other => {
                 return Err(Stop::Unsupported(format!(
                     "kfunc bpf_timer_cancel_async with R1 of type {} is not modelled",
@@ -198,7 +198,7 @@ impl Machine<'_> {
             Reg::MapValue { null: true, .. } => {
                 return self.reject(pc, "Possibly NULL pointer passed to trusted R1".into())
             }
-            Reg::MapValue { map, off, var, .. } => (*map, *off, *var),
+            Reg::MapValue { map, off, var, .. } => (*map, *off, var.get()),
             other => return unsupported(&format!("R1 of type {}", other.type_str())),
         };
         self.map_field(pc, map, off, &var, FieldKind::Wq)?;
@@ -260,7 +260,7 @@ impl Machine<'_> {
         frame.regs[1] = Reg::MapPtr { map };
         frame.regs[2] = Reg::MapKey { map };
         let id = self.fresh_id();
-        frame.regs[3] = Reg::MapValue { map, off: 0, var: None, id, null: false };
+        frame.regs[3] = Reg::MapValue { map, off: 0, var: VarOff::NONE, id, null: false };
         let mut callback = State::entry(frame, st.ids_exact, start);
         callback.sleepable = sleepable;
         callback

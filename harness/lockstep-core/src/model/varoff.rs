@@ -22,7 +22,7 @@
 use super::access::BPF_MAX_VAR_OFF;
 use super::exec::Machine;
 use super::scalar::Scalar;
-use super::state::{Reg, State};
+use super::state::{AllocOff, AllocVarOff, Reg, State};
 use super::{Step, Stop};
 use crate::insn::*;
 
@@ -116,7 +116,10 @@ impl Machine<'_> {
             Reg::Alloc { ty, off, id, null: false, percpu: false, non_owning: false } => {
                 (ty, id, off, Tnum::konst(0), 0, 0)
             }
-            Reg::AllocVar { ty, id, off, value, mask, lo, hi } => (ty, id, off, Tnum { value, mask }, lo, hi),
+            Reg::AllocVar { ty, id, var } => {
+                let AllocVarOff { off, value, mask, lo, hi } = var.get();
+                (ty, id, off, Tnum { value, mask }, lo, hi)
+            }
             _ => return unsupported("of another kind"),
         };
         // check_reg_sane_offset_ptr() before (the pointer's smin; a known one is its value;
@@ -130,7 +133,8 @@ impl Machine<'_> {
             if off.abs() >= BPF_MAX_VAR_OFF {
                 return unsupported("whose reg->off reaches BPF_MAX_VAR_OFF");
             }
-            return Ok(Reg::AllocVar { ty, id, off, value: tn.value, mask: tn.mask, lo, hi });
+            let var = AllocOff::of(AllocVarOff { off, value: tn.value, mask: tn.mask, lo, hi });
+            return Ok(Reg::AllocVar { ty, id, var });
         }
         // dst->r64 = cnum64_add(ptr->r64, off->r64) (6.12: smin/umax sums; BPF_SUB: tnum_sub()
         // of a constant is tnum_add() of its negation); kept to non-negative ranges without wrapping.
@@ -146,15 +150,18 @@ impl Machine<'_> {
         if tn.mask == 0 {
             return unsupported("that became a constant again");
         }
-        Ok(Reg::AllocVar { ty, id, off, value: tn.value, mask: tn.mask, lo: lo as i64, hi: hi as i64 })
+        let var =
+            AllocOff::of(AllocVarOff { off, value: tn.value, mask: tn.mask, lo: lo as i64, hi: hi as i64 });
+        Ok(Reg::AllocVar { ty, id, var })
     }
 
     /// `__check_ptr_off_reg()` for a [`Reg::AllocVar`] kfunc argument `r` (`check_kfunc_args()`:
     /// the NULL and release checks pass for an owned, non-null pointer whose reference is held).
     pub(super) fn alloc_var_kfunc_arg<T>(&self, st: &State, pc: usize, r: &Reg) -> Step<T> {
-        let Reg::AllocVar { id, off, value, mask, .. } = *r else {
+        let Reg::AllocVar { id, var, .. } = *r else {
             return unsupported("argument of another kind");
         };
+        let AllocVarOff { off, value, mask, .. } = var.get();
         // 6.12's __check_ptr_off_reg() checks a negative reg->off first (not modelled).
         if off < 0 {
             return unsupported("argument with a negative reg->off");
