@@ -15,6 +15,7 @@ mod loader;
 pub mod log;
 pub mod module;
 pub mod objload;
+pub mod phase;
 pub mod progbtf;
 mod reuse;
 pub mod sys;

@@ -12,8 +12,9 @@ use lockstep_core::proto::KernelResult;
 use lockstep_core::verdict::{map_create_refused, Verdict, EOPNOTSUPP};
 use nix::errno::Errno;
 
-use crate::log::parse_verifier_log;
+use crate::log::parse_verifier_log_bytes;
 use crate::module::{kernel_btf_objects, KernelBtfObject};
+use crate::phase::{mark, Phase};
 use crate::progbtf::{self, ident};
 use crate::reuse::{reusable_type, small_enough, BtfSlot, MapKey, SetupCache};
 use crate::sys::{self, Btf, MapBtf, MapCreate, ProgLoad, SysError};
@@ -208,7 +209,9 @@ impl Loader {
     /// ([`crate::objload::run_object`]): the kernel then judges the object as compiled.
     pub fn run_case(&self, case: &Case, want_log: bool) -> KernelResult {
         if let Some(src) = &case.object {
-            return crate::objload::run_object(case, src, want_log, self.log_size);
+            let r = crate::objload::run_object(case, src, want_log, self.log_size);
+            mark(Phase::Load);
+            return r;
         }
         match self.try_run(case, want_log) {
             Ok(r) => r,
@@ -240,6 +243,7 @@ impl Loader {
             }
             None => (BtfSlot::None, None),
         };
+        mark(Phase::Btf);
         let maps = match self.create_maps(case, &mut setup, slot, prog_btf.as_ref(), btf_fd.as_deref()) {
             // map_check_btf() refuses the map's special fields for its type: the kernel's verdict
             // on the case (the model predicts it), not a setup failure.
@@ -258,7 +262,9 @@ impl Loader {
             }
             r => r?,
         };
+        mark(Phase::Maps);
         let (insns, fd_array) = self.relocate(case, &maps)?;
+        mark(Phase::Reloc);
         let func_info: &[(u32, u32)] = prog_btf.as_ref().map_or(&[], |p| &p.func_info);
         let name = obj_name(&ident(&case.name));
         let load = ProgLoad {
@@ -273,16 +279,23 @@ impl Loader {
             log_level: if case.log_level != 0 { case.log_level | 4 } else { LOG_LEVEL },
             license: &case.license,
         };
-        let (res, log) = {
+        let (res, parsed, log) = {
             let mut buf = self.log_buf.lock().unwrap_or_else(|e| e.into_inner());
-            load_with_log(&load, self.log_size, &mut buf)
+            let (res, len) = load_with_log(&load, self.log_size, &mut buf);
+            mark(Phase::Load);
+            // Read from its end: an accepted program's log is neither converted nor scanned whole.
+            let text = &buf.buf[..len];
+            let parsed = parse_verifier_log_bytes(text);
+            let unexplained = res.as_ref().is_err_and(|e| e.errno as i32 != 0) && parsed.error.is_none();
+            let log = (want_log || unexplained).then(|| String::from_utf8_lossy(text).into_owned());
+            mark(Phase::Parse);
+            (res, parsed, log)
         };
-        let parsed = parse_verifier_log(&log);
         let errno = match &res {
             Ok(_) => 0,
             Err(e) => e.errno as i32,
         };
-        let verdict = match res {
+        let verdict = match &res {
             Ok(_prog_fd) => Verdict::accept(),
             Err(e) => Verdict {
                 verdict: lockstep_core::verdict::VerdictKind::Reject,
@@ -290,12 +303,16 @@ impl Loader {
                 message: Some(parsed.error.clone().unwrap_or_else(|| format!("{}", e.errno))),
             },
         };
-        let unexplained = errno != 0 && parsed.error.is_none();
+        // The program and the case's own maps are closed here (the kept ones stay in `setup`).
+        drop(res);
+        drop(maps);
+        drop(setup);
+        mark(Phase::Close);
         Ok(KernelResult {
             case: case.name.clone(),
             verdict,
             errno,
-            log: (want_log || unexplained).then_some(log),
+            log,
             verification_usec: parsed.verification_usec,
             insns_processed: parsed.insns_processed,
             setup_error: None,
@@ -504,18 +521,28 @@ impl LogBuffer {
     }
 }
 
+/// The length of the NUL-terminated text at the start of `buf`, of which the kernel said it
+/// wrote `true_size` bytes with the NUL (0: unknown): the NUL is searched there first.
+fn text_len(buf: &[u8], true_size: u32) -> usize {
+    let written = (true_size as usize).min(buf.len());
+    memchr::memchr(0, &buf[..written])
+        .or_else(|| memchr::memchr(0, &buf[written..]).map(|i| written + i))
+        .unwrap_or(buf.len())
+}
+
 /// Loads a program with a verifier log, growing the buffer on `ENOSPC`; past the largest buffer
 /// it loads once more without a log for the verdict and keeps the (rotated, tail) log it had.
+/// Returns the load's result and the length of the log's text at the start of `log.buf`.
 fn load_with_log(
     p: &ProgLoad<'_>,
     first_size: usize,
     log: &mut LogBuffer,
-) -> (Result<OwnedFd, SysError>, String) {
+) -> (Result<OwnedFd, SysError>, usize) {
     let mut size = first_size;
     loop {
         let buf = log.zeroed(size);
         let (res, true_size) = sys::prog_load(p, buf);
-        let text = c_string(buf);
+        let text = text_len(buf, true_size);
         log.written(size, true_size);
         match res {
             Err(e) if e.errno == Errno::ENOSPC && size < MAX_LOG_SIZE => {

@@ -1,6 +1,8 @@
 //! Parsing the verifier log (log_level 1): the error line, the instruction it belongs to, and the
 //! statistics lines. Pure: no I/O.
 
+use std::borrow::Cow;
+
 /// What a verifier log says.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct ParsedLog {
@@ -73,32 +75,102 @@ fn number_after(line: &str, prefix: &str) -> Option<u64> {
 
 /// Parses a verifier log (see [`ParsedLog`]).
 pub fn parse_verifier_log(log: &str) -> ParsedLog {
-    // Some errors are printed without a newline ("insn 3 cannot call exception cb directly", 7.3's
-    // check_cfg()), so the statistics that follow share their line: split them off.
-    let lines: Vec<&str> = log
-        .lines()
-        .map(|l| l.trim_end_matches('\r'))
-        .flat_map(|l| match l.find("verification time ") {
-            Some(i) if i > 0 => vec![&l[..i], &l[i..]],
-            _ => vec![l],
-        })
-        .collect();
-    let mut out = ParsedLog::default();
-    for l in &lines {
-        if let Some(n) = number_after(l, "processed ") {
-            out.insns_processed = Some(n);
+    parse_verifier_log_bytes(log.as_bytes())
+}
+
+/// A line of the log as [`str::lines`] of its lossy UTF-8 text gives it, `\r`s at its end
+/// trimmed. `\n` is never part of a multi-byte sequence, so converting line by line gives what
+/// converting the whole log would.
+fn text_line(raw: &[u8]) -> Cow<'_, str> {
+    match String::from_utf8_lossy(raw) {
+        Cow::Borrowed(s) => Cow::Borrowed(s.trim_end_matches('\r')),
+        Cow::Owned(s) => Cow::Owned(s.trim_end_matches('\r').to_string()),
+    }
+}
+
+/// The lines of `log` from the last to the first, as [`str::lines`] gives them.
+fn lines_backwards(log: &[u8]) -> impl Iterator<Item = &[u8]> {
+    let mut end = log.len();
+    // No empty line after a final newline.
+    if log.last() == Some(&b'\n') {
+        end -= 1;
+    }
+    let mut done = log.is_empty();
+    std::iter::from_fn(move || {
+        if done {
+            return None;
         }
-        if let Some(n) = number_after(l, "verification time ") {
-            out.verification_usec = Some(n);
+        let start = match memchr::memrchr(b'\n', &log[..end]) {
+            Some(i) => i + 1,
+            None => {
+                done = true;
+                0
+            }
+        };
+        let line = &log[start..end];
+        end = start.saturating_sub(1);
+        Some(line)
+    })
+}
+
+/// The pieces of one line as the parse sees them: an error printed without its newline shares
+/// its line with `verification time` (7.3's check_cfg(), "insn 3 cannot call exception cb
+/// directly"), so that is split off. Last piece first.
+fn pieces_backwards(line: &str) -> impl Iterator<Item = &str> {
+    match line.find("verification time ") {
+        Some(i) if i > 0 => [Some(&line[i..]), Some(&line[..i])],
+        _ => [Some(line), None],
+    }
+    .into_iter()
+    .flatten()
+}
+
+/// [`parse_verifier_log`] of the log's bytes (what the kernel wrote, up to its NUL), read from
+/// the end: the statistics, the last instruction line and the error are at the log's end, so an
+/// accepted program's log is never converted or scanned whole. Gives exactly what a parse of
+/// every line from the start gives (the last statistics lines, the last instruction line, the
+/// first non-noise line after it): the lines before the last instruction line are read only for
+/// statistics that are not after it.
+pub fn parse_verifier_log_bytes(log: &[u8]) -> ParsedLog {
+    let mut out = ParsedLog::default();
+    let stats = |l: &str, out: &mut ParsedLog| {
+        if out.insns_processed.is_none() {
+            out.insns_processed = number_after(l, "processed ");
+        }
+        if out.verification_usec.is_none() {
+            out.verification_usec = number_after(l, "verification time ");
+        }
+    };
+    // The lines after the last instruction line, last first.
+    let mut after: Vec<String> = Vec::new();
+    let mut lines = lines_backwards(log);
+    'tail: for raw in lines.by_ref() {
+        let line = text_line(raw);
+        for piece in pieces_backwards(&line) {
+            stats(piece, &mut out);
+            if let Some(n) = insn_line_index(piece) {
+                out.insn = Some(n);
+                break 'tail;
+            }
+            after.push(piece.to_string());
         }
     }
-    let last_insn = lines.iter().rposition(|l| insn_line_index(l).is_some());
-    out.insn = last_insn.and_then(|i| insn_line_index(lines[i]));
-    let start = last_insn.map_or(0, |i| i + 1);
-    let err = (start..lines.len()).find(|&i| !is_noise(lines[i]));
-    if let Some(e) = err {
-        out.error = Some(lines[e].trim_end().to_string());
-        out.tail = lines[e..].iter().filter(|l| !is_noise(l)).map(|l| l.trim_end().to_string()).collect();
+    // Statistics before the last instruction line (none in a kernel's log: they come last).
+    if out.insn.is_some() {
+        for raw in lines {
+            if out.insns_processed.is_some() && out.verification_usec.is_some() {
+                break;
+            }
+            let line = text_line(raw);
+            for piece in pieces_backwards(&line) {
+                stats(piece, &mut out);
+            }
+        }
+    }
+    after.reverse();
+    if let Some(e) = after.iter().position(|l| !is_noise(l)) {
+        out.error = Some(after[e].trim_end().to_string());
+        out.tail = after[e..].iter().filter(|l| !is_noise(l)).map(|l| l.trim_end().to_string()).collect();
     }
     out
 }
@@ -106,6 +178,68 @@ pub fn parse_verifier_log(log: &str) -> ParsedLog {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The parse before it read from the end (session 11): every line from the start.
+    fn parse_forward(log: &str) -> ParsedLog {
+        let lines: Vec<&str> = log
+            .lines()
+            .map(|l| l.trim_end_matches('\r'))
+            .flat_map(|l| match l.find("verification time ") {
+                Some(i) if i > 0 => vec![&l[..i], &l[i..]],
+                _ => vec![l],
+            })
+            .collect();
+        let mut out = ParsedLog::default();
+        for l in &lines {
+            if let Some(n) = number_after(l, "processed ") {
+                out.insns_processed = Some(n);
+            }
+            if let Some(n) = number_after(l, "verification time ") {
+                out.verification_usec = Some(n);
+            }
+        }
+        let last_insn = lines.iter().rposition(|l| insn_line_index(l).is_some());
+        out.insn = last_insn.and_then(|i| insn_line_index(lines[i]));
+        let start = last_insn.map_or(0, |i| i + 1);
+        let err = (start..lines.len()).find(|&i| !is_noise(lines[i]));
+        if let Some(e) = err {
+            out.error = Some(lines[e].trim_end().to_string());
+            out.tail = lines[e..].iter().filter(|l| !is_noise(l)).map(|l| l.trim_end().to_string()).collect();
+        }
+        out
+    }
+
+    #[test]
+    fn reading_from_the_end_gives_what_reading_every_line_gives() {
+        let logs = [
+            "",
+            "\n",
+            "\n\n",
+            "a",
+            "a\n\n",
+            "\r\n\r\r\n",
+            "0: R1=ctx() R10=fp0\n0: (b7) r0 = 0 ; R0_w=0\n1: (95) exit\n\
+             processed 2 insns (limit 1000000) max_states_per_insn 0\nverification time 5 usec\n",
+            "processed 9 insns\n0: (b7) r0 = 0\n1: (95) exit\n",
+            "verification time 7 usec\nprocessed 9 insns\n0: (b7) r0 = 0\nverification time 8 usec\n",
+            "0: (b7) r0 = 0\r\n1: (85) call bpf_spin_lock#93\r\nR1 type=scalar expected=map_value\r\n\
+             processed 2 insns\r\nverification time 12 usec\r\nstack depth 0\r\n",
+            "Func#1 ('cb') is safe for any args that match its prototype\n\
+             insn 3 cannot call exception cb directlyverification time 3231 usec\nstack depth max 0\n\
+             processed 7 insns (limit 1000000)\n",
+            "3: (85) call bpf_get_prandom_u32#7\nfunction calls are not allowed while holding a lock\n\
+             processed 4 insns (limit 1000000)\nVerification failed: something\nSuggestion: x\n",
+            "0: (b7) r0 = 0\n1: (95) exitverification time 3 usec\n2: safe\nfrom 1 to 3: R0=0\n\nerr \u{e9}\n",
+            "processed x insns\nprocessed 5 insns\n7: (95) exit\nprocessed y insns\nverification time z\n",
+            "no newline at the end",
+        ];
+        for log in logs {
+            assert_eq!(parse_verifier_log(log), parse_forward(log), "{log:?}");
+        }
+        // Invalid UTF-8, converted lossily either way.
+        let bad = b"0: (b7) r0 = 0\nbad \xff\xfe line\n\xc3\nprocessed 1 insns\n";
+        assert_eq!(parse_verifier_log_bytes(bad), parse_forward(&String::from_utf8_lossy(bad)));
+    }
 
     #[test]
     fn insn_lines() {

@@ -12,6 +12,7 @@
 use std::io;
 use std::path::Path;
 
+use lockstep_bpf::phase::{self, Phase};
 use lockstep_bpf::Loader;
 use lockstep_core::proto::{GuestMsg, HostMsg, KernelResult, ModuleStatus, PROTOCOL_VERSION};
 use lockstep_core::verdict::Verdict;
@@ -71,7 +72,11 @@ fn serve() -> io::Result<()> {
     if let Err(e) = &loader {
         eprintln!("lockstep agent: {e}");
     }
-    let crash_case = crash_case_of(&std::fs::read_to_string("/proc/cmdline").unwrap_or_default());
+    let cmdline = std::fs::read_to_string("/proc/cmdline").unwrap_or_default();
+    let crash_case = crash_case_of(&cmdline);
+    if cmdline.split_whitespace().any(|w| w == TIMERS_PARAM) {
+        phase::enable();
+    }
     let hello = |release| GuestMsg::Hello {
         release,
         module: module.clone(),
@@ -80,7 +85,10 @@ fn serve() -> io::Result<()> {
     };
     out.send(&hello(agent_io::kernel_release()?))?;
     while let Some(line) = host.next_line()? {
-        match stream::decode_host(&line) {
+        phase::mark(Phase::Wait);
+        let msg = stream::decode_host(&line);
+        phase::mark(Phase::Decode);
+        match msg {
             Ok(Some(HostMsg::Run { id, case, want_log })) => {
                 out.start_case(id);
                 if crash_case.as_deref() == Some(case.name.as_str()) {
@@ -91,7 +99,12 @@ fn serve() -> io::Result<()> {
                     Err(e) => no_loader(&case.name, e),
                 };
                 // Held back while the host has sent more (one write for several results).
+                let usec = result.verification_usec;
                 out.finish_case(&GuestMsg::Result { id, result }, host.ready())?;
+                phase::mark(Phase::Result);
+                if let Some(line) = phase::case_done(usec, TIMER_WINDOW) {
+                    eprintln!("{line}");
+                }
             }
             Ok(Some(HostMsg::ListKfuncs { id })) => {
                 let listing = lockstep_bpf::kfuncs::list_kfuncs(
@@ -140,6 +153,12 @@ fn crash_now(case: &str) {
     eprintln!("lockstep agent: crashing the kernel at case {case} ({CRASH_CASE_PARAM})");
     let _ = std::fs::write("/proc/sysrq-trigger", "c");
 }
+
+/// The kernel parameter that turns the agent's per-phase timers on ([`lockstep_bpf::phase`]):
+/// means per case over every [`TIMER_WINDOW`] cases, printed on the console.
+const TIMERS_PARAM: &str = "lockstep.timers=1";
+/// Cases per line of the timers.
+const TIMER_WINDOW: u64 = 500;
 
 /// The fds the agent asks for (`RLIMIT_NOFILE`): pid 1 starts with a soft limit of 1024.
 const NOFILE_WANTED: u64 = 8192;

@@ -11,6 +11,7 @@
 
 use std::time::Instant;
 
+use lockstep_core::asm::{Program, Reloc};
 use lockstep_core::case::Case;
 use lockstep_core::proto::{GuestMsg, HostMsg};
 
@@ -37,21 +38,54 @@ pub struct Stopped {
 }
 
 /// The case without what the agent never reads (source text, expectations, description, tags,
-/// source lines): less JSON to encode, carry and decode under TCG.
+/// source lines): less JSON to encode, carry and decode under TCG. For a case the agent loads
+/// itself (not a BPF object) also the relocations it skips (helper calls and bpf-to-bpf calls,
+/// whose `imm` the assembler filled in) and the labels but those of subprogram starts (which
+/// name the program BTF's functions, `lockstep_bpf::progbtf`): the `Run` decode is a large part
+/// of the agent's own time per case (docs/speed.md, session 12).
 pub fn for_guest(case: &Case) -> Case {
     let mut c = Case {
         text: String::new(),
-        // Kept where the agent reads it: `__msg` patterns ask for the verifier log back.
-        expect: if case.expect.values().any(|e| !e.msgs.is_empty()) {
+        // Kept where the agent reads it: `__msg` patterns ask an object's verifier log back.
+        expect: if case.object.is_some() && case.expect.values().any(|e| !e.msgs.is_empty()) {
             case.expect.clone()
         } else {
             Default::default()
         },
         description: None,
         tags: Vec::new(),
+        program: Program {
+            insns: case.program.insns.clone(),
+            relocs: Default::default(),
+            labels: Default::default(),
+            lines: Vec::new(),
+        },
         ..case.clone()
     };
-    c.program.lines = Vec::new();
+    if case.object.is_some() {
+        c.program.relocs = case.program.relocs.clone();
+        c.program.labels = case.program.labels.clone();
+    } else {
+        // What only the model reads.
+        c.file = String::new();
+        c.extern_kfuncs = Vec::new();
+        c.model_unsupported = None;
+        c.program.relocs = case
+            .program
+            .relocs
+            .iter()
+            .filter(|(_, r)| !matches!(r, Reloc::Helper { .. } | Reloc::Subprog { .. }))
+            .map(|(&i, r)| (i, r.clone()))
+            .collect();
+        let starts = case.program.subprog_starts();
+        c.program.labels = case
+            .program
+            .labels
+            .iter()
+            .filter(|(i, _)| starts.binary_search(i).is_ok())
+            .map(|(&i, l)| (i, l.clone()))
+            .collect();
+    }
     c
 }
 
@@ -128,5 +162,22 @@ mod tests {
         assert_eq!(g.program.insns, c.program.insns);
         let json = serde_json::to_string(&g).unwrap();
         assert!(!json.contains("\"lines\""), "{json}");
+    }
+
+    #[test]
+    fn the_guest_gets_only_the_relocations_and_labels_the_agent_reads() {
+        let text = "r1 = map[id:m]\ncall sub\nif r0 == 0 goto out\nr0 = 1\nout:\nexit\nsub:\n\
+                    call bpf_get_prandom_u32\nexit\n";
+        let mut syms = lockstep_core::asm::Symbols::default();
+        syms.maps.push("m".into());
+        let program = lockstep_core::asm::assemble(text, &syms).unwrap();
+        let c = Case::new("c", lockstep_core::case::ProgType::SocketFilter, program, text);
+        let g = for_guest(&c);
+        assert_eq!(g.program.insns, c.program.insns);
+        let kinds: Vec<_> = g.program.relocs.values().collect();
+        assert!(matches!(kinds[..], [Reloc::Map { .. }]), "{kinds:?}");
+        let labels: Vec<_> = g.program.labels.values().map(String::as_str).collect();
+        assert_eq!(labels, ["sub"]);
+        assert_eq!(g.program.subprog_starts(), c.program.subprog_starts());
     }
 }
