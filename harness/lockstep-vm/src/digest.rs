@@ -103,7 +103,8 @@ pub fn file_sha256_in(path: &Path, memo: Option<&Path>) -> io::Result<[u8; 32]> 
     Ok(d)
 }
 
-fn hash_file(path: &Path) -> io::Result<[u8; 32]> {
+/// The SHA-256 of `path`'s contents, read now (never remembered: what integrity checks use).
+pub(crate) fn hash_file(path: &Path) -> io::Result<[u8; 32]> {
     let mut h = Sha256::new();
     let mut f = std::fs::File::open(path)?;
     let mut buf = vec![0u8; 1 << 20];

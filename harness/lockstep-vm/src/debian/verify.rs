@@ -3,10 +3,7 @@
 //! entry against the manifest (SHA256 of the files lockstep uses) written beside it at fetch time.
 
 use std::collections::BTreeMap;
-use std::io::Read;
 use std::path::{Path, PathBuf};
-
-use sha2::{Digest, Sha256};
 
 /// A file whose content is not what was recorded.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
@@ -19,19 +16,10 @@ pub struct Mismatch {
     pub actual: Option<String>,
 }
 
-/// The SHA256 of a file's content, hex.
+/// The SHA256 of a file's content, hex (read every time: a cache entry's integrity check never
+/// takes a remembered digest).
 pub fn sha256_file(path: &Path) -> std::io::Result<String> {
-    let mut f = std::fs::File::open(path)?;
-    let mut h = Sha256::new();
-    let mut buf = vec![0u8; 1 << 16];
-    loop {
-        let n = f.read(&mut buf)?;
-        if n == 0 {
-            break;
-        }
-        h.update(&buf[..n]);
-    }
-    Ok(h.finalize().iter().map(|b| format!("{b:02x}")).collect())
+    Ok(crate::digest::hex(&crate::digest::hash_file(path)?))
 }
 
 /// Checks `path` against `expected` (hex, any case).

@@ -96,7 +96,7 @@ impl Series {
 
 /// sha256 of bytes, hex.
 pub fn sha256_hex(bytes: &[u8]) -> String {
-    Sha256::digest(bytes).iter().map(|b| format!("{b:02x}")).collect()
+    crate::digest::hex(&Sha256::digest(bytes))
 }
 
 fn strip_ab(p: &str) -> Option<String> {
