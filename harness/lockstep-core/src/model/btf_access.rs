@@ -142,6 +142,21 @@ impl Machine<'_> {
         if flags.tag.is_some_and(|t| t != "rcu") {
             return unsupported("a __user / __percpu member");
         }
+        // The `__safe_trusted` / `__safe_trusted_or_null` lists (BTF_TYPE_SAFE_TRUSTED*), which
+        // check_ptr_to_btf_access() asks first inside and outside in_rcu_cs(): Ok(None) when the
+        // member is on neither, Err(why) where the model stops.
+        let safe_trusted = || -> Result<Option<Trust>, &'static str> {
+            if k.nested_type_is_trusted(btf_id, &field, target, "__safe_trusted") {
+                if flags.untrusted || flags.tag.is_some() {
+                    return Err("a trusted member with other flags");
+                }
+                return Ok(Some(Trust::Trusted));
+            }
+            if k.nested_type_is_trusted(btf_id, &field, target, "__safe_trusted_or_null") {
+                return Err("PTR_TRUSTED | PTR_MAYBE_NULL");
+            }
+            Ok(None)
+        };
         let trust = match trust {
             Trust::Untrusted => Trust::Untrusted,
             // is_trusted_reg() || is_rcu_reg(), outside in_rcu_cs():
@@ -151,15 +166,10 @@ impl Machine<'_> {
             // tags and the union walk's flags dropped). The same in 6.12, 7.2 and 7.3; what
             // in_rcu_cs() counts differs (profile sleep.rcu_cs_all_regions).
             t if !rcu_cs && (referenced || matches!(t, Trust::Trusted | Trust::Rcu)) => {
-                if k.nested_type_is_trusted(btf_id, &field, target, "__safe_trusted") {
-                    if flags.untrusted || flags.tag.is_some() {
-                        return unsupported("a trusted member with other flags");
-                    }
-                    Trust::Trusted
-                } else if k.nested_type_is_trusted(btf_id, &field, target, "__safe_trusted_or_null") {
-                    return unsupported("PTR_TRUSTED | PTR_MAYBE_NULL");
-                } else {
-                    Trust::Untrusted
+                match safe_trusted() {
+                    Err(why) => return unsupported(why),
+                    Ok(Some(t)) => t,
+                    Ok(None) => Trust::Untrusted,
                 }
             }
             // is_trusted_reg() || is_rcu_reg(), inside in_rcu_cs().
@@ -169,30 +179,27 @@ impl Machine<'_> {
                         "walked in a sleepable program inside an RCU critical section: in_rcu_cs()",
                     );
                 }
-                if k.nested_type_is_trusted(btf_id, &field, target, "__safe_trusted") {
-                    if flags.untrusted || flags.tag.is_some() {
-                        return unsupported("a trusted member with other flags");
+                match safe_trusted() {
+                    Err(why) => return unsupported(why),
+                    Ok(Some(t)) => t,
+                    Ok(None) if k.nested_type_is_trusted(btf_id, &field, target, "__safe_rcu") => {
+                        // in_rcu_cs() (a non-sleepable program) and a non-null parent: MEM_RCU
+                        // (an `__rcu` tag ignored). rcu.rs leaves bpf_rcu_read_unlock()
+                        // unsupported while such a pointer is live.
+                        if flags.untrusted {
+                            return unsupported("MEM_RCU after a union walk");
+                        }
+                        Trust::Rcu
                     }
-                    Trust::Trusted
-                } else if k.nested_type_is_trusted(btf_id, &field, target, "__safe_trusted_or_null") {
-                    return unsupported("PTR_TRUSTED | PTR_MAYBE_NULL");
-                } else if k.nested_type_is_trusted(btf_id, &field, target, "__safe_rcu") {
-                    // in_rcu_cs() (a non-sleepable program) and a non-null parent: MEM_RCU (an
-                    // `__rcu` tag ignored). rcu.rs leaves bpf_rcu_read_unlock() unsupported
-                    // while such a pointer is live.
-                    if flags.untrusted {
-                        return unsupported("MEM_RCU after a union walk");
+                    Ok(None)
+                        if flags.tag == Some("rcu")
+                            || k.nested_type_is_trusted(btf_id, &field, target, "__safe_rcu_or_null") =>
+                    {
+                        return unsupported("MEM_RCU | PTR_MAYBE_NULL");
                     }
-                    Trust::Rcu
-                } else if flags.tag == Some("rcu")
-                    || k.nested_type_is_trusted(btf_id, &field, target, "__safe_rcu_or_null")
-                {
-                    return unsupported("MEM_RCU | PTR_MAYBE_NULL");
-                } else if flags.untrusted {
                     // clear_trusted_flags() leaves the union walk's PTR_UNTRUSTED.
-                    Trust::Untrusted
-                } else {
-                    Trust::Legacy
+                    Ok(None) if flags.untrusted => Trust::Untrusted,
+                    Ok(None) => Trust::Legacy,
                 }
             }
             // Old compat: clear_trusted_flags(), an `__rcu` tag dropped with MEM_RCU.
