@@ -27,30 +27,40 @@ fn json_rows(text: &str) -> Vec<Value> {
     text.lines().filter(|l| l.starts_with('{')).map(|l| serde_json::from_str(l).unwrap()).collect()
 }
 
-/// The headers (`vmlinux` with BTF) of every kernel whose profile the files carry expectations
-/// for: `check` gives a profile without its kernel's BTF no kernel BTF, and those cases then stay
-/// `unsupported` (a fresh machine's CI failed so on 6.12 when only 7.2 and 7.3 were fetched here).
+/// `scripts/build-module.sh ARGS` (a cache hit when built before): it fetches and unpacks the
+/// kernel's headers, whose BTF-only `vmlinux` is the kernel BTF `check` reads.
+fn build_module(args: &[&str]) {
+    let o = Command::new("bash")
+        .arg(root().join("scripts/build-module.sh"))
+        .args(args)
+        .current_dir(root())
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "build-module.sh {args:?} failed:\n{}", String::from_utf8_lossy(&o.stderr));
+}
+
+/// The unpacked headers of every kernel whose profile the files carry expectations for: `check`
+/// gives a profile without its kernel's `vmlinux` no kernel BTF, and those cases then stay
+/// `unsupported` (a fresh machine's CI failed so on 6.12, whose module no earlier test builds;
+/// `lockstep kernel fetch --headers` fetches the packages but does not unpack them).
+/// Once per test binary (the tests run in parallel threads, and two `build-module.sh` of one
+/// kernel at once would unpack into the same directory): the others wait for the first.
 fn fetch_headers() {
-    let o = lockstep(&["kernel", "fetch", "--headers", "debian:6.12", "debian:7.2", "debian:7.3"]);
-    assert!(o.status.success(), "kernel fetch failed:\n{}", String::from_utf8_lossy(&o.stderr));
+    static DONE: std::sync::OnceLock<()> = std::sync::OnceLock::new();
+    DONE.get_or_init(|| {
+        for kernel in ["debian:6.12", "debian:7.2", "debian:7.3"] {
+            build_module(&[kernel]);
+        }
+    });
 }
 
 /// `bpf_testmod.ko` built (cached) for debian:7.2 and 7.3: `check` reads a BPF object's `__ksym`
 /// functions in its split BTF, and without any module BTF a name vmlinux lacks stays
 /// `unsupported` (`model::ksym`). Built here, not left to whatever ran before on the machine.
 fn build_testmods() {
+    fetch_headers();
     for kernel in ["debian:7.2", "debian:7.3"] {
-        let o = Command::new("bash")
-            .arg(root().join("scripts/build-module.sh"))
-            .args(["--testmod", kernel])
-            .current_dir(root())
-            .output()
-            .unwrap();
-        assert!(
-            o.status.success(),
-            "build-module.sh --testmod {kernel} failed:\n{}",
-            String::from_utf8_lossy(&o.stderr)
-        );
+        build_module(&["--testmod", kernel]);
     }
 }
 
@@ -102,6 +112,9 @@ fn each_kernel_btf_file_checked_alone_gives_the_rows_it_gives_in_the_directory()
 
 /// `lockstep run -k debian:7.2 -k debian:7.3 --jobs 1 --json FILE input`: its output and JSON rows.
 fn run_on_7_2_and_7_3(input: &str) -> (std::process::Output, Vec<Value>) {
+    // The modules `run` builds, built first by the one preparation (no two builds of a kernel's
+    // module at once).
+    fetch_headers();
     let dir = tempfile::tempdir().unwrap();
     let json = dir.path().join("run.json");
     let json = json.to_str().unwrap();
@@ -146,7 +159,6 @@ fn the_kernel_btf_cases_on_debian_7_2_and_7_3_meet_their_expectations_and_agree_
 #[test]
 #[cfg_attr(not(lockstep_vm_tests), ignore = "set LOCKSTEP_VM_TESTS=1")]
 fn the_ksym_exists_object_meets_its_expectations_in_the_model_and_the_kernels() {
-    fetch_headers();
     build_testmods();
     let dir = tempfile::tempdir().unwrap();
     let obj = dir.path().join("ksym_exists.bpf.o");
