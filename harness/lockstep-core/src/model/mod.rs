@@ -54,6 +54,7 @@ mod throw;
 mod timer;
 mod tracing;
 mod varoff;
+mod vecmap;
 
 pub use calls::kfunc_allowed_under_lock;
 pub use prepared::Prepared;
