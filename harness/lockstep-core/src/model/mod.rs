@@ -61,6 +61,7 @@ pub use prepared::Prepared;
 pub use scalar::{CmpOp, Scalar};
 pub use sock::SockKind;
 pub use state::{ActiveLock, Frame, IrqFlag, LockKind, Reg, Stack, StackBytes, State, Trust};
+pub use vecmap::VecMap;
 
 use crate::case::Case;
 use crate::profile::{KernelProfile, ModuleKfuncs};

@@ -3,11 +3,21 @@
 //! entries or none, and a check builds and drops them every time. An empty `Vec` owns no memory
 //! and drops with one compare, where an empty `BTreeMap` runs its (not inlined) `IntoIter` drop:
 //! seven of them were ~3% of `lockstep bench model`'s instructions (session 13, cachegrind).
-//! The subset of the `BTreeMap` / `BTreeSet` interface the model uses, in the same key order.
+//! Also a frame's spilled registers ([`super::Stack::spills`]) and a state's open-coded
+//! iterators ([`super::State::iters`]): cloned with every state at a branch and dropped with
+//! it, mostly empty or a few entries. The subset of the `BTreeMap` /
+//! `BTreeSet` interface the model uses, in the same key order (`Debug` prints a map as
+//! `BTreeMap` does).
 
 /// A map ordered by key (see the module documentation).
-#[derive(Clone, Debug)]
-pub(crate) struct VecMap<K, V>(Vec<(K, V)>);
+#[derive(Clone, PartialEq)]
+pub struct VecMap<K, V>(Vec<(K, V)>);
+
+impl<K: std::fmt::Debug, V: std::fmt::Debug> std::fmt::Debug for VecMap<K, V> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_map().entries(self.0.iter().map(|(k, v)| (k, v))).finish()
+    }
+}
 
 impl<K, V> Default for VecMap<K, V> {
     fn default() -> Self {
@@ -33,6 +43,34 @@ impl<K: Ord, V> VecMap<K, V> {
     /// The value of `k`.
     pub fn get(&self, k: &K) -> Option<&V> {
         self.find(k).ok().map(|i| &self.0[i].1)
+    }
+    /// Whether `k` has a value.
+    pub fn contains_key(&self, k: &K) -> bool {
+        self.find(k).is_ok()
+    }
+    /// How many keys have a value.
+    pub fn len(&self) -> usize {
+        self.0.len()
+    }
+    /// Whether no key has a value.
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+    /// The keys and values in key order.
+    pub fn iter(&self) -> impl Iterator<Item = (&K, &V)> {
+        self.0.iter().map(|(k, v)| (k, v))
+    }
+    /// The keys in order.
+    pub fn keys(&self) -> impl Iterator<Item = &K> {
+        self.0.iter().map(|(k, _)| k)
+    }
+    /// The values in key order.
+    pub fn values(&self) -> impl Iterator<Item = &V> {
+        self.0.iter().map(|(_, v)| v)
+    }
+    /// The values in key order, to change.
+    pub fn values_mut(&mut self) -> impl Iterator<Item = &mut V> {
+        self.0.iter_mut().map(|(_, v)| v)
     }
     /// Removes `k`, returning its value.
     pub fn remove(&mut self, k: &K) -> Option<V> {
@@ -108,7 +146,14 @@ mod tests {
         *m.entry_or_default(7) = 'x';
         *b.entry(7).or_default() = 'x';
         assert_eq!(*m.entry_or_default(1), 'b');
-        assert_eq!(m.0, b.into_iter().collect::<Vec<_>>());
+        assert_eq!(format!("{m:?}"), format!("{b:?}"));
+        assert!(m.contains_key(&3) && !m.contains_key(&9));
+        assert_eq!(m.len(), b.len());
+        m.values_mut().for_each(|v| *v = 'z');
+        assert!(!m.is_empty() && m.0.iter().all(|(_, v)| *v == 'z'));
+        assert!(m.keys().copied().eq(b.keys().copied()));
+        assert!(m.iter().map(|(k, _)| *k).eq(b.into_keys()));
+        assert!(m.values().all(|v| *v == 'z'));
     }
 
     #[test]
