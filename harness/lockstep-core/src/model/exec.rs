@@ -1,7 +1,5 @@
 //! The walk: pre-pass checks, then `do_check()` over the main program and each global function.
 
-use std::collections::BTreeMap;
-
 use super::access::{check_region, is_aligned, tnum_const_str, Region, RegionError, BPF_MAX_VAR_OFF};
 use super::attach::ReturnRule;
 use super::fields;
@@ -28,9 +26,9 @@ pub(crate) struct Machine<'a> {
     /// Subprogram starts (index 0 = main).
     pub subprogs: &'a [usize],
     /// Global subprograms by start instruction: their number of args.
-    pub globals: &'a BTreeMap<usize, u8>,
+    pub globals: &'a VecMap<usize, u8>,
     /// Global subprograms by start instruction: which args (bit 0: R1) are `ARG_PTR_TO_CTX`.
-    pub global_ctx_args: &'a BTreeMap<usize, u8>,
+    pub global_ctx_args: &'a VecMap<usize, u8>,
     pub id_gen: u32,
     pub steps: usize,
     /// Global subprograms (by start) a verified call reached, with the context to verify them in

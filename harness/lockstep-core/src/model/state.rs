@@ -1,7 +1,6 @@
 //! Abstract verifier state: registers, stack, frames and the active lock
 //! (`struct bpf_verifier_state` / `bpf_func_state` / `bpf_reg_state`, reduced to what the lock rules need).
 
-
 use super::scalar::Scalar;
 
 /// An abstract register (`struct bpf_reg_state`). `Copy` (every variant is plain data): a
