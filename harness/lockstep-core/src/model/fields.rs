@@ -60,6 +60,7 @@ const fn insntable_entry(code: u8, gotox: bool) -> bool {
 }
 
 /// `check_alu_fields()`.
+#[inline]
 fn check_alu_fields(insn: &Insn) -> Result<(), String> {
     let (class, op, x) = (insn.class(), insn.op(), insn.source() == BPF_X);
     let bad = |what: &str| Err(format!("{what} uses reserved fields"));
@@ -109,6 +110,7 @@ fn check_alu_fields(insn: &Insn) -> Result<(), String> {
 }
 
 /// `check_jmp_fields()`.
+#[inline]
 fn check_jmp_fields(insn: &Insn) -> Result<(), String> {
     let (class, op, x) = (insn.class(), insn.op(), insn.source() == BPF_X);
     let bad = |what: &str| Err(format!("{what} uses reserved fields"));
