@@ -2,8 +2,6 @@
 //! loads, stores and arithmetic, and the arena kfuncs. The verifier does not check bounds of an
 //! arena access (the JIT does); what it checks is here, with the verifier.c function of each rule.
 
-use std::collections::BTreeMap;
-
 use super::exec::Machine;
 use super::scalar::Scalar;
 use super::state::{Reg, State, Trust};
@@ -31,7 +29,7 @@ pub(crate) struct ArenaAux {
 }
 
 /// The per-instruction records, shared by every path of one check.
-pub(crate) type ArenaAuxTable = std::cell::RefCell<BTreeMap<usize, ArenaAux>>;
+pub(crate) type ArenaAuxTable = std::cell::RefCell<super::vecmap::VecMap<usize, ArenaAux>>;
 
 /// Why the kernel refuses to create arena map `m` (`arena_map_alloc()`, `-EINVAL` / `-E2BIG`), if it does.
 pub(crate) fn arena_create_refusal(m: &MapSpec) -> Option<&'static str> {
@@ -137,7 +135,7 @@ impl Machine<'_> {
         }
         if checked {
             let mut t = self.arena_aux.borrow_mut();
-            let a = t.entry(pc).or_default();
+            let a = t.entry_or_default(pc);
             if (arena && a.prevent_zext) || (!arena && a.needs_zext) {
                 return self.reject(pc, "same insn cannot be used with and without arena pointer".into());
             }
@@ -164,7 +162,7 @@ impl Machine<'_> {
             return Ok(());
         }
         let mut t = self.arena_aux.borrow_mut();
-        let a = t.entry(pc).or_default();
+        let a = t.entry_or_default(pc);
         match a.ptr_is_arena {
             Some(prev) if prev != is_arena => {
                 self.reject(pc, "same insn cannot be used with different pointers".into())

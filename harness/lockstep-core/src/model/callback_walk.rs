@@ -61,7 +61,7 @@ impl Machine<'_> {
         let mut key = st.clone();
         key.pc = pc;
         key.cur().regs[0] = Reg::NotInit;
-        let seen = self.iter_seen.entry(pc).or_default();
+        let seen = self.iter_seen.entry_or_default(pc);
         if seen.contains(&key) {
             return Ok(Flow::Done);
         }

@@ -1,7 +1,5 @@
 //! The walk: pre-pass checks, then `do_check()` over the main program and each global function.
 
-use std::collections::BTreeMap;
-
 use super::access::{check_region, is_aligned, tnum_const_str, Region, RegionError, BPF_MAX_VAR_OFF};
 use super::attach::ReturnRule;
 use super::fields;
@@ -9,6 +7,7 @@ use super::prepared::Prepared;
 use super::scalar::{CmpOp, Scalar};
 use super::special::{self, FieldAccess, KptrError};
 use super::state::{Frame, Reg, State, Trust, VarOff};
+use super::vecmap::{VecMap, VecSet};
 use super::{ModelOptions, Rule, Step, Stop, STEP_BUDGET};
 use crate::asm::Reloc;
 use crate::case::{Case, FieldKind, MapSpec, ProgType};
@@ -27,23 +26,23 @@ pub(crate) struct Machine<'a> {
     /// Subprogram starts (index 0 = main).
     pub subprogs: &'a [usize],
     /// Global subprograms by start instruction: their number of args.
-    pub globals: &'a BTreeMap<usize, u8>,
+    pub globals: &'a VecMap<usize, u8>,
     /// Global subprograms by start instruction: which args (bit 0: R1) are `ARG_PTR_TO_CTX`.
-    pub global_ctx_args: &'a BTreeMap<usize, u8>,
+    pub global_ctx_args: &'a VecMap<usize, u8>,
     pub id_gen: u32,
     pub steps: usize,
     /// Global subprograms (by start) a verified call reached, with the context to verify them in
     /// (`sub_aux->called[]`: sleepable or not in 7.3, else the program's `sleepable`).
-    pub called: std::collections::BTreeSet<(usize, bool)>,
+    pub called: VecSet<(usize, bool)>,
     /// States met at each iterator `_next` call with an ACTIVE iterator (the checkpoints of
     /// `is_state_visited()`), reduced to what the call keeps (see `loops::iter_checkpoint`).
-    pub iter_seen: BTreeMap<usize, super::state::SeenStates>,
+    pub iter_seen: VecMap<usize, super::state::SeenStates>,
     /// Subprograms (by index) a verified path passed to a callback helper (`is_cb`).
-    pub callback_subprogs: std::collections::BTreeSet<usize>,
+    pub callback_subprogs: VecSet<usize>,
     /// Subprograms (by index) passed to `bpf_timer_set_callback` (`is_async_cb`; timer.rs).
-    pub async_callbacks: std::collections::BTreeSet<usize>,
+    pub async_callbacks: VecSet<usize>,
     /// The instruction that took each reference (`alloc_insn`), by id (ids are never reused).
-    pub ref_insns: BTreeMap<u32, usize>,
+    pub ref_insns: VecMap<u32, usize>,
     /// Set once a move or spill may have given a scalar an id (`assign_scalar_id_before_mov()`),
     /// which the model does not number: reference ids printed after that are not known.
     pub scalar_ids: std::cell::Cell<bool>,
@@ -57,9 +56,9 @@ pub(crate) struct Machine<'a> {
     pub arena_aux: super::arena::ArenaAuxTable,
     /// Why the last widening at each iterator `_next` widened nothing (`loops.rs`), for the
     /// message of a loop that does not converge.
-    pub widen_refused: BTreeMap<usize, String>,
+    pub widen_refused: VecMap<usize, String>,
     /// States met at each prune point (`prune.rs`).
-    pub visited: BTreeMap<usize, super::state::SeenStates>,
+    pub visited: VecMap<usize, super::state::SeenStates>,
     /// A path was pruned (`prune.rs`): later reference ids are not known exactly.
     pub pruned_paths: std::cell::Cell<bool>,
     /// The path being walked, or one it forked from, was popped after other paths took ids
@@ -160,7 +159,7 @@ impl<'a> Machine<'a> {
         if let Some(start) = ex_cb {
             self.called.insert((start, self.case.sleepable));
         }
-        let mut verified = std::collections::BTreeSet::new();
+        let mut verified = VecSet::default();
         loop {
             let mut new = 0;
             for (&(start, args), context) in globals.iter().flat_map(|g| [(g, false), (g, true)]) {
@@ -370,43 +369,63 @@ impl<'a> Machine<'a> {
                         "exploration exceeded {STEP_BUDGET} instructions (loops are not modelled)"
                     )));
                 }
-                match self.step(&mut st)? {
-                    Flow::Next(pc) => st.pc = pc,
-                    Flow::Branch(pc, mut other) => {
+                // Matched in place (no `?`): the result is moved out only on a branch, not
+                // copied whole after every step.
+                match self.step(&mut st) {
+                    Ok(Flow::Next(pc)) => st.pc = pc,
+                    Ok(Flow::Branch(pc, mut other)) => {
                         other.ids_exact = false;
                         pending.push((other, self.id_gen, self.sibling_ids));
                         st.pc = pc;
                     }
-                    Flow::Done => break,
+                    Ok(Flow::Done) => break,
+                    Err(stop) => return Err(stop),
                 }
             }
         }
         Ok(())
     }
 
+    /// Register `r` of the current frame, for a read (`check_reg_arg(..., SRC_OP)`). Inlined at
+    /// its many callers (most instructions read one or two registers); the refusals are out of
+    /// line (`read_reg_refused`).
+    #[inline]
     pub fn read_reg(&self, st: &State, pc: usize, r: u8) -> Step<Reg> {
+        match st.cur_ref().regs.get(r as usize) {
+            Some(reg) if !matches!(reg, Reg::NotInit) => Ok(*reg),
+            _ => self.read_reg_refused(pc, r),
+        }
+    }
+
+    /// Why [`Machine::read_reg`] refuses `r`: no such register, or `NOT_INIT` ("!read_ok").
+    #[cold]
+    #[inline(never)]
+    fn read_reg_refused(&self, pc: usize, r: u8) -> Step<Reg> {
         if r > 10 {
             return Err(Stop::Unsupported(format!("register r{r} does not exist")));
         }
-        let reg = st.cur_ref().regs[r as usize];
-        if matches!(reg, Reg::NotInit) {
-            return self
-                .reject(pc, self.msg(&self.profile.messages.not_read_ok, &[("regno", r.to_string())]));
-        }
-        Ok(reg)
+        self.reject(pc, self.msg(&self.profile.messages.not_read_ok, &[("regno", r.to_string())]))
     }
 
+    /// Sets register `r` of the current frame (`check_reg_arg(..., DST_OP)`); inlined, the
+    /// refusals out of line (`write_reg_refused`).
+    #[inline]
     fn write_reg(&self, st: &mut State, r: u8, v: Reg) -> Step<()> {
-        if r > 10 {
-            return Err(Stop::Unsupported(format!("register r{r} does not exist (\"R{r} is invalid\")")));
-        }
-        if r == 10 {
-            return Err(Stop::Unsupported(
-                "writes to r10 (\"frame pointer is read only\") are not modelled".into(),
-            ));
+        if r >= 10 {
+            return Self::write_reg_refused(r);
         }
         st.cur().regs[r as usize] = v;
         Ok(())
+    }
+
+    /// Why [`Machine::write_reg`] refuses `r` (R10 or no such register).
+    #[cold]
+    #[inline(never)]
+    fn write_reg_refused(r: u8) -> Step<()> {
+        if r > 10 {
+            return Err(Stop::Unsupported(format!("register r{r} does not exist (\"R{r} is invalid\")")));
+        }
+        Err(Stop::Unsupported("writes to r10 (\"frame pointer is read only\") are not modelled".into()))
     }
 
     fn step(&mut self, st: &mut State) -> Step<Flow> {

@@ -6,8 +6,27 @@ use crate::insn::*;
 
 /// `bpf_opcode_in_insntable()`: `BPF_INSN_MAP` plus the cBPF carry-overs (LD ABS/IND B/H/W),
 /// `JMP|JA|X` (gotox, `gotox`: 7.x only) and `JMP|JCOND` (may_goto). Identical in the 7.2 and 7.3
-/// sources; 6.12 lacks gotox.
+/// sources; 6.12 lacks gotox. A table lookup, as the kernel's (`public_insntable`): the scans
+/// before the walk ask it of every instruction of every check.
+#[inline]
 pub(crate) fn in_insntable(code: u8, gotox: bool) -> bool {
+    INSNTABLE[code as usize] >> u8::from(gotox) & 1 != 0
+}
+
+/// [`insntable_entry`] of every opcode: bit 0 without gotox, bit 1 with it (a `static`: a `const`
+/// array indexed at run time is copied to the stack at each use).
+static INSNTABLE: [u8; 256] = {
+    let mut t = [0u8; 256];
+    let mut code = 0;
+    while code < 256 {
+        t[code] = insntable_entry(code as u8, false) as u8 | (insntable_entry(code as u8, true) as u8) << 1;
+        code += 1;
+    }
+    t
+};
+
+/// Whether `bpf_opcode_in_insntable()` knows `code` (see [`in_insntable`]).
+const fn insntable_entry(code: u8, gotox: bool) -> bool {
     let class = code & 0x07;
     let op = code & 0xf0;
     let src = code & 0x08;
@@ -41,6 +60,7 @@ pub(crate) fn in_insntable(code: u8, gotox: bool) -> bool {
 }
 
 /// `check_alu_fields()`.
+#[inline]
 fn check_alu_fields(insn: &Insn) -> Result<(), String> {
     let (class, op, x) = (insn.class(), insn.op(), insn.source() == BPF_X);
     let bad = |what: &str| Err(format!("{what} uses reserved fields"));
@@ -90,6 +110,7 @@ fn check_alu_fields(insn: &Insn) -> Result<(), String> {
 }
 
 /// `check_jmp_fields()`.
+#[inline]
 fn check_jmp_fields(insn: &Insn) -> Result<(), String> {
     let (class, op, x) = (insn.class(), insn.op(), insn.source() == BPF_X);
     let bad = |what: &str| Err(format!("{what} uses reserved fields"));
@@ -146,6 +167,7 @@ pub(crate) fn check_ldx_fields(insn: &Insn) -> Result<(), String> {
 }
 
 /// `check_insn_fields()` for one instruction other than an `ld_imm64`.
+#[inline]
 pub(crate) fn check_insn_fields(insn: &Insn) -> Result<(), String> {
     match insn.class() {
         BPF_ALU | BPF_ALU64 => check_alu_fields(insn),
@@ -228,5 +250,23 @@ pub(crate) fn describe(insn: &Insn) -> String {
         BPF_STX => "BPF_STX store".into(),
         BPF_ST => "BPF_ST store".into(),
         _ => "BPF_LD".into(),
+    }
+}
+
+#[cfg(test)]
+mod insntable_tests {
+    use super::*;
+
+    #[test]
+    fn table_answers_as_the_predicate() {
+        for code in 0..=255u8 {
+            for gotox in [false, true] {
+                assert_eq!(in_insntable(code, gotox), insntable_entry(code, gotox), "{code:#x} {gotox}");
+            }
+        }
+        assert!(
+            in_insntable(BPF_JMP | BPF_JA | BPF_X, true) && !in_insntable(BPF_JMP | BPF_JA | BPF_X, false)
+        );
+        assert!(!in_insntable(0xff, true));
     }
 }

@@ -101,7 +101,7 @@ impl Machine<'_> {
         key.pc = pc;
         // The checkpoints share the map of bpf_iter_num_next's: keyed by instruction, and an
         // instruction is either a may_goto or a call.
-        let seen = self.iter_seen.entry(pc).or_default();
+        let seen = self.iter_seen.entry_or_default(pc);
         if seen.contains(&key) {
             return Ok(Flow::Done);
         }
@@ -234,7 +234,7 @@ impl Machine<'_> {
                     return Ok(Flow::Next(pc + 1));
                 }
                 let key = iter_checkpoint(st, pc);
-                let seen = self.iter_seen.entry(pc).or_default();
+                let seen = self.iter_seen.entry_or_default(pc);
                 if seen.contains(&key) {
                     return Ok(Flow::Done);
                 }

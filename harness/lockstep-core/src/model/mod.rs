@@ -54,12 +54,14 @@ mod throw;
 mod timer;
 mod tracing;
 mod varoff;
+mod vecmap;
 
 pub use calls::kfunc_allowed_under_lock;
 pub use prepared::Prepared;
 pub use scalar::{CmpOp, Scalar};
 pub use sock::SockKind;
 pub use state::{ActiveLock, Frame, IrqFlag, LockKind, Reg, Stack, StackBytes, State, Trust};
+pub use vecmap::VecMap;
 
 use crate::case::Case;
 use crate::profile::{KernelProfile, ModuleKfuncs};
@@ -205,10 +207,7 @@ pub fn check_prepared(
     // special field (their integer members stay). Only a global data section's: a struct
     // with a special member and an error record fails BPF_BTF_LOAD already
     // (btf_parse_struct_metas(), the same three kernels), which exec.rs leaves unsupported.
-    if prepared::maps_with_inner(prep.case())
-        .zip(&prep.maps)
-        .any(|(m, f)| m.global_section && f.record_error.is_some())
-    {
+    if prep.error_record_globals {
         let case = prepared::without_error_records(prep);
         return check_prepared(&Prepared::new(&case), profile, module, opts);
     }

@@ -10,8 +10,8 @@
 //! error a program meets first) is the kernel's, as in `exec.rs`.
 
 use std::cell::OnceCell;
-use std::collections::BTreeMap;
 
+use super::vecmap::VecMap;
 use super::{callbacks, cfg, fields, special, Step, Stop};
 use crate::asm::Reloc;
 use crate::case::{Case, FieldKind, MapSpec, MapType};
@@ -69,9 +69,9 @@ pub struct Prepared<'a> {
     /// import/elf.rs), a subprogram of its own (`add_subprog_and_kfunc()` adds it).
     pub(crate) exception_cb_start: Option<usize>,
     /// Global subprograms by start instruction: their number of args.
-    pub(crate) globals: BTreeMap<usize, u8>,
+    pub(crate) globals: VecMap<usize, u8>,
     /// Global subprograms by start instruction: which args (bit 0: R1) are `ARG_PTR_TO_CTX`.
-    pub(crate) global_ctx_args: BTreeMap<usize, u8>,
+    pub(crate) global_ctx_args: VecMap<usize, u8>,
     /// `callbacks::has_btf_func_info()`.
     pub(crate) func_info: bool,
     /// `license_is_gpl_compatible()` of the case's licence (a string search: once per case,
@@ -83,6 +83,9 @@ pub struct Prepared<'a> {
     pub(crate) arena_casts: bool,
     /// Per map of the case, in order, each followed by its inner map ([`maps_with_inner`]).
     pub(crate) maps: Vec<MapFacts>,
+    /// Whether a global data section among [`Prepared::maps`] has an error record
+    /// (`MapFacts::record_error`): `check_prepared()` then checks [`without_error_records`].
+    pub(crate) error_record_globals: bool,
     /// `ld_imm64` instructions with a map reference, in instruction order, as
     /// `check_and_resolve_insns()` meets them (a second slot is never a first), with the index
     /// of the case map of that name (`None`: no such map), found once here rather than by name
@@ -102,8 +105,8 @@ impl<'a> Prepared<'a> {
     /// Prepares `case`: the cheap facts now, the passes over the instructions when first asked.
     pub fn new(case: &'a Case) -> Self {
         let program = &case.program;
-        let mut globals = BTreeMap::new();
-        let mut global_ctx_args = BTreeMap::new();
+        let mut globals = VecMap::default();
+        let mut global_ctx_args = VecMap::default();
         for g in &case.globals {
             if let Some((&idx, _)) = program.labels.iter().find(|(_, l)| **l == g.label) {
                 globals.insert(idx, g.args);
@@ -143,7 +146,9 @@ impl<'a> Prepared<'a> {
                     field_refused,
                 }
             })
-            .collect();
+            .collect::<Vec<MapFacts>>();
+        let error_record_globals =
+            maps_with_inner(case).zip(&maps).any(|(m, f)| m.global_section && f.record_error.is_some());
         let insns = &program.insns;
         let mut map_refs = Vec::new();
         let mut pc = 0;
@@ -174,6 +179,7 @@ impl<'a> Prepared<'a> {
             gpl_compatible: crate::case::license_is_gpl_compatible(&case.license),
             arena_casts: insns.iter().any(|i| super::arena::is_addr_space_cast(i) && i.imm == 1),
             maps,
+            error_record_globals,
             map_refs,
             layout: OnceCell::new(),
             cfg: OnceCell::new(),

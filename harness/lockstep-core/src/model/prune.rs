@@ -239,7 +239,7 @@ impl Machine<'_> {
                 *reg = Reg::NotInit;
             }
         }
-        let seen = self.visited.entry(pc).or_default();
+        let seen = self.visited.entry_or_default(pc);
         let found = seen.contains(st);
         if !found && seen.len() < MAX_PRUNE_STATES {
             seen.push(st.clone());

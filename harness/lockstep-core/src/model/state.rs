@@ -1,8 +1,6 @@
 //! Abstract verifier state: registers, stack, frames and the active lock
 //! (`struct bpf_verifier_state` / `bpf_func_state` / `bpf_reg_state`, reduced to what the lock rules need).
 
-use std::collections::BTreeMap;
-
 use super::scalar::Scalar;
 
 /// An abstract register (`struct bpf_reg_state`). `Copy` (every variant is plain data): a
@@ -426,7 +424,7 @@ impl StackBytes {
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct Stack {
     pub bytes: StackBytes,
-    pub spills: BTreeMap<i64, (Reg, u8)>,
+    pub spills: super::vecmap::VecMap<i64, (Reg, u8)>,
 }
 
 impl Stack {
@@ -577,7 +575,7 @@ pub struct State {
     /// Acquired references (`acquire_reference()`: their ids), in acquisition order.
     pub refs: Vec<u32>,
     /// Open-coded iterators on the stack (`loops.rs`), by (frame, offset of the lowest slot).
-    pub iters: BTreeMap<(usize, i64), IterSlot>,
+    pub iters: super::vecmap::VecMap<(usize, i64), IterSlot>,
     /// IRQ flags saved, in order (`active_irq_id` is the last one's).
     pub irq: Vec<IrqFlag>,
     /// `active_rcu_locks` and `active_preempt_locks` (7.x).
