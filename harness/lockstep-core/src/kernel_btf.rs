@@ -259,26 +259,40 @@ impl KernelBtf {
         Ok(AttachProto { func_name: member.to_string(), args, ret })
     }
 
-    /// The byte offset of member `path` (`a.b`: nested members) of struct `id`, with its size.
+    /// The byte offset of member `path` (`a.b`: nested members) of struct `id`, with its size. A
+    /// name is also found inside anonymous struct / union members, as C names it
+    /// (`sk_buff.tstamp` is in an anonymous union).
     pub fn member_offset(&self, id: u32, path: &str) -> Option<(u32, u32)> {
         let mut id = id;
         let mut off = 0;
         let mut size = 0;
         for name in path.split('.') {
-            let Some(Kind::Struct { members, .. } | Kind::Union { members, .. }) =
-                self.btf.get(self.skip_modifiers(id)).map(|t| &t.kind)
-            else {
-                return None;
-            };
-            let m = members.iter().find(|m| m.name == name)?;
-            if m.bit_size != 0 || m.bit_offset % 8 != 0 {
-                return None;
-            }
-            off += m.bit_offset / 8;
-            id = m.ty;
+            let (bit_offset, ty) = self.named_member(id, name, 0)?;
+            off += bit_offset / 8;
+            id = ty;
             size = self.size_of(id)?;
         }
         Some((off, size))
+    }
+
+    /// Member `name` of struct / union `id`, looked for through anonymous members (at most
+    /// `depth` 8 deep): its bit offset from `id`'s start and its type; None for a bitfield.
+    fn named_member(&self, id: u32, name: &str, depth: u32) -> Option<(u32, u32)> {
+        let Some(Kind::Struct { members, .. } | Kind::Union { members, .. }) =
+            self.btf.get(self.skip_modifiers(id)).map(|t| &t.kind)
+        else {
+            return None;
+        };
+        if let Some(m) = members.iter().find(|m| m.name == name) {
+            return (m.bit_size == 0 && m.bit_offset % 8 == 0).then_some((m.bit_offset, m.ty));
+        }
+        if depth >= 8 {
+            return None;
+        }
+        members.iter().filter(|m| m.name.is_empty()).find_map(|m| {
+            let (inner, ty) = self.named_member(m.ty, name, depth + 1)?;
+            Some((m.bit_offset + inner, ty))
+        })
     }
 
     fn size_of(&self, id: u32) -> Option<u32> {
@@ -670,11 +684,14 @@ pub(crate) mod fixture {
     /// 21 struct bpf_iter_meta { u64 seq_num } (8 bytes), 22 ptr->21, 23 FUNC_PROTO(int; struct
     /// bpf_iter_meta *meta, task* task), 24 FUNC bpf_iter_task -> 23 (an iterator target);
     /// 25-33 a struct Qdisc (32 bytes: `flags`, `limit` at 4, `q.qlen` at 12, `qstats` 16-31) and
-    /// struct Qdisc_ops { int (*init)(struct Qdisc *sch, int arg); void (*destroy)(struct Qdisc *) };
-    /// 34-36 per-cpu VARs; 37 FUNC_PROTO(int; struct bpf_iter_meta *meta, struct bpf_map *map),
-    /// 38 FUNC bpf_iter_bpf_map -> 37 (an iterator target with a ctx_arg_info argument).
+    /// struct Qdisc_ops { int (*init)(struct Qdisc *sch, int arg); void (*destroy)(struct Qdisc *);
+    /// int (*enqueue)(struct sk_buff *, struct Qdisc *, struct sk_buff **); struct sk_buff
+    /// *(*dequeue)(struct Qdisc *) }; 34-36 per-cpu VARs; 37 FUNC_PROTO(int; struct bpf_iter_meta
+    /// *meta, struct bpf_map *map), 38 FUNC bpf_iter_bpf_map -> 37 (an iterator target with a
+    /// ctx_arg_info argument); 39 struct sk_buff { int tstamp } (8 bytes), 40 ptr->39, 41 struct
+    /// bpf_sk_buff_ptr { struct sk_buff *skb }, 42-46 the enqueue / dequeue prototypes.
     pub(crate) fn sample() -> Vec<u8> {
-        let mut strs = b"\0int\0task_struct\0free_task\0p\0clone_flags\0btf_trace_task_newtask\0__data\0x\0bpf_lsm_task_free\0task__nullable\0u32\0char\0pid\0comm\0group_leader\0real_parent\0task_struct__safe_trusted\0bpf_map\0map_type\0max_entries\0inner_map_meta\0bpf_array\0map\0elem_size\0bpf_arena\0user_vm_start\0parent\0task_struct__safe_rcu\0bpf_iter_meta\0seq_num\0meta\0task\0bpf_iter_task\0qdisc_skb_head\0pad\0qlen\0gnet_stats_queue\0backlog\0drops\0requeues\0Qdisc\0flags\0limit\0q\0qstats\0sch\0arg\0Qdisc_ops\0init\0destroy\0bpf_prog_active\0some_counter\0.data..percpu\0bpf_iter_bpf_map\0".to_vec();
+        let mut strs = b"\0int\0task_struct\0free_task\0p\0clone_flags\0btf_trace_task_newtask\0__data\0x\0bpf_lsm_task_free\0task__nullable\0u32\0char\0pid\0comm\0group_leader\0real_parent\0task_struct__safe_trusted\0bpf_map\0map_type\0max_entries\0inner_map_meta\0bpf_array\0map\0elem_size\0bpf_arena\0user_vm_start\0parent\0task_struct__safe_rcu\0bpf_iter_meta\0seq_num\0meta\0task\0bpf_iter_task\0qdisc_skb_head\0pad\0qlen\0gnet_stats_queue\0backlog\0drops\0requeues\0Qdisc\0flags\0limit\0q\0qstats\0sch\0arg\0Qdisc_ops\0init\0destroy\0bpf_prog_active\0some_counter\0.data..percpu\0bpf_iter_bpf_map\0sk_buff\0tstamp\0bpf_sk_buff_ptr\0skb\0to_free\0enqueue\0dequeue\0".to_vec();
         let off = |s: &str, strs: &[u8]| {
             let needle = format!("\0{s}\0");
             strs.windows(needle.len()).position(|w| w == needle.as_bytes()).unwrap() as u32 + 1
@@ -741,8 +758,9 @@ pub(crate) mod fixture {
         t.extend([0, info(2, 0), 29]);
         t.extend([0, info(13, 2), 1, o("sch"), 28, o("arg"), 1]);
         t.extend([0, info(2, 0), 31]);
-        // 33 struct Qdisc_ops { init: 32; destroy: 30; }
-        t.extend([o("Qdisc_ops"), info(4, 2), 16, o("init"), 32, 0, o("destroy"), 30, 64]);
+        // 33 struct Qdisc_ops { init: 32; destroy: 30; enqueue: 44; dequeue: 46 }
+        t.extend([o("Qdisc_ops"), info(4, 4), 32, o("init"), 32, 0, o("destroy"), 30, 64]);
+        t.extend([o("enqueue"), 44, 128, o("dequeue"), 46, 192]);
         // 34 VAR bpf_prog_active -> int (per-cpu), 35 VAR some_counter -> u32,
         // 36 DATASEC .data..percpu { bpf_prog_active }
         t.extend([o("bpf_prog_active"), info(14, 0), 1, 1]);
@@ -751,6 +769,18 @@ pub(crate) mod fixture {
         // 37 FUNC_PROTO int (meta: bpf_iter_meta*, map: bpf_map*), 38 FUNC bpf_iter_bpf_map -> 37
         t.extend([0, info(13, 2), 1, o("meta"), 22, o("map"), 17]);
         t.extend([o("bpf_iter_bpf_map"), info(12, 1), 37]);
+        // 39 struct sk_buff { int tstamp; } (8 bytes), 40 ptr->39, 41 struct bpf_sk_buff_ptr
+        // { struct sk_buff *skb; }, 42 ptr->40 (struct sk_buff **)
+        t.extend([o("sk_buff"), info(4, 1), 8, o("tstamp"), 1, 0]);
+        t.extend([0, info(2, 0), 39]);
+        t.extend([o("bpf_sk_buff_ptr"), info(4, 1), 8, o("skb"), 40, 0]);
+        t.extend([0, info(2, 0), 40]);
+        // 43 FUNC_PROTO int (skb: sk_buff*, sch: Qdisc*, to_free: sk_buff**), 44 ptr->43,
+        // 45 FUNC_PROTO sk_buff* (sch: Qdisc*), 46 ptr->45
+        t.extend([0, info(13, 3), 1, o("skb"), 40, o("sch"), 28, o("to_free"), 42]);
+        t.extend([0, info(2, 0), 43]);
+        t.extend([0, info(13, 1), 40, o("sch"), 28]);
+        t.extend([0, info(2, 0), 45]);
         let types: Vec<u8> = t.iter().flat_map(|v| v.to_le_bytes()).collect();
         strs.push(0);
         let mut b = Vec::new();

@@ -39,7 +39,9 @@ pub fn hook_of(t: ProgType) -> Option<Hook> {
 }
 
 /// Which hooks each kfunc id set the model knows is registered for (`register_btf_kfunc_id_set()`
-/// calls of linux-source-7.3; none of these sets has a `.filter`): (set, hooks, source).
+/// calls of linux-source-7.3; of these sets only `qdisc_kfunc_ids` has a `.filter`, applied by
+/// the model where it judges a kfunc call, `Machine::kfunc_filter_refuses()`): (set, hooks,
+/// source).
 pub const SET_REGISTRATIONS: &[(&str, &[Hook], &str)] = &[
     (
         "bpf_testmod_common_kfunc_ids",
@@ -58,6 +60,11 @@ pub const SET_REGISTRATIONS: &[(&str, &[Hook], &str)] = &[
         "kernel/bpf/helpers.c:5007 of 7.3, 5006 of 7.2 (BPF_PROG_TYPE_UNSPEC); only the kfuncs of COMMON_SET_MODELLED",
     ),
     (
+        "qdisc_kfunc_ids",
+        &[Hook::StructOps],
+        "net/sched/bpf_qdisc.c:470 of 7.3 and 7.2 (STRUCT_OPS; its .filter, bpf_qdisc_kfunc_filter(), is model/structops.rs's qdisc_kfunc_allowed()); only the kfuncs of QDISC_SET_MODELLED",
+    ),
+    (
         "cpumask_kfunc_btf_ids",
         &[Hook::Tracing, Hook::StructOps, Hook::Syscall],
         "kernel/bpf/cpumask.c:526-528 (bpf_cpumask_create / acquire / release are kobj.rs's)",
@@ -68,6 +75,21 @@ pub const SET_REGISTRATIONS: &[(&str, &[Hook], &str)] = &[
 /// kfuncs `check_kfunc_call()` treats specially (`special_kfunc_list[]`: casts, RCU, dynptr
 /// slices, ...), which its generic rules would misjudge, so the others stay unsupported.
 pub const COMMON_SET_MODELLED: &[&str] = &["bpf_stream_print_stack", "bpf_stream_vprintk"];
+
+/// The kfuncs of `qdisc_kfunc_ids` (net/sched/bpf_qdisc.c, 7.2 and 7.3) judged by their BTF:
+/// `bpf_dynptr_from_skb` is also in the tc / xdp / ... skb sets (net/core/filter.c), which the
+/// model does not register, and takes a dynptr; `bpf_qdisc_init_prologue` /
+/// `bpf_qdisc_reset_destroy_epilogue` are the prologue's and epilogue's, which the filter refuses
+/// to every program (left in: the filter says so).
+pub const QDISC_SET_MODELLED: &[&str] = &[
+    "bpf_skb_get_hash",
+    "bpf_kfree_skb",
+    "bpf_qdisc_skb_drop",
+    "bpf_qdisc_watchdog_schedule",
+    "bpf_qdisc_init_prologue",
+    "bpf_qdisc_reset_destroy_epilogue",
+    "bpf_qdisc_bstats_update",
+];
 
 /// One argument as `get_kfunc_arg_type()` classifies it, for the kinds the model judges; the
 /// others are [`KfArg::Unsupported`] with the construct named.
@@ -345,6 +367,7 @@ pub fn vmlinux_kfuncs(
         let known: Vec<_> = in_sets
             .iter()
             .filter(|(s, _)| *s != "common_btf_ids" || COMMON_SET_MODELLED.contains(&name.as_str()))
+            .filter(|(s, _)| *s != "qdisc_kfunc_ids" || QDISC_SET_MODELLED.contains(&name.as_str()))
             .filter_map(|(s, f)| Some((s, *f, registration(s)?)))
             .collect();
         let [(set, flags, hooks)] = known.as_slice() else { continue };

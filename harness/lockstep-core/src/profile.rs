@@ -209,6 +209,12 @@ pub struct KernelProfile {
     /// `model/kfunc_args.rs`); off: unsupported, as before.
     #[serde(default)]
     pub kfunc_btf_args: bool,
+    /// The kernel config values libbpf writes into an object's `.kconfig` map (`__kconfig`
+    /// externs, import/kconfig.rs) from the guest's `/boot/config-<release>`: the profile's
+    /// Debian kernel's config, by option name. An option not listed leaves a load of it
+    /// unsupported (model/conststr.rs).
+    #[serde(default)]
+    pub kconfig: std::collections::BTreeMap<String, i64>,
     /// `check_kfunc_call()`: a zero `rdonly_buf_size` / `rdwr_buf_size` gives a zero-sized
     /// `PTR_TO_MEM` (7.3's `meta.ret_mem.found`); false: 7.2's `!meta.r0_size` takes it for no
     /// size and sizes R0 by the pointee type, `MEM_RDONLY` (not modelled, `unsupported`).

@@ -540,6 +540,26 @@ fn program_case(
                         insns[i].src = crate::insn::BPF_PSEUDO_BTF_ID;
                         insns[i].imm = 0;
                     }
+                    // A `__kconfig` extern: libbpf's `.kconfig` map at the extern's offset
+                    // (kconfig.rs), BPF_PSEUDO_MAP_VALUE.
+                    Some(Extern { name, func: None, var: None })
+                        if btf.datasec(super::kconfig::KCONFIG_MAP).is_some() =>
+                    {
+                        let vars = super::kconfig::layout(btf)?;
+                        let Some(v) = vars.iter().find(|v| v.name == *name) else {
+                            return Err(format!("uses extern variable `{name}` outside .ksyms and .kconfig"));
+                        };
+                        let map = super::kconfig::KCONFIG_MAP.to_string();
+                        program.relocs.insert(i, Reloc::MapValue { name: map.clone(), offset: v.off });
+                        insns[i].src = BPF_PSEUDO_MAP_VALUE;
+                        insns[i].imm = 0;
+                        if let Some(next) = insns.get_mut(i + 1) {
+                            next.imm = v.off as i32;
+                        }
+                        if !used_maps.contains(&map) {
+                            used_maps.push(map);
+                        }
+                    }
                     e => {
                         return Err(format!(
                         "uses extern variable `{}` (typed __ksym and __kconfig variables are not supported)",
@@ -601,6 +621,10 @@ fn program_case(
     }
     let mut maps = Vec::new();
     for m in &used_maps {
+        if m == super::kconfig::KCONFIG_MAP && !obj.maps.contains_key(m) {
+            maps.push(kconfig_map_spec(btf)?);
+            continue;
+        }
         maps.push(map_spec(m, &obj.maps[m], btf, data_syms).map_err(|why| format!("map `{m}`: {why}"))?);
     }
     let Annotations { expect, description, tags, log_level, flags } = annotations.clone();
@@ -777,6 +801,24 @@ fn global_args(btf: &Btf, proto: u32, prog_type: ProgType) -> Result<(u8, u8), S
     }
     let args = u8::try_from(params.len()).map_err(|_| "too many arguments".to_string())?;
     Ok((args, ctx_args))
+}
+
+/// libbpf's `.kconfig` internal map (`bpf_object__init_kconfig_map()`, kconfig.rs): an array of
+/// one element sized by the externs' layout, `BPF_F_RDONLY_PROG` (`bpf_map_is_rdonly()` once
+/// frozen), mmapable like the other global data maps, with the DATASEC as value BTF.
+fn kconfig_map_spec(btf: &Btf) -> Result<MapSpec, String> {
+    let vars = super::kconfig::layout(btf)?;
+    Ok(MapSpec {
+        name: super::kconfig::KCONFIG_MAP.to_string(),
+        map_type: MapType::Array,
+        key_size: 4,
+        max_entries: 1,
+        btf: true,
+        value: ValueLayout { size: super::kconfig::map_size(&vars), fields: Vec::new() },
+        global_section: true,
+        flags: 1 << 7,
+        inner: None,
+    })
 }
 
 /// The map type with uapi number `t`.

@@ -10,6 +10,7 @@
 //! - [`sec`]: ELF section names to program types (libbpf's rules).
 //! - [`render`]: cases back to case-file TOML.
 //! - [`inner_map`]: a map-in-map's inner map definition, from BTF.
+//! - [`kconfig`]: libbpf's `.kconfig` map of `__kconfig` externs.
 //! - [`btf`]: raw BTF (struct layouts, functions, data sections, decl tags) for [`elf`].
 //! - `btf_sanitize`: the copy of `.BTF` aya-obj is given (fields it cannot read hidden).
 
@@ -23,6 +24,7 @@ pub mod ctypes;
 pub mod elf;
 mod elf_check;
 pub mod inner_map;
+pub mod kconfig;
 pub mod map_name;
 pub mod prog_tests;
 pub mod sec;

@@ -195,6 +195,20 @@ impl Machine<'_> {
                         if flags.tag == Some("rcu")
                             || k.nested_type_is_trusted(btf_id, &field, target, "__safe_rcu_or_null") =>
                     {
+                        // "__rcu tagged pointers can be NULL": MEM_RCU | PTR_MAYBE_NULL, an id
+                        // for its NULL check given by the load (Machine::number_loaded_ptr).
+                        // Judged in struct_ops programs (never sleepable here, structops.rs),
+                        // where it was measured (bpf_qdisc_fq's skb->sk, `__safe_rcu_or_null`).
+                        if self.case.prog_type == ProgType::StructOps && !flags.untrusted {
+                            return Ok(Reg::Kernel {
+                                off: 0,
+                                btf_id: target,
+                                id: 0,
+                                ref_obj_id: 0,
+                                null: true,
+                                trust: Trust::Rcu,
+                            });
+                        }
                         return unsupported("MEM_RCU | PTR_MAYBE_NULL");
                     }
                     // clear_trusted_flags() leaves the union walk's PTR_UNTRUSTED.

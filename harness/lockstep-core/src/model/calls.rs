@@ -53,6 +53,9 @@ impl Machine<'_> {
         {
             return self.reject(pc, self.profile.messages.call_under_lock.clone());
         }
+        if case.prog_type == crate::case::ProgType::StructOps {
+            self.struct_ops_call_gate(pc, insn)?;
+        }
         match insn.src {
             BPF_PSEUDO_CALL => self.subprog_call(st, pc, insn),
             BPF_PSEUDO_KFUNC_CALL => {
@@ -444,6 +447,12 @@ impl Machine<'_> {
             | hid::GET_CURRENT_PID_TGID => {
                 self.clobber(st, Reg::Scalar(Scalar::unknown()));
             }
+            // bpf_jiffies64: bpf_base_func_proto()'s CAP_BPF list (6.12, 7.2, 7.3 helpers.c),
+            // RET_INTEGER, no arguments; judged in struct_ops programs (whose get_func_proto is
+            // bpf_base_func_proto(), structops.rs), measured there (bpf_qdisc_fq).
+            hid::JIFFIES64 if self.case.prog_type == crate::case::ProgType::StructOps => {
+                self.clobber(st, Reg::Scalar(Scalar::unknown()));
+            }
             hid::KTIME_GET_COARSE_NS => {
                 let r0 = self.ktime_get_coarse_ns(pc)?;
                 self.clobber(st, r0);
@@ -778,6 +787,7 @@ mod hid {
     pub const KTIME_GET_BOOT_NS: i32 = id_of("bpf_ktime_get_boot_ns");
     pub const GET_SMP_PROCESSOR_ID: i32 = id_of("bpf_get_smp_processor_id");
     pub const GET_CURRENT_PID_TGID: i32 = id_of("bpf_get_current_pid_tgid");
+    pub const JIFFIES64: i32 = id_of("bpf_jiffies64");
     pub const KTIME_GET_COARSE_NS: i32 = id_of("bpf_ktime_get_coarse_ns");
     pub const THIS_CPU_PTR: i32 = id_of("bpf_this_cpu_ptr");
     pub const PER_CPU_PTR: i32 = id_of("bpf_per_cpu_ptr");

@@ -36,6 +36,35 @@ impl Machine<'_> {
         sec.data().ok().map(<[u8]>::to_vec)
     }
 
+    /// A load from libbpf's `.kconfig` map at bytes `lo..hi` (import/kconfig.rs): the map is
+    /// read-only and frozen, so `check_mem_access()` reads the value (`bpf_map_is_rdonly()`,
+    /// `bpf_map_direct_read()`, 6.12 / 7.2 / 7.3): the extern's config value from the profile
+    /// (`kconfig`, the Debian kernel's config libbpf read in the guest), zero-extended from its
+    /// size as the load does. A load of part of an extern, across two, at a variable offset, or of
+    /// an option the profile does not list is unsupported.
+    pub(super) fn kconfig_load(&self, lo: i64, hi: i64, var_const: bool) -> Step<Reg> {
+        let unsupported = |why: String| {
+            Err(Stop::Unsupported(format!("a load from the .kconfig map {why} is not modelled")))
+        };
+        let Some(obj) = self.case.object.as_ref().filter(|_| var_const) else {
+            return unsupported("at a variable offset or outside an object".into());
+        };
+        let vars = crate::import::kconfig::layout_of_object(&obj.bytes)
+            .map_err(|e| Stop::Unsupported(format!(".kconfig map: {e}")))?;
+        let Some(v) = vars.iter().find(|v| v.off as i64 == lo && (v.off + v.size) as i64 == hi) else {
+            return unsupported(format!("at bytes {lo}..{hi} (not one whole extern)"));
+        };
+        let Some(&value) = self.profile.kconfig.get(&v.name) else {
+            return unsupported(format!(
+                "of {} (a config option profile {} does not list)",
+                v.name, self.profile.name
+            ));
+        };
+        let bits = 8 * v.size;
+        let value = if bits >= 64 { value } else { value & ((1i64 << bits) - 1) };
+        Ok(Reg::Scalar(super::scalar::Scalar::known(value)))
+    }
+
     /// `check_arg_const_str()` for register `r` (`what`: the helper or kfunc, for messages of
     /// the constructs not modelled). Returns `Ok` when the kernel passes it.
     pub(super) fn const_str_arg(&self, pc: usize, r: usize, reg: &Reg, what: &str) -> Step<()> {

@@ -65,6 +65,9 @@ pub(crate) struct Machine<'a> {
     /// (`walk()`): the kernel may have pruned some of them (`is_state_visited()`) and then
     /// numbers this path's references lower (`alloc.rs`).
     pub sibling_ids: bool,
+    /// The reference a struct_ops program's `__ref` argument holds from its first instruction
+    /// (structops.rs), or 0.
+    pub struct_ops_ref: u32,
 }
 
 impl<'a> Machine<'a> {
@@ -95,6 +98,7 @@ impl<'a> Machine<'a> {
             visited: Default::default(),
             pruned_paths: Default::default(),
             sibling_ids: false,
+            struct_ops_ref: 0,
             scalar_ids: Default::default(),
             iter_loop_ids: Default::default(),
             arena_aux: Default::default(),
@@ -145,6 +149,7 @@ impl<'a> Machine<'a> {
         st.frames[0].regs[1] = Reg::Ctx;
         // do_check_common(env, 0, env->prog->sleepable).
         st.sleepable = self.case.sleepable;
+        self.struct_ops_entry_refs(&mut st);
         self.walk(st)?;
         // do_check_subprogs(): each global function on its own, arguments as declared, but only
         // once a verified path called it (`if (!sub_aux->called || sub_aux->verified) continue;`),
@@ -912,6 +917,10 @@ impl<'a> Machine<'a> {
                         FieldAccess::Kptr(at) => return self.kptr_field_load(st, pc, spec, at),
                     }
                 }
+                if value.is_none() && spec.global_section && spec.name == crate::import::kconfig::KCONFIG_MAP
+                {
+                    return self.kconfig_load(lo, hi, var_const);
+                }
                 Ok(if value.is_some() { Reg::NotInit } else { Reg::Scalar(Scalar::of_size(size)) })
             }
             // check_ctx_access() -> the program type's is_valid_access() (ctx.rs).
@@ -919,7 +928,17 @@ impl<'a> Machine<'a> {
                 if matches!(self.case.prog_type, ProgType::Tracing | ProgType::Lsm)
                     || self.struct_ops_btf_ctx() =>
             {
-                self.tracing_ctx_access(off, size, value.is_some(), pc)
+                let reg = self.tracing_ctx_access(off, size, value.is_some(), pc)?;
+                // __check_ctx_access() (7.2, 7.3): a __ref argument whose reference is gone.
+                if let Reg::Kernel { ref_obj_id, .. } = reg {
+                    if ref_obj_id != 0 && !st.refs.contains(&ref_obj_id) {
+                        let msg = format!(
+                            "invalid bpf_context access off={off}. Reference may already be released"
+                        );
+                        return self.reject(pc, msg);
+                    }
+                }
+                Ok(reg)
             }
             Reg::Ctx => self.ctx_mem_access(pc, off, size, value.as_ref()),
             Reg::Packet { .. } => self.pkt_access(pc, base, off, size, value.as_ref()),
@@ -1191,7 +1210,11 @@ impl<'a> Machine<'a> {
         // check_resource_leak(): after the lock, check_reference_leak() logs "Unreleased reference
         // id=%d alloc_insn=%d" per reference; its ids follow env->id_gen, which also numbers
         // scalars the model does not track.
-        self.reference_leak(st, pc)?;
+        if self.case.prog_type == ProgType::StructOps {
+            self.struct_ops_reference_leak(st, pc)?;
+        } else {
+            self.reference_leak(st, pc)?;
+        }
         self.region_leak(st, pc, "BPF_EXIT instruction in main prog")?;
         if self.in_async_callback(st) {
             return self.async_callback_return(st, pc);

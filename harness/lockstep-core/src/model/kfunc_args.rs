@@ -88,8 +88,9 @@ impl Machine<'_> {
         d: &KfuncDesc,
     ) -> Step<()> {
         let unsupported = |what: String| Err(Stop::Unsupported(format!("kfunc {name}: {what}")));
-        // fetch_kfunc_meta() -> btf_kfunc_is_allowed(): -EACCES.
-        if !d.allowed_in(self.case.prog_type) {
+        // fetch_kfunc_meta() -> btf_kfunc_is_allowed(): -EACCES, the hook's or its set's filter
+        // (__btf_kfunc_is_allowed(), structops.rs).
+        if !d.allowed_in(self.case.prog_type) || self.kfunc_filter_refuses(&d.set, name) {
             let args = [("name", name.to_string())];
             return self.reject(pc, self.msg(&self.profile.messages.kfunc_not_allowed, &args));
         }

@@ -285,6 +285,8 @@ mod tests_pktmisc;
 #[cfg(test)]
 mod tests_qdisc73;
 #[cfg(test)]
+mod tests_qdisc73b;
+#[cfg(test)]
 mod tests_rbtree;
 #[cfg(test)]
 mod tests_rcu;

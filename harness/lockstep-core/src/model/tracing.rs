@@ -59,6 +59,9 @@ impl Machine<'_> {
     /// A load or store through the ctx of a tracing / LSM program at constant offset `off`.
     pub(super) fn tracing_ctx_access(&self, off: i64, size: u8, store: bool, pc: usize) -> Step<Reg> {
         let invalid = || self.reject(pc, format!("invalid bpf_context access off={off} size={size}"));
+        if let Some(reg) = self.qdisc_to_free_arg(off, size, store)? {
+            return Ok(reg);
+        }
         // bpf_tracing_ctx_access() (include/linux/bpf.h), BPF_PROG_TYPE_TRACING, and the
         // struct_ops types whose is_valid_access calls bpf_tracing_btf_ctx_access() (structops.rs).
         if matches!(self.case.prog_type, ProgType::Tracing | ProgType::StructOps)
@@ -152,7 +155,13 @@ impl Machine<'_> {
                         )));
                     }
                 }
-                self.ctx_ptr(*btf_id, attach, tname)
+                let reg = self.ctx_ptr(*btf_id, attach, tname)?;
+                match (reg, self.struct_ops_ctx_ref(arg)) {
+                    (Reg::Kernel { off, btf_id, null, trust, .. }, r) if r != 0 => {
+                        Ok(Reg::Kernel { off, btf_id, id: r, ref_obj_id: r, null, trust })
+                    }
+                    (reg, _) => Ok(reg),
+                }
             }
             ArgKind::StructByValue => unreachable!("refused above"),
             ArgKind::Other(what) => {
