@@ -32,6 +32,32 @@ pub fn write_file(path: &Path, text: &str) -> Result<()> {
     std::fs::write(path, text).with_context(|| format!("writing {}", path.display()))
 }
 
+/// Writes the report of `flag` (`--json`, `--junit`, `--markdown`) to `path`, refusing a path
+/// that looks like an input ([`refuse_input_like`]).
+pub fn write_report(flag: &str, path: &Path, text: &str) -> Result<()> {
+    refuse_input_like(flag, path)?;
+    write_file(path, text)
+}
+
+/// Refuses to write the report of `flag` over a file that looks like an input: a case file
+/// (`.toml`), a BPF object or C source (`.o`, `.c`). `--json` takes an optional FILE, so
+/// `run --json prog.bpf.o` read the object's path as the report's and overwrote the object
+/// (seen here, 2026-12-05); the message says how to write what was meant. Bad input (exit 2),
+/// before anything is written.
+pub fn refuse_input_like(flag: &str, path: &Path) -> Result<(), crate::exit::BadInput> {
+    let input_like =
+        path.extension().and_then(|e| e.to_str()).is_some_and(|e| matches!(e, "toml" | "o" | "c"));
+    if input_like {
+        return Err(crate::exit::BadInput(format!(
+            "{flag} {}: refusing to write a report over what looks like an input (a case file, a BPF \
+             object or C source); `--json` takes an optional FILE: write `--json=FILE`, or put the \
+             inputs before `--json`",
+            path.display()
+        )));
+    }
+    Ok(())
+}
+
 /// The `--json [FILE]` convention: `-` prints the JSON instead of the human-readable text, a file
 /// receives the JSON while the text still goes to stdout, and no flag prints the text.
 pub fn json_or_text(
@@ -42,7 +68,7 @@ pub fn json_or_text(
     match json {
         Some(p) if p.as_os_str() == "-" => print!("{}", with_newline(json_text())),
         Some(p) => {
-            write_file(p, &json_text())?;
+            write_report("--json", p, &json_text())?;
             print!("{}", text());
         }
         None => print!("{}", text()),

@@ -397,7 +397,7 @@ pub fn run(args: CensusArgs) -> Result<u8> {
     let out = take_census(&args)?;
     output::json_or_text(args.json.as_deref(), || report::json(&out.kernels), || report::text(&out.kernels))?;
     if let Some(p) = &args.markdown {
-        output::write_file(p, &report::markdown(&out.kernels))?;
+        output::write_report("--markdown", p, &report::markdown(&out.kernels))?;
     }
     eprint!("{}", report::summary_lines(&out.kernels));
     for i in out.infra.iter().chain(&out.crashes) {
