@@ -321,8 +321,11 @@ struct Inputs<'a> {
     maps: &'a [MapSpec],
     globals: &'a [GlobalFunc],
     types: &'a [ObjType],
-    funcs: Option<(&'a str, Vec<(usize, Option<&'a str>)>)>,
+    funcs: Option<Funcs<&'a str>>,
 }
+
+/// The case's name and each subprogram start with its label (the `FUNC` names).
+type Funcs<S> = (S, Vec<(usize, Option<S>)>);
 
 impl<'a> Inputs<'a> {
     fn of(case: &'a Case) -> Inputs<'a> {
@@ -348,7 +351,7 @@ struct OwnedInputs {
     maps: Vec<MapSpec>,
     globals: Vec<GlobalFunc>,
     types: Vec<ObjType>,
-    funcs: Option<(String, Vec<(usize, Option<String>)>)>,
+    funcs: Option<Funcs<String>>,
 }
 
 impl OwnedInputs {

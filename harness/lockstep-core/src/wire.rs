@@ -104,6 +104,12 @@ impl Serializer {
         self.out.extend_from_slice(b);
     }
 
+    /// Starts a seq, map or struct (its parts end it with [`END`]).
+    fn open(&mut self, tag: u8) -> Result<&mut Self, Error> {
+        self.out.push(tag);
+        Ok(self)
+    }
+
     fn variant(&mut self, index: u32) {
         self.out.push(VARIANT);
         self.varint(index.into());
@@ -112,7 +118,16 @@ impl Serializer {
 
 type Done = ();
 
-impl<'a> ser::Serializer for &'a mut Serializer {
+/// Narrower numbers as the widest of their kind.
+macro_rules! widen {
+    ($($method:ident($t:ty) => $to:ident),*) => {$(
+        fn $method(self, v: $t) -> Result<Done, Error> {
+            self.$to(v.into())
+        }
+    )*};
+}
+
+impl ser::Serializer for &mut Serializer {
     type Ok = Done;
     type Error = Error;
     type SerializeSeq = Self;
@@ -130,34 +145,22 @@ impl<'a> ser::Serializer for &'a mut Serializer {
         self.out.push(if v { TRUE } else { FALSE });
         Ok(())
     }
-    fn serialize_i8(self, v: i8) -> Result<Done, Error> {
-        self.serialize_i64(v.into())
-    }
-    fn serialize_i16(self, v: i16) -> Result<Done, Error> {
-        self.serialize_i64(v.into())
-    }
-    fn serialize_i32(self, v: i32) -> Result<Done, Error> {
-        self.serialize_i64(v.into())
-    }
+    widen!(
+        serialize_i8(i8) => serialize_i64,
+        serialize_i16(i16) => serialize_i64,
+        serialize_i32(i32) => serialize_i64,
+        serialize_u8(u8) => serialize_u64,
+        serialize_u16(u16) => serialize_u64,
+        serialize_u32(u32) => serialize_u64,
+        serialize_f32(f32) => serialize_f64
+    );
     fn serialize_i64(self, v: i64) -> Result<Done, Error> {
         self.tagged_sint(v);
         Ok(())
     }
-    fn serialize_u8(self, v: u8) -> Result<Done, Error> {
-        self.serialize_u64(v.into())
-    }
-    fn serialize_u16(self, v: u16) -> Result<Done, Error> {
-        self.serialize_u64(v.into())
-    }
-    fn serialize_u32(self, v: u32) -> Result<Done, Error> {
-        self.serialize_u64(v.into())
-    }
     fn serialize_u64(self, v: u64) -> Result<Done, Error> {
         self.tagged_uint(v);
         Ok(())
-    }
-    fn serialize_f32(self, v: f32) -> Result<Done, Error> {
-        self.serialize_f64(v.into())
     }
     fn serialize_f64(self, v: f64) -> Result<Done, Error> {
         self.out.push(F64);
@@ -209,8 +212,7 @@ impl<'a> ser::Serializer for &'a mut Serializer {
         v.serialize(self)
     }
     fn serialize_seq(self, _: Option<usize>) -> Result<Self, Error> {
-        self.out.push(SEQ);
-        Ok(self)
+        self.open(SEQ)
     }
     fn serialize_tuple(self, _: usize) -> Result<Self, Error> {
         self.serialize_seq(None)
@@ -229,12 +231,10 @@ impl<'a> ser::Serializer for &'a mut Serializer {
         self.serialize_seq(None)
     }
     fn serialize_map(self, _: Option<usize>) -> Result<Self, Error> {
-        self.out.push(MAP);
-        Ok(self)
+        self.open(MAP)
     }
     fn serialize_struct(self, _: &'static str, _: usize) -> Result<Self, Error> {
-        self.out.push(STRUCT);
-        Ok(self)
+        self.open(STRUCT)
     }
     fn serialize_struct_variant(
         self,
@@ -244,58 +244,33 @@ impl<'a> ser::Serializer for &'a mut Serializer {
         _: usize,
     ) -> Result<Self, Error> {
         self.variant(index);
-        self.out.push(STRUCT);
-        Ok(self)
+        self.open(STRUCT)
     }
 }
 
-impl ser::SerializeSeq for &mut Serializer {
-    type Ok = Done;
-    type Error = Error;
-    fn serialize_element<T: Serialize + ?Sized>(&mut self, v: &T) -> Result<(), Error> {
-        v.serialize(&mut **self)
-    }
-    fn end(self) -> Result<Done, Error> {
-        self.out.push(END);
-        Ok(())
-    }
+/// The sequence-like parts: elements in order, then [`END`].
+macro_rules! elements_then_end {
+    ($($trait:ident::$method:ident),*) => {$(
+        impl ser::$trait for &mut Serializer {
+            type Ok = Done;
+            type Error = Error;
+            fn $method<T: Serialize + ?Sized>(&mut self, v: &T) -> Result<(), Error> {
+                v.serialize(&mut **self)
+            }
+            fn end(self) -> Result<Done, Error> {
+                self.out.push(END);
+                Ok(())
+            }
+        }
+    )*};
 }
 
-impl ser::SerializeTuple for &mut Serializer {
-    type Ok = Done;
-    type Error = Error;
-    fn serialize_element<T: Serialize + ?Sized>(&mut self, v: &T) -> Result<(), Error> {
-        v.serialize(&mut **self)
-    }
-    fn end(self) -> Result<Done, Error> {
-        self.out.push(END);
-        Ok(())
-    }
-}
-
-impl ser::SerializeTupleStruct for &mut Serializer {
-    type Ok = Done;
-    type Error = Error;
-    fn serialize_field<T: Serialize + ?Sized>(&mut self, v: &T) -> Result<(), Error> {
-        v.serialize(&mut **self)
-    }
-    fn end(self) -> Result<Done, Error> {
-        self.out.push(END);
-        Ok(())
-    }
-}
-
-impl ser::SerializeTupleVariant for &mut Serializer {
-    type Ok = Done;
-    type Error = Error;
-    fn serialize_field<T: Serialize + ?Sized>(&mut self, v: &T) -> Result<(), Error> {
-        v.serialize(&mut **self)
-    }
-    fn end(self) -> Result<Done, Error> {
-        self.out.push(END);
-        Ok(())
-    }
-}
+elements_then_end!(
+    SerializeSeq::serialize_element,
+    SerializeTuple::serialize_element,
+    SerializeTupleStruct::serialize_field,
+    SerializeTupleVariant::serialize_field
+);
 
 impl ser::SerializeMap for &mut Serializer {
     type Ok = Done;
@@ -312,37 +287,29 @@ impl ser::SerializeMap for &mut Serializer {
     }
 }
 
-impl ser::SerializeStruct for &mut Serializer {
-    type Ok = Done;
-    type Error = Error;
-    fn serialize_field<T: Serialize + ?Sized>(&mut self, _: &'static str, v: &T) -> Result<(), Error> {
-        v.serialize(&mut **self)
-    }
-    fn skip_field(&mut self, _: &'static str) -> Result<(), Error> {
-        self.out.push(ABSENT);
-        Ok(())
-    }
-    fn end(self) -> Result<Done, Error> {
-        self.out.push(END);
-        Ok(())
-    }
+/// Structs: the fields in order without their names, a field left out as [`ABSENT`], then
+/// [`END`].
+macro_rules! fields_then_end {
+    ($($trait:ident),*) => {$(
+        impl ser::$trait for &mut Serializer {
+            type Ok = Done;
+            type Error = Error;
+            fn serialize_field<T: Serialize + ?Sized>(&mut self, _: &'static str, v: &T) -> Result<(), Error> {
+                v.serialize(&mut **self)
+            }
+            fn skip_field(&mut self, _: &'static str) -> Result<(), Error> {
+                self.out.push(ABSENT);
+                Ok(())
+            }
+            fn end(self) -> Result<Done, Error> {
+                self.out.push(END);
+                Ok(())
+            }
+        }
+    )*};
 }
 
-impl ser::SerializeStructVariant for &mut Serializer {
-    type Ok = Done;
-    type Error = Error;
-    fn serialize_field<T: Serialize + ?Sized>(&mut self, _: &'static str, v: &T) -> Result<(), Error> {
-        v.serialize(&mut **self)
-    }
-    fn skip_field(&mut self, _: &'static str) -> Result<(), Error> {
-        self.out.push(ABSENT);
-        Ok(())
-    }
-    fn end(self) -> Result<Done, Error> {
-        self.out.push(END);
-        Ok(())
-    }
-}
+fields_then_end!(SerializeStruct, SerializeStructVariant);
 
 struct Deserializer<'de> {
     b: &'de [u8],
