@@ -87,6 +87,8 @@ pub struct Loader {
     log_buf: std::sync::Mutex<LogBuffer>,
     /// Program BTF and maps kept across cases (see [`crate::reuse`]).
     setup: std::sync::Mutex<SetupCache>,
+    /// Program BTF built before, by the case inputs it is built from.
+    btf_memo: std::sync::Mutex<progbtf::BtfMemo>,
 }
 
 /// The expected_attach_type a program type needs to load without an attach target.
@@ -162,6 +164,7 @@ impl Loader {
             log_size: LOG_SIZE,
             log_buf: Default::default(),
             setup: Default::default(),
+            btf_memo: Default::default(),
         })
     }
 
@@ -234,17 +237,19 @@ impl Loader {
     fn try_run(&self, case: &Case, want_log: bool) -> Result<KernelResult, SetupError> {
         // The program's fd lives until the end of this function; BTF and maps of reusable types
         // stay in the setup cache for the next cases (`crate::reuse`), the others are closed here.
-        let mut prog_btf = progbtf::build(case).map_err(SetupError::BtfBuild)?;
+        // Built once per distinct inputs (`progbtf::BtfMemo`), loaded once per distinct bytes.
+        let memo = self.btf_memo.lock().unwrap_or_else(|e| e.into_inner()).get(case);
+        let prog_btf = memo.map_err(SetupError::BtfBuild)?;
         let mut setup = self.setup.lock().unwrap_or_else(|e| e.into_inner());
-        let (slot, btf_fd) = match &mut prog_btf {
+        let (slot, btf_fd) = match &prog_btf {
             Some(p) => {
-                let (slot, fd) = setup.btf(p.btf.raw_data(), load_btf)?;
+                let (slot, fd) = setup.btf(&p.raw, load_btf)?;
                 (slot, Some(fd))
             }
             None => (BtfSlot::None, None),
         };
         mark(Phase::Btf);
-        let maps = match self.create_maps(case, &mut setup, slot, prog_btf.as_ref(), btf_fd.as_deref()) {
+        let maps = match self.create_maps(case, &mut setup, slot, prog_btf.as_deref(), btf_fd.as_deref()) {
             // map_check_btf() refuses the map's special fields for its type: the kernel's verdict
             // on the case (the model predicts it), not a setup failure.
             Err(SetupError::Map { name, source }) if source.errno as i32 == EOPNOTSUPP => {
@@ -327,7 +332,7 @@ impl Loader {
         case: &Case,
         setup: &mut SetupCache,
         slot: BtfSlot,
-        prog_btf: Option<&progbtf::ProgBtf>,
+        prog_btf: Option<&progbtf::BuiltBtf>,
         btf_fd: Option<&OwnedFd>,
     ) -> Result<Vec<Arc<OwnedFd>>, SetupError> {
         let mut fds: Vec<Arc<OwnedFd>> = Vec::with_capacity(case.maps.len());

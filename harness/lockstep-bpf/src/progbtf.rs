@@ -8,7 +8,7 @@
 
 use std::collections::HashMap;
 
-use lockstep_core::case::{Case, Field, FieldKind, FieldTarget, MapSpec, ValueLayout};
+use lockstep_core::case::{Case, Field, FieldKind, FieldTarget, GlobalFunc, MapSpec, ObjType, ValueLayout};
 
 use crate::sys::{Btf, SysError};
 
@@ -213,10 +213,22 @@ fn datasec(btf: &mut Btf, t: &mut Types, m: &MapSpec) -> Result<u32, SysError> {
     Ok(id)
 }
 
+/// Whether a case has a program BTF: a map with BTF, a global function or a local type.
+fn needs_btf(case: &Case) -> bool {
+    let any_map_btf = case.maps.iter().any(|m| m.btf || m.inner.as_ref().is_some_and(|i| i.btf));
+    any_map_btf || !case.globals.is_empty() || !case.types.is_empty()
+}
+
+/// Whether [`build`] writes `FUNC` records (`func_info`): the kernel keeps the program BTF
+/// (prog->aux->btf, which bpf_obj_new() needs) only with func_info, written for global
+/// functions and for local types the program names by id.
+fn writes_funcs(case: &Case) -> bool {
+    !case.globals.is_empty() || case.types.iter().any(|t| t.btf_id.is_some())
+}
+
 /// Builds the program BTF of a case, or None when nothing needs BTF (no map with BTF, no globals).
 pub fn build(case: &Case) -> Result<Option<ProgBtf>, SysError> {
-    let any_map_btf = case.maps.iter().any(|m| m.btf || m.inner.as_ref().is_some_and(|i| i.btf));
-    if !any_map_btf && case.globals.is_empty() && case.types.is_empty() {
+    if !needs_btf(case) {
         return Ok(None);
     }
     let mut btf = Btf::new_empty()?;
@@ -257,9 +269,7 @@ pub fn build(case: &Case) -> Result<Option<ProgBtf>, SysError> {
         }
     }
     let mut func_info = Vec::new();
-    // The kernel keeps the program BTF (prog->aux->btf, which bpf_obj_new() needs) only with
-    // func_info: written for global functions and for local types the program names by id.
-    if !case.globals.is_empty() || case.types.iter().any(|t| t.btf_id.is_some()) {
+    if writes_funcs(case) {
         let int_ty = btf.add_int("int", 4, true)?;
         for start in subprog_starts(case) {
             let label = case.program.labels.get(&start);
@@ -278,6 +288,141 @@ pub fn build(case: &Case) -> Result<Option<ProgBtf>, SysError> {
         }
     }
     Ok(Some(ProgBtf { btf, maps, inner, func_info, types }))
+}
+
+/// A program BTF as bytes, with the type ids [`ProgBtf`] gives (what [`BtfMemo`] keeps).
+#[derive(Debug, PartialEq, Eq)]
+pub struct BuiltBtf {
+    /// The BTF blob (`btf__raw_data()`), what `BPF_BTF_LOAD` takes.
+    pub raw: Vec<u8>,
+    /// As [`ProgBtf::maps`].
+    pub maps: Vec<Option<(u32, u32)>>,
+    /// As [`ProgBtf::inner`].
+    pub inner: Vec<Option<(u32, u32)>>,
+    /// As [`ProgBtf::func_info`].
+    pub func_info: Vec<(u32, u32)>,
+    /// As [`ProgBtf::types`].
+    pub types: Vec<u32>,
+}
+
+impl ProgBtf {
+    /// The blob and the ids.
+    pub fn into_built(mut self) -> BuiltBtf {
+        let raw = self.btf.raw_data();
+        BuiltBtf { raw, maps: self.maps, inner: self.inner, func_info: self.func_info, types: self.types }
+    }
+}
+
+/// Everything of a case [`build`] reads, borrowed: equal inputs give a byte-equal BTF with
+/// equal ids. The maps, globals and local types; with `func_info` also the case's name (the main
+/// program's `FUNC`) and each subprogram start with its label.
+#[derive(Debug, PartialEq, Eq, Hash)]
+struct Inputs<'a> {
+    maps: &'a [MapSpec],
+    globals: &'a [GlobalFunc],
+    types: &'a [ObjType],
+    funcs: Option<Funcs<&'a str>>,
+}
+
+/// The case's name and each subprogram start with its label (the `FUNC` names).
+type Funcs<S> = (S, Vec<(usize, Option<S>)>);
+
+impl<'a> Inputs<'a> {
+    fn of(case: &'a Case) -> Inputs<'a> {
+        let funcs = writes_funcs(case).then(|| {
+            let starts = subprog_starts(case);
+            let labelled = starts.into_iter().map(|s| (s, case.program.labels.get(&s).map(String::as_str)));
+            (case.name.as_str(), labelled.collect())
+        });
+        Inputs { maps: &case.maps, globals: &case.globals, types: &case.types, funcs }
+    }
+
+    fn hash(&self) -> u64 {
+        use std::hash::{Hash, Hasher};
+        let mut h = std::collections::hash_map::DefaultHasher::new();
+        Hash::hash(self, &mut h);
+        h.finish()
+    }
+}
+
+/// The inputs of a [`BuiltBtf`], owned.
+#[derive(Debug)]
+struct OwnedInputs {
+    maps: Vec<MapSpec>,
+    globals: Vec<GlobalFunc>,
+    types: Vec<ObjType>,
+    funcs: Option<Funcs<String>>,
+}
+
+impl OwnedInputs {
+    fn new(i: &Inputs<'_>) -> OwnedInputs {
+        OwnedInputs {
+            maps: i.maps.to_vec(),
+            globals: i.globals.to_vec(),
+            types: i.types.to_vec(),
+            funcs: i.funcs.as_ref().map(|(name, starts)| {
+                (name.to_string(), starts.iter().map(|&(s, l)| (s, l.map(str::to_string))).collect())
+            }),
+        }
+    }
+
+    fn view(&self) -> Inputs<'_> {
+        Inputs {
+            maps: &self.maps,
+            globals: &self.globals,
+            types: &self.types,
+            funcs: self.funcs.as_ref().map(|(name, starts)| {
+                (name.as_str(), starts.iter().map(|(s, l)| (*s, l.as_deref())).collect())
+            }),
+        }
+    }
+}
+
+/// Program BTF built before, by the case inputs it was built from ([`Inputs`]): a case whose
+/// inputs were seen skips the build (libbpf's `btf__add_*` calls and `btf__raw_data()`), which
+/// under TCG costs about a tenth of a small program's verification (docs/speed.md, session 13).
+#[derive(Debug, Default)]
+pub struct BtfMemo {
+    /// By the hash of the inputs.
+    built: HashMap<u64, Vec<(OwnedInputs, std::sync::Arc<BuiltBtf>)>>,
+    len: usize,
+}
+
+/// Built BTFs a [`BtfMemo`] keeps; past it, it starts again empty.
+const MEMO_MAX: usize = 4096;
+
+impl BtfMemo {
+    /// The program BTF of `case` ([`build`]), built only when no case with equal inputs was
+    /// built before; None when the case needs none. A failed build is not kept.
+    pub fn get(&mut self, case: &Case) -> Result<Option<std::sync::Arc<BuiltBtf>>, SysError> {
+        if !needs_btf(case) {
+            return Ok(None);
+        }
+        let inputs = Inputs::of(case);
+        let hash = inputs.hash();
+        if let Some((_, b)) = self.built.get(&hash).and_then(|v| v.iter().find(|(o, _)| o.view() == inputs)) {
+            return Ok(Some(b.clone()));
+        }
+        let Some(p) = build(case)? else { return Ok(None) };
+        let b = std::sync::Arc::new(p.into_built());
+        if self.len >= MEMO_MAX {
+            self.built.clear();
+            self.len = 0;
+        }
+        self.built.entry(hash).or_default().push((OwnedInputs::new(&inputs), b.clone()));
+        self.len += 1;
+        Ok(Some(b))
+    }
+
+    /// Number of built BTFs kept.
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    /// Whether none is kept.
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
 }
 
 #[cfg(test)]
@@ -361,6 +506,104 @@ fields = [
         assert_eq!(types.len(), 1);
         assert_eq!(special(&types[0].layout), special(&case.types[1].layout));
         assert_eq!(types[0].layout.size, case.types[1].layout.size);
+    }
+}
+
+#[cfg(test)]
+mod memo {
+    use std::sync::Arc;
+
+    use lockstep_core::case::parse::parse_cases;
+
+    use super::*;
+
+    /// A case with a BTF map `map` and a subprogram `gsub`, named `name`, declaring `gsub` global
+    /// when `global`.
+    fn case(name: &str, map: &str, global: bool) -> Case {
+        let globals = if global { r#"globals = [{ label = "gsub", args = 1 }]"# } else { "" };
+        let label = "gsub";
+        let text = format!(
+            r#"
+[[case]]
+name = "{name}"
+prog_type = "sched_cls"
+{globals}
+text = '''
+call {label}
+r0 = 0
+exit
+{label}:
+r0 = 0
+exit
+'''
+
+[[case.map]]
+name = "{map}"
+type = "hash"
+btf = true
+fields = [{{ name = "cnt", kind = "int" }}, {{ name = "lock", kind = "spin_lock" }}]
+"#
+        );
+        parse_cases("t.toml", &text, &[]).unwrap().remove(0)
+    }
+
+    fn built(c: &Case) -> BuiltBtf {
+        build(c).unwrap().expect("BTF").into_built()
+    }
+
+    /// A case whose inputs were seen gets the BTF built then (not built again), which is the one
+    /// `build` gives it; a case with other inputs gets its own.
+    #[test]
+    fn equal_inputs_share_one_build_and_other_inputs_do_not() {
+        let mut memo = BtfMemo::default();
+        let a = memo.get(&case("a", "m", false)).unwrap().unwrap();
+        assert_eq!(*a, built(&case("a", "m", false)));
+        // Without func_info the case's name is not in the BTF: another name shares the build.
+        let b = memo.get(&case("b", "m", false)).unwrap().unwrap();
+        assert!(Arc::ptr_eq(&a, &b));
+        assert_eq!(memo.len(), 1);
+        // Another map name: another value struct.
+        let c = memo.get(&case("a", "n", false)).unwrap().unwrap();
+        assert!(!Arc::ptr_eq(&a, &c));
+        assert_eq!(*c, built(&case("a", "n", false)));
+        assert_ne!(a.raw, c.raw);
+        // With a global function the case's name and the subprogram labels are `FUNC` names.
+        let g = memo.get(&case("a", "m", true)).unwrap().unwrap();
+        assert!(!g.func_info.is_empty());
+        assert_eq!(*g, built(&case("a", "m", true)));
+        let other = case("b", "m", true);
+        let o = memo.get(&other).unwrap().unwrap();
+        assert!(!Arc::ptr_eq(&g, &o));
+        assert_eq!(*o, built(&other));
+        assert_ne!(o.raw, g.raw);
+        let again = memo.get(&case("a", "m", true)).unwrap().unwrap();
+        assert!(Arc::ptr_eq(&g, &again));
+        assert_eq!(memo.len(), 4);
+    }
+
+    /// A subprogram start's label names its `FUNC`: a relabelled subprogram is another BTF.
+    #[test]
+    fn a_relabelled_subprogram_is_another_build() {
+        let mut memo = BtfMemo::default();
+        let mut a = case("a", "m", true);
+        let g = memo.get(&a).unwrap().unwrap();
+        // Same globals, the label at the subprogram start renamed (the global now names no start).
+        let start = *a.program.labels.keys().next().unwrap();
+        a.program.labels.insert(start, "other".into());
+        let o = memo.get(&a).unwrap().unwrap();
+        assert!(!Arc::ptr_eq(&g, &o));
+        assert_eq!(*o, built(&a));
+        assert_ne!(o.raw, g.raw);
+    }
+
+    /// A case without program BTF gets none, and nothing is kept for it.
+    #[test]
+    fn a_case_without_btf_gets_none() {
+        let mut c = case("a", "m", false);
+        c.maps[0].btf = false;
+        let mut memo = BtfMemo::default();
+        assert!(memo.get(&c).unwrap().is_none());
+        assert!(memo.is_empty());
     }
 }
 

@@ -151,14 +151,14 @@ impl SetupCache {
     /// The loaded BTF object of `raw`, loading it with `load` when no kept one is byte-equal.
     pub fn btf<E>(
         &mut self,
-        raw: Vec<u8>,
+        raw: &[u8],
         load: impl FnOnce(&[u8]) -> Result<OwnedFd, E>,
     ) -> Result<(BtfSlot, Arc<OwnedFd>), E> {
         self.tick += 1;
         let i = match self.btfs.iter().position(|e| e.raw == raw) {
             Some(i) => i,
             None => {
-                let fd = Arc::new(load(&raw)?);
+                let fd = Arc::new(load(raw)?);
                 // Room for this entry and a case's maps: the least recently used entries go.
                 while !self.btfs.is_empty()
                     && (self.btfs.len() >= MAX_BTF
@@ -168,7 +168,7 @@ impl SetupCache {
                     let lru = (0..self.btfs.len()).min_by_key(|&j| self.btfs[j].used).unwrap_or(0);
                     self.btfs.swap_remove(lru);
                 }
-                self.btfs.push(BtfEntry { raw, fd, maps: MapPool::default(), used: 0 });
+                self.btfs.push(BtfEntry { raw: raw.to_vec(), fd, maps: MapPool::default(), used: 0 });
                 self.btfs.len() - 1
             }
         };
@@ -245,15 +245,15 @@ mod tests {
         let mut c = SetupCache::default();
         let mut loads = 0;
         let (_, a) = c
-            .btf::<()>(vec![1, 2, 3], |_| {
+            .btf::<()>(&[1, 2, 3], |_| {
                 loads += 1;
                 Ok(fd())
             })
             .unwrap();
-        let (_, b) = c.btf::<()>(vec![1, 2, 3], |_| panic!("loaded again")).unwrap();
+        let (_, b) = c.btf::<()>(&[1, 2, 3], |_| panic!("loaded again")).unwrap();
         assert!(Arc::ptr_eq(&a, &b));
         let (_, d) = c
-            .btf::<()>(vec![1, 2, 4], |_| {
+            .btf::<()>(&[1, 2, 4], |_| {
                 loads += 1;
                 Ok(fd())
             })
@@ -265,7 +265,7 @@ mod tests {
     #[test]
     fn equal_maps_are_shared_across_cases_but_never_within_one() {
         let mut c = SetupCache::default();
-        let (slot, _) = c.btf::<()>(vec![9], |_| Ok(fd())).unwrap();
+        let (slot, _) = c.btf::<()>(&[9], |_| Ok(fd())).unwrap();
         // Case 1: two maps of one spec get two maps.
         let m1 = c.map::<()>(slot, key("m"), &[], || Ok(fd())).unwrap();
         let m2 = c.map::<()>(slot, key("m"), std::slice::from_ref(&m1), || Ok(fd())).unwrap();
@@ -287,17 +287,17 @@ mod tests {
     fn the_least_recently_used_btf_goes_when_the_fd_budget_is_spent() {
         let mut c = SetupCache::default();
         c.set_max_fds(11);
-        let (a, _) = c.btf::<()>(vec![1], |_| Ok(fd())).unwrap();
+        let (a, _) = c.btf::<()>(&[1], |_| Ok(fd())).unwrap();
         c.map::<()>(a, key("m"), &[], || Ok(fd())).unwrap();
-        c.btf::<()>(vec![2], |_| Ok(fd())).unwrap();
+        c.btf::<()>(&[2], |_| Ok(fd())).unwrap();
         // [1] used again: [2] is now the least recently used.
-        c.btf::<()>(vec![1], |_| panic!("loaded again")).unwrap();
+        c.btf::<()>(&[1], |_| panic!("loaded again")).unwrap();
         assert_eq!(c.kept_fds(), 3);
         // 3 kept + 8 for the next case's maps fit in 11, 4 + 8 do not: [2] goes for [4].
-        c.btf::<()>(vec![3], |_| Ok(fd())).unwrap();
-        c.btf::<()>(vec![4], |_| Ok(fd())).unwrap();
+        c.btf::<()>(&[3], |_| Ok(fd())).unwrap();
+        c.btf::<()>(&[4], |_| Ok(fd())).unwrap();
         assert!(c.btfs.iter().all(|e| e.raw != vec![2]), "the least recently used went");
-        let (a, _) = c.btf::<()>(vec![1], |_| panic!("[1] was used last, not dropped")).unwrap();
+        let (a, _) = c.btf::<()>(&[1], |_| panic!("[1] was used last, not dropped")).unwrap();
         c.map::<()>(a, key("m"), &[], || panic!("its map was kept too")).unwrap();
         assert!(c.kept_fds() <= 11);
     }
@@ -311,7 +311,7 @@ mod tests {
         assert_eq!(map_bytes(&arena), 8 << 20);
         let mut c = SetupCache::default();
         for i in 0..10u8 {
-            let (s, _) = c.btf::<()>(vec![i], |_| Ok(fd())).unwrap();
+            let (s, _) = c.btf::<()>(&[i], |_| Ok(fd())).unwrap();
             c.map::<()>(s, arena.clone(), &[], || Ok(fd())).unwrap();
         }
         // 64 MiB of kept maps at most, plus the newest case's.

@@ -386,7 +386,7 @@ pub enum FieldTarget {
 }
 
 /// One named field of a value layout.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct Field {
     pub name: String,
     pub kind: FieldKind,
@@ -406,7 +406,7 @@ impl Field {
 
 /// A struct type of the program's BTF that objects are allocated from (`bpf_obj_new(struct foo)`)
 /// or that a graph root contains / a kptr points to.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct ObjType {
     /// The struct's name (a C identifier).
     pub name: String,
@@ -437,7 +437,7 @@ impl ObjType {
 }
 
 /// The layout of a map value or a global data section.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct ValueLayout {
     /// Total size in bytes.
     pub size: u32,
@@ -458,7 +458,7 @@ impl ValueLayout {
 }
 
 /// A map the program uses (global data sections are array maps with one entry).
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct MapSpec {
     pub name: String,
     pub map_type: MapType,
@@ -480,7 +480,7 @@ pub struct MapSpec {
 }
 
 /// A subprogram declared as global (BTF linkage `BTF_FUNC_GLOBAL`); the others are static.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct GlobalFunc {
     /// The label that starts the subprogram.
     pub label: String,

@@ -203,6 +203,10 @@ pub mod hex_image {
     const DIGITS: &[u8; 16] = b"0123456789abcdef";
 
     pub fn serialize<S: Serializer>(insns: &[Insn], s: S) -> Result<S::Ok, S::Error> {
+        if !s.is_human_readable() {
+            // The binary `Run` ([`crate::wire`]): the image itself.
+            return s.serialize_bytes(&super::encode(insns));
+        }
         let mut out = Vec::with_capacity(insns.len() * 16);
         for i in insns {
             for b in i.to_bytes() {
@@ -214,6 +218,10 @@ pub mod hex_image {
     }
 
     pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<Insn>, D::Error> {
+        if !d.is_human_readable() {
+            let image = <&'de [u8]>::deserialize(d)?;
+            return super::decode(image).map_err(serde::de::Error::custom);
+        }
         let s = <std::borrow::Cow<'de, str>>::deserialize(d)?;
         parse(&s).map_err(serde::de::Error::custom)
     }

@@ -34,3 +34,4 @@ pub mod proto;
 pub mod serde_pairs;
 pub mod shard;
 pub mod verdict;
+pub mod wire;

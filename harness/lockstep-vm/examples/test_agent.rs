@@ -34,9 +34,9 @@ fn run() -> io::Result<()> {
             protocol: lockstep_core::proto::PROTOCOL_VERSION,
         },
     )?;
-    for line in reader.lines() {
+    for line in reader.split(b'\n') {
         let line = line?;
-        match stream::decode_host(&line) {
+        match stream::decode_host_bytes(&line) {
             Ok(Some(HostMsg::Run { id, case, .. })) => {
                 match case.name.as_str() {
                     "lockstep-test:panic" => {

@@ -86,7 +86,7 @@ fn serve() -> io::Result<()> {
     out.send(&hello(agent_io::kernel_release()?))?;
     while let Some(line) = host.next_line()? {
         phase::mark(Phase::Wait);
-        let msg = stream::decode_host(&line);
+        let msg = stream::decode_host_bytes(line);
         phase::mark(Phase::Decode);
         match msg {
             Ok(Some(HostMsg::Run { id, case, want_log })) => {
@@ -124,9 +124,7 @@ fn serve() -> io::Result<()> {
             Ok(None) => {}
             Err(e) => {
                 // Answer a `Run` that did not decode, so the host does not wait for it.
-                let id = serde_json::from_str::<serde_json::Value>(&line)
-                    .ok()
-                    .and_then(|v| v.get("body")?.get("id")?.as_u64());
+                let id = stream::run_id(line);
                 eprintln!("lockstep agent: bad line from host: {e}");
                 if let Some(id) = id {
                     let result = no_loader("?", &format!("the agent could not decode the case: {e}"));

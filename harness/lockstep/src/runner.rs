@@ -365,7 +365,7 @@ pub enum CaseEvent {
 
 enum Backend {
     Guest { session: Box<Session>, _dir: tempfile::TempDir },
-    Host { loader: Result<lockstep_bpf::Loader, String> },
+    Host { loader: Result<Box<lockstep_bpf::Loader>, String> },
 }
 
 /// A kernel with its guest (booted on first use, kept across calls).
@@ -428,7 +428,7 @@ impl KernelSession {
     pub fn start(target: &KernelTarget, opts: &RunnerOptions) -> Result<KernelSession> {
         let (vmlinuz, config) = match &target.place {
             Place::Host => {
-                let loader = lockstep_bpf::Loader::new().map_err(|e| e.to_string());
+                let loader = lockstep_bpf::Loader::new().map(Box::new).map_err(|e| e.to_string());
                 return Ok(KernelSession { backend: Backend::Host { loader }, accel: None });
             }
             Place::Guest { vmlinuz, config } => (vmlinuz.clone(), config.clone()),
@@ -592,7 +592,7 @@ impl KernelSession {
         match &mut self.backend {
             Backend::Host { loader } => Ok(lockstep_bpf::kfuncs::list_kfuncs(
                 Path::new(lockstep_bpf::kfuncs::SYS_BTF),
-                loader.as_ref().ok(),
+                loader.as_deref().ok(),
             )),
             Backend::Guest { session, .. } => {
                 let r = session.list_kfuncs(&mut |ev| match ev {

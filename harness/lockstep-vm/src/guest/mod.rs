@@ -428,11 +428,11 @@ impl GuestRun {
     }
 
     /// Writes encoded messages (whole lines) in one write.
-    fn send_lines(&mut self, lines: &str, stage: Stage) -> Result<(), GuestOutcome> {
+    fn send_lines(&mut self, lines: &[u8], stage: Stage) -> Result<(), GuestOutcome> {
         if let Some(o) = &self.outcome {
             return Err(o.clone());
         }
-        if self.control.write_all(lines.as_bytes()).and_then(|_| self.control.flush()).is_err() {
+        if self.control.write_all(lines).and_then(|_| self.control.flush()).is_err() {
             // The guest is going away; let the event loop say how (bounded wait).
             let deadline = Instant::now() + self.timeouts.after_fatal;
             return match self.wait_for(deadline, Limit::Shutdown, stage, |_| None::<()>) {

@@ -113,11 +113,11 @@ impl GuestRun {
                 Stopped { index: done, outcome, in_flight, exact }
             };
             // Every case the window allows, in one write.
-            let mut lines = String::new();
+            let mut lines = Vec::new();
             while sent < cases.len() && sent - done < window {
                 let id = first_id + sent as u64;
                 let msg = HostMsg::Run { id, case: Box::new(for_guest(&cases[sent])), want_log };
-                lines.push_str(&crate::stream::encode_host(&msg));
+                lines.extend_from_slice(&crate::stream::encode_host(&msg));
                 sent += 1;
             }
             if !lines.is_empty() {
