@@ -23,7 +23,7 @@ fn verdicts(text: &str) -> Vec<(String, Verdict)> {
     verdicts_on_all_profiles(&c)
 }
 
-/// Element 0 of `m` in r6, then three loops of 256 passes (the lock taken and released in each),
+/// Element 0 of `m` in r6, then three loops of 24 passes (the lock taken and released in each),
 /// each left on a random zero into the next, then `tail`.
 fn three_loops(tail: &str) -> String {
     let head = " r1 = 0\n *(u32 *)(r10 - 4) = r1\n r2 = r10\n r2 += -4\n r1 = m ll\n \
@@ -31,7 +31,7 @@ fn three_loops(tail: &str) -> String {
     let body: String = (1..=3)
         .map(|k| {
             format!(
-                " r7 = 256\nl{k}:\n r7 += -1\n if r7 == 0 goto out\n r1 = r6\n r1 += 4\n call bpf_spin_lock\n \
+                " r7 = 24\nl{k}:\n r7 += -1\n if r7 == 0 goto out\n r1 = r6\n r1 += 4\n call bpf_spin_lock\n \
                  r1 = r6\n r1 += 4\n call bpf_spin_unlock\n call bpf_get_prandom_u32\n if r0 != 0 goto l{k}\n"
             )
         })
@@ -56,7 +56,7 @@ fn a_loops_exit_is_a_prune_point() {
 
 #[test]
 fn three_unrolled_loops_converge_at_their_exits() {
-    // 256^3 paths without pruning at the exits (each has one predecessor, no join).
+    // 24^3 paths without pruning at the exits (each has one predecessor, no join).
     for (p, v) in verdicts(&three_loops("")) {
         assert_eq!(v.verdict, VerdictKind::Accept, "{p}: {v:?}");
     }
