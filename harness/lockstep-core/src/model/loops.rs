@@ -210,8 +210,19 @@ impl Machine<'_> {
                         return unsupported(&format!("R{r} that is not a scalar"));
                     }
                 }
-                if st.frames[frame].stack.bytes.range(off..off + size).any(|(_, b)| *b == StackByte::Spill) {
-                    return unsupported("an iterator over a spilled register");
+                // process_iter_arg(): check_mem_access() writes each slot (BPF_DW, no value
+                // register) before mark_stack_slots_iter(), which scrubs a spill there (the loader
+                // has allow_ptr_leaks: no "attempt to corrupt spilled pointer"); 6.12, 7.2, 7.3
+                // alike.
+                if st
+                    .irq
+                    .iter()
+                    .any(|f| matches!(f.slot, Some((fr, o)) if fr == frame && (off..off + size).contains(&o)))
+                {
+                    return unsupported("an iterator over an irq flag's slot");
+                }
+                for slot in (off..off + size).step_by(8) {
+                    st.frames[frame].stack.scrub_spill(slot);
                 }
                 // mark_stack_slots_iter(): acquire_reference(env, insn_idx), the leak message's
                 // alloc_insn.

@@ -279,6 +279,8 @@ mod tests_loops;
 #[cfg(test)]
 mod tests_loops73;
 #[cfg(test)]
+mod tests_loops73b;
+#[cfg(test)]
 mod tests_loops_cb;
 #[cfg(test)]
 mod tests_pktmisc;

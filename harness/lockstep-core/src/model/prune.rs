@@ -9,9 +9,10 @@
 //!   ([`PruneInfo::live`]: an over-approximation of the registers read before being written on
 //!   some path, every call reading R1-R5);
 //! - only in the walk's own frame (one frame), at an instruction on no cycle of the
-//!   subprogram's control flow graph, with two or more predecessors (a join): a path cannot
-//!   meet such an instruction twice, so the state met before belongs to another path, whose
-//!   whole subtree from there the depth-first walk finished before popping the later path
+//!   subprogram's control flow graph, with two or more predecessors (a join) or one on a cycle
+//!   (a loop's exit: each pass of a loop the walk unrolls reaches it on its own path): a path
+//!   cannot meet such an instruction twice, so the state met before belongs to another path,
+//!   whose whole subtree from there the depth-first walk finished before popping the later path
 //!   (it found no error, or the walk would have stopped);
 //! - not in programs with `gotox` (indirect jumps: no graph).
 //!
@@ -34,7 +35,7 @@ const PRUNE_AFTER_STEPS: usize = 512;
 
 /// The prune points and register liveness of a program.
 pub(crate) struct PruneInfo {
-    /// Whether each instruction is a prune point (a join on no cycle).
+    /// Whether each instruction is a prune point (a join or a loop's exit, on no cycle).
     points: Vec<bool>,
     /// R0-R9 live before each instruction (bit r).
     live: Vec<u16>,
@@ -185,16 +186,18 @@ pub(crate) fn prune_info(insns: &[Insn]) -> Option<PruneInfo> {
         is_insn[pc] = true;
         pc += if insns[pc].is_ld_imm64() { 2 } else { 1 };
     }
+    let cyc = on_cycle(&succ);
     let mut preds = vec![0u32; n];
-    for s in succ.iter() {
+    let mut loop_exit = vec![false; n];
+    for (pc, s) in succ.iter().enumerate() {
         for &t in s {
             if t < n {
                 preds[t] += 1;
+                loop_exit[t] |= cyc[pc];
             }
         }
     }
-    let cyc = on_cycle(&succ);
-    let points = (0..n).map(|pc| is_insn[pc] && preds[pc] >= 2 && !cyc[pc]).collect();
+    let points = (0..n).map(|pc| is_insn[pc] && !cyc[pc] && (preds[pc] >= 2 || loop_exit[pc])).collect();
     let ud: Vec<(u16, u16)> = insns.iter().map(uses_defs).collect();
     let mut live = vec![0u16; n];
     loop {

@@ -432,6 +432,18 @@ impl Stack {
         off.div_euclid(8) * 8
     }
 
+    /// Drops the spill of the slot at `base` (8-aligned), its bytes becoming misc: what a store
+    /// of an unknown value into the slot leaves (`check_stack_write_fixed_off()`).
+    pub fn scrub_spill(&mut self, base: i64) {
+        if self.spills.remove(&base).is_some() {
+            for i in 0..8 {
+                if self.bytes.get(&(base + i)) == Some(&StackByte::Spill) {
+                    self.bytes.insert(base + i, StackByte::Misc);
+                }
+            }
+        }
+    }
+
     /// Records a store of `size` bytes at `off` (`check_stack_write_fixed_off()`, privileged).
     /// `value` is the stored register (or the `ST` immediate as a known scalar).
     pub fn write(&mut self, off: i64, size: u8, value: &Reg) {
@@ -439,13 +451,7 @@ impl Stack {
         let aligned = off % 8 == 0;
         // Any write into a slot holding a spill scrubs the spill's bytes to misc.
         for b in [Self::slot_base(off), Self::slot_base(off + size as i64 - 1)] {
-            if self.spills.remove(&b).is_some() {
-                for i in 0..8 {
-                    if self.bytes.get(&(b + i)) == Some(&StackByte::Spill) {
-                        self.bytes.insert(b + i, StackByte::Misc);
-                    }
-                }
-            }
+            self.scrub_spill(b);
         }
         let spill = match value {
             Reg::Scalar(_) if aligned => true,
