@@ -127,16 +127,12 @@ pub fn run(cmd: ReportCmd) -> Result<u8> {
     let rows = merge_rows(&names, shards).map_err(BadInput)?;
     output::json_or_text(a.output.json.as_deref(), || report::json_lines(&rows), || report::matrix(&rows))?;
     if let Some(p) = &a.output.junit {
-        output::write_report("--junit", p, &report::junit(&rows))?;
+        output::write_file(p, &report::junit(&rows))?;
     }
     let diffs = kernel_diff::differences(&rows);
     if let Some(p) = &a.output.markdown {
-        output::write_report(
-            "--markdown",
-            p,
-            &(report::markdown(&rows) + &report::markdown_differences(&diffs)),
-        )
-        .context("writing the merged Markdown")?;
+        output::write_file(p, &(report::markdown(&rows) + &report::markdown_differences(&diffs)))
+            .context("writing the merged Markdown")?;
     }
     eprint!("{}", report::summary_lines(&rows));
     if rows.iter().any(|r| r.kernel != rows[0].kernel) {
@@ -158,7 +154,7 @@ fn merge_fuzz(a: &MergeArgs, names: &[String], texts: &[String]) -> Result<u8> {
     let m = fuzz_merge::merge(names, parts).map_err(BadInput)?;
     let line = serde_json::to_string(&m)? + "\n";
     match a.output.json.as_deref() {
-        Some(p) if p.as_os_str() != "-" => output::write_report("--json", p, &line)?,
+        Some(p) if p.as_os_str() != "-" => output::write_file(p, &line)?,
         _ => print!("{line}"),
     }
     eprintln!(

@@ -35,7 +35,7 @@ pub struct RunArgs {
     pub output: crate::output::OutputArgs,
     /// Write the kernel-against-kernel differences (cases whose verdict differs between the
     /// kernels, each judged by the model) as text; stderr gets the count and the unexplained ones.
-    #[arg(long, value_name = "FILE")]
+    #[arg(long, value_name = "FILE", value_parser = crate::output::report_path)]
     pub differences: Option<PathBuf>,
     /// Seconds for the whole run (all kernels, from start to report, boots included).
     #[arg(long, default_value_t = 3600, value_name = "SECS")]

@@ -21,7 +21,6 @@ pub struct ReportFile {
 impl ReportFile {
     /// Creates `path` for the report of `flag`; failure is bad input naming both.
     pub fn create(flag: &str, path: &Path) -> Result<ReportFile> {
-        crate::output::refuse_input_like(flag, path)?;
         let file = File::create(path)
             .map_err(|e| BadInput(format!("{flag} {}: cannot write there: {e}", path.display())))?;
         Ok(ReportFile { path: path.to_path_buf(), file })
@@ -157,23 +156,6 @@ mod tests {
             .expect("missing directory");
         assert!(e.downcast_ref::<BadInput>().is_some(), "{e:#}");
         assert!(e.to_string().contains("--junit /nonexistent/dir/r.xml"), "{e:#}");
-    }
-
-    #[test]
-    fn a_report_over_an_input_is_refused_and_the_input_left_as_it_was() {
-        let dir = tempfile::tempdir().unwrap();
-        for name in ["prog.bpf.o", "cases.toml", "prog.c"] {
-            let input = dir.path().join(name);
-            std::fs::write(&input, "input").unwrap();
-            let e = RunFiles::open(Some(&input), None, None, None, None).err().expect("refused");
-            assert!(e.downcast_ref::<BadInput>().is_some(), "{e:#}");
-            assert!(e.to_string().contains("--json=FILE"), "{e:#}");
-            assert_eq!(std::fs::read_to_string(&input).unwrap(), "input", "{name} was written");
-            assert!(crate::output::write_report("--markdown", &input, "report").is_err());
-            assert_eq!(std::fs::read_to_string(&input).unwrap(), "input", "{name} was written");
-        }
-        let report = dir.path().join("run.jsonl");
-        assert!(RunFiles::open(Some(&report), None, None, None, None).is_ok());
     }
 
     #[test]

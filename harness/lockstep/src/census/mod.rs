@@ -39,10 +39,10 @@ pub struct CensusArgs {
     #[command(flatten)]
     pub guest: GuestArgs,
     /// Write the census as one JSON document to FILE, or to stdout instead of the table.
-    #[arg(long, value_name = "FILE", num_args = 0..=1, default_missing_value = "-")]
+    #[arg(long, value_name = "FILE", num_args = 0..=1, default_missing_value = "-", value_parser = output::report_path)]
     pub json: Option<PathBuf>,
     /// Write a Markdown report.
-    #[arg(long, value_name = "FILE")]
+    #[arg(long, value_name = "FILE", value_parser = output::report_path)]
     pub markdown: Option<PathBuf>,
     /// Probe the lock on every lockable program type that registers a kfunc, not only the first.
     #[arg(long)]
@@ -397,7 +397,7 @@ pub fn run(args: CensusArgs) -> Result<u8> {
     let out = take_census(&args)?;
     output::json_or_text(args.json.as_deref(), || report::json(&out.kernels), || report::text(&out.kernels))?;
     if let Some(p) = &args.markdown {
-        output::write_report("--markdown", p, &report::markdown(&out.kernels))?;
+        output::write_file(p, &report::markdown(&out.kernels))?;
     }
     eprint!("{}", report::summary_lines(&out.kernels));
     for i in out.infra.iter().chain(&out.crashes) {

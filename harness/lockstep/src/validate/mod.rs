@@ -301,10 +301,10 @@ fn set_alias(name: &str, k_patched: &ResolvedKernel) -> Result<()> {
 fn write_report(a: &ValidateArgs, rep: &Report) -> Result<()> {
     let [json, markdown] = report_files(&a.output);
     if let Some(p) = json {
-        output::write_report("--json", p, &serde_json::to_string_pretty(rep)?)?;
+        output::write_file(p, &serde_json::to_string_pretty(rep)?)?;
     }
     if let Some(p) = markdown {
-        output::write_report("--markdown", p, &report::render_markdown(rep))?;
+        output::write_file(p, &report::render_markdown(rep))?;
     }
     match stdout_format(a.format, &a.output) {
         Format::Table => print!("{}", report::render_table(rep)),
