@@ -121,11 +121,9 @@ impl Pending {
         Ok(())
     }
 
-    /// Encodes `msg` as a line straight into the buffer ([`crate::stream::encode_guest`]'s
-    /// bytes, without its `String`).
+    /// Encodes `msg` as a line straight into the buffer.
     fn push(&mut self, msg: &GuestMsg) {
-        serde_json::to_writer(&mut self.buf, msg).expect("GuestMsg serialises");
-        self.buf.push(b'\n');
+        crate::stream::write_guest(&mut self.buf, msg);
     }
 
     fn take_error(&mut self) -> io::Result<()> {

@@ -73,9 +73,16 @@ pub fn encode_host(msg: &HostMsg) -> Vec<u8> {
 
 /// Encodes one guest message as a line (with `\n`); used by agents.
 pub fn encode_guest(msg: &GuestMsg) -> String {
-    let mut s = serde_json::to_string(msg).expect("GuestMsg serialises");
-    s.push('\n');
-    s
+    let mut buf = Vec::new();
+    write_guest(&mut buf, msg);
+    String::from_utf8(buf).expect("JSON is UTF-8")
+}
+
+/// Appends one guest message as a line (with `\n`) to `buf`, without a `String` of its own (the
+/// agent's outbox encodes its results straight into its buffer).
+pub fn write_guest(buf: &mut Vec<u8>, msg: &GuestMsg) {
+    serde_json::to_writer(&mut *buf, msg).expect("GuestMsg serialises");
+    buf.push(b'\n');
 }
 
 /// Why a host line did not decode.
