@@ -46,7 +46,16 @@ pub fn kfunc_allowed_under_lock(
 impl Machine<'_> {
     pub(super) fn call(&mut self, st: &mut State, pc: usize, insn: Insn) -> Step<Flow> {
         let case = self.case;
-        let name = case.program.call_name(pc);
+        let mut name = case.program.call_name(pc);
+        // A kfunc called by its `___flavour` name is the kfunc libbpf resolved it to (ksym.rs).
+        if insn.src == BPF_PSEUDO_KFUNC_CALL {
+            if let Some(n) = name.filter(|n| n.contains("___")) {
+                let kbtf = self.profile.kernel_btf.0.as_deref();
+                if let Some(essent) = super::ksym::flavoured_kfunc(kbtf, &case.program, n)? {
+                    name = Some(essent);
+                }
+            }
+        }
         if !st.locks.is_empty()
             && self.on(Rule::CallUnderLock)
             && !self.call_allowed_under_lock(insn, name)?

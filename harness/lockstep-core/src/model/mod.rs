@@ -299,6 +299,8 @@ mod tests_res_lock;
 #[cfg(test)]
 mod tests_sleep;
 #[cfg(test)]
+mod tests_singles14;
+#[cfg(test)]
 mod tests_speed;
 #[cfg(test)]
 mod tests_structops;
