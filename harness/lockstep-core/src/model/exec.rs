@@ -740,6 +740,9 @@ impl<'a> Machine<'a> {
     }
 
     fn atomic(&mut self, st: &mut State, pc: usize, insn: Insn) -> Step<()> {
+        if matches!(insn.imm, BPF_LOAD_ACQ | BPF_STORE_REL) && self.profile.load_acquire_store_release {
+            return self.arena_load_acq_store_rel(st, pc, insn);
+        }
         if !matches!(insn.size(), BPF_W | BPF_DW) || matches!(insn.imm, BPF_LOAD_ACQ | BPF_STORE_REL) {
             return Err(Stop::Unsupported("atomic load-acquire/store-release or odd size".into()));
         }
@@ -779,6 +782,33 @@ impl<'a> Machine<'a> {
             self.write_reg(st, insn.src, Reg::Scalar(Scalar::of_size(insn.size_bytes())))?;
         }
         Ok(())
+    }
+
+    /// `BPF_LOAD_ACQ` / `BPF_STORE_REL` (7.2, 7.3: `check_atomic()` -> `check_atomic_load()` /
+    /// `check_atomic_store()`) through an arena pointer: `atomic_ptr_type_ok()` asks
+    /// `bpf_jit_supports_insn(insn, true)`, which x86-64 grants them at any size
+    /// (arch/x86/net/bpf_jit_comp.c refuses only the fetching and/or/xor), then
+    /// `check_load_mem()` / `check_store_reg()` as for `BPF_LDX` / `BPF_STX` (their strict
+    /// alignment checks nothing on an arena, `check_ptr_alignment()`). The load checks its
+    /// pointer before the type test, the store after `check_store_reg()`; other pointers
+    /// (`is_load_acq_unsafe()`, the ctx / packet / socket refusals, alignment) are not modelled.
+    fn arena_load_acq_store_rel(&mut self, st: &mut State, pc: usize, insn: Insn) -> Step<()> {
+        let load = insn.imm == BPF_LOAD_ACQ;
+        let ptr = if load { insn.src } else { insn.dst };
+        if st.cur_ref().regs.get(ptr as usize) != Some(&Reg::Arena) {
+            return Err(Stop::Unsupported("atomic load-acquire/store-release through a pointer other than an arena".into()));
+        }
+        if load {
+            if insn.dst >= 10 {
+                return Err(Stop::Unsupported("load into r10".into()));
+            }
+            let v = self.mem_access(st, pc, insn.src, &Reg::Arena, insn.off as i64, insn.size_bytes(), None)?;
+            self.save_arena_ptr_type(pc, &Reg::Arena, false)?;
+            return self.write_reg(st, insn.dst, v);
+        }
+        let v = self.read_reg(st, pc, insn.src)?;
+        self.mem_access(st, pc, insn.dst, &Reg::Arena, insn.off as i64, insn.size_bytes(), Some(v))?;
+        self.save_arena_ptr_type(pc, &Reg::Arena, false)
     }
 
     /// An atomic on a stack slot at a fixed offset (`check_atomic_rmw()`, 7.2 / 7.3;

@@ -5,6 +5,7 @@
 use super::test_fixtures::*;
 use super::*;
 use crate::asm::{Reloc, Symbols};
+use crate::case::ProgType;
 use crate::insn::BPF_PSEUDO_BTF_ID;
 use crate::verdict::VerdictKind;
 
