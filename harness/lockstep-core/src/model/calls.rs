@@ -48,13 +48,10 @@ impl Machine<'_> {
         let case = self.case;
         let mut name = case.program.call_name(pc);
         // A kfunc called by its `___flavour` name is the kfunc libbpf resolved it to (ksym.rs).
-        if insn.src == BPF_PSEUDO_KFUNC_CALL {
-            if let Some(n) = name.filter(|n| n.contains("___")) {
-                let kbtf = self.profile.kernel_btf.0.as_deref();
-                if let Some(essent) = super::ksym::flavoured_kfunc(kbtf, &case.program, n)? {
-                    name = Some(essent);
-                }
-            }
+        // Only cases that declare such a name resolve one (`Prepared::flavoured_kfuncs`): a kfunc
+        // call is on the walk's hot path.
+        if insn.src == BPF_PSEUDO_KFUNC_CALL && self.prep.flavoured_kfuncs {
+            name = super::ksym::resolved_kfunc_name(self.profile, &case.program, name)?;
         }
         if !st.locks.is_empty()
             && self.on(Rule::CallUnderLock)

@@ -796,13 +796,16 @@ impl<'a> Machine<'a> {
         let load = insn.imm == BPF_LOAD_ACQ;
         let ptr = if load { insn.src } else { insn.dst };
         if st.cur_ref().regs.get(ptr as usize) != Some(&Reg::Arena) {
-            return Err(Stop::Unsupported("atomic load-acquire/store-release through a pointer other than an arena".into()));
+            return Err(Stop::Unsupported(
+                "atomic load-acquire/store-release through a pointer other than an arena".into(),
+            ));
         }
         if load {
             if insn.dst >= 10 {
                 return Err(Stop::Unsupported("load into r10".into()));
             }
-            let v = self.mem_access(st, pc, insn.src, &Reg::Arena, insn.off as i64, insn.size_bytes(), None)?;
+            let v =
+                self.mem_access(st, pc, insn.src, &Reg::Arena, insn.off as i64, insn.size_bytes(), None)?;
             self.save_arena_ptr_type(pc, &Reg::Arena, false)?;
             return self.write_reg(st, insn.dst, v);
         }
@@ -822,19 +825,17 @@ impl<'a> Machine<'a> {
     fn stack_atomic(&mut self, st: &mut State, pc: usize, insn: Insn, base: &Reg, v: &Reg) -> Step<()> {
         let Reg::Stack { frame, off } = *base else { return Ok(()) };
         let cmpxchg = insn.imm == BPF_CMPXCHG;
-        let load_reg = if cmpxchg {
-            Some(0)
-        } else {
-            (insn.imm & BPF_FETCH != 0).then_some(insn.src)
-        };
+        let load_reg = if cmpxchg { Some(0) } else { (insn.imm & BPF_FETCH != 0).then_some(insn.src) };
         let slot = (off + insn.off as i64).div_euclid(8) * 8;
-        let spilled_ptr =
-            st.frames[frame].stack.spills.get(&slot).is_some_and(|(r, _)| r.is_pointer());
-        if v.is_pointer() || (cmpxchg && st.cur_ref().regs[0].is_pointer()) || spilled_ptr
+        let spilled_ptr = st.frames[frame].stack.spills.get(&slot).is_some_and(|(r, _)| r.is_pointer());
+        if v.is_pointer()
+            || (cmpxchg && st.cur_ref().regs[0].is_pointer())
+            || spilled_ptr
             || load_reg == Some(insn.dst)
         {
             return Err(Stop::Unsupported(
-                "atomic on the stack with a pointer operand, a spilled pointer or a fetch into its base".into(),
+                "atomic on the stack with a pointer operand, a spilled pointer or a fetch into its base"
+                    .into(),
             ));
         }
         let size = insn.size_bytes();

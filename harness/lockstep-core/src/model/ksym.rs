@@ -32,6 +32,33 @@ pub(super) fn essential_name(name: &str) -> &str {
     name
 }
 
+/// `name` (a kfunc call's), or the kfunc [`flavoured_kfunc`] resolves it to. Kept out of line:
+/// the caller, `Machine::call()`, is on the walk's hot path (and calls it only for a case with a
+/// flavoured kfunc, `Prepared::flavoured_kfuncs`).
+#[inline(never)]
+pub(super) fn resolved_kfunc_name<'n>(
+    profile: &crate::profile::KernelProfile,
+    program: &'n crate::asm::Program,
+    name: Option<&'n str>,
+) -> Result<Option<&'n str>, Stop> {
+    let Some(n) = name.filter(|n| has_flavour_separator(n)) else { return Ok(name) };
+    let kbtf = profile.kernel_btf.0.as_deref();
+    Ok(Some(flavoured_kfunc(kbtf, program, n)?.unwrap_or(n)))
+}
+
+/// Whether `name` holds `___` (a candidate for [`essential_name`]), without the cost of a
+/// substring search.
+pub(super) fn has_flavour_separator(name: &str) -> bool {
+    let mut run = 0;
+    for &b in name.as_bytes() {
+        run = if b == b'_' { run + 1 } else { 0 };
+        if run == 3 {
+            return true;
+        }
+    }
+    false
+}
+
 /// The register an `ld_imm64` of the `__ksym` function `name` loads on the kernel `kbtf`
 /// describes (`weak`: the extern is `__weak`; `proto`: its local prototype's
 /// [`crate::import::btf::Btf::compat_shape`]).
@@ -78,7 +105,8 @@ pub(super) fn flavoured_kfunc<'n>(
     if essent.len() == name.len() {
         return Ok(None);
     }
-    let unsupported = |why: &str| Stop::Unsupported(format!("kfunc call to `{name}` (a ___flavour name): {why}"));
+    let unsupported =
+        |why: &str| Stop::Unsupported(format!("kfunc call to `{name}` (a ___flavour name): {why}"));
     let proto = program.relocs.values().find_map(|r| match r {
         crate::asm::Reloc::KsymFunc { name: n, proto, .. } if n == name => Some(proto),
         _ => None,

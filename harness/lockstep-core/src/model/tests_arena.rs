@@ -151,7 +151,11 @@ fn an_atomic_through_a_stack_and_an_arena_pointer_is_refused_on_7x() {
         if p == "6.12" {
             assert_eq!(v.verdict, VerdictKind::Accept, "{p}: {v:?}");
         } else {
-            assert_eq!(v, Verdict::reject(Some(14), "same insn cannot be used with different pointers"), "{p}");
+            assert_eq!(
+                v,
+                Verdict::reject(Some(14), "same insn cannot be used with different pointers"),
+                "{p}"
+            );
         }
     }
 }

@@ -5,7 +5,7 @@
 use super::test_fixtures::*;
 use super::*;
 use crate::asm::{Reloc, Symbols};
-use crate::case::ProgType;
+use crate::case::{Case, ProgType};
 use crate::insn::BPF_PSEUDO_BTF_ID;
 use crate::verdict::VerdictKind;
 
@@ -16,6 +16,11 @@ const FREE_TASK: &str = "proto(int;ptr(struct),int)";
 /// BTF, whose FUNC `free_task` the model has no rule for: the call's unsupported reason names
 /// the kfunc the model judged.
 fn flavoured_call(name: &str, proto: Option<&str>) -> Vec<(String, Verdict)> {
+    verdicts_with_kernel_btf(&flavoured_case(name, proto), Some(&sample_kernel_btf()))
+}
+
+/// The case of [`flavoured_call`], from an object.
+fn flavoured_case(name: &str, proto: Option<&str>) -> Case {
     let syms = Symbols { kfuncs: vec![name.into()], ..Default::default() };
     let text = format!("r2 = 0 ll\n call {name}\n r0 = 0\n exit\n");
     let mut c = object_case_in("socket", &text, &syms);
@@ -24,7 +29,15 @@ fn flavoured_call(name: &str, proto: Option<&str>) -> Vec<(String, Verdict)> {
         c.program.insns[0].src = BPF_PSEUDO_BTF_ID;
         c.program.relocs.insert(0, Reloc::KsymFunc { name: name.into(), weak: true, proto: proto.into() });
     }
-    verdicts_with_kernel_btf(&c, Some(&sample_kernel_btf()))
+    c
+}
+
+#[test]
+fn flavour_separators() {
+    assert!(ksym::has_flavour_separator("bpf_task_acquire___one"));
+    assert!(ksym::has_flavour_separator("a____b"));
+    assert!(!ksym::has_flavour_separator("bpf_task_acquire"));
+    assert!(!ksym::has_flavour_separator("a__b_c__"));
 }
 
 #[test]
@@ -43,6 +56,14 @@ fn a_flavoured_kfunc_is_judged_as_the_kfunc_libbpf_resolves() {
     for (p, v) in flavoured_call("free_task___one", None) {
         let msg = v.message.clone().unwrap_or_default();
         assert!(msg.contains("no ld_imm64 of the extern"), "{p}: {msg}");
+    }
+    // A text case: lockstep's loader looks kfunc names up as written (no libbpf), so the
+    // flavoured name is the call.
+    let mut c = flavoured_case("free_task___one", Some(FREE_TASK));
+    c.object = None;
+    for (p, v) in verdicts_with_kernel_btf(&c, Some(&sample_kernel_btf())) {
+        let msg = v.message.clone().unwrap_or_default();
+        assert!(msg.starts_with("kfunc free_task___one:"), "{p}: {msg}");
     }
     // A name without a flavour is the call itself.
     for (p, v) in flavoured_call("free_task", Some(FREE_TASK)) {
