@@ -182,6 +182,10 @@ pub struct KernelProfile {
     /// for an arena pointer).
     #[serde(default)]
     pub atomic_ptr_type_saved: bool,
+    /// `BPF_LOAD_ACQ` / `BPF_STORE_REL` exist (`check_atomic_load()` / `check_atomic_store()`,
+    /// 7.2 and 7.3; 6.12 refuses the opcodes).
+    #[serde(default)]
+    pub load_acquire_store_release: bool,
     /// `check_kfunc_call()` refuses `bpf_obj_drop()` / `bpf_percpu_obj_drop()` in a tracing
     /// program of a type with NMI-unsafe fields ("... cannot be used in tracing programs on types
     /// with NMI unsafe fields", 7.2 and 7.3; 6.12 has no such check, measured on debian:6.12).

@@ -46,7 +46,13 @@ pub fn kfunc_allowed_under_lock(
 impl Machine<'_> {
     pub(super) fn call(&mut self, st: &mut State, pc: usize, insn: Insn) -> Step<Flow> {
         let case = self.case;
-        let name = case.program.call_name(pc);
+        let mut name = case.program.call_name(pc);
+        // A kfunc called by its `___flavour` name is the kfunc libbpf resolved it to (ksym.rs).
+        // Only cases that declare such a name resolve one (`Prepared::flavoured_kfuncs`): a kfunc
+        // call is on the walk's hot path.
+        if insn.src == BPF_PSEUDO_KFUNC_CALL && self.prep.flavoured_kfuncs {
+            name = super::ksym::resolved_kfunc_name(self.profile, &case.program, name)?;
+        }
         if !st.locks.is_empty()
             && self.on(Rule::CallUnderLock)
             && !self.call_allowed_under_lock(insn, name)?

@@ -740,6 +740,9 @@ impl<'a> Machine<'a> {
     }
 
     fn atomic(&mut self, st: &mut State, pc: usize, insn: Insn) -> Step<()> {
+        if matches!(insn.imm, BPF_LOAD_ACQ | BPF_STORE_REL) && self.profile.load_acquire_store_release {
+            return self.arena_load_acq_store_rel(st, pc, insn);
+        }
         if !matches!(insn.size(), BPF_W | BPF_DW) || matches!(insn.imm, BPF_LOAD_ACQ | BPF_STORE_REL) {
             return Err(Stop::Unsupported("atomic load-acquire/store-release or odd size".into()));
         }
@@ -763,6 +766,9 @@ impl<'a> Machine<'a> {
                 .mem_access(st, pc, insn.dst, &base, insn.off as i64, insn.size_bytes(), None)
                 .map(drop);
         }
+        if matches!(base, Reg::Stack { .. }) {
+            return self.stack_atomic(st, pc, insn, &base, &v);
+        }
         let arena_ok = base == Reg::Arena && super::arena::arena_atomic_supported(insn.imm);
         if !matches!(base, Reg::MapValue { null: false, .. }) && !arena_ok {
             return Err(Stop::Unsupported(format!("atomic on {}", base.type_str())));
@@ -774,6 +780,70 @@ impl<'a> Machine<'a> {
             st.cur().regs[0] = Reg::Scalar(Scalar::of_size(insn.size_bytes()));
         } else if insn.imm & BPF_FETCH != 0 {
             self.write_reg(st, insn.src, Reg::Scalar(Scalar::of_size(insn.size_bytes())))?;
+        }
+        Ok(())
+    }
+
+    /// `BPF_LOAD_ACQ` / `BPF_STORE_REL` (7.2, 7.3: `check_atomic()` -> `check_atomic_load()` /
+    /// `check_atomic_store()`) through an arena pointer: `atomic_ptr_type_ok()` asks
+    /// `bpf_jit_supports_insn(insn, true)`, which x86-64 grants them at any size
+    /// (arch/x86/net/bpf_jit_comp.c refuses only the fetching and/or/xor), then
+    /// `check_load_mem()` / `check_store_reg()` as for `BPF_LDX` / `BPF_STX` (their strict
+    /// alignment checks nothing on an arena, `check_ptr_alignment()`). The load checks its
+    /// pointer before the type test, the store after `check_store_reg()`; other pointers
+    /// (`is_load_acq_unsafe()`, the ctx / packet / socket refusals, alignment) are not modelled.
+    fn arena_load_acq_store_rel(&mut self, st: &mut State, pc: usize, insn: Insn) -> Step<()> {
+        let load = insn.imm == BPF_LOAD_ACQ;
+        let ptr = if load { insn.src } else { insn.dst };
+        if st.cur_ref().regs.get(ptr as usize) != Some(&Reg::Arena) {
+            return Err(Stop::Unsupported(
+                "atomic load-acquire/store-release through a pointer other than an arena".into(),
+            ));
+        }
+        if load {
+            if insn.dst >= 10 {
+                return Err(Stop::Unsupported("load into r10".into()));
+            }
+            let v =
+                self.mem_access(st, pc, insn.src, &Reg::Arena, insn.off as i64, insn.size_bytes(), None)?;
+            self.save_arena_ptr_type(pc, &Reg::Arena, false)?;
+            return self.write_reg(st, insn.dst, v);
+        }
+        let v = self.read_reg(st, pc, insn.src)?;
+        self.mem_access(st, pc, insn.dst, &Reg::Arena, insn.off as i64, insn.size_bytes(), Some(v))?;
+        self.save_arena_ptr_type(pc, &Reg::Arena, false)
+    }
+
+    /// An atomic on a stack slot at a fixed offset (`check_atomic_rmw()`, 7.2 / 7.3;
+    /// `check_atomic()`, 6.12): `check_mem_access()` reads the slot (the fetch's register, R0
+    /// for `cmpxchg`, filled as a load fills it: `check_stack_read_fixed_off()`), the pointer's
+    /// type is saved (`save_aux_ptr_type()`, 7.x: not a stack pointer on one path and an arena
+    /// on another), then the slot is written with no value register
+    /// (`check_stack_write_fixed_off()`, `value_regno` -1: a spill in the slot scrubbed, the
+    /// bytes written `STACK_MISC`). A pointer operand (let through by `allow_ptr_leaks`), a spilled
+    /// pointer in the slot, or a fetch into the base register are not modelled.
+    fn stack_atomic(&mut self, st: &mut State, pc: usize, insn: Insn, base: &Reg, v: &Reg) -> Step<()> {
+        let Reg::Stack { frame, off } = *base else { return Ok(()) };
+        let cmpxchg = insn.imm == BPF_CMPXCHG;
+        let load_reg = if cmpxchg { Some(0) } else { (insn.imm & BPF_FETCH != 0).then_some(insn.src) };
+        let slot = (off + insn.off as i64).div_euclid(8) * 8;
+        let spilled_ptr = st.frames[frame].stack.spills.get(&slot).is_some_and(|(r, _)| r.is_pointer());
+        if v.is_pointer()
+            || (cmpxchg && st.cur_ref().regs[0].is_pointer())
+            || spilled_ptr
+            || load_reg == Some(insn.dst)
+        {
+            return Err(Stop::Unsupported(
+                "atomic on the stack with a pointer operand, a spilled pointer or a fetch into its base"
+                    .into(),
+            ));
+        }
+        let size = insn.size_bytes();
+        let loaded = self.mem_access(st, pc, insn.dst, base, insn.off as i64, size, None)?;
+        self.save_arena_ptr_type(pc, base, true)?;
+        self.mem_access(st, pc, insn.dst, base, insn.off as i64, size, Some(Reg::NotInit))?;
+        if let Some(r) = load_reg {
+            self.write_reg(st, r, loaded)?;
         }
         Ok(())
     }

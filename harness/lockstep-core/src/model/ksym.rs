@@ -32,6 +32,33 @@ pub(super) fn essential_name(name: &str) -> &str {
     name
 }
 
+/// `name` (a kfunc call's), or the kfunc [`flavoured_kfunc`] resolves it to. Kept out of line:
+/// the caller, `Machine::call()`, is on the walk's hot path (and calls it only for a case with a
+/// flavoured kfunc, `Prepared::flavoured_kfuncs`).
+#[inline(never)]
+pub(super) fn resolved_kfunc_name<'n>(
+    profile: &crate::profile::KernelProfile,
+    program: &'n crate::asm::Program,
+    name: Option<&'n str>,
+) -> Result<Option<&'n str>, Stop> {
+    let Some(n) = name.filter(|n| has_flavour_separator(n)) else { return Ok(name) };
+    let kbtf = profile.kernel_btf.0.as_deref();
+    Ok(Some(flavoured_kfunc(kbtf, program, n)?.unwrap_or(n)))
+}
+
+/// Whether `name` holds `___` (a candidate for [`essential_name`]), without the cost of a
+/// substring search.
+pub(super) fn has_flavour_separator(name: &str) -> bool {
+    let mut run = 0;
+    for &b in name.as_bytes() {
+        run = if b == b'_' { run + 1 } else { 0 };
+        if run == 3 {
+            return true;
+        }
+    }
+    false
+}
+
 /// The register an `ld_imm64` of the `__ksym` function `name` loads on the kernel `kbtf`
 /// describes (`weak`: the extern is `__weak`; `proto`: its local prototype's
 /// [`crate::import::btf::Btf::compat_shape`]).
@@ -56,6 +83,41 @@ pub(super) fn ksym_func_reg(
         return Err(unsupported("not resolved and not __weak (libbpf refuses the object)".into()));
     }
     Ok(Reg::Scalar(Scalar::known(0)))
+}
+
+/// The kfunc a call to the `extern ... __ksym` function `name` reaches the verifier as, when
+/// `name` carries a `___flavour` suffix (`None`: it carries none, the call is `name` itself).
+///
+/// libbpf (`bpf_object__resolve_ksym_func_btf_id()`, the same code as for a value above): the
+/// essential name is looked up in vmlinux, then module BTF, and the FUNC's prototype must be
+/// compatible with the extern's local one (`bpf_core_types_are_compat()`); resolved,
+/// `bpf_object__relocate_data()` gives the call the kernel FUNC's id, so `check_kfunc_call()`
+/// judges the essential kfunc. Not resolved, a `__weak` extern's call is poisoned into a call of
+/// an invalid helper (`poison_kfunc_call()`) and a strong one fails the load: neither is
+/// modelled. The local prototype is the one of an `ld_imm64` of the same extern in `program`
+/// (`bpf_ksym_exists()`, how a flavoured kfunc is guarded); a case without one is unsupported.
+pub(super) fn flavoured_kfunc<'n>(
+    kbtf: Option<&KernelBtf>,
+    program: &crate::asm::Program,
+    name: &'n str,
+) -> Result<Option<&'n str>, Stop> {
+    let essent = essential_name(name);
+    if essent.len() == name.len() {
+        return Ok(None);
+    }
+    let unsupported =
+        |why: &str| Stop::Unsupported(format!("kfunc call to `{name}` (a ___flavour name): {why}"));
+    let proto = program.relocs.values().find_map(|r| match r {
+        crate::asm::Reloc::KsymFunc { name: n, proto, .. } if n == name => Some(proto),
+        _ => None,
+    });
+    let proto = proto.ok_or_else(|| unsupported("no ld_imm64 of the extern gives its local prototype"))?;
+    let kbtf = kbtf.ok_or_else(|| unsupported("no kernel BTF to resolve it in"))?;
+    match kbtf.ksym_func(essent) {
+        Ok(Some((_, shape))) if shape == *proto => Ok(Some(essent)),
+        Ok(_) => Err(unsupported("not resolved (libbpf poisons the call or refuses the object)")),
+        Err(()) => Err(unsupported("not a vmlinux FUNC and no module BTF was read")),
+    }
 }
 
 /// The register an `ld_imm64` of the typed `__ksym` variable `name` loads (`weak`: the extern is

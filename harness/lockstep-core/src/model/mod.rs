@@ -297,6 +297,8 @@ mod tests_refs_atomics;
 #[cfg(test)]
 mod tests_res_lock;
 #[cfg(test)]
+mod tests_singles14;
+#[cfg(test)]
 mod tests_sleep;
 #[cfg(test)]
 mod tests_speed;

@@ -81,6 +81,12 @@ pub struct Prepared<'a> {
     /// `imm == 1`), the only source of a `PTR_TO_ARENA` (`arena.rs`): without one, no load,
     /// store or atomic can meet an arena pointer and `save_aux_ptr_type()` has nothing to keep.
     pub(crate) arena_casts: bool,
+    /// Whether the case comes from an object and a kfunc it declares as unknown to the model
+    /// carries a `___flavour` (`ksym::has_flavour_separator()`): only then does a kfunc call's
+    /// name need resolving (`ksym::resolved_kfunc_name()`; the import lists a flavoured name in
+    /// `extern_kfuncs`). libbpf resolves flavours; a text case's kfunc names are looked up as
+    /// written (lockstep-bpf loader.rs: an unknown name is a setup error, no verdict).
+    pub(crate) flavoured_kfuncs: bool,
     /// Per map of the case, in order, each followed by its inner map ([`maps_with_inner`]).
     pub(crate) maps: Vec<MapFacts>,
     /// Whether a global data section among [`Prepared::maps`] has an error record
@@ -178,6 +184,8 @@ impl<'a> Prepared<'a> {
             func_info: callbacks::has_btf_func_info(case),
             gpl_compatible: crate::case::license_is_gpl_compatible(&case.license),
             arena_casts: insns.iter().any(|i| super::arena::is_addr_space_cast(i) && i.imm == 1),
+            flavoured_kfuncs: case.object.is_some()
+                && case.extern_kfuncs.iter().any(|k| super::ksym::has_flavour_separator(k)),
             maps,
             error_record_globals,
             map_refs,

@@ -138,3 +138,43 @@ fn an_arena_the_kernel_refuses_to_create_is_not_judged() {
         assert_eq!(v.verdict, VerdictKind::Accept, "{p}: {v:?}");
     }
 }
+
+#[test]
+fn an_atomic_through_a_stack_and_an_arena_pointer_is_refused_on_7x() {
+    // verifier_arena's mixed_arena_stack_atomic: check_atomic_rmw() saves the pointer type of
+    // each path (save_aux_ptr_type(): the stack path first, then the arena path refused, 7.2 and
+    // 7.3); 6.12's check_atomic() saves it only for an arena pointer, so both paths pass.
+    let text = "r1 = arena ll\n r6 = r10\n r6 += -8\n r9 = 0\n *(u64 *)(r6 + 0) = r9\n r7 = 8192\n \
+                r7 = addr_space_cast(r7, 0, 1)\n call bpf_get_prandom_u32\n if w0 != 0 goto +2\n r8 = r6\n \
+                goto +1\n r8 = r7\n r9 = 1\n lock *(u64 *)(r8 + 0) += r9\n r0 = 0\n exit";
+    for (p, v) in on_all(text, vec![arena_map()]) {
+        if p == "6.12" {
+            assert_eq!(v.verdict, VerdictKind::Accept, "{p}: {v:?}");
+        } else {
+            assert_eq!(
+                v,
+                Verdict::reject(Some(14), "same insn cannot be used with different pointers"),
+                "{p}"
+            );
+        }
+    }
+}
+
+#[test]
+fn load_acquire_and_store_release_through_an_arena_pointer() {
+    // check_atomic_load() / check_atomic_store() (7.2, 7.3): atomic_ptr_type_ok() lets an arena
+    // pointer through (x86-64 bpf_jit_supports_insn()), then the load / store as LDX / STX: an
+    // unknown u32 (stream.bpf.o's stream_arena_load_acquire_fault). 6.12 has no such opcode.
+    let text = "r1 = arena ll\n r2 = 4096\n r2 = addr_space_cast(r2, 0, 1)\n r3 = 7\n \
+                store_release((u8 *)(r2 + 3), r3)\n r0 = load_acquire((u32 *)(r2 + 32767))\n \
+                if r0 s< 0 goto +1\n exit\n r0 = r9\n exit";
+    for (p, v) in on_all(text, vec![arena_map()]) {
+        let want = if p == "6.12" { VerdictKind::Unsupported } else { VerdictKind::Accept };
+        assert_eq!(v.verdict, want, "{p}: {v:?}");
+    }
+    // Through a stack pointer: not modelled (is_load_acq_unsafe(), alignment).
+    let text = "r1 = 0\n *(u64 *)(r10 - 8) = r1\n r2 = r10\n r0 = load_acquire((u64 *)(r2 - 8))\n exit";
+    for (p, v) in on_all(text, vec![]) {
+        assert_eq!(v.verdict, VerdictKind::Unsupported, "{p}: {v:?}");
+    }
+}
