@@ -20,7 +20,7 @@ use crate::run_plan::{GuestSlot, ReorderBuffer, RowKey};
 pub use crate::run_plan::{RunOutput, Stop};
 use crate::run_rows::{self, GuestModules};
 use crate::runner::{
-    CaseEvent, GuestArgs, KernelArgs, KernelSession, KernelTarget, RunnerOptions, TestmodChoice,
+    CaseEvent, GuestArgs, KernelArgs, KernelSession, KernelTarget, PendingBtf, RunnerOptions, TestmodChoice,
 };
 use crate::{cases, kernel_diff, run_plan};
 
@@ -77,20 +77,17 @@ fn stop_now(deadline: Instant) -> Option<Stop> {
     (Instant::now() >= deadline).then_some(Stop::TimedOut)
 }
 
-/// [`KernelTarget::prepare`] (kernel fetch, test module build) started on a helper thread: every
-/// kernel of a run is prepared at once when the run starts, beside the first guests' starts, and
-/// its guests wait for it ([`wait_prepared`]). A fetch or build given up on goes on in the
+/// [`KernelTarget::prepare_for_guest`] (kernel fetch, test module build) started on a helper
+/// thread: every kernel of a run is prepared at once when the run starts, beside the first guests'
+/// starts, and its guests wait for it ([`wait_prepared`]); the kernel BTF only the model needs is
+/// awaited at the kernel's first row ([`ReadyKernel::full`]). A fetch or build given up on goes on in the
 /// background until lockstep exits, moments later.
-fn spawn_prepare(
-    name: &str,
-    profile: Option<&str>,
-    opts: &RunnerOptions,
-) -> mpsc::Receiver<Result<KernelTarget>> {
+fn spawn_prepare(name: &str, profile: Option<&str>, opts: &RunnerOptions) -> mpsc::Receiver<Result<Preparing>> {
     let (tx, rx) = mpsc::channel();
     let (name, profile, opts) = (name.to_string(), profile.map(str::to_string), opts.clone());
     std::thread::spawn(move || {
         let t = Instant::now();
-        let r = KernelTarget::prepare(&name, profile.as_deref(), &opts);
+        let r = KernelTarget::prepare_for_guest(&name, profile.as_deref(), &opts);
         tracing::debug!(kernel = %name, secs = t.elapsed().as_secs_f64(), ok = r.is_ok(), "kernel prepared");
         let _ = tx.send(r);
     });
@@ -99,10 +96,7 @@ fn spawn_prepare(
 
 /// Waits for a preparation, bounded by the run's deadline and SIGINT/SIGTERM: `Err` is why the
 /// wait was given up.
-fn wait_prepared(
-    rx: &mpsc::Receiver<Result<KernelTarget>>,
-    deadline: Instant,
-) -> Result<Result<KernelTarget>, Stop> {
+fn wait_prepared(rx: &mpsc::Receiver<Result<Preparing>>, deadline: Instant) -> Result<Result<Preparing>, Stop> {
     loop {
         match rx.recv_timeout(Duration::from_millis(100)) {
             Ok(r) => return Ok(r),
@@ -118,9 +112,39 @@ fn wait_prepared(
     }
 }
 
+/// What [`KernelTarget::prepare_for_guest`] gives: the kernel for its guests, and the model's
+/// kernel BTF still being parsed.
+type Preparing = (KernelTarget, PendingBtf);
+
+/// A kernel ready for its guests; the model's view of it once its kernel BTF is parsed.
+struct ReadyKernel {
+    /// What a guest needs (the kernel, the modules): its profile may still lack the kernel BTF.
+    guest: KernelTarget,
+    btf: Mutex<Option<PendingBtf>>,
+    full: OnceLock<KernelTarget>,
+}
+
+impl ReadyKernel {
+    fn new((guest, btf): Preparing) -> ReadyKernel {
+        ReadyKernel { guest, btf: Mutex::new(Some(btf)), full: OnceLock::new() }
+    }
+
+    /// The kernel with its profile's kernel BTF, for the model's rows (waits for the parse the
+    /// first time: the kernel's first guest starts meanwhile and asks at its first verdict).
+    fn full(&self) -> &KernelTarget {
+        self.full.get_or_init(|| {
+            let mut t = self.guest.clone();
+            if let Some(btf) = self.btf.lock().unwrap_or_else(|e| e.into_inner()).take() {
+                btf.finish(&mut t);
+            }
+            t
+        })
+    }
+}
+
 /// A kernel once prepared, shared by the guests its cases are split over.
 enum Prepared {
-    Ready(Box<KernelTarget>),
+    Ready(Box<ReadyKernel>),
     /// Not usable: the infrastructure message.
     Failed(String),
     /// The run stopped while it was being prepared.
@@ -148,7 +172,7 @@ struct Shared<'a> {
     opts: RunnerOptions,
     deadline: Instant,
     /// The preparations started with the run, taken by the first guest of each kernel.
-    preparing: Vec<Mutex<Option<mpsc::Receiver<Result<KernelTarget>>>>>,
+    preparing: Vec<Mutex<Option<mpsc::Receiver<Result<Preparing>>>>>,
     targets: Vec<OnceLock<Prepared>>,
     /// Which guest runs which cases, decided as the guests go.
     sched: Mutex<run_plan::Scheduler>,
@@ -198,7 +222,7 @@ impl Shared<'_> {
                     self.set_stop(stop);
                     Prepared::Stopped
                 }
-                Ok(Ok(t)) => Prepared::Ready(Box::new(t)),
+                Ok(Ok(t)) => Prepared::Ready(Box::new(ReadyKernel::new(t))),
                 Ok(Err(e)) if e.downcast_ref::<crate::exit::BadInput>().is_some() => {
                     self.fatal.lock().unwrap_or_else(|e| e.into_inner()).get_or_insert(e);
                     // The guests already running stop now (QEMU killed, their rows so far kept),
@@ -368,7 +392,7 @@ fn guest_chunks<'a>(
         Some(_) => None,
         None => Some(sh.target(k)),
     };
-    let target = match prepared {
+    let ready = match prepared {
         Some(Prepared::Ready(t)) if sh.stop().is_none() => t,
         Some(Prepared::Bad) => return None,
         // The kernel's failure is reported once, by its first guest, and each of its cases gets
@@ -392,7 +416,7 @@ fn guest_chunks<'a>(
     let mut left = sh.opts.clone();
     left.timeouts.overall = sh.deadline.saturating_duration_since(Instant::now());
     // The console of a kernel's second, third ... guest goes to a file of its own.
-    let mut guest_target = target.clone();
+    let mut guest_target = ready.guest.clone();
     if slot.part > 0 {
         guest_target.name = format!("{name}.{}", slot.part + 1);
     }
@@ -402,13 +426,13 @@ fn guest_chunks<'a>(
             sh.say(format!("lockstep: {name}: {e:#}"));
             let _ = tx.send(Report::Infra(slot.unit, format!("{name}: {e:#}")));
             return Some((
-                Some(target),
+                Some(ready.full()),
                 String::new(),
                 format!("not run: the guest could not be started: {e:#}"),
             ));
         }
     };
-    let module = target.module_kfuncs();
+    let module = ready.guest.module_kfuncs();
     let mut guest = GuestModules::default();
     let mut boot_problem: Option<String> = None;
     let mut unrun: Option<String> = None;
@@ -466,20 +490,20 @@ fn guest_chunks<'a>(
                     }
                     None => results += 1,
                 }
-                send(chunk[index], run_rows::result_row(&cases[index], name, target, &module, &guest, result, &warnings, sh.args.log));
+                send(chunk[index], run_rows::result_row(&cases[index], name, ready.full(), &module, &guest, result, &warnings, sh.args.log));
             }
             CaseEvent::Crashed { index, excerpt } => {
-                send(chunk[index], run_rows::unrun_row(&cases[index], name, Some(target), &guest.release, Outcome::Crash, format!("the case crashed the kernel twice:\n{excerpt}")));
+                send(chunk[index], run_rows::unrun_row(&cases[index], name, Some(ready.full()), &guest.release, Outcome::Crash, format!("the case crashed the kernel twice:\n{excerpt}")));
             }
             CaseEvent::Lost { index, excerpt } => {
-                send(chunk[index], run_rows::unrun_row(&cases[index], name, Some(target), &guest.release, Outcome::Infra, format!("the guest ended twice while the case ran, the second time without a kernel message (not a kernel crash):\n{excerpt}")));
+                send(chunk[index], run_rows::unrun_row(&cases[index], name, Some(ready.full()), &guest.release, Outcome::Infra, format!("the guest ended twice while the case ran, the second time without a kernel message (not a kernel crash):\n{excerpt}")));
             }
             CaseEvent::TimedOut { index, excerpt } => {
-                send(chunk[index], run_rows::unrun_row(&cases[index], name, Some(target), &guest.release, Outcome::Timeout, excerpt));
+                send(chunk[index], run_rows::unrun_row(&cases[index], name, Some(ready.full()), &guest.release, Outcome::Timeout, excerpt));
             }
             CaseEvent::NotRun { index, reason } => {
                 unrun = Some(reason.clone());
-                send(chunk[index], run_rows::unrun_row(&cases[index], name, Some(target), &guest.release, Outcome::NotRun, reason));
+                send(chunk[index], run_rows::unrun_row(&cases[index], name, Some(ready.full()), &guest.release, Outcome::NotRun, reason));
             }
         });
         sh.sched().measured(k, results, since.elapsed());
@@ -513,7 +537,7 @@ fn guest_chunks<'a>(
         Some(stop) => run_plan::stop_reason(stop, sh.args.timeout),
         None => format!("not run ({})", crate::runner::excerpt(&lockstep_vm::guest::GuestOutcome::Cancelled)),
     });
-    Some((Some(target), guest.release, note))
+    Some((Some(ready.full()), guest.release, note))
 }
 
 /// The guests to run at once: `--jobs` or the number of cores, at most what the available memory
