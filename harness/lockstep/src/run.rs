@@ -293,14 +293,17 @@ pub fn run_cases(
     let mut infra: Vec<(usize, String)> = Vec::new();
     let (tx, rx) = mpsc::channel::<Report>();
     std::thread::scope(|s| {
-        for _ in 0..jobs.max(1) {
+        for job in 0..jobs.max(1) {
             let (tx, shared) = (tx.clone(), &shared);
-            s.spawn(move || loop {
-                if shared.has_fatal() {
-                    break;
+            s.spawn(move || {
+                pin_job(job, jobs);
+                loop {
+                    if shared.has_fatal() {
+                        break;
+                    }
+                    let Some(slot) = shared.sched().next_guest() else { break };
+                    run_guest(shared, slot, &tx);
                 }
-                let Some(slot) = shared.sched().next_guest() else { break };
-                run_guest(shared, slot, &tx);
             });
         }
         drop(tx);
@@ -336,6 +339,43 @@ pub fn run_cases(
         allow_skips: args.allow_skips,
         stopped: shared.stopped.into_inner().unwrap_or_else(|e| e.into_inner()),
     })
+}
+
+/// Pins job `job`'s thread to a CPU of its own when the run has as many jobs as this process may
+/// use CPUs (`--jobs 2` on 2 cores, issue 16's case): the QEMUs the job starts inherit its
+/// affinity (a child gets its forking thread's), so each guest's vCPU and main-loop threads and
+/// the job's own reader threads stay on one core instead of being moved between the two by the
+/// scheduler, and two guests never take turns on one core while the other idles. Measured
+/// (docs/speed.md, session 14): the parallel 3-kernel run's CPU seconds 4.3-4.7 -> 3.6-4.1.
+/// `LOCKSTEP_PIN_JOBS=0` leaves the jobs unpinned (for comparisons).
+fn pin_job(job: usize, jobs: usize) {
+    if std::env::var_os("LOCKSTEP_PIN_JOBS").is_some_and(|v| v == "0") {
+        return;
+    }
+    let Some(cpus) = allowed_cpus() else { return };
+    if let Some(cpu) = run_plan::job_cpu(job, jobs, &cpus) {
+        use nix::libc;
+        // SAFETY: plain system calls on a zeroed cpu_set_t owned here; pid 0 is this thread.
+        let ok = unsafe {
+            let mut one: libc::cpu_set_t = std::mem::zeroed();
+            libc::CPU_SET(cpu, &mut one);
+            libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &one) == 0
+        };
+        tracing::debug!(job, cpu, ok, "job pinned");
+    }
+}
+
+/// The CPUs this thread may run on (None when the kernel does not say).
+fn allowed_cpus() -> Option<Vec<usize>> {
+    use nix::libc;
+    // SAFETY: a zeroed cpu_set_t owned here, filled by the kernel; pid 0 is this thread.
+    unsafe {
+        let mut set: libc::cpu_set_t = std::mem::zeroed();
+        if libc::sched_getaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &mut set) != 0 {
+            return None;
+        }
+        Some((0..libc::CPU_SETSIZE as usize).filter(|&c| libc::CPU_ISSET(c, &set)).collect())
+    }
 }
 
 /// Runs guest `slot`: claims its kernel's cases a chunk at a time ([`run_plan::Scheduler::claim`])
@@ -651,4 +691,29 @@ pub fn run(args: RunArgs) -> Result<u8> {
         &out.rows,
     );
     Ok(out.exit_code())
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn a_pinned_job_and_the_processes_it_starts_run_on_its_cpu_only() {
+        let cpus = super::allowed_cpus().expect("sched_getaffinity");
+        if cpus.len() < 2 {
+            return; // one CPU: jobs are never pinned (run_plan::job_cpu's test covers the rule)
+        }
+        let n = cpus.len();
+        std::thread::spawn(move || {
+            super::pin_job(1, n);
+            assert_eq!(super::allowed_cpus(), Some(vec![cpus[1]]));
+            let out = std::process::Command::new("sh")
+                .args(["-c", "grep Cpus_allowed_list /proc/self/status"])
+                .output()
+                .unwrap();
+            let status = String::from_utf8_lossy(&out.stdout).to_string();
+            assert_eq!(status.split_whitespace().nth(1), Some(cpus[1].to_string().as_str()), "{status}");
+        })
+        .join()
+        .unwrap();
+        assert_eq!(super::allowed_cpus().map(|c| c.len()), Some(n), "only the job's thread is pinned");
+    }
 }
