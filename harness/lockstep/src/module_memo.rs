@@ -65,12 +65,14 @@ fn memo_and_fingerprint(args: &[String], scripts: &Path, cache: &Path) -> Option
     }
     lists.sort();
     let repo = scripts.parent()?;
-    let mut files: Vec<PathBuf> = ["build-module.sh", "cache-dir.sh", "kernel-table.sh", "fetch-kernel-source.sh"]
-        .iter()
-        .map(|f| scripts.join(f))
-        .collect();
+    let mut files: Vec<PathBuf> =
+        ["build-module.sh", "cache-dir.sh", "kernel-table.sh", "fetch-kernel-source.sh"]
+            .iter()
+            .map(|f| scripts.join(f))
+            .collect();
     files.push(repo.join("harness/lockstep-vm/debian-kernels.tsv"));
-    files.extend(["Kbuild", "Makefile", "lockstep_test.c"].iter().map(|f| repo.join("kernel-module").join(f)));
+    files
+        .extend(["Kbuild", "Makefile", "lockstep_test.c"].iter().map(|f| repo.join("kernel-module").join(f)));
     files.push(apt.join(format!("resolved-{series}")));
     files.extend(lists);
     if testmod {
@@ -86,10 +88,11 @@ fn memo_and_fingerprint(args: &[String], scripts: &Path, cache: &Path) -> Option
     for f in &files {
         fp.push_str(&identity_line(f));
     }
-    let memo = cache
-        .join("modules")
-        .join(format!("debian-{series}"))
-        .join(if testmod { ".lockstep-memo-testmod" } else { ".lockstep-memo-module" });
+    let memo = cache.join("modules").join(format!("debian-{series}")).join(if testmod {
+        ".lockstep-memo-testmod"
+    } else {
+        ".lockstep-memo-module"
+    });
     Some((memo, fp.trim_end_matches('\n').to_string()))
 }
 

@@ -82,7 +82,11 @@ fn stop_now(deadline: Instant) -> Option<Stop> {
 /// starts, and its guests wait for it ([`wait_prepared`]); the kernel BTF only the model needs is
 /// awaited at the kernel's first row ([`ReadyKernel::full`]). A fetch or build given up on goes on in the
 /// background until lockstep exits, moments later.
-fn spawn_prepare(name: &str, profile: Option<&str>, opts: &RunnerOptions) -> mpsc::Receiver<Result<Preparing>> {
+fn spawn_prepare(
+    name: &str,
+    profile: Option<&str>,
+    opts: &RunnerOptions,
+) -> mpsc::Receiver<Result<Preparing>> {
     let (tx, rx) = mpsc::channel();
     let (name, profile, opts) = (name.to_string(), profile.map(str::to_string), opts.clone());
     std::thread::spawn(move || {
@@ -96,7 +100,10 @@ fn spawn_prepare(name: &str, profile: Option<&str>, opts: &RunnerOptions) -> mps
 
 /// Waits for a preparation, bounded by the run's deadline and SIGINT/SIGTERM: `Err` is why the
 /// wait was given up.
-fn wait_prepared(rx: &mpsc::Receiver<Result<Preparing>>, deadline: Instant) -> Result<Result<Preparing>, Stop> {
+fn wait_prepared(
+    rx: &mpsc::Receiver<Result<Preparing>>,
+    deadline: Instant,
+) -> Result<Result<Preparing>, Stop> {
     loop {
         match rx.recv_timeout(Duration::from_millis(100)) {
             Ok(r) => return Ok(r),
