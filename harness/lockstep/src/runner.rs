@@ -331,7 +331,10 @@ impl KernelTarget {
 }
 
 /// The kernel BTF of a [`KernelTarget::prepare_for_guest`], parsed on a thread of its own.
-pub struct PendingBtf(Option<(String, std::thread::JoinHandle<Option<Result<Arc<KernelBtf>>>>)>);
+pub struct PendingBtf(Option<(String, BtfParse)>);
+
+/// The thread parsing a kernel's BTF (None: the kernel has no vmlinux to read it from).
+type BtfParse = std::thread::JoinHandle<Option<Result<Arc<KernelBtf>>>>;
 
 impl PendingBtf {
     /// Waits for the parse and gives it to `target`'s profile (a file that could not be read or
