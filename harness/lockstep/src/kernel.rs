@@ -229,8 +229,14 @@ fn scripts_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../../scripts")
 }
 
-/// Runs `scripts/build-module.sh ARGS` with a spinner saying `what`; the `.ko` path it printed.
+/// Runs `scripts/build-module.sh ARGS` with a spinner saying `what`; the `.ko` path it printed
+/// (or, for a Debian kernel whose inputs did not change since, the one it printed then:
+/// [`crate::module_memo`]).
 fn run_build_module(args: &[String], what: &str) -> Result<PathBuf> {
+    let cache = cache_root().ok();
+    if let Some(ko) = cache.as_deref().and_then(|c| crate::module_memo::cached_ko(args, &scripts_dir(), c)) {
+        return Ok(ko);
+    }
     let script = scripts_dir().join("build-module.sh");
     let bar = ProgressBar::new_spinner();
     bar.set_message(format!("building {what}"));
@@ -248,7 +254,11 @@ fn run_build_module(args: &[String], what: &str) -> Result<PathBuf> {
         anyhow::bail!("building {what} failed ({}):\n{}", out.status, tail.join("\n"));
     }
     let stdout = String::from_utf8_lossy(&out.stdout);
-    Ok(PathBuf::from(stdout.lines().last().unwrap_or("").trim()))
+    let ko = PathBuf::from(stdout.lines().last().unwrap_or("").trim());
+    if let Some(c) = &cache {
+        crate::module_memo::remember(args, &scripts_dir(), c, &ko);
+    }
+    Ok(ko)
 }
 
 /// Builds (or finds cached) the test module for `kernel` with `scripts/build-module.sh` (against

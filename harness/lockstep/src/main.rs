@@ -20,6 +20,7 @@ mod kernel;
 mod kernel_btf;
 mod kernel_diff;
 mod merge;
+mod module_memo;
 mod output;
 mod report;
 mod run;

@@ -20,7 +20,7 @@ use crate::run_plan::{GuestSlot, ReorderBuffer, RowKey};
 pub use crate::run_plan::{RunOutput, Stop};
 use crate::run_rows::{self, GuestModules};
 use crate::runner::{
-    CaseEvent, GuestArgs, KernelArgs, KernelSession, KernelTarget, RunnerOptions, TestmodChoice,
+    CaseEvent, GuestArgs, KernelArgs, KernelSession, KernelTarget, PendingBtf, RunnerOptions, TestmodChoice,
 };
 use crate::{cases, kernel_diff, run_plan};
 
@@ -77,20 +77,21 @@ fn stop_now(deadline: Instant) -> Option<Stop> {
     (Instant::now() >= deadline).then_some(Stop::TimedOut)
 }
 
-/// [`KernelTarget::prepare`] (kernel fetch, test module build) started on a helper thread: every
-/// kernel of a run is prepared at once when the run starts, beside the first guests' starts, and
-/// its guests wait for it ([`wait_prepared`]). A fetch or build given up on goes on in the
+/// [`KernelTarget::prepare_for_guest`] (kernel fetch, test module build) started on a helper
+/// thread: every kernel of a run is prepared at once when the run starts, beside the first guests'
+/// starts, and its guests wait for it ([`wait_prepared`]); the kernel BTF only the model needs is
+/// awaited at the kernel's first row ([`ReadyKernel::full`]). A fetch or build given up on goes on in the
 /// background until lockstep exits, moments later.
 fn spawn_prepare(
     name: &str,
     profile: Option<&str>,
     opts: &RunnerOptions,
-) -> mpsc::Receiver<Result<KernelTarget>> {
+) -> mpsc::Receiver<Result<Preparing>> {
     let (tx, rx) = mpsc::channel();
     let (name, profile, opts) = (name.to_string(), profile.map(str::to_string), opts.clone());
     std::thread::spawn(move || {
         let t = Instant::now();
-        let r = KernelTarget::prepare(&name, profile.as_deref(), &opts);
+        let r = KernelTarget::prepare_for_guest(&name, profile.as_deref(), &opts);
         tracing::debug!(kernel = %name, secs = t.elapsed().as_secs_f64(), ok = r.is_ok(), "kernel prepared");
         let _ = tx.send(r);
     });
@@ -100,9 +101,9 @@ fn spawn_prepare(
 /// Waits for a preparation, bounded by the run's deadline and SIGINT/SIGTERM: `Err` is why the
 /// wait was given up.
 fn wait_prepared(
-    rx: &mpsc::Receiver<Result<KernelTarget>>,
+    rx: &mpsc::Receiver<Result<Preparing>>,
     deadline: Instant,
-) -> Result<Result<KernelTarget>, Stop> {
+) -> Result<Result<Preparing>, Stop> {
     loop {
         match rx.recv_timeout(Duration::from_millis(100)) {
             Ok(r) => return Ok(r),
@@ -118,9 +119,39 @@ fn wait_prepared(
     }
 }
 
+/// What [`KernelTarget::prepare_for_guest`] gives: the kernel for its guests, and the model's
+/// kernel BTF still being parsed.
+type Preparing = (KernelTarget, PendingBtf);
+
+/// A kernel ready for its guests; the model's view of it once its kernel BTF is parsed.
+struct ReadyKernel {
+    /// What a guest needs (the kernel, the modules): its profile may still lack the kernel BTF.
+    guest: KernelTarget,
+    btf: Mutex<Option<PendingBtf>>,
+    full: OnceLock<KernelTarget>,
+}
+
+impl ReadyKernel {
+    fn new((guest, btf): Preparing) -> ReadyKernel {
+        ReadyKernel { guest, btf: Mutex::new(Some(btf)), full: OnceLock::new() }
+    }
+
+    /// The kernel with its profile's kernel BTF, for the model's rows (waits for the parse the
+    /// first time: the kernel's first guest starts meanwhile and asks at its first verdict).
+    fn full(&self) -> &KernelTarget {
+        self.full.get_or_init(|| {
+            let mut t = self.guest.clone();
+            if let Some(btf) = self.btf.lock().unwrap_or_else(|e| e.into_inner()).take() {
+                btf.finish(&mut t);
+            }
+            t
+        })
+    }
+}
+
 /// A kernel once prepared, shared by the guests its cases are split over.
 enum Prepared {
-    Ready(Box<KernelTarget>),
+    Ready(Box<ReadyKernel>),
     /// Not usable: the infrastructure message.
     Failed(String),
     /// The run stopped while it was being prepared.
@@ -148,7 +179,7 @@ struct Shared<'a> {
     opts: RunnerOptions,
     deadline: Instant,
     /// The preparations started with the run, taken by the first guest of each kernel.
-    preparing: Vec<Mutex<Option<mpsc::Receiver<Result<KernelTarget>>>>>,
+    preparing: Vec<Mutex<Option<mpsc::Receiver<Result<Preparing>>>>>,
     targets: Vec<OnceLock<Prepared>>,
     /// Which guest runs which cases, decided as the guests go.
     sched: Mutex<run_plan::Scheduler>,
@@ -198,7 +229,7 @@ impl Shared<'_> {
                     self.set_stop(stop);
                     Prepared::Stopped
                 }
-                Ok(Ok(t)) => Prepared::Ready(Box::new(t)),
+                Ok(Ok(t)) => Prepared::Ready(Box::new(ReadyKernel::new(t))),
                 Ok(Err(e)) if e.downcast_ref::<crate::exit::BadInput>().is_some() => {
                     self.fatal.lock().unwrap_or_else(|e| e.into_inner()).get_or_insert(e);
                     // The guests already running stop now (QEMU killed, their rows so far kept),
@@ -269,14 +300,17 @@ pub fn run_cases(
     let mut infra: Vec<(usize, String)> = Vec::new();
     let (tx, rx) = mpsc::channel::<Report>();
     std::thread::scope(|s| {
-        for _ in 0..jobs.max(1) {
+        for job in 0..jobs.max(1) {
             let (tx, shared) = (tx.clone(), &shared);
-            s.spawn(move || loop {
-                if shared.has_fatal() {
-                    break;
+            s.spawn(move || {
+                pin_job(job, jobs);
+                loop {
+                    if shared.has_fatal() {
+                        break;
+                    }
+                    let Some(slot) = shared.sched().next_guest() else { break };
+                    run_guest(shared, slot, &tx);
                 }
-                let Some(slot) = shared.sched().next_guest() else { break };
-                run_guest(shared, slot, &tx);
             });
         }
         drop(tx);
@@ -312,6 +346,43 @@ pub fn run_cases(
         allow_skips: args.allow_skips,
         stopped: shared.stopped.into_inner().unwrap_or_else(|e| e.into_inner()),
     })
+}
+
+/// Pins job `job`'s thread to a CPU of its own when the run has as many jobs as this process may
+/// use CPUs (`--jobs 2` on 2 cores, issue 16's case): the QEMUs the job starts inherit its
+/// affinity (a child gets its forking thread's), so each guest's vCPU and main-loop threads and
+/// the job's own reader threads stay on one core instead of being moved between the two by the
+/// scheduler, and two guests never take turns on one core while the other idles. Measured
+/// (docs/speed.md, session 14): the parallel 3-kernel run's CPU seconds 4.3-4.7 -> 3.6-4.1.
+/// `LOCKSTEP_PIN_JOBS=0` leaves the jobs unpinned (for comparisons).
+fn pin_job(job: usize, jobs: usize) {
+    if std::env::var_os("LOCKSTEP_PIN_JOBS").is_some_and(|v| v == "0") {
+        return;
+    }
+    let Some(cpus) = allowed_cpus() else { return };
+    if let Some(cpu) = run_plan::job_cpu(job, jobs, &cpus) {
+        use nix::libc;
+        // SAFETY: plain system calls on a zeroed cpu_set_t owned here; pid 0 is this thread.
+        let ok = unsafe {
+            let mut one: libc::cpu_set_t = std::mem::zeroed();
+            libc::CPU_SET(cpu, &mut one);
+            libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &one) == 0
+        };
+        tracing::debug!(job, cpu, ok, "job pinned");
+    }
+}
+
+/// The CPUs this thread may run on (None when the kernel does not say).
+fn allowed_cpus() -> Option<Vec<usize>> {
+    use nix::libc;
+    // SAFETY: a zeroed cpu_set_t owned here, filled by the kernel; pid 0 is this thread.
+    unsafe {
+        let mut set: libc::cpu_set_t = std::mem::zeroed();
+        if libc::sched_getaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &mut set) != 0 {
+            return None;
+        }
+        Some((0..libc::CPU_SETSIZE as usize).filter(|&c| libc::CPU_ISSET(c, &set)).collect())
+    }
 }
 
 /// Runs guest `slot`: claims its kernel's cases a chunk at a time ([`run_plan::Scheduler::claim`])
@@ -368,7 +439,7 @@ fn guest_chunks<'a>(
         Some(_) => None,
         None => Some(sh.target(k)),
     };
-    let target = match prepared {
+    let ready = match prepared {
         Some(Prepared::Ready(t)) if sh.stop().is_none() => t,
         Some(Prepared::Bad) => return None,
         // The kernel's failure is reported once, by its first guest, and each of its cases gets
@@ -392,7 +463,7 @@ fn guest_chunks<'a>(
     let mut left = sh.opts.clone();
     left.timeouts.overall = sh.deadline.saturating_duration_since(Instant::now());
     // The console of a kernel's second, third ... guest goes to a file of its own.
-    let mut guest_target = target.clone();
+    let mut guest_target = ready.guest.clone();
     if slot.part > 0 {
         guest_target.name = format!("{name}.{}", slot.part + 1);
     }
@@ -402,13 +473,13 @@ fn guest_chunks<'a>(
             sh.say(format!("lockstep: {name}: {e:#}"));
             let _ = tx.send(Report::Infra(slot.unit, format!("{name}: {e:#}")));
             return Some((
-                Some(target),
+                Some(ready.full()),
                 String::new(),
                 format!("not run: the guest could not be started: {e:#}"),
             ));
         }
     };
-    let module = target.module_kfuncs();
+    let module = ready.guest.module_kfuncs();
     let mut guest = GuestModules::default();
     let mut boot_problem: Option<String> = None;
     let mut unrun: Option<String> = None;
@@ -466,20 +537,20 @@ fn guest_chunks<'a>(
                     }
                     None => results += 1,
                 }
-                send(chunk[index], run_rows::result_row(&cases[index], name, target, &module, &guest, result, &warnings, sh.args.log));
+                send(chunk[index], run_rows::result_row(&cases[index], name, ready.full(), &module, &guest, result, &warnings, sh.args.log));
             }
             CaseEvent::Crashed { index, excerpt } => {
-                send(chunk[index], run_rows::unrun_row(&cases[index], name, Some(target), &guest.release, Outcome::Crash, format!("the case crashed the kernel twice:\n{excerpt}")));
+                send(chunk[index], run_rows::unrun_row(&cases[index], name, Some(ready.full()), &guest.release, Outcome::Crash, format!("the case crashed the kernel twice:\n{excerpt}")));
             }
             CaseEvent::Lost { index, excerpt } => {
-                send(chunk[index], run_rows::unrun_row(&cases[index], name, Some(target), &guest.release, Outcome::Infra, format!("the guest ended twice while the case ran, the second time without a kernel message (not a kernel crash):\n{excerpt}")));
+                send(chunk[index], run_rows::unrun_row(&cases[index], name, Some(ready.full()), &guest.release, Outcome::Infra, format!("the guest ended twice while the case ran, the second time without a kernel message (not a kernel crash):\n{excerpt}")));
             }
             CaseEvent::TimedOut { index, excerpt } => {
-                send(chunk[index], run_rows::unrun_row(&cases[index], name, Some(target), &guest.release, Outcome::Timeout, excerpt));
+                send(chunk[index], run_rows::unrun_row(&cases[index], name, Some(ready.full()), &guest.release, Outcome::Timeout, excerpt));
             }
             CaseEvent::NotRun { index, reason } => {
                 unrun = Some(reason.clone());
-                send(chunk[index], run_rows::unrun_row(&cases[index], name, Some(target), &guest.release, Outcome::NotRun, reason));
+                send(chunk[index], run_rows::unrun_row(&cases[index], name, Some(ready.full()), &guest.release, Outcome::NotRun, reason));
             }
         });
         sh.sched().measured(k, results, since.elapsed());
@@ -513,7 +584,7 @@ fn guest_chunks<'a>(
         Some(stop) => run_plan::stop_reason(stop, sh.args.timeout),
         None => format!("not run ({})", crate::runner::excerpt(&lockstep_vm::guest::GuestOutcome::Cancelled)),
     });
-    Some((Some(target), guest.release, note))
+    Some((Some(ready.full()), guest.release, note))
 }
 
 /// The guests to run at once: `--jobs` or the number of cores, at most what the available memory
@@ -627,4 +698,29 @@ pub fn run(args: RunArgs) -> Result<u8> {
         &out.rows,
     );
     Ok(out.exit_code())
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn a_pinned_job_and_the_processes_it_starts_run_on_its_cpu_only() {
+        let cpus = super::allowed_cpus().expect("sched_getaffinity");
+        if cpus.len() < 2 {
+            return; // one CPU: jobs are never pinned (run_plan::job_cpu's test covers the rule)
+        }
+        let n = cpus.len();
+        std::thread::spawn(move || {
+            super::pin_job(1, n);
+            assert_eq!(super::allowed_cpus(), Some(vec![cpus[1]]));
+            let out = std::process::Command::new("sh")
+                .args(["-c", "grep Cpus_allowed_list /proc/self/status"])
+                .output()
+                .unwrap();
+            let status = String::from_utf8_lossy(&out.stdout).to_string();
+            assert_eq!(status.split_whitespace().nth(1), Some(cpus[1].to_string().as_str()), "{status}");
+        })
+        .join()
+        .unwrap();
+        assert_eq!(super::allowed_cpus().map(|c| c.len()), Some(n), "only the job's thread is pinned");
+    }
 }

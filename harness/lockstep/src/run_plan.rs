@@ -228,6 +228,13 @@ pub fn jobs_for_memory(
     (jobs, Some(note))
 }
 
+/// The CPU job `job` of `jobs` is pinned to, given the CPUs the process may use: its own when there
+/// are as many jobs as CPUs (and more than one), else none (fewer jobs leave the scheduler free
+/// to place them; more jobs than CPUs must share them anyway).
+pub fn job_cpu(job: usize, jobs: usize, allowed: &[usize]) -> Option<usize> {
+    (jobs > 1 && allowed.len() == jobs).then(|| allowed.get(job).copied()).flatten()
+}
+
 /// Rows arriving in any order, handed out in key order as soon as every row before them arrived:
 /// the order of a serial run, for a consumer that cannot re-sort (JSON lines on stdout).
 pub struct ReorderBuffer<T> {
@@ -347,6 +354,15 @@ mod tests {
 
     fn with(outcome: Outcome, agreement: Agreement) -> RunRow {
         RunRow { outcome, ..report::test_row("c", "k", VerdictKind::Accept, agreement) }
+    }
+
+    #[test]
+    fn jobs_get_a_cpu_each_only_when_they_are_as_many_as_the_cpus() {
+        assert_eq!(job_cpu(0, 2, &[0, 1]), Some(0));
+        assert_eq!(job_cpu(1, 2, &[2, 5]), Some(5));
+        assert_eq!(job_cpu(0, 1, &[0]), None, "one job on one CPU: nothing to choose");
+        assert_eq!(job_cpu(0, 2, &[0, 1, 2, 3]), None, "fewer jobs than CPUs");
+        assert_eq!(job_cpu(2, 3, &[0, 1]), None, "more jobs than CPUs");
     }
 
     #[test]

@@ -6,10 +6,12 @@
 
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
 use lockstep_core::case::Case;
+use lockstep_core::kernel_btf::KernelBtf;
 use lockstep_core::profile::{KernelProfile, ModuleKfuncs};
 use lockstep_core::proto::{KernelResult, KfuncListing, ModuleStatus};
 use lockstep_vm::guest::batch::{BatchEvent, BatchOptions, Session};
@@ -200,6 +202,20 @@ impl KernelTarget {
     /// with the kernel's vmlinux as its BTF base), picks the profile (`profile` overrides the
     /// default of the name).
     pub fn prepare(name: &str, profile: Option<&str>, opts: &RunnerOptions) -> Result<KernelTarget> {
+        let (mut target, btf) = Self::prepare_for_guest(name, profile, opts)?;
+        btf.finish(&mut target);
+        Ok(target)
+    }
+
+    /// [`KernelTarget::prepare`] up to what a guest needs (the kernel and its modules); the
+    /// profile's kernel BTF, which only the model needs, may still be being parsed: it joins the
+    /// profile with [`PendingBtf::finish`] (`lockstep run` starts the kernel's first guest
+    /// meanwhile, and waits for it at the first verdict).
+    pub fn prepare_for_guest(
+        name: &str,
+        profile: Option<&str>,
+        opts: &RunnerOptions,
+    ) -> Result<(KernelTarget, PendingBtf)> {
         if name == HOST {
             let Some(p) = profile else {
                 return Err(crate::exit::BadInput(
@@ -209,7 +225,7 @@ impl KernelTarget {
             };
             let release =
                 std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default().trim().to_string();
-            return Ok(KernelTarget {
+            let target = KernelTarget {
                 name: HOST.into(),
                 package_version: release,
                 profile: kernel::profile(p)?,
@@ -221,18 +237,18 @@ impl KernelTarget {
                 testmod: None,
                 testmod_error: None,
                 place: Place::Host,
-            });
+            };
+            return Ok((target, PendingBtf(None)));
         }
         let kname = kernel::parse(name)?;
         // The timeline of `-v`: how long each step took.
-        let mut t = Instant::now();
-        let lap = |what: &str, t: &mut Instant| {
+        let lap = |what: &str, t: Instant| {
             tracing::debug!(kernel = %name, secs = t.elapsed().as_secs_f64(), "prepared: {what}");
-            *t = Instant::now();
         };
         // The kernel first: a path that holds no kernel is named before a missing --profile.
+        let t = Instant::now();
         let resolved = kernel::resolve(name)?;
-        lap("kernel resolved", &mut t);
+        lap("kernel resolved", t);
         let pname = match profile.map(str::to_string).or_else(|| kernel::default_profile(&kname)) {
             Some(p) => p,
             None => {
@@ -242,19 +258,35 @@ impl KernelTarget {
                 .into())
             }
         };
-        let mut profile = kernel::profile(&pname)?;
+        let profile = kernel::profile(&pname)?;
         let vmlinux = kernel::kernel_vmlinux(&resolved);
-        let (kernel_btf, (module, module_error), (testmod, testmod_error)) = std::thread::scope(|s| {
-            // The booted kernel's own BTF types tracing / LSM programs' ctx for the model
-            // (docs/kernel-btf.md); without it the model says which BTF is missing. Parsed beside
-            // the module builds' cache checks (each takes tenths of a second; the guest needs only
-            // the modules, the model only the BTF).
-            let btf = s.spawn(|| {
+        // The booted kernel's own BTF types tracing / LSM programs' ctx for the model
+        // (docs/kernel-btf.md); without it the model says which BTF is missing. Parsed beside the
+        // module builds' cache checks and the guest's start (the guest needs only the modules,
+        // the model only the BTF).
+        let btf = {
+            let (name, vmlinux) = (name.to_string(), vmlinux.clone());
+            std::thread::spawn(move || {
+                // One parse at a time, roughly in the order the kernels were given (their first
+                // guests' order): the first kernel's is done soonest, and two cores are left to
+                // the guests' restores rather than to three parses at once.
+                static ONE_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
+                let _turn = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
                 let t = Instant::now();
                 let r = vmlinux.as_deref().map(crate::kernel_btf::load);
                 tracing::debug!(kernel = %name, secs = t.elapsed().as_secs_f64(), "prepared: kernel BTF");
                 r
+            })
+        };
+        let ((module, module_error), (testmod, testmod_error)) = std::thread::scope(|s| {
+            // The two modules' cache checks side by side (bpf_testmod's also reads vmlinux's kfuncs).
+            let testmod = s.spawn(|| {
+                let t = Instant::now();
+                let r = prepare_testmod(name, &opts.testmod);
+                lap("bpf_testmod", t);
+                r
             });
+            let t = Instant::now();
             let module = if opts.module {
                 let built = match &opts.module_ko {
                     Some(ko) => kernel::module_from_ko(ko, vmlinux.as_deref()),
@@ -270,17 +302,10 @@ impl KernelTarget {
             } else {
                 (None, Some("test module disabled (--no-module)".into()))
             };
-            lap("test module", &mut t);
-            let testmod = prepare_testmod(name, &opts.testmod);
-            lap("bpf_testmod", &mut t);
-            (btf.join().unwrap_or_else(|p| std::panic::resume_unwind(p)), module, testmod)
+            lap("test module", t);
+            (module, testmod.join().unwrap_or_else(|p| std::panic::resume_unwind(p)))
         });
-        match kernel_btf {
-            Some(Ok(k)) => profile.kernel_btf = lockstep_core::kernel_btf::KernelBtfRef(Some(k)),
-            Some(Err(e)) => tracing::warn!("{name}: {e:#}"),
-            None => {}
-        }
-        Ok(KernelTarget {
+        let target = KernelTarget {
             name: name.into(),
             package_version: resolved.identity.clone(),
             profile,
@@ -295,7 +320,8 @@ impl KernelTarget {
                     .is_file()
                     .then(|| (resolved.release.clone(), resolved.config.clone())),
             },
-        })
+        };
+        Ok((target, PendingBtf(Some((name.to_string(), btf)))))
     }
 
     /// The kfuncs the model assumes: the built module's flags, else the module source's.
@@ -304,14 +330,71 @@ impl KernelTarget {
     }
 }
 
+/// The kernel BTF of a [`KernelTarget::prepare_for_guest`], parsed on a thread of its own.
+pub struct PendingBtf(Option<(String, BtfParse)>);
+
+/// The thread parsing a kernel's BTF (None: the kernel has no vmlinux to read it from).
+type BtfParse = std::thread::JoinHandle<Option<Result<Arc<KernelBtf>>>>;
+
+impl PendingBtf {
+    /// Waits for the parse and gives it to `target`'s profile (a file that could not be read or
+    /// parsed is a warning: the model then says which BTF is missing).
+    pub fn finish(self, target: &mut KernelTarget) {
+        let Some((name, handle)) = self.0 else { return };
+        match handle.join().unwrap_or_else(|p| std::panic::resume_unwind(p)) {
+            Some(Ok(k)) => target.profile.kernel_btf = lockstep_core::kernel_btf::KernelBtfRef(Some(k)),
+            Some(Err(e)) => tracing::warn!("{name}: {e:#}"),
+            None => {}
+        }
+    }
+}
+
 /// The kfuncs of `kernel`'s vmlinux, from its headers' BTF-only vmlinux (empty when unknown).
+/// Remembered in `<cache>/vmlinux-kfuncs/` per vmlinux contents and lockstep binary (whose code
+/// reads them): parsing vmlinux's BTF for them is most of the `bpf_testmod` check, which the
+/// kernel's first guest waits for (0.1-0.2 s per kernel; docs/speed.md, session 14).
 fn vmlinux_kfuncs(kernel: &str) -> BTreeSet<String> {
     let Some(v) = kernel::headers_vmlinux(kernel) else { return BTreeSet::new() };
-    std::fs::read(&v)
+    let memo = vmlinux_kfuncs_memo(&v);
+    if let Some(text) = memo.as_ref().and_then(|m| std::fs::read_to_string(m).ok()) {
+        if let Some(names) = text.strip_prefix(VMLINUX_KFUNCS_HEADER) {
+            return names.lines().map(str::to_string).collect();
+        }
+    }
+    let Some(names) = std::fs::read(&v)
         .ok()
         .and_then(|b| lockstep_core::module_ko::vmlinux_kfunc_sets(&b).ok())
-        .map(|sets| sets.into_keys().collect())
-        .unwrap_or_default()
+        .map(|sets| sets.into_keys().collect::<BTreeSet<String>>())
+    else {
+        return BTreeSet::new();
+    };
+    if let Some(m) = memo {
+        let dir = m.parent().expect("in a directory");
+        let tmp = m.with_extension(format!("tmp-{}", std::process::id()));
+        let text: String = std::iter::once(VMLINUX_KFUNCS_HEADER.to_string())
+            .chain(names.iter().map(|n| format!("{n}\n")))
+            .collect();
+        if std::fs::create_dir_all(dir).is_ok()
+            && std::fs::write(&tmp, text).is_ok()
+            && std::fs::rename(&tmp, &m).is_ok()
+        {
+            lockstep_vm::digest::prune(dir, 32);
+        } else {
+            let _ = std::fs::remove_file(&tmp);
+        }
+    }
+    names
+}
+
+/// The first line of a [`vmlinux_kfuncs`] memo, then one kfunc name per line.
+const VMLINUX_KFUNCS_HEADER: &str = "lockstep vmlinux kfuncs 1\n";
+
+/// Where [`vmlinux_kfuncs`] remembers the kfuncs of `vmlinux` (None without a cache or digests).
+fn vmlinux_kfuncs_memo(vmlinux: &Path) -> Option<PathBuf> {
+    use lockstep_vm::digest::{file_sha256, hex};
+    let exe = std::env::current_exe().ok()?;
+    let (v, me) = (file_sha256(vmlinux).ok()?, file_sha256(&exe).ok()?);
+    Some(kernel::cache_root().ok()?.join("vmlinux-kfuncs").join(format!("{}-{}", hex(&v), &hex(&me)[..16])))
 }
 
 /// Builds `bpf_testmod` for `kernel` when `choice` asks for it; a failed build is a warning and
@@ -435,7 +518,12 @@ impl KernelSession {
         };
         lockstep_vm::interrupt::install().context("installing the SIGINT/SIGTERM handlers")?;
         let exe = std::env::current_exe().context("finding the lockstep binary")?;
-        ensure_static(&exe)?;
+        // Once per process (the binary is read whole): every guest of a run starts from it.
+        static STATIC_OK: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+        if !STATIC_OK.load(std::sync::atomic::Ordering::Relaxed) {
+            ensure_static(&exe)?;
+            STATIC_OK.store(true, std::sync::atomic::Ordering::Relaxed);
+        }
         remove_stale_run_dirs(&std::env::temp_dir());
         let dir = tempfile::Builder::new()
             .prefix(&format!("{RUN_DIR_PREFIX}{}-", std::process::id()))
