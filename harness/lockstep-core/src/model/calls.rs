@@ -46,7 +46,9 @@ pub fn kfunc_allowed_under_lock(
 impl Machine<'_> {
     pub(super) fn call(&mut self, st: &mut State, pc: usize, insn: Insn) -> Step<Flow> {
         let case = self.case;
-        let name = case.program.call_name(pc);
+        // Only a kfunc call's name is looked at (`call_allowed_under_lock` and the kfunc
+        // dispatch below): a helper is known by its id, a static call by its target.
+        let name = if insn.src == BPF_PSEUDO_KFUNC_CALL { case.program.call_name(pc) } else { None };
         if !st.locks.is_empty()
             && self.on(Rule::CallUnderLock)
             && !self.call_allowed_under_lock(insn, name)?

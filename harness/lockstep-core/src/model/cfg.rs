@@ -21,19 +21,10 @@ fn reject<T>(msg: String) -> Step<T> {
 }
 
 /// `add_subprogs()` -> `add_subprog()`: a bpf-to-bpf call or a `BPF_PSEUDO_FUNC` load whose
-/// target lies outside the program ("call to invalid destination").
-pub(crate) fn check_call_targets(insns: &[Insn]) -> Step<()> {
-    for (pc, insn) in insns.iter().enumerate() {
-        let func_ref = insn.is_ld_imm64() && insn.src == BPF_PSEUDO_FUNC;
-        if !(insn.is_pseudo_call() || func_ref) {
-            continue;
-        }
-        let t = pc as i64 + insn.imm as i64 + 1;
-        if t < 0 || t >= insns.len() as i64 {
-            return reject("call to invalid destination".into());
-        }
-    }
-    Ok(())
+/// target lies outside the program (`Insn::subprog_target()`; found in `Prepared::new()`'s pass
+/// over the instructions).
+pub(crate) fn invalid_call_destination() -> Step<()> {
+    reject("call to invalid destination".into())
 }
 
 /// `check_subprogs()`: every jump of a subprogram lands inside it, and its last instruction is an

@@ -265,7 +265,7 @@ impl<'a> Machine<'a> {
         // add_subprogs() / add_subprog_and_kfunc(), check_subprogs(), then check_btf_info():
         // func_info only for a case with global functions or a program of a BPF object.
         self.exception_cb_tags()?;
-        // (`cfg::check_call_targets`, `check_subprogs`, `check_abnormal_return`, computed once
+        // (the call targets, `check_subprogs`, `check_abnormal_return`, computed once
         // per case: `Prepared::layout`.)
         self.prep.layout()?;
         self.check_and_resolve_insns()?;

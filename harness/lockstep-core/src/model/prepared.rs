@@ -81,6 +81,9 @@ pub struct Prepared<'a> {
     /// `imm == 1`), the only source of a `PTR_TO_ARENA` (`arena.rs`): without one, no load,
     /// store or atomic can meet an arena pointer and `save_aux_ptr_type()` has nothing to keep.
     pub(crate) arena_casts: bool,
+    /// A bpf-to-bpf call or a `BPF_PSEUDO_FUNC` load names an instruction outside the program
+    /// (`add_subprogs()` -> `add_subprog()`: "call to invalid destination").
+    call_target_outside: bool,
     /// Per map of the case, in order, each followed by its inner map ([`maps_with_inner`]).
     pub(crate) maps: Vec<MapFacts>,
     /// Whether a global data section among [`Prepared::maps`] has an error record
@@ -93,7 +96,8 @@ pub struct Prepared<'a> {
     pub(crate) map_refs: Vec<(usize, &'a str, Option<usize>)>,
     layout: OnceCell<Step<()>>,
     cfg: OnceCell<Step<()>>,
-    /// By `insn_fields_in_prepass` (bit 1) and `gotox` (bit 0) of the profile.
+    /// By `insn_fields_in_prepass` (bit 1) and `gotox` (bit 0) of the profile; slot 2 (the
+    /// strictest switches) is scanned first (`insn_scan`).
     insn_scans: [OnceCell<InsnScan>; 4],
     /// `prune::prune_info()` of the program (the same for every profile), at the first prune check.
     prune: OnceCell<Option<super::prune::PruneInfo>>,
@@ -150,22 +154,34 @@ impl<'a> Prepared<'a> {
         let error_record_globals =
             maps_with_inner(case).zip(&maps).any(|(m, f)| m.global_section && f.record_error.is_some());
         let insns = &program.insns;
+        // One pass over the instructions (each slot, as `Program::subprog_starts()` and
+        // `add_subprogs()` look at them): the subprogram starts, whether a call
+        // target lies outside the program, the casts from the arena, and the map references of
+        // first `ld_imm64` slots.
         let mut map_refs = Vec::new();
-        let mut pc = 0;
-        while pc < insns.len() {
-            if insns[pc].is_ld_imm64() {
+        let mut subprogs = vec![0usize];
+        let (mut call_target_outside, mut arena_casts, mut second_slot) = (false, false, false);
+        for (pc, insn) in insns.iter().enumerate() {
+            if let Some(t) = insn.subprog_target(pc) {
+                call_target_outside |= t < 0 || t >= insns.len() as i64;
+                if t >= 0 {
+                    subprogs.push(t as usize);
+                }
+            }
+            arena_casts |= super::arena::is_addr_space_cast(insn) && insn.imm == 1;
+            if std::mem::take(&mut second_slot) {
+                continue;
+            }
+            if insn.is_ld_imm64() {
                 if let Some(Reloc::Map { name } | Reloc::MapValue { name, .. }) = program.relocs.get(&pc) {
                     map_refs.push((pc, name.as_str(), case.maps.iter().position(|m| m.name == *name)));
                 }
-                pc += 2;
-            } else {
-                pc += 1;
+                second_slot = true;
             }
         }
         let exception_cb_start = case.exception_cb.as_ref().and_then(|cb| {
             program.labels.iter().find(|(&at, l)| at != 0 && **l == cb.name).map(|(&at, _)| at)
         });
-        let mut subprogs = program.subprog_starts();
         subprogs.extend(exception_cb_start);
         subprogs.sort_unstable();
         subprogs.dedup();
@@ -177,7 +193,8 @@ impl<'a> Prepared<'a> {
             global_ctx_args,
             func_info: callbacks::has_btf_func_info(case),
             gpl_compatible: crate::case::license_is_gpl_compatible(&case.license),
-            arena_casts: insns.iter().any(|i| super::arena::is_addr_space_cast(i) && i.imm == 1),
+            arena_casts,
+            call_target_outside,
             maps,
             error_record_globals,
             map_refs,
@@ -201,7 +218,9 @@ impl<'a> Prepared<'a> {
         self.layout
             .get_or_init(|| {
                 let insns = &self.case.program.insns;
-                cfg::check_call_targets(insns)?;
+                if self.call_target_outside {
+                    return cfg::invalid_call_destination();
+                }
                 cfg::check_subprogs(insns, &self.subprogs)?;
                 if !self.func_info {
                     cfg::check_abnormal_return(insns, &self.subprogs)?;
@@ -219,6 +238,15 @@ impl<'a> Prepared<'a> {
     /// The first instruction `check_and_resolve_insns()` refuses for its own reasons under a
     /// profile with these switches (the map checks at `ld_imm64`s before it are the caller's).
     pub(crate) fn insn_scan(&self, fields_in_prepass: bool, gotox: bool) -> Option<&(usize, Stop)> {
+        // Each profile's scan refuses a subset of what the strictest one (the fields checked,
+        // no gotox) refuses: `check_ldx_fields()` is `check_insn_fields()`'s `BPF_LDX` arm, the
+        // gotox opcode table a superset of the other. A program that one passes (nearly every
+        // program) passes every profile's: one scan per case instead of one per set of switches.
+        let strict =
+            self.insn_scans[2].get_or_init(|| first_refused_insn(&self.case.program.insns, true, false));
+        if strict.is_none() {
+            return None;
+        }
         let slot = &self.insn_scans[usize::from(fields_in_prepass) * 2 + usize::from(gotox)];
         slot.get_or_init(|| first_refused_insn(&self.case.program.insns, fields_in_prepass, gotox)).as_ref()
     }
