@@ -11,7 +11,7 @@ use crate::helpers::helper_id;
 use crate::insn::*;
 
 /// The jump target of a JA / conditional jump (`bpf_jmp_offset()`: JMP32 JA uses `imm`).
-fn jump_target(pc: usize, insn: &Insn) -> i64 {
+pub(super) fn jump_target(pc: usize, insn: &Insn) -> i64 {
     let off = if insn.code == (BPF_JMP32 | BPF_JA) { insn.imm as i64 } else { insn.off as i64 };
     pc as i64 + off + 1
 }

@@ -15,6 +15,7 @@ use super::vecmap::VecMap;
 use super::{callbacks, cfg, fields, special, Step, Stop};
 use crate::asm::Reloc;
 use crate::case::{Case, FieldKind, MapSpec, MapType};
+use crate::insn::{BPF_CALL, BPF_EXIT, BPF_JMP, BPF_JMP32};
 
 /// What `map_check_btf()` and `btf_parse_fields()` look at in one map, whatever the profile.
 #[derive(Debug)]
@@ -84,6 +85,9 @@ pub struct Prepared<'a> {
     /// A bpf-to-bpf call or a `BPF_PSEUDO_FUNC` load names an instruction outside the program
     /// (`add_subprogs()` -> `add_subprog()`: "call to invalid destination").
     call_target_outside: bool,
+    /// A jump goes back (or to itself): the program may have a loop (`prune.rs` keeps states
+    /// from the first step).
+    pub(crate) backward_jump: bool,
     /// Per map of the case, in order, each followed by its inner map ([`maps_with_inner`]).
     pub(crate) maps: Vec<MapFacts>,
     /// Whether a global data section among [`Prepared::maps`] has an error record
@@ -161,6 +165,7 @@ impl<'a> Prepared<'a> {
         let mut map_refs = Vec::new();
         let mut subprogs = vec![0usize];
         let (mut call_target_outside, mut arena_casts, mut second_slot) = (false, false, false);
+        let mut backward_jump = false;
         for (pc, insn) in insns.iter().enumerate() {
             if let Some(t) = insn.subprog_target(pc) {
                 call_target_outside |= t < 0 || t >= insns.len() as i64;
@@ -169,6 +174,9 @@ impl<'a> Prepared<'a> {
                 }
             }
             arena_casts |= super::arena::is_addr_space_cast(insn) && insn.imm == 1;
+            let jump =
+                matches!(insn.class(), BPF_JMP | BPF_JMP32) && !matches!(insn.op(), BPF_CALL | BPF_EXIT);
+            backward_jump |= jump && cfg::jump_target(pc, insn) <= pc as i64;
             if std::mem::take(&mut second_slot) {
                 continue;
             }
@@ -195,6 +203,7 @@ impl<'a> Prepared<'a> {
             gpl_compatible: crate::case::license_is_gpl_compatible(&case.license),
             arena_casts,
             call_target_outside,
+            backward_jump,
             maps,
             error_record_globals,
             map_refs,
