@@ -84,24 +84,24 @@ pub(crate) fn check_abnormal_return(insns: &[Insn], starts: &[usize]) -> Step<()
 const NONE: i64 = i64::MIN;
 
 /// The instructions `visit_insn()` pushes after `pc` (fall-through and branch targets): up to
-/// two, [`NONE`] for an unused slot (two scalars, no allocation: this runs on every check).
-fn successors(insns: &[Insn], pc: usize) -> Step<(i64, i64)> {
+/// two, [`NONE`] for an unused slot (two scalars, no allocation: this runs on every check); None
+/// for an indirect jump (gotox), which the model does not follow.
+#[inline]
+fn successors(insns: &[Insn], pc: usize) -> Option<(i64, i64)> {
     let insn = &insns[pc];
     let next = pc as i64 + 1;
     let callee = pc as i64 + insn.imm as i64 + 1;
     if insn.is_ld_imm64() {
-        return Ok(if insn.src == BPF_PSEUDO_FUNC { (next + 1, callee) } else { (next + 1, NONE) });
+        return Some(if insn.src == BPF_PSEUDO_FUNC { (next + 1, callee) } else { (next + 1, NONE) });
     }
     if !matches!(insn.class(), BPF_JMP | BPF_JMP32) {
-        return Ok((next, NONE));
+        return Some((next, NONE));
     }
-    Ok(match insn.op() {
+    Some(match insn.op() {
         BPF_EXIT => (NONE, NONE),
         BPF_CALL if insn.is_pseudo_call() => (next, callee),
         BPF_CALL => (next, NONE),
-        BPF_JA if insn.source() == BPF_X => {
-            return Err(Stop::Unsupported(format!("indirect jump (gotox) at {pc}")));
-        }
+        BPF_JA if insn.source() == BPF_X => return None,
         BPF_JA => (jump_target(pc, insn), NONE),
         _ => (next, jump_target(pc, insn)),
     })
@@ -142,7 +142,9 @@ pub(crate) fn check_cfg(insns: &[Insn], exception_cb: Option<usize>) -> Step<()>
         }
         depth -= 1;
         let t = todo[depth] as usize;
-        let (first, second) = successors(insns, t)?;
+        let Some((first, second)) = successors(insns, t) else {
+            return Err(Stop::Unsupported(format!("indirect jump (gotox) at {t}")));
+        };
         for w in [first, second] {
             if w == NONE {
                 continue;

@@ -32,6 +32,14 @@ pub(crate) struct MapFacts {
     pub field_refused: bool,
 }
 
+/// The kinds of the fields of `m`'s value (bit `FieldKind as u32`), none without BTF.
+pub(crate) fn value_kinds(m: &MapSpec) -> u32 {
+    match m.btf {
+        true => m.value.fields.iter().fold(0, |k, f| k | 1 << f.kind as u32),
+        false => 0,
+    }
+}
+
 /// The maps of `case` as the loader creates them: each map, then its inner map (map-in-map).
 pub(crate) fn maps_with_inner(case: &Case) -> impl Iterator<Item = &MapSpec> {
     case.maps.iter().flat_map(|m| std::iter::once(m).chain(m.inner.as_deref()))
@@ -96,8 +104,8 @@ pub struct Prepared<'a> {
     /// `ld_imm64` instructions with a map reference, in instruction order, as
     /// `check_and_resolve_insns()` meets them (a second slot is never a first), with the index
     /// of the case map of that name (`None`: no such map), found once here rather than by name
-    /// at every check.
-    pub(crate) map_refs: Vec<(usize, &'a str, Option<usize>)>,
+    /// at every check, and that map's [`value_kinds`].
+    pub(crate) map_refs: Vec<(usize, &'a str, Option<usize>, u32)>,
     layout: OnceCell<Step<()>>,
     cfg: OnceCell<Step<()>>,
     /// By `insn_fields_in_prepass` (bit 1) and `gotox` (bit 0) of the profile; slot 2 (the
@@ -126,15 +134,13 @@ impl<'a> Prepared<'a> {
                 // One pass over the value's fields (a global data section may hold many): the
                 // kinds it holds, and whether a special field other than a lock is one the map
                 // type may not hold.
-                let (mut kinds, mut field_refused) = (0u32, false);
-                if m.btf {
-                    for f in &m.value.fields {
-                        kinds |= 1 << f.kind as u32;
-                        field_refused |= special::in_map_record(f.kind)
+                let kinds = value_kinds(m);
+                let field_refused = m.btf
+                    && m.value.fields.iter().any(|f| {
+                        special::in_map_record(f.kind)
                             && !f.kind.is_lock()
-                            && !special::map_type_allows(f.kind, m.map_type);
-                    }
-                }
+                            && !special::map_type_allows(f.kind, m.map_type)
+                    });
                 let has = |k: FieldKind| kinds & 1 << k as u32 != 0;
                 // special::record_error() finds nothing without a graph root or with only one
                 // of the two graph node kinds.
@@ -182,7 +188,13 @@ impl<'a> Prepared<'a> {
             }
             if insn.is_ld_imm64() {
                 if let Some(Reloc::Map { name } | Reloc::MapValue { name, .. }) = program.relocs.get(&pc) {
-                    map_refs.push((pc, name.as_str(), case.maps.iter().position(|m| m.name == *name)));
+                    let index = case.maps.iter().position(|m| m.name == *name);
+                    map_refs.push((
+                        pc,
+                        name.as_str(),
+                        index,
+                        index.map_or(0, |i| value_kinds(&case.maps[i])),
+                    ));
                 }
                 second_slot = true;
             }
