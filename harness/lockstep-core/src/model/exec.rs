@@ -58,7 +58,7 @@ pub(crate) struct Machine<'a> {
     /// message of a loop that does not converge.
     pub widen_refused: VecMap<usize, String>,
     /// States met at each prune point (`prune.rs`).
-    pub visited: VecMap<usize, super::state::SeenStates>,
+    pub visited: VecMap<usize, super::prune::Kept>,
     /// A path was pruned (`prune.rs`): later reference ids are not known exactly.
     pub pruned_paths: std::cell::Cell<bool>,
     /// The path being walked, or one it forked from, was popped after other paths took ids

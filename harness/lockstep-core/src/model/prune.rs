@@ -18,11 +18,13 @@
 //!
 //! The ids a skipped subtree would have taken (`++env->id_gen`) are not taken, where the kernel
 //! (other prune points, states kept only now and then by `is_state_visited()`) may have walked
-//! it: after a pruned path, a reference leak's message (its id) is `unsupported`; the irq
-//! messages with ids already need the first path (`State::ids_exact`), which is never pruned.
+//! it: after a pruned path, a reference leak's message (its id) is `unsupported` (unless no id
+//! was taken since the first state at that instruction was kept: the subtree skipped, the same
+//! as the one walked from the equal state, takes none); the irq messages with ids already need
+//! the first path (`State::ids_exact`), which is never pruned.
 
 use super::exec::Machine;
-use super::state::{Reg, State};
+use super::state::{Reg, SeenStates, State};
 use crate::insn::*;
 
 /// States kept per instruction; later ones are not recorded (the walk then goes on as before).
@@ -48,6 +50,14 @@ const EARLY_LOOP_EXIT_STATES: usize = 1;
 /// [`PruneInfo`]'s kinds of instruction: a prune point, and one that is a loop's exit.
 const POINT: u8 = 1;
 const LOOP_EXIT: u8 = 2;
+
+/// The states kept at a prune point (`Machine::visited`).
+#[derive(Default)]
+pub(crate) struct Kept {
+    states: SeenStates,
+    /// `env->id_gen` when the first of them was kept.
+    ids_at_first: u32,
+}
 
 /// The prune points and register liveness of a program.
 pub(crate) struct PruneInfo {
@@ -294,14 +304,21 @@ impl Machine<'_> {
                 *reg = Reg::NotInit;
             }
         }
-        let seen = self.visited.entry_or_default(pc);
-        let found = seen.contains(st);
-        if !found && seen.len() < if early { EARLY_LOOP_EXIT_STATES } else { MAX_PRUNE_STATES } {
-            seen.push(st.clone());
+        let id_gen = self.id_gen;
+        let kept = self.visited.entry_or_default(pc);
+        let k = st.quick_key();
+        let found = kept.states.contains_keyed(st, k);
+        if !found && kept.states.len() < if early { EARLY_LOOP_EXIT_STATES } else { MAX_PRUNE_STATES } {
+            if kept.states.is_empty() {
+                kept.ids_at_first = id_gen;
+            }
+            kept.states.push_keyed(std::sync::Arc::new(st.clone()), k);
         }
         st.frames[0].regs = regs;
         st.ids_exact = ids_exact;
-        if found {
+        // The subtree skipped is the one walked from the equal state kept, which took as many
+        // ids as it: none when no id was taken since the first state here was kept.
+        if found && id_gen != kept.ids_at_first {
             self.pruned_paths.set(true);
         }
         found
