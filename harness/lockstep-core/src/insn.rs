@@ -149,6 +149,16 @@ impl Insn {
     pub const fn is_pseudo_call(&self) -> bool {
         self.is_call() && self.src == BPF_PSEUDO_CALL
     }
+    /// The instruction a bpf-to-bpf call or a `BPF_PSEUDO_FUNC` `ld_imm64` at `pc` names
+    /// (`pc + imm + 1`, which may lie outside the program), None for any other instruction
+    /// (`add_subprog_and_kfunc()`'s two cases).
+    pub const fn subprog_target(&self, pc: usize) -> Option<i64> {
+        if self.is_pseudo_call() || (self.is_ld_imm64() && self.src == BPF_PSEUDO_FUNC) {
+            Some(pc as i64 + self.imm as i64 + 1)
+        } else {
+            None
+        }
+    }
     /// True for a kfunc call.
     pub const fn is_kfunc_call(&self) -> bool {
         self.is_call() && self.src == BPF_PSEUDO_KFUNC_CALL

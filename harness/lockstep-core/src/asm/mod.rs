@@ -79,12 +79,8 @@ impl Program {
     pub fn subprog_starts(&self) -> Vec<usize> {
         let mut starts = vec![0usize];
         for (i, insn) in self.insns.iter().enumerate() {
-            let is_func_ref = insn.is_ld_imm64() && insn.src == crate::insn::BPF_PSEUDO_FUNC;
-            if insn.is_pseudo_call() || is_func_ref {
-                let t = i as i64 + insn.imm as i64 + 1;
-                if t >= 0 {
-                    starts.push(t as usize);
-                }
+            if let Some(t) = insn.subprog_target(i).filter(|t| *t >= 0) {
+                starts.push(t as usize);
             }
         }
         starts.sort_unstable();

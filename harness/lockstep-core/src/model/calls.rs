@@ -46,11 +46,13 @@ pub fn kfunc_allowed_under_lock(
 impl Machine<'_> {
     pub(super) fn call(&mut self, st: &mut State, pc: usize, insn: Insn) -> Step<Flow> {
         let case = self.case;
-        let mut name = case.program.call_name(pc);
+        // Only a kfunc call's name is looked at (`call_allowed_under_lock` and the kfunc
+        // dispatch below): a helper is known by its id, a static call by its target.
+        let mut name = if insn.src == BPF_PSEUDO_KFUNC_CALL { case.program.call_name(pc) } else { None };
         // A kfunc called by its `___flavour` name is the kfunc libbpf resolved it to (ksym.rs).
         // Only cases that declare such a name resolve one (`Prepared::flavoured_kfuncs`): a kfunc
         // call is on the walk's hot path.
-        if insn.src == BPF_PSEUDO_KFUNC_CALL && self.prep.flavoured_kfuncs {
+        if name.is_some() && self.prep.flavoured_kfuncs {
             name = super::ksym::resolved_kfunc_name(self.profile, &case.program, name)?;
         }
         if !st.locks.is_empty()

@@ -11,7 +11,7 @@ use crate::helpers::helper_id;
 use crate::insn::*;
 
 /// The jump target of a JA / conditional jump (`bpf_jmp_offset()`: JMP32 JA uses `imm`).
-fn jump_target(pc: usize, insn: &Insn) -> i64 {
+pub(super) fn jump_target(pc: usize, insn: &Insn) -> i64 {
     let off = if insn.code == (BPF_JMP32 | BPF_JA) { insn.imm as i64 } else { insn.off as i64 };
     pc as i64 + off + 1
 }
@@ -21,19 +21,10 @@ fn reject<T>(msg: String) -> Step<T> {
 }
 
 /// `add_subprogs()` -> `add_subprog()`: a bpf-to-bpf call or a `BPF_PSEUDO_FUNC` load whose
-/// target lies outside the program ("call to invalid destination").
-pub(crate) fn check_call_targets(insns: &[Insn]) -> Step<()> {
-    for (pc, insn) in insns.iter().enumerate() {
-        let func_ref = insn.is_ld_imm64() && insn.src == BPF_PSEUDO_FUNC;
-        if !(insn.is_pseudo_call() || func_ref) {
-            continue;
-        }
-        let t = pc as i64 + insn.imm as i64 + 1;
-        if t < 0 || t >= insns.len() as i64 {
-            return reject("call to invalid destination".into());
-        }
-    }
-    Ok(())
+/// target lies outside the program (`Insn::subprog_target()`; found in `Prepared::new()`'s pass
+/// over the instructions).
+pub(crate) fn invalid_call_destination() -> Step<()> {
+    reject("call to invalid destination".into())
 }
 
 /// `check_subprogs()`: every jump of a subprogram lands inside it, and its last instruction is an
@@ -93,24 +84,24 @@ pub(crate) fn check_abnormal_return(insns: &[Insn], starts: &[usize]) -> Step<()
 const NONE: i64 = i64::MIN;
 
 /// The instructions `visit_insn()` pushes after `pc` (fall-through and branch targets): up to
-/// two, [`NONE`] for an unused slot (two scalars, no allocation: this runs on every check).
-fn successors(insns: &[Insn], pc: usize) -> Step<(i64, i64)> {
+/// two, [`NONE`] for an unused slot (two scalars, no allocation: this runs on every check); None
+/// for an indirect jump (gotox), which the model does not follow.
+#[inline]
+fn successors(insns: &[Insn], pc: usize) -> Option<(i64, i64)> {
     let insn = &insns[pc];
     let next = pc as i64 + 1;
     let callee = pc as i64 + insn.imm as i64 + 1;
     if insn.is_ld_imm64() {
-        return Ok(if insn.src == BPF_PSEUDO_FUNC { (next + 1, callee) } else { (next + 1, NONE) });
+        return Some(if insn.src == BPF_PSEUDO_FUNC { (next + 1, callee) } else { (next + 1, NONE) });
     }
     if !matches!(insn.class(), BPF_JMP | BPF_JMP32) {
-        return Ok((next, NONE));
+        return Some((next, NONE));
     }
-    Ok(match insn.op() {
+    Some(match insn.op() {
         BPF_EXIT => (NONE, NONE),
         BPF_CALL if insn.is_pseudo_call() => (next, callee),
         BPF_CALL => (next, NONE),
-        BPF_JA if insn.source() == BPF_X => {
-            return Err(Stop::Unsupported(format!("indirect jump (gotox) at {pc}")));
-        }
+        BPF_JA if insn.source() == BPF_X => return None,
         BPF_JA => (jump_target(pc, insn), NONE),
         _ => (next, jump_target(pc, insn)),
     })
@@ -151,7 +142,9 @@ pub(crate) fn check_cfg(insns: &[Insn], exception_cb: Option<usize>) -> Step<()>
         }
         depth -= 1;
         let t = todo[depth] as usize;
-        let (first, second) = successors(insns, t)?;
+        let Some((first, second)) = successors(insns, t) else {
+            return Err(Stop::Unsupported(format!("indirect jump (gotox) at {t}")));
+        };
         for w in [first, second] {
             if w == NONE {
                 continue;

@@ -58,7 +58,7 @@ pub(crate) struct Machine<'a> {
     /// message of a loop that does not converge.
     pub widen_refused: VecMap<usize, String>,
     /// States met at each prune point (`prune.rs`).
-    pub visited: VecMap<usize, super::state::SeenStates>,
+    pub visited: VecMap<usize, super::prune::Kept>,
     /// A path was pruned (`prune.rs`): later reference ids are not known exactly.
     pub pruned_paths: std::cell::Cell<bool>,
     /// The path being walked, or one it forked from, was popped after other paths took ids
@@ -265,7 +265,7 @@ impl<'a> Machine<'a> {
         // add_subprogs() / add_subprog_and_kfunc(), check_subprogs(), then check_btf_info():
         // func_info only for a case with global functions or a program of a BPF object.
         self.exception_cb_tags()?;
-        // (`cfg::check_call_targets`, `check_subprogs`, `check_abnormal_return`, computed once
+        // (the call targets, `check_subprogs`, `check_abnormal_return`, computed once
         // per case: `Prepared::layout`.)
         self.prep.layout()?;
         self.check_and_resolve_insns()?;
@@ -291,11 +291,11 @@ impl<'a> Machine<'a> {
     fn check_and_resolve_insns(&self) -> Step<()> {
         let refused = self.prep.insn_scan(self.profile.insn_fields_in_prepass, self.profile.gotox);
         let end = refused.map_or(usize::MAX, |(pc, _)| *pc);
-        for &(pc, name, index) in &self.prep.map_refs {
+        for &(pc, name, index, kinds) in &self.prep.map_refs {
             if pc >= end {
                 break;
             }
-            self.check_map_prog_compatibility(name, index)?;
+            self.check_map_prog_compatibility(name, index, kinds)?;
         }
         match refused {
             Some((_, stop)) => Err(stop.clone()),
@@ -304,13 +304,13 @@ impl<'a> Machine<'a> {
     }
 
     /// `add_used_map()` -> `check_map_prog_compatibility()` for the map `name` (`index`: its
-    /// [`Machine::map_index`], found by `Prepared`).
-    fn check_map_prog_compatibility(&self, name: &str, index: Option<usize>) -> Step<()> {
+    /// [`Machine::map_index`], and `kinds`, its `prepared::value_kinds`, found by `Prepared`).
+    fn check_map_prog_compatibility(&self, name: &str, index: Option<usize>, kinds: u32) -> Step<()> {
         let Some(mi) = index else {
             return Err(Stop::Unsupported(format!("unknown map `{name}`")));
         };
         let m = self.map(mi);
-        let has = |k| m.btf && m.value.field_of(k).is_some();
+        let has = |k: FieldKind| kinds & 1 << k as u32 != 0;
         if (has(FieldKind::ListHead) || has(FieldKind::RbRoot))
             && self.profile.tracing_prog_types.contains(&self.case.prog_type)
             && self.on(Rule::ProgTypeCompat)

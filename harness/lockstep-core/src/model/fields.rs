@@ -269,4 +269,25 @@ mod insntable_tests {
         );
         assert!(!in_insntable(0xff, true));
     }
+
+    /// `Prepared::insn_scan` relies on it: the gotox table knows every opcode the other knows.
+    #[test]
+    fn gotox_table_is_a_superset() {
+        for code in 0..=255u8 {
+            assert!(!in_insntable(code, false) || in_insntable(code, true), "{code:#x}");
+        }
+    }
+
+    /// And on this: what `check_ldx_fields()` refuses, `check_insn_fields()` refuses.
+    #[test]
+    fn ldx_fields_are_within_the_insn_fields() {
+        for code in 0..=255u8 {
+            for imm in [0, 1, -1] {
+                let insn = Insn { code, dst: 1, src: 2, off: 0, imm };
+                if check_ldx_fields(&insn).is_err() {
+                    assert!(check_insn_fields(&insn).is_err(), "{code:#x} {imm}");
+                }
+            }
+        }
+    }
 }

@@ -102,7 +102,8 @@ impl Machine<'_> {
         // The checkpoints share the map of bpf_iter_num_next's: keyed by instruction, and an
         // instruction is either a may_goto or a call.
         let seen = self.iter_seen.entry_or_default(pc);
-        if seen.contains(&key) {
+        let k = key.quick_key();
+        if seen.contains_keyed(&key, k) {
             return Ok(Flow::Done);
         }
         if seen.len() >= MAX_MAY_GOTO_CHECKPOINTS {
@@ -110,7 +111,7 @@ impl Machine<'_> {
                 "may_goto loop at {pc} did not converge in {MAX_MAY_GOTO_CHECKPOINTS} iterations (the kernel's widening is not modelled)"
             )));
         }
-        seen.push(key);
+        seen.push_keyed(std::sync::Arc::new(key), k);
         let mut fall = st.clone();
         fall.pc = pc + 1;
         let target = (pc as i64 + insn.off as i64 + 1) as usize;
@@ -246,7 +247,8 @@ impl Machine<'_> {
                 }
                 let key = iter_checkpoint(st, pc);
                 let seen = self.iter_seen.entry_or_default(pc);
-                if seen.contains(&key) {
+                let k = key.quick_key();
+                if seen.contains_keyed(&key, k) {
                     return Ok(Flow::Done);
                 }
                 if seen.len() >= MAX_ITER_CHECKPOINTS {
@@ -264,7 +266,7 @@ impl Machine<'_> {
                 let mut head = key;
                 head.loop_heads = Default::default();
                 let head = std::sync::Arc::new(head);
-                seen.push_shared(head.clone());
+                seen.push_keyed(head.clone(), k);
                 let prev = st.loop_heads.get(pc);
                 // check_kfunc_call(): `int *` (not a struct) is PTR_TO_MEM | MEM_RDONLY of the
                 // int's size, KF_RET_NULL gives it PTR_MAYBE_NULL and an id (++env->id_gen, on

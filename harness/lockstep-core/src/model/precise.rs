@@ -21,7 +21,7 @@
 //! Constructs the analysis does not follow (bpf-to-bpf calls, callbacks, atomics, LD_ABS/IND,
 //! `gotox`, a register subtraction) give no answer: the loop is then left as before (no widening).
 
-use super::prune::successors;
+use super::prune::{successors, Succs};
 use crate::insn::*;
 
 /// A set of locations of the program's frame: R0-R9 and the 64 stack slots (slot `i` holds
@@ -89,7 +89,7 @@ fn followed(insn: &Insn) -> bool {
 
 /// Forward: the locations that may hold a scalar with an id (a move, spill or fill took part in
 /// making their value) before each instruction.
-fn may_link(insns: &[Insn], succ: &[Vec<usize>]) -> Vec<Locs> {
+fn may_link(insns: &[Insn], succ: &[Succs]) -> Vec<Locs> {
     let n = insns.len();
     let mut at = vec![Locs::default(); n];
     let mut seen = vec![false; n];
@@ -165,7 +165,7 @@ pub(crate) fn precise_live(insns: &[Insn], return_checked: bool) -> Option<Vec<L
         }
         succ.push(successors(insns, pc)?);
         if insns[pc].is_ld_imm64() {
-            succ.push(vec![]);
+            succ.push(Succs::default());
             pc += 1;
         }
         pc += 1;

@@ -15,6 +15,7 @@ use super::vecmap::VecMap;
 use super::{callbacks, cfg, fields, special, Step, Stop};
 use crate::asm::Reloc;
 use crate::case::{Case, FieldKind, MapSpec, MapType};
+use crate::insn::{BPF_CALL, BPF_EXIT, BPF_JMP, BPF_JMP32};
 
 /// What `map_check_btf()` and `btf_parse_fields()` look at in one map, whatever the profile.
 #[derive(Debug)]
@@ -29,6 +30,14 @@ pub(crate) struct MapFacts {
     pub record_error: Option<String>,
     /// A special field other than a lock this map type may not hold (`map_check_btf()`).
     pub field_refused: bool,
+}
+
+/// The kinds of the fields of `m`'s value (bit `FieldKind as u32`), none without BTF.
+pub(crate) fn value_kinds(m: &MapSpec) -> u32 {
+    match m.btf {
+        true => m.value.fields.iter().fold(0, |k, f| k | 1 << f.kind as u32),
+        false => 0,
+    }
 }
 
 /// The maps of `case` as the loader creates them: each map, then its inner map (map-in-map).
@@ -87,6 +96,12 @@ pub struct Prepared<'a> {
     /// `extern_kfuncs`). libbpf resolves flavours; a text case's kfunc names are looked up as
     /// written (lockstep-bpf loader.rs: an unknown name is a setup error, no verdict).
     pub(crate) flavoured_kfuncs: bool,
+    /// A bpf-to-bpf call or a `BPF_PSEUDO_FUNC` load names an instruction outside the program
+    /// (`add_subprogs()` -> `add_subprog()`: "call to invalid destination").
+    call_target_outside: bool,
+    /// A jump goes back (or to itself): the program may have a loop (`prune.rs` keeps states
+    /// from the first step).
+    pub(crate) backward_jump: bool,
     /// Per map of the case, in order, each followed by its inner map ([`maps_with_inner`]).
     pub(crate) maps: Vec<MapFacts>,
     /// Whether a global data section among [`Prepared::maps`] has an error record
@@ -95,11 +110,12 @@ pub struct Prepared<'a> {
     /// `ld_imm64` instructions with a map reference, in instruction order, as
     /// `check_and_resolve_insns()` meets them (a second slot is never a first), with the index
     /// of the case map of that name (`None`: no such map), found once here rather than by name
-    /// at every check.
-    pub(crate) map_refs: Vec<(usize, &'a str, Option<usize>)>,
+    /// at every check, and that map's [`value_kinds`].
+    pub(crate) map_refs: Vec<(usize, &'a str, Option<usize>, u32)>,
     layout: OnceCell<Step<()>>,
     cfg: OnceCell<Step<()>>,
-    /// By `insn_fields_in_prepass` (bit 1) and `gotox` (bit 0) of the profile.
+    /// By `insn_fields_in_prepass` (bit 1) and `gotox` (bit 0) of the profile; slot 2 (the
+    /// strictest switches) is scanned first (`insn_scan`).
     insn_scans: [OnceCell<InsnScan>; 4],
     /// `prune::prune_info()` of the program (the same for every profile), at the first prune check.
     prune: OnceCell<Option<super::prune::PruneInfo>>,
@@ -124,15 +140,13 @@ impl<'a> Prepared<'a> {
                 // One pass over the value's fields (a global data section may hold many): the
                 // kinds it holds, and whether a special field other than a lock is one the map
                 // type may not hold.
-                let (mut kinds, mut field_refused) = (0u32, false);
-                if m.btf {
-                    for f in &m.value.fields {
-                        kinds |= 1 << f.kind as u32;
-                        field_refused |= special::in_map_record(f.kind)
+                let kinds = value_kinds(m);
+                let field_refused = m.btf
+                    && m.value.fields.iter().any(|f| {
+                        special::in_map_record(f.kind)
                             && !f.kind.is_lock()
-                            && !special::map_type_allows(f.kind, m.map_type);
-                    }
-                }
+                            && !special::map_type_allows(f.kind, m.map_type)
+                    });
                 let has = |k: FieldKind| kinds & 1 << k as u32 != 0;
                 // special::record_error() finds nothing without a graph root or with only one
                 // of the two graph node kinds.
@@ -156,22 +170,44 @@ impl<'a> Prepared<'a> {
         let error_record_globals =
             maps_with_inner(case).zip(&maps).any(|(m, f)| m.global_section && f.record_error.is_some());
         let insns = &program.insns;
+        // One pass over the instructions (each slot, as `Program::subprog_starts()` and
+        // `add_subprogs()` look at them): the subprogram starts, whether a call
+        // target lies outside the program, the casts from the arena, and the map references of
+        // first `ld_imm64` slots.
         let mut map_refs = Vec::new();
-        let mut pc = 0;
-        while pc < insns.len() {
-            if insns[pc].is_ld_imm64() {
-                if let Some(Reloc::Map { name } | Reloc::MapValue { name, .. }) = program.relocs.get(&pc) {
-                    map_refs.push((pc, name.as_str(), case.maps.iter().position(|m| m.name == *name)));
+        let mut subprogs = vec![0usize];
+        let (mut call_target_outside, mut arena_casts, mut second_slot) = (false, false, false);
+        let mut backward_jump = false;
+        for (pc, insn) in insns.iter().enumerate() {
+            if let Some(t) = insn.subprog_target(pc) {
+                call_target_outside |= t < 0 || t >= insns.len() as i64;
+                if t >= 0 {
+                    subprogs.push(t as usize);
                 }
-                pc += 2;
-            } else {
-                pc += 1;
+            }
+            arena_casts |= super::arena::is_addr_space_cast(insn) && insn.imm == 1;
+            let jump =
+                matches!(insn.class(), BPF_JMP | BPF_JMP32) && !matches!(insn.op(), BPF_CALL | BPF_EXIT);
+            backward_jump |= jump && cfg::jump_target(pc, insn) <= pc as i64;
+            if std::mem::take(&mut second_slot) {
+                continue;
+            }
+            if insn.is_ld_imm64() {
+                if let Some(Reloc::Map { name } | Reloc::MapValue { name, .. }) = program.relocs.get(&pc) {
+                    let index = case.maps.iter().position(|m| m.name == *name);
+                    map_refs.push((
+                        pc,
+                        name.as_str(),
+                        index,
+                        index.map_or(0, |i| value_kinds(&case.maps[i])),
+                    ));
+                }
+                second_slot = true;
             }
         }
         let exception_cb_start = case.exception_cb.as_ref().and_then(|cb| {
             program.labels.iter().find(|(&at, l)| at != 0 && **l == cb.name).map(|(&at, _)| at)
         });
-        let mut subprogs = program.subprog_starts();
         subprogs.extend(exception_cb_start);
         subprogs.sort_unstable();
         subprogs.dedup();
@@ -183,9 +219,11 @@ impl<'a> Prepared<'a> {
             global_ctx_args,
             func_info: callbacks::has_btf_func_info(case),
             gpl_compatible: crate::case::license_is_gpl_compatible(&case.license),
-            arena_casts: insns.iter().any(|i| super::arena::is_addr_space_cast(i) && i.imm == 1),
+            arena_casts,
             flavoured_kfuncs: case.object.is_some()
                 && case.extern_kfuncs.iter().any(|k| super::ksym::has_flavour_separator(k)),
+            call_target_outside,
+            backward_jump,
             maps,
             error_record_globals,
             map_refs,
@@ -209,7 +247,9 @@ impl<'a> Prepared<'a> {
         self.layout
             .get_or_init(|| {
                 let insns = &self.case.program.insns;
-                cfg::check_call_targets(insns)?;
+                if self.call_target_outside {
+                    return cfg::invalid_call_destination();
+                }
                 cfg::check_subprogs(insns, &self.subprogs)?;
                 if !self.func_info {
                     cfg::check_abnormal_return(insns, &self.subprogs)?;
@@ -227,6 +267,15 @@ impl<'a> Prepared<'a> {
     /// The first instruction `check_and_resolve_insns()` refuses for its own reasons under a
     /// profile with these switches (the map checks at `ld_imm64`s before it are the caller's).
     pub(crate) fn insn_scan(&self, fields_in_prepass: bool, gotox: bool) -> Option<&(usize, Stop)> {
+        // Each profile's scan refuses a subset of what the strictest one (the fields checked,
+        // no gotox) refuses: `check_ldx_fields()` is `check_insn_fields()`'s `BPF_LDX` arm, the
+        // gotox opcode table a superset of the other. A program that one passes (nearly every
+        // program) passes every profile's: one scan per case instead of one per set of switches.
+        let strict =
+            self.insn_scans[2].get_or_init(|| first_refused_insn(&self.case.program.insns, true, false));
+        if strict.is_none() {
+            return None;
+        }
         let slot = &self.insn_scans[usize::from(fields_in_prepass) * 2 + usize::from(gotox)];
         slot.get_or_init(|| first_refused_insn(&self.case.program.insns, fields_in_prepass, gotox)).as_ref()
     }

@@ -735,16 +735,22 @@ pub struct SeenStates(Vec<(u64, std::sync::Arc<State>)>);
 impl SeenStates {
     /// Whether a state equal to `st` was met.
     pub fn contains(&self, st: &State) -> bool {
-        let k = st.quick_key();
+        self.contains_keyed(st, st.quick_key())
+    }
+    /// [`SeenStates::contains`] for `st` whose [`State::quick_key`] is `k` (a caller that may
+    /// record it next computes the key once: [`SeenStates::push_keyed`]).
+    pub fn contains_keyed(&self, st: &State, k: u64) -> bool {
         self.0.iter().any(|(h, s)| *h == k && **s == *st)
     }
     /// Records `st`.
     pub fn push(&mut self, st: State) {
-        self.push_shared(std::sync::Arc::new(st));
-    }
-    /// Records `st`, shared with its other holders (a loop head, `loops.rs`).
-    pub fn push_shared(&mut self, st: std::sync::Arc<State>) {
         let k = st.quick_key();
+        self.push_keyed(std::sync::Arc::new(st), k);
+    }
+    /// Records `st`, whose [`State::quick_key`] is `k`, shared with its other holders (a loop
+    /// head, `loops.rs`).
+    pub fn push_keyed(&mut self, st: std::sync::Arc<State>, k: u64) {
+        debug_assert_eq!(k, st.quick_key());
         self.0.push((k, st));
     }
     /// How many states were recorded.

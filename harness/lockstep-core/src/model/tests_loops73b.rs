@@ -63,6 +63,26 @@ fn three_unrolled_loops_converge_at_their_exits() {
 }
 
 #[test]
+fn three_unrolled_loops_walk_no_more_than_the_kernel() {
+    // The kernel processes 856 instructions of this program (debian:6.12, 7.2 and 7.3, the
+    // `source` of tests/corpus/loops73b-exits.toml): each loop walked once, the later passes of
+    // the one before pruned at its exit. The model keeps the first state at a loop's exit from
+    // the first step (prune.rs), so it walks no more.
+    let m = cnt_lock_map("m", MapType::Hash, FieldKind::SpinLock, true);
+    let text = three_loops("");
+    let program = assemble(&text, &symbols()).expect("test program assembles");
+    let c = Case { maps: vec![m], ..Case::new("t", ProgType::SchedCls, program, &text) };
+    let module = crate::module_src::bundled();
+    let prep = Prepared::new(&c);
+    for p in KernelProfile::all() {
+        let opts = ModelOptions::default();
+        let mut machine = super::exec::Machine::new(&prep, &p, &module, &opts);
+        assert_eq!(machine.run(), Ok(()), "{}", p.name);
+        assert!(machine.steps <= 856, "{}: {} instructions walked", p.name, machine.steps);
+    }
+}
+
+#[test]
 fn an_error_past_the_exits_is_still_found() {
     // The lock held at the exit after the third loop: found on the first path there.
     let held = " r1 = r6\n r1 += 4\n call bpf_spin_lock\n r0 = 0\n exit\n";
