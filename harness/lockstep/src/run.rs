@@ -361,28 +361,19 @@ fn pin_job(job: usize, jobs: usize) {
     }
     let Some(cpus) = allowed_cpus() else { return };
     if let Some(cpu) = run_plan::job_cpu(job, jobs, &cpus) {
-        use nix::libc;
-        // SAFETY: plain system calls on a zeroed cpu_set_t owned here; pid 0 is this thread.
-        let ok = unsafe {
-            let mut one: libc::cpu_set_t = std::mem::zeroed();
-            libc::CPU_SET(cpu, &mut one);
-            libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &one) == 0
-        };
+        use nix::sched::{sched_setaffinity, CpuSet};
+        use nix::unistd::Pid;
+        let mut one = CpuSet::new();
+        // Pid 0: this thread (the job's), whose children inherit the mask.
+        let ok = one.set(cpu).and_then(|()| sched_setaffinity(Pid::from_raw(0), &one)).is_ok();
         tracing::debug!(job, cpu, ok, "job pinned");
     }
 }
 
 /// The CPUs this thread may run on (None when the kernel does not say).
 fn allowed_cpus() -> Option<Vec<usize>> {
-    use nix::libc;
-    // SAFETY: a zeroed cpu_set_t owned here, filled by the kernel; pid 0 is this thread.
-    unsafe {
-        let mut set: libc::cpu_set_t = std::mem::zeroed();
-        if libc::sched_getaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &mut set) != 0 {
-            return None;
-        }
-        Some((0..libc::CPU_SETSIZE as usize).filter(|&c| libc::CPU_ISSET(c, &set)).collect())
-    }
+    let set = nix::sched::sched_getaffinity(nix::unistd::Pid::from_raw(0)).ok()?;
+    Some((0..nix::sched::CpuSet::count()).filter(|&c| set.is_set(c).unwrap_or(false)).collect())
 }
 
 /// Runs guest `slot`: claims its kernel's cases a chunk at a time ([`run_plan::Scheduler::claim`])
