@@ -538,15 +538,23 @@ impl<'de> de::SeqAccess<'de> for Elements<'_, 'de> {
     type Error = Error;
 
     fn next_element_seed<T: DeserializeSeed<'de>>(&mut self, seed: T) -> Result<Option<T::Value>, Error> {
-        if self.at_end()? {
+        if self.done {
             return Ok(None);
         }
-        if self.de.peek()? == ABSENT {
+        // One look at the next tag for both the end and a field left out.
+        match self.de.peek()? {
+            END => {
+                self.de.pos += 1;
+                self.done = true;
+                Ok(None)
+            }
             // A struct field left out: the struct takes its default.
-            self.de.pos += 1;
-            return Ok(None);
+            ABSENT => {
+                self.de.pos += 1;
+                Ok(None)
+            }
+            _ => seed.deserialize(&mut *self.de).map(Some),
         }
-        seed.deserialize(&mut *self.de).map(Some)
     }
 }
 
