@@ -1,6 +1,6 @@
-//! The host <-> guest protocol: lines over the control port (a `Run` and a `Result` in the binary
-//! [`crate::wire`] format, the other messages JSON) (a virtio-serial port in a
-//! QEMU guest; stdin/stdout-like pipes in host mode).
+//! The host <-> guest protocol: lines over the control port (a virtio-serial port in a QEMU
+//! guest; stdin/stdout-like pipes in host mode), a `Run` and a `Result` in the binary
+//! [`crate::wire`] format, the other messages JSON.
 
 use serde::{Deserialize, Serialize};
 
