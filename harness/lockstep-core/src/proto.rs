@@ -1,5 +1,6 @@
-//! The host <-> guest protocol: JSON lines over the control port (a virtio-serial port in a
-//! QEMU guest; stdin/stdout-like pipes in host mode).
+//! The host <-> guest protocol: lines over the control port (a virtio-serial port in a QEMU
+//! guest; stdin/stdout-like pipes in host mode), a `Run` and a `Result` in the binary
+//! [`crate::wire`] format, the other messages JSON.
 
 use serde::{Deserialize, Serialize};
 
@@ -13,11 +14,12 @@ pub const CONTROL_PORT_NAME: &str = "lockstep.0";
 /// agent is the host's own binary and a restored guest's snapshot is keyed by the initramfs that
 /// holds it, so the two always agree; the host still refuses a `Hello` of another version
 /// (`guest::GuestRun::wait_hello`), and the snapshot key names it.
+/// 4 (session 14): a `Result` is a binary line too (`lockstep_vm::stream::write_guest`).
 /// 3 (session 13): a `Run` is a binary line ([`crate::wire`], `lockstep_vm::stream`), the
 /// other messages stay JSON.
 /// 2 (session 11): instructions as one hex string ([`crate::insn::hex_image`]), results written
 /// in batches, [`GuestMsg::Busy`]. 1 (before): instructions as JSON objects, one write per result.
-pub const PROTOCOL_VERSION: u32 = 3;
+pub const PROTOCOL_VERSION: u32 = 4;
 
 /// The kernel parameter the runner puts on every lockstep guest's command line: the agent runs
 /// only as pid 1 of a kernel booted with it (never on a host by mistake).

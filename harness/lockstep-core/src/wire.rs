@@ -1,4 +1,4 @@
-//! A compact binary serde format for the protocol's `Run` ([`crate::proto`]): every value is a
+//! A compact binary serde format for the protocol's `Run` and `Result` ([`crate::proto`]): every value is a
 //! tag byte and its payload, structs are their fields in order (no field names), integers are
 //! varints, strings and bytes are length-prefixed.
 //!
@@ -70,6 +70,15 @@ pub fn to_vec<T: Serialize + ?Sized>(value: &T) -> Result<Vec<u8>, Error> {
     let mut s = Serializer { out: Vec::with_capacity(512) };
     value.serialize(&mut s)?;
     Ok(s.out)
+}
+
+/// Appends `value` in this format to `out` (the guest's results go straight into its outbox's
+/// buffer, without a buffer of their own).
+pub fn append<T: Serialize + ?Sized>(out: &mut Vec<u8>, value: &T) -> Result<(), Error> {
+    let mut s = Serializer { out: std::mem::take(out) };
+    let r = value.serialize(&mut s);
+    *out = s.out;
+    r
 }
 
 /// The value `bytes` hold (all of them).
@@ -529,15 +538,23 @@ impl<'de> de::SeqAccess<'de> for Elements<'_, 'de> {
     type Error = Error;
 
     fn next_element_seed<T: DeserializeSeed<'de>>(&mut self, seed: T) -> Result<Option<T::Value>, Error> {
-        if self.at_end()? {
+        if self.done {
             return Ok(None);
         }
-        if self.de.peek()? == ABSENT {
+        // One look at the next tag for both the end and a field left out.
+        match self.de.peek()? {
+            END => {
+                self.de.pos += 1;
+                self.done = true;
+                Ok(None)
+            }
             // A struct field left out: the struct takes its default.
-            self.de.pos += 1;
-            return Ok(None);
+            ABSENT => {
+                self.de.pos += 1;
+                Ok(None)
+            }
+            _ => seed.deserialize(&mut *self.de).map(Some),
         }
-        seed.deserialize(&mut *self.de).map(Some)
     }
 }
 
@@ -676,6 +693,17 @@ mod tests {
             let b = to_vec(&v).unwrap();
             assert_eq!(from_slice::<S>(&b).unwrap(), v);
         }
+    }
+
+    /// `append` adds to what the buffer holds the bytes `to_vec` gives.
+    #[test]
+    fn append_adds_what_to_vec_gives() {
+        let v = sample(vec![3], Some("o".into()));
+        let mut out = b"head".to_vec();
+        append(&mut out, &v).unwrap();
+        assert_eq!(&out[..4], b"head");
+        assert_eq!(out[4..], to_vec(&v).unwrap()[..]);
+        assert_eq!(from_slice::<S>(&out[4..]).unwrap(), v);
     }
 
     /// A value read as `IgnoredAny` is skipped whole, with its fields left out.

@@ -139,9 +139,9 @@ pub fn open_control_port() -> io::Result<(BufReader<File>, File)> {
     Ok((BufReader::with_capacity(1 << 16, f), w))
 }
 
-/// Writes one message as a JSON line and flushes it.
+/// Writes one message as a line ([`crate::stream::write_guest`]) and flushes it.
 pub fn send(w: &mut File, msg: &GuestMsg) -> io::Result<()> {
-    w.write_all(crate::stream::encode_guest(msg).as_bytes())?;
+    w.write_all(&crate::stream::encode_guest(msg))?;
     w.flush()
 }
 

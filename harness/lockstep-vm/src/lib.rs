@@ -16,7 +16,8 @@
 //! # Guest side (always built)
 //! - [`agent_io`]: mounts, `open_control_port`, `send`, `power_off` for the static `/init` agent.
 //!   An agent crate depends on `lockstep-vm` with `default-features = false`.
-//! - [`stream`]: JSON-line framing of [`lockstep_core::proto`] messages, both directions.
+//! - [`stream`]: line framing of [`lockstep_core::proto`] messages, both directions (a `Run` and
+//!   a `Result` binary, the others JSON).
 //!
 //! # Wiring a CLI (sketch)
 //! ```no_run

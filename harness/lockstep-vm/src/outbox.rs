@@ -53,7 +53,7 @@ impl HostLines {
     /// without `\n` is returned first).
     pub fn next_line(&mut self) -> io::Result<Option<&[u8]>> {
         loop {
-            if let Some(n) = self.buf[self.start..self.end].iter().position(|&b| b == b'\n') {
+            if let Some(n) = memchr::memchr(b'\n', &self.buf[self.start..self.end]) {
                 let line = self.start..self.start + n;
                 self.start += n + 1;
                 return Ok(Some(&self.buf[line]));
@@ -88,7 +88,7 @@ impl HostLines {
     /// Whether another line is waiting: a whole line buffered, or bytes readable now (`poll`
     /// with timeout 0).
     pub fn ready(&self) -> bool {
-        if self.buf[self.start..self.end].contains(&b'\n') {
+        if memchr::memchr(b'\n', &self.buf[self.start..self.end]).is_some() {
             return true;
         }
         use nix::poll::{poll, PollFd, PollFlags, PollTimeout};

@@ -1,4 +1,5 @@
-//! The control-port stream: JSON lines in both directions ([`lockstep_core::proto`]).
+//! The control-port stream: lines in both directions ([`lockstep_core::proto`]); a `Run` and a
+//! `Result` in the binary [`lockstep_core::wire`] format (escaped), the other messages JSON.
 
 use lockstep_core::proto::{GuestMsg, HostMsg};
 
@@ -32,21 +33,27 @@ impl LineBuffer {
     }
 }
 
-/// Decodes one line from the guest; blank lines are `Ok(None)`.
-pub fn decode_guest(line: &str) -> Result<Option<GuestMsg>, serde_json::Error> {
-    let t = line.trim();
-    if t.is_empty() {
-        return Ok(None);
-    }
-    serde_json::from_str(t).map(Some)
-}
-
-/// The first byte of a binary `Run` line (a JSON line starts with `{`).
-const BINARY_RUN: u8 = 0x01;
+/// The first byte of a binary line (a JSON line starts with `{`): the host's `Run`, the guest's
+/// `Result`.
+const BINARY: u8 = 0x01;
 /// Escape byte of a binary line: `ESC 1` stands for `\n`, `ESC 2` for `ESC`.
 const ESC: u8 = 0x1b;
 
-/// Encodes one host message as a line (with `\n`): a `Run` as [`BINARY_RUN`] and the
+/// Appends [`BINARY`] and `raw` with `\n` and [`ESC`] escaped to `line` (the runs between them
+/// copied whole).
+fn push_escaped(line: &mut Vec<u8>, raw: &[u8]) {
+    line.reserve(raw.len() + 17);
+    line.push(BINARY);
+    let mut rest = raw;
+    while let Some(i) = memchr::memchr2(b'\n', ESC, rest) {
+        line.extend_from_slice(&rest[..i]);
+        line.extend_from_slice(&[ESC, if rest[i] == b'\n' { 1 } else { 2 }]);
+        rest = &rest[i + 1..];
+    }
+    line.extend_from_slice(rest);
+}
+
+/// Encodes one host message as a line (with `\n`): a `Run` as [`BINARY`] and the
 /// [`lockstep_core::wire`] bytes of `(id, case, want_log)`, with `\n` and [`ESC`] escaped; the
 /// other messages as JSON. The agent's JSON decode of a `Run` went mostly to the field names
 /// (docs/speed.md, session 13).
@@ -54,15 +61,8 @@ pub fn encode_host(msg: &HostMsg) -> Vec<u8> {
     let mut line = match msg {
         HostMsg::Run { id, case, want_log } => {
             let raw = lockstep_core::wire::to_vec(&(id, case, want_log)).expect("a Run encodes");
-            let mut line = Vec::with_capacity(raw.len() + 16);
-            line.push(BINARY_RUN);
-            for b in raw {
-                match b {
-                    b'\n' => line.extend_from_slice(&[ESC, 1]),
-                    ESC => line.extend_from_slice(&[ESC, 2]),
-                    b => line.push(b),
-                }
-            }
+            let mut line = Vec::new();
+            push_escaped(&mut line, &raw);
             line
         }
         _ => serde_json::to_vec(msg).expect("HostMsg serialises"),
@@ -72,32 +72,62 @@ pub fn encode_host(msg: &HostMsg) -> Vec<u8> {
 }
 
 /// Encodes one guest message as a line (with `\n`); used by agents.
-pub fn encode_guest(msg: &GuestMsg) -> String {
+pub fn encode_guest(msg: &GuestMsg) -> Vec<u8> {
     let mut buf = Vec::new();
     write_guest(&mut buf, msg);
-    String::from_utf8(buf).expect("JSON is UTF-8")
+    buf
 }
 
-/// Appends one guest message as a line (with `\n`) to `buf`, without a `String` of its own (the
-/// agent's outbox encodes its results straight into its buffer).
+/// Appends one guest message as a line (with `\n`) to `buf` (the agent's outbox encodes its
+/// results straight into its buffer): a `Result` as [`BINARY`] and the [`lockstep_core::wire`]
+/// bytes of `(id, result)` with `\n` and [`ESC`] escaped (session 14), the other messages as
+/// JSON.
 pub fn write_guest(buf: &mut Vec<u8>, msg: &GuestMsg) {
-    serde_json::to_writer(&mut *buf, msg).expect("GuestMsg serialises");
+    match msg {
+        GuestMsg::Result { id, result } => RAW.with_borrow_mut(|raw| {
+            raw.clear();
+            lockstep_core::wire::append(raw, &(id, result)).expect("a Result encodes");
+            push_escaped(buf, raw);
+        }),
+        _ => serde_json::to_writer(&mut *buf, msg).expect("GuestMsg serialises"),
+    }
     buf.push(b'\n');
 }
 
-/// Why a host line did not decode.
+std::thread_local! {
+    /// The unescaped bytes of the last `Result` [`write_guest`] encoded (kept: no allocation per
+    /// result).
+    static RAW: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
+/// Decodes one line from the guest as the host reads it (without its `\n`): a binary `Result`
+/// or JSON ([`write_guest`]); blank lines are `Ok(None)`.
+pub fn decode_guest(line: &[u8]) -> Result<Option<GuestMsg>, DecodeError> {
+    if let Some(escaped) = line.strip_prefix(&[BINARY]) {
+        let raw = unescape(escaped).map_err(DecodeError::Binary)?;
+        let (id, result) =
+            lockstep_core::wire::from_slice(&raw).map_err(|e| DecodeError::Binary(e.to_string()))?;
+        return Ok(Some(GuestMsg::Result { id, result }));
+    }
+    if line.iter().all(u8::is_ascii_whitespace) {
+        return Ok(None);
+    }
+    Ok(serde_json::from_slice(line).map(Some)?)
+}
+
+/// Why a line did not decode.
 #[derive(Debug, thiserror::Error)]
 pub enum DecodeError {
     #[error("{0}")]
     Json(#[from] serde_json::Error),
-    #[error("binary Run: {0}")]
+    #[error("binary line: {0}")]
     Binary(String),
 }
 
 /// Decodes one line from the host (for agents, as [`crate::outbox::HostLines`] reads it, without
 /// its `\n`): a binary `Run` or JSON ([`encode_host`]); blank lines are `Ok(None)`.
 pub fn decode_host_bytes(line: &[u8]) -> Result<Option<HostMsg>, DecodeError> {
-    if let Some(escaped) = line.strip_prefix(&[BINARY_RUN]) {
+    if let Some(escaped) = line.strip_prefix(&[BINARY]) {
         let raw = unescape(escaped).map_err(DecodeError::Binary)?;
         let (id, case, want_log) =
             lockstep_core::wire::from_slice(&raw).map_err(|e| DecodeError::Binary(e.to_string()))?;
@@ -112,7 +142,7 @@ pub fn decode_host_bytes(line: &[u8]) -> Result<Option<HostMsg>, DecodeError> {
 /// The id of a `Run` line that [`decode_host_bytes`] refused, if it can be read (to answer it).
 pub fn run_id(line: &[u8]) -> Option<u64> {
     use serde::de::IgnoredAny;
-    if let Some(escaped) = line.strip_prefix(&[BINARY_RUN]) {
+    if let Some(escaped) = line.strip_prefix(&[BINARY]) {
         let raw = unescape(escaped).ok()?;
         return lockstep_core::wire::from_slice::<(u64, IgnoredAny, IgnoredAny)>(&raw).ok().map(|r| r.0);
     }
@@ -121,7 +151,7 @@ pub fn run_id(line: &[u8]) -> Option<u64> {
 
 /// A binary line's bytes without its escapes (borrowed when it has none).
 fn unescape(line: &[u8]) -> Result<std::borrow::Cow<'_, [u8]>, String> {
-    let Some(first) = line.iter().position(|&b| b == ESC) else {
+    let Some(first) = memchr::memchr(ESC, line) else {
         return Ok(line.into());
     };
     let mut out = Vec::with_capacity(line.len());
@@ -135,7 +165,7 @@ fn unescape(line: &[u8]) -> Result<std::borrow::Cow<'_, [u8]>, String> {
             other => return Err(format!("escape byte followed by {other:?}")),
         });
         rest = &rest[i + 2..];
-        at = rest.iter().position(|&b| b == ESC);
+        at = memchr::memchr(ESC, rest);
     }
     out.extend_from_slice(rest);
     Ok(out.into())
@@ -163,10 +193,12 @@ mod tests {
             protocol: lockstep_core::proto::PROTOCOL_VERSION,
         };
         let line = encode_guest(&hello);
-        assert!(line.ends_with('\n') && !line[..line.len() - 1].contains('\n'));
-        assert_eq!(decode_guest(&line).unwrap(), Some(hello));
-        assert_eq!(decode_guest("  ").unwrap(), None);
-        assert!(decode_guest("[    1.0] not json").is_err());
+        assert_eq!(line.first(), Some(&b'{'));
+        assert_eq!(decode_guest(line_of(&line)).unwrap(), Some(hello));
+        assert_eq!(decode_guest(b"  \r").unwrap(), None);
+        assert!(decode_guest(b"[    1.0] not json").is_err());
+        let busy = encode_guest(&GuestMsg::Busy { id: 9 });
+        assert_eq!(decode_guest(line_of(&busy)).unwrap(), Some(GuestMsg::Busy { id: 9 }));
         let shutdown = encode_host(&HostMsg::Shutdown);
         assert_eq!(shutdown.first(), Some(&b'{'));
         assert_eq!(decode_host_bytes(line_of(&shutdown)).unwrap(), Some(HostMsg::Shutdown));
@@ -203,7 +235,7 @@ mod tests {
                     want_log: i % 2 == 0,
                 };
                 let encoded = encode_host(&msg);
-                assert_eq!(encoded[0], BINARY_RUN);
+                assert_eq!(encoded[0], BINARY);
                 escaped += usize::from(encoded.contains(&ESC));
                 let line = line_of(&encoded);
                 assert_eq!(decode_host_bytes(line).unwrap(), Some(msg), "{}", case.name);
@@ -215,11 +247,59 @@ mod tests {
         assert!(escaped > 0, "no case needed an escape");
     }
 
+    /// A `Result` goes as a binary line (escapes included: a log with newlines, an `ESC` byte in
+    /// a message) and comes back equal; appended after what the buffer holds, as the outbox does.
+    #[test]
+    fn results_round_trip_through_binary_lines() {
+        use lockstep_core::proto::{KernelResult, TestRun};
+        use lockstep_core::verdict::Verdict;
+        let results = [
+            KernelResult {
+                case: "accepted".into(),
+                verdict: Verdict::accept(),
+                errno: 0,
+                log: None,
+                verification_usec: Some(1234),
+                insns_processed: Some(10),
+                setup_error: None,
+                test_run: Some(TestRun::Ran { retval: 10 }),
+            },
+            KernelResult {
+                case: "rejected \u{1b}".into(),
+                verdict: Verdict::reject(Some(10), "R1 invalid mem access 'scalar'"),
+                errno: 13,
+                log: Some("0: (b7) r0 = 0\n10: (61) r0 = *(u32 *)(r1 +0)\nR1 invalid mem access\n".into()),
+                verification_usec: None,
+                insns_processed: Some(u64::MAX),
+                setup_error: Some("ünï".into()),
+                test_run: Some(TestRun::Refused { errno: 524, errno_name: "ENOTSUPP".into() }),
+            },
+        ];
+        let mut buf = b"{\"msg\":\"bye\"}\n".to_vec();
+        for (i, r) in results.iter().enumerate() {
+            write_guest(&mut buf, &GuestMsg::Result { id: 1000 + i as u64, result: r.clone() });
+        }
+        let lines: Vec<&[u8]> = buf.strip_suffix(b"\n").unwrap().split(|&b| b == b'\n').collect();
+        assert_eq!(lines.len(), 3);
+        assert_eq!(decode_guest(lines[0]).unwrap(), Some(GuestMsg::Bye));
+        for (i, r) in results.iter().enumerate() {
+            assert_eq!(lines[i + 1][0], BINARY);
+            assert_eq!(
+                decode_guest(lines[i + 1]).unwrap(),
+                Some(GuestMsg::Result { id: 1000 + i as u64, result: r.clone() })
+            );
+        }
+        assert!(lines[2].contains(&ESC), "the log's newlines are escaped");
+        // A broken binary result is an error (the host logs the line), not a message.
+        assert!(decode_guest(&lines[2][..lines[2].len() - 1]).is_err());
+        assert!(decode_guest(&[BINARY, ESC, 7]).is_err());
+    }
+
     #[test]
     fn a_broken_binary_run_is_an_error() {
-        assert!(decode_host_bytes(&[BINARY_RUN, ESC, 3]).is_err());
-        assert!(decode_host_bytes(&[BINARY_RUN, 8, 4]).is_err());
-        assert_eq!(run_id(&[BINARY_RUN, 8, 4, 7]), None);
+        assert!(decode_host_bytes(&[BINARY, ESC, 3]).is_err());
+        assert!(decode_host_bytes(&[BINARY, 8, 4]).is_err());
+        assert_eq!(run_id(&[BINARY, 8, 4, 7]), None);
         assert_eq!(run_id(br#"{"msg":"run","body":{"id":5}}"#), Some(5));
     }
 }

@@ -740,14 +740,22 @@ fn spawn_lines<R: Read + Send + 'static>(
     });
 }
 
+/// Reads the guest's messages: lines of bytes (a `Result` is binary, [`stream::write_guest`]).
 fn spawn_control_reader(s: UnixStream, tx: Sender<Event>) {
     std::thread::spawn(move || {
-        for line in BufReader::new(s).lines() {
-            let Ok(line) = line else { break };
-            let ev = match stream::decode_guest(&line) {
+        let mut r = BufReader::new(s);
+        let mut buf = Vec::new();
+        loop {
+            buf.clear();
+            match r.read_until(b'\n', &mut buf) {
+                Ok(0) | Err(_) => break,
+                Ok(_) => {}
+            }
+            let line = buf.strip_suffix(b"\n").unwrap_or(&buf);
+            let ev = match stream::decode_guest(line) {
                 Ok(Some(m)) => Event::Msg(m),
                 Ok(None) => continue,
-                Err(_) => Event::BadLine(line),
+                Err(_) => Event::BadLine(String::from_utf8_lossy(line).trim_end_matches('\r').to_string()),
             };
             if tx.send(ev).is_err() {
                 return;
