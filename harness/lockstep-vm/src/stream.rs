@@ -103,11 +103,21 @@ std::thread_local! {
 /// Decodes one line from the guest as the host reads it (without its `\n`): a binary `Result`
 /// or JSON ([`write_guest`]); blank lines are `Ok(None)`.
 pub fn decode_guest(line: &[u8]) -> Result<Option<GuestMsg>, DecodeError> {
+    decode_line(line, |(id, result)| GuestMsg::Result { id, result })
+}
+
+/// Decodes one line of either direction (without its `\n`): a binary line's
+/// [`lockstep_core::wire`] payload made a message by `binary`, else JSON; blank lines are
+/// `Ok(None)`.
+fn decode_line<P: serde::de::DeserializeOwned, M: serde::de::DeserializeOwned>(
+    line: &[u8],
+    binary: impl FnOnce(P) -> M,
+) -> Result<Option<M>, DecodeError> {
     if let Some(escaped) = line.strip_prefix(&[BINARY]) {
         let raw = unescape(escaped).map_err(DecodeError::Binary)?;
-        let (id, result) =
+        let payload =
             lockstep_core::wire::from_slice(&raw).map_err(|e| DecodeError::Binary(e.to_string()))?;
-        return Ok(Some(GuestMsg::Result { id, result }));
+        return Ok(Some(binary(payload)));
     }
     if line.iter().all(u8::is_ascii_whitespace) {
         return Ok(None);
@@ -127,16 +137,7 @@ pub enum DecodeError {
 /// Decodes one line from the host (for agents, as [`crate::outbox::HostLines`] reads it, without
 /// its `\n`): a binary `Run` or JSON ([`encode_host`]); blank lines are `Ok(None)`.
 pub fn decode_host_bytes(line: &[u8]) -> Result<Option<HostMsg>, DecodeError> {
-    if let Some(escaped) = line.strip_prefix(&[BINARY]) {
-        let raw = unescape(escaped).map_err(DecodeError::Binary)?;
-        let (id, case, want_log) =
-            lockstep_core::wire::from_slice(&raw).map_err(|e| DecodeError::Binary(e.to_string()))?;
-        return Ok(Some(HostMsg::Run { id, case, want_log }));
-    }
-    if line.iter().all(u8::is_ascii_whitespace) {
-        return Ok(None);
-    }
-    Ok(serde_json::from_slice(line).map(Some)?)
+    decode_line(line, |(id, case, want_log)| HostMsg::Run { id, case, want_log })
 }
 
 /// The id of a `Run` line that [`decode_host_bytes`] refused, if it can be read (to answer it).
