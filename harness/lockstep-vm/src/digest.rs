@@ -118,17 +118,26 @@ pub(crate) fn hash_file(path: &Path) -> io::Result<[u8; 32]> {
     Ok(h.finalize().into())
 }
 
-/// Writes one memo entry (a temporary file renamed into place; failures only cost a hash later).
+/// Writes one memo entry (failures only cost a hash later).
 fn remember(dir: &Path, file: &Path, d: &[u8; 32]) {
-    if std::fs::create_dir_all(dir).is_err() {
-        return;
+    if write_cache_entry(file, hex(d).as_bytes()) {
+        prune(dir, KEEP);
+    }
+}
+
+/// Writes a cache entry whole or not at all: `contents` into a temporary file beside `file`
+/// (its directory created), renamed over it, so a reader in another process never sees a part.
+/// Whether it was written (a cache that cannot be written only costs the work again later).
+pub fn write_cache_entry(file: &Path, contents: &[u8]) -> bool {
+    if file.parent().is_some_and(|dir| std::fs::create_dir_all(dir).is_err()) {
+        return false;
     }
     let tmp = file.with_extension(format!("tmp-{}", std::process::id()));
-    if std::fs::write(&tmp, hex(d)).is_ok() && std::fs::rename(&tmp, file).is_ok() {
-        prune(dir, KEEP);
-    } else {
+    let written = std::fs::write(&tmp, contents).is_ok() && std::fs::rename(&tmp, file).is_ok();
+    if !written {
         let _ = std::fs::remove_file(&tmp);
     }
+    written
 }
 
 /// Deletes all but the `keep` newest files of `dir` (by modification time).

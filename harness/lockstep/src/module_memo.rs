@@ -32,11 +32,7 @@ pub fn cached_ko(args: &[String], scripts: &Path, cache: &Path) -> Option<PathBu
 /// script's time).
 pub fn remember(args: &[String], scripts: &Path, cache: &Path, ko: &Path) {
     let Some((memo, fp)) = memo_and_fingerprint(args, scripts, cache) else { return };
-    let tmp = memo.with_extension(format!("tmp.{}", std::process::id()));
-    let text = format!("{fp}\nko {}\n", ko.display());
-    if std::fs::write(&tmp, text).is_err() || std::fs::rename(&tmp, &memo).is_err() {
-        let _ = std::fs::remove_file(&tmp);
-    }
+    lockstep_vm::digest::write_cache_entry(&memo, format!("{fp}\nko {}\n", ko.display()).as_bytes());
 }
 
 /// The memo file for `args` and the fingerprint of the script's inputs; None when the answer is

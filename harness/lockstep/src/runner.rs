@@ -369,18 +369,11 @@ fn vmlinux_kfuncs(kernel: &str) -> BTreeSet<String> {
         return BTreeSet::new();
     };
     if let Some(m) = memo {
-        let dir = m.parent().expect("in a directory");
-        let tmp = m.with_extension(format!("tmp-{}", std::process::id()));
         let text: String = std::iter::once(VMLINUX_KFUNCS_HEADER.to_string())
             .chain(names.iter().map(|n| format!("{n}\n")))
             .collect();
-        if std::fs::create_dir_all(dir).is_ok()
-            && std::fs::write(&tmp, text).is_ok()
-            && std::fs::rename(&tmp, &m).is_ok()
-        {
-            lockstep_vm::digest::prune(dir, 32);
-        } else {
-            let _ = std::fs::remove_file(&tmp);
+        if lockstep_vm::digest::write_cache_entry(&m, text.as_bytes()) {
+            lockstep_vm::digest::prune(m.parent().expect("in a directory"), 32);
         }
     }
     names
