@@ -93,10 +93,8 @@ fn text_line(raw: &[u8]) -> Cow<'_, str> {
     if let Ok(s) = std::str::from_utf8(raw) {
         return Cow::Borrowed(s.trim_end_matches('\r'));
     }
-    match String::from_utf8_lossy(raw) {
-        Cow::Borrowed(s) => Cow::Borrowed(s.trim_end_matches('\r')),
-        Cow::Owned(s) => Cow::Owned(s.trim_end_matches('\r').to_string()),
-    }
+    // Not UTF-8: the lossy conversion is always an owned string here.
+    Cow::Owned(String::from_utf8_lossy(raw).trim_end_matches('\r').to_string())
 }
 
 /// The lines of `log` from the last to the first, as [`str::lines`] gives them.
