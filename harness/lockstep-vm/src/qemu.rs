@@ -38,8 +38,20 @@ pub struct QemuArgs {
     pub control_socket: PathBuf,
     /// A QMP monitor on this unix socket (QEMU listens), for saving snapshots.
     pub qmp_socket: Option<PathBuf>,
-    /// Restore the guest from this migration file (`-incoming exec:cat FILE`) instead of booting.
-    pub incoming: Option<PathBuf>,
+    /// Guest RAM in this file instead of anonymous memory (restored guests map their snapshot's
+    /// RAM image; the boot that saves one writes it).
+    pub ram_file: Option<RamFile>,
+    /// Wait for an incoming migration started over QMP (`-incoming defer`) instead of booting.
+    pub incoming: bool,
+}
+
+/// Guest RAM backed by a file (`-object memory-backend-file`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RamFile {
+    pub path: PathBuf,
+    /// `share=on`: the guest's writes reach the file (a boot whose RAM becomes a snapshot);
+    /// `share=off`: a private copy-on-write mapping, the file is only read (a restore).
+    pub shared: bool,
 }
 
 impl QemuArgs {
@@ -58,7 +70,8 @@ impl QemuArgs {
             extra_cmdline: Vec::new(),
             control_socket: control_socket.into(),
             qmp_socket: None,
-            incoming: None,
+            ram_file: None,
+            incoming: false,
         }
     }
 
@@ -113,11 +126,29 @@ impl QemuArgs {
         if let Some(qmp) = &self.qmp_socket {
             a.extend(["-qmp".into(), format!("unix:{},server=on,wait=off", qmp.display())]);
         }
-        if let Some(file) = &self.incoming {
-            a.extend(["-incoming".into(), format!("exec:cat {}", shell_quote(&file.display().to_string()))]);
+        if let Some(ram) = &self.ram_file {
+            a.extend([
+                "-object".into(),
+                format!(
+                    "memory-backend-file,id=ram,size={}M,mem-path={},share={}",
+                    self.memory_mib,
+                    option_escape(&ram.path.display().to_string()),
+                    if ram.shared { "on" } else { "off" }
+                ),
+                "-machine".into(),
+                "memory-backend=ram".into(),
+            ]);
+        }
+        if self.incoming {
+            a.extend(["-incoming".into(), "defer".into()]);
         }
         a
     }
+}
+
+/// `s` as a value in a QEMU option list (a comma is doubled).
+pub fn option_escape(s: &str) -> String {
+    s.replace(',', ",,")
 }
 
 /// `s` quoted for `sh -c` (QEMU runs `exec:` migration URIs through the shell).
@@ -170,10 +201,21 @@ mod tests {
         let mut q = QemuArgs::new("k", "i", "s");
         assert!(!q.to_args().iter().any(|a| a == "-qmp" || a == "-incoming"));
         q.qmp_socket = Some("/run/q.qmp".into());
-        q.incoming = Some("/c/snap shot".into());
+        q.incoming = true;
+        q.ram_file = Some(RamFile { path: "/c/snap,1/ram".into(), shared: false });
         let a = q.to_args();
         assert_eq!(value_of(&a, "-qmp"), ["unix:/run/q.qmp,server=on,wait=off"]);
-        assert_eq!(value_of(&a, "-incoming"), ["exec:cat '/c/snap shot'"]);
+        assert_eq!(value_of(&a, "-incoming"), ["defer"]);
+        assert_eq!(
+            value_of(&a, "-object"),
+            ["memory-backend-file,id=ram,size=512M,mem-path=/c/snap,,1/ram,share=off"]
+        );
+        assert_eq!(value_of(&a, "-machine"), ["memory-backend=ram"]);
+        q.ram_file = Some(RamFile { path: "/c/r".into(), shared: true });
+        assert_eq!(
+            value_of(&q.to_args(), "-object"),
+            ["memory-backend-file,id=ram,size=512M,mem-path=/c/r,share=on"]
+        );
         assert_eq!(shell_quote("a'b"), r"'a'\''b'");
     }
 

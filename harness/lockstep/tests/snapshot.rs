@@ -38,9 +38,14 @@ fn stderr(o: &Output) -> String {
     String::from_utf8_lossy(&o.stderr).into_owned()
 }
 
+/// The device streams of the snapshots saved in `store` (a snapshot is a directory holding the
+/// guest's RAM image `ram` and QEMU's stream of the rest, `devices`).
 fn snapshots(store: &Path) -> Vec<std::path::PathBuf> {
     std::fs::read_dir(store).map_or(Vec::new(), |d| {
-        d.flatten().map(|e| e.path()).filter(|p| p.extension().is_some_and(|x| x == "migration")).collect()
+        d.flatten()
+            .map(|e| e.path().join("devices"))
+            .filter(|p| p.is_file() && p.with_file_name("ram").is_file())
+            .collect()
     })
 }
 
@@ -54,8 +59,11 @@ fn a_restored_guest_gives_the_verdicts_of_a_cold_boot_and_a_corrupt_snapshot_fal
     assert!(!cold_rows.is_empty(), "{}", stderr(&cold));
     assert!(cold_rows.iter().all(|r| r.1 != "null"), "every case has a kernel verdict: {cold_rows:?}");
 
-    let (saved, _) = run(&store, true, &dir.path().join("saved.json"));
+    let (saved, saved_rows) = run(&store, true, &dir.path().join("saved.json"));
     assert!(stderr(&saved).contains("guest snapshot saved"), "{}", stderr(&saved));
+    // The booted guest is saved and gone; the run's guest is the first restore of its snapshot.
+    assert!(stderr(&saved).contains("guest restored from snapshot"), "{}", stderr(&saved));
+    assert_eq!(saved_rows, cold_rows);
     let files = snapshots(&store);
     assert_eq!(files.len(), 1, "{files:?}");
 
@@ -64,7 +72,7 @@ fn a_restored_guest_gives_the_verdicts_of_a_cold_boot_and_a_corrupt_snapshot_fal
     assert_eq!(restored.status.code(), cold.status.code(), "{}", stderr(&restored));
     assert_eq!(restored_rows, cold_rows);
 
-    // Corrupt the migration stream's header: QEMU refuses it, the run boots instead.
+    // Corrupt the device stream's header: QEMU refuses it, the run boots instead.
     let mut bytes = std::fs::read(&files[0]).unwrap();
     bytes[..4096].fill(0x5a);
     std::fs::write(&files[0], &bytes).unwrap();

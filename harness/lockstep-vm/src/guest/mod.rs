@@ -120,8 +120,10 @@ pub struct GuestConfig {
     pub snapshot_dir: Option<PathBuf>,
     /// A QMP monitor socket for QEMU (set by [`snapshot`]).
     pub qmp_socket: Option<PathBuf>,
-    /// Restore from this migration file instead of booting (set by [`snapshot`]).
-    pub incoming: Option<PathBuf>,
+    /// Guest RAM in a file (set by [`snapshot`]).
+    pub ram_file: Option<crate::qemu::RamFile>,
+    /// Wait for an incoming migration instead of booting (set by [`snapshot`]).
+    pub incoming: bool,
 }
 
 /// Guest memory for an initramfs of `initramfs_bytes`: 512 MiB, or more when the archive is large.
@@ -148,7 +150,8 @@ impl GuestConfig {
             qemu: "qemu-system-x86_64".into(),
             snapshot_dir: None,
             qmp_socket: None,
-            incoming: None,
+            ram_file: None,
+            incoming: false,
         }
     }
 }
@@ -218,9 +221,10 @@ pub struct Hello {
     pub module: ModuleStatus,
     /// The other modules shipped (`bpf_testmod`), in load order.
     pub extra_modules: Vec<ModuleStatus>,
-    /// From QEMU start to `Hello`.
+    /// From the (first) QEMU start to `Hello`.
     pub boot_time: Duration,
-    /// Restored from a snapshot rather than booted.
+    /// Restored from a snapshot saved earlier (false when this start booted, even if it then
+    /// saved the guest and restored it).
     pub restored: bool,
 }
 
@@ -280,7 +284,8 @@ impl GuestRun {
         q.memory_mib = cfg.memory_mib;
         q.extra_cmdline = cfg.extra_cmdline.clone();
         q.qmp_socket = cfg.qmp_socket.clone();
-        q.incoming = cfg.incoming.clone();
+        q.ram_file = cfg.ram_file.clone();
+        q.incoming = cfg.incoming;
         let console_log = match &cfg.console_log {
             Some(p) => Some(
                 File::options()

@@ -1,9 +1,17 @@
 //! Restored guests: the first boot of a (kernel, initramfs = agent + module(s), QEMU command
-//! line, QEMU) combination is saved, booted, module loaded and idle, with QEMU migration to a
-//! file under `<cache>/snapshots/`, keyed by a content hash; later guests of the same key are
-//! restored from that file (`-incoming`) instead of booting, and the agent greets again when the
-//! host pings it. A snapshot that fails to restore is deleted and the guest is booted, with a
-//! warning.
+//! line, QEMU) combination is saved, booted, module loaded and idle, under `<cache>/snapshots/`,
+//! keyed by a content hash; later guests of the same key are restored from it instead of booting,
+//! and the agent greets again when the host pings it. A snapshot that fails to restore is deleted
+//! and the guest is booted, with a warning.
+//!
+//! A snapshot is a directory of two files: `ram`, the guest's RAM image (sparse), and `devices`,
+//! QEMU's migration stream of everything else (CPU and device state, firmware blobs: well under a
+//! MiB). The booting guest that is saved keeps its RAM in that file (`memory-backend-file`,
+//! `share=on`) and migrates with `x-ignore-shared`, which leaves the RAM out of the stream; a
+//! restored guest maps the file privately (`share=off`: copy on write, the file is only read),
+//! so a restore loads a few hundred KiB and the guest's pages come in from the page cache as it
+//! touches them, instead of QEMU copying the whole ~130 MiB image in first (docs/speed.md,
+//! session 15).
 
 use std::collections::HashMap;
 use std::io::{BufRead, BufReader, Write};
@@ -16,12 +24,12 @@ use lockstep_core::proto::HostMsg;
 use sha2::{Digest, Sha256};
 
 use crate::digest::hex;
-use crate::qemu::shell_quote;
+use crate::qemu::{shell_quote, RamFile};
 
 use super::{GuestConfig, GuestError, GuestOutcome, GuestRun, Hello, Stage};
 
 /// Bumped when the snapshot layout or what the agent expects after a restore changes.
-const FORMAT: &str = "lockstep-snapshot-1";
+const FORMAT: &str = "lockstep-snapshot-2";
 
 /// How long a restored guest may take to answer the ping (a boot is the fallback).
 const RESTORE_TIMEOUT: Duration = Duration::from_secs(30);
@@ -87,10 +95,32 @@ fn qemu_version(qemu: &str) -> std::io::Result<String> {
     Ok(v)
 }
 
-/// The snapshot files of one cache directory.
+/// The snapshots of one cache directory.
 #[derive(Clone, Debug)]
 pub struct SnapshotStore {
     dir: PathBuf,
+}
+
+/// One saved snapshot: a directory holding `ram` and `devices`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Snapshot {
+    pub dir: PathBuf,
+}
+
+impl Snapshot {
+    /// The guest RAM image (sparse; mapped copy-on-write by restored guests).
+    pub fn ram(&self) -> PathBuf {
+        self.dir.join("ram")
+    }
+
+    /// QEMU's migration stream without the RAM.
+    pub fn devices(&self) -> PathBuf {
+        self.dir.join("devices")
+    }
+
+    fn is_complete(&self) -> bool {
+        self.ram().is_file() && self.devices().is_file()
+    }
 }
 
 impl SnapshotStore {
@@ -101,40 +131,54 @@ impl SnapshotStore {
 
     /// Where the snapshot of `key` lives.
     pub fn path(&self, key: &SnapshotKey) -> PathBuf {
-        self.dir.join(format!("{}.migration", key.0))
+        self.dir.join(&key.0)
     }
 
     /// The snapshot of `key`, if one was saved.
-    pub fn find(&self, key: &SnapshotKey) -> Option<PathBuf> {
-        let p = self.path(key);
-        p.is_file().then_some(p)
+    pub fn find(&self, key: &SnapshotKey) -> Option<Snapshot> {
+        let s = Snapshot { dir: self.path(key) };
+        s.is_complete().then_some(s)
     }
 
     /// Marks the snapshot of `key` as just used (the store keeps the [`KEEP`] most recent).
     pub fn touch(&self, key: &SnapshotKey) {
-        if let Ok(f) = std::fs::File::options().append(true).open(self.path(key)) {
+        let devices = Snapshot { dir: self.path(key) }.devices();
+        if let Ok(f) = std::fs::File::options().append(true).open(devices) {
             let _ = f.set_modified(SystemTime::now());
         }
     }
 
-    /// Deletes all but the [`KEEP`] most recently used snapshots.
+    /// Deletes all but the [`KEEP`] most recently used snapshots, snapshots of the earlier
+    /// one-file layout (`<key>.migration`), and saves left unfinished over an hour ago.
     pub fn prune(&self) {
         let Ok(dir) = std::fs::read_dir(&self.dir) else { return };
-        let mut files: Vec<(SystemTime, PathBuf)> = dir
-            .flatten()
-            .map(|e| e.path())
-            .filter(|p| p.extension().is_some_and(|x| x == "migration"))
-            .filter_map(|p| Some((std::fs::metadata(&p).ok()?.modified().ok()?, p)))
-            .collect();
-        files.sort_by_key(|f| std::cmp::Reverse(f.0));
-        for (_, p) in files.into_iter().skip(KEEP) {
-            let _ = std::fs::remove_file(p);
+        let hour_ago = SystemTime::now() - Duration::from_secs(3600);
+        let mut kept: Vec<(SystemTime, PathBuf)> = Vec::new();
+        for p in dir.flatten().map(|e| e.path()) {
+            let name = p.file_name().and_then(|n| n.to_str()).unwrap_or_default().to_string();
+            let modified = std::fs::metadata(&p).and_then(|m| m.modified()).ok();
+            if name.ends_with(".migration") {
+                let _ = std::fs::remove_file(&p);
+            } else if name.contains(".tmp-") {
+                if modified.is_some_and(|m| m < hour_ago) {
+                    // A directory of this layout, a file of the earlier one.
+                    let _ = std::fs::remove_dir_all(&p).or_else(|_| std::fs::remove_file(&p));
+                }
+            } else if let Ok(m) =
+                std::fs::metadata(Snapshot { dir: p.clone() }.devices()).and_then(|m| m.modified())
+            {
+                kept.push((m, p));
+            }
+        }
+        kept.sort_by_key(|f| std::cmp::Reverse(f.0));
+        for (_, p) in kept.into_iter().skip(KEEP) {
+            let _ = std::fs::remove_dir_all(p);
         }
     }
 
     /// Deletes the snapshot of `key` (a stale or failing one).
     pub fn discard(&self, key: &SnapshotKey) {
-        let _ = std::fs::remove_file(self.path(key));
+        let _ = std::fs::remove_dir_all(self.path(key));
     }
 }
 
@@ -146,8 +190,9 @@ pub struct Started {
 }
 
 /// Starts a guest for `cfg` and waits for its greeting. With `cfg.snapshot_dir` set, the guest
-/// is restored from the snapshot of its key when there is one; otherwise it boots and, once the
-/// agent said `Hello`, is saved as that snapshot. Without it, a plain boot.
+/// is restored from the snapshot of its key when there is one; otherwise it boots with its RAM
+/// in a file, is saved as that snapshot once the agent said `Hello`, and the guest returned is
+/// restored from it. Without it, a plain boot.
 pub fn start_guest(cfg: &GuestConfig) -> Result<Started, GuestError> {
     let Some(dir) = &cfg.snapshot_dir else {
         return boot(cfg);
@@ -160,29 +205,122 @@ pub fn start_guest(cfg: &GuestConfig) -> Result<Started, GuestError> {
             return boot(cfg);
         }
     };
-    if let Some(file) = store.find(&key) {
-        match restore(cfg, &file) {
+    if let Some(snap) = store.find(&key) {
+        match restore(cfg, &snap) {
             Ok(s) => {
-                tracing::info!("guest restored from snapshot {}", file.display());
+                tracing::info!("guest restored from snapshot {}", snap.dir.display());
                 store.touch(&key);
                 return Ok(s);
             }
             Err(why) => {
-                tracing::warn!("guest snapshot {} did not restore ({why}): deleted; booting", file.display());
+                tracing::warn!(
+                    "guest snapshot {} did not restore ({why}): deleted; booting",
+                    snap.dir.display()
+                );
                 store.discard(&key);
             }
         }
     }
+    let booted = Instant::now();
+    let snap = match boot_and_save(cfg, &store, &key)? {
+        Saved::Yes(snap) => snap,
+        Saved::No(started) => return Ok(*started),
+    };
+    match restore(cfg, &snap) {
+        Ok(mut s) => {
+            tracing::info!("guest restored from snapshot {}", snap.dir.display());
+            // This start needed a boot: it counts as one, from the boot's start.
+            if let Ok(h) = &mut s.hello {
+                h.restored = false;
+                h.boot_time = booted.elapsed();
+            }
+            Ok(s)
+        }
+        Err(why) => {
+            tracing::warn!(
+                "guest snapshot {} saved but did not restore ({why}): deleted; booting",
+                snap.dir.display()
+            );
+            store.discard(&key);
+            boot(cfg)
+        }
+    }
+}
+
+/// What [`boot_and_save`] ended with.
+enum Saved {
+    /// The snapshot (the booted guest is gone).
+    Yes(Snapshot),
+    /// No snapshot: the booted guest itself (running, or how its boot ended).
+    No(Box<Started>),
+}
+
+/// Boots `cfg` with its RAM in a file of a temporary snapshot directory and, once the agent said
+/// `Hello`, saves the guest there and renames the directory to the key's. A guest that did not
+/// greet, or could not be saved, is returned as it is (a failed save is a warning).
+fn boot_and_save(cfg: &GuestConfig, store: &SnapshotStore, key: &SnapshotKey) -> Result<Saved, GuestError> {
+    // Unique per guest: the guests of one process (`run --jobs`) may save the same key at once.
+    static SAVES: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let n = SAVES.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let tmp = Snapshot { dir: store.path(key).with_extension(format!("tmp-{}-{n}", std::process::id())) };
+    if let Err(e) = std::fs::create_dir_all(&tmp.dir) {
+        tracing::warn!("guest snapshot: not saved (creating {}: {e})", tmp.dir.display());
+        return boot(cfg).map(|s| Saved::No(Box::new(s)));
+    }
     let mut c = cfg.clone();
     let qmp = qmp_socket(cfg);
     c.qmp_socket = Some(qmp.clone());
-    let mut s = boot(&c)?;
-    if s.hello.is_ok() {
-        if let Err(e) = save(&mut s.guest, &qmp, &store, &key) {
+    c.ram_file = Some(RamFile { path: tmp.ram(), shared: true });
+    let started = match boot(&c) {
+        Ok(s) => s,
+        Err(e) => {
+            let _ = std::fs::remove_dir_all(&tmp.dir);
+            return Err(e);
+        }
+    };
+    if started.hello.is_err() {
+        let _ = std::fs::remove_dir_all(&tmp.dir);
+        return Ok(Saved::No(Box::new(started)));
+    }
+    let t = Instant::now();
+    match save(&qmp, &tmp) {
+        Ok(()) => {
+            // The guest is paused; its RAM file is the snapshot's from here on, so QEMU goes.
+            drop(started);
+            let dest = Snapshot { dir: store.path(key) };
+            if let Err(e) = std::fs::rename(&tmp.dir, &dest.dir) {
+                // Another guest saved this key meanwhile (a directory is not replaced): use it.
+                let _ = std::fs::remove_dir_all(&tmp.dir);
+                if !dest.is_complete() {
+                    tracing::warn!(
+                        "guest snapshot: not saved (renaming {}: {e}); booting",
+                        tmp.dir.display()
+                    );
+                    return boot(cfg).map(|s| Saved::No(Box::new(s)));
+                }
+            }
+            store.prune();
+            tracing::info!(
+                "guest snapshot saved: {} ({} MiB of RAM, {:.1}s)",
+                dest.dir.display(),
+                allocated_bytes(&dest.ram()) >> 20,
+                t.elapsed().as_secs_f64()
+            );
+            Ok(Saved::Yes(dest))
+        }
+        Err(e) => {
             tracing::warn!("guest snapshot: not saved: {e}");
+            // The running guest keeps writing its RAM file: unlinked, it goes when QEMU does.
+            let _ = std::fs::remove_dir_all(&tmp.dir);
+            Ok(Saved::No(Box::new(started)))
         }
     }
-    Ok(s)
+}
+
+/// The bytes a (sparse) file takes on disk.
+fn allocated_bytes(path: &Path) -> u64 {
+    use std::os::unix::fs::MetadataExt;
+    std::fs::metadata(path).map_or(0, |m| m.blocks() * 512)
 }
 
 fn boot(cfg: &GuestConfig) -> Result<Started, GuestError> {
@@ -197,15 +335,16 @@ fn qmp_socket(cfg: &GuestConfig) -> PathBuf {
     cfg.run_dir.join(format!("lockstep-{}-{n}.qmp", std::process::id()))
 }
 
-/// Restores `file`, pings the agent and waits for its fresh `Hello`.
-fn restore(cfg: &GuestConfig, file: &Path) -> Result<Started, String> {
+/// Restores `snap`, pings the agent and waits for its fresh `Hello`.
+fn restore(cfg: &GuestConfig, snap: &Snapshot) -> Result<Started, String> {
     let mut c = cfg.clone();
     let qmp = qmp_socket(cfg);
     c.qmp_socket = Some(qmp.clone());
-    c.incoming = Some(file.to_path_buf());
+    c.ram_file = Some(RamFile { path: snap.ram(), shared: false });
+    c.incoming = true;
     c.timeouts.boot = c.timeouts.boot.min(RESTORE_TIMEOUT);
     let mut guest = GuestRun::start(&c).map_err(|e| e.to_string())?;
-    resume_after_incoming(&qmp, Instant::now() + RESTORE_TIMEOUT)?;
+    load_and_resume(&qmp, &snap.devices(), Instant::now() + RESTORE_TIMEOUT)?;
     guest.send(&HostMsg::Ping, Stage::Boot).map_err(|o| format!("{o:?}"))?;
     match guest.wait_hello() {
         Ok(mut h) => {
@@ -216,20 +355,29 @@ fn restore(cfg: &GuestConfig, file: &Path) -> Result<Started, String> {
     }
 }
 
-/// Waits for QEMU to finish loading the snapshot and starts the guest (it was saved paused, and
-/// a restored guest keeps the run state it was saved in).
-fn resume_after_incoming(qmp: &Path, deadline: Instant) -> Result<(), String> {
+/// The migration capabilities both ends of a snapshot use: the RAM (a shared file on the saving
+/// side) is left out of the stream.
+fn ignore_shared_ram() -> serde_json::Value {
+    serde_json::json!({ "capabilities": [{ "capability": "x-ignore-shared", "state": true }] })
+}
+
+/// Loads the device stream `devices` into a QEMU started with `-incoming defer` and starts the
+/// guest (it was saved paused, and a restored guest keeps the run state it was saved in).
+fn load_and_resume(qmp: &Path, devices: &Path, deadline: Instant) -> Result<(), String> {
     let mut m = loop {
         match Qmp::connect(qmp) {
             Ok(m) => break m,
             Err(e) if Instant::now() > deadline => return Err(e),
-            Err(_) => std::thread::sleep(Duration::from_millis(20)),
+            Err(_) => std::thread::sleep(Duration::from_millis(2)),
         }
     };
+    m.execute("migrate-set-capabilities", ignore_shared_ram())?;
+    let uri = format!("exec:cat {}", shell_quote(&devices.display().to_string()));
+    m.execute("migrate-incoming", serde_json::json!({ "uri": uri }))?;
     loop {
         let st = m.execute("query-status", serde_json::json!({}))?;
         match st.get("status").and_then(|s| s.as_str()).unwrap_or("") {
-            "inmigrate" if Instant::now() < deadline => std::thread::sleep(Duration::from_millis(20)),
+            "inmigrate" if Instant::now() < deadline => std::thread::sleep(Duration::from_millis(2)),
             "paused" | "postmigrate" | "prelaunch" => break,
             "running" => return Ok(()),
             other => return Err(format!("after loading the snapshot QEMU is {other:?}")),
@@ -251,49 +399,25 @@ fn outcome_text(o: &GuestOutcome) -> String {
     }
 }
 
-/// Pauses the guest, migrates it to a temporary file renamed to the key's path, and resumes it.
-fn save(guest: &mut GuestRun, qmp: &Path, store: &SnapshotStore, key: &SnapshotKey) -> Result<(), String> {
-    let t = Instant::now();
-    std::fs::create_dir_all(&store.dir).map_err(|e| format!("creating {}: {e}", store.dir.display()))?;
-    let dest = store.path(key);
-    // Unique per guest: the guests of one process (`run --jobs`) may save the same key at once.
-    static SAVES: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
-    let n = SAVES.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-    let tmp = dest.with_extension(format!("tmp-{}-{n}", std::process::id()));
+/// Pauses the guest and migrates its devices to `tmp`'s stream (its RAM is already `tmp`'s RAM
+/// file); the guest stays paused.
+fn save(qmp: &Path, tmp: &Snapshot) -> Result<(), String> {
     let mut m = Qmp::connect(qmp)?;
     m.execute("stop", serde_json::json!({}))?;
-    let result = (|| {
-        m.execute("migrate-set-parameters", serde_json::json!({ "max-bandwidth": 8u64 << 30 }))?;
-        let uri = format!("exec:cat > {}", shell_quote(&tmp.display().to_string()));
-        m.execute("migrate", serde_json::json!({ "uri": uri }))?;
-        let end = Instant::now() + SAVE_TIMEOUT;
-        loop {
-            let r = m.execute("query-migrate", serde_json::json!({}))?;
-            match r.get("status").and_then(|s| s.as_str()).unwrap_or("") {
-                "completed" => break,
-                "failed" | "cancelled" => return Err(format!("migration {r}")),
-                _ if Instant::now() > end => return Err("migration timed out".into()),
-                _ => std::thread::sleep(Duration::from_millis(20)),
-            }
+    m.execute("migrate-set-capabilities", ignore_shared_ram())?;
+    m.execute("migrate-set-parameters", serde_json::json!({ "max-bandwidth": 8u64 << 30 }))?;
+    let uri = format!("exec:cat > {}", shell_quote(&tmp.devices().display().to_string()));
+    m.execute("migrate", serde_json::json!({ "uri": uri }))?;
+    let end = Instant::now() + SAVE_TIMEOUT;
+    loop {
+        let r = m.execute("query-migrate", serde_json::json!({}))?;
+        match r.get("status").and_then(|s| s.as_str()).unwrap_or("") {
+            "completed" => return Ok(()),
+            "failed" | "cancelled" => return Err(format!("migration {r}")),
+            _ if Instant::now() > end => return Err("migration timed out".into()),
+            _ => std::thread::sleep(Duration::from_millis(5)),
         }
-        std::fs::rename(&tmp, &dest).map_err(|e| format!("renaming {}: {e}", tmp.display()))
-    })();
-    let resumed = m.execute("cont", serde_json::json!({}));
-    if result.is_err() {
-        let _ = std::fs::remove_file(&tmp);
     }
-    result?;
-    resumed?;
-    store.prune();
-    let size = std::fs::metadata(&dest).map(|m| m.len()).unwrap_or(0);
-    tracing::info!(
-        "guest snapshot saved: {} ({} MiB, {:.1}s)",
-        dest.display(),
-        size >> 20,
-        t.elapsed().as_secs_f64()
-    );
-    let _ = guest;
-    Ok(())
 }
 
 /// A QMP connection (the QEMU machine protocol: JSON lines over a unix socket).
@@ -359,5 +483,47 @@ mod tests {
         c.extra_cmdline.push("nokaslr".into());
         assert_ne!(key_fields(&a, "QEMU 7.2"), key_fields(&c, "QEMU 7.2"));
         assert_ne!(key_fields(&a, "QEMU 7.2"), key_fields(&a, "QEMU 8.2"));
+    }
+
+    fn set_mtime(p: &Path, t: SystemTime) {
+        std::fs::File::options().append(true).open(p).unwrap().set_modified(t).unwrap();
+    }
+
+    #[test]
+    fn prune_keeps_the_most_recently_used_snapshots_and_drops_leftovers() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SnapshotStore::new(dir.path());
+        let now = SystemTime::now();
+        for i in 0..KEEP + 2 {
+            let s = Snapshot { dir: store.path(&SnapshotKey(format!("k{i}"))) };
+            std::fs::create_dir_all(&s.dir).unwrap();
+            std::fs::write(s.ram(), b"r").unwrap();
+            std::fs::write(s.devices(), b"d").unwrap();
+            // k0 is the oldest, k9 the newest.
+            set_mtime(&s.devices(), now - Duration::from_secs(100 - i as u64));
+        }
+        store.touch(&SnapshotKey("k0".into()));
+        std::fs::write(dir.path().join("old.migration"), b"m").unwrap();
+        for (name, age) in [("k1.tmp-1-0", 7200), ("k2.tmp-1-1", 10)] {
+            std::fs::create_dir_all(dir.path().join(name)).unwrap();
+            let f = dir.path().join(name).join("ram");
+            std::fs::write(&f, b"r").unwrap();
+            let d = std::fs::File::open(dir.path().join(name)).unwrap();
+            d.set_modified(now - Duration::from_secs(age)).unwrap();
+        }
+        store.prune();
+        let mut left: Vec<String> = std::fs::read_dir(dir.path())
+            .unwrap()
+            .flatten()
+            .map(|e| e.file_name().into_string().unwrap())
+            .collect();
+        left.sort();
+        // k1 and k2 were the least recently used (k0 was just touched); the hour-old save and the
+        // one-file snapshot of the earlier layout are gone, a save under way is not.
+        assert_eq!(left, ["k0", "k2.tmp-1-1", "k3", "k4", "k5", "k6", "k7", "k8", "k9"]);
+        assert!(store.find(&SnapshotKey("k0".into())).is_some());
+        assert!(store.find(&SnapshotKey("k1".into())).is_none());
+        store.discard(&SnapshotKey("k0".into()));
+        assert!(!dir.path().join("k0").exists());
     }
 }
