@@ -267,15 +267,37 @@ fn boot_and_save(cfg: &GuestConfig, store: &SnapshotStore, key: &SnapshotKey) ->
         tracing::warn!("guest snapshot: not saved (creating {}: {e})", tmp.dir.display());
         return boot(cfg).map(|s| Saved::No(Box::new(s)));
     }
+    // The guest writes its RAM into a file there: a full file system would end QEMU with SIGBUS
+    // mid-boot, which would read as the kernel's failure.
+    let need = (u64::from(cfg.memory_mib) + 64) << 20;
+    let free = nix::sys::statvfs::statvfs(&tmp.dir).map(|v| v.blocks_available() * v.fragment_size());
+    if free.as_ref().map_or(true, |&f| f < need) {
+        tracing::warn!(
+            "guest snapshot: not saved ({} has {} MiB free, the guest's RAM needs up to {} MiB)",
+            store.dir.display(),
+            free.map_or_else(|e| e.to_string(), |f| (f >> 20).to_string()),
+            need >> 20
+        );
+        let _ = std::fs::remove_dir_all(&tmp.dir);
+        return boot(cfg).map(|s| Saved::No(Box::new(s)));
+    }
     let mut c = cfg.clone();
     let qmp = qmp_socket(cfg);
     c.qmp_socket = Some(qmp.clone());
     c.ram_file = Some(RamFile { path: tmp.ram(), shared: true });
     let started = match boot(&c) {
         Ok(s) => s,
-        Err(e) => {
+        Err(e @ GuestError::Stopped(_)) => {
             let _ = std::fs::remove_dir_all(&tmp.dir);
             return Err(e);
+        }
+        Err(e) => {
+            // Perhaps QEMU cannot map a file there (the file system): a plain boot says.
+            let _ = std::fs::remove_dir_all(&tmp.dir);
+            tracing::warn!(
+                "guest snapshot: not saved (QEMU did not start with its RAM in a file: {e}); booting"
+            );
+            return boot(cfg).map(|s| Saved::No(Box::new(s)));
         }
     };
     if started.hello.is_err() {
