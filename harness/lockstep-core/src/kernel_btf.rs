@@ -4,7 +4,6 @@
 //! (`lockstep check --kernel-btf`, or the profile's cached kernel headers); see
 //! `docs/kernel-btf.md`.
 
-use std::collections::HashMap;
 use std::sync::Arc;
 
 use crate::import::btf::{Btf, BtfError, Kind};
@@ -58,7 +57,11 @@ pub struct KernelBtf {
     /// Where the BTF came from (named in the model's messages).
     pub source: String,
     btf: Btf,
-    by_name: HashMap<String, Vec<u32>>,
+    /// (hash of the name, type id) of every named type, sorted: [`KernelBtf::named`] looks a
+    /// name up by its hash and compares the names of the few ids that share it. Built without a
+    /// copy of any name (a `HashMap<String, _>` of vmlinux's ~127k names took longer than the
+    /// parse itself).
+    by_name: Vec<(u64, u32)>,
     /// Kfuncs described by BTF (`kfunc_btf.rs`): vmlinux's of the known sets, and those of the
     /// modules added ([`KernelBtf::add_module_kfuncs`]).
     pub kfuncs: std::collections::BTreeMap<String, crate::kfunc_btf::KfuncDesc>,
@@ -71,12 +74,14 @@ impl KernelBtf {
     /// Parses raw BTF bytes (the `.BTF` section of a vmlinux).
     pub fn parse(source: &str, bytes: &[u8]) -> Result<KernelBtf, BtfError> {
         let btf = Btf::parse(bytes)?;
-        let mut by_name: HashMap<String, Vec<u32>> = HashMap::new();
-        for (i, t) in btf.types.iter().enumerate() {
-            if !t.name.is_empty() {
-                by_name.entry(t.name.clone()).or_default().push(i as u32);
-            }
-        }
+        let mut by_name: Vec<(u64, u32)> = btf
+            .types
+            .iter()
+            .enumerate()
+            .filter(|(_, t)| !t.name.is_empty())
+            .map(|(i, t)| (name_hash(&t.name), i as u32))
+            .collect();
+        by_name.sort_unstable();
         Ok(KernelBtf {
             source: source.to_string(),
             btf,
@@ -130,8 +135,15 @@ impl KernelBtf {
         Ok(n)
     }
 
+    /// The lowest id of a type called `name` whose kind `want`s.
     fn named(&self, name: &str, want: impl Fn(&Kind) -> bool) -> Option<u32> {
-        self.by_name.get(name)?.iter().copied().find(|&id| self.btf.get(id).is_some_and(|t| want(&t.kind)))
+        let h = name_hash(name);
+        let from = self.by_name.partition_point(|&(k, _)| k < h);
+        self.by_name[from..]
+            .iter()
+            .take_while(|&&(k, _)| k == h)
+            .map(|&(_, id)| id)
+            .find(|&id| self.btf.get(id).is_some_and(|t| t.name == name && want(&t.kind)))
     }
 
     /// What libbpf's `find_ksym_btf_id(.., BTF_KIND_FUNC)` finds for `name` (vmlinux first, then
@@ -650,6 +662,12 @@ pub struct KsymVar {
     pub size: Option<u32>,
     /// [`Btf::compat_shape`] of the type, for libbpf's `bpf_core_types_are_compat()`.
     pub shape: String,
+}
+
+/// FNV-1a of a type name: [`KernelBtf`]'s name index (not a defence against chosen collisions;
+/// names that share a hash are told apart by comparing them).
+fn name_hash(name: &str) -> u64 {
+    name.bytes().fold(0xcbf2_9ce4_8422_2325, |h, b| (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3))
 }
 
 /// The kernel BTF a profile carries for the model (none: the model says which BTF is missing).

@@ -127,9 +127,13 @@ fn sections(b: &[u8]) -> Result<(&[u8], &[u8]), BtfError> {
 /// The string at `off` of a string section (Err: the offset is outside it, which makes the BTF
 /// invalid; aya-obj panics on one).
 fn lookup(strs: &[u8], off: u32) -> Result<String, u32> {
-    let s = strs.get(off as usize..).filter(|r| r.contains(&0)).ok_or(off)?;
-    let end = s.iter().position(|&c| c == 0).unwrap_or(s.len());
-    Ok(String::from_utf8_lossy(&s[..end]).into_owned())
+    let s = strs.get(off as usize..).ok_or(off)?;
+    let end = s.iter().position(|&c| c == 0).ok_or(off)?;
+    let name = &s[..end];
+    Ok(match std::str::from_utf8(name) {
+        Ok(n) => n.to_owned(),
+        Err(_) => String::from_utf8_lossy(name).into_owned(),
+    })
 }
 
 /// Parses the types of `types_b` onto `types`, naming them through `name`.
