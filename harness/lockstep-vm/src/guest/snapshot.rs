@@ -257,7 +257,8 @@ enum Saved {
 
 /// Boots `cfg` with its RAM in a file of a temporary snapshot directory and, once the agent said
 /// `Hello`, saves the guest there and renames the directory to the key's. A guest that did not
-/// greet, or could not be saved, is returned as it is (a failed save is a warning).
+/// greet is returned as it is; one that could not be saved is stopped and booted again without a
+/// RAM file (a warning).
 fn boot_and_save(cfg: &GuestConfig, store: &SnapshotStore, key: &SnapshotKey) -> Result<Saved, GuestError> {
     // Unique per guest: the guests of one process (`run --jobs`) may save the same key at once.
     static SAVES: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
@@ -331,10 +332,12 @@ fn boot_and_save(cfg: &GuestConfig, store: &SnapshotStore, key: &SnapshotKey) ->
             Ok(Saved::Yes(dest))
         }
         Err(e) => {
-            tracing::warn!("guest snapshot: not saved: {e}");
-            // The running guest keeps writing its RAM file: unlinked, it goes when QEMU does.
+            // The guest may be left paused, and its RAM is a file on a file system that may
+            // have just filled up: it goes, and a plain boot (anonymous RAM) takes its place.
+            tracing::warn!("guest snapshot: not saved: {e}; booting again without it");
+            drop(started);
             let _ = std::fs::remove_dir_all(&tmp.dir);
-            Ok(Saved::No(Box::new(started)))
+            boot(cfg).map(|s| Saved::No(Box::new(s)))
         }
     }
 }
