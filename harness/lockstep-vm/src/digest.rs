@@ -154,6 +154,15 @@ pub fn prune(dir: &Path, keep: usize) {
     }
 }
 
+/// The names in directory `dir`, sorted (tests of the cache stores' pruning).
+#[cfg(test)]
+pub(crate) fn names_in(dir: &Path) -> Vec<String> {
+    let mut names: Vec<String> =
+        std::fs::read_dir(dir).unwrap().flatten().map(|e| e.file_name().into_string().unwrap()).collect();
+    names.sort();
+    names
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -195,12 +204,6 @@ mod tests {
             std::fs::File::options().append(true).open(&p).unwrap().set_modified(t).unwrap();
         }
         prune(dir.path(), 2);
-        let mut left: Vec<String> = std::fs::read_dir(dir.path())
-            .unwrap()
-            .flatten()
-            .map(|e| e.file_name().into_string().unwrap())
-            .collect();
-        left.sort();
-        assert_eq!(left, ["3", "4"]);
+        assert_eq!(names_in(dir.path()), ["3", "4"]);
     }
 }
