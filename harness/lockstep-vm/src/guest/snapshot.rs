@@ -13,11 +13,9 @@
 //! touches them, instead of QEMU copying the whole ~130 MiB image in first (docs/speed.md,
 //! session 15).
 
-use std::collections::HashMap;
 use std::io::{BufRead, BufReader, Write};
 use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
-use std::sync::{Mutex, OnceLock};
 use std::time::{Duration, Instant, SystemTime};
 
 use lockstep_core::proto::HostMsg;
@@ -46,11 +44,11 @@ pub struct SnapshotKey(pub String);
 
 impl SnapshotKey {
     /// The key of `cfg`: kernel and initramfs contents (the initramfs holds the agent binary and
-    /// the modules), accelerator, memory, kernel command line and the QEMU binary's version.
+    /// the modules), accelerator, memory, kernel command line and the QEMU binary's contents.
     pub fn for_config(cfg: &GuestConfig) -> std::io::Result<SnapshotKey> {
-        let version = qemu_version(&cfg.qemu)?;
+        let qemu = qemu_identity(&cfg.qemu)?;
         let mut h = Sha256::new();
-        for part in key_fields(cfg, &version) {
+        for part in key_fields(cfg, &qemu) {
             h.update(part.as_bytes());
             h.update([0]);
         }
@@ -62,12 +60,12 @@ impl SnapshotKey {
 }
 
 /// The text fields of a key (pure; the file contents are hashed beside them).
-fn key_fields(cfg: &GuestConfig, qemu_version: &str) -> Vec<String> {
+fn key_fields(cfg: &GuestConfig, qemu: &str) -> Vec<String> {
     vec![
         FORMAT.to_string(),
         // Redundant with the initramfs's contents (the agent binary) but explicit.
         format!("protocol {}", lockstep_core::proto::PROTOCOL_VERSION),
-        qemu_version.trim().to_string(),
+        qemu.to_string(),
         format!("{:?}", cfg.accel),
         cfg.memory_mib.to_string(),
         cfg.extra_cmdline.join(" "),
@@ -81,18 +79,28 @@ fn file_digest(path: &Path) -> std::io::Result<[u8; 32]> {
     crate::digest::file_sha256(path)
 }
 
-/// `qemu --version`'s first line, asked once per QEMU binary and process (every guest of a run
-/// computes its snapshot key).
-fn qemu_version(qemu: &str) -> std::io::Result<String> {
-    static MEMO: OnceLock<Mutex<HashMap<String, String>>> = OnceLock::new();
-    let memo = MEMO.get_or_init(Default::default);
-    if let Some(v) = memo.lock().unwrap_or_else(|e| e.into_inner()).get(qemu) {
-        return Ok(v.clone());
+/// The QEMU binary's identity for the key: the SHA-256 of its contents, found on `PATH` as a
+/// command would be ([`crate::digest`] remembers it per file identity, so this is a `stat` after
+/// the first run; `qemu --version`, asked before, cost a start of QEMU - ~70 shared libraries -
+/// before every run's first guest).
+fn qemu_identity(qemu: &str) -> std::io::Result<String> {
+    let path = find_on_path(qemu).ok_or_else(|| {
+        std::io::Error::new(std::io::ErrorKind::NotFound, format!("{qemu} not found on PATH"))
+    })?;
+    Ok(format!("qemu sha256 {}", hex(&file_digest(&path)?)))
+}
+
+/// Where `cmd` runs from: itself when it names a path, else the first executable of that name
+/// in a `PATH` directory.
+fn find_on_path(cmd: &str) -> Option<PathBuf> {
+    use std::os::unix::fs::PermissionsExt;
+    let runnable =
+        |p: &Path| std::fs::metadata(p).is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0);
+    if cmd.contains('/') {
+        let p = PathBuf::from(cmd);
+        return runnable(&p).then_some(p);
     }
-    let out = std::process::Command::new(qemu).arg("--version").output()?;
-    let v = String::from_utf8_lossy(&out.stdout).lines().next().unwrap_or_default().to_string();
-    memo.lock().unwrap_or_else(|e| e.into_inner()).insert(qemu.to_string(), v.clone());
-    Ok(v)
+    std::env::split_paths(&std::env::var_os("PATH")?).map(|d| d.join(cmd)).find(|p| runnable(p))
 }
 
 /// The snapshots of one cache directory.
@@ -547,5 +555,18 @@ mod tests {
         assert!(store.find(&SnapshotKey("k1".into())).is_none());
         store.discard(&SnapshotKey("k0".into()));
         assert!(!dir.path().join("k0").exists());
+    }
+
+    #[test]
+    fn qemu_is_found_as_a_command_would_be() {
+        let dir = tempfile::tempdir().unwrap();
+        let exe = dir.path().join("qemu-x");
+        std::fs::write(&exe, b"#!/bin/sh\n").unwrap();
+        assert_eq!(find_on_path(&exe.display().to_string()), None, "not executable");
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&exe, std::fs::Permissions::from_mode(0o755)).unwrap();
+        assert_eq!(find_on_path(&exe.display().to_string()), Some(exe.clone()));
+        assert_eq!(find_on_path("sh").map(|p| p.is_file()), Some(true), "sh is on every PATH");
+        assert_eq!(find_on_path("surely-no-such-command-lockstep"), None);
     }
 }
