@@ -3,7 +3,7 @@
 //! The console (ttyS0) goes to QEMU's stdout; the control port is a virtio-serial port named
 //! [`CONTROL_PORT_NAME`] whose chardev connects to a unix socket the host listens on.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use lockstep_core::proto::{CONTROL_PORT_NAME, GUEST_CMDLINE_MARKER};
 
@@ -146,6 +146,19 @@ impl QemuArgs {
     }
 }
 
+/// Where the command `cmd` (QEMU's binary) runs from: itself when it names a path, else the
+/// first executable of that name in a `PATH` directory.
+pub fn find_binary(cmd: &str) -> Option<PathBuf> {
+    use std::os::unix::fs::PermissionsExt;
+    let runnable =
+        |p: &Path| std::fs::metadata(p).is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0);
+    if cmd.contains('/') {
+        let p = PathBuf::from(cmd);
+        return runnable(&p).then_some(p);
+    }
+    std::env::split_paths(&std::env::var_os("PATH")?).map(|d| d.join(cmd)).find(|p| runnable(p))
+}
+
 /// `s` as a value in a QEMU option list (a comma is doubled).
 pub fn option_escape(s: &str) -> String {
     s.replace(',', ",,")
@@ -228,5 +241,18 @@ mod tests {
         assert_eq!(value_of(&a, "-accel"), ["kvm"]);
         assert_eq!(value_of(&a, "-cpu"), ["host"]);
         assert_eq!(value_of(&a, "-m"), ["256"]);
+    }
+
+    #[test]
+    fn qemu_is_found_as_a_command_would_be() {
+        let dir = tempfile::tempdir().unwrap();
+        let exe = dir.path().join("qemu-x");
+        std::fs::write(&exe, b"#!/bin/sh\n").unwrap();
+        assert_eq!(find_binary(&exe.display().to_string()), None, "not executable");
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&exe, std::fs::Permissions::from_mode(0o755)).unwrap();
+        assert_eq!(find_binary(&exe.display().to_string()), Some(exe.clone()));
+        assert_eq!(find_binary("sh").map(|p| p.is_file()), Some(true), "sh is on every PATH");
+        assert_eq!(find_binary("surely-no-such-command-lockstep"), None);
     }
 }

@@ -549,7 +549,7 @@ impl KernelSession {
             .console_dir
             .as_ref()
             .map(|d| d.join(format!("console-{}.log", target.name.replace([':', '/'], "-"))));
-        if !which("qemu-system-x86_64") {
+        if lockstep_vm::qemu::find_binary("qemu-system-x86_64").is_none() {
             bail!(crate::exit::InfraError("qemu-system-x86_64 not found (run scripts/setup.sh)".into()));
         }
         cfg.accel = match opts.accel {
@@ -736,10 +736,6 @@ pub fn remove_stale_run_dirs(temp: &Path) {
             let _ = std::fs::remove_dir_all(e.path());
         }
     }
-}
-
-fn which(bin: &str) -> bool {
-    std::env::var_os("PATH").is_some_and(|p| std::env::split_paths(&p).any(|d| d.join(bin).is_file()))
 }
 
 /// Fails unless `exe` is a static ELF (no `PT_INTERP`): it becomes the guest's `/init`.

@@ -84,23 +84,10 @@ fn file_digest(path: &Path) -> std::io::Result<[u8; 32]> {
 /// the first run; `qemu --version`, asked before, cost a start of QEMU - ~70 shared libraries -
 /// before every run's first guest).
 fn qemu_identity(qemu: &str) -> std::io::Result<String> {
-    let path = find_on_path(qemu).ok_or_else(|| {
+    let path = crate::qemu::find_binary(qemu).ok_or_else(|| {
         std::io::Error::new(std::io::ErrorKind::NotFound, format!("{qemu} not found on PATH"))
     })?;
     Ok(format!("qemu sha256 {}", hex(&file_digest(&path)?)))
-}
-
-/// Where `cmd` runs from: itself when it names a path, else the first executable of that name
-/// in a `PATH` directory.
-fn find_on_path(cmd: &str) -> Option<PathBuf> {
-    use std::os::unix::fs::PermissionsExt;
-    let runnable =
-        |p: &Path| std::fs::metadata(p).is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0);
-    if cmd.contains('/') {
-        let p = PathBuf::from(cmd);
-        return runnable(&p).then_some(p);
-    }
-    std::env::split_paths(&std::env::var_os("PATH")?).map(|d| d.join(cmd)).find(|p| runnable(p))
 }
 
 /// The snapshots of one cache directory.
@@ -164,11 +151,10 @@ impl SnapshotStore {
         let mut kept: Vec<(SystemTime, PathBuf)> = Vec::new();
         for p in dir.flatten().map(|e| e.path()) {
             let name = p.file_name().and_then(|n| n.to_str()).unwrap_or_default().to_string();
-            let modified = std::fs::metadata(&p).and_then(|m| m.modified()).ok();
             if name.ends_with(".migration") {
                 let _ = std::fs::remove_file(&p);
             } else if name.contains(".tmp-") {
-                if modified.is_some_and(|m| m < hour_ago) {
+                if std::fs::metadata(&p).and_then(|m| m.modified()).is_ok_and(|m| m < hour_ago) {
                     // A directory of this layout, a file of the earlier one.
                     let _ = std::fs::remove_dir_all(&p).or_else(|_| std::fs::remove_file(&p));
                 }
@@ -268,13 +254,16 @@ enum Saved {
 /// greet is returned as it is; one that could not be saved is stopped and booted again without a
 /// RAM file (a warning).
 fn boot_and_save(cfg: &GuestConfig, store: &SnapshotStore, key: &SnapshotKey) -> Result<Saved, GuestError> {
+    let plain_boot = || boot(cfg).map(|s| Saved::No(Box::new(s)));
     // Unique per guest: the guests of one process (`run --jobs`) may save the same key at once.
     static SAVES: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
     let n = SAVES.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     let tmp = Snapshot { dir: store.path(key).with_extension(format!("tmp-{}-{n}", std::process::id())) };
+    // Whatever this ends with, the temporary directory goes (once renamed, it is no longer there).
+    let _cleanup = RemoveOnDrop(&tmp.dir);
     if let Err(e) = std::fs::create_dir_all(&tmp.dir) {
         tracing::warn!("guest snapshot: not saved (creating {}: {e})", tmp.dir.display());
-        return boot(cfg).map(|s| Saved::No(Box::new(s)));
+        return plain_boot();
     }
     // The guest writes its RAM into a file there: a full file system would end QEMU with SIGBUS
     // mid-boot, which would read as the kernel's failure.
@@ -287,8 +276,7 @@ fn boot_and_save(cfg: &GuestConfig, store: &SnapshotStore, key: &SnapshotKey) ->
             free.map_or_else(|e| e.to_string(), |f| (f >> 20).to_string()),
             need >> 20
         );
-        let _ = std::fs::remove_dir_all(&tmp.dir);
-        return boot(cfg).map(|s| Saved::No(Box::new(s)));
+        return plain_boot();
     }
     let mut c = cfg.clone();
     let qmp = qmp_socket(cfg);
@@ -296,57 +284,52 @@ fn boot_and_save(cfg: &GuestConfig, store: &SnapshotStore, key: &SnapshotKey) ->
     c.ram_file = Some(RamFile { path: tmp.ram(), shared: true });
     let started = match boot(&c) {
         Ok(s) => s,
-        Err(e @ GuestError::Stopped(_)) => {
-            let _ = std::fs::remove_dir_all(&tmp.dir);
-            return Err(e);
-        }
+        Err(e @ GuestError::Stopped(_)) => return Err(e),
         Err(e) => {
             // Perhaps QEMU cannot map a file there (the file system): a plain boot says.
-            let _ = std::fs::remove_dir_all(&tmp.dir);
             tracing::warn!(
                 "guest snapshot: not saved (QEMU did not start with its RAM in a file: {e}); booting"
             );
-            return boot(cfg).map(|s| Saved::No(Box::new(s)));
+            return plain_boot();
         }
     };
     if started.hello.is_err() {
-        let _ = std::fs::remove_dir_all(&tmp.dir);
         return Ok(Saved::No(Box::new(started)));
     }
     let t = Instant::now();
-    match save(&qmp, &tmp) {
-        Ok(()) => {
-            // The guest is paused; its RAM file is the snapshot's from here on, so QEMU goes.
-            drop(started);
-            let dest = Snapshot { dir: store.path(key) };
-            if let Err(e) = std::fs::rename(&tmp.dir, &dest.dir) {
-                // Another guest saved this key meanwhile (a directory is not replaced): use it.
-                let _ = std::fs::remove_dir_all(&tmp.dir);
-                if !dest.is_complete() {
-                    tracing::warn!(
-                        "guest snapshot: not saved (renaming {}: {e}); booting",
-                        tmp.dir.display()
-                    );
-                    return boot(cfg).map(|s| Saved::No(Box::new(s)));
-                }
-            }
-            store.prune();
-            tracing::info!(
-                "guest snapshot saved: {} ({} MiB of RAM, {:.1}s)",
-                dest.dir.display(),
-                allocated_bytes(&dest.ram()) >> 20,
-                t.elapsed().as_secs_f64()
-            );
-            Ok(Saved::Yes(dest))
+    if let Err(e) = save(&qmp, &tmp) {
+        // The guest may be left paused, and its RAM is a file on a file system that may have just
+        // filled up: it goes, and a plain boot (anonymous RAM) takes its place.
+        tracing::warn!("guest snapshot: not saved: {e}; booting again without it");
+        drop(started);
+        return plain_boot();
+    }
+    // The guest is paused; its RAM file is the snapshot's from here on, so QEMU goes.
+    drop(started);
+    let dest = Snapshot { dir: store.path(key) };
+    if let Err(e) = std::fs::rename(&tmp.dir, &dest.dir) {
+        // Another guest saved this key meanwhile (a directory is not replaced): use it.
+        if !dest.is_complete() {
+            tracing::warn!("guest snapshot: not saved (renaming {}: {e}); booting", tmp.dir.display());
+            return plain_boot();
         }
-        Err(e) => {
-            // The guest may be left paused, and its RAM is a file on a file system that may
-            // have just filled up: it goes, and a plain boot (anonymous RAM) takes its place.
-            tracing::warn!("guest snapshot: not saved: {e}; booting again without it");
-            drop(started);
-            let _ = std::fs::remove_dir_all(&tmp.dir);
-            boot(cfg).map(|s| Saved::No(Box::new(s)))
-        }
+    }
+    store.prune();
+    tracing::info!(
+        "guest snapshot saved: {} ({} MiB of RAM, {:.1}s)",
+        dest.dir.display(),
+        allocated_bytes(&dest.ram()) >> 20,
+        t.elapsed().as_secs_f64()
+    );
+    Ok(Saved::Yes(dest))
+}
+
+/// Removes a directory (and what it holds) when dropped.
+struct RemoveOnDrop<'a>(&'a Path);
+
+impl Drop for RemoveOnDrop<'_> {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(self.0);
     }
 }
 
@@ -555,18 +538,5 @@ mod tests {
         assert!(store.find(&SnapshotKey("k1".into())).is_none());
         store.discard(&SnapshotKey("k0".into()));
         assert!(!dir.path().join("k0").exists());
-    }
-
-    #[test]
-    fn qemu_is_found_as_a_command_would_be() {
-        let dir = tempfile::tempdir().unwrap();
-        let exe = dir.path().join("qemu-x");
-        std::fs::write(&exe, b"#!/bin/sh\n").unwrap();
-        assert_eq!(find_on_path(&exe.display().to_string()), None, "not executable");
-        use std::os::unix::fs::PermissionsExt;
-        std::fs::set_permissions(&exe, std::fs::Permissions::from_mode(0o755)).unwrap();
-        assert_eq!(find_on_path(&exe.display().to_string()), Some(exe.clone()));
-        assert_eq!(find_on_path("sh").map(|p| p.is_file()), Some(true), "sh is on every PATH");
-        assert_eq!(find_on_path("surely-no-such-command-lockstep"), None);
     }
 }
