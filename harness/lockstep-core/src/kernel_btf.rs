@@ -127,7 +127,7 @@ impl KernelBtf {
         let funcs = self.module_funcs.get_or_insert_with(Default::default);
         for t in module.types.iter().skip(base_count as usize) {
             if let Kind::Func { proto, .. } = t.kind {
-                funcs.entry(t.name.clone()).or_insert_with(|| module.compat_shape(proto));
+                funcs.entry(t.name.to_string()).or_insert_with(|| module.compat_shape(proto));
             }
         }
         let n = found.len();
@@ -481,7 +481,7 @@ impl KernelBtf {
                             if tag.is_some() {
                                 flags.tag = tag;
                             }
-                            return Ok(WalkStep::Ptr { btf_id: target, field: m.name.clone() });
+                            return Ok(WalkStep::Ptr { btf_id: target, field: m.name.to_string() });
                         }
                         return Ok(WalkStep::PtrToMem);
                     }

@@ -9,7 +9,7 @@
 use std::collections::BTreeMap;
 
 use crate::case::ProgType;
-use crate::import::btf::{Btf, Kind};
+use crate::import::btf::{Btf, BtfName, Kind};
 
 /// A kfunc hook (`enum btf_kfunc_hook`, kernel/bpf/btf.c) a kfunc id set is registered for.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -216,7 +216,7 @@ impl View<'_> {
     }
 
     /// `get_kfunc_arg_type()` for parameter `i` of `params` / `names`.
-    fn arg(&self, params: &[u32], names: &[String], i: usize) -> KfArg {
+    fn arg(&self, params: &[u32], names: &[BtfName], i: usize) -> KfArg {
         let pname = names[i].as_str();
         let t = self.btf.resolve(params[i]);
         if self.is_scalar(t) {
@@ -273,7 +273,7 @@ impl View<'_> {
     }
 
     /// Whether parameter `i` is a pointer to void / a scalar followed by a `__sz` size.
-    fn arg_is_mem_ptr(&self, params: &[u32], names: &[String], i: usize) -> bool {
+    fn arg_is_mem_ptr(&self, params: &[u32], names: &[BtfName], i: usize) -> bool {
         matches!(self.arg(params, names, i), KfArg::MemPtr)
     }
 
@@ -435,7 +435,7 @@ mod tests {
                 t("", Kind::Ptr { to: 1 }),
                 t("bpf_dynptr", Kind::Struct { size: 16, members: vec![] }),
                 t("", Kind::Ptr { to: 5 }),
-                t("", Kind::FuncProto { ret, params, names: names.iter().map(|s| s.to_string()).collect() }),
+                t("", Kind::FuncProto { ret, params, names: names.iter().map(|&s| s.into()).collect() }),
                 t("f", Kind::Func { proto: 7, global: true }),
             ],
         }

@@ -4,6 +4,10 @@
 
 use super::ctypes::{CType, Member};
 
+/// A name in BTF: inline up to 24 bytes, so parsing vmlinux's ~127k types and their members and
+/// parameters does not allocate once per name (nor free once per name when the BTF is dropped).
+pub type BtfName = compact_str::CompactString;
+
 /// A BTF kind with the data lockstep uses.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Kind {
@@ -44,7 +48,7 @@ pub enum Kind {
         ret: u32,
         params: Vec<u32>,
         /// The parameters' names (empty strings where BTF has none).
-        names: Vec<String>,
+        names: Vec<BtfName>,
     },
     Var {
         ty: u32,
@@ -64,7 +68,7 @@ pub enum Kind {
 /// A struct or union member: name, type, bit offset, bit-field size (0: not a bit-field).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct BtfMember {
-    pub name: String,
+    pub name: BtfName,
     pub ty: u32,
     pub bit_offset: u32,
     pub bit_size: u32,
@@ -73,7 +77,7 @@ pub struct BtfMember {
 /// One type: its name and kind.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct BtfType {
-    pub name: String,
+    pub name: BtfName,
     pub kind: Kind,
 }
 
@@ -124,29 +128,54 @@ fn sections(b: &[u8]) -> Result<(&[u8], &[u8]), BtfError> {
     Ok((types_b, strs))
 }
 
-/// The string at `off` of a string section (Err: the offset is outside it, which makes the BTF
-/// invalid; aya-obj panics on one).
-fn lookup(strs: &[u8], off: u32) -> Result<String, u32> {
-    let s = strs.get(off as usize..).ok_or(off)?;
-    let end = s.iter().position(|&c| c == 0).ok_or(off)?;
-    let name = &s[..end];
-    Ok(match std::str::from_utf8(name) {
-        Ok(n) => n.to_owned(),
-        Err(_) => String::from_utf8_lossy(name).into_owned(),
-    })
+/// A string section, checked as UTF-8 once (kernel BTF's are ASCII) rather than name by name.
+#[derive(Clone, Copy)]
+enum Strings<'a> {
+    Text(&'a str),
+    /// Not UTF-8 as a whole: each name is converted on its own, lossily.
+    Bytes(&'a [u8]),
+}
+
+impl<'a> Strings<'a> {
+    fn new(b: &'a [u8]) -> Strings<'a> {
+        std::str::from_utf8(b).map_or(Strings::Bytes(b), Strings::Text)
+    }
+
+    fn len(&self) -> usize {
+        match self {
+            Strings::Text(t) => t.len(),
+            Strings::Bytes(b) => b.len(),
+        }
+    }
+
+    /// The string at `off` (Err: the offset is outside the section or its string has no end,
+    /// which makes the BTF invalid; aya-obj panics on one).
+    fn lookup(&self, off: u32) -> Result<BtfName, u32> {
+        let bytes = match *self {
+            Strings::Text(t) => match t.get(off as usize..) {
+                Some(s) => return s.find('\0').map(|end| BtfName::new(&s[..end])).ok_or(off),
+                // Inside a character: not a name's start, read as bytes below.
+                None => t.as_bytes(),
+            },
+            Strings::Bytes(b) => b,
+        };
+        let s = bytes.get(off as usize..).ok_or(off)?;
+        let end = s.iter().position(|&c| c == 0).ok_or(off)?;
+        Ok(BtfName::from(String::from_utf8_lossy(&s[..end])))
+    }
 }
 
 /// Parses the types of `types_b` onto `types`, naming them through `name`.
 fn parse_types(
     types_b: &[u8],
-    name: &dyn Fn(u32) -> Result<String, u32>,
+    name: &dyn Fn(u32) -> Result<BtfName, u32>,
     types: &mut Vec<BtfType>,
 ) -> Result<(), BtfError> {
     let bad_name: std::cell::Cell<Option<u32>> = std::cell::Cell::new(None);
-    let name = |off: u32| -> String {
+    let name = |off: u32| -> BtfName {
         name(off).unwrap_or_else(|off| {
             bad_name.set(Some(off));
-            String::new()
+            BtfName::default()
         })
     };
     let mut r = Reader { b: types_b, pos: 0 };
@@ -230,8 +259,9 @@ impl Btf {
     /// Parses little-endian BTF.
     pub fn parse(b: &[u8]) -> Result<Btf, BtfError> {
         let (types_b, strs) = sections(b)?;
-        let mut types = vec![BtfType { name: String::new(), kind: Kind::Void }];
-        parse_types(types_b, &|off| lookup(strs, off), &mut types)?;
+        let mut types = vec![BtfType { name: BtfName::default(), kind: Kind::Void }];
+        let strs = Strings::new(strs);
+        parse_types(types_b, &|off| strs.lookup(off), &mut types)?;
         Ok(Btf { types })
     }
 
@@ -241,12 +271,14 @@ impl Btf {
     /// the combined types (base first) and the number of base types (void included).
     pub fn parse_split(split: &[u8], base: &[u8]) -> Result<(Btf, u32), BtfError> {
         let (base_types_b, base_strs) = sections(base)?;
-        let mut types = vec![BtfType { name: String::new(), kind: Kind::Void }];
-        parse_types(base_types_b, &|off| lookup(base_strs, off), &mut types)?;
+        let mut types = vec![BtfType { name: BtfName::default(), kind: Kind::Void }];
+        let base_strs = Strings::new(base_strs);
+        parse_types(base_types_b, &|off| base_strs.lookup(off), &mut types)?;
         let base_count = types.len() as u32;
         let (types_b, strs) = sections(split)?;
         let blen = base_strs.len() as u32;
-        let name = |off: u32| if off < blen { lookup(base_strs, off) } else { lookup(strs, off - blen) };
+        let strs = Strings::new(strs);
+        let name = |off: u32| if off < blen { base_strs.lookup(off) } else { strs.lookup(off - blen) };
         parse_types(types_b, &name, &mut types)?;
         Ok((Btf { types }, base_count))
     }
@@ -366,14 +398,14 @@ impl Btf {
                     align = align.max(ty.align());
                     let bits = (m.bit_size != 0 || m.bit_offset % 8 != 0).then_some(m.bit_size as u64);
                     ms.push(Member {
-                        name: (!m.name.is_empty()).then(|| m.name.clone()),
+                        name: (!m.name.is_empty()).then(|| m.name.to_string()),
                         offset: (m.bit_offset / 8) as u64,
                         ty,
                         bits,
                     });
                 }
                 CType::Record {
-                    name: (!t.name.is_empty()).then(|| t.name.clone()),
+                    name: (!t.name.is_empty()).then(|| t.name.to_string()),
                     size: *size as u64,
                     align,
                     members: ms,

@@ -324,7 +324,7 @@ fn struct_ops_members(
             for &(var, var_off, size) in entries {
                 let Some(v) = btf.get(var) else { continue };
                 let Kind::Var { ty } = v.kind else { continue };
-                let start = data_syms.get(&v.name).copied().unwrap_or(var_off) as u64;
+                let start = data_syms.get(v.name.as_str()).copied().unwrap_or(var_off) as u64;
                 if off < start || off >= start + size as u64 {
                     continue;
                 }
@@ -346,8 +346,8 @@ fn struct_ops_members(
                 out.insert(
                     prog.to_string(),
                     crate::case::StructOpsMember {
-                        st: st.name.clone(),
-                        member: m.name.clone(),
+                        st: st.name.to_string(),
+                        member: m.name.to_string(),
                         ret: ret.into(),
                     },
                 );
@@ -453,7 +453,7 @@ fn program_case(
     let mut names: BTreeMap<usize, (String, u32)> = BTreeMap::new();
     for fi in &func.func_info.func_info {
         if let Some(t) = btf.get(fi.type_id) {
-            names.insert(fi.insn_off as usize, (t.name.clone(), fi.type_id));
+            names.insert(fi.insn_off as usize, (t.name.to_string(), fi.type_id));
         }
     }
     // libbpf's bpf_object__relocate(): once the program's calls are relocated, the exception
@@ -920,11 +920,11 @@ fn datasec_layout(
     for &(var, off, _size) in entries {
         let Some(t) = btf.get(var) else { continue };
         let Kind::Var { ty } = t.kind else { continue };
-        let off = data_syms.get(&t.name).copied().unwrap_or(off);
+        let off = data_syms.get(t.name.as_str()).copied().unwrap_or(off);
         let inner = value_layout(&btf.ctype(ty).map_err(|x| x.to_string())?)?;
         let single = inner.fields.len() == 1 && inner.fields[0].offset == 0;
         for f in inner.fields {
-            let name = if single { t.name.clone() } else { format!("{}_{}", t.name, f.name) };
+            let name = if single { t.name.to_string() } else { format!("{}_{}", t.name, f.name) };
             fields.push(Field { name, offset: f.offset + off, ..f });
         }
         special.extend(super::special::var_fields(btf, var, &t.name, ty, off)?);

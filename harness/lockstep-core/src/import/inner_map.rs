@@ -72,7 +72,9 @@ fn def_of(btf: &Btf, id: u32) -> Result<InnerDef, String> {
 /// The (name, type) members of a struct.
 fn members(btf: &Btf, id: u32) -> Result<Vec<(String, u32)>, String> {
     match btf.get(btf.resolve(id)).map(|t| &t.kind) {
-        Some(Kind::Struct { members, .. }) => Ok(members.iter().map(|m| (m.name.clone(), m.ty)).collect()),
+        Some(Kind::Struct { members, .. }) => {
+            Ok(members.iter().map(|m| (m.name.to_string(), m.ty)).collect())
+        }
         _ => Err(format!("BTF type {id} is not a map definition struct")),
     }
 }

@@ -50,7 +50,7 @@ pub fn layout(btf: &Btf) -> Result<Vec<KconfigVar>, String> {
             let align = size.min(8);
             let at = off.div_ceil(align) * align;
             off = at + size;
-            KconfigVar { name, off: at, size, signed }
+            KconfigVar { name: name.to_string(), off: at, size, signed }
         })
         .collect())
 }

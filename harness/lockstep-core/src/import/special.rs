@@ -36,7 +36,7 @@ fn kptr_of(btf: &Btf, mut id: u32) -> Option<(FieldKind, String)> {
         _ => return None,
     };
     let pointee = btf.get(btf.resolve(next))?;
-    Some((kind, pointee.name.clone()))
+    Some((kind, pointee.name.to_string()))
 }
 
 /// The `contains:<type>:<node>` decl tag among `tags` (`btf_find_decl_tag_value()`).
@@ -154,7 +154,7 @@ fn struct_members(
         }
         let name = match prefix {
             Some(p) => format!("{p}_{}", m.name),
-            None => m.name.clone(),
+            None => m.name.to_string(),
         };
         find_one(btf, (id, i as i32), m.ty, &name, base + m.bit_offset / 8, level, out)?;
     }
@@ -359,7 +359,7 @@ mod tests {
     /// head __contains(foo, node); }` inside `struct outer { int x; struct inner inner; }`, a
     /// global `struct bpf_list_head ga[2] __contains(foo, node)`, and an array of `inner`.
     fn btf() -> Btf {
-        let t = |name: &str, kind| BtfType { name: String::from(name), kind };
+        let t = |name: &str, kind| BtfType { name: name.into(), kind };
         Btf {
             types: vec![
                 t("", Kind::Void),
