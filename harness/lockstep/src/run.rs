@@ -80,7 +80,8 @@ fn stop_now(deadline: Instant) -> Option<Stop> {
 /// [`KernelTarget::prepare_for_guest`] (kernel fetch, test module build) started on a helper
 /// thread: every kernel of a run is prepared at once when the run starts, beside the first guests'
 /// starts, and its guests wait for it ([`wait_prepared`]); the kernel BTF only the model needs is
-/// awaited at the kernel's first row ([`ReadyKernel::full`]). A fetch or build given up on goes on in the
+/// parsed from the kernel's first guest's start ([`ReadyKernel::start_btf`]) and awaited at its
+/// first row ([`ReadyKernel::full`]). A fetch or build given up on goes on in the
 /// background until lockstep exits, moments later.
 fn spawn_prepare(
     name: &str,
@@ -134,6 +135,15 @@ struct ReadyKernel {
 impl ReadyKernel {
     fn new((guest, btf): Preparing) -> ReadyKernel {
         ReadyKernel { guest, btf: Mutex::new(Some(btf)), full: OnceLock::new() }
+    }
+
+    /// Starts parsing the kernel BTF (its first guest is starting): beside that guest's restore
+    /// rather than at the run's start, where the parses of kernels whose guests start later
+    /// took the cores from the first guests (and their first rows waited for the wrong parse).
+    fn start_btf(&self) {
+        if let Some(btf) = self.btf.lock().unwrap_or_else(|e| e.into_inner()).as_mut() {
+            btf.start();
+        }
     }
 
     /// The kernel with its profile's kernel BTF, for the model's rows (waits for the parse the
@@ -451,6 +461,7 @@ fn guest_chunks<'a>(
             ))
         }
     };
+    ready.start_btf();
     let mut left = sh.opts.clone();
     left.timeouts.overall = sh.deadline.saturating_duration_since(Instant::now());
     // The console of a kernel's second, third ... guest goes to a file of its own.

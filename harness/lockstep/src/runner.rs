@@ -260,24 +260,6 @@ impl KernelTarget {
         };
         let profile = kernel::profile(&pname)?;
         let vmlinux = kernel::kernel_vmlinux(&resolved);
-        // The booted kernel's own BTF types tracing / LSM programs' ctx for the model
-        // (docs/kernel-btf.md); without it the model says which BTF is missing. Parsed beside the
-        // module builds' cache checks and the guest's start (the guest needs only the modules,
-        // the model only the BTF).
-        let btf = {
-            let (name, vmlinux) = (name.to_string(), vmlinux.clone());
-            std::thread::spawn(move || {
-                // One parse at a time, roughly in the order the kernels were given (their first
-                // guests' order): the first kernel's is done soonest, and two cores are left to
-                // the guests' restores rather than to three parses at once.
-                static ONE_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
-                let _turn = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
-                let t = Instant::now();
-                let r = vmlinux.as_deref().map(crate::kernel_btf::load);
-                tracing::debug!(kernel = %name, secs = t.elapsed().as_secs_f64(), "prepared: kernel BTF");
-                r
-            })
-        };
         let ((module, module_error), (testmod, testmod_error)) = std::thread::scope(|s| {
             // The two modules' cache checks side by side (bpf_testmod's also reads vmlinux's kfuncs).
             let testmod = s.spawn(|| {
@@ -321,7 +303,9 @@ impl KernelTarget {
                     .then(|| (resolved.release.clone(), resolved.config.clone())),
             },
         };
-        Ok((target, PendingBtf(Some((name.to_string(), btf)))))
+        // The booted kernel's own BTF types tracing / LSM programs' ctx for the model
+        // (docs/kernel-btf.md); without it the model says which BTF is missing.
+        Ok((target, PendingBtf(vmlinux.map(|v| (name.to_string(), BtfParse::Waiting(v))))))
     }
 
     /// The kfuncs the model assumes: the built module's flags, else the module source's.
@@ -330,21 +314,44 @@ impl KernelTarget {
     }
 }
 
-/// The kernel BTF of a [`KernelTarget::prepare_for_guest`], parsed on a thread of its own.
+/// The kernel BTF of a [`KernelTarget::prepare_for_guest`]: parsed on a thread of its own once
+/// [`PendingBtf::start`]ed (`lockstep run`: when the kernel's first guest starts, so that the
+/// parse runs beside that guest's restore, not beside the other kernels' at the run's start),
+/// else by [`PendingBtf::finish`].
 pub struct PendingBtf(Option<(String, BtfParse)>);
 
-/// The thread parsing a kernel's BTF (None: the kernel has no vmlinux to read it from).
-type BtfParse = std::thread::JoinHandle<Option<Result<Arc<KernelBtf>>>>;
+/// Where a [`PendingBtf`] is.
+enum BtfParse {
+    /// Not started: the vmlinux to read it from.
+    Waiting(PathBuf),
+    Parsing(std::thread::JoinHandle<Result<Arc<KernelBtf>>>),
+}
 
 impl PendingBtf {
-    /// Waits for the parse and gives it to `target`'s profile (a file that could not be read or
-    /// parsed is a warning: the model then says which BTF is missing).
-    pub fn finish(self, target: &mut KernelTarget) {
-        let Some((name, handle)) = self.0 else { return };
+    /// Starts the parse on a thread of its own (nothing when it started already or there is no
+    /// vmlinux to read).
+    pub fn start(&mut self) {
+        let Some((name, parse)) = &mut self.0 else { return };
+        if let BtfParse::Waiting(vmlinux) = parse {
+            let (name, vmlinux) = (name.clone(), std::mem::take(vmlinux));
+            *parse = BtfParse::Parsing(std::thread::spawn(move || {
+                let t = Instant::now();
+                let r = crate::kernel_btf::load(&vmlinux);
+                tracing::debug!(kernel = %name, secs = t.elapsed().as_secs_f64(), "kernel BTF parsed");
+                r
+            }));
+        }
+    }
+
+    /// Waits for the parse (started here when it was not) and gives it to `target`'s profile (a
+    /// file that could not be read or parsed is a warning: the model then says which BTF is
+    /// missing).
+    pub fn finish(mut self, target: &mut KernelTarget) {
+        self.start();
+        let Some((name, BtfParse::Parsing(handle))) = self.0 else { return };
         match handle.join().unwrap_or_else(|p| std::panic::resume_unwind(p)) {
-            Some(Ok(k)) => target.profile.kernel_btf = lockstep_core::kernel_btf::KernelBtfRef(Some(k)),
-            Some(Err(e)) => tracing::warn!("{name}: {e:#}"),
-            None => {}
+            Ok(k) => target.profile.kernel_btf = lockstep_core::kernel_btf::KernelBtfRef(Some(k)),
+            Err(e) => tracing::warn!("{name}: {e:#}"),
         }
     }
 }
