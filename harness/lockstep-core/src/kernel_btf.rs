@@ -111,7 +111,9 @@ impl KernelBtf {
         &mut self,
         sets: &std::collections::BTreeMap<String, std::collections::BTreeMap<String, u32>>,
     ) {
-        let found = crate::kfunc_btf::vmlinux_kfuncs(&self.btf, sets);
+        // Each kfunc's FUNC by the name index, not by a scan of the ~127k types per kfunc.
+        let func_id = |name: &str| self.named(name, |k| matches!(k, Kind::Func { .. }));
+        let found = crate::kfunc_btf::vmlinux_kfuncs(&self.btf, &func_id, sets);
         self.kfuncs.extend(found);
     }
 

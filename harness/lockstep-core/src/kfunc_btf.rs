@@ -354,9 +354,11 @@ fn registration(set: &str) -> Option<&'static [Hook]> {
 }
 
 /// Describes the vmlinux kfuncs of the registered sets: `sets` is kfunc -> set -> flags
-/// (`module_ko::vmlinux_kfunc_sets`), `vmlinux` the kernel's parsed BTF.
+/// (`module_ko::vmlinux_kfunc_sets`), `vmlinux` the kernel's parsed BTF and `func_id` its lowest
+/// `FUNC` id of a name.
 pub fn vmlinux_kfuncs(
     vmlinux: &Btf,
+    func_id: &dyn Fn(&str) -> Option<u32>,
     sets: &BTreeMap<String, BTreeMap<String, u32>>,
 ) -> BTreeMap<String, KfuncDesc> {
     let kid = |id: u32| Some(id);
@@ -371,7 +373,7 @@ pub fn vmlinux_kfuncs(
             .filter_map(|(s, f)| Some((s, *f, registration(s)?)))
             .collect();
         let [(set, flags, hooks)] = known.as_slice() else { continue };
-        if let Some(d) = vmlinux.func(name).and_then(|f| view.desc(f, *flags, set, false, hooks)) {
+        if let Some(d) = func_id(name).and_then(|f| view.desc(f, *flags, set, false, hooks)) {
             out.insert(name.clone(), d);
         }
     }
