@@ -100,6 +100,11 @@ impl KernelBtf {
         matches!(self.btf.get(t).map(|t| &t.kind), Some(Kind::Struct { .. })).then_some(t)
     }
 
+    /// The name of `FUNC` `id` (None for any other id).
+    pub fn func_name(&self, id: u32) -> Option<String> {
+        self.btf.get(id).filter(|t| matches!(t.kind, Kind::Func { .. })).map(|t| t.name.to_string())
+    }
+
     /// The number of types (void included): a module's own BTF ids start here.
     pub fn type_count(&self) -> u32 {
         self.btf.types.len() as u32

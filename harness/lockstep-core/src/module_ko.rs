@@ -69,7 +69,7 @@ pub fn kfunc_flags(ko: &[u8], vmlinux_btf: Option<&[u8]>) -> Result<BTreeMap<Str
     };
     let names = crate::btf::func_names(split, base).map_err(KoError::Btf)?;
     let mut out = BTreeMap::new();
-    for e in set8_entries(&file, &names, true)? {
+    for e in set8_entries(&file, &|id| names.get(&id).cloned(), true)? {
         out.insert(e.name, KoKfunc { set: e.set, flags: e.flags });
     }
     Ok(out)
@@ -91,7 +91,7 @@ struct Set8Entry {
 /// a kfunc that was not built).
 fn set8_entries(
     file: &object::File<'_>,
-    names: &BTreeMap<u32, String>,
+    names: &dyn Fn(u32) -> Option<String>,
     strict: bool,
 ) -> Result<Vec<Set8Entry>, KoError> {
     let sec = file.section_by_name(".BTF_ids").ok_or(KoError::NoBtfIds)?;
@@ -110,12 +110,12 @@ fn set8_entries(
             let (Some(id), Some(flags)) = (u32_at(at), u32_at(at + 4)) else {
                 return Err(KoError::OutOfRange { set: set.to_string() });
             };
-            let name = match names.get(&id) {
+            let name = match names(id) {
                 Some(n) => n,
                 None if strict => return Err(KoError::UnknownId { set: set.to_string(), id }),
                 None => continue,
             };
-            out.push(Set8Entry { set: set.to_string(), set_flags, name: name.clone(), flags });
+            out.push(Set8Entry { set: set.to_string(), set_flags, name, flags });
         }
     }
     Ok(out)
@@ -129,8 +129,24 @@ pub fn vmlinux_kfunc_sets(vmlinux: &[u8]) -> Result<BTreeMap<String, BTreeMap<St
     let file = parse(vmlinux)?;
     let btf = section(&file, ".BTF")?.ok_or(KoError::NoBtf)?;
     let names = crate::btf::funcs(btf, None).map_err(KoError::Btf)?;
+    kfunc_sets_of(&file, &|id| names.get(&id).cloned())
+}
+
+/// [`vmlinux_kfunc_sets`] for a vmlinux whose `.BTF` the caller parsed already: `func_name`
+/// names its `FUNC` ids (None for any other id), instead of a second walk of its ~127k types.
+pub fn vmlinux_kfunc_sets_named(
+    vmlinux: &[u8],
+    func_name: &dyn Fn(u32) -> Option<String>,
+) -> Result<BTreeMap<String, BTreeMap<String, u32>>, KoError> {
+    kfunc_sets_of(&parse(vmlinux)?, func_name)
+}
+
+fn kfunc_sets_of(
+    file: &object::File<'_>,
+    names: &dyn Fn(u32) -> Option<String>,
+) -> Result<BTreeMap<String, BTreeMap<String, u32>>, KoError> {
     let mut out: BTreeMap<String, BTreeMap<String, u32>> = BTreeMap::new();
-    for e in set8_entries(&file, &names, false)?.into_iter().filter(|e| e.set_flags & BTF_SET8_KFUNCS != 0) {
+    for e in set8_entries(file, names, false)?.into_iter().filter(|e| e.set_flags & BTF_SET8_KFUNCS != 0) {
         out.entry(e.name).or_default().insert(e.set, e.flags);
     }
     Ok(out)

@@ -34,7 +34,7 @@ fn load_parsed(path: &Path) -> Result<KernelBtf> {
     let mut parsed = KernelBtf::parse(&path.display().to_string(), raw).map_err(|e| bad(e.to_string()))?;
     // A vmlinux ELF's .BTF_ids: the flags of its kfunc sets (kfunc_btf.rs describes the known ones).
     if !bytes.starts_with(&[0x9f, 0xeb]) {
-        match lockstep_core::module_ko::vmlinux_kfunc_sets(&bytes) {
+        match lockstep_core::module_ko::vmlinux_kfunc_sets_named(&bytes, &|id| parsed.func_name(id)) {
             Ok(sets) => parsed.add_vmlinux_kfuncs(&sets),
             Err(e) => tracing::debug!("{}: no kfunc sets: {e}", path.display()),
         }
