@@ -89,6 +89,20 @@ pub fn for_guest(case: &Case) -> Case {
     c
 }
 
+/// How many cases to send now, in one write, with `in_flight` sent and unanswered and `left`
+/// not sent yet: none until the cases in flight fall to the window less one agent batch of
+/// results ([`crate::outbox::MAX_RESULTS`], at most half the window), then as many as the window
+/// holds. Refilled after every reply, the host wrote one case per result it read: per case a
+/// wakeup of QEMU's main loop, an interrupt in the guest and a read of the agent.
+fn to_send(window: usize, in_flight: usize, left: usize) -> usize {
+    let low = window - (window / 2).clamp(1, crate::outbox::MAX_RESULTS);
+    if in_flight > low {
+        0
+    } else {
+        (window - in_flight).min(left)
+    }
+}
+
 impl GuestRun {
     /// Runs `cases` in order with up to `window` of them sent ahead, handing each reply (with
     /// its index into `cases`) to `on_reply` as it arrives. Each case's time limit ([`case_limit`])
@@ -112,9 +126,8 @@ impl GuestRun {
                 let exact = in_flight == 1 || s.busy == Some(first_id + done as u64);
                 Stopped { index: done, outcome, in_flight, exact }
             };
-            // Every case the window allows, in one write.
             let mut lines = Vec::new();
-            while sent < cases.len() && sent - done < window {
+            for _ in 0..to_send(window, sent - done, cases.len() - sent) {
                 let id = first_id + sent as u64;
                 let msg = HostMsg::Run { id, case: Box::new(for_guest(&cases[sent])), want_log };
                 lines.extend_from_slice(&crate::stream::encode_host(&msg));
@@ -150,6 +163,23 @@ impl GuestRun {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_window_is_refilled_a_batch_at_a_time() {
+        // The default window: all of it at the start, nothing while more than one batch is in
+        // flight, then back to full in one write.
+        let w = DEFAULT_WINDOW;
+        assert_eq!(to_send(w, 0, 1000), w);
+        assert_eq!(to_send(w, w - 1, 1000), 0);
+        assert_eq!(to_send(w, w - crate::outbox::MAX_RESULTS + 1, 1000), 0);
+        assert_eq!(to_send(w, w - crate::outbox::MAX_RESULTS, 1000), crate::outbox::MAX_RESULTS);
+        assert_eq!(to_send(w, 3, 5), 5);
+        assert_eq!(to_send(w, 0, 0), 0);
+        // One case at a time (after a crash): the next once the previous answered.
+        assert_eq!((to_send(1, 0, 10), to_send(1, 1, 10)), (1, 0));
+        // A window of 2: one more whenever one is answered.
+        assert_eq!((to_send(2, 0, 10), to_send(2, 1, 10), to_send(2, 2, 10)), (2, 1, 0));
+    }
 
     #[test]
     fn the_guest_gets_no_source_lines() {
