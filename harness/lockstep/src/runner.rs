@@ -747,7 +747,7 @@ pub fn remove_stale_run_dirs(temp: &Path) {
 
 /// Fails unless `exe` is a static ELF (no `PT_INTERP`): it becomes the guest's `/init`.
 fn ensure_static(exe: &Path) -> Result<()> {
-    let data = std::fs::read(exe).with_context(|| format!("reading {}", exe.display()))?;
+    let data = elf_head(exe).with_context(|| format!("reading {}", exe.display()))?;
     if has_interpreter(&data) {
         bail!(crate::exit::InfraError(format!(
             "{} is dynamically linked and cannot be the guest's /init; build it with this repository's \
@@ -756,6 +756,30 @@ fn ensure_static(exe: &Path) -> Result<()> {
         )));
     }
     Ok(())
+}
+
+/// The start of an ELF64 file up to the end of its program headers (what [`has_interpreter`]
+/// reads), not the whole ~15 MiB binary: read before the first guest of every run starts.
+fn elf_head(path: &Path) -> std::io::Result<Vec<u8>> {
+    use std::io::Read;
+    let prefix = |n: u64| -> std::io::Result<Vec<u8>> {
+        let mut b = Vec::new();
+        std::fs::File::open(path)?.take(n).read_to_end(&mut b)?;
+        Ok(b)
+    };
+    let head = prefix(64 * 1024)?;
+    let le =
+        |o: usize, n: usize| head.get(o..o + n).map(|b| b.iter().rev().fold(0u64, |v, &x| v << 8 | x as u64));
+    // e_phoff, e_phentsize, e_phnum
+    let end = match (le(0x20, 8), le(0x36, 2), le(0x38, 2)) {
+        (Some(off), Some(size), Some(num)) => off.saturating_add(size * num),
+        _ => 0,
+    };
+    if end > head.len() as u64 {
+        prefix(end)
+    } else {
+        Ok(head)
+    }
 }
 
 /// Whether an ELF64 little-endian image has a `PT_INTERP` program header.
@@ -793,9 +817,28 @@ mod tests {
 
     #[test]
     fn this_test_binary_is_static_and_a_dynamic_one_is_seen() {
-        let me = std::fs::read(std::env::current_exe().unwrap()).unwrap();
+        let exe = std::env::current_exe().unwrap();
+        let me = elf_head(&exe).unwrap();
         assert!(!has_interpreter(&me), "test binaries are built static by .cargo/config.toml");
-        let sh = std::fs::read("/bin/sh").unwrap();
-        assert!(has_interpreter(&sh), "/bin/sh is dynamic on Debian");
+        assert!(!has_interpreter(&std::fs::read(&exe).unwrap()));
+        // Only the headers are read, not the binary.
+        assert!(me.len() <= 64 * 1024 && (me.len() as u64) < std::fs::metadata(&exe).unwrap().len());
+        for sh in [elf_head(Path::new("/bin/sh")).unwrap(), std::fs::read("/bin/sh").unwrap()] {
+            assert!(has_interpreter(&sh), "/bin/sh is dynamic on Debian");
+        }
+        // Program headers past the first 64 KiB are read too.
+        let dir = tempfile::tempdir().unwrap();
+        let far = dir.path().join("far");
+        let mut elf = std::fs::read("/bin/sh").unwrap()[..64].to_vec();
+        elf[0x20..0x28].copy_from_slice(&(70_000u64).to_le_bytes());
+        elf[0x36..0x38].copy_from_slice(&56u16.to_le_bytes());
+        elf[0x38..0x3a].copy_from_slice(&1u16.to_le_bytes());
+        elf.resize(70_000, 0);
+        elf.extend_from_slice(&3u32.to_le_bytes());
+        elf.resize(80_000, 0);
+        std::fs::write(&far, &elf).unwrap();
+        let head = elf_head(&far).unwrap();
+        assert_eq!(head.len(), 70_056);
+        assert!(has_interpreter(&head));
     }
 }
