@@ -110,23 +110,6 @@ fn each_kernel_btf_file_checked_alone_gives_the_rows_it_gives_in_the_directory()
     }
 }
 
-/// The BTF-only `vmlinux` of every kernel whose headers are cached (`fetch_headers`).
-fn cached_vmlinuxes() -> Vec<PathBuf> {
-    let cache = std::env::var_os("LOCKSTEP_CACHE")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(std::env::var_os("HOME").unwrap()).join(".cache/lockstep"));
-    let mut found = Vec::new();
-    for kernel in ["debian-6.12", "debian-7.2", "debian-7.3"] {
-        // headers/<kernel>/<version>/root/usr/src/linux-headers-<release>/vmlinux
-        let Ok(versions) = std::fs::read_dir(cache.join("headers").join(kernel)) else { continue };
-        for v in versions.flatten() {
-            let Ok(trees) = std::fs::read_dir(v.path().join("root/usr/src")) else { continue };
-            found.extend(trees.flatten().map(|t| t.path().join("vmlinux")).filter(|p| p.is_file()));
-        }
-    }
-    found
-}
-
 /// The kfunc sets of a vmlinux named through its BTF parsed for the model (what `check` and `run`
 /// read, `vmlinux_kfunc_sets_named`) are those of the `.BTF` walk of its own
 /// (`vmlinux_kfunc_sets`, what `census` reads), on each cached kernel: same kfuncs, sets, flags.
@@ -134,9 +117,10 @@ fn cached_vmlinuxes() -> Vec<PathBuf> {
 #[cfg_attr(not(lockstep_vm_tests), ignore = "set LOCKSTEP_VM_TESTS=1")]
 fn kfunc_sets_named_through_the_models_btf_are_those_of_the_btf_walk() {
     fetch_headers();
-    let vmlinuxes = cached_vmlinuxes();
-    assert!(vmlinuxes.len() >= 3, "cached vmlinux files: {vmlinuxes:?}");
-    for v in vmlinuxes {
+    let cache = lockstep_vm::cache_root::from_env().unwrap();
+    for kernel in ["debian:6.12", "debian:7.2", "debian:7.3"] {
+        let v = lockstep_vm::kernel::headers_vmlinux(&cache, kernel)
+            .unwrap_or_else(|| panic!("{kernel}: no cached headers vmlinux under {}", cache.display()));
         let bytes = std::fs::read(&v).unwrap();
         let walked = lockstep_core::module_ko::vmlinux_kfunc_sets(&bytes).unwrap();
         let raw = lockstep_core::module_ko::elf_section(&bytes, ".BTF").unwrap().unwrap();
