@@ -14,12 +14,13 @@ pub const CONTROL_PORT_NAME: &str = "lockstep.0";
 /// agent is the host's own binary and a restored guest's snapshot is keyed by the initramfs that
 /// holds it, so the two always agree; the host still refuses a `Hello` of another version
 /// (`guest::GuestRun::wait_hello`), and the snapshot key names it.
+/// 5 (session 17): [`HostMsg::Workers`] (a guest with several vCPUs runs cases on several).
 /// 4 (session 14): a `Result` is a binary line too (`lockstep_vm::stream::write_guest`).
 /// 3 (session 13): a `Run` is a binary line ([`crate::wire`], `lockstep_vm::stream`), the
 /// other messages stay JSON.
 /// 2 (session 11): instructions as one hex string ([`crate::insn::hex_image`]), results written
 /// in batches, [`GuestMsg::Busy`]. 1 (before): instructions as JSON objects, one write per result.
-pub const PROTOCOL_VERSION: u32 = 4;
+pub const PROTOCOL_VERSION: u32 = 5;
 
 /// The kernel parameter the runner puts on every lockstep guest's command line: the agent runs
 /// only as pid 1 of a kernel booted with it (never on a host by mistake).
@@ -50,6 +51,9 @@ pub enum HostMsg {
     /// Greet again: the agent answers with a fresh `Hello` (sent after a guest was restored
     /// from a snapshot, whose agent said `Hello` before it was saved).
     Ping,
+    /// Run cases on `n` of the guest's vCPUs from now on (a guest starts with one; more when
+    /// another of the host's jobs joins it). No answer.
+    Workers { n: u32 },
 }
 
 /// One kfunc of the running kernel.

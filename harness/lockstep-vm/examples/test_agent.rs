@@ -82,7 +82,8 @@ fn run() -> io::Result<()> {
                 agent_io::send(&mut w, &GuestMsg::Bye)?;
                 return Ok(());
             }
-            Ok(None) => {}
+            // One worker whatever the host asks.
+            Ok(Some(HostMsg::Workers { .. })) | Ok(None) => {}
             Err(e) => eprintln!("lockstep-test-agent: bad line: {e}"),
         }
     }

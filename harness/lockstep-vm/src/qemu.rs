@@ -31,6 +31,8 @@ pub struct QemuArgs {
     pub kernel: PathBuf,
     pub initrd: PathBuf,
     pub memory_mib: u32,
+    /// Virtual CPUs (`-smp`).
+    pub vcpus: u32,
     pub accel: Accel,
     /// Appended to [`BASE_CMDLINE`] (later parameters win in the kernel).
     pub extra_cmdline: Vec<String>,
@@ -66,6 +68,7 @@ impl QemuArgs {
             kernel: kernel.into(),
             initrd: initrd.into(),
             memory_mib: 512,
+            vcpus: 1,
             accel: Accel::Tcg,
             extra_cmdline: Vec::new(),
             control_socket: control_socket.into(),
@@ -103,7 +106,7 @@ impl QemuArgs {
             cpu.into(),
             // One vCPU: `-smp 2` under TCG oopses at boot now and then (measured: the team's shared kernel notes).
             "-smp".into(),
-            "1".into(),
+            self.vcpus.to_string(),
             "-m".into(),
             self.memory_mib.to_string(),
             "-kernel".into(),
@@ -123,6 +126,11 @@ impl QemuArgs {
             "-device".into(),
             format!("virtserialport,bus=vser0.0,chardev=ctl,name={CONTROL_PORT_NAME}"),
         ];
+        if self.vcpus > 1 {
+            // Named vCPU threads (`CPU 1/TCG`), which the host moves to the CPU of a job that
+            // joins the guest (`guest::workers`).
+            a.extend(["-name".into(), "lockstep,debug-threads=on".into()]);
+        }
         if let Some(qmp) = &self.qmp_socket {
             a.extend(["-qmp".into(), format!("unix:{},server=on,wait=off", qmp.display())]);
         }
@@ -193,6 +201,7 @@ mod tests {
         assert_eq!(value_of(&a, "-accel"), ["tcg"]);
         assert_eq!(value_of(&a, "-cpu"), ["max"]);
         assert_eq!(value_of(&a, "-smp"), ["1"]);
+        assert!(value_of(&a, "-name").is_empty(), "thread names only for several vCPUs");
         assert_eq!(value_of(&a, "-m"), ["512"]);
         assert_eq!(value_of(&a, "-kernel"), ["/k/vmlinuz"]);
         assert_eq!(value_of(&a, "-initrd"), ["/k/initrd.cpio"]);
@@ -207,6 +216,16 @@ mod tests {
             value_of(&a, "-device"),
             ["virtio-serial-pci,id=vser0", "virtserialport,bus=vser0.0,chardev=ctl,name=lockstep.0"]
         );
+    }
+
+    #[test]
+    fn several_vcpus_have_named_threads() {
+        let mut q = QemuArgs::new("k", "i", "s");
+        q.vcpus = 2;
+        let a = q.to_args();
+        assert_eq!(value_of(&a, "-smp"), ["2"]);
+        // `guest::workers` finds vCPU 1's thread by the name this gives it (`CPU 1/TCG`).
+        assert_eq!(value_of(&a, "-name"), ["lockstep,debug-threads=on"]);
     }
 
     #[test]

@@ -63,12 +63,9 @@ fn serve() -> io::Result<()> {
             eprintln!("lockstep agent: module {name}: {error}");
         }
     }
+    let workers = std::thread::available_parallelism().map_or(1, |n| n.get());
     // Read BTF after the module is in, so its kfuncs resolve.
-    let mut loader = Loader::new().map_err(|e| e.to_string());
-    if let Ok(l) = &mut loader {
-        // Half the fds for BTF objects and maps kept across cases, the rest for the case's own.
-        l.set_kept_fds((raise_nofile(NOFILE_WANTED) / 2).min(NOFILE_WANTED as usize / 2));
-    }
+    let loader = new_loader(workers);
     if let Err(e) = &loader {
         eprintln!("lockstep agent: {e}");
     }
@@ -83,6 +80,9 @@ fn serve() -> io::Result<()> {
         extra_modules: extra_modules.clone(),
         protocol: PROTOCOL_VERSION,
     };
+    if workers > 1 {
+        return crate::agent_workers::serve(workers, host, out, loader, crash_case, &hello);
+    }
     out.send(&hello(agent_io::kernel_release()?))?;
     while let Some(line) = host.next_line()? {
         phase::mark(Phase::Wait);
@@ -121,7 +121,8 @@ fn serve() -> io::Result<()> {
                 out.send(&GuestMsg::Bye)?;
                 return Ok(());
             }
-            Ok(None) => {}
+            // One vCPU: one worker whatever the host asks.
+            Ok(Some(HostMsg::Workers { .. })) | Ok(None) => {}
             Err(e) => {
                 // Answer a `Run` that did not decode, so the host does not wait for it.
                 let id = stream::run_id(line);
@@ -136,6 +137,18 @@ fn serve() -> io::Result<()> {
     out.flush()
 }
 
+/// A loader (vmlinux and module BTF read) for one of `workers` workers, its share of the fds
+/// kept across cases set.
+pub(crate) fn new_loader(workers: usize) -> Result<Loader, String> {
+    let mut loader = Loader::new().map_err(|e| e.to_string());
+    if let Ok(l) = &mut loader {
+        // Half the fds for BTF objects and maps kept across cases, the rest for the case's own.
+        let per_worker = (raise_nofile(NOFILE_WANTED) / 2).min(NOFILE_WANTED as usize / 2) / workers;
+        l.set_kept_fds(per_worker);
+    }
+    loader
+}
+
 /// The kernel parameter naming a case the agent crashes the kernel at (sysrq `c`) instead of
 /// running it: for the fault tests (`harness/lockstep/tests/faults.rs`, `--append`), which need a
 /// case that kills its guest. Nothing else sets it.
@@ -147,7 +160,7 @@ fn crash_case_of(cmdline: &str) -> Option<String> {
 }
 
 /// Crashes the kernel (the fault tests' [`CRASH_CASE_PARAM`]).
-fn crash_now(case: &str) {
+pub(crate) fn crash_now(case: &str) {
     eprintln!("lockstep agent: crashing the kernel at case {case} ({CRASH_CASE_PARAM})");
     let _ = std::fs::write("/proc/sysrq-trigger", "c");
 }
@@ -174,7 +187,7 @@ fn raise_nofile(want: u64) -> usize {
 }
 
 /// The result of every case when BTF could not be read: a setup error, not a verdict.
-fn no_loader(case: &str, error: &str) -> KernelResult {
+pub(crate) fn no_loader(case: &str, error: &str) -> KernelResult {
     KernelResult {
         case: case.to_string(),
         verdict: Verdict::unsupported(format!("setup error: {error}")),

@@ -85,6 +85,7 @@ pub fn guest(a: GuestBenchArgs) -> Result<u8> {
         extra_cmdline: Vec::new(),
         module_ko: None,
         testmod: Default::default(),
+        vcpus: 1,
     };
     for k in &kernels {
         let target = KernelTarget::prepare(k, None, &opts)?;

@@ -2,6 +2,7 @@
 //! runs which cases, the rows' order, the exit code) is [`crate::run_plan`], the rows
 //! [`crate::run_rows`]; here are the kernels, guests, threads and files.
 
+use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::{mpsc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
@@ -12,6 +13,7 @@ use indicatif::{MultiProgress, ProgressBar, ProgressStyle};
 use lockstep_core::case::Case;
 use lockstep_core::proto::ModuleStatus;
 use lockstep_core::shard::Shard;
+use lockstep_vm::guest::workers::WorkerCpus;
 use lockstep_vm::guest::Timeouts;
 
 use crate::report::{self, Outcome, RunRow};
@@ -55,9 +57,10 @@ pub struct RunArgs {
     /// crashes, at the case's line (automatic when GITHUB_ACTIONS=true).
     #[arg(long)]
     pub github: bool,
-    /// Guests at a time: the kernels run in parallel, and when there are fewer kernels than jobs
-    /// a kernel's cases are split over several guests (default: the number of cores; lowered to
-    /// what the available memory holds).
+    /// Jobs at a time: the kernels run in parallel guests, and a job with no kernel left to start
+    /// joins a running guest on a vCPU of its own (the last kernel's guest has one per job, up to
+    /// 4) or starts another guest of a kernel (default: the number of cores; lowered to what the
+    /// available memory holds).
     #[arg(long, short = 'j', value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
     pub jobs: Option<u32>,
     /// Case files or directories (default: the bundled corpus).
@@ -170,6 +173,14 @@ enum Prepared {
     Bad,
 }
 
+/// The jobs that joined a running guest: their CPUs for its vCPUs, and a sender each that the
+/// guest's end drops (the job then looks for other work).
+#[derive(Default)]
+struct GuestJoins {
+    cpus: WorkerCpus,
+    joined: Vec<mpsc::Sender<()>>,
+}
+
 /// What a guest's worker hands the thread that collects the rows.
 enum Report {
     Row(RowKey, Box<RunRow>),
@@ -193,6 +204,9 @@ struct Shared<'a> {
     targets: Vec<OnceLock<Prepared>>,
     /// Which guest runs which cases, decided as the guests go.
     sched: Mutex<run_plan::Scheduler>,
+    /// The running guests (by unit) other jobs may join ([`run_plan::Work::Join`]); changed only
+    /// with `sched` held, so a job never joins a guest that ended.
+    joins: Mutex<HashMap<usize, GuestJoins>>,
     stopped: Mutex<Option<Stop>>,
     fatal: Mutex<Option<anyhow::Error>>,
     progress: MultiProgress,
@@ -222,6 +236,39 @@ impl Shared<'_> {
 
     fn sched(&self) -> std::sync::MutexGuard<'_, run_plan::Scheduler> {
         self.sched.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn joins(&self) -> std::sync::MutexGuard<'_, HashMap<usize, GuestJoins>> {
+        self.joins.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The next work of a job pinned to `cpu`: a guest to run, or a guest it joined and waits for
+    /// (None: nothing left).
+    fn next_work(&self, cpu: Option<usize>) -> Option<Result<GuestSlot, mpsc::Receiver<()>>> {
+        let mut sched = self.sched();
+        match sched.next_work()? {
+            run_plan::Work::Start(slot) => {
+                self.joins().insert(slot.unit, GuestJoins::default());
+                Some(Ok(slot))
+            }
+            run_plan::Work::Join(slot) => {
+                let (tx, rx) = mpsc::channel();
+                if let Some(g) = self.joins().get_mut(&slot.unit) {
+                    tracing::debug!(kernel = %self.kernels[slot.kernel], part = slot.part, ?cpu, "job joins the guest");
+                    g.cpus.add(cpu);
+                    g.joined.push(tx);
+                }
+                Some(Err(rx))
+            }
+        }
+    }
+
+    /// Guest `slot` ended: the cases of its kernel nobody claimed (when it was the last one), and
+    /// the jobs that joined it are free again.
+    fn guest_done(&self, slot: GuestSlot) -> Vec<usize> {
+        let mut sched = self.sched();
+        self.joins().remove(&slot.unit);
+        sched.guest_done(slot)
     }
 
     /// Kernel `k`, as its preparation (started with the run) ended, awaited by the first guest
@@ -283,7 +330,8 @@ pub fn run_cases(
         kernels.iter().map(|k| run_plan::shard_positions(cases, k, args.shard)).collect();
     // The host's kernel is this process's: one loader, never split.
     let jobs = if args.kernels.host { 1 } else { jobs };
-    let sched = run_plan::Scheduler::new(&per_kernel, jobs);
+    opts.vcpus = guest_vcpus(jobs);
+    let sched = run_plan::Scheduler::new(&per_kernel, jobs).with_vcpus(opts.vcpus as usize);
     let mut order = ReorderBuffer::new(sched.keys());
     let preparing = per_kernel
         .iter()
@@ -302,6 +350,7 @@ pub fn run_cases(
         preparing,
         targets: kernels.iter().map(|_| OnceLock::new()).collect(),
         sched: Mutex::new(sched),
+        joins: Mutex::new(HashMap::new()),
         stopped: Mutex::new(None),
         fatal: Mutex::new(None),
         progress: MultiProgress::new(),
@@ -313,13 +362,17 @@ pub fn run_cases(
         for job in 0..jobs.max(1) {
             let (tx, shared) = (tx.clone(), &shared);
             s.spawn(move || {
-                pin_job(job, jobs);
+                let cpu = pin_job(job, jobs);
                 loop {
                     if shared.has_fatal() {
                         break;
                     }
-                    let Some(slot) = shared.sched().next_guest() else { break };
-                    run_guest(shared, slot, &tx);
+                    match shared.next_work(cpu) {
+                        None => break,
+                        Some(Ok(slot)) => run_guest(shared, slot, &tx),
+                        // Joined: until the guest ends (its owner drops the sender).
+                        Some(Err(joined)) => while joined.recv().is_ok() {},
+                    }
                 }
             });
         }
@@ -365,19 +418,34 @@ pub fn run_cases(
 /// scheduler, and two guests never take turns on one core while the other idles. Measured
 /// (docs/speed.md, session 14): the parallel 3-kernel run's CPU seconds 4.3-4.7 -> 3.6-4.1.
 /// `LOCKSTEP_PIN_JOBS=0` leaves the jobs unpinned (for comparisons).
-fn pin_job(job: usize, jobs: usize) {
+/// Returns the CPU the job was pinned to, if it was.
+fn pin_job(job: usize, jobs: usize) -> Option<usize> {
     if std::env::var_os("LOCKSTEP_PIN_JOBS").is_some_and(|v| v == "0") {
-        return;
+        return None;
     }
-    let Some(cpus) = allowed_cpus() else { return };
-    if let Some(cpu) = run_plan::job_cpu(job, jobs, &cpus) {
-        use nix::sched::{sched_setaffinity, CpuSet};
-        use nix::unistd::Pid;
-        let mut one = CpuSet::new();
-        // Pid 0: this thread (the job's), whose children inherit the mask.
-        let ok = one.set(cpu).and_then(|()| sched_setaffinity(Pid::from_raw(0), &one)).is_ok();
-        tracing::debug!(job, cpu, ok, "job pinned");
+    let cpus = allowed_cpus()?;
+    let cpu = run_plan::job_cpu(job, jobs, &cpus)?;
+    use nix::sched::{sched_setaffinity, CpuSet};
+    use nix::unistd::Pid;
+    let mut one = CpuSet::new();
+    // Pid 0: this thread (the job's), whose children inherit the mask.
+    let ok = one.set(cpu).and_then(|()| sched_setaffinity(Pid::from_raw(0), &one)).is_ok();
+    tracing::debug!(job, cpu, ok, "job pinned");
+    ok.then_some(cpu)
+}
+
+/// The most vCPUs a guest gets: each runs an agent worker with a loader of its own (vmlinux BTF
+/// and a log buffer) in the guest's memory.
+pub const MAX_GUEST_VCPUS: usize = 4;
+
+/// vCPUs per guest for a run of `jobs` jobs: one per job up to [`MAX_GUEST_VCPUS`], so that a job
+/// with nothing else to do joins a running guest (no start, the guest's translated code warm)
+/// instead of starting another of the same kernel. `LOCKSTEP_JOIN_GUESTS=0`: one (for comparisons).
+fn guest_vcpus(jobs: usize) -> u32 {
+    if std::env::var_os("LOCKSTEP_JOIN_GUESTS").is_some_and(|v| v == "0") {
+        return 1;
     }
+    jobs.clamp(1, MAX_GUEST_VCPUS) as u32
 }
 
 /// The CPUs this thread may run on (None when the kernel does not say).
@@ -404,7 +472,7 @@ fn run_guest(sh: &Shared, slot: GuestSlot, tx: &mpsc::Sender<Report>) {
     bar.set_message("preparing");
     let mut claimed: Vec<usize> = Vec::new();
     let leftover = guest_chunks(sh, slot, tx, &bar, &mut claimed);
-    let left = sh.sched().guest_ended(k);
+    let left = sh.guest_done(slot);
     if let Some((target, release, note)) = leftover {
         for &p in &left {
             let row =
@@ -464,6 +532,7 @@ fn guest_chunks<'a>(
     ready.start_btf();
     let mut left = sh.opts.clone();
     left.timeouts.overall = sh.deadline.saturating_duration_since(Instant::now());
+    left.vcpus = slot.vcpus as u32;
     // The console of a kernel's second, third ... guest goes to a file of its own.
     let mut guest_target = ready.guest.clone();
     if slot.part > 0 {
@@ -481,6 +550,9 @@ fn guest_chunks<'a>(
             ));
         }
     };
+    if let Some(j) = sh.joins().get(&slot.unit) {
+        session.share_workers(j.cpus.clone());
+    }
     let module = ready.guest.module_kfuncs();
     let mut guest = GuestModules::default();
     let mut boot_problem: Option<String> = None;

@@ -32,6 +32,11 @@ pub struct GuestSlot {
     pub part: usize,
     /// The run's guests started before this one (orders the infrastructure messages).
     pub unit: usize,
+    /// Its vCPUs: one while kernels no guest started on remain (its job moves on to them, and
+    /// a guest with more pays for them even while only one runs cases: TCG translates every
+    /// atomic instruction for parallel vCPUs) or when its kernel has too few cases for a join
+    /// ([`MIN_CASES_TO_JOIN`] twice); else the scheduler's, for jobs to join.
+    pub vcpus: usize,
 }
 
 impl GuestSlot {
@@ -62,6 +67,28 @@ pub fn shard_positions(cases: &[Case], kernel: &str, shard: Option<Shard>) -> Ve
     (0..cases.len()).filter(|&i| shard.owns_pair(&cases[i].name, kernel)).collect()
 }
 
+/// What a job with nothing to do does next ([`Scheduler::next_work`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Work {
+    /// Start this guest and run its cases.
+    Start(GuestSlot),
+    /// Give this running guest the job's CPU for one more of its vCPUs (a guest with several,
+    /// [`Scheduler::with_vcpus`]), and wait until it ends.
+    Join(GuestSlot),
+}
+
+/// The fewest unclaimed cases of a kernel for a job to join its running guest: a join costs no
+/// start (the guest's vCPU is there, its translated code warm), so a chunk's worth is enough.
+pub const MIN_CASES_TO_JOIN: usize = CHUNK.0;
+
+/// A guest the scheduler started: its slot, the vCPUs no job runs cases on yet, whether it runs.
+#[derive(Clone, Copy, Debug)]
+struct StartedGuest {
+    slot: GuestSlot,
+    free_vcpus: usize,
+    running: bool,
+}
+
 /// Which guest runs which cases, decided as the run goes (pure: the caller reports what it
 /// measured). Each kernel's cases wait in a queue, in the run's order. A job with nothing to do
 /// asks [`Scheduler::next_guest`]: the next kernel no guest has started on, in the run's order;
@@ -75,6 +102,10 @@ pub fn shard_positions(cases: &[Case], kernel: &str, shard: Option<Shard>) -> Ve
 #[derive(Clone, Debug)]
 pub struct Scheduler {
     jobs: usize,
+    /// vCPUs per guest ([`Scheduler::with_vcpus`]).
+    vcpus: usize,
+    /// Every guest started, by unit.
+    guests: Vec<StartedGuest>,
     queues: Vec<std::collections::VecDeque<usize>>,
     /// Guests started per kernel, and of those the ones still running.
     started: Vec<usize>,
@@ -94,6 +125,8 @@ impl Scheduler {
         let n = cases_per_kernel.len();
         Scheduler {
             jobs: jobs.max(1),
+            vcpus: 1,
+            guests: Vec::new(),
             queues: cases_per_kernel.iter().map(|p| p.iter().copied().collect()).collect(),
             started: vec![0; n],
             running: vec![0; n],
@@ -102,6 +135,46 @@ impl Scheduler {
             busy: vec![Duration::ZERO; n],
             start_cost: vec![None; n],
         }
+    }
+
+    /// Guests with `vcpus` vCPUs each, which a job with nothing else to do joins
+    /// ([`Scheduler::next_work`]) rather than start another guest of the same kernel.
+    pub fn with_vcpus(mut self, vcpus: usize) -> Scheduler {
+        self.vcpus = vcpus.max(1);
+        self
+    }
+
+    /// The next work for a job with nothing to do, None when there is none worth doing (the job
+    /// ends): a kernel no guest has started on, in the run's order; else a vCPU of a running
+    /// guest nobody runs cases on yet, on the kernel whose unclaimed cases would take longest
+    /// (at least [`MIN_CASES_TO_JOIN`] of them); else another guest, as [`Scheduler::next_guest`].
+    pub fn next_work(&mut self) -> Option<Work> {
+        let n = self.queues.len();
+        let fresh = (0..n).any(|k| self.started[k] == 0 && !self.queues[k].is_empty());
+        if !fresh {
+            let join = (0..self.guests.len())
+                .filter(|&u| {
+                    let g = &self.guests[u];
+                    g.running && g.free_vcpus > 0 && self.queues[g.slot.kernel].len() >= MIN_CASES_TO_JOIN
+                })
+                .max_by(|&a, &b| {
+                    let (ka, kb) = (self.guests[a].slot.kernel, self.guests[b].slot.kernel);
+                    self.left(ka).total_cmp(&self.left(kb)).then(b.cmp(&a))
+                });
+            if let Some(u) = join {
+                self.guests[u].free_vcpus -= 1;
+                return Some(Work::Join(self.guests[u].slot));
+            }
+        }
+        self.next_guest().map(Work::Start)
+    }
+
+    /// Guest `slot` ended: as [`Scheduler::guest_ended`], and no job joins it any more.
+    pub fn guest_done(&mut self, slot: GuestSlot) -> Vec<usize> {
+        if let Some(g) = self.guests.get_mut(slot.unit) {
+            g.running = false;
+        }
+        self.guest_ended(slot.kernel)
     }
 
     /// The key of every row the run will have.
@@ -130,7 +203,11 @@ impl Scheduler {
                         .then(a.cmp(&b))
                 })
         })?;
-        let slot = GuestSlot { kernel, part: self.started[kernel], unit: self.units };
+        let others_fresh = (0..n).any(|k| k != kernel && self.started[k] == 0 && !self.queues[k].is_empty());
+        let few = self.queues[kernel].len() < 2 * MIN_CASES_TO_JOIN;
+        let vcpus = if others_fresh || few { 1 } else { self.vcpus };
+        let slot = GuestSlot { kernel, part: self.started[kernel], unit: self.units, vcpus };
+        self.guests.push(StartedGuest { slot, free_vcpus: vcpus - 1, running: true });
         self.started[kernel] += 1;
         self.running[kernel] += 1;
         self.units += 1;
@@ -354,6 +431,69 @@ mod tests {
 
     fn with(outcome: Outcome, agreement: Agreement) -> RunRow {
         RunRow { outcome, ..report::test_row("c", "k", VerdictKind::Accept, agreement) }
+    }
+
+    /// Claims every case of `slot`'s kernel and ends the guest (its job is free again).
+    fn finish(s: &mut Scheduler, slot: GuestSlot) {
+        while !s.claim(slot.kernel).is_empty() {}
+        assert!(s.guest_done(slot).is_empty());
+    }
+
+    fn started(w: Option<Work>) -> GuestSlot {
+        match w {
+            Some(Work::Start(slot)) => slot,
+            other => panic!("not a start: {other:?}"),
+        }
+    }
+
+    #[test]
+    fn a_job_joins_the_last_kernels_guest_instead_of_starting_another() {
+        let cases = vec![(0..100).collect::<Vec<_>>(); 3];
+        let mut s = Scheduler::new(&cases, 2).with_vcpus(2);
+        let (a, b) = (started(s.next_work()), started(s.next_work()));
+        // Kernels 0 and 1 start while kernel 2 waits: one vCPU each (their jobs move on to it).
+        assert_eq!((a.kernel, a.vcpus, b.kernel, b.vcpus), (0, 1, 1, 1));
+        finish(&mut s, a);
+        let c = started(s.next_work());
+        assert_eq!((c.kernel, c.vcpus), (2, 2), "the last kernel's guest has a vCPU per job");
+        s.claim(2);
+        finish(&mut s, b);
+        assert_eq!(s.next_work(), Some(Work::Join(c)), "the free job joins it");
+        // A third job would find no vCPU left: another guest, as without joins.
+        let d = started(s.next_work());
+        assert_eq!((d.kernel, d.part), (2, 1));
+    }
+
+    #[test]
+    fn one_kernel_runs_in_one_guest_that_every_job_joins() {
+        let mut s = Scheduler::new(&[(0..100).collect()], 3).with_vcpus(3);
+        let a = started(s.next_work());
+        assert_eq!(a.vcpus, 3);
+        assert_eq!(s.next_work(), Some(Work::Join(a)));
+        assert_eq!(s.next_work(), Some(Work::Join(a)));
+        // Once it ended nobody joins it, and no other guest starts for a kernel without cases.
+        finish(&mut s, a);
+        assert_eq!(s.next_work(), None);
+    }
+
+    #[test]
+    fn no_join_without_cases_enough_or_vcpus() {
+        // Too few cases: one vCPU, and neither a join nor a second guest.
+        let mut s = Scheduler::new(&[(0..2 * MIN_CASES_TO_JOIN - 1).collect()], 2).with_vcpus(2);
+        assert_eq!(started(s.next_work()).vcpus, 1);
+        assert_eq!(s.next_work(), None);
+        // Enough at the start, but fewer than a chunk's worth left by the time a job is free.
+        let mut s = Scheduler::new(&[(0..40).collect()], 2).with_vcpus(2);
+        assert_eq!(started(s.next_work()).vcpus, 2);
+        let mut claimed = 0;
+        while 40 - claimed >= MIN_CASES_TO_JOIN {
+            claimed += s.claim(0).len();
+        }
+        assert_eq!(s.next_work(), None, "{} cases left", 40 - claimed);
+        // One vCPU per guest (the default): the second job starts a guest of its own.
+        let mut s = Scheduler::new(&[(0..100).collect()], 2);
+        assert_eq!(started(s.next_work()).vcpus, 1);
+        assert_eq!(started(s.next_work()).part, 1);
     }
 
     #[test]

@@ -65,6 +65,8 @@ pub struct RunnerOptions {
     pub testmod: TestmodChoice,
     /// Restore guests from snapshots in the cache (saved after a first boot).
     pub snapshots: bool,
+    /// vCPUs per guest (1 but in `run --jobs N`, whose jobs join each other's guests).
+    pub vcpus: u32,
 }
 
 /// The guest options of every command that boots kernels (`run`, `census`, `fuzz`), flattened
@@ -126,6 +128,7 @@ impl GuestArgs {
             module_ko: self.module_ko.clone(),
             testmod: if self.testmod { TestmodChoice::On } else { TestmodChoice::Off },
             snapshots: !self.no_snapshot,
+            vcpus: 1,
         }
     }
 }
@@ -547,6 +550,7 @@ impl KernelSession {
         let initrd_bytes = std::fs::metadata(&initrd).map(|m| m.len()).unwrap_or(0);
         cfg.memory_mib = lockstep_vm::guest::memory_for_initramfs(initrd_bytes);
         cfg.timeouts = opts.timeouts;
+        cfg.vcpus = opts.vcpus.max(1);
         cfg.extra_cmdline = opts.extra_cmdline.clone();
         cfg.run_dir = dir.path().to_path_buf();
         if let Some(d) = &opts.console_dir {
@@ -670,6 +674,14 @@ impl KernelSession {
                     None => Ok(()),
                 }
             }
+        }
+    }
+
+    /// Lets this session's guests run cases on the vCPUs added to `workers` (a guest started
+    /// with several, [`RunnerOptions::vcpus`]); nothing on the host.
+    pub fn share_workers(&mut self, workers: lockstep_vm::guest::workers::WorkerCpus) {
+        if let Backend::Guest { session, .. } = &mut self.backend {
+            session.share_workers(workers);
         }
     }
 

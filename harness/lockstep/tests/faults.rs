@@ -585,3 +585,38 @@ fn a_crash_after_results_held_back_is_charged_to_the_crashing_case_only() {
     assert!(err.contains("case crash_here ran; retrying"), "{err}");
     run.assert_clean(true);
 }
+
+/// [`CRASH`] among enough quick cases for `--jobs 2` to run them in one guest with two vCPUs,
+/// joined by the second job from the start: the crashing case runs beside another on the other
+/// vCPU, so the guest dies with several unanswered and no `Busy` (the agent cannot name one
+/// case). Again only the crashing case is charged: the cases in flight run again one at a time.
+#[test]
+#[cfg_attr(not(lockstep_vm_tests), ignore = "set LOCKSTEP_VM_TESTS=1")]
+fn a_crash_in_a_guest_running_two_cases_at_once_is_charged_to_the_crashing_case_only() {
+    let _g = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    const PAD: usize = 24;
+    let pad = |from: usize| -> String {
+        (from..from + PAD / 2)
+            .map(|i| format!("[[case]]\nname = \"pad_{i:02}\"\nprog_type = \"sched_cls\"\ntext = '''\n    r0 = 0\n    exit\n'''\n\n"))
+            .collect()
+    };
+    let cases = format!("{}{CRASH}\n{}", pad(0), pad(PAD / 2));
+    // Warnings stay on: the batch says "again one at a time" as one.
+    std::env::set_var("RUST_LOG", "warn,lockstep::run=debug");
+    let mut run = Run::start_with(&["--append", "lockstep.test_crash_case=crash_here"], Some(&cases), None);
+    std::env::remove_var("RUST_LOG");
+    assert_eq!(run.wait(Duration::from_secs(600)), Some(4), "a crash: {}", run.stderr());
+    let rows = run.rows();
+    assert_eq!(rows.len(), QUICK_CASES + PAD + 2, "{rows:?}");
+    assert_quick_results(&rows);
+    for r in rows.iter().filter(|r| r["case"] != "crash_here") {
+        assert_eq!(r["outcome"], "ran", "{r}");
+    }
+    let crash = row(&rows, "crash_here");
+    assert_eq!(crash["outcome"], "crash", "{crash}");
+    let err = run.stderr();
+    assert!(err.contains("job joins the guest"), "the second job joined the guest: {err}");
+    assert!(err.contains("again one at a time"), "{err}");
+    assert_eq!(err.matches("retrying it in a fresh one").count(), 1, "{err}");
+    run.assert_clean(true);
+}

@@ -169,12 +169,23 @@ pub struct Session {
     opts: BatchOptions,
     guest: Option<GuestRun>,
     hello: Option<super::Hello>,
+    /// Shared with every guest the session starts ([`Session::share_workers`]).
+    workers: Option<super::workers::WorkerCpus>,
 }
 
 impl Session {
     /// A session; no guest is booted until the first [`Session::run`].
     pub fn new(opts: BatchOptions) -> Self {
-        Session { opts, guest: None, hello: None }
+        Session { opts, guest: None, hello: None, workers: None }
+    }
+
+    /// Lets the session's guests (the live one and any started later) run cases on the vCPUs
+    /// added to `workers` (a guest with several, [`super::GuestConfig::vcpus`]).
+    pub fn share_workers(&mut self, workers: super::workers::WorkerCpus) {
+        if let Some(g) = &mut self.guest {
+            g.share_workers(workers.clone());
+        }
+        self.workers = Some(workers);
     }
 
     /// The greeting of the live guest, if one is booted.
@@ -200,7 +211,10 @@ impl Session {
             Err(GuestError::Stopped(o)) => return Ok(Boot::Stop(o)),
             Err(e) => return Err(e),
         };
-        let g = started.guest;
+        let mut g = started.guest;
+        if let Some(w) = &self.workers {
+            g.share_workers(w.clone());
+        }
         summary.boots += 1;
         match started.hello {
             Ok(h) => {

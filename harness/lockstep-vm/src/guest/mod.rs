@@ -9,6 +9,7 @@ pub mod kvm;
 pub mod pipeline;
 pub mod process;
 pub mod snapshot;
+pub mod workers;
 
 use std::fs::File;
 use std::io::{BufRead, BufReader, Read, Write};
@@ -106,6 +107,8 @@ pub struct GuestConfig {
     pub initramfs: PathBuf,
     pub accel: Accel,
     pub memory_mib: u32,
+    /// Virtual CPUs; the agent runs a worker on each.
+    pub vcpus: u32,
     /// Extra kernel parameters (after [`crate::qemu::BASE_CMDLINE`]).
     pub extra_cmdline: Vec<String>,
     pub timeouts: Timeouts,
@@ -143,6 +146,7 @@ impl GuestConfig {
             initramfs: initramfs.into(),
             accel: Accel::Tcg,
             memory_mib: 512,
+            vcpus: 1,
             extra_cmdline: Vec::new(),
             timeouts: Timeouts::default(),
             console_log: None,
@@ -157,7 +161,7 @@ impl GuestConfig {
 }
 
 /// Where a guest was when it stopped answering.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "stage", rename_all = "snake_case")]
 pub enum Stage {
     /// Before `Hello`.
@@ -244,6 +248,9 @@ enum Event {
     BadLine(String),
     ControlClosed,
     ConsoleClosed,
+    /// A job joined the guest ([`workers::WorkerCpus::add`]): let its vCPU in now, not after the
+    /// batch of results being waited for.
+    Nudge,
 }
 
 /// A running guest. Dropping it kills QEMU.
@@ -268,6 +275,12 @@ pub struct GuestRun {
     console_closed: bool,
     /// The case the agent last said it was running ([`GuestMsg::Busy`]).
     busy: Option<u64>,
+    /// The vCPUs after the first that may run cases ([`workers`]), and how many of them the
+    /// agent was told of.
+    workers: Option<workers::WorkerCpus>,
+    workers_applied: usize,
+    /// Into the guest's own event channel ([`Event::Nudge`]).
+    nudge: Sender<Event>,
 }
 
 impl GuestRun {
@@ -282,6 +295,7 @@ impl GuestRun {
         q.binary = cfg.qemu.clone();
         q.accel = cfg.accel;
         q.memory_mib = cfg.memory_mib;
+        q.vcpus = cfg.vcpus;
         q.extra_cmdline = cfg.extra_cmdline.clone();
         q.qmp_socket = cfg.qmp_socket.clone();
         q.ram_file = cfg.ram_file.clone();
@@ -336,6 +350,7 @@ impl GuestRun {
             }
         };
         let reader = control.try_clone().map_err(io_err("clone control socket"))?;
+        let nudge = tx.clone();
         spawn_control_reader(reader, tx);
         Ok(GuestRun {
             child,
@@ -355,6 +370,9 @@ impl GuestRun {
             control_closed: false,
             console_closed: false,
             busy: None,
+            workers: None,
+            workers_applied: 0,
+            nudge,
         })
     }
 
@@ -514,6 +532,7 @@ impl GuestRun {
                 Ok(Event::BadLine(l)) => self.log(&format!("[control] {l}")),
                 Ok(Event::ControlClosed) => self.control_closed = true,
                 Ok(Event::ConsoleClosed) => self.console_closed = true,
+                Ok(Event::Nudge) => self.apply_workers(stage)?,
                 Err(RecvTimeoutError::Timeout) => {}
                 Err(RecvTimeoutError::Disconnected) => std::thread::sleep(Duration::from_millis(50)),
             }
@@ -559,6 +578,7 @@ impl GuestRun {
                 Ok(Event::BadLine(l)) => self.log(&format!("[control] {l}")),
                 Ok(Event::ControlClosed) => self.control_closed = true,
                 Ok(Event::ConsoleClosed) => self.console_closed = true,
+                Ok(Event::Nudge) => {}
                 Err(_) => return None,
             }
         }

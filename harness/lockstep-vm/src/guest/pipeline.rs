@@ -126,6 +126,9 @@ impl GuestRun {
                 let exact = in_flight == 1 || s.busy == Some(first_id + done as u64);
                 Stopped { index: done, outcome, in_flight, exact }
             };
+            if let Err(o) = self.apply_workers(Stage::Case { id: first_id + done as u64 }) {
+                return Err(stopped(self, done, sent, o));
+            }
             let mut lines = Vec::new();
             for _ in 0..to_send(window, sent - done, cases.len() - sent) {
                 let id = first_id + sent as u64;

@@ -61,7 +61,7 @@ impl SnapshotKey {
 
 /// The text fields of a key (pure; the file contents are hashed beside them).
 fn key_fields(cfg: &GuestConfig, qemu: &str) -> Vec<String> {
-    vec![
+    let mut fields = vec![
         FORMAT.to_string(),
         // Redundant with the initramfs's contents (the agent binary) but explicit.
         format!("protocol {}", lockstep_core::proto::PROTOCOL_VERSION),
@@ -69,7 +69,12 @@ fn key_fields(cfg: &GuestConfig, qemu: &str) -> Vec<String> {
         format!("{:?}", cfg.accel),
         cfg.memory_mib.to_string(),
         cfg.extra_cmdline.join(" "),
-    ]
+    ];
+    // Only when not one: the keys of one-vCPU guests stay those saved before the field.
+    if cfg.vcpus != 1 {
+        fields.push(format!("vcpus {}", cfg.vcpus));
+    }
+    fields
 }
 
 /// The SHA-256 of a file's contents, remembered per file identity in this process and across
@@ -499,6 +504,11 @@ mod tests {
         c.extra_cmdline.push("nokaslr".into());
         assert_ne!(key_fields(&a, "QEMU 7.2"), key_fields(&c, "QEMU 7.2"));
         assert_ne!(key_fields(&a, "QEMU 7.2"), key_fields(&a, "QEMU 8.2"));
+        // vCPUs: named only when more than one, so one-vCPU keys stay those saved before.
+        assert!(!key_fields(&a, "QEMU 7.2").iter().any(|f| f.contains("vcpus")));
+        let mut d = a.clone();
+        d.vcpus = 2;
+        assert_ne!(key_fields(&a, "QEMU 7.2"), key_fields(&d, "QEMU 7.2"));
     }
 
     fn set_mtime(p: &Path, t: SystemTime) {

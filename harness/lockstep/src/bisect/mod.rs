@@ -281,6 +281,7 @@ pub fn run_on_tree(kernel: &str, name: &str, cases: &[Case], accel: AccelChoice)
         testmod: TestmodChoice::Off,
         // Every step is another kernel: a snapshot would only fill the cache.
         snapshots: false,
+        vcpus: 1,
     };
     // The model is not consulted: any profile satisfies the runner.
     let target = match KernelTarget::prepare(kernel, Some("7.2"), &opts) {
