@@ -2,10 +2,12 @@
 //! loader of its own) runs the cases the host sends, while the main thread reads the control port
 //! and hands each `Run` to the first free worker. Only the first worker takes cases until the
 //! host says how many may ([`HostMsg::Workers`]: another of its jobs gave the guest its CPU), so
-//! a guest that shares the host's cores with others keeps to one vCPU. Results go back in the order the cases came
-//! (the host reads them so), in batches as with one vCPU ([`Outbox`]). No `Busy` is written: with
-//! several cases in the kernel at once, the host cannot tell which one a dead guest died in, and
-//! runs the cases in flight again one at a time (one case in flight: exact).
+//! a guest that shares the host's cores with others keeps to one vCPU. Results go back in the
+//! order the cases came (the host reads them so), in batches as with one vCPU ([`Outbox`]). No
+//! `Busy` is written: with several cases in the kernel at once, the host cannot tell which one a
+//! dead guest died in, and runs the cases in flight again one at a time (one case in flight:
+//! exact). The per-phase timers (`lockstep.timers=1`, `bench guest`) are kept by the one-vCPU
+//! loop only.
 
 use std::collections::{BTreeMap, VecDeque};
 use std::io;

@@ -460,6 +460,8 @@ fn allowed_cpus() -> Option<Vec<usize>> {
 /// infrastructure message; when the guest cannot go on (the run stops, the guest does not boot),
 /// the kernel's last guest to end gives the cases nobody claimed a `not_run` row with the reason.
 fn run_guest(sh: &Shared, slot: GuestSlot, tx: &mpsc::Sender<Report>) {
+    // Whatever way this ends (a panic too), the jobs that joined the guest are let go.
+    let _release = ReleaseJoined(sh, slot.unit);
     let k = slot.kernel;
     let name = sh.kernels[k].as_str();
     let bar = sh.progress.add(ProgressBar::new(0));
@@ -484,6 +486,15 @@ fn run_guest(sh: &Shared, slot: GuestSlot, tx: &mpsc::Sender<Report>) {
     let _ =
         tx.send(Report::Done(claimed.into_iter().map(|position| RowKey { kernel: k, position }).collect()));
     bar.finish_and_clear();
+}
+
+/// Drops the senders of the jobs that joined guest `.1` (they wait for that).
+struct ReleaseJoined<'a, 'b>(&'a Shared<'b>, usize);
+
+impl Drop for ReleaseJoined<'_, '_> {
+    fn drop(&mut self) {
+        self.0.joins().remove(&self.1);
+    }
 }
 
 /// Why the cases of a kernel nobody claimed did not run, for their rows: the kernel (when it was

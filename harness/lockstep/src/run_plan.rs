@@ -33,9 +33,10 @@ pub struct GuestSlot {
     /// The run's guests started before this one (orders the infrastructure messages).
     pub unit: usize,
     /// Its vCPUs: one while kernels no guest started on remain (its job moves on to them, and
-    /// a guest with more pays for them even while only one runs cases: TCG translates every
-    /// atomic instruction for parallel vCPUs) or when its kernel has too few cases for a join
-    /// ([`MIN_CASES_TO_JOIN`] twice); else the scheduler's, for jobs to join.
+    /// a guest with more pays for them even while one runs cases: with every guest at two vCPUs
+    /// a 3-kernel `--jobs 2` run took more CPU than with one, docs/speed.md session 17) or when
+    /// its kernel has too few cases for a join ([`MIN_CASES_TO_JOIN`] twice); else the
+    /// scheduler's, for jobs to join.
     pub vcpus: usize,
 }
 
