@@ -42,6 +42,7 @@
 //! Expectations: Hello's `release` equals [`debian::KernelRef::release`]; a case that crashes the
 //! kernel twice is [`guest::batch::BatchEvent::Crashed`], never a verdict.
 
+pub mod affinity;
 pub mod agent_io;
 pub mod outbox;
 pub mod stream;

@@ -208,9 +208,7 @@ fn work(
 
 /// Pins this thread to CPU `cpu` (best effort: unpinned, the workers still share the vCPUs).
 fn pin_to(cpu: usize) {
-    use nix::sched::{sched_setaffinity, CpuSet};
-    let mut one = CpuSet::new();
-    if one.set(cpu).and_then(|()| sched_setaffinity(nix::unistd::Pid::from_raw(0), &one)).is_err() {
+    if !lockstep_vm::affinity::pin_thread(0, cpu) {
         eprintln!("lockstep agent: could not pin a worker to CPU {cpu}");
     }
 }

@@ -204,8 +204,10 @@ struct Shared<'a> {
     targets: Vec<OnceLock<Prepared>>,
     /// Which guest runs which cases, decided as the guests go.
     sched: Mutex<run_plan::Scheduler>,
-    /// The running guests (by unit) other jobs may join ([`run_plan::Work::Join`]); changed only
-    /// with `sched` held, so a job never joins a guest that ended.
+    /// The running guests (by unit) other jobs may join ([`run_plan::Work::Join`]): an entry is
+    /// made and joined with `sched` held, and dropped when the guest's job ends
+    /// ([`ReleaseJoined`], after the scheduler was told), so a job never waits on a guest that
+    /// ended (joining one whose entry is gone, it is let go at once).
     joins: Mutex<HashMap<usize, GuestJoins>>,
     stopped: Mutex<Option<Stop>>,
     fatal: Mutex<Option<anyhow::Error>>,
@@ -261,14 +263,6 @@ impl Shared<'_> {
                 Some(Err(rx))
             }
         }
-    }
-
-    /// Guest `slot` ended: the cases of its kernel nobody claimed (when it was the last one), and
-    /// the jobs that joined it are free again.
-    fn guest_done(&self, slot: GuestSlot) -> Vec<usize> {
-        let mut sched = self.sched();
-        self.joins().remove(&slot.unit);
-        sched.guest_done(slot)
     }
 
     /// Kernel `k`, as its preparation (started with the run) ended, awaited by the first guest
@@ -425,11 +419,8 @@ fn pin_job(job: usize, jobs: usize) -> Option<usize> {
     }
     let cpus = allowed_cpus()?;
     let cpu = run_plan::job_cpu(job, jobs, &cpus)?;
-    use nix::sched::{sched_setaffinity, CpuSet};
-    use nix::unistd::Pid;
-    let mut one = CpuSet::new();
-    // Pid 0: this thread (the job's), whose children inherit the mask.
-    let ok = one.set(cpu).and_then(|()| sched_setaffinity(Pid::from_raw(0), &one)).is_ok();
+    // This thread (the job's), whose children inherit the mask.
+    let ok = lockstep_vm::affinity::pin_thread(0, cpu);
     tracing::debug!(job, cpu, ok, "job pinned");
     ok.then_some(cpu)
 }
@@ -474,7 +465,7 @@ fn run_guest(sh: &Shared, slot: GuestSlot, tx: &mpsc::Sender<Report>) {
     bar.set_message("preparing");
     let mut claimed: Vec<usize> = Vec::new();
     let leftover = guest_chunks(sh, slot, tx, &bar, &mut claimed);
-    let left = sh.guest_done(slot);
+    let left = sh.sched().guest_done(slot);
     if let Some((target, release, note)) = leftover {
         for &p in &left {
             let row =

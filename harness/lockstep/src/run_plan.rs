@@ -150,9 +150,7 @@ impl Scheduler {
     /// guest nobody runs cases on yet, on the kernel whose unclaimed cases would take longest
     /// (at least [`MIN_CASES_TO_JOIN`] of them); else another guest, as [`Scheduler::next_guest`].
     pub fn next_work(&mut self) -> Option<Work> {
-        let n = self.queues.len();
-        let fresh = (0..n).any(|k| self.started[k] == 0 && !self.queues[k].is_empty());
-        if !fresh {
+        if !(0..self.queues.len()).any(|k| self.unstarted(k)) {
             let join = (0..self.guests.len())
                 .filter(|&u| {
                     let g = &self.guests[u];
@@ -168,6 +166,11 @@ impl Scheduler {
             }
         }
         self.next_guest().map(Work::Start)
+    }
+
+    /// Whether kernel `k` has cases and no guest started on it yet.
+    fn unstarted(&self, k: usize) -> bool {
+        self.started[k] == 0 && !self.queues[k].is_empty()
     }
 
     /// Guest `slot` ended: as [`Scheduler::guest_ended`], and no job joins it any more.
@@ -191,7 +194,7 @@ impl Scheduler {
     /// job ends).
     pub fn next_guest(&mut self) -> Option<GuestSlot> {
         let n = self.queues.len();
-        let fresh = (0..n).find(|&k| self.started[k] == 0 && !self.queues[k].is_empty());
+        let fresh = (0..n).find(|&k| self.unstarted(k));
         let kernel = fresh.or_else(|| {
             (0..n)
                 .filter(|&k| self.running[k] > 0 && self.worth_another_guest(k))
@@ -204,7 +207,7 @@ impl Scheduler {
                         .then(a.cmp(&b))
                 })
         })?;
-        let others_fresh = (0..n).any(|k| k != kernel && self.started[k] == 0 && !self.queues[k].is_empty());
+        let others_fresh = (0..n).any(|k| k != kernel && self.unstarted(k));
         let few = self.queues[kernel].len() < 2 * MIN_CASES_TO_JOIN;
         let vcpus = if others_fresh || few { 1 } else { self.vcpus };
         let slot = GuestSlot { kernel, part: self.started[kernel], unit: self.units, vcpus };

@@ -77,14 +77,6 @@ fn vcpu_thread(pid: u32, index: usize) -> Option<i32> {
     })
 }
 
-/// Moves thread `tid` to host CPU `cpu` (best effort: it then runs where the scheduler puts it).
-fn pin_thread(tid: i32, cpu: usize) {
-    use nix::sched::{sched_setaffinity, CpuSet};
-    let mut one = CpuSet::new();
-    let ok = one.set(cpu).and_then(|()| sched_setaffinity(nix::unistd::Pid::from_raw(tid), &one)).is_ok();
-    tracing::debug!(tid, cpu, ok, "vCPU thread moved");
-}
-
 impl GuestRun {
     /// Shares `workers` with this guest: the ones added so far are let in before the next case
     /// is sent, later ones as they come ([`GuestRun::apply_workers`]).
@@ -105,7 +97,11 @@ impl GuestRun {
         let pid = self.child.id();
         for (i, cpu) in cpus.iter().enumerate().skip(self.workers_applied) {
             match (cpu, vcpu_thread(pid, i + 1)) {
-                (Some(cpu), Some(tid)) => pin_thread(tid, *cpu),
+                (Some(cpu), Some(tid)) => {
+                    // Best effort: else it runs where the scheduler puts it.
+                    let ok = crate::affinity::pin_thread(tid, *cpu);
+                    tracing::debug!(tid, cpu, ok, "vCPU thread moved");
+                }
                 (Some(_), None) => tracing::warn!("vCPU {} of the guest not found: left where it is", i + 1),
                 (None, _) => {}
             }
