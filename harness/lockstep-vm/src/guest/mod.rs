@@ -251,6 +251,8 @@ enum Event {
     /// A job joined the guest ([`workers::WorkerCpus::add`]): let its vCPU in now, not after the
     /// batch of results being waited for.
     Nudge,
+    /// QEMU has ended (not reaped yet: [`spawn_exit_watcher`]).
+    Exited,
 }
 
 /// A running guest. Dropping it kills QEMU.
@@ -328,6 +330,7 @@ impl GuestRun {
             Some(Event::ConsoleClosed),
         );
         spawn_lines(child.stderr.take().expect("piped"), tx.clone(), Event::Stderr, None);
+        spawn_exit_watcher(child.id(), tx.clone());
         let control = match accept(&listener, &mut child, Duration::from_secs(15), cfg.timeouts.run_deadline)
         {
             Ok(s) => s,
@@ -533,7 +536,8 @@ impl GuestRun {
                 Ok(Event::ControlClosed) => self.control_closed = true,
                 Ok(Event::ConsoleClosed) => self.console_closed = true,
                 Ok(Event::Nudge) => self.apply_workers(stage)?,
-                Err(RecvTimeoutError::Timeout) => {}
+                // Checked right below.
+                Ok(Event::Exited) | Err(RecvTimeoutError::Timeout) => {}
                 Err(RecvTimeoutError::Disconnected) => std::thread::sleep(Duration::from_millis(50)),
             }
             if matches!(self.child.try_wait(), Ok(Some(_))) {
@@ -578,7 +582,7 @@ impl GuestRun {
                 Ok(Event::BadLine(l)) => self.log(&format!("[control] {l}")),
                 Ok(Event::ControlClosed) => self.control_closed = true,
                 Ok(Event::ConsoleClosed) => self.console_closed = true,
-                Ok(Event::Nudge) => {}
+                Ok(Event::Nudge) | Ok(Event::Exited) => {}
                 Err(_) => return None,
             }
         }
@@ -729,8 +733,37 @@ fn accept(
         if now > end {
             return Err(Accept::Failed("timed out".into()));
         }
-        std::thread::sleep(Duration::from_millis(20));
+        // Up to 20 ms for the connection (QEMU makes it during its start), then the checks
+        // above again; a connection is accepted as soon as it comes, not at the next tick.
+        wait_readable(listener, 20);
     }
+}
+
+/// Waits until `fd` is readable (a listener: a connection is waiting) or `millis` pass.
+fn wait_readable(fd: &impl std::os::fd::AsFd, millis: u16) {
+    use nix::poll::{poll, PollFd, PollFlags};
+    let mut fds = [PollFd::new(fd.as_fd(), PollFlags::POLLIN)];
+    match poll(&mut fds, millis) {
+        // EINTR: a signal, which the caller checks next.
+        Ok(_) | Err(nix::errno::Errno::EINTR) => {}
+        // Never seen (the listener is ours and open); do not spin.
+        Err(_) => std::thread::sleep(Duration::from_millis(millis.into())),
+    }
+}
+
+/// Sends [`Event::Exited`] once QEMU (`pid`, a child of this process) has ended, without reaping
+/// it (`waitid(WNOWAIT)`; [`GuestRun`] reaps it). QEMU closes its console and control socket a
+/// few milliseconds before it is gone, so without this the event loop would see the end only at
+/// its next 100 ms timeout: ~90 ms idle after every guest (docs/speed.md, session 18). If
+/// QEMU was reaped first (killed), `waitid` fails and the thread ends.
+fn spawn_exit_watcher(pid: u32, tx: Sender<Event>) {
+    use nix::sys::wait::{waitid, Id, WaitPidFlag};
+    std::thread::spawn(move || {
+        let pid = nix::unistd::Pid::from_raw(pid as i32);
+        if waitid(Id::Pid(pid), WaitPidFlag::WEXITED | WaitPidFlag::WNOWAIT).is_ok() {
+            let _ = tx.send(Event::Exited);
+        }
+    });
 }
 
 fn spawn_lines<R: Read + Send + 'static>(
@@ -829,5 +862,31 @@ mod tests {
         assert!(!t(Limit::Case).stops_the_run());
         assert!(!t(Limit::Boot).stops_the_run());
         assert!(!GuestOutcome::Exited { excerpt: String::new() }.stops_the_run());
+    }
+
+    #[test]
+    fn the_exit_watcher_reports_an_ended_child_and_leaves_it_to_be_reaped() {
+        let (tx, rx) = channel();
+        let mut child =
+            Command::new("sh").args(["-c", "read line; exit 7"]).stdin(Stdio::piped()).spawn().unwrap();
+        spawn_exit_watcher(child.id(), tx);
+        assert!(
+            matches!(rx.recv_timeout(Duration::from_millis(300)), Err(RecvTimeoutError::Timeout)),
+            "nothing while the child runs"
+        );
+        drop(child.stdin.take()); // EOF: the child exits
+        assert!(matches!(rx.recv_timeout(Duration::from_secs(30)), Ok(Event::Exited)));
+        let status = child.try_wait().unwrap().expect("the watcher did not reap it: its status is ours");
+        assert_eq!(status.code(), Some(7));
+    }
+
+    #[test]
+    fn the_exit_watcher_of_a_child_reaped_first_ends_without_a_report() {
+        let (tx, rx) = channel();
+        let mut child = Command::new("true").spawn().unwrap();
+        child.wait().unwrap();
+        spawn_exit_watcher(child.id(), tx);
+        // waitid fails (ECHILD): the thread ends and drops its sender without sending.
+        assert!(matches!(rx.recv_timeout(Duration::from_secs(30)), Err(RecvTimeoutError::Disconnected)));
     }
 }

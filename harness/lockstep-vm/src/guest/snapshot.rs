@@ -364,8 +364,11 @@ fn restore(cfg: &GuestConfig, snap: &Snapshot) -> Result<Started, String> {
     c.ram_file = Some(RamFile { path: snap.ram(), shared: false });
     c.incoming = true;
     c.timeouts.boot = c.timeouts.boot.min(RESTORE_TIMEOUT);
+    let began = Instant::now();
     let mut guest = GuestRun::start(&c).map_err(|e| e.to_string())?;
+    let connected = began.elapsed();
     load_and_resume(&qmp, &snap.devices(), Instant::now() + RESTORE_TIMEOUT)?;
+    tracing::debug!(?connected, resumed = ?began.elapsed(), "restore: QEMU connected, devices loaded");
     guest.send(&HostMsg::Ping, Stage::Boot).map_err(|o| format!("{o:?}"))?;
     match guest.wait_hello() {
         Ok(mut h) => {
@@ -392,14 +395,21 @@ fn load_and_resume(qmp: &Path, devices: &Path, deadline: Instant) -> Result<(), 
             Err(_) => std::thread::sleep(Duration::from_millis(2)),
         }
     };
+    let t = Instant::now();
     m.execute("migrate-set-capabilities", ignore_shared_ram())?;
     let uri = format!("exec:cat {}", shell_quote(&devices.display().to_string()));
     m.execute("migrate-incoming", serde_json::json!({ "uri": uri }))?;
+    tracing::debug!(after = ?t.elapsed(), "restore: migrate-incoming sent");
+    let mut polls = 0;
     loop {
+        polls += 1;
         let st = m.execute("query-status", serde_json::json!({}))?;
         match st.get("status").and_then(|s| s.as_str()).unwrap_or("") {
             "inmigrate" if Instant::now() < deadline => std::thread::sleep(Duration::from_millis(2)),
-            "paused" | "postmigrate" | "prelaunch" => break,
+            "paused" | "postmigrate" | "prelaunch" => {
+                tracing::debug!(after = ?t.elapsed(), polls, "restore: devices loaded");
+                break;
+            }
             "running" => return Ok(()),
             other => return Err(format!("after loading the snapshot QEMU is {other:?}")),
         }
