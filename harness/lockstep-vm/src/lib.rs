@@ -45,6 +45,7 @@
 pub mod affinity;
 pub mod agent_io;
 pub mod outbox;
+mod readable;
 pub mod stream;
 
 #[cfg(feature = "host")]

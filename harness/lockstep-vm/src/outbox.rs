@@ -15,7 +15,6 @@
 
 use std::fs::File;
 use std::io::{self, Read, Write};
-use std::os::fd::AsFd;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -91,10 +90,7 @@ impl HostLines {
         if memchr::memchr(b'\n', &self.buf[self.start..self.end]).is_some() {
             return true;
         }
-        use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
-        let mut fds = [PollFd::new(self.file.as_fd(), PollFlags::POLLIN)];
-        poll(&mut fds, PollTimeout::ZERO).is_ok_and(|n| n > 0)
-            && fds[0].revents().is_some_and(|r| r.contains(PollFlags::POLLIN))
+        crate::readable::readable_within(&self.file, nix::poll::PollTimeout::ZERO).unwrap_or(false)
     }
 }
 

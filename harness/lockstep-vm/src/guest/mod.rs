@@ -735,19 +735,12 @@ fn accept(
         }
         // Up to 20 ms for the connection (QEMU makes it during its start), then the checks
         // above again; a connection is accepted as soon as it comes, not at the next tick.
-        wait_readable(listener, 20);
-    }
-}
-
-/// Waits until `fd` is readable (a listener: a connection is waiting) or `millis` pass.
-fn wait_readable(fd: &impl std::os::fd::AsFd, millis: u16) {
-    use nix::poll::{poll, PollFd, PollFlags};
-    let mut fds = [PollFd::new(fd.as_fd(), PollFlags::POLLIN)];
-    match poll(&mut fds, millis) {
-        // EINTR: a signal, which the caller checks next.
-        Ok(_) | Err(nix::errno::Errno::EINTR) => {}
-        // Never seen (the listener is ours and open); do not spin.
-        Err(_) => std::thread::sleep(Duration::from_millis(millis.into())),
+        match crate::readable::readable_within(listener, nix::poll::PollTimeout::from(20u8)) {
+            // EINTR: a signal, which the checks above see next.
+            Ok(_) | Err(nix::errno::Errno::EINTR) => {}
+            // Never seen (the listener is ours and open); do not spin.
+            Err(_) => std::thread::sleep(Duration::from_millis(20)),
+        }
     }
 }
 
