@@ -145,6 +145,27 @@ pub fn send(w: &mut File, msg: &GuestMsg) -> io::Result<()> {
     w.flush()
 }
 
+/// Grows this process's fd table so that fds below `n` need no further growth: an fd is
+/// duplicated to `n - 1` and closed again (the kernel never shrinks a table).
+///
+/// Why: the kernel grows a process's fd table when an fd past its size is opened
+/// (`expand_fdtable()`, 64 -> 128 -> 256 ...), and while the table is shared by several
+/// threads it waits for an RCU grace period first, with every other thread that opens an fd
+/// in the meantime waiting too. On a guest with one CPU that wait is nothing; with two it is
+/// several ticks (14-18 ms under TCG), the whole guest idle (docs/speed.md, session 19). Done
+/// before the agent starts its threads, the growth costs no grace period either.
+pub fn grow_fd_table(n: usize) -> io::Result<()> {
+    use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+    let Some(last) = n.checked_sub(1) else { return Ok(()) };
+    let last = i32::try_from(last).map_err(|_| io::Error::other(format!("{n} fds: past any fd table")))?;
+    let any = File::open("/")?;
+    let dup = nix::fcntl::fcntl(any.as_raw_fd(), nix::fcntl::FcntlArg::F_DUPFD_CLOEXEC(last))
+        .map_err(io::Error::from)?;
+    // SAFETY: `dup` is a new fd of this process, owned by nothing else.
+    drop(unsafe { OwnedFd::from_raw_fd(dup) });
+    Ok(())
+}
+
 /// The running kernel's release (`uname -r`).
 pub fn kernel_release() -> io::Result<String> {
     Ok(fs::read_to_string("/proc/sys/kernel/osrelease")?.trim().to_string())
@@ -161,6 +182,27 @@ pub fn power_off() -> ! {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_grown_fd_table_leaves_no_fd_open() {
+        let count = || fs::read_dir("/proc/self/fd").unwrap().count();
+        let before = count();
+        grow_fd_table(300).unwrap();
+        assert_eq!(count(), before);
+        // The fd it used is free again: the lowest free fd at or past it is itself.
+        let f = File::open("/").unwrap();
+        let at = nix::fcntl::fcntl(
+            std::os::fd::AsRawFd::as_raw_fd(&f),
+            nix::fcntl::FcntlArg::F_DUPFD_CLOEXEC(299),
+        )
+        .unwrap();
+        assert_eq!(at, 299);
+        nix::unistd::close(at).unwrap();
+        // Past the process's fd limit, or any fd number, it fails instead of doing nothing.
+        assert!(grow_fd_table(i32::MAX as usize).is_err());
+        assert!(grow_fd_table(usize::MAX).is_err());
+        assert!(grow_fd_table(0).is_ok());
+    }
 
     #[test]
     fn the_marker_is_a_whole_word_of_the_command_line() {

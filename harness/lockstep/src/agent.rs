@@ -53,6 +53,10 @@ fn load_extra_modules() -> Vec<ModuleStatus> {
 
 fn serve() -> io::Result<()> {
     agent_io::mount_basics()?;
+    // Before any thread starts (the outbox's watchdog is the first): see `grow_fd_table`.
+    if let Err(e) = agent_io::grow_fd_table(raise_nofile(NOFILE_WANTED)) {
+        eprintln!("lockstep agent: growing the fd table: {e}");
+    }
     let (reader, w) = agent_io::open_control_port()?;
     let mut host = HostLines::new(reader.into_inner());
     let out = Outbox::new(w);
