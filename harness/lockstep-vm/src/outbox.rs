@@ -15,7 +15,7 @@
 
 use std::fs::File;
 use std::io::{self, Read, Write};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use lockstep_core::proto::GuestMsg;
@@ -26,8 +26,6 @@ pub const MAX_RESULTS: usize = 16;
 pub const MAX_BYTES: usize = 32 * 1024;
 /// How long a case runs before the watchdog writes what is held back, and `Busy`.
 pub const BUSY_AFTER: Duration = Duration::from_millis(30);
-/// How often the watchdog looks.
-const TICK: Duration = Duration::from_millis(10);
 
 /// The host's lines, read 64 KiB at a time (several pipelined cases per read) into one buffer
 /// kept for the agent's life: a line is handed out as a slice of it, neither copied nor checked
@@ -104,6 +102,10 @@ struct Pending {
     busy_sent: bool,
     /// A write of the watchdog that failed (returned by the next call of the main thread).
     error: Option<io::Error>,
+    /// The watchdog waits for a case to start (and is woken by [`Outbox::start_case`]).
+    parked: bool,
+    /// The outbox is gone: the watchdog ends.
+    closed: bool,
 }
 
 impl Pending {
@@ -129,40 +131,86 @@ impl Pending {
 
 /// Messages to the host: results in batches, everything else at once (see the module docs).
 pub struct Outbox {
-    pending: Arc<Mutex<Pending>>,
+    shared: Arc<Shared>,
+}
+
+/// What the main thread and the watchdog share.
+struct Shared {
+    pending: Mutex<Pending>,
+    /// Wakes a parked watchdog when a case starts, and at the end.
+    wake: Condvar,
+}
+
+impl Shared {
+    fn lock(&self) -> MutexGuard<'_, Pending> {
+        self.pending.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The watchdog: sleeps until the running case has run [`BUSY_AFTER`] (a later case may
+    /// have started by then: it sleeps on until that one's time), and while no case runs, until
+    /// one starts. So it wakes about once per `BUSY_AFTER` while cases run and never while the
+    /// agent waits for the host (it used to look every 10 ms, a timer interrupt and two context
+    /// switches each time on the guest's vCPU).
+    fn watch(&self) {
+        let mut p = self.lock();
+        loop {
+            if p.closed {
+                return;
+            }
+            match p.running {
+                Some((id, since)) if !p.busy_sent => {
+                    let due = since + BUSY_AFTER;
+                    let now = Instant::now();
+                    if now >= due {
+                        p.busy_sent = true;
+                        p.push(&GuestMsg::Busy { id });
+                        if let Err(e) = p.flush() {
+                            p.error = Some(e);
+                        }
+                        continue;
+                    }
+                    p = self.wake.wait_timeout(p, due - now).unwrap_or_else(|e| e.into_inner()).0;
+                }
+                _ => {
+                    p.parked = true;
+                    p = self.wake.wait(p).unwrap_or_else(|e| e.into_inner());
+                    p.parked = false;
+                }
+            }
+        }
+    }
+}
+
+impl Drop for Outbox {
+    fn drop(&mut self) {
+        self.shared.lock().closed = true;
+        self.shared.wake.notify_all();
+    }
 }
 
 impl Outbox {
     /// Writes to `w` (the control port); starts the watchdog thread.
     pub fn new(w: File) -> Self {
-        let pending = Arc::new(Mutex::new(Pending {
-            w,
-            buf: Vec::with_capacity(MAX_BYTES),
-            results: 0,
-            running: None,
-            busy_sent: false,
-            error: None,
-        }));
-        let p = Arc::downgrade(&pending);
-        std::thread::spawn(move || loop {
-            std::thread::sleep(TICK);
-            let Some(p) = p.upgrade() else { return };
-            let mut p = p.lock().unwrap_or_else(|e| e.into_inner());
-            if let Some((id, since)) = p.running {
-                if !p.busy_sent && since.elapsed() >= BUSY_AFTER {
-                    p.busy_sent = true;
-                    p.push(&GuestMsg::Busy { id });
-                    if let Err(e) = p.flush() {
-                        p.error = Some(e);
-                    }
-                }
-            }
+        let shared = Arc::new(Shared {
+            pending: Mutex::new(Pending {
+                w,
+                buf: Vec::with_capacity(MAX_BYTES),
+                results: 0,
+                running: None,
+                busy_sent: false,
+                error: None,
+                parked: false,
+                closed: false,
+            }),
+            wake: Condvar::new(),
         });
-        Outbox { pending }
+        let watchdog = Arc::clone(&shared);
+        std::thread::spawn(move || watchdog.watch());
+        Outbox { shared }
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, Pending> {
-        self.pending.lock().unwrap_or_else(|e| e.into_inner())
+    fn lock(&self) -> MutexGuard<'_, Pending> {
+        self.shared.lock()
     }
 
     /// Writes `msg` now, after whatever is held back.
@@ -178,6 +226,10 @@ impl Outbox {
         let mut p = self.lock();
         p.running = Some((id, Instant::now()));
         p.busy_sent = false;
+        if p.parked {
+            p.parked = false;
+            self.shared.wake.notify_one();
+        }
     }
 
     /// The result of the running case: held back while `more_waiting` (another `Run` is there,
@@ -240,5 +292,85 @@ mod tests {
         ];
         assert_eq!(lines_of(chunks), want);
         assert_eq!(lines_of(Vec::new()), Vec::<Vec<u8>>::new());
+    }
+
+    fn result(id: u64) -> GuestMsg {
+        use lockstep_core::proto::KernelResult;
+        use lockstep_core::verdict::Verdict;
+        let result = KernelResult {
+            case: format!("c{id}"),
+            verdict: Verdict::accept(),
+            errno: 0,
+            log: None,
+            verification_usec: None,
+            insns_processed: None,
+            setup_error: None,
+            test_run: None,
+        };
+        GuestMsg::Result { id, result }
+    }
+
+    /// An outbox writing into a pipe, and the pipe's other end as lines.
+    fn outbox() -> (Outbox, HostLines) {
+        let (r, w) = std::io::pipe().unwrap();
+        let out = Outbox::new(File::from(std::os::fd::OwnedFd::from(w)));
+        (out, HostLines::new(File::from(std::os::fd::OwnedFd::from(r))))
+    }
+
+    /// What the next line says: `Busy` or the id of a `Result`.
+    fn next(lines: &mut HostLines) -> String {
+        match crate::stream::decode_guest(lines.next_line().unwrap().unwrap()).unwrap().unwrap() {
+            GuestMsg::Busy { id } => format!("busy {id}"),
+            GuestMsg::Result { id, .. } => format!("result {id}"),
+            other => format!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn a_long_case_gets_busy_after_the_results_held_before_it() {
+        let (out, mut lines) = outbox();
+        // Two short cases with more waiting: held back.
+        for id in [1, 2] {
+            out.start_case(id);
+            out.finish_case(&result(id), true).unwrap();
+        }
+        out.start_case(3);
+        let started = Instant::now();
+        // The watchdog writes the held results and `Busy { 3 }` once case 3 has run BUSY_AFTER.
+        assert_eq!(next(&mut lines), "result 1");
+        assert!(started.elapsed() >= BUSY_AFTER, "written after {:?}", started.elapsed());
+        assert_eq!(next(&mut lines), "result 2");
+        assert_eq!(next(&mut lines), "busy 3");
+        // Its result goes out at once, though more cases wait.
+        out.finish_case(&result(3), true).unwrap();
+        assert_eq!(next(&mut lines), "result 3");
+        // The next long case is reported as well (the watchdog parked between the two).
+        std::thread::sleep(BUSY_AFTER / 2);
+        out.start_case(4);
+        assert_eq!(next(&mut lines), "busy 4");
+        out.finish_case(&result(4), false).unwrap();
+        assert_eq!(next(&mut lines), "result 4");
+    }
+
+    #[test]
+    fn short_cases_one_after_another_are_never_busy() {
+        let (out, mut lines) = outbox();
+        let step = BUSY_AFTER / 4;
+        // Eight cases of BUSY_AFTER / 4 each: the watchdog wakes at the first one's time and
+        // finds a later case running.
+        for id in 0..8 {
+            out.start_case(id);
+            std::thread::sleep(step);
+            out.finish_case(&result(id), id < 7).unwrap();
+        }
+        drop(out);
+        let mut seen = Vec::new();
+        while let Some(line) = lines.next_line().unwrap() {
+            seen.push(match crate::stream::decode_guest(line).unwrap().unwrap() {
+                GuestMsg::Result { id, .. } => id,
+                other => panic!("unexpected {other:?}"),
+            });
+        }
+        assert_eq!(seen, (0..8).collect::<Vec<_>>());
     }
 }
