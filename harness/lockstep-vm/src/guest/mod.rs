@@ -754,6 +754,10 @@ fn spawn_exit_watcher(pid: u32, tx: Sender<Event>) {
     std::thread::spawn(move || {
         let pid = nix::unistd::Pid::from_raw(pid as i32);
         if waitid(Id::Pid(pid), WaitPidFlag::WEXITED | WaitPidFlag::WNOWAIT).is_ok() {
+            // Not reaped yet: its /proc entry still holds what it used.
+            if let Some(secs) = process::cpu_secs(pid.as_raw()) {
+                tracing::debug!(pid = pid.as_raw(), cpu_secs = secs, "QEMU ended");
+            }
             let _ = tx.send(Event::Exited);
         }
     });

@@ -50,9 +50,36 @@ pub fn kill_group(child: &mut Child) {
     let _ = child.wait();
 }
 
+/// The CPU time (user + system, all its threads) process `pid` has used, from
+/// `/proc/<pid>/stat`; also of a process that ended and is not reaped yet. None when unreadable.
+pub fn cpu_secs(pid: i32) -> Option<f64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // After the `(comm)` field: state is field 3, utime and stime fields 14 and 15.
+    let mut rest = stat[stat.rfind(')')? + 2..].split(' ');
+    let ticks: u64 = rest.nth(11)?.parse::<u64>().ok()? + rest.next()?.parse::<u64>().ok()?;
+    let per_sec = nix::unistd::sysconf(nix::unistd::SysconfVar::CLK_TCK).ok()??;
+    Some(ticks as f64 / per_sec as f64)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn cpu_secs_counts_a_busy_childs_time_until_it_is_reaped() {
+        let mut child = Command::new("sh")
+            .args(["-c", "i=0; while [ $i -lt 200000 ]; do i=$((i+1)); done"])
+            .spawn()
+            .unwrap();
+        let pid = child.id() as i32;
+        use nix::sys::wait::{waitid, Id, WaitPidFlag};
+        waitid(Id::Pid(Pid::from_raw(pid)), WaitPidFlag::WEXITED | WaitPidFlag::WNOWAIT).unwrap();
+        let secs = cpu_secs(pid).expect("an unreaped child still has its stat");
+        assert!(secs > 0.0, "a loop of 200k shell steps used no CPU: {secs}");
+        child.wait().unwrap();
+        assert_eq!(cpu_secs(pid), None);
+        assert!(cpu_secs(std::process::id() as i32).is_some());
+    }
 
     fn pgid_of(pid: u32) -> i32 {
         let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
