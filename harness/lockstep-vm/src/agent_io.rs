@@ -166,6 +166,28 @@ pub fn grow_fd_table(n: usize) -> io::Result<()> {
     Ok(())
 }
 
+/// Moves the guest kernel's housekeeping to CPU 0, on a guest with several vCPUs whose others
+/// stay idle until the host lets the agent's workers onto them: the unbound workqueues'
+/// cpumask, and every process that may be moved (kernel threads such as `rcu_preempt` or
+/// `kdamond`; per-CPU ones refuse, and the agent, pid 1, places its own threads). Left where
+/// the kernel put them, they wake an idle vCPU hundreds of times a second (and the scheduler's
+/// idle balancing kicks it), and under TCG that vCPU's thread shares a host core with the one
+/// running cases: a fifth of that core before the join (docs/speed.md, session 19). Returns
+/// how many processes were moved. Does nothing (0) but as pid 1: on a host it would move the
+/// host's own threads.
+pub fn housekeeping_to_cpu0() -> usize {
+    if std::process::id() != 1 {
+        return 0;
+    }
+    // Best effort: a kernel without the file keeps its unbound work where it was.
+    let _ = fs::write("/sys/devices/virtual/workqueue/cpumask", "1");
+    let Ok(dir) = fs::read_dir("/proc") else { return 0 };
+    dir.flatten()
+        .filter_map(|e| e.file_name().to_str()?.parse::<i32>().ok())
+        .filter(|&pid| pid != 1 && crate::affinity::pin_thread(pid, 0))
+        .count()
+}
+
 /// The running kernel's release (`uname -r`).
 pub fn kernel_release() -> io::Result<String> {
     Ok(fs::read_to_string("/proc/sys/kernel/osrelease")?.trim().to_string())
@@ -182,6 +204,14 @@ pub fn power_off() -> ! {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn housekeeping_is_left_alone_outside_a_guest() {
+        let mask = || nix::sched::sched_getaffinity(nix::unistd::Pid::from_raw(0)).unwrap();
+        let before = mask();
+        assert_eq!(housekeeping_to_cpu0(), 0);
+        assert_eq!(mask(), before);
+    }
 
     #[test]
     fn a_grown_fd_table_leaves_no_fd_open() {

@@ -59,6 +59,14 @@ fn serve() -> io::Result<()> {
     }
     let (reader, w) = agent_io::open_control_port()?;
     let mut host = HostLines::new(reader.into_inner());
+    // Counted before any pinning (it is the calling thread's CPU count).
+    let workers = std::thread::available_parallelism().map_or(1, |n| n.get());
+    if workers > 1 {
+        // The reader, the outbox's watchdog and the kernel's housekeeping share the first
+        // worker's vCPU; the others stay idle until the host lets workers onto them.
+        crate::agent_workers::pin_to(0);
+        agent_io::housekeeping_to_cpu0();
+    }
     let out = Outbox::new(w);
     let module = load_test_module();
     let extra_modules = load_extra_modules();
@@ -67,7 +75,6 @@ fn serve() -> io::Result<()> {
             eprintln!("lockstep agent: module {name}: {error}");
         }
     }
-    let workers = std::thread::available_parallelism().map_or(1, |n| n.get());
     // Read BTF after the module is in, so its kfuncs resolve.
     let loader = new_loader(workers);
     if let Err(e) = &loader {

@@ -73,7 +73,8 @@ impl Shared {
     }
 }
 
-/// Serves the control port with `workers` workers until `Shutdown` (see the module docs).
+/// Serves the control port with `workers` workers until `Shutdown` (see the module docs); the
+/// calling thread reads it, pinned to CPU 0 by the caller ([`pin_to`]).
 pub fn serve(
     workers: usize,
     mut host: HostLines,
@@ -85,8 +86,8 @@ pub fn serve(
     let state = State { active: 1, ..State::default() };
     let wake = (0..workers).map(|_| Condvar::new()).collect();
     let shared = Arc::new(Shared { state: Mutex::new(state), wake, out });
-    // The reader shares the first worker's vCPU: the others stay idle until they are let in.
-    pin_to(0);
+    // The reader (pinned by the caller) shares the first worker's vCPU: the others stay idle
+    // until they are let in.
     let (ready_tx, ready_rx) = std::sync::mpsc::channel();
     let handles: Vec<_> = (0..workers)
         .map(|cpu| {
@@ -207,7 +208,7 @@ fn work(
 }
 
 /// Pins this thread to CPU `cpu` (best effort: unpinned, the workers still share the vCPUs).
-fn pin_to(cpu: usize) {
+pub(crate) fn pin_to(cpu: usize) {
     if !lockstep_vm::affinity::pin_thread(0, cpu) {
         eprintln!("lockstep agent: could not pin a worker to CPU {cpu}");
     }
