@@ -8,6 +8,11 @@
 //! kernel's verdict (and `ListKfuncs` with the kernel's kfuncs) until `Shutdown`, and powers the
 //! guest off. Results are written in batches while more cases wait ([`lockstep_vm::outbox`]).
 //! Nothing is written to disk.
+//!
+//! The loaders are never dropped: the guest powers off right after the last case, and dropping
+//! a loader closes the BTF objects and maps it kept across cases one by one, each freed by the
+//! kernel (50-60 ms of guest time between the host's `Shutdown` and QEMU's exit, on the path of
+//! every guest; docs/speed.md, session 19). The power-off frees them all at once.
 
 use std::io;
 use std::path::Path;
@@ -130,6 +135,8 @@ fn serve() -> io::Result<()> {
             }
             Ok(Some(HostMsg::Shutdown)) => {
                 out.send(&GuestMsg::Bye)?;
+                // Not dropped: see the module docs.
+                std::mem::forget(loader);
                 return Ok(());
             }
             // One vCPU: one worker whatever the host asks.

@@ -96,7 +96,8 @@ pub fn serve(
             let ready = ready_tx.clone();
             std::thread::spawn(move || {
                 pin_to(cpu);
-                let loader = crate::agent::new_loader(workers);
+                // Never dropped: see the `agent` module docs.
+                let loader = std::mem::ManuallyDrop::new(crate::agent::new_loader(workers));
                 let _ = ready.send(());
                 work(&shared, cpu, &loader, crash_case.as_deref())
             })

@@ -442,10 +442,14 @@ impl GuestRun {
         if let Err(o) = self.send(&HostMsg::Shutdown, Stage::Shutdown) {
             return o;
         }
-        let deadline = Instant::now() + self.timeouts.shutdown;
+        let sent = Instant::now();
+        let deadline = sent + self.timeouts.shutdown;
         match self.wait_for(deadline, Limit::Shutdown, Stage::Shutdown, |_| None::<()>) {
             Ok(()) => unreachable!("no message completes the shutdown wait"),
-            Err(o) => o,
+            Err(o) => {
+                tracing::debug!(secs = sent.elapsed().as_secs_f64(), "shutdown: QEMU ended");
+                o
+            }
         }
     }
 
