@@ -295,19 +295,11 @@ mod tests {
     }
 
     fn result(id: u64) -> GuestMsg {
-        use lockstep_core::proto::KernelResult;
-        use lockstep_core::verdict::Verdict;
-        let result = KernelResult {
-            case: format!("c{id}"),
-            verdict: Verdict::accept(),
-            errno: 0,
-            log: None,
-            verification_usec: None,
-            insns_processed: None,
-            setup_error: None,
-            test_run: None,
-        };
-        GuestMsg::Result { id, result }
+        use lockstep_core::proto::test_support::kernel_result;
+        GuestMsg::Result {
+            id,
+            result: kernel_result(&format!("c{id}"), lockstep_core::verdict::Verdict::accept()),
+        }
     }
 
     /// An outbox writing into a pipe, and the pipe's other end as lines.
