@@ -326,8 +326,8 @@ mod tests {
             out.start_case(id);
             out.finish_case(&result(id), true).unwrap();
         }
-        out.start_case(3);
         let started = Instant::now();
+        out.start_case(3);
         // The watchdog writes the held results and `Busy { 3 }` once case 3 has run BUSY_AFTER.
         assert_eq!(next(&mut lines), "result 1");
         assert!(started.elapsed() >= BUSY_AFTER, "written after {:?}", started.elapsed());
