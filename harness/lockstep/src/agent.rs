@@ -82,7 +82,7 @@ fn serve() -> io::Result<()> {
     }
     // Read BTF after the module is in, so its kfuncs resolve.
     let loader = new_loader(workers);
-    if let Err(e) = &loader {
+    if let Err(e) = &*loader {
         eprintln!("lockstep agent: {e}");
     }
     let cmdline = std::fs::read_to_string("/proc/cmdline").unwrap_or_default();
@@ -97,7 +97,7 @@ fn serve() -> io::Result<()> {
         protocol: PROTOCOL_VERSION,
     };
     if workers > 1 {
-        return crate::agent_workers::serve(workers, host, out, loader, crash_case, &hello);
+        return crate::agent_workers::serve(workers, host, out, &loader, crash_case, &hello);
     }
     out.send(&hello(agent_io::kernel_release()?))?;
     while let Some(line) = host.next_line()? {
@@ -110,7 +110,7 @@ fn serve() -> io::Result<()> {
                 if crash_case.as_deref() == Some(case.name.as_str()) {
                     crash_now(&case.name);
                 }
-                let result = match &loader {
+                let result = match &*loader {
                     Ok(l) => l.run_case(&case, want_log),
                     Err(e) => no_loader(&case.name, e),
                 };
@@ -135,8 +135,6 @@ fn serve() -> io::Result<()> {
             }
             Ok(Some(HostMsg::Shutdown)) => {
                 out.send(&GuestMsg::Bye)?;
-                // Not dropped: see the module docs.
-                std::mem::forget(loader);
                 return Ok(());
             }
             // One vCPU: one worker whatever the host asks.
@@ -156,15 +154,15 @@ fn serve() -> io::Result<()> {
 }
 
 /// A loader (vmlinux and module BTF read) for one of `workers` workers, its share of the fds
-/// kept across cases set.
-pub(crate) fn new_loader(workers: usize) -> Result<Loader, String> {
+/// kept across cases set; never dropped (see the module docs).
+pub(crate) fn new_loader(workers: usize) -> std::mem::ManuallyDrop<Result<Loader, String>> {
     let mut loader = Loader::new().map_err(|e| e.to_string());
     if let Ok(l) = &mut loader {
         // Half the fds for BTF objects and maps kept across cases, the rest for the case's own.
         let per_worker = (raise_nofile(NOFILE_WANTED) / 2).min(NOFILE_WANTED as usize / 2) / workers;
         l.set_kept_fds(per_worker);
     }
-    loader
+    std::mem::ManuallyDrop::new(loader)
 }
 
 /// The kernel parameter naming a case the agent crashes the kernel at (sysrq `c`) instead of

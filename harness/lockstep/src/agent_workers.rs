@@ -79,7 +79,7 @@ pub fn serve(
     workers: usize,
     mut host: HostLines,
     out: Outbox,
-    main_loader: Result<Loader, String>,
+    main_loader: &Result<Loader, String>,
     crash_case: Option<String>,
     hello: &dyn Fn(String) -> GuestMsg,
 ) -> io::Result<()> {
@@ -96,8 +96,7 @@ pub fn serve(
             let ready = ready_tx.clone();
             std::thread::spawn(move || {
                 pin_to(cpu);
-                // Never dropped: see the `agent` module docs.
-                let loader = std::mem::ManuallyDrop::new(crate::agent::new_loader(workers));
+                let loader = crate::agent::new_loader(workers);
                 let _ = ready.send(());
                 work(&shared, cpu, &loader, crash_case.as_deref())
             })
@@ -208,10 +207,11 @@ fn work(
     }
 }
 
-/// Pins this thread to CPU `cpu` (best effort: unpinned, the workers still share the vCPUs).
+/// Pins this thread (a worker, or the reader) to CPU `cpu` (best effort: unpinned, the threads
+/// still share the vCPUs).
 pub(crate) fn pin_to(cpu: usize) {
     if !lockstep_vm::affinity::pin_thread(0, cpu) {
-        eprintln!("lockstep agent: could not pin a worker to CPU {cpu}");
+        eprintln!("lockstep agent: could not pin a thread to CPU {cpu}");
     }
 }
 
