@@ -10,6 +10,7 @@
 //!
 //! All `unsafe` code lives in [`sys`].
 
+mod kept;
 pub mod kfuncs;
 mod loader;
 pub mod log;

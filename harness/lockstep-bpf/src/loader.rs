@@ -12,11 +12,12 @@ use lockstep_core::proto::KernelResult;
 use lockstep_core::verdict::{map_create_refused, Verdict, EOPNOTSUPP};
 use nix::errno::Errno;
 
+use crate::kept::{program_bytes, KeptPrograms};
 use crate::log::parse_verifier_log_bytes;
 use crate::module::{kernel_btf_objects, KernelBtfObject};
 use crate::phase::{mark, Phase};
 use crate::progbtf::{self, ident};
-use crate::reuse::{reusable_type, small_enough, BtfSlot, MapKey, SetupCache};
+use crate::reuse::{map_bytes, reusable_type, small_enough, BtfSlot, MapKey, SetupCache};
 use crate::sys::{self, Btf, MapBtf, MapCreate, ProgLoad, SysError};
 use crate::{LoadError, SetupError};
 
@@ -87,8 +88,18 @@ pub struct Loader {
     log_buf: std::sync::Mutex<LogBuffer>,
     /// Program BTF and maps kept across cases (see [`crate::reuse`]).
     setup: std::sync::Mutex<SetupCache>,
+    /// Accepted programs left loaded (see [`crate::kept`]).
+    kept: std::sync::Mutex<KeptPrograms>,
     /// Program BTF built before, by the case inputs it is built from.
     btf_memo: std::sync::Mutex<progbtf::BtfMemo>,
+}
+
+/// The maps of one case, in its order.
+struct CaseMaps {
+    fds: Vec<Arc<OwnedFd>>,
+    /// The bytes of its maps ([`map_bytes`]) when the setup cache keeps every one of them; None
+    /// when the case has a map of its own.
+    kept_bytes: Option<u64>,
 }
 
 /// The expected_attach_type a program type needs to load without an attach target.
@@ -164,6 +175,7 @@ impl Loader {
             log_size: LOG_SIZE,
             log_buf: Default::default(),
             setup: Default::default(),
+            kept: Default::default(),
             btf_memo: Default::default(),
         })
     }
@@ -177,6 +189,13 @@ impl Loader {
     /// ([`crate::reuse`]; default 256, for a process with the usual `RLIMIT_NOFILE` of 1024).
     pub fn set_kept_fds(&mut self, n: usize) {
         self.setup.get_mut().unwrap_or_else(|e| e.into_inner()).set_max_fds(n);
+    }
+
+    /// Sets how many accepted programs stay loaded after their case ([`crate::kept`]; default 0:
+    /// each is closed after its case). Only for a process that ends with the machine (the
+    /// agent): a kept program holds an fd and kernel memory until then.
+    pub fn set_kept_programs(&mut self, n: usize) {
+        self.kept.get_mut().unwrap_or_else(|e| e.into_inner()).set_max_count(n);
     }
 
     /// `uname -r` of the running kernel.
@@ -201,7 +220,9 @@ impl Loader {
         Some((t.btf_id, module))
     }
 
-    /// Loads a case and reports what the kernel said. Every fd is closed before returning.
+    /// Loads a case and reports what the kernel said. The case's own fds are closed before
+    /// returning; program BTF and maps of reusable types stay for later cases ([`crate::reuse`]),
+    /// and so may the program ([`Loader::set_kept_programs`]).
     ///
     /// A rejection carries the parsed error line and instruction index (see
     /// [`crate::parse_verifier_log`]). When the case cannot be set up (program BTF refused, map
@@ -268,7 +289,7 @@ impl Loader {
             r => r?,
         };
         mark(Phase::Maps);
-        let (insns, fd_array) = self.relocate(case, &maps)?;
+        let (insns, fd_array) = self.relocate(case, &maps.fds)?;
         mark(Phase::Reloc);
         let func_info: &[(u32, u32)] = prog_btf.as_ref().map_or(&[], |p| &p.func_info);
         let name = obj_name(&ident(&case.name));
@@ -308,10 +329,14 @@ impl Loader {
                 message: Some(parsed.error.clone().unwrap_or_else(|| format!("{}", e.errno))),
             },
         };
-        // The program and the case's own maps are closed here (the kept ones stay in `setup`).
-        drop(res);
-        drop(maps);
+        // The case's own maps are closed here (the kept ones stay in `setup`), and the program
+        // too unless it holds only kept maps and is kept itself (`crate::kept`).
         drop(setup);
+        if let (Ok(prog), Some(map_bytes)) = (res, maps.kept_bytes) {
+            let bytes = program_bytes(insns.len(), map_bytes);
+            self.kept.lock().unwrap_or_else(|e| e.into_inner()).keep(prog, bytes);
+        }
+        drop(maps);
         mark(Phase::Close);
         Ok(KernelResult {
             case: case.name.clone(),
@@ -334,8 +359,9 @@ impl Loader {
         slot: BtfSlot,
         prog_btf: Option<&progbtf::BuiltBtf>,
         btf_fd: Option<&OwnedFd>,
-    ) -> Result<Vec<Arc<OwnedFd>>, SetupError> {
+    ) -> Result<CaseMaps, SetupError> {
         let mut fds: Vec<Arc<OwnedFd>> = Vec::with_capacity(case.maps.len());
+        let mut kept_bytes = Some(0);
         for (i, m) in case.maps.iter().enumerate() {
             let ids = prog_btf.and_then(|p| p.maps[i]);
             let btf = map_btf(ids, btf_fd);
@@ -373,13 +399,15 @@ impl Loader {
             };
             let fd = if reusable_type(m.map_type) && small_enough(&key) {
                 let slot = if spec.btf.is_some() { slot } else { BtfSlot::None };
+                kept_bytes = kept_bytes.map(|b| b + map_bytes(&key));
                 setup.map(slot, key, &fds, create)?
             } else {
+                kept_bytes = None;
                 Arc::new(create()?)
             };
             fds.push(fd);
         }
-        Ok(fds)
+        Ok(CaseMaps { fds, kept_bytes })
     }
 
     /// A map-in-map's inner map (`<outer>.inner`, with its BTF), created for the case alone.

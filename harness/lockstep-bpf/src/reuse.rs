@@ -83,7 +83,7 @@ pub(crate) fn small_enough(key: &MapKey) -> bool {
 
 /// The kernel memory a kept map of `key` holds, roughly: its keys and values plus 64 bytes of
 /// element overhead per entry (a preallocated hash map's `htab_elem`).
-fn map_bytes(key: &MapKey) -> u64 {
+pub(crate) fn map_bytes(key: &MapKey) -> u64 {
     if key.map_type == ARENA_MAP_TYPE {
         // The page tables of its 4 GiB kernel range (2048 pages), whatever its size.
         return 8 << 20;

@@ -12,7 +12,8 @@
 //! The loaders are never dropped: the guest powers off right after the last case, and dropping
 //! a loader closes the BTF objects and maps it kept across cases one by one, each freed by the
 //! kernel (50-60 ms of guest time between the host's `Shutdown` and QEMU's exit, on the path of
-//! every guest; docs/speed.md, session 19). The power-off frees them all at once.
+//! every guest; docs/speed.md, session 19). The power-off frees them all at once. For the same
+//! reason the loaders leave accepted programs loaded ([`Loader::set_kept_programs`]).
 
 use std::io;
 use std::path::Path;
@@ -158,9 +159,11 @@ fn serve() -> io::Result<()> {
 pub(crate) fn new_loader(workers: usize) -> std::mem::ManuallyDrop<Result<Loader, String>> {
     let mut loader = Loader::new().map_err(|e| e.to_string());
     if let Ok(l) = &mut loader {
-        // Half the fds for BTF objects and maps kept across cases, the rest for the case's own.
-        let per_worker = (raise_nofile(NOFILE_WANTED) / 2).min(NOFILE_WANTED as usize / 2) / workers;
-        l.set_kept_fds(per_worker);
+        // Half the fds for BTF objects and maps kept across cases, a quarter for accepted
+        // programs left loaded, the rest for the case's own.
+        let nofile = raise_nofile(NOFILE_WANTED).min(NOFILE_WANTED as usize);
+        l.set_kept_fds(nofile / 2 / workers);
+        l.set_kept_programs(nofile / 4 / workers);
     }
     std::mem::ManuallyDrop::new(loader)
 }

@@ -1,0 +1,123 @@
+//! [`KeptPrograms`]: accepted programs left loaded after their case instead of closed at once.
+//!
+//! Closing an accepted program makes the kernel free it (`bpf_prog_put()`, an RCU callback, then
+//! `bpf_prog_free_deferred()` on a workqueue: kallsyms, the JIT image, the program's pages).
+//! Under TCG that work is 2-3% of a small case's round trip, and a guest is powered off right
+//! after its last case (docs/speed.md, sessions 19-20). So the agent's loaders keep up to a
+//! budget of accepted programs open, oldest closed first once it is spent, and never close the
+//! rest (the power-off frees them).
+//!
+//! What the verifier sees is unchanged: the loader never runs, attaches or pins a program, and a
+//! program is kept only when every map it holds is one the setup cache keeps anyway
+//! ([`crate::reuse`]: map types that keep no record of the programs using them), so keeping it
+//! holds no map that would otherwise be freed. Its memory is bounded: by count (each holds an
+//! fd) and by the bytes of [`program_bytes`], which count each program's maps as its own.
+
+use std::collections::VecDeque;
+use std::os::fd::OwnedFd;
+
+/// Bytes of kept programs (by [`program_bytes`]) allowed before the oldest are closed: a small
+/// part of a guest's 512 MiB.
+const MAX_KEPT_PROGRAM_BYTES: u64 = 32 << 20;
+
+/// The kernel memory a loaded program of `insns` instructions holds, roughly: a page for
+/// `struct bpf_prog` and its instructions (more for long programs), its `bpf_prog_aux`, JIT
+/// image and line info, plus `map_bytes`, the bytes of the maps it holds (counted as its own, so
+/// the bound holds even after the setup cache lets a map go).
+pub(crate) fn program_bytes(insns: usize, map_bytes: u64) -> u64 {
+    8192 + 32 * insns as u64 + map_bytes
+}
+
+/// Accepted programs kept open, oldest first, within a count and a byte budget.
+#[derive(Debug, Default)]
+pub(crate) struct KeptPrograms {
+    progs: VecDeque<(OwnedFd, u64)>,
+    bytes: u64,
+    /// Programs kept at most (0: none, the default: every program is closed after its case).
+    max_count: usize,
+}
+
+impl KeptPrograms {
+    /// Sets how many programs may stay open (each holds an fd).
+    pub fn set_max_count(&mut self, n: usize) {
+        self.max_count = n;
+        self.make_room(0);
+    }
+
+    /// Keeps `prog` (of `bytes` by [`program_bytes`]) open, closing the oldest kept ones until it
+    /// fits; closes it at once when it cannot fit at all.
+    pub fn keep(&mut self, prog: OwnedFd, bytes: u64) {
+        if self.max_count == 0 || bytes > MAX_KEPT_PROGRAM_BYTES {
+            return;
+        }
+        self.make_room(bytes);
+        self.progs.push_back((prog, bytes));
+        self.bytes += bytes;
+    }
+
+    /// Closes the oldest programs until one more of `bytes` fits both budgets.
+    fn make_room(&mut self, bytes: u64) {
+        let count_after = |n: usize| if bytes > 0 { n + 1 } else { n };
+        while count_after(self.progs.len()) > self.max_count || self.bytes + bytes > MAX_KEPT_PROGRAM_BYTES {
+            let Some((_, b)) = self.progs.pop_front() else { break };
+            self.bytes -= b;
+        }
+    }
+
+    /// Programs kept now.
+    #[cfg(test)]
+    fn len(&self) -> usize {
+        self.progs.len()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::os::fd::AsRawFd;
+
+    use super::*;
+
+    fn fd() -> OwnedFd {
+        // Any open file stands in for a program here.
+        std::fs::File::open("/dev/null").unwrap().into()
+    }
+
+    #[test]
+    fn nothing_is_kept_by_default() {
+        let mut k = KeptPrograms::default();
+        k.keep(fd(), program_bytes(10, 0));
+        assert_eq!(k.len(), 0);
+    }
+
+    #[test]
+    fn the_oldest_programs_are_closed_when_the_count_is_spent() {
+        let mut k = KeptPrograms::default();
+        k.set_max_count(3);
+        let fds: Vec<OwnedFd> = (0..5).map(|_| fd()).collect();
+        let raw: Vec<i32> = fds.iter().map(|f| f.as_raw_fd()).collect();
+        for f in fds {
+            k.keep(f, program_bytes(10, 0));
+        }
+        let kept: Vec<i32> = k.progs.iter().map(|(f, _)| f.as_raw_fd()).collect();
+        assert_eq!(kept, raw[2..], "the last three, in order");
+        // Lowering the count closes the oldest at once.
+        k.set_max_count(1);
+        assert_eq!(k.progs.iter().map(|(f, _)| f.as_raw_fd()).collect::<Vec<_>>(), raw[4..]);
+    }
+
+    #[test]
+    fn the_byte_budget_counts_each_programs_maps() {
+        let mut k = KeptPrograms::default();
+        k.set_max_count(10_000);
+        // Programs holding 1 MiB of maps each: 32 MiB fit less than 32 of them.
+        for _ in 0..100 {
+            k.keep(fd(), program_bytes(100, 1 << 20));
+        }
+        assert!(k.len() < 32 && k.len() > 16, "{}", k.len());
+        assert!(k.bytes <= MAX_KEPT_PROGRAM_BYTES);
+        // One larger than the whole budget is not kept, and closes none of the others.
+        let before = k.len();
+        k.keep(fd(), program_bytes(1, MAX_KEPT_PROGRAM_BYTES));
+        assert_eq!(k.len(), before);
+    }
+}
