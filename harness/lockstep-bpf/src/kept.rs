@@ -7,11 +7,15 @@
 //! budget of accepted programs open, oldest closed first once it is spent, and never close the
 //! rest (the power-off frees them).
 //!
-//! What the verifier sees is unchanged: the loader never runs, attaches or pins a program, and a
-//! program is kept only when every map it holds is one the setup cache keeps anyway
-//! ([`crate::reuse`]: map types that keep no record of the programs using them), so keeping it
-//! holds no map that would otherwise be freed. Its memory is bounded: by count (each holds an
-//! fd) and by the bytes of [`program_bytes`], which count each program's maps as its own.
+//! A kept program holds its maps: the case's own maps (a prog array, a local storage, a map too
+//! large for the setup cache, [`crate::reuse`]) stay too once their fds are closed, and their
+//! frees (often an RCU grace period or barrier each) go the same way. Memory is bounded: by count
+//! (each program holds an fd) and by the bytes of [`program_bytes`], which count each program's
+//! maps as its own (so the bound holds when maps are shared or the setup cache lets one go).
+//!
+//! What the verifier sees is unchanged: the loader never runs, attaches or pins a program, no
+//! case gets another case's own map, and a map the setup cache shares is as empty with a kept
+//! program as without (`crate::reuse`: only map types that keep no record of their programs).
 
 use std::collections::VecDeque;
 use std::os::fd::OwnedFd;
@@ -22,10 +26,10 @@ const MAX_KEPT_PROGRAM_BYTES: u64 = 32 << 20;
 
 /// The kernel memory a loaded program of `insns` instructions holds, roughly: a page for
 /// `struct bpf_prog` and its instructions (more for long programs), its `bpf_prog_aux`, JIT
-/// image and line info, plus `map_bytes`, the bytes of the maps it holds (counted as its own, so
-/// the bound holds even after the setup cache lets a map go).
-pub(crate) fn program_bytes(insns: usize, map_bytes: u64) -> u64 {
-    8192 + 32 * insns as u64 + map_bytes
+/// image and line info, plus its `maps` maps: a page each and `map_bytes` of keys and values
+/// ([`crate::reuse::map_bytes`]).
+pub(crate) fn program_bytes(insns: usize, maps: usize, map_bytes: u64) -> u64 {
+    8192 + 32 * insns as u64 + 4096 * maps as u64 + map_bytes
 }
 
 /// Accepted programs kept open, oldest first, within a count and a byte budget.
@@ -85,7 +89,7 @@ mod tests {
     #[test]
     fn nothing_is_kept_by_default() {
         let mut k = KeptPrograms::default();
-        k.keep(fd(), program_bytes(10, 0));
+        k.keep(fd(), program_bytes(10, 0, 0));
         assert_eq!(k.len(), 0);
     }
 
@@ -96,7 +100,7 @@ mod tests {
         let fds: Vec<OwnedFd> = (0..5).map(|_| fd()).collect();
         let raw: Vec<i32> = fds.iter().map(|f| f.as_raw_fd()).collect();
         for f in fds {
-            k.keep(f, program_bytes(10, 0));
+            k.keep(f, program_bytes(10, 1, 64));
         }
         let kept: Vec<i32> = k.progs.iter().map(|(f, _)| f.as_raw_fd()).collect();
         assert_eq!(kept, raw[2..], "the last three, in order");
@@ -111,13 +115,13 @@ mod tests {
         k.set_max_count(10_000);
         // Programs holding 1 MiB of maps each: 32 MiB fit less than 32 of them.
         for _ in 0..100 {
-            k.keep(fd(), program_bytes(100, 1 << 20));
+            k.keep(fd(), program_bytes(100, 1, 1 << 20));
         }
         assert!(k.len() < 32 && k.len() > 16, "{}", k.len());
         assert!(k.bytes <= MAX_KEPT_PROGRAM_BYTES);
         // One larger than the whole budget is not kept, and closes none of the others.
         let before = k.len();
-        k.keep(fd(), program_bytes(1, MAX_KEPT_PROGRAM_BYTES));
+        k.keep(fd(), program_bytes(1, 1, MAX_KEPT_PROGRAM_BYTES));
         assert_eq!(k.len(), before);
     }
 }

@@ -97,9 +97,8 @@ pub struct Loader {
 /// The maps of one case, in its order.
 struct CaseMaps {
     fds: Vec<Arc<OwnedFd>>,
-    /// The bytes of its maps ([`map_bytes`]) when the setup cache keeps every one of them; None
-    /// when the case has a map of its own.
-    kept_bytes: Option<u64>,
+    /// The kernel memory of its maps, roughly ([`map_bytes`]).
+    bytes: u64,
 }
 
 /// The expected_attach_type a program type needs to load without an attach target.
@@ -329,11 +328,11 @@ impl Loader {
                 message: Some(parsed.error.clone().unwrap_or_else(|| format!("{}", e.errno))),
             },
         };
-        // The case's own maps are closed here (the kept ones stay in `setup`), and the program
-        // too unless it holds only kept maps and is kept itself (`crate::kept`).
+        // The program is kept (`crate::kept`) or closed, and the fds of the case's own maps are
+        // closed here (the kept ones stay in `setup`; a kept program holds its maps).
         drop(setup);
-        if let (Ok(prog), Some(map_bytes)) = (res, maps.kept_bytes) {
-            let bytes = program_bytes(insns.len(), map_bytes);
+        if let Ok(prog) = res {
+            let bytes = program_bytes(insns.len(), maps.fds.len(), maps.bytes);
             self.kept.lock().unwrap_or_else(|e| e.into_inner()).keep(prog, bytes);
         }
         drop(maps);
@@ -361,7 +360,7 @@ impl Loader {
         btf_fd: Option<&OwnedFd>,
     ) -> Result<CaseMaps, SetupError> {
         let mut fds: Vec<Arc<OwnedFd>> = Vec::with_capacity(case.maps.len());
-        let mut kept_bytes = Some(0);
+        let mut bytes = 0;
         for (i, m) in case.maps.iter().enumerate() {
             let ids = prog_btf.and_then(|p| p.maps[i]);
             let btf = map_btf(ids, btf_fd);
@@ -397,17 +396,16 @@ impl Loader {
                 map_flags: spec.map_flags,
                 btf_ids: ids.unwrap_or((0, 0)),
             };
+            bytes += map_bytes(&key);
             let fd = if reusable_type(m.map_type) && small_enough(&key) {
                 let slot = if spec.btf.is_some() { slot } else { BtfSlot::None };
-                kept_bytes = kept_bytes.map(|b| b + map_bytes(&key));
                 setup.map(slot, key, &fds, create)?
             } else {
-                kept_bytes = None;
                 Arc::new(create()?)
             };
             fds.push(fd);
         }
-        Ok(CaseMaps { fds, kept_bytes })
+        Ok(CaseMaps { fds, bytes })
     }
 
     /// A map-in-map's inner map (`<outer>.inner`, with its BTF), created for the case alone.
