@@ -45,7 +45,7 @@ impl KeptPrograms {
     /// Sets how many programs may stay open (each holds an fd).
     pub fn set_max_count(&mut self, n: usize) {
         self.max_count = n;
-        self.make_room(0);
+        self.make_room(0, 0);
     }
 
     /// Keeps `prog` (of `bytes` by [`program_bytes`]) open, closing the oldest kept ones until it
@@ -54,15 +54,14 @@ impl KeptPrograms {
         if self.max_count == 0 || bytes > MAX_KEPT_PROGRAM_BYTES {
             return;
         }
-        self.make_room(bytes);
+        self.make_room(1, bytes);
         self.progs.push_back((prog, bytes));
         self.bytes += bytes;
     }
 
-    /// Closes the oldest programs until one more of `bytes` fits both budgets.
-    fn make_room(&mut self, bytes: u64) {
-        let count_after = |n: usize| if bytes > 0 { n + 1 } else { n };
-        while count_after(self.progs.len()) > self.max_count || self.bytes + bytes > MAX_KEPT_PROGRAM_BYTES {
+    /// Closes the oldest programs until `count` more programs of `bytes` in all fit both budgets.
+    fn make_room(&mut self, count: usize, bytes: u64) {
+        while self.progs.len() + count > self.max_count || self.bytes + bytes > MAX_KEPT_PROGRAM_BYTES {
             let Some((_, b)) = self.progs.pop_front() else { break };
             self.bytes -= b;
         }
