@@ -20,16 +20,17 @@
 use std::collections::VecDeque;
 use std::os::fd::OwnedFd;
 
-/// Bytes of kept programs (by [`program_bytes`]) allowed before the oldest are closed: a small
-/// part of a guest's 512 MiB.
-const MAX_KEPT_PROGRAM_BYTES: u64 = 32 << 20;
+/// Bytes of kept programs (by [`program_bytes`]) allowed before the oldest are closed: an eighth
+/// of a guest's 512 MiB (about 2000 of the corpus's programs).
+const MAX_KEPT_PROGRAM_BYTES: u64 = 64 << 20;
 
-/// The kernel memory a loaded program of `insns` instructions holds, roughly: a page for
-/// `struct bpf_prog` and its instructions (more for long programs), its `bpf_prog_aux`, JIT
-/// image and line info, plus its `maps` maps: a page each and `map_bytes` of keys and values
-/// ([`crate::reuse::map_bytes`]).
+/// The kernel memory a loaded program of `insns` instructions holds, roughly, plus its `maps`
+/// maps: a page each and `map_bytes` of keys and values ([`crate::reuse::map_bytes`]). The base
+/// is measured: debian:7.3 with the corpus's 185 accepted programs kept had 4.6-6.1 MB less
+/// `MemFree` at shutdown than with none kept, 25-33 KB a program with its (mostly one) map
+/// (slab +0.65 MB, vmalloc +0.92 MB; the rest is page-granular: the program's pages, the JIT's).
 pub(crate) fn program_bytes(insns: usize, maps: usize, map_bytes: u64) -> u64 {
-    8192 + 32 * insns as u64 + 4096 * maps as u64 + map_bytes
+    (24 << 10) + 32 * insns as u64 + 4096 * maps as u64 + map_bytes
 }
 
 /// Accepted programs kept open, oldest first, within a count and a byte budget.
@@ -112,11 +113,11 @@ mod tests {
     fn the_byte_budget_counts_each_programs_maps() {
         let mut k = KeptPrograms::default();
         k.set_max_count(10_000);
-        // Programs holding 1 MiB of maps each: 32 MiB fit less than 32 of them.
+        // Programs holding 1 MiB of maps each: 64 MiB fit less than 64 of them.
         for _ in 0..100 {
             k.keep(fd(), program_bytes(100, 1, 1 << 20));
         }
-        assert!(k.len() < 32 && k.len() > 16, "{}", k.len());
+        assert!(k.len() < 64 && k.len() > 48, "{}", k.len());
         assert!(k.bytes <= MAX_KEPT_PROGRAM_BYTES);
         // One larger than the whole budget is not kept, and closes none of the others.
         let before = k.len();
