@@ -33,6 +33,13 @@ pub struct GuestBenchArgs {
     /// Skip the restored-guest measurement.
     #[arg(long)]
     pub no_restore: bool,
+    /// Extra kernel command-line parameters for the guests, e.g. `lockstep.timers=1` (the agent's
+    /// time per phase of a case, printed on the console).
+    #[arg(long, value_name = "PARAM")]
+    pub append: Vec<String>,
+    /// Append each guest's console to DIR/console-<kernel>.log.
+    #[arg(long, value_name = "DIR")]
+    pub console_dir: Option<std::path::PathBuf>,
 }
 
 /// One kernel's numbers.
@@ -81,8 +88,8 @@ pub fn guest(a: GuestBenchArgs) -> Result<u8> {
         want_log: false,
         module: true,
         snapshots: false,
-        console_dir: None,
-        extra_cmdline: Vec::new(),
+        console_dir: a.console_dir.clone(),
+        extra_cmdline: a.append.clone(),
         module_ko: None,
         testmod: Default::default(),
         vcpus: 1,

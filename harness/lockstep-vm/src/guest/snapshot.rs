@@ -67,6 +67,8 @@ fn key_fields(cfg: &GuestConfig, qemu: &str) -> Vec<String> {
         format!("protocol {}", lockstep_core::proto::PROTOCOL_VERSION),
         qemu.to_string(),
         format!("{:?}", cfg.accel),
+        // The guest kernel patched its code for the CPU it booted on (`alternatives`).
+        format!("cpu {}", cfg.accel.cpu_model()),
         cfg.memory_mib.to_string(),
         cfg.extra_cmdline.join(" "),
     ];
@@ -500,6 +502,7 @@ impl Qmp {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::qemu::Accel;
 
     #[test]
     fn key_fields_follow_what_the_guest_depends_on() {
@@ -519,6 +522,12 @@ mod tests {
         let mut d = a.clone();
         d.vcpus = 2;
         assert_ne!(key_fields(&a, "QEMU 7.2"), key_fields(&d, "QEMU 7.2"));
+        // The CPU model the guest kernel patched itself for.
+        let fields = key_fields(&a, "QEMU 7.2");
+        assert!(fields.contains(&format!("cpu {}", a.accel.cpu_model())), "{fields:?}");
+        let mut e = a.clone();
+        e.accel = if a.accel == Accel::Tcg { Accel::Kvm } else { Accel::Tcg };
+        assert_ne!(key_fields(&a, "QEMU 7.2"), key_fields(&e, "QEMU 7.2"));
     }
 
     fn set_mtime(p: &Path, t: SystemTime) {
