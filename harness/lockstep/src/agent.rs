@@ -91,6 +91,9 @@ fn serve() -> io::Result<()> {
     if cmdline.split_whitespace().any(|w| w == TIMERS_PARAM) {
         phase::enable();
     }
+    if cmdline.split_whitespace().any(|w| w == crate::agent_profile::PROFILE_PARAM) {
+        crate::agent_profile::start();
+    }
     let hello = |release| GuestMsg::Hello {
         release,
         module: module.clone(),
@@ -135,6 +138,7 @@ fn serve() -> io::Result<()> {
                 out.send(&hello(agent_io::kernel_release()?))?;
             }
             Ok(Some(HostMsg::Shutdown)) => {
+                crate::agent_profile::print_report();
                 out.send(&GuestMsg::Bye)?;
                 return Ok(());
             }

@@ -161,6 +161,7 @@ pub fn serve(
     r?;
     shared.out.flush()?;
     if bye {
+        crate::agent_profile::print_report();
         shared.out.send(&GuestMsg::Bye)?;
     }
     Ok(())

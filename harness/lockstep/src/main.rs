@@ -2,6 +2,7 @@
 //! Exit codes: [`exit`].
 
 mod agent;
+mod agent_profile;
 mod agent_workers;
 mod bench;
 mod bench_run;
