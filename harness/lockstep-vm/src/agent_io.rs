@@ -30,7 +30,13 @@ pub enum NotAGuest {
 
 /// Whether the kernel command line `cmdline` carries [`GUEST_CMDLINE_MARKER`] (as a whole word).
 pub fn has_guest_marker(cmdline: &str) -> bool {
-    cmdline.split_whitespace().any(|w| w == GUEST_CMDLINE_MARKER)
+    has_param(cmdline, GUEST_CMDLINE_MARKER)
+}
+
+/// Whether the kernel command line `cmdline` carries `param` as a whole word (`name=value`
+/// written out, as the agent's switches are).
+pub fn has_param(cmdline: &str, param: &str) -> bool {
+    cmdline.split_whitespace().any(|w| w == param)
 }
 
 /// Checks, before anything is touched, that this process is pid 1 of a kernel booted with

@@ -88,10 +88,10 @@ fn serve() -> io::Result<()> {
     }
     let cmdline = std::fs::read_to_string("/proc/cmdline").unwrap_or_default();
     let crash_case = crash_case_of(&cmdline);
-    if cmdline.split_whitespace().any(|w| w == TIMERS_PARAM) {
+    if agent_io::has_param(&cmdline, TIMERS_PARAM) {
         phase::enable();
     }
-    if cmdline.split_whitespace().any(|w| w == crate::agent_profile::PROFILE_PARAM) {
+    if agent_io::has_param(&cmdline, crate::agent_profile::PROFILE_PARAM) {
         crate::agent_profile::start();
     }
     let hello = |release| GuestMsg::Hello {
