@@ -194,6 +194,34 @@ pub fn housekeeping_to_cpu0() -> usize {
         .count()
 }
 
+/// The real-time priority (`SCHED_FIFO`) of a one-vCPU agent's case loop: above every task of the
+/// fair class, so the kernel's own work that a case leaves behind (the kworker freeing a rejected
+/// program, RCU's threads) waits until the loop blocks (for the host, or in the kernel) or the
+/// fair class's reserved share comes round (`sched_rt_runtime_us` / the fair server: 50 ms a
+/// second), and is then done in bulk, instead of a context switch to it and back after nearly
+/// every case: under TCG, 1.4 ms -> 1.04-1.2 ms a case (docs/speed.md, session 22).
+pub const CASE_LOOP_PRIORITY: i32 = 1;
+
+/// The priority of the agent's threads that must preempt the case loop when they wake (the
+/// outbox's watchdog, which reports a long case while it runs; with several vCPUs, the reader
+/// that hands cases to the workers).
+pub const ABOVE_CASE_LOOP_PRIORITY: i32 = CASE_LOOP_PRIORITY + 1;
+
+/// Makes thread `tid` (0: the calling thread) `SCHED_FIFO` at `priority`. Only as pid 1 of a
+/// guest: anywhere else it refuses (a real-time thread on a host could take a core from
+/// everything else there).
+pub fn run_fifo(tid: i32, priority: i32) -> io::Result<()> {
+    if std::process::id() != 1 {
+        return Err(io::Error::other("real-time scheduling is only for the guest's agent (pid 1)"));
+    }
+    let param = nix::libc::sched_param { sched_priority: priority };
+    // SAFETY: a valid sched_param; sched_setscheduler(2) takes a thread id.
+    if unsafe { nix::libc::sched_setscheduler(tid, nix::libc::SCHED_FIFO, &param) } != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
 /// The running kernel's release (`uname -r`).
 pub fn kernel_release() -> io::Result<String> {
     Ok(fs::read_to_string("/proc/sys/kernel/osrelease")?.trim().to_string())
@@ -210,6 +238,14 @@ pub fn power_off() -> ! {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn real_time_scheduling_is_refused_outside_the_guest() {
+        // The test runs on a host (not as pid 1): the thread stays in the fair class.
+        assert!(run_fifo(0, CASE_LOOP_PRIORITY).is_err());
+        // SAFETY: sched_getscheduler(2) of the calling thread.
+        assert_eq!(unsafe { nix::libc::sched_getscheduler(0) }, nix::libc::SCHED_OTHER);
+    }
 
     #[test]
     fn housekeeping_is_left_alone_outside_a_guest() {

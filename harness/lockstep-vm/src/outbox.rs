@@ -50,9 +50,7 @@ impl HostLines {
     /// without `\n` is returned first).
     pub fn next_line(&mut self) -> io::Result<Option<&[u8]>> {
         loop {
-            if let Some(n) = memchr::memchr(b'\n', &self.buf[self.start..self.end]) {
-                let line = self.start..self.start + n;
-                self.start += n + 1;
+            if let Some(line) = self.buffered_range() {
                 return Ok(Some(&self.buf[line]));
             }
             // The partial line to the front, and room after it.
@@ -82,6 +80,20 @@ impl HostLines {
         }
     }
 
+    /// The next whole line already read (without its `\n`), if any; never reads. The agent
+    /// decodes these ahead of their turn, in a row (docs/speed.md, session 22).
+    pub fn buffered_line(&mut self) -> Option<&[u8]> {
+        self.buffered_range().map(|line| &self.buf[line])
+    }
+
+    /// Where the next whole buffered line is, taken from the buffer.
+    fn buffered_range(&mut self) -> Option<std::ops::Range<usize>> {
+        let n = memchr::memchr(b'\n', &self.buf[self.start..self.end])?;
+        let line = self.start..self.start + n;
+        self.start += n + 1;
+        Some(line)
+    }
+
     /// Whether another line is waiting: a whole line buffered, or bytes readable now (`poll`
     /// with timeout 0).
     pub fn ready(&self) -> bool {
@@ -95,6 +107,11 @@ impl HostLines {
 struct Pending {
     w: File,
     buf: Vec<u8>,
+    /// Results held back and not yet encoded: encoded in a row when written (see
+    /// [`Pending::encode_held`]).
+    held: Vec<GuestMsg>,
+    /// An upper estimate of what `held` encodes to ([`encoded_size_bound`]).
+    held_bytes: usize,
     results: usize,
     /// The case running and since when.
     running: Option<(u64, Instant)>,
@@ -110,6 +127,7 @@ struct Pending {
 
 impl Pending {
     fn flush(&mut self) -> io::Result<()> {
+        self.encode_held();
         if !self.buf.is_empty() {
             let r = self.w.write_all(&self.buf).and_then(|_| self.w.flush());
             self.buf.clear();
@@ -119,9 +137,28 @@ impl Pending {
         Ok(())
     }
 
-    /// Encodes `msg` as a line straight into the buffer.
+    /// Encodes `msg` as a line straight into the buffer, after the results held before it.
     fn push(&mut self, msg: &GuestMsg) {
+        self.encode_held();
         crate::stream::write_guest(&mut self.buf, msg);
+    }
+
+    /// Encodes the held results into the buffer, in order. Done in a row when they are written
+    /// rather than one at a time after each case: under TCG the encode right after a
+    /// `BPF_PROG_LOAD` found its code and data missing from QEMU's software TLB (and after an
+    /// accepted program's JIT, whose `text_poke` switches page tables, the whole TLB flushed),
+    /// so each cost several times what it costs next to another (docs/speed.md, session 22).
+    fn encode_held(&mut self) {
+        for msg in self.held.drain(..) {
+            crate::stream::write_guest(&mut self.buf, &msg);
+        }
+        self.held_bytes = 0;
+    }
+
+    /// Holds `result` back (encoded when written).
+    fn hold(&mut self, result: GuestMsg) {
+        self.held_bytes += encoded_size_bound(&result);
+        self.held.push(result);
     }
 
     fn take_error(&mut self) -> io::Result<()> {
@@ -129,9 +166,29 @@ impl Pending {
     }
 }
 
+/// An upper bound of the bytes `msg` encodes to as a line: twice its strings' lengths (an escape
+/// doubles a byte at most; the log above all) and a margin for the rest. [`MAX_BYTES`] needs it
+/// only roughly.
+fn encoded_size_bound(msg: &GuestMsg) -> usize {
+    const FIXED: usize = 256;
+    match msg {
+        GuestMsg::Result { result, .. } => {
+            let text = |s: &Option<String>| s.as_ref().map_or(0, String::len);
+            FIXED
+                + 2 * (result.case.len()
+                    + text(&result.log)
+                    + text(&result.verdict.message)
+                    + text(&result.setup_error))
+        }
+        _ => FIXED,
+    }
+}
+
 /// Messages to the host: results in batches, everything else at once (see the module docs).
 pub struct Outbox {
     shared: Arc<Shared>,
+    /// The watchdog thread's id.
+    watchdog_tid: i32,
 }
 
 /// What the main thread and the watchdog share.
@@ -195,6 +252,8 @@ impl Outbox {
             pending: Mutex::new(Pending {
                 w,
                 buf: Vec::with_capacity(MAX_BYTES),
+                held: Vec::with_capacity(MAX_RESULTS),
+                held_bytes: 0,
                 results: 0,
                 running: None,
                 busy_sent: false,
@@ -205,8 +264,19 @@ impl Outbox {
             wake: Condvar::new(),
         });
         let watchdog = Arc::clone(&shared);
-        std::thread::spawn(move || watchdog.watch());
-        Outbox { shared }
+        let (tid_tx, tid_rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let _ = tid_tx.send(nix::unistd::gettid().as_raw());
+            watchdog.watch()
+        });
+        let watchdog_tid = tid_rx.recv().unwrap_or(0);
+        Outbox { shared, watchdog_tid }
+    }
+
+    /// The thread id of the watchdog (which an agent running its cases at a real-time priority
+    /// puts above them: [`crate::agent_io::ABOVE_CASE_LOOP_PRIORITY`]); 0 if unknown.
+    pub fn watchdog_tid(&self) -> i32 {
+        self.watchdog_tid
     }
 
     fn lock(&self) -> MutexGuard<'_, Pending> {
@@ -234,13 +304,14 @@ impl Outbox {
 
     /// The result of the running case: held back while `more_waiting` (another `Run` is there,
     /// [`HostLines::ready`]) within the limits, else written with what is held back.
-    pub fn finish_case(&self, result: &GuestMsg, more_waiting: bool) -> io::Result<()> {
+    pub fn finish_case(&self, result: GuestMsg, more_waiting: bool) -> io::Result<()> {
         let mut p = self.lock();
         p.take_error()?;
         p.running = None;
-        p.push(result);
+        p.hold(result);
         p.results += 1;
-        if p.busy_sent || !more_waiting || p.results >= MAX_RESULTS || p.buf.len() >= MAX_BYTES {
+        if p.busy_sent || !more_waiting || p.results >= MAX_RESULTS || p.buf.len() + p.held_bytes >= MAX_BYTES
+        {
             p.flush()?;
         }
         Ok(())
@@ -294,6 +365,22 @@ mod tests {
         assert_eq!(lines_of(Vec::new()), Vec::<Vec<u8>>::new());
     }
 
+    #[test]
+    fn buffered_lines_are_the_whole_lines_already_read() {
+        let (r, mut w) = std::io::pipe().unwrap();
+        w.write_all(b"one\ntwo\nthr").unwrap();
+        let mut host = HostLines::new(File::from(std::os::fd::OwnedFd::from(r)));
+        assert_eq!(host.buffered_line(), None, "nothing read yet");
+        assert_eq!(host.next_line().unwrap(), Some(&b"one"[..]));
+        assert_eq!(host.buffered_line(), Some(&b"two"[..]));
+        // A partial line is not handed out, and nothing more is read for it.
+        assert_eq!(host.buffered_line(), None);
+        w.write_all(b"ee\n").unwrap();
+        drop(w);
+        assert_eq!(host.next_line().unwrap(), Some(&b"three"[..]));
+        assert_eq!(host.next_line().unwrap(), None);
+    }
+
     fn result(id: u64) -> GuestMsg {
         use lockstep_core::proto::test_support::kernel_result;
         GuestMsg::Result {
@@ -319,12 +406,37 @@ mod tests {
     }
 
     #[test]
+    fn the_size_bound_is_never_below_the_encoding() {
+        use lockstep_core::proto::test_support::kernel_result;
+        use lockstep_core::verdict::Verdict;
+        let mut r = kernel_result("c\n\x1b", Verdict::reject(Some(3), "bad\n\n\x1b"));
+        r.log = Some("0: (b7) r0 = 0\n\x1b\n".repeat(500));
+        r.setup_error = Some("x".repeat(40));
+        for msg in [GuestMsg::Result { id: u64::MAX, result: r }, result(1), GuestMsg::Busy { id: 7 }] {
+            let line = crate::stream::encode_guest(&msg);
+            assert!(encoded_size_bound(&msg) >= line.len(), "{} < {}", encoded_size_bound(&msg), line.len());
+        }
+    }
+
+    #[test]
+    fn held_results_are_written_in_order_before_what_is_sent_after_them() {
+        let (out, mut lines) = outbox();
+        for id in [1, 2, 3] {
+            out.start_case(id);
+            out.finish_case(result(id), true).unwrap();
+        }
+        out.send(&GuestMsg::Busy { id: 9 }).unwrap();
+        let got: Vec<String> = (0..4).map(|_| next(&mut lines)).collect();
+        assert_eq!(got, ["result 1", "result 2", "result 3", "busy 9"]);
+    }
+
+    #[test]
     fn a_long_case_gets_busy_after_the_results_held_before_it() {
         let (out, mut lines) = outbox();
         // Two short cases with more waiting: held back.
         for id in [1, 2] {
             out.start_case(id);
-            out.finish_case(&result(id), true).unwrap();
+            out.finish_case(result(id), true).unwrap();
         }
         let started = Instant::now();
         out.start_case(3);
@@ -334,13 +446,13 @@ mod tests {
         assert_eq!(next(&mut lines), "result 2");
         assert_eq!(next(&mut lines), "busy 3");
         // Its result goes out at once, though more cases wait.
-        out.finish_case(&result(3), true).unwrap();
+        out.finish_case(result(3), true).unwrap();
         assert_eq!(next(&mut lines), "result 3");
         // The next long case is reported as well (the watchdog parked between the two).
         std::thread::sleep(BUSY_AFTER / 2);
         out.start_case(4);
         assert_eq!(next(&mut lines), "busy 4");
-        out.finish_case(&result(4), false).unwrap();
+        out.finish_case(result(4), false).unwrap();
         assert_eq!(next(&mut lines), "result 4");
     }
 
@@ -353,7 +465,7 @@ mod tests {
         for id in 0..15 {
             out.start_case(id);
             std::thread::sleep(step);
-            out.finish_case(&result(id), id < 14).unwrap();
+            out.finish_case(result(id), id < 14).unwrap();
         }
         drop(out);
         let mut seen = Vec::new();

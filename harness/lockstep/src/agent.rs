@@ -6,8 +6,10 @@
 //! and module BTF once
 //! ([`lockstep_bpf::Loader`]), says `Hello` on the control port, then answers each `Run` with the
 //! kernel's verdict (and `ListKfuncs` with the kernel's kfuncs) until `Shutdown`, and powers the
-//! guest off. Results are written in batches while more cases wait ([`lockstep_vm::outbox`]).
-//! Nothing is written to disk.
+//! guest off. Results are written in batches while more cases wait ([`lockstep_vm::outbox`]),
+//! the lines read are decoded ahead of their turn ([`next_message`]), and the cases run at a
+//! real-time priority ([`lockstep_vm::agent_io::CASE_LOOP_PRIORITY`]). Nothing is written to
+//! disk.
 //!
 //! The loaders are never dropped: the guest powers off right after the last case, and dropping
 //! a loader closes the BTF objects and maps it kept across cases one by one, each freed by the
@@ -15,6 +17,7 @@
 //! every guest; docs/speed.md, session 19). The power-off frees them all at once. For the same
 //! reason the loaders leave accepted programs loaded ([`Loader::set_kept_programs`]).
 
+use std::collections::VecDeque;
 use std::io;
 use std::path::Path;
 
@@ -103,11 +106,10 @@ fn serve() -> io::Result<()> {
     if workers > 1 {
         return crate::agent_workers::serve(workers, host, out, &loader, crash_case, &hello);
     }
+    run_fifo_with_watchdog(&out, agent_io::CASE_LOOP_PRIORITY);
     out.send(&hello(agent_io::kernel_release()?))?;
-    while let Some(line) = host.next_line()? {
-        phase::mark(Phase::Wait);
-        let msg = stream::decode_host_bytes(line);
-        phase::mark(Phase::Decode);
+    let mut ahead = VecDeque::new();
+    while let Some(msg) = next_message(&mut host, &mut ahead)? {
         match msg {
             Ok(Some(HostMsg::Run { id, case, want_log })) => {
                 out.start_case(id);
@@ -120,7 +122,7 @@ fn serve() -> io::Result<()> {
                 };
                 // Held back while the host has sent more (one write for several results).
                 let usec = result.verification_usec;
-                out.finish_case(&GuestMsg::Result { id, result }, host.ready())?;
+                out.finish_case(GuestMsg::Result { id, result }, !ahead.is_empty() || host.ready())?;
                 phase::mark(Phase::Result);
                 if let Some(line) = phase::case_done(usec, TIMER_WINDOW) {
                     eprintln!("{line}");
@@ -144,18 +146,71 @@ fn serve() -> io::Result<()> {
             }
             // One vCPU: one worker whatever the host asks.
             Ok(Some(HostMsg::Workers { .. })) | Ok(None) => {}
-            Err(e) => {
+            Err(BadLine { error, run_id }) => {
                 // Answer a `Run` that did not decode, so the host does not wait for it.
-                let id = stream::run_id(line);
-                eprintln!("lockstep agent: bad line from host: {e}");
-                if let Some(id) = id {
-                    let result = no_loader("?", &format!("the agent could not decode the case: {e}"));
+                eprintln!("lockstep agent: bad line from host: {error}");
+                if let Some(id) = run_id {
+                    let result = no_loader("?", &format!("the agent could not decode the case: {error}"));
                     out.send(&GuestMsg::Result { id, result })?;
                 }
             }
         }
     }
     out.flush()
+}
+
+/// Puts the calling thread at real-time priority `priority` ([`agent_io::CASE_LOOP_PRIORITY`]
+/// for the thread that runs the cases, above it for one that hands cases out) and the outbox's
+/// watchdog above the case loop, so it still reports a long case while one runs. A failure is
+/// printed, and the agent goes on as it is.
+pub(crate) fn run_fifo_with_watchdog(out: &Outbox, priority: i32) {
+    let raised = match out.watchdog_tid() {
+        0 => Err(io::Error::other("the watchdog's thread id is unknown")),
+        tid => agent_io::run_fifo(tid, agent_io::ABOVE_CASE_LOOP_PRIORITY)
+            .and_then(|()| agent_io::run_fifo(0, priority)),
+    };
+    if let Err(e) = raised {
+        eprintln!("lockstep agent: real-time priority: {e}");
+    }
+}
+
+/// A host line that did not decode: why, and the id of the `Run` it was if that can be read (to
+/// answer it).
+struct BadLine {
+    error: String,
+    run_id: Option<u64>,
+}
+
+/// One host line decoded.
+type Decoded = Result<Option<HostMsg>, BadLine>;
+
+fn decode(line: &[u8]) -> Decoded {
+    stream::decode_host_bytes(line)
+        .map_err(|e| BadLine { error: e.to_string(), run_id: stream::run_id(line) })
+}
+
+/// The next message from the host, in order: one decoded ahead if any, else the next line (read,
+/// waiting for the host if need be) and then every whole line that read brought, all decoded in a
+/// row into `ahead`. Measured under TCG (docs/speed.md, session 22): one case's decode between
+/// two loads took 80 us after a rejected program and 125-130 us after an accepted one (1.4 us
+/// natively); decoded one after another they take 45-47 us each (the first after a read of the
+/// port still 220-360 us). Most likely QEMU's software TLB and jump cache: what a load runs
+/// evicts the decode's code and data, and an accepted program's JIT (`text_poke` switches page
+/// tables) flushes the whole TLB. None at the end of the stream.
+fn next_message(host: &mut HostLines, ahead: &mut VecDeque<Decoded>) -> io::Result<Option<Decoded>> {
+    if let Some(m) = ahead.pop_front() {
+        phase::mark(Phase::Wait);
+        phase::mark(Phase::Decode);
+        return Ok(Some(m));
+    }
+    let Some(line) = host.next_line()? else { return Ok(None) };
+    phase::mark(Phase::Wait);
+    let first = decode(line);
+    while let Some(line) = host.buffered_line() {
+        ahead.push_back(decode(line));
+    }
+    phase::mark(Phase::Decode);
+    Ok(Some(first))
 }
 
 /// A loader (vmlinux and module BTF read) for one of `workers` workers, its share of the fds

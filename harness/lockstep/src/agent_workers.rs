@@ -7,7 +7,8 @@
 //! `Busy` is written: with several cases in the kernel at once, the host cannot tell which one a
 //! dead guest died in, and runs the cases in flight again one at a time (one case in flight:
 //! exact). The per-phase timers (`lockstep.timers=1`, `bench guest`) are kept by the one-vCPU
-//! loop only.
+//! loop only. The workers run at the one-vCPU loop's real-time priority
+//! ([`agent_io::CASE_LOOP_PRIORITY`]), the reader above them.
 
 use std::collections::{BTreeMap, VecDeque};
 use std::io;
@@ -67,7 +68,7 @@ impl Shared {
         } {
             st.next += 1;
             let more = !st.queue.is_empty() || st.running > 0 || !st.held.is_empty();
-            r = r.and(self.out.finish_case(&msg, more));
+            r = r.and(self.out.finish_case(msg, more));
         }
         r
     }
@@ -97,6 +98,9 @@ pub fn serve(
             std::thread::spawn(move || {
                 pin_to(cpu);
                 let loader = crate::agent::new_loader(workers);
+                if let Err(e) = agent_io::run_fifo(0, agent_io::CASE_LOOP_PRIORITY) {
+                    eprintln!("lockstep agent: real-time priority for worker {cpu}: {e}");
+                }
                 let _ = ready.send(());
                 work(&shared, cpu, &loader, crash_case.as_deref())
             })
@@ -107,6 +111,9 @@ pub fn serve(
     for _ in 0..workers {
         let _ = ready_rx.recv();
     }
+    // Above the workers: the reader wakes when the host writes and hands the cases out at once,
+    // though worker 0 shares its vCPU.
+    crate::agent::run_fifo_with_watchdog(&shared.out, agent_io::ABOVE_CASE_LOOP_PRIORITY);
     shared.out.send(&hello(agent_io::kernel_release()?))?;
     let mut seq = 0u64;
     let mut push = |job: Job| {
