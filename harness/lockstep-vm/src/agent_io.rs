@@ -194,12 +194,13 @@ pub fn housekeeping_to_cpu0() -> usize {
         .count()
 }
 
-/// The real-time priority (`SCHED_FIFO`) of a one-vCPU agent's case loop: above every task of the
-/// fair class, so the kernel's own work that a case leaves behind (the kworker freeing a rejected
-/// program, RCU's threads) waits until the loop blocks (for the host, or in the kernel) or the
-/// fair class's reserved share comes round (`sched_rt_runtime_us` / the fair server: 50 ms a
-/// second), and is then done in bulk, instead of a context switch to it and back after nearly
-/// every case: under TCG, 1.4 ms -> 1.04-1.2 ms a case (docs/speed.md, session 22).
+/// The real-time priority (`SCHED_FIFO`) of the agent's case loop (with several vCPUs, of each
+/// worker): above every task of the fair class, so the kernel's own work that a case leaves
+/// behind (the kworker freeing a rejected program, RCU's threads) waits until the loop blocks
+/// (for the host, or in the kernel) or the fair class's reserved share comes round
+/// (`sched_rt_runtime_us` / the fair server: 50 ms a second), and is then done in bulk, instead
+/// of a context switch to it and back after nearly every case: under TCG, 1.4 ms -> 1.04-1.2 ms
+/// a case (docs/speed.md, session 22).
 pub const CASE_LOOP_PRIORITY: i32 = 1;
 
 /// The priority of the agent's threads that must preempt the case loop when they wake (the

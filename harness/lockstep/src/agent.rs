@@ -184,6 +184,7 @@ struct BadLine {
 /// One host line decoded.
 type Decoded = Result<Option<HostMsg>, BadLine>;
 
+/// Decodes one host line (without its `\n`).
 fn decode(line: &[u8]) -> Decoded {
     stream::decode_host_bytes(line)
         .map_err(|e| BadLine { error: e.to_string(), run_id: stream::run_id(line) })
