@@ -167,9 +167,55 @@ impl ModuleKfuncs {
     }
 }
 
+/// The first line of [`kfuncs_text`].
+const KFUNCS_TEXT_HEADER: &str = "lockstep ko kfuncs 1\n";
+
+/// `kfuncs` (a [`kfunc_flags`] answer) as text, for a cache: a header line, then one
+/// `name set flags` line per kfunc.
+pub fn kfuncs_text(kfuncs: &BTreeMap<String, KoKfunc>) -> String {
+    let mut out = KFUNCS_TEXT_HEADER.to_string();
+    for (name, k) in kfuncs {
+        out.push_str(&format!("{name} {} {}\n", k.set, k.flags));
+    }
+    out
+}
+
+/// The kfuncs of a [`kfuncs_text`] (None: not one, or from another version of it).
+pub fn kfuncs_from_text(text: &str) -> Option<BTreeMap<String, KoKfunc>> {
+    let body = text.strip_prefix(KFUNCS_TEXT_HEADER)?;
+    body.lines()
+        .map(|line| {
+            let mut f = line.split(' ');
+            let (name, set, flags) = (f.next()?, f.next()?, f.next()?.parse().ok()?);
+            (f.next().is_none() && !name.is_empty() && !set.is_empty())
+                .then(|| (name.to_string(), KoKfunc { set: set.to_string(), flags }))
+        })
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn kfuncs_come_back_from_their_text_and_other_text_is_refused() {
+        let mut k = BTreeMap::new();
+        k.insert(
+            "bpf_kfunc_call_test1".to_string(),
+            KoKfunc { set: "bpf_testmod_check_kfunc_ids".into(), flags: 0 },
+        );
+        k.insert(
+            "lockstep_safe".to_string(),
+            KoKfunc { set: "lockstep_kfunc_ids".into(), flags: 1 << 17 | 2 },
+        );
+        let text = kfuncs_text(&k);
+        assert_eq!(kfuncs_from_text(&text), Some(k));
+        assert_eq!(kfuncs_from_text(KFUNCS_TEXT_HEADER), Some(BTreeMap::new()));
+        assert_eq!(kfuncs_from_text(&text.replace(" 1\n", " 2\n")), None, "another version's header");
+        assert_eq!(kfuncs_from_text(&format!("{KFUNCS_TEXT_HEADER}a b\n")), None, "no flags");
+        assert_eq!(kfuncs_from_text(&format!("{KFUNCS_TEXT_HEADER}a b x\n")), None, "flags not a number");
+        assert_eq!(kfuncs_from_text(&format!("{KFUNCS_TEXT_HEADER}a b 1 c\n")), None, "a field too many");
+    }
 
     #[test]
     fn rejects_non_elf_and_objects_without_btf() {

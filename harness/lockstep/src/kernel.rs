@@ -293,18 +293,54 @@ pub fn build_testmod(kernel: &str) -> Result<BuiltTestmod> {
         .into());
     }
     let ko = run_build_module(&["--testmod".into(), kernel.into()], &format!("bpf_testmod for {kernel}"))?;
-    let bytes = std::fs::read(&ko).with_context(|| format!("reading {}", ko.display()))?;
-    let vmlinux = match headers_vmlinux(kernel) {
-        Some(v) => Some(std::fs::read(&v).with_context(|| format!("reading {}", v.display()))?),
+    let kfuncs = ko_kfuncs(&ko, headers_vmlinux(kernel).as_deref())?;
+    Ok(BuiltTestmod { ko, kfuncs })
+}
+
+/// The kfuncs of module `ko` ([`lockstep_core::module_ko::kfunc_flags`]; `vmlinux`: the kernel's
+/// vmlinux, whose BTF is the base when the `.ko` has no `.BTF.base`), remembered in
+/// `<cache>/ko-kfuncs/` per contents of the two files and of the lockstep binary (whose code
+/// reads them): else every run reads each kernel's 6-7 MB vmlinux twice, for the test module and
+/// for `bpf_testmod`, before its first guest starts.
+fn ko_kfuncs(
+    ko: &Path,
+    vmlinux: Option<&Path>,
+) -> Result<std::collections::BTreeMap<String, lockstep_core::module_ko::KoKfunc>> {
+    use lockstep_core::module_ko::{kfunc_flags, kfuncs_from_text, kfuncs_text};
+    let memo = ko_kfuncs_memo(ko, vmlinux);
+    if let Some(k) =
+        memo.as_ref().and_then(|m| std::fs::read_to_string(m).ok()).and_then(|t| kfuncs_from_text(&t))
+    {
+        return Ok(k);
+    }
+    let bytes = std::fs::read(ko).with_context(|| format!("reading {}", ko.display()))?;
+    let vmlinux_bytes = match vmlinux {
+        Some(v) => Some(std::fs::read(v).with_context(|| format!("reading {}", v.display()))?),
         None => None,
     };
-    let base = match &vmlinux {
+    let base = match &vmlinux_bytes {
         Some(v) => lockstep_core::module_ko::elf_section(v, ".BTF")?,
         None => None,
     };
-    let kfuncs =
-        lockstep_core::module_ko::kfunc_flags(&bytes, base).with_context(|| format!("{}", ko.display()))?;
-    Ok(BuiltTestmod { ko, kfuncs })
+    let kfuncs = kfunc_flags(&bytes, base).with_context(|| format!("{}", ko.display()))?;
+    if let Some(m) = memo {
+        if lockstep_vm::digest::write_cache_entry(&m, kfuncs_text(&kfuncs).as_bytes()) {
+            lockstep_vm::digest::prune(m.parent().expect("in a directory"), 64);
+        }
+    }
+    Ok(kfuncs)
+}
+
+/// Where [`ko_kfuncs`] remembers the kfuncs of `ko` on `vmlinux` (None without a cache or digests).
+fn ko_kfuncs_memo(ko: &Path, vmlinux: Option<&Path>) -> Option<PathBuf> {
+    use lockstep_vm::digest::{file_sha256, hex};
+    let exe = std::env::current_exe().ok()?;
+    let base = match vmlinux {
+        Some(v) => hex(&file_sha256(v).ok()?),
+        None => "none".to_string(),
+    };
+    let (k, me) = (file_sha256(ko).ok()?, file_sha256(&exe).ok()?);
+    Some(cache_root().ok()?.join("ko-kfuncs").join(format!("{}-{base}-{}", hex(&k), &hex(&me)[..16])))
 }
 
 /// The BTF-only `vmlinux` of Debian kernel `kernel`'s unpacked headers (none when not unpacked).
@@ -320,17 +356,7 @@ pub fn kernel_vmlinux(kernel: &ResolvedKernel) -> Option<PathBuf> {
 /// The model's view of a built module: the bundled source's kfuncs with the `.ko`'s flags
 /// (`vmlinux`: the kernel's vmlinux, whose BTF is the base when the `.ko` has no `.BTF.base`).
 pub fn module_from_ko(ko: &Path, vmlinux: Option<&Path>) -> Result<BuiltModule> {
-    let bytes = std::fs::read(ko).with_context(|| format!("reading {}", ko.display()))?;
-    let vmlinux_bytes = match vmlinux {
-        Some(v) => Some(std::fs::read(v).with_context(|| format!("reading {}", v.display()))?),
-        None => None,
-    };
-    let base = match &vmlinux_bytes {
-        Some(v) => lockstep_core::module_ko::elf_section(v, ".BTF")?,
-        None => None,
-    };
-    let flags =
-        lockstep_core::module_ko::kfunc_flags(&bytes, base).with_context(|| format!("{}", ko.display()))?;
+    let flags = ko_kfuncs(ko, vmlinux)?;
     let mut kfuncs = lockstep_core::module_src::bundled();
     let missing = kfuncs.apply_ko_flags(&flags);
     if !missing.is_empty() {
