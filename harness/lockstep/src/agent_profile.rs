@@ -4,9 +4,10 @@
 //! name and the agent's own code by address. Off by default; diagnostics for speed work only
 //! (docs/speed.md, session 21: how the ERMS cost was found).
 //!
-//! A thread samples `cpu-clock` on CPU 0 (kernel and user, every task; a guest's other vCPUs,
-//! which only a parallel run's joined guest has, are not sampled) through `perf_event_open`
-//! into a ring buffer, drains it every [`DRAIN_EVERY`] and counts; the agent prints the report on
+//! A thread above the case loop's real-time priority samples `cpu-clock` on CPU 0 (kernel and
+//! user, every task; a guest's other vCPUs, which only a parallel run's joined guest has, are
+//! not sampled) through `perf_event_open` into a ring buffer, drains it every [`DRAIN_EVERY`]
+//! and counts; the agent prints the report on
 //! the console at `Shutdown` ([`print_report`]), lines starting `lockstep profile:`. The
 //! profiler's own samples are left out. User addresses are offsets into the agent binary: `addr2line
 //! -f -C -e <the lockstep binary> 0x<offset>` names them (the release build is stripped of line
@@ -33,16 +34,25 @@ const REPORT_TOP: usize = 60;
 /// The counts so far, once started.
 static PROFILE: OnceLock<Mutex<Profile>> = OnceLock::new();
 
-/// Starts the profile (once; a failure is printed, and the agent goes on without it).
+/// Starts the profile (once; a failure is printed, and the agent goes on without it) and returns
+/// once the sampler runs: above the case loop, which runs `SCHED_FIFO`
+/// (`agent_io::CASE_LOOP_PRIORITY`). A sampler left in the fair class beside that loop drained
+/// nothing in a one-vCPU guest (0 samples); it sleeps between drains, which take microseconds.
 pub fn start() {
     if PROFILE.set(Mutex::new(Profile::default())).is_err() {
         return;
     }
-    std::thread::spawn(|| {
+    let (running, started) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        if let Err(e) = lockstep_vm::agent_io::run_fifo(0, lockstep_vm::agent_io::ABOVE_CASE_LOOP_PRIORITY) {
+            eprintln!("lockstep profile: the sampler stays in the fair class: {e}");
+        }
+        let _ = running.send(());
         if let Err(e) = sample_forever() {
             eprintln!("lockstep profile: not sampling: {e}");
         }
     });
+    let _ = started.recv();
 }
 
 /// Prints the report on the console, if the profile runs.
