@@ -7,11 +7,10 @@
 //! A thread above the case loop's real-time priority samples `cpu-clock` on CPU 0 (kernel and
 //! user, every task; a guest's other vCPUs, which only a parallel run's joined guest has, are
 //! not sampled) through `perf_event_open` into a ring buffer, drains it every [`DRAIN_EVERY`]
-//! and counts; the agent prints the report on
-//! the console at `Shutdown` ([`print_report`]), lines starting `lockstep profile:`. The
-//! profiler's own samples are left out. User addresses are offsets into the agent binary: `addr2line
-//! -f -C -e <the lockstep binary> 0x<offset>` names them (the release build is stripped of line
-//! tables, not of symbols).
+//! and counts; the agent prints the report on the console at `Shutdown` ([`print_report`]),
+//! lines starting `lockstep profile:`. The profiler's own samples are left out. User addresses
+//! are offsets into the agent binary: `addr2line -f -C -e <the lockstep binary> 0x<offset>` names
+//! them (the release build is stripped of line tables, not of symbols).
 
 use std::collections::HashMap;
 use std::os::fd::{FromRawFd, OwnedFd};

@@ -324,23 +324,40 @@ fn ko_kfuncs(
     };
     let kfuncs = kfunc_flags(&bytes, base).with_context(|| format!("{}", ko.display()))?;
     if let Some(m) = memo {
-        if lockstep_vm::digest::write_cache_entry(&m, kfuncs_text(&kfuncs).as_bytes()) {
-            lockstep_vm::digest::prune(m.parent().expect("in a directory"), 64);
-        }
+        remember_in_memo(&m, &kfuncs_text(&kfuncs), 64);
     }
     Ok(kfuncs)
 }
 
 /// Where [`ko_kfuncs`] remembers the kfuncs of `ko` on `vmlinux` (None without a cache or digests).
 fn ko_kfuncs_memo(ko: &Path, vmlinux: Option<&Path>) -> Option<PathBuf> {
+    binary_memo("ko-kfuncs", &[Some(ko), vmlinux])
+}
+
+/// A memo file in `<cache>/<dir>/` for what this lockstep binary reads from `inputs`: named by
+/// the SHA-256 of each input (`none` for an absent one) and of the binary (None without a cache
+/// or a digest).
+pub(crate) fn binary_memo(dir: &str, inputs: &[Option<&Path>]) -> Option<PathBuf> {
     use lockstep_vm::digest::{file_sha256, hex};
     let exe = std::env::current_exe().ok()?;
-    let base = match vmlinux {
-        Some(v) => hex(&file_sha256(v).ok()?),
-        None => "none".to_string(),
-    };
-    let (k, me) = (file_sha256(ko).ok()?, file_sha256(&exe).ok()?);
-    Some(cache_root().ok()?.join("ko-kfuncs").join(format!("{}-{base}-{}", hex(&k), &hex(&me)[..16])))
+    let mut name = String::new();
+    for input in inputs {
+        match input {
+            Some(p) => name.push_str(&hex(&file_sha256(p).ok()?)),
+            None => name.push_str("none"),
+        }
+        name.push('-');
+    }
+    name.push_str(&hex(&file_sha256(&exe).ok()?)[..16]);
+    Some(cache_root().ok()?.join(dir).join(name))
+}
+
+/// Writes memo `file` ([`binary_memo`]) and keeps the newest `keep` of its directory (a failed
+/// write only costs the work again later).
+pub(crate) fn remember_in_memo(file: &Path, text: &str, keep: usize) {
+    if lockstep_vm::digest::write_cache_entry(file, text.as_bytes()) {
+        lockstep_vm::digest::prune(file.parent().expect("in a directory"), keep);
+    }
 }
 
 /// The BTF-only `vmlinux` of Debian kernel `kernel`'s unpacked headers (none when not unpacked).

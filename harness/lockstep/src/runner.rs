@@ -382,9 +382,7 @@ fn vmlinux_kfuncs(kernel: &str) -> BTreeSet<String> {
         let text: String = std::iter::once(VMLINUX_KFUNCS_HEADER.to_string())
             .chain(names.iter().map(|n| format!("{n}\n")))
             .collect();
-        if lockstep_vm::digest::write_cache_entry(&m, text.as_bytes()) {
-            lockstep_vm::digest::prune(m.parent().expect("in a directory"), 32);
-        }
+        kernel::remember_in_memo(&m, &text, 32);
     }
     names
 }
@@ -394,10 +392,7 @@ const VMLINUX_KFUNCS_HEADER: &str = "lockstep vmlinux kfuncs 1\n";
 
 /// Where [`vmlinux_kfuncs`] remembers the kfuncs of `vmlinux` (None without a cache or digests).
 fn vmlinux_kfuncs_memo(vmlinux: &Path) -> Option<PathBuf> {
-    use lockstep_vm::digest::{file_sha256, hex};
-    let exe = std::env::current_exe().ok()?;
-    let (v, me) = (file_sha256(vmlinux).ok()?, file_sha256(&exe).ok()?);
-    Some(kernel::cache_root().ok()?.join("vmlinux-kfuncs").join(format!("{}-{}", hex(&v), &hex(&me)[..16])))
+    kernel::binary_memo("vmlinux-kfuncs", &[Some(vmlinux)])
 }
 
 /// Builds `bpf_testmod` for `kernel` when `choice` asks for it; a failed build is a warning and
