@@ -132,6 +132,37 @@ fn kfunc_sets_named_through_the_models_btf_are_those_of_the_btf_walk() {
     }
 }
 
+/// Each kernel's BTF decoded type by type (`LazyBtf`, what the model reads) gives every type
+/// the whole parse gives (`Btf::parse`), on each cached kernel's `vmlinux`, and the same names.
+#[test]
+#[cfg_attr(not(lockstep_vm_tests), ignore = "set LOCKSTEP_VM_TESTS=1")]
+fn each_kernels_btf_decoded_lazily_is_the_whole_parse() {
+    use lockstep_core::import::btf::Btf;
+    use lockstep_core::import::btf_lazy::LazyBtf;
+    fetch_headers();
+    let cache = lockstep_vm::cache_root::from_env().unwrap();
+    for kernel in ["debian:6.12", "debian:7.2", "debian:7.3"] {
+        let v = lockstep_vm::kernel::headers_vmlinux(&cache, kernel)
+            .unwrap_or_else(|| panic!("{kernel}: no cached headers vmlinux under {}", cache.display()));
+        let bytes = std::fs::read(&v).unwrap();
+        let range = lockstep_core::module_ko::elf_section_range(&bytes, ".BTF").unwrap().unwrap();
+        let whole = Btf::parse(&bytes[range.clone()]).unwrap();
+        let lazy = LazyBtf::parse(bytes, range).unwrap();
+        assert!(whole.types.len() > 100_000, "{}: {} types", v.display(), whole.types.len());
+        assert_eq!(lazy.count() as usize, whole.types.len(), "{}", v.display());
+        // Backwards: no type is decoded in the order the index met it.
+        for id in (0..lazy.count()).rev() {
+            assert_eq!(lazy.get(id), whole.get(id), "{} type {id}", v.display());
+        }
+        let mut named = 0usize;
+        lazy.for_each_name(|id, name| {
+            assert_eq!(whole.get(id).map(|t| t.name.as_str()), Some(name), "{} type {id}", v.display());
+            named += 1;
+        });
+        assert_eq!(named, whole.types.iter().filter(|t| !t.name.is_empty()).count(), "{}", v.display());
+    }
+}
+
 /// `lockstep run -k debian:7.2 -k debian:7.3 --jobs 1 --json FILE input`: its output and JSON rows.
 fn run_on_7_2_and_7_3(input: &str) -> (std::process::Output, Vec<Value>) {
     // The modules `run` builds, built first by the one preparation (no two builds of a kernel's

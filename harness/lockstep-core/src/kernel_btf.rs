@@ -6,7 +6,8 @@
 
 use std::sync::Arc;
 
-use crate::import::btf::{Btf, BtfError, Kind};
+use crate::import::btf::{Btf, BtfError, BtfTypes, Kind};
+use crate::import::btf_lazy::LazyBtf;
 use crate::import::sec::AttachType;
 
 /// `MAX_BPF_FUNC_ARGS` (include/linux/bpf.h): the most arguments a traced function may have.
@@ -56,7 +57,8 @@ pub enum AttachError {
 pub struct KernelBtf {
     /// Where the BTF came from (named in the model's messages).
     pub source: String,
-    btf: Btf,
+    /// Decoded type by type as the model asks (most of vmlinux's are never read in a run).
+    btf: LazyBtf,
     /// (hash of the name, type id) of every named type, sorted: [`KernelBtf::named`] looks a
     /// name up by its hash and compares the names of the few ids that share it. Built without a
     /// copy of any name (a `HashMap<String, _>` of vmlinux's ~127k names took longer than the
@@ -73,14 +75,19 @@ pub struct KernelBtf {
 impl KernelBtf {
     /// Parses raw BTF bytes (the `.BTF` section of a vmlinux).
     pub fn parse(source: &str, bytes: &[u8]) -> Result<KernelBtf, BtfError> {
-        let btf = Btf::parse(bytes)?;
-        let mut by_name: Vec<(u64, u32)> = btf
-            .types
-            .iter()
-            .enumerate()
-            .filter(|(_, t)| !t.name.is_empty())
-            .map(|(i, t)| (name_hash(&t.name), i as u32))
-            .collect();
+        KernelBtf::parse_in(source, bytes.to_vec(), 0..bytes.len())
+    }
+
+    /// Parses the BTF at `btf` within `bytes` (all of them for raw BTF, the `.BTF` section of a
+    /// vmlinux ELF), keeping the bytes: types are decoded as they are asked for.
+    pub fn parse_in(
+        source: &str,
+        bytes: Vec<u8>,
+        btf: std::ops::Range<usize>,
+    ) -> Result<KernelBtf, BtfError> {
+        let btf = LazyBtf::parse(bytes, btf)?;
+        let mut by_name: Vec<(u64, u32)> = Vec::with_capacity(btf.count() as usize);
+        btf.for_each_name(|id, name| by_name.push((name_hash(name), id)));
         by_name.sort_unstable();
         Ok(KernelBtf {
             source: source.to_string(),
@@ -107,7 +114,12 @@ impl KernelBtf {
 
     /// The number of types (void included): a module's own BTF ids start here.
     pub fn type_count(&self) -> u32 {
-        self.btf.types.len() as u32
+        self.btf.count()
+    }
+
+    /// The bytes the BTF was parsed from: a vmlinux ELF (its `.BTF_ids` too) or raw BTF.
+    pub fn bytes(&self) -> &[u8] {
+        self.btf.bytes()
     }
 
     /// Adds the vmlinux kfuncs of the sets `kfunc_btf::SET_REGISTRATIONS` knows, from the
@@ -122,9 +134,10 @@ impl KernelBtf {
         self.kfuncs.extend(found);
     }
 
-    /// Adds the kfuncs of a module (its `.ko` bytes: `.BTF`, `.BTF.base` or else this vmlinux BTF
-    /// `vmlinux_raw` as the base, `.BTF_ids` for the flags). Returns how many were added.
-    pub fn add_module_kfuncs(&mut self, ko: &[u8], vmlinux_raw: &[u8]) -> Result<usize, String> {
+    /// Adds the kfuncs of a module (its `.ko` bytes: `.BTF`, `.BTF.base` or else this vmlinux's
+    /// BTF as the base, `.BTF_ids` for the flags). Returns how many were added.
+    pub fn add_module_kfuncs(&mut self, ko: &[u8]) -> Result<usize, String> {
+        let vmlinux_raw = self.btf.blob();
         let flags = crate::module_ko::kfunc_flags(ko, Some(vmlinux_raw)).map_err(|e| e.to_string())?;
         let split = crate::module_ko::elf_section(ko, ".BTF").map_err(|e| e.to_string())?.ok_or("no .BTF")?;
         let base =

@@ -9,7 +9,7 @@
 use std::collections::BTreeMap;
 
 use crate::case::ProgType;
-use crate::import::btf::{Btf, BtfName, Kind};
+use crate::import::btf::{Btf, BtfName, BtfTypes, Kind};
 
 /// A kfunc hook (`enum btf_kfunc_hook`, kernel/bpf/btf.c) a kfunc id set is registered for.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -194,13 +194,13 @@ const SPECIAL_SUFFIXES: &[&str] = &[
 
 /// A BTF with the mapping of its struct ids to the booted kernel's numbering.
 struct View<'a> {
-    btf: &'a Btf,
+    btf: &'a dyn BtfTypes,
     kid: &'a dyn Fn(u32) -> Option<u32>,
 }
 
 impl View<'_> {
     fn kind(&self, id: u32) -> Option<&Kind> {
-        self.btf.get(id).map(|t| &t.kind)
+        self.btf.type_of(id).map(|t| &t.kind)
     }
     fn is_scalar(&self, id: u32) -> bool {
         matches!(self.kind(id), Some(Kind::Int { .. } | Kind::Enum { .. }))
@@ -212,7 +212,7 @@ impl View<'_> {
         }
     }
     fn name(&self, id: u32) -> &str {
-        self.btf.get(id).map_or("", |t| t.name.as_str())
+        self.btf.type_of(id).map_or("", |t| t.name.as_str())
     }
 
     /// `get_kfunc_arg_type()` for parameter `i` of `params` / `names`.
@@ -357,7 +357,7 @@ fn registration(set: &str) -> Option<&'static [Hook]> {
 /// (`module_ko::vmlinux_kfunc_sets`), `vmlinux` the kernel's parsed BTF and `func_id` its lowest
 /// `FUNC` id of a name.
 pub fn vmlinux_kfuncs(
-    vmlinux: &Btf,
+    vmlinux: &dyn BtfTypes,
     func_id: &dyn Fn(&str) -> Option<u32>,
     sets: &BTreeMap<String, BTreeMap<String, u32>>,
 ) -> BTreeMap<String, KfuncDesc> {

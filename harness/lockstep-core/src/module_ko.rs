@@ -45,6 +45,14 @@ pub fn elf_section<'a>(elf: &'a [u8], name: &str) -> Result<Option<&'a [u8]>, Ko
     section(&parse(elf)?, name)
 }
 
+/// Where section `name` of an ELF file lies in its bytes ([`elf_section`] as a range).
+pub fn elf_section_range(elf: &[u8], name: &str) -> Result<Option<std::ops::Range<usize>>, KoError> {
+    Ok(elf_section(elf, name)?.map(|s| {
+        let start = s.as_ptr() as usize - elf.as_ptr() as usize;
+        start..start + s.len()
+    }))
+}
+
 fn parse(elf: &[u8]) -> Result<object::File<'_>, KoError> {
     object::File::parse(elf).map_err(|e| KoError::Elf(e.to_string()))
 }

@@ -22,19 +22,21 @@ pub fn load(path: &Path) -> Result<Arc<KernelBtf>> {
 fn load_parsed(path: &Path) -> Result<KernelBtf> {
     let bad = |why: String| BadInput(format!("kernel BTF {}: {why}", path.display()));
     let bytes = std::fs::read(path).map_err(|e| bad(e.to_string()))?;
-    let raw: &[u8] = if bytes.starts_with(&[0x9f, 0xeb]) {
-        &bytes
+    let raw_btf = bytes.starts_with(&[0x9f, 0xeb]);
+    let section = if raw_btf {
+        0..bytes.len()
     } else {
-        match lockstep_core::module_ko::elf_section(&bytes, ".BTF") {
-            Ok(Some(s)) => s,
+        match lockstep_core::module_ko::elf_section_range(&bytes, ".BTF") {
+            Ok(Some(r)) => r,
             Ok(None) => return Err(bad("an ELF file without a .BTF section".into()).into()),
             Err(e) => return Err(bad(format!("neither raw BTF nor an ELF file ({e})")).into()),
         }
     };
-    let mut parsed = KernelBtf::parse(&path.display().to_string(), raw).map_err(|e| bad(e.to_string()))?;
+    let mut parsed =
+        KernelBtf::parse_in(&path.display().to_string(), bytes, section).map_err(|e| bad(e.to_string()))?;
     // A vmlinux ELF's .BTF_ids: the flags of its kfunc sets (kfunc_btf.rs describes the known ones).
-    if !bytes.starts_with(&[0x9f, 0xeb]) {
-        match lockstep_core::module_ko::vmlinux_kfunc_sets_named(&bytes, &|id| parsed.func_name(id)) {
+    if !raw_btf {
+        match lockstep_core::module_ko::vmlinux_kfunc_sets_named(parsed.bytes(), &|id| parsed.func_name(id)) {
             Ok(sets) => parsed.add_vmlinux_kfuncs(&sets),
             Err(e) => tracing::debug!("{}: no kfunc sets: {e}", path.display()),
         }
@@ -48,18 +50,12 @@ fn load_parsed(path: &Path) -> Result<KernelBtf> {
 pub fn load_with(path: &Path, testmod: Option<&Path>) -> Result<Arc<KernelBtf>> {
     let mut k = load_parsed(path)?;
     if let Some(ko) = testmod {
-        let raw = std::fs::read(path).ok();
-        let raw = raw.as_deref().map(|b| match lockstep_core::module_ko::elf_section(b, ".BTF") {
-            Ok(Some(s)) => s,
-            _ => b,
-        });
-        match (std::fs::read(ko), raw) {
-            (Ok(bytes), Some(raw)) => match k.add_module_kfuncs(&bytes, raw) {
+        match std::fs::read(ko) {
+            Ok(bytes) => match k.add_module_kfuncs(&bytes) {
                 Ok(n) => tracing::debug!("{}: {n} kfuncs", ko.display()),
                 Err(e) => tracing::warn!("{}: {e}", ko.display()),
             },
-            (Err(e), _) => tracing::warn!("{}: {e}", ko.display()),
-            _ => {}
+            Err(e) => tracing::warn!("{}: {e}", ko.display()),
         }
     }
     Ok(Arc::new(k))

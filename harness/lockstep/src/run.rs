@@ -392,7 +392,6 @@ pub fn run_cases(
         order.finish().iter().for_each(&mut *on_row);
     }
     shared.progress.clear().ok();
-    drop_elsewhere(shared.targets);
     if let Some(e) = shared.fatal.into_inner().unwrap_or_else(|e| e.into_inner()) {
         return Err(e);
     }
@@ -404,13 +403,6 @@ pub fn run_cases(
         allow_skips: args.allow_skips,
         stopped: shared.stopped.into_inner().unwrap_or_else(|e| e.into_inner()),
     })
-}
-
-/// Drops `value` on a thread of its own (here if none can be started): the kernels of a run hold
-/// their parsed kernel BTF, ~130k types each, whose memory takes 20-30 ms to free, and the run's
-/// reports need not wait for that (a process that exits meanwhile just ends the thread).
-fn drop_elsewhere<T: Send + 'static>(value: T) {
-    let _ = std::thread::Builder::new().name("drop".into()).spawn(move || drop(value));
 }
 
 /// Pins job `job`'s thread to a CPU of its own when the run has as many jobs as this process may

@@ -92,13 +92,14 @@ pub struct Btf {
 #[error("BTF: {0}")]
 pub struct BtfError(pub String);
 
-struct Reader<'a> {
-    b: &'a [u8],
-    pos: usize,
+/// A position in a type section.
+pub(super) struct Reader<'a> {
+    pub(super) b: &'a [u8],
+    pub(super) pos: usize,
 }
 
 impl Reader<'_> {
-    fn u32(&mut self) -> Result<u32, BtfError> {
+    pub(super) fn u32(&mut self) -> Result<u32, BtfError> {
         let s =
             self.b.get(self.pos..self.pos + 4).ok_or_else(|| BtfError("truncated type section".into()))?;
         self.pos += 4;
@@ -107,7 +108,7 @@ impl Reader<'_> {
 }
 
 /// The type and string sections of a BTF blob.
-fn sections(b: &[u8]) -> Result<(&[u8], &[u8]), BtfError> {
+pub(super) fn sections(b: &[u8]) -> Result<(&[u8], &[u8]), BtfError> {
     let h = |o: usize| {
         b.get(o..o + 4)
             .map(|s| u32::from_le_bytes(s.try_into().expect("4 bytes")))
@@ -130,14 +131,14 @@ fn sections(b: &[u8]) -> Result<(&[u8], &[u8]), BtfError> {
 
 /// A string section, checked as UTF-8 once (kernel BTF's are ASCII) rather than name by name.
 #[derive(Clone, Copy)]
-enum Strings<'a> {
+pub(super) enum Strings<'a> {
     Text(&'a str),
     /// Not UTF-8 as a whole: each name is converted on its own, lossily.
     Bytes(&'a [u8]),
 }
 
 impl<'a> Strings<'a> {
-    fn new(b: &'a [u8]) -> Strings<'a> {
+    pub(super) fn new(b: &'a [u8]) -> Strings<'a> {
         std::str::from_utf8(b).map_or(Strings::Bytes(b), Strings::Text)
     }
 
@@ -150,10 +151,15 @@ impl<'a> Strings<'a> {
 
     /// The string at `off` (Err: the offset is outside the section or its string has no end,
     /// which makes the BTF invalid; aya-obj panics on one).
-    fn lookup(&self, off: u32) -> Result<BtfName, u32> {
+    pub(super) fn lookup(&self, off: u32) -> Result<BtfName, u32> {
+        self.borrow(off).map(BtfName::from)
+    }
+
+    /// [`Strings::lookup`] without a copy where the name is UTF-8.
+    pub(super) fn borrow(&self, off: u32) -> Result<std::borrow::Cow<'a, str>, u32> {
         let bytes = match *self {
             Strings::Text(t) => match t.get(off as usize..) {
-                Some(s) => return s.find('\0').map(|end| BtfName::new(&s[..end])).ok_or(off),
+                Some(s) => return s.find('\0').map(|end| std::borrow::Cow::Borrowed(&s[..end])).ok_or(off),
                 // Inside a character: not a name's start, read as bytes below.
                 None => t.as_bytes(),
             },
@@ -161,7 +167,7 @@ impl<'a> Strings<'a> {
         };
         let s = bytes.get(off as usize..).ok_or(off)?;
         let end = s.iter().position(|&c| c == 0).ok_or(off)?;
-        Ok(BtfName::from(String::from_utf8_lossy(&s[..end])))
+        Ok(String::from_utf8_lossy(&s[..end]))
     }
 }
 
@@ -180,79 +186,139 @@ fn parse_types(
     };
     let mut r = Reader { b: types_b, pos: 0 };
     while r.pos < types_b.len() {
-        let name_off = r.u32()?;
-        let info = r.u32()?;
-        let size_type = r.u32()?;
-        let vlen = info & 0xffff;
-        let kflag = info >> 31 == 1;
-        let kind = match (info >> 24) & 0x1f {
-            1 => {
-                let extra = r.u32()?;
-                Kind::Int { size: size_type, signed: (extra >> 24) & 1 == 1 }
-            }
-            2 => Kind::Ptr { to: size_type },
-            3 => {
-                let elem = r.u32()?;
-                let _index = r.u32()?;
-                Kind::Array { elem, nelems: r.u32()? }
-            }
-            k @ (4 | 5) => {
-                let mut members = Vec::new();
-                for _ in 0..vlen {
-                    let n = r.u32()?;
-                    let ty = r.u32()?;
-                    let off = r.u32()?;
-                    let (bit_offset, bit_size) = if kflag { (off & 0xff_ffff, off >> 24) } else { (off, 0) };
-                    members.push(BtfMember { name: name(n), ty, bit_offset, bit_size });
-                }
-                if k == 4 {
-                    Kind::Struct { size: size_type, members }
-                } else {
-                    Kind::Union { size: size_type, members }
-                }
-            }
-            6 => {
-                r.pos += 8 * vlen as usize;
-                Kind::Enum { size: size_type }
-            }
-            7 => Kind::Fwd,
-            8..=11 => Kind::Modifier(size_type),
-            18 => Kind::TypeTag(size_type),
-            12 => Kind::Func { proto: size_type, global: vlen == 1 },
-            13 => {
-                let mut params = Vec::new();
-                let mut names = Vec::new();
-                for _ in 0..vlen {
-                    names.push(name(r.u32()?));
-                    params.push(r.u32()?);
-                }
-                Kind::FuncProto { ret: size_type, params, names }
-            }
-            14 => {
-                let _linkage = r.u32()?;
-                Kind::Var { ty: size_type }
-            }
-            15 => {
-                let mut entries = Vec::new();
-                for _ in 0..vlen {
-                    entries.push((r.u32()?, r.u32()?, r.u32()?));
-                }
-                Kind::Datasec { entries }
-            }
-            16 => Kind::Float { size: size_type },
-            17 => Kind::DeclTag { target: size_type, component: r.u32()? as i32 },
-            19 => {
-                r.pos += 12 * vlen as usize;
-                Kind::Enum { size: size_type }
-            }
-            k => return Err(BtfError(format!("unknown BTF kind {k}"))),
-        };
-        types.push(BtfType { name: name(name_off), kind });
+        types.push(decode_type(&mut r, &name)?);
     }
     if let Some(off) = bad_name.get() {
         return Err(BtfError(format!("name offset {off} outside the string section")));
     }
     Ok(())
+}
+
+/// Decodes the type record at `r`'s position (leaving `r` after it), naming it through `name`.
+pub(super) fn decode_type(r: &mut Reader<'_>, name: &dyn Fn(u32) -> BtfName) -> Result<BtfType, BtfError> {
+    let name_off = r.u32()?;
+    let info = r.u32()?;
+    let size_type = r.u32()?;
+    let vlen = info & 0xffff;
+    let kflag = info >> 31 == 1;
+    let kind = match (info >> 24) & 0x1f {
+        1 => {
+            let extra = r.u32()?;
+            Kind::Int { size: size_type, signed: (extra >> 24) & 1 == 1 }
+        }
+        2 => Kind::Ptr { to: size_type },
+        3 => {
+            let elem = r.u32()?;
+            let _index = r.u32()?;
+            Kind::Array { elem, nelems: r.u32()? }
+        }
+        k @ (4 | 5) => {
+            let mut members = Vec::new();
+            for _ in 0..vlen {
+                let n = r.u32()?;
+                let ty = r.u32()?;
+                let off = r.u32()?;
+                let (bit_offset, bit_size) = if kflag { (off & 0xff_ffff, off >> 24) } else { (off, 0) };
+                members.push(BtfMember { name: name(n), ty, bit_offset, bit_size });
+            }
+            if k == 4 {
+                Kind::Struct { size: size_type, members }
+            } else {
+                Kind::Union { size: size_type, members }
+            }
+        }
+        6 => {
+            r.pos += 8 * vlen as usize;
+            Kind::Enum { size: size_type }
+        }
+        7 => Kind::Fwd,
+        8..=11 => Kind::Modifier(size_type),
+        18 => Kind::TypeTag(size_type),
+        12 => Kind::Func { proto: size_type, global: vlen == 1 },
+        13 => {
+            let mut params = Vec::new();
+            let mut names = Vec::new();
+            for _ in 0..vlen {
+                names.push(name(r.u32()?));
+                params.push(r.u32()?);
+            }
+            Kind::FuncProto { ret: size_type, params, names }
+        }
+        14 => {
+            let _linkage = r.u32()?;
+            Kind::Var { ty: size_type }
+        }
+        15 => {
+            let mut entries = Vec::new();
+            for _ in 0..vlen {
+                entries.push((r.u32()?, r.u32()?, r.u32()?));
+            }
+            Kind::Datasec { entries }
+        }
+        16 => Kind::Float { size: size_type },
+        17 => Kind::DeclTag { target: size_type, component: r.u32()? as i32 },
+        19 => {
+            r.pos += 12 * vlen as usize;
+            Kind::Enum { size: size_type }
+        }
+        k => return Err(BtfError(format!("unknown BTF kind {k}"))),
+    };
+    Ok(BtfType { name: name(name_off), kind })
+}
+
+/// Types by id, whether all parsed at once ([`Btf`]) or each on first use
+/// ([`super::btf_lazy::LazyBtf`], a kernel's BTF).
+pub trait BtfTypes {
+    /// The type with id `id`.
+    fn type_of(&self, id: u32) -> Option<&BtfType>;
+
+    /// Follows typedefs and qualifiers.
+    fn resolve(&self, mut id: u32) -> u32 {
+        for _ in 0..32 {
+            match self.type_of(id).map(|t| &t.kind) {
+                Some(Kind::Modifier(t) | Kind::TypeTag(t)) => id = *t,
+                _ => break,
+            }
+        }
+        id
+    }
+
+    /// Type `id` as libbpf's `__bpf_core_types_are_compat()` compares it: modifiers and typedefs
+    /// skipped, kinds compared (enum and enum64 alike), pointers, arrays and function prototypes
+    /// followed, names ignored. Two types are compatible exactly when their shapes are equal.
+    fn compat_shape(&self, id: u32) -> String {
+        shape_at(self, id, 0)
+    }
+}
+
+fn shape_at<B: BtfTypes + ?Sized>(btf: &B, id: u32, depth: u32) -> String {
+    if depth > 32 {
+        return "deep".into();
+    }
+    let id = btf.resolve(id);
+    match btf.type_of(id).map(|t| &t.kind) {
+        None => format!("bad{id}"),
+        Some(Kind::Void) => "void".into(),
+        Some(Kind::Int { .. }) => "int".into(),
+        Some(Kind::Ptr { to }) => format!("ptr({})", shape_at(btf, *to, depth + 1)),
+        Some(Kind::Array { elem, .. }) => format!("array({})", shape_at(btf, *elem, depth + 1)),
+        Some(Kind::Struct { .. }) => "struct".into(),
+        Some(Kind::Union { .. }) => "union".into(),
+        Some(Kind::Enum { .. }) => "enum".into(),
+        Some(Kind::Fwd) => "fwd".into(),
+        Some(Kind::Float { .. }) => "float".into(),
+        Some(Kind::FuncProto { ret, params, .. }) => {
+            let ps: Vec<String> = params.iter().map(|p| shape_at(btf, *p, depth + 1)).collect();
+            format!("proto({};{})", shape_at(btf, *ret, depth + 1), ps.join(","))
+        }
+        Some(k) => format!("{k:?}"),
+    }
+}
+
+impl BtfTypes for Btf {
+    fn type_of(&self, id: u32) -> Option<&BtfType> {
+        self.get(id)
+    }
 }
 
 impl Btf {
@@ -286,48 +352,6 @@ impl Btf {
     /// The type with id `id`.
     pub fn get(&self, id: u32) -> Option<&BtfType> {
         self.types.get(id as usize)
-    }
-
-    /// Follows typedefs and qualifiers.
-    pub fn resolve(&self, mut id: u32) -> u32 {
-        for _ in 0..32 {
-            match self.get(id).map(|t| &t.kind) {
-                Some(Kind::Modifier(t) | Kind::TypeTag(t)) => id = *t,
-                _ => break,
-            }
-        }
-        id
-    }
-
-    /// Type `id` as libbpf's `__bpf_core_types_are_compat()` compares it: modifiers and typedefs
-    /// skipped, kinds compared (enum and enum64 alike), pointers, arrays and function prototypes
-    /// followed, names ignored. Two types are compatible exactly when their shapes are equal.
-    pub fn compat_shape(&self, id: u32) -> String {
-        self.shape_at(id, 0)
-    }
-
-    fn shape_at(&self, id: u32, depth: u32) -> String {
-        if depth > 32 {
-            return "deep".into();
-        }
-        let id = self.resolve(id);
-        match self.get(id).map(|t| &t.kind) {
-            None => format!("bad{id}"),
-            Some(Kind::Void) => "void".into(),
-            Some(Kind::Int { .. }) => "int".into(),
-            Some(Kind::Ptr { to }) => format!("ptr({})", self.shape_at(*to, depth + 1)),
-            Some(Kind::Array { elem, .. }) => format!("array({})", self.shape_at(*elem, depth + 1)),
-            Some(Kind::Struct { .. }) => "struct".into(),
-            Some(Kind::Union { .. }) => "union".into(),
-            Some(Kind::Enum { .. }) => "enum".into(),
-            Some(Kind::Fwd) => "fwd".into(),
-            Some(Kind::Float { .. }) => "float".into(),
-            Some(Kind::FuncProto { ret, params, .. }) => {
-                let ps: Vec<String> = params.iter().map(|p| self.shape_at(*p, depth + 1)).collect();
-                format!("proto({};{})", self.shape_at(*ret, depth + 1), ps.join(","))
-            }
-            Some(k) => format!("{k:?}"),
-        }
     }
 
     /// The id of the `FUNC` named `name`.

@@ -19,7 +19,7 @@ use std::collections::{BTreeMap, HashSet};
 use object::{Object as _, ObjectSection as _, ObjectSymbol as _, RelocationTarget, SectionKind};
 
 use super::annot::{decl_tag_annotation, TestSpec};
-use super::btf::{Btf, Kind};
+use super::btf::{Btf, BtfTypes, Kind};
 use super::cfile::value_layout;
 use super::sec::prog_type_of_section;
 use crate::asm::{disassemble, Program, Reloc};

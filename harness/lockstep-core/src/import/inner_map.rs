@@ -4,7 +4,7 @@
 //! map's definition struct, whose `__uint(...)` / `__type(...)` members say its type, key,
 //! value and size. Pure: reads the parsed [`Btf`].
 
-use super::btf::{Btf, Kind};
+use super::btf::{Btf, BtfTypes, Kind};
 
 /// An inner map definition: what libbpf creates as `<outer>.inner` before the outer map.
 #[derive(Clone, Debug, PartialEq, Eq)]

@@ -16,6 +16,7 @@
 
 pub mod annot;
 pub mod btf;
+pub mod btf_lazy;
 mod btf_sanitize;
 mod cexpr;
 mod cfile;

@@ -5,7 +5,7 @@
 //! object types the graph roots contain. The lock and integer fields come from
 //! [`super::cfile::value_layout`]; these are merged into the same layout.
 
-use super::btf::{Btf, Kind};
+use super::btf::{Btf, BtfTypes, Kind};
 use super::cfile::value_layout;
 use crate::case::{Field, FieldKind, FieldTarget, MapSpec, ObjType, ValueLayout};
 
