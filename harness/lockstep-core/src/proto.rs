@@ -183,9 +183,15 @@ pub enum GuestMsg {
     Busy { id: u64 },
     /// The answer to `ListKfuncs`.
     Kfuncs { id: u64, listing: KfuncListing },
-    /// Sent right before power-off.
+    /// Sent right before power-off, after everything else the agent sends and after
+    /// [`CONSOLE_DONE`] was written to the kernel log.
     Bye,
 }
+
+/// The kernel log line the agent writes at `Shutdown` (after draining its own console output),
+/// right before [`GuestMsg::Bye`]: the console prints the kernel's records in order, so once the
+/// host has read this line there, everything the guest printed before it has arrived too.
+pub const CONSOLE_DONE: &str = "lockstep agent: console done";
 
 #[cfg(test)]
 mod tests {

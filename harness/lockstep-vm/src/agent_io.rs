@@ -6,7 +6,7 @@ use std::io::{self, BufReader, Write};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use lockstep_core::proto::{GuestMsg, CONTROL_PORT_NAME, GUEST_CMDLINE_MARKER};
+use lockstep_core::proto::{GuestMsg, CONSOLE_DONE, CONTROL_PORT_NAME, GUEST_CMDLINE_MARKER};
 
 /// Why this process is not the agent of a lockstep guest (it then must touch nothing).
 #[derive(Debug, thiserror::Error)]
@@ -226,6 +226,20 @@ pub fn run_fifo(tid: i32, priority: i32) -> io::Result<()> {
 /// The running kernel's release (`uname -r`).
 pub fn kernel_release() -> io::Result<String> {
     Ok(fs::read_to_string("/proc/sys/kernel/osrelease")?.trim().to_string())
+}
+
+/// Marks the end of what the guest has printed, before `Bye`: waits until the console has sent
+/// the agent's own output (stderr, e.g. the profile's report), then writes [`CONSOLE_DONE`] to
+/// the kernel log, which the console prints after every kernel line before it. The host ends
+/// QEMU once it has read that line and `Bye` (a console that never prints it, `loglevel=0` say,
+/// leaves the host waiting for the power-off as before).
+pub fn mark_console_done() {
+    use std::os::fd::AsFd;
+    let _ = nix::sys::termios::tcdrain(io::stderr().as_fd());
+    if let Ok(mut kmsg) = OpenOptions::new().write(true).open("/dev/kmsg") {
+        // Level 4 (warning): printed under the guest's `loglevel=5`.
+        let _ = kmsg.write_all(format!("<4>{CONSOLE_DONE}\n").as_bytes());
+    }
 }
 
 /// Syncs and powers the machine off (QEMU exits).

@@ -35,11 +35,20 @@ pub fn main() -> ! {
         eprintln!("lockstep agent: {e}");
         std::process::exit(crate::exit::EXIT_BAD_INPUT.into());
     }
-    if let Err(e) = serve() {
-        eprintln!("lockstep agent: {e}");
+    match serve() {
+        // The host ends QEMU once it has read `Bye` and the console's last line: the pause lets
+        // the kernel's console printer, which the case loop's real-time priority kept waiting,
+        // print that line (agent_io::mark_console_done).
+        Ok(()) => std::thread::sleep(POWER_OFF_AFTER_BYE),
+        Err(e) => eprintln!("lockstep agent: {e}"),
     }
     agent_io::power_off()
 }
+
+/// How long the agent waits after `Bye` before it powers off (the host usually ends QEMU
+/// within a few milliseconds of `Bye`; if it does not, the guest powers off as before, this
+/// much later).
+const POWER_OFF_AFTER_BYE: std::time::Duration = std::time::Duration::from_millis(20);
 
 /// The module to load: `/lockstep/module.ko` when the host shipped one.
 fn load_test_module() -> ModuleStatus {
@@ -141,6 +150,8 @@ fn serve() -> io::Result<()> {
             }
             Ok(Some(HostMsg::Shutdown)) => {
                 crate::agent_profile::print_report();
+                out.flush()?;
+                agent_io::mark_console_done();
                 out.send(&GuestMsg::Bye)?;
                 return Ok(());
             }

@@ -169,6 +169,7 @@ pub fn serve(
     shared.out.flush()?;
     if bye {
         crate::agent_profile::print_report();
+        lockstep_vm::agent_io::mark_console_done();
         shared.out.send(&GuestMsg::Bye)?;
     }
     Ok(())

@@ -1,6 +1,7 @@
 //! The guest's sampling profile (`lockstep.profile=1`, `agent_profile`) on a real kernel: a
 //! one-vCPU guest, whose case loop runs at a real-time priority, still gets samples. VM test:
-//! `LOCKSTEP_VM_TESTS=1`; no snapshot is saved.
+//! `LOCKSTEP_VM_TESTS=1`; no snapshot is saved. The report comes whole although the host ends QEMU
+//! at the agent's `Bye` rather than after the guest's power-off.
 
 use std::path::Path;
 use std::process::Command;
@@ -32,4 +33,11 @@ fn a_one_vcpu_guest_is_sampled_beside_its_real_time_case_loop() {
     let [samples, kernel, user] = numbers[..] else { panic!("not a profile line: {head}") };
     assert!(samples > 0 && kernel > 0, "the guest was not sampled: {head}");
     assert_eq!(samples, kernel + user, "{head}");
+    // The agent's last console line follows the report: the host, which ends QEMU once it has
+    // read that line and `Bye`, loses none of the report.
+    let report_end = console.rfind("lockstep profile: ").expect("the report");
+    let done = console.rfind(lockstep_core::proto::CONSOLE_DONE).unwrap_or_else(|| {
+        panic!("no `{}` line on the console:\n{console}", lockstep_core::proto::CONSOLE_DONE)
+    });
+    assert!(done > report_end, "the console's last agent line came before the report's end:\n{console}");
 }
