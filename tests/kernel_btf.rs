@@ -110,18 +110,28 @@ fn each_kernel_btf_file_checked_alone_gives_the_rows_it_gives_in_the_directory()
     }
 }
 
+/// Each default kernel's cached headers `vmlinux` (fetched first when missing) and its bytes.
+fn headers_vmlinuxes() -> Vec<(PathBuf, Vec<u8>)> {
+    fetch_headers();
+    let cache = lockstep_vm::cache_root::from_env().unwrap();
+    ["debian:6.12", "debian:7.2", "debian:7.3"]
+        .iter()
+        .map(|kernel| {
+            let v = lockstep_vm::kernel::headers_vmlinux(&cache, kernel)
+                .unwrap_or_else(|| panic!("{kernel}: no cached headers vmlinux under {}", cache.display()));
+            let bytes = std::fs::read(&v).unwrap();
+            (v, bytes)
+        })
+        .collect()
+}
+
 /// The kfunc sets of a vmlinux named through its BTF parsed for the model (what `check` and `run`
 /// read, `vmlinux_kfunc_sets_named`) are those of the `.BTF` walk of its own
 /// (`vmlinux_kfunc_sets`, what `census` reads), on each cached kernel: same kfuncs, sets, flags.
 #[test]
 #[cfg_attr(not(lockstep_vm_tests), ignore = "set LOCKSTEP_VM_TESTS=1")]
 fn kfunc_sets_named_through_the_models_btf_are_those_of_the_btf_walk() {
-    fetch_headers();
-    let cache = lockstep_vm::cache_root::from_env().unwrap();
-    for kernel in ["debian:6.12", "debian:7.2", "debian:7.3"] {
-        let v = lockstep_vm::kernel::headers_vmlinux(&cache, kernel)
-            .unwrap_or_else(|| panic!("{kernel}: no cached headers vmlinux under {}", cache.display()));
-        let bytes = std::fs::read(&v).unwrap();
+    for (v, bytes) in headers_vmlinuxes() {
         let walked = lockstep_core::module_ko::vmlinux_kfunc_sets(&bytes).unwrap();
         let raw = lockstep_core::module_ko::elf_section(&bytes, ".BTF").unwrap().unwrap();
         let btf = lockstep_core::kernel_btf::KernelBtf::parse("vmlinux", raw).unwrap();
@@ -139,12 +149,7 @@ fn kfunc_sets_named_through_the_models_btf_are_those_of_the_btf_walk() {
 fn each_kernels_btf_decoded_lazily_is_the_whole_parse() {
     use lockstep_core::import::btf::Btf;
     use lockstep_core::import::btf_lazy::LazyBtf;
-    fetch_headers();
-    let cache = lockstep_vm::cache_root::from_env().unwrap();
-    for kernel in ["debian:6.12", "debian:7.2", "debian:7.3"] {
-        let v = lockstep_vm::kernel::headers_vmlinux(&cache, kernel)
-            .unwrap_or_else(|| panic!("{kernel}: no cached headers vmlinux under {}", cache.display()));
-        let bytes = std::fs::read(&v).unwrap();
+    for (v, bytes) in headers_vmlinuxes() {
         let range = lockstep_core::module_ko::elf_section_range(&bytes, ".BTF").unwrap().unwrap();
         let whole = Btf::parse(&bytes[range.clone()]).unwrap();
         let lazy = LazyBtf::parse(bytes, range).unwrap();

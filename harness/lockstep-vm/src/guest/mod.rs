@@ -565,7 +565,8 @@ impl GuestRun {
                 return Err(self.finish_after_exit(stage));
             }
             if stage == Stage::Shutdown && self.bye_seen && self.console_done && self.fatal_since.is_none() {
-                self.kill();
+                process::signal_group(&mut self.child);
+                self.await_exited(Duration::from_secs(1));
                 return Err(self.finish_after_exit(stage));
             }
             let now = Instant::now();
@@ -621,6 +622,23 @@ impl GuestRun {
     fn keep_stderr(&mut self, l: String) {
         self.log(&format!("[qemu] {l}"));
         self.stderr_tail.push(l);
+    }
+
+    /// Waits (at most `max`) for the exit watcher's [`Event::Exited`] of a QEMU just signalled,
+    /// not reaped, so that the watcher reads the CPU QEMU used before the reap erases it;
+    /// console and stderr lines on the way are kept as usual.
+    fn await_exited(&mut self, max: Duration) {
+        let end = Instant::now() + max;
+        while let Some(left) = end.checked_duration_since(Instant::now()) {
+            match self.events.recv_timeout(left) {
+                Ok(Event::Exited) | Err(_) => return,
+                Ok(Event::Console(l)) => self.keep_console(l),
+                Ok(Event::Stderr(l)) => self.keep_stderr(l),
+                Ok(Event::ControlClosed) => self.control_closed = true,
+                Ok(Event::ConsoleClosed) => self.console_closed = true,
+                Ok(_) => {}
+            }
+        }
     }
 
     /// QEMU has exited (or was killed after a fatal line): classify.

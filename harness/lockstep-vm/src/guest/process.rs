@@ -43,11 +43,16 @@ pub fn spawn_guarded(cmd: &mut Command) -> io::Result<Child> {
 
 /// Kills the process group of `child` (spawned by [`spawn_guarded`]) and reaps `child`.
 pub fn kill_group(child: &mut Child) {
+    signal_group(child);
+    let _ = child.wait();
+}
+
+/// Sends `child`'s process group SIGKILL (if it still runs) and leaves the reap to the caller.
+pub fn signal_group(child: &mut Child) {
     if matches!(child.try_wait(), Ok(None)) {
         let _ = killpg(Pid::from_raw(child.id() as i32), Signal::SIGKILL);
         let _ = child.kill();
     }
-    let _ = child.wait();
 }
 
 /// The CPU time (user + system, all its threads) process `pid` has used, from
@@ -95,6 +100,20 @@ mod tests {
         kill_group(&mut c);
         let st = c.try_wait().unwrap().expect("reaped");
         assert_eq!(std::os::unix::process::ExitStatusExt::signal(&st), Some(9));
+    }
+
+    #[test]
+    fn a_signalled_group_ends_and_is_left_to_be_reaped() {
+        let mut c = spawn_guarded(Command::new("sleep").arg("30")).unwrap();
+        let pid = c.id() as i32;
+        signal_group(&mut c);
+        use nix::sys::wait::{waitid, Id, WaitPidFlag};
+        waitid(Id::Pid(Pid::from_raw(pid)), WaitPidFlag::WEXITED | WaitPidFlag::WNOWAIT).unwrap();
+        // Ended, not reaped: what it used is still readable (the exit watcher logs it).
+        assert!(cpu_secs(pid).is_some());
+        let st = c.wait().unwrap();
+        assert_eq!(std::os::unix::process::ExitStatusExt::signal(&st), Some(9));
+        assert_eq!(cpu_secs(pid), None);
     }
 
     #[test]
