@@ -39,7 +39,7 @@ fn parse(btf: &[u8]) -> Result<Raw<'_>, String> {
 }
 
 /// Bytes that follow the 12-byte `struct btf_type` for a type of `kind` with `vlen` members.
-fn trailing(kind: u32, vlen: usize) -> Result<usize, String> {
+pub(crate) fn trailing(kind: u32, vlen: usize) -> Result<usize, String> {
     Ok(match kind {
         1 | 14 | 17 => 4,             // INT, VAR, DECL_TAG
         2 | 7..=12 | 16 | 18 => 0,    // PTR, FWD, TYPEDEF, VOLATILE, CONST, RESTRICT, FUNC, FLOAT, TYPE_TAG

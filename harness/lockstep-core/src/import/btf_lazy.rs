@@ -142,18 +142,13 @@ fn index(types: &[u8], strings_len: usize) -> Result<Vec<u32>, BtfError> {
             return Err(truncated());
         };
         name(name_off)?;
-        let vlen = (info & 0xffff) as usize;
-        // The bytes after the 12-byte `struct btf_type`, and the stride of the records whose
-        // first word is a name decode_type() reads (members, parameters).
-        let (len, named_every) = match (info >> 24) & 0x1f {
-            1 | 14 | 17 => (4, None),
-            2 | 7..=12 | 16 | 18 => (0, None),
-            3 => (12, None),
-            4 | 5 => (12 * vlen, Some(12)),
-            6 => (8 * vlen, None),
-            13 => (8 * vlen, Some(8)),
-            15 | 19 => (12 * vlen, None),
-            k => return Err(BtfError(format!("unknown BTF kind {k}"))),
+        let (kind, vlen) = ((info >> 24) & 0x1f, (info & 0xffff) as usize);
+        let len = crate::btf::trailing(kind, vlen).map_err(BtfError)?;
+        // The stride of the records whose first word is a name decode_type() reads.
+        let named_every = match kind {
+            4 | 5 => Some(12), // members
+            13 => Some(8),     // parameters
+            _ => None,
         };
         let body = at + 12;
         if types.len() < body + len {
@@ -265,14 +260,7 @@ mod tests {
                 target = Some(at + 12);
                 break;
             }
-            at += 12
-                + match (info >> 24) & 0x1f {
-                    1 | 14 | 17 => 4,
-                    3 => 12,
-                    4 | 5 | 15 | 19 => 12 * vlen,
-                    6 | 13 => 8 * vlen,
-                    _ => 0,
-                };
+            at += 12 + crate::btf::trailing((info >> 24) & 0x1f, vlen).unwrap();
         }
         let mut bad = b.clone();
         bad[target.expect("the sample has a struct with members")..][..4]
