@@ -50,6 +50,15 @@ pub fn main() -> ! {
 /// much later).
 const POWER_OFF_AFTER_BYE: std::time::Duration = std::time::Duration::from_millis(20);
 
+/// The agent's last words, in the order the host relies on: everything held written, the
+/// profile's report, the console's last line ([`agent_io::mark_console_done`]), then `Bye`.
+pub fn say_bye(out: &Outbox) -> io::Result<()> {
+    out.flush()?;
+    crate::agent_profile::print_report();
+    agent_io::mark_console_done();
+    out.send(&GuestMsg::Bye)
+}
+
 /// The module to load: `/lockstep/module.ko` when the host shipped one.
 fn load_test_module() -> ModuleStatus {
     let path = Path::new("/").join(initramfs::MODULE_PATH);
@@ -148,13 +157,7 @@ fn serve() -> io::Result<()> {
                 // A guest restored from a snapshot: greet again (the release is read afresh).
                 out.send(&hello(agent_io::kernel_release()?))?;
             }
-            Ok(Some(HostMsg::Shutdown)) => {
-                crate::agent_profile::print_report();
-                out.flush()?;
-                agent_io::mark_console_done();
-                out.send(&GuestMsg::Bye)?;
-                return Ok(());
-            }
+            Ok(Some(HostMsg::Shutdown)) => return say_bye(&out),
             // One vCPU: one worker whatever the host asks.
             Ok(Some(HostMsg::Workers { .. })) | Ok(None) => {}
             Err(BadLine { error, run_id }) => {

@@ -168,9 +168,7 @@ pub fn serve(
     r?;
     shared.out.flush()?;
     if bye {
-        crate::agent_profile::print_report();
-        lockstep_vm::agent_io::mark_console_done();
-        shared.out.send(&GuestMsg::Bye)?;
+        crate::agent::say_bye(&shared.out)?;
     }
     Ok(())
 }
